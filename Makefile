@@ -1,0 +1,41 @@
+# raftcache — developer entry points. `make run` and `make test` are the two set-up commands.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The stamp is keyed on the dependency files: editing either re-installs on the next target.
+DEPS_HASH := $(shell cat pyproject.toml constraints.txt 2>/dev/null | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.stamp-$(DEPS_HASH)
+PYTEST_ARGS ?=
+
+.PHONY: venv run test lint format sweep soak bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.stamp-*
+	@touch $@
+
+run: $(STAMP)
+	$(VENV)/bin/raftcache cluster --nodes 3 --base-port 8001 --data-dir ./data
+
+test: $(STAMP)
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+
+# Longer chaos sweep over many seeds (SEEDS=N to choose how many).
+sweep: $(STAMP)
+	RAFTCACHE_SWEEP_SEEDS=$${SEEDS:-500} HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,0 +1,32 @@
+"""Errors the Raft layer raises to its callers."""
+
+from __future__ import annotations
+
+
+class RaftError(Exception):
+    """Base of Raft-layer errors."""
+
+
+class NotLeaderError(RaftError):
+    """This node is not the leader; ``leader_id`` is a hint (None when unknown)."""
+
+    def __init__(self, leader_id: str | None, message: str | None = None) -> None:
+        super().__init__(message or f"not the leader (leader hint: {leader_id})")
+        self.leader_id = leader_id
+
+
+class ProposalDroppedError(RaftError):
+    """The proposal was certainly not appended (e.g. flow control, transfer in progress)."""
+
+
+class IndeterminateError(RaftError):
+    """The command was appended but leadership was lost before it committed: it may or may not
+    take effect. Callers with a client session may safely retry."""
+
+
+class NodeStoppedError(RaftError):
+    """The node is stopped or stopping."""
+
+
+class MembershipChangeError(RaftError):
+    """A membership change was refused (another in progress, unknown node, ...)."""
