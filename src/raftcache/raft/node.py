@@ -81,7 +81,7 @@ class RaftNode:
         *,
         cluster_id: str | None = None,
         rng: random.Random | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         peer_addresses: dict[str, str] | None = None,
     ) -> None:
         self.node_id = node_id
@@ -95,7 +95,9 @@ class RaftNode:
         self._bootstrap = Configuration(voters={p: addresses.get(p) for p in sorted(peer_list)})
         self._cluster_id = cluster_id
         self._rng = rng or random.Random()
-        self._clock = clock
+        # Default: the event loop's monotonic clock (virtual under looptime in simulations).
+        self._clock: Callable[[], float] = clock or time.monotonic
+        self._clock_given = clock is not None
         self._apply_entry = getattr(state_machine, "apply_entry", None)
         self._core: RaftCore | None = None
         self._wake = asyncio.Event()
@@ -163,6 +165,8 @@ class RaftNode:
     async def start(self) -> None:
         if self._running:
             return
+        if not self._clock_given:
+            self._clock = asyncio.get_running_loop().time
         self.storage.bind(self.node_id, self._cluster_id)
         recovered = self.storage.load()
         snapshot = self.storage.load_snapshot()
