@@ -1,0 +1,246 @@
+"""Options of ``raftcache serve``: one table of options read from flags, environment and TOML.
+
+Rule: precedence is flags > environment (``RAFTCACHE_<OPTION>``) > config file (``--config`` or
+``RAFTCACHE_CONFIG``, TOML) > defaults, option by option. Every source goes through the same
+converter, so a value means the same wherever it comes from; anything invalid or unknown raises
+``ConfigError`` with a message naming the option and the source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "RAFTCACHE_"
+
+
+class ConfigError(ValueError):
+    """An option is missing, malformed or contradictory."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """Everything ``raftcache serve`` needs, validated. Durations in seconds."""
+
+    id: str
+    host: str
+    port: int
+    peers: Mapping[str, str]
+    data_dir: Path
+    cluster_token: str | None = None
+    client_token: str | None = None
+    resp_port: int | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    max_keys: int | None = None
+    max_bytes: int | None = None
+    max_value_bytes: int = 1024 * 1024
+    max_batch_ops: int = 1000
+    log_format: str = "text"
+    log_level: str = "info"
+    network_timeout_s: float = 2.0
+    leader_wait_s: float = 2.0
+    shutdown_timeout_s: float = 10.0
+    sources: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def listen(self) -> str:
+        """``HOST:PORT`` as given."""
+        return f"{self.host}:{self.port}"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number 0..65535")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a finite number > 0")
+    return value
+
+
+def _non_empty(text: str) -> str:
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        if text.lower() not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text.lower()
+
+    return convert
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8001`` for IPv6) → (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError("must be HOST:PORT")
+    return host.strip("[]"), _port(port)
+
+
+def parse_peers(text: str) -> dict[str, str]:
+    """``ID=URL,ID=URL,...`` → {id: url} (URLs ``http(s)://host:port``, ids unique)."""
+    peers: dict[str, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        node_id, sep, url = item.strip().partition("=")
+        if not sep or not node_id or not url.startswith(("http://", "https://")):
+            raise ValueError(f"{item!r} is not ID=http(s)://HOST:PORT")
+        if node_id in peers:
+            raise ValueError(f"node {node_id} listed twice")
+        peers[node_id] = url.rstrip("/")
+    if not peers:
+        raise ValueError("must list at least one ID=URL")
+    return peers
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One option: its name (``dest``), converter from text, default and help."""
+
+    name: str
+    convert: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str | None = None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("id", _non_empty, None, "this node's id (must appear in --peers)", "ID"),
+    Option("listen", parse_listen, None, "address to serve on", "HOST:PORT"),
+    Option("peers", parse_peers, None, "every voting member, this node included", "ID=URL,..."),
+    Option("data_dir", Path, None, "directory of the node's durable state", "DIR"),
+    Option("cluster_token", _non_empty, None, "bearer token of the Raft endpoints", "T"),
+    Option("client_token", _non_empty, None, "bearer token of the client API", "T"),
+    Option("resp_port", _port, None, "Redis protocol port (not implemented yet)", "P"),
+    Option("tls_cert", Path, None, "TLS certificate (PEM)", "FILE"),
+    Option("tls_key", Path, None, "TLS private key (PEM)", "FILE"),
+    Option("tls_ca", Path, None, "CA for peer certificates: enables mutual TLS", "FILE"),
+    Option("max_keys", _positive_int, None, "LRU bound on the number of keys", "N"),
+    Option("max_bytes", _positive_int, None, "LRU bound on keys + values bytes", "N"),
+    Option("max_value_bytes", _positive_int, 1024 * 1024, "largest value accepted (413)", "N"),
+    Option("max_batch_ops", _positive_int, 1000, "most ops in a batch or mget", "N"),
+    Option("log_format", _choice("text", "json"), "text", "log line format", "text|json"),
+    Option(
+        "log_level",
+        _choice("debug", "info", "warning", "error"),
+        "info",
+        "lowest level logged",
+        "LEVEL",
+    ),
+    Option("network_timeout_s", _positive_float, 2.0, "Raft RPC timeout (s)", "S"),
+    Option("leader_wait_s", _positive_float, 2.0, "wait for a leader before 503 (s)", "S"),
+    Option("shutdown_timeout_s", _positive_float, 10.0, "graceful shutdown bound (s)", "S"),
+)
+_BY_NAME = {opt.name: opt for opt in OPTIONS}
+REQUIRED = ("id", "listen", "peers", "data_dir")
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``serve`` flags to ``parser`` (every default is None: "not given")."""
+    parser.add_argument("--config", default=None, metavar="FILE.toml", help="TOML config file")
+    for opt in OPTIONS:
+        flag = "--" + opt.name.removesuffix("_s").replace("_", "-")
+        parser.add_argument(flag, dest=opt.name, default=None, metavar=opt.metavar, help=opt.help)
+
+
+def _convert(opt: Option, raw: object, source: str) -> Any:
+    try:
+        if isinstance(raw, str):
+            return opt.convert(raw)
+        if opt.name == "peers" and isinstance(raw, Mapping):
+            return parse_peers(",".join(f"{k}={v}" for k, v in raw.items()))
+        if isinstance(raw, bool):
+            raise ValueError("must not be a boolean")
+        if isinstance(raw, int | float):
+            return opt.convert(str(raw))
+        raise ValueError(f"unsupported value {raw!r}")
+    except (ValueError, TypeError) as exc:
+        flag = "--" + opt.name.removesuffix("_s").replace("_", "-")
+        raise ConfigError(f"{flag} ({source}): {exc}") from None
+
+
+def load_config_file(path: Path) -> dict[str, object]:
+    """Read a TOML config file: keys are option names (``-`` or ``_``), unknown keys refused."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    values: dict[str, object] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in _BY_NAME and name + "_s" in _BY_NAME:
+            name += "_s"
+        if name not in _BY_NAME:
+            raise ConfigError(f"config file {path}: unknown option {key!r}")
+        values[name] = value
+    return values
+
+
+def resolve_options(
+    flags: Mapping[str, object], env: Mapping[str, str], *, config_path: str | None = None
+) -> ServeOptions:
+    """Merge the sources (flags > env > file > defaults) and validate the result.
+
+    Args:
+        flags: option name → value given on the command line (None or absent: not given).
+        env: the environment (only ``RAFTCACHE_*`` variables are read).
+        config_path: the ``--config`` flag; else ``RAFTCACHE_CONFIG``; else no file.
+    """
+    path = config_path or env.get(ENV_PREFIX + "CONFIG") or None
+    file_values = load_config_file(Path(path)) if path else {}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for opt in OPTIONS:
+        env_name = ENV_PREFIX + opt.name.removesuffix("_s").upper()
+        if flags.get(opt.name) is not None:
+            values[opt.name] = _convert(opt, flags[opt.name], "flag")
+            sources[opt.name] = "flag"
+        elif env.get(env_name):
+            values[opt.name] = _convert(opt, env[env_name], f"env {env_name}")
+            sources[opt.name] = "env"
+        elif opt.name in file_values:
+            values[opt.name] = _convert(opt, file_values[opt.name], f"file {path}")
+            sources[opt.name] = "file"
+        else:
+            values[opt.name] = opt.default
+            sources[opt.name] = "default"
+    return _build(values, sources)
+
+
+def _build(values: dict[str, Any], sources: dict[str, str]) -> ServeOptions:
+    missing = [name for name in REQUIRED if values[name] is None]
+    if missing:
+        flags = ", ".join("--" + name.replace("_", "-") for name in missing)
+        raise ConfigError(f"missing required option(s): {flags}")
+    if values["id"] not in values["peers"]:
+        raise ConfigError(f"--id {values['id']} is not listed in --peers")
+    if (values["tls_cert"] is None) != (values["tls_key"] is None):
+        raise ConfigError("--tls-cert and --tls-key must be given together")
+    if values["tls_ca"] is not None and values["tls_cert"] is None:
+        raise ConfigError("--tls-ca needs --tls-cert and --tls-key")
+    host, port = values.pop("listen")
+    return ServeOptions(host=host, port=port, sources=sources, **values)

@@ -1,0 +1,135 @@
+"""HTTP errors of the client API and the mapping from domain errors to them.
+
+Rule: every error response the server sends is a JSON object ``{"error": "<message>", ...}``.
+Handlers and validators raise ``ApiError``; domain errors (Raft, cache) pass through the
+handlers untouched and are translated here, in one place, by ``api_error_for``. A 503 always
+carries ``Retry-After``; a 504 always carries ``"indeterminate": true``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from raftcache.raft.errors import (
+    IndeterminateError,
+    MembershipChangeError,
+    NodeStoppedError,
+    ProposalDroppedError,
+)
+
+RETRY_AFTER_S = 1
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, message and extra JSON fields.
+
+    Args:
+        status: the HTTP status code.
+        message: the human-readable ``error`` field.
+        extra: further JSON fields of the body (e.g. ``{"version": 7}``).
+        headers: response headers (e.g. ``Retry-After``).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = dict(extra or {})
+        self.headers = dict(headers or {})
+
+    def to_response(self) -> web.Response:
+        """Render as a JSON response."""
+        return json_error(self.status, self.message, extra=self.extra, headers=self.headers)
+
+
+def bad_request(message: str) -> ApiError:
+    """A 400 for input the client must change before retrying."""
+    return ApiError(400, message)
+
+
+def too_large(message: str) -> ApiError:
+    """A 413 for a value or body over its configured limit."""
+    return ApiError(413, message)
+
+
+def unavailable(message: str) -> ApiError:
+    """A 503: nothing happened, retrying later may succeed."""
+    return ApiError(503, message, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def indeterminate(message: str) -> ApiError:
+    """A 504: the write may or may not have taken effect."""
+    return ApiError(504, message, extra={"indeterminate": True})
+
+
+def json_error(
+    status: int,
+    message: str,
+    *,
+    extra: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    """Build the JSON error body every 4xx/5xx uses; a 503 always gets ``Retry-After``."""
+    body: dict[str, Any] = {"error": message}
+    body.update(extra or {})
+    all_headers = dict(headers or {})
+    if status == 503:
+        all_headers.setdefault("Retry-After", str(RETRY_AFTER_S))
+    return web.Response(
+        status=status,
+        body=orjson.dumps(body),
+        content_type="application/json",
+        headers=all_headers,
+    )
+
+
+def is_write_request(request: web.Request) -> bool:
+    """Whether a request may change state: anything but GET/HEAD and the ``mget`` read."""
+    return request.method not in ("GET", "HEAD", "OPTIONS") and request.path != "/v1/mget"
+
+
+def api_error_for(exc: BaseException, *, is_write: bool) -> ApiError | None:
+    """Translate a domain error into its HTTP error; None when ``exc`` is not a known one.
+
+    ``NotLeaderError`` is not handled here: forwarding decides what it becomes.
+
+    Args:
+        exc: the exception a handler raised.
+        is_write: whether the request may have changed state (a timeout on a read means nothing
+            happened, so it is a 503; on a write the outcome is unknown, so it is a 504).
+    """
+    if isinstance(exc, ProposalDroppedError):
+        return unavailable(f"proposal dropped: {exc}" if str(exc) else "proposal dropped")
+    if isinstance(exc, NodeStoppedError):
+        return unavailable("node is stopping")
+    if isinstance(exc, IndeterminateError):
+        return indeterminate(str(exc) or "leadership lost before the write committed")
+    if isinstance(exc, TimeoutError):
+        if is_write:
+            return indeterminate("timed out waiting for the write to commit")
+        return unavailable("timed out waiting for the cluster")
+    if isinstance(exc, MembershipChangeError):
+        return ApiError(409, str(exc) or "membership change refused")
+    # The cache errors are imported lazily: the cache package is another layer that the server
+    # only needs once a request fails, and importing it here would couple module load order.
+    from raftcache.cache import errors as cache_errors
+
+    if isinstance(exc, cache_errors.PreconditionFailed):
+        current = getattr(exc, "current_version", None)
+        return ApiError(412, "precondition failed", extra={"version": current})
+    if isinstance(exc, cache_errors.NotACounter | cache_errors.CounterOverflow):
+        return ApiError(409, str(exc) or type(exc).__name__)
+    if isinstance(exc, cache_errors.InvalidCommand):
+        return bad_request(str(exc) or "invalid command")
+    return None

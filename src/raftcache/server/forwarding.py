@@ -1,0 +1,159 @@
+"""Transparent forwarding of client requests from a follower to the leader.
+
+Rule: a request that hits ``NotLeaderError`` was certainly not applied here, so it is safe to
+send on. The follower waits a bounded time for a leader to be known, then proxies the request
+(method, raw path and query, body, end-to-end headers including session headers and
+``If-Match``) to the leader with ``X-Raftcache-Forwarded: 1`` and relays the answer. A forwarded
+request is never forwarded again: if its receiver is not the leader either, it answers 503 with
+``Retry-After``. If this node becomes the leader while waiting, it serves the request itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Final
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from raftcache.raft.errors import NotLeaderError
+from raftcache.server.errors import indeterminate, is_write_request, unavailable
+from raftcache.server.ports import NodePort
+
+FORWARDED_HEADER: Final = "X-Raftcache-Forwarded"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Hop-by-hop headers (RFC 9110 §7.6.1) and the ones aiohttp recomputes must not be copied.
+_REQUEST_SKIP: Final = frozenset(
+    {
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "accept-encoding",
+        FORWARDED_HEADER.lower(),
+    }
+)
+_RESPONSE_KEEP: Final = ("Content-Type", "ETag", "Retry-After")
+
+log = logging.getLogger("raftcache.server.forwarding")
+
+
+class Forwarder:
+    """Proxies requests that reached a follower to the current leader.
+
+    Args:
+        node: the local Raft node (its ``leader_id`` and ``leader_address()``).
+        peer_urls: fallback addresses by node id, for leaders whose configuration entry has none.
+        leader_wait_s: how long to wait for a leader to become known before answering 503.
+        timeout_s: total timeout of one proxied request.
+        ssl_context: client TLS context for ``https`` peers (mutual TLS when it has a cert).
+        poll_interval_s: how often ``leader_id`` is polled while waiting.
+    """
+
+    def __init__(
+        self,
+        node: NodePort,
+        *,
+        peer_urls: Mapping[str, str] | None = None,
+        leader_wait_s: float = 2.0,
+        timeout_s: float = 10.0,
+        ssl_context: ssl.SSLContext | None = None,
+        poll_interval_s: float = 0.05,
+    ) -> None:
+        self._node = node
+        self._peer_urls = dict(peer_urls or {})
+        self._leader_wait_s = leader_wait_s
+        self._timeout_s = timeout_s
+        self._ssl_context = ssl_context
+        self._poll_interval_s = poll_interval_s
+        self._session: aiohttp.ClientSession | None = None
+        self.forwarded_total = 0
+
+    async def close(self) -> None:
+        """Close the client session (idempotent)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created lazily, inside the running loop, and reused: keep-alive to the leader.
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=50, ssl=self._ssl_context or True)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        return self._session
+
+    def leader_url(self, leader_id: str) -> str | None:
+        """The base URL of ``leader_id``: the configuration's, else the static peer list's."""
+        url: str | None = None
+        if self._node.leader_id == leader_id:
+            url = self._node.leader_address()
+        return url or self._peer_urls.get(leader_id)
+
+    async def handle_not_leader(
+        self, request: web.Request, handler: Handler, error: NotLeaderError
+    ) -> web.StreamResponse:
+        """Answer a request whose handler raised ``NotLeaderError``: forward, retry or 503."""
+        if request.headers.get(FORWARDED_HEADER):
+            raise unavailable("not the leader (request was already forwarded once)")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._leader_wait_s
+        hint = error.leader_id
+        while True:
+            leader = self._node.leader_id or hint
+            hint = None  # the hint is only good once: it may be stale
+            if leader == self._node.node_id:
+                try:
+                    return await handler(request)
+                except NotLeaderError as again:
+                    hint = again.leader_id
+            elif leader is not None:
+                url = self.leader_url(leader)
+                if url is not None:
+                    return await self.proxy(request, leader, url)
+            if loop.time() >= deadline:
+                raise unavailable("no leader known; the cluster may be electing one")
+            await asyncio.sleep(self._poll_interval_s)
+
+    async def proxy(self, request: web.Request, leader: str, base_url: str) -> web.Response:
+        """Send ``request`` to ``base_url`` and relay the leader's answer."""
+        headers: CIMultiDict[str] = CIMultiDict(
+            (k, v) for k, v in request.headers.items() if k.lower() not in _REQUEST_SKIP
+        )
+        headers[FORWARDED_HEADER] = "1"
+        body = await request.read()  # aiohttp caches the body: the handler already read it
+        url = URL(base_url.rstrip("/") + request.raw_path, encoded=True)
+        self.forwarded_total += 1
+        log.debug("forwarding %s %s to leader %s", request.method, request.path, leader)
+        try:
+            async with self._client().request(
+                request.method,
+                url,
+                data=body if body else None,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+                allow_redirects=False,
+            ) as resp:
+                payload = await resp.read()
+                out = {h: resp.headers[h] for h in _RESPONSE_KEEP if h in resp.headers}
+                return web.Response(status=resp.status, body=payload, headers=out)
+        except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
+            # The connection was never made: the request certainly did not reach the leader.
+            raise unavailable(f"leader {leader} unreachable: {type(exc).__name__}") from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # The request may have reached the leader and been applied there.
+            if not is_write_request(request):
+                raise unavailable(f"leader {leader} did not answer") from exc
+            raise indeterminate(f"leader {leader} did not answer the forwarded write") from exc

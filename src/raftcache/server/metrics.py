@@ -1,0 +1,140 @@
+"""Prometheus metrics of one node: HTTP traffic plus Raft and cache state read at scrape time.
+
+Rule: each node owns its own ``CollectorRegistry`` (several nodes may share a process, in tests
+or embedded use), so nothing is registered globally. Request counters and latency histograms are
+updated by the HTTP middleware and labelled by the route *pattern* (``/v1/keys/{key}``), never
+by the raw path, so that label cardinality stays bounded. Node and cache state are not copied
+into gauges on every change: a collector reads them when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from raftcache.server.ports import NodePort
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+ROLES = ("follower", "candidate", "leader")
+# Stats that only ever grow are exported as counters; every other number is a gauge.
+_MONOTONIC = frozenset(
+    {"hits", "misses", "evictions", "expirations", "elections", "rpcs_sent", "rpcs_received"}
+)
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+def _family(prefix: str, name: str, help_text: str, labels: list[str]) -> Metric:
+    if name in _MONOTONIC:
+        return CounterMetricFamily(f"{prefix}_{name}", help_text, labels=labels)
+    return GaugeMetricFamily(f"{prefix}_{name}", help_text, labels=labels)
+
+
+def stats_families(prefix: str, stats: Mapping[str, Any]) -> Iterator[Metric]:
+    """Turn a stats dict into metric families: numbers directly, ``{label: number}`` maps as
+    one family labelled ``key``, deeper maps flattened into that label as ``a.b``."""
+    for name in sorted(stats):
+        value = stats[name]
+        help_text = f"{prefix.replace('_', ' ')} {name}"
+        number = _number(value)
+        if number is not None:
+            family = _family(prefix, name, help_text, [])
+            family.add_metric([], number)  # type: ignore[attr-defined]
+            yield family
+        elif isinstance(value, Mapping):
+            family = _family(prefix, name, help_text, ["key"])
+            for label, item in _flatten(value):
+                family.add_metric([label], item)  # type: ignore[attr-defined]
+            yield family
+
+
+def _flatten(value: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
+    for key in sorted(value, key=str):
+        item = value[key]
+        label = f"{prefix}{key}"
+        number = _number(item)
+        if number is not None:
+            yield label, number
+        elif isinstance(item, Mapping):
+            yield from _flatten(item, f"{label}.")
+
+
+class NodeStateCollector(Collector):
+    """Reads the node's Raft state and the last cache stats snapshot at scrape time."""
+
+    def __init__(self, node: NodePort, forwarded_total: Callable[[], int]) -> None:
+        self._node = node
+        self._forwarded_total = forwarded_total
+        self.cache_stats: Mapping[str, Any] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        node = self._node
+        role = str(getattr(getattr(node, "role", None), "value", getattr(node, "role", "")))
+        for name, help_text, value in (
+            ("raftcache_raft_term", "current Raft term", node.current_term),
+            ("raftcache_raft_commit_index", "highest committed log index", node.commit_index),
+            ("raftcache_raft_last_applied", "highest applied log index", node.last_applied),
+            ("raftcache_raft_members", "number of voting members", len(node.members)),
+            ("raftcache_raft_leader_known", "1 when a leader is known", node.leader_id is not None),
+            ("raftcache_raft_is_leader", "1 when this node is the leader", role == "leader"),
+        ):
+            yield GaugeMetricFamily(name, help_text, value=float(value))
+        roles = GaugeMetricFamily("raftcache_raft_role", "1 for the current role", labels=["role"])
+        for candidate in ROLES:
+            roles.add_metric([candidate], 1.0 if candidate == role else 0.0)
+        yield roles
+        yield CounterMetricFamily(
+            "raftcache_http_forwarded",
+            "client requests forwarded to the leader",
+            value=float(self._forwarded_total()),
+        )
+        yield from stats_families("raftcache_raft", node.raft_stats())
+        yield from stats_families("raftcache_cache", self.cache_stats)
+
+
+class ServerMetrics:
+    """The metrics of one node's HTTP server, in a registry of their own.
+
+    Args:
+        node: the Raft node whose state is exported at scrape time.
+        forwarded_total: reads how many requests were forwarded to the leader so far.
+    """
+
+    def __init__(self, node: NodePort, forwarded_total: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.requests = Counter(
+            "raftcache_http_requests",
+            "HTTP requests served, by route pattern, method and status code",
+            ["route", "method", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "raftcache_http_request_duration_seconds",
+            "HTTP request latency, by route pattern and method",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._state = NodeStateCollector(node, forwarded_total)
+        self.registry.register(self._state)
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one finished request and record its latency."""
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
+    def render(self, cache_stats: Mapping[str, Any]) -> bytes:
+        """The Prometheus text exposition, with ``cache_stats`` as the cache's current state."""
+        self._state.cache_stats = cache_stats
+        return generate_latest(self.registry)

@@ -1,0 +1,118 @@
+"""The middleware chain of the server, outermost first: metrics → errors → auth → forwarding.
+
+Rule: handlers raise, middlewares translate. ``metrics`` sees the final status of every request
+(including errors and forwarded answers). ``errors`` turns every exception into a JSON error
+response — ``ApiError``, aiohttp's own 404/405/413, domain errors via ``api_error_for`` and
+any bug as a JSON 500 — so the node keeps serving whatever a handler does. ``auth`` checks the
+client token before any work is done. ``forwarding`` catches ``NotLeaderError`` and hands the
+request to the ``Forwarder``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+
+from aiohttp import web
+
+from raftcache.raft.errors import NotLeaderError
+from raftcache.server.context import context_of
+from raftcache.server.errors import (
+    ApiError,
+    api_error_for,
+    is_write_request,
+    json_error,
+    unavailable,
+)
+from raftcache.server.forwarding import Handler
+
+log = logging.getLogger("raftcache.server.http")
+
+# Open without the client token: liveness probes, and the Raft endpoints (cluster token).
+_OPEN_PATHS = frozenset({"/v1/health"})
+_RAFT_PREFIX = "/raft/"
+
+
+def route_label(request: web.Request) -> str:
+    """The route pattern that matched (bounded cardinality), or ``unmatched``."""
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count and time every request by route pattern, method and final status."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        elapsed = loop.time() - started
+        route = route_label(request)
+        context_of(request).metrics.observe(route, request.method, status, elapsed)
+        log.debug(
+            "request",
+            extra={"method": request.method, "route": route, "status": status, "s": elapsed},
+        )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every failure as a JSON error; a bug becomes a JSON 500, never a dead node."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.to_response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return json_error(exc.status, exc.reason.lower(), headers=headers)
+    except NotLeaderError:
+        # Only reached if forwarding is bypassed (e.g. a sub-application): never a 500.
+        return unavailable("not the leader").to_response()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        mapped = api_error_for(exc, is_write=is_write_request(request))
+        if mapped is not None:
+            return mapped.to_response()
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        return json_error(500, f"internal error: {type(exc).__name__}")
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With a client token configured, require ``Authorization: Bearer <token>``."""
+    token = context_of(request).settings.client_token
+    path = request.path
+    if token is None or path in _OPEN_PATHS or path.startswith(_RAFT_PREFIX):
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    # compare_digest: the time taken must not reveal how much of the token matched.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8")
+    ):
+        raise ApiError(401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return await handler(request)
+
+
+@web.middleware
+async def forwarding_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Send requests that need the leader on to it (see ``raftcache.server.forwarding``)."""
+    try:
+        return await handler(request)
+    except NotLeaderError as exc:
+        return await context_of(request).forwarder.handle_not_leader(request, handler, exc)
+
+
+MIDDLEWARES = (metrics_middleware, error_middleware, auth_middleware, forwarding_middleware)

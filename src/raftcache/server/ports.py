@@ -1,0 +1,77 @@
+"""What the HTTP server needs from the layers below it, as structural protocols.
+
+Rule: the server depends on these two small protocols, not on the concrete ``RaftNode`` and
+``CacheService`` (docs/design.md fixes both), so that handlers can be tested against a fake and
+the real classes satisfy them without inheriting anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+
+class NodePort(Protocol):
+    """The parts of ``RaftNode`` the server reads or calls (SPEC §3, docs/design.md)."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def leader_id(self) -> str | None: ...
+
+    @property
+    def current_term(self) -> int: ...
+
+    @property
+    def commit_index(self) -> int: ...
+
+    @property
+    def last_applied(self) -> int: ...
+
+    @property
+    def members(self) -> Sequence[str] | frozenset[str] | set[str]: ...
+
+    def leader_address(self) -> str | None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def raft_stats(self) -> dict[str, Any]: ...
+
+    async def add_member(self, node_id: str, address: str | None = None) -> Any: ...
+
+    async def remove_member(self, node_id: str) -> Any: ...
+
+    async def transfer_leadership(self, to: str | None = None) -> Any: ...
+
+    async def take_snapshot(self) -> Any: ...
+
+
+class ServicePort(Protocol):
+    """The parts of ``CacheService`` the server calls (docs/design.md)."""
+
+    async def get(self, key: str, consistency: str = "linearizable") -> Any: ...
+
+    async def mget(self, keys: Sequence[str], consistency: str = "linearizable") -> Any: ...
+
+    async def list_keys(
+        self, prefix: str | None, after: str | None, limit: int, consistency: str
+    ) -> Any: ...
+
+    async def set(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float | None = None,
+        if_version: int | None = None,
+        if_absent: bool = False,
+        session: Any = None,
+    ) -> Any: ...
+
+    async def delete(self, key: str, if_version: int | None = None, session: Any = None) -> Any: ...
+
+    async def incr(self, key: str, by: int = 1, session: Any = None) -> Any: ...
+
+    async def batch(self, ops: Sequence[Any], session: Any = None) -> Any: ...
+
+    async def stats(self) -> Mapping[str, Any]: ...

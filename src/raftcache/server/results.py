@@ -1,0 +1,99 @@
+"""Rendering of ``CacheService`` results as the JSON bodies of SPEC §4, and session headers.
+
+Rule: this is the one place that knows the shapes the cache service returns; handlers pass
+results through these functions and never index into them. Bytes go out as RFC 4648 base64
+with padding.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from raftcache.server.validation import BatchOp, parse_session_headers
+
+CLIENT_ID_HEADER = "X-Raftcache-Client-Id"
+SEQ_HEADER = "X-Raftcache-Seq"
+
+
+def json_response(body: Mapping[str, Any], status: int = 200) -> web.Response:
+    """A JSON response encoded with orjson."""
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+def b64(value: bytes | None) -> str | None:
+    """Base64 with padding, None for None."""
+    return None if value is None else base64.b64encode(value).decode("ascii")
+
+
+def session_from_headers(request: web.Request) -> Any:
+    """The write's ``Session`` from ``X-Raftcache-Client-Id``/``X-Raftcache-Seq``, or None."""
+    parsed = parse_session_headers(
+        request.headers.get(CLIENT_ID_HEADER), request.headers.get(SEQ_HEADER)
+    )
+    if parsed is None:
+        return None
+    from raftcache.cache.service import Session
+
+    return Session(client_id=parsed[0], seq=parsed[1])
+
+
+def _field(obj: Any, name: str, position: int) -> Any:
+    if isinstance(obj, Mapping):
+        return obj[name]
+    if isinstance(obj, tuple):
+        return obj[position]
+    return getattr(obj, name)
+
+
+def read_entry(entry: Any) -> tuple[bytes, int] | None:
+    """A ``get`` result → (value, version), or None when the key is missing or expired."""
+    if entry is None:
+        return None
+    return bytes(_field(entry, "value", 0)), int(_field(entry, "version", 1))
+
+
+def to_listing(result: Any) -> tuple[list[str], str | None]:
+    """A ``list_keys`` result → (keys in order, the ``next`` cursor or None)."""
+    keys = _field(result, "keys", 0)
+    next_key = _field(result, "next", 1)
+    return [str(k) for k in keys], None if next_key is None else str(next_key)
+
+
+def to_incr_result(result: Any) -> tuple[int, int]:
+    """An ``incr`` result → (new value, version)."""
+    return int(_field(result, "value", 0)), int(_field(result, "version", 1))
+
+
+def _value_of(item: Any) -> bytes | None:
+    if item is None or isinstance(item, bytes | bytearray | memoryview):
+        return None if item is None else bytes(item)
+    found = read_entry(item)
+    return None if found is None else found[0]
+
+
+def to_values(result: Sequence[Any]) -> list[str | None]:
+    """An ``mget`` result → base64 values in key order (None for missing keys)."""
+    return [b64(_value_of(item)) for item in result]
+
+
+def batch_response(ops: Sequence[BatchOp], results: Sequence[Any]) -> list[dict[str, Any]]:
+    """A ``batch`` result → the SPEC's per-op objects, in op order."""
+    if len(results) != len(ops):
+        raise RuntimeError(f"batch returned {len(results)} results for {len(ops)} ops")
+    rendered: list[dict[str, Any]] = []
+    for op, result in zip(ops, results, strict=True):
+        if op.op == "get":
+            value = result.get("value") if isinstance(result, Mapping) else _value_of(result)
+            rendered.append({"value": value if isinstance(value, str) else b64(value)})
+        elif op.op == "set":
+            version = result.get("version") if isinstance(result, Mapping) else result
+            rendered.append({"version": int(version)})
+        else:
+            deleted = result.get("deleted") if isinstance(result, Mapping) else result
+            rendered.append({"deleted": bool(deleted)})
+    return rendered

@@ -1,0 +1,137 @@
+"""Handlers of the operational API: status, stats, health, metrics, membership, leadership
+transfer and snapshots.
+
+Rule: read-only endpoints answer from this node's own state (no forwarding: ``/v1/status`` of a
+follower must describe the follower). Membership changes and leadership transfer need the leader
+and so are forwarded like writes; ``/v1/snapshot`` compacts this node's own log.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from raftcache.server.context import context_of
+from raftcache.server.errors import json_error
+from raftcache.server.metrics import CONTENT_TYPE
+from raftcache.server.ports import NodePort
+from raftcache.server.results import json_response
+from raftcache.server.routes_keys import SMALL_BODY_BYTES, read_body
+from raftcache.server.validation import (
+    check_fields,
+    parse_json_object,
+    parse_node_id,
+    parse_node_url,
+)
+
+
+def _role(node: NodePort) -> str:
+    role = getattr(node, "role", None)
+    return str(getattr(role, "value", role))
+
+
+def node_status(node: NodePort) -> dict[str, Any]:
+    """The ``/v1/status`` body: SPEC fields from the node's properties, plus its extras."""
+    extra: Mapping[str, Any] = node.status()
+    status = dict(extra)
+    status.update(
+        {
+            "id": node.node_id,
+            "role": _role(node),
+            "term": node.current_term,
+            "leader": node.leader_id,
+            "commit_index": node.commit_index,
+            "last_applied": node.last_applied,
+            "members": sorted(node.members),
+        }
+    )
+    return status
+
+
+async def cache_stats(request: web.Request) -> Mapping[str, Any]:
+    """The cache service's stats (the service may expose them sync or async)."""
+    result: Any = context_of(request).service.stats()
+    if inspect.isawaitable(result):
+        result = await result
+    stats: Mapping[str, Any] = result
+    return stats
+
+
+async def get_status(request: web.Request) -> web.Response:
+    """``GET /v1/status``: this node's view of the cluster."""
+    return json_response(node_status(context_of(request).node))
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    """``GET /v1/stats``: ``{"cache": {...}, "raft": {...}}``."""
+    node = context_of(request).node
+    return json_response({"cache": dict(await cache_stats(request)), "raft": node.raft_stats()})
+
+
+async def get_health(request: web.Request) -> web.Response:
+    """``GET /v1/health``: 200 while this node knows a leader, else 503."""
+    node = context_of(request).node
+    leader = node.leader_id
+    if leader is None:
+        return json_error(503, "no leader known", extra={"id": node.node_id})
+    return json_response({"status": "ok", "id": node.node_id, "leader": leader})
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus text exposition."""
+    metrics = context_of(request).metrics
+    body = metrics.render(await cache_stats(request))
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def add_member(request: web.Request) -> web.Response:
+    """``POST /v1/members`` ``{"id", "url"}``: returns once the node is a voter."""
+    obj = parse_json_object(await read_body(request, SMALL_BODY_BYTES))
+    check_fields(obj, frozenset({"id", "url"}), "members body")
+    node_id = parse_node_id(obj.get("id"))
+    url = parse_node_url(obj.get("url"))
+    node = context_of(request).node
+    await node.add_member(node_id, url)
+    return json_response({"added": node_id, "members": sorted(node.members)})
+
+
+async def remove_member(request: web.Request) -> web.Response:
+    """``DELETE /v1/members/{id}``."""
+    node_id = parse_node_id(request.match_info["id"])
+    node = context_of(request).node
+    await node.remove_member(node_id)
+    return json_response({"removed": node_id, "members": sorted(node.members)})
+
+
+async def transfer_leader(request: web.Request) -> web.Response:
+    """``POST /v1/leader/transfer`` ``{"to": id | null}`` (an empty body means any)."""
+    obj = parse_json_object(await read_body(request, SMALL_BODY_BYTES), allow_empty=True)
+    check_fields(obj, frozenset({"to"}), "transfer body")
+    raw_to = obj.get("to")
+    to = None if raw_to is None else parse_node_id(raw_to, "to")
+    node = context_of(request).node
+    await node.transfer_leadership(to)
+    return json_response({"leader": node.leader_id})
+
+
+async def take_snapshot(request: web.Request) -> web.Response:
+    """``POST /v1/snapshot``: snapshot this node's state and compact its log."""
+    node = context_of(request).node
+    result = await node.take_snapshot()
+    index = result if isinstance(result, int) and not isinstance(result, bool) else None
+    return json_response({"snapshot_index": index, "last_applied": node.last_applied})
+
+
+def add_admin_routes(app: web.Application) -> None:
+    """Register the operational routes on ``app``."""
+    app.router.add_get("/v1/status", get_status)
+    app.router.add_get("/v1/stats", get_stats)
+    app.router.add_get("/v1/health", get_health)
+    app.router.add_get("/metrics", get_metrics)
+    app.router.add_post("/v1/members", add_member)
+    app.router.add_delete("/v1/members/{id}", remove_member)
+    app.router.add_post("/v1/leader/transfer", transfer_leader)
+    app.router.add_post("/v1/snapshot", take_snapshot)

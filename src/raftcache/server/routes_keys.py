@@ -1,0 +1,183 @@
+"""Handlers of the key-value API: ``/v1/keys``, ``/v1/keys/{key}[/incr]``, ``/v1/batch``,
+``/v1/mget``.
+
+Rule: a handler validates all of its input first (``validation``), then makes exactly one call
+to the ``CacheService``, then renders the result (``results``). It never catches domain errors:
+``NotLeaderError`` is forwarded and everything else mapped by the middleware chain.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from raftcache.server.context import context_of
+from raftcache.server.errors import ApiError, bad_request, too_large
+from raftcache.server.results import (
+    batch_response,
+    json_response,
+    read_entry,
+    session_from_headers,
+    to_incr_result,
+    to_listing,
+    to_values,
+)
+from raftcache.server.validation import (
+    check_value_size,
+    key_from_raw_path,
+    parse_batch_body,
+    parse_consistency,
+    parse_if_match,
+    parse_if_none_match,
+    parse_incr_body,
+    parse_limit,
+    parse_mget_body,
+    parse_prefix_or_after,
+    validate_ttl,
+)
+
+SMALL_BODY_BYTES = 64 * 1024
+
+
+def single_query(request: web.Request, name: str) -> str | None:
+    """A query parameter given at most once (a repeated one is ambiguous: 400)."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise bad_request(f"query parameter {name} given more than once")
+    return values[0] if values else None
+
+
+async def read_body(request: web.Request, limit: int, what: str = "request body") -> bytes:
+    """Read the body, refusing (413) anything over ``limit`` — by Content-Length up front."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise too_large(f"{what} larger than {limit} bytes")
+    body = await request.read()
+    if len(body) > limit:
+        raise too_large(f"{what} larger than {limit} bytes")
+    return body
+
+
+async def put_key(request: web.Request) -> web.Response:
+    """``PUT /v1/keys/{key}``: store the body; ``?ttl``, ``If-Match``, ``If-None-Match: *``."""
+    ctx = context_of(request)
+    key = key_from_raw_path(request.raw_path)
+    ttl = validate_ttl(single_query(request, "ttl"))
+    if_version = parse_if_match(request.headers.get("If-Match"))
+    if_absent = parse_if_none_match(request.headers.get("If-None-Match"))
+    if if_version is not None and if_absent:
+        raise bad_request("If-Match and If-None-Match cannot be combined")
+    session = session_from_headers(request)
+    limits = ctx.settings.limits
+    body = await read_body(request, limits.max_value_bytes, "value")
+    check_value_size(len(body), limits)
+    version = await ctx.service.set(
+        key, body, ttl=ttl, if_version=if_version, if_absent=if_absent, session=session
+    )
+    return json_response({"version": int(version)})
+
+
+async def get_key(request: web.Request) -> web.Response:
+    """``GET /v1/keys/{key}``: the raw value with ``ETag: "<version>"``; 404 when missing."""
+    ctx = context_of(request)
+    key = key_from_raw_path(request.raw_path)
+    consistency = parse_consistency(single_query(request, "consistency"))
+    found = read_entry(await ctx.service.get(key, consistency))
+    if found is None:
+        raise ApiError(404, "key not found")
+    value, version = found
+    return web.Response(
+        body=value,
+        content_type="application/octet-stream",
+        headers={"ETag": f'"{version}"'},
+    )
+
+
+async def delete_key(request: web.Request) -> web.Response:
+    """``DELETE /v1/keys/{key}`` → ``{"deleted": bool}``; honours ``If-Match``."""
+    ctx = context_of(request)
+    key = key_from_raw_path(request.raw_path)
+    if_version = parse_if_match(request.headers.get("If-Match"))
+    if request.headers.get("If-None-Match") is not None:
+        raise bad_request("If-None-Match is not supported on DELETE")
+    session = session_from_headers(request)
+    deleted = await ctx.service.delete(key, if_version=if_version, session=session)
+    return json_response({"deleted": bool(deleted)})
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    """``GET /v1/keys?prefix&after&limit`` → ``{"keys": [...], "next": key | null}``."""
+    ctx = context_of(request)
+    prefix = parse_prefix_or_after(single_query(request, "prefix"), "prefix")
+    after = parse_prefix_or_after(single_query(request, "after"), "after")
+    limit = parse_limit(single_query(request, "limit"), ctx.settings.limits)
+    consistency = parse_consistency(single_query(request, "consistency"))
+    result = await ctx.service.list_keys(prefix, after, limit, consistency)
+    keys, next_key = to_listing(result)
+    return json_response({"keys": keys, "next": next_key})
+
+
+async def incr_key(request: web.Request) -> web.Response:
+    """``POST /v1/keys/{key}/incr`` body ``{"by": int}`` → ``{"value": int, "version": N}``."""
+    ctx = context_of(request)
+    key = key_from_raw_path(request.raw_path)
+    session = session_from_headers(request)
+    by = parse_incr_body(await read_body(request, SMALL_BODY_BYTES))
+    value, version = to_incr_result(await ctx.service.incr(key, by=by, session=session))
+    return json_response({"value": value, "version": version})
+
+
+def _batch_body_limit(request: web.Request) -> int:
+    limits = context_of(request).settings.limits
+    # Base64 inflates values by 4/3; JSON framing adds a little per op.
+    return limits.max_batch_bytes * 4 // 3 + limits.max_batch_ops * 2048 + 1024
+
+
+async def batch(request: web.Request) -> web.Response:
+    """``POST /v1/batch``: the ops applied atomically as one log entry, results in order."""
+    ctx = context_of(request)
+    session = session_from_headers(request)
+    body = await read_body(request, _batch_body_limit(request))
+    ops = parse_batch_body(body, ctx.settings.limits)
+    if not ops:
+        return json_response({"results": []})
+    results = await ctx.service.batch(ops, session=session)
+    return json_response({"results": batch_response(ops, results)})
+
+
+async def mget(request: web.Request) -> web.Response:
+    """``POST /v1/mget`` ``{"keys": [...]}`` → ``{"values": [base64 | null, ...]}``."""
+    ctx = context_of(request)
+    consistency = parse_consistency(single_query(request, "consistency"))
+    body = await read_body(request, _batch_body_limit(request))
+    keys = parse_mget_body(body, ctx.settings.limits)
+    if not keys:
+        return json_response({"values": []})
+    values = to_values(await ctx.service.mget(keys, consistency))
+    return json_response({"values": values})
+
+
+async def malformed_key_path(request: web.Request) -> web.Response:
+    """Any other path under ``/v1/keys/``: a wrong method on a key route (405) or a key that
+    is empty or spans several segments (400)."""
+    rest = request.raw_path.split("?", 1)[0][len("/v1/keys/") :]
+    parts = rest.split("/")
+    if len(parts) == 1 and parts[0]:
+        allow = "DELETE, GET, HEAD, PUT"
+    elif len(parts) == 2 and parts[0] and parts[1] == "incr":
+        allow = "POST"
+    else:
+        raise bad_request("key must be one non-empty path segment (send / as %2F)")
+    raise ApiError(405, "method not allowed", headers={"Allow": allow})
+
+
+def add_key_routes(app: web.Application) -> None:
+    """Register the key-value routes on ``app``."""
+    app.router.add_get("/v1/keys", list_keys)
+    app.router.add_put("/v1/keys/{key}", put_key)
+    app.router.add_get("/v1/keys/{key}", get_key)
+    app.router.add_delete("/v1/keys/{key}", delete_key)
+    app.router.add_post("/v1/keys/{key}/incr", incr_key)
+    app.router.add_post("/v1/batch", batch)
+    app.router.add_post("/v1/mget", mget)
+    # Last: it catches what the routes above did not (their 405s included), see its docstring.
+    app.router.add_route("*", "/v1/keys/{rest:.*}", malformed_key_path)

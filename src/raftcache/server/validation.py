@@ -1,0 +1,300 @@
+"""Validation of everything a client sends: keys, query parameters, headers and JSON bodies.
+
+Rule: these functions are pure and total. They turn untrusted input into typed values or raise
+``ApiError`` (400 for malformed input, 413 for input over a size limit) — never anything else,
+so no input can reach a handler half-checked or turn into a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import unquote_to_bytes
+
+import orjson
+
+from raftcache.server.errors import bad_request, too_large
+
+MAX_KEY_BYTES = 1024
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+CONSISTENCY_LEVELS = ("linearizable", "lease", "stale")
+Consistency = Literal["linearizable", "lease", "stale"]
+MAX_CLIENT_ID_CHARS = 128
+
+_IF_MATCH_RE = re.compile(r'^"(\d{1,19})"$')
+_SEQ_RE = re.compile(r"^\d{1,19}$")
+_CLIENT_ID_RE = re.compile(r"^[\x21-\x7e]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits of the client API (all configurable by the operator)."""
+
+    max_value_bytes: int = 1024 * 1024
+    max_batch_ops: int = 1000
+    max_batch_bytes: int = 8 * 1024 * 1024
+    max_list_limit: int = 1000
+    default_list_limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOp:
+    """One validated operation of ``POST /v1/batch``."""
+
+    op: Literal["get", "set", "delete"]
+    key: str
+    value: bytes | None = None
+    ttl: float | None = None
+
+
+def key_from_raw_path(raw_path: str, segment: int = 3) -> str:
+    """Decode the key from the raw request path (``/v1/keys/{key}[/incr]``).
+
+    The router's own decoding leaves invalid percent-escapes (``%FF``) in place, so the key is
+    decoded here from the raw bytes, strictly: one segment, non-empty, valid UTF-8, ≤ 1 KiB.
+    """
+    path = raw_path.split("?", 1)[0]
+    parts = path.split("/")
+    if len(parts) <= segment:
+        raise bad_request("missing key")
+    return validate_key_bytes(unquote_to_bytes(parts[segment]))
+
+
+def validate_key_bytes(raw: bytes) -> str:
+    """Check a key given as bytes and return it as a string."""
+    if not raw:
+        raise bad_request("key must not be empty")
+    if len(raw) > MAX_KEY_BYTES:
+        raise bad_request(f"key longer than {MAX_KEY_BYTES} bytes")
+    try:
+        return raw.decode("utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise bad_request("key is not valid UTF-8") from None
+
+
+def validate_key(value: object, what: str = "key") -> str:
+    """Check a key given as a JSON value (batch and mget bodies)."""
+    if not isinstance(value, str):
+        raise bad_request(f"{what} must be a string")
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from JSON escapes
+        raise bad_request(f"{what} is not valid UTF-8") from None
+    return validate_key_bytes(raw)
+
+
+def validate_ttl(value: object) -> float | None:
+    """A TTL in seconds: None when absent, else a finite number > 0 (a bool is not a number)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            ttl = float(value)
+        except ValueError:
+            raise bad_request(f"ttl must be a number, got {value[:40]!r}") from None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        ttl = float(value)
+    else:
+        raise bad_request("ttl must be a number")
+    if not math.isfinite(ttl) or ttl <= 0:
+        raise bad_request("ttl must be finite and > 0")
+    return ttl
+
+
+def parse_if_match(header: str | None) -> int | None:
+    """``If-Match: "<version>"`` → the version; None when absent; 400 when malformed."""
+    if header is None:
+        return None
+    match = _IF_MATCH_RE.match(header.strip())
+    if match is None:
+        raise bad_request('If-Match must be a quoted non-negative integer, e.g. "42"')
+    version = int(match.group(1))
+    if version > INT64_MAX:
+        raise bad_request("If-Match version out of range")
+    return version
+
+
+def parse_if_none_match(header: str | None) -> bool:
+    """``If-None-Match: *`` → True (create only); None → False; anything else → 400."""
+    if header is None:
+        return False
+    if header.strip() != "*":
+        raise bad_request("If-None-Match supports only *")
+    return True
+
+
+def parse_consistency(value: str | None) -> Consistency:
+    """The ``consistency`` query parameter; linearizable by default."""
+    if value is None or value == "linearizable":
+        return "linearizable"
+    if value == "lease":
+        return "lease"
+    if value == "stale":
+        return "stale"
+    raise bad_request(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
+
+
+def parse_limit(value: str | None, limits: Limits) -> int:
+    """The ``limit`` query parameter of the key listing: an integer in 1..max_list_limit."""
+    if value is None:
+        return limits.default_list_limit
+    if not value.isdigit() or len(value) > 9:
+        raise bad_request("limit must be a positive integer")
+    limit = int(value)
+    if not 1 <= limit <= limits.max_list_limit:
+        raise bad_request(f"limit must be between 1 and {limits.max_list_limit}")
+    return limit
+
+
+def parse_prefix_or_after(value: str | None, name: str) -> str | None:
+    """``prefix``/``after`` of the key listing: any string up to the key size limit."""
+    if value is None:
+        return None
+    if len(value.encode("utf-8", errors="surrogatepass")) > MAX_KEY_BYTES:
+        raise bad_request(f"{name} longer than {MAX_KEY_BYTES} bytes")
+    return value
+
+
+def parse_session_headers(client_id: str | None, seq: str | None) -> tuple[str, int] | None:
+    """``X-Raftcache-Client-Id`` + ``X-Raftcache-Seq`` → (client id, seq); both or neither."""
+    if client_id is None and seq is None:
+        return None
+    if client_id is None or seq is None:
+        raise bad_request("X-Raftcache-Client-Id and X-Raftcache-Seq must be sent together")
+    if len(client_id) > MAX_CLIENT_ID_CHARS or not _CLIENT_ID_RE.match(client_id):
+        raise bad_request(
+            f"X-Raftcache-Client-Id must be 1..{MAX_CLIENT_ID_CHARS} printable ASCII characters"
+        )
+    if not _SEQ_RE.match(seq) or int(seq) > INT64_MAX:
+        raise bad_request("X-Raftcache-Seq must be a non-negative integer")
+    return client_id, int(seq)
+
+
+def check_value_size(size: int, limits: Limits) -> None:
+    """413 when a value is over the configured limit."""
+    if size > limits.max_value_bytes:
+        raise too_large(f"value larger than {limits.max_value_bytes} bytes")
+
+
+def parse_json_object(body: bytes, *, allow_empty: bool = False) -> dict[str, Any]:
+    """Parse a request body that must be a JSON object (an empty body is ``{}`` if allowed)."""
+    if not body.strip():
+        if allow_empty:
+            return {}
+        raise bad_request("request body must be a JSON object")
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise bad_request("request body is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise bad_request("request body must be a JSON object")
+    return obj
+
+
+def check_fields(obj: dict[str, Any], allowed: frozenset[str], what: str) -> None:
+    """400 when an object carries a field the API does not know (typos must not pass silently)."""
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise bad_request(f"unknown field(s) in {what}: {', '.join(unknown[:5])}")
+
+
+def parse_incr_body(body: bytes) -> int:
+    """``{"by": int}`` (optional; an absent body or field means 1); a bool is not an int."""
+    obj = parse_json_object(body, allow_empty=True)
+    check_fields(obj, frozenset({"by"}), "incr body")
+    by = obj.get("by", 1)
+    if isinstance(by, bool) or not isinstance(by, int):
+        raise bad_request("by must be a JSON integer")
+    if not INT64_MIN <= by <= INT64_MAX:
+        raise bad_request("by must fit in a signed 64-bit integer")
+    return by
+
+
+def decode_base64(value: object, what: str) -> bytes:
+    """Strict RFC 4648 base64 with padding (no whitespace or foreign characters)."""
+    if not isinstance(value, str):
+        raise bad_request(f"{what} must be a base64 string")
+    try:
+        return base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise bad_request(f"{what} is not valid base64") from None
+
+
+_OP_FIELDS: dict[str, frozenset[str]] = {
+    "get": frozenset({"op", "key"}),
+    "set": frozenset({"op", "key", "value", "ttl"}),
+    "delete": frozenset({"op", "key"}),
+}
+
+
+def _parse_batch_op(raw: object, position: int, limits: Limits) -> BatchOp:
+    where = f"ops[{position}]"
+    if not isinstance(raw, dict):
+        raise bad_request(f"{where} must be an object")
+    op = raw.get("op")
+    if not isinstance(op, str) or op not in _OP_FIELDS:
+        raise bad_request(f'{where}.op must be "get", "set" or "delete"')
+    check_fields(raw, _OP_FIELDS[op], where)
+    key = validate_key(raw.get("key"), f"{where}.key")
+    if op == "get":
+        return BatchOp("get", key)
+    if op == "delete":
+        return BatchOp("delete", key)
+    if "value" not in raw:
+        raise bad_request(f"{where}.value is required for set")
+    value = decode_base64(raw["value"], f"{where}.value")
+    if len(value) > limits.max_value_bytes:
+        raise too_large(f"{where}.value larger than {limits.max_value_bytes} bytes")
+    ttl = raw.get("ttl")
+    if isinstance(ttl, str):  # JSON carries numbers as numbers; "5" is a client bug
+        raise bad_request(f"{where}.ttl must be a JSON number")
+    return BatchOp("set", key, value=value, ttl=validate_ttl(ttl))
+
+
+def parse_batch_body(body: bytes, limits: Limits) -> list[BatchOp]:
+    """``{"ops": [...]}`` fully validated: op names, keys, base64 values, ttls, counts, sizes."""
+    obj = parse_json_object(body)
+    check_fields(obj, frozenset({"ops"}), "batch body")
+    ops = obj.get("ops")
+    if not isinstance(ops, list):
+        raise bad_request("ops must be a list")
+    if len(ops) > limits.max_batch_ops:
+        raise bad_request(f"at most {limits.max_batch_ops} ops per batch")
+    parsed = [_parse_batch_op(raw, i, limits) for i, raw in enumerate(ops)]
+    total = sum(len(op.value or b"") + len(op.key) for op in parsed)
+    if total > limits.max_batch_bytes:
+        raise too_large(f"batch larger than {limits.max_batch_bytes} bytes")
+    return parsed
+
+
+def parse_mget_body(body: bytes, limits: Limits) -> list[str]:
+    """``{"keys": [...]}``: a list of valid keys, at most ``max_batch_ops`` of them."""
+    obj = parse_json_object(body)
+    check_fields(obj, frozenset({"keys"}), "mget body")
+    keys = obj.get("keys")
+    if not isinstance(keys, list):
+        raise bad_request("keys must be a list")
+    if len(keys) > limits.max_batch_ops:
+        raise bad_request(f"at most {limits.max_batch_ops} keys per mget")
+    return [validate_key(k, f"keys[{i}]") for i, k in enumerate(keys)]
+
+
+def parse_node_id(value: object, what: str = "id") -> str:
+    """A node id in an admin body: a non-empty string of printable ASCII without separators."""
+    if not isinstance(value, str) or not value or len(value) > 128:
+        raise bad_request(f"{what} must be a non-empty string of at most 128 characters")
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", value):
+        raise bad_request(f"{what} may contain only letters, digits, '.', '_' and '-'")
+    return value
+
+
+def parse_node_url(value: object) -> str:
+    """A peer base URL in an admin body: ``http(s)://host:port`` without a trailing path."""
+    if not isinstance(value, str) or not re.fullmatch(r"https?://[^\s/?#]+/?", value):
+        raise bad_request("url must look like http://host:port")
+    return value.rstrip("/")

@@ -1,0 +1,152 @@
+"""In-test twins of ``RaftNode`` and ``CacheService`` for HTTP-level tests of the server.
+
+They follow docs/design.md's contracts closely enough for the handlers (the real classes are
+exercised by the cluster tests); errors to raise can be scripted per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from raftcache.raft.errors import NotLeaderError
+
+
+@dataclass
+class FakeNode:
+    """A node whose role and leader the test sets directly."""
+
+    node_id: str = "n1"
+    leader_id: str | None = "n1"
+    current_term: int = 3
+    commit_index: int = 10
+    last_applied: int = 10
+    members: list[str] = field(default_factory=lambda: ["n1", "n2", "n3"])
+    addresses: dict[str, str] = field(default_factory=dict)
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+
+    @property
+    def role(self) -> str:
+        return "leader" if self.leader_id == self.node_id else "follower"
+
+    def leader_address(self) -> str | None:
+        return None if self.leader_id is None else self.addresses.get(self.leader_id)
+
+    def status(self) -> dict[str, Any]:
+        return {"extra_field": 1}
+
+    def raft_stats(self) -> dict[str, Any]:
+        return {
+            "elections": 2,
+            "state_transitions": 3,
+            "rpcs_sent": {"append_entries": 5},
+            "rpcs_received": {"request_vote": 1},
+            "replication_latency_ms": {"n2": {"p50": 1.5}},
+            "follower_lag": {"n2": 0},
+        }
+
+    def _require_leader(self) -> None:
+        if self.leader_id != self.node_id:
+            raise NotLeaderError(self.leader_id)
+
+    async def add_member(self, node_id: str, address: str | None = None) -> None:
+        self._require_leader()
+        self.calls.append(("add_member", (node_id, address)))
+        self.members.append(node_id)
+
+    async def remove_member(self, node_id: str) -> None:
+        self._require_leader()
+        self.calls.append(("remove_member", node_id))
+        self.members.remove(node_id)
+
+    async def transfer_leadership(self, to: str | None = None) -> None:
+        self._require_leader()
+        self.calls.append(("transfer_leadership", to))
+
+    async def take_snapshot(self) -> int:
+        self.calls.append(("take_snapshot", None))
+        return self.last_applied
+
+
+@dataclass
+class Entry:
+    value: bytes
+    version: int
+
+
+@dataclass
+class FakeService:
+    """A dict-backed cache; ``fail_next`` makes the next call raise the given error."""
+
+    node: FakeNode
+    data: dict[str, Entry] = field(default_factory=dict)
+    index: int = 100
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    fail_next: BaseException | None = None
+
+    def _enter(self, name: str, args: Any, *, needs_leader: bool = True) -> None:
+        self.calls.append((name, args))
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        if needs_leader and self.node.leader_id != self.node.node_id:
+            raise NotLeaderError(self.node.leader_id)
+
+    def _write(self, key: str, value: bytes) -> int:
+        self.index += 1
+        self.data[key] = Entry(value, self.index)
+        return self.index
+
+    async def get(self, key: str, consistency: str = "linearizable") -> Entry | None:
+        self._enter("get", (key, consistency), needs_leader=consistency != "stale")
+        return self.data.get(key)
+
+    async def mget(self, keys: Sequence[str], consistency: str = "linearizable") -> list[Any]:
+        self._enter("mget", (list(keys), consistency), needs_leader=consistency != "stale")
+        return [self.data.get(k) for k in keys]
+
+    async def list_keys(
+        self, prefix: str | None, after: str | None, limit: int, consistency: str
+    ) -> tuple[list[str], str | None]:
+        self._enter("list_keys", (prefix, after, limit, consistency))
+        keys = sorted(k for k in self.data if k.startswith(prefix or "") and k > (after or ""))
+        page = keys[:limit]
+        return page, page[-1] if len(keys) > limit else None
+
+    async def set(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float | None = None,
+        if_version: int | None = None,
+        if_absent: bool = False,
+        session: Any = None,
+    ) -> int:
+        self._enter("set", (key, value, ttl, if_version, if_absent, session))
+        return self._write(key, value)
+
+    async def delete(self, key: str, if_version: int | None = None, session: Any = None) -> bool:
+        self._enter("delete", (key, if_version, session))
+        return self.data.pop(key, None) is not None
+
+    async def incr(self, key: str, by: int = 1, session: Any = None) -> tuple[int, int]:
+        self._enter("incr", (key, by, session))
+        entry = self.data.get(key)
+        value = int(entry.value) + by if entry else by
+        return value, self._write(key, str(value).encode())
+
+    async def batch(self, ops: Sequence[Any], session: Any = None) -> list[Any]:
+        self._enter("batch", (list(ops), session))
+        results: list[Any] = []
+        for op in ops:
+            if op.op == "get":
+                results.append(self.data.get(op.key))
+            elif op.op == "set":
+                results.append(self._write(op.key, op.value))
+            else:
+                results.append(self.data.pop(op.key, None) is not None)
+        return results
+
+    async def stats(self) -> dict[str, Any]:
+        return {"keys": len(self.data), "bytes": 0, "hits": 4, "misses": 1, "hit_rate": 0.8}
