@@ -1,0 +1,247 @@
+"""Classic Raft scenarios on a simulated cluster (driver + InMemoryNetwork + MemoryStorage).
+
+Virtual time (looptime): timeouts of seconds cost milliseconds, and runs are reproducible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from raftcache.raft.core import Role
+from raftcache.raft.errors import NotLeaderError
+from tests.raft.sim import SimCluster
+
+pytestmark = pytest.mark.looptime
+
+
+async def test_reelection_after_leader_fails() -> None:
+    c = SimCluster(3, seed=11)
+    await c.start()
+    try:
+        old = await c.wait_leader()
+        term = old.current_term
+        c.hub.fail_node(old.node_id)
+        new = await c.wait_leader(among=[i for i in c.ids if i != old.node_id])
+        assert new.node_id != old.node_id
+        assert new.current_term > term
+        c.hub.recover_node(old.node_id)
+        await asyncio.sleep(1.0)
+        assert old.role is Role.FOLLOWER
+        assert old.leader_id == new.node_id
+    finally:
+        await c.stop()
+
+
+async def test_no_leader_without_quorum() -> None:
+    c = SimCluster(3, seed=12)
+    await c.start()
+    try:
+        leader = await c.wait_leader()
+        others = [i for i in c.ids if i != leader.node_id]
+        for i in others:
+            c.hub.fail_node(i)
+        await asyncio.sleep(2.0)  # > several election timeouts: check-quorum deposes the leader
+        assert c.leaders() == [] or all(
+            n.node_id == leader.node_id and n.role is not Role.LEADER for n in c.leaders()
+        )
+        assert leader.role is not Role.LEADER
+    finally:
+        await c.stop()
+
+
+async def test_agreement_despite_failed_follower() -> None:
+    c = SimCluster(3, seed=13)
+    await c.start()
+    try:
+        leader = await c.wait_leader()
+        down = next(i for i in c.ids if i != leader.node_id)
+        c.hub.fail_node(down)
+        for i in range(10):
+            await leader.propose(f"a{i}".encode())
+        c.hub.recover_node(down)
+        for i in range(10):
+            await leader.propose(f"b{i}".encode())
+        await c.wait_applied(leader.commit_index)
+        assert c.machines[down].commands() == c.machines[leader.node_id].commands()
+    finally:
+        await c.stop()
+
+
+async def test_no_commit_without_quorum() -> None:
+    c = SimCluster(5, seed=14)
+    await c.start()
+    try:
+        leader = await c.wait_leader()
+        await leader.propose(b"ok")
+        followers = [i for i in c.ids if i != leader.node_id]
+        for i in followers[:3]:
+            c.hub.fail_node(i)
+        commit = leader.commit_index
+        with pytest.raises((TimeoutError, NotLeaderError, Exception)):
+            await leader.propose(b"lost?", timeout=0.5)
+        assert leader.commit_index == commit
+        for i in followers[:3]:
+            c.hub.recover_node(i)
+        new = await c.wait_leader()
+        await new.propose(b"after")
+        await c.wait_applied(new.commit_index)
+        c.check_applied_prefixes()
+    finally:
+        await c.stop()
+
+
+async def test_concurrent_proposals_all_applied_once() -> None:
+    c = SimCluster(3, seed=15)
+    await c.start()
+    try:
+        leader = await c.wait_leader()
+        cmds = [f"c{i}".encode() for i in range(300)]
+        await asyncio.gather(*(leader.propose(cmd) for cmd in cmds))
+        await c.wait_applied(leader.commit_index)
+        for m in c.machines.values():
+            assert sorted(m.commands()) == sorted(cmds)
+            assert len(set(m.commands())) == len(cmds)
+        c.check_applied_prefixes()
+    finally:
+        await c.stop()
+
+
+async def test_partitioned_leader_rejoins_with_divergent_entries() -> None:
+    c = SimCluster(5, seed=16)
+    await c.start()
+    try:
+        old = await c.wait_leader()
+        await old.propose(b"base")
+        c.hub.isolate(old.node_id)
+        # The isolated leader appends entries that can never commit.
+        pending = [asyncio.create_task(old.propose(f"x{i}".encode(), timeout=5)) for i in range(5)]
+        new = await c.wait_leader(among=[i for i in c.ids if i != old.node_id])
+        for i in range(5):
+            await new.propose(f"y{i}".encode())
+        c.hub.rejoin(old.node_id)
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        assert all(isinstance(r, Exception) for r in results), results
+        await c.propose(b"final")
+        leader = await c.wait_leader()
+        await c.wait_applied(leader.commit_index)
+        cmds = c.machines[old.node_id].commands()
+        assert not any(cmd.startswith(b"x") for cmd in cmds)
+        assert cmds == c.machines[leader.node_id].commands()
+    finally:
+        await c.stop()
+
+
+async def test_backup_over_many_conflicting_entries() -> None:
+    c = SimCluster(5, seed=17)
+    await c.start()
+    try:
+        old = await c.wait_leader()
+        await old.propose(b"base")
+        c.hub.isolate(old.node_id)
+        tasks = [asyncio.create_task(old.propose(f"x{i}".encode(), timeout=8)) for i in range(60)]
+        new = await c.wait_leader(among=[i for i in c.ids if i != old.node_id])
+        for i in range(60):
+            await new.propose(f"y{i}".encode())
+        c.hub.rejoin(old.node_id)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        leader = await c.wait_leader()
+        await leader.propose(b"z")
+        await c.wait_applied(leader.commit_index)
+        assert c.machines[old.node_id].commands() == c.machines[leader.node_id].commands()
+    finally:
+        await c.stop()
+
+
+async def test_persistence_across_restart_of_one_node() -> None:
+    c = SimCluster(3, seed=18)
+    await c.start()
+    try:
+        leader = await c.wait_leader()
+        for i in range(20):
+            await leader.propose(f"p{i}".encode())
+        victim = next(i for i in c.ids if i != leader.node_id)
+        await c.crash(victim)
+        for i in range(5):
+            await leader.propose(f"q{i}".encode())
+        node = await c.restart(victim)
+        await c.wait_applied(leader.commit_index)
+        assert c.machines[victim].commands() == c.machines[leader.node_id].commands()
+        assert node.current_term >= 1
+    finally:
+        await c.stop()
+
+
+async def test_persistence_across_restart_of_all_nodes() -> None:
+    c = SimCluster(3, seed=19)
+    await c.start()
+    try:
+        leader = await c.wait_leader()
+        acked = []
+        for i in range(30):
+            await leader.propose(f"p{i}".encode())
+            acked.append(f"p{i}".encode())
+        for i in c.ids:
+            await c.crash(i)
+        for i in c.ids:
+            await c.restart(i)
+        leader = await c.wait_leader()
+        await leader.propose(b"after")
+        await c.wait_applied(leader.commit_index)
+        for m in c.machines.values():
+            assert m.commands()[: len(acked)] == acked
+    finally:
+        await c.stop()
+
+
+async def test_deposed_leader_never_answers_read_index() -> None:
+    c = SimCluster(5, seed=20)
+    await c.start()
+    try:
+        old = await c.wait_leader()
+        await old.propose(b"v1")
+        c.hub.isolate(old.node_id)
+        new = await c.wait_leader(among=[i for i in c.ids if i != old.node_id])
+        await new.propose(b"v2")
+        # The old leader may still believe it leads; its read must never be confirmed.
+        if old.role is Role.LEADER:
+            with pytest.raises((TimeoutError, NotLeaderError)):
+                await old.read_index(timeout=1.0)
+        assert await new.read_index() >= 3
+    finally:
+        await c.stop()
+
+
+async def test_leadership_transfer() -> None:
+    c = SimCluster(3, seed=21)
+    await c.start()
+    try:
+        leader = await c.wait_leader()
+        await leader.propose(b"a")
+        target = next(i for i in c.ids if i != leader.node_id)
+        got = await leader.transfer_leadership(target)
+        assert got == target
+        new = await c.wait_leader()
+        assert new.node_id == target
+        await new.propose(b"b")
+        auto = await new.transfer_leadership(None)
+        assert auto != target
+    finally:
+        await c.stop()
+
+
+async def test_lease_read_on_leader() -> None:
+    c = SimCluster(3, seed=22)
+    await c.start()
+    try:
+        leader = await c.wait_leader()
+        await leader.propose(b"a")
+        await asyncio.sleep(0.2)
+        idx = await leader.lease_read()
+        assert idx >= leader.commit_index - 1
+        follower = next(n for n in c.nodes.values() if n.role is Role.FOLLOWER)
+        with pytest.raises(NotLeaderError):
+            await follower.lease_read()
+    finally:
+        await c.stop()
