@@ -1,0 +1,47 @@
+"""Python clients of the raftcache HTTP API: ``Client`` (blocking) and ``AsyncClient`` (asyncio).
+
+Rule: this package talks to a cluster only over HTTP (SPEC §4); it imports nothing from the
+server, cache or Raft layers, so a user installs one package and needs no node code to run.
+"""
+
+from __future__ import annotations
+
+from raftcache.client.async_client import AsyncClient
+from raftcache.client.codec import KeyPage
+from raftcache.client.endpoints import DEFAULT_ENDPOINTS, RetryPolicy, parse_endpoints
+from raftcache.client.errors import (
+    AuthError,
+    BadRequestError,
+    ConnectionFailed,
+    Indeterminate,
+    NotACounterError,
+    NotFoundError,
+    PreconditionFailedError,
+    ProtocolError,
+    RaftcacheError,
+    ServerError,
+    Unavailable,
+    ValueTooLargeError,
+)
+from raftcache.client.sync_client import Client
+
+__all__ = [
+    "DEFAULT_ENDPOINTS",
+    "AsyncClient",
+    "AuthError",
+    "BadRequestError",
+    "Client",
+    "ConnectionFailed",
+    "Indeterminate",
+    "KeyPage",
+    "NotACounterError",
+    "NotFoundError",
+    "PreconditionFailedError",
+    "ProtocolError",
+    "RaftcacheError",
+    "RetryPolicy",
+    "ServerError",
+    "Unavailable",
+    "ValueTooLargeError",
+    "parse_endpoints",
+]

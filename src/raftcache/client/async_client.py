@@ -1,0 +1,355 @@
+"""``AsyncClient``: the asyncio client of the cache HTTP API (SPEC §4).
+
+Rule: each public method is one API call — validate, encode, send through the transport (which
+owns discovery, retries and the deadline), decode. Every write carries session headers from a
+lane of the session pool, held for all its retries (see ``session.py``): a retried write is never
+applied twice. Reads carry none.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any
+
+from raftcache.client.codec import (
+    BatchOp,
+    KeyPage,
+    Value,
+    b64decode,
+    consistency_param,
+    decode_batch,
+    encode_batch,
+    field,
+    if_match,
+    parse_etag,
+    to_bytes,
+    ttl_param,
+)
+from raftcache.client.endpoints import RetryPolicy, encode_key, parse_endpoints
+from raftcache.client.errors import PreconditionFailedError, ProtocolError, RaftcacheError
+from raftcache.client.session import SessionPool
+from raftcache.client.transport import Clock, Response, Sleep, Transport
+
+_MISS = frozenset({404})
+
+
+class AsyncClient:
+    """Asyncio client for a raftcache cluster.
+
+    Use it as ``async with AsyncClient(["http://127.0.0.1:8001", ...]) as c: await c.get("k")``.
+    One instance is safe to share between tasks of one event loop; create it inside that loop's
+    program, and ``close()`` it (or use ``async with``) to release its connections.
+    """
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        *,
+        timeout: float = 5.0,
+        client_token: str | None = None,
+        client_id: str | None = None,
+        first_seq: int = 1,
+        consistency: str | None = None,
+        attempt_timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+        clock: Clock | None = None,
+        sleep: Sleep | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        """Create a client; no connection is opened until the first request.
+
+        Args:
+            endpoints: Base URLs of some or all nodes, as a list or a comma-separated string.
+            timeout: Overall deadline in seconds of each call, retries included.
+            client_token: Sent as ``Authorization: Bearer <token>`` when set.
+            client_id: The session id of this client's writes; random by default. Never give
+                two live clients the same id: their writes would be taken for each other's retries.
+            first_seq: First sequence number (to continue a session saved with ``client_id``).
+            consistency: Default read consistency: "linearizable" (server default), "lease"
+                or "stale".
+            attempt_timeout: Time limit of one attempt (default ``timeout / 2``).
+            retry: Back-off between attempts.
+            rng: Randomness for the back-off jitter.
+            clock: Monotonic clock in seconds (default: the event loop's).
+            sleep: Coroutine used to wait between attempts (default ``asyncio.sleep``).
+            max_connections: Size of the keep-alive connection pool.
+        """
+        consistency_param(consistency)  # validate early: a typo should fail here, not per call
+        self.endpoints = parse_endpoints(endpoints)
+        # The client is a composition root: an unpredictable id needs real entropy here.
+        self.client_id = client_id if client_id is not None else uuid.uuid4().hex
+        self.consistency = consistency
+        self._sessions = SessionPool(self.client_id, first_seq=first_seq)
+        self._transport = Transport(
+            self.endpoints,
+            timeout=timeout,
+            attempt_timeout=attempt_timeout,
+            client_token=client_token,
+            retry=retry,
+            rng=rng,
+            clock=clock,
+            sleep=sleep,
+            max_connections=max_connections,
+        )
+
+    @property
+    def leader(self) -> str | None:
+        """The endpoint currently believed to lead (None until discovered)."""
+        return self._transport.leader
+
+    @property
+    def transport(self) -> Transport:
+        return self._transport
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+        await self._transport.close()
+
+    # ----------------------------------------------------------------- reads
+
+    async def get(self, key: str, *, consistency: str | None = None) -> bytes | None:
+        """The value of ``key``, or None when it is missing or expired."""
+        found = await self.get_with_version(key, consistency=consistency)
+        return None if found is None else found[0]
+
+    async def get_with_version(
+        self, key: str, *, consistency: str | None = None
+    ) -> tuple[bytes, int] | None:
+        """``(value, version)`` of ``key``, or None when missing; the version feeds ``cas``."""
+        resp = await self._transport.request(
+            "GET",
+            f"/v1/keys/{encode_key(key)}",
+            params=self._consistency(consistency),
+            expect=_MISS,
+        )
+        if resp.status == 404:
+            return None
+        return resp.body, parse_etag(resp.headers.get("ETag"))
+
+    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        """Values of several keys under one linearizable read barrier, None for missing ones."""
+        keys = _check_keys(keys)
+        resp = await self._transport.request("POST", "/v1/mget", json={"keys": keys})
+        values = resp.json_object().get("values")
+        if not isinstance(values, list) or len(values) != len(keys):
+            raise ProtocolError(f"mget: expected {len(keys)} values, got {values!r:.80}")
+        return [b64decode(v) for v in values]
+
+    async def list_keys(
+        self,
+        prefix: str = "",
+        *,
+        limit: int | None = None,
+        after: str | None = None,
+        consistency: str | None = None,
+    ) -> KeyPage:
+        """One page of keys starting with ``prefix``, in key order, after the key ``after``."""
+        params: list[tuple[str, str]] = [("prefix", prefix)] if prefix else []
+        if limit is not None:
+            params.append(("limit", str(limit)))
+        if after is not None:
+            params.append(("after", after))
+        params += self._consistency(consistency)
+        body = (await self._transport.request("GET", "/v1/keys", params=params)).json_object()
+        keys = field(body, "keys", list)
+        if not all(isinstance(k, str) for k in keys):
+            raise ProtocolError("list_keys: keys must be strings")
+        cursor = body.get("next")
+        return KeyPage(keys, cursor if isinstance(cursor, str) else None)
+
+    async def iter_keys(self, prefix: str = "", *, page_size: int = 1000) -> AsyncIterator[str]:
+        """Every key starting with ``prefix``, fetched page by page."""
+        after: str | None = None
+        while True:
+            page = await self.list_keys(prefix, limit=page_size, after=after)
+            for key in page.keys:
+                yield key
+            if page.next is None or not page.keys:
+                return
+            after = page.next
+
+    async def status(self, endpoint: str | None = None) -> dict[str, Any]:
+        """``/v1/status`` of ``endpoint``, or of whichever node answers first (leader first)."""
+        return await self._node_json("/v1/status", endpoint)
+
+    async def stats(self, endpoint: str | None = None) -> dict[str, Any]:
+        """``/v1/stats`` (cache and Raft counters) of ``endpoint`` or of the first to answer."""
+        return await self._node_json("/v1/stats", endpoint)
+
+    async def poll(
+        self, path: str = "/v1/status", *, timeout_s: float | None = None
+    ) -> list[tuple[str, dict[str, Any] | RaftcacheError]]:
+        """GET ``path`` from every endpoint once, concurrently: ``(url, body or error)`` each."""
+        budget = timeout_s if timeout_s is not None else self._transport.attempt_timeout
+        return await self._transport.poll(self.endpoints, path, timeout_s=budget)
+
+    # ---------------------------------------------------------------- writes
+
+    async def set(
+        self,
+        key: str,
+        value: Value,
+        ttl: float | None = None,
+        *,
+        if_version: int | None = None,
+        if_absent: bool = False,
+    ) -> int:
+        """Store ``value`` under ``key`` and return its new version, once committed.
+
+        Args:
+            key: Non-empty UTF-8 key (at most 1 KiB).
+            value: The value; a str is stored as UTF-8.
+            ttl: Seconds until the key expires (finite, > 0), or None for no expiry.
+            if_version: Only if the key's current version is this (compare-and-set).
+            if_absent: Only if the key does not exist.
+
+        Raises:
+            PreconditionFailedError: ``if_version`` or ``if_absent`` did not hold.
+        """
+        headers: dict[str, str] = {}
+        if if_version is not None:
+            headers.update(if_match(if_version))
+        if if_absent:
+            headers["If-None-Match"] = "*"
+        resp = await self._write(
+            "PUT",
+            f"/v1/keys/{encode_key(key)}",
+            params=ttl_param(ttl),
+            body=to_bytes(value),
+            headers=headers,
+        )
+        return int(field(resp.json_object(), "version", int))
+
+    async def cas(
+        self, key: str, value: Value, version: int, *, ttl: float | None = None
+    ) -> int | None:
+        """Compare-and-set: store ``value`` only if ``key`` is at ``version``.
+
+        Returns:
+            The new version, or None when the current version was not ``version``.
+        """
+        try:
+            return await self.set(key, value, ttl, if_version=version)
+        except PreconditionFailedError:
+            return None
+
+    async def delete(self, key: str, *, if_version: int | None = None) -> bool:
+        """Delete ``key``; True when it existed."""
+        headers = if_match(if_version) if if_version is not None else {}
+        resp = await self._write("DELETE", f"/v1/keys/{encode_key(key)}", headers=headers)
+        return bool(field(resp.json_object(), "deleted", bool))
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        """Add ``by`` to the counter at ``key`` (missing counts as 0); returns the new value."""
+        if isinstance(by, bool) or not isinstance(by, int):
+            raise TypeError(f"by must be an int, got {type(by).__name__}")
+        resp = await self._write("POST", f"/v1/keys/{encode_key(key)}/incr", json={"by": by})
+        return int(field(resp.json_object(), "value", int))
+
+    async def batch(self, ops: Sequence[BatchOp]) -> list[Any]:
+        """Apply several get/set/delete ops atomically, as one log entry.
+
+        Args:
+            ops: Mappings ``{"op", "key", "value", "ttl"}`` or tuples ``("get", key)``,
+                ``("set", key, value[, ttl])``, ``("delete", key)``.
+
+        Returns:
+            One result per op, in order: get → bytes | None, set → version, delete → bool.
+        """
+        wire, kinds = encode_batch(ops)
+        resp = await self._write("POST", "/v1/batch", json={"ops": wire})
+        return decode_batch(resp.json_object().get("results"), kinds)
+
+    # ----------------------------------------------------------- membership
+
+    async def add_member(self, node_id: str, url: str) -> dict[str, Any]:
+        """Add a voting member (returns once it votes)."""
+        resp = await self._transport.request(
+            "POST", "/v1/members", json={"id": node_id, "url": url}, write=True
+        )
+        return _json_or_empty(resp)
+
+    async def remove_member(self, node_id: str) -> dict[str, Any]:
+        """Remove a member from the cluster."""
+        resp = await self._transport.request(
+            "DELETE", f"/v1/members/{encode_key(node_id)}", write=True
+        )
+        return _json_or_empty(resp)
+
+    async def transfer_leadership(self, to: str | None = None) -> dict[str, Any]:
+        """Ask the leader to hand over to ``to`` (or to the most up-to-date follower)."""
+        resp = await self._transport.request(
+            "POST", "/v1/leader/transfer", json={"to": to}, write=True
+        )
+        return _json_or_empty(resp)
+
+    async def snapshot(self) -> dict[str, Any]:
+        """Ask the node that answers to take a snapshot now."""
+        return _json_or_empty(await self._transport.request("POST", "/v1/snapshot", write=True))
+
+    # --------------------------------------------------------------- helpers
+
+    def _consistency(self, consistency: str | None) -> list[tuple[str, str]]:
+        return consistency_param(consistency if consistency is not None else self.consistency)
+
+    async def _write(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Sequence[tuple[str, str]] = (),
+        body: bytes | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """Send a write under a session ticket that every retry of it reuses."""
+        lane, ticket = self._sessions.acquire()
+        try:
+            return await self._transport.request(
+                method,
+                path,
+                params=params,
+                body=body,
+                json=json,
+                headers={**(headers or {}), **ticket.headers()},
+                write=True,
+            )
+        finally:
+            self._sessions.release(lane)
+
+    async def _node_json(self, path: str, endpoint: str | None) -> dict[str, Any]:
+        if endpoint is None:
+            return (await self._transport.request("GET", path)).json_object()
+        url = parse_endpoints([endpoint])[0]
+        ((_, result),) = await self._transport.poll([url], path, timeout_s=self._transport.timeout)
+        if isinstance(result, RaftcacheError):
+            raise result
+        return result
+
+
+def _check_keys(keys: Sequence[str]) -> list[str]:
+    if isinstance(keys, str):
+        raise TypeError("mget takes a sequence of keys, not one str")
+    result = list(keys)
+    for key in result:
+        encode_key(key)  # same validation as single-key calls
+    return result
+
+
+def _json_or_empty(resp: Response) -> dict[str, Any]:
+    return resp.json_object() if resp.body.strip() else {}

@@ -1,0 +1,159 @@
+"""Conversions between Python values and the HTTP API's wire forms (SPEC §4).
+
+Rule: pure functions, no I/O. Inputs from the caller are validated here, before any request, and
+raise ``BadRequestError`` (a ``ValueError``) — the same error the server would answer with 400.
+Responses that do not have the documented shape raise ``ProtocolError``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, NamedTuple
+
+from raftcache.client.errors import BadRequestError, ProtocolError
+
+Consistency = Literal["linearizable", "lease", "stale"]
+CONSISTENCY_LEVELS: tuple[str, ...] = ("linearizable", "lease", "stale")
+
+#: A batch operation: a mapping ``{"op", "key", "value", "ttl"}`` or a tuple
+#: ``("get", key)``, ``("delete", key)``, ``("set", key, value)``, ``("set", key, value, ttl)``.
+BatchOp = Mapping[str, Any] | Sequence[Any]
+Value = bytes | bytearray | memoryview | str
+
+
+class KeyPage(NamedTuple):
+    """One page of ``list_keys``: keys in order, and the ``after`` cursor of the next page."""
+
+    keys: list[str]
+    next: str | None
+
+
+def to_bytes(value: Value) -> bytes:
+    """Values are bytes; a str is sent as its UTF-8 encoding."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"values are bytes or str, got {type(value).__name__}")
+
+
+def ttl_param(ttl: float | None) -> list[tuple[str, str]]:
+    """The ``?ttl=`` query parameter; the TTL must be finite and > 0 seconds."""
+    if ttl is None:
+        return []
+    return [("ttl", repr(check_ttl(ttl)))]
+
+
+def check_ttl(ttl: float) -> float:
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        raise BadRequestError(f"ttl must be a number of seconds, got {ttl!r}")
+    value = float(ttl)
+    if not math.isfinite(value) or value <= 0:
+        raise BadRequestError(f"ttl must be finite and > 0 seconds, got {ttl!r}")
+    return value
+
+
+def consistency_param(consistency: str | None) -> list[tuple[str, str]]:
+    """The ``?consistency=`` parameter; None leaves the server's default (linearizable)."""
+    if consistency is None:
+        return []
+    if consistency not in CONSISTENCY_LEVELS:
+        raise BadRequestError(
+            f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, got {consistency!r}"
+        )
+    return [("consistency", consistency)]
+
+
+def if_match(version: int) -> dict[str, str]:
+    """The ``If-Match`` header for a compare-and-set against ``version``."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise BadRequestError(f"version must be a non-negative int, got {version!r}")
+    return {"If-Match": f'"{version}"'}
+
+
+def parse_etag(value: str | None) -> int:
+    """The version in an ``ETag: "<version>"`` header (weak tags accepted)."""
+    text = (value or "").strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    if not text.isdigit():
+        raise ProtocolError(f"missing or malformed ETag: {value!r}")
+    return int(text)
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: Any) -> bytes | None:
+    """Decode an optional base64 value (None stays None)."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise ProtocolError(f"expected a base64 string or null, got {type(text).__name__}")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ProtocolError(f"malformed base64 value: {text[:40]!r}") from exc
+
+
+def field(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    """``obj[name]``, checked to be of ``kind`` (bool is never an int here)."""
+    value = obj.get(name)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise ProtocolError(f"response field {name!r} missing or not {kind}: {value!r}")
+    return value
+
+
+def encode_batch(ops: Sequence[BatchOp]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The wire form of batch ops, and the op kinds to decode the results with."""
+    wire: list[dict[str, Any]] = []
+    kinds: list[str] = []
+    for op in ops:
+        item = _batch_item(op)
+        kind = item.get("op")
+        key = item.get("key")
+        if kind not in ("get", "set", "delete"):
+            raise BadRequestError(f"batch op must be get, set or delete, got {kind!r}")
+        if not isinstance(key, str) or not key:
+            raise BadRequestError(f"batch op needs a non-empty str key, got {key!r}")
+        out: dict[str, Any] = {"op": kind, "key": key}
+        if kind == "set":
+            if item.get("value") is None:
+                raise BadRequestError(f"batch set of {key!r} needs a value")
+            out["value"] = b64encode(to_bytes(item["value"]))
+            if item.get("ttl") is not None:
+                out["ttl"] = check_ttl(item["ttl"])
+        wire.append(out)
+        kinds.append(kind)
+    return wire, kinds
+
+
+def _batch_item(op: BatchOp) -> Mapping[str, Any]:
+    if isinstance(op, Mapping):
+        return op
+    if isinstance(op, str | bytes) or not 2 <= len(op) <= 4:
+        raise BadRequestError(f"batch op must be a mapping or (op, key[, value[, ttl]]): {op!r}")
+    names = ("op", "key", "value", "ttl")
+    return dict(zip(names, op, strict=False))
+
+
+def decode_batch(results: Any, kinds: Sequence[str]) -> list[Any]:
+    """Batch results as Python values: get → bytes | None, set → int, delete → bool."""
+    if not isinstance(results, list) or len(results) != len(kinds):
+        raise ProtocolError(f"expected {len(kinds)} batch results, got {results!r:.80}")
+    decoded: list[Any] = []
+    for kind, result in zip(kinds, results, strict=True):
+        if not isinstance(result, dict):
+            raise ProtocolError(f"batch result is not an object: {result!r:.80}")
+        if kind == "get":
+            decoded.append(b64decode(result.get("value")))
+        elif kind == "set":
+            decoded.append(field(result, "version", int))
+        else:
+            decoded.append(field(result, "deleted", bool))
+    return decoded

@@ -1,0 +1,389 @@
+"""HTTP transport of the async client: leader discovery, retries and the overall deadline.
+
+Rule: every request gets one deadline (the client's ``timeout``). Within it the transport tries
+the remembered leader first, then the other endpoints, and retries what may succeed later:
+
+- a connection that could not be opened — next endpoint at once; after every endpoint failed,
+  exponential back-off with jitter;
+- 503 — wait at least ``Retry-After`` (the server's word) and at least the back-off;
+- 504, a timed-out attempt, a connection lost mid-request — back off and retry. For a write this is
+  safe only because the caller resends the SAME session headers (see ``session.py``): the server
+  answers a duplicate from its session table instead of applying it twice.
+
+Any other status is final and raised as a typed error (``errors.py``), unless the caller listed it
+in ``expect`` (a GET answering 404 is a miss, not an error). When the deadline leaves no room for
+the next wait, the last error is raised: ``ConnectionFailed``, ``Unavailable`` or, for a write
+whose outcome is unknown, ``Indeterminate``.
+
+Leader discovery asks every endpoint's ``/v1/status`` at once and remembers the endpoint that says
+it leads. It is an optimisation only — any node forwards to the leader — so it runs once at the
+start and again only after a failure, never on the success path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from multidict import CIMultiDict
+from yarl import URL
+
+from raftcache.client.endpoints import RetryPolicy, encode_query
+from raftcache.client.errors import (
+    ConnectionFailed,
+    Indeterminate,
+    ProtocolError,
+    RaftcacheError,
+    Unavailable,
+    error_from_response,
+    parse_retry_after,
+)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+#: Failures that happen before the request could have reached the server.
+_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+#: Failures after which the server may have received (and applied) the request.
+_MAYBE_SENT = (aiohttp.ClientError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A fully read HTTP response."""
+
+    status: int
+    headers: Mapping[str, str]  # case-insensitive
+    body: bytes
+    url: str
+
+    def json(self) -> Any:
+        """Decode the body as JSON, raising ``ProtocolError`` when it is not."""
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError as exc:
+            raise ProtocolError(
+                f"{self.url}: undecodable JSON in HTTP {self.status}", status=self.status
+            ) from exc
+
+    def json_object(self) -> dict[str, Any]:
+        """Decode the body as a JSON object, raising ``ProtocolError`` otherwise."""
+        obj = self.json()
+        if not isinstance(obj, dict):
+            raise ProtocolError(f"{self.url}: expected a JSON object", status=self.status)
+        return obj
+
+
+@dataclass(slots=True)
+class _Attempts:
+    """Book-keeping for one request's retry loop."""
+
+    deadline: float
+    write: bool
+    waits: int = 0
+    tried: set[str] = field(default_factory=set)
+    last_error: RaftcacheError | None = None
+    #: Some attempt of this write may have been applied: the final error must say so.
+    maybe_applied: bool = False
+
+    def fail(self, error: RaftcacheError) -> None:
+        self.last_error = error
+        if self.write and isinstance(error, Indeterminate):
+            self.maybe_applied = True
+
+    def final_error(self) -> RaftcacheError:
+        assert self.last_error is not None
+        if self.maybe_applied and not isinstance(self.last_error, Indeterminate):
+            error = Indeterminate(
+                f"outcome unknown: an earlier attempt may have been applied; "
+                f"last error: {self.last_error}",
+                status=self.last_error.status,
+                body=self.last_error.body,
+            )
+            error.__cause__ = self.last_error
+            return error
+        return self.last_error
+
+
+class Transport:
+    """Sends requests to a cluster; owns the aiohttp session and the leader hint.
+
+    Create it on the event loop that will use it; it is not thread-safe.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout: float,
+        attempt_timeout: float | None = None,
+        client_token: str | None = None,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+        clock: Clock | None = None,
+        sleep: Sleep | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0, got {timeout}")
+        self.endpoints = list(endpoints)
+        self.timeout = timeout
+        # Several attempts must fit in one deadline, or one hung node would consume all of it.
+        self.attempt_timeout = attempt_timeout if attempt_timeout is not None else timeout / 2
+        self.retry = retry or RetryPolicy()
+        # A private generator: jitter must not touch (or depend on) the global random state.
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._sleep: Sleep = sleep or asyncio.sleep
+        self._headers = {"Authorization": f"Bearer {client_token}"} if client_token else {}
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self.leader: str | None = None
+        #: Node ids learnt from /v1/status, by endpoint URL.
+        self.node_ids: dict[str, str] = {}
+        self._need_discovery = True
+        self._discovery: asyncio.Task[None] | None = None
+
+    def now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("client is closed")
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._max_connections)
+            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers)
+        return self._session
+
+    async def close(self) -> None:
+        """Close the connection pool; further requests raise RuntimeError."""
+        self._closed = True
+        if self._discovery is not None:
+            self._discovery.cancel()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send_once(
+        self,
+        url: str,
+        method: str,
+        target: str,
+        *,
+        body: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout_s: float,
+    ) -> Response:
+        """One attempt against one endpoint, no retry; aiohttp and timeout errors propagate."""
+        client_timeout = aiohttp.ClientTimeout(total=max(timeout_s, 0.001))
+        async with self._http().request(
+            method,
+            URL(url + target, encoded=True),
+            data=body,
+            headers=headers,
+            timeout=client_timeout,
+            allow_redirects=False,
+        ) as resp:
+            data = await resp.read()
+            return Response(resp.status, CIMultiDict(resp.headers), data, str(resp.url))
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Sequence[tuple[str, str]] = (),
+        body: bytes | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        write: bool = False,
+        expect: frozenset[int] = frozenset(),
+        deadline_s: float | None = None,
+    ) -> Response:
+        """Send a request with leader preference and retries within one deadline.
+
+        Args:
+            method: HTTP method.
+            path: Already-encoded path, e.g. ``/v1/keys/a%2Fb``.
+            params: Query parameters (encoded here).
+            body: Raw body; or ``json`` to send a JSON body.
+            json: A value to encode as the JSON body.
+            headers: Extra headers (session headers for writes).
+            write: The request changes state: an unknown outcome is ``Indeterminate``.
+            expect: Non-2xx statuses to return instead of raising (e.g. 404 for a GET).
+            deadline_s: Overrides the client's deadline (seconds) for this request.
+
+        Raises:
+            RaftcacheError: A typed error for a final status or an exhausted deadline.
+        """
+        if json is not None:
+            body = orjson.dumps(json)
+            headers = {**(headers or {}), "Content-Type": "application/json"}
+        target = path + encode_query(params)
+        budget = deadline_s if deadline_s is not None else self.timeout
+        state = _Attempts(deadline=self.now() + budget, write=write)
+        while True:
+            if self._need_discovery and self.leader is None:
+                await self._discover(state.deadline)
+            url = self._choose(state.tried)
+            state.tried.add(url)
+            remaining = state.deadline - self.now()
+            try:
+                resp = await self.send_once(
+                    url,
+                    method,
+                    target,
+                    body=body,
+                    headers=headers,
+                    timeout_s=min(remaining, self.attempt_timeout),
+                )
+            except _NOT_SENT as exc:
+                self._lost(url)
+                state.fail(ConnectionFailed(f"{method} {url}{path}: {exc}"))
+                delay = self._backoff(state)
+            except _MAYBE_SENT as exc:
+                self._lost(url)
+                state.fail(_unknown_outcome(method, url + path, exc, write))
+                delay = self._backoff(state)
+            else:
+                if 200 <= resp.status < 300 or resp.status in expect:
+                    return resp
+                delay = self._on_error_status(resp, url, state, f"{method} {path}")
+            await self._wait(delay, state)
+
+    def _on_error_status(self, resp: Response, url: str, state: _Attempts, where: str) -> float:
+        """Classify an error response: raise when final, else record it and return the wait."""
+        body = _error_body(resp)
+        if resp.status == 503:
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            state.fail(error_from_response(503, body, retry_after=retry_after, where=where))
+            # The node we asked knows no leader (or is stepping down): our hint is stale.
+            self._lost(url)
+            return max(self._backoff(state), retry_after or 0.0)
+        if resp.status == 504:
+            if state.write:
+                state.fail(error_from_response(504, body, where=where))
+            else:
+                # A read changes nothing, so "indeterminate" would mislead: it simply failed.
+                state.fail(Unavailable(f"{where}: {body.get('error', 'HTTP 504')}", body=body))
+            return self._backoff(state)
+        raise error_from_response(resp.status, body, where=where)
+
+    def _backoff(self, state: _Attempts) -> float:
+        """No wait while some endpoint is untried in this round; else the policy's back-off."""
+        if any(url not in state.tried for url in self.endpoints):
+            return 0.0
+        return self.retry.backoff(state.waits, self._rng)
+
+    async def _wait(self, delay: float, state: _Attempts) -> None:
+        """Sleep before the next attempt, or raise the last error when the deadline forbids it."""
+        if self.now() + delay >= state.deadline:
+            raise state.final_error()
+        if delay > 0:
+            await self._sleep(delay)
+            state.waits += 1
+            state.tried.clear()
+
+    def _choose(self, tried: set[str]) -> str:
+        """The leader if known and untried, else the first untried endpoint, else the first."""
+        if self.leader is not None and self.leader not in tried:
+            return self.leader
+        for url in self.endpoints:
+            if url not in tried:
+                return url
+        return self.leader or self.endpoints[0]
+
+    def _lost(self, url: str | None) -> None:
+        """A failure on ``url``: forget it as leader and look again before the next attempt."""
+        if url is None or url == self.leader or self.leader is None:
+            self.leader = None
+            self._need_discovery = True
+
+    async def _discover(self, deadline: float) -> None:
+        """Find the leader's endpoint; concurrent requests share one discovery."""
+        if self._discovery is None or self._discovery.done():
+            budget = min(deadline - self.now(), self.attempt_timeout, 1.0)
+            self._discovery = asyncio.ensure_future(self._run_discovery(budget))
+        # Shielded: one caller's cancellation must not abort the discovery others await.
+        await asyncio.shield(self._discovery)
+
+    async def _run_discovery(self, budget: float) -> None:
+        self._need_discovery = False
+        statuses = await self.poll(self.endpoints, "/v1/status", timeout_s=budget)
+        self.leader = pick_leader(statuses, self.node_ids)
+
+    async def poll(
+        self, urls: Sequence[str], path: str, *, timeout_s: float
+    ) -> list[tuple[str, dict[str, Any] | RaftcacheError]]:
+        """GET ``path`` from every url concurrently, once each, no retry, in the given order."""
+
+        async def one(url: str) -> dict[str, Any] | RaftcacheError:
+            try:
+                resp = await self.send_once(url, "GET", path, timeout_s=timeout_s)
+            except _MAYBE_SENT as exc:
+                return ConnectionFailed(f"GET {url}{path}: {exc or type(exc).__name__}")
+            try:
+                if resp.status != 200:
+                    return error_from_response(resp.status, _error_body(resp), where=url)
+                return resp.json_object()
+            except RaftcacheError as exc:
+                return exc
+
+        results = await asyncio.gather(*(one(url) for url in urls))
+        return list(zip(urls, results, strict=True))
+
+
+def pick_leader(
+    statuses: Sequence[tuple[str, dict[str, Any] | RaftcacheError]], node_ids: dict[str, str]
+) -> str | None:
+    """Choose the leader's URL from ``/v1/status`` answers; records each endpoint's node id.
+
+    A node claiming leadership wins (the highest term if several do: the other one is stale);
+    otherwise an endpoint whose id is the leader that the others name.
+    """
+    best: tuple[int, str] | None = None
+    named: set[str] = set()
+    for url, status in statuses:
+        if isinstance(status, RaftcacheError):
+            continue
+        node_id = status.get("id")
+        if isinstance(node_id, str):
+            node_ids[url] = node_id
+        term = status.get("term")
+        if status.get("role") == "leader" and isinstance(term, int):
+            best = max(best or (term, url), (term, url))
+        leader = status.get("leader")
+        if isinstance(leader, str):
+            named.add(leader)
+    if best is not None:
+        return best[1]
+    for url, node_id in node_ids.items():
+        if node_id in named:
+            return url
+    return None
+
+
+def _error_body(resp: Response) -> dict[str, Any]:
+    """The JSON error object of a response, or a synthetic one when the body is not JSON."""
+    try:
+        obj = orjson.loads(resp.body)
+    except orjson.JSONDecodeError:
+        obj = None
+    if isinstance(obj, dict):
+        return obj
+    text = resp.body[:200].decode("utf-8", "replace").strip()
+    return {"error": text or f"HTTP {resp.status}"}
+
+
+def _unknown_outcome(method: str, where: str, exc: BaseException, write: bool) -> RaftcacheError:
+    """The error for an attempt that broke after the request may have been sent."""
+    reason = str(exc) or type(exc).__name__
+    if write:
+        return Indeterminate(f"{method} {where}: outcome unknown ({reason})")
+    return ConnectionFailed(f"{method} {where}: {reason}")
