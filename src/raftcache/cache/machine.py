@@ -1,0 +1,335 @@
+"""The cache state machine: applies committed cache commands, answers local reads.
+
+Rule: pure and deterministic. The outcome of ``apply_entry`` depends only on the log (commands
+carry the leader's ``now``; versions are log indices), never on a clock, on I/O or on local
+reads, so every replica — and a replica restored from a snapshot — holds identical state.
+A bad command never raises: it returns a ``CommandError`` and changes nothing, identically
+everywhere. Reads take the reader's ``now``: a key whose ``expires_at <= now`` is invisible.
+
+Semantics (see also docs/cache.md):
+- SET stores the value with ``version = index``; ``ttl`` → ``expires_at = now + ttl``, no ttl →
+  no expiry. ``if_version`` must equal the current version (0 = missing), ``if_absent`` needs
+  the key missing; else PRECONDITION_FAILED carrying the current version. An expired key
+  counts as missing for every command.
+- DELETE (honouring ``if_version``) → whether a live key was deleted.
+- INCR/DECR: a missing key counts as 0; the value must be ASCII decimal within int64 (else
+  NOT_A_COUNTER) and so must the result (else COUNTER_OVERFLOW); keeps the key's expiry.
+- BATCH: every op is validated first (value sizes, then conditions in order, each against the
+  state left by the ops before it); if any fails the batch changes nothing and returns that
+  error with the op's index. Otherwise ops apply in order: get → ``bytes | None`` (a get is a
+  replicated access, so it refreshes recency), set → version (all sets share the entry's
+  index), delete → bool.
+- EXPIRE removes the listed keys that are expired at its ``now``; TOUCH marks live keys as
+  most recently used. Both are proposed by the leader (``CacheService``).
+- Writes that leave the store above ``max_keys``/``max_bytes`` evict (``EntryStore.settle``);
+  an entry larger than ``max_bytes`` on its own is refused (VALUE_TOO_LARGE).
+- Writes carrying a ``Session`` are exactly-once (``raftcache.cache.sessions``).
+
+``hits``/``misses`` are node-local: the service counts its own reads there; they are not
+replicated and not in snapshots.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from raftcache.cache.commands import (
+    INT64_MAX,
+    INT64_MIN,
+    BatchCommand,
+    Command,
+    DeleteCommand,
+    ExpireCommand,
+    GetOp,
+    IncrCommand,
+    SetCommand,
+    SetOp,
+    TouchCommand,
+    decode,
+)
+from raftcache.cache.entries import HEADER_SIZE, NEVER, Item, record_expires_at, record_item
+from raftcache.cache.errors import InvalidCommand
+from raftcache.cache.results import CommandError, ErrorCode, IncrResult, Result
+from raftcache.cache.sessions import (
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_TTL_S,
+    DEFAULT_WINDOW,
+    SessionTable,
+)
+from raftcache.cache.snapshot import SnapshotState, decode_snapshot, deferred_encoder
+from raftcache.cache.store import EntryStore
+
+# ASCII decimal, optional minus; the int64 range is checked after parsing.
+_COUNTER = re.compile(rb"-?[0-9]{1,32}")
+
+
+def _expires_at(now: float, ttl: float | None) -> float:
+    return NEVER if ttl is None else float(now + ttl)
+
+
+def _precondition_failed(current: int, op_index: int | None = None) -> CommandError:
+    return CommandError(
+        ErrorCode.PRECONDITION_FAILED,
+        f"precondition failed: current version is {current}",
+        current,
+        op_index,
+    )
+
+
+def _condition_holds(current: int, if_version: int | None, if_absent: bool) -> bool:
+    return (if_version is None or current == if_version) and not (if_absent and current != 0)
+
+
+class CacheStateMachine:
+    """The replicated cache: keys → versioned values with TTL, LRU bounds and sessions.
+
+    Args:
+        max_keys: evict beyond this many keys (None: unbounded).
+        max_bytes: evict beyond this many bytes, counted as UTF-8 key length plus value length
+            per entry (None: unbounded); a single larger entry is refused.
+        session_ttl_s: forget a client session idle this long (judged by command stamps).
+        max_sessions: at most this many client sessions (the least recently active go first).
+        session_window: results remembered per client (its safe number of outstanding writes).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_keys: int | None = None,
+        max_bytes: int | None = None,
+        session_ttl_s: float = DEFAULT_TTL_S,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        session_window: int = DEFAULT_WINDOW,
+    ) -> None:
+        self._store = EntryStore(max_keys=max_keys, max_bytes=max_bytes)
+        self._sessions = SessionTable(
+            ttl_s=session_ttl_s, max_sessions=max_sessions, window=session_window
+        )
+        self._last_index = 0
+        self.hits = 0
+        self.misses = 0
+        self._handlers: dict[type[Any], Callable[[int, Any], Result]] = {
+            SetCommand: self._set,
+            DeleteCommand: self._delete,
+            IncrCommand: self._incr,
+            BatchCommand: self._batch,
+            ExpireCommand: self._expire,
+            TouchCommand: self._touch,
+        }
+
+    @property
+    def last_index(self) -> int:
+        """Log index of the last command applied (or restored)."""
+        return self._last_index
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    # --- applying ---------------------------------------------------------------------------
+
+    def apply_entry(self, index: int, command: bytes) -> Result:
+        """Apply the committed ``command`` at log ``index`` (indices must increase)."""
+        if index <= self._last_index:
+            raise ValueError(f"entry {index} applied after entry {self._last_index}")
+        self._last_index = index
+        try:
+            cmd: Command = decode(command)
+        except InvalidCommand as exc:
+            return CommandError(ErrorCode.INVALID_COMMAND, str(exc))
+        session = getattr(cmd, "session", None)
+        if session is None:
+            return self._handlers[type(cmd)](index, cmd)
+        answer = self._sessions.check(session.client_id, session.seq, cmd.now)
+        if answer is not None:
+            return answer
+        result = self._handlers[type(cmd)](index, cmd)
+        self._sessions.record(session.client_id, session.seq, cmd.now, result)
+        return result
+
+    def apply(self, command: bytes) -> Result:
+        """``StateMachine.apply`` for drivers without ``apply_entry``: uses the next index
+        after the last one applied as the version (still unique and replicated)."""
+        return self.apply_entry(self._last_index + 1, command)
+
+    def _set(self, index: int, cmd: SetCommand) -> Result:
+        store, now = self._store, cmd.now
+        if not store.fits(cmd.key, len(cmd.value)):
+            return _too_large(cmd.key, len(cmd.value))
+        if cmd.if_version is not None or cmd.if_absent:
+            current = store.version(cmd.key, now)
+            if not _condition_holds(current, cmd.if_version, cmd.if_absent):
+                return _precondition_failed(current)
+        store.put(cmd.key, cmd.value, index, _expires_at(now, cmd.ttl), now)
+        store.settle(now)
+        return index
+
+    def _delete(self, index: int, cmd: DeleteCommand) -> Result:
+        store, now = self._store, cmd.now
+        if cmd.if_version is not None:
+            current = store.version(cmd.key, now)
+            if current != cmd.if_version:
+                return _precondition_failed(current)
+        return store.remove(cmd.key, now)
+
+    def _incr(self, index: int, cmd: IncrCommand) -> Result:
+        store, now = self._store, cmd.now
+        record = store.live(cmd.key, now)
+        if record is None:
+            base, expires_at = 0, NEVER
+        else:
+            if _COUNTER.fullmatch(record, HEADER_SIZE) is None:
+                return CommandError(ErrorCode.NOT_A_COUNTER, f"{cmd.key!r} is not a counter")
+            base, expires_at = int(record[HEADER_SIZE:]), record_expires_at(record)
+            if not INT64_MIN <= base <= INT64_MAX:
+                return CommandError(ErrorCode.NOT_A_COUNTER, f"{cmd.key!r} is outside int64")
+        value = base + cmd.by
+        if not INT64_MIN <= value <= INT64_MAX:
+            return CommandError(ErrorCode.COUNTER_OVERFLOW, f"{cmd.key!r} would overflow int64")
+        encoded = b"%d" % value
+        if not store.fits(cmd.key, len(encoded)):
+            return _too_large(cmd.key, len(encoded))
+        store.put(cmd.key, encoded, index, expires_at, now)
+        store.settle(now)
+        return IncrResult(value, index)
+
+    def _batch(self, index: int, cmd: BatchCommand) -> Result:
+        error = self._check_batch(index, cmd)
+        if error is not None:
+            return error
+        store, now = self._store, cmd.now
+        results: list[bytes | int | bool | None] = []
+        for op in cmd.ops:
+            if type(op) is GetOp:
+                record = store.live(op.key, now)
+                if record is not None:
+                    store.touch(op.key, now)
+                results.append(None if record is None else record[HEADER_SIZE:])
+            elif type(op) is SetOp:
+                store.put(op.key, op.value, index, _expires_at(now, op.ttl), now)
+                results.append(index)
+            else:
+                results.append(store.remove(op.key, now))
+        store.settle(now)
+        return tuple(results)
+
+    def _check_batch(self, index: int, cmd: BatchCommand) -> CommandError | None:
+        """The first op that would fail, as an error; versions are tracked through the batch
+        (a set makes its key's version ``index``, a delete makes it 0)."""
+        store, now = self._store, cmd.now
+        versions: dict[str, int] = {}
+        for position, op in enumerate(cmd.ops):
+            if isinstance(op, GetOp):
+                continue
+            if_absent = False
+            if isinstance(op, SetOp):
+                if not store.fits(op.key, len(op.value)):
+                    return _too_large(op.key, len(op.value), position)
+                if_absent = op.if_absent
+            if op.if_version is not None or if_absent:
+                current = versions[op.key] if op.key in versions else store.version(op.key, now)
+                if not _condition_holds(current, op.if_version, if_absent):
+                    return _precondition_failed(current, position)
+            versions[op.key] = index if isinstance(op, SetOp) else 0
+        return None
+
+    def _expire(self, index: int, cmd: ExpireCommand) -> Result:
+        # Sessions are swept here too: EXPIRE is the leader's periodic housekeeping entry.
+        self._sessions.sweep(cmd.now)
+        return self._store.expire(cmd.keys, cmd.now)
+
+    def _touch(self, index: int, cmd: TouchCommand) -> Result:
+        store, now = self._store, cmd.now
+        return sum(store.touch(key, now) for key in cmd.keys)
+
+    # --- reads (local, pure) ------------------------------------------------------------------
+
+    def get(self, key: str, now: float) -> Item | None:
+        """The live entry of ``key`` at the reader's ``now``, or None."""
+        record = self._store.live(key, now)
+        return None if record is None else record_item(record)
+
+    def list_keys(
+        self, prefix: str, after: str | None, limit: int, now: float
+    ) -> tuple[list[str], str | None]:
+        """Live keys with ``prefix``, strictly after ``after``, at most ``limit`` (≥ 1), in
+        key order; plus the ``after`` cursor of the next page, or None on the last page."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        return self._store.list_keys(prefix, after, limit, now)
+
+    def expired_keys(self, now: float, limit: int) -> list[str]:
+        """Up to ``limit`` keys whose ``expires_at <= now``, earliest first (for the leader's
+        EXPIRE proposals)."""
+        return self._store.expired_keys(now, limit)
+
+    def record_reads(self, hits: int, misses: int) -> None:
+        """Count this node's reads (node-local statistics)."""
+        self.hits += hits
+        self.misses += misses
+
+    def stats(self) -> dict[str, Any]:
+        """The ``"cache"`` part of ``/v1/stats``. ``hits``, ``misses`` and ``hit_rate`` count
+        this node's reads only; everything else is replicated state."""
+        store = self._store
+        reads = self.hits + self.misses
+        return {
+            "keys": len(store),
+            "bytes": store.bytes,
+            "bytes_peak": store.bytes_peak,
+            "max_keys": store.max_keys,
+            "max_bytes": store.max_bytes,
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": self.hits / reads if reads else 0.0,
+            "evictions": store.evictions,
+            "expirations": store.expirations,
+            "sessions": len(self._sessions),
+        }
+
+    # --- snapshots ----------------------------------------------------------------------------
+
+    def prepare_snapshot(self) -> Callable[[], bytes]:
+        """Capture the state now (on the event loop: a shallow copy of the map, whose records
+        are immutable, plus the small session table) and return a function that encodes it,
+        meant to run in a worker thread."""
+        store = self._store
+        counters = {
+            "evictions": store.evictions,
+            "expirations": store.expirations,
+            "bytes_peak": store.bytes_peak,
+            "sessions_dropped": self._sessions.dropped,
+        }
+        state = SnapshotState(self._last_index, counters, self._sessions.to_wire(), store.records())
+        return deferred_encoder(state)
+
+    def snapshot(self) -> bytes:
+        """The snapshot of the current state (``StateMachine.snapshot``)."""
+        return self.prepare_snapshot()()
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a snapshot's; raises ``SnapshotFormatError`` (and
+        changes nothing) if the data is not a snapshot of a known format."""
+        state = decode_snapshot(data)
+        counters = state.counters
+        self._sessions.load_wire(state.sessions, counters.get("sessions_dropped", 0))
+        self._store.load(
+            state.records,
+            counters.get("bytes_peak", 0),
+            counters.get("evictions", 0),
+            counters.get("expirations", 0),
+        )
+        self._last_index = state.index
+
+    def check_invariants(self) -> None:
+        """Assert internal consistency (for tests; O(n))."""
+        self._store.check_invariants()
+
+
+def _too_large(key: str, value_size: int, op_index: int | None = None) -> CommandError:
+    return CommandError(
+        ErrorCode.VALUE_TOO_LARGE,
+        f"entry {key!r} with a {value_size}-byte value exceeds max_bytes",
+        op_index=op_index,
+    )

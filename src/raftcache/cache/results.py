@@ -1,0 +1,115 @@
+"""Results of applied cache commands, and their msgpack form for the session table.
+
+Rule: results are immutable values. The same object may be returned to the proposer and kept
+in the session table (to answer a retried write), so nothing may mutate it after apply.
+
+Per command: SET → ``int`` (the new version); DELETE → ``bool`` (whether a live key was
+deleted); INCR → ``IncrResult``; BATCH → ``tuple`` of per-op results (get → ``bytes | None``,
+set → ``int``, delete → ``bool``); EXPIRE and TOUCH → ``int`` (keys affected). Any command may
+instead return a ``CommandError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeAlias
+
+from raftcache.cache.errors import (
+    CacheError,
+    CounterOverflow,
+    InvalidCommand,
+    NotACounter,
+    PreconditionFailed,
+    StaleSequence,
+    ValueTooLarge,
+)
+
+
+class ErrorCode(StrEnum):
+    """Why a command was not applied (it changed nothing)."""
+
+    PRECONDITION_FAILED = "precondition_failed"
+    NOT_A_COUNTER = "not_a_counter"
+    COUNTER_OVERFLOW = "counter_overflow"
+    VALUE_TOO_LARGE = "value_too_large"
+    INVALID_COMMAND = "invalid_command"
+    STALE_SEQUENCE = "stale_sequence"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandError:
+    """A command that was rejected as a whole; the state is exactly as before it.
+
+    Attributes:
+        code: the reason.
+        message: a human-readable detail.
+        version: for PRECONDITION_FAILED, the key's current version (0 if missing).
+        op_index: for a batch, the position of the offending op.
+    """
+
+    code: ErrorCode
+    message: str
+    version: int = 0
+    op_index: int | None = None
+
+    def to_exception(self) -> CacheError:
+        """The typed exception ``CacheService`` raises for this result."""
+        if self.code is ErrorCode.PRECONDITION_FAILED:
+            return PreconditionFailed(self.version, self.op_index)
+        kind = _EXCEPTIONS.get(self.code, InvalidCommand)
+        return kind(self.message)
+
+
+_EXCEPTIONS: dict[ErrorCode, type[CacheError]] = {
+    ErrorCode.NOT_A_COUNTER: NotACounter,
+    ErrorCode.COUNTER_OVERFLOW: CounterOverflow,
+    ErrorCode.VALUE_TOO_LARGE: ValueTooLarge,
+    ErrorCode.INVALID_COMMAND: InvalidCommand,
+    ErrorCode.STALE_SEQUENCE: StaleSequence,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class IncrResult:
+    """The outcome of INCR/DECR: the counter's new value and the entry's new version."""
+
+    value: int
+    version: int
+
+
+BatchItem: TypeAlias = bytes | int | bool | None
+Result: TypeAlias = int | bool | IncrResult | tuple[BatchItem, ...] | CommandError
+
+
+def result_to_wire(result: Result) -> Any:
+    """A msgpack-able form of ``result`` (used by snapshots of the session table).
+
+    Scalars stay as they are (msgpack keeps ``bool`` and ``int`` apart); a batch becomes a list;
+    the two structured results become maps with disjoint keys.
+    """
+    if isinstance(result, CommandError):
+        return {
+            "e": result.code.value,
+            "m": result.message,
+            "v": result.version,
+            "i": result.op_index,
+        }
+    if isinstance(result, IncrResult):
+        return {"n": result.value, "v": result.version}
+    if isinstance(result, tuple):
+        return list(result)
+    return result
+
+
+def result_from_wire(obj: Any) -> Result:
+    """Inverse of ``result_to_wire``; raises ``ValueError`` on a shape it never produces."""
+    if isinstance(obj, dict):
+        if "e" in obj:
+            return CommandError(ErrorCode(obj["e"]), str(obj["m"]), int(obj["v"]), obj["i"])
+        return IncrResult(int(obj["n"]), int(obj["v"]))
+    if isinstance(obj, list):
+        return tuple(obj)
+    if isinstance(obj, bool | int):
+        return obj
+    raise ValueError(f"not a cache result: {obj!r}")
