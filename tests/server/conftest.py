@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from raftcache.server.app import create_app
 from raftcache.server.context import ServerSettings
 from raftcache.server.validation import Limits
+
 from .fakes import FakeNode, FakeService
 
 SMALL_LIMITS = Limits(max_value_bytes=1024, max_batch_ops=10, max_batch_bytes=4096)

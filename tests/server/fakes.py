@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from raftcache.cache.commands import GetOp, SetOp
 from raftcache.raft.errors import NotLeaderError
 
 
@@ -140,9 +141,10 @@ class FakeService:
         self._enter("batch", (list(ops), session))
         results: list[Any] = []
         for op in ops:
-            if op.op == "get":
-                results.append(self.data.get(op.key))
-            elif op.op == "set":
+            if isinstance(op, GetOp):
+                entry = self.data.get(op.key)
+                results.append(None if entry is None else entry.value)
+            elif isinstance(op, SetOp):
                 results.append(self._write(op.key, op.value))
             else:
                 results.append(self.data.pop(op.key, None) is not None)

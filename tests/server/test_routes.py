@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
@@ -45,9 +46,11 @@ async def test_put_then_get_with_etag(client: Client, service: FakeService) -> N
 
 async def test_put_passes_ttl_and_preconditions(client: Client, service: FakeService) -> None:
     await client.put("/v1/keys/k?ttl=2.5", data=b"v", headers={"If-Match": '"7"'})
-    assert service.calls[-1] == ("set", ("k", b"v", 2.5, 7, False, None))
+    first = service.calls[-1]
     await client.put("/v1/keys/k", data=b"", headers={"If-None-Match": "*"})
-    assert service.calls[-1] == ("set", ("k", b"", None, None, True, None))
+    second = service.calls[-1]
+    assert first == ("set", ("k", b"v", 2.5, 7, False, None))
+    assert second == ("set", ("k", b"", None, None, True, None))
 
 
 async def test_encoded_slash_and_unicode_keys(client: Client, service: FakeService) -> None:
@@ -97,7 +100,7 @@ async def test_get_missing_is_json_404(client: Client) -> None:
 async def test_value_over_limit_is_413(client: Client, service: FakeService) -> None:
     await error_of(await client.put("/v1/keys/k", data=b"x" * 1025), 413)
 
-    async def chunks():  # type: ignore[no-untyped-def]
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(3):
             yield b"x" * 512
 
@@ -190,8 +193,11 @@ async def test_batch_and_mget(client: Client, service: FakeService) -> None:
         ("/v1/batch", b"\xff\x00garbage", 400),
         ("/v1/batch", b'{"ops": [{"op": "set", "key": "k", "value": "%%%"}]}', 400),
         ("/v1/batch", orjson.dumps({"ops": [{"op": "get", "key": "k"}] * 11}), 400),
-        ("/v1/batch", orjson.dumps({"ops": [{"op": "set", "key": "k", "value": b64(b"x" * 1025)}]}),
-         413),
+        (
+            "/v1/batch",
+            orjson.dumps({"ops": [{"op": "set", "key": "k", "value": b64(b"x" * 1025)}]}),
+            413,
+        ),
         ("/v1/mget", b'{"keys": "k"}', 400),
         ("/v1/mget", b"[1, 2]", 400),
     ],

@@ -115,16 +115,31 @@ def test_incr_body() -> None:
     assert parse_incr_body(b"") == 1
     assert parse_incr_body(b"{}") == 1
     assert parse_incr_body(b'{"by": -7}') == -7
-    for bad in [b'{"by": true}', b'{"by": 1.5}', b'{"by": "1"}', b"[1]", b"{", b'{"bye": 1}',
-                b'{"by": 9223372036854775808}', b"\xff\xfe"]:
+    for bad in [
+        b'{"by": true}',
+        b'{"by": 1.5}',
+        b'{"by": "1"}',
+        b"[1]",
+        b"{",
+        b'{"bye": 1}',
+        b'{"by": 9223372036854775808}',
+        b"\xff\xfe",
+    ]:
         assert status_of(parse_incr_body, bad) == 400, bad
 
 
 def test_session_headers() -> None:
     assert parse_session_headers(None, None) is None
     assert parse_session_headers("c1.2", "7") == ("c1.2", 7)
-    for cid, seq in [("c", None), (None, "1"), ("c", "-1"), ("c", "x"), ("", "1"),
-                     ("a b", "1"), ("x" * 129, "1")]:
+    for cid, seq in [
+        ("c", None),
+        (None, "1"),
+        ("c", "-1"),
+        ("c", "x"),
+        ("", "1"),
+        ("a b", "1"),
+        ("x" * 129, "1"),
+    ]:
         assert status_of(parse_session_headers, cid, seq) == 400
 
 
@@ -134,11 +149,18 @@ def b64(data: bytes) -> str:
 
 def test_batch_body_valid() -> None:
     body = orjson.dumps(
-        {"ops": [{"op": "set", "key": "a", "value": b64(b"xy"), "ttl": 3},
-                 {"op": "get", "key": "a"}, {"op": "delete", "key": "b"}]}
+        {
+            "ops": [
+                {"op": "set", "key": "a", "value": b64(b"xy"), "ttl": 3},
+                {"op": "get", "key": "a"},
+                {"op": "delete", "key": "b"},
+            ]
+        }
     )
     assert parse_batch_body(body, LIMITS) == [
-        BatchOp("set", "a", b"xy", 3.0), BatchOp("get", "a"), BatchOp("delete", "b")
+        BatchOp("set", "a", b"xy", 3.0),
+        BatchOp("get", "a"),
+        BatchOp("delete", "b"),
     ]
 
 
@@ -186,6 +208,12 @@ def test_batch_garbage_bodies() -> None:
 
 def test_mget_body() -> None:
     assert parse_mget_body(b'{"keys": ["a", "b/c"]}', LIMITS) == ["a", "b/c"]
-    for body in [b"{}", b'{"keys": "a"}', b'{"keys": [1]}', b'{"keys": [""]}',
-                 b'{"keys": ["a","b","c","d"]}', b'{"keys": ["\\ud800"]}']:
+    for body in [
+        b"{}",
+        b'{"keys": "a"}',
+        b'{"keys": [1]}',
+        b'{"keys": [""]}',
+        b'{"keys": ["a","b","c","d"]}',
+        b'{"keys": ["\\ud800"]}',
+    ]:
         assert status_of(parse_mget_body, body, LIMITS) == 400, body

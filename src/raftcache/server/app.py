@@ -41,9 +41,7 @@ def create_app(
         The application; serve it with ``aiohttp.web.AppRunner``.
     """
     settings = settings or ServerSettings()
-    app = web.Application(
-        middlewares=list(MIDDLEWARES), client_max_size=settings.max_request_bytes
-    )
+    app = web.Application(middlewares=list(MIDDLEWARES), client_max_size=settings.max_request_bytes)
     forwarder = Forwarder(
         node,
         peer_urls=settings.peer_urls,

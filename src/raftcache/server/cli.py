@@ -55,8 +55,7 @@ def main_serve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -
     if options.resp_port is not None:
         # Parsed so configs stay forward-compatible, but refused rather than silently ignored.
         print(
-            "raftcache serve: error: --resp-port: the Redis protocol (RESP) is not implemented "
-            "yet",
+            "raftcache serve: error: --resp-port: the Redis protocol (RESP) is not implemented yet",
             file=sys.stderr,
         )
         return 2

@@ -14,6 +14,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from raftcache.cache.errors import (
+    CounterOverflow,
+    InvalidCommand,
+    NotACounter,
+    PreconditionFailed,
+    StaleSequence,
+    ValueTooLarge,
+)
 from raftcache.raft.errors import (
     IndeterminateError,
     MembershipChangeError,
@@ -121,15 +129,12 @@ def api_error_for(exc: BaseException, *, is_write: bool) -> ApiError | None:
         return unavailable("timed out waiting for the cluster")
     if isinstance(exc, MembershipChangeError):
         return ApiError(409, str(exc) or "membership change refused")
-    # The cache errors are imported lazily: the cache package is another layer that the server
-    # only needs once a request fails, and importing it here would couple module load order.
-    from raftcache.cache import errors as cache_errors
-
-    if isinstance(exc, cache_errors.PreconditionFailed):
-        current = getattr(exc, "current_version", None)
-        return ApiError(412, "precondition failed", extra={"version": current})
-    if isinstance(exc, cache_errors.NotACounter | cache_errors.CounterOverflow):
+    if isinstance(exc, PreconditionFailed):
+        return ApiError(412, "precondition failed", extra={"version": exc.current_version})
+    if isinstance(exc, ValueTooLarge):
+        return too_large(str(exc) or "value too large for this cache")
+    if isinstance(exc, NotACounter | CounterOverflow | StaleSequence):
         return ApiError(409, str(exc) or type(exc).__name__)
-    if isinstance(exc, cache_errors.InvalidCommand):
+    if isinstance(exc, InvalidCommand):
         return bad_request(str(exc) or "invalid command")
     return None

@@ -102,7 +102,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8")
     ):
-        raise ApiError(401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
     return await handler(request)
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from raftcache.cache.commands import BatchOp as CacheOp
+from raftcache.cache.commands import DeleteOp, GetOp, Session, SetOp
 from raftcache.server.validation import BatchOp, parse_session_headers
 
 CLIENT_ID_HEADER = "X-Raftcache-Client-Id"
@@ -30,16 +32,27 @@ def b64(value: bytes | None) -> str | None:
     return None if value is None else base64.b64encode(value).decode("ascii")
 
 
-def session_from_headers(request: web.Request) -> Any:
+def session_from_headers(request: web.Request) -> Session | None:
     """The write's ``Session`` from ``X-Raftcache-Client-Id``/``X-Raftcache-Seq``, or None."""
     parsed = parse_session_headers(
         request.headers.get(CLIENT_ID_HEADER), request.headers.get(SEQ_HEADER)
     )
     if parsed is None:
         return None
-    from raftcache.cache.service import Session
-
     return Session(client_id=parsed[0], seq=parsed[1])
+
+
+def to_cache_ops(ops: Sequence[BatchOp]) -> list[CacheOp]:
+    """Validated HTTP batch ops → the cache's batch op objects."""
+    converted: list[CacheOp] = []
+    for op in ops:
+        if op.op == "get":
+            converted.append(GetOp(op.key))
+        elif op.op == "set":
+            converted.append(SetOp(op.key, op.value or b"", ttl=op.ttl))
+        else:
+            converted.append(DeleteOp(op.key))
+    return converted
 
 
 def _field(obj: Any, name: str, position: int) -> Any:
@@ -82,18 +95,16 @@ def to_values(result: Sequence[Any]) -> list[str | None]:
 
 
 def batch_response(ops: Sequence[BatchOp], results: Sequence[Any]) -> list[dict[str, Any]]:
-    """A ``batch`` result → the SPEC's per-op objects, in op order."""
+    """A ``batch`` result (get → bytes | None, set → version, delete → bool) → the SPEC's
+    per-op objects, in op order."""
     if len(results) != len(ops):
         raise RuntimeError(f"batch returned {len(results)} results for {len(ops)} ops")
     rendered: list[dict[str, Any]] = []
     for op, result in zip(ops, results, strict=True):
         if op.op == "get":
-            value = result.get("value") if isinstance(result, Mapping) else _value_of(result)
-            rendered.append({"value": value if isinstance(value, str) else b64(value)})
+            rendered.append({"value": b64(_value_of(result))})
         elif op.op == "set":
-            version = result.get("version") if isinstance(result, Mapping) else result
-            rendered.append({"version": int(version)})
+            rendered.append({"version": int(result)})
         else:
-            deleted = result.get("deleted") if isinstance(result, Mapping) else result
-            rendered.append({"deleted": bool(deleted)})
+            rendered.append({"deleted": bool(result)})
     return rendered

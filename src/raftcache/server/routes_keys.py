@@ -17,6 +17,7 @@ from raftcache.server.results import (
     json_response,
     read_entry,
     session_from_headers,
+    to_cache_ops,
     to_incr_result,
     to_listing,
     to_values,
@@ -140,7 +141,7 @@ async def batch(request: web.Request) -> web.Response:
     ops = parse_batch_body(body, ctx.settings.limits)
     if not ops:
         return json_response({"results": []})
-    results = await ctx.service.batch(ops, session=session)
+    results = await ctx.service.batch(to_cache_ops(ops), session=session)
     return json_response({"results": batch_response(ops, results)})
 
 

@@ -1,0 +1,235 @@
+"""The composition root of ``raftcache serve``: builds one node and runs it until a signal.
+
+Rule: this is the only module of the server that reads the wall clock (``time.time``, handed to
+the cache service) and creates a ``random.Random()`` (handed to the Raft node). It wires
+HttpNetwork (mounted on the node's app, so one port serves Raft and the client API; no
+``ReliableNetwork``: Raft retries on its own, and a bare transport with a short timeout keeps
+heartbeats fresh), ``FileStorage(data_dir)``, ``CacheStateMachine``, ``RaftNode`` and
+``CacheService``.
+
+Shutdown order (SIGTERM/SIGINT): stop accepting connections, let in-flight requests finish
+(bounded by ``shutdown_timeout_s``; the node still runs so they can commit), stop the cache
+service's background work, stop the node (which persists and stops the network), close storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import ssl
+import time
+from typing import Any
+
+from aiohttp import web
+
+from raftcache.cache.machine import CacheStateMachine
+from raftcache.cache.service import CacheService
+from raftcache.network.http import HttpNetwork
+from raftcache.network.tls import client_ssl_context, server_ssl_context
+from raftcache.raft.config import RaftConfig
+from raftcache.raft.node import RaftNode
+from raftcache.server.app import create_app
+from raftcache.server.config import ServeOptions
+from raftcache.server.context import ServerSettings
+from raftcache.server.logs import configure_logging
+from raftcache.server.validation import Limits
+from raftcache.storage.base import StorageError
+from raftcache.storage.file import FileStorage
+
+log = logging.getLogger("raftcache.server")
+
+
+class NodeServer:
+    """One running node: its Raft node, cache service and HTTP server on one port.
+
+    Also the way to embed a node in an existing asyncio program: build the parts, then
+    ``await server.start()`` and later ``await server.stop()``.
+
+    Args:
+        node: the Raft node (not started yet).
+        service: the cache service over ``node`` (not started yet).
+        app: the aiohttp application serving the node (``create_app``).
+        host: address to listen on.
+        port: port to listen on (0: a free port, read ``.port`` after ``start()``).
+        ssl_context: server TLS context, or None for plain HTTP.
+        shutdown_timeout_s: bound on waiting for in-flight requests at shutdown.
+    """
+
+    def __init__(
+        self,
+        node: RaftNode,
+        service: CacheService,
+        app: web.Application,
+        *,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+        shutdown_timeout_s: float = 10.0,
+    ) -> None:
+        self.node = node
+        self.service = service
+        self.app = app
+        self.host = host
+        self.port = port
+        self._ssl_context = ssl_context
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout_s
+        )
+        self._started = False
+
+    @property
+    def url(self) -> str:
+        """The node's base URL as seen on loopback/its listen address."""
+        scheme = "https" if self._ssl_context is not None else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Listen first (peers can reach us as soon as the node campaigns), then start the
+        node and the service's leader-only background work."""
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl_context)
+        try:
+            await site.start()
+            self.port = self._runner.addresses[0][1]
+            await self.node.start()
+            await self.service.start()
+        except BaseException:
+            await self._runner.cleanup()
+            await self.node.stop()
+            self.node.storage.close()  # idempotent; a node that never started did not close it
+            raise
+        self._started = True
+        log.info("node serving", extra={"id": self.node.node_id, "url": self.url})
+
+    async def stop(self) -> None:
+        """Graceful stop (see module docstring). Idempotent."""
+        if not self._started:
+            return
+        self._started = False
+        log.info("node stopping", extra={"id": self.node.node_id})
+        # Closes the listener, waits (bounded) for in-flight requests, runs on_cleanup.
+        await self._runner.cleanup()
+        with contextlib.suppress(Exception):
+            await self.service.stop()
+        await self.node.stop()  # stops the network and closes the storage
+        log.info("node stopped", extra={"id": self.node.node_id})
+
+
+def server_settings(options: ServeOptions) -> ServerSettings:
+    """The HTTP server's settings from the ``serve`` options."""
+    client_ssl = None
+    if options.tls_cert is not None:
+        client_ssl = client_ssl_context(
+            None if options.tls_ca is None else str(options.tls_ca),
+            str(options.tls_cert),
+            None if options.tls_key is None else str(options.tls_key),
+        )
+    return ServerSettings(
+        limits=Limits(max_value_bytes=options.max_value_bytes, max_batch_ops=options.max_batch_ops),
+        client_token=options.client_token,
+        leader_wait_s=options.leader_wait_s,
+        peer_urls=dict(options.peers),
+        client_ssl_context=client_ssl,
+    )
+
+
+def build_node_server(options: ServeOptions) -> NodeServer:
+    """Compose one node from its options (the only place with real clock and randomness)."""
+    tls = {
+        "ssl_certfile": None if options.tls_cert is None else str(options.tls_cert),
+        "ssl_keyfile": None if options.tls_key is None else str(options.tls_key),
+        "ssl_cafile": None if options.tls_ca is None else str(options.tls_ca),
+    }
+    network = HttpNetwork(
+        options.id,
+        port=options.port,
+        host=options.host,
+        node_addresses={k: v for k, v in options.peers.items() if k != options.id},
+        timeout=options.network_timeout_s,
+        cluster_token=options.cluster_token,
+        **tls,
+    )
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    storage = FileStorage(options.data_dir)
+    machine_kwargs: dict[str, Any] = {}
+    if options.max_keys is not None:
+        machine_kwargs["max_keys"] = options.max_keys
+    if options.max_bytes is not None:
+        machine_kwargs["max_bytes"] = options.max_bytes
+    machine = CacheStateMachine(**machine_kwargs)
+    node = RaftNode(
+        options.id,
+        list(options.peers),
+        network,
+        storage,
+        machine,
+        RaftConfig(rpc_timeout=options.network_timeout_s),
+        rng=random.Random(),
+        peer_addresses=dict(options.peers),
+    )
+    service = CacheService(node, machine, clock=time.time)
+    app = create_app(node, service, server_settings(options), mount=network.mount)
+    ssl_context = None
+    if options.tls_cert is not None:
+        ssl_context = server_ssl_context(
+            str(options.tls_cert),
+            tls["ssl_keyfile"],
+            tls["ssl_cafile"],
+            require_client_cert=options.tls_ca is not None,
+        )
+    return NodeServer(
+        node,
+        service,
+        app,
+        host=options.host,
+        port=options.port,
+        ssl_context=ssl_context,
+        shutdown_timeout_s=options.shutdown_timeout_s,
+    )
+
+
+async def serve_node(options: ServeOptions, stop: asyncio.Event | None = None) -> None:
+    """Run one node until ``stop`` is set or SIGTERM/SIGINT arrives, then stop it gracefully."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(sig, _on_signal, stop, sig)
+    server = build_node_server(options)
+    log.info(
+        "node starting",
+        extra={"id": options.id, "listen": options.listen, "data_dir": str(options.data_dir)},
+    )
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    log.info("shutdown requested", extra={"signal": sig.name})
+    stop.set()
+
+
+def run_serve(options: ServeOptions) -> int:
+    """Run ``raftcache serve`` to completion; returns the process exit code (0 on a clean
+    shutdown, 1 when the node could not start or failed)."""
+    configure_logging(options.log_format, options.log_level)
+    try:
+        asyncio.run(serve_node(options))
+    except (OSError, StorageError) as exc:
+        # Expected operator errors (port in use, data directory locked or foreign): one line.
+        log.error("cannot start node", extra={"id": options.id, "reason": str(exc)})
+        return 1
+    except Exception:
+        log.exception("node failed", extra={"id": options.id})
+        return 1
+    return 0

@@ -1,0 +1,159 @@
+"""``raftcache serve`` options: parsing, validation and precedence flags > env > file > defaults."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from raftcache.server.cli import build_serve_parser, main_serve, options_from_args
+from raftcache.server.config import ConfigError, ServeOptions, parse_listen, parse_peers
+
+PEERS = "n1=http://127.0.0.1:8001,n2=http://127.0.0.1:8002"
+
+
+def parse(argv: list[str], env: dict[str, str] | None = None) -> ServeOptions:
+    parser = argparse.ArgumentParser()
+    build_serve_parser(parser.add_subparsers(dest="command"))
+    return options_from_args(parser.parse_args(["serve", *argv]), env or {})
+
+
+def base_flags(tmp_path: Path) -> list[str]:
+    return [
+        "--id",
+        "n1",
+        "--listen",
+        "127.0.0.1:8001",
+        "--peers",
+        PEERS,
+        "--data-dir",
+        str(tmp_path / "d"),
+    ]
+
+
+def test_flags_and_defaults(tmp_path: Path) -> None:
+    opts = parse([*base_flags(tmp_path), "--max-value-bytes", "2048", "--log-format", "json"])
+    assert (opts.id, opts.host, opts.port) == ("n1", "127.0.0.1", 8001)
+    assert opts.peers == {"n1": "http://127.0.0.1:8001", "n2": "http://127.0.0.1:8002"}
+    assert opts.data_dir == tmp_path / "d"
+    assert opts.max_value_bytes == 2048
+    assert opts.log_format == "json"
+    assert opts.cluster_token is None
+    assert opts.shutdown_timeout_s == 10.0
+    assert opts.sources["max_value_bytes"] == "flag"
+    assert opts.sources["max_keys"] == "default"
+
+
+def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(
+        'cluster-token = "from-file"\nclient_token = "file-client"\nmax_keys = 10\n'
+        'max-bytes = 999\nleader_wait = 0.5\n[peers]\nn1 = "http://127.0.0.1:8001"\n'
+    )
+    env = {
+        "RAFTCACHE_CLUSTER_TOKEN": "from-env",
+        "RAFTCACHE_MAX_KEYS": "20",
+        "RAFTCACHE_CONFIG": str(config),
+    }
+    opts = parse(["--id", "n1", "--listen", "h:1", "--data-dir", "d", "--max-keys", "30"], env)
+    assert opts.max_keys == 30  # flag beats env and file
+    assert opts.cluster_token == "from-env"  # env beats file
+    assert opts.client_token == "file-client"  # file beats default
+    assert opts.max_bytes == 999
+    assert opts.leader_wait_s == 0.5
+    assert opts.peers == {"n1": "http://127.0.0.1:8001"}  # a TOML table works too
+    assert opts.max_value_bytes == 1024 * 1024  # default
+    assert opts.sources["cluster_token"] == "env"
+    assert opts.sources["client_token"] == "file"
+
+
+def test_config_flag_beats_config_env(tmp_path: Path) -> None:
+    one, two = tmp_path / "one.toml", tmp_path / "two.toml"
+    one.write_text('client_token = "one"\n')
+    two.write_text('client_token = "two"\n')
+    opts = parse([*base_flags(tmp_path), "--config", str(two)], {"RAFTCACHE_CONFIG": str(one)})
+    assert opts.client_token == "two"
+
+
+def test_everything_from_env(tmp_path: Path) -> None:
+    env = {
+        "RAFTCACHE_ID": "n2",
+        "RAFTCACHE_LISTEN": "[::1]:0",
+        "RAFTCACHE_PEERS": PEERS,
+        "RAFTCACHE_DATA_DIR": str(tmp_path),
+        "RAFTCACHE_LOG_LEVEL": "DEBUG",
+    }
+    opts = parse([], env)
+    assert (opts.id, opts.host, opts.port, opts.log_level) == ("n2", "::1", 0, "debug")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--listen", "nohost"], "--listen"),
+        (["--listen", "h:99999"], "--listen"),
+        (["--peers", "n1=ftp://x"], "--peers"),
+        (["--peers", "n2=http://x:1"], "not listed"),
+        (["--peers", "n1=http://a:1,n1=http://b:1"], "twice"),
+        (["--max-keys", "0"], "--max-keys"),
+        (["--max-value-bytes", "lots"], "--max-value-bytes"),
+        (["--log-format", "xml"], "--log-format"),
+        (["--tls-cert", "c.pem"], "together"),
+        (["--tls-ca", "ca.pem"], "--tls-ca"),
+        (["--shutdown-timeout", "inf"], "--shutdown-timeout"),
+    ],
+)
+def test_invalid_options(tmp_path: Path, extra: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse([*base_flags(tmp_path), *extra])
+
+
+def test_missing_required_options() -> None:
+    with pytest.raises(ConfigError, match="--id.*--listen.*--peers.*--data-dir"):
+        parse([])
+
+
+def test_bad_config_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("this is = = not toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse([*base_flags(tmp_path), "--config", str(bad)])
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("colour = 'blue'\n")
+    with pytest.raises(ConfigError, match="unknown option 'colour'"):
+        parse([*base_flags(tmp_path), "--config", str(unknown)])
+    wrong_type = tmp_path / "type.toml"
+    wrong_type.write_text("max_keys = true\n")
+    with pytest.raises(ConfigError, match="--max-keys"):
+        parse([*base_flags(tmp_path), "--config", str(wrong_type)])
+    with pytest.raises(ConfigError, match="cannot read"):
+        parse([*base_flags(tmp_path), "--config", str(tmp_path / "absent.toml")])
+
+
+def test_main_serve_reports_config_errors_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    build_serve_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["serve", "--id", "n9", "--listen", "h:1", "--peers", PEERS, "--data-dir", str(tmp_path)]
+    )
+    assert args.func is main_serve
+    assert main_serve(args, env={}) == 2
+    assert "n9 is not listed in --peers" in capsys.readouterr().err
+
+
+def test_resp_port_is_parsed_but_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser()
+    build_serve_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["serve", *base_flags(tmp_path), "--resp-port", "6379"])
+    assert main_serve(args, env={}) == 2
+    assert "not implemented yet" in capsys.readouterr().err
+
+
+def test_parsers() -> None:
+    assert parse_listen("0.0.0.0:80") == ("0.0.0.0", 80)
+    assert parse_peers("a=http://x:1/, b=https://y:2") == {"a": "http://x:1", "b": "https://y:2"}
