@@ -110,7 +110,7 @@ def test_invalid_options(tmp_path: Path, extra: list[str], message: str) -> None
 
 
 def test_missing_required_options() -> None:
-    with pytest.raises(ConfigError, match="--id.*--listen.*--peers.*--data-dir"):
+    with pytest.raises(ConfigError, match=r"--id.*--listen.*--peers.*--data-dir"):
         parse([])
 
 
