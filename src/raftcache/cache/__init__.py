@@ -1,0 +1,68 @@
+"""The replicated cache: its state machine (pure) and the async service over a Raft node.
+
+Rule: ``machine`` and everything it imports are pure and deterministic (no clock, no I/O);
+only ``service`` and ``background`` touch asyncio. See docs/cache.md for the data model and
+the TTL, eviction and session rules.
+"""
+
+from __future__ import annotations
+
+from raftcache.cache.commands import (
+    BatchOp,
+    DeleteOp,
+    GetOp,
+    Session,
+    SetOp,
+    decode,
+    encode_batch,
+    encode_decr,
+    encode_delete,
+    encode_expire,
+    encode_incr,
+    encode_set,
+    encode_touch,
+)
+from raftcache.cache.entries import Item
+from raftcache.cache.errors import (
+    CacheError,
+    CounterOverflow,
+    InvalidCommand,
+    NotACounter,
+    PreconditionFailed,
+    StaleSequence,
+    ValueTooLarge,
+)
+from raftcache.cache.machine import CacheStateMachine
+from raftcache.cache.results import CommandError, ErrorCode, IncrResult
+from raftcache.cache.service import CacheService
+from raftcache.cache.snapshot import SnapshotFormatError
+
+__all__ = [
+    "BatchOp",
+    "CacheError",
+    "CacheService",
+    "CacheStateMachine",
+    "CommandError",
+    "CounterOverflow",
+    "DeleteOp",
+    "ErrorCode",
+    "GetOp",
+    "IncrResult",
+    "InvalidCommand",
+    "Item",
+    "NotACounter",
+    "PreconditionFailed",
+    "Session",
+    "SetOp",
+    "SnapshotFormatError",
+    "StaleSequence",
+    "ValueTooLarge",
+    "decode",
+    "encode_batch",
+    "encode_decr",
+    "encode_delete",
+    "encode_expire",
+    "encode_incr",
+    "encode_set",
+    "encode_touch",
+]

@@ -1,0 +1,291 @@
+"""CacheService: the async facade the HTTP server calls, over a Raft node and the machine.
+
+Rule: writes go through the log (``node.propose``) stamped with this node's ``clock()``;
+reads are served from the local machine after the barrier their consistency asks for:
+``"linearizable"`` → ``node.read_index()``, ``"lease"`` → ``node.lease_read()``, ``"stale"`` →
+none (may lag the leader; a follower serves it too). Expiry is judged by this node's clock at
+read time. Error results of the machine become the typed exceptions of
+``raftcache.cache.errors``; Raft errors (``NotLeaderError``, ``IndeterminateError``,
+``ProposalDroppedError``, ``TimeoutError``, ``NodeStoppedError``) pass through unchanged.
+
+Reads count hits and misses on this node and, on the leader, feed the LRU access batches
+(``raftcache.cache.background``), which ``start()``/``stop()`` run with expiry proposals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from raftcache.cache.background import Housekeeping
+from raftcache.cache.commands import (
+    BatchOp,
+    DeleteOp,
+    GetOp,
+    Session,
+    SetOp,
+    encode_batch,
+    encode_delete,
+    encode_incr,
+    encode_set,
+)
+from raftcache.cache.entries import Item
+from raftcache.cache.errors import InvalidCommand
+from raftcache.cache.machine import CacheStateMachine
+from raftcache.cache.results import BatchItem, CommandError, IncrResult
+
+__all__ = ["CONSISTENCY_LEVELS", "CacheService", "RaftPort", "Session", "batch_op"]
+
+log = logging.getLogger(__name__)
+
+CONSISTENCY_LEVELS = ("linearizable", "lease", "stale")
+
+
+class RaftPort(Protocol):
+    """What the service needs from ``RaftNode`` (docs/design.md)."""
+
+    @property
+    def role(self) -> Any: ...
+
+    async def propose(self, command: bytes, timeout: float | None = None) -> Any: ...
+
+    async def read_index(self, timeout: float | None = None) -> int: ...
+
+    async def lease_read(self, timeout: float | None = None) -> int: ...
+
+
+class CacheService:
+    """Cache operations over a Raft node (see the module docstring).
+
+    Args:
+        node: the local Raft node (its state machine is ``machine``).
+        machine: the cache state machine the node applies to.
+        clock: wall-clock seconds since the epoch (stamped into writes, used to judge expiry).
+        propose_timeout: per-write timeout passed to ``node.propose`` (None: the node's).
+        read_timeout: timeout passed to the read barriers (None: the node's).
+        expiry_interval_s, touch_interval_s, expiry_batch_size, touch_batch_size: see
+            ``raftcache.cache.background``.
+    """
+
+    def __init__(
+        self,
+        node: RaftPort,
+        machine: CacheStateMachine,
+        *,
+        clock: Callable[[], float],
+        propose_timeout: float | None = None,
+        read_timeout: float | None = None,
+        expiry_interval_s: float = 1.0,
+        touch_interval_s: float = 1.0,
+        expiry_batch_size: int = 1000,
+        touch_batch_size: int = 10_000,
+    ) -> None:
+        self._node = node
+        self._machine = machine
+        self._clock = clock
+        self._propose_timeout = propose_timeout
+        self._read_timeout = read_timeout
+        self.housekeeping = Housekeeping(
+            node,
+            machine,
+            clock,
+            expiry_interval_s=expiry_interval_s,
+            touch_interval_s=touch_interval_s,
+            expiry_batch_size=expiry_batch_size,
+            touch_batch_size=touch_batch_size,
+        )
+
+    @property
+    def machine(self) -> CacheStateMachine:
+        """The local state machine."""
+        return self._machine
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the leader-only background work (idempotent)."""
+        self.housekeeping.start()
+
+    async def stop(self) -> None:
+        """Stop the background work and wait for it."""
+        await self.housekeeping.stop()
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def get(self, key: str, consistency: str = "linearizable") -> Item | None:
+        """The live entry of ``key`` (value, version, expires_at), or None."""
+        await self._barrier(consistency)
+        item = self._machine.get(key, self._clock())
+        self._count_reads([key] if item is not None else [], 0 if item is not None else 1)
+        return item
+
+    async def mget(
+        self, keys: Sequence[str], consistency: str = "linearizable"
+    ) -> list[Item | None]:
+        """The live entries of ``keys`` in order (None where missing), after one barrier."""
+        await self._barrier(consistency)
+        now, machine = self._clock(), self._machine
+        items = [machine.get(key, now) for key in keys]
+        hits = [key for key, item in zip(keys, items, strict=True) if item is not None]
+        self._count_reads(hits, len(keys) - len(hits))
+        return items
+
+    async def list_keys(
+        self,
+        prefix: str | None = "",
+        after: str | None = None,
+        limit: int = 100,
+        consistency: str = "linearizable",
+    ) -> tuple[list[str], str | None]:
+        """Live keys starting with ``prefix``, strictly after ``after``, at most ``limit``, in
+        key order; plus the cursor of the next page (pass it as ``after``) or None."""
+        if type(limit) is not int or limit < 1:
+            raise InvalidCommand("limit must be a positive integer")
+        await self._barrier(consistency)
+        return self._machine.list_keys(prefix or "", after, limit, self._clock())
+
+    async def _barrier(self, consistency: str) -> None:
+        if consistency == "linearizable":
+            await self._node.read_index(self._read_timeout)
+        elif consistency == "lease":
+            await self._node.lease_read(self._read_timeout)
+        elif consistency != "stale":
+            raise InvalidCommand(
+                f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, not {consistency!r}"
+            )
+
+    def _count_reads(self, hit_keys: list[str], misses: int) -> None:
+        self._machine.record_reads(len(hit_keys), misses)
+        if hit_keys:
+            self.housekeeping.record_access(hit_keys)
+
+    # --- writes -----------------------------------------------------------------------------
+
+    async def set(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float | None = None,
+        if_version: int | None = None,
+        if_absent: bool = False,
+        session: Session | None = None,
+    ) -> int:
+        """Store ``value``; returns its version. Raises ``PreconditionFailed`` (with the
+        current version) if ``if_version``/``if_absent`` does not hold, ``ValueTooLarge``."""
+        command = encode_set(
+            key,
+            _as_bytes(value),
+            now=self._clock(),
+            ttl=ttl,
+            if_version=if_version,
+            if_absent=if_absent,
+            session=_session(session),
+        )
+        version: int = await self._propose(command)
+        return version
+
+    async def delete(
+        self, key: str, if_version: int | None = None, session: Session | None = None
+    ) -> bool:
+        """Delete ``key``; True if a live key was deleted. Honours ``if_version``."""
+        command = encode_delete(
+            key, now=self._clock(), if_version=if_version, session=_session(session)
+        )
+        deleted: bool = await self._propose(command)
+        return deleted
+
+    async def incr(self, key: str, by: int = 1, session: Session | None = None) -> IncrResult:
+        """Add ``by`` to the counter at ``key`` (missing = 0); returns (value, version).
+        Raises ``NotACounter`` or ``CounterOverflow``."""
+        command = encode_incr(key, by, now=self._clock(), session=_session(session))
+        result: IncrResult = await self._propose(command)
+        return result
+
+    async def decr(self, key: str, by: int = 1, session: Session | None = None) -> IncrResult:
+        """``incr(key, -by)``."""
+        return await self.incr(key, -by, session)
+
+    async def batch(self, ops: Sequence[Any], session: Session | None = None) -> list[BatchItem]:
+        """Apply ``ops`` atomically as one log entry; results in order: get → ``bytes |
+        None``, set → version, delete → bool. All or nothing: if one op's condition fails,
+        ``PreconditionFailed`` (with ``op_index``) and nothing changed."""
+        parsed = tuple(map(batch_op, ops))
+        command = encode_batch(parsed, now=self._clock(), session=_session(session))
+        results: tuple[BatchItem, ...] = await self._propose(command)
+        gets = [
+            (op.key, result)
+            for op, result in zip(parsed, results, strict=True)
+            if isinstance(op, GetOp)
+        ]
+        # Batch gets went through the log (which already refreshed their recency): count only.
+        hits = sum(result is not None for _, result in gets)
+        self._machine.record_reads(hits, len(gets) - hits)
+        return list(results)
+
+    async def _propose(self, command: bytes) -> Any:
+        result = await self._node.propose(command, self._propose_timeout)
+        if isinstance(result, CommandError):
+            raise result.to_exception()
+        return result
+
+    # --- introspection ------------------------------------------------------------------------
+
+    async def stats(self) -> dict[str, Any]:
+        """The ``"cache"`` part of ``/v1/stats`` (hits/misses are this node's reads)."""
+        return self._machine.stats()
+
+    async def propose_expiry(self) -> int:
+        """Run one expiry round now (normally done by the background loop)."""
+        return await self.housekeeping.propose_expiry()
+
+    async def flush_touches(self) -> int:
+        """Propose the pending access batch now (normally done by the background loop)."""
+        return await self.housekeeping.flush_touches()
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise InvalidCommand("value must be bytes")
+
+
+def _session(session: Any) -> Session | None:
+    if session is None or isinstance(session, Session):
+        return session
+    return Session(getattr(session, "client_id", None), getattr(session, "seq", None))  # type: ignore[arg-type]
+
+
+def batch_op(op: object) -> BatchOp:
+    """Coerce ``op`` to a ``BatchOp``: one already, a mapping, or any object with attributes
+    ``op`` (``"get"``/``"set"``/``"delete"``), ``key`` and optionally ``value``, ``ttl``,
+    ``if_version``, ``if_absent`` (the HTTP layer's parsed ops). Raises ``InvalidCommand``."""
+    if isinstance(op, GetOp | SetOp | DeleteOp):
+        return op
+    fields: Mapping[str, Any]
+    if isinstance(op, Mapping):
+        fields = op
+    else:
+        names = ("op", "key", "value", "ttl", "if_version", "if_absent")
+        fields = {name: getattr(op, name) for name in names if hasattr(op, name)}
+    kind = fields.get("op")
+    if kind == "get":
+        return GetOp(fields.get("key"))  # type: ignore[arg-type]
+    if kind == "set":
+        return SetOp(
+            fields.get("key"),  # type: ignore[arg-type]
+            fields.get("value"),  # type: ignore[arg-type]
+            fields.get("ttl"),
+            fields.get("if_version"),
+            bool(fields.get("if_absent", False)),
+        )
+    if kind in ("delete", "del"):
+        return DeleteOp(fields.get("key"), fields.get("if_version"))  # type: ignore[arg-type]
+    raise InvalidCommand(f'batch op must be "get", "set" or "delete", not {kind!r}')
+
+
+def batch_ops(ops: Sequence[object]) -> tuple[BatchOp, ...]:
+    """``batch_op`` over a sequence."""
+    return tuple(map(batch_op, ops))
