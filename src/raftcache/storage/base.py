@@ -3,22 +3,33 @@
 Rule: *persist before you answer.* Writes (``append``, ``set_hard_state``) may be buffered; they
 are durable only once ``sync()`` returns. The Raft driver calls ``sync()`` before any response,
 vote or acknowledgement leaves the node, so one fsync covers a whole batch (group commit).
-``save_snapshot`` is durable when it returns.
+``save_snapshot`` and ``bind`` are durable when they return (``save_snapshot`` also makes every
+earlier buffered write durable, as if ``sync()`` had been called first).
 
 Indices are Raft log indices (1-based). The log held by storage is contiguous: it starts right
-after the snapshot's ``last_included_index`` (or at 1) and has no holes.
+after the snapshot's ``last_included_index`` (or at 1) and has no holes. ``append`` refuses, with
+``ValueError``, a batch that is not contiguous, leaves a hole, or reaches into the snapshot.
+
+Lifecycle: ``close()`` releases files and the directory lock. Reads (``load``,
+``load_snapshot``, ``open_snapshot_reader``) and ``bind`` on a closed storage open it again, so a
+restarted node may be handed the same object; writes on a closed storage raise ``StorageError``
+(a write after stop is a driver bug, not a reason to retake the lock). ``load()`` models a
+restart: it returns what a fresh process would read back.
 
 Errors: ``StorageError`` and subclasses. ``StorageFailedError`` means the storage can no longer
-promise durability (a failed fsync): the node must stop (fail-stop), never retry and carry on.
-``DiskFullError`` means a write was rejected for lack of space; nothing was half-written, reads
-still work, and the caller may retry later. Corruption found on open raises
-``StorageCorruptError`` with a message naming the file and offset.
+promise durability (a failed fsync): the node must stop (fail-stop), never retry and carry on;
+once raised, every later call except ``close()`` raises it again. ``DiskFullError`` means a write
+was rejected for lack of space; no entry of the batch was written, reads still work, and the
+caller may retry later. Corruption found on open raises ``StorageCorruptError`` with a message
+naming the file and offset; a file written by an unknown format version raises
+``StorageFormatError``. A second opener of a locked directory gets ``StorageLockedError``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Protocol
 
 from raftcache.raft.configuration import Configuration
@@ -39,6 +50,10 @@ class DiskFullError(StorageError):
 
 class StorageCorruptError(StorageError):
     """The on-disk data is corrupt in a way recovery must not paper over."""
+
+
+class StorageFormatError(StorageError):
+    """A file carries a format version this code does not know: refuse rather than guess."""
 
 
 class StorageLockedError(StorageError):
@@ -72,7 +87,11 @@ class Storage(Protocol):
     """Durable state of one Raft node. All methods are synchronous and called from one thread."""
 
     def bind(self, node_id: str, cluster_id: str | None = None) -> None:
-        """Record (first use) or check the owner; raise ``StorageIdentityError`` on mismatch."""
+        """Record (first use) or check the owner; raise ``StorageIdentityError`` on mismatch.
+
+        ``node_id`` must match the recorded one. A ``cluster_id`` of None matches any recorded
+        cluster; a recorded None is filled in by the first non-None ``cluster_id``.
+        """
         ...
 
     def load(self) -> RecoveredState:
@@ -95,7 +114,8 @@ class Storage(Protocol):
 
     def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
         """Durably and atomically replace the snapshot, then drop log entries ≤ meta.last_index.
-        If the log does not contain meta.last_index with meta.last_term, drop the whole log."""
+        If the log does not contain meta.last_index with meta.last_term, drop the whole log.
+        A snapshot older than the stored one is refused with ``ValueError``."""
         ...
 
     def load_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
@@ -104,4 +124,71 @@ class Storage(Protocol):
 
     def close(self) -> None:
         """Release files and the directory lock. Idempotent."""
+        ...
+
+
+class SnapshotReader(Protocol):
+    """Chunked access to a stored snapshot (for InstallSnapshot), without loading it whole."""
+
+    @property
+    def meta(self) -> SnapshotMeta: ...
+
+    @property
+    def size(self) -> int:
+        """Length of the snapshot data in bytes."""
+        ...
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes of data from ``offset`` (fewer only at the end)."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> SnapshotReader: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class SnapshotWriter(Protocol):
+    """A snapshot being received or produced in chunks; nothing is visible until ``commit``.
+
+    ``commit`` has the effect of ``Storage.save_snapshot(meta, <all chunks>)``. Leaving the
+    ``with`` block without ``commit`` (or with an exception) aborts and discards the chunks.
+    """
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far: the offset the next chunk must start at."""
+        ...
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+    def __enter__(self) -> SnapshotWriter: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class StreamingSnapshots(Protocol):
+    """Optional extension, offered by both MemoryStorage and FileStorage."""
+
+    def open_snapshot_reader(self) -> SnapshotReader | None:
+        """A reader over the latest snapshot, or None when there is none."""
+        ...
+
+    def snapshot_writer(self, meta: SnapshotMeta) -> SnapshotWriter:
+        """Start writing a snapshot covering ``meta``; see ``SnapshotWriter``."""
         ...

@@ -1,0 +1,63 @@
+"""Argument checks shared by every storage, so that MemoryStorage and FileStorage agree exactly.
+
+Rule: a storage never stores a log with holes, overlaps or entries the snapshot already covers;
+bad input from the driver is a bug and is refused with ``ValueError`` before anything changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from raftcache.raft.messages import LogEntry
+from raftcache.storage.base import StorageIdentityError
+
+
+def check_batch(entries: Sequence[LogEntry], snapshot_index: int, last_index: int) -> None:
+    """Refuse a batch that is not contiguous, leaves a hole after ``last_index`` or rewrites
+    entries at or below ``snapshot_index`` (committed entries never change)."""
+    first = entries[0].index
+    if first <= snapshot_index:
+        raise ValueError(
+            f"append at index {first} reaches into the snapshot (last included {snapshot_index})"
+        )
+    if first > last_index + 1:
+        raise ValueError(f"append at index {first} leaves a hole after last index {last_index}")
+    expected = first
+    for entry in entries:
+        if entry.index != expected:
+            raise ValueError(f"batch is not contiguous: index {entry.index} after {expected - 1}")
+        if entry.term < 0:
+            raise ValueError(f"entry {entry.index} has a negative term {entry.term}")
+        expected += 1
+
+
+def check_snapshot_order(new_index: int, stored_index: int) -> None:
+    """A snapshot never replaces a newer one: the log it would need is already compacted."""
+    if new_index < stored_index:
+        raise ValueError(
+            f"snapshot at index {new_index} is older than the stored snapshot at {stored_index}"
+        )
+
+
+def merge_identity(
+    recorded: tuple[str, str | None] | None, node_id: str, cluster_id: str | None, where: str
+) -> tuple[str, str | None]:
+    """The identity to record after ``bind(node_id, cluster_id)``, or ``StorageIdentityError``.
+
+    A recorded cluster of None is filled in; a ``cluster_id`` of None matches any cluster.
+    """
+    if not node_id:
+        raise ValueError("node_id must be a non-empty string")
+    if recorded is None:
+        return node_id, cluster_id
+    old_node, old_cluster = recorded
+    if old_node != node_id:
+        raise StorageIdentityError(
+            f"{where} belongs to node {old_node}, not {node_id}: refusing to use another "
+            "node's data (point --data-dir at this node's own directory)"
+        )
+    if cluster_id is not None and old_cluster is not None and old_cluster != cluster_id:
+        raise StorageIdentityError(
+            f"{where} belongs to cluster {old_cluster}, not {cluster_id}: refusing to mix clusters"
+        )
+    return node_id, old_cluster if cluster_id is None else cluster_id

@@ -1,0 +1,39 @@
+"""The ``IDENTITY`` file: which node of which cluster a data directory belongs to.
+
+Rule: written once by ``bind`` (atomically, like every small file) and checked on every later
+``bind``, so that a node started on another node's directory, or a directory reused across
+clusters, is refused instead of silently mixing logs. Human-readable JSON with a format version:
+``{"format": 1, "node_id": "n1", "cluster_id": "c1" | null}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from raftcache.storage.base import StorageCorruptError, StorageFormatError
+
+IDENTITY_NAME = "IDENTITY"
+VERSION = 1
+
+
+def encode_identity(node_id: str, cluster_id: str | None) -> bytes:
+    obj = {"format": VERSION, "node_id": node_id, "cluster_id": cluster_id}
+    return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def decode_identity(data: bytes, path: str) -> tuple[str, str | None]:
+    """(node_id, cluster_id); a damaged file or an unknown format version raises."""
+    try:
+        obj: Any = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise StorageCorruptError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise StorageCorruptError(f"{path}: expected a JSON object")
+    if obj.get("format") != VERSION:
+        raise StorageFormatError(f"{path}: unknown identity format {obj.get('format')!r}")
+    node_id, cluster_id = obj.get("node_id"), obj.get("cluster_id")
+    if not isinstance(node_id, str) or not (cluster_id is None or isinstance(cluster_id, str)):
+        raise StorageCorruptError(f"{path}: node_id/cluster_id have the wrong types")
+    return node_id, cluster_id

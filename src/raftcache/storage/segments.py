@@ -1,0 +1,345 @@
+"""The segmented, append-only log of FileStorage: ``log/<first index, 20 digits>.seg`` files.
+
+Rules, each there to keep recovery unambiguous:
+
+* Only the last segment may hold unsynced data. Rotation (at ``segment_size``) waits until the
+  last segment is fully synced, so a crash can tear only the tail of the last segment; damage
+  anywhere else is corruption.
+* One ``pwrite`` per ``append`` batch; one fsync of the last segment (plus the directory if a
+  segment was created) per ``sync`` — group commit.
+* Discarding a conflicting suffix unlinks later segments newest first, each unlink made durable
+  before the next, then truncates and fsyncs the segment that keeps a prefix: a crash leaves a
+  prefix of the old log, never a hole and never stale records after new ones.
+* Compaction after a snapshot at (L, T): if the log holds L with term T, whole segments ending
+  at or before L are unlinked and entries ≤ L left in the first kept segment are skipped
+  logically (the snapshot's last_index is the log's start). Otherwise the whole log goes,
+  newest segment first. ``recover`` finishes a compaction a crash interrupted: a segment whose
+  successor starts at or before L+1 holds only entries the snapshot covers.
+* Recovery truncates a torn tail of the last segment (an invalid record with no intact record
+  after it); an invalid record followed by an intact one, a damaged non-last segment, a hole
+  between segments or a log that does not join the snapshot raise ``StorageCorruptError``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import re
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from raftcache.raft.messages import LogEntry
+from raftcache.storage.base import DiskFullError, SnapshotMeta, StorageCorruptError
+from raftcache.storage.base import StorageFailedError as Failed
+from raftcache.storage.fsio import FileOps, read_file, sync_dir, sync_file, write_all, write_error
+from raftcache.storage.records import encode_batch, find_valid_record, scan
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^(\d{20})\.seg$")
+
+
+def segment_name(start: int) -> str:
+    return f"{start:020d}.seg"
+
+
+@dataclass(slots=True)
+class Segment:
+    """One segment file: its first index, and the offset and term of every record in it."""
+
+    start: int
+    path: str
+    offsets: array[int] = field(default_factory=lambda: array("q"))
+    terms: array[int] = field(default_factory=lambda: array("q"))
+    size: int = 0
+
+    @property
+    def end(self) -> int:
+        """Index of the last record (start - 1 when empty)."""
+        return self.start + len(self.offsets) - 1
+
+
+class SegmentLog:
+    """The log part of FileStorage. Callers validate indices (``checks.check_batch``)."""
+
+    def __init__(self, directory: str, ops: FileOps, *, fsync: bool, segment_size: int) -> None:
+        if segment_size <= 0:
+            raise ValueError("segment_size must be positive")
+        self._dir = directory
+        self._ops = ops
+        self._fsync = fsync
+        self._segment_size = segment_size
+        self._segments: list[Segment] = []
+        self._fd: int | None = None  # write fd of self._segments[-1], opened on demand
+        self._dirty = False  # the last segment holds data not yet fsynced
+        self._dir_dirty = False  # a segment was created since the last directory fsync
+        self._snapshot_index = 0
+        self._snapshot_term = 0
+
+    # -- queries -------------------------------------------------------------------------------
+
+    @property
+    def first_index(self) -> int:
+        return self._snapshot_index + 1
+
+    @property
+    def last_index(self) -> int:
+        end = self._segments[-1].end if self._segments else 0
+        return max(end, self._snapshot_index)
+
+    @property
+    def segment_paths(self) -> list[str]:
+        return [s.path for s in self._segments]
+
+    def term_at(self, index: int) -> int | None:
+        """Term of ``index`` if the log (or the snapshot, for its last index) knows it."""
+        if index == self._snapshot_index:
+            return self._snapshot_term
+        if index < self.first_index or index > self.last_index:
+            return None
+        return self._physical_term(index)
+
+    def _physical_term(self, index: int) -> int | None:
+        k = bisect.bisect_right(self._segments, index, key=lambda s: s.start) - 1
+        if k < 0 or index > self._segments[k].end:
+            return None
+        seg = self._segments[k]
+        return seg.terms[index - seg.start]
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def recover(self, snapshot: SnapshotMeta | None) -> list[LogEntry]:
+        """Rebuild the index from disk and return the entries after the snapshot."""
+        self.close()
+        self._segments = []
+        self._dirty = self._dir_dirty = False
+        last, term = (snapshot.last_index, snapshot.last_term) if snapshot else (0, 0)
+        self._snapshot_index, self._snapshot_term = last, term
+        entries: list[LogEntry] = []
+        starts = self._drop_obsolete(self._list_starts(), last)
+        for k, start in enumerate(starts):
+            entries.extend(self._recover_segment(start, is_last=k == len(starts) - 1))
+        first = self._segments[0].start if self._segments else last + 1
+        if first > last + 1:
+            what = f"the snapshot ends at {last}" if last else "there is no snapshot"
+            raise StorageCorruptError(
+                f"{self._segments[0].path} at offset 0: the log starts at index {first} but "
+                f"{what}: entries {last + 1}..{first - 1} are missing"
+            )
+        if first <= last:  # a compaction was interrupted by a crash: finish it
+            if self._physical_term(last) == term:
+                self._unlink_oldest(sum(1 for s in self._segments if s.end <= last))
+                entries = entries[last + 1 - first :]
+            else:
+                self._unlink_newest_first(len(self._segments))
+                entries = []
+        self._sync_dir_if_dirty()
+        return entries
+
+    def _list_starts(self) -> list[int]:
+        starts = []
+        for name in os.listdir(self._dir):
+            m = _NAME.match(name)
+            if m:
+                starts.append(int(m.group(1)))
+        return sorted(starts)
+
+    def _drop_obsolete(self, starts: list[int], last: int) -> list[int]:
+        """Unlink segments holding only snapshot-covered entries (judged by names alone, so
+        damage inside them, which no longer matters, cannot stop recovery)."""
+        keep = []
+        for k, start in enumerate(starts):
+            if last and k + 1 < len(starts) and starts[k + 1] <= last + 1:
+                self._unlink(os.path.join(self._dir, segment_name(start)))
+                self._dir_dirty = True
+            else:
+                keep.append(start)
+        return keep
+
+    def _recover_segment(self, start: int, *, is_last: bool) -> list[LogEntry]:
+        path = os.path.join(self._dir, segment_name(start))
+        if self._segments and start != self._segments[-1].end + 1:
+            prev = self._segments[-1]
+            raise StorageCorruptError(
+                f"{path} at offset 0: starts at index {start} but {prev.path} ends at "
+                f"{prev.end}: the log has a hole or an overlap"
+            )
+        buf = read_file(path) or b""
+        res = scan(buf, path, start)
+        if res.bad_offset is not None:
+            after = find_valid_record(buf, res.bad_offset)
+            if not is_last or after is not None:
+                where = "in a segment followed by others" if not is_last else ""
+                if after is not None:
+                    where = f"followed by an intact record at offset {after}"
+                raise StorageCorruptError(
+                    f"{path} at offset {res.bad_offset}: {res.reason} {where}"
+                )
+            log.warning(
+                "%s: torn tail at offset %d (%s, %d bytes) truncated",
+                path,
+                res.bad_offset,
+                res.reason,
+                len(buf) - res.bad_offset,
+            )
+            self._truncate_file(path, res.valid_size)
+        if not res.entries:
+            if not is_last:
+                raise StorageCorruptError(f"{path} at offset 0: empty segment followed by others")
+            self._unlink(path)
+            self._dir_dirty = True
+            return []
+        seg = Segment(
+            start, path, array("q", res.offsets), array("q", (e.term for e in res.entries))
+        )
+        seg.size = res.valid_size
+        self._segments.append(seg)
+        return res.entries
+
+    def _truncate_file(self, path: str, size: int) -> None:
+        fd = self._ops.open(path, os.O_WRONLY)
+        try:
+            self._ops.truncate(fd, size)
+            if self._fsync:
+                sync_file(self._ops, fd, path)
+        except OSError as exc:
+            raise Failed(f"could not truncate the torn tail of {path}: {exc}") from exc
+        finally:
+            self._ops.close(fd)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def append(self, entries: Sequence[LogEntry]) -> None:
+        """Write one batch (already validated) with a single pwrite; discard a suffix first."""
+        first = entries[0].index
+        if first <= self.last_index:
+            self._truncate_from(first)
+        data, rel = encode_batch(entries)
+        created = self._prepare_segment(first)
+        seg, fd = self._segments[-1], self._fd
+        assert fd is not None
+        offset = seg.size
+        try:
+            write_all(self._ops, fd, data, offset, seg.path)
+        except DiskFullError:
+            self._undo_write(offset, created)
+            raise
+        seg.offsets.extend([offset + r for r in rel])
+        seg.terms.extend([e.term for e in entries])
+        seg.size = offset + len(data)
+        self._dirty = True
+
+    def sync(self) -> None:
+        if self._dirty and self._fsync:
+            assert self._fd is not None
+            sync_file(self._ops, self._fd, self._segments[-1].path)
+        self._dirty = False
+        self._sync_dir_if_dirty()
+
+    def compact(self, meta: SnapshotMeta) -> None:
+        """Drop what a snapshot at ``meta`` covers; call only once the snapshot is durable."""
+        if self.term_at(meta.last_index) == meta.last_term:
+            self._unlink_oldest(sum(1 for s in self._segments if s.end <= meta.last_index))
+        else:
+            self._unlink_newest_first(len(self._segments))
+        self._snapshot_index, self._snapshot_term = meta.last_index, meta.last_term
+        self._sync_dir_if_dirty()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            self._ops.close(fd)
+
+    def _prepare_segment(self, first: int) -> bool:
+        """Make sure the last segment can take a batch starting at ``first``; True if created."""
+        assert first == self.last_index + 1, (first, self.last_index)
+        if self._segments:
+            full = self._segments[-1].size >= self._segment_size
+            if not full or self._dirty:  # rotate only a fully synced segment (module rule)
+                self._open_fd()
+                return False
+            self.close()
+        path = os.path.join(self._dir, segment_name(first))
+        try:
+            fd = self._ops.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except OSError as exc:
+            raise write_error(exc, path) from exc
+        self._segments.append(Segment(first, path))
+        self._fd = fd
+        self._dir_dirty = True
+        return True
+
+    def _undo_write(self, offset: int, created: bool) -> None:
+        """After ENOSPC: remove the partial batch so the files match the index again."""
+        seg = self._segments[-1]
+        try:
+            if created:
+                self.close()
+                self._ops.unlink(seg.path)
+                self._segments.pop()
+            else:
+                assert self._fd is not None
+                self._ops.truncate(self._fd, offset)
+        except OSError as exc:
+            raise Failed(f"could not remove a partial write from {seg.path}: {exc}") from exc
+
+    def _truncate_from(self, index: int) -> None:
+        """Discard entries ≥ ``index`` (a follower's conflicting suffix), durably."""
+        self._unlink_newest_first(sum(1 for s in self._segments if s.start >= index))
+        if not self._segments or self._segments[-1].end < index:
+            return
+        seg = self._segments[-1]
+        k = index - seg.start
+        offset = seg.offsets[k]
+        fd = self._open_fd()
+        try:
+            self._ops.truncate(fd, offset)
+        except OSError as exc:
+            raise Failed(f"could not truncate {seg.path}: {exc}") from exc
+        if self._fsync:
+            # Durable before new records go in: a crash must never show new records followed
+            # by leftovers of the discarded suffix.
+            sync_file(self._ops, fd, seg.path)
+        self._dirty = not self._fsync
+        del seg.offsets[k:]
+        del seg.terms[k:]
+        seg.size = offset
+
+    def _unlink_newest_first(self, count: int) -> None:
+        for _ in range(count):
+            self.close()  # the fd, if any, belongs to the last segment
+            self._unlink(self._segments.pop().path)
+            self._dirty = False  # only the last segment can be dirty, and it is gone
+            if self._fsync:
+                sync_dir(self._ops, self._dir)  # one at a time: a crash leaves a prefix
+
+    def _unlink_oldest(self, count: int) -> None:
+        if count == len(self._segments):
+            self.close()
+            self._dirty = False
+        for seg in self._segments[:count]:
+            self._unlink(seg.path)
+        del self._segments[:count]
+        self._dir_dirty = self._dir_dirty or count > 0
+
+    def _unlink(self, path: str) -> None:
+        try:
+            self._ops.unlink(path)
+        except OSError as exc:
+            raise Failed(f"could not remove {path}: {exc}") from exc
+
+    def _open_fd(self) -> int:
+        if self._fd is None:
+            path = self._segments[-1].path
+            try:
+                self._fd = self._ops.open(path, os.O_WRONLY)
+            except OSError as exc:
+                raise write_error(exc, path) from exc
+        return self._fd
+
+    def _sync_dir_if_dirty(self) -> None:
+        if self._dir_dirty and self._fsync:
+            sync_dir(self._ops, self._dir)
+        self._dir_dirty = False
