@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 CLIENT_ID_HEADER = "X-Raftcache-Client-Id"
 SEQ_HEADER = "X-Raftcache-Seq"
+#: The server accepts ids of up to 128 characters; keep room for the ``.<lane>`` suffix.
+MAX_CLIENT_ID_CHARS = 120
 
 
 @dataclass(slots=True)
@@ -58,8 +60,12 @@ class SessionPool:
                 reusing an id with a fresh counter would make new writes look like retries.
             first_seq: The first sequence number lane 0 uses (to resume a saved session).
         """
-        if not client_id or any(c.isspace() for c in client_id):
-            raise ValueError(f"client id must be non-empty without whitespace: {client_id!r}")
+        if not client_id or not client_id.isascii() or not client_id.isprintable():
+            raise ValueError(f"client id must be printable ASCII: {client_id!r}")
+        if any(c.isspace() for c in client_id) or len(client_id) > MAX_CLIENT_ID_CHARS:
+            raise ValueError(
+                f"client id must have no whitespace and at most {MAX_CLIENT_ID_CHARS} characters"
+            )
         if first_seq < 1:
             raise ValueError(f"first_seq must be >= 1, got {first_seq}")
         self.client_id = client_id

@@ -1,0 +1,108 @@
+"""What every client-side subcommand shares: the endpoint options and the exit codes.
+
+Rule: exit codes mean the same thing in every subcommand — 0 ok, 1 a missing key (``get``),
+2 a usage error (argparse's own, or a request the cluster refused as invalid: 4xx), 3 the cluster
+could not answer (unreachable, no leader, indeterminate write, 5xx). Errors are printed as one
+line on stderr, prefixed with the subcommand; no traceback reaches the user for expected errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+from raftcache.client import AsyncClient
+from raftcache.client.endpoints import DEFAULT_ENDPOINTS, parse_endpoints
+from raftcache.client.errors import ProtocolError, RaftcacheError
+
+EXIT_OK = 0
+EXIT_MISSING = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+ENDPOINTS_ENV = "RAFTCACHE_ENDPOINTS"
+TOKEN_ENV = "RAFTCACHE_CLIENT_TOKEN"
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    """``--endpoints``, ``--timeout`` and ``--token``, given after the subcommand."""
+    group = parser.add_argument_group("cluster connection")
+    group.add_argument(
+        "--endpoints",
+        metavar="URL,...",
+        default=None,
+        help=f"comma-separated node URLs (env {ENDPOINTS_ENV}; default {DEFAULT_ENDPOINTS})",
+    )
+    group.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=5.0,
+        metavar="S",
+        help="deadline of each request in seconds, retries included (default 5)",
+    )
+    group.add_argument(
+        "--token", default=None, help=f"client token sent as a Bearer token (env {TOKEN_ENV})"
+    )
+
+
+def endpoints_of(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> list[str]:
+    """The endpoints from ``--endpoints``, else the environment, else the local cluster."""
+    env = os.environ if env is None else env
+    raw = args.endpoints or env.get(ENDPOINTS_ENV) or DEFAULT_ENDPOINTS
+    return parse_endpoints(raw)
+
+
+def make_client(args: argparse.Namespace, **options: Any) -> AsyncClient:
+    """An ``AsyncClient`` configured from the connection options."""
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    return AsyncClient(endpoints_of(args), timeout=args.timeout, client_token=token, **options)
+
+
+def exit_code_for(error: RaftcacheError) -> int:
+    """3 when the cluster could not answer, 2 when it refused the request."""
+    if isinstance(error, ProtocolError) or error.status is None or error.status >= 500:
+        return EXIT_UNAVAILABLE
+    return EXIT_USAGE
+
+
+def fail(command: str, message: str, code: int) -> int:
+    print(f"raftcache {command}: error: {message}", file=sys.stderr)
+    return code
+
+
+def run_async(command: str, coro: Coroutine[Any, Any, int]) -> int:
+    """Run a subcommand's coroutine, turning expected errors into a message and an exit code."""
+    try:
+        return asyncio.run(coro)
+    except RaftcacheError as exc:
+        return fail(command, str(exc), exit_code_for(exc))
+    except ValueError as exc:  # bad endpoint URL, bad option value
+        return fail(command, str(exc), EXIT_USAGE)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be finite and > 0: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    return value

@@ -1,0 +1,88 @@
+"""The ``raftcache`` command line: one argparse tree, one subcommand per module.
+
+Rule: this is the composition root of the CLI. It imports subcommand modules only as needed:
+``serve`` pulls in the whole node (Raft, storage, server), so its parser is built from
+``raftcache.server.cli`` only when the first argument is ``serve``; every other invocation sees
+a placeholder entry for it in the help. Exit codes are those of ``cli.common``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from raftcache import __version__
+from raftcache.cli import bench, cluster, commands, monitor
+from raftcache.cli.common import EXIT_USAGE
+
+DESCRIPTION = "raftcache: a distributed, strongly consistent cache replicated with Raft."
+EPILOG = (
+    "Exit codes: 0 ok, 1 key not found (get), 2 usage error or refused request, "
+    "3 cluster unavailable. Client commands take --endpoints URL,... after the subcommand "
+    "(or RAFTCACHE_ENDPOINTS); the default is the local cluster of `raftcache cluster`."
+)
+
+
+def build_parser(*, with_serve: bool = False) -> argparse.ArgumentParser:
+    """The full parser; ``with_serve`` imports the node server to build ``serve`` for real."""
+    parser = argparse.ArgumentParser(prog="raftcache", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"raftcache {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if not (with_serve and _add_real_serve(subparsers)):
+        _add_placeholder_serve(subparsers)
+    cluster.add_parser(subparsers)
+    commands.add_parsers(subparsers)
+    monitor.add_parser(subparsers)
+    bench.add_parser(subparsers)
+    return parser
+
+
+def _add_real_serve(subparsers: Any) -> bool:
+    try:
+        from raftcache.server.cli import build_serve_parser
+    except ImportError:
+        return False
+    build_serve_parser(subparsers)
+    return True
+
+
+def _add_placeholder_serve(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="run one cluster node (see `raftcache serve --help`)",
+        add_help=False,
+    )
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_serve_unavailable)
+
+
+def _serve_unavailable(args: argparse.Namespace) -> int:
+    print(
+        "raftcache serve: error: the node server is not available in this installation "
+        "(raftcache.server.cli could not be imported)",
+        file=sys.stderr,
+    )
+    return EXIT_USAGE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (the console script exits with it)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(with_serve=args_list[:1] == ["serve"])
+    args = parser.parse_args(args_list)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `raftcache keys | head`: the reader left; not an error worth a traceback.
+        sys.stderr.close()
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
