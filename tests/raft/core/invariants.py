@@ -1,0 +1,157 @@
+"""Raft's safety properties (Figure 3 of the paper), checked over a ``LockstepNetwork``.
+
+Rule: ``SafetyChecker.check`` may be called after every single step; it remembers history
+(leaders per term, every entry ever seen committed) so a property broken and then "repaired"
+between two checks is still caught at the next one. Each failure names the property and the
+nodes involved.
+
+Properties:
+- Election safety: at most one leader per term, ever.
+- Log matching: two entries with the same index and term carry the same command, and so do the
+  entries before them (checked inductively: the same (index, term) always follows the same
+  previous term, across every log ever observed).
+- Committed entries never change: every (index, term, command) any node ever counted as committed.
+- State machine safety: every node's applied sequence is a prefix of one global sequence,
+  made only of committed entries.
+- Leader completeness: a leader holds every entry committed before its term began.
+- Local sanity: applied ≤ commit ≤ last index; the durable store agrees with the in-memory log
+  up to what the core believes is stable.
+"""
+
+from __future__ import annotations
+
+from tests.raft.core.lockstep import Applied, LockstepNetwork, Node
+
+from raftcache.raft.core import RaftCore, Role
+
+#: (term, kind, command) of a committed entry.
+Committed = tuple[int, int, bytes]
+
+
+class SafetyChecker:
+    """Accumulates history across steps; call ``check(net)`` as often as you like."""
+
+    def __init__(self) -> None:
+        self.leader_of_term: dict[int, str] = {}
+        self.committed: dict[int, Committed] = {}
+        #: The highest term any node had when an index was first seen committed: every leader
+        #: of a later term was elected afterwards and must hold that entry.
+        self.committed_before_term: dict[int, int] = {}
+        #: (index, term) → (previous term, kind, command), for every entry ever in any log.
+        self.entries_seen: dict[tuple[int, int], tuple[int, int, bytes]] = {}
+        self.applied: list[Applied] = []
+        self.checks = 0
+
+    def check(self, net: LockstepNetwork) -> None:
+        self.checks += 1
+        nodes = list(net.nodes.values())
+        max_term = max(n.core.term for n in nodes)
+        for node in nodes:
+            self._local(node)
+            self._election_safety(node)
+            self._log_matching(node)
+            self._committed_never_change(node, max_term)
+            self._state_machine_safety(node)
+        for node in nodes:
+            if node.core.role is Role.LEADER:
+                self._leader_completeness(node)
+
+    # ------------------------------------------------------------------ properties
+    def _local(self, node: Node) -> None:
+        core = node.core
+        last = core.log.last_index()
+        assert core.log.snapshot_index <= core.applied <= core.commit_index <= last, (
+            f"{node.id}: snapshot {core.log.snapshot_index} applied {core.applied} "
+            f"commit {core.commit_index} last {last}"
+        )
+        assert len(node.applied) == core.applied, (
+            f"{node.id}: state machine applied {len(node.applied)}, core says {core.applied}"
+        )
+        store = node.store
+        stable = core.log.stable_index
+        assert stable <= store.last_index() or stable == core.log.snapshot_index, (
+            f"{node.id}: core believes {stable} is stable, the store ends at {store.last_index()}"
+        )
+        for i in range(max(core.log.snapshot_index, store.snapshot_index) + 1, stable + 1):
+            assert store.term_at(i) == core.log.term_at(i), (
+                f"{node.id}: stable entry {i} differs between store and memory"
+            )
+        if not core.has_unpersisted():
+            assert (store.term, store.voted_for) == (core.term, core.voted_for), (
+                f"{node.id}: persisted hard state {(store.term, store.voted_for)} "
+                f"!= {(core.term, core.voted_for)}"
+            )
+
+    def _election_safety(self, node: Node) -> None:
+        core = node.core
+        if core.role is not Role.LEADER:
+            return
+        other = self.leader_of_term.setdefault(core.term, node.id)
+        assert other == node.id, f"two leaders in term {core.term}: {other} and {node.id}"
+
+    def _log_matching(self, node: Node) -> None:
+        log = node.core.log
+        prev_term = log.snapshot_term
+        for e in log.entries:
+            key = (e.index, e.term)
+            seen = (prev_term, int(e.kind), e.command)
+            old = self.entries_seen.setdefault(key, seen)
+            assert old == seen, (
+                f"{node.id}: log matching broken at {key}: {seen[:2]} vs earlier {old[:2]}"
+            )
+            prev_term = e.term
+
+    def _committed_never_change(self, node: Node, max_term: int) -> None:
+        core = node.core
+        log = core.log
+        if log.snapshot_index:
+            known = self.committed.get(log.snapshot_index)
+            assert known is None or known[0] == log.snapshot_term, (
+                f"{node.id}: snapshot at {log.snapshot_index} has term {log.snapshot_term}, "
+                f"committed term {known[0] if known else None}"
+            )
+        for i in range(log.snapshot_index + 1, core.commit_index + 1):
+            e = log.entry(i)
+            mine: Committed = (e.term, int(e.kind), e.command)
+            known = self.committed.setdefault(i, mine)
+            if known is mine:
+                self.committed_before_term[i] = max_term
+            assert known == mine, (
+                f"{node.id}: committed entry {i} changed: term {known[0]} -> {mine[0]}"
+            )
+
+    def _state_machine_safety(self, node: Node) -> None:
+        mine = node.applied
+        n = min(len(mine), len(self.applied))
+        assert mine[:n] == self.applied[:n], (
+            f"{node.id}: applied sequence diverges: {_first_difference(mine, self.applied)}"
+        )
+        for entry in mine[n:]:
+            index, term, kind, command = entry
+            known = self.committed.get(index)
+            assert known is None or known == (term, kind, command), (
+                f"{node.id}: applied {index} (term {term}), committed term {known[0]}"
+            )
+            self.applied.append(entry)
+
+    def _leader_completeness(self, node: Node) -> None:
+        core = node.core
+        for index, before in self.committed_before_term.items():
+            if before >= core.term or index < core.log.snapshot_index:
+                continue
+            term = self.committed[index][0]
+            assert _term_at(core, index) == term, (
+                f"leader {node.id} (term {core.term}) lacks entry {index} (term {term}) "
+                f"committed before its term"
+            )
+
+
+def _term_at(core: RaftCore, index: int) -> int | None:
+    return core.log.term_at(index)
+
+
+def _first_difference(a: list[Applied], b: list[Applied]) -> str:
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            return f"{x[:2]} vs {y[:2]}"
+    return "length only"
