@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from fake_api import FakeCluster, FakeTime
+
+from client.client_fakes import FakeCluster, FakeTime
 
 
 @pytest.fixture

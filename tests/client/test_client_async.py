@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from fake_api import FakeCluster, FakeTime, Fault
 
+from client.client_fakes import FakeCluster, FakeTime, Fault
 from raftcache import AsyncClient, RaftcacheError
 from raftcache.client import (
     AuthError,

@@ -6,8 +6,8 @@ import asyncio
 import random
 
 import pytest
-from fake_api import FakeCluster, FakeTime, Fault, closed_port_url
 
+from client.client_fakes import FakeCluster, FakeTime, Fault, closed_port_url
 from raftcache.client import AsyncClient, ConnectionFailed, Indeterminate, RetryPolicy, Unavailable
 
 

@@ -7,9 +7,9 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fake_api import Fault, threaded_cluster
 
 import raftcache
+from client.client_fakes import Fault, threaded_cluster
 from raftcache.client import BadRequestError, PreconditionFailedError, RetryPolicy
 from raftcache.client.codec import decode_batch, encode_batch, parse_etag
 from raftcache.client.endpoints import encode_key, parse_endpoints
