@@ -616,6 +616,11 @@ class RaftCore:
             elif pr.state is ProgressState.PROBE and not out.heartbeat:
                 pr.become_replicate()
             self._maybe_send_append(out.target)
+            if pr.inflight == 0 and min(self.commit_index, pr.match_index) > req.leader_commit:
+                # The commit broadcast in ready() skips followers with appends in flight; if
+                # this was the last one, it carried a stale commit index and nothing else will
+                # tell the follower until the next heartbeat (found by the lockstep tests).
+                self._send_heartbeat(out.target, self.round)
             return
         if req.prev_log_index < pr.match_index or pr.state is ProgressState.SNAPSHOT:
             return  # stale rejection of something already matched

@@ -411,6 +411,18 @@ class LockstepNetwork:
             self.deliver(env)
         return len(batch)
 
+    def deliver_where(self, pred: Predicate, max_envelopes: int = 100_000) -> int:
+        """Deliver, FIFO, envelopes matching ``pred`` (including those this produces) until none
+        is left; everything else stays in flight. Returns how many were delivered."""
+        total = 0
+        while True:
+            env = next((e for e in self.queue if pred(e)), None)
+            if env is None:
+                return total
+            self.deliver(env)
+            total += 1
+            assert total <= max_envelopes, "the selected traffic never goes quiet"
+
     def stabilize(self, max_envelopes: int = 200_000) -> int:
         """Deliver until no message is in flight; returns how many were delivered."""
         total = 0
@@ -421,6 +433,10 @@ class LockstepNetwork:
         return total
 
     # ------------------------------------------------------------------ observation
+    def role(self, node_id: str) -> Role:
+        """``node_id``'s role (a call, so type checkers do not narrow it across steps)."""
+        return self[node_id].role
+
     def leaders(self) -> list[str]:
         return [n for n, node in self.nodes.items() if node.core.role is Role.LEADER]
 
@@ -446,6 +462,11 @@ def to(node_id: str) -> Predicate:
 
 def from_(node_id: str) -> Predicate:
     return lambda env: env.src == node_id
+
+
+def between(a: str, b: str) -> Predicate:
+    """Envelopes on the link a–b, either way."""
+    return lambda env: {env.src, env.dst} == {a, b}
 
 
 def of_type(*kinds: type) -> Predicate:
