@@ -189,7 +189,7 @@ def test_5_2_a_candidate_steps_down_when_a_leader_of_its_term_appends(pre_vote: 
     # ...a leader of its current term does.
     resp = core.handle_append_entries(AppendEntriesRequest(term, "n2", 0, 0, [], 0))
     assert resp.success
-    assert core.role is Role.FOLLOWER
+    assert net.role("n1") is Role.FOLLOWER
     assert core.leader_id == "n2"
     assert core.term == term
 
