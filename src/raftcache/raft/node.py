@@ -241,10 +241,13 @@ class RaftNode:
                 await self._wake.wait()
                 self._wake.clear()
                 while core.has_ready():
-                    waiters, self._flush_waiters = self._flush_waiters, []
+                    # Waiters registered so far are covered by this Ready; keep them reachable
+                    # in self._flush_waiters until the sync succeeded (fail-stop fails them).
+                    waiters = list(self._flush_waiters)
                     rd = core.ready()
                     self._persist(rd)
                     core.advance(rd)
+                    del self._flush_waiters[: len(waiters)]
                     for w in waiters:
                         if not w.done():
                             w.set_result(None)

@@ -1,0 +1,102 @@
+"""Persist before you answer (ARCHITECTURE boundary 2), checked through the driver's handlers.
+
+A vote or an AppendEntries acknowledgement must never leave a node before the term, the vote and
+the entries it vouches for are durable; a failed fsync stops the node (fail-stop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from tests.raft.sim import FAST, ListMachine
+
+from raftcache.network.hub import InMemoryHub
+from raftcache.network.memory import InMemoryNetwork
+from raftcache.raft.errors import NodeStoppedError
+from raftcache.raft.messages import (
+    AppendEntriesRequest,
+    LogEntry,
+    RequestVoteRequest,
+)
+from raftcache.raft.node import RaftNode
+from raftcache.storage.memory import MemoryStorage
+
+pytestmark = pytest.mark.looptime
+
+
+def _node(storage: MemoryStorage) -> RaftNode:
+    net = InMemoryNetwork("n1", hub=InMemoryHub(), seed=1)
+    return RaftNode(
+        "n1", ["n1", "n2", "n3"], net, storage, ListMachine(), FAST, rng=random.Random(1)
+    )
+
+
+async def test_vote_is_durable_before_the_response_returns() -> None:
+    storage = MemoryStorage()
+    node = _node(storage)
+    await node.start()
+    try:
+        resp = await node.handle_request_vote(RequestVoteRequest(7, "n2", 0, 0))
+        assert resp.vote_granted
+        durable = storage.durable()
+        assert (durable.term, durable.voted_for) == (7, "n2")
+    finally:
+        await node.stop()
+
+
+async def test_entries_are_durable_before_append_is_acknowledged() -> None:
+    storage = MemoryStorage()
+    node = _node(storage)
+    await node.start()
+    try:
+        entries = [LogEntry(3, i, f"e{i}".encode()) for i in range(1, 6)]
+        resp = await node.handle_append_entries(AppendEntriesRequest(3, "n2", 0, 0, entries, 0))
+        assert resp.success
+        assert resp.match_index == 5
+        durable = storage.durable()
+        assert [e.index for e in durable.entries] == [1, 2, 3, 4, 5]
+        assert durable.term == 3
+    finally:
+        await node.stop()
+
+
+async def test_concurrent_appends_share_one_sync() -> None:
+    storage = MemoryStorage()
+    syncs = 0
+    real_sync = storage.sync
+
+    def counting_sync() -> None:
+        nonlocal syncs
+        syncs += 1
+        real_sync()
+
+    storage.sync = counting_sync  # type: ignore[method-assign]
+    node = _node(storage)
+    await node.start()
+    try:
+        await node.handle_append_entries(AppendEntriesRequest(2, "n2", 0, 0, [], 0))
+        before = syncs
+        reqs = [
+            AppendEntriesRequest(2, "n2", i - 1, 2 if i > 1 else 0, [LogEntry(2, i, b"x")], 0)
+            for i in range(1, 21)
+        ]
+        results = await asyncio.gather(*(node.handle_append_entries(r) for r in reqs))
+        assert all(r.success for r in results)
+        assert syncs - before < len(reqs), "group commit: fewer syncs than requests"
+    finally:
+        await node.stop()
+
+
+async def test_failed_fsync_stops_the_node() -> None:
+    storage = MemoryStorage()
+    node = _node(storage)
+    await node.start()
+    storage.fail()
+    with pytest.raises(NodeStoppedError):
+        await node.handle_request_vote(RequestVoteRequest(9, "n2", 0, 0))
+    assert storage.durable().term != 9
+    with pytest.raises(NodeStoppedError):
+        await node.handle_request_vote(RequestVoteRequest(10, "n3", 0, 0))
+    await node.stop()
