@@ -182,10 +182,10 @@ async def test_persistence_across_restart_of_all_nodes() -> None:
         for i in range(30):
             await leader.propose(f"p{i}".encode())
             acked.append(f"p{i}".encode())
-        for i in c.ids:
-            await c.crash(i)
-        for i in c.ids:
-            await c.restart(i)
+        for nid in c.ids:
+            await c.crash(nid)
+        for nid in c.ids:
+            await c.restart(nid)
         leader = await c.wait_leader()
         await leader.propose(b"after")
         await c.wait_applied(leader.commit_index)

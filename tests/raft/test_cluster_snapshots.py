@@ -65,10 +65,10 @@ async def test_restart_restores_snapshot_then_replays_tail() -> None:
             await c.propose(f"s{i}".encode())
         leader = await c.wait_leader()
         await c.wait_applied(leader.commit_index)
-        for i in c.ids:
-            await c.crash(i)
-        for i in c.ids:
-            await c.restart(i)
+        for nid in c.ids:
+            await c.crash(nid)
+        for nid in c.ids:
+            await c.restart(nid)
         await c.propose(b"after")
         leader = await c.wait_leader()
         await c.wait_applied(leader.commit_index)
