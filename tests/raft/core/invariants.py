@@ -20,9 +20,8 @@ Properties:
 
 from __future__ import annotations
 
-from tests.raft.core.lockstep import Applied, LockstepNetwork, Node
-
 from raftcache.raft.core import RaftCore, Role
+from tests.raft.core.lockstep import Applied, LockstepNetwork, Node
 
 #: (term, kind, command) of a committed entry.
 Committed = tuple[int, int, bytes]

@@ -9,8 +9,6 @@ the request."
 from __future__ import annotations
 
 import pytest
-from tests.raft.core.invariants import SafetyChecker
-from tests.raft.core.lockstep import LockstepNetwork, make_config, of_type, requests
 
 from raftcache.raft.core import Role
 from raftcache.raft.messages import (
@@ -22,6 +20,8 @@ from raftcache.raft.messages import (
     RequestVoteRequest,
     RequestVoteResponse,
 )
+from tests.raft.core.invariants import SafetyChecker
+from tests.raft.core.lockstep import LockstepNetwork, make_config, of_type, requests
 
 
 def _in_role(role: str) -> LockstepNetwork:

@@ -10,6 +10,13 @@ timeouts.
 from __future__ import annotations
 
 import pytest
+
+from raftcache.raft.core import Role
+from raftcache.raft.messages import (
+    AppendEntriesRequest,
+    RequestVoteRequest,
+    RequestVoteResponse,
+)
 from tests.raft.core.invariants import SafetyChecker
 from tests.raft.core.lockstep import (
     ELECTION_TICKS,
@@ -18,13 +25,6 @@ from tests.raft.core.lockstep import (
     LockstepNetwork,
     make_config,
     seed_log,
-)
-
-from raftcache.raft.core import Role
-from raftcache.raft.messages import (
-    AppendEntriesRequest,
-    RequestVoteRequest,
-    RequestVoteResponse,
 )
 
 NO_PRE_VOTE = make_config(pre_vote=False)

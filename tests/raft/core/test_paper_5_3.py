@@ -11,6 +11,8 @@ trips, not one per entry.
 from __future__ import annotations
 
 import pytest
+
+from raftcache.raft.messages import AppendEntriesRequest, EntryKind, LogEntry
 from tests.raft.core.invariants import SafetyChecker
 from tests.raft.core.lockstep import (
     LockstepNetwork,
@@ -19,8 +21,6 @@ from tests.raft.core.lockstep import (
     make_config,
     seed_log,
 )
-
-from raftcache.raft.messages import AppendEntriesRequest, EntryKind, LogEntry
 
 
 def _entry(index: int, term: int) -> LogEntry:
