@@ -6,7 +6,6 @@ import random
 
 import pytest
 
-from client.client_fakes import FakeCluster, FakeTime, Fault
 from raftcache import AsyncClient, RaftcacheError
 from raftcache.client import (
     AuthError,
@@ -18,6 +17,7 @@ from raftcache.client import (
     Unavailable,
     ValueTooLargeError,
 )
+from tests.client.client_fakes import FakeCluster, FakeTime, Fault
 
 
 def make_client(cluster: FakeCluster, fake_time: FakeTime, **kwargs: object) -> AsyncClient:

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from client.client_fakes import FakeCluster, FakeTime, Fault, closed_port_url
 from raftcache.client import AsyncClient, ConnectionFailed, Indeterminate, RetryPolicy, Unavailable
+from tests.client.client_fakes import FakeCluster, FakeTime, Fault, closed_port_url
 
 
 def make_client(

@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import raftcache
-from client.client_fakes import Fault, threaded_cluster
 from raftcache.client import BadRequestError, PreconditionFailedError, RetryPolicy
 from raftcache.client.codec import decode_batch, encode_batch, parse_etag
 from raftcache.client.endpoints import encode_key, parse_endpoints
 from raftcache.client.errors import ProtocolError, Unavailable, error_from_response
 from raftcache.client.session import SessionPool
+from tests.client.client_fakes import Fault, threaded_cluster
 
 
 def test_sync_client_roundtrip_from_several_threads() -> None:
