@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raftcache.cache.commands import GetOp, SetOp
+from raftcache.cache.entries import Item
+from raftcache.cache.results import IncrResult
 from raftcache.raft.errors import NotLeaderError
 
 
@@ -70,10 +72,9 @@ class FakeNode:
         return self.last_applied
 
 
-@dataclass
-class Entry:
-    value: bytes
-    version: int
+def Entry(value: bytes, version: int) -> Item:
+    """A stored entry without expiry."""
+    return Item(value, version, None)
 
 
 @dataclass
@@ -81,7 +82,7 @@ class FakeService:
     """A dict-backed cache; ``fail_next`` makes the next call raise the given error."""
 
     node: FakeNode
-    data: dict[str, Entry] = field(default_factory=dict)
+    data: dict[str, Item] = field(default_factory=dict)
     index: int = 100
     calls: list[tuple[str, Any]] = field(default_factory=list)
     fail_next: BaseException | None = None
@@ -99,7 +100,7 @@ class FakeService:
         self.data[key] = Entry(value, self.index)
         return self.index
 
-    async def get(self, key: str, consistency: str = "linearizable") -> Entry | None:
+    async def get(self, key: str, consistency: str = "linearizable") -> Item | None:
         self._enter("get", (key, consistency), needs_leader=consistency != "stale")
         return self.data.get(key)
 
@@ -131,11 +132,11 @@ class FakeService:
         self._enter("delete", (key, if_version, session))
         return self.data.pop(key, None) is not None
 
-    async def incr(self, key: str, by: int = 1, session: Any = None) -> tuple[int, int]:
+    async def incr(self, key: str, by: int = 1, session: Any = None) -> IncrResult:
         self._enter("incr", (key, by, session))
         entry = self.data.get(key)
         value = int(entry.value) + by if entry else by
-        return value, self._write(key, str(value).encode())
+        return IncrResult(value, self._write(key, str(value).encode()))
 
     async def batch(self, ops: Sequence[Any], session: Any = None) -> list[Any]:
         self._enter("batch", (list(ops), session))

@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from raftcache.cache.commands import BatchOp, Session
+from raftcache.cache.entries import Item
+from raftcache.cache.results import BatchItem, IncrResult
+
 
 class NodePort(Protocol):
     """The parts of ``RaftNode`` the server reads or calls (SPEC §3, docs/design.md)."""
@@ -50,13 +54,15 @@ class NodePort(Protocol):
 class ServicePort(Protocol):
     """The parts of ``CacheService`` the server calls (docs/design.md)."""
 
-    async def get(self, key: str, consistency: str = "linearizable") -> Any: ...
+    async def get(self, key: str, consistency: str = "linearizable") -> Item | None: ...
 
-    async def mget(self, keys: Sequence[str], consistency: str = "linearizable") -> Any: ...
+    async def mget(
+        self, keys: Sequence[str], consistency: str = "linearizable"
+    ) -> list[Item | None]: ...
 
     async def list_keys(
         self, prefix: str | None, after: str | None, limit: int, consistency: str
-    ) -> Any: ...
+    ) -> tuple[list[str], str | None]: ...
 
     async def set(
         self,
@@ -65,13 +71,17 @@ class ServicePort(Protocol):
         ttl: float | None = None,
         if_version: int | None = None,
         if_absent: bool = False,
-        session: Any = None,
-    ) -> Any: ...
+        session: Session | None = None,
+    ) -> int: ...
 
-    async def delete(self, key: str, if_version: int | None = None, session: Any = None) -> Any: ...
+    async def delete(
+        self, key: str, if_version: int | None = None, session: Session | None = None
+    ) -> bool: ...
 
-    async def incr(self, key: str, by: int = 1, session: Any = None) -> Any: ...
+    async def incr(self, key: str, by: int = 1, session: Session | None = None) -> IncrResult: ...
 
-    async def batch(self, ops: Sequence[Any], session: Any = None) -> Any: ...
+    async def batch(
+        self, ops: Sequence[BatchOp], session: Session | None = None
+    ) -> list[BatchItem]: ...
 
     async def stats(self) -> Mapping[str, Any]: ...

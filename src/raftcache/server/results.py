@@ -16,6 +16,8 @@ from aiohttp import web
 
 from raftcache.cache.commands import BatchOp as CacheOp
 from raftcache.cache.commands import DeleteOp, GetOp, Session, SetOp
+from raftcache.cache.entries import Item
+from raftcache.cache.results import BatchItem
 from raftcache.server.validation import BatchOp, parse_session_headers
 
 CLIENT_ID_HEADER = "X-Raftcache-Client-Id"
@@ -55,46 +57,12 @@ def to_cache_ops(ops: Sequence[BatchOp]) -> list[CacheOp]:
     return converted
 
 
-def _field(obj: Any, name: str, position: int) -> Any:
-    if isinstance(obj, Mapping):
-        return obj[name]
-    if isinstance(obj, tuple):
-        return obj[position]
-    return getattr(obj, name)
-
-
-def read_entry(entry: Any) -> tuple[bytes, int] | None:
-    """A ``get`` result → (value, version), or None when the key is missing or expired."""
-    if entry is None:
-        return None
-    return bytes(_field(entry, "value", 0)), int(_field(entry, "version", 1))
-
-
-def to_listing(result: Any) -> tuple[list[str], str | None]:
-    """A ``list_keys`` result → (keys in order, the ``next`` cursor or None)."""
-    keys = _field(result, "keys", 0)
-    next_key = _field(result, "next", 1)
-    return [str(k) for k in keys], None if next_key is None else str(next_key)
-
-
-def to_incr_result(result: Any) -> tuple[int, int]:
-    """An ``incr`` result → (new value, version)."""
-    return int(_field(result, "value", 0)), int(_field(result, "version", 1))
-
-
-def _value_of(item: Any) -> bytes | None:
-    if item is None or isinstance(item, bytes | bytearray | memoryview):
-        return None if item is None else bytes(item)
-    found = read_entry(item)
-    return None if found is None else found[0]
-
-
-def to_values(result: Sequence[Any]) -> list[str | None]:
+def to_values(items: Sequence[Item | None]) -> list[str | None]:
     """An ``mget`` result → base64 values in key order (None for missing keys)."""
-    return [b64(_value_of(item)) for item in result]
+    return [None if item is None else b64(item.value) for item in items]
 
 
-def batch_response(ops: Sequence[BatchOp], results: Sequence[Any]) -> list[dict[str, Any]]:
+def batch_response(ops: Sequence[BatchOp], results: Sequence[BatchItem]) -> list[dict[str, Any]]:
     """A ``batch`` result (get → bytes | None, set → version, delete → bool) → the SPEC's
     per-op objects, in op order."""
     if len(results) != len(ops):
@@ -102,9 +70,11 @@ def batch_response(ops: Sequence[BatchOp], results: Sequence[Any]) -> list[dict[
     rendered: list[dict[str, Any]] = []
     for op, result in zip(ops, results, strict=True):
         if op.op == "get":
-            rendered.append({"value": b64(_value_of(result))})
+            if result is not None and not isinstance(result, bytes):
+                raise RuntimeError(f"batch get returned {type(result).__name__}")
+            rendered.append({"value": b64(result)})
         elif op.op == "set":
-            rendered.append({"version": int(result)})
+            rendered.append({"version": int(result or 0)})
         else:
             rendered.append({"deleted": bool(result)})
     return rendered

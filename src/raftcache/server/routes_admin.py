@@ -113,6 +113,9 @@ async def transfer_leader(request: web.Request) -> web.Response:
     raw_to = obj.get("to")
     to = None if raw_to is None else parse_node_id(raw_to, "to")
     node = context_of(request).node
+    if to is not None and to == node.node_id == node.leader_id:
+        # Already done; the Raft core would refuse a transfer to itself as "not a voter".
+        return json_response({"leader": to})
     await node.transfer_leadership(to)
     return json_response({"leader": node.leader_id})
 

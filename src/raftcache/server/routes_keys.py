@@ -15,11 +15,8 @@ from raftcache.server.errors import ApiError, bad_request, too_large
 from raftcache.server.results import (
     batch_response,
     json_response,
-    read_entry,
     session_from_headers,
     to_cache_ops,
-    to_incr_result,
-    to_listing,
     to_values,
 )
 from raftcache.server.validation import (
@@ -82,14 +79,13 @@ async def get_key(request: web.Request) -> web.Response:
     ctx = context_of(request)
     key = key_from_raw_path(request.raw_path)
     consistency = parse_consistency(single_query(request, "consistency"))
-    found = read_entry(await ctx.service.get(key, consistency))
-    if found is None:
+    item = await ctx.service.get(key, consistency)
+    if item is None:
         raise ApiError(404, "key not found")
-    value, version = found
     return web.Response(
-        body=value,
+        body=item.value,
         content_type="application/octet-stream",
-        headers={"ETag": f'"{version}"'},
+        headers={"ETag": f'"{item.version}"'},
     )
 
 
@@ -112,8 +108,7 @@ async def list_keys(request: web.Request) -> web.Response:
     after = parse_prefix_or_after(single_query(request, "after"), "after")
     limit = parse_limit(single_query(request, "limit"), ctx.settings.limits)
     consistency = parse_consistency(single_query(request, "consistency"))
-    result = await ctx.service.list_keys(prefix, after, limit, consistency)
-    keys, next_key = to_listing(result)
+    keys, next_key = await ctx.service.list_keys(prefix, after, limit, consistency)
     return json_response({"keys": keys, "next": next_key})
 
 
@@ -123,8 +118,8 @@ async def incr_key(request: web.Request) -> web.Response:
     key = key_from_raw_path(request.raw_path)
     session = session_from_headers(request)
     by = parse_incr_body(await read_body(request, SMALL_BODY_BYTES))
-    value, version = to_incr_result(await ctx.service.incr(key, by=by, session=session))
-    return json_response({"value": value, "version": version})
+    result = await ctx.service.incr(key, by=by, session=session)
+    return json_response({"value": result.value, "version": result.version})
 
 
 def _batch_body_limit(request: web.Request) -> int:

@@ -36,7 +36,7 @@ from raftcache.server.config import ServeOptions
 from raftcache.server.context import ServerSettings
 from raftcache.server.logs import configure_logging
 from raftcache.server.validation import Limits
-from raftcache.storage.base import StorageError
+from raftcache.storage.base import Storage, StorageError
 from raftcache.storage.file import FileStorage
 
 log = logging.getLogger("raftcache.server")
@@ -137,13 +137,22 @@ def server_settings(options: ServeOptions) -> ServerSettings:
     )
 
 
-def build_node_server(options: ServeOptions) -> NodeServer:
-    """Compose one node from its options (the only place with real clock and randomness)."""
-    tls = {
-        "ssl_certfile": None if options.tls_cert is None else str(options.tls_cert),
-        "ssl_keyfile": None if options.tls_key is None else str(options.tls_key),
-        "ssl_cafile": None if options.tls_ca is None else str(options.tls_ca),
-    }
+def build_node_server(
+    options: ServeOptions,
+    *,
+    raft_config: RaftConfig | None = None,
+    storage: Storage | None = None,
+) -> NodeServer:
+    """Compose one node from its options (the only place with real clock and randomness).
+
+    Args:
+        options: the validated ``serve`` options.
+        raft_config: Raft timing (default: ``RaftConfig`` with the options' RPC timeout).
+        storage: the node's storage (default: ``FileStorage(options.data_dir)``).
+    """
+    certfile = None if options.tls_cert is None else str(options.tls_cert)
+    keyfile = None if options.tls_key is None else str(options.tls_key)
+    cafile = None if options.tls_ca is None else str(options.tls_ca)
     network = HttpNetwork(
         options.id,
         port=options.port,
@@ -151,10 +160,13 @@ def build_node_server(options: ServeOptions) -> NodeServer:
         node_addresses={k: v for k, v in options.peers.items() if k != options.id},
         timeout=options.network_timeout_s,
         cluster_token=options.cluster_token,
-        **tls,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        ssl_cafile=cafile,
     )
-    options.data_dir.mkdir(parents=True, exist_ok=True)
-    storage = FileStorage(options.data_dir)
+    if storage is None:
+        options.data_dir.mkdir(parents=True, exist_ok=True)
+        storage = FileStorage(options.data_dir)
     machine_kwargs: dict[str, Any] = {}
     if options.max_keys is not None:
         machine_kwargs["max_keys"] = options.max_keys
@@ -167,19 +179,16 @@ def build_node_server(options: ServeOptions) -> NodeServer:
         network,
         storage,
         machine,
-        RaftConfig(rpc_timeout=options.network_timeout_s),
+        raft_config or RaftConfig(rpc_timeout=options.network_timeout_s),
         rng=random.Random(),
         peer_addresses=dict(options.peers),
     )
     service = CacheService(node, machine, clock=time.time)
     app = create_app(node, service, server_settings(options), mount=network.mount)
     ssl_context = None
-    if options.tls_cert is not None:
+    if certfile is not None:
         ssl_context = server_ssl_context(
-            str(options.tls_cert),
-            tls["ssl_keyfile"],
-            tls["ssl_cafile"],
-            require_client_cert=options.tls_ca is not None,
+            certfile, keyfile, cafile, require_client_cert=cafile is not None
         )
     return NodeServer(
         node,

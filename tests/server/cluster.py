@@ -1,0 +1,91 @@
+"""An in-process cluster of real nodes (HttpNetwork on loopback, memory storage) for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import aiohttp
+
+from raftcache.raft.config import RaftConfig
+from raftcache.server.config import ServeOptions
+from raftcache.server.serve import NodeServer, build_node_server
+from raftcache.storage.memory import MemoryStorage
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free right now (held open together so they are distinct)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def fast_raft() -> RaftConfig:
+    """Timings for loopback tests: elections settle in well under a second."""
+    return RaftConfig(
+        election_timeout_min=0.3,
+        election_timeout_max=0.6,
+        heartbeat_interval=0.05,
+        tick_interval=0.01,
+        rpc_timeout=0.5,
+    )
+
+
+@dataclass
+class Cluster:
+    servers: list[NodeServer]
+    session: aiohttp.ClientSession
+
+    def url(self, node_id: str) -> str:
+        return next(s.url for s in self.servers if s.node.node_id == node_id)
+
+    async def leader(self, timeout: float = 10.0) -> NodeServer:
+        """The server whose node every running node agrees is the leader."""
+        async with asyncio.timeout(timeout):
+            while True:
+                leaders = {s.node.leader_id for s in self.servers if s.node._running}
+                if len(leaders) == 1 and None not in leaders:
+                    leader_id = leaders.pop()
+                    for server in self.servers:
+                        if server.node.node_id == leader_id and server.node.role.value == "leader":
+                            return server
+                await asyncio.sleep(0.02)
+
+    async def followers(self) -> list[NodeServer]:
+        leader = await self.leader()
+        return [s for s in self.servers if s is not leader]
+
+    async def stop(self) -> None:
+        await self.session.close()
+        for server in self.servers:
+            await server.stop()
+
+
+async def start_cluster(tmp_path: Path, size: int = 3, **overrides: object) -> Cluster:
+    """Start ``size`` nodes n1..nN; ``overrides`` replace ``ServeOptions`` fields on all."""
+    ports = free_ports(size)
+    peers = {f"n{i + 1}": f"http://127.0.0.1:{port}" for i, port in enumerate(ports)}
+    servers: list[NodeServer] = []
+    for i, port in enumerate(ports):
+        node_id = f"n{i + 1}"
+        options = ServeOptions(
+            id=node_id,
+            host="127.0.0.1",
+            port=port,
+            peers=peers,
+            data_dir=tmp_path / node_id,
+            network_timeout_s=0.5,
+            shutdown_timeout_s=2.0,
+        )
+        options = replace(options, **overrides)  # type: ignore[arg-type]
+        servers.append(build_node_server(options, raft_config=fast_raft(), storage=MemoryStorage()))
+    for server in servers:
+        await server.start()
+    return Cluster(servers, aiohttp.ClientSession())

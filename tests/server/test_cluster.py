@@ -1,0 +1,243 @@
+"""The real server over a real 3-node cluster in one process: HttpNetwork mounted on each
+node's app (one port for Raft and the client API), RaftNode, CacheService, memory storage."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from yarl import URL
+
+from .cluster import Cluster, start_cluster
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    started = await start_cluster(tmp_path)
+    try:
+        yield started
+    finally:
+        await started.stop()
+
+
+async def call(
+    cluster: Cluster, method: str, url: str, **kwargs: Any
+) -> tuple[int, dict[str, str], bytes]:
+    async with cluster.session.request(method, url, **kwargs) as resp:
+        return resp.status, {k.lower(): v for k, v in resp.headers.items()}, await resp.read()
+
+
+async def test_writes_and_reads_through_any_node(cluster: Cluster) -> None:
+    leader = await cluster.leader()
+    one, two = await cluster.followers()
+    status, _, body = await call(cluster, "PUT", one.url + "/v1/keys/a%2Fb", data=b"hello")
+    assert status == 200, body
+    version = orjson.loads(body)["version"]
+    assert leader.node.commit_index >= version
+    # Linearizable read on the other follower: forwarded to the leader, value and ETag.
+    status, headers, body = await call(
+        cluster, "GET", URL(two.url + "/v1/keys/a%2Fb", encoded=True)
+    )
+    assert (status, body) == (200, b"hello"), (status, headers, body)
+    assert headers["etag"] == f'"{version}"'
+    status, _, body = await call(cluster, "GET", two.url + "/v1/keys/a%2Fb?consistency=lease")
+    assert (status, body) == (200, b"hello")
+    # A stale read is served by the follower itself, once it has applied the write.
+    async with asyncio.timeout(5):
+        while two.node.last_applied < version:
+            await asyncio.sleep(0.01)
+    status, _, body = await call(cluster, "GET", two.url + "/v1/keys/a%2Fb?consistency=stale")
+    assert (status, body) == (200, b"hello")
+    status, _, body = await call(cluster, "GET", one.url + "/v1/keys/missing")
+    assert status == 404
+    assert orjson.loads(body)["error"]
+
+
+async def test_preconditions_counters_and_sizes(cluster: Cluster) -> None:
+    url = (await cluster.followers())[0].url
+    _, _, body = await call(cluster, "PUT", url + "/v1/keys/k", data=b"v1")
+    version = orjson.loads(body)["version"]
+    status, _, body = await call(
+        cluster, "PUT", url + "/v1/keys/k", data=b"v2", headers={"If-Match": f'"{version + 5}"'}
+    )
+    assert status == 412
+    assert orjson.loads(body)["version"] == version
+    status, _, body = await call(
+        cluster, "PUT", url + "/v1/keys/k", data=b"v2", headers={"If-Match": f'"{version}"'}
+    )
+    assert status == 200
+    status, _, body = await call(
+        cluster, "PUT", url + "/v1/keys/k", data=b"v3", headers={"If-None-Match": "*"}
+    )
+    assert status == 412
+    status, _, body = await call(cluster, "DELETE", url + "/v1/keys/k", headers={"If-Match": '"1"'})
+    assert status == 412
+    status, _, body = await call(cluster, "POST", url + "/v1/keys/k/incr")
+    assert status == 409  # "v2" is not a counter
+    status, _, body = await call(cluster, "POST", url + "/v1/keys/n/incr", json={"by": 2**63 - 1})
+    assert status == 200
+    assert orjson.loads(body)["value"] == 2**63 - 1
+    status, _, body = await call(cluster, "POST", url + "/v1/keys/n/incr")
+    assert status == 409  # overflow
+    status, _, body = await call(cluster, "GET", url + "/v1/keys/n")
+    assert body == str(2**63 - 1).encode()
+    status, _, _ = await call(
+        cluster, "PUT", url + "/v1/keys/big", data=io.BytesIO(b"x" * (1024 * 1024 + 1))
+    )
+    assert status == 413
+    status, _, body = await call(cluster, "DELETE", url + "/v1/keys/k")
+    assert orjson.loads(body) == {"deleted": True}
+
+
+async def test_batch_mget_listing_and_ttl(cluster: Cluster) -> None:
+    url = (await cluster.followers())[0].url
+    ops = [
+        {"op": "set", "key": "user:1", "value": base64.b64encode(b"ann").decode()},
+        {"op": "set", "key": "user:2", "value": "Ym9i", "ttl": 0.3},
+        {"op": "set", "key": "user:3", "value": ""},
+        {"op": "get", "key": "user:1"},
+        {"op": "delete", "key": "nope"},
+    ]
+    status, _, body = await call(cluster, "POST", url + "/v1/batch", json={"ops": ops})
+    assert status == 200, body
+    results = orjson.loads(body)["results"]
+    assert [list(r) for r in results] == [["version"]] * 3 + [["value"], ["deleted"]]
+    assert results[0]["version"] == results[1]["version"]  # one log entry
+    assert results[3] == {"value": base64.b64encode(b"ann").decode()}
+    assert results[4] == {"deleted": False}
+    status, _, body = await call(
+        cluster, "POST", url + "/v1/mget", json={"keys": ["user:2", "user:3", "zzz"]}
+    )
+    assert orjson.loads(body) == {"values": ["Ym9i", "", None]}
+    status, _, body = await call(cluster, "GET", url + "/v1/keys?prefix=user:&limit=2")
+    assert orjson.loads(body) == {"keys": ["user:1", "user:2"], "next": "user:2"}
+    await asyncio.sleep(0.5)  # user:2's ttl has passed: hidden from reads at once
+    status, _, _ = await call(cluster, "GET", url + "/v1/keys/user:2")
+    assert status == 404
+    status, _, body = await call(cluster, "GET", url + "/v1/keys?prefix=user:")
+    assert orjson.loads(body) == {"keys": ["user:1", "user:3"], "next": None}
+
+
+async def test_session_retry_is_applied_once(cluster: Cluster) -> None:
+    url = (await cluster.followers())[0].url
+    headers = {"X-Raftcache-Client-Id": "client-a", "X-Raftcache-Seq": "1"}
+    first = await call(cluster, "POST", url + "/v1/keys/c/incr", headers=headers)
+    retry = await call(cluster, "POST", url + "/v1/keys/c/incr", headers=headers)
+    assert first[0] == retry[0] == 200
+    assert (
+        orjson.loads(first[2])
+        == orjson.loads(retry[2])
+        == {
+            "value": 1,
+            "version": orjson.loads(first[2])["version"],
+        }
+    )
+    headers["X-Raftcache-Seq"] = "2"
+    third = await call(cluster, "POST", url + "/v1/keys/c/incr", headers=headers)
+    assert orjson.loads(third[2])["value"] == 2
+
+
+async def test_operational_endpoints(cluster: Cluster) -> None:
+    leader = await cluster.leader()
+    follower = (await cluster.followers())[0]
+    await call(cluster, "PUT", follower.url + "/v1/keys/k", data=b"v")
+    status, _, body = await call(cluster, "GET", follower.url + "/v1/status")
+    info = orjson.loads(body)
+    assert info["id"] == follower.node.node_id
+    assert info["role"] == "follower"
+    assert info["leader"] == leader.node.node_id
+    assert info["members"] == ["n1", "n2", "n3"]
+    assert {"term", "commit_index", "last_applied"} <= set(info)
+    status, _, body = await call(cluster, "GET", leader.url + "/v1/stats")
+    stats = orjson.loads(body)
+    assert stats["cache"]["keys"] == 1
+    assert {
+        "elections",
+        "state_transitions",
+        "rpcs_sent",
+        "rpcs_received",
+        "replication_latency_ms",
+        "follower_lag",
+    } <= set(stats["raft"])
+    status, _, body = await call(cluster, "GET", follower.url + "/v1/health")
+    assert status == 200
+    status, headers, body = await call(cluster, "GET", leader.url + "/metrics")
+    text = body.decode()
+    assert 'raftcache_raft_role{role="leader"} 1.0' in text
+    assert "raftcache_cache_keys 1.0" in text
+    _, _, body = await call(cluster, "GET", follower.url + "/metrics")
+    assert 'route="/raft/append-entries"' in body.decode()  # Raft traffic on the same port
+    status, _, body = await call(cluster, "POST", follower.url + "/v1/snapshot")
+    assert status == 200
+    assert orjson.loads(body)["snapshot_index"] >= 1
+
+
+async def test_leader_transfer_from_a_follower(cluster: Cluster) -> None:
+    leader = await cluster.leader()
+    target = (await cluster.followers())[1]
+    via = (await cluster.followers())[0]
+    status, _, body = await call(
+        cluster, "POST", via.url + "/v1/leader/transfer", json={"to": target.node.node_id}
+    )
+    assert status == 200, body
+    assert (await cluster.leader()).node.node_id == target.node.node_id
+    assert leader.node.role.value != "leader"
+    status, _, body = await call(
+        cluster, "POST", target.url + "/v1/leader/transfer", json={"to": target.node.node_id}
+    )
+    assert (status, orjson.loads(body)) == (200, {"leader": target.node.node_id})
+
+
+async def test_no_quorum_gives_503_and_forwarded_requests_stop(cluster: Cluster) -> None:
+    survivor = (await cluster.followers())[0]
+    for server in cluster.servers:
+        if server is not survivor:
+            await server.stop()
+    # The survivor cannot reach anyone: no leader within the bounded wait → 503 + Retry-After.
+    async with asyncio.timeout(10):
+        while True:
+            status, headers, body = await call(
+                cluster, "PUT", survivor.url + "/v1/keys/k", data=b"v"
+            )
+            if status == 503:
+                break
+            await asyncio.sleep(0.1)
+    assert headers["retry-after"] == "1"
+    assert orjson.loads(body)["error"]
+    status, _, _ = await call(
+        cluster,
+        "PUT",
+        survivor.url + "/v1/keys/k",
+        data=b"v",
+        headers={"X-Raftcache-Forwarded": "1"},
+    )
+    assert status == 503
+    status, _, _ = await call(cluster, "GET", survivor.url + "/v1/health")
+    assert status in (200, 503)  # it may still remember the old leader for a moment
+    status, _, body = await call(cluster, "GET", survivor.url + "/v1/keys/k?consistency=stale")
+    assert status == 404
+
+
+async def test_client_and_cluster_tokens(tmp_path: Path) -> None:
+    cluster = await start_cluster(tmp_path, client_token="c-tok", cluster_token="r-tok")
+    try:
+        url = (await cluster.followers())[0].url
+        status, _, _ = await call(cluster, "PUT", url + "/v1/keys/k", data=b"v")
+        assert status == 401
+        auth = {"Authorization": "Bearer c-tok"}
+        status, _, body = await call(cluster, "PUT", url + "/v1/keys/k", data=b"v", headers=auth)
+        assert status == 200, body  # forwarded with the client's token, replicated with r-tok
+        status, _, _ = await call(cluster, "GET", url + "/v1/health")
+        assert status == 200
+        status, _, _ = await call(
+            cluster, "POST", url + "/raft/append-entries", data=b"{}", headers=auth
+        )
+        assert status == 401  # the Raft endpoints want the cluster token
+    finally:
+        await cluster.stop()
