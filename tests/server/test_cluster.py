@@ -27,7 +27,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
 
 
 async def call(
-    cluster: Cluster, method: str, url: str, **kwargs: Any
+    cluster: Cluster, method: str, url: str | URL, **kwargs: Any
 ) -> tuple[int, dict[str, str], bytes]:
     async with cluster.session.request(method, url, **kwargs) as resp:
         return resp.status, {k.lower(): v for k, v in resp.headers.items()}, await resp.read()
@@ -167,7 +167,7 @@ async def test_operational_endpoints(cluster: Cluster) -> None:
     } <= set(stats["raft"])
     status, _, body = await call(cluster, "GET", follower.url + "/v1/health")
     assert status == 200
-    status, headers, body = await call(cluster, "GET", leader.url + "/metrics")
+    status, _, body = await call(cluster, "GET", leader.url + "/metrics")
     text = body.decode()
     assert 'raftcache_raft_role{role="leader"} 1.0' in text
     assert "raftcache_cache_keys 1.0" in text
