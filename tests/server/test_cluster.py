@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from yarl import URL
@@ -239,5 +240,30 @@ async def test_client_and_cluster_tokens(tmp_path: Path) -> None:
             cluster, "POST", url + "/raft/append-entries", data=b"{}", headers=auth
         )
         assert status == 401  # the Raft endpoints want the cluster token
+    finally:
+        await cluster.stop()
+
+
+async def test_stop_lets_in_flight_requests_finish(tmp_path: Path) -> None:
+    cluster = await start_cluster(tmp_path, shutdown_timeout_s=5.0, leader_wait_s=1.0)
+    try:
+        survivor = (await cluster.followers())[0]
+        for server in cluster.servers:
+            if server is not survivor:
+                await server.stop()
+        async with asyncio.timeout(10):
+            while survivor.node.leader_id is not None:
+                await asyncio.sleep(0.02)
+        # This write waits (up to leader_wait_s) for a leader that never comes...
+        request = asyncio.create_task(call(cluster, "PUT", survivor.url + "/v1/keys/k", data=b"v"))
+        await asyncio.sleep(0.3)
+        # ...while the node is asked to stop: it must still get its (JSON 503) answer.
+        await survivor.stop()
+        status, headers, body = await request
+        assert status == 503
+        assert headers["retry-after"] == "1"
+        assert orjson.loads(body)["error"]
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await call(cluster, "GET", survivor.url + "/v1/health")
     finally:
         await cluster.stop()
