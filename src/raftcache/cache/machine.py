@@ -14,11 +14,11 @@ Semantics (see also docs/cache.md):
 - DELETE (honouring ``if_version``) → whether a live key was deleted.
 - INCR/DECR: a missing key counts as 0; the value must be ASCII decimal within int64 (else
   NOT_A_COUNTER) and so must the result (else COUNTER_OVERFLOW); keeps the key's expiry.
-- BATCH: every op is validated first (value sizes, then conditions in order, each against the
-  state left by the ops before it); if any fails the batch changes nothing and returns that
-  error with the op's index. Otherwise ops apply in order: get → ``bytes | None`` (a get is a
-  replicated access, so it refreshes recency), set → version (all sets share the entry's
-  index), delete → bool.
+- BATCH: every op is validated first, in order (its entry size, then its condition, judged
+  against the state the ops before it would leave); if one fails the batch changes nothing
+  and returns that error with the op's index. Otherwise ops apply in order: get → ``bytes |
+  None`` (a get is a replicated access, so it refreshes recency), set → version (all sets
+  share the entry's index), delete → bool.
 - EXPIRE removes the listed keys that are expired at its ``now``; TOUCH marks live keys as
   most recently used. Both are proposed by the leader (``CacheService``).
 - Writes that leave the store above ``max_keys``/``max_bytes`` evict (``EntryStore.settle``);
