@@ -33,6 +33,7 @@ TLS files configure the client side only (the caller's server does TLS). Mounted
 from __future__ import annotations
 
 import hmac
+import io
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -85,6 +86,7 @@ _HANDLER_OF: dict[type[Any], str] = {
 }
 _INDEX = {cls: i for i, cls in enumerate(PATHS)}
 _JSON = "application/json"
+_RAW_BODY_MAX = 1024 * 1024
 
 
 class _BodyTooLarge(Exception):
@@ -127,6 +129,7 @@ class HttpNetwork(NetworkInterface):
         client_max_size: largest accepted request body, in bytes.
         max_connections: size of the keep-alive connection pool.
         keepalive_timeout: seconds an idle pooled connection is kept.
+        shutdown_timeout: seconds ``stop()`` lets running handlers finish before cancelling them.
         app: an aiohttp application to mount the routes on instead of listening (see module).
 
     Example:
@@ -151,6 +154,7 @@ class HttpNetwork(NetworkInterface):
         client_max_size: int = DEFAULT_CLIENT_MAX_SIZE,
         max_connections: int = 50,
         keepalive_timeout: float = 30.0,
+        shutdown_timeout: float = 1.0,
         app: web.Application | None = None,
     ) -> None:
         if timeout <= 0 or client_max_size <= 0 or max_connections <= 0:
@@ -162,6 +166,7 @@ class HttpNetwork(NetworkInterface):
         self.client_max_size = client_max_size
         self.max_connections = max_connections
         self.keepalive_timeout = keepalive_timeout
+        self.shutdown_timeout = shutdown_timeout
         self._addresses: dict[str, str] = {}
         self._urls: dict[str, tuple[URL, ...]] = {}
         for peer, url in node_addresses.items():
@@ -248,7 +253,9 @@ class HttpNetwork(NetworkInterface):
     async def _listen(self) -> None:
         app = web.Application(client_max_size=self.client_max_size, middlewares=[_json_errors])
         app.add_routes(self.routes())
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=self.shutdown_timeout
+        )
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port, ssl_context=self._server_ssl)
@@ -293,10 +300,13 @@ class HttpNetwork(NetworkInterface):
             raise NetworkError(f"HttpNetwork of node {self.node_id} is not started", permanent=True)
         url = urls[_INDEX[type(req)]]
         body = codec.encode(req)
+        # aiohttp warns (ResourceWarning) about raw bodies over 1 MiB, which a snapshot chunk is
+        # once base64-encoded; a BytesIO body is streamed in pieces instead.
+        data: bytes | io.BytesIO = body if len(body) <= _RAW_BODY_MAX else io.BytesIO(body)
         try:
-            async with session.post(url, data=body, headers=self._headers) as resp:
+            async with session.post(url, data=data, headers=self._headers) as resp:
                 status = resp.status
-                data = await resp.read()
+                answer = await resp.read()
         except TimeoutError:
             raise NetworkTimeoutError(
                 f"RPC to node {target} timed out after {self.timeout:g}s"
@@ -307,9 +317,9 @@ class HttpNetwork(NetworkInterface):
         except (aiohttp.ClientError, OSError) as exc:
             raise NetworkError(f"Cannot reach node {target} at {url.origin()}: {exc}") from exc
         if status != 200:
-            raise _status_error(target, status, data)
+            raise _status_error(target, status, answer)
         try:
-            return codec.decode(response_cls, data)
+            return codec.decode(response_cls, answer)
         except codec.CodecError as exc:
             raise NetworkError(
                 f"Malformed {response_cls.__name__} from node {target}: {exc}", permanent=True

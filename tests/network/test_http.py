@@ -1,0 +1,359 @@
+"""HttpNetwork over real loopback sockets: RPCs, error mapping, bad bodies, token, mounting."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from raftcache.network import HttpNetwork, NetworkError, NetworkTimeoutError
+from raftcache.raft.messages import (
+    AppendEntriesResponse,
+    InstallSnapshotRequest,
+    RequestVoteRequest,
+    RequestVoteResponse,
+)
+
+from .fakes import RecordingHandlers, sample_append
+
+VOTE = RequestVoteRequest(4, "n1", 7, 3, pre_vote=True)
+VOTE_JSON = {"term": 4, "candidate_id": "n1", "last_log_index": 7, "last_log_term": 3}
+
+Factory = Callable[..., Awaitable[HttpNetwork]]
+
+
+@pytest.fixture
+async def make_node() -> AsyncIterator[Factory]:
+    """Start HttpNetworks on free ports with RecordingHandlers; stop them all afterwards."""
+    started: list[HttpNetwork] = []
+
+    async def make(node_id: str, *, handlers: Any = "default", **opts: Any) -> HttpNetwork:
+        opts.setdefault("node_addresses", {})
+        net = HttpNetwork(node_id, port=0, **opts)
+        if handlers == "default":
+            handlers = RecordingHandlers(node_id)
+        if handlers is not None:
+            net.register_handlers(handlers)
+        await net.start()
+        started.append(net)
+        return net
+
+    yield make
+    for net in started:
+        await net.stop()
+
+
+def url_of(net: HttpNetwork, scheme: str = "http") -> str:
+    return f"{scheme}://127.0.0.1:{net.port}"
+
+
+def connect(*nets: HttpNetwork, scheme: str = "http") -> None:
+    for a in nets:
+        for b in nets:
+            a.set_peer_address(b.node_id, url_of(b, scheme))
+
+
+async def raw_post(
+    net: HttpNetwork, path: str, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url_of(net) + path, data=body, headers=headers or {}) as resp,
+    ):
+        data = await resp.read()
+        assert resp.content_type == "application/json"
+        return resp.status, orjson.loads(data)
+
+
+async def test_three_nodes_talk_to_each_other(make_node: Factory) -> None:
+    nets = [await make_node(f"n{i}") for i in (1, 2, 3)]
+    connect(*nets)
+    assert all(n.port > 0 for n in nets)
+    assert len({n.port for n in nets}) == 3
+    for sender in nets:
+        for target in nets:
+            if sender is target:
+                continue
+            assert await sender.send_request_vote(target.node_id, VOTE) == RequestVoteResponse(
+                4, True
+            )
+            append = sample_append(3)
+            resp = await sender.send_append_entries(target.node_id, append)
+            assert resp == AppendEntriesResponse(3, True, match_index=3, last_log_index=3)
+            snap = InstallSnapshotRequest(1, sender.node_id, 5, 1, 100, b"\x00\xff" * 10, True)
+            assert (await sender.send_install_snapshot(target.node_id, snap)).next_offset == 120
+    for target in nets:
+        handlers = target._handlers
+        assert isinstance(handlers, RecordingHandlers)
+        assert len(handlers.calls) == 6
+        got = next(r for m, r in handlers.calls if m == "append_entries")
+        assert got == sample_append(3)  # non-UTF-8 commands survived the wire
+        assert next(r for m, r in handlers.calls if m == "request_vote") == VOTE
+
+
+async def test_many_concurrent_rpcs_share_the_pool(make_node: Factory) -> None:
+    a, b = await make_node("a", max_connections=4), await make_node("b")
+    connect(a, b)
+    results = await asyncio.gather(
+        *(a.send_append_entries("b", sample_append(2, t)) for t in range(200))
+    )
+    assert [r.term for r in results] == list(range(200))
+
+
+async def test_a_snapshot_chunk_of_one_mib_fits(make_node: Factory) -> None:
+    a, b = await make_node("a"), await make_node("b")
+    connect(a, b)
+    chunk = bytes(range(256)) * 4096
+    resp = await a.send_install_snapshot("b", InstallSnapshotRequest(1, "a", 9, 1, 0, chunk, False))
+    assert resp.next_offset == len(chunk) == 1024 * 1024
+
+
+async def test_unknown_target_is_permanent(make_node: Factory) -> None:
+    a = await make_node("a")
+    with pytest.raises(NetworkError) as info:
+        await a.send_request_vote("ghost", VOTE)
+    assert str(info.value) == "No address configured for node ghost"
+    assert info.value.permanent
+
+
+async def test_stopped_peer_is_transient_and_comes_back_on_its_port(make_node: Factory) -> None:
+    a, b = await make_node("a"), await make_node("b")
+    connect(a, b)
+    assert (await a.send_request_vote("b", VOTE)).vote_granted
+    port = b.port
+    await b.stop()
+    for _ in range(2):  # a pooled connection first, then a refused one
+        with pytest.raises(NetworkError) as info:
+            await a.send_request_vote("b", VOTE)
+        assert not info.value.permanent
+        assert "node b" in str(info.value)
+    await b.start()
+    assert b.port == port
+    assert (await a.send_request_vote("b", VOTE)).vote_granted
+
+
+async def test_handler_exception_is_permanent_and_server_survives(make_node: Factory) -> None:
+    a = await make_node("a")
+    b = await make_node("b", handlers=RecordingHandlers("b", error=ValueError("bad state")))
+    connect(a, b)
+    with pytest.raises(NetworkError) as info:
+        await a.send_request_vote("b", VOTE)
+    assert info.value.permanent
+    assert str(info.value) == "Handler on node b raised: ValueError('bad state')"
+    b.register_handlers(RecordingHandlers("b"))
+    assert (await a.send_request_vote("b", VOTE)).vote_granted
+
+
+async def test_no_handlers_is_permanent(make_node: Factory) -> None:
+    a, b = await make_node("a"), await make_node("b", handlers=None)
+    connect(a, b)
+    with pytest.raises(NetworkError) as info:
+        await a.send_request_vote("b", VOTE)
+    assert str(info.value) == "Node b has no handlers registered"
+    assert info.value.permanent
+
+
+async def test_timeout_raises_network_timeout(make_node: Factory) -> None:
+    a = await make_node("a", timeout=0.2)
+    b = await make_node("b", handlers=RecordingHandlers("b", delay=5.0), shutdown_timeout=0.05)
+    connect(a, b)
+    with pytest.raises(NetworkTimeoutError) as info:
+        await a.send_request_vote("b", VOTE)
+    assert not info.value.permanent
+
+
+async def test_sending_before_start_is_refused() -> None:
+    net = HttpNetwork("a", port=0, node_addresses={"b": "http://127.0.0.1:1"})
+    with pytest.raises(NetworkError, match="not started") as info:
+        await net.send_request_vote("b", VOTE)
+    assert info.value.permanent
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"", "application/json"),
+        (b"not json at all", "application/json"),
+        (b"\xff\xfe\x00garbage", "application/octet-stream"),
+        (b"[1, 2, 3]", "text/plain"),
+        (b"{", "application/json"),
+        (orjson.dumps({**VOTE_JSON, "term": "4"}), "application/json"),
+        (orjson.dumps({**VOTE_JSON, "term": True}), "text/plain"),
+        (orjson.dumps({**VOTE_JSON, "pre_vote": 1}), "application/json"),
+        (orjson.dumps({k: v for k, v in VOTE_JSON.items() if k != "term"}), "application/json"),
+    ],
+)
+async def test_bad_bodies_get_400_and_the_server_keeps_serving(
+    make_node: Factory, body: bytes, content_type: str
+) -> None:
+    b = await make_node("b")
+    status, obj = await raw_post(b, "/raft/request-vote", body, {"Content-Type": content_type})
+    assert status == 400
+    assert isinstance(obj["error"], str)
+    assert obj["error"]
+    status, obj = await raw_post(b, "/raft/request-vote", orjson.dumps(VOTE_JSON))
+    assert status == 200
+    assert obj == {"term": 4, "vote_granted": True, "pre_vote": False}
+
+
+async def test_wrongly_typed_entries_get_400_naming_the_field(make_node: Factory) -> None:
+    b = await make_node("b")
+    body = {
+        "term": 1,
+        "leader_id": "a",
+        "prev_log_index": 0,
+        "prev_log_term": 0,
+        "entries": [{"term": 1, "index": 1, "command": "not base64!"}],
+        "leader_commit": 0,
+    }
+    status, obj = await raw_post(b, "/raft/append-entries", orjson.dumps(body))
+    assert status == 400
+    assert obj["field"] == "entries[0].command"
+
+
+async def test_unknown_keys_are_ignored_on_the_wire(make_node: Factory) -> None:
+    b = await make_node("b")
+    status, obj = await raw_post(b, "/raft/request-vote", orjson.dumps({**VOTE_JSON, "zzz": [1]}))
+    assert status == 200
+    assert obj["vote_granted"] is True
+
+
+async def test_unknown_routes_answer_json(make_node: Factory) -> None:
+    b = await make_node("b")
+    status, obj = await raw_post(b, "/raft/nope", b"{}")
+    assert status == 404
+    assert "error" in obj
+    async with aiohttp.ClientSession() as s, s.get(url_of(b) + "/raft/request-vote") as resp:
+        assert resp.status == 405
+        assert "error" in orjson.loads(await resp.read())
+
+
+async def test_cluster_token(make_node: Factory) -> None:
+    a = await make_node("a", cluster_token="s3cret")
+    b = await make_node("b", cluster_token="s3cret")
+    intruder = await make_node("x", cluster_token="guess")
+    anonymous = await make_node("y")
+    connect(a, b, intruder, anonymous)
+    assert (await a.send_request_vote("b", VOTE)).vote_granted
+    for sender in (intruder, anonymous):
+        with pytest.raises(NetworkError, match="HTTP 401") as info:
+            await sender.send_request_vote("b", VOTE)
+        assert info.value.permanent
+    body = orjson.dumps(VOTE_JSON)
+    for headers in ({}, {"Authorization": "Bearer guess"}, {"Authorization": "s3cret"}):
+        status, obj = await raw_post(b, "/raft/request-vote", body, headers)
+        assert status == 401
+        assert obj["error"]
+    status, _ = await raw_post(b, "/raft/request-vote", body, {"Authorization": "Bearer s3cret"})
+    assert status == 200
+    handlers = b._handlers
+    assert isinstance(handlers, RecordingHandlers)
+    assert len(handlers.calls) == 2
+
+
+async def test_token_is_checked_before_the_body_is_read(make_node: Factory) -> None:
+    b = await make_node("b", cluster_token="t", client_max_size=1000)
+    big = b'{"pad": "' + b"x" * 5000 + b'"}'
+    status, obj = await raw_post(b, "/raft/request-vote", big)
+    assert status == 401  # not 413: the body was never looked at
+    status, obj = await raw_post(b, "/raft/request-vote", big, {"Authorization": "Bearer t"})
+    assert status == 413
+    assert obj["limit"] == 1000
+
+
+async def test_too_large_is_permanent_for_the_sender(make_node: Factory) -> None:
+    a, b = await make_node("a"), await make_node("b", client_max_size=2000)
+    connect(a, b)
+    chunk = InstallSnapshotRequest(1, "a", 1, 1, 0, b"x" * 4000, False)
+    with pytest.raises(NetworkError, match="HTTP 413") as info:
+        await a.send_install_snapshot("b", chunk)
+    assert info.value.permanent
+    assert (await a.send_request_vote("b", VOTE)).vote_granted
+
+
+async def test_peer_addresses_can_change(make_node: Factory) -> None:
+    a, b = await make_node("a"), await make_node("b")
+    a.set_peer_address("b", url_of(b) + "/")
+    assert (await a.send_request_vote("b", VOTE)).vote_granted
+    assert a.node_addresses == {"b": url_of(b) + "/"}
+    a.set_peer_address("b", None)
+    with pytest.raises(NetworkError, match="No address configured for node b"):
+        await a.send_request_vote("b", VOTE)
+    with pytest.raises(ValueError, match="http"):
+        a.set_peer_address("b", "ftp://127.0.0.1:1")
+    with pytest.raises(ValueError, match="http"):
+        HttpNetwork("c", port=0, node_addresses={"b": "127.0.0.1:80"})
+
+
+async def test_start_and_stop_are_idempotent(make_node: Factory) -> None:
+    a = await make_node("a")
+    port = a.port
+    await a.start()
+    assert a.port == port
+    await a.stop()
+    await a.stop()
+    assert not a.started
+
+
+async def test_mounted_on_an_existing_application(make_node: Factory) -> None:
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"hello": "world"})
+
+    app = web.Application()
+    app.router.add_get("/v1/hello", hello)
+    mounted = HttpNetwork("m", port=0, node_addresses={}, app=app)
+    handlers = RecordingHandlers("m")
+    mounted.register_handlers(handlers)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        await mounted.start()
+        assert mounted._runner is None  # no listener of its own
+        a = await make_node("a")
+        a.set_peer_address("m", f"http://127.0.0.1:{port}")
+        mounted.set_peer_address("a", url_of(a))
+        assert (await a.send_request_vote("m", VOTE)).vote_granted
+        assert (await mounted.send_request_vote("a", VOTE)).vote_granted
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/v1/hello") as r:
+            assert await r.json() == {"hello": "world"}
+        assert len(handlers.calls) == 1
+    finally:
+        await mounted.stop()
+        await runner.cleanup()
+
+
+async def test_mount_enforces_its_own_body_limit() -> None:
+    app = web.Application(client_max_size=1024)  # the client API's small limit
+    net = HttpNetwork("m", port=0, node_addresses={}, client_max_size=8 * 1024 * 1024)
+    net.mount(app)
+    net.register_handlers(RecordingHandlers("m"))
+    assert {r.path for r in net.routes()} == {
+        "/raft/request-vote",
+        "/raft/append-entries",
+        "/raft/install-snapshot",
+    }
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    net.set_peer_address("m", f"http://127.0.0.1:{runner.addresses[0][1]}")
+    await net.start()
+    try:
+        chunk = InstallSnapshotRequest(1, "m", 1, 1, 0, b"y" * 100_000, True)
+        assert (await net.send_install_snapshot("m", chunk)).next_offset == 100_000
+    finally:
+        await net.stop()
+        await runner.cleanup()
+
+
+def test_rejects_silly_settings() -> None:
+    with pytest.raises(ValueError, match="> 0"):
+        HttpNetwork("a", port=0, node_addresses={}, timeout=0)

@@ -1,0 +1,141 @@
+"""HttpNetwork with TLS and mutual TLS, from throwaway certificates made by trustme."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import trustme
+
+from raftcache.network import HttpNetwork, NetworkError
+from raftcache.raft.messages import RequestVoteRequest
+
+from .fakes import RecordingHandlers
+
+VOTE = RequestVoteRequest(1, "a", 0, 0)
+
+
+@dataclass
+class Pki:
+    ca: str
+    cert: str
+    key: str
+    other_ca: str
+    other_cert: str
+    other_key: str
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA with a node certificate for 127.0.0.1, and an unrelated CA with its own."""
+    base = tmp_path_factory.mktemp("pki")
+
+    def issue(ca: trustme.CA, name: str) -> tuple[str, str, str]:
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        paths = [base / f"{name}-ca.pem", base / f"{name}-cert.pem", base / f"{name}-key.pem"]
+        ca.cert_pem.write_to_path(str(paths[0]))
+        Path(paths[1]).write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+        cert.private_key_pem.write_to_path(str(paths[2]))
+        return str(paths[0]), str(paths[1]), str(paths[2])
+
+    ca, cert, key = issue(trustme.CA(), "good")
+    other_ca, other_cert, other_key = issue(trustme.CA(), "evil")
+    return Pki(ca, cert, key, other_ca, other_cert, other_key)
+
+
+Factory = Callable[..., Awaitable[HttpNetwork]]
+
+
+@pytest.fixture
+async def make_node() -> AsyncIterator[Factory]:
+    started: list[HttpNetwork] = []
+
+    async def make(node_id: str, **opts: Any) -> HttpNetwork:
+        net = HttpNetwork(node_id, port=0, node_addresses={}, **opts)
+        net.register_handlers(RecordingHandlers(node_id))
+        await net.start()
+        started.append(net)
+        return net
+
+    yield make
+    for net in started:
+        await net.stop()
+
+
+def tls(pki: Pki, **extra: Any) -> dict[str, Any]:
+    return {"ssl_certfile": pki.cert, "ssl_keyfile": pki.key, "ssl_cafile": pki.ca, **extra}
+
+
+def point(sender: HttpNetwork, target: HttpNetwork, scheme: str = "https") -> None:
+    sender.set_peer_address(target.node_id, f"{scheme}://127.0.0.1:{target.port}")
+
+
+async def test_tls_between_two_nodes(make_node: Factory, pki: Pki) -> None:
+    a, b = await make_node("a", **tls(pki)), await make_node("b", **tls(pki))
+    point(a, b)
+    point(b, a)
+    assert (await a.send_request_vote("b", VOTE)).vote_granted
+    assert (await b.send_request_vote("a", VOTE)).vote_granted
+
+
+async def test_plain_http_to_a_tls_port_fails(make_node: Factory, pki: Pki) -> None:
+    a, b = await make_node("a"), await make_node("b", **tls(pki))
+    point(a, b, scheme="http")
+    with pytest.raises(NetworkError):
+        await a.send_request_vote("b", VOTE)
+
+
+async def test_untrusted_server_certificate_is_permanent(make_node: Factory, pki: Pki) -> None:
+    a = await make_node("a", ssl_cafile=pki.other_ca)  # trusts the wrong CA
+    b = await make_node("b", **tls(pki))
+    point(a, b)
+    with pytest.raises(NetworkError, match="TLS") as info:
+        await a.send_request_vote("b", VOTE)
+    assert info.value.permanent
+
+
+async def test_mutual_tls(make_node: Factory, pki: Pki) -> None:
+    a = await make_node("a", **tls(pki))
+    b = await make_node("b", **tls(pki, require_client_cert=True))
+    point(a, b)
+    assert (await a.send_request_vote("b", VOTE)).vote_granted
+    handlers = b._handlers
+    assert isinstance(handlers, RecordingHandlers)
+    assert len(handlers.calls) == 1
+
+    # A client that trusts the server but shows no certificate is turned away...
+    no_cert = await make_node("c", ssl_cafile=pki.ca)
+    point(no_cert, b)
+    with pytest.raises(NetworkError):
+        await no_cert.send_request_vote("b", VOTE)
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    connector = aiohttp.TCPConnector(ssl=ctx)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        with pytest.raises((aiohttp.ClientError, ssl.SSLError)):
+            async with session.post(f"https://127.0.0.1:{b.port}/raft/request-vote", data=b"{}"):
+                pass
+    # ...and so is one whose certificate another CA signed.
+    evil = await make_node(
+        "d", ssl_certfile=pki.other_cert, ssl_keyfile=pki.other_key, ssl_cafile=pki.ca
+    )
+    point(evil, b)
+    with pytest.raises(NetworkError):
+        await evil.send_request_vote("b", VOTE)
+    assert len(handlers.calls) == 1
+
+
+def test_mutual_tls_needs_a_ca(pki: Pki) -> None:
+    with pytest.raises(ValueError, match="ssl_cafile"):
+        HttpNetwork(
+            "a",
+            port=0,
+            node_addresses={},
+            ssl_certfile=pki.cert,
+            ssl_keyfile=pki.key,
+            require_client_cert=True,
+        )
