@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 
 from raftcache.network import (
-    ChaosEvent,
     ChaosSchedule,
     InMemoryHub,
     InMemoryNetwork,
     NetworkError,
     ReliableNetwork,
 )
+from raftcache.network.chaos import ChaosEvent
 from raftcache.raft.messages import RequestVoteRequest
 
 from .fakes import RecordingHandlers

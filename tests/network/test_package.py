@@ -29,7 +29,7 @@ SPEC_NAMES = {
 
 
 def test_exports() -> None:
-    assert set(network.__all__) >= SPEC_NAMES | {"CodecError", "ChaosSchedule"}
+    assert set(network.__all__) == SPEC_NAMES | {"CodecError", "ChaosSchedule"}
     for name in network.__all__:
         assert getattr(network, name) is not None
 

@@ -9,7 +9,7 @@ retries. This package imports ``raftcache.raft.messages`` only, never the Raft d
 
 from __future__ import annotations
 
-from raftcache.network.chaos import ChaosEvent, ChaosSchedule
+from raftcache.network.chaos import ChaosSchedule
 from raftcache.network.codec import CodecError
 from raftcache.network.errors import (
     NetworkError,
@@ -23,7 +23,6 @@ from raftcache.network.memory import InMemoryNetwork
 from raftcache.network.reliable import ReliableNetwork
 
 __all__ = [
-    "ChaosEvent",
     "ChaosSchedule",
     "CodecError",
     "HttpNetwork",

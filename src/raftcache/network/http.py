@@ -247,7 +247,8 @@ class HttpNetwork(NetworkInterface):
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.timeout),
-            skip_auto_headers=("User-Agent",),
+            # Peers set no cookies; the dummy jar skips cookie filtering on every request.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
 
     async def _listen(self) -> None:
