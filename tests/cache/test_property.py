@@ -175,7 +175,7 @@ def _check_agree(machine: CacheStateMachine, model: ModelCache, now: float) -> N
     assert list(decode_snapshot(machine.snapshot()).records) == model.lru
 
 
-@settings(max_examples=150)
+@settings(max_examples=300)
 @given(bounds, st.lists(steps, max_size=40), nows)
 def test_machine_agrees_with_model(
     bound: tuple[int | None, int | None], plan: list[Step], probe: float
