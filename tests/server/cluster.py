@@ -68,10 +68,17 @@ class Cluster:
             await server.stop()
 
 
-async def start_cluster(tmp_path: Path, size: int = 3, **overrides: object) -> Cluster:
+async def start_cluster(
+    tmp_path: Path,
+    size: int = 3,
+    *,
+    scheme: str = "http",
+    session: aiohttp.ClientSession | None = None,
+    **overrides: object,
+) -> Cluster:
     """Start ``size`` nodes n1..nN; ``overrides`` replace ``ServeOptions`` fields on all."""
     ports = free_ports(size)
-    peers = {f"n{i + 1}": f"http://127.0.0.1:{port}" for i, port in enumerate(ports)}
+    peers = {f"n{i + 1}": f"{scheme}://127.0.0.1:{port}" for i, port in enumerate(ports)}
     servers: list[NodeServer] = []
     for i, port in enumerate(ports):
         node_id = f"n{i + 1}"
@@ -88,4 +95,4 @@ async def start_cluster(tmp_path: Path, size: int = 3, **overrides: object) -> C
         servers.append(build_node_server(options, raft_config=fast_raft(), storage=MemoryStorage()))
     for server in servers:
         await server.start()
-    return Cluster(servers, aiohttp.ClientSession())
+    return Cluster(servers, session or aiohttp.ClientSession())

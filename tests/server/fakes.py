@@ -12,6 +12,7 @@ from typing import Any
 
 from raftcache.cache.commands import GetOp, SetOp
 from raftcache.cache.entries import Item
+from raftcache.cache.errors import NotACounter
 from raftcache.cache.results import IncrResult
 from raftcache.raft.errors import NotLeaderError
 
@@ -61,7 +62,8 @@ class FakeNode:
     async def remove_member(self, node_id: str) -> None:
         self._require_leader()
         self.calls.append(("remove_member", node_id))
-        self.members.remove(node_id)
+        if node_id in self.members:  # idempotent, like RaftNode.remove_member
+            self.members.remove(node_id)
 
     async def transfer_leadership(self, to: str | None = None) -> None:
         self._require_leader()
@@ -135,6 +137,8 @@ class FakeService:
     async def incr(self, key: str, by: int = 1, session: Any = None) -> IncrResult:
         self._enter("incr", (key, by, session))
         entry = self.data.get(key)
+        if entry is not None and not entry.value.lstrip(b"-").isdigit():
+            raise NotACounter(f"{key} is not a counter")
         value = int(entry.value) + by if entry else by
         return IncrResult(value, self._write(key, str(value).encode()))
 
