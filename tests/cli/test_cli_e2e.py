@@ -1,0 +1,172 @@
+"""End to end: ``raftcache cluster`` as real processes on loopback, the CLI and clients on it.
+
+These start real nodes (``raftcache serve`` children of ``raftcache cluster``) and check what a
+user would: the printed endpoints work, every command behaves, Ctrl-C leaves no process behind,
+a killed supervisor takes its children with it, and a counter incremented while the leader is
+killed with SIGKILL ends at exactly the number of increments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import raftcache
+from raftcache.client import AsyncClient, RaftcacheError
+from tests.cli.cluster_process import ClusterProcess, pid_alive, processes_mentioning
+from tests.cli.conftest import cli
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterProcess]:
+    with ClusterProcess(tmp_path_factory.mktemp("cluster") / "data") as running:
+        yield running
+
+
+def wait_until_gone(pids: list[int], timeout_s: float = 20.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = [pid for pid in pids if pid_alive(pid)]
+        if not alive:
+            return []
+        time.sleep(0.1)
+    return [pid for pid in pids if pid_alive(pid)]
+
+
+def test_cluster_prints_nodes_and_leader(cluster: ClusterProcess) -> None:
+    assert list(cluster.urls) == ["n1", "n2", "n3"]
+    assert cluster.leader in cluster.urls
+    assert sorted(cluster.pids) == ["n1", "n2", "n3"]
+    assert all(pid_alive(pid) for pid in cluster.pids.values())
+    assert all((cluster.data_dir / node).is_dir() for node in cluster.urls)
+
+
+def test_cli_commands_against_the_cluster(
+    cluster: ClusterProcess, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    endpoints = ["--endpoints", ",".join(cluster.endpoints), "--timeout", "20"]
+    assert cli(["set", "e2e/key", "value one", *endpoints]) == 0
+    assert int(capsysbinary.readouterr().out) > 0
+    assert cli(["get", "e2e/key", *endpoints]) == 0
+    assert capsysbinary.readouterr().out == b"value one"
+    assert cli(["incr", "e2e-n", "--by", "5", *endpoints]) == 0
+    assert cli(["incr", "e2e-n", *endpoints]) == 0
+    assert capsysbinary.readouterr().out.split() == [b"5", b"6"]
+    assert cli(["del", "e2e/key", *endpoints]) == 0
+    assert cli(["get", "e2e/key", *endpoints]) == 1
+    assert cli(["status", "--json", *endpoints]) == 0
+    out = capsysbinary.readouterr().out.decode()
+    assert out.count('"role": "leader"') == 1
+    assert cli(["monitor", "--once", *endpoints]) == 0
+    assert b"leader n" in capsysbinary.readouterr().out
+
+
+def test_console_entry_via_python_dash_m(cluster: ClusterProcess) -> None:
+    env = {**os.environ, "RAFTCACHE_ENDPOINTS": ",".join(cluster.endpoints)}
+    run = [sys.executable, "-m", "raftcache"]
+    done = subprocess.run([*run, "set", "m", "x"], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([*run, "get", "m"], env=env, capture_output=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, b"x")
+    done = subprocess.run([*run, "get", "absent"], env=env, capture_output=True, timeout=60)
+    assert done.returncode == 1
+    assert b"key not found" in done.stderr
+
+
+def test_sync_client_against_the_cluster(cluster: ClusterProcess) -> None:
+    with raftcache.Client(cluster.endpoints, timeout=20) as client:
+        version = client.set("sync/a", b"\x00\xff", ttl=600)
+        assert client.get_with_version("sync/a") == (b"\x00\xff", version)
+        assert client.cas("sync/a", b"new", version + 1000) is None
+        assert client.cas("sync/a", b"new", version) is not None
+        assert client.mget(["sync/a", "sync/none"]) == [b"new", None]
+        results = client.batch([("set", "sync/b", b"B"), ("get", "sync/a"), ("delete", "sync/z")])
+        assert results[1:] == [b"new", False]
+        assert list(client.iter_keys("sync/")) == ["sync/a", "sync/b"]
+        assert client.get("sync/a", consistency="stale") in (b"new", None)
+        assert client.status()["role"] in ("leader", "follower")
+        assert "cache" in client.stats()
+        assert client.leader is not None
+
+
+def test_bench_runs_against_the_cluster(
+    cluster: ClusterProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "bench.json"
+    argv = ["bench", "--duration", "1", "--connections", "4", "--keys", "10", "--json", str(report)]
+    assert cli([*argv, "--endpoints", ",".join(cluster.endpoints)]) == 0
+    assert "ops/s" in capsys.readouterr().out
+    assert report.exists()
+
+
+async def _increment(client: AsyncClient, key: str, count: int, out: list[int]) -> None:
+    for _ in range(count):
+        out.append(await client.incr(key))
+
+
+def test_counter_is_exact_when_the_leader_is_killed_then_sigint_stops_all(tmp_path: Path) -> None:
+    """120 increments from 3 clients while the leader dies by SIGKILL: the counter ends at 120.
+
+    Then Ctrl-C (SIGINT) on ``raftcache cluster`` stops the surviving nodes: every child is gone.
+    """
+    data = tmp_path / "data"
+    with ClusterProcess(data) as cluster:
+        returned: list[int] = []
+
+        async def scenario() -> int:
+            clients = [AsyncClient(cluster.endpoints, timeout=30) for _ in range(3)]
+            try:
+                workers = [
+                    asyncio.ensure_future(_increment(c, "ctr", 40, returned)) for c in clients
+                ]
+                while len(returned) < 30:
+                    await asyncio.sleep(0.01)
+                assert cluster.leader is not None
+                os.kill(cluster.pids[cluster.leader], signal.SIGKILL)
+                await asyncio.gather(*workers)
+                value = await clients[0].get("ctr")
+                assert value is not None
+                return int(value)
+            finally:
+                for c in clients:
+                    await c.close()
+
+        assert asyncio.run(scenario()) == 120
+        # Exactly once from the clients' side too: no increment was applied (or seen) twice.
+        assert sorted(returned) == list(range(1, 121))
+
+        assert cluster.proc is not None
+        cluster.proc.send_signal(signal.SIGINT)
+        assert cluster.proc.wait(60) == 0
+        assert wait_until_gone(list(cluster.pids.values())) == []
+        assert processes_mentioning(str(data)) == []
+        survivors = [n for n in cluster.pids if n != cluster.leader]
+        stopped = "\n".join(cluster.stderr)
+        for node in survivors:
+            assert f"{node} (exit 0)" in stopped, cluster.output()
+        assert f"{cluster.leader} (exit -9)" in stopped, cluster.output()
+
+
+def test_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with ClusterProcess(data) as cluster:
+        assert cluster.proc is not None
+        cluster.proc.kill()  # SIGKILL: no chance to clean up; the kernel must signal children
+        cluster.proc.wait(30)
+        assert wait_until_gone(list(cluster.pids.values())) == []
+        assert processes_mentioning(str(data)) == []
+
+
+def test_client_reports_unavailable_cluster_cleanly(tmp_path: Path) -> None:
+    with pytest.raises(RaftcacheError), raftcache.Client("http://127.0.0.1:9", timeout=0.5) as c:
+        c.get("k")
