@@ -14,7 +14,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from raftcache.server.config import OPTIONS, ConfigError, ServeOptions, add_serve_arguments
+from raftcache.server.config import (
+    OPTIONS,
+    ConfigError,
+    ServeOptions,
+    add_serve_arguments,
+    resolve_options,
+)
 
 DESCRIPTION = (
     "Run one raftcache node: the Raft endpoints and the client API on one port. Options also "
@@ -39,8 +45,6 @@ def build_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def options_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> ServeOptions:
     """Resolve ``ServeOptions`` from parsed flags and the environment (raises ``ConfigError``)."""
-    from raftcache.server.config import resolve_options
-
     flags = {opt.name: getattr(args, opt.name, None) for opt in OPTIONS}
     return resolve_options(flags, env, config_path=getattr(args, "config", None))
 

@@ -21,7 +21,7 @@ import random
 import signal
 import ssl
 import time
-from typing import Any
+from pathlib import Path
 
 from aiohttp import web
 
@@ -121,13 +121,10 @@ class NodeServer:
 
 def server_settings(options: ServeOptions) -> ServerSettings:
     """The HTTP server's settings from the ``serve`` options."""
+    certfile, keyfile, cafile = _tls_files(options)
     client_ssl = None
-    if options.tls_cert is not None:
-        client_ssl = client_ssl_context(
-            None if options.tls_ca is None else str(options.tls_ca),
-            str(options.tls_cert),
-            None if options.tls_key is None else str(options.tls_key),
-        )
+    if certfile is not None:
+        client_ssl = client_ssl_context(cafile, certfile, keyfile)
     return ServerSettings(
         limits=Limits(max_value_bytes=options.max_value_bytes, max_batch_ops=options.max_batch_ops),
         client_token=options.client_token,
@@ -150,29 +147,11 @@ def build_node_server(
         raft_config: Raft timing (default: ``RaftConfig`` with the options' RPC timeout).
         storage: the node's storage (default: ``FileStorage(options.data_dir)``).
     """
-    certfile = None if options.tls_cert is None else str(options.tls_cert)
-    keyfile = None if options.tls_key is None else str(options.tls_key)
-    cafile = None if options.tls_ca is None else str(options.tls_ca)
-    network = HttpNetwork(
-        options.id,
-        port=options.port,
-        host=options.host,
-        node_addresses={k: v for k, v in options.peers.items() if k != options.id},
-        timeout=options.network_timeout_s,
-        cluster_token=options.cluster_token,
-        ssl_certfile=certfile,
-        ssl_keyfile=keyfile,
-        ssl_cafile=cafile,
-    )
+    network = _network(options)
     if storage is None:
         options.data_dir.mkdir(parents=True, exist_ok=True)
         storage = FileStorage(options.data_dir)
-    machine_kwargs: dict[str, Any] = {}
-    if options.max_keys is not None:
-        machine_kwargs["max_keys"] = options.max_keys
-    if options.max_bytes is not None:
-        machine_kwargs["max_bytes"] = options.max_bytes
-    machine = CacheStateMachine(**machine_kwargs)
+    machine = CacheStateMachine(max_keys=options.max_keys, max_bytes=options.max_bytes)
     node = RaftNode(
         options.id,
         list(options.peers),
@@ -185,20 +164,46 @@ def build_node_server(
     )
     service = CacheService(node, machine, clock=time.time)
     app = create_app(node, service, server_settings(options), mount=network.mount)
-    ssl_context = None
-    if certfile is not None:
-        ssl_context = server_ssl_context(
-            certfile, keyfile, cafile, require_client_cert=cafile is not None
-        )
     return NodeServer(
         node,
         service,
         app,
         host=options.host,
         port=options.port,
-        ssl_context=ssl_context,
+        ssl_context=_server_tls(options),
         shutdown_timeout_s=options.shutdown_timeout_s,
     )
+
+
+def _tls_files(options: ServeOptions) -> tuple[str | None, str | None, str | None]:
+    def text(path: Path | None) -> str | None:
+        return None if path is None else str(path)
+
+    return text(options.tls_cert), text(options.tls_key), text(options.tls_ca)
+
+
+def _network(options: ServeOptions) -> HttpNetwork:
+    """The Raft transport, to be mounted on the node's app (it opens no listener itself)."""
+    certfile, keyfile, cafile = _tls_files(options)
+    return HttpNetwork(
+        options.id,
+        port=options.port,
+        host=options.host,
+        node_addresses={k: v for k, v in options.peers.items() if k != options.id},
+        timeout=options.network_timeout_s,
+        cluster_token=options.cluster_token,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        ssl_cafile=cafile,
+    )
+
+
+def _server_tls(options: ServeOptions) -> ssl.SSLContext | None:
+    """The listener's TLS context; a CA makes it mutual TLS (peers and clients alike)."""
+    certfile, keyfile, cafile = _tls_files(options)
+    if certfile is None:
+        return None
+    return server_ssl_context(certfile, keyfile, cafile, require_client_cert=cafile is not None)
 
 
 async def serve_node(options: ServeOptions, stop: asyncio.Event | None = None) -> None:
