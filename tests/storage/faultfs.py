@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 from dataclasses import dataclass
 
 from raftcache.storage.fsio import FileOps
@@ -166,16 +167,28 @@ class CrashDisk(RecordingOps):
         super().close(fd)
         self._fd_inode.pop(fd, None)
 
-    def crash(self) -> None:
-        """Power loss: rewrite every tracked directory to its durable state."""
+    def crash(self, torn: random.Random | None = None) -> None:
+        """Power loss: rewrite every tracked directory to its durable state.
+
+        With ``torn``, a file that only grew since its last fsync keeps a random prefix of the
+        unsynced bytes (a torn write) instead of none of them.
+        """
         assert not self._fd_inode, "close the storage before crashing the disk"
-        for path in self._names:
+        now: dict[int, bytes] = {}
+        for path, ino in self._names.items():
+            with open(path, "rb") as f:
+                now[ino] = f.read()
             os.unlink(path)
         self._names = {}
         for d, entries in self._durable_dirs.items():
             for name, ino in entries.items():
+                data = self._durable_data[ino]
+                grown = now.get(ino, b"")
+                if torn is not None and len(grown) > len(data) and grown.startswith(data):
+                    data = grown[: torn.randint(len(data), len(grown))]
                 path = os.path.join(d, name)
                 with open(path, "wb") as f:
-                    f.write(self._durable_data[ino])
+                    f.write(data)
                 self._names[path] = ino
+                self._durable_data[ino] = data  # what survived a power loss is on the platter
         self.crashes += 1

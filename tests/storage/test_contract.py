@@ -295,9 +295,14 @@ def test_aborted_snapshot_writer_changes_nothing(store: AnyStorage) -> None:
     store.save_snapshot(meta(2, 1), b"old")
     with store.snapshot_writer(meta(4, 1)) as writer:
         writer.write(b"new, never committed")
-    with pytest.raises(RuntimeError), store.snapshot_writer(meta(4, 1)) as writer:
-        writer.write(b"new")
-        raise RuntimeError("sender went away")
+
+    def fail_midway() -> None:
+        with store.snapshot_writer(meta(4, 1)) as writer:
+            writer.write(b"new")
+            raise RuntimeError("sender went away")
+
+    with pytest.raises(RuntimeError):
+        fail_midway()
     assert store.load_snapshot() == (meta(2, 1), b"old")
     assert rows(store.load().entries) == rows(make_entries(3, 4))
 

@@ -105,7 +105,12 @@ class Storage(Protocol):
     def append(self, entries: Sequence[LogEntry]) -> None:
         """Append entries; if the first index is ≤ the last stored one, the stored suffix from
         there is discarded first (a follower overwriting a conflicting tail). Durable after
-        ``sync``. Indices must be contiguous with what remains."""
+        ``sync``. Indices must be contiguous with what remains.
+
+        Discarding a suffix is durable at once, together with every entry before it (so a crash
+        before ``sync`` may leave the log cut short, never the discarded entries behind new
+        ones). Raft allows this: a suffix that conflicts with the leader is never committed.
+        """
         ...
 
     def sync(self) -> None:

@@ -2,8 +2,10 @@
 
 Rule: the object is its own "disk". Writes land in a *written* view; ``sync()`` copies them into
 a *durable* view; ``crash()`` (power loss) and ``load()`` (a restart) throw away whatever was not
-synced. A restarted node handed the same object therefore recovers exactly what a real disk
-would guarantee, and a driver that forgets to sync before answering loses data in tests.
+synced. One exception mirrors FileStorage exactly: an append that discards a conflicting suffix
+makes the truncated log durable at once (see ``Storage.append``). A restarted node handed the
+same object therefore recovers exactly what a real disk would guarantee, and a driver that
+forgets to sync before answering loses data in tests.
 
 Snapshots and the identity are durable at once, as in FileStorage. ``fail()`` simulates a failed
 fsync: the storage is poisoned and every later call except ``close()`` raises
@@ -78,7 +80,12 @@ class MemoryStorage:
             return
         check_batch(entries, self.snapshot_index, self.last_index)
         pos = entries[0].index - self.snapshot_index - 1
-        del self._log[pos:]
+        if pos < len(self._log):
+            # Discarding a conflicting suffix is durable at once, together with everything
+            # before it, exactly as in FileStorage (which must fsync a truncation before
+            # writing after it). Raft allows it: a conflicting suffix is never committed.
+            del self._log[pos:]
+            self._durable_log = list(self._log)
         self._log.extend(_copy(e) for e in entries)
         self._dirty_from = pos if self._dirty_from is None else min(self._dirty_from, pos)
 
@@ -144,6 +151,15 @@ class MemoryStorage:
             voted_for=vote,
             snapshot=self._snapshot[0] if self._snapshot else None,
             entries=[_copy(e) for e in self._durable_log],
+        )
+
+    def current(self) -> RecoveredState:
+        """The written state, synced or not (what a reader in this process would see)."""
+        return RecoveredState(
+            term=self._term,
+            voted_for=self._vote,
+            snapshot=self._snapshot[0] if self._snapshot else None,
+            entries=[_copy(e) for e in self._log],
         )
 
     @property

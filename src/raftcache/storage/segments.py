@@ -171,11 +171,14 @@ class SegmentLog:
         if res.bad_offset is not None:
             after = find_valid_record(buf, res.bad_offset)
             if not is_last or after is not None:
-                where = "in a segment followed by others" if not is_last else ""
-                if after is not None:
-                    where = f"followed by an intact record at offset {after}"
+                why = (
+                    f"an intact record follows at offset {after}"
+                    if after is not None
+                    else "in a segment that is not the last"
+                )
                 raise StorageCorruptError(
-                    f"{path} at offset {res.bad_offset}: {res.reason} {where}"
+                    f"{path} at offset {res.bad_offset}: {res.reason}, {why}: "
+                    "the log is corrupt, refusing to start"
                 )
             log.warning(
                 "%s: torn tail at offset %d (%s, %d bytes) truncated",
@@ -300,8 +303,9 @@ class SegmentLog:
             raise Failed(f"could not truncate {seg.path}: {exc}") from exc
         if self._fsync:
             # Durable before new records go in: a crash must never show new records followed
-            # by leftovers of the discarded suffix.
+            # by leftovers of the discarded suffix. (The directory too, if this segment is new.)
             sync_file(self._ops, fd, seg.path)
+            self._sync_dir_if_dirty()
         self._dirty = not self._fsync
         del seg.offsets[k:]
         del seg.terms[k:]
