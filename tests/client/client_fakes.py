@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -64,6 +65,7 @@ class FakeCluster:
     applied: int = 0
     duplicates: int = 0
     urls: dict[str, str] = field(default_factory=dict)
+    ssl_context: ssl.SSLContext | None = None
     runners: list[web.AppRunner] = field(default_factory=list)
 
     # ------------------------------------------------------------ lifecycle
@@ -74,10 +76,11 @@ class FakeCluster:
             _routes(app, self, node)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
+            site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
             await site.start()
             port = runner.addresses[0][1]
-            self.urls[node] = f"http://127.0.0.1:{port}"
+            scheme = "https" if self.ssl_context is not None else "http"
+            self.urls[node] = f"{scheme}://127.0.0.1:{port}"
             self.runners.append(runner)
 
     async def stop(self) -> None:

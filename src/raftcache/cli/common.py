@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from raftcache.client import AsyncClient
-from raftcache.client.endpoints import DEFAULT_ENDPOINTS, parse_endpoints
+from raftcache.client.endpoints import DEFAULT_ENDPOINTS, parse_endpoints, tls_context
 from raftcache.client.errors import ProtocolError, RaftcacheError
 
 EXIT_OK = 0
@@ -49,6 +49,9 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--token", default=None, help=f"client token sent as a Bearer token (env {TOKEN_ENV})"
     )
+    group.add_argument("--tls-ca", metavar="FILE", help="CA bundle to verify https endpoints")
+    group.add_argument("--tls-cert", metavar="FILE", help="client certificate (mutual TLS)")
+    group.add_argument("--tls-key", metavar="FILE", help="client private key (mutual TLS)")
 
 
 def endpoints_of(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> list[str]:
@@ -61,6 +64,9 @@ def endpoints_of(args: argparse.Namespace, env: Mapping[str, str] | None = None)
 def make_client(args: argparse.Namespace, **options: Any) -> AsyncClient:
     """An ``AsyncClient`` configured from the connection options."""
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    tls = (args.tls_ca, args.tls_cert, args.tls_key)
+    if any(tls):
+        options["ssl_context"] = tls_context(*tls)
     return AsyncClient(endpoints_of(args), timeout=args.timeout, client_token=token, **options)
 
 
@@ -82,7 +88,7 @@ def run_async(command: str, coro: Coroutine[Any, Any, int]) -> int:
         return asyncio.run(coro)
     except RaftcacheError as exc:
         return fail(command, str(exc), exit_code_for(exc))
-    except ValueError as exc:  # bad endpoint URL, bad option value
+    except (ValueError, OSError) as exc:  # bad endpoint URL or option; unreadable TLS file
         return fail(command, str(exc), EXIT_USAGE)
 
 

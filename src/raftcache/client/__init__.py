@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from raftcache.client.async_client import AsyncClient
 from raftcache.client.codec import KeyPage
-from raftcache.client.endpoints import DEFAULT_ENDPOINTS, RetryPolicy, parse_endpoints
+from raftcache.client.endpoints import DEFAULT_ENDPOINTS, RetryPolicy, parse_endpoints, tls_context
 from raftcache.client.errors import (
     AuthError,
     BadRequestError,
@@ -44,4 +44,5 @@ __all__ = [
     "Unavailable",
     "ValueTooLargeError",
     "parse_endpoints",
+    "tls_context",
 ]

@@ -9,6 +9,7 @@ applied twice. Reads carry none.
 from __future__ import annotations
 
 import random
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
@@ -59,6 +60,7 @@ class AsyncClient:
         clock: Clock | None = None,
         sleep: Sleep | None = None,
         max_connections: int = 100,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """Create a client; no connection is opened until the first request.
 
@@ -77,6 +79,8 @@ class AsyncClient:
             clock: Monotonic clock in seconds (default: the event loop's).
             sleep: Coroutine used to wait between attempts (default ``asyncio.sleep``).
             max_connections: Size of the keep-alive connection pool.
+            ssl_context: TLS settings for https endpoints (a private CA, a client certificate
+                for mutual TLS); see ``tls_context``. Default: verify against the system CAs.
         """
         consistency_param(consistency)  # validate early: a typo should fail here, not per call
         self.endpoints = parse_endpoints(endpoints)
@@ -94,6 +98,7 @@ class AsyncClient:
             clock=clock,
             sleep=sleep,
             max_connections=max_connections,
+            ssl_context=ssl_context,
         )
 
     @property

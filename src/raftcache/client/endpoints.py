@@ -7,6 +7,7 @@ given, so a test can replay a schedule exactly.
 from __future__ import annotations
 
 import random
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
@@ -91,3 +92,17 @@ class RetryPolicy:
         """The delay before retry number ``attempt + 1``."""
         base = min(self.initial_s * self.multiplier ** min(attempt, 64), self.maximum_s)
         return base * (1.0 - self.jitter * rng.random())
+
+
+def tls_context(
+    ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None
+) -> ssl.SSLContext:
+    """A client TLS context: trust ``ca_file`` (else the system CAs), and present
+    ``cert_file``/``key_file`` when the cluster requires mutual TLS.
+    """
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("a client certificate needs both cert_file and key_file")
+    context = ssl.create_default_context(cafile=ca_file)
+    if cert_file is not None:
+        context.load_cert_chain(cert_file, key_file)
+    return context

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import threading
 import weakref
 from collections.abc import Coroutine, Iterator, Sequence
@@ -85,6 +86,7 @@ class Client:
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
         max_connections: int = 100,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """Create a client and its loop thread; see ``AsyncClient`` for the arguments."""
         self._async = AsyncClient(
@@ -98,6 +100,7 @@ class Client:
             retry=retry,
             rng=rng,
             max_connections=max_connections,
+            ssl_context=ssl_context,
         )
         self._loop = _LoopThread(f"raftcache-client-{self._async.client_id[:8]}")
         self._finalizer = weakref.finalize(self, _shutdown, self._loop, self._async)

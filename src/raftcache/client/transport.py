@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,6 +129,7 @@ class Transport:
         clock: Clock | None = None,
         sleep: Sleep | None = None,
         max_connections: int = 100,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {timeout}")
@@ -142,6 +144,8 @@ class Transport:
         self._sleep: Sleep = sleep or asyncio.sleep
         self._headers = {"Authorization": f"Bearer {client_token}"} if client_token else {}
         self._max_connections = max_connections
+        # None keeps aiohttp's default verification (system CAs) for https endpoints.
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self.leader: str | None = None
@@ -189,6 +193,7 @@ class Transport:
             headers=headers,
             timeout=client_timeout,
             allow_redirects=False,
+            ssl=self._ssl,
         ) as resp:
             data = await resp.read()
             return Response(resp.status, CIMultiDict(resp.headers), data, str(resp.url))
