@@ -48,6 +48,14 @@ def _add_real_serve(subparsers: Any) -> bool:
     return True
 
 
+def _serve_importable() -> bool:
+    try:
+        import raftcache.server.cli  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _add_placeholder_serve(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "serve",
@@ -70,7 +78,11 @@ def _serve_unavailable(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script exits with it)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(with_serve=args_list[:1] == ["serve"])
+    with_serve = args_list[:1] == ["serve"]
+    if with_serve and not _serve_importable():
+        # Before parsing: the placeholder cannot know the real options, so any would be "wrong".
+        return _serve_unavailable(argparse.Namespace())
+    parser = build_parser(with_serve=with_serve)
     args = parser.parse_args(args_list)
     try:
         code: int = args.func(args)

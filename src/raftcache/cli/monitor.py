@@ -103,7 +103,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    return run_async("monitor", _monitor(args))
+    try:
+        return run_async("monitor", _monitor(args))
+    except KeyboardInterrupt:
+        return EXIT_OK  # Ctrl-C is how one leaves a live view, not a failure
 
 
 async def _monitor(args: argparse.Namespace) -> int:
