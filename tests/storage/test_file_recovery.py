@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from raftcache.raft.messages import LogEntry
 from raftcache.storage import (
     FileStorage,
     StorageCorruptError,
@@ -267,3 +268,18 @@ def test_stale_temp_files_are_removed_on_open(tmp_path: Path) -> None:
     with FileStorage(d, fsync=False) as s:
         assert s.load().term == 1
     assert sorted(p.name for p in d.iterdir()) == ["LOCK", "hardstate", "log"]
+
+
+def test_record_shaped_command_does_not_turn_a_torn_tail_into_corruption(tmp_path: Path) -> None:
+    # A cached value may itself be a copy of a segment file: its embedded records carry old
+    # indices, so they are not "intact data after the damage".
+    d = tmp_path / "d"
+    build(d, last=3)
+    embedded = seg_path(d).read_bytes()
+    with FileStorage(d, fsync=False) as s:
+        s.load()
+        s.append([LogEntry(1, 4, embedded)])
+        s.sync()
+    seg = seg_path(d)
+    seg.write_bytes(seg.read_bytes()[:-5])  # tear the last record; the embedded copy is intact
+    assert load_rows(d) == rows(make_entries(1, 3, size=40))

@@ -117,12 +117,20 @@ class FileStorage:
             return self._recover()
 
     def set_hard_state(self, term: int, voted_for: str | None) -> None:
+        """Remember term and vote; ``sync`` writes ``hardstate`` if they changed."""
         with self._guard():
             self._ensure_recovered()
             hs = (term, voted_for)
             self._pending_hard_state = None if hs == self._hard_state else hs
 
     def append(self, entries: Sequence[LogEntry]) -> None:
+        """Write the batch with one pwrite (discarding a conflicting suffix first, durably).
+
+        Raises:
+            ValueError: the batch is not contiguous, leaves a hole or reaches into the snapshot.
+            DiskFullError: no space; nothing of the batch was written.
+            StorageFailedError: an I/O error; the storage is now poisoned.
+        """
         with self._guard():
             self._ensure_recovered()
             if entries:
@@ -130,6 +138,8 @@ class FileStorage:
                 self._log.append(entries)
 
     def sync(self) -> None:
+        """fsync the last segment (and ``log/`` if a segment was created), write a changed
+        hard state atomically. One call covers every write since the previous one."""
         with self._guard():
             self._ensure_recovered()
             self._sync()
@@ -141,6 +151,7 @@ class FileStorage:
             writer.commit()
 
     def load_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
+        """The latest snapshot with its data (CRC checked), or None."""
         with self._guard(reopen=True):
             path = os.path.join(self._dir, SNAPSHOT_NAME)
             opened = open_snapshot(path)

@@ -71,10 +71,12 @@ class MemoryStorage:
         )
 
     def set_hard_state(self, term: int, voted_for: str | None) -> None:
+        """Record term and vote in the written view (durable after ``sync``)."""
         self._check_usable()
         self._term, self._vote = term, voted_for
 
     def append(self, entries: Sequence[LogEntry]) -> None:
+        """Append (copies of) ``entries``; see ``Storage.append`` for the overwrite rule."""
         self._check_usable()
         if not entries:
             return
@@ -90,6 +92,7 @@ class MemoryStorage:
         self._dirty_from = pos if self._dirty_from is None else min(self._dirty_from, pos)
 
     def sync(self) -> None:
+        """Make the written view durable."""
         self._check_usable()
         if self._dirty_from is not None:
             del self._durable_log[self._dirty_from :]
@@ -99,6 +102,7 @@ class MemoryStorage:
         self.sync_count += 1
 
     def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> None:
+        """Sync, replace the snapshot and compact the log (durable at once)."""
         self._check_usable()
         check_snapshot_order(meta.last_index, self.snapshot_index)
         self.sync()
@@ -111,6 +115,7 @@ class MemoryStorage:
         self._snapshot = (meta, bytes(data))
 
     def load_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
+        """The latest snapshot, if any."""
         self._check_usable(reopen=True)
         return self._snapshot
 

@@ -135,15 +135,22 @@ def scan(buf: bytes, path: str, first_index: int) -> ScanResult:
     return result
 
 
-def find_valid_record(buf: bytes, start: int) -> int | None:
-    """Offset of the first intact record strictly after ``start``, if any.
+def find_valid_record(buf: bytes, start: int, min_index: int) -> int | None:
+    """Offset of the first intact record after ``start`` whose index is ≥ ``min_index``.
 
     Used after a bad record: valid data *after* damage means the damage is not a torn tail.
+    The index condition keeps a record-shaped byte string inside some command (a cached copy
+    of a segment file, say) from turning a torn write into a false alarm.
     """
     view = memoryview(buf)
     pos = buf.find(MAGIC, start + 1)
     while pos != -1:
-        if _check(view, pos)[0]:
-            return pos
+        end = _check(view, pos)[0]
+        if end:
+            try:
+                if _decode(view[pos + HEADER_SIZE : end], "").index >= min_index:
+                    return pos
+            except StorageCorruptError:
+                pass
         pos = buf.find(MAGIC, pos + 1)
     return None

@@ -169,7 +169,7 @@ class SegmentLog:
         buf = read_file(path) or b""
         res = scan(buf, path, start)
         if res.bad_offset is not None:
-            after = find_valid_record(buf, res.bad_offset)
+            after = find_valid_record(buf, res.bad_offset, start + len(res.entries))
             if not is_last or after is not None:
                 why = (
                     f"an intact record follows at offset {after}"
