@@ -128,9 +128,9 @@ async def _monitor(args: argparse.Namespace) -> int:
                 if args.json:
                     append_json_line(args.json, asdict(view))
                 if live is not None:
-                    live.update(render(view, args.compact), refresh=True)
+                    live.update(render(view, args.compact, console.width), refresh=True)
                 else:
-                    console.print(render(view, args.compact))
+                    console.print(render(view, args.compact, console.width))
     if view is not None and view.up == 0:
         return fail("monitor", "no node answered", EXIT_UNAVAILABLE)
     return EXIT_OK
@@ -221,8 +221,11 @@ def _node_view(
     )
 
 
-def render(view: ClusterView, compact: bool = False) -> RenderableType:
-    """The header line and the node table (or one line per node when ``compact``)."""
+def render(view: ClusterView, compact: bool = False, width: int = 200) -> RenderableType:
+    """The header line and the node table (or one line per node when ``compact``).
+
+    Below ``WIDE`` columns the url column is left out: the numbers matter more.
+    """
     stamp = time.strftime("%H:%M:%S", time.localtime(view.wall))
     header = Text.assemble(
         (f"{stamp}  ", "dim"),
@@ -243,16 +246,25 @@ def render(view: ClusterView, compact: bool = False) -> RenderableType:
             )
         return Group(*lines)
     table = Table(show_edge=False)
+    with_url = width >= WIDE
     columns = ("id", "url", "role", "term", "commit", "applied", "lag", "reads/s", "rtt ms")
     for column in (*columns, "repl ms"):
-        table.add_column(column, justify="left" if column in ("id", "url", "role") else "right")
+        if column == "url" and not with_url:
+            continue
+        left = column in ("id", "url", "role")
+        table.add_column(
+            column, justify="left" if left else "right", no_wrap=True, min_width=len(column)
+        )
     for n in view.nodes:
         role = Text(n.role, style=_ROLE_STYLE.get(n.role, "red"))
         numbers = (n.term, n.commit, n.applied, n.lag, n.reads_per_s, n.rtt_ms, n.replication_ms)
-        table.add_row(Text(n.id or "-"), Text(n.url), role, *(Text(_fmt(x)) for x in numbers))
+        name = n.id or ("-" if with_url else n.url.split("://")[-1])
+        cells = [Text(name), *([Text(n.url)] if with_url else []), role]
+        table.add_row(*cells, *(Text(_fmt(x)) for x in numbers))
     return Group(header, table)
 
 
+WIDE = 110
 _ROLE_STYLE = {"leader": "bold green", "follower": "cyan", "candidate": "yellow"}
 
 
