@@ -88,6 +88,8 @@ class RaftCore:
         self.commit_index = self.log.snapshot_index
         self.applied = self.log.snapshot_index
 
+        #: Ticks since this core was created: the clock of check-quorum's activity window.
+        self.ticks = 0
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_timeout = self._new_timeout()
@@ -143,6 +145,7 @@ class RaftCore:
             pr = self.progress.get(p)
             if pr is None:
                 pr = self.progress[p] = Progress(self.log.last_index() + 1)
+                pr.last_active = self.ticks  # a newcomer gets a full election timeout
             pr.is_learner = not conf.is_voter(p)
         if self.lead_transferee is not None and not conf.is_voter(self.lead_transferee):
             self.lead_transferee = None
@@ -222,7 +225,7 @@ class RaftCore:
         self.progress = {}
         self._on_config_change()
         for pr in self.progress.values():
-            pr.recent_active = True
+            pr.last_active = self.ticks  # check-quorum grace: a full election timeout
         self.uncommitted_bytes = 0
         # §5.4.2 / §8: a no-op lets the new leader commit (and learn the commit index) at once.
         self._append_local(b"", EntryKind.NOOP)
@@ -230,6 +233,7 @@ class RaftCore:
 
     # ------------------------------------------------------------------ time
     def tick(self) -> None:
+        self.ticks += 1
         if self.role is Role.LEADER:
             self._tick_leader()
             return
@@ -240,11 +244,15 @@ class RaftCore:
     def _tick_leader(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
+        if self.cfg.check_quorum and not self._quorum_active():
+            # Checked on every tick against a sliding window, so the leader steps down exactly
+            # one election timeout after it last heard from a quorum. (It used to check once per
+            # timeout, and an answer that landed just after a check kept a cut-off leader in
+            # office for almost two timeouts: found by the lockstep §6 tests.)
+            self.become_follower(self.term, None)
+            return
         if self.election_elapsed >= self.election_ticks:
             self.election_elapsed = 0
-            if self.cfg.check_quorum and not self._quorum_active():
-                self.become_follower(self.term, None)
-                return
             if self.lead_transferee is not None:
                 self.lead_transferee = None  # the transfer took too long: abort it (§3.10)
         if self.heartbeat_elapsed >= self.heartbeat_ticks:
@@ -254,14 +262,14 @@ class RaftCore:
                 self._maybe_send_append(peer)
 
     def _quorum_active(self) -> bool:
+        """Whether a quorum of voters (ourselves included) answered within an election timeout."""
         conf = self.configuration
+        horizon = self.ticks - self.election_ticks
         active = sum(
             1
             for v in conf.voters
-            if v == self.id or (v in self.progress and self.progress[v].recent_active)
+            if v == self.id or (v in self.progress and self.progress[v].last_active > horizon)
         )
-        for pr in self.progress.values():
-            pr.recent_active = False
         return active >= conf.quorum()
 
     # ------------------------------------------------------------------ elections
@@ -589,7 +597,7 @@ class RaftCore:
             or pr is None
         ):
             return
-        pr.recent_active = True
+        pr.last_active = self.ticks
         if out.round > pr.acked_round:
             pr.acked_round = out.round
             self._advance_reads()
@@ -611,6 +619,10 @@ class RaftCore:
                 if pr.state is ProgressState.PROBE:
                     pr.become_replicate()
                 self._maybe_commit()
+                if self.role is not Role.LEADER:
+                    # Committing our own removal made us step down (and drop every Progress):
+                    # there is nothing left to send (found by the lockstep §6 tests).
+                    return
                 if out.target == self.lead_transferee and pr.match_index == self.log.last_index():
                     self._send_heartbeat(out.target, self.round, timeout_now=True)
             elif pr.state is ProgressState.PROBE and not out.heartbeat:

@@ -25,10 +25,10 @@ class Progress:
         "acked_round",
         "inflight",
         "is_learner",
+        "last_active",
         "match_index",
         "next_index",
         "probe_sent",
-        "recent_active",
         "snapshot_index",
         "snapshot_offset",
         "state",
@@ -41,8 +41,8 @@ class Progress:
         self.inflight = 0
         #: In PROBE, whether a probe is outstanding (only one at a time).
         self.probe_sent = False
-        #: Heard from since the last check-quorum round.
-        self.recent_active = False
+        #: The leader's tick count when this follower last answered (check-quorum window).
+        self.last_active = 0
         #: Highest broadcast round this follower acknowledged in our term (ReadIndex, lease).
         self.acked_round = 0
         self.is_learner = is_learner
