@@ -1,0 +1,112 @@
+"""§3.10 Leadership transfer (dissertation).
+
+The leader stops accepting proposals, brings the target's log up to date, then tells it to
+campaign at once — here a TimeoutNow riding on AppendEntries (``timeout_now=True``). The target
+campaigns without a pre-vote and its vote requests are marked as a transfer, so voters grant
+them even inside their check-quorum lease. A transfer that does not complete within an election
+timeout is aborted and the leader accepts proposals again.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from raftcache.raft.core import Role
+from raftcache.raft.errors import MembershipChangeError, ProposalDroppedError
+from raftcache.raft.messages import AppendEntriesRequest, RequestVoteRequest
+from tests.raft.core.invariants import SafetyChecker
+from tests.raft.core.lockstep import ELECTION_TICKS, HEARTBEAT_TICKS, Envelope, LockstepNetwork
+
+
+def _timeout_now(env: Envelope) -> bool:
+    return isinstance(env.message, AppendEntriesRequest) and env.message.timeout_now
+
+
+def _cluster() -> tuple[LockstepNetwork, SafetyChecker]:
+    net = LockstepNetwork(3)
+    checker = SafetyChecker()
+    net.elect("n1")
+    net.propose("n1", b"a")
+    net.stabilize()
+    return net, checker
+
+
+def test_3_10_transfer_to_an_up_to_date_follower() -> None:
+    net, checker = _cluster()
+    term = net["n1"].term
+    assert net["n1"].transfer_leadership("n2") == "n2"
+    net.flush("n1")
+    nudges = [e for e in net.queue if _timeout_now(e)]
+    assert [e.dst for e in nudges] == ["n2"]
+    net.stabilize()
+    checker.check(net)
+    assert net.leaders() == ["n2"]
+    assert net["n2"].term == term + 1
+    assert net.role("n1") is Role.FOLLOWER
+    votes = [h.request for h in net.handled if isinstance(h.request, RequestVoteRequest)]
+    # No pre-vote, and marked as a transfer (voters are still inside their lease on n1).
+    transfer_votes = [v for v in votes if v.candidate_id == "n2"]
+    assert transfer_votes
+    assert all(v.leader_transfer and not v.pre_vote for v in transfer_votes)
+    net.propose("n2", b"b")
+    net.stabilize()
+    assert net.nodes["n1"].commands() == [b"a", b"b"]
+
+
+def test_3_10_a_lagging_target_is_caught_up_before_it_is_told_to_campaign() -> None:
+    net, checker = _cluster()
+    net.isolate("n3")
+    for i in range(5):
+        net.propose("n1", f"c{i}".encode())
+    net.stabilize()
+    net.heal()
+    net["n1"].transfer_leadership("n3")
+    net.flush("n1")
+    while net.queue:
+        env = net.queue[0]
+        if env.is_request and _timeout_now(env):
+            # Only once n3 holds everything the leader has.
+            assert net["n3"].log.last_index() == net["n1"].log.last_index()
+        net.deliver(env)
+        checker.check(net)
+    assert net.leaders() == ["n3"]
+    assert net.nodes["n3"].commands()[:6] == [b"a"] + [f"c{i}".encode() for i in range(5)]
+
+
+def test_3_10_proposals_are_refused_while_a_transfer_is_in_progress() -> None:
+    net, _ = _cluster()
+    net.isolate("n2")
+    net["n1"].transfer_leadership("n2")
+    with pytest.raises(ProposalDroppedError):
+        net["n1"].propose(b"during the transfer")
+
+
+def test_3_10_a_transfer_that_does_not_complete_is_aborted_after_an_election_timeout() -> None:
+    net, checker = _cluster()
+    net.isolate("n2")
+    net["n1"].transfer_leadership("n2")
+    for _ in range(ELECTION_TICKS):
+        net.tick("n1")
+        net.stabilize()
+    assert net.role("n1") is Role.LEADER  # n3 still answers: a quorum
+    net.propose("n1", b"after the abort")
+    net.stabilize()
+    checker.check(net)
+    assert net.nodes["n3"].commands() == [b"a", b"after the abort"]
+
+
+def test_3_10_the_default_target_is_the_most_up_to_date_voter_and_voters_only() -> None:
+    net, _ = _cluster()
+    net.isolate("n2")
+    net.propose("n1", b"n3 has it, n2 does not")
+    net.stabilize()
+    net.heal()
+    with pytest.raises(MembershipChangeError):
+        net["n1"].transfer_leadership("n1")
+    with pytest.raises(MembershipChangeError):
+        net["n1"].transfer_leadership("n9")
+    assert net["n1"].transfer_leadership(None) == "n3"
+    net.flush("n1")
+    net.tick("n1", HEARTBEAT_TICKS)
+    net.stabilize()
+    assert net.leaders() == ["n3"]
