@@ -218,6 +218,9 @@ async def test_snapshots_in_a_thread_and_restart_from_snapshot_plus_tail() -> No
         await c.settle()
         for node in c.nodes.values():
             assert await node.take_snapshot() > 0
+        # Snapshots run in a worker thread, during which virtual time moves on: look again.
+        leader = await c.leader()
+        svc = c.services[leader]
         for i in range(20):
             await svc.batch([GetOp(f"k{70 + i % 10:03d}"), SetOp(f"late{i}", b"y")])
         restarted = c.follower(leader)
