@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]
@@ -17,7 +18,12 @@ from raftcache.cache.commands import (
     encode_touch,
 )
 from raftcache.cache.machine import CacheStateMachine
-from raftcache.cache.snapshot import RUN_LENGTH, SnapshotFormatError, decode_snapshot
+from raftcache.cache.snapshot import (
+    RUN_BYTES,
+    RUN_ENTRIES,
+    SnapshotFormatError,
+    decode_snapshot,
+)
 from tests.cache.helpers import Log
 
 
@@ -57,7 +63,7 @@ def test_restored_lru_order_drives_the_same_evictions() -> None:
 
 def test_many_runs_round_trip() -> None:
     log = Log()
-    for i in range(RUN_LENGTH * 2 + 17):
+    for i in range(RUN_ENTRIES * 2 + 17):
         log.apply(encode_set(f"key{i}", b"%d" % i, now=0.0))
     data = log.machine.snapshot()
     assert len(msgpack.unpackb(data)["entries"]) == 3
@@ -65,6 +71,29 @@ def test_many_runs_round_trip() -> None:
     other.restore(data)
     assert other.snapshot() == data
     assert other.get("key2064", 0.0) == log.machine.get("key2064", 0.0)
+
+
+def test_runs_are_bounded_by_bytes_too() -> None:
+    log = Log()
+    big = b"x" * (RUN_BYTES // 2 + 1)
+    for i in range(5):
+        log.apply(encode_set(f"big{i}", big, now=0.0))
+    data = log.machine.snapshot()
+    assert [len(run) // 2 for run in msgpack.unpackb(data)["entries"]] == [2, 2, 1]
+    other = CacheStateMachine()
+    other.restore(data)
+    assert other.snapshot() == data
+
+
+def test_streaming_snapshot_and_restore() -> None:
+    log = populated(RUN_ENTRIES + 5)
+    chunks: list[bytes] = []
+    log.machine.prepare_snapshot_stream()(chunks.append)
+    assert len(chunks) > 3
+    assert b"".join(chunks) == log.machine.snapshot()
+    other = CacheStateMachine()
+    other.restore_stream(io.BytesIO(b"".join(chunks)))
+    assert other.snapshot() == log.machine.snapshot()
 
 
 def test_restore_replaces_everything() -> None:
@@ -99,6 +128,9 @@ def test_the_deferred_encoder_sees_the_state_as_of_prepare() -> None:
         b"not msgpack at all \xc1",
         msgpack.packb([1, 2, 3]),
         msgpack.packb({"entries": []}),
+        msgpack.packb({"index": 0, "format": 1, "counters": {}, "sessions": [], "entries": []}),
+        populated(2).machine.snapshot() + b"\x00",
+        populated(2).machine.snapshot()[:-3],
         msgpack.packb({"format": 2, "index": 0, "counters": {}, "sessions": [], "entries": []}),
         msgpack.packb(
             {"format": 1, "index": 0, "counters": {}, "sessions": [], "entries": [["k"]]}

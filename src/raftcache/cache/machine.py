@@ -31,6 +31,7 @@ replicated and not in snapshots.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable
 from typing import Any
@@ -58,7 +59,13 @@ from raftcache.cache.sessions import (
     DEFAULT_WINDOW,
     SessionTable,
 )
-from raftcache.cache.snapshot import SnapshotState, decode_snapshot, deferred_encoder
+from raftcache.cache.snapshot import (
+    SnapshotState,
+    SupportsRead,
+    encode_snapshot,
+    read_snapshot,
+    write_snapshot,
+)
 from raftcache.cache.store import EntryStore
 
 # ASCII decimal, optional minus; the int64 range is checked after parsing.
@@ -290,10 +297,9 @@ class CacheStateMachine:
 
     # --- snapshots ----------------------------------------------------------------------------
 
-    def prepare_snapshot(self) -> Callable[[], bytes]:
-        """Capture the state now (on the event loop: a shallow copy of the map, whose records
-        are immutable, plus the small session table) and return a function that encodes it,
-        meant to run in a worker thread."""
+    def _capture(self) -> SnapshotState:
+        """The state now, as copies nothing else will touch: a shallow copy of the map (its
+        records are immutable bytes; ~45 ms at 1 M keys) and the small session table."""
         store = self._store
         counters = {
             "evictions": store.evictions,
@@ -301,8 +307,20 @@ class CacheStateMachine:
             "bytes_peak": store.bytes_peak,
             "sessions_dropped": self._sessions.dropped,
         }
-        state = SnapshotState(self._last_index, counters, self._sessions.to_wire(), store.records())
-        return deferred_encoder(state)
+        return SnapshotState(self._last_index, counters, self._sessions.to_wire(), store.records())
+
+    def prepare_snapshot(self) -> Callable[[], bytes]:
+        """Capture the state now (call on the event loop) and return a function that encodes
+        it, meant to run in a worker thread."""
+        state = self._capture()
+        return lambda: encode_snapshot(state)
+
+    def prepare_snapshot_stream(self) -> Callable[[Callable[[bytes], object]], None]:
+        """Like ``prepare_snapshot``, but the returned function hands the snapshot to a
+        ``write(chunk)`` callable piece by piece (e.g. a storage ``SnapshotWriter.write``), so
+        the whole snapshot never has to exist as one ``bytes``."""
+        state = self._capture()
+        return lambda write: write_snapshot(state, write)
 
     def snapshot(self) -> bytes:
         """The snapshot of the current state (``StateMachine.snapshot``)."""
@@ -311,7 +329,11 @@ class CacheStateMachine:
     def restore(self, data: bytes) -> None:
         """Replace the whole state with a snapshot's; raises ``SnapshotFormatError`` (and
         changes nothing) if the data is not a snapshot of a known format."""
-        state = decode_snapshot(data)
+        self.restore_stream(io.BytesIO(data))
+
+    def restore_stream(self, stream: SupportsRead) -> None:
+        """``restore`` from a binary file-like object, read run by run."""
+        state = read_snapshot(stream)
         counters = state.counters
         self._sessions.load_wire(state.sessions, counters.get("sessions_dropped", 0))
         self._store.load(

@@ -1,6 +1,6 @@
-"""The snapshot format of the cache state machine, and its (thread-friendly) encoder.
+"""The snapshot format of the cache state machine, and its streaming encoder and decoder.
 
-Rule: a snapshot is a msgpack map carrying a ``format`` number; ``decode_snapshot`` refuses any
+Rule: a snapshot is a msgpack map whose FIRST key is ``format``; the decoder refuses any
 format it does not know rather than guess. Format 1::
 
     {"format": 1,
@@ -9,11 +9,15 @@ format it does not know rather than guess. Format 1::
      "sessions": [[client_id, last_active, [[seq, result], ...]], ...],   # activity order
      "entries": [run, run, ...]}                                         # LRU order
 
-A run is a flat array ``key, record, key, record, ...`` of up to ``RUN_LENGTH`` entries, and a
-record is the store's own ``bytes`` (``raftcache.cache.entries``: 16-byte header of version and
-expires_at, then the value): restoring adopts those objects as they are, without re-encoding.
-Runs exist so that the encoder packs a bounded slice per C call: it runs in a worker thread,
-and each call holds the GIL, so short calls keep the event loop responsive.
+A run is a flat array ``key, record, key, record, ...`` of at most ``RUN_ENTRIES`` entries and
+(unless one entry alone is larger) ``RUN_BYTES`` of records. A record is the store's own
+``bytes`` (``raftcache.cache.entries``: 16-byte header of version and expires_at, then the
+value): restoring adopts those objects as they are, without re-encoding.
+
+Why runs: the encoder runs in a worker thread and every msgpack call holds the GIL, so bounded
+calls keep the event loop responsive; and both sides can stream — the encoder hands out chunks
+as it goes (``write_snapshot``) and the decoder reads run by run from a file-like object
+(``read_snapshot``), so neither needs the whole snapshot in memory as one ``bytes``.
 
 Two replicas in the same state produce byte-identical snapshots (dict orders are part of the
 state; floats are packed as float64).
@@ -24,19 +28,26 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import chain, islice
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]
 
 from raftcache.cache.entries import HEADER_SIZE
 
 FORMAT_VERSION = 1
-RUN_LENGTH = 1024
+RUN_ENTRIES = 1024
+RUN_BYTES = 1 << 20
+_MAX_BUFFER = (1 << 31) - 1  # one run holds at least one entry, whatever its size
 
 
 class SnapshotFormatError(ValueError):
     """The bytes are not a cache snapshot this version can restore."""
+
+
+class SupportsRead(Protocol):
+    """A binary file-like object."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -49,55 +60,101 @@ class SnapshotState:
     records: dict[str, bytes]
 
 
-def encode_snapshot(state: SnapshotState) -> bytes:
-    """The snapshot bytes of ``state``; safe to run in a worker thread if nothing else touches
-    ``state`` (the machine hands over copies)."""
-    out = io.BytesIO()
+def write_snapshot(state: SnapshotState, write: Callable[[bytes], object]) -> None:
+    """Encode ``state`` as a series of ``write(chunk)`` calls. Safe in a worker thread if
+    nothing else touches ``state`` (the machine hands over copies)."""
     packer = msgpack.Packer(use_bin_type=True)
-    out.write(packer.pack_map_header(5))
+    write(packer.pack_map_header(5))
     for name, value in (
         ("format", FORMAT_VERSION),
         ("index", state.index),
         ("counters", state.counters),
         ("sessions", state.sessions),
     ):
-        out.write(packer.pack(name))
-        out.write(packer.pack(value))
-    out.write(packer.pack("entries"))
-    records = state.records
-    out.write(packer.pack_array_header(-(-len(records) // RUN_LENGTH)))
-    items = iter(records.items())
-    while run := list(chain.from_iterable(islice(items, RUN_LENGTH))):
-        out.write(packer.pack(run))
+        write(packer.pack(name) + packer.pack(value))
+    runs = list(_runs(state.records))  # (start, stop) offsets: small, and gives the count
+    write(packer.pack("entries") + packer.pack_array_header(len(runs)))
+    items = iter(state.records.items())
+    for start, stop in runs:
+        run: list[Any] = []
+        for _ in range(stop - start):
+            run.extend(next(items))
+        write(packer.pack(run))
+
+
+def _runs(records: dict[str, bytes]) -> list[tuple[int, int]]:
+    bounds: list[tuple[int, int]] = []
+    start = size = 0
+    for position, record in enumerate(records.values()):
+        if position > start and (position - start >= RUN_ENTRIES or size >= RUN_BYTES):
+            bounds.append((start, position))
+            start, size = position, 0
+        size += len(record)
+    if len(records) > start:
+        bounds.append((start, len(records)))
+    return bounds
+
+
+def encode_snapshot(state: SnapshotState) -> bytes:
+    """The snapshot of ``state`` as one ``bytes``."""
+    out = io.BytesIO()
+    write_snapshot(state, out.write)
     # getvalue() hands over the buffer without a copy when nothing else references it.
     return out.getvalue()
 
 
-def decode_snapshot(data: bytes) -> SnapshotState:
-    """Parse snapshot bytes; raises ``SnapshotFormatError`` on an unknown format or a
-    malformed body."""
+def read_snapshot(stream: SupportsRead) -> SnapshotState:
+    """Decode a snapshot from a binary stream, run by run; raises ``SnapshotFormatError`` on
+    an unknown format or a malformed body."""
+    unpacker = msgpack.Unpacker(
+        stream, raw=False, use_list=True, strict_map_key=True, max_buffer_size=_MAX_BUFFER
+    )
     try:
-        snap = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
-    except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise SnapshotFormatError(f"undecodable cache snapshot: {exc}") from None
-    if not isinstance(snap, dict) or "format" not in snap:
-        raise SnapshotFormatError("not a cache snapshot (no format field)")
-    if snap["format"] != FORMAT_VERSION:
-        raise SnapshotFormatError(
-            f"cache snapshot format {snap['format']!r} is not supported "
-            f"(this version reads format {FORMAT_VERSION})"
-        )
-    try:
+        fields = unpacker.read_map_header()
+        if fields < 1 or unpacker.unpack() != "format":
+            raise SnapshotFormatError("not a cache snapshot (format must come first)")
+        version = unpacker.unpack()
+        if version != FORMAT_VERSION:
+            raise SnapshotFormatError(
+                f"cache snapshot format {version!r} is not supported "
+                f"(this version reads format {FORMAT_VERSION})"
+            )
+        body: dict[str, Any] = {}
         records: dict[str, bytes] = {}
-        for run in snap["entries"]:
-            pairs = iter(run)
-            records.update(zip(pairs, pairs, strict=True))
-        counters = {str(k): int(v) for k, v in snap["counters"].items()}
-        state = SnapshotState(int(snap["index"]), counters, list(snap["sessions"]), records)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        for _ in range(fields - 1):
+            name = unpacker.unpack()
+            if name == "entries":
+                for _ in range(unpacker.read_array_header()):
+                    pairs = iter(unpacker.unpack())
+                    records.update(zip(pairs, pairs, strict=True))
+            else:
+                body[name] = unpacker.unpack()
+        state = SnapshotState(
+            int(body["index"]),
+            {str(k): int(v) for k, v in body["counters"].items()},
+            list(body["sessions"]),
+            records,
+        )
+        _expect_end(unpacker)
+    except SnapshotFormatError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise SnapshotFormatError(f"malformed cache snapshot: {exc!r}") from None
     _check_records(records)
     return state
+
+
+def _expect_end(unpacker: Any) -> None:
+    try:
+        unpacker.unpack()
+    except msgpack.OutOfData:
+        return
+    raise SnapshotFormatError("trailing data after the cache snapshot")
+
+
+def decode_snapshot(data: bytes) -> SnapshotState:
+    """``read_snapshot`` over bytes held in memory."""
+    return read_snapshot(io.BytesIO(data))
 
 
 def _check_records(records: dict[str, bytes]) -> None:
@@ -106,12 +163,3 @@ def _check_records(records: dict[str, bytes]) -> None:
             raise SnapshotFormatError(f"malformed cache snapshot entry {key!r}")
         if len(record) < HEADER_SIZE:
             raise SnapshotFormatError(f"truncated record for key {key!r}")
-
-
-def deferred_encoder(state: SnapshotState) -> Callable[[], bytes]:
-    """A zero-argument function producing the snapshot of ``state`` (for a worker thread)."""
-
-    def encode() -> bytes:
-        return encode_snapshot(state)
-
-    return encode
