@@ -30,7 +30,7 @@ OK, FAIL, INDET = OpStatus.OK, OpStatus.FAIL, OpStatus.INDETERMINATE
 def op(
     kind: str,
     start: float,
-    end: float,
+    end: float | None,
     value: Any = None,
     out: Any = None,
     *,
@@ -41,7 +41,7 @@ def op(
     """A terse constructor: ``value`` is the input for writes/cas, ``out`` the read result."""
     if kind == "read":
         value, out = None, value
-    if status is INDET:
+    if status is INDET or end is None:
         end, out = math.inf, None
     return Operation(process, kind, key, value, out, start, end, status)
 
@@ -382,10 +382,10 @@ values = st.sampled_from([None, 0, 1])
 
 @st.composite
 def small_histories(draw: st.DrawFn) -> list[Operation]:
-    ops = []
+    ops: list[Operation] = []
     for _ in range(draw(st.integers(1, 6))):
         start = draw(st.integers(0, 8))
-        end = start + draw(st.integers(0, 4))
+        end: float = start + draw(st.integers(0, 4))
         kind = draw(st.sampled_from(["read", "write", "cas"]))
         status = draw(st.sampled_from([OK, OK, OK, INDET, FAIL]))
         arg: Any = None
