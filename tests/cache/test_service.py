@@ -231,3 +231,33 @@ async def test_snapshots_in_a_thread_and_restart_from_snapshot_plus_tail() -> No
         snapshots = {node_id: m.snapshot() for node_id, m in c.machines.items()}
         assert len(set(snapshots.values())) == 1
         assert c.machines[restarted].stats()["evictions"] == c.machines[leader].stats()["evictions"]
+
+
+async def test_housekeeping_logs_a_failed_round_and_keeps_going(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="raftcache.cache")
+    async with CacheCluster(3, seed=7, service={"expiry_interval_s": 0.2}) as c:
+        leader = await c.leader()
+        node, svc = c.nodes[leader], c.services[leader]
+        await svc.set("t", b"v", ttl=1.0)
+        original = node.propose
+        failed: list[bytes] = []
+
+        async def flaky(command: bytes, timeout: float | None = None) -> object:
+            if not failed:
+                failed.append(command)
+                raise RuntimeError("disk on fire")
+            return await original(command, timeout)
+
+        monkeypatch.setattr(node, "propose", flaky)
+        c.clock.jump(2.0)
+        await asyncio.sleep(1.0)
+        await c.settle()
+        assert len(failed) == 1
+        assert [m.stats()["expirations"] for m in c.machines.values()] == [1, 1, 1]
+        messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+        # One warning for the failed round; followers never tried (no NotLeaderError debug).
+        assert messages == [
+            (logging.WARNING, "cache expiry round failed: RuntimeError('disk on fire')")
+        ]
