@@ -460,8 +460,13 @@ class RaftCore:
             return  # we already have (and may have applied) everything it covers
         conf = Configuration.decode(req.configuration)
         meta = SnapshotMeta(index, term, conf)
+        keeps_suffix = self.log.term_at(index) == term
         self.log.compact(index, term)
-        self._configs = [(index, conf)] + [(i, c) for i, c in self._configs if i > index]
+        # Configurations from entries after the snapshot survive only if those entries do: a
+        # conflicting log is discarded whole, and a stale, never-committed CONFIG entry in it
+        # must not stay in force (found by the lockstep §7 tests).
+        after = [(i, c) for i, c in self._configs if i > index] if keeps_suffix else []
+        self._configs = [(index, conf), *after]
         self.commit_index = index
         self.applied = index
         self.snapshot_data = data

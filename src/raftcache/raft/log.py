@@ -128,8 +128,13 @@ class RaftLog:
             return
         if self.term_at(index) == term:
             del self.entries[: index - self.snapshot_index]
+            self.stable_index = max(self.stable_index, index)
         else:
             self.entries = []
             self._dirty_from = None
+            # The whole log is gone: nothing beyond the snapshot is stable any more. (Keeping
+            # the old, larger value claimed entries that no longer exist were on disk, so new
+            # entries appended there would have counted as persisted before they were: found by
+            # the lockstep §7 tests.)
+            self.stable_index = index
         self.snapshot_index, self.snapshot_term = index, term
-        self.stable_index = max(self.stable_index, index)

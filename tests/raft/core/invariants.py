@@ -15,12 +15,14 @@ Properties:
   made only of committed entries.
 - Leader completeness: a leader holds every entry committed before its term began.
 - Local sanity: applied ≤ commit ≤ last index; the durable store agrees with the in-memory log
-  up to what the core believes is stable.
+  up to what the core believes is stable; the configuration in force is the log's latest.
 """
 
 from __future__ import annotations
 
+from raftcache.raft.configuration import Configuration
 from raftcache.raft.core import RaftCore, Role
+from raftcache.raft.messages import EntryKind
 from tests.raft.core.lockstep import Applied, LockstepNetwork, Node
 
 #: (term, kind, command) of a committed entry.
@@ -75,6 +77,17 @@ class SafetyChecker:
             assert store.term_at(i) == core.log.term_at(i), (
                 f"{node.id}: stable entry {i} differs between store and memory"
             )
+        # The configuration in force is the latest one in the log (entries take effect when
+        # appended, and stop when truncated), else the snapshot's.
+        configs = [e for e in core.log.entries if e.kind == EntryKind.CONFIG]
+        expected = (
+            Configuration.decode(configs[-1].command)
+            if configs
+            else core.config_for_snapshot(core.log.snapshot_index)
+        )
+        assert core.configuration == expected, (
+            f"{node.id}: configuration {core.configuration} is not its log's {expected}"
+        )
         if not core.has_unpersisted():
             assert (store.term, store.voted_for) == (core.term, core.voted_for), (
                 f"{node.id}: persisted hard state {(store.term, store.voted_for)} "

@@ -368,6 +368,18 @@ class LockstepNetwork:
         node.core.step_response(env.out, env.response)
         self._stepped(env.dst)
 
+    def replay(
+        self,
+        src: str,
+        dst: str,
+        request: AppendEntriesRequest | RequestVoteRequest | InstallSnapshotRequest,
+    ) -> None:
+        """Deliver a copy of an old request again (a retrying transport's duplicate, or one
+        that was delayed for long); nobody is waiting for its response any more."""
+        if self.link_up(src, dst):
+            self._handle(self.nodes[dst].core, request)
+            self.flush(dst)
+
     @staticmethod
     def _handle(
         core: RaftCore, msg: AppendEntriesRequest | RequestVoteRequest | InstallSnapshotRequest

@@ -246,3 +246,42 @@ def test_7_a_new_learner_is_brought_up_by_snapshot_and_learns_its_own_addition()
     assert net["n4"].log.snapshot_index == index
     assert net["n4"].configuration == conf  # the snapshot's, then the CONFIG entry after it
     assert net.nodes["n4"].applied == net.nodes["n1"].applied
+
+
+def test_7_a_snapshot_replacing_a_conflicting_log_also_discards_its_configurations() -> None:
+    """A follower holds a stale, never-committed tail with a CONFIG entry beyond the index of
+    the snapshot it receives; the snapshot's term at that index differs, so the whole log goes,
+    and the configuration that tail carried must go with it."""
+    net = LockstepNetwork(5, cfg=make_config(check_quorum=False))
+    checker = SafetyChecker()
+    net.elect("n1")
+    for i in range(5):
+        net.propose("n1", f"c{i}".encode())
+    net.stabilize()
+    for peer in ("n2", "n4", "n5"):
+        net.cut("n1", peer)  # n1 now reaches only n3: nothing it appends can commit
+    for i in range(7):
+        net.propose("n1", f"stale{i}".encode())
+    stale_conf = net["n1"].configuration.with_learner("n5", None)
+    net["n1"].propose_config(stale_conf)
+    net.propose("n1", b"stale-last")
+    net.stabilize()
+    assert net["n3"].configuration == stale_conf
+    stale_index = net["n3"].config_index
+    net.heal()
+    net.isolate("n1")
+    net.isolate("n3")
+    net.elect("n2")  # with n4 and n5
+    for i in range(5):
+        net.propose("n2", f"new{i}".encode())
+    net.stabilize()
+    snap_index = net.take_snapshot("n2")
+    assert snap_index < stale_index  # the stale CONFIG entry lies beyond the snapshot
+    net.heal()
+    net.isolate("n1")
+    net.tick("n2", HEARTBEAT_TICKS)
+    net.stabilize()
+    checker.check(net)
+    assert net["n3"].log.snapshot_index == snap_index
+    assert net["n3"].configuration == net["n2"].configuration
+    assert sorted(net["n3"].configuration.voters) == ["n1", "n2", "n3", "n4", "n5"]
