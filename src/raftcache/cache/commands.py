@@ -62,14 +62,16 @@ def _check_int(x: object, what: str, low: int, high: int) -> None:
 
 
 def _check_now(now: object) -> None:
-    if type(now) not in (int, float) or not math.isfinite(now):  # type: ignore[arg-type]
+    if not isinstance(now, int | float) or isinstance(now, bool) or not math.isfinite(now):
         raise InvalidCommand("now must be a finite number")
 
 
 def _check_ttl(ttl: object) -> None:
     if ttl is None:
         return
-    if type(ttl) not in (int, float) or not (math.isfinite(ttl) and ttl > 0):  # type: ignore[arg-type,operator]
+    if not isinstance(ttl, int | float) or isinstance(ttl, bool):
+        raise InvalidCommand("ttl must be a number of seconds")
+    if not (math.isfinite(ttl) and ttl > 0):
         raise InvalidCommand("ttl must be a finite number of seconds > 0")
 
 

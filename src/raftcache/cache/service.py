@@ -284,8 +284,3 @@ def batch_op(op: object) -> BatchOp:
     if kind in ("delete", "del"):
         return DeleteOp(fields.get("key"), fields.get("if_version"))  # type: ignore[arg-type]
     raise InvalidCommand(f'batch op must be "get", "set" or "delete", not {kind!r}')
-
-
-def batch_ops(ops: Sequence[object]) -> tuple[BatchOp, ...]:
-    """``batch_op`` over a sequence."""
-    return tuple(map(batch_op, ops))
