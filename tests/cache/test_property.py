@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftcache.cache.commands import (
+    BatchCommand,
     Command,
     DeleteCommand,
     DeleteOp,
@@ -111,8 +112,6 @@ def _build(
                 ops.append(SetOp(key, value, ttl, version, absent and version is None))
             else:
                 ops.append(DeleteOp(key, _condition(cond, model, key, now)))
-        from raftcache.cache.commands import BatchCommand
-
         return BatchCommand(now, tuple(ops), session)
     listed = tuple(a[0])
     if step.kind == "expire":
