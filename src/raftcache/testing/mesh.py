@@ -132,8 +132,9 @@ class ProxyMesh:
         mode: ProxyMode = ProxyMode.DROP,
     ) -> None:
         """``left`` and ``right`` cannot talk to each other; ``middle`` talks to everyone."""
-        lefts, rights = set(left), set(right)
-        if (lefts | rights | {middle}) != set(self.nodes) or lefts & rights or middle in lefts:
+        lefts, rights = list(left), list(right)
+        everyone = [*lefts, middle, *rights]
+        if sorted(everyone) != self.nodes:
             raise ValueError("bridge needs every node exactly once in left, middle or right")
         self._apply(
             lambda a, b: middle in (a, b) or ((a in lefts) == (b in lefts)),
