@@ -7,10 +7,13 @@ chance, so that tests assert on observed behaviour.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
+from raftcache.network import InMemoryHub, InMemoryNetwork, NetworkError
 from raftcache.network.interface import NetworkInterface, RpcHandlers
 from raftcache.raft.messages import (
     AppendEntriesRequest,
@@ -21,6 +24,29 @@ from raftcache.raft.messages import (
     RequestVoteRequest,
     RequestVoteResponse,
 )
+
+VOTE = RequestVoteRequest(5, "a", 10, 4)
+
+
+def pair(
+    hub: InMemoryHub, **opts: Any
+) -> tuple[InMemoryNetwork, InMemoryNetwork, RecordingHandlers]:
+    """In-memory network ``a`` (with ``opts``) and ``b``, both with handlers; b's returned."""
+    a = InMemoryNetwork("a", hub=hub, **opts)
+    b = InMemoryNetwork("b", hub=hub)
+    handlers = RecordingHandlers("b")
+    b.register_handlers(handlers)
+    a.register_handlers(RecordingHandlers("a"))
+    return a, b, handlers
+
+
+async def expect_error(call: Awaitable[Any], message: str, *, permanent: bool) -> NetworkError:
+    """Await ``call``, which must raise a NetworkError with exactly ``message``."""
+    with pytest.raises(NetworkError) as info:
+        await call
+    assert str(info.value) == message
+    assert info.value.permanent is permanent
+    return info.value
 
 
 def sample_append(n: int = 2, term: int = 3) -> AppendEntriesRequest:

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from raftcache.network import HttpNetwork, NetworkError, NetworkTimeoutError
+from raftcache.network.httpwire import status_error
 from raftcache.raft.messages import (
     AppendEntriesResponse,
     InstallSnapshotRequest,
@@ -357,3 +358,26 @@ async def test_mount_enforces_its_own_body_limit() -> None:
 def test_rejects_silly_settings() -> None:
     with pytest.raises(ValueError, match="> 0"):
         HttpNetwork("a", port=0, node_addresses={}, timeout=0)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "permanent", "text"),
+    [
+        (502, b"<html>bad gateway</html>", False, "Node b unavailable (HTTP 502): <html>"),
+        (503, b'{"error": "restarting"}', False, "Node b unavailable (HTTP 503): restarting"),
+        (504, b"", False, "Node b unavailable (HTTP 504)"),
+        (503, b'{"error": "x", "code": "no_handlers"}', True, "Node b has no handlers registered"),
+        (
+            500,
+            b'{"error": "Handler on node b raised: E()", "code": "handler_error"}',
+            True,
+            "Handler on node b raised: E()",
+        ),
+        (500, b"oops", True, "Node b answered HTTP 500: oops"),
+        (404, b'{"error": "Not Found", "code": "http_error"}', True, "HTTP 404: Not Found"),
+    ],
+)
+def test_status_mapping(status: int, body: bytes, permanent: bool, text: str) -> None:
+    error = status_error("b", status, body)
+    assert error.permanent is permanent
+    assert text in str(error)

@@ -1,19 +1,8 @@
 """HTTP/JSON transport on aiohttp (SPEC §2).
 
-Rule: one ``POST`` per RPC, the body being the message in the JSON wire codec
-(``raftcache.network.codec``); every status other than 200 is an error object
-``{"error": "...", "code": "..."}``, and the client maps it back to the error family:
-
-=====================================  ===============  =========================================
-server side                            status / code    client raises
-=====================================  ===============  =========================================
-token missing or wrong                 401 unauthorized permanent ``NetworkError``
-no handlers registered                 503 no_handlers  permanent "Node X has no handlers ..."
-body over ``client_max_size``          413 too_large    permanent ``NetworkError``
-undecodable or wrongly typed body      400 bad_request  permanent ``NetworkError``
-handler raised                         500              permanent ``NetworkError`` (its message)
-other 502/503/504 (a proxy, say)       —                transient ``NetworkError``
-=====================================  ===============  =========================================
+Rule: one ``POST`` per RPC carrying the message in the JSON wire codec; the routes, the error
+bodies and the mapping of statuses back to the ``NetworkError`` family are the wire contract of
+``raftcache.network.httpwire``.
 
 On the client: an unknown target id is permanent ("No address configured for node X");
 connection refused or reset by a known peer is transient; a timeout is ``NetworkTimeoutError``;
@@ -40,7 +29,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
-import orjson
 from aiohttp import web
 from yarl import URL
 
@@ -51,6 +39,15 @@ from raftcache.network.errors import (
     no_address,
     no_handlers,
     remote_handler_error,
+)
+from raftcache.network.httpwire import (
+    DEFAULT_CLIENT_MAX_SIZE,
+    HANDLER_OF,
+    JSON,
+    PATHS,
+    error_response,
+    json_errors,
+    status_error,
 )
 from raftcache.network.interface import NetworkInterface, RpcHandlers
 from raftcache.network.tls import client_ssl_context, server_ssl_context
@@ -63,52 +60,18 @@ from raftcache.raft.messages import (
     RequestVoteResponse,
 )
 
-__all__ = ["DEFAULT_CLIENT_MAX_SIZE", "PATHS", "HttpNetwork"]
+__all__ = ["HttpNetwork"]
 
 logger = logging.getLogger(__name__)
 
 Resp = TypeVar("Resp")
 
-DEFAULT_CLIENT_MAX_SIZE = 64 * 1024 * 1024
-"""64 MiB: a 1 MiB snapshot chunk is ~1.4 MiB of base64 JSON; room for much larger chunks."""
-
-PATHS: dict[type[Any], str] = {
-    RequestVoteRequest: "/raft/request-vote",
-    AppendEntriesRequest: "/raft/append-entries",
-    InstallSnapshotRequest: "/raft/install-snapshot",
-}
-"""The route of each request type."""
-
-_HANDLER_OF: dict[type[Any], str] = {
-    RequestVoteRequest: "handle_request_vote",
-    AppendEntriesRequest: "handle_append_entries",
-    InstallSnapshotRequest: "handle_install_snapshot",
-}
-_INDEX = {cls: i for i, cls in enumerate(PATHS)}
-_JSON = "application/json"
+_INDEX = {cls: i for i, cls in enumerate(PATHS)}  # a request type's slot in a peer's URL tuple
 _RAW_BODY_MAX = 1024 * 1024
 
 
 class _BodyTooLarge(Exception):
     pass
-
-
-def _error(status: int, message: str, code: str, **extra: Any) -> web.Response:
-    body = orjson.dumps({"error": message, "code": code, **extra})
-    return web.Response(status=status, body=body, content_type=_JSON)
-
-
-@web.middleware
-async def _json_errors(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """On a standalone listener, unknown routes and methods also answer JSON errors."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _error(exc.status, exc.reason, "http_error")
 
 
 class HttpNetwork(NetworkInterface):
@@ -172,7 +135,7 @@ class HttpNetwork(NetworkInterface):
         for peer, url in node_addresses.items():
             self.set_peer_address(peer, url)
         self._expected_auth: bytes | None = None
-        self._headers: dict[str, str] = {"Content-Type": _JSON, "Accept": _JSON}
+        self._headers: dict[str, str] = {"Content-Type": JSON, "Accept": JSON}
         if cluster_token:
             self._expected_auth = f"Bearer {cluster_token}".encode()
             self._headers["Authorization"] = f"Bearer {cluster_token}"
@@ -252,7 +215,7 @@ class HttpNetwork(NetworkInterface):
         )
 
     async def _listen(self) -> None:
-        app = web.Application(client_max_size=self.client_max_size, middlewares=[_json_errors])
+        app = web.Application(client_max_size=self.client_max_size, middlewares=[json_errors])
         app.add_routes(self.routes())
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=self.shutdown_timeout
@@ -318,7 +281,7 @@ class HttpNetwork(NetworkInterface):
         except (aiohttp.ClientError, OSError) as exc:
             raise NetworkError(f"Cannot reach node {target} at {url.origin()}: {exc}") from exc
         if status != 200:
-            raise _status_error(target, status, answer)
+            raise status_error(target, status, answer)
         try:
             return codec.decode(response_cls, answer)
         except codec.CodecError as exc:
@@ -329,7 +292,7 @@ class HttpNetwork(NetworkInterface):
     # -- server ---------------------------------------------------------------------------------
 
     def _make_route(self, cls: type[Any]) -> Callable[[web.Request], Awaitable[web.Response]]:
-        method = _HANDLER_OF[cls]
+        method = HANDLER_OF[cls]
 
         async def route(request: web.Request) -> web.Response:
             return await self._serve(request, cls, method)
@@ -342,27 +305,31 @@ class HttpNetwork(NetworkInterface):
             # Before the body is read: an unauthenticated peer must not make us buffer it.
             given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(given, expected):
-                response = _error(401, "missing or wrong cluster token", "unauthorized")
+                response = error_response(401, "missing or wrong cluster token", "unauthorized")
                 response.headers["WWW-Authenticate"] = "Bearer"
                 return response
         handlers = self._handlers
         if handlers is None:
-            return _error(503, str(no_handlers(self.node_id)), "no_handlers")
+            return error_response(503, str(no_handlers(self.node_id)), "no_handlers")
         try:
             body = await self._read_body(request)
         except _BodyTooLarge:
             limit = self.client_max_size
-            return _error(413, f"body larger than {limit} bytes", "too_large", limit=limit)
+            return error_response(413, f"body larger than {limit} bytes", "too_large", limit=limit)
         try:
             req = codec.decode(cls, body)
         except codec.CodecError as exc:
-            return _error(400, f"invalid {cls.__name__}: {exc}", "bad_request", field=exc.field)
+            return error_response(
+                400, f"invalid {cls.__name__}: {exc}", "bad_request", field=exc.field
+            )
         try:
             response = await getattr(handlers, method)(req)
         except Exception as exc:
             logger.warning("%s: %s handler raised", self.node_id, cls.__name__, exc_info=True)
-            return _error(500, str(remote_handler_error(self.node_id, repr(exc))), "handler_error")
-        return web.Response(body=codec.encode(response), content_type=_JSON)
+            return error_response(
+                500, str(remote_handler_error(self.node_id, repr(exc))), "handler_error"
+            )
+        return web.Response(body=codec.encode(response), content_type=JSON)
 
     async def _read_body(self, request: web.Request) -> bytes:
         """The body, bounded by our own ``client_max_size`` (mounted apps have their own)."""
@@ -379,22 +346,3 @@ class HttpNetwork(NetworkInterface):
             chunks.append(chunk)
         # join() of a single chunk returns it without copying: the common small-body case.
         return b"".join(chunks)
-
-
-def _status_error(target: str, status: int, data: bytes) -> NetworkError:
-    """The client-side error for a non-200 answer (see the table in the module docstring)."""
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        obj = None
-    if isinstance(obj, dict) and isinstance(obj.get("error"), str):
-        detail, code = obj["error"], obj.get("code")
-    else:
-        detail, code = data[:200].decode("utf-8", "replace"), None
-    if code == "no_handlers":
-        return no_handlers(target)
-    if status == 500 and code == "handler_error":
-        return NetworkError(detail, permanent=True)
-    if status in (502, 503, 504):
-        return NetworkError(f"Node {target} unavailable (HTTP {status}): {detail}")
-    return NetworkError(f"Node {target} answered HTTP {status}: {detail}", permanent=True)

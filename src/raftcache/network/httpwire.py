@@ -1,0 +1,103 @@
+"""The HTTP wire contract between nodes: routes, error bodies and what each status means.
+
+Rule: one ``POST`` per RPC, the body being the message in the JSON wire codec
+(``raftcache.network.codec``); every status other than 200 carries an error object
+``{"error": "...", "code": "..."}``, whatever the request's Content-Type, and the client maps it
+back to the error family with ``status_error``:
+
+=====================================  ===============  =========================================
+server side                            status / code    client raises
+=====================================  ===============  =========================================
+token missing or wrong                 401 unauthorized permanent ``NetworkError``
+no handlers registered                 503 no_handlers  permanent "Node X has no handlers ..."
+body over ``client_max_size``          413 too_large    permanent ``NetworkError``
+undecodable or wrongly typed body      400 bad_request  permanent ``NetworkError``
+handler raised                         500              permanent ``NetworkError`` (its message)
+other 502/503/504 (a proxy, say)       —                transient ``NetworkError``
+any other status                       —                permanent ``NetworkError``
+=====================================  ===============  =========================================
+
+Both sides of the table live here so that they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from raftcache.network.errors import NetworkError, no_handlers
+from raftcache.raft.messages import (
+    AppendEntriesRequest,
+    InstallSnapshotRequest,
+    RequestVoteRequest,
+)
+
+__all__ = [
+    "DEFAULT_CLIENT_MAX_SIZE",
+    "HANDLER_OF",
+    "JSON",
+    "PATHS",
+    "error_response",
+    "json_errors",
+    "status_error",
+]
+
+DEFAULT_CLIENT_MAX_SIZE = 64 * 1024 * 1024
+"""64 MiB: a 1 MiB snapshot chunk is ~1.4 MiB of base64 JSON; room for much larger chunks."""
+
+PATHS: dict[type[Any], str] = {
+    RequestVoteRequest: "/raft/request-vote",
+    AppendEntriesRequest: "/raft/append-entries",
+    InstallSnapshotRequest: "/raft/install-snapshot",
+}
+"""The route of each request type."""
+
+HANDLER_OF: dict[type[Any], str] = {
+    RequestVoteRequest: "handle_request_vote",
+    AppendEntriesRequest: "handle_append_entries",
+    InstallSnapshotRequest: "handle_install_snapshot",
+}
+"""The ``RpcHandlers`` method that serves each request type."""
+
+JSON = "application/json"
+
+
+def error_response(status: int, message: str, code: str, **extra: Any) -> web.Response:
+    """A JSON error answer: ``{"error": message, "code": code, **extra}``."""
+    body = orjson.dumps({"error": message, "code": code, **extra})
+    return web.Response(status=status, body=body, content_type=JSON)
+
+
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Unknown routes and methods answer JSON errors too (on a standalone listener)."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason, "http_error")
+
+
+def status_error(target: str, status: int, data: bytes) -> NetworkError:
+    """The client-side error for a non-200 answer from ``target`` (see the table above)."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        obj = None
+    if isinstance(obj, dict) and isinstance(obj.get("error"), str):
+        detail, code = obj["error"], obj.get("code")
+    else:
+        detail, code = data[:200].decode("utf-8", "replace"), None
+    if code == "no_handlers":
+        return no_handlers(target)
+    if status == 500 and code == "handler_error":
+        return NetworkError(detail, permanent=True)
+    if status in (502, 503, 504):
+        return NetworkError(f"Node {target} unavailable (HTTP {status}): {detail}")
+    return NetworkError(f"Node {target} answered HTTP {status}: {detail}", permanent=True)
