@@ -6,7 +6,9 @@ import asyncio
 import random
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from raftcache.testing import FaultProxy, ProxyMode
 from tests.testing.echo import EchoServer, close, leftover_tasks, reachable, roundtrip
@@ -207,3 +209,41 @@ def echo_tasks() -> set[asyncio.Task[object]]:
 async def test_start_twice_is_an_error(proxy: FaultProxy) -> None:
     with pytest.raises(RuntimeError, match="already started"):
         await proxy.start()
+
+
+async def test_http_keep_alive_client_through_partition_and_heal() -> None:
+    """What the cluster's HTTP transport will see: timeouts in a black hole, then recovery."""
+    app = web.Application()
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hi")
+
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server_port = runner.addresses[0][1]
+    try:
+        async with (
+            FaultProxy(0, "127.0.0.1", server_port) as p,
+            aiohttp.ClientSession() as session,
+        ):
+            url = f"http://127.0.0.1:{p.port}/"
+            async with session.get(url) as resp:
+                assert await resp.text() == "hi"
+            p.set_mode(ProxyMode.DROP)
+            with pytest.raises(TimeoutError):
+                await session.get(url, timeout=aiohttp.ClientTimeout(total=0.3))
+            p.set_mode(ProxyMode.PASS)
+            # The pooled connection lost a request in the black hole, so the proxy closed it;
+            # the client's next request opens a fresh one (a retry may meet the closed one).
+            for attempt in range(3):
+                try:
+                    async with session.get(url) as resp:
+                        assert await resp.text() == "hi"
+                    break
+                except aiohttp.ClientConnectionError:
+                    assert attempt < 2
+    finally:
+        await runner.cleanup()

@@ -123,7 +123,10 @@ class FaultProxy:
     def set_mode(
         self, mode: ProxyMode, *, delay_s: float | None = None, jitter_s: float | None = None
     ) -> None:
-        """Switch mode; applies immediately to existing connections too."""
+        """Switch mode; applies immediately to existing connections too.
+
+        Call it from the event loop the proxy runs on (it is not thread-safe).
+        """
         if delay_s is not None:
             self._delay_s = delay_s
         if jitter_s is not None:
