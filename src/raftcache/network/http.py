@@ -181,10 +181,8 @@ class HttpNetwork(NetworkInterface):
 
     def routes(self) -> list[web.RouteDef]:
         """The three ``POST /raft/...`` routes, for ``app.add_routes`` on any application."""
-        return [
-            web.post(path, self._make_route(cls), name=f"raft-{path.rsplit('/', 1)[1]}")
-            for cls, path in PATHS.items()
-        ]
+        # Unnamed: route names must be unique per application, and the host app owns its names.
+        return [web.post(path, self._make_route(cls)) for cls, path in PATHS.items()]
 
     def mount(self, app: web.Application) -> None:
         """Serve the Raft routes on ``app`` (before it starts); ``start()`` will not listen."""
