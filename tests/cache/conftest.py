@@ -7,22 +7,3 @@ in ``tests/conftest.py`` for the whole suite (reported to the lead).
 """
 
 from __future__ import annotations
-
-from collections.abc import Generator
-from typing import Any
-
-import pytest
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, Any, Any]:
-    """Hide the loop-policy fixture from looptime's hook while a synchronous test runs."""
-    funcargs = pyfuncitem.funcargs
-    is_async = pyfuncitem.get_closest_marker("asyncio") is not None
-    if is_async or "event_loop_policy" not in funcargs:
-        return (yield)
-    policy = funcargs.pop("event_loop_policy")
-    try:
-        return (yield)
-    finally:
-        funcargs["event_loop_policy"] = policy

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from raftcache.cli.main import main
-from tests.client.conftest import pytest_pyfunc_call
 
-__all__ = ["cli", "pytest_pyfunc_call"]
+__all__ = ["cli"]
 
 
 def cli(argv: Sequence[str]) -> int:

@@ -25,6 +25,7 @@ FAST = RaftConfig(
     rpc_timeout=0.1,
     snapshot_threshold=0,
     propose_timeout=3.0,
+    persist_in_thread=False,
 )
 
 

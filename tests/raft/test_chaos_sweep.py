@@ -13,6 +13,7 @@ import os
 import random
 
 import pytest
+
 from tests.raft.sim import SimCluster
 
 pytestmark = pytest.mark.looptime

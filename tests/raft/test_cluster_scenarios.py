@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from tests.raft.sim import SimCluster
 
 from raftcache.raft.core import Role
 from raftcache.raft.errors import NotLeaderError
+from tests.raft.sim import SimCluster
 
 pytestmark = pytest.mark.looptime
 

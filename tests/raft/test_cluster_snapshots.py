@@ -6,9 +6,9 @@ import asyncio
 import dataclasses
 
 import pytest
-from tests.raft.sim import FAST, SimCluster
 
 from raftcache.raft.core import Role
+from tests.raft.sim import FAST, SimCluster
 
 pytestmark = pytest.mark.looptime
 

@@ -10,7 +10,6 @@ import asyncio
 import random
 
 import pytest
-from tests.raft.sim import FAST, ListMachine
 
 from raftcache.network.hub import InMemoryHub
 from raftcache.network.memory import InMemoryNetwork
@@ -22,6 +21,7 @@ from raftcache.raft.messages import (
 )
 from raftcache.raft.node import RaftNode
 from raftcache.storage.memory import MemoryStorage
+from tests.raft.sim import FAST, ListMachine
 
 pytestmark = pytest.mark.looptime
 

@@ -37,6 +37,9 @@ class RaftConfig:
     lease_clock_drift: float = 0.1
     #: Committed entries handed to the state machine per driver iteration.
     max_apply_batch: int = 1024
+    #: Run disk writes and fsyncs in a worker thread, so the event loop keeps accepting
+    #: requests (bigger group commits) while the disk works. Simulations turn it off.
+    persist_in_thread: bool = True
     #: Default timeout of ``propose`` when the caller gives none.
     propose_timeout: float = 10.0
 

@@ -113,6 +113,8 @@ class RaftNode:
         self._log_grew = asyncio.Event()
         self._changed = asyncio.Event()
         self._snapshotting = False
+        self._persisting = False
+        self._storage_lock = asyncio.Lock()
         self._running = False
         self._failed: BaseException | None = None
         self._last_config: Configuration | None = None
@@ -245,12 +247,33 @@ class RaftNode:
                     # in self._flush_waiters until the sync succeeded (fail-stop fails them).
                     waiters = list(self._flush_waiters)
                     rd = core.ready()
-                    self._persist(rd)
+                    # A leader's AppendEntries may leave while its own disk write is under way
+                    # (dissertation §10.2.1): they are requests, not answers, and the leader
+                    # counts itself towards a commit only once the write is done (advance).
+                    # Anything sent with a new term or vote must wait for the write.
+                    early = rd.hard_state is None and rd.snapshot is None
+                    if early:
+                        self._send_all(rd)
+                    if rd.needs_persist():
+                        self._persisting = True
+                        try:
+                            async with self._storage_lock:
+                                if self.config.persist_in_thread:
+                                    await asyncio.to_thread(self._persist, rd)
+                                else:
+                                    self._persist(rd)
+                        finally:
+                            self._persisting = False
+                    if rd.snapshot is not None:
+                        self.state_machine.restore(rd.snapshot[1])
+                        self._resolve_overtaken(rd.snapshot[0].last_index)
                     core.advance(rd)
                     del self._flush_waiters[: len(waiters)]
                     for w in waiters:
                         if not w.done():
                             w.set_result(None)
+                    if not early:
+                        self._send_all(rd)
                     self._after_persist(rd)
                 if self._flush_waiters:
                     for w in self._flush_waiters:
@@ -269,20 +292,18 @@ class RaftNode:
             raise
 
     def _persist(self, rd: Ready) -> None:
-        if not rd.needs_persist():
-            return
+        """Write and sync one Ready (maybe in a worker thread: touches only the storage)."""
         if rd.snapshot is not None:
-            meta, data = rd.snapshot
-            self.storage.save_snapshot(meta, data)
-            self.state_machine.restore(data)
-            self._resolve_overtaken(meta.last_index)
+            self.storage.save_snapshot(*rd.snapshot)
         if rd.hard_state is not None:
             self.storage.set_hard_state(*rd.hard_state)
         if rd.entries:
             self.storage.append(rd.entries)
-            self._log_grew.set()
-            self._log_grew = asyncio.Event()
         self.storage.sync()
+
+    def _send_all(self, rd: Ready) -> None:
+        for out in rd.messages:
+            self._send(out)
 
     def _after_persist(self, rd: Ready) -> None:
         now = self._clock()
@@ -297,8 +318,6 @@ class RaftNode:
         else:
             self._lease_until = 0.0
             self._round_times.clear()
-        for out in rd.messages:
-            self._send(out)
         if rd.committed:
             self._apply(rd.committed)
         for read_id, index in rd.reads:
@@ -360,7 +379,7 @@ class RaftNode:
     async def _flush(self) -> None:
         """Wait until every state change made so far is on stable storage."""
         core = self._check_running()
-        if not core.has_unpersisted():
+        if not core.has_unpersisted() and not self._persisting:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._flush_waiters.append(fut)
@@ -383,6 +402,9 @@ class RaftNode:
             # earlier ones a moment to land instead of rejecting and forcing a re-probe.
             await self._wait_log_reaches(req.prev_log_index, self.config.heartbeat_interval / 2)
         resp = core.handle_append_entries(req)
+        if req.entries:
+            self._log_grew.set()
+            self._log_grew = asyncio.Event()
         self._wake.set()
         await self._flush()
         return resp
@@ -589,7 +611,13 @@ class RaftNode:
                 data = self.state_machine.snapshot()
             if not self._running or meta.last_index <= core.log.snapshot_index:
                 return core.log.snapshot_index
-            self.storage.save_snapshot(meta, data)
+            async with self._storage_lock:
+                if self.config.persist_in_thread:
+                    await asyncio.to_thread(self.storage.save_snapshot, meta, data)
+                else:
+                    self.storage.save_snapshot(meta, data)
+            if meta.last_index <= core.log.snapshot_index:
+                return core.log.snapshot_index
             core.snapshot_taken(meta, data)
             self._wake.set()
             return index
