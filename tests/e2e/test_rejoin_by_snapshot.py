@@ -1,0 +1,110 @@
+"""End to end: a node whose disk was wiped is removed, re-added, and catches up by snapshot.
+
+The procedure (what an operator does when a node lost its data directory):
+
+1. Stop the node and delete its data directory.
+2. ``DELETE /v1/members/{id}`` on any node (forwarded to the leader). The wiped node must leave
+   the configuration before it comes back: it forgot its term and its vote, so as a voter it
+   could vote twice in one term; and the leader's bookkeeping of what it holds is now false.
+3. Start the process again on the empty directory with the usual ``--peers`` (every member, itself
+   included). Until the cluster adds it, it must not disturb anybody (SPEC §3): pre-vote keeps
+   its campaigns from raising the others' terms, and nobody grants it a vote.
+4. ``POST /v1/members {"id", "url"}`` (forwarded to the leader): the leader adds it as a learner,
+   brings it up to date, then promotes it to voter; the call returns once it votes.
+
+``raftcache serve`` has no ``--snapshot-threshold`` option (the Raft default is 10 000 entries),
+so the test compacts the log explicitly with ``POST /v1/snapshot`` on the remaining nodes while
+the node is away: the entries it lacks are gone from every log, and only InstallSnapshot can
+bring it up to date.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from raftcache import AsyncClient
+from tests.e2e.nodes import (
+    ProcessCluster,
+    get_key,
+    mget,
+    node_stats,
+    node_status,
+    wait_applied,
+    wait_for_leader,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+async def _list_keys(http: aiohttp.ClientSession, url: str, consistency: str) -> list[str]:
+    async with http.get(
+        url + "/v1/keys", params={"limit": "1000", "consistency": consistency}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        body = await resp.json()
+        assert body["next"] is None  # fewer than 1000 keys: one page
+        keys: list[str] = body["keys"]
+        return keys
+
+
+async def test_wiped_node_rejoins_and_catches_up_by_snapshot(tmp_path: Path) -> None:
+    with ProcessCluster(tmp_path) as cluster:
+        cluster.start_all()
+        async with aiohttp.ClientSession() as http, AsyncClient(cluster.endpoints, timeout=30) as c:
+            leader = await wait_for_leader(cluster, http)
+            victim = next(n for n in cluster.live() if n is not leader)
+            for i in range(40):
+                await c.set(f"before/{i:02d}", f"old {i}".encode())
+
+            assert cluster.terminate(victim.node_id) == 0
+            shutil.rmtree(victim.data_dir)
+            removed = await c.remove_member(victim.node_id)
+            assert victim.node_id not in removed["members"]
+
+            # History the wiped node never saw: new keys, overwrites, deletes, a counter.
+            for i in range(40):
+                await c.set(f"during/{i:02d}", f"new {i}".encode())
+            for i in range(0, 40, 4):
+                await c.set(f"before/{i:02d}", b"overwritten")
+                await c.delete(f"before/{i + 1:02d}")
+            for _ in range(7):
+                await c.incr("during/counter")
+            for node in cluster.live():
+                async with http.post(node.url + "/v1/snapshot") as resp:
+                    assert resp.status == 200, await resp.text()
+                    snap = await resp.json()
+                status = await node_status(http, node.url)
+                assert status is not None
+                assert snap["snapshot_index"] == status["last_applied"], node.node_id
+
+            cluster.start(victim.node_id)
+            added = await c.add_member(victim.node_id, victim.url)
+            assert victim.node_id in added["members"]
+
+            leader = await wait_for_leader(cluster, http)
+            leader_status = await node_status(http, leader.url)
+            assert leader_status is not None
+            assert sorted(leader_status["members"]) == sorted(cluster.nodes)
+            await wait_applied(cluster, http, victim, leader_status["commit_index"])
+
+            received = (await node_stats(http, victim.url))["raft"]["rpcs_received"]
+            assert received.get("InstallSnapshot", 0) >= 1, f"{received}\n{cluster.logs()}"
+
+            # The rejoined node's own state equals the leader's: keys, values, counters.
+            keys = await _list_keys(http, leader.url, "linearizable")
+            assert len(keys) == 40 + 40 - 10 + 1
+            assert await _list_keys(http, victim.url, "stale") == keys
+            assert await mget(http, victim.url, keys, "stale") == await mget(http, leader.url, keys)
+            # Versions too (a version is the log index of the key's last write).
+            for key in keys:
+                mine = await get_key(http, victim.url, key, "stale")
+                assert mine == await get_key(http, leader.url, key), key
+            assert (await get_key(http, victim.url, "during/counter", "stale"))[1] == b"7"
+            leader_cache = (await node_stats(http, leader.url))["cache"]
+            victim_cache = (await node_stats(http, victim.url))["cache"]
+            for field in ("keys", "bytes", "expirations", "evictions"):
+                assert victim_cache[field] == leader_cache[field], field
