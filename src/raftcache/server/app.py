@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from raftcache.server.admission import Admission
 from raftcache.server.context import CONTEXT, ServerContext, ServerSettings
 from raftcache.server.forwarding import Forwarder
 from raftcache.server.metrics import ServerMetrics
@@ -49,9 +50,15 @@ def create_app(
         timeout_s=settings.forward_timeout_s,
         ssl_context=settings.client_ssl_context,
     )
-    metrics = ServerMetrics(node, lambda: forwarder.forwarded_total)
+    admission = Admission(settings.admission)
+    metrics = ServerMetrics(node, lambda: forwarder.forwarded_total, admission.snapshot)
     app[CONTEXT] = ServerContext(
-        node=node, service=service, settings=settings, forwarder=forwarder, metrics=metrics
+        node=node,
+        service=service,
+        settings=settings,
+        forwarder=forwarder,
+        metrics=metrics,
+        admission=admission,
     )
     add_key_routes(app)
     add_admin_routes(app)

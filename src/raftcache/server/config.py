@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "RAFTCACHE_"
+#: Options whose values must never be echoed (error messages, repr, logs).
+SECRET_OPTIONS = frozenset({"cluster_token", "client_token", "client_token_ro"})
 
 
 class ConfigError(ValueError):
@@ -31,8 +33,10 @@ class ServeOptions:
     port: int
     peers: Mapping[str, str]
     data_dir: Path
-    cluster_token: str | None = None
-    client_token: str | None = None
+    # Secrets stay out of repr(): options may end up in a log line or a traceback.
+    cluster_token: str | None = field(default=None, repr=False)
+    client_token: str | None = field(default=None, repr=False)
+    client_token_ro: str | None = field(default=None, repr=False)
     resp_port: int | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -41,6 +45,9 @@ class ServeOptions:
     max_bytes: int | None = None
     max_value_bytes: int = 1024 * 1024
     max_batch_ops: int = 1000
+    max_inflight_requests: int = 1024
+    max_pending_writes: int = 512
+    max_inflight_bytes: int = 256 * 1024 * 1024
     log_format: str = "text"
     log_level: str = "info"
     network_timeout_s: float = 2.0
@@ -132,7 +139,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("peers", parse_peers, None, "every voting member, this node included", "ID=URL,..."),
     Option("data_dir", Path, None, "directory of the node's durable state", "DIR"),
     Option("cluster_token", _non_empty, None, "bearer token of the Raft endpoints", "T"),
-    Option("client_token", _non_empty, None, "bearer token of the client API", "T"),
+    Option("client_token", _non_empty, None, "bearer token of the client API (read-write)", "T"),
+    Option("client_token_ro", _non_empty, None, "read-only bearer token of the client API", "T"),
     Option("resp_port", _port, None, "Redis protocol port (not implemented yet)", "P"),
     Option("tls_cert", Path, None, "TLS certificate (PEM)", "FILE"),
     Option("tls_key", Path, None, "TLS private key (PEM)", "FILE"),
@@ -141,6 +149,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_bytes", _positive_int, None, "LRU bound on keys + values bytes", "N"),
     Option("max_value_bytes", _positive_int, 1024 * 1024, "largest value accepted (413)", "N"),
     Option("max_batch_ops", _positive_int, 1000, "most ops in a batch or mget", "N"),
+    Option(
+        "max_inflight_requests",
+        _positive_int,
+        1024,
+        "client requests served at once; more get 503",
+        "N",
+    ),
+    Option("max_pending_writes", _positive_int, 512, "writes served at once; more get 503", "N"),
+    Option(
+        "max_inflight_bytes",
+        _positive_int,
+        256 * 1024 * 1024,
+        "request body bytes held at once; more get 503",
+        "N",
+    ),
     Option("log_format", _choice("text", "json"), "text", "log line format", "text|json"),
     Option(
         "log_level",
@@ -178,6 +201,9 @@ def _convert(opt: Option, raw: object, source: str) -> Any:
         raise ValueError(f"unsupported value {raw!r}")
     except (ValueError, TypeError) as exc:
         flag = "--" + opt.name.removesuffix("_s").replace("_", "-")
+        if opt.name in SECRET_OPTIONS:
+            # Never echo a secret, not even a malformed one (it may be the right token).
+            raise ConfigError(f"{flag} ({source}): must be a non-empty string") from None
         raise ConfigError(f"{flag} ({source}): {exc}") from None
 
 

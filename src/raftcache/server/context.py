@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from raftcache.server.admission import Admission, AdmissionLimits
 from raftcache.server.forwarding import Forwarder
 from raftcache.server.metrics import ServerMetrics
 from raftcache.server.ports import NodePort, ServicePort
@@ -27,22 +28,28 @@ class ServerSettings:
 
     Attributes:
         limits: size limits of the client API.
-        client_token: when set, client API requests need ``Authorization: Bearer <token>``.
+        client_token: when set, client API requests need ``Authorization: Bearer <token>``
+            (this token may read and write).
+        client_token_ro: a token that may only read (GET, HEAD and ``mget``); a write
+            presented with it gets 403. Either token set turns client authentication on.
         leader_wait_s: how long a follower waits for a leader before answering 503.
         forward_timeout_s: total timeout of a request forwarded to the leader.
         peer_urls: static node id → base URL map (fallback for forwarding).
         client_ssl_context: TLS context for connections to peers (forwarding).
         max_request_bytes: hard cap on any request body (the Raft endpoints share the port and
             carry snapshot chunks and entry batches, so it is well above ``max_value_bytes``).
+        admission: bounds on the client work in flight (see ``admission``).
     """
 
     limits: Limits = field(default_factory=Limits)
-    client_token: str | None = None
+    client_token: str | None = field(default=None, repr=False)
+    client_token_ro: str | None = field(default=None, repr=False)
     leader_wait_s: float = 2.0
     forward_timeout_s: float = 10.0
     peer_urls: Mapping[str, str] = field(default_factory=dict)
     client_ssl_context: ssl.SSLContext | None = None
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    admission: AdmissionLimits = field(default_factory=AdmissionLimits)
 
 
 @dataclass(slots=True)
@@ -54,6 +61,7 @@ class ServerContext:
     settings: ServerSettings
     forwarder: Forwarder
     metrics: ServerMetrics
+    admission: Admission
 
 
 CONTEXT = web.AppKey("raftcache.server.context", ServerContext)

@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from raftcache.raft.errors import NotLeaderError
+from raftcache.server.bodies import BODY
 from raftcache.server.errors import indeterminate, is_write_request, unavailable
 from raftcache.server.ports import NodePort
 
@@ -133,7 +134,9 @@ class Forwarder:
             (k, v) for k, v in request.headers.items() if k.lower() not in _REQUEST_SKIP
         )
         headers[FORWARDED_HEADER] = "1"
-        body = await request.read()  # aiohttp caches the body: the handler already read it
+        # The body the handler read (bounded and charged there); a handler that raised before
+        # reading one (GET, DELETE) has none worth sending, so nothing is read here.
+        body = request.get(BODY, b"")
         url = URL(base_url.rstrip("/") + request.raw_path, encoded=True)
         self.forwarded_total += 1
         log.debug("forwarding %s %s to leader %s", request.method, request.path, leader)

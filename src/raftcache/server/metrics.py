@@ -22,7 +22,16 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ROLES = ("follower", "candidate", "leader")
 # Stats that only ever grow are exported as counters; every other number is a gauge.
 _MONOTONIC = frozenset(
-    {"hits", "misses", "evictions", "expirations", "elections", "rpcs_sent", "rpcs_received"}
+    {
+        "hits",
+        "misses",
+        "evictions",
+        "expirations",
+        "elections",
+        "rpcs_sent",
+        "rpcs_received",
+        "rejected",
+    }
 )
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -73,9 +82,15 @@ def _flatten(value: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, 
 class NodeStateCollector(Collector):
     """Reads the node's Raft state and the last cache stats snapshot at scrape time."""
 
-    def __init__(self, node: NodePort, forwarded_total: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        node: NodePort,
+        forwarded_total: Callable[[], int],
+        admission_state: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
         self._node = node
         self._forwarded_total = forwarded_total
+        self._admission_state = admission_state
         self.cache_stats: Mapping[str, Any] = {}
 
     def collect(self) -> Iterator[Metric]:
@@ -101,6 +116,8 @@ class NodeStateCollector(Collector):
         )
         yield from stats_families("raftcache_raft", node.raft_stats())
         yield from stats_families("raftcache_cache", self.cache_stats)
+        if self._admission_state is not None:
+            yield from stats_families("raftcache_admission", self._admission_state())
 
 
 class ServerMetrics:
@@ -109,9 +126,15 @@ class ServerMetrics:
     Args:
         node: the Raft node whose state is exported at scrape time.
         forwarded_total: reads how many requests were forwarded to the leader so far.
+        admission_state: reads the admission counters (occupancy, limits, refusals).
     """
 
-    def __init__(self, node: NodePort, forwarded_total: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        node: NodePort,
+        forwarded_total: Callable[[], int],
+        admission_state: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter(
             "raftcache_http_requests",
@@ -126,7 +149,7 @@ class ServerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self._state = NodeStateCollector(node, forwarded_total)
+        self._state = NodeStateCollector(node, forwarded_total, admission_state)
         self.registry.register(self._state)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:

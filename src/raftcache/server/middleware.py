@@ -1,11 +1,13 @@
-"""The middleware chain of the server, outermost first: metrics → errors → auth → forwarding.
+"""The middleware chain of the server, outermost first: metrics → errors → auth → admission →
+forwarding.
 
 Rule: handlers raise, middlewares translate. ``metrics`` sees the final status of every request
 (including errors and forwarded answers). ``errors`` turns every exception into a JSON error
 response — ``ApiError``, aiohttp's own 404/405/413, domain errors via ``api_error_for`` and
 any bug as a JSON 500 — so the node keeps serving whatever a handler does. ``auth`` checks the
-client token before any work is done. ``forwarding`` catches ``NotLeaderError`` and hands the
-request to the ``Forwarder``.
+client tokens before any work is done (read-write, or read-only: 403 for a write).
+``admission`` refuses work past the node's bounds (503, see ``admission``) before the body is
+read. ``forwarding`` catches ``NotLeaderError`` and hands the request to the ``Forwarder``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 from aiohttp import web
 
 from raftcache.raft.errors import NotLeaderError
+from raftcache.server.admission import TICKET, is_exempt
 from raftcache.server.context import context_of
 from raftcache.server.errors import (
     ApiError,
@@ -30,7 +33,7 @@ from raftcache.server.forwarding import Handler
 log = logging.getLogger("raftcache.server.http")
 
 # Open without the client token: liveness probes, and the Raft endpoints (cluster token).
-_OPEN_PATHS = frozenset({"/v1/health"})
+_OPEN_PATHS = frozenset({"/v1/health", "/openapi.json"})
 _RAFT_PREFIX = "/raft/"
 
 
@@ -89,23 +92,47 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_error(500, f"internal error: {type(exc).__name__}")
 
 
+def _matches(given: bytes, token: str | None) -> bool:
+    # compare_digest: the time taken must not reveal how much of the token matched.
+    return token is not None and hmac.compare_digest(given, token.encode("utf-8"))
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With a client token configured, require ``Authorization: Bearer <token>``."""
-    token = context_of(request).settings.client_token
+    """With a client token configured, require ``Authorization: Bearer <token>``: the
+    read-write token may do anything, the read-only one only reads (403 for a write)."""
+    settings = context_of(request).settings
+    read_write, read_only = settings.client_token, settings.client_token_ro
     path = request.path
-    if token is None or path in _OPEN_PATHS or path.startswith(_RAFT_PREFIX):
+    if (read_write is None and read_only is None) or path in _OPEN_PATHS:
         return await handler(request)
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    # compare_digest: the time taken must not reveal how much of the token matched.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode("utf-8", "surrogatepass"), token.encode("utf-8")
-    ):
+    if path.startswith(_RAFT_PREFIX):
+        return await handler(request)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    raw = given.strip().encode("utf-8", "surrogatepass")
+    # Both comparisons always run, so the timing does not tell which token was nearly right.
+    may_write = _matches(raw, read_write)
+    may_read = _matches(raw, read_only)
+    if scheme.lower() != "bearer" or not (may_write or may_read):
         raise ApiError(
             401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
         )
+    if not may_write and is_write_request(request):
+        raise ApiError(403, "this token may only read")
     return await handler(request)
+
+
+@web.middleware
+async def admission_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Take the request's share of the node's capacity, or refuse it at once (503)."""
+    if is_exempt(request.path):
+        return await handler(request)
+    ticket = context_of(request).admission.admit(is_write_request(request))
+    request[TICKET] = ticket
+    try:
+        return await handler(request)
+    finally:
+        ticket.release()
 
 
 @web.middleware
@@ -117,4 +144,10 @@ async def forwarding_middleware(request: web.Request, handler: Handler) -> web.S
         return await context_of(request).forwarder.handle_not_leader(request, handler, exc)
 
 
-MIDDLEWARES = (metrics_middleware, error_middleware, auth_middleware, forwarding_middleware)
+MIDDLEWARES = (
+    metrics_middleware,
+    error_middleware,
+    auth_middleware,
+    admission_middleware,
+    forwarding_middleware,
+)

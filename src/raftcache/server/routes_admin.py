@@ -14,12 +14,13 @@ from typing import Any
 
 from aiohttp import web
 
+from raftcache.server.bodies import read_body
 from raftcache.server.context import context_of
 from raftcache.server.errors import json_error
 from raftcache.server.metrics import CONTENT_TYPE
 from raftcache.server.ports import NodePort
 from raftcache.server.results import json_response
-from raftcache.server.routes_keys import SMALL_BODY_BYTES, read_body
+from raftcache.server.routes_keys import SMALL_BODY_BYTES
 from raftcache.server.validation import (
     check_fields,
     parse_json_object,

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from raftcache.server.bodies import read_body
 from raftcache.server.context import context_of
-from raftcache.server.errors import ApiError, bad_request, too_large
+from raftcache.server.errors import ApiError, bad_request
 from raftcache.server.results import (
     batch_response,
     json_response,
@@ -42,17 +43,6 @@ def single_query(request: web.Request, name: str) -> str | None:
     if len(values) > 1:
         raise bad_request(f"query parameter {name} given more than once")
     return values[0] if values else None
-
-
-async def read_body(request: web.Request, limit: int, what: str = "request body") -> bytes:
-    """Read the body, refusing (413) anything over ``limit`` — by Content-Length up front."""
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise too_large(f"{what} larger than {limit} bytes")
-    body = await request.read()
-    if len(body) > limit:
-        raise too_large(f"{what} larger than {limit} bytes")
-    return body
 
 
 async def put_key(request: web.Request) -> web.Response:

@@ -31,15 +31,20 @@ from raftcache.network.http import HttpNetwork
 from raftcache.network.tls import client_ssl_context, server_ssl_context
 from raftcache.raft.config import RaftConfig
 from raftcache.raft.node import RaftNode
+from raftcache.server.admission import AdmissionLimits
 from raftcache.server.app import create_app
 from raftcache.server.config import ServeOptions
 from raftcache.server.context import ServerSettings
+from raftcache.server.exposure import warn_if_exposed
 from raftcache.server.logs import configure_logging
-from raftcache.server.validation import Limits
+from raftcache.server.validation import MAX_KEY_BYTES, Limits
 from raftcache.storage.base import Storage, StorageError
 from raftcache.storage.file import FileStorage
 
 log = logging.getLogger("raftcache.server")
+
+#: Keys in the cache's largest access batch (``CacheService``'s default ``touch_batch_size``).
+TOUCH_BATCH_KEYS = 10_000
 
 
 class NodeServer:
@@ -128,9 +133,15 @@ def server_settings(options: ServeOptions) -> ServerSettings:
     return ServerSettings(
         limits=Limits(max_value_bytes=options.max_value_bytes, max_batch_ops=options.max_batch_ops),
         client_token=options.client_token,
+        client_token_ro=options.client_token_ro,
         leader_wait_s=options.leader_wait_s,
         peer_urls=dict(options.peers),
         client_ssl_context=client_ssl,
+        admission=AdmissionLimits(
+            max_inflight_requests=options.max_inflight_requests,
+            max_pending_writes=options.max_pending_writes,
+            max_inflight_bytes=options.max_inflight_bytes,
+        ),
     )
 
 
@@ -147,7 +158,8 @@ def build_node_server(
         raft_config: Raft timing (default: ``RaftConfig`` with the options' RPC timeout).
         storage: the node's storage (default: ``FileStorage(options.data_dir)``).
     """
-    network = _network(options)
+    raft_config = raft_config or RaftConfig(rpc_timeout=options.network_timeout_s)
+    network = _network(options, raft_body_limit(server_settings(options).limits, raft_config))
     if storage is None:
         options.data_dir.mkdir(parents=True, exist_ok=True)
         storage = FileStorage(options.data_dir)
@@ -158,7 +170,7 @@ def build_node_server(
         network,
         storage,
         machine,
-        raft_config or RaftConfig(rpc_timeout=options.network_timeout_s),
+        raft_config,
         rng=random.Random(),
         peer_addresses=dict(options.peers),
     )
@@ -182,7 +194,27 @@ def _tls_files(options: ServeOptions) -> tuple[str | None, str | None, str | Non
     return text(options.tls_cert), text(options.tls_key), text(options.tls_ca)
 
 
-def _network(options: ServeOptions) -> HttpNetwork:
+def raft_body_limit(limits: Limits, config: RaftConfig) -> int:
+    """The largest Raft request body this node accepts, derived from what a leader may send.
+
+    An AppendEntries carries up to ``max_bytes_per_message`` of entries, or one larger entry;
+    the largest entry the cache proposes is a full batch or an access (touch) batch. A snapshot
+    chunk is ``snapshot_chunk_size``. Bytes travel as base64 (4/3); twice that leaves room for
+    JSON framing. Smaller than aiohttp's default 64 MiB: an unauthenticated peer can make us
+    buffer no more than this per connection.
+    """
+    largest_entry = max(
+        limits.max_batch_bytes + limits.max_batch_ops * (MAX_KEY_BYTES + 64),
+        limits.max_value_bytes + MAX_KEY_BYTES,
+        TOUCH_BATCH_KEYS * (MAX_KEY_BYTES + 16),
+        config.max_bytes_per_message,
+        config.snapshot_chunk_size,
+    )
+    framing = config.max_entries_per_message * 128 + 64 * 1024
+    return 2 * (largest_entry * 4 // 3 + framing)
+
+
+def _network(options: ServeOptions, body_limit: int) -> HttpNetwork:
     """The Raft transport, to be mounted on the node's app (it opens no listener itself)."""
     certfile, keyfile, cafile = _tls_files(options)
     return HttpNetwork(
@@ -195,6 +227,7 @@ def _network(options: ServeOptions) -> HttpNetwork:
         ssl_certfile=certfile,
         ssl_keyfile=keyfile,
         ssl_cafile=cafile,
+        client_max_size=body_limit,
     )
 
 
@@ -214,6 +247,7 @@ async def serve_node(options: ServeOptions, stop: asyncio.Event | None = None) -
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(sig, _on_signal, stop, sig)
     server = build_node_server(options)
+    warn_if_exposed(options)
     log.info(
         "node starting",
         extra={"id": options.id, "listen": options.listen, "data_dir": str(options.data_dir)},
