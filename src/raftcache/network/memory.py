@@ -223,7 +223,7 @@ class InMemoryNetwork(NetworkInterface):
         if hub.is_failed(me):
             raise node_failed(me)
         if self._stopped:
-            raise NetworkError(f"Node {me} is stopped", permanent=True)
+            raise NetworkError(f"Node {me} is stopped", permanent=True, kind="stopped")
         receiver = hub.network(target)
         if receiver is None:
             raise not_available(target)
@@ -232,7 +232,7 @@ class InMemoryNetwork(NetworkInterface):
         if hub.is_partitioned(me, target):
             raise partitioned(me, target)
         if receiver._stopped:
-            raise NetworkError(f"Target node {target} is unreachable (stopped)")
+            raise NetworkError(f"Target node {target} is unreachable (stopped)", kind="connection")
         if receiver._handlers is None:
             raise no_handlers(target)
         return receiver
@@ -243,7 +243,7 @@ class InMemoryNetwork(NetworkInterface):
         self.stats.rpcs_sent += 1
         if draw.drop_request:
             self.stats.requests_dropped += 1
-            raise NetworkError(f"Request from {self.node_id} to {target} was dropped")
+            raise NetworkError(f"Request from {self.node_id} to {target} was dropped", kind="drop")
         task = asyncio.get_running_loop().create_task(
             self._deliver(target, clone(req), method, response_cls, draw.request_delay)
         )
@@ -257,12 +257,13 @@ class InMemoryNetwork(NetworkInterface):
             if task.cancelled() and current is not None and current.cancelling() == 0:
                 # Not our cancellation: the target stopped while handling the request.
                 raise NetworkError(
-                    f"Connection to node {target} reset: it stopped while handling the request"
+                    f"Connection to node {target} reset: it stopped while handling the request",
+                    kind="connection",
                 ) from None
             raise
         if draw.drop_reply:
             self.stats.replies_dropped += 1
-            raise NetworkError(f"Reply from {target} to {self.node_id} was dropped")
+            raise NetworkError(f"Reply from {target} to {self.node_id} was dropped", kind="drop")
         if draw.reply_delay > 0:
             await asyncio.sleep(draw.reply_delay)
         self._check_reply(target)

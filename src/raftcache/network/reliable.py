@@ -15,7 +15,8 @@ a timeout. There are at most ``1 + max_retries`` attempts.
 By default retries follow each other at once: a lost in-memory message fails immediately and
 Raft re-sends on the next heartbeat anyway. ``retry_delay`` adds a pause before retry ``k``
 (``retry_delay * backoff_multiplier**(k-1)``, capped at ``max_timeout``) for transports where an
-immediate retry is pointless. Nothing else (no circuit breaker) is done.
+immediate retry is pointless. A ``CircuitOpenError`` (from a ``CircuitBreakerNetwork`` below) is
+raised at once like a permanent error: retrying within the breaker's cool-down cannot help.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from raftcache.network.errors import NetworkError, NetworkRetryExhaustedError, NetworkTimeoutError
+from raftcache.network.errors import (
+    CircuitOpenError,
+    NetworkError,
+    NetworkRetryExhaustedError,
+    NetworkTimeoutError,
+)
 from raftcache.network.interface import NetworkInterface, RpcHandlers
 from raftcache.raft.messages import (
     AppendEntriesRequest,
@@ -148,8 +154,8 @@ class ReliableNetwork(NetworkInterface):
                 async with deadline:
                     return await send(target, req)
             except NetworkError as exc:
-                if exc.permanent:
-                    raise
+                if exc.permanent or isinstance(exc, CircuitOpenError):
+                    raise  # a breaker refusal: retrying within its cool-down cannot help
                 error: NetworkError = exc
                 # An attempt that converted our cancellation into a NetworkError still timed out.
                 timed_out = deadline.expired() or isinstance(exc, NetworkTimeoutError)
