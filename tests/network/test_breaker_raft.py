@@ -43,7 +43,7 @@ class BreakerCluster(SimCluster):
             node_id,
             hub=self.hub,
             seed=self.rng.randrange(2**32),
-            **self.net_opts,  # type: ignore[arg-type]
+            **self.net_opts,
         )
         net = CircuitBreakerNetwork(
             MeteredNetwork(inner), failure_threshold=self.threshold, reset_timeout=RESET_TIMEOUT
