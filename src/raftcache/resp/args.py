@@ -1,0 +1,114 @@
+"""Argument parsing shared by the commands: keys, integers, options, and the parse limits.
+
+Rule: parsing is strict and total, as Redis's is: a key is non-empty UTF-8 of at most
+``MAX_KEY_BYTES`` (the cache's keys are strings, and the HTTP API's limit keeps keys forwardable
+to the leader); an integer is what Redis's ``string2ll`` accepts (an optional ``-``, digits,
+no leading zeros, no ``+``, within int64). Anything else raises the ``RespError`` Redis would
+send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from raftcache.resp.calls import Call
+from raftcache.resp.errors import NOT_INTEGER
+from raftcache.resp.protocol import RespError
+
+MAX_KEY_BYTES: Final = 1024
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits applied while parsing.
+
+    Attributes:
+        max_value_bytes: largest value a write may store (as the HTTP API's default).
+        max_keys_per_command: most keys one command (MGET, MSET, DEL, ...) may name.
+    """
+
+    max_value_bytes: int = 1024 * 1024
+    max_keys_per_command: int = 10_000
+
+
+Parser = Callable[[Sequence[bytes], Limits], Call]
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """A command of the table: its name, Redis's arity and key positions (for COMMAND), and
+    its parser.
+
+    Attributes:
+        name: upper-case name.
+        arity: Redis's convention: N means exactly N words (the name included), -N at least N.
+        flags: Redis's command flags (``readonly``, ``write``, ``fast``...), for COMMAND.
+        first_key: position of the first key argument (0: none).
+        last_key: position of the last key (-1: the last argument).
+        step: distance between keys.
+        group: Redis's command group (``string``, ``generic``, ``connection``, ``server``...).
+        summary: one line, for COMMAND DOCS.
+        parse: turns the arguments (the name excluded) into a ``Call``.
+    """
+
+    name: str
+    arity: int
+    flags: tuple[str, ...]
+    first_key: int
+    last_key: int
+    step: int
+    group: str
+    summary: str
+    parse: Parser
+
+
+def key(raw: bytes) -> str:
+    """A key argument as the cache's string key."""
+    if not raw or len(raw) > MAX_KEY_BYTES:
+        raise RespError(f"ERR keys must be 1 to {MAX_KEY_BYTES} bytes long")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise RespError("ERR keys must be valid UTF-8") from None
+
+
+def keys(raws: Sequence[bytes], limits: Limits) -> tuple[str, ...]:
+    """Several key arguments."""
+    if len(raws) > limits.max_keys_per_command:
+        raise RespError(f"ERR at most {limits.max_keys_per_command} keys per command")
+    return tuple(key(raw) for raw in raws)
+
+
+def value(raw: bytes, limits: Limits) -> bytes:
+    """A value argument, checked against the size limit."""
+    if len(raw) > limits.max_value_bytes:
+        raise RespError(f"ERR value larger than {limits.max_value_bytes} bytes")
+    return raw
+
+
+def integer(raw: bytes, error: RespError = NOT_INTEGER) -> int:
+    """An int64 argument, parsed as Redis's ``string2ll`` does."""
+    if not 0 < len(raw) <= 20:
+        raise error
+    digits = raw[1:] if raw[:1] == b"-" else raw
+    if not digits.isdigit() or (digits[:1] == b"0" and (len(digits) > 1 or raw[:1] == b"-")):
+        raise error
+    number = int(raw)
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise error
+    return number
+
+
+def upper(raw: bytes) -> str:
+    """An option or subcommand name, upper-cased (non-ASCII never matches an option)."""
+    return raw.decode("latin-1").upper()
+
+
+def text(raw: bytes) -> str:
+    """A free-text argument (client name, pattern...) as a string, undecodable bytes kept as
+    surrogates so that nothing a client sends is lost or raises."""
+    return raw.decode("utf-8", errors="surrogateescape")

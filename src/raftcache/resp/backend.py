@@ -1,0 +1,247 @@
+"""Where RESP commands read and write: this node's ``CacheService``, or the leader over HTTP.
+
+Rule: a command is written once, against the ``Backend`` protocol, and run by ``Router.call``:
+first on the local service; if that raises ``NotLeaderError`` — which guarantees nothing was
+applied here — the whole command runs again against the leader's HTTP client API
+(``LeaderBackend``), after waiting a bounded time for a leader to be known. If this node becomes
+the leader meanwhile, it runs locally again. So a command's steps all run against one backend.
+
+Ordering: commands of one connection that fall back to the leader pass through that connection's
+``gate`` (a FIFO lock) in the order they failed locally — which is the order they were issued,
+because a local attempt fails synchronously, before its first suspension — so pipelined writes
+forwarded from a follower reach the leader in pipeline order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
+
+from raftcache.cache.commands import BatchOp
+from raftcache.cache.entries import Item
+from raftcache.cache.results import BatchItem
+from raftcache.raft.errors import NotLeaderError
+from raftcache.resp.errors import Unavailable
+
+T = TypeVar("T")
+
+
+class Backend(Protocol):
+    """The cache operations RESP commands are built from (errors as ``CacheService``'s)."""
+
+    async def values(self, keys: Sequence[str], consistency: str) -> list[bytes | None]:
+        """Values of ``keys`` (None where missing), as of one read."""
+        ...
+
+    async def items(self, keys: Sequence[str], consistency: str) -> list[Item | None]:
+        """Entries of ``keys`` with version and expiry (None where missing)."""
+        ...
+
+    async def set(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        ttl: float | None = None,
+        if_version: int | None = None,
+        if_absent: bool = False,
+    ) -> int:
+        """Store ``value``; the new version. ``PreconditionFailed`` if a condition fails."""
+        ...
+
+    async def delete(self, key: str, *, if_version: int | None = None) -> bool:
+        """Delete ``key``; whether a live key was deleted."""
+        ...
+
+    async def incr(self, key: str, by: int) -> int:
+        """Add ``by`` to the counter at ``key``; the new value."""
+        ...
+
+    async def batch(self, ops: Sequence[BatchOp]) -> list[BatchItem]:
+        """Apply ``ops`` atomically; results in order."""
+        ...
+
+    async def list_keys(
+        self, prefix: str, after: str | None, limit: int, consistency: str
+    ) -> tuple[list[str], str | None]:
+        """A page of live keys in key order and the cursor of the next page (or None)."""
+        ...
+
+    async def dbsize(self, consistency: str) -> int:
+        """Number of keys held (expired ones not yet removed included, as Redis counts)."""
+        ...
+
+
+class ReplicaPort(Protocol):
+    """Local reads of this node's replica (``CacheStateMachine.get``)."""
+
+    def get(self, key: str, now: float) -> Item | None: ...
+
+
+class ServicePort(Protocol):
+    """The parts of ``CacheService`` the RESP server uses."""
+
+    @property
+    def machine(self) -> ReplicaPort: ...
+
+    async def mget(
+        self, keys: Sequence[str], consistency: str = "linearizable"
+    ) -> list[Item | None]: ...
+
+    async def list_keys(
+        self, prefix: str | None, after: str | None, limit: int, consistency: str
+    ) -> tuple[list[str], str | None]: ...
+
+    async def set(
+        self,
+        key: str,
+        value: bytes,
+        ttl: float | None = None,
+        if_version: int | None = None,
+        if_absent: bool = False,
+    ) -> int: ...
+
+    async def delete(self, key: str, if_version: int | None = None) -> bool: ...
+
+    async def incr(self, key: str, by: int = 1) -> Any: ...
+
+    async def batch(self, ops: Sequence[Any]) -> list[BatchItem]: ...
+
+    async def stats(self) -> Mapping[str, Any]: ...
+
+
+class NodePort(Protocol):
+    """The parts of ``RaftNode`` the RESP server reads."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def leader_id(self) -> str | None: ...
+
+    @property
+    def last_applied(self) -> int: ...
+
+    def leader_address(self) -> str | None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def raft_stats(self) -> dict[str, Any]: ...
+
+
+class LocalBackend:
+    """``Backend`` over this node's ``CacheService``."""
+
+    def __init__(self, service: ServicePort) -> None:
+        self._service = service
+
+    async def values(self, keys: Sequence[str], consistency: str) -> list[bytes | None]:
+        items = await self._service.mget(keys, consistency)
+        return [None if item is None else item.value for item in items]
+
+    async def items(self, keys: Sequence[str], consistency: str) -> list[Item | None]:
+        return await self._service.mget(keys, consistency)
+
+    async def set(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        ttl: float | None = None,
+        if_version: int | None = None,
+        if_absent: bool = False,
+    ) -> int:
+        return await self._service.set(key, value, ttl, if_version, if_absent)
+
+    async def delete(self, key: str, *, if_version: int | None = None) -> bool:
+        return await self._service.delete(key, if_version)
+
+    async def incr(self, key: str, by: int) -> int:
+        result = await self._service.incr(key, by)
+        value: int = result.value
+        return value
+
+    async def batch(self, ops: Sequence[BatchOp]) -> list[BatchItem]:
+        return await self._service.batch(ops)
+
+    async def list_keys(
+        self, prefix: str, after: str | None, limit: int, consistency: str
+    ) -> tuple[list[str], str | None]:
+        return await self._service.list_keys(prefix, after, limit, consistency)
+
+    async def dbsize(self, consistency: str) -> int:
+        await self._service.mget([], consistency)  # the read barrier alone
+        stats = await self._service.stats()
+        return int(stats["keys"])
+
+
+class Router:
+    """Runs commands locally, or on the leader when this node is not it (module docstring).
+
+    Args:
+        node: the local Raft node.
+        local: the backend over the local service.
+        remote: makes the backend for a leader's base URL.
+        peer_urls: fallback base URLs by node id, for leaders whose configuration entry has none.
+        leader_wait_s: how long to wait for a leader to be known before ``Unavailable``.
+        poll_interval_s: how often the leader is looked up again while waiting.
+    """
+
+    def __init__(
+        self,
+        node: NodePort,
+        local: Backend,
+        remote: Callable[[str], Backend],
+        *,
+        peer_urls: Mapping[str, str] | None = None,
+        leader_wait_s: float = 2.0,
+        poll_interval_s: float = 0.02,
+    ) -> None:
+        self.node = node
+        self.local = local
+        self._remote = remote
+        self._peer_urls = dict(peer_urls or {})
+        self._leader_wait_s = leader_wait_s
+        self._poll_interval_s = poll_interval_s
+        self.forwarded_total = 0
+
+    async def call(
+        self, fn: Callable[[Backend], Awaitable[T]], gate: asyncio.Lock | None = None
+    ) -> T:
+        """``fn(local)``, or ``fn(leader)`` if this node is not the leader (see the module
+        docstring); ``gate`` orders the fallbacks of one connection."""
+        try:
+            return await fn(self.local)
+        except NotLeaderError as exc:
+            hint = exc.leader_id
+        if gate is None:
+            return await self._elsewhere(fn, hint)
+        async with gate:
+            return await self._elsewhere(fn, hint)
+
+    async def _elsewhere(self, fn: Callable[[Backend], Awaitable[T]], hint: str | None) -> T:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._leader_wait_s
+        while True:
+            leader = self.node.leader_id or hint
+            hint = None  # a hint is only good once: it may be stale
+            if leader == self.node.node_id:
+                try:
+                    return await fn(self.local)
+                except NotLeaderError as again:
+                    hint = again.leader_id
+            elif leader is not None:
+                url = self._leader_url(leader)
+                if url is not None:
+                    self.forwarded_total += 1
+                    return await fn(self._remote(url))
+            if loop.time() >= deadline:
+                raise Unavailable("no leader known; the cluster may be electing one")
+            await asyncio.sleep(self._poll_interval_s)
+
+    def _leader_url(self, leader: str) -> str | None:
+        url: str | None = None
+        if self.node.leader_id == leader:
+            url = self.node.leader_address()
+        return url or self._peer_urls.get(leader)

@@ -1,0 +1,99 @@
+"""The command table: every command the RESP server knows, with Redis's arity, flags and key
+positions (what COMMAND reports) and its parser.
+
+Rule: a command exists iff it is in ``TABLE``; the connection looks names up here
+(case-insensitively), checks the arity here, and only then parses. Commands that need a
+server-wide feature the cache lacks are documented in ``docs/resp.md`` rather than half-done.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from raftcache.resp import admin, introspect, keyspace, scan, strings
+from raftcache.resp.args import Parser, Spec
+
+_R: Final = ("readonly", "fast")
+_W: Final = ("write", "denyoom")
+_WD: Final = ("write", "denyoom", "fast")
+_WF: Final = ("write", "fast")
+_S: Final = ("loading", "stale")
+_C: Final = ("fast", "loading", "stale")
+_CA: Final = ("fast", "loading", "stale", "no-auth")
+_NOKEY: Final = (0, 0, 0)
+_KEY1: Final = (1, 1, 1)
+_KEYS: Final = (1, -1, 1)
+_PAIRS: Final = (1, -1, 2)
+
+_Row = tuple[str, int, tuple[str, ...], tuple[int, int, int], str, str, Parser]
+
+# name, arity, flags, (first key, last key, step), group, summary, parser
+_ROWS: Final[tuple[_Row, ...]] = (
+    ("GET", 2, _R, _KEY1, "string", "Get a value", strings.parse_get),
+    ("MGET", -2, _R, _KEYS, "string", "Get several values", strings.parse_mget),
+    ("STRLEN", 2, _R, _KEY1, "string", "Length of a value", strings.parse_strlen),
+    ("SET", -3, _W, _KEY1, "string", "Set a value", strings.parse_set),
+    ("SETNX", 3, _WD, _KEY1, "string", "Set a missing key", strings.parse_setnx),
+    ("GETSET", 3, _WD, _KEY1, "string", "Set, return the old value", strings.parse_getset),
+    ("GETDEL", 2, _WF, _KEY1, "string", "Get and delete", strings.parse_getdel),
+    ("MSET", -3, _W, _PAIRS, "string", "Set several keys at once", strings.parse_mset),
+    ("INCR", 2, _WD, _KEY1, "string", "Increment a counter", strings.parse_incr),
+    ("DECR", 2, _WD, _KEY1, "string", "Decrement a counter", strings.parse_decr),
+    ("INCRBY", 3, _WD, _KEY1, "string", "Add to a counter", strings.parse_incrby),
+    ("DECRBY", 3, _WD, _KEY1, "string", "Subtract from a counter", strings.parse_decrby),
+    ("DEL", -2, ("write",), _KEYS, "generic", "Delete keys", keyspace.parse_del),
+    ("UNLINK", -2, _WF, _KEYS, "generic", "Delete keys", keyspace.parse_del),
+    ("EXISTS", -2, _R, _KEYS, "generic", "Count existing keys", keyspace.parse_exists),
+    ("TYPE", 2, _R, _KEY1, "generic", "Type of a value", keyspace.parse_type),
+    ("EXPIRE", -3, _WF, _KEY1, "generic", "Set a TTL (s)", keyspace.parse_expire),
+    ("PEXPIRE", -3, _WF, _KEY1, "generic", "Set a TTL (ms)", keyspace.parse_pexpire),
+    ("EXPIREAT", -3, _WF, _KEY1, "generic", "Set an expiry (s)", keyspace.parse_expireat),
+    ("PEXPIREAT", -3, _WF, _KEY1, "generic", "Set an expiry (ms)", keyspace.parse_pexpireat),
+    ("PERSIST", 2, _WF, _KEY1, "generic", "Remove a TTL", keyspace.parse_persist),
+    ("TTL", 2, _R, _KEY1, "generic", "Time to live (s)", keyspace.parse_ttl),
+    ("PTTL", 2, _R, _KEY1, "generic", "Time to live (ms)", keyspace.parse_pttl),
+    ("KEYS", 2, ("readonly",), _NOKEY, "generic", "Keys matching", scan.parse_keys),
+    ("SCAN", -2, ("readonly",), _NOKEY, "generic", "Iterate over keys", scan.parse_scan),
+    ("DBSIZE", 1, _R, _NOKEY, "server", "Number of keys", scan.parse_dbsize),
+    ("FLUSHDB", -1, ("write",), _NOKEY, "server", "Delete every key", scan.parse_flushdb),
+    ("FLUSHALL", -1, ("write",), _NOKEY, "server", "Delete every key", scan.parse_flushdb),
+    ("INFO", -1, _S, _NOKEY, "server", "Server information", introspect.parse_info),
+    ("COMMAND", -1, _S, _NOKEY, "server", "Command details", introspect.parse_command),
+    ("CONFIG", -2, ("admin", *_S), _NOKEY, "server", "Configuration", introspect.parse_config),
+    ("PING", -1, _C, _NOKEY, "connection", "Ping the server", admin.parse_ping),
+    ("ECHO", 2, _C, _NOKEY, "connection", "Echo a message", admin.parse_echo),
+    ("HELLO", -1, _CA, _NOKEY, "connection", "Handshake", admin.parse_hello),
+    ("AUTH", -2, _CA, _NOKEY, "connection", "Authenticate", admin.parse_auth),
+    ("SELECT", 2, _C, _NOKEY, "connection", "Select database 0", admin.parse_select),
+    ("CLIENT", -2, _S, _NOKEY, "connection", "This connection", introspect.parse_client),
+    ("QUIT", -1, _CA, _NOKEY, "connection", "Close the connection", admin.parse_quit),
+    ("RESET", 1, _CA, _NOKEY, "connection", "Reset the connection", admin.parse_reset),
+    ("READONLY", 1, _C, _NOKEY, "cluster", "Stale reads from here", admin.parse_readonly),
+    ("READWRITE", 1, _C, _NOKEY, "cluster", "Linearizable reads", admin.parse_readwrite),
+    ("MULTI", 1, _C, _NOKEY, "transactions", "Start a transaction", admin.parse_multi),
+    ("EXEC", 1, _S, _NOKEY, "transactions", "Run the transaction", admin.parse_exec),
+    ("DISCARD", 1, _C, _NOKEY, "transactions", "Drop the transaction", admin.parse_discard),
+    ("WATCH", -2, _C, _KEYS, "transactions", "Not supported", admin.parse_watch),
+    ("UNWATCH", 1, _C, _NOKEY, "transactions", "Forget watched keys", admin.parse_unwatch),
+)
+
+TABLE: Final[dict[str, Spec]] = {
+    name: Spec(name, arity, flags, keys[0], keys[1], keys[2], group, summary, parse)
+    for name, arity, flags, keys, group, summary, parse in _ROWS
+}
+
+#: Commands a client may send before it authenticates.
+NO_AUTH: Final = frozenset(name for name, spec in TABLE.items() if "no-auth" in spec.flags)
+
+
+def lookup(name: bytes) -> Spec | None:
+    """The spec of a command name (any case), or None."""
+    spec = TABLE.get(name.decode("latin-1"))
+    if spec is None:
+        spec = TABLE.get(name.decode("latin-1").upper())
+    return spec
+
+
+def arity_ok(spec: Spec, words: int) -> bool:
+    """Whether ``words`` (the name included) fits the spec's arity."""
+    return words == spec.arity if spec.arity > 0 else words >= -spec.arity

@@ -1,0 +1,236 @@
+"""Executing the commands of one connection: order, pipelining, MULTI queueing, auth gating.
+
+Rule: replies leave in the order commands arrived, and each command sees the effects of every
+command before it on the same connection — as in Redis — while a pipeline still runs fast:
+
+- consecutive READ calls share one read barrier (one ``values`` read for all their keys);
+- consecutive WRITE calls start together, each making one proposal before its first
+  suspension, so they reach the Raft log in pipeline order and share replication rounds;
+- anything else (transactions, connection and server commands) runs alone, after every call
+  before it has finished.
+
+A run of reads ends before a write starts and vice versa, so a read never misses an earlier
+write. Inside MULTI, commands are checked and queued (``+QUEUED``); a command that cannot be
+part of an atomic cache batch is refused at queue time, which makes EXEC fail with EXECABORT,
+as Redis does for a command refused while queueing. Argument errors surface in EXEC's reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Final
+
+from raftcache.resp.admin import Discard, Exec, Multi
+from raftcache.resp.calls import Call, Mode, Reply, View
+from raftcache.resp.commands import NO_AUTH, arity_ok, lookup
+from raftcache.resp.errors import NOAUTH, reply_for, unknown_command, wrong_args
+from raftcache.resp.protocol import OK, QUEUED, RespError, encode
+from raftcache.resp.state import ClientState
+from raftcache.resp.txn import run_transaction
+
+MAX_QUEUED: Final = 10_000  # commands in one MULTI: one batch, one log entry
+_NOT_QUEUED: Final = frozenset({"EXEC", "DISCARD", "MULTI", "WATCH", "QUIT", "RESET"})
+
+
+class _Failed(Call):
+    """A queued command whose arguments were wrong: its error is its reply in EXEC."""
+
+    in_multi = True
+
+    def __init__(self, error: RespError) -> None:
+        self.error = error
+
+    def simulate(self, view: View) -> Reply:
+        raise self.error
+
+
+class Executor:
+    """Runs one connection's commands (see the module docstring).
+
+    Args:
+        client: the connection's state (and through it, the server's).
+    """
+
+    def __init__(self, client: ClientState) -> None:
+        self.client = client
+        self._reads: list[Call] = []
+        self._writes: list[Call] = []
+
+    async def execute(self, commands: list[list[bytes]], out: list[bytes]) -> None:
+        """Run ``commands`` in order, appending each encoded reply to ``out``."""
+        client = self.client
+        reads, writes = self._reads, self._writes
+        try:
+            for argv in commands:
+                if client.closing:
+                    break  # nothing runs after QUIT
+                item = self._prepare(argv)
+                if isinstance(item, Call) and item.mode is Mode.READ:
+                    if writes:
+                        await self._flush_writes(out)
+                    reads.append(item)
+                    continue
+                if isinstance(item, Call) and item.mode is Mode.WRITE:
+                    if reads:
+                        await self._flush_reads(out)
+                    writes.append(item)
+                    continue
+                await self._flush(out)
+                reply = await self._run(item) if isinstance(item, Call) else item
+                out.append(encode(reply, client.proto))
+            await self._flush(out)
+        finally:
+            reads.clear()
+            writes.clear()
+
+    async def _flush(self, out: list[bytes]) -> None:
+        if self._reads:
+            await self._flush_reads(out)
+        if self._writes:
+            await self._flush_writes(out)
+
+    def _prepare(self, argv: list[bytes]) -> Call | Reply:
+        """The call for ``argv``, or the reply when it must not run (unknown, wrong arity,
+        not authenticated, bad arguments, queued in MULTI)."""
+        client, server = self.client, self.client.server
+        client.commands_total += 1
+        server.commands_total += 1
+        spec = lookup(argv[0])
+        if client.in_multi:
+            return self._queue(argv)
+        if spec is None:
+            return unknown_command(argv[0], argv[1:])
+        if not client.authenticated and spec.name not in NO_AUTH:
+            return NOAUTH
+        if not arity_ok(spec, len(argv)):
+            return wrong_args(spec.name)
+        try:
+            return spec.parse(argv[1:], server.limits)
+        except RespError as exc:
+            return exc
+
+    def _queue(self, argv: list[bytes]) -> Call | Reply:
+        client = self.client
+        spec = lookup(argv[0])
+        if spec is None:
+            client.multi_failed = True
+            return unknown_command(argv[0], argv[1:])
+        if not arity_ok(spec, len(argv)):
+            client.multi_failed = True
+            return wrong_args(spec.name)
+        try:
+            call = spec.parse(argv[1:], client.server.limits)
+        except RespError as exc:
+            call = _Failed(exc)
+        if spec.name in _NOT_QUEUED:
+            return call
+        if not call.in_multi:
+            client.multi_failed = True
+            return RespError(
+                f"ERR {spec.name} cannot run inside MULTI on raftcache: a transaction runs as "
+                "one atomic cache batch"
+            )
+        if len(client.queue) >= MAX_QUEUED:
+            client.multi_failed = True
+            return RespError(f"ERR at most {MAX_QUEUED} commands per transaction")
+        client.queue.append(call)
+        return QUEUED
+
+    async def _run(self, call: Call) -> Reply:
+        client = self.client
+        try:
+            if isinstance(call, Multi):
+                if client.in_multi:
+                    return RespError("ERR MULTI calls can not be nested")
+                client.in_multi = True
+                return OK
+            if isinstance(call, Exec):
+                return await self._exec()
+            if isinstance(call, Discard):
+                if not client.in_multi:
+                    return RespError("ERR DISCARD without MULTI")
+                client.reset_multi()
+                return OK
+            if call.mode is Mode.TXN:
+                return (await self._transaction([call]))[0]
+            reply = call.run_server(client)
+            return await reply if inspect.isawaitable(reply) else reply
+        except Exception as exc:
+            return reply_for(exc, is_write=call.writes)
+
+    async def _exec(self) -> Reply:
+        client = self.client
+        if not client.in_multi:
+            return RespError("ERR EXEC without MULTI")
+        calls, failed = client.queue, client.multi_failed
+        client.reset_multi()
+        if failed:
+            return RespError("EXECABORT Transaction discarded because of previous errors.")
+        if not calls:
+            return []
+        try:
+            return await self._transaction(calls)
+        except Exception as exc:
+            return reply_for(exc, is_write=any(call.writes for call in calls))
+
+    async def _transaction(self, calls: list[Call]) -> list[Reply]:
+        client = self.client
+        server = client.server
+        return await run_transaction(
+            server.router,
+            calls,
+            clock=server.clock,
+            consistency=client.consistency,
+            gate=client.gate,
+        )
+
+    async def _flush_reads(self, out: list[bytes]) -> None:
+        reads, client = self._reads, self.client
+        keys = [key for call in reads for key in call.keys]
+        consistency = client.consistency
+        proto = client.proto
+        try:
+            values = await client.server.router.call(
+                lambda backend: backend.values(keys, consistency), client.gate
+            )
+        except Exception as exc:
+            error = encode(reply_for(exc, is_write=False), proto)
+            out.extend(error for _ in reads)
+            reads.clear()
+            return
+        position = 0
+        for call in reads:
+            count = len(call.keys)
+            try:
+                reply = call.reply_values(values[position : position + count])
+            except RespError as exc:
+                reply = exc
+            position += count
+            out.append(encode(reply, proto))
+        reads.clear()
+
+    async def _flush_writes(self, out: list[bytes]) -> None:
+        writes, client = self._writes, self.client
+        router, gate, proto = client.server.router, client.gate, client.proto
+        if len(writes) == 1:  # the common unpipelined case: no task needed
+            call = writes.pop()
+            try:
+                reply = await router.call(call.run, gate)
+            except Exception as exc:
+                reply = reply_for(exc, is_write=True)
+            out.append(encode(reply, proto))
+            return
+        # Tasks start in creation order, each proposing before it first suspends.
+        tasks = [asyncio.ensure_future(router.call(call.run, gate)) for call in writes]
+        writes.clear()
+        try:
+            for task in tasks:
+                try:
+                    reply = await task
+                except Exception as exc:
+                    reply = reply_for(exc, is_write=True)
+                out.append(encode(reply, proto))
+        finally:
+            for task in tasks:
+                task.cancel()  # no-op when done; stops orphans if we were cancelled

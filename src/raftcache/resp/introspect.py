@@ -1,0 +1,230 @@
+"""Introspection commands: INFO (with a ``raft`` section), CLIENT, COMMAND, CONFIG.
+
+Rule: these report; they never read through the cluster. INFO shows this node's view (its
+replica's counters, its Raft state) without a read barrier, as Redis's INFO shows one server's.
+COMMAND and CONFIG GET give clients and tools (redis-cli, redis-benchmark) what they ask for at
+start-up; CONFIG SET is refused because configuration belongs to ``raftcache serve``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from typing import Any, Final
+
+from raftcache import __version__
+from raftcache.resp import args
+from raftcache.resp.admin import REDIS_VERSION, client_name
+from raftcache.resp.args import Limits, Spec
+from raftcache.resp.calls import Call, Reply
+from raftcache.resp.errors import SYNTAX, wrong_args
+from raftcache.resp.protocol import OK, RespError, Simple, Verbatim
+from raftcache.resp.scan import compile_glob
+from raftcache.resp.state import ClientState
+
+_SECTIONS: Final = ("server", "clients", "memory", "stats", "replication", "keyspace", "raft")
+
+
+class Info(Call):
+    """INFO [section ...]: ``default``, ``all`` and ``everything`` mean every section."""
+
+    def __init__(self, sections: tuple[str, ...]) -> None:
+        wanted = {s.lower() for s in sections} or {"default"}
+        everything = bool(wanted & {"default", "all", "everything"})
+        self.sections = [s for s in _SECTIONS if everything or s in wanted]
+
+    async def run_server(self, ctx: ClientState) -> Reply:
+        server = ctx.server
+        cache = dict(await server.service.stats())
+        node = server.node
+        status, raft = node.status(), node.raft_stats()
+        uptime = int(asyncio.get_running_loop().time() - server.started_at)
+        fields: dict[str, dict[str, Any]] = {
+            "server": {
+                "redis_version": REDIS_VERSION,
+                "raftcache_version": __version__,
+                "redis_mode": "standalone",
+                "process_id": os.getpid(),
+                "uptime_in_seconds": uptime,
+            },
+            "clients": {"connected_clients": len(server.clients)},
+            "memory": {
+                "used_memory": cache.get("bytes", 0),
+                "maxmemory": cache.get("max_bytes") or 0,
+            },
+            "stats": {
+                "total_connections_received": server.connections_total,
+                "total_commands_processed": server.commands_total,
+                "rejected_connections": server.rejected_total,
+                "keyspace_hits": cache.get("hits", 0),
+                "keyspace_misses": cache.get("misses", 0),
+                "expired_keys": cache.get("expirations", 0),
+                "evicted_keys": cache.get("evictions", 0),
+                "forwarded_to_leader": server.router.forwarded_total,
+            },
+            "replication": {"role": "master", "connected_slaves": 0},
+            "keyspace": {"db0": f"keys={cache.get('keys', 0)},expires=0,avg_ttl=0"}
+            if cache.get("keys")
+            else {},
+            "raft": _raft_fields(status, raft),
+        }
+        lines: list[str] = []
+        for section in self.sections:
+            if lines:
+                lines.append("")
+            lines.append(f"# {section.capitalize()}")
+            lines += [f"{name}:{value}" for name, value in fields[section].items()]
+        return Verbatim("\r\n".join(lines) + "\r\n")
+
+
+def _raft_fields(status: dict[str, Any], raft: dict[str, Any]) -> dict[str, Any]:
+    members = status.get("members") or []
+    lag = raft.get("follower_lag") or {}
+    return {
+        "raft_node_id": status.get("id"),
+        "raft_role": status.get("role"),
+        "raft_term": status.get("term"),
+        "raft_leader": status.get("leader") or "",
+        "raft_commit_index": status.get("commit_index"),
+        "raft_last_applied": status.get("last_applied"),
+        "raft_members": ",".join(sorted(members)),
+        "raft_elections": raft.get("elections", 0),
+        "raft_follower_lag": ",".join(f"{peer}={n}" for peer, n in sorted(lag.items())),
+    }
+
+
+class Client(Call):
+    """CLIENT SETNAME | GETNAME | ID | INFO | LIST | SETINFO | NO-EVICT | NO-TOUCH | REPLY."""
+
+    def __init__(self, sub: str, argv: Sequence[bytes]) -> None:
+        self.sub, self.argv = sub, argv
+
+    def run_server(self, ctx: ClientState) -> Reply:
+        sub, argv = self.sub, self.argv
+        if sub == "SETNAME" and len(argv) == 1:
+            ctx.name = client_name(argv[0]) or None
+            return OK
+        if sub == "GETNAME" and not argv:
+            return None if ctx.name is None else ctx.name.encode()
+        if sub == "ID" and not argv:
+            return ctx.id
+        if sub == "INFO" and not argv:
+            return Verbatim(_client_line(ctx) + "\n")
+        if sub == "LIST":
+            clients = ctx.server.clients.values()
+            return Verbatim("".join(_client_line(c) + "\n" for c in clients))
+        if sub == "SETINFO" and len(argv) == 2:
+            return _setinfo(ctx, args.upper(argv[0]), argv[1])
+        if sub in ("NO-EVICT", "NO-TOUCH") and len(argv) == 1:
+            return OK if args.upper(argv[0]) in ("ON", "OFF") else SYNTAX
+        if sub in ("SETNAME", "GETNAME", "ID", "INFO", "SETINFO", "NO-EVICT", "NO-TOUCH"):
+            return wrong_args(f"client|{sub.lower()}")
+        return RespError(f"ERR unknown subcommand '{sub}'. Try CLIENT HELP.")
+
+
+def _setinfo(ctx: ClientState, attr: str, raw: bytes) -> Reply:
+    if any(c < 0x21 or c > 0x7E for c in raw):
+        return RespError(f"ERR {attr} cannot contain spaces, newlines or special characters.")
+    if attr == "LIB-NAME":
+        ctx.lib_name = raw.decode("ascii")
+    elif attr == "LIB-VER":
+        ctx.lib_ver = raw.decode("ascii")
+    else:
+        return RespError(f"ERR Unrecognized option '{args.text(raw)}'")
+    return OK
+
+
+def _client_line(c: ClientState) -> str:
+    multi = len(c.queue) if c.in_multi else -1
+    return (
+        f"id={c.id} addr={c.addr} name={c.name or ''} db=0 multi={multi} resp={c.proto} "
+        f"user=default lib-name={c.lib_name or ''} lib-ver={c.lib_ver or ''} "
+        f"tot-cmds={c.commands_total}"
+    )
+
+
+class Command(Call):
+    """COMMAND [COUNT | LIST | INFO name ... | DOCS [name ...]]."""
+
+    def __init__(self, sub: str | None, names: Sequence[bytes]) -> None:
+        self.sub, self.names = sub, [args.upper(n) for n in names]
+
+    def run_server(self, ctx: ClientState) -> Reply:
+        table: dict[str, Spec] = ctx.server.commands
+        sub, names = self.sub, self.names
+        if sub is None:
+            return [_command_info(spec) for spec in table.values()]
+        if sub == "COUNT":
+            return len(table)
+        if sub == "LIST":
+            return [name.lower().encode() for name in table]
+        if sub == "INFO":
+            chosen = names or list(table)
+            return [_command_info(table[n]) if n in table else None for n in chosen]
+        if sub == "DOCS":
+            chosen = [n for n in (names or list(table)) if n in table]
+            return {n.lower(): _command_docs(table[n]) for n in chosen}
+        return RespError(f"ERR unknown subcommand '{sub}'. Try COMMAND HELP.")
+
+
+def _command_info(spec: Spec) -> list[Any]:
+    return [
+        spec.name.lower().encode(),
+        spec.arity,
+        {Simple(flag) for flag in spec.flags},
+        spec.first_key,
+        spec.last_key,
+        spec.step,
+        [],
+        [],
+        [],
+        [],
+    ]
+
+
+def _command_docs(spec: Spec) -> dict[str, Any]:
+    return {"summary": spec.summary, "since": "1.0.0", "group": spec.group}
+
+
+_CONFIG: Final = {"save": "", "appendonly": "no", "databases": "1", "timeout": "0"}
+
+
+class Config(Call):
+    """CONFIG GET pattern ... | SET (refused) | RESETSTAT."""
+
+    def __init__(self, sub: str, argv: Sequence[bytes]) -> None:
+        self.sub, self.argv = sub, argv
+
+    async def run_server(self, ctx: ClientState) -> Reply:
+        if self.sub == "GET" and self.argv:
+            stats = await ctx.server.service.stats()
+            params = {**_CONFIG, "maxmemory": str(stats.get("max_bytes") or 0)}
+            found: dict[str, str] = {}
+            for raw in self.argv:
+                _, regex = compile_glob(args.text(raw).lower())
+                found.update((k, v) for k, v in params.items() if regex.fullmatch(k))
+            return found
+        if self.sub == "SET":
+            return RespError("ERR CONFIG SET is not supported: configure raftcache serve instead")
+        if self.sub == "RESETSTAT" and not self.argv:
+            return OK
+        return RespError(f"ERR unknown subcommand or wrong number of arguments for '{self.sub}'")
+
+
+def parse_info(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Info(tuple(args.text(a) for a in argv))
+
+
+def parse_client(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Client(args.upper(argv[0]), argv[1:])
+
+
+def parse_command(argv: Sequence[bytes], limits: Limits) -> Call:
+    if not argv:
+        return Command(None, ())
+    return Command(args.upper(argv[0]), argv[1:])
+
+
+def parse_config(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Config(args.upper(argv[0]), argv[1:])

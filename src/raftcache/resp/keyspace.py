@@ -1,0 +1,211 @@
+"""Generic key commands: DEL, UNLINK, EXISTS, TYPE, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT,
+PERSIST, TTL, PTTL.
+
+Rule: as in ``raftcache.resp.strings``, ``simulate`` is the semantics and ``mode`` the route.
+DEL is one proposal (a delete, or a batch of deletes); EXISTS and TYPE are reads. The expiry
+commands change a key's TTL without changing its value, which the cache has no command for:
+they run as transactions that rewrite the value with the new TTL, conditioned on the version
+they read (so a concurrent write is never overwritten with a stale value; the key's version
+changes). TTL and PTTL read the expiry, which only a full read (not a value read) returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from raftcache.cache.commands import DeleteOp
+from raftcache.resp import args
+from raftcache.resp.args import INT64_MAX, Limits
+from raftcache.resp.backend import Backend
+from raftcache.resp.calls import Call, Mode, Reply, View
+from raftcache.resp.errors import invalid_expire
+from raftcache.resp.protocol import RespError, Simple
+
+_STRING: Final = Simple("string")
+_NONE: Final = Simple("none")
+
+
+class Delete(Call):
+    """DEL key [key ...] (and UNLINK): how many of the keys existed."""
+
+    mode = Mode.WRITE
+    in_multi = True
+    writes = True
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = self.pinned = keys
+
+    def simulate(self, view: View) -> Reply:
+        return sum(view.remove(key) for key in self.keys)
+
+    async def run(self, backend: Backend) -> Reply:
+        if len(self.keys) == 1:
+            return int(await backend.delete(self.keys[0]))
+        results = await backend.batch([DeleteOp(key) for key in self.keys])
+        return sum(bool(result) for result in results)
+
+
+class Exists(Call):
+    """EXISTS key [key ...]: how many of the keys exist (a key named twice counts twice)."""
+
+    mode = Mode.READ
+    in_multi = True
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+
+    def simulate(self, view: View) -> Reply:
+        return sum(view.get(key) is not None for key in self.keys)
+
+
+class Type(Call):
+    """TYPE key: every value is a string."""
+
+    mode = Mode.READ
+    in_multi = True
+
+    def __init__(self, key: str) -> None:
+        self.keys = (key,)
+
+    def simulate(self, view: View) -> Reply:
+        return _NONE if view.get(self.keys[0]) is None else _STRING
+
+
+class Expire(Call):
+    """EXPIRE/PEXPIRE key amount [NX | XX | GT | LT], and the absolute EXPIREAT/PEXPIREAT.
+
+    Args:
+        key: the key.
+        seconds: the new TTL, or with ``absolute`` the expiry as epoch seconds.
+        absolute: whether ``seconds`` is an instant rather than a duration.
+        conditions: any of ``"NX"`` (only without a TTL), ``"XX"`` (only with one), ``"GT"``
+            (only to a later expiry; none counts as infinite), ``"LT"`` (only to an earlier).
+    """
+
+    mode = Mode.TXN
+    in_multi = True
+    writes = True
+
+    def __init__(
+        self, key: str, seconds: float, *, absolute: bool, conditions: frozenset[str]
+    ) -> None:
+        self.keys = self.pinned = (key,)
+        self.seconds = seconds
+        self.absolute = absolute
+        self.conditions = conditions
+
+    def simulate(self, view: View) -> Reply:
+        key = self.keys[0]
+        entry = view.get(key)
+        if entry is None:
+            return 0
+        when = self.seconds if self.absolute else view.now + self.seconds
+        current = entry.expires_at
+        conds = self.conditions
+        if (
+            ("NX" in conds and current is not None)
+            or ("XX" in conds and current is None)
+            or ("GT" in conds and (current is None or when <= current))
+            or ("LT" in conds and current is not None and when >= current)
+        ):
+            return 0
+        view.put(key, entry.value, when)  # an instant already past deletes the key
+        return 1
+
+
+class Persist(Call):
+    """PERSIST key: remove the TTL; 1 if there was one."""
+
+    mode = Mode.TXN
+    in_multi = True
+    writes = True
+
+    def __init__(self, key: str) -> None:
+        self.keys = self.pinned = (key,)
+
+    def simulate(self, view: View) -> Reply:
+        key = self.keys[0]
+        entry = view.get(key)
+        if entry is None or entry.expires_at is None:
+            return 0
+        view.put(key, entry.value, None)
+        return 1
+
+
+class Ttl(Call):
+    """TTL and PTTL: time left (-2 missing, -1 no expiry); TTL rounds to the nearest second."""
+
+    mode = Mode.TXN
+    in_multi = True
+
+    def __init__(self, key: str, *, millis: bool) -> None:
+        self.keys = self.pinned = (key,)
+        self.millis = millis
+
+    def simulate(self, view: View) -> Reply:
+        left = view.pttl(self.keys[0])
+        return left if self.millis or left < 0 else (left + 500) // 1000
+
+
+# --- parsers ------------------------------------------------------------------------------
+
+
+def parse_del(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Delete(args.keys(argv, limits))
+
+
+def parse_exists(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Exists(args.keys(argv, limits))
+
+
+def parse_type(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Type(args.key(argv[0]))
+
+
+def parse_persist(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Persist(args.key(argv[0]))
+
+
+def parse_ttl(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Ttl(args.key(argv[0]), millis=False)
+
+
+def parse_pttl(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Ttl(args.key(argv[0]), millis=True)
+
+
+def _expire_parser(name: str, unit: float, absolute: bool) -> args.Parser:
+    def parse(argv: Sequence[bytes], limits: Limits) -> Call:
+        amount = args.integer(argv[1])
+        # Redis refuses amounts whose millisecond form overflows int64.
+        if abs(amount) > INT64_MAX * unit / 1000:
+            raise invalid_expire(name)
+        return Expire(
+            args.key(argv[0]),
+            amount * unit,
+            absolute=absolute,
+            conditions=_expire_conditions(argv[2:]),
+        )
+
+    return parse
+
+
+def _expire_conditions(options: Sequence[bytes]) -> frozenset[str]:
+    chosen: set[str] = set()
+    for raw in options:
+        option = args.upper(raw)
+        if option not in ("NX", "XX", "GT", "LT"):
+            raise RespError(f"ERR Unsupported option {args.text(raw)}")
+        chosen.add(option)
+    if "NX" in chosen and len(chosen) > 1:
+        raise RespError("ERR NX and XX, GT or LT options at the same time are not compatible")
+    if {"GT", "LT"} <= chosen:
+        raise RespError("ERR GT and LT options at the same time are not compatible")
+    return frozenset(chosen)
+
+
+parse_expire = _expire_parser("expire", 1.0, absolute=False)
+parse_pexpire = _expire_parser("pexpire", 0.001, absolute=False)
+parse_expireat = _expire_parser("expireat", 1.0, absolute=True)
+parse_pexpireat = _expire_parser("pexpireat", 0.001, absolute=True)

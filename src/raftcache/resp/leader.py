@@ -1,0 +1,273 @@
+"""``LeaderBackend``: the RESP commands' cache operations, sent to the leader's HTTP client API.
+
+Rule: each operation is exactly one HTTP request to the leader (SPEC §4 routes), and the HTTP
+answer maps back to the exception ``CacheService`` would have raised there: 412 →
+``PreconditionFailed(version)``, 409 → ``NotACounter``/``CounterOverflow``, 413 →
+``ValueTooLarge``, 400 → ``InvalidCommand``, 503 → ``Unavailable``, 504 → ``Indeterminate``.
+A request that never connected certainly did nothing (``Unavailable``); one that connected and
+got no answer may have been applied, so a write then is ``Indeterminate``.
+
+One thing the HTTP API does not return is a key's expiry. ``items`` gets the value and version
+from the leader (``GET`` → ``ETag``), then reads the expiry from this node's own replica once it
+has applied that version: every replica holds the same ``expires_at`` for the same version,
+because the version is the log index of the write that set it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+
+from raftcache.cache.commands import BatchOp, DeleteOp, GetOp, SetOp
+from raftcache.cache.entries import Item
+from raftcache.cache.errors import (
+    CounterOverflow,
+    InvalidCommand,
+    NotACounter,
+    PreconditionFailed,
+    ValueTooLarge,
+)
+from raftcache.cache.results import BatchItem
+from raftcache.resp.backend import ReplicaPort
+from raftcache.resp.errors import Indeterminate, Unavailable
+from raftcache.resp.protocol import RespError
+
+MGET_CHUNK: Final = 1000  # the HTTP API's default --max-batch-ops
+LIST_LIMIT_MAX: Final = 1000
+EXPIRY_WAIT_S: Final = 2.0
+
+
+class LeaderBackend:
+    """``Backend`` that sends every operation to the leader at ``base_url``.
+
+    Args:
+        session: the HTTP client session (owned by the RESP server).
+        base_url: the leader's client API, e.g. ``http://127.0.0.1:8001``.
+        token: the client token to present (``Authorization: Bearer``), if any.
+        timeout_s: total timeout of one request.
+        replica: this node's state machine (expiry of a version the leader returned).
+        applied: this node's last applied log index.
+        clock: wall-clock seconds (judges expiry on the local replica).
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        token: str | None,
+        timeout_s: float,
+        replica: ReplicaPort,
+        applied: Callable[[], int],
+        clock: Callable[[], float],
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._replica = replica
+        self._applied = applied
+        self._clock = clock
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def values(self, keys: Sequence[str], consistency: str) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        # Chunks are read in order, so a later chunk never sees an older state than an earlier.
+        for start in range(0, len(keys), MGET_CHUNK):
+            chunk = list(keys[start : start + MGET_CHUNK])
+            body = await self._json(
+                "POST", f"/v1/mget?consistency={consistency}", {"keys": chunk}, write=False
+            )
+            out.extend(None if v is None else base64.b64decode(v) for v in body["values"])
+        return out
+
+    async def items(self, keys: Sequence[str], consistency: str) -> list[Item | None]:
+        return list(await asyncio.gather(*(self._item(key, consistency) for key in keys)))
+
+    async def _item(self, key: str, consistency: str) -> Item | None:
+        for _ in range(8):
+            status, headers, body = await self._request(
+                "GET", f"/v1/keys/{_q(key)}?consistency={consistency}", None, write=False
+            )
+            if status == 404:
+                return None
+            _raise_for(status, body)
+            version = int(headers.get("ETag", '"0"').strip('"'))
+            expires_at, settled = await self._expiry(key, version)
+            if settled:
+                return Item(body, version, expires_at)
+        raise Unavailable("the key keeps changing while its expiry is read; try again")
+
+    async def _expiry(self, key: str, version: int) -> tuple[float | None, bool]:
+        """``expires_at`` of ``key`` at ``version`` from the local replica, once applied here;
+        ``settled`` is False when the replica already moved past that version (read again)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + EXPIRY_WAIT_S
+        while True:
+            item = self._replica.get(key, self._clock())
+            if item is not None and item.version == version:
+                return item.expires_at, True
+            if item is not None and item.version > version:
+                return None, False  # rewritten since: read again
+            if item is None and self._applied() >= version:
+                return None, False  # deleted or expired since: read again
+            if loop.time() >= deadline:
+                raise Unavailable("this node lags the leader; try again")
+            await asyncio.sleep(0.005)
+
+    async def list_keys(
+        self, prefix: str, after: str | None, limit: int, consistency: str
+    ) -> tuple[list[str], str | None]:
+        query = f"?limit={min(limit, LIST_LIMIT_MAX)}&consistency={consistency}"
+        if prefix:
+            query += f"&prefix={_q(prefix)}"
+        if after is not None:
+            query += f"&after={_q(after)}"
+        body = await self._json("GET", "/v1/keys" + query, None, write=False)
+        return list(body["keys"]), body["next"]
+
+    async def dbsize(self, consistency: str) -> int:
+        body = await self._json("GET", "/v1/stats", None, write=False)
+        return int(body["cache"]["keys"])
+
+    # --- writes ---------------------------------------------------------------------------
+
+    async def set(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        ttl: float | None = None,
+        if_version: int | None = None,
+        if_absent: bool = False,
+    ) -> int:
+        headers = {}
+        if if_version is not None:
+            headers["If-Match"] = f'"{if_version}"'
+        if if_absent:
+            headers["If-None-Match"] = "*"
+        path = f"/v1/keys/{_q(key)}" + ("" if ttl is None else f"?ttl={ttl!r}")
+        status, _, body = await self._request("PUT", path, value, write=True, headers=headers)
+        _raise_for(status, body)
+        return int(orjson.loads(body)["version"])
+
+    async def delete(self, key: str, *, if_version: int | None = None) -> bool:
+        headers = {} if if_version is None else {"If-Match": f'"{if_version}"'}
+        status, _, body = await self._request(
+            "DELETE", f"/v1/keys/{_q(key)}", None, write=True, headers=headers
+        )
+        _raise_for(status, body)
+        return bool(orjson.loads(body)["deleted"])
+
+    async def incr(self, key: str, by: int) -> int:
+        body = await self._json("POST", f"/v1/keys/{_q(key)}/incr", {"by": by}, write=True)
+        return int(body["value"])
+
+    async def batch(self, ops: Sequence[BatchOp]) -> list[BatchItem]:
+        wire = [_op_to_json(op) for op in ops]
+        body = await self._json("POST", "/v1/batch", {"ops": wire}, write=True)
+        results: list[BatchItem] = []
+        for op, result in zip(ops, body["results"], strict=True):
+            if isinstance(op, GetOp):
+                value = result["value"]
+                results.append(None if value is None else base64.b64decode(value))
+            elif isinstance(op, SetOp):
+                results.append(int(result["version"]))
+            else:
+                results.append(bool(result["deleted"]))
+        return results
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    async def _json(self, method: str, path: str, payload: Any, *, write: bool) -> Any:
+        data = None if payload is None else orjson.dumps(payload)
+        status, _, body = await self._request(method, path, data, write=write)
+        _raise_for(status, body)
+        return orjson.loads(body)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        *,
+        write: bool,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any, bytes]:
+        all_headers = {**self._headers, **(headers or {})}
+        try:
+            async with self._session.request(
+                method,
+                self._base + path,
+                data=data,
+                headers=all_headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                return resp.status, resp.headers, await resp.read()
+        except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
+            raise Unavailable(f"leader unreachable: {type(exc).__name__}") from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            if write:
+                raise Indeterminate("the leader did not answer a forwarded write") from exc
+            raise Unavailable("the leader did not answer") from exc
+
+
+def _q(text: str) -> str:
+    return quote(text, safe="")
+
+
+def _op_to_json(op: BatchOp) -> dict[str, Any]:
+    if isinstance(op, GetOp):
+        return {"op": "get", "key": op.key}
+    wire: dict[str, Any]
+    if isinstance(op, DeleteOp):
+        wire = {"op": "delete", "key": op.key}
+    else:
+        wire = {"op": "set", "key": op.key, "value": base64.b64encode(op.value).decode()}
+        if op.ttl is not None:
+            wire["ttl"] = op.ttl
+        if op.if_absent:
+            wire["if_absent"] = True
+    # Sent only when needed: the HTTP API refuses fields it does not know (see _raise_for).
+    if op.if_version is not None:
+        wire["if_version"] = op.if_version
+    return wire
+
+
+def _raise_for(status: int, body: bytes) -> None:
+    """Raise the exception ``CacheService`` would have raised for this HTTP answer."""
+    if status < 300:
+        return
+    try:
+        error = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        error = {}
+    message = str(error.get("error", f"HTTP {status}")) if isinstance(error, dict) else ""
+    if status == 412:
+        raise PreconditionFailed(int(error.get("version", 0)))
+    if status == 409:
+        raise (CounterOverflow if "overflow" in message else NotACounter)(message)
+    if status == 413:
+        raise ValueTooLarge(message)
+    if status == 400 and "unknown field" in message and "if_" in message:
+        raise RespError(
+            "ERR this transaction needs conditional batch ops, which the leader's HTTP API "
+            "does not accept: run it on the leader's RESP port"
+        )
+    if status == 400:
+        raise InvalidCommand(message)
+    if status == 401:
+        raise RespError("ERR the leader refused the forwarded request: wrong client token")
+    if status == 503:
+        raise Unavailable(message)
+    if status == 504:
+        raise Indeterminate(message)
+    raise Unavailable(f"the leader answered HTTP {status}: {message}")

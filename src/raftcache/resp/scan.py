@@ -1,0 +1,201 @@
+"""Whole-keyspace commands: KEYS, SCAN (MATCH, COUNT, TYPE), DBSIZE, FLUSHDB/FLUSHALL.
+
+Rule: these page through the cache's sorted key listing (``list_keys``), each page a
+linearizable read of its own, so — unlike Redis's KEYS — a listing is not one atomic snapshot
+of a keyspace that changes meanwhile, and FLUSHDB is not atomic: it deletes the keys it finds
+in one pass, a batch (one atomic log entry) per page, so a key written behind its cursor during
+the pass survives. A glob pattern's literal prefix narrows the listing to that prefix; the rest
+of the pattern is matched here with Redis's glob rules (``*``, ``?``, ``[a-z]``, ``[^...]``,
+``\\`` escapes).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Sequence
+from functools import lru_cache
+from typing import Final
+
+from raftcache.cache.commands import DeleteOp
+from raftcache.resp import args
+from raftcache.resp.args import Limits
+from raftcache.resp.backend import Backend
+from raftcache.resp.calls import Call, Reply
+from raftcache.resp.errors import SYNTAX, wrong_args
+from raftcache.resp.protocol import OK, RespError
+from raftcache.resp.state import ClientState
+
+PAGE: Final = 1000  # keys per listing request (the HTTP API's largest page)
+_SPECIAL: Final = frozenset("*?[\\")
+
+
+@lru_cache(maxsize=256)
+def compile_glob(pattern: str) -> tuple[str, re.Pattern[str]]:
+    """(literal prefix, regular expression) of a Redis glob pattern."""
+    prefix_end = next((i for i, c in enumerate(pattern) if c in _SPECIAL), len(pattern))
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "\\" and i + 1 < n:
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif c == "[":
+            i = _char_class(pattern, i, out)
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return pattern[:prefix_end], re.compile("".join(out), re.DOTALL)
+
+
+def _char_class(pattern: str, start: int, out: list[str]) -> int:
+    """Translate ``[...]`` at ``start``; returns the index of its closing ``]``."""
+    i, n = start + 1, len(pattern)
+    negate = i < n and pattern[i] == "^"
+    if negate:
+        i += 1
+    parts: list[str] = []
+    while i < n and pattern[i] != "]":
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            i += 1
+            parts.append(re.escape(pattern[i]))
+        elif i + 2 < n and pattern[i + 1] == "-" and pattern[i + 2] != "]":
+            low, high = sorted((c, pattern[i + 2]))  # Redis accepts reversed ranges
+            parts.append(f"{re.escape(low)}-{re.escape(high)}")
+            i += 2
+        else:
+            parts.append(re.escape(c))
+        i += 1
+    if not parts:
+        out.append("[^\\s\\S]" if not negate else "[\\s\\S]")  # Redis: [] matches nothing
+    else:
+        out.append(("[^" if negate else "[") + "".join(parts) + "]")
+    return i  # at the closing ']' (or the end: Redis treats an unclosed class the same way)
+
+
+def _matcher(pattern: str | None) -> tuple[str, re.Pattern[str] | None]:
+    if pattern is None or pattern == "*":
+        return "", None
+    prefix, regex = compile_glob(pattern)
+    return prefix, regex
+
+
+class Keys(Call):
+    """KEYS pattern: every key matching, in key order."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+
+    async def run_server(self, ctx: ClientState) -> Reply:
+        prefix, regex = _matcher(self.pattern)
+        consistency = ctx.consistency
+
+        async def listing(backend: Backend) -> list[bytes]:
+            found: list[bytes] = []
+            after: str | None = None
+            while True:
+                keys, after = await backend.list_keys(prefix, after, PAGE, consistency)
+                found += [k.encode() for k in keys if regex is None or regex.fullmatch(k)]
+                if after is None:
+                    return found
+
+        return await ctx.server.router.call(listing, ctx.gate)
+
+
+class Scan(Call):
+    """SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]."""
+
+    def __init__(self, cursor: int, pattern: str | None, count: int, kind: str | None) -> None:
+        self.cursor, self.pattern, self.count, self.kind = cursor, pattern, count, kind
+
+    async def run_server(self, ctx: ClientState) -> Reply:
+        server = ctx.server
+        after = server.cursors.resolve(self.cursor)
+        prefix, regex = _matcher(self.pattern)
+        limit, consistency = min(self.count, PAGE), ctx.consistency
+
+        def page(backend: Backend) -> Awaitable[tuple[list[str], str | None]]:
+            return backend.list_keys(prefix, after, limit, consistency)
+
+        keys, nxt = await server.router.call(page, ctx.gate)
+        if self.kind is not None and self.kind != "string":
+            keys = []  # every value is a string
+        found = [k.encode() for k in keys if regex is None or regex.fullmatch(k)]
+        cursor = 0 if nxt is None else server.cursors.issue(nxt)
+        return [str(cursor).encode(), found]
+
+
+class DbSize(Call):
+    """DBSIZE: keys held (as Redis, expired keys not yet removed count)."""
+
+    async def run_server(self, ctx: ClientState) -> Reply:
+        consistency = ctx.consistency
+        return await ctx.server.router.call(lambda b: b.dbsize(consistency), ctx.gate)
+
+
+class FlushDb(Call):
+    """FLUSHDB / FLUSHALL [ASYNC | SYNC]: delete every key, a batch per page (not atomic)."""
+
+    writes = True
+
+    async def run_server(self, ctx: ClientState) -> Reply:
+        async def flush(backend: Backend) -> Reply:
+            after: str | None = None
+            while True:
+                keys, after = await backend.list_keys("", after, PAGE, "linearizable")
+                if keys:
+                    await backend.batch([DeleteOp(key) for key in keys])
+                if after is None:
+                    return OK
+
+        return await ctx.server.router.call(flush, ctx.gate)
+
+
+def parse_keys(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Keys(args.text(argv[0]))
+
+
+def parse_scan(argv: Sequence[bytes], limits: Limits) -> Call:
+    try:
+        cursor = int(argv[0]) if argv[0].isdigit() else -1
+    except ValueError:
+        cursor = -1
+    if cursor < 0:
+        raise RespError("ERR invalid cursor")
+    pattern: str | None = None
+    count = 10
+    kind: str | None = None
+    i = 1
+    while i < len(argv):
+        option = args.upper(argv[i])
+        if i + 1 >= len(argv):
+            raise SYNTAX
+        if option == "MATCH":
+            pattern = args.text(argv[i + 1])
+        elif option == "COUNT":
+            count = args.integer(argv[i + 1])
+            if count < 1:
+                raise SYNTAX
+        elif option == "TYPE":
+            kind = args.text(argv[i + 1]).lower()
+        else:
+            raise SYNTAX
+        i += 2
+    return Scan(cursor, pattern, count, kind)
+
+
+def parse_dbsize(argv: Sequence[bytes], limits: Limits) -> Call:
+    return DbSize()
+
+
+def parse_flushdb(argv: Sequence[bytes], limits: Limits) -> Call:
+    if len(argv) > 1:
+        raise wrong_args("flushdb")
+    if argv and args.upper(argv[0]) not in ("ASYNC", "SYNC"):
+        raise SYNTAX
+    return FlushDb()

@@ -1,0 +1,300 @@
+"""``RespServer``: the Redis protocol on a TCP port, over a node's ``CacheService``.
+
+Rule: one asyncio ``Protocol`` per connection. Every read is parsed at once into all the
+commands it completes; they run in order (``Executor``) and all their replies leave in one
+write. One task per connection runs commands, so a slow command never blocks other clients,
+and a connection whose client does not read its replies stops being read (bounded memory):
+reading pauses while the transport's write buffer is over its high-water mark or too many
+commands wait. A protocol error answers ``-ERR Protocol error: ...`` and closes the connection;
+nothing a client sends can raise out of the protocol callbacks.
+
+Lifecycle: ``start()`` listens; ``stop()`` stops accepting, lets running commands finish for up
+to ``shutdown_timeout_s``, then closes every connection and the HTTP session used to forward to
+the leader. The server does not own the node or the service: whoever created them stops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import aiohttp
+
+from raftcache.resp.args import Limits
+from raftcache.resp.backend import Backend, LocalBackend, NodePort, Router, ServicePort
+from raftcache.resp.commands import TABLE
+from raftcache.resp.connection import Executor
+from raftcache.resp.leader import LeaderBackend
+from raftcache.resp.protocol import RespError, RespParser, encode
+from raftcache.resp.state import ClientState, ServerState
+
+log = logging.getLogger("raftcache.resp")
+
+MAX_PENDING_COMMANDS: Final = 65_536  # parsed but not yet run, per connection
+
+
+class RespConnection(asyncio.Protocol):
+    """One client connection (see the module docstring)."""
+
+    def __init__(self, server: RespServer) -> None:
+        self._server = server
+        self._state = server.state
+        self._transport: asyncio.Transport | None = None
+        self._parser = RespParser(
+            max_bulk_bytes=server.max_bulk_bytes, max_buffer_bytes=server.max_buffer_bytes
+        )
+        self._pending: list[list[bytes]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._paused = False
+        self._closed = False
+        self.client: ClientState | None = None
+        self._executor: Executor | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        state = self._state
+        state.connections_total += 1
+        if len(state.clients) >= self._server.max_clients:
+            state.rejected_total += 1
+            transport.write(b"-ERR max number of clients reached\r\n")
+            transport.close()
+            self._closed = True
+            return
+        peer = transport.get_extra_info("peername")
+        addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        client = ClientState(state, next(state.client_ids), addr)
+        client.authenticated = state.client_token is None
+        state.clients[client.id] = client
+        self.client = client
+        self._executor = Executor(client)
+        self._server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        commands = self._parser.feed(data)
+        if commands:
+            self._pending += commands
+        if self._parser.error is not None or len(self._pending) > MAX_PENDING_COMMANDS:
+            self._pause()
+        if self._task is None and (self._pending or self._parser.error is not None):
+            self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    def _pause(self) -> None:
+        if not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+
+    async def _serve(self) -> None:
+        client, executor, transport = self.client, self._executor, self._transport
+        assert client is not None
+        assert executor is not None
+        assert transport is not None
+        try:
+            while self._pending and not self._closed:
+                batch, self._pending = self._pending, []
+                out: list[bytes] = []
+                await executor.execute(batch, out)
+                if out and not self._closed:
+                    transport.write(b"".join(out))
+                if client.closing:
+                    break
+                await self._writable.wait()
+                if self._paused and self._parser.error is None and not self._closed:
+                    self._paused = False
+                    transport.resume_reading()
+            self._finish(client)
+        except Exception:  # a bug; the connection is lost, the server keeps serving
+            log.exception("RESP connection %s failed", client.id)
+            transport.abort()
+        finally:
+            self._task = None
+
+    def _finish(self, client: ClientState) -> None:
+        transport = self._transport
+        if self._closed or transport is None:
+            return
+        error = self._parser.error
+        if error is not None and not client.closing:
+            transport.write(encode(_protocol_error(error), client.proto))
+            transport.close()
+        elif client.closing:
+            transport.close()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._writable.set()  # wake a task waiting to write: it will see the connection gone
+        if self.client is not None:
+            self._state.clients.pop(self.client.id, None)
+        self._server.connections.discard(self)
+
+    def close(self) -> None:
+        """Close the connection (its replies in flight are dropped)."""
+        if self._transport is not None:
+            self._transport.close()
+
+    async def wait_idle(self) -> None:
+        """Wait for the commands being run to finish."""
+        task = self._task
+        if task is not None:
+            await asyncio.wait([task])
+
+    async def cancel(self) -> None:
+        """Cancel the commands being run, and wait until they are."""
+        task = self._task
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+
+
+def _protocol_error(error: Exception) -> RespError:
+    return RespError(f"ERR Protocol error: {error}")
+
+
+class RespServer:
+    """The Redis protocol for one node.
+
+    Args:
+        service: the node's ``CacheService``.
+        node: the node's ``RaftNode``.
+        host: address to listen on.
+        port: port to listen on (0: a free one, read ``.port`` after ``start()``).
+        clock: wall-clock seconds (the one the service uses): TTL replies and expiry options.
+        client_token: when set, clients must AUTH with it; also sent to the leader's HTTP API
+            when forwarding.
+        limits: value and per-command key limits.
+        read_consistency: of GET, MGET, EXISTS... (``linearizable``, ``lease`` or ``stale``);
+            READONLY switches a connection to ``stale``.
+        leader_wait_s: how long a follower waits for a known leader before ``-TRYAGAIN``.
+        forward_timeout_s: timeout of one request forwarded to the leader.
+        peer_urls: node id → base URL fallback for finding the leader's HTTP API.
+        ssl_context: TLS for the RESP listener (None: plain TCP).
+        client_ssl_context: TLS for forwarding to ``https`` leaders.
+        max_clients: connections accepted at once.
+        max_bulk_bytes: largest argument accepted (larger closes the connection).
+        max_buffer_bytes: most bytes one incomplete request may hold.
+        shutdown_timeout_s: how long ``stop()`` lets running commands finish.
+    """
+
+    def __init__(
+        self,
+        service: ServicePort,
+        node: NodePort,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float],
+        client_token: str | None = None,
+        limits: Limits | None = None,
+        read_consistency: str = "linearizable",
+        leader_wait_s: float = 2.0,
+        forward_timeout_s: float = 10.0,
+        peer_urls: Mapping[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        client_ssl_context: ssl.SSLContext | None = None,
+        max_clients: int = 10_000,
+        max_bulk_bytes: int = 16 * 1024 * 1024,
+        max_buffer_bytes: int = 64 * 1024 * 1024,
+        shutdown_timeout_s: float = 5.0,
+    ) -> None:
+        if read_consistency not in ("linearizable", "lease", "stale"):
+            raise ValueError("read_consistency must be linearizable, lease or stale")
+        self.host, self.port = host, port
+        self.max_clients = max_clients
+        self.max_bulk_bytes = max_bulk_bytes
+        self.max_buffer_bytes = max(max_buffer_bytes, max_bulk_bytes + 1024)
+        self._ssl_context = ssl_context
+        self._client_ssl = client_ssl_context
+        self._client_token = client_token
+        self._forward_timeout_s = forward_timeout_s
+        self._shutdown_timeout_s = shutdown_timeout_s
+        self._service, self._node, self._clock = service, node, clock
+        self._http: aiohttp.ClientSession | None = None
+        self._server: asyncio.Server | None = None
+        self.connections: set[RespConnection] = set()
+        router = Router(
+            node,
+            LocalBackend(service),
+            self._leader_backend,
+            peer_urls=peer_urls,
+            leader_wait_s=leader_wait_s,
+        )
+        self.state = ServerState(
+            node=node,
+            service=service,
+            router=router,
+            clock=clock,
+            limits=limits or Limits(),
+            client_token=client_token,
+            read_consistency=read_consistency,
+            started_at=0.0,
+            commands=dict(TABLE),
+        )
+
+    def _leader_backend(self, url: str) -> Backend:
+        if self._http is None:  # created in the running loop, on first use, then reused
+            connector = aiohttp.TCPConnector(limit=50, ssl=self._client_ssl or True)
+            self._http = aiohttp.ClientSession(connector=connector)
+        return LeaderBackend(
+            self._http,
+            url,
+            token=self._client_token,
+            timeout_s=self._forward_timeout_s,
+            replica=self._service.machine,
+            applied=lambda: self._node.last_applied,
+            clock=self._clock,
+        )
+
+    async def start(self) -> None:
+        """Listen; ``port`` then holds the bound port."""
+        loop = asyncio.get_running_loop()
+        self.state.started_at = loop.time()
+        self._server = await loop.create_server(
+            lambda: RespConnection(self), self.host, self.port, ssl=self._ssl_context
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("RESP server listening", extra={"host": self.host, "port": self.port})
+
+    async def stop(self) -> None:
+        """Stop (see the module docstring). Idempotent."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        connections = list(self.connections)
+        if connections:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._shutdown_timeout_s):
+                    await asyncio.gather(*(c.wait_idle() for c in connections))
+        for connection in connections:
+            connection.close()
+            await connection.cancel()
+        if server is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._shutdown_timeout_s):
+                    await server.wait_closed()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+
+async def start_resp_server(
+    service: ServicePort, node: NodePort, host: str, port: int, **options: Any
+) -> RespServer:
+    """Create and start a ``RespServer`` (``options`` as its keyword arguments; ``clock`` is
+    required). Returns the running server; ``await server.stop()`` to stop it."""
+    server = RespServer(service, node, host=host, port=port, **options)
+    await server.start()
+    return server

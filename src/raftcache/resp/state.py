@@ -1,0 +1,101 @@
+"""State shared by the connections of one RESP server, and the state of one connection.
+
+Rule: nothing here is global — two RESP servers in one process (two nodes in a test) share
+nothing. Server state is touched only from the event loop, so it needs no locks; what grows
+with clients (the SCAN cursor table, the client list) is bounded or removed on disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from raftcache.resp.args import Limits
+from raftcache.resp.backend import NodePort, Router, ServicePort
+from raftcache.resp.calls import Call
+from raftcache.resp.protocol import RespError
+
+MAX_CURSORS: Final = 65_536
+
+
+class CursorTable:
+    """SCAN cursors: small integers standing for "continue after this key".
+
+    Redis cursors are integers (redis-py parses them with ``int``) while the cache pages by
+    key, so the server remembers the key behind each cursor it hands out — the newest
+    ``capacity`` of them; an older cursor is refused, and the client starts over.
+    """
+
+    def __init__(self, capacity: int = MAX_CURSORS) -> None:
+        self._capacity = capacity
+        self._after: OrderedDict[int, str] = OrderedDict()
+        self._ids = itertools.count(1)
+
+    def issue(self, after: str) -> int:
+        """A new cursor for "keys after ``after``"."""
+        cursor = next(self._ids)
+        self._after[cursor] = after
+        if len(self._after) > self._capacity:
+            self._after.popitem(last=False)
+        return cursor
+
+    def resolve(self, cursor: int) -> str | None:
+        """The key a cursor continues after (None for 0, the start)."""
+        if cursor == 0:
+            return None
+        after = self._after.get(cursor)
+        if after is None:
+            raise RespError("ERR invalid cursor")
+        return after
+
+
+@dataclass(eq=False)
+class ServerState:
+    """What every connection of one server shares."""
+
+    node: NodePort
+    service: ServicePort
+    router: Router
+    clock: Callable[[], float]
+    limits: Limits
+    client_token: str | None
+    read_consistency: str
+    started_at: float  # loop time when the server started (for INFO uptime)
+    commands: dict[str, Any] = field(default_factory=dict)  # name → Spec (see commands.py)
+    cursors: CursorTable = field(default_factory=CursorTable)
+    clients: dict[int, ClientState] = field(default_factory=dict)
+    client_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    connections_total: int = 0
+    commands_total: int = 0
+    rejected_total: int = 0
+
+
+@dataclass(eq=False)
+class ClientState:
+    """One connection: protocol version, authentication, name, MULTI queue."""
+
+    server: ServerState
+    id: int
+    addr: str
+    gate: asyncio.Lock = field(default_factory=asyncio.Lock)
+    proto: int = 2
+    authenticated: bool = False
+    name: str | None = None
+    lib_name: str | None = None
+    lib_ver: str | None = None
+    consistency: str = "linearizable"
+    in_multi: bool = False
+    queue: list[Call] = field(default_factory=list)
+    multi_failed: bool = False
+    closing: bool = False
+    commands_total: int = 0
+
+    def reset_multi(self) -> None:
+        """Leave MULTI, dropping what was queued."""
+        self.in_multi = False
+        self.queue = []
+        self.multi_failed = False

@@ -1,0 +1,296 @@
+"""String commands: GET, MGET, STRLEN, SET (NX XX GET EX PX EXAT PXAT KEEPTTL), SETNX, GETSET,
+GETDEL, MSET, INCR, INCRBY, DECR, DECRBY.
+
+Rule: each command is one ``Call`` whose ``simulate`` is the reference semantics (Redis's, on
+the states of its keys) and whose ``mode`` picks the cheapest route that keeps them: a READ
+shares the pipeline's read barrier; a WRITE is one proposal (a plain SET, SET NX, SET GET as a
+get+set batch, GETDEL as a get+delete batch, MSET as one batch, INCR as the cache's own
+counter command); anything that must read a key before deciding how to write it (SET XX,
+KEEPTTL, EXAT/PXAT, NX with GET) runs as a transaction (``raftcache.resp.txn``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Final
+
+from raftcache.cache.commands import DeleteOp, GetOp, SetOp
+from raftcache.cache.errors import PreconditionFailed
+from raftcache.resp import args
+from raftcache.resp.args import INT64_MAX, INT64_MIN, Limits
+from raftcache.resp.backend import Backend
+from raftcache.resp.calls import Call, Entry, Mode, Reply, View
+from raftcache.resp.errors import NOT_INTEGER, OVERFLOW, SYNTAX, invalid_expire, wrong_args
+from raftcache.resp.protocol import OK, RespError
+
+_COUNTER: Final = re.compile(rb"-?[0-9]{1,32}")  # what the cache's INCR accepts
+
+
+class Get(Call):
+    """GET key."""
+
+    mode = Mode.READ
+    in_multi = True
+
+    def __init__(self, key: str) -> None:
+        self.keys = (key,)
+
+    def simulate(self, view: View) -> Reply:
+        return view.value(self.keys[0])
+
+
+class MGet(Call):
+    """MGET key [key ...]."""
+
+    mode = Mode.READ
+    in_multi = True
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+
+    def simulate(self, view: View) -> Reply:
+        return [view.value(key) for key in self.keys]
+
+
+class StrLen(Call):
+    """STRLEN key."""
+
+    mode = Mode.READ
+    in_multi = True
+
+    def __init__(self, key: str) -> None:
+        self.keys = (key,)
+
+    def simulate(self, view: View) -> Reply:
+        found = view.value(self.keys[0])
+        return 0 if found is None else len(found)
+
+
+class Set(Call):
+    """SET key value [NX | XX] [GET] [EX s | PX ms | EXAT s | PXAT ms | KEEPTTL]; also SETNX
+    and GETSET, which are SETs with fixed options and their own replies."""
+
+    in_multi = True
+    writes = True
+
+    def __init__(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        nx: bool = False,
+        xx: bool = False,
+        get: bool = False,
+        ttl: float | None = None,
+        at: float | None = None,
+        keepttl: bool = False,
+        as_setnx: bool = False,
+    ) -> None:
+        self.keys = self.pinned = (key,)
+        self.value = value
+        self.nx, self.xx, self.get, self.keepttl = nx, xx, get, keepttl
+        self.ttl, self.at = ttl, at
+        self.as_setnx = as_setnx
+        simple = not (xx or keepttl or at is not None or (nx and get))
+        self.mode = Mode.WRITE if simple else Mode.TXN
+
+    def simulate(self, view: View) -> Reply:
+        key = self.keys[0]
+        old = view.get(key)
+        if (self.nx and old is not None) or (self.xx and old is None):
+            return 0 if self.as_setnx else (None if not self.get else _value(old))
+        if self.keepttl:
+            expires_at = None if old is None else old.expires_at
+        elif self.at is not None:
+            expires_at = self.at
+        else:
+            expires_at = None if self.ttl is None else view.now + self.ttl
+        view.put(key, self.value, expires_at)
+        return 1 if self.as_setnx else (_value(old) if self.get else OK)
+
+    async def run(self, backend: Backend) -> Reply:
+        key = self.keys[0]
+        if self.get:  # without NX: a get and a set, atomically
+            results = await backend.batch([GetOp(key), SetOp(key, self.value, ttl=self.ttl)])
+            return results[0]
+        try:
+            await backend.set(key, self.value, ttl=self.ttl, if_absent=self.nx)
+        except PreconditionFailed:
+            return 0 if self.as_setnx else None
+        return 1 if self.as_setnx else OK
+
+
+def _value(entry: Entry | None) -> bytes | None:
+    return None if entry is None else entry.value
+
+
+class GetDel(Call):
+    """GETDEL key: a get and a delete in one batch."""
+
+    mode = Mode.WRITE
+    in_multi = True
+    writes = True
+
+    def __init__(self, key: str) -> None:
+        self.keys = self.pinned = (key,)
+
+    def simulate(self, view: View) -> Reply:
+        key = self.keys[0]
+        old = view.value(key)
+        view.remove(key)
+        return old
+
+    async def run(self, backend: Backend) -> Reply:
+        key = self.keys[0]
+        results = await backend.batch([GetOp(key), DeleteOp(key)])
+        return results[0]
+
+
+class MSet(Call):
+    """MSET key value [key value ...]: one batch, so all are set at once."""
+
+    mode = Mode.WRITE
+    in_multi = True
+    writes = True
+
+    def __init__(self, pairs: list[tuple[str, bytes]]) -> None:
+        self.pairs = pairs
+        self.keys = self.pinned = tuple(k for k, _ in pairs)
+
+    def simulate(self, view: View) -> Reply:
+        for key, value in self.pairs:
+            view.put(key, value)
+        return OK
+
+    async def run(self, backend: Backend) -> Reply:
+        await backend.batch([SetOp(key, value) for key, value in self.pairs])
+        return OK
+
+
+class IncrBy(Call):
+    """INCR, INCRBY, DECR, DECRBY: the cache's counter command (keeps the key's expiry)."""
+
+    mode = Mode.WRITE
+    in_multi = True
+    writes = True
+
+    def __init__(self, key: str, by: int) -> None:
+        self.keys = self.pinned = (key,)
+        self.by = by
+
+    def simulate(self, view: View) -> Reply:
+        key = self.keys[0]
+        old = view.get(key)
+        base = 0
+        if old is not None:
+            if _COUNTER.fullmatch(old.value) is None:
+                raise NOT_INTEGER
+            base = int(old.value)
+            if not INT64_MIN <= base <= INT64_MAX:
+                raise NOT_INTEGER
+        result = base + self.by
+        if not INT64_MIN <= result <= INT64_MAX:
+            raise OVERFLOW
+        view.put(key, b"%d" % result, None if old is None else old.expires_at)
+        return result
+
+    async def run(self, backend: Backend) -> Reply:
+        return await backend.incr(self.keys[0], self.by)
+
+
+# --- parsers ------------------------------------------------------------------------------
+
+
+def parse_get(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Get(args.key(argv[0]))
+
+
+def parse_mget(argv: Sequence[bytes], limits: Limits) -> Call:
+    return MGet(args.keys(argv, limits))
+
+
+def parse_strlen(argv: Sequence[bytes], limits: Limits) -> Call:
+    return StrLen(args.key(argv[0]))
+
+
+def parse_getdel(argv: Sequence[bytes], limits: Limits) -> Call:
+    return GetDel(args.key(argv[0]))
+
+
+def parse_setnx(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Set(args.key(argv[0]), args.value(argv[1], limits), nx=True, as_setnx=True)
+
+
+def parse_getset(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Set(args.key(argv[0]), args.value(argv[1], limits), get=True)
+
+
+def parse_mset(argv: Sequence[bytes], limits: Limits) -> Call:
+    if len(argv) % 2:
+        raise wrong_args("mset")
+    if len(argv) // 2 > limits.max_keys_per_command:
+        raise RespError(f"ERR at most {limits.max_keys_per_command} keys per command")
+    pairs = [(args.key(argv[i]), args.value(argv[i + 1], limits)) for i in range(0, len(argv), 2)]
+    return MSet(pairs)
+
+
+def parse_incr(argv: Sequence[bytes], limits: Limits) -> Call:
+    return IncrBy(args.key(argv[0]), 1)
+
+
+def parse_decr(argv: Sequence[bytes], limits: Limits) -> Call:
+    return IncrBy(args.key(argv[0]), -1)
+
+
+def parse_incrby(argv: Sequence[bytes], limits: Limits) -> Call:
+    return IncrBy(args.key(argv[0]), args.integer(argv[1]))
+
+
+def parse_decrby(argv: Sequence[bytes], limits: Limits) -> Call:
+    by = -args.integer(argv[1])
+    if by > INT64_MAX:
+        raise RespError("ERR decrement would overflow")
+    return IncrBy(args.key(argv[0]), by)
+
+
+_TTL_OPTIONS: Final = {"EX": 1.0, "PX": 0.001, "EXAT": 1.0, "PXAT": 0.001}
+
+
+def parse_set(argv: Sequence[bytes], limits: Limits) -> Call:
+    """SET's options, with Redis's rules: NX/XX exclusive, one expiry option at most."""
+    key, value = args.key(argv[0]), args.value(argv[1], limits)
+    flags: set[str] = set()
+    ttl: float | None = None
+    at: float | None = None
+    i = 2
+    while i < len(argv):
+        option = args.upper(argv[i])
+        if option in ("NX", "XX", "GET", "KEEPTTL") and option not in flags:
+            flags.add(option)
+        elif option in _TTL_OPTIONS and i + 1 < len(argv) and ttl is None and at is None:
+            amount = args.integer(argv[i + 1])
+            if amount <= 0 or amount > INT64_MAX // 1000:
+                raise invalid_expire("set")
+            seconds = amount * _TTL_OPTIONS[option]
+            if option.endswith("AT"):
+                at = seconds
+            else:
+                ttl = seconds
+            flags.add("EXPIRY")
+            i += 1
+        else:
+            raise SYNTAX
+        i += 1
+    if {"NX", "XX"} <= flags or {"KEEPTTL", "EXPIRY"} <= flags:
+        raise SYNTAX
+    return Set(
+        key,
+        value,
+        nx="NX" in flags,
+        xx="XX" in flags,
+        get="GET" in flags,
+        ttl=ttl,
+        at=at,
+        keepttl="KEEPTTL" in flags,
+    )

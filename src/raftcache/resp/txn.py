@@ -1,0 +1,150 @@
+"""Transactions: MULTI/EXEC, and single commands that read before they write, as one atomic
+cache batch, by optimistic concurrency on key versions.
+
+Rule: a transaction is a list of calls whose effects and replies depend only on their own keys
+(``raftcache.resp.calls``). It runs in rounds:
+
+1. Read, in one linearizable read, every key it touches; note the version of each *pinned* key
+   (the keys it may write, and those whose expiry it reads).
+2. Simulate the calls in order on those states (``View``): this gives every reply and the final
+   state of every pinned key.
+3. If no pinned key changes, the read was the transaction's linearization point: reply.
+4. Otherwise commit one batch — one log entry, applied atomically — that writes each pinned
+   key's final state *conditioned on the version read* (``if_version``; 0 means "still
+   missing"), and re-reads every other key (``get`` ops, whose values replace the ones read in
+   step 1 for the replies). A pinned key the transaction leaves unchanged is rewritten with its
+   own value and remaining TTL, so that it too is checked; this bumps its version.
+5. If a condition failed, another client wrote one of those keys in between and nothing was
+   applied: start again from 1 (at most ``max_attempts`` rounds, then an error).
+
+A single-op commit goes through ``set``/``delete`` with ``if_version`` rather than ``batch``, so
+that it can be forwarded through the HTTP API, which has no conditions on batch ops.
+
+Caveat: a TTL is sent as "seconds from the proposer's now", so rewriting a key keeps its expiry
+up to the time between the read and the proposal (microseconds on the leader; plus clock skew
+when forwarded from a follower).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final
+
+from raftcache.cache.commands import BatchOp, DeleteOp, GetOp, SetOp
+from raftcache.cache.entries import Item
+from raftcache.cache.errors import PreconditionFailed
+from raftcache.cache.results import BatchItem
+from raftcache.resp.backend import Backend, Router
+from raftcache.resp.calls import Call, Entry, Reply, View
+from raftcache.resp.protocol import RespError
+
+MAX_ATTEMPTS: Final = 32
+
+
+async def run_transaction(
+    router: Router,
+    calls: Sequence[Call],
+    *,
+    clock: Callable[[], float],
+    consistency: str = "linearizable",
+    gate: asyncio.Lock | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
+) -> list[Reply]:
+    """Run ``calls`` atomically (see the module docstring); one reply per call, in order.
+
+    Args:
+        router: where to run (locally, or on the leader).
+        calls: the calls, each with ``in_multi`` set.
+        clock: wall-clock seconds (the instant the simulation judges expiry at).
+        consistency: of a transaction that writes nothing (a write always reads
+            linearizably: its replies must hold at its commit).
+        gate: the connection's ordering gate (``Router.call``).
+        max_attempts: rounds before giving up under contention.
+    """
+    if not any(call.writes for call in calls):
+        return await router.call(lambda b: _read_only(b, calls, clock, consistency), gate)
+    return await router.call(lambda b: _read_write(b, calls, clock, max_attempts), gate)
+
+
+def _unique(keys: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(keys))
+
+
+def _entry(item: Item | None) -> Entry | None:
+    return None if item is None else Entry(item.value, item.expires_at)
+
+
+def simulate(calls: Sequence[Call], view: View) -> list[Reply]:
+    """Replies of ``calls`` run in order on ``view``; a call's own error is its reply (the
+    others still run, as in Redis)."""
+    replies: list[Reply] = []
+    for call in calls:
+        try:
+            replies.append(call.simulate(view))
+        except RespError as exc:
+            replies.append(exc)
+    return replies
+
+
+async def _read_only(
+    backend: Backend, calls: Sequence[Call], clock: Callable[[], float], consistency: str
+) -> list[Reply]:
+    keys = _unique(k for call in calls for k in call.keys)
+    items = await backend.items(keys, consistency) if keys else []
+    base = {key: _entry(item) for key, item in zip(keys, items, strict=True)}
+    return simulate(calls, View(clock(), base))
+
+
+async def _read_write(
+    backend: Backend, calls: Sequence[Call], clock: Callable[[], float], max_attempts: int
+) -> list[Reply]:
+    pinned = _unique(k for call in calls for k in call.pinned)
+    pinned_set = set(pinned)
+    loose = [k for k in _unique(k for call in calls for k in call.keys) if k not in pinned_set]
+    for _ in range(max_attempts):
+        items = await backend.items(pinned + loose, "linearizable")
+        now = clock()
+        base = {key: _entry(item) for key, item in zip(pinned + loose, items, strict=True)}
+        versions = {
+            key: 0 if item is None else item.version
+            for key, item in zip(pinned, items, strict=False)
+        }
+        view = View(now, base)
+        replies = simulate(calls, view)
+        if all(view.get(key) == view.initial(key) for key in pinned):
+            return replies
+        ops: list[BatchOp] = [GetOp(key) for key in loose]
+        ops += [_final_op(key, view, versions[key]) for key in pinned]
+        try:
+            results = await _commit(backend, ops)
+        except PreconditionFailed:
+            continue
+        if not loose:
+            return replies
+        for key, value in zip(loose, results, strict=False):
+            base[key] = None if not isinstance(value, bytes) else Entry(value)
+        return simulate(calls, View(now, base))
+    raise RespError(
+        f"ERR transaction aborted: its keys kept changing ({max_attempts} attempts); try again"
+    )
+
+
+def _final_op(key: str, view: View, version: int) -> BatchOp:
+    """The op that leaves ``key`` in its final state, if it still has ``version``."""
+    final = view.get(key)
+    if final is None:
+        return DeleteOp(key, if_version=version)
+    # ``get`` judged it live at ``now``, so the remaining TTL is > 0.
+    ttl = None if final.expires_at is None else final.expires_at - view.now
+    return SetOp(key, final.value, ttl=ttl, if_version=version)
+
+
+async def _commit(backend: Backend, ops: Sequence[BatchOp]) -> list[BatchItem]:
+    if len(ops) == 1:
+        op = ops[0]
+        if isinstance(op, SetOp):
+            return [await backend.set(op.key, op.value, ttl=op.ttl, if_version=op.if_version)]
+        if isinstance(op, DeleteOp):
+            return [await backend.delete(op.key, if_version=op.if_version)]
+    return await backend.batch(ops)
