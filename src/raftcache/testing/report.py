@@ -1,0 +1,95 @@
+"""The summary of a fault-injection run as rich tables: operations, faults, verdict.
+
+Rule: the tables show only what the run measured — counts from the histories, faults from the
+schedule, recoveries as timed by the harness — and the verdict line says "0 violations" only
+when every check ran and passed; a check that ran out of budget is shown as unknown.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+from rich.console import Console, Group
+from rich.table import Table
+
+from raftcache.testing.campaign import RunReport
+
+__all__ = ["print_report", "render_report"]
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def operations_table(report: RunReport) -> Table:
+    table = Table(title="Operations (as the clients saw them)")
+    for column in ("workload", "ok", "failed", "indeterminate", "notes"):
+        table.add_column(column, justify="left" if column in ("workload", "notes") else "right")
+    for verdict in report.verdicts:
+        counts = verdict.counts
+        table.add_row(
+            verdict.name,
+            str(counts.get("ok", 0)),
+            str(counts.get("fail", 0)),
+            str(counts.get("indeterminate", 0)),
+            "\n".join(verdict.notes),
+        )
+    return table
+
+
+def faults_table(report: RunReport) -> Table:
+    table = Table(title="Faults injected and recovery after each heal (s)")
+    for column in ("nemesis", "injected", "recovery min", "median", "max"):
+        table.add_column(column, justify="left" if column == "nemesis" else "right")
+    by_name: dict[str, list[float | None]] = defaultdict(list)
+    for event in report.faults:
+        by_name[event.name].append(event.recovery_s)
+    for name in sorted(by_name):
+        times = [t for t in by_name[name] if t is not None]
+        table.add_row(
+            name,
+            str(len(by_name[name])),
+            _seconds(min(times) if times else None),
+            _seconds(statistics.median(times) if times else None),
+            _seconds(max(times) if times else None),
+        )
+    return table
+
+
+def verdict_table(report: RunReport) -> Table:
+    config = report.config
+    table = Table(title="Verdict", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    total_ops = sum(sum(v.counts.values()) for v in report.verdicts)
+    table.add_row("nodes / seed", f"{config.nodes} / {config.seed}")
+    phases = f"{config.duration_s:.0f} / {report.elapsed_s:.0f}"
+    table.add_row("faulty phase / whole run (s)", phases)
+    table.add_row("operations", str(total_ops))
+    table.add_row("faults injected", str(len(report.faults)))
+    table.add_row("recovery after faults stopped (s)", _seconds(report.recovery_after_faults_s))
+    table.add_row("recovery after killing every node (s)", _seconds(report.recovery_after_crash_s))
+    table.add_row("violations", str(len(report.violations)))
+    table.add_row("unknown (check out of budget)", str(len(report.unknowns)))
+    return table
+
+
+def render_report(report: RunReport) -> Group:
+    """The three tables, then one paragraph per finding."""
+    parts: list[Table | str] = [
+        operations_table(report),
+        faults_table(report),
+        verdict_table(report),
+    ]
+    for finding in report.all_findings:
+        parts.append(f"[{finding.severity}] {finding.workload}/{finding.check}: {finding.detail}")
+    spent = ", ".join(f"{name} {seconds:.1f}" for name, seconds in report.phases.items())
+    parts.append(f"time per step (s): {spent}")
+    parts.append(f"run directory: {report.run_dir}")
+    return Group(*parts)
+
+
+def print_report(report: RunReport, console: Console | None = None) -> None:
+    """Print the summary (to stdout by default)."""
+    (console or Console()).print(render_report(report))

@@ -1,0 +1,143 @@
+"""What every fault-harness workload shares: its environment, its verdict, its findings.
+
+Rule: a workload is a set of concurrent client *workers*, each issuing one operation at a
+time, and one history (``HistoryRecorder``) that records what they observed. After the faults
+stop, ``finish`` makes the final reads the checks need (after the cluster was crashed and
+restarted as a whole, so a lost acknowledged write shows), and ``check`` judges the history:
+a *violation* is a history a single correct copy could not have produced; an *unknown* is a
+check that ran out of budget (reported, never counted as a pass or a violation).
+
+Workers use unique values and fresh keys (rotating registers, new set elements), and switch to a
+fresh process id after an indeterminate operation, as docs/testing-faults.md asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from raftcache.testing.history import HistoryRecorder, Operation, OpStatus
+from raftcache.testing.httpops import NodeApi, Reply
+from raftcache.testing.linearizability import CheckResult
+
+__all__ = [
+    "Finding",
+    "Workload",
+    "WorkloadEnv",
+    "WorkloadVerdict",
+    "findings_from_linearizability",
+    "retry_until_ok",
+]
+
+
+@dataclass(slots=True)
+class WorkloadEnv:
+    """What workers need: where the nodes are, how to reach them, time and randomness.
+
+    Attributes:
+        api: The single-attempt HTTP client.
+        urls: The nodes' client URLs (any node serves any request).
+        clock: Seconds on one monotonic clock shared by every history.
+        rng: The workload's own seeded generator (choices of keys, nodes, operations).
+        run_id: A short unique prefix for every key this run writes.
+        think_s: Upper bound of the random pause between a worker's operations.
+    """
+
+    api: NodeApi
+    urls: Sequence[str]
+    clock: Callable[[], float]
+    rng: random.Random
+    run_id: str
+    think_s: float = 0.02
+
+    def pick_url(self) -> str:
+        return self.rng.choice(list(self.urls))
+
+    async def think(self) -> None:
+        await asyncio.sleep(self.rng.uniform(0.0, self.think_s))
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing a check found.
+
+    Attributes:
+        workload: Which workload's history.
+        check: Which check (``linearizable``, ``counter``, ``set``, ...).
+        severity: ``violation`` (the history is impossible) or ``unknown`` (out of budget).
+        detail: A human-readable account (the operations involved).
+    """
+
+    workload: str
+    check: str
+    severity: str
+    detail: str
+
+
+@dataclass(slots=True)
+class WorkloadVerdict:
+    """A workload's counts and findings, for the run report."""
+
+    name: str
+    counts: Counter[str] = field(default_factory=Counter)
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def violations(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "violation"]
+
+    @property
+    def unknowns(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "unknown"]
+
+    @classmethod
+    def of(cls, name: str, history: Sequence[Operation]) -> WorkloadVerdict:
+        """Counts of ok / fail / indeterminate operations (what the client saw)."""
+        return cls(name, Counter(op.status.value for op in history))
+
+
+class Workload(Protocol):
+    """The harness's view of a workload."""
+
+    name: str
+    recorder: HistoryRecorder
+
+    async def worker(self, index: int, stop: asyncio.Event) -> None:
+        """Issue operations until ``stop`` is set (finishing the one in flight)."""
+        ...
+
+    async def finish(self, deadline_s: float) -> None:
+        """Final reads, once the cluster is healthy again."""
+        ...
+
+    def check(self, budget_s: float) -> WorkloadVerdict:
+        """Judge the history (``budget_s``: time for the linearizability search)."""
+        ...
+
+
+def findings_from_linearizability(
+    workload: str, result: CheckResult, max_chars: int = 4000
+) -> list[Finding]:
+    """One finding per key that is illegal (violation) or undecided (unknown)."""
+    found: list[Finding] = []
+    for part in result.failures:
+        severity = "violation" if part.outcome.value == "illegal" else "unknown"
+        found.append(Finding(workload, "linearizable", severity, part.explain()[:max_chars]))
+    return found
+
+
+async def retry_until_ok(
+    attempt: Callable[[], Awaitable[Reply]], clock: Callable[[], float], deadline_s: float
+) -> Reply:
+    """Repeat a (read) attempt until it is ok or ``deadline_s`` seconds have passed."""
+    start = clock()
+    while True:
+        reply = await attempt()
+        if reply.status is OpStatus.OK or clock() - start >= deadline_s:
+            return reply
+        await asyncio.sleep(0.2)
