@@ -18,6 +18,7 @@ from raftcache.server.bodies import read_body
 from raftcache.server.context import context_of
 from raftcache.server.errors import json_error
 from raftcache.server.metrics import CONTENT_TYPE
+from raftcache.server.openapi import openapi_document
 from raftcache.server.ports import NodePort
 from raftcache.server.results import json_response
 from raftcache.server.routes_keys import SMALL_BODY_BYTES
@@ -129,8 +130,15 @@ async def take_snapshot(request: web.Request) -> web.Response:
     return json_response({"snapshot_index": index, "last_applied": node.last_applied})
 
 
+async def get_openapi(request: web.Request) -> web.Response:
+    """``GET /openapi.json``: the OpenAPI document, with this node's limits."""
+    document = openapi_document(context_of(request).settings.limits)
+    return json_response(document)
+
+
 def add_admin_routes(app: web.Application) -> None:
     """Register the operational routes on ``app``."""
+    app.router.add_get("/openapi.json", get_openapi)
     app.router.add_get("/v1/status", get_status)
     app.router.add_get("/v1/stats", get_stats)
     app.router.add_get("/v1/health", get_health)

@@ -1,0 +1,154 @@
+"""Hypothesis strategies of hostile HTTP requests: client API, admin API and Raft endpoints.
+
+Raft bodies are *malformed* by construction (each is filtered through the wire codec and kept
+only if it does not decode): a well-typed message with hostile values is a protocol attack that
+only the cluster token stops, tested separately (``test_raft_semantics``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import orjson
+from hypothesis import strategies as st
+
+from raftcache.network import codec
+from raftcache.network.httpwire import PATHS as RAFT_PATHS
+
+
+def dumps(value: Any) -> bytes:
+    """JSON of any value, big integers and NaN included (orjson refuses those: a client may not)."""
+    return json.dumps(value).encode()
+
+
+RAFT_ROUTES = {path: cls for cls, path in RAFT_PATHS.items()}
+RAFT_FIELDS = sorted(
+    {"term", "leader_id", "candidate_id", "prev_log_index", "prev_log_term", "entries"}
+    | {"leader_commit", "last_log_index", "last_log_term", "pre_vote", "offset", "data", "done"}
+    | {"last_included_index", "last_included_term", "configuration", "timeout_now", "index"}
+    | {"command", "kind"}
+)
+
+SEGMENT = st.one_of(
+    st.sampled_from(["k", "a%2Fb", "%FF", "%", "%zz", "", "incr", "..", "x" * 1100, "%C3%A9"]),
+    st.text(
+        st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="/?#%"),
+        max_size=8,
+    ),
+)
+CLIENT_PATHS = st.one_of(
+    st.builds(lambda s: f"/v1/keys/{s}", SEGMENT),
+    st.builds(lambda s: f"/v1/keys/{s}/incr", SEGMENT),
+    st.builds(lambda a, b: f"/v1/keys/{a}/{b}", SEGMENT, SEGMENT),
+    st.sampled_from(
+        [
+            "/v1/keys",
+            "/v1/batch",
+            "/v1/mget",
+            "/v1/status",
+            "/v1/stats",
+            "/v1/health",
+            "/metrics",
+            "/openapi.json",
+            "/v1/members",
+            "/v1/members/nobody",
+            "/v1/snapshot",
+            "/",
+            "/v2/x",
+            "/raft",
+            "/raft/unknown",
+        ]
+    ),
+)
+QUERY = st.dictionaries(
+    st.sampled_from(["ttl", "consistency", "limit", "prefix", "after", "x"]),
+    st.sampled_from(["1", "0", "-1", "nan", "1e999", "stale", "lease", "weird", "", "5000", "ÿ"]),
+    max_size=3,
+)
+HEADERS = st.dictionaries(
+    st.sampled_from(
+        ["If-Match", "If-None-Match", "X-Raftcache-Client-Id", "X-Raftcache-Seq", "Content-Type"]
+    ),
+    st.sampled_from(['"1"', "*", "1", '"-1"', "abc", "", '"99999999999999999999"', "text/xml"]),
+    max_size=3,
+)
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(["ops", "keys", "op", "key", "value", "ttl", "by", "id", "url", "to"]),
+            inner,
+            max_size=4,
+        )
+    ),
+    max_leaves=16,
+)
+CLIENT_BODIES = st.one_of(
+    st.binary(max_size=64),
+    JSONISH.map(dumps),
+    st.integers(1, 40).map(lambda n: orjson.dumps({"keys": ["k"] * n})),
+    st.integers(1, 40).map(lambda n: orjson.dumps({"ops": [{"op": "get", "key": "k"}] * n})),
+    st.just(b"x" * 5000),
+)
+METHODS = st.sampled_from(["GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS"])
+
+
+def _int_like() -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.integers(-(2**64), 2**64), st.booleans(), st.floats(), st.text(max_size=4), st.none()
+    )
+
+
+def _entry() -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.fixed_dictionaries(
+            {"term": _int_like(), "index": _int_like()},
+            optional={
+                "command": st.one_of(
+                    st.text(max_size=8),
+                    st.binary(max_size=4).map(lambda b: base64.b64encode(b).decode()),
+                ),
+                "kind": _int_like(),
+            },
+        ),
+        JSONISH,
+    )
+
+
+RAFT_VALUES = st.one_of(
+    _int_like(),
+    st.lists(_entry(), max_size=5),
+    st.text(max_size=10),
+    st.binary(max_size=8).map(lambda b: base64.b64encode(b).decode()),
+    JSONISH,
+)
+RAFT_OBJECTS = st.dictionaries(st.sampled_from(RAFT_FIELDS), RAFT_VALUES, max_size=8)
+RAFT_RAW = st.one_of(
+    RAFT_OBJECTS.map(dumps),
+    st.binary(max_size=64),
+    JSONISH.map(dumps),
+    st.just(b""),
+    st.just(b"{" * 100_000),  # deep nesting: the JSON parser must refuse, not recurse
+    st.just(b"[" + b"1," * 50_000 + b"1]"),
+)
+
+
+def undecodable(path: str, body: bytes) -> bool:
+    """Whether ``body`` is *not* a valid message for the Raft route ``path``."""
+    try:
+        codec.decode(RAFT_ROUTES[path], body)
+    except codec.CodecError:
+        return True
+    return False
+
+
+def huge_entries_body(count: int) -> bytes:
+    """An AppendEntries whose ``count`` entries are wrongly typed (the last one): decoding must
+    walk them all, then refuse with 400."""
+    entry = {"term": 1, "index": 1, "command": ""}
+    entries: list[Any] = [entry] * (count - 1) + [{"term": "one", "index": 1, "command": ""}]
+    obj = {"term": 1, "leader_id": "x", "prev_log_index": 0, "prev_log_term": 0, "entries": entries}
+    return orjson.dumps(obj)
