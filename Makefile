@@ -37,5 +37,20 @@ format: $(STAMP)
 sweep: $(STAMP)
 	RAFTCACHE_SWEEP_SEEDS=$${SEEDS:-500} HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
+# Side-by-side benchmarks (benchmarks/README.md). bench-deps installs the peers and tools the
+# benchmark needs and nothing the product needs: etcd-server and wrk from Debian, and
+# benchmarks/requirements.txt (PySyncObj, matplotlib, py-spy) into .venv.
+.PHONY: bench-deps
+bench-deps: $(STAMP)
+	@if ! command -v wrk >/dev/null || ! command -v etcd >/dev/null; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && $$SUDO apt-get install -y -q etcd-server wrk; \
+	fi
+	$(PY) -m pip install -q -r benchmarks/requirements.txt
+
+# BENCH_DURATION=10 BENCH_REPS=3 by default; BENCH_QUICK=1 for a smoke run of a few minutes.
+bench: bench-deps
+	$(PY) -m benchmarks.run
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

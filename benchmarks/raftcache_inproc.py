@@ -1,0 +1,165 @@
+"""One raftcache node for the in-process comparison with PySyncObj (its own Python API).
+
+Rule: the node is built the way an embedding program would build it — ``RaftNode`` with the
+``CacheStateMachine`` over ``HttpNetwork`` (listening on its own port) and ``FileStorage``
+(fsync on unless ``--no-fsync``) — and the driver node proposes ``encode_set`` commands of
+100-byte values straight into ``RaftNode.propose``; no HTTP client API is involved. The driver
+gets a shorter election timeout so it (almost always) wins the first election, as the
+PySyncObj driver does. Control protocol: ``benchmarks.suite.inproc_protocol``.
+
+Run: ``python -m benchmarks.raftcache_inproc --id n1 --peers n1=URL,... --data-dir D [--driver]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import signal
+import sys
+import time
+from typing import Any
+
+from benchmarks.suite.inproc_protocol import Tally
+from raftcache.cache.commands import encode_set
+from raftcache.cache.machine import CacheStateMachine
+from raftcache.network.http import HttpNetwork
+from raftcache.raft import FileStorage, RaftNode, Role
+from raftcache.raft.config import RaftConfig
+
+KEYS = 10_000
+
+
+class Driver:
+    """Proposes sets of 100-byte values on the leader and counts what commits in time."""
+
+    def __init__(self, node: RaftNode, value_size: int) -> None:
+        self.node = node
+        self.value = b"v" * value_size
+        self.counter = 0
+
+    async def propose_one(self, timeout_s: float) -> None:
+        self.counter += 1
+        key = f"k{self.counter % KEYS:07d}"
+        await self.node.propose(encode_set(key, self.value, now=time.time()), timeout=timeout_s)
+
+    async def wait_leader(self, timeout_s: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        # Polling: RaftNode offers no role-change event to wait on.
+        while time.monotonic() < deadline and self.node.role is not Role.LEADER:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        return {"leader": self.node.role is Role.LEADER}
+
+    async def latency(self, duration_s: float, timeout_s: float = 5.0) -> dict[str, Any]:
+        tally = Tally()
+        started = time.perf_counter()
+        while time.perf_counter() - started < duration_s:
+            tally.sent += 1
+            t0 = time.perf_counter()
+            ok = True
+            try:
+                await self.propose_one(timeout_s)
+            except Exception:
+                ok = False
+            tally.record(time.perf_counter() - t0, ok, timeout_s)
+        return tally.result(0.0, time.perf_counter() - started)
+
+    async def rate(self, rate: float, duration_s: float, timeout_s: float) -> dict[str, Any]:
+        tally = Tally()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one() -> None:
+            t0 = time.perf_counter()
+            ok = True
+            try:
+                await self.propose_one(timeout_s)
+            except Exception:
+                ok = False
+            tally.record(time.perf_counter() - t0, ok, timeout_s)
+
+        started = time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < duration_s:
+            for _ in range(int(rate * elapsed) - tally.sent):
+                task = asyncio.create_task(one())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                tally.sent += 1
+            await asyncio.sleep(0.002)
+        if tasks:
+            await asyncio.wait(set(tasks), timeout=timeout_s + 2)
+        return tally.result(rate, duration_s)
+
+
+async def _commands(driver: Driver) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line:
+            return
+        cmd = json.loads(line)
+        op = cmd["op"]
+        if op == "quit":
+            return
+        if op == "wait_leader":
+            answer = await driver.wait_leader(float(cmd["timeout"]))
+        elif op == "latency":
+            answer = await driver.latency(float(cmd["duration"]))
+        elif op == "rate":
+            answer = await driver.rate(
+                float(cmd["rate"]), float(cmd["duration"]), float(cmd["timeout"])
+            )
+        else:
+            answer = {"error": f"unknown op {op!r}"}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
+async def run(args: argparse.Namespace) -> None:
+    peers = dict(item.split("=", 1) for item in args.peers.split(","))
+    port = int(peers[args.id].rsplit(":", 1)[1])
+    network = HttpNetwork(
+        args.id,
+        port=port,
+        node_addresses={k: v for k, v in peers.items() if k != args.id},
+    )
+    fast = (0.3, 0.5) if args.driver else (1.0, 2.0)
+    config = RaftConfig(election_timeout_min=fast[0], election_timeout_max=fast[1])
+    node = RaftNode(
+        args.id,
+        list(peers),
+        network,
+        FileStorage(args.data_dir, fsync=not args.no_fsync),
+        CacheStateMachine(),
+        config,
+        rng=random.Random(),
+        peer_addresses=peers,
+    )
+    await node.start()
+    try:
+        if args.driver:
+            await _commands(Driver(node, args.value_size))
+        else:
+            stop = asyncio.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+            await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await node.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--id", required=True)
+    parser.add_argument("--peers", required=True)
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--driver", action="store_true")
+    parser.add_argument("--no-fsync", action="store_true")
+    parser.add_argument("--value-size", type=int, default=100)
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

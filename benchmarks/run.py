@@ -1,0 +1,186 @@
+"""``make bench``: raftcache side by side with etcd, PySyncObj and a bare HTTP floor.
+
+Rule: one command measures everything on this machine in one run, then writes
+``benchmarks/results/latest.{json,md,png}``. Every process it starts belongs to a
+``ProcessGroup`` and is stopped on the way out — also on Ctrl-C, SIGTERM or an error; all
+traffic stays on 127.0.0.1. Settings come from ``BENCH_*`` variables (``suite/settings.py``).
+Sections: ``floor`` (aiohttp fixed 200), ``http`` (raftcache-3 vs etcd-3, four workloads),
+``scale`` (5 nodes, writes), ``restart`` (memory and restart with many keys), ``inproc``
+(replicated writes through each library's Python API, vs PySyncObj).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import shutil
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from benchmarks.suite import inproc, report, sections
+from benchmarks.suite.machine import machine_info, measure_fsync
+from benchmarks.suite.procs import ProcessGroup, install_signal_handlers
+from benchmarks.suite.settings import Settings, from_env
+
+INPROC_STEPS = 3
+
+
+def _preflight(console: Console) -> None:
+    missing = [tool for tool in ("wrk", "etcd") if shutil.which(tool) is None]
+    if missing:
+        console.print(
+            f"[red]missing {', '.join(missing)}: run `make bench-deps` (apt-get install "
+            "etcd-server wrk)[/red]"
+        )
+        raise SystemExit(2)
+
+
+def _run_inproc(
+    group: ProcessGroup, python: str, work: Path, s: Settings, tick: Any
+) -> list[dict[str, Any]]:
+    libraries = [
+        (
+            "raftcache-fsync",
+            inproc.raftcache_argv(python, fsync=True),
+            "FileStorage, fsync per batch",
+        ),
+        (
+            "raftcache-nofsync",
+            inproc.raftcache_argv(python, fsync=False),
+            "FileStorage(fsync=False): like PySyncObj's journal",
+        ),
+        ("pysyncobj", inproc.pysyncobj_argv(python), "journal file (mmap, never fsync'd)"),
+    ]
+    out = []
+    for label, argv_for, note in libraries:
+        tick(f"in-process: {label}")
+
+        def on_probe(result: dict[str, Any], label: str = label) -> None:
+            tick(
+                f"in-process: {label} {result['rate']:,.0f}/s → {100 * result['success']:.1f}%",
+                advance=0,
+            )
+
+        outcome = inproc.run_library(
+            group, label, argv_for, work, s.probe_s, s.bisect_steps, on_probe
+        )
+        out.append({**dataclasses.asdict(outcome), "note": note})
+    return out
+
+
+def run(settings: Settings, console: Console) -> dict[str, Any]:
+    python = sys.executable
+    results: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "settings": _settings_dict(settings),
+        "machine": machine_info(python),
+        "points": [],
+        "errors": [],
+    }
+    work = Path(tempfile.mkdtemp(prefix="raftcache-bench-"))
+    results["fsync"] = measure_fsync(work)
+    fa, fp = results["fsync"]["append_fsync"], results["fsync"]["prealloc_fdatasync"]
+    console.print(
+        f"durable 100 B write here: append+fsync p50 {fa['p50_ms']:.2f} ms p99 "
+        f"{fa['p99_ms']:.2f} ms; preallocated+fdatasync p50 {fp['p50_ms']:.2f} ms p99 "
+        f"{fp['p99_ms']:.2f} ms (work dir {work})"
+    )
+    total = (
+        settings.point_count
+        + (INPROC_STEPS if "inproc" in settings.sections else 0)
+        + (3 if "restart" in settings.sections else 0)
+    )
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress, ProcessGroup() as group:
+        task = progress.add_task("starting", total=total)
+
+        def tick(text: str, advance: int = 1) -> None:
+            progress.update(task, description=text[:60])
+            progress.advance(task, advance)
+
+        def section(name: str, fn: Any) -> Any:
+            if name not in settings.sections:
+                return None
+            try:
+                return fn()
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:
+                console.print(f"[red]section {name} failed: {exc}[/red]")
+                results["errors"].append({"section": name, "error": traceback.format_exc()})
+                return None
+
+        args = (group, python, work, settings, tick)
+        results["points"] += section("floor", lambda: sections.floor_section(*args)) or []
+        results["points"] += section("http", lambda: sections.http_section(*args)) or []
+        results["points"] += (
+            section(
+                "scale",
+                lambda: sections.http_section(
+                    *args, nodes=5, workloads=("write",), connections=settings.scale_connections
+                ),
+            )
+            or []
+        )
+        results["restart"] = section("restart", lambda: sections.restart_section(*args))
+        results["inproc"] = section(
+            "inproc", lambda: _run_inproc(group, python, work, settings, tick)
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    results["rows"] = report.comparison_rows(results["points"])
+    results["targets"] = report.targets(results)
+    return results
+
+
+def _settings_dict(settings: Settings) -> dict[str, Any]:
+    return {
+        name: (str(v) if isinstance(v := getattr(settings, name), Path) else v)
+        for name in settings.__slots__
+    }
+
+
+def write_outputs(results: dict[str, Any], out_dir: Path, console: Console) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "latest.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    md = report.markdown(results)
+    (out_dir / "latest.md").write_text(md)
+    try:
+        from benchmarks.suite.plot import plot
+
+        plot(results, out_dir / "latest.png")
+    except ImportError as exc:
+        console.print(
+            f"[yellow]no plot ({exc}); pip install -r benchmarks/requirements.txt[/yellow]"
+        )
+    console.print(md, markup=False, highlight=False)
+    console.print(f"written: {out_dir}/latest.json, latest.md, latest.png")
+
+
+def main() -> int:
+    install_signal_handlers()
+    console = Console(stderr=True)
+    _preflight(console)
+    settings = from_env()
+    try:
+        results = run(settings, console)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: every started process was stopped[/yellow]")
+        return 130
+    write_outputs(results, settings.results_dir, console)
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

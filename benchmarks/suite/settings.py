@@ -1,0 +1,92 @@
+"""Benchmark settings from the environment.
+
+Rule: every knob has a default taken from issue 5 (10 s per point, 3 repetitions, 1/16/64
+connections, 100-byte values over 10,000 keys, 1 M keys for restart and memory);
+``BENCH_QUICK=1`` shrinks everything for a smoke run of a few minutes. Nothing else reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ALL_SECTIONS = ("floor", "http", "scale", "restart", "inproc")
+
+
+def _env_float(name: str, default: float) -> float:
+    text = os.environ.get(name, "")
+    return float(text) if text else default
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "")
+    return int(text) if text else default
+
+
+def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    text = os.environ.get(name, "")
+    return tuple(x.strip() for x in text.split(",") if x.strip()) if text else default
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What one ``make bench`` run measures and for how long."""
+
+    quick: bool
+    duration_s: float
+    reps: int
+    warmup_s: float
+    connections: tuple[int, ...]
+    scale_connections: tuple[int, ...]
+    keys: int = 10_000
+    value_size: int = 100
+    read_ratio: float = 0.9
+    restart_keys: int = 1_000_000
+    #: Idle-machine wait before each point: busy share of all cores to wait for, and the bound.
+    idle_busy_max: float = 0.25
+    idle_wait_max_s: float = 10.0
+    #: In-process comparison: length of one rate probe and of the low-load latency run.
+    probe_s: float = 5.0
+    bisect_steps: int = 4
+    sections: tuple[str, ...] = ALL_SECTIONS
+    results_dir: Path = field(default_factory=lambda: Path("benchmarks/results"))
+    wrk_threads_max: int = 2
+
+    @property
+    def point_count(self) -> int:
+        """Wrk points of a full run (for the progress bar)."""
+        n = 0
+        if "floor" in self.sections:
+            n += len(self.connections)
+        if "http" in self.sections:
+            n += 2 * 4 * len(self.connections)
+        if "scale" in self.sections:
+            n += 2 * len(self.scale_connections)
+        return n * self.reps
+
+
+def from_env() -> Settings:
+    """Read ``BENCH_*`` variables (see ``benchmarks/README.md``)."""
+    quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    sections = _env_list("BENCH_SECTIONS", ALL_SECTIONS)
+    unknown = set(sections) - set(ALL_SECTIONS)
+    if unknown:
+        raise SystemExit(f"BENCH_SECTIONS: unknown {sorted(unknown)}; known {ALL_SECTIONS}")
+    conns = tuple(int(x) for x in _env_list("BENCH_CONNECTIONS", ("1", "16", "64")))
+    return Settings(
+        quick=quick,
+        duration_s=_env_float("BENCH_DURATION", 2.0 if quick else 10.0),
+        reps=_env_int("BENCH_REPS", 1 if quick else 3),
+        warmup_s=_env_float("BENCH_WARMUP", 0.5 if quick else 2.0),
+        connections=conns,
+        scale_connections=(64,) if quick else (16, 64),
+        restart_keys=_env_int("BENCH_RESTART_KEYS", 100_000 if quick else 1_000_000),
+        idle_busy_max=_env_float("BENCH_IDLE_BUSY", 0.25),
+        idle_wait_max_s=_env_float("BENCH_IDLE_WAIT", 3.0 if quick else 10.0),
+        probe_s=_env_float("BENCH_PROBE", 1.5 if quick else 5.0),
+        bisect_steps=_env_int("BENCH_BISECT", 1 if quick else 4),
+        sections=sections,
+        results_dir=Path(os.environ.get("BENCH_OUT", "benchmarks/results")),
+    )
