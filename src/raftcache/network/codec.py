@@ -174,6 +174,8 @@ def _to_str(value: Any) -> str:
 
 
 def _to_bytes(value: Any) -> bytes:
+    if type(value) is bytes:
+        return value  # a binary body format (msgpack) carries bytes as they are; JSON never does
     if type(value) is not str:
         raise _wrong("a base64 string", value)
     try:
@@ -304,7 +306,7 @@ def to_dict(msg: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type[T], obj: Any) -> T:
-    """Build a message of class ``cls`` from an already parsed JSON value.
+    """Build a message of class ``cls`` from an already parsed JSON (or msgpack) value.
 
     Raises:
         CodecError: the value is not an object of the right shape.

@@ -1,16 +1,23 @@
-"""HTTP/JSON transport on aiohttp (SPEC §2).
+"""HTTP transport on aiohttp (SPEC §2): JSON by default, msgpack and compression negotiated.
 
-Rule: one ``POST`` per RPC carrying the message in the JSON wire codec; the routes, the error
-bodies and the mapping of statuses back to the ``NetworkError`` family are the wire contract of
-``raftcache.network.httpwire``.
+Rule: one ``POST`` per RPC carrying the message in a body format of ``httpwire`` (JSON unless
+both sides know msgpack and the sender chose it); the routes, the error bodies and the mapping
+of statuses back to the ``NetworkError`` family are the wire contract of ``httpwire``, the
+serving half is ``httpserver.RaftRoutes``.
 
 On the client: an unknown target id is permanent ("No address configured for node X");
 connection refused or reset by a known peer is transient; a timeout is ``NetworkTimeoutError``;
 a certificate that does not verify is permanent (misconfiguration).
 
-The server checks the cluster token before it reads the body (an unauthenticated peer cannot
-make it buffer 64 MiB) with a constant-time comparison, and ignores Content-Type: whatever the
-header says, the body is parsed as JSON and rejected with 400 if it is not a valid message.
+Negotiation (per peer, learned from its 200 and 415 answers, which advertise ``Accept-Encoding``
+and ``Accept-Post``): until a peer has answered, and for a peer that advertises nothing (an
+older node), requests are plain JSON. A body of at least ``compression_threshold`` bytes is
+compressed with the first of ``compression`` the peer accepts (in a worker thread: a 1 MiB chunk
+takes milliseconds); msgpack is used when ``wire_format="msgpack"`` and the peer reads it. A 415
+answer to a compressed body (the peer changed under us) makes the client learn and resend once.
+
+Metrics: every call is recorded in ``metrics`` (``outbound``: count, latency, error kind, bytes
+on the wire and before compression), and ``RaftRoutes`` records what this node serves.
 
 Mounting: ``HttpNetwork(..., app=existing)`` or ``net.mount(existing)`` before the application
 starts adds the three routes to an aiohttp application the caller serves (one port for Raft and
@@ -21,36 +28,35 @@ TLS files configure the client side only (the caller's server does TLS). Mounted
 
 from __future__ import annotations
 
-import hmac
-import io
-import logging
+import asyncio
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from raftcache.network import codec
-from raftcache.network.errors import (
-    NetworkError,
-    NetworkTimeoutError,
-    no_address,
-    no_handlers,
-    remote_handler_error,
-)
+from raftcache.network import compression as codings
+from raftcache.network.codec import CodecError
+from raftcache.network.errors import NetworkError, no_address
+from raftcache.network.httpclient import NOTHING, Answer, PeerCapabilities, transfer
+from raftcache.network.httpserver import RaftRoutes
 from raftcache.network.httpwire import (
+    CONTENT_TYPE_OF,
     DEFAULT_CLIENT_MAX_SIZE,
-    HANDLER_OF,
-    JSON,
+    FORMATS,
     PATHS,
-    error_response,
+    decode_body,
+    encode_body,
+    format_of,
     json_errors,
     status_error,
 )
 from raftcache.network.interface import NetworkInterface, RpcHandlers
+from raftcache.network.metrics import NetworkMetrics, rpc_name
 from raftcache.network.tls import client_ssl_context, server_ssl_context
+from raftcache.network.wrapper import Clock, loop_clock
 from raftcache.raft.messages import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -62,20 +68,14 @@ from raftcache.raft.messages import (
 
 __all__ = ["HttpNetwork"]
 
-logger = logging.getLogger(__name__)
-
 Resp = TypeVar("Resp")
 
 _INDEX = {cls: i for i, cls in enumerate(PATHS)}  # a request type's slot in a peer's URL tuple
-_RAW_BODY_MAX = 1024 * 1024
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 class HttpNetwork(NetworkInterface):
-    """Raft RPCs over HTTP/JSON, with keep-alive pooling, a cluster token and (m)TLS.
+    """Raft RPCs over HTTP, with keep-alive pooling, a cluster token, (m)TLS, negotiated
+    compression and body format, and metrics.
 
     Args:
         node_id: this node's id.
@@ -89,11 +89,18 @@ class HttpNetwork(NetworkInterface):
         ssl_keyfile: PEM private key of ``ssl_certfile`` (None: inside it).
         ssl_cafile: CA that signs peer certificates (server and client side).
         require_client_cert: the server demands a client certificate (mutual TLS).
-        client_max_size: largest accepted request body, in bytes.
+        client_max_size: largest accepted request body (as decoded), in bytes.
         max_connections: size of the keep-alive connection pool.
         keepalive_timeout: seconds an idle pooled connection is kept.
         shutdown_timeout: seconds ``stop()`` lets running handlers finish before cancelling them.
         app: an aiohttp application to mount the routes on instead of listening (see module).
+        compression: content codings to compress large request bodies with, best first
+            (``("zstd", "gzip")``); codings this process lacks are dropped. Empty: never.
+        compression_threshold: smallest body, in bytes, that is compressed.
+        compression_level: the codec's level (None: gzip 1, zstd 3: fast, most of the gain).
+        wire_format: ``"json"`` (default) or ``"msgpack"`` (used with peers that read it).
+        metrics: where calls are recorded (default: a new ``NetworkMetrics``, as ``.metrics``).
+        clock: monotonic seconds for latencies (default: the running loop's time).
 
     Example:
         >>> net = HttpNetwork("n1", port=0, node_addresses={"n2": "http://127.0.0.1:8002"})
@@ -119,6 +126,12 @@ class HttpNetwork(NetworkInterface):
         keepalive_timeout: float = 30.0,
         shutdown_timeout: float = 1.0,
         app: web.Application | None = None,
+        compression: Sequence[str] = (),
+        compression_threshold: int = codings.DEFAULT_THRESHOLD,
+        compression_level: int | None = None,
+        wire_format: str = "json",
+        metrics: NetworkMetrics | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if timeout <= 0 or client_max_size <= 0 or max_connections <= 0:
             raise ValueError("timeout, client_max_size and max_connections must be > 0")
@@ -130,15 +143,23 @@ class HttpNetwork(NetworkInterface):
         self.max_connections = max_connections
         self.keepalive_timeout = keepalive_timeout
         self.shutdown_timeout = shutdown_timeout
+        self._configure_encoding(compression, compression_threshold, compression_level, wire_format)
+        self.metrics = metrics if metrics is not None else NetworkMetrics()
+        self._clock = clock or loop_clock
         self._addresses: dict[str, str] = {}
         self._urls: dict[str, tuple[URL, ...]] = {}
+        self._peers: dict[str, PeerCapabilities] = {}
         for peer, url in node_addresses.items():
             self.set_peer_address(peer, url)
-        self._expected_auth: bytes | None = None
-        self._headers: dict[str, str] = {"Content-Type": JSON, "Accept": JSON}
-        if cluster_token:
-            self._expected_auth = f"Bearer {cluster_token}".encode()
-            self._headers["Authorization"] = f"Bearer {cluster_token}"
+        auth = f"Bearer {cluster_token}" if cluster_token else None
+        self._auth_header = {"Authorization": auth} if auth else {}
+        self._server = RaftRoutes(
+            node_id,
+            auth=auth.encode() if auth else None,
+            client_max_size=client_max_size,
+            metrics=self.metrics,
+            clock=self._clock,
+        )
         self._server_ssl: ssl.SSLContext | None = None
         if ssl_certfile is not None and app is None:
             self._server_ssl = server_ssl_context(
@@ -148,12 +169,26 @@ class HttpNetwork(NetworkInterface):
         self._client_ssl: ssl.SSLContext | bool = True
         if ssl_cafile is not None or ssl_certfile is not None:
             self._client_ssl = client_ssl_context(ssl_cafile, ssl_certfile, ssl_keyfile)
-        self._handlers: RpcHandlers | None = None
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._mounted = False
         if app is not None:
             self.mount(app)
+
+    def _configure_encoding(
+        self, names: Sequence[str], threshold: int, level: int | None, wire_format: str
+    ) -> None:
+        unknown = [n for n in names if n not in codings.KNOWN]
+        if unknown or threshold < 0 or wire_format not in FORMATS:
+            raise ValueError(
+                f"compression must name {codings.KNOWN} (got {unknown}), "
+                f"compression_threshold >= 0, wire_format one of {FORMATS}"
+            )
+        # Codings this process lacks are dropped, so one configuration fits every node.
+        self.compression = tuple(n for n in names if n in codings.available())
+        self.compression_threshold = threshold
+        self.compression_level = level
+        self.wire_format = wire_format
 
     # -- configuration --------------------------------------------------------------------------
 
@@ -166,8 +201,14 @@ class HttpNetwork(NetworkInterface):
     def started(self) -> bool:
         return self._session is not None
 
+    @property
+    def _handlers(self) -> RpcHandlers | None:
+        return self._server.handlers
+
     def set_peer_address(self, node_id: str, address: str | None) -> None:
         """Add, change (``address``) or forget (``None``) a peer's base URL."""
+        # A new address may be a different node build: learn its capabilities afresh.
+        self._peers.pop(node_id, None)
         if address is None:
             self._addresses.pop(node_id, None)
             self._urls.pop(node_id, None)
@@ -179,10 +220,13 @@ class HttpNetwork(NetworkInterface):
         # Parsed once here rather than on every request: the leader sends thousands per second.
         self._urls[node_id] = tuple(URL(str(base) + path) for path in PATHS.values())
 
+    def peer_capabilities(self, node_id: str) -> PeerCapabilities:
+        """What ``node_id`` last said it reads (nothing but JSON until it has answered)."""
+        return self._peers.get(node_id, NOTHING)
+
     def routes(self) -> list[web.RouteDef]:
         """The three ``POST /raft/...`` routes, for ``app.add_routes`` on any application."""
-        # Unnamed: route names must be unique per application, and the host app owns its names.
-        return [web.post(path, self._make_route(cls)) for cls, path in PATHS.items()]
+        return self._server.routes()
 
     def mount(self, app: web.Application) -> None:
         """Serve the Raft routes on ``app`` (before it starts); ``start()`` will not listen."""
@@ -192,7 +236,7 @@ class HttpNetwork(NetworkInterface):
     # -- lifecycle ------------------------------------------------------------------------------
 
     def register_handlers(self, handlers: RpcHandlers) -> None:
-        self._handlers = handlers
+        self._server.handlers = handlers
 
     async def start(self) -> None:
         """Open the client session and, unless mounted, the listener. Idempotent."""
@@ -216,7 +260,12 @@ class HttpNetwork(NetworkInterface):
         app = web.Application(client_max_size=self.client_max_size, middlewares=[json_errors])
         app.add_routes(self.routes())
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=self.shutdown_timeout
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=self.shutdown_timeout,
+            # We decode request bodies ourselves: every coding we have, bounded by our limit.
+            auto_decompress=False,
         )
         await runner.setup()
         try:
@@ -226,6 +275,7 @@ class HttpNetwork(NetworkInterface):
             await runner.cleanup()
             raise
         self._runner = runner
+        self._server.standalone = True
         # Keep the port chosen for port=0: a restarted node must stay at the address peers know.
         self.port = runner.addresses[0][1]
 
@@ -257,90 +307,66 @@ class HttpNetwork(NetworkInterface):
         urls = self._urls.get(target)
         if urls is None:
             raise no_address(target)
+        rpc, url = rpc_name(req), urls[_INDEX[type(req)]]
+        started = self._clock()
+        try:
+            answer = await self._exchange(target, url, req)
+            if answer.status != 200:
+                raise status_error(target, answer.status, answer.body)
+            try:
+                result: Resp = decode_body(
+                    format_of(answer.content_type), response_cls, answer.body
+                )
+            except CodecError as exc:
+                raise NetworkError(
+                    f"Malformed {response_cls.__name__} from node {target}: {exc}", permanent=True
+                ) from exc
+        except NetworkError as exc:
+            self.metrics.record("outbound", rpc, target, self._clock() - started, exc)
+            raise
+        self.metrics.record("outbound", rpc, target, self._clock() - started)
+        return result
+
+    async def _exchange(self, target: str, url: URL, req: Any) -> Answer:
+        """Send ``req``, encoded as ``target`` reads it; resend once plainly after a 415."""
+        caps = self.peer_capabilities(target)
+        fmt = self.wire_format if self.wire_format in caps.formats else "json"
+        body = encode_body(fmt, req)
+        encoding = self._encoding_for(caps, len(body))
+        answer = await self._send(target, url, req, body, fmt, encoding)
+        if answer.status == 415 and encoding is not None:
+            # The peer no longer reads that coding (it was replaced): learn, then resend as is.
+            answer = await self._send(target, url, req, body, fmt, None)
+        return answer
+
+    def _encoding_for(self, caps: PeerCapabilities, size: int) -> str | None:
+        if size < self.compression_threshold or not caps.encodings:
+            return None
+        return next((e for e in self.compression if e in caps.encodings), None)
+
+    async def _send(
+        self, target: str, url: URL, req: Any, body: bytes, fmt: str, encoding: str | None
+    ) -> Answer:
+        content_type = CONTENT_TYPE_OF[fmt]
+        headers = {**self._auth_header, "Content-Type": content_type, "Accept": content_type}
+        wire = body
+        if encoding is not None:
+            codec = codings.codec(encoding)
+            # In a worker thread: zlib and zstd release the GIL, the event loop keeps serving.
+            wire = await asyncio.to_thread(codec.compress, body, self.compression_level)
+            headers["Content-Encoding"] = encoding
         session = self._session
         if session is None:
             raise NetworkError(f"HttpNetwork of node {self.node_id} is not started", permanent=True)
-        url = urls[_INDEX[type(req)]]
-        body = codec.encode(req)
-        # aiohttp warns (ResourceWarning) about raw bodies over 1 MiB, which a snapshot chunk is
-        # once base64-encoded; a BytesIO body is streamed in pieces instead.
-        data: bytes | io.BytesIO = body if len(body) <= _RAW_BODY_MAX else io.BytesIO(body)
-        try:
-            async with session.post(url, data=data, headers=self._headers) as resp:
-                status = resp.status
-                answer = await resp.read()
-        except TimeoutError:
-            raise NetworkTimeoutError(
-                f"RPC to node {target} timed out after {self.timeout:g}s"
-            ) from None
-        except aiohttp.ClientSSLError as exc:
-            # A certificate that does not verify will not verify next time either.
-            raise NetworkError(f"TLS with node {target} failed: {exc}", permanent=True) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise NetworkError(f"Cannot reach node {target} at {url.origin()}: {exc}") from exc
-        if status != 200:
-            raise status_error(target, status, answer)
-        try:
-            return codec.decode(response_cls, answer)
-        except codec.CodecError as exc:
-            raise NetworkError(
-                f"Malformed {response_cls.__name__} from node {target}: {exc}", permanent=True
-            ) from exc
-
-    # -- server ---------------------------------------------------------------------------------
-
-    def _make_route(self, cls: type[Any]) -> Callable[[web.Request], Awaitable[web.Response]]:
-        method = HANDLER_OF[cls]
-
-        async def route(request: web.Request) -> web.Response:
-            return await self._serve(request, cls, method)
-
-        return route
-
-    async def _serve(self, request: web.Request, cls: type[Any], method: str) -> web.Response:
-        expected = self._expected_auth
-        if expected is not None:
-            # Before the body is read: an unauthenticated peer must not make us buffer it.
-            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-            if not hmac.compare_digest(given, expected):
-                response = error_response(401, "missing or wrong cluster token", "unauthorized")
-                response.headers["WWW-Authenticate"] = "Bearer"
-                return response
-        handlers = self._handlers
-        if handlers is None:
-            return error_response(503, str(no_handlers(self.node_id)), "no_handlers")
-        try:
-            body = await self._read_body(request)
-        except _BodyTooLarge:
-            limit = self.client_max_size
-            return error_response(413, f"body larger than {limit} bytes", "too_large", limit=limit)
-        try:
-            req = codec.decode(cls, body)
-        except codec.CodecError as exc:
-            return error_response(
-                400, f"invalid {cls.__name__}: {exc}", "bad_request", field=exc.field
-            )
-        try:
-            response = await getattr(handlers, method)(req)
-        except Exception as exc:
-            logger.warning("%s: %s handler raised", self.node_id, cls.__name__, exc_info=True)
-            return error_response(
-                500, str(remote_handler_error(self.node_id, repr(exc))), "handler_error"
-            )
-        return web.Response(body=codec.encode(response), content_type=JSON)
-
-    async def _read_body(self, request: web.Request) -> bytes:
-        """The body, bounded by our own ``client_max_size`` (mounted apps have their own)."""
-        limit = self.client_max_size
-        length = request.content_length
-        if length is not None and length > limit:
-            raise _BodyTooLarge
-        chunks: list[bytes] = []
-        size = 0
-        while chunk := await request.content.readany():
-            size += len(chunk)
-            if size > limit:
-                raise _BodyTooLarge
-            chunks.append(chunk)
-        # join() of a single chunk returns it without copying: the common small-body case.
-        return b"".join(chunks)
+        answer = await transfer(session, target, url, wire, headers, self.timeout)
+        self.metrics.record_bytes(
+            "outbound",
+            rpc_name(req),
+            target,
+            sent=len(wire),
+            body_sent=len(body),
+            received=len(answer.body),
+        )
+        if answer.capabilities is not None:
+            self._peers[target] = answer.capabilities
+        return answer

@@ -18,6 +18,12 @@ any other status                       —                permanent ``NetworkErr
 =====================================  ===============  =========================================
 
 Both sides of the table live here so that they cannot drift apart.
+
+Body formats: JSON is the default and what a request whose Content-Type names anything else is
+parsed as; ``application/msgpack`` (``raftcache.network.msgpack_codec``) is the binary twin. A
+server answers in the format of the request and advertises the formats it reads in an
+``Accept-Post`` response header and the content codings it decodes in ``Accept-Encoding``
+(RFC 7694); a client sends msgpack or a compressed body only to a peer that advertised it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from raftcache.network import codec, msgpack_codec
 from raftcache.network.errors import NetworkError, no_handlers
 from raftcache.raft.messages import (
     AppendEntriesRequest,
@@ -36,12 +43,20 @@ from raftcache.raft.messages import (
 )
 
 __all__ = [
+    "ACCEPT_POST",
+    "CONTENT_TYPE_OF",
     "DEFAULT_CLIENT_MAX_SIZE",
+    "FORMATS",
     "HANDLER_OF",
     "JSON",
+    "MSGPACK",
     "PATHS",
+    "decode_body",
+    "encode_body",
     "error_response",
+    "format_of",
     "json_errors",
+    "parse_formats",
     "status_error",
 ]
 
@@ -63,6 +78,33 @@ HANDLER_OF: dict[type[Any], str] = {
 """The ``RpcHandlers`` method that serves each request type."""
 
 JSON = "application/json"
+MSGPACK = msgpack_codec.CONTENT_TYPE
+FORMATS = ("json", "msgpack")
+CONTENT_TYPE_OF = {"json": JSON, "msgpack": MSGPACK}
+ACCEPT_POST = "Accept-Post"
+_MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
+
+
+def format_of(content_type: str | None) -> str:
+    """The body format a Content-Type names: ``"msgpack"`` for msgpack, else ``"json"``."""
+    base = (content_type or "").partition(";")[0].strip().lower()
+    return "msgpack" if base in _MSGPACK_TYPES else "json"
+
+
+def parse_formats(header: str | None) -> frozenset[str]:
+    """The body formats an ``Accept-Post`` value names (JSON is always understood)."""
+    names = {format_of(item) for item in (header or "").split(",") if item.strip()}
+    return frozenset(names | {"json"})
+
+
+def encode_body(fmt: str, msg: Any) -> bytes:
+    """A message in body format ``fmt``."""
+    return msgpack_codec.encode(msg) if fmt == "msgpack" else codec.encode(msg)
+
+
+def decode_body(fmt: str, cls: type[Any], data: bytes) -> Any:
+    """A message of class ``cls`` from a body in format ``fmt`` (``CodecError`` if invalid)."""
+    return msgpack_codec.decode(cls, data) if fmt == "msgpack" else codec.decode(cls, data)
 
 
 def error_response(status: int, message: str, code: str, **extra: Any) -> web.Response:

@@ -1,0 +1,76 @@
+"""One HTTP exchange with a peer, and what its answer says about the peer.
+
+Rule: ``transfer`` posts a prepared body and returns the answer, mapping transport failures to
+the ``NetworkError`` family: a timeout is ``NetworkTimeoutError``, a certificate that does not
+verify is permanent (it will not verify next time either), a refused or reset connection to a
+known peer is transient (kind ``"connection"``). Only answers from our own routes (200 and 415)
+speak for the peer's capabilities; a proxy's 502 says nothing about it.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from raftcache.network import compression
+from raftcache.network.errors import NetworkError, NetworkTimeoutError
+from raftcache.network.httpwire import ACCEPT_POST, JSON, parse_formats
+
+__all__ = ["NOTHING", "Answer", "PeerCapabilities", "transfer"]
+
+_RAW_BODY_MAX = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCapabilities:
+    """What a peer said it reads: content codings and body formats."""
+
+    encodings: frozenset[str] = frozenset()
+    formats: frozenset[str] = frozenset({"json"})
+
+
+NOTHING = PeerCapabilities()
+"""A peer that has said nothing (yet, or an older node): plain JSON only."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+    content_type: str
+    capabilities: PeerCapabilities | None  # None: the answer does not speak for the peer
+
+
+async def transfer(
+    session: aiohttp.ClientSession,
+    target: str,
+    url: URL,
+    wire: bytes,
+    headers: dict[str, str],
+    timeout: float,
+) -> Answer:
+    """POST ``wire`` to ``url`` (node ``target``) and read the whole answer."""
+    # aiohttp warns (ResourceWarning) about raw bodies over 1 MiB, which a snapshot chunk is
+    # once base64-encoded; a BytesIO body is streamed in pieces instead.
+    data: bytes | io.BytesIO = wire if len(wire) <= _RAW_BODY_MAX else io.BytesIO(wire)
+    try:
+        async with session.post(url, data=data, headers=headers) as resp:
+            body = await resp.read()
+            caps = None
+            if resp.status in (200, 415):
+                caps = PeerCapabilities(
+                    compression.parse_accept_encoding(resp.headers.get("Accept-Encoding")),
+                    parse_formats(resp.headers.get(ACCEPT_POST)),
+                )
+            return Answer(resp.status, body, resp.content_type or JSON, caps)
+    except TimeoutError:
+        raise NetworkTimeoutError(f"RPC to node {target} timed out after {timeout:g}s") from None
+    except aiohttp.ClientSSLError as exc:
+        raise NetworkError(f"TLS with node {target} failed: {exc}", permanent=True) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise NetworkError(
+            f"Cannot reach node {target} at {url.origin()}: {exc}", kind="connection"
+        ) from exc
