@@ -6,8 +6,10 @@ of its keys to its reply and its effects on them. That one definition serves a t
 and a read group (``reply_values``). A command with a cheaper direct route through the cache
 service — one proposal or one read — also says so with its ``mode``:
 
-- ``READ``: its reply depends only on the values of ``keys``; consecutive reads of a pipeline
-  share one read barrier (``reply_values``).
+- ``READ``: its reply depends only on the values of ``keys``; reads share one read barrier
+  (``reply_values``; ``raftcache.resp.coalesce``).
+- ``BATCH``: it is a list of unconditional batch ops (``batch_ops``) and its reply follows from
+  their results (``reply_batch``); such writes share one log entry.
 - ``WRITE``: ``run(backend)`` makes exactly one proposal, issued before its first suspension,
   so consecutive writes of a pipeline run concurrently and still reach the log in order.
 - ``TXN``: runs alone through the transaction engine.
@@ -24,6 +26,9 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from raftcache.cache.commands import BatchOp
+from raftcache.cache.results import BatchItem
+
 if TYPE_CHECKING:
     from raftcache.resp.backend import Backend
 
@@ -34,6 +39,7 @@ class Mode(enum.Enum):
     """How a call is executed (see the module docstring)."""
 
     READ = "read"
+    BATCH = "batch"
     WRITE = "write"
     TXN = "txn"
     SERVER = "server"
@@ -127,6 +133,14 @@ class Call:
         """``READ`` calls: the reply given the values of ``keys`` (in order)."""
         base = {k: None if v is None else Entry(v) for k, v in zip(self.keys, values, strict=True)}
         return self.simulate(View(0.0, base))
+
+    def batch_ops(self) -> list[BatchOp]:
+        """``BATCH`` calls: the unconditional ops that perform the call."""
+        raise NotImplementedError(type(self).__name__)
+
+    def reply_batch(self, results: Sequence[BatchItem]) -> Reply:
+        """``BATCH`` calls: the reply, given the results of ``batch_ops`` (in order)."""
+        raise NotImplementedError(type(self).__name__)
 
     async def run(self, backend: Backend) -> Reply:
         """``WRITE`` calls: perform the call with one proposal (or one read) on ``backend``."""

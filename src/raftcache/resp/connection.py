@@ -3,16 +3,21 @@
 Rule: replies leave in the order commands arrived, and each command sees the effects of every
 command before it on the same connection — as in Redis — while a pipeline still runs fast:
 
-- consecutive READ calls share one read barrier (one ``values`` read for all their keys);
+- consecutive READ calls share one read barrier (one ``values`` read for all their keys, and
+  with other connections' reads: ``raftcache.resp.coalesce``);
+- consecutive BATCH calls (plain SET, DEL, MSET...) share one log entry, with other
+  connections' too;
 - consecutive WRITE calls start together, each making one proposal before its first
   suspension, so they reach the Raft log in pipeline order and share replication rounds;
 - anything else (transactions, connection and server commands) runs alone, after every call
   before it has finished.
 
-A run of reads ends before a write starts and vice versa, so a read never misses an earlier
-write. Inside MULTI, commands are checked and queued (``+QUEUED``); a command that cannot be
-part of an atomic cache batch is refused at queue time, which makes EXEC fail with EXECABORT,
-as Redis does for a command refused while queueing. Argument errors surface in EXEC's reply.
+A run of one kind ends before a run of another kind starts, so a read never misses an
+earlier write, nor a write overtakes an earlier one.
+
+Inside MULTI, commands are checked and queued (``+QUEUED``); a command that cannot be part of
+an atomic cache batch is refused at queue time, which makes EXEC fail with EXECABORT, as Redis
+does for a command refused while queueing. Argument errors surface in EXEC's reply.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from raftcache.resp.txn import run_transaction
 
 MAX_QUEUED: Final = 10_000  # commands in one MULTI: one batch, one log entry
 _NOT_QUEUED: Final = frozenset({"EXEC", "DISCARD", "MULTI", "WATCH", "QUIT", "RESET"})
+_GROUPED: Final = frozenset({Mode.READ, Mode.BATCH, Mode.WRITE})
 
 
 class _Failed(Call):
@@ -54,41 +60,41 @@ class Executor:
 
     def __init__(self, client: ClientState) -> None:
         self.client = client
-        self._reads: list[Call] = []
-        self._writes: list[Call] = []
+        self._run: list[Call] = []  # consecutive calls of one grouped mode, not yet run
+        self._mode = Mode.READ
 
     async def execute(self, commands: list[list[bytes]], out: list[bytes]) -> None:
         """Run ``commands`` in order, appending each encoded reply to ``out``."""
-        client = self.client
-        reads, writes = self._reads, self._writes
+        client, run = self.client, self._run
         try:
             for argv in commands:
                 if client.closing:
                     break  # nothing runs after QUIT
                 item = self._prepare(argv)
-                if isinstance(item, Call) and item.mode is Mode.READ:
-                    if writes:
-                        await self._flush_writes(out)
-                    reads.append(item)
+                if isinstance(item, Call) and item.mode in _GROUPED:
+                    if run and item.mode is not self._mode:
+                        await self._flush(out)
+                    self._mode = item.mode
+                    run.append(item)
                     continue
-                if isinstance(item, Call) and item.mode is Mode.WRITE:
-                    if reads:
-                        await self._flush_reads(out)
-                    writes.append(item)
-                    continue
-                await self._flush(out)
-                reply = await self._run(item) if isinstance(item, Call) else item
+                if run:
+                    await self._flush(out)
+                reply = await self._run_alone(item) if isinstance(item, Call) else item
                 out.append(encode(reply, client.proto))
-            await self._flush(out)
+            if run:
+                await self._flush(out)
         finally:
-            reads.clear()
-            writes.clear()
+            run.clear()
 
     async def _flush(self, out: list[bytes]) -> None:
-        if self._reads:
-            await self._flush_reads(out)
-        if self._writes:
-            await self._flush_writes(out)
+        run = list(self._run)
+        self._run.clear()
+        if self._mode is Mode.READ:
+            await self._run_reads(run, out)
+        elif self._mode is Mode.BATCH:
+            await self._run_batches(run, out)
+        else:
+            await self._run_writes(run, out)
 
     def _prepare(self, argv: list[bytes]) -> Call | Reply:
         """The call for ``argv``, or the reply when it must not run (unknown, wrong arity,
@@ -137,7 +143,7 @@ class Executor:
         client.queue.append(call)
         return QUEUED
 
-    async def _run(self, call: Call) -> Reply:
+    async def _run_alone(self, call: Call) -> Reply:
         client = self.client
         try:
             if isinstance(call, Multi):
@@ -185,19 +191,15 @@ class Executor:
             gate=client.gate,
         )
 
-    async def _flush_reads(self, out: list[bytes]) -> None:
-        reads, client = self._reads, self.client
-        keys = [key for call in reads for key in call.keys]
-        consistency = client.consistency
+    async def _run_reads(self, reads: list[Call], out: list[bytes]) -> None:
+        client = self.client
         proto = client.proto
+        keys = [key for call in reads for key in call.keys]
         try:
-            values = await client.server.router.call(
-                lambda backend: backend.values(keys, consistency), client.gate
-            )
+            values = await client.server.reads.submit(keys, client.consistency)
         except Exception as exc:
             error = encode(reply_for(exc, is_write=False), proto)
             out.extend(error for _ in reads)
-            reads.clear()
             return
         position = 0
         for call in reads:
@@ -208,22 +210,30 @@ class Executor:
                 reply = exc
             position += count
             out.append(encode(reply, proto))
-        reads.clear()
 
-    async def _flush_writes(self, out: list[bytes]) -> None:
-        writes, client = self._writes, self.client
+    async def _run_batches(self, calls: list[Call], out: list[bytes]) -> None:
+        client = self.client
+        groups = client.server.writes
+        futures = [groups.submit(call.batch_ops()) for call in calls]
+        for call, future in zip(calls, futures, strict=True):
+            try:
+                reply = call.reply_batch(await future)
+            except Exception as exc:
+                reply = reply_for(exc, is_write=True)
+            out.append(encode(reply, client.proto))
+
+    async def _run_writes(self, writes: list[Call], out: list[bytes]) -> None:
+        client = self.client
         router, gate, proto = client.server.router, client.gate, client.proto
         if len(writes) == 1:  # the common unpipelined case: no task needed
-            call = writes.pop()
             try:
-                reply = await router.call(call.run, gate)
+                reply = await router.call(writes[0].run, gate)
             except Exception as exc:
                 reply = reply_for(exc, is_write=True)
             out.append(encode(reply, proto))
             return
         # Tasks start in creation order, each proposing before it first suspends.
         tasks = [asyncio.ensure_future(router.call(call.run, gate)) for call in writes]
-        writes.clear()
         try:
             for task in tasks:
                 try:

@@ -2,7 +2,7 @@
 PERSIST, TTL, PTTL.
 
 Rule: as in ``raftcache.resp.strings``, ``simulate`` is the semantics and ``mode`` the route.
-DEL is one proposal (a delete, or a batch of deletes); EXISTS and TYPE are reads. The expiry
+DEL is a batch of deletes; EXISTS and TYPE are reads. The expiry
 commands change a key's TTL without changing its value, which the cache has no command for:
 they run as transactions that rewrite the value with the new TTL, conditioned on the version
 they read (so a concurrent write is never overwritten with a stale value; the key's version
@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from raftcache.cache.commands import DeleteOp
+from raftcache.cache.commands import BatchOp, DeleteOp
+from raftcache.cache.results import BatchItem
 from raftcache.resp import args
 from raftcache.resp.args import INT64_MAX, Limits
-from raftcache.resp.backend import Backend
 from raftcache.resp.calls import Call, Mode, Reply, View
 from raftcache.resp.errors import invalid_expire
 from raftcache.resp.protocol import RespError, Simple
@@ -29,7 +29,7 @@ _NONE: Final = Simple("none")
 class Delete(Call):
     """DEL key [key ...] (and UNLINK): how many of the keys existed."""
 
-    mode = Mode.WRITE
+    mode = Mode.BATCH
     in_multi = True
     writes = True
 
@@ -39,10 +39,10 @@ class Delete(Call):
     def simulate(self, view: View) -> Reply:
         return sum(view.remove(key) for key in self.keys)
 
-    async def run(self, backend: Backend) -> Reply:
-        if len(self.keys) == 1:
-            return int(await backend.delete(self.keys[0]))
-        results = await backend.batch([DeleteOp(key) for key in self.keys])
+    def batch_ops(self) -> list[BatchOp]:
+        return [DeleteOp(key) for key in self.keys]
+
+    def reply_batch(self, results: Sequence[BatchItem]) -> Reply:
         return sum(bool(result) for result in results)
 
 

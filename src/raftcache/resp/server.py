@@ -26,6 +26,7 @@ import aiohttp
 
 from raftcache.resp.args import Limits
 from raftcache.resp.backend import Backend, LocalBackend, NodePort, Router, ServicePort
+from raftcache.resp.coalesce import ReadGroups, WriteGroups
 from raftcache.resp.commands import TABLE
 from raftcache.resp.connection import Executor
 from raftcache.resp.leader import LeaderBackend
@@ -236,6 +237,8 @@ class RespServer:
             node=node,
             service=service,
             router=router,
+            reads=ReadGroups(router),
+            writes=WriteGroups(router),
             clock=clock,
             limits=limits or Limits(),
             client_token=client_token,
@@ -285,6 +288,8 @@ class RespServer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._shutdown_timeout_s):
                     await server.wait_closed()
+        await self.state.writes.close()
+        await self.state.reads.close()
         if self._http is not None:
             await self._http.close()
             self._http = None

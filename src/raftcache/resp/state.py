@@ -17,6 +17,7 @@ from typing import Any, Final
 from raftcache.resp.args import Limits
 from raftcache.resp.backend import NodePort, Router, ServicePort
 from raftcache.resp.calls import Call
+from raftcache.resp.coalesce import ReadGroups, WriteGroups
 from raftcache.resp.protocol import RespError
 
 MAX_CURSORS: Final = 65_536
@@ -60,6 +61,8 @@ class ServerState:
     node: NodePort
     service: ServicePort
     router: Router
+    reads: ReadGroups
+    writes: WriteGroups
     clock: Callable[[], float]
     limits: Limits
     client_token: str | None

@@ -3,10 +3,11 @@ GETDEL, MSET, INCR, INCRBY, DECR, DECRBY.
 
 Rule: each command is one ``Call`` whose ``simulate`` is the reference semantics (Redis's, on
 the states of its keys) and whose ``mode`` picks the cheapest route that keeps them: a READ
-shares the pipeline's read barrier; a WRITE is one proposal (a plain SET, SET NX, SET GET as a
-get+set batch, GETDEL as a get+delete batch, MSET as one batch, INCR as the cache's own
-counter command); anything that must read a key before deciding how to write it (SET XX,
-KEEPTTL, EXAT/PXAT, NX with GET) runs as a transaction (``raftcache.resp.txn``).
+shares a read barrier; a BATCH is unconditional batch ops that share a log entry with other
+writes (a plain SET, SET GET as get+set, GETDEL as get+delete, MSET); a WRITE is one proposal
+of its own (SET NX and SETNX, a create-only set; INCR, the cache's counter command); anything
+that must read a key before deciding how to write it (SET XX, KEEPTTL, EXAT/PXAT, NX with GET)
+runs as a transaction (``raftcache.resp.txn``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from raftcache.cache.commands import DeleteOp, GetOp, SetOp
+from raftcache.cache.commands import BatchOp, DeleteOp, GetOp, SetOp
 from raftcache.cache.errors import PreconditionFailed
+from raftcache.cache.results import BatchItem
 from raftcache.resp import args
 from raftcache.resp.args import INT64_MAX, INT64_MIN, Limits
 from raftcache.resp.backend import Backend
@@ -92,8 +94,12 @@ class Set(Call):
         self.nx, self.xx, self.get, self.keepttl = nx, xx, get, keepttl
         self.ttl, self.at = ttl, at
         self.as_setnx = as_setnx
-        simple = not (xx or keepttl or at is not None or (nx and get))
-        self.mode = Mode.WRITE if simple else Mode.TXN
+        if xx or keepttl or at is not None or (nx and get):
+            self.mode = Mode.TXN  # reads the key before deciding how to write it
+        elif nx:
+            self.mode = Mode.WRITE  # a create-only set: its own proposal, its own condition
+        else:
+            self.mode = Mode.BATCH
 
     def simulate(self, view: View) -> Reply:
         key = self.keys[0]
@@ -109,13 +115,17 @@ class Set(Call):
         view.put(key, self.value, expires_at)
         return 1 if self.as_setnx else (_value(old) if self.get else OK)
 
-    async def run(self, backend: Backend) -> Reply:
+    def batch_ops(self) -> list[BatchOp]:
         key = self.keys[0]
-        if self.get:  # without NX: a get and a set, atomically
-            results = await backend.batch([GetOp(key), SetOp(key, self.value, ttl=self.ttl)])
-            return results[0]
-        try:
-            await backend.set(key, self.value, ttl=self.ttl, if_absent=self.nx)
+        put = SetOp(key, self.value, ttl=self.ttl)
+        return [GetOp(key), put] if self.get else [put]
+
+    def reply_batch(self, results: Sequence[BatchItem]) -> Reply:
+        return results[0] if self.get else OK
+
+    async def run(self, backend: Backend) -> Reply:
+        try:  # only SET NX and SETNX run here
+            await backend.set(self.keys[0], self.value, ttl=self.ttl, if_absent=True)
         except PreconditionFailed:
             return 0 if self.as_setnx else None
         return 1 if self.as_setnx else OK
@@ -128,7 +138,7 @@ def _value(entry: Entry | None) -> bytes | None:
 class GetDel(Call):
     """GETDEL key: a get and a delete in one batch."""
 
-    mode = Mode.WRITE
+    mode = Mode.BATCH
     in_multi = True
     writes = True
 
@@ -141,16 +151,17 @@ class GetDel(Call):
         view.remove(key)
         return old
 
-    async def run(self, backend: Backend) -> Reply:
-        key = self.keys[0]
-        results = await backend.batch([GetOp(key), DeleteOp(key)])
+    def batch_ops(self) -> list[BatchOp]:
+        return [GetOp(self.keys[0]), DeleteOp(self.keys[0])]
+
+    def reply_batch(self, results: Sequence[BatchItem]) -> Reply:
         return results[0]
 
 
 class MSet(Call):
     """MSET key value [key value ...]: one batch, so all are set at once."""
 
-    mode = Mode.WRITE
+    mode = Mode.BATCH
     in_multi = True
     writes = True
 
@@ -163,8 +174,10 @@ class MSet(Call):
             view.put(key, value)
         return OK
 
-    async def run(self, backend: Backend) -> Reply:
-        await backend.batch([SetOp(key, value) for key, value in self.pairs])
+    def batch_ops(self) -> list[BatchOp]:
+        return [SetOp(key, value) for key, value in self.pairs]
+
+    def reply_batch(self, results: Sequence[BatchItem]) -> Reply:
         return OK
 
 
