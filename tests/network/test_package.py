@@ -29,7 +29,16 @@ SPEC_NAMES = {
 
 
 def test_exports() -> None:
-    assert set(network.__all__) == SPEC_NAMES | {"CodecError", "ChaosSchedule"}
+    extras = {
+        "ChaosSchedule",
+        "CircuitBreakerNetwork",
+        "CircuitOpenError",
+        "CodecError",
+        "MeteredNetwork",
+        "MultiPathNetwork",
+        "NetworkMetrics",
+    }
+    assert set(network.__all__) == SPEC_NAMES | extras
     for name in network.__all__:
         assert getattr(network, name) is not None
 
@@ -44,6 +53,13 @@ def test_error_family() -> None:
     assert exhausted.last_error is last
     assert exhausted.permanent is False
     assert NetworkError("x").permanent is False
+    # Every error has a kind for metrics; one built without it says which family it is in.
+    assert (NetworkError("x").kind, NetworkError("x", permanent=True).kind) == (
+        "transient",
+        "permanent",
+    )
+    assert NetworkTimeoutError().kind == "timeout"
+    assert exhausted.kind == "retry_exhausted"
 
 
 def test_abstract_members_are_exactly_the_six_of_the_spec() -> None:

@@ -1,7 +1,7 @@
 """The HTTP wire contract between nodes: routes, error bodies and what each status means.
 
-Rule: one ``POST`` per RPC, the body being the message in the JSON wire codec
-(``raftcache.network.codec``); every status other than 200 carries an error object
+Rule: one ``POST`` per RPC, the body being the message in the JSON wire codec (or msgpack,
+negotiated: see below); every status other than 200 carries an error object
 ``{"error": "...", "code": "..."}``, whatever the request's Content-Type, and the client maps it
 back to the error family with ``status_error``:
 
@@ -11,6 +11,7 @@ server side                            status / code    client raises
 token missing or wrong                 401 unauthorized permanent ``NetworkError``
 no handlers registered                 503 no_handlers  permanent "Node X has no handlers ..."
 body over ``client_max_size``          413 too_large    permanent ``NetworkError``
+content coding it cannot decode        415 unsupported  resent once uncompressed, else permanent
 undecodable or wrongly typed body      400 bad_request  permanent ``NetworkError``
 handler raised                         500              permanent ``NetworkError`` (its message)
 other 502/503/504 (a proxy, say)       —                transient ``NetworkError``
