@@ -63,9 +63,10 @@ class RunConfig:
     duration_s: float = 60.0
     seed: int = 0
     nemeses: tuple[str, ...] = ALL_NEMESES
-    register_workers: int = 4
-    counter_workers: int = 3
-    set_workers: int = 2
+    # Enough clients that some keep working while others wait on a paused or cut-off node.
+    register_workers: int = 6
+    counter_workers: int = 4
+    set_workers: int = 3
     fault_s: tuple[float, float] = (3.0, 7.0)
     quiet_s: tuple[float, float] = (2.0, 4.0)
     mix_ratio: float = 0.3

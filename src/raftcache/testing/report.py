@@ -12,6 +12,7 @@ from collections import defaultdict
 
 from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 from raftcache.testing.campaign import RunReport
 
@@ -33,7 +34,7 @@ def operations_table(report: RunReport) -> Table:
             str(counts.get("ok", 0)),
             str(counts.get("fail", 0)),
             str(counts.get("indeterminate", 0)),
-            "\n".join(verdict.notes),
+            Text("\n".join(verdict.notes)),
         )
     return table
 
@@ -77,16 +78,18 @@ def verdict_table(report: RunReport) -> Table:
 
 def render_report(report: RunReport) -> Group:
     """The three tables, then one paragraph per finding."""
-    parts: list[Table | str] = [
+    # Plain Text, not markup: findings hold brackets ("['n1'] | ['n2']") that rich would eat.
+    parts: list[Table | Text] = [
         operations_table(report),
         faults_table(report),
         verdict_table(report),
     ]
     for finding in report.all_findings:
-        parts.append(f"[{finding.severity}] {finding.workload}/{finding.check}: {finding.detail}")
+        line = f"[{finding.severity}] {finding.workload}/{finding.check}: {finding.detail}"
+        parts.append(Text(line))
     spent = ", ".join(f"{name} {seconds:.1f}" for name, seconds in report.phases.items())
-    parts.append(f"time per step (s): {spent}")
-    parts.append(f"run directory: {report.run_dir}")
+    parts.append(Text(f"time per step (s): {spent}"))
+    parts.append(Text(f"run directory: {report.run_dir}"))
     return Group(*parts)
 
 

@@ -1,0 +1,85 @@
+"""A forwarded conditional write whose answer is lost must not come back as a failed one.
+
+The scenario, made deterministic with the proxy between a follower F and the leader L: a client
+sends ``PUT k`` with ``If-Match: "<current version>"`` to F, which forwards it to L. The link
+F→L delays every chunk by 2 s, so L applies the write long before its answer reaches F; then
+the link black-holes (the queued answer is lost) and heals, which closes the connection that
+lost bytes. F's forwarding client is aiohttp, which resends an idempotent request (PUT,
+DELETE) once when a connection breaks under it — so L sees the same conditional PUT again,
+its precondition now fails against the write's own version, and the client is told 412 for a
+write that was applied. A compare-and-set reported as failed although it swapped is a
+linearizability violation (the soak found it as such: seed 1, 40 s, ``bridge`` nemesis).
+
+With exactly-once session headers the resend is answered from the session table, so the
+client sees 200: the case with sessions passes today, the one without is a known bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from raftcache.testing.harness import ProcessCluster
+from raftcache.testing.httpops import NodeApi, Session
+from raftcache.testing.proxy import ProxyMode
+
+pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(180)]
+
+BUG = (
+    "server/forwarding.py: the forwarder's aiohttp session resends a PUT/DELETE on a broken "
+    "keep-alive connection (ClientSession._retry_connection), so a forwarded conditional write "
+    "that was applied is applied again and answered 412"
+)
+
+
+async def _wait_applied(api: NodeApi, url: str, key: str, value: str, timeout_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        reply = await api.get(url, key, consistency="stale")
+        if reply.ok and reply.value[0] == value:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{key}={value} was never applied on the leader")
+
+
+@pytest.mark.parametrize(
+    "sessions",
+    [
+        pytest.param(True, id="with-session"),
+        pytest.param(False, id="without-session", marks=pytest.mark.xfail(strict=True, reason=BUG)),
+    ],
+)
+async def test_lost_answer_of_forwarded_cas(tmp_path: Path, sessions: bool) -> None:
+    api = NodeApi(timeout_s=30.0)
+    try:
+        async with ProcessCluster(["n1", "n2", "n3"], tmp_path, rng=random.Random(7)) as cluster:
+            leader = await cluster.wait_for_leader(60.0)
+            follower = next(n for n in cluster.node_ids if n != leader)
+            first = await api.put(cluster.url(leader), "k", "v1")
+            assert first.ok, first
+            version = first.value
+
+            cluster.mesh.set_link(follower, leader, ProxyMode.DELAY, delay_s=2.0)
+            session = Session("resend-test", 1) if sessions else None
+            cas = asyncio.ensure_future(
+                api.put(cluster.url(follower), "k", "v2", if_match=version, session=session)
+            )
+            # Applied on the leader while its answer still waits in the delayed link...
+            await _wait_applied(api, cluster.url(leader), "k", "v2", timeout_s=20.0)
+            cluster.mesh.set_link(follower, leader, ProxyMode.DROP)
+            # ... then lost, and the damaged connection closed once the link heals.
+            await asyncio.sleep(2.5)
+            cluster.mesh.heal()
+            reply = await cas
+
+            current = await api.get(cluster.url(leader), "k")
+            assert current.ok
+            assert current.value[0] == "v2"
+            # The swap happened, so the only truthful answers are "swapped" or "unknown".
+            assert reply.value is not False, f"applied cas reported as failed: {reply}"
+    finally:
+        await api.close()

@@ -1,0 +1,131 @@
+"""Unit tests of the harness's own logic, without processes: the schedule, the set-read
+check, the verdict of an HTTP answer, the summary table."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from raftcache.testing.campaign import RunConfig, RunReport
+from raftcache.testing.history import Operation, OpStatus
+from raftcache.testing.httpops import Session, classify
+from raftcache.testing.nemesis import ALL_NEMESES, FAMILIES, FaultEvent, NemesisSchedule
+from raftcache.testing.report import render_report
+from raftcache.testing.set_workload import check_set_reads
+from raftcache.testing.workloads import Finding, WorkloadVerdict
+
+FAMILY_OF = {name: family for family, names in FAMILIES.items() for name in names}
+
+
+def test_a_seed_names_the_schedule() -> None:
+    first = NemesisSchedule(rng=random.Random(9))
+    second = NemesisSchedule(rng=random.Random(9))
+    assert [first.draw() for _ in range(50)] == [second.draw() for _ in range(50)]
+    other = NemesisSchedule(rng=random.Random(10))
+    assert [first.draw() for _ in range(50)] != [other.draw() for _ in range(50)]
+
+
+def test_mixed_windows_take_one_fault_per_family_and_kill_all_alone() -> None:
+    schedule = NemesisSchedule(rng=random.Random(1), mix_ratio=0.7)
+    windows = [schedule.draw() for _ in range(2000)]
+    assert {name for window in windows for name in window} == set(ALL_NEMESES)
+    assert any(len(w) == 2 for w in windows)
+    for window in windows:
+        families = [FAMILY_OF[name] for name in window]
+        assert len(set(families)) == len(families)
+        assert "total" not in families or window == ["kill-all"]
+
+
+def test_unknown_nemesis_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown nemeses"):
+        NemesisSchedule(["kill", "meteor"], rng=random.Random(0))
+
+
+def op(
+    process: int, kind: str, value: object, start: float, end: float, status: str = "ok"
+) -> Operation:
+    done = math.inf if status == "indeterminate" else end
+    output = value if kind == "read" else None
+    element = None if kind == "read" else value
+    return Operation(process, kind, "s", element, output, start, done, OpStatus(status))
+
+
+def test_set_reads_see_every_add_acknowledged_before_them() -> None:
+    history = [
+        op(1, "add", 1, 0.0, 1.0),
+        op(2, "add", 2, 0.5, 3.0),  # concurrent with the read: may or may not be seen
+        op(3, "read", frozenset({1}), 2.0, 2.5),
+        op(4, "read", frozenset({1, 2}), 2.6, 3.5),
+    ]
+    assert check_set_reads("set", history) == []
+
+
+def test_a_stale_set_read_is_a_violation() -> None:
+    history = [
+        op(1, "add", 1, 0.0, 1.0),
+        op(2, "add", 2, 1.0, 2.0),
+        op(3, "read", frozenset({1}), 2.5, 3.0),  # misses 2, acknowledged at 2.0
+    ]
+    found = check_set_reads("set", history)
+    assert [(f.check, f.severity) for f in found] == [("set-read", "violation")]
+    assert "misses 1 acked adds: [2]" in found[0].detail
+
+
+def test_a_set_read_from_the_future_is_a_violation() -> None:
+    history = [
+        op(1, "read", frozenset({7}), 0.0, 1.0),
+        op(2, "add", 7, 2.0, 3.0),  # began after the read ended
+        op(3, "add", 8, 0.0, 0.5, status="fail"),
+        op(4, "read", frozenset({7, 8}), 4.0, 5.0),  # 8 certainly never added
+    ]
+    found = check_set_reads("set", history)
+    assert len(found) == 2
+    assert all("never added in time" in f.detail for f in found)
+
+
+@pytest.mark.parametrize(
+    ("status", "write", "verdict"),
+    [
+        (503, True, OpStatus.FAIL),
+        (503, False, OpStatus.FAIL),
+        (504, True, OpStatus.INDETERMINATE),
+        (500, True, OpStatus.INDETERMINATE),
+        (504, False, OpStatus.FAIL),
+        (400, True, OpStatus.FAIL),
+    ],
+)
+def test_http_status_verdicts(status: int, write: bool, verdict: OpStatus) -> None:
+    assert classify(status, write=write) is verdict
+
+
+def test_session_headers() -> None:
+    assert Session("c-1", 7).headers() == {"X-Raftcache-Client-Id": "c-1", "X-Raftcache-Seq": "7"}
+
+
+def test_the_summary_shows_counts_faults_and_findings(tmp_path: Path) -> None:
+    verdict = WorkloadVerdict("register", Counter({"ok": 1234, "fail": 5, "indeterminate": 6}))
+    verdict.findings.append(Finding("register", "linearizable", "violation", "key 'x': illegal"))
+    faults = [
+        FaultEvent("kill", "kill -9 n1", 1.0, 4.0, 0.5),
+        FaultEvent("kill", "kill -9 n2", 6.0, 9.0, 1.5),
+        FaultEvent("partition", "['n1'] | ['n2', 'n3']", 10.0, 14.0, None),
+    ]
+    report = RunReport(RunConfig(seed=77), tmp_path, 70.0, [verdict], faults)
+    report.recovery_after_faults_s = 0.25
+    out = io.StringIO()
+    Console(file=out, width=140).print(render_report(report))
+    text = out.getvalue()
+    assert "1234" in text
+    assert "kill" in text
+    assert "partition" in text
+    assert "0.50" in text
+    assert "1.50" in text
+    assert "[violation] register/linearizable: key 'x': illegal" in text
+    assert not report.ok
+    assert len(report.violations) == 1
