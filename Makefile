@@ -52,5 +52,9 @@ bench-deps: $(STAMP)
 bench: bench-deps
 	$(PY) -m benchmarks.run
 
+# Fault-injection soak on real processes: SOAK_SECONDS (600), SOAK_NODES (3), SOAK_SEED (random).
+soak: $(STAMP)
+	$(PY) -m raftcache.testing.soak --seconds $${SOAK_SECONDS:-600} --nodes $${SOAK_NODES:-3} $${SOAK_SEED:+--seed $$SOAK_SEED}
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
