@@ -236,3 +236,15 @@ async def test_a_mounted_node_advertises_only_what_its_host_decodes() -> None:
 
 
 VOTE = RequestVoteRequest(3, "a", 0, 0)
+
+
+async def test_capabilities_are_forgotten_when_the_address_changes(make_node: Factory) -> None:
+    a, b = await make_node("a"), await make_node("b")
+    connect(a, b)
+    await a.send_request_vote("b", VOTE)
+    learned = a.peer_capabilities("b")
+    assert "gzip" in learned.encodings
+    a.set_peer_address("b", url_of(b.port))  # the same address again: nothing to forget
+    assert a.peer_capabilities("b") == learned
+    a.set_peer_address("b", f"http://localhost:{b.port}")
+    assert a.peer_capabilities("b") == PeerCapabilities()

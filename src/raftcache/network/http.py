@@ -207,6 +207,8 @@ class HttpNetwork(NetworkInterface):
 
     def set_peer_address(self, node_id: str, address: str | None) -> None:
         """Add, change (``address``) or forget (``None``) a peer's base URL."""
+        if address is not None and self._addresses.get(node_id) == address:
+            return  # membership changes resend every address: keep what the peer told us
         # A new address may be a different node build: learn its capabilities afresh.
         self._peers.pop(node_id, None)
         if address is None:
