@@ -30,6 +30,7 @@ BASE64: Schema = {
     "pattern": "^[A-Za-z0-9+/]*={0,2}$",
 }
 KEY: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES}
+CURSOR: Schema = {"type": "string", "maxLength": MAX_KEY_BYTES}  # may be empty: no bound
 NODE_ID: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"}
 NODE_URL: Schema = {"type": "string", "pattern": "^https?://[^\\s/?#]+/?$"}
 
@@ -175,8 +176,8 @@ def _key_paths(limits: Limits) -> dict[str, Schema]:
             "get": {
                 "summary": "List keys in order, a page at a time",
                 "parameters": [
-                    {"name": "prefix", "in": "query", "required": False, "schema": KEY},
-                    {"name": "after", "in": "query", "required": False, "schema": KEY},
+                    {"name": "prefix", "in": "query", "required": False, "schema": CURSOR},
+                    {"name": "after", "in": "query", "required": False, "schema": CURSOR},
                     {
                         "name": "limit",
                         "in": "query",
@@ -280,7 +281,9 @@ def _admin_paths() -> dict[str, Schema]:
                 "tags": ["admin"],
                 "requestBody": {
                     "required": True,
-                    "content": {JSON: {"schema": _obj({"id": NODE_ID, "url": NODE_URL}, ["id"])}},
+                    "content": {
+                        JSON: {"schema": _obj({"id": NODE_ID, "url": NODE_URL}, ["id", "url"])}
+                    },
                 },
                 "responses": {"200": _json("added", any_object), **WRITE},
             }
@@ -376,7 +379,7 @@ def _raft_paths() -> dict[str, Schema]:
             "post": {
                 "summary": "Raft RPC between nodes (cluster token)",
                 "tags": ["raft"],
-                "security": [{"cluster": []}],
+                "security": [{}, {"cluster": []}],
                 "requestBody": {"required": True, "content": {JSON: {"schema": schema}}},
                 "responses": {
                     "200": _json("the RPC's response", {"type": "object"}),

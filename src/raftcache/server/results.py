@@ -18,6 +18,7 @@ from raftcache.cache.commands import BatchOp as CacheOp
 from raftcache.cache.commands import DeleteOp, GetOp, Session, SetOp
 from raftcache.cache.entries import Item
 from raftcache.cache.results import BatchItem
+from raftcache.server.errors import ApiError
 from raftcache.server.validation import BatchOp, parse_session_headers
 
 CLIENT_ID_HEADER = "X-Raftcache-Client-Id"
@@ -42,6 +43,31 @@ def session_from_headers(request: web.Request) -> Session | None:
     if parsed is None:
         return None
     return Session(client_id=parsed[0], seq=parsed[1])
+
+
+def reused_sequence() -> ApiError:
+    """The 409 for a session ``(client id, seq)`` already used by a *different* write.
+
+    The session table answers a duplicate with the remembered result of the first write with
+    that seq, which is a retry's answer — but for another kind of write it is the wrong answer
+    (an incr's result for a PUT). A correct client never does this; it must not cause a 500.
+    """
+    return ApiError(
+        409,
+        "X-Raftcache-Seq was already used by a different write of this client id",
+        extra={"reused_seq": True},
+    )
+
+
+def expect_result(
+    result: object, expected: type | tuple[type, ...], session: Session | None
+) -> None:
+    """Check the shape of a write's result; a mismatch under a session is a reused seq (409)."""
+    if isinstance(result, expected) and not (expected is int and isinstance(result, bool)):
+        return
+    if session is not None:
+        raise reused_sequence()
+    raise RuntimeError(f"the cache returned {type(result).__name__} for a write")
 
 
 def to_cache_ops(ops: Sequence[BatchOp]) -> list[CacheOp]:

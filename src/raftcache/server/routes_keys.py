@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from raftcache.cache.results import IncrResult
 from raftcache.server.bodies import read_body
 from raftcache.server.context import context_of
 from raftcache.server.errors import ApiError, bad_request
 from raftcache.server.results import (
     batch_response,
+    expect_result,
     json_response,
+    reused_sequence,
     session_from_headers,
     to_cache_ops,
     to_values,
@@ -61,6 +64,7 @@ async def put_key(request: web.Request) -> web.Response:
     version = await ctx.service.set(
         key, body, ttl=ttl, if_version=if_version, if_absent=if_absent, session=session
     )
+    expect_result(version, int, session)
     return json_response({"version": int(version)})
 
 
@@ -88,6 +92,7 @@ async def delete_key(request: web.Request) -> web.Response:
         raise bad_request("If-None-Match is not supported on DELETE")
     session = session_from_headers(request)
     deleted = await ctx.service.delete(key, if_version=if_version, session=session)
+    expect_result(deleted, bool, session)
     return json_response({"deleted": bool(deleted)})
 
 
@@ -109,6 +114,7 @@ async def incr_key(request: web.Request) -> web.Response:
     session = session_from_headers(request)
     by = parse_incr_body(await read_body(request, SMALL_BODY_BYTES))
     result = await ctx.service.incr(key, by=by, session=session)
+    expect_result(result, IncrResult, session)
     return json_response({"value": result.value, "version": result.version})
 
 
@@ -126,8 +132,15 @@ async def batch(request: web.Request) -> web.Response:
     ops = parse_batch_body(body, ctx.settings.limits)
     if not ops:
         return json_response({"results": []})
-    results = await ctx.service.batch(to_cache_ops(ops), session=session)
-    return json_response({"results": batch_response(ops, results)})
+    try:
+        results = await ctx.service.batch(to_cache_ops(ops), session=session)
+        return json_response({"results": batch_response(ops, results)})
+    except (ValueError, TypeError, RuntimeError) as exc:
+        # Ops are paired with results (in the service and in batch_response): a reused seq
+        # hands us another write's remembered result, whose shape does not fit.
+        if session is None:
+            raise
+        raise reused_sequence() from exc
 
 
 async def mget(request: web.Request) -> web.Response:

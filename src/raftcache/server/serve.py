@@ -43,6 +43,9 @@ from raftcache.storage.file import FileStorage
 
 log = logging.getLogger("raftcache.server")
 
+#: Longest request line and header field the HTTP parser reads (aiohttp's default is 8190).
+MAX_REQUEST_LINE_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 16 * 1024
 #: Keys in the cache's largest access batch (``CacheService``'s default ``touch_batch_size``).
 TOUCH_BATCH_KEYS = 10_000
 
@@ -81,7 +84,15 @@ class NodeServer:
         self.port = port
         self._ssl_context = ssl_context
         self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout_s
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=shutdown_timeout_s,
+            # Room for the longest request the API accepts (a listing with a 1 KiB prefix and
+            # after, percent-encoded), so the app — not the HTTP parser — judges it, and answers
+            # JSON. Beyond these, aiohttp's parser refuses with a plain-text 400.
+            max_line_size=MAX_REQUEST_LINE_BYTES,
+            max_field_size=MAX_HEADER_BYTES,
         )
         self._started = False
 
