@@ -31,6 +31,7 @@ __all__ = [
     "WAIT_S",
     "NodeProcess",
     "ProcessCluster",
+    "eventually_equal",
     "get_key",
     "key_url",
     "mget",
@@ -271,6 +272,31 @@ async def wait_for(
             logs = cluster.logs() if cluster is not None else ""
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}\n{logs}")
         await asyncio.sleep(0.1)
+
+
+async def eventually_equal(
+    actual: Callable[[], Awaitable[T]],
+    expected: T,
+    what: str,
+    *,
+    timeout_s: float = 30.0,
+    cluster: ProcessCluster | None = None,
+) -> None:
+    """Poll ``actual`` until it equals ``expected``; fail with the last value seen.
+
+    For a node's own (stale) view after ``wait_applied``: ``/v1/status`` may report an index
+    before the state machine holds it (see ``test_applied_index``), so the view is polled.
+    """
+    last: list[T] = []
+
+    async def probe() -> bool | None:
+        last[:] = [await actual()]
+        return True if last[0] == expected else None
+
+    try:
+        await wait_for(probe, what, timeout_s=timeout_s, cluster=cluster)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nexpected {expected!r}\nlast seen {last!r}") from None
 
 
 async def wait_for_leader(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +22,7 @@ from raftcache import AsyncClient, RaftcacheError
 from tests.e2e.nodes import (
     NodeProcess,
     ProcessCluster,
+    eventually_equal,
     mget,
     node_status,
     wait_applied,
@@ -52,6 +54,13 @@ def _decoded(values: list[str | None]) -> list[bytes | None]:
     return [None if v is None else base64.b64decode(v) for v in values]
 
 
+async def _missing(http: aiohttp.ClientSession, url: str, acked: dict[str, bytes]) -> list[str]:
+    """The acknowledged writes a node's own (stale) state lacks or holds with another value."""
+    keys = sorted(acked)
+    stale = _decoded(await mget(http, url, keys, "stale"))
+    return [k for k, v in zip(keys, stale, strict=True) if v != acked[k]]
+
+
 async def _check_every_node(
     cluster: ProcessCluster, http: aiohttp.ClientSession, acked: dict[str, bytes], when: str
 ) -> NodeProcess:
@@ -64,9 +73,14 @@ async def _check_every_node(
     assert status is not None
     for node in cluster.live():
         await wait_applied(cluster, http, node, status["commit_index"])
-        stale = _decoded(await mget(http, node.url, keys, "stale"))
-        missing = [k for k, v, e in zip(keys, stale, expected, strict=True) if v != e]
-        assert not missing, f"{when}: {node.node_id} lacks {missing}\n{cluster.logs()}"
+
+        none: list[str] = []
+        await eventually_equal(
+            partial(_missing, http, node.url, acked),
+            none,
+            f"{when}: {node.node_id}",
+            cluster=cluster,
+        )
     return leader
 
 

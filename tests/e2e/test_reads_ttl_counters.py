@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from raftcache import AsyncClient
 from tests.e2e.nodes import (
     ProcessCluster,
+    eventually_equal,
     get_key,
     key_url,
     mget,
@@ -54,35 +56,48 @@ async def test_write_through_a_follower_is_read_on_every_node(cluster: ProcessCl
         async with http.put(key_url(follower.url, key), data=value) as resp:
             assert resp.status == 200, await resp.text()
             version = (await resp.json())["version"]
-        etag = f'"{version}"'
+        want: tuple[int, bytes, str | None] = (200, value, f'"{version}"')
 
         # Linearizable (the default) and lease reads on any node go through the leader.
         for node in cluster.live():
             for consistency in (None, "linearizable", "lease"):
                 got = await get_key(http, node.url, key, consistency)
-                assert got == (200, value, etag), (node.node_id, consistency)
+                assert got == want, (node.node_id, consistency)
 
-        # A stale read is served by the node asked, from its own state: once that node has
-        # applied the write's index, it must see the write.
+        # A stale read is served by the node asked, from its own state: every node comes to
+        # see the write, with the same version. (That it sees it as soon as /v1/status says the
+        # index is applied is test_applied_index's claim.)
         for node in cluster.live():
             await wait_applied(cluster, http, node, version)
-            assert await get_key(http, node.url, key, "stale") == (200, value, etag), node.node_id
+            await eventually_equal(
+                partial(get_key, http, node.url, key, "stale"),
+                want,
+                f"{node.node_id}'s stale read of the write",
+                cluster=cluster,
+            )
 
 
 async def test_ttl_expiry_is_the_same_on_every_node(cluster: ProcessCluster) -> None:
     keys = [f"ttl/{i}" for i in range(5)]
-    ttl_s = 4.0
+    ttl_s = 5.0
     async with aiohttp.ClientSession() as http, AsyncClient(cluster.endpoints, timeout=30) as c:
         await c.set("ttl/keeper", b"stays")  # no TTL: must survive the expiry
         versions = [await c.set(k, b"short-lived", ttl=ttl_s) for k in keys]
         # The leader stamped expires_at = (its clock at proposal) + ttl, before we got the ack.
         expired_after = time.time() + ttl_s
 
+        async def stale_codes(url: str) -> list[int]:
+            return [(await get_key(http, url, key, "stale"))[0] for key in keys]
+
         for node in cluster.live():
             await wait_applied(cluster, http, node, max(versions))
-            for key in keys:
-                status, _, _ = await get_key(http, node.url, key, "stale")
-                assert status == 200, (node.node_id, key, "visible before expiry")
+            await eventually_equal(
+                partial(stale_codes, node.url),
+                [200] * len(keys),
+                f"the keys visible on {node.node_id} before expiry",
+                timeout_s=max(0.1, expired_after - time.time() - 1.0),
+                cluster=cluster,
+            )
 
         await asyncio.sleep(max(0.0, expired_after - time.time()) + 0.2)
         # Hidden at once on every node, judged by each node's clock, before any removal.
@@ -165,10 +180,16 @@ async def test_every_node_holds_the_same_counters(cluster: ProcessCluster) -> No
         leader = await wait_for_leader(cluster, http)
         status = await node_status(http, leader.url)
         assert status is not None
+        expected = await mget(http, leader.url, COUNTERS)
+        assert None not in expected
         for node in cluster.live():
             await wait_applied(cluster, http, node, status["commit_index"])
-            stale = await mget(http, node.url, COUNTERS, "stale")
-            assert stale == await mget(http, leader.url, COUNTERS), node.node_id
+            await eventually_equal(
+                partial(mget, http, node.url, COUNTERS, "stale"),
+                expected,
+                f"{node.node_id}'s counters",
+                cluster=cluster,
+            )
 
 
 COUNTERS = ["ctr/incr", "ctr/cas", "ctr/final"]

@@ -21,6 +21,7 @@ bring it up to date.
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -29,6 +30,7 @@ import pytest
 from raftcache import AsyncClient
 from tests.e2e.nodes import (
     ProcessCluster,
+    eventually_equal,
     get_key,
     mget,
     node_stats,
@@ -73,13 +75,23 @@ async def test_wiped_node_rejoins_and_catches_up_by_snapshot(tmp_path: Path) -> 
                 await c.delete(f"before/{i + 1:02d}")
             for _ in range(7):
                 await c.incr("during/counter")
+            last_write = await c.set("during/last", b"end")
+            want: tuple[int, bytes, str | None] = (200, b"end", f'"{last_write}"')
             for node in cluster.live():
+                await wait_applied(cluster, http, node, last_write)
+                # The state itself, not only /v1/status, must hold the last write before the
+                # snapshot (test_applied_index shows why the status alone is not enough yet).
+                await eventually_equal(
+                    partial(get_key, http, node.url, "during/last", "stale"),
+                    want,
+                    f"{node.node_id} to hold the last write",
+                    cluster=cluster,
+                )
                 async with http.post(node.url + "/v1/snapshot") as resp:
                     assert resp.status == 200, await resp.text()
                     snap = await resp.json()
-                status = await node_status(http, node.url)
-                assert status is not None
-                assert snap["snapshot_index"] == status["last_applied"], node.node_id
+                # Covers every write above (housekeeping entries may follow: hence >=).
+                assert snap["snapshot_index"] >= last_write, (node.node_id, snap)
 
             cluster.start(victim.node_id)
             added = await c.add_member(victim.node_id, victim.url)
@@ -96,8 +108,13 @@ async def test_wiped_node_rejoins_and_catches_up_by_snapshot(tmp_path: Path) -> 
 
             # The rejoined node's own state equals the leader's: keys, values, counters.
             keys = await _list_keys(http, leader.url, "linearizable")
-            assert len(keys) == 40 + 40 - 10 + 1
-            assert await _list_keys(http, victim.url, "stale") == keys
+            assert len(keys) == 40 + 40 - 10 + 2
+            await eventually_equal(
+                partial(_list_keys, http, victim.url, "stale"),
+                keys,
+                f"{victim.node_id}'s keys",
+                cluster=cluster,
+            )
             assert await mget(http, victim.url, keys, "stale") == await mget(http, leader.url, keys)
             # Versions too (a version is the log index of the key's last write).
             for key in keys:
