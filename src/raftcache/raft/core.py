@@ -810,6 +810,10 @@ class RaftCore:
             or self._broadcast_due
         )
 
+    def mark_hard_state_unpersisted(self) -> None:
+        """The write of the hard state handed out by ``ready()`` failed: hand it out again."""
+        self._hard_state_dirty = True
+
     def has_unpersisted(self) -> bool:
         return (
             self._hard_state_dirty

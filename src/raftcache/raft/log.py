@@ -114,6 +114,10 @@ class RaftLog:
             start = self.snapshot_index + 1
         return self.entries[start - self.snapshot_index - 1 :]
 
+    def mark_unstable(self, index: int) -> None:
+        """A write handed off by ``unstable()`` failed (e.g. disk full): hand it out again."""
+        self._mark_dirty(max(index, self.snapshot_index + 1))
+
     def has_unstable(self) -> bool:
         return self._dirty_from is not None
 

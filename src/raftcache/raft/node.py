@@ -44,7 +44,7 @@ from raftcache.raft.messages import (
 )
 from raftcache.raft.node_stats import NodeStats
 from raftcache.raft.ready import Outbound, Ready
-from raftcache.storage.base import SnapshotMeta, Storage
+from raftcache.storage.base import DiskFullError, SnapshotMeta, Storage
 
 log = logging.getLogger("raftcache.raft")
 
@@ -117,6 +117,8 @@ class RaftNode:
         self._storage_lock = asyncio.Lock()
         self._running = False
         self._failed: BaseException | None = None
+        self._failed_event = asyncio.Event()
+        self._disk_full = False
         self._last_config: Configuration | None = None
         self.stats = NodeStats()
 
@@ -158,6 +160,18 @@ class RaftNode:
     @property
     def learners(self) -> list[str]:
         return sorted(self.configuration.learners)
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the node stopped itself (fail-stop), or None."""
+        return self._failed
+
+    async def wait_failed(self) -> BaseException:
+        """Return once the node has stopped itself after a fatal error (e.g. a failed fsync);
+        a server awaits this to exit instead of answering 503 forever."""
+        await self._failed_event.wait()
+        assert self._failed is not None
+        return self._failed
 
     def leader_address(self) -> str | None:
         leader = self.leader_id
@@ -262,6 +276,10 @@ class RaftNode:
                                     await asyncio.to_thread(self._persist, rd)
                                 else:
                                     self._persist(rd)
+                            self._disk_full = False
+                        except DiskFullError as exc:
+                            self._on_disk_full(rd, waiters, exc)
+                            break
                         finally:
                             self._persisting = False
                     if rd.snapshot is not None:
@@ -275,7 +293,7 @@ class RaftNode:
                     if not early:
                         self._send_all(rd)
                     self._after_persist(rd)
-                if self._flush_waiters:
+                if self._flush_waiters and not self._disk_full and not core.has_unpersisted():
                     for w in self._flush_waiters:
                         if not w.done():
                             w.set_result(None)
@@ -287,9 +305,38 @@ class RaftNode:
         except BaseException as exc:  # fail-stop: a storage failure or a broken invariant
             log.critical("raft node %s failed: %r; stopping", self.node_id, exc)
             self._failed = exc
+            self._failed_event.set()
             self._running = False
             self._fail_all(NodeStoppedError(f"node failed: {exc!r}"))
             raise
+
+    def _on_disk_full(
+        self, rd: Ready, waiters: list[asyncio.Future[None]], exc: DiskFullError
+    ) -> None:
+        """Nothing of ``rd`` may be vouched for: fail the RPCs waiting on it (their senders
+        retry later), keep the writes pending in the core, refuse new proposals until a write
+        succeeds. Reads and elections go on as long as the small hard-state file can be written.
+        """
+        if not self._disk_full:
+            log.error(
+                "disk full on %s: refusing writes until space is freed (%s)", self.node_id, exc
+            )
+        self._disk_full = True
+        core = self.core
+        if rd.hard_state is not None:
+            core.mark_hard_state_unpersisted()
+        if rd.entries:
+            core.log.mark_unstable(rd.entries[0].index)
+        del self._flush_waiters[: len(waiters)]
+        for w in waiters:
+            if not w.done():
+                w.set_exception(exc)
+        if not (rd.hard_state is None and rd.snapshot is None):
+            return  # requests needing the write (votes, new term) are not sent
+        # The rest of this Ready (applies, reads) does not depend on the failed write.
+        self._after_persist(rd)
+        # Retry the write after a pause, not in a busy loop.
+        asyncio.get_running_loop().call_later(self.config.heartbeat_interval, self._wake.set)
 
     def _persist(self, rd: Ready) -> None:
         """Write and sync one Ready (maybe in a worker thread: touches only the storage)."""
@@ -464,6 +511,8 @@ class RaftNode:
     async def propose(self, command: bytes, timeout: float | None = None) -> Any:
         """Replicate ``command``; returns the state machine's result once committed and applied."""
         core = self._check_running()
+        if self._disk_full:
+            raise ProposalDroppedError("disk full: writes are refused until space is freed")
         index = core.propose(command)
         return await self._await_index(core, index, timeout)
 
