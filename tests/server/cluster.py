@@ -74,9 +74,11 @@ async def start_cluster(
     *,
     scheme: str = "http",
     session: aiohttp.ClientSession | None = None,
+    raft_config: RaftConfig | None = None,
     **overrides: object,
 ) -> Cluster:
-    """Start ``size`` nodes n1..nN; ``overrides`` replace ``ServeOptions`` fields on all."""
+    """Start ``size`` nodes n1..nN; ``overrides`` replace ``ServeOptions`` fields on all;
+    ``raft_config`` replaces the fast test timings."""
     ports = free_ports(size)
     peers = {f"n{i + 1}": f"{scheme}://127.0.0.1:{port}" for i, port in enumerate(ports)}
     servers: list[NodeServer] = []
@@ -92,7 +94,8 @@ async def start_cluster(
             shutdown_timeout_s=2.0,
         )
         options = replace(options, **overrides)  # type: ignore[arg-type]
-        servers.append(build_node_server(options, raft_config=fast_raft(), storage=MemoryStorage()))
+        config = replace(raft_config) if raft_config is not None else fast_raft()
+        servers.append(build_node_server(options, raft_config=config, storage=MemoryStorage()))
     for server in servers:
         await server.start()
     return Cluster(servers, session or aiohttp.ClientSession())
