@@ -41,7 +41,7 @@ def assert_clean(report: RunReport, min_faults: int) -> None:
     assert report.recovery_after_crash_s is not None, text
     for verdict in report.verdicts:
         # The workload really ran: a harness that issued nothing would pass every check.
-        assert verdict.counts["ok"] >= 100, text
+        assert verdict.counts["ok"] >= 50, text
 
 
 async def test_three_nodes_mixed_nemeses(tmp_path: Path) -> None:

@@ -57,6 +57,8 @@ class RunConfig:
         think_s: Upper bound of a worker's random pause between operations.
         ops_per_key: Operations per register key before it is rotated.
         op_timeout_s: One request's timeout (then indeterminate).
+        check_mesh: At the end, check that every node still talks to its peers only through
+            the mesh (``ProcessCluster.mesh_leaks``); a leak is reported as a note.
     """
 
     nodes: int = 3
@@ -76,6 +78,7 @@ class RunConfig:
     think_s: float = 0.02
     ops_per_key: int = 150
     op_timeout_s: float = 5.0
+    check_mesh: bool = True
 
 
 @dataclass(slots=True)
@@ -90,6 +93,8 @@ class RunReport:
     findings: list[Finding] = field(default_factory=list)
     recovery_after_faults_s: float | None = None
     recovery_after_crash_s: float | None = None
+    #: Nodes that reached a peer around the mesh at the end (partitions were leaky for them).
+    mesh_leaks: list[str] = field(default_factory=list)
     #: Seconds each step of the run took (where the wall time went).
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -122,6 +127,7 @@ class RunReport:
             "recovery_after_faults_s": self.recovery_after_faults_s,
             "recovery_after_crash_s": self.recovery_after_crash_s,
             "phases": self.phases,
+            "mesh_leaks": self.mesh_leaks,
         }
 
 
@@ -252,6 +258,9 @@ async def _exercise(
         with phase("final reads"):
             for workload, _ in workloads:
                 await workload.finish(config.recovery_limit_s)
+        if config.check_mesh:
+            with phase("mesh check"):
+                report.mesh_leaks = await cluster.mesh_leaks()
     finally:
         for task in [*workers, nemesis]:
             task.cancel()

@@ -87,6 +87,15 @@ def render_report(report: RunReport) -> Group:
     for finding in report.all_findings:
         line = f"[{finding.severity}] {finding.workload}/{finding.check}: {finding.detail}"
         parts.append(Text(line))
+    if report.mesh_leaks:
+        leaks = ", ".join(report.mesh_leaks)
+        parts.append(
+            Text(
+                f"note: {leaks} reached peers around the proxy mesh at the end of the run "
+                "(an address learnt from a replicated configuration or snapshot): partitions "
+                "involving them were partly leaky, so those faults were weaker than intended"
+            )
+        )
     spent = ", ".join(f"{name} {seconds:.1f}" for name, seconds in report.phases.items())
     parts.append(Text(f"time per step (s): {spent}"))
     parts.append(Text(f"run directory: {report.run_dir}"))
