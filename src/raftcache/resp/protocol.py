@@ -79,7 +79,7 @@ class RespParser:
         max_buffer_bytes: most bytes one incomplete command may occupy.
     """
 
-    __slots__ = ("_args", "_buf", "_max_buffer", "_max_bulk", "_pos", "_want", "error")
+    __slots__ = ("_args", "_buf", "_held", "_max_buffer", "_max_bulk", "_pos", "_want", "error")
 
     def __init__(self, *, max_bulk_bytes: int, max_buffer_bytes: int) -> None:
         self._buf = bytearray()
@@ -89,12 +89,13 @@ class RespParser:
         # The command being assembled: arguments still expected, arguments parsed so far.
         self._want = 0
         self._args: list[bytes] = []
+        self._held = 0  # bytes of ``_args``, plus a per-argument overhead
         self.error: ProtocolError | None = None
 
     @property
     def buffered(self) -> int:
-        """Bytes received but not yet consumed by a complete command."""
-        return len(self._buf) - self._pos
+        """Bytes held for commands not yet complete (arguments counted with an overhead)."""
+        return len(self._buf) - self._pos + self._held
 
     def feed(self, data: bytes) -> list[list[bytes]]:
         """Add ``data`` and return every command it completes, in order (empty commands
@@ -112,7 +113,7 @@ class RespParser:
                     break
                 if command:
                     commands.append(command)
-            if len(buf) - self._pos > self._max_buffer:
+            if len(buf) - self._pos + self._held > self._max_buffer:
                 raise ProtocolError("too big request (query buffer limit exceeded)")
         except ProtocolError as exc:
             self.error = exc
@@ -142,8 +143,10 @@ class RespParser:
             if arg is None:
                 return None
             args.append(arg)
+            self._held += len(arg) + 64
         self._want = 0
         self._args = []
+        self._held = 0
         return args
 
     def _header(self, marker: int, limit: int, what: str) -> int | None:
