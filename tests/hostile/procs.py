@@ -58,7 +58,10 @@ class Procs:
         self.nodes[node_id] = node
         return node
 
-    def start(self, node: Node, peers: Sequence[Node], *extra: str) -> None:
+    def start(
+        self, node: Node, peers: Sequence[Node], *extra: str, host: str = "127.0.0.1"
+    ) -> None:
+        """Spawn ``node`` listening on ``host`` (its URL stays on 127.0.0.1)."""
         peer_list = ",".join(f"{p.node_id}={p.url}" for p in peers)
         args = [
             sys.executable,
@@ -68,7 +71,7 @@ class Procs:
             "--id",
             node.node_id,
             "--listen",
-            f"127.0.0.1:{node.port}",
+            f"{host}:{node.port}",
             "--peers",
             peer_list,
             "--data-dir",
