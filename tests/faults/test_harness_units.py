@@ -13,9 +13,16 @@ import pytest
 from rich.console import Console
 
 from raftcache.testing.campaign import RunConfig, RunReport
+from raftcache.testing.clocks import ClockControl, find_libfaketime
 from raftcache.testing.history import Operation, OpStatus
 from raftcache.testing.httpops import Session, classify
-from raftcache.testing.nemesis import ALL_NEMESES, FAMILIES, FaultEvent, NemesisSchedule
+from raftcache.testing.nemesis import (
+    ALL_NEMESES,
+    CLOCK_NEMESES,
+    FAMILIES,
+    FaultEvent,
+    NemesisSchedule,
+)
 from raftcache.testing.report import render_report
 from raftcache.testing.set_workload import check_set_reads
 from raftcache.testing.workloads import Finding, WorkloadVerdict
@@ -129,3 +136,28 @@ def test_the_summary_shows_counts_faults_and_findings(tmp_path: Path) -> None:
     assert "[violation] register/linearizable: key 'x': illegal" in text
     assert not report.ok
     assert len(report.violations) == 1
+
+
+def test_clock_faults_are_opt_in() -> None:
+    assert not set(CLOCK_NEMESES) & set(ALL_NEMESES)
+    schedule = NemesisSchedule([*ALL_NEMESES, *CLOCK_NEMESES], rng=random.Random(3))
+    drawn = {name for _ in range(500) for name in schedule.draw()}
+    assert set(CLOCK_NEMESES) <= drawn
+
+
+def test_clock_control_writes_one_offset_file_per_node(tmp_path: Path) -> None:
+    control = ClockControl("/lib/libfaketimeMT.so.1", tmp_path / "clocks")
+    env = control.env("n1")
+    assert env["LD_PRELOAD"] == "/lib/libfaketimeMT.so.1"
+    offset_file = Path(env["FAKETIME_TIMESTAMP_FILE"])
+    assert offset_file.read_text() == "+0.000\n"
+    control.set_offset("n1", -7.25)
+    assert offset_file.read_text() == "-7.250\n"
+    assert control.offsets == {"n1": -7.25}
+
+
+def test_an_explicit_libfaketime_must_exist(tmp_path: Path) -> None:
+    assert find_libfaketime({"RAFTCACHE_LIBFAKETIME": str(tmp_path / "missing.so")}) is None
+    present = tmp_path / "libfaketimeMT.so.1"
+    present.write_bytes(b"")
+    assert find_libfaketime({"RAFTCACHE_LIBFAKETIME": str(present)}) == str(present)

@@ -28,11 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raftcache.testing.clocks import ClockControl, find_libfaketime
 from raftcache.testing.counter_workload import CounterWorkload
 from raftcache.testing.harness import ProcessCluster
 from raftcache.testing.history import save_history
 from raftcache.testing.httpops import NodeApi
-from raftcache.testing.nemesis import ALL_NEMESES, FaultEvent, NemesisSchedule
+from raftcache.testing.nemesis import ALL_NEMESES, CLOCK_NEMESES, FaultEvent, NemesisSchedule
 from raftcache.testing.register_workload import RegisterWorkload
 from raftcache.testing.set_workload import SetWorkload
 from raftcache.testing.workloads import Finding, Workload, WorkloadEnv, WorkloadVerdict
@@ -48,7 +49,9 @@ class RunConfig:
         nodes: Cluster size (3 or 5 in practice).
         duration_s: Length of the faulty phase (2).
         seed: Names the schedule and every workload choice.
-        nemeses: The faults to draw from (see ``raftcache.testing.nemesis``).
+        nemeses: The faults to draw from (see ``raftcache.testing.nemesis``); any clock
+            nemesis puts the nodes under libfaketime and exempts lease reads from the strict
+            linearizability check.
         register_workers, counter_workers, set_workers: Concurrent clients per workload.
         fault_s, quiet_s, mix_ratio: The schedule's windows and mixing (``NemesisSchedule``).
         recovery_limit_s: A recovery slower than this is a liveness failure.
@@ -143,8 +146,11 @@ def _workloads(
         run_id = f"t{config.seed}"
         return WorkloadEnv(api, cluster.urls, clock, seeded, run_id, config.think_s)
 
+    registers = RegisterWorkload(
+        env(), ops_per_key=config.ops_per_key, lease_strict=cluster.clock is None
+    )
     return [
-        (RegisterWorkload(env(), ops_per_key=config.ops_per_key), config.register_workers),
+        (registers, config.register_workers),
         (CounterWorkload(env()), config.counter_workers),
         (SetWorkload(env()), config.set_workers),
     ]
@@ -162,6 +168,7 @@ async def run_campaign(
         [f"n{i}" for i in range(1, config.nodes + 1)],
         run_dir,
         rng=random.Random(rng.getrandbits(64)),
+        clock=_clock_control(config, run_dir),
     )
     api = NodeApi(timeout_s=config.op_timeout_s)
     workloads = _workloads(config, api, cluster, rng, clock)
@@ -207,6 +214,16 @@ class _Phases:
             yield
         finally:
             self._report.phases[name] = self._clock() - start
+
+
+def _clock_control(config: RunConfig, run_dir: Path) -> ClockControl | None:
+    """Clock control when the run draws clock faults (which need libfaketime)."""
+    if not set(config.nemeses) & set(CLOCK_NEMESES):
+        return None
+    library = find_libfaketime()
+    if library is None:
+        raise ValueError("clock nemeses need libfaketime (apt-get install libfaketime)")
+    return ClockControl(library, run_dir / "clocks")
 
 
 def _make_dir(path: Path) -> None:

@@ -16,6 +16,7 @@ itself is reported as a crash, never mistaken for an injected fault.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import signal
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raftcache.testing.clocks import ClockControl
 from raftcache.testing.httpops import NodeApi
 from raftcache.testing.mesh import ProxyMesh
 from raftcache.testing.procs import NodeProcess, NodeSpec, free_port, log_tail
@@ -54,6 +56,7 @@ class ProcessCluster:
         rng: Seeds the proxies' jitter.
         extra_args: Appended to every ``serve`` command line.
         python: The interpreter for the nodes (default: this one).
+        clock: Puts every node's clocks under this control (clock faults; see ``clocks``).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class ProcessCluster:
         rng: random.Random,
         extra_args: Sequence[str] = (),
         python: str = "",
+        clock: ClockControl | None = None,
     ) -> None:
         if len(set(node_ids)) != len(node_ids) or not node_ids:
             raise ValueError("node ids must be distinct and non-empty")
@@ -75,6 +79,7 @@ class ProcessCluster:
         self.mesh = ProxyMesh({n: s.port for n, s in self.specs.items()}, host=HOST, rng=rng)
         self._extra = list(extra_args)
         self._python = python
+        self.clock = clock
         self.nodes: dict[str, NodeProcess] = {}
         self.api = NodeApi(timeout_s=2.0)
         self.crashes: list[NodeCrash] = []
@@ -108,7 +113,10 @@ class ProcessCluster:
         await self.mesh.start()
         for node, spec in self.specs.items():
             peers = self.mesh.addresses(node)
-            self.nodes[node] = NodeProcess(spec, peers, extra_args=self._extra, python=self._python)
+            env = {**os.environ, **(self.clock.env(node) if self.clock else {})}
+            self.nodes[node] = NodeProcess(
+                spec, peers, extra_args=self._extra, python=self._python, env=env
+            )
         for proc in self.nodes.values():
             proc.start()
         return await self.wait_for_leader(leader_timeout_s)
@@ -264,9 +272,20 @@ class ProcessCluster:
     def resume(self, node: str) -> None:
         self.nodes[node].resume()
 
+    def set_clock_offset(self, node: str, seconds: float) -> None:
+        """Jump ``node``'s clocks to real time + ``seconds`` (needs ``clock``)."""
+        if self.clock is None:
+            raise ClusterError("this cluster was started without clock control")
+        self.clock.set_offset(node, seconds)
+
     def heal_all(self) -> None:
-        """End every fault: heal the mesh, resume paused nodes, restart dead ones."""
+        """End every fault: heal the mesh, reset clocks, resume paused nodes, restart dead
+        ones."""
         self.mesh.heal()
+        if self.clock is not None:
+            for node in self.specs:
+                if self.clock.offsets.get(node):
+                    self.clock.set_offset(node, 0.0)
         for node, proc in self.nodes.items():
             proc.resume()
             if not proc.alive():

@@ -17,7 +17,11 @@ faults would overwrite each other's mesh state, and ``kill-all`` always runs alo
   (every link delayed, with jitter), ``flaky`` (links drop at random, re-drawn every 250 ms:
   message loss, with the connection resets that loss means for TCP);
 - admin: ``transfer`` (leadership transfers to random nodes, about every second);
-- total: ``kill-all`` (every node ``kill -9`` at once, all restarted at heal).
+- total: ``kill-all`` (every node ``kill -9`` at once, all restarted at heal);
+- clock (only for a cluster started with clock control, see ``clocks``): ``clock-jump`` /
+  ``clock-jump-leader`` (a node's clocks, the monotonic one included, jump 2–10 s forwards
+  or backwards; back to real time at heal — a second jump). Not in ``ALL_NEMESES``: under
+  them lease reads may legitimately be stale, so a run with them checks lease reads apart.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from raftcache.testing.proxy import ProxyMode
 
 __all__ = [
     "ALL_NEMESES",
+    "CLOCK_NEMESES",
     "FAMILIES",
     "FaultEvent",
     "Injected",
@@ -153,6 +158,8 @@ async def inject(name: str, cluster: ProcessCluster, rng: random.Random) -> Inje
         for src, dst in cluster.mesh.links():
             cluster.mesh.set_link(src, dst, ProxyMode.DELAY, delay_s=delay, jitter_s=jitter)
         return Injected(name, f"delay {delay}±{jitter} s", _mesh_heal(cluster))
+    if name == "clock-jump":
+        return _clock_jump(cluster, rng.choice(nodes), name, rng)
     shuffled = rng.sample(nodes, len(nodes))
     if name == "partition":
         majority = shuffled[: len(nodes) // 2 + 1]
@@ -168,10 +175,24 @@ async def inject(name: str, cluster: ProcessCluster, rng: random.Random) -> Inje
     leader = await cluster.leader()
     if leader is None:
         return None
-    return await _inject_at_leader(name, cluster, leader)
+    return await _inject_at_leader(name, cluster, leader, rng)
 
 
-async def _inject_at_leader(name: str, cluster: ProcessCluster, leader: str) -> Injected | None:
+def _clock_jump(cluster: ProcessCluster, node: str, name: str, rng: random.Random) -> Injected:
+    offset = rng.choice([-1.0, 1.0]) * rng.uniform(2.0, 10.0)
+    cluster.set_clock_offset(node, offset)
+
+    async def heal() -> None:
+        cluster.set_clock_offset(node, 0.0)
+
+    return Injected(name, f"{node} clock {offset:+.1f} s", heal)
+
+
+async def _inject_at_leader(
+    name: str, cluster: ProcessCluster, leader: str, rng: random.Random
+) -> Injected | None:
+    if name == "clock-jump-leader":
+        return _clock_jump(cluster, leader, name, rng)
     if name == "kill-leader":
         return await _kill(cluster, leader, name)
     if name == "pause-leader":
@@ -192,8 +213,12 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "network": ("partition", "isolate-leader", "bridge", "asymmetric", "delay", "flaky"),
     "admin": ("transfer",),
     "total": ("kill-all",),
+    "clock": ("clock-jump", "clock-jump-leader"),
 }
-ALL_NEMESES: tuple[str, ...] = tuple(n for names in FAMILIES.values() for n in names)
+CLOCK_NEMESES: tuple[str, ...] = FAMILIES["clock"]
+ALL_NEMESES: tuple[str, ...] = tuple(
+    n for family, names in FAMILIES.items() if family != "clock" for n in names
+)
 _FAMILY_OF = {name: family for family, names in FAMILIES.items() for name in names}
 
 

@@ -73,6 +73,9 @@ def verdict_table(report: RunReport) -> Table:
     table.add_row("recovery after killing every node (s)", _seconds(report.recovery_after_crash_s))
     table.add_row("violations", str(len(report.violations)))
     table.add_row("unknown (check out of budget)", str(len(report.unknowns)))
+    notes = [f for f in report.all_findings if f.severity == "note"]
+    if notes:
+        table.add_row("notes (anomalies the faults allow)", str(len(notes)))
     return table
 
 

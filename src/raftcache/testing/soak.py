@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from raftcache.testing.campaign import RunConfig, run_campaign
-from raftcache.testing.nemesis import ALL_NEMESES
+from raftcache.testing.clocks import find_libfaketime
+from raftcache.testing.nemesis import ALL_NEMESES, CLOCK_NEMESES
 from raftcache.testing.report import print_report
 
 __all__ = ["main"]
@@ -39,6 +40,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--dir", type=Path, default=None, help="run directory (default: a new temp dir)"
     )
+    parser.add_argument(
+        "--clock",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="add clock-jump faults (libfaketime; auto: when it is installed)",
+    )
     parser.add_argument("--check-budget", type=float, default=120.0, help="seconds per search")
     return parser.parse_args(argv)
 
@@ -47,16 +54,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     run_dir = args.dir or Path(tempfile.mkdtemp(prefix=f"raftcache-soak-{seed}-"))
+    nemeses = tuple(n for n in args.nemeses.split(",") if n)
+    if args.clock == "on" or (args.clock == "auto" and find_libfaketime() is not None):
+        nemeses += tuple(n for n in CLOCK_NEMESES if n not in nemeses)
     config = RunConfig(
         nodes=args.nodes,
         duration_s=args.seconds,
         seed=seed,
-        nemeses=tuple(n for n in args.nemeses.split(",") if n),
+        nemeses=nemeses,
         check_budget_s=args.check_budget,
     )
     print(
         f"soak: {config.nodes} nodes, {config.duration_s:.0f} s of faults, seed {seed}, "
-        f"run directory {run_dir}",
+        f"nemeses {','.join(config.nemeses)}, run directory {run_dir}",
         flush=True,
     )
     report = asyncio.run(run_campaign(config, run_dir))

@@ -68,7 +68,9 @@ class Finding:
     Attributes:
         workload: Which workload's history.
         check: Which check (``linearizable``, ``counter``, ``set``, ...).
-        severity: ``violation`` (the history is impossible) or ``unknown`` (out of budget).
+        severity: ``violation`` (the history is impossible), ``unknown`` (out of budget) or
+            ``note`` (an anomaly the run's faults allow, such as a stale lease read after a
+            clock jump: shown, not counted).
         detail: A human-readable account (the operations involved).
     """
 
