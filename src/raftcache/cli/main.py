@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from raftcache import __version__
-from raftcache.cli import bench, cluster, commands, monitor
+from raftcache.cli import bench, cluster, commands, monitor, recover
 from raftcache.cli.common import EXIT_USAGE
 
 DESCRIPTION = "raftcache: a distributed, strongly consistent cache replicated with Raft."
@@ -36,6 +36,7 @@ def build_parser(*, with_serve: bool = False) -> argparse.ArgumentParser:
     commands.add_parsers(subparsers)
     monitor.add_parser(subparsers)
     bench.add_parser(subparsers)
+    recover.add_parser(subparsers)
     return parser
 
 
