@@ -15,19 +15,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, ResponseError
+from redis.exceptions import AuthenticationError, ExecAbortError, ResponseError
 
 from .cluster import RespCluster, start_resp_cluster
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 TOKEN = "s3cret"
+READ_TOKEN = "r3ad"
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def secured(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RespCluster]:
     tmp: Path = tmp_path_factory.mktemp("resp-auth")
-    cluster = await start_resp_cluster(tmp, client_token=TOKEN)
+    cluster = await start_resp_cluster(tmp, client_token=TOKEN, client_token_ro=READ_TOKEN)
     try:
         yield cluster
     finally:
@@ -84,6 +85,28 @@ async def test_commands_need_the_token(secured: RespCluster) -> None:
         assert await wire.line() == b"-NOAUTH Authentication required.\r\n"
     finally:
         await wire.close()
+
+
+async def test_the_read_only_token_reads_but_never_writes(secured: RespCluster) -> None:
+    writer = aioredis.Redis(port=await secured.leader_port(), password=TOKEN)
+    reader = aioredis.Redis(port=await secured.follower_port(), password=READ_TOKEN)
+    try:
+        await writer.set("ro:k", "v")
+        assert await reader.get("ro:k") == b"v"
+        assert await reader.mget("ro:k", "ro:none") == [b"v", None]
+        with pytest.raises(ResponseError, match=r"NOPERM|no permissions"):
+            await reader.set("ro:k", "w")
+        with pytest.raises(ResponseError, match=r"NOPERM|no permissions"):
+            await reader.flushdb()
+        pipe = reader.pipeline(transaction=True)
+        pipe.get("ro:k")
+        pipe.delete("ro:k")
+        with pytest.raises((ExecAbortError, ResponseError)):
+            await pipe.execute()
+        assert await writer.get("ro:k") == b"v"
+    finally:
+        await writer.aclose()
+        await reader.aclose()
 
 
 async def test_redis_py_authenticates_with_either_protocol(secured: RespCluster) -> None:

@@ -4,8 +4,9 @@ READWRITE, and the transaction markers MULTI, EXEC, DISCARD, WATCH, UNWATCH.
 Rule: these change or report the state of one connection (``ClientState``) and never touch the
 cache; the connection runs them in pipeline order, so a HELLO 3 changes the encoding of every
 reply after its own (its own reply is already RESP3, as in Redis). AUTH and HELLO AUTH compare
-the client token in constant time. MULTI/EXEC/DISCARD are markers: the connection, which owns
-the queue, executes them (``raftcache.resp.connection``).
+the client token (or the read-only token, which allows no write) in constant time.
+MULTI/EXEC/DISCARD are markers: the connection, which owns the queue, executes them
+(``raftcache.resp.connection``).
 """
 
 from __future__ import annotations
@@ -80,12 +81,17 @@ class Unwatch(Call):
 
 
 def _check_token(ctx: ClientState, user: str, password: bytes) -> bool:
-    token = ctx.server.client_token
-    if token is None:
+    """Authenticate with the client token (full access) or the read-only token."""
+    server = ctx.server
+    if server.client_token is None and server.client_token_ro is None:
         return True  # like Redis's default user without a password: anything goes
-    ok = user == "default" and hmac.compare_digest(password, token.encode())
-    ctx.authenticated = ctx.authenticated or ok
-    return ok
+    if user != "default":
+        return False
+    for token, read_only in ((server.client_token, False), (server.client_token_ro, True)):
+        if token is not None and hmac.compare_digest(password, token.encode()):
+            ctx.authenticated, ctx.read_only = True, read_only
+            return True
+    return False  # a failed AUTH leaves an earlier authentication as it was (as Redis)
 
 
 class Auth(Call):
@@ -95,7 +101,7 @@ class Auth(Call):
         self.user, self.password = user, password
 
     def run_server(self, ctx: ClientState) -> Reply:
-        if ctx.server.client_token is None:
+        if ctx.server.client_token is None and ctx.server.client_token_ro is None:
             return RespError(
                 "ERR AUTH <password> called without any password configured for the default "
                 "user. Are you sure your configuration is correct?"
@@ -114,7 +120,7 @@ class Hello(Call):
             return RespError("NOPROTO unsupported protocol version")
         if self.auth is not None and not _check_token(ctx, *self.auth):
             return WRONGPASS
-        if ctx.server.client_token is not None and not ctx.authenticated:
+        if not ctx.authenticated:
             return RespError(
                 "NOAUTH HELLO must be called with the client already authenticated, otherwise "
                 "the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the "
@@ -166,7 +172,9 @@ class Reset(Call):
     def run_server(self, ctx: ClientState) -> Reply:
         ctx.reset_multi()
         ctx.proto, ctx.name, ctx.consistency = 2, None, "linearizable"
-        ctx.authenticated = ctx.server.client_token is None
+        server = ctx.server
+        ctx.authenticated = server.client_token is None and server.client_token_ro is None
+        ctx.read_only = False
         return Simple("RESET")
 
 

@@ -29,7 +29,13 @@ from typing import Final
 from raftcache.resp.admin import Discard, Exec, Multi
 from raftcache.resp.calls import Call, Mode, Reply, View
 from raftcache.resp.commands import NO_AUTH, arity_ok, lookup
-from raftcache.resp.errors import NOAUTH, reply_for, unknown_command, wrong_args
+from raftcache.resp.errors import (
+    NOAUTH,
+    no_permission,
+    reply_for,
+    unknown_command,
+    wrong_args,
+)
 from raftcache.resp.protocol import OK, QUEUED, RespError, encode
 from raftcache.resp.state import ClientState
 from raftcache.resp.txn import run_transaction
@@ -111,6 +117,8 @@ class Executor:
             return NOAUTH
         if not arity_ok(spec, len(argv)):
             return wrong_args(spec.name)
+        if client.read_only and "write" in spec.flags:
+            return no_permission(spec.name)
         try:
             return spec.parse(argv[1:], server.limits)
         except RespError as exc:
@@ -125,6 +133,9 @@ class Executor:
         if not arity_ok(spec, len(argv)):
             client.multi_failed = True
             return wrong_args(spec.name)
+        if client.read_only and "write" in spec.flags:
+            client.multi_failed = True
+            return no_permission(spec.name)
         try:
             call = spec.parse(argv[1:], client.server.limits)
         except RespError as exc:

@@ -52,6 +52,11 @@ def wrong_args(name: str) -> RespError:
     return RespError(f"ERR wrong number of arguments for '{name.lower()}' command")
 
 
+def no_permission(name: str) -> RespError:
+    """Redis's reply to a write from a connection authenticated with the read-only token."""
+    return RespError(f"NOPERM this user has no permissions to run the '{name.lower()}' command")
+
+
 def unknown_command(name: bytes, args: list[bytes]) -> RespError:
     """Redis's reply to an unknown command (the first arguments quoted, for the user)."""
     shown = " ".join(f"'{_printable(a)}'" for a in args[:8])

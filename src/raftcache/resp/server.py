@@ -71,7 +71,7 @@ class RespConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         client = ClientState(state, next(state.client_ids), addr)
-        client.authenticated = state.client_token is None
+        client.authenticated = state.client_token is None and state.client_token_ro is None
         state.clients[client.id] = client
         self.client = client
         self._executor = Executor(client)
@@ -176,6 +176,7 @@ class RespServer:
         clock: wall-clock seconds (the one the service uses): TTL replies and expiry options.
         client_token: when set, clients must AUTH with it; also sent to the leader's HTTP API
             when forwarding.
+        client_token_ro: a token whose connections may only read (writes answer NOPERM).
         limits: value and per-command key limits.
         read_consistency: of GET, MGET, EXISTS... (``linearizable``, ``lease`` or ``stale``);
             READONLY switches a connection to ``stale``.
@@ -199,6 +200,7 @@ class RespServer:
         port: int = 0,
         clock: Callable[[], float],
         client_token: str | None = None,
+        client_token_ro: str | None = None,
         limits: Limits | None = None,
         read_consistency: str = "linearizable",
         leader_wait_s: float = 2.0,
@@ -219,7 +221,9 @@ class RespServer:
         self.max_buffer_bytes = max(max_buffer_bytes, max_bulk_bytes + 1024)
         self._ssl_context = ssl_context
         self._client_ssl = client_ssl_context
-        self._client_token = client_token
+        # Forwarded requests present the full token when there is one: the leader's HTTP API
+        # then checks nothing this server has not already checked (read-only included).
+        self._http_token = client_token if client_token is not None else client_token_ro
         self._forward_timeout_s = forward_timeout_s
         self._shutdown_timeout_s = shutdown_timeout_s
         self._service, self._node, self._clock = service, node, clock
@@ -242,6 +246,7 @@ class RespServer:
             clock=clock,
             limits=limits or Limits(),
             client_token=client_token,
+            client_token_ro=client_token_ro,
             read_consistency=read_consistency,
             started_at=0.0,
             commands=dict(TABLE),
@@ -254,7 +259,7 @@ class RespServer:
         return LeaderBackend(
             self._http,
             url,
-            token=self._client_token,
+            token=self._http_token,
             timeout_s=self._forward_timeout_s,
             replica=self._service.machine,
             applied=lambda: self._node.last_applied,

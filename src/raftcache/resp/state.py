@@ -66,6 +66,7 @@ class ServerState:
     clock: Callable[[], float]
     limits: Limits
     client_token: str | None
+    client_token_ro: str | None
     read_consistency: str
     started_at: float  # loop time when the server started (for INFO uptime)
     commands: dict[str, Any] = field(default_factory=dict)  # name → Spec (see commands.py)
@@ -87,6 +88,7 @@ class ClientState:
     gate: asyncio.Lock = field(default_factory=asyncio.Lock)
     proto: int = 2
     authenticated: bool = False
+    read_only: bool = False  # authenticated with the read-only token
     name: str | None = None
     lib_name: str | None = None
     lib_ver: str | None = None
