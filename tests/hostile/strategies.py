@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import zlib
 from typing import Any
 
 import orjson
@@ -72,6 +73,26 @@ HEADERS = st.dictionaries(
         ["If-Match", "If-None-Match", "X-Raftcache-Client-Id", "X-Raftcache-Seq", "Content-Type"]
     ),
     st.sampled_from(['"1"', "*", "1", '"-1"', "abc", "", '"99999999999999999999"', "text/xml"]),
+    max_size=3,
+)
+RAFT_HEADERS = st.dictionaries(
+    st.sampled_from(["Content-Type", "Content-Encoding", "Authorization", "Accept"]),
+    st.sampled_from(
+        [
+            "application/json",
+            "application/msgpack",
+            "application/x-msgpack",
+            "text/plain",
+            "gzip",
+            "deflate",
+            "br",
+            "zstd",
+            "identity",
+            "x-unknown",
+            "Bearer x",
+            "",
+        ]
+    ),
     max_size=3,
 )
 JSONISH = st.recursive(
@@ -143,6 +164,16 @@ def undecodable(path: str, body: bytes) -> bool:
     except codec.CodecError:
         return True
     return False
+
+
+def gzip_bomb(inflated: int) -> bytes:
+    """A gzip body of ``inflated`` zero bytes (a thousandth of that on the wire), built in
+    pieces so the test itself never holds the inflated size."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    piece = b"\0" * (1 << 20)
+    out = [packer.compress(piece) for _ in range(inflated >> 20)]
+    out.append(packer.flush())
+    return b"".join(out)
 
 
 def huge_entries_body(count: int) -> bytes:

@@ -17,6 +17,7 @@ import hmac
 import logging
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from raftcache.raft.errors import NotLeaderError
 from raftcache.server.admission import TICKET, is_exempt
@@ -79,6 +80,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return json_error(exc.status, exc.reason.lower(), headers=headers)
+    except RequestPayloadError:
+        # The body broke off, or its content coding was corrupt (an embedding app that lets
+        # aiohttp decompress): the client's fault, whoever reads it (Raft routes included).
+        return json_error(400, "request body could not be read")
     except NotLeaderError:
         # Only reached if forwarding is bypassed (e.g. a sub-application): never a 500.
         return unavailable("not the leader").to_response()

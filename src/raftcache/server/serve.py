@@ -93,6 +93,11 @@ class NodeServer:
             # JSON. Beyond these, aiohttp's parser refuses with a plain-text 400.
             max_line_size=MAX_REQUEST_LINE_BYTES,
             max_field_size=MAX_HEADER_BYTES,
+            # Request bodies reach the handlers as sent: the Raft routes decode their codings
+            # themselves, bounded by their size limit (aiohttp would inflate a small gzip body
+            # to any size, and answers codings it lacks with a plain-text 400); the client API
+            # refuses content codings (415).
+            auto_decompress=False,
         )
         self._started = False
 
