@@ -24,12 +24,12 @@ from collections.abc import Awaitable
 from raftcache.testing.checkers import check_counter
 from raftcache.testing.history import HistoryRecorder, OpStatus
 from raftcache.testing.httpops import Reply, Session
-from raftcache.testing.linearizability import check_linearizable
 from raftcache.testing.models import CounterModel
 from raftcache.testing.workloads import (
     Finding,
     WorkloadEnv,
     WorkloadVerdict,
+    check_keys,
     findings_from_linearizability,
     retry_until_ok,
 )
@@ -156,7 +156,7 @@ class CounterWorkload:
             )
             if not result.ok:
                 verdict.findings.append(Finding(self.name, "counter", "violation", repr(result)))
-        lin = check_linearizable(history, CounterModel(), timeout_s=budget_s)
+        lin = check_keys(history, CounterModel(), budget_s, self.env.clock)
         verdict.findings += findings_from_linearizability(self.name, lin)
         verdict.notes.append(
             f"{self.retries} retries, {self.resolved_by_retry} increments acknowledged after a "

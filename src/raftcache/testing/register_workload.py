@@ -8,9 +8,10 @@ at v". The workload remembers the newest (version, value) pair it has seen ackno
 and turns the HTTP cas into the model's value-based ``cas(expected, new)``. A version the
 harness never saw acknowledged is never used, so this mapping stays exact.
 
-Keys rotate: each key takes ``ops_per_key`` operations, then a fresh key replaces it, keeping
-every per-key history short enough for the exhaustive search even when faults leave many
-operations indeterminate (Jepsen's "independent" workloads do the same). Reads use the default
+Keys rotate: each key takes ``ops_per_key`` operations (fewer once a handful of them ended
+indeterminate), then a fresh key replaces it, keeping every per-key history short enough for
+the exhaustive search even when faults leave many operations indeterminate (Jepsen's
+"independent" workloads do the same). Reads use the default
 linearizable consistency; a fraction use ``lease`` (without clock faults a lease read must be
 linearizable too). The final read of every key, after the whole cluster was killed and
 restarted, makes an acknowledged write that was lost an illegal history.
@@ -30,12 +31,12 @@ from typing import Any
 
 from raftcache.testing.history import HistoryRecorder, OpStatus
 from raftcache.testing.httpops import Reply, Session
-from raftcache.testing.linearizability import check_linearizable
 from raftcache.testing.models import RegisterModel
 from raftcache.testing.workloads import (
     Finding,
     WorkloadEnv,
     WorkloadVerdict,
+    check_keys,
     findings_from_linearizability,
     retry_until_ok,
 )
@@ -58,6 +59,8 @@ class RegisterWorkload:
         lease_strict: Lease reads must be linearizable. Under clock faults they may not be
             (they trust the clock by design): then the strict check leaves them out, and a
             second check reports their anomalies as notes.
+        max_undecided_per_key: A key is retired once this many of its operations ended
+            indeterminate, however few it took (keeps each search small).
     """
 
     name = "register"
@@ -73,6 +76,7 @@ class RegisterWorkload:
         lease_ratio: float = 0.2,
         sessions: bool = True,
         lease_strict: bool = True,
+        max_undecided_per_key: int = 6,
     ) -> None:
         self.env = env
         self.recorder = HistoryRecorder(env.clock)
@@ -87,6 +91,8 @@ class RegisterWorkload:
         self._processes = itertools.count()
         self.keys: list[str] = []
         self._active: dict[str, int] = {}
+        self._undecided: dict[str, int] = {}
+        self._max_undecided = max_undecided_per_key
         for _ in range(active_keys):
             self._add_key()
         #: Newest acknowledged (version, value) per key: what a cas may name.
@@ -101,9 +107,19 @@ class RegisterWorkload:
         key = self.env.rng.choice(sorted(self._active))
         self._active[key] += 1
         if self._active[key] >= self._ops_per_key:
-            del self._active[key]
-            self._add_key()
+            self._retire(key)
         return key
+
+    def _retire(self, key: str) -> None:
+        if self._active.pop(key, None) is not None:
+            self._add_key()
+
+    def _count_indeterminate(self, key: str) -> None:
+        # Each undecided write may be placed anywhere after its invocation or nowhere, which
+        # multiplies the search; a key that collected a few is retired early.
+        self._undecided[key] = self._undecided.get(key, 0) + 1
+        if self._undecided[key] >= self._max_undecided:
+            self._retire(key)
 
     def _learn(self, key: str, version: int | None, value: str | None) -> None:
         if version is None or value is None:
@@ -133,6 +149,7 @@ class RegisterWorkload:
             else:
                 status = await self._write(process, key, self._ticket(lane))
             if status is OpStatus.INDETERMINATE:
+                self._count_indeterminate(key)
                 # The old operation may still take effect at any time: a process runs one
                 # operation at a time, so later ones belong to a new process — and a new
                 # session lane, where a new seq cannot be mistaken for the old write.
@@ -195,12 +212,12 @@ class RegisterWorkload:
         strict = history
         if not self._lease_strict:
             strict = [op for op in history if not (op.kind == "read" and op.input == "lease")]
-            with_lease = check_linearizable(history, RegisterModel(), timeout_s=budget_s)
+            with_lease = check_keys(history, RegisterModel(), budget_s, self.env.clock)
             for finding in findings_from_linearizability(self.name, with_lease):
                 # An anomaly only when the lease reads are counted: allowed, but worth seeing.
                 detail = f"lease reads under clock faults: {finding.detail}"
                 verdict.findings.append(Finding(self.name, "lease", "note", detail))
-        result = check_linearizable(strict, RegisterModel(), timeout_s=budget_s)
+        result = check_keys(strict, RegisterModel(), budget_s, self.env.clock)
         verdict.findings += findings_from_linearizability(self.name, result)
         final_reads = [op for op in history if op.process == "final"]
         missing = [op.key for op in final_reads if op.status is not OpStatus.OK]

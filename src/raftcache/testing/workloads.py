@@ -18,17 +18,25 @@ import random
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from raftcache.testing.history import HistoryRecorder, Operation, OpStatus
 from raftcache.testing.httpops import NodeApi, Reply
-from raftcache.testing.linearizability import CheckResult
+from raftcache.testing.linearizability import (
+    CheckResult,
+    Outcome,
+    PartitionResult,
+    check_linearizable,
+    partition_by_key,
+)
+from raftcache.testing.models import Model
 
 __all__ = [
     "Finding",
     "Workload",
     "WorkloadEnv",
     "WorkloadVerdict",
+    "check_keys",
     "findings_from_linearizability",
     "retry_until_ok",
 ]
@@ -125,12 +133,52 @@ class Workload(Protocol):
 def findings_from_linearizability(
     workload: str, result: CheckResult, max_chars: int = 4000
 ) -> list[Finding]:
-    """One finding per key that is illegal (violation) or undecided (unknown)."""
+    """One finding per key that is illegal (violation, with the operations involved) or
+    undecided (unknown, in one line: the search ran out of budget, nothing was found)."""
     found: list[Finding] = []
     for part in result.failures:
-        severity = "violation" if part.outcome.value == "illegal" else "unknown"
-        found.append(Finding(workload, "linearizable", severity, part.explain()[:max_chars]))
+        if part.outcome is Outcome.ILLEGAL:
+            found.append(Finding(workload, "linearizable", "violation", part.explain()[:max_chars]))
+        else:
+            detail = (
+                f"key {part.key!r}: undecided ({part.operations} operations, "
+                f"{len(part.longest_prefix)} linearized before the budget ran out)"
+            )
+            found.append(Finding(workload, "linearizable", "unknown", detail))
     return found
+
+
+def check_keys(
+    history: Sequence[Operation],
+    model: Model[Any],
+    budget_s: float,
+    clock: Callable[[], float],
+    *,
+    first_pass_s: float = 1.0,
+) -> CheckResult:
+    """Check each key alone, so that one hard key cannot starve the others of budget.
+
+    Every key first gets ``first_pass_s`` (most are decided in milliseconds); what the
+    keys still undecided after that pass share is the rest of ``budget_s``, split evenly
+    among them in turn.
+    """
+    start = clock()
+    results: list[PartitionResult] = []
+    hard: list[tuple[list[Operation], CheckResult]] = []
+    for part in partition_by_key(history):
+        result = check_linearizable(part, model, timeout_s=first_pass_s, clock=clock)
+        if result.outcome is Outcome.UNKNOWN:
+            hard.append((part, result))
+        else:
+            results.extend(result.partitions)
+    for i, (part, first) in enumerate(hard):
+        share = max(0.0, budget_s - (clock() - start)) / (len(hard) - i)
+        if share > first_pass_s:
+            first = check_linearizable(part, model, timeout_s=share, clock=clock)
+        results.extend(first.partitions)
+    outcomes = {r.outcome for r in results}
+    overall = next((o for o in (Outcome.ILLEGAL, Outcome.UNKNOWN) if o in outcomes), Outcome.OK)
+    return CheckResult(overall, results)
 
 
 async def retry_until_ok(
