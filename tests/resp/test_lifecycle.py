@@ -4,11 +4,13 @@ leadership change under a connected client (its commands follow the new leader).
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+import trustme
 from redis.exceptions import ResponseError, TryAgainError
 
 from raftcache.resp import start_resp_server
@@ -81,6 +83,29 @@ async def test_commands_fail_cleanly_without_a_quorum(tmp_path: Path) -> None:
         error = failure.value
         assert isinstance(error, TryAgainError) or "INDETERMINATE" in str(error), repr(error)
         assert await client.ping() is True  # the connection is still good
+    finally:
+        await client.aclose()
+        await cluster.stop()
+
+
+async def test_tls_listener(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    cluster = await start_resp_cluster(tmp_path, ssl_context=server_context)
+    port = await cluster.follower_port()
+    client = aioredis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(ca_file))
+    try:
+        assert await client.set("tls:k", "v") is True
+        assert await client.get("tls:k") == b"v"
+        reader, writer = await asyncio.open_connection("127.0.0.1", cluster.resp[0].port)
+        writer.write(b"PING\r\n")  # plain text to a TLS port: no PONG
+        async with asyncio.timeout(10):
+            assert not (await reader.read()).startswith(b"+PONG")
+        writer.close()
     finally:
         await client.aclose()
         await cluster.stop()

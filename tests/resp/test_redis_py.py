@@ -12,7 +12,7 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from redis.exceptions import ExecAbortError, ResponseError
 
-from .cluster import RespCluster
+from .cluster import RespCluster, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -279,3 +279,27 @@ async def test_connection_and_introspection(leader: aioredis.Redis) -> None:
             await command(r, "WATCH", "k")
     finally:
         await r.aclose()
+
+
+async def test_readonly_connections_read_their_own_replica(resp_cluster: RespCluster) -> None:
+    follower = (await resp_cluster.cluster.followers())[0]
+    resp = resp_cluster.resp[resp_cluster.cluster.servers.index(follower)]
+    writer = aioredis.Redis(port=await resp_cluster.leader_port())
+    reader = aioredis.Redis(port=resp.port, single_connection_client=True)
+    try:
+        await writer.set("ro:stale", "v")
+        assert await command(reader, "READONLY") is True
+        forwarded = resp.state.router.forwarded_total
+
+        async def replicated() -> bool:
+            return await reader.get("ro:stale") == b"v"
+
+        await wait_for(replicated)
+        assert await reader.mget("ro:stale", "ro:none") == [b"v", None]
+        assert resp.state.router.forwarded_total == forwarded  # served here, not by the leader
+        assert await command(reader, "READWRITE") is True
+        assert await reader.get("ro:stale") == b"v"
+        assert resp.state.router.forwarded_total > forwarded  # linearizable: via the leader
+    finally:
+        await writer.aclose()
+        await reader.aclose()

@@ -171,7 +171,7 @@ class Reset(Call):
 
     def run_server(self, ctx: ClientState) -> Reply:
         ctx.reset_multi()
-        ctx.proto, ctx.name, ctx.consistency = 2, None, "linearizable"
+        ctx.proto, ctx.name, ctx.consistency = 2, None, ctx.server.read_consistency
         server = ctx.server
         ctx.authenticated = server.client_token is None and server.client_token_ro is None
         ctx.read_only = False

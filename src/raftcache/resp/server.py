@@ -72,6 +72,7 @@ class RespConnection(asyncio.Protocol):
         addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         client = ClientState(state, next(state.client_ids), addr)
         client.authenticated = state.client_token is None and state.client_token_ro is None
+        client.consistency = state.read_consistency
         state.clients[client.id] = client
         self.client = client
         self._executor = Executor(client)
