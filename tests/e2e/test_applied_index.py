@@ -6,15 +6,11 @@ commits a few megabytes, then resumed; it catches up in AppendEntries of about 1
 each one takes a disk write and an fsync. Meanwhile we poll its ``/v1/status`` and its own
 (stale) reads as fast as we can.
 
-Both tests currently fail (the second loses 5-14 acknowledged writes in the first or second
-round in every run we tried): ``RaftCore.ready()`` advances ``core.applied`` when it *hands out*
-committed entries, and the driver (``RaftNode._ready_loop``) applies them only after
-``await asyncio.to_thread(self._persist, rd)``. While that write runs, the event loop serves
-requests: ``RaftNode.last_applied`` (``/v1/status``, metrics) reports entries the state machine
-does not have yet, and ``RaftNode.take_snapshot`` labels a copy of the state with
-``index = core.applied`` — a snapshot that lacks entries it claims to contain. The log is then
-compacted past them, so a restart (or an InstallSnapshot of that snapshot) loses acknowledged
-writes for good. ``lease_read``'s fast path trusts ``core.applied`` the same way.
+These tests caught a real bug (fixed): ``RaftCore.ready()`` advances ``core.applied`` when it
+*hands out* committed entries, and the driver applies them only after the disk write in a worker
+thread. ``last_applied`` and snapshots then claimed entries the state machine did not hold yet, and
+a snapshot taken in that window lost acknowledged writes after a restart. The driver now keeps
+its own applied index (``RaftNode._applied``), advanced entry by entry as the state machine applies.
 """
 
 from __future__ import annotations
@@ -41,11 +37,6 @@ from tests.e2e.nodes import (
 
 pytestmark = pytest.mark.e2e
 
-BUG = (
-    "RaftNode.last_applied is RaftCore.applied, advanced by ready() before the driver has "
-    "persisted the Ready (in a worker thread) and applied its entries; take_snapshot() uses it "
-    "as the snapshot index (see the module docstring)"
-)
 
 ROUNDS = 5
 VALUES_PER_ROUND = 24
@@ -99,7 +90,6 @@ async def _caught_up(http: aiohttp.ClientSession, node: NodeProcess, index: int)
     return status is not None and status["last_applied"] >= index
 
 
-@pytest.mark.xfail(strict=True, reason=BUG)
 async def test_last_applied_never_runs_ahead_of_the_nodes_own_reads(
     cluster: ProcessCluster,
 ) -> None:
@@ -136,7 +126,6 @@ async def _missing_on(
         await asyncio.sleep(0.2)
 
 
-@pytest.mark.xfail(strict=True, reason=BUG)
 async def test_snapshot_while_catching_up_then_restart_keeps_every_write(
     cluster: ProcessCluster,
 ) -> None:

@@ -119,6 +119,8 @@ class RaftNode:
         self._failed: BaseException | None = None
         self._failed_event = asyncio.Event()
         self._disk_full = False
+        #: Index of the last entry the state machine has really applied.
+        self._applied = 0
         self._last_config: Configuration | None = None
         self.stats = NodeStats()
 
@@ -147,7 +149,7 @@ class RaftNode:
 
     @property
     def last_applied(self) -> int:
-        return self._core.applied if self._core else 0
+        return self._applied
 
     @property
     def configuration(self) -> Configuration:
@@ -190,6 +192,7 @@ class RaftNode:
         if snapshot is not None:
             data = snapshot[1]
             self.state_machine.restore(data)
+        self._applied = snapshot[0].last_index if snapshot is not None else 0
         self._core = RaftCore(
             self.node_id, self.config, recovered, self._bootstrap, self._rng, data
         )
@@ -284,6 +287,7 @@ class RaftNode:
                             self._persisting = False
                     if rd.snapshot is not None:
                         self.state_machine.restore(rd.snapshot[1])
+                        self._applied = rd.snapshot[0].last_index
                         self._resolve_overtaken(rd.snapshot[0].last_index)
                     core.advance(rd)
                     del self._flush_waiters[: len(waiters)]
@@ -477,6 +481,7 @@ class RaftNode:
             result: Any = None
             if e.kind == EntryKind.COMMAND:
                 result = apply_entry(e.index, e.command) if apply_entry else sm.apply(e.command)
+            self._applied = e.index
             prop = self._proposals.pop(e.index, None)
             if prop is not None and not prop.future.done():
                 if prop.term == e.term:
@@ -558,7 +563,7 @@ class RaftNode:
             raise NotLeaderError(core.leader_id)
         if self._clock() < self._lease_until and core.log.term_at(core.commit_index) == core.term:
             index = core.commit_index
-            if index <= core.applied:
+            if index <= self._applied:
                 return index
             fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             self._reads_waiting_apply.append((index, fut))
@@ -629,7 +634,8 @@ class RaftNode:
             threshold > 0
             and core is not None
             and not self._snapshotting
-            and core.applied - core.log.snapshot_index >= threshold
+            and not self._disk_full
+            and self._applied - core.log.snapshot_index >= threshold
         ):
             self._snapshotting = True
             task = asyncio.create_task(self._snapshot_task())
@@ -647,7 +653,10 @@ class RaftNode:
         core = self._check_running()
         self._snapshotting = True
         try:
-            index = core.applied
+            # The state machine's own applied index, not the core's: the core hands entries
+            # out before the driver applies them (after the disk write), and a snapshot must
+            # be labelled with exactly the entries its data contains.
+            index = self._applied
             if index <= core.log.snapshot_index:
                 return core.log.snapshot_index
             term = core.log.term_at(index)
