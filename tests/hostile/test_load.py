@@ -41,17 +41,25 @@ class Tally:
     bad: list[tuple[int, bytes]] = field(default_factory=list)
     unanswered: int = 0
     shed: int = 0  # 503s of admission control (``overloaded``), among the 503s
+    shed_latencies: list[float] = field(default_factory=list)
 
     def rate(self, seconds: float) -> float:
         return self.statuses[200] / seconds
 
     def summary(self) -> str:
-        lat = sorted(self.latencies) or [0.0]
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-        return (
-            f"{dict(self.statuses)} p50 {statistics.median(lat) * 1000:.1f} ms "
-            f"p99 {p99 * 1000:.1f} ms max {lat[-1] * 1000:.1f} ms"
-        )
+        text = f"{dict(self.statuses)}, accepted in {percentiles(self.latencies)}"
+        if self.shed:
+            text += f"; {self.shed} shed in {percentiles(self.shed_latencies)}"
+        return text
+
+
+def percentiles(latencies: list[float]) -> str:
+    lat = sorted(latencies) or [0.0]
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    return (
+        f"p50 {statistics.median(lat) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, "
+        f"max {lat[-1] * 1000:.1f} ms"
+    )
 
 
 def shed_or_indeterminate(status: int, headers: Mapping[str, str], body: bytes) -> bool:
@@ -79,6 +87,7 @@ async def put(session: aiohttp.ClientSession, url: str, key: str, tally: Tally) 
         tally.bad.append((status, body[:200]))
     elif status == 503 and orjson.loads(body).get("overloaded") is True:
         tally.shed += 1
+        tally.shed_latencies.append(loop.time() - started)
 
 
 async def closed_loop(session: aiohttp.ClientSession, url: str, name: str) -> Tally:
@@ -170,7 +179,7 @@ async def test_twice_the_sustainable_rate(
     print(
         f"\nsustainable {sustainable:.0f} writes/s ({before.summary()})"
         f"\noffered {offered:.0f}/s for {OVERLOAD_S:g} s: accepted "
-        f"{overload.rate(OVERLOAD_S):.0f}/s, {overload.summary()}, shed {overload.shed}"
+        f"{overload.rate(OVERLOAD_S):.0f}/s, {overload.summary()}"
         f"\nhealth during overload: {len(health)} probes, p50 "
         f"{statistics.median(health) * 1000:.1f} ms, max {max(health) * 1000:.1f} ms"
         f"\nafter the load dropped: {after.rate(PHASE_S):.0f} writes/s ({after.summary()})"

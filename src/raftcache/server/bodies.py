@@ -1,11 +1,12 @@
 """Reading request bodies of the client API: bounded per request and charged to the node.
 
 Rule: a handler reads its body only through ``read_body``, which refuses a content-coded body
-(415) and (413) a body over the handler's own limit — by ``Content-Length`` before reading anything, else as soon as the bytes
-read pass it — and charges every byte to the request's admission ``Ticket`` (503 when the
-node-wide budget is spent). Nothing ever buffers a body up to the application's much larger
-``client_max_size``. The bytes read are kept on the request (``BODY``) so that the forwarder
-can send them on to the leader without reading the stream a second time.
+(415), refuses (413) a body over the handler's own limit — by ``Content-Length`` before reading
+anything, else as soon as the bytes read pass it — and charges every byte to the request's
+admission ``Ticket`` (503 when the node-wide budget is spent). Nothing ever buffers a body up to
+the application's much larger ``client_max_size``. The bytes read are kept on the request
+(``BODY``) so that the forwarder can send them on to the leader without reading the stream a
+second time.
 """
 
 from __future__ import annotations

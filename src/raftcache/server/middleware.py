@@ -1,13 +1,14 @@
-"""The middleware chain of the server, outermost first: metrics → errors → auth → admission →
+"""The middleware chain of the server, outermost first: admission → metrics → errors → auth →
 forwarding.
 
-Rule: handlers raise, middlewares translate. ``metrics`` sees the final status of every request
+Rule: handlers raise, middlewares translate. ``admission`` refuses work past the node's bounds
+(503, see ``admission``) before anything else is done — the cheapest answer the node can give,
+which is what an overloaded node needs. ``metrics`` sees the final status of every request
 (including errors and forwarded answers). ``errors`` turns every exception into a JSON error
 response — ``ApiError``, aiohttp's own 404/405/413, domain errors via ``api_error_for`` and
 any bug as a JSON 500 — so the node keeps serving whatever a handler does. ``auth`` checks the
 client tokens before any work is done (read-write, or read-only: 403 for a write).
-``admission`` refuses work past the node's bounds (503, see ``admission``) before the body is
-read. ``forwarding`` catches ``NotLeaderError`` and hands the request to the ``Forwarder``.
+``forwarding`` catches ``NotLeaderError`` and hands the request to the ``Forwarder``.
 """
 
 from __future__ import annotations
@@ -129,10 +130,20 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 @web.middleware
 async def admission_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Take the request's share of the node's capacity, or refuse it at once (503)."""
+    """Take the request's share of the node's capacity, or refuse it at once (503).
+
+    Outermost, and answering directly rather than raising through the chain: under overload
+    most requests are refused, so a refusal must cost as little as possible. It is still
+    counted in the HTTP metrics.
+    """
     if is_exempt(request.path):
         return await handler(request)
-    ticket = context_of(request).admission.admit(is_write_request(request))
+    ctx = context_of(request)
+    try:
+        ticket = ctx.admission.admit(is_write_request(request))
+    except ApiError as refused:
+        ctx.metrics.observe(route_label(request), request.method, refused.status, 0.0)
+        return refused.to_response()
     request[TICKET] = ticket
     try:
         return await handler(request)
@@ -150,9 +161,9 @@ async def forwarding_middleware(request: web.Request, handler: Handler) -> web.S
 
 
 MIDDLEWARES = (
+    admission_middleware,
     metrics_middleware,
     error_middleware,
     auth_middleware,
-    admission_middleware,
     forwarding_middleware,
 )
