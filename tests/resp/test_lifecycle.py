@@ -4,6 +4,7 @@ leadership change under a connected client (its commands follow the new leader).
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -108,4 +109,56 @@ async def test_tls_listener(tmp_path: Path) -> None:
         writer.close()
     finally:
         await client.aclose()
+        await cluster.stop()
+
+
+async def test_a_client_that_reads_late_gets_every_reply(tmp_path: Path) -> None:
+    """Megabytes pipelined before reading anything: the server holds little for the client
+    at any time (its limits are tiny here) and every reply arrives, in order. (Which of its
+    brakes engages — pausing reads, waiting for the transport to drain — depends on the
+    kernel's socket buffers, so the test checks the outcome, not the mechanism.)"""
+    cluster = await start_resp_cluster(tmp_path)
+    leader = await cluster.cluster.leader()
+    small = await start_resp_server(
+        leader.service,
+        leader.node,
+        "127.0.0.1",
+        0,
+        clock=time.time,
+        max_bulk_bytes=2048,
+        max_buffer_bytes=16 * 1024,
+    )
+    try:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # keep the kernel's share
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # small on our side
+        sock.connect(("127.0.0.1", small.port))
+        sock.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=sock)
+        payload = b"x" * 1000
+        request = b"*2\r\n$4\r\nECHO\r\n$1000\r\n" + payload + b"\r\n"
+        # ~24 MB each way: more than the server's socket buffers and its own limits hold.
+        count = 24_000
+
+        async def send_all() -> None:
+            for _ in range(count):
+                writer.write(request)
+                await writer.drain()  # blocks while the server has stopped reading us
+
+        sender = asyncio.create_task(send_all())
+        held = 0
+        for _ in range(20):  # what the server holds for us while we do not read
+            await asyncio.sleep(0.05)
+            for connection in list(small.connections):
+                held = max(held, connection.held_bytes())
+        assert not sender.done()  # the server stopped reading: we are pushed back
+        assert held < 1024 * 1024, held
+        expected = b"$1000\r\n" + payload + b"\r\n"
+        async with asyncio.timeout(60):
+            for _ in range(count):
+                assert await reader.readexactly(len(expected)) == expected
+            await sender
+        writer.close()
+    finally:
+        await small.stop()
         await cluster.stop()

@@ -49,6 +49,7 @@ class RespConnection(asyncio.Protocol):
             max_bulk_bytes=server.max_bulk_bytes, max_buffer_bytes=server.max_buffer_bytes
         )
         self._pending: list[list[bytes]] = []
+        self._pending_bytes = 0  # bytes received for the commands in ``_pending``
         self._task: asyncio.Task[None] | None = None
         self._writable = asyncio.Event()
         self._writable.set()
@@ -84,8 +85,13 @@ class RespConnection(asyncio.Protocol):
         commands = self._parser.feed(data)
         if commands:
             self._pending += commands
-        if self._parser.error is not None or len(self._pending) > MAX_PENDING_COMMANDS:
-            self._pause()
+        self._pending_bytes += len(data)
+        if (
+            self._parser.error is not None
+            or len(self._pending) > MAX_PENDING_COMMANDS
+            or self._pending_bytes > self._server.max_buffer_bytes
+        ):
+            self._pause()  # until the commands waiting have run and their replies are written
         if self._task is None and (self._pending or self._parser.error is not None):
             self._task = asyncio.get_running_loop().create_task(self._serve())
 
@@ -102,6 +108,7 @@ class RespConnection(asyncio.Protocol):
         try:
             while self._pending and not self._closed:
                 batch, self._pending = self._pending, []
+                self._pending_bytes = 0
                 out: list[bytes] = []
                 await executor.execute(batch, out)
                 if out and not self._closed:
@@ -142,6 +149,13 @@ class RespConnection(asyncio.Protocol):
         if self.client is not None:
             self._state.clients.pop(self.client.id, None)
         self._server.connections.discard(self)
+
+    def held_bytes(self) -> int:
+        """Bytes this connection holds in memory: unparsed input, parsed commands not yet run
+        (as received), replies not yet sent."""
+        transport = self._transport
+        unsent = 0 if transport is None else transport.get_write_buffer_size()
+        return self._parser.buffered + self._pending_bytes + unsent
 
     def close(self) -> None:
         """Close the connection (its replies in flight are dropped)."""
