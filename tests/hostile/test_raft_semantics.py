@@ -2,10 +2,9 @@
 
 Such a message decodes, so no amount of JSON validation stops it; only the cluster token keeps
 strangers out (``test_fuzz_cluster``), and a node without one must still refuse a message that
-cannot come from a correct leader — with a 400 — and keep serving. These run in a separate
-process because today two of them fail-stop or freeze the node (see each ``xfail`` reason:
-the checks belong to the Raft core or the wire codec, which this suite does not own). Each is
-``strict``: when the fix lands, the test passes and the marker must go.
+cannot come from a correct leader — with a 400 — and keep serving. They run in a separate
+process because before ``raftcache.raft.validation`` existed two of them fail-stopped or froze
+the node; the HTTP transport now refuses them with a 400 before the core sees them.
 """
 
 from __future__ import annotations
@@ -75,34 +74,21 @@ def negative_numbers(term: int, last: int) -> tuple[str, dict[str, Any]]:
     return "/raft/append-entries", body
 
 
-CORE = "RaftCore/RaftLog accept it (see the report: validate AppendEntries structurally)"
 ATTACKS = [
     pytest.param(
         entries_with_a_hole,
-        marks=pytest.mark.xfail(
-            strict=True, reason=f"500 and the node fail-stops on its next persist; {CORE}"
-        ),
         id="entries-with-a-hole",
     ),
     pytest.param(
         commit_beyond_the_log,
-        marks=pytest.mark.xfail(
-            strict=True, reason=f"the node's event loop spins forever; {CORE}", run=True
-        ),
         id="commit-beyond-the-log",
     ),
     pytest.param(
         undecodable_configuration,
-        marks=pytest.mark.xfail(
-            strict=True, reason="500: Configuration.decode raises inside the handler"
-        ),
         id="undecodable-snapshot-configuration",
     ),
     pytest.param(
         negative_numbers,
-        marks=pytest.mark.xfail(
-            strict=True, reason="200: the wire codec accepts negative terms and indices"
-        ),
         id="negative-numbers",
     ),
 ]

@@ -45,6 +45,7 @@ from raftcache.network.interface import RpcHandlers
 from raftcache.network.metered import sender_of
 from raftcache.network.metrics import NetworkMetrics, rpc_name
 from raftcache.network.wrapper import Clock
+from raftcache.raft.validation import InvalidMessageError, validate_request
 
 __all__ = ["RaftRoutes", "aiohttp_decodes_zstd"]
 
@@ -144,6 +145,10 @@ class RaftRoutes:
         fmt = format_of(request.content_type)
         try:
             req = decode_body(fmt, cls, body)
+            validate_request(req)
+        except InvalidMessageError as exc:
+            self.metrics.record_rejected("inbound", rpc, "?", NetworkError("", kind="bad_request"))
+            return error_response(400, f"invalid {cls.__name__}: {exc}", "bad_request")
         except codec.CodecError as exc:
             self.metrics.record_rejected("inbound", rpc, "?", NetworkError("", kind="bad_request"))
             return error_response(
