@@ -152,6 +152,11 @@ class ServerMetrics:
         self._state = NodeStateCollector(node, forwarded_total, admission_state)
         self.registry.register(self._state)
 
+    def count(self, route: str, method: str, status: int) -> None:
+        """Count a request answered before any work (a refusal): no latency to record, and
+        keeping it out of the histogram keeps that one about the requests served."""
+        self.requests.labels(route, method, str(status)).inc()
+
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request and record its latency."""
         self.requests.labels(route, method, str(status)).inc()

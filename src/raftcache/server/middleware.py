@@ -142,7 +142,7 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
     try:
         ticket = ctx.admission.admit(is_write_request(request))
     except ApiError as refused:
-        ctx.metrics.observe(route_label(request), request.method, refused.status, 0.0)
+        ctx.metrics.count(route_label(request), request.method, refused.status)
         return refused.to_response()
     request[TICKET] = ticket
     try:
