@@ -71,64 +71,12 @@ async def test_recover_a_survivor_and_grow_again(tmp_path: Path) -> None:
         for node in old:
             procs.start(node, old)
         async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
-            await find_leader(session, old)
-            await write_data(session, old)
-            leader = await find_leader(session, old)
-            async with session.get(leader.url + "/v1/status") as resp:
-                committed = (await resp.json())["commit_index"]
-            # The survivor must hold every committed write: wait until it applied them.
-            survivor = next(n for n in old if n is not leader)
-            await wait_until_applied(session, survivor, committed)
-
-            # Disaster: every node crashes, and two machines are lost for good.
-            for node in old:
-                procs.kill(node)
-
-            # A cluster bootstrapped from --peers never recorded the URLs: give ours.
-            result = await asyncio.to_thread(
-                subprocess.run,
-                [
-                    sys.executable,
-                    "-m",
-                    "raftcache",
-                    "recover",
-                    "--data-dir",
-                    str(survivor.data_dir),
-                    "--force-new-cluster",
-                    "--url",
-                    survivor.url,
-                ],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            assert result.returncode == 0, result.stderr
-            assert f"recovered {survivor.node_id}" in result.stdout
-
+            survivor = await write_then_lose_two(session, procs, old)
+            await run_recover(survivor)
             procs.start(survivor, [survivor])
             await wait_status(session, survivor, {"role": "leader", "members": [survivor.node_id]})
             assert await read_all(session, survivor, "linearizable") == expected()
-
-            # A fresh node (empty data directory) joins the new cluster and catches up.
-            fresh = procs.add("n4")
-            procs.start(fresh, [survivor, fresh])
-            async with session.post(
-                survivor.url + "/v1/members", json={"id": "n4", "url": fresh.url}
-            ) as resp:
-                assert resp.status == 200, await resp.text()
-            members = sorted([survivor.node_id, "n4"])
-            await wait_status(session, fresh, {"members": members, "leader": survivor.node_id})
-            await wait_status(session, survivor, {"members": members})
-            async with asyncio.timeout(30):
-                while await read_all(session, fresh, "stale") != expected():
-                    await asyncio.sleep(0.1)
-            # The two-node cluster takes writes through either node.
-            async with session.put(fresh.url + "/v1/keys/after", data=b"grown") as resp:
-                assert resp.status == 200, await resp.text()
-            async with session.get(survivor.url + "/v1/keys/after") as resp:
-                assert await resp.read() == b"grown"
-
+            fresh = await join_fresh_node(session, procs, survivor)
         for node in (survivor, fresh):
             assert node.popen is not None
             node.popen.send_signal(signal.SIGTERM)
@@ -137,6 +85,57 @@ async def test_recover_a_survivor_and_grow_again(tmp_path: Path) -> None:
             assert await wait_exit(node.popen) == 0
     finally:
         procs.stop_all()
+
+
+async def write_then_lose_two(
+    session: aiohttp.ClientSession, procs: Procs, old: list[Node]
+) -> Node:
+    """Writes through every node, then every node crashes; returns the survivor, a node that
+    had applied every committed write (the other two are never started again)."""
+    await find_leader(session, old)
+    await write_data(session, old)
+    leader = await find_leader(session, old)
+    async with session.get(leader.url + "/v1/status") as resp:
+        committed = (await resp.json())["commit_index"]
+    survivor = next(n for n in old if n is not leader)
+    await wait_until_applied(session, survivor, committed)
+    for node in old:
+        procs.kill(node)
+    return survivor
+
+
+async def run_recover(survivor: Node) -> None:
+    """``raftcache recover`` as an operator runs it; a cluster bootstrapped from --peers never
+    recorded the URLs, so ours is given."""
+    args = [sys.executable, "-m", "raftcache", "recover", "--data-dir", str(survivor.data_dir)]
+    args += ["--force-new-cluster", "--url", survivor.url]
+    result = await asyncio.to_thread(
+        subprocess.run, args, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"recovered {survivor.node_id}" in result.stdout
+
+
+async def join_fresh_node(session: aiohttp.ClientSession, procs: Procs, survivor: Node) -> Node:
+    """A node with an empty data directory joins with POST /v1/members and catches up; the
+    two-node cluster then takes writes through either node."""
+    fresh = procs.add("n4")
+    procs.start(fresh, [survivor, fresh])
+    async with session.post(
+        survivor.url + "/v1/members", json={"id": "n4", "url": fresh.url}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    members = sorted([survivor.node_id, "n4"])
+    await wait_status(session, fresh, {"members": members, "leader": survivor.node_id})
+    await wait_status(session, survivor, {"members": members})
+    async with asyncio.timeout(30):
+        while await read_all(session, fresh, "stale") != expected():
+            await asyncio.sleep(0.1)
+    async with session.put(fresh.url + "/v1/keys/after", data=b"grown") as resp:
+        assert resp.status == 200, await resp.text()
+    async with session.get(survivor.url + "/v1/keys/after") as resp:
+        assert await resp.read() == b"grown"
+    return fresh
 
 
 async def wait_until_applied(session: aiohttp.ClientSession, node: Node, index: int) -> None:

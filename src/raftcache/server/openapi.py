@@ -35,18 +35,18 @@ NODE_ID: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"}
 NODE_URL: Schema = {"type": "string", "pattern": "^https?://[^\\s/?#]+/?$"}
 
 
-def _error(description: str) -> Schema:
+def error_answer(description: str) -> Schema:
     return {
         "description": description,
         "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
 
 
-def _json(description: str, schema: Schema) -> Schema:
+def json_answer(description: str, schema: Schema) -> Schema:
     return {"description": description, "content": {JSON: {"schema": schema}}}
 
 
-def _obj(properties: dict[str, Schema], required: list[str] | None = None) -> Schema:
+def closed_object(properties: dict[str, Schema], required: list[str] | None = None) -> Schema:
     return {
         "type": "object",
         "properties": properties,
@@ -57,17 +57,17 @@ def _obj(properties: dict[str, Schema], required: list[str] | None = None) -> Sc
 
 # Answers every route may give: refused input, auth, overload, no leader, unknown outcome.
 COMMON: dict[str, Schema] = {
-    "400": _error("malformed input"),
-    "401": _error("missing or wrong bearer token"),
-    "403": _error("a read-only token used for a write"),
-    "413": _error("a value or body over its limit"),
-    "503": _error("no leader, overloaded or stopping; nothing happened (Retry-After)"),
+    "400": error_answer("malformed input"),
+    "401": error_answer("missing or wrong bearer token"),
+    "403": error_answer("a read-only token used for a write"),
+    "413": error_answer("a value or body over its limit"),
+    "503": error_answer("no leader, overloaded or stopping; nothing happened (Retry-After)"),
 }
 WRITE: dict[str, Schema] = {
     **COMMON,
-    "409": _error("not a counter, counter overflow, or a membership change refused"),
-    "412": _error("a precondition failed; the body carries the current version"),
-    "504": _error("the write's outcome is unknown (indeterminate: true)"),
+    "409": error_answer("not a counter, counter overflow, or a membership change refused"),
+    "412": error_answer("a precondition failed; the body carries the current version"),
+    "504": error_answer("the write's outcome is unknown (indeterminate: true)"),
 }
 CONSISTENCY: Schema = {
     "name": "consistency",
@@ -98,7 +98,8 @@ IF_MATCH: Schema = {
 }
 
 
-def _key_paths(limits: Limits) -> dict[str, Schema]:
+def _key_item_path(limits: Limits) -> dict[str, Schema]:
+    """``/v1/keys/{key}``: PUT, GET, DELETE."""
     value_body = {
         "required": True,
         "content": {
@@ -123,7 +124,7 @@ def _key_paths(limits: Limits) -> dict[str, Schema]:
         "required": False,
         "schema": {"type": "string", "enum": ["*"]},
     }
-    version = _obj({"version": VERSION}, ["version"])
+    version = closed_object({"version": VERSION}, ["version"])
     return {
         "/v1/keys/{key}": {
             "parameters": [KEY_PARAM],
@@ -131,7 +132,7 @@ def _key_paths(limits: Limits) -> dict[str, Schema]:
                 "summary": "Store a value (If-Match: compare-and-set; If-None-Match: create)",
                 "parameters": [ttl, IF_MATCH, if_none, *SESSION],
                 "requestBody": value_body,
-                "responses": {"200": _json("committed", version), **WRITE},
+                "responses": {"200": json_answer("committed", version), **WRITE},
             },
             "get": {
                 "summary": "Read a value (raw bytes, ETag: the version)",
@@ -141,7 +142,7 @@ def _key_paths(limits: Limits) -> dict[str, Schema]:
                         "description": "the value",
                         "content": {"application/octet-stream": {"schema": {"type": "string"}}},
                     },
-                    "404": _error("missing or expired"),
+                    "404": error_answer("missing or expired"),
                     **COMMON,
                 },
             },
@@ -149,11 +150,20 @@ def _key_paths(limits: Limits) -> dict[str, Schema]:
                 "summary": "Delete a key",
                 "parameters": [IF_MATCH, *SESSION],
                 "responses": {
-                    "200": _json("done", _obj({"deleted": {"type": "boolean"}}, ["deleted"])),
+                    "200": json_answer(
+                        "done", closed_object({"deleted": {"type": "boolean"}}, ["deleted"])
+                    ),
                     **WRITE,
                 },
             },
         },
+    }
+
+
+def _key_paths(limits: Limits) -> dict[str, Schema]:
+    """Every ``/v1/keys`` route."""
+    return {
+        **_key_item_path(limits),
         "/v1/keys/{key}/incr": {
             "parameters": [KEY_PARAM],
             "post": {
@@ -161,12 +171,12 @@ def _key_paths(limits: Limits) -> dict[str, Schema]:
                 "parameters": SESSION,
                 "requestBody": {
                     "required": False,
-                    "content": {JSON: {"schema": _obj({"by": INT64})}},
+                    "content": {JSON: {"schema": closed_object({"by": INT64})}},
                 },
                 "responses": {
-                    "200": _json(
+                    "200": json_answer(
                         "committed",
-                        _obj({"value": INT64, "version": VERSION}, ["value", "version"]),
+                        closed_object({"value": INT64, "version": VERSION}, ["value", "version"]),
                     ),
                     **WRITE,
                 },
@@ -191,9 +201,9 @@ def _key_paths(limits: Limits) -> dict[str, Schema]:
                     CONSISTENCY,
                 ],
                 "responses": {
-                    "200": _json(
+                    "200": json_answer(
                         "a page",
-                        _obj(
+                        closed_object(
                             {
                                 "keys": {"type": "array", "items": {"type": "string"}},
                                 "next": {"type": ["string", "null"]},
@@ -211,9 +221,9 @@ def _key_paths(limits: Limits) -> dict[str, Schema]:
 def _batch_paths(limits: Limits) -> dict[str, Schema]:
     op = {
         "oneOf": [
-            _obj({"op": {"const": "get"}, "key": KEY}, ["op", "key"]),
-            _obj({"op": {"const": "delete"}, "key": KEY}, ["op", "key"]),
-            _obj(
+            closed_object({"op": {"const": "get"}, "key": KEY}, ["op", "key"]),
+            closed_object({"op": {"const": "delete"}, "key": KEY}, ["op", "key"]),
+            closed_object(
                 {
                     "op": {"const": "set"},
                     "key": KEY,
@@ -225,8 +235,10 @@ def _batch_paths(limits: Limits) -> dict[str, Schema]:
         ]
     }
     max_ops = limits.max_batch_ops
-    ops_body = _obj({"ops": {"type": "array", "items": op, "maxItems": max_ops}}, ["ops"])
-    keys_body = _obj({"keys": {"type": "array", "items": KEY, "maxItems": max_ops}}, ["keys"])
+    ops_body = closed_object({"ops": {"type": "array", "items": op, "maxItems": max_ops}}, ["ops"])
+    keys_body = closed_object(
+        {"keys": {"type": "array", "items": KEY, "maxItems": max_ops}}, ["keys"]
+    )
     nullable_b64 = {"type": ["string", "null"]}
     return {
         "/v1/batch": {
@@ -235,9 +247,9 @@ def _batch_paths(limits: Limits) -> dict[str, Schema]:
                 "parameters": SESSION,
                 "requestBody": {"required": True, "content": {JSON: {"schema": ops_body}}},
                 "responses": {
-                    "200": _json(
+                    "200": json_answer(
                         "results in op order",
-                        _obj({"results": {"type": "array", "items": {"type": "object"}}}),
+                        closed_object({"results": {"type": "array", "items": {"type": "object"}}}),
                     ),
                     **WRITE,
                 },
@@ -249,9 +261,11 @@ def _batch_paths(limits: Limits) -> dict[str, Schema]:
                 "parameters": [CONSISTENCY],
                 "requestBody": {"required": True, "content": {JSON: {"schema": keys_body}}},
                 "responses": {
-                    "200": _json(
+                    "200": json_answer(
                         "values in key order (base64 or null)",
-                        _obj({"values": {"type": "array", "items": nullable_b64}}, ["values"]),
+                        closed_object(
+                            {"values": {"type": "array", "items": nullable_b64}}, ["values"]
+                        ),
                     ),
                     **COMMON,
                 },
@@ -260,142 +274,11 @@ def _batch_paths(limits: Limits) -> dict[str, Schema]:
     }
 
 
-def _admin_paths() -> dict[str, Schema]:
-    any_object = {"type": "object"}
-    return {
-        "/v1/status": {"get": _simple("This node's view of the cluster", any_object)},
-        "/v1/stats": {"get": _simple("Cache and Raft statistics", any_object)},
-        "/v1/health": {"get": _simple("200 while a leader is known, else 503", any_object)},
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus text exposition",
-                "responses": {
-                    "200": {"description": "metrics", "content": {"text/plain": {}}},
-                    **COMMON,
-                },
-            }
-        },
-        "/v1/members": {
-            "post": {
-                "summary": "Add a node (learner, then voter once caught up)",
-                "tags": ["admin"],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        JSON: {"schema": _obj({"id": NODE_ID, "url": NODE_URL}, ["id", "url"])}
-                    },
-                },
-                "responses": {"200": _json("added", any_object), **WRITE},
-            }
-        },
-        "/v1/members/{id}": {
-            "delete": {
-                "summary": "Remove a node",
-                "tags": ["admin"],
-                "parameters": [{"name": "id", "in": "path", "required": True, "schema": NODE_ID}],
-                "responses": {"200": _json("removed", any_object), **WRITE},
-            }
-        },
-        "/v1/leader/transfer": {
-            "post": {
-                "summary": "Hand leadership over",
-                "tags": ["admin"],
-                "requestBody": {
-                    "required": False,
-                    "content": {
-                        JSON: {"schema": _obj({"to": {"oneOf": [NODE_ID, {"type": "null"}]}})}
-                    },
-                },
-                "responses": {"200": _json("new leader", any_object), **WRITE},
-            }
-        },
-        "/v1/snapshot": {
-            "post": {
-                "summary": "Snapshot this node's state and compact its log",
-                "tags": ["admin"],
-                "responses": {"200": _json("snapshot taken", any_object), **WRITE},
-            }
-        },
-    }
-
-
-def _simple(summary: str, schema: Schema) -> Schema:
-    return {"summary": summary, "responses": {"200": _json("ok", schema), **COMMON}}
-
-
-def _raft_paths() -> dict[str, Schema]:
-    idx: Schema = {"type": "integer", "minimum": 0, "maximum": INT64_MAX}
-    entry = _obj(
-        {"term": idx, "index": idx, "command": BASE64, "kind": idx}, ["term", "index", "command"]
-    )
-    messages = {
-        "/raft/request-vote": _obj(
-            {
-                "term": idx,
-                "candidate_id": NODE_ID,
-                "last_log_index": idx,
-                "last_log_term": idx,
-                "pre_vote": {"type": "boolean"},
-                "leader_transfer": {"type": "boolean"},
-            },
-            ["term", "candidate_id", "last_log_index", "last_log_term"],
-        ),
-        "/raft/append-entries": _obj(
-            {
-                "term": idx,
-                "leader_id": NODE_ID,
-                "prev_log_index": idx,
-                "prev_log_term": idx,
-                "entries": {"type": "array", "items": entry},
-                "leader_commit": idx,
-                "timeout_now": {"type": "boolean"},
-            },
-            ["term", "leader_id", "prev_log_index", "prev_log_term"],
-        ),
-        "/raft/install-snapshot": _obj(
-            {
-                "term": idx,
-                "leader_id": NODE_ID,
-                "last_included_index": idx,
-                "last_included_term": idx,
-                "offset": idx,
-                "data": BASE64,
-                "done": {"type": "boolean"},
-                "configuration": BASE64,
-            },
-            [
-                "term",
-                "leader_id",
-                "last_included_index",
-                "last_included_term",
-                "offset",
-                "data",
-                "done",
-            ],
-        ),
-    }
-    return {
-        path: {
-            "post": {
-                "summary": "Raft RPC between nodes (cluster token)",
-                "tags": ["raft"],
-                "security": [{}, {"cluster": []}],
-                "requestBody": {"required": True, "content": {JSON: {"schema": schema}}},
-                "responses": {
-                    "200": _json("the RPC's response", {"type": "object"}),
-                    "400": _error("not a valid message"),
-                    "401": _error("missing or wrong cluster token"),
-                    "413": _error("body over the limit"),
-                    "503": _error("node not ready"),
-                },
-            }
-        }
-        for path, schema in messages.items()
-    }
-
-
 def openapi_document(limits: Limits | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 document of a node whose client API enforces ``limits``."""
+    # Imported here: openapi_ops builds on this module's helpers.
+    from raftcache.server.openapi_ops import admin_paths, raft_paths
+
     limits = limits or Limits()
     return {
         "openapi": "3.1.0",
@@ -408,8 +291,8 @@ def openapi_document(limits: Limits | None = None) -> dict[str, Any]:
         "paths": {
             **_key_paths(limits),
             **_batch_paths(limits),
-            **_admin_paths(),
-            **_raft_paths(),
+            **admin_paths(),
+            **raft_paths(),
         },
         "components": {
             "schemas": {"Error": ERROR},

@@ -1,0 +1,165 @@
+"""The operational and Raft parts of the OpenAPI document (see ``openapi``).
+
+Rule: the same as ``openapi``'s — what is stated here is what the handlers check. The admin
+routes carry the tag ``admin`` (a fuzzer must not send them *valid* requests: those really move
+leadership and membership), the Raft routes the tag ``raft``.
+"""
+
+from __future__ import annotations
+
+from raftcache.server.openapi import (
+    BASE64,
+    COMMON,
+    JSON,
+    NODE_ID,
+    NODE_URL,
+    WRITE,
+    Schema,
+    closed_object,
+    error_answer,
+    json_answer,
+)
+from raftcache.server.validation import INT64_MAX
+
+
+def admin_paths() -> dict[str, Schema]:
+    any_object = {"type": "object"}
+    return {
+        "/v1/status": {"get": simple("This node's view of the cluster", any_object)},
+        "/v1/stats": {"get": simple("Cache and Raft statistics", any_object)},
+        "/v1/health": {"get": simple("200 while a leader is known, else 503", any_object)},
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus text exposition",
+                "responses": {
+                    "200": {"description": "metrics", "content": {"text/plain": {}}},
+                    **COMMON,
+                },
+            }
+        },
+        "/v1/members": {
+            "post": {
+                "summary": "Add a node (learner, then voter once caught up)",
+                "tags": ["admin"],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON: {
+                            "schema": closed_object({"id": NODE_ID, "url": NODE_URL}, ["id", "url"])
+                        }
+                    },
+                },
+                "responses": {"200": json_answer("added", any_object), **WRITE},
+            }
+        },
+        "/v1/members/{id}": {
+            "delete": {
+                "summary": "Remove a node",
+                "tags": ["admin"],
+                "parameters": [{"name": "id", "in": "path", "required": True, "schema": NODE_ID}],
+                "responses": {"200": json_answer("removed", any_object), **WRITE},
+            }
+        },
+        "/v1/leader/transfer": {
+            "post": {
+                "summary": "Hand leadership over",
+                "tags": ["admin"],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        JSON: {
+                            "schema": closed_object({"to": {"oneOf": [NODE_ID, {"type": "null"}]}})
+                        }
+                    },
+                },
+                "responses": {"200": json_answer("new leader", any_object), **WRITE},
+            }
+        },
+        "/v1/snapshot": {
+            "post": {
+                "summary": "Snapshot this node's state and compact its log",
+                "tags": ["admin"],
+                "responses": {"200": json_answer("snapshot taken", any_object), **WRITE},
+            }
+        },
+    }
+
+
+def simple(summary: str, schema: Schema) -> Schema:
+    return {"summary": summary, "responses": {"200": json_answer("ok", schema), **COMMON}}
+
+
+def _raft_messages() -> dict[str, Schema]:
+    """The JSON schema of each Raft request, by route."""
+    idx: Schema = {"type": "integer", "minimum": 0, "maximum": INT64_MAX}
+    entry = closed_object(
+        {"term": idx, "index": idx, "command": BASE64, "kind": idx}, ["term", "index", "command"]
+    )
+    return {
+        "/raft/request-vote": closed_object(
+            {
+                "term": idx,
+                "candidate_id": NODE_ID,
+                "last_log_index": idx,
+                "last_log_term": idx,
+                "pre_vote": {"type": "boolean"},
+                "leader_transfer": {"type": "boolean"},
+            },
+            ["term", "candidate_id", "last_log_index", "last_log_term"],
+        ),
+        "/raft/append-entries": closed_object(
+            {
+                "term": idx,
+                "leader_id": NODE_ID,
+                "prev_log_index": idx,
+                "prev_log_term": idx,
+                "entries": {"type": "array", "items": entry},
+                "leader_commit": idx,
+                "timeout_now": {"type": "boolean"},
+            },
+            ["term", "leader_id", "prev_log_index", "prev_log_term"],
+        ),
+        "/raft/install-snapshot": closed_object(
+            {
+                "term": idx,
+                "leader_id": NODE_ID,
+                "last_included_index": idx,
+                "last_included_term": idx,
+                "offset": idx,
+                "data": BASE64,
+                "done": {"type": "boolean"},
+                "configuration": BASE64,
+            },
+            [
+                "term",
+                "leader_id",
+                "last_included_index",
+                "last_included_term",
+                "offset",
+                "data",
+                "done",
+            ],
+        ),
+    }
+
+
+def raft_paths() -> dict[str, Schema]:
+    """The Raft endpoints (tag ``raft``): not a client API, described so they can be fuzzed."""
+    return {
+        path: {
+            "post": {
+                "summary": "Raft RPC between nodes (cluster token)",
+                "tags": ["raft"],
+                "security": [{}, {"cluster": []}],
+                "requestBody": {"required": True, "content": {JSON: {"schema": schema}}},
+                "responses": {
+                    "200": json_answer("the RPC's response", {"type": "object"}),
+                    "400": error_answer("not a valid message"),
+                    "401": error_answer("missing or wrong cluster token"),
+                    "413": error_answer("body over the limit"),
+                    "503": error_answer("node not ready"),
+                },
+            }
+        }
+        for path, schema in _raft_messages().items()
+    }
