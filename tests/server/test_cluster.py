@@ -100,7 +100,8 @@ async def test_batch_mget_listing_and_ttl(cluster: Cluster) -> None:
     url = (await cluster.followers())[0].url
     ops = [
         {"op": "set", "key": "user:1", "value": base64.b64encode(b"ann").decode()},
-        {"op": "set", "key": "user:2", "value": "Ym9i", "ttl": 0.3},
+        # Long enough for the reads below on a busy machine (0.3 s was not), short enough to wait.
+        {"op": "set", "key": "user:2", "value": "Ym9i", "ttl": 1.5},
         {"op": "set", "key": "user:3", "value": ""},
         {"op": "get", "key": "user:1"},
         {"op": "delete", "key": "nope"},
@@ -118,7 +119,7 @@ async def test_batch_mget_listing_and_ttl(cluster: Cluster) -> None:
     assert orjson.loads(body) == {"values": ["Ym9i", "", None]}
     status, _, body = await call(cluster, "GET", url + "/v1/keys?prefix=user:&limit=2")
     assert orjson.loads(body) == {"keys": ["user:1", "user:2"], "next": "user:2"}
-    await asyncio.sleep(0.5)  # user:2's ttl has passed: hidden from reads at once
+    await asyncio.sleep(1.7)  # user:2's ttl has passed: hidden from reads at once
     status, _, _ = await call(cluster, "GET", url + "/v1/keys/user:2")
     assert status == 404
     status, _, body = await call(cluster, "GET", url + "/v1/keys?prefix=user:")
