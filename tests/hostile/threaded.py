@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import orjson
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -106,3 +107,13 @@ class ThreadedCluster:
             for other in self.urls():
                 got = self.request("GET", f"{other}/v1/keys/{key}")
                 assert (got.status, got.body) == (200, url.encode())
+
+
+def check_answer(method: str, answer: Answer) -> None:
+    """A 4xx or 2xx; a 503 only with Retry-After; every error a JSON object with ``error``."""
+    assert answer.status < 500 or answer.status == 503, (answer.status, answer.body[:300])
+    if answer.status == 503:
+        assert answer.headers["Retry-After"].isdigit()
+    if answer.status >= 400 and method != "HEAD":
+        assert answer.headers["Content-Type"].startswith("application/json"), answer.headers
+        assert isinstance(orjson.loads(answer.body)["error"], str)

@@ -28,6 +28,7 @@ def admin_paths() -> dict[str, Schema]:
         "/v1/status": {"get": simple("This node's view of the cluster", any_object)},
         "/v1/stats": {"get": simple("Cache and Raft statistics", any_object)},
         "/v1/health": {"get": simple("200 while a leader is known, else 503", any_object)},
+        "/openapi.json": {"get": simple("This document", any_object)},
         "/metrics": {
             "get": {
                 "summary": "Prometheus text exposition",
