@@ -9,7 +9,7 @@ against a real 3-node cluster.
 - Raft endpoints: negative cases that the wire codec cannot decode (wrong types, missing fields,
   garbage); well-typed messages with hostile values are tested in ``test_raft_semantics``.
 
-schemathesis is a test-only dependency; without it these tests are skipped (pin in the report).
+schemathesis is a dev dependency, pinned in constraints.txt.
 """
 
 from __future__ import annotations
@@ -17,24 +17,21 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-import pytest
+import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import negative_data_rejection, not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from raftcache.network import codec
 
 from .strategies import RAFT_ROUTES
 from .threaded import ThreadedCluster
-
-schemathesis = pytest.importorskip("schemathesis")
-
-from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.checks import negative_data_rejection, not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 ALL_CHECKS = [
     not_a_server_error,
