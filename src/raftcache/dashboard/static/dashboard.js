@@ -1,0 +1,343 @@
+// raftcache dashboard: fetches /dashboard/cluster.json every second and draws it.
+//
+// Rule: no framework, no build, nothing from another origin, and no innerHTML — every value
+// that came from a peer reaches the page through textContent or a numeric SVG attribute, so a
+// strange node id cannot inject markup (the page's Content-Security-Policy forbids inline script
+// as a second line of defence). Rates are computed here from successive samples: throughput is
+// the growth of the cluster's commit index per second of this browser's clock.
+"use strict";
+
+(() => {
+  const POLL_MS = 1000;
+  const TIMEOUT_MS = 3000; // above the server's per-peer poll bound (0.8 s by default)
+  const HISTORY = 60; // samples kept: one minute at one per second
+  const LAG_WARN = 100; // entries behind the leader that colour a row's lag
+  const TOKEN_KEY = "raftcache.dashboard.token";
+  const SVG_NS = "http://www.w3.org/2000/svg";
+
+  const state = {
+    view: null,
+    samples: [], // {t, commit}: the cluster's commit index at browser time t (ms)
+    throughput: [], // ops/s per poll interval (null when unknown)
+    latency: [], // ms per poll (null when unknown)
+    rtt: new Map(), // node id -> [ms or null]
+    polls: 0,
+    failures: 0,
+    lastOk: null,
+  };
+
+  // ---- pure helpers (window.raftcacheDashboard exposes them to the browser test) ----
+
+  /** ops/s between two samples {t (ms), commit}; null when it cannot be told. */
+  function rate(prev, cur) {
+    if (!prev || !cur || !isNum(prev.commit) || !isNum(cur.commit)) return null;
+    const seconds = (cur.t - prev.t) / 1000;
+    if (!(seconds > 0)) return null;
+    // A commit index never goes back; a lower one is another leader's restart: not negative ops.
+    return Math.max(cur.commit - prev.commit, 0) / seconds;
+  }
+
+  /**
+   * Line segments of a sparkline: values (null = gap) scaled into width x height with 0 at the
+   * bottom and the newest value at the right edge of `slots` positions.
+   * Returns [[[x, y], ...], ...], one list of points per unbroken run.
+   */
+  function sparklineSegments(values, width, height, slots = HISTORY) {
+    const recent = values.slice(-slots);
+    const finite = recent.filter(isNum);
+    const top = Math.max(0, ...finite) || 1;
+    const step = slots > 1 ? width / (slots - 1) : 0;
+    const offset = slots - recent.length;
+    const segments = [];
+    let current = null;
+    recent.forEach((v, i) => {
+      if (!isNum(v)) {
+        current = null;
+        return;
+      }
+      const x = (offset + i) * step;
+      const y = height - 1 - (Math.max(v, 0) / top) * (height - 2);
+      if (current === null) {
+        current = [];
+        segments.push(current);
+      }
+      current.push([round1(x), round1(y)]);
+    });
+    return segments;
+  }
+
+  /** SVG path data of the segments ("M x y L x y ..."). */
+  function linePath(segments) {
+    return segments
+      .map((points) => points.map(([x, y], i) => `${i ? "L" : "M"}${x} ${y}`).join(" "))
+      .join(" ");
+  }
+
+  /** Closed areas under each segment, down to the baseline at `height`. */
+  function areaPath(segments, height) {
+    return segments
+      .filter((points) => points.length > 1)
+      .map((points) => {
+        const first = points[0];
+        const last = points[points.length - 1];
+        return `${linePath([points])} L${last[0]} ${height} L${first[0]} ${height} Z`;
+      })
+      .join(" ");
+  }
+
+  function mean(values) {
+    const finite = values.filter(isNum);
+    return finite.length ? finite.reduce((a, b) => a + b, 0) / finite.length : null;
+  }
+
+  function isNum(v) {
+    return typeof v === "number" && Number.isFinite(v);
+  }
+
+  function round1(v) {
+    return Math.round(v * 10) / 10;
+  }
+
+  function pushBounded(list, value) {
+    list.push(value);
+    while (list.length > HISTORY) list.shift();
+  }
+
+  function fmt(v, digits = 0) {
+    if (!isNum(v)) return "—";
+    return digits ? v.toFixed(digits) : String(Math.round(v));
+  }
+
+  // ---- recording samples ----
+
+  function record(view, t) {
+    const sample = { t, commit: view.commit_index };
+    const prev = state.samples[state.samples.length - 1];
+    pushBounded(state.samples, sample);
+    pushBounded(state.throughput, rate(prev, sample));
+    pushBounded(state.latency, clusterLatency(view).value);
+    const seen = new Set();
+    for (const node of view.nodes) {
+      seen.add(node.id);
+      if (!state.rtt.has(node.id)) state.rtt.set(node.id, []);
+      pushBounded(state.rtt.get(node.id), node.rtt_ms);
+    }
+    for (const id of [...state.rtt.keys()]) if (!seen.has(id)) state.rtt.delete(id);
+    state.view = view;
+  }
+
+  /** Replication latency (mean over followers, from the leader), else the poll round trip. */
+  function clusterLatency(view) {
+    const replication = mean(view.nodes.map((n) => n.replication_ms));
+    if (replication !== null) return { value: replication, source: "replication, leader to followers" };
+    const rtt = mean(view.nodes.map((n) => n.rtt_ms));
+    return { value: rtt, source: "status round trip from the serving node" };
+  }
+
+  // ---- drawing ----
+
+  function $(id) {
+    return document.getElementById(id);
+  }
+
+  function setText(id, text, bad = false) {
+    const el = $(id);
+    el.textContent = text;
+    el.classList.toggle("bad", bad);
+  }
+
+  function svg(name, attrs) {
+    const el = document.createElementNS(SVG_NS, name);
+    for (const [key, value] of Object.entries(attrs)) el.setAttribute(key, String(value));
+    return el;
+  }
+
+  function drawSpark(target, values) {
+    const box = target.viewBox.baseVal;
+    const width = box && box.width ? box.width : 300;
+    const height = box && box.height ? box.height : 60;
+    const segments = sparklineSegments(values, width, height);
+    target.replaceChildren(
+      svg("line", { class: "base", x1: 0, y1: height - 0.5, x2: width, y2: height - 0.5 }),
+      svg("path", { class: "area", d: areaPath(segments, height) }),
+      svg("path", { class: "line", d: linePath(segments) }),
+    );
+    target.dataset.points = String(segments.reduce((n, s) => n + s.length, 0));
+  }
+
+  function render(view) {
+    const leaders = view.leaders || [];
+    let leaderText = view.leader === null ? "none" : view.leader;
+    if (leaders.length > 1) leaderText += ` (${leaders.length} claim it)`;
+    setText("leader", leaderText, view.leader === null || leaders.length > 1);
+    setText("term", fmt(view.term));
+    setText("up", `${view.up} / ${view.total}`, view.up * 2 <= view.total);
+    setText("commit", fmt(view.commit_index));
+    const lags = view.nodes.map((n) => n.lag).filter(isNum);
+    setText("max-lag", lags.length ? fmt(Math.max(...lags)) : "—", lags.some((l) => l >= LAG_WARN));
+    setText("self", view.self === null ? "this node" : view.self);
+
+    setText("throughput", fmt(state.throughput[state.throughput.length - 1], 1));
+    const latency = clusterLatency(view);
+    setText("latency", fmt(latency.value, 1));
+    $("latency-source").textContent = latency.source;
+    drawSpark($("throughput-spark"), state.throughput);
+    drawSpark($("latency-spark"), state.latency);
+
+    const rows = view.nodes.map((node) => nodeRow(node, view));
+    document.querySelector("#nodes tbody").replaceChildren(...rows);
+  }
+
+  function cell(text, className = "") {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (className) td.className = className;
+    return td;
+  }
+
+  function nodeRow(node, view) {
+    const tr = document.createElement("tr");
+    tr.dataset.nodeId = node.id;
+    tr.dataset.role = node.role || "unknown";
+    tr.dataset.reachable = String(Boolean(node.reachable));
+
+    const name = cell("", "col-node");
+    const id = document.createElement("span");
+    id.className = "node-id";
+    id.textContent = node.id;
+    name.append(id);
+    if (view.self !== null && node.id === view.self) {
+      const tag = document.createElement("span");
+      tag.className = "self-tag";
+      tag.textContent = "this node";
+      name.append(tag);
+    }
+    for (const [text, cls] of [[node.url, "node-url"], [node.error, "node-error"]]) {
+      if (!text) continue;
+      const line = document.createElement("span");
+      line.className = cls;
+      line.textContent = text;
+      name.append(line);
+    }
+
+    const role = cell("", "col-role");
+    const badge = document.createElement("span");
+    const roleName = node.role || "unknown";
+    badge.className = `role role-${/^[a-z]+$/.test(roleName) ? roleName : "unknown"}`;
+    badge.textContent = roleName;
+    role.append(badge);
+
+    const lag = cell(fmt(node.lag), "num col-lag");
+    if (isNum(node.lag) && node.lag >= LAG_WARN) lag.classList.add("lag-bad");
+
+    const spark = cell("", "col-spark");
+    const chart = svg("svg", { class: "spark", viewBox: "0 0 120 24", preserveAspectRatio: "none" });
+    spark.append(chart);
+    drawSpark(chart, state.rtt.get(node.id) || []);
+
+    tr.append(
+      name,
+      role,
+      cell(fmt(node.term), "num col-term"),
+      cell(node.leader === null || node.leader === undefined ? "—" : node.leader, "col-sees"),
+      cell(fmt(node.commit_index), "num col-commit"),
+      cell(fmt(node.last_applied), "num col-applied"),
+      lag,
+      cell(fmt(node.replication_ms, 1), "num col-repl"),
+      cell(fmt(node.rtt_ms, 1), "num col-rtt"),
+      cell(fmt(node.keys), "num col-keys"),
+      spark,
+    );
+    return tr;
+  }
+
+  function setConnection(stateName, text) {
+    const el = $("connection");
+    el.dataset.state = stateName;
+    el.textContent = text;
+  }
+
+  // ---- polling ----
+
+  function storedToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY);
+    } catch {
+      return null; // storage disabled: the token form still works for this page's life
+    }
+  }
+
+  let memoryToken = null;
+
+  function showTokenForm(rejected) {
+    const form = $("token-form");
+    form.hidden = false;
+    setConnection("auth", rejected ? "the token was refused" : "this node needs a client token");
+  }
+
+  async function poll() {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+    const token = memoryToken || storedToken();
+    const headers = { Accept: "application/json" };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    try {
+      const response = await fetch("/dashboard/cluster.json", {
+        headers,
+        cache: "no-store",
+        signal: controller.signal,
+      });
+      if (response.status === 401) {
+        showTokenForm(Boolean(token));
+        return;
+      }
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const view = await response.json();
+      state.polls += 1;
+      state.lastOk = new Date();
+      record(view, performance.now());
+      render(view);
+      $("token-form").hidden = true;
+      setConnection("live", "live");
+      $("updated").textContent = `updated ${state.lastOk.toLocaleTimeString()}`;
+    } catch (err) {
+      state.failures += 1;
+      const since = state.lastOk ? ` since ${state.lastOk.toLocaleTimeString()}` : "";
+      const reason = err && err.name === "AbortError" ? "timed out" : String(err && err.message);
+      setConnection("stale", `no answer from this node${since} (${reason})`);
+    } finally {
+      clearTimeout(timer);
+      schedule();
+    }
+  }
+
+  let pending = null;
+
+  function schedule() {
+    // setTimeout after each answer, not setInterval: a slow node never piles up requests.
+    clearTimeout(pending);
+    pending = setTimeout(() => {
+      if (document.hidden) schedule(); // a background tab costs the cluster nothing
+      else poll();
+    }, POLL_MS);
+  }
+
+  function start() {
+    $("token-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      memoryToken = $("token").value.trim() || null;
+      try {
+        if (memoryToken) sessionStorage.setItem(TOKEN_KEY, memoryToken);
+      } catch {
+        // storage disabled: memoryToken serves this page
+      }
+      clearTimeout(pending);
+      poll();
+    });
+    poll();
+  }
+
+  window.raftcacheDashboard = { rate, sparklineSegments, linePath, mean, state };
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
