@@ -1,8 +1,9 @@
 """Hypothesis strategies of hostile HTTP requests: client API, admin API and Raft endpoints.
 
-Raft bodies are *malformed* by construction (each is filtered through the wire codec and kept
-only if it does not decode): a well-typed message with hostile values is a protocol attack that
-only the cluster token stops, tested separately (``test_raft_semantics``).
+Raft bodies are *malformed* by construction: each is kept only if it does not decode, or decodes
+into a message that fails the structural checks of ``raftcache.raft.validation``. A well-formed
+message with hostile values (a huge term, say) is a protocol attack that only the cluster token
+stops, tested separately (``test_raft_semantics``, ``test_fuzz_cluster``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from raftcache.network import codec
 from raftcache.network.httpwire import PATHS as RAFT_PATHS
+from raftcache.raft.validation import InvalidMessageError, validate_request
 
 
 def dumps(value: Any) -> bytes:
@@ -158,10 +160,11 @@ RAFT_RAW = st.one_of(
 
 
 def undecodable(path: str, body: bytes) -> bool:
-    """Whether ``body`` is *not* a valid message for the Raft route ``path``."""
+    """Whether ``body`` is *not* a valid message for the Raft route ``path``: it does not decode,
+    or it decodes into a message no correct peer could send (``raftcache.raft.validation``)."""
     try:
-        codec.decode(RAFT_ROUTES[path], body)
-    except codec.CodecError:
+        validate_request(codec.decode(RAFT_ROUTES[path], body))
+    except (codec.CodecError, InvalidMessageError):
         return True
     return False
 

@@ -6,8 +6,9 @@ against a real 3-node cluster.
   503, and every schema-violating request refused with a 4xx.
 - Admin API: negative cases only (a valid request would really remove members or move
   leadership, which is not hostile input but an operator's command).
-- Raft endpoints: negative cases that the wire codec cannot decode (wrong types, missing fields,
-  garbage); well-typed messages with hostile values are tested in ``test_raft_semantics``.
+- Raft endpoints: negative cases that do not decode (wrong types, missing fields, garbage) or
+  fail the structural checks (negative numbers...); well-formed messages with hostile values are
+  tested in ``test_raft_semantics``.
 
 schemathesis is a dev dependency, pinned in constraints.txt.
 """
@@ -29,6 +30,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from raftcache.network import codec
+from raftcache.raft.validation import validate_request
 
 from .strategies import RAFT_ROUTES
 from .threaded import ThreadedCluster
@@ -100,7 +102,7 @@ def test_admin_api_refuses_invalid_input(cluster: ThreadedCluster) -> None:
     cluster.assert_serves()
 
 
-def test_raft_endpoints_refuse_undecodable_messages(cluster: ThreadedCluster) -> None:
+def test_raft_endpoints_refuse_malformed_messages(cluster: ThreadedCluster) -> None:
     schema = served_schema(cluster).include(tag="raft")
     cases = strategy(schema, GenerationMode.NEGATIVE)
     sent = 0
@@ -110,11 +112,11 @@ def test_raft_endpoints_refuse_undecodable_messages(cluster: ThreadedCluster) ->
     def check(case: Any, node: int) -> None:
         nonlocal sent
         try:
-            codec.from_dict(RAFT_ROUTES[case.path], case.body)
-        except (codec.CodecError, TypeError, ValueError):
+            validate_request(codec.from_dict(RAFT_ROUTES[case.path], case.body))
+        except (codec.CodecError, TypeError, ValueError):  # InvalidMessageError included
             pass
         else:
-            return  # decodable: a protocol attack, not malformed input (test_raft_semantics)
+            return  # well-formed: a protocol attack, not malformed input (test_raft_semantics)
         sent += 1
         response = call(cluster, case, node)
         assert response.status_code == 400, (response.status_code, response.text[:200])
