@@ -67,7 +67,7 @@ def test_raft_endpoints_refuse_malformed_messages(cluster: ThreadedCluster) -> N
 
 def test_huge_entries_list_is_refused_and_the_node_survives(cluster: ThreadedCluster) -> None:
     # 200k entries (~7 MiB of JSON): under the body limit, so the codec walks them all. The
-    # time is printed: no entry-count limit stops the walk early (see the report).
+    # time is printed: no entry-count limit stops the walk early (docs/security.md, gaps).
     body = huge_entries_body(200_000)
     url = cluster.urls()[2]
     started = time.perf_counter()
