@@ -47,7 +47,7 @@ def assert_clean(report: RunReport, min_faults: int) -> None:
 async def test_three_nodes_mixed_nemeses(tmp_path: Path) -> None:
     config = RunConfig(
         nodes=3,
-        duration_s=25.0,
+        duration_s=22.0,
         seed=20261126,
         nemeses=ALL_NEMESES,
         fault_s=(3.0, 4.5),
@@ -64,7 +64,7 @@ async def test_three_nodes_mixed_nemeses(tmp_path: Path) -> None:
 async def test_five_nodes_partitions_and_leader_faults(tmp_path: Path) -> None:
     config = RunConfig(
         nodes=5,
-        duration_s=15.0,
+        duration_s=12.0,
         seed=5,
         nemeses=("partition", "bridge", "isolate-leader", "kill-leader", "pause-leader"),
         fault_s=(3.0, 4.0),

@@ -83,3 +83,34 @@ async def test_lost_answer_of_forwarded_cas(tmp_path: Path, sessions: bool) -> N
             assert reply.value is not False, f"applied cas reported as failed: {reply}"
     finally:
         await api.close()
+
+
+NOT_APPENDED_BUG = (
+    "server/forwarding.py: when aiohttp's silent resend of a forwarded PUT cannot connect, "
+    "the forwarder answers 503 ('certainly not appended') although the first copy was applied"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=NOT_APPENDED_BUG)
+async def test_a_forwarded_write_that_was_applied_is_never_answered_503(tmp_path: Path) -> None:
+    """The same resend, when the leader is gone by then (found by the soak, seed 7).
+
+    Here the link from F to L disappears altogether (its proxy stops, as the leader's port
+    closes when the leader crashes): the resent copy cannot connect, and the forwarder maps
+    a connection that could not be opened to 503 — true of the resend, false of the request.
+    """
+    api = NodeApi(timeout_s=30.0)
+    try:
+        async with ProcessCluster(["n1", "n2", "n3"], tmp_path, rng=random.Random(8)) as cluster:
+            leader = await cluster.wait_for_leader(60.0)
+            follower = next(n for n in cluster.node_ids if n != leader)
+            cluster.mesh.set_link(follower, leader, ProxyMode.DELAY, delay_s=2.0)
+            write = asyncio.ensure_future(api.put(cluster.url(follower), "k", "v"))
+            await _wait_applied(api, cluster.url(leader), "k", "v", timeout_s=20.0)
+            cluster.mesh.set_link(follower, leader, ProxyMode.DROP)
+            # The route to the leader vanishes: connections reset, new ones refused.
+            await cluster.mesh.proxy(follower, leader).stop()
+            reply = await write
+            assert reply.http_status != 503, f"applied write reported not appended: {reply}"
+    finally:
+        await api.close()

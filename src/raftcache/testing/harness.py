@@ -211,7 +211,9 @@ class ProcessCluster:
             await asyncio.sleep(0.1)
         return None
 
-    async def mesh_leaks(self, timeout_s: float = 3.0) -> list[str]:
+    async def mesh_leaks(
+        self, timeout_s: float = 3.0, nodes: Sequence[str] | None = None
+    ) -> list[str]:
         """Nodes that get a write committed while the mesh cuts them off from everyone —
         i.e. that reach the leader without going through their proxies. Run it at the end:
         each node is isolated in turn (a leader among them is deposed), and the mesh is
@@ -221,11 +223,12 @@ class ProcessCluster:
         overrides it, such as a configuration replicated to it. Such a node makes partitions
         leaky, which weakens a run without making its verdicts wrong. A leak towards a node
         that is not the leader goes unnoticed here: this is a spot check, not a proof.
+        ``nodes`` limits the check to those nodes (default: every node).
         """
         api = NodeApi(timeout_s=timeout_s)
         leaks: list[str] = []
         try:
-            for node in self.specs:
+            for node in self.specs if nodes is None else nodes:
                 self.mesh.isolate(node)
                 if (await api.put(self.url(node), "harness-mesh-check", node)).ok:
                     leaks.append(node)
