@@ -143,23 +143,37 @@ class SetWorkload:
 
 def check_set_reads(workload: str, history: Sequence[Operation]) -> list[Finding]:
     """Every ok ``read`` of a grow-only set holds every add acknowledged before it began, and
-    nothing whose add began after it ended (each read checked against its own interval)."""
+    nothing whose add began after it ended (each read checked against its own interval).
+
+    One finding per kind of anomaly, naming the elements, how many reads showed them and the
+    first such read — a single misreported add would otherwise repeat in every later read.
+    """
     adds = [op for op in history if op.kind == "add"]
     acked = sorted((op.complete_time, op.input) for op in adds if op.status is OpStatus.OK)
     acked_times = [t for t, _ in acked]
     began = {op.input: op.invoke_time for op in adds if op.status is not OpStatus.FAIL}
-    found: list[Finding] = []
-    reads = [op for op in history if op.kind == "read" and op.status is OpStatus.OK]
-    for read in reads:
+    missing: dict[int, list[Operation]] = {}
+    early: dict[int, list[Operation]] = {}
+    for read in (op for op in history if op.kind == "read" and op.status is OpStatus.OK):
         seen: frozenset[int] = read.output
         # Acknowledged strictly before the read was invoked (touching intervals are concurrent).
-        before = acked[: bisect.bisect_left(acked_times, read.invoke_time)]
-        missing = sorted(e for _, e in before if e not in seen)
-        early = sorted(e for e in seen if began.get(e, float("inf")) > read.complete_time)
-        if missing:
-            detail = f"{read.describe()[:200]} misses {len(missing)} acked adds: {missing[:20]}"
-            found.append(Finding(workload, "set-read", "violation", detail))
-        if early:
-            detail = f"{read.describe()[:200]} holds elements never added in time: {early[:20]}"
+        for _, element in acked[: bisect.bisect_left(acked_times, read.invoke_time)]:
+            if element not in seen:
+                missing.setdefault(element, []).append(read)
+        for element in seen:
+            if began.get(element, float("inf")) > read.complete_time:
+                early.setdefault(element, []).append(read)
+    found: list[Finding] = []
+    for anomaly, what in (
+        (missing, "acknowledged adds missing"),
+        (early, "elements never added in time"),
+    ):
+        if anomaly:
+            reads = {id(r): r for rs in anomaly.values() for r in rs}
+            first = min(reads.values(), key=lambda r: r.invoke_time)
+            detail = (
+                f"{what} in {len(reads)} reads: {sorted(anomaly)[:20]}; first read "
+                f"[{first.invoke_time:g}, {first.complete_time:g}] p{first.process}"
+            )
             found.append(Finding(workload, "set-read", "violation", detail))
     return found
