@@ -56,5 +56,19 @@ bench: bench-deps
 soak: $(STAMP)
 	$(PY) -m raftcache.testing.soak --seconds $${SOAK_SECONDS:-600} --nodes $${SOAK_NODES:-3} $${SOAK_SEED:+--seed $$SOAK_SEED}
 
+# The dashboard in headless Chromium (tests/dashboard/test_browser.py). Installs Debian's chromium
+# when missing (never a browser download of playwright's own), and playwright into .venv while
+# the dev extra lacks it; RAFTCACHE_REQUIRE_BROWSER=1 makes a missing browser a failure, not a
+# skip. Screenshots land in tests/dashboard/artifacts/.
+.PHONY: browser-test
+browser-test: $(STAMP)
+	@if [ ! -x /usr/bin/chromium ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y chromium; \
+	fi
+	@$(PY) -c "import playwright" 2>/dev/null || $(PY) -m pip install -q 'playwright==1.65.2'
+	RAFTCACHE_REQUIRE_BROWSER=1 RAFTCACHE_ARTIFACTS_DIR=tests/dashboard/artifacts \
+		$(PY) -m pytest -q tests/dashboard/test_browser.py $(PYTEST_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
