@@ -1,6 +1,6 @@
 """Receiving-side limits on a real cluster, at and just past each bound (small limits: values
 1 KiB, 10 ops per batch or mget): the bound itself is accepted, one more is refused with the
-documented status, and every refusal is a JSON error."""
+documented status, and every refusal is a JSON error. Plus the bound on an mget's answer."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ import base64
 from urllib.parse import quote
 
 import orjson
+from aiohttp.test_utils import TestClient, TestServer
 
-from raftcache.server.validation import MAX_KEY_BYTES
+from raftcache.server.app import create_app
+from raftcache.server.context import ServerSettings
+from raftcache.server.validation import MAX_KEY_BYTES, Limits
+from tests.server.fakes import FakeNode, FakeService
 
 from .threaded import ThreadedCluster, check_answer
 
@@ -61,3 +65,18 @@ def test_small_bodies_and_listing_limit(cluster: ThreadedCluster) -> None:
     assert status(cluster, "GET", "/v1/keys?limit=1000") == 200
     assert status(cluster, "GET", "/v1/keys?limit=1001") == 400
     assert status(cluster, "GET", "/v1/keys?limit=0") == 400
+
+
+async def test_mget_answer_is_bounded() -> None:
+    node = FakeNode()
+    service = FakeService(node)
+    limits = Limits(max_value_bytes=1024, max_batch_ops=10, max_batch_bytes=2048)
+    app = create_app(node, service, ServerSettings(limits=limits))
+    async with TestClient(TestServer(app)) as client:
+        for key in ("a", "b", "c"):
+            assert (await client.put(f"/v1/keys/{key}", data=b"x" * 1024)).status == 200
+        ok = await client.post("/v1/mget", json={"keys": ["a", "b"]})  # 2048 bytes: at the bound
+        assert ok.status == 200
+        refused = await client.post("/v1/mget", json={"keys": ["a", "b", "c"]})
+        assert refused.status == 413
+        assert "ask for fewer keys" in (await refused.json())["error"]

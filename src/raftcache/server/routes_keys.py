@@ -13,7 +13,7 @@ from aiohttp import web
 from raftcache.cache.results import IncrResult
 from raftcache.server.bodies import read_body
 from raftcache.server.context import context_of
-from raftcache.server.errors import ApiError, bad_request
+from raftcache.server.errors import ApiError, bad_request, too_large
 from raftcache.server.results import (
     batch_response,
     expect_result,
@@ -151,8 +151,13 @@ async def mget(request: web.Request) -> web.Response:
     keys = parse_mget_body(body, ctx.settings.limits)
     if not keys:
         return json_response({"values": []})
-    values = to_values(await ctx.service.mget(keys, consistency))
-    return json_response({"values": values})
+    items = await ctx.service.mget(keys, consistency)
+    # The answer is bounded like a batch's values: 1000 keys of 1 MiB would be 1.3 GB of JSON.
+    size = sum(len(item.value) for item in items if item is not None)
+    limit = ctx.settings.limits.max_batch_bytes
+    if size > limit:
+        raise too_large(f"the values total {size} bytes, over {limit}: ask for fewer keys")
+    return json_response({"values": to_values(items)})
 
 
 async def malformed_key_path(request: web.Request) -> web.Response:
