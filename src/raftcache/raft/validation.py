@@ -51,10 +51,11 @@ def validate_request(req: RaftRequest) -> None:
         )
         if req.last_included_term > req.term:
             raise InvalidMessageError("last_included_term is above the leader's term")
-        try:
-            Configuration.decode(req.configuration)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise InvalidMessageError(f"undecodable configuration: {exc}") from None
+        if req.configuration:  # empty: the sender had no configuration to add (keep ours)
+            try:
+                Configuration.decode(req.configuration)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise InvalidMessageError(f"undecodable configuration: {exc}") from None
 
 
 def _validate_append(req: AppendEntriesRequest) -> None:
