@@ -694,7 +694,7 @@ class RaftCore:
             return
         candidate = matches[len(matches) - conf.quorum()]
         # Figure 8: only an entry of the current term is committed by counting replicas.
-        if candidate > self.commit_index:
+        if candidate > self.commit_index and self.log.term_at(candidate) == self.term:
             self.commit_index = candidate
             if self.uncommitted_bytes:
                 self.uncommitted_bytes = sum(
