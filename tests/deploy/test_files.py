@@ -334,3 +334,36 @@ def test_k8s_every_object_has_the_basics(objects: list[dict[str, Any]]) -> None:
         assert obj["metadata"]["name"]
         assert obj["metadata"]["labels"] == LABELS
         assert "namespace" not in obj["metadata"]  # applied to whichever namespace is chosen
+
+
+# ---- systemd ----
+
+
+def test_systemd_unit_starts_a_valid_node_from_its_env_files(serve_help: str) -> None:
+    unit = (DEPLOY / "systemd" / "raftcache@.service").read_text()
+    lines = [line.strip() for line in unit.splitlines() if "=" in line and line[:1] != "#"]
+    settings: dict[str, list[str]] = {}
+    for line in lines:
+        key, _, value = line.partition("=")
+        settings.setdefault(key, []).append(value)
+    assert settings["User"] != ["root"]
+    assert settings["KillSignal"] == ["SIGTERM"]
+    instance = "n1"
+    env: dict[str, str] = {}
+    for path in settings["EnvironmentFile"]:
+        example = DEPLOY / "systemd" / (Path(path).name.replace("%i", instance) + ".example")
+        env.update(parse_env_file(example))
+    for assignment in settings["Environment"]:
+        key, _, value = assignment.partition("=")
+        env[key] = value.replace("%i", instance)
+    (exec_start,) = settings["ExecStart"]
+    argv = exec_start.replace("%i", instance).split()
+    assert argv[0].endswith("/raftcache")
+    for flag in flags_of(argv):
+        assert flag in serve_help
+    options = serve_options(argv[1:], env)
+    assert options.id == instance
+    assert f"{options.host}:{options.port}" == urlsplit(options.peers[instance]).netloc
+    (state_dir,) = settings["StateDirectory"]
+    assert options.data_dir == Path("/var/lib") / state_dir.replace("%i", instance)
+    assert options.cluster_token is not None
