@@ -34,6 +34,7 @@ class FakePeer:
     status_code: int = 200
     seen_auth: list[str | None] = field(default_factory=list)
     status_calls: int = 0
+    stats_delay_s: float | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -59,7 +60,7 @@ class FakePeer:
         return web.json_response(body, status=self.status_code)
 
     async def stats(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(self.delay_s)
+        await asyncio.sleep(self.stats_delay_s if self.stats_delay_s is not None else self.delay_s)
         raft = {"replication_latency_ms": {"p2": 3.0}} if self.role == "leader" else {}
         return web.json_response({"cache": {"keys": 4}, "raft": raft})
 
@@ -179,6 +180,24 @@ async def test_a_slow_peer_costs_at_most_the_timeout(serve_peers: Any) -> None:
     assert fast.error is None
     assert fast.status is not None
     assert slow.error == "no answer in 0.3 s"
+
+
+async def test_a_failed_status_leaves_no_stats_request_behind(serve_peers: Any) -> None:
+    peer = FakePeer("p1", status_code=503, status_body=b"{}", stats_delay_s=30.0)
+    poller = ClusterPoller(await serve_peers([peer]), timeout_s=10.0)
+    try:
+        async with asyncio.timeout(5.0):
+            (got,) = await poller.poll()
+        await asyncio.sleep(0)
+        leftovers = [
+            t
+            for t in asyncio.all_tasks()
+            if not t.done() and "ClusterPoller" in t.get_coro().__qualname__  # type: ignore[union-attr]
+        ]
+    finally:
+        await poller.close()
+    assert got.error == "HTTP 503 from /v1/status"
+    assert leftovers == []
 
 
 async def test_callers_share_one_poll_and_peers_get_their_token(serve_peers: Any) -> None:

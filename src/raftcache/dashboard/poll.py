@@ -133,7 +133,15 @@ class ClusterPoller:
 
         try:
             async with asyncio.timeout(self.timeout_s):
-                got_status, got_stats = await asyncio.gather(status(), stats())
+                # Both requests at once; a failed status or the timeout cancels stats too, so
+                # no request outlives the poll.
+                stats_task = asyncio.ensure_future(stats())
+                try:
+                    got_status = await status()
+                except BaseException:
+                    stats_task.cancel()
+                    raise
+                got_stats = await stats_task
         except TimeoutError:
             return PeerAnswer(node_id, url, None, None, None, f"no answer in {self.timeout_s:g} s")
         except PeerError as exc:
