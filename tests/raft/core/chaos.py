@@ -12,16 +12,20 @@ network heals, a leader emerges and every node applies a fresh command.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from raftcache.raft.core import Role
 from raftcache.raft.errors import MembershipChangeError, NotLeaderError, ProposalDroppedError
 from tests.raft.core.invariants import SafetyChecker
-from tests.raft.core.lockstep import ELECTION_TICKS_MAX, LockstepNetwork, make_config
+from tests.raft.core.lockstep import ELECTION_TICKS_MAX, Envelope, LockstepNetwork, make_config
 
 #: Small messages, pipelines and chunks, so that short schedules exercise every code path.
 CHAOS_CONFIG = make_config(
+    election_timeout_min=0.6,  # 6..12 ticks: elections are frequent enough in short schedules
+    election_timeout_max=1.2,
     max_entries_per_message=3,
     max_inflight=4,
     snapshot_chunk_size=48,
@@ -58,22 +62,33 @@ class ReadCheck:
 class Chaos:
     """A network under attack, with the safety checker watching every step."""
 
-    def __init__(self, size: int, seed: int, *, auto_ready: bool = False) -> None:
-        self.net = LockstepNetwork(size, seed=seed, cfg=CHAOS_CONFIG, auto_ready=auto_ready)
+    def __init__(
+        self, size: int, seed: int, *, auto_ready: bool = False, max_entries: int = 3
+    ) -> None:
+        cfg = dataclasses.replace(CHAOS_CONFIG, max_entries_per_message=max_entries)
+        self.net = LockstepNetwork(size, seed=seed, cfg=cfg, auto_ready=auto_ready)
         self.ids = list(self.net.nodes)
         self.checker = SafetyChecker()
         self.reads = ReadCheck()
         self.proposed = 0
         self.next_read = 0
         self.log: list[str] = []
+        #: Paused processes → tick rounds left.
+        self.paused: dict[str, int] = {}
+        #: Set once an invariant failed: ``settle`` is pointless after that.
+        self.failed = False
 
     # ------------------------------------------------------------------ helpers
     def _node(self, i: int) -> str:
         return self.ids[i % len(self.ids)]
 
     def check(self) -> None:
-        self.checker.check(self.net)
-        self.reads.check(self.net)
+        try:
+            self.checker.check(self.net)
+            self.reads.check(self.net)
+        except AssertionError:
+            self.failed = True
+            raise
 
     def _record(self, what: str) -> None:
         self.log.append(what)
@@ -82,11 +97,27 @@ class Chaos:
     # ``flush`` says whether the node's ready loop runs right after the step (it usually does
     # in the driver); when it does not, a crash before the next flush loses the step's effects.
     def _after(self, node: str, flush: bool) -> None:
-        if flush:
+        if flush and not self.paused.get(node):
             self.net.flush(node)
+
+    def _running(self, node: str) -> bool:
+        """Not paused; counts one tick of a pause down."""
+        left = self.paused.get(node, 0)
+        if left:
+            self.paused[node] = left - 1
+        return not left
+
+    def pause(self, i: int, ticks: int) -> None:
+        """Freeze a process (a GC pause, SIGSTOP) for ``ticks`` ticks of the others: it
+        neither ticks nor runs its ready loop, and messages to it wait in the network."""
+        node = self._node(i)
+        self._record(f"pause {node} for {ticks}")
+        self.paused[node] = ticks
 
     def tick(self, i: int, flush: bool = True) -> None:
         node = self._node(i)
+        if self.paused.get(node):
+            return
         self._record(f"tick {node}")
         self.net.tick(node)
         self._after(node, flush)
@@ -94,20 +125,60 @@ class Chaos:
     def tick_all(self, flush: bool = True) -> None:
         self._record("tick all")
         for node in self.ids:
-            self.net.tick(node)
-            self._after(node, flush)
+            if self._running(node):
+                self.net.tick(node)
+                self._after(node, flush)
+
+    def timeout(self, i: int, flush: bool = True) -> None:
+        """The node's election timer fires now (a fast clock, or a long pause elsewhere)."""
+        node = self._node(i)
+        core = self.net[node]
+        if core.role is Role.LEADER or self.paused.get(node):
+            return
+        self._record(f"timeout {node}")
+        for _ in range(ELECTION_TICKS_MAX):
+            before = core.elections, core.state_transitions
+            core.tick()
+            if (core.elections, core.state_transitions) != before:
+                break  # it campaigned
+        self._after(node, flush)
+
+    def calm(self, ticks: int) -> None:
+        """A calm stretch: every node ticks and flushes, and everything in flight is delivered
+        (in order) after each tick; the invariants are checked after every delivery."""
+        self._record(f"calm {ticks}")
+        for _ in range(ticks):
+            for node in self.ids:
+                if self._running(node):
+                    self.net.tick(node)
+                    self.net.flush(node)
+            for _ in range(60):
+                ready = self._deliverable()
+                if not ready:
+                    break
+                env = ready[0]
+                self.net.deliver(env)
+                self._after(env.sender, True)
+                self.check()
+
+    def _deliverable(self) -> list[Envelope]:
+        return [e for e in self.net.queue if not self.paused.get(e.dst)]
 
     def flush(self, i: int) -> None:
         node = self._node(i)
+        if self.paused.get(node):
+            return
         self._record(f"flush {node}")
         self.net.flush(node)
 
     def deliver(self, k: int, flush: bool = True) -> None:
-        if self.net.queue:
-            env = self.net.queue[k % len(self.net.queue)]
+        ready = self._deliverable()
+        if ready:
+            env = ready[k % len(ready)]
+            response = not env.is_request
             self._record(f"deliver {env!r}")
             self.net.deliver(env)  # a request is always flushed before its answer leaves
-            self._after(env.sender, flush and env.is_request is False)
+            self._after(env.sender, flush and response)
 
     def drop(self, k: int, flush: bool = True) -> None:
         if self.net.queue:
@@ -136,6 +207,27 @@ class Chaos:
         self._record(f"isolate {node}")
         self.net.isolate(node)
 
+    def rejoin(self, i: int) -> None:
+        node = self._node(i)
+        self._record(f"rejoin {node}")
+        self.net.rejoin(node)
+
+    def depose(self, mode: int) -> None:
+        """Cut off (mode 0), crash (1) or freeze for a while (2) the newest leader: leadership
+        changes are where Raft is subtle, and a frozen leader that wakes up still believing it
+        leads is what ReadIndex must survive."""
+        leader = self.net.leader()
+        if leader is None:
+            return
+        mode %= 3
+        self._record(f"depose {leader} ({['isolate', 'crash', 'pause'][mode]})")
+        if mode == 0:
+            self.net.isolate(leader)
+        elif mode == 1:
+            self.net.crash_restart(leader)
+        else:
+            self.paused[leader] = 3 * ELECTION_TICKS_MAX // 2
+
     def heal(self) -> None:
         self._record("heal")
         self.net.heal()
@@ -151,10 +243,16 @@ class Chaos:
         self.net.nodes[node].take_snapshot()
         self._after(node, flush)
 
-    def _leader_does(self, what: str, flush: bool, action: Callable[[str], object]) -> None:
-        leader = self.net.leader()
-        if leader is None:
+    def _leader_does(
+        self, what: str, flush: bool, which: int, action: Callable[[str], object]
+    ) -> None:
+        """Run ``action`` on a leader: ``which`` picks among all nodes that believe they lead,
+        newest term first — a deposed leader that does not know it yet is the interesting one
+        (its proposals diverge, its reads must never be confirmed)."""
+        leaders = sorted(self.net.leaders(), key=lambda n: -self.net[n].term)
+        if not leaders:
             return
+        leader = leaders[which % len(leaders)]
         self._record(f"{what} on {leader}")
         try:
             action(leader)
@@ -162,12 +260,19 @@ class Chaos:
             return
         self._after(leader, flush)
 
-    def propose(self, flush: bool = True) -> None:
-        self.proposed += 1
-        cmd = f"cmd-{self.proposed}".encode()
-        self._leader_does(f"propose {cmd!r}", flush, lambda n: self.net[n].propose(cmd))
+    def propose(self, count: int = 1, flush: bool = True, which: int = 0) -> None:
+        """``count`` proposals in a row on the leader (a burst fills messages and pipelines)."""
+        first = self.proposed + 1
+        self.proposed += count
+        cmds = [f"cmd-{i}".encode() for i in range(first, self.proposed + 1)]
 
-    def read(self, flush: bool = True) -> None:
+        def burst(leader: str) -> None:
+            for cmd in cmds:
+                self.net[leader].propose(cmd)
+
+        self._leader_does(f"propose {first}..{self.proposed}", flush, which, burst)
+
+    def read(self, flush: bool = True, which: int = 0) -> None:
         self.next_read += 1
         read_id = self.next_read
         floor = max(self.checker.committed, default=0)
@@ -177,27 +282,30 @@ class Chaos:
             self.reads.requested(leader, node.incarnation, read_id, floor)
             node.core.request_read(read_id)
 
-        self._leader_does(f"read #{read_id}", flush, request)
+        self._leader_does(f"read #{read_id}", flush, which, request)
 
-    def transfer(self, i: int, flush: bool = True) -> None:
+    def transfer(self, i: int, flush: bool = True, which: int = 0) -> None:
         target = self._node(i)
         self._leader_does(
-            f"transfer to {target}", flush, lambda n: self.net[n].transfer_leadership(target)
+            f"transfer to {target}",
+            flush,
+            which,
+            lambda n: self.net[n].transfer_leadership(target),
         )
 
-    def toggle_member(self, i: int, flush: bool = True) -> None:
-        """Demote a voter to learner or promote a learner, keeping at least three voters."""
+    def toggle_member(self, i: int, flush: bool = True, which: int = 0) -> None:
+        """Demote a voter to learner or promote a learner, keeping at least two voters."""
         node = self._node(i)
 
         def change(leader: str) -> None:
             core = self.net[leader]
             conf = core.configuration
-            if node in conf.voters and len(conf.voters) > 3:
+            if node in conf.voters and len(conf.voters) > 2:
                 core.propose_config(conf.with_learner(node, conf.voters[node]))
             elif node in conf.learners:
                 core.propose_config(conf.with_voter(node, None))
 
-        self._leader_does(f"toggle {node}", flush, change)
+        self._leader_does(f"toggle {node}", flush, which, change)
 
     # ------------------------------------------------------------------ the end
     def settle(self) -> None:
@@ -206,6 +314,7 @@ class Chaos:
         self._record("settle")
         net = self.net
         net.heal()
+        self.paused.clear()
         net.auto_ready = True
         net.flush_all()
         marker = b"settle-marker"
@@ -232,48 +341,117 @@ class Chaos:
 
 #: (operation, weight) for random schedules.
 WEIGHTS: dict[str, int] = {
-    "tick_all": 12,
+    "tick_all": 10,
     "tick": 4,
+    "timeout": 2,
     "flush": 8,
-    "deliver": 45,
+    "deliver": 60,
     "drop": 3,
     "replay": 2,
-    "cut": 1,
-    "isolate": 1,
+    "cut": 2,
+    "isolate": 2,
     "heal": 2,
-    "crash": 1,
-    "snapshot": 2,
+    "rejoin": 3,
+    "depose": 2,
+    "pause": 2,
+    "crash": 2,
+    "snapshot": 3,
     "propose": 10,
     "read": 3,
     "transfer": 1,
-    "toggle_member": 1,
+    "toggle_member": 2,
 }
-_NAMES = list(WEIGHTS)
-_WEIGHTS = list(WEIGHTS.values())
-_NODE_ARG = {"tick", "flush", "isolate", "crash", "snapshot", "transfer", "toggle_member"}
-_NO_FLUSH_ARG = {"flush", "replay", "cut", "isolate", "heal", "crash"}
+#: Operations that inject faults: a calm profile makes them rarer, so that the cluster spends
+#: more time making progress (leaders, commits, snapshots, membership changes).
+FAULTS = {"drop", "replay", "cut", "isolate", "crash", "timeout", "transfer", "depose", "pause"}
+_NODE_ARG = {
+    "tick",
+    "timeout",
+    "flush",
+    "isolate",
+    "rejoin",
+    "pause",
+    "crash",
+    "snapshot",
+    "transfer",
+    "toggle_member",
+}
+_LEADER_OPS = {"propose", "read", "transfer", "toggle_member"}
+_NO_FLUSH_ARG = {
+    "flush",
+    "replay",
+    "cut",
+    "isolate",
+    "rejoin",
+    "heal",
+    "crash",
+    "depose",
+    "pause",
+}
 
 
-def random_step(chaos: Chaos, rng: random.Random, flush_prob: float = 0.85) -> None:
+@dataclass(frozen=True)
+class Profile:
+    """The shape of one random schedule."""
+
+    size: int
+    flush_prob: float
+    fault_scale: float
+    #: One entry per AppendEntries makes "an old entry replicated, the new one not" common
+    #: (the Figure 8 situation); larger batches exercise partial overlaps.
+    max_entries: int
+
+    @classmethod
+    def draw(cls, rng: random.Random) -> Profile:
+        return cls(
+            size=rng.choice([3, 3, 4, 5]),
+            flush_prob=rng.choice([0.6, 0.85, 1.0]),
+            fault_scale=rng.choice([0.2, 0.5, 1.0, 2.0]),
+            max_entries=rng.choice([1, 1, 3]),
+        )
+
+    def weights(self) -> tuple[list[str], list[float]]:
+        names = list(WEIGHTS)
+        scaled = [w * (self.fault_scale if n in FAULTS else 1.0) for n, w in WEIGHTS.items()]
+        return names, scaled
+
+
+def random_step(
+    chaos: Chaos, rng: random.Random, profile: Profile, weights: tuple[list[str], list[float]]
+) -> None:
     """One weighted random operation with random arguments."""
-    op = rng.choices(_NAMES, _WEIGHTS)[0]
+    op = rng.choices(*weights)[0]
     args: list[object] = []
     if op in _NODE_ARG or op in ("deliver", "drop", "replay"):
         args.append(rng.randrange(1 << 16))
     if op == "cut":
         args += [rng.randrange(1 << 16), rng.randrange(1 << 16)]
+    if op == "pause":
+        args.append(rng.choice([2, 5, 15, 30]))
+    if op == "depose":
+        args.append(rng.randrange(3))
+    if op == "propose":
+        args.append(rng.choice([1, 1, 1, 2, 5]))
     if op not in _NO_FLUSH_ARG:
-        args.append(rng.random() < flush_prob)
+        args.append(rng.random() < profile.flush_prob)
+    if op in _LEADER_OPS:
+        args.append(rng.randrange(4))
     getattr(chaos, op)(*args)
 
 
 def run_schedule(seed: int, steps: int) -> Chaos:
     """A whole random schedule: ``steps`` operations, checked after each, then ``settle``."""
     rng = random.Random(seed)
-    size = rng.choice([3, 3, 4, 5])
-    chaos = Chaos(size, seed)
-    for _ in range(steps):
-        random_step(chaos, rng)
-        chaos.check()
-    chaos.settle()
+    profile = Profile.draw(rng)
+    weights = profile.weights()
+    chaos = Chaos(profile.size, seed, max_entries=profile.max_entries)
+    chaos.log.append(repr(profile))
+    try:
+        for _ in range(steps):
+            random_step(chaos, rng, profile, weights)
+            chaos.check()
+        chaos.settle()
+    except AssertionError as exc:
+        tail = "\n  ".join(chaos.log[-40:])
+        raise AssertionError(f"{exc}\n{profile}, last operations:\n  {tail}") from exc
     return chaos

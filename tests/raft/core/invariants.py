@@ -6,7 +6,8 @@ between two checks is still caught at the next one. Each failure names the prope
 nodes involved.
 
 Properties:
-- Election safety: at most one leader per term, ever.
+- Election safety: at most one leader per term, ever; and no voter grants two candidates the
+  same term, even across a crash.
 - Log matching: two entries with the same index and term carry the same command, and so do the
   entries before them (checked inductively: the same (index, term) always follows the same
   previous term, across every log ever observed).
@@ -14,15 +15,17 @@ Properties:
 - State machine safety: every node's applied sequence is a prefix of one global sequence,
   made only of committed entries.
 - Leader completeness: a leader holds every entry committed before its term began.
-- Local sanity: applied ≤ commit ≤ last index; the durable store agrees with the in-memory log
-  up to what the core believes is stable; the configuration in force is the log's latest.
+- Figure 8: a leader only ever moves its commit index to an entry of its own term.
+- Local sanity: applied ≤ commit ≤ last index, none of them going back within an
+  incarnation; the durable store agrees with the in-memory log up to what the core believes
+  is stable; the configuration in force is the log's latest.
 """
 
 from __future__ import annotations
 
 from raftcache.raft.configuration import Configuration
 from raftcache.raft.core import RaftCore, Role
-from raftcache.raft.messages import EntryKind
+from raftcache.raft.messages import EntryKind, RequestVoteRequest, RequestVoteResponse
 from tests.raft.core.lockstep import Applied, LockstepNetwork, Node
 
 #: (term, kind, command) of a committed entry.
@@ -41,14 +44,23 @@ class SafetyChecker:
         #: (index, term) → (previous term, kind, command), for every entry ever in any log.
         self.entries_seen: dict[tuple[int, int], tuple[int, int, bytes]] = {}
         self.applied: list[Applied] = []
+        #: (voter, term) → the candidate it granted its vote to.
+        self.votes: dict[tuple[str, int], str] = {}
+        self._handled_seen = 0
+        #: (node, incarnation) → (term, commit index, applied) at the last check.
+        self.progress_seen: dict[tuple[str, int], tuple[int, int, int]] = {}
+        #: (node, incarnation, term) → its commit index when it was first seen leading.
+        self.commit_at_election: dict[tuple[str, int, int], int] = {}
         self.checks = 0
 
     def check(self, net: LockstepNetwork) -> None:
         self.checks += 1
         nodes = list(net.nodes.values())
         max_term = max(n.core.term for n in nodes)
+        self._one_vote_per_term(net)
         for node in nodes:
             self._local(node)
+            self._monotonic(node)
             self._election_safety(node)
             self._log_matching(node)
             self._committed_never_change(node, max_term)
@@ -56,8 +68,32 @@ class SafetyChecker:
         for node in nodes:
             if node.core.role is Role.LEADER:
                 self._leader_completeness(node)
+                self._commits_only_its_own_term(node)
 
     # ------------------------------------------------------------------ properties
+    def _one_vote_per_term(self, net: LockstepNetwork) -> None:
+        """Election safety's premise, across crashes: a voter grants one candidate per term."""
+        for h in net.handled[self._handled_seen :]:
+            req, resp = h.request, h.response
+            if isinstance(req, RequestVoteRequest) and not req.pre_vote:
+                assert isinstance(resp, RequestVoteResponse)
+                if resp.vote_granted:
+                    other = self.votes.setdefault((h.dst, req.term), req.candidate_id)
+                    assert other == req.candidate_id, (
+                        f"{h.dst} voted for {other} and {req.candidate_id} in term {req.term}"
+                    )
+        self._handled_seen = len(net.handled)
+
+    def _monotonic(self, node: Node) -> None:
+        """Within one incarnation, term, commit index and applied index never go back."""
+        core = node.core
+        now = (core.term, core.commit_index, core.applied)
+        before = self.progress_seen.get((node.id, node.incarnation), (0, 0, 0))
+        assert all(b <= n for b, n in zip(before, now, strict=True)), (
+            f"{node.id}: (term, commit, applied) went back from {before} to {now}"
+        )
+        self.progress_seen[(node.id, node.incarnation)] = now
+
     def _local(self, node: Node) -> None:
         core = node.core
         last = core.log.last_index()
@@ -70,6 +106,7 @@ class SafetyChecker:
         )
         store = node.store
         stable = core.log.stable_index
+        assert stable <= last, f"{node.id}: stable index {stable} beyond the log's end {last}"
         assert stable <= store.last_index() or stable == core.log.snapshot_index, (
             f"{node.id}: core believes {stable} is stable, the store ends at {store.last_index()}"
         )
@@ -146,6 +183,19 @@ class SafetyChecker:
             )
             self.applied.append(entry)
 
+    def _commits_only_its_own_term(self, node: Node) -> None:
+        """§5.4.2: a leader commits by counting replicas only entries of its own term (older
+        ones are committed indirectly, with them). So once its commit index moved during its
+        leadership, it points at an entry of its term (Figure 8)."""
+        core = node.core
+        key = (node.id, node.incarnation, core.term)
+        start = self.commit_at_election.setdefault(key, core.commit_index)
+        if core.commit_index > start:
+            assert _commit_term(core) == core.term, (
+                f"leader {node.id} (term {core.term}) committed up to {core.commit_index}, an "
+                f"entry of term {_commit_term(core)}, by counting replicas (Figure 8)"
+            )
+
     def _leader_completeness(self, node: Node) -> None:
         core = node.core
         for index, before in self.committed_before_term.items():
@@ -156,6 +206,10 @@ class SafetyChecker:
                 f"leader {node.id} (term {core.term}) lacks entry {index} (term {term}) "
                 f"committed before its term"
             )
+
+
+def _commit_term(core: RaftCore) -> int | None:
+    return core.log.term_at(core.commit_index)
 
 
 def _term_at(core: RaftCore, index: int) -> int | None:

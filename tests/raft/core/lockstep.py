@@ -290,6 +290,11 @@ class LockstepNetwork:
     def isolate(self, a: str) -> None:
         self._isolated.add(a)
 
+    def rejoin(self, a: str) -> None:
+        """Undo ``isolate(a)`` and every cut involving ``a``."""
+        self._isolated.discard(a)
+        self._cuts = {c for c in self._cuts if a not in c}
+
     def heal(self) -> None:
         self._cuts.clear()
         self._isolated.clear()
