@@ -237,8 +237,9 @@ async def test_mounted_on_the_server_app_behind_its_client_token(serve_peers: An
     peer = FakePeer("p1", role="leader")
     urls = await serve_peers([peer])
     node = FakeNode()
-    app = create_app(node, FakeService(node), ServerSettings(client_token="s3cret"))
-    add_dashboard_routes(app, peer_urls=urls, self_id=node.node_id)
+    # create_app mounts the dashboard itself, polling the peers of its settings.
+    settings = ServerSettings(client_token="s3cret", peer_urls=urls)
+    app = create_app(node, FakeService(node), settings)
     async with TestClient(TestServer(app)) as client:
         refused = await client.get("/dashboard/cluster.json")
         assert refused.status == 401

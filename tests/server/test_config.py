@@ -9,6 +9,7 @@ import pytest
 
 from raftcache.server.cli import build_serve_parser, main_serve, options_from_args
 from raftcache.server.config import ConfigError, ServeOptions, parse_listen, parse_peers
+from raftcache.server.serve import raft_config_of
 
 PEERS = "n1=http://127.0.0.1:8001,n2=http://127.0.0.1:8002"
 
@@ -144,14 +145,18 @@ def test_main_serve_reports_config_errors_with_exit_2(
     assert "n9 is not listed in --peers" in capsys.readouterr().err
 
 
-def test_resp_port_is_parsed_but_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_resp_port_and_raft_timing_are_parsed(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     build_serve_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["serve", *base_flags(tmp_path), "--resp-port", "6379"])
-    assert main_serve(args, env={}) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+    flags = [*base_flags(tmp_path), "--resp-port", "6379", "--snapshot-threshold", "50"]
+    flags += ["--election-timeout-min", "0.5", "--election-timeout-max", "0.9"]
+    args = parser.parse_args(["serve", *flags])
+    options = options_from_args(args, {})
+    assert options.resp_port == 6379
+    assert options.snapshot_threshold == 50
+    config = raft_config_of(options)
+    assert (config.election_timeout_min, config.election_timeout_max) == (0.5, 0.9)
+    assert config.snapshot_threshold == 50
 
 
 def test_parsers() -> None:

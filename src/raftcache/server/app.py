@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from raftcache.dashboard import add_dashboard_routes
 from raftcache.server.admission import Admission
 from raftcache.server.context import CONTEXT, ServerContext, ServerSettings
 from raftcache.server.forwarding import Forwarder
@@ -62,6 +63,12 @@ def create_app(
     )
     add_key_routes(app)
     add_admin_routes(app)
+    add_dashboard_routes(
+        app,
+        peer_urls=settings.peer_urls,
+        self_id=node.node_id,
+        ssl_context=settings.client_ssl_context,
+    )
     if mount is not None:
         mount(app)
 

@@ -56,13 +56,6 @@ def main_serve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -
     except ConfigError as exc:
         print(f"raftcache serve: error: {exc}", file=sys.stderr)
         return 2
-    if options.resp_port is not None:
-        # Parsed so configs stay forward-compatible, but refused rather than silently ignored.
-        print(
-            "raftcache serve: error: --resp-port: the Redis protocol (RESP) is not implemented yet",
-            file=sys.stderr,
-        )
-        return 2
     from raftcache.server.serve import run_serve
 
     return run_serve(options)

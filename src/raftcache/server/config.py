@@ -51,6 +51,10 @@ class ServeOptions:
     log_format: str = "text"
     log_level: str = "info"
     network_timeout_s: float = 2.0
+    election_timeout_min_s: float = 1.0
+    election_timeout_max_s: float = 2.0
+    heartbeat_interval_s: float = 0.1
+    snapshot_threshold: int = 10_000
     leader_wait_s: float = 2.0
     shutdown_timeout_s: float = 10.0
     sources: Mapping[str, str] = field(default_factory=dict)
@@ -141,7 +145,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("cluster_token", _non_empty, None, "bearer token of the Raft endpoints", "T"),
     Option("client_token", _non_empty, None, "bearer token of the client API (read-write)", "T"),
     Option("client_token_ro", _non_empty, None, "read-only bearer token of the client API", "T"),
-    Option("resp_port", _port, None, "Redis protocol port (not implemented yet)", "P"),
+    Option("resp_port", _port, None, "serve the Redis protocol (RESP2/3) on this port", "P"),
     Option("tls_cert", Path, None, "TLS certificate (PEM)", "FILE"),
     Option("tls_key", Path, None, "TLS private key (PEM)", "FILE"),
     Option("tls_ca", Path, None, "CA for peer certificates: enables mutual TLS", "FILE"),
@@ -173,6 +177,10 @@ OPTIONS: tuple[Option, ...] = (
         "LEVEL",
     ),
     Option("network_timeout_s", _positive_float, 2.0, "Raft RPC timeout (s)", "S"),
+    Option("election_timeout_min_s", _positive_float, 1.0, "Raft election timeout, low (s)", "S"),
+    Option("election_timeout_max_s", _positive_float, 2.0, "Raft election timeout, high (s)", "S"),
+    Option("heartbeat_interval_s", _positive_float, 0.1, "Raft heartbeat interval (s)", "S"),
+    Option("snapshot_threshold", _positive_int, 10_000, "applied entries between snapshots", "N"),
     Option("leader_wait_s", _positive_float, 2.0, "wait for a leader before 503 (s)", "S"),
     Option("shutdown_timeout_s", _positive_float, 10.0, "graceful shutdown bound (s)", "S"),
 )

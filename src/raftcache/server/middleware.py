@@ -35,7 +35,11 @@ from raftcache.server.forwarding import Handler
 log = logging.getLogger("raftcache.server.http")
 
 # Open without the client token: liveness probes, and the Raft endpoints (cluster token).
-_OPEN_PATHS = frozenset({"/v1/health", "/openapi.json"})
+# Static, data-free pages a browser must load without a bearer token (the dashboard asks for
+# the token itself before it fetches /dashboard/cluster.json, which stays protected).
+_OPEN_PATHS = frozenset(
+    {"/v1/health", "/openapi.json", "/", "/dashboard/dashboard.js", "/dashboard/dashboard.css"}
+)
 _RAFT_PREFIX = "/raft/"
 
 

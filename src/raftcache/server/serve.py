@@ -22,19 +22,21 @@ import signal
 import ssl
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.service import CacheService
 from raftcache.network.http import HttpNetwork
+from raftcache.network.prometheus import NetworkMetricsCollector
 from raftcache.network.tls import client_ssl_context, server_ssl_context
 from raftcache.raft.config import RaftConfig
 from raftcache.raft.node import RaftNode
 from raftcache.server.admission import AdmissionLimits
 from raftcache.server.app import create_app
 from raftcache.server.config import ServeOptions
-from raftcache.server.context import ServerSettings
+from raftcache.server.context import CONTEXT, ServerSettings
 from raftcache.server.exposure import warn_if_exposed
 from raftcache.server.logs import configure_logging
 from raftcache.server.validation import MAX_KEY_BYTES, Limits
@@ -161,6 +163,20 @@ def server_settings(options: ServeOptions) -> ServerSettings:
     )
 
 
+def raft_config_of(options: ServeOptions) -> RaftConfig:
+    """Raft timing from the ``serve`` options (validated by ``RaftConfig.validate``)."""
+    config = RaftConfig(
+        rpc_timeout=options.network_timeout_s,
+        election_timeout_min=options.election_timeout_min_s,
+        election_timeout_max=options.election_timeout_max_s,
+        heartbeat_interval=options.heartbeat_interval_s,
+        tick_interval=min(0.02, options.heartbeat_interval_s),
+        snapshot_threshold=options.snapshot_threshold,
+    )
+    config.validate()
+    return config
+
+
 def build_node_server(
     options: ServeOptions,
     *,
@@ -174,7 +190,7 @@ def build_node_server(
         raft_config: Raft timing (default: ``RaftConfig`` with the options' RPC timeout).
         storage: the node's storage (default: ``FileStorage(options.data_dir)``).
     """
-    raft_config = raft_config or RaftConfig(rpc_timeout=options.network_timeout_s)
+    raft_config = raft_config or raft_config_of(options)
     network = _network(options, raft_body_limit(server_settings(options).limits, raft_config))
     if storage is None:
         options.data_dir.mkdir(parents=True, exist_ok=True)
@@ -192,6 +208,8 @@ def build_node_server(
     )
     service = CacheService(node, machine, clock=time.time)
     app = create_app(node, service, server_settings(options), mount=network.mount)
+    # The transport's own figures (per RPC type and peer) on this node's /metrics.
+    app[CONTEXT].metrics.registry.register(NetworkMetricsCollector(network.metrics))
     return NodeServer(
         node,
         service,
@@ -269,13 +287,47 @@ async def serve_node(options: ServeOptions, stop: asyncio.Event | None = None) -
         extra={"id": options.id, "listen": options.listen, "data_dir": str(options.data_dir)},
     )
     await server.start()
+    resp = await _start_resp(server, options)
+    failed = asyncio.create_task(server.node.wait_failed())
+    stopped = asyncio.create_task(stop.wait())
     try:
-        await stop.wait()
+        await asyncio.wait({failed, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for task in (failed, stopped):
+            if not task.done():
+                task.cancel()
+        if resp is not None:
+            await resp.stop()
         await server.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
+    if failed.done() and not failed.cancelled():
+        # Fail-stop (e.g. a failed fsync): exit non-zero instead of answering 503 forever.
+        raise RuntimeError(f"raft node failed: {failed.result()!r}")
+
+
+async def _start_resp(server: NodeServer, options: ServeOptions) -> Any:
+    """Start the Redis protocol listener when ``--resp-port`` is given."""
+    if options.resp_port is None:
+        return None
+    from raftcache.resp import start_resp_server
+    from raftcache.resp.args import Limits as RespLimits
+
+    return await start_resp_server(
+        server.service,
+        server.node,
+        options.host,
+        options.resp_port,
+        clock=time.time,
+        client_token=options.client_token,
+        client_token_ro=options.client_token_ro,
+        limits=RespLimits(max_value_bytes=options.max_value_bytes),
+        leader_wait_s=options.leader_wait_s,
+        peer_urls=dict(options.peers),
+        ssl_context=_server_tls(options),
+        client_ssl_context=server_settings(options).client_ssl_context,
+    )
 
 
 def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
