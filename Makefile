@@ -21,8 +21,17 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(VENV)/bin/raftcache cluster --nodes 3 --base-port 8001 --data-dir ./data
 
-test: $(STAMP)
+test: $(STAMP) test-tools
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# System tools some tests drive (redis-cli/redis-benchmark against --resp-port). Installed from
+# Debian when missing and possible (root or sudo); otherwise those tests skip and say why.
+.PHONY: test-tools
+test-tools:
+	@command -v redis-cli >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		($$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-tools) >/dev/null 2>&1 \
+		|| echo "note: redis-tools not installable here; the redis-cli tests will skip"; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
