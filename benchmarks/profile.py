@@ -4,7 +4,8 @@ Rule: the same cluster and wrk load as ``make bench`` (3 real ``raftcache serve`
 fsync on, 64 connections), with ``py-spy record --format raw`` attached to the leader for the
 duration; the collapsed stacks go to ``benchmarks/results/profile-<workload>.txt`` and a
 summary of the hottest functions (self and inclusive share of samples, line numbers folded)
-to ``profile-<workload>.md``. Run: ``python -m benchmarks.profile`` (``BENCH_DURATION``).
+to ``profile-<workload>.md``. Run: ``python -m benchmarks.profile`` (``BENCH_DURATION``);
+``--summarize`` only rewrites the summaries from the stacks already recorded.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ def summarize(raw: str, top: int = 25) -> tuple[int, list[tuple[str, int]], list
         if not m:
             continue
         count = int(m["count"])
-        # The first two entries are the process and the thread; the rest are frames.
-        frames = [fold(f) for f in m["stack"].split(";")[2:]]
+        # Without --threads/--subprocesses, every entry is a frame, outermost first.
+        frames = [fold(f) for f in m["stack"].split(";")]
         if not frames:
             continue
         total += count
@@ -65,9 +66,22 @@ def report(workload: str, raw: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def resummarize(out_dir: Path) -> None:
+    """Rewrite each ``profile-*.md`` from its raw stacks, keeping the load line of the run."""
+    for raw_path in sorted(out_dir.glob("profile-*.txt")):
+        md_path = raw_path.with_suffix(".md")
+        old = md_path.read_text() if md_path.exists() else ""
+        load = old[old.find("\nLoad during the profile") :] if "Load during" in old else ""
+        workload = raw_path.stem.removeprefix("profile-")
+        md_path.write_text(report(workload, raw_path.read_text()) + load)
+
+
 def main() -> int:
     install_signal_handlers()
     settings = from_env()
+    if "--summarize" in sys.argv:
+        resummarize(settings.results_dir)
+        return 0
     if shutil.which("py-spy") is None and not Path(sys.executable).with_name("py-spy").exists():
         print("py-spy missing: make bench-deps", file=sys.stderr)
         return 2

@@ -58,12 +58,12 @@ class Driver:
         while time.perf_counter() - started < duration_s:
             tally.sent += 1
             t0 = time.perf_counter()
-            ok = True
+            error = ""
             try:
                 await self.propose_one(timeout_s)
-            except Exception:
-                ok = False
-            tally.record(time.perf_counter() - t0, ok, timeout_s)
+            except Exception as exc:
+                error = type(exc).__name__
+            tally.record(time.perf_counter() - t0, not error, timeout_s, error)
         return tally.result(0.0, time.perf_counter() - started)
 
     async def rate(self, rate: float, duration_s: float, timeout_s: float) -> dict[str, Any]:
@@ -72,12 +72,12 @@ class Driver:
 
         async def one() -> None:
             t0 = time.perf_counter()
-            ok = True
+            error = ""
             try:
                 await self.propose_one(timeout_s)
-            except Exception:
-                ok = False
-            tally.record(time.perf_counter() - t0, ok, timeout_s)
+            except Exception as exc:
+                error = type(exc).__name__
+            tally.record(time.perf_counter() - t0, not error, timeout_s, error)
 
         started = time.perf_counter()
         while (elapsed := time.perf_counter() - started) < duration_s:
@@ -112,6 +112,7 @@ async def _commands(driver: Driver) -> None:
             )
         else:
             answer = {"error": f"unknown op {op!r}"}
+        answer["role"] = driver.node.role.value
         sys.stdout.write(json.dumps(answer) + "\n")
         sys.stdout.flush()
 

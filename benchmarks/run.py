@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from benchmarks.suite import inproc, report, sections
 from benchmarks.suite.machine import machine_info, measure_fsync
 from benchmarks.suite.procs import ProcessGroup, install_signal_handlers
-from benchmarks.suite.settings import Settings, from_env
+from benchmarks.suite.settings import ALL_SECTIONS, Settings, from_env
 
 INPROC_STEPS = 3
 
@@ -151,6 +151,26 @@ def _settings_dict(settings: Settings) -> dict[str, Any]:
     }
 
 
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def update_doc(doc: Path, md: str) -> bool:
+    """Replace the block between the bench markers of ``doc`` with the latest tables."""
+    if not doc.exists():
+        return False
+    text = doc.read_text()
+    if BEGIN not in text or END not in text:
+        return False
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    # The report's own title becomes a sub-heading under the doc's section.
+    body = md.replace("# raftcache benchmark — ", "### Latest run — ", 1).replace(
+        "\n## ", "\n#### "
+    )
+    doc.write_text(f"{head}{BEGIN}\n{body}{END}{tail}")
+    return True
+
+
 def write_outputs(results: dict[str, Any], out_dir: Path, console: Console) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
@@ -165,6 +185,11 @@ def write_outputs(results: dict[str, Any], out_dir: Path, console: Console) -> N
             f"[yellow]no plot ({exc}); pip install -r benchmarks/requirements.txt[/yellow]"
         )
     console.print(md, markup=False, highlight=False)
+    # Only a full run of every section refreshes the documented table.
+    settings = results["settings"]
+    full = not settings["quick"] and len(settings["sections"]) == len(ALL_SECTIONS)
+    if full and update_doc(Path("docs/performance.md"), md):
+        console.print("updated docs/performance.md")
     console.print(f"written: {out_dir}/latest.json, latest.md, latest.png")
 
 

@@ -28,6 +28,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated  # type: ign
 from benchmarks.suite.inproc_protocol import Tally
 
 KEYS = 10_000
+_FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if k.isupper()}
 
 
 class Store(SyncObj):  # type: ignore[misc]
@@ -58,7 +59,10 @@ class Driver:
         def callback(result: Any, error: int) -> None:
             latency = time.perf_counter() - t0
             with self.lock:
-                tally.record(latency, error == FAIL_REASON.SUCCESS, timeout_s)
+                ok = error == FAIL_REASON.SUCCESS
+                tally.record(
+                    latency, ok, timeout_s, "" if ok else _FAIL_NAMES.get(error, str(error))
+                )
             if done is not None:
                 done.set()
 
@@ -113,6 +117,7 @@ def _commands(driver: Driver) -> None:
             answer = driver.rate(float(cmd["rate"]), float(cmd["duration"]), float(cmd["timeout"]))
         else:
             answer = {"error": f"unknown op {op!r}"}
+        answer["role"] = "leader" if driver.store._isLeader() else "not leader"
         sys.stdout.write(json.dumps(answer) + "\n")
         sys.stdout.flush()
 

@@ -4,7 +4,8 @@ Rule: the same open-loop probe runs against each library: R proposals per second
 time, each committed "in time" if it succeeds within 1 s. The maximum rate is the highest R
 with at least 99% committed in time: doubling from a low rate until a probe fails, then
 bisecting. Low-load latency is one proposal in flight at a time. CPU of the three processes is
-sampled across each probe.
+sampled across each probe. A probe after which the driver no longer leads (an overloaded leader
+can lose its followers) is recorded as such and the search goes on with a fresh cluster.
 """
 
 from __future__ import annotations
@@ -44,14 +45,39 @@ class InprocCluster:
     def __init__(self, group: ProcessGroup, label: str, argv_for: ArgvFor, workdir: Path) -> None:
         self.group = group
         self.label = label
-        self.ports = [free_port() for _ in range(3)]
+        self.argv_for = argv_for
+        self.workdir = workdir
+        self.generation = 0
         self.procs: list[subprocess.Popen[bytes]] = []
+        self._spawn()
+
+    def _spawn(self) -> None:
+        """Start three fresh nodes (new ports, new data directories)."""
+        self.generation += 1
+        ports = [free_port() for _ in range(3)]
+        self.procs = []
         for i in range(3):
-            argv = argv_for(i, self.ports, workdir / f"{label}-{i + 1}")
-            log = workdir / f"{label}-{i + 1}.log"
+            name = f"{self.label}-g{self.generation}-{i + 1}"
+            argv = self.argv_for(i, ports, self.workdir / name)
             driver = i == 0
-            proc = group.start(argv, log_path=log, stdin_pipe=driver, stdout_pipe=driver)
+            proc = self.group.start(
+                argv,
+                log_path=self.workdir / f"{name}.log",
+                stdin_pipe=driver,
+                stdout_pipe=driver,
+            )
             self.procs.append(proc)
+
+    def wait_leader(self) -> bool:
+        """Whether the driver became leader within 30 s."""
+        return bool(self.command({"op": "wait_leader", "timeout": 30}, 40)["leader"])
+
+    def restart(self) -> bool:
+        """A fresh cluster after the driver lost leadership (overload can cost a leader its
+        followers' trust; the search goes on from a healthy cluster)."""
+        self.stop()
+        self._spawn()
+        return self.wait_leader()
 
     def command(self, cmd: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         """Send one command to the driver and wait for its one-line answer."""
@@ -116,6 +142,9 @@ def pysyncobj_argv(python: str) -> ArgvFor:
 def _probe(cluster: InprocCluster, rate: float, probe_s: float) -> dict[str, Any]:
     cmd = {"op": "rate", "rate": rate, "duration": probe_s, "timeout": COMMIT_TIMEOUT_S}
     result = cluster.timed(cmd, probe_s + COMMIT_TIMEOUT_S + 30)
+    result["leadership_lost"] = result.get("role") != "leader"
+    if result["leadership_lost"] and not cluster.restart():
+        raise RuntimeError("after a restart the driver did not become leader within 30 s")
     time.sleep(0.5)  # let replication and apply catch up before the next probe
     return result
 
@@ -166,7 +195,7 @@ def run_library(
     outcome = InprocOutcome(label)
     cluster = InprocCluster(group, label, argv_for, workdir)
     try:
-        if not cluster.command({"op": "wait_leader", "timeout": 30}, 40)["leader"]:
+        if not cluster.wait_leader():
             outcome.error = "the driver node did not become leader within 30 s"
             return outcome
         cluster.command({"op": "latency", "duration": 1.0}, 30)  # warm-up

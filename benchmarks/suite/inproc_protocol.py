@@ -33,10 +33,14 @@ class Tally:
     failed: int = 0
     late: int = 0
     latencies_s: list[float] = field(default_factory=list)
+    #: Failures by kind (exception class or the library's failure code), to tell a refused
+    #: proposal from a lost leadership.
+    errors: dict[str, int] = field(default_factory=dict)
 
-    def record(self, latency_s: float, ok: bool, timeout_s: float) -> None:
+    def record(self, latency_s: float, ok: bool, timeout_s: float, error: str = "") -> None:
         if not ok:
             self.failed += 1
+            self.errors[error] = self.errors.get(error, 0) + 1
         elif latency_s > timeout_s:
             self.late += 1
         else:
@@ -58,6 +62,7 @@ class Tally:
                 p50_ms=percentile_ms(lat, 0.50),
                 p99_ms=percentile_ms(lat, 0.99),
                 elapsed_s=elapsed_s,
+                errors=dict(self.errors),
             )
         )
 
@@ -77,3 +82,4 @@ class ProbeResult:
     p50_ms: float
     p99_ms: float
     elapsed_s: float
+    errors: dict[str, int]

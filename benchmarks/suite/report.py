@@ -242,6 +242,10 @@ def _inproc_md(results: dict[str, Any]) -> list[str]:
         at_max = f"{_f(at.get('p50_ms'))} / {_f(at.get('p99_ms'))}"
         low_load = f"{_f(low.get('p50_ms'))} / {_f(low.get('p99_ms'))}"
         note = o.get("error") or o.get("note", "")
+        lost = [p["rate"] for p in o.get("probes", []) if p.get("leadership_lost")]
+        if lost:
+            rates = ", ".join(f"{r:,.0f}/s" for r in lost)
+            note += f"; the driver lost leadership in the probe(s) at {rates}"
         lines.append(
             f"| {o['label']} | {_f(o['max_rate'], 0)} | {at_max} | {low_load} | {cpu} | {note} |"
         )
