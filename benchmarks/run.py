@@ -85,13 +85,26 @@ def run(settings: Settings, console: Console) -> dict[str, Any]:
         "errors": [],
     }
     work = Path(tempfile.mkdtemp(prefix="raftcache-bench-"))
-    results["fsync"] = measure_fsync(work)
-    fa, fp = results["fsync"]["append_fsync"], results["fsync"]["prealloc_fdatasync"]
-    console.print(
-        f"durable 100 B write here: append+fsync p50 {fa['p50_ms']:.2f} ms p99 "
-        f"{fa['p99_ms']:.2f} ms; preallocated+fdatasync p50 {fp['p50_ms']:.2f} ms p99 "
-        f"{fp['p99_ms']:.2f} ms (work dir {work})"
-    )
+    try:
+        results["fsync"] = measure_fsync(work)
+        fa, fp = results["fsync"]["append_fsync"], results["fsync"]["prealloc_fdatasync"]
+        console.print(
+            f"durable 100 B write here: append+fsync p50 {fa['p50_ms']:.2f} ms p99 "
+            f"{fa['p99_ms']:.2f} ms; preallocated+fdatasync p50 {fp['p50_ms']:.2f} ms p99 "
+            f"{fp['p99_ms']:.2f} ms (work dir {work})"
+        )
+        _run_sections(settings, python, work, results, console)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["rows"] = report.comparison_rows(results["points"])
+    results["targets"] = report.targets(results)
+    return results
+
+
+def _run_sections(
+    settings: Settings, python: str, work: Path, results: dict[str, Any], console: Console
+) -> None:
+    """Run each selected section under one progress bar; a failed section is recorded."""
     total = (
         settings.point_count
         + (INPROC_STEPS if "inproc" in settings.sections else 0)
@@ -138,10 +151,6 @@ def run(settings: Settings, console: Console) -> dict[str, Any]:
         results["inproc"] = section(
             "inproc", lambda: _run_inproc(group, python, work, settings, tick)
         )
-    shutil.rmtree(work, ignore_errors=True)
-    results["rows"] = report.comparison_rows(results["points"])
-    results["targets"] = report.targets(results)
-    return results
 
 
 def _settings_dict(settings: Settings) -> dict[str, Any]:
@@ -200,9 +209,9 @@ def main() -> int:
     settings = from_env()
     try:
         results = run(settings, console)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as exc:
         console.print("[yellow]interrupted: every started process was stopped[/yellow]")
-        return 130
+        return exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 130
     write_outputs(results, settings.results_dir, console)
     return 1 if results["errors"] else 0
 

@@ -32,13 +32,16 @@ def _die_with_parent() -> None:
 
 
 def install_signal_handlers() -> None:
-    """Turn SIGTERM and SIGHUP into ``SystemExit`` so ``finally`` blocks run and stop children."""
+    """Turn SIGTERM and SIGHUP into ``SystemExit`` and SIGINT into ``KeyboardInterrupt``, so
+    ``finally`` blocks run and stop children."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(128 + signum)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)
+    # A shell starts background jobs with SIGINT ignored, and Python keeps it so: restore it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def free_port() -> int:
