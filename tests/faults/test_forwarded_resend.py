@@ -28,7 +28,7 @@ from raftcache.testing.proxy import ProxyMode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(180)]
 
-BUG = (
+FIXED_BUG = (  # kept as the record of what this test caught
     "server/forwarding.py: the forwarder's aiohttp session resends a PUT/DELETE on a broken "
     "keep-alive connection (ClientSession._retry_connection), so a forwarded conditional write "
     "that was applied is applied again and answered 412"
@@ -50,7 +50,7 @@ async def _wait_applied(api: NodeApi, url: str, key: str, value: str, timeout_s:
     "sessions",
     [
         pytest.param(True, id="with-session"),
-        pytest.param(False, id="without-session", marks=pytest.mark.xfail(strict=True, reason=BUG)),
+        pytest.param(False, id="without-session"),
     ],
 )
 async def test_lost_answer_of_forwarded_cas(tmp_path: Path, sessions: bool) -> None:
@@ -85,13 +85,12 @@ async def test_lost_answer_of_forwarded_cas(tmp_path: Path, sessions: bool) -> N
         await api.close()
 
 
-NOT_APPENDED_BUG = (
+FIXED_NOT_APPENDED_BUG = (  # kept as the record of what this test caught
     "server/forwarding.py: when aiohttp's silent resend of a forwarded PUT cannot connect, "
     "the forwarder answers 503 ('certainly not appended') although the first copy was applied"
 )
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_APPENDED_BUG)
 async def test_a_forwarded_write_that_was_applied_is_never_answered_503(tmp_path: Path) -> None:
     """The same resend, when the leader is gone by then (found by the soak, seed 7).
 

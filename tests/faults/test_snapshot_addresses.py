@@ -27,13 +27,12 @@ from raftcache.testing.httpops import NodeApi
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(180)]
 
-BUG = (
+FIXED_BUG = (  # kept as the record of what this test caught
     "raft: a follower that installs a snapshot adopts the peer addresses of the leader's "
     "bootstrap configuration (built from the leader's --peers), overriding its own --peers"
 )
 
 
-@pytest.mark.xfail(strict=True, reason=BUG)
 async def test_installing_a_snapshot_keeps_the_followers_own_addresses(tmp_path: Path) -> None:
     api = NodeApi(timeout_s=10.0)
     try:

@@ -92,7 +92,11 @@ class RaftNode:
         self.config.validate()
         peer_list = list(peers)
         addresses = peer_addresses or {}
-        self._bootstrap = Configuration(voters={p: addresses.get(p) for p in sorted(peer_list)})
+        # The bootstrap configuration names voters only: addresses given at start are this
+        # node's own view (its --peers, maybe through proxies) and must not travel to others in
+        # snapshots; addresses added by add_member are replicated in CONFIG entries instead.
+        self._bootstrap = Configuration.of(peer_list)
+        self._peer_addresses = dict(addresses)
         self._cluster_id = cluster_id
         self._rng = rng or random.Random()
         # Default: the event loop's monotonic clock (virtual under looptime in simulations).
@@ -177,7 +181,9 @@ class RaftNode:
 
     def leader_address(self) -> str | None:
         leader = self.leader_id
-        return self.configuration.address_of(leader) if leader else None
+        if leader is None:
+            return None
+        return self.configuration.address_of(leader) or self._peer_addresses.get(leader)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:

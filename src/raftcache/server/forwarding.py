@@ -94,6 +94,13 @@ class Forwarder:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=50, ssl=self._ssl_context or True)
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+            # aiohttp silently resends an idempotent-method request (PUT, DELETE) once when a
+            # reused keep-alive connection turns out broken. For a forwarded write that copy
+            # may be applied twice (a CAS answered 412 although it won), or fail to connect and
+            # be reported 503 "not appended" although the first copy was applied. A lost
+            # answer must surface as 504 indeterminate instead; the client decides to retry
+            # (with its session, safely). Found by tests/faults/test_forwarded_resend.py.
+            self._session._retry_connection = False
         return self._session
 
     def leader_url(self, leader_id: str) -> str | None:
