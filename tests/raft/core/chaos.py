@@ -294,7 +294,8 @@ class Chaos:
         )
 
     def toggle_member(self, i: int, flush: bool = True, which: int = 0) -> None:
-        """Demote a voter to learner or promote a learner, keeping at least two voters."""
+        """Move a node one step along voter → learner → removed → learner → voter (keeping at
+        least two voters); ``i`` picks the node and, for a learner, the direction."""
         node = self._node(i)
 
         def change(leader: str) -> None:
@@ -303,7 +304,10 @@ class Chaos:
             if node in conf.voters and len(conf.voters) > 2:
                 core.propose_config(conf.with_learner(node, conf.voters[node]))
             elif node in conf.learners:
-                core.propose_config(conf.with_voter(node, None))
+                promote = (i >> 8) % 2 == 0
+                core.propose_config(conf.with_voter(node, None) if promote else conf.without(node))
+            elif node not in conf.voters:
+                core.propose_config(conf.with_learner(node, None))
 
         self._leader_does(f"toggle {node}", flush, which, change)
 
@@ -330,8 +334,10 @@ class Chaos:
                     proposed = True
                 except RefusedError:
                     pass
-            if proposed and all(marker in n.commands() for n in net.nodes.values()):
-                return
+            if proposed and leader is not None:
+                members = net[leader].configuration.all_ids()
+                if all(marker in net.nodes[m].commands() for m in members):
+                    return
         state = {
             n: (node.core.role.value, node.core.term, node.core.commit_index, node.core.applied)
             for n, node in net.nodes.items()
@@ -359,7 +365,7 @@ WEIGHTS: dict[str, int] = {
     "propose": 10,
     "read": 3,
     "transfer": 1,
-    "toggle_member": 2,
+    "toggle_member": 5,
 }
 #: Operations that inject faults: a calm profile makes them rarer, so that the cluster spends
 #: more time making progress (leaders, commits, snapshots, membership changes).

@@ -137,5 +137,5 @@ class CoreMachine(RuleBasedStateMachine):
             self.chaos.settle()
 
 
-CoreMachine.TestCase.settings = settings(max_examples=120, stateful_step_count=120)
+CoreMachine.TestCase.settings = settings(max_examples=500, stateful_step_count=200)
 TestCoreStateful = CoreMachine.TestCase
