@@ -1,25 +1,25 @@
-"""Adversarial schedules over a ``LockstepNetwork``, shared by the Hypothesis state machine and
-the seeded sweep.
+"""The adversary's moves over a ``LockstepNetwork``, shared by the Hypothesis state machine
+and the seeded random schedules (``schedule.py``).
 
 Rule: every operation is legal at any moment (it does nothing when it does not apply), so a
-schedule is just a sequence of operations with small integer arguments; and the safety checker
+schedule is just a sequence of operations with small integer arguments, and the safety checker
 runs after every one of them. The adversary may reorder, drop and replay messages (a request
 delivered twice, or long after it was sent, as a retrying transport can do), cut links, crash
-nodes between a step and its persistence, and ask for snapshots, reads, transfers and
-membership changes at any time. ``settle()`` ends a schedule with a liveness check: once the
-network heals, a leader emerges and every node applies a fresh command.
+nodes between a step and its persistence, freeze a process (a GC pause) so it wakes up with
+stale beliefs, talk to a deposed leader that does not know it yet, and ask for snapshots,
+reads, transfers and membership changes at any time. ``settle()`` ends a schedule with a
+liveness check: once the network heals, a leader emerges and every member applies a fresh
+command.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from raftcache.raft.core import Role
 from raftcache.raft.errors import MembershipChangeError, NotLeaderError, ProposalDroppedError
-from tests.raft.core.invariants import SafetyChecker
+from tests.raft.core.invariants import ReadCheck, SafetyChecker
 from tests.raft.core.lockstep import ELECTION_TICKS_MAX, Envelope, LockstepNetwork, make_config
 
 #: Small messages, pipelines and chunks, so that short schedules exercise every code path.
@@ -32,31 +32,6 @@ CHAOS_CONFIG = make_config(
 )
 
 RefusedError = (NotLeaderError, ProposalDroppedError, MembershipChangeError)
-
-
-@dataclass
-class ReadCheck:
-    """Linearizability of ReadIndex: a confirmed read index covers everything committed
-    anywhere before the read was requested."""
-
-    floors: dict[tuple[str, int, int], int] = field(default_factory=dict)
-    seen: dict[str, int] = field(default_factory=dict)
-    confirmed = 0
-
-    def requested(self, node: str, incarnation: int, read_id: int, floor: int) -> None:
-        self.floors[(node, incarnation, read_id)] = floor
-
-    def check(self, net: LockstepNetwork) -> None:
-        for node_id, node in net.nodes.items():
-            start = self.seen.get(f"{node_id}/{node.incarnation}", 0)
-            for read_id, index in node.reads[start:]:
-                floor = self.floors.get((node_id, node.incarnation, read_id), 0)
-                assert index >= floor, (
-                    f"{node_id}: read {read_id} confirmed at {index}, but {floor} was "
-                    "already committed when it was requested (stale read)"
-                )
-                self.confirmed += 1
-            self.seen[f"{node_id}/{node.incarnation}"] = len(node.reads)
 
 
 class Chaos:
@@ -343,121 +318,3 @@ class Chaos:
             for n, node in net.nodes.items()
         }
         raise AssertionError(f"no progress after healing: {state}")
-
-
-#: (operation, weight) for random schedules.
-WEIGHTS: dict[str, int] = {
-    "tick_all": 10,
-    "tick": 4,
-    "timeout": 2,
-    "flush": 8,
-    "deliver": 60,
-    "drop": 3,
-    "replay": 2,
-    "cut": 2,
-    "isolate": 2,
-    "heal": 2,
-    "rejoin": 3,
-    "depose": 2,
-    "pause": 2,
-    "crash": 2,
-    "snapshot": 3,
-    "propose": 10,
-    "read": 3,
-    "transfer": 1,
-    "toggle_member": 5,
-}
-#: Operations that inject faults: a calm profile makes them rarer, so that the cluster spends
-#: more time making progress (leaders, commits, snapshots, membership changes).
-FAULTS = {"drop", "replay", "cut", "isolate", "crash", "timeout", "transfer", "depose", "pause"}
-_NODE_ARG = {
-    "tick",
-    "timeout",
-    "flush",
-    "isolate",
-    "rejoin",
-    "pause",
-    "crash",
-    "snapshot",
-    "transfer",
-    "toggle_member",
-}
-_LEADER_OPS = {"propose", "read", "transfer", "toggle_member"}
-_NO_FLUSH_ARG = {
-    "flush",
-    "replay",
-    "cut",
-    "isolate",
-    "rejoin",
-    "heal",
-    "crash",
-    "depose",
-    "pause",
-}
-
-
-@dataclass(frozen=True)
-class Profile:
-    """The shape of one random schedule."""
-
-    size: int
-    flush_prob: float
-    fault_scale: float
-    #: One entry per AppendEntries makes "an old entry replicated, the new one not" common
-    #: (the Figure 8 situation); larger batches exercise partial overlaps.
-    max_entries: int
-
-    @classmethod
-    def draw(cls, rng: random.Random) -> Profile:
-        return cls(
-            size=rng.choice([3, 3, 4, 5]),
-            flush_prob=rng.choice([0.6, 0.85, 1.0]),
-            fault_scale=rng.choice([0.2, 0.5, 1.0, 2.0]),
-            max_entries=rng.choice([1, 1, 3]),
-        )
-
-    def weights(self) -> tuple[list[str], list[float]]:
-        names = list(WEIGHTS)
-        scaled = [w * (self.fault_scale if n in FAULTS else 1.0) for n, w in WEIGHTS.items()]
-        return names, scaled
-
-
-def random_step(
-    chaos: Chaos, rng: random.Random, profile: Profile, weights: tuple[list[str], list[float]]
-) -> None:
-    """One weighted random operation with random arguments."""
-    op = rng.choices(*weights)[0]
-    args: list[object] = []
-    if op in _NODE_ARG or op in ("deliver", "drop", "replay"):
-        args.append(rng.randrange(1 << 16))
-    if op == "cut":
-        args += [rng.randrange(1 << 16), rng.randrange(1 << 16)]
-    if op == "pause":
-        args.append(rng.choice([2, 5, 15, 30]))
-    if op == "depose":
-        args.append(rng.randrange(3))
-    if op == "propose":
-        args.append(rng.choice([1, 1, 1, 2, 5]))
-    if op not in _NO_FLUSH_ARG:
-        args.append(rng.random() < profile.flush_prob)
-    if op in _LEADER_OPS:
-        args.append(rng.randrange(4))
-    getattr(chaos, op)(*args)
-
-
-def run_schedule(seed: int, steps: int) -> Chaos:
-    """A whole random schedule: ``steps`` operations, checked after each, then ``settle``."""
-    rng = random.Random(seed)
-    profile = Profile.draw(rng)
-    weights = profile.weights()
-    chaos = Chaos(profile.size, seed, max_entries=profile.max_entries)
-    chaos.log.append(repr(profile))
-    try:
-        for _ in range(steps):
-            random_step(chaos, rng, profile, weights)
-            chaos.check()
-        chaos.settle()
-    except AssertionError as exc:
-        tail = "\n  ".join(chaos.log[-40:])
-        raise AssertionError(f"{exc}\n{profile}, last operations:\n  {tail}") from exc
-    return chaos

@@ -16,6 +16,8 @@ Properties:
   made only of committed entries.
 - Leader completeness: a leader holds every entry committed before its term began.
 - Figure 8: a leader only ever moves its commit index to an entry of its own term.
+- ReadIndex (``ReadCheck``): a confirmed read index covers everything committed anywhere
+  before the read was requested.
 - Local sanity: applied ≤ commit ≤ last index, none of them going back within an
   incarnation; the durable store agrees with the in-memory log up to what the core believes
   is stable; the configuration in force is the log's latest.
@@ -23,10 +25,13 @@ Properties:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from raftcache.raft.configuration import Configuration
 from raftcache.raft.core import RaftCore, Role
 from raftcache.raft.messages import EntryKind, RequestVoteRequest, RequestVoteResponse
-from tests.raft.core.lockstep import Applied, LockstepNetwork, Node
+from tests.raft.core.lockstep import LockstepNetwork
+from tests.raft.core.member import Applied, Node
 
 #: (term, kind, command) of a committed entry.
 Committed = tuple[int, int, bytes]
@@ -221,3 +226,28 @@ def _first_difference(a: list[Applied], b: list[Applied]) -> str:
         if x != y:
             return f"{x[:2]} vs {y[:2]}"
     return "length only"
+
+
+@dataclass
+class ReadCheck:
+    """Linearizability of ReadIndex: a confirmed read index covers everything committed
+    anywhere before the read was requested."""
+
+    floors: dict[tuple[str, int, int], int] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)
+    confirmed = 0
+
+    def requested(self, node: str, incarnation: int, read_id: int, floor: int) -> None:
+        self.floors[(node, incarnation, read_id)] = floor
+
+    def check(self, net: LockstepNetwork) -> None:
+        for node_id, node in net.nodes.items():
+            start = self.seen.get(f"{node_id}/{node.incarnation}", 0)
+            for read_id, index in node.reads[start:]:
+                floor = self.floors.get((node_id, node.incarnation, read_id), 0)
+                assert index >= floor, (
+                    f"{node_id}: read {read_id} confirmed at {index}, but {floor} was "
+                    "already committed when it was requested (stale read)"
+                )
+                self.confirmed += 1
+            self.seen[f"{node_id}/{node.incarnation}"] = len(node.reads)

@@ -1,4 +1,4 @@
-"""A seeded sweep of random adversarial schedules over the pure core (see ``chaos.py``).
+"""A seeded sweep of random adversarial schedules over the pure core (see ``schedule.py``).
 
 Rule: a schedule is a function of its seed alone, so a failure is replayed exactly with
 ``RAFTCACHE_SEED=N pytest tests/raft/core/test_core_sweep.py -k sweep``. ``make test`` runs a
@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from tests.raft.core.chaos import run_schedule
+from tests.raft.core.schedule import run_schedule
 
 #: Seeds and steps per seed in ``make test`` (about 10 s; the state machine takes about 20 s).
 FAST_SEEDS = 300
