@@ -10,6 +10,9 @@ Hypothesis shrinks a failure to a short list of rules that replays deterministic
 
 from __future__ import annotations
 
+import os
+
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -137,5 +140,15 @@ class CoreMachine(RuleBasedStateMachine):
             self.chaos.settle()
 
 
+class CoreMachineLong(CoreMachine):
+    """The same model, searched longer (``make sweep``)."""
+
+
+# make test: about 20 s. make sweep: RAFTCACHE_STATEFUL_EXAMPLES examples, longer schedules.
 CoreMachine.TestCase.settings = settings(max_examples=500, stateful_step_count=200)
+CoreMachineLong.TestCase.settings = settings(
+    max_examples=int(os.environ.get("RAFTCACHE_STATEFUL_EXAMPLES", "3000")),
+    stateful_step_count=400,
+)
 TestCoreStateful = CoreMachine.TestCase
+TestCoreStatefulLong = pytest.mark.slow(CoreMachineLong.TestCase)
