@@ -11,7 +11,8 @@ write that was applied. A compare-and-set reported as failed although it swapped
 linearizability violation (the soak found it as such: seed 1, 40 s, ``bridge`` nemesis).
 
 With exactly-once session headers the resend is answered from the session table, so the
-client sees 200: the case with sessions passes today, the one without is a known bug.
+client saw 200 even then. Fixed in f4016c6 (the forwarder no longer lets aiohttp resend: a
+lost answer is a 504, indeterminate); both cases stay as regression tests.
 """
 
 from __future__ import annotations

@@ -2,16 +2,15 @@
 
 Each node of the harness reaches every peer through its own proxy (its ``--peers``), so the
 nodes hold different address maps, as nodes behind different networks, DNS views or a
-sidecar would. The bootstrap configuration of a node is built from its own ``--peers``, and a
-snapshot carries the configuration of the node that took it. A follower that installs the
-leader's snapshot (``InstallSnapshot``) then adopts the *leader's* view of every address —
-including the leader's own URL for itself — and from then on bypasses its own routes (in the
-harness: the proxy mesh, so partitions leak; in a deployment where a node lists itself as
-``127.0.0.1``, its followers would dial their own loopback).
+sidecar would. Until f4016c6 the bootstrap configuration of a node carried the addresses of
+its own ``--peers``, and a snapshot carries the configuration of the node that took it: a
+follower that installed the leader's snapshot adopted the *leader's* view of every address —
+the leader's own URL for itself included — and from then on bypassed its own routes (in the
+harness: the proxy mesh, so partitions leaked; in a deployment where a node lists itself as
+``127.0.0.1``, its followers would have dialled their own loopback). Kept as a regression test.
 
-The check: cut every node off from every other (``ProcessCluster.mesh_leaks``); no write may
-commit through any node. Before any snapshot is installed that holds; after a follower
-installed the leader's snapshot, a write through it commits.
+The check: isolate the follower in the mesh (``ProcessCluster.mesh_leaks``); no write may
+commit through it, before and after it installed the leader's snapshot.
 """
 
 from __future__ import annotations
