@@ -32,9 +32,7 @@ from raftcache.raft.messages import (
     RequestVoteRequest,
 )
 from raftcache.raft.ready import Outbound
-from tests.raft.core.member import Applied, Node
-
-__all__ = ["Applied", "Node"]
+from tests.raft.core.member import Node
 
 #: 10 ticks minimum election timeout (randomized in [10, 20)), a heartbeat every 2 ticks.
 DEFAULT_CONFIG = RaftConfig(

@@ -188,3 +188,16 @@ def test_5_3_a_lagging_conflicting_follower_catches_up_in_a_few_round_trips(
     assert len(rejected) <= 3, [h.response for h in rejected]
     # 1000-odd entries at 512 per message: a handful of AppendEntries in all.
     assert len(carrying) <= 6
+
+
+def test_5_3_a_single_voter_commits_on_its_own_once_its_log_is_durable() -> None:
+    net = LockstepNetwork(1, auto_ready=False)
+    net["n1"].campaign()
+    net.flush("n1")
+    core = net["n1"]
+    assert core.role.value == "leader"
+    index = core.propose(b"alone")
+    assert core.commit_index < index  # appended in memory only: not yet durable, not committed
+    net.flush("n1")
+    assert core.commit_index == index
+    assert net.nodes["n1"].commands() == [b"alone"]

@@ -12,7 +12,11 @@ from __future__ import annotations
 import pytest
 
 from raftcache.raft.core import Role
-from raftcache.raft.messages import InstallSnapshotRequest, InstallSnapshotResponse
+from raftcache.raft.messages import (
+    AppendEntriesRequest,
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
+)
 from tests.raft.core.invariants import SafetyChecker
 from tests.raft.core.lockstep import (
     ELECTION_TICKS_MAX,
@@ -285,3 +289,34 @@ def test_7_a_snapshot_replacing_a_conflicting_log_also_discards_its_configuratio
     assert net["n3"].log.snapshot_index == snap_index
     assert net["n3"].configuration == net["n2"].configuration
     assert sorted(net["n3"].configuration.voters) == ["n1", "n2", "n3", "n4", "n5"]
+
+
+def test_7_an_append_overlapping_a_followers_snapshot_is_trimmed_not_rejected() -> None:
+    net = LockstepNetwork(3)
+    net.elect("n1")
+    for i in range(10):
+        net.propose("n1", f"c{i}".encode())
+    net.stabilize()
+    snap = net.take_snapshot("n2")
+    core = net["n2"]
+    assert core.log.snapshot_index == snap
+    leader = net["n1"]
+    beyond = net.propose("n1", b"beyond the snapshot")
+    net.drop(lambda e: True)  # the leader's own sends are lost
+    # A delayed AppendEntries that starts below n2's snapshot and runs past it.
+    prev = snap - 5
+    entries = leader.log.slice(prev + 1, beyond, 100, 0)
+    req = AppendEntriesRequest(
+        leader.term, "n1", prev, leader.log.term_at(prev) or 0, entries, leader.commit_index
+    )
+    resp = core.handle_append_entries(req)
+    assert resp.success
+    assert resp.match_index == beyond
+    assert core.log.snapshot_index == snap  # nothing below the snapshot is touched
+    assert [e.index for e in core.log.entries] == [beyond]
+    net.flush("n2")
+    net.propose("n1", b"more")
+    net.tick("n1", HEARTBEAT_TICKS)
+    net.stabilize()
+    SafetyChecker().check(net)
+    assert net.nodes["n2"].commands()[-1] == b"more"
