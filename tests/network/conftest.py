@@ -1,33 +1,5 @@
-"""Fixtures and hooks shared by the network tests.
+"""Network tests share the suite-wide hooks of ``tests/conftest.py`` (the looptime event-loop
+leak guard lives there).
 
 Rule: tests here leak nothing: no event loops, sockets, tasks or default-hub state.
 """
-
-from __future__ import annotations
-
-from collections.abc import Generator
-from typing import Any
-
-import pytest
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, Any, Any]:
-    """Keep looptime from creating (and leaking) an event loop for synchronous tests.
-
-    looptime 0.9 asks the policy of pytest-asyncio's autouse ``event_loop_policy`` fixture for
-    its loop in every test, sync ones included; when no loop was ever set, that call creates
-    one which nobody closes, and its ``ResourceWarning`` later fails an unrelated test (warnings
-    are errors here). A sync test has no loop to time-travel, so we hide the fixture from
-    looptime's hook for the duration of the call; the test itself never receives it.
-    """
-    funcargs = pyfuncitem.funcargs
-    # pytest-asyncio marks every async test (auto mode) and replaces its .obj by a sync wrapper.
-    is_async = pyfuncitem.get_closest_marker("asyncio") is not None
-    if is_async or "event_loop_policy" not in funcargs:
-        return (yield)
-    policy = funcargs.pop("event_loop_policy")
-    try:
-        return (yield)
-    finally:
-        funcargs["event_loop_policy"] = policy
