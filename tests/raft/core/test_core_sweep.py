@@ -1,9 +1,9 @@
 """A seeded sweep of random adversarial schedules over the pure core (see ``schedule.py``).
 
 Rule: a schedule is a function of its seed alone, so a failure is replayed exactly with
-``RAFTCACHE_SEED=N pytest tests/raft/core/test_core_sweep.py -k sweep``. ``make test`` runs a
-fixed block of seeds; ``make sweep`` (``-m slow``) runs ``RAFTCACHE_SWEEP_SEEDS`` more, longer
-ones, starting after that block.
+``RAFTCACHE_SEED=N pytest tests/raft/core/test_core_sweep.py -k "sweep and not long"``.
+``make test`` runs a fixed block of seeds; ``make sweep`` (``-m slow``) runs
+``RAFTCACHE_SWEEP_SEEDS`` more, longer ones, starting after that block.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _run(seed: int, steps: int) -> None:
         raise AssertionError(
             f"schedule seed {seed} ({steps} steps) failed: {exc}\n"
             f"replay: RAFTCACHE_SEED={seed} RAFTCACHE_STEPS={steps} "
-            f".venv/bin/python -m pytest tests/raft/core/test_core_sweep.py -k sweep"
+            f'.venv/bin/python -m pytest tests/raft/core/test_core_sweep.py -k "sweep and not long"'
         ) from exc
 
 
