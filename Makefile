@@ -24,14 +24,16 @@ run: $(STAMP)
 test: $(STAMP) test-tools
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-# System tools some tests drive (redis-cli/redis-benchmark against --resp-port). Installed from
-# Debian when missing and possible (root or sudo); otherwise those tests skip and say why.
+# System tools some tests drive: redis-cli/redis-benchmark (against --resp-port) and libfaketime
+# (clock-jump faults). Installed from Debian when missing and possible (root or sudo); otherwise
+# those tests skip and say why.
 .PHONY: test-tools
 test-tools:
-	@command -v redis-cli >/dev/null || { \
+	@if ! command -v redis-cli >/dev/null || ! ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		($$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-tools) >/dev/null 2>&1 \
-		|| echo "note: redis-tools not installable here; the redis-cli tests will skip"; }
+		($$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-tools libfaketime) >/dev/null 2>&1 \
+		|| echo "note: redis-tools/libfaketime not installable here; their tests will skip"; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
