@@ -8,10 +8,12 @@ point is flagged ``noisy`` when the spread exceeds 10% or the machine was not id
 from __future__ import annotations
 
 import statistics
+import tempfile
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
-from benchmarks.suite.machine import wait_for_idle
+from benchmarks.suite.machine import measure_fsync, wait_for_idle
 from benchmarks.suite.settings import Settings
 from benchmarks.suite.wrk import WrkJob, run_wrk
 
@@ -19,10 +21,21 @@ NOISY_SPREAD = 0.10
 
 
 def run_once(job: WrkJob, pids: dict[str, int], settings: Settings) -> dict[str, Any]:
-    """One repetition: idle wait, warm-up, measured run; returns a JSON-ready dict."""
+    """One repetition: idle wait, a short fsync probe, warm-up, measured run (JSON-ready).
+
+    The disk is shared too: its fsync latency moves by an order of magnitude with other
+    people's I/O, so each repetition records what a durable write cost just before it ran.
+    """
     idle = wait_for_idle(settings.idle_busy_max, settings.idle_wait_max_s)
+    fsync = measure_fsync(Path(tempfile.gettempdir()), count=30)["append_fsync"]["p50_ms"]
     result = run_wrk(job, settings.duration_s, pids, settings.warmup_s)
-    return {**asdict(result), "busy_before": idle.busy, "load1": idle.load1, "idle": idle.idle}
+    return {
+        **asdict(result),
+        "busy_before": idle.busy,
+        "load1": idle.load1,
+        "idle": idle.idle,
+        "fsync_p50_ms_before": fsync,
+    }
 
 
 def summarize(

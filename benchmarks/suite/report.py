@@ -125,7 +125,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "×",
         )
     )
-    inproc = {o["label"]: o for o in results.get("inproc", [])}
+    inproc = {o["label"]: o for o in results.get("inproc") or []}
     rc, pso = inproc.get("raftcache-fsync"), inproc.get("pysyncobj")
     value = _ratio(rc["max_rate"], pso["max_rate"]) if rc and pso else None
     out.append(
@@ -294,12 +294,21 @@ def _noise_md(results: dict[str, Any]) -> list[str]:
     pts = results.get("points", [])
     noisy = [p for p in pts if p["noisy"]]
     busy = max((p["busy_before_max"] for p in pts), default=0.0)
+    fsyncs = [
+        r["fsync_p50_ms_before"] for p in pts for r in p["reps"] if "fsync_p50_ms_before" in r
+    ]
+    disk = (
+        f" Before each run a 30-write probe measured the append + fsync p50 between "
+        f"{min(fsyncs):.2f} and {max(fsyncs):.2f} ms (the disk is shared too)."
+        if fsyncs
+        else ""
+    )
     return [
         "## Noise",
         "",
         f"{len(noisy)} of {len(pts)} points flagged noisy; the busiest pre-run window had "
         f"{100 * busy:.0f}% of all cores busy. The machine is shared with other work (test "
         "suites), wrk runs on the same 2 cores as the servers, and the idle wait is bounded, "
-        "so treat single-digit-percent differences as noise.",
+        f"so treat single-digit-percent differences as noise.{disk}",
         "",
     ]
