@@ -3,9 +3,9 @@
 Rule: the node is built the way an embedding program would build it — ``RaftNode`` with the
 ``CacheStateMachine`` over ``HttpNetwork`` (listening on its own port) and ``FileStorage``
 (fsync on unless ``--no-fsync``) — and the driver node proposes ``encode_set`` commands of
-100-byte values straight into ``RaftNode.propose``; no HTTP client API is involved. The driver
-gets a shorter election timeout so it (almost always) wins the first election, as the
-PySyncObj driver does. Control protocol: ``benchmarks.suite.inproc_protocol``.
+100-byte values straight into ``RaftNode.propose``; no HTTP client API is involved. Every node
+runs the default ``RaftConfig``; the driver is started a second before the others, so it
+(almost always) wins the first election. Control protocol: ``benchmarks.suite.inproc_protocol``.
 
 Run: ``python -m benchmarks.raftcache_inproc --id n1 --peers n1=URL,... --data-dir D [--driver]``.
 """
@@ -125,8 +125,10 @@ async def run(args: argparse.Namespace) -> None:
         port=port,
         node_addresses={k: v for k, v in peers.items() if k != args.id},
     )
-    fast = (0.3, 0.5) if args.driver else (1.0, 2.0)
-    config = RaftConfig(election_timeout_min=fast[0], election_timeout_max=fast[1])
+    # Default timings on every node: a shorter election timeout for the driver would also
+    # shorten its check-quorum window and make it step down on a slow round. The orchestrator
+    # starts the driver first instead, so that its election timer runs out first.
+    config = RaftConfig()
     node = RaftNode(
         args.id,
         list(peers),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -180,6 +181,26 @@ def update_doc(doc: Path, md: str) -> bool:
     return True
 
 
+def merge_into_latest(new: dict[str, Any], latest: Path) -> dict[str, Any]:
+    """``BENCH_MERGE=1``: lay a partial run over the last full one (its points override the
+    same system/workload/connections; its restart and in-process sections replace the old)."""
+    if not latest.exists():
+        return new
+    base: dict[str, Any] = json.loads(latest.read_text())
+    keys = {(p["system"], p["workload"], p["connections"]) for p in new["points"]}
+    kept = [p for p in base["points"] if (p["system"], p["workload"], p["connections"]) not in keys]
+    base["points"] = kept + new["points"]
+    for section in ("restart", "inproc"):
+        if new.get(section):
+            base[section] = new[section]
+    base["errors"] = base.get("errors", []) + new["errors"]
+    sections = ",".join(new["settings"]["sections"])
+    base.setdefault("merged", []).append({"date": new["date"], "sections": sections})
+    base["rows"] = report.comparison_rows(base["points"])
+    base["targets"] = report.targets(base)
+    return base
+
+
 def write_outputs(results: dict[str, Any], out_dir: Path, console: Console) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "latest.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
@@ -212,6 +233,8 @@ def main() -> int:
     except (KeyboardInterrupt, SystemExit) as exc:
         console.print("[yellow]interrupted: every started process was stopped[/yellow]")
         return exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 130
+    if os.environ.get("BENCH_MERGE", "") not in ("", "0"):
+        results = merge_into_latest(results, settings.results_dir / "latest.json")
     write_outputs(results, settings.results_dir, console)
     return 1 if results["errors"] else 0
 

@@ -192,6 +192,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"warm-up {s['warmup_s']:g} s, {s['keys']:,} keys × {s['value_size']} B, "
         f"{'quick mode' if s['quick'] else 'full mode'}; load 1 min at start "
         f"{m['load1_at_start']:.2f}.",
+        *[
+            f"Re-run and merged in at {m['date']}: {m['sections']} (same machine)."
+            for m in results.get("merged", [])
+        ],
         "",
         "## Side by side (HTTP, wrk → leader)",
         "",
