@@ -7,8 +7,9 @@ commit), persists, and exits 0. Seen from outside:
 - ``raftcache.AsyncClient`` users see no error at all: a refused connection moves on to another
   node, and a write retried there keeps its session number, so it is applied once;
 - a raw HTTP request either gets a complete answer — 200, or a clean 503 with ``Retry-After`` /
-  504 ``indeterminate`` — or fails to connect; requests already in flight when the signal
-  arrived are answered (at least one such request is observed each run);
+  504 ``indeterminate`` — or fails to connect; a request already in flight when the signal
+  arrived is answered: one PUT is made in flight for certain by holding back the end of its
+  body until the node has logged the signal, and it must get its 200;
 - every write acknowledged either way is in the cluster afterwards.
 """
 
@@ -18,6 +19,7 @@ import asyncio
 import base64
 import signal
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,7 +97,7 @@ async def _client_writer(
             acked[key] = value
 
 
-def _check_raw_answers(results: list[RawResult], signalled_s: float) -> dict[str, bytes]:
+def _check_raw_answers(results: list[RawResult]) -> dict[str, bytes]:
     """Raw answers are complete and clean; returns the writes they acknowledged."""
     acked: dict[str, bytes] = {}
     for r in results:
@@ -111,11 +113,33 @@ def _check_raw_answers(results: list[RawResult], signalled_s: float) -> dict[str
         else:
             assert r.status == 504, r
             assert b'"indeterminate":true' in r.body.replace(b" ", b""), r
-    in_flight_answered = [
-        r for r in results if r.status == 200 and r.sent_s < signalled_s < r.done_s
-    ]
-    assert in_flight_answered, "no request in flight at SIGTERM was answered"
     return acked
+
+
+async def _held_put(
+    http: aiohttp.ClientSession, url: str, key: str, value: bytes, release: asyncio.Event
+) -> RawResult:
+    """A PUT whose last body byte waits for ``release``: in flight for as long as we like."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield value[:1]
+        await release.wait()
+        yield value[1:]
+
+    sent = time.monotonic()
+    headers = {"Content-Length": str(len(value))}
+    async with http.put(key_url(url, key), data=body(), headers=headers) as resp:
+        answer = await resp.read()
+        return RawResult(key, value, sent, time.monotonic(), resp.status, answer)
+
+
+async def _logged(cluster: ProcessCluster, node_id: str, text: str) -> None:
+    node = cluster.nodes[node_id]
+
+    async def seen() -> bool | None:
+        return True if text in node.log_path.read_text() else None
+
+    await wait_for(seen, f"{node_id} logs {text!r}", cluster=cluster)
 
 
 async def test_sigterm_to_the_leader_finishes_in_flight_requests(tmp_path: Path) -> None:
@@ -143,9 +167,18 @@ async def test_sigterm_to_the_leader_finishes_in_flight_requests(tmp_path: Path)
                     return True if len(acked) >= 20 and answered >= 20 else None
 
                 await wait_for(warmed_up, "writes flowing", cluster=cluster)
+                release = asyncio.Event()
+                held_value = b"held-in-flight"
+                held = asyncio.ensure_future(
+                    _held_put(http, leader.url, "held/0", held_value, release)
+                )
+                await asyncio.sleep(0.2)  # the request line and headers reach the node
                 signalled_s = time.monotonic()
                 cluster.send_signal(leader.node_id, signal.SIGTERM)
                 stop_raw.set()
+                await _logged(cluster, leader.node_id, "shutdown requested")
+                release.set()
+                held_result = await held
                 code = await cluster.wait_exit(leader.node_id)
                 async with asyncio.timeout(60):
                     await asyncio.gather(*senders)
@@ -159,7 +192,11 @@ async def test_sigterm_to_the_leader_finishes_in_flight_requests(tmp_path: Path)
             assert "shutdown requested" in log_text, log_text
             assert "node stopped" in log_text, log_text
             assert errors == [], f"clients saw errors: {errors}\n{cluster.logs()}"
-            raw_acked = _check_raw_answers(raw, signalled_s)
+            raw_acked = _check_raw_answers(raw)
+            # The request held in flight across the signal was served to the end.
+            assert held_result.sent_s < signalled_s < held_result.done_s
+            assert held_result.status == 200, held_result
+            raw_acked[held_result.key] = held_value
 
             # Every acknowledged write, from the clients and from raw requests, is there.
             new_leader = await wait_for_leader(cluster, http)

@@ -15,6 +15,7 @@ from aiohttp import web
 from raftcache.dashboard import add_dashboard_routes
 from raftcache.server.admission import Admission
 from raftcache.server.context import CONTEXT, ServerContext, ServerSettings
+from raftcache.server.drain import DRAIN, Drain
 from raftcache.server.forwarding import Forwarder
 from raftcache.server.metrics import ServerMetrics
 from raftcache.server.middleware import MIDDLEWARES
@@ -61,6 +62,7 @@ def create_app(
         metrics=metrics,
         admission=admission,
     )
+    app[DRAIN] = Drain()
     add_key_routes(app)
     add_admin_routes(app)
     add_dashboard_routes(

@@ -1,9 +1,10 @@
-"""The middleware chain of the server, outermost first: admission → metrics → errors → auth →
-forwarding.
+"""The middleware chain of the server, outermost first: drain → admission → metrics → errors →
+auth → forwarding.
 
 Rule: handlers raise, middlewares translate. ``admission`` refuses work past the node's bounds
 (503, see ``admission``) before anything else is done — the cheapest answer the node can give,
-which is what an overloaded node needs. ``metrics`` sees the final status of every request
+which is what an overloaded node needs (only ``drain``, which counts requests in progress for a
+graceful stop, comes before it). ``metrics`` sees the final status of every request
 (including errors and forwarded answers). ``errors`` turns every exception into a JSON error
 response — ``ApiError``, aiohttp's own 404/405/413, domain errors via ``api_error_for`` and
 any bug as a JSON 500 — so the node keeps serving whatever a handler does. ``auth`` checks the
@@ -23,6 +24,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from raftcache.raft.errors import NotLeaderError
 from raftcache.server.admission import TICKET, is_exempt
 from raftcache.server.context import context_of
+from raftcache.server.drain import drain_middleware
 from raftcache.server.errors import (
     ApiError,
     api_error_for,
@@ -165,6 +167,7 @@ async def forwarding_middleware(request: web.Request, handler: Handler) -> web.S
 
 
 MIDDLEWARES = (
+    drain_middleware,
     admission_middleware,
     metrics_middleware,
     error_middleware,

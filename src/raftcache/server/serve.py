@@ -8,8 +8,9 @@ heartbeats fresh), ``FileStorage(data_dir)``, ``CacheStateMachine``, ``RaftNode`
 ``CacheService``.
 
 Shutdown order (SIGTERM/SIGINT): stop accepting connections, let in-flight requests finish
-(bounded by ``shutdown_timeout_s``; the node still runs so they can commit), stop the cache
-service's background work, stop the node (which persists and stops the network), close storage.
+(``server.drain``, bounded by ``shutdown_timeout_s``; the node still runs so they can commit),
+stop the cache service's background work, stop the node (which persists and stops the network),
+close storage.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from raftcache.server.admission import AdmissionLimits
 from raftcache.server.app import create_app
 from raftcache.server.config import ServeOptions
 from raftcache.server.context import CONTEXT, ServerSettings
+from raftcache.server.drain import DRAIN
 from raftcache.server.exposure import warn_if_exposed
 from raftcache.server.logs import configure_logging
 from raftcache.server.validation import MAX_KEY_BYTES, Limits
@@ -85,6 +87,7 @@ class NodeServer:
         self.host = host
         self.port = port
         self._ssl_context = ssl_context
+        self._shutdown_timeout_s = shutdown_timeout_s
         self._runner = web.AppRunner(
             app,
             access_log=None,
@@ -134,7 +137,13 @@ class NodeServer:
             return
         self._started = False
         log.info("node stopping", extra={"id": self.node.node_id})
-        # Closes the listener, waits (bounded) for in-flight requests, runs on_cleanup.
+        # Close the listener, then drain the connections we have (see ``server.drain``): aiohttp's
+        # own shutdown would drop a request whose body is still arriving.
+        for site in list(self._runner.sites):
+            await site.stop()
+        if not await self.app[DRAIN].wait_idle(self._shutdown_timeout_s):
+            log.warning("requests still in progress at the shutdown timeout")
+        # Closes the now idle connections, runs on_cleanup.
         await self._runner.cleanup()
         with contextlib.suppress(Exception):
             await self.service.stop()
