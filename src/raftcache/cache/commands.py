@@ -23,6 +23,12 @@ from typing import Any, TypeAlias
 import msgpack  # type: ignore[import-untyped, unused-ignore]
 
 from raftcache.cache.errors import InvalidCommand
+from raftcache.cache.restore_commands import (
+    RESTORE_OPS,
+    RestoreCommand,
+    restore_from_wire,
+    restore_to_wire,
+)
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
@@ -228,7 +234,13 @@ def _check_keys(keys: object) -> None:
 
 
 Command: TypeAlias = (
-    SetCommand | DeleteCommand | IncrCommand | BatchCommand | ExpireCommand | TouchCommand
+    SetCommand
+    | DeleteCommand
+    | IncrCommand
+    | BatchCommand
+    | ExpireCommand
+    | TouchCommand
+    | RestoreCommand  # restore.begin/chunk/commit/abort: see raftcache.cache.restore_commands
 )
 
 
@@ -280,8 +292,10 @@ def to_wire(cmd: Command) -> dict[str, Any]:
         wire = {"o": "batch", "n": cmd.now, "ops": [_op_to_wire(op) for op in cmd.ops]}
     elif isinstance(cmd, ExpireCommand):
         return {"o": "expire", "n": cmd.now, "ks": list(cmd.keys)}
-    else:
+    elif isinstance(cmd, TouchCommand):
         return {"o": "touch", "n": cmd.now, "ks": list(cmd.keys)}
+    else:
+        return restore_to_wire(cmd)
     _put_session(wire, cmd.session)
     return wire
 
@@ -388,6 +402,8 @@ def _from_wire(wire: Mapping[str, Any]) -> Command:
         return ExpireCommand(now, _keys_from_wire(wire["ks"]))
     if op == "touch":
         return TouchCommand(now, _keys_from_wire(wire["ks"]))
+    if op in RESTORE_OPS:
+        return restore_from_wire(wire)
     raise InvalidCommand(f"unknown op {op!r}")
 
 

@@ -24,6 +24,8 @@ Semantics (see also docs/cache.md):
 - Writes that leave the store above ``max_keys``/``max_bytes`` evict (``EntryStore.settle``);
   an entry larger than ``max_bytes`` on its own is refused (VALUE_TOO_LARGE).
 - Writes carrying a ``Session`` are exactly-once (``raftcache.cache.sessions``).
+- RESTORE.BEGIN/CHUNK/COMMIT/ABORT replace the whole cache with a backup's contents, atomically
+  at the commit's index (``raftcache.cache.restore``).
 
 ``hits``/``misses`` are node-local: the service counts its own reads there; they are not
 replicated and not in snapshots.
@@ -52,7 +54,14 @@ from raftcache.cache.commands import (
 )
 from raftcache.cache.entries import HEADER_SIZE, NEVER, Item, record_expires_at, record_item
 from raftcache.cache.errors import InvalidCommand
-from raftcache.cache.results import CommandError, ErrorCode, IncrResult, Result
+from raftcache.cache.restore import RestoreStaging, Staged, restamp
+from raftcache.cache.restore_commands import (
+    RestoreAbort,
+    RestoreBegin,
+    RestoreChunk,
+    RestoreCommit,
+)
+from raftcache.cache.results import CommandError, ErrorCode, IncrResult, RestoreResult, Result
 from raftcache.cache.sessions import (
     DEFAULT_MAX_SESSIONS,
     DEFAULT_TTL_S,
@@ -60,6 +69,7 @@ from raftcache.cache.sessions import (
     SessionTable,
 )
 from raftcache.cache.snapshot import (
+    SnapshotFormatError,
     SnapshotState,
     SupportsRead,
     encode_snapshot,
@@ -114,6 +124,7 @@ class CacheStateMachine:
         self._sessions = SessionTable(
             ttl_s=session_ttl_s, max_sessions=max_sessions, window=session_window
         )
+        self._restore = RestoreStaging()
         self._last_index = 0
         self.hits = 0
         self.misses = 0
@@ -124,6 +135,10 @@ class CacheStateMachine:
             BatchCommand: self._batch,
             ExpireCommand: self._expire,
             TouchCommand: self._touch,
+            RestoreBegin: self._restore_begin,
+            RestoreChunk: lambda _, cmd: self._restore.chunk(cmd),
+            RestoreCommit: self._restore_commit,
+            RestoreAbort: lambda _, cmd: self._restore.abort(cmd),
         }
 
     @property
@@ -244,11 +259,31 @@ class CacheStateMachine:
     def _expire(self, index: int, cmd: ExpireCommand) -> Result:
         # Sessions are swept here too: EXPIRE is the leader's periodic housekeeping entry.
         self._sessions.sweep(cmd.now)
+        self._restore.sweep(cmd.now)
         return self._store.expire(cmd.keys, cmd.now)
 
     def _touch(self, index: int, cmd: TouchCommand) -> Result:
         store, now = self._store, cmd.now
         return sum(store.touch(key, now) for key in cmd.keys)
+
+    def _restore_begin(self, index: int, cmd: RestoreBegin) -> Result:
+        return self._restore.begin(index, cmd)
+
+    def _restore_commit(self, index: int, cmd: RestoreCommit) -> Result:
+        """Swap the staged backup in (see ``raftcache.cache.restore``): all or nothing."""
+        data = self._restore.take(cmd)
+        if isinstance(data, CommandError):
+            return data
+        try:
+            state = read_snapshot(io.BytesIO(data))
+        except SnapshotFormatError as exc:
+            return CommandError(ErrorCode.INVALID_COMMAND, f"restore: {exc}")
+        store, now = self._store, cmd.now
+        records, expired, too_large = restamp(state.records, index, now, store.fits)
+        evictions = store.evictions
+        store.load(records, store.bytes_peak, evictions, store.expirations)
+        store.settle(now)
+        return RestoreResult(len(store), expired, too_large, store.evictions - evictions, index)
 
     # --- reads (local, pure) ------------------------------------------------------------------
 
@@ -293,6 +328,7 @@ class CacheStateMachine:
             "evictions": store.evictions,
             "expirations": store.expirations,
             "sessions": len(self._sessions),
+            "restore_staged_bytes": self._restore.staged_bytes,
         }
 
     # --- snapshots ----------------------------------------------------------------------------
@@ -307,7 +343,13 @@ class CacheStateMachine:
             "bytes_peak": store.bytes_peak,
             "sessions_dropped": self._sessions.dropped,
         }
-        return SnapshotState(self._last_index, counters, self._sessions.to_wire(), store.records())
+        # A staged restore's chunks are immutable bytes: a shallow copy of the list suffices.
+        staged = self._restore.to_wire()
+        if staged is not None:
+            staged[-1] = list(staged[-1])
+        return SnapshotState(
+            self._last_index, counters, self._sessions.to_wire(), store.records(), staged
+        )
 
     def prepare_snapshot(self) -> Callable[[], bytes]:
         """Capture the state now (call on the event loop) and return a function that encodes
@@ -334,6 +376,10 @@ class CacheStateMachine:
     def restore_stream(self, stream: SupportsRead) -> None:
         """``restore`` from a binary file-like object, read run by run."""
         state = read_snapshot(stream)
+        try:
+            staged = None if state.restore is None else Staged.from_wire(state.restore)
+        except (ValueError, TypeError) as exc:
+            raise SnapshotFormatError(f"malformed staged restore in the snapshot: {exc}") from None
         counters = state.counters
         self._sessions.load_wire(state.sessions, counters.get("sessions_dropped", 0))
         self._store.load(
@@ -342,6 +388,7 @@ class CacheStateMachine:
             counters.get("evictions", 0),
             counters.get("expirations", 0),
         )
+        self._restore.staged = staged
         self._last_index = state.index
 
     def check_invariants(self) -> None:

@@ -78,8 +78,27 @@ class IncrResult:
     version: int
 
 
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    """The outcome of RESTORE.COMMIT (``raftcache.cache.restore``); never a session result.
+
+    Attributes:
+        keys: keys the cache holds right after the restore.
+        expired: backup keys not restored because they had expired by the commit's time.
+        too_large: backup keys not restored because one alone exceeds ``max_bytes``.
+        evicted: restored keys evicted at once to fit ``max_keys``/``max_bytes``.
+        version: the commit's log index: the version of every restored key.
+    """
+
+    keys: int
+    expired: int
+    too_large: int
+    evicted: int
+    version: int
+
+
 BatchItem: TypeAlias = bytes | int | bool | None
-Result: TypeAlias = int | bool | IncrResult | tuple[BatchItem, ...] | CommandError
+Result: TypeAlias = int | bool | IncrResult | tuple[BatchItem, ...] | CommandError | RestoreResult
 
 
 def result_to_wire(result: Result) -> Any:

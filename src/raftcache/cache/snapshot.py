@@ -9,6 +9,10 @@ format it does not know rather than guess. Format 1::
      "sessions": [[client_id, last_active, [[seq, result], ...]], ...],   # activity order
      "entries": [run, run, ...]}                                         # LRU order
 
+plus, only while a replicated restore is being staged, ``"restore": [...]`` before
+``"entries"`` (``raftcache.cache.restore``; a reader ignores fields it does not use, and a
+snapshot without a staged restore is byte for byte what it always was).
+
 A run is a flat array ``key, record, key, record, ...`` of at most ``RUN_ENTRIES`` entries and
 (unless one entry alone is larger) ``RUN_BYTES`` of records. A record is the store's own
 ``bytes`` (``raftcache.cache.entries``: 16-byte header of version and expires_at, then the
@@ -58,19 +62,23 @@ class SnapshotState:
     counters: dict[str, int]
     sessions: list[Any]
     records: dict[str, bytes]
+    restore: list[Any] | None = None
 
 
 def write_snapshot(state: SnapshotState, write: Callable[[bytes], object]) -> None:
     """Encode ``state`` as a series of ``write(chunk)`` calls. Safe in a worker thread if
     nothing else touches ``state`` (the machine hands over copies)."""
     packer = msgpack.Packer(use_bin_type=True)
-    write(packer.pack_map_header(5))
-    for name, value in (
+    fields: list[tuple[str, Any]] = [
         ("format", FORMAT_VERSION),
         ("index", state.index),
         ("counters", state.counters),
         ("sessions", state.sessions),
-    ):
+    ]
+    if state.restore is not None:
+        fields.append(("restore", state.restore))
+    write(packer.pack_map_header(len(fields) + 1))
+    for name, value in fields:
         write(packer.pack(name) + packer.pack(value))
     runs = list(_runs(state.records))  # (start, stop) offsets: small, and gives the count
     write(packer.pack("entries") + packer.pack_array_header(len(runs)))
@@ -134,6 +142,7 @@ def read_snapshot(stream: SupportsRead) -> SnapshotState:
             {str(k): int(v) for k, v in body["counters"].items()},
             list(body["sessions"]),
             records,
+            body.get("restore"),
         )
         _expect_end(unpacker)
     except SnapshotFormatError:

@@ -1,0 +1,148 @@
+"""The commands of a replicated restore, and their msgpack form in the Raft log.
+
+Rule: a restore replaces the cache's contents with a backup's as ONE atomic step in the log, yet
+a backup may be far larger than one log entry. So the leader proposes a sequence:
+
+- ``restore.begin`` {size, sha256 of the snapshot, the backup's index and term} — its result is
+  its own log index, which is the restore's id from then on (deterministic on every replica,
+  and unique: nothing else can ever have that index). A begin drops any restore still staged;
+- ``restore.chunk`` {id, seq, data} — staged in the replicated state, nothing visible changes;
+- ``restore.commit`` {id} — checks size and checksum, decodes the snapshot and swaps it in,
+  all within the apply of this one entry: the restore happens at the commit's index;
+- ``restore.abort`` {id} — drops the staged data (a restore that failed half-way).
+
+Wire keys: ``o`` the op, ``n`` the leader's now, ``id`` the restore id, ``sz`` size, ``h``
+SHA-256 hex, ``bi``/``bt`` backup index/term, ``q`` chunk sequence number (from 0), ``d`` data.
+These ops are new in this version of raftcache: a node that does not know them would answer
+"unknown op" where the others restore, so a cluster must run a version that knows them on every
+node before a restore is started (see docs/operations.md, "Upgrading").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from raftcache.cache.errors import InvalidCommand
+
+#: The largest chunk the machine accepts; the leader proposes smaller ones (see backup_service).
+MAX_CHUNK_BYTES = 4 * 1024 * 1024
+MAX_RESTORE_BYTES = 1 << 40
+RESTORE_OPS = frozenset({"restore.begin", "restore.chunk", "restore.commit", "restore.abort"})
+
+
+def _check_now(now: object) -> None:
+    if not isinstance(now, int | float) or isinstance(now, bool) or not math.isfinite(now):
+        raise InvalidCommand("now must be a finite number")
+
+
+def _check_count(value: object, what: str, high: int) -> None:
+    if type(value) is not int or not 0 <= value <= high:
+        raise InvalidCommand(f"{what} must be an integer in [0, {high}]")
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreBegin:
+    """Start staging a restore of ``size`` snapshot bytes whose SHA-256 is ``sha256``."""
+
+    now: float
+    size: int
+    sha256: str
+    backup_index: int = 0
+    backup_term: int = 0
+
+    def __post_init__(self) -> None:
+        _check_now(self.now)
+        _check_count(self.size, "size", MAX_RESTORE_BYTES)
+        if not isinstance(self.sha256, str) or len(self.sha256) != 64:
+            raise InvalidCommand("sha256 must be 64 hex digits")
+        try:
+            bytes.fromhex(self.sha256)
+        except ValueError:
+            raise InvalidCommand("sha256 must be 64 hex digits") from None
+        _check_count(self.backup_index, "backup_index", 2**63 - 1)
+        _check_count(self.backup_term, "backup_term", 2**63 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreChunk:
+    """The ``seq``-th piece of the snapshot of restore ``restore_id``."""
+
+    now: float
+    restore_id: int
+    seq: int
+    data: bytes
+
+    def __post_init__(self) -> None:
+        _check_now(self.now)
+        _check_count(self.restore_id, "restore id", 2**63 - 1)
+        _check_count(self.seq, "seq", 2**63 - 1)
+        if not isinstance(self.data, bytes) or len(self.data) > MAX_CHUNK_BYTES:
+            raise InvalidCommand(f"chunk data must be at most {MAX_CHUNK_BYTES} bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreCommit:
+    """Swap the staged snapshot of ``restore_id`` in, atomically."""
+
+    now: float
+    restore_id: int
+
+    def __post_init__(self) -> None:
+        _check_now(self.now)
+        _check_count(self.restore_id, "restore id", 2**63 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreAbort:
+    """Drop the staged data of ``restore_id`` (a no-op if another restore is staged)."""
+
+    now: float
+    restore_id: int
+
+    def __post_init__(self) -> None:
+        _check_now(self.now)
+        _check_count(self.restore_id, "restore id", 2**63 - 1)
+
+
+RestoreCommand: TypeAlias = RestoreBegin | RestoreChunk | RestoreCommit | RestoreAbort
+
+
+def restore_to_wire(cmd: RestoreCommand) -> dict[str, Any]:
+    """The msgpack map of ``cmd`` (before packing)."""
+    if isinstance(cmd, RestoreBegin):
+        return {
+            "o": "restore.begin",
+            "n": cmd.now,
+            "sz": cmd.size,
+            "h": cmd.sha256,
+            "bi": cmd.backup_index,
+            "bt": cmd.backup_term,
+        }
+    if isinstance(cmd, RestoreChunk):
+        return {
+            "o": "restore.chunk",
+            "n": cmd.now,
+            "id": cmd.restore_id,
+            "q": cmd.seq,
+            "d": cmd.data,
+        }
+    op = "restore.commit" if isinstance(cmd, RestoreCommit) else "restore.abort"
+    return {"o": op, "n": cmd.now, "id": cmd.restore_id}
+
+
+def restore_from_wire(wire: Mapping[str, Any]) -> RestoreCommand:
+    """Parse a restore op's map (``o`` in ``RESTORE_OPS``); raises ``InvalidCommand``,
+    ``KeyError`` or ``TypeError`` on a malformed one (``commands.decode`` maps all three)."""
+    op, now = wire["o"], wire["n"]
+    if op == "restore.begin":
+        return RestoreBegin(now, wire["sz"], wire["h"], wire.get("bi", 0), wire.get("bt", 0))
+    if op == "restore.chunk":
+        return RestoreChunk(now, wire["id"], wire["q"], wire["d"])
+    if op == "restore.commit":
+        return RestoreCommit(now, wire["id"])
+    if op == "restore.abort":
+        return RestoreAbort(now, wire["id"])
+    raise InvalidCommand(f"unknown op {op!r}")
