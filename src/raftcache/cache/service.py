@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from raftcache.cache.background import Housekeeping
+from raftcache.cache.backup_service import Backups
 from raftcache.cache.commands import (
     BatchOp,
     DeleteOp,
@@ -95,6 +96,8 @@ class CacheService:
             expiry_batch_size=expiry_batch_size,
             touch_batch_size=touch_batch_size,
         )
+        #: Backups of the cluster and restores into it (``raftcache.cache.backup_service``).
+        self.backups = Backups(node, machine, clock)
 
     @property
     def machine(self) -> CacheStateMachine:
