@@ -77,6 +77,8 @@ from raftcache.cache.snapshot import (
     write_snapshot,
 )
 from raftcache.cache.store import EntryStore
+from raftcache.cache.watch import WatchHistory
+from raftcache.cache.watch_store import RecordingStore
 
 # ASCII decimal, optional minus; the int64 range is checked after parsing.
 _COUNTER = re.compile(rb"-?[0-9]{1,32}")
@@ -109,6 +111,7 @@ class CacheStateMachine:
         session_ttl_s: forget a client session idle this long (judged by command stamps).
         max_sessions: at most this many client sessions (the least recently active go first).
         session_window: results remembered per client (its safe number of outstanding writes).
+        watch: the watch history to feed with every change (None: no recording).
     """
 
     def __init__(
@@ -119,8 +122,18 @@ class CacheStateMachine:
         session_ttl_s: float = DEFAULT_TTL_S,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         session_window: int = DEFAULT_WINDOW,
+        watch: WatchHistory | None = None,
     ) -> None:
-        self._store = EntryStore(max_keys=max_keys, max_bytes=max_bytes)
+        # With a watch history, the store records every change for it (docs/api.md, Watches).
+        self._recorder = (
+            None if watch is None else RecordingStore(watch, max_keys=max_keys, max_bytes=max_bytes)
+        )
+        self._store = (
+            EntryStore(max_keys=max_keys, max_bytes=max_bytes)
+            if self._recorder is None
+            else self._recorder
+        )
+        self.watch_history = watch
         self._sessions = SessionTable(
             ttl_s=session_ttl_s, max_sessions=max_sessions, window=session_window
         )
@@ -156,6 +169,13 @@ class CacheStateMachine:
         if index <= self._last_index:
             raise ValueError(f"entry {index} applied after entry {self._last_index}")
         self._last_index = index
+        try:
+            return self._apply_command(index, command)
+        finally:
+            if self._recorder is not None:  # the one hook: this entry's changes, to the watches
+                self._recorder.commit(index)
+
+    def _apply_command(self, index: int, command: bytes) -> Result:
         try:
             cmd: Command = decode(command)
         except InvalidCommand as exc:
@@ -390,6 +410,8 @@ class CacheStateMachine:
         )
         self._restore.staged = staged
         self._last_index = state.index
+        if self._recorder is not None:  # the watch history restarts at the snapshot
+            self._recorder.commit(state.index)
 
     def check_invariants(self) -> None:
         """Assert internal consistency (for tests; O(n))."""
