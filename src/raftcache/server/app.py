@@ -21,6 +21,7 @@ from raftcache.server.metrics import ServerMetrics
 from raftcache.server.middleware import MIDDLEWARES
 from raftcache.server.ports import NodePort, ServicePort
 from raftcache.server.routes_admin import add_admin_routes
+from raftcache.server.routes_backup import add_backup_routes
 from raftcache.server.routes_keys import add_key_routes
 
 
@@ -65,6 +66,7 @@ def create_app(
     app[DRAIN] = Drain()
     add_key_routes(app)
     add_admin_routes(app)
+    add_backup_routes(app)
     add_dashboard_routes(
         app,
         peer_urls=settings.peer_urls,
