@@ -83,6 +83,7 @@ class RaftNode:
         rng: random.Random | None = None,
         clock: Callable[[], float] | None = None,
         peer_addresses: dict[str, str] | None = None,
+        address_overrides: dict[str, str] | None = None,
     ) -> None:
         self.node_id = node_id
         self.network = network
@@ -97,6 +98,9 @@ class RaftNode:
         # snapshots; addresses added by add_member are replicated in CONFIG entries instead.
         self._bootstrap = Configuration.of(peer_list)
         self._peer_addresses = dict(addresses)
+        # Node-local routes that win over the replicated addresses (NAT, multi-homed hosts,
+        # a proxy per pair of nodes): the configuration holds one URL per member for everyone.
+        self._address_overrides = dict(address_overrides or {})
         self._cluster_id = cluster_id
         self._rng = rng or random.Random()
         # Default: the event loop's monotonic clock (virtual under looptime in simulations).
@@ -183,7 +187,11 @@ class RaftNode:
         leader = self.leader_id
         if leader is None:
             return None
-        return self.configuration.address_of(leader) or self._peer_addresses.get(leader)
+        return (
+            self._address_overrides.get(leader)
+            or self.configuration.address_of(leader)
+            or self._peer_addresses.get(leader)
+        )
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -396,7 +404,11 @@ class RaftNode:
         self._last_config = conf
         for node_id in conf.all_ids():
             addr = conf.address_of(node_id)
-            if addr is not None and node_id != self.node_id:
+            if (
+                addr is not None
+                and node_id != self.node_id
+                and node_id not in self._address_overrides
+            ):
                 self.network.set_peer_address(node_id, addr)
 
     # ------------------------------------------------------------------ sending
@@ -589,7 +601,7 @@ class RaftNode:
         core = self._check_running()
         if node_id in core.configuration.voters:
             return
-        if address is not None:
+        if address is not None and node_id not in self._address_overrides:
             self.network.set_peer_address(node_id, address)
         if node_id not in core.configuration.learners:
             await self._propose_config(core.configuration.with_learner(node_id, address), None)

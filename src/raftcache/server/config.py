@@ -33,6 +33,8 @@ class ServeOptions:
     port: int
     peers: Mapping[str, str]
     data_dir: Path
+    #: How this node reaches some peers, whatever address the replicated configuration names.
+    peer_address_override: Mapping[str, str] = field(default_factory=dict)
     # Secrets stay out of repr(): options may end up in a log line or a traceback.
     cluster_token: str | None = field(default=None, repr=False)
     client_token: str | None = field(default=None, repr=False)
@@ -142,6 +144,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("listen", parse_listen, None, "address to serve on", "HOST:PORT"),
     Option("peers", parse_peers, None, "every voting member, this node included", "ID=URL,..."),
     Option("data_dir", Path, None, "directory of the node's durable state", "DIR"),
+    Option(
+        "peer_address_override",
+        parse_peers,
+        None,
+        "how this node reaches these peers, over the addresses in the membership",
+        "ID=URL,...",
+    ),
     Option("cluster_token", _non_empty, None, "bearer token of the Raft endpoints", "T"),
     Option("client_token", _non_empty, None, "bearer token of the client API (read-write)", "T"),
     Option("client_token_ro", _non_empty, None, "read-only bearer token of the client API", "T"),
@@ -200,7 +209,7 @@ def _convert(opt: Option, raw: object, source: str) -> Any:
     try:
         if isinstance(raw, str):
             return opt.convert(raw)
-        if opt.name == "peers" and isinstance(raw, Mapping):
+        if opt.name in ("peers", "peer_address_override") and isinstance(raw, Mapping):
             return parse_peers(",".join(f"{k}={v}" for k, v in raw.items()))
         if isinstance(raw, bool):
             raise ValueError("must not be a boolean")
@@ -272,6 +281,10 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> ServeOptions:
         raise ConfigError(f"missing required option(s): {flags}")
     if values["id"] not in values["peers"]:
         raise ConfigError(f"--id {values['id']} is not listed in --peers")
+    if values["peer_address_override"] is None:
+        values["peer_address_override"] = {}
+    elif values["id"] in values["peer_address_override"]:
+        raise ConfigError(f"--peer-address-override names this node ({values['id']}) itself")
     if (values["tls_cert"] is None) != (values["tls_key"] is None):
         raise ConfigError("--tls-cert and --tls-key must be given together")
     if values["tls_ca"] is not None and values["tls_cert"] is None:

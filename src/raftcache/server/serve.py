@@ -162,7 +162,7 @@ def server_settings(options: ServeOptions) -> ServerSettings:
         client_token=options.client_token,
         client_token_ro=options.client_token_ro,
         leader_wait_s=options.leader_wait_s,
-        peer_urls=dict(options.peers),
+        peer_urls=peer_routes(options),
         client_ssl_context=client_ssl,
         admission=AdmissionLimits(
             max_inflight_requests=options.max_inflight_requests,
@@ -170,6 +170,13 @@ def server_settings(options: ServeOptions) -> ServerSettings:
             max_inflight_bytes=options.max_inflight_bytes,
         ),
     )
+
+
+def peer_routes(options: ServeOptions) -> dict[str, str]:
+    """How this node reaches each peer it knows at start: ``--peers``, with
+    ``--peer-address-override`` on top (the override also beats addresses that membership
+    changes replicate later; see ``RaftNode``'s ``address_overrides``)."""
+    return {**options.peers, **options.peer_address_override}
 
 
 def raft_config_of(options: ServeOptions) -> RaftConfig:
@@ -213,7 +220,8 @@ def build_node_server(
         machine,
         raft_config,
         rng=random.Random(),
-        peer_addresses=dict(options.peers),
+        peer_addresses=peer_routes(options),
+        address_overrides=dict(options.peer_address_override),
     )
     service = CacheService(node, machine, clock=time.time)
     app = create_app(node, service, server_settings(options), mount=network.mount)
@@ -264,7 +272,7 @@ def _network(options: ServeOptions, body_limit: int) -> HttpNetwork:
         options.id,
         port=options.port,
         host=options.host,
-        node_addresses={k: v for k, v in options.peers.items() if k != options.id},
+        node_addresses={k: v for k, v in peer_routes(options).items() if k != options.id},
         timeout=options.network_timeout_s,
         cluster_token=options.cluster_token,
         ssl_certfile=certfile,
@@ -333,7 +341,7 @@ async def _start_resp(server: NodeServer, options: ServeOptions) -> Any:
         client_token_ro=options.client_token_ro,
         limits=RespLimits(max_value_bytes=options.max_value_bytes),
         leader_wait_s=options.leader_wait_s,
-        peer_urls=dict(options.peers),
+        peer_urls=peer_routes(options),
         ssl_context=_server_tls(options),
         client_ssl_context=server_settings(options).client_ssl_context,
     )
