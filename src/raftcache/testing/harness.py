@@ -4,8 +4,9 @@ Rule: every node reaches every other node only through the ``ProxyMesh`` (its ``
 lists each peer at the proxy for that ordered pair), so a partition cut in the mesh is a real
 network partition for Raft traffic *and* for requests a follower forwards to the leader. Clients
 — the workloads and the harness itself — talk to the nodes' real ports directly, as Jepsen's
-clients do. Membership stays static: addresses that a node learns any other way would bypass
-the proxies (docs/testing-faults.md).
+clients do. Each node also gets its proxies as ``--peer-address-override``, so a member that a
+membership change adds back (its configuration entry naming its real URL) is still reached
+through the mesh (docs/testing-faults.md).
 
 The cluster owns its processes: ``stop`` (also reached from ``async with`` on any error) takes
 every node down, and each node dies with the harness anyway (see ``procs``). Nodes listen on
@@ -57,6 +58,9 @@ class ProcessCluster:
         extra_args: Appended to every ``serve`` command line.
         python: The interpreter for the nodes (default: this one).
         clock: Puts every node's clocks under this control (clock faults; see ``clocks``).
+        address_overrides: Start every node with ``--peer-address-override`` (its proxies),
+            so that membership changes keep the mesh; False only to show what happens
+            without.
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class ProcessCluster:
         extra_args: Sequence[str] = (),
         python: str = "",
         clock: ClockControl | None = None,
+        address_overrides: bool = True,
     ) -> None:
         if len(set(node_ids)) != len(node_ids) or not node_ids:
             raise ValueError("node ids must be distinct and non-empty")
@@ -80,6 +85,7 @@ class ProcessCluster:
         self._extra = list(extra_args)
         self._python = python
         self.clock = clock
+        self._overrides = address_overrides
         self.nodes: dict[str, NodeProcess] = {}
         self.api = NodeApi(timeout_s=2.0)
         self.crashes: list[NodeCrash] = []
@@ -114,8 +120,11 @@ class ProcessCluster:
         for node, spec in self.specs.items():
             peers = self.mesh.addresses(node)
             env = {**os.environ, **(self.clock.env(node) if self.clock else {})}
+            # The same proxies as overrides: a member added back by a membership change is
+            # still reached through the mesh, whatever URL its configuration entry names.
+            routes = {p: url for p, url in peers.items() if p != node} if self._overrides else {}
             self.nodes[node] = NodeProcess(
-                spec, peers, extra_args=self._extra, python=self._python, env=env
+                spec, peers, extra_args=self._extra, python=self._python, env=env, overrides=routes
             )
         for proc in self.nodes.values():
             proc.start()

@@ -220,7 +220,9 @@ class NodeApi:
             return reply
         return Reply(OpStatus.OK, [r.get("version") for r in json.loads(data)["results"]], 200)
 
-    async def list_keys(self, url: str, prefix: str, *, page: int = 1000) -> Reply:
+    async def list_keys(
+        self, url: str, prefix: str, *, page: int = 1000, consistency: str | None = None
+    ) -> Reply:
         """Every key under ``prefix`` (linearizable, page by page); ok value = the key list.
 
         Pages are separate reads, but keys are only ever added under a prefix while it is
@@ -230,6 +232,8 @@ class NodeApi:
         after: str | None = None
         while True:
             query = f"?prefix={quote(prefix, safe='')}&limit={page}"
+            if consistency is not None:
+                query += f"&consistency={consistency}"
             if after is not None:
                 query += f"&after={quote(after, safe='')}"
             reply, data, _ = await self.request(url, "GET", "/v1/keys" + query, write=False)
@@ -241,14 +245,68 @@ class NodeApi:
             if after is None:
                 return Reply(OpStatus.OK, keys, 200)
 
-    async def transfer_leader(self, url: str, to: str | None) -> Reply:
-        """Ask for a leadership transfer; ok value = the leader the node then reports."""
-        body = json.dumps({"to": to}).encode()
+    async def mget(self, url: str, keys: Sequence[str], *, consistency: str | None = None) -> Reply:
+        """Read several keys at once; ok value = their values (bytes or None), in order."""
+        query = f"?consistency={consistency}" if consistency else ""
+        body = json.dumps({"keys": list(keys)}).encode()
         headers = {"Content-Type": "application/json"}
         reply, data, _ = await self.request(
-            url, "POST", "/v1/leader/transfer", body=body, headers=headers, write=True
+            url, "POST", "/v1/mget" + query, body=body, headers=headers, write=False
         )
-        return Reply(OpStatus.OK, json.loads(data).get("leader"), 200) if reply.ok else reply
+        if not reply.ok:
+            return reply
+        values = [None if v is None else base64.b64decode(v) for v in json.loads(data)["values"]]
+        return Reply(OpStatus.OK, values, 200)
+
+    async def transfer_leader(self, url: str, to: str | None) -> Reply:
+        """Ask for a leadership transfer; ok value = the leader the node then reports (a 409,
+        e.g. ``to`` is not a voter at the moment, is ``fail``)."""
+        reply = await self.admin(url, "POST", "/v1/leader/transfer", {"to": to})
+        return Reply(OpStatus.OK, reply.value.get("leader"), 200) if reply.ok else reply
+
+    async def admin(
+        self,
+        url: str,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> Reply:
+        """An operational request (membership, leadership); ok value = the JSON answer.
+
+        A 409 (the change was refused: another one in progress, not a member, no leader term
+        yet) is a documented answer, so it is ``fail`` without counting as unexpected."""
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        reply, raw, _ = await self.request(
+            url,
+            method,
+            path,
+            body=data,
+            headers=headers,
+            write=True,
+            ok=frozenset({200, 409}),
+            timeout_s=timeout_s,
+        )
+        if not reply.ok:
+            return reply
+        if reply.http_status == 409:
+            reason = f"HTTP 409: {raw[:200].decode('utf-8', 'replace')}"
+            return Reply(OpStatus.FAIL, None, 409, reason)
+        return Reply(OpStatus.OK, json.loads(raw), 200)
+
+    async def add_member(
+        self, url: str, node_id: str, member_url: str, *, timeout_s: float = 40.0
+    ) -> Reply:
+        """``POST /v1/members``: returns once ``node_id`` is a voter (it catches up first)."""
+        body = {"id": node_id, "url": member_url}
+        return await self.admin(url, "POST", "/v1/members", body, timeout_s=timeout_s)
+
+    async def remove_member(self, url: str, node_id: str, *, timeout_s: float = 10.0) -> Reply:
+        """``DELETE /v1/members/{id}``: returns once the removal is committed."""
+        path = "/v1/members/" + quote(node_id, safe="")
+        return await self.admin(url, "DELETE", path, timeout_s=timeout_s)
 
     async def status(self, url: str, *, timeout_s: float = 1.0) -> dict[str, Any] | None:
         """``GET /v1/status``, or None when the node does not answer in time."""

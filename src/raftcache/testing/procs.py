@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -88,6 +89,8 @@ class NodeProcess:
         spec: Where it listens and keeps its files.
         peers: ``--peers``: every member's id and the URL *this node* must use for it (its own
             proxies; its own real URL for itself).
+        overrides: ``--peer-address-override``: routes that win over the addresses a
+            membership change replicates (in the harness, the same proxies as ``peers``).
         extra_args: Appended to the ``serve`` command line.
         python: The interpreter (default: this one).
         env: The child's environment (default: this process's).
@@ -101,9 +104,11 @@ class NodeProcess:
         extra_args: Sequence[str] = (),
         python: str = "",
         env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, str] | None = None,
     ) -> None:
         self.spec = spec
         self.peers = dict(peers)
+        self.overrides = dict(overrides or {})
         self._extra = list(extra_args)
         self._python = python or sys.executable
         self._env = dict(os.environ if env is None else env)
@@ -124,6 +129,8 @@ class NodeProcess:
     def command(self) -> list[str]:
         """The ``python -m raftcache serve ...`` command line."""
         peers = ",".join(f"{node}={url}" for node, url in sorted(self.peers.items()))
+        routes = ",".join(f"{node}={url}" for node, url in sorted(self.overrides.items()))
+        override = ["--peer-address-override", routes] if routes else []
         return [
             self._python,
             "-m",
@@ -137,6 +144,7 @@ class NodeProcess:
             peers,
             "--data-dir",
             str(self.spec.data_dir),
+            *override,
             *self._extra,
         ]
 
@@ -168,6 +176,13 @@ class NodeProcess:
             )
         self.paused = False
         self.starts += 1
+
+    def wipe(self) -> None:
+        """Delete the node's data directory (it must be dead): the next start is a brand-new
+        member with the same id and address."""
+        if self.alive():
+            raise RuntimeError(f"node {self.node_id} is running: kill it before wiping its data")
+        shutil.rmtree(self.spec.data_dir, ignore_errors=True)
 
     def signal(self, sig: signal.Signals) -> bool:
         """Send ``sig`` to the node's process group; False when it is not running."""

@@ -1,0 +1,216 @@
+"""Membership changes on a ``ProcessCluster``: remove a node, add it back (maybe brand new),
+wait for the membership to settle, and check that every replica holds the same data.
+
+Rule: a membership change is driven the way an operator would drive it — ``DELETE
+/v1/members/{id}`` and ``POST /v1/members`` on the leader, the member's *real* URL in the body —
+and retried until the cluster's own ``/v1/status`` says it is done, because under other faults
+an answer may be lost (a timeout says nothing about the change) or refused (409: another change
+in progress, a leader without a commit in its term yet). Each node still reaches the member
+through its own proxy: the harness starts every node with ``--peer-address-override`` (the
+mesh), which wins over the URL the configuration replicates — ``mesh_leaks`` checks that.
+
+A node is wiped only while it is out of the membership and dead: a wiped member would have
+forgotten its votes and log while still counting for quorum, which Raft does not survive (and
+no operator should do). Added back with an empty data directory, it is a brand-new member: a
+learner that catches up from the leader (by snapshot when the log was compacted), then a voter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from raftcache.testing.harness import ProcessCluster
+
+__all__ = [
+    "ReplicaCheck",
+    "add_member",
+    "compare_replicas",
+    "membership",
+    "remove_member",
+    "settle_membership",
+]
+
+
+async def membership(cluster: ProcessCluster) -> tuple[str, set[str], set[str]] | None:
+    """The leader and its configuration (voters, learners), or None when no leader answers."""
+    leader = await cluster.leader()
+    if leader is None:
+        return None
+    status = await cluster.api.status(cluster.url(leader))
+    if status is None or status.get("role") != "leader":
+        return None
+    return leader, set(status.get("members", [])), set(status.get("learners", []))
+
+
+async def remove_member(cluster: ProcessCluster, node: str, timeout_s: float) -> bool:
+    """Take ``node`` out of the configuration (voter or learner); True once the leader's
+    configuration no longer names it, False if that did not happen within ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        seen = await membership(cluster)
+        if seen is not None:
+            leader, voters, learners = seen
+            if node not in voters | learners:
+                return True
+            if len(voters - {node}) == 0:
+                return False  # never remove the last voter
+            left = max(1.0, deadline - loop.time())
+            await cluster.api.remove_member(cluster.url(leader), node, timeout_s=min(10.0, left))
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def add_member(cluster: ProcessCluster, node: str, timeout_s: float) -> bool:
+    """Add ``node`` back as a voter (the leader makes it a learner, waits until it caught up,
+    then promotes it); True once the leader's configuration lists it as a voter."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        seen = await membership(cluster)
+        if seen is not None:
+            leader, voters, _ = seen
+            if node in voters:
+                return True
+            left = max(1.0, deadline - loop.time())
+            await cluster.api.add_member(
+                cluster.url(leader), node, cluster.url(node), timeout_s=min(40.0, left)
+            )
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def settle_membership(cluster: ProcessCluster, timeout_s: float) -> list[str]:
+    """Make every node a voter again and wait until every node reports that configuration
+    and the same leader; returns what is still wrong (empty when settled)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    everyone = set(cluster.node_ids)
+    problems = ["no leader"]
+    while loop.time() < deadline:
+        seen = await membership(cluster)
+        if seen is None:
+            problems = ["no leader"]
+        else:
+            _, voters, _ = seen
+            missing = sorted(everyone - voters)
+            for node in missing:
+                await add_member(cluster, node, max(1.0, deadline - loop.time()))
+            problems = _disagreements(await cluster.statuses(), everyone)
+            if not problems and not missing:
+                return []
+        await asyncio.sleep(0.2)
+    return problems
+
+
+def _disagreements(statuses: dict[str, dict[str, object] | None], everyone: set[str]) -> list[str]:
+    problems: list[str] = []
+    leaders = {s.get("leader") for s in statuses.values() if s is not None}
+    if len(leaders) != 1 or None in leaders:
+        problems.append(f"leaders reported: {sorted(map(str, leaders))}")
+    for node, status in statuses.items():
+        if status is None:
+            problems.append(f"{node} does not answer")
+            continue
+        members = status.get("members")
+        learners = status.get("learners")
+        if not isinstance(members, list) or set(members) != everyone or learners:
+            problems.append(f"{node} sees voters {members}, learners {learners}")
+    return problems
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaCheck:
+    """Every node's data at one applied index.
+
+    Attributes:
+        applied: The ``last_applied`` every node reported, before and after reading.
+        keys: How many keys each replica holds.
+        digests: Each node's digest of its sorted (key, value) pairs.
+        differences: Up to ten keys whose values differ between replicas, with the values.
+    """
+
+    applied: int
+    keys: dict[str, int]
+    digests: dict[str, str]
+    differences: list[str]
+
+    @property
+    def identical(self) -> bool:
+        return len(set(self.digests.values())) == 1 and not self.differences
+
+
+async def compare_replicas(
+    cluster: ProcessCluster, timeout_s: float, *, page: int = 500
+) -> ReplicaCheck | None:
+    """Read every node's whole keyspace locally (``consistency=stale``) once all of them
+    applied the same index, and compare. Call it with no writes in flight; None when the
+    nodes did not reach a common, stable applied index within ``timeout_s``.
+
+    The applied index is read before and after the keyspace: if it moved (an expiry, a late
+    entry), the reading is repeated, so the replicas are compared at one index.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while loop.time() < deadline:
+        before = await _common_applied(cluster)
+        if before is None:
+            await asyncio.sleep(0.2)
+            continue
+        contents = {n: await _keyspace(cluster, n, page) for n in cluster.node_ids}
+        if before != await _common_applied(cluster) or any(c is None for c in contents.values()):
+            continue
+        data = {n: c for n, c in contents.items() if c is not None}
+        return ReplicaCheck(
+            applied=before,
+            keys={n: len(c) for n, c in data.items()},
+            digests={n: _digest(c) for n, c in data.items()},
+            differences=_differences(data),
+        )
+    return None
+
+
+async def _common_applied(cluster: ProcessCluster) -> int | None:
+    statuses = await cluster.statuses(timeout_s=2.0)
+    applied = {s.get("last_applied") if s else None for s in statuses.values()}
+    if len(applied) != 1:
+        return None
+    (value,) = applied
+    return value if isinstance(value, int) else None
+
+
+async def _keyspace(cluster: ProcessCluster, node: str, page: int) -> dict[str, bytes] | None:
+    url = cluster.url(node)
+    listing = await cluster.api.list_keys(url, "", page=page, consistency="stale")
+    if not listing.ok:
+        return None
+    keys: Sequence[str] = listing.value
+    data: dict[str, bytes] = {}
+    for start in range(0, len(keys), page):
+        chunk = keys[start : start + page]
+        values = await cluster.api.mget(url, chunk, consistency="stale")
+        if not values.ok:
+            return None
+        data.update({k: v for k, v in zip(chunk, values.value, strict=True) if v is not None})
+    return data
+
+
+def _digest(data: dict[str, bytes]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(data):
+        h.update(key.encode() + b"\0" + data[key] + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _differences(data: dict[str, dict[str, bytes]], limit: int = 10) -> list[str]:
+    found: list[str] = []
+    for key in sorted(set().union(*data.values())):
+        values = {n: d.get(key) for n, d in data.items()}
+        if len(set(values.values())) > 1:
+            found.append(f"{key}: {values}")
+            if len(found) >= limit:
+                break
+    return found
