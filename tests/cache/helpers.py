@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from raftcache.cache.commands import encode_format
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.results import Result
 
@@ -24,3 +25,11 @@ class Log:
         result = self.apply(command)
         assert type(result) is int, result
         return result
+
+
+def v2_log(machine: CacheStateMachine | None = None) -> Log:
+    """A ``Log`` whose first entry (index 1) enables command format 2, as the leader does once
+    every node supports it (``raftcache.cache.upgrade``)."""
+    log = Log(machine)
+    assert log.apply(encode_format(2, now=0.0)) == 2
+    return log

@@ -36,7 +36,13 @@ async def test_backup_then_restore_brings_back_exactly_the_saved_state_everywher
         await svc.delete("k01")
         await svc.set("new", b"after the backup")
 
-        small = Backups(c.nodes[leader], c.machines[leader], c.clock, chunk_bytes=100)
+        small = Backups(
+            c.nodes[leader],
+            c.machines[leader],
+            c.clock,
+            chunk_bytes=100,
+            ensure_format=svc.ensure_format,
+        )
         _, result = await small.restore(file_of(info, snapshot))
         assert result.keys == 41
         await c.settle()

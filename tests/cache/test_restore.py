@@ -18,12 +18,12 @@ from raftcache.cache.restore_commands import (
 )
 from raftcache.cache.results import CommandError, RestoreResult
 from raftcache.cache.snapshot import SnapshotFormatError
-from tests.cache.helpers import Log
+from tests.cache.helpers import Log, v2_log
 
 
 def source(n: int = 20) -> CacheStateMachine:
     """A machine with ``n`` keys (every third with a TTL ending at 100 + i) and a counter."""
-    log = Log()
+    log = v2_log()
     for i in range(n):
         ttl = 100.0 + i if i % 3 == 0 else None
         log.apply(encode_set(f"b{i:03d}", f"backup-{i}".encode(), now=0.0, ttl=ttl))
@@ -57,7 +57,7 @@ def contents(machine: CacheStateMachine, now: float) -> dict[str, bytes]:
 
 def test_commit_replaces_every_key_at_the_commit_index() -> None:
     snapshot = source().snapshot()
-    log = Log()
+    log = v2_log()
     log.apply(encode_set("old", b"gone", now=0.0))
     log.apply(encode_set("b001", b"overwritten", now=0.0))
     result = restore(log, snapshot)
@@ -80,7 +80,7 @@ def test_commit_replaces_every_key_at_the_commit_index() -> None:
 
 def test_nothing_changes_before_the_commit() -> None:
     snapshot = source().snapshot()
-    log = Log()
+    log = v2_log()
     log.apply(encode_set("old", b"still here", now=0.0))
     rid = log.apply(begin(snapshot))
     assert type(rid) is int
@@ -97,7 +97,7 @@ def test_nothing_changes_before_the_commit() -> None:
 
 def test_keys_expired_by_the_commit_time_are_not_restored() -> None:
     snapshot = source().snapshot()
-    log = Log()
+    log = v2_log()
     result = restore(log, snapshot, now=110.0)  # b000 (100), b003 (103), b006, b009 expired
     assert isinstance(result, RestoreResult)
     assert result.expired == 4
@@ -108,7 +108,7 @@ def test_keys_expired_by_the_commit_time_are_not_restored() -> None:
 
 def test_bounds_apply_to_the_restored_keys() -> None:
     snapshot = source().snapshot()
-    log = Log(CacheStateMachine(max_keys=5))
+    log = v2_log(CacheStateMachine(max_keys=5))
     result = restore(log, snapshot)
     assert isinstance(result, RestoreResult)
     assert result.keys == 5
@@ -127,7 +127,7 @@ def test_bounds_apply_to_the_restored_keys() -> None:
 )
 def test_a_commit_with_wrong_bytes_changes_nothing(mangle: object) -> None:
     snapshot = source().snapshot()
-    log = Log()
+    log = v2_log()
     log.apply(encode_set("old", b"kept", now=0.0))
     rid = log.apply(begin(snapshot))
     assert type(rid) is int
@@ -142,7 +142,7 @@ def test_a_commit_with_wrong_bytes_changes_nothing(mangle: object) -> None:
 
 def test_a_checksummed_non_snapshot_is_refused_at_commit() -> None:
     junk = b"\x81\xa6format\x09"  # a map whose format is 9
-    log = Log()
+    log = v2_log()
     result = restore(log, junk)
     assert isinstance(result, CommandError)
     assert "format" in result.message
@@ -150,7 +150,7 @@ def test_a_checksummed_non_snapshot_is_refused_at_commit() -> None:
 
 def test_out_of_order_excess_and_unknown_chunks_are_refused() -> None:
     snapshot = source().snapshot()
-    log = Log()
+    log = v2_log()
     rid = log.apply(begin(snapshot))
     assert type(rid) is int
     assert isinstance(log.apply(encode(RestoreChunk(10.0, rid, 1, b"x"))), CommandError)
@@ -162,7 +162,7 @@ def test_out_of_order_excess_and_unknown_chunks_are_refused() -> None:
 
 def test_a_new_begin_replaces_an_abandoned_restore_and_abort_drops_it() -> None:
     snapshot = source().snapshot()
-    log = Log()
+    log = v2_log()
     first = log.apply(begin(snapshot))
     assert type(first) is int
     log.apply(encode(RestoreChunk(10.0, first, 0, snapshot[:10])))
@@ -177,7 +177,7 @@ def test_a_new_begin_replaces_an_abandoned_restore_and_abort_drops_it() -> None:
 
 def test_housekeeping_drops_an_idle_restore() -> None:
     snapshot = source().snapshot()
-    log = Log()
+    log = v2_log()
     rid = log.apply(begin(snapshot, now=10.0))
     assert type(rid) is int
     log.apply(encode_expire([], now=10.0 + RESTORE_IDLE_S - 1))
@@ -191,7 +191,7 @@ def test_housekeeping_drops_an_idle_restore() -> None:
 
 def test_a_snapshot_taken_mid_restore_carries_the_staged_chunks() -> None:
     backup = source().snapshot()
-    log = Log()
+    log = v2_log()
     log.apply(encode_set("old", b"x", now=0.0))
     rid = log.apply(begin(backup))
     assert type(rid) is int
@@ -210,7 +210,7 @@ def test_a_snapshot_taken_mid_restore_carries_the_staged_chunks() -> None:
 
 
 def test_a_malformed_staged_restore_in_a_snapshot_is_refused() -> None:
-    log = Log()
+    log = v2_log()
     rid = log.apply(begin(b"abc"))
     assert type(rid) is int
     data = log.machine.snapshot()

@@ -64,7 +64,7 @@ async def test_batch_accepts_op_objects_mappings_and_attribute_objects() -> None
         version = results[0]
         assert results == [version, version, b"1", True, None]
         with pytest.raises(InvalidCommand):
-            await svc.batch([{"op": "incr", "key": "a"}])
+            await svc.batch([{"op": "nope", "key": "a"}])
 
 
 async def test_error_results_become_typed_exceptions() -> None:

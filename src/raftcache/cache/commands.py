@@ -11,18 +11,44 @@ Wire format: a msgpack map with short keys. ``o`` the op (``set``, ``del``, ``in
 ``iv`` if_version, ``ia`` if_absent, ``b`` by, ``ks`` keys, ``ops`` batch ops (maps with
 ``o`` in ``get``/``set``/``del``), ``c``/``s`` the session's client id and seq. Optional keys
 are omitted when they hold their default.
+
+Command format 2 (``raftcache.cache.commands_v2``, ``raftcache.cache.formats``) adds ``f`` the
+entry's command format (omitted when 1), the ops ``ttl`` (``t`` ttl or ``at`` epoch seconds,
+``cd`` condition), ``flush`` (``p`` prefix) and ``format``, the batch ops ``incr`` and ``ttl``,
+and ``kt`` keep_ttl on sets.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]
 
+from raftcache.cache.checks import INT64_MAX as INT64_MAX  # re-exported
+from raftcache.cache.checks import INT64_MIN as INT64_MIN
+from raftcache.cache.checks import MAX_CLIENT_ID_LENGTH as MAX_CLIENT_ID_LENGTH
+from raftcache.cache.checks import Session as Session
+from raftcache.cache.checks import check_condition as _check_condition
+from raftcache.cache.checks import check_int as _check_int
+from raftcache.cache.checks import check_key as _check_key
+from raftcache.cache.checks import check_now as _check_now
+from raftcache.cache.checks import check_write as _check_write
+from raftcache.cache.commands_v2 import (
+    FlushCommand,
+    FormatCommand,
+    IncrOp,
+    TtlCommand,
+    TtlOp,
+    format_of_value,
+    incr_op_from_wire,
+    incr_op_to_wire,
+    ttl_op_from_wire,
+    ttl_op_to_wire,
+)
 from raftcache.cache.errors import InvalidCommand
+from raftcache.cache.formats import BASE_FORMAT, COMMAND_FORMAT, UnsupportedCommandFormat
 from raftcache.cache.restore_commands import (
     RESTORE_OPS,
     RestoreCommand,
@@ -30,72 +56,8 @@ from raftcache.cache.restore_commands import (
     restore_to_wire,
 )
 
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 MAX_BATCH_OPS = 10_000  # one log entry; the HTTP layer enforces a (smaller) limit of its own
 MAX_KEYS_PER_COMMAND = 100_000  # EXPIRE / TOUCH batches
-MAX_CLIENT_ID_LENGTH = 256
-
-
-@dataclass(frozen=True, slots=True)
-class Session:
-    """A client session: writes with the same ``client_id`` and ``seq`` apply at most once.
-
-    A client uses a fresh ``client_id`` per process and increasing ``seq`` values, with at most
-    ``session_window`` writes outstanding (see ``raftcache.cache.sessions``).
-    """
-
-    client_id: str
-    seq: int
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.client_id, str) or not self.client_id:
-            raise InvalidCommand("client_id must be a non-empty string")
-        if len(self.client_id) > MAX_CLIENT_ID_LENGTH:
-            raise InvalidCommand(f"client_id longer than {MAX_CLIENT_ID_LENGTH} characters")
-        _check_int(self.seq, "seq", 0, INT64_MAX)
-
-
-def _check_key(key: object, what: str = "key") -> None:
-    if not isinstance(key, str) or not key:
-        raise InvalidCommand(f"{what} must be a non-empty string")
-
-
-def _check_int(x: object, what: str, low: int, high: int) -> None:
-    # bool is an int subclass: True must not pass for a version or a delta.
-    if type(x) is not int or not low <= x <= high:
-        raise InvalidCommand(f"{what} must be an integer in [{low}, {high}]")
-
-
-def _check_now(now: object) -> None:
-    if not isinstance(now, int | float) or isinstance(now, bool) or not math.isfinite(now):
-        raise InvalidCommand("now must be a finite number")
-
-
-def _check_ttl(ttl: object) -> None:
-    if ttl is None:
-        return
-    if not isinstance(ttl, int | float) or isinstance(ttl, bool):
-        raise InvalidCommand("ttl must be a number of seconds")
-    if not (math.isfinite(ttl) and ttl > 0):
-        raise InvalidCommand("ttl must be a finite number of seconds > 0")
-
-
-def _check_condition(if_version: object, if_absent: object) -> None:
-    if if_version is not None:
-        _check_int(if_version, "if_version", 0, INT64_MAX)
-    if not isinstance(if_absent, bool):
-        raise InvalidCommand("if_absent must be a bool")
-
-
-def _check_write(
-    key: object, value: object, ttl: object, if_version: object, if_absent: object
-) -> None:
-    _check_key(key)
-    if not isinstance(value, bytes):
-        raise InvalidCommand("value must be bytes")
-    _check_ttl(ttl)
-    _check_condition(if_version, if_absent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +79,11 @@ class SetOp:
     ttl: float | None = None
     if_version: int | None = None
     if_absent: bool = False
+    keep_ttl: bool = False  # format 2
 
     def __post_init__(self) -> None:
         _check_write(self.key, self.value, self.ttl, self.if_version, self.if_absent)
+        _check_keep_ttl(self.keep_ttl, self.ttl)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,13 +98,22 @@ class DeleteOp:
         _check_condition(self.if_version, False)
 
 
-BatchOp: TypeAlias = GetOp | SetOp | DeleteOp
+def _check_keep_ttl(keep_ttl: object, ttl: object) -> None:
+    if not isinstance(keep_ttl, bool):
+        raise InvalidCommand("keep_ttl must be a bool")
+    if keep_ttl and ttl is not None:
+        raise InvalidCommand("keep_ttl and ttl cannot be combined")
+
+
+BatchOp: TypeAlias = GetOp | SetOp | DeleteOp | IncrOp | TtlOp
+_BATCH_OPS = (GetOp, SetOp, DeleteOp, IncrOp, TtlOp)
 
 
 @dataclass(frozen=True, slots=True)
 class SetCommand:
     """SET: ``if_version`` = compare-and-set on the version (0 = must be missing);
-    ``if_absent`` = create only. A ``ttl`` sets ``expires_at = now + ttl``; none clears it."""
+    ``if_absent`` = create only. A ``ttl`` sets ``expires_at = now + ttl``; none clears it,
+    unless ``keep_ttl`` (format 2) keeps the live key's expiry."""
 
     now: float
     key: str
@@ -149,10 +122,12 @@ class SetCommand:
     if_version: int | None = None
     if_absent: bool = False
     session: Session | None = None
+    keep_ttl: bool = False
 
     def __post_init__(self) -> None:
         _check_now(self.now)
         _check_write(self.key, self.value, self.ttl, self.if_version, self.if_absent)
+        _check_keep_ttl(self.keep_ttl, self.ttl)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +173,7 @@ class BatchCommand:
         if not isinstance(self.ops, tuple) or len(self.ops) > MAX_BATCH_OPS:
             raise InvalidCommand(f"ops must be a tuple of at most {MAX_BATCH_OPS} ops")
         for op in self.ops:
-            if not isinstance(op, GetOp | SetOp | DeleteOp):
+            if not isinstance(op, _BATCH_OPS):
                 raise InvalidCommand(f"not a batch op: {op!r}")
 
 
@@ -241,7 +216,24 @@ Command: TypeAlias = (
     | ExpireCommand
     | TouchCommand
     | RestoreCommand  # restore.begin/chunk/commit/abort: see raftcache.cache.restore_commands
+    | TtlCommand
+    | FlushCommand
+    | FormatCommand
 )
+
+
+def required_format(cmd: Command) -> int:
+    """The command format ``cmd`` needs (``raftcache.cache.formats``)."""
+    if isinstance(cmd, SetCommand | DeleteCommand | IncrCommand | ExpireCommand | TouchCommand):
+        return 2 if isinstance(cmd, SetCommand) and cmd.keep_ttl else BASE_FORMAT
+    if isinstance(cmd, BatchCommand):
+        for op in cmd.ops:
+            if isinstance(op, IncrOp | TtlOp) or (isinstance(op, SetOp) and op.keep_ttl):
+                return 2
+        return BASE_FORMAT
+    if isinstance(cmd, FormatCommand):
+        return cmd.format
+    return 2  # TTL, FLUSH and the restore commands
 
 
 # --- encoding -------------------------------------------------------------------------------
@@ -256,6 +248,10 @@ def _put_session(wire: dict[str, Any], session: Session | None) -> None:
 def _op_to_wire(op: BatchOp) -> dict[str, Any]:
     if isinstance(op, GetOp):
         return {"o": "get", "k": op.key}
+    if isinstance(op, IncrOp):
+        return incr_op_to_wire(op)
+    if isinstance(op, TtlOp):
+        return ttl_op_to_wire(op)
     if isinstance(op, DeleteOp):
         wire: dict[str, Any] = {"o": "del", "k": op.key}
         if op.if_version is not None:
@@ -263,6 +259,8 @@ def _op_to_wire(op: BatchOp) -> dict[str, Any]:
         return wire
     wire = {"o": "set", "k": op.key, "v": op.value}
     _put_write_options(wire, op.ttl, op.if_version, op.if_absent)
+    if op.keep_ttl:
+        wire["kt"] = True
     return wire
 
 
@@ -278,10 +276,20 @@ def _put_write_options(
 
 
 def to_wire(cmd: Command) -> dict[str, Any]:
-    """The msgpack map of ``cmd`` (before packing)."""
+    """The msgpack map of ``cmd`` (before packing), with ``f`` when its format is above 1."""
+    wire = _to_wire(cmd)
+    needed = required_format(cmd)
+    if needed > BASE_FORMAT:
+        wire["f"] = needed
+    return wire
+
+
+def _to_wire(cmd: Command) -> dict[str, Any]:
     if isinstance(cmd, SetCommand):
         wire: dict[str, Any] = {"o": "set", "n": cmd.now, "k": cmd.key, "v": cmd.value}
         _put_write_options(wire, cmd.ttl, cmd.if_version, cmd.if_absent)
+        if cmd.keep_ttl:
+            wire["kt"] = True
     elif isinstance(cmd, DeleteCommand):
         wire = {"o": "del", "n": cmd.now, "k": cmd.key}
         if cmd.if_version is not None:
@@ -294,6 +302,12 @@ def to_wire(cmd: Command) -> dict[str, Any]:
         return {"o": "expire", "n": cmd.now, "ks": list(cmd.keys)}
     elif isinstance(cmd, TouchCommand):
         return {"o": "touch", "n": cmd.now, "ks": list(cmd.keys)}
+    elif isinstance(cmd, TtlCommand):
+        wire = {**ttl_op_to_wire(cmd.op), "n": cmd.now}
+    elif isinstance(cmd, FlushCommand):
+        wire = {"o": "flush", "n": cmd.now, "p": cmd.prefix}
+    elif isinstance(cmd, FormatCommand):
+        return {"o": "format", "n": cmd.now}  # its "f" is the format it enables
     else:
         return restore_to_wire(cmd)
     _put_session(wire, cmd.session)
@@ -315,9 +329,11 @@ def encode_set(
     if_version: int | None = None,
     if_absent: bool = False,
     session: Session | None = None,
+    keep_ttl: bool = False,
 ) -> bytes:
-    """SET command bytes; raises ``InvalidCommand`` on a bad argument."""
-    return encode(SetCommand(now, key, value, ttl, if_version, if_absent, session))
+    """SET command bytes; raises ``InvalidCommand`` on a bad argument. ``keep_ttl`` (format
+    2) keeps the live key's expiry."""
+    return encode(SetCommand(now, key, value, ttl, if_version, if_absent, session, keep_ttl))
 
 
 def encode_delete(
@@ -342,6 +358,30 @@ def encode_batch(ops: Iterable[BatchOp], *, now: float, session: Session | None 
     return encode(BatchCommand(now, tuple(ops), session))
 
 
+def encode_ttl(
+    key: str,
+    *,
+    now: float,
+    ttl: float | None = None,
+    at: float | None = None,
+    condition: str | None = None,
+    if_version: int | None = None,
+    session: Session | None = None,
+) -> bytes:
+    """TTL-only change bytes (format 2): neither ``ttl`` nor ``at`` removes the expiry."""
+    return encode(TtlCommand(now, TtlOp(key, ttl, at, condition, if_version), session))
+
+
+def encode_flush(prefix: str = "", *, now: float, session: Session | None = None) -> bytes:
+    """FLUSH bytes (format 2): delete every key starting with ``prefix``."""
+    return encode(FlushCommand(now, prefix, session))
+
+
+def encode_format(command_format: int, *, now: float) -> bytes:
+    """FORMAT bytes: raise the cluster's command format."""
+    return encode(FormatCommand(now, command_format))
+
+
 def encode_expire(keys: Iterable[str], *, now: float) -> bytes:
     """EXPIRE command bytes (leader-proposed removal of expired keys)."""
     return encode(ExpireCommand(now, tuple(keys)))
@@ -355,18 +395,39 @@ def encode_touch(keys: Iterable[str], *, now: float) -> bytes:
 # --- decoding -------------------------------------------------------------------------------
 
 
-def decode(data: bytes) -> Command:
-    """Parse and validate log-entry bytes; raises ``InvalidCommand`` if malformed."""
+_KNOWN_OPS = frozenset(
+    {"set", "del", "incr", "batch", "expire", "touch", "ttl", "flush", "format", *RESTORE_OPS}
+)
+
+
+def decode(data: bytes, max_format: int = COMMAND_FORMAT) -> Command:
+    """Parse and validate log-entry bytes.
+
+    Raises ``UnsupportedCommandFormat`` for an entry this node must not apply — one of a
+    format above ``max_format`` or with an op it does not know, written by a newer release —
+    and ``InvalidCommand`` for one that is malformed (which no correct leader proposes).
+    """
     try:
         wire = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
         raise InvalidCommand(f"undecodable command: {exc}") from None
     if not isinstance(wire, dict):
         raise InvalidCommand("a command must be a map")
+    declared = format_of_value(wire.get("f"))
+    op = wire.get("o")
+    if declared > max_format or (isinstance(op, str) and op not in _KNOWN_OPS):
+        raise UnsupportedCommandFormat(
+            f"a committed command ({op!r}, command format {declared}) needs a newer "
+            f"raftcache than this node (which applies command formats up to {max_format}): "
+            "upgrade this node; it stops rather than skip the entry and diverge"
+        )
     try:
-        return _from_wire(wire)
+        cmd = _from_wire(wire)
     except (KeyError, TypeError) as exc:
         raise InvalidCommand(f"malformed command: {exc!r}") from None
+    if required_format(cmd) != declared:
+        raise InvalidCommand(f"command declares format {declared}, needs {required_format(cmd)}")
+    return cmd
 
 
 def _session_from_wire(wire: Mapping[str, Any]) -> Session | None:
@@ -388,6 +449,7 @@ def _from_wire(wire: Mapping[str, Any]) -> Command:
             wire.get("iv"),
             wire.get("ia", False),
             _session_from_wire(wire),
+            wire.get("kt", False),
         )
     if op == "del":
         return DeleteCommand(now, wire["k"], wire.get("iv"), _session_from_wire(wire))
@@ -404,6 +466,12 @@ def _from_wire(wire: Mapping[str, Any]) -> Command:
         return TouchCommand(now, _keys_from_wire(wire["ks"]))
     if op in RESTORE_OPS:
         return restore_from_wire(wire)
+    if op == "ttl":
+        return TtlCommand(now, ttl_op_from_wire(dict(wire)), _session_from_wire(wire))
+    if op == "flush":
+        return FlushCommand(now, wire.get("p", ""), _session_from_wire(wire))
+    if op == "format":
+        return FormatCommand(now, wire["f"])
     raise InvalidCommand(f"unknown op {op!r}")
 
 
@@ -420,7 +488,18 @@ def _op_from_wire(wire: object) -> BatchOp:
     if op == "get":
         return GetOp(wire["k"])
     if op == "set":
-        return SetOp(wire["k"], wire["v"], wire.get("t"), wire.get("iv"), wire.get("ia", False))
+        return SetOp(
+            wire["k"],
+            wire["v"],
+            wire.get("t"),
+            wire.get("iv"),
+            wire.get("ia", False),
+            wire.get("kt", False),
+        )
     if op == "del":
         return DeleteOp(wire["k"], wire.get("iv"))
+    if op == "incr":
+        return incr_op_from_wire(wire)
+    if op == "ttl":
+        return ttl_op_from_wire(wire)
     raise InvalidCommand(f"unknown batch op {op!r}")

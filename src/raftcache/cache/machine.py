@@ -24,6 +24,12 @@ Semantics (see also docs/cache.md):
 - Writes that leave the store above ``max_keys``/``max_bytes`` evict (``EntryStore.settle``);
   an entry larger than ``max_bytes`` on its own is refused (VALUE_TOO_LARGE).
 - Writes carrying a ``Session`` are exactly-once (``raftcache.cache.sessions``).
+- Command format 2 (``raftcache.cache.formats``): TTL changes the expiry alone (a new version,
+  the value untouched), FLUSH deletes a prefix in one entry, a batch may hold ``incr`` and
+  ``ttl`` ops, a set may keep the key's TTL, FORMAT raises the cluster's format. An entry of a
+  format above this node's ``max_format``, or an unknown op, raises
+  ``UnsupportedCommandFormat`` (fail-stop); one above the cluster's format is refused
+  (FORMAT_NOT_ENABLED), identically everywhere.
 - RESTORE.BEGIN/CHUNK/COMMIT/ABORT replace the whole cache with a backup's contents, atomically
   at the commit's index (``raftcache.cache.restore``).
 
@@ -34,26 +40,40 @@ replicated and not in snapshots.
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Callable
 from typing import Any
 
 from raftcache.cache.commands import (
-    INT64_MAX,
-    INT64_MIN,
     BatchCommand,
     Command,
     DeleteCommand,
     ExpireCommand,
-    GetOp,
     IncrCommand,
     SetCommand,
-    SetOp,
     TouchCommand,
     decode,
+    required_format,
 )
-from raftcache.cache.entries import HEADER_SIZE, NEVER, Item, record_expires_at, record_item
+from raftcache.cache.commands_v2 import FlushCommand, FormatCommand, TtlCommand
+from raftcache.cache.entries import NEVER, Item, record_expires_at, record_item
 from raftcache.cache.errors import InvalidCommand
+from raftcache.cache.formats import (
+    BASE_FORMAT,
+    COMMAND_FORMAT,
+    UnsupportedCommandFormat,
+    check_max_format,
+)
+from raftcache.cache.keyops import (
+    apply_batch,
+    apply_incr,
+    apply_ttl,
+    check_batch,
+    condition_holds,
+    counter_value,
+    expires_at_of,
+    precondition_failed,
+    too_large,
+)
 from raftcache.cache.restore import RestoreStaging, Staged, restamp
 from raftcache.cache.restore_commands import (
     RestoreAbort,
@@ -61,7 +81,14 @@ from raftcache.cache.restore_commands import (
     RestoreChunk,
     RestoreCommit,
 )
-from raftcache.cache.results import CommandError, ErrorCode, IncrResult, RestoreResult, Result
+from raftcache.cache.results import (
+    CommandError,
+    ErrorCode,
+    IncrResult,
+    RestoreResult,
+    Result,
+    TtlResult,
+)
 from raftcache.cache.sessions import (
     DEFAULT_MAX_SESSIONS,
     DEFAULT_TTL_S,
@@ -80,26 +107,6 @@ from raftcache.cache.store import EntryStore
 from raftcache.cache.watch import WatchHistory
 from raftcache.cache.watch_store import RecordingStore
 
-# ASCII decimal, optional minus; the int64 range is checked after parsing.
-_COUNTER = re.compile(rb"-?[0-9]{1,32}")
-
-
-def _expires_at(now: float, ttl: float | None) -> float:
-    return NEVER if ttl is None else float(now + ttl)
-
-
-def _precondition_failed(current: int, op_index: int | None = None) -> CommandError:
-    return CommandError(
-        ErrorCode.PRECONDITION_FAILED,
-        f"precondition failed: current version is {current}",
-        current,
-        op_index,
-    )
-
-
-def _condition_holds(current: int, if_version: int | None, if_absent: bool) -> bool:
-    return (if_version is None or current == if_version) and not (if_absent and current != 0)
-
 
 class CacheStateMachine:
     """The replicated cache: keys → versioned values with TTL, LRU bounds and sessions.
@@ -112,6 +119,8 @@ class CacheStateMachine:
         max_sessions: at most this many client sessions (the least recently active go first).
         session_window: results remembered per client (its safe number of outstanding writes).
         watch: the watch history to feed with every change (None: no recording).
+        max_format: the newest command format this node applies (``raftcache.cache.formats``;
+            lower than this build's only to play an older release in upgrade tests).
     """
 
     def __init__(
@@ -123,7 +132,10 @@ class CacheStateMachine:
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         session_window: int = DEFAULT_WINDOW,
         watch: WatchHistory | None = None,
+        max_format: int = COMMAND_FORMAT,
     ) -> None:
+        self.max_format = check_max_format(max_format)
+        self._command_format = BASE_FORMAT  # the cluster's, replicated (raised by FORMAT)
         # With a watch history, the store records every change for it (docs/api.md, Watches).
         self._recorder = (
             None if watch is None else RecordingStore(watch, max_keys=max_keys, max_bytes=max_bytes)
@@ -148,11 +160,19 @@ class CacheStateMachine:
             BatchCommand: self._batch,
             ExpireCommand: self._expire,
             TouchCommand: self._touch,
+            TtlCommand: self._ttl,
+            FlushCommand: self._flush,
+            FormatCommand: self._format,
             RestoreBegin: self._restore_begin,
             RestoreChunk: lambda _, cmd: self._restore.chunk(cmd),
             RestoreCommit: self._restore_commit,
             RestoreAbort: lambda _, cmd: self._restore.abort(cmd),
         }
+
+    @property
+    def command_format(self) -> int:
+        """The cluster's command format as of the last applied entry (replicated)."""
+        return self._command_format
 
     @property
     def last_index(self) -> int:
@@ -177,9 +197,19 @@ class CacheStateMachine:
 
     def _apply_command(self, index: int, command: bytes) -> Result:
         try:
-            cmd: Command = decode(command)
+            # UnsupportedCommandFormat propagates: the driver fails stop (never skip an entry).
+            cmd: Command = decode(command, self.max_format)
         except InvalidCommand as exc:
             return CommandError(ErrorCode.INVALID_COMMAND, str(exc))
+        needed = required_format(cmd)
+        if needed > self._command_format and not isinstance(cmd, FormatCommand):
+            # Only a leader that skipped its check proposes this; refused alike everywhere.
+            return CommandError(
+                ErrorCode.FORMAT_NOT_ENABLED,
+                f"command format {needed} is not enabled (the cluster runs format "
+                f"{self._command_format})",
+                needed,
+            )
         session = getattr(cmd, "session", None)
         if session is None:
             return self._handlers[type(cmd)](index, cmd)
@@ -198,12 +228,16 @@ class CacheStateMachine:
     def _set(self, index: int, cmd: SetCommand) -> Result:
         store, now = self._store, cmd.now
         if not store.fits(cmd.key, len(cmd.value)):
-            return _too_large(cmd.key, len(cmd.value))
+            return too_large(cmd.key, len(cmd.value))
         if cmd.if_version is not None or cmd.if_absent:
             current = store.version(cmd.key, now)
-            if not _condition_holds(current, cmd.if_version, cmd.if_absent):
-                return _precondition_failed(current)
-        store.put(cmd.key, cmd.value, index, _expires_at(now, cmd.ttl), now)
+            if not condition_holds(current, cmd.if_version, cmd.if_absent):
+                return precondition_failed(current)
+        expires_at = expires_at_of(now, cmd.ttl)
+        if cmd.keep_ttl:
+            kept = store.live(cmd.key, now)
+            expires_at = NEVER if kept is None else record_expires_at(kept)
+        store.put(cmd.key, cmd.value, index, expires_at, now)
         store.settle(now)
         return index
 
@@ -212,69 +246,43 @@ class CacheStateMachine:
         if cmd.if_version is not None:
             current = store.version(cmd.key, now)
             if current != cmd.if_version:
-                return _precondition_failed(current)
+                return precondition_failed(current)
         return store.remove(cmd.key, now)
 
     def _incr(self, index: int, cmd: IncrCommand) -> Result:
         store, now = self._store, cmd.now
         record = store.live(cmd.key, now)
-        if record is None:
-            base, expires_at = 0, NEVER
-        else:
-            if _COUNTER.fullmatch(record, HEADER_SIZE) is None:
-                return CommandError(ErrorCode.NOT_A_COUNTER, f"{cmd.key!r} is not a counter")
-            base, expires_at = int(record[HEADER_SIZE:]), record_expires_at(record)
-            if not INT64_MIN <= base <= INT64_MAX:
-                return CommandError(ErrorCode.NOT_A_COUNTER, f"{cmd.key!r} is outside int64")
-        value = base + cmd.by
-        if not INT64_MIN <= value <= INT64_MAX:
-            return CommandError(ErrorCode.COUNTER_OVERFLOW, f"{cmd.key!r} would overflow int64")
-        encoded = b"%d" % value
-        if not store.fits(cmd.key, len(encoded)):
-            return _too_large(cmd.key, len(encoded))
-        store.put(cmd.key, encoded, index, expires_at, now)
+        value = counter_value(
+            cmd.key, None if record is None else record_item(record).value, cmd.by
+        )
+        if isinstance(value, CommandError):
+            return value
+        if not store.fits(cmd.key, len(b"%d" % value)):
+            return too_large(cmd.key, len(b"%d" % value))
+        apply_incr(store, index, cmd.key, cmd.by, now)
         store.settle(now)
         return IncrResult(value, index)
 
     def _batch(self, index: int, cmd: BatchCommand) -> Result:
-        error = self._check_batch(index, cmd)
-        if error is not None:
-            return error
-        store, now = self._store, cmd.now
-        results: list[bytes | int | bool | None] = []
-        for op in cmd.ops:
-            if type(op) is GetOp:
-                record = store.live(op.key, now)
-                if record is not None:
-                    store.touch(op.key, now)
-                results.append(None if record is None else record[HEADER_SIZE:])
-            elif type(op) is SetOp:
-                store.put(op.key, op.value, index, _expires_at(now, op.ttl), now)
-                results.append(index)
-            else:
-                results.append(store.remove(op.key, now))
-        store.settle(now)
-        return tuple(results)
+        error = check_batch(self._store, index, cmd)
+        return error if error is not None else apply_batch(self._store, index, cmd)
 
-    def _check_batch(self, index: int, cmd: BatchCommand) -> CommandError | None:
-        """The first op that would fail, as an error; versions are tracked through the batch
-        (a set makes its key's version ``index``, a delete makes it 0)."""
-        store, now = self._store, cmd.now
-        versions: dict[str, int] = {}
-        for position, op in enumerate(cmd.ops):
-            if isinstance(op, GetOp):
-                continue
-            if_absent = False
-            if isinstance(op, SetOp):
-                if not store.fits(op.key, len(op.value)):
-                    return _too_large(op.key, len(op.value), position)
-                if_absent = op.if_absent
-            if op.if_version is not None or if_absent:
-                current = versions[op.key] if op.key in versions else store.version(op.key, now)
-                if not _condition_holds(current, op.if_version, if_absent):
-                    return _precondition_failed(current, position)
-            versions[op.key] = index if isinstance(op, SetOp) else 0
-        return None
+    def _ttl(self, index: int, cmd: TtlCommand) -> Result:
+        store, op, now = self._store, cmd.op, cmd.now
+        if op.if_version is not None:
+            current = store.version(op.key, now)
+            if current != op.if_version:
+                return precondition_failed(current)
+        changed, version = apply_ttl(store, index, op, now)
+        return TtlResult(changed, version)
+
+    def _flush(self, index: int, cmd: FlushCommand) -> Result:
+        return self._store.flush(cmd.prefix, cmd.now)
+
+    def _format(self, index: int, cmd: FormatCommand) -> Result:
+        # decode() already stopped this node if the format is above its own ceiling.
+        self._command_format = max(self._command_format, cmd.format)
+        return self._command_format
 
     def _expire(self, index: int, cmd: ExpireCommand) -> Result:
         # Sessions are swept here too: EXPIRE is the leader's periodic housekeeping entry.
@@ -363,6 +371,8 @@ class CacheStateMachine:
             "bytes_peak": store.bytes_peak,
             "sessions_dropped": self._sessions.dropped,
         }
+        if self._command_format > BASE_FORMAT:  # absent = 1: older snapshots stay as they were
+            counters["command_format"] = self._command_format
         # A staged restore's chunks are immutable bytes: a shallow copy of the list suffices.
         staged = self._restore.to_wire()
         if staged is not None:
@@ -401,6 +411,14 @@ class CacheStateMachine:
         except (ValueError, TypeError) as exc:
             raise SnapshotFormatError(f"malformed staged restore in the snapshot: {exc}") from None
         counters = state.counters
+        command_format = counters.get("command_format", BASE_FORMAT)
+        if type(command_format) is not int or command_format > self.max_format:
+            raise UnsupportedCommandFormat(
+                f"the snapshot at index {state.index} was taken in a cluster running command "
+                f"format {command_format!r}; this node applies formats up to {self.max_format}: "
+                "upgrade it"
+            )
+        self._command_format = command_format
         self._sessions.load_wire(state.sessions, counters.get("sessions_dropped", 0))
         self._store.load(
             state.records,
@@ -416,11 +434,3 @@ class CacheStateMachine:
     def check_invariants(self) -> None:
         """Assert internal consistency (for tests; O(n))."""
         self._store.check_invariants()
-
-
-def _too_large(key: str, value_size: int, op_index: int | None = None) -> CommandError:
-    return CommandError(
-        ErrorCode.VALUE_TOO_LARGE,
-        f"entry {key!r} with a {value_size}-byte value exceeds max_bytes",
-        op_index=op_index,
-    )

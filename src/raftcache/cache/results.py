@@ -5,8 +5,9 @@ in the session table (to answer a retried write), so nothing may mutate it after
 
 Per command: SET → ``int`` (the new version); DELETE → ``bool`` (whether a live key was
 deleted); INCR → ``IncrResult``; BATCH → ``tuple`` of per-op results (get → ``bytes | None``,
-set → ``int``, delete → ``bool``); EXPIRE and TOUCH → ``int`` (keys affected). Any command may
-instead return a ``CommandError``.
+set → ``int``, delete → ``bool``, incr → ``int`` the value, ttl → ``bool`` changed); EXPIRE,
+TOUCH and FLUSH → ``int`` (keys affected); TTL → ``TtlResult``; FORMAT → ``int`` (the
+cluster's format). Any command may instead return a ``CommandError``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from raftcache.cache.errors import (
     StaleSequence,
     ValueTooLarge,
 )
+from raftcache.cache.formats import FormatNotEnabled
 
 
 class ErrorCode(StrEnum):
@@ -35,6 +37,7 @@ class ErrorCode(StrEnum):
     VALUE_TOO_LARGE = "value_too_large"
     INVALID_COMMAND = "invalid_command"
     STALE_SEQUENCE = "stale_sequence"
+    FORMAT_NOT_ENABLED = "format_not_enabled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,8 @@ class CommandError:
         """The typed exception ``CacheService`` raises for this result."""
         if self.code is ErrorCode.PRECONDITION_FAILED:
             return PreconditionFailed(self.version, self.op_index)
+        if self.code is ErrorCode.FORMAT_NOT_ENABLED:  # ``version`` holds the format needed
+            return FormatNotEnabled(self.version, None, reason=self.message)
         kind = _EXCEPTIONS.get(self.code, InvalidCommand)
         return kind(self.message)
 
@@ -97,8 +102,19 @@ class RestoreResult:
     version: int
 
 
+@dataclass(frozen=True, slots=True)
+class TtlResult:
+    """The outcome of a TTL-only change: whether the expiry changed, and the key's version
+    after it (0 when the key is missing, or was deleted by an expiry in the past)."""
+
+    changed: bool
+    version: int
+
+
 BatchItem: TypeAlias = bytes | int | bool | None
-Result: TypeAlias = int | bool | IncrResult | tuple[BatchItem, ...] | CommandError | RestoreResult
+Result: TypeAlias = (
+    int | bool | IncrResult | TtlResult | tuple[BatchItem, ...] | CommandError | RestoreResult
+)
 
 
 def result_to_wire(result: Result) -> Any:
@@ -116,6 +132,8 @@ def result_to_wire(result: Result) -> Any:
         }
     if isinstance(result, IncrResult):
         return {"n": result.value, "v": result.version}
+    if isinstance(result, TtlResult):
+        return {"c": result.changed, "v": result.version}
     if isinstance(result, tuple):
         return list(result)
     return result
@@ -126,6 +144,8 @@ def result_from_wire(obj: Any) -> Result:
     if isinstance(obj, dict):
         if "e" in obj:
             return CommandError(ErrorCode(obj["e"]), str(obj["m"]), int(obj["v"]), obj["i"])
+        if "c" in obj:
+            return TtlResult(bool(obj["c"]), int(obj["v"]))
         return IncrResult(int(obj["n"]), int(obj["v"]))
     if isinstance(obj, list):
         return tuple(obj)

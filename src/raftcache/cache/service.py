@@ -28,13 +28,17 @@ from raftcache.cache.commands import (
     SetOp,
     encode_batch,
     encode_delete,
+    encode_flush,
     encode_incr,
     encode_set,
+    encode_ttl,
 )
+from raftcache.cache.commands_v2 import IncrOp, TtlOp
 from raftcache.cache.entries import Item
 from raftcache.cache.errors import InvalidCommand
 from raftcache.cache.machine import CacheStateMachine
-from raftcache.cache.results import BatchItem, CommandError, IncrResult
+from raftcache.cache.results import BatchItem, CommandError, IncrResult, TtlResult
+from raftcache.cache.upgrade import FormatGate, FormatProbe
 
 __all__ = ["CONSISTENCY_LEVELS", "CacheService", "RaftPort", "Session", "batch_op"]
 
@@ -81,6 +85,7 @@ class CacheService:
         touch_interval_s: float = 1.0,
         expiry_batch_size: int = 1000,
         touch_batch_size: int = 10_000,
+        format_probe: FormatProbe | None = None,
     ) -> None:
         self._node = node
         self._machine = machine
@@ -96,8 +101,11 @@ class CacheService:
             expiry_batch_size=expiry_batch_size,
             touch_batch_size=touch_batch_size,
         )
+        #: Raises the cluster's command format (``raftcache.cache.upgrade``); the server sets
+        #: its ``probe`` to ask the other nodes.
+        self.formats = FormatGate(node, machine, clock, probe=format_probe)  # type: ignore[arg-type]
         #: Backups of the cluster and restores into it (``raftcache.cache.backup_service``).
-        self.backups = Backups(node, machine, clock)
+        self.backups = Backups(node, machine, clock, ensure_format=self.ensure_format)
 
     @property
     def machine(self) -> CacheStateMachine:
@@ -109,9 +117,11 @@ class CacheService:
     async def start(self) -> None:
         """Start the leader-only background work (idempotent)."""
         self.housekeeping.start()
+        self.formats.start()
 
     async def stop(self) -> None:
         """Stop the background work and wait for it."""
+        await self.formats.stop()
         await self.housekeeping.stop()
 
     # --- reads ------------------------------------------------------------------------------
@@ -173,9 +183,11 @@ class CacheService:
         if_version: int | None = None,
         if_absent: bool = False,
         session: Session | None = None,
+        keep_ttl: bool = False,
     ) -> int:
         """Store ``value``; returns its version. Raises ``PreconditionFailed`` (with the
-        current version) if ``if_version``/``if_absent`` does not hold, ``ValueTooLarge``."""
+        current version) if ``if_version``/``if_absent`` does not hold, ``ValueTooLarge``.
+        ``keep_ttl`` keeps the live key's expiry (command format 2)."""
         command = encode_set(
             key,
             _as_bytes(value),
@@ -184,8 +196,9 @@ class CacheService:
             if_version=if_version,
             if_absent=if_absent,
             session=_session(session),
+            keep_ttl=keep_ttl,
         )
-        version: int = await self._propose(command)
+        version: int = await self._propose(command, 2 if keep_ttl else 1)
         return version
 
     async def delete(
@@ -209,13 +222,67 @@ class CacheService:
         """``incr(key, -by)``."""
         return await self.incr(key, -by, session)
 
+    async def expire(
+        self,
+        key: str,
+        ttl: float | None = None,
+        *,
+        at: float | None = None,
+        condition: str | None = None,
+        if_version: int | None = None,
+        session: Session | None = None,
+    ) -> TtlResult:
+        """Change ``key``'s expiry without rewriting its value (command format 2): ``ttl``
+        seconds from now, or the epoch instant ``at``, or neither to remove it (``persist``).
+        ``condition`` is ``nx``/``xx``/``gt``/``lt`` (Redis's EXPIRE options). A change gives
+        the key a new version; an expiry in the past deletes it. Returns (changed, version)."""
+        command = encode_ttl(
+            key,
+            now=self._clock(),
+            ttl=ttl,
+            at=at,
+            condition=condition,
+            if_version=if_version,
+            session=_session(session),
+        )
+        result: TtlResult = await self._propose(command, 2)
+        return result
+
+    async def persist(
+        self, key: str, if_version: int | None = None, session: Session | None = None
+    ) -> TtlResult:
+        """Remove ``key``'s expiry (``expire`` with neither ``ttl`` nor ``at``)."""
+        return await self.expire(key, if_version=if_version, session=session)
+
+    async def flush(self, prefix: str = "", session: Session | None = None) -> int:
+        """Delete every key starting with ``prefix`` ("" = all) as one log entry (command
+        format 2); returns how many live keys were deleted."""
+        command = encode_flush(prefix, now=self._clock(), session=_session(session))
+        deleted: int = await self._propose(command, 2)
+        return deleted
+
+    async def ensure_format(self, needed: int) -> None:
+        """Return once the cluster applies command format ``needed`` (raising it if every
+        member supports it); ``FormatNotEnabled`` otherwise (``raftcache.cache.upgrade``)."""
+        await self.formats.ensure(needed)
+
+    def format_info(self) -> dict[str, int]:
+        """``command_format`` (the newest this node applies) and ``cluster_command_format``
+        (the cluster's, replicated), as ``/v1/status`` shows them."""
+        machine = self._machine
+        return {
+            "command_format": machine.max_format,
+            "cluster_command_format": machine.command_format,
+        }
+
     async def batch(self, ops: Sequence[Any], session: Session | None = None) -> list[BatchItem]:
         """Apply ``ops`` atomically as one log entry; results in order: get → ``bytes |
         None``, set → version, delete → bool. All or nothing: if one op's condition fails,
         ``PreconditionFailed`` (with ``op_index``) and nothing changed."""
         parsed = tuple(map(batch_op, ops))
         command = encode_batch(parsed, now=self._clock(), session=_session(session))
-        results: tuple[BatchItem, ...] = await self._propose(command)
+        needed = 2 if any(isinstance(op, IncrOp | TtlOp) or _keeps_ttl(op) for op in parsed) else 1
+        results: tuple[BatchItem, ...] = await self._propose(command, needed)
         gets = [
             (op.key, result)
             for op, result in zip(parsed, results, strict=True)
@@ -226,7 +293,9 @@ class CacheService:
         self._machine.record_reads(hits, len(gets) - hits)
         return list(results)
 
-    async def _propose(self, command: bytes) -> Any:
+    async def _propose(self, command: bytes, needed: int = 1) -> Any:
+        if needed > self._machine.command_format:
+            await self.formats.ensure(needed)
         result = await self._node.propose(command, self._propose_timeout)
         if isinstance(result, CommandError):
             raise result.to_exception()
@@ -261,18 +330,36 @@ def _session(session: Any) -> Session | None:
     return Session(getattr(session, "client_id", None), getattr(session, "seq", None))  # type: ignore[arg-type]
 
 
+def _keeps_ttl(op: BatchOp) -> bool:
+    return isinstance(op, SetOp) and op.keep_ttl
+
+
+_OP_FIELDS = (
+    "op",
+    "key",
+    "value",
+    "ttl",
+    "if_version",
+    "if_absent",
+    "keep_ttl",
+    "by",
+    "at",
+    "condition",
+)
+
+
 def batch_op(op: object) -> BatchOp:
     """Coerce ``op`` to a ``BatchOp``: one already, a mapping, or any object with attributes
-    ``op`` (``"get"``/``"set"``/``"delete"``), ``key`` and optionally ``value``, ``ttl``,
-    ``if_version``, ``if_absent`` (the HTTP layer's parsed ops). Raises ``InvalidCommand``."""
-    if isinstance(op, GetOp | SetOp | DeleteOp):
+    ``op`` (``"get"``/``"set"``/``"delete"``/``"incr"``/``"ttl"``), ``key`` and optionally
+    ``value``, ``ttl``, ``if_version``, ``if_absent``, ``keep_ttl``, ``by``, ``at``,
+    ``condition`` (the HTTP layer's parsed ops). Raises ``InvalidCommand``."""
+    if isinstance(op, GetOp | SetOp | DeleteOp | IncrOp | TtlOp):
         return op
     fields: Mapping[str, Any]
     if isinstance(op, Mapping):
         fields = op
     else:
-        names = ("op", "key", "value", "ttl", "if_version", "if_absent")
-        fields = {name: getattr(op, name) for name in names if hasattr(op, name)}
+        fields = {name: getattr(op, name) for name in _OP_FIELDS if hasattr(op, name)}
     kind = fields.get("op")
     if kind == "get":
         return GetOp(fields.get("key"))  # type: ignore[arg-type]
@@ -283,7 +370,19 @@ def batch_op(op: object) -> BatchOp:
             fields.get("ttl"),
             fields.get("if_version"),
             bool(fields.get("if_absent", False)),
+            bool(fields.get("keep_ttl", False)),
         )
     if kind in ("delete", "del"):
         return DeleteOp(fields.get("key"), fields.get("if_version"))  # type: ignore[arg-type]
-    raise InvalidCommand(f'batch op must be "get", "set" or "delete", not {kind!r}')
+    if kind == "incr":
+        by = fields.get("by", 1)
+        return IncrOp(fields.get("key"), 1 if by is None else by)  # type: ignore[arg-type]
+    if kind == "ttl":
+        return TtlOp(
+            fields.get("key"),  # type: ignore[arg-type]
+            fields.get("ttl"),
+            fields.get("at"),
+            fields.get("condition"),
+            fields.get("if_version"),
+        )
+    raise InvalidCommand(f'batch op must be "get", "set", "delete", "incr" or "ttl", not {kind!r}')

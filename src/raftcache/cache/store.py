@@ -176,6 +176,17 @@ class EntryStore:
         self.expirations += removed
         return removed
 
+    def flush(self, prefix: str, now: float) -> int:
+        """Remove every key starting with ``prefix`` ("" = all); returns how many were live.
+        Key by key through ``remove`` (so subclasses see each removal): O(k log n)."""
+        keys = list(self._keys.irange(minimum=prefix)) if prefix else list(self._keys)
+        removed = 0
+        for key in keys:
+            if not key.startswith(prefix):
+                break
+            removed += self.remove(key, now)
+        return removed
+
     def settle(self, now: float) -> None:
         """Evict down to the bounds (expired entries first) and update ``bytes_peak``."""
         if self._over():

@@ -1,0 +1,78 @@
+"""Argument checks shared by the cache commands (``commands``, ``commands_v2``).
+
+Rule: each check accepts exactly the values a command may carry and raises ``InvalidCommand``
+otherwise, so encoders refuse bad arguments before proposing and ``decode`` refuses malformed
+entries. A ``bool`` is never accepted where a number is meant (it is an ``int`` subclass).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from raftcache.cache.errors import InvalidCommand
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+MAX_CLIENT_ID_LENGTH = 256
+
+
+def check_key(key: object, what: str = "key") -> None:
+    if not isinstance(key, str) or not key:
+        raise InvalidCommand(f"{what} must be a non-empty string")
+
+
+def check_int(x: object, what: str, low: int, high: int) -> None:
+    # bool is an int subclass: True must not pass for a version or a delta.
+    if type(x) is not int or not low <= x <= high:
+        raise InvalidCommand(f"{what} must be an integer in [{low}, {high}]")
+
+
+def check_now(now: object) -> None:
+    if not isinstance(now, int | float) or isinstance(now, bool) or not math.isfinite(now):
+        raise InvalidCommand("now must be a finite number")
+
+
+def check_ttl(ttl: object) -> None:
+    if ttl is None:
+        return
+    if not isinstance(ttl, int | float) or isinstance(ttl, bool):
+        raise InvalidCommand("ttl must be a number of seconds")
+    if not (math.isfinite(ttl) and ttl > 0):
+        raise InvalidCommand("ttl must be a finite number of seconds > 0")
+
+
+def check_condition(if_version: object, if_absent: object) -> None:
+    if if_version is not None:
+        check_int(if_version, "if_version", 0, INT64_MAX)
+    if not isinstance(if_absent, bool):
+        raise InvalidCommand("if_absent must be a bool")
+
+
+def check_write(
+    key: object, value: object, ttl: object, if_version: object, if_absent: object
+) -> None:
+    check_key(key)
+    if not isinstance(value, bytes):
+        raise InvalidCommand("value must be bytes")
+    check_ttl(ttl)
+    check_condition(if_version, if_absent)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A client session: writes with the same ``client_id`` and ``seq`` apply at most once.
+
+    A client uses a fresh ``client_id`` per process and increasing ``seq`` values, with at most
+    ``session_window`` writes outstanding (see ``raftcache.cache.sessions``).
+    """
+
+    client_id: str
+    seq: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.client_id, str) or not self.client_id:
+            raise InvalidCommand("client_id must be a non-empty string")
+        if len(self.client_id) > MAX_CLIENT_ID_LENGTH:
+            raise InvalidCommand(f"client_id longer than {MAX_CLIENT_ID_LENGTH} characters")
+        check_int(self.seq, "seq", 0, INT64_MAX)

@@ -1,0 +1,156 @@
+"""The leader's side of command formats: raise the cluster's format once every node supports it.
+
+Rule: the leader proposes a command of format F only when the cluster's replicated format
+(``CacheStateMachine.command_format``) is at least F, and proposes the FORMAT entry that raises
+it only after asking every voter and learner which formats it applies — through ``probe(node_id)``
+(the server asks ``/v1/status``; an in-process cluster may answer from its machines). A node
+that does not answer counts as not supporting F: an unreachable node blocks the upgrade rather
+than being surprised by it. See ``raftcache.cache.formats`` for why this is safe.
+
+``FormatGate.run`` does this in the background on the leader, every ``interval_s`` while the
+cluster's format is below this node's ceiling, so a rolling upgrade finishes by itself once the
+last node is upgraded; ``ensure`` does it at once for a request that needs a newer format.
+
+Without a probe (an embedded cluster whose nodes all run this build) the members are taken to
+support what this node supports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from raftcache.cache.commands import encode_format
+from raftcache.cache.formats import FormatNotEnabled
+from raftcache.cache.results import CommandError
+from raftcache.raft.errors import NotLeaderError, RaftError
+
+log = logging.getLogger(__name__)
+
+#: Asks one node for the newest command format it applies (None: no answer).
+FormatProbe = Callable[[str], Awaitable[int | None]]
+
+
+class GateNode(Protocol):
+    """What the gate needs from ``RaftNode``."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def role(self) -> Any: ...
+
+    @property
+    def leader_id(self) -> str | None: ...
+
+    @property
+    def members(self) -> list[str]: ...
+
+    @property
+    def learners(self) -> list[str]: ...
+
+    async def propose(self, command: bytes, timeout: float | None = None) -> Any: ...
+
+
+class GateMachine(Protocol):
+    @property
+    def command_format(self) -> int: ...
+
+    @property
+    def max_format(self) -> int: ...
+
+
+class FormatGate:
+    """Raises the cluster's command format when every member supports it (module docstring)."""
+
+    def __init__(
+        self,
+        node: GateNode,
+        machine: GateMachine,
+        clock: Callable[[], float],
+        *,
+        probe: FormatProbe | None = None,
+        interval_s: float = 5.0,
+    ) -> None:
+        self._node = node
+        self._machine = machine
+        self._clock = clock
+        self.probe = probe
+        self.interval_s = interval_s
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    async def member_formats(self) -> dict[str, int | None]:
+        """Every voter's and learner's newest command format (None: did not answer)."""
+        node, probe = self._node, self.probe
+        ids = sorted(set(node.members) | set(node.learners) | {node.node_id})
+        own = self._machine.max_format
+
+        async def ask(node_id: str) -> int | None:
+            if node_id == node.node_id:
+                return own
+            if probe is None:
+                return own
+            try:
+                return await probe(node_id)
+            except Exception as exc:  # an unreachable node blocks the upgrade; it is no error
+                log.debug("command format probe of %s failed: %r", node_id, exc)
+                return None
+
+        answers = await asyncio.gather(*(ask(i) for i in ids))
+        return dict(zip(ids, answers, strict=True))
+
+    async def ensure(self, needed: int) -> None:
+        """Return once the cluster runs command format ``needed`` or newer; raise
+        ``FormatNotEnabled`` (naming the nodes behind) when it cannot yet, ``NotLeaderError``
+        on a follower whose cluster is behind (the leader decides)."""
+        machine = self._machine
+        if machine.command_format >= needed:
+            return
+        if needed > machine.max_format:
+            raise FormatNotEnabled(
+                needed,
+                machine.command_format,
+                {self._node.node_id: machine.max_format},
+                reason=f"this node applies formats up to {machine.max_format}",
+            )
+        async with self._lock:
+            if machine.command_format >= needed:
+                return
+            if str(getattr(self._node.role, "value", self._node.role)) != "leader":
+                raise NotLeaderError(self._node.leader_id)
+            formats = await self.member_formats()
+            if any(f is None or f < needed for f in formats.values()):
+                raise FormatNotEnabled(needed, machine.command_format, formats)
+            result = await self._node.propose(encode_format(needed, now=self._clock()))
+            if isinstance(result, CommandError):
+                raise result.to_exception()
+            log.info("cluster command format raised to %s (members: %s)", needed, formats)
+
+    async def run(self) -> None:
+        """Background: on the leader, try to raise the format to this node's ceiling."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            machine = self._machine
+            if machine.command_format >= machine.max_format:
+                continue
+            if str(getattr(self._node.role, "value", self._node.role)) != "leader":
+                continue
+            try:
+                await self.ensure(machine.max_format)
+            except (FormatNotEnabled, RaftError, TimeoutError) as exc:
+                log.debug("command format stays at %s: %s", machine.command_format, exc)
+            except Exception as exc:
+                log.warning("command format check failed: %r", exc)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self.run(), name="cache-format-gate")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
