@@ -11,6 +11,8 @@ _LAZY = {
     "Client": "raftcache.client",
     "AsyncClient": "raftcache.client",
     "RaftcacheError": "raftcache.client.errors",
+    "WatchCompactedError": "raftcache.client.watch",
+    "WatchEvent": "raftcache.client.watch",
 }
 
 

@@ -24,10 +24,12 @@ from raftcache.client.errors import (
     ValueTooLargeError,
 )
 from raftcache.client.sync_client import Client
+from raftcache.client.watch import AsyncWatch, Watch, WatchCompactedError, WatchEvent
 
 __all__ = [
     "DEFAULT_ENDPOINTS",
     "AsyncClient",
+    "AsyncWatch",
     "AuthError",
     "BadRequestError",
     "Client",
@@ -43,6 +45,9 @@ __all__ = [
     "ServerError",
     "Unavailable",
     "ValueTooLargeError",
+    "Watch",
+    "WatchCompactedError",
+    "WatchEvent",
     "parse_endpoints",
     "tls_context",
 ]

@@ -33,6 +33,7 @@ from raftcache.client.endpoints import RetryPolicy, encode_key, parse_endpoints
 from raftcache.client.errors import PreconditionFailedError, ProtocolError, RaftcacheError
 from raftcache.client.session import SessionPool
 from raftcache.client.transport import Clock, Response, Sleep, Transport
+from raftcache.client.watch import AsyncWatch
 
 _MISS = frozenset({404})
 
@@ -124,6 +125,28 @@ class AsyncClient:
     async def close(self) -> None:
         """Release connections. Idempotent."""
         await self._transport.close()
+
+    # ----------------------------------------------------------------- watches
+
+    def watch(
+        self,
+        prefix: str = "",
+        *,
+        from_version: int | None = None,
+        idle_timeout: float = 30.0,
+        give_up_after: float = 60.0,
+    ) -> AsyncWatch:
+        """The changes under ``prefix`` with a version > ``from_version`` (None: from now), as
+        an async iterator of ``WatchEvent``; it reconnects across failures with no gap and no
+        duplicate, and raises ``WatchCompactedError`` when the history is gone (see
+        ``raftcache.client.watch``). Close it with ``aclose()`` or ``async with``."""
+        return AsyncWatch(
+            self._transport,
+            prefix,
+            from_version,
+            idle_timeout=idle_timeout,
+            give_up_after=give_up_after,
+        )
 
     # ----------------------------------------------------------------- reads
 

@@ -21,6 +21,7 @@ from raftcache.client.async_client import AsyncClient
 from raftcache.client.codec import BatchOp, KeyPage, Value
 from raftcache.client.endpoints import RetryPolicy
 from raftcache.client.errors import RaftcacheError
+from raftcache.client.watch import Watch
 
 T = TypeVar("T")
 
@@ -136,6 +137,23 @@ class Client:
     def close(self) -> None:
         """Close connections and stop the loop thread. Idempotent."""
         self._finalizer()
+
+    def watch(
+        self,
+        prefix: str = "",
+        *,
+        from_version: int | None = None,
+        idle_timeout: float = 30.0,
+        give_up_after: float = 60.0,
+    ) -> Watch:
+        """``AsyncClient.watch`` as a blocking iterator of ``WatchEvent``; ``close()`` it."""
+        inner = self._async.watch(
+            prefix,
+            from_version=from_version,
+            idle_timeout=idle_timeout,
+            give_up_after=give_up_after,
+        )
+        return Watch(inner, self._loop.run)
 
     def get(self, key: str, *, consistency: str | None = None) -> bytes | None:
         """The value of ``key``, or None when missing or expired."""

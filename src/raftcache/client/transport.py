@@ -198,6 +198,29 @@ class Transport:
             data = await resp.read()
             return Response(resp.status, CIMultiDict(resp.headers), data, str(resp.url))
 
+    async def open_stream(
+        self,
+        url: str,
+        target: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+    ) -> aiohttp.ClientResponse:
+        """Send a GET and return the response with its body unread (a stream: no total
+        timeout, but any read waiting longer than ``read_timeout_s`` fails); the caller reads
+        it and must ``release()`` it. aiohttp errors propagate."""
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout_s, sock_read=read_timeout_s
+        )
+        return await self._http().get(
+            URL(url + target, encoded=True),
+            headers=headers,
+            timeout=timeout,
+            allow_redirects=False,
+            ssl=self._ssl,
+        )
+
     async def request(
         self,
         method: str,

@@ -23,6 +23,7 @@ from raftcache.server.ports import NodePort, ServicePort
 from raftcache.server.routes_admin import add_admin_routes
 from raftcache.server.routes_backup import add_backup_routes
 from raftcache.server.routes_keys import add_key_routes
+from raftcache.server.routes_watch import WatchSettings, add_watch_routes
 
 
 def create_app(
@@ -31,6 +32,7 @@ def create_app(
     settings: ServerSettings | None = None,
     *,
     mount: Callable[[web.Application], None] | None = None,
+    watch: WatchSettings | None = None,
 ) -> web.Application:
     """Build the node's aiohttp application.
 
@@ -40,6 +42,7 @@ def create_app(
         settings: limits, tokens and forwarding behaviour (defaults when None).
         mount: called with the app to add the Raft endpoints (``HttpNetwork``'s mount), so one
             port serves both; None when the Raft transport lives elsewhere (in-memory tests).
+        watch: behaviour of ``/v1/watch`` streams (defaults when None).
 
     Returns:
         The application; serve it with ``aiohttp.web.AppRunner``.
@@ -65,6 +68,7 @@ def create_app(
     )
     app[DRAIN] = Drain()
     add_key_routes(app)
+    add_watch_routes(app, watch)
     add_admin_routes(app)
     add_backup_routes(app)
     add_dashboard_routes(

@@ -59,6 +59,11 @@ class ServeOptions:
     snapshot_threshold: int = 10_000
     leader_wait_s: float = 2.0
     shutdown_timeout_s: float = 10.0
+    transfer_on_shutdown: bool = True
+    watch_history: int = 100_000
+    watch_history_bytes: int = 64 * 1024 * 1024
+    watch_heartbeat_s: float = 5.0
+    max_watchers: int = 256
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -86,6 +91,15 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise ValueError("must be a finite number > 0")
     return value
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise ValueError("must be true or false")
 
 
 def _non_empty(text: str) -> str:
@@ -192,6 +206,23 @@ OPTIONS: tuple[Option, ...] = (
     Option("snapshot_threshold", _positive_int, 10_000, "applied entries between snapshots", "N"),
     Option("leader_wait_s", _positive_float, 2.0, "wait for a leader before 503 (s)", "S"),
     Option("shutdown_timeout_s", _positive_float, 10.0, "graceful shutdown bound (s)", "S"),
+    Option(
+        "transfer_on_shutdown",
+        _bool,
+        True,
+        "a leader hands leadership over before it stops (default true)",
+        "true|false",
+    ),
+    Option("watch_history", _positive_int, 100_000, "changes kept for watches (count)", "N"),
+    Option(
+        "watch_history_bytes",
+        _positive_int,
+        64 * 1024 * 1024,
+        "changes kept for watches (bytes of keys and values)",
+        "N",
+    ),
+    Option("watch_heartbeat_s", _positive_float, 5.0, "keep-alive period of watch streams", "S"),
+    Option("max_watchers", _positive_int, 256, "watch streams served at once; more get 503", "N"),
 )
 _BY_NAME = {opt.name: opt for opt in OPTIONS}
 REQUIRED = ("id", "listen", "peers", "data_dir")
@@ -203,6 +234,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     for opt in OPTIONS:
         flag = "--" + opt.name.removesuffix("_s").replace("_", "-")
         parser.add_argument(flag, dest=opt.name, default=None, metavar=opt.metavar, help=opt.help)
+    parser.add_argument(
+        "--no-transfer-on-shutdown",
+        dest="transfer_on_shutdown",
+        action="store_const",
+        const="false",
+        help="stop a leader without handing leadership over first",
+    )
 
 
 def _convert(opt: Option, raw: object, source: str) -> Any:
@@ -212,6 +250,8 @@ def _convert(opt: Option, raw: object, source: str) -> Any:
         if opt.name in ("peers", "peer_address_override") and isinstance(raw, Mapping):
             return parse_peers(",".join(f"{k}={v}" for k, v in raw.items()))
         if isinstance(raw, bool):
+            if opt.convert is _bool:
+                return raw
             raise ValueError("must not be a boolean")
         if isinstance(raw, int | float):
             return opt.convert(str(raw))

@@ -9,11 +9,15 @@ Why not leave it to ``AppRunner.cleanup``: aiohttp marks every connection closin
 its own shutdown and from then on ignores bytes that arrive on it, so a request whose body was
 still on the way (a large value, a slow client) would wait for data that is thrown away and be
 cut off when the timeout ends — a dropped request, which a graceful stop must not have.
+
+Requests that never end on their own (watch streams) register an ``on_drain`` callback that ends
+them when draining starts: the client reconnects elsewhere from its last version.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Final
 
 from aiohttp import web
@@ -27,6 +31,9 @@ class Drain:
     def __init__(self) -> None:
         self.active = 0
         self.draining = False
+        #: Called when draining starts: requests that would never end on their own (watch
+        #: streams) end themselves, so the stop does not wait for its timeout.
+        self.on_drain: list[Callable[[], None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -42,6 +49,8 @@ class Drain:
     async def wait_idle(self, timeout_s: float) -> bool:
         """Start draining and wait until no request is in progress; False on timeout."""
         self.draining = True
+        for callback in self.on_drain:
+            callback()
         try:
             async with asyncio.timeout(timeout_s):
                 await self._idle.wait()
