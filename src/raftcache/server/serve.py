@@ -29,6 +29,7 @@ from aiohttp import web
 
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.service import CacheService
+from raftcache.cache.watch import WatchHistory
 from raftcache.network.http import HttpNetwork
 from raftcache.network.prometheus import NetworkMetricsCollector
 from raftcache.network.tls import client_ssl_context, server_ssl_context
@@ -41,6 +42,7 @@ from raftcache.server.context import CONTEXT, ServerSettings
 from raftcache.server.drain import DRAIN
 from raftcache.server.exposure import warn_if_exposed
 from raftcache.server.logs import configure_logging
+from raftcache.server.routes_watch import WatchSettings
 from raftcache.server.validation import MAX_KEY_BYTES, Limits
 from raftcache.storage.base import Storage, StorageError
 from raftcache.storage.file import FileStorage
@@ -211,7 +213,10 @@ def build_node_server(
     if storage is None:
         options.data_dir.mkdir(parents=True, exist_ok=True)
         storage = FileStorage(options.data_dir)
-    machine = CacheStateMachine(max_keys=options.max_keys, max_bytes=options.max_bytes)
+    history = WatchHistory(options.watch_history, options.watch_history_bytes)
+    machine = CacheStateMachine(
+        max_keys=options.max_keys, max_bytes=options.max_bytes, watch=history
+    )
     node = RaftNode(
         options.id,
         list(options.peers),
@@ -224,7 +229,8 @@ def build_node_server(
         address_overrides=dict(options.peer_address_override),
     )
     service = CacheService(node, machine, clock=time.time)
-    app = create_app(node, service, server_settings(options), mount=network.mount)
+    watch = WatchSettings(heartbeat_s=options.watch_heartbeat_s, max_watchers=options.max_watchers)
+    app = create_app(node, service, server_settings(options), mount=network.mount, watch=watch)
     # The transport's own figures (per RPC type and peer) on this node's /metrics.
     app[CONTEXT].metrics.registry.register(NetworkMetricsCollector(network.metrics))
     return NodeServer(
