@@ -5,11 +5,15 @@ Rule: a run is a fixed sequence, so every run checks the same claims —
 1. start N nodes behind the proxy mesh and wait for a leader;
 2. run the workloads' workers and the nemesis schedule together for ``duration_s``;
 3. stop the faults (heal everything) and measure how long the cluster takes to serve again;
+   then wait for the membership to settle (every node a voter, every node agreeing);
 4. stop the workers (an increment being retried may take up to its horizon to resolve);
 5. kill -9 every node at once, restart them all, and measure recovery again;
-6. final reads (registers, counters, the set), then stop the cluster — also on any error;
+6. final reads (registers, counters, the set); every replica's whole keyspace, read locally
+   once all of them applied the same index, must be identical; then stop the cluster — also
+   on any error;
 7. judge every history, and add the harness's own findings: nodes that exited by themselves,
-   recoveries slower than the limit, answers that broke the API contract.
+   recoveries slower than the limit, a membership that did not settle, replicas that differ,
+   answers that broke the API contract.
 
 All randomness flows from ``RunConfig.seed`` (one generator per workload and one for the
 schedule, drawn in a fixed order), and time from one injected clock, so a failing run's seed
@@ -33,6 +37,7 @@ from raftcache.testing.counter_workload import CounterWorkload
 from raftcache.testing.harness import ProcessCluster
 from raftcache.testing.history import save_history
 from raftcache.testing.httpops import NodeApi
+from raftcache.testing.membership import ReplicaCheck, compare_replicas, settle_membership
 from raftcache.testing.nemesis import ALL_NEMESES, CLOCK_NEMESES, FaultEvent, NemesisSchedule
 from raftcache.testing.register_workload import RegisterWorkload
 from raftcache.testing.set_workload import SetWorkload
@@ -62,6 +67,7 @@ class RunConfig:
         op_timeout_s: One request's timeout (then indeterminate).
         check_mesh: At the end, check that every node still talks to its peers only through
             the mesh (``ProcessCluster.mesh_leaks``); a leak is reported as a note.
+        check_replicas: At the end, compare every replica's keyspace (``compare_replicas``).
     """
 
     nodes: int = 3
@@ -82,6 +88,7 @@ class RunConfig:
     ops_per_key: int = 150
     op_timeout_s: float = 5.0
     check_mesh: bool = True
+    check_replicas: bool = True
 
 
 @dataclass(slots=True)
@@ -98,6 +105,10 @@ class RunReport:
     recovery_after_crash_s: float | None = None
     #: Nodes that reached a peer around the mesh at the end (partitions were leaky for them).
     mesh_leaks: list[str] = field(default_factory=list)
+    #: What still kept the membership from settling after the faults (empty: settled).
+    membership_problems: list[str] = field(default_factory=list)
+    #: Every replica's data at the end (None: not compared, or no common applied index).
+    replicas: ReplicaCheck | None = None
     #: Seconds each step of the run took (where the wall time went).
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -131,6 +142,8 @@ class RunReport:
             "recovery_after_crash_s": self.recovery_after_crash_s,
             "phases": self.phases,
             "mesh_leaks": self.mesh_leaks,
+            "membership_problems": self.membership_problems,
+            "replicas": None if self.replicas is None else asdict(self.replicas),
         }
 
 
@@ -264,6 +277,8 @@ async def _exercise(
         with phase("recovery after faults"):
             cluster.heal_all()
             report.recovery_after_faults_s = await cluster.wait_serving(config.recovery_limit_s)
+        with phase("membership settles"):
+            report.membership_problems = await settle_membership(cluster, config.recovery_limit_s)
         with phase("workers stopping"):
             stop_work.set()
             await asyncio.gather(*workers)
@@ -275,6 +290,9 @@ async def _exercise(
         with phase("final reads"):
             for workload, _ in workloads:
                 await workload.finish(config.recovery_limit_s)
+        if config.check_replicas:
+            with phase("replicas compared"):
+                report.replicas = await compare_replicas(cluster, config.recovery_limit_s)
         if config.check_mesh:
             with phase("mesh check"):
                 report.mesh_leaks = await cluster.mesh_leaks()
@@ -311,6 +329,28 @@ def _harness_findings(
         if recovery is None:
             detail = f"no service within {limit} s after {phase}"
             found.append(Finding("cluster", "liveness", "violation", detail))
+    if report.membership_problems:
+        detail = f"membership not settled within {limit} s: {report.membership_problems}"
+        found.append(Finding("cluster", "membership", "violation", detail))
+    found += _replica_findings(config, report)
     for line in sorted(set(api.unexpected + cluster.api.unexpected))[:20]:
         found.append(Finding("cluster", "api", "violation", f"unexpected answer: {line}"))
     return found
+
+
+def _replica_findings(config: RunConfig, report: RunReport) -> list[Finding]:
+    if not config.check_replicas:
+        return []
+    check = report.replicas
+    if check is None:
+        detail = (
+            f"the nodes did not reach one stable applied index within {config.recovery_limit_s} s"
+        )
+        return [Finding("cluster", "replicas", "violation", detail)]
+    if check.identical:
+        return []
+    detail = (
+        f"replicas differ at applied index {check.applied}: keys {check.keys}, "
+        f"digests {check.digests}; first differences: {check.differences}"
+    )
+    return [Finding("cluster", "replicas", "violation", detail)]

@@ -19,19 +19,36 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from raftcache.testing.harness import ProcessCluster
 
 __all__ = [
+    "MEMBERSHIP_NEMESES",
+    "Injected",
     "ReplicaCheck",
     "add_member",
     "compare_replicas",
+    "inject_membership",
     "membership",
     "remove_member",
     "settle_membership",
 ]
+
+MEMBERSHIP_NEMESES: tuple[str, ...] = ("remove", "remove-leader", "replace")
+
+Heal = Callable[[], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Injected:
+    """A fault in force: what it is, and how to end it (``nemesis`` re-exports it)."""
+
+    name: str
+    detail: str
+    heal: Heal
 
 
 async def membership(cluster: ProcessCluster) -> tuple[str, set[str], set[str]] | None:
@@ -106,7 +123,9 @@ async def settle_membership(cluster: ProcessCluster, timeout_s: float) -> list[s
     return problems
 
 
-def _disagreements(statuses: dict[str, dict[str, object] | None], everyone: set[str]) -> list[str]:
+def _disagreements(
+    statuses: Mapping[str, Mapping[str, object] | None], everyone: set[str]
+) -> list[str]:
     problems: list[str] = []
     leaders = {s.get("leader") for s in statuses.values() if s is not None}
     if len(leaders) != 1 or None in leaders:
@@ -214,3 +233,57 @@ def _differences(data: dict[str, dict[str, bytes]], limit: int = 10) -> list[str
             if len(found) >= limit:
                 break
     return found
+
+
+# -- the nemeses ----------------------------------------------------------------------------
+
+#: How long a nemesis waits for its removal before giving up on the window (the removal may
+#: still happen later: the heal adds the node back whatever the answer was).
+REMOVE_TIMEOUT_S = 10.0
+
+
+async def inject_membership(
+    name: str, cluster: ProcessCluster, rng: random.Random, add_timeout_s: float = 30.0
+) -> Injected | None:
+    """``remove`` (a random follower), ``remove-leader``, ``replace`` (a random node, removed,
+    killed, its data wiped, restarted empty at once — then added back as a brand-new member).
+
+    Applies only while every node is a voter (one change at a time, as operators do); the
+    heal adds the node back and waits until it is a voter again (a learner that caught up).
+    """
+    seen = await membership(cluster)
+    if seen is None or seen[1] != set(cluster.node_ids):
+        return None
+    leader = seen[0]
+    followers = [n for n in cluster.node_ids if n != leader]
+    if name == "remove":
+        node = rng.choice(followers)
+    elif name == "remove-leader":
+        node = leader
+    elif name == "replace":
+        node = rng.choice(cluster.node_ids)
+    else:
+        raise ValueError(f"unknown membership nemesis {name!r}")
+    removed = await remove_member(cluster, node, REMOVE_TIMEOUT_S)
+    detail = f"remove {node}" if removed else f"remove {node} (unconfirmed)"
+    snapshot = False
+    if name == "replace" and removed:
+        # Only a node out of the configuration may lose its data (see the module docstring).
+        await cluster.kill(node)
+        cluster.nodes[node].wipe()
+        cluster.restart(node)
+        detail += ", wipe its data, restart it empty"
+        # Half the time the leader compacts its log first: the newcomer then starts from a
+        # snapshot (as it would in a long-lived cluster), otherwise from the whole log.
+        snapshot = rng.random() < 0.5
+        if snapshot:
+            detail += ", snapshot"
+
+    async def heal() -> None:
+        if snapshot:
+            seen = await membership(cluster)
+            if seen is not None:
+                await cluster.api.admin(cluster.url(seen[0]), "POST", "/v1/snapshot")
+        await add_member(cluster, node, add_timeout_s)
+
+    return Injected(name, detail + ", add it back", heal)

@@ -16,7 +16,11 @@ faults would overwrite each other's mesh state, and ``kill-all`` always runs alo
   (the leader's own requests are black-holed, its followers still reach it), ``delay``
   (every link delayed, with jitter), ``flaky`` (links drop at random, re-drawn every 250 ms:
   message loss, with the connection resets that loss means for TCP);
-- admin: ``transfer`` (leadership transfers to random nodes, about every second);
+- admin: ``transfer`` (leadership transfers to random voters, about every second);
+- membership (see ``membership``): ``remove`` (a random follower) / ``remove-leader``, added
+  back at heal; ``replace`` (a random node removed, its data wiped, restarted empty and added
+  back as a brand-new member). Healed after the other faults of its window, since adding a
+  member back needs a working quorum;
 - total: ``kill-all`` (every node ``kill -9`` at once, all restarted at heal);
 - clock (only for a cluster started with clock control, see ``clocks``): ``clock-jump`` /
   ``clock-jump-leader`` (a node's clocks, the monotonic one included, jump 2–10 s forwards
@@ -33,6 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from raftcache.testing.harness import ProcessCluster
+from raftcache.testing.membership import MEMBERSHIP_NEMESES, Injected, inject_membership
 from raftcache.testing.proxy import ProxyMode
 
 __all__ = [
@@ -49,15 +54,6 @@ Heal = Callable[[], Awaitable[None]]
 
 
 @dataclass(slots=True)
-class Injected:
-    """A fault in force: what it is, and how to end it."""
-
-    name: str
-    detail: str
-    heal: Heal
-
-
-@dataclass(slots=True)
 class FaultEvent:
     """One fault of a run, for the report.
 
@@ -68,6 +64,8 @@ class FaultEvent:
         end: When it was healed.
         recovery_s: Seconds from the heal until the cluster served again; None if it did not
             within the limit.
+        heal_s: Seconds the heal itself took (for a membership change: adding the node back,
+            i.e. its catch-up as a learner and its promotion).
     """
 
     name: str
@@ -75,6 +73,7 @@ class FaultEvent:
     start: float
     end: float | None = None
     recovery_s: float | None = None
+    heal_s: float | None = None
 
 
 async def _kill(cluster: ProcessCluster, node: str, name: str) -> Injected:
@@ -126,8 +125,10 @@ async def _flap_links(cluster: ProcessCluster, rng: random.Random, loss: float) 
 async def _transfers(cluster: ProcessCluster, rng: random.Random) -> None:
     while True:
         leader = await cluster.leader()
-        if leader is not None:
-            others = [n for n in cluster.node_ids if n != leader]
+        status = None if leader is None else await cluster.api.status(cluster.url(leader))
+        if leader is not None and status is not None:
+            # A removed node is no target (409); ``None`` lets the leader choose.
+            others = [n for n in cluster.node_ids if n != leader and n in status["members"]]
             target = rng.choice([*others, None])
             await cluster.api.transfer_leader(cluster.url(leader), target)
         await asyncio.sleep(rng.uniform(0.5, 1.5))
@@ -136,6 +137,8 @@ async def _transfers(cluster: ProcessCluster, rng: random.Random) -> None:
 async def inject(name: str, cluster: ProcessCluster, rng: random.Random) -> Injected | None:
     """Inject the nemesis ``name``; None when it does not apply now (e.g. no leader known)."""
     nodes = cluster.node_ids
+    if name in MEMBERSHIP_NEMESES:
+        return await inject_membership(name, cluster, rng)
     if name in ("kill", "pause"):
         node = rng.choice(nodes)
         return await (_kill if name == "kill" else _pause)(cluster, node, name)
@@ -212,6 +215,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "process": ("kill", "kill-leader", "pause", "pause-leader"),
     "network": ("partition", "isolate-leader", "bridge", "asymmetric", "delay", "flaky"),
     "admin": ("transfer",),
+    "membership": MEMBERSHIP_NEMESES,
     "total": ("kill-all",),
     "clock": ("clock-jump", "clock-jump-leader"),
 }
@@ -280,14 +284,23 @@ class NemesisSchedule:
                         window.append((injected, event))
                 await _sleep_unless(stop, self.rng.uniform(*self.fault_s))
             finally:
-                for injected, event in reversed(window):
+                for injected, event in _heal_order(window):
+                    healing = clock()
                     await injected.heal()
                     event.end = clock()
+                    event.heal_s = event.end - healing
             if window:
                 recovery = await cluster.wait_serving(self.recovery_limit_s)
                 for _, event in window:
                     event.recovery_s = recovery
             await _sleep_unless(stop, self.rng.uniform(*self.quiet_s))
+
+
+def _heal_order(window: list[tuple[Injected, FaultEvent]]) -> list[tuple[Injected, FaultEvent]]:
+    """Last injected, first healed — but membership last of all: adding a member back needs
+    a quorum, which a fault of another family may be holding down."""
+    backwards = list(reversed(window))
+    return sorted(backwards, key=lambda pair: _FAMILY_OF.get(pair[0].name) == "membership")
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from raftcache.testing.campaign import RunReport
+from raftcache.testing.membership import MEMBERSHIP_NEMESES
 
 __all__ = ["print_report", "render_report"]
 
@@ -41,11 +42,14 @@ def operations_table(report: RunReport) -> Table:
 
 def faults_table(report: RunReport) -> Table:
     table = Table(title="Faults injected and recovery after each heal (s)")
-    for column in ("nemesis", "injected", "recovery min", "median", "max"):
+    for column in ("nemesis", "injected", "recovery min", "median", "max", "heal max"):
         table.add_column(column, justify="left" if column == "nemesis" else "right")
     by_name: dict[str, list[float | None]] = defaultdict(list)
+    heals: dict[str, list[float]] = defaultdict(list)
     for event in report.faults:
         by_name[event.name].append(event.recovery_s)
+        if event.heal_s is not None:
+            heals[event.name].append(event.heal_s)
     for name in sorted(by_name):
         times = [t for t in by_name[name] if t is not None]
         table.add_row(
@@ -54,6 +58,7 @@ def faults_table(report: RunReport) -> Table:
             _seconds(min(times) if times else None),
             _seconds(statistics.median(times) if times else None),
             _seconds(max(times) if times else None),
+            _seconds(max(heals[name]) if heals[name] else None),
         )
     return table
 
@@ -71,12 +76,28 @@ def verdict_table(report: RunReport) -> Table:
     table.add_row("faults injected", str(len(report.faults)))
     table.add_row("recovery after faults stopped (s)", _seconds(report.recovery_after_faults_s))
     table.add_row("recovery after killing every node (s)", _seconds(report.recovery_after_crash_s))
+    if any(e.name in MEMBERSHIP_NEMESES for e in report.faults):
+        settled = (
+            "no: " + "; ".join(report.membership_problems) if report.membership_problems else "yes"
+        )
+        table.add_row("membership settled after the faults", settled)
+    if config.check_replicas:
+        table.add_row("replicas identical at the end", _replicas(report))
     table.add_row("violations", str(len(report.violations)))
     table.add_row("unknown (check out of budget)", str(len(report.unknowns)))
     notes = [f for f in report.all_findings if f.severity == "note"]
     if notes:
         table.add_row("notes (anomalies the faults allow)", str(len(notes)))
     return table
+
+
+def _replicas(report: RunReport) -> str:
+    check = report.replicas
+    if check is None:
+        return "no common applied index"
+    keys = sorted(set(check.keys.values()))
+    verdict = "yes" if check.identical else "NO"
+    return f"{verdict} ({'/'.join(map(str, keys))} keys, applied index {check.applied})"
 
 
 def render_report(report: RunReport) -> Group:
