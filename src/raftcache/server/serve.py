@@ -7,10 +7,12 @@ HttpNetwork (mounted on the node's app, so one port serves Raft and the client A
 heartbeats fresh), ``FileStorage(data_dir)``, ``CacheStateMachine``, ``RaftNode`` and
 ``CacheService``.
 
-Shutdown order (SIGTERM/SIGINT): stop accepting connections, let in-flight requests finish
-(``server.drain``, bounded by ``shutdown_timeout_s``; the node still runs so they can commit),
-stop the cache service's background work, stop the node (which persists and stops the network),
-close storage.
+Shutdown order (SIGTERM/SIGINT): a leader first hands leadership to its most up-to-date live
+follower (``server.handover``, bounded; on by default, ``--no-transfer-on-shutdown`` turns it
+off), then the node stops accepting connections, lets in-flight requests finish
+(``server.drain``, bounded by ``shutdown_timeout_s``; the node still runs so they can commit, or
+be forwarded to the new leader), stops the cache service's background work, stops the node
+(which persists and stops the network), closes storage.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from raftcache.server.config import ServeOptions
 from raftcache.server.context import CONTEXT, ServerSettings
 from raftcache.server.drain import DRAIN
 from raftcache.server.exposure import warn_if_exposed
+from raftcache.server.handover import HANDOVER, Handover, hand_over, handover_middleware
 from raftcache.server.logs import configure_logging
 from raftcache.server.routes_watch import WatchSettings
 from raftcache.server.validation import MAX_KEY_BYTES, Limits
@@ -70,6 +73,8 @@ class NodeServer:
         port: port to listen on (0: a free port, read ``.port`` after ``start()``).
         ssl_context: server TLS context, or None for plain HTTP.
         shutdown_timeout_s: bound on waiting for in-flight requests at shutdown.
+        transfer_on_shutdown: a leader hands leadership over before it stops (see
+            ``server.handover``; bounded by two election timeouts and ``shutdown_timeout_s``).
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class NodeServer:
         port: int,
         ssl_context: ssl.SSLContext | None = None,
         shutdown_timeout_s: float = 10.0,
+        transfer_on_shutdown: bool = True,
     ) -> None:
         self.node = node
         self.service = service
@@ -90,6 +96,11 @@ class NodeServer:
         self.port = port
         self._ssl_context = ssl_context
         self._shutdown_timeout_s = shutdown_timeout_s
+        self._transfer_on_shutdown = transfer_on_shutdown
+        self._handover = Handover()
+        app[HANDOVER] = self._handover
+        # Innermost, inside forwarding: requests caught by the hand-over go to the new leader.
+        app.middlewares.append(handover_middleware)
         self._runner = web.AppRunner(
             app,
             access_log=None,
@@ -139,6 +150,10 @@ class NodeServer:
             return
         self._started = False
         log.info("node stopping", extra={"id": self.node.node_id})
+        if self._transfer_on_shutdown:
+            # Before closing the listener: clients that know this node as the leader are then
+            # served through it (held, then forwarded) rather than refused during the change.
+            await hand_over(self.node, self._handover, self._transfer_timeout_s())
         # Close the listener, then drain the connections we have (see ``server.drain``): aiohttp's
         # own shutdown would drop a request whose body is still arriving.
         for site in list(self._runner.sites):
@@ -151,6 +166,12 @@ class NodeServer:
             await self.service.stop()
         await self.node.stop()  # stops the network and closes the storage
         log.info("node stopped", extra={"id": self.node.node_id})
+
+    def _transfer_timeout_s(self) -> float:
+        # The core gives a transfer one election timeout; a second one covers the target's
+        # own election. Never longer than the whole shutdown may take.
+        election_max = float(getattr(self.node.config, "election_timeout_max", 2.0))
+        return min(self._shutdown_timeout_s, 2 * election_max)
 
 
 def server_settings(options: ServeOptions) -> ServerSettings:
@@ -241,6 +262,7 @@ def build_node_server(
         port=options.port,
         ssl_context=_server_tls(options),
         shutdown_timeout_s=options.shutdown_timeout_s,
+        transfer_on_shutdown=options.transfer_on_shutdown,
     )
 
 

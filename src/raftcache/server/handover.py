@@ -1,0 +1,118 @@
+"""Leadership hand-over before a leader stops (SIGTERM), so clients barely notice it leave.
+
+Rule: a stopping leader first hands leadership to the most up-to-date follower that is alive
+(it answered within an election timeout), with Raft's own transfer (§3.10: the leader stops
+appending, brings the target's log up to its own, then sends it TimeoutNow, and the target
+campaigns at once, without waiting for an election timeout — the term grows by exactly one).
+The hand-over is bounded (``timeout_s``); if no follower can take over, or it takes too long,
+the node stops anyway and the others elect a leader as after a crash. Either way safety is
+Raft's: nothing acknowledged is lost.
+
+While the transfer runs, the leader refuses proposals (``ProposalDroppedError``: certainly not
+appended). A client would see a 503 and — honouring ``Retry-After`` — wait a second. Instead,
+``handover_middleware`` holds such a request until the hand-over ends and then raises
+``NotLeaderError``, so the forwarding middleware sends it on to the new leader (or, if the
+transfer failed and this node still leads, serves it here). The listener stays open meanwhile:
+a client that knew this node as the leader is served through it instead of being refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Final
+
+from aiohttp import web
+
+from raftcache.raft.errors import NotLeaderError, ProposalDroppedError
+from raftcache.server.forwarding import Handler
+
+log = logging.getLogger("raftcache.server")
+
+
+class Handover:
+    """Whether a shutdown hand-over is in progress; requests wait on it."""
+
+    def __init__(self) -> None:
+        self.in_progress = False
+        self._done = asyncio.Event()
+        self._done.set()
+
+    def begin(self) -> None:
+        self.in_progress = True
+        self._done.clear()
+
+    def end(self) -> None:
+        self.in_progress = False
+        self._done.set()
+
+    async def wait(self) -> None:
+        await self._done.wait()
+
+
+HANDOVER: Final = web.AppKey("raftcache.server.handover", Handover)
+
+
+@web.middleware
+async def handover_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Innermost (inside ``forwarding``): a proposal dropped because of the hand-over waits for
+    it to end, then goes to whoever leads (``NotLeaderError`` is the forwarder's cue)."""
+    try:
+        return await handler(request)
+    except ProposalDroppedError:
+        handover = request.config_dict.get(HANDOVER)
+        if handover is None or not handover.in_progress:
+            raise
+        await handover.wait()  # bounded: the hand-over has its own timeout
+        # Nothing was appended, so the request may go to the new leader (the forwarder asks
+        # the node who leads now; if the transfer failed, that is still this node).
+        raise NotLeaderError(None) from None
+
+
+def pick_successor(node: Any) -> str | None:
+    """The voter (not this node) with the longest log among those that answered within the
+    last election timeout; None when there is none (a single node, or all others silent)."""
+    core = node.core
+    horizon = core.ticks - core.election_ticks
+    live = [
+        (pr.match_index, peer)
+        for peer, pr in core.progress.items()
+        if peer != node.node_id and peer in core.configuration.voters and pr.last_active > horizon
+    ]
+    return max(live)[1] if live else None
+
+
+async def hand_over(node: Any, handover: Handover, timeout_s: float) -> str | None:
+    """Transfer leadership away from ``node`` if it leads; the new leader's id, or None when
+    there was nothing to do or it failed (logged; the caller stops anyway)."""
+    if getattr(getattr(node, "role", None), "value", None) != "leader":
+        return None
+    target = pick_successor(node)
+    if target is None:
+        log.warning("no live follower to hand leadership to; stopping without a transfer")
+        return None
+    loop = asyncio.get_running_loop()
+    started, term = loop.time(), node.current_term
+    log.info("handing leadership over", extra={"to": target, "term": term})
+    handover.begin()
+    try:
+        async with asyncio.timeout(timeout_s):
+            leader = str(await node.transfer_leadership(target))
+    except Exception as exc:  # TimeoutError, NotLeaderError, MembershipChangeError...
+        log.warning(
+            "leadership transfer failed; stopping without it",
+            extra={"to": target, "reason": repr(exc)},
+        )
+        return None
+    finally:
+        handover.end()
+    log.info(
+        "leadership transferred",
+        extra={
+            "to": leader,
+            "term": node.current_term,
+            "previous_term": term,
+            "ms": round((loop.time() - started) * 1000, 1),
+        },
+    )
+    return leader
