@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from raftcache.cache.commands import BatchOp, DeleteOp, GetOp, SetOp
-from raftcache.cache.results import CommandError, ErrorCode, IncrResult, Result
+from raftcache.cache.commands_v2 import IncrOp, TtlOp
+from raftcache.cache.results import CommandError, ErrorCode, IncrResult, Result, TtlResult
 
 INT64 = (-(2**63), 2**63 - 1)
 
@@ -114,13 +115,18 @@ class ModelCache:
         ttl: float | None,
         if_version: int | None,
         if_absent: bool,
+        keep_ttl: bool = False,
     ) -> Result:
         if not self.fits(key, value):
             return err(ErrorCode.VALUE_TOO_LARGE)
         current = self.version(key, now)
         if (if_version is not None and current != if_version) or (if_absent and current):
             return err(ErrorCode.PRECONDITION_FAILED, current)
-        self.write(key, value, index, None if ttl is None else now + ttl, now)
+        expires_at = None if ttl is None else now + ttl
+        if keep_ttl:
+            e = self.live(key, now)
+            expires_at = None if e is None else e.expires_at
+        self.write(key, value, index, expires_at, now)
         self.settle(now)
         return index
 
@@ -129,6 +135,39 @@ class ModelCache:
         if if_version is not None and current != if_version:
             return err(ErrorCode.PRECONDITION_FAILED, current)
         return self.drop(key, now)
+
+    def ttl(self, index: int, now: float, op: TtlOp) -> Result:
+        """A TTL-only change: the expiry alone, a new version, most recently used."""
+        current = self.version(op.key, now)
+        if op.if_version is not None and current != op.if_version:
+            return err(ErrorCode.PRECONDITION_FAILED, current)
+        e = self.live(op.key, now)
+        if e is None:
+            return TtlResult(False, 0)
+        old = e.expires_at
+        if op.ttl is None and op.at is None:
+            if old is None:
+                return TtlResult(False, e.version)
+            when: float | None = None
+        else:
+            when = op.at if op.at is not None else now + op.ttl  # type: ignore[operator]
+            inf = float("inf")
+            skip = {
+                "nx": old is not None,
+                "xx": old is None,
+                "gt": when <= (inf if old is None else old),
+                "lt": when >= (inf if old is None else old),
+            }
+            if op.condition is not None and skip[op.condition]:
+                return TtlResult(False, e.version)
+            if when <= now:
+                self.drop(op.key, now)
+                return TtlResult(True, 0)
+        self.write(op.key, e.value, index, when, now)
+        return TtlResult(True, index)
+
+    def flush(self, now: float, prefix: str) -> Result:
+        return sum(self.drop(k, now) for k in sorted(self.data) if k.startswith(prefix))
 
     def incr(self, index: int, now: float, key: str, by: int) -> Result:
         e = self.live(key, now)
@@ -161,10 +200,16 @@ class ModelCache:
                 if not self.fits(op.key, op.value):
                     return err(ErrorCode.VALUE_TOO_LARGE, 0, position)
                 result = trial.set(
-                    index, now, op.key, op.value, op.ttl, op.if_version, op.if_absent
+                    index, now, op.key, op.value, op.ttl, op.if_version, op.if_absent, op.keep_ttl
                 )
             elif isinstance(op, DeleteOp):
                 result = trial.delete(now, op.key, op.if_version)
+            elif isinstance(op, IncrOp):
+                trial.max_bytes = self.max_bytes  # its entry size counts against the bound
+                result = trial.incr(index, now, op.key, op.by)
+                trial.max_bytes = None
+            elif isinstance(op, TtlOp):
+                result = trial.ttl(index, now, op)
             else:
                 continue
             if isinstance(result, CommandError):
@@ -179,8 +224,20 @@ class ModelCache:
                 results.append(None if e is None else e.value)
             elif isinstance(op, SetOp):
                 expires_at = None if op.ttl is None else now + op.ttl
+                if op.keep_ttl:
+                    e = self.live(op.key, now)
+                    expires_at = None if e is None else e.expires_at
                 self.write(op.key, op.value, index, expires_at, now)
                 results.append(index)
+            elif isinstance(op, IncrOp):
+                e = self.live(op.key, now)
+                value = (0 if e is None else int(e.value)) + op.by
+                self.write(op.key, b"%d" % value, index, None if e is None else e.expires_at, now)
+                results.append(value)
+            elif isinstance(op, TtlOp):
+                ttl_result = self.ttl(index, now, op)
+                assert isinstance(ttl_result, TtlResult)
+                results.append(ttl_result.changed)
             else:
                 results.append(self.drop(op.key, now))
         self.settle(now)

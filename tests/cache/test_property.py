@@ -1,6 +1,7 @@
 """Property tests: the machine against the naive model, and replicas against each other.
 
-Random command sequences (set with TTL/CAS/create-only, delete, incr, batch, expire, touch,
+Random command sequences (set with TTL/CAS/create-only/keep_ttl, delete, incr, batch with
+incr and ttl ops, TTL-only changes with conditions, flush by prefix, expire, touch,
 retried session writes) at random, non-monotonic ``now`` stamps, with and without bounds. After
 every step the machine must agree with ``tests.cache.model`` on each result, every key's
 visibility, the LRU order and the counters; at the end a replica fed the same log, and one
@@ -28,7 +29,9 @@ from raftcache.cache.commands import (
     SetOp,
     TouchCommand,
     encode,
+    encode_format,
 )
+from raftcache.cache.commands_v2 import FlushCommand, IncrOp, TtlCommand, TtlOp
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.results import CommandError, Result
 from raftcache.cache.snapshot import decode_snapshot
@@ -68,14 +71,28 @@ def _step(kind: str, args: st.SearchStrategy[tuple[Any, ...]]) -> st.SearchStrat
     )
 
 
+# A TTL change: (ttl, at, condition) — ttl may be negative or zero (deletes the key).
+expiries = st.tuples(
+    st.none() | st.integers(-4, 40).map(lambda x: x / 2),
+    st.none() | st.integers(0, 160).map(lambda x: x / 2),
+    st.none() | st.sampled_from(["nx", "xx", "gt", "lt"]),
+)
 batch_ops = st.lists(
     st.tuples(
-        st.sampled_from(["get", "set", "del"]), keys, values, ttls, conditions, st.booleans()
+        st.sampled_from(["get", "set", "del", "incr", "ttl", "keep"]),
+        keys,
+        values,
+        ttls,
+        conditions,
+        st.booleans(),
+        expiries,
     ),
     max_size=5,
 )
 steps = st.one_of(
-    _step("set", st.tuples(keys, values, ttls, conditions, st.booleans())),
+    _step("set", st.tuples(keys, values, ttls, conditions, st.booleans(), st.booleans())),
+    _step("ttl", st.tuples(keys, expiries, conditions)),
+    _step("flush", st.tuples(st.sampled_from(["", "k", "a", "é", "zz"]))),
     _step("del", st.tuples(keys, conditions)),
     _step("incr", st.tuples(keys, st.sampled_from([1, -1, 5, 2**62, -(2**62)]))),
     _step("batch", st.tuples(batch_ops)),
@@ -97,19 +114,38 @@ def _build(
     if step.kind == "set":
         cond = _condition(a[3], model, a[0], now)
         if_absent = a[4] and cond is None
-        return SetCommand(now, a[0], a[1], a[2], cond, if_absent, session)
+        keep = a[5] and a[2] is None
+        return SetCommand(now, a[0], a[1], a[2], cond, if_absent, session, keep)
+    if step.kind == "ttl":
+        return TtlCommand(now, _ttl_op(a[0], a[1], _condition(a[2], model, a[0], now)), session)
+    if step.kind == "flush":
+        return FlushCommand(now, a[0], session)
     if step.kind == "del":
         return DeleteCommand(now, a[0], _condition(a[1], model, a[0], now), session)
     if step.kind == "incr":
         return IncrCommand(now, a[0], a[1], session)
     if step.kind == "batch":
-        ops: list[GetOp | SetOp | DeleteOp] = []
-        for name, key, value, ttl, cond, absent in a[0]:
+        ops: list[GetOp | SetOp | DeleteOp | IncrOp | TtlOp] = []
+        for name, key, value, ttl, cond, absent, expiry in a[0]:
             if name == "get":
                 ops.append(GetOp(key))
-            elif name == "set":
+            elif name in ("set", "keep"):
                 version = _condition(cond, model, key, now)
-                ops.append(SetOp(key, value, ttl, version, absent and version is None))
+                keep = name == "keep"
+                ops.append(
+                    SetOp(
+                        key,
+                        value,
+                        None if keep else ttl,
+                        version,
+                        absent and version is None,
+                        keep,
+                    )
+                )
+            elif name == "incr":
+                ops.append(IncrOp(key, -3 if absent else 2**62))
+            elif name == "ttl":
+                ops.append(_ttl_op(key, expiry, _condition(cond, model, key, now)))
             else:
                 ops.append(DeleteOp(key, _condition(cond, model, key, now)))
         return BatchCommand(now, tuple(ops), session)
@@ -119,14 +155,27 @@ def _build(
     return TouchCommand(now, listed)
 
 
+def _ttl_op(key: str, expiry: tuple[Any, Any, Any], if_version: int | None) -> TtlOp:
+    ttl, at, condition = expiry
+    if at is not None:
+        ttl = None  # one of the two
+    if ttl is None and at is None:
+        condition = None  # PERSIST takes no condition
+    return TtlOp(key, ttl, at, condition, if_version)
+
+
 def _model_apply(model: ModelCache, index: int, cmd: Command) -> Result:
     session = getattr(cmd, "session", None)
     if session is not None and (session.client_id, session.seq) in model.sessions:
         return model.sessions[(session.client_id, session.seq)]
     if isinstance(cmd, SetCommand):
         result = model.set(
-            index, cmd.now, cmd.key, cmd.value, cmd.ttl, cmd.if_version, cmd.if_absent
+            index, cmd.now, cmd.key, cmd.value, cmd.ttl, cmd.if_version, cmd.if_absent, cmd.keep_ttl
         )
+    elif isinstance(cmd, TtlCommand):
+        result = model.ttl(index, cmd.now, cmd.op)
+    elif isinstance(cmd, FlushCommand):
+        result = model.flush(cmd.now, cmd.prefix)
     elif isinstance(cmd, DeleteCommand):
         result = model.delete(cmd.now, cmd.key, cmd.if_version)
     elif isinstance(cmd, IncrCommand):
@@ -136,6 +185,7 @@ def _model_apply(model: ModelCache, index: int, cmd: Command) -> Result:
     elif isinstance(cmd, TouchCommand):
         result = model.touch(cmd.now, list(cmd.keys))
     else:
+        assert isinstance(cmd, BatchCommand)
         result = model.batch(index, cmd.now, cmd.ops)
     if session is not None:
         model.sessions[(session.client_id, session.seq)] = result
@@ -183,9 +233,11 @@ def test_machine_agrees_with_model(
     machine = CacheStateMachine(max_keys=max_keys, max_bytes=max_bytes, session_ttl_s=1e9)
     model = ModelCache(max_keys, max_bytes)
     seqs = dict.fromkeys(CLIENTS, 0)
-    log: list[tuple[int, bytes]] = []
+    # The cluster's first entry enables command format 2 (TTL, FLUSH, incr/ttl batch ops).
+    log: list[tuple[int, bytes]] = [(1, encode_format(2, now=0.0))]
+    assert machine.apply_entry(*log[0]) == 2
     last_session_step: tuple[Step, Session] | None = None
-    index = 0
+    index = 1
     for step in plan:
         if step.kind == "retry":
             if last_session_step is None:
