@@ -11,6 +11,7 @@ import asyncio
 import random
 from typing import Any
 
+from raftcache.cache.formats import COMMAND_FORMAT
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.service import CacheService
 from raftcache.network.hub import InMemoryHub
@@ -66,9 +67,21 @@ class CacheCluster:
         self.nodes: dict[str, RaftNode] = {}
         self.machines: dict[str, CacheStateMachine] = {}
         self.services: dict[str, CacheService] = {}
+        #: Per-node ceiling of command formats (``max_format``): a node capped at 1 plays an
+        #: older release in upgrade tests. Read when a node (re)starts.
+        self.caps: dict[str, int] = {}
+        self.running: set[str] = set()
+
+    async def probe(self, node_id: str) -> int | None:
+        """The format probe the services use: what a running node's machine applies."""
+        if node_id not in self.running:
+            return None
+        return self.machines[node_id].max_format
 
     async def start_node(self, node_id: str) -> None:
-        machine = CacheStateMachine(**self.machine_kwargs)
+        machine = CacheStateMachine(
+            **self.machine_kwargs, max_format=self.caps.get(node_id, COMMAND_FORMAT)
+        )
         network = InMemoryNetwork(
             node_id, hub=self.hub, base_delay=0.002, jitter=0.5, seed=self.rng.randrange(2**32)
         )
@@ -81,12 +94,15 @@ class CacheCluster:
             FAST,
             rng=random.Random(self.rng.randrange(2**32)),
         )
-        service = CacheService(node, machine, clock=self.clock, **self.service_kwargs)
+        service_kwargs = {"format_probe": self.probe, **self.service_kwargs}
+        service = CacheService(node, machine, clock=self.clock, **service_kwargs)
         self.nodes[node_id], self.machines[node_id], self.services[node_id] = node, machine, service
         await node.start()
         await service.start()
+        self.running.add(node_id)
 
     async def stop_node(self, node_id: str) -> None:
+        self.running.discard(node_id)
         await self.services[node_id].stop()
         await self.nodes[node_id].stop()
 
