@@ -1,0 +1,139 @@
+"""The leader's hand-over at shutdown (``server.handover``), on in-process nodes over real HTTP,
+and the ``--no-transfer-on-shutdown`` option."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from raftcache.server.cli import build_serve_parser, options_from_args
+from raftcache.server.config import ConfigError, ServeOptions
+from raftcache.server.handover import HANDOVER, hand_over, pick_successor
+from raftcache.server.serve import NodeServer
+
+from .cluster import start_cluster
+
+PEERS = "n1=http://127.0.0.1:8001,n2=http://127.0.0.1:8002"
+
+
+def parse(argv: list[str], env: dict[str, str] | None = None) -> ServeOptions:
+    parser = argparse.ArgumentParser()
+    build_serve_parser(parser.add_subparsers(dest="command"))
+    base = ["--id", "n1", "--listen", "127.0.0.1:8001", "--peers", PEERS, "--data-dir", "d"]
+    return options_from_args(parser.parse_args(["serve", *base, *argv]), env or {})
+
+
+def test_transfer_on_shutdown_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
+    assert parse([]).transfer_on_shutdown is True
+    assert parse(["--no-transfer-on-shutdown"]).transfer_on_shutdown is False
+    assert parse(["--transfer-on-shutdown", "false"]).transfer_on_shutdown is False
+    env = {"RAFTCACHE_TRANSFER_ON_SHUTDOWN": "no"}
+    assert parse([], env).transfer_on_shutdown is False
+    config = tmp_path / "node.toml"
+    config.write_text("transfer_on_shutdown = false\n")
+    assert parse(["--config", str(config)]).transfer_on_shutdown is False
+    with pytest.raises(ConfigError, match="--transfer-on-shutdown"):
+        parse(["--transfer-on-shutdown", "maybe"])
+
+
+async def test_a_write_caught_by_the_transfer_is_held_then_served_by_the_new_leader(
+    tmp_path: Path,
+) -> None:
+    cluster = await start_cluster(tmp_path)
+    try:
+        leader = await cluster.leader()
+        handover = leader.app[HANDOVER]
+        target = pick_successor(leader.node)
+        assert target is not None
+        # Make the write certainly meet the transfer: leadership is being transferred (the
+        # leader refuses proposals) before it is sent, and we know when it is held.
+        held = asyncio.Event()
+        wait = handover.wait
+
+        async def observed_wait() -> None:
+            held.set()
+            await wait()
+
+        handover.wait = observed_wait  # type: ignore[method-assign]
+        handover.begin()
+        leader.node.core.lead_transferee = target
+        put = asyncio.ensure_future(
+            cluster.session.put(leader.url + "/v1/keys/held", data=b"through the hand-over")
+        )
+        await asyncio.wait_for(held.wait(), 10)
+        assert not put.done()
+        # Now let the transfer really happen, and end the hand-over.
+        assert await leader.node.transfer_leadership(target) == target
+        handover.end()
+        async with await asyncio.wait_for(put, 10) as resp:
+            assert resp.status == 200, await resp.text()
+            version = (await resp.json())["version"]
+        new_leader = await cluster.leader()
+        assert new_leader.node.node_id == target
+        async with cluster.session.get(new_leader.url + "/v1/keys/held") as resp:
+            assert resp.status == 200
+            assert await resp.read() == b"through the hand-over"
+            assert resp.headers["ETag"] == f'"{version}"'
+    finally:
+        await cluster.stop()
+
+
+async def test_stopping_the_leader_hands_over_to_a_live_follower(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster = await start_cluster(tmp_path)
+    try:
+        leader = await cluster.leader()
+        term = leader.node.current_term
+        followers = [s for s in cluster.servers if s is not leader]
+        # One follower is gone: it must not be chosen, however up to date it was.
+        silent = followers[0]
+        await silent.stop()
+
+        async def only_the_live_one() -> str | None:
+            while (choice := pick_successor(leader.node)) != followers[1].node.node_id:
+                await asyncio.sleep(0.02)
+            return choice
+
+        await asyncio.wait_for(only_the_live_one(), 10)
+        caplog.set_level(logging.INFO, "raftcache.server")
+        await leader.stop()
+        assert "leadership transferred" in caplog.text
+        survivor = followers[1].node
+        assert survivor.role.value == "leader"
+        assert survivor.current_term == term + 1
+    finally:
+        await cluster.stop()
+
+
+async def test_with_no_follower_to_take_over_the_node_stops_anyway(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster = await start_cluster(tmp_path, size=1)
+    try:
+        leader: NodeServer = await cluster.leader()
+        caplog.set_level(logging.INFO, "raftcache.server")
+        assert await hand_over(leader.node, leader.app[HANDOVER], 5.0) is None
+        assert "no live follower" in caplog.text
+        assert leader.node.role.value == "leader"
+        await asyncio.wait_for(leader.stop(), 10)
+    finally:
+        await cluster.stop()
+
+
+async def test_without_transfer_the_leader_just_stops(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cluster = await start_cluster(tmp_path, transfer_on_shutdown=False)
+    try:
+        leader = await cluster.leader()
+        caplog.set_level(logging.INFO, "raftcache.server")
+        await leader.stop()
+        assert "handing leadership over" not in caplog.text
+        assert "node stopped" in caplog.text
+    finally:
+        await cluster.stop()
