@@ -239,7 +239,25 @@ def _differences(data: dict[str, dict[str, bytes]], limit: int = 10) -> list[str
 
 #: How long a nemesis waits for its removal before giving up on the window (the removal may
 #: still happen later: the heal adds the node back whatever the answer was).
-REMOVE_TIMEOUT_S = 10.0
+REMOVE_TIMEOUT_S = 6.0
+
+
+#: How long a nemesis waits for a leader whose configuration names every node.
+SETTLED_WAIT_S = 5.0
+
+
+async def _settled(
+    cluster: ProcessCluster, timeout_s: float
+) -> tuple[str, set[str], set[str]] | None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        seen = await membership(cluster)
+        if seen is not None and seen[1] == set(cluster.node_ids):
+            return seen
+        if loop.time() >= deadline:
+            return None
+        await asyncio.sleep(0.2)
 
 
 async def inject_membership(
@@ -251,8 +269,8 @@ async def inject_membership(
     Applies only while every node is a voter (one change at a time, as operators do); the
     heal adds the node back and waits until it is a voter again (a learner that caught up).
     """
-    seen = await membership(cluster)
-    if seen is None or seen[1] != set(cluster.node_ids):
+    seen = await _settled(cluster, SETTLED_WAIT_S)
+    if seen is None:
         return None
     leader = seen[0]
     followers = [n for n in cluster.node_ids if n != leader]
