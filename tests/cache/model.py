@@ -205,9 +205,9 @@ class ModelCache:
             elif isinstance(op, DeleteOp):
                 result = trial.delete(now, op.key, op.if_version)
             elif isinstance(op, IncrOp):
-                trial.max_bytes = self.max_bytes  # its entry size counts against the bound
                 result = trial.incr(index, now, op.key, op.by)
-                trial.max_bytes = None
+                if isinstance(result, IncrResult) and not self.fits(op.key, b"%d" % result.value):
+                    return err(ErrorCode.VALUE_TOO_LARGE, 0, position)
             elif isinstance(op, TtlOp):
                 result = trial.ttl(index, now, op)
             else:
