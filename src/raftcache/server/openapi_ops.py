@@ -83,6 +83,67 @@ def admin_paths() -> dict[str, Schema]:
                 "responses": {"200": json_answer("snapshot taken", any_object), **WRITE},
             }
         },
+        **backup_paths(),
+    }
+
+
+def backup_paths() -> dict[str, Schema]:
+    """``GET /v1/backup`` and ``POST /v1/restore`` (docs/operations.md, "Backup and restore")."""
+    binary = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    position = {"schema": {"type": "integer", "minimum": 0}}
+    backup_info = closed_object(
+        {
+            "index": {"type": "integer", "minimum": 0},
+            "term": {"type": "integer", "minimum": 0},
+            "node": {"type": "string"},
+            "created_at": {"type": "number"},
+            "snapshot_bytes": {"type": "integer", "minimum": 0},
+        },
+        ["index", "term", "node", "created_at", "snapshot_bytes"],
+    )
+    count = {"type": "integer", "minimum": 0}
+    restored = closed_object(
+        {
+            "restored": {"type": "boolean"},
+            "keys": count,
+            "expired": count,
+            "too_large": count,
+            "evicted": count,
+            "version": count,
+            "backup": backup_info,
+        },
+        ["restored", "keys", "expired", "too_large", "evicted", "version", "backup"],
+    )
+    return {
+        "/v1/backup": {
+            "get": {
+                "summary": "A backup file of the cache, taken on the leader (linearizable)",
+                "tags": ["admin"],
+                "responses": {
+                    "200": {
+                        "description": "the backup file (raftcache snapshot save writes it)",
+                        "headers": {
+                            "X-Raftcache-Backup-Index": position,
+                            "X-Raftcache-Backup-Term": position,
+                        },
+                        "content": binary,
+                    },
+                    **COMMON,
+                },
+            }
+        },
+        "/v1/restore": {
+            "post": {
+                "summary": "Replace the whole cache with a backup's contents (one replicated step)",
+                "tags": ["admin"],
+                "requestBody": {"required": True, "content": binary},
+                "responses": {
+                    "200": json_answer("restored", restored),
+                    "415": error_answer("a content-coded body"),
+                    **WRITE,
+                },
+            }
+        },
     }
 
 
