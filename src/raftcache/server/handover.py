@@ -1,7 +1,7 @@
 """Leadership hand-over before a leader stops (SIGTERM), so clients barely notice it leave.
 
 Rule: a stopping leader first hands leadership to the most up-to-date follower that is alive
-(it answered within an election timeout), with Raft's own transfer (§3.10: the leader stops
+(it answered within the last few heartbeats), with Raft's own transfer (§3.10: the leader stops
 appending, brings the target's log up to its own, then sends it TimeoutNow, and the target
 campaigns at once, without waiting for an election timeout — the term grows by exactly one).
 The hand-over is bounded (``timeout_s``); if no follower can take over, or it takes too long,
@@ -70,16 +70,47 @@ async def handover_middleware(request: web.Request, handler: Handler) -> web.Str
 
 
 def pick_successor(node: Any) -> str | None:
-    """The voter (not this node) with the longest log among those that answered within the
-    last election timeout; None when there is none (a single node, or all others silent)."""
+    """The voter (not this node) with the longest log among those that answered recently;
+    None when there is none (a single node, or all others silent).
+
+    "Recently" is within three heartbeat intervals when any follower qualifies (a follower
+    answers every heartbeat, so one that just died drops out at once), else within an election
+    timeout (a follower slowed down by load).
+    """
     core = node.core
-    horizon = core.ticks - core.election_ticks
-    live = [
-        (pr.match_index, peer)
+    voters = [
+        (peer, pr)
         for peer, pr in core.progress.items()
-        if peer != node.node_id and peer in core.configuration.voters and pr.last_active > horizon
+        if peer != node.node_id and peer in core.configuration.voters
     ]
-    return max(live)[1] if live else None
+    for window in (3 * core.heartbeat_ticks, core.election_ticks):
+        horizon = core.ticks - window
+        live = [(pr.match_index, peer) for peer, pr in voters if pr.last_active > horizon]
+        if live:
+            return str(max(live)[1])
+    return None
+
+
+def _answered_recently(node: Any, peer: str) -> bool:
+    core = node.core
+    progress = core.progress.get(peer)
+    return progress is not None and progress.last_active > core.ticks - 3 * core.heartbeat_ticks
+
+
+async def _transfer(node: Any, target: str) -> str:
+    """``node.transfer_leadership(target)``, given up as soon as the target falls silent (a
+    follower that stopped a moment ago still looks alive when it is chosen)."""
+    transfer = asyncio.ensure_future(node.transfer_leadership(target))
+    interval = float(getattr(node.config, "heartbeat_interval", 0.1))
+    try:
+        while True:
+            done, _ = await asyncio.wait({transfer}, timeout=interval)
+            if done:
+                return str(transfer.result())
+            if node.role.value == "leader" and not _answered_recently(node, target):
+                raise TimeoutError(f"{target} stopped answering")
+    finally:
+        transfer.cancel()
 
 
 async def hand_over(node: Any, handover: Handover, timeout_s: float) -> str | None:
@@ -97,7 +128,7 @@ async def hand_over(node: Any, handover: Handover, timeout_s: float) -> str | No
     handover.begin()
     try:
         async with asyncio.timeout(timeout_s):
-            leader = str(await node.transfer_leadership(target))
+            leader = await _transfer(node, target)
     except Exception as exc:  # TimeoutError, NotLeaderError, MembershipChangeError...
         log.warning(
             "leadership transfer failed; stopping without it",
