@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raftcache.cache.formats import BASE_FORMAT, COMMAND_FORMAT
+
 ENV_PREFIX = "RAFTCACHE_"
 #: Options whose values must never be echoed (error messages, repr, logs).
 SECRET_OPTIONS = frozenset({"cluster_token", "client_token", "client_token_ro"})
@@ -64,12 +66,20 @@ class ServeOptions:
     watch_history_bytes: int = 64 * 1024 * 1024
     watch_heartbeat_s: float = 5.0
     max_watchers: int = 256
+    max_command_format: int = COMMAND_FORMAT
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def listen(self) -> str:
         """``HOST:PORT`` as given."""
         return f"{self.host}:{self.port}"
+
+
+def _command_format(text: str) -> int:
+    value = int(text)
+    if not BASE_FORMAT <= value <= COMMAND_FORMAT:
+        raise ValueError(f"must be between {BASE_FORMAT} and {COMMAND_FORMAT}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -223,6 +233,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("watch_heartbeat_s", _positive_float, 5.0, "keep-alive period of watch streams", "S"),
     Option("max_watchers", _positive_int, 256, "watch streams served at once; more get 503", "N"),
+    Option(
+        "max_command_format",
+        _command_format,
+        COMMAND_FORMAT,
+        "newest command format this node applies (lower only to test a rolling upgrade)",
+        "N",
+    ),
 )
 _BY_NAME = {opt.name: opt for opt in OPTIONS}
 REQUIRED = ("id", "listen", "peers", "data_dir")

@@ -22,6 +22,7 @@ from raftcache.cache.errors import (
     StaleSequence,
     ValueTooLarge,
 )
+from raftcache.cache.formats import FormatNotEnabled
 from raftcache.raft.errors import (
     IndeterminateError,
     MembershipChangeError,
@@ -129,6 +130,9 @@ def api_error_for(exc: BaseException, *, is_write: bool) -> ApiError | None:
         return unavailable("timed out waiting for the cluster")
     if isinstance(exc, MembershipChangeError):
         return ApiError(409, str(exc) or "membership change refused")
+    if isinstance(exc, FormatNotEnabled):  # a rolling upgrade not finished: nothing happened
+        extra = {"command_format_needed": exc.needed, "nodes": exc.nodes}
+        return ApiError(409, str(exc), extra=extra)
     if isinstance(exc, PreconditionFailed):
         return ApiError(412, "precondition failed", extra={"version": exc.current_version})
     if isinstance(exc, ValueTooLarge):

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from raftcache.cache.commands import BatchOp, Session
 from raftcache.cache.entries import Item
-from raftcache.cache.results import BatchItem, IncrResult
+from raftcache.cache.results import BatchItem, IncrResult, TtlResult
 
 
 class NodePort(Protocol):
@@ -83,5 +83,18 @@ class ServicePort(Protocol):
     async def batch(
         self, ops: Sequence[BatchOp], session: Session | None = None
     ) -> list[BatchItem]: ...
+
+    async def expire(
+        self,
+        key: str,
+        ttl: float | None = None,
+        *,
+        at: float | None = None,
+        condition: str | None = None,
+        if_version: int | None = None,
+        session: Session | None = None,
+    ) -> TtlResult: ...
+
+    async def flush(self, prefix: str = "", session: Session | None = None) -> int: ...
 
     async def stats(self) -> Mapping[str, Any]: ...

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from raftcache.cache.commands import BatchOp as CacheOp
 from raftcache.cache.commands import DeleteOp, GetOp, Session, SetOp
+from raftcache.cache.commands_v2 import IncrOp, TtlOp
 from raftcache.cache.entries import Item
 from raftcache.cache.results import BatchItem
 from raftcache.server.errors import ApiError
@@ -77,9 +78,15 @@ def to_cache_ops(ops: Sequence[BatchOp]) -> list[CacheOp]:
         if op.op == "get":
             converted.append(GetOp(op.key))
         elif op.op == "set":
-            converted.append(SetOp(op.key, op.value or b"", ttl=op.ttl))
+            converted.append(
+                SetOp(op.key, op.value or b"", op.ttl, op.if_version, op.if_absent, op.keep_ttl)
+            )
+        elif op.op == "incr":
+            converted.append(IncrOp(op.key, op.by))
+        elif op.op == "ttl":
+            converted.append(TtlOp(op.key, op.ttl, op.at, op.condition, op.if_version))
         else:
-            converted.append(DeleteOp(op.key))
+            converted.append(DeleteOp(op.key, op.if_version))
     return converted
 
 
@@ -89,8 +96,9 @@ def to_values(items: Sequence[Item | None]) -> list[str | None]:
 
 
 def batch_response(ops: Sequence[BatchOp], results: Sequence[BatchItem]) -> list[dict[str, Any]]:
-    """A ``batch`` result (get → bytes | None, set → version, delete → bool) → the SPEC's
-    per-op objects, in op order."""
+    """A ``batch`` result (get → bytes | None, set → version, delete → bool, incr → value,
+    ttl → changed) → the SPEC's per-op objects, in op order (incr → ``{"value": int}``,
+    ttl → ``{"changed": bool}``)."""
     if len(results) != len(ops):
         raise RuntimeError(f"batch returned {len(results)} results for {len(ops)} ops")
     rendered: list[dict[str, Any]] = []
@@ -101,6 +109,12 @@ def batch_response(ops: Sequence[BatchOp], results: Sequence[BatchItem]) -> list
             rendered.append({"value": b64(result)})
         elif op.op == "set":
             rendered.append({"version": int(result or 0)})
+        elif op.op == "incr":
+            if type(result) is not int:
+                raise RuntimeError(f"batch incr returned {type(result).__name__}")
+            rendered.append({"value": result})
+        elif op.op == "ttl":
+            rendered.append({"changed": bool(result)})
         else:
             rendered.append({"deleted": bool(result)})
     return rendered

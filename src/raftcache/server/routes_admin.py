@@ -64,7 +64,12 @@ async def cache_stats(request: web.Request) -> Mapping[str, Any]:
 
 async def get_status(request: web.Request) -> web.Response:
     """``GET /v1/status``: this node's view of the cluster."""
-    return json_response(node_status(context_of(request).node))
+    ctx = context_of(request)
+    status = node_status(ctx.node)
+    format_info = getattr(ctx.service, "format_info", None)
+    if format_info is not None:  # command_format, cluster_command_format (cache/formats.py)
+        status.update(format_info())
+    return json_response(status)
 
 
 async def get_stats(request: web.Request) -> web.Response:

@@ -1,5 +1,5 @@
-"""Handlers of the key-value API: ``/v1/keys``, ``/v1/keys/{key}[/incr]``, ``/v1/batch``,
-``/v1/mget``.
+"""Handlers of the key-value API: ``/v1/keys`` (list; DELETE = flush by prefix),
+``/v1/keys/{key}[/incr|/ttl]``, ``/v1/batch``, ``/v1/mget``.
 
 Rule: a handler validates all of its input first (``validation``), then makes exactly one call
 to the ``CacheService``, then renders the result (``results``). It never catches domain errors:
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from raftcache.cache.results import IncrResult
+from raftcache.cache.results import IncrResult, TtlResult
 from raftcache.server.bodies import read_body
 from raftcache.server.context import context_of
 from raftcache.server.errors import ApiError, bad_request, too_large
@@ -34,6 +34,7 @@ from raftcache.server.validation import (
     parse_limit,
     parse_mget_body,
     parse_prefix_or_after,
+    parse_ttl_body,
     validate_ttl,
 )
 
@@ -118,6 +119,37 @@ async def incr_key(request: web.Request) -> web.Response:
     return json_response({"value": result.value, "version": result.version})
 
 
+async def ttl_key(request: web.Request) -> web.Response:
+    """``POST /v1/keys/{key}/ttl`` body ``{"ttl": seconds | null}`` or ``{"at": epoch}``
+    (+ ``condition``; ``If-Match`` honoured): change the expiry alone →
+    ``{"changed": bool, "version": N}`` (0 when the key is missing or was deleted)."""
+    ctx = context_of(request)
+    key = key_from_raw_path(request.raw_path)
+    if_version = parse_if_match(request.headers.get("If-Match"))
+    if request.headers.get("If-None-Match") is not None:
+        raise bad_request("If-None-Match is not supported on a TTL change")
+    session = session_from_headers(request)
+    ttl, at, condition = parse_ttl_body(await read_body(request, SMALL_BODY_BYTES))
+    result = await ctx.service.expire(
+        key, ttl, at=at, condition=condition, if_version=if_version, session=session
+    )
+    expect_result(result, TtlResult, session)
+    return json_response({"changed": result.changed, "version": result.version})
+
+
+async def flush_keys(request: web.Request) -> web.Response:
+    """``DELETE /v1/keys?prefix=P``: delete every key starting with ``P`` (an empty ``P``:
+    every key) as one log entry → ``{"deleted": N}`` (live keys deleted)."""
+    ctx = context_of(request)
+    prefix = parse_prefix_or_after(single_query(request, "prefix"), "prefix")
+    if prefix is None:
+        raise bad_request("DELETE /v1/keys needs ?prefix= (an empty prefix deletes every key)")
+    session = session_from_headers(request)
+    deleted = await ctx.service.flush(prefix, session=session)
+    expect_result(deleted, int, session)
+    return json_response({"deleted": int(deleted)})
+
+
 def _batch_body_limit(request: web.Request) -> int:
     limits = context_of(request).settings.limits
     # Base64 inflates values by 4/3; JSON framing adds a little per op.
@@ -167,7 +199,7 @@ async def malformed_key_path(request: web.Request) -> web.Response:
     parts = rest.split("/")
     if len(parts) == 1 and parts[0]:
         allow = "DELETE, GET, HEAD, PUT"
-    elif len(parts) == 2 and parts[0] and parts[1] == "incr":
+    elif len(parts) == 2 and parts[0] and parts[1] in ("incr", "ttl"):
         allow = "POST"
     else:
         raise bad_request("key must be one non-empty path segment (send / as %2F)")
@@ -177,10 +209,12 @@ async def malformed_key_path(request: web.Request) -> web.Response:
 def add_key_routes(app: web.Application) -> None:
     """Register the key-value routes on ``app``."""
     app.router.add_get("/v1/keys", list_keys)
+    app.router.add_delete("/v1/keys", flush_keys)
     app.router.add_put("/v1/keys/{key}", put_key)
     app.router.add_get("/v1/keys/{key}", get_key)
     app.router.add_delete("/v1/keys/{key}", delete_key)
     app.router.add_post("/v1/keys/{key}/incr", incr_key)
+    app.router.add_post("/v1/keys/{key}/ttl", ttl_key)
     app.router.add_post("/v1/batch", batch)
     app.router.add_post("/v1/mget", mget)
     # Last: it catches what the routes above did not (their 405s included), see its docstring.

@@ -236,7 +236,10 @@ def build_node_server(
         storage = FileStorage(options.data_dir)
     history = WatchHistory(options.watch_history, options.watch_history_bytes)
     machine = CacheStateMachine(
-        max_keys=options.max_keys, max_bytes=options.max_bytes, watch=history
+        max_keys=options.max_keys,
+        max_bytes=options.max_bytes,
+        watch=history,
+        max_format=options.max_command_format,
     )
     node = RaftNode(
         options.id,

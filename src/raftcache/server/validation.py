@@ -44,12 +44,18 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class BatchOp:
-    """One validated operation of ``POST /v1/batch``."""
+    """One validated operation of ``POST /v1/batch`` (or of ``POST /v1/keys/{key}/ttl``)."""
 
-    op: Literal["get", "set", "delete"]
+    op: Literal["get", "set", "delete", "incr", "ttl"]
     key: str
     value: bytes | None = None
     ttl: float | None = None
+    if_version: int | None = None
+    if_absent: bool = False
+    keep_ttl: bool = False
+    by: int = 1
+    at: float | None = None
+    condition: str | None = None
 
 
 def key_from_raw_path(raw_path: str, segment: int = 3) -> str:
@@ -227,9 +233,64 @@ def decode_base64(value: object, what: str) -> bytes:
 
 _OP_FIELDS: dict[str, frozenset[str]] = {
     "get": frozenset({"op", "key"}),
-    "set": frozenset({"op", "key", "value", "ttl"}),
-    "delete": frozenset({"op", "key"}),
+    "set": frozenset({"op", "key", "value", "ttl", "if_version", "if_absent", "keep_ttl"}),
+    "delete": frozenset({"op", "key", "if_version"}),
+    "incr": frozenset({"op", "key", "by"}),
+    "ttl": frozenset({"op", "key", "ttl", "at", "condition", "if_version"}),
 }
+TTL_CONDITIONS = ("nx", "xx", "gt", "lt")
+
+
+def _json_int(value: object, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_request(f"{what} must be a JSON integer")
+    if not low <= value <= high:
+        raise bad_request(f"{what} must be between {low} and {high}")
+    return value
+
+
+def _json_bool(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise bad_request(f"{what} must be true or false")
+    return value
+
+
+def _json_seconds(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad_request(f"{what} must be a JSON number")
+    if not math.isfinite(value):
+        raise bad_request(f"{what} must be finite")
+    return float(value)
+
+
+def parse_expiry_change(
+    obj: dict[str, Any], where: str
+) -> tuple[float | None, float | None, str | None]:
+    """The ``ttl``/``at``/``condition`` of a TTL-only change: exactly one of ``ttl`` (seconds
+    from now, any finite number — at or below 0 deletes the key — or null to remove the
+    expiry) and ``at`` (epoch seconds); ``condition`` one of nx/xx/gt/lt, with a new expiry."""
+    if ("ttl" in obj) == ("at" in obj):
+        raise bad_request(
+            f"{where} needs exactly one of ttl (seconds or null) and at (epoch seconds)"
+        )
+    ttl = at = None
+    if obj.get("ttl") is not None:
+        ttl = _json_seconds(obj["ttl"], f"{where}.ttl")
+    if "at" in obj:
+        at = _json_seconds(obj["at"], f"{where}.at")
+    condition = obj.get("condition")
+    if condition is not None:
+        if condition not in TTL_CONDITIONS:
+            raise bad_request(f"{where}.condition must be one of {', '.join(TTL_CONDITIONS)}")
+        if ttl is None and at is None:
+            raise bad_request(f"{where}.condition needs a new expiry (ttl or at), not null")
+    return ttl, at, condition
+
+
+def _if_version(raw: dict[str, Any], where: str) -> int | None:
+    if raw.get("if_version") is None:
+        return None
+    return _json_int(raw["if_version"], f"{where}.if_version", 0, INT64_MAX)
 
 
 def _parse_batch_op(raw: object, position: int, limits: Limits) -> BatchOp:
@@ -238,13 +299,21 @@ def _parse_batch_op(raw: object, position: int, limits: Limits) -> BatchOp:
         raise bad_request(f"{where} must be an object")
     op = raw.get("op")
     if not isinstance(op, str) or op not in _OP_FIELDS:
-        raise bad_request(f'{where}.op must be "get", "set" or "delete"')
+        raise bad_request(f'{where}.op must be "get", "set", "delete", "incr" or "ttl"')
     check_fields(raw, _OP_FIELDS[op], where)
     key = validate_key(raw.get("key"), f"{where}.key")
     if op == "get":
         return BatchOp("get", key)
     if op == "delete":
-        return BatchOp("delete", key)
+        return BatchOp("delete", key, if_version=_if_version(raw, where))
+    if op == "incr":
+        by = _json_int(raw.get("by", 1), f"{where}.by", INT64_MIN, INT64_MAX)
+        return BatchOp("incr", key, by=by)
+    if op == "ttl":
+        ttl, at, condition = parse_expiry_change(raw, where)
+        return BatchOp(
+            "ttl", key, ttl=ttl, at=at, condition=condition, if_version=_if_version(raw, where)
+        )
     if "value" not in raw:
         raise bad_request(f"{where}.value is required for set")
     value = decode_base64(raw["value"], f"{where}.value")
@@ -253,7 +322,22 @@ def _parse_batch_op(raw: object, position: int, limits: Limits) -> BatchOp:
     ttl = raw.get("ttl")
     if isinstance(ttl, str):  # JSON carries numbers as numbers; "5" is a client bug
         raise bad_request(f"{where}.ttl must be a JSON number")
-    return BatchOp("set", key, value=value, ttl=validate_ttl(ttl))
+    if_version = _if_version(raw, where)
+    if_absent = _json_bool(raw.get("if_absent", False), f"{where}.if_absent")
+    keep_ttl = _json_bool(raw.get("keep_ttl", False), f"{where}.keep_ttl")
+    if if_version is not None and if_absent:
+        raise bad_request(f"{where}: if_version and if_absent cannot be combined")
+    if keep_ttl and ttl is not None:
+        raise bad_request(f"{where}: keep_ttl and ttl cannot be combined")
+    return BatchOp(
+        "set",
+        key,
+        value=value,
+        ttl=validate_ttl(ttl),
+        if_version=if_version,
+        if_absent=if_absent,
+        keep_ttl=keep_ttl,
+    )
 
 
 def parse_batch_body(body: bytes, limits: Limits) -> list[BatchOp]:
@@ -270,6 +354,14 @@ def parse_batch_body(body: bytes, limits: Limits) -> list[BatchOp]:
     if total > limits.max_batch_bytes:
         raise too_large(f"batch larger than {limits.max_batch_bytes} bytes")
     return parsed
+
+
+def parse_ttl_body(body: bytes) -> tuple[float | None, float | None, str | None]:
+    """``POST /v1/keys/{key}/ttl`` body ``{"ttl": seconds | null}`` or ``{"at": epoch
+    seconds}``, optionally ``"condition"``: see ``parse_expiry_change``."""
+    obj = parse_json_object(body)
+    check_fields(obj, frozenset({"ttl", "at", "condition"}), "ttl body")
+    return parse_expiry_change(obj, "ttl body")
 
 
 def parse_mget_body(body: bytes, limits: Limits) -> list[str]:
