@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raftcache.cache.commands import GetOp, SetOp
+from raftcache.cache.commands_v2 import IncrOp, TtlOp
 from raftcache.cache.entries import Item
 from raftcache.cache.errors import NotACounter
-from raftcache.cache.results import IncrResult
+from raftcache.cache.results import IncrResult, TtlResult
 from raftcache.raft.errors import NotLeaderError
 
 
@@ -151,9 +152,28 @@ class FakeService:
                 results.append(None if entry is None else entry.value)
             elif isinstance(op, SetOp):
                 results.append(self._write(op.key, op.value))
+            elif isinstance(op, IncrOp):
+                entry = self.data.get(op.key)
+                value = (int(entry.value) if entry else 0) + op.by
+                self._write(op.key, str(value).encode())
+                results.append(value)
+            elif isinstance(op, TtlOp):
+                results.append(op.key in self.data)
             else:
                 results.append(self.data.pop(op.key, None) is not None)
         return results
+
+    async def expire(self, key: str, ttl: float | None = None, **options: Any) -> TtlResult:
+        self._enter("expire", (key, ttl, options))
+        entry = self.data.get(key)
+        return TtlResult(entry is not None, 0 if entry is None else entry.version)
+
+    async def flush(self, prefix: str = "", session: Any = None) -> int:
+        self._enter("flush", (prefix, session))
+        doomed = [k for k in self.data if k.startswith(prefix)]
+        for key in doomed:
+            del self.data[key]
+        return len(doomed)
 
     async def stats(self) -> dict[str, Any]:
         return {"keys": len(self.data), "bytes": 0, "hits": 4, "misses": 1, "hit_rate": 0.8}

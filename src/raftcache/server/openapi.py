@@ -35,6 +35,20 @@ NODE_ID: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"}
 NODE_URL: Schema = {"type": "string", "pattern": "^https?://[^\\s/?#]+/?$"}
 
 
+_SECONDS: Schema = {"type": "number", "minimum": -1e12, "maximum": 1e12}
+#: A TTL-only change: exactly one of ttl (null removes the expiry) and at.
+TTL_CHANGE: Schema = {
+    "type": "object",
+    "properties": {
+        "ttl": {"type": ["number", "null"], "minimum": -1e12, "maximum": 1e12},
+        "at": _SECONDS,
+        "condition": {"type": "string", "enum": ["nx", "xx", "gt", "lt"]},
+    },
+    "oneOf": [{"required": ["ttl"]}, {"required": ["at"]}],
+    "additionalProperties": False,
+}
+
+
 def error_answer(description: str) -> Schema:
     return {
         "description": description,
@@ -182,7 +196,45 @@ def _key_paths(limits: Limits) -> dict[str, Schema]:
                 },
             },
         },
+        "/v1/keys/{key}/ttl": {
+            "parameters": [KEY_PARAM],
+            "post": {
+                "summary": "Change a key's expiry without rewriting its value (new version)",
+                "description": "Exactly one of ttl (seconds from now; at or below 0 deletes "
+                "the key; null removes the expiry) and at (epoch seconds). condition: Redis's "
+                "EXPIRE options. Honours If-Match. 409 while a rolling upgrade is unfinished.",
+                "parameters": [IF_MATCH, *SESSION],
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": TTL_CHANGE}},
+                },
+                "responses": {
+                    "200": json_answer(
+                        "committed (version 0: the key is missing or was deleted)",
+                        closed_object(
+                            {"changed": {"type": "boolean"}, "version": VERSION},
+                            ["changed", "version"],
+                        ),
+                    ),
+                    **WRITE,
+                },
+            },
+        },
         "/v1/keys": {
+            "delete": {
+                "summary": "Delete every key starting with prefix (empty: every key), atomically",
+                "parameters": [
+                    {"name": "prefix", "in": "query", "required": True, "schema": CURSOR},
+                    *SESSION,
+                ],
+                "responses": {
+                    "200": json_answer(
+                        "committed as one log entry",
+                        closed_object({"deleted": {"type": "integer", "minimum": 0}}, ["deleted"]),
+                    ),
+                    **WRITE,
+                },
+            },
             "get": {
                 "summary": "List keys in order, a page at a time",
                 "parameters": [
@@ -213,25 +265,43 @@ def _key_paths(limits: Limits) -> dict[str, Schema]:
                     ),
                     **COMMON,
                 },
-            }
+            },
         },
     }
 
 
 def _batch_paths(limits: Limits) -> dict[str, Schema]:
+    if_version = {"type": ["integer", "null"], "minimum": 0, "maximum": 2**63 - 1}
     op = {
         "oneOf": [
             closed_object({"op": {"const": "get"}, "key": KEY}, ["op", "key"]),
-            closed_object({"op": {"const": "delete"}, "key": KEY}, ["op", "key"]),
+            closed_object(
+                {"op": {"const": "delete"}, "key": KEY, "if_version": if_version},
+                ["op", "key"],
+            ),
             closed_object(
                 {
                     "op": {"const": "set"},
                     "key": KEY,
                     "value": BASE64,
                     "ttl": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1e12},
+                    "if_version": if_version,
+                    "if_absent": {"type": "boolean"},
+                    "keep_ttl": {"type": "boolean"},
                 },
                 ["op", "key", "value"],
             ),
+            closed_object({"op": {"const": "incr"}, "key": KEY, "by": INT64}, ["op", "key"]),
+            {
+                **TTL_CHANGE,
+                "properties": {
+                    **TTL_CHANGE["properties"],
+                    "op": {"const": "ttl"},
+                    "key": KEY,
+                    "if_version": if_version,
+                },
+                "required": ["op", "key"],
+            },
         ]
     }
     max_ops = limits.max_batch_ops
