@@ -13,9 +13,9 @@ a backup may be far larger than one log entry. So the leader proposes a sequence
 
 Wire keys: ``o`` the op, ``n`` the leader's now, ``id`` the restore id, ``sz`` size, ``h``
 SHA-256 hex, ``bi``/``bt`` backup index/term, ``q`` chunk sequence number (from 0), ``d`` data.
-These ops are new in this version of raftcache: a node that does not know them would answer
-"unknown op" where the others restore, so a cluster must run a version that knows them on every
-node before a restore is started (see docs/operations.md, "Upgrading").
+These ops belong to command format 2 (``raftcache.cache.formats``): their entries carry
+``"f": 2``, and ``Backups`` has the leader raise the cluster's format first, which it does only
+once every node says it can apply them — an older node never meets one.
 """
 
 from __future__ import annotations
