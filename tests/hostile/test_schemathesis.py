@@ -72,7 +72,8 @@ def call(cluster: ThreadedCluster, case: Any, node: int) -> Any:
 
 
 def test_client_api_conforms_and_refuses_invalid_input(cluster: ThreadedCluster) -> None:
-    schema = served_schema(cluster).exclude(tag="admin").exclude(tag="raft")
+    # "stream": /v1/watch, whose valid requests never end (its input checks: test_watch_routes).
+    schema = served_schema(cluster).exclude(tag="admin").exclude(tag="raft").exclude(tag="stream")
     modes = st.sampled_from([GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 
     @FUZZ

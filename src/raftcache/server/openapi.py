@@ -344,6 +344,48 @@ def _batch_paths(limits: Limits) -> dict[str, Schema]:
     }
 
 
+def _watch_path() -> dict[str, Schema]:
+    """``GET /v1/watch``: tagged ``stream`` — a valid request never ends, so a fuzzer that
+    waits for whole answers must leave it out (``tests/hostile/test_schemathesis.py`` does)."""
+    version = {"type": "integer", "minimum": 0, "maximum": INT64_MAX}
+    gone = closed_object(
+        {"error": {"type": "string"}, "version": VERSION, "oldest_version": VERSION},
+        ["error", "version", "oldest_version"],
+    )
+    return {
+        "/v1/watch": {
+            "get": {
+                "summary": "Stream the changes under a prefix as Server-Sent Events, one event "
+                "per log entry (id: its version), from a version on (docs/api.md, Watches)",
+                "tags": ["stream"],
+                "parameters": [
+                    {"name": "prefix", "in": "query", "required": False, "schema": CURSOR},
+                    {"name": "from_version", "in": "query", "required": False, "schema": version},
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": "^[0-9]{0,19}$"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the stream: events change and progress, keep-alive "
+                        "comments",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    "404": error_answer("this node keeps no watch history"),
+                    "410": json_answer(
+                        "the history after that version is gone: re-read, then watch from version",
+                        gone,
+                    ),
+                    **COMMON,
+                },
+            }
+        }
+    }
+
+
 def openapi_document(limits: Limits | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 document of a node whose client API enforces ``limits``."""
     # Imported here: openapi_ops builds on this module's helpers.
@@ -361,6 +403,7 @@ def openapi_document(limits: Limits | None = None) -> dict[str, Any]:
         "paths": {
             **_key_paths(limits),
             **_batch_paths(limits),
+            **_watch_path(),
             **admin_paths(),
             **raft_paths(),
         },
