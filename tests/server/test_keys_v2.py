@@ -296,3 +296,40 @@ async def test_rolling_upgrade_over_http(tmp_path: Path) -> None:
     finally:
         for server in servers:
             await server.stop()
+
+
+async def test_clients_expire_persist_flush_and_batch_incr(cluster: Cluster) -> None:
+    from raftcache.client import AsyncClient, Client, PreconditionFailedError
+
+    urls = [server.url for server in cluster.servers]
+    async with AsyncClient(urls) as client:
+        await client.set("t", b"v", ttl=100)
+        assert await client.expire("t", 50) is True
+        assert await client.expire("t", 10, condition="gt") is False
+        assert await client.persist("t") is True
+        assert await client.persist("t") is False
+        assert await client.expire("missing", 5) is False
+        results = await client.batch(
+            [
+                ("incr", "n", 5),
+                {"op": "incr", "key": "n"},
+                {"op": "ttl", "key": "t", "ttl": 30},
+                {"op": "set", "key": "t", "value": b"w", "keep_ttl": True},
+                {"op": "set", "key": "lock", "value": b"me", "if_absent": True},
+            ]
+        )
+        assert results[:3] == [5, 6, True]
+        with pytest.raises(PreconditionFailedError):
+            await client.batch([{"op": "set", "key": "lock", "value": b"x", "if_absent": True}])
+        assert await client.get("t") == b"w"
+        assert await client.flush("n") == 1
+        assert await client.get("n") is None
+
+    def sync_part() -> None:
+        with Client(urls) as client:
+            assert client.expire("t", at=4_000_000_000.0) is True
+            assert client.persist("t") is True
+            assert client.flush() == 2  # t and lock
+            assert client.batch([("incr", "c", 2)]) == [2]
+
+    await asyncio.to_thread(sync_part)

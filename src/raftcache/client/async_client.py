@@ -289,15 +289,53 @@ class AsyncClient:
         resp = await self._write("POST", f"/v1/keys/{encode_key(key)}/incr", json={"by": by})
         return int(field(resp.json_object(), "value", int))
 
+    async def expire(
+        self,
+        key: str,
+        ttl: float | None = None,
+        *,
+        at: float | None = None,
+        condition: str | None = None,
+        if_version: int | None = None,
+    ) -> bool:
+        """Change ``key``'s expiry without rewriting its value: ``ttl`` seconds from now (at
+        or below 0 deletes the key) or the epoch instant ``at``; neither removes the expiry.
+        ``condition``: ``"nx"``, ``"xx"``, ``"gt"`` or ``"lt"`` (Redis's EXPIRE options).
+        Returns whether the expiry changed (False for a missing key). The key gets a new
+        version. Needs every node to run command format 2 (else ``ConflictError``, 409)."""
+        body: dict[str, Any] = {"ttl": ttl} if at is None else {"at": at}
+        if condition is not None:
+            body["condition"] = condition
+        headers = if_match(if_version) if if_version is not None else {}
+        resp = await self._write(
+            "POST", f"/v1/keys/{encode_key(key)}/ttl", json=body, headers=headers
+        )
+        return bool(field(resp.json_object(), "changed", bool))
+
+    async def persist(self, key: str) -> bool:
+        """Remove ``key``'s expiry; True if it had one."""
+        return await self.expire(key, None)
+
+    async def flush(self, prefix: str = "") -> int:
+        """Delete every key starting with ``prefix`` (``""``: every key) atomically, as one
+        log entry; returns how many live keys were deleted."""
+        resp = await self._write("DELETE", "/v1/keys", params=[("prefix", prefix)])
+        return int(field(resp.json_object(), "deleted", int))
+
     async def batch(self, ops: Sequence[BatchOp]) -> list[Any]:
-        """Apply several get/set/delete ops atomically, as one log entry.
+        """Apply several ops atomically, as one log entry (all or nothing).
 
         Args:
-            ops: Mappings ``{"op", "key", "value", "ttl"}`` or tuples ``("get", key)``,
-                ``("set", key, value[, ttl])``, ``("delete", key)``.
+            ops: Mappings ``{"op", "key", ...}`` or tuples ``("get", key)``,
+                ``("set", key, value[, ttl])``, ``("delete", key)``, ``("incr", key[, by])``.
+                Mappings may carry ``if_version``/``if_absent``/``keep_ttl`` (set),
+                ``if_version`` (delete, ttl), ``by`` (incr), ``ttl``/``at``/``condition``
+                (ttl: a TTL-only change).
 
         Returns:
-            One result per op, in order: get → bytes | None, set → version, delete → bool.
+            One result per op, in order: get → bytes | None, set → version, delete → bool,
+            incr → the new value, ttl → whether the expiry changed. A failed condition raises
+            ``PreconditionFailedError`` and applies nothing.
         """
         wire, kinds = encode_batch(ops)
         resp = await self._write("POST", "/v1/batch", json={"ops": wire})

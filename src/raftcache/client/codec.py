@@ -117,8 +117,8 @@ def encode_batch(ops: Sequence[BatchOp]) -> tuple[list[dict[str, Any]], list[str
         item = _batch_item(op)
         kind = item.get("op")
         key = item.get("key")
-        if kind not in ("get", "set", "delete"):
-            raise BadRequestError(f"batch op must be get, set or delete, got {kind!r}")
+        if kind not in BATCH_OPS:
+            raise BadRequestError(f"batch op must be one of {', '.join(BATCH_OPS)}, got {kind!r}")
         if not isinstance(key, str) or not key:
             raise BadRequestError(f"batch op needs a non-empty str key, got {key!r}")
         out: dict[str, Any] = {"op": kind, "key": key}
@@ -128,9 +128,32 @@ def encode_batch(ops: Sequence[BatchOp]) -> tuple[list[dict[str, Any]], list[str
             out["value"] = b64encode(to_bytes(item["value"]))
             if item.get("ttl") is not None:
                 out["ttl"] = check_ttl(item["ttl"])
+        elif kind == "incr":  # ("incr", key, by) or {"op": "incr", "key", "by"}
+            by = item.get("by", item.get("value", 1))
+            if isinstance(by, bool) or not isinstance(by, int):
+                raise BadRequestError(f"batch incr of {key!r} needs an int by, got {by!r}")
+            out["by"] = by
+        elif kind == "ttl":
+            out["ttl"] = item.get("ttl")  # None: remove the expiry (unless "at" is given)
+            if item.get("at") is not None:
+                del out["ttl"]
+        # Conditions and options pass through as given; the server validates them (400).
+        for name in _OPTIONS[kind]:
+            if item.get(name) is not None:
+                out[name] = item[name]
         wire.append(out)
         kinds.append(kind)
     return wire, kinds
+
+
+BATCH_OPS = ("get", "set", "delete", "incr", "ttl")
+_OPTIONS: dict[str, tuple[str, ...]] = {
+    "get": (),
+    "set": ("if_version", "if_absent", "keep_ttl"),
+    "delete": ("if_version",),
+    "incr": (),
+    "ttl": ("at", "condition", "if_version"),
+}
 
 
 def _batch_item(op: BatchOp) -> Mapping[str, Any]:
@@ -143,7 +166,8 @@ def _batch_item(op: BatchOp) -> Mapping[str, Any]:
 
 
 def decode_batch(results: Any, kinds: Sequence[str]) -> list[Any]:
-    """Batch results as Python values: get → bytes | None, set → int, delete → bool."""
+    """Batch results as Python values: get → bytes | None, set → int (version), delete →
+    bool, incr → int (the new value), ttl → bool (whether the expiry changed)."""
     if not isinstance(results, list) or len(results) != len(kinds):
         raise ProtocolError(f"expected {len(kinds)} batch results, got {results!r:.80}")
     decoded: list[Any] = []
@@ -154,6 +178,10 @@ def decode_batch(results: Any, kinds: Sequence[str]) -> list[Any]:
             decoded.append(b64decode(result.get("value")))
         elif kind == "set":
             decoded.append(field(result, "version", int))
+        elif kind == "incr":
+            decoded.append(field(result, "value", int))
+        elif kind == "ttl":
+            decoded.append(field(result, "changed", bool))
         else:
             decoded.append(field(result, "deleted", bool))
     return decoded

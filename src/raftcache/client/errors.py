@@ -92,6 +92,11 @@ class NotACounterError(RaftcacheError):
     """409: INCR on a value that is not an ASCII decimal integer, or a result outside int64."""
 
 
+class FormatNotEnabledError(RaftcacheError):
+    """409: the request needs a command format not every node runs yet (a rolling upgrade is
+    unfinished); ``body["nodes"]`` maps node ids to the formats they reported."""
+
+
 class ValueTooLargeError(RaftcacheError):
     """413: the value exceeds the server's size limit."""
 
@@ -156,6 +161,8 @@ def error_from_response(
     if where:
         message = f"{where}: {message}"
     cls = _BY_STATUS.get(status, ServerError)
+    if status == 409 and "command_format_needed" in body:
+        cls = FormatNotEnabledError
     if cls is Unavailable:
         return Unavailable(message, status=status, body=body, retry_after=retry_after)
     return cls(message, status=status, body=body)

@@ -232,8 +232,30 @@ class Client:
         """Add ``by`` to the counter at ``key``; returns the new value."""
         return self._loop.run(self._async.incr(key, by))
 
+    def expire(
+        self,
+        key: str,
+        ttl: float | None = None,
+        *,
+        at: float | None = None,
+        condition: str | None = None,
+        if_version: int | None = None,
+    ) -> bool:
+        """Change ``key``'s expiry alone; see ``AsyncClient.expire``."""
+        return self._loop.run(
+            self._async.expire(key, ttl, at=at, condition=condition, if_version=if_version)
+        )
+
+    def persist(self, key: str) -> bool:
+        """Remove ``key``'s expiry; True if it had one."""
+        return self._loop.run(self._async.persist(key))
+
+    def flush(self, prefix: str = "") -> int:
+        """Delete every key starting with ``prefix`` atomically; see ``AsyncClient.flush``."""
+        return self._loop.run(self._async.flush(prefix))
+
     def batch(self, ops: Sequence[BatchOp]) -> list[Any]:
-        """Apply get/set/delete ops atomically; see ``AsyncClient.batch``."""
+        """Apply get/set/delete/incr/ttl ops atomically; see ``AsyncClient.batch``."""
         return self._loop.run(self._async.batch(ops))
 
     def add_member(self, node_id: str, url: str) -> dict[str, Any]:
