@@ -13,6 +13,7 @@ watcher's version has reached the last acknowledged one.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -83,7 +84,9 @@ async def test_a_follower_watch_sees_every_acknowledged_write_once_across_a_kill
                 seen_before_kill = len(events)
                 assert cluster.kill(follower.node_id) == -9
                 await asyncio.gather(*running)
-                last = max(v for w in writers for _, _, v in w.sets)
+                # Written after every acknowledged write (deletes answer no version): once the
+                # watch has reached it, it has had the chance to see them all.
+                last = await writers[0].client.set("w:end", b"")
 
                 async def caught_up() -> bool | None:
                     assert not collecting.done(), collecting
@@ -107,6 +110,7 @@ async def test_a_follower_watch_sees_every_acknowledged_write_once_across_a_kill
         assert versions == sorted(versions)
         assert len({(e.version, e.key) for e in events}) == len(events)
         assert all(e.key.startswith("w:") for e in events)
+        assert events[-1].key == "w:end"
         # Every acknowledged set exactly once, with its value and version.
         sets = Counter((e.key, e.value, e.version) for e in events if e.type == "set")
         for w in writers:
@@ -120,3 +124,33 @@ async def test_a_follower_watch_sees_every_acknowledged_write_once_across_a_kill
                 assert later, (key, after)
                 assert later[0].type == "delete", (key, after, later[0])
         assert sum(len(w.sets) for w in writers) == WRITERS * SETS_EACH
+
+
+async def test_sigterm_ends_watch_streams_instead_of_waiting_for_the_shutdown_timeout(
+    tmp_path: Path,
+) -> None:
+    # A shutdown timeout far beyond the exit wait: a drain held by the streams would fail this.
+    args = ["--watch-heartbeat", "0.5", "--shutdown-timeout", "300"]
+    with ProcessCluster(tmp_path, extra_args=args) as cluster:
+        cluster.start_all()
+        async with aiohttp.ClientSession() as http:
+            leader = await wait_for_leader(cluster, http)
+            target = next(n for n in cluster.live() if n is not leader)
+            others = [n.url for n in cluster.live() if n is not target]
+            async with AsyncClient([target.url, *others]) as client:
+                watches = [client.watch("t:", idle_timeout=5.0) for _ in range(3)]
+                pending = [asyncio.ensure_future(anext(w)) for w in watches]
+
+                async def streaming() -> bool | None:
+                    return True if all(w.endpoint == target.url for w in watches) else None
+
+                await wait_for(streaming, "three streams from the target", cluster=cluster)
+                cluster.send_signal(target.node_id, signal.SIGTERM)
+                assert await cluster.wait_exit(target.node_id, timeout_s=60) == 0
+                version = await client.set("t:after", b"v")
+                for watch, first in zip(watches, pending, strict=True):
+                    event = await asyncio.wait_for(first, 60)
+                    # The stream moved to another node and missed nothing.
+                    assert (event.key, event.version) == ("t:after", version)
+                    assert watch.endpoint in others
+                    await watch.aclose()
