@@ -37,7 +37,7 @@ from raftcache.raft.messages import (
 )
 from raftcache.raft.progress import Progress, ProgressState
 from raftcache.raft.ready import Outbound, Ready
-from raftcache.storage.base import RecoveredState, SnapshotMeta
+from raftcache.storage.base import RecoveredState, SnapshotData, SnapshotMeta
 
 
 class Role(StrEnum):
@@ -56,7 +56,7 @@ class RaftCore:
         recovered: RecoveredState,
         bootstrap: Configuration,
         rng: random.Random,
-        snapshot_data: bytes | None = None,
+        snapshot_data: SnapshotData | None = None,
     ) -> None:
         self.id = node_id
         self.cfg = config
@@ -71,7 +71,7 @@ class RaftCore:
         self.log = RaftLog(
             snap.last_index if snap else 0, snap.last_term if snap else 0, recovered.entries
         )
-        self.snapshot_data = snapshot_data
+        self.snapshot_data: SnapshotData | None = snapshot_data
         #: (index, configuration) history: the base (snapshot or bootstrap) then every CONFIG entry.
         self._configs: list[tuple[int, Configuration]] = [
             (self.log.snapshot_index, snap.configuration if snap else bootstrap)
@@ -461,17 +461,35 @@ class RaftCore:
         # An empty configuration (a minimal peer) keeps the one in force here.
         conf = Configuration.decode(req.configuration) if req.configuration else self.configuration
         meta = SnapshotMeta(index, term, conf)
+        self._adopt_snapshot(meta, data)
+        self._snapshot_to_install = (meta, data)
+
+    def accept_snapshot_sender(self, req: InstallSnapshotRequest) -> bool:
+        """A chunk the driver streams to disk itself arrived: follow its sender unless its
+        term is stale (False). The driver then calls ``snapshot_installed`` once installed."""
+        if req.term < self.term:
+            return False
+        self._accept_leader(req.term, req.leader_id)
+        return True
+
+    def snapshot_installed(self, meta: SnapshotMeta, data: SnapshotData) -> None:
+        """The driver installed a streamed snapshot on disk: adopt it, nothing left to persist.
+        The commit index only grows (entries may have arrived during the install)."""
+        if meta.last_index > self.log.snapshot_index:
+            self._adopt_snapshot(meta, data)
+
+    def _adopt_snapshot(self, meta: SnapshotMeta, data: SnapshotData) -> None:
+        index, term = meta.last_index, meta.last_term
         keeps_suffix = self.log.term_at(index) == term
         self.log.compact(index, term)
         # Configurations from entries after the snapshot survive only if those entries do: a
         # conflicting log is discarded whole, and a stale, never-committed CONFIG entry in it
         # must not stay in force (found by the lockstep §7 tests).
         after = [(i, c) for i, c in self._configs if i > index] if keeps_suffix else []
-        self._configs = [(index, conf), *after]
-        self.commit_index = index
+        self._configs = [(index, meta.configuration), *after]
+        self.commit_index = max(self.commit_index, index)
         self.applied = index
         self.snapshot_data = data
-        self._snapshot_to_install = (meta, data)
 
     # ------------------------------------------------------------------ leader side
     def _append_local(self, command: bytes, kind: int) -> int:
@@ -781,7 +799,7 @@ class RaftCore:
         return to
 
     # ------------------------------------------------------------------ snapshots
-    def snapshot_taken(self, meta: SnapshotMeta, data: bytes) -> None:
+    def snapshot_taken(self, meta: SnapshotMeta, data: SnapshotData) -> None:
         """The driver persisted a snapshot of the applied state: compact the log."""
         if meta.last_index <= self.log.snapshot_index:
             return

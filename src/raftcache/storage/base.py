@@ -187,6 +187,18 @@ class SnapshotWriter(Protocol):
     ) -> None: ...
 
 
+class SnapshotData(Protocol):
+    """Snapshot bytes as the Raft core sends them: a length and slices.
+
+    ``bytes`` is one; ``raftcache.storage.views.SnapshotView`` is another that reads each
+    slice from disk when it is taken, so a leader never holds a large snapshot whole.
+    """
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: slice, /) -> bytes: ...
+
+
 class StreamingSnapshots(Protocol):
     """Optional extension, offered by both MemoryStorage and FileStorage."""
 
