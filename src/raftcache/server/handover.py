@@ -113,6 +113,18 @@ async def _transfer(node: Any, target: str) -> str:
         transfer.cancel()
 
 
+async def _transfer_settled(node: Any, deadline: float) -> None:
+    """Wait (until ``deadline``, loop time) until ``node`` no longer leads or no longer
+    transfers: the core drops a transfer after an election timeout."""
+    loop = asyncio.get_running_loop()
+    interval = float(getattr(node.config, "heartbeat_interval", 0.1))
+    while loop.time() < deadline:
+        core = node.core
+        if node.role.value != "leader" or getattr(core, "lead_transferee", None) is None:
+            return
+        await asyncio.sleep(interval)
+
+
 async def hand_over(node: Any, handover: Handover, timeout_s: float) -> str | None:
     """Transfer leadership away from ``node`` if it leads; the new leader's id, or None when
     there was nothing to do or it failed (logged; the caller stops anyway)."""
@@ -134,6 +146,9 @@ async def hand_over(node: Any, handover: Handover, timeout_s: float) -> str | No
             "leadership transfer failed; stopping without it",
             extra={"to": target, "reason": repr(exc)},
         )
+        # Held requests keep waiting until the core has given the transfer up (it refuses
+        # proposals until then): afterwards they are served here, or by the target if it won.
+        await _transfer_settled(node, started + timeout_s)
         return None
     finally:
         handover.end()
