@@ -97,7 +97,10 @@ class RaftCore:
         self.progress: dict[str, Progress] = {}
         self.lead_transferee: str | None = None
         self.transfer_elapsed = 0
+        #: Bytes of this leader's own proposals not yet committed (flow control), kept as a
+        #: running total: entries from ``_uncommitted_from`` on are counted in it.
         self.uncommitted_bytes = 0
+        self._uncommitted_from = 0
 
         # ReadIndex state (leader only).
         self.round = 0
@@ -112,8 +115,10 @@ class RaftCore:
         self._snapshot_to_install: tuple[SnapshotMeta, bytes] | None = None
 
         self._hard_state_dirty = False
+        #: Bumped on every change of (term, vote): an answer that reports or relies on the
+        #: hard state may leave once the version current when it was made is durable.
+        self.hard_state_version = 0
         self._msgs: list[Outbound] = []
-        self._commit_broadcast_index = self.commit_index
         # Counters for statistics.
         self.elections = 0
         self.state_transitions = 0
@@ -171,6 +176,7 @@ class RaftCore:
         if term != self.term or voted_for != self.voted_for:
             self.term, self.voted_for = term, voted_for
             self._hard_state_dirty = True
+            self.hard_state_version += 1
 
     def _reset(self, term: int) -> None:
         if term != self.term:
@@ -227,6 +233,7 @@ class RaftCore:
         for pr in self.progress.values():
             pr.last_active = self.ticks  # check-quorum grace: a full election timeout
         self.uncommitted_bytes = 0
+        self._uncommitted_from = self.log.last_index() + 1
         # §5.4.2 / §8: a no-op lets the new leader commit (and learn the commit index) at once.
         self._append_local(b"", EntryKind.NOOP)
         self._broadcast_append()
@@ -559,6 +566,7 @@ class RaftCore:
             req = AppendEntriesRequest(
                 self.term, self.id, prev, prev_term, entries, self.commit_index
             )
+            pr.commit_sent = max(pr.commit_sent, self.commit_index)
             pr.on_sent(prev + len(entries))
             self._msgs.append(Outbound(peer, req, self.round))
             if pr.state is not ProgressState.REPLICATE:
@@ -573,6 +581,7 @@ class RaftCore:
         req = AppendEntriesRequest(
             self.term, self.id, prev, prev_term, [], self.commit_index, timeout_now
         )
+        pr.commit_sent = max(pr.commit_sent, self.commit_index)
         self._msgs.append(Outbound(peer, req, round_, heartbeat=True))
 
     def _send_snapshot_chunk(self, peer: str, pr: Progress) -> None:
@@ -651,12 +660,10 @@ class RaftCore:
                     self._send_heartbeat(out.target, self.round, timeout_now=True)
             elif pr.state is ProgressState.PROBE and not out.heartbeat:
                 pr.become_replicate()
+            # A follower whose last append carried a stale commit index gets the new one from
+            # the next ready() (``_send_commit_updates``): one message per follower per cycle,
+            # not one per acknowledgement.
             self._maybe_send_append(out.target)
-            if pr.inflight == 0 and min(self.commit_index, pr.match_index) > req.leader_commit:
-                # The commit broadcast in ready() skips followers with appends in flight; if
-                # this was the last one, it carried a stale commit index and nothing else will
-                # tell the follower until the next heartbeat (found by the lockstep tests).
-                self._send_heartbeat(out.target, self.round)
             return
         if req.prev_log_index < pr.match_index or pr.state is ProgressState.SNAPSHOT:
             return  # stale rejection of something already matched
@@ -713,11 +720,13 @@ class RaftCore:
         candidate = matches[len(matches) - conf.quorum()]
         # Figure 8: only an entry of the current term is committed by counting replicas.
         if candidate > self.commit_index and self.log.term_at(candidate) == self.term:
-            self.commit_index = candidate
             if self.uncommitted_bytes:
-                self.uncommitted_bytes = sum(
-                    len(e.command) for e in self.log.entries if e.index > candidate
-                )
+                # Subtract what this commit covers (each entry once), not a rescan of the log.
+                for i in range(max(self.commit_index + 1, self._uncommitted_from), candidate + 1):
+                    self.uncommitted_bytes -= len(self.log.entry(i).command)
+                self.uncommitted_bytes = max(0, self.uncommitted_bytes)
+            self._uncommitted_from = max(self._uncommitted_from, candidate + 1)
+            self.commit_index = candidate
             self._on_commit()
 
     def _match_of(self, voter: str) -> int:
@@ -827,11 +836,16 @@ class RaftCore:
             or self._confirmed
             or self._dropped_reads
             or self._broadcast_due
+            or (self.role is Role.LEADER and self._commit_update_due())
         )
 
     def mark_hard_state_unpersisted(self) -> None:
         """The write of the hard state handed out by ``ready()`` failed: hand it out again."""
         self._hard_state_dirty = True
+
+    def snapshot_pending(self) -> bool:
+        """A received snapshot is adopted in memory but not yet handed out for persisting."""
+        return self._snapshot_to_install is not None
 
     def has_unpersisted(self) -> bool:
         return (
@@ -867,14 +881,31 @@ class RaftCore:
             for peer in self.progress:
                 self._send_heartbeat(peer, self.round)
             self._advance_reads()
-        if self.commit_index > self._commit_broadcast_index:
-            # Tell idle followers about the new commit index promptly (their apply latency).
-            self._commit_broadcast_index = self.commit_index
-            for peer, pr in self.progress.items():
-                if pr.inflight == 0 and pr.state is ProgressState.REPLICATE:
-                    self._send_heartbeat(peer, self.round)
         for peer in self.progress:
             self._maybe_send_append(peer)
+        self._send_commit_updates()
+
+    def _commit_update_due(self) -> bool:
+        return any(self._needs_commit_update(pr) for pr in self.progress.values())
+
+    def _needs_commit_update(self, pr: Progress) -> bool:
+        """An idle follower could learn a higher commit index than any we sent it. (One with
+        appends in flight learns it from their answers' successor, or from here once idle.)"""
+        return (
+            pr.inflight == 0
+            and pr.state is not ProgressState.SNAPSHOT
+            and min(self.commit_index, pr.match_index) > pr.commit_sent
+        )
+
+    def _send_commit_updates(self) -> None:
+        """Tell idle followers the new commit index promptly (their apply latency): at most
+        one commit-only message per follower per ready cycle, and none when an append that
+        left in this cycle (or earlier) already carried it. Busy followers get it for free on
+        their next AppendEntries, which is why one write at a time costs 2 requests per
+        follower (the entry, then the commit) and a pipelined load close to 1."""
+        for peer, pr in self.progress.items():
+            if self._needs_commit_update(pr):
+                self._send_heartbeat(peer, self.round)
 
     def advance(self, rd: Ready) -> None:
         """The driver persisted ``rd``: entries are stable, our own match index may advance."""

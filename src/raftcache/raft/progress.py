@@ -23,6 +23,7 @@ class ProgressState(Enum):
 class Progress:
     __slots__ = (
         "acked_round",
+        "commit_sent",
         "inflight",
         "is_learner",
         "last_active",
@@ -45,6 +46,9 @@ class Progress:
         self.last_active = 0
         #: Highest broadcast round this follower acknowledged in our term (ReadIndex, lease).
         self.acked_round = 0
+        #: Highest commit index sent to this follower in our term: a commit-only update is due
+        #: only when the commit index it may learn (min(commit, match)) is beyond it.
+        self.commit_sent = 0
         self.is_learner = is_learner
         #: SNAPSHOT state: which snapshot is being sent and the next byte offset.
         self.snapshot_index = 0
