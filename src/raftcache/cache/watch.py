@@ -143,14 +143,19 @@ class WatchHistory:
             raise ValueError(f"entry {index} recorded after entry {self.last_index}")
         self.last_index = index
         if changes:
-            size = sum(map(change_size, changes))
+            # change_size, inlined: this runs for every applied entry.
+            size = CHANGE_OVERHEAD * len(changes)
+            for _, key, record in changes:
+                size += len(key) if record is None else len(key) + len(record)
             self._indices.append(index)
             self._entries.append(tuple(changes))
             self._sizes.append(size)
             self.changes += len(changes)
             self.bytes += size
-            self._trim()
-        self._notify()
+            if self.changes > self.max_changes or self.bytes > self.max_bytes:
+                self._trim()
+        if self._listeners:
+            self._notify()
 
     def reset(self, index: int) -> None:
         """The whole state was replaced as of ``index``: forget everything before it."""
@@ -162,7 +167,10 @@ class WatchHistory:
         self._notify()
 
     def _trim(self) -> None:
-        while len(self) > 1 and (self.changes > self.max_changes or self.bytes > self.max_bytes):
+        held = len(self._indices)
+        while held - self._head > 1 and (
+            self.changes > self.max_changes or self.bytes > self.max_bytes
+        ):
             head = self._head
             self.changes -= len(self._entries[head])
             self.bytes -= self._sizes[head]
