@@ -155,8 +155,24 @@ def test_modes_pick_the_cheapest_correct_route() -> None:
     assert call(b"SET", b"k", b"v", b"XX").mode is Mode.TXN
     assert call(b"SET", b"k", b"v", b"NX", b"GET").mode is Mode.TXN
     assert call(b"INCR", b"k").mode is Mode.WRITE
-    assert call(b"EXPIRE", b"k", b"5").mode is Mode.TXN
     assert call(b"DEL", b"a", b"b").mode is Mode.BATCH
+    # Command format 2 routes (the connection falls back to fallback_mode until enabled).
+    for argv in [
+        (b"EXPIRE", b"k", b"5"),
+        (b"PEXPIREAT", b"k", b"5", b"GT"),
+        (b"EXPIRE", b"k", b"5", b"XX", b"GT"),
+        (b"PERSIST", b"k"),
+        (b"SET", b"k", b"v", b"KEEPTTL"),
+        (b"SET", b"k", b"v", b"EXAT", b"5", b"GET"),
+    ]:
+        routed = call(*argv)
+        assert (routed.mode, routed.needs_format, routed.fallback_mode) == (
+            Mode.BATCH,
+            2,
+            Mode.TXN,
+        ), argv
+    assert call(b"EXPIRE", b"k", b"5", b"XX", b"LT").mode is Mode.TXN  # no single condition
+    assert call(b"SET", b"k", b"v", b"NX", b"KEEPTTL").mode is Mode.TXN
 
 
 def test_every_command_has_a_consistent_table_entry() -> None:

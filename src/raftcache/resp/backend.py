@@ -72,11 +72,21 @@ class Backend(Protocol):
         """Number of keys held (expired ones not yet removed included, as Redis counts)."""
         ...
 
+    async def flush(self, prefix: str) -> int:
+        """Delete every key starting with ``prefix`` in one log entry (command format 2)."""
+        ...
+
 
 class ReplicaPort(Protocol):
     """Local reads of this node's replica (``CacheStateMachine.get``)."""
 
     def get(self, key: str, now: float) -> Item | None: ...
+
+    @property
+    def command_format(self) -> int:
+        """The cluster's command format as this replica knows it (never ahead of the
+        leader's: it only grows, and the leader applied it first)."""
+        ...
 
 
 class ServicePort(Protocol):
@@ -107,6 +117,8 @@ class ServicePort(Protocol):
     async def incr(self, key: str, by: int = 1) -> Any: ...
 
     async def batch(self, ops: Sequence[Any]) -> list[BatchItem]: ...
+
+    async def flush(self, prefix: str = "") -> int: ...
 
     async def stats(self) -> Mapping[str, Any]: ...
 
@@ -169,6 +181,9 @@ class LocalBackend:
         self, prefix: str, after: str | None, limit: int, consistency: str
     ) -> tuple[list[str], str | None]:
         return await self._service.list_keys(prefix, after, limit, consistency)
+
+    async def flush(self, prefix: str) -> int:
+        return await self._service.flush(prefix)
 
     async def dbsize(self, consistency: str) -> int:
         await self._service.mget([], consistency)  # the read barrier alone

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from raftcache.cache.commands import BatchOp
+from raftcache.cache.commands import BatchOp, GetOp
 from raftcache.cache.results import BatchItem
 
 if TYPE_CHECKING:
@@ -124,6 +124,25 @@ class Call:
     #: ones whose expiry it reads. A transaction reads them first and conditions its writes
     #: on their versions.
     pinned: Sequence[str] = ()
+    #: The command format its ``mode`` needs (``raftcache.cache.formats``), and the mode it
+    #: runs in until the cluster has enabled that format (a rolling upgrade in progress).
+    needs_format: int = 1
+    fallback_mode: Mode | None = None
+
+    def multi_ops(self) -> list[BatchOp] | None:
+        """Inside MULTI: the batch ops that perform the call with no read first (a READ's
+        gets, a BATCH's ops), or None when it needs the transaction engine."""
+        if self.mode is Mode.READ:
+            return [GetOp(key) for key in self.keys]
+        if self.mode is Mode.BATCH:
+            return self.batch_ops()
+        return None
+
+    def multi_reply(self, results: Sequence[BatchItem]) -> Reply:
+        """The reply given the results of ``multi_ops``."""
+        if self.mode is Mode.READ:
+            return self.reply_values([r if isinstance(r, bytes) else None for r in results])
+        return self.reply_batch(results)
 
     def simulate(self, view: View) -> Reply:
         """The reply, applying the call's effects to ``view``."""

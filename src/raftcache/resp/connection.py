@@ -26,6 +26,7 @@ import asyncio
 import inspect
 from typing import Final
 
+from raftcache.cache.errors import CacheError
 from raftcache.resp.admin import Discard, Exec, Multi
 from raftcache.resp.calls import Call, Mode, Reply, View
 from raftcache.resp.commands import NO_AUTH, arity_ok, lookup
@@ -120,9 +121,17 @@ class Executor:
         if client.read_only and "write" in spec.flags:
             return no_permission(spec.name)
         try:
-            return spec.parse(argv[1:], server.limits)
+            return self._adapt(spec.parse(argv[1:], server.limits))
         except RespError as exc:
             return exc
+
+    def _adapt(self, call: Call) -> Call:
+        """Run ``call`` in its fallback mode while the cluster has not enabled the command
+        format its mode needs (a rolling upgrade in progress: ``raftcache.cache.formats``)."""
+        machine = self.client.server.service.machine
+        if call.fallback_mode is not None and machine.command_format < call.needs_format:
+            call.mode = call.fallback_mode
+        return call
 
     def _queue(self, argv: list[bytes]) -> Call | Reply:
         client = self.client
@@ -137,7 +146,7 @@ class Executor:
             client.multi_failed = True
             return no_permission(spec.name)
         try:
-            call = spec.parse(argv[1:], client.server.limits)
+            call = self._adapt(spec.parse(argv[1:], client.server.limits))
         except RespError as exc:
             call = _Failed(exc)
         if spec.name in _NOT_QUEUED:
@@ -194,6 +203,10 @@ class Executor:
     async def _transaction(self, calls: list[Call]) -> list[Reply]:
         client = self.client
         server = client.server
+        if len(calls) > 1 or calls[0].mode is not Mode.TXN:
+            replies = await self._as_one_batch(calls)
+            if replies is not None:
+                return replies
         return await run_transaction(
             server.router,
             calls,
@@ -201,6 +214,33 @@ class Executor:
             consistency=client.consistency,
             gate=client.gate,
         )
+
+    async def _as_one_batch(self, calls: list[Call]) -> list[Reply] | None:
+        """A MULTI whose calls are all plain batch ops (reads, unconditional writes, INCR,
+        EXPIRE…) runs as one batch, with no read first and no retry: one log entry. None when
+        it cannot (a call needs the engine, the cluster has not enabled command format 2, or
+        a call fails — the engine then gives each call its own reply, as Redis does)."""
+        server = self.client.server
+        if server.service.machine.command_format < 2:  # incr/ttl batch ops: format 2
+            return None
+        plans = [call.multi_ops() for call in calls]
+        if any(plan is None for plan in plans):
+            return None
+        ops = [op for plan in plans for op in plan or ()]
+        try:
+            results = await server.router.call(lambda b: b.batch(ops), self.client.gate)
+        except CacheError:
+            return None  # nothing was applied: let the engine find each call's own error
+        replies: list[Reply] = []
+        position = 0
+        for call, plan in zip(calls, plans, strict=True):
+            count = len(plan or ())
+            try:
+                replies.append(call.multi_reply(results[position : position + count]))
+            except RespError as exc:
+                replies.append(exc)
+            position += count
+        return replies
 
     async def _run_reads(self, reads: list[Call], out: list[bytes]) -> None:
         client = self.client

@@ -3,10 +3,12 @@ PERSIST, TTL, PTTL.
 
 Rule: as in ``raftcache.resp.strings``, ``simulate`` is the semantics and ``mode`` the route.
 DEL is a batch of deletes; EXISTS and TYPE are reads. The expiry
-commands change a key's TTL without changing its value, which the cache has no command for:
-they run as transactions that rewrite the value with the new TTL, conditioned on the version
-they read (so a concurrent write is never overwritten with a stale value; the key's version
-changes). TTL and PTTL read the expiry, which only a full read (not a value read) returns.
+commands are the cache's TTL-only change (a batch ``ttl`` op, command format 2): the value is
+not rewritten, the key gets a new version, and they share log entries with other writes. Until
+a rolling upgrade has enabled format 2 (and for the rare EXPIRE with two conditions, such as
+XX LT) they fall back to transactions that rewrite the value with the new TTL, conditioned on
+the version they read. TTL and PTTL read the expiry, which only a full read (not a value read)
+returns.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from raftcache.cache.commands import BatchOp, DeleteOp
+from raftcache.cache.commands_v2 import TtlOp
 from raftcache.cache.results import BatchItem
 from raftcache.resp import args
 from raftcache.resp.args import INT64_MAX, Limits
@@ -83,7 +86,9 @@ class Expire(Call):
             (only to a later expiry; none counts as infinite), ``"LT"`` (only to an earlier).
     """
 
-    mode = Mode.TXN
+    mode = Mode.BATCH
+    needs_format = 2
+    fallback_mode = Mode.TXN
     in_multi = True
     writes = True
 
@@ -94,6 +99,20 @@ class Expire(Call):
         self.seconds = seconds
         self.absolute = absolute
         self.conditions = conditions
+        condition = _one_condition(conditions)
+        if condition is None and conditions:
+            self.mode = Mode.TXN  # two conditions (XX with LT): no single ttl op says it
+            self.needs_format = 1
+        self.condition = condition
+
+    def batch_ops(self) -> list[BatchOp]:
+        key = self.keys[0]
+        if self.absolute:
+            return [TtlOp(key, at=self.seconds, condition=self.condition)]
+        return [TtlOp(key, ttl=self.seconds, condition=self.condition)]
+
+    def reply_batch(self, results: Sequence[BatchItem]) -> Reply:
+        return int(bool(results[0]))
 
     def simulate(self, view: View) -> Reply:
         key = self.keys[0]
@@ -117,12 +136,20 @@ class Expire(Call):
 class Persist(Call):
     """PERSIST key: remove the TTL; 1 if there was one."""
 
-    mode = Mode.TXN
+    mode = Mode.BATCH
+    needs_format = 2
+    fallback_mode = Mode.TXN
     in_multi = True
     writes = True
 
     def __init__(self, key: str) -> None:
         self.keys = self.pinned = (key,)
+
+    def batch_ops(self) -> list[BatchOp]:
+        return [TtlOp(self.keys[0])]
+
+    def reply_batch(self, results: Sequence[BatchItem]) -> Reply:
+        return int(bool(results[0]))
 
     def simulate(self, view: View) -> Reply:
         key = self.keys[0]
@@ -189,6 +216,16 @@ def _expire_parser(name: str, unit: float, absolute: bool) -> args.Parser:
         )
 
     return parse
+
+
+def _one_condition(conditions: frozenset[str]) -> str | None:
+    """The single ttl-op condition equivalent to Redis's set of EXPIRE options, or None (also
+    for "no condition"). XX+GT is GT (GT already fails without an expiry); XX+LT has none."""
+    if conditions == {"XX", "GT"}:
+        return "gt"
+    if len(conditions) == 1:
+        return next(iter(conditions)).lower()
+    return None
 
 
 def _expire_conditions(options: Sequence[bytes]) -> frozenset[str]:

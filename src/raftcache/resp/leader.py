@@ -25,6 +25,7 @@ import aiohttp
 import orjson
 
 from raftcache.cache.commands import BatchOp, DeleteOp, GetOp, SetOp
+from raftcache.cache.commands_v2 import IncrOp, TtlOp
 from raftcache.cache.entries import Item
 from raftcache.cache.errors import (
     CounterOverflow,
@@ -33,6 +34,7 @@ from raftcache.cache.errors import (
     PreconditionFailed,
     ValueTooLarge,
 )
+from raftcache.cache.formats import FormatNotEnabled
 from raftcache.cache.results import BatchItem
 from raftcache.resp.backend import ReplicaPort
 from raftcache.resp.errors import Indeterminate, Unavailable
@@ -180,9 +182,17 @@ class LeaderBackend:
                 results.append(None if value is None else base64.b64decode(value))
             elif isinstance(op, SetOp):
                 results.append(int(result["version"]))
+            elif isinstance(op, IncrOp):
+                results.append(int(result["value"]))
+            elif isinstance(op, TtlOp):
+                results.append(bool(result["changed"]))
             else:
                 results.append(bool(result["deleted"]))
         return results
+
+    async def flush(self, prefix: str) -> int:
+        body = await self._json("DELETE", f"/v1/keys?prefix={_q(prefix)}", None, write=True)
+        return int(body["deleted"])
 
     # --- HTTP -----------------------------------------------------------------------------
 
@@ -227,8 +237,18 @@ def _q(text: str) -> str:
 def _op_to_json(op: BatchOp) -> dict[str, Any]:
     if isinstance(op, GetOp):
         return {"op": "get", "key": op.key}
+    if isinstance(op, IncrOp):
+        return {"op": "incr", "key": op.key, "by": op.by}
     wire: dict[str, Any]
-    if isinstance(op, DeleteOp):
+    if isinstance(op, TtlOp):
+        wire = {"op": "ttl", "key": op.key}
+        if op.at is not None:
+            wire["at"] = op.at
+        else:
+            wire["ttl"] = op.ttl
+        if op.condition is not None:
+            wire["condition"] = op.condition
+    elif isinstance(op, DeleteOp):
         wire = {"op": "delete", "key": op.key}
     else:
         wire = {"op": "set", "key": op.key, "value": base64.b64encode(op.value).decode()}
@@ -236,6 +256,8 @@ def _op_to_json(op: BatchOp) -> dict[str, Any]:
             wire["ttl"] = op.ttl
         if op.if_absent:
             wire["if_absent"] = True
+        if op.keep_ttl:
+            wire["keep_ttl"] = True
     # Sent only when needed: the HTTP API refuses fields it does not know (see _raise_for).
     if op.if_version is not None:
         wire["if_version"] = op.if_version
@@ -253,14 +275,16 @@ def _raise_for(status: int, body: bytes) -> None:
     message = str(error.get("error", f"HTTP {status}")) if isinstance(error, dict) else ""
     if status == 412:
         raise PreconditionFailed(int(error.get("version", 0)))
+    if status == 409 and isinstance(error, dict) and "command_format_needed" in error:
+        raise FormatNotEnabled(int(error["command_format_needed"]), None, reason=message)
     if status == 409:
         raise (CounterOverflow if "overflow" in message else NotACounter)(message)
     if status == 413:
         raise ValueTooLarge(message)
     if status == 400 and "unknown field" in message and "if_" in message:
         raise RespError(
-            "ERR this transaction needs conditional batch ops, which the leader's HTTP API "
-            "does not accept: run it on the leader's RESP port"
+            "ERR this transaction needs conditional batch ops, which the leader (an older "
+            "raftcache) does not accept over HTTP: run it on the leader's RESP port"
         )
     if status == 400:
         raise InvalidCommand(message)

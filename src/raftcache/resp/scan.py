@@ -2,9 +2,10 @@
 
 Rule: these page through the cache's sorted key listing (``list_keys``), each page a
 linearizable read of its own, so — unlike Redis's KEYS — a listing is not one atomic snapshot
-of a keyspace that changes meanwhile, and FLUSHDB is not atomic: it deletes the keys it finds
-in one pass, a batch (one atomic log entry) per page, so a key written behind its cursor during
-the pass survives. A glob pattern's literal prefix narrows the listing to that prefix; the rest
+of a keyspace that changes meanwhile. FLUSHDB is one FLUSH entry (command format 2): atomic.
+Until a rolling upgrade has enabled format 2 it falls back to deleting the keys it finds in one
+pass, a batch per page, so a key written behind its cursor during that pass survives. A glob
+pattern's literal prefix narrows the listing to that prefix; the rest
 of the pattern is matched here with Redis's glob rules (``*``, ``?``, ``[a-z]``, ``[^...]``,
 ``\\`` escapes).
 """
@@ -139,11 +140,20 @@ class DbSize(Call):
 
 
 class FlushDb(Call):
-    """FLUSHDB / FLUSHALL [ASYNC | SYNC]: delete every key, a batch per page (not atomic)."""
+    """FLUSHDB / FLUSHALL [ASYNC | SYNC]: delete every key in one log entry (atomic); before
+    command format 2 is enabled, a batch per page (not atomic)."""
 
     writes = True
 
     async def run_server(self, ctx: ClientState) -> Reply:
+        if ctx.server.service.machine.command_format >= 2:
+
+            async def flush_all(backend: Backend) -> Reply:
+                await backend.flush("")
+                return OK
+
+            return await ctx.server.router.call(flush_all, ctx.gate)
+
         async def flush(backend: Backend) -> Reply:
             after: str | None = None
             while True:

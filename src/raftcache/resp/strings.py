@@ -6,8 +6,10 @@ the states of its keys) and whose ``mode`` picks the cheapest route that keeps t
 shares a read barrier; a BATCH is unconditional batch ops that share a log entry with other
 writes (a plain SET, SET GET as get+set, GETDEL as get+delete, MSET); a WRITE is one proposal
 of its own (SET NX and SETNX, a create-only set; INCR, the cache's counter command); anything
-that must read a key before deciding how to write it (SET XX, KEEPTTL, EXAT/PXAT, NX with GET)
-runs as a transaction (``raftcache.resp.txn``).
+that must read a key before deciding how to write it (SET XX; NX with GET, KEEPTTL or EXAT)
+runs as a transaction (``raftcache.resp.txn``). SET KEEPTTL is a ``keep_ttl`` set and SET
+EXAT/PXAT a set followed by a ``ttl`` op in the same batch (command format 2; transactions
+until a rolling upgrade has enabled it).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from raftcache.cache.commands import BatchOp, DeleteOp, GetOp, SetOp
+from raftcache.cache.commands_v2 import IncrOp, TtlOp
 from raftcache.cache.errors import PreconditionFailed
 from raftcache.cache.results import BatchItem
 from raftcache.resp import args
@@ -94,12 +97,14 @@ class Set(Call):
         self.nx, self.xx, self.get, self.keepttl = nx, xx, get, keepttl
         self.ttl, self.at = ttl, at
         self.as_setnx = as_setnx
-        if xx or keepttl or at is not None or (nx and get):
+        if xx or (nx and (get or keepttl or at is not None)):
             self.mode = Mode.TXN  # reads the key before deciding how to write it
         elif nx:
             self.mode = Mode.WRITE  # a create-only set: its own proposal, its own condition
         else:
             self.mode = Mode.BATCH
+            if keepttl or at is not None:  # a keep_ttl set / a set then a ttl op: format 2
+                self.needs_format, self.fallback_mode = 2, Mode.TXN
 
     def simulate(self, view: View) -> Reply:
         key = self.keys[0]
@@ -117,8 +122,11 @@ class Set(Call):
 
     def batch_ops(self) -> list[BatchOp]:
         key = self.keys[0]
-        put = SetOp(key, self.value, ttl=self.ttl)
-        return [GetOp(key), put] if self.get else [put]
+        ops: list[BatchOp] = [GetOp(key)] if self.get else []
+        ops.append(SetOp(key, self.value, ttl=self.ttl, keep_ttl=self.keepttl))
+        if self.at is not None:  # EXAT/PXAT: an instant already past deletes the key
+            ops.append(TtlOp(key, at=self.at))
+        return ops
 
     def reply_batch(self, results: Sequence[BatchItem]) -> Reply:
         return results[0] if self.get else OK
@@ -210,6 +218,12 @@ class IncrBy(Call):
 
     async def run(self, backend: Backend) -> Reply:
         return await backend.incr(self.keys[0], self.by)
+
+    def multi_ops(self) -> list[BatchOp] | None:
+        return [IncrOp(self.keys[0], self.by)]  # command format 2: a batch op
+
+    def multi_reply(self, results: Sequence[BatchItem]) -> Reply:
+        return results[0]
 
 
 # --- parsers ------------------------------------------------------------------------------
