@@ -31,6 +31,10 @@ class RaftConfig:
     max_inflight: int = 32
     #: Bytes of proposals appended but not yet committed before new proposals are refused.
     max_uncommitted_bytes: int = 64 * 1024 * 1024
+    #: Proposals awaiting their commit in ``RaftNode.propose`` before new ones are refused
+    #: (``ProposalDroppedError``: retry later). Without a bound an open-loop flood filled the
+    #: leader's event loop until its heartbeats went out late and it lost leadership.
+    max_pending_proposals: int = 1024
     #: Per-RPC timeout the driver applies to outbound requests.
     rpc_timeout: float = 2.0
     #: Assumed bound on clock-rate drift between nodes for lease reads (fraction, e.g. 0.1 = 10%).
@@ -55,3 +59,5 @@ class RaftConfig:
             raise ValueError("tick_interval must not exceed heartbeat_interval")
         if self.snapshot_chunk_size <= 0 or self.max_inflight <= 0:
             raise ValueError("snapshot_chunk_size and max_inflight must be positive")
+        if self.max_pending_proposals <= 0:
+            raise ValueError("max_pending_proposals must be positive")

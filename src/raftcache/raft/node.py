@@ -25,6 +25,7 @@ from raftcache.network.interface import NetworkInterface
 from raftcache.raft.config import RaftConfig
 from raftcache.raft.configuration import Configuration
 from raftcache.raft.core import RaftCore, Role
+from raftcache.raft.durable import AnswerGate
 from raftcache.raft.errors import (
     IndeterminateError,
     MembershipChangeError,
@@ -122,6 +123,9 @@ class RaftNode:
         self._changed = asyncio.Event()
         self._snapshotting = False
         self._persisting = False
+        self._snapshot_persisting = False
+        #: AppendEntries answers waiting for what they vouch for to be durable.
+        self._gate = AnswerGate()
         self._storage_lock = asyncio.Lock()
         self._running = False
         self._failed: BaseException | None = None
@@ -250,6 +254,7 @@ class RaftNode:
             if not waiter.done():
                 waiter.set_exception(exc)
         self._flush_waiters.clear()
+        self._gate.fail_all(exc)
 
     def _check_running(self) -> RaftCore:
         if not self._running or self._core is None:
@@ -278,6 +283,7 @@ class RaftNode:
                     # in self._flush_waiters until the sync succeeded (fail-stop fails them).
                     waiters = list(self._flush_waiters)
                     rd = core.ready()
+                    hs_version = core.hard_state_version
                     # A leader's AppendEntries may leave while its own disk write is under way
                     # (dissertation §10.2.1): they are requests, not answers, and the leader
                     # counts itself towards a commit only once the write is done (advance).
@@ -287,6 +293,7 @@ class RaftNode:
                         self._send_all(rd)
                     if rd.needs_persist():
                         self._persisting = True
+                        self._snapshot_persisting = rd.snapshot is not None
                         try:
                             async with self._storage_lock:
                                 if self.config.persist_in_thread:
@@ -299,11 +306,15 @@ class RaftNode:
                             break
                         finally:
                             self._persisting = False
+                            self._snapshot_persisting = False
                     if rd.snapshot is not None:
                         self.state_machine.restore(rd.snapshot[1])
                         self._applied = rd.snapshot[0].last_index
                         self._resolve_overtaken(rd.snapshot[0].last_index)
                     core.advance(rd)
+                    # Everything this Ready handed out is durable now (or was already).
+                    self._gate.durable_version = max(self._gate.durable_version, hs_version)
+                    self._gate.release(core, snapshot_busy=False)
                     del self._flush_waiters[: len(waiters)]
                     for w in waiters:
                         if not w.done():
@@ -349,6 +360,7 @@ class RaftNode:
         for w in waiters:
             if not w.done():
                 w.set_exception(exc)
+        self._gate.fail_all(exc)
         if not (rd.hard_state is None and rd.snapshot is None):
             return  # requests needing the write (votes, new term) are not sent
         # The rest of this Ready (applies, reads) does not depend on the failed write.
@@ -475,8 +487,23 @@ class RaftNode:
             self._log_grew.set()
             self._log_grew = asyncio.Event()
         self._wake.set()
+        return await self._when_durable(core, resp)
+
+    async def _when_durable(
+        self, core: RaftCore, resp: AppendEntriesResponse
+    ) -> AppendEntriesResponse:
+        """``resp`` once what it vouches for is durable — not behind unrelated writes: a
+        heartbeat or an already-written entry is acknowledged at once (see ``AnswerGate``)."""
+        index = resp.match_index if resp.success else 0
+        got = self._gate.check_or_wait(
+            core, index, resp.term, snapshot_busy=self._snapshot_persisting
+        )
+        if got if isinstance(got, bool) else await got:
+            return resp
+        # The term moved on first: the entries may be truncated by then. Claim nothing.
         await self._flush()
-        return resp
+        last = core.log.last_index()
+        return AppendEntriesResponse(core.term, False, conflict_index=last + 1, last_log_index=last)
 
     async def _wait_log_reaches(self, index: int, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -536,6 +563,12 @@ class RaftNode:
         core = self._check_running()
         if self._disk_full:
             raise ProposalDroppedError("disk full: writes are refused until space is freed")
+        if len(self._proposals) >= self.config.max_pending_proposals:
+            # Admission control: refused before it is appended, so certainly not applied.
+            raise ProposalDroppedError(
+                f"overloaded: {len(self._proposals)} proposals awaiting commit "
+                "(max_pending_proposals); retry later"
+            )
         index = core.propose(command)
         return await self._await_index(core, index, timeout)
 
