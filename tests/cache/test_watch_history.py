@@ -136,13 +136,13 @@ def test_listeners_hear_every_entry_and_reset() -> None:
     assert calls == [1, 2, 9]
 
 
-def test_bounds_and_order_are_checked() -> None:
+def test_bounds_are_checked_and_an_out_of_order_entry_resets() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         WatchHistory(max_changes=0)
     history = WatchHistory()
-    history.record(3, [])
-    with pytest.raises(ValueError, match="after entry 3"):
-        history.record(3, [])
+    history.record(3, sets("a"))
+    history.record(2, sets("b"))  # out of order: never raises on the apply path, resets
+    assert (history.floor, history.last_index, len(history), history.resets) == (2, 2, 0, 1)
 
 
 # --- fed by the state machine ------------------------------------------------------------------

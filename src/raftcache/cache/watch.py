@@ -138,9 +138,13 @@ class WatchHistory:
     # --- feeding (from the state machine) -----------------------------------------------------
 
     def record(self, index: int, changes: list[Change]) -> None:
-        """Entry ``index`` was applied and made ``changes`` (possibly none)."""
+        """Entry ``index`` was applied and made ``changes`` (possibly none). An index that does
+        not follow the last one (a state machine fed out of order, which Raft never does) resets
+        the history instead of raising: this runs inside the apply of an entry, where an
+        exception would stop the node."""
         if index <= self.last_index:
-            raise ValueError(f"entry {index} recorded after entry {self.last_index}")
+            self.reset(index)
+            return
         self.last_index = index
         if changes:
             # change_size, inlined: this runs for every applied entry.
