@@ -228,6 +228,14 @@ async def test_bad_input_is_a_400_naming_the_problem(
     assert named in (await resp.json())["error"]
 
 
+async def test_other_methods_are_405(make: Factory) -> None:
+    _, client = await make()
+    for method in ("HEAD", "POST", "PUT", "DELETE"):
+        resp = await client.request(method, "/v1/watch")
+        assert resp.status == 405, method
+        assert resp.headers["Allow"] == "GET"
+
+
 async def test_watches_need_a_read_token_like_other_reads(make: Factory) -> None:
     settings = ServerSettings(limits=SMALL_LIMITS, client_token="rw", client_token_ro="ro")
     _, client = await make(settings=settings)

@@ -271,4 +271,5 @@ def add_watch_routes(app: web.Application, settings: WatchSettings | None = None
     hub = WatchHub(settings or WatchSettings())
     app[WATCH] = hub
     app[DRAIN].on_drain.append(hub.stop)
-    app.router.add_get("/v1/watch", watch)
+    # No HEAD: a stream has no end for a HEAD to wait for (405 with Allow: GET).
+    app.router.add_get("/v1/watch", watch, allow_head=False)
