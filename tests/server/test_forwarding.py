@@ -158,6 +158,50 @@ async def test_unreachable_leader_is_503(pair: Pair) -> None:
     assert resp.headers["Retry-After"] == "1"
 
 
+async def test_refused_connection_is_retried_with_the_new_leader(pair: Pair) -> None:
+    """The old leader stopped listening (it handed over): the request never reached it, so the
+    follower sends it to the new leader instead of answering 503."""
+    pair.follower_node.addresses["n1"] = _closed_port_url()
+
+    async def hand_over() -> None:
+        await asyncio.sleep(0.1)
+        pair.follower_node.addresses["n3"] = pair.leader_url
+        pair.follower_node.leader_id = "n3"
+
+    task = asyncio.create_task(hand_over())
+    resp = await pair.follower.put("/v1/keys/k", data=b"v")
+    await task
+    assert resp.status == 200, await resp.text()
+    assert pair.leader_service.calls[-1][0] == "set"
+
+
+async def test_not_leader_answer_is_retried_not_relayed(pair: Pair) -> None:
+    """The chosen leader lost leadership: its 503 says so (``X-Raftcache-Not-Leader``), nothing
+    happened there, and the follower — elected meanwhile — serves the write itself."""
+    pair.leader_node.leader_id = "n2"
+
+    async def win() -> None:
+        await asyncio.sleep(0.1)
+        pair.follower_node.leader_id = "n2"
+
+    task = asyncio.create_task(win())
+    resp = await pair.follower.put("/v1/keys/k", data=b"v")
+    await task
+    assert resp.status == 200, await resp.text()
+    assert "k" in pair.follower_service.data
+    assert "k" not in pair.leader_service.data
+    assert pair.seen, "the old leader was asked first"
+
+
+async def test_not_leader_answer_becomes_503_at_the_deadline(pair: Pair) -> None:
+    pair.leader_node.leader_id = None
+    resp = await pair.follower.put("/v1/keys/k", data=b"v")
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "1"
+    assert "X-Raftcache-Not-Leader" not in resp.headers
+    assert "no longer the leader" in (await resp.json())["error"]
+
+
 async def test_static_peer_urls_are_a_fallback(pair: Pair) -> None:
     settings = ServerSettings(
         leader_wait_s=0.3, peer_urls={"n1": pair.leader_url}, client_token="tok"

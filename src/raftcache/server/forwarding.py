@@ -5,7 +5,13 @@ send on. The follower waits a bounded time for a leader to be known, then proxie
 (method, raw path and query, body, end-to-end headers including session headers and
 ``If-Match``) to the leader with ``X-Raftcache-Forwarded: 1`` and relays the answer. A forwarded
 request is never forwarded again: if its receiver is not the leader either, it answers 503 with
-``Retry-After``. If this node becomes the leader while waiting, it serves the request itself.
+``Retry-After`` and ``X-Raftcache-Not-Leader`` (certainly not applied there). If this node becomes
+the leader while waiting, it serves the request itself.
+
+The follower keeps trying within ``leader_wait_s`` while the leader it chose has moved on — a
+connection refused (the old leader stopped listening) or a ``Not-Leader`` 503 (it handed
+leadership over) both mean the request never took effect there — so a client sees the new leader's
+answer instead of a 503 during a hand-over or an election. Any other answer is relayed as is.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from raftcache.server.errors import indeterminate, is_write_request, unavailable
 from raftcache.server.ports import NodePort
 
 FORWARDED_HEADER: Final = "X-Raftcache-Forwarded"
+#: On a 503 to a forwarded request: the receiver is not the leader (value: its hint, or empty).
+NOT_LEADER_HEADER: Final = "X-Raftcache-Not-Leader"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and the ones aiohttp recomputes must not be copied.
@@ -50,6 +58,15 @@ _REQUEST_SKIP: Final = frozenset(
 _RESPONSE_KEEP: Final = ("Content-Type", "ETag", "Retry-After")
 
 log = logging.getLogger("raftcache.server.forwarding")
+
+
+class _LeaderMoved(Exception):
+    """The chosen leader certainly did not take the request: try whoever leads now."""
+
+    def __init__(self, hint: str | None, why: str) -> None:
+        super().__init__(why)
+        self.hint = hint
+        self.why = why
 
 
 class Forwarder:
@@ -115,10 +132,13 @@ class Forwarder:
     ) -> web.StreamResponse:
         """Answer a request whose handler raised ``NotLeaderError``: forward, retry or 503."""
         if request.headers.get(FORWARDED_HEADER):
-            raise unavailable("not the leader (request was already forwarded once)")
+            refused = unavailable("not the leader (request was already forwarded once)")
+            refused.headers[NOT_LEADER_HEADER] = error.leader_id or ""
+            raise refused
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._leader_wait_s
         hint = error.leader_id
+        moved: _LeaderMoved | None = None
         while True:
             leader = self._node.leader_id or hint
             hint = None  # the hint is only good once: it may be stale
@@ -130,8 +150,13 @@ class Forwarder:
             elif leader is not None:
                 url = self.leader_url(leader)
                 if url is not None:
-                    return await self.proxy(request, leader, url)
+                    try:
+                        return await self.proxy(request, leader, url)
+                    except _LeaderMoved as exc:
+                        moved, hint = exc, exc.hint
             if loop.time() >= deadline:
+                if moved is not None:
+                    raise unavailable(moved.why)
                 raise unavailable("no leader known; the cluster may be electing one")
             await asyncio.sleep(self._poll_interval_s)
 
@@ -157,11 +182,15 @@ class Forwarder:
                 allow_redirects=False,
             ) as resp:
                 payload = await resp.read()
+                if resp.status == 503 and NOT_LEADER_HEADER in resp.headers:
+                    why = f"{leader} is no longer the leader"
+                    raise _LeaderMoved(resp.headers[NOT_LEADER_HEADER] or None, why)
                 out = {h: resp.headers[h] for h in _RESPONSE_KEEP if h in resp.headers}
                 return web.Response(status=resp.status, body=payload, headers=out)
         except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
             # The connection was never made: the request certainly did not reach the leader.
-            raise unavailable(f"leader {leader} unreachable: {type(exc).__name__}") from exc
+            why = f"leader {leader} unreachable: {type(exc).__name__}"
+            raise _LeaderMoved(None, why) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             # The request may have reached the leader and been applied there.
             if not is_write_request(request):
