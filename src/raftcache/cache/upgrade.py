@@ -114,7 +114,8 @@ class FormatGate:
                 needed,
                 machine.command_format,
                 {self._node.node_id: machine.max_format},
-                reason=f"this node applies formats up to {machine.max_format}",
+                reason=f"{self._node.node_id}, the node asked, applies formats up to "
+                f"{machine.max_format}",
             )
         async with self._lock:
             if machine.command_format >= needed:
