@@ -49,6 +49,8 @@ log = logging.getLogger("raftcache.server.watch")
 
 #: What a client waits before reconnecting after the stream ends (SSE ``retry:``, ms).
 RETRY_MS: Final = 500
+#: Events are written in pieces of about this size (bounds what one stream holds at once).
+FLUSH_BYTES: Final = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +178,8 @@ async def watch(request: web.Request) -> web.StreamResponse:
     if start is None:
         start = history.last_index
     try:
-        history.read(start, prefix, 0)  # judge the start now: a 410 is an answer, not a stream
+        # Judge the start now: a 410 is an answer, not a stream.
+        epoch = history.read(start, prefix, 0).epoch
     except HistoryCompacted as exc:
         raise compacted(exc) from None
     hub = request.config_dict[WATCH]
@@ -190,13 +193,18 @@ async def watch(request: web.Request) -> web.StreamResponse:
         ticket.release()  # a stream may last hours: it must not hold a request slot
     hub.active += 1
     try:
-        return await _stream(request, hub, history, prefix, start)
+        return await _stream(request, hub, history, prefix, start, epoch)
     finally:
         hub.active -= 1
 
 
 async def _stream(
-    request: web.Request, hub: WatchHub, history: WatchHistory, prefix: str, cursor: int
+    request: web.Request,
+    hub: WatchHub,
+    history: WatchHistory,
+    prefix: str,
+    cursor: int,
+    epoch: int,
 ) -> web.StreamResponse:
     settings = hub.settings
     response = web.StreamResponse(
@@ -207,7 +215,6 @@ async def _stream(
         }
     )
     await response.prepare(request)
-    epoch = history.epoch
     hello = b"retry: %d\n" % RETRY_MS + progress_event(
         cursor, {"heartbeat_s": settings.heartbeat_s}
     )
@@ -227,9 +234,8 @@ async def _stream(
                 reason = "reset"  # a snapshot or restore replaced the state meanwhile
                 break
             if read.entries:
-                chunk = b"".join(change_event(v, changes) for v, changes in read.entries)
-                await _write(response, chunk, settings)
-                sent, last_write = read.entries[-1][0], clock()
+                sent = await _send_entries(response, read.entries, settings)
+                last_write = clock()
             cursor = read.cursor
             if cursor < history.last_index:
                 await asyncio.sleep(0)  # more to read: let the rest of the node run first
@@ -252,6 +258,28 @@ async def _stream(
         return response
     log.debug("watch stream ended: %s at version %d", reason, cursor)
     return response
+
+
+async def _send_entries(
+    response: web.StreamResponse,
+    entries: list[tuple[int, tuple[Change, ...]]],
+    settings: WatchSettings,
+) -> int:
+    """Write one event per entry, in writes of about ``FLUSH_BYTES`` (a watcher never holds
+    more than that plus one entry's event); returns the last version sent. The entries were
+    read together, so the history dropping some meanwhile cannot open a gap."""
+    parts: list[bytes] = []
+    size = 0
+    for version, changes in entries:
+        event = change_event(version, changes)
+        parts.append(event)
+        size += len(event)
+        if size >= FLUSH_BYTES:
+            await _write(response, b"".join(parts), settings)
+            parts, size = [], 0
+    if parts:
+        await _write(response, b"".join(parts), settings)
+    return entries[-1][0]
 
 
 async def _write(response: web.StreamResponse, data: bytes, settings: WatchSettings) -> None:
