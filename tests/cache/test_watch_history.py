@@ -33,6 +33,8 @@ from raftcache.cache.watch import (
     WatchHistory,
     change_size,
 )
+from tests.cache.helpers import v2_log
+from tests.cache.test_restore import restore, source
 
 
 def sets(*keys: str) -> list[Change]:
@@ -289,3 +291,15 @@ def test_replaying_the_changes_rebuilds_the_machine_under_any_prefix(
         assert item is not None
         expected[key] = item.value
     assert replica == expected
+
+
+def test_a_replicated_restore_restarts_the_history_at_its_commit() -> None:
+    history = WatchHistory()
+    log = v2_log(CacheStateMachine(watch=history))
+    log.apply(encode_set("before", b"v", now=1.0))
+    restore(log, source().snapshot())  # begin, chunks (no change), commit: every key replaced
+    assert (history.resets, history.floor, history.last_index) == (1, log.index, log.index)
+    with pytest.raises(HistoryCompacted):
+        history.read(log.index - 1)
+    log.apply(encode_set("after", b"v", now=20.0))
+    assert versions(history, log.index - 1) == [log.index]
