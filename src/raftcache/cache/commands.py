@@ -21,20 +21,27 @@ and ``kt`` keep_ttl on sets.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]
 
-from raftcache.cache.checks import INT64_MAX as INT64_MAX  # re-exported
-from raftcache.cache.checks import INT64_MIN as INT64_MIN
-from raftcache.cache.checks import MAX_CLIENT_ID_LENGTH as MAX_CLIENT_ID_LENGTH
-from raftcache.cache.checks import Session as Session
-from raftcache.cache.checks import check_condition as _check_condition
-from raftcache.cache.checks import check_int as _check_int
-from raftcache.cache.checks import check_key as _check_key
-from raftcache.cache.checks import check_now as _check_now
-from raftcache.cache.checks import check_write as _check_write
+from raftcache.cache.checks import INT64_MAX, INT64_MIN, MAX_CLIENT_ID_LENGTH, Session
+from raftcache.cache.command_types import (
+    MAX_BATCH_OPS,
+    MAX_KEYS_PER_COMMAND,
+    BatchCommand,
+    BatchOp,
+    Command,
+    DeleteCommand,
+    DeleteOp,
+    ExpireCommand,
+    GetOp,
+    IncrCommand,
+    SetCommand,
+    SetOp,
+    TouchCommand,
+    required_format,
+)
 from raftcache.cache.commands_v2 import (
     FlushCommand,
     FormatCommand,
@@ -51,190 +58,48 @@ from raftcache.cache.errors import InvalidCommand
 from raftcache.cache.formats import BASE_FORMAT, COMMAND_FORMAT, UnsupportedCommandFormat
 from raftcache.cache.restore_commands import (
     RESTORE_OPS,
-    RestoreCommand,
     restore_from_wire,
     restore_to_wire,
 )
 
-MAX_BATCH_OPS = 10_000  # one log entry; the HTTP layer enforces a (smaller) limit of its own
-MAX_KEYS_PER_COMMAND = 100_000  # EXPIRE / TOUCH batches
-
-
-@dataclass(frozen=True, slots=True)
-class GetOp:
-    """Batch op: read ``key`` (as of the batch's ``now``); result ``bytes | None``."""
-
-    key: str
-
-    def __post_init__(self) -> None:
-        _check_key(self.key)
-
-
-@dataclass(frozen=True, slots=True)
-class SetOp:
-    """Batch op: write ``key``; result the new version. Conditions as in ``SetCommand``."""
-
-    key: str
-    value: bytes
-    ttl: float | None = None
-    if_version: int | None = None
-    if_absent: bool = False
-    keep_ttl: bool = False  # format 2
-
-    def __post_init__(self) -> None:
-        _check_write(self.key, self.value, self.ttl, self.if_version, self.if_absent)
-        _check_keep_ttl(self.keep_ttl, self.ttl)
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteOp:
-    """Batch op: delete ``key``; result whether a live key was deleted."""
-
-    key: str
-    if_version: int | None = None
-
-    def __post_init__(self) -> None:
-        _check_key(self.key)
-        _check_condition(self.if_version, False)
-
-
-def _check_keep_ttl(keep_ttl: object, ttl: object) -> None:
-    if not isinstance(keep_ttl, bool):
-        raise InvalidCommand("keep_ttl must be a bool")
-    if keep_ttl and ttl is not None:
-        raise InvalidCommand("keep_ttl and ttl cannot be combined")
-
-
-BatchOp: TypeAlias = GetOp | SetOp | DeleteOp | IncrOp | TtlOp
-_BATCH_OPS = (GetOp, SetOp, DeleteOp, IncrOp, TtlOp)
-
-
-@dataclass(frozen=True, slots=True)
-class SetCommand:
-    """SET: ``if_version`` = compare-and-set on the version (0 = must be missing);
-    ``if_absent`` = create only. A ``ttl`` sets ``expires_at = now + ttl``; none clears it,
-    unless ``keep_ttl`` (format 2) keeps the live key's expiry."""
-
-    now: float
-    key: str
-    value: bytes
-    ttl: float | None = None
-    if_version: int | None = None
-    if_absent: bool = False
-    session: Session | None = None
-    keep_ttl: bool = False
-
-    def __post_init__(self) -> None:
-        _check_now(self.now)
-        _check_write(self.key, self.value, self.ttl, self.if_version, self.if_absent)
-        _check_keep_ttl(self.keep_ttl, self.ttl)
-
-
-@dataclass(frozen=True, slots=True)
-class DeleteCommand:
-    """DELETE, honouring ``if_version``."""
-
-    now: float
-    key: str
-    if_version: int | None = None
-    session: Session | None = None
-
-    def __post_init__(self) -> None:
-        _check_now(self.now)
-        _check_key(self.key)
-        _check_condition(self.if_version, False)
-
-
-@dataclass(frozen=True, slots=True)
-class IncrCommand:
-    """INCR (``by`` > 0) or DECR (``by`` < 0) of an ASCII-decimal int64 counter."""
-
-    now: float
-    key: str
-    by: int = 1
-    session: Session | None = None
-
-    def __post_init__(self) -> None:
-        _check_now(self.now)
-        _check_key(self.key)
-        _check_int(self.by, "by", INT64_MIN, INT64_MAX)
-
-
-@dataclass(frozen=True, slots=True)
-class BatchCommand:
-    """Get/set/delete ops applied atomically, in order, as one log entry (all or nothing)."""
-
-    now: float
-    ops: tuple[BatchOp, ...]
-    session: Session | None = None
-
-    def __post_init__(self) -> None:
-        _check_now(self.now)
-        if not isinstance(self.ops, tuple) or len(self.ops) > MAX_BATCH_OPS:
-            raise InvalidCommand(f"ops must be a tuple of at most {MAX_BATCH_OPS} ops")
-        for op in self.ops:
-            if not isinstance(op, _BATCH_OPS):
-                raise InvalidCommand(f"not a batch op: {op!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class ExpireCommand:
-    """Leader-proposed: remove those of ``keys`` that are expired as of ``now``."""
-
-    now: float
-    keys: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        _check_now(self.now)
-        _check_keys(self.keys)
-
-
-@dataclass(frozen=True, slots=True)
-class TouchCommand:
-    """Leader-proposed access batch: move the live ones of ``keys`` to most recently used."""
-
-    now: float
-    keys: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        _check_now(self.now)
-        _check_keys(self.keys)
-
-
-def _check_keys(keys: object) -> None:
-    if not isinstance(keys, tuple) or len(keys) > MAX_KEYS_PER_COMMAND:
-        raise InvalidCommand(f"keys must be a tuple of at most {MAX_KEYS_PER_COMMAND} keys")
-    for key in keys:
-        _check_key(key)
-
-
-Command: TypeAlias = (
-    SetCommand
-    | DeleteCommand
-    | IncrCommand
-    | BatchCommand
-    | ExpireCommand
-    | TouchCommand
-    | RestoreCommand  # restore.begin/chunk/commit/abort: see raftcache.cache.restore_commands
-    | TtlCommand
-    | FlushCommand
-    | FormatCommand
-)
-
-
-def required_format(cmd: Command) -> int:
-    """The command format ``cmd`` needs (``raftcache.cache.formats``)."""
-    if isinstance(cmd, SetCommand | DeleteCommand | IncrCommand | ExpireCommand | TouchCommand):
-        return 2 if isinstance(cmd, SetCommand) and cmd.keep_ttl else BASE_FORMAT
-    if isinstance(cmd, BatchCommand):
-        for op in cmd.ops:
-            if isinstance(op, IncrOp | TtlOp) or (isinstance(op, SetOp) and op.keep_ttl):
-                return 2
-        return BASE_FORMAT
-    if isinstance(cmd, FormatCommand):
-        return cmd.format
-    return 2  # TTL, FLUSH and the restore commands
-
+__all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "MAX_BATCH_OPS",
+    "MAX_CLIENT_ID_LENGTH",
+    "MAX_KEYS_PER_COMMAND",
+    "BatchCommand",
+    "BatchOp",
+    "Command",
+    "DeleteCommand",
+    "DeleteOp",
+    "ExpireCommand",
+    "FlushCommand",
+    "FormatCommand",
+    "GetOp",
+    "IncrCommand",
+    "IncrOp",
+    "Session",
+    "SetCommand",
+    "SetOp",
+    "TouchCommand",
+    "TtlCommand",
+    "TtlOp",
+    "decode",
+    "encode",
+    "encode_batch",
+    "encode_decr",
+    "encode_delete",
+    "encode_expire",
+    "encode_flush",
+    "encode_format",
+    "encode_incr",
+    "encode_set",
+    "encode_touch",
+    "encode_ttl",
+    "required_format",
+    "to_wire",
+]
 
 # --- encoding -------------------------------------------------------------------------------
 
