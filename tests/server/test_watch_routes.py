@@ -341,3 +341,28 @@ async def test_a_client_that_stops_reading_is_dropped(
         while hub.active != 0:  # never read: its writes block, the stream is dropped
             await asyncio.sleep(0.05)
     writer.close()
+
+
+async def test_many_watchers_each_see_exactly_their_prefix_through_bursts(make: Factory) -> None:
+    cluster, client = await make(watch=WatchSettings(heartbeat_s=0.2, batch_entries=16))
+    prefixes = [f"p{i}:" for i in range(10)] + [""]
+    streams = {p: await client.get("/v1/watch", params={"prefix": p}) for p in prefixes}
+    parsers = {p: SseParser() for p in prefixes}
+    for p, resp in streams.items():
+        await messages(resp, 1, parsers[p])
+    expected: dict[str, list[tuple[int, str]]] = {p: [] for p in prefixes}
+    for burst in range(20):
+        for i in range(25):  # no await within a burst: streams catch up in between
+            key = f"p{(burst * 25 + i) % 12}:{i}"  # p10:, p11: match no watched prefix but ""
+            version = cluster.set(key, b"v")
+            for p in prefixes:
+                if key.startswith(p):
+                    expected[p].append((version, key))
+        await asyncio.sleep(0)
+    for p, resp in streams.items():
+        got: list[tuple[int, str]] = []
+        while len(got) < len(expected[p]):
+            for m in await messages(resp, 1, parsers[p]):
+                if m.event == "change":
+                    got.extend((data(m)["version"], c["key"]) for c in data(m)["changes"])
+        assert got == expected[p], p
