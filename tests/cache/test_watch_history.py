@@ -16,6 +16,7 @@ from raftcache.cache.commands import (
     encode_batch,
     encode_delete,
     encode_expire,
+    encode_flush,
     encode_incr,
     encode_set,
     encode_touch,
@@ -303,3 +304,18 @@ def test_a_replicated_restore_restarts_the_history_at_its_commit() -> None:
         history.read(log.index - 1)
     log.apply(encode_set("after", b"v", now=20.0))
     assert versions(history, log.index - 1) == [log.index]
+
+
+def test_a_flush_is_a_delete_per_key_or_a_reset_when_larger_than_the_history() -> None:
+    history = WatchHistory(max_changes=4)
+    log = v2_log(CacheStateMachine(watch=history))
+    for key in ("a:1", "a:2", "b:1", "b:2", "b:3"):
+        log.apply(encode_set(key, b"v", now=1.0))
+    log.apply(encode_flush("a:", now=1.0))
+    assert history.read(log.index - 1).entries == [
+        (log.index, ((DELETE, "a:1", None), (DELETE, "a:2", None)))
+    ]
+    for i in range(5):
+        log.apply(encode_set(f"c:{i}", b"v", now=1.0))
+    log.apply(encode_flush("", now=1.0))  # 8 keys: more than the history holds
+    assert (history.resets, history.floor) == (1, log.index)

@@ -11,9 +11,11 @@ at the operation's ``now`` is an ``expire``; otherwise it is a ``delete`` inside
 an ``evict`` inside ``settle`` (``expire`` only removes expired entries).
 
 A wholesale replacement (``load``: a snapshot, a replicated restore) cannot be described change
-by change: the entry is committed as a history reset. So is an entry after which the store holds
-a number of keys the recorded changes do not explain — a mutation this class does not know of
-(a future command) — so a watcher never misses a change silently: it is told to re-read.
+by change: the entry is committed as a history reset. So is an entry with more changes than the
+history's ``max_changes`` (a FLUSH of a large keyspace; ``flush`` removes key by key through
+``remove``, so a smaller one is a series of ``delete`` changes), and an entry after which the
+store holds a number of keys the recorded changes do not explain — a mutation this class does
+not know of (a future command) — so a watcher never misses a change silently: it re-reads.
 """
 
 from __future__ import annotations
@@ -52,7 +54,10 @@ class RecordingStore(EntryStore):
     def commit(self, index: int) -> None:
         """Hand the changes of entry ``index`` (or of a restore at ``index``) to the history."""
         pending, self._pending = self._pending, []
-        if self._replaced or self._expected != len(self._records):
+        # An entry with more changes than the history may hold (a FLUSH of a large keyspace)
+        # is a reset too: cheaper for everyone than a stream of that size, and bounded.
+        too_many = len(pending) > self._history.max_changes
+        if self._replaced or too_many or self._expected != len(self._records):
             self._replaced = False
             self._expected = len(self._records)
             self._history.reset(index)
