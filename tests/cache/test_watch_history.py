@@ -20,6 +20,7 @@ from raftcache.cache.commands import (
     encode_incr,
     encode_set,
     encode_touch,
+    encode_ttl,
 )
 from raftcache.cache.entries import HEADER_SIZE
 from raftcache.cache.machine import CacheStateMachine
@@ -238,6 +239,8 @@ COMMANDS = st.one_of(
     st.builds(lambda ks: ("expire", ks), st.lists(KEYS, max_size=3)),
     st.builds(lambda ks: ("touch", ks), st.lists(KEYS, max_size=3)),
     st.builds(lambda k, j, v: ("batch", k, j, v), KEYS, KEYS, st.binary(max_size=3)),
+    st.builds(lambda k, t: ("ttl", k, t), KEYS, st.sampled_from(["persist", "past", 0.5, 3.0])),
+    st.builds(lambda p: ("flush", p), st.sampled_from(["", "p:", "q:b"])),
 )
 
 
@@ -253,6 +256,14 @@ def encode(op: tuple[object, ...], now: float) -> bytes:
         return encode_expire(op[1], now=now)  # type: ignore[arg-type]
     if kind == "touch":
         return encode_touch(op[1], now=now)  # type: ignore[arg-type]
+    if kind == "ttl":
+        if op[2] == "persist":
+            return encode_ttl(op[1], now=now)  # type: ignore[arg-type]
+        if op[2] == "past":  # an expiry already over deletes the key
+            return encode_ttl(op[1], now=now, at=now - 1)  # type: ignore[arg-type]
+        return encode_ttl(op[1], now=now, ttl=op[2])  # type: ignore[arg-type]
+    if kind == "flush":
+        return encode_flush(op[1], now=now)  # type: ignore[arg-type]
     return encode_batch([SetOp(op[1], op[3]), DeleteOp(op[2])], now=now)  # type: ignore[arg-type]
 
 
@@ -267,9 +278,10 @@ def test_replaying_the_changes_rebuilds_the_machine_under_any_prefix(
     ops: list[tuple[object, ...]], max_keys: int | None, prefix: str, split: int
 ) -> None:
     history = WatchHistory()
-    machine = CacheStateMachine(max_keys=max_keys, watch=history)
-    for index, op in enumerate(ops, start=1):
-        machine.apply_entry(index, encode(op, now=float(index)))
+    log = v2_log(CacheStateMachine(max_keys=max_keys, watch=history))  # TTL changes, FLUSH
+    machine = log.machine
+    for op in ops:
+        log.apply(encode(op, now=float(log.index + 1)))
     replica: dict[str, bytes] = {}
     cursor, last = 0, 0
     while cursor < history.last_index:  # read in small steps: resuming loses and repeats nothing
