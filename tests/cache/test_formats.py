@@ -115,6 +115,7 @@ async def test_rolling_upgrade_in_process() -> None:
         await c.start_node("n3")
         leader = await c.leader()
         svc = c.services[leader]
+        await asyncio.sleep(svc.formats.refusal_ttl_s)  # the last refusal is remembered 1 s
         changed = await svc.expire("k", 5.0)
         assert changed.changed
         assert changed.version > 0
@@ -159,3 +160,27 @@ async def test_a_capped_node_that_meets_a_newer_entry_stops() -> None:
         assert isinstance(failure, UnsupportedCommandFormat)
         assert c.nodes["n3"].failure is failure
         await svc.set("after", b"x")  # the other two still commit
+
+
+@pytest.mark.looptime
+async def test_a_refusal_is_remembered_briefly_so_a_burst_costs_one_probe_round() -> None:
+    cluster = CacheCluster(3)
+    asked: list[str] = []
+
+    async def old_n3(node_id: str) -> int | None:
+        asked.append(node_id)
+        return 1 if node_id == "n3" else 2
+
+    cluster.service_kwargs["format_probe"] = old_n3
+    async with cluster as c:
+        svc = c.services[await c.leader()]
+        svc.formats.interval_s = 3600.0  # keep the background check out of the count
+        asked.clear()
+        for _ in range(5):
+            with pytest.raises(FormatNotEnabled):
+                await svc.flush("")
+        assert len(asked) == 2  # one round: the two other nodes
+        await asyncio.sleep(1.5)
+        with pytest.raises(FormatNotEnabled):
+            await svc.flush("")
+        assert len(asked) == 4

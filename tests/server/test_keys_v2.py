@@ -280,8 +280,13 @@ async def test_rolling_upgrade_over_http(tmp_path: Path) -> None:
             # Upgrade n3: stop it, start it again without the cap on the same storage.
             await servers[2].stop()
             servers[2] = await _node(options("n3"), storages["n3"])
-            url = await _leader_url(servers)
-            status, _, body = await call(s, "POST", url + "/v1/keys/k/ttl", json={"ttl": 5})
+            async with asyncio.timeout(20):  # a refusal is remembered for 1 s: poll
+                while True:
+                    url = await _leader_url(servers)
+                    status, _, body = await call(s, "POST", url + "/v1/keys/k/ttl", json={"ttl": 5})
+                    if status != 409:
+                        break
+                    await asyncio.sleep(0.1)
             assert status == 200, body
             assert body["changed"] is True
             status, _, body = await call(s, "POST", url + "/v1/batch", json={"ops": ops})

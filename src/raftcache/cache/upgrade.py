@@ -5,7 +5,9 @@ Rule: the leader proposes a command of format F only when the cluster's replicat
 it only after asking every voter and learner which formats it applies — through ``probe(node_id)``
 (the server asks ``/v1/status``; an in-process cluster may answer from its machines). A node
 that does not answer counts as not supporting F: an unreachable node blocks the upgrade rather
-than being surprised by it. See ``raftcache.cache.formats`` for why this is safe.
+than being surprised by it. See ``raftcache.cache.formats`` for why this is safe. A refusal is
+remembered for ``refusal_ttl_s`` (1 s), so a burst of requests costs one probe round, not one
+each.
 
 ``FormatGate.run`` does this in the background on the leader, every ``interval_s`` while the
 cluster's format is below this node's ceiling, so a rolling upgrade finishes by itself once the
@@ -73,14 +75,20 @@ class FormatGate:
         *,
         probe: FormatProbe | None = None,
         interval_s: float = 5.0,
+        refusal_ttl_s: float = 1.0,
     ) -> None:
         self._node = node
         self._machine = machine
         self._clock = clock
         self.probe = probe
         self.interval_s = interval_s
+        self.refusal_ttl_s = refusal_ttl_s
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        # The last refusal and when (loop time): requests arriving within ``refusal_ttl_s``
+        # get it again without a probe round each (a node that is down makes a round take
+        # the probe's whole timeout, and requests would queue behind the lock for it).
+        self._refused: tuple[float, FormatNotEnabled] | None = None
 
     async def member_formats(self) -> dict[str, int | None]:
         """Every voter's and learner's newest command format (None: did not answer)."""
@@ -122,9 +130,17 @@ class FormatGate:
                 return
             if str(getattr(self._node.role, "value", self._node.role)) != "leader":
                 raise NotLeaderError(self._node.leader_id)
+            now = asyncio.get_running_loop().time()
+            if self._refused is not None and now - self._refused[0] < self.refusal_ttl_s:
+                last = self._refused[1]
+                if last.needed <= needed:
+                    raise FormatNotEnabled(needed, machine.command_format, last.nodes)
             formats = await self.member_formats()
             if any(f is None or f < needed for f in formats.values()):
-                raise FormatNotEnabled(needed, machine.command_format, formats)
+                refused = FormatNotEnabled(needed, machine.command_format, formats)
+                self._refused = (asyncio.get_running_loop().time(), refused)
+                raise refused
+            self._refused = None
             result = await self._node.propose(encode_format(needed, now=self._clock()))
             if isinstance(result, CommandError):
                 raise result.to_exception()
