@@ -104,6 +104,15 @@ async def _commands(driver: Driver) -> None:
             return
         if op == "wait_leader":
             answer = await driver.wait_leader(float(cmd["timeout"]))
+        elif op == "stats":
+            # RPCs the driver sent so far (the A/B script divides by the proposals made).
+            stats = driver.node.stats
+            answer = {
+                "rpcs_sent": dict(stats.rpcs_sent),
+                "rpcs_failed": dict(stats.rpcs_failed),
+                "proposed": driver.counter,
+                "term": driver.node.current_term,
+            }
         elif op == "latency":
             answer = await driver.latency(float(cmd["duration"]))
         elif op == "rate":
@@ -124,11 +133,16 @@ async def run(args: argparse.Namespace) -> None:
         args.id,
         port=port,
         node_addresses={k: v for k, v in peers.items() if k != args.id},
+        wire_format=args.wire,
     )
     # Default timings on every node: a shorter election timeout for the driver would also
     # shorten its check-quorum window and make it step down on a slow round. The orchestrator
     # starts the driver first instead, so that its election timer runs out first.
     config = RaftConfig()
+    for item in args.set:  # A/B of a knob: --set persist_in_thread=false
+        name, _, raw = item.partition("=")
+        kind = type(getattr(config, name))
+        setattr(config, name, raw.lower() in ("1", "true", "yes") if kind is bool else kind(raw))
     node = RaftNode(
         args.id,
         list(peers),
@@ -161,6 +175,8 @@ def main() -> None:
     parser.add_argument("--driver", action="store_true")
     parser.add_argument("--no-fsync", action="store_true")
     parser.add_argument("--value-size", type=int, default=100)
+    parser.add_argument("--wire", choices=("json", "msgpack"), default="json")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     asyncio.run(run(parser.parse_args()))
 
 

@@ -138,7 +138,10 @@ def _run_sections(
 
         args = (group, python, work, settings, tick)
         results["points"] += section("floor", lambda: sections.floor_section(*args)) or []
-        results["points"] += section("http", lambda: sections.http_section(*args)) or []
+        results["points"] += (
+            section("http", lambda: sections.http_section(*args, workloads=settings.workloads))
+            or []
+        )
         results["points"] += (
             section(
                 "scale",

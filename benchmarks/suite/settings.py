@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ALL_SECTIONS = ("floor", "http", "scale", "restart", "inproc")
+ALL_WORKLOADS = ("write", "read-linearizable", "read-stale", "mix-90/10")
 
 
 def _env_float(name: str, default: float) -> float:
@@ -51,6 +52,8 @@ class Settings:
     probe_s: float = 5.0
     bisect_steps: int = 4
     sections: tuple[str, ...] = ALL_SECTIONS
+    #: Workloads of the ``http`` section (``BENCH_WORKLOADS``; e.g. only the durable writes).
+    workloads: tuple[str, ...] = ALL_WORKLOADS
     results_dir: Path = field(default_factory=lambda: Path("benchmarks/results"))
     wrk_threads_max: int = 2
 
@@ -61,7 +64,7 @@ class Settings:
         if "floor" in self.sections:
             n += len(self.connections)
         if "http" in self.sections:
-            n += 2 * 4 * len(self.connections)
+            n += 2 * len(self.workloads) * len(self.connections)
         if "scale" in self.sections:
             n += 2 * len(self.scale_connections)
         return n * self.reps
@@ -75,6 +78,9 @@ def from_env() -> Settings:
     if unknown:
         raise SystemExit(f"BENCH_SECTIONS: unknown {sorted(unknown)}; known {ALL_SECTIONS}")
     conns = tuple(int(x) for x in _env_list("BENCH_CONNECTIONS", ("1", "16", "64")))
+    workloads = _env_list("BENCH_WORKLOADS", ALL_WORKLOADS)
+    if set(workloads) - set(ALL_WORKLOADS):
+        raise SystemExit(f"BENCH_WORKLOADS: unknown {workloads}; known {ALL_WORKLOADS}")
     return Settings(
         quick=quick,
         duration_s=_env_float("BENCH_DURATION", 2.0 if quick else 10.0),
@@ -88,5 +94,6 @@ def from_env() -> Settings:
         probe_s=_env_float("BENCH_PROBE", 1.5 if quick else 5.0),
         bisect_steps=_env_int("BENCH_BISECT", 1 if quick else 4),
         sections=sections,
+        workloads=workloads,
         results_dir=Path(os.environ.get("BENCH_OUT", "benchmarks/results")),
     )
