@@ -126,6 +126,13 @@ async def test_multi_with_incrs_is_one_batch(v2: RespCluster, r: aioredis.Redis)
     assert sum(isinstance(op, IncrOp) for op in batches[0].ops) == 3
     assert 95 <= await r.ttl("n") <= 100
 
+    # A MULTI that only reads stays a read (one barrier): no log entry.
+    before = leader.node.commit_index
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.get("n").exists("n", "o").strlen("n")
+        assert await pipe.execute() == [b"11", 2, 2]
+    assert not any(isinstance(c, BatchCommand) for c in commands_since(leader, before))
+
     # An INCR on text fails alone, as in Redis: the engine gives each call its own reply.
     await r.set("text", "abc")
     async with r.pipeline(transaction=True) as pipe:

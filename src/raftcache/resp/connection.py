@@ -216,11 +216,14 @@ class Executor:
         )
 
     async def _as_one_batch(self, calls: list[Call]) -> list[Reply] | None:
-        """A MULTI whose calls are all plain batch ops (reads, unconditional writes, INCR,
-        EXPIRE…) runs as one batch, with no read first and no retry: one log entry. None when
-        it cannot (a call needs the engine, the cluster has not enabled command format 2, or
-        a call fails — the engine then gives each call its own reply, as Redis does)."""
+        """A MULTI that writes and whose calls are all plain batch ops (reads, unconditional
+        writes, INCR, EXPIRE…) runs as one batch, with no read first and no retry: one log
+        entry. None when it cannot (a call needs the engine, the cluster has not enabled command
+        format 2, or a call fails — the engine then gives each call its own reply, as Redis
+        does) or need not (it only reads: the engine reads after one barrier, no log entry)."""
         server = self.client.server
+        if not any(call.writes for call in calls):
+            return None  # reads only: one read barrier, no log entry (the engine's read path)
         if server.service.machine.command_format < 2:  # incr/ttl batch ops: format 2
             return None
         plans = [call.multi_ops() for call in calls]
