@@ -64,7 +64,7 @@ def main() -> None:
             after = cluster.command({"op": "stats"}, 10)
             low["rpcs_per_proposal"] = _rpcs_per_proposal(before, after)
             emit("low-load", low)
-            for rate in (float(r) for r in args.rates.split(",")):
+            for rate in (float(r) for r in args.rates.split(",") if r):
                 before = cluster.command({"op": "stats"}, 10)
                 cmd = {"op": "rate", "rate": rate, "duration": args.seconds, "timeout": 1.0}
                 result = cluster.timed(cmd, args.seconds + 40)

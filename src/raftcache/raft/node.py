@@ -296,7 +296,7 @@ class RaftNode:
                         self._snapshot_persisting = rd.snapshot is not None
                         try:
                             async with self._storage_lock:
-                                if self.config.persist_in_thread:
+                                if self._persist_in_thread(rd):
                                     await asyncio.to_thread(self._persist, rd)
                                 else:
                                     self._persist(rd)
@@ -367,6 +367,12 @@ class RaftNode:
         self._after_persist(rd)
         # Retry the write after a pause, not in a busy loop.
         asyncio.get_running_loop().call_later(self.config.heartbeat_interval, self._wake.set)
+
+    def _persist_in_thread(self, rd: Ready) -> bool:
+        cfg = self.config
+        return cfg.persist_in_thread and (
+            rd.snapshot is not None or len(rd.entries) > cfg.persist_inline_max_entries
+        )
 
     def _persist(self, rd: Ready) -> None:
         """Write and sync one Ready (maybe in a worker thread: touches only the storage)."""
