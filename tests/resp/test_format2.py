@@ -59,6 +59,11 @@ def commands_since(server: NodeServer, index: int) -> list[Any]:
     return found
 
 
+async def test_info_reports_the_command_formats(v2: RespCluster, r: aioredis.Redis) -> None:
+    info = await r.info("raft")
+    assert (info["raft_command_format"], info["raft_command_format_max"]) == (2, 2)
+
+
 async def test_expire_changes_the_ttl_alone(v2: RespCluster, r: aioredis.Redis) -> None:
     leader = await v2.cluster.leader()
     await r.set("k", "value", ex=100)

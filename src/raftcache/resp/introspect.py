@@ -67,7 +67,12 @@ class Info(Call):
             "keyspace": {"db0": f"keys={cache.get('keys', 0)},expires=0,avg_ttl=0"}
             if cache.get("keys")
             else {},
-            "raft": _raft_fields(status, raft),
+            "raft": {
+                **_raft_fields(status, raft),
+                # The cluster's command format and this node's ceiling (cache/formats.py).
+                "raft_command_format": server.service.machine.command_format,
+                "raft_command_format_max": getattr(server.service.machine, "max_format", 1),
+            },
         }
         lines: list[str] = []
         for section in self.sections:
