@@ -45,7 +45,8 @@ from raftcache.raft.messages import (
 )
 from raftcache.raft.node_stats import NodeStats
 from raftcache.raft.ready import Outbound, Ready
-from raftcache.storage.base import DiskFullError, SnapshotMeta, Storage
+from raftcache.raft.snapshot_transfer import Incoming, SnapshotTransfer
+from raftcache.storage.base import DiskFullError, SnapshotData, SnapshotMeta, Storage
 
 log = logging.getLogger("raftcache.raft")
 
@@ -135,6 +136,12 @@ class RaftNode:
         self._applied = 0
         self._last_config: Configuration | None = None
         self.stats = NodeStats()
+        # Streamed snapshots: chunks are written to disk as they arrive (one transfer at a
+        # time, under the receive lock); a finished one waits in _pending_install for the
+        # ready loop, which installs it between two Readies.
+        self._snapshots = SnapshotTransfer(storage, state_machine, self._storage_lock, self.config)
+        self._receive_lock = asyncio.Lock()
+        self._pending_install: tuple[Incoming, asyncio.Future[bool]] | None = None
 
     # ------------------------------------------------------------------ properties (SPEC §3)
     @property
@@ -205,12 +212,7 @@ class RaftNode:
             self._clock = asyncio.get_running_loop().time
         self.storage.bind(self.node_id, self._cluster_id)
         recovered = self.storage.load()
-        snapshot = self.storage.load_snapshot()
-        data: bytes | None = None
-        if snapshot is not None:
-            data = snapshot[1]
-            self.state_machine.restore(data)
-        self._applied = snapshot[0].last_index if snapshot is not None else 0
+        data, self._applied = self._restore_stored_snapshot()
         self._core = RaftCore(
             self.node_id, self.config, recovered, self._bootstrap, self._rng, data
         )
@@ -238,6 +240,7 @@ class RaftNode:
         self._rpc_tasks.clear()
         self._fail_all(NodeStoppedError("node stopped"))
         await self.network.stop()
+        self._close_snapshots()
         self.storage.close()
 
     def _fail_all(self, exc: BaseException) -> None:
@@ -278,6 +281,8 @@ class RaftNode:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
+                if self._pending_install is not None:
+                    await self._install_received(core, *self._pending_install)
                 while core.has_ready():
                     # Waiters registered so far are covered by this Ready; keep them reachable
                     # in self._flush_waiters until the sync succeeded (fail-stop fails them).
@@ -520,7 +525,11 @@ class RaftNode:
     async def handle_install_snapshot(self, req: InstallSnapshotRequest) -> InstallSnapshotResponse:
         core = self._check_running()
         self.stats.rpc_received("InstallSnapshot")
-        resp = core.handle_install_snapshot(req)
+        if self._snapshots.streaming:
+            async with self._receive_lock:  # one chunk at a time: offsets stay contiguous
+                resp = await self._receive_chunk(core, req)
+        else:  # a storage without streaming: the core assembles the chunks in memory
+            resp = core.handle_install_snapshot(req)
         self._wake.set()
         await self._flush()
         return resp
@@ -719,6 +728,8 @@ class RaftNode:
             term = core.log.term_at(index)
             assert term is not None
             meta = SnapshotMeta(index, term, core.config_for_snapshot(index))
+            if self._snapshots.streaming:
+                return await self._take_streamed_snapshot(core, meta)
             prepare = getattr(self.state_machine, "prepare_snapshot", None)
             if prepare is not None:
                 data = await asyncio.to_thread(prepare())
@@ -738,6 +749,119 @@ class RaftNode:
             return index
         finally:
             self._snapshotting = False
+
+    async def _take_streamed_snapshot(self, core: RaftCore, meta: SnapshotMeta) -> int:
+        """Encode the state machine straight into the storage's snapshot file; the core then
+        sends from that file, so no copy of the snapshot stays in memory."""
+
+        def wanted() -> bool:
+            return self._running and meta.last_index > core.log.snapshot_index
+
+        view = await self._snapshots.save_local(meta, wanted)
+        if view is not None:
+            core.snapshot_taken(meta, view)  # ignored if a newer snapshot came meanwhile
+            self._snapshots.keep_only(core.snapshot_data)
+            self._wake.set()
+        return core.log.snapshot_index
+
+    def _restore_stored_snapshot(self) -> tuple[SnapshotData | None, int]:
+        """Restore the state machine from the stored snapshot (at start); return what the core
+        sends from — a view reading the file chunk by chunk when the storage streams — and
+        the snapshot's index."""
+        if not self._snapshots.streaming:
+            snapshot = self.storage.load_snapshot()
+            if snapshot is None:
+                return None, 0
+            self.state_machine.restore(snapshot[1])
+            return snapshot[1], snapshot[0].last_index
+        view = self._snapshots.open_stored()
+        if view is None:
+            return None, 0
+        try:
+            self._snapshots.restore(view)
+        except BaseException:
+            self._snapshots.close()
+            raise
+        return view, view.meta.last_index
+
+    async def _receive_chunk(
+        self, core: RaftCore, req: InstallSnapshotRequest
+    ) -> InstallSnapshotResponse:
+        """Write one chunk to disk; after the last one, have the ready loop install it."""
+        if not self._running or not core.accept_snapshot_sender(req):
+            return InstallSnapshotResponse(core.term, False, 0)
+        if req.last_included_index <= core.commit_index:
+            # We hold everything it covers: acknowledge without storing anything (the leader
+            # moves on once it sees the last chunk acknowledged).
+            receiving = self._snapshots.receiving
+            if receiving is not None and receiving.last_index <= core.commit_index:
+                self._snapshots.abort_incoming()
+            return InstallSnapshotResponse(core.term, True, req.offset + len(req.data))
+        got = await self._snapshots.receive(req, core.configuration)
+        if got.complete is not None and not await self._install_in_loop(got.complete):
+            # Covered meanwhile by entries from a newer leader: acknowledged all the same.
+            log.info("%s: snapshot %d no longer needed", self.node_id, req.last_included_index)
+        return InstallSnapshotResponse(core.term, got.success, got.next_offset)
+
+    async def _install_in_loop(self, incoming: Incoming) -> bool:
+        """Hand a fully received snapshot to the ready loop and wait until it is installed
+        (True) or found covered by the log already (False)."""
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending_install = (incoming, fut)
+        self._wake.set()
+        failed: asyncio.Future[Any] = asyncio.ensure_future(self._failed_event.wait())
+        try:
+            await asyncio.wait([fut, failed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
+        if not fut.done():
+            if self._pending_install is not None and self._pending_install[1] is fut:
+                self._pending_install = None
+            incoming.writer.abort()
+            raise NodeStoppedError(f"node {self.node_id} stopped before the snapshot installed")
+        return fut.result()
+
+    async def _install_received(
+        self, core: RaftCore, incoming: Incoming, fut: asyncio.Future[bool]
+    ) -> None:
+        """Between two Readies (nothing handed out is pending): install the snapshot on disk,
+        then — only then — let the core and the state machine adopt it. A full disk leaves the
+        old snapshot, the log and the core untouched; any other failure stops the node."""
+        self._pending_install = None
+        meta = incoming.meta
+        try:
+            if meta.last_index <= core.commit_index:
+                incoming.writer.abort()
+                installed = False
+            else:
+                view = await self._snapshots.commit(incoming)
+                # Durable from here. The core keeps entries that arrived during the commit.
+                core.snapshot_installed(meta, view)
+                self._snapshots.keep_only(core.snapshot_data)
+                self._snapshots.restore(view)
+                self._applied = meta.last_index
+                self._resolve_overtaken(meta.last_index)
+                installed = True
+        except DiskFullError as exc:
+            log.error("disk full on %s: snapshot %d not installed", self.node_id, meta.last_index)
+            if not fut.done():
+                fut.set_exception(exc)
+            return
+        except BaseException as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+            raise
+        if not fut.done():
+            fut.set_result(installed)
+
+    def _close_snapshots(self) -> None:
+        """Stopping: abort a transfer under way and close the files the core sent from."""
+        pending, self._pending_install = self._pending_install, None
+        if pending is not None:
+            pending[0].writer.abort()
+            if not pending[1].done():
+                pending[1].set_exception(NodeStoppedError(f"node {self.node_id} stopped"))
+        self._snapshots.close()
 
     # ------------------------------------------------------------------ introspection
     def status(self) -> dict[str, Any]:

@@ -250,6 +250,7 @@ class MemorySnapshotWriter:
     def write(self, chunk: bytes) -> None:
         if self._done:
             raise StorageError("snapshot writer is already committed or aborted")
+        # Appending to a list is atomic: an abort from another thread cannot tear it.
         self._chunks.append(bytes(chunk))
         self._size += len(chunk)
 
