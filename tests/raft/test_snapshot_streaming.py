@@ -34,7 +34,8 @@ async def test_chunks_go_to_disk_and_nothing_shows_before_the_last(
     machine = DigestMachine(streaming=streaming_restore)
     node = await start_follower(storage, machine)
     try:
-        assert node.last_applied == 3 and machine.restores == 1
+        assert node.last_applied == 3
+        assert machine.restores == 1
         reqs = list(requests(7, 6, SIZE, index=50))
         for req in reqs[:-1]:
             resp = await node.handle_install_snapshot(req)
@@ -44,16 +45,19 @@ async def test_chunks_go_to_disk_and_nothing_shows_before_the_last(
             assert stored_meta(tmp_path).last_index == 3  # type: ignore[union-attr]
             assert node.core.log.snapshot_index == 3
             assert node.core.log.last_index() == 6
-            assert node.last_applied == 3 and machine.restores == 1
+            assert node.last_applied == 3
+            assert machine.restores == 1
             assert len(temp_files(tmp_path)) == 1
         resp = await node.handle_install_snapshot(reqs[-1])
         assert (resp.success, resp.next_offset) == (True, 6 * SIZE)
         meta = stored_meta(tmp_path)
-        assert meta is not None and (meta.last_index, meta.last_term) == (50, 1)
+        assert meta is not None
+        assert (meta.last_index, meta.last_term) == (50, 1)
         assert meta.configuration == CONF
         assert temp_files(tmp_path) == []
         assert node.core.log.snapshot_index == 50
-        assert node.core.commit_index == 50 and node.last_applied == 50
+        assert node.core.commit_index == 50
+        assert node.last_applied == 50
         assert node.core.log.last_index() == 50  # the old log (4..6) conflicts: dropped
         assert (machine.digest, machine.size) == (digest(7, 6, SIZE), 6 * SIZE)
         assert machine.restores == 2
@@ -62,10 +66,12 @@ async def test_chunks_go_to_disk_and_nothing_shows_before_the_last(
     # A restart reads back exactly the installed snapshot, and an empty log after it.
     again = FileStorage(tmp_path)
     recovered = again.load()
-    assert recovered.snapshot is not None and recovered.snapshot.last_index == 50
+    assert recovered.snapshot is not None
+    assert recovered.snapshot.last_index == 50
     assert recovered.entries == []
     reader = again.open_snapshot_reader()
-    assert reader is not None and reader.size == 6 * SIZE
+    assert reader is not None
+    assert reader.size == 6 * SIZE
     assert reader.read_at(SIZE, SIZE) == chunk(7, 1, SIZE)
     reader.close()
     again.close()
@@ -155,7 +161,9 @@ async def test_a_snapshot_the_log_already_covers_is_acknowledged_without_storing
         assert resp.next_offset == 3 * SIZE
         assert temp_files(tmp_path) == []
         meta = stored_meta(tmp_path)
-        assert meta is not None and meta.last_index == 10
-        assert node.core.log.snapshot_index == 10 and machine.restores == 1
+        assert meta is not None
+        assert meta.last_index == 10
+        assert node.core.log.snapshot_index == 10
+        assert machine.restores == 1
     finally:
         await node.stop()
