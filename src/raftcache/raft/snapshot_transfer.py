@@ -156,12 +156,15 @@ class SnapshotTransfer:
     ) -> SnapshotView | None:
         """Snapshot the state machine (captured now, on the event loop) into the storage;
         None if ``still_wanted()`` turned False meanwhile (nothing is installed then)."""
-        encode = self._encoder()
+        encode, threaded = self._encoder()
         writer = await self._io(self._storage.snapshot_writer, meta)
         try:
             # Outside the storage lock: the writer touches only its temp file (and is safe
             # against an abort from another thread), so the ready loop keeps persisting.
-            await asyncio.to_thread(encode, writer.write)
+            if threaded:
+                await asyncio.to_thread(encode, writer.write)
+            else:
+                encode(writer.write)
             if not still_wanted():
                 return None
             view = await self._io(self._commit_and_open, writer, meta)
@@ -170,18 +173,21 @@ class SnapshotTransfer:
         self._views.append(view)
         return view
 
-    def _encoder(self) -> Callable[[Callable[[bytes], object]], object]:
-        """A function that writes the state captured now, meant for a worker thread."""
+    def _encoder(self) -> tuple[Callable[[Callable[[bytes], object]], object], bool]:
+        """A function that writes the state captured now, and whether to run it in a worker
+        thread: always for a machine that prepares its snapshot for one (SPEC: a large state
+        must not block the event loop), else only when persisting in threads (simulations on
+        virtual time stay single-threaded, hence replayable)."""
         stream = getattr(self._sm, "prepare_snapshot_stream", None)
         if stream is not None:
             encode: Callable[[Callable[[bytes], object]], object] = stream()
-            return encode
+            return encode, True
         prepare = getattr(self._sm, "prepare_snapshot", None)
         if prepare is not None:
             make: Callable[[], bytes] = prepare()
-            return lambda write: write(make())
+            return (lambda write: write(make())), True
         data: bytes = self._sm.snapshot()
-        return lambda write: write(data)
+        return (lambda write: write(data)), self._config.persist_in_thread
 
     # ------------------------------------------------------------------ restoring, views
     def restore(self, view: SnapshotView) -> None:
