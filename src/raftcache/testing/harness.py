@@ -82,7 +82,9 @@ class ProcessCluster:
             for n in node_ids
         }
         self.mesh = ProxyMesh({n: s.port for n, s in self.specs.items()}, host=HOST, rng=rng)
-        self._extra = list(extra_args)
+        # ``stop`` takes every node down at once: a leader's handover to a peer that is
+        # stopping too would only wait out its timeout (seconds per cluster).
+        self._extra = ["--no-transfer-on-shutdown", *extra_args]
         self._python = python
         self.clock = clock
         self._overrides = address_overrides
