@@ -566,7 +566,8 @@ class RaftCore:
             req = AppendEntriesRequest(
                 self.term, self.id, prev, prev_term, entries, self.commit_index
             )
-            pr.commit_sent = max(pr.commit_sent, self.commit_index)
+            # What the follower can learn from it: the commit index, capped by what it matches.
+            pr.commit_sent = max(pr.commit_sent, min(self.commit_index, prev + len(entries)))
             pr.on_sent(prev + len(entries))
             self._msgs.append(Outbound(peer, req, self.round))
             if pr.state is not ProgressState.REPLICATE:
@@ -581,7 +582,7 @@ class RaftCore:
         req = AppendEntriesRequest(
             self.term, self.id, prev, prev_term, [], self.commit_index, timeout_now
         )
-        pr.commit_sent = max(pr.commit_sent, self.commit_index)
+        pr.commit_sent = max(pr.commit_sent, min(self.commit_index, prev))
         self._msgs.append(Outbound(peer, req, round_, heartbeat=True))
 
     def _send_snapshot_chunk(self, peer: str, pr: Progress) -> None:

@@ -46,8 +46,9 @@ class Progress:
         self.last_active = 0
         #: Highest broadcast round this follower acknowledged in our term (ReadIndex, lease).
         self.acked_round = 0
-        #: Highest commit index sent to this follower in our term: a commit-only update is due
-        #: only when the commit index it may learn (min(commit, match)) is beyond it.
+        #: Highest commit index this follower could learn from what we sent it in our term
+        #: (each message's commit index capped by the entries it matches up to): a commit-only
+        #: update is due only when min(commit, match) is beyond it.
         self.commit_sent = 0
         self.is_learner = is_learner
         #: SNAPSHOT state: which snapshot is being sent and the next byte offset.

@@ -297,19 +297,25 @@ class Chaos:
         net.auto_ready = True
         net.flush_all()
         marker = b"settle-marker"
-        proposed = False
+        proposed_to: tuple[str, int] | None = None
         for _ in range(20 * ELECTION_TICKS_MAX):
             net.tick_all()
             net.stabilize()
             self.check()
             leader = net.leader()
-            if leader is not None and not proposed:
+            # Propose again to a new leader that lacks the marker: one proposed to a leader
+            # deposed before it replicated (healing starts elections) is lost, as it may be.
+            if (
+                leader is not None
+                and proposed_to != (leader, net[leader].term)
+                and not any(e.command == marker for e in net[leader].log.entries)
+            ):
                 try:
                     net.propose(leader, marker)
-                    proposed = True
+                    proposed_to = (leader, net[leader].term)
                 except RefusedError:
                     pass
-            if proposed and leader is not None:
+            if proposed_to is not None and leader is not None:
                 members = net[leader].configuration.all_ids()
                 if all(marker in net.nodes[m].commands() for m in members):
                     return

@@ -112,3 +112,27 @@ def test_uncommitted_bytes_is_a_running_total_of_the_leaders_own_proposals() -> 
     # subtract twice), the last ones commit c and d.
     net.deliver_where(between("n1", "n3"))
     assert core.uncommitted_bytes == 0 == _rescanned(net, "n1", first)
+
+
+def test_a_heartbeat_that_overtakes_an_append_does_not_count_as_telling_the_commit() -> None:
+    """A heartbeat carries the commit index capped by the follower's match: if it leaves while
+    the append of the newest entry is still out, the follower learns the commit only from a
+    later message — which must then be sent, not skipped as already told."""
+    net = LockstepNetwork(3)
+    net.elect("n1")
+    net.stabilize()
+    index = net.propose("n1", b"x")
+    net.deliver_where(between("n1", "n2"))  # committed with n2; n3's append still out
+    assert net["n1"].commit_index == index
+    for _ in range(10):  # a heartbeat round leaves with n3's append in flight
+        net.tick("n1")
+        if any(_is_heartbeat_to(env.message, env.dst, "n3") for env in net.queue):
+            break
+    else:
+        raise AssertionError("no heartbeat within 10 ticks")
+    net.stabilize()  # no more ticks: only the messages already due
+    assert net["n3"].commit_index == index
+
+
+def _is_heartbeat_to(msg: object, dst: str, target: str) -> bool:
+    return dst == target and isinstance(msg, AppendEntriesRequest) and not msg.entries
