@@ -381,3 +381,26 @@ def test_status_mapping(status: int, body: bytes, permanent: bool, text: str) ->
     error = status_error("b", status, body)
     assert error.permanent is permanent
     assert text in str(error)
+
+
+async def test_a_slow_peer_does_not_hold_the_connections_another_peer_needs(
+    make_node: Factory,
+) -> None:
+    """The pool is bounded per peer: requests stuck at one follower (here: two, the bound)
+    leave the way free to the others (their heartbeats used to queue behind them)."""
+    a = await make_node("a", max_connections=2, timeout=60.0)
+    slow = RecordingHandlers("slow", delay=60.0)
+    b = await make_node("b", handlers=slow, shutdown_timeout=0.05)
+    c = await make_node("c")
+    connect(a, b, c)
+    stuck = [asyncio.ensure_future(a.send_request_vote("b", VOTE)) for _ in range(2)]
+    try:
+        async with asyncio.timeout(10):
+            while len(slow.calls) < 2:  # both reached b: they hold a's two connections to it
+                await asyncio.sleep(0.01)
+            assert await a.send_request_vote("c", VOTE) == RequestVoteResponse(4, True)
+        assert not any(t.done() for t in stuck)
+    finally:
+        for t in stuck:
+            t.cancel()
+        await asyncio.gather(*stuck, return_exceptions=True)

@@ -90,7 +90,9 @@ class HttpNetwork(NetworkInterface):
         ssl_cafile: CA that signs peer certificates (server and client side).
         require_client_cert: the server demands a client certificate (mutual TLS).
         client_max_size: largest accepted request body (as decoded), in bytes.
-        max_connections: size of the keep-alive connection pool.
+        max_connections: keep-alive connections per peer host (each AppendEntries in flight
+            holds one; a per-peer bound keeps a slow follower from queueing the heartbeats of
+            the others behind its pipelined requests, as one shared pool did).
         keepalive_timeout: seconds an idle pooled connection is kept.
         shutdown_timeout: seconds ``stop()`` lets running handlers finish before cancelling them.
         app: an aiohttp application to mount the routes on instead of listening (see module).
@@ -247,7 +249,8 @@ class HttpNetwork(NetworkInterface):
         if not self._mounted:
             await self._listen()
         connector = aiohttp.TCPConnector(
-            limit=self.max_connections,
+            limit=0,  # bounded per peer instead: the peers are few and known
+            limit_per_host=self.max_connections,
             keepalive_timeout=self.keepalive_timeout,
             ssl=self._client_ssl,
         )
