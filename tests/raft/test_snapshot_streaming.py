@@ -9,6 +9,8 @@ import pytest
 
 from raftcache.raft.messages import InstallSnapshotRequest
 from raftcache.storage.file import FileStorage
+from raftcache.storage.memory import MemoryStorage
+from tests.raft.sim import SimCluster
 from tests.raft.snapshot_stream_helpers import (
     CONF,
     DigestMachine,
@@ -21,6 +23,7 @@ from tests.raft.snapshot_stream_helpers import (
     stored_meta,
     temp_files,
 )
+from tests.raft.test_cluster_snapshots import SNAP
 
 SIZE = 4096
 
@@ -167,3 +170,48 @@ async def test_a_snapshot_the_log_already_covers_is_acknowledged_without_storing
         assert machine.restores == 1
     finally:
         await node.stop()
+
+
+class BaseOnlyStorage:
+    """A storage with only the base ``Storage`` protocol (no streaming): the node must fall
+    back to assembling chunks in memory and ``save_snapshot``."""
+
+    def __init__(self) -> None:
+        self._inner = MemoryStorage()
+        for name in (
+            "bind",
+            "load",
+            "set_hard_state",
+            "append",
+            "sync",
+            "save_snapshot",
+            "load_snapshot",
+            "close",
+            "crash",
+        ):
+            setattr(self, name, getattr(self._inner, name))
+
+
+@pytest.mark.looptime
+async def test_a_storage_without_streaming_still_installs_snapshots() -> None:
+    c = SimCluster(3, seed=41, config=SNAP)
+    for i in c.ids:
+        c.storages[i] = BaseOnlyStorage()  # type: ignore[assignment]
+    await c.start()
+    try:
+        leader = await c.wait_leader()
+        assert not leader._snapshots.streaming
+        lagging = next(i for i in c.ids if i != leader.node_id)
+        c.hub.fail_node(lagging)
+        for i in range(60):
+            await c.propose(f"s{i}".encode())
+        leader = await c.wait_leader()
+        assert leader.core.log.snapshot_index > 0
+        c.hub.recover_node(lagging)
+        await c.propose(b"last")
+        leader = await c.wait_leader()
+        await c.wait_applied(leader.commit_index, timeout=30)
+        assert c.nodes[lagging].core.log.snapshot_index > 0
+        assert c.machines[lagging].commands() == c.machines[leader.node_id].commands()
+    finally:
+        await c.stop()
