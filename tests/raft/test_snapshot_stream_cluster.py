@@ -19,6 +19,7 @@ from raftcache.raft.config import RaftConfig
 from raftcache.raft.core import Role
 from raftcache.raft.node import RaftNode
 from raftcache.storage.file import FileStorage
+from raftcache.storage.views import SnapshotView
 from tests.raft.snapshot_stream_helpers import stored_meta
 
 IDS = ["n1", "n2", "n3"]
@@ -82,7 +83,9 @@ async def test_far_behind_follower_catches_up_by_a_streamed_snapshot(tmp_path: P
         leader = await _leader(nodes, others)
         snap_index = leader.core.log.snapshot_index
         assert snap_index >= 120
-        assert len(leader.core.snapshot_data or b"") > 8 * CONFIG.snapshot_chunk_size
+        # The leader sends from its snapshot file, not from bytes held in memory.
+        assert isinstance(leader.core.snapshot_data, SnapshotView)
+        assert len(leader.core.snapshot_data) > 8 * CONFIG.snapshot_chunk_size
         hub.recover_node(lagging)
         await _write(nodes, IDS, encode_set("after", b"x", now=0.0))
         leader = await _leader(nodes, IDS)
@@ -97,6 +100,7 @@ async def test_far_behind_follower_catches_up_by_a_streamed_snapshot(tmp_path: P
         meta = stored_meta(tmp_path / lagging)
         assert meta is not None
         assert meta.last_index >= snap_index
+        assert isinstance(follower.core.snapshot_data, SnapshotView)
         # Same data: replicas in the same state produce byte-identical snapshots.
         assert machines[lagging].snapshot() == machines[leader.node_id].snapshot()
         assert machines[lagging].get("key-7", 0.0) is not None
