@@ -128,8 +128,11 @@ async def test_dashboard_shows_the_live_cluster(
     # ...and the throughput measured from successive commit indexes saw them (> 0 ops/s).
     throughput = await page.evaluate("window.raftcacheDashboard.state.throughput")
     assert any(v is not None and v > 0 for v in throughput), throughput
-    assert int(await page.get_attribute("#throughput-spark", "data-points") or "0") >= 2
-    assert int(await page.get_attribute("#latency-spark", "data-points") or "0") >= 2
+    # The sparklines draw from successive refreshes: wait for a second one (not a race).
+    for spark in ("#throughput-spark", "#latency-spark"):
+        await page.wait_for_function(
+            f"() => Number(document.querySelector('{spark}').dataset.points || '0') >= 2"
+        )
     for path in artifact_paths(tmp_path, "dashboard.png"):
         await page.screenshot(path=str(path), full_page=True)
 
