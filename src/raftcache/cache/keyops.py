@@ -199,12 +199,25 @@ def set_expiry(store: EntryStore, op: SetOp, now: float) -> float:
     return expires_at_of(now, op.ttl)
 
 
-def apply_incr(store: EntryStore, index: int, key: str, by: int, now: float) -> int:
-    """INCR of a checked counter (its errors were found by the caller): the new value. The
-    key keeps its expiry."""
+def incr(
+    store: EntryStore, index: int, key: str, by: int, now: float, op_index: int | None = None
+) -> int | CommandError:
+    """INCR: add ``by`` to the counter at ``key`` (missing = 0) and write it, keeping the
+    key's expiry; the new value, or the error (nothing written)."""
     record = store.live(key, now)
-    value = counter_value(key, None if record is None else record[HEADER_SIZE:], by)
-    assert not isinstance(value, CommandError), value
+    value = counter_value(key, None if record is None else record[HEADER_SIZE:], by, op_index)
+    if isinstance(value, CommandError):
+        return value
+    encoded = b"%d" % value
+    if not store.fits(key, len(encoded)):
+        return too_large(key, len(encoded), op_index)
     expires_at = NEVER if record is None else record_header(record)[1]
-    store.put(key, b"%d" % value, index, expires_at, now)
+    store.put(key, encoded, index, expires_at, now)
+    return value
+
+
+def apply_incr(store: EntryStore, index: int, key: str, by: int, now: float) -> int:
+    """INCR of a checked counter (its errors were found by the caller): the new value."""
+    value = incr(store, index, key, by, now)
+    assert not isinstance(value, CommandError), value
     return value

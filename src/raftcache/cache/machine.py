@@ -65,12 +65,11 @@ from raftcache.cache.formats import (
 )
 from raftcache.cache.keyops import (
     apply_batch,
-    apply_incr,
     apply_ttl,
     check_batch,
     condition_holds,
-    counter_value,
     expires_at_of,
+    incr,
     precondition_failed,
     too_large,
 )
@@ -250,17 +249,10 @@ class CacheStateMachine:
         return store.remove(cmd.key, now)
 
     def _incr(self, index: int, cmd: IncrCommand) -> Result:
-        store, now = self._store, cmd.now
-        record = store.live(cmd.key, now)
-        value = counter_value(
-            cmd.key, None if record is None else record_item(record).value, cmd.by
-        )
+        value = incr(self._store, index, cmd.key, cmd.by, cmd.now)
         if isinstance(value, CommandError):
             return value
-        if not store.fits(cmd.key, len(b"%d" % value)):
-            return too_large(cmd.key, len(b"%d" % value))
-        apply_incr(store, index, cmd.key, cmd.by, now)
-        store.settle(now)
+        self._store.settle(cmd.now)
         return IncrResult(value, index)
 
     def _batch(self, index: int, cmd: BatchCommand) -> Result:
