@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from raftcache.cache.checks import INT64_MAX, INT64_MIN
-from raftcache.cache.commands import BatchCommand, DeleteOp, GetOp, SetOp
+from raftcache.cache.commands import BatchCommand, DeleteOp, GetOp, SetCommand, SetOp
 from raftcache.cache.commands_v2 import IncrOp, TtlOp
 from raftcache.cache.entries import HEADER_SIZE, NEVER, record_header
 from raftcache.cache.results import BatchItem, CommandError, ErrorCode
@@ -191,8 +191,9 @@ def apply_batch(store: EntryStore, index: int, cmd: BatchCommand) -> tuple[Batch
     return tuple(results)
 
 
-def set_expiry(store: EntryStore, op: SetOp, now: float) -> float:
-    """The expiry a set writes: its ``ttl``'s, or with ``keep_ttl`` the live key's."""
+def set_expiry(store: EntryStore, op: SetOp | SetCommand, now: float) -> float:
+    """The expiry a set (SET or a batch's set) writes: its ``ttl``'s, or with ``keep_ttl``
+    the live key's."""
     if op.keep_ttl:
         record = store.live(op.key, now)
         return NEVER if record is None else record_header(record)[1]

@@ -55,7 +55,7 @@ from raftcache.cache.commands import (
     required_format,
 )
 from raftcache.cache.commands_v2 import FlushCommand, FormatCommand, TtlCommand
-from raftcache.cache.entries import NEVER, Item, record_expires_at, record_item
+from raftcache.cache.entries import Item, record_item
 from raftcache.cache.errors import InvalidCommand
 from raftcache.cache.formats import (
     BASE_FORMAT,
@@ -68,9 +68,9 @@ from raftcache.cache.keyops import (
     apply_ttl,
     check_batch,
     condition_holds,
-    expires_at_of,
     incr,
     precondition_failed,
+    set_expiry,
     too_large,
 )
 from raftcache.cache.restore import RestoreStaging, Staged, restamp
@@ -232,11 +232,7 @@ class CacheStateMachine:
             current = store.version(cmd.key, now)
             if not condition_holds(current, cmd.if_version, cmd.if_absent):
                 return precondition_failed(current)
-        expires_at = expires_at_of(now, cmd.ttl)
-        if cmd.keep_ttl:
-            kept = store.live(cmd.key, now)
-            expires_at = NEVER if kept is None else record_expires_at(kept)
-        store.put(cmd.key, cmd.value, index, expires_at, now)
+        store.put(cmd.key, cmd.value, index, set_expiry(store, cmd, now), now)
         store.settle(now)
         return index
 
