@@ -43,8 +43,6 @@ from raftcache.client.watch_sse import SseMessage, SseParser
 if TYPE_CHECKING:
     from raftcache.client.transport import Transport
 
-_CHUNK = 64 * 1024
-
 
 @dataclass(frozen=True, slots=True)
 class WatchEvent:
