@@ -133,10 +133,8 @@ def encode_batch(ops: Sequence[BatchOp]) -> tuple[list[dict[str, Any]], list[str
             if isinstance(by, bool) or not isinstance(by, int):
                 raise BadRequestError(f"batch incr of {key!r} needs an int by, got {by!r}")
             out["by"] = by
-        elif kind == "ttl":
-            out["ttl"] = item.get("ttl")  # None: remove the expiry (unless "at" is given)
-            if item.get("at") is not None:
-                del out["ttl"]
+        elif kind == "ttl" and item.get("at") is None:
+            out["ttl"] = item.get("ttl")  # None: remove the expiry ("at" passes as an option)
         # Conditions and options pass through as given; the server validates them (400).
         for name in _OPTIONS[kind]:
             if item.get(name) is not None:
