@@ -86,6 +86,7 @@ __all__ = [
     "TtlCommand",
     "TtlOp",
     "decode",
+    "decode_entry",
     "encode",
     "encode_batch",
     "encode_decr",
@@ -272,6 +273,12 @@ def decode(data: bytes, max_format: int = COMMAND_FORMAT) -> Command:
     format above ``max_format`` or with an op it does not know, written by a newer release —
     and ``InvalidCommand`` for one that is malformed (which no correct leader proposes).
     """
+    return decode_entry(data, max_format)[0]
+
+
+def decode_entry(data: bytes, max_format: int = COMMAND_FORMAT) -> tuple[Command, int]:
+    """``decode``, with the command format the entry needs (checked to be the one it
+    declares, so the machine does not work it out again for every entry)."""
     try:
         wire = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
@@ -290,9 +297,10 @@ def decode(data: bytes, max_format: int = COMMAND_FORMAT) -> Command:
         cmd = _from_wire(wire)
     except (KeyError, TypeError) as exc:
         raise InvalidCommand(f"malformed command: {exc!r}") from None
-    if required_format(cmd) != declared:
-        raise InvalidCommand(f"command declares format {declared}, needs {required_format(cmd)}")
-    return cmd
+    needed = required_format(cmd)
+    if needed != declared:
+        raise InvalidCommand(f"command declares format {declared}, needs {needed}")
+    return cmd, needed
 
 
 def _session_from_wire(wire: Mapping[str, Any]) -> Session | None:

@@ -45,14 +45,12 @@ from typing import Any
 
 from raftcache.cache.commands import (
     BatchCommand,
-    Command,
     DeleteCommand,
     ExpireCommand,
     IncrCommand,
     SetCommand,
     TouchCommand,
-    decode,
-    required_format,
+    decode_entry,
 )
 from raftcache.cache.commands_v2 import FlushCommand, FormatCommand, TtlCommand
 from raftcache.cache.entries import Item, record_item
@@ -197,10 +195,9 @@ class CacheStateMachine:
     def _apply_command(self, index: int, command: bytes) -> Result:
         try:
             # UnsupportedCommandFormat propagates: the driver fails stop (never skip an entry).
-            cmd: Command = decode(command, self.max_format)
+            cmd, needed = decode_entry(command, self.max_format)
         except InvalidCommand as exc:
             return CommandError(ErrorCode.INVALID_COMMAND, str(exc))
-        needed = required_format(cmd)
         if needed > self._command_format and not isinstance(cmd, FormatCommand):
             # Only a leader that skipped its check proposes this; refused alike everywhere.
             return CommandError(
