@@ -21,17 +21,19 @@ from typing import Any, Protocol
 from raftcache.cache.background import Housekeeping
 from raftcache.cache.backup_service import Backups
 from raftcache.cache.commands import (
+    BatchCommand,
     BatchOp,
     DeleteOp,
     GetOp,
     Session,
     SetOp,
-    encode_batch,
+    encode,
     encode_delete,
     encode_flush,
     encode_incr,
     encode_set,
     encode_ttl,
+    required_format,
 )
 from raftcache.cache.commands_v2 import IncrOp, TtlOp
 from raftcache.cache.entries import Item
@@ -280,9 +282,10 @@ class CacheService:
         None``, set → version, delete → bool. All or nothing: if one op's condition fails,
         ``PreconditionFailed`` (with ``op_index``) and nothing changed."""
         parsed = tuple(map(batch_op, ops))
-        command = encode_batch(parsed, now=self._clock(), session=_session(session))
-        needed = 2 if any(isinstance(op, IncrOp | TtlOp) or _keeps_ttl(op) for op in parsed) else 1
-        results: tuple[BatchItem, ...] = await self._propose(command, needed)
+        command = BatchCommand(self._clock(), parsed, _session(session))
+        results: tuple[BatchItem, ...] = await self._propose(
+            encode(command), required_format(command)
+        )
         gets = [
             (op.key, result)
             for op, result in zip(parsed, results, strict=True)
@@ -328,10 +331,6 @@ def _session(session: Any) -> Session | None:
     if session is None or isinstance(session, Session):
         return session
     return Session(getattr(session, "client_id", None), getattr(session, "seq", None))  # type: ignore[arg-type]
-
-
-def _keeps_ttl(op: BatchOp) -> bool:
-    return isinstance(op, SetOp) and op.keep_ttl
 
 
 _OP_FIELDS = (
