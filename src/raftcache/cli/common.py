@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import ssl
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
@@ -61,13 +62,25 @@ def endpoints_of(args: argparse.Namespace, env: Mapping[str, str] | None = None)
     return parse_endpoints(raw)
 
 
+def token_of(args: argparse.Namespace) -> str | None:
+    """The client token from ``--token``, else the environment."""
+    return args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+
+
+def ssl_context_of(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The TLS context the ``--tls-*`` options ask for; None keeps the default verification."""
+    tls = (args.tls_ca, args.tls_cert, args.tls_key)
+    return tls_context(*tls) if any(tls) else None
+
+
 def make_client(args: argparse.Namespace, **options: Any) -> AsyncClient:
     """An ``AsyncClient`` configured from the connection options."""
-    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
-    tls = (args.tls_ca, args.tls_cert, args.tls_key)
-    if any(tls):
-        options["ssl_context"] = tls_context(*tls)
-    return AsyncClient(endpoints_of(args), timeout=args.timeout, client_token=token, **options)
+    ssl_context = ssl_context_of(args)
+    if ssl_context is not None:
+        options["ssl_context"] = ssl_context
+    return AsyncClient(
+        endpoints_of(args), timeout=args.timeout, client_token=token_of(args), **options
+    )
 
 
 def exit_code_for(error: RaftcacheError) -> int:

@@ -44,12 +44,13 @@ from raftcache.cli.common import (
     EXIT_OK,
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
-    TOKEN_ENV,
     add_client_options,
     endpoints_of,
     fail,
+    ssl_context_of,
+    token_of,
 )
-from raftcache.client.endpoints import parse_endpoints, tls_context
+from raftcache.client.endpoints import parse_endpoints
 
 EXIT_BAD_FILE = 1
 #: Default deadline of one save or restore: a large cache takes a while to move.
@@ -171,11 +172,9 @@ def _info_json(info: BackupInfo) -> dict[str, Any]:
 
 
 def _session(args: argparse.Namespace) -> aiohttp.ClientSession:
-    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    token = token_of(args)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    tls = (args.tls_ca, args.tls_cert, args.tls_key)
-    ssl_context = tls_context(*tls) if any(tls) else None
-    connector = aiohttp.TCPConnector(ssl=ssl_context or True)
+    connector = aiohttp.TCPConnector(ssl=ssl_context_of(args) or True)
     timeout = aiohttp.ClientTimeout(total=args.timeout)
     return aiohttp.ClientSession(headers=headers, connector=connector, timeout=timeout)
 
