@@ -125,12 +125,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    try:
-        info, keys = verify_file(args.file)
-    except (BackupFormatError, SnapshotFormatError) as exc:
-        return fail("snapshot inspect", f"{args.file}: {exc}", EXIT_BAD_FILE)
-    except OSError as exc:
-        return fail("snapshot inspect", str(exc), EXIT_USAGE)
+    return _run("snapshot inspect", args, lambda: inspect_file(args))
+
+
+def inspect_file(args: argparse.Namespace) -> int:
+    """Verify FILE and print its header and number of keys."""
+    info, keys = verify_file(args.file)
     print(orjson.dumps({**_info_json(info), "keys": keys, "verified": True}).decode())
     return EXIT_OK
 
