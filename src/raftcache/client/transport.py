@@ -157,6 +157,16 @@ class Transport:
     def now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
+    async def back_off(self, waits: int, deadline: float) -> bool:
+        """Sleep the retry policy's ``waits``-th back-off, with this client's jitter and sleep;
+        False, without sleeping, when it would end at or past ``deadline`` (on ``now()``'s
+        clock). For retry loops outside ``request`` (a watch reconnecting)."""
+        delay = self.retry.backoff(waits, self._rng)
+        if self.now() + delay >= deadline:
+            return False
+        await self._sleep(delay)
+        return True
+
     def _http(self) -> aiohttp.ClientSession:
         if self._closed:
             raise RuntimeError("client is closed")

@@ -18,9 +18,7 @@ carrying the cluster's current version — re-read what you cache, then watch fr
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import random
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -135,7 +133,6 @@ class AsyncWatch:
         #: Connections opened so far (the first one included).
         self.connections = 0
         self._closed = False
-        self._rng = random.Random()  # back-off jitter only
 
     def __aiter__(self) -> AsyncIterator[WatchEvent]:
         return self
@@ -206,8 +203,7 @@ class AsyncWatch:
         """Open a stream from ``version`` on some endpoint (see the module docstring)."""
         transport = self._transport
         endpoints = transport.endpoints
-        clock = transport.now
-        give_up_at = clock() + self.give_up_after
+        give_up_at = transport.now() + self.give_up_after
         waits = 0
         while True:
             compacted: list[WatchCompactedError] = []
@@ -225,10 +221,8 @@ class AsyncWatch:
             if compacted:
                 raise max(compacted, key=lambda e: e.current_version)
             assert last_error is not None
-            delay = transport.retry.backoff(waits, self._rng)
-            if clock() + delay >= give_up_at:
+            if not await transport.back_off(waits, give_up_at):
                 raise last_error
-            await asyncio.sleep(delay)
             waits += 1
 
     async def _open(self, url: str) -> bool:
