@@ -17,6 +17,7 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
+from raftcache.cache.commands_v2 import TTL_CONDITIONS
 from raftcache.server.errors import bad_request, too_large
 
 MAX_KEY_BYTES = 1024
@@ -238,7 +239,6 @@ _OP_FIELDS: dict[str, frozenset[str]] = {
     "incr": frozenset({"op", "key", "by"}),
     "ttl": frozenset({"op", "key", "ttl", "at", "condition", "if_version"}),
 }
-TTL_CONDITIONS = ("nx", "xx", "gt", "lt")
 
 
 def _json_int(value: object, what: str, low: int, high: int) -> int:
