@@ -58,6 +58,12 @@ class BackupInfo:
         return {
             "format": BACKUP_FORMAT,
             "snapshot_format": self.snapshot_format,
+            **self.provenance(),
+        }
+
+    def provenance(self) -> dict[str, Any]:
+        """Where and when the backup was taken, as the API and the CLI show it."""
+        return {
             "index": self.index,
             "term": self.term,
             "node": self.node,

@@ -14,14 +14,11 @@ once, which this body is charged to like any other).
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from raftcache.cache.backup import (
     TRAILER_SIZE,
     BackupFormatError,
-    BackupInfo,
     backup_head,
     encode_backup,
 )
@@ -42,17 +39,6 @@ def _backups(request: web.Request) -> Backups:
     if not isinstance(backups, Backups):
         raise ApiError(501, "this node's cache service does not support backups")
     return backups
-
-
-def info_json(info: BackupInfo) -> dict[str, Any]:
-    """The backup's provenance, as the answers show it."""
-    return {
-        "index": info.index,
-        "term": info.term,
-        "node": info.node,
-        "created_at": info.created_at,
-        "snapshot_bytes": info.snapshot_bytes,
-    }
 
 
 async def get_backup(request: web.Request) -> web.StreamResponse:
@@ -95,7 +81,7 @@ async def post_restore(request: web.Request) -> web.Response:
             "too_large": result.too_large,
             "evicted": result.evicted,
             "version": result.version,
-            "backup": info_json(info),
+            "backup": info.provenance(),
         }
     )
 
