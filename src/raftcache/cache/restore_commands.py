@@ -20,27 +20,17 @@ once every node says it can apply them — an older node never meets one.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from raftcache.cache.checks import INT64_MAX, check_int, check_now
 from raftcache.cache.errors import InvalidCommand
 
 #: The largest chunk the machine accepts; the leader proposes smaller ones (see backup_service).
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
 MAX_RESTORE_BYTES = 1 << 40
 RESTORE_OPS = frozenset({"restore.begin", "restore.chunk", "restore.commit", "restore.abort"})
-
-
-def _check_now(now: object) -> None:
-    if not isinstance(now, int | float) or isinstance(now, bool) or not math.isfinite(now):
-        raise InvalidCommand("now must be a finite number")
-
-
-def _check_count(value: object, what: str, high: int) -> None:
-    if type(value) is not int or not 0 <= value <= high:
-        raise InvalidCommand(f"{what} must be an integer in [0, {high}]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,16 +44,16 @@ class RestoreBegin:
     backup_term: int = 0
 
     def __post_init__(self) -> None:
-        _check_now(self.now)
-        _check_count(self.size, "size", MAX_RESTORE_BYTES)
+        check_now(self.now)
+        check_int(self.size, "size", 0, MAX_RESTORE_BYTES)
         if not isinstance(self.sha256, str) or len(self.sha256) != 64:
             raise InvalidCommand("sha256 must be 64 hex digits")
         try:
             bytes.fromhex(self.sha256)
         except ValueError:
             raise InvalidCommand("sha256 must be 64 hex digits") from None
-        _check_count(self.backup_index, "backup_index", 2**63 - 1)
-        _check_count(self.backup_term, "backup_term", 2**63 - 1)
+        check_int(self.backup_index, "backup_index", 0, INT64_MAX)
+        check_int(self.backup_term, "backup_term", 0, INT64_MAX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +66,9 @@ class RestoreChunk:
     data: bytes
 
     def __post_init__(self) -> None:
-        _check_now(self.now)
-        _check_count(self.restore_id, "restore id", 2**63 - 1)
-        _check_count(self.seq, "seq", 2**63 - 1)
+        check_now(self.now)
+        check_int(self.restore_id, "restore id", 0, INT64_MAX)
+        check_int(self.seq, "seq", 0, INT64_MAX)
         if not isinstance(self.data, bytes) or len(self.data) > MAX_CHUNK_BYTES:
             raise InvalidCommand(f"chunk data must be at most {MAX_CHUNK_BYTES} bytes")
 
@@ -91,8 +81,8 @@ class RestoreCommit:
     restore_id: int
 
     def __post_init__(self) -> None:
-        _check_now(self.now)
-        _check_count(self.restore_id, "restore id", 2**63 - 1)
+        check_now(self.now)
+        check_int(self.restore_id, "restore id", 0, INT64_MAX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +93,8 @@ class RestoreAbort:
     restore_id: int
 
     def __post_init__(self) -> None:
-        _check_now(self.now)
-        _check_count(self.restore_id, "restore id", 2**63 - 1)
+        check_now(self.now)
+        check_int(self.restore_id, "restore id", 0, INT64_MAX)
 
 
 RestoreCommand: TypeAlias = RestoreBegin | RestoreChunk | RestoreCommit | RestoreAbort
