@@ -147,9 +147,6 @@ class RestoreStaging:
     def to_wire(self) -> list[Any] | None:
         return None if self.staged is None else self.staged.to_wire()
 
-    def load_wire(self, wire: list[Any] | None) -> None:
-        self.staged = None if wire is None else Staged.from_wire(wire)
-
 
 def restamp(
     records: dict[str, bytes], version: int, now: float, fits: Callable[[str, int], bool]
