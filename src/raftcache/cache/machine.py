@@ -358,12 +358,12 @@ class CacheStateMachine:
         }
         if self._command_format > BASE_FORMAT:  # absent = 1: older snapshots stay as they were
             counters["command_format"] = self._command_format
-        # A staged restore's chunks are immutable bytes: a shallow copy of the list suffices.
-        staged = self._restore.to_wire()
-        if staged is not None:
-            staged[-1] = list(staged[-1])
         return SnapshotState(
-            self._last_index, counters, self._sessions.to_wire(), store.records(), staged
+            self._last_index,
+            counters,
+            self._sessions.to_wire(),
+            store.records(),
+            self._restore.to_wire(),
         )
 
     def prepare_snapshot(self) -> Callable[[], bytes]:

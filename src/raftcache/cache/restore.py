@@ -61,7 +61,9 @@ class Staged:
             self.backup_term,
             self.last_active,
             self.next_seq,
-            self.chunks,
+            # A copy of the list (its bytes are immutable): a snapshot captures it on the loop
+            # and encodes it later, while more chunks may be appended.
+            list(self.chunks),
         ]
 
     @classmethod
