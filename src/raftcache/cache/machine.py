@@ -160,7 +160,7 @@ class CacheStateMachine:
             TtlCommand: self._ttl,
             FlushCommand: self._flush,
             FormatCommand: self._format,
-            RestoreBegin: self._restore_begin,
+            RestoreBegin: self._restore.begin,
             RestoreChunk: lambda _, cmd: self._restore.chunk(cmd),
             RestoreCommit: self._restore_commit,
             RestoreAbort: lambda _, cmd: self._restore.abort(cmd),
@@ -278,9 +278,6 @@ class CacheStateMachine:
     def _touch(self, index: int, cmd: TouchCommand) -> Result:
         store, now = self._store, cmd.now
         return sum(store.touch(key, now) for key in cmd.keys)
-
-    def _restore_begin(self, index: int, cmd: RestoreBegin) -> Result:
-        return self._restore.begin(index, cmd)
 
     def _restore_commit(self, index: int, cmd: RestoreCommit) -> Result:
         """Swap the staged backup in (see ``raftcache.cache.restore``): all or nothing."""
