@@ -37,33 +37,31 @@ class AnswerGate:
     def __init__(self) -> None:
         #: The core's ``hard_state_version`` of the last Ready that is on stable storage.
         self.durable_version = 0
+        #: The driver is writing a Ready that carries a snapshot (no answer leaves meanwhile).
+        self.snapshot_busy = False
         self._waiters: list[_Waiter] = []
 
-    def _state(
-        self, core: RaftCore, index: int, version: int, term: int, snapshot_busy: bool
-    ) -> bool | None:
+    def _state(self, core: RaftCore, index: int, version: int, term: int) -> bool | None:
         """True: answerable; False: invalidated (the term moved on); None: not yet."""
         if core.term != term:
             return False
-        if snapshot_busy or core.snapshot_pending():
+        if self.snapshot_busy or core.snapshot_pending():
             return None
         if self.durable_version >= version and core.log.stable_index >= index:
             return True
         return None
 
-    def check_or_wait(
-        self, core: RaftCore, index: int, term: int, *, snapshot_busy: bool
-    ) -> bool | asyncio.Future[bool]:
+    def check_or_wait(self, core: RaftCore, index: int, term: int) -> bool | asyncio.Future[bool]:
         """At once (True/False) when decided, else a future the ready loop resolves."""
         version = core.hard_state_version
-        state = self._state(core, index, version, term, snapshot_busy)
+        state = self._state(core, index, version, term)
         if state is not None:
             return state
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters.append(_Waiter(index, version, term, future))
         return future
 
-    def release(self, core: RaftCore, *, snapshot_busy: bool) -> None:
+    def release(self, core: RaftCore) -> None:
         """Resolve every waiter whose claims are durable now (or that was invalidated)."""
         if not self._waiters:
             return
@@ -71,7 +69,7 @@ class AnswerGate:
         for w in self._waiters:
             if w.future.done():
                 continue
-            state = self._state(core, w.index, w.version, w.term, snapshot_busy)
+            state = self._state(core, w.index, w.version, w.term)
             if state is None:
                 keep.append(w)
             else:

@@ -124,7 +124,6 @@ class RaftNode:
         self._changed = asyncio.Event()
         self._snapshotting = False
         self._persisting = False
-        self._snapshot_persisting = False
         #: AppendEntries answers waiting for what they vouch for to be durable.
         self._gate = AnswerGate()
         self._storage_lock = asyncio.Lock()
@@ -298,7 +297,7 @@ class RaftNode:
                         self._send_all(rd)
                     if rd.needs_persist():
                         self._persisting = True
-                        self._snapshot_persisting = rd.snapshot is not None
+                        self._gate.snapshot_busy = rd.snapshot is not None
                         try:
                             async with self._storage_lock:
                                 if self._persist_in_thread(rd):
@@ -311,7 +310,7 @@ class RaftNode:
                             break
                         finally:
                             self._persisting = False
-                            self._snapshot_persisting = False
+                            self._gate.snapshot_busy = False
                     if rd.snapshot is not None:
                         self.state_machine.restore(rd.snapshot[1])
                         self._applied = rd.snapshot[0].last_index
@@ -319,7 +318,7 @@ class RaftNode:
                     core.advance(rd)
                     # Everything this Ready handed out is durable now (or was already).
                     self._gate.durable_version = max(self._gate.durable_version, hs_version)
-                    self._gate.release(core, snapshot_busy=False)
+                    self._gate.release(core)
                     del self._flush_waiters[: len(waiters)]
                     for w in waiters:
                         if not w.done():
@@ -506,9 +505,7 @@ class RaftNode:
         """``resp`` once what it vouches for is durable — not behind unrelated writes: a
         heartbeat or an already-written entry is acknowledged at once (see ``AnswerGate``)."""
         index = resp.match_index if resp.success else 0
-        got = self._gate.check_or_wait(
-            core, index, resp.term, snapshot_busy=self._snapshot_persisting
-        )
+        got = self._gate.check_or_wait(core, index, resp.term)
         if got if isinstance(got, bool) else await got:
             return resp
         # The term moved on first: the entries may be truncated by then. Claim nothing.
