@@ -128,8 +128,8 @@ class NodeProcess:
 
     def command(self) -> list[str]:
         """The ``python -m raftcache serve ...`` command line."""
-        peers = ",".join(f"{node}={url}" for node, url in sorted(self.peers.items()))
-        routes = ",".join(f"{node}={url}" for node, url in sorted(self.overrides.items()))
+        peers = _pairs(self.peers)
+        routes = _pairs(self.overrides)
         override = ["--peer-address-override", routes] if routes else []
         return [
             self._python,
@@ -229,6 +229,11 @@ class NodeProcess:
         if self.signal(signal.SIGTERM) and not await self.wait_exit(grace_s):
             await self.kill()
         return self._proc.poll()
+
+
+def _pairs(urls: Mapping[str, str]) -> str:
+    """``id=url,...`` as ``--peers`` and ``--peer-address-override`` take it (sorted by id)."""
+    return ",".join(f"{node}={url}" for node, url in sorted(urls.items()))
 
 
 def log_tail(path: Path, lines: int = 20, max_bytes: int = 16384) -> str:
