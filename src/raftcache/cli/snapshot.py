@@ -131,7 +131,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def inspect_file(args: argparse.Namespace) -> int:
     """Verify FILE and print its header and number of keys."""
     info, keys = verify_file(args.file)
-    print(orjson.dumps({**_info_json(info), "keys": keys, "verified": True}).decode())
+    print(orjson.dumps({**info.provenance(), "keys": keys, "verified": True}).decode())
     return EXIT_OK
 
 
@@ -156,16 +156,6 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _info_json(info: BackupInfo) -> dict[str, Any]:
-    return {
-        "index": info.index,
-        "term": info.term,
-        "node": info.node,
-        "created_at": info.created_at,
-        "snapshot_bytes": info.snapshot_bytes,
-    }
 
 
 # --- talking to the cluster -----------------------------------------------------------------
@@ -234,7 +224,7 @@ def save(args: argparse.Namespace) -> int:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    summary = {**_info_json(info), "keys": keys, "file": str(target), "sha256": digest}
+    summary = {**info.provenance(), "keys": keys, "file": str(target), "sha256": digest}
     print(orjson.dumps(summary).decode())
     return EXIT_OK
 
