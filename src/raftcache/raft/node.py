@@ -734,11 +734,7 @@ class RaftNode:
                 data = self.state_machine.snapshot()
             if not self._running or meta.last_index <= core.log.snapshot_index:
                 return core.log.snapshot_index
-            async with self._storage_lock:
-                if self.config.persist_in_thread:
-                    await asyncio.to_thread(self.storage.save_snapshot, meta, data)
-                else:
-                    self.storage.save_snapshot(meta, data)
+            await self._snapshots.storage_io(self.storage.save_snapshot, meta, data)
             if meta.last_index <= core.log.snapshot_index:
                 return core.log.snapshot_index
             core.snapshot_taken(meta, data)

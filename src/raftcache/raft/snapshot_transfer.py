@@ -73,7 +73,9 @@ class SnapshotTransfer:
         self._views: list[SnapshotView] = []
 
     # ------------------------------------------------------------------ storage access
-    async def _io(self, fn: Callable[..., T], *args: Any) -> T:
+    async def storage_io(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one storage call under the storage lock (in a worker thread when persisting
+        in threads); the node's non-streaming snapshot path uses it too."""
         async with self._lock:
             if self._config.persist_in_thread:
                 return await asyncio.to_thread(fn, *args)
@@ -102,7 +104,7 @@ class SnapshotTransfer:
         """Install a received snapshot durably (under the storage lock) and open it for
         reading; on any error the writer is aborted and the old snapshot stays."""
         try:
-            view = await self._io(self._commit_and_open, incoming.writer, incoming.meta)
+            view = await self.storage_io(self._commit_and_open, incoming.writer, incoming.meta)
         except BaseException:
             incoming.writer.abort()
             raise
@@ -122,7 +124,7 @@ class SnapshotTransfer:
         if req.offset == 0:
             conf = Configuration.decode(req.configuration) if req.configuration else current
             meta = SnapshotMeta(req.last_included_index, req.last_included_term, conf)
-            writer = await self._io(self._storage.snapshot_writer, meta)
+            writer = await self.storage_io(self._storage.snapshot_writer, meta)
             inc = self._incoming = Incoming(key, meta, writer)
         elif inc is None or inc.key != key:
             return ChunkResult(False, 0)  # we hold no part of this one: start over
@@ -130,7 +132,7 @@ class SnapshotTransfer:
         if req.offset != expected:
             return ChunkResult(False, expected)  # a duplicate or a gap: resend from here
         try:
-            await self._io(inc.writer.write, req.data)
+            await self.storage_io(inc.writer.write, req.data)
         except BaseException:
             if self._incoming is inc:
                 self.abort_incoming()
@@ -157,7 +159,7 @@ class SnapshotTransfer:
         """Snapshot the state machine (captured now, on the event loop) into the storage;
         None if ``still_wanted()`` turned False meanwhile (nothing is installed then)."""
         encode, threaded = self._encoder()
-        writer = await self._io(self._storage.snapshot_writer, meta)
+        writer = await self.storage_io(self._storage.snapshot_writer, meta)
         try:
             # Outside the storage lock: the writer touches only its temp file (and is safe
             # against an abort from another thread), so the ready loop keeps persisting.
@@ -167,7 +169,7 @@ class SnapshotTransfer:
                 encode(writer.write)
             if not still_wanted():
                 return None
-            view = await self._io(self._commit_and_open, writer, meta)
+            view = await self.storage_io(self._commit_and_open, writer, meta)
         finally:
             writer.abort()  # a no-op once committed
         self._views.append(view)
