@@ -2,7 +2,8 @@
 
 Rule: a node started with ``ClockControl.env(node)`` reads every clock — wall time and the
 monotonic clock its event loop and Raft timers run on — shifted by the offset written in its
-own control file, re-read at most once a second. Writing ``+5`` makes that node's time jump 5 s
+own control file, re-read at most once a second (or on every clock read with
+``cache=False``, for tests that must know the instant a jump lands). Writing ``+5`` makes that node's time jump 5 s
 ahead; writing ``-5`` (or going back from ``+5`` to ``+0``) makes even its *monotonic* clock
 jump backwards, which real clocks never do but VM migrations and buggy hypervisors come close
 to: timers stall, and a leader's lease outlives the real time it was granted for.
@@ -51,11 +52,14 @@ class ClockControl:
     Args:
         library: The libfaketime shared object to preload.
         directory: Where the control files live (``<node>.faketime``).
+        cache: Re-read a control file at most once a second (True) or on every clock read
+            (False: a jump lands at once, at the price of a file read per clock read).
     """
 
-    def __init__(self, library: str, directory: Path) -> None:
+    def __init__(self, library: str, directory: Path, *, cache: bool = True) -> None:
         self.library = library
         self.directory = directory
+        self.cache = cache
         self.offsets: dict[str, float] = {}
 
     def _file(self, node: str) -> Path:
@@ -64,13 +68,14 @@ class ClockControl:
     def env(self, node: str) -> dict[str, str]:
         """Environment entries that put ``node`` under this control (offset 0 to start)."""
         self.set_offset(node, 0.0)
-        return {
-            "LD_PRELOAD": self.library,
-            "FAKETIME_TIMESTAMP_FILE": str(self._file(node)),
+        env = {"LD_PRELOAD": self.library, "FAKETIME_TIMESTAMP_FILE": str(self._file(node))}
+        if self.cache:
             # Re-read the file at most once a second: a jump lands within a second, and the
             # node does not pay a file read on each of its many clock reads.
-            "FAKETIME_CACHE_DURATION": "1",
-        }
+            env["FAKETIME_CACHE_DURATION"] = "1"
+        else:
+            env["FAKETIME_NO_CACHE"] = "1"
+        return env
 
     def set_offset(self, node: str, seconds: float) -> None:
         """Shift ``node``'s clocks to real time + ``seconds`` (a jump, either way)."""
