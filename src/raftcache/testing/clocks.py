@@ -2,9 +2,9 @@
 
 Rule: a node started with ``ClockControl.env(node)`` reads every clock — wall time and the
 monotonic clock its event loop and Raft timers run on — shifted by the offset written in its
-own control file, re-read at most once a second (or on every clock read with
-``cache=False``, for tests that must know the instant a jump lands). Writing ``+5`` makes that node's time jump 5 s
-ahead; writing ``-5`` (or going back from ``+5`` to ``+0``) makes even its *monotonic* clock
+own control file, re-read at most once a second (or on every clock read with ``cache=False``,
+for tests that must know the instant a jump lands). Writing ``+5`` makes that node's time jump
+5 s ahead; writing ``-5`` (or going back from ``+5`` to ``+0``) makes even its *monotonic* clock
 jump backwards, which real clocks never do but VM migrations and buggy hypervisors come close
 to: timers stall, and a leader's lease outlives the real time it was granted for.
 
