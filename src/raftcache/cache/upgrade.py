@@ -15,6 +15,10 @@ last node is upgraded; ``ensure`` does it at once for a request that needs a new
 
 Without a probe (an embedded cluster whose nodes all run this build) the members are taken to
 support what this node supports.
+
+``admit`` guards the other way in: a node being added must apply the format the cluster already
+runs, or it would stop at the first entry it cannot apply (``raftcache.cache.formats``: fail-stop)
+— so ``POST /v1/members`` answers 409 before the membership change instead.
 """
 
 from __future__ import annotations
@@ -145,6 +149,24 @@ class FormatGate:
             if isinstance(result, CommandError):
                 raise result.to_exception()
             log.info("cluster command format raised to %s (members: %s)", needed, formats)
+
+    def admit(self, node_id: str, reported: int | None) -> None:
+        """Refuse to add ``node_id`` when it ``reported`` a command format below the cluster's.
+
+        ``reported`` None (the node did not answer yet: it may be started after it is added)
+        admits it: should it be too old, it stops at the first entry it cannot apply, saying
+        so, and nothing is lost — the check only turns that late, loud failure into an early
+        409.
+        """
+        cluster = self._machine.command_format
+        if reported is not None and reported < cluster:
+            raise FormatNotEnabled(
+                cluster,
+                cluster,
+                {node_id: reported},
+                reason=f"{node_id} applies command formats up to {reported} and the cluster "
+                f"runs format {cluster}: upgrade {node_id} before adding it",
+            )
 
     async def run(self) -> None:
         """Background: on the leader, try to raise the format to this node's ceiling."""

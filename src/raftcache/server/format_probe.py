@@ -58,6 +58,10 @@ class HttpFormatProbe:
         url = self.url_of(node_id)
         if url is None:
             return None
+        return await self.at(url)
+
+    async def at(self, url: str) -> int | None:
+        """The newest command format the node serving at ``url`` applies (None: unknown)."""
         connector = aiohttp.TCPConnector(ssl=self._ssl or True)
         async with aiohttp.ClientSession(connector=connector, timeout=self._timeout) as session:
             try:
@@ -68,7 +72,7 @@ class HttpFormatProbe:
                         return None
                     status = await resp.json(content_type=None)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                log.debug("format probe of %s at %s failed: %r", node_id, url, exc)
+                log.debug("format probe of %s failed: %r", url, exc)
                 return None
         found = status.get("command_format", BASE_FORMAT) if isinstance(status, dict) else None
         return found if type(found) is int and found >= BASE_FORMAT else None

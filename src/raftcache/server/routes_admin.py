@@ -14,9 +14,11 @@ from typing import Any
 
 from aiohttp import web
 
+from raftcache.cache.upgrade import FormatGate
 from raftcache.server.bodies import read_body
 from raftcache.server.context import context_of
 from raftcache.server.errors import json_error
+from raftcache.server.format_probe import HttpFormatProbe
 from raftcache.server.metrics import CONTENT_TYPE
 from raftcache.server.openapi import openapi_document
 from raftcache.server.ports import NodePort
@@ -99,12 +101,20 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 
 async def add_member(request: web.Request) -> web.Response:
-    """``POST /v1/members`` ``{"id", "url"}``: returns once the node is a voter."""
+    """``POST /v1/members`` ``{"id", "url"}``: returns once the node is a voter.
+
+    A node that answers with a command format below the cluster's is refused (409) before the
+    change is proposed (``FormatGate.admit``)."""
     obj = parse_json_object(await read_body(request, SMALL_BODY_BYTES))
     check_fields(obj, frozenset({"id", "url"}), "members body")
     node_id = parse_node_id(obj.get("id"))
     url = parse_node_url(obj.get("url"))
-    node = context_of(request).node
+    context = context_of(request)
+    node = context.node
+    if node_id not in node.members:  # re-adding a voter is a no-op: no probe needed
+        formats = getattr(context.service, "formats", None)  # not part of ServicePort
+        if isinstance(formats, FormatGate) and isinstance(formats.probe, HttpFormatProbe):
+            formats.admit(node_id, await formats.probe.at(url))  # FormatNotEnabled: 409
     await node.add_member(node_id, url)
     return json_response({"added": node_id, "members": sorted(node.members)})
 
