@@ -1,0 +1,215 @@
+"""NodeBase: the fields of a ``RaftNode`` and the read-only views SPEC §3 names.
+
+Rule: every field of the driver is created here, in ``__init__``; the mixins (ready loop, RPCs,
+client API, snapshots) use them and add none. A method one part calls in another is declared
+here and implemented by exactly one mixin, so each module type-checks alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from raftcache.network.interface import NetworkInterface
+from raftcache.raft.config import RaftConfig
+from raftcache.raft.configuration import Configuration
+from raftcache.raft.core import RaftCore, Role
+from raftcache.raft.durable import AnswerGate
+from raftcache.raft.errors import NodeStoppedError
+from raftcache.raft.messages import (
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
+)
+from raftcache.raft.node_stats import NodeStats
+from raftcache.raft.ready import Outbound
+from raftcache.raft.snapshot_transfer import Incoming, SnapshotTransfer
+from raftcache.storage.base import Storage
+
+
+class StateMachine(Protocol):
+    """What Raft replicates into. Only proposed commands reach it, in log order, once each."""
+
+    def apply(self, command: bytes) -> Any: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+
+class _Proposal:
+    __slots__ = ("future", "term")
+
+    def __init__(self, term: int, future: asyncio.Future[Any]) -> None:
+        self.term = term
+        self.future = future
+
+
+class NodeBase:
+    """The state of one Raft member's driver (see ``RaftNode``)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        peers: Iterable[str],
+        network: NetworkInterface,
+        storage: Storage,
+        state_machine: StateMachine,
+        config: RaftConfig | None = None,
+        *,
+        cluster_id: str | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] | None = None,
+        peer_addresses: dict[str, str] | None = None,
+        address_overrides: dict[str, str] | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.network = network
+        self.storage = storage
+        self.state_machine = state_machine
+        self.config = config or RaftConfig()
+        self.config.validate()
+        peer_list = list(peers)
+        addresses = peer_addresses or {}
+        # The bootstrap configuration names voters only: addresses given at start are this
+        # node's own view (its --peers, maybe through proxies) and must not travel to others in
+        # snapshots; addresses added by add_member are replicated in CONFIG entries instead.
+        self._bootstrap = Configuration.of(peer_list)
+        self._peer_addresses = dict(addresses)
+        # Node-local routes that win over the replicated addresses (NAT, multi-homed hosts,
+        # a proxy per pair of nodes): the configuration holds one URL per member for everyone.
+        self._address_overrides = dict(address_overrides or {})
+        self._cluster_id = cluster_id
+        self._rng = rng or random.Random()
+        # Default: the event loop's monotonic clock (virtual under looptime in simulations).
+        self._clock: Callable[[], float] = clock or time.monotonic
+        self._clock_given = clock is not None
+        self._apply_entry = getattr(state_machine, "apply_entry", None)
+        self._core: RaftCore | None = None
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._rpc_tasks: set[asyncio.Task[None]] = set()
+        self._flush_waiters: list[asyncio.Future[None]] = []
+        self._proposals: dict[int, _Proposal] = {}
+        self._reads: dict[int, asyncio.Future[int]] = {}
+        self._reads_waiting_apply: list[tuple[int, asyncio.Future[int]]] = []
+        self._next_read_id = 0
+        self._round_times: dict[int, float] = {}
+        self._lease_until = 0.0
+        self._log_grew = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._snapshotting = False
+        self._persisting = False
+        #: AppendEntries answers waiting for what they vouch for to be durable.
+        self._gate = AnswerGate()
+        self._storage_lock = asyncio.Lock()
+        self._running = False
+        self._failed: BaseException | None = None
+        self._failed_event = asyncio.Event()
+        self._disk_full = False
+        #: Index of the last entry the state machine has really applied.
+        self._applied = 0
+        self._last_config: Configuration | None = None
+        self.stats = NodeStats()
+        # Streamed snapshots: chunks are written to disk as they arrive (one transfer at a
+        # time, under the receive lock); a finished one waits in _pending_install for the
+        # ready loop, which installs it between two Readies.
+        self._snapshots = SnapshotTransfer(storage, state_machine, self._storage_lock, self.config)
+        self._receive_lock = asyncio.Lock()
+        self._pending_install: tuple[Incoming, asyncio.Future[bool]] | None = None
+
+    @property
+    def core(self) -> RaftCore:
+        if self._core is None:
+            raise NodeStoppedError("node not started")
+        return self._core
+
+    @property
+    def role(self) -> Role:
+        return self._core.role if self._core else Role.FOLLOWER
+
+    @property
+    def current_term(self) -> int:
+        return self._core.term if self._core else 0
+
+    @property
+    def leader_id(self) -> str | None:
+        return self._core.leader_id if self._core else None
+
+    @property
+    def commit_index(self) -> int:
+        return self._core.commit_index if self._core else 0
+
+    @property
+    def last_applied(self) -> int:
+        return self._applied
+
+    @property
+    def configuration(self) -> Configuration:
+        return self._core.configuration if self._core else self._bootstrap
+
+    @property
+    def members(self) -> list[str]:
+        return sorted(self.configuration.voters)
+
+    @property
+    def learners(self) -> list[str]:
+        return sorted(self.configuration.learners)
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the node stopped itself (fail-stop), or None."""
+        return self._failed
+
+    async def wait_failed(self) -> BaseException:
+        """Return once the node has stopped itself after a fatal error (e.g. a failed fsync);
+        a server awaits this to exit instead of answering 503 forever."""
+        await self._failed_event.wait()
+        assert self._failed is not None
+        return self._failed
+
+    def leader_address(self) -> str | None:
+        leader = self.leader_id
+        if leader is None:
+            return None
+        return (
+            self._address_overrides.get(leader)
+            or self.configuration.address_of(leader)
+            or self._peer_addresses.get(leader)
+        )
+
+    def _check_running(self) -> RaftCore:
+        if not self._running or self._core is None:
+            raise NodeStoppedError(f"node {self.node_id} is not running")
+        return self._core
+
+    # ------------------------------------------------------------------ implemented by mixins
+    def _fail_all(self, exc: BaseException) -> None:  # node
+        raise NotImplementedError
+
+    def _send(self, out: Outbound) -> None:  # node_rpc
+        raise NotImplementedError
+
+    async def _flush(self) -> None:  # node_rpc
+        raise NotImplementedError
+
+    def _resolve_overtaken(self, index: int) -> None:  # node_loop
+        raise NotImplementedError
+
+    def _maybe_auto_snapshot(self) -> None:  # node_snapshots
+        raise NotImplementedError
+
+    async def _install_received(
+        self, core: RaftCore, incoming: Incoming, fut: asyncio.Future[bool]
+    ) -> None:  # node_snapshots
+        raise NotImplementedError
+
+    async def _receive_chunk(
+        self, core: RaftCore, req: InstallSnapshotRequest
+    ) -> InstallSnapshotResponse:  # node_snapshots
+        raise NotImplementedError
+
+    async def _wait_changed(self, timeout: float) -> None:  # node_client
+        raise NotImplementedError
