@@ -149,6 +149,16 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "MiB",
             )
         )
+        if "rss_compacted_mb" in restart:
+            out.append(
+                _target(
+                    "RSS with the same keys, log compacted (after a snapshot)",
+                    max(restart["rss_compacted_mb"].values()),
+                    400.0,
+                    False,
+                    "MiB",
+                )
+            )
         worst = max(
             restart["restart_from_log"]["serving_s"], restart["restart_from_snapshot"]["serving_s"]
         )
@@ -269,6 +279,15 @@ def _restart_md(results: dict[str, Any]) -> list[str]:
         f"- Loaded in {r['load_s']:.1f} s ({r['load_keys_per_s']:,.0f} keys/s through "
         "`POST /v1/batch`, 1,000 sets per entry).",
         f"- RSS MiB, empty: {empty}; loaded: {rss} (leader {r['leader']}).",
+        *(
+            [
+                "- RSS MiB after `POST /v1/snapshot` on every node (log compacted): "
+                + ", ".join(f"{k} {v:.0f}" for k, v in r["rss_compacted_mb"].items())
+                + "."
+            ]
+            if "rss_compacted_mb" in r
+            else []
+        ),
         f"- Follower {r['restarted']} restarted from its log: listening after "
         f"{log['listening_s']:.2f} s, serving (stale read of the last key, applied ≥ commit "
         f"index) after {log['serving_s']:.2f} s; RSS {log['rss_mb']:.0f} MiB.",
