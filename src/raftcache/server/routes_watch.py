@@ -39,11 +39,12 @@ from aiohttp import web
 from raftcache.cache.entries import HEADER_SIZE, NEVER, record_header
 from raftcache.cache.watch import SET, Change, HistoryCompacted, WatchHistory
 from raftcache.server.admission import TICKET
-from raftcache.server.context import context_of
+from raftcache.server.context import CONTEXT, context_of
 from raftcache.server.drain import DRAIN
 from raftcache.server.errors import ApiError, bad_request, unavailable
 from raftcache.server.routes_keys import single_query
 from raftcache.server.validation import INT64_MAX, parse_prefix_or_after
+from raftcache.server.watch_metrics import WatchCollector
 
 log = logging.getLogger("raftcache.server.watch")
 
@@ -77,6 +78,12 @@ class WatchHub:
         self.settings = settings
         self.active = 0
         self.stopping = False
+        # Totals for /metrics (server.watch_metrics): plain ints, read at scrape time.
+        self.opened = 0
+        self.refused = 0
+        self.compacted = 0
+        self.events_sent = 0
+        self.slow_consumers = 0
         self._changed: asyncio.Future[None] | None = None
         self._subscribed: WatchHistory | None = None
 
@@ -177,21 +184,24 @@ async def watch(request: web.Request) -> web.StreamResponse:
     start = last_event_id if last_event_id is not None else from_version
     if start is None:
         start = history.last_index
+    hub = request.config_dict[WATCH]
     try:
         # Judge the start now: a 410 is an answer, not a stream.
         epoch = history.read(start, prefix, 0).epoch
     except HistoryCompacted as exc:
+        hub.compacted += 1
         raise compacted(exc) from None
-    hub = request.config_dict[WATCH]
     if hub.stopping:
         raise unavailable("node is stopping")
     if hub.active >= hub.settings.max_watchers:
+        hub.refused += 1
         raise unavailable(f"too many watches on this node (at most {hub.settings.max_watchers})")
     hub.attach(history)
     ticket = request.get(TICKET)
     if ticket is not None:
         ticket.release()  # a stream may last hours: it must not hold a request slot
     hub.active += 1
+    hub.opened += 1
     try:
         return await _stream(request, hub, history, prefix, start, epoch)
     finally:
@@ -229,12 +239,14 @@ async def _stream(
                 read = history.read(cursor, prefix, settings.batch_entries)
             except HistoryCompacted:
                 reason = "compacted"
+                hub.compacted += 1
                 break
             if read.epoch != epoch:
                 reason = "reset"  # a snapshot or restore replaced the state meanwhile
                 break
             if read.entries:
                 sent = await _send_entries(response, read.entries, settings)
+                hub.events_sent += len(read.entries)
                 last_write = clock()
             cursor = read.cursor
             if cursor < history.last_index:
@@ -251,6 +263,7 @@ async def _stream(
             sent, last_write = cursor, clock()
     except TimeoutError:
         log.debug("watch stream ended: the client stopped reading (version %d)", sent)
+        hub.slow_consumers += 1
         _abort(request)
         return response
     except ConnectionError as exc:  # the client went away mid-write
@@ -298,6 +311,15 @@ def add_watch_routes(app: web.Application, settings: WatchSettings | None = None
     """Register ``/v1/watch`` and end its streams when the node drains."""
     hub = WatchHub(settings or WatchSettings())
     app[WATCH] = hub
+    context = app.get(CONTEXT)
+    if context is not None:  # the node's /metrics reads the hub and the history at scrape time
+        machine = getattr(context.service, "machine", None)
+
+        def history() -> WatchHistory | None:
+            found = getattr(machine, "watch_history", None)
+            return found if isinstance(found, WatchHistory) else None
+
+        context.metrics.registry.register(WatchCollector(hub, history))
     app[DRAIN].on_drain.append(hub.stop)
     # No HEAD: a stream has no end for a HEAD to wait for (405 with Allow: GET).
     app.router.add_get("/v1/watch", watch, allow_head=False)
