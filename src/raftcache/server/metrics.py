@@ -151,16 +151,35 @@ class ServerMetrics:
         )
         self._state = NodeStateCollector(node, forwarded_total, admission_state)
         self.registry.register(self._state)
+        # Label children by (route, method[, code]): ``labels()`` validates and locks on every
+        # call; the label sets are bounded (route patterns × methods × codes), so caching the
+        # children is safe and saves that work on every request.
+        self._counted: dict[tuple[str, str, int], Any] = {}
+        self._timed: dict[tuple[str, str], Any] = {}
+
+    def _counter(self, route: str, method: str, status: int) -> Any:
+        key = (route, method, status)
+        child = self._counted.get(key)
+        if child is None:
+            child = self._counted[key] = self.requests.labels(route, method, str(status))
+        return child
+
+    def _histogram(self, route: str, method: str) -> Any:
+        key = (route, method)
+        child = self._timed.get(key)
+        if child is None:
+            child = self._timed[key] = self.latency.labels(route, method)
+        return child
 
     def count(self, route: str, method: str, status: int) -> None:
         """Count a request answered before any work (a refusal): no latency to record, and
         keeping it out of the histogram keeps that one about the requests served."""
-        self.requests.labels(route, method, str(status)).inc()
+        self._counter(route, method, status).inc()
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request and record its latency."""
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route, method).observe(seconds)
+        self._counter(route, method, status).inc()
+        self._histogram(route, method).observe(seconds)
 
     def render(self, cache_stats: Mapping[str, Any]) -> bytes:
         """The Prometheus text exposition, with ``cache_stats`` as the cache's current state."""

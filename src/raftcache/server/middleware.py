@@ -69,10 +69,11 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         elapsed = loop.time() - started
         route = route_label(request)
         context_of(request).metrics.observe(route, request.method, status, elapsed)
-        log.debug(
-            "request",
-            extra={"method": request.method, "route": route, "status": status, "s": elapsed},
-        )
+        if log.isEnabledFor(logging.DEBUG):  # the extra dict is built per request otherwise
+            log.debug(
+                "request",
+                extra={"method": request.method, "route": route, "status": status, "s": elapsed},
+            )
 
 
 @web.middleware
