@@ -53,6 +53,11 @@ def _sum(objs: Iterable[object]) -> int:
     return sum(occupied(o) for o in objs)
 
 
+def _entry_bytes(entry: object) -> int:
+    """An expiry index entry: a tuple also boxes its float (its key is the dict's own)."""
+    return occupied(entry) + (occupied(entry[0]) if isinstance(entry, tuple) else 0)
+
+
 def sorted_list_bytes(sl: Any) -> int:
     """A ``SortedList``: its sublists, their maxima and its positional index (not items)."""
     return (
@@ -95,6 +100,8 @@ def breakdown(machine: CacheStateMachine) -> dict[str, int]:
     """Bytes held by each structure of the machine (shared objects counted once)."""
     store: Any = machine._store  # a measuring tool looks inside
     records: dict[str, bytes] = store._records
+    # The ExpiryIndex's SortedList of bytes (older trees: a SortedList of (float, key) tuples).
+    expiry = getattr(store._by_expiry, "_entries", store._by_expiry)
     history: Any = machine.watch_history
     batches = history._entries[history._head :] if history else []
     return {
@@ -102,8 +109,7 @@ def breakdown(machine: CacheStateMachine) -> dict[str, int]:
         "records (header + value)": _sum(records.values()),
         "dict table": sys.getsizeof(records),
         "sorted key index": sorted_list_bytes(store._keys),
-        "expiry index (tuples, floats)": sorted_list_bytes(store._by_expiry)
-        + sum(occupied(t) + occupied(t[0]) for t in store._by_expiry),
+        "expiry index": sorted_list_bytes(expiry) + sum(map(_entry_bytes, expiry)),
         "watch history (changes)": sum(occupied(b) + _sum(b) for b in batches),
         "sessions": len(machine._sessions),  # count (none in this load)
     }

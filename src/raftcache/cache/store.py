@@ -3,7 +3,8 @@
 Rule: this is the one place that mutates entries, and it keeps four views consistent:
 ``_records`` (a plain dict whose insertion order IS the LRU order, oldest first: a write or a
 touch pops the key and re-inserts it), ``_keys`` (a SortedList, for prefix scans),
-``_by_expiry`` (a SortedList of ``(expires_at, key)`` for keys with a TTL) and ``bytes``.
+``_by_expiry`` (an ``ExpiryIndex``: keys with a TTL in ``(expires_at, key)`` order, one compact
+``bytes`` per key — ``raftcache.cache.expiry_index``) and ``bytes``.
 It is as deterministic as its callers: it reads no clock (every ``now`` is a parameter).
 
 Why a plain dict and not an ``OrderedDict``: it is ~40 MB smaller at 1 M keys, and ``copy()`` is
@@ -38,6 +39,7 @@ from raftcache.cache.entries import (
     record_header,
     record_value_size,
 )
+from raftcache.cache.expiry_index import ExpiryIndex
 
 _FRONT_BATCH = 256
 
@@ -65,7 +67,7 @@ class EntryStore:
         self.max_bytes = max_bytes
         self._records: dict[str, bytes] = {}
         self._keys = SortedList()
-        self._by_expiry = SortedList()
+        self._by_expiry = ExpiryIndex()
         self._front: dict[str, None] = {}
         self.bytes = 0
         self.bytes_peak = 0
@@ -112,12 +114,7 @@ class EntryStore:
 
     def expired_keys(self, now: float, limit: int) -> list[str]:
         """Up to ``limit`` keys expired at ``now``, earliest expiry first."""
-        found: list[str] = []
-        for expires_at, key in islice(self._by_expiry, limit):
-            if expires_at > now:
-                break
-            found.append(key)
-        return found
+        return self._by_expiry.expired(now, limit)
 
     def records(self) -> dict[str, bytes]:
         """A copy of key → record in LRU order (oldest first); records are immutable."""
@@ -137,10 +134,10 @@ class EntryStore:
             if old_expires_at <= now:
                 self.expirations += 1
             if old_expires_at != NEVER:
-                self._by_expiry.remove((old_expires_at, key))
+                self._by_expiry.remove(old_expires_at, key)
             self.bytes += len(value) - record_value_size(old)
         if expires_at != NEVER:
-            self._by_expiry.add((expires_at, key))
+            self._by_expiry.add(expires_at, key)
         self._records[key] = pack_record(value, version, expires_at)
 
     def remove(self, key: str, now: float) -> bool:
@@ -204,7 +201,7 @@ class EntryStore:
         """Replace the whole content with ``records`` (LRU order) and replicated counters."""
         self._records = records
         self._keys = SortedList(records)
-        self._by_expiry = SortedList(
+        self._by_expiry = ExpiryIndex(
             (expires_at, key)
             for key, record in records.items()
             if (expires_at := record_expires_at(record)) != NEVER
@@ -222,7 +219,7 @@ class EntryStore:
         self._keys.remove(key)
         expires_at = record_expires_at(record)
         if expires_at != NEVER:
-            self._by_expiry.remove((expires_at, key))
+            self._by_expiry.remove(expires_at, key)
         self._front.pop(key, None)
         self.bytes -= entry_size(key, record_value_size(record))
 
@@ -232,9 +229,8 @@ class EntryStore:
         )
 
     def _shed(self, now: float) -> None:
-        by_expiry = self._by_expiry
-        while by_expiry and by_expiry[0][0] <= now and self._over():
-            key = by_expiry[0][1]
+        first_expired = self._by_expiry.first_expired
+        while self._over() and (key := first_expired(now)) is not None:
             self._unlink(key, self._records.pop(key))
             self.expirations += 1
         while self._over():
