@@ -67,6 +67,10 @@ class ServeOptions:
     watch_heartbeat_s: float = 5.0
     max_watchers: int = 256
     max_command_format: int = COMMAND_FORMAT
+    #: The event loop (``auto``: uvloop when installed) and the HTTP front (``auto``: the lean
+    #: httptools front for the hot key routes when installed, aiohttp for the rest).
+    loop: str = "auto"
+    http_front: str = "auto"
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -239,6 +243,20 @@ OPTIONS: tuple[Option, ...] = (
         COMMAND_FORMAT,
         "newest command format this node applies (lower only to test a rolling upgrade)",
         "N",
+    ),
+    Option(
+        "loop",
+        _choice("auto", "asyncio", "uvloop"),
+        "auto",
+        "event loop; auto = uvloop when installed (the speed extra)",
+        "auto|asyncio|uvloop",
+    ),
+    Option(
+        "http_front",
+        _choice("auto", "lean", "aiohttp"),
+        "auto",
+        "HTTP front; auto = httptools for the hot key routes when installed, else aiohttp",
+        "auto|lean|aiohttp",
     ),
 )
 _BY_NAME = {opt.name: opt for opt in OPTIONS}

@@ -24,8 +24,9 @@ import random
 import signal
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -44,6 +45,7 @@ from raftcache.server.context import CONTEXT, ServerSettings
 from raftcache.server.drain import DRAIN
 from raftcache.server.exposure import warn_if_exposed
 from raftcache.server.handover import HANDOVER, Handover, hand_over, handover_middleware
+from raftcache.server.lean_front import LeanSite, lean_available
 from raftcache.server.logs import configure_logging
 from raftcache.server.routes_watch import WatchSettings
 from raftcache.server.validation import MAX_KEY_BYTES, Limits
@@ -75,6 +77,8 @@ class NodeServer:
         shutdown_timeout_s: bound on waiting for in-flight requests at shutdown.
         transfer_on_shutdown: a leader hands leadership over before it stops (see
             ``server.handover``; bounded by two election timeouts and ``shutdown_timeout_s``).
+        http_front: ``lean`` (``server.lean_front``: httptools answers the hot key routes),
+            ``aiohttp`` (aiohttp alone) or ``auto`` (lean when httptools is installed).
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class NodeServer:
         ssl_context: ssl.SSLContext | None = None,
         shutdown_timeout_s: float = 10.0,
         transfer_on_shutdown: bool = True,
+        http_front: str = "auto",
     ) -> None:
         self.node = node
         self.service = service
@@ -118,6 +123,8 @@ class NodeServer:
             auto_decompress=False,
         )
         self._started = False
+        self._lean = _lean_wanted(http_front)
+        self._lean_site: LeanSite | None = None
 
     @property
     def url(self) -> str:
@@ -130,7 +137,18 @@ class NodeServer:
         """Listen first (peers can reach us as soon as the node campaigns), then start the
         node and the service's leader-only background work."""
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl_context)
+        site: web.TCPSite
+        if self._lean:
+            site = self._lean_site = LeanSite(
+                self._runner,
+                self.host,
+                self.port,
+                ssl_context=self._ssl_context,
+                max_line_bytes=MAX_REQUEST_LINE_BYTES,
+                max_field_bytes=MAX_HEADER_BYTES,
+            )
+        else:
+            site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl_context)
         try:
             await site.start()
             self.port = self._runner.addresses[0][1]
@@ -160,12 +178,19 @@ class NodeServer:
             await site.stop()
         if not await self.app[DRAIN].wait_idle(self._shutdown_timeout_s):
             log.warning("requests still in progress at the shutdown timeout")
+        if self._lean_site is not None and self._lean_site.front is not None:
+            self._lean_site.front.close_connections()  # the runner closes aiohttp's below
         # Closes the now idle connections, runs on_cleanup.
         await self._runner.cleanup()
         with contextlib.suppress(Exception):
             await self.service.stop()
         await self.node.stop()  # stops the network and closes the storage
         log.info("node stopped", extra={"id": self.node.node_id})
+
+    @property
+    def http_front(self) -> str:
+        """``lean`` or ``aiohttp``: the front this node serves with."""
+        return "lean" if self._lean else "aiohttp"
 
     def _transfer_timeout_s(self) -> float:
         # The core gives a transfer one election timeout; a second one covers the target's
@@ -266,6 +291,7 @@ def build_node_server(
         ssl_context=_server_tls(options),
         shutdown_timeout_s=options.shutdown_timeout_s,
         transfer_on_shutdown=options.transfer_on_shutdown,
+        http_front=options.http_front,
     )
 
 
@@ -383,12 +409,36 @@ def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
     stop.set()
 
 
+def _lean_wanted(http_front: str) -> bool:
+    if http_front == "aiohttp":
+        return False
+    if http_front == "lean" and not lean_available():
+        raise RuntimeError("--http-front lean needs httptools: pip install 'raftcache[speed]'")
+    return lean_available()
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``raftcache serve`` runs on: uvloop for ``uvloop`` (an error when it is
+    not installed) and for ``auto`` when it is; asyncio's own otherwise (None)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            hint = "pip install 'raftcache[speed]'"
+            raise RuntimeError(f"--loop uvloop needs uvloop: {hint}") from None
+        return None
+    return cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
+
+
 def run_serve(options: ServeOptions) -> int:
     """Run ``raftcache serve`` to completion; returns the process exit code (0 on a clean
     shutdown, 1 when the node could not start or failed)."""
     configure_logging(options.log_format, options.log_level)
     try:
-        asyncio.run(serve_node(options))
+        with asyncio.Runner(loop_factory=loop_factory(options.loop)) as runner:
+            runner.run(serve_node(options))
     except (OSError, StorageError) as exc:
         # Expected operator errors (port in use, data directory locked or foreign): one line.
         log.error("cannot start node", extra={"id": options.id, "reason": str(exc)})

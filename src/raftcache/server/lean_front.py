@@ -1,0 +1,189 @@
+"""The lean front: one listener whose connections start on ``LeanProtocol`` (httptools) and move
+to aiohttp's own protocol at the first request that is not a hot key route.
+
+Rule: the front owns no behaviour of the API. It builds, once the application is frozen, the
+same middleware chain aiohttp runs (``app.middlewares`` around the route's handler) for each hot
+route, and dispatches lean requests through it — so auth, admission, drain, metrics, errors,
+forwarding and the hand-over hold for them exactly as for aiohttp's, and the handlers are the
+ones in ``routes_keys``. The listener is an ``aiohttp`` site (``LeanSite``) so the runner lists
+and stops it like any other; its owner closes the front's connections (``close_connections``)
+when it stops, as the runner's cleanup does for aiohttp's.
+
+httptools is optional (the ``speed`` extra): without it ``lean_available()`` is False and the
+node serves through aiohttp alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from typing import TYPE_CHECKING, Any, cast
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from raftcache.server.context import CONTEXT
+from raftcache.server.drain import DRAIN
+from raftcache.server.errors import json_error
+from raftcache.server.lean_request import LeanRequest
+from raftcache.server.routes_keys import delete_key, get_key, put_key
+
+if TYPE_CHECKING:
+    from raftcache.server.lean_protocol import Chain, LeanProtocol
+
+log = logging.getLogger("raftcache.server.lean")
+
+#: A GET or DELETE with a body larger than this goes to aiohttp (the handlers never read it).
+_SMALL_BODY = 64 * 1024
+
+
+def lean_available() -> bool:
+    """Whether httptools is installed (the ``speed`` extra)."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _chain(app: web.Application, handler: Any) -> Chain:
+    # aiohttp's order: the first middleware is the outermost.
+    for middleware in reversed(app.middlewares):
+        handler = functools.partial(middleware, handler=handler)
+    return cast("Chain", handler)
+
+
+class LeanFront:
+    """The per-listener state of the lean front; called, it makes a connection's protocol.
+
+    Args:
+        app: the node's application, frozen (``AppRunner.setup`` done).
+        server: the runner's aiohttp ``web.Server``, which makes aiohttp's protocols.
+        max_line_bytes: longest request line served here (longer: aiohttp judges it).
+        max_field_bytes: largest header line served here (larger: aiohttp judges it).
+    """
+
+    def __init__(
+        self,
+        app: web.Application,
+        server: web.Server,
+        *,
+        max_line_bytes: int,
+        max_field_bytes: int,
+    ) -> None:
+        self.app = app
+        self._server = server
+        self.max_line_bytes = max_line_bytes
+        self.max_field_bytes = max_field_bytes
+        self.drain = app[DRAIN]
+        self._max_value = app[CONTEXT].settings.limits.max_value_bytes
+        self.chains: dict[str, Chain] = {
+            "GET": _chain(app, get_key),
+            "PUT": _chain(app, put_key),
+            "DELETE": _chain(app, delete_key),
+        }
+        self.connections: set[LeanProtocol] = set()
+        #: Requests answered here, and connections handed to aiohttp (tests, debugging).
+        self.served = 0
+        self.handed_off = 0
+
+    def __call__(self) -> LeanProtocol:
+        from raftcache.server.lean_protocol import LeanProtocol
+
+        return LeanProtocol(self)
+
+    def body_limit(self, method: bytes) -> int:
+        """The largest declared body a hot request of ``method`` may have on this path."""
+        return self._max_value if method == b"PUT" else _SMALL_BODY
+
+    def aiohttp_protocol(self) -> RequestHandler:
+        """A fresh aiohttp protocol for a connection handed over."""
+        self.handed_off += 1
+        return self._server()
+
+    async def dispatch(self, request: LeanRequest) -> web.StreamResponse:
+        """Run ``request`` through its route's middleware chain and handler."""
+        self.served += 1
+        try:
+            return await self.chains[request.method](cast(web.Request, request))
+        except asyncio.CancelledError:
+            raise
+        except web.HTTPException as exc:
+            return json_error(exc.status, exc.reason.lower())
+        except Exception as exc:
+            # The error middleware inside the chain maps everything a handler raises: this is a
+            # bug in the outer middlewares. A JSON 500, as aiohttp's path gives, never a crash.
+            log.exception("unhandled error serving %s %s", request.method, request.raw_path)
+            return json_error(500, f"internal error: {type(exc).__name__}")
+
+    def close_connections(self) -> None:
+        """Close every connection still on the lean front (at shutdown, once the listener is
+        closed and the drain has waited for the requests in progress)."""
+        for connection in list(self.connections):
+            if not connection.close_if_idle():
+                connection.abort()
+
+
+#: Defaults of the limits above; ``raftcache serve`` passes its own (``serve.py``).
+DEFAULT_MAX_LINE_BYTES = 64 * 1024
+DEFAULT_MAX_FIELD_BYTES = 16 * 1024
+
+
+def _front_of(site: web.BaseSite, max_line_bytes: int, max_field_bytes: int) -> LeanFront:
+    runner = cast(web.AppRunner, site._runner)
+    server = runner.server
+    assert server is not None  # setup() ran
+    return LeanFront(
+        runner.app, server, max_line_bytes=max_line_bytes, max_field_bytes=max_field_bytes
+    )
+
+
+class LeanSite(web.TCPSite):
+    """A TCP (or TLS) site whose connections start on the lean front."""
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str | None,
+        port: int,
+        *,
+        ssl_context: Any = None,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
+    ) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context)
+        self._limits = (max_line_bytes, max_field_bytes)
+        self.front: LeanFront | None = None
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        self.front = _front_of(self, *self._limits)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.front,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
+        if self._server.sockets:
+            self._bound_port = self._server.sockets[0].getsockname()[1]
+        else:
+            self._bound_port = self._port
+
+
+class LeanSockSite(web.SockSite):
+    """The lean front on a socket already bound (embedding programs, aiohttp's test server)."""
+
+    front: LeanFront | None = None
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        self.front = _front_of(self, DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_FIELD_BYTES)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.front, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog
+        )

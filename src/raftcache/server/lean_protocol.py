@@ -1,0 +1,368 @@
+"""The lean front's connection: httptools parses, the hot key routes are answered here, anything
+else is handed — with the whole connection — to aiohttp.
+
+Rule: a connection starts on this protocol. Each request is parsed with httptools; at the end of
+its headers it is either *hot* (``GET``/``PUT``/``DELETE /v1/keys/{key}`` over HTTP/1.x, a
+declared body no larger than the route accepts, no ``Transfer-Encoding``, no ``Expect``, no
+upgrade) or not. A hot request is answered here, through the same middleware chain and handler
+aiohttp would run (``LeanFront.chains``), and pipelined requests are answered in order. The first
+request that is not hot — or the first malformed-for-us one (an oversize line or header block) —
+ends this protocol's part: once every earlier answer is written, the transport is re-pointed at
+a fresh aiohttp ``RequestHandler``, which is fed the bytes from that request's first byte on and
+serves the connection from then on exactly as it would have from the start.
+
+Finding that first byte: httptools reports where a message ends only through callbacks, not as
+an offset, so the protocol keeps the bytes since the last point where it knew a message began
+(``_buf``) and how many messages completed in them (``_done``); the boundary is recovered, only
+when needed, by parsing prefixes of ``_buf`` with a scratch parser (``message_boundary``). The
+buffer is cut back at every chunk that starts between messages, and whenever it grows past
+``_TRIM_BYTES``, so a long pipelined stream does not grow it.
+
+Bytes that are not HTTP at all get a 400 JSON error and the connection is closed: never a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import httptools
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from raftcache.server.lean_request import LeanRequest
+from raftcache.server.lean_wire import encode_response, error_bytes
+
+if TYPE_CHECKING:
+    from raftcache.server.lean_front import LeanFront
+
+log = logging.getLogger("raftcache.server.lean")
+
+_HOT_PREFIX: Final = b"/v1/keys/"
+_TRIM_BYTES: Final = 256 * 1024
+#: Parsed requests waiting for their turn before the connection stops reading.
+_MAX_QUEUED: Final = 32
+Chain = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class _HandOff(Exception):
+    """Raised from a parser callback: this request goes to aiohttp."""
+
+
+class _Counter:
+    """Scratch parser protocol: counts completed messages."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = 0
+
+    def on_message_complete(self) -> None:
+        self.done += 1
+
+
+def _completed(data: memoryview) -> int:
+    counter = _Counter()
+    parser = httptools.HttpRequestParser(counter)
+    # What completed before a message the scratch parser refuses still counts.
+    with contextlib.suppress(httptools.HttpParserError, httptools.HttpParserUpgrade):
+        parser.feed_data(data)
+    return counter.done
+
+
+def message_boundary(buf: bytes | bytearray, count: int) -> int:
+    """The offset in ``buf`` (which starts at a message's first byte) right after its
+    ``count``-th complete message: the smallest prefix in which ``count`` messages complete."""
+    if count <= 0:
+        return 0
+    view = memoryview(buf)
+    lo, hi = 0, len(buf)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _completed(view[:mid]) >= count:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _is_hot_target(method: bytes, url: bytes) -> bool:
+    if method not in (b"GET", b"PUT", b"DELETE") or not url.startswith(_HOT_PREFIX):
+        return False
+    path = url.split(b"?", 1)[0]
+    key = path[len(_HOT_PREFIX) :]
+    return bool(key) and b"/" not in key and b"#" not in url and url.isascii()
+
+
+class LeanProtocol(asyncio.Protocol):
+    """One client connection on the lean front (see the module docstring)."""
+
+    def __init__(self, front: LeanFront) -> None:
+        self._front = front
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        # The message being parsed.
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._method = b""
+        self._hot = False
+        # Where messages begin (see the module docstring).
+        self._buf = bytearray()
+        self._done = 0
+        self._between = True
+        # Requests parsed and not yet answered, in order; the task answering them.
+        self._queue: deque[tuple[LeanRequest, bool]] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._entered = 0  # requests counted in the drain, not yet answered
+        self._handoff: bytearray | None = None
+        self._paused = False
+        self._writable: asyncio.Future[None] | None = None
+        self._closed = False
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._front.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._handoff is not None:
+            self._handoff += data  # arrived before reading paused: aiohttp gets it too
+            return
+        if self._closed:
+            return
+        if self._between:
+            self._buf = bytearray(data)
+            self._done = 0
+        else:
+            self._buf += data
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _HandOff):
+                self._start_handoff()
+                return
+            log.exception("lean front: parser callback failed")
+            self._fail(500, "internal error while parsing the request")
+            return
+        except httptools.HttpParserUpgrade:
+            self._start_handoff()  # not reached: upgrades are handed off at their headers
+            return
+        except httptools.HttpParserError as exc:
+            self._fail(400, f"malformed HTTP request: {exc}")
+            return
+        if len(self._buf) > _TRIM_BYTES and self._done:
+            cut = message_boundary(self._buf, self._done)
+            del self._buf[:cut]
+            self._done = 0
+
+    def eof_received(self) -> bool | None:
+        # Answer what was asked, then close (a half-closed client still reads).
+        if self._worker is None:
+            return None
+        self._closed = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._front.connections.discard(self)
+        if self._worker is not None:
+            self._worker.cancel()
+        self._leave_all()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._between = False
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._body = []
+        self._hot = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._front.max_line_bytes:
+            raise _HandOff  # aiohttp answers an oversize request line as it always did
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        limit = self._front.max_field_bytes
+        self._header_bytes += len(name) + len(value)
+        if len(name) > limit or len(value) > limit or self._header_bytes > 8 * limit:
+            raise _HandOff  # aiohttp answers oversize headers as it always did
+        self._headers.append(
+            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        )
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        method = parser.get_method()
+        if not _is_hot_target(method, self._url) or parser.should_upgrade():
+            raise _HandOff
+        if parser.get_http_version() not in ("1.1", "1.0"):
+            raise _HandOff
+        limit = self._front.body_limit(method)
+        for name, value in self._headers:
+            lowered = name.lower()
+            if lowered in ("transfer-encoding", "expect"):
+                raise _HandOff
+            if lowered == "content-length" and (not value.isdigit() or int(value) > limit):
+                raise _HandOff  # aiohttp and read_body give the 400/413 they always gave
+        self._method = method
+        self._hot = True
+        self._front.drain.enter()
+        self._entered += 1
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._between = True
+        self._hot = False  # its drain count now belongs to the queued request
+        self._done += 1
+        parser = self._parser
+        major, minor = (int(part) for part in parser.get_http_version().split("."))
+        request = LeanRequest(
+            self._front.app,
+            self._method.decode("ascii"),
+            self._url.decode("ascii"),
+            CIMultiDictProxy(CIMultiDict(self._headers)),
+            b"".join(self._body),
+            (major, minor),
+        )
+        self._queue.append((request, parser.should_keep_alive()))
+        if len(self._queue) >= _MAX_QUEUED and not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._answer_queue())
+
+    # -- answering -----------------------------------------------------------------------------
+
+    async def _answer_queue(self) -> None:
+        try:
+            while self._queue and not self._transport_gone():
+                request, keep_alive = self._queue.popleft()
+                response = await self._front.dispatch(request)
+                keep_alive = keep_alive and response.keep_alive is not False
+                await self._write(encode_response(response, request, keep_alive))
+                self._leave_one()
+                if not keep_alive:
+                    self._close()
+                    return
+                if self._paused and len(self._queue) < _MAX_QUEUED // 2:
+                    self._paused = False
+                    if self._handoff is None and self._transport is not None:
+                        self._transport.resume_reading()
+        finally:
+            self._worker = None
+        if self._handoff is not None:
+            self._finish_handoff()
+        elif self._closed:
+            self._close()  # the client half-closed and everything it asked is answered
+
+    async def _write(self, data: bytes) -> None:
+        if self._writable is not None:
+            await self._writable  # the client reads slowly: do not pile answers up in memory
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _transport_gone(self) -> bool:
+        return self._transport is None or self._transport.is_closing()
+
+    def _leave_one(self) -> None:
+        if self._entered:
+            self._entered -= 1
+            self._front.drain.leave()
+
+    def _leave_all(self) -> None:
+        while self._entered:
+            self._leave_one()
+
+    def _close(self) -> None:
+        self._closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def close_if_idle(self) -> bool:
+        """Close the connection when no request is on it (shutdown); True if it was closed."""
+        if self._worker is None and self._between and self._handoff is None:
+            self._close()
+            return True
+        return False
+
+    def abort(self) -> None:
+        """Drop the connection at once (shutdown past its timeout)."""
+        self._closed = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _fail(self, status: int, message: str) -> None:
+        """A request this front cannot read: answer it after the earlier ones, then close."""
+        self._closed = True
+        payload = error_bytes(status, message)
+        if self._hot:  # counted in the drain at its headers; it gets no other answer
+            self._leave_one()
+        if self._worker is None:
+            if self._transport is not None:
+                self._transport.write(payload)
+                self._transport.close()
+            return
+        # Earlier requests are still being answered: queue the error after them.
+        worker = self._worker
+
+        def write_after(_: asyncio.Task[None]) -> None:
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.write(payload)
+                self._transport.close()
+
+        worker.add_done_callback(write_after)
+
+    # -- hand-off to aiohttp -------------------------------------------------------------------
+
+    def _start_handoff(self) -> None:
+        """Stop parsing; give aiohttp the connection from the non-hot request's first byte on,
+        once every request before it is answered."""
+        start = message_boundary(self._buf, self._done)
+        self._handoff = bytearray(self._buf[start:])
+        self._buf = bytearray()
+        if self._transport is not None and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
+        if self._worker is None:
+            self._finish_handoff()
+
+    def _finish_handoff(self) -> None:
+        transport = self._transport
+        pending = bytes(self._handoff or b"")
+        self._front.connections.discard(self)
+        if transport is None or transport.is_closing():
+            return
+        handler = self._front.aiohttp_protocol()
+        transport.set_protocol(handler)
+        # Reading resumes before aiohttp's own flow control gets its say (it may pause again).
+        transport.resume_reading()
+        handler.connection_made(transport)
+        if pending:
+            handler.data_received(pending)
+        self._transport = None
+
+    def details(self) -> dict[str, Any]:
+        """State for debugging and tests."""
+        return {"queued": len(self._queue), "handoff": self._handoff is not None}

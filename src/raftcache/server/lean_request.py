@@ -1,0 +1,143 @@
+"""The request object of the lean front: the part of ``aiohttp.web.Request`` the key routes use.
+
+Rule: the lean front (``lean_protocol``) serves ``GET``/``PUT``/``DELETE /v1/keys/{key}`` through
+the *same* middleware chain and handlers as aiohttp does, so it hands them an object that answers
+every attribute they read — ``method``, ``path``, ``raw_path``, ``query``, ``headers``,
+``content_length``, ``content.readany()``, ``app``/``config_dict``, ``match_info.route`` and the
+per-request mapping (``TICKET``, ``BODY``) — with aiohttp's meaning (headers and path decoded as
+UTF-8 with surrogate escapes, the query parsed by yarl). Nothing else: a handler that reads
+more than this from a request must not be on the lean path (``tests/server/test_lean_*`` run
+every key-route test through it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from aiohttp import web
+from multidict import CIMultiDictProxy, MultiDictProxy
+from yarl import URL
+
+#: The route pattern the metrics label lean requests with (aiohttp's ``resource.canonical``).
+KEY_ROUTE: Final = "/v1/keys/{key}"
+
+
+class _Resource:
+    __slots__ = ("canonical",)
+
+    def __init__(self, canonical: str) -> None:
+        self.canonical = canonical
+
+
+class _Route:
+    __slots__ = ("resource",)
+
+    def __init__(self, canonical: str) -> None:
+        self.resource = _Resource(canonical)
+
+
+class _MatchInfo:
+    __slots__ = ("route",)
+
+    def __init__(self, canonical: str) -> None:
+        self.route = _Route(canonical)
+
+
+KEY_MATCH: Final = _MatchInfo(KEY_ROUTE)
+
+
+class BodyReader:
+    """``request.content`` of a body already received whole: ``readany`` gives it once."""
+
+    __slots__ = ("_body",)
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    async def readany(self) -> bytes:
+        body, self._body = self._body, b""
+        return body
+
+
+class LeanRequest:
+    """One request parsed by the lean front (see the module docstring).
+
+    Args:
+        app: the node's application (its context, drain and hand-over state).
+        method: the request method.
+        raw_path: path and query as sent.
+        headers: the request headers.
+        body: the whole body (the front received it before dispatching).
+        version: the HTTP version as ``(major, minor)``.
+    """
+
+    __slots__ = (
+        "_path",
+        "_query",
+        "_state",
+        "app",
+        "content",
+        "content_length",
+        "headers",
+        "method",
+        "raw_path",
+        "version",
+    )
+
+    match_info: Final = KEY_MATCH
+
+    def __init__(
+        self,
+        app: web.Application,
+        method: str,
+        raw_path: str,
+        headers: CIMultiDictProxy[str],
+        body: bytes,
+        version: tuple[int, int],
+    ) -> None:
+        self.app = app
+        self.method = method
+        self.raw_path = raw_path
+        self.headers = headers
+        self.version = version
+        self.content = BodyReader(body)
+        # aiohttp's content_length is the declared one (None when absent).
+        declared = headers.get("Content-Length")
+        self.content_length = int(declared) if declared is not None else None
+        self._state: dict[Any, Any] = {}
+        self._path: str | None = None
+        self._query: MultiDictProxy[str] | None = None
+
+    @property
+    def config_dict(self) -> web.Application:
+        # The lean front serves only the top-level app's routes: its mapping is the whole chain.
+        return self.app
+
+    def _url(self) -> URL:
+        return URL(self.raw_path, encoded=True)
+
+    @property
+    def path(self) -> str:
+        """The decoded path, as ``web.Request.path``."""
+        if self._path is None:
+            self._path = self._url().path
+        return self._path
+
+    @property
+    def query(self) -> MultiDictProxy[str]:
+        """The parsed query, as ``web.Request.query``."""
+        if self._query is None:
+            self._query = self._url().query
+        return self._query
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._state[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._state[key] = value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._state
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self._state.get(key, default)
