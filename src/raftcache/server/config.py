@@ -55,6 +55,10 @@ class ServeOptions:
     log_format: str = "text"
     log_level: str = "info"
     network_timeout_s: float = 2.0
+    #: How this node sends Raft RPCs: ``http`` (one POST each) or ``stream`` (one multiplexed
+    #: WebSocket per peer, HTTP for peers without it); and the HTTP transport's body format.
+    raft_transport: str = "http"
+    raft_wire: str = "json"
     election_timeout_min_s: float = 1.0
     election_timeout_max_s: float = 2.0
     heartbeat_interval_s: float = 0.1
@@ -214,6 +218,20 @@ OPTIONS: tuple[Option, ...] = (
         "LEVEL",
     ),
     Option("network_timeout_s", _positive_float, 2.0, "Raft RPC timeout (s)", "S"),
+    Option(
+        "raft_transport",
+        _choice("http", "stream"),
+        "http",
+        "Raft RPCs as one HTTP POST each, or framed on one upgraded connection per peer",
+        "http|stream",
+    ),
+    Option(
+        "raft_wire",
+        _choice("json", "msgpack"),
+        "json",
+        "body format of Raft RPCs over HTTP (msgpack with peers that read it)",
+        "json|msgpack",
+    ),
     Option("election_timeout_min_s", _positive_float, 1.0, "Raft election timeout, low (s)", "S"),
     Option("election_timeout_max_s", _positive_float, 2.0, "Raft election timeout, high (s)", "S"),
     Option("heartbeat_interval_s", _positive_float, 0.1, "Raft heartbeat interval (s)", "S"),

@@ -35,6 +35,7 @@ from raftcache.cache.service import CacheService
 from raftcache.cache.watch import WatchHistory
 from raftcache.network.http import HttpNetwork
 from raftcache.network.prometheus import NetworkMetricsCollector
+from raftcache.network.stream import StreamNetwork
 from raftcache.network.tls import client_ssl_context, server_ssl_context
 from raftcache.raft.config import RaftConfig
 from raftcache.raft.node import RaftNode
@@ -282,6 +283,9 @@ def build_node_server(
     app = create_app(node, service, server_settings(options), mount=network.mount, watch=watch)
     # The transport's own figures (per RPC type and peer) on this node's /metrics.
     app[CONTEXT].metrics.registry.register(NetworkMetricsCollector(network.metrics))
+    if isinstance(network, StreamNetwork):
+        # Inbound streams never end on their own: draining closes them (peers reconnect).
+        app[DRAIN].on_drain.append(network.close_inbound_streams)
     return NodeServer(
         node,
         service,
@@ -323,9 +327,11 @@ def raft_body_limit(limits: Limits, config: RaftConfig) -> int:
 
 
 def _network(options: ServeOptions, body_limit: int) -> HttpNetwork:
-    """The Raft transport, to be mounted on the node's app (it opens no listener itself)."""
+    """The Raft transport, to be mounted on the node's app (it opens no listener itself):
+    ``--raft-transport stream`` serves and uses the stream route besides the HTTP routes."""
     certfile, keyfile, cafile = _tls_files(options)
-    return HttpNetwork(
+    kind = StreamNetwork if options.raft_transport == "stream" else HttpNetwork
+    return kind(
         options.id,
         port=options.port,
         host=options.host,
@@ -336,6 +342,7 @@ def _network(options: ServeOptions, body_limit: int) -> HttpNetwork:
         ssl_keyfile=keyfile,
         ssl_cafile=cafile,
         client_max_size=body_limit,
+        wire_format=options.raft_wire,
     )
 
 
