@@ -29,7 +29,7 @@ VOTE = RequestVoteRequest(4, "n1", 7, 3, pre_vote=True)
 
 Factory = Callable[..., Awaitable[HttpNetwork]]
 
-TRANSPORTS = {
+TRANSPORTS: dict[str, tuple[type[HttpNetwork], dict[str, Any]]] = {
     "http-json": (HttpNetwork, {"wire_format": "json"}),
     "http-msgpack": (HttpNetwork, {"wire_format": "msgpack"}),
     "stream": (StreamNetwork, {}),

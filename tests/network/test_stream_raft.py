@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from raftcache.network import HttpNetwork
 from raftcache.network.stream import StreamNetwork
 from raftcache.server.config import ServeOptions
 from raftcache.server.serve import NodeServer, build_node_server
@@ -131,7 +132,9 @@ async def _lead(cluster: Cluster, node_id: str) -> None:
 async def test_a_mixed_cluster_negotiates_per_peer(tmp_path: Path, wire: str) -> None:
     cluster = await _mixed_cluster(tmp_path, ["http", "stream", "stream"])
     for server in cluster.servers:  # the HTTP fallback's body format
-        server.node.network.wire_format = wire
+        network = server.node.network
+        assert isinstance(network, HttpNetwork)
+        network.wire_format = wire
     try:
         expected = {}
         for lead in ("n1", "n2", "n3"):  # each transport leads in turn
@@ -161,7 +164,7 @@ async def test_options_pick_the_transport(tmp_path: Path) -> None:
         raft_config=fast_raft(),
         storage=MemoryStorage(),
     )
-    assert not isinstance(plain.node.network, StreamNetwork)
+    assert type(plain.node.network) is HttpNetwork
     assert plain.node.network.wire_format == "json"
     assert isinstance(stream.node.network, StreamNetwork)
     assert stream.node.network.wire_format == "msgpack"

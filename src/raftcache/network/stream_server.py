@@ -158,9 +158,6 @@ class StreamServer:
     async def _serve(self, conn: _Connection) -> None:
         ws = conn.ws
         while True:
-            if len(conn.tasks) >= self.max_in_flight:
-                conn.room.clear()
-                await conn.room.wait()
             msg = await ws.receive()
             if msg.type is not WSMsgType.BINARY:
                 if msg.type is WSMsgType.TEXT:
@@ -173,6 +170,9 @@ class StreamServer:
                 await ws.close(code=WSCloseCode.PROTOCOL_ERROR, message=b"bad frames")
                 return
             for frame in frames:
+                if len(conn.tasks) >= self.max_in_flight:
+                    conn.room.clear()  # stop reading: TCP pushes back on the sender
+                    await conn.room.wait()
                 self._dispatch(conn, frame)
 
     def _dispatch(self, conn: _Connection, frame: Frame) -> None:
