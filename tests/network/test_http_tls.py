@@ -1,4 +1,5 @@
-"""HttpNetwork with TLS and mutual TLS, from throwaway certificates made by trustme."""
+"""HttpNetwork and StreamNetwork with TLS and mutual TLS, from throwaway certificates made by
+trustme (the stream is upgraded from the same TLS listener, so the same rules must hold)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import trustme
 
 from raftcache.network import HttpNetwork, NetworkError
+from raftcache.network.stream import StreamNetwork
 from raftcache.raft.messages import RequestVoteRequest
 
 from .fakes import RecordingHandlers
@@ -51,12 +53,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 Factory = Callable[..., Awaitable[HttpNetwork]]
 
 
-@pytest.fixture
-async def make_node() -> AsyncIterator[Factory]:
+@pytest.fixture(params=[HttpNetwork, StreamNetwork], ids=["http", "stream"])
+async def make_node(request: pytest.FixtureRequest) -> AsyncIterator[Factory]:
     started: list[HttpNetwork] = []
+    cls: type[HttpNetwork] = request.param
 
     async def make(node_id: str, **opts: Any) -> HttpNetwork:
-        net = HttpNetwork(node_id, port=0, node_addresses={}, **opts)
+        net = cls(node_id, port=0, node_addresses={}, **opts)
         net.register_handlers(RecordingHandlers(node_id))
         await net.start()
         started.append(net)
