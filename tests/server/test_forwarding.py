@@ -19,6 +19,9 @@ from raftcache.server.context import ServerSettings
 from .conftest import SMALL_LIMITS
 from .fakes import Entry, FakeNode, FakeService
 
+# On aiohttp alone and on the lean front (conftest).
+pytestmark = pytest.mark.usefixtures("front")
+
 Client = TestClient[web.Request, web.Application]
 
 

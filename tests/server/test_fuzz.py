@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
@@ -74,6 +75,9 @@ JSONISH = st.recursive(
 )
 BODIES = st.one_of(st.binary(max_size=64), JSONISH.map(lambda v: orjson.dumps(v)))
 
+
+# On aiohttp alone and on the lean front (conftest).
+pytestmark = pytest.mark.usefixtures("front")
 
 Client = TestClient[web.Request, web.Application]
 

@@ -84,9 +84,11 @@ class LeanFront:
             "DELETE": _chain(app, delete_key),
         }
         self.connections: set[LeanProtocol] = set()
-        #: Requests answered here, and connections handed to aiohttp (tests, debugging).
+        #: Requests answered here, connections handed to aiohttp and bytes read on this front
+        #: (tests wait on them to know for certain what the front has seen; debugging).
         self.served = 0
         self.handed_off = 0
+        self.received = 0
 
     def __call__(self) -> LeanProtocol:
         from raftcache.server.lean_protocol import LeanProtocol
@@ -105,8 +107,12 @@ class LeanFront:
     async def dispatch(self, request: LeanRequest) -> web.StreamResponse:
         """Run ``request`` through its route's middleware chain and handler."""
         self.served += 1
+        as_aiohttp = cast(web.Request, request)
         try:
-            return await self.chains[request.method](cast(web.Request, request))
+            response = await self.chains[request.method](as_aiohttp)
+            if self.app.on_response_prepare:  # an embedding program's hook, as aiohttp fires it
+                await self.app.on_response_prepare.send(as_aiohttp, response)
+            return response
         except asyncio.CancelledError:
             raise
         except web.HTTPException as exc:

@@ -124,6 +124,7 @@ class LeanProtocol(asyncio.Protocol):
         self._paused = False
         self._writable: asyncio.Future[None] | None = None
         self._closed = False
+        self._last_words = b""  # the error that ends the connection, after earlier answers
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -132,6 +133,7 @@ class LeanProtocol(asyncio.Protocol):
         self._front.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        self._front.received += len(data)
         if self._handoff is not None:
             self._handoff += data  # arrived before reading paused: aiohttp gets it too
             return
@@ -275,7 +277,9 @@ class LeanProtocol(asyncio.Protocol):
         if self._handoff is not None:
             self._finish_handoff()
         elif self._closed:
-            self._close()  # the client half-closed and everything it asked is answered
+            # A malformed request's error (if any) after the answers before it; or the client
+            # half-closed and everything it asked is answered.
+            self._say_last_words()
 
     async def _write(self, data: bytes) -> None:
         if self._writable is not None:
@@ -316,23 +320,17 @@ class LeanProtocol(asyncio.Protocol):
     def _fail(self, status: int, message: str) -> None:
         """A request this front cannot read: answer it after the earlier ones, then close."""
         self._closed = True
-        payload = error_bytes(status, message)
+        self._last_words = error_bytes(status, message)
         if self._hot:  # counted in the drain at its headers; it gets no other answer
             self._leave_one()
         if self._worker is None:
-            if self._transport is not None:
-                self._transport.write(payload)
-                self._transport.close()
-            return
-        # Earlier requests are still being answered: queue the error after them.
-        worker = self._worker
+            self._say_last_words()
+        # else: the worker says them once the earlier requests are answered.
 
-        def write_after(_: asyncio.Task[None]) -> None:
-            if self._transport is not None and not self._transport.is_closing():
-                self._transport.write(payload)
-                self._transport.close()
-
-        worker.add_done_callback(write_after)
+    def _say_last_words(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(self._last_words)
+        self._close()
 
     # -- hand-off to aiohttp -------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 Rule: the answer carries what aiohttp would send for the same response object — its status and
 reason, its headers (``Content-Type``, ``ETag``, ``Retry-After``, ``Allow``, ...), a
-``Content-Length``, a ``Date`` and the keep-alive decision as ``Connection`` — in the request's
-HTTP version; the whole answer is built as one ``bytes`` so it leaves in one ``write``.
+``Content-Length``, ``Date``, ``Server`` and the keep-alive decision as ``Connection`` — in the
+request's HTTP version; the whole answer is built as one ``bytes`` so it leaves in one ``write``.
 """
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ from typing import Final
 
 import orjson
 from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
 
 from raftcache.server.lean_request import LeanRequest
 
 # Recomputed here, never copied from the response object.
-_OWN_HEADERS: Final = frozenset({"content-length", "connection", "transfer-encoding", "date"})
+_OWN_HEADERS: Final = frozenset(
+    {"content-length", "connection", "transfer-encoding", "date", "server"}
+)
+_SERVER: Final = f"Server: {SERVER_SOFTWARE}".encode("latin-1")
 
 
 class _DateCache:
@@ -62,6 +66,7 @@ def encode_response(response: web.StreamResponse, request: LeanRequest, keep_ali
             lines.append(f"{name}: {value}".encode("utf-8", "surrogateescape"))
     lines.append(b"Content-Length: %d" % len(body))
     lines.append(b"Date: " + _DATE.now())
+    lines.append(_SERVER)
     if not keep_alive:
         lines.append(b"Connection: close")
     elif (major, minor) == (1, 0):

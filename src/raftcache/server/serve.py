@@ -46,7 +46,7 @@ from raftcache.server.context import CONTEXT, ServerSettings
 from raftcache.server.drain import DRAIN
 from raftcache.server.exposure import warn_if_exposed
 from raftcache.server.handover import HANDOVER, Handover, hand_over, handover_middleware
-from raftcache.server.lean_front import LeanSite, lean_available
+from raftcache.server.lean_front import LeanFront, LeanSite, lean_available
 from raftcache.server.logs import configure_logging
 from raftcache.server.routes_watch import WatchSettings
 from raftcache.server.validation import MAX_KEY_BYTES, Limits
@@ -179,14 +179,19 @@ class NodeServer:
             await site.stop()
         if not await self.app[DRAIN].wait_idle(self._shutdown_timeout_s):
             log.warning("requests still in progress at the shutdown timeout")
-        if self._lean_site is not None and self._lean_site.front is not None:
-            self._lean_site.front.close_connections()  # the runner closes aiohttp's below
+        if self.lean_front is not None:
+            self.lean_front.close_connections()  # the runner closes aiohttp's below
         # Closes the now idle connections, runs on_cleanup.
         await self._runner.cleanup()
         with contextlib.suppress(Exception):
             await self.service.stop()
         await self.node.stop()  # stops the network and closes the storage
         log.info("node stopped", extra={"id": self.node.node_id})
+
+    @property
+    def lean_front(self) -> LeanFront | None:
+        """The lean front serving this node (None on aiohttp alone or before ``start``)."""
+        return self._lean_site.front if self._lean_site is not None else None
 
     @property
     def http_front(self) -> str:
