@@ -37,6 +37,7 @@ def test_exports() -> None:
         "MeteredNetwork",
         "MultiPathNetwork",
         "NetworkMetrics",
+        "StreamNetwork",
     }
     assert set(network.__all__) == SPEC_NAMES | extras
     for name in network.__all__:

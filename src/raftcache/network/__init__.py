@@ -6,8 +6,10 @@ nothing here interprets Raft. ``InMemoryNetwork`` (with ``InMemoryHub`` and ``Ch
 is the deterministic twin of ``HttpNetwork``; ``ReliableNetwork`` wraps either with timeouts and
 retries, ``CircuitBreakerNetwork`` with a breaker per target, ``MeteredNetwork`` with metrics
 (``NetworkMetrics``; ``HttpNetwork`` meters itself), and ``MultiPathNetwork`` spreads RPCs over
-several transports. This package imports ``raftcache.raft.messages`` only, never the Raft driver;
-the Prometheus export (``raftcache.network.prometheus``) is imported only by whoever uses it.
+several transports. ``StreamNetwork`` is ``HttpNetwork`` sending through one multiplexed
+WebSocket per peer instead of a POST per RPC (HTTP for peers without it). This package imports
+``raftcache.raft.messages`` only, never the Raft driver; the Prometheus export
+(``raftcache.network.prometheus``) is imported only by whoever uses it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from raftcache.network.metered import MeteredNetwork
 from raftcache.network.metrics import NetworkMetrics
 from raftcache.network.multipath import MultiPathNetwork
 from raftcache.network.reliable import ReliableNetwork
+from raftcache.network.stream import StreamNetwork
 
 __all__ = [
     "ChaosSchedule",
@@ -47,4 +50,5 @@ __all__ = [
     "NetworkTimeoutError",
     "ReliableNetwork",
     "RpcHandlers",
+    "StreamNetwork",
 ]
