@@ -1,9 +1,10 @@
 """One raftcache node for the in-process comparison with PySyncObj (its own Python API).
 
 Rule: the node is built the way an embedding program would build it — ``RaftNode`` with the
-``CacheStateMachine`` over ``HttpNetwork`` (listening on its own port) and ``FileStorage``
-(fsync on unless ``--no-fsync``) — and the driver node proposes ``encode_set`` commands of
-100-byte values straight into ``RaftNode.propose``; no HTTP client API is involved. Every node
+``CacheStateMachine`` over ``HttpNetwork`` (listening on its own port; ``StreamNetwork`` with
+``--transport stream``) and ``FileStorage`` (fsync on unless ``--no-fsync``) — and the driver
+node proposes ``encode_set`` commands of 100-byte values straight into ``RaftNode.propose``; no
+HTTP client API is involved. Every node
 runs the default ``RaftConfig``; the driver is started a second before the others, so it
 (almost always) wins the first election. Control protocol: ``benchmarks.suite.inproc_protocol``.
 
@@ -26,6 +27,7 @@ from benchmarks.suite.inproc_protocol import Tally
 from raftcache.cache.commands import encode_set
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.network.http import HttpNetwork
+from raftcache.network.stream import StreamNetwork
 from raftcache.raft import FileStorage, RaftNode, Role
 from raftcache.raft.config import RaftConfig
 
@@ -129,7 +131,8 @@ async def _commands(driver: Driver) -> None:
 async def run(args: argparse.Namespace) -> None:
     peers = dict(item.split("=", 1) for item in args.peers.split(","))
     port = int(peers[args.id].rsplit(":", 1)[1])
-    network = HttpNetwork(
+    kind = StreamNetwork if args.transport == "stream" else HttpNetwork
+    network = kind(
         args.id,
         port=port,
         node_addresses={k: v for k, v in peers.items() if k != args.id},
@@ -176,6 +179,7 @@ def main() -> None:
     parser.add_argument("--no-fsync", action="store_true")
     parser.add_argument("--value-size", type=int, default=100)
     parser.add_argument("--wire", choices=("json", "msgpack"), default="json")
+    parser.add_argument("--transport", choices=("http", "stream"), default="http")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     asyncio.run(run(parser.parse_args()))
 

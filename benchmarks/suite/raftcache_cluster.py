@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,12 +36,21 @@ class RaftcacheCluster:
     """N ``raftcache serve`` processes; ``start()`` returns once a leader is elected."""
 
     def __init__(
-        self, group: ProcessGroup, python: str, workdir: Path, nodes: int = 3, tag: str = "rc"
+        self,
+        group: ProcessGroup,
+        python: str,
+        workdir: Path,
+        nodes: int = 3,
+        tag: str = "rc",
+        series: str = "",
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.group = group
         self.python = python
         self.workdir = workdir
-        self.label = f"raftcache-{nodes}"
+        # An extra series (another Raft wire) is labelled raftcache-N-<series>.
+        self.label = f"raftcache-{nodes}" + (f"-{series}" if series else "")
+        self.extra_args = list(extra_args)
         self.ids = [f"n{i + 1}" for i in range(nodes)]
         self.ports = {nid: free_port() for nid in self.ids}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -67,6 +77,7 @@ class RaftcacheCluster:
             str(self.workdir / f"{self.tag}-{nid}"),
             "--log-level",
             "warning",
+            *self.extra_args,
         ]
 
     def start_node(self, nid: str) -> subprocess.Popen[bytes]:

@@ -30,7 +30,8 @@ def comparison_rows(points: list[Point]) -> list[dict[str, Any]]:
         system = p["system"]
         if not system.startswith("raftcache-"):
             continue
-        peer_name = "etcd-" + system.split("-", 1)[1]
+        _, nodes, *series = system.split("-")  # raftcache-3, or raftcache-3-stream
+        peer_name = f"etcd-{nodes}"
         peers = [(peer_name, _find(points, peer_name, p["workload"], p["connections"]))]
         if p["workload"] == "read-stale":
             peers.append(
@@ -43,7 +44,8 @@ def comparison_rows(points: list[Point]) -> list[dict[str, Any]]:
                 {
                     "workload": p["workload"],
                     "connections": p["connections"],
-                    "nodes": int(system.split("-", 1)[1]),
+                    "nodes": int(nodes),
+                    "series": "-".join(series),
                     "raftcache": p,
                     "peer_name": name,
                     "peer": peer,
@@ -222,6 +224,7 @@ def markdown(results: dict[str, Any]) -> str:
         a, b = r["raftcache"], r["peer"]
         noisy = " ⚠" if a["noisy"] or b["noisy"] else ""
         name = r["workload"] + ("" if r["nodes"] == 3 else f" ({r['nodes']} nodes)")
+        name += f" [{r['series']}]" if r.get("series") else ""
         lines.append(
             f"| {name}{noisy} | {r['connections']} | {_f(a['ops_s'], 0)} | {_f(a['p50_ms'])} | "
             f"{_f(a['p99_ms'])} | {_cpu(a)} | {_f(a['ops_per_cpu_s'], 0)} | {r['peer_name']} | "

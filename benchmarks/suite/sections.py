@@ -18,7 +18,7 @@ from benchmarks.suite.machine import rss_mb
 from benchmarks.suite.points import run_once, summarize
 from benchmarks.suite.procs import ProcessGroup, free_port, wait_port
 from benchmarks.suite.raftcache_cluster import RaftcacheCluster, key_name
-from benchmarks.suite.settings import Settings
+from benchmarks.suite.settings import RAFT_SERIES, Settings
 from benchmarks.suite.workloads import WORKLOADS, HttpCluster, Shape
 from benchmarks.suite.wrk import WrkJob
 
@@ -84,19 +84,26 @@ def http_section(
     workloads: tuple[str, ...] = WORKLOADS,
     connections: tuple[int, ...] | None = None,
 ) -> list[dict[str, Any]]:
-    """raftcache and etcd clusters of ``nodes`` members, both up, loaded in turn."""
-    rc = RaftcacheCluster(group, python, workdir, nodes, tag=f"rc{nodes}")
+    """raftcache and etcd clusters of ``nodes`` members, all up, loaded in turn (with the
+    extra raftcache series of ``settings.raft_series``, e.g. the stream transport)."""
+    rcs = [RaftcacheCluster(group, python, workdir, nodes, tag=f"rc{nodes}")]
+    rcs += [
+        RaftcacheCluster(group, python, workdir, nodes, f"rc{nodes}{name}", name, RAFT_SERIES[name])
+        for name in settings.raft_series
+    ]
     etcd = EtcdCluster(group, workdir, nodes)
     try:
-        rc.start()
+        for rc in rcs:
+            rc.start()
         etcd.start()
-        for cluster in (rc, etcd):
+        clusters: list[HttpCluster] = [*rcs, etcd]
+        for cluster in clusters:
             cluster.prefill(shape_of(settings))
         return side_by_side(
-            [rc, etcd], workloads, connections or settings.connections, settings, tick
+            clusters, workloads, connections or settings.connections, settings, tick
         )
     finally:
-        for proc in [*rc.procs.values(), *etcd.procs.values()]:
+        for proc in [*(p for rc in rcs for p in rc.procs.values()), *etcd.procs.values()]:
             group.stop(proc)
 
 

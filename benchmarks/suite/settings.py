@@ -14,6 +14,11 @@ from pathlib import Path
 
 ALL_SECTIONS = ("floor", "http", "scale", "restart", "inproc")
 ALL_WORKLOADS = ("write", "read-linearizable", "read-stale", "mix-90/10")
+#: Extra raftcache series (``BENCH_RAFT_TRANSPORT``): the same cluster with another Raft wire.
+RAFT_SERIES: dict[str, tuple[str, ...]] = {
+    "stream": ("--raft-transport", "stream"),
+    "msgpack": ("--raft-wire", "msgpack"),
+}
 
 
 def _env_float(name: str, default: float) -> float:
@@ -56,6 +61,8 @@ class Settings:
     workloads: tuple[str, ...] = ALL_WORKLOADS
     results_dir: Path = field(default_factory=lambda: Path("benchmarks/results"))
     wrk_threads_max: int = 2
+    #: Extra raftcache series besides the default (HTTP/JSON) one: names of ``RAFT_SERIES``.
+    raft_series: tuple[str, ...] = ()
 
     @property
     def point_count(self) -> int:
@@ -63,10 +70,11 @@ class Settings:
         n = 0
         if "floor" in self.sections:
             n += len(self.connections)
+        systems = 2 + len(self.raft_series)
         if "http" in self.sections:
-            n += 2 * len(self.workloads) * len(self.connections)
+            n += systems * len(self.workloads) * len(self.connections)
         if "scale" in self.sections:
-            n += 2 * len(self.scale_connections)
+            n += systems * len(self.scale_connections)
         return n * self.reps
 
 
@@ -81,6 +89,9 @@ def from_env() -> Settings:
     workloads = _env_list("BENCH_WORKLOADS", ALL_WORKLOADS)
     if set(workloads) - set(ALL_WORKLOADS):
         raise SystemExit(f"BENCH_WORKLOADS: unknown {workloads}; known {ALL_WORKLOADS}")
+    series = _env_list("BENCH_RAFT_TRANSPORT", ())
+    if set(series) - set(RAFT_SERIES):
+        raise SystemExit(f"BENCH_RAFT_TRANSPORT: unknown {series}; known {tuple(RAFT_SERIES)}")
     return Settings(
         quick=quick,
         duration_s=_env_float("BENCH_DURATION", 2.0 if quick else 10.0),
@@ -95,5 +106,6 @@ def from_env() -> Settings:
         bisect_steps=_env_int("BENCH_BISECT", 1 if quick else 4),
         sections=sections,
         workloads=workloads,
+        raft_series=series,
         results_dir=Path(os.environ.get("BENCH_OUT", "benchmarks/results")),
     )
