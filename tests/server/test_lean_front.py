@@ -151,6 +151,34 @@ async def test_a_stream_split_at_every_byte_boundary(lean: Served) -> None:
     assert lean.front.handed_off == len(stream) - 1
 
 
+async def test_a_long_pipelined_stream_still_hands_off_at_the_right_byte(lean: Served) -> None:
+    # Far past the 256 KiB the protocol keeps before it cuts its buffer back.
+    puts = [request("PUT", f"/v1/keys/p{i}", bytes([65 + i % 26]) * 1000) for i in range(400)]
+    conn = await Conn.open(lean.port)
+    await conn.send(b"".join(puts) + request("GET", "/v1/health") + request("GET", "/v1/keys/p399"))
+    answers = await conn.answers(402)
+    assert {a.status for a in answers} == {200}
+    assert answers[-1].body == bytes([65 + 399 % 26]) * 1000
+    assert (lean.front.served, lean.front.handed_off) == (400, 1)
+    await conn.close()
+
+
+async def test_idle_connections_are_closed_busy_ones_are_not(lean: Served) -> None:
+    idle, busy = await Conn.open(lean.port), await Conn.open(lean.port)
+    await idle.send(request("GET", "/v1/keys/none"))
+    await idle.answers(1)
+    partial = b"GET /v1/keys/x HTTP/1.1\r\n"  # a request begun, not finished
+    target = lean.front.received + len(partial)
+    await busy.send(partial)
+    await _until(lambda: lean.front.received >= target, "the partial request read")
+    assert lean.front.close_idle(lean.front.now()) == 1
+    assert await idle.read_to_end() == b""
+    await busy.send(b"Host: t\r\n\r\n")
+    assert (await busy.answers(1))[0].status == 404
+    await idle.close()
+    await busy.close()
+
+
 async def test_chunked_body_goes_to_aiohttp(lean: Served) -> None:
     conn = await Conn.open(lean.port)
     chunked = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
@@ -342,8 +370,12 @@ async def test_without_the_speed_extra_the_node_serves_on_aiohttp(
         await cluster.stop()
 
 
-async def test_a_real_node_serves_key_routes_on_the_lean_front(tmp_path: Path) -> None:
-    cluster = await start_cluster(tmp_path, size=3)
+@pytest.mark.parametrize("raft_transport", ["http", "stream"])
+async def test_a_real_cluster_serves_key_routes_on_the_lean_front(
+    tmp_path: Path, raft_transport: str
+) -> None:
+    # With "stream", Raft runs over WebSocket upgrades that the lean front hands to aiohttp.
+    cluster = await start_cluster(tmp_path, size=3, raft_transport=raft_transport)
     try:
         leader = await cluster.leader()
         follower = (await cluster.followers())[0]

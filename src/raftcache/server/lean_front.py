@@ -36,6 +36,10 @@ log = logging.getLogger("raftcache.server.lean")
 
 #: A GET or DELETE with a body larger than this goes to aiohttp (the handlers never read it).
 _SMALL_BODY = 64 * 1024
+#: Idle keep-alive connections are closed after this long: aiohttp's default, so a client sees
+#: the same whichever front its connection is on. Checked once a minute.
+KEEPALIVE_TIMEOUT_S = 3630.0
+_SWEEP_INTERVAL_S = 60.0
 
 
 def lean_available() -> bool:
@@ -89,6 +93,8 @@ class LeanFront:
         self.served = 0
         self.handed_off = 0
         self.received = 0
+        self._loop = asyncio.get_running_loop()
+        self._sweeper = self._loop.create_task(self._sweep())
 
     def __call__(self) -> LeanProtocol:
         from raftcache.server.lean_protocol import LeanProtocol
@@ -123,9 +129,27 @@ class LeanFront:
             log.exception("unhandled error serving %s %s", request.method, request.raw_path)
             return json_error(500, f"internal error: {type(exc).__name__}")
 
+    def now(self) -> float:
+        return self._loop.time()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_INTERVAL_S)
+            self.close_idle(self.now() - KEEPALIVE_TIMEOUT_S)
+
+    def close_idle(self, idle_since: float) -> int:
+        """Close the connections with no request on them and no byte read since
+        ``idle_since`` (loop time); returns how many were closed."""
+        return sum(c.close_if_idle(idle_since) for c in list(self.connections))
+
+    def stop_sweeping(self) -> None:
+        """Stop closing idle connections (the listener is closing)."""
+        self._sweeper.cancel()
+
     def close_connections(self) -> None:
         """Close every connection still on the lean front (at shutdown, once the listener is
         closed and the drain has waited for the requests in progress)."""
+        self.stop_sweeping()
         for connection in list(self.connections):
             if not connection.close_if_idle():
                 connection.abort()
@@ -180,6 +204,11 @@ class LeanSite(web.TCPSite):
         else:
             self._bound_port = self._port
 
+    async def stop(self) -> None:
+        if self.front is not None:
+            self.front.stop_sweeping()
+        await super().stop()
+
 
 class LeanSockSite(web.SockSite):
     """The lean front on a socket already bound (embedding programs, aiohttp's test server)."""
@@ -193,3 +222,8 @@ class LeanSockSite(web.SockSite):
         self._server = await loop.create_server(
             self.front, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog
         )
+
+    async def stop(self) -> None:
+        if self.front is not None:
+            self.front.stop_sweeping()
+        await super().stop()

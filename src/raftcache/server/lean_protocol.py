@@ -125,6 +125,8 @@ class LeanProtocol(asyncio.Protocol):
         self._writable: asyncio.Future[None] | None = None
         self._closed = False
         self._last_words = b""  # the error that ends the connection, after earlier answers
+        #: Loop time of the last bytes read (the front closes connections idle for too long).
+        self.last_active = front.now()
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -134,6 +136,7 @@ class LeanProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._front.received += len(data)
+        self.last_active = self._front.now()
         if self._handoff is not None:
             self._handoff += data  # arrived before reading paused: aiohttp gets it too
             return
@@ -304,8 +307,11 @@ class LeanProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def close_if_idle(self) -> bool:
-        """Close the connection when no request is on it (shutdown); True if it was closed."""
+    def close_if_idle(self, idle_since: float | None = None) -> bool:
+        """Close the connection when no request is on it (and, with ``idle_since``, no byte
+        arrived since then); True if it was closed."""
+        if idle_since is not None and self.last_active > idle_since:
+            return False
         if self._worker is None and self._between and self._handoff is None:
             self._close()
             return True
