@@ -102,6 +102,7 @@ def breakdown(machine: CacheStateMachine) -> dict[str, int]:
     records: dict[str, bytes] = store._records
     # The ExpiryIndex's SortedList of bytes (older trees: a SortedList of (float, key) tuples).
     expiry = getattr(store._by_expiry, "_entries", store._by_expiry)
+    dict_keys = {id(k) for k in records}  # an index key that is not one of these is a copy
     history: Any = machine.watch_history
     batches = history._entries[history._head :] if history else []
     return {
@@ -109,6 +110,9 @@ def breakdown(machine: CacheStateMachine) -> dict[str, int]:
         "records (header + value)": _sum(records.values()),
         "dict table": sys.getsizeof(records),
         "sorted key index": sorted_list_bytes(store._keys),
+        "key objects only the sorted index holds": _sum(
+            k for k in store._keys if id(k) not in dict_keys
+        ),
         "expiry index": sorted_list_bytes(expiry) + sum(map(_entry_bytes, expiry)),
         "watch history (changes)": sum(occupied(b) + _sum(b) for b in batches),
         "sessions": len(machine._sessions),  # count (none in this load)
@@ -116,24 +120,26 @@ def breakdown(machine: CacheStateMachine) -> dict[str, int]:
 
 
 def time_ops(machine: CacheStateMachine, keys: int, ops: int, value: bytes) -> dict[str, float]:
-    """µs per local ``get`` and per applied single-key SET (decode + apply) on the loaded
-    machine; the median of 5 rounds."""
+    """µs per local ``get`` and per applied single-key SET (decode + apply), without and with
+    a TTL, on the loaded machine; the median of 5 rounds."""
     rng = random.Random(3)
     names = [f"k{rng.randrange(keys):07d}" for _ in range(ops)]
-    commands = [encode_set(name, value, now=NOW) for name in names]
-    get_us, set_us = [], []
+    plain = [encode_set(name, value, now=NOW) for name in names]
+    with_ttl = [encode_set(name, value, ttl=3600.0, now=NOW) for name in names]
+    rounds: dict[str, list[float]] = {"get_us": [], "set_us": [], "set_ttl_us": []}
     index = machine.last_index
     for _ in range(5):
         t0 = time.perf_counter()
         for name in names:
             machine.get(name, NOW)
-        get_us.append((time.perf_counter() - t0) / ops * 1e6)
-        t0 = time.perf_counter()
-        for command in commands:
-            index += 1
-            machine.apply_entry(index, command)
-        set_us.append((time.perf_counter() - t0) / ops * 1e6)
-    return {"get_us": sorted(get_us)[2], "set_us": sorted(set_us)[2]}
+        rounds["get_us"].append((time.perf_counter() - t0) / ops * 1e6)
+        for label, commands in (("set_us", plain), ("set_ttl_us", with_ttl)):
+            t0 = time.perf_counter()
+            for command in commands:
+                index += 1
+                machine.apply_entry(index, command)
+            rounds[label].append((time.perf_counter() - t0) / ops * 1e6)
+    return {label: round(sorted(values)[2], 2) for label, values in rounds.items()}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
