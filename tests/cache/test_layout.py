@@ -85,3 +85,19 @@ def test_store_layout_is_one_bytes_per_key_and_one_bytes_per_ttl() -> None:
     assert [len(e) for e in entries] == [8 + len("ttl"), 8 + len("clé".encode())]
     assert store.expired_keys(55.0, 10) == ["ttl"]
     store.check_invariants()
+
+
+def test_an_overwrite_or_a_touch_keeps_one_object_per_key() -> None:
+    def copy() -> str:  # a fresh object each time, as msgpack decodes every command's keys
+        return "".join(["sha", "red"])
+
+    store = EntryStore()
+    first = copy()
+    store.put(first, b"1", 1, NEVER, 0.0)
+    store.put("other", b"x", 2, NEVER, 0.0)
+    store.put(copy(), b"2", 3, 60.0, 0.0)  # overwrite: the LRU move re-inserts the key
+    store.touch(copy(), 0.0)
+    store.settle(0.0)
+    assert list(store.records()) == ["other", "shared"]
+    assert next(k for k in store.records() if k == "shared") is first
+    store.check_invariants()

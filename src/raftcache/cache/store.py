@@ -239,9 +239,13 @@ class EntryStore:
         ``bisect_left`` + ``__getitem__`` walks a positional index and costs three times that.
         """
         keys = self._keys
-        sublist = keys._lists[bisect_left(keys._maxes, key)]
+        position = bisect_left(keys._maxes, key)
+        if position == len(keys._maxes):  # not indexed (cannot happen): keep the copy
+            return key
+        sublist = keys._lists[position]
         indexed: str = sublist[bisect_left(sublist, key)]
-        return indexed
+        # Equal unless the index were out of step: then the copy, never a different key.
+        return indexed if indexed == key else key
 
     def _over(self) -> bool:
         return (self.max_keys is not None and len(self._records) > self.max_keys) or (
