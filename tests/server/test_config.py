@@ -162,3 +162,14 @@ def test_resp_port_and_raft_timing_are_parsed(tmp_path: Path) -> None:
 def test_parsers() -> None:
     assert parse_listen("0.0.0.0:80") == ("0.0.0.0", 80)
     assert parse_peers("a=http://x:1/, b=https://y:2") == {"a": "http://x:1", "b": "https://y:2"}
+
+
+def test_http_front_and_loop_options(tmp_path: Path) -> None:
+    defaults = parse(base_flags(tmp_path))
+    assert (defaults.http_front, defaults.loop) == ("auto", "auto")
+    given = parse([*base_flags(tmp_path), "--loop", "asyncio"], {"RAFTCACHE_HTTP_FRONT": "aiohttp"})
+    assert (given.http_front, given.loop) == ("aiohttp", "asyncio")
+    with pytest.raises(ConfigError, match="--http-front"):
+        parse([*base_flags(tmp_path), "--http-front", "fast"])
+    with pytest.raises(ConfigError, match="--loop"):
+        parse([*base_flags(tmp_path), "--loop", "trio"])
