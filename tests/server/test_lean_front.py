@@ -301,6 +301,15 @@ async def test_answers_match_aiohttps_but_for_the_date() -> None:
             request("DELETE", "/v1/keys/a", None, {**auth, "If-None-Match": "*"}),
             request("DELETE", "/v1/keys/a", None, auth),
             request("PUT", "/v1/keys/z", b"v", {**auth, "X-Raftcache-Client-Id": "c1"}),
+            request("PUT", "/v1/keys/..", b"dots", auth),
+            *(
+                request("GET", target, None, auth)
+                for target in ("/v1/keys/..", "/v1/keys/%2E%2E", "/v1/keys/.", "/v1/keys/a%2Fb")
+            ),
+            *(
+                request("GET", target, None, auth)
+                for target in ("/v1/keys/a;b", "/v1/keys/z?x=1#f", "/v1/keys/%00", "/v1/keys/+")
+            ),
         ],
         token="tok",
     )
