@@ -48,6 +48,10 @@ class RaftConfig:
     #: thread hand-off costs two wake-ups, more than a small write when nothing else is
     #: waiting for the loop (one write at a time). 0: always in the thread.
     persist_inline_max_entries: int = 0
+    #: Readies handed to the persist thread and not yet durable. The thread writes all it has
+    #: queued with one fsync, so Readies made during a sync share the next one; 1 = each
+    #: Ready waits for the previous one's sync (no overlap).
+    persist_max_inflight: int = 8
     #: Default timeout of ``propose`` when the caller gives none.
     propose_timeout: float = 10.0
 
@@ -63,5 +67,7 @@ class RaftConfig:
             raise ValueError("tick_interval must not exceed heartbeat_interval")
         if self.snapshot_chunk_size <= 0 or self.max_inflight <= 0:
             raise ValueError("snapshot_chunk_size and max_inflight must be positive")
+        if self.persist_max_inflight <= 0:
+            raise ValueError("persist_max_inflight must be positive")
         if self.max_pending_proposals <= 0:
             raise ValueError("max_pending_proposals must be positive")

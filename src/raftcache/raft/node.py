@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from raftcache.raft.core import RaftCore, Role
@@ -28,8 +29,11 @@ from raftcache.raft.node_client import ClientMixin
 from raftcache.raft.node_loop import ReadyLoopMixin
 from raftcache.raft.node_rpc import RpcMixin
 from raftcache.raft.node_snapshots import SnapshotsMixin
+from raftcache.raft.persist import PersistWorker
 
 __all__ = ["RaftNode", "StateMachine"]
+
+log = logging.getLogger("raftcache.raft")
 
 
 class RaftNode(ReadyLoopMixin, RpcMixin, ClientMixin, SnapshotsMixin, NodeBase):
@@ -51,6 +55,18 @@ class RaftNode(ReadyLoopMixin, RpcMixin, ClientMixin, SnapshotsMixin, NodeBase):
         await self.network.start()
         self._running = True
         self._failed = None
+        self._jobs.clear()
+        self._inflight_writes = 0
+        self._lock_held = False
+        self._tainted = False
+        self._persist_error = None
+        if self.config.persist_in_thread:
+            self._worker = PersistWorker(
+                self.storage,
+                asyncio.get_running_loop(),
+                self._on_persisted,
+                name=f"raft-persist-{self.node_id}",
+            )
         self._tasks = [
             asyncio.create_task(self._ready_loop(), name=f"raft-ready-{self.node_id}"),
             asyncio.create_task(self._ticker(), name=f"raft-tick-{self.node_id}"),
@@ -66,11 +82,28 @@ class RaftNode(ReadyLoopMixin, RpcMixin, ClientMixin, SnapshotsMixin, NodeBase):
         for task in [*self._tasks, *self._rpc_tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        self._jobs.clear()
+        self._inflight_writes = 0
+        self._lock_held = False
+        self._tainted = False
+        self._persist_error = None
+        if self.config.persist_in_thread:
+            self._worker = PersistWorker(
+                self.storage,
+                asyncio.get_running_loop(),
+                self._on_persisted,
+                name=f"raft-persist-{self.node_id}",
+            )
         self._tasks = []
         self._rpc_tasks.clear()
         self._fail_all(NodeStoppedError("node stopped"))
         await self.network.stop()
         self._close_snapshots()
+        worker, self._worker = self._worker, None
+        if worker is not None and not await asyncio.to_thread(worker.stop, 30.0):
+            log.error(
+                "%s: the persist thread did not end; closing the storage anyway", self.node_id
+            )
         self.storage.close()
 
     def _fail_all(self, exc: BaseException) -> None:
@@ -87,6 +120,11 @@ class RaftNode(ReadyLoopMixin, RpcMixin, ClientMixin, SnapshotsMixin, NodeBase):
             if not waiter.done():
                 waiter.set_exception(exc)
         self._flush_waiters.clear()
+        for job in self._jobs:
+            for waiter in job.waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            job.waiters = []
         self._gate.fail_all(exc)
 
     def status(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ here and implemented by exactly one mixin, so each module type-checks alone.
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import time
 from collections.abc import Callable, Iterable
@@ -24,7 +25,8 @@ from raftcache.raft.messages import (
     InstallSnapshotResponse,
 )
 from raftcache.raft.node_stats import NodeStats
-from raftcache.raft.ready import Outbound
+from raftcache.raft.persist import PersistJob, PersistWorker
+from raftcache.raft.ready import Outbound, Ready
 from raftcache.raft.snapshot_transfer import Incoming, SnapshotTransfer
 from raftcache.storage.base import Storage
 
@@ -101,7 +103,18 @@ class NodeBase:
         self._log_grew = asyncio.Event()
         self._changed = asyncio.Event()
         self._snapshotting = False
-        self._persisting = False
+        #: Readies handed out by the core and not yet done with, in order (``node_persist``).
+        self._jobs: collections.deque[PersistJob] = collections.deque()
+        #: Jobs handed to the persist thread and not yet reported back.
+        self._inflight_writes = 0
+        #: The dedicated persist thread (``persist_in_thread``), from ``start`` to ``stop``.
+        self._worker: PersistWorker | None = None
+        #: The ready loop holds the storage lock while the persist thread has work.
+        self._lock_held = False
+        #: A failed write was seen: jobs made before it was handled fail too (no gap).
+        self._tainted = False
+        #: Why the persist thread itself died (reported with no job), raised by the loop.
+        self._persist_error: BaseException | None = None
         #: AppendEntries answers waiting for what they vouch for to be durable.
         self._gate = AnswerGate()
         self._storage_lock = asyncio.Lock()
@@ -119,6 +132,11 @@ class NodeBase:
         self._snapshots = SnapshotTransfer(storage, state_machine, self._storage_lock, self.config)
         self._receive_lock = asyncio.Lock()
         self._pending_install: tuple[Incoming, asyncio.Future[bool]] | None = None
+
+    @property
+    def _persisting(self) -> bool:
+        """A Ready handed out by the core is not done with yet (maybe not durable)."""
+        return bool(self._jobs)
 
     @property
     def core(self) -> RaftCore:
@@ -187,6 +205,12 @@ class NodeBase:
 
     # ------------------------------------------------------------------ implemented by mixins
     def _fail_all(self, exc: BaseException) -> None:  # node
+        raise NotImplementedError
+
+    def _send_all(self, rd: Ready) -> None:  # node_loop
+        raise NotImplementedError
+
+    def _after_persist(self, rd: Ready) -> None:  # node_loop
         raise NotImplementedError
 
     def _send(self, out: Outbound) -> None:  # node_rpc

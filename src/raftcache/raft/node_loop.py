@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import Any
 
-from raftcache.raft.core import Role
+from raftcache.raft.core import RaftCore, Role
 from raftcache.raft.errors import (
     IndeterminateError,
     NodeStoppedError,
@@ -26,13 +26,13 @@ from raftcache.raft.messages import (
     LogEntry,
 )
 from raftcache.raft.node_base import NodeBase
+from raftcache.raft.node_persist import PersistMixin
 from raftcache.raft.ready import Ready
-from raftcache.storage.base import DiskFullError
 
 log = logging.getLogger("raftcache.raft")
 
 
-class ReadyLoopMixin(NodeBase):
+class ReadyLoopMixin(PersistMixin, NodeBase):
     async def _ticker(self) -> None:
         interval = self.config.tick_interval
         next_at = self._clock() + interval
@@ -49,59 +49,15 @@ class ReadyLoopMixin(NodeBase):
             while True:
                 await self._wake.wait()
                 self._wake.clear()
-                if self._pending_install is not None:
+                if self._finish_jobs(core):
+                    self._end_cycle(core)
+                    continue  # a write failed: retry on a later wake-up
+                if self._pending_install is not None and not self._jobs:
                     await self._install_received(core, *self._pending_install)
-                while core.has_ready():
-                    # Waiters registered so far are covered by this Ready; keep them reachable
-                    # in self._flush_waiters until the sync succeeded (fail-stop fails them).
-                    waiters = list(self._flush_waiters)
-                    rd = core.ready()
-                    hs_version = core.hard_state_version
-                    # A leader's AppendEntries may leave while its own disk write is under way
-                    # (dissertation §10.2.1): they are requests, not answers, and the leader
-                    # counts itself towards a commit only once the write is done (advance).
-                    # Anything sent with a new term or vote must wait for the write.
-                    early = rd.hard_state is None and rd.snapshot is None
-                    if early:
-                        self._send_all(rd)
-                    if rd.needs_persist():
-                        self._persisting = True
-                        self._gate.snapshot_busy = rd.snapshot is not None
-                        try:
-                            async with self._storage_lock:
-                                if self._persist_in_thread(rd):
-                                    await asyncio.to_thread(self._persist, rd)
-                                else:
-                                    self._persist(rd)
-                            self._disk_full = False
-                        except DiskFullError as exc:
-                            self._on_disk_full(rd, waiters, exc)
-                            break
-                        finally:
-                            self._persisting = False
-                            self._gate.snapshot_busy = False
-                    if rd.snapshot is not None:
-                        self.state_machine.restore(rd.snapshot[1])
-                        self._applied = rd.snapshot[0].last_index
-                        self._resolve_overtaken(rd.snapshot[0].last_index)
-                    core.advance(rd)
-                    # Everything this Ready handed out is durable now (or was already).
-                    self._gate.durable_version = max(self._gate.durable_version, hs_version)
-                    self._gate.release(core)
-                    del self._flush_waiters[: len(waiters)]
-                    for w in waiters:
-                        if not w.done():
-                            w.set_result(None)
-                    if not early:
-                        self._send_all(rd)
-                    self._after_persist(rd)
-                if self._flush_waiters and not self._disk_full and not core.has_unpersisted():
-                    for w in self._flush_waiters:
-                        if not w.done():
-                            w.set_result(None)
-                    self._flush_waiters = []
-                self._changed.set()
-                self._changed = asyncio.Event()
+                while core.has_ready() and not self._hold_hand_off():
+                    if await self._hand_off(core):
+                        break  # a write failed: retry on a later wake-up
+                self._end_cycle(core)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # fail-stop: a storage failure or a broken invariant
@@ -112,50 +68,10 @@ class ReadyLoopMixin(NodeBase):
             self._fail_all(NodeStoppedError(f"node failed: {exc!r}"))
             raise
 
-    def _on_disk_full(
-        self, rd: Ready, waiters: list[asyncio.Future[None]], exc: DiskFullError
-    ) -> None:
-        """Nothing of ``rd`` may be vouched for: fail the RPCs waiting on it (their senders
-        retry later), keep the writes pending in the core, refuse new proposals until a write
-        succeeds. Reads and elections go on as long as the small hard-state file can be written.
-        """
-        if not self._disk_full:
-            log.error(
-                "disk full on %s: refusing writes until space is freed (%s)", self.node_id, exc
-            )
-        self._disk_full = True
-        core = self.core
-        if rd.hard_state is not None:
-            core.mark_hard_state_unpersisted()
-        if rd.entries:
-            core.log.mark_unstable(rd.entries[0].index)
-        del self._flush_waiters[: len(waiters)]
-        for w in waiters:
-            if not w.done():
-                w.set_exception(exc)
-        self._gate.fail_all(exc)
-        if not (rd.hard_state is None and rd.snapshot is None):
-            return  # requests needing the write (votes, new term) are not sent
-        # The rest of this Ready (applies, reads) does not depend on the failed write.
-        self._after_persist(rd)
-        # Retry the write after a pause, not in a busy loop.
-        asyncio.get_running_loop().call_later(self.config.heartbeat_interval, self._wake.set)
-
-    def _persist_in_thread(self, rd: Ready) -> bool:
-        cfg = self.config
-        return cfg.persist_in_thread and (
-            rd.snapshot is not None or len(rd.entries) > cfg.persist_inline_max_entries
-        )
-
-    def _persist(self, rd: Ready) -> None:
-        """Write and sync one Ready (maybe in a worker thread: touches only the storage)."""
-        if rd.snapshot is not None:
-            self.storage.save_snapshot(*rd.snapshot)
-        if rd.hard_state is not None:
-            self.storage.set_hard_state(*rd.hard_state)
-        if rd.entries:
-            self.storage.append(rd.entries)
-        self.storage.sync()
+    def _end_cycle(self, core: RaftCore) -> None:
+        self._settle_flush_waiters(core)
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _send_all(self, rd: Ready) -> None:
         for out in rd.messages:

@@ -69,6 +69,9 @@ class SnapshotTransfer:
         self.streaming = callable(getattr(storage, "snapshot_writer", None)) and callable(
             getattr(storage, "open_snapshot_reader", None)
         )
+        #: Storage calls waiting for the lock: the ready loop lets its persist thread go idle
+        #: (and the lock go) instead of keeping it busy, so they are not starved.
+        self.io_waiting = 0
         self._incoming: Incoming | None = None
         self._views: list[SnapshotView] = []
 
@@ -76,10 +79,17 @@ class SnapshotTransfer:
     async def storage_io(self, fn: Callable[..., T], *args: Any) -> T:
         """Run one storage call under the storage lock (in a worker thread when persisting
         in threads); the node's non-streaming snapshot path uses it too."""
-        async with self._lock:
+        self.io_waiting += 1
+        try:
+            await self._lock.acquire()
+        finally:
+            self.io_waiting -= 1
+        try:
             if self._config.persist_in_thread:
                 return await asyncio.to_thread(fn, *args)
             return fn(*args)
+        finally:
+            self._lock.release()
 
     def open_stored(self) -> SnapshotView | None:
         """A view over the stored snapshot (at start, before the loops run), or None."""

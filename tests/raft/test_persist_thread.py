@@ -1,0 +1,194 @@
+"""The dedicated persist thread (``raft/persist.py``, ``raft/node_persist.py``; issue 5).
+
+Readies handed out while an fsync runs queue up and share the next fsync (group commit), and
+no answer leaves before the fsync covering it returned; a failing fsync, or a crash in the
+thread, stops the node and surfaces through ``wait_failed``; after a full disk the thread
+writes nothing more (no entry after a gap) until the loop has taken every job back.
+The storage's ``sync`` blocks on a ``threading.Event`` the test controls, so "the fsync is
+still running" is a fact, not a window of time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from raftcache.network.hub import InMemoryHub
+from raftcache.network.memory import InMemoryNetwork
+from raftcache.raft.errors import NodeStoppedError
+from raftcache.raft.messages import AppendEntriesRequest, LogEntry
+from raftcache.raft.node import RaftNode
+from raftcache.raft.persist import PersistJob, PersistWorker
+from raftcache.raft.ready import Ready
+from raftcache.storage.base import DiskFullError
+from raftcache.storage.memory import MemoryStorage
+from tests.raft.sim import FAST, ListMachine
+
+CONFIG = dataclasses.replace(
+    FAST, persist_in_thread=True, election_timeout_min=30.0, election_timeout_max=60.0
+)
+WAIT = 10.0  # generous bound for things that must happen (a loaded 2-core box)
+
+
+class GatedStorage(MemoryStorage):
+    """``sync`` waits for ``open`` once ``hold()`` was called, and counts its calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = threading.Event()
+        self.open.set()
+        self.entered = threading.Event()
+        self.syncs = 0
+        self.broken: BaseException | None = None  # raised by append
+        self.sync_error: BaseException | None = None  # raised by sync
+
+    def hold(self) -> None:
+        self.entered.clear()
+        self.open.clear()
+
+    def append(self, entries: Sequence[LogEntry]) -> None:
+        if self.broken is not None:
+            raise self.broken
+        super().append(entries)
+
+    def sync(self) -> None:
+        self.entered.set()
+        assert self.open.wait(WAIT), "the test never released the fsync"
+        if self.sync_error is not None:
+            raise self.sync_error
+        self.syncs += 1
+        super().sync()
+
+
+def _append(prev: int, indexes: range, term: int = 2) -> AppendEntriesRequest:
+    entries = [LogEntry(term, i, f"e{i}".encode()) for i in indexes]
+    return AppendEntriesRequest(term, "n2", prev, term if prev else 0, entries, 0)
+
+
+async def _follower(storage: GatedStorage) -> RaftNode:
+    net = InMemoryNetwork("n1", hub=InMemoryHub(), seed=1)
+    node = RaftNode(
+        "n1", ["n1", "n2", "n3"], net, storage, ListMachine(), CONFIG, rng=random.Random(1)
+    )
+    await node.start()
+    return node
+
+
+async def _until(predicate: object, what: str) -> None:
+    """Yield to the loop until ``predicate()`` holds (it must: the test made it certain)."""
+    assert callable(predicate)
+    async with asyncio.timeout(WAIT):
+        while not predicate():
+            await asyncio.sleep(0.001)
+    assert predicate(), what
+
+
+async def test_readies_queued_during_an_fsync_share_the_next_and_wait_for_it() -> None:
+    storage = GatedStorage()
+    node = await _follower(storage)
+    try:
+        assert (await node.handle_append_entries(_append(0, range(1, 2)))).success
+        storage.hold()
+        first = asyncio.create_task(node.handle_append_entries(_append(1, range(2, 4))))
+        assert await asyncio.to_thread(storage.entered.wait, WAIT)
+        syncs_before = storage.syncs
+        # While that fsync is held, two more appends are stepped and handed to the thread.
+        second = asyncio.create_task(node.handle_append_entries(_append(3, range(4, 6))))
+        third = asyncio.create_task(node.handle_append_entries(_append(5, range(6, 8))))
+        await _until(lambda: node.core.log.last_index() == 7, "all entries stepped")
+        await _until(lambda: not node.core.has_unpersisted(), "all handed to the thread")
+        # Nothing is answered before its fsync returned, and nothing of it is durable yet.
+        assert [t.done() for t in (first, second, third)] == [False, False, False]
+        assert [e.index for e in storage.durable().entries] == [1]
+        storage.open.set()
+        async with asyncio.timeout(WAIT):
+            answers = [await first, await second, await third]
+        assert [a.match_index for a in answers] == [3, 5, 7]
+        assert all(a.success for a in answers)
+        # The held fsync, then one for the two Readies queued behind it (group commit).
+        assert storage.syncs - syncs_before == 2
+        assert [e.index for e in storage.durable().entries] == list(range(1, 8))
+    finally:
+        storage.open.set()
+        await node.stop()
+
+
+async def test_a_failing_fsync_in_the_thread_stops_the_node_and_surfaces() -> None:
+    storage = GatedStorage()
+    node = await _follower(storage)
+    try:
+        assert (await node.handle_append_entries(_append(0, range(1, 2)))).success
+        storage.sync_error = OSError(5, "Input/output error (simulated fsync failure)")
+        with pytest.raises(NodeStoppedError):
+            await node.handle_append_entries(_append(1, range(2, 3)))
+        async with asyncio.timeout(WAIT):
+            failure = await node.wait_failed()
+        assert failure is storage.sync_error
+        assert [e.index for e in storage.durable().entries] == [1]
+    finally:
+        await node.stop()
+
+
+async def test_a_crash_in_the_thread_is_fatal_and_surfaces() -> None:
+    storage = GatedStorage()
+    node = await _follower(storage)
+    try:
+        storage.broken = RuntimeError("a bug in the storage")
+        with pytest.raises(NodeStoppedError):
+            await node.handle_append_entries(_append(0, range(1, 2)))
+        async with asyncio.timeout(WAIT):
+            failure = await node.wait_failed()
+        assert isinstance(failure, RuntimeError)
+        assert str(failure) == "a bug in the storage"
+    finally:
+        await node.stop()
+
+
+class _Recorder:
+    """Collects the worker's reports (called in the event loop)."""
+
+    def __init__(self) -> None:
+        self.reports: list[tuple[list[PersistJob], BaseException | None]] = []
+        self.changed = asyncio.Event()
+
+    def __call__(self, batch: list[PersistJob], error: BaseException | None) -> None:
+        self.reports.append((batch, error))
+        self.changed.set()
+
+    async def wait_jobs(self, count: int) -> None:
+        async with asyncio.timeout(WAIT):
+            while sum(len(b) for b, _ in self.reports) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+def _job(index: int) -> PersistJob:
+    return PersistJob(Ready(entries=[LogEntry(1, index, b"x")]), 0, True)
+
+
+async def test_after_a_full_disk_the_worker_writes_nothing_until_resumed() -> None:
+    storage = GatedStorage()
+    recorder = _Recorder()
+    worker = PersistWorker(storage, asyncio.get_running_loop(), recorder, "test-persist")
+    try:
+        storage.broken = DiskFullError("no space (simulated)")
+        worker.submit(_job(1))
+        await recorder.wait_jobs(1)
+        storage.broken = None  # space is back, but job 2 follows a failed job 1: no gap
+        worker.submit(_job(2))
+        await recorder.wait_jobs(2)
+        assert [type(e) for _, e in recorder.reports] == [DiskFullError, DiskFullError]
+        assert storage.durable().entries == []
+        worker.resume()  # the loop took every job back and hands the writes out again
+        worker.submit(_job(1))
+        await recorder.wait_jobs(3)
+        assert recorder.reports[-1][1] is None
+        assert [e.index for e in storage.durable().entries] == [1]
+        assert worker.batches == 1
+    finally:
+        assert await asyncio.to_thread(worker.stop, WAIT)
