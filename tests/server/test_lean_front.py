@@ -19,11 +19,15 @@ import aiohttp
 import pytest
 import trustme
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from raftcache.server.app import create_app
 from raftcache.server.context import ServerSettings
-from raftcache.server.lean_front import LeanFront, LeanSite, lean_available
+from raftcache.server.lean_front import LEAN_BODY_MAX, LeanFront, LeanSite, lean_available
+from raftcache.server.lean_request import LeanRequest
 from raftcache.server.serve import loop_factory
+from raftcache.server.validation import Limits
 
 from .cluster import start_cluster
 from .conftest import SMALL_LIMITS
@@ -40,11 +44,15 @@ class Served:
 
 
 async def _serve(
-    *, lean: bool = True, ssl_context: ssl.SSLContext | None = None, token: str | None = None
+    *,
+    lean: bool = True,
+    ssl_context: ssl.SSLContext | None = None,
+    token: str | None = None,
+    limits: Limits = SMALL_LIMITS,
 ) -> Served:
     node = FakeNode()
     service = FakeService(node)
-    settings = ServerSettings(limits=SMALL_LIMITS, leader_wait_s=0.3, client_token=token)
+    settings = ServerSettings(limits=limits, leader_wait_s=0.3, client_token=token)
     runner = web.AppRunner(create_app(node, service, settings), access_log=None)
     await runner.setup()
     site: web.TCPSite
@@ -177,6 +185,21 @@ async def test_idle_connections_are_closed_busy_ones_are_not(lean: Served) -> No
     assert (await busy.answers(1))[0].status == 404
     await idle.close()
     await busy.close()
+
+
+async def test_a_large_value_is_streamed_by_aiohttp() -> None:
+    # Over LEAN_BODY_MAX: aiohttp reads it, charging the node's byte budget as it goes.
+    served = await _serve(limits=Limits(max_value_bytes=LEAN_BODY_MAX * 4))
+    try:
+        value = bytes(range(256)) * (LEAN_BODY_MAX // 128)
+        conn = await Conn.open(served.port)
+        await conn.send(request("PUT", "/v1/keys/big", value) + request("GET", "/v1/keys/big"))
+        put, get = await conn.answers(2)
+        assert (put.status, get.status, get.body) == (200, 200, value)
+        assert (served.front.served, served.front.handed_off) == (0, 1)
+        await conn.close()
+    finally:
+        await _stop(served)
 
 
 async def test_chunked_body_goes_to_aiohttp(lean: Served) -> None:
@@ -398,3 +421,24 @@ async def test_a_real_cluster_serves_key_routes_on_the_lean_front(
         assert all(front is not None and front.served >= 1 for front in fronts)
     finally:
         await cluster.stop()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "/v1/keys/a",
+        "/v1/keys/a?consistency=stale",
+        "/v1/keys/..",
+        "/v1/keys/.",
+        "/v1/keys/%2E%2E",
+        "/v1/keys/a%2Fb?x=%20",
+        "/v1/keys/a+b",
+        "/v1/keys/a;b",
+        "/v1/keys/%FF",
+    ],
+)
+def test_lean_request_path_and_query_are_aiohttps(raw: str) -> None:
+    app = web.Application()
+    lean = LeanRequest(app, "GET", raw, CIMultiDictProxy(CIMultiDict()), b"", (1, 1))
+    url = URL(raw, encoded=True)  # what web.Request.path and .query are made of
+    assert (lean.path, lean.query) == (url.path, url.query)

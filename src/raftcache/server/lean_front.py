@@ -34,8 +34,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("raftcache.server.lean")
 
-#: A GET or DELETE with a body larger than this goes to aiohttp (the handlers never read it).
-_SMALL_BODY = 64 * 1024
+#: The largest body a hot request may declare; a larger one goes to aiohttp. The lean front
+#: receives a body whole before the admission middleware sees the request, while aiohttp
+#: streams it and charges the node's byte budget before reading (``bodies.read_body``): keeping
+#: lean bodies small keeps what a connection can hold unadmitted near aiohttp's own read buffer.
+LEAN_BODY_MAX = 64 * 1024
 #: Idle keep-alive connections are closed after this long: aiohttp's default, so a client sees
 #: the same whichever front its connection is on. Checked once a minute.
 KEEPALIVE_TIMEOUT_S = 3630.0
@@ -102,8 +105,9 @@ class LeanFront:
         return LeanProtocol(self)
 
     def body_limit(self, method: bytes) -> int:
-        """The largest declared body a hot request of ``method`` may have on this path."""
-        return self._max_value if method == b"PUT" else _SMALL_BODY
+        """The largest declared body a hot request of ``method`` may have on this path (a PUT
+        over the value limit goes to aiohttp too, whose 413 is the one clients know)."""
+        return min(self._max_value, LEAN_BODY_MAX) if method == b"PUT" else LEAN_BODY_MAX
 
     def aiohttp_protocol(self) -> RequestHandler:
         """A fresh aiohttp protocol for a connection handed over."""

@@ -120,7 +120,11 @@ class LeanRequest:
     def path(self) -> str:
         """The decoded path, as ``web.Request.path``."""
         if self._path is None:
-            self._path = self._url().path
+            raw = self.raw_path.partition("?")[0]
+            # Nothing to decode or normalise (no escapes, no dot segment): the raw path is it;
+            # every middleware asks, so yarl is spared for the common case.
+            plain = "%" not in raw and not raw.endswith(("/.", "/.."))
+            self._path = raw if plain else self._url().path
         return self._path
 
     @property
