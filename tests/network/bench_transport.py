@@ -1,10 +1,11 @@
-"""Benchmark: RPCs per second over HttpNetwork, JSON against msgpack bodies.
+"""Benchmark: RPCs per second over HttpNetwork (JSON and msgpack bodies) and StreamNetwork.
 
 Not collected by pytest (a benchmark measures, it asserts nothing). Run it with::
 
     .venv/bin/python -m tests.network.bench_transport [--seconds 3] [--concurrency 16]
 
-Two nodes on loopback; ``concurrency`` tasks send back to back for ``seconds`` each of three
+Two nodes on loopback (``--transports``: ``http-json``, ``http-msgpack``, ``stream``; the stream
+carries msgpack frames); ``concurrency`` tasks send back to back for ``seconds`` each of three
 shapes of AppendEntries: a heartbeat (no entries), a batch of 64 entries of 128 bytes, and a
 1 MiB InstallSnapshot chunk. The codec alone (encode + decode, no sockets) is timed too, which
 bounds what any transport can gain from a faster format.
@@ -21,6 +22,7 @@ from typing import Any
 
 from raftcache.network import HttpNetwork
 from raftcache.network.httpwire import decode_body, encode_body
+from raftcache.network.stream import StreamNetwork
 from raftcache.raft.messages import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -60,14 +62,20 @@ def sender_of(net: HttpNetwork, msg: Any) -> Callable[[], Any]:
     return lambda: net.send_append_entries("b", msg)
 
 
-async def rate(fmt: str, msg: Any, seconds: float, concurrency: int) -> float:
+TRANSPORTS: dict[str, tuple[type[HttpNetwork], str]] = {
+    "http-json": (HttpNetwork, "json"),
+    "http-msgpack": (HttpNetwork, "msgpack"),
+    "stream": (StreamNetwork, "msgpack"),
+}
+
+
+async def rate(transport: str, msg: Any, seconds: float, concurrency: int) -> float:
     """RPCs per second that ``concurrency`` back-to-back senders achieve."""
-    b = HttpNetwork("b", port=0, node_addresses={})
+    cls, fmt = TRANSPORTS[transport]
+    b = cls("b", port=0, node_addresses={})
     b.register_handlers(Echo())
     await b.start()
-    a = HttpNetwork(
-        "a", port=0, node_addresses={"b": f"http://127.0.0.1:{b.port}"}, wire_format=fmt
-    )
+    a = cls("a", port=0, node_addresses={"b": f"http://127.0.0.1:{b.port}"}, wire_format=fmt)
     a.register_handlers(Echo())
     await a.start()
     send = sender_of(a, msg)
@@ -103,12 +111,14 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--transports", default=",".join(TRANSPORTS))
     args = parser.parse_args()
-    print(f"{'shape':12} {'format':8} {'RPC/s':>9} {'codec/s':>10}")
+    print(f"{'shape':12} {'transport':13} {'RPC/s':>9} {'codec/s':>10}")
     for shape, msg in SHAPES.items():
-        for fmt in ("json", "msgpack"):
-            rps = await rate(fmt, msg, args.seconds, args.concurrency)
-            print(f"{shape:12} {fmt:8} {rps:9.0f} {codec_rate(fmt, msg):10.0f}")
+        for transport in args.transports.split(","):
+            rps = await rate(transport, msg, args.seconds, args.concurrency)
+            fmt = TRANSPORTS[transport][1]
+            print(f"{shape:12} {transport:13} {rps:9.0f} {codec_rate(fmt, msg):10.0f}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from raftcache.network.stream_wire import (
     frame_error,
     request_code,
 )
-from raftcache.network.stream_writer import FrameWriter
+from raftcache.network.stream_writer import BATCH_MAX, FrameWriter
 from raftcache.raft.messages import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -155,3 +155,15 @@ async def test_a_failed_send_closes_the_writer_and_reports_once() -> None:
     await asyncio.sleep(0)
     assert sink.messages == []
     assert len(errors) == 1
+
+
+async def test_large_frames_are_not_joined_whatever_the_readers_limit() -> None:
+    sink = _Sink()
+    writer = FrameWriter(sink.send, 64 * 1024 * 1024, lambda exc: None)
+    chunk = b"c" * (BATCH_MAX // 2 + 1)
+    for frame in (chunk, chunk, b"small", b"small"):
+        writer.write(frame)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    # Two large frames exceed BATCH_MAX together: each leaves alone, not copied into one.
+    assert [len(m) for m in sink.messages] == [len(chunk), len(chunk) + 10]
