@@ -442,3 +442,28 @@ def test_lean_request_path_and_query_are_aiohttps(raw: str) -> None:
     lean = LeanRequest(app, "GET", raw, CIMultiDictProxy(CIMultiDict()), b"", (1, 1))
     url = URL(raw, encoded=True)  # what web.Request.path and .query are made of
     assert (lean.path, lean.query) == (url.path, url.query)
+
+
+async def test_a_write_whose_client_went_away_still_runs_to_its_end(lean: Served) -> None:
+    # As on aiohttp (handler_cancellation off): the request is not cancelled half-way.
+    gate, started, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    real_set = lean.service.set
+
+    async def held_set(*args: object, **kwargs: object) -> int:
+        started.set()
+        await gate.wait()
+        version = await real_set(*args, **kwargs)  # type: ignore[arg-type]
+        finished.set()
+        return version
+
+    lean.service.set = held_set  # type: ignore[method-assign]
+    conn = await Conn.open(lean.port)
+    await conn.send(request("PUT", "/v1/keys/gone", b"kept"))
+    async with asyncio.timeout(10):
+        await started.wait()
+    await conn.close()
+    await _until(lambda: not lean.front.connections, "the server saw the connection end")
+    gate.set()
+    async with asyncio.timeout(10):
+        await finished.wait()
+    assert (await real_set.__self__.get("gone")).value == b"kept"  # type: ignore[attr-defined]

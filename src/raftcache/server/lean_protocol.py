@@ -168,17 +168,16 @@ class LeanProtocol(asyncio.Protocol):
             self._done = 0
 
     def eof_received(self) -> bool | None:
-        # Answer what was asked, then close (a half-closed client still reads).
-        if self._worker is None:
-            return None
-        self._closed = True
-        return True
+        # The transport closes, as aiohttp's does on EOF: a request in progress still runs to
+        # its end (see connection_lost), its answer has nowhere to go.
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._front.connections.discard(self)
-        if self._worker is not None:
-            self._worker.cancel()
+        # The request being served runs to its end, as aiohttp's do (its handler_cancellation
+        # is off): a write's proposal is not abandoned half-way because its client went away.
+        # Its answer is dropped; the requests queued behind it are not started.
         self._leave_all()
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
@@ -280,9 +279,7 @@ class LeanProtocol(asyncio.Protocol):
         if self._handoff is not None:
             self._finish_handoff()
         elif self._closed:
-            # A malformed request's error (if any) after the answers before it; or the client
-            # half-closed and everything it asked is answered.
-            self._say_last_words()
+            self._say_last_words()  # a malformed request's error, after the answers before it
 
     async def _write(self, data: bytes) -> None:
         if self._writable is not None:
