@@ -23,6 +23,7 @@ from raftcache.server.validation import (
     parse_limit,
     parse_mget_body,
     parse_session_headers,
+    parse_ttl_body,
     validate_ttl,
 )
 
@@ -217,3 +218,12 @@ def test_mget_body() -> None:
         b'{"keys": ["\\ud800"]}',
     ]:
         assert status_of(parse_mget_body, body, LIMITS) == 400, body
+
+
+@pytest.mark.parametrize("field", ["ttl", "at"])
+def test_ttl_change_seconds_are_bounded_as_the_schema_says(field: str) -> None:
+    assert parse_ttl_body(orjson.dumps({field: 1e12}))[0 if field == "ttl" else 1] == 1e12
+    assert parse_ttl_body(orjson.dumps({field: -1e12}))[0 if field == "ttl" else 1] == -1e12
+    for beyond in (-1_000_000_000_001.0, 1e12 + 1):
+        with pytest.raises(ApiError, match="between -1e12 and 1e12"):
+            parse_ttl_body(orjson.dumps({field: beyond}))
