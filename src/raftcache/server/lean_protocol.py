@@ -3,8 +3,8 @@ else is handed — with the whole connection — to aiohttp.
 
 Rule: a connection starts on this protocol. Each request is parsed with httptools; at the end of
 its headers it is either *hot* (``GET``/``PUT``/``DELETE /v1/keys/{key}`` over HTTP/1.x, a
-declared body no larger than the route accepts, no ``Transfer-Encoding``, no ``Expect``, no
-upgrade) or not. A hot request is answered here, through the same middleware chain and handler
+declared body of at most ``LeanFront.body_limit`` — 64 KiB, within the value limit — no
+``Transfer-Encoding``, no ``Expect``, no upgrade) or not. A hot request is answered here, through the same middleware chain and handler
 aiohttp would run (``LeanFront.chains``), and pipelined requests are answered in order. The first
 request that is not hot — or the first malformed-for-us one (an oversize line or header block) —
 ends this protocol's part: once every earlier answer is written, the transport is re-pointed at
