@@ -19,12 +19,19 @@ import aiohttp
 import pytest
 import trustme
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from raftcache.server.app import create_app
 from raftcache.server.context import ServerSettings
-from raftcache.server.lean_front import LEAN_BODY_MAX, LeanFront, LeanSite, lean_available
+from raftcache.server.lean_front import (
+    LEAN_BODY_MAX,
+    LeanFront,
+    LeanSite,
+    LeanSockSite,
+    lean_available,
+)
 from raftcache.server.lean_request import LeanRequest
 from raftcache.server.serve import loop_factory
 from raftcache.server.validation import Limits
@@ -467,3 +474,15 @@ async def test_a_write_whose_client_went_away_still_runs_to_its_end(lean: Served
     async with asyncio.timeout(10):
         await finished.wait()
     assert (await real_set.__self__.get("gone")).value == b"kept"  # type: ignore[attr-defined]
+
+
+async def test_the_route_tests_client_really_runs_on_the_front_it_names(
+    client: TestClient[web.Request, web.Application], front: str
+) -> None:
+    # conftest's "lean" variant swaps aiohttp's test site: make sure the swap takes effect.
+    async with client.put("/v1/keys/x", data=b"v") as put:
+        assert put.status == 200
+    assert client.server.runner is not None
+    fronts = [s.front for s in client.server.runner.sites if isinstance(s, LeanSockSite)]
+    served = sum(f.served for f in fronts if f is not None)
+    assert served == (1 if front == "lean" else 0)
