@@ -4,12 +4,13 @@ else is handed — with the whole connection — to aiohttp.
 Rule: a connection starts on this protocol. Each request is parsed with httptools; at the end of
 its headers it is either *hot* (``GET``/``PUT``/``DELETE /v1/keys/{key}`` over HTTP/1.x, a
 declared body of at most ``LeanFront.body_limit`` — 64 KiB, within the value limit — no
-``Transfer-Encoding``, no ``Expect``, no upgrade) or not. A hot request is answered here, through the same middleware chain and handler
-aiohttp would run (``LeanFront.chains``), and pipelined requests are answered in order. The first
-request that is not hot — or the first malformed-for-us one (an oversize line or header block) —
-ends this protocol's part: once every earlier answer is written, the transport is re-pointed at
-a fresh aiohttp ``RequestHandler``, which is fed the bytes from that request's first byte on and
-serves the connection from then on exactly as it would have from the start.
+``Transfer-Encoding``, no ``Expect``, no upgrade) or not. A hot request is answered here,
+through the same middleware chain and handler aiohttp would run (``LeanFront.chains``), and
+pipelined requests are answered in order. The first request that is not hot — or the first
+malformed-for-us one (an oversize line or header block) — ends this protocol's part: once every
+earlier answer is written, the transport is re-pointed at a fresh aiohttp ``RequestHandler``,
+which is fed the bytes from that request's first byte on and serves the connection from then on
+exactly as it would have from the start.
 
 Finding that first byte: httptools reports where a message ends only through callbacks, not as
 an offset, so the protocol keeps the bytes since the last point where it knew a message began
@@ -47,6 +48,9 @@ _TRIM_BYTES: Final = 256 * 1024
 #: Parsed requests waiting for their turn before the connection stops reading.
 _MAX_QUEUED: Final = 32
 Chain = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# What hot requests can be (``on_headers_complete`` lets no other through).
+_METHODS: Final = {b"GET": "GET", b"PUT": "PUT", b"DELETE": "DELETE"}
+_VERSIONS: Final = {"1.1": (1, 1), "1.0": (1, 0)}
 
 
 class _HandOff(Exception):
@@ -241,14 +245,13 @@ class LeanProtocol(asyncio.Protocol):
         self._hot = False  # its drain count now belongs to the queued request
         self._done += 1
         parser = self._parser
-        major, minor = (int(part) for part in parser.get_http_version().split("."))
         request = LeanRequest(
             self._front.app,
-            self._method.decode("ascii"),
+            _METHODS[self._method],
             self._url.decode("ascii"),
             CIMultiDictProxy(CIMultiDict(self._headers)),
             b"".join(self._body),
-            (major, minor),
+            _VERSIONS[parser.get_http_version()],
         )
         self._queue.append((request, parser.should_keep_alive()))
         if len(self._queue) >= _MAX_QUEUED and not self._paused and self._transport is not None:
