@@ -419,3 +419,20 @@ async def test_draining_closes_inbound_streams_and_refuses_new_ones(make_node: F
     assert "HTTP 503" in str(errors[-1])
     await b.start()  # accepts upgrades again
     assert (await a.send_request_vote("b", VOTE)).vote_granted
+
+
+async def test_a_caller_giving_up_on_a_silent_connection_drops_it(make_node: Factory) -> None:
+    # Raft's own RPC deadline equals the transport's in `raftcache serve`, and fires first.
+    held = Held()
+    a, b = await make_node("a", timeout=1.0), await make_node("b", handlers=held)
+    point(a, b)
+    assert (await a.send_request_vote("b", VOTE)).vote_granted
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.0):
+            await a.send_request_vote("b", RequestVoteRequest(1, "a", 0, 0))
+    async with asyncio.timeout(10):
+        while stream(a).stream_stats()["b"]["losses"] < 1:
+            await asyncio.sleep(0.01)
+    held.release.set()
+    assert (await a.send_request_vote("b", VOTE)).vote_granted
+    assert stream(a).stream_stats()["b"]["connects"] == 2

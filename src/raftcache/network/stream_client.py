@@ -13,9 +13,10 @@ them:
   (the caller talks HTTP to it instead: rolling upgrades);
 * the connection breaks: every call in flight fails at once with a transient ``connection``
   error, and the next call reconnects;
-* a call's own deadline (``timeout``, the connection included) → ``NetworkTimeoutError``; if
-  nothing at all arrived on the connection since that request left, the connection is
-  presumed dead (a half-open socket) and dropped, so the next call reconnects;
+* a call's own deadline (``timeout``, the connection included) → ``NetworkTimeoutError``; if a
+  call times out or is abandoned by its caller after at least half of ``timeout`` and nothing
+  at all arrived on the connection since that request left, the connection is presumed dead
+  (a half-open socket) and dropped, so the next call reconnects;
 * an ``ERROR`` frame → ``stream_wire.frame_error``; a request larger than the peer reads →
   permanent ``too_large``, before anything is sent.
 
@@ -142,10 +143,13 @@ class StreamLink:
         fut: asyncio.Future[Frame] = loop.create_future()
         self._pending[frame_id] = fut
         sent_at = loop.time()
-        timer = loop.call_at(deadline, self._expire, frame_id, sent_at, timeout)
+        timer = loop.call_at(deadline, self._expire, frame_id, timeout)
         writer.write(out)
         try:
             answer = await fut
+        except (NetworkTimeoutError, asyncio.CancelledError):
+            self._abandoned(sent_at, timeout)
+            raise
         finally:
             timer.cancel()
             self._pending.pop(frame_id, None)
@@ -158,15 +162,20 @@ class StreamLink:
                 f"Malformed {response_cls.__name__} from node {self.target}: {exc}", permanent=True
             ) from exc
 
-    def _expire(self, frame_id: int, sent_at: float, timeout: float) -> None:
+    def _expire(self, frame_id: int, timeout: float) -> None:
         fut = self._pending.pop(frame_id, None)
-        if fut is None or fut.done():
-            return
-        fut.set_exception(
-            NetworkTimeoutError(f"RPC to node {self.target} timed out after {timeout:g}s")
-        )
-        if self._ws is not None and self._last_received < sent_at:
-            self.drop()  # nothing came back since: a dead peer behind a half-open socket
+        if fut is not None and not fut.done():
+            fut.set_exception(
+                NetworkTimeoutError(f"RPC to node {self.target} timed out after {timeout:g}s")
+            )
+
+    def _abandoned(self, sent_at: float, timeout: float) -> None:
+        """A call timed out or its caller gave up (Raft's own RPC deadline usually comes
+        first): if the connection stayed silent for at least half the timeout since that
+        request left, the peer is presumed dead behind a half-open socket — drop it."""
+        now = asyncio.get_running_loop().time()
+        if self._ws is not None and self._last_received < sent_at and now - sent_at >= timeout / 2:
+            self.drop()
 
     # -- connecting ---------------------------------------------------------------------------
 
