@@ -4,8 +4,8 @@ Rule: this is the only module of the server that reads the wall clock (``time.ti
 the cache service) and creates a ``random.Random()`` (handed to the Raft node). It wires
 HttpNetwork (mounted on the node's app, so one port serves Raft and the client API; no
 ``ReliableNetwork``: Raft retries on its own, and a bare transport with a short timeout keeps
-heartbeats fresh), ``FileStorage(data_dir)``, ``CacheStateMachine``, ``RaftNode`` and
-``CacheService``.
+heartbeats fresh; ``--raft-transport stream``: ``StreamNetwork``, mounted the same way),
+``FileStorage(data_dir)``, ``CacheStateMachine``, ``RaftNode`` and ``CacheService``.
 
 Shutdown order (SIGTERM/SIGINT): a leader first hands leadership to its most up-to-date live
 follower (``server.handover``, bounded; on by default, ``--no-transfer-on-shutdown`` turns it
