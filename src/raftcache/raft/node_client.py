@@ -45,7 +45,10 @@ class ClientMixin(NodeBase):
         self._wake.set()
         try:
             async with asyncio.timeout(timeout or self.config.propose_timeout):
-                return await asyncio.shield(fut)
+                # No shield: a cancelled or timed-out future is simply skipped when its entry
+                # applies (``_apply`` checks ``done()``), and shielding cost a second future
+                # and two callbacks per proposal (~4% of a loaded leader).
+                return await fut
         except TimeoutError:
             self._proposals.pop(index, None)
             if self.role is not Role.LEADER:
