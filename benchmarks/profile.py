@@ -6,6 +6,11 @@ duration; the collapsed stacks go to ``benchmarks/results/profile-<workload>.txt
 summary of the hottest functions (self and inclusive share of samples, line numbers folded)
 to ``profile-<workload>.md``. Run: ``python -m benchmarks.profile`` (``BENCH_DURATION``);
 ``--summarize`` only rewrites the summaries from the stacks already recorded.
+
+``--inproc [RATE]`` profiles the in-process comparison's leader instead (3 ``raftcache_inproc``
+nodes, FileStorage with fsync, proposals straight into ``RaftNode.propose`` at RATE per second,
+default 10,000, open loop): every thread is sampled (``--threads``), so the persist thread's
+share shows apart from the event loop's; output ``profile-inproc.{txt,md}``.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def summarize(raw: str, top: int = 25) -> tuple[int, list[tuple[str, int]], list
         if not m:
             continue
         count = int(m["count"])
-        # Without --threads/--subprocesses, every entry is a frame, outermost first.
+        # Every entry is a frame, outermost first (with --threads, a thread's name first).
         frames = [fold(f) for f in m["stack"].split(";")]
         if not frames:
             continue
@@ -76,6 +81,60 @@ def resummarize(out_dir: Path) -> None:
         md_path.write_text(report(workload, raw_path.read_text()) + load)
 
 
+def _pyspy_argv(pyspy: str, pid: int, seconds: float, out: Path, *extra: str) -> list[str]:
+    return [
+        pyspy,
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        "200",
+        "--duration",
+        str(round(seconds)),
+        "--format",
+        "raw",
+        "--nonblocking",
+        *extra,
+        "--output",
+        str(out),
+    ]
+
+
+def profile_inproc(pyspy: str, out_dir: Path, rate: float, seconds: float) -> None:
+    """py-spy on the in-process driver (the leader) under an open-loop proposal rate."""
+    from benchmarks.suite.inproc import InprocCluster, raftcache_argv
+
+    work = Path(tempfile.mkdtemp(prefix="raftcache-profile-inproc-"))
+    raw_path = out_dir / "profile-inproc.txt"
+    try:
+        with ProcessGroup() as group:
+            cluster = InprocCluster(group, "raftcache", raftcache_argv(sys.executable, True), work)
+            try:
+                if not cluster.wait_leader() and not cluster.restart():
+                    raise SystemExit("the driver did not become leader")
+                cluster.command({"op": "latency", "duration": 1.0}, 30)  # warm-up
+                spy = group.start(
+                    _pyspy_argv(pyspy, cluster.procs[0].pid, seconds - 1, raw_path, "--threads"),
+                    log_path=work / "py-spy.log",
+                )
+                cmd = {"op": "rate", "rate": rate, "duration": seconds, "timeout": 1.0}
+                result = cluster.timed(cmd, seconds + 40)
+                spy.wait(60)
+            finally:
+                cluster.stop()
+        md = report(f"in-process proposals at {rate:,.0f}/s", raw_path.read_text())
+        md += (
+            f"\nLoad during the profile: {result['committed_per_s']:,.0f} committed/s of "
+            f"{rate:,.0f}/s offered (success {result['success']:.1%}), p50 "
+            f"{result['p50_ms']:.2f} ms, leader CPU {result['cpu']['node1']:.0f}% "
+            "(py-spy sampling overhead included).\n"
+        )
+        (out_dir / "profile-inproc.md").write_text(md)
+        print(md)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> int:
     install_signal_handlers()
     settings = from_env()
@@ -88,6 +147,11 @@ def main() -> int:
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out_dir = settings.results_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    if "--inproc" in sys.argv:
+        at = sys.argv.index("--inproc") + 1
+        rate = float(sys.argv[at]) if at < len(sys.argv) else 10_000.0
+        profile_inproc(pyspy, out_dir, rate, max(settings.duration_s, 4.0))
+        return 0
     work = Path(tempfile.mkdtemp(prefix="raftcache-profile-"))
     shape = Shape(settings.keys, settings.value_size, settings.read_ratio)
     try:
@@ -99,21 +163,7 @@ def main() -> int:
                 name = workload.replace("/", "-")
                 raw_path = out_dir / f"profile-{name}.txt"
                 spy = group.start(
-                    [
-                        pyspy,
-                        "record",
-                        "--pid",
-                        str(cluster.pids()["leader"]),
-                        "--rate",
-                        "200",
-                        "--duration",
-                        str(round(settings.duration_s)),
-                        "--format",
-                        "raw",
-                        "--nonblocking",
-                        "--output",
-                        str(raw_path),
-                    ],
+                    _pyspy_argv(pyspy, cluster.pids()["leader"], settings.duration_s, raw_path),
                     log_path=work / "py-spy.log",
                 )
                 time.sleep(1.0)  # py-spy attaches
