@@ -436,3 +436,16 @@ async def test_a_caller_giving_up_on_a_silent_connection_drops_it(make_node: Fac
     held.release.set()
     assert (await a.send_request_vote("b", VOTE)).vote_granted
     assert stream(a).stream_stats()["b"]["connects"] == 2
+
+
+async def test_a_changed_address_closes_the_old_stream(make_node: Factory) -> None:
+    a, b, c = await make_node("a"), await make_node("b"), await make_node("c")
+    a.set_peer_address("x", f"http://127.0.0.1:{b.port}")
+    assert (await a.send_request_vote("x", VOTE)).vote_granted
+    assert len(stream(b)._streams.connections) == 1
+    a.set_peer_address("x", f"http://127.0.0.1:{c.port}")
+    assert (await a.send_request_vote("x", VOTE)).vote_granted
+    async with asyncio.timeout(10):  # the old stream is closed, not left behind
+        while stream(b)._streams.connections:
+            await asyncio.sleep(0.01)
+    assert stream(a).stream_stats()["x"]["connects"] == 1  # a new link, to c

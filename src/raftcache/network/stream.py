@@ -100,7 +100,7 @@ class StreamNetwork(HttpNetwork):
         if changed:  # another node may be there now: negotiate afresh
             self._http_until.pop(node_id, None)
             link = self._links.pop(node_id, None)
-            if link is not None and link.connected:
+            if link is not None:
                 self._close_later(link)
 
     def stream_stats(self) -> dict[str, dict[str, Any]]:
@@ -148,7 +148,11 @@ class StreamNetwork(HttpNetwork):
                 link.drop()
 
     def _close_later(self, link: StreamLink) -> None:
-        task = asyncio.get_running_loop().create_task(link.close())
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: the link cannot have a connection (or an attempt) yet
+            return
+        task = loop.create_task(link.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
