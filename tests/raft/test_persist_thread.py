@@ -192,3 +192,40 @@ async def test_after_a_full_disk_the_worker_writes_nothing_until_resumed() -> No
         assert worker.batches == 1
     finally:
         assert await asyncio.to_thread(worker.stop, WAIT)
+
+
+async def test_a_node_stopped_during_a_write_restarts_and_writes_again() -> None:
+    storage = GatedStorage()
+    node = await _follower(storage)
+    try:
+        assert (await node.handle_append_entries(_append(0, range(1, 2)))).success
+        pending = await _held(node, storage, _append(1, range(2, 3)))
+        worker = node._worker  # its thread must be ended by stop(), not left behind
+        assert worker is not None
+        stopping = asyncio.create_task(node.stop())  # waits for the thread to finish
+        await asyncio.sleep(0)
+        storage.open.set()
+        async with asyncio.timeout(WAIT):
+            await stopping
+        with pytest.raises(NodeStoppedError):
+            await pending
+        # stop() ended the node's persist thread (it joins it before closing the storage).
+        assert not worker._thread.is_alive()
+        await node.start()  # a fresh thread; the storage lock was not left held
+        async with asyncio.timeout(WAIT):
+            again = await node.handle_append_entries(_append(2, range(3, 4)))
+        assert again.success
+        assert [e.index for e in storage.durable().entries] == [1, 2, 3]
+    finally:
+        storage.open.set()
+        await node.stop()
+
+
+async def _held(
+    node: RaftNode, storage: GatedStorage, req: AppendEntriesRequest
+) -> asyncio.Task[object]:
+    """Start handling ``req`` and return once its fsync is running (and held)."""
+    storage.hold()
+    task: asyncio.Task[object] = asyncio.create_task(node.handle_append_entries(req))
+    assert await asyncio.to_thread(storage.entered.wait, WAIT)
+    return task

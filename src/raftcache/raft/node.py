@@ -82,20 +82,11 @@ class RaftNode(ReadyLoopMixin, RpcMixin, ClientMixin, SnapshotsMixin, NodeBase):
         for task in [*self._tasks, *self._rpc_tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._jobs.clear()
-        self._inflight_writes = 0
-        self._lock_held = False
-        self._tainted = False
-        self._persist_error = None
-        if self.config.persist_in_thread:
-            self._worker = PersistWorker(
-                self.storage,
-                asyncio.get_running_loop(),
-                self._on_persisted,
-                name=f"raft-persist-{self.node_id}",
-            )
         self._tasks = []
         self._rpc_tasks.clear()
+        if self._lock_held:  # the ready loop died holding it for the persist thread
+            self._lock_held = False
+            self._storage_lock.release()
         self._fail_all(NodeStoppedError("node stopped"))
         await self.network.stop()
         self._close_snapshots()

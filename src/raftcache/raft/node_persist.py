@@ -80,6 +80,10 @@ class PersistMixin(NodeBase):
             self._send_all(rd)
             # Sent: the job need not keep them (snapshot chunks) while it waits its turn.
             rd.messages = []
+        if rd.snapshot is not None:
+            # No answer leaves until the snapshot is on disk: the core's stable index already
+            # covers it (cleared when the job is finished, or failed).
+            self._gate.snapshot_busy = True
         if not rd.needs_persist():
             job.done = True  # nothing to write: it only keeps its place in the order
         elif self._write_inline(rd):
@@ -92,7 +96,6 @@ class PersistMixin(NodeBase):
             job.done = True
         else:
             assert self._worker is not None
-            self._gate.snapshot_busy = self._gate.snapshot_busy or rd.snapshot is not None
             if not self._lock_held:
                 await self._storage_lock.acquire()
                 self._lock_held = True
