@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
@@ -16,17 +15,11 @@ import pytest
 from raftcache.cli.watch import event_line
 from raftcache.client.watch import WatchEvent
 from tests.server.cluster import Cluster, start_cluster
+from tests.server.test_keys_v2 import cluster
+
+__all__ = ["cluster"]  # the fixture: a running 3-node in-process cluster
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    started = await start_cluster(tmp_path)
-    try:
-        yield started
-    finally:
-        await started.stop()
 
 
 async def watch_process(*argv: str) -> asyncio.subprocess.Process:
