@@ -86,6 +86,16 @@ class Held(RecordingHandlers):
         return await super().handle_request_vote(req)
 
 
+async def dropped_then_reconnects(a: HttpNetwork, held: Held) -> None:
+    """``a``'s stream to b is counted lost; once b answers again, a second connection serves."""
+    async with asyncio.timeout(10):
+        while stream(a).stream_stats()["b"]["losses"] < 1:
+            await asyncio.sleep(0.01)
+    held.release.set()
+    assert (await a.send_request_vote("b", VOTE)).vote_granted
+    assert stream(a).stream_stats()["b"]["connects"] == 2
+
+
 async def test_answers_come_back_out_of_order_matched_by_id(make_node: Factory) -> None:
     held = Held()
     a, b = await make_node("a"), await make_node("b", handlers=held)
@@ -165,12 +175,7 @@ async def test_a_timeout_with_nothing_heard_drops_the_connection(make_node: Fact
     with pytest.raises(NetworkTimeoutError):
         await a.send_request_vote("b", RequestVoteRequest(1, "a", 0, 0))
     # Nothing came back on the connection since the request left: presumed dead, dropped.
-    async with asyncio.timeout(10):
-        while stream(a).stream_stats()["b"]["losses"] < 1:
-            await asyncio.sleep(0.01)
-    held.release.set()
-    assert (await a.send_request_vote("b", VOTE)).vote_granted
-    assert stream(a).stream_stats()["b"]["connects"] == 2
+    await dropped_then_reconnects(a, held)
 
 
 async def test_a_timeout_keeps_a_connection_that_answers_others(make_node: Factory) -> None:
@@ -430,12 +435,7 @@ async def test_a_caller_giving_up_on_a_silent_connection_drops_it(make_node: Fac
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(1.0):
             await a.send_request_vote("b", RequestVoteRequest(1, "a", 0, 0))
-    async with asyncio.timeout(10):
-        while stream(a).stream_stats()["b"]["losses"] < 1:
-            await asyncio.sleep(0.01)
-    held.release.set()
-    assert (await a.send_request_vote("b", VOTE)).vote_granted
-    assert stream(a).stream_stats()["b"]["connects"] == 2
+    await dropped_then_reconnects(a, held)
 
 
 async def test_a_changed_address_closes_the_old_stream(make_node: Factory) -> None:
