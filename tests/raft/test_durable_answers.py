@@ -10,12 +10,7 @@ in a worker thread), so "the fsync is still running" is a fact, not a window of 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import random
-import threading
 
-from raftcache.network.hub import InMemoryHub
-from raftcache.network.memory import InMemoryNetwork
 from raftcache.raft.messages import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -23,42 +18,7 @@ from raftcache.raft.messages import (
     RequestVoteRequest,
 )
 from raftcache.raft.node import RaftNode
-from raftcache.storage.memory import MemoryStorage
-from tests.raft.sim import FAST, ListMachine
-
-# Persist in a worker thread (as in production); timers long enough that nothing else happens.
-CONFIG = dataclasses.replace(
-    FAST, persist_in_thread=True, election_timeout_min=30.0, election_timeout_max=60.0
-)
-WAIT = 10.0  # generous bound for things that must happen (a loaded 2-core box)
-
-
-class GatedStorage(MemoryStorage):
-    """``sync`` waits for ``release`` once ``hold()`` was called; ``entered`` says it did."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.open = threading.Event()
-        self.open.set()
-        self.entered = threading.Event()
-
-    def hold(self) -> None:
-        self.entered.clear()
-        self.open.clear()
-
-    def sync(self) -> None:
-        self.entered.set()
-        assert self.open.wait(WAIT), "the test never released the fsync"
-        super().sync()
-
-
-async def _follower(storage: GatedStorage) -> RaftNode:
-    net = InMemoryNetwork("n1", hub=InMemoryHub(), seed=1)
-    node = RaftNode(
-        "n1", ["n1", "n2", "n3"], net, storage, ListMachine(), CONFIG, rng=random.Random(1)
-    )
-    await node.start()
-    return node
+from tests.raft.gated_storage import WAIT, GatedStorage, follower
 
 
 def _append(
@@ -80,7 +40,7 @@ async def _hold_during(
 
 async def test_a_heartbeat_is_answered_while_another_fsync_runs() -> None:
     storage = GatedStorage()
-    node = await _follower(storage)
+    node = await follower(storage)
     try:
         first = await node.handle_append_entries(_append(2, 0, 0, range(1, 4)))
         assert first.success
@@ -112,7 +72,7 @@ async def test_a_heartbeat_is_answered_while_another_fsync_runs() -> None:
 
 async def test_an_answer_overtaken_by_a_new_term_before_its_fsync_claims_nothing() -> None:
     storage = GatedStorage()
-    node = await _follower(storage)
+    node = await follower(storage)
     try:
         await node.handle_append_entries(_append(2, 0, 0, range(1, 4)))
         stale = await _hold_during(node, storage, _append(2, 3, 2, range(4, 6)))
@@ -140,7 +100,7 @@ async def test_a_vote_still_waits_for_the_fsync_in_progress() -> None:
     """Votes keep the full flush: whatever was stepped before is durable when they leave.
     (A transfer's vote, so that the lease of the leader just heard from does not refuse it.)"""
     storage = GatedStorage()
-    node = await _follower(storage)
+    node = await follower(storage)
     try:
         await node.handle_append_entries(_append(2, 0, 0, range(1, 2)))
         held = await _hold_during(node, storage, _append(2, 1, 2, range(2, 3)))

@@ -11,72 +11,21 @@ still running" is a fact, not a window of time.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import random
-import threading
-from collections.abc import Sequence
 
 import pytest
 
-from raftcache.network.hub import InMemoryHub
-from raftcache.network.memory import InMemoryNetwork
 from raftcache.raft.errors import NodeStoppedError
 from raftcache.raft.messages import AppendEntriesRequest, LogEntry
 from raftcache.raft.node import RaftNode
 from raftcache.raft.persist import PersistJob, PersistWorker
 from raftcache.raft.ready import Ready
 from raftcache.storage.base import DiskFullError
-from raftcache.storage.memory import MemoryStorage
-from tests.raft.sim import FAST, ListMachine
-
-CONFIG = dataclasses.replace(
-    FAST, persist_in_thread=True, election_timeout_min=30.0, election_timeout_max=60.0
-)
-WAIT = 10.0  # generous bound for things that must happen (a loaded 2-core box)
-
-
-class GatedStorage(MemoryStorage):
-    """``sync`` waits for ``open`` once ``hold()`` was called, and counts its calls."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.open = threading.Event()
-        self.open.set()
-        self.entered = threading.Event()
-        self.syncs = 0
-        self.broken: BaseException | None = None  # raised by append
-        self.sync_error: BaseException | None = None  # raised by sync
-
-    def hold(self) -> None:
-        self.entered.clear()
-        self.open.clear()
-
-    def append(self, entries: Sequence[LogEntry]) -> None:
-        if self.broken is not None:
-            raise self.broken
-        super().append(entries)
-
-    def sync(self) -> None:
-        self.entered.set()
-        assert self.open.wait(WAIT), "the test never released the fsync"
-        if self.sync_error is not None:
-            raise self.sync_error
-        self.syncs += 1
-        super().sync()
+from tests.raft.gated_storage import WAIT, GatedStorage, follower
 
 
 def _append(prev: int, indexes: range, term: int = 2) -> AppendEntriesRequest:
     entries = [LogEntry(term, i, f"e{i}".encode()) for i in indexes]
     return AppendEntriesRequest(term, "n2", prev, term if prev else 0, entries, 0)
-
-
-async def _follower(storage: GatedStorage) -> RaftNode:
-    net = InMemoryNetwork("n1", hub=InMemoryHub(), seed=1)
-    node = RaftNode(
-        "n1", ["n1", "n2", "n3"], net, storage, ListMachine(), CONFIG, rng=random.Random(1)
-    )
-    await node.start()
-    return node
 
 
 async def _until(predicate: object, what: str) -> None:
@@ -90,7 +39,7 @@ async def _until(predicate: object, what: str) -> None:
 
 async def test_readies_queued_during_an_fsync_share_the_next_and_wait_for_it() -> None:
     storage = GatedStorage()
-    node = await _follower(storage)
+    node = await follower(storage)
     try:
         assert (await node.handle_append_entries(_append(0, range(1, 2)))).success
         storage.hold()
@@ -120,7 +69,7 @@ async def test_readies_queued_during_an_fsync_share_the_next_and_wait_for_it() -
 
 async def test_a_failing_fsync_in_the_thread_stops_the_node_and_surfaces() -> None:
     storage = GatedStorage()
-    node = await _follower(storage)
+    node = await follower(storage)
     try:
         assert (await node.handle_append_entries(_append(0, range(1, 2)))).success
         storage.sync_error = OSError(5, "Input/output error (simulated fsync failure)")
@@ -136,7 +85,7 @@ async def test_a_failing_fsync_in_the_thread_stops_the_node_and_surfaces() -> No
 
 async def test_a_crash_in_the_thread_is_fatal_and_surfaces() -> None:
     storage = GatedStorage()
-    node = await _follower(storage)
+    node = await follower(storage)
     try:
         storage.broken = RuntimeError("a bug in the storage")
         with pytest.raises(NodeStoppedError):
@@ -196,7 +145,7 @@ async def test_after_a_full_disk_the_worker_writes_nothing_until_resumed() -> No
 
 async def test_a_node_stopped_during_a_write_restarts_and_writes_again() -> None:
     storage = GatedStorage()
-    node = await _follower(storage)
+    node = await follower(storage)
     try:
         assert (await node.handle_append_entries(_append(0, range(1, 2)))).success
         pending = await _held(node, storage, _append(1, range(2, 3)))
