@@ -1,4 +1,6 @@
-"""HttpNetwork over real loopback sockets: RPCs, error mapping, bad bodies, token, mounting."""
+"""HttpNetwork over real loopback sockets: what only HTTP has — its pool, bad bodies, status
+mapping, the token on raw requests, mounting. What every transport promises (RPCs, the error
+family, timeouts) is run over HTTP too, by ``test_contract.py``."""
 
 from __future__ import annotations
 
@@ -11,10 +13,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from raftcache.network import HttpNetwork, NetworkError, NetworkTimeoutError
+from raftcache.network import HttpNetwork, NetworkError
 from raftcache.network.httpwire import status_error
 from raftcache.raft.messages import (
-    AppendEntriesResponse,
     InstallSnapshotRequest,
     RequestVoteRequest,
     RequestVoteResponse,
@@ -71,32 +72,6 @@ async def raw_post(
         return resp.status, orjson.loads(data)
 
 
-async def test_three_nodes_talk_to_each_other(make_node: Factory) -> None:
-    nets = [await make_node(f"n{i}") for i in (1, 2, 3)]
-    connect(*nets)
-    assert all(n.port > 0 for n in nets)
-    assert len({n.port for n in nets}) == 3
-    for sender in nets:
-        for target in nets:
-            if sender is target:
-                continue
-            assert await sender.send_request_vote(target.node_id, VOTE) == RequestVoteResponse(
-                4, True
-            )
-            append = sample_append(3)
-            resp = await sender.send_append_entries(target.node_id, append)
-            assert resp == AppendEntriesResponse(3, True, match_index=3, last_log_index=3)
-            snap = InstallSnapshotRequest(1, sender.node_id, 5, 1, 100, b"\x00\xff" * 10, True)
-            assert (await sender.send_install_snapshot(target.node_id, snap)).next_offset == 120
-    for target in nets:
-        handlers = target._handlers
-        assert isinstance(handlers, RecordingHandlers)
-        assert len(handlers.calls) == 6
-        got = next(r for m, r in handlers.calls if m == "append_entries")
-        assert got == sample_append(3)  # non-UTF-8 commands survived the wire
-        assert next(r for m, r in handlers.calls if m == "request_vote") == VOTE
-
-
 async def test_many_concurrent_rpcs_share_the_pool(make_node: Factory) -> None:
     a, b = await make_node("a", max_connections=4), await make_node("b")
     connect(a, b)
@@ -104,75 +79,6 @@ async def test_many_concurrent_rpcs_share_the_pool(make_node: Factory) -> None:
         *(a.send_append_entries("b", sample_append(2, t)) for t in range(200))
     )
     assert [r.term for r in results] == list(range(200))
-
-
-async def test_a_snapshot_chunk_of_one_mib_fits(make_node: Factory) -> None:
-    a, b = await make_node("a"), await make_node("b")
-    connect(a, b)
-    chunk = bytes(range(256)) * 4096
-    resp = await a.send_install_snapshot("b", InstallSnapshotRequest(1, "a", 9, 1, 0, chunk, False))
-    assert resp.next_offset == len(chunk) == 1024 * 1024
-
-
-async def test_unknown_target_is_permanent(make_node: Factory) -> None:
-    a = await make_node("a")
-    with pytest.raises(NetworkError) as info:
-        await a.send_request_vote("ghost", VOTE)
-    assert str(info.value) == "No address configured for node ghost"
-    assert info.value.permanent
-
-
-async def test_stopped_peer_is_transient_and_comes_back_on_its_port(make_node: Factory) -> None:
-    a, b = await make_node("a"), await make_node("b")
-    connect(a, b)
-    assert (await a.send_request_vote("b", VOTE)).vote_granted
-    port = b.port
-    await b.stop()
-    for _ in range(2):  # a pooled connection first, then a refused one
-        with pytest.raises(NetworkError) as info:
-            await a.send_request_vote("b", VOTE)
-        assert not info.value.permanent
-        assert "node b" in str(info.value)
-    await b.start()
-    assert b.port == port
-    assert (await a.send_request_vote("b", VOTE)).vote_granted
-
-
-async def test_handler_exception_is_permanent_and_server_survives(make_node: Factory) -> None:
-    a = await make_node("a")
-    b = await make_node("b", handlers=RecordingHandlers("b", error=ValueError("bad state")))
-    connect(a, b)
-    with pytest.raises(NetworkError) as info:
-        await a.send_request_vote("b", VOTE)
-    assert info.value.permanent
-    assert str(info.value) == "Handler on node b raised: ValueError('bad state')"
-    b.register_handlers(RecordingHandlers("b"))
-    assert (await a.send_request_vote("b", VOTE)).vote_granted
-
-
-async def test_no_handlers_is_permanent(make_node: Factory) -> None:
-    a, b = await make_node("a"), await make_node("b", handlers=None)
-    connect(a, b)
-    with pytest.raises(NetworkError) as info:
-        await a.send_request_vote("b", VOTE)
-    assert str(info.value) == "Node b has no handlers registered"
-    assert info.value.permanent
-
-
-async def test_timeout_raises_network_timeout(make_node: Factory) -> None:
-    a = await make_node("a", timeout=0.2)
-    b = await make_node("b", handlers=RecordingHandlers("b", delay=5.0), shutdown_timeout=0.05)
-    connect(a, b)
-    with pytest.raises(NetworkTimeoutError) as info:
-        await a.send_request_vote("b", VOTE)
-    assert not info.value.permanent
-
-
-async def test_sending_before_start_is_refused() -> None:
-    net = HttpNetwork("a", port=0, node_addresses={"b": "http://127.0.0.1:1"})
-    with pytest.raises(NetworkError, match="not started") as info:
-        await net.send_request_vote("b", VOTE)
-    assert info.value.permanent
 
 
 @pytest.mark.parametrize(
