@@ -129,3 +129,25 @@ async def test_membership_change_under_load() -> None:
         assert leader.role is Role.LEADER
     finally:
         await c.stop()
+
+
+async def test_a_byte_bound_triggers_snapshots_when_the_count_does_not() -> None:
+    """Few large commands stay under the entry count: the byte bound compacts them anyway."""
+    config = dataclasses.replace(
+        FAST, snapshot_threshold=10_000, snapshot_threshold_bytes=4096, snapshot_chunk_size=1024
+    )
+    c = SimCluster(3, seed=33, config=config)
+    await c.start()
+    try:
+        await c.wait_leader()
+        for i in range(12):
+            await c.propose(bytes([i]) * 1000)  # 12 kB in 12 entries: far below 10,000
+        leader = await c.wait_leader()
+        await c.wait_applied(leader.commit_index, timeout=30)
+        for node in c.nodes.values():
+            async with asyncio.timeout(30):
+                while node.core.log.snapshot_index < 4:  # the first 4 kB crossed the bound
+                    await asyncio.sleep(0.01)
+            assert node._applied_bytes - node._snapshot_mark < 4096 + 1000
+    finally:
+        await c.stop()

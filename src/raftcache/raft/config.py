@@ -21,6 +21,9 @@ class RaftConfig:
     tick_interval: float = 0.02
     #: Entries applied since the last snapshot that trigger an automatic one (0 = never).
     snapshot_threshold: int = 10_000
+    #: Command bytes applied since the last snapshot that trigger an automatic one (0 = no
+    #: byte bound): big batches would otherwise keep a large log in memory below the count.
+    snapshot_threshold_bytes: int = 32 * 1024 * 1024
     snapshot_chunk_size: int = 1024 * 1024
     pre_vote: bool = True
     check_quorum: bool = True

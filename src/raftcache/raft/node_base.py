@@ -124,6 +124,10 @@ class NodeBase:
         self._disk_full = False
         #: Index of the last entry the state machine has really applied.
         self._applied = 0
+        #: Command bytes applied since start, and their count at the last snapshot taken:
+        #: their difference is the log the next automatic snapshot would free.
+        self._applied_bytes = 0
+        self._snapshot_mark = 0
         self._last_config: Configuration | None = None
         self.stats = NodeStats()
         # Streamed snapshots: chunks are written to disk as they arrive (one transfer at a

@@ -124,6 +124,7 @@ class ReadyLoopMixin(PersistMixin, NodeBase):
             result: Any = None
             if e.kind == EntryKind.COMMAND:
                 result = apply_entry(e.index, e.command) if apply_entry else sm.apply(e.command)
+                self._applied_bytes += len(e.command)
             self._applied = e.index
             prop = self._proposals.pop(e.index, None)
             if prop is not None and not prop.future.done():

@@ -21,20 +21,23 @@ from raftcache.raft.messages import (
 from raftcache.raft.node_base import NodeBase
 from raftcache.raft.snapshot_transfer import Incoming
 from raftcache.storage.base import DiskFullError, SnapshotData, SnapshotMeta
+from raftcache.sysmem import release_free_memory
 
 log = logging.getLogger("raftcache.raft")
+
+#: A snapshot that compacted at least this many command bytes returns free memory to the OS.
+RELEASE_AFTER_BYTES = 8 * 1024 * 1024
 
 
 class SnapshotsMixin(NodeBase):
     def _maybe_auto_snapshot(self) -> None:
         threshold = self.config.snapshot_threshold
+        threshold_bytes = self.config.snapshot_threshold_bytes
         core = self._core
-        if (
-            threshold > 0
-            and core is not None
-            and not self._snapshotting
-            and not self._disk_full
-            and self._applied - core.log.snapshot_index >= threshold
+        if core is None or self._snapshotting or self._disk_full:
+            return
+        if (threshold > 0 and self._applied - core.log.snapshot_index >= threshold) or (
+            threshold_bytes > 0 and self._applied_bytes - self._snapshot_mark >= threshold_bytes
         ):
             self._snapshotting = True
             task = asyncio.create_task(self._snapshot_task())
@@ -56,13 +59,17 @@ class SnapshotsMixin(NodeBase):
             # out before the driver applies them (after the disk write), and a snapshot must
             # be labelled with exactly the entries its data contains.
             index = self._applied
+            mark = self._applied_bytes  # the command bytes up to ``index``
             if index <= core.log.snapshot_index:
                 return core.log.snapshot_index
             term = core.log.term_at(index)
             assert term is not None
             meta = SnapshotMeta(index, term, core.config_for_snapshot(index))
             if self._snapshots.streaming:
-                return await self._take_streamed_snapshot(core, meta)
+                taken = await self._take_streamed_snapshot(core, meta)
+                if taken >= index:
+                    self._compacted(mark)
+                return taken
             prepare = getattr(self.state_machine, "prepare_snapshot", None)
             if prepare is not None:
                 data = await asyncio.to_thread(prepare())
@@ -74,10 +81,23 @@ class SnapshotsMixin(NodeBase):
             if meta.last_index <= core.log.snapshot_index:
                 return core.log.snapshot_index
             core.snapshot_taken(meta, data)
+            self._compacted(mark)
             self._wake.set()
             return index
         finally:
             self._snapshotting = False
+
+    async def _release_memory(self) -> None:
+        await asyncio.to_thread(release_free_memory)
+
+    def _compacted(self, mark: int) -> None:
+        """The log up to the snapshot is gone: when that freed much, give the memory back
+        (``raftcache.sysmem``; in a worker thread, off the event loop)."""
+        freed, self._snapshot_mark = mark - self._snapshot_mark, mark
+        if freed >= RELEASE_AFTER_BYTES:
+            task = asyncio.create_task(self._release_memory())
+            self._rpc_tasks.add(task)
+            task.add_done_callback(self._rpc_tasks.discard)
 
     async def _take_streamed_snapshot(self, core: RaftCore, meta: SnapshotMeta) -> int:
         """Encode the state machine straight into the storage's snapshot file; the core then

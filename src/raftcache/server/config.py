@@ -63,6 +63,7 @@ class ServeOptions:
     election_timeout_max_s: float = 2.0
     heartbeat_interval_s: float = 0.1
     snapshot_threshold: int = 10_000
+    snapshot_threshold_bytes: int = 32 * 1024 * 1024
     leader_wait_s: float = 2.0
     shutdown_timeout_s: float = 10.0
     transfer_on_shutdown: bool = True
@@ -236,6 +237,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("election_timeout_max_s", _positive_float, 2.0, "Raft election timeout, high (s)", "S"),
     Option("heartbeat_interval_s", _positive_float, 0.1, "Raft heartbeat interval (s)", "S"),
     Option("snapshot_threshold", _positive_int, 10_000, "applied entries between snapshots", "N"),
+    Option(
+        "snapshot_threshold_bytes",
+        _positive_int,
+        32 * 1024 * 1024,
+        "applied command bytes between snapshots (bounds the log kept in memory)",
+        "BYTES",
+    ),
     Option("leader_wait_s", _positive_float, 2.0, "wait for a leader before 503 (s)", "S"),
     Option("shutdown_timeout_s", _positive_float, 10.0, "graceful shutdown bound (s)", "S"),
     Option(

@@ -242,6 +242,7 @@ def raft_config_of(options: ServeOptions) -> RaftConfig:
         heartbeat_interval=options.heartbeat_interval_s,
         tick_interval=min(0.02, options.heartbeat_interval_s),
         snapshot_threshold=options.snapshot_threshold,
+        snapshot_threshold_bytes=options.snapshot_threshold_bytes,
     )
     config.validate()
     return config
