@@ -5,7 +5,7 @@ family, timeouts) is run over HTTP too, by ``test_contract.py``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -22,42 +22,21 @@ from raftcache.raft.messages import (
 )
 
 from .fakes import RecordingHandlers, sample_append
+from .httpkit import Factory, connect, started_nodes
 
 VOTE = RequestVoteRequest(4, "n1", 7, 3, pre_vote=True)
 VOTE_JSON = {"term": 4, "candidate_id": "n1", "last_log_index": 7, "last_log_term": 3}
-
-Factory = Callable[..., Awaitable[HttpNetwork]]
 
 
 @pytest.fixture
 async def make_node() -> AsyncIterator[Factory]:
     """Start HttpNetworks on free ports with RecordingHandlers; stop them all afterwards."""
-    started: list[HttpNetwork] = []
-
-    async def make(node_id: str, *, handlers: Any = "default", **opts: Any) -> HttpNetwork:
-        opts.setdefault("node_addresses", {})
-        net = HttpNetwork(node_id, port=0, **opts)
-        if handlers == "default":
-            handlers = RecordingHandlers(node_id)
-        if handlers is not None:
-            net.register_handlers(handlers)
-        await net.start()
-        started.append(net)
-        return net
-
-    yield make
-    for net in started:
-        await net.stop()
+    async with started_nodes() as make:
+        yield make
 
 
-def url_of(net: HttpNetwork, scheme: str = "http") -> str:
-    return f"{scheme}://127.0.0.1:{net.port}"
-
-
-def connect(*nets: HttpNetwork, scheme: str = "http") -> None:
-    for a in nets:
-        for b in nets:
-            a.set_peer_address(b.node_id, url_of(b, scheme))
+def url_of(net: HttpNetwork) -> str:
+    return f"http://127.0.0.1:{net.port}"
 
 
 async def raw_post(
