@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import random
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 from raftcache.network.hub import InMemoryHub
 from raftcache.network.memory import InMemoryNetwork
@@ -19,7 +20,7 @@ from raftcache.raft.node import RaftNode
 from raftcache.storage.memory import MemoryStorage
 from tests.raft.sim import FAST, ListMachine
 
-__all__ = ["CONFIG", "WAIT", "GatedStorage", "follower"]
+__all__ = ["CONFIG", "WAIT", "GatedStorage", "follower", "running_follower"]
 
 CONFIG = dataclasses.replace(
     FAST, persist_in_thread=True, election_timeout_min=30.0, election_timeout_max=60.0
@@ -66,3 +67,16 @@ async def follower(storage: GatedStorage) -> RaftNode:
     )
     await node.start()
     return node
+
+
+@asynccontextmanager
+async def running_follower() -> AsyncIterator[tuple[GatedStorage, RaftNode]]:
+    """A started ``follower`` on a fresh GatedStorage; afterwards the fsync is let go (a failed
+    test may have left it held) and the node stopped."""
+    storage = GatedStorage()
+    node = await follower(storage)
+    try:
+        yield storage, node
+    finally:
+        storage.open.set()
+        await node.stop()

@@ -18,7 +18,7 @@ from raftcache.raft.messages import (
     RequestVoteRequest,
 )
 from raftcache.raft.node import RaftNode
-from tests.raft.gated_storage import WAIT, GatedStorage, follower
+from tests.raft.gated_storage import WAIT, GatedStorage, running_follower
 
 
 def _append(
@@ -39,9 +39,7 @@ async def _hold_during(
 
 
 async def test_a_heartbeat_is_answered_while_another_fsync_runs() -> None:
-    storage = GatedStorage()
-    node = await follower(storage)
-    try:
+    async with running_follower() as (storage, node):
         first = await node.handle_append_entries(_append(2, 0, 0, range(1, 4)))
         assert first.success
         assert first.match_index == 3
@@ -65,15 +63,10 @@ async def test_a_heartbeat_is_answered_while_another_fsync_runs() -> None:
         assert done.success
         assert done.match_index == 5
         assert [e.index for e in storage.durable().entries] == [1, 2, 3, 4, 5]
-    finally:
-        storage.open.set()
-        await node.stop()
 
 
 async def test_an_answer_overtaken_by_a_new_term_before_its_fsync_claims_nothing() -> None:
-    storage = GatedStorage()
-    node = await follower(storage)
-    try:
+    async with running_follower() as (storage, node):
         await node.handle_append_entries(_append(2, 0, 0, range(1, 4)))
         stale = await _hold_during(node, storage, _append(2, 3, 2, range(4, 6)))
         # A leader of term 3 overwrites 4–5 before they were durable.
@@ -91,17 +84,12 @@ async def test_an_answer_overtaken_by_a_new_term_before_its_fsync_claims_nothing
         durable = storage.durable()
         assert durable.term == 3
         assert [(e.index, e.term) for e in durable.entries] == [(1, 2), (2, 2), (3, 2), (4, 3)]
-    finally:
-        storage.open.set()
-        await node.stop()
 
 
 async def test_a_vote_still_waits_for_the_fsync_in_progress() -> None:
     """Votes keep the full flush: whatever was stepped before is durable when they leave.
     (A transfer's vote, so that the lease of the leader just heard from does not refuse it.)"""
-    storage = GatedStorage()
-    node = await follower(storage)
-    try:
+    async with running_follower() as (storage, node):
         await node.handle_append_entries(_append(2, 0, 0, range(1, 2)))
         held = await _hold_during(node, storage, _append(2, 1, 2, range(2, 3)))
         vote = asyncio.create_task(
@@ -115,6 +103,3 @@ async def test_a_vote_still_waits_for_the_fsync_in_progress() -> None:
             await held
         assert granted.vote_granted
         assert storage.durable().voted_for == "n2"
-    finally:
-        storage.open.set()
-        await node.stop()

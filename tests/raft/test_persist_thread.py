@@ -20,7 +20,7 @@ from raftcache.raft.node import RaftNode
 from raftcache.raft.persist import PersistJob, PersistWorker
 from raftcache.raft.ready import Ready
 from raftcache.storage.base import DiskFullError
-from tests.raft.gated_storage import WAIT, GatedStorage, follower
+from tests.raft.gated_storage import WAIT, GatedStorage, running_follower
 
 
 def _append(prev: int, indexes: range, term: int = 2) -> AppendEntriesRequest:
@@ -38,9 +38,7 @@ async def _until(predicate: object, what: str) -> None:
 
 
 async def test_readies_queued_during_an_fsync_share_the_next_and_wait_for_it() -> None:
-    storage = GatedStorage()
-    node = await follower(storage)
-    try:
+    async with running_follower() as (storage, node):
         assert (await node.handle_append_entries(_append(0, range(1, 2)))).success
         storage.hold()
         first = asyncio.create_task(node.handle_append_entries(_append(1, range(2, 4))))
@@ -62,15 +60,10 @@ async def test_readies_queued_during_an_fsync_share_the_next_and_wait_for_it() -
         # The held fsync, then one for the two Readies queued behind it (group commit).
         assert storage.syncs - syncs_before == 2
         assert [e.index for e in storage.durable().entries] == list(range(1, 8))
-    finally:
-        storage.open.set()
-        await node.stop()
 
 
 async def test_a_failing_fsync_in_the_thread_stops_the_node_and_surfaces() -> None:
-    storage = GatedStorage()
-    node = await follower(storage)
-    try:
+    async with running_follower() as (storage, node):
         assert (await node.handle_append_entries(_append(0, range(1, 2)))).success
         storage.sync_error = OSError(5, "Input/output error (simulated fsync failure)")
         with pytest.raises(NodeStoppedError):
@@ -79,14 +72,10 @@ async def test_a_failing_fsync_in_the_thread_stops_the_node_and_surfaces() -> No
             failure = await node.wait_failed()
         assert failure is storage.sync_error
         assert [e.index for e in storage.durable().entries] == [1]
-    finally:
-        await node.stop()
 
 
 async def test_a_crash_in_the_thread_is_fatal_and_surfaces() -> None:
-    storage = GatedStorage()
-    node = await follower(storage)
-    try:
+    async with running_follower() as (storage, node):
         storage.broken = RuntimeError("a bug in the storage")
         with pytest.raises(NodeStoppedError):
             await node.handle_append_entries(_append(0, range(1, 2)))
@@ -94,8 +83,6 @@ async def test_a_crash_in_the_thread_is_fatal_and_surfaces() -> None:
             failure = await node.wait_failed()
         assert isinstance(failure, RuntimeError)
         assert str(failure) == "a bug in the storage"
-    finally:
-        await node.stop()
 
 
 class _Recorder:
@@ -144,9 +131,7 @@ async def test_after_a_full_disk_the_worker_writes_nothing_until_resumed() -> No
 
 
 async def test_a_node_stopped_during_a_write_restarts_and_writes_again() -> None:
-    storage = GatedStorage()
-    node = await follower(storage)
-    try:
+    async with running_follower() as (storage, node):
         assert (await node.handle_append_entries(_append(0, range(1, 2)))).success
         pending = await _held(node, storage, _append(1, range(2, 3)))
         worker = node._worker  # its thread must be ended by stop(), not left behind
@@ -165,9 +150,6 @@ async def test_a_node_stopped_during_a_write_restarts_and_writes_again() -> None
             again = await node.handle_append_entries(_append(2, range(3, 4)))
         assert again.success
         assert [e.index for e in storage.durable().entries] == [1, 2, 3]
-    finally:
-        storage.open.set()
-        await node.stop()
 
 
 async def _held(
