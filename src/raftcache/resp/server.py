@@ -20,7 +20,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import aiohttp
 
@@ -59,14 +59,14 @@ class RespConnection(asyncio.Protocol):
         self._executor: Executor | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport: asyncio's, or uvloop's (which does not subclass asyncio.Transport).
+        self._transport = stream = cast(asyncio.Transport, transport)
         state = self._state
         state.connections_total += 1
         if len(state.clients) >= self._server.max_clients:
             state.rejected_total += 1
-            transport.write(b"-ERR max number of clients reached\r\n")
-            transport.close()
+            stream.write(b"-ERR max number of clients reached\r\n")
+            stream.close()
             self._closed = True
             return
         peer = transport.get_extra_info("peername")
