@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 
+from raftcache.cache.command_types import Command
 from raftcache.cache.commands import decode, encode, encode_expire, encode_incr, encode_set
 from raftcache.cache.errors import InvalidCommand
 from raftcache.cache.machine import CacheStateMachine
@@ -221,7 +222,7 @@ def test_a_malformed_staged_restore_in_a_snapshot_is_refused() -> None:
 
 
 def test_restore_commands_round_trip_and_validate() -> None:
-    cmds = [
+    cmds: list[Command] = [
         RestoreBegin(1.5, 10, "ab" * 32, 3, 4),
         RestoreChunk(1.5, 9, 0, b"data"),
         RestoreCommit(1.5, 9),

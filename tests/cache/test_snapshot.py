@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+from typing import Any
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]
 import pytest
@@ -27,7 +28,7 @@ from raftcache.cache.snapshot import (
 from tests.cache.helpers import Log
 
 
-def populated(n: int = 50, **bounds: int) -> Log:
+def populated(n: int = 50, **bounds: Any) -> Log:
     log = Log(CacheStateMachine(**bounds))
     for i in range(n):
         ttl = 5.0 + i if i % 3 == 0 else None

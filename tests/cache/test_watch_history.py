@@ -90,13 +90,13 @@ def test_the_count_bound_drops_the_oldest_entries_and_raises_the_floor() -> None
 
 
 def test_the_byte_bound_counts_keys_records_and_overhead_and_keeps_the_newest_entry() -> None:
-    big = [(SET, "k", b"x" * 1000)]
+    big: list[Change] = [(SET, "k", b"x" * 1000)]
     history = WatchHistory(max_bytes=1500)
     assert change_size(big[0]) == 1 + 1000 + CHANGE_OVERHEAD
     history.record(1, big)
     history.record(2, big)
     assert (history.floor, len(history)) == (1, 1)
-    huge = [(SET, "h", b"x" * 5000)]
+    huge: list[Change] = [(SET, "h", b"x" * 5000)]
     history.record(3, huge)  # alone over the bound: kept, as the newest entry always is
     assert (history.floor, versions(history, 2)) == (2, [3])
     assert history.bytes == change_size(huge[0])

@@ -203,8 +203,8 @@ async def test_a_storage_without_streaming_still_installs_snapshots() -> None:
         assert not leader._snapshots.streaming
         lagging = next(i for i in c.ids if i != leader.node_id)
         c.hub.fail_node(lagging)
-        for i in range(60):
-            await c.propose(f"s{i}".encode())
+        for n in range(60):
+            await c.propose(f"s{n}".encode())
         leader = await c.wait_leader()
         assert leader.core.log.snapshot_index > 0
         c.hub.recover_node(lagging)

@@ -123,6 +123,13 @@ class FakeBackend:
     async def dbsize(self, consistency: str) -> int:
         return len(self.data)
 
+    async def flush(self, prefix: str) -> int:
+        gone = [k for k in self.data if k.startswith(prefix)]
+        for key in gone:
+            del self.data[key]
+        self._hook()
+        return len(gone)
+
 
 class FakeNode:
     node_id = "n1"

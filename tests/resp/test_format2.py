@@ -123,7 +123,13 @@ async def test_multi_with_incrs_is_one_batch(v2: RespCluster, r: aioredis.Redis)
     leader = await v2.cluster.leader()
     before = leader.node.commit_index
     async with r.pipeline(transaction=True) as pipe:
-        pipe.incr("n").incrby("n", 10).get("n").expire("n", 100).set("o", "1").decr("o")
+        # One call per line: redis-py's typing does not follow a chain of pipeline calls.
+        pipe.incr("n")
+        pipe.incrby("n", 10)
+        pipe.get("n")
+        pipe.expire("n", 100)
+        pipe.set("o", "1")
+        pipe.decr("o")
         replies = await pipe.execute()
     assert replies == [1, 11, b"11", True, True, 0]
     batches = [c for c in commands_since(leader, before) if isinstance(c, BatchCommand)]
@@ -134,14 +140,18 @@ async def test_multi_with_incrs_is_one_batch(v2: RespCluster, r: aioredis.Redis)
     # A MULTI that only reads stays a read (one barrier): no log entry.
     before = leader.node.commit_index
     async with r.pipeline(transaction=True) as pipe:
-        pipe.get("n").exists("n", "o").strlen("n")
+        pipe.get("n")
+        pipe.exists("n", "o")
+        pipe.strlen("n")
         assert await pipe.execute() == [b"11", 2, 2]
     assert not any(isinstance(c, BatchCommand) for c in commands_since(leader, before))
 
     # An INCR on text fails alone, as in Redis: the engine gives each call its own reply.
     await r.set("text", "abc")
     async with r.pipeline(transaction=True) as pipe:
-        pipe.incr("n").incr("text").incr("n")
+        pipe.incr("n")
+        pipe.incr("text")
+        pipe.incr("n")
         replies = await pipe.execute(raise_on_error=False)
     assert replies[0] == 12
     assert isinstance(replies[1], ResponseError)
@@ -184,7 +194,9 @@ async def test_before_the_upgrade_the_old_routes_answer_the_same(
         assert await r.set("k", "w", keepttl=True) is True
         assert await r.get("k") == b"w"
         async with r.pipeline(transaction=True) as pipe:
-            pipe.incr("n").incr("n").get("n")
+            pipe.incr("n")
+            pipe.incr("n")
+            pipe.get("n")
             assert await pipe.execute() == [1, 2, b"2"]
         await r.mset({f"x{i}": i for i in range(900)})
         await r.mset({f"y{i}": i for i in range(900)})

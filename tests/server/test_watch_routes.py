@@ -290,9 +290,9 @@ async def test_the_drain_of_a_graceful_stop_ends_every_stream(make: Factory) -> 
     streams = [await client.get("/v1/watch") for _ in range(3)]
     for resp in streams:
         await messages(resp, 1)
-    hub = client.app[WATCH]  # type: ignore[index]
+    hub = client.app[WATCH]
     assert hub.active == 3
-    assert await client.app[DRAIN].wait_idle(GUARD_S)  # type: ignore[index]
+    assert await client.app[DRAIN].wait_idle(GUARD_S)
     for resp in streams:
         await until_end(resp)
     assert hub.active == 0
@@ -312,11 +312,11 @@ async def test_more_watchers_than_allowed_get_503_and_streams_free_their_request
     refused = await client.get("/v1/watch")
     assert refused.status == 503
     assert "Retry-After" in refused.headers
-    admission = client.app[CONTEXT].admission  # type: ignore[index]
+    admission = client.app[CONTEXT].admission
     assert admission.inflight == 0
     first[0].close()
     async with asyncio.timeout(GUARD_S):
-        while client.app[WATCH].active != 1:  # type: ignore[index]
+        while client.app[WATCH].active != 1:
             await asyncio.sleep(0.01)
     again = await client.get("/v1/watch")
     assert again.status == 200
@@ -334,7 +334,7 @@ async def test_a_client_that_stops_reading_is_dropped(
     _, writer = await asyncio.open_connection(host, port)
     writer.write(b"GET /v1/watch?from_version=0 HTTP/1.1\r\nHost: x\r\n\r\n")
     await writer.drain()
-    hub = client.app[WATCH]  # type: ignore[index]
+    hub = client.app[WATCH]
     async with asyncio.timeout(GUARD_S):
         while hub.active == 0:
             await asyncio.sleep(0.01)
