@@ -32,15 +32,8 @@ from typing import Any, Final
 import msgpack
 
 from raftcache.network import msgpack_codec
+from raftcache.network.codec import REQUEST_TYPES, RESPONSE_FOR
 from raftcache.network.errors import NetworkError, no_handlers
-from raftcache.raft.messages import (
-    AppendEntriesRequest,
-    AppendEntriesResponse,
-    InstallSnapshotRequest,
-    InstallSnapshotResponse,
-    RequestVoteRequest,
-    RequestVoteResponse,
-)
 
 __all__ = [
     "ERROR",
@@ -71,15 +64,13 @@ RESPONSE: Final = 2
 ERROR: Final = 3
 _KINDS = frozenset({HELLO, REQUEST, RESPONSE, ERROR})
 
+# Codes 1, 2, 3 in SPEC order (the codec's REQUEST_TYPES): RequestVote, AppendEntries,
+# InstallSnapshot — part of the wire, so that order must not change.
 REQUEST_CLASSES: Final[dict[int, type[Any]]] = {
-    1: RequestVoteRequest,
-    2: AppendEntriesRequest,
-    3: InstallSnapshotRequest,
+    code: cls for code, cls in enumerate(REQUEST_TYPES, start=1)
 }
 RESPONSE_CLASSES: Final[dict[int, type[Any]]] = {
-    1: RequestVoteResponse,
-    2: AppendEntriesResponse,
-    3: InstallSnapshotResponse,
+    code: RESPONSE_FOR[cls] for code, cls in REQUEST_CLASSES.items()
 }
 _CODE_OF = {cls: code for code, cls in REQUEST_CLASSES.items()}
 
