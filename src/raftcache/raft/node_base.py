@@ -18,6 +18,7 @@ from raftcache.network.interface import NetworkInterface
 from raftcache.raft.config import RaftConfig
 from raftcache.raft.configuration import Configuration
 from raftcache.raft.core import RaftCore, Role
+from raftcache.raft.deadlines import Deadlines
 from raftcache.raft.durable import AnswerGate
 from raftcache.raft.errors import NodeStoppedError
 from raftcache.raft.messages import (
@@ -42,11 +43,12 @@ class StateMachine(Protocol):
 
 
 class _Proposal:
-    __slots__ = ("future", "term")
+    __slots__ = ("future", "index", "term")
 
-    def __init__(self, term: int, future: asyncio.Future[Any]) -> None:
+    def __init__(self, term: int, future: asyncio.Future[Any], index: int) -> None:
         self.term = term
         self.future = future
+        self.index = index
 
 
 class NodeBase:
@@ -97,6 +99,8 @@ class NodeBase:
         self._proposals: dict[int, _Proposal] = {}
         self._reads: dict[int, asyncio.Future[int]] = {}
         self._reads_waiting_apply: list[tuple[int, asyncio.Future[int]]] = []
+        #: Timeouts of waiting proposals and reads, swept by the ticker (no timer per wait).
+        self._deadlines = Deadlines()
         self._next_read_id = 0
         self._round_times: dict[int, float] = {}
         self._lease_until = 0.0

@@ -40,20 +40,30 @@ class ClientMixin(NodeBase):
         return await self._await_index(core, index, timeout)
 
     async def _await_index(self, core: RaftCore, index: int, timeout: float | None) -> Any:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._proposals[index] = _Proposal(core.term, fut)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        prop = _Proposal(core.term, fut, index)
+        self._proposals[index] = prop
+        # The ticker's sweep fails the future at its deadline (``Deadlines``): no timer and
+        # no timeout context per proposal. No shield either: a cancelled or failed future is
+        # simply skipped when its entry applies (``_apply`` checks ``done()``).
+        self._deadlines.add(
+            loop.time(), timeout or self.config.propose_timeout, fut, self._proposal_expired, prop
+        )
         self._wake.set()
-        try:
-            async with asyncio.timeout(timeout or self.config.propose_timeout):
-                # No shield: a cancelled or timed-out future is simply skipped when its entry
-                # applies (``_apply`` checks ``done()``), and shielding cost a second future
-                # and two callbacks per proposal (~4% of a loaded leader).
-                return await fut
-        except TimeoutError:
-            self._proposals.pop(index, None)
-            if self.role is not Role.LEADER:
-                raise IndeterminateError("leadership lost before the entry committed") from None
-            raise
+        return await fut
+
+    def _proposal_expired(self, prop: _Proposal) -> BaseException:
+        """The deadline of ``prop`` passed before its entry applied."""
+        if self._proposals.get(prop.index) is prop:
+            del self._proposals[prop.index]
+        if self.role is not Role.LEADER:
+            return IndeterminateError("leadership lost before the entry committed")
+        return TimeoutError()
+
+    @staticmethod
+    def _read_expired(_key: object) -> BaseException:
+        return TimeoutError()
 
     async def read_index(self, timeout: float | None = None) -> int:
         """Linearizable read barrier (ReadIndex, §6.4): returns once local reads are safe."""
@@ -68,9 +78,15 @@ class ClientMixin(NodeBase):
             del self._reads[read_id]
             raise
         self._wake.set()
+        self._deadlines.add(
+            asyncio.get_running_loop().time(),
+            timeout or self.config.election_timeout_max * 2,
+            fut,
+            self._read_expired,
+            None,
+        )
         try:
-            async with asyncio.timeout(timeout or self.config.election_timeout_max * 2):
-                return await fut
+            return await fut
         finally:
             self._reads.pop(read_id, None)
 
@@ -89,8 +105,14 @@ class ClientMixin(NodeBase):
             fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             self._reads_waiting_apply.append((index, fut))
             self._wake.set()
-            async with asyncio.timeout(timeout or self.config.election_timeout_max * 2):
-                return await fut
+            self._deadlines.add(
+                asyncio.get_running_loop().time(),
+                timeout or self.config.election_timeout_max * 2,
+                fut,
+                self._read_expired,
+                None,
+            )
+            return await fut
         return await self.read_index(timeout)
 
     async def _propose_config(self, new: Configuration, timeout: float | None) -> None:

@@ -35,12 +35,14 @@ log = logging.getLogger("raftcache.raft")
 class ReadyLoopMixin(PersistMixin, NodeBase):
     async def _ticker(self) -> None:
         interval = self.config.tick_interval
+        loop = asyncio.get_running_loop()
         next_at = self._clock() + interval
         while True:
             await asyncio.sleep(max(0.0, next_at - self._clock()))
             # No catch-up after a stall: a late tick only makes timers slower (the safe side).
             next_at = max(next_at + interval, self._clock())
             self.core.tick()
+            self._deadlines.sweep(loop.time())
             self._wake.set()
 
     async def _ready_loop(self) -> None:
