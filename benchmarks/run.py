@@ -59,6 +59,15 @@ def _run_inproc(
         ),
         ("pysyncobj", inproc.pysyncobj_argv(python), "journal file (mmap, never fsync'd)"),
     ]
+    if "stream" in s.raft_series:
+        libraries.insert(
+            1,
+            (
+                "raftcache-fsync-stream",
+                inproc.raftcache_argv(python, fsync=True, transport="stream"),
+                "FileStorage, fsync per batch; StreamNetwork",
+            ),
+        )
     out = []
     for label, argv_for, note in libraries:
         tick(f"in-process: {label}")

@@ -123,11 +123,11 @@ class InprocCluster:
 ArgvFor = Callable[[int, list[int], Path], list[str]]
 
 
-def raftcache_argv(python: str, fsync: bool) -> ArgvFor:
+def raftcache_argv(python: str, fsync: bool, transport: str = "http") -> ArgvFor:
     def argv(i: int, ports: list[int], data: Path) -> list[str]:
         peers = ",".join(f"n{j + 1}=http://127.0.0.1:{p}" for j, p in enumerate(ports))
         out = [python, "-m", "benchmarks.raftcache_inproc", "--id", f"n{i + 1}"]
-        out += ["--peers", peers, "--data-dir", str(data)]
+        out += ["--peers", peers, "--data-dir", str(data), "--transport", transport]
         out += ["--driver"] if i == 0 else []
         return out + ([] if fsync else ["--no-fsync"])
 

@@ -139,6 +139,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "×",
         )
     )
+    rcs = inproc.get("raftcache-fsync-stream")
+    if rcs and pso:
+        out.append(
+            _target(
+                "in-process replicated writes vs PySyncObj, StreamNetwork (opt-in)",
+                _ratio(rcs["max_rate"], pso["max_rate"]),
+                3.0,
+                True,
+                "×",
+            )
+        )
     restart = results.get("restart")
     if restart:
         rss = max(restart["rss_loaded_mb"].values())
