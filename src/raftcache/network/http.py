@@ -29,9 +29,10 @@ TLS files configure the client side only (the caller's server does TLS). Mounted
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import ssl
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -66,7 +67,18 @@ from raftcache.raft.messages import (
     RequestVoteResponse,
 )
 
-__all__ = ["HttpNetwork"]
+if TYPE_CHECKING:
+    from raftcache.network.lean_client import LeanClient
+
+__all__ = ["HttpNetwork", "lean_client_available"]
+
+CLIENTS = ("auto", "lean", "aiohttp")
+
+
+def lean_client_available() -> bool:
+    """Whether the lean RPC client can run: it parses answers with httptools (``speed`` extra)."""
+    return importlib.util.find_spec("httptools") is not None
+
 
 Resp = TypeVar("Resp")
 
@@ -103,6 +115,9 @@ class HttpNetwork(NetworkInterface):
         wire_format: ``"json"`` (default) or ``"msgpack"`` (used with peers that read it).
         metrics: where calls are recorded (default: a new ``NetworkMetrics``, as ``.metrics``).
         clock: monotonic seconds for latencies (default: the running loop's time).
+        client: what sends the RPCs: ``"lean"`` (``lean_client``: the same HTTP/1.1 wire on
+            pooled asyncio connections parsed by httptools, less CPU), ``"aiohttp"``, or
+            ``"auto"`` (lean when httptools is installed, else aiohttp).
 
     Example:
         >>> net = HttpNetwork("n1", port=0, node_addresses={"n2": "http://127.0.0.1:8002"})
@@ -134,7 +149,15 @@ class HttpNetwork(NetworkInterface):
         wire_format: str = "json",
         metrics: NetworkMetrics | None = None,
         clock: Clock | None = None,
+        client: str = "auto",
     ) -> None:
+        if client not in CLIENTS:
+            raise ValueError(f"client must be one of {CLIENTS}, got {client!r}")
+        if client == "lean" and not lean_client_available():
+            raise ValueError("client='lean' needs httptools (pip install raftcache[speed])")
+        if client == "auto":
+            client = "lean" if lean_client_available() else "aiohttp"
+        self.client = client
         if timeout <= 0 or client_max_size <= 0 or max_connections <= 0:
             raise ValueError("timeout, client_max_size and max_connections must be > 0")
         self.node_id = node_id
@@ -172,6 +195,7 @@ class HttpNetwork(NetworkInterface):
         if ssl_cafile is not None or ssl_certfile is not None:
             self._client_ssl = client_ssl_context(ssl_cafile, ssl_certfile, ssl_keyfile)
         self._session: aiohttp.ClientSession | None = None
+        self._lean: LeanClient | None = None
         self._runner: web.AppRunner | None = None
         self._mounted = False
         if app is not None:
@@ -260,6 +284,14 @@ class HttpNetwork(NetworkInterface):
             # Peers set no cookies; the dummy jar skips cookie filtering on every request.
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        if self.client == "lean":  # the session stays: StreamNetwork opens its sockets with it
+            from raftcache.network.lean_client import LeanClient
+
+            self._lean = LeanClient(
+                ssl_context=self._client_ssl,
+                max_connections=self.max_connections,
+                keepalive_timeout=self.keepalive_timeout,
+            )
 
     async def _listen(self) -> None:
         app = web.Application(client_max_size=self.client_max_size, middlewares=[json_errors])
@@ -288,6 +320,9 @@ class HttpNetwork(NetworkInterface):
         """Close the client session and the listener (in-flight handlers are cancelled)."""
         session, self._session = self._session, None
         runner, self._runner = self._runner, None
+        lean, self._lean = self._lean, None
+        if lean is not None:
+            await lean.close()
         if session is not None:
             await session.close()
         if runner is not None:
@@ -363,7 +398,11 @@ class HttpNetwork(NetworkInterface):
         session = self._session
         if session is None:
             raise NetworkError(f"HttpNetwork of node {self.node_id} is not started", permanent=True)
-        answer = await transfer(session, target, url, wire, headers, self.timeout)
+        lean = self._lean
+        if lean is not None:
+            answer = await lean.transfer(target, url, wire, headers, self.timeout)
+        else:
+            answer = await transfer(session, target, url, wire, headers, self.timeout)
         self.metrics.record_bytes(
             "outbound",
             rpc_name(req),
