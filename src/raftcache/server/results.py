@@ -15,10 +15,10 @@ import orjson
 from aiohttp import web
 
 from raftcache.cache.commands import BatchOp as CacheOp
-from raftcache.cache.commands import DeleteOp, GetOp, Session, SetOp
-from raftcache.cache.commands_v2 import IncrOp, TtlOp
+from raftcache.cache.commands import Session
 from raftcache.cache.entries import Item
 from raftcache.cache.results import BatchItem
+from raftcache.cache.service import batch_op
 from raftcache.server.errors import ApiError
 from raftcache.server.validation import BatchOp, parse_session_headers
 
@@ -72,22 +72,9 @@ def expect_result(
 
 
 def to_cache_ops(ops: Sequence[BatchOp]) -> list[CacheOp]:
-    """Validated HTTP batch ops → the cache's batch op objects."""
-    converted: list[CacheOp] = []
-    for op in ops:
-        if op.op == "get":
-            converted.append(GetOp(op.key))
-        elif op.op == "set":
-            converted.append(
-                SetOp(op.key, op.value or b"", op.ttl, op.if_version, op.if_absent, op.keep_ttl)
-            )
-        elif op.op == "incr":
-            converted.append(IncrOp(op.key, op.by))
-        elif op.op == "ttl":
-            converted.append(TtlOp(op.key, op.ttl, op.at, op.condition, op.if_version))
-        else:
-            converted.append(DeleteOp(op.key, op.if_version))
-    return converted
+    """Validated HTTP batch ops → the cache's batch op objects (``batch_op`` reads the same
+    attribute names, so there is one conversion, in the cache layer)."""
+    return [batch_op(op) for op in ops]
 
 
 def to_values(items: Sequence[Item | None]) -> list[str | None]:
