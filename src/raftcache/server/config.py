@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raftcache.cache.formats import BASE_FORMAT, COMMAND_FORMAT
+from raftcache.cache.formats import COMMAND_FORMAT, check_max_format
 
 ENV_PREFIX = "RAFTCACHE_"
 #: Options whose values must never be echoed (error messages, repr, logs).
@@ -59,6 +59,9 @@ class ServeOptions:
     #: WebSocket per peer, HTTP for peers without it); and the HTTP transport's body format.
     raft_transport: str = "http"
     raft_wire: str = "json"
+    #: What sends the Raft HTTP RPCs (same wire): ``auto`` = the lean httptools client when
+    #: installed, else aiohttp.
+    raft_http_client: str = "auto"
     election_timeout_min_s: float = 1.0
     election_timeout_max_s: float = 2.0
     heartbeat_interval_s: float = 0.1
@@ -85,10 +88,7 @@ class ServeOptions:
 
 
 def _command_format(text: str) -> int:
-    value = int(text)
-    if not BASE_FORMAT <= value <= COMMAND_FORMAT:
-        raise ValueError(f"must be between {BASE_FORMAT} and {COMMAND_FORMAT}")
-    return value
+    return check_max_format(int(text))
 
 
 def _positive_int(text: str) -> int:
@@ -232,6 +232,13 @@ OPTIONS: tuple[Option, ...] = (
         "json",
         "body format of Raft RPCs over HTTP (msgpack with peers that read it)",
         "json|msgpack",
+    ),
+    Option(
+        "raft_http_client",
+        _choice("auto", "lean", "aiohttp"),
+        "auto",
+        "client sending Raft RPCs over HTTP (same wire); auto = lean (httptools) when installed",
+        "auto|lean|aiohttp",
     ),
     Option("election_timeout_min_s", _positive_float, 1.0, "Raft election timeout, low (s)", "S"),
     Option("election_timeout_max_s", _positive_float, 2.0, "Raft election timeout, high (s)", "S"),
