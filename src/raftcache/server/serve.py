@@ -349,6 +349,7 @@ def _network(options: ServeOptions, body_limit: int) -> HttpNetwork:
         ssl_cafile=cafile,
         client_max_size=body_limit,
         wire_format=options.raft_wire,
+        client=options.raft_http_client,
     )
 
 
