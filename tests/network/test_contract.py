@@ -30,8 +30,10 @@ VOTE = RequestVoteRequest(4, "n1", 7, 3, pre_vote=True)
 Factory = Callable[..., Awaitable[HttpNetwork]]
 
 TRANSPORTS: dict[str, tuple[type[HttpNetwork], dict[str, Any]]] = {
-    "http-json": (HttpNetwork, {"wire_format": "json"}),
-    "http-msgpack": (HttpNetwork, {"wire_format": "msgpack"}),
+    "http-json": (HttpNetwork, {"wire_format": "json", "client": "aiohttp"}),
+    "http-msgpack": (HttpNetwork, {"wire_format": "msgpack", "client": "aiohttp"}),
+    "http-lean": (HttpNetwork, {"wire_format": "json", "client": "lean"}),
+    "http-lean-msgpack": (HttpNetwork, {"wire_format": "msgpack", "client": "lean"}),
     "stream": (StreamNetwork, {}),
 }
 
