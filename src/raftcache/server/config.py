@@ -79,6 +79,8 @@ class ServeOptions:
     #: httptools front for the hot key routes when installed, aiohttp for the rest).
     loop: str = "auto"
     http_front: str = "auto"
+    #: The collector policy of a ``serve`` process (``raftcache.gcpolicy``).
+    gc: str = "tuned"
     sources: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -290,6 +292,14 @@ OPTIONS: tuple[Option, ...] = (
         "auto",
         "HTTP front; auto = httptools for the hot key routes when installed, else aiohttp",
         "auto|lean|aiohttp",
+    ),
+    Option(
+        "gc",
+        _choice("tuned", "default"),
+        "tuned",
+        "garbage collector; tuned = freeze what lives at start and collect rarely "
+        "(short pauses), default = CPython's settings",
+        "tuned|default",
     ),
 )
 _BY_NAME = {opt.name: opt for opt in OPTIONS}

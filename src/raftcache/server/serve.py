@@ -30,6 +30,7 @@ from typing import Any, cast
 
 from aiohttp import web
 
+from raftcache import gcpolicy
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.service import CacheService
 from raftcache.cache.watch import WatchHistory
@@ -361,8 +362,13 @@ def _server_tls(options: ServeOptions) -> ssl.SSLContext | None:
     return server_ssl_context(certfile, keyfile, cafile, require_client_cert=cafile is not None)
 
 
-async def serve_node(options: ServeOptions, stop: asyncio.Event | None = None) -> None:
-    """Run one node until ``stop`` is set or SIGTERM/SIGINT arrives, then stop it gracefully."""
+async def serve_node(
+    options: ServeOptions,
+    stop: asyncio.Event | None = None,
+    on_serving: Callable[[], None] | None = None,
+) -> None:
+    """Run one node until ``stop`` is set or SIGTERM/SIGINT arrives, then stop it gracefully;
+    ``on_serving`` is called once it serves (its listeners are up)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -376,6 +382,8 @@ async def serve_node(options: ServeOptions, stop: asyncio.Event | None = None) -
     )
     await server.start()
     resp = await _start_resp(server, options)
+    if on_serving is not None:
+        on_serving()
     failed = asyncio.create_task(server.node.wait_failed())
     stopped = asyncio.create_task(stop.wait())
     try:
@@ -452,7 +460,7 @@ def run_serve(options: ServeOptions) -> int:
     configure_logging(options.log_format, options.log_level)
     try:
         with asyncio.Runner(loop_factory=loop_factory(options.loop)) as runner:
-            runner.run(serve_node(options))
+            runner.run(serve_node(options, on_serving=lambda: gcpolicy.tune(options.gc)))
     except (OSError, StorageError) as exc:
         # Expected operator errors (port in use, data directory locked or foreign): one line.
         log.error("cannot start node", extra={"id": options.id, "reason": str(exc)})
