@@ -8,7 +8,8 @@ one JSON line per step; nothing is asserted. Take differences of a few percent a
 
 Run from the checkout to measure:
 ``python -m benchmarks.ab_inproc [--seconds 3] [--rates 8000,16000,32000] [--no-fsync]
-[--wire json|msgpack] [--transport http|stream] [--set RAFTCONFIG_FIELD=VALUE ...]``.
+[--wire json|msgpack] [--transport http|stream] [--gc tuned|default]
+[--set RAFTCONFIG_FIELD=VALUE ...]``.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--no-fsync", action="store_true")
     parser.add_argument("--wire", choices=("json", "msgpack"), default="json")
     parser.add_argument("--transport", choices=("http", "stream"), default="http")
+    parser.add_argument("--gc", choices=("tuned", "default"), default="tuned")
     parser.add_argument(
         "--set", action="append", default=[], metavar="FIELD=VALUE", help="a RaftConfig field"
     )
@@ -49,7 +51,7 @@ def main() -> None:
 
     def argv(i: int, ports: list[int], data: Path) -> list[str]:
         extra = [arg for item in args.set for arg in ("--set", item)]
-        wire = ["--wire", args.wire, "--transport", args.transport]
+        wire = ["--wire", args.wire, "--transport", args.transport, "--gc", args.gc]
         return [*base(i, ports, data), *wire, *extra]
 
     def emit(step: str, result: dict[str, Any]) -> None:

@@ -4,7 +4,8 @@ Rule: the node is built the way an embedding program would build it — ``RaftNo
 ``CacheStateMachine`` over ``HttpNetwork`` (listening on its own port; ``StreamNetwork`` with
 ``--transport stream``) and ``FileStorage`` (fsync on unless ``--no-fsync``) — and the driver
 node proposes ``encode_set`` commands of 100-byte values straight into ``RaftNode.propose``; no
-HTTP client API is involved. Every node
+HTTP client API is involved. Once started, each node applies ``raftcache.gcpolicy.tune`` (as
+``raftcache serve`` does; ``--gc default`` to compare). Every node
 runs the default ``RaftConfig``; the driver is started a second before the others, so it
 (almost always) wins the first election. Control protocol: ``benchmarks.suite.inproc_protocol``.
 
@@ -24,6 +25,7 @@ import time
 from typing import Any
 
 from benchmarks.suite.inproc_protocol import Tally
+from raftcache import gcpolicy
 from raftcache.cache.commands import encode_set
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.network.http import HttpNetwork
@@ -157,6 +159,9 @@ async def run(args: argparse.Namespace) -> None:
         peer_addresses=peers,
     )
     await node.start()
+    # What a user embedding RaftNode in a server process is advised to do (README): the
+    # collector policy of ``raftcache serve``.
+    gcpolicy.tune(args.gc)
     try:
         if args.driver:
             await _commands(Driver(node, args.value_size))
@@ -180,6 +185,7 @@ def main() -> None:
     parser.add_argument("--value-size", type=int, default=100)
     parser.add_argument("--wire", choices=("json", "msgpack"), default="json")
     parser.add_argument("--transport", choices=("http", "stream"), default="http")
+    parser.add_argument("--gc", choices=gcpolicy.POLICIES, default="tuned")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
     asyncio.run(run(parser.parse_args()))
 
