@@ -17,8 +17,7 @@ import pytest
 import trustme
 
 from raftcache.network import HttpNetwork, NetworkError, NetworkTimeoutError, codec
-from raftcache.network.http import lean_client_available
-from raftcache.network.httpclient import PeerCapabilities
+from raftcache.network.httpclient import PeerCapabilities, lean_client_available
 from raftcache.raft.messages import RequestVoteRequest, RequestVoteResponse
 
 from .fakes import RecordingHandlers, sample_append

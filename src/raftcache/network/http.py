@@ -29,7 +29,6 @@ TLS files configure the client side only (the caller's server does TLS). Mounted
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,7 +40,13 @@ from yarl import URL
 from raftcache.network import compression as codings
 from raftcache.network.codec import CodecError
 from raftcache.network.errors import NetworkError, no_address
-from raftcache.network.httpclient import NOTHING, Answer, PeerCapabilities, transfer
+from raftcache.network.httpclient import (
+    NOTHING,
+    Answer,
+    PeerCapabilities,
+    resolve_client,
+    transfer,
+)
 from raftcache.network.httpserver import RaftRoutes
 from raftcache.network.httpwire import (
     CONTENT_TYPE_OF,
@@ -70,14 +75,7 @@ from raftcache.raft.messages import (
 if TYPE_CHECKING:
     from raftcache.network.lean_client import LeanClient
 
-__all__ = ["HttpNetwork", "lean_client_available"]
-
-CLIENTS = ("auto", "lean", "aiohttp")
-
-
-def lean_client_available() -> bool:
-    """Whether the lean RPC client can run: it parses answers with httptools (``speed`` extra)."""
-    return importlib.util.find_spec("httptools") is not None
+__all__ = ["HttpNetwork"]
 
 
 Resp = TypeVar("Resp")
@@ -151,13 +149,7 @@ class HttpNetwork(NetworkInterface):
         clock: Clock | None = None,
         client: str = "auto",
     ) -> None:
-        if client not in CLIENTS:
-            raise ValueError(f"client must be one of {CLIENTS}, got {client!r}")
-        if client == "lean" and not lean_client_available():
-            raise ValueError("client='lean' needs httptools (pip install raftcache[speed])")
-        if client == "auto":
-            client = "lean" if lean_client_available() else "aiohttp"
-        self.client = client
+        self.client = resolve_client(client)
         if timeout <= 0 or client_max_size <= 0 or max_connections <= 0:
             raise ValueError("timeout, client_max_size and max_connections must be > 0")
         self.node_id = node_id

@@ -5,10 +5,14 @@ the ``NetworkError`` family: a timeout is ``NetworkTimeoutError``, a certificate
 verify is permanent (it will not verify next time either), a refused or reset connection to a
 known peer is transient (kind ``"connection"``). Only answers from our own routes (200 and 415)
 speak for the peer's capabilities; a proxy's 502 says nothing about it.
+
+``lean_client.LeanClient.transfer`` is the same exchange on our own connections (less CPU);
+``resolve_client`` picks between them (``auto``: lean when httptools is installed).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from dataclasses import dataclass
 
@@ -19,7 +23,17 @@ from raftcache.network import compression
 from raftcache.network.errors import NetworkError, NetworkTimeoutError
 from raftcache.network.httpwire import ACCEPT_POST, JSON, parse_formats
 
-__all__ = ["NOTHING", "Answer", "PeerCapabilities", "transfer"]
+__all__ = [
+    "CLIENTS",
+    "NOTHING",
+    "Answer",
+    "PeerCapabilities",
+    "lean_client_available",
+    "resolve_client",
+    "transfer",
+]
+
+CLIENTS = ("auto", "lean", "aiohttp")
 
 _RAW_BODY_MAX = 1024 * 1024
 
@@ -74,3 +88,20 @@ async def transfer(
         raise NetworkError(
             f"Cannot reach node {target} at {url.origin()}: {exc}", kind="connection"
         ) from exc
+
+
+def lean_client_available() -> bool:
+    """Whether ``lean_client`` (this module's wire on our own connections) can run: it parses
+    answers with httptools, from the ``speed`` extra."""
+    return importlib.util.find_spec("httptools") is not None
+
+
+def resolve_client(name: str) -> str:
+    """``"lean"`` or ``"aiohttp"`` for a setting of ``CLIENTS`` (``auto``: lean if it can)."""
+    if name not in CLIENTS:
+        raise ValueError(f"client must be one of {CLIENTS}, got {name!r}")
+    if name == "lean" and not lean_client_available():
+        raise ValueError("client='lean' needs httptools (pip install raftcache[speed])")
+    if name == "auto":
+        return "lean" if lean_client_available() else "aiohttp"
+    return name
