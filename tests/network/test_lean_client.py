@@ -51,6 +51,7 @@ class RawPeer:
     port: int = 0
     _writers: list[asyncio.StreamWriter] = field(default_factory=list)
     _released: asyncio.Event = field(default_factory=asyncio.Event)
+    hung_up: asyncio.Event = field(default_factory=asyncio.Event)  # a client closed a connection
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = self.connections
@@ -77,6 +78,7 @@ class RawPeer:
                 if b"Connection: close" in answer or answer[-5:] == b"\r\n\r\n{":
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
+            self.hung_up.set()
             return
         finally:
             writer.close()
@@ -137,6 +139,15 @@ async def test_sequential_rpcs_share_one_keep_alive_connection(make_node: Factor
             assert (await a.send_request_vote("p", VOTE)).vote_granted
         assert peer.connections == 1
         assert len(peer.requests) == 20
+
+
+async def test_an_idle_connection_is_closed_after_keepalive_timeout(make_node: Factory) -> None:
+    async with RawPeer().running() as peer:
+        a = await lean(make_node, peer, keepalive_timeout=0.05)
+        assert (await a.send_request_vote("p", VOTE)).vote_granted
+        await asyncio.wait_for(peer.hung_up.wait(), 10)  # the client closed it, idle
+        assert (await a.send_request_vote("p", VOTE)).vote_granted
+        assert [c for c, _, _ in peer.requests] == [0, 1]
 
 
 async def test_concurrency_is_bounded_by_max_connections(make_node: Factory) -> None:
