@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from time import perf_counter
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -55,8 +56,7 @@ def route_label(request: web.Request) -> str:
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Count and time every request by route pattern, method and final status."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    started = perf_counter()
     status = 500
     try:
         response = await handler(request)
@@ -66,7 +66,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         raise
     finally:
-        elapsed = loop.time() - started
+        elapsed = perf_counter() - started
         route = route_label(request)
         context_of(request).metrics.observe(route, request.method, status, elapsed)
         if log.isEnabledFor(logging.DEBUG):  # the extra dict is built per request otherwise
