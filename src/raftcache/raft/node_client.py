@@ -70,7 +70,8 @@ class ClientMixin(NodeBase):
         core = self._check_running()
         self._next_read_id += 1
         read_id = self._next_read_id
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[int] = loop.create_future()
         self._reads[read_id] = fut
         try:
             core.request_read(read_id)
@@ -79,7 +80,7 @@ class ClientMixin(NodeBase):
             raise
         self._wake.set()
         self._deadlines.add(
-            asyncio.get_running_loop().time(),
+            loop.time(),
             timeout or self.config.election_timeout_max * 2,
             fut,
             self._read_expired,
