@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -47,7 +46,7 @@ from raftcache.network.metrics import NetworkMetrics, rpc_name
 from raftcache.network.wrapper import Clock
 from raftcache.raft.validation import InvalidMessageError, validate_request
 
-__all__ = ["RaftRoutes", "aiohttp_decodes_zstd"]
+__all__ = ["RaftRoute", "RaftRoutes", "aiohttp_decodes_zstd"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +66,33 @@ class _Refused(Exception):
     def __init__(self, response: web.Response, kind: str) -> None:
         self.response = response
         self.kind = kind
+
+
+class RaftRoute:
+    """One Raft route: ``handle`` is its aiohttp handler.
+
+    Also what a front that parses requests itself (``server.lean_front``) reads to serve the
+    route as aiohttp does: the body limit, and the token check it makes before buffering a body.
+    """
+
+    __slots__ = ("cls", "method", "routes")
+
+    def __init__(self, routes: RaftRoutes, cls: type[Any]) -> None:
+        self.routes = routes
+        self.cls = cls
+        self.method = HANDLER_OF[cls]
+
+    @property
+    def body_limit(self) -> int:
+        """The largest body the route reads (as sent and as decoded)."""
+        return self.routes.client_max_size
+
+    def authorized(self, authorization: str | None) -> bool:
+        """Whether a request with this ``Authorization`` value gets past the token check."""
+        return self.routes.authorized(authorization)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        return await self.routes.serve(request, self.cls, self.method)
 
 
 class RaftRoutes:
@@ -98,9 +124,10 @@ class RaftRoutes:
         self.standalone = False  # set by the listener, which turns aiohttp's decompression off
 
     def routes(self) -> list[web.RouteDef]:
-        """The three ``POST /raft/...`` routes."""
+        """The three ``POST /raft/...`` routes; each handler is a ``RaftRoute``'s bound
+        ``handle``, so a front that serves them itself finds their limits from the router."""
         # Unnamed: route names must be unique per application, and the host app owns its names.
-        return [web.post(path, self._make_route(cls)) for cls, path in PATHS.items()]
+        return [web.post(path, RaftRoute(self, cls).handle) for cls, path in PATHS.items()]
 
     def accepted_encodings(self) -> tuple[str, ...]:
         """The content codings this node can take on a request body, best first."""
@@ -116,22 +143,19 @@ class RaftRoutes:
             ACCEPT_POST: f"{JSON}, {MSGPACK}",
         }
 
-    def _make_route(self, cls: type[Any]) -> Callable[[web.Request], Awaitable[web.Response]]:
-        method = HANDLER_OF[cls]
-
-        async def route(request: web.Request) -> web.Response:
-            return await self.serve(request, cls, method)
-
-        return route
+    def authorized(self, authorization: str | None) -> bool:
+        """Whether an ``Authorization`` value carries the cluster token (constant time)."""
+        if self.auth is None:
+            return True
+        given = (authorization or "").encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(given, self.auth)
 
     async def serve(self, request: web.Request, cls: type[Any], method: str) -> web.Response:
         """Answer one Raft request (see the module rule for the order of the checks)."""
-        if self.auth is not None:
-            given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-            if not hmac.compare_digest(given, self.auth):
-                response = error_response(401, "missing or wrong cluster token", "unauthorized")
-                response.headers["WWW-Authenticate"] = "Bearer"
-                return response
+        if not self.authorized(request.headers.get("Authorization")):
+            response = error_response(401, "missing or wrong cluster token", "unauthorized")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            return response
         handlers = self.handlers
         if handlers is None:
             return error_response(503, str(no_handlers(self.node_id)), "no_handlers")

@@ -76,7 +76,7 @@ class ServeOptions:
     max_watchers: int = 256
     max_command_format: int = COMMAND_FORMAT
     #: The event loop (``auto``: uvloop when installed) and the HTTP front (``auto``: the lean
-    #: httptools front for the hot key routes when installed, aiohttp for the rest).
+    #: httptools front for the hot key and Raft routes when installed, aiohttp for the rest).
     loop: str = "auto"
     http_front: str = "auto"
     #: The collector policy of a ``serve`` process (``raftcache.gcpolicy``).
@@ -288,9 +288,10 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "http_front",
-        _choice("auto", "lean", "aiohttp"),
+        # lean-keys (not advertised): the key routes lean, the Raft routes on aiohttp — an A/B.
+        _choice("auto", "lean", "aiohttp", "lean-keys"),
         "auto",
-        "HTTP front; auto = httptools for the hot key routes when installed, else aiohttp",
+        "HTTP front; auto = httptools for the hot key and Raft routes when installed, else aiohttp",
         "auto|lean|aiohttp",
     ),
     Option(

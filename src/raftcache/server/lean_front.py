@@ -1,13 +1,14 @@
 """The lean front: one listener whose connections start on ``LeanProtocol`` (httptools) and move
-to aiohttp's own protocol at the first request that is not a hot key route.
+to aiohttp's own protocol at the first request that is not on a hot route.
 
 Rule: the front owns no behaviour of the API. It builds, once the application is frozen, the
 same middleware chain aiohttp runs (``app.middlewares`` around the route's handler) for each hot
-route, and dispatches lean requests through it — so auth, admission, drain, metrics, errors,
-forwarding and the hand-over hold for them exactly as for aiohttp's, and the handlers are the
-ones in ``routes_keys``. The listener is an ``aiohttp`` site (``LeanSite``) so the runner lists
-and stops it like any other; its owner closes the front's connections (``close_connections``)
-when it stops, as the runner's cleanup does for aiohttp's.
+route (``lean_routes``: the key routes and the mounted Raft routes), and dispatches lean
+requests through it — so auth, admission, drain, metrics, errors, forwarding and the hand-over
+hold for them exactly as for aiohttp's, and the handlers are the ones aiohttp would call
+(``routes_keys``, ``network.httpserver.RaftRoutes``). The listener is an ``aiohttp`` site
+(``LeanSite``) so the runner lists and stops it like any other; its owner closes the front's
+connections (``close_connections``) when it stops, as the runner's cleanup does for aiohttp's.
 
 httptools is optional (the ``speed`` extra): without it ``lean_available()`` is False and the
 node serves through aiohttp alone.
@@ -16,29 +17,33 @@ node serves through aiohttp alone.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from raftcache.server.context import CONTEXT
 from raftcache.server.drain import DRAIN
 from raftcache.server.errors import json_error
 from raftcache.server.lean_request import LeanRequest
-from raftcache.server.routes_keys import delete_key, get_key, put_key
+from raftcache.server.lean_routes import LEAN_BODY_MAX, Chain, HotRoutes
 
 if TYPE_CHECKING:
-    from raftcache.server.lean_protocol import Chain, LeanProtocol
+    from raftcache.server.lean_protocol import LeanProtocol
+
+__all__ = [
+    "DEFAULT_MAX_FIELD_BYTES",
+    "DEFAULT_MAX_LINE_BYTES",
+    "KEEPALIVE_TIMEOUT_S",
+    "LEAN_BODY_MAX",
+    "LeanFront",
+    "LeanSite",
+    "LeanSockSite",
+    "lean_available",
+]
 
 log = logging.getLogger("raftcache.server.lean")
 
-#: The largest body a hot request may declare; a larger one goes to aiohttp. The lean front
-#: receives a body whole before the admission middleware sees the request, while aiohttp
-#: streams it and charges the node's byte budget before reading (``bodies.read_body``): keeping
-#: lean bodies small keeps what a connection can hold unadmitted near aiohttp's own read buffer.
-LEAN_BODY_MAX = 64 * 1024
 #: Idle keep-alive connections are closed after this long: aiohttp's default, so a client sees
 #: the same whichever front its connection is on. Checked once a minute.
 KEEPALIVE_TIMEOUT_S = 3630.0
@@ -54,13 +59,6 @@ def lean_available() -> bool:
     return True
 
 
-def _chain(app: web.Application, handler: Any) -> Chain:
-    # aiohttp's order: the first middleware is the outermost.
-    for middleware in reversed(app.middlewares):
-        handler = functools.partial(middleware, handler=handler)
-    return cast("Chain", handler)
-
-
 class LeanFront:
     """The per-listener state of the lean front; called, it makes a connection's protocol.
 
@@ -69,6 +67,7 @@ class LeanFront:
         server: the runner's aiohttp ``web.Server``, which makes aiohttp's protocols.
         max_line_bytes: longest request line served here (longer: aiohttp judges it).
         max_field_bytes: largest header line served here (larger: aiohttp judges it).
+        raft: serve the mounted Raft routes here too (False: aiohttp serves them; for A/B).
     """
 
     def __init__(
@@ -78,18 +77,17 @@ class LeanFront:
         *,
         max_line_bytes: int,
         max_field_bytes: int,
+        raft: bool = True,
     ) -> None:
         self.app = app
         self._server = server
         self.max_line_bytes = max_line_bytes
         self.max_field_bytes = max_field_bytes
         self.drain = app[DRAIN]
-        self._max_value = app[CONTEXT].settings.limits.max_value_bytes
-        self.chains: dict[str, Chain] = {
-            "GET": _chain(app, get_key),
-            "PUT": _chain(app, put_key),
-            "DELETE": _chain(app, delete_key),
-        }
+        # aiohttp's protocols get the runner's keyword arguments; auto_decompress is on unless
+        # the runner turned it off (``NodeServer`` does).
+        decompresses = bool(getattr(server, "_kwargs", {}).get("auto_decompress", True))
+        self.routes = HotRoutes(app, raft=raft, decompresses=decompresses)
         self.connections: set[LeanProtocol] = set()
         #: Requests answered here, connections handed to aiohttp and bytes read on this front
         #: (tests wait on them to know for certain what the front has seen; debugging).
@@ -104,22 +102,17 @@ class LeanFront:
 
         return LeanProtocol(self)
 
-    def body_limit(self, method: bytes) -> int:
-        """The largest declared body a hot request of ``method`` may have on this path (a PUT
-        over the value limit goes to aiohttp too, whose 413 is the one clients know)."""
-        return min(self._max_value, LEAN_BODY_MAX) if method == b"PUT" else LEAN_BODY_MAX
-
     def aiohttp_protocol(self) -> RequestHandler:
         """A fresh aiohttp protocol for a connection handed over."""
         self.handed_off += 1
         return self._server()
 
-    async def dispatch(self, request: LeanRequest) -> web.StreamResponse:
-        """Run ``request`` through its route's middleware chain and handler."""
+    async def dispatch(self, request: LeanRequest, chain: Chain) -> web.StreamResponse:
+        """Run ``request`` through its route's middleware ``chain`` and handler."""
         self.served += 1
         as_aiohttp = cast(web.Request, request)
         try:
-            response = await self.chains[request.method](as_aiohttp)
+            response = await chain(as_aiohttp)
             if self.app.on_response_prepare:  # an embedding program's hook, as aiohttp fires it
                 await self.app.on_response_prepare.send(as_aiohttp, response)
             return response
@@ -164,12 +157,18 @@ DEFAULT_MAX_LINE_BYTES = 64 * 1024
 DEFAULT_MAX_FIELD_BYTES = 16 * 1024
 
 
-def _front_of(site: web.BaseSite, max_line_bytes: int, max_field_bytes: int) -> LeanFront:
+def _front_of(
+    site: web.BaseSite, max_line_bytes: int, max_field_bytes: int, raft: bool = True
+) -> LeanFront:
     runner = cast(web.AppRunner, site._runner)
     server = runner.server
     assert server is not None  # setup() ran
     return LeanFront(
-        runner.app, server, max_line_bytes=max_line_bytes, max_field_bytes=max_field_bytes
+        runner.app,
+        server,
+        max_line_bytes=max_line_bytes,
+        max_field_bytes=max_field_bytes,
+        raft=raft,
     )
 
 
@@ -185,9 +184,10 @@ class LeanSite(web.TCPSite):
         ssl_context: Any = None,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
+        raft: bool = True,
     ) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context)
-        self._limits = (max_line_bytes, max_field_bytes)
+        self._limits = (max_line_bytes, max_field_bytes, raft)
         self.front: LeanFront | None = None
 
     async def start(self) -> None:

@@ -1,16 +1,17 @@
-"""The lean front's connection: httptools parses, the hot key routes are answered here, anything
+"""The lean front's connection: httptools parses, the hot routes are answered here, anything
 else is handed — with the whole connection — to aiohttp.
 
 Rule: a connection starts on this protocol. Each request is parsed with httptools; at the end of
-its headers it is either *hot* (``GET``/``PUT``/``DELETE /v1/keys/{key}`` over HTTP/1.x, a
-declared body of at most ``LeanFront.body_limit`` — 64 KiB, within the value limit — no
-``Transfer-Encoding``, no ``Expect``, no upgrade) or not. A hot request is answered here,
-through the same middleware chain and handler aiohttp would run (``LeanFront.chains``), and
-pipelined requests are answered in order. The first request that is not hot — or the first
-malformed-for-us one (an oversize line or header block) — ends this protocol's part: once every
-earlier answer is written, the transport is re-pointed at a fresh aiohttp ``RequestHandler``,
-which is fed the bytes from that request's first byte on and serves the connection from then on
-exactly as it would have from the start.
+its headers it is either *hot* (a route of ``lean_routes.HotRoutes`` — the key routes, the
+mounted Raft routes — over HTTP/1.x, a declared body within the route's lean limit, headers the
+route admits, no ``Transfer-Encoding``, no ``Expect``, no upgrade) or not. A hot request is
+answered here, through the same middleware chain and handler aiohttp would run
+(``HotRoute.chain``), and pipelined requests are answered in order; reading pauses while the
+requests waiting hold ``_MAX_QUEUED`` requests or ``_MAX_QUEUED_BYTES`` of bodies. The first
+request that is not hot — or the first malformed-for-us one (an oversize line or header
+block) — ends this protocol's part: once every earlier answer is written, the transport is
+re-pointed at a fresh aiohttp ``RequestHandler``, which is fed the bytes from that request's
+first byte on and serves the connection from then on exactly as it would have from the start.
 
 Finding that first byte: httptools reports where a message ends only through callbacks, not as
 an offset, so the protocol keeps the bytes since the last point where it knew a message began
@@ -28,14 +29,13 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import httptools
-from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from raftcache.server.lean_request import LeanRequest
+from raftcache.server.lean_routes import Chain, HotRoute
 from raftcache.server.lean_wire import encode_response, error_bytes
 
 if TYPE_CHECKING:
@@ -43,13 +43,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("raftcache.server.lean")
 
-_HOT_PREFIX: Final = b"/v1/keys/"
 _TRIM_BYTES: Final = 256 * 1024
-#: Parsed requests waiting for their turn before the connection stops reading.
+#: Parsed requests waiting for their turn before the connection stops reading, and the bytes
+#: of their bodies (Raft bodies reach megabytes: a pipelining peer is held to about one).
 _MAX_QUEUED: Final = 32
-Chain = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# What hot requests can be (``on_headers_complete`` lets no other through).
-_METHODS: Final = {b"GET": "GET", b"PUT": "PUT", b"DELETE": "DELETE"}
+_MAX_QUEUED_BYTES: Final = 1024 * 1024
 _VERSIONS: Final = {"1.1": (1, 1), "1.0": (1, 0)}
 
 
@@ -94,14 +92,6 @@ def message_boundary(buf: bytes | bytearray, count: int) -> int:
     return lo
 
 
-def _is_hot_target(method: bytes, url: bytes) -> bool:
-    if method not in (b"GET", b"PUT", b"DELETE") or not url.startswith(_HOT_PREFIX):
-        return False
-    path = url.split(b"?", 1)[0]
-    key = path[len(_HOT_PREFIX) :]
-    return bool(key) and b"/" not in key and b"#" not in url and url.isascii()
-
-
 class LeanProtocol(asyncio.Protocol):
     """One client connection on the lean front (see the module docstring)."""
 
@@ -114,14 +104,16 @@ class LeanProtocol(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._header_bytes = 0
         self._body: list[bytes] = []
-        self._method = b""
+        self._route: HotRoute | None = None
         self._hot = False
         # Where messages begin (see the module docstring).
         self._buf = bytearray()
         self._done = 0
         self._between = True
         # Requests parsed and not yet answered, in order; the task answering them.
-        self._queue: deque[tuple[LeanRequest, bool]] = deque()
+        # (request, its chain, keep-alive, body size)
+        self._queue: deque[tuple[LeanRequest, Chain, bool, int]] = deque()
+        self._queued_bytes = 0
         self._worker: asyncio.Task[None] | None = None
         self._entered = 0  # requests counted in the drain, not yet answered
         self._handoff: bytearray | None = None
@@ -220,19 +212,21 @@ class LeanProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        method = parser.get_method()
-        if not _is_hot_target(method, self._url) or parser.should_upgrade():
+        route = self._front.routes.find(parser.get_method(), self._url)
+        if route is None or parser.should_upgrade():
             raise _HandOff
         if parser.get_http_version() not in ("1.1", "1.0"):
             raise _HandOff
-        limit = self._front.body_limit(method)
+        limit = route.body_limit
         for name, value in self._headers:
             lowered = name.lower()
             if lowered in ("transfer-encoding", "expect"):
                 raise _HandOff
             if lowered == "content-length" and (not value.isdigit() or int(value) > limit):
-                raise _HandOff  # aiohttp and read_body give the 400/413 they always gave
-        self._method = method
+                raise _HandOff  # aiohttp and the handler give the 400/413 they always gave
+        if not route.admits(self._headers):
+            raise _HandOff  # aiohttp refuses it before reading its body (a Raft token)
+        self._route = route
         self._hot = True
         self._front.drain.enter()
         self._entered += 1
@@ -245,16 +239,22 @@ class LeanProtocol(asyncio.Protocol):
         self._hot = False  # its drain count now belongs to the queued request
         self._done += 1
         parser = self._parser
+        route = self._route
+        assert route is not None  # on_headers_complete let only hot requests through
+        body = b"".join(self._body)
         request = LeanRequest(
             self._front.app,
-            _METHODS[self._method],
+            route.method,
             self._url.decode("ascii"),
             CIMultiDictProxy(CIMultiDict(self._headers)),
-            b"".join(self._body),
+            body,
             _VERSIONS[parser.get_http_version()],
+            route.match_info,
         )
-        self._queue.append((request, parser.should_keep_alive()))
-        if len(self._queue) >= _MAX_QUEUED and not self._paused and self._transport is not None:
+        self._body = []
+        self._queue.append((request, route.chain, parser.should_keep_alive(), len(body)))
+        self._queued_bytes += len(body)
+        if self._backlogged() and not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
         if self._worker is None:
@@ -265,15 +265,16 @@ class LeanProtocol(asyncio.Protocol):
     async def _answer_queue(self) -> None:
         try:
             while self._queue and not self._transport_gone():
-                request, keep_alive = self._queue.popleft()
-                response = await self._front.dispatch(request)
+                request, chain, keep_alive, size = self._queue.popleft()
+                self._queued_bytes -= size
+                response = await self._front.dispatch(request, chain)
                 keep_alive = keep_alive and response.keep_alive is not False
                 await self._write(encode_response(response, request, keep_alive))
                 self._leave_one()
                 if not keep_alive:
                     self._close()
                     return
-                if self._paused and len(self._queue) < _MAX_QUEUED // 2:
+                if self._paused and not self._backlogged(half=True):
                     self._paused = False
                     if self._handoff is None and self._transport is not None:
                         self._transport.resume_reading()
@@ -283,6 +284,14 @@ class LeanProtocol(asyncio.Protocol):
             self._finish_handoff()
         elif self._closed:
             self._say_last_words()  # a malformed request's error, after the answers before it
+
+    def _backlogged(self, *, half: bool = False) -> bool:
+        """Whether the requests waiting are too many, or too large, to read more now."""
+        divisor = 2 if half else 1
+        return (
+            len(self._queue) >= _MAX_QUEUED // divisor
+            or self._queued_bytes >= _MAX_QUEUED_BYTES // divisor
+        )
 
     async def _write(self, data: bytes) -> None:
         if self._writable is not None:

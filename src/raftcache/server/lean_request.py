@@ -1,13 +1,14 @@
-"""The request object of the lean front: the part of ``aiohttp.web.Request`` the key routes use.
+"""The request object of the lean front: the part of ``aiohttp.web.Request`` the hot routes use.
 
-Rule: the lean front (``lean_protocol``) serves ``GET``/``PUT``/``DELETE /v1/keys/{key}`` through
-the *same* middleware chain and handlers as aiohttp does, so it hands them an object that answers
-every attribute they read — ``method``, ``path``, ``raw_path``, ``query``, ``headers``,
-``content_length``, ``content.readany()``, ``app``/``config_dict``, ``match_info.route`` and the
-per-request mapping (``TICKET``, ``BODY``) — with aiohttp's meaning (headers and path decoded as
-UTF-8 with surrogate escapes, the query parsed by yarl). Nothing else: a handler that reads
-more than this from a request must not be on the lean path (``tests/server/test_lean_*`` run
-every key-route test through it).
+Rule: the lean front (``lean_protocol``) serves the hot routes (``lean_routes``: the key routes
+and the mounted Raft routes) through the *same* middleware chain and handlers as aiohttp does,
+so it hands them an object that answers every attribute they read — ``method``, ``path``,
+``raw_path``, ``query``, ``headers``, ``content_type``, ``content_length``,
+``content.readany()``, ``app``/``config_dict``, ``match_info.route`` and the per-request
+mapping (``TICKET``, ``BODY``) — with aiohttp's meaning (headers and path decoded as UTF-8 with
+surrogate escapes, the query parsed by yarl, the content type by aiohttp's own parser). Nothing
+else: a handler that reads more than this from a request must not be on the lean path
+(``tests/server/test_lean_*`` run the key-route and Raft-route tests through it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.helpers import parse_content_type
 from multidict import CIMultiDictProxy, MultiDictProxy
 from yarl import URL
 
@@ -36,14 +38,16 @@ class _Route:
         self.resource = _Resource(canonical)
 
 
-class _MatchInfo:
+class MatchInfo:
+    """``request.match_info`` as the middlewares read it: the route's pattern, for its label."""
+
     __slots__ = ("route",)
 
     def __init__(self, canonical: str) -> None:
         self.route = _Route(canonical)
 
 
-KEY_MATCH: Final = _MatchInfo(KEY_ROUTE)
+KEY_MATCH: Final = MatchInfo(KEY_ROUTE)
 
 
 class BodyReader:
@@ -69,6 +73,7 @@ class LeanRequest:
         headers: the request headers.
         body: the whole body (the front received it before dispatching).
         version: the HTTP version as ``(major, minor)``.
+        match_info: the route that matched (its label in the metrics).
     """
 
     __slots__ = (
@@ -79,12 +84,11 @@ class LeanRequest:
         "content",
         "content_length",
         "headers",
+        "match_info",
         "method",
         "raw_path",
         "version",
     )
-
-    match_info: Final = KEY_MATCH
 
     def __init__(
         self,
@@ -94,12 +98,14 @@ class LeanRequest:
         headers: CIMultiDictProxy[str],
         body: bytes,
         version: tuple[int, int],
+        match_info: MatchInfo = KEY_MATCH,
     ) -> None:
         self.app = app
         self.method = method
         self.raw_path = raw_path
         self.headers = headers
         self.version = version
+        self.match_info = match_info
         self.content = BodyReader(body)
         # aiohttp's content_length is the declared one (None when absent).
         declared = headers.get("Content-Length")
@@ -112,6 +118,13 @@ class LeanRequest:
     def config_dict(self) -> web.Application:
         # The lean front serves only the top-level app's routes: its mapping is the whole chain.
         return self.app
+
+    @property
+    def content_type(self) -> str:
+        """The media type of the body, lowercase, without parameters (``web.Request``'s)."""
+        raw = self.headers.get("Content-Type")
+        # RFC 9110's default when there is none, as aiohttp answers.
+        return "application/octet-stream" if raw is None else parse_content_type(raw)[0]
 
     def _url(self) -> URL:
         return URL(self.raw_path, encoded=True)

@@ -79,8 +79,10 @@ class NodeServer:
         shutdown_timeout_s: bound on waiting for in-flight requests at shutdown.
         transfer_on_shutdown: a leader hands leadership over before it stops (see
             ``server.handover``; bounded by two election timeouts and ``shutdown_timeout_s``).
-        http_front: ``lean`` (``server.lean_front``: httptools answers the hot key routes),
-            ``aiohttp`` (aiohttp alone) or ``auto`` (lean when httptools is installed).
+        http_front: ``lean`` (``server.lean_front``: httptools answers the hot key and Raft
+            routes), ``aiohttp`` (aiohttp alone) or ``auto`` (lean when httptools is
+            installed); ``lean-keys``, for A/B measurements: lean, but the Raft routes are
+            served by aiohttp.
     """
 
     def __init__(
@@ -126,6 +128,7 @@ class NodeServer:
         )
         self._started = False
         self._lean = _lean_wanted(http_front)
+        self._lean_raft = http_front != "lean-keys"
         self._lean_site: LeanSite | None = None
 
     @property
@@ -148,6 +151,7 @@ class NodeServer:
                 ssl_context=self._ssl_context,
                 max_line_bytes=MAX_REQUEST_LINE_BYTES,
                 max_field_bytes=MAX_HEADER_BYTES,
+                raft=self._lean_raft,
             )
         else:
             site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl_context)
@@ -434,7 +438,7 @@ def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
 def _lean_wanted(http_front: str) -> bool:
     if http_front == "aiohttp":
         return False
-    if http_front == "lean" and not lean_available():
+    if http_front in ("lean", "lean-keys") and not lean_available():
         raise RuntimeError("--http-front lean needs httptools: pip install 'raftcache[speed]'")
     return lean_available()
 
