@@ -18,6 +18,8 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from raftcache.network import HttpNetwork, codec, compression, msgpack_codec
 from raftcache.network.httpwire import JSON, MSGPACK, PATHS
@@ -369,6 +371,77 @@ async def test_without_a_token_every_rpc_is_hot() -> None:
     assert lean_answers == plain_answers
     assert lean_answers[0].startswith(b"HTTP/1.1 200 OK")
     assert (_front(lean).served, _front(lean).handed_off) == (1, 0)
+
+
+MESSAGES: dict[str, list[object]] = {
+    VOTE_PATH: [VOTE],
+    APPEND_PATH: [APPEND, HEARTBEAT],
+    SNAPSHOT_PATH: list(CHUNKS),
+}
+RAFTISH: st.SearchStrategy[dict[str, object]] = st.dictionaries(
+    st.sampled_from(
+        ["term", "leader_id", "candidate_id", "prev_log_index", "entries", "offset", "data", "done"]
+    ),
+    st.one_of(
+        st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.text(max_size=6), st.just([])
+    ),
+    max_size=6,
+)
+NOISE = st.one_of(st.binary(max_size=64), RAFTISH.map(orjson.dumps))
+_ENCODE = {JSON: codec.encode, MSGPACK: msgpack_codec.encode}
+
+
+@st.composite
+def raft_requests(draw: st.DrawFn) -> bytes:
+    """A POST to a Raft path with a body, format, coding and token drawn from what peers and
+    strangers send (mostly well-formed, so that answers other than refusals are compared too)."""
+    path = draw(st.sampled_from([VOTE_PATH, APPEND_PATH, SNAPSHOT_PATH]))
+    fmt = draw(st.sampled_from([JSON, MSGPACK]))
+    body = draw(st.one_of(st.sampled_from(MESSAGES[path]).map(_ENCODE[fmt]), NOISE))
+    headers: dict[str, str] = {}
+    kind = draw(st.sampled_from([fmt, fmt, fmt, "text/plain", None, f"{fmt}; x=1"]))
+    if kind is not None:
+        headers["Content-Type"] = kind
+    coding = draw(st.sampled_from([None, None, "identity", "gzip", "zstd", "br", "gzip, gzip"]))
+    if coding is not None:
+        headers["Content-Encoding"] = coding
+        if coding in compression.available() and draw(st.sampled_from([True, True, False])):
+            body = compression.codec(coding).compress(body)
+    good = AUTH["Authorization"]
+    auth = draw(st.sampled_from([good] * 6 + ["Bearer nope", "", None]))
+    if auth is not None:
+        headers["Authorization"] = auth
+    return request("POST", path, body, headers)
+
+
+def test_any_raft_request_answers_as_on_aiohttp() -> None:
+    # One pair of servers for all examples: starting them per example would dominate the run.
+    loop = asyncio.new_event_loop()
+    lean, plain = loop.run_until_complete(_serve()), loop.run_until_complete(_serve(lean=False))
+
+    async def both(raw: bytes) -> list[bytes]:
+        answers = []
+        for node in (lean, plain):
+            conn = await Conn.open(node.port)  # a fresh one: a hand-off is for good
+            await conn.send(raw)
+            answers.append(await _raw_answer(conn))
+            await conn.close()
+        return answers
+
+    @settings(max_examples=150, deadline=None)
+    @given(raft_requests())
+    def check(raw: bytes) -> None:
+        lean_answer, plain_answer = loop.run_until_complete(both(raw))
+        assert lean_answer == plain_answer
+        assert int(lean_answer.split(b" ", 2)[1]) < 500, lean_answer
+
+    try:
+        check()
+        assert _front(lean).served > 0  # the comparison was not aiohttp against aiohttp only
+    finally:
+        loop.run_until_complete(_stop(lean))
+        loop.run_until_complete(_stop(plain))
+        loop.close()
 
 
 @pytest.mark.parametrize(("front", "raft_on_lean"), [("lean", True), ("lean-keys", False)])
