@@ -45,7 +45,7 @@ log = logging.getLogger("raftcache.server.lean")
 
 _TRIM_BYTES: Final = 256 * 1024
 #: Parsed requests waiting for their turn before the connection stops reading, and the bytes
-#: of their bodies (Raft bodies reach megabytes: a pipelining peer is held to about one).
+#: of their bodies (Raft bodies reach megabytes: a pipelining peer is held to about 1 MiB).
 _MAX_QUEUED: Final = 32
 _MAX_QUEUED_BYTES: Final = 1024 * 1024
 _VERSIONS: Final = {"1.1": (1, 1), "1.0": (1, 0)}
