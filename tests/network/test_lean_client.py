@@ -14,12 +14,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
-import trustme
 
 from raftcache.network import HttpNetwork, NetworkError, NetworkTimeoutError, codec
 from raftcache.network.httpclient import PeerCapabilities, lean_client_available
 from raftcache.raft.messages import RequestVoteRequest, RequestVoteResponse
 
+from .conftest import Pki
 from .fakes import RecordingHandlers, sample_append
 from .httpkit import Factory, OldPeer, connect, started_nodes, url_of
 
@@ -290,26 +290,6 @@ async def test_stop_fails_an_rpc_in_flight(make_node: Factory) -> None:
 
 
 # -- TLS ----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Pki:
-    ca: str
-    cert: str
-    key: str
-    other_ca: str
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    base = tmp_path_factory.mktemp("lean-pki")
-    ca, other = trustme.CA(), trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca.cert_pem.write_to_path(str(base / "ca.pem"))
-    other.cert_pem.write_to_path(str(base / "other.pem"))
-    (base / "cert.pem").write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
-    cert.private_key_pem.write_to_path(str(base / "key.pem"))
-    return Pki(*(str(base / n) for n in ("ca.pem", "cert.pem", "key.pem", "other.pem")))
 
 
 def tls(pki: Pki, **extra: object) -> dict[str, object]:

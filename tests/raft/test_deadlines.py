@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 
 from raftcache.raft.deadlines import Deadlines
 from raftcache.raft.errors import IndeterminateError
+from raftcache.raft.node import RaftNode
 from tests.raft.sim import SimCluster
 
 
@@ -66,8 +69,10 @@ async def test_a_finished_head_does_not_hold_later_deadlines() -> None:
     assert not futs[2].done()
 
 
-async def test_proposal_without_quorum_times_out_and_is_forgotten() -> None:
-    c = SimCluster(3, seed=21)
+@contextlib.asynccontextmanager
+async def _leader_alone(seed: int) -> AsyncIterator[RaftNode]:
+    """A 3-node cluster's leader, after one commit, with both followers failed."""
+    c = SimCluster(3, seed=seed)
     await c.start()
     try:
         leader = await c.wait_leader()
@@ -75,6 +80,13 @@ async def test_proposal_without_quorum_times_out_and_is_forgotten() -> None:
         for i in c.ids:
             if i != leader.node_id:
                 c.hub.fail_node(i)
+        yield leader
+    finally:
+        await c.stop()
+
+
+async def test_proposal_without_quorum_times_out_and_is_forgotten() -> None:
+    async with _leader_alone(21) as leader:
         before = leader.commit_index
         # Shorter than the election timeout (0.15-0.3 s): still the leader when it expires,
         # or just deposed by check-quorum; either way the outcome is reported as unknown.
@@ -82,21 +94,10 @@ async def test_proposal_without_quorum_times_out_and_is_forgotten() -> None:
             await leader.propose(b"lost?", timeout=0.05)
         assert leader._proposals == {}
         assert leader.commit_index == before
-    finally:
-        await c.stop()
 
 
 async def test_read_barrier_without_quorum_times_out() -> None:
-    c = SimCluster(3, seed=22)
-    await c.start()
-    try:
-        leader = await c.wait_leader()
-        await leader.propose(b"ok")
-        for i in c.ids:
-            if i != leader.node_id:
-                c.hub.fail_node(i)
+    async with _leader_alone(22) as leader:
         with pytest.raises(TimeoutError):
             await leader.read_index(timeout=0.05)
         assert leader._reads == {}
-    finally:
-        await c.stop()
