@@ -38,9 +38,17 @@ KILL_AFTER_ACKS = 40
 
 
 async def _writer(
-    client: AsyncClient, writer: int, acked: dict[str, bytes], errors: list[BaseException]
+    client: AsyncClient,
+    writer: int,
+    acked: dict[str, bytes],
+    errors: list[BaseException],
+    killed: asyncio.Event,
 ) -> None:
     for i in range(WRITES_EACH):
+        if len(acked) >= KILL_AFTER_ACKS:
+            # Hold on until the leader is killed: the stream must go on after the kill, however
+            # fast the first writes were (a race between fast writers and the kill otherwise).
+            await killed.wait()
         key, value = f"crash/{writer}/{i:03d}", f"{writer}:{i}:".encode() + bytes([i]) * i
         try:
             await client.set(key, value)
@@ -91,10 +99,12 @@ async def test_acknowledged_writes_survive_leader_kill_and_full_restart(tmp_path
             old_leader = await wait_for_leader(cluster, http)
             acked: dict[str, bytes] = {}
             errors: list[BaseException] = []
+            killed = asyncio.Event()
             clients = [AsyncClient(cluster.endpoints, timeout=30) for _ in range(WRITERS)]
+            writers: list[asyncio.Future[None]] = []
             try:
                 writers = [
-                    asyncio.ensure_future(_writer(c, i, acked, errors))
+                    asyncio.ensure_future(_writer(c, i, acked, errors, killed))
                     for i, c in enumerate(clients)
                 ]
 
@@ -104,8 +114,11 @@ async def test_acknowledged_writes_survive_leader_kill_and_full_restart(tmp_path
                 await wait_for(enough_acks, f"{KILL_AFTER_ACKS} acknowledged writes")
                 assert cluster.kill(old_leader.node_id) == -9
                 acked_before_kill = len(acked)
+                killed.set()
                 await asyncio.gather(*writers)
             finally:
+                for w in writers:
+                    w.cancel()  # a no-op once they finished; never left waiting on ``killed``
                 for c in clients:
                     await c.close()
 
