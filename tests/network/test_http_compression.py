@@ -5,13 +5,14 @@ from __future__ import annotations
 import gzip
 import zlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 import pytest
 from aiohttp import web
 
 from raftcache.network import HttpNetwork, NetworkError, codec, compression
-from raftcache.network.httpclient import PeerCapabilities
+from raftcache.network.httpclient import PeerCapabilities, lean_client_available
 from raftcache.raft.messages import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -27,10 +28,27 @@ THRESHOLD = 16 * 1024
 HAS_ZSTD = "zstd" in compression.available()
 
 
-@pytest.fixture
-async def make_node() -> AsyncIterator[Factory]:
+_CLIENTS = [
+    "aiohttp",
+    pytest.param(
+        "lean",
+        marks=pytest.mark.skipif(
+            not lean_client_available(), reason="httptools (the speed extra) is not installed"
+        ),
+    ),
+]
+
+
+@pytest.fixture(params=_CLIENTS)
+async def make_node(request: pytest.FixtureRequest) -> AsyncIterator[Factory]:
+    """Nodes sending with either HTTP client: both speak the same negotiation."""
     async with started_nodes() as make:
-        yield make
+
+        async def with_client(node_id: str, **opts: Any) -> HttpNetwork:
+            opts.setdefault("client", request.param)
+            return await make(node_id, **opts)
+
+        yield with_client
 
 
 def big_append(n: int = 400) -> AppendEntriesRequest:

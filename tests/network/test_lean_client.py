@@ -21,7 +21,7 @@ from raftcache.raft.messages import RequestVoteRequest, RequestVoteResponse
 
 from .conftest import Pki
 from .fakes import RecordingHandlers, sample_append
-from .httpkit import Factory, OldPeer, connect, started_nodes, url_of
+from .httpkit import Factory, connect, started_nodes, url_of
 
 pytestmark = pytest.mark.skipif(
     not lean_client_available(), reason="httptools (the speed extra) is not installed"
@@ -250,19 +250,6 @@ async def test_capabilities_come_from_the_answer_headers(make_node: Factory) -> 
         assert a.peer_capabilities("p") == PeerCapabilities(
             frozenset({"gzip"}), frozenset({"json", "msgpack"})
         )
-
-
-async def test_415_renegotiation_and_compression(make_node: Factory) -> None:
-    a = await make_node("a", client="lean", compression=["gzip"], compression_threshold=1)
-    async with OldPeer(advertise={"Accept-Encoding": "gzip"}).running() as peer:
-        a.set_peer_address("p", url_of(peer.port))
-        await a.send_append_entries("p", sample_append(5))  # learns "gzip"
-        peer.refuse_encoded = True
-        peer.advertise = {}
-        assert (await a.send_append_entries("p", sample_append(5))).success
-        encodings = [h.get("Content-Encoding") for h, _ in peer.requests]
-        assert encodings == [None, "gzip", None]
-    assert a.peer_capabilities("p") == PeerCapabilities()
 
 
 async def test_between_real_nodes_with_msgpack(make_node: Factory) -> None:

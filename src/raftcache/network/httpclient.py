@@ -28,6 +28,7 @@ __all__ = [
     "NOTHING",
     "Answer",
     "PeerCapabilities",
+    "capabilities_of",
     "lean_client_available",
     "resolve_client",
     "transfer",
@@ -58,6 +59,17 @@ class Answer:
     capabilities: PeerCapabilities | None  # None: the answer does not speak for the peer
 
 
+def capabilities_of(
+    status: int, accept_encoding: str | None, accept_post: str | None
+) -> PeerCapabilities | None:
+    """What an answer says the peer reads; None unless it came from our own routes (200, 415)."""
+    if status not in (200, 415):
+        return None
+    return PeerCapabilities(
+        compression.parse_accept_encoding(accept_encoding), parse_formats(accept_post)
+    )
+
+
 async def transfer(
     session: aiohttp.ClientSession,
     target: str,
@@ -73,12 +85,9 @@ async def transfer(
     try:
         async with session.post(url, data=data, headers=headers) as resp:
             body = await resp.read()
-            caps = None
-            if resp.status in (200, 415):
-                caps = PeerCapabilities(
-                    compression.parse_accept_encoding(resp.headers.get("Accept-Encoding")),
-                    parse_formats(resp.headers.get(ACCEPT_POST)),
-                )
+            caps = capabilities_of(
+                resp.status, resp.headers.get("Accept-Encoding"), resp.headers.get(ACCEPT_POST)
+            )
             return Answer(resp.status, body, resp.content_type or JSON, caps)
     except TimeoutError:
         raise NetworkTimeoutError(f"RPC to node {target} timed out after {timeout:g}s") from None

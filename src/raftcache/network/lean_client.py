@@ -24,8 +24,8 @@ from yarl import URL
 
 from raftcache.network import compression
 from raftcache.network.errors import NetworkError, NetworkTimeoutError
-from raftcache.network.httpclient import Answer, PeerCapabilities
-from raftcache.network.httpwire import JSON, parse_formats
+from raftcache.network.httpclient import Answer, capabilities_of
+from raftcache.network.httpwire import JSON
 from raftcache.network.lean_client_conn import ConnectionLost, LeanConnection, MalformedAnswer
 
 __all__ = ["LeanClient"]
@@ -224,12 +224,7 @@ class LeanClient:
                 raise NetworkError(
                     f"Bad answer from node {target} at {url.origin()}: {exc}", kind="connection"
                 ) from exc
-        caps = None
-        if conn.status in (200, 415):
-            caps = PeerCapabilities(
-                compression.parse_accept_encoding(conn.accept_encoding),
-                parse_formats(conn.accept_post),
-            )
+        caps = capabilities_of(conn.status, conn.accept_encoding, conn.accept_post)
         return Answer(conn.status, body, _media_type(conn.content_type) or JSON, caps)
 
 

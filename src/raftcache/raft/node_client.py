@@ -61,9 +61,14 @@ class ClientMixin(NodeBase):
             return IndeterminateError("leadership lost before the entry committed")
         return TimeoutError()
 
-    @staticmethod
-    def _read_expired(_key: object) -> BaseException:
-        return TimeoutError()
+    def _read_deadline(
+        self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[int], timeout: float | None
+    ) -> None:
+        """A read barrier fails with ``TimeoutError`` after ``timeout`` (default: two election
+        timeouts, time for a new leader to be elected and confirm its round)."""
+        self._deadlines.add(
+            loop.time(), timeout or self.config.election_timeout_max * 2, fut, _read_expired, None
+        )
 
     async def read_index(self, timeout: float | None = None) -> int:
         """Linearizable read barrier (ReadIndex, §6.4): returns once local reads are safe."""
@@ -79,13 +84,7 @@ class ClientMixin(NodeBase):
             del self._reads[read_id]
             raise
         self._wake.set()
-        self._deadlines.add(
-            loop.time(),
-            timeout or self.config.election_timeout_max * 2,
-            fut,
-            self._read_expired,
-            None,
-        )
+        self._read_deadline(loop, fut, timeout)
         try:
             return await fut
         finally:
@@ -106,13 +105,7 @@ class ClientMixin(NodeBase):
             fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             self._reads_waiting_apply.append((index, fut))
             self._wake.set()
-            self._deadlines.add(
-                asyncio.get_running_loop().time(),
-                timeout or self.config.election_timeout_max * 2,
-                fut,
-                self._read_expired,
-                None,
-            )
+            self._read_deadline(asyncio.get_running_loop(), fut, timeout)
             return await fut
         return await self.read_index(timeout)
 
@@ -168,3 +161,7 @@ class ClientMixin(NodeBase):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._changed.wait()
+
+
+def _read_expired(_key: object) -> BaseException:
+    return TimeoutError()

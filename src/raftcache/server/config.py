@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from raftcache.cache.formats import COMMAND_FORMAT, check_max_format
+from raftcache.gcpolicy import POLICIES
+from raftcache.network.httpclient import CLIENTS
 
 ENV_PREFIX = "RAFTCACHE_"
 #: Options whose values must never be echoed (error messages, repr, logs).
@@ -237,7 +239,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "raft_http_client",
-        _choice("auto", "lean", "aiohttp"),
+        _choice(*CLIENTS),
         "auto",
         "client sending Raft RPCs over HTTP (same wire); auto = lean (httptools) when installed",
         "auto|lean|aiohttp",
@@ -296,7 +298,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "gc",
-        _choice("tuned", "default"),
+        _choice(*POLICIES),
         "tuned",
         "garbage collector; tuned = freeze what lives at start and collect rarely "
         "(short pauses), default = CPython's settings",

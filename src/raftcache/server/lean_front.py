@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from raftcache.network.httpclient import lean_client_available
 from raftcache.server.drain import DRAIN
 from raftcache.server.errors import json_error
 from raftcache.server.lean_request import LeanRequest
@@ -51,12 +52,9 @@ _SWEEP_INTERVAL_S = 60.0
 
 
 def lean_available() -> bool:
-    """Whether httptools is installed (the ``speed`` extra)."""
-    try:
-        import httptools  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether httptools is installed (the ``speed`` extra): the same check as the lean Raft
+    client's."""
+    return lean_client_available()
 
 
 class LeanFront:
