@@ -1,10 +1,12 @@
 """FileStorage recovery: torn tails are truncated, corruption anywhere else refuses to start.
 
-The rule under test (docs/storage.md): an invalid record at the end of the *last* segment with
-no intact record after it is a torn write — truncated, recovery continues with the valid prefix
-(this includes a bad CRC on the final record). Any invalid record followed by an intact one, any
-damage in a non-last segment, a hole in the log, or damage to the snapshot, hard state or
-identity files raises StorageCorruptError naming the file and offset.
+The rule under test (docs/storage.md): an invalid record in the *last* segment at or after its
+proven sync boundary (the largest ``batch_start`` of an intact record after it) is a torn write —
+truncated, recovery continues with the valid prefix (this includes a bad CRC on the final
+record). An invalid record before that boundary (here: every build() record is synced on its
+own, so a later intact record proves it), any damage in a non-last segment, a hole in the log,
+or damage to the snapshot, hard state or identity files raises StorageCorruptError naming the
+file and offset. Out-of-order torn writes and v1 segments: ``test_torn_tail.py``.
 """
 
 from __future__ import annotations
@@ -90,7 +92,13 @@ def test_zero_filled_tail_is_a_torn_write(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("where", "delta"),
-    [("magic", 0), ("length", 5), ("crc", 9), ("payload", HEADER_SIZE + 2)],
+    [
+        ("magic", 0),
+        ("length", 5),
+        ("batch_start", 9),
+        ("crc", HEADER_SIZE - 3),
+        ("payload", HEADER_SIZE + 2),
+    ],
 )
 def test_damage_in_the_middle_refuses_to_start(tmp_path: Path, where: str, delta: int) -> None:
     d = tmp_path / "d"
@@ -105,8 +113,11 @@ def test_damage_in_the_middle_refuses_to_start(tmp_path: Path, where: str, delta
 
 
 def test_garbage_followed_by_an_intact_record_is_corruption(tmp_path: Path) -> None:
+    # Records 4 and 5 were written after record 3 was synced: the junk sits in synced data.
+    # (Junk before the *last* synced batch, with nothing later, is the documented residual
+    # case: it looks like a torn write of that batch; see test_torn_tail.py.)
     d = tmp_path / "d"
-    offsets = build(d, last=3)
+    offsets = build(d, last=5)
     seg = seg_path(d)
     data = seg.read_bytes()
     seg.write_bytes(data[: offsets[2]] + b"junk!" + data[offsets[2] :])
@@ -231,10 +242,10 @@ def test_unknown_versions_are_refused(tmp_path: Path) -> None:
     snap.write_bytes(good)
 
     seg = seg_path(d)
-    flip(seg, 2, 0x06)  # version byte of the first record: 1 -> 7
+    flip(seg, 2, 0x05)  # version byte of the first record: 2 -> 7
     with pytest.raises(StorageFormatError, match="unknown record version 7"):
         load_rows(d)
-    flip(seg, 2, 0x06)
+    flip(seg, 2, 0x05)
 
     ident = d / "IDENTITY"
     good = ident.read_bytes()

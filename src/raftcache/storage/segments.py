@@ -15,9 +15,31 @@ Rules, each there to keep recovery unambiguous:
   logically (the snapshot's last_index is the log's start). Otherwise the whole log goes,
   newest segment first. ``recover`` finishes a compaction a crash interrupted: a segment whose
   successor starts at or before L+1 holds only entries the snapshot covers.
-* Recovery truncates a torn tail of the last segment (an invalid record with no intact record
-  after it); an invalid record followed by an intact one, a damaged non-last segment, a hole
-  between segments or a log that does not join the snapshot raise ``StorageCorruptError``.
+* Every record carries its sync boundary, ``batch_start``: the size of its segment when the
+  last fsync of it returned (0 in a new segment; kept in ``Segment.synced``). Everything before
+  it was durable when the record was written, so one intact record proves that much of the file
+  was synced — at no cost in fsyncs or writes (see ``records``).
+* Recovery of the last segment, given its first invalid record at offset D and B = the largest
+  ``batch_start`` of any intact record after D (records before D cannot exceed D):
+  D < B is damage to synced data → ``StorageCorruptError`` naming the file and D. D ≥ B is a torn
+  *unsynced* tail — after a power cut the pages of an unsynced write reach the disk in any
+  order, so intact records may follow the damage — truncated at D (dropping those records:
+  written after the last proven sync, so never acknowledged), with a WARNING giving the offset,
+  the bytes and the intact records dropped.
+* Residual ambiguity (inherent with one fsync per batch and no extra write): only the *next*
+  batch's records prove a batch synced. If damage hits the last synced batch and nothing intact
+  of a later batch survives, it looks exactly like a torn write of that batch (D ≥ B): it is
+  truncated with the same WARNING, losing on this node entries that may have been acknowledged
+  — as if the disk had lost them; the other replicas still hold them. (The v1 rule had the same
+  blind spot for the final record.)
+* Version-1 records (no ``batch_start``) keep the v1 rule: an invalid record followed by an
+  intact v1 record is corruption. Non-last segments were fully synced before rotation, so any
+  damage in them is corruption; so are a hole between segments and a log that does not join
+  the snapshot.
+* Recovery makes what it returns durable before anyone acts on it: it fsyncs the last segment
+  (after truncating a torn tail) and ``log/`` once. A previous process may have died before its
+  sync, leaving entries only in the page cache; this also lets ``Segment.synced`` start at the
+  recovered size. Startup cost: two fsyncs; the write path is unchanged (one per ``sync``).
 """
 
 from __future__ import annotations
@@ -34,7 +56,7 @@ from raftcache.raft.messages import LogEntry
 from raftcache.storage.base import DiskFullError, SnapshotMeta, StorageCorruptError
 from raftcache.storage.base import StorageFailedError as Failed
 from raftcache.storage.fsio import FileOps, read_file, sync_dir, sync_file, write_all, write_error
-from raftcache.storage.records import encode_batch, find_valid_record, scan
+from raftcache.storage.records import ScanResult, encode_batch, scan, scan_after
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +69,16 @@ def segment_name(start: int) -> str:
 
 @dataclass(slots=True)
 class Segment:
-    """One segment file: its first index, and the offset and term of every record in it."""
+    """One segment file: its first index, the offset and term of every record in it, its size,
+    and ``synced``: its size when an fsync of it last returned (the ``batch_start`` of records
+    written now; see the module rules)."""
 
     start: int
     path: str
     offsets: array[int] = field(default_factory=lambda: array("q"))
     terms: array[int] = field(default_factory=lambda: array("q"))
     size: int = 0
+    synced: int = 0
 
     @property
     def end(self) -> int:
@@ -121,6 +146,10 @@ class SegmentLog:
         starts = self._drop_obsolete(self._list_starts(), last)
         for k, start in enumerate(starts):
             entries.extend(self._recover_segment(start, is_last=k == len(starts) - 1))
+        if self._segments:
+            # The last segment's name may never have been made durable (a process that died
+            # before its first sync): the entries returned here must not vanish later.
+            self._dir_dirty = True
         first = self._segments[0].start if self._segments else last + 1
         if first > last + 1:
             what = f"the snapshot ends at {last}" if last else "there is no snapshot"
@@ -169,25 +198,7 @@ class SegmentLog:
         buf = read_file(path) or b""
         res = scan(buf, path, start)
         if res.bad_offset is not None:
-            after = find_valid_record(buf, res.bad_offset, start + len(res.entries))
-            if not is_last or after is not None:
-                why = (
-                    f"an intact record follows at offset {after}"
-                    if after is not None
-                    else "in a segment that is not the last"
-                )
-                raise StorageCorruptError(
-                    f"{path} at offset {res.bad_offset}: {res.reason}, {why}: "
-                    "the log is corrupt, refusing to start"
-                )
-            log.warning(
-                "%s: torn tail at offset %d (%s, %d bytes) truncated",
-                path,
-                res.bad_offset,
-                res.reason,
-                len(buf) - res.bad_offset,
-            )
-            self._truncate_file(path, res.valid_size)
+            self._judge_damage(path, buf, res, start, is_last=is_last)  # raises unless torn
         if not res.entries:
             if not is_last:
                 raise StorageCorruptError(f"{path} at offset 0: empty segment followed by others")
@@ -197,20 +208,69 @@ class SegmentLog:
         seg = Segment(
             start, path, array("q", res.offsets), array("q", (e.term for e in res.entries))
         )
-        seg.size = res.valid_size
+        seg.size = seg.synced = res.valid_size
         self._segments.append(seg)
+        if is_last:
+            self._make_durable(seg, truncate=res.bad_offset is not None)
         return res.entries
 
-    def _truncate_file(self, path: str, size: int) -> None:
-        fd = self._ops.open(path, os.O_WRONLY)
+    def _judge_damage(
+        self, path: str, buf: bytes, res: ScanResult, start: int, *, is_last: bool
+    ) -> None:
+        """Raise StorageCorruptError unless the damage at ``res.bad_offset`` is a torn unsynced
+        tail of the last segment (module rules); if it is, log what will be dropped."""
+        bad = res.bad_offset
+        assert bad is not None
+        where = f"{path} at offset {bad}: {res.reason}"
+        if not is_last:
+            raise StorageCorruptError(
+                f"{where}, in a segment that is not the last (it was fully synced before the "
+                "next one was started): the log is corrupt, refusing to start"
+            )
+        tail = scan_after(buf, bad, start + len(res.entries))
+        if tail.has_v1:
+            first_v1 = next(r.offset for r in tail.records if r.batch_start is None)
+            raise StorageCorruptError(
+                f"{where}, an intact record follows at offset {first_v1} (version-1 records "
+                "carry no sync boundary to tell a torn write from damage): the log is corrupt, "
+                "refusing to start"
+            )
+        boundary, witness = tail.boundary()
+        if bad < boundary:
+            assert witness is not None
+            raise StorageCorruptError(
+                f"{where}, but the intact record at offset {witness.offset} was written after "
+                f"this file was synced up to offset {boundary}: synced data is damaged, the log "
+                "is corrupt, refusing to start"
+            )
+        dropped = (
+            f", and {len(tail.records)} intact record(s) after it (indexes "
+            f"{min(tail.indexes)}..{max(tail.indexes)})"
+            if tail.records
+            else ""
+        )
+        log.warning(
+            "%s: torn unsynced tail at offset %d (%s): truncating %d bytes — the damaged record%s;"
+            " this file is proven synced only up to offset %d, so the dropped data was written "
+            "after the last proven sync",
+            path,
+            bad,
+            res.reason,
+            len(buf) - bad,
+            dropped,
+            boundary,
+        )
+
+    def _make_durable(self, seg: Segment, *, truncate: bool) -> None:
+        """Cut the recovered last segment to its valid prefix if needed, and fsync it."""
+        fd = self._open_fd()
         try:
-            self._ops.truncate(fd, size)
-            if self._fsync:
-                sync_file(self._ops, fd, path)
+            if truncate:
+                self._ops.truncate(fd, seg.size)
         except OSError as exc:
-            raise Failed(f"could not truncate the torn tail of {path}: {exc}") from exc
-        finally:
-            self._ops.close(fd)
+            raise Failed(f"could not truncate the torn tail of {seg.path}: {exc}") from exc
+        if self._fsync:
+            sync_file(self._ops, fd, seg.path)
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -219,8 +279,12 @@ class SegmentLog:
         first = entries[0].index
         if first <= self.last_index:
             self._truncate_from(first)
-        data, rel = encode_batch(entries)
-        created = self._prepare_segment(first)
+        rotate = self._must_rotate()
+        # Encoded before any file is touched (an oversized entry raises ValueError and changes
+        # nothing); the batch goes to a new segment (durable size 0) or after the last one.
+        synced = 0 if rotate or not self._segments else self._segments[-1].synced
+        data, rel = encode_batch(entries, synced)
+        created = self._prepare_segment(first, rotate)
         seg, fd = self._segments[-1], self._fd
         assert fd is not None
         offset = seg.size
@@ -239,6 +303,9 @@ class SegmentLog:
             assert self._fd is not None
             sync_file(self._ops, self._fd, self._segments[-1].path)
         self._dirty = False
+        if self._segments:
+            # Only after the fsync returned: records written from now on vouch for this size.
+            self._segments[-1].synced = self._segments[-1].size
         self._sync_dir_if_dirty()
 
     def compact(self, meta: SnapshotMeta) -> None:
@@ -255,12 +322,18 @@ class SegmentLog:
             fd, self._fd = self._fd, None
             self._ops.close(fd)
 
-    def _prepare_segment(self, first: int) -> bool:
+    def _must_rotate(self) -> bool:
+        """The next batch starts a new segment: the last one is full *and* fully synced (only
+        the last segment may hold unsynced data: module rule)."""
+        if not self._segments:
+            return False
+        return self._segments[-1].size >= self._segment_size and not self._dirty
+
+    def _prepare_segment(self, first: int, rotate: bool) -> bool:
         """Make sure the last segment can take a batch starting at ``first``; True if created."""
         assert first == self.last_index + 1, (first, self.last_index)
         if self._segments:
-            full = self._segments[-1].size >= self._segment_size
-            if not full or self._dirty:  # rotate only a fully synced segment (module rule)
+            if not rotate:
                 self._open_fd()
                 return False
             self.close()
@@ -310,6 +383,8 @@ class SegmentLog:
         del seg.offsets[k:]
         del seg.terms[k:]
         seg.size = offset
+        # The fsync above made everything up to ``offset`` durable (the whole file is flushed).
+        seg.synced = offset if self._fsync else min(seg.synced, offset)
 
     def _unlink_newest_first(self, count: int) -> None:
         for _ in range(count):
