@@ -153,5 +153,11 @@ def test_restore_refuses_what_it_does_not_know_and_keeps_its_state(data: bytes) 
 def test_format_version_is_in_the_snapshot() -> None:
     snap = decode_snapshot(populated(3).machine.snapshot())
     assert snap.index > 0
-    assert set(snap.counters) == {"evictions", "expirations", "bytes_peak", "sessions_dropped"}
+    assert set(snap.counters) == {
+        "evictions",
+        "expirations",
+        "bytes_peak",
+        "sessions_dropped",
+        "digest",
+    }
     assert msgpack.unpackb(populated(3).machine.snapshot())["format"] == 1

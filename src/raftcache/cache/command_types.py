@@ -23,6 +23,7 @@ from raftcache.cache.checks import (
     check_write,
 )
 from raftcache.cache.commands_v2 import FlushCommand, FormatCommand, IncrOp, TtlCommand, TtlOp
+from raftcache.cache.commands_v3 import DIVERGENCE_FORMAT, AlarmCommand, CheckCommand
 from raftcache.cache.errors import InvalidCommand
 from raftcache.cache.formats import BASE_FORMAT
 from raftcache.cache.restore_commands import RestoreCommand
@@ -190,6 +191,8 @@ Command: TypeAlias = (
     | TtlCommand
     | FlushCommand
     | FormatCommand
+    | CheckCommand  # format 3: raftcache.cache.commands_v3
+    | AlarmCommand
 )
 
 
@@ -204,4 +207,6 @@ def required_format(cmd: Command) -> int:
         return BASE_FORMAT
     if isinstance(cmd, FormatCommand):
         return cmd.format
+    if isinstance(cmd, CheckCommand | AlarmCommand):
+        return DIVERGENCE_FORMAT
     return 2  # TTL, FLUSH and the restore commands

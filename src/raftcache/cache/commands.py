@@ -15,7 +15,8 @@ are omitted when they hold their default.
 Command format 2 (``raftcache.cache.commands_v2``, ``raftcache.cache.formats``) adds ``f`` the
 entry's command format (omitted when 1), the ops ``ttl`` (``t`` ttl or ``at`` epoch seconds,
 ``cd`` condition), ``flush`` (``p`` prefix) and ``format``, the batch ops ``incr`` and ``ttl``,
-and ``kt`` keep_ttl on sets.
+and ``kt`` keep_ttl on sets. Command format 3 (``raftcache.cache.commands_v3``) adds the ops
+``check`` and ``alarm`` (``id`` node id, ``r`` reason, ``x`` clear).
 """
 
 from __future__ import annotations
@@ -54,6 +55,13 @@ from raftcache.cache.commands_v2 import (
     ttl_op_from_wire,
     ttl_op_to_wire,
 )
+from raftcache.cache.commands_v3 import (
+    AlarmCommand,
+    CheckCommand,
+    alarm_from_wire,
+    alarm_to_wire,
+    check_to_wire,
+)
 from raftcache.cache.errors import InvalidCommand
 from raftcache.cache.formats import BASE_FORMAT, COMMAND_FORMAT, UnsupportedCommandFormat
 from raftcache.cache.restore_commands import (
@@ -64,6 +72,8 @@ from raftcache.cache.restore_commands import (
 
 __all__ = [
     "INT64_MAX",
+    "AlarmCommand",
+    "CheckCommand",
     "INT64_MIN",
     "MAX_BATCH_OPS",
     "MAX_CLIENT_ID_LENGTH",
@@ -88,7 +98,9 @@ __all__ = [
     "decode",
     "decode_entry",
     "encode",
+    "encode_alarm",
     "encode_batch",
+    "encode_check",
     "encode_decr",
     "encode_delete",
     "encode_expire",
@@ -174,6 +186,10 @@ def _to_wire(cmd: Command) -> dict[str, Any]:
         wire = {"o": "flush", "n": cmd.now, "p": cmd.prefix}
     elif isinstance(cmd, FormatCommand):
         return {"o": "format", "n": cmd.now}  # its "f" is the format it enables
+    elif isinstance(cmd, CheckCommand):
+        return check_to_wire(cmd)
+    elif isinstance(cmd, AlarmCommand):
+        return alarm_to_wire(cmd)
     else:
         return restore_to_wire(cmd)
     _put_session(wire, cmd.session)
@@ -248,6 +264,16 @@ def encode_format(command_format: int, *, now: float) -> bytes:
     return encode(FormatCommand(now, command_format))
 
 
+def encode_check(*, now: float) -> bytes:
+    """CHECK bytes (format 3): every replica records its digest at this entry's index."""
+    return encode(CheckCommand(now))
+
+
+def encode_alarm(node_id: str, reason: str = "", *, now: float, clear: bool = False) -> bytes:
+    """ALARM bytes (format 3): raise (or ``clear``) ``node_id``'s divergence alarm."""
+    return encode(AlarmCommand(now, node_id, reason, clear))
+
+
 def encode_expire(keys: Iterable[str], *, now: float) -> bytes:
     """EXPIRE command bytes (leader-proposed removal of expired keys)."""
     return encode(ExpireCommand(now, tuple(keys)))
@@ -262,7 +288,20 @@ def encode_touch(keys: Iterable[str], *, now: float) -> bytes:
 
 
 _KNOWN_OPS = frozenset(
-    {"set", "del", "incr", "batch", "expire", "touch", "ttl", "flush", "format", *RESTORE_OPS}
+    {
+        "set",
+        "del",
+        "incr",
+        "batch",
+        "expire",
+        "touch",
+        "ttl",
+        "flush",
+        "format",
+        "check",
+        "alarm",
+        *RESTORE_OPS,
+    }
 )
 
 
@@ -345,6 +384,10 @@ def _from_wire(wire: Mapping[str, Any]) -> Command:
         return FlushCommand(now, wire.get("p", ""), _session_from_wire(wire))
     if op == "format":
         return FormatCommand(now, wire["f"])
+    if op == "check":
+        return CheckCommand(now)
+    if op == "alarm":
+        return alarm_from_wire(dict(wire))
     raise InvalidCommand(f"unknown op {op!r}")
 
 

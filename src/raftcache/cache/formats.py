@@ -6,7 +6,9 @@ either diverge (skip it while the others apply it) or stop. So every command typ
 
 - format 1: SET, DELETE, INCR, BATCH of get/set/delete, EXPIRE (removal), TOUCH;
 - format 2: the TTL-only change (``ttl``), FLUSH, the batch ops ``incr`` and ``ttl``, SET/batch
-  set with ``keep_ttl``, the replicated restore (``restore.*``), and FORMAT itself.
+  set with ``keep_ttl``, the replicated restore (``restore.*``), and FORMAT itself;
+- format 3: CHECK and ALARM, the divergence detection (``raftcache.cache.commands_v3``,
+  docs/divergence.md).
 
 A command of format F > 1 carries ``"f": F`` in its log entry. Three rules make this safe:
 
@@ -35,7 +37,7 @@ from raftcache.cache.errors import CacheError
 #: The oldest format: what every release understands.
 BASE_FORMAT = 1
 #: The newest format this build reads and writes.
-COMMAND_FORMAT = 2
+COMMAND_FORMAT = 3
 
 
 class UnsupportedCommandFormat(Exception):

@@ -33,6 +33,13 @@ Semantics (see also docs/cache.md):
 - RESTORE.BEGIN/CHUNK/COMMIT/ABORT replace the whole cache with a backup's contents, atomically
   at the commit's index (``raftcache.cache.restore``).
 
+- Command format 3 (``raftcache.cache.commands_v3``, docs/divergence.md): CHECK records this
+  replica's state digest (``raftcache.cache.digest``) at the entry's index in a small ring and
+  returns it; ALARM raises or clears a replica's divergence alarm (replicated state, in
+  snapshots). A snapshot carries the digest of its entries, checked against the kept digest when
+  it is taken and against the restored entries when it is installed; a mismatch is a *local
+  fault* (``raftcache.cache.alarms``).
+
 ``hits``/``misses`` are node-local: the service counts its own reads there; they are not
 replicated and not in snapshots.
 """
@@ -52,7 +59,10 @@ from raftcache.cache.commands import (
     TouchCommand,
     decode_entry,
 )
+from raftcache.cache.alarms import Alarm
 from raftcache.cache.commands_v2 import FlushCommand, FormatCommand, TtlCommand
+from raftcache.cache.commands_v3 import ALL_NODES, AlarmCommand, CheckCommand
+from raftcache.cache.digest import DigestRing, digest_hex, full_digest
 from raftcache.cache.entries import Item, record_item
 from raftcache.cache.errors import InvalidCommand
 from raftcache.cache.formats import (
@@ -150,6 +160,12 @@ class CacheStateMachine:
         self._last_index = 0
         self.hits = 0
         self.misses = 0
+        # Divergence detection (docs/divergence.md): replicated alarms, node-local digests
+        # recorded at CHECK entries, and faults this replica found in itself.
+        self._alarms: dict[str, Alarm] = {}
+        self.digests = DigestRing()
+        self.digest_checks = 0
+        self.local_faults: list[str] = []
         self._handlers: dict[type[Any], Callable[[int, Any], Result]] = {
             SetCommand: self._set,
             DeleteCommand: self._delete,
@@ -160,6 +176,8 @@ class CacheStateMachine:
             TtlCommand: self._ttl,
             FlushCommand: self._flush,
             FormatCommand: self._format,
+            CheckCommand: self._check,
+            AlarmCommand: self._alarm,
             RestoreBegin: self._restore.begin,
             RestoreChunk: lambda _, cmd: self._restore.chunk(cmd),
             RestoreCommit: self._restore_commit,
@@ -269,6 +287,22 @@ class CacheStateMachine:
         self._command_format = max(self._command_format, cmd.format)
         return self._command_format
 
+    def _check(self, index: int, cmd: CheckCommand) -> Result:
+        digest = self._store.digest
+        self.digests.record(index, digest)
+        self.digest_checks += 1
+        return digest
+
+    def _alarm(self, index: int, cmd: AlarmCommand) -> Result:
+        alarms = self._alarms
+        if not cmd.clear:
+            alarms.setdefault(cmd.node_id, Alarm(cmd.node_id, cmd.reason, index, cmd.now))
+        elif cmd.node_id == ALL_NODES:
+            alarms.clear()
+        else:
+            alarms.pop(cmd.node_id, None)
+        return len(alarms)
+
     def _expire(self, index: int, cmd: ExpireCommand) -> Result:
         # Sessions are swept here too: EXPIRE is the leader's periodic housekeeping entry.
         self._sessions.sweep(cmd.now)
@@ -316,6 +350,40 @@ class CacheStateMachine:
         EXPIRE proposals)."""
         return self._store.expired_keys(now, limit)
 
+    # --- divergence ---------------------------------------------------------------------------
+
+    @property
+    def digest(self) -> int:
+        """The digest of the entries now (kept incrementally; ``raftcache.cache.digest``)."""
+        return self._store.digest
+
+    def full_digest(self) -> int:
+        """The digest recomputed from the entries (O(n))."""
+        return self._store.full_digest()
+
+    @property
+    def alarms(self) -> dict[str, Alarm]:
+        """The replicated divergence alarms, by node id (a copy)."""
+        return dict(self._alarms)
+
+    def distrust(self, node_id: str) -> str | None:
+        """Why the replica ``node_id`` (this one) must not serve reads, or None."""
+        alarm = self._alarms.get(node_id)
+        if alarm is not None:
+            return f"divergence alarm raised at index {alarm.index}: {alarm.reason}"
+        if self.local_faults:
+            return self.local_faults[-1]
+        return None
+
+    def add_local_fault(self, reason: str) -> None:
+        """Note a fault this replica found in its own state (node-local; see ``alarms``)."""
+        if reason not in self.local_faults:
+            self.local_faults.append(reason)
+            del self.local_faults[:-8]
+
+    def clear_local_faults(self) -> None:
+        self.local_faults.clear()
+
     def record_reads(self, hits: int, misses: int) -> None:
         """Count this node's reads (node-local statistics)."""
         self.hits += hits
@@ -339,6 +407,9 @@ class CacheStateMachine:
             "expirations": store.expirations,
             "sessions": len(self._sessions),
             "restore_staged_bytes": self._restore.staged_bytes,
+            "divergence_alarms": len(self._alarms),
+            "digest_checks": self.digest_checks,
+            "digest_local_faults": len(self.local_faults),
         }
 
     # --- snapshots ----------------------------------------------------------------------------
@@ -355,26 +426,46 @@ class CacheStateMachine:
         }
         if self._command_format > BASE_FORMAT:  # absent = 1: older snapshots stay as they were
             counters["command_format"] = self._command_format
-        return SnapshotState(
+        state = SnapshotState(
             self._last_index,
             counters,
             self._sessions.to_wire(),
             store.records(),
             self._restore.to_wire(),
+            [alarm.to_wire() for alarm in self._alarms.values()] or None,
         )
+        # The kept digest, to be checked against the entries by ``_seal`` (in the worker).
+        counters["digest"] = store.digest
+        return state
+
+    def _seal(self, state: SnapshotState) -> SnapshotState:
+        """In the worker thread, before encoding: recompute the digest of the captured entries
+        (the encoder walks them anyway) and carry that one. One that differs from the kept
+        digest means the entries changed without the store knowing (a bug, or memory altered
+        behind its back): a local fault (``raftcache.cache.alarms``), this replica stops
+        serving reads."""
+        kept = state.counters["digest"]
+        actual = full_digest(state.records)
+        if actual != kept:
+            self.add_local_fault(
+                f"snapshot at index {state.index}: entries digest {digest_hex(actual)} differs "
+                f"from the kept digest {digest_hex(kept)} (state changed behind the store)"
+            )
+        state.counters["digest"] = actual
+        return state
 
     def prepare_snapshot(self) -> Callable[[], bytes]:
         """Capture the state now (call on the event loop) and return a function that encodes
         it, meant to run in a worker thread."""
         state = self._capture()
-        return lambda: encode_snapshot(state)
+        return lambda: encode_snapshot(self._seal(state))
 
     def prepare_snapshot_stream(self) -> Callable[[Callable[[bytes], object]], None]:
         """Like ``prepare_snapshot``, but the returned function hands the snapshot to a
         ``write(chunk)`` callable piece by piece (e.g. a storage ``SnapshotWriter.write``), so
         the whole snapshot never has to exist as one ``bytes``."""
         state = self._capture()
-        return lambda write: write_snapshot(state, write)
+        return lambda write: write_snapshot(self._seal(state), write)
 
     def snapshot(self) -> bytes:
         """The snapshot of the current state (``StateMachine.snapshot``)."""
@@ -390,8 +481,9 @@ class CacheStateMachine:
         state = read_snapshot(stream)
         try:
             staged = None if state.restore is None else Staged.from_wire(state.restore)
+            alarms = [Alarm.from_wire(wire) for wire in state.alarms or ()]
         except (ValueError, TypeError) as exc:
-            raise SnapshotFormatError(f"malformed staged restore in the snapshot: {exc}") from None
+            raise SnapshotFormatError(f"malformed staged restore or alarms in the snapshot: {exc}") from None
         counters = state.counters
         command_format = counters.get("command_format", BASE_FORMAT)
         if type(command_format) is not int or command_format > self.max_format:
@@ -410,6 +502,15 @@ class CacheStateMachine:
         )
         self._restore.staged = staged
         self._last_index = state.index
+        self._alarms = {alarm.node_id: alarm for alarm in alarms}
+        self.digests.clear()
+        carried = counters.get("digest")  # absent in snapshots of older releases
+        if carried is not None and carried != self._store.digest:  # load() recomputed it
+            self.add_local_fault(
+                f"snapshot at index {state.index}: restored entries digest "
+                f"{digest_hex(self._store.digest)} differs from the digest it carries "
+                f"{digest_hex(carried)} (a corrupted snapshot)"
+            )
         if self._recorder is not None:  # the watch history restarts at the snapshot
             self._recorder.commit(state.index)
 

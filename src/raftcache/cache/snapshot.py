@@ -9,7 +9,10 @@ format it does not know rather than guess. Format 1::
      "sessions": [[client_id, last_active, [[seq, result], ...]], ...],   # activity order
      "entries": [run, run, ...]}                                         # LRU order
 
-plus, only while a replicated restore is being staged, ``"restore": [...]`` before
+``counters`` also holds ``digest``, the digest of the entries (``raftcache.cache.digest``;
+absent in snapshots of older releases), and a snapshot of a cluster with divergence alarms has
+``"alarms": [[node, reason, index, raised_at], ...]`` (``raftcache.cache.alarms``) before
+``"entries"``. Plus, only while a replicated restore is being staged, ``"restore": [...]`` before
 ``"entries"`` (``raftcache.cache.restore``; a reader ignores fields it does not use, and a
 snapshot without a staged restore is byte for byte what it always was).
 
@@ -63,6 +66,7 @@ class SnapshotState:
     sessions: list[Any]
     records: dict[str, bytes]
     restore: list[Any] | None = None
+    alarms: list[Any] | None = None
 
 
 def write_snapshot(state: SnapshotState, write: Callable[[bytes], object]) -> None:
@@ -77,6 +81,8 @@ def write_snapshot(state: SnapshotState, write: Callable[[bytes], object]) -> No
     ]
     if state.restore is not None:
         fields.append(("restore", state.restore))
+    if state.alarms:
+        fields.append(("alarms", state.alarms))
     write(packer.pack_map_header(len(fields) + 1))
     for name, value in fields:
         write(packer.pack(name) + packer.pack(value))
@@ -143,6 +149,7 @@ def read_snapshot(stream: SupportsRead) -> SnapshotState:
             list(body["sessions"]),
             records,
             body.get("restore"),
+            body.get("alarms"),
         )
         _expect_end(unpacker)
     except SnapshotFormatError:

@@ -20,6 +20,12 @@ Eviction (``settle``), after a write that leaves ``len > max_keys`` or ``bytes >
 first entries expired as of the command's ``now`` in ``(expires_at, key)`` order (counted in
 ``expirations``), then least recently used ones (counted in ``evictions``), until within bounds.
 
+Digest (``raftcache.cache.digest``): ``digest`` is the sum of every entry's hash, kept in step
+by the two places where a record enters or leaves ``_records`` — ``put`` (subtract the old
+record's hash, add the new one's) and ``_unlink`` (subtract) — and recomputed by ``load``.
+``touch`` moves a record without changing it, so it costs nothing. Invariant:
+``digest == full_digest(records())``, checked by ``check_invariants`` and at every snapshot.
+
 Counting: an entry leaves the store in exactly one way — overwritten or deleted while live,
 expired (removed by EXPIRE, by eviction, or overwritten/deleted after its ``expires_at``:
 ``expirations``), or evicted while live (``evictions``).
@@ -33,6 +39,7 @@ from itertools import islice
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped, unused-ignore]
 
+from raftcache.cache.digest import MASK, entry_hash, full_digest
 from raftcache.cache.entries import (
     NEVER,
     entry_size,
@@ -56,6 +63,7 @@ class EntryStore:
         "_records",
         "bytes",
         "bytes_peak",
+        "digest",
         "evictions",
         "expirations",
         "max_bytes",
@@ -75,6 +83,8 @@ class EntryStore:
         self.bytes_peak = 0
         self.evictions = 0
         self.expirations = 0
+        #: The incremental digest of the entries (module docstring).
+        self.digest = 0
 
     def __len__(self) -> int:
         return len(self._records)
@@ -139,9 +149,11 @@ class EntryStore:
             if old_expires_at != NEVER:
                 self._by_expiry.remove(old_expires_at, key)
             self.bytes += len(value) - record_value_size(old)
+            self.digest -= entry_hash(key, old)
         if expires_at != NEVER:
             self._by_expiry.add(expires_at, key)
-        self._records[key] = pack_record(value, version, expires_at)
+        record = self._records[key] = pack_record(value, version, expires_at)
+        self.digest = (self.digest + entry_hash(key, record)) & MASK
 
     def remove(self, key: str, now: float) -> bool:
         """Delete ``key``; True if it was live at ``now`` (an expired one counts as expired)."""
@@ -215,6 +227,11 @@ class EntryStore:
         self.bytes_peak = max(bytes_peak, self.bytes)
         self.evictions = evictions
         self.expirations = expirations
+        self.digest = full_digest(records)
+
+    def full_digest(self) -> int:
+        """The digest recomputed from the entries (O(n); ``digest`` is the kept one)."""
+        return full_digest(self._records)
 
     # --- internals --------------------------------------------------------------------------
 
@@ -226,6 +243,7 @@ class EntryStore:
             self._by_expiry.remove(expires_at, key)
         self._front.pop(key, None)
         self.bytes -= entry_size(key, record_value_size(record))
+        self.digest = (self.digest - entry_hash(key, record)) & MASK
 
     def _indexed(self, key: str) -> str:
         """The ``str`` object the sorted index holds for ``key`` (a stored key).
@@ -283,3 +301,4 @@ class EntryStore:
         assert list(self._front) == list(islice(records, len(self._front))), "front not a prefix"
         assert self.bytes == sum(entry_size(k, record_value_size(r)) for k, r in records.items())
         assert self.bytes_peak >= self.bytes
+        assert self.digest == full_digest(records), "incremental digest out of step"
