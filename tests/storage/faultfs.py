@@ -2,6 +2,12 @@
 
 Rule: every double is a ``FileOps`` subclass plugged in through ``FileStorage(file_ops=...)``,
 so the storage under test runs its real code paths against real files in a temp directory.
+
+Power loss (``CrashDisk.crash``) has three models, from strict to realistic: keep only what was
+fsynced; keep a random *prefix* of the unsynced bytes (``torn=``); or keep any *subset* of the
+unsynced 4 KiB pages (``pages=``), as a disk that writes pages back in any order does — each
+dirty page comes back as its synced version or its latest one, and the file's size as any size
+it had since its last fsync, so an extended file may keep none of its new pages (zeros).
 """
 
 from __future__ import annotations
@@ -9,9 +15,13 @@ from __future__ import annotations
 import errno
 import os
 import random
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from raftcache.storage.fsio import FileOps
+
+PAGE_SIZE = 4096
 
 
 @dataclass
@@ -118,11 +128,73 @@ class FaultyOps(RecordingOps):
         super().unlink(path)
 
 
+class PagePolicy(Protocol):
+    """How a power loss treats one file's unsynced pages (``CrashDisk.crash(pages=...)``)."""
+
+    def size(self, name: str, sizes: Sequence[int]) -> int:
+        """The size the file comes back with, one of ``sizes`` (every size it had since its
+        last fsync, the synced one first, the current one last)."""
+        ...
+
+    def keep_new(self, name: str, page: int) -> bool:
+        """Whether dirty page number ``page`` of file ``name`` (a base name) reached the disk
+        in its latest version (else it comes back as it was at the last fsync)."""
+        ...
+
+
+@dataclass
+class RandomPages:
+    """Each dirty page and the size chosen at random from ``rng``: seed it and a failure
+    replays. ``p_new`` is the chance that a page reached the disk in its latest version."""
+
+    rng: random.Random
+    p_new: float = 0.5
+
+    def size(self, name: str, sizes: Sequence[int]) -> int:
+        return self.rng.choice(sizes)
+
+    def keep_new(self, name: str, page: int) -> bool:
+        return self.rng.random() < self.p_new
+
+
+@dataclass
+class LosePages:
+    """Deterministic: every dirty page reached the disk except ``lost`` (page numbers) of files
+    whose name contains ``name``; files keep their latest size."""
+
+    lost: set[int]
+    name: str = ".seg"
+    seen: list[tuple[str, int]] = field(default_factory=list)  # dirty pages met, for asserts
+
+    def size(self, name: str, sizes: Sequence[int]) -> int:
+        return sizes[-1]
+
+    def keep_new(self, name: str, page: int) -> bool:
+        self.seen.append((name, page))
+        return not (self.name in name and page in self.lost)
+
+
+def persist_pages(synced: bytes, latest: bytes, size: int, keep_new: Sequence[bool]) -> bytes:
+    """What a file holds after a power loss that kept page ``k`` in its latest version iff
+    ``keep_new[k]`` (else as synced), cut or zero-extended to ``size``."""
+    pages = -(-max(len(synced), len(latest), size) // PAGE_SIZE)
+    out = bytearray()
+    for k in range(pages):
+        src = latest if k < len(keep_new) and keep_new[k] else synced
+        out += _page(src, k)
+    return bytes(out[:size])
+
+
+def _page(data: bytes, k: int) -> bytes:
+    return data[k * PAGE_SIZE : (k + 1) * PAGE_SIZE].ljust(PAGE_SIZE, b"\0")  # zeros past EOF
+
+
 class CrashDisk(RecordingOps):
     """A strict power-loss model. After ``crash()`` every file holds exactly what it held at
     its last fsync (nothing if never fsynced), and every directory exactly the entries it held
     at its last directory fsync. Use it on an empty directory, with ``fsync=True`` storages,
     and close the storage before ``crash()``. Real fsyncs are skipped (the model is the disk).
+    ``crash(torn=...)`` and ``crash(pages=...)`` keep part of the unsynced data (module doc).
     """
 
     def __init__(self) -> None:
@@ -131,7 +203,15 @@ class CrashDisk(RecordingOps):
         self._names: dict[str, int] = {}  # path -> inode id, as the directories are now
         self._durable_dirs: dict[str, dict[str, int]] = {}  # as of each directory's fsync
         self._durable_data: list[bytes] = []  # per inode id, as of its last fsync
+        # per inode id: every size since its last fsync (the durable one first)
+        self._sizes: list[list[int]] = []
         self._fd_inode: dict[int, int] = {}
+
+    def _size_now(self, fd: int) -> None:
+        sizes = self._sizes[self._fd_inode[fd]]
+        size = os.fstat(fd).st_size
+        if sizes[-1] != size:
+            sizes.append(size)
 
     def open(self, path: str, flags: int, mode: int = 0o644) -> int:
         path = os.path.abspath(path)
@@ -140,13 +220,26 @@ class CrashDisk(RecordingOps):
             assert flags & os.O_CREAT, f"{path} was not created through this CrashDisk"
             self._names[path] = len(self._durable_data)
             self._durable_data.append(b"")
+            self._sizes.append([0])
         self._fd_inode[fd] = self._names[path]
+        self._size_now(fd)  # O_TRUNC
         return fd
+
+    def pwrite(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        n = super().pwrite(fd, data, offset)
+        self._size_now(fd)
+        return n
+
+    def truncate(self, fd: int, size: int) -> None:
+        super().truncate(fd, size)
+        self._size_now(fd)
 
     def fsync(self, fd: int) -> None:
         super().fsync(fd)
+        ino = self._fd_inode[fd]
         with open(f"/proc/self/fd/{fd}", "rb") as f:
-            self._durable_data[self._fd_inode[fd]] = f.read()
+            self._durable_data[ino] = f.read()
+        self._sizes[ino] = [len(self._durable_data[ino])]
 
     def fsync_dir(self, path: str) -> None:
         super().fsync_dir(path)
@@ -167,13 +260,15 @@ class CrashDisk(RecordingOps):
         super().close(fd)
         self._fd_inode.pop(fd, None)
 
-    def crash(self, torn: random.Random | None = None) -> None:
+    def crash(self, torn: random.Random | None = None, *, pages: PagePolicy | None = None) -> None:
         """Power loss: rewrite every tracked directory to its durable state.
 
         With ``torn``, a file that only grew since its last fsync keeps a random prefix of the
-        unsynced bytes (a torn write) instead of none of them.
+        unsynced bytes (a torn write) instead of none of them. With ``pages``, every file keeps
+        a subset of its dirty pages and one of its recent sizes, as the policy chooses.
         """
         assert not self._fd_inode, "close the storage before crashing the disk"
+        assert torn is None or pages is None, "one model at a time"
         now: dict[int, bytes] = {}
         for path, ino in self._names.items():
             with open(path, "rb") as f:
@@ -186,9 +281,27 @@ class CrashDisk(RecordingOps):
                 grown = now.get(ino, b"")
                 if torn is not None and len(grown) > len(data) and grown.startswith(data):
                     data = grown[: torn.randint(len(data), len(grown))]
+                elif pages is not None and ino in now and grown != data:
+                    data = self._pages_survive(name, data, grown, self._sizes[ino], pages)
                 path = os.path.join(d, name)
                 with open(path, "wb") as f:
                     f.write(data)
                 self._names[path] = ino
                 self._durable_data[ino] = data  # what survived a power loss is on the platter
+                self._sizes[ino] = [len(data)]
         self.crashes += 1
+
+    @staticmethod
+    def _pages_survive(
+        name: str, synced: bytes, latest: bytes, sizes: Sequence[int], policy: PagePolicy
+    ) -> bytes:
+        # Any size the file had since its last fsync: the size is metadata, written back on
+        # its own schedule (an extended file may come back with none of its new pages).
+        candidates = list(dict.fromkeys([len(synced), *sizes, len(latest)]))
+        size = policy.size(name, candidates)
+        count = -(-max(len(synced), len(latest), size) // PAGE_SIZE)
+        keep = [
+            _page(synced, k) != _page(latest, k) and policy.keep_new(name, k)  # dirty ones only
+            for k in range(count)
+        ]
+        return persist_pages(synced, latest, size, keep)

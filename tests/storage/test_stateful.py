@@ -4,8 +4,9 @@ Random appends (with overwrites), hard-state changes, syncs, snapshots (matching
 and beyond the log), clean restarts and power losses. After every power loss both storages must
 recover the same state; ``CrashDisk`` keeps only what FileStorage fsynced, so a missing fsync
 (or one in the wrong order) shows up as a divergence from the model. A torn power loss keeps a
-random prefix of unsynced appends: recovery must then return the synced log plus a prefix of
-the unsynced entries — a torn non-last segment would make it refuse to start and fail here.
+random prefix of unsynced appends, or any subset of their 4 KiB pages (out-of-order write-back):
+recovery must then return the synced log plus a prefix of the unsynced entries — refusing to
+start (a torn non-last segment, a torn tail taken for corruption) fails here.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from raftcache.raft.messages import LogEntry
 from raftcache.storage import FileStorage, MemoryStorage
 
-from .faultfs import CrashDisk
+from .faultfs import CrashDisk, RandomPages
 from .helpers import meta, rows
 
 SEGMENT_SIZE = 200
@@ -94,12 +95,16 @@ class FileVersusMemory(RuleBasedStateMachine):
         self.mem.crash()
         self._compare_recovered()
 
-    @rule(seed=st.integers(0, 2**32 - 1))
-    def torn_power_loss(self, seed: int) -> None:
-        """Power loss tearing unsynced appends: the file may keep a prefix of them."""
+    @rule(seed=st.integers(0, 2**32 - 1), pages=st.booleans())
+    def torn_power_loss(self, seed: int, pages: bool) -> None:
+        """Power loss tearing unsynced appends: the file may keep a prefix of them, or (pages)
+        any subset of their pages."""
         written, durable = self.mem.current().entries, self.mem.durable().entries
         self.file.close()
-        self.disk.crash(torn=random.Random(seed))
+        if pages:
+            self.disk.crash(pages=RandomPages(random.Random(seed)))
+        else:
+            self.disk.crash(torn=random.Random(seed))
         self.file = self._open()
         self.mem.crash()
         recovered = self.file.load().entries
