@@ -150,12 +150,35 @@ def test_clock_control_writes_one_offset_file_per_node(tmp_path: Path) -> None:
     env = control.env("n1")
     assert env["LD_PRELOAD"] == "/lib/libfaketimeMT.so.1"
     offset_file = Path(env["FAKETIME_TIMESTAMP_FILE"])
-    assert offset_file.read_text() == "+0.000\n"
+    # The rate is always explicit: libfaketime keeps the previous one when a setting omits it.
+    assert offset_file.read_text() == "+0.000000 x1.000000\n"
     control.set_offset("n1", -7.25)
-    assert offset_file.read_text() == "-7.250\n"
+    assert offset_file.read_text() == "-7.250000 x1.000000\n"
     assert control.offsets == {"n1": -7.25}
     assert env["FAKETIME_CACHE_DURATION"] == "1"
     assert "FAKETIME_NO_CACHE" not in env
+    # The monotonic clock is faked too, whatever the harness's environment says.
+    assert env["FAKETIME_DONT_FAKE_MONOTONIC"] == "0"
+
+
+def test_clock_control_changes_a_rate_without_a_jump(tmp_path: Path) -> None:
+    """libfaketime: fake(t) = S + X + (t - S) * rate; a rate change at w keeps fake(w)."""
+    now = [100.0]
+    control = ClockControl("/lib/x.so", tmp_path, cache=False, wall=lambda: now[0])
+    offset_file = Path(control.env("n1")["FAKETIME_TIMESTAMP_FILE"])
+    control.started("n1")  # libfaketime's S = 100
+    now[0] = 110.0
+    control.set_rate("n1", 0.92)
+    assert offset_file.read_text() == "+0.800000 x0.920000\n"  # 100 + 0.8 + 10 * 0.92 = 110
+    assert control.skew("n1") == pytest.approx(0.0)
+    now[0] = 120.0
+    assert control.skew("n1") == pytest.approx(-0.8)  # 10 s at 92 %
+    control.set_rate("n1", 1.0)
+    assert control.skew("n1") == pytest.approx(-0.8)  # no jump back: the drift is kept
+    control.set_offset("n1", 5.0)  # a jump moves it on top of the drift
+    assert control.skew("n1") == pytest.approx(4.2)
+    control.started("n1")  # a restart: S = 120, the setting's base carries over
+    assert control.skew("n1") == pytest.approx(4.2)
 
 
 def test_clock_control_without_cache_makes_jumps_land_at_once(tmp_path: Path) -> None:

@@ -38,7 +38,13 @@ from raftcache.testing.harness import ProcessCluster
 from raftcache.testing.history import save_history
 from raftcache.testing.httpops import NodeApi
 from raftcache.testing.membership import ReplicaCheck, compare_replicas, settle_membership
-from raftcache.testing.nemesis import ALL_NEMESES, CLOCK_NEMESES, FaultEvent, NemesisSchedule
+from raftcache.testing.nemesis import (
+    ALL_NEMESES,
+    CLOCK_NEMESES,
+    DRIFT_NEMESES,
+    FaultEvent,
+    NemesisSchedule,
+)
 from raftcache.testing.register_workload import RegisterWorkload
 from raftcache.testing.set_workload import SetWorkload
 from raftcache.testing.workloads import Finding, Workload, WorkloadEnv, WorkloadVerdict
@@ -54,9 +60,9 @@ class RunConfig:
         nodes: Cluster size (3 or 5 in practice).
         duration_s: Length of the faulty phase (2).
         seed: Names the schedule and every workload choice.
-        nemeses: The faults to draw from (see ``raftcache.testing.nemesis``); any clock
-            nemesis puts the nodes under libfaketime and exempts lease reads from the strict
-            linearizability check.
+        nemeses: The faults to draw from (see ``raftcache.testing.nemesis``); any clock or
+            drift nemesis puts the nodes under libfaketime; clock *jumps* exempt lease reads
+            from the strict linearizability check, drift inside the bound does not.
         register_workers, counter_workers, set_workers: Concurrent clients per workload.
         fault_s, quiet_s, mix_ratio: The schedule's windows and mixing (``NemesisSchedule``).
         recovery_limit_s: A recovery slower than this is a liveness failure.
@@ -68,6 +74,10 @@ class RunConfig:
         check_mesh: At the end, check that every node still talks to its peers only through
             the mesh (``ProcessCluster.mesh_leaks``); a leak is reported as a note.
         check_replicas: At the end, compare every replica's keyspace (``compare_replicas``).
+        lease_ratio: Fraction of the general register workers' reads sent as ``lease``.
+        lease_readers: Register workers per node that only send that node lease reads.
+        python: The nodes' interpreter (default: this one) — e.g. a wrapper that runs
+            another source tree, to judge a commit with this harness.
     """
 
     nodes: int = 3
@@ -89,6 +99,9 @@ class RunConfig:
     op_timeout_s: float = 5.0
     check_mesh: bool = True
     check_replicas: bool = True
+    lease_ratio: float = 0.2
+    lease_readers: int = 1
+    python: str = ""
 
 
 @dataclass(slots=True)
@@ -160,10 +173,15 @@ def _workloads(
         return WorkloadEnv(api, cluster.urls, clock, seeded, run_id, config.think_s)
 
     registers = RegisterWorkload(
-        env(), ops_per_key=config.ops_per_key, lease_strict=cluster.clock is None
+        env(),
+        ops_per_key=config.ops_per_key,
+        lease_ratio=config.lease_ratio,
+        lease_strict=not set(config.nemeses) & set(CLOCK_NEMESES),
+        workers=config.register_workers,
+        lease_readers=config.lease_readers,
     )
     return [
-        (registers, config.register_workers),
+        (registers, config.register_workers + registers.pinned_workers),
         (CounterWorkload(env()), config.counter_workers),
         (SetWorkload(env()), config.set_workers),
     ]
@@ -177,11 +195,14 @@ async def run_campaign(
     started = clock()
     rng = random.Random(config.seed)
     _make_dir(run_dir)
+    drift = bool(set(config.nemeses) & set(DRIFT_NEMESES))
     cluster = ProcessCluster(
         [f"n{i}" for i in range(1, config.nodes + 1)],
         run_dir,
         rng=random.Random(rng.getrandbits(64)),
         clock=_clock_control(config, run_dir),
+        python=config.python,
+        probe_heartbeat_s=PROBE_HEARTBEAT_S if drift else None,
     )
     api = NodeApi(timeout_s=config.op_timeout_s)
     workloads = _workloads(config, api, cluster, rng, clock)
@@ -229,14 +250,20 @@ class _Phases:
             self._report.phases[name] = self._clock() - start
 
 
+#: ``--watch-heartbeat-s`` of a run with drift: the clock probe's tick (``clockprobe``).
+PROBE_HEARTBEAT_S = 0.25
+
+
 def _clock_control(config: RunConfig, run_dir: Path) -> ClockControl | None:
-    """Clock control when the run draws clock faults (which need libfaketime)."""
-    if not set(config.nemeses) & set(CLOCK_NEMESES):
+    """Clock control when the run draws clock or drift faults (which need libfaketime);
+    without the cache when it drifts (a rate change must land at once, see ``clocks``)."""
+    drift = set(config.nemeses) & set(DRIFT_NEMESES)
+    if not set(config.nemeses) & set(CLOCK_NEMESES) and not drift:
         return None
     library = find_libfaketime()
     if library is None:
         raise ValueError("clock nemeses need libfaketime (apt-get install libfaketime)")
-    return ClockControl(library, run_dir / "clocks")
+    return ClockControl(library, run_dir / "clocks", cache=not drift)
 
 
 def _make_dir(path: Path) -> None:
@@ -313,6 +340,10 @@ def _harness_findings(
     config: RunConfig, cluster: ProcessCluster, api: NodeApi, report: RunReport
 ) -> list[Finding]:
     found: list[Finding] = []
+    for event in report.faults:
+        broken = event.facts.get("violation")
+        if broken:
+            found.append(Finding("cluster", event.name, "violation", str(broken)))
     cluster.check_crashes()
     for crash in cluster.crashes:
         detail = f"{crash.node_id} exited with {crash.exit_code}:\n{crash.log_tail}"

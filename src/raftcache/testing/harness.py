@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raftcache.testing.clocks import ClockControl
+from raftcache.testing.clocks import CLEARED_VARIABLES, ClockControl
 from raftcache.testing.httpops import NodeApi
 from raftcache.testing.mesh import ProxyMesh
 from raftcache.testing.procs import NodeProcess, NodeSpec, free_port, log_tail
@@ -61,6 +61,8 @@ class ProcessCluster:
         address_overrides: Start every node with ``--peer-address-override`` (its proxies),
             so that membership changes keep the mesh; False only to show what happens
             without.
+        probe_heartbeat_s: Start every node with this ``--watch-heartbeat-s``, so that a
+            ``clockprobe`` can time its monotonic clock (clock-drift faults).
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class ProcessCluster:
         python: str = "",
         clock: ClockControl | None = None,
         address_overrides: bool = True,
+        probe_heartbeat_s: float | None = None,
     ) -> None:
         if len(set(node_ids)) != len(node_ids) or not node_ids:
             raise ValueError("node ids must be distinct and non-empty")
@@ -84,7 +87,9 @@ class ProcessCluster:
         self.mesh = ProxyMesh({n: s.port for n, s in self.specs.items()}, host=HOST, rng=rng)
         # ``stop`` takes every node down at once: a leader's handover to a peer that is
         # stopping too would only wait out its timeout (seconds per cluster).
-        self._extra = ["--no-transfer-on-shutdown", *extra_args]
+        probe = ["--watch-heartbeat-s", str(probe_heartbeat_s)] if probe_heartbeat_s else []
+        self._extra = ["--no-transfer-on-shutdown", *probe, *extra_args]
+        self.probe_heartbeat_s = probe_heartbeat_s
         self._python = python
         self.clock = clock
         self._overrides = address_overrides
@@ -92,6 +97,9 @@ class ProcessCluster:
         self.api = NodeApi(timeout_s=2.0)
         self.crashes: list[NodeCrash] = []
         self._killed: set[str] = set()
+        #: Every voter set a leader reported (the bootstrap one to start with): what a node
+        #: may have recorded on disk, for the ``peers`` nemesis.
+        self.voter_sets_seen: set[frozenset[str]] = {frozenset(node_ids)}
 
     @property
     def node_ids(self) -> list[str]:
@@ -121,16 +129,26 @@ class ProcessCluster:
         await self.mesh.start()
         for node, spec in self.specs.items():
             peers = self.mesh.addresses(node)
-            env = {**os.environ, **(self.clock.env(node) if self.clock else {})}
+            env = dict(os.environ)
+            if self.clock is not None:
+                for name in CLEARED_VARIABLES:
+                    env.pop(name, None)
+                env.update(self.clock.env(node))
             # The same proxies as overrides: a member added back by a membership change is
             # still reached through the mesh, whatever URL its configuration entry names.
             routes = {p: url for p, url in peers.items() if p != node} if self._overrides else {}
             self.nodes[node] = NodeProcess(
                 spec, peers, extra_args=self._extra, python=self._python, env=env, overrides=routes
             )
-        for proc in self.nodes.values():
-            proc.start()
+        for node in self.nodes:
+            self._spawn(node)
         return await self.wait_for_leader(leader_timeout_s)
+
+    def _spawn(self, node: str, *, stderr_path: Path | None = None) -> None:
+        """Start an incarnation of ``node`` and tell the clock control when it began."""
+        self.nodes[node].start(stderr_path=stderr_path)
+        if self.clock is not None:
+            self.clock.started(node)
 
     async def stop(self) -> None:
         """Stop every node (SIGCONT, SIGTERM, SIGKILL after a grace), then the proxies."""
@@ -276,8 +294,24 @@ class ProcessCluster:
         self.check_crashes()
         proc = self.nodes[node]
         if not proc.alive():
-            proc.start()
+            self._spawn(node)
         self._killed.discard(node)
+
+    def start_misconfigured(self, node: str, peers: dict[str, str], stderr_path: Path) -> None:
+        """Start a new incarnation of the dead ``node`` with ``--peers`` = ``peers`` instead of
+        its own (an operator's typo, a stale config file); its stderr goes to
+        ``stderr_path`` too. The harness expects it to exit by itself (a refusal), so it is
+        no crash; ``restart`` brings it back with its right flags."""
+        proc = self.nodes[node]
+        if proc.alive():
+            raise ClusterError(f"node {node} is running: kill it first")
+        right = proc.peers
+        self._killed.add(node)
+        proc.peers = dict(peers)
+        try:
+            self._spawn(node, stderr_path=stderr_path)
+        finally:
+            proc.peers = right
 
     def pause(self, node: str) -> bool:
         """SIGSTOP one node; False when it is not running."""
@@ -292,12 +326,22 @@ class ProcessCluster:
             raise ClusterError("this cluster was started without clock control")
         self.clock.set_offset(node, seconds)
 
+    def set_clock_rate(self, node: str, rate: float) -> None:
+        """Make ``node``'s clocks run at ``rate`` times real speed, without a jump (needs
+        ``clock``, best without its cache: see ``clocks``)."""
+        if self.clock is None:
+            raise ClusterError("this cluster was started without clock control")
+        self.clock.set_rate(node, rate)
+
     def heal_all(self) -> None:
-        """End every fault: heal the mesh, reset clocks, resume paused nodes, restart dead
-        ones."""
+        """End every fault: heal the mesh, reset clocks (jumps back to real time; a drift
+        stops without a jump, keeping what it accumulated), resume paused nodes, restart
+        dead ones."""
         self.mesh.heal()
         if self.clock is not None:
             for node in self.specs:
+                if self.clock.rate(node) != 1.0:
+                    self.clock.set_rate(node, 1.0)
                 if self.clock.offsets.get(node):
                     self.clock.set_offset(node, 0.0)
         for node, proc in self.nodes.items():

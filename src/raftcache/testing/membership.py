@@ -21,7 +21,8 @@ import asyncio
 import hashlib
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from raftcache.testing.harness import ProcessCluster
 
@@ -44,11 +45,17 @@ Heal = Callable[[], Awaitable[None]]
 
 @dataclass(slots=True)
 class Injected:
-    """A fault in force: what it is, and how to end it (``nemesis`` re-exports it)."""
+    """A fault in force: what it is, and how to end it (``nemesis`` re-exports it).
+
+    ``facts`` is what the nemesis observed of its own fault (JSON values: a measured clock
+    rate, an exit code, whether a transfer happened), filled in as late as the heal; a
+    ``"violation"`` entry is a contract the system broke, reported as a run finding.
+    """
 
     name: str
     detail: str
     heal: Heal
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 async def membership(cluster: ProcessCluster) -> tuple[str, set[str], set[str]] | None:
@@ -59,7 +66,9 @@ async def membership(cluster: ProcessCluster) -> tuple[str, set[str], set[str]] 
     status = await cluster.api.status(cluster.url(leader))
     if status is None or status.get("role") != "leader":
         return None
-    return leader, set(status.get("members", [])), set(status.get("learners", []))
+    voters = set(status.get("members", []))
+    cluster.voter_sets_seen.add(frozenset(voters))
+    return leader, voters, set(status.get("learners", []))
 
 
 async def remove_member(cluster: ProcessCluster, node: str, timeout_s: float) -> bool:

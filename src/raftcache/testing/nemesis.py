@@ -17,6 +17,10 @@ faults would overwrite each other's mesh state, and ``kill-all`` always runs alo
   (every link delayed, with jitter), ``flaky`` (links drop at random, re-drawn every 250 ms:
   message loss, with the connection resets that loss means for TCP);
 - admin: ``transfer`` (leadership transfers to random voters, about every second);
+- adversarial transfers (see ``transfers``): ``transfer-partition`` (network family: the old
+  leader is cut off just as it hands over, so it never hears of its successor) and
+  ``transfer-pause`` (process family: the old leader is frozen for less than a lease right
+  after it sent TimeoutNow);
 - membership (see ``membership``): ``remove`` (a random follower) / ``remove-leader``, added
   back at heal; ``replace`` (a random node removed, its data wiped, restarted empty and added
   back as a brand-new member). Healed after the other faults of its window, since adding a
@@ -25,7 +29,17 @@ faults would overwrite each other's mesh state, and ``kill-all`` always runs alo
 - clock (only for a cluster started with clock control, see ``clocks``): ``clock-jump`` /
   ``clock-jump-leader`` (a node's clocks, the monotonic one included, jump 2–10 s forwards
   or backwards; back to real time at heal — a second jump). Not in ``ALL_NEMESES``: under
-  them lease reads may legitimately be stale, so a run with them checks lease reads apart.
+  them lease reads may legitimately be stale, so a run with them checks lease reads apart;
+- drift (clock control too, see ``drift``): ``clock-drift`` / ``clock-drift-leader`` (a
+  node's clocks run 5–8 % slow or fast, inside ``lease_clock_drift``). Lease reads stay
+  strictly checked: that bound is what leases promise to survive;
+- config (see ``peers``): ``peers`` / ``peers-leader`` (killed and started again with a wrong
+  ``--peers``: only itself, a misspelt id, a member missing, one too many; it must refuse, or
+  start on the membership its disk recorded). Not in ``ALL_NEMESES`` until the fix of
+  issue 12 (hole 4) lands: today the node starts on its flags' membership.
+
+A nemesis may report what it observed of its own fault (``Injected.facts``, kept in the
+``FaultEvent``): a contract it saw broken there (``facts["violation"]``) becomes a finding.
 """
 
 from __future__ import annotations
@@ -34,16 +48,23 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from raftcache.testing.drift import DRIFT_NEMESES, inject_drift
 from raftcache.testing.harness import ProcessCluster
 from raftcache.testing.membership import MEMBERSHIP_NEMESES, Injected, inject_membership
+from raftcache.testing.peers import PEERS_NEMESES, inject_peers
 from raftcache.testing.proxy import ProxyMode
+from raftcache.testing.transfers import inject_transfer
 
 __all__ = [
     "ALL_NEMESES",
     "CLOCK_NEMESES",
+    "DRIFT_NEMESES",
     "FAMILIES",
+    "LEASE_NEMESES",
+    "PEERS_NEMESES",
     "FaultEvent",
     "Injected",
     "NemesisSchedule",
@@ -66,6 +87,7 @@ class FaultEvent:
             within the limit.
         heal_s: Seconds the heal itself took (for a membership change: adding the node back,
             i.e. its catch-up as a learner and its promotion).
+        facts: What the nemesis observed of its own fault (``Injected.facts``).
     """
 
     name: str
@@ -74,6 +96,7 @@ class FaultEvent:
     end: float | None = None
     recovery_s: float | None = None
     heal_s: float | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 async def _kill(cluster: ProcessCluster, node: str, name: str) -> Injected:
@@ -163,6 +186,11 @@ async def inject(name: str, cluster: ProcessCluster, rng: random.Random) -> Inje
         return Injected(name, f"delay {delay}±{jitter} s", _mesh_heal(cluster))
     if name == "clock-jump":
         return _clock_jump(cluster, rng.choice(nodes), name, rng)
+    if name == "clock-drift":
+        node = rng.choice(nodes)
+        return None if node in cluster.paused() else inject_drift(name, cluster, node, rng)
+    if name == "peers":
+        return await inject_peers(name, cluster, rng.choice(nodes), rng)
     shuffled = rng.sample(nodes, len(nodes))
     if name == "partition":
         majority = shuffled[: len(nodes) // 2 + 1]
@@ -196,6 +224,12 @@ async def _inject_at_leader(
 ) -> Injected | None:
     if name == "clock-jump-leader":
         return _clock_jump(cluster, leader, name, rng)
+    if name == "clock-drift-leader":
+        return None if leader in cluster.paused() else inject_drift(name, cluster, leader, rng)
+    if name == "peers-leader":
+        return await inject_peers(name, cluster, leader, rng)
+    if name in ("transfer-partition", "transfer-pause"):
+        return await inject_transfer(name, cluster, leader, rng)
     if name == "kill-leader":
         return await _kill(cluster, leader, name)
     if name == "pause-leader":
@@ -212,16 +246,46 @@ async def _inject_at_leader(
 
 
 FAMILIES: dict[str, tuple[str, ...]] = {
-    "process": ("kill", "kill-leader", "pause", "pause-leader"),
-    "network": ("partition", "isolate-leader", "bridge", "asymmetric", "delay", "flaky"),
+    "process": ("kill", "kill-leader", "pause", "pause-leader", "transfer-pause"),
+    "network": (
+        "partition",
+        "isolate-leader",
+        "bridge",
+        "asymmetric",
+        "delay",
+        "flaky",
+        "transfer-partition",
+    ),
     "admin": ("transfer",),
     "membership": MEMBERSHIP_NEMESES,
     "total": ("kill-all",),
     "clock": ("clock-jump", "clock-jump-leader"),
+    "drift": DRIFT_NEMESES,
+    "config": PEERS_NEMESES,
 }
 CLOCK_NEMESES: tuple[str, ...] = FAMILIES["clock"]
+#: Families left out of the default mix: clock faults need libfaketime (and jumps exempt lease
+#: reads), and a wrong ``--peers`` breaks today's code by construction (issue 12, hole 4).
+_OPT_IN = ("clock", "drift", "config")
 ALL_NEMESES: tuple[str, ...] = tuple(
-    n for family, names in FAMILIES.items() if family != "clock" for n in names
+    n for family, names in FAMILIES.items() if family not in _OPT_IN for n in names
+)
+#: What ``make soak-lease`` draws from: the faults aimed at leases and at who leads, with
+#: ``consistency=lease`` reads checked strictly.
+LEASE_NEMESES: tuple[str, ...] = (
+    "transfer",
+    "transfer-partition",
+    "transfer-pause",
+    "clock-drift",
+    "clock-drift-leader",
+    "peers",
+    "peers-leader",
+    "partition",
+    "isolate-leader",
+    "kill",
+    "kill-leader",
+    "pause",
+    "pause-leader",
 )
 _FAMILY_OF = {name: family for family, names in FAMILIES.items() for name in names}
 
@@ -251,7 +315,7 @@ class NemesisSchedule:
     ) -> None:
         unknown = [n for n in nemeses if n not in _FAMILY_OF]
         if unknown or not nemeses:
-            raise ValueError(f"unknown nemeses {unknown}; choose from {list(ALL_NEMESES)}")
+            raise ValueError(f"unknown nemeses {unknown}; choose from {list(_FAMILY_OF)}")
         self.nemeses = list(nemeses)
         self.rng = rng
         self.fault_s = fault_s
@@ -279,7 +343,8 @@ class NemesisSchedule:
                 for name in self.draw():
                     injected = await inject(name, cluster, self.rng)
                     if injected is not None:
-                        event = FaultEvent(name, injected.detail, clock())
+                        # The same dict: facts the nemesis learns later reach the report.
+                        event = FaultEvent(name, injected.detail, clock(), facts=injected.facts)
                         self.events.append(event)
                         window.append((injected, event))
                 await _sleep_unless(stop, self.rng.uniform(*self.fault_s))
@@ -287,6 +352,7 @@ class NemesisSchedule:
                 for injected, event in _heal_order(window):
                     healing = clock()
                     await injected.heal()
+                    event.detail = injected.detail
                     event.end = clock()
                     event.heal_s = event.end - healing
             if window:

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["NodeProcess", "NodeSpec", "free_port", "log_tail"]
 
@@ -156,20 +157,25 @@ class NodeProcess:
         """The last incarnation's exit code (negative: killed by that signal), None if alive."""
         return None if self._proc is None else self._proc.poll()
 
-    def start(self) -> None:
-        """Spawn a new incarnation; the previous one must be dead."""
+    def start(self, *, stderr_path: Path | None = None) -> None:
+        """Spawn a new incarnation; the previous one must be dead. With ``stderr_path`` its
+        stderr goes to that file instead of the log (to read what a refusal says)."""
         if self.alive():
             raise RuntimeError(f"node {self.node_id} is already running")
         self.spec.data_dir.mkdir(parents=True, exist_ok=True)
         self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.spec.log_path.open("ab") as log:
+        with contextlib.ExitStack() as files:
+            log = files.enter_context(self.spec.log_path.open("ab"))
             log.write(f"--- harness: start #{self.starts + 1} of {self.node_id}\n".encode())
             log.flush()
+            err: Any = subprocess.STDOUT
+            if stderr_path is not None:
+                err = files.enter_context(stderr_path.open("wb"))
             self._proc = subprocess.Popen(
                 self.command(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
-                stderr=subprocess.STDOUT,
+                stderr=err,
                 env=self._env,
                 process_group=0,
                 preexec_fn=_death_signal_hook(),

@@ -12,8 +12,12 @@ Keys rotate: each key takes ``ops_per_key`` operations (fewer once a handful of 
 indeterminate), then a fresh key replaces it, keeping every per-key history short enough for
 the exhaustive search even when faults leave many operations indeterminate (Jepsen's
 "independent" workloads do the same). Reads use the default
-linearizable consistency; a fraction use ``lease`` (without clock faults a lease read must be
-linearizable too). The final read of every key, after the whole cluster was killed and
+linearizable consistency; a fraction use ``lease`` (without clock *jumps* a lease read must be
+linearizable too — clock drift inside the bound is no excuse). Besides, ``lease_readers``
+workers per node are *pinned* to that node and only send it ``consistency=lease`` reads: every
+node, a cut-off or frozen old leader included, gets a steady stream of them, so a stale lease
+read is observed when it happens (a pinned reader's worker index is ``workers + k``; see
+``pinned_workers``). The final read of every key, after the whole cluster was killed and
 restarted, makes an acknowledged write that was lost an illegal history.
 
 Writes carry exactly-once session headers by default, as the project's clients send them: a
@@ -61,6 +65,8 @@ class RegisterWorkload:
             second check reports their anomalies as notes.
         max_undecided_per_key: A key is retired once this many of its operations ended
             indeterminate, however few it took (keeps each search small).
+        workers: How many general workers the harness starts (indices ``0..workers-1``).
+        lease_readers: Pinned lease readers per node (indices from ``workers`` on).
     """
 
     name = "register"
@@ -77,8 +83,12 @@ class RegisterWorkload:
         sessions: bool = True,
         lease_strict: bool = True,
         max_undecided_per_key: int = 6,
+        workers: int = 6,
+        lease_readers: int = 0,
     ) -> None:
         self.env = env
+        self._workers = workers
+        self._lease_readers = lease_readers
         self.recorder = HistoryRecorder(env.clock)
         self._ops_per_key = ops_per_key
         self._read_ratio = read_ratio
@@ -135,7 +145,16 @@ class RegisterWorkload:
         lane[1] += 1
         return Session(lane[0], lane[1])
 
+    @property
+    def pinned_workers(self) -> int:
+        """How many pinned lease readers the harness must start after the general workers."""
+        return self._lease_readers * len(self.env.urls)
+
     async def worker(self, index: int, stop: asyncio.Event) -> None:
+        if index >= self._workers:
+            urls = list(self.env.urls)
+            await self._lease_reader(urls[(index - self._workers) % len(urls)], stop)
+            return
         process = next(self._processes)
         lane: list[Any] = [f"{self.env.run_id}-reg{process}", 0]
         rng = self.env.rng
@@ -157,11 +176,22 @@ class RegisterWorkload:
                 lane = [f"{self.env.run_id}-reg{process}", 0]
             await self.env.think()
 
-    async def _read(self, process: int, key: str) -> OpStatus:
-        lease = self.env.rng.random() < self._lease_ratio
+    async def _lease_reader(self, url: str, stop: asyncio.Event) -> None:
+        """Lease reads of the active keys from one node, one at a time, until stopped (a read
+        that fails or times out records nothing the checker uses)."""
+        process = next(self._processes)
+        while not stop.is_set():
+            await self._read(process, self._pick_key(), url=url, lease=True)
+            await self.env.think()
+
+    async def _read(
+        self, process: int, key: str, *, url: str | None = None, lease: bool | None = None
+    ) -> OpStatus:
+        if lease is None:
+            lease = self.env.rng.random() < self._lease_ratio
         consistency = "lease" if lease else None
         op = self.recorder.invoke(process, "read", key, consistency)
-        reply = await self.env.api.get(self.env.pick_url(), key, consistency=consistency)
+        reply = await self.env.api.get(url or self.env.pick_url(), key, consistency=consistency)
         if reply.ok:
             value, version = reply.value
             self._learn(key, version, value)
