@@ -23,15 +23,17 @@ Rules, each there to keep recovery unambiguous:
   ``batch_start`` of any intact record after D (records before D cannot exceed D):
   D < B is damage to synced data → ``StorageCorruptError`` naming the file and D. D ≥ B is a torn
   *unsynced* tail — after a power cut the pages of an unsynced write reach the disk in any
-  order, so intact records may follow the damage — truncated at D (dropping those records:
-  written after the last proven sync, so never acknowledged), with a WARNING giving the offset,
-  the bytes and the intact records dropped.
+  order, so intact records may follow the damage — truncated at D (dropping those records, all
+  written after the last *proven* sync), with a WARNING giving the offset, the bytes and the
+  intact records dropped.
 * Residual ambiguity (inherent with one fsync per batch and no extra write): only the *next*
-  batch's records prove a batch synced. If damage hits the last synced batch and nothing intact
-  of a later batch survives, it looks exactly like a torn write of that batch (D ≥ B): it is
-  truncated with the same WARNING, losing on this node entries that may have been acknowledged
-  — as if the disk had lost them; the other replicas still hold them. (The v1 rule had the same
-  blind spot for the final record.)
+  batch's records prove a batch synced. If damage (bit rot, not a torn write: a synced batch's
+  bytes are the same in every version of a page it shares with the next batch) hits the last
+  synced batch and nothing intact of a later batch survives, it looks exactly like a torn write
+  of that batch (D ≥ B): it is truncated with the same WARNING, and this node forgets entries
+  it may have acknowledged, as if its disk had lost them (docs/storage.md says what that
+  risks). Refusing instead would stop the node on every ordinary torn write. (The v1 rule had
+  the same blind spot for the final record.)
 * Version-1 records (no ``batch_start``) keep the v1 rule: an invalid record followed by an
   intact v1 record is corruption. Non-last segments were fully synced before rotation, so any
   damage in them is corruption; so are a hole between segments and a log that does not join
@@ -40,6 +42,8 @@ Rules, each there to keep recovery unambiguous:
   (after truncating a torn tail) and ``log/`` once. A previous process may have died before its
   sync, leaving entries only in the page cache; this also lets ``Segment.synced`` start at the
   recovered size. Startup cost: two fsyncs; the write path is unchanged (one per ``sync``).
+* With ``fsync=False`` the boundary still moves at each ``sync`` (a claim nothing backs: such a
+  storage promises nothing across a power cut, and may then refuse to start, as before).
 """
 
 from __future__ import annotations
