@@ -76,6 +76,7 @@ class RunConfig:
         check_replicas: At the end, compare every replica's keyspace (``compare_replicas``).
         lease_ratio: Fraction of the general register workers' reads sent as ``lease``.
         lease_readers: Register workers per node that only send that node lease reads.
+        pinned_writers: Register workers per node that only write through that node.
         python: The nodes' interpreter (default: this one) — e.g. a wrapper that runs
             another source tree, to judge a commit with this harness.
     """
@@ -101,6 +102,7 @@ class RunConfig:
     check_replicas: bool = True
     lease_ratio: float = 0.2
     lease_readers: int = 1
+    pinned_writers: int = 1
     python: str = ""
 
 
@@ -179,6 +181,7 @@ def _workloads(
         lease_strict=not set(config.nemeses) & set(CLOCK_NEMESES),
         workers=config.register_workers,
         lease_readers=config.lease_readers,
+        pinned_writers=config.pinned_writers,
     )
     return [
         (registers, config.register_workers + registers.pinned_workers),

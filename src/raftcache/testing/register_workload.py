@@ -17,8 +17,11 @@ linearizable too — clock drift inside the bound is no excuse). Besides, ``leas
 workers per node are *pinned* to that node and only send it ``consistency=lease`` reads: every
 node, a cut-off or frozen old leader included, gets a steady stream of them, so a stale lease
 read is observed when it happens (a pinned reader's worker index is ``workers + k``; see
-``pinned_workers``). The final read of every key, after the whole cluster was killed and
-restarted, makes an acknowledged write that was lost an illegal history.
+``pinned_workers``). Likewise ``pinned_writers`` per node only write and compare-and-set through
+that node: while general workers wait out their timeouts on a cut-off node, the nodes that
+still have a quorum keep committing new values — the values a stale read would miss. The final
+read of every key, after the whole cluster was killed and restarted, makes an acknowledged
+write that was lost an illegal history.
 
 Writes carry exactly-once session headers by default, as the project's clients send them: a
 request resent by some layer below (see ``httpops`` on aiohttp's resends) is then answered from
@@ -67,6 +70,7 @@ class RegisterWorkload:
             indeterminate, however few it took (keeps each search small).
         workers: How many general workers the harness starts (indices ``0..workers-1``).
         lease_readers: Pinned lease readers per node (indices from ``workers`` on).
+        pinned_writers: Pinned writers per node (indices after the lease readers).
     """
 
     name = "register"
@@ -85,10 +89,12 @@ class RegisterWorkload:
         max_undecided_per_key: int = 6,
         workers: int = 6,
         lease_readers: int = 0,
+        pinned_writers: int = 0,
     ) -> None:
         self.env = env
         self._workers = workers
         self._lease_readers = lease_readers
+        self._pinned_writers = pinned_writers
         self.recorder = HistoryRecorder(env.clock)
         self._ops_per_key = ops_per_key
         self._read_ratio = read_ratio
@@ -147,26 +153,31 @@ class RegisterWorkload:
 
     @property
     def pinned_workers(self) -> int:
-        """How many pinned lease readers the harness must start after the general workers."""
-        return self._lease_readers * len(self.env.urls)
+        """How many pinned workers (lease readers, then writers) the harness must start after
+        the general ones."""
+        return (self._lease_readers + self._pinned_writers) * len(self.env.urls)
 
     async def worker(self, index: int, stop: asyncio.Event) -> None:
+        url: str | None = None
         if index >= self._workers:
             urls = list(self.env.urls)
-            await self._lease_reader(urls[(index - self._workers) % len(urls)], stop)
-            return
+            slot, node = divmod(index - self._workers, len(urls))
+            url = urls[node]
+            if slot < self._lease_readers:
+                await self._lease_reader(url, stop)
+                return
         process = next(self._processes)
         lane: list[Any] = [f"{self.env.run_id}-reg{process}", 0]
         rng = self.env.rng
         while not stop.is_set():
             key = self._pick_key()
             roll = rng.random()
-            if roll < self._read_ratio:
+            if url is None and roll < self._read_ratio:
                 status = await self._read(process, key)
             elif rng.random() < self._cas_ratio:
-                status = await self._cas(process, key, self._ticket(lane))
+                status = await self._cas(process, key, self._ticket(lane), url)
             else:
-                status = await self._write(process, key, self._ticket(lane))
+                status = await self._write(process, key, self._ticket(lane), url)
             if status is OpStatus.INDETERMINATE:
                 self._count_indeterminate(key)
                 # The old operation may still take effect at any time: a process runs one
@@ -200,20 +211,24 @@ class RegisterWorkload:
             self.recorder.fail(op, reply.error)
         return OpStatus.OK if reply.ok else OpStatus.FAIL
 
-    async def _write(self, process: int, key: str, session: Session | None) -> OpStatus:
+    async def _write(
+        self, process: int, key: str, session: Session | None, url: str | None = None
+    ) -> OpStatus:
         value = f"{process}-{next(self._values)}"
         op = self.recorder.invoke(process, "write", key, value)
-        reply = await self.env.api.put(self.env.pick_url(), key, value, session=session)
+        reply = await self.env.api.put(url or self.env.pick_url(), key, value, session=session)
         if reply.ok:
             self._learn(key, reply.value, value)
         self.recorder.complete(op, reply.status, reply.value, reply.error)
         return reply.status
 
-    async def _cas(self, process: int, key: str, session: Session | None) -> OpStatus:
+    async def _cas(
+        self, process: int, key: str, session: Session | None, url: str | None = None
+    ) -> OpStatus:
         new = f"{process}-{next(self._values)}"
         version, expected = self._known.get(key, (0, None))
         op = self.recorder.invoke(process, "cas", key, (expected, new))
-        url = self.env.pick_url()
+        url = url or self.env.pick_url()
         reply = await self.env.api.put(url, key, new, if_match=version, session=session)
         swapped = reply.ok and reply.value is not False
         if swapped:
