@@ -67,6 +67,14 @@ bench: bench-deps
 soak: $(STAMP)
 	$(PY) -m raftcache.testing.soak --seconds $${SOAK_SECONDS:-600} --nodes $${SOAK_NODES:-3} $${SOAK_SEED:+--seed $$SOAK_SEED}
 
+# The lease soak (issue 12): consistency=lease reads checked strictly (no clock jumps), under
+# transfer, transfer-partition, transfer-pause, clock-drift(-leader), peers(-leader), partition,
+# isolate-leader, kill(-leader), pause(-leader); half the windows mix two faults. Same knobs;
+# test-tools brings libfaketime (the drift nemeses are left out without it).
+.PHONY: soak-lease
+soak-lease: $(STAMP) test-tools
+	$(PY) -m raftcache.testing.soak --seconds $${SOAK_SECONDS:-600} --nodes $${SOAK_NODES:-3} $${SOAK_SEED:+--seed $$SOAK_SEED} --nemeses lease --clock off --mix-ratio 0.5
+
 # The dashboard in headless Chromium (tests/dashboard/test_browser.py). Installs Debian's chromium
 # when missing (never a browser download of playwright's own), and playwright into .venv while
 # the dev extra lacks it; RAFTCACHE_REQUIRE_BROWSER=1 makes a missing browser a failure, not a

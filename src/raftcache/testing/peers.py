@@ -35,7 +35,7 @@ from pathlib import Path
 
 from raftcache.testing.harness import ProcessCluster
 from raftcache.testing.membership import Injected, membership
-from raftcache.testing.procs import free_port, log_tail
+from raftcache.testing.procs import free_port
 
 __all__ = ["OBSERVE_S", "PEERS_NEMESES", "PEERS_VARIANTS", "inject_peers", "wrong_peers"]
 
@@ -87,9 +87,13 @@ async def inject_peers(
 
     async def heal() -> None:
         if observer is not None:
-            observer.cancel()
+            # A window shorter than the observation still gets its verdict.
+            done, _ = await asyncio.wait([observer], timeout=OBSERVE_S)
+            if not done:
+                observer.cancel()
             await asyncio.gather(observer, return_exceptions=True)
         await cluster.kill(node)
+        _append(cluster.specs[node].log_path, stderr_path)
         cluster.restart(node)
 
     injected = Injected(name, detail, heal)
@@ -98,6 +102,13 @@ async def inject_peers(
     )
     observer = asyncio.ensure_future(_observe(cluster, node, stderr_path, voters, injected))
     return injected
+
+
+def _append(log: Path, stderr_path: Path) -> None:
+    """Keep the misconfigured incarnation's stderr in the node's log too."""
+    with log.open("ab") as out:
+        out.write(f"--- harness: stderr of the wrong --peers start ({stderr_path.name})\n".encode())
+        out.write(_read(stderr_path).encode())
 
 
 def _read(path: Path) -> str:
@@ -117,8 +128,20 @@ async def _observe(
 ) -> None:
     facts = injected.facts
     proc = cluster.nodes[node]
-    if await proc.wait_exit(OBSERVE_S):
-        code = proc.exit_code()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + OBSERVE_S
+    status = None
+    # A refusal comes before the node serves: an exit is a refusal, an answer a start.
+    while proc.alive() and loop.time() < deadline:
+        status = await cluster.api.status(cluster.url(node), timeout_s=0.5)
+        if status is not None:
+            break
+        await asyncio.sleep(0.1)
+    code = proc.exit_code()
+    if code is not None and code < 0:
+        facts.update(outcome="killed", exit_code=code)  # another nemesis got there first
+        return
+    if code is not None:
         text = _read(stderr_path)
         facts.update(outcome="refused", exit_code=code, stderr=text[-1500:])
         injected.detail += f": refused (exit {code})"
@@ -131,13 +154,15 @@ async def _observe(
                 f"{text[-300:]!r}"
             )
         return
-    status = None
-    for _ in range(20):
-        status = await cluster.api.status(cluster.url(node), timeout_s=1.0)
-        if status is not None or not proc.alive():
-            break
-        await asyncio.sleep(0.2)
-    members = None if status is None else status.get("members")
+    if status is None:
+        facts.update(outcome="silent")
+        facts["violation"] = f"{node} neither refused nor served within {OBSERVE_S} s"
+        return
+    # Let it settle (a one-voter cluster elects itself at once), then ask again.
+    await asyncio.sleep(1.0)
+    status = await cluster.api.status(cluster.url(node), timeout_s=1.0) or status
+    members = status.get("members")
+    facts.update(role=status.get("role"), term=status.get("term"))
     facts.update(outcome="started", members=members)
     injected.detail += f": started, members {members}"
     if members is not None and set(members) != voters:
@@ -148,6 +173,6 @@ async def _observe(
     elif not facts["known"] and facts["variant"] in ("self", "typo", "extra"):
         facts["violation"] = (
             f"{node} started on a --peers never recorded as a configuration "
-            f"({facts['variant']}: {facts['peers']}); it must refuse\n"
-            f"{log_tail(cluster.specs[node].log_path, 10)}"
+            f"({facts['variant']}: {facts['peers']}); it must refuse; it is {facts['role']} "
+            f"in term {facts['term']}, voters {members}"
         )
