@@ -23,6 +23,13 @@ from raftcache.testing.membership import MEMBERSHIP_NEMESES
 from raftcache.testing.nemesis import ALL_NEMESES
 from raftcache.testing.report import render_report
 
+#: The default mix before issue 12 added ``transfer-partition`` and ``transfer-pause`` to it:
+#: on 01ded33 the first finds stale lease reads in every window (hole 1), which
+#: ``test_lease_nemeses`` pins as a strict xfail. Once it is fixed, run ``ALL_NEMESES`` here.
+BASELINE_NEMESES = tuple(
+    n for n in ALL_NEMESES if n not in ("transfer-partition", "transfer-pause")
+)
+
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(300)]
 
 
@@ -63,7 +70,7 @@ async def test_three_nodes_mixed_nemeses(tmp_path: Path) -> None:
         nodes=3,
         duration_s=22.0,
         seed=20261126,
-        nemeses=ALL_NEMESES,
+        nemeses=BASELINE_NEMESES,
         fault_s=(3.0, 4.5),
         quiet_s=(1.0, 2.0),
         mix_ratio=0.4,

@@ -253,7 +253,7 @@ class _Phases:
             self._report.phases[name] = self._clock() - start
 
 
-#: ``--watch-heartbeat-s`` of a run with drift: the clock probe's tick (``clockprobe``).
+#: ``--watch-heartbeat`` of a run with drift: the clock probe's tick (``clockprobe``).
 PROBE_HEARTBEAT_S = 0.25
 
 

@@ -1,7 +1,7 @@
 """Measure, from outside, how fast a node's monotonic clock runs.
 
 Rule: the node's own timers are the instrument. A watch stream on a prefix nobody writes gets
-one keep-alive comment every ``--watch-heartbeat-s`` seconds *of the node's event-loop clock*
+one keep-alive comment every ``--watch-heartbeat`` seconds *of the node's event-loop clock*
 (its monotonic clock, the one Raft's election timers and leases run on); the harness stamps
 each arrival with its real clock. ``n`` keep-alives over a real span ``T`` mean the node counted
 ``(n - 1) * heartbeat_s`` seconds while ``T`` really passed: its clock rate. Scheduling delays
@@ -39,7 +39,7 @@ class KeepAliveProbe:
 
     Args:
         url: The node's client URL.
-        heartbeat_s: The node's ``--watch-heartbeat-s``.
+        heartbeat_s: The node's ``--watch-heartbeat``.
         clock: The harness's real clock.
     """
 

@@ -61,7 +61,7 @@ class ProcessCluster:
         address_overrides: Start every node with ``--peer-address-override`` (its proxies),
             so that membership changes keep the mesh; False only to show what happens
             without.
-        probe_heartbeat_s: Start every node with this ``--watch-heartbeat-s``, so that a
+        probe_heartbeat_s: Start every node with this ``--watch-heartbeat``, so that a
             ``clockprobe`` can time its monotonic clock (clock-drift faults).
     """
 
@@ -87,7 +87,7 @@ class ProcessCluster:
         self.mesh = ProxyMesh({n: s.port for n, s in self.specs.items()}, host=HOST, rng=rng)
         # ``stop`` takes every node down at once: a leader's handover to a peer that is
         # stopping too would only wait out its timeout (seconds per cluster).
-        probe = ["--watch-heartbeat-s", str(probe_heartbeat_s)] if probe_heartbeat_s else []
+        probe = ["--watch-heartbeat", str(probe_heartbeat_s)] if probe_heartbeat_s else []
         self._extra = ["--no-transfer-on-shutdown", *probe, *extra_args]
         self.probe_heartbeat_s = probe_heartbeat_s
         self._python = python
