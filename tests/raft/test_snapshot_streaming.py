@@ -180,6 +180,7 @@ class BaseOnlyStorage:
         self._inner = MemoryStorage()
         for name in (
             "bind",
+            "record_bootstrap",
             "load",
             "set_hard_state",
             "append",

@@ -76,6 +76,7 @@ class RaftCore(
             self._hard_state_dirty = False
         rd.snapshot, self._snapshot_to_install = self._snapshot_to_install, None
         rd.entries = self.log.unstable()
+        rd.log_mark = self.log.mark
         rd.messages, self._msgs = self._msgs, []
         hi = min(self.commit_index, self.applied + self.cfg.max_apply_batch, self.log.last_index())
         if hi > self.applied and self.applied >= self.log.snapshot_index:
@@ -85,6 +86,8 @@ class RaftCore(
         rd.dropped_reads, self._dropped_reads = self._dropped_reads, []
         rd.round = self.round
         rd.confirmed_round = self.quorum_round() if self.role is Role.LEADER else 0
+        rd.lease_round = self.lease_round()
+        rd.lease_epoch = self.lease_epoch
         return rd
 
     def _leader_ready_broadcasts(self) -> None:
@@ -124,6 +127,6 @@ class RaftCore(
         """The driver persisted ``rd``: entries are stable, our own match index may advance."""
         if rd.entries:
             last = rd.entries[-1]
-            self.log.stable_to(last.index, last.term)
+            self.log.stable_to(last.index, last.term, rd.log_mark)
             if self.role is Role.LEADER:
                 self._maybe_commit()

@@ -3,8 +3,10 @@
 Rule: one vote per term — ``_set_term`` records it and the driver persists it before the answer
 leaves; a vote goes only to a candidate whose log is at least as up to date (§5.4.1); a node
 that heard from a live leader within an election timeout refuses to help depose it (check-quorum
-lease), unless the request is a leadership transfer. A leader steps down one election timeout
-after it last heard from a quorum.
+lease), unless the request is a leadership transfer; a node that has just started refuses the
+same way for its first election timeout, since it may have acknowledged a leader's round
+before it went down and cannot remember it (the follower half of the lease argument in
+``raft/lease.py``). A leader steps down one election timeout after it last heard from a quorum.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class ElectionMixin(CoreState):
         self.leader_id = self.id
         self.heartbeat_elapsed = 0
         self.progress = {}
+        # A new term's lease starts from nothing: only rounds of this term count.
+        self.lease_epoch += 1
+        self.lease_floor_round = self.round + 1
+        self.transfer_started = False
         self._on_config_change()
         for pr in self.progress.values():
             pr.last_active = self.ticks  # check-quorum grace: a full election timeout
@@ -145,12 +151,17 @@ class ElectionMixin(CoreState):
 
     def _in_lease(self) -> bool:
         """Check-quorum stickiness: we heard from a live leader less than a minimum election
-        timeout ago, so we refuse to help depose it (§9.6 / §4.2.3)."""
-        return (
-            self.cfg.check_quorum
-            and self.leader_id is not None
-            and self.election_elapsed < self.election_ticks
-        )
+        timeout ago, so we refuse to help depose it (§9.6 / §4.2.3).
+
+        A node in its first election timeout since it started counts as having heard from one:
+        before a crash it may have acknowledged a leader's heartbeat and so promised that
+        leader not to vote for anyone else for an election timeout; a restart must not break
+        that promise (a leader's lease reads rely on it)."""
+        if not self.cfg.check_quorum:
+            return False
+        if self.ticks < self.quiet_ticks:
+            return True
+        return self.leader_id is not None and self.election_elapsed < self.election_ticks
 
     def handle_request_vote(self, req: RequestVoteRequest) -> RequestVoteResponse:
         if req.term > self.term and not req.leader_transfer and self._in_lease():

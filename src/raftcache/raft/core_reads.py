@@ -1,8 +1,10 @@
-"""Linearizable reads in the core: ReadIndex (§6.4).
+"""Linearizable reads in the core: ReadIndex (§6.4) and what a leader lease may rest on.
 
 Rule: a read is confirmed at the commit index current when it was asked, once a quorum has
 acknowledged a broadcast round started after it; a leader serves none before it committed an
-entry of its own term (reads asked earlier wait for that commit).
+entry of its own term (reads asked earlier wait for that commit). A lease (timed by the driver,
+argued in ``raft/lease.py``) rests only on a round of the current term and configuration, only
+with check-quorum on, and never once this leader started a leadership transfer in its term.
 """
 
 from __future__ import annotations
@@ -36,6 +38,24 @@ class ReadsMixin(CoreState):
         if len(rounds) < len(conf.voters):
             return 0
         return rounds[len(rounds) - conf.quorum()]
+
+    def lease_round(self) -> int:
+        """The newest broadcast round a quorum acknowledged that may ground a lease, or 0."""
+        if not self.lease_allowed():
+            return 0
+        confirmed = self.quorum_round()
+        return confirmed if confirmed >= self.lease_floor_round else 0
+
+    def lease_allowed(self) -> bool:
+        """Whether this node may serve reads from a lease at all right now (the driver still
+        checks the lease's time and epoch). Check-quorum is what makes followers refuse votes
+        inside their lease; a transfer lets the target's votes through regardless."""
+        return (
+            self.role is Role.LEADER
+            and self.cfg.check_quorum
+            and not self.transfer_started
+            and self._committed_in_term()
+        )
 
     def _advance_reads(self) -> None:
         if not self._pending_reads:

@@ -272,6 +272,12 @@ class ReplicationMixin(CoreState):
         elif to not in voters:
             raise MembershipChangeError(f"{to} is not a voting member")
         self.lead_transferee = to
+        # The target may campaign with the transfer flag, which voters honour even inside
+        # their lease: from now on, until the term ends, this leader's lease proves nothing.
+        # (Not only while the transfer lasts: a TimeoutNow delayed in the network can reach
+        # the target after an abort.)
+        self.transfer_started = True
+        self.lease_epoch += 1
         self.election_elapsed = 0
         pr = self.progress[to]
         if pr.match_index == self.log.last_index():

@@ -75,6 +75,10 @@ class CoreState:
 
         #: Ticks since this core was created: the clock of check-quorum's activity window.
         self.ticks = 0
+        #: A node that had a term before it started may have acknowledged a leader just before
+        #: it went down: it refuses votes for this many ticks (``_in_lease``). A node with no
+        #: term has acknowledged nobody and owes nothing.
+        self.quiet_ticks = self.election_ticks if recovered.term > 0 else 0
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_timeout = self._new_timeout()
@@ -82,6 +86,16 @@ class CoreState:
         self.progress: dict[str, Progress] = {}
         self.lead_transferee: str | None = None
         self.transfer_elapsed = 0
+        #: Bumped whenever a lease this node holds as leader stops being trustworthy: on every
+        #: change of role or term, at the start of a leadership transfer, and on every
+        #: configuration change. The driver keeps a lease only for the epoch it was granted in.
+        self.lease_epoch = 0
+        #: Broadcast rounds below this cannot ground a lease (they started before the current
+        #: term or configuration: their acknowledgements prove nothing about today's quorum).
+        self.lease_floor_round = 0
+        #: This leader started a leadership transfer in its term: no lease until the term ends
+        #: (a delayed TimeoutNow may still make its target campaign with the transfer flag).
+        self.transfer_started = False
         #: Bytes of this leader's own proposals not yet committed (flow control), kept as a
         #: running total: entries from ``_uncommitted_from`` on are counted in it.
         self.uncommitted_bytes = 0
@@ -112,6 +126,11 @@ class CoreState:
     def configuration(self) -> Configuration:
         return self._configs[-1][1]
 
+    def config_history(self) -> list[Configuration]:
+        """Every configuration this node holds: its base (snapshot or bootstrap), then each
+        configuration entry of its log, oldest first."""
+        return [c for _, c in self._configs]
+
     @property
     def config_index(self) -> int:
         return self._configs[-1][0]
@@ -125,6 +144,10 @@ class CoreState:
     def _on_config_change(self) -> None:
         if self.role is not Role.LEADER:
             return
+        # A quorum of the old configuration may not intersect every quorum of the new one
+        # across several changes: the lease must come from rounds started from now on.
+        self.lease_epoch += 1
+        self.lease_floor_round = self.round + 1
         conf = self.configuration
         peers = self._peers()
         for p in list(self.progress):
@@ -182,6 +205,7 @@ class CoreState:
         if self.role is not Role.FOLLOWER:
             self.state_transitions += 1
         if self.role is Role.LEADER:
+            self.lease_epoch += 1
             self._drop_reads()
             self.progress = {}
             self._broadcast_due = False

@@ -13,6 +13,9 @@ answers it with a rejection in the new term instead (always safe: it claims noth
 
 While a received snapshot is adopted but not yet on disk the log's ``stable_index`` already
 covers it, so no answer is released then (the driver falls back to its full flush).
+
+A gate serves exactly one core (``bind``): hard-state versions count from 0 in every core, so a
+gate that outlived a restart would take the new core's first term change for durable.
 """
 
 from __future__ import annotations
@@ -37,12 +40,22 @@ class AnswerGate:
     def __init__(self) -> None:
         #: The core's ``hard_state_version`` of the last Ready that is on stable storage.
         self.durable_version = 0
+        self._core: RaftCore | None = None
         #: The driver is writing a Ready that carries a snapshot (no answer leaves meanwhile).
         self.snapshot_busy = False
         self._waiters: list[_Waiter] = []
 
+    def bind(self, core: RaftCore) -> None:
+        """Serve ``core`` from now on; a gate is never moved to another core."""
+        assert self._core is None, "an answer gate serves one core: make a new one per run"
+        assert self.durable_version == 0
+        assert not self._waiters
+        self._core = core
+
     def _state(self, core: RaftCore, index: int, version: int, term: int) -> bool | None:
         """True: answerable; False: invalidated (the term moved on); None: not yet."""
+        assert core is self._core, "answer gate asked about a core it does not serve"
+        assert self.durable_version <= core.hard_state_version, "durable ahead of the core"
         if core.term != term:
             return False
         if self.snapshot_busy or core.snapshot_pending():

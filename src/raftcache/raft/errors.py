@@ -30,3 +30,9 @@ class NodeStoppedError(RaftError):
 
 class MembershipChangeError(RaftError):
     """A membership change was refused (another in progress, unknown node, ...)."""
+
+
+class PeersMismatchError(RaftError):
+    """The voters given at start (``--peers``) disagree with the membership the node's data
+    records, and match no configuration it ever had: starting would change an existing
+    cluster's membership from the command line, which only a membership change may do."""

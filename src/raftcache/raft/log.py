@@ -2,7 +2,17 @@
 
 Rule: the log is ``snapshot (index, term)`` followed by contiguous ``entries``. Entries at
 index > ``stable_index`` have not been persisted yet; the driver persists them (``unstable()``)
-and reports back with ``stable_to``. Nothing here touches disk.
+and reports back with ``stable_to``, passing the ``mark`` the hand-off had. Nothing here
+touches disk.
+
+Why a mark and not only (index, term): writes are handed out while earlier ones are still
+being written. If a follower hands out entries 6..10 of term 5 (write A), then a leader of term
+6 overwrites from 8 (write B), then a leader of term 7 — whose log holds 8..10 of term 5 —
+overwrites from 8 again (write C), then when A completes the log holds (10, 5) again, yet the
+disk will hold B's entry 8 until C lands. Trusting (10, 5) would let the node acknowledge
+entries its disk does not hold (the ABA that etcd-io/raft closed with a leader-term mark).
+So every suffix cut is remembered with the hand-off count at which it happened, and a write
+vouches only for indexes below every cut made after it was handed out.
 """
 
 from __future__ import annotations
@@ -23,6 +33,11 @@ class RaftLog:
         self.stable_index = self.last_index()
         #: Lowest index changed since the last ``unstable()`` hand-off (None if none).
         self._dirty_from: int | None = None
+        #: Hand-offs so far: the mark of the latest one (``stable_to`` takes it back).
+        self.mark = 0
+        #: (mark current when it happened, first index removed) of every suffix cut that a
+        #: write still in flight may not know about; pruned as writes complete, in order.
+        self._cuts: list[tuple[int, int]] = []
 
     # -- queries -------------------------------------------------------------------------
     def last_index(self) -> int:
@@ -95,6 +110,8 @@ class RaftLog:
         """Follower path: drop our suffix from the first entry's index, then append."""
         first = entries[0].index
         assert self.snapshot_index < first <= self.last_index() + 1
+        if first <= self.last_index():
+            self._cuts.append((self.mark, first))
         del self.entries[first - self.snapshot_index - 1 :]
         self.stable_index = min(self.stable_index, first - 1)
         self._mark_dirty(first)
@@ -110,6 +127,7 @@ class RaftLog:
             return []
         start = self._dirty_from
         self._dirty_from = None
+        self.mark += 1
         if start <= self.snapshot_index:
             start = self.snapshot_index + 1
         return self.entries[start - self.snapshot_index - 1 :]
@@ -121,10 +139,19 @@ class RaftLog:
     def has_unstable(self) -> bool:
         return self._dirty_from is not None
 
-    def stable_to(self, index: int, term: int) -> None:
-        """Storage now holds the log up to ``index`` (if that entry is still ours)."""
-        if self.term_at(index) == term and index > self.stable_index:
-            self.stable_index = index
+    def stable_to(self, index: int, term: int, mark: int) -> None:
+        """The write handed out with ``mark`` (entries up to ``index`` of ``term``) is durable:
+        the log is stable up to ``index``, less whatever was cut since that hand-off."""
+        limit = index
+        for cut_mark, first in self._cuts:
+            if cut_mark >= mark:
+                limit = min(limit, first - 1)
+        # Completions arrive in hand-off order: cuts older than this write concern no later one.
+        self._cuts = [c for c in self._cuts if c[0] >= mark]
+        if limit == index and self.term_at(index) != term:
+            return  # not ours any more (a cut this write was told about)
+        if limit > self.stable_index and limit <= self.last_index():
+            self.stable_index = limit
 
     def compact(self, index: int, term: int) -> None:
         """Forget entries ≤ ``index`` (covered by a snapshot)."""
@@ -134,6 +161,8 @@ class RaftLog:
             del self.entries[: index - self.snapshot_index]
             self.stable_index = max(self.stable_index, index)
         else:
+            if self.entries:
+                self._cuts.append((self.mark, self.snapshot_index + 1))
             self.entries = []
             self._dirty_from = None
             # The whole log is gone: nothing beyond the snapshot is stable any more. (Keeping

@@ -22,8 +22,10 @@ import contextlib
 import logging
 from typing import Any
 
+from raftcache.raft.configuration import Configuration
 from raftcache.raft.core import RaftCore, Role
-from raftcache.raft.errors import NodeStoppedError
+from raftcache.raft.errors import NodeStoppedError, PeersMismatchError
+from raftcache.raft.lease import LeaderLease, lease_duration
 from raftcache.raft.node_base import NodeBase, StateMachine
 from raftcache.raft.node_client import ClientMixin
 from raftcache.raft.node_loop import ReadyLoopMixin
@@ -44,22 +46,23 @@ class RaftNode(ReadyLoopMixin, RpcMixin, ClientMixin, SnapshotsMixin, NodeBase):
             return
         if not self._clock_given:
             self._clock = asyncio.get_running_loop().time
+        # A new run: nothing of an earlier one (answer gate, lease, jobs, waiters) carries over.
+        self._new_incarnation()
         self.storage.bind(self.node_id, self._cluster_id)
         recovered = self.storage.load()
-        data, self._applied = self._restore_stored_snapshot()
-        self._core = RaftCore(
-            self.node_id, self.config, recovered, self._bootstrap, self._rng, data
-        )
+        # The data's membership wins over the command line: the first start records its
+        # voters, every later one reads them back (``storage/bootstrap.py``).
+        recorded = Configuration.of(self.storage.record_bootstrap(self._flag_voters))
+        core = RaftCore(self.node_id, self.config, recovered, recorded, self._rng, None)
+        self._check_peers(core, recorded)
+        core.snapshot_data, self._applied = self._restore_stored_snapshot()
+        self._core = core
+        self._gate.bind(core)
+        self._lease = LeaderLease(lease_duration(self.config, core.election_ticks))
         self._sync_addresses()
         self.network.register_handlers(self)
         await self.network.start()
         self._running = True
-        self._failed = None
-        self._jobs.clear()
-        self._inflight_writes = 0
-        self._lock_held = False
-        self._tainted = False
-        self._persist_error = None
         if self.config.persist_in_thread:
             self._worker = PersistWorker(
                 self.storage,
@@ -72,6 +75,33 @@ class RaftNode(ReadyLoopMixin, RpcMixin, ClientMixin, SnapshotsMixin, NodeBase):
             asyncio.create_task(self._ticker(), name=f"raft-tick-{self.node_id}"),
         ]
         self._wake.set()
+
+    def _check_peers(self, core: RaftCore, recorded: Configuration) -> None:
+        """Refuse voters from the flags that would change the membership the data holds;
+        accept (with a warning) flags that name a configuration the node had before."""
+        given = frozenset(self._flag_voters)
+        current = frozenset(core.configuration.voters)
+        if not given or given == current:
+            return
+        known = {frozenset(recorded.voters), *(frozenset(c.voters) for c in core.config_history())}
+        diff = _describe_difference(given, current)
+        if given in known:
+            log.warning(
+                "%s: ignoring peers %s: this node's data records members %s (%s); the data "
+                "wins (a stale peer list)",
+                self.node_id,
+                sorted(given),
+                sorted(current),
+                diff,
+            )
+            return
+        self.storage.close()
+        raise PeersMismatchError(
+            f"node {self.node_id}: --peers names voters {sorted(given)} but its data directory "
+            f"records members {sorted(current)} ({diff}), a membership it never had. Fix "
+            "--peers, change membership through POST /v1/members, or start from an empty "
+            "data directory to join as a new member"
+        )
 
     async def stop(self) -> None:
         if not self._running and not self._tasks:
@@ -141,3 +171,12 @@ class RaftNode(ReadyLoopMixin, RpcMixin, ClientMixin, SnapshotsMixin, NodeBase):
             state_transitions=core.state_transitions if core else 0,
             follower_lag=lag,
         )
+
+
+def _describe_difference(given: frozenset[str], current: frozenset[str]) -> str:
+    parts = []
+    if given - current:
+        parts.append("not members: " + ", ".join(sorted(given - current)))
+    if current - given:
+        parts.append("missing from --peers: " + ", ".join(sorted(current - given)))
+    return "; ".join(parts)

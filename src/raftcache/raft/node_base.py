@@ -1,6 +1,7 @@
 """NodeBase: the fields of a ``RaftNode`` and the read-only views SPEC §3 names.
 
-Rule: every field of the driver is created here, in ``__init__``; the mixins (ready loop, RPCs,
+Rule: every field of the driver is created here — in ``__init__``, or, for what belongs to one
+run of the node, in ``_new_incarnation``, which ``start`` calls again; the mixins (ready loop, RPCs,
 client API, snapshots) use them and add none. A method one part calls in another is declared
 here and implemented by exactly one mixin, so each module type-checks alone.
 """
@@ -21,6 +22,7 @@ from raftcache.raft.core import RaftCore, Role
 from raftcache.raft.deadlines import Deadlines
 from raftcache.raft.durable import AnswerGate
 from raftcache.raft.errors import NodeStoppedError
+from raftcache.raft.lease import LeaderLease
 from raftcache.raft.messages import (
     InstallSnapshotRequest,
     InstallSnapshotResponse,
@@ -81,6 +83,9 @@ class NodeBase:
         # node's own view (its --peers, maybe through proxies) and must not travel to others in
         # snapshots; addresses added by add_member are replicated in CONFIG entries instead.
         self._bootstrap = Configuration.of(peer_list)
+        #: The voters the caller named; recorded at the first start, checked at every later
+        #: one against the membership the data holds (``RaftNode.start``).
+        self._flag_voters = list(dict.fromkeys(peer_list))
         self._peer_addresses = dict(addresses)
         # Node-local routes that win over the replicated addresses (NAT, multi-homed hosts,
         # a proxy per pair of nodes): the configuration holds one URL per member for everyone.
@@ -91,10 +96,25 @@ class NodeBase:
         self._clock: Callable[[], float] = clock or time.monotonic
         self._clock_given = clock is not None
         self._apply_entry = getattr(state_machine, "apply_entry", None)
-        self._core: RaftCore | None = None
-        self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._rpc_tasks: set[asyncio.Task[None]] = set()
+        self._running = False
+        self.stats = NodeStats()
+        #: Set when a run stops itself after a fatal error (``wait_failed``); cleared by start.
+        self._failed_event = asyncio.Event()
+        self._new_incarnation()
+
+    def _new_incarnation(self) -> None:
+        """Create every field that belongs to one run, from ``start`` to ``stop``.
+
+        ``start`` calls it again, so nothing learnt by an earlier run survives into the next:
+        an answer gate that remembers an old durable hard-state version would release answers
+        of the new core (whose versions restart at 0) before its term is on disk; a lease, a
+        round time or a persist job of the old run would vouch for things the new run never
+        did. Only the configuration, the injected parts and the statistics outlive a run.
+        """
+        self._core: RaftCore | None = None
+        self._wake = asyncio.Event()
         self._flush_waiters: list[asyncio.Future[None]] = []
         self._proposals: dict[int, _Proposal] = {}
         self._reads: dict[int, asyncio.Future[int]] = {}
@@ -102,8 +122,8 @@ class NodeBase:
         #: Timeouts of waiting proposals and reads, swept by the ticker (no timer per wait).
         self._deadlines = Deadlines()
         self._next_read_id = 0
-        self._round_times: dict[int, float] = {}
-        self._lease_until = 0.0
+        #: The leader lease of this run (``raft/lease.py``); sized when the core exists.
+        self._lease = LeaderLease(0.0)
         self._log_grew = asyncio.Event()
         self._changed = asyncio.Event()
         self._snapshotting = False
@@ -119,12 +139,12 @@ class NodeBase:
         self._tainted = False
         #: Why the persist thread itself died (reported with no job), raised by the loop.
         self._persist_error: BaseException | None = None
-        #: AppendEntries answers waiting for what they vouch for to be durable.
+        #: AppendEntries answers waiting for what they vouch for to be durable; bound to one
+        #: core when ``start`` makes it (``AnswerGate.bind``).
         self._gate = AnswerGate()
         self._storage_lock = asyncio.Lock()
-        self._running = False
         self._failed: BaseException | None = None
-        self._failed_event = asyncio.Event()
+        self._failed_event.clear()
         self._disk_full = False
         #: Index of the last entry the state machine has really applied.
         self._applied = 0
@@ -133,11 +153,12 @@ class NodeBase:
         self._applied_bytes = 0
         self._snapshot_mark = 0
         self._last_config: Configuration | None = None
-        self.stats = NodeStats()
         # Streamed snapshots: chunks are written to disk as they arrive (one transfer at a
         # time, under the receive lock); a finished one waits in _pending_install for the
         # ready loop, which installs it between two Readies.
-        self._snapshots = SnapshotTransfer(storage, state_machine, self._storage_lock, self.config)
+        self._snapshots = SnapshotTransfer(
+            self.storage, self.state_machine, self._storage_lock, self.config
+        )
         self._receive_lock = asyncio.Lock()
         self._pending_install: tuple[Incoming, asyncio.Future[bool]] | None = None
 

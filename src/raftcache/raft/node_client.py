@@ -93,12 +93,15 @@ class ClientMixin(NodeBase):
     async def lease_read(self, timeout: float | None = None) -> int:
         """Read barrier from the leader lease: no quorum round while the lease holds.
 
-        Safe as long as clocks advance at rates within ``lease_clock_drift`` of each other.
+        Safe as long as clocks advance at rates within ``lease_clock_drift`` of each other
+        (the argument is in ``raft/lease.py``); otherwise, and whenever the core allows no
+        lease (a transfer started this term, check-quorum off, a new configuration or term
+        not yet confirmed), it is a ReadIndex read.
         """
         core = self._check_running()
         if core.role is not Role.LEADER:
             raise NotLeaderError(core.leader_id)
-        if self._clock() < self._lease_until and core.log.term_at(core.commit_index) == core.term:
+        if core.lease_allowed() and self._lease.valid(self._clock(), core.lease_epoch):
             index = core.commit_index
             if index <= self._applied:
                 return index

@@ -14,7 +14,7 @@ import asyncio
 import logging
 from typing import Any
 
-from raftcache.raft.core import RaftCore, Role
+from raftcache.raft.core import RaftCore
 from raftcache.raft.errors import (
     IndeterminateError,
     NodeStoppedError,
@@ -34,13 +34,22 @@ log = logging.getLogger("raftcache.raft")
 
 class ReadyLoopMixin(PersistMixin, NodeBase):
     async def _ticker(self) -> None:
+        """Tick the core each time the node's clock has advanced by ``tick_interval``.
+
+        Two ticks are never less than ``tick_interval`` apart on the node's clock — not even
+        after a stall (no catch-up): a follower's promise not to vote for E ticks must span
+        (E - 1) intervals of its clock (``raft/lease.py``). Late ticks only slow the timers.
+        The sleep is on the loop's clock, the test on the node's (they differ when a test
+        gives the node a drifting clock), so a short sleep may be followed by another."""
         interval = self.config.tick_interval
         loop = asyncio.get_running_loop()
         next_at = self._clock() + interval
         while True:
-            await asyncio.sleep(max(0.0, next_at - self._clock()))
-            # No catch-up after a stall: a late tick only makes timers slower (the safe side).
-            next_at = max(next_at + interval, self._clock())
+            now = self._clock()
+            if now < next_at:
+                await asyncio.sleep(max(next_at - now, interval / 64))
+                continue
+            next_at = now + interval
             self.core.tick()
             self._deadlines.sweep(loop.time())
             self._wake.set()
@@ -80,18 +89,6 @@ class ReadyLoopMixin(PersistMixin, NodeBase):
             self._send(out)
 
     def _after_persist(self, rd: Ready) -> None:
-        now = self._clock()
-        if self.role is Role.LEADER:
-            self._round_times.setdefault(rd.round, now)
-            t = self._round_times.get(rd.confirmed_round)
-            if t is not None:
-                lease = self.config.election_timeout_min * (1 - self.config.lease_clock_drift)
-                self._lease_until = max(self._lease_until, t + lease)
-                for r in [r for r in self._round_times if r < rd.confirmed_round]:
-                    del self._round_times[r]
-        else:
-            self._lease_until = 0.0
-            self._round_times.clear()
         if rd.committed:
             self._apply(rd.committed)
         for read_id, index in rd.reads:

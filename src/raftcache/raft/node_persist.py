@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from raftcache.raft.core import RaftCore
+from raftcache.raft.core import RaftCore, Role
 from raftcache.raft.node_base import NodeBase
 from raftcache.raft.persist import PersistJob, write_ready
 from raftcache.raft.ready import Ready
@@ -49,19 +49,32 @@ class PersistMixin(NodeBase):
         )
 
     def _write_inline(self, rd: Ready) -> bool:
+        """Write ``rd`` on the event loop? Only without a persist thread, or when the option
+        allows small entry writes there (``persist_inline_max_entries`` > 0) and nothing else
+        is being written. A new term or vote (a file replaced and two fsyncs) or a snapshot
+        always goes to the thread: a stalled loop stalls the ticker and every answer."""
         cfg = self.config
         if self._worker is None:
             return True
         return (
-            self._inflight_writes == 0
+            cfg.persist_inline_max_entries > 0
+            and self._inflight_writes == 0
             and rd.snapshot is None
-            and len(rd.entries) <= cfg.persist_inline_max_entries
+            and rd.hard_state is None
+            and 0 < len(rd.entries) <= cfg.persist_inline_max_entries
         )
 
     async def _hand_off(self, core: RaftCore) -> bool:
         """Take the core's next Ready and start its way to disk; True if a write failed (hand
         out nothing more until the next wake-up)."""
+        # Read before the Ready exists: a round it opens starts no later than this (the lease
+        # is timed from here, never from the end of the write — ``raft/lease.py``).
+        before = self._clock()
         rd = core.ready()
+        if core.role is Role.LEADER:
+            self._lease.observe(rd, before)
+        else:
+            self._lease.clear()
         hs_version = core.hard_state_version
         # A leader's AppendEntries may leave while its own disk write is under way
         # (dissertation §10.2.1): they are requests, not answers, and the leader counts

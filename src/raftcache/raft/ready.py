@@ -28,6 +28,8 @@ class Outbound:
 class Ready:
     hard_state: tuple[int, str | None] | None = None
     entries: list[LogEntry] = field(default_factory=list)
+    #: The log's hand-off mark for ``entries`` (``RaftLog.stable_to`` takes it back).
+    log_mark: int = 0
     snapshot: tuple[SnapshotMeta, bytes] | None = None
     messages: list[Outbound] = field(default_factory=list)
     committed: list[LogEntry] = field(default_factory=list)
@@ -38,6 +40,10 @@ class Ready:
     #: Current broadcast round, and the highest one a quorum acknowledged (leader only).
     round: int = 0
     confirmed_round: int = 0
+    #: The newest acknowledged round a lease may rest on (0: none), and the core's lease epoch
+    #: when this Ready was made (a lease is valid only within one epoch).
+    lease_round: int = 0
+    lease_epoch: int = 0
 
     def needs_persist(self) -> bool:
         return self.hard_state is not None or bool(self.entries) or self.snapshot is not None

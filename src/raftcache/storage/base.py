@@ -3,8 +3,9 @@
 Rule: *persist before you answer.* Writes (``append``, ``set_hard_state``) may be buffered; they
 are durable only once ``sync()`` returns. The Raft driver calls ``sync()`` before any response,
 vote or acknowledgement leaves the node, so one fsync covers a whole batch (group commit).
-``save_snapshot`` and ``bind`` are durable when they return (``save_snapshot`` also makes every
-earlier buffered write durable, as if ``sync()`` had been called first).
+``save_snapshot``, ``bind`` and ``record_bootstrap`` are durable when they return
+(``save_snapshot`` also makes every earlier buffered write durable, as if ``sync()`` had been
+called first).
 
 Indices are Raft log indices (1-based). The log held by storage is contiguous: it starts right
 after the snapshot's ``last_included_index`` (or at 1) and has no holes. ``append`` refuses, with
@@ -92,6 +93,11 @@ class Storage(Protocol):
         ``node_id`` must match the recorded one. A ``cluster_id`` of None matches any recorded
         cluster; a recorded None is filled in by the first non-None ``cluster_id``.
         """
+        ...
+
+    def record_bootstrap(self, voters: Sequence[str]) -> tuple[str, ...]:
+        """The voters the cluster was bootstrapped with: the first call records ``voters``
+        (durable when it returns); every later call returns the recorded ones, sorted."""
         ...
 
     def load(self) -> RecoveredState:

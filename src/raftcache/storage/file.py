@@ -4,6 +4,7 @@ Rule: nothing is acknowledged that is not on disk. Layout of a data directory::
 
     LOCK        flock'd for the storage's lifetime (one opener, across processes)
     IDENTITY    JSON: format version, node_id, cluster_id (written by the first ``bind``)
+    BOOTSTRAP   JSON: the voters the cluster started with (written once, ``bootstrap.py``)
     hardstate   term and vote, replaced atomically by ``sync`` when they changed
     snapshot    the latest snapshot, replaced atomically by ``save_snapshot``
     log/        segments ``<first index, 20 digits>.seg`` (see ``segments``)
@@ -32,6 +33,7 @@ from raftcache.storage.base import (
     StorageError,
     StorageFailedError,
 )
+from raftcache.storage.bootstrap import BOOTSTRAP_NAME, decode_bootstrap, encode_bootstrap
 from raftcache.storage.checks import check_batch, check_snapshot_order, merge_identity
 from raftcache.storage.fsio import FileOps, atomic_write, read_file, remove_quietly
 from raftcache.storage.hardstate import HARDSTATE_NAME, decode_hard_state, encode_hard_state
@@ -105,6 +107,19 @@ class FileStorage:
             if merged != self._identity:
                 atomic_write(self._ops, path, encode_identity(*merged), fsync=self._fsync)
                 self._identity = merged
+
+    def record_bootstrap(self, voters: Sequence[str]) -> tuple[str, ...]:
+        """Record the bootstrap voters in ``BOOTSTRAP`` once (durable when it returns);
+        return the recorded ones (see ``storage/bootstrap.py``)."""
+        with self._guard(reopen=True):
+            path = os.path.join(self._dir, BOOTSTRAP_NAME)
+            raw = read_file(path)
+            if raw is not None:
+                return decode_bootstrap(raw, path)
+            if not voters:
+                raise ValueError("a bootstrap configuration needs at least one voter")
+            atomic_write(self._ops, path, encode_bootstrap(voters), fsync=self._fsync)
+            return tuple(sorted(voters))
 
     def load(self) -> RecoveredState:
         """Recover from disk (truncating a torn log tail) and return what a restart sees.

@@ -38,6 +38,7 @@ class MemoryStorage:
 
     def __init__(self) -> None:
         self._identity: tuple[str, str | None] | None = None
+        self._bootstrap: tuple[str, ...] | None = None
         self._snapshot: tuple[SnapshotMeta, bytes] | None = None
         # Both logs start right after the snapshot; save_snapshot syncs first, so they share it.
         self._log: list[LogEntry] = []
@@ -57,6 +58,15 @@ class MemoryStorage:
         """Record or check the owner (durable at once)."""
         self._check_usable(reopen=True)
         self._identity = merge_identity(self._identity, node_id, cluster_id, "this MemoryStorage")
+
+    def record_bootstrap(self, voters: Sequence[str]) -> tuple[str, ...]:
+        """Record the bootstrap voters once (durable at once); return the recorded ones."""
+        self._check_usable(reopen=True)
+        if self._bootstrap is None:
+            if not voters:
+                raise ValueError("a bootstrap configuration needs at least one voter")
+            self._bootstrap = tuple(sorted(voters))
+        return self._bootstrap
 
     def load(self) -> RecoveredState:
         """What a restarted node reads back: the synced state only (pending writes are lost)."""

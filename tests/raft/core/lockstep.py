@@ -352,6 +352,9 @@ def seed_log(net: LockstepNetwork, node_id: str, terms: Sequence[int], term: int
     store.entries = [LogEntry(t, i, f"{i}@{t}".encode()) for i, t in enumerate(terms, start=1)]
     store.term = max(term, *terms) if terms else term
     net.crash_restart(node_id)
+    # A set-up, not a crash: the node has been up longer than its post-restart quiet period
+    # (during which it refuses votes to keep a lease it may have acknowledged before).
+    net[node_id].quiet_ticks = 0
 
 
 def log_terms(core: RaftCore) -> list[int]:

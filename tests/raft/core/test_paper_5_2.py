@@ -143,7 +143,11 @@ def test_5_2_each_server_votes_once_per_term_first_come_first_served() -> None:
     net.crash_restart("n3")
     voter = net["n3"]
     assert not voter.handle_request_vote(RequestVoteRequest(1, "n2", 0, 0)).vote_granted
-    # A new term frees it.
+    # A restarted node that had a term may have acknowledged a leader just before it went
+    # down: it keeps that leader's lease for an election timeout, refusing even a new term...
+    assert not voter.handle_request_vote(RequestVoteRequest(2, "n2", 0, 0)).vote_granted
+    # ...after which a new term frees the vote.
+    net.tick("n3", voter.election_ticks)
     assert voter.handle_request_vote(RequestVoteRequest(2, "n2", 0, 0)).vote_granted
 
 
