@@ -39,6 +39,7 @@ from raftcache.network.prometheus import NetworkMetricsCollector
 from raftcache.network.stream import StreamNetwork
 from raftcache.network.tls import client_ssl_context, server_ssl_context
 from raftcache.raft.config import RaftConfig
+from raftcache.raft.errors import PeersMismatchError
 from raftcache.raft.node import RaftNode
 from raftcache.server.admission import AdmissionLimits
 from raftcache.server.app import create_app
@@ -465,8 +466,9 @@ def run_serve(options: ServeOptions) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory(options.loop)) as runner:
             runner.run(serve_node(options, on_serving=lambda: gcpolicy.tune(options.gc)))
-    except (OSError, StorageError) as exc:
-        # Expected operator errors (port in use, data directory locked or foreign): one line.
+    except (OSError, StorageError, PeersMismatchError) as exc:
+        # Expected operator errors (port in use, data directory locked or foreign, --peers
+        # naming a membership the data never had): one line.
         log.error("cannot start node", extra={"id": options.id, "reason": str(exc)})
         return 1
     except Exception:
