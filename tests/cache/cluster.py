@@ -11,6 +11,7 @@ import asyncio
 import random
 from typing import Any
 
+from raftcache.cache.divergence import DigestReport, report_of
 from raftcache.cache.formats import COMMAND_FORMAT
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.service import CacheService
@@ -78,6 +79,18 @@ class CacheCluster:
             return None
         return self.machines[node_id].max_format
 
+    async def digest(self, node_id: str, index: int) -> DigestReport | None:
+        """The digest probe the services use: a running node's report, read directly."""
+        if node_id not in self.running:
+            return None
+        return report_of(self.machines[node_id], index)
+
+    async def kick(self, node_id: str) -> bool:
+        if node_id not in self.running:
+            return False
+        self.services[node_id].divergence.kick()
+        return True
+
     async def start_node(self, node_id: str) -> None:
         machine = CacheStateMachine(
             **self.machine_kwargs, max_format=self.caps.get(node_id, COMMAND_FORMAT)
@@ -94,7 +107,7 @@ class CacheCluster:
             FAST,
             rng=random.Random(self.rng.randrange(2**32)),
         )
-        service_kwargs = {"format_probe": self.probe, **self.service_kwargs}
+        service_kwargs = {"format_probe": self.probe, "digest_probe": self, **self.service_kwargs}
         service = CacheService(node, machine, clock=self.clock, **service_kwargs)
         self.nodes[node_id], self.machines[node_id], self.services[node_id] = node, machine, service
         await node.start()

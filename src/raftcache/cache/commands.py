@@ -72,14 +72,14 @@ from raftcache.cache.restore_commands import (
 
 __all__ = [
     "INT64_MAX",
-    "AlarmCommand",
-    "CheckCommand",
     "INT64_MIN",
     "MAX_BATCH_OPS",
     "MAX_CLIENT_ID_LENGTH",
     "MAX_KEYS_PER_COMMAND",
+    "AlarmCommand",
     "BatchCommand",
     "BatchOp",
+    "CheckCommand",
     "Command",
     "DeleteCommand",
     "DeleteOp",

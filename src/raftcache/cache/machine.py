@@ -35,10 +35,10 @@ Semantics (see also docs/cache.md):
 
 - Command format 3 (``raftcache.cache.commands_v3``, docs/divergence.md): CHECK records this
   replica's state digest (``raftcache.cache.digest``) at the entry's index in a small ring and
-  returns it; ALARM raises or clears a replica's divergence alarm (replicated state, in
-  snapshots). A snapshot carries the digest of its entries, checked against the kept digest when
-  it is taken and against the restored entries when it is installed; a mismatch is a *local
-  fault* (``raftcache.cache.alarms``).
+  returns it (a ``DigestMark``); ALARM raises or clears a replica's divergence alarm
+  (replicated state, in snapshots). A snapshot carries the digest of its entries, checked
+  against the kept digest when it is taken and against the restored entries when it is
+  installed; a mismatch is a *local fault* (``raftcache.cache.alarms``).
 
 ``hits``/``misses`` are node-local: the service counts its own reads there; they are not
 replicated and not in snapshots.
@@ -50,6 +50,7 @@ import io
 from collections.abc import Callable
 from typing import Any
 
+from raftcache.cache.alarms import Alarm
 from raftcache.cache.commands import (
     BatchCommand,
     DeleteCommand,
@@ -59,10 +60,9 @@ from raftcache.cache.commands import (
     TouchCommand,
     decode_entry,
 )
-from raftcache.cache.alarms import Alarm
 from raftcache.cache.commands_v2 import FlushCommand, FormatCommand, TtlCommand
 from raftcache.cache.commands_v3 import ALL_NODES, AlarmCommand, CheckCommand
-from raftcache.cache.digest import DigestRing, digest_hex, full_digest
+from raftcache.cache.digest import DigestMark, DigestRing, digest_hex, full_digest
 from raftcache.cache.entries import Item, record_item
 from raftcache.cache.errors import InvalidCommand
 from raftcache.cache.formats import (
@@ -166,6 +166,12 @@ class CacheStateMachine:
         self.digests = DigestRing()
         self.digest_checks = 0
         self.local_faults: list[str] = []
+        #: Snapshots restored into this machine (node-local; the divergence monitor asks the
+        #: leader for a check after each).
+        self.snapshot_restores = 0
+        #: This replica's node id, when known (set by ``CacheService``): an ALARM clearing it
+        #: also clears its local faults.
+        self.node_id: str | None = None
         self._handlers: dict[type[Any], Callable[[int, Any], Result]] = {
             SetCommand: self._set,
             DeleteCommand: self._delete,
@@ -291,16 +297,19 @@ class CacheStateMachine:
         digest = self._store.digest
         self.digests.record(index, digest)
         self.digest_checks += 1
-        return digest
+        return DigestMark(index, digest)
 
     def _alarm(self, index: int, cmd: AlarmCommand) -> Result:
         alarms = self._alarms
         if not cmd.clear:
             alarms.setdefault(cmd.node_id, Alarm(cmd.node_id, cmd.reason, index, cmd.now))
-        elif cmd.node_id == ALL_NODES:
-            alarms.clear()
         else:
-            alarms.pop(cmd.node_id, None)
+            if cmd.node_id == ALL_NODES:
+                alarms.clear()
+            else:
+                alarms.pop(cmd.node_id, None)
+            if cmd.node_id in (ALL_NODES, self.node_id):  # the operator rebuilt this replica
+                self.local_faults.clear()
         return len(alarms)
 
     def _expire(self, index: int, cmd: ExpireCommand) -> Result:
@@ -483,7 +492,9 @@ class CacheStateMachine:
             staged = None if state.restore is None else Staged.from_wire(state.restore)
             alarms = [Alarm.from_wire(wire) for wire in state.alarms or ()]
         except (ValueError, TypeError) as exc:
-            raise SnapshotFormatError(f"malformed staged restore or alarms in the snapshot: {exc}") from None
+            raise SnapshotFormatError(
+                f"malformed staged restore or alarms in the snapshot: {exc}"
+            ) from None
         counters = state.counters
         command_format = counters.get("command_format", BASE_FORMAT)
         if type(command_format) is not int or command_format > self.max_format:
@@ -504,6 +515,7 @@ class CacheStateMachine:
         self._last_index = state.index
         self._alarms = {alarm.node_id: alarm for alarm in alarms}
         self.digests.clear()
+        self.snapshot_restores += 1
         carried = counters.get("digest")  # absent in snapshots of older releases
         if carried is not None and carried != self._store.digest:  # load() recomputed it
             self.add_local_fault(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeAlias
 
+from raftcache.cache.digest import DigestMark
 from raftcache.cache.errors import (
     CacheError,
     CounterOverflow,
@@ -113,7 +114,14 @@ class TtlResult:
 
 BatchItem: TypeAlias = bytes | int | bool | None
 Result: TypeAlias = (
-    int | bool | IncrResult | TtlResult | tuple[BatchItem, ...] | CommandError | RestoreResult
+    int
+    | bool
+    | IncrResult
+    | TtlResult
+    | tuple[BatchItem, ...]
+    | CommandError
+    | RestoreResult
+    | DigestMark  # CHECK (format 3)
 )
 
 

@@ -10,6 +10,11 @@ read time. Error results of the machine become the typed exceptions of
 
 Reads count hits and misses on this node and, on the leader, feed the LRU access batches
 (``raftcache.cache.background``), which ``start()``/``stop()`` run with expiry proposals.
+
+A replica named by a divergence alarm, or with a local fault (``raftcache.cache.alarms``,
+docs/divergence.md), refuses every read — whatever its consistency, before any barrier — with
+``ReplicaDiverged``; writes still go through the log (a follower still forwards them).
+``start()``/``stop()`` also run the divergence monitor (``raftcache.cache.divergence``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from raftcache.cache.alarms import ReplicaDiverged
 from raftcache.cache.background import Housekeeping
 from raftcache.cache.backup_service import Backups
 from raftcache.cache.commands import (
@@ -36,6 +42,7 @@ from raftcache.cache.commands import (
     required_format,
 )
 from raftcache.cache.commands_v2 import IncrOp, TtlOp
+from raftcache.cache.divergence import DEFAULT_INTERVAL_S, DigestProbe, DivergenceMonitor
 from raftcache.cache.entries import Item
 from raftcache.cache.errors import InvalidCommand
 from raftcache.cache.machine import CacheStateMachine
@@ -73,6 +80,10 @@ class CacheService:
         read_timeout: timeout passed to the read barriers (None: the node's).
         expiry_interval_s, touch_interval_s, expiry_batch_size, touch_batch_size: see
             ``raftcache.cache.background``.
+        format_probe: asks the other nodes for their command formats (``upgrade``).
+        digest_check_interval_s: seconds between the leader's digest comparisons (0: only
+            after a snapshot install or when asked); ``raftcache.cache.divergence``.
+        digest_probe: asks the other replicas for their digests (the server sets one).
     """
 
     def __init__(
@@ -88,6 +99,8 @@ class CacheService:
         expiry_batch_size: int = 1000,
         touch_batch_size: int = 10_000,
         format_probe: FormatProbe | None = None,
+        digest_check_interval_s: float = DEFAULT_INTERVAL_S,
+        digest_probe: DigestProbe | None = None,
     ) -> None:
         self._node = node
         self._machine = machine
@@ -108,6 +121,18 @@ class CacheService:
         self.formats = FormatGate(node, machine, clock, probe=format_probe)  # type: ignore[arg-type]
         #: Backups of the cluster and restores into it (``raftcache.cache.backup_service``).
         self.backups = Backups(node, machine, clock, ensure_format=self.ensure_format)
+        self._node_id: str = getattr(node, "node_id", "") or ""
+        machine.node_id = self._node_id or None
+        #: Compares the replicas' digests (``raftcache.cache.divergence``); the server sets
+        #: its ``probe``.
+        self.divergence = DivergenceMonitor(
+            node,  # type: ignore[arg-type]
+            machine,
+            clock,
+            probe=digest_probe,
+            ensure_format=self.ensure_format,
+            interval_s=digest_check_interval_s,
+        )
 
     @property
     def machine(self) -> CacheStateMachine:
@@ -120,9 +145,11 @@ class CacheService:
         """Start the leader-only background work (idempotent)."""
         self.housekeeping.start()
         self.formats.start()
+        self.divergence.start()
 
     async def stop(self) -> None:
         """Stop the background work and wait for it."""
+        await self.divergence.stop()
         await self.formats.stop()
         await self.housekeeping.stop()
 
@@ -161,6 +188,9 @@ class CacheService:
         return self._machine.list_keys(prefix or "", after, limit, self._clock())
 
     async def _barrier(self, consistency: str) -> None:
+        reason = self._machine.distrust(self._node_id)
+        if reason is not None:
+            raise ReplicaDiverged(self._node_id, reason)
         if consistency == "linearizable":
             await self._node.read_index(self._read_timeout)
         elif consistency == "lease":
@@ -276,6 +306,19 @@ class CacheService:
             "command_format": machine.max_format,
             "cluster_command_format": machine.command_format,
         }
+
+    def divergence_info(self) -> dict[str, Any]:
+        """``alarms`` (replicated, every node shows the same) and ``divergence`` (this node's
+        digest, local faults and — on the leader — the last comparison), for ``/v1/status``."""
+        return {
+            "alarms": [alarm.to_json() for alarm in self._machine.alarms.values()],
+            "divergence": self.divergence.info(),
+        }
+
+    async def clear_alarm(self, node_id: str) -> int:
+        """Lower ``node_id``'s divergence alarm ("*": every alarm) after the operator rebuilt
+        it; returns how many alarms remain. ``NotLeaderError`` on a follower."""
+        return await self.divergence.clear(node_id)
 
     async def batch(self, ops: Sequence[Any], session: Session | None = None) -> list[BatchItem]:
         """Apply ``ops`` atomically as one log entry; results in order: get → ``bytes |

@@ -4,14 +4,16 @@ Rule: command code raises ``RespError`` for what the client got wrong, and lets 
 errors through untouched; ``reply_for`` turns any exception into the reply a Redis client
 expects, in this one place. Codes follow Redis where Redis has one (``ERR``, ``NOAUTH``,
 ``WRONGPASS``, ``EXECABORT``, ``TRYAGAIN`` for "nothing happened, retry later"); the one code
-Redis lacks is ``INDETERMINATE``: a write was appended to the log but its outcome is unknown
-(leadership was lost, or it timed out), so a blind retry might apply it twice.
+Redis lacks are ``DIVERGED`` (this replica is quarantined by a divergence alarm and serves no
+reads: ask another node) and ``INDETERMINATE``: a write was appended to the log but its outcome
+is unknown (leadership was lost, or it timed out), so a blind retry might apply it twice.
 """
 
 from __future__ import annotations
 
 import logging
 
+from raftcache.cache.alarms import ReplicaDiverged
 from raftcache.cache.errors import (
     CounterOverflow,
     InvalidCommand,
@@ -93,6 +95,8 @@ def reply_for(exc: BaseException, *, is_write: bool) -> RespError:
         return RespError(f"ERR {exc}")
     if isinstance(exc, InvalidCommand):
         return RespError(f"ERR {exc}" if str(exc) else "ERR invalid command")
+    if isinstance(exc, ReplicaDiverged):
+        return RespError(f"DIVERGED {exc}")
     if isinstance(exc, PreconditionFailed):
         # Commands turn expected precondition failures into their own replies; one that
         # escapes is a write that raced with another client.

@@ -77,6 +77,9 @@ class ServeOptions:
     watch_heartbeat_s: float = 5.0
     max_watchers: int = 256
     max_command_format: int = COMMAND_FORMAT
+    #: Seconds between the leader's replica digest comparisons (``raftcache.cache.divergence``;
+    #: 0: only after a snapshot install or a local fault).
+    digest_check_interval_s: float = 60.0
     #: The event loop (``auto``: uvloop when installed) and the HTTP front (``auto``: the lean
     #: httptools front for the hot key and Raft routes when installed, aiohttp for the rest).
     loop: str = "auto"
@@ -113,6 +116,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0 or value == float("inf"):
         raise ValueError("must be a finite number > 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError("must be a finite number >= 0")
     return value
 
 
@@ -280,6 +290,14 @@ OPTIONS: tuple[Option, ...] = (
         COMMAND_FORMAT,
         "newest command format this node applies (lower only to test a rolling upgrade)",
         "N",
+    ),
+    Option(
+        "digest_check_interval_s",
+        _non_negative_float,
+        60.0,
+        "seconds between the leader's comparisons of the replicas' state digests "
+        "(0: only after snapshot installs)",
+        "S",
     ),
     Option(
         "loop",

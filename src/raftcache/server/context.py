@@ -39,6 +39,8 @@ class ServerSettings:
         max_request_bytes: hard cap on any request body (the Raft endpoints share the port and
             carry snapshot chunks and entry batches, so it is well above ``max_value_bytes``).
         admission: bounds on the client work in flight (see ``admission``).
+        cluster_token: the Raft endpoints' bearer token, also required by the internal digest
+            routes (``raftcache.server.digest_routes``) and presented to the peers' ones.
     """
 
     limits: Limits = field(default_factory=Limits)
@@ -50,6 +52,7 @@ class ServerSettings:
     client_ssl_context: ssl.SSLContext | None = None
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     admission: AdmissionLimits = field(default_factory=AdmissionLimits)
+    cluster_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(slots=True)

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from raftcache.cache.alarms import ReplicaDiverged
 from raftcache.cache.errors import (
     CounterOverflow,
     InvalidCommand,
@@ -128,6 +129,9 @@ def api_error_for(exc: BaseException, *, is_write: bool) -> ApiError | None:
         if is_write:
             return indeterminate("timed out waiting for the write to commit")
         return unavailable("timed out waiting for the cluster")
+    if isinstance(exc, ReplicaDiverged):  # this replica is quarantined: read another node
+        extra = {"diverged": True, "node": exc.node_id, "reason": exc.reason}
+        return ApiError(503, str(exc), extra=extra, headers={"Retry-After": str(RETRY_AFTER_S)})
     if isinstance(exc, MembershipChangeError):
         return ApiError(409, str(exc) or "membership change refused")
     if isinstance(exc, FormatNotEnabled):  # a rolling upgrade not finished: nothing happened

@@ -71,6 +71,9 @@ async def get_status(request: web.Request) -> web.Response:
     format_info = getattr(ctx.service, "format_info", None)
     if format_info is not None:  # command_format, cluster_command_format (cache/formats.py)
         status.update(format_info())
+    divergence_info = getattr(ctx.service, "divergence_info", None)
+    if divergence_info is not None:  # alarms, divergence (docs/divergence.md)
+        status.update(divergence_info())
     return json_response(status)
 
 

@@ -221,6 +221,7 @@ def server_settings(options: ServeOptions) -> ServerSettings:
         limits=Limits(max_value_bytes=options.max_value_bytes, max_batch_ops=options.max_batch_ops),
         client_token=options.client_token,
         client_token_ro=options.client_token_ro,
+        cluster_token=options.cluster_token,
         leader_wait_s=options.leader_wait_s,
         peer_urls=peer_routes(options),
         client_ssl_context=client_ssl,
@@ -290,7 +291,9 @@ def build_node_server(
         peer_addresses=peer_routes(options),
         address_overrides=dict(options.peer_address_override),
     )
-    service = CacheService(node, machine, clock=time.time)
+    service = CacheService(
+        node, machine, clock=time.time, digest_check_interval_s=options.digest_check_interval_s
+    )
     watch = WatchSettings(heartbeat_s=options.watch_heartbeat_s, max_watchers=options.max_watchers)
     app = create_app(node, service, server_settings(options), mount=network.mount, watch=watch)
     # The transport's own figures (per RPC type and peer) on this node's /metrics.

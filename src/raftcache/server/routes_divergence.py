@@ -1,0 +1,171 @@
+"""Divergence detection over HTTP: the replicas' internal digest routes, the leader's probe of
+them, and the operator's alarm routes (docs/divergence.md).
+
+Rule: the internal routes live under ``/raft/`` — node to node, like the Raft RPCs — and need
+the cluster token (``Authorization: Bearer <cluster token>``) when one is set, never a client
+token; they answer from this node's own state and are never forwarded:
+
+- ``GET /raft/digest?index=N``: this replica's ``DigestReport`` about the CHECK entry at N;
+- ``POST /raft/digest/kick``: "check now" (a follower that installed a snapshot asks its
+  leader); 202, the check runs in the background.
+
+The operator's routes are client API routes (client token): ``GET /v1/alarms`` lists the
+replicated alarms; ``DELETE /v1/alarms/{id}`` (``*``: all) lowers one through the log, after the
+replica was rebuilt (docs/operations.md) — it needs the leader and is forwarded like a write.
+
+``HttpDigestProbe`` is the leader's side: a node that cannot be reached, or answers anything
+but a readable report, is "unknown" (no verdict), never diverged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from raftcache.cache.commands_v3 import ALL_NODES
+from raftcache.cache.divergence import DigestReport, report_of
+from raftcache.server.context import context_of
+from raftcache.server.errors import ApiError, bad_request
+from raftcache.server.ports import NodePort
+from raftcache.server.results import json_response
+from raftcache.server.validation import parse_node_id
+
+log = logging.getLogger("raftcache.server.divergence")
+
+DIGEST_PATH = "/raft/digest"
+KICK_PATH = "/raft/digest/kick"
+
+
+def _check_cluster_token(request: web.Request) -> None:
+    token = context_of(request).settings.cluster_token
+    if token is None:
+        return
+    given = request.headers.get("Authorization", "").encode("utf-8", "surrogatepass")
+    if not hmac.compare_digest(given, f"Bearer {token}".encode()):
+        raise ApiError(
+            401, "missing or invalid cluster token", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+def _monitor_of(request: web.Request) -> Any:
+    service = context_of(request).service
+    monitor = getattr(service, "divergence", None)
+    if monitor is None:
+        raise ApiError(404, "this node does not check divergence")
+    return monitor
+
+
+async def get_digest(request: web.Request) -> web.Response:
+    """``GET /raft/digest?index=N``: this replica's digest at the CHECK entry N."""
+    _check_cluster_token(request)
+    monitor = _monitor_of(request)
+    raw = request.query.get("index", "")
+    if not raw.isdigit() or len(raw) > 19:
+        raise bad_request("index must be a non-negative integer")
+    report = report_of(monitor.machine, int(raw))
+    return json_response({"id": context_of(request).node.node_id, **report.to_json()})
+
+
+async def kick(request: web.Request) -> web.Response:
+    """``POST /raft/digest/kick``: run a digest check soon (on the leader)."""
+    _check_cluster_token(request)
+    _monitor_of(request).kick()
+    return json_response({"kicked": True}, status=202)
+
+
+async def get_alarms(request: web.Request) -> web.Response:
+    """``GET /v1/alarms``: the replicated divergence alarms (the same on every node)."""
+    service = context_of(request).service
+    info = getattr(service, "divergence_info", None)
+    alarms = [] if info is None else info()["alarms"]
+    return json_response({"alarms": alarms})
+
+
+async def clear_alarm(request: web.Request) -> web.Response:
+    """``DELETE /v1/alarms/{id}``: lower that replica's alarm (``*``: every alarm)."""
+    raw = request.match_info["id"]
+    node_id = raw if raw == ALL_NODES else parse_node_id(raw)
+    service = context_of(request).service
+    clear = getattr(service, "clear_alarm", None)
+    if clear is None:
+        raise ApiError(404, "this node does not check divergence")
+    left = await clear(node_id)
+    return json_response({"cleared": node_id, "alarms_left": left})
+
+
+def add_divergence_routes(app: web.Application) -> None:
+    """Register the internal digest routes and the operator's alarm routes on ``app``."""
+    app.router.add_get(DIGEST_PATH, get_digest)
+    app.router.add_post(KICK_PATH, kick)
+    app.router.add_get("/v1/alarms", get_alarms)
+    app.router.add_delete("/v1/alarms/{id}", clear_alarm)
+
+
+class HttpDigestProbe:
+    """``DigestProbe`` over HTTP (see the module docstring).
+
+    Args:
+        node: the local Raft node (its configuration's addresses).
+        peer_urls: fallback base URLs by node id.
+        token: the cluster token to present.
+        ssl_context: client TLS context for ``https`` peers.
+        timeout_s: total timeout of one request.
+    """
+
+    def __init__(
+        self,
+        node: NodePort,
+        *,
+        peer_urls: Mapping[str, str] | None = None,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout_s: float = 2.0,
+    ) -> None:
+        self._node = node
+        self._peer_urls = dict(peer_urls or {})
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._ssl = ssl_context
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    def url_of(self, node_id: str) -> str | None:
+        configuration = getattr(self._node, "configuration", None)
+        address = None if configuration is None else configuration.address_of(node_id)
+        return address or self._peer_urls.get(node_id)
+
+    async def _request(self, method: str, node_id: str, path: str) -> Any:
+        url = self.url_of(node_id)
+        if url is None:
+            return None
+        connector = aiohttp.TCPConnector(ssl=self._ssl or True)
+        async with aiohttp.ClientSession(connector=connector, timeout=self._timeout) as session:
+            try:
+                async with session.request(
+                    method, url.rstrip("/") + path, headers=self._headers
+                ) as resp:
+                    if resp.status not in (200, 202):
+                        log.debug("%s %s of %s: HTTP %s", method, path, node_id, resp.status)
+                        return None
+                    return await resp.json(content_type=None)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                log.debug("%s %s of %s failed: %r", method, path, node_id, exc)
+                return None
+
+    async def digest(self, node_id: str, index: int) -> DigestReport | None:
+        body = await self._request("GET", node_id, f"{DIGEST_PATH}?index={index}")
+        if body is None:
+            return None
+        try:
+            report = DigestReport.from_json(body)
+        except ValueError as exc:
+            log.debug("unreadable digest report from %s: %s", node_id, exc)
+            return None
+        return report if report.index == index else None
+
+    async def kick(self, node_id: str) -> bool:
+        return await self._request("POST", node_id, KICK_PATH) is not None
