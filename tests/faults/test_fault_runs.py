@@ -25,7 +25,7 @@ from raftcache.testing.report import render_report
 
 #: The default mix before issue 12 added ``transfer-partition`` and ``transfer-pause`` to it:
 #: on 01ded33 the first finds stale lease reads in every window (hole 1), which
-#: ``test_lease_nemeses`` pins as a strict xfail. Once it is fixed, run ``ALL_NEMESES`` here.
+#: ``test_lease_nemeses`` marks xfail. Once it is fixed, run ``ALL_NEMESES`` here.
 BASELINE_NEMESES = tuple(
     n for n in ALL_NEMESES if n not in ("transfer-partition", "transfer-pause")
 )
