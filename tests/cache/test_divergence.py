@@ -121,8 +121,27 @@ def test_the_digest_depends_on_content_not_on_order_or_history() -> None:
     for key, record in records.items():
         for position in (0, 8, len(record) - 1):
             altered = dict(records)
-            altered[key] = record[:position] + bytes([record[position] ^ 1]) + record[position + 1 :]
+            altered[key] = (
+                record[:position] + bytes([record[position] ^ 1]) + record[position + 1 :]
+            )
             assert full_digest(altered) != one.machine.digest
+
+
+def random_command(rng: random.Random, machine: CacheStateMachine, key: str, now: float) -> bytes:
+    kind = rng.randrange(7)
+    if kind == 0:
+        return encode_set(key, rng.randbytes(rng.randrange(8)), now=now)
+    if kind == 1:
+        return encode_set(key, b"t", now=now, ttl=rng.random() * 3)
+    if kind == 2:
+        return encode_delete(key, now=now)
+    if kind == 3:
+        return encode_incr(key, rng.randrange(-3, 4), now=now)
+    if kind == 4:
+        return encode_ttl(key, now=now, ttl=rng.random() * 3)
+    if kind == 5:
+        return encode_expire(machine.expired_keys(now, 5), now=now)
+    return encode_flush(key[:2], now=now)
 
 
 def test_a_random_workload_keeps_the_digest_in_step_and_replicas_equal() -> None:
@@ -134,17 +153,7 @@ def test_a_random_workload_keeps_the_digest_in_step_and_replicas_equal() -> None
         for _ in range(400):
             now += rng.random()
             key = f"k{rng.randrange(30)}"
-            command = rng.choice(
-                [
-                    lambda: encode_set(key, rng.randbytes(rng.randrange(8)), now=now),
-                    lambda: encode_set(key, b"t", now=now, ttl=rng.random() * 3),
-                    lambda: encode_delete(key, now=now),
-                    lambda: encode_incr(key, rng.randrange(-3, 4), now=now),
-                    lambda: encode_ttl(key, now=now, ttl=rng.random() * 3),
-                    lambda: encode_expire(one.machine.expired_keys(now, 5), now=now),
-                    lambda: encode_flush(key[:2], now=now),
-                ]
-            )()
+            command = random_command(rng, one.machine, key, now)
             one.apply(command)
             two.apply(command)
             assert one.machine.digest == two.machine.digest == one.machine.full_digest()
@@ -164,7 +173,8 @@ def test_the_digest_ring_keeps_the_last_marks() -> None:
     for index in range(1, 6):
         ring.record(index, index * 10)
     assert [m.index for m in ring.marks()] == [3, 4, 5]
-    assert ring.at(2) is None and ring.at(4) == 40
+    assert ring.at(2) is None
+    assert ring.at(4) == 40
     assert ring.latest() == DigestMark(5, 50)
 
 
@@ -181,7 +191,8 @@ def test_check_records_the_digest_at_its_index_and_alarms_are_replicated_state()
     assert log.apply(encode_alarm("n2", "again", now=3.0)) == 1  # the first reason stays
     alarm = log.machine.alarms["n2"]
     assert (alarm.reason, alarm.raised_at) == ("digest differs", 2.0)
-    assert log.machine.distrust("n2") is not None and log.machine.distrust("n1") is None
+    assert log.machine.distrust("n2") is not None
+    assert log.machine.distrust("n1") is None
     assert log.machine.stats()["divergence_alarms"] == 1
     copy = CacheStateMachine()
     copy.restore(log.machine.snapshot())
@@ -193,10 +204,12 @@ def test_check_records_the_digest_at_its_index_and_alarms_are_replicated_state()
 def test_check_and_alarm_need_format_3() -> None:
     log = Log()
     result = log.apply(encode_check(now=1.0))
-    assert isinstance(result, CommandError) and result.code is ErrorCode.FORMAT_NOT_ENABLED
+    assert isinstance(result, CommandError)
+    assert result.code is ErrorCode.FORMAT_NOT_ENABLED
     log.apply(encode_format(2, now=1.0))
     result = log.apply(encode_alarm("n1", "x", now=1.0))
-    assert isinstance(result, CommandError) and result.code is ErrorCode.FORMAT_NOT_ENABLED
+    assert isinstance(result, CommandError)
+    assert result.code is ErrorCode.FORMAT_NOT_ENABLED
 
 
 def test_clearing_an_alarm_clears_that_replicas_local_faults() -> None:
@@ -227,19 +240,23 @@ def test_a_snapshot_carries_the_digest_and_a_clean_restore_has_no_fault() -> Non
     copy = CacheStateMachine()
     copy.restore(data)
     assert copy.digest == log.machine.digest
-    assert copy.local_faults == [] and copy.snapshot_restores == 1
+    assert copy.local_faults == []
+    assert copy.snapshot_restores == 1
 
 
 def test_a_corrupted_snapshot_payload_is_caught_on_install() -> None:
     data = populated().machine.snapshot()
     corrupted = data.replace(b"value-017", b"valuE-017")
-    assert corrupted != data and len(corrupted) == len(data)
+    assert corrupted != data
+    assert len(corrupted) == len(data)
     copy = CacheStateMachine()
     copy.node_id = "n3"
     copy.restore_stream(io.BytesIO(corrupted))  # installs, but is no longer trusted
-    assert copy.local_faults and "corrupted snapshot" in copy.local_faults[0]
+    assert copy.local_faults
+    assert "corrupted snapshot" in copy.local_faults[0]
     reason = copy.distrust("n3")
-    assert reason is not None and "digest" in reason
+    assert reason is not None
+    assert "digest" in reason
 
 
 def test_a_snapshot_checks_the_kept_digest_against_the_entries() -> None:
@@ -249,7 +266,8 @@ def test_a_snapshot_checks_the_kept_digest_against_the_entries() -> None:
     record = machine._store._records["key-007"]
     machine._store._records["key-007"] = record[:-1] + b"X"
     data = machine.snapshot()
-    assert machine.local_faults and "behind the store" in machine.local_faults[0]
+    assert machine.local_faults
+    assert "behind the store" in machine.local_faults[0]
     # The snapshot carries the digest of what it holds: it installs cleanly elsewhere.
     assert decode_snapshot(data).counters["digest"] == full_digest(machine._store.records())
     copy = CacheStateMachine()
@@ -296,7 +314,8 @@ async def test_a_replica_altered_behind_raft_is_caught_within_one_interval() -> 
             assert list(machine.alarms) == [diverged]
             assert machine.stats()["divergence_alarms"] == 1
         last = svc.divergence.last_check
-        assert last is not None and list(last.diverged) == [diverged]
+        assert last is not None
+        assert list(last.diverged) == [diverged]
         for consistency in ("linearizable", "lease", "stale"):
             with pytest.raises(ReplicaDiverged, match=diverged):
                 await c.services[diverged].get("k1", consistency)
@@ -305,17 +324,21 @@ async def test_a_replica_altered_behind_raft_is_caught_within_one_interval() -> 
             with pytest.raises(ReplicaDiverged):
                 await c.services[diverged].list_keys("", None, 10, consistency)
         item = await c.services[healthy].get("k3", "stale")
-        assert item is not None and item.value == b"v"
+        assert item is not None
+        assert item.value == b"v"
         assert (await svc.get("k3")) is not None
         # Writes still go through (the diverged follower's are the leader's business).
         await svc.set("after", b"1")
         # The operator rebuilt it (here: put the entry back) and clears the alarm.
-        c.machines[diverged]._store.put("k3", b"v", c.machines[leader].get("k3", 0).version, NEVER, 0)  # type: ignore[union-attr]
+        c.machines[diverged]._store.put(
+            "k3", b"v", c.machines[leader].get("k3", 0).version, NEVER, 0
+        )  # type: ignore[union-attr]
         assert await svc.clear_alarm(diverged) == 0
         await c.settle()
         assert all(m.alarms == {} for m in c.machines.values())
         outcome = await svc.divergence.check_now()
-        assert outcome is not None and outcome.diverged == {}
+        assert outcome is not None
+        assert outcome.diverged == {}
         assert await c.services[diverged].get("k1", "stale") is not None
 
 

@@ -77,7 +77,7 @@ async def test_rolling_upgrade_with_real_processes(cluster: ProcessCluster) -> N
         index = (await node_status(http, leader.url) or {})["commit_index"]
         for node in cluster.live():
             applied = await wait_applied(cluster, http, node, index)
-            assert applied["cluster_command_format"] == 2
+            assert applied["cluster_command_format"] >= 2  # the gate may go on to 3
             async with http.get(node.url + "/v1/keys/n?consistency=stale") as resp:
                 assert await resp.read() == b"2"
 

@@ -61,7 +61,8 @@ def commands_since(server: NodeServer, index: int) -> list[Any]:
 
 async def test_info_reports_the_command_formats(v2: RespCluster, r: aioredis.Redis) -> None:
     info = await r.info("raft")
-    assert (info["raft_command_format"], info["raft_command_format_max"]) == (2, 2)
+    assert info["raft_command_format_max"] == 3
+    assert info["raft_command_format"] >= 2  # the background gate may go on to 3
 
 
 async def test_expire_changes_the_ttl_alone(v2: RespCluster, r: aioredis.Redis) -> None:

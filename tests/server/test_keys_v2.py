@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from raftcache.cache.formats import COMMAND_FORMAT
 from raftcache.server.config import ServeOptions
 from raftcache.server.serve import NodeServer, build_node_server
 from raftcache.storage.memory import MemoryStorage
@@ -82,8 +83,8 @@ async def test_ttl_change_keeps_the_value_and_bumps_the_version(cluster: Cluster
     status, _, _ = await call(s, "GET", url + "/v1/keys/k")
     assert status == 404
     status, _, info = await call(s, "GET", url + "/v1/status")
-    assert info["command_format"] == 2
-    assert info["cluster_command_format"] == 2
+    assert info["command_format"] == COMMAND_FORMAT
+    assert info["cluster_command_format"] >= 2  # the background gate may go on to 3
 
 
 async def test_flush_by_prefix_is_one_entry(cluster: Cluster) -> None:

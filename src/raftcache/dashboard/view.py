@@ -6,7 +6,9 @@ exception), and the leader is judged like ``raftcache monitor`` judges it: among
 claim the role, the one with the highest term (two claimants happen for a moment during a term
 change; both are listed in ``leaders`` so a split brain would be visible). Lag is how far a node's
 applied index trails the leader's commit index. Rates (ops/s) need two successive views and are
-the browser's business.
+the browser's business. Divergence alarms (docs/divergence.md) are replicated, so every node
+reports the same set: ``alarms`` is their union over the nodes that answered (one per node id),
+and a row is ``diverged`` when an alarm names it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ def cluster_view(answers: Sequence[PeerAnswer], *, self_id: str | None = None) -
     for member in sorted(_members(up) - known):
         rows.append(_missing_row(member))
     term = _int(leader_status.get("term"))
+    alarms = _alarms(up)
+    for row in rows:
+        row["diverged"] = row["id"] in alarms
     return {
         "self": self_id,
         "leader": _str(leader_status.get("id")) if leader is not None else None,
@@ -55,7 +60,26 @@ def cluster_view(answers: Sequence[PeerAnswer], *, self_id: str | None = None) -
         "up": len(up),
         "total": len(rows),
         "nodes": sorted(rows, key=lambda row: str(row["id"])),
+        "alarms": [alarms[node] for node in sorted(alarms)],
     }
+
+
+def _alarms(answers: Iterable[PeerAnswer]) -> dict[str, dict[str, Any]]:
+    """The divergence alarms the nodes report, by node id (validated; the first one wins)."""
+    found: dict[str, dict[str, Any]] = {}
+    for answer in answers:
+        alarms = _status(answer).get("alarms")
+        for alarm in alarms if isinstance(alarms, list) else []:
+            if not isinstance(alarm, Mapping):
+                continue
+            node, reason = _str(alarm.get("node")), _str(alarm.get("reason"))
+            if node is not None and node not in found:
+                found[node] = {
+                    "node": node,
+                    "reason": reason or "",
+                    "index": _int(alarm.get("index")),
+                }
+    return found
 
 
 def _row(answer: PeerAnswer, commit: int | None, leader_raft: Mapping[str, Any]) -> dict[str, Any]:

@@ -176,6 +176,11 @@
     const lags = view.nodes.map((n) => n.lag).filter(isNum);
     setText("max-lag", lags.length ? fmt(Math.max(...lags)) : "—", lags.some((l) => l >= LAG_WARN));
     setText("self", view.self === null ? "this node" : view.self);
+    const alarms = view.alarms || [];
+    setText("alarms", alarms.length ? alarms.map((a) => a.node).join(", ") : "none", alarms.length > 0);
+    $("alarms-detail").textContent = alarms.length
+      ? alarms.map((a) => `${a.node}: ${a.reason}`).join("; ")
+      : "replicas whose state digest differs";
 
     setText("throughput", fmt(state.throughput[state.throughput.length - 1], 1));
     const latency = clusterLatency(view);
