@@ -330,9 +330,9 @@ async def test_a_replica_altered_behind_raft_is_caught_within_one_interval() -> 
         # Writes still go through (the diverged follower's are the leader's business).
         await svc.set("after", b"1")
         # The operator rebuilt it (here: put the entry back) and clears the alarm.
-        c.machines[diverged]._store.put(
-            "k3", b"v", c.machines[leader].get("k3", 0).version, NEVER, 0
-        )  # type: ignore[union-attr]
+        good = c.machines[leader].get("k3", 0)
+        assert good is not None
+        c.machines[diverged]._store.put("k3", b"v", good.version, NEVER, 0)
         assert await svc.clear_alarm(diverged) == 0
         await c.settle()
         assert all(m.alarms == {} for m in c.machines.values())

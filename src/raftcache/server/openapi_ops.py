@@ -83,6 +83,23 @@ def admin_paths() -> dict[str, Schema]:
                 "responses": {"200": json_answer("snapshot taken", any_object), **WRITE},
             }
         },
+        "/v1/alarms": {
+            "get": {
+                "summary": "The divergence alarms (docs/divergence.md)",
+                "tags": ["admin"],
+                "responses": {"200": json_answer("alarms", any_object)},
+            }
+        },
+        "/v1/alarms/{id}": {
+            "delete": {
+                "summary": "Clear a replica's divergence alarm ('*': all) after rebuilding it",
+                "tags": ["admin"],
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": json_answer("cleared", any_object), **WRITE},
+            }
+        },
         **backup_paths(),
     }
 
@@ -224,4 +241,40 @@ def raft_paths() -> dict[str, Schema]:
             }
         }
         for path, schema in _raft_messages().items()
+    } | _digest_paths()
+
+
+def _digest_paths() -> dict[str, Schema]:
+    """The divergence check's node-to-node routes (``raftcache.server.routes_divergence``)."""
+    refusals = {
+        "401": error_answer("missing or wrong cluster token"),
+        "404": error_answer("this node does not check divergence"),
+    }
+    return {
+        "/raft/digest": {
+            "get": {
+                "summary": "This replica's state digest at a CHECK entry (cluster token)",
+                "tags": ["raft"],
+                "security": [{}, {"cluster": []}],
+                "parameters": [
+                    {"name": "index", "in": "query", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": json_answer("the digest report", {"type": "object"}),
+                    "400": error_answer("index is not a non-negative integer"),
+                    **refusals,
+                },
+            }
+        },
+        "/raft/digest/kick": {
+            "post": {
+                "summary": "Ask this node (the leader) to compare digests now (cluster token)",
+                "tags": ["raft"],
+                "security": [{}, {"cluster": []}],
+                "responses": {
+                    "202": json_answer("check scheduled", {"type": "object"}),
+                    **refusals,
+                },
+            }
+        },
     }
