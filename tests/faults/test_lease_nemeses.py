@@ -6,11 +6,9 @@ transfer that went through, a measured clock rate, a wrong ``--peers`` start and
 and the checker found no violation, ``consistency=lease`` reads included (pinned lease readers
 on every node, checked strictly: only clock *jumps* exempt them).
 
-On 01ded33 three of them find what the audit found (issue 12): the old leader of a
-transfer-partition serves stale lease reads (hole 1), and a node restarted with only itself in
-``--peers`` starts as a one-voter cluster (hole 4). Those tests are ``xfail`` (not strict: the
-fixes are being written in the shared tree, where they already pass) — drop the marker with
-the fix's commit. The ``slow`` runs
+On 01ded33 three of them found what the audit found (issue 12): the old leader of a
+transfer-partition served stale lease reads (hole 1), and a node restarted with only itself in
+``--peers`` started as a one-voter cluster (hole 4); since 949ca5c they pass. The ``slow`` runs
 mix them for longer (``make sweep``); ``make soak-lease`` is the long version.
 """
 
@@ -32,15 +30,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(300)]
 
 LIBFAKETIME = find_libfaketime()
 needs_libfaketime = pytest.mark.skipif(LIBFAKETIME is None, reason="libfaketime is not installed")
-
-HOLE_1 = pytest.mark.xfail(
-    strict=False,
-    reason="issue 12 hole 1: the old leader serves lease reads during a transfer (fix underway)",
-)
-HOLE_4 = pytest.mark.xfail(
-    strict=False,
-    reason="issue 12 hole 4: a node starts on a wrong --peers (fix underway)",
-)
 
 
 def short_run(nemeses: tuple[str, ...], seed: int, seconds: float = 20.0) -> RunConfig:
@@ -68,7 +57,6 @@ def assert_no_violation(report: RunReport) -> None:
 # -- transfer-partition -----------------------------------------------------------------------
 
 
-@HOLE_1
 async def test_transfer_partition_old_leader_serves_no_stale_lease_read(tmp_path: Path) -> None:
     report = await run_campaign(short_run(("transfer-partition",), seed=1), tmp_path / "run")
     transferred = [e for e in report.faults if e.facts.get("transferred")]
@@ -112,7 +100,6 @@ async def test_clock_drift_inside_the_bound_keeps_lease_reads_linearizable(
 # -- wrong --peers ------------------------------------------------------------------------------
 
 
-@HOLE_4
 async def test_a_node_with_only_itself_in_peers_refuses_to_start(tmp_path: Path) -> None:
     """The dangerous typo, deterministically: a node with state restarted with ``--peers``
     naming only itself must exit non-zero and say which voters its flags leave out."""
@@ -134,7 +121,6 @@ async def test_a_node_with_only_itself_in_peers_refuses_to_start(tmp_path: Path)
         assert "n3" in text, text
 
 
-@HOLE_4
 async def test_wrong_peers_restarts_keep_the_history_linearizable(tmp_path: Path) -> None:
     report = await run_campaign(short_run(("peers", "peers-leader"), seed=2), tmp_path / "run")
     restarts = [e for e in report.faults if "variant" in e.facts]

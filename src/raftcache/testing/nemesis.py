@@ -35,8 +35,8 @@ faults would overwrite each other's mesh state, and ``kill-all`` always runs alo
   strictly checked: that bound is what leases promise to survive;
 - config (see ``peers``): ``peers`` / ``peers-leader`` (killed and started again with a wrong
   ``--peers``: only itself, a misspelt id, a member missing, one too many; it must refuse, or
-  start on the membership its disk recorded). Not in ``ALL_NEMESES`` until the fix of
-  issue 12 (hole 4) lands: today the node starts on its flags' membership.
+  start on the membership its disk recorded). In ``ALL_NEMESES`` since the fix of issue 12
+  (hole 4); before it, the node started on its flags' membership.
 
 A nemesis may report what it observed of its own fault (``Injected.facts``, kept in the
 ``FaultEvent``): a contract it saw broken there (``facts["violation"]``) becomes a finding.
@@ -265,8 +265,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 }
 CLOCK_NEMESES: tuple[str, ...] = FAMILIES["clock"]
 #: Families left out of the default mix: clock faults need libfaketime (and jumps exempt lease
-#: reads), and a wrong ``--peers`` breaks today's code by construction (issue 12, hole 4).
-_OPT_IN = ("clock", "drift", "config")
+#: reads). A wrong ``--peers`` (issue 12, hole 4) is in it since the data's membership wins.
+_OPT_IN = ("clock", "drift")
 ALL_NEMESES: tuple[str, ...] = tuple(
     n for family, names in FAMILIES.items() if family not in _OPT_IN for n in names
 )
