@@ -245,7 +245,8 @@ def raft_paths() -> dict[str, Schema]:
 
 
 def _digest_paths() -> dict[str, Schema]:
-    """The divergence check's node-to-node routes (``raftcache.server.routes_divergence``)."""
+    """The divergence check's node-to-node routes (``raftcache.server.routes_divergence``);
+    tagged ``admin``: tag ``raft`` means the Raft RPC messages."""
     refusals = {
         "401": error_answer("missing or wrong cluster token"),
         "404": error_answer("this node does not check divergence"),
@@ -254,7 +255,7 @@ def _digest_paths() -> dict[str, Schema]:
         "/raft/digest": {
             "get": {
                 "summary": "This replica's state digest at a CHECK entry (cluster token)",
-                "tags": ["raft"],
+                "tags": ["admin"],
                 "security": [{}, {"cluster": []}],
                 "parameters": [
                     {"name": "index", "in": "query", "required": True, "schema": {"type": "string"}}
@@ -269,7 +270,7 @@ def _digest_paths() -> dict[str, Schema]:
         "/raft/digest/kick": {
             "post": {
                 "summary": "Ask this node (the leader) to compare digests now (cluster token)",
-                "tags": ["raft"],
+                "tags": ["admin"],
                 "security": [{}, {"cluster": []}],
                 "responses": {
                     "202": json_answer("check scheduled", {"type": "object"}),
