@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from raftcache.raft.configuration import Configuration
 from raftcache.raft.messages import EntryKind, LogEntry
 from raftcache.storage import FileStorage, MemoryStorage, SnapshotMeta
+from raftcache.storage.segments import parse_segment_name
 
 from .faultfs import CrashDisk
 
@@ -64,3 +65,17 @@ class Harness:
 
 def seg_files(directory: str) -> list[str]:
     return sorted(os.listdir(os.path.join(directory, "log")))
+
+
+def seg_start(name: str) -> int:
+    """The first index of a segment file name (``<index>-<salt>.seg`` or ``<index>.seg``)."""
+    parsed = parse_segment_name(name)
+    assert parsed is not None, name
+    return parsed[0]
+
+
+def seg_salt(name: str) -> int | None:
+    """The salt of a segment file name (None: an old, unsalted segment)."""
+    parsed = parse_segment_name(name)
+    assert parsed is not None, name
+    return parsed[1]

@@ -10,7 +10,7 @@ from raftcache.storage import FileStorage, StorageFailedError
 from raftcache.storage.records import HEADER_SIZE
 
 from .faultfs import FaultyOps
-from .helpers import make_entries, meta, rows, seg_files
+from .helpers import make_entries, meta, rows, seg_files, seg_start
 
 SEG = 150  # bytes: a few 40-byte entries per segment
 
@@ -26,7 +26,7 @@ def filled(d: Path, last: int, *, term: int = 1) -> FileStorage:
 
 
 def first_indices(d: Path) -> list[int]:
-    return [int(name[:-4]) for name in seg_files(str(d))]
+    return [seg_start(name) for name in seg_files(str(d))]
 
 
 def reopen_rows(d: Path) -> list[tuple[int, int, bytes, int]]:

@@ -10,6 +10,10 @@ WARNING — and D < B is damage to synced data — ``StorageCorruptError`` namin
 Power loss is ``CrashDisk.crash(pages=...)``: any subset of the dirty 4 KiB pages, and any of
 the sizes the file had since its last fsync, survive (``faultfs``). The sweep is seeded:
 ``RAFTCACHE_TORN_SEEDS=5000`` runs more seeds, and a failure names the seed that replays it.
+
+Only records this writer wrote can prove a boundary: every segment has a random salt (in its
+name) mixed into its records' CRCs, so record-shaped bytes a client puts in a value — with a
+plain CRC, any index, any ``batch_start`` — are not records when its write is torn (f).
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import shutil
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,9 +34,10 @@ import pytest
 from raftcache.raft.messages import LogEntry
 from raftcache.storage import FileStorage, StorageCorruptError
 from raftcache.storage.codec import pack
+from raftcache.storage.records import encode_batch, scan, scan_after
 
 from .faultfs import PAGE_SIZE, CrashDisk, LosePages, RandomPages, RecordingOps, persist_pages
-from .helpers import make_entries, rows, seg_files
+from .helpers import make_entries, rows, seg_files, seg_salt, seg_start
 
 SEG_LOGGER = "raftcache.storage.segments"
 
@@ -389,3 +395,158 @@ def test_the_page_model_keeps_any_subset_and_any_recent_size(tmp_path: Path) -> 
         outcomes.add((len(data), data[2 * PAGE_SIZE : 2 * PAGE_SIZE + 1]))
     assert {5000, 14000} <= {n for n, _ in outcomes}  # both sizes come back
     assert {b"n", b"\0"} <= {page for n, page in outcomes if n == 14000}
+
+
+# -- (f) client bytes cannot forge a record (hostile review: forged records in a torn value) ---
+
+
+def forged_v1(index: int) -> bytes:
+    """A record-shaped string with a plain (unsalted) CRC, as a client can put in a value."""
+    return v1_records([LogEntry(1, index, b"forged")])[0]
+
+
+def forged_v2(index: int, batch_start: int) -> bytes:
+    payload = pack([1, index, 0, b"forged"])
+    prefix = struct.pack("<2sBBIQ", b"RC", 2, 0, len(payload), batch_start)
+    return prefix + struct.pack("<I", zlib.crc32(payload, zlib.crc32(prefix))) + payload
+
+
+def torn_value_with(d: Path, make_forgery: Callable[[int], bytes]) -> tuple[int, int]:
+    """Entries 1..3 synced; then one unsynced SET whose value (≈9 KiB, three pages) ends with
+    ``make_forgery(boundary)``; then a power cut that loses the batch's first page only, so its
+    record is damaged at the boundary while the forged bytes reach the disk. Returns the
+    boundary and the offset of the forged bytes in the segment."""
+    disk = CrashDisk()
+    with FileStorage(d, file_ops=disk) as s:
+        s.load()
+        s.append(make_entries(1, 3))
+        s.sync()
+        boundary = os.path.getsize(s.segment_paths[-1])
+        forgery = make_forgery(boundary)
+        s.append([LogEntry(1, 4, b"v" * 9000 + forgery)])
+    disk.crash(pages=LosePages({0}))
+    data = only_segment(d).read_bytes()
+    assert data[boundary : boundary + 2] == b"\0\0"  # the value's record is damaged...
+    at = data.find(forgery)
+    assert at > PAGE_SIZE  # ...and the forged bytes survived, after it
+    # Without the salt, these bytes would pass as an intact record after the damage.
+    (rec,) = scan_after(data, boundary, 4, None).records
+    assert rec.offset == at
+    return boundary, at
+
+
+def assert_torn_tail_truncated(d: Path, boundary: int, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger=SEG_LOGGER):
+        try:
+            got = load(d)
+        except StorageCorruptError as exc:
+            pytest.fail(f"a torn unsynced tail was refused because of client bytes: {exc}")
+    assert rows(got) == rows(make_entries(1, 3))
+    assert f"torn unsynced tail at offset {boundary}" in caplog.text
+    assert "intact record" not in caplog.text  # the forgery is not a record
+    assert only_segment(d).stat().st_size == boundary
+    with FileStorage(d, fsync=False) as s:  # and the node carries on writing
+        s.load()
+        s.append(make_entries(4, 5, term=2))
+        s.sync()
+    assert rows(load(d)) == rows(make_entries(1, 3) + make_entries(4, 5, term=2))
+
+
+def test_a_forged_v1_record_inside_a_torn_value_does_not_stop_the_node(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before salts: an intact v1 record after the damage invoked the v1 rule (corruption).
+    boundary, _ = torn_value_with(tmp_path, lambda _: forged_v1(10**12))
+    assert_torn_tail_truncated(tmp_path, boundary, caplog)
+
+
+def test_a_forged_v2_record_inside_a_torn_value_does_not_stop_the_node(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before salts: its batch_start, after the damage and before itself, "proved" the damaged
+    # bytes synced (D < B: "synced data is damaged").
+    boundary, at = torn_value_with(tmp_path, lambda b: forged_v2(10**12, b + 1000))
+    assert boundary < boundary + 1000 <= at
+    assert_torn_tail_truncated(tmp_path, boundary, caplog)
+
+
+def test_new_segments_carry_a_salt_in_their_name_and_in_every_crc(tmp_path: Path) -> None:
+    with FileStorage(tmp_path, fsync=False, segment_size=200) as s:
+        s.load()
+        for i in range(1, 13):
+            s.append(make_entries(i, i, size=40))
+            s.sync()
+    names = seg_files(str(tmp_path))
+    assert len(names) >= 3
+    salts = set()
+    for name in names:
+        assert re.fullmatch(r"\d{20}-[0-9a-f]{16}\.seg", name), name
+        start, salt = seg_start(name), seg_salt(name)
+        assert salt is not None
+        salts.add(salt)
+        data = (tmp_path / "log" / name).read_bytes()
+        assert scan(data, name, start, salt).valid_size == len(data)
+        assert scan(data, name, start, None).reason == "CRC mismatch"  # not the plain CRC
+    assert len(salts) == len(names)
+
+
+def old_v2_segment(d: Path, entries: list[LogEntry]) -> Path:
+    """A segment as written before salts: named ``<index>.seg``, v2 records, plain CRC."""
+    (d / "log").mkdir(parents=True)
+    seg = d / "log" / f"{entries[0].index:020d}.seg"
+    seg.write_bytes(encode_batch(entries, 0)[0])
+    return seg
+
+
+def test_an_unsalted_segment_still_loads_and_takes_appends(tmp_path: Path) -> None:
+    seg = old_v2_segment(tmp_path, make_entries(1, 3, size=40))
+    assert rows(load(tmp_path)) == rows(make_entries(1, 3, size=40))
+    with FileStorage(tmp_path, fsync=False, segment_size=400) as s:
+        s.load()
+        for i in range(4, 16):  # appends to the old segment until it rotates
+            s.append(make_entries(i, i, size=40))
+            s.sync()
+    names = seg_files(str(tmp_path))
+    assert names[0] == seg.name  # same name, same file
+    data = seg.read_bytes()
+    res = scan(data, seg.name, 1, None)  # still the plain CRC throughout
+    assert res.valid_size == len(data)
+    assert len(res.entries) > 3
+    assert len(names) > 1  # the segments after it are new ones: salted
+    assert [seg_salt(n) is not None for n in names] == [False] + [True] * (len(names) - 1)
+    assert rows(load(tmp_path)) == rows(make_entries(1, 15, size=40))
+
+
+def test_a_torn_tail_of_an_unsalted_segment_is_still_truncated(tmp_path: Path) -> None:
+    seg = old_v2_segment(tmp_path, make_entries(1, 3))
+    boundary = seg.stat().st_size
+    with FileStorage(tmp_path, fsync=False) as s:
+        s.load()
+        s.append(big(4, 7))  # unsynced, several pages, into the old segment
+    latest = seg.read_bytes()
+    seg.write_bytes(persist_pages(latest[:boundary], latest, len(latest), [False] + [True] * 9))
+    assert rows(load(tmp_path)) == rows(make_entries(1, 3))
+    assert seg.stat().st_size == boundary
+
+
+def test_in_an_unsalted_segment_a_v1_record_after_a_v2_record_never_counts(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The minimum rule for segments without salt: the new writer never writes v1, so v1-shaped
+    # bytes after a v2 record (here inside a torn value) cannot invoke the v1 rule.
+    seg, _ = write_v1(tmp_path, make_entries(1, 2))
+    with FileStorage(tmp_path, fsync=False) as s:
+        s.load()
+        s.append(make_entries(3, 3))  # a v2 record after the v1 ones
+        s.sync()
+        boundary = seg.stat().st_size
+        s.append([LogEntry(1, 4, b"v" * 9000 + forged_v1(10**12))])
+    latest = seg.read_bytes()
+    seg.write_bytes(persist_pages(latest[:boundary], latest, len(latest), [False, True, True]))
+    data = seg.read_bytes()
+    assert data[boundary] == 0
+    assert forged_v1(10**12) in data
+    with caplog.at_level(logging.WARNING, logger=SEG_LOGGER):
+        assert rows(load(tmp_path)) == rows(make_entries(1, 3))
+    assert f"torn unsynced tail at offset {boundary}" in caplog.text
+    assert seg.stat().st_size == boundary

@@ -1,25 +1,41 @@
 """The log record format, and the scanners recovery uses to judge a damaged segment.
 
-Rule: a record is self-describing and self-checking. Version 2 (written since the torn-tail
-rule of ``segments``) is::
+Rule: a record is self-describing and self-checking, and a record found after damage can prove
+a sync boundary only if this writer wrote it. Version 2 (written since the torn-tail rule of
+``segments``) is::
 
     magic b"RC" | version u8 = 2 | type u8 | payload length u32 | batch_start u64 | crc32 u32
     | payload            payload = msgpack [term, index, kind, command]
 
-(little-endian; the CRC is zlib.crc32 over the 16 header bytes before it and the payload, so a
-damaged length or batch_start is caught too). ``batch_start`` is the sync boundary: the offset
-in this segment up to which an fsync had *returned* before this record was written — every byte
-before it was durable. The first record after a sync has ``batch_start`` equal to its own
-offset; every record has ``batch_start`` at or before its own offset.
+(little-endian). The CRC is zlib.crc32 over the segment's **salt** (8 bytes, little-endian),
+the 16 header bytes before the CRC and the payload — ``crc32(payload, crc32(header,
+crc_seed(salt)))`` — so a damaged length or batch_start is caught too. The salt is a random
+64-bit number chosen when the segment is created and kept in its file name (``segments``), where
+damage to a record cannot lose it. Why: a command is client data, and a client can put
+record-shaped bytes with any index and ``batch_start`` and a matching plain CRC inside a value;
+if that value's write is torn, such bytes found after the damage would "prove" a sync boundary
+nobody made (or, as a v1 record, invoke the v1 rule) and stop the node for good. Without the
+salt a client cannot compute the CRC: each record-shaped string it plants passes by chance only,
+with probability 2**-32. Segments named without a salt (written before it existed) are checked
+with the plain CRC (seed 0, the same bytes as before) and keep that exposure until they are
+rotated away.
 
-Version 1 (older data directories) is the same without ``batch_start`` (a 12-byte header). It
-is still read, so an upgraded node starts on its old segments; it is never written again. A
-segment may hold v1 records followed by v2 records (an old segment the new code appended to).
+``batch_start`` is the sync boundary: the offset in this segment up to which an fsync had
+*returned* before this record was written — every byte before it was durable. The first record
+after a sync has ``batch_start`` equal to its own offset; every record has ``batch_start`` at or
+before its own offset.
 
-A segment file is a plain sequence of records; its name gives the index of the first one.
-``scan`` reports where the valid prefix of a segment ends and why; ``scan_after`` looks past a
-bad record for intact ones. What that means — torn unsynced tail or corruption — is decided by
-``SegmentLog.recover`` (see ``segments``).
+Version 1 (older data directories) is the same without ``batch_start`` (a 12-byte header) and
+without salt. It is still read, so an upgraded node starts on its old segments; it is never
+written again. A segment may hold v1 records followed by v2 records (an old segment the new code
+appended to), never the other way round: a v1-shaped record after a v2 record, or anywhere in a
+salted segment (always written by the new code), is not a record (in the valid prefix it is
+damage; after damage it is ignored).
+
+A segment file is a plain sequence of records; its name gives the index of the first one (and
+the salt). ``scan`` reports where the valid prefix of a segment ends and why; ``scan_after``
+looks past a bad record for intact ones. What that means — torn unsynced tail or corruption —
+is decided by ``SegmentLog.recover`` (see ``segments``).
 """
 
 from __future__ import annotations
@@ -45,11 +61,23 @@ HEADER_SIZE = _PREFIX.size + _CRC.size  # 20 (v2)
 HEADER_SIZE_V1 = _HEAD.size + _CRC.size  # 12
 # A limit on everything: a length field beyond this is damage, not a real record.
 MAX_PAYLOAD = 256 * 1024 * 1024
+SALT_BITS = 64
 
 
-def encode_batch(entries: Sequence[LogEntry], batch_start: int) -> tuple[bytes, list[int]]:
+def crc_seed(salt: int | None) -> int:
+    """The CRC of a record in a segment with ``salt`` starts from this value (0, the plain CRC,
+    for a segment without salt): as if the salt's 8 bytes preceded the header."""
+    if salt is None:
+        return 0
+    return zlib.crc32(salt.to_bytes(SALT_BITS // 8, "little"))
+
+
+def encode_batch(
+    entries: Sequence[LogEntry], batch_start: int, seed: int = 0
+) -> tuple[bytes, list[int]]:
     """All records of ``entries`` as one buffer (one write per batch) and each one's offset
-    relative to the buffer. ``batch_start``: the segment's durable size when this is written."""
+    relative to the buffer. ``batch_start``: the segment's durable size when this is written;
+    ``seed``: ``crc_seed`` of the segment's salt."""
     parts: list[bytes] = []
     offsets: list[int] = []
     pos = 0
@@ -59,7 +87,7 @@ def encode_batch(entries: Sequence[LogEntry], batch_start: int) -> tuple[bytes, 
             raise ValueError(f"entry {e.index} is too large ({len(payload)} bytes)")
         prefix = _PREFIX.pack(MAGIC, VERSION, TYPE_ENTRY, len(payload), batch_start)
         parts.append(prefix)
-        parts.append(_CRC.pack(zlib.crc32(payload, zlib.crc32(prefix))))
+        parts.append(_CRC.pack(zlib.crc32(payload, zlib.crc32(prefix, seed))))
         parts.append(payload)
         offsets.append(pos)
         pos += HEADER_SIZE + len(payload)
@@ -86,6 +114,7 @@ class ScanResult:
     valid_size: int = 0
     bad_offset: int | None = None
     reason: str = ""
+    has_v2: bool = False  # the prefix holds a v2 record (no v1 record can follow it)
 
 
 @dataclass(slots=True)
@@ -109,8 +138,9 @@ class TailScan:
         return best
 
 
-def _check(buf: bytes | memoryview, pos: int) -> Record | str:
-    """The intact record (v1 or v2, good CRC) starting at ``pos``, or why there is none."""
+def _check(buf: bytes | memoryview, pos: int, seed: int, v1_ok: bool) -> Record | str:
+    """The intact record (v1 or v2, good CRC from ``seed``) starting at ``pos``, or why there is
+    none. ``v1_ok``: a v1 record can be one here (an unsalted segment, no v2 record before)."""
     remaining = len(buf) - pos
     if remaining < HEADER_SIZE_V1:
         return f"short header ({remaining} of {HEADER_SIZE_V1} bytes)"
@@ -119,6 +149,9 @@ def _check(buf: bytes | memoryview, pos: int) -> Record | str:
         return "bad magic"
     if version not in (VERSION, VERSION_1) or rtype != TYPE_ENTRY:
         return f"unknown record version {version} / type {rtype}"
+    if version == VERSION_1 and not v1_ok:
+        # Only an old writer wrote v1, only in old (unsalted) segments, and never after v2.
+        return "version-1 record where only version 2 can be"
     if version == VERSION:
         if remaining < HEADER_SIZE:
             return f"short header ({remaining} of {HEADER_SIZE} bytes)"
@@ -133,7 +166,7 @@ def _check(buf: bytes | memoryview, pos: int) -> Record | str:
     if end > len(buf):
         return f"short payload ({len(buf) - pos - header} of {length} bytes)"
     (crc,) = _CRC.unpack_from(buf, pos + covered)
-    actual = zlib.crc32(buf[pos + header : end], zlib.crc32(buf[pos : pos + covered]))
+    actual = zlib.crc32(buf[pos + header : end], zlib.crc32(buf[pos : pos + covered], seed))
     if crc != actual:
         return "CRC mismatch"
     return Record(pos, end, version, batch_start)
@@ -160,20 +193,22 @@ def _decode(payload: bytes | memoryview, where: str) -> LogEntry:
     return LogEntry(obj[0], obj[1], obj[3], obj[2])
 
 
-def scan(buf: bytes, path: str, first_index: int) -> ScanResult:
-    """Decode records from the start of ``buf`` while they are valid.
+def scan(buf: bytes, path: str, first_index: int, salt: int | None = None) -> ScanResult:
+    """Decode records from the start of ``buf`` (a segment with ``salt``) while they are valid.
 
     A valid record whose index is not the next expected one is corruption (a CRC cannot be
     torn into a plausible wrong index), and so is one whose ``batch_start`` lies after its own
     offset (no writer produces that); both raise. A record of an unknown version raises
-    ``StorageFormatError``.
+    ``StorageFormatError``. A v1 record in a salted segment or after a v2 record ends the
+    valid prefix like any damage.
     """
     result = ScanResult()
     view = memoryview(buf)
+    seed = crc_seed(salt)
     pos = 0
     expected = first_index
     while pos < len(buf):
-        rec = _check(view, pos)
+        rec = _check(view, pos, seed, salt is None and not result.has_v2)
         if isinstance(rec, str):
             if rec.startswith("unknown record version"):
                 raise StorageFormatError(
@@ -192,6 +227,7 @@ def scan(buf: bytes, path: str, first_index: int) -> ScanResult:
                 f"{where}: record claims its sync batch began at offset {rec.batch_start}, "
                 "after the record itself"
             )
+        result.has_v2 = result.has_v2 or rec.version == VERSION
         result.entries.append(entry)
         result.offsets.append(pos)
         expected += 1
@@ -200,20 +236,26 @@ def scan(buf: bytes, path: str, first_index: int) -> ScanResult:
     return result
 
 
-def scan_after(buf: bytes, bad_offset: int, min_index: int) -> TailScan:
+def scan_after(
+    buf: bytes, bad_offset: int, min_index: int, salt: int | None = None, *, v1_ok: bool = True
+) -> TailScan:
     """Every intact record after the bad record at ``bad_offset`` whose index is ≥ ``min_index``.
 
     Intact records follow one another, so after one is found the search goes on at its end; a
-    byte-wise search for the magic resumes only after damage. Two conditions keep record-shaped
-    bytes that are not records of this segment (a command holding a copy of a segment file,
-    say) from counting: the index (a copy carries old indices) and, for v2, a ``batch_start`` at
-    or before the record's own offset.
+    byte-wise search for the magic resumes only after damage. What keeps record-shaped bytes
+    that are not records of this segment (a command holding a forged record or a copy of a
+    segment file) from counting: above all the CRC, which starts from the segment's ``salt``
+    that no client knows; then the index (a copy carries old indices) and, for v2, a
+    ``batch_start`` at or before the record's own offset; and a v1 record counts only in an
+    unsalted segment, before any v2 record (``v1_ok``: none in the valid prefix either).
     """
     out = TailScan()
     view = memoryview(buf)
+    seed = crc_seed(salt)
+    v1_ok = v1_ok and salt is None
     pos = buf.find(MAGIC, bad_offset + 1)
     while pos != -1:
-        rec = _check(view, pos)
+        rec = _check(view, pos, seed, v1_ok)
         if not isinstance(rec, str) and (rec.batch_start is None or rec.batch_start <= pos):
             try:
                 index = _decode(_payload(view, rec), "").index
@@ -222,6 +264,7 @@ def scan_after(buf: bytes, bad_offset: int, min_index: int) -> TailScan:
             if index >= min_index:
                 out.records.append(rec)
                 out.indexes.append(index)
+                v1_ok = v1_ok and rec.version == VERSION_1
                 pos = buf.find(MAGIC, rec.end)  # at rec.end itself when records follow
                 continue
         pos = buf.find(MAGIC, pos + 1)

@@ -1,4 +1,14 @@
-"""The segmented, append-only log of FileStorage: ``log/<first index, 20 digits>.seg`` files.
+"""The segmented, append-only log of FileStorage: ``log/<first index>-<salt>.seg`` files.
+
+A segment's name is its first index (20 digits), a dash and its **salt** (16 hex digits): a
+random 64-bit number chosen when the segment is created and mixed into the CRC of every record
+in it (``records``), so that only records this writer wrote pass their CRC — a record-shaped
+string inside a client's value does not. The name is written once (created with ``O_EXCL``,
+made durable by the directory fsync of the next ``sync``, never renamed), so no damage to the
+file's data can lose the salt. Segments named ``<first index>.seg`` (no salt; written before
+the salt existed) are still read and appended to, with the plain CRC and the rules below (so a
+forged record in a torn value can still stop the node there, until they are rotated away); new
+segments always get a salt.
 
 Rules, each there to keep recovery unambiguous:
 
@@ -20,7 +30,8 @@ Rules, each there to keep recovery unambiguous:
   it was durable when the record was written, so one intact record proves that much of the file
   was synced — at no cost in fsyncs or writes (see ``records``).
 * Recovery of the last segment, given its first invalid record at offset D and B = the largest
-  ``batch_start`` of any intact record after D (records before D cannot exceed D):
+  ``batch_start`` of any intact record after D (records before D cannot exceed D; "intact"
+  includes the salted CRC, so a client cannot plant one):
   D < B is damage to synced data → ``StorageCorruptError`` naming the file and D. D ≥ B is a torn
   *unsynced* tail — after a power cut the pages of an unsynced write reach the disk in any
   order, so intact records may follow the damage — truncated at D (dropping those records, all
@@ -35,7 +46,9 @@ Rules, each there to keep recovery unambiguous:
   risks). Refusing instead would stop the node on every ordinary torn write. (The v1 rule had
   the same blind spot for the final record.)
 * Version-1 records (no ``batch_start``) keep the v1 rule: an invalid record followed by an
-  intact v1 record is corruption. Non-last segments were fully synced before rotation, so any
+  intact v1 record is corruption — where a v1 record can be at all: in an unsalted segment,
+  before any v2 record (after one, or in a salted segment, v1-shaped bytes never count: the new
+  writer writes only v2). Non-last segments were fully synced before rotation, so any
   damage in them is corruption; so are a hole between segments and a log that does not join
   the snapshot.
 * Recovery makes what it returns durable before anyone acts on it: it fsyncs the last segment
@@ -52,6 +65,7 @@ import bisect
 import logging
 import os
 import re
+import secrets
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,29 +74,61 @@ from raftcache.raft.messages import LogEntry
 from raftcache.storage.base import DiskFullError, SnapshotMeta, StorageCorruptError
 from raftcache.storage.base import StorageFailedError as Failed
 from raftcache.storage.fsio import FileOps, read_file, sync_dir, sync_file, write_all, write_error
-from raftcache.storage.records import ScanResult, encode_batch, scan, scan_after
+from raftcache.storage.records import (
+    SALT_BITS,
+    ScanResult,
+    crc_seed,
+    encode_batch,
+    scan,
+    scan_after,
+)
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^(\d{20})\.seg$")
+# <first index>-<salt>.seg; <first index>.seg (no salt) from before salts, still read.
+_NAME = re.compile(r"^(\d{20})(?:-([0-9a-f]{16}))?\.seg$")
 
 
-def segment_name(start: int) -> str:
-    return f"{start:020d}.seg"
+def segment_name(start: int, salt: int | None) -> str:
+    """The file name of the segment starting at ``start`` (``salt`` None: an old, unsalted one)."""
+    if salt is None:
+        return f"{start:020d}.seg"
+    return f"{start:020d}-{salt:016x}.seg"
+
+
+def parse_segment_name(name: str) -> tuple[int, int | None] | None:
+    """(first index, salt or None) of a segment file name; None if ``name`` is not one."""
+    m = _NAME.match(name)
+    if m is None:
+        return None
+    salt = m.group(2)
+    return int(m.group(1)), None if salt is None else int(salt, 16)
+
+
+def new_salt() -> int:
+    """A fresh segment's salt: unpredictable to clients (``secrets``), so they cannot compute
+    the CRC of a record they would plant in a value."""
+    return secrets.randbits(SALT_BITS)
 
 
 @dataclass(slots=True)
 class Segment:
-    """One segment file: its first index, the offset and term of every record in it, its size,
-    and ``synced``: its size when an fsync of it last returned (the ``batch_start`` of records
-    written now; see the module rules)."""
+    """One segment file: its first index, its salt (None: an old unsalted segment) and the CRC
+    seed derived from it, the offset and term of every record in it, its size, and ``synced``:
+    its size when an fsync of it last returned (the ``batch_start`` of records written now; see
+    the module rules)."""
 
     start: int
     path: str
+    salt: int | None
     offsets: array[int] = field(default_factory=lambda: array("q"))
     terms: array[int] = field(default_factory=lambda: array("q"))
     size: int = 0
     synced: int = 0
+    seed: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.seed = crc_seed(self.salt)
 
     @property
     def end(self) -> int:
@@ -147,9 +193,9 @@ class SegmentLog:
         last, term = (snapshot.last_index, snapshot.last_term) if snapshot else (0, 0)
         self._snapshot_index, self._snapshot_term = last, term
         entries: list[LogEntry] = []
-        starts = self._drop_obsolete(self._list_starts(), last)
-        for k, start in enumerate(starts):
-            entries.extend(self._recover_segment(start, is_last=k == len(starts) - 1))
+        names = self._drop_obsolete(self._list_segments(), last)
+        for k, (start, salt) in enumerate(names):
+            entries.extend(self._recover_segment(start, salt, is_last=k == len(names) - 1))
         if self._segments:
             # The last segment's name may never have been made durable (a process that died
             # before its first sync): the entries returned here must not vanish later.
@@ -171,28 +217,32 @@ class SegmentLog:
         self._sync_dir_if_dirty()
         return entries
 
-    def _list_starts(self) -> list[int]:
-        starts = []
+    def _list_segments(self) -> list[tuple[int, int | None]]:
+        """(first index, salt) of every segment file, by first index. (Two files with the same
+        first index, which no sequence of operations leaves, fail the join check.)"""
+        found = []
         for name in os.listdir(self._dir):
-            m = _NAME.match(name)
-            if m:
-                starts.append(int(m.group(1)))
-        return sorted(starts)
+            parsed = parse_segment_name(name)
+            if parsed is not None:
+                found.append(parsed)
+        return sorted(found, key=lambda p: (p[0], -1 if p[1] is None else p[1]))
 
-    def _drop_obsolete(self, starts: list[int], last: int) -> list[int]:
+    def _drop_obsolete(
+        self, names: list[tuple[int, int | None]], last: int
+    ) -> list[tuple[int, int | None]]:
         """Unlink segments holding only snapshot-covered entries (judged by names alone, so
         damage inside them, which no longer matters, cannot stop recovery)."""
         keep = []
-        for k, start in enumerate(starts):
-            if last and k + 1 < len(starts) and starts[k + 1] <= last + 1:
-                self._unlink(os.path.join(self._dir, segment_name(start)))
+        for k, (start, salt) in enumerate(names):
+            if last and k + 1 < len(names) and names[k + 1][0] <= last + 1:
+                self._unlink(os.path.join(self._dir, segment_name(start, salt)))
                 self._dir_dirty = True
             else:
-                keep.append(start)
+                keep.append((start, salt))
         return keep
 
-    def _recover_segment(self, start: int, *, is_last: bool) -> list[LogEntry]:
-        path = os.path.join(self._dir, segment_name(start))
+    def _recover_segment(self, start: int, salt: int | None, *, is_last: bool) -> list[LogEntry]:
+        path = os.path.join(self._dir, segment_name(start, salt))
         if self._segments and start != self._segments[-1].end + 1:
             prev = self._segments[-1]
             raise StorageCorruptError(
@@ -200,9 +250,9 @@ class SegmentLog:
                 f"{prev.end}: the log has a hole or an overlap"
             )
         buf = read_file(path) or b""
-        res = scan(buf, path, start)
+        res = scan(buf, path, start, salt)
         if res.bad_offset is not None:
-            self._judge_damage(path, buf, res, start, is_last=is_last)  # raises unless torn
+            self._judge_damage(path, buf, res, start, salt, is_last=is_last)  # raises unless torn
         if not res.entries:
             if not is_last:
                 raise StorageCorruptError(f"{path} at offset 0: empty segment followed by others")
@@ -210,7 +260,7 @@ class SegmentLog:
             self._dir_dirty = True
             return []
         seg = Segment(
-            start, path, array("q", res.offsets), array("q", (e.term for e in res.entries))
+            start, path, salt, array("q", res.offsets), array("q", (e.term for e in res.entries))
         )
         seg.size = seg.synced = res.valid_size
         self._segments.append(seg)
@@ -219,7 +269,7 @@ class SegmentLog:
         return res.entries
 
     def _judge_damage(
-        self, path: str, buf: bytes, res: ScanResult, start: int, *, is_last: bool
+        self, path: str, buf: bytes, res: ScanResult, start: int, salt: int | None, *, is_last: bool
     ) -> None:
         """Raise StorageCorruptError unless the damage at ``res.bad_offset`` is a torn unsynced
         tail of the last segment (module rules); if it is, log what will be dropped."""
@@ -231,7 +281,7 @@ class SegmentLog:
                 f"{where}, in a segment that is not the last (it was fully synced before the "
                 "next one was started): the log is corrupt, refusing to start"
             )
-        tail = scan_after(buf, bad, start + len(res.entries))
+        tail = scan_after(buf, bad, start + len(res.entries), salt, v1_ok=not res.has_v2)
         if tail.has_v1:
             first_v1 = next(r.offset for r in tail.records if r.batch_start is None)
             raise StorageCorruptError(
@@ -285,10 +335,14 @@ class SegmentLog:
             self._truncate_from(first)
         rotate = self._must_rotate()
         # Encoded before any file is touched (an oversized entry raises ValueError and changes
-        # nothing); the batch goes to a new segment (durable size 0) or after the last one.
-        synced = 0 if rotate or not self._segments else self._segments[-1].synced
-        data, rel = encode_batch(entries, synced)
-        created = self._prepare_segment(first, rotate)
+        # nothing); the batch goes to a new segment (durable size 0, a new salt) or after the
+        # last one (its salt, or none if it is an old unsalted one).
+        salt = new_salt() if rotate or not self._segments else None
+        if salt is not None:
+            data, rel = encode_batch(entries, 0, crc_seed(salt))
+        else:
+            data, rel = encode_batch(entries, self._segments[-1].synced, self._segments[-1].seed)
+        created = self._prepare_segment(first, salt)
         seg, fd = self._segments[-1], self._fd
         assert fd is not None
         offset = seg.size
@@ -333,20 +387,21 @@ class SegmentLog:
             return False
         return self._segments[-1].size >= self._segment_size and not self._dirty
 
-    def _prepare_segment(self, first: int, rotate: bool) -> bool:
-        """Make sure the last segment can take a batch starting at ``first``; True if created."""
+    def _prepare_segment(self, first: int, salt: int | None) -> bool:
+        """Make sure the last segment can take a batch starting at ``first``: the last one, or
+        (``salt`` given: rotation, or no segment yet) a new one with that salt; True if
+        created."""
         assert first == self.last_index + 1, (first, self.last_index)
-        if self._segments:
-            if not rotate:
-                self._open_fd()
-                return False
-            self.close()
-        path = os.path.join(self._dir, segment_name(first))
+        if salt is None:
+            self._open_fd()
+            return False
+        self.close()
+        path = os.path.join(self._dir, segment_name(first, salt))
         try:
             fd = self._ops.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         except OSError as exc:
             raise write_error(exc, path) from exc
-        self._segments.append(Segment(first, path))
+        self._segments.append(Segment(first, path, salt))
         self._fd = fd
         self._dir_dirty = True
         return True
