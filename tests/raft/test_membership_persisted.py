@@ -85,6 +85,7 @@ async def test_a_stale_peer_list_is_ignored_with_a_warning(
     c = SimCluster(3, seed=9)
     await c.start()
     try:
+        await c.propose(b"first")  # the leader has committed in its term: it may add members
         leader = await c.wait_leader()
         c.ids.append("n4")
         c.storages["n4"] = MemoryStorage()
@@ -125,3 +126,30 @@ def test_file_storage_keeps_the_bootstrap_across_reopen(tmp_path: object) -> Non
         f.write(b"{not json")
     with FileStorage(path, fsync=False) as s, pytest.raises(StorageCorruptError, match="BOOTSTRAP"):
         s.record_bootstrap(["n1"])
+
+
+@pytest.mark.looptime
+async def test_data_from_an_older_release_records_its_own_membership() -> None:
+    """A data directory written before BOOTSTRAP existed, whose log holds a membership change:
+    its first start on this release records the data's membership, not the flags' (a wrong
+    --peers at that moment must not become the node's recorded bootstrap)."""
+    c = SimCluster(3, seed=11)
+    await c.start()
+    try:
+        await c.propose(b"first")  # the leader has committed in its term: it may add members
+        leader = await c.wait_leader()
+        c.ids.append("n4")
+        c.storages["n4"] = MemoryStorage()
+        await c.restart("n4", peers=["n1", "n2", "n3", "n4"])
+        await leader.add_member("n4")
+        await c.propose(b"four members")
+        follower = next(i for i in ("n1", "n2", "n3") if i != leader.node_id)
+        await c.crash(follower)
+        c.storages[follower]._bootstrap = None  # as an older release left the directory
+        with pytest.raises(PeersMismatchError):
+            await c.restart(follower, peers=[follower])
+        assert c.storages[follower].record_bootstrap([]) == ("n1", "n2", "n3", "n4")
+        node = await c.restart(follower)
+        assert node.members == ["n1", "n2", "n3", "n4"]
+    finally:
+        await c.stop()

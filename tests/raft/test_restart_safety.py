@@ -27,6 +27,8 @@ import pytest
 from raftcache.network.hub import InMemoryHub
 from raftcache.network.memory import InMemoryNetwork
 from raftcache.raft.config import RaftConfig
+from raftcache.raft.core import Role
+from raftcache.raft.errors import NodeStoppedError
 from raftcache.raft.log import RaftLog
 from raftcache.raft.messages import (
     AppendEntriesRequest,
@@ -35,10 +37,11 @@ from raftcache.raft.messages import (
     RequestVoteRequest,
 )
 from raftcache.raft.node import RaftNode
+from raftcache.storage.base import StorageFailedError
 from raftcache.storage.memory import MemoryStorage
 from tests.raft.gated_storage import CONFIG, WAIT, GatedStorage
 from tests.raft.lease_sim import LeaseCluster, Request, SlowSyncStorage, StaleProbe, StepStorage
-from tests.raft.sim import ListMachine
+from tests.raft.sim import FAST, ListMachine
 
 #: Every write in the persist thread, whatever its size (-1: even a Ready with no entries;
 #: so a held fsync never blocks the event loop, whatever hole 4 leaves inline).
@@ -136,7 +139,8 @@ async def test_a_vote_alone_is_written_in_the_persist_thread() -> None:
     loop_thread = threading.get_ident()
     try:
         storage.threads.clear()
-        resp = await node.handle_request_vote(RequestVoteRequest(4, "n2", 0, 0))
+        # A transfer request: a node just started refuses ordinary votes for a while.
+        resp = await node.handle_request_vote(RequestVoteRequest(4, "n2", 0, 0, False, True))
         assert resp.vote_granted
         resp2 = await node.handle_append_entries(_append(5, 0, 0, []))
         assert resp2.success
@@ -306,4 +310,80 @@ async def test_an_overtaken_write_does_not_vouch_for_its_rewrite() -> None:
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(task, WAIT)
+        await node.stop()
+
+
+# ------------------------------------------------------- the hostile review of the fixes
+class _FailOnce(MemoryStorage):
+    """A storage whose next sync fails once (a failed fsync: the node stops itself)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_next = False
+
+    def sync(self) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise StorageFailedError("simulated fsync failure")
+        super().sync()
+
+
+def _single(storage: MemoryStorage, machine: ListMachine) -> RaftNode:
+    net = InMemoryNetwork("n1", hub=InMemoryHub(), seed=1)
+    return RaftNode("n1", ["n1"], net, storage, machine, FAST, rng=random.Random(1))
+
+
+async def _leading_and_applied(node: RaftNode) -> None:
+    async with asyncio.timeout(5):
+        while node.role is not Role.LEADER or node.last_applied < node.core.log.last_index():
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.looptime
+async def test_a_restarted_node_object_does_not_apply_its_commands_twice() -> None:
+    """The state machine outlives a stop()/start() of its node. Without a stored snapshot to
+    reset it, the new run must resume after what it applied, not feed it the log again."""
+    storage, machine = MemoryStorage(), ListMachine()
+    node = _single(storage, machine)
+    await node.start()
+    try:
+        await _leading_and_applied(node)
+        await node.propose(b"a")
+        await node.propose(b"b")
+        assert machine.commands() == [b"a", b"b"]
+        await node.stop()
+        await node.start()
+        await _leading_and_applied(node)
+        await node.propose(b"c")
+        assert machine.commands() == [b"a", b"b", b"c"], machine.applied
+        assert [i for i, _ in machine.applied] == sorted({i for i, _ in machine.applied})
+    finally:
+        await node.stop()
+
+
+@pytest.mark.looptime
+async def test_start_after_a_fail_stop_leaves_one_ticker() -> None:
+    """A node that stopped itself (failed fsync) and is started again without stop(): the old
+    run's ticker must not go on ticking the new core (two ticks per interval would halve every
+    timer, a follower's lease promise included)."""
+    storage = _FailOnce()
+    cfg = dataclasses.replace(FAST, election_timeout_min=5.0, election_timeout_max=6.0)
+    net = InMemoryNetwork("n1", hub=InMemoryHub(), seed=1)
+    node = RaftNode(
+        "n1", ["n1", "n2", "n3"], net, storage, ListMachine(), cfg, rng=random.Random(1)
+    )
+    await node.start()
+    try:
+        await asyncio.sleep(0.1)
+        storage.fail_next = True
+        # A vote makes the node write its hard state: the sync fails and the node stops.
+        with pytest.raises(NodeStoppedError):
+            await node.handle_request_vote(RequestVoteRequest(5, "n2", 0, 0, False, True))
+        await asyncio.wait_for(node.wait_failed(), 2)
+        await node.start()
+        first = node.core.ticks
+        await asyncio.sleep(1.0)  # 100 tick intervals
+        ticks = node.core.ticks - first
+        assert ticks <= 101, f"{ticks} ticks in 100 intervals: an old ticker ticks the new core"
+    finally:
         await node.stop()

@@ -151,7 +151,9 @@ class ElectionMixin(CoreState):
 
     def _in_lease(self) -> bool:
         """Check-quorum stickiness: we heard from a live leader less than a minimum election
-        timeout ago, so we refuse to help depose it (§9.6 / §4.2.3).
+        timeout ago, so we refuse to help depose it (§9.6 / §4.2.3). Measured from the last
+        time we accepted a leader (``promise_until``), not from "a leader is known": a higher
+        term learnt from a late response makes us forget the leader, not the promise.
 
         A node in its first election timeout since it started counts as having heard from one:
         before a crash it may have acknowledged a leader's heartbeat and so promised that
@@ -159,8 +161,8 @@ class ElectionMixin(CoreState):
         that promise (a leader's lease reads rely on it)."""
         if not self.cfg.check_quorum:
             return False
-        if self.ticks < self.quiet_ticks:
-            return True
+        if self.ticks < max(self.quiet_ticks, self.promise_until):
+            return True  # a promise to a leader, kept whatever we learnt since
         return self.leader_id is not None and self.election_elapsed < self.election_ticks
 
     def handle_request_vote(self, req: RequestVoteRequest) -> RequestVoteResponse:

@@ -79,6 +79,11 @@ class CoreState:
         #: it went down: it refuses votes for this many ticks (``_in_lease``). A node with no
         #: term has acknowledged nobody and owes nothing.
         self.quiet_ticks = self.election_ticks if recovered.term > 0 else 0
+        #: The tick until which this node promised the leader it last accepted not to vote for
+        #: anyone else (``_in_lease``). A deadline, not "leader known and timer running": a
+        #: response carrying a higher term (to a stale request of ours) makes us forget the
+        #: leader, but must not cancel the promise a leader's lease rests on.
+        self.promise_until = 0
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
         self.randomized_timeout = self._new_timeout()
@@ -125,6 +130,19 @@ class CoreState:
     @property
     def configuration(self) -> Configuration:
         return self._configs[-1][1]
+
+    def resume_applied(self, index: int) -> None:
+        """The state machine already holds the log up to ``index`` (it outlived a restart of
+        its node): hand those entries out no more. Only committed entries are ever applied,
+        so ``index`` is committed too."""
+        if not self.log.snapshot_index <= index <= self.log.last_index():
+            raise ValueError(
+                f"the state machine applied up to {index} but the log holds "
+                f"{self.log.snapshot_index + 1}..{self.log.last_index()}: give the node a "
+                "fresh state machine"
+            )
+        self.applied = max(self.applied, index)
+        self.commit_index = max(self.commit_index, index)
 
     def config_history(self) -> list[Configuration]:
         """Every configuration this node holds: its base (snapshot or bootstrap), then each
@@ -218,6 +236,7 @@ class CoreState:
             self.become_follower(term, leader_id)
         self.leader_id = leader_id
         self.election_elapsed = 0
+        self.promise_until = self.ticks + self.election_ticks
 
     def _committed_in_term(self) -> bool:
         return self.log.term_at(self.commit_index) == self.term

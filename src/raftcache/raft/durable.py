@@ -47,15 +47,17 @@ class AnswerGate:
 
     def bind(self, core: RaftCore) -> None:
         """Serve ``core`` from now on; a gate is never moved to another core."""
-        assert self._core is None, "an answer gate serves one core: make a new one per run"
-        assert self.durable_version == 0
-        assert not self._waiters
+        if self._core is not None or self.durable_version != 0 or self._waiters:
+            raise RuntimeError("an answer gate serves one core: make a new one per run")
         self._core = core
 
     def _state(self, core: RaftCore, index: int, version: int, term: int) -> bool | None:
         """True: answerable; False: invalidated (the term moved on); None: not yet."""
-        assert core is self._core, "answer gate asked about a core it does not serve"
-        assert self.durable_version <= core.hard_state_version, "durable ahead of the core"
+        # Explicit checks, not asserts: they must hold under ``python -O`` too.
+        if core is not self._core:
+            raise RuntimeError("answer gate asked about a core it does not serve")
+        if self.durable_version > core.hard_state_version:
+            raise RuntimeError("answer gate: durable hard state ahead of the core's")
         if core.term != term:
             return False
         if self.snapshot_busy or core.snapshot_pending():

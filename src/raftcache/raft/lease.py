@@ -10,14 +10,17 @@ Why that is safe (Raft dissertation §6.4.1, made exact for this code). Let E be
 timeout in ticks (``RaftCore.election_ticks``), τ the tick interval, ρ the drift bound, and
 suppose every node's clock runs at a rate within a factor (1 - ρ) of every other's.
 
-1. *A follower's promise.* A follower F that accepts an AppendEntries of leader L in term t sets
-   its ``election_elapsed`` to 0 before its answer leaves. Until that counter reaches E again
-   F refuses every vote and pre-vote of a higher term that is not a transfer request
-   (``_in_lease``). The driver's ticker ticks only when F's clock has advanced by at least τ
-   since the previous tick, and the first tick after the receipt comes after it, so F keeps the
-   promise for more than (E - 1)·τ of F's clock from the moment it received the message. A
-   restart does not break it: a node that had a term when it started refuses votes for its
-   first E ticks too (``RaftCore.quiet_ticks``), and it started after anything it had acked.
+1. *A follower's promise.* A follower F that accepts an AppendEntries (or a snapshot chunk) of
+   leader L sets ``promise_until`` to E ticks from now before its answer leaves. Until then F
+   refuses every vote and pre-vote of a higher term that is not a transfer request
+   (``_in_lease``) — whatever it learns meanwhile: a late response carrying a higher term makes
+   it forget L, not the promise. The driver's ticker ticks only when F's clock has advanced by
+   at least τ since the previous tick, and the first tick after the receipt comes after it, so
+   F keeps the promise for more than (E - 1)·τ of F's clock from the moment it received the
+   message. A restart does not break it: a node that had a term when it started refuses votes
+   for its first E ticks (``RaftCore.quiet_ticks``), and it started after anything it had
+   acked. (A node with no term acknowledged nobody. One whose disk was wiped has forgotten its
+   votes too, which breaks election safety itself: it must rejoin as a new member.)
 2. *When the promises began.* The driver notes its clock *before* the core hands out the Ready
    that opens a round r (``round_started``); every message tagged r is created later, so any
    follower received it at a real time no earlier than that reading, s_r.

@@ -26,12 +26,14 @@ from raftcache.raft.configuration import Configuration
 from raftcache.raft.core import RaftCore, Role
 from raftcache.raft.errors import NodeStoppedError, PeersMismatchError
 from raftcache.raft.lease import LeaderLease, lease_duration
+from raftcache.raft.messages import EntryKind
 from raftcache.raft.node_base import NodeBase, StateMachine
 from raftcache.raft.node_client import ClientMixin
 from raftcache.raft.node_loop import ReadyLoopMixin
 from raftcache.raft.node_rpc import RpcMixin
 from raftcache.raft.node_snapshots import SnapshotsMixin
 from raftcache.raft.persist import PersistWorker
+from raftcache.storage.base import RecoveredState
 
 __all__ = ["RaftNode", "StateMachine"]
 
@@ -44,6 +46,10 @@ class RaftNode(ReadyLoopMixin, RpcMixin, ClientMixin, SnapshotsMixin, NodeBase):
     async def start(self) -> None:
         if self._running:
             return
+        if self._tasks or self._worker is not None:
+            # The last run stopped itself (fail-stop) and nobody called stop(): end its tasks
+            # and thread first, or its ticker would tick the new core as well.
+            await self.stop()
         if not self._clock_given:
             self._clock = asyncio.get_running_loop().time
         # A new run: nothing of an earlier one (answer gate, lease, jobs, waiters) carries over.
@@ -52,10 +58,19 @@ class RaftNode(ReadyLoopMixin, RpcMixin, ClientMixin, SnapshotsMixin, NodeBase):
         recovered = self.storage.load()
         # The data's membership wins over the command line: the first start records its
         # voters, every later one reads them back (``storage/bootstrap.py``).
-        recorded = Configuration.of(self.storage.record_bootstrap(self._flag_voters))
+        recorded = Configuration.of(
+            self.storage.record_bootstrap(self._voters_to_record(recovered))
+        )
         core = RaftCore(self.node_id, self.config, recovered, recorded, self._rng, None)
         self._check_peers(core, recorded)
-        core.snapshot_data, self._applied = self._restore_stored_snapshot()
+        data, snapshot_index = self._restore_stored_snapshot()
+        core.snapshot_data = data
+        if data is not None:
+            self._applied = snapshot_index  # the state machine was reset to the snapshot
+        elif self._applied > 0:
+            # No snapshot to reset it: the state machine still holds what an earlier run of
+            # this object applied (committed entries, so they are in the log as they were).
+            core.resume_applied(self._applied)
         self._core = core
         self._gate.bind(core)
         self._lease = LeaderLease(lease_duration(self.config, core.election_ticks))
@@ -75,6 +90,17 @@ class RaftNode(ReadyLoopMixin, RpcMixin, ClientMixin, SnapshotsMixin, NodeBase):
             asyncio.create_task(self._ticker(), name=f"raft-tick-{self.node_id}"),
         ]
         self._wake.set()
+
+    def _voters_to_record(self, recovered: RecoveredState) -> list[str]:
+        """What to record as the bootstrap if nothing is recorded yet: the flags' voters on a
+        first start; for data written by a release that did not record it, the data's own
+        membership when it has one (a snapshot or a configuration entry), else the flags."""
+        if recovered.snapshot is not None:
+            return sorted(recovered.snapshot.configuration.voters)
+        configs = [e for e in recovered.entries if e.kind == EntryKind.CONFIG]
+        if configs:
+            return sorted(Configuration.decode(configs[-1].command).voters)
+        return self._flag_voters
 
     def _check_peers(self, core: RaftCore, recorded: Configuration) -> None:
         """Refuse voters from the flags that would change the membership the data holds;

@@ -102,6 +102,9 @@ class NodeBase:
         self.stats = NodeStats()
         #: Set when a run stops itself after a fatal error (``wait_failed``); cleared by start.
         self._failed_event = asyncio.Event()
+        #: Index of the last entry the state machine has really applied. It belongs to the
+        #: state machine, which outlives a run: ``start`` resets it only with a snapshot.
+        self._applied = 0
         self._new_incarnation()
 
     def _new_incarnation(self) -> None:
@@ -111,7 +114,8 @@ class NodeBase:
         an answer gate that remembers an old durable hard-state version would release answers
         of the new core (whose versions restart at 0) before its term is on disk; a lease, a
         round time or a persist job of the old run would vouch for things the new run never
-        did. Only the configuration, the injected parts and the statistics outlive a run.
+        did. Only the configuration, the injected parts (and what the state machine applied) and
+        the statistics outlive a run.
         """
         self._core: RaftCore | None = None
         self._wake = asyncio.Event()
@@ -146,8 +150,6 @@ class NodeBase:
         self._failed: BaseException | None = None
         self._failed_event.clear()
         self._disk_full = False
-        #: Index of the last entry the state machine has really applied.
-        self._applied = 0
         #: Command bytes applied since start, and their count at the last snapshot taken:
         #: their difference is the log the next automatic snapshot would free.
         self._applied_bytes = 0

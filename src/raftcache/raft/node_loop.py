@@ -43,14 +43,15 @@ class ReadyLoopMixin(PersistMixin, NodeBase):
         gives the node a drifting clock), so a short sleep may be followed by another."""
         interval = self.config.tick_interval
         loop = asyncio.get_running_loop()
+        core = self.core
         next_at = self._clock() + interval
-        while True:
+        while self._core is core:  # one ticker per run: never tick another run's core
             now = self._clock()
             if now < next_at:
                 await asyncio.sleep(max(next_at - now, interval / 64))
                 continue
             next_at = now + interval
-            self.core.tick()
+            core.tick()
             self._deadlines.sweep(loop.time())
             self._wake.set()
 

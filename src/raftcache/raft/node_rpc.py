@@ -37,6 +37,7 @@ class RpcMixin(NodeBase):
 
     async def _rpc(self, out: Outbound) -> None:
         msg, target = out.message, out.target
+        core = self._core  # the run that sent it: an answer never reaches another run's core
         started = self._clock()
         kind = type(msg).__name__.removesuffix("Request")
         self.stats.rpc_sent(kind)
@@ -52,14 +53,14 @@ class RpcMixin(NodeBase):
         except (NetworkError, TimeoutError, OSError) as exc:
             self.stats.rpc_failed(kind)
             log.debug("%s -> %s %s failed: %s", self.node_id, target, kind, exc)
-            if self._core is not None:
-                self._core.step_failure(out)
+            if core is not None and self._core is core:
+                core.step_failure(out)
                 self._wake.set()
             return
         if isinstance(msg, AppendEntriesRequest):
             self.stats.replication_rtt(target, (self._clock() - started) * 1000.0)
-        if self._core is not None and self._running:
-            self._core.step_response(out, resp)
+        if core is not None and self._core is core and self._running:
+            core.step_response(out, resp)
             self._wake.set()
 
     async def _flush(self) -> None:
