@@ -250,8 +250,8 @@ def test_unknown_versions_are_refused(tmp_path: Path) -> None:
 
     ident = d / "IDENTITY"
     good = ident.read_bytes()
-    ident.write_bytes(good.replace(b'"format":1', b'"format":2'))
-    with pytest.raises(StorageFormatError, match="identity format 2"):
+    ident.write_bytes(good.replace(b'"format":2', b'"format":9'))
+    with pytest.raises(StorageFormatError, match="identity format 9"):
         FileStorage(d, fsync=False)
     ident.write_bytes(good)
     assert load_rows(d) == rows(make_entries(2, 2))
@@ -295,3 +295,21 @@ def test_record_shaped_command_does_not_turn_a_torn_tail_into_corruption(tmp_pat
     seg = seg_path(d)
     seg.write_bytes(seg.read_bytes()[:-5])  # tear the last record; the embedded copy is intact
     assert load_rows(d) == rows(make_entries(1, 3, size=40))
+
+
+def test_an_identity_of_the_older_layout_is_rewritten_so_older_releases_refuse(
+    tmp_path: Path,
+) -> None:
+    """Format 1 was written by releases that do not list salted segment names: the first bind
+    of this release marks the directory (format 2), so such a release refuses it ("unknown
+    identity format 2") instead of starting on a log it cannot see."""
+    d = tmp_path / "d"
+    with FileStorage(d, fsync=False) as s:
+        s.bind("n1", "alpha")
+    ident = d / "IDENTITY"
+    assert b'"format":2' in ident.read_bytes()
+    ident.write_bytes(ident.read_bytes().replace(b'"format":2', b'"format":1'))
+    with FileStorage(d, fsync=False) as s:
+        s.bind("n1")
+    assert b'"format":2' in ident.read_bytes()
+    assert b'"cluster_id":"alpha"' in ident.read_bytes()

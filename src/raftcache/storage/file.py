@@ -7,7 +7,7 @@ Rule: nothing is acknowledged that is not on disk. Layout of a data directory::
     BOOTSTRAP   JSON: the voters the cluster started with (written once, ``bootstrap.py``)
     hardstate   term and vote, replaced atomically by ``sync`` when they changed
     snapshot    the latest snapshot, replaced atomically by ``save_snapshot``
-    log/        segments ``<first index, 20 digits>.seg`` (see ``segments``)
+    log/        segments ``<first index, 20 digits>-<salt, 16 hex>.seg`` (see ``segments``)
 
 ``append`` and ``set_hard_state`` are buffered (in the page cache and in memory respectively);
 ``sync`` fsyncs the last segment, the log directory when a segment was created, and rewrites
@@ -37,7 +37,13 @@ from raftcache.storage.bootstrap import BOOTSTRAP_NAME, decode_bootstrap, encode
 from raftcache.storage.checks import check_batch, check_snapshot_order, merge_identity
 from raftcache.storage.fsio import FileOps, atomic_write, read_file, remove_quietly
 from raftcache.storage.hardstate import HARDSTATE_NAME, decode_hard_state, encode_hard_state
-from raftcache.storage.identity import IDENTITY_NAME, decode_identity, encode_identity
+from raftcache.storage.identity import (
+    IDENTITY_NAME,
+    decode_identity,
+    encode_identity,
+    identity_format,
+)
+from raftcache.storage.identity import VERSION as IDENTITY_VERSION
 from raftcache.storage.lock import DirectoryLock
 from raftcache.storage.segments import SegmentLog
 from raftcache.storage.snapshots import (
@@ -85,6 +91,7 @@ class FileStorage:
         self._open = False
         self._recovered = False
         self._identity: tuple[str, str | None] | None = None
+        self._identity_stale = False
         self._hard_state: tuple[int, str | None] = (0, None)  # as last written to disk
         self._pending_hard_state: tuple[int, str | None] | None = None
         self._snapshot: SnapshotMeta | None = None
@@ -104,9 +111,10 @@ class FileStorage:
             merged = merge_identity(
                 self._identity, node_id, cluster_id, f"data directory {self._dir}"
             )
-            if merged != self._identity:
+            if merged != self._identity or self._identity_stale:
                 atomic_write(self._ops, path, encode_identity(*merged), fsync=self._fsync)
                 self._identity = merged
+                self._identity_stale = False
 
     def record_bootstrap(self, voters: Sequence[str]) -> tuple[str, ...]:
         """Record the bootstrap voters in ``BOOTSTRAP`` once (durable when it returns);
@@ -278,6 +286,8 @@ class FileStorage:
             path = os.path.join(self._dir, IDENTITY_NAME)
             raw = read_file(path)
             self._identity = decode_identity(raw, path) if raw is not None else None
+            # Written by an older layout: rewrite it (marking this layout) at the next bind.
+            self._identity_stale = raw is not None and identity_format(raw) != IDENTITY_VERSION
         except BaseException:
             self.close()
             raise
