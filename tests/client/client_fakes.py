@@ -1,4 +1,4 @@
-"""An in-process fake of the raftcache HTTP API (SPEC §4) with scripted faults, for client tests.
+"""An in-process fake of the HTTP API (docs/api.md) with scripted faults, for client tests.
 
 Rule: the fake is a dict behind real HTTP (aiohttp on loopback), shared by several "nodes" so the
 client sees a cluster: any node serves any request, as a follower forwarding to the leader would.

@@ -1,6 +1,6 @@
 """End to end: SIGTERM to the leader while clients are writing is a graceful stop.
 
-What graceful means (docs/api.md, SPEC §4): the node stops accepting connections, lets the
+What graceful means (docs/api.md): the node stops accepting connections, lets the
 requests it is already handling finish (it keeps its Raft node running meanwhile, so they can
 commit), persists, and exits 0. Seen from outside:
 

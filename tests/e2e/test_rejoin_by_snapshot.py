@@ -7,7 +7,7 @@ The procedure (what an operator does when a node lost its data directory):
    the configuration before it comes back: it forgot its term and its vote, so as a voter it
    could vote twice in one term; and the leader's bookkeeping of what it holds is now false.
 3. Start the process again on the empty directory with the usual ``--peers`` (every member, itself
-   included). Until the cluster adds it, it must not disturb anybody (SPEC §3): pre-vote keeps
+   included). Until the cluster adds it, it must disturb nobody (docs/design.md): pre-vote keeps
    its campaigns from raising the others' terms, and nobody grants it a vote.
 4. ``POST /v1/members {"id", "url"}`` (forwarded to the leader): the leader adds it as a learner,
    brings it up to date, then promotes it to voter; the call returns once it votes.

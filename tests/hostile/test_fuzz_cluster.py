@@ -1,6 +1,6 @@
 """Property: against a real 3-node cluster, no request — malformed, oversized, wrongly typed or
 out of range, on any endpoint including the Raft ones — gets a 5xx (other than 503 with
-Retry-After, which SPEC gives to "retry later") or a non-JSON error, and the cluster still
+Retry-After, which docs/api.md gives to "retry later") or a non-JSON error, and the cluster still
 serves afterwards."""
 
 from __future__ import annotations

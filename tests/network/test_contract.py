@@ -1,6 +1,6 @@
 """The transport contract, run against every real transport over loopback sockets.
 
-Rule: what SPEC §2 promises a caller — responses, the error family and its ``permanent`` flags,
+Rule: what network.md promises a caller — responses, the error family and its ``permanent`` flags,
 timeouts, the cluster token, metrics — holds whichever transport carries the RPCs: HTTP with
 JSON bodies, HTTP with msgpack bodies, and the stream (one multiplexed WebSocket per peer).
 Transport-specific behaviour is tested next to each transport (``test_http*``, ``test_stream*``).

@@ -1,4 +1,4 @@
-"""The package surface: SPEC §2 names exported, importable first in a fresh interpreter."""
+"""The package surface (docs/network.md): exported, importable first in a fresh interpreter."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Python clients of the raftcache HTTP API: ``Client`` (blocking) and ``AsyncClient`` (asyncio).
 
-Rule: this package talks to a cluster only over HTTP (SPEC §4); it imports nothing from the
+Rule: this package talks to a cluster only over HTTP (docs/api.md); it imports nothing from the
 server, cache or Raft layers, so a user installs one package and needs no node code to run.
 """
 

@@ -1,4 +1,4 @@
-"""``AsyncClient``: the asyncio client of the cache HTTP API (SPEC §4).
+"""``AsyncClient``: the asyncio client of the cache HTTP API (docs/api.md).
 
 Rule: each public method is one API call — validate, encode, send through the transport (which
 owns discovery, retries and the deadline), decode. Every write carries session headers from a

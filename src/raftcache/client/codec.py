@@ -1,4 +1,4 @@
-"""Conversions between Python values and the HTTP API's wire forms (SPEC §4).
+"""Conversions between Python values and the HTTP API's wire forms (docs/api.md).
 
 Rule: pure functions, no I/O. Inputs from the caller are validated here, before any request, and
 raise ``BadRequestError`` (a ``ValueError``) — the same error the server would answer with 400.

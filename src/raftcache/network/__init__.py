@@ -1,4 +1,4 @@
-"""The transport layer between Raft nodes (SPEC §2).
+"""The transport layer between Raft nodes (docs/network.md).
 
 Rule: everything here moves Raft messages (``raftcache.raft.messages``) between nodes and
 reports failures as ``NetworkError``s whose ``permanent`` flag says whether retrying can help;

@@ -1,4 +1,4 @@
-"""The JSON wire codec of the Raft messages (SPEC §2).
+"""The JSON wire codec of the Raft messages (docs/network.md#wire-format).
 
 Rule: a message travels as one JSON object keyed by its dataclass field names. ``bytes`` travel as
 RFC 4648 base64 with padding, nested dataclasses (``LogEntry``) as objects, lists as arrays. The
@@ -56,7 +56,7 @@ REQUEST_TYPES: tuple[type[Any], ...] = (
     AppendEntriesRequest,
     InstallSnapshotRequest,
 )
-"""Every request message, in SPEC order."""
+"""Every request message, in the order of docs/network.md#messages."""
 
 RESPONSE_FOR: dict[type[Any], type[Any]] = {
     RequestVoteRequest: RequestVoteResponse,

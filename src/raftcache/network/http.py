@@ -1,4 +1,4 @@
-"""HTTP transport on aiohttp (SPEC §2): JSON by default, msgpack and compression negotiated.
+"""HTTP transport on aiohttp (docs/network.md): JSON by default, msgpack and compression negotiated.
 
 Rule: one ``POST`` per RPC carrying the message in a body format of ``httpwire`` (JSON unless
 both sides know msgpack and the sender chose it); the routes, the error bodies and the mapping

@@ -4,7 +4,7 @@ Rule: an ``InMemoryHub`` holds only topology and fault state; it moves no messag
 randomness (each ``InMemoryNetwork`` owns its ``random.Random``), so it is cheap to reset
 between tests and its behaviour is a pure function of the calls made on it.
 
-Fault model (SPEC §2):
+Fault model (docs/network.md#inmemorynetwork-and-inmemoryhub):
 - *registration*: a network registers its ``node_id`` when created and again on ``start()``; the
   latest registration of an id wins. ``reset()`` forgets every registration; a target id that no
   network has registered is permanently "not available".

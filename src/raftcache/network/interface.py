@@ -2,7 +2,7 @@
 
 Rule: a transport moves one request to one target and returns that target's response, or raises
 a ``NetworkError``. It never interprets Raft semantics. The six abstract members below are the
-whole contract (SPEC §2); anything more is a concrete method with a default body.
+whole contract (docs/network.md); anything more is a concrete method with a default body.
 
 Ownership: the node registers its ``RpcHandlers`` before ``start()``; the transport calls them
 for inbound requests and returns their responses to the caller. Handlers may be invoked

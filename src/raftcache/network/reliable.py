@@ -1,4 +1,4 @@
-"""Timeouts and retries around any transport (SPEC §2).
+"""Timeouts and retries around any transport (docs/network.md#reliablenetwork).
 
 Rule: ``ReliableNetwork`` enforces each attempt's deadline itself and retries only what may
 succeed next time. Attempt ``k`` (0-based) gets ``min(initial_timeout * backoff_multiplier**k,

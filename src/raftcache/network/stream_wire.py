@@ -64,8 +64,8 @@ RESPONSE: Final = 2
 ERROR: Final = 3
 _KINDS = frozenset({HELLO, REQUEST, RESPONSE, ERROR})
 
-# Codes 1, 2, 3 in SPEC order (the codec's REQUEST_TYPES): RequestVote, AppendEntries,
-# InstallSnapshot — part of the wire, so that order must not change.
+# Codes 1, 2, 3 in the order of docs/network.md#messages (the codec's REQUEST_TYPES):
+# RequestVote, AppendEntries, InstallSnapshot — part of the wire, so that order must not change.
 REQUEST_CLASSES: Final[dict[int, type[Any]]] = {
     code: cls for code, cls in enumerate(REQUEST_TYPES, start=1)
 }

@@ -1,4 +1,4 @@
-"""Raft consensus for raftcache (SPEC §3).
+"""Raft consensus for raftcache (docs/design.md#the-public-raft-surface).
 
 Rule: this package ``__init__`` re-exports lazily, so that ``import raftcache.raft.messages``
 (a leaf) never pulls the asyncio driver, the network or the storage in.

@@ -3,8 +3,8 @@
 Rule: this module is a leaf. It imports nothing from raftcache, so that ``raftcache.network`` and
 ``raftcache.storage`` can depend on it without pulling in the Raft driver.
 
-Every message is constructible positionally in the field order of SPEC §2; fields added later
-always carry defaults so older positional call sites keep working. The wire codec
+Every message is constructible positionally in the field order of docs/network.md#messages;
+fields added later always carry defaults so older positional call sites keep working. The wire codec
 (``raftcache.network.codec``) is generic over these fields, so adding a field needs no codec change.
 Field types are restricted to what the codec knows: ``int``, ``str``, ``bool``, ``bytes``,
 ``str | None`` and ``list[LogEntry]``.

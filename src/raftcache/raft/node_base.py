@@ -1,4 +1,4 @@
-"""NodeBase: the fields of a ``RaftNode`` and the read-only views SPEC §3 names.
+"""NodeBase: the fields of a ``RaftNode`` and its public read-only views (docs/design.md).
 
 Rule: every field of the driver is created here — in ``__init__``, or, for what belongs to one
 run of the node, in ``_new_incarnation``, which ``start`` calls again; the mixins (ready loop, RPCs,

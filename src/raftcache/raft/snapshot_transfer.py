@@ -14,7 +14,7 @@ ever exists as a file (or the storage's own bytes) plus one chunk in flight:
 - **Taking.** A state machine with ``prepare_snapshot_stream`` encodes straight into a writer
   in a worker thread (``prepare_snapshot`` and ``snapshot`` are the fallbacks).
 - **Restoring.** A state machine with ``restore_stream(file)`` reads the snapshot from disk
-  piece by piece; otherwise ``restore(bytes)`` gets it whole (SPEC's ``StateMachine``).
+  piece by piece; otherwise ``restore(bytes)`` gets it whole (``StateMachine``, docs/design.md).
 
 Every storage call runs under the driver's storage lock (in a worker thread when
 ``persist_in_thread``), so it never interleaves with the ready loop's own writes.
@@ -187,9 +187,9 @@ class SnapshotTransfer:
 
     def _encoder(self) -> tuple[Callable[[Callable[[bytes], object]], object], bool]:
         """A function that writes the state captured now, and whether to run it in a worker
-        thread: always for a machine that prepares its snapshot for one (SPEC: a large state
-        must not block the event loop), else only when persisting in threads (simulations on
-        virtual time stay single-threaded, hence replayable)."""
+        thread: always for a machine that prepares its snapshot for one (docs/design.md: a
+        large state must not block the event loop), else only when persisting in threads
+        (simulations on virtual time stay single-threaded, hence replayable)."""
         stream = getattr(self._sm, "prepare_snapshot_stream", None)
         if stream is not None:
             encode: Callable[[Callable[[bytes], object]], object] = stream()

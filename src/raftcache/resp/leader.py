@@ -1,6 +1,6 @@
 """``LeaderBackend``: the RESP commands' cache operations, sent to the leader's HTTP client API.
 
-Rule: each operation is exactly one HTTP request to the leader (SPEC §4 routes), and the HTTP
+Rule: each operation is exactly one HTTP request to the leader (docs/api.md routes), and the HTTP
 answer maps back to the exception ``CacheService`` would have raised there: 412 →
 ``PreconditionFailed(version)``, 409 → ``NotACounter``/``CounterOverflow``, 413 →
 ``ValueTooLarge``, 400 → ``InvalidCommand``, 503 → ``Unavailable``, 504 → ``Indeterminate``.

@@ -16,7 +16,7 @@ from raftcache.cache.results import BatchItem, IncrResult, TtlResult
 
 
 class NodePort(Protocol):
-    """The parts of ``RaftNode`` the server reads or calls (SPEC §3, docs/design.md)."""
+    """The parts of ``RaftNode`` the server reads or calls (docs/design.md)."""
 
     @property
     def node_id(self) -> str: ...

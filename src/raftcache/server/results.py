@@ -1,4 +1,4 @@
-"""Rendering of ``CacheService`` results as the JSON bodies of SPEC §4, and session headers.
+"""Rendering of ``CacheService`` results as the JSON bodies of docs/api.md, and session headers.
 
 Rule: this is the one place that knows the shapes the cache service returns; handlers pass
 results through these functions and never index into them. Bytes go out as RFC 4648 base64
@@ -84,7 +84,7 @@ def to_values(items: Sequence[Item | None]) -> list[str | None]:
 
 def batch_response(ops: Sequence[BatchOp], results: Sequence[BatchItem]) -> list[dict[str, Any]]:
     """A ``batch`` result (get → bytes | None, set → version, delete → bool, incr → value,
-    ttl → changed) → the SPEC's per-op objects, in op order (incr → ``{"value": int}``,
+    ttl → changed) → the per-op objects of docs/api.md, in op order (incr → ``{"value": int}``,
     ttl → ``{"changed": bool}``)."""
     if len(results) != len(ops):
         raise RuntimeError(f"batch returned {len(results)} results for {len(ops)} ops")

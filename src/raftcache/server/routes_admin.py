@@ -38,7 +38,7 @@ def _role(node: NodePort) -> str:
 
 
 def node_status(node: NodePort) -> dict[str, Any]:
-    """The ``/v1/status`` body: SPEC fields from the node's properties, plus its extras."""
+    """The ``/v1/status`` body: docs/api.md's fields from the node's properties, plus its extras."""
     extra: Mapping[str, Any] = node.status()
     status = dict(extra)
     status.update(

@@ -1,4 +1,4 @@
-"""Storage for raftcache: the log, the hard state and snapshots (SPEC §3).
+"""Storage for raftcache: the log, the hard state and snapshots (docs/storage.md).
 
 Rule: this package depends only on ``raftcache.raft.messages`` and
 ``raftcache.raft.configuration`` (leaves), never on the Raft driver, so the driver can import
