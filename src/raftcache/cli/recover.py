@@ -73,8 +73,8 @@ def recover_data_dir(
         RecoverError: the data or the arguments do not allow recovery.
     """
     # Imported here: the rest of the CLI should not pay for the storage layer at start-up.
-    from raftcache.raft.configuration import Configuration
-    from raftcache.raft.messages import EntryKind, LogEntry
+    from raftcache.protocol.configuration import Configuration
+    from raftcache.protocol.messages import EntryKind, LogEntry
     from raftcache.storage.base import StorageError, StorageLockedError
     from raftcache.storage.file import FileStorage
 
@@ -109,8 +109,8 @@ def recover_data_dir(
 
 def _plan(state: RecoveredState, node_id: str, url: str | None, data_dir: Path) -> RecoveryPlan:
     """What to write, from what the node recovered: the next index, a term above all seen."""
-    from raftcache.raft.configuration import Configuration
-    from raftcache.raft.messages import EntryKind
+    from raftcache.protocol.configuration import Configuration
+    from raftcache.protocol.messages import EntryKind
 
     snapshot = state.snapshot
     snapshot_index = snapshot.last_index if snapshot is not None else 0

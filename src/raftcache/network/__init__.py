@@ -1,6 +1,6 @@
 """The transport layer between Raft nodes (docs/network.md).
 
-Rule: everything here moves Raft messages (``raftcache.raft.messages``) between nodes and
+Rule: everything here moves Raft messages (``raftcache.protocol.messages``) between nodes and
 reports failures as ``NetworkError``s whose ``permanent`` flag says whether retrying can help;
 nothing here interprets Raft. ``InMemoryNetwork`` (with ``InMemoryHub`` and ``ChaosSchedule``)
 is the deterministic twin of ``HttpNetwork``; ``ReliableNetwork`` wraps either with timeouts and
@@ -8,7 +8,7 @@ retries, ``CircuitBreakerNetwork`` with a breaker per target, ``MeteredNetwork``
 (``NetworkMetrics``; ``HttpNetwork`` meters itself), and ``MultiPathNetwork`` spreads RPCs over
 several transports. ``StreamNetwork`` is ``HttpNetwork`` sending through one multiplexed
 WebSocket per peer instead of a POST per RPC (HTTP for peers without it). This package imports
-``raftcache.raft.messages`` only, never the Raft driver; the Prometheus export
+the leaf ``raftcache.protocol`` only, never the Raft driver; the Prometheus export
 (``raftcache.network.prometheus``) is imported only by whoever uses it.
 """
 

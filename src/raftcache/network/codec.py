@@ -2,9 +2,9 @@
 
 Rule: a message travels as one JSON object keyed by its dataclass field names. ``bytes`` travel as
 RFC 4648 base64 with padding, nested dataclasses (``LogEntry``) as objects, lists as arrays. The
-codec is generic over ``dataclasses.fields`` of the classes in ``raftcache.raft.messages``: a new
-field needs no change here. Decoding is strict about what it reads and lenient about what it does
-not: unknown keys are ignored, a missing field with a default takes the default, but a missing
+codec is generic over ``dataclasses.fields`` of the classes in ``raftcache.protocol.messages``:
+a new field needs no change here. Decoding is strict about what it reads and lenient about what it
+does not: unknown keys are ignored, a missing field with a default takes the default, but a missing
 required field or a wrongly typed value raises ``CodecError`` naming the field (``bool`` is not an
 ``int`` and ``int`` is not a ``bool``, although Python would say otherwise).
 
@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from raftcache.raft.messages import (
+from raftcache.protocol.messages import (
     AppendEntriesRequest,
     AppendEntriesResponse,
     InstallSnapshotRequest,
@@ -319,7 +319,7 @@ def encode(msg: Any) -> bytes:
     """Encode a message to its JSON wire form.
 
     Args:
-        msg: a message dataclass instance (any class of ``raftcache.raft.messages``).
+        msg: a message dataclass instance (any class of ``raftcache.protocol.messages``).
 
     Returns:
         UTF-8 JSON bytes.

@@ -63,7 +63,7 @@ from raftcache.network.interface import NetworkInterface, RpcHandlers
 from raftcache.network.metrics import NetworkMetrics, rpc_name
 from raftcache.network.tls import client_ssl_context, server_ssl_context
 from raftcache.network.wrapper import Clock, loop_clock
-from raftcache.raft.messages import (
+from raftcache.protocol.messages import (
     AppendEntriesRequest,
     AppendEntriesResponse,
     InstallSnapshotRequest,

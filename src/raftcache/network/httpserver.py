@@ -44,7 +44,7 @@ from raftcache.network.interface import RpcHandlers
 from raftcache.network.metered import sender_of
 from raftcache.network.metrics import NetworkMetrics, rpc_name
 from raftcache.network.wrapper import Clock
-from raftcache.raft.validation import InvalidMessageError, validate_request
+from raftcache.protocol.validation import InvalidMessageError, validate_request
 
 __all__ = ["RaftRoute", "RaftRoutes", "aiohttp_decodes_zstd"]
 

@@ -37,7 +37,7 @@ from aiohttp import web
 
 from raftcache.network import codec, msgpack_codec
 from raftcache.network.errors import NetworkError, no_handlers
-from raftcache.raft.messages import (
+from raftcache.protocol.messages import (
     AppendEntriesRequest,
     InstallSnapshotRequest,
     RequestVoteRequest,

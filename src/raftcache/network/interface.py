@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Protocol
 
-from raftcache.raft.messages import (
+from raftcache.protocol.messages import (
     AppendEntriesRequest,
     AppendEntriesResponse,
     InstallSnapshotRequest,

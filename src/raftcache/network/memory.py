@@ -44,7 +44,7 @@ from raftcache.network.errors import (
 )
 from raftcache.network.hub import InMemoryHub
 from raftcache.network.interface import NetworkInterface, RpcHandlers
-from raftcache.raft.messages import (
+from raftcache.protocol.messages import (
     AppendEntriesRequest,
     AppendEntriesResponse,
     InstallSnapshotRequest,

@@ -17,7 +17,7 @@ from typing import Any
 from raftcache.network.interface import NetworkInterface, RpcHandlers
 from raftcache.network.metrics import Direction, NetworkMetrics, rpc_name
 from raftcache.network.wrapper import Clock, NetworkWrapper, Send, loop_clock
-from raftcache.raft.messages import (
+from raftcache.protocol.messages import (
     AppendEntriesRequest,
     AppendEntriesResponse,
     InstallSnapshotRequest,

@@ -39,7 +39,7 @@ def _as_map(value: Any) -> Any:
 
 
 def encode(msg: Any) -> bytes:
-    """Encode a message (any class of ``raftcache.raft.messages``) to msgpack bytes.
+    """Encode a message (any class of ``raftcache.protocol.messages``) to msgpack bytes.
 
     Raises:
         TypeError: ``msg`` is not a message dataclass or holds a value msgpack cannot carry.

@@ -32,7 +32,7 @@ from raftcache.network.errors import (
     NetworkTimeoutError,
 )
 from raftcache.network.interface import NetworkInterface, RpcHandlers
-from raftcache.raft.messages import (
+from raftcache.protocol.messages import (
     AppendEntriesRequest,
     AppendEntriesResponse,
     InstallSnapshotRequest,

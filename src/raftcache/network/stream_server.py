@@ -51,7 +51,7 @@ from raftcache.network.stream_wire import (
     encode_frame,
 )
 from raftcache.network.stream_writer import FrameWriter
-from raftcache.raft.validation import InvalidMessageError, validate_request
+from raftcache.protocol.validation import InvalidMessageError, validate_request
 
 __all__ = ["StreamServer"]
 

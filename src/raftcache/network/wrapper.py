@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from raftcache.network.interface import NetworkInterface, RpcHandlers
 from raftcache.network.metrics import NetworkMetrics
-from raftcache.raft.messages import (
+from raftcache.protocol.messages import (
     AppendEntriesRequest,
     AppendEntriesResponse,
     InstallSnapshotRequest,

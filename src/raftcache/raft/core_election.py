@@ -11,12 +11,12 @@ before it went down and cannot remember it (the follower half of the lease argum
 
 from __future__ import annotations
 
-from raftcache.raft.core_state import CoreState, Role
-from raftcache.raft.messages import (
+from raftcache.protocol.messages import (
     EntryKind,
     RequestVoteRequest,
     RequestVoteResponse,
 )
+from raftcache.raft.core_state import CoreState, Role
 from raftcache.raft.ready import Outbound
 
 

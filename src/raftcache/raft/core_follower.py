@@ -8,12 +8,12 @@ we hold.
 
 from __future__ import annotations
 
-from raftcache.raft.core_state import CoreState
-from raftcache.raft.messages import (
+from raftcache.protocol.messages import (
     AppendEntriesRequest,
     AppendEntriesResponse,
     LogEntry,
 )
+from raftcache.raft.core_state import CoreState
 
 
 class FollowerMixin(CoreState):

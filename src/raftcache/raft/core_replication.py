@@ -8,10 +8,8 @@ bounded by ``Progress`` (probe, replicate, snapshot) and ``max_inflight``.
 
 from __future__ import annotations
 
-from raftcache.raft.configuration import Configuration
-from raftcache.raft.core_state import CoreState, Role
-from raftcache.raft.errors import MembershipChangeError, NotLeaderError, ProposalDroppedError
-from raftcache.raft.messages import (
+from raftcache.protocol.configuration import Configuration
+from raftcache.protocol.messages import (
     AppendEntriesRequest,
     AppendEntriesResponse,
     EntryKind,
@@ -21,6 +19,8 @@ from raftcache.raft.messages import (
     RequestVoteRequest,
     RequestVoteResponse,
 )
+from raftcache.raft.core_state import CoreState, Role
+from raftcache.raft.errors import MembershipChangeError, NotLeaderError, ProposalDroppedError
 from raftcache.raft.progress import Progress, ProgressState
 from raftcache.raft.ready import Outbound
 

@@ -9,12 +9,12 @@ the driver itself first (streaming, ``snapshot_installed``).
 
 from __future__ import annotations
 
-from raftcache.raft.configuration import Configuration
-from raftcache.raft.core_state import CoreState
-from raftcache.raft.messages import (
+from raftcache.protocol.configuration import Configuration
+from raftcache.protocol.messages import (
     InstallSnapshotRequest,
     InstallSnapshotResponse,
 )
+from raftcache.raft.core_state import CoreState
 from raftcache.storage.base import SnapshotData, SnapshotMeta
 
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import random
 from enum import StrEnum
 
-from raftcache.raft.config import RaftConfig
-from raftcache.raft.configuration import Configuration
-from raftcache.raft.log import RaftLog
-from raftcache.raft.messages import (
+from raftcache.protocol.configuration import Configuration
+from raftcache.protocol.messages import (
     EntryKind,
     LogEntry,
     RequestVoteRequest,
     RequestVoteResponse,
 )
+from raftcache.raft.config import RaftConfig
+from raftcache.raft.log import RaftLog
 from raftcache.raft.progress import Progress
 from raftcache.raft.ready import Outbound
 from raftcache.storage.base import RecoveredState, SnapshotData, SnapshotMeta

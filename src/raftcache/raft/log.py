@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from raftcache.raft.messages import LogEntry
+from raftcache.protocol.messages import LogEntry
 
 
 class RaftLog:

@@ -22,11 +22,11 @@ import contextlib
 import logging
 from typing import Any
 
-from raftcache.raft.configuration import Configuration
+from raftcache.protocol.configuration import Configuration
+from raftcache.protocol.messages import EntryKind
 from raftcache.raft.core import RaftCore, Role
 from raftcache.raft.errors import NodeStoppedError, PeersMismatchError
 from raftcache.raft.lease import LeaderLease, lease_duration
-from raftcache.raft.messages import EntryKind
 from raftcache.raft.node_base import NodeBase, StateMachine
 from raftcache.raft.node_client import ClientMixin
 from raftcache.raft.node_loop import ReadyLoopMixin

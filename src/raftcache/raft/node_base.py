@@ -16,17 +16,17 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from raftcache.network.interface import NetworkInterface
+from raftcache.protocol.configuration import Configuration
+from raftcache.protocol.messages import (
+    InstallSnapshotRequest,
+    InstallSnapshotResponse,
+)
 from raftcache.raft.config import RaftConfig
-from raftcache.raft.configuration import Configuration
 from raftcache.raft.core import RaftCore, Role
 from raftcache.raft.deadlines import Deadlines
 from raftcache.raft.durable import AnswerGate
 from raftcache.raft.errors import NodeStoppedError
 from raftcache.raft.lease import LeaderLease
-from raftcache.raft.messages import (
-    InstallSnapshotRequest,
-    InstallSnapshotResponse,
-)
 from raftcache.raft.node_stats import NodeStats
 from raftcache.raft.persist import PersistJob, PersistWorker
 from raftcache.raft.ready import Outbound, Ready

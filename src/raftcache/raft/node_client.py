@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from raftcache.raft.configuration import Configuration
+from raftcache.protocol.configuration import Configuration
 from raftcache.raft.core import RaftCore, Role
 from raftcache.raft.errors import (
     IndeterminateError,

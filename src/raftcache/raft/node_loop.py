@@ -14,16 +14,16 @@ import asyncio
 import logging
 from typing import Any
 
+from raftcache.protocol.messages import (
+    EntryKind,
+    LogEntry,
+)
 from raftcache.raft.core import RaftCore
 from raftcache.raft.errors import (
     IndeterminateError,
     NodeStoppedError,
     NotLeaderError,
     ProposalDroppedError,
-)
-from raftcache.raft.messages import (
-    EntryKind,
-    LogEntry,
 )
 from raftcache.raft.node_base import NodeBase
 from raftcache.raft.node_persist import PersistMixin

@@ -14,8 +14,7 @@ import logging
 from typing import Any
 
 from raftcache.network.errors import NetworkError
-from raftcache.raft.core import RaftCore
-from raftcache.raft.messages import (
+from raftcache.protocol.messages import (
     AppendEntriesRequest,
     AppendEntriesResponse,
     InstallSnapshotRequest,
@@ -23,6 +22,7 @@ from raftcache.raft.messages import (
     RequestVoteRequest,
     RequestVoteResponse,
 )
+from raftcache.raft.core import RaftCore
 from raftcache.raft.node_base import NodeBase
 from raftcache.raft.ready import Outbound
 

@@ -12,12 +12,12 @@ import asyncio
 import logging
 from typing import Any
 
-from raftcache.raft.core import RaftCore
-from raftcache.raft.errors import NodeStoppedError
-from raftcache.raft.messages import (
+from raftcache.protocol.messages import (
     InstallSnapshotRequest,
     InstallSnapshotResponse,
 )
+from raftcache.raft.core import RaftCore
+from raftcache.raft.errors import NodeStoppedError
 from raftcache.raft.node_base import NodeBase
 from raftcache.raft.snapshot_transfer import Incoming
 from raftcache.storage.base import DiskFullError, SnapshotData, SnapshotMeta

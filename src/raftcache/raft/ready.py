@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from raftcache.raft.messages import LogEntry, RaftRequest
+from raftcache.protocol.messages import LogEntry, RaftRequest
 from raftcache.storage.base import SnapshotMeta
 
 

@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from raftcache.protocol.configuration import Configuration
+from raftcache.protocol.messages import InstallSnapshotRequest
 from raftcache.raft.config import RaftConfig
-from raftcache.raft.configuration import Configuration
-from raftcache.raft.messages import InstallSnapshotRequest
 from raftcache.storage.base import SnapshotMeta, SnapshotWriter, StorageError
 from raftcache.storage.views import SnapshotView
 

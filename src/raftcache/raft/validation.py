@@ -1,88 +1,11 @@
-"""Structural checks of inbound Raft requests, before they reach the core.
+"""Structural checks of inbound Raft requests under their first name:
+``raftcache.protocol.validation`` re-exported.
 
-Rule: a request that no correct peer could send is refused with ``InvalidMessageError`` (a
-``ValueError``; transports answer it with a 400) and never reaches ``RaftCore``, which assumes
-well-formed input (asserts, not checks). Well-formedness here is local: non-negative numbers,
-entries contiguous right after ``prev_log_index`` with terms that never decrease and never exceed
-the request's term, known entry kinds, a decodable configuration. Whether the sender is *right*
-(its term, its log) is the core's business. A leaf: imports only other leaves.
+Rule: nothing is defined here; see ``raftcache.protocol``.
 """
 
 from __future__ import annotations
 
-from raftcache.raft.configuration import Configuration
-from raftcache.raft.messages import (
-    AppendEntriesRequest,
-    EntryKind,
-    InstallSnapshotRequest,
-    RaftRequest,
-    RequestVoteRequest,
-)
+from raftcache.protocol.validation import InvalidMessageError, validate_request
 
-_KINDS = frozenset(int(k) for k in EntryKind)
-
-
-class InvalidMessageError(ValueError):
-    """A Raft request that is malformed beyond what its wire types say."""
-
-
-def _non_negative(**fields: int) -> None:
-    for name, value in fields.items():
-        if value < 0:
-            raise InvalidMessageError(f"{name} must be >= 0, got {value}")
-
-
-def validate_request(req: RaftRequest) -> None:
-    """Raise ``InvalidMessageError`` if ``req`` cannot come from a correct Raft peer."""
-    if isinstance(req, AppendEntriesRequest):
-        _validate_append(req)
-    elif isinstance(req, RequestVoteRequest):
-        _non_negative(
-            term=req.term, last_log_index=req.last_log_index, last_log_term=req.last_log_term
-        )
-        if req.last_log_term > req.term:
-            raise InvalidMessageError("last_log_term is above the candidate's term")
-    elif isinstance(req, InstallSnapshotRequest):
-        _non_negative(
-            term=req.term,
-            last_included_index=req.last_included_index,
-            last_included_term=req.last_included_term,
-            offset=req.offset,
-        )
-        if req.last_included_term > req.term:
-            raise InvalidMessageError("last_included_term is above the leader's term")
-        if req.configuration:  # empty: the sender had no configuration to add (keep ours)
-            try:
-                Configuration.decode(req.configuration)
-            except (ValueError, TypeError, KeyError) as exc:
-                raise InvalidMessageError(f"undecodable configuration: {exc}") from None
-
-
-def _validate_append(req: AppendEntriesRequest) -> None:
-    _non_negative(
-        term=req.term,
-        prev_log_index=req.prev_log_index,
-        prev_log_term=req.prev_log_term,
-        leader_commit=req.leader_commit,
-    )
-    if req.prev_log_term > req.term:
-        raise InvalidMessageError("prev_log_term is above the leader's term")
-    expected, last_term = req.prev_log_index + 1, req.prev_log_term
-    for i, entry in enumerate(req.entries):
-        if entry.index != expected:
-            raise InvalidMessageError(
-                f"entries[{i}].index is {entry.index}, expected {expected} (contiguous after "
-                "prev_log_index)"
-            )
-        if not last_term <= entry.term <= req.term:
-            raise InvalidMessageError(
-                f"entries[{i}].term {entry.term} outside [{last_term}, {req.term}]"
-            )
-        if entry.kind not in _KINDS:
-            raise InvalidMessageError(f"entries[{i}].kind {entry.kind} is unknown")
-        if entry.kind == EntryKind.CONFIG:
-            try:
-                Configuration.decode(entry.command)
-            except (ValueError, TypeError, KeyError) as exc:
-                raise InvalidMessageError(f"entries[{i}]: undecodable configuration") from exc
-        expected, last_term = expected + 1, entry.term
+__all__ = ["InvalidMessageError", "validate_request"]

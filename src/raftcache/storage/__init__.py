@@ -1,8 +1,7 @@
 """Storage for raftcache: the log, the hard state and snapshots (docs/storage.md).
 
-Rule: this package depends only on ``raftcache.raft.messages`` and
-``raftcache.raft.configuration`` (leaves), never on the Raft driver, so the driver can import
-it and ``import raftcache.storage`` stays cheap.
+Rule: this package depends only on the leaf ``raftcache.protocol`` (messages and configuration),
+never on the Raft driver, so the driver can import it and ``import raftcache.storage`` stays cheap.
 """
 
 from __future__ import annotations

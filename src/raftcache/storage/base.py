@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol
 
-from raftcache.raft.configuration import Configuration
-from raftcache.raft.messages import LogEntry
+from raftcache.protocol.configuration import Configuration
+from raftcache.protocol.messages import LogEntry
 
 
 class StorageError(Exception):

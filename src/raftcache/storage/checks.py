@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from raftcache.raft.messages import LogEntry
+from raftcache.protocol.messages import LogEntry
 from raftcache.storage.base import StorageIdentityError
 
 

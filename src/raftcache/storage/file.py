@@ -26,7 +26,7 @@ import os
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 
-from raftcache.raft.messages import LogEntry
+from raftcache.protocol.messages import LogEntry
 from raftcache.storage.base import (
     RecoveredState,
     SnapshotMeta,

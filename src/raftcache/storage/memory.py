@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import TracebackType
 
-from raftcache.raft.messages import LogEntry
+from raftcache.protocol.messages import LogEntry
 from raftcache.storage.base import (
     RecoveredState,
     SnapshotMeta,

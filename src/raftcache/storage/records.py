@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftcache.raft.messages import LogEntry
+from raftcache.protocol.messages import LogEntry
 from raftcache.storage.base import StorageCorruptError, StorageFormatError
 from raftcache.storage.codec import pack, unpack
 

@@ -70,7 +70,7 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from raftcache.raft.messages import LogEntry
+from raftcache.protocol.messages import LogEntry
 from raftcache.storage.base import DiskFullError, SnapshotMeta, StorageCorruptError
 from raftcache.storage.base import StorageFailedError as Failed
 from raftcache.storage.fsio import FileOps, read_file, sync_dir, sync_file, write_all, write_error

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from raftcache.raft.configuration import Configuration
+from raftcache.protocol.configuration import Configuration
 from raftcache.storage.base import (
     DiskFullError,
     SnapshotMeta,

@@ -1,0 +1,129 @@
+"""The Raft messages: plain dataclasses, the vocabulary shared by core, network and storage.
+
+Rule: this module is a leaf. It imports nothing from raftcache, so that ``raftcache.network`` and
+``raftcache.storage`` can depend on it without pulling in the Raft driver.
+
+Every message is constructible positionally in the field order of docs/network.md#messages;
+fields added later always carry defaults so older positional call sites keep working. The wire codec
+(``raftcache.network.codec``) is generic over these fields, so adding a field needs no codec change.
+Field types are restricted to what the codec knows: ``int``, ``str``, ``bool``, ``bytes``,
+``str | None`` and ``list[LogEntry]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class EntryKind(IntEnum):
+    """What a log entry carries. Only ``COMMAND`` entries reach the state machine."""
+
+    COMMAND = 0
+    NOOP = 1  # appended by every new leader so it can commit entries of earlier terms (§5.4.2)
+    CONFIG = 2  # a membership configuration (``configuration``), JSON in ``command``
+
+
+@dataclass(slots=True)
+class LogEntry:
+    """One slot of the replicated log."""
+
+    term: int
+    index: int
+    command: bytes
+    kind: int = EntryKind.COMMAND
+
+
+@dataclass(slots=True)
+class RequestVoteRequest:
+    """RequestVote RPC (§5.2); with ``pre_vote`` the dissertation's §9.6 pre-vote round.
+
+    ``leader_transfer`` marks a campaign started by TimeoutNow: voters then grant even though they
+    heard from a leader recently (the check-quorum lease would otherwise refuse it).
+    """
+
+    term: int
+    candidate_id: str
+    last_log_index: int
+    last_log_term: int
+    pre_vote: bool = False
+    leader_transfer: bool = False
+
+
+@dataclass(slots=True)
+class RequestVoteResponse:
+    term: int
+    vote_granted: bool
+    pre_vote: bool = False
+
+
+@dataclass(slots=True)
+class AppendEntriesRequest:
+    """AppendEntries RPC (§5.3), also the heartbeat.
+
+    ``timeout_now`` rides on this message to carry the dissertation's TimeoutNow (§3.10): the
+    receiver first processes the request as usual and, if its log then matches the leader's,
+    starts an election at once.
+    """
+
+    term: int
+    leader_id: str
+    prev_log_index: int
+    prev_log_term: int
+    entries: list[LogEntry] = field(default_factory=list)
+    leader_commit: int = 0
+    timeout_now: bool = False
+
+
+@dataclass(slots=True)
+class AppendEntriesResponse:
+    """Reply to AppendEntries.
+
+    On success ``match_index`` is the last index the follower now shares with the leader.
+    On a log mismatch ``conflict_index``/``conflict_term`` are the fast-backtracking hints of §5.3:
+    the term of the follower's entry at ``prev_log_index`` (0 if it has none) and the first index
+    it holds for that term (or its last index + 1 when its log is too short).
+    """
+
+    term: int
+    success: bool
+    match_index: int = 0
+    conflict_index: int = 0
+    conflict_term: int = 0
+    last_log_index: int = 0
+
+
+@dataclass(slots=True)
+class InstallSnapshotRequest:
+    """InstallSnapshot RPC (§7), sent in chunks: ``data`` is the slice at ``offset``.
+
+    ``configuration`` is the encoded membership configuration as of ``last_included_index``
+    (the same encoding as a CONFIG entry's command), sent with every chunk.
+    """
+
+    term: int
+    leader_id: str
+    last_included_index: int
+    last_included_term: int
+    offset: int
+    data: bytes
+    done: bool
+    configuration: bytes = b""
+
+
+@dataclass(slots=True)
+class InstallSnapshotResponse:
+    """Reply to an InstallSnapshot chunk.
+
+    ``next_offset`` is the byte offset the follower expects next; ``success`` is False when the
+    chunk did not start there (a lost or reordered chunk), and the leader resumes from
+    ``next_offset``.
+    """
+
+    term: int
+    success: bool = True
+    next_offset: int = 0
+
+
+RaftRequest = RequestVoteRequest | AppendEntriesRequest | InstallSnapshotRequest
+RaftResponse = RequestVoteResponse | AppendEntriesResponse | InstallSnapshotResponse
