@@ -1,4 +1,5 @@
-"""Persist before you answer (ARCHITECTURE boundary 2), checked through the driver's handlers.
+"""Persist before you answer (docs/safety.md#persist-before-answering), checked through the
+driver's handlers.
 
 A vote or an AppendEntries acknowledgement must never leave a node before the term, the vote and
 the entries it vouches for are durable; a failed fsync stops the node (fail-stop).

@@ -1,6 +1,6 @@
 """What the pure core hands its driver: messages to send and state to persist and apply.
 
-Rule (ARCHITECTURE §"Boundaries" 1–2): the driver persists ``hard_state``, ``entries`` and
+Rule (docs/architecture.md#core-and-driver): the driver persists ``hard_state``, ``entries`` and
 ``snapshot`` (and syncs) *before* it sends ``messages`` or answers any RPC, then calls
 ``RaftCore.advance(ready)``; it applies ``committed`` in order and resolves ``reads``.
 """
