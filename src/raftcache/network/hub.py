@@ -19,10 +19,20 @@ The process-wide default hub is ``InMemoryHub.default()``; ``InMemoryHub()`` mak
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar, Protocol
 
-if TYPE_CHECKING:
-    from raftcache.network.memory import InMemoryNetwork
+
+class HubMember(Protocol):
+    """What the hub, and the chaos schedule through it, use of a registered network.
+
+    ``InMemoryNetwork`` is one; the hub names this instead, so that it depends on nothing of the
+    networks it connects (the networks import the hub).
+    """
+
+    node_id: str
+    drop_rate: float
+
+    def set_drop_rate(self, drop_rate: float) -> None: ...
 
 
 class InMemoryHub:
@@ -38,7 +48,7 @@ class InMemoryHub:
     _default: ClassVar[InMemoryHub | None] = None
 
     def __init__(self) -> None:
-        self._networks: dict[str, InMemoryNetwork] = {}
+        self._networks: dict[str, HubMember] = {}
         self._failed: set[str] = set()
         self._partitions: set[frozenset[str]] = set()
         self._isolated: set[str] = set()
@@ -52,16 +62,16 @@ class InMemoryHub:
 
     # -- registration ---------------------------------------------------------------------------
 
-    def register(self, network: InMemoryNetwork) -> None:
+    def register(self, network: HubMember) -> None:
         """Make ``network`` the receiver for its ``node_id`` (replacing any earlier one)."""
         self._networks[network.node_id] = network
 
-    def unregister(self, network: InMemoryNetwork) -> None:
+    def unregister(self, network: HubMember) -> None:
         """Forget ``network``, unless another network has registered its id since."""
         if self._networks.get(network.node_id) is network:
             del self._networks[network.node_id]
 
-    def network(self, node_id: str) -> InMemoryNetwork | None:
+    def network(self, node_id: str) -> HubMember | None:
         """The network registered for ``node_id``, if any."""
         return self._networks.get(node_id)
 
@@ -69,7 +79,7 @@ class InMemoryHub:
         """Registered ids, sorted (a deterministic order for chaos schedules)."""
         return sorted(self._networks)
 
-    def __iter__(self) -> Iterator[InMemoryNetwork]:
+    def __iter__(self) -> Iterator[HubMember]:
         return iter([self._networks[n] for n in self.node_ids()])
 
     # -- failures -------------------------------------------------------------------------------

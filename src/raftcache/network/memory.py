@@ -225,7 +225,7 @@ class InMemoryNetwork(NetworkInterface):
         if self._stopped:
             raise NetworkError(f"Node {me} is stopped", permanent=True, kind="stopped")
         receiver = hub.network(target)
-        if receiver is None:
+        if not isinstance(receiver, InMemoryNetwork):  # None: no network registered ``target``
             raise not_available(target)
         if hub.is_failed(target):
             raise node_failed(target)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -29,7 +29,7 @@ from raftcache.server.errors import json_error
 from raftcache.server.lean_request import LeanRequest
 from raftcache.server.lean_routes import LEAN_BODY_MAX, Chain, HotRoutes
 
-if TYPE_CHECKING:
+if lean_client_available():  # else no front is ever made (``lean_available``)
     from raftcache.server.lean_protocol import LeanProtocol
 
 __all__ = [
@@ -96,8 +96,6 @@ class LeanFront:
         self._sweeper = self._loop.create_task(self._sweep())
 
     def __call__(self) -> LeanProtocol:
-        from raftcache.server.lean_protocol import LeanProtocol
-
         return LeanProtocol(self)
 
     def aiohttp_protocol(self) -> RequestHandler:

@@ -29,17 +29,17 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import Any, Final, Protocol, cast
 
 import httptools
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from raftcache.server.drain import Drain
 from raftcache.server.lean_request import LeanRequest
-from raftcache.server.lean_routes import Chain, HotRoute
+from raftcache.server.lean_routes import Chain, HotRoute, HotRoutes
 from raftcache.server.lean_wire import encode_response, error_bytes
-
-if TYPE_CHECKING:
-    from raftcache.server.lean_front import LeanFront
 
 log = logging.getLogger("raftcache.server.lean")
 
@@ -92,10 +92,30 @@ def message_boundary(buf: bytes | bytearray, count: int) -> int:
     return lo
 
 
+class Front(Protocol):
+    """What a connection uses of the front of its listener (``lean_front.LeanFront``, which
+    makes the connections and so imports this module, not the other way round)."""
+
+    app: web.Application
+    routes: HotRoutes
+    drain: Drain
+    #: The connections open on the front; each adds itself and removes itself when it ends.
+    connections: set[LeanProtocol]
+    received: int
+    max_line_bytes: int
+    max_field_bytes: int
+
+    def now(self) -> float: ...
+
+    async def dispatch(self, request: LeanRequest, chain: Chain) -> web.StreamResponse: ...
+
+    def aiohttp_protocol(self) -> RequestHandler: ...
+
+
 class LeanProtocol(asyncio.Protocol):
     """One client connection on the lean front (see the module docstring)."""
 
-    def __init__(self, front: LeanFront) -> None:
+    def __init__(self, front: Front) -> None:
         self._front = front
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None

@@ -7,7 +7,7 @@ leadership and membership), the Raft routes the tag ``raft``.
 
 from __future__ import annotations
 
-from raftcache.server.openapi import (
+from raftcache.server.openapi_schema import (
     BASE64,
     COMMON,
     JSON,

@@ -8,15 +8,24 @@ event batch) and this collector reads them, and the history's sizes, when Promet
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from raftcache.cache.watch import WatchHistory
 
-if TYPE_CHECKING:
-    from raftcache.server.routes_watch import WatchHub
+
+class WatchCounters(Protocol):
+    """The counters this collector reads. ``routes_watch.WatchHub`` keeps them; it imports this
+    module to register the collector, so this module names the counters rather than the hub."""
+
+    active: int
+    opened: int
+    refused: int
+    compacted: int
+    events_sent: int
+    slow_consumers: int
 
 
 class WatchCollector(Collector):
@@ -27,7 +36,7 @@ class WatchCollector(Collector):
         history: returns the node's watch history (None when the node keeps none).
     """
 
-    def __init__(self, hub: WatchHub, history: Callable[[], WatchHistory | None]) -> None:
+    def __init__(self, hub: WatchCounters, history: Callable[[], WatchHistory | None]) -> None:
         self._hub = hub
         self._history = history
 

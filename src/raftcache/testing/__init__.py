@@ -8,6 +8,7 @@ system under test can never leak into the judge.
 from __future__ import annotations
 
 from raftcache.testing.checkers import CounterCheck, SetCheck, check_counter, check_set
+from raftcache.testing.fault_proxy import FaultProxy, ProxyMode, ProxyStats
 from raftcache.testing.history import (
     HistoryRecorder,
     Operation,
@@ -27,7 +28,6 @@ from raftcache.testing.linearizability import (
 )
 from raftcache.testing.mesh import ProxyMesh
 from raftcache.testing.models import CounterModel, Model, RegisterModel
-from raftcache.testing.proxy import FaultProxy, ProxyMode, ProxyStats
 
 __all__ = [
     "CheckResult",

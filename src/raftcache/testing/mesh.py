@@ -13,7 +13,7 @@ import asyncio
 import random
 from collections.abc import Callable, Iterable, Mapping
 
-from raftcache.testing.proxy import FaultProxy, ProxyMode
+from raftcache.testing.fault_proxy import FaultProxy, ProxyMode
 
 __all__ = ["ProxyMesh"]
 

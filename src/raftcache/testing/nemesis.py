@@ -52,10 +52,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raftcache.testing.drift import DRIFT_NEMESES, inject_drift
+from raftcache.testing.fault_proxy import ProxyMode
 from raftcache.testing.harness import ProcessCluster
 from raftcache.testing.membership import MEMBERSHIP_NEMESES, Injected, inject_membership
 from raftcache.testing.peers import PEERS_NEMESES, inject_peers
-from raftcache.testing.proxy import ProxyMode
 from raftcache.testing.transfers import inject_transfer
 
 __all__ = [

@@ -37,9 +37,9 @@ import asyncio
 import contextlib
 import random
 
+from raftcache.testing.fault_proxy import ProxyMode
 from raftcache.testing.harness import ProcessCluster
 from raftcache.testing.membership import Heal, Injected
-from raftcache.testing.proxy import ProxyMode
 
 __all__ = ["TRANSFER_NEMESES", "inject_transfer"]
 
