@@ -116,8 +116,8 @@ class CacheService:
             expiry_batch_size=expiry_batch_size,
             touch_batch_size=touch_batch_size,
         )
-        #: Raises the cluster's command format (``raftcache.cache.upgrade``); the server sets
-        #: its ``probe`` to ask the other nodes.
+        #: Raises the cluster's command format (``raftcache.cache.upgrade``), asking the other
+        #: nodes through ``format_probe`` (``raftcache serve`` passes one that asks over HTTP).
         self.formats = FormatGate(node, machine, clock, probe=format_probe)  # type: ignore[arg-type]
         #: Backups of the cluster and restores into it (``raftcache.cache.backup_service``).
         self.backups = Backups(node, machine, clock, ensure_format=self.ensure_format)

@@ -16,7 +16,6 @@ from raftcache.dashboard import add_dashboard_routes
 from raftcache.server.admission import Admission
 from raftcache.server.context import CONTEXT, ServerContext, ServerSettings
 from raftcache.server.drain import DRAIN, Drain
-from raftcache.server.format_probe import HttpFormatProbe
 from raftcache.server.forwarding import Forwarder
 from raftcache.server.metrics import ServerMetrics
 from raftcache.server.middleware import MIDDLEWARES
@@ -69,7 +68,6 @@ def create_app(
         admission=admission,
     )
     app[DRAIN] = Drain()
-    _install_format_probe(node, service, settings)
     _install_digest_probe(node, service, settings)
     add_key_routes(app)
     add_watch_routes(app, watch)
@@ -90,19 +88,6 @@ def create_app(
 
     app.on_cleanup.append(close_forwarder)
     return app
-
-
-def _install_format_probe(node: NodePort, service: ServicePort, settings: ServerSettings) -> None:
-    """Let the service ask the other nodes' ``/v1/status`` for their command formats
-    (``raftcache.server.format_probe``) unless it was given a probe of its own."""
-    formats = getattr(service, "formats", None)
-    if formats is not None and getattr(formats, "probe", None) is None:
-        formats.probe = HttpFormatProbe(
-            node,
-            peer_urls=settings.peer_urls,
-            token=settings.client_token or settings.client_token_ro,
-            ssl_context=settings.client_ssl_context,
-        )
 
 
 def _install_digest_probe(node: NodePort, service: ServicePort, settings: ServerSettings) -> None:

@@ -47,6 +47,7 @@ from raftcache.server.config import ServeOptions
 from raftcache.server.context import CONTEXT, ServerSettings
 from raftcache.server.drain import DRAIN
 from raftcache.server.exposure import warn_if_exposed
+from raftcache.server.format_probe import HttpFormatProbe
 from raftcache.server.handover import HANDOVER, Handover, hand_over, handover_middleware
 from raftcache.server.lean_front import LeanFront, LeanSite, lean_available
 from raftcache.server.logs import configure_logging
@@ -291,11 +292,21 @@ def build_node_server(
         peer_addresses=peer_routes(options),
         address_overrides=dict(options.peer_address_override),
     )
+    settings = server_settings(options)
     service = CacheService(
-        node, machine, clock=time.time, digest_check_interval_s=options.digest_check_interval_s
+        node,
+        machine,
+        clock=time.time,
+        format_probe=HttpFormatProbe(
+            node,
+            peer_urls=settings.peer_urls,
+            token=settings.client_token or settings.client_token_ro,
+            ssl_context=settings.client_ssl_context,
+        ),
+        digest_check_interval_s=options.digest_check_interval_s,
     )
     watch = WatchSettings(heartbeat_s=options.watch_heartbeat_s, max_watchers=options.max_watchers)
-    app = create_app(node, service, server_settings(options), mount=network.mount, watch=watch)
+    app = create_app(node, service, settings, mount=network.mount, watch=watch)
     # The transport's own figures (per RPC type and peer) on this node's /metrics.
     app[CONTEXT].metrics.registry.register(NetworkMetricsCollector(network.metrics))
     if isinstance(network, StreamNetwork):
