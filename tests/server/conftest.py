@@ -1,7 +1,7 @@
 """Fixtures of the server tests: an app over fakes, served by aiohttp's test server.
 
 Every test that uses ``client`` (or the ``front`` fixture) runs twice: once on aiohttp alone
-and once on the lean front (``server.lean_front``: httptools answers the hot key routes and hands
+and once on the lean front (``server.lean.front``: httptools answers the hot key routes and hands
 the rest to aiohttp), which aiohttp's test server then listens with.
 """
 
@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from raftcache.server.app import create_app
 from raftcache.server.context import ServerSettings
-from raftcache.server.lean_front import LeanSockSite, lean_available
+from raftcache.server.lean.front import LeanSockSite, lean_available
 from raftcache.server.validation import Limits
 
 from .fakes import FakeNode, FakeService

@@ -1,4 +1,4 @@
-"""The lean front (``server.lean_front``): hot key routes answered by the httptools protocol,
+"""The lean front (``server.lean.front``): hot key routes answered by the httptools protocol,
 everything else handed — with the connection — to aiohttp, on one port, over real sockets.
 
 Each test knows for certain which side answered: the front counts the requests it served and the
@@ -25,14 +25,14 @@ from yarl import URL
 
 from raftcache.server.app import create_app
 from raftcache.server.context import ServerSettings
-from raftcache.server.lean_front import (
+from raftcache.server.lean.front import (
     LEAN_BODY_MAX,
     LeanFront,
     LeanSite,
     LeanSockSite,
     lean_available,
 )
-from raftcache.server.lean_request import LeanRequest
+from raftcache.server.lean.request import LeanRequest
 from raftcache.server.serve import loop_factory
 from raftcache.server.validation import Limits
 

@@ -1,4 +1,4 @@
-"""The Raft routes on the lean front (``server.lean_routes``): a peer's ``POST /raft/...`` is
+"""The Raft routes on the lean front (``server.lean.routes``): a peer's ``POST /raft/...`` is
 answered by the httptools protocol, through the same middlewares and ``RaftRoutes`` handler as
 aiohttp's, over real sockets.
 
@@ -34,7 +34,7 @@ from raftcache.raft.messages import (
 )
 from raftcache.server.app import create_app
 from raftcache.server.context import ServerSettings
-from raftcache.server.lean_front import LeanFront, LeanSite
+from raftcache.server.lean.front import LeanFront, LeanSite
 
 from ..network.fakes import RecordingHandlers
 from .cluster import start_cluster

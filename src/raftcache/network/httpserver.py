@@ -71,7 +71,7 @@ class _Refused(Exception):
 class RaftRoute:
     """One Raft route: ``handle`` is its aiohttp handler.
 
-    Also what a front that parses requests itself (``server.lean_front``) reads to serve the
+    Also what a front that parses requests itself (``server.lean.front``) reads to serve the
     route as aiohttp does: the body limit, and the token check it makes before buffering a body.
     """
 

@@ -49,7 +49,7 @@ from raftcache.server.drain import DRAIN
 from raftcache.server.exposure import warn_if_exposed
 from raftcache.server.format_probe import HttpFormatProbe
 from raftcache.server.handover import HANDOVER, Handover, hand_over, handover_middleware
-from raftcache.server.lean_front import LeanFront, LeanSite, lean_available
+from raftcache.server.lean.front import LeanFront, LeanSite, lean_available
 from raftcache.server.logs import configure_logging
 from raftcache.server.routes_watch import WatchSettings
 from raftcache.server.validation import MAX_KEY_BYTES, Limits
@@ -81,7 +81,7 @@ class NodeServer:
         shutdown_timeout_s: bound on waiting for in-flight requests at shutdown.
         transfer_on_shutdown: a leader hands leadership over before it stops (see
             ``server.handover``; bounded by two election timeouts and ``shutdown_timeout_s``).
-        http_front: ``lean`` (``server.lean_front``: httptools answers the hot key and Raft
+        http_front: ``lean`` (``server.lean.front``: httptools answers the hot key and Raft
             routes), ``aiohttp`` (aiohttp alone) or ``auto`` (lean when httptools is
             installed); ``lean-keys``, for A/B measurements: lean, but the Raft routes are
             served by aiohttp.

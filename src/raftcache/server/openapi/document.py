@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from raftcache import __version__
-from raftcache.server.openapi_ops import admin_paths, raft_paths
-from raftcache.server.openapi_schema import (
+from raftcache.server.openapi.ops import admin_paths, raft_paths
+from raftcache.server.openapi.schema import (
     BASE64,
     COMMON,
     CONSISTENCY,

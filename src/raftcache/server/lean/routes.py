@@ -17,7 +17,7 @@ receive whole before the chain runs. Two kinds are hot:
   aiohttp that answers those there.
 
 Everything else (other paths, a query on a Raft path, a larger declared body, another method)
-is not hot: the connection goes to aiohttp (``lean_protocol``).
+is not hot: the connection goes to aiohttp (``lean.protocol``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from aiohttp import web
 from raftcache.network.httpserver import RaftRoute
 from raftcache.network.httpwire import PATHS
 from raftcache.server.context import CONTEXT
-from raftcache.server.lean_request import KEY_MATCH, MatchInfo
+from raftcache.server.lean.request import KEY_MATCH, MatchInfo
 from raftcache.server.routes_keys import delete_key, get_key, put_key
 
 Chain = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -2,7 +2,7 @@
 else is handed — with the whole connection — to aiohttp.
 
 Rule: a connection starts on this protocol. Each request is parsed with httptools; at the end of
-its headers it is either *hot* (a route of ``lean_routes.HotRoutes`` — the key routes, the
+its headers it is either *hot* (a route of ``lean.routes.HotRoutes`` — the key routes, the
 mounted Raft routes — over HTTP/1.x, a declared body within the route's lean limit, headers the
 route admits, no ``Transfer-Encoding``, no ``Expect``, no upgrade) or not. A hot request is
 answered here, through the same middleware chain and handler aiohttp would run
@@ -37,9 +37,9 @@ from aiohttp.web_protocol import RequestHandler
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from raftcache.server.drain import Drain
-from raftcache.server.lean_request import LeanRequest
-from raftcache.server.lean_routes import Chain, HotRoute, HotRoutes
-from raftcache.server.lean_wire import encode_response, error_bytes
+from raftcache.server.lean.request import LeanRequest
+from raftcache.server.lean.routes import Chain, HotRoute, HotRoutes
+from raftcache.server.lean.wire import encode_response, error_bytes
 
 log = logging.getLogger("raftcache.server.lean")
 
@@ -93,7 +93,7 @@ def message_boundary(buf: bytes | bytearray, count: int) -> int:
 
 
 class Front(Protocol):
-    """What a connection uses of the front of its listener (``lean_front.LeanFront``, which
+    """What a connection uses of the front of its listener (``lean.front.LeanFront``, which
     makes the connections and so imports this module, not the other way round)."""
 
     app: web.Application

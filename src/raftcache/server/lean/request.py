@@ -1,6 +1,6 @@
 """The request object of the lean front: the part of ``aiohttp.web.Request`` the hot routes use.
 
-Rule: the lean front (``lean_protocol``) serves the hot routes (``lean_routes``: the key routes
+Rule: the lean front (``lean.protocol``) serves the hot routes (``lean.routes``: the key routes
 and the mounted Raft routes) through the *same* middleware chain and handlers as aiohttp does,
 so it hands them an object that answers every attribute they read — ``method``, ``path``,
 ``raw_path``, ``query``, ``headers``, ``content_type``, ``content_length``,

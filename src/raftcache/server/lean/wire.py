@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 
-from raftcache.server.lean_request import LeanRequest
+from raftcache.server.lean.request import LeanRequest
 
 # Recomputed here, never copied from the response object.
 _OWN_HEADERS: Final = frozenset(

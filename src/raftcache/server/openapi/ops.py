@@ -1,13 +1,13 @@
-"""The operational and Raft parts of the OpenAPI document (see ``openapi``).
+"""The operational and Raft parts of the OpenAPI document (see ``document``).
 
-Rule: the same as ``openapi``'s — what is stated here is what the handlers check. The admin
+Rule: the same as ``document``'s — what is stated here is what the handlers check. The admin
 routes carry the tag ``admin`` (a fuzzer must not send them *valid* requests: those really move
 leadership and membership), the Raft routes the tag ``raft``.
 """
 
 from __future__ import annotations
 
-from raftcache.server.openapi_schema import (
+from raftcache.server.openapi.schema import (
     BASE64,
     COMMON,
     JSON,

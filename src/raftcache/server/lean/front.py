@@ -3,7 +3,7 @@ to aiohttp's own protocol at the first request that is not on a hot route.
 
 Rule: the front owns no behaviour of the API. It builds, once the application is frozen, the
 same middleware chain aiohttp runs (``app.middlewares`` around the route's handler) for each hot
-route (``lean_routes``: the key routes and the mounted Raft routes), and dispatches lean
+route (``lean.routes``: the key routes and the mounted Raft routes), and dispatches lean
 requests through it — so auth, admission, drain, metrics, errors, forwarding and the hand-over
 hold for them exactly as for aiohttp's, and the handlers are the ones aiohttp would call
 (``routes_keys``, ``network.httpserver.RaftRoutes``). The listener is an ``aiohttp`` site
@@ -26,11 +26,11 @@ from aiohttp.web_protocol import RequestHandler
 from raftcache.network.httpclient import lean_client_available
 from raftcache.server.drain import DRAIN
 from raftcache.server.errors import json_error
-from raftcache.server.lean_request import LeanRequest
-from raftcache.server.lean_routes import LEAN_BODY_MAX, Chain, HotRoutes
+from raftcache.server.lean.request import LeanRequest
+from raftcache.server.lean.routes import LEAN_BODY_MAX, Chain, HotRoutes
 
 if lean_client_available():  # else no front is ever made (``lean_available``)
-    from raftcache.server.lean_protocol import LeanProtocol
+    from raftcache.server.lean.protocol import LeanProtocol
 
 __all__ = [
     "DEFAULT_MAX_FIELD_BYTES",

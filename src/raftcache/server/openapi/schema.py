@@ -1,8 +1,8 @@
 """The building blocks of the OpenAPI document: shared schemas, parameters and answers.
 
-Rule: only vocabulary lives here, and no path. ``openapi`` (the key, batch and watch routes and
-the document itself) and ``openapi_ops`` (the operational and Raft routes) both build on it, so
-neither needs the other's helpers. Sizes come from the validators' constants (see ``openapi``).
+Rule: only vocabulary lives here, and no path. ``document`` (the key, batch and watch routes and
+the document itself) and ``ops`` (the operational and Raft routes) both build on it, so
+neither needs the other's helpers. Sizes come from the validators' constants (see ``document``).
 """
 
 from __future__ import annotations
