@@ -1,0 +1,3 @@
+"""Moved to ``raftcache.server.lean.request``; kept for compatibility."""
+
+from raftcache.server.lean.request import *  # noqa: F403

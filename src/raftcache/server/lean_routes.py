@@ -1,0 +1,3 @@
+"""Moved to ``raftcache.server.lean.routes``; kept for compatibility."""
+
+from raftcache.server.lean.routes import *  # noqa: F403

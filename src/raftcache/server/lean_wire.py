@@ -1,0 +1,3 @@
+"""Moved to ``raftcache.server.lean.wire``; kept for compatibility."""
+
+from raftcache.server.lean.wire import *  # noqa: F403

@@ -1,0 +1,3 @@
+"""Moved to ``raftcache.server.openapi.ops``; kept for compatibility."""
+
+from raftcache.server.openapi.ops import *  # noqa: F403
