@@ -4,7 +4,7 @@ Rule: the node is built the way an embedding program would build it — ``RaftNo
 ``CacheStateMachine`` over ``HttpNetwork`` (listening on its own port; ``StreamNetwork`` with
 ``--transport stream``) and ``FileStorage`` (fsync on unless ``--no-fsync``) — and the driver
 node proposes ``encode_set`` commands of 100-byte values straight into ``RaftNode.propose``; no
-HTTP client API is involved. Once started, each node applies ``raftcache.gcpolicy.tune`` (as
+HTTP client API is involved. Once started, each node applies ``raftcache.process.gcpolicy.tune`` (as
 ``raftcache serve`` does; ``--gc default`` to compare). Every node
 runs the default ``RaftConfig``; the driver is started a second before the others, so it
 (almost always) wins the first election. Control protocol: ``benchmarks.suite.inproc_protocol``.
@@ -25,11 +25,11 @@ import time
 from typing import Any
 
 from benchmarks.suite.inproc_protocol import Tally
-from raftcache import gcpolicy
 from raftcache.cache.commands import encode_set
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.network.http import HttpNetwork
 from raftcache.network.stream import StreamNetwork
+from raftcache.process import gcpolicy
 from raftcache.raft import FileStorage, RaftNode, Role
 from raftcache.raft.config import RaftConfig
 

@@ -1,4 +1,4 @@
-"""The serve process's collector policy (``raftcache.gcpolicy``)."""
+"""The serve process's collector policy (``raftcache.process.gcpolicy``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from raftcache import gcpolicy
+from raftcache.process import gcpolicy
 
 
 @pytest.fixture

@@ -95,7 +95,7 @@ def test_supervisor_kills_children_that_ignore_sigterm(tmp_path: Path) -> None:
 def test_serve_placeholder_when_the_server_is_missing(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setitem(sys.modules, "raftcache.server.cli", None)
+    monkeypatch.setitem(sys.modules, "raftcache.process.cli", None)
     assert cli(["serve", "--id", "n1"]) == 2
     assert "not available" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:

@@ -11,8 +11,8 @@ from pathlib import Path
 import aiohttp
 
 from raftcache.dashboard import add_dashboard_routes
-from raftcache.server.config import ServeOptions
-from raftcache.server.serve import NodeServer, build_node_server
+from raftcache.process.config import ServeOptions
+from raftcache.process.serve import NodeServer, build_node_server
 from raftcache.storage.memory import MemoryStorage
 from tests.server.cluster import Cluster, fast_raft, free_ports
 

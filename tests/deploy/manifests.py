@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from raftcache.server.cli import build_serve_parser, options_from_args
-from raftcache.server.config import ServeOptions
+from raftcache.process.cli import build_serve_parser, options_from_args
+from raftcache.process.config import ServeOptions
 
 # PyYAML is a test dependency (the dev extra); typed as Any since it ships no stubs.
 yaml: Any = pytest.importorskip("yaml", reason="PyYAML is missing: install the dev extra")

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from raftcache.server.config import OPTIONS
+from raftcache.process.config import OPTIONS
 
 from .manifests import (
     DEPLOY,

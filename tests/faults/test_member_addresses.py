@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from raftcache.server.config import ConfigError, resolve_options
+from raftcache.process.config import ConfigError, resolve_options
 from raftcache.testing.harness import ProcessCluster
 from raftcache.testing.membership import add_member, membership, remove_member
 from raftcache.testing.proxy import ProxyMode

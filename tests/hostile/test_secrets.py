@@ -13,8 +13,8 @@ import aiohttp
 import orjson
 import pytest
 
-from raftcache.server.config import ConfigError, ServeOptions, resolve_options
-from raftcache.server.exposure import exposure_warnings
+from raftcache.process.config import ConfigError, ServeOptions, resolve_options
+from raftcache.process.exposure import exposure_warnings
 
 from .procs import Procs, node_env, wait_exit, wait_status
 

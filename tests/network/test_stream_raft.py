@@ -13,8 +13,8 @@ import pytest
 
 from raftcache.network import HttpNetwork
 from raftcache.network.stream import StreamNetwork
-from raftcache.server.config import ServeOptions
-from raftcache.server.serve import NodeServer, build_node_server
+from raftcache.process.config import ServeOptions
+from raftcache.process.serve import NodeServer, build_node_server
 from raftcache.storage.memory import MemoryStorage
 from tests.server.cluster import Cluster, fast_raft, free_ports, start_cluster
 

@@ -29,9 +29,9 @@ from tests.server.cluster import free_ports
 
 async def _serve_node(args: argparse.Namespace) -> None:
     """One node: the same composition as ``raftcache serve``, plus a RESP server."""
+    from raftcache.process.config import ServeOptions
+    from raftcache.process.serve import build_node_server
     from raftcache.resp import start_resp_server
-    from raftcache.server.config import ServeOptions
-    from raftcache.server.serve import build_node_server
 
     peers = dict(item.split("=", 1) for item in args.peers.split(","))
     options = ServeOptions(

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raftcache.process.serve import NodeServer
 from raftcache.resp import RespServer, start_resp_server
-from raftcache.server.serve import NodeServer
 from tests.server.cluster import Cluster, start_cluster
 
 

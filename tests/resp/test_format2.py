@@ -18,8 +18,8 @@ from redis.exceptions import ResponseError
 
 from raftcache.cache.commands import BatchCommand, SetOp, decode
 from raftcache.cache.commands_v2 import FlushCommand, IncrOp, TtlOp
+from raftcache.process.serve import NodeServer
 from raftcache.resp import start_resp_server
-from raftcache.server.serve import NodeServer
 from tests.server.cluster import start_cluster
 
 from .cluster import RespCluster

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import aiohttp
 
+from raftcache.process.config import ServeOptions
+from raftcache.process.serve import NodeServer, build_node_server
 from raftcache.raft.config import RaftConfig
-from raftcache.server.config import ServeOptions
-from raftcache.server.serve import NodeServer, build_node_server
 from raftcache.storage.memory import MemoryStorage
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from raftcache.server.cli import build_serve_parser, main_serve, options_from_args
-from raftcache.server.config import ConfigError, ServeOptions, parse_listen, parse_peers
-from raftcache.server.serve import raft_config_of
+from raftcache.process.cli import build_serve_parser, main_serve, options_from_args
+from raftcache.process.config import ConfigError, ServeOptions, parse_listen, parse_peers
+from raftcache.process.serve import raft_config_of
 
 PEERS = "n1=http://127.0.0.1:8001,n2=http://127.0.0.1:8002"
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from raftcache.server.cli import build_serve_parser, options_from_args
-from raftcache.server.config import ConfigError, ServeOptions
+from raftcache.process.cli import build_serve_parser, options_from_args
+from raftcache.process.config import ConfigError, ServeOptions
+from raftcache.process.serve import NodeServer
 from raftcache.server.handover import HANDOVER, hand_over, pick_successor
-from raftcache.server.serve import NodeServer
 
 from .cluster import start_cluster
 

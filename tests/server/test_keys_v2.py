@@ -19,8 +19,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from raftcache.cache.formats import COMMAND_FORMAT
-from raftcache.server.config import ServeOptions
-from raftcache.server.serve import NodeServer, build_node_server
+from raftcache.process.config import ServeOptions
+from raftcache.process.serve import NodeServer, build_node_server
 from raftcache.storage.memory import MemoryStorage
 
 from .cluster import Cluster, fast_raft, free_ports, start_cluster

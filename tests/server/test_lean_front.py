@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from raftcache.process.serve import loop_factory
 from raftcache.server.app import create_app
 from raftcache.server.context import ServerSettings
 from raftcache.server.lean.front import (
@@ -33,7 +34,6 @@ from raftcache.server.lean.front import (
     lean_available,
 )
 from raftcache.server.lean.request import LeanRequest
-from raftcache.server.serve import loop_factory
 from raftcache.server.validation import Limits
 
 from .cluster import start_cluster

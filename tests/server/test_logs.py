@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from raftcache.server.logs import configure_logging
+from raftcache.process.logs import configure_logging
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ import pytest
 
 from raftcache.cache.formats import FormatNotEnabled
 from raftcache.cache.upgrade import FormatGate
-from raftcache.server.config import ServeOptions
-from raftcache.server.serve import NodeServer, build_node_server
+from raftcache.process.config import ServeOptions
+from raftcache.process.serve import NodeServer, build_node_server
 from raftcache.storage.memory import MemoryStorage
 
 from .cluster import fast_raft, free_ports

@@ -64,7 +64,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    if importlib.util.find_spec("raftcache.server.cli") is None:
+    if importlib.util.find_spec("raftcache.process.cli") is None:
         return fail("cluster", "the node server (raftcache serve) is not available", EXIT_USAGE)
     specs = plan_nodes(args.nodes, args.host, args.base_port, Path(args.data_dir))
     if args.base_port + args.nodes - 1 > 65535:

@@ -2,7 +2,7 @@
 
 Rule: this is the composition root of the CLI. It imports subcommand modules only as needed:
 ``serve`` pulls in the whole node (Raft, storage, server), so its parser is built from
-``raftcache.server.cli`` only when the first argument is ``serve``; every other invocation sees
+``raftcache.process.cli`` only when the first argument is ``serve``; every other invocation sees
 a placeholder entry for it in the help. Exit codes are those of ``cli.common``.
 """
 
@@ -44,7 +44,7 @@ def build_parser(*, with_serve: bool = False) -> argparse.ArgumentParser:
 
 def _add_real_serve(subparsers: Any) -> bool:
     try:
-        from raftcache.server.cli import build_serve_parser
+        from raftcache.process.cli import build_serve_parser
     except ImportError:
         return False
     build_serve_parser(subparsers)
@@ -53,7 +53,7 @@ def _add_real_serve(subparsers: Any) -> bool:
 
 def _serve_importable() -> bool:
     try:
-        import raftcache.server.cli  # noqa: F401
+        import raftcache.process.cli  # noqa: F401
     except ImportError:
         return False
     return True
@@ -72,7 +72,7 @@ def _add_placeholder_serve(subparsers: Any) -> None:
 def _serve_unavailable(args: argparse.Namespace) -> int:
     print(
         "raftcache serve: error: the node server is not available in this installation "
-        "(raftcache.server.cli could not be imported)",
+        "(raftcache.process.cli could not be imported)",
         file=sys.stderr,
     )
     return EXIT_USAGE

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from raftcache.server.config import ServeOptions
+from raftcache.process.config import ServeOptions
 
 log = logging.getLogger("raftcache.server")
 

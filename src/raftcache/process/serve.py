@@ -1,6 +1,6 @@
 """The composition root of ``raftcache serve``: builds one node and runs it until a signal.
 
-Rule: this is the only module of the server that reads the wall clock (``time.time``, handed to
+Rule: this is the only module of the node that reads the wall clock (``time.time``, handed to
 the cache service) and creates a ``random.Random()`` (handed to the Raft node). It wires
 HttpNetwork (mounted on the node's app, so one port serves Raft and the client API; no
 ``ReliableNetwork``: Raft retries on its own, and a bare transport with a short timeout keeps
@@ -30,7 +30,6 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from raftcache import gcpolicy
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.service import CacheService
 from raftcache.cache.watch import WatchHistory
@@ -38,19 +37,20 @@ from raftcache.network.http import HttpNetwork
 from raftcache.network.prometheus import NetworkMetricsCollector
 from raftcache.network.stream import StreamNetwork
 from raftcache.network.tls import client_ssl_context, server_ssl_context
+from raftcache.process import gcpolicy
+from raftcache.process.config import ServeOptions
+from raftcache.process.exposure import warn_if_exposed
+from raftcache.process.logs import configure_logging
 from raftcache.raft.config import RaftConfig
 from raftcache.raft.errors import PeersMismatchError
 from raftcache.raft.node import RaftNode
 from raftcache.server.admission import AdmissionLimits
 from raftcache.server.app import create_app
-from raftcache.server.config import ServeOptions
 from raftcache.server.context import CONTEXT, ServerSettings
 from raftcache.server.drain import DRAIN
-from raftcache.server.exposure import warn_if_exposed
 from raftcache.server.format_probe import HttpFormatProbe
 from raftcache.server.handover import HANDOVER, Handover, hand_over, handover_middleware
 from raftcache.server.lean.front import LeanFront, LeanSite, lean_available
-from raftcache.server.logs import configure_logging
 from raftcache.server.routes_watch import WatchSettings
 from raftcache.server.validation import MAX_KEY_BYTES, Limits
 from raftcache.storage.base import Storage, StorageError

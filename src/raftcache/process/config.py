@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from raftcache.cache.formats import COMMAND_FORMAT, check_max_format
-from raftcache.gcpolicy import POLICIES
 from raftcache.network.httpclient import CLIENTS
+from raftcache.process.gcpolicy import POLICIES
 
 ENV_PREFIX = "RAFTCACHE_"
 #: Options whose values must never be echoed (error messages, repr, logs).
@@ -84,7 +84,7 @@ class ServeOptions:
     #: httptools front for the hot key and Raft routes when installed, aiohttp for the rest).
     loop: str = "auto"
     http_front: str = "auto"
-    #: The collector policy of a ``serve`` process (``raftcache.gcpolicy``).
+    #: The collector policy of a ``serve`` process (``raftcache.process.gcpolicy``).
     gc: str = "tuned"
     sources: Mapping[str, str] = field(default_factory=dict)
 

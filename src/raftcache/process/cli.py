@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from raftcache.server.config import (
+from raftcache.process.config import (
     OPTIONS,
     ConfigError,
     ServeOptions,
@@ -56,13 +56,13 @@ def main_serve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -
     except ConfigError as exc:
         print(f"raftcache serve: error: {exc}", file=sys.stderr)
         return 2
-    from raftcache.server.serve import run_serve
+    from raftcache.process.serve import run_serve
 
     return run_serve(options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point (``python -m raftcache.server serve ...``)."""
+    """Standalone entry point (``python -m raftcache.process serve ...``)."""
     parser = argparse.ArgumentParser(prog="raftcache")
     subparsers = parser.add_subparsers(dest="command", required=True)
     build_serve_parser(subparsers)
