@@ -172,7 +172,7 @@ class ReplicaCheck:
 
 
 async def compare_replicas(
-    cluster: ProcessCluster, timeout_s: float, *, page: int = 500
+    cluster: ProcessCluster, timeout_s: float, *, page: int = 1000
 ) -> ReplicaCheck | None:
     """Read every node's whole keyspace locally (``consistency=stale``) once all of them
     applied the same index, and compare. Call it with no writes in flight; None when the
