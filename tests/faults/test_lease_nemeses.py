@@ -65,6 +65,7 @@ async def test_transfer_partition_old_leader_serves_no_stale_lease_read(tmp_path
     assert_no_violation(report)
 
 
+@pytest.mark.slow  # ~30 s; its family also runs in test_fault_runs' default mix
 async def test_transfer_pause_keeps_reads_linearizable(tmp_path: Path) -> None:
     report = await run_campaign(short_run(("transfer-pause",), seed=3), tmp_path / "run")
     assert report.faults, summary(report)
@@ -121,6 +122,7 @@ async def test_a_node_with_only_itself_in_peers_refuses_to_start(tmp_path: Path)
         assert "n3" in text, text
 
 
+@pytest.mark.slow  # ~30 s; its family also runs in test_fault_runs' default mix
 async def test_wrong_peers_restarts_keep_the_history_linearizable(tmp_path: Path) -> None:
     report = await run_campaign(short_run(("peers", "peers-leader"), seed=2), tmp_path / "run")
     restarts = [e for e in report.faults if "variant" in e.facts]
