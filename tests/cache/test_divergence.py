@@ -37,8 +37,7 @@ from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.results import CommandError, ErrorCode
 from raftcache.cache.snapshot import decode_snapshot
 from raftcache.cache.watch import WatchHistory
-from raftcache.raft.config import RaftConfig
-from tests.cache.cluster import CacheCluster
+from tests.cache.cluster import FAST, CacheCluster
 from tests.cache.helpers import Log
 from tests.cache.test_restore import restore, source
 
@@ -379,15 +378,8 @@ async def test_a_clean_cluster_under_writes_never_raises_a_false_alarm(seed: int
             assert marks[0][index] == marks[1][index] == marks[2][index]
 
 
-SNAPSHOTTING = RaftConfig(
-    election_timeout_min=0.15,
-    election_timeout_max=0.3,
-    heartbeat_interval=0.03,
-    tick_interval=0.01,
-    rpc_timeout=0.1,
-    snapshot_threshold=0,
-    propose_timeout=3.0,
-)
+#: The cache cluster's timings, with the persist thread (snapshots are written in it).
+SNAPSHOTTING = FAST
 
 
 @pytest.mark.looptime

@@ -85,15 +85,7 @@ async def test_a_stale_peer_list_is_ignored_with_a_warning(
     c = SimCluster(3, seed=9)
     await c.start()
     try:
-        await c.propose(b"first")  # the leader has committed in its term: it may add members
-        leader = await c.wait_leader()
-        c.ids.append("n4")
-        c.storages["n4"] = MemoryStorage()
-        await c.restart("n4", peers=["n1", "n2", "n3", "n4"])
-        await leader.add_member("n4")
-        await c.propose(b"grown")
-        follower = next(i for i in ("n1", "n2", "n3") if i != leader.node_id)
-        await c.crash(follower)
+        follower = await _grow_to_four_and_stop_a_founder(c)
         with caplog.at_level(logging.WARNING, logger="raftcache.raft"):
             node = await c.restart(follower, peers=["n1", "n2", "n3"])
         assert node.members == ["n1", "n2", "n3", "n4"]
@@ -136,15 +128,7 @@ async def test_data_from_an_older_release_records_its_own_membership() -> None:
     c = SimCluster(3, seed=11)
     await c.start()
     try:
-        await c.propose(b"first")  # the leader has committed in its term: it may add members
-        leader = await c.wait_leader()
-        c.ids.append("n4")
-        c.storages["n4"] = MemoryStorage()
-        await c.restart("n4", peers=["n1", "n2", "n3", "n4"])
-        await leader.add_member("n4")
-        await c.propose(b"four members")
-        follower = next(i for i in ("n1", "n2", "n3") if i != leader.node_id)
-        await c.crash(follower)
+        follower = await _grow_to_four_and_stop_a_founder(c)
         c.storages[follower]._bootstrap = None  # as an older release left the directory
         with pytest.raises(PeersMismatchError):
             await c.restart(follower, peers=[follower])
@@ -153,3 +137,17 @@ async def test_data_from_an_older_release_records_its_own_membership() -> None:
         assert node.members == ["n1", "n2", "n3", "n4"]
     finally:
         await c.stop()
+
+
+async def _grow_to_four_and_stop_a_founder(c: SimCluster) -> str:
+    """Add n4 by a membership change, then stop one of the three founding followers; its id."""
+    await c.propose(b"first")  # the leader has committed in its term: it may add members
+    leader = await c.wait_leader()
+    c.ids.append("n4")
+    c.storages["n4"] = MemoryStorage()
+    await c.restart("n4", peers=["n1", "n2", "n3", "n4"])
+    await leader.add_member("n4")
+    await c.propose(b"four members")
+    follower = next(i for i in ("n1", "n2", "n3") if i != leader.node_id)
+    await c.crash(follower)
+    return follower

@@ -11,11 +11,11 @@ only voter of a cluster of its own (split brain). Human-readable JSON with a for
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import orjson
 
-from raftcache.storage.base import StorageCorruptError, StorageFormatError
+from raftcache.storage.base import StorageCorruptError
+from raftcache.storage.checks import json_file
 
 BOOTSTRAP_NAME = "BOOTSTRAP"
 VERSION = 1
@@ -28,15 +28,7 @@ def encode_bootstrap(voters: Sequence[str]) -> bytes:
 
 def decode_bootstrap(data: bytes, path: str) -> tuple[str, ...]:
     """The recorded voters; a damaged file or an unknown format version raises."""
-    try:
-        obj: Any = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise StorageCorruptError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(obj, dict):
-        raise StorageCorruptError(f"{path}: expected a JSON object")
-    if obj.get("format") != VERSION:
-        raise StorageFormatError(f"{path}: unknown bootstrap format {obj.get('format')!r}")
-    voters = obj.get("voters")
+    voters = json_file(data, path, "bootstrap", (VERSION,)).get("voters")
     if not isinstance(voters, list) or not all(isinstance(v, str) and v for v in voters):
         raise StorageCorruptError(f"{path}: voters must be a list of node ids")
     return tuple(sorted(voters))

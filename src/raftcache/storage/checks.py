@@ -2,14 +2,19 @@
 
 Rule: a storage never stores a log with holes, overlaps or entries the snapshot already covers;
 bad input from the driver is a bug and is refused with ``ValueError`` before anything changes.
+The small JSON files are read one way (``json_file``): damage is corruption, an unknown format
+is refused, never guessed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+import orjson
 
 from raftcache.protocol.messages import LogEntry
-from raftcache.storage.base import StorageIdentityError
+from raftcache.storage.base import StorageCorruptError, StorageFormatError, StorageIdentityError
 
 
 def check_batch(entries: Sequence[LogEntry], snapshot_index: int, last_index: int) -> None:
@@ -61,3 +66,18 @@ def merge_identity(
             f"{where} belongs to cluster {old_cluster}, not {cluster_id}: refusing to mix clusters"
         )
     return node_id, old_cluster if cluster_id is None else cluster_id
+
+
+def json_file(data: bytes, path: str, what: str, formats: Sequence[int]) -> dict[str, Any]:
+    """The JSON object of one of the small human-readable files (``IDENTITY``, ``BOOTSTRAP``):
+    damage raises ``StorageCorruptError``, a ``format`` not in ``formats`` raises
+    ``StorageFormatError`` naming ``what``."""
+    try:
+        obj: Any = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise StorageCorruptError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise StorageCorruptError(f"{path}: expected a JSON object")
+    if obj.get("format") not in formats:
+        raise StorageFormatError(f"{path}: unknown {what} format {obj.get('format')!r}")
+    return obj

@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from raftcache.storage.base import StorageCorruptError, StorageFormatError
+from raftcache.storage.base import StorageCorruptError
+from raftcache.storage.checks import json_file
 
 IDENTITY_NAME = "IDENTITY"
 VERSION = 2
@@ -39,14 +40,7 @@ def identity_format(data: bytes) -> object:
 
 def decode_identity(data: bytes, path: str) -> tuple[str, str | None]:
     """(node_id, cluster_id); a damaged file or an unknown format version raises."""
-    try:
-        obj: Any = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise StorageCorruptError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(obj, dict):
-        raise StorageCorruptError(f"{path}: expected a JSON object")
-    if obj.get("format") not in READABLE:
-        raise StorageFormatError(f"{path}: unknown identity format {obj.get('format')!r}")
+    obj = json_file(data, path, "identity", READABLE)
     node_id, cluster_id = obj.get("node_id"), obj.get("cluster_id")
     if not isinstance(node_id, str) or not (cluster_id is None or isinstance(cluster_id, str)):
         raise StorageCorruptError(f"{path}: node_id/cluster_id have the wrong types")
