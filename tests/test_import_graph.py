@@ -7,11 +7,18 @@ behind a deferred import is still a cycle: it only moves the failure from import
 first call. ``lint-imports`` (``make lint``, contracts in pyproject.toml) checks the layers and
 the same acyclicity sibling by sibling; this test checks the whole graph at once and says which
 kind of import closes a cycle it finds.
+
+A module left at an old path when its code moved ("Moved to ``X``; kept for compatibility.") is
+the one import that may point against the layers: it imports its new home and nothing else, and
+nothing imports it but its own package's lazy re-exports, so it closes no cycle between files.
+Its edges are left out of the graph between packages only, where an old path inside ``server``
+pointing at ``process`` would otherwise read as ``server`` importing ``process``.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -24,6 +31,8 @@ PACKAGE = "raftcache"
 LEAF = "raftcache.protocol"
 
 Graph = dict[str, dict[str, set[str]]]  # importer -> imported -> kinds ("module", "function", ...)
+
+MOVED = re.compile(r"Moved to ``(raftcache[\w.]*)``; kept for compatibility\.")
 
 
 def _modules() -> dict[str, Path]:
@@ -103,6 +112,17 @@ def graph_of(sources: Mapping[str, tuple[str, bool]]) -> Graph:
     for module, (source, is_package) in sources.items():
         visit(ast.parse(source), "module", module, is_package)
     return graph
+
+
+def moved_modules() -> dict[str, str]:
+    """Modules kept at an old path: old name -> the module or package their code moved to."""
+    found = {}
+    for module, path in _modules().items():
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        match = MOVED.match(doc)
+        if match:
+            found[module] = match.group(1)
+    return found
 
 
 def build_graph() -> Graph:
@@ -196,7 +216,32 @@ def test_no_import_cycle_between_files(graph: Graph, kinds: set[str]) -> None:
     "kinds", [{"module"}, EVERY_IMPORT], ids=["module-level", "function-level-too"]
 )
 def test_no_import_cycle_between_packages(graph: Graph, kinds: set[str]) -> None:
-    assert cycles(_packages(_only(graph, kinds))) == []
+    moved = moved_modules()
+    edges = {a: set() if a in moved else targets for a, targets in _only(graph, kinds).items()}
+    assert cycles(_packages(edges)) == []
+
+
+def test_a_moved_module_imports_only_its_new_home(graph: Graph) -> None:
+    moved = moved_modules()
+    assert moved, "no module kept for compatibility found: is MOVED still the docstring's form?"
+    stray = {
+        (old, target)
+        for old, new in moved.items()
+        for target in graph[old]
+        if not (target == new or target.startswith(new + "."))
+    }
+    assert stray == set()
+
+
+def test_nothing_imports_a_moved_module_but_its_own_package(graph: Graph) -> None:
+    moved = moved_modules()
+    importers = {
+        (a, b)
+        for a, targets in graph.items()
+        for b in targets
+        if b in moved and a != b.rpartition(".")[0]
+    }
+    assert importers == set(), "import the new path, not the one kept for compatibility"
 
 
 def test_the_protocol_leaf_imports_nothing_of_raftcache_outside_itself(graph: Graph) -> None:

@@ -6,6 +6,9 @@ lazily. The application is assembled into a running node by ``raftcache.process`
 
 - ``create_app(node, service, settings)`` — the application (embed it in your own program).
 - ``ServerSettings`` — its limits, tokens and forwarding behaviour.
+
+Kept for compatibility, from ``raftcache.process`` (through the old module paths):
+``ServeOptions``, ``NodeServer``, ``build_node_server``, ``serve_node``, ``run_serve``.
 """
 
 from __future__ import annotations
@@ -15,13 +18,29 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from raftcache.server.app import create_app
+    from raftcache.server.config import ServeOptions
     from raftcache.server.context import ServerSettings
+    from raftcache.server.serve import NodeServer, build_node_server, run_serve, serve_node
 
-__all__ = ["ServerSettings", "create_app"]
+__all__ = [
+    "NodeServer",
+    "ServeOptions",
+    "ServerSettings",
+    "build_node_server",
+    "create_app",
+    "run_serve",
+    "serve_node",
+]
 
 _LAZY = {
     "create_app": "raftcache.server.app",
     "ServerSettings": "raftcache.server.context",
+    # Moved to raftcache.process; reached through the old paths kept for compatibility.
+    "ServeOptions": "raftcache.server.config",
+    "NodeServer": "raftcache.server.serve",
+    "build_node_server": "raftcache.server.serve",
+    "run_serve": "raftcache.server.serve",
+    "serve_node": "raftcache.server.serve",
 }
 
 

@@ -1,0 +1,3 @@
+"""Moved to ``raftcache.process.gcpolicy``; kept for compatibility."""
+
+from raftcache.process.gcpolicy import *  # noqa: F403

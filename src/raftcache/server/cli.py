@@ -1,0 +1,3 @@
+"""Moved to ``raftcache.process.cli``; kept for compatibility."""
+
+from raftcache.process.cli import *  # noqa: F403

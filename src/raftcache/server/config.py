@@ -1,0 +1,3 @@
+"""Moved to ``raftcache.process.config``; kept for compatibility."""
+
+from raftcache.process.config import *  # noqa: F403

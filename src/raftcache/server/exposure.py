@@ -1,0 +1,3 @@
+"""Moved to ``raftcache.process.exposure``; kept for compatibility."""
+
+from raftcache.process.exposure import *  # noqa: F403
