@@ -21,18 +21,15 @@ from __future__ import annotations
 
 import hmac
 import logging
-import ssl
-from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from raftcache.cache.commands_v3 import ALL_NODES
 from raftcache.cache.divergence import DigestReport, report_of
 from raftcache.server.context import context_of
 from raftcache.server.errors import ApiError, bad_request
-from raftcache.server.ports import NodePort
+from raftcache.server.peer_probe import PeerProbe
 from raftcache.server.results import json_response
 from raftcache.server.validation import parse_node_id
 
@@ -107,54 +104,12 @@ def add_divergence_routes(app: web.Application) -> None:
     app.router.add_delete("/v1/alarms/{id}", clear_alarm)
 
 
-class HttpDigestProbe:
-    """``DigestProbe`` over HTTP (see the module docstring).
-
-    Args:
-        node: the local Raft node (its configuration's addresses).
-        peer_urls: fallback base URLs by node id.
-        token: the cluster token to present.
-        ssl_context: client TLS context for ``https`` peers.
-        timeout_s: total timeout of one request.
-    """
-
-    def __init__(
-        self,
-        node: NodePort,
-        *,
-        peer_urls: Mapping[str, str] | None = None,
-        token: str | None = None,
-        ssl_context: ssl.SSLContext | None = None,
-        timeout_s: float = 2.0,
-    ) -> None:
-        self._node = node
-        self._peer_urls = dict(peer_urls or {})
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._ssl = ssl_context
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-
-    def url_of(self, node_id: str) -> str | None:
-        configuration = getattr(self._node, "configuration", None)
-        address = None if configuration is None else configuration.address_of(node_id)
-        return address or self._peer_urls.get(node_id)
+class HttpDigestProbe(PeerProbe):
+    """``DigestProbe`` over HTTP (see the module docstring); ``token``: the cluster token."""
 
     async def _request(self, method: str, node_id: str, path: str) -> Any:
         url = self.url_of(node_id)
-        if url is None:
-            return None
-        connector = aiohttp.TCPConnector(ssl=self._ssl or True)
-        async with aiohttp.ClientSession(connector=connector, timeout=self._timeout) as session:
-            try:
-                async with session.request(
-                    method, url.rstrip("/") + path, headers=self._headers
-                ) as resp:
-                    if resp.status not in (200, 202):
-                        log.debug("%s %s of %s: HTTP %s", method, path, node_id, resp.status)
-                        return None
-                    return await resp.json(content_type=None)
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                log.debug("%s %s of %s failed: %r", method, path, node_id, exc)
-                return None
+        return None if url is None else await self.fetch_json(method, url, path)
 
     async def digest(self, node_id: str, index: int) -> DigestReport | None:
         body = await self._request("GET", node_id, f"{DIGEST_PATH}?index={index}")
