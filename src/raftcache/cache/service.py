@@ -83,7 +83,8 @@ class CacheService:
         format_probe: asks the other nodes for their command formats (``upgrade``).
         digest_check_interval_s: seconds between the leader's digest comparisons (0: only
             after a snapshot install or when asked); ``raftcache.cache.divergence``.
-        digest_probe: asks the other replicas for their digests (the server sets one).
+        digest_probe: asks the other replicas for their digests (``raftcache serve`` passes one
+            that asks over HTTP, ``server.routes_divergence.HttpDigestProbe``).
     """
 
     def __init__(

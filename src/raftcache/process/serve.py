@@ -51,6 +51,7 @@ from raftcache.server.drain import DRAIN
 from raftcache.server.format_probe import HttpFormatProbe
 from raftcache.server.handover import HANDOVER, Handover, hand_over, handover_middleware
 from raftcache.server.lean.front import LeanFront, LeanSite, lean_available
+from raftcache.server.routes_divergence import HttpDigestProbe
 from raftcache.server.routes_watch import WatchSettings
 from raftcache.server.validation import MAX_KEY_BYTES, Limits
 from raftcache.storage.base import Storage, StorageError
@@ -301,6 +302,13 @@ def build_node_server(
             node,
             peer_urls=settings.peer_urls,
             token=settings.client_token or settings.client_token_ro,
+            ssl_context=settings.client_ssl_context,
+        ),
+        # The other replicas' /raft/digest, with the cluster token (docs/divergence.md).
+        digest_probe=HttpDigestProbe(
+            node,
+            peer_urls=settings.peer_urls,
+            token=settings.cluster_token,
             ssl_context=settings.client_ssl_context,
         ),
         digest_check_interval_s=options.digest_check_interval_s,

@@ -22,7 +22,7 @@ from raftcache.server.middleware import MIDDLEWARES
 from raftcache.server.ports import NodePort, ServicePort
 from raftcache.server.routes_admin import add_admin_routes
 from raftcache.server.routes_backup import add_backup_routes
-from raftcache.server.routes_divergence import HttpDigestProbe, add_divergence_routes
+from raftcache.server.routes_divergence import add_divergence_routes
 from raftcache.server.routes_keys import add_key_routes
 from raftcache.server.routes_watch import WatchSettings, add_watch_routes
 
@@ -68,7 +68,6 @@ def create_app(
         admission=admission,
     )
     app[DRAIN] = Drain()
-    _install_digest_probe(node, service, settings)
     add_key_routes(app)
     add_watch_routes(app, watch)
     add_admin_routes(app)
@@ -88,16 +87,3 @@ def create_app(
 
     app.on_cleanup.append(close_forwarder)
     return app
-
-
-def _install_digest_probe(node: NodePort, service: ServicePort, settings: ServerSettings) -> None:
-    """Let the service's divergence monitor ask the other replicas' ``/raft/digest`` (with the
-    cluster token; ``raftcache.server.routes_divergence``) unless it has a probe already."""
-    monitor = getattr(service, "divergence", None)
-    if monitor is not None and getattr(monitor, "probe", None) is None:
-        monitor.probe = HttpDigestProbe(
-            node,
-            peer_urls=settings.peer_urls,
-            token=settings.cluster_token,
-            ssl_context=settings.client_ssl_context,
-        )
