@@ -85,8 +85,9 @@ class RaftCore(
         rd.reads, self._confirmed = self._confirmed, []
         rd.dropped_reads, self._dropped_reads = self._dropped_reads, []
         rd.round = self.round
-        rd.confirmed_round = self.quorum_round() if self.role is Role.LEADER else 0
-        rd.lease_round = self.lease_round()
+        if self.role is Role.LEADER:
+            rd.confirmed_round = self.quorum_round()
+            rd.lease_round = self.lease_round(rd.confirmed_round)
         rd.lease_epoch = self.lease_epoch
         return rd
 

@@ -39,11 +39,13 @@ class ReadsMixin(CoreState):
             return 0
         return rounds[len(rounds) - conf.quorum()]
 
-    def lease_round(self) -> int:
-        """The newest broadcast round a quorum acknowledged that may ground a lease, or 0."""
+    def lease_round(self, confirmed: int | None = None) -> int:
+        """The newest broadcast round a quorum acknowledged that may ground a lease, or 0
+        (``confirmed``: ``quorum_round()`` when the caller has it already)."""
         if not self.lease_allowed():
             return 0
-        confirmed = self.quorum_round()
+        if confirmed is None:
+            confirmed = self.quorum_round()
         return confirmed if confirmed >= self.lease_floor_round else 0
 
     def lease_allowed(self) -> bool:
