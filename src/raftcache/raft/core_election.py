@@ -71,9 +71,8 @@ class ElectionMixin(CoreState):
         self.election_elapsed += 1
         if self.cfg.check_quorum and not self._quorum_active():
             # Checked on every tick against a sliding window, so the leader steps down exactly
-            # one election timeout after it last heard from a quorum. (It used to check once per
-            # timeout, and an answer that landed just after a check kept a cut-off leader in
-            # office for almost two timeouts: found by the lockstep §6 tests.)
+            # one election timeout after it last heard from a quorum (a check once per timeout
+            # would let an answer landing just after it keep a cut-off leader for almost two).
             self.become_follower(self.term, None)
             return
         if self.election_elapsed >= self.election_ticks:

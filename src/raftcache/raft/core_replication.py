@@ -166,7 +166,7 @@ class ReplicationMixin(CoreState):
                 self._maybe_commit()
                 if self.role is not Role.LEADER:
                     # Committing our own removal made us step down (and drop every Progress):
-                    # there is nothing left to send (found by the lockstep §6 tests).
+                    # there is nothing left to send.
                     return
                 if out.target == self.lead_transferee and pr.match_index == self.log.last_index():
                     self._send_heartbeat(out.target, self.round, timeout_now=True)

@@ -67,7 +67,7 @@ class SnapshotMixin(CoreState):
         self.log.compact(index, term)
         # Configurations from entries after the snapshot survive only if those entries do: a
         # conflicting log is discarded whole, and a stale, never-committed CONFIG entry in it
-        # must not stay in force (found by the lockstep §7 tests).
+        # must not stay in force.
         after = [(i, c) for i, c in self._configs if i > index] if keeps_suffix else []
         self._configs = [(index, meta.configuration), *after]
         self.commit_index = max(self.commit_index, index)

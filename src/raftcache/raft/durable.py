@@ -4,8 +4,8 @@ Rule (persist before you answer, made precise): a successful answer claims the l
 ``match_index``, in the answering term, is on stable storage; any answer reports the term, so
 the hard state current when it was made must be durable too. Nothing else has to be: a
 heartbeat acknowledging entries written long ago does not wait for the fsync of someone
-else's new entries (it used to, behind the whole ``_flush`` of the driver, which put every
-follower's fsync on the leader's heartbeat and commit-update round trips).
+else's new entries (waiting behind the driver's whole ``_flush`` would put every follower's
+fsync on the leader's heartbeat and commit-update round trips).
 
 An answer is *invalidated* instead when the node's term moves on before it is durable: its
 entries may then be truncated by a newer leader, so it must not leave as a success. The driver

@@ -40,8 +40,8 @@ suppose every node's clock runs at a rate within a factor (1 - ρ) of every othe
    core's ``lease_allowed``/``lease_round``; a lease read that finds none falls back to ReadIndex.
 
 Nothing here waits for the disk: the time that counts is when the round's heartbeats could
-first be received, not when the Ready carrying them was persisted (a slow fsync used to push
-the start of the lease — and so its end — late by the length of the fsync).
+first be received, not when the Ready carrying them was persisted (timing it from the persist
+would push the start of the lease — and so its end — late by the length of a slow fsync).
 """
 
 from __future__ import annotations

@@ -165,9 +165,7 @@ class RaftLog:
                 self._cuts.append((self.mark, self.snapshot_index + 1))
             self.entries = []
             self._dirty_from = None
-            # The whole log is gone: nothing beyond the snapshot is stable any more. (Keeping
-            # the old, larger value claimed entries that no longer exist were on disk, so new
-            # entries appended there would have counted as persisted before they were: found by
-            # the lockstep §7 tests.)
+            # The whole log is gone: nothing beyond the snapshot is stable any more (the old,
+            # larger value would count new entries appended there as persisted before they are).
             self.stable_index = index
         self.snapshot_index, self.snapshot_term = index, term

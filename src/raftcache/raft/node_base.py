@@ -92,7 +92,8 @@ class NodeBase:
         self._address_overrides = dict(address_overrides or {})
         self._cluster_id = cluster_id
         self._rng = rng or random.Random()
-        # Default: the event loop's monotonic clock (virtual under looptime in simulations).
+        # Without an injected clock, ``start`` switches to the running loop's ``time`` (virtual
+        # under looptime in simulations); ``time.monotonic`` only serves before the first start.
         self._clock: Callable[[], float] = clock or time.monotonic
         self._clock_given = clock is not None
         self._apply_entry = getattr(state_machine, "apply_entry", None)
