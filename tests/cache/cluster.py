@@ -8,6 +8,7 @@ is the loop's (virtual) time plus a settable offset, so TTL tests jump instead o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from typing import Any
 
@@ -17,20 +18,14 @@ from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.service import CacheService
 from raftcache.network.hub import InMemoryHub
 from raftcache.network.memory import InMemoryNetwork
-from raftcache.raft.config import RaftConfig
 from raftcache.raft.core import Role
 from raftcache.raft.node import RaftNode
 from raftcache.storage.memory import MemoryStorage
+from tests.raft.sim import FAST as RAFT_FAST
 
-FAST = RaftConfig(
-    election_timeout_min=0.15,
-    election_timeout_max=0.3,
-    heartbeat_interval=0.03,
-    tick_interval=0.01,
-    rpc_timeout=0.1,
-    snapshot_threshold=0,
-    propose_timeout=3.0,
-)
+#: The simulated Raft cluster's timings (``tests.raft.sim.FAST``), with the persist thread on:
+#: the cache's snapshots are written in it.
+FAST = dataclasses.replace(RAFT_FAST, persist_in_thread=True)
 
 
 class WallClock:
