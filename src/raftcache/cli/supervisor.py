@@ -11,7 +11,6 @@ process a node started.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -21,7 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-PR_SET_PDEATHSIG = 1
+from raftcache.deathsig import PR_SET_PDEATHSIG as PR_SET_PDEATHSIG
+from raftcache.deathsig import death_signal_hook
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,23 +70,12 @@ def serve_command(
 
 
 def parent_death_hook() -> Callable[[], None] | None:
-    """A ``preexec_fn`` making the child receive SIGTERM when this process dies (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
+    """A ``preexec_fn`` making the child receive SIGTERM when this process dies (Linux only).
 
-    def hook() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        # The parent may have died between fork and prctl: then nobody would signal us.
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return hook
+    SIGTERM, not SIGKILL: an orphaned node still runs its graceful shutdown (a leader hands
+    over first), and the supervisor never SIGSTOPs a node, so the node is always able to act on it.
+    """
+    return death_signal_hook(signal.SIGTERM)
 
 
 class Supervisor:

@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NodeProcess", "NodeSpec", "free_port", "log_tail"]
+from raftcache.deathsig import death_signal_hook
 
-_PR_SET_PDEATHSIG = 1
+__all__ = ["NodeProcess", "NodeSpec", "free_port", "log_tail"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -39,25 +38,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _death_signal_hook() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get SIGKILL when the harness dies (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        # The parent may have died between fork and prctl: then nobody would ever kill us.
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return hook
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +158,7 @@ class NodeProcess:
                 stderr=err,
                 env=self._env,
                 process_group=0,
-                preexec_fn=_death_signal_hook(),
+                preexec_fn=death_signal_hook(signal.SIGKILL),
             )
         self.paused = False
         self.starts += 1
