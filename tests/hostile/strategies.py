@@ -41,30 +41,42 @@ SEGMENT = st.one_of(
         max_size=8,
     ),
 )
-CLIENT_PATHS = st.one_of(
-    st.builds(lambda s: f"/v1/keys/{s}", SEGMENT),
-    st.builds(lambda s: f"/v1/keys/{s}/incr", SEGMENT),
-    st.builds(lambda a, b: f"/v1/keys/{a}/{b}", SEGMENT, SEGMENT),
-    st.sampled_from(
-        [
-            "/v1/keys",
-            "/v1/batch",
-            "/v1/mget",
-            "/v1/status",
-            "/v1/stats",
-            "/v1/health",
-            "/metrics",
-            "/openapi.json",
-            "/v1/members",
-            "/v1/members/nobody",
-            "/v1/snapshot",
-            "/",
-            "/v2/x",
-            "/raft",
-            "/raft/unknown",
-        ]
-    ),
-)
+FIXED_PATHS = [
+    "/v1/keys",
+    "/v1/batch",
+    "/v1/mget",
+    "/v1/status",
+    "/v1/stats",
+    "/v1/health",
+    "/metrics",
+    "/openapi.json",
+    "/v1/members",
+    "/v1/members/nobody",
+    "/v1/snapshot",
+    "/",
+    "/v2/x",
+    "/raft",
+    "/raft/unknown",
+]
+
+
+def client_paths(*acting: str) -> st.SearchStrategy[str]:
+    """Client and admin API paths: key paths built from hostile segments, and the fixed routes.
+
+    ``acting`` adds fixed paths that act on the cluster when a request gets through (a real
+    member's ``/v1/members/<id>``, ``/v1/leader/transfer``). Only a fuzz over the fake service
+    passes them: against a real cluster a lucky DELETE or POST would remove a member or move the
+    leader mid-run, and the test would then measure that instead of the input handling.
+    """
+    return st.one_of(
+        st.builds(lambda s: f"/v1/keys/{s}", SEGMENT),
+        st.builds(lambda s: f"/v1/keys/{s}/incr", SEGMENT),
+        st.builds(lambda a, b: f"/v1/keys/{a}/{b}", SEGMENT, SEGMENT),
+        st.sampled_from([*FIXED_PATHS, *acting]),
+    )
+
+
+CLIENT_PATHS = client_paths()
 QUERY = st.dictionaries(
     st.sampled_from(["ttl", "consistency", "limit", "prefix", "after", "x"]),
     st.sampled_from(["1", "0", "-1", "nan", "1e999", "stale", "lease", "weird", "", "5000", "ÿ"]),

@@ -14,39 +14,12 @@ from yarl import URL
 
 from raftcache.server.app import create_app
 from raftcache.server.context import ServerSettings
+from tests.hostile.strategies import client_paths
 
 from .conftest import SMALL_LIMITS
 from .fakes import FakeNode, FakeService
 
-SEGMENT = st.one_of(
-    st.sampled_from(["k", "a%2Fb", "%FF", "%", "%zz", "", "incr", "..", "x" * 1100]),
-    st.text(
-        st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="/?#%"),
-        max_size=8,
-    ),
-)
-PATHS = st.one_of(
-    st.builds(lambda s: f"/v1/keys/{s}", SEGMENT),
-    st.builds(lambda s: f"/v1/keys/{s}/incr", SEGMENT),
-    st.builds(lambda a, b: f"/v1/keys/{a}/{b}", SEGMENT, SEGMENT),
-    st.sampled_from(
-        [
-            "/v1/keys",
-            "/v1/batch",
-            "/v1/mget",
-            "/v1/status",
-            "/v1/stats",
-            "/v1/health",
-            "/metrics",
-            "/v1/members",
-            "/v1/members/n2",
-            "/v1/leader/transfer",
-            "/v1/snapshot",
-            "/",
-            "/v2/x",
-        ]
-    ),
-)
+PATHS = client_paths("/v1/members/n2", "/v1/leader/transfer")
 QUERY = st.dictionaries(
     st.sampled_from(["ttl", "consistency", "limit", "prefix", "after", "x"]),
     st.sampled_from(["1", "0", "-1", "nan", "1e999", "stale", "lease", "weird", "", "5000"]),
