@@ -321,6 +321,20 @@ class LockstepNetwork:
         self.campaign(node_id)
         assert self[node_id].role is Role.LEADER, f"{node_id} did not win: {self[node_id].role}"
 
+    def tick_until_leader(self, ticks: int, check: Callable[[LockstepNetwork], None]) -> None:
+        """Let time pass until some node leads, ``ticks`` at most: each tick every node ticks,
+        every message is delivered and ``check`` (the safety checker) runs.
+
+        It asserts nothing about the outcome: whether one leader, or none, must come out of it
+        is the test's claim, and stays written in the test.
+        """
+        for _ in range(ticks):
+            self.tick_all()
+            self.stabilize()
+            check(self)
+            if self.leaders():
+                return
+
 
 def to(node_id: str) -> Predicate:
     return lambda env: env.dst == node_id

@@ -163,12 +163,7 @@ def test_5_2_split_vote_is_retried_and_resolved_by_randomized_timeouts() -> None
     assert (net.role("n1"), net.role("n2")) == (Role.CANDIDATE, Role.CANDIDATE)
     assert net.leaders() == []
     checker.check(net)
-    for _ in range(5 * ELECTION_TICKS_MAX):
-        net.tick_all()
-        net.stabilize()
-        checker.check(net)
-        if net.leaders():
-            break
+    net.tick_until_leader(5 * ELECTION_TICKS_MAX, checker.check)
     assert len(net.leaders()) == 1
     leader = net.leaders()[0]
     assert net[leader].term >= 2
@@ -203,12 +198,7 @@ def test_5_2_a_candidate_steps_down_when_a_leader_of_its_term_appends(pre_vote: 
 def test_5_2_a_cluster_elects_exactly_one_leader_everyone_follows(size: int, seed: int) -> None:
     net = LockstepNetwork(size, seed=seed)
     checker = SafetyChecker()
-    for _ in range(4 * ELECTION_TICKS_MAX):
-        net.tick_all()
-        net.stabilize()
-        checker.check(net)
-        if net.leaders():
-            break
+    net.tick_until_leader(4 * ELECTION_TICKS_MAX, checker.check)
     net.tick_all(HEARTBEAT_TICKS)
     net.stabilize()
     leaders = net.leaders()

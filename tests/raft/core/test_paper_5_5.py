@@ -63,12 +63,7 @@ def test_5_5_a_crashed_candidate_remembers_its_term_and_its_vote() -> None:
     net.stabilize()  # the replies find no one waiting
     assert net.leaders() == []
     assert not core.handle_request_vote(RequestVoteRequest(1, "n2", 0, 0)).vote_granted
-    for _ in range(4 * ELECTION_TICKS_MAX):
-        net.tick_all()
-        net.stabilize()
-        checker.check(net)
-        if net.leaders():
-            break
+    net.tick_until_leader(4 * ELECTION_TICKS_MAX, checker.check)
     assert len(net.leaders()) == 1
     assert net[net.leaders()[0]].term >= 2
 
@@ -126,12 +121,7 @@ def test_5_5_what_a_follower_acknowledged_survives_a_crash_of_everyone() -> None
         net.crash_restart(node_id)
     net.heal()
     checker.check(net)
-    for _ in range(4 * ELECTION_TICKS_MAX):
-        net.tick_all()
-        net.stabilize()
-        checker.check(net)
-        if net.leaders():
-            break
+    net.tick_until_leader(4 * ELECTION_TICKS_MAX, checker.check)
     net.tick_all(HEARTBEAT_TICKS)
     net.stabilize()
     checker.check(net)
@@ -154,12 +144,7 @@ def test_5_5_a_leader_crash_loses_only_what_it_never_persisted() -> None:
     assert all(e.command != b"never persisted" for e in net["n1"].log.entries)
     checker.check(net)
     net.auto_ready = True
-    for _ in range(4 * ELECTION_TICKS_MAX):
-        net.tick_all()
-        net.stabilize()
-        checker.check(net)
-        if net.leaders():
-            break
+    net.tick_until_leader(4 * ELECTION_TICKS_MAX, checker.check)
     net.tick_all(HEARTBEAT_TICKS)
     net.stabilize()
     checker.check(net)

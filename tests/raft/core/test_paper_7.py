@@ -223,12 +223,7 @@ def test_7_a_restarted_node_recovers_from_its_snapshot_and_log_tail() -> None:
     assert core.applied == index
     assert len(net.nodes["n1"].applied) == index  # restored from the snapshot
     net.heal()
-    for _ in range(4 * ELECTION_TICKS_MAX):
-        net.tick_all()
-        net.stabilize()
-        checker.check(net)
-        if net.leaders():
-            break
+    net.tick_until_leader(4 * ELECTION_TICKS_MAX, checker.check)
     net.tick_all(HEARTBEAT_TICKS)
     net.stabilize()
     checker.check(net)
