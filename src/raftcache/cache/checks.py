@@ -11,10 +11,7 @@ import math
 from dataclasses import dataclass
 
 from raftcache.cache.errors import InvalidCommand
-
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
-MAX_CLIENT_ID_LENGTH = 256
+from raftcache.vocabulary import INT64_MAX, MAX_CLIENT_ID_CHARS
 
 
 def check_key(key: object, what: str = "key") -> None:
@@ -73,6 +70,6 @@ class Session:
     def __post_init__(self) -> None:
         if not isinstance(self.client_id, str) or not self.client_id:
             raise InvalidCommand("client_id must be a non-empty string")
-        if len(self.client_id) > MAX_CLIENT_ID_LENGTH:
-            raise InvalidCommand(f"client_id longer than {MAX_CLIENT_ID_LENGTH} characters")
+        if len(self.client_id) > MAX_CLIENT_ID_CHARS:
+            raise InvalidCommand(f"client_id longer than {MAX_CLIENT_ID_CHARS} characters")
         check_int(self.seq, "seq", 0, INT64_MAX)

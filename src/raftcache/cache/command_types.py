@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from raftcache.cache.checks import (
-    INT64_MAX,
-    INT64_MIN,
     Session,
     check_condition,
     check_int,
@@ -27,6 +25,7 @@ from raftcache.cache.commands_v3 import DIVERGENCE_FORMAT, AlarmCommand, CheckCo
 from raftcache.cache.errors import InvalidCommand
 from raftcache.cache.formats import BASE_FORMAT
 from raftcache.cache.restore_commands import RestoreCommand
+from raftcache.vocabulary import INT64_MAX, INT64_MIN
 
 MAX_BATCH_OPS = 10_000  # one log entry; the HTTP layer enforces a (smaller) limit of its own
 MAX_KEYS_PER_COMMAND = 100_000  # EXPIRE / TOUCH batches

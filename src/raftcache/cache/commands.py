@@ -26,7 +26,7 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped, unused-ignore]
 
-from raftcache.cache.checks import INT64_MAX, INT64_MIN, MAX_CLIENT_ID_LENGTH, Session
+from raftcache.cache.checks import Session
 from raftcache.cache.command_types import (
     MAX_BATCH_OPS,
     MAX_KEYS_PER_COMMAND,
@@ -69,6 +69,10 @@ from raftcache.cache.restore_commands import (
     restore_from_wire,
     restore_to_wire,
 )
+from raftcache.vocabulary import INT64_MAX, INT64_MIN, MAX_CLIENT_ID_CHARS
+
+#: The one client-id limit (``raftcache.vocabulary``), under the name this module exported.
+MAX_CLIENT_ID_LENGTH = MAX_CLIENT_ID_CHARS
 
 __all__ = [
     "INT64_MAX",

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftcache.cache.checks import (
-    INT64_MAX,
-    INT64_MIN,
     Session,
     check_condition,
     check_int,
@@ -33,6 +31,7 @@ from raftcache.cache.checks import (
 )
 from raftcache.cache.errors import InvalidCommand
 from raftcache.cache.formats import BASE_FORMAT, COMMAND_FORMAT
+from raftcache.vocabulary import INT64_MAX, INT64_MIN
 
 TTL_CONDITIONS = ("nx", "xx", "gt", "lt")
 MAX_PREFIX_CHARS = 4096

@@ -16,12 +16,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from raftcache.cache.checks import INT64_MAX, INT64_MIN
 from raftcache.cache.commands import BatchCommand, DeleteOp, GetOp, SetCommand, SetOp
 from raftcache.cache.commands_v2 import IncrOp, TtlOp
 from raftcache.cache.entries import HEADER_SIZE, NEVER, record_header
 from raftcache.cache.results import BatchItem, CommandError, ErrorCode
 from raftcache.cache.store import EntryStore
+from raftcache.vocabulary import INT64_MAX, INT64_MIN
 
 # ASCII decimal, optional minus; the int64 range is checked after parsing.
 _COUNTER = re.compile(rb"-?[0-9]{1,32}")

@@ -24,8 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from raftcache.cache.checks import INT64_MAX, check_int, check_now
+from raftcache.cache.checks import check_int, check_now
 from raftcache.cache.errors import InvalidCommand
+from raftcache.vocabulary import INT64_MAX
 
 #: The largest chunk the machine accepts; the leader proposes smaller ones (see backup_service).
 MAX_CHUNK_BYTES = 4 * 1024 * 1024

@@ -48,12 +48,11 @@ from raftcache.cache.errors import InvalidCommand
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.results import BatchItem, CommandError, IncrResult, TtlResult
 from raftcache.cache.upgrade import FormatGate, FormatProbe
+from raftcache.vocabulary import CONSISTENCY_LEVELS
 
 __all__ = ["CONSISTENCY_LEVELS", "CacheService", "RaftPort", "Session", "batch_op"]
 
 log = logging.getLogger(__name__)
-
-CONSISTENCY_LEVELS = ("linearizable", "lease", "stale")
 
 
 class RaftPort(Protocol):

@@ -36,6 +36,7 @@ from raftcache.cli.common import (
 )
 from raftcache.client import AsyncClient
 from raftcache.client.errors import RaftcacheError
+from raftcache.vocabulary import CONSISTENCY_LEVELS
 
 
 @dataclass(slots=True)
@@ -119,7 +120,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--read-ratio", type=_ratio, default=0.8, help="share of gets in --op mixed (default 0.8)"
     )
-    p.add_argument("--consistency", choices=("linearizable", "lease", "stale"), default=None)
+    p.add_argument("--consistency", choices=CONSISTENCY_LEVELS, default=None)
     p.add_argument("--prefix", default="bench:", help="key prefix (default bench:)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")

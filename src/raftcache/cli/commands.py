@@ -27,8 +27,8 @@ from raftcache.cli.common import (
     positive_int,
     run_async,
 )
-from raftcache.client.codec import CONSISTENCY_LEVELS
 from raftcache.client.errors import RaftcacheError
+from raftcache.vocabulary import CONSISTENCY_LEVELS
 
 STATUS_COLUMNS = ("id", "url", "role", "term", "leader", "commit", "applied")
 

@@ -11,12 +11,10 @@ import base64
 import binascii
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 from raftcache.client.errors import BadRequestError, ProtocolError
-
-Consistency = Literal["linearizable", "lease", "stale"]
-CONSISTENCY_LEVELS: tuple[str, ...] = ("linearizable", "lease", "stale")
+from raftcache.vocabulary import CONSISTENCY_LEVELS
 
 #: A batch operation: a mapping ``{"op", "key", "value", "ttl"}`` or a tuple
 #: ``("get", key)``, ``("delete", key)``, ``("set", key, value)``, ``("set", key, value, ttl)``.

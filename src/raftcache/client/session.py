@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raftcache.vocabulary import CLIENT_LANE_SUFFIX_CHARS, MAX_CLIENT_ID_CHARS
+
 CLIENT_ID_HEADER = "X-Raftcache-Client-Id"
 SEQ_HEADER = "X-Raftcache-Seq"
-#: The server accepts ids of up to 128 characters; keep room for the ``.<lane>`` suffix.
-MAX_CLIENT_ID_CHARS = 120
+#: The longest base id a client takes: the node's limit less room for the ``.<lane>`` suffix,
+#: so no lane's id is ever one the server refuses.
+MAX_BASE_CLIENT_ID_CHARS = MAX_CLIENT_ID_CHARS - CLIENT_LANE_SUFFIX_CHARS
 
 
 @dataclass(slots=True)
@@ -62,9 +65,10 @@ class SessionPool:
         """
         if not client_id or not client_id.isascii() or not client_id.isprintable():
             raise ValueError(f"client id must be printable ASCII: {client_id!r}")
-        if any(c.isspace() for c in client_id) or len(client_id) > MAX_CLIENT_ID_CHARS:
+        if any(c.isspace() for c in client_id) or len(client_id) > MAX_BASE_CLIENT_ID_CHARS:
             raise ValueError(
-                f"client id must have no whitespace and at most {MAX_CLIENT_ID_CHARS} characters"
+                "client id must have no whitespace and at most "
+                f"{MAX_BASE_CLIENT_ID_CHARS} characters"
             )
         if first_seq < 1:
             raise ValueError(f"first_seq must be >= 1, got {first_seq}")

@@ -16,10 +16,9 @@ from typing import Final
 from raftcache.resp.calls import Call
 from raftcache.resp.errors import NOT_INTEGER
 from raftcache.resp.protocol import RespError
+from raftcache.vocabulary import INT64_MAX, INT64_MIN
 
 MAX_KEY_BYTES: Final = 1024
-INT64_MIN: Final = -(2**63)
-INT64_MAX: Final = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,10 +20,11 @@ from raftcache.cache.commands import BatchOp, DeleteOp
 from raftcache.cache.commands_v2 import TtlOp
 from raftcache.cache.results import BatchItem
 from raftcache.resp import args
-from raftcache.resp.args import INT64_MAX, Limits
+from raftcache.resp.args import Limits
 from raftcache.resp.calls import Call, Mode, Reply, View
 from raftcache.resp.errors import invalid_expire
 from raftcache.resp.protocol import RespError, Simple
+from raftcache.vocabulary import INT64_MAX
 
 _STRING: Final = Simple("string")
 _NONE: Final = Simple("none")

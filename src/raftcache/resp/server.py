@@ -32,6 +32,7 @@ from raftcache.resp.connection import Executor
 from raftcache.resp.leader import LeaderBackend
 from raftcache.resp.protocol import RespError, RespParser, encode
 from raftcache.resp.state import ClientState, ServerState
+from raftcache.vocabulary import CONSISTENCY_LEVELS
 
 log = logging.getLogger("raftcache.resp")
 
@@ -228,7 +229,7 @@ class RespServer:
         max_buffer_bytes: int = 64 * 1024 * 1024,
         shutdown_timeout_s: float = 5.0,
     ) -> None:
-        if read_consistency not in ("linearizable", "lease", "stale"):
+        if read_consistency not in CONSISTENCY_LEVELS:
             raise ValueError("read_consistency must be linearizable, lease or stale")
         self.host, self.port = host, port
         self.max_clients = max_clients

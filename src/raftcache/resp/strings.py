@@ -23,11 +23,12 @@ from raftcache.cache.commands_v2 import IncrOp, TtlOp
 from raftcache.cache.errors import PreconditionFailed
 from raftcache.cache.results import BatchItem
 from raftcache.resp import args
-from raftcache.resp.args import INT64_MAX, INT64_MIN, Limits
+from raftcache.resp.args import Limits
 from raftcache.resp.backend import Backend
 from raftcache.resp.calls import Call, Entry, Mode, Reply, View
 from raftcache.resp.errors import NOT_INTEGER, OVERFLOW, SYNTAX, invalid_expire, wrong_args
 from raftcache.resp.protocol import OK, RespError
+from raftcache.vocabulary import INT64_MAX, INT64_MIN
 
 _COUNTER: Final = re.compile(rb"-?[0-9]{1,32}")  # what the cache's INCR accepts
 

@@ -43,8 +43,9 @@ from raftcache.server.context import CONTEXT, context_of
 from raftcache.server.drain import DRAIN
 from raftcache.server.errors import ApiError, bad_request, unavailable
 from raftcache.server.routes_keys import single_query
-from raftcache.server.validation import INT64_MAX, parse_prefix_or_after
+from raftcache.server.validation import parse_prefix_or_after
 from raftcache.server.watch_metrics import WatchCollector
+from raftcache.vocabulary import INT64_MAX
 
 log = logging.getLogger("raftcache.server.watch")
 

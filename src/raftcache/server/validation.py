@@ -19,15 +19,17 @@ import orjson
 
 from raftcache.cache.commands_v2 import TTL_CONDITIONS
 from raftcache.server.errors import bad_request, too_large
+from raftcache.vocabulary import (
+    CONSISTENCY_LEVELS,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_CLIENT_ID_CHARS,
+    Consistency,
+)
 
 MAX_KEY_BYTES = 1024
 #: Bound of a ttl/at given as a JSON number (the OpenAPI document's minimum/maximum).
 MAX_JSON_SECONDS = 1e12
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
-CONSISTENCY_LEVELS = ("linearizable", "lease", "stale")
-Consistency = Literal["linearizable", "lease", "stale"]
-MAX_CLIENT_ID_CHARS = 128
 
 _IF_MATCH_RE = re.compile(r'^"(\d{1,19})"$')
 _SEQ_RE = re.compile(r"^\d{1,19}$")

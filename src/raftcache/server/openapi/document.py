@@ -33,7 +33,8 @@ from raftcache.server.openapi.schema import (
     error_answer,
     json_answer,
 )
-from raftcache.server.validation import INT64_MAX, Limits
+from raftcache.server.validation import Limits
+from raftcache.vocabulary import INT64_MAX
 
 
 def _key_item_path(limits: Limits) -> dict[str, Schema]:
@@ -195,7 +196,7 @@ def _key_paths(limits: Limits) -> dict[str, Schema]:
 
 
 def _batch_paths(limits: Limits) -> dict[str, Schema]:
-    if_version = {"type": ["integer", "null"], "minimum": 0, "maximum": 2**63 - 1}
+    if_version = {"type": ["integer", "null"], "minimum": 0, "maximum": INT64_MAX}
     op = {
         "oneOf": [
             closed_object({"op": {"const": "get"}, "key": KEY}, ["op", "key"]),

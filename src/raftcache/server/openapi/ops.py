@@ -19,7 +19,7 @@ from raftcache.server.openapi.schema import (
     error_answer,
     json_answer,
 )
-from raftcache.server.validation import INT64_MAX
+from raftcache.vocabulary import INT64_MAX
 
 
 def admin_paths() -> dict[str, Schema]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from raftcache.server.validation import INT64_MAX, INT64_MIN, MAX_KEY_BYTES
+from raftcache.server.validation import MAX_KEY_BYTES
+from raftcache.vocabulary import CONSISTENCY_LEVELS, INT64_MAX, INT64_MIN
 
 JSON = "application/json"
 Schema = dict[str, Any]
@@ -84,7 +85,7 @@ CONSISTENCY: Schema = {
     "name": "consistency",
     "in": "query",
     "required": False,
-    "schema": {"type": "string", "enum": ["linearizable", "lease", "stale"]},
+    "schema": {"type": "string", "enum": list(CONSISTENCY_LEVELS)},
 }
 KEY_PARAM: Schema = {"name": "key", "in": "path", "required": True, "schema": KEY}
 SESSION: list[Schema] = [
