@@ -36,3 +36,10 @@ class PeersMismatchError(RaftError):
     """The voters given at start (``--peers``) disagree with the membership the node's data
     records, and match no configuration it ever had: starting would change an existing
     cluster's membership from the command line, which only a membership change may do."""
+
+
+class InvariantError(AssertionError):
+    """A Raft invariant of the core broke (applied ≤ commit ≤ last index, a role transition
+    Raft does not allow, a committed entry about to be overwritten): a bug, never a condition
+    to handle. Like etcd's panics it is always checked (not an ``assert``, which ``-O`` strips)
+    and the driver fails-stop on it."""
