@@ -1,11 +1,12 @@
 """The composition root of ``raftcache serve``: builds one node and runs it until a signal.
 
 Rule: this is the only module of the node that reads the wall clock (``time.time``, handed to
-the cache service) and creates a ``random.Random()`` (handed to the Raft node). It wires
-HttpNetwork (mounted on the node's app, so one port serves Raft and the client API; no
-``ReliableNetwork``: Raft retries on its own, and a bare transport with a short timeout keeps
-heartbeats fresh; ``--raft-transport stream``: ``StreamNetwork``, mounted the same way),
-``FileStorage(data_dir)``, ``CacheStateMachine``, ``RaftNode`` and ``CacheService``.
+the cache service, the Redis listener and the lean front's ``Date``) and creates a
+``random.Random()`` (handed to the Raft node). It wires HttpNetwork (mounted on the node's app,
+so one port serves Raft and the client API; no ``ReliableNetwork``: Raft retries on its own,
+and a bare transport with a short timeout keeps heartbeats fresh; ``--raft-transport stream``:
+``StreamNetwork``, mounted the same way), ``FileStorage(data_dir)``, ``CacheStateMachine``,
+``RaftNode`` and ``CacheService``.
 
 Shutdown order (SIGTERM/SIGINT): a leader first hands leadership to its most up-to-date live
 follower (``server.handover``, bounded; on by default, ``--no-transfer-on-shutdown`` turns it
@@ -86,6 +87,7 @@ class NodeServer:
             routes), ``aiohttp`` (aiohttp alone) or ``auto`` (lean when httptools is
             installed); ``lean-keys``, for A/B measurements: lean, but the Raft routes are
             served by aiohttp.
+        clock: wall-clock seconds since the epoch, for the lean front's ``Date``.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class NodeServer:
         shutdown_timeout_s: float = 10.0,
         transfer_on_shutdown: bool = True,
         http_front: str = "auto",
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.node = node
         self.service = service
@@ -133,6 +136,7 @@ class NodeServer:
         self._lean = _lean_wanted(http_front)
         self._lean_raft = http_front != "lean-keys"
         self._lean_site: LeanSite | None = None
+        self._clock = clock
 
     @property
     def url(self) -> str:
@@ -155,6 +159,7 @@ class NodeServer:
                 max_line_bytes=MAX_REQUEST_LINE_BYTES,
                 max_field_bytes=MAX_HEADER_BYTES,
                 raft=self._lean_raft,
+                clock=self._clock,
             )
         else:
             site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl_context)
@@ -330,6 +335,7 @@ def build_node_server(
         shutdown_timeout_s=options.shutdown_timeout_s,
         transfer_on_shutdown=options.transfer_on_shutdown,
         http_front=options.http_front,
+        clock=time.time,
     )
 
 

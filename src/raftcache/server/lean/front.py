@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from aiohttp import web
@@ -28,6 +30,7 @@ from raftcache.server.drain import DRAIN
 from raftcache.server.errors import json_error
 from raftcache.server.lean.request import LeanRequest
 from raftcache.server.lean.routes import LEAN_BODY_MAX, Chain, HotRoutes
+from raftcache.server.lean.wire import DateHeader
 
 if lean_client_available():  # else no front is ever made (``lean_available``)
     from raftcache.server.lean.protocol import LeanProtocol
@@ -66,6 +69,7 @@ class LeanFront:
         max_line_bytes: longest request line served here (longer: aiohttp judges it).
         max_field_bytes: largest header line served here (larger: aiohttp judges it).
         raft: serve the mounted Raft routes here too (False: aiohttp serves them; for A/B).
+        clock: wall-clock seconds since the epoch, for the answers' ``Date``.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class LeanFront:
         max_line_bytes: int,
         max_field_bytes: int,
         raft: bool = True,
+        clock: Callable[[], float],
     ) -> None:
         self.app = app
         self._server = server
@@ -86,6 +91,7 @@ class LeanFront:
         # the runner turned it off (``NodeServer`` does).
         decompresses = bool(getattr(server, "_kwargs", {}).get("auto_decompress", True))
         self.routes = HotRoutes(app, raft=raft, decompresses=decompresses)
+        self.dates = DateHeader(clock)
         self.connections: set[LeanProtocol] = set()
         #: Requests answered here, connections handed to aiohttp and bytes read on this front
         #: (tests wait on them to know for certain what the front has seen; debugging).
@@ -154,7 +160,11 @@ DEFAULT_MAX_FIELD_BYTES = 16 * 1024
 
 
 def _front_of(
-    site: web.BaseSite, max_line_bytes: int, max_field_bytes: int, raft: bool = True
+    site: web.BaseSite,
+    max_line_bytes: int,
+    max_field_bytes: int,
+    raft: bool,
+    clock: Callable[[], float],
 ) -> LeanFront:
     runner = cast(web.AppRunner, site._runner)
     server = runner.server
@@ -165,11 +175,17 @@ def _front_of(
         max_line_bytes=max_line_bytes,
         max_field_bytes=max_field_bytes,
         raft=raft,
+        clock=clock,
     )
 
 
 class LeanSite(web.TCPSite):
-    """A TCP (or TLS) site whose connections start on the lean front."""
+    """A TCP (or TLS) site whose connections start on the lean front.
+
+    ``clock`` (wall-clock seconds, for ``Date``) is the node's: ``raftcache serve`` passes the
+    one it hands every part of the node. Its default is the clock aiohttp's own ``Date`` reads,
+    so that the two fronts of a node embedded without one still date answers alike.
+    """
 
     def __init__(
         self,
@@ -181,9 +197,10 @@ class LeanSite(web.TCPSite):
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
         raft: bool = True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context)
-        self._limits = (max_line_bytes, max_field_bytes, raft)
+        self._limits = (max_line_bytes, max_field_bytes, raft, clock)
         self.front: LeanFront | None = None
 
     async def start(self) -> None:
@@ -211,13 +228,19 @@ class LeanSite(web.TCPSite):
 
 
 class LeanSockSite(web.SockSite):
-    """The lean front on a socket already bound (embedding programs, aiohttp's test server)."""
+    """The lean front on a socket already bound (embedding programs, aiohttp's test server).
+
+    Made by aiohttp's own code, which passes no clock: its ``Date`` reads the clock aiohttp's
+    does (``time.time``), as ``LeanSite``'s default.
+    """
 
     front: LeanFront | None = None
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
-        self.front = _front_of(self, DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_FIELD_BYTES)
+        self.front = _front_of(
+            self, DEFAULT_MAX_LINE_BYTES, DEFAULT_MAX_FIELD_BYTES, raft=True, clock=time.time
+        )
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self.front, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog

@@ -39,7 +39,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from raftcache.server.drain import Drain
 from raftcache.server.lean.request import LeanRequest
 from raftcache.server.lean.routes import Chain, HotRoute, HotRoutes
-from raftcache.server.lean.wire import encode_response, error_bytes
+from raftcache.server.lean.wire import DateHeader, encode_response, error_bytes
 
 log = logging.getLogger("raftcache.server.lean")
 
@@ -104,6 +104,8 @@ class Front(Protocol):
     received: int
     max_line_bytes: int
     max_field_bytes: int
+    #: The answers' ``Date``, from the node's wall clock.
+    dates: DateHeader
 
     def now(self) -> float: ...
 
@@ -289,7 +291,8 @@ class LeanProtocol(asyncio.Protocol):
                 self._queued_bytes -= size
                 response = await self._front.dispatch(request, chain)
                 keep_alive = keep_alive and response.keep_alive is not False
-                await self._write(encode_response(response, request, keep_alive))
+                date = self._front.dates.now()
+                await self._write(encode_response(response, request, keep_alive, date))
                 self._leave_one()
                 if not keep_alive:
                     self._close()

@@ -4,11 +4,13 @@ Rule: the answer carries what aiohttp would send for the same response object â€
 reason, its headers (``Content-Type``, ``ETag``, ``Retry-After``, ``Allow``, ...), a
 ``Content-Length``, ``Date``, ``Server`` and the keep-alive decision as ``Connection`` â€” in the
 request's HTTP version; the whole answer is built as one ``bytes`` so it leaves in one ``write``.
+The ``Date`` comes from the wall clock the front was given (``DateHeader``), never read here:
+the composition root hands every part of the node its clock.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from email.utils import formatdate
 from typing import Final
 
@@ -25,28 +27,29 @@ _OWN_HEADERS: Final = frozenset(
 _SERVER: Final = f"Server: {SERVER_SOFTWARE}".encode("latin-1")
 
 
-class _DateCache:
-    """``Date`` changes once a second; formatting it per answer would cost more than the rest."""
+class DateHeader:
+    """The ``Date`` value from a wall clock (seconds since the epoch), formatted once a second:
+    formatting it per answer would cost more than the rest of the answer."""
 
-    __slots__ = ("_second", "_value")
+    __slots__ = ("_clock", "_second", "_value")
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
         self._second = -1
         self._value = b""
 
     def now(self) -> bytes:
-        second = int(time.time())
+        second = int(self._clock())
         if second != self._second:
             self._second = second
             self._value = formatdate(second, usegmt=True).encode("ascii")
         return self._value
 
 
-_DATE = _DateCache()
-
-
-def encode_response(response: web.StreamResponse, request: LeanRequest, keep_alive: bool) -> bytes:
-    """The HTTP/1.x bytes of ``response`` answering ``request``.
+def encode_response(
+    response: web.StreamResponse, request: LeanRequest, keep_alive: bool, date: bytes
+) -> bytes:
+    """The HTTP/1.x bytes of ``response`` answering ``request``, ``date`` its ``Date`` value.
 
     Raises:
         TypeError: the response is not a ``web.Response`` with a bytes body (a stream): the
@@ -65,7 +68,7 @@ def encode_response(response: web.StreamResponse, request: LeanRequest, keep_ali
         if name.lower() not in _OWN_HEADERS:
             lines.append(f"{name}: {value}".encode("utf-8", "surrogateescape"))
     lines.append(b"Content-Length: %d" % len(body))
-    lines.append(b"Date: " + _DATE.now())
+    lines.append(b"Date: " + date)
     lines.append(_SERVER)
     if not keep_alive:
         lines.append(b"Connection: close")
