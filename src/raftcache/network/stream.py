@@ -45,7 +45,7 @@ class StreamNetwork(HttpNetwork):
 
     Args:
         renegotiate_after: seconds a peer that refused the stream is talked to over HTTP
-            before the stream is tried again.
+            before the stream is tried again, on the network's ``clock`` like its latencies.
         reconnect_min, reconnect_max: back-off after failed connection attempts, in seconds
             (calls fail at once meanwhile, with the attempt's error).
         max_in_flight: requests served at once per inbound connection before reading pauses.
@@ -106,7 +106,7 @@ class StreamNetwork(HttpNetwork):
     def stream_stats(self) -> dict[str, dict[str, Any]]:
         """Per peer: ``mode`` (``stream``, ``http`` or ``idle``), ``connects``, ``losses`` and
         ``in_flight`` of its stream."""
-        now = asyncio.get_running_loop().time()
+        now = self._clock()
         out: dict[str, dict[str, Any]] = {}
         for peer in sorted(set(self._links) | set(self._http_until)):
             link = self._links.get(peer)
@@ -161,7 +161,7 @@ class StreamNetwork(HttpNetwork):
     async def _post(self, target: str, req: Any, response_cls: type[Resp]) -> Resp:
         until = self._http_until.get(target)
         if until is not None:
-            if asyncio.get_running_loop().time() < until:
+            if self._clock() < until:
                 return await self._post_http(target, req, response_cls)
             del self._http_until[target]
         link = self._links.get(target)
@@ -172,7 +172,7 @@ class StreamNetwork(HttpNetwork):
         try:
             resp, sent, received = await link.call(req, response_cls, self.timeout)
         except StreamUnsupported:
-            self._http_until[target] = asyncio.get_running_loop().time() + self.renegotiate_after
+            self._http_until[target] = self._clock() + self.renegotiate_after
             return await self._post_http(target, req, response_cls)
         except NetworkError as exc:
             self.metrics.record("outbound", rpc, target, self._clock() - started, exc)
