@@ -116,7 +116,7 @@ class Forwarder:
             # may be applied twice (a CAS answered 412 although it won), or fail to connect and
             # be reported 503 "not appended" although the first copy was applied. A lost
             # answer must surface as 504 indeterminate instead; the client decides to retry
-            # (with its session, safely). Found by tests/faults/test_forwarded_resend.py.
+            # (with its session, safely). tests/faults/test_forwarded_resend.py holds it to that.
             self._session._retry_connection = False
         return self._session
 

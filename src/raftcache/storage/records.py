@@ -1,8 +1,8 @@
 """The log record format, and the scanners recovery uses to judge a damaged segment.
 
 Rule: a record is self-describing and self-checking, and a record found after damage can prove
-a sync boundary only if this writer wrote it. Version 2 (written since the torn-tail rule of
-``segments``) is::
+a sync boundary only if this writer wrote it. Version 2, the one written (its ``batch_start``
+is what the torn-tail rule of ``segments`` reads), is::
 
     magic b"RC" | version u8 = 2 | type u8 | payload length u32 | batch_start u64 | crc32 u32
     | payload            payload = msgpack [term, index, kind, command]

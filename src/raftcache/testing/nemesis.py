@@ -35,8 +35,9 @@ faults would overwrite each other's mesh state, and ``kill-all`` always runs alo
   strictly checked: that bound is what leases promise to survive;
 - config (see ``peers``): ``peers`` / ``peers-leader`` (killed and started again with a wrong
   ``--peers``: only itself, a misspelt id, a member missing, one too many; it must refuse, or
-  start on the membership its disk recorded). In ``ALL_NEMESES`` since the fix of issue 12
-  (hole 4); before it, the node started on its flags' membership.
+  start on the membership its disk recorded). In ``ALL_NEMESES``: a node takes its
+  membership from its data directory, never from its flags, so no run may lose
+  linearizability to a mistyped ``--peers``.
 
 A nemesis may report what it observed of its own fault (``Injected.facts``, kept in the
 ``FaultEvent``): a contract it saw broken there (``facts["violation"]``) becomes a finding.
@@ -265,7 +266,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 }
 CLOCK_NEMESES: tuple[str, ...] = FAMILIES["clock"]
 #: Families left out of the default mix: clock faults need libfaketime (and jumps exempt lease
-#: reads). A wrong ``--peers`` (issue 12, hole 4) is in it since the data's membership wins.
+#: reads). A wrong ``--peers`` is in it: the data directory's membership wins over the flags,
+#: which every run can then check.
 _OPT_IN = ("clock", "drift")
 ALL_NEMESES: tuple[str, ...] = tuple(
     n for family, names in FAMILIES.items() if family not in _OPT_IN for n in names

@@ -1,10 +1,10 @@
 """A node restarted with a wrong ``--peers``: a typo, a stale configuration file.
 
 Rule: a node with state on disk takes its membership from its data directory, never from its
-flags. The contract the nemesis checks (issue 12, hole 4): when ``--peers`` names a voter set
-the node recorded before (its bootstrap or an earlier configuration) it starts with a WARNING
-and the disk's membership; otherwise it *refuses to start*: a non-zero exit and a message on
-stderr naming the difference (the ids added and missing). Either way the history must stay
+flags. The contract the nemesis checks: when ``--peers`` names a voter set the node recorded
+before (its bootstrap or an earlier configuration) it starts with a WARNING and the disk's
+membership; otherwise it *refuses to start*: a non-zero exit and a message on stderr naming
+the difference (the ids added and missing). Either way the history must stay
 linearizable — a wrong-peers node that starts and leads a cluster of its own (the dangerous
 typo: only itself) is a second leader, and the register workload, which sends requests to
 every node, must catch it.
