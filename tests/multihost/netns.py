@@ -39,7 +39,7 @@ CLONE_NEWNET = 0x40000000
 CMD_TIMEOUT_S = 10.0
 
 
-class Unsupported(Exception):
+class UnsupportedError(Exception):
     """This machine cannot make network namespaces here (the reason is the message)."""
 
 
@@ -53,11 +53,11 @@ def ip(*args: str) -> None:
 
 
 def check_supported(subnet: str) -> None:
-    """Raise ``Unsupported`` unless we are root, have iproute2, and ``subnet`` is unused here."""
+    """Raise ``UnsupportedError`` unless we are root, have iproute2 and ``subnet`` is unused."""
     if shutil.which("ip") is None:
-        raise Unsupported("iproute2 (the ip command) is not installed")
+        raise UnsupportedError("iproute2 (the ip command) is not installed")
     if os.geteuid() != 0:
-        raise Unsupported("network namespaces need root")
+        raise UnsupportedError("network namespaces need root")
     routes = subprocess.run(
         ["ip", "-4", "route", "show", "table", "all"],
         capture_output=True,
@@ -66,7 +66,7 @@ def check_supported(subnet: str) -> None:
         check=False,
     ).stdout
     if subnet + "." in routes:
-        raise Unsupported(f"{subnet}.0/24 is in use on this machine; the test needs it unused")
+        raise UnsupportedError(f"{subnet}.0/24 is in use on this machine; the test needs it unused")
 
 
 def sweep_stale() -> None:
@@ -115,11 +115,11 @@ class NetnsBed:
         return f"p{self.node_ids.index(node_id) + 1}"  # the node's port on the bridge
 
     def create(self) -> None:
-        """Build the network; raises ``Unsupported`` when namespaces are not allowed here."""
+        """Build the network; raises ``UnsupportedError`` when namespaces are not allowed here."""
         try:
             self._add_namespace(self.switch)
         except RuntimeError as exc:
-            raise Unsupported(f"cannot create a network namespace: {exc}") from None
+            raise UnsupportedError(f"cannot create a network namespace: {exc}") from None
         ip("-n", self.switch, "link", "set", "lo", "up")
         ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
         ip("-n", self.switch, "addr", "add", f"{self.subnet}.254/24", "dev", "br0")

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from .netns import NetnsBed, NetnsClient, Unsupported, check_supported, client_in, sweep_stale
+from .netns import NetnsBed, NetnsClient, UnsupportedError, check_supported, client_in, sweep_stale
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -67,7 +67,7 @@ def net(tmp_path: Path) -> Iterator[Net]:
         check_supported(bed.subnet)
         sweep_stale()
         bed.create()
-    except Unsupported as exc:
+    except UnsupportedError as exc:
         bed.destroy()
         pytest.skip(f"multi-host test not run: {exc}")
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -178,5 +178,5 @@ def test_refuses_a_subnet_the_machine_already_routes() -> None:
     """The guard that keeps the test network off any network this machine really has."""
     if os.geteuid() != 0:
         pytest.skip("multi-host test not run: network namespaces need root")
-    with pytest.raises(Unsupported, match="in use on this machine"):
+    with pytest.raises(UnsupportedError, match="in use on this machine"):
         check_supported("127.0.0")  # loopback is always in the local routing table

@@ -14,12 +14,12 @@ from raftcache.raft.node import RaftNode
 from tests.raft.sim import SimCluster
 
 
-class Expired(Exception):
+class ExpiredError(Exception):
     pass
 
 
 def _expire(key: object) -> BaseException:
-    return Expired(key)
+    return ExpiredError(key)
 
 
 async def test_sweep_expires_only_past_deadlines_and_drops_finished() -> None:
@@ -40,7 +40,7 @@ async def test_sweep_expires_only_past_deadlines_and_drops_finished() -> None:
     assert len(d) == 3  # the finished one left its queue, the others wait
 
     d.sweep(101.0)
-    assert isinstance(a.exception(), Expired)
+    assert isinstance(a.exception(), ExpiredError)
     assert a.exception().args == ("a",)  # type: ignore[union-attr]
     assert not b.done()
     assert not c.done()
@@ -52,7 +52,7 @@ async def test_sweep_expires_only_past_deadlines_and_drops_finished() -> None:
     assert len(d) == 1
 
     d.sweep(105.0)
-    assert isinstance(c.exception(), Expired)
+    assert isinstance(c.exception(), ExpiredError)
     assert len(d) == 0
     assert d._queues == {}  # empty queues are removed, whatever durations callers used
 
@@ -65,7 +65,7 @@ async def test_a_finished_head_does_not_hold_later_deadlines() -> None:
         d.add(float(i), 10.0, f, _expire, i)
     futs[0].set_result(None)
     d.sweep(11.0)  # the second is due (at 11), the third not (at 12)
-    assert isinstance(futs[1].exception(), Expired)
+    assert isinstance(futs[1].exception(), ExpiredError)
     assert not futs[2].done()
 
 

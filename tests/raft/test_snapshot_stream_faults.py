@@ -33,13 +33,13 @@ COUNT = 6
 OLD = b"old snapshot"
 
 
-class PowerLoss(Exception):
+class PowerLossError(Exception):
     """The machine lost power: nothing after this operation reaches the disk."""
 
 
 class DyingDisk(CrashDisk):
     """A ``CrashDisk`` that loses power at the ``nth`` operation of ``kind`` on a file whose
-    name contains ``name``: that operation and every later write fail with ``PowerLoss``
+    name contains ``name``: that operation and every later write fail with ``PowerLossError``
     (closing a file still works, so the process can let go of its descriptors)."""
 
     def __init__(self) -> None:
@@ -49,14 +49,14 @@ class DyingDisk(CrashDisk):
 
     def _maybe_die(self, kind: str, path: str) -> None:
         if self.dead:
-            raise PowerLoss(f"{kind} {os.path.basename(path)} after the power loss")
+            raise PowerLossError(f"{kind} {os.path.basename(path)} after the power loss")
         if self.trigger is None:
             return
         want, name, nth = self.trigger
         if kind == want and name in os.path.basename(path):
             if nth <= 1:
                 self.dead = True
-                raise PowerLoss(f"power lost at {kind} {os.path.basename(path)}")
+                raise PowerLossError(f"power lost at {kind} {os.path.basename(path)}")
             self.trigger = (want, name, nth - 1)
 
     def open(self, path: str, flags: int, mode: int = 0o644) -> int:
@@ -113,7 +113,7 @@ async def test_power_loss_mid_install_leaves_old_or_new_never_a_mix(
     node = await start_follower(storage, DigestMachine())
     disk.trigger = point
     try:
-        with pytest.raises(PowerLoss):
+        with pytest.raises(PowerLossError):
             await feed(node, requests(9, COUNT, SIZE, index=50))
         if not new_survives:  # what a node still running shows: the old state, never a mix
             assert node.core.log.snapshot_index == 3

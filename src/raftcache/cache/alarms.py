@@ -6,7 +6,7 @@ in ``/v1/status``. A *local fault* is what a replica finds out about itself with
 snapshot whose entries do not match the digest it carries; its kept digest not matching its
 entries when a snapshot is taken): node-local, it stops this replica's reads at once and is
 reported to the leader, which replicates it as an alarm. A replica with either refuses every
-read (``ReplicaDiverged``): its state can no longer be trusted to be the log's.
+read (``ReplicaDivergedError``): its state can no longer be trusted to be the log's.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Alarm:
         return cls(node_id, reason, index, float(raised_at))
 
 
-class ReplicaDiverged(CacheError):
+class ReplicaDivergedError(CacheError):
     """This replica's state is not trusted (a divergence alarm or a local fault names it): it
     refuses reads until an operator rebuilds it and clears the alarm (docs/operations.md).
 
@@ -67,3 +67,7 @@ class ReplicaDiverged(CacheError):
             f"replica {node_id} diverged from the cluster and serves no reads ({reason}); "
             "read from another node"
         )
+
+
+# The names before the ``…Error`` convention (ruff's N818), kept working: the same classes.
+ReplicaDiverged = ReplicaDivergedError

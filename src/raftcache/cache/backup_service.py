@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 512 * 1024
 
 
-class RestoreFailed(CacheError):
+class RestoreFailedError(CacheError):
     """The cluster refused a step of a verified restore (e.g. another restore replaced it);
     the cache is unchanged."""
 
@@ -94,7 +94,7 @@ class Backups:
         """Verify the backup file ``data`` and replace the cache's contents with it.
 
         Raises ``BackupFormatError`` / ``SnapshotFormatError`` (nothing proposed) for a bad
-        file, ``RestoreFailed`` when the cluster refused a step, and the Raft errors of
+        file, ``RestoreFailedError`` when the cluster refused a step, and the Raft errors of
         ``propose`` (``NotLeaderError`` before anything was proposed means nothing happened).
         """
         info, body = verify_backup(data)
@@ -126,7 +126,7 @@ class Backups:
     async def _propose(self, command: bytes) -> Any:
         result = await self._node.propose(command)
         if isinstance(result, CommandError):
-            raise RestoreFailed(result.message)
+            raise RestoreFailedError(result.message)
         return result
 
     def _abort_later(self, restore_id: int) -> None:
@@ -151,3 +151,7 @@ def _term_at(node: object, index: int) -> int:
         if isinstance(term, int):
             return term
     return int(getattr(node, "current_term", 0))
+
+
+# The names before the ``…Error`` convention (ruff's N818), kept working: the same classes.
+RestoreFailed = RestoreFailedError

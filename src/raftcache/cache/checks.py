@@ -1,6 +1,6 @@
 """Argument checks shared by the cache commands (``commands``, ``commands_v2``).
 
-Rule: each check accepts exactly the values a command may carry and raises ``InvalidCommand``
+Rule: each check accepts exactly the values a command may carry and raises ``InvalidCommandError``
 otherwise, so encoders refuse bad arguments before proposing and ``decode`` refuses malformed
 entries. A ``bool`` is never accepted where a number is meant (it is an ``int`` subclass).
 """
@@ -10,40 +10,40 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from raftcache.cache.errors import InvalidCommand
+from raftcache.cache.errors import InvalidCommandError
 from raftcache.vocabulary import INT64_MAX, MAX_CLIENT_ID_CHARS
 
 
 def check_key(key: object, what: str = "key") -> None:
     if not isinstance(key, str) or not key:
-        raise InvalidCommand(f"{what} must be a non-empty string")
+        raise InvalidCommandError(f"{what} must be a non-empty string")
 
 
 def check_int(x: object, what: str, low: int, high: int) -> None:
     # bool is an int subclass: True must not pass for a version or a delta.
     if type(x) is not int or not low <= x <= high:
-        raise InvalidCommand(f"{what} must be an integer in [{low}, {high}]")
+        raise InvalidCommandError(f"{what} must be an integer in [{low}, {high}]")
 
 
 def check_now(now: object) -> None:
     if not isinstance(now, int | float) or isinstance(now, bool) or not math.isfinite(now):
-        raise InvalidCommand("now must be a finite number")
+        raise InvalidCommandError("now must be a finite number")
 
 
 def check_ttl(ttl: object) -> None:
     if ttl is None:
         return
     if not isinstance(ttl, int | float) or isinstance(ttl, bool):
-        raise InvalidCommand("ttl must be a number of seconds")
+        raise InvalidCommandError("ttl must be a number of seconds")
     if not (math.isfinite(ttl) and ttl > 0):
-        raise InvalidCommand("ttl must be a finite number of seconds > 0")
+        raise InvalidCommandError("ttl must be a finite number of seconds > 0")
 
 
 def check_condition(if_version: object, if_absent: object) -> None:
     if if_version is not None:
         check_int(if_version, "if_version", 0, INT64_MAX)
     if not isinstance(if_absent, bool):
-        raise InvalidCommand("if_absent must be a bool")
+        raise InvalidCommandError("if_absent must be a bool")
 
 
 def check_write(
@@ -51,7 +51,7 @@ def check_write(
 ) -> None:
     check_key(key)
     if not isinstance(value, bytes):
-        raise InvalidCommand("value must be bytes")
+        raise InvalidCommandError("value must be bytes")
     check_ttl(ttl)
     check_condition(if_version, if_absent)
 
@@ -69,7 +69,7 @@ class Session:
 
     def __post_init__(self) -> None:
         if not isinstance(self.client_id, str) or not self.client_id:
-            raise InvalidCommand("client_id must be a non-empty string")
+            raise InvalidCommandError("client_id must be a non-empty string")
         if len(self.client_id) > MAX_CLIENT_ID_CHARS:
-            raise InvalidCommand(f"client_id longer than {MAX_CLIENT_ID_CHARS} characters")
+            raise InvalidCommandError(f"client_id longer than {MAX_CLIENT_ID_CHARS} characters")
         check_int(self.seq, "seq", 0, INT64_MAX)

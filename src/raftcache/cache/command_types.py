@@ -1,7 +1,7 @@
 """The cache commands as values: what a leader may propose, each validated on construction.
 
 Rule: a command carries everything its outcome depends on, including the leader's ``now``;
-``__post_init__`` refuses any bad field with ``InvalidCommand``, so neither an encoder nor
+``__post_init__`` refuses any bad field with ``InvalidCommandError``, so neither an encoder nor
 ``decode`` (``raftcache.cache.commands``, which also holds the wire format) can produce an
 invalid one. The commands of command format 2 live in ``raftcache.cache.commands_v2``;
 ``required_format`` says which format a command needs (``raftcache.cache.formats``).
@@ -22,7 +22,7 @@ from raftcache.cache.checks import (
 )
 from raftcache.cache.commands_v2 import FlushCommand, FormatCommand, IncrOp, TtlCommand, TtlOp
 from raftcache.cache.commands_v3 import DIVERGENCE_FORMAT, AlarmCommand, CheckCommand
-from raftcache.cache.errors import InvalidCommand
+from raftcache.cache.errors import InvalidCommandError
 from raftcache.cache.formats import BASE_FORMAT
 from raftcache.cache.restore_commands import RestoreCommand
 from raftcache.vocabulary import INT64_MAX, INT64_MIN
@@ -71,9 +71,9 @@ class DeleteOp:
 
 def _check_keep_ttl(keep_ttl: object, ttl: object) -> None:
     if not isinstance(keep_ttl, bool):
-        raise InvalidCommand("keep_ttl must be a bool")
+        raise InvalidCommandError("keep_ttl must be a bool")
     if keep_ttl and ttl is not None:
-        raise InvalidCommand("keep_ttl and ttl cannot be combined")
+        raise InvalidCommandError("keep_ttl and ttl cannot be combined")
 
 
 BatchOp: TypeAlias = GetOp | SetOp | DeleteOp | IncrOp | TtlOp
@@ -142,10 +142,10 @@ class BatchCommand:
     def __post_init__(self) -> None:
         check_now(self.now)
         if not isinstance(self.ops, tuple) or len(self.ops) > MAX_BATCH_OPS:
-            raise InvalidCommand(f"ops must be a tuple of at most {MAX_BATCH_OPS} ops")
+            raise InvalidCommandError(f"ops must be a tuple of at most {MAX_BATCH_OPS} ops")
         for op in self.ops:
             if not isinstance(op, _BATCH_OPS):
-                raise InvalidCommand(f"not a batch op: {op!r}")
+                raise InvalidCommandError(f"not a batch op: {op!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +174,7 @@ class TouchCommand:
 
 def _check_keys(keys: object) -> None:
     if not isinstance(keys, tuple) or len(keys) > MAX_KEYS_PER_COMMAND:
-        raise InvalidCommand(f"keys must be a tuple of at most {MAX_KEYS_PER_COMMAND} keys")
+        raise InvalidCommandError(f"keys must be a tuple of at most {MAX_KEYS_PER_COMMAND} keys")
     for key in keys:
         check_key(key)
 

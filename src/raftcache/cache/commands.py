@@ -4,7 +4,7 @@ Rule: a command carries everything its outcome depends on — including the lead
 ``now`` (seconds since the epoch) — so every replica computes the same result from the log
 alone. Validation lives in the command classes (``__post_init__``), so the encoders reject a
 bad argument before anything is proposed, and ``decode`` rejects a malformed entry with
-``InvalidCommand`` (which the machine turns into an error result, identically everywhere).
+``InvalidCommandError`` (which the machine turns into an error result, identically everywhere).
 
 Wire format: a msgpack map with short keys. ``o`` the op (``set``, ``del``, ``incr``,
 ``batch``, ``expire``, ``touch``), ``n`` now, ``k`` key, ``v`` value (bin), ``t`` ttl seconds,
@@ -62,8 +62,8 @@ from raftcache.cache.commands_v3 import (
     alarm_to_wire,
     check_to_wire,
 )
-from raftcache.cache.errors import InvalidCommand
-from raftcache.cache.formats import BASE_FORMAT, COMMAND_FORMAT, UnsupportedCommandFormat
+from raftcache.cache.errors import InvalidCommandError
+from raftcache.cache.formats import BASE_FORMAT, COMMAND_FORMAT, UnsupportedCommandFormatError
 from raftcache.cache.restore_commands import (
     RESTORE_OPS,
     restore_from_wire,
@@ -217,7 +217,7 @@ def encode_set(
     session: Session | None = None,
     keep_ttl: bool = False,
 ) -> bytes:
-    """SET command bytes; raises ``InvalidCommand`` on a bad argument. ``keep_ttl`` (format
+    """SET command bytes; raises ``InvalidCommandError`` on a bad argument. ``keep_ttl`` (format
     2) keeps the live key's expiry."""
     return encode(SetCommand(now, key, value, ttl, if_version, if_absent, session, keep_ttl))
 
@@ -225,7 +225,7 @@ def encode_set(
 def encode_delete(
     key: str, *, now: float, if_version: int | None = None, session: Session | None = None
 ) -> bytes:
-    """DELETE command bytes; raises ``InvalidCommand`` on a bad argument."""
+    """DELETE command bytes; raises ``InvalidCommandError`` on a bad argument."""
     return encode(DeleteCommand(now, key, if_version, session))
 
 
@@ -312,9 +312,9 @@ _KNOWN_OPS = frozenset(
 def decode(data: bytes, max_format: int = COMMAND_FORMAT) -> Command:
     """Parse and validate log-entry bytes.
 
-    Raises ``UnsupportedCommandFormat`` for an entry this node must not apply — one of a
+    Raises ``UnsupportedCommandFormatError`` for an entry this node must not apply — one of a
     format above ``max_format`` or with an op it does not know, written by a newer release —
-    and ``InvalidCommand`` for one that is malformed (which no correct leader proposes).
+    and ``InvalidCommandError`` for one that is malformed (which no correct leader proposes).
     """
     return decode_entry(data, max_format)[0]
 
@@ -325,13 +325,13 @@ def decode_entry(data: bytes, max_format: int = COMMAND_FORMAT) -> tuple[Command
     try:
         wire = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
-        raise InvalidCommand(f"undecodable command: {exc}") from None
+        raise InvalidCommandError(f"undecodable command: {exc}") from None
     if not isinstance(wire, dict):
-        raise InvalidCommand("a command must be a map")
+        raise InvalidCommandError("a command must be a map")
     declared = format_of_value(wire.get("f"))
     op = wire.get("o")
     if declared > max_format or (isinstance(op, str) and op not in _KNOWN_OPS):
-        raise UnsupportedCommandFormat(
+        raise UnsupportedCommandFormatError(
             f"a committed command ({op!r}, command format {declared}) needs a newer "
             f"raftcache than this node (which applies command formats up to {max_format}): "
             "upgrade this node; it stops rather than skip the entry and diverge"
@@ -339,10 +339,10 @@ def decode_entry(data: bytes, max_format: int = COMMAND_FORMAT) -> tuple[Command
     try:
         cmd = _from_wire(wire)
     except (KeyError, TypeError) as exc:
-        raise InvalidCommand(f"malformed command: {exc!r}") from None
+        raise InvalidCommandError(f"malformed command: {exc!r}") from None
     needed = required_format(cmd)
     if needed != declared:
-        raise InvalidCommand(f"command declares format {declared}, needs {needed}")
+        raise InvalidCommandError(f"command declares format {declared}, needs {needed}")
     return cmd, needed
 
 
@@ -374,7 +374,7 @@ def _from_wire(wire: Mapping[str, Any]) -> Command:
     if op == "batch":
         ops = wire["ops"]
         if not isinstance(ops, list):
-            raise InvalidCommand("ops must be a list")
+            raise InvalidCommandError("ops must be a list")
         return BatchCommand(now, tuple(map(_op_from_wire, ops)), _session_from_wire(wire))
     if op == "expire":
         return ExpireCommand(now, _keys_from_wire(wire["ks"]))
@@ -392,18 +392,18 @@ def _from_wire(wire: Mapping[str, Any]) -> Command:
         return CheckCommand(now)
     if op == "alarm":
         return alarm_from_wire(dict(wire))
-    raise InvalidCommand(f"unknown op {op!r}")
+    raise InvalidCommandError(f"unknown op {op!r}")
 
 
 def _keys_from_wire(keys: object) -> tuple[str, ...]:
     if not isinstance(keys, list):
-        raise InvalidCommand("keys must be a list")
+        raise InvalidCommandError("keys must be a list")
     return tuple(keys)
 
 
 def _op_from_wire(wire: object) -> BatchOp:
     if not isinstance(wire, dict):
-        raise InvalidCommand("a batch op must be a map")
+        raise InvalidCommandError("a batch op must be a map")
     op = wire["o"]
     if op == "get":
         return GetOp(wire["k"])
@@ -422,4 +422,4 @@ def _op_from_wire(wire: object) -> BatchOp:
         return incr_op_from_wire(wire)
     if op == "ttl":
         return ttl_op_from_wire(wire)
-    raise InvalidCommand(f"unknown batch op {op!r}")
+    raise InvalidCommandError(f"unknown batch op {op!r}")

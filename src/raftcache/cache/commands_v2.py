@@ -29,7 +29,7 @@ from raftcache.cache.checks import (
     check_key,
     check_now,
 )
-from raftcache.cache.errors import InvalidCommand
+from raftcache.cache.errors import InvalidCommandError
 from raftcache.cache.formats import BASE_FORMAT, COMMAND_FORMAT
 from raftcache.vocabulary import INT64_MAX, INT64_MIN
 
@@ -42,14 +42,14 @@ def _check_expiry(ttl: object, at: object, condition: object) -> None:
         if x is None:
             continue
         if not isinstance(x, int | float) or isinstance(x, bool) or not math.isfinite(x):
-            raise InvalidCommand(f"{name} must be a finite number of seconds")
+            raise InvalidCommandError(f"{name} must be a finite number of seconds")
     if ttl is not None and at is not None:
-        raise InvalidCommand("give ttl or at, not both")
+        raise InvalidCommandError("give ttl or at, not both")
     if condition is not None:
         if condition not in TTL_CONDITIONS:
-            raise InvalidCommand(f"condition must be one of {', '.join(TTL_CONDITIONS)}")
+            raise InvalidCommandError(f"condition must be one of {', '.join(TTL_CONDITIONS)}")
         if ttl is None and at is None:
-            raise InvalidCommand("a condition needs a new expiry (ttl or at)")
+            raise InvalidCommandError("a condition needs a new expiry (ttl or at)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,7 @@ class TtlCommand:
     def __post_init__(self) -> None:
         check_now(self.now)
         if not isinstance(self.op, TtlOp):
-            raise InvalidCommand("op must be a TtlOp")
+            raise InvalidCommandError("op must be a TtlOp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,9 @@ class FlushCommand:
     def __post_init__(self) -> None:
         check_now(self.now)
         if not isinstance(self.prefix, str) or len(self.prefix) > MAX_PREFIX_CHARS:
-            raise InvalidCommand(f"prefix must be a string of at most {MAX_PREFIX_CHARS} chars")
+            raise InvalidCommandError(
+                f"prefix must be a string of at most {MAX_PREFIX_CHARS} chars"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +157,7 @@ def format_of_value(value: object) -> int:
     if value is None:
         return BASE_FORMAT
     if type(value) is not int or value < BASE_FORMAT:
-        raise InvalidCommand("f must be an integer >= 1")
+        raise InvalidCommandError("f must be an integer >= 1")
     return value
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftcache.cache.checks import check_now
-from raftcache.cache.errors import InvalidCommand
+from raftcache.cache.errors import InvalidCommandError
 
 #: The command format of these commands.
 DIVERGENCE_FORMAT = 3
@@ -56,11 +56,13 @@ class AlarmCommand:
         if not isinstance(node_id, str) or not (
             _NODE_ID.fullmatch(node_id) or (node_id == ALL_NODES and self.clear is True)
         ):
-            raise InvalidCommand("alarm: node id must be a node id (or '*' to clear all)")
+            raise InvalidCommandError("alarm: node id must be a node id (or '*' to clear all)")
         if not isinstance(self.reason, str) or len(self.reason) > MAX_REASON_CHARS:
-            raise InvalidCommand(f"alarm: reason must be a string of <= {MAX_REASON_CHARS} chars")
+            raise InvalidCommandError(
+                f"alarm: reason must be a string of <= {MAX_REASON_CHARS} chars"
+            )
         if not isinstance(self.clear, bool):
-            raise InvalidCommand("alarm: clear must be a boolean")
+            raise InvalidCommandError("alarm: clear must be a boolean")
 
 
 def check_to_wire(cmd: CheckCommand) -> dict[str, Any]:

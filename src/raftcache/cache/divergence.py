@@ -40,7 +40,7 @@ from typing import Any, Protocol
 from raftcache.cache.commands import encode_alarm, encode_check
 from raftcache.cache.commands_v3 import DIVERGENCE_FORMAT
 from raftcache.cache.digest import DigestMark, digest_hex
-from raftcache.cache.formats import FormatNotEnabled
+from raftcache.cache.formats import FormatNotEnabledError
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.results import CommandError
 from raftcache.raft.errors import RaftError
@@ -181,7 +181,7 @@ class DivergenceMonitor:
         probe: reaches the other replicas (None: this node compares only what it can see,
             which is itself — an embedded single node).
         ensure_format: returns once the cluster runs a command format (``CacheService``'s);
-            raises ``FormatNotEnabled`` while a node is older.
+            raises ``FormatNotEnabledError`` while a node is older.
         interval_s: seconds between scheduled checks on the leader (0: only when kicked or
             asked with ``check_now``).
         answer_wait_s: how long to wait for a replica that has not applied the CHECK yet.
@@ -261,7 +261,7 @@ class DivergenceMonitor:
                     await self._step_down_if_alarmed()
                 elif kicked or self._news():
                     await self._kick_leader()
-            except (RaftError, TimeoutError, FormatNotEnabled) as exc:
+            except (RaftError, TimeoutError, FormatNotEnabledError) as exc:
                 log.debug("divergence check postponed: %r", exc)
             except Exception as exc:  # keep checking whatever one round did
                 log.warning("divergence check failed: %r", exc)

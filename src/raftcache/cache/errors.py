@@ -5,9 +5,9 @@ Rule: the state machine never raises for a bad command; it returns a ``CommandEr
 results into the exceptions below. Raft-layer errors (``NotLeaderError``,
 ``IndeterminateError``, ``ProposalDroppedError``, ``TimeoutError``...) are never wrapped.
 
-``ValueTooLarge`` and ``StaleSequence`` subclass ``InvalidCommand``: a caller that maps only
-``InvalidCommand`` to a client error still answers them sensibly (an HTTP server should prefer
-413 for the first and 409 for the second).
+``ValueTooLargeError`` and ``StaleSequenceError`` subclass ``InvalidCommandError``: a caller that
+maps only ``InvalidCommandError`` to a client error still answers them sensibly (an HTTP server
+should prefer 413 for the first and 409 for the second).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ class CacheError(Exception):
     """Base of the cache layer's errors."""
 
 
-class PreconditionFailed(CacheError):
+class PreconditionFailedError(CacheError):
     """A compare-and-set (``if_version``) or create-only (``if_absent``) condition failed.
 
     Attributes:
@@ -32,21 +32,30 @@ class PreconditionFailed(CacheError):
         self.op_index = op_index
 
 
-class NotACounter(CacheError):
+class NotACounterError(CacheError):
     """INCR/DECR on a value that is not an ASCII decimal int64."""
 
 
-class CounterOverflow(CacheError):
+class CounterOverflowError(CacheError):
     """INCR/DECR whose result would fall outside the signed 64-bit range."""
 
 
-class InvalidCommand(CacheError):
+class InvalidCommandError(CacheError):
     """A malformed command or request argument (a bug or a bad request, never retried)."""
 
 
-class ValueTooLarge(InvalidCommand):
+class ValueTooLargeError(InvalidCommandError):
     """An entry (key + value) larger than the machine's ``max_bytes``: it could never fit."""
 
 
-class StaleSequence(InvalidCommand):
+class StaleSequenceError(InvalidCommandError):
     """A session write whose ``seq`` is older than the window of remembered results."""
+
+
+# The names before the ``…Error`` convention (ruff's N818), kept working: the same classes.
+PreconditionFailed = PreconditionFailedError
+NotACounter = NotACounterError
+CounterOverflow = CounterOverflowError
+InvalidCommand = InvalidCommandError
+ValueTooLarge = ValueTooLargeError
+StaleSequence = StaleSequenceError

@@ -15,7 +15,7 @@ A command of format F > 1 carries ``"f": F`` in its log entry. Three rules make 
 1. **A node knows its own ceiling** (``COMMAND_FORMAT`` of its build, or lower when capped with
    ``--max-command-format``, which is how a test plays an older release). A node that meets an
    entry it cannot apply — ``f`` above its ceiling, an unknown op — *fails stop*
-   (``UnsupportedCommandFormat``, the Raft driver's fail-stop path) instead of skipping it.
+   (``UnsupportedCommandFormatError``, the Raft driver's fail-stop path) instead of skipping it.
 2. **The cluster's format is replicated state.** Starting at 1, it is raised by a FORMAT entry,
    which the leader proposes only after every voter and learner said it supports that format
    (``/v1/status`` → ``command_format``). The machine refuses (the same way on every replica)
@@ -40,7 +40,7 @@ BASE_FORMAT = 1
 COMMAND_FORMAT = 3
 
 
-class UnsupportedCommandFormat(Exception):
+class UnsupportedCommandFormatError(Exception):
     """A committed entry this node cannot apply: the node must stop, never skip it.
 
     Not a ``CacheError``: nothing may turn it into a client error. It propagates out of
@@ -48,7 +48,7 @@ class UnsupportedCommandFormat(Exception):
     """
 
 
-class FormatNotEnabled(CacheError):
+class FormatNotEnabledError(CacheError):
     """A command needs a command format that not every node of the cluster supports yet.
 
     Attributes:
@@ -86,3 +86,8 @@ def check_max_format(max_format: object) -> int:
     if type(max_format) is not int or not BASE_FORMAT <= max_format <= COMMAND_FORMAT:
         raise ValueError(f"max command format must be an integer in 1..{COMMAND_FORMAT}")
     return max_format
+
+
+# The names before the ``…Error`` convention (ruff's N818), kept working: the same classes.
+UnsupportedCommandFormat = UnsupportedCommandFormatError
+FormatNotEnabled = FormatNotEnabledError

@@ -28,7 +28,7 @@ Semantics (see also docs/cache.md):
   the value untouched), FLUSH deletes a prefix in one entry, a batch may hold ``incr`` and
   ``ttl`` ops, a set may keep the key's TTL, FORMAT raises the cluster's format. An entry of a
   format above this node's ``max_format``, or an unknown op, raises
-  ``UnsupportedCommandFormat`` (fail-stop); one above the cluster's format is refused
+  ``UnsupportedCommandFormatError`` (fail-stop); one above the cluster's format is refused
   (FORMAT_NOT_ENABLED), identically everywhere.
 - RESTORE.BEGIN/CHUNK/COMMIT/ABORT replace the whole cache with a backup's contents, atomically
   at the commit's index (``raftcache.cache.restore``).
@@ -64,11 +64,11 @@ from raftcache.cache.commands_v2 import FlushCommand, FormatCommand, TtlCommand
 from raftcache.cache.commands_v3 import ALL_NODES, AlarmCommand, CheckCommand
 from raftcache.cache.digest import DigestMark, DigestRing, digest_hex, full_digest
 from raftcache.cache.entries import Item, record_item
-from raftcache.cache.errors import InvalidCommand
+from raftcache.cache.errors import InvalidCommandError
 from raftcache.cache.formats import (
     BASE_FORMAT,
     COMMAND_FORMAT,
-    UnsupportedCommandFormat,
+    UnsupportedCommandFormatError,
     check_max_format,
 )
 from raftcache.cache.keyops import (
@@ -220,7 +220,7 @@ class CacheStateMachine:
         try:
             # UnsupportedCommandFormat propagates: the driver fails stop (never skip an entry).
             cmd, needed = decode_entry(command, self.max_format)
-        except InvalidCommand as exc:
+        except InvalidCommandError as exc:
             return CommandError(ErrorCode.INVALID_COMMAND, str(exc))
         if needed > self._command_format and not isinstance(cmd, FormatCommand):
             # Only a leader that skipped its check proposes this; refused alike everywhere.
@@ -498,7 +498,7 @@ class CacheStateMachine:
         counters = state.counters
         command_format = counters.get("command_format", BASE_FORMAT)
         if type(command_format) is not int or command_format > self.max_format:
-            raise UnsupportedCommandFormat(
+            raise UnsupportedCommandFormatError(
                 f"the snapshot at index {state.index} was taken in a cluster running command "
                 f"format {command_format!r}; this node applies formats up to {self.max_format}: "
                 "upgrade it"

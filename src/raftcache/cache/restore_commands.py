@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from raftcache.cache.checks import check_int, check_now
-from raftcache.cache.errors import InvalidCommand
+from raftcache.cache.errors import InvalidCommandError
 from raftcache.vocabulary import INT64_MAX
 
 #: The largest chunk the machine accepts; the leader proposes smaller ones (see backup_service).
@@ -48,11 +48,11 @@ class RestoreBegin:
         check_now(self.now)
         check_int(self.size, "size", 0, MAX_RESTORE_BYTES)
         if not isinstance(self.sha256, str) or len(self.sha256) != 64:
-            raise InvalidCommand("sha256 must be 64 hex digits")
+            raise InvalidCommandError("sha256 must be 64 hex digits")
         try:
             bytes.fromhex(self.sha256)
         except ValueError:
-            raise InvalidCommand("sha256 must be 64 hex digits") from None
+            raise InvalidCommandError("sha256 must be 64 hex digits") from None
         check_int(self.backup_index, "backup_index", 0, INT64_MAX)
         check_int(self.backup_term, "backup_term", 0, INT64_MAX)
 
@@ -71,7 +71,7 @@ class RestoreChunk:
         check_int(self.restore_id, "restore id", 0, INT64_MAX)
         check_int(self.seq, "seq", 0, INT64_MAX)
         if not isinstance(self.data, bytes) or len(self.data) > MAX_CHUNK_BYTES:
-            raise InvalidCommand(f"chunk data must be at most {MAX_CHUNK_BYTES} bytes")
+            raise InvalidCommandError(f"chunk data must be at most {MAX_CHUNK_BYTES} bytes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +125,7 @@ def restore_to_wire(cmd: RestoreCommand) -> dict[str, Any]:
 
 
 def restore_from_wire(wire: Mapping[str, Any]) -> RestoreCommand:
-    """Parse a restore op's map (``o`` in ``RESTORE_OPS``); raises ``InvalidCommand``,
+    """Parse a restore op's map (``o`` in ``RESTORE_OPS``); raises ``InvalidCommandError``,
     ``KeyError`` or ``TypeError`` on a malformed one (``commands.decode`` maps all three)."""
     op, now = wire["o"], wire["n"]
     if op == "restore.begin":
@@ -136,4 +136,4 @@ def restore_from_wire(wire: Mapping[str, Any]) -> RestoreCommand:
         return RestoreCommit(now, wire["id"])
     if op == "restore.abort":
         return RestoreAbort(now, wire["id"])
-    raise InvalidCommand(f"unknown op {op!r}")
+    raise InvalidCommandError(f"unknown op {op!r}")

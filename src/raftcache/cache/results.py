@@ -19,14 +19,14 @@ from typing import Any, TypeAlias
 from raftcache.cache.digest import DigestMark
 from raftcache.cache.errors import (
     CacheError,
-    CounterOverflow,
-    InvalidCommand,
-    NotACounter,
-    PreconditionFailed,
-    StaleSequence,
-    ValueTooLarge,
+    CounterOverflowError,
+    InvalidCommandError,
+    NotACounterError,
+    PreconditionFailedError,
+    StaleSequenceError,
+    ValueTooLargeError,
 )
-from raftcache.cache.formats import FormatNotEnabled
+from raftcache.cache.formats import FormatNotEnabledError
 
 
 class ErrorCode(StrEnum):
@@ -60,19 +60,19 @@ class CommandError:
     def to_exception(self) -> CacheError:
         """The typed exception ``CacheService`` raises for this result."""
         if self.code is ErrorCode.PRECONDITION_FAILED:
-            return PreconditionFailed(self.version, self.op_index)
+            return PreconditionFailedError(self.version, self.op_index)
         if self.code is ErrorCode.FORMAT_NOT_ENABLED:  # ``version`` holds the format needed
-            return FormatNotEnabled(self.version, None, reason=self.message)
-        kind = _EXCEPTIONS.get(self.code, InvalidCommand)
+            return FormatNotEnabledError(self.version, None, reason=self.message)
+        kind = _EXCEPTIONS.get(self.code, InvalidCommandError)
         return kind(self.message)
 
 
 _EXCEPTIONS: dict[ErrorCode, type[CacheError]] = {
-    ErrorCode.NOT_A_COUNTER: NotACounter,
-    ErrorCode.COUNTER_OVERFLOW: CounterOverflow,
-    ErrorCode.VALUE_TOO_LARGE: ValueTooLarge,
-    ErrorCode.INVALID_COMMAND: InvalidCommand,
-    ErrorCode.STALE_SEQUENCE: StaleSequence,
+    ErrorCode.NOT_A_COUNTER: NotACounterError,
+    ErrorCode.COUNTER_OVERFLOW: CounterOverflowError,
+    ErrorCode.VALUE_TOO_LARGE: ValueTooLargeError,
+    ErrorCode.INVALID_COMMAND: InvalidCommandError,
+    ErrorCode.STALE_SEQUENCE: StaleSequenceError,
 }
 
 

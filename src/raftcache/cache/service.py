@@ -13,7 +13,7 @@ Reads count hits and misses on this node and, on the leader, feed the LRU access
 
 A replica named by a divergence alarm, or with a local fault (``raftcache.cache.alarms``,
 docs/divergence.md), refuses every read — whatever its consistency, before any barrier — with
-``ReplicaDiverged``; writes still go through the log (a follower still forwards them).
+``ReplicaDivergedError``; writes still go through the log (a follower still forwards them).
 ``start()``/``stop()`` also run the divergence monitor (``raftcache.cache.divergence``).
 """
 
@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from raftcache.cache.alarms import ReplicaDiverged
+from raftcache.cache.alarms import ReplicaDivergedError
 from raftcache.cache.background import Housekeeping
 from raftcache.cache.backup_service import Backups
 from raftcache.cache.commands import (
@@ -44,7 +44,7 @@ from raftcache.cache.commands import (
 from raftcache.cache.commands_v2 import IncrOp, TtlOp
 from raftcache.cache.divergence import DEFAULT_INTERVAL_S, DigestProbe, DivergenceMonitor
 from raftcache.cache.entries import Item
-from raftcache.cache.errors import InvalidCommand
+from raftcache.cache.errors import InvalidCommandError
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.results import BatchItem, CommandError, IncrResult, TtlResult
 from raftcache.cache.upgrade import FormatGate, FormatProbe
@@ -183,20 +183,20 @@ class CacheService:
         """Live keys starting with ``prefix``, strictly after ``after``, at most ``limit``, in
         key order; plus the cursor of the next page (pass it as ``after``) or None."""
         if type(limit) is not int or limit < 1:
-            raise InvalidCommand("limit must be a positive integer")
+            raise InvalidCommandError("limit must be a positive integer")
         await self._barrier(consistency)
         return self._machine.list_keys(prefix or "", after, limit, self._clock())
 
     async def _barrier(self, consistency: str) -> None:
         reason = self._machine.distrust(self._node_id)
         if reason is not None:
-            raise ReplicaDiverged(self._node_id, reason)
+            raise ReplicaDivergedError(self._node_id, reason)
         if consistency == "linearizable":
             await self._node.read_index(self._read_timeout)
         elif consistency == "lease":
             await self._node.lease_read(self._read_timeout)
         elif consistency != "stale":
-            raise InvalidCommand(
+            raise InvalidCommandError(
                 f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, not {consistency!r}"
             )
 
@@ -217,8 +217,8 @@ class CacheService:
         session: Session | None = None,
         keep_ttl: bool = False,
     ) -> int:
-        """Store ``value``; returns its version. Raises ``PreconditionFailed`` (with the
-        current version) if ``if_version``/``if_absent`` does not hold, ``ValueTooLarge``.
+        """Store ``value``; returns its version. Raises ``PreconditionFailedError`` (with the
+        current version) if ``if_version``/``if_absent`` does not hold, ``ValueTooLargeError``.
         ``keep_ttl`` keeps the live key's expiry (command format 2)."""
         command = encode_set(
             key,
@@ -245,7 +245,7 @@ class CacheService:
 
     async def incr(self, key: str, by: int = 1, session: Session | None = None) -> IncrResult:
         """Add ``by`` to the counter at ``key`` (missing = 0); returns (value, version).
-        Raises ``NotACounter`` or ``CounterOverflow``."""
+        Raises ``NotACounterError`` or ``CounterOverflowError``."""
         command = encode_incr(key, by, now=self._clock(), session=_session(session))
         result: IncrResult = await self._propose(command)
         return result
@@ -295,7 +295,7 @@ class CacheService:
 
     async def ensure_format(self, needed: int) -> None:
         """Return once the cluster applies command format ``needed`` (raising it if every
-        member supports it); ``FormatNotEnabled`` otherwise (``raftcache.cache.upgrade``)."""
+        member supports it); ``FormatNotEnabledError`` otherwise (``raftcache.cache.upgrade``)."""
         await self.formats.ensure(needed)
 
     def format_info(self) -> dict[str, int]:
@@ -323,7 +323,7 @@ class CacheService:
     async def batch(self, ops: Sequence[Any], session: Session | None = None) -> list[BatchItem]:
         """Apply ``ops`` atomically as one log entry; results in order: get → ``bytes |
         None``, set → version, delete → bool. All or nothing: if one op's condition fails,
-        ``PreconditionFailed`` (with ``op_index``) and nothing changed."""
+        ``PreconditionFailedError`` (with ``op_index``) and nothing changed."""
         parsed = tuple(map(batch_op, ops))
         command = BatchCommand(self._clock(), parsed, _session(session))
         results: tuple[BatchItem, ...] = await self._propose(
@@ -367,7 +367,7 @@ def _as_bytes(value: Any) -> bytes:
         return value
     if isinstance(value, bytearray | memoryview):
         return bytes(value)
-    raise InvalidCommand("value must be bytes")
+    raise InvalidCommandError("value must be bytes")
 
 
 def _session(session: Any) -> Session | None:
@@ -394,7 +394,7 @@ def batch_op(op: object) -> BatchOp:
     """Coerce ``op`` to a ``BatchOp``: one already, a mapping, or any object with attributes
     ``op`` (``"get"``/``"set"``/``"delete"``/``"incr"``/``"ttl"``), ``key`` and optionally
     ``value``, ``ttl``, ``if_version``, ``if_absent``, ``keep_ttl``, ``by``, ``at``,
-    ``condition`` (the HTTP layer's parsed ops). Raises ``InvalidCommand``."""
+    ``condition`` (the HTTP layer's parsed ops). Raises ``InvalidCommandError``."""
     if isinstance(op, GetOp | SetOp | DeleteOp | IncrOp | TtlOp):
         return op
     fields: Mapping[str, Any]
@@ -427,4 +427,6 @@ def batch_op(op: object) -> BatchOp:
             fields.get("condition"),
             fields.get("if_version"),
         )
-    raise InvalidCommand(f'batch op must be "get", "set", "delete", "incr" or "ttl", not {kind!r}')
+    raise InvalidCommandError(
+        f'batch op must be "get", "set", "delete", "incr" or "ttl", not {kind!r}'
+    )

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from raftcache.cache.commands import encode_format
-from raftcache.cache.formats import FormatNotEnabled
+from raftcache.cache.formats import FormatNotEnabledError
 from raftcache.cache.results import CommandError
 from raftcache.raft.errors import NotLeaderError, RaftError
 
@@ -92,7 +92,7 @@ class FormatGate:
         # The last refusal and when (loop time): requests arriving within ``refusal_ttl_s``
         # get it again without a probe round each (a node that is down makes a round take
         # the probe's whole timeout, and requests would queue behind the lock for it).
-        self._refused: tuple[float, FormatNotEnabled] | None = None
+        self._refused: tuple[float, FormatNotEnabledError] | None = None
 
     async def member_formats(self) -> dict[str, int | None]:
         """Every voter's and learner's newest command format (None: did not answer)."""
@@ -116,13 +116,13 @@ class FormatGate:
 
     async def ensure(self, needed: int) -> None:
         """Return once the cluster runs command format ``needed`` or newer; raise
-        ``FormatNotEnabled`` (naming the nodes behind) when it cannot yet, ``NotLeaderError``
+        ``FormatNotEnabledError`` (naming the nodes behind) when it cannot yet, ``NotLeaderError``
         on a follower whose cluster is behind (the leader decides)."""
         machine = self._machine
         if machine.command_format >= needed:
             return
         if needed > machine.max_format:
-            raise FormatNotEnabled(
+            raise FormatNotEnabledError(
                 needed,
                 machine.command_format,
                 {self._node.node_id: machine.max_format},
@@ -138,10 +138,10 @@ class FormatGate:
             if self._refused is not None and now - self._refused[0] < self.refusal_ttl_s:
                 last = self._refused[1]
                 if last.needed <= needed:
-                    raise FormatNotEnabled(needed, machine.command_format, last.nodes)
+                    raise FormatNotEnabledError(needed, machine.command_format, last.nodes)
             formats = await self.member_formats()
             if any(f is None or f < needed for f in formats.values()):
-                refused = FormatNotEnabled(needed, machine.command_format, formats)
+                refused = FormatNotEnabledError(needed, machine.command_format, formats)
                 self._refused = (asyncio.get_running_loop().time(), refused)
                 raise refused
             self._refused = None
@@ -160,7 +160,7 @@ class FormatGate:
         """
         cluster = self._machine.command_format
         if reported is not None and reported < cluster:
-            raise FormatNotEnabled(
+            raise FormatNotEnabledError(
                 cluster,
                 cluster,
                 {node_id: reported},
@@ -179,7 +179,7 @@ class FormatGate:
                 continue
             try:
                 await self.ensure(machine.max_format)
-            except (FormatNotEnabled, RaftError, TimeoutError) as exc:
+            except (FormatNotEnabledError, RaftError, TimeoutError) as exc:
                 log.debug("command format stays at %s: %s", machine.command_format, exc)
             except Exception as exc:
                 log.warning("command format check failed: %r", exc)

@@ -19,7 +19,7 @@ from: every change with a version > ``floor`` is still here. Dropping the oldest
 ``floor`` to its index; a wholesale replacement of the state (a snapshot installed, a replicated
 restore of a backup, or a change the recording store could not follow) restarts the history at
 that index (``reset``): it cannot be described change by change, so watchers from before it
-must re-read (``HistoryCompacted``).
+must re-read (``HistoryCompactedError``).
 
 Change kinds: ``set`` (a write: SET, INCR, a batch's set; carries the new record), ``delete``
 (a live key deleted), ``expire`` (an expired entry removed: by EXPIRE, by eviction's first pass,
@@ -52,7 +52,7 @@ CHANGE_OVERHEAD: Final = 96
 _COMPACT_AT: Final = 1024
 
 
-class HistoryCompacted(Exception):
+class HistoryCompactedError(Exception):
     """The changes after ``after`` are no longer all here.
 
     Attributes:
@@ -190,10 +190,10 @@ class WatchHistory:
 
     def read(self, after: int, prefix: str = "", max_entries: int = 256) -> HistoryRead:
         """Entries with a version > ``after`` holding changes under ``prefix``, oldest first,
-        scanning at most ``max_entries`` stored entries. Raises ``HistoryCompacted`` if some
+        scanning at most ``max_entries`` stored entries. Raises ``HistoryCompactedError`` if some
         change after ``after`` is gone."""
         if after < self.floor:
-            raise HistoryCompacted(after, self.floor, self.last_index)
+            raise HistoryCompactedError(after, self.floor, self.last_index)
         if after >= self.last_index:
             return HistoryRead([], after, self.epoch)
         indices, entries = self._indices, self._entries
@@ -239,3 +239,7 @@ class WatchHistory:
             "last_version": self.last_index,
             "resets": self.resets,
         }
+
+
+# The names before the ``…Error`` convention (ruff's N818), kept working: the same classes.
+HistoryCompacted = HistoryCompactedError

@@ -4,10 +4,10 @@ Rule: every error a client raises subclasses ``RaftcacheError`` and carries the 
 (None when no response arrived) and the decoded JSON error ``body``. The mapping from a response
 to an exception lives here, in ``error_from_response``, and nowhere else.
 
-Three errors mean "the cluster could not answer" (the CLI exits 3 for them): ``ConnectionFailed``
-(no endpoint reachable), ``Unavailable`` (503: no leader, or a write certainly not applied) and
-``Indeterminate`` (a write whose outcome is unknown). The others mean the cluster refused the
-request and retrying it unchanged cannot help.
+Three errors mean "the cluster could not answer" (the CLI exits 3 for them):
+``ConnectionFailedError`` (no endpoint reachable), ``UnavailableError`` (503: no leader, or a write
+certainly not applied) and ``IndeterminateError`` (a write whose outcome is unknown). The others
+mean the cluster refused the request and retrying it unchanged cannot help.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ class RaftcacheError(Exception):
         self.body: Mapping[str, Any] = body if body is not None else {}
 
 
-class ConnectionFailed(RaftcacheError):
+class ConnectionFailedError(RaftcacheError):
     """No endpoint could be reached (connection refused, reset or timed out) before the deadline."""
 
 
-class Unavailable(RaftcacheError):
+class UnavailableError(RaftcacheError):
     """503: the cluster has no leader, or refused a write before appending it.
 
     Attributes:
@@ -55,7 +55,7 @@ class Unavailable(RaftcacheError):
         self.retry_after = retry_after
 
 
-class Indeterminate(RaftcacheError):
+class IndeterminateError(RaftcacheError):
     """A write may or may not have been applied (504, or the connection broke mid-request).
 
     Retrying the same write through the same client is safe while its session lasts: the client
@@ -117,15 +117,15 @@ _BY_STATUS: dict[int, type[RaftcacheError]] = {
     409: NotACounterError,
     412: PreconditionFailedError,
     413: ValueTooLargeError,
-    503: Unavailable,
-    504: Indeterminate,
+    503: UnavailableError,
+    504: IndeterminateError,
 }
 
 #: Errors that mean the cluster could not serve the request, as opposed to refusing it.
 UNAVAILABLE_ERRORS: tuple[type[RaftcacheError], ...] = (
-    ConnectionFailed,
-    Unavailable,
-    Indeterminate,
+    ConnectionFailedError,
+    UnavailableError,
+    IndeterminateError,
 )
 
 
@@ -153,7 +153,7 @@ def error_from_response(
     Args:
         status: The HTTP status (4xx or 5xx).
         body: The decoded JSON body; ``body["error"]`` is the server's message.
-        retry_after: Parsed ``Retry-After`` seconds, kept on ``Unavailable``.
+        retry_after: Parsed ``Retry-After`` seconds, kept on ``UnavailableError``.
         where: A short description of the request, prefixed to the message.
     """
     detail = body.get("error")
@@ -163,6 +163,12 @@ def error_from_response(
     cls = _BY_STATUS.get(status, ServerError)
     if status == 409 and "command_format_needed" in body:
         cls = FormatNotEnabledError
-    if cls is Unavailable:
-        return Unavailable(message, status=status, body=body, retry_after=retry_after)
+    if cls is UnavailableError:
+        return UnavailableError(message, status=status, body=body, retry_after=retry_after)
     return cls(message, status=status, body=body)
+
+
+# The names before the ``…Error`` convention (ruff's N818), kept working: the same classes.
+ConnectionFailed = ConnectionFailedError
+Unavailable = UnavailableError
+Indeterminate = IndeterminateError

@@ -12,8 +12,8 @@ the remembered leader first, then the other endpoints, and retries what may succ
 
 Any other status is final and raised as a typed error (``errors.py``), unless the caller listed it
 in ``expect`` (a GET answering 404 is a miss, not an error). When the deadline leaves no room for
-the next wait, the last error is raised: ``ConnectionFailed``, ``Unavailable`` or, for a write
-whose outcome is unknown, ``Indeterminate``.
+the next wait, the last error is raised: ``ConnectionFailedError``, ``UnavailableError`` or, for a
+write whose outcome is unknown, ``IndeterminateError``.
 
 Leader discovery asks every endpoint's ``/v1/status`` at once and remembers the endpoint that says
 it leads. It is an optimisation only — any node forwards to the leader — so it runs once at the
@@ -36,11 +36,11 @@ from yarl import URL
 
 from raftcache.client.endpoints import RetryPolicy, encode_query
 from raftcache.client.errors import (
-    ConnectionFailed,
-    Indeterminate,
+    ConnectionFailedError,
+    IndeterminateError,
     ProtocolError,
     RaftcacheError,
-    Unavailable,
+    UnavailableError,
     error_from_response,
     parse_retry_after,
 )
@@ -94,13 +94,13 @@ class _Attempts:
 
     def fail(self, error: RaftcacheError) -> None:
         self.last_error = error
-        if self.write and isinstance(error, Indeterminate):
+        if self.write and isinstance(error, IndeterminateError):
             self.maybe_applied = True
 
     def final_error(self) -> RaftcacheError:
         assert self.last_error is not None
-        if self.maybe_applied and not isinstance(self.last_error, Indeterminate):
-            error = Indeterminate(
+        if self.maybe_applied and not isinstance(self.last_error, IndeterminateError):
+            error = IndeterminateError(
                 f"outcome unknown: an earlier attempt may have been applied; "
                 f"last error: {self.last_error}",
                 status=self.last_error.status,
@@ -253,7 +253,7 @@ class Transport:
             body: Raw body; or ``json`` to send a JSON body.
             json: A value to encode as the JSON body.
             headers: Extra headers (session headers for writes).
-            write: The request changes state: an unknown outcome is ``Indeterminate``.
+            write: The request changes state: an unknown outcome is ``IndeterminateError``.
             expect: Non-2xx statuses to return instead of raising (e.g. 404 for a GET).
             deadline_s: Overrides the client's deadline (seconds) for this request.
 
@@ -283,7 +283,7 @@ class Transport:
                 )
             except _NOT_SENT as exc:
                 self._lost(url)
-                state.fail(ConnectionFailed(f"{method} {url}{path}: {exc}"))
+                state.fail(ConnectionFailedError(f"{method} {url}{path}: {exc}"))
                 delay = self._backoff(state)
             except _MAYBE_SENT as exc:
                 self._lost(url)
@@ -309,7 +309,7 @@ class Transport:
                 state.fail(error_from_response(504, body, where=where))
             else:
                 # A read changes nothing, so "indeterminate" would mislead: it simply failed.
-                state.fail(Unavailable(f"{where}: {body.get('error', 'HTTP 504')}", body=body))
+                state.fail(UnavailableError(f"{where}: {body.get('error', 'HTTP 504')}", body=body))
             return self._backoff(state)
         raise error_from_response(resp.status, body, where=where)
 
@@ -365,7 +365,7 @@ class Transport:
             try:
                 resp = await self.send_once(url, "GET", path, timeout_s=timeout_s)
             except _MAYBE_SENT as exc:
-                return ConnectionFailed(f"GET {url}{path}: {exc or type(exc).__name__}")
+                return ConnectionFailedError(f"GET {url}{path}: {exc or type(exc).__name__}")
             try:
                 if resp.status != 200:
                     return error_from_response(resp.status, _error_body(resp), where=url)
@@ -423,5 +423,5 @@ def _unknown_outcome(method: str, where: str, exc: BaseException, write: bool) -
     """The error for an attempt that broke after the request may have been sent."""
     reason = str(exc) or type(exc).__name__
     if write:
-        return Indeterminate(f"{method} {where}: outcome unknown ({reason})")
-    return ConnectionFailed(f"{method} {where}: {reason}")
+        return IndeterminateError(f"{method} {where}: outcome unknown ({reason})")
+    return ConnectionFailedError(f"{method} {where}: {reason}")

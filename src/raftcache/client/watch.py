@@ -30,10 +30,10 @@ import orjson
 
 from raftcache.client.endpoints import encode_query
 from raftcache.client.errors import (
-    ConnectionFailed,
+    ConnectionFailedError,
     ProtocolError,
     RaftcacheError,
-    Unavailable,
+    UnavailableError,
     error_from_response,
 )
 from raftcache.client.watch_sse import SseMessage, SseParser
@@ -215,7 +215,7 @@ class AsyncWatch:
                         return
                 except WatchCompactedError as exc:
                     compacted.append(exc)
-                except (ConnectionFailed, Unavailable) as exc:
+                except (ConnectionFailedError, UnavailableError) as exc:
                     last_error = exc
                 self._next += 1
             if compacted:
@@ -241,7 +241,7 @@ class AsyncWatch:
                 read_timeout_s=self.idle_timeout,
             )
         except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
-            raise ConnectionFailed(f"{where}: {exc or type(exc).__name__}") from None
+            raise ConnectionFailedError(f"{where}: {exc or type(exc).__name__}") from None
         if response.status == 200:
             self._response, self.endpoint = response, url
             self.connections += 1
@@ -258,7 +258,7 @@ class AsyncWatch:
             )
         error = error_from_response(response.status, body, where=where)
         if response.status >= 500:
-            raise Unavailable(str(error), status=response.status, body=body)
+            raise UnavailableError(str(error), status=response.status, body=body)
         raise error
 
 

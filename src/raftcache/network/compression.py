@@ -8,7 +8,7 @@ is sent less.
 
 ``zstd`` is used when one of these imports: ``compression.zstd`` (Python 3.14),
 ``backports.zstd``, ``zstandard``. Decompression is bounded: a body that would inflate beyond
-the receiver's limit is refused (``BodyTooLarge``) after producing at most ``limit + 1`` bytes,
+the receiver's limit is refused (``BodyTooLargeError``) after producing at most ``limit + 1`` bytes,
 so a small compressed body cannot make a node allocate gigabytes.
 """
 
@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "IDENTITY",
     "BodyTooLarge",
+    "BodyTooLargeError",
     "Codec",
     "DecompressionError",
     "available",
@@ -42,7 +43,7 @@ class DecompressionError(ValueError):
     """A body that does not decode with the coding its Content-Encoding names."""
 
 
-class BodyTooLarge(ValueError):
+class BodyTooLargeError(ValueError):
     """A body that inflates beyond the receiver's limit."""
 
 
@@ -67,12 +68,12 @@ class Codec:
         """
         try:
             out = self.decompress_fn(data, limit + 1)
-        except (BodyTooLarge, DecompressionError):
+        except (BodyTooLargeError, DecompressionError):
             raise
         except Exception as exc:  # each library has its own error class
             raise DecompressionError(f"invalid {self.name} body: {exc}") from None
         if len(out) > limit:
-            raise BodyTooLarge(f"{self.name} body inflates beyond {limit} bytes")
+            raise BodyTooLargeError(f"{self.name} body inflates beyond {limit} bytes")
         return out
 
 
@@ -131,7 +132,7 @@ def _zstandard_codec(zstandard: Any) -> Codec:
         # Without one, max_output_size bounds the buffer (and overflowing it is an error).
         size = zstandard.frame_content_size(data)
         if size >= max_length:
-            raise BodyTooLarge(f"zstd body declares {size} bytes")
+            raise BodyTooLargeError(f"zstd body declares {size} bytes")
         out: bytes = zstandard.ZstdDecompressor().decompress(
             data, max_output_size=max_length, allow_extra_data=False
         )
@@ -184,3 +185,7 @@ def _zero(value: str) -> bool:
 def format_accept_encoding(names: Iterable[str]) -> str:
     """An ``Accept-Encoding`` value listing ``names`` and ``identity``."""
     return ", ".join([*names, IDENTITY])
+
+
+# The names before the ``…Error`` convention (ruff's N818), kept working: the same classes.
+BodyTooLarge = BodyTooLargeError

@@ -60,7 +60,7 @@ def aiohttp_decodes_zstd() -> bool:
     return bool(getattr(compression_utils, "HAS_ZSTD", False))
 
 
-class _Refused(Exception):
+class _RefusedError(Exception):
     """The body cannot be read: answer ``response`` instead."""
 
     def __init__(self, response: web.Response, kind: str) -> None:
@@ -163,7 +163,7 @@ class RaftRoutes:
         rpc = cls.__name__.removesuffix("Request")
         try:
             body, wire_size = await self._read_body(request)
-        except _Refused as refused:
+        except _RefusedError as refused:
             self.metrics.record_rejected("inbound", rpc, "?", NetworkError("", kind=refused.kind))
             return refused.response
         fmt = format_of(request.content_type)
@@ -228,20 +228,22 @@ class RaftRoutes:
         if decoded_by_aiohttp is not None:
             return raw, int(decoded_by_aiohttp)
         if encoding not in compression.available():
-            raise _Refused(self._unsupported(encoding), "unsupported_encoding")
+            raise _RefusedError(self._unsupported(encoding), "unsupported_encoding")
         try:
             # Off the event loop: inflating a snapshot chunk takes milliseconds.
             body = await asyncio.to_thread(compression.codec(encoding).decompress, raw, limit)
-        except compression.BodyTooLarge:
+        except compression.BodyTooLargeError:
             raise self._too_large() from None
         except compression.DecompressionError as exc:
-            raise _Refused(error_response(400, str(exc), "bad_request"), "bad_request") from None
+            raise _RefusedError(
+                error_response(400, str(exc), "bad_request"), "bad_request"
+            ) from None
         return body, len(raw)
 
-    def _too_large(self) -> _Refused:
+    def _too_large(self) -> _RefusedError:
         limit = self.client_max_size
         response = error_response(413, f"body larger than {limit} bytes", "too_large", limit=limit)
-        return _Refused(response, "too_large")
+        return _RefusedError(response, "too_large")
 
     def _unsupported(self, encoding: str) -> web.Response:
         response = error_response(

@@ -26,7 +26,11 @@ from raftcache.network import compression
 from raftcache.network.errors import NetworkError, NetworkTimeoutError
 from raftcache.network.httpclient import Answer, capabilities_of
 from raftcache.network.httpwire import JSON
-from raftcache.network.lean_client_conn import ConnectionLost, LeanConnection, MalformedAnswer
+from raftcache.network.lean_client_conn import (
+    ConnectionLostError,
+    LeanConnection,
+    MalformedAnswerError,
+)
 
 __all__ = ["LeanClient"]
 
@@ -125,11 +129,11 @@ class LeanClient:
             raise NetworkTimeoutError(
                 f"RPC to node {target} timed out after {timeout:g}s"
             ) from None
-        except ConnectionLost as exc:
+        except ConnectionLostError as exc:
             raise NetworkError(
                 f"Cannot reach node {target} at {url.origin()}: {exc}", kind="connection"
             ) from exc
-        except MalformedAnswer as exc:
+        except MalformedAnswerError as exc:
             raise NetworkError(
                 f"Bad answer from node {target} at {url.origin()}: {exc}", kind="connection"
             ) from exc
@@ -142,7 +146,7 @@ class LeanClient:
         if conn is not None:
             try:
                 return await self._run(pool, conn, head, wire)
-            except ConnectionLost as exc:
+            except ConnectionLostError as exc:
                 if exc.started:
                     raise
                 # The peer closed it while idle (its keep-alive ran out): once more, afresh.
@@ -220,7 +224,7 @@ class LeanClient:
                 )
             try:
                 body = compression.codec(coding).decompress(body, _MAX_ANSWER)
-            except (compression.DecompressionError, compression.BodyTooLarge) as exc:
+            except (compression.DecompressionError, compression.BodyTooLargeError) as exc:
                 raise NetworkError(
                     f"Bad answer from node {target} at {url.origin()}: {exc}", kind="connection"
                 ) from exc

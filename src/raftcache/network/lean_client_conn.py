@@ -1,11 +1,11 @@
 """One keep-alive HTTP/1.1 client connection to a peer, parsed with httptools.
 
-Rule: a connection carries one exchange at a time (no pipelining). ``send`` writes the whole
-request at once and returns a future that completes when the answer's last body byte is parsed,
-or fails with ``ConnectionLost`` (``started`` tells whether any answer byte had arrived, which
-decides whether the caller may retry) or ``MalformedAnswer``. Bytes that arrive while no exchange
-is running, an answer that cannot be parsed, an upgrade: the connection can no longer be trusted
-and is closed. An answer without ``Content-Length`` or chunking ends when the peer closes.
+Rule: a connection carries one exchange at a time (no pipelining). ``send`` writes the whole request
+at once and returns a future that completes when the answer's last body byte is parsed, or fails
+with ``ConnectionLostError`` (``started`` tells whether any answer byte had arrived, which decides
+whether the caller may retry) or ``MalformedAnswerError``. Bytes that arrive while no exchange is
+running, an answer that cannot be parsed, an upgrade: the connection can no longer be trusted and is
+closed. An answer without ``Content-Length`` or chunking ends when the peer closes.
 """
 
 from __future__ import annotations
@@ -15,10 +15,16 @@ from typing import cast
 
 import httptools
 
-__all__ = ["ConnectionLost", "LeanConnection", "MalformedAnswer"]
+__all__ = [
+    "ConnectionLost",
+    "ConnectionLostError",
+    "LeanConnection",
+    "MalformedAnswer",
+    "MalformedAnswerError",
+]
 
 
-class ConnectionLost(Exception):
+class ConnectionLostError(Exception):
     """The connection closed before the answer was complete."""
 
     def __init__(self, cause: BaseException | None, *, started: bool) -> None:
@@ -26,7 +32,7 @@ class ConnectionLost(Exception):
         self.started = started
 
 
-class MalformedAnswer(Exception):
+class MalformedAnswerError(Exception):
     """The peer's bytes are not an HTTP/1.1 answer we read."""
 
 
@@ -62,7 +68,7 @@ class LeanConnection(asyncio.Protocol):
         waiter = self._waiter = self._loop.create_future()
         transport = self.transport
         if self.closed or transport is None:
-            waiter.set_exception(ConnectionLost(None, started=False))
+            waiter.set_exception(ConnectionLostError(None, started=False))
             return waiter
         if len(body) < 16 * 1024:
             transport.write(head + body)  # one small copy beats two sends
@@ -74,7 +80,7 @@ class LeanConnection(asyncio.Protocol):
         return self._body[0] if len(self._body) == 1 else b"".join(self._body)
 
     def close(self) -> None:
-        """Close the connection; an exchange still running fails with ``ConnectionLost``."""
+        """Close the connection; an exchange still running fails with ``ConnectionLostError``."""
         self.closed = True
         if self.transport is not None:
             self.transport.close()
@@ -102,7 +108,7 @@ class LeanConnection(asyncio.Protocol):
             self.keep_alive = False  # an answer delimited by the close: it is complete now
             waiter.set_result(None)
         else:
-            waiter.set_exception(ConnectionLost(exc, started=self.started))
+            waiter.set_exception(ConnectionLostError(exc, started=self.started))
 
     def data_received(self, data: bytes) -> None:
         waiter = self._waiter
@@ -113,9 +119,9 @@ class LeanConnection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(MalformedAnswer("the peer switched protocols"))
+            self._fail(MalformedAnswerError("the peer switched protocols"))
         except httptools.HttpParserError as exc:
-            self._fail(MalformedAnswer(f"malformed HTTP answer: {exc}"))
+            self._fail(MalformedAnswerError(f"malformed HTTP answer: {exc}"))
 
     def eof_received(self) -> bool | None:
         return None  # let the transport close; connection_lost settles the exchange
@@ -132,7 +138,7 @@ class LeanConnection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             # A second answer to one request: stop before it overwrites the first one's fields.
-            raise MalformedAnswer("an answer nobody asked for")
+            raise MalformedAnswerError("an answer nobody asked for")
         self._headers_done = self._length_known = False
         self.status = 0
         self.content_type = self.accept_encoding = self.accept_post = None
@@ -170,3 +176,8 @@ class LeanConnection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+# The names before the ``…Error`` convention (ruff's N818), kept working: the same classes.
+ConnectionLost = ConnectionLostError
+MalformedAnswer = MalformedAnswerError

@@ -29,7 +29,7 @@ from raftcache.protocol.messages import (
 __all__ = ["MeteredNetwork", "sender_of"]
 
 
-class _Cancelled(Exception):
+class _CancelledError(Exception):
     kind = "cancelled"
 
 
@@ -75,7 +75,7 @@ class MeteredNetwork(NetworkWrapper):
         try:
             result = await call
         except asyncio.CancelledError:
-            self._metrics.record(direction, rpc, peer, self._clock() - started, _Cancelled())
+            self._metrics.record(direction, rpc, peer, self._clock() - started, _CancelledError())
             raise
         except Exception as exc:
             self._metrics.record(direction, rpc, peer, self._clock() - started, exc)

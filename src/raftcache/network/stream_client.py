@@ -9,8 +9,8 @@ them:
 
 * connecting: refused, reset or unreachable → transient, kind ``connection``; TLS that does not
   verify → permanent; 401/403 → permanent (the cluster token); 502/503/504 → transient; a peer
-  that does not serve the stream (404, 405, 426, or another sub-protocol) → ``StreamUnsupported``
-  (the caller talks HTTP to it instead: rolling upgrades);
+  that does not serve the stream (404, 405, 426, or another sub-protocol) →
+  ``StreamUnsupportedError`` (the caller talks HTTP to it instead: rolling upgrades);
 * the connection breaks: every call in flight fails at once with a transient ``connection``
   error, and the next call reconnects;
 * a call's own deadline (``timeout``, the connection included) → ``NetworkTimeoutError``; if a
@@ -57,7 +57,7 @@ from raftcache.network.stream_wire import (
 )
 from raftcache.network.stream_writer import FrameWriter
 
-__all__ = ["StreamLink", "StreamUnsupported"]
+__all__ = ["StreamLink", "StreamUnsupported", "StreamUnsupportedError"]
 
 Resp = TypeVar("Resp")
 _WebSocket = aiohttp.ClientWebSocketResponse[Literal[True]]
@@ -65,7 +65,7 @@ _WebSocket = aiohttp.ClientWebSocketResponse[Literal[True]]
 _UNSUPPORTED_STATUSES = frozenset({404, 405, 426})
 
 
-class StreamUnsupported(Exception):
+class StreamUnsupportedError(Exception):
     """The peer does not serve the stream transport: talk HTTP to it."""
 
 
@@ -257,7 +257,7 @@ class StreamLink:
             ) from exc
         try:
             if ws.protocol != SUBPROTOCOL:
-                raise StreamUnsupported(f"node {self.target} speaks {ws.protocol!r}")
+                raise StreamUnsupportedError(f"node {self.target} speaks {ws.protocol!r}")
             self._peer_max = await self._hello(ws)
         except BaseException:
             await ws.close()
@@ -271,13 +271,13 @@ class StreamLink:
         try:
             frames = decode_message(msg.data)
         except FrameError as exc:
-            raise StreamUnsupported(f"node {self.target}: {exc}") from None
+            raise StreamUnsupportedError(f"node {self.target}: {exc}") from None
         hello = frames[0] if frames else None
         if hello is None or hello.kind != HELLO or hello.code != VERSION:
-            raise StreamUnsupported(f"node {self.target} did not greet with version {VERSION}")
+            raise StreamUnsupportedError(f"node {self.target} did not greet with version {VERSION}")
         limit = hello.body.get("max_frame") if isinstance(hello.body, dict) else None
         if type(limit) is not int or limit <= 0:
-            raise StreamUnsupported(f"node {self.target} greeted without a frame limit")
+            raise StreamUnsupportedError(f"node {self.target} greeted without a frame limit")
         return limit
 
     # -- reading and losing the connection ----------------------------------------------------
@@ -366,7 +366,7 @@ class StreamLink:
 
 def _handshake_error(target: str, status: int) -> Exception:
     if status in _UNSUPPORTED_STATUSES:
-        return StreamUnsupported(f"node {target} answered HTTP {status}")
+        return StreamUnsupportedError(f"node {target} answered HTTP {status}")
     if status in (401, 403):
         return NetworkError(
             f"Node {target} answered HTTP {status}: missing or wrong cluster token", permanent=True
@@ -374,3 +374,7 @@ def _handshake_error(target: str, status: int) -> Exception:
     if status in (502, 503, 504):
         return NetworkError(f"Node {target} unavailable (HTTP {status})")
     return NetworkError(f"Node {target} answered HTTP {status} to the upgrade", permanent=True)
+
+
+# The names before the ``…Error`` convention (ruff's N818), kept working: the same classes.
+StreamUnsupported = StreamUnsupportedError

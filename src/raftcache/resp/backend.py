@@ -22,7 +22,7 @@ from raftcache.cache.commands import BatchOp
 from raftcache.cache.entries import Item
 from raftcache.cache.results import BatchItem
 from raftcache.raft.errors import NotLeaderError
-from raftcache.resp.errors import Unavailable
+from raftcache.resp.errors import UnavailableError
 
 T = TypeVar("T")
 
@@ -47,7 +47,7 @@ class Backend(Protocol):
         if_version: int | None = None,
         if_absent: bool = False,
     ) -> int:
-        """Store ``value``; the new version. ``PreconditionFailed`` if a condition fails."""
+        """Store ``value``; the new version. ``PreconditionFailedError`` if a condition fails."""
         ...
 
     async def delete(self, key: str, *, if_version: int | None = None) -> bool:
@@ -199,7 +199,7 @@ class Router:
         local: the backend over the local service.
         remote: makes the backend for a leader's base URL.
         peer_urls: fallback base URLs by node id, for leaders whose configuration entry has none.
-        leader_wait_s: how long to wait for a leader to be known before ``Unavailable``.
+        leader_wait_s: how long to wait for a leader to be known before ``UnavailableError``.
         poll_interval_s: how often the leader is looked up again while waiting.
     """
 
@@ -252,7 +252,7 @@ class Router:
                     self.forwarded_total += 1
                     return await fn(self._remote(url))
             if loop.time() >= deadline:
-                raise Unavailable("no leader known; the cluster may be electing one")
+                raise UnavailableError("no leader known; the cluster may be electing one")
             await asyncio.sleep(self._poll_interval_s)
 
     def _leader_url(self, leader: str) -> str | None:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import logging
 
-from raftcache.cache.alarms import ReplicaDiverged
+from raftcache.cache.alarms import ReplicaDivergedError
 from raftcache.cache.errors import (
-    CounterOverflow,
-    InvalidCommand,
-    NotACounter,
-    PreconditionFailed,
-    StaleSequence,
-    ValueTooLarge,
+    CounterOverflowError,
+    InvalidCommandError,
+    NotACounterError,
+    PreconditionFailedError,
+    StaleSequenceError,
+    ValueTooLargeError,
 )
 from raftcache.raft.errors import (
     IndeterminateError,
@@ -40,12 +40,12 @@ NOAUTH: RespError = RespError("NOAUTH Authentication required.")
 WRONGPASS: RespError = RespError("WRONGPASS invalid username-password pair or user is disabled.")
 
 
-class Unavailable(Exception):
+class UnavailableError(Exception):
     """Nothing happened and a retry later may succeed: no leader known within the wait, the
     leader unreachable, a proposal dropped, a node stopping."""
 
 
-class Indeterminate(Exception):
+class IndeterminateWriteError(Exception):
     """A write may or may not have been applied (forwarded and unanswered, or timed out)."""
 
 
@@ -85,19 +85,19 @@ def reply_for(exc: BaseException, *, is_write: bool) -> RespError:
     """
     if isinstance(exc, RespError):
         return exc
-    if isinstance(exc, NotACounter):
+    if isinstance(exc, NotACounterError):
         return NOT_INTEGER
-    if isinstance(exc, CounterOverflow):
+    if isinstance(exc, CounterOverflowError):
         return OVERFLOW
-    if isinstance(exc, ValueTooLarge):
+    if isinstance(exc, ValueTooLargeError):
         return RespError(f"ERR value too large for this cache: {exc}")
-    if isinstance(exc, StaleSequence):
+    if isinstance(exc, StaleSequenceError):
         return RespError(f"ERR {exc}")
-    if isinstance(exc, InvalidCommand):
+    if isinstance(exc, InvalidCommandError):
         return RespError(f"ERR {exc}" if str(exc) else "ERR invalid command")
-    if isinstance(exc, ReplicaDiverged):
+    if isinstance(exc, ReplicaDivergedError):
         return RespError(f"DIVERGED {exc}")
-    if isinstance(exc, PreconditionFailed):
+    if isinstance(exc, PreconditionFailedError):
         # Commands turn expected precondition failures into their own replies; one that
         # escapes is a write that raced with another client.
         return RespError("ERR the key changed concurrently, try again")
@@ -105,9 +105,9 @@ def reply_for(exc: BaseException, *, is_write: bool) -> RespError:
 
 
 def _cluster_error(exc: BaseException, is_write: bool) -> RespError:
-    if isinstance(exc, Unavailable | ProposalDroppedError | NodeStoppedError | NotLeaderError):
+    if isinstance(exc, UnavailableError | ProposalDroppedError | NodeStoppedError | NotLeaderError):
         return RespError(f"TRYAGAIN {exc or type(exc).__name__}")
-    if isinstance(exc, Indeterminate | IndeterminateError):
+    if isinstance(exc, IndeterminateWriteError | IndeterminateError):
         return RespError(f"INDETERMINATE {exc or 'the write may or may not have been applied'}")
     if isinstance(exc, TimeoutError):
         if is_write:
@@ -116,3 +116,8 @@ def _cluster_error(exc: BaseException, is_write: bool) -> RespError:
     # A bug: answer the client, keep serving, and leave a trace for the operator.
     log.error("unexpected error in a RESP command", exc_info=exc)
     return RespError(f"ERR internal error: {type(exc).__name__}")
+
+
+# The names before the ``…Error`` convention (ruff's N818), kept working: the same classes.
+Unavailable = UnavailableError
+Indeterminate = IndeterminateWriteError

@@ -2,10 +2,11 @@
 
 Rule: each operation is exactly one HTTP request to the leader (docs/api.md routes), and the HTTP
 answer maps back to the exception ``CacheService`` would have raised there: 412 →
-``PreconditionFailed(version)``, 409 → ``NotACounter``/``CounterOverflow``, 413 →
-``ValueTooLarge``, 400 → ``InvalidCommand``, 503 → ``Unavailable``, 504 → ``Indeterminate``.
-A request that never connected certainly did nothing (``Unavailable``); one that connected and
-got no answer may have been applied, so a write then is ``Indeterminate``.
+``PreconditionFailedError(version)``, 409 → ``NotACounterError``/``CounterOverflowError``, 413 →
+``ValueTooLargeError``, 400 → ``InvalidCommandError``, 503 → ``UnavailableError``, 504 →
+``IndeterminateWriteError``. A request that never connected certainly did nothing
+(``UnavailableError``); one that connected and got no answer may have been applied, so a write then
+is ``IndeterminateWriteError``.
 
 One thing the HTTP API does not return is a key's expiry. ``items`` gets the value and version
 from the leader (``GET`` → ``ETag``), then reads the expiry from this node's own replica once it
@@ -28,16 +29,16 @@ from raftcache.cache.commands import BatchOp, DeleteOp, GetOp, SetOp
 from raftcache.cache.commands_v2 import IncrOp, TtlOp
 from raftcache.cache.entries import Item
 from raftcache.cache.errors import (
-    CounterOverflow,
-    InvalidCommand,
-    NotACounter,
-    PreconditionFailed,
-    ValueTooLarge,
+    CounterOverflowError,
+    InvalidCommandError,
+    NotACounterError,
+    PreconditionFailedError,
+    ValueTooLargeError,
 )
-from raftcache.cache.formats import FormatNotEnabled
+from raftcache.cache.formats import FormatNotEnabledError
 from raftcache.cache.results import BatchItem
 from raftcache.resp.backend import ReplicaPort
-from raftcache.resp.errors import Indeterminate, Unavailable
+from raftcache.resp.errors import IndeterminateWriteError, UnavailableError
 from raftcache.resp.protocol import RespError
 
 MGET_CHUNK: Final = 1000  # the HTTP API's default --max-batch-ops
@@ -105,7 +106,7 @@ class LeaderBackend:
             expires_at, settled = await self._expiry(key, version)
             if settled:
                 return Item(body, version, expires_at)
-        raise Unavailable("the key keeps changing while its expiry is read; try again")
+        raise UnavailableError("the key keeps changing while its expiry is read; try again")
 
     async def _expiry(self, key: str, version: int) -> tuple[float | None, bool]:
         """``expires_at`` of ``key`` at ``version`` from the local replica, once applied here;
@@ -121,7 +122,7 @@ class LeaderBackend:
             if item is None and self._applied() >= version:
                 return None, False  # deleted or expired since: read again
             if loop.time() >= deadline:
-                raise Unavailable("this node lags the leader; try again")
+                raise UnavailableError("this node lags the leader; try again")
             await asyncio.sleep(0.005)
 
     async def list_keys(
@@ -223,11 +224,13 @@ class LeaderBackend:
             ) as resp:
                 return resp.status, resp.headers, await resp.read()
         except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
-            raise Unavailable(f"leader unreachable: {type(exc).__name__}") from exc
+            raise UnavailableError(f"leader unreachable: {type(exc).__name__}") from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             if write:
-                raise Indeterminate("the leader did not answer a forwarded write") from exc
-            raise Unavailable("the leader did not answer") from exc
+                raise IndeterminateWriteError(
+                    "the leader did not answer a forwarded write"
+                ) from exc
+            raise UnavailableError("the leader did not answer") from exc
 
 
 def _q(text: str) -> str:
@@ -274,24 +277,24 @@ def _raise_for(status: int, body: bytes) -> None:
         error = {}
     message = str(error.get("error", f"HTTP {status}")) if isinstance(error, dict) else ""
     if status == 412:
-        raise PreconditionFailed(int(error.get("version", 0)))
+        raise PreconditionFailedError(int(error.get("version", 0)))
     if status == 409 and isinstance(error, dict) and "command_format_needed" in error:
-        raise FormatNotEnabled(int(error["command_format_needed"]), None, reason=message)
+        raise FormatNotEnabledError(int(error["command_format_needed"]), None, reason=message)
     if status == 409:
-        raise (CounterOverflow if "overflow" in message else NotACounter)(message)
+        raise (CounterOverflowError if "overflow" in message else NotACounterError)(message)
     if status == 413:
-        raise ValueTooLarge(message)
+        raise ValueTooLargeError(message)
     if status == 400 and "unknown field" in message and "if_" in message:
         raise RespError(
             "ERR this transaction needs conditional batch ops, which the leader (an older "
             "raftcache) does not accept over HTTP: run it on the leader's RESP port"
         )
     if status == 400:
-        raise InvalidCommand(message)
+        raise InvalidCommandError(message)
     if status == 401:
         raise RespError("ERR the leader refused the forwarded request: wrong client token")
     if status == 503:
-        raise Unavailable(message)
+        raise UnavailableError(message)
     if status == 504:
-        raise Indeterminate(message)
-    raise Unavailable(f"the leader answered HTTP {status}: {message}")
+        raise IndeterminateWriteError(message)
+    raise UnavailableError(f"the leader answered HTTP {status}: {message}")

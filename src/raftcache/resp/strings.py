@@ -20,7 +20,7 @@ from typing import Final
 
 from raftcache.cache.commands import BatchOp, DeleteOp, GetOp, SetOp
 from raftcache.cache.commands_v2 import IncrOp, TtlOp
-from raftcache.cache.errors import PreconditionFailed
+from raftcache.cache.errors import PreconditionFailedError
 from raftcache.cache.results import BatchItem
 from raftcache.resp import args
 from raftcache.resp.args import Limits
@@ -135,7 +135,7 @@ class Set(Call):
     async def run(self, backend: Backend) -> Reply:
         try:  # only SET NX and SETNX run here
             await backend.set(self.keys[0], self.value, ttl=self.ttl, if_absent=True)
-        except PreconditionFailed:
+        except PreconditionFailedError:
             return 0 if self.as_setnx else None
         return 1 if self.as_setnx else OK
 

@@ -33,7 +33,7 @@ from typing import Final
 
 from raftcache.cache.commands import BatchOp, DeleteOp, GetOp, SetOp
 from raftcache.cache.entries import Item
-from raftcache.cache.errors import PreconditionFailed
+from raftcache.cache.errors import PreconditionFailedError
 from raftcache.cache.results import BatchItem
 from raftcache.resp.backend import Backend, Router
 from raftcache.resp.calls import Call, Entry, Reply, View
@@ -118,7 +118,7 @@ async def _read_write(
         ops += [_final_op(key, view, versions[key]) for key in pinned]
         try:
             results = await _commit(backend, ops)
-        except PreconditionFailed:
+        except PreconditionFailedError:
             continue
         if not loose:
             return replies

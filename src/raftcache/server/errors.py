@@ -14,16 +14,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from raftcache.cache.alarms import ReplicaDiverged
+from raftcache.cache.alarms import ReplicaDivergedError
 from raftcache.cache.errors import (
-    CounterOverflow,
-    InvalidCommand,
-    NotACounter,
-    PreconditionFailed,
-    StaleSequence,
-    ValueTooLarge,
+    CounterOverflowError,
+    InvalidCommandError,
+    NotACounterError,
+    PreconditionFailedError,
+    StaleSequenceError,
+    ValueTooLargeError,
 )
-from raftcache.cache.formats import FormatNotEnabled
+from raftcache.cache.formats import FormatNotEnabledError
 from raftcache.raft.errors import (
     IndeterminateError,
     MembershipChangeError,
@@ -129,20 +129,21 @@ def api_error_for(exc: BaseException, *, is_write: bool) -> ApiError | None:
         if is_write:
             return indeterminate("timed out waiting for the write to commit")
         return unavailable("timed out waiting for the cluster")
-    if isinstance(exc, ReplicaDiverged):  # this replica is quarantined: read another node
+    if isinstance(exc, ReplicaDivergedError):  # this replica is quarantined: read another node
         extra = {"diverged": True, "node": exc.node_id, "reason": exc.reason}
         return ApiError(503, str(exc), extra=extra, headers={"Retry-After": str(RETRY_AFTER_S)})
     if isinstance(exc, MembershipChangeError):
         return ApiError(409, str(exc) or "membership change refused")
-    if isinstance(exc, FormatNotEnabled):  # a rolling upgrade not finished: nothing happened
+    if isinstance(exc, FormatNotEnabledError):  # a rolling upgrade not finished: nothing happened
         extra = {"command_format_needed": exc.needed, "nodes": exc.nodes}
         return ApiError(409, str(exc), extra=extra)
-    if isinstance(exc, PreconditionFailed):
+    if isinstance(exc, PreconditionFailedError):
         return ApiError(412, "precondition failed", extra={"version": exc.current_version})
-    if isinstance(exc, ValueTooLarge):
+    if isinstance(exc, ValueTooLargeError):
         return too_large(str(exc) or "value too large for this cache")
-    if isinstance(exc, NotACounter | CounterOverflow | StaleSequence):
-        return ApiError(409, str(exc) or type(exc).__name__)
-    if isinstance(exc, InvalidCommand):
+    if isinstance(exc, NotACounterError | CounterOverflowError | StaleSequenceError):
+        # The fallback text is the class's name before the ``…Error`` suffix, as it always was.
+        return ApiError(409, str(exc) or type(exc).__name__.removesuffix("Error"))
+    if isinstance(exc, InvalidCommandError):
         return bad_request(str(exc) or "invalid command")
     return None

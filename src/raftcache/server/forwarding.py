@@ -60,7 +60,7 @@ _RESPONSE_KEEP: Final = ("Content-Type", "ETag", "Retry-After")
 log = logging.getLogger("raftcache.server.forwarding")
 
 
-class _LeaderMoved(Exception):
+class _LeaderMovedError(Exception):
     """The chosen leader certainly did not take the request: try whoever leads now."""
 
     def __init__(self, hint: str | None, why: str) -> None:
@@ -138,7 +138,7 @@ class Forwarder:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._leader_wait_s
         hint = error.leader_id
-        moved: _LeaderMoved | None = None
+        moved: _LeaderMovedError | None = None
         while True:
             leader = self._node.leader_id or hint
             hint = None  # the hint is only good once: it may be stale
@@ -152,7 +152,7 @@ class Forwarder:
                 if url is not None:
                     try:
                         return await self.proxy(request, leader, url)
-                    except _LeaderMoved as exc:
+                    except _LeaderMovedError as exc:
                         moved, hint = exc, exc.hint
             if loop.time() >= deadline:
                 if moved is not None:
@@ -184,13 +184,13 @@ class Forwarder:
                 payload = await resp.read()
                 if resp.status == 503 and NOT_LEADER_HEADER in resp.headers:
                     why = f"{leader} is no longer the leader"
-                    raise _LeaderMoved(resp.headers[NOT_LEADER_HEADER] or None, why)
+                    raise _LeaderMovedError(resp.headers[NOT_LEADER_HEADER] or None, why)
                 out = {h: resp.headers[h] for h in _RESPONSE_KEEP if h in resp.headers}
                 return web.Response(status=resp.status, body=payload, headers=out)
         except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
             # The connection was never made: the request certainly did not reach the leader.
             why = f"leader {leader} unreachable: {type(exc).__name__}"
-            raise _LeaderMoved(None, why) from exc
+            raise _LeaderMovedError(None, why) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             # The request may have reached the leader and been applied there.
             if not is_write_request(request):

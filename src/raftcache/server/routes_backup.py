@@ -22,7 +22,7 @@ from raftcache.cache.backup import (
     backup_head,
     encode_backup,
 )
-from raftcache.cache.backup_service import Backups, RestoreFailed
+from raftcache.cache.backup_service import Backups, RestoreFailedError
 from raftcache.cache.snapshot import SnapshotFormatError
 from raftcache.server.bodies import read_body
 from raftcache.server.context import context_of
@@ -71,7 +71,7 @@ async def post_restore(request: web.Request) -> web.Response:
         info, result = await backups.restore(data)
     except (BackupFormatError, SnapshotFormatError) as exc:
         raise ApiError(400, f"bad backup file: {exc}") from None
-    except RestoreFailed as exc:
+    except RestoreFailedError as exc:
         raise ApiError(409, f"restore refused by the cluster: {exc}") from None
     return json_response(
         {

@@ -37,7 +37,7 @@ import orjson
 from aiohttp import web
 
 from raftcache.cache.entries import HEADER_SIZE, NEVER, record_header
-from raftcache.cache.watch import SET, Change, HistoryCompacted, WatchHistory
+from raftcache.cache.watch import SET, Change, HistoryCompactedError, WatchHistory
 from raftcache.server.admission import TICKET
 from raftcache.server.context import CONTEXT, context_of
 from raftcache.server.drain import DRAIN
@@ -135,7 +135,7 @@ def parse_version(value: str | None, name: str) -> int | None:
     return int(value)
 
 
-def compacted(exc: HistoryCompacted) -> ApiError:
+def compacted(exc: HistoryCompactedError) -> ApiError:
     """The 410 of a watch that starts before the history."""
     return ApiError(410, str(exc), extra={"version": exc.current, "oldest_version": exc.floor})
 
@@ -189,7 +189,7 @@ async def watch(request: web.Request) -> web.StreamResponse:
     try:
         # Judge the start now: a 410 is an answer, not a stream.
         epoch = history.read(start, prefix, 0).epoch
-    except HistoryCompacted as exc:
+    except HistoryCompactedError as exc:
         hub.compacted += 1
         raise compacted(exc) from None
     if hub.stopping:
@@ -238,7 +238,7 @@ async def _stream(
         while not hub.stopping:
             try:
                 read = history.read(cursor, prefix, settings.batch_entries)
-            except HistoryCompacted:
+            except HistoryCompactedError:
                 reason = "compacted"
                 hub.compacted += 1
                 break

@@ -51,7 +51,7 @@ _MAX_QUEUED_BYTES: Final = 1024 * 1024
 _VERSIONS: Final = {"1.1": (1, 1), "1.0": (1, 0)}
 
 
-class _HandOff(Exception):
+class _HandOffError(Exception):
     """Raised from a parser callback: this request goes to aiohttp."""
 
 
@@ -168,7 +168,7 @@ class LeanProtocol(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _HandOff):
+            if isinstance(exc.__context__, _HandOffError):
                 self._start_handoff()
                 return
             log.exception("lean front: parser callback failed")
@@ -221,13 +221,13 @@ class LeanProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self._front.max_line_bytes:
-            raise _HandOff  # aiohttp answers an oversize request line as it always did
+            raise _HandOffError  # aiohttp answers an oversize request line as it always did
 
     def on_header(self, name: bytes, value: bytes) -> None:
         limit = self._front.max_field_bytes
         self._header_bytes += len(name) + len(value)
         if len(name) > limit or len(value) > limit or self._header_bytes > 8 * limit:
-            raise _HandOff  # aiohttp answers oversize headers as it always did
+            raise _HandOffError  # aiohttp answers oversize headers as it always did
         self._headers.append(
             (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
         )
@@ -236,18 +236,18 @@ class LeanProtocol(asyncio.Protocol):
         parser = self._parser
         route = self._front.routes.find(parser.get_method(), self._url)
         if route is None or parser.should_upgrade():
-            raise _HandOff
+            raise _HandOffError
         if parser.get_http_version() not in ("1.1", "1.0"):
-            raise _HandOff
+            raise _HandOffError
         limit = route.body_limit
         for name, value in self._headers:
             lowered = name.lower()
             if lowered in ("transfer-encoding", "expect"):
-                raise _HandOff
+                raise _HandOffError
             if lowered == "content-length" and (not value.isdigit() or int(value) > limit):
-                raise _HandOff  # aiohttp and the handler give the 400/413 they always gave
+                raise _HandOffError  # aiohttp and the handler give the 400/413 they always gave
         if not route.admits(self._headers):
-            raise _HandOff  # aiohttp refuses it before reading its body (a Raft token)
+            raise _HandOffError  # aiohttp refuses it before reading its body (a Raft token)
         self._route = route
         self._hot = True
         self._front.drain.enter()
