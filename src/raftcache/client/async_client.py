@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from raftcache.client.codec import (
-    BatchOp,
+    BatchOpSpec,
     KeyPage,
     Value,
     b64decode,
@@ -322,7 +322,7 @@ class AsyncClient:
         resp = await self._write("DELETE", "/v1/keys", params=[("prefix", prefix)])
         return int(field(resp.json_object(), "deleted", int))
 
-    async def batch(self, ops: Sequence[BatchOp]) -> list[Any]:
+    async def batch(self, ops: Sequence[BatchOpSpec]) -> list[Any]:
         """Apply several ops atomically, as one log entry (all or nothing).
 
         Args:

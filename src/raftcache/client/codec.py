@@ -18,7 +18,9 @@ from raftcache.vocabulary import CONSISTENCY_LEVELS
 
 #: A batch operation: a mapping ``{"op", "key", "value", "ttl"}`` or a tuple
 #: ``("get", key)``, ``("delete", key)``, ``("set", key, value)``, ``("set", key, value, ttl)``.
-BatchOp = Mapping[str, Any] | Sequence[Any]
+BatchOpSpec = Mapping[str, Any] | Sequence[Any]
+#: The earlier name, kept working (``BatchOp`` now means the cache's op alone).
+BatchOp = BatchOpSpec
 Value = bytes | bytearray | memoryview | str
 
 
@@ -107,7 +109,7 @@ def field(obj: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> A
     return value
 
 
-def encode_batch(ops: Sequence[BatchOp]) -> tuple[list[dict[str, Any]], list[str]]:
+def encode_batch(ops: Sequence[BatchOpSpec]) -> tuple[list[dict[str, Any]], list[str]]:
     """The wire form of batch ops, and the op kinds to decode the results with."""
     wire: list[dict[str, Any]] = []
     kinds: list[str] = []
@@ -152,7 +154,7 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _batch_item(op: BatchOp) -> Mapping[str, Any]:
+def _batch_item(op: BatchOpSpec) -> Mapping[str, Any]:
     if isinstance(op, Mapping):
         return op
     if isinstance(op, str | bytes) or not 2 <= len(op) <= 4:

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from raftcache.client.async_client import AsyncClient
-from raftcache.client.codec import BatchOp, KeyPage, Value
+from raftcache.client.codec import BatchOpSpec, KeyPage, Value
 from raftcache.client.endpoints import RetryPolicy
 from raftcache.client.errors import RaftcacheError
 from raftcache.client.watch import Watch
@@ -254,7 +254,7 @@ class Client:
         """Delete every key starting with ``prefix`` atomically; see ``AsyncClient.flush``."""
         return self._loop.run(self._async.flush(prefix))
 
-    def batch(self, ops: Sequence[BatchOp]) -> list[Any]:
+    def batch(self, ops: Sequence[BatchOpSpec]) -> list[Any]:
         """Apply get/set/delete/incr/ttl ops atomically; see ``AsyncClient.batch``."""
         return self._loop.run(self._async.batch(ops))
 

@@ -14,13 +14,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from raftcache.cache.commands import BatchOp as CacheOp
-from raftcache.cache.commands import Session
+from raftcache.cache.commands import BatchOp, Session
 from raftcache.cache.entries import Item
 from raftcache.cache.results import BatchItem
 from raftcache.cache.service import batch_op
 from raftcache.server.errors import ApiError
-from raftcache.server.validation import BatchOp, parse_session_headers
+from raftcache.server.validation import ParsedBatchOp, parse_session_headers
 
 CLIENT_ID_HEADER = "X-Raftcache-Client-Id"
 SEQ_HEADER = "X-Raftcache-Seq"
@@ -71,7 +70,7 @@ def expect_result(
     raise RuntimeError(f"the cache returned {type(result).__name__} for a write")
 
 
-def to_cache_ops(ops: Sequence[BatchOp]) -> list[CacheOp]:
+def to_cache_ops(ops: Sequence[ParsedBatchOp]) -> list[BatchOp]:
     """Validated HTTP batch ops → the cache's batch op objects (``batch_op`` reads the same
     attribute names, so there is one conversion, in the cache layer)."""
     return [batch_op(op) for op in ops]
@@ -82,7 +81,9 @@ def to_values(items: Sequence[Item | None]) -> list[str | None]:
     return [None if item is None else b64(item.value) for item in items]
 
 
-def batch_response(ops: Sequence[BatchOp], results: Sequence[BatchItem]) -> list[dict[str, Any]]:
+def batch_response(
+    ops: Sequence[ParsedBatchOp], results: Sequence[BatchItem]
+) -> list[dict[str, Any]]:
     """A ``batch`` result (get → bytes | None, set → version, delete → bool, incr → value,
     ttl → changed) → the per-op objects of docs/api.md, in op order (incr → ``{"value": int}``,
     ttl → ``{"changed": bool}``)."""

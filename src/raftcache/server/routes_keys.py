@@ -25,17 +25,17 @@ from raftcache.server.results import (
 )
 from raftcache.server.validation import (
     check_value_size,
-    key_from_raw_path,
     parse_batch_body,
     parse_consistency,
     parse_if_match,
     parse_if_none_match,
     parse_incr_body,
+    parse_key_path,
     parse_limit,
     parse_mget_body,
     parse_prefix_or_after,
+    parse_ttl,
     parse_ttl_body,
-    validate_ttl,
 )
 
 SMALL_BODY_BYTES = 64 * 1024
@@ -52,8 +52,8 @@ def single_query(request: web.Request, name: str) -> str | None:
 async def put_key(request: web.Request) -> web.Response:
     """``PUT /v1/keys/{key}``: store the body; ``?ttl``, ``If-Match``, ``If-None-Match: *``."""
     ctx = context_of(request)
-    key = key_from_raw_path(request.raw_path)
-    ttl = validate_ttl(single_query(request, "ttl"))
+    key = parse_key_path(request.raw_path)
+    ttl = parse_ttl(single_query(request, "ttl"))
     if_version = parse_if_match(request.headers.get("If-Match"))
     if_absent = parse_if_none_match(request.headers.get("If-None-Match"))
     if if_version is not None and if_absent:
@@ -72,7 +72,7 @@ async def put_key(request: web.Request) -> web.Response:
 async def get_key(request: web.Request) -> web.Response:
     """``GET /v1/keys/{key}``: the raw value with ``ETag: "<version>"``; 404 when missing."""
     ctx = context_of(request)
-    key = key_from_raw_path(request.raw_path)
+    key = parse_key_path(request.raw_path)
     consistency = parse_consistency(single_query(request, "consistency"))
     item = await ctx.service.get(key, consistency)
     if item is None:
@@ -87,7 +87,7 @@ async def get_key(request: web.Request) -> web.Response:
 async def delete_key(request: web.Request) -> web.Response:
     """``DELETE /v1/keys/{key}`` → ``{"deleted": bool}``; honours ``If-Match``."""
     ctx = context_of(request)
-    key = key_from_raw_path(request.raw_path)
+    key = parse_key_path(request.raw_path)
     if_version = parse_if_match(request.headers.get("If-Match"))
     if request.headers.get("If-None-Match") is not None:
         raise bad_request("If-None-Match is not supported on DELETE")
@@ -111,7 +111,7 @@ async def list_keys(request: web.Request) -> web.Response:
 async def incr_key(request: web.Request) -> web.Response:
     """``POST /v1/keys/{key}/incr`` body ``{"by": int}`` → ``{"value": int, "version": N}``."""
     ctx = context_of(request)
-    key = key_from_raw_path(request.raw_path)
+    key = parse_key_path(request.raw_path)
     session = session_from_headers(request)
     by = parse_incr_body(await read_body(request, SMALL_BODY_BYTES))
     result = await ctx.service.incr(key, by=by, session=session)
@@ -124,7 +124,7 @@ async def ttl_key(request: web.Request) -> web.Response:
     (+ ``condition``; ``If-Match`` honoured): change the expiry alone →
     ``{"changed": bool, "version": N}`` (0 when the key is missing or was deleted)."""
     ctx = context_of(request)
-    key = key_from_raw_path(request.raw_path)
+    key = parse_key_path(request.raw_path)
     if_version = parse_if_match(request.headers.get("If-Match"))
     if request.headers.get("If-None-Match") is not None:
         raise bad_request("If-None-Match is not supported on a TTL change")

@@ -3,6 +3,10 @@
 Rule: these functions are pure and total. They turn untrusted input into typed values or raise
 ``ApiError`` (400 for malformed input, 413 for input over a size limit) — never anything else,
 so no input can reach a handler half-checked or turn into a 500.
+
+One verb per act: ``parse_*`` turns raw input (a path, a header, a query parameter, a body, a
+JSON value) into a typed value or raises; ``check_*`` verifies a value already in hand and
+returns nothing.
 """
 
 from __future__ import annotations
@@ -48,8 +52,9 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
-class BatchOp:
-    """One validated operation of ``POST /v1/batch`` (or of ``POST /v1/keys/{key}/ttl``)."""
+class ParsedBatchOp:
+    """One validated operation of ``POST /v1/batch`` (or of ``POST /v1/keys/{key}/ttl``), as
+    the HTTP API spells it; ``to_cache_ops`` makes it the cache's ``BatchOp``."""
 
     op: Literal["get", "set", "delete", "incr", "ttl"]
     key: str
@@ -63,7 +68,7 @@ class BatchOp:
     condition: str | None = None
 
 
-def key_from_raw_path(raw_path: str, segment: int = 3) -> str:
+def parse_key_path(raw_path: str, segment: int = 3) -> str:
     """Decode the key from the raw request path (``/v1/keys/{key}[/incr]``).
 
     The router's own decoding leaves invalid percent-escapes (``%FF``) in place, so the key is
@@ -73,10 +78,10 @@ def key_from_raw_path(raw_path: str, segment: int = 3) -> str:
     parts = path.split("/")
     if len(parts) <= segment:
         raise bad_request("missing key")
-    return validate_key_bytes(unquote_to_bytes(parts[segment]))
+    return parse_key_bytes(unquote_to_bytes(parts[segment]))
 
 
-def validate_key_bytes(raw: bytes) -> str:
+def parse_key_bytes(raw: bytes) -> str:
     """Check a key given as bytes and return it as a string."""
     if not raw:
         raise bad_request("key must not be empty")
@@ -88,7 +93,7 @@ def validate_key_bytes(raw: bytes) -> str:
         raise bad_request("key is not valid UTF-8") from None
 
 
-def validate_key(value: object, what: str = "key") -> str:
+def parse_key(value: object, what: str = "key") -> str:
     """Check a key given as a JSON value (batch and mget bodies)."""
     if not isinstance(value, str):
         raise bad_request(f"{what} must be a string")
@@ -96,10 +101,10 @@ def validate_key(value: object, what: str = "key") -> str:
         raw = value.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates from JSON escapes
         raise bad_request(f"{what} is not valid UTF-8") from None
-    return validate_key_bytes(raw)
+    return parse_key_bytes(raw)
 
 
-def validate_ttl(value: object) -> float | None:
+def parse_ttl(value: object) -> float | None:
     """A TTL in seconds: None when absent, else a finite number > 0 (a bool is not a number)."""
     if value is None:
         return None
@@ -226,7 +231,7 @@ def parse_incr_body(body: bytes) -> int:
     return by
 
 
-def decode_base64(value: object, what: str) -> bytes:
+def parse_base64(value: object, what: str) -> bytes:
     """Strict RFC 4648 base64 with padding (no whitespace or foreign characters)."""
     if not isinstance(value, str):
         raise bad_request(f"{what} must be a base64 string")
@@ -245,7 +250,7 @@ _OP_FIELDS: dict[str, frozenset[str]] = {
 }
 
 
-def _json_int(value: object, what: str, low: int, high: int) -> int:
+def _parse_json_int(value: object, what: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise bad_request(f"{what} must be a JSON integer")
     if not low <= value <= high:
@@ -253,13 +258,13 @@ def _json_int(value: object, what: str, low: int, high: int) -> int:
     return value
 
 
-def _json_bool(value: object, what: str) -> bool:
+def _parse_json_bool(value: object, what: str) -> bool:
     if not isinstance(value, bool):
         raise bad_request(f"{what} must be true or false")
     return value
 
 
-def _json_seconds(value: object, what: str) -> float:
+def _parse_json_seconds(value: object, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise bad_request(f"{what} must be a JSON number")
     if not math.isfinite(value):
@@ -282,9 +287,9 @@ def parse_expiry_change(
         )
     ttl = at = None
     if obj.get("ttl") is not None:
-        ttl = _json_seconds(obj["ttl"], f"{where}.ttl")
+        ttl = _parse_json_seconds(obj["ttl"], f"{where}.ttl")
     if "at" in obj:
-        at = _json_seconds(obj["at"], f"{where}.at")
+        at = _parse_json_seconds(obj["at"], f"{where}.at")
     condition = obj.get("condition")
     if condition is not None:
         if condition not in TTL_CONDITIONS:
@@ -294,13 +299,13 @@ def parse_expiry_change(
     return ttl, at, condition
 
 
-def _if_version(raw: dict[str, Any], where: str) -> int | None:
+def _parse_if_version(raw: dict[str, Any], where: str) -> int | None:
     if raw.get("if_version") is None:
         return None
-    return _json_int(raw["if_version"], f"{where}.if_version", 0, INT64_MAX)
+    return _parse_json_int(raw["if_version"], f"{where}.if_version", 0, INT64_MAX)
 
 
-def _parse_batch_op(raw: object, position: int, limits: Limits) -> BatchOp:
+def _parse_batch_op(raw: object, position: int, limits: Limits) -> ParsedBatchOp:
     where = f"ops[{position}]"
     if not isinstance(raw, dict):
         raise bad_request(f"{where} must be an object")
@@ -308,46 +313,51 @@ def _parse_batch_op(raw: object, position: int, limits: Limits) -> BatchOp:
     if not isinstance(op, str) or op not in _OP_FIELDS:
         raise bad_request(f'{where}.op must be "get", "set", "delete", "incr" or "ttl"')
     check_fields(raw, _OP_FIELDS[op], where)
-    key = validate_key(raw.get("key"), f"{where}.key")
+    key = parse_key(raw.get("key"), f"{where}.key")
     if op == "get":
-        return BatchOp("get", key)
+        return ParsedBatchOp("get", key)
     if op == "delete":
-        return BatchOp("delete", key, if_version=_if_version(raw, where))
+        return ParsedBatchOp("delete", key, if_version=_parse_if_version(raw, where))
     if op == "incr":
-        by = _json_int(raw.get("by", 1), f"{where}.by", INT64_MIN, INT64_MAX)
-        return BatchOp("incr", key, by=by)
+        by = _parse_json_int(raw.get("by", 1), f"{where}.by", INT64_MIN, INT64_MAX)
+        return ParsedBatchOp("incr", key, by=by)
     if op == "ttl":
         ttl, at, condition = parse_expiry_change(raw, where)
-        return BatchOp(
-            "ttl", key, ttl=ttl, at=at, condition=condition, if_version=_if_version(raw, where)
+        return ParsedBatchOp(
+            "ttl",
+            key,
+            ttl=ttl,
+            at=at,
+            condition=condition,
+            if_version=_parse_if_version(raw, where),
         )
     if "value" not in raw:
         raise bad_request(f"{where}.value is required for set")
-    value = decode_base64(raw["value"], f"{where}.value")
+    value = parse_base64(raw["value"], f"{where}.value")
     if len(value) > limits.max_value_bytes:
         raise too_large(f"{where}.value larger than {limits.max_value_bytes} bytes")
     ttl = raw.get("ttl")
     if isinstance(ttl, str):  # JSON carries numbers as numbers; "5" is a client bug
         raise bad_request(f"{where}.ttl must be a JSON number")
-    if_version = _if_version(raw, where)
-    if_absent = _json_bool(raw.get("if_absent", False), f"{where}.if_absent")
-    keep_ttl = _json_bool(raw.get("keep_ttl", False), f"{where}.keep_ttl")
+    if_version = _parse_if_version(raw, where)
+    if_absent = _parse_json_bool(raw.get("if_absent", False), f"{where}.if_absent")
+    keep_ttl = _parse_json_bool(raw.get("keep_ttl", False), f"{where}.keep_ttl")
     if if_version is not None and if_absent:
         raise bad_request(f"{where}: if_version and if_absent cannot be combined")
     if keep_ttl and ttl is not None:
         raise bad_request(f"{where}: keep_ttl and ttl cannot be combined")
-    return BatchOp(
+    return ParsedBatchOp(
         "set",
         key,
         value=value,
-        ttl=validate_ttl(ttl),
+        ttl=parse_ttl(ttl),
         if_version=if_version,
         if_absent=if_absent,
         keep_ttl=keep_ttl,
     )
 
 
-def parse_batch_body(body: bytes, limits: Limits) -> list[BatchOp]:
+def parse_batch_body(body: bytes, limits: Limits) -> list[ParsedBatchOp]:
     """``{"ops": [...]}`` fully validated: op names, keys, base64 values, ttls, counts, sizes."""
     obj = parse_json_object(body)
     check_fields(obj, frozenset({"ops"}), "batch body")
@@ -380,7 +390,7 @@ def parse_mget_body(body: bytes, limits: Limits) -> list[str]:
         raise bad_request("keys must be a list")
     if len(keys) > limits.max_batch_ops:
         raise bad_request(f"at most {limits.max_batch_ops} keys per mget")
-    return [validate_key(k, f"keys[{i}]") for i, k in enumerate(keys)]
+    return [parse_key(k, f"keys[{i}]") for i, k in enumerate(keys)]
 
 
 def parse_node_id(value: object, what: str = "id") -> str:
@@ -397,3 +407,13 @@ def parse_node_url(value: object) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"https?://[^\s/?#]+/?", value):
         raise bad_request("url must look like http://host:port")
     return value.rstrip("/")
+
+
+# Earlier names, kept working (the same objects): before the one-verb convention, and the
+# parsed batch op before ``BatchOp`` came to mean the cache's op alone.
+BatchOp = ParsedBatchOp
+key_from_raw_path = parse_key_path
+validate_key_bytes = parse_key_bytes
+validate_key = parse_key
+validate_ttl = parse_ttl
+decode_base64 = parse_base64
