@@ -1,4 +1,4 @@
-"""The dedicated persist thread (``raft/persist.py``, ``raft/node_persist.py``; issue 5).
+"""The dedicated persist thread (``raft/persist.py``, ``raft/pipeline.py``; issue 5).
 
 Readies handed out while an fsync runs queue up and share the next fsync (group commit), and
 no answer leaves before the fsync covering it returned; a failing fsync, or a crash in the
@@ -134,7 +134,7 @@ async def test_a_node_stopped_during_a_write_restarts_and_writes_again() -> None
     async with running_follower() as (storage, node):
         assert (await node.handle_append_entries(_append(0, range(1, 2)))).success
         pending = await _held(node, storage, _append(1, range(2, 3)))
-        worker = node._worker  # its thread must be ended by stop(), not left behind
+        worker = node._persist.worker  # its thread must be ended by stop(), not left behind
         assert worker is not None
         stopping = asyncio.create_task(node.stop())  # waits for the thread to finish
         await asyncio.sleep(0)
