@@ -73,7 +73,7 @@ class Backups:
         ensure_format: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self._node = node
-        # The restore commands are of command format 2 (raftcache.cache.formats): the cluster
+        # The restore commands are of command version 2 (raftcache.cache.formats): the cluster
         # must run it before the first one is proposed.
         self._ensure_format = ensure_format
         self._machine = machine

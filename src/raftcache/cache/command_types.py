@@ -3,7 +3,7 @@
 Rule: a command carries everything its outcome depends on, including the leader's ``now``;
 ``__post_init__`` refuses any bad field with ``InvalidCommandError``, so neither an encoder nor
 ``decode`` (``raftcache.cache.commands``, which also holds the wire format) can produce an
-invalid one. The commands of command format 2 live in ``raftcache.cache.commands_v2``;
+invalid one. The commands of command version 2 live in ``raftcache.cache.commands_v2``;
 ``required_format`` says which format a command needs (``raftcache.cache.formats``).
 """
 
@@ -21,9 +21,9 @@ from raftcache.cache.checks import (
     check_write,
 )
 from raftcache.cache.commands_v2 import FlushCommand, FormatCommand, IncrOp, TtlCommand, TtlOp
-from raftcache.cache.commands_v3 import DIVERGENCE_FORMAT, AlarmCommand, CheckCommand
+from raftcache.cache.commands_v3 import DIVERGENCE_VERSION, AlarmCommand, CheckCommand
 from raftcache.cache.errors import InvalidCommandError
-from raftcache.cache.formats import BASE_FORMAT
+from raftcache.cache.formats import BASE_COMMAND_VERSION
 from raftcache.cache.restore_commands import RestoreCommand
 from raftcache.vocabulary import INT64_MAX, INT64_MIN
 
@@ -196,16 +196,16 @@ Command: TypeAlias = (
 
 
 def required_format(cmd: Command) -> int:
-    """The command format ``cmd`` needs (``raftcache.cache.formats``)."""
+    """The command version ``cmd`` needs (``raftcache.cache.formats``)."""
     if isinstance(cmd, SetCommand | DeleteCommand | IncrCommand | ExpireCommand | TouchCommand):
-        return 2 if isinstance(cmd, SetCommand) and cmd.keep_ttl else BASE_FORMAT
+        return 2 if isinstance(cmd, SetCommand) and cmd.keep_ttl else BASE_COMMAND_VERSION
     if isinstance(cmd, BatchCommand):
         for op in cmd.ops:
             if isinstance(op, IncrOp | TtlOp) or (isinstance(op, SetOp) and op.keep_ttl):
                 return 2
-        return BASE_FORMAT
+        return BASE_COMMAND_VERSION
     if isinstance(cmd, FormatCommand):
         return cmd.format
     if isinstance(cmd, CheckCommand | AlarmCommand):
-        return DIVERGENCE_FORMAT
+        return DIVERGENCE_VERSION
     return 2  # TTL, FLUSH and the restore commands

@@ -12,10 +12,10 @@ Wire format: a msgpack map with short keys. ``o`` the op (``set``, ``del``, ``in
 ``o`` in ``get``/``set``/``del``), ``c``/``s`` the session's client id and seq. Optional keys
 are omitted when they hold their default.
 
-Command format 2 (``raftcache.cache.commands_v2``, ``raftcache.cache.formats``) adds ``f`` the
-entry's command format (omitted when 1), the ops ``ttl`` (``t`` ttl or ``at`` epoch seconds,
+Command version 2 (``raftcache.cache.commands_v2``, ``raftcache.cache.formats``) adds ``f`` the
+entry's command version (omitted when 1), the ops ``ttl`` (``t`` ttl or ``at`` epoch seconds,
 ``cd`` condition), ``flush`` (``p`` prefix) and ``format``, the batch ops ``incr`` and ``ttl``,
-and ``kt`` keep_ttl on sets. Command format 3 (``raftcache.cache.commands_v3``) adds the ops
+and ``kt`` keep_ttl on sets. Command version 3 (``raftcache.cache.commands_v3``) adds the ops
 ``check`` and ``alarm`` (``id`` node id, ``r`` reason, ``x`` clear).
 """
 
@@ -63,7 +63,11 @@ from raftcache.cache.commands_v3 import (
     check_to_wire,
 )
 from raftcache.cache.errors import InvalidCommandError
-from raftcache.cache.formats import BASE_FORMAT, COMMAND_FORMAT, UnsupportedCommandFormatError
+from raftcache.cache.formats import (
+    BASE_COMMAND_VERSION,
+    COMMAND_VERSION,
+    UnsupportedCommandVersionError,
+)
 from raftcache.cache.restore_commands import (
     RESTORE_OPS,
     restore_from_wire,
@@ -161,7 +165,7 @@ def to_wire(cmd: Command) -> dict[str, Any]:
     """The msgpack map of ``cmd`` (before packing), with ``f`` when its format is above 1."""
     wire = _to_wire(cmd)
     needed = required_format(cmd)
-    if needed > BASE_FORMAT:
+    if needed > BASE_COMMAND_VERSION:
         wire["f"] = needed
     return wire
 
@@ -264,7 +268,7 @@ def encode_flush(prefix: str = "", *, now: float, session: Session | None = None
 
 
 def encode_format(command_format: int, *, now: float) -> bytes:
-    """FORMAT bytes: raise the cluster's command format."""
+    """FORMAT bytes: raise the cluster's command version."""
     return encode(FormatCommand(now, command_format))
 
 
@@ -309,18 +313,18 @@ _KNOWN_OPS = frozenset(
 )
 
 
-def decode(data: bytes, max_format: int = COMMAND_FORMAT) -> Command:
+def decode(data: bytes, max_format: int = COMMAND_VERSION) -> Command:
     """Parse and validate log-entry bytes.
 
-    Raises ``UnsupportedCommandFormatError`` for an entry this node must not apply — one of a
+    Raises ``UnsupportedCommandVersionError`` for an entry this node must not apply — one of a
     format above ``max_format`` or with an op it does not know, written by a newer release —
     and ``InvalidCommandError`` for one that is malformed (which no correct leader proposes).
     """
     return decode_entry(data, max_format)[0]
 
 
-def decode_entry(data: bytes, max_format: int = COMMAND_FORMAT) -> tuple[Command, int]:
-    """``decode``, with the command format the entry needs (checked to be the one it
+def decode_entry(data: bytes, max_format: int = COMMAND_VERSION) -> tuple[Command, int]:
+    """``decode``, with the command version the entry needs (checked to be the one it
     declares, so the machine does not work it out again for every entry)."""
     try:
         wire = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
@@ -331,7 +335,7 @@ def decode_entry(data: bytes, max_format: int = COMMAND_FORMAT) -> tuple[Command
     declared = format_of_value(wire.get("f"))
     op = wire.get("o")
     if declared > max_format or (isinstance(op, str) and op not in _KNOWN_OPS):
-        raise UnsupportedCommandFormatError(
+        raise UnsupportedCommandVersionError(
             f"a committed command ({op!r}, command format {declared}) needs a newer "
             f"raftcache than this node (which applies command formats up to {max_format}): "
             "upgrade this node; it stops rather than skip the entry and diverge"

@@ -1,4 +1,4 @@
-"""The commands of command format 2 (``raftcache.cache.formats``): TTL-only changes, flush,
+"""The commands of command version 2 (``raftcache.cache.formats``): TTL-only changes, flush,
 counters inside batches, and the FORMAT entry that enables them.
 
 Rule: as in ``commands``, a command carries everything its outcome depends on and validates
@@ -13,7 +13,7 @@ entries carry ``"f": 2`` so that a node capped below it fails stop instead of gu
   entry's index (see docs/cache.md, "TTL-only changes", for why it bumps the version).
 - ``FlushCommand``: delete every key starting with ``prefix`` ("" = all) in one entry.
 - ``IncrOp``: INCR inside a batch; its result is the new value.
-- ``FormatCommand``: raise the cluster's command format to ``format``.
+- ``FormatCommand``: raise the cluster's command version to ``format``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from raftcache.cache.checks import (
     check_now,
 )
 from raftcache.cache.errors import InvalidCommandError
-from raftcache.cache.formats import BASE_FORMAT, COMMAND_FORMAT
+from raftcache.cache.formats import BASE_COMMAND_VERSION, COMMAND_VERSION
 from raftcache.vocabulary import INT64_MAX, INT64_MIN
 
 TTL_CONDITIONS = ("nx", "xx", "gt", "lt")
@@ -113,14 +113,14 @@ class FlushCommand:
 
 @dataclass(frozen=True, slots=True)
 class FormatCommand:
-    """Raise the cluster's command format to ``format``; result the cluster's format."""
+    """Raise the cluster's command version to ``format``; result the cluster's format."""
 
     now: float
     format: int
 
     def __post_init__(self) -> None:
         check_now(self.now)
-        check_int(self.format, "format", BASE_FORMAT + 1, 2**31)
+        check_int(self.format, "format", BASE_COMMAND_VERSION + 1, 2**31)
 
 
 # --- wire -----------------------------------------------------------------------------------
@@ -155,10 +155,10 @@ def incr_op_from_wire(wire: dict[str, Any]) -> IncrOp:
 def format_of_value(value: object) -> int:
     """The ``f`` field of an entry (absent = 1), checked to be an int."""
     if value is None:
-        return BASE_FORMAT
-    if type(value) is not int or value < BASE_FORMAT:
+        return BASE_COMMAND_VERSION
+    if type(value) is not int or value < BASE_COMMAND_VERSION:
         raise InvalidCommandError("f must be an integer >= 1")
     return value
 
 
-assert COMMAND_FORMAT >= 2  # this module is format 2
+assert COMMAND_VERSION >= 2  # this module is format 2

@@ -1,4 +1,4 @@
-"""The commands of command format 3 (``raftcache.cache.formats``): divergence detection.
+"""The commands of command version 3 (``raftcache.cache.formats``): divergence detection.
 
 Rule: as in ``commands``, a command carries everything its outcome depends on and validates
 itself in ``__post_init__``; its log entry carries ``"f": 3``, so a node of an older release
@@ -22,8 +22,8 @@ from typing import Any
 from raftcache.cache.checks import check_now
 from raftcache.cache.errors import InvalidCommandError
 
-#: The command format of these commands.
-DIVERGENCE_FORMAT = 3
+#: The command version of these commands.
+DIVERGENCE_VERSION = 3
 #: ``AlarmCommand.node_id`` that, with ``clear``, lowers every alarm.
 ALL_NODES = "*"
 MAX_REASON_CHARS = 1024
@@ -80,3 +80,7 @@ def alarm_to_wire(cmd: AlarmCommand) -> dict[str, Any]:
 
 def alarm_from_wire(wire: dict[str, Any]) -> AlarmCommand:
     return AlarmCommand(wire["n"], wire["id"], wire.get("r", ""), wire.get("x", False))
+
+
+#: The earlier name, kept working: the same number.
+DIVERGENCE_FORMAT = DIVERGENCE_VERSION

@@ -22,7 +22,7 @@ answer) gives no verdict — never guess a divergence.
 When: every ``interval_s`` on the leader (0: never on a schedule), and at once when kicked —
 a follower that installed a snapshot or found a local fault kicks the leader
 (``DigestProbe.kick``), so the check after a snapshot install does not wait for the schedule.
-Neither command is proposed before the cluster runs command format 3 (``ensure_format``: the
+Neither command is proposed before the cluster runs command version 3 (``ensure_format``: the
 rolling-upgrade rule of ``raftcache.cache.formats``). A leader that finds itself alarmed hands
 leadership to a replica that is not, when there is one.
 """
@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from raftcache.cache.commands import encode_alarm, encode_check
-from raftcache.cache.commands_v3 import DIVERGENCE_FORMAT
+from raftcache.cache.commands_v3 import DIVERGENCE_VERSION
 from raftcache.cache.digest import DigestMark, digest_hex
-from raftcache.cache.formats import FormatNotEnabledError
+from raftcache.cache.formats import CommandVersionNotEnabledError
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.results import CommandError
 from raftcache.raft.errors import RaftError
@@ -180,8 +180,8 @@ class DivergenceMonitor:
         clock: wall-clock seconds (stamped into the entries).
         probe: reaches the other replicas (None: this node compares only what it can see,
             which is itself — an embedded single node).
-        ensure_format: returns once the cluster runs a command format (``CacheService``'s);
-            raises ``FormatNotEnabledError`` while a node is older.
+        ensure_format: returns once the cluster runs a command version (``CacheService``'s);
+            raises ``CommandVersionNotEnabledError`` while a node is older.
         interval_s: seconds between scheduled checks on the leader (0: only when kicked or
             asked with ``check_now``).
         answer_wait_s: how long to wait for a replica that has not applied the CHECK yet.
@@ -261,7 +261,7 @@ class DivergenceMonitor:
                     await self._step_down_if_alarmed()
                 elif kicked or self._news():
                     await self._kick_leader()
-            except (RaftError, TimeoutError, FormatNotEnabledError) as exc:
+            except (RaftError, TimeoutError, CommandVersionNotEnabledError) as exc:
                 log.debug("divergence check postponed: %r", exc)
             except Exception as exc:  # keep checking whatever one round did
                 log.warning("divergence check failed: %r", exc)
@@ -290,14 +290,14 @@ class DivergenceMonitor:
 
     async def check_now(self) -> CheckOutcome | None:
         """Propose a CHECK, compare the digests at its index, and raise the alarms it finds.
-        None on a node that is not the leader or a cluster below command format 3."""
+        None on a node that is not the leader or a cluster below command version 3."""
         async with self._lock:
             if not self._is_leader():
                 return None
-            if self._machine.command_format < DIVERGENCE_FORMAT:
+            if self._machine.command_format < DIVERGENCE_VERSION:
                 if self._ensure_format is None:
                     return None
-                await self._ensure_format(DIVERGENCE_FORMAT)
+                await self._ensure_format(DIVERGENCE_VERSION)
             mark = await self._node.propose(encode_check(now=self._clock()))
             if isinstance(mark, CommandError):
                 raise mark.to_exception()
@@ -363,7 +363,7 @@ class DivergenceMonitor:
     async def clear(self, node_id: str) -> int:
         """Lower ``node_id``'s alarm ("*": all) through the log; returns the alarms left.
         ``NotLeaderError`` on a follower (the server forwards the request)."""
-        if self._machine.command_format < DIVERGENCE_FORMAT:
+        if self._machine.command_format < DIVERGENCE_VERSION:
             return 0  # no alarm can exist before format 3
         result = await self._node.propose(encode_alarm(node_id, now=self._clock(), clear=True))
         if isinstance(result, CommandError):

@@ -1,8 +1,12 @@
-"""Command formats: which commands a node can apply, and how a cluster moves to a newer set.
+"""Command versions: which commands a node can apply, and how a cluster moves to a newer set.
 
 Rule: a command that a replica cannot apply must never reach its log — that replica would
 either diverge (skip it while the others apply it) or stop. So every command type belongs to a
-*command format*, a small integer that grows when a release adds commands:
+*command version* (``CommandVersion``), a small integer that grows when a release adds commands.
+"Format" elsewhere means a file's encoding or the CLI's ``--format json``; only the names the
+wire, the CLI and ``/v1/status`` already carry keep the word for this number
+(``command_format``, ``--max-command-format``, the FORMAT command, ``command_format_needed``):
+
 
 - format 1: SET, DELETE, INCR, BATCH of get/set/delete, EXPIRE (removal), TOUCH;
 - format 2: the TTL-only change (``ttl``), FLUSH, the batch ops ``incr`` and ``ttl``, SET/batch
@@ -12,10 +16,10 @@ either diverge (skip it while the others apply it) or stop. So every command typ
 
 A command of format F > 1 carries ``"f": F`` in its log entry. Three rules make this safe:
 
-1. **A node knows its own ceiling** (``COMMAND_FORMAT`` of its build, or lower when capped with
+1. **A node knows its own ceiling** (``COMMAND_VERSION`` of its build, or lower when capped with
    ``--max-command-format``, which is how a test plays an older release). A node that meets an
    entry it cannot apply — ``f`` above its ceiling, an unknown op — *fails stop*
-   (``UnsupportedCommandFormatError``, the Raft driver's fail-stop path) instead of skipping it.
+   (``UnsupportedCommandVersionError``, the Raft driver's fail-stop path) instead of skipping it.
 2. **The cluster's format is replicated state.** Starting at 1, it is raised by a FORMAT entry,
    which the leader proposes only after every voter and learner said it supports that format
    (``/v1/status`` → ``command_format``). The machine refuses (the same way on every replica)
@@ -31,16 +35,20 @@ restoring a snapshot above its ceiling fails stop too.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeAlias
 
 from raftcache.cache.errors import CacheError
 
-#: The oldest format: what every release understands.
-BASE_FORMAT = 1
-#: The newest format this build reads and writes.
-COMMAND_FORMAT = 3
+#: The version of the replicated command set: which commands a log entry may hold.
+CommandVersion: TypeAlias = int
+
+#: The oldest command version: what every release understands.
+BASE_COMMAND_VERSION: CommandVersion = 1
+#: The newest command version this build reads and writes.
+COMMAND_VERSION: CommandVersion = 3
 
 
-class UnsupportedCommandFormatError(Exception):
+class UnsupportedCommandVersionError(Exception):
     """A committed entry this node cannot apply: the node must stop, never skip it.
 
     Not a ``CacheError``: nothing may turn it into a client error. It propagates out of
@@ -48,8 +56,8 @@ class UnsupportedCommandFormatError(Exception):
     """
 
 
-class FormatNotEnabledError(CacheError):
-    """A command needs a command format that not every node of the cluster supports yet.
+class CommandVersionNotEnabledError(CacheError):
+    """A command needs a command version that not every node of the cluster supports yet.
 
     Attributes:
         needed: the format the command needs.
@@ -81,13 +89,19 @@ class FormatNotEnabledError(CacheError):
         )
 
 
-def check_max_format(max_format: object) -> int:
+def check_max_command_version(max_format: object) -> int:
     """Validate a node's ceiling (1..COMMAND_FORMAT)."""
-    if type(max_format) is not int or not BASE_FORMAT <= max_format <= COMMAND_FORMAT:
+    if type(max_format) is not int or not BASE_COMMAND_VERSION <= max_format <= COMMAND_VERSION:
         raise ValueError(f"max command format must be an integer in 1..{COMMAND_FORMAT}")
     return max_format
 
 
-# The names before the ``…Error`` convention (ruff's N818), kept working: the same classes.
-UnsupportedCommandFormat = UnsupportedCommandFormatError
-FormatNotEnabled = FormatNotEnabledError
+# Earlier names, kept working (the same objects): from before "command version" had a name of its
+# own, and from before the ``…Error`` convention (ruff's N818).
+BASE_FORMAT = BASE_COMMAND_VERSION
+COMMAND_FORMAT = COMMAND_VERSION
+UnsupportedCommandFormatError = UnsupportedCommandVersionError
+UnsupportedCommandFormat = UnsupportedCommandVersionError
+FormatNotEnabledError = CommandVersionNotEnabledError
+FormatNotEnabled = CommandVersionNotEnabledError
+check_max_format = check_max_command_version

@@ -24,16 +24,16 @@ Semantics (see also docs/cache.md):
 - Writes that leave the store above ``max_keys``/``max_bytes`` evict (``EntryStore.settle``);
   an entry larger than ``max_bytes`` on its own is refused (VALUE_TOO_LARGE).
 - Writes carrying a ``Session`` are exactly-once (``raftcache.cache.sessions``).
-- Command format 2 (``raftcache.cache.formats``): TTL changes the expiry alone (a new version,
+- Command version 2 (``raftcache.cache.formats``): TTL changes the expiry alone (a new version,
   the value untouched), FLUSH deletes a prefix in one entry, a batch may hold ``incr`` and
   ``ttl`` ops, a set may keep the key's TTL, FORMAT raises the cluster's format. An entry of a
   format above this node's ``max_format``, or an unknown op, raises
-  ``UnsupportedCommandFormatError`` (fail-stop); one above the cluster's format is refused
+  ``UnsupportedCommandVersionError`` (fail-stop); one above the cluster's format is refused
   (FORMAT_NOT_ENABLED), identically everywhere.
 - RESTORE.BEGIN/CHUNK/COMMIT/ABORT replace the whole cache with a backup's contents, atomically
   at the commit's index (``raftcache.cache.restore``).
 
-- Command format 3 (``raftcache.cache.commands_v3``, docs/divergence.md): CHECK records this
+- Command version 3 (``raftcache.cache.commands_v3``, docs/divergence.md): CHECK records this
   replica's state digest (``raftcache.cache.digest``) at the entry's index in a small ring and
   returns it (a ``DigestMark``); ALARM raises or clears a replica's divergence alarm
   (replicated state, in snapshots). A snapshot carries the digest of its entries, checked
@@ -66,10 +66,10 @@ from raftcache.cache.digest import DigestMark, DigestRing, digest_hex, full_dige
 from raftcache.cache.entries import Item, record_item
 from raftcache.cache.errors import InvalidCommandError
 from raftcache.cache.formats import (
-    BASE_FORMAT,
-    COMMAND_FORMAT,
-    UnsupportedCommandFormatError,
-    check_max_format,
+    BASE_COMMAND_VERSION,
+    COMMAND_VERSION,
+    UnsupportedCommandVersionError,
+    check_max_command_version,
 )
 from raftcache.cache.keyops import (
     apply_batch,
@@ -126,7 +126,7 @@ class CacheStateMachine:
         max_sessions: at most this many client sessions (the least recently active go first).
         session_window: results remembered per client (its safe number of outstanding writes).
         watch: the watch history to feed with every change (None: no recording).
-        max_format: the newest command format this node applies (``raftcache.cache.formats``;
+        max_format: the newest command version this node applies (``raftcache.cache.formats``;
             lower than this build's only to play an older release in upgrade tests).
     """
 
@@ -139,10 +139,10 @@ class CacheStateMachine:
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         session_window: int = DEFAULT_WINDOW,
         watch: WatchHistory | None = None,
-        max_format: int = COMMAND_FORMAT,
+        max_format: int = COMMAND_VERSION,
     ) -> None:
-        self.max_format = check_max_format(max_format)
-        self._command_format = BASE_FORMAT  # the cluster's, replicated (raised by FORMAT)
+        self.max_format = check_max_command_version(max_format)
+        self._command_format = BASE_COMMAND_VERSION  # the cluster's, replicated (raised by FORMAT)
         # With a watch history, the store records every change for it (docs/api.md, Watches).
         self._recorder = (
             None if watch is None else RecordingStore(watch, max_keys=max_keys, max_bytes=max_bytes)
@@ -192,7 +192,7 @@ class CacheStateMachine:
 
     @property
     def command_format(self) -> int:
-        """The cluster's command format as of the last applied entry (replicated)."""
+        """The cluster's command version as of the last applied entry (replicated)."""
         return self._command_format
 
     @property
@@ -433,7 +433,9 @@ class CacheStateMachine:
             "bytes_peak": store.bytes_peak,
             "sessions_dropped": self._sessions.dropped,
         }
-        if self._command_format > BASE_FORMAT:  # absent = 1: older snapshots stay as they were
+        if (
+            self._command_format > BASE_COMMAND_VERSION
+        ):  # absent = 1: older snapshots stay as they were
             counters["command_format"] = self._command_format
         state = SnapshotState(
             self._last_index,
@@ -496,9 +498,9 @@ class CacheStateMachine:
                 f"malformed staged restore or alarms in the snapshot: {exc}"
             ) from None
         counters = state.counters
-        command_format = counters.get("command_format", BASE_FORMAT)
+        command_format = counters.get("command_format", BASE_COMMAND_VERSION)
         if type(command_format) is not int or command_format > self.max_format:
-            raise UnsupportedCommandFormatError(
+            raise UnsupportedCommandVersionError(
                 f"the snapshot at index {state.index} was taken in a cluster running command "
                 f"format {command_format!r}; this node applies formats up to {self.max_format}: "
                 "upgrade it"

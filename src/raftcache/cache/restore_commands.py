@@ -13,7 +13,7 @@ a backup may be far larger than one log entry. So the leader proposes a sequence
 
 Wire keys: ``o`` the op, ``n`` the leader's now, ``id`` the restore id, ``sz`` size, ``h``
 SHA-256 hex, ``bi``/``bt`` backup index/term, ``q`` chunk sequence number (from 0), ``d`` data.
-These ops belong to command format 2 (``raftcache.cache.formats``): their entries carry
+These ops belong to command version 2 (``raftcache.cache.formats``): their entries carry
 ``"f": 2``, and ``Backups`` has the leader raise the cluster's format first, which it does only
 once every node says it can apply them — an older node never meets one.
 """

@@ -26,7 +26,7 @@ from raftcache.cache.errors import (
     StaleSequenceError,
     ValueTooLargeError,
 )
-from raftcache.cache.formats import FormatNotEnabledError
+from raftcache.cache.formats import CommandVersionNotEnabledError
 
 
 class ErrorCode(StrEnum):
@@ -62,7 +62,7 @@ class CommandError:
         if self.code is ErrorCode.PRECONDITION_FAILED:
             return PreconditionFailedError(self.version, self.op_index)
         if self.code is ErrorCode.FORMAT_NOT_ENABLED:  # ``version`` holds the format needed
-            return FormatNotEnabledError(self.version, None, reason=self.message)
+            return CommandVersionNotEnabledError(self.version, None, reason=self.message)
         kind = _EXCEPTIONS.get(self.code, InvalidCommandError)
         return kind(self.message)
 

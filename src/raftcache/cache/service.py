@@ -79,7 +79,7 @@ class CacheService:
         read_timeout: timeout passed to the read barriers (None: the node's).
         expiry_interval_s, touch_interval_s, expiry_batch_size, touch_batch_size: see
             ``raftcache.cache.background``.
-        format_probe: asks the other nodes for their command formats (``upgrade``).
+        format_probe: asks the other nodes for their command versions (``upgrade``).
         digest_check_interval_s: seconds between the leader's digest comparisons (0: only
             after a snapshot install or when asked); ``raftcache.cache.divergence``.
         digest_probe: asks the other replicas for their digests (``raftcache serve`` passes one
@@ -116,7 +116,7 @@ class CacheService:
             expiry_batch_size=expiry_batch_size,
             touch_batch_size=touch_batch_size,
         )
-        #: Raises the cluster's command format (``raftcache.cache.upgrade``), asking the other
+        #: Raises the cluster's command version (``raftcache.cache.upgrade``), asking the other
         #: nodes through ``format_probe`` (``raftcache serve`` passes one that asks over HTTP).
         self.formats = FormatGate(node, machine, clock, probe=format_probe)  # type: ignore[arg-type]
         #: Backups of the cluster and restores into it (``raftcache.cache.backup_service``).
@@ -219,7 +219,7 @@ class CacheService:
     ) -> int:
         """Store ``value``; returns its version. Raises ``PreconditionFailedError`` (with the
         current version) if ``if_version``/``if_absent`` does not hold, ``ValueTooLargeError``.
-        ``keep_ttl`` keeps the live key's expiry (command format 2)."""
+        ``keep_ttl`` keeps the live key's expiry (command version 2)."""
         command = encode_set(
             key,
             _as_bytes(value),
@@ -264,7 +264,7 @@ class CacheService:
         if_version: int | None = None,
         session: Session | None = None,
     ) -> TtlResult:
-        """Change ``key``'s expiry without rewriting its value (command format 2): ``ttl``
+        """Change ``key``'s expiry without rewriting its value (command version 2): ``ttl``
         seconds from now, or the epoch instant ``at``, or neither to remove it (``persist``).
         ``condition`` is ``nx``/``xx``/``gt``/``lt`` (Redis's EXPIRE options). A change gives
         the key a new version; an expiry in the past deletes it. Returns (changed, version)."""
@@ -294,8 +294,9 @@ class CacheService:
         return deleted
 
     async def ensure_format(self, needed: int) -> None:
-        """Return once the cluster applies command format ``needed`` (raising it if every
-        member supports it); ``FormatNotEnabledError`` otherwise (``raftcache.cache.upgrade``)."""
+        """Return once the cluster applies command version ``needed`` (raising it if every
+        member supports it); ``CommandVersionNotEnabledError`` otherwise
+        (``raftcache.cache.upgrade``)."""
         await self.formats.ensure(needed)
 
     def format_info(self) -> dict[str, int]:

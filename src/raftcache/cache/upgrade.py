@@ -1,4 +1,4 @@
-"""The leader's side of command formats: raise the cluster's format once every node supports it.
+"""The leader's side of command versions: raise the cluster's format once every node supports it.
 
 Rule: the leader proposes a command of format F only when the cluster's replicated format
 (``CacheStateMachine.command_format``) is at least F, and proposes the FORMAT entry that raises
@@ -29,13 +29,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from raftcache.cache.commands import encode_format
-from raftcache.cache.formats import FormatNotEnabledError
+from raftcache.cache.formats import CommandVersionNotEnabledError
 from raftcache.cache.results import CommandError
 from raftcache.raft.errors import NotLeaderError, RaftError
 
 log = logging.getLogger(__name__)
 
-#: Asks one node for the newest command format it applies (None: no answer).
+#: Asks one node for the newest command version it applies (None: no answer).
 FormatProbe = Callable[[str], Awaitable[int | None]]
 
 
@@ -69,7 +69,7 @@ class GateMachine(Protocol):
 
 
 class FormatGate:
-    """Raises the cluster's command format when every member supports it (module docstring)."""
+    """Raises the cluster's command version when every member supports it (module docstring)."""
 
     def __init__(
         self,
@@ -92,10 +92,10 @@ class FormatGate:
         # The last refusal and when (loop time): requests arriving within ``refusal_ttl_s``
         # get it again without a probe round each (a node that is down makes a round take
         # the probe's whole timeout, and requests would queue behind the lock for it).
-        self._refused: tuple[float, FormatNotEnabledError] | None = None
+        self._refused: tuple[float, CommandVersionNotEnabledError] | None = None
 
     async def member_formats(self) -> dict[str, int | None]:
-        """Every voter's and learner's newest command format (None: did not answer)."""
+        """Every voter's and learner's newest command version (None: did not answer)."""
         node, probe = self._node, self.probe
         ids = sorted(set(node.members) | set(node.learners) | {node.node_id})
         own = self._machine.max_format
@@ -115,14 +115,14 @@ class FormatGate:
         return dict(zip(ids, answers, strict=True))
 
     async def ensure(self, needed: int) -> None:
-        """Return once the cluster runs command format ``needed`` or newer; raise
-        ``FormatNotEnabledError`` (naming the nodes behind) when it cannot yet, ``NotLeaderError``
-        on a follower whose cluster is behind (the leader decides)."""
+        """Return once the cluster runs command version ``needed`` or newer; raise
+        ``CommandVersionNotEnabledError`` (naming the nodes behind) when it cannot yet,
+        ``NotLeaderError`` on a follower whose cluster is behind (the leader decides)."""
         machine = self._machine
         if machine.command_format >= needed:
             return
         if needed > machine.max_format:
-            raise FormatNotEnabledError(
+            raise CommandVersionNotEnabledError(
                 needed,
                 machine.command_format,
                 {self._node.node_id: machine.max_format},
@@ -138,10 +138,10 @@ class FormatGate:
             if self._refused is not None and now - self._refused[0] < self.refusal_ttl_s:
                 last = self._refused[1]
                 if last.needed <= needed:
-                    raise FormatNotEnabledError(needed, machine.command_format, last.nodes)
+                    raise CommandVersionNotEnabledError(needed, machine.command_format, last.nodes)
             formats = await self.member_formats()
             if any(f is None or f < needed for f in formats.values()):
-                refused = FormatNotEnabledError(needed, machine.command_format, formats)
+                refused = CommandVersionNotEnabledError(needed, machine.command_format, formats)
                 self._refused = (asyncio.get_running_loop().time(), refused)
                 raise refused
             self._refused = None
@@ -151,7 +151,7 @@ class FormatGate:
             log.info("cluster command format raised to %s (members: %s)", needed, formats)
 
     def admit(self, node_id: str, reported: int | None) -> None:
-        """Refuse to add ``node_id`` when it ``reported`` a command format below the cluster's.
+        """Refuse to add ``node_id`` when it ``reported`` a command version below the cluster's.
 
         ``reported`` None (the node did not answer yet: it may be started after it is added)
         admits it: should it be too old, it stops at the first entry it cannot apply, saying
@@ -160,7 +160,7 @@ class FormatGate:
         """
         cluster = self._machine.command_format
         if reported is not None and reported < cluster:
-            raise FormatNotEnabledError(
+            raise CommandVersionNotEnabledError(
                 cluster,
                 cluster,
                 {node_id: reported},
@@ -179,7 +179,7 @@ class FormatGate:
                 continue
             try:
                 await self.ensure(machine.max_format)
-            except (FormatNotEnabledError, RaftError, TimeoutError) as exc:
+            except (CommandVersionNotEnabledError, RaftError, TimeoutError) as exc:
                 log.debug("command format stays at %s: %s", machine.command_format, exc)
             except Exception as exc:
                 log.warning("command format check failed: %r", exc)

@@ -12,6 +12,7 @@ from raftcache.client.endpoints import DEFAULT_ENDPOINTS, RetryPolicy, parse_end
 from raftcache.client.errors import (
     AuthError,
     BadRequestError,
+    CommandVersionNotEnabledError,
     ConnectionFailed,
     ConnectionFailedError,
     FormatNotEnabledError,
@@ -37,6 +38,7 @@ __all__ = [
     "AuthError",
     "BadRequestError",
     "Client",
+    "CommandVersionNotEnabledError",
     "ConnectionFailed",
     "ConnectionFailedError",
     "FormatNotEnabledError",

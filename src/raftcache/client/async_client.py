@@ -302,7 +302,8 @@ class AsyncClient:
         or below 0 deletes the key) or the epoch instant ``at``; neither removes the expiry.
         ``condition``: ``"nx"``, ``"xx"``, ``"gt"`` or ``"lt"`` (Redis's EXPIRE options).
         Returns whether the expiry changed (False for a missing key). The key gets a new
-        version. Needs every node to run command format 2 (else ``FormatNotEnabledError``, 409)."""
+        version. Needs every node to run command version 2 (else
+        ``CommandVersionNotEnabledError``, 409)."""
         body: dict[str, Any] = {"ttl": ttl} if at is None else {"at": at}
         if condition is not None:
             body["condition"] = condition

@@ -92,8 +92,8 @@ class NotACounterError(RaftcacheError):
     """409: INCR on a value that is not an ASCII decimal integer, or a result outside int64."""
 
 
-class FormatNotEnabledError(RaftcacheError):
-    """409: the request needs a command format not every node runs yet (a rolling upgrade is
+class CommandVersionNotEnabledError(RaftcacheError):
+    """409: the request needs a command version not every node runs yet (a rolling upgrade is
     unfinished); ``body["nodes"]`` maps node ids to the formats they reported."""
 
 
@@ -162,7 +162,7 @@ def error_from_response(
         message = f"{where}: {message}"
     cls = _BY_STATUS.get(status, ServerError)
     if status == 409 and "command_format_needed" in body:
-        cls = FormatNotEnabledError
+        cls = CommandVersionNotEnabledError
     if cls is UnavailableError:
         return UnavailableError(message, status=status, body=body, retry_after=retry_after)
     return cls(message, status=status, body=body)
@@ -172,3 +172,4 @@ def error_from_response(
 ConnectionFailed = ConnectionFailedError
 Unavailable = UnavailableError
 Indeterminate = IndeterminateError
+FormatNotEnabledError = CommandVersionNotEnabledError

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raftcache.cache.formats import COMMAND_FORMAT, check_max_format
+from raftcache.cache.formats import COMMAND_VERSION, check_max_command_version
 from raftcache.network.httpclient import CLIENTS
 from raftcache.process.gcpolicy import POLICIES
 
@@ -76,7 +76,7 @@ class ServeOptions:
     watch_history_bytes: int = 64 * 1024 * 1024
     watch_heartbeat_s: float = 5.0
     max_watchers: int = 256
-    max_command_format: int = COMMAND_FORMAT
+    max_command_format: int = COMMAND_VERSION
     #: Seconds between the leader's replica digest comparisons (``raftcache.cache.divergence``;
     #: 0: only after a snapshot install or a local fault).
     digest_check_interval_s: float = 60.0
@@ -95,7 +95,7 @@ class ServeOptions:
 
 
 def _command_format(text: str) -> int:
-    return check_max_format(int(text))
+    return check_max_command_version(int(text))
 
 
 def _positive_int(text: str) -> int:
@@ -287,7 +287,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_command_format",
         _command_format,
-        COMMAND_FORMAT,
+        COMMAND_VERSION,
         "newest command format this node applies (lower only to test a rolling upgrade)",
         "N",
     ),

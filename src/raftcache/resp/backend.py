@@ -73,7 +73,7 @@ class Backend(Protocol):
         ...
 
     async def flush(self, prefix: str) -> int:
-        """Delete every key starting with ``prefix`` in one log entry (command format 2)."""
+        """Delete every key starting with ``prefix`` in one log entry (command version 2)."""
         ...
 
 
@@ -84,7 +84,7 @@ class ReplicaPort(Protocol):
 
     @property
     def command_format(self) -> int:
-        """The cluster's command format as this replica knows it (never ahead of the
+        """The cluster's command version as this replica knows it (never ahead of the
         leader's: it only grows, and the leader applied it first)."""
         ...
 

@@ -124,7 +124,7 @@ class Call:
     #: ones whose expiry it reads. A transaction reads them first and conditions its writes
     #: on their versions.
     pinned: Sequence[str] = ()
-    #: The command format its ``mode`` needs (``raftcache.cache.formats``), and the mode it
+    #: The command version its ``mode`` needs (``raftcache.cache.formats``), and the mode it
     #: runs in until the cluster has enabled that format (a rolling upgrade in progress).
     needs_format: int = 1
     fallback_mode: Mode | None = None

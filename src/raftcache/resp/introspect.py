@@ -69,7 +69,7 @@ class Info(Call):
             else {},
             "raft": {
                 **_raft_fields(status, raft),
-                # The cluster's command format and this node's ceiling (cache/formats.py).
+                # The cluster's command version and this node's ceiling (cache/formats.py).
                 "raft_command_format": server.service.machine.command_format,
                 "raft_command_format_max": getattr(server.service.machine, "max_format", 1),
             },

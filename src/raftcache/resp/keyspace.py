@@ -3,7 +3,7 @@ PERSIST, TTL, PTTL.
 
 Rule: as in ``raftcache.resp.strings``, ``simulate`` is the semantics and ``mode`` the route.
 DEL is a batch of deletes; EXISTS and TYPE are reads. The expiry
-commands are the cache's TTL-only change (a batch ``ttl`` op, command format 2): the value is
+commands are the cache's TTL-only change (a batch ``ttl`` op, command version 2): the value is
 not rewritten, the key gets a new version, and they share log entries with other writes. Until
 a rolling upgrade has enabled format 2 (and for the rare EXPIRE with two conditions, such as
 XX LT) they fall back to transactions that rewrite the value with the new TTL, conditioned on

@@ -35,7 +35,7 @@ from raftcache.cache.errors import (
     PreconditionFailedError,
     ValueTooLargeError,
 )
-from raftcache.cache.formats import FormatNotEnabledError
+from raftcache.cache.formats import CommandVersionNotEnabledError
 from raftcache.cache.results import BatchItem
 from raftcache.resp.backend import ReplicaPort
 from raftcache.resp.errors import IndeterminateWriteError, UnavailableError
@@ -279,7 +279,9 @@ def _raise_for(status: int, body: bytes) -> None:
     if status == 412:
         raise PreconditionFailedError(int(error.get("version", 0)))
     if status == 409 and isinstance(error, dict) and "command_format_needed" in error:
-        raise FormatNotEnabledError(int(error["command_format_needed"]), None, reason=message)
+        raise CommandVersionNotEnabledError(
+            int(error["command_format_needed"]), None, reason=message
+        )
     if status == 409:
         raise (CounterOverflowError if "overflow" in message else NotACounterError)(message)
     if status == 413:

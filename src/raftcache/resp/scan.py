@@ -2,7 +2,7 @@
 
 Rule: these page through the cache's sorted key listing (``list_keys``), each page a
 linearizable read of its own, so — unlike Redis's KEYS — a listing is not one atomic snapshot
-of a keyspace that changes meanwhile. FLUSHDB is one FLUSH entry (command format 2): atomic.
+of a keyspace that changes meanwhile. FLUSHDB is one FLUSH entry (command version 2): atomic.
 Until a rolling upgrade has enabled format 2 it falls back to deleting the keys it finds in one
 pass, a batch per page, so a key written behind its cursor during that pass survives. A glob
 pattern's literal prefix narrows the listing to that prefix; the rest
@@ -141,7 +141,7 @@ class DbSize(Call):
 
 class FlushDb(Call):
     """FLUSHDB / FLUSHALL [ASYNC | SYNC]: delete every key in one log entry (atomic); before
-    command format 2 is enabled, a batch per page (not atomic)."""
+    command version 2 is enabled, a batch per page (not atomic)."""
 
     writes = True
 

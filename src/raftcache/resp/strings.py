@@ -8,7 +8,7 @@ writes (a plain SET, SET GET as get+set, GETDEL as get+delete, MSET); a WRITE is
 of its own (SET NX and SETNX, a create-only set; INCR, the cache's counter command); anything
 that must read a key before deciding how to write it (SET XX; NX with GET, KEEPTTL or EXAT)
 runs as a transaction (``raftcache.resp.txn``). SET KEEPTTL is a ``keep_ttl`` set and SET
-EXAT/PXAT a set followed by a ``ttl`` op in the same batch (command format 2; transactions
+EXAT/PXAT a set followed by a ``ttl`` op in the same batch (command version 2; transactions
 until a rolling upgrade has enabled it).
 """
 
@@ -221,7 +221,7 @@ class IncrBy(Call):
         return await backend.incr(self.keys[0], self.by)
 
     def multi_ops(self) -> list[BatchOp] | None:
-        return [IncrOp(self.keys[0], self.by)]  # command format 2: a batch op
+        return [IncrOp(self.keys[0], self.by)]  # command version 2: a batch op
 
     def multi_reply(self, results: Sequence[BatchItem]) -> Reply:
         return results[0]

@@ -23,7 +23,7 @@ from raftcache.cache.errors import (
     StaleSequenceError,
     ValueTooLargeError,
 )
-from raftcache.cache.formats import FormatNotEnabledError
+from raftcache.cache.formats import CommandVersionNotEnabledError
 from raftcache.raft.errors import (
     IndeterminateError,
     MembershipChangeError,
@@ -134,7 +134,9 @@ def api_error_for(exc: BaseException, *, is_write: bool) -> ApiError | None:
         return ApiError(503, str(exc), extra=extra, headers={"Retry-After": str(RETRY_AFTER_S)})
     if isinstance(exc, MembershipChangeError):
         return ApiError(409, str(exc) or "membership change refused")
-    if isinstance(exc, FormatNotEnabledError):  # a rolling upgrade not finished: nothing happened
+    if isinstance(
+        exc, CommandVersionNotEnabledError
+    ):  # a rolling upgrade not finished: nothing happened
         extra = {"command_format_needed": exc.needed, "nodes": exc.nodes}
         return ApiError(409, str(exc), extra=extra)
     if isinstance(exc, PreconditionFailedError):

@@ -1,7 +1,7 @@
-"""How a leader learns which command formats the other nodes apply: it asks their ``/v1/status``.
+"""How a leader learns which command versions the other nodes apply: it asks their ``/v1/status``.
 
-Rule: every node reports ``command_format`` (the newest command format it applies) in
-``/v1/status``; a node of a release before command formats reports nothing, which means 1. A
+Rule: every node reports ``command_format`` (the newest command version it applies) in
+``/v1/status``; a node of a release before command versions reports nothing, which means 1. A
 node that cannot be reached, answers an error, or answers something unreadable is reported as
 None ("unknown"), which blocks raising the cluster's format (``raftcache.cache.upgrade``):
 never guess in the direction that could put an entry in front of a node that cannot apply it.
@@ -11,7 +11,7 @@ short-lived HTTP session.
 
 from __future__ import annotations
 
-from raftcache.cache.formats import BASE_FORMAT
+from raftcache.cache.formats import BASE_COMMAND_VERSION
 from raftcache.server.peer_probe import PeerProbe
 
 
@@ -26,7 +26,9 @@ class HttpFormatProbe(PeerProbe):
         return await self.at(url)
 
     async def at(self, url: str) -> int | None:
-        """The newest command format the node serving at ``url`` applies (None: unknown)."""
+        """The newest command version the node serving at ``url`` applies (None: unknown)."""
         status = await self.fetch_json("GET", url, "/v1/status")
-        found = status.get("command_format", BASE_FORMAT) if isinstance(status, dict) else None
-        return found if type(found) is int and found >= BASE_FORMAT else None
+        found = (
+            status.get("command_format", BASE_COMMAND_VERSION) if isinstance(status, dict) else None
+        )
+        return found if type(found) is int and found >= BASE_COMMAND_VERSION else None

@@ -106,7 +106,7 @@ async def get_metrics(request: web.Request) -> web.Response:
 async def add_member(request: web.Request) -> web.Response:
     """``POST /v1/members`` ``{"id", "url"}``: returns once the node is a voter.
 
-    A node that answers with a command format below the cluster's is refused (409) before the
+    A node that answers with a command version below the cluster's is refused (409) before the
     change is proposed (``FormatGate.admit``)."""
     obj = parse_json_object(await read_body(request, SMALL_BODY_BYTES))
     check_fields(obj, frozenset({"id", "url"}), "members body")
