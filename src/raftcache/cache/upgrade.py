@@ -1,4 +1,4 @@
-"""The leader's side of command versions: raise the cluster's format once every node supports it.
+"""The leader's side of command versions: raise the cluster's version once every node supports it.
 
 Rule: the leader proposes a command of format F only when the cluster's replicated format
 (``CacheStateMachine.command_format``) is at least F, and proposes the FORMAT entry that raises
