@@ -1,12 +1,12 @@
 """Deadlines: one sweep on the driver's tick times out every waiting proposal and read.
 
 Rule: a future registered here with a timeout gets the exception its ``expire`` callback makes
-once the event loop's clock has passed its deadline — at the first tick after it, so up to one
-tick (``tick_interval``, 20 ms by default) late — unless it was done (resolved, failed or
-cancelled) first; a done future is only dropped. It replaces an ``asyncio.timeout`` per
-request: each of those armed and cancelled a timer handle and wrapped the await in a context
-manager, about 4-8% of a loaded leader's CPU, while the timeouts (10 s by default) need no
-millisecond precision.
+once the driver's clock — the node's injected clock, the one its ticker and lease use — has
+passed its deadline: at the first tick after it, so up to one tick (``tick_interval``, 20 ms by
+default) late, unless it was done (resolved, failed or cancelled) first; a done future is only
+dropped. It replaces an ``asyncio.timeout`` per request: each of those armed and cancelled a
+timer handle and wrapped the await in a context manager, about 4-8% of a loaded leader's CPU,
+while the timeouts (10 s by default) need no millisecond precision.
 
 Waiters with the same timeout duration share one FIFO queue: their deadlines are in arrival
 order, so a sweep only looks at each queue's head, and proposals — which finish roughly in

@@ -6,8 +6,9 @@ An RPC handler steps the core, then waits until whatever that step changed is on
 before its response leaves (persist before you answer). Because every handler that arrives while
 the loop is busy joins the next ``Ready``, one fsync covers many requests (group commit).
 
-Time enters only here: a ticker task calls ``core.tick()`` every ``tick_interval`` seconds of
-the injected monotonic clock, and the leader lease is measured on that clock.
+Time enters only here, from one clock: a ticker task calls ``core.tick()`` every
+``tick_interval`` seconds of the injected monotonic clock (``self._clock``); the leader lease
+and the deadlines of waiting proposals and reads are measured on that clock too.
 
 One class, in sections by concern; every field is created in ``__init__`` or, for what belongs
 to one run, in ``_new_incarnation``, which ``start`` calls again. Its collaborators own what is
@@ -432,9 +433,10 @@ class RaftNode:
         after a stall (no catch-up): a follower's promise not to vote for E ticks must span
         (E - 1) intervals of its clock (``raft/lease.py``). Late ticks only slow the timers.
         The sleep is on the loop's clock, the test on the node's (they differ when a test
-        gives the node a drifting clock), so a short sleep may be followed by another."""
+        gives the node a drifting clock), so a short sleep may be followed by another. The
+        deadlines of waiting proposals and reads are swept on the node's clock too: they
+        were registered on it (one clock for every deadline of the driver)."""
         interval = self.config.tick_interval
-        loop = asyncio.get_running_loop()
         core = self.core
         next_at = self._clock() + interval
         while self._core is core:  # one ticker per run: never tick another run's core
@@ -444,7 +446,7 @@ class RaftNode:
                 continue
             next_at = now + interval
             core.tick()
-            self._deadlines.sweep(loop.time())
+            self._deadlines.sweep(now)
             self._wake.set()
 
     async def _ready_loop(self) -> None:
@@ -696,7 +698,11 @@ class RaftNode:
         # no timeout context per proposal. No shield either: a cancelled or failed future is
         # simply skipped when its entry applies (``_apply`` checks ``done()``).
         self._deadlines.add(
-            loop.time(), timeout or self.config.propose_timeout, fut, self._proposal_expired, prop
+            self._clock(),
+            timeout or self.config.propose_timeout,
+            fut,
+            self._proposal_expired,
+            prop,
         )
         self._wake.set()
         return await fut
@@ -709,13 +715,15 @@ class RaftNode:
             return IndeterminateError("leadership lost before the entry committed")
         return TimeoutError()
 
-    def _read_deadline(
-        self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[int], timeout: float | None
-    ) -> None:
+    def _read_deadline(self, fut: asyncio.Future[int], timeout: float | None) -> None:
         """A read barrier fails with ``TimeoutError`` after ``timeout`` (default: two election
         timeouts, time for a new leader to be elected and confirm its round)."""
         self._deadlines.add(
-            loop.time(), timeout or self.config.election_timeout_max * 2, fut, _read_expired, None
+            self._clock(),
+            timeout or self.config.election_timeout_max * 2,
+            fut,
+            _read_expired,
+            None,
         )
 
     async def read_index(self, timeout: float | None = None) -> int:
@@ -732,7 +740,7 @@ class RaftNode:
             del self._reads[read_id]
             raise
         self._wake.set()
-        self._read_deadline(loop, fut, timeout)
+        self._read_deadline(fut, timeout)
         try:
             return await fut
         finally:
@@ -756,7 +764,7 @@ class RaftNode:
             fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
             self._reads_waiting_apply.append((index, fut))
             self._wake.set()
-            self._read_deadline(asyncio.get_running_loop(), fut, timeout)
+            self._read_deadline(fut, timeout)
             return await fut
         return await self.read_index(timeout)
 
