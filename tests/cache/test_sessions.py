@@ -114,3 +114,15 @@ def test_session_expiry_is_identical_on_replicas_and_after_restore() -> None:
     retry = encode_incr("n", now=34.0, session=Session("c1", 11))
     assert restored.apply_entry(100, retry) == leader.machine.apply_entry(100, retry)
     assert restored.snapshot() == leader.machine.snapshot()
+
+
+def test_a_long_client_id_already_in_the_log_applies_as_every_release_applied_it() -> None:
+    """A node refuses client ids over 128 characters from clients, but an entry already in a
+    log with a longer one (up to 256, what every release applied) must apply the same way on
+    every replica, or replicas of two releases would diverge."""
+    log = Log()
+    assert log.apply(encode_incr("n", 5, now=0.0, session=Session("c" * 200, 1))) == IncrResult(
+        5, 1
+    )
+    at_the_limit = log.apply(encode_incr("n", 5, now=0.0, session=Session("d" * 256, 1)))
+    assert at_the_limit == IncrResult(10, 2)

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from raftcache.cache.errors import InvalidCommandError
-from raftcache.vocabulary import INT64_MAX, MAX_CLIENT_ID_CHARS
+from raftcache.vocabulary import INT64_MAX
 
 
 def check_key(key: object, what: str = "key") -> None:
@@ -56,6 +56,14 @@ def check_write(
     check_condition(if_version, if_absent)
 
 
+#: The longest session client id a replica *applies*. Larger than the id a node accepts from a
+#: client (``raftcache.vocabulary.MAX_CLIENT_ID_CHARS``, refused at the edge), and it must not
+#: shrink: it decides, on every replica, whether an entry already in the log applies or is an
+#: error, so replicas of two releases that disagreed on it would diverge. Changing it needs a
+#: new command version.
+APPLIED_CLIENT_ID_CHARS = 256
+
+
 @dataclass(frozen=True, slots=True)
 class Session:
     """A client session: writes with the same ``client_id`` and ``seq`` apply at most once.
@@ -70,6 +78,6 @@ class Session:
     def __post_init__(self) -> None:
         if not isinstance(self.client_id, str) or not self.client_id:
             raise InvalidCommandError("client_id must be a non-empty string")
-        if len(self.client_id) > MAX_CLIENT_ID_CHARS:
-            raise InvalidCommandError(f"client_id longer than {MAX_CLIENT_ID_CHARS} characters")
+        if len(self.client_id) > APPLIED_CLIENT_ID_CHARS:
+            raise InvalidCommandError(f"client_id longer than {APPLIED_CLIENT_ID_CHARS} characters")
         check_int(self.seq, "seq", 0, INT64_MAX)
