@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import random
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -46,6 +47,15 @@ from tests.raft.sim import FAST, ListMachine
 #: Every write in the persist thread, whatever its size (-1: even a Ready with no entries;
 #: so a held fsync never blocks the event loop, whatever hole 4 leaves inline).
 THREADED = dataclasses.replace(CONFIG, persist_inline_max_entries=-1)
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (real time, up to ``WAIT``) for a state of the node, not for a fixed time: on a
+    loaded machine a fixed sleep may end before the event loop got to the step."""
+    async with asyncio.timeout(WAIT):
+        while not condition():
+            await asyncio.sleep(0.002)
+    assert condition(), what
 
 
 def _entries(term: int, indexes: range) -> list[LogEntry]:
@@ -273,14 +283,14 @@ async def test_an_overtaken_write_does_not_vouch_for_its_rewrite() -> None:
                 node.handle_append_entries(_append(6, 7, 5, _entries(6, range(8, 9))))
             )
         )
-        await asyncio.sleep(0.02)  # job 2 (term 6, 8@6) queued behind it
+        await _until(lambda: len(node._persist.jobs) == 2, "job 2 (term 6, 8@6) queued")
         tasks.append(asyncio.create_task(node.handle_append_entries(_append(7, 7, 5, []))))
-        await asyncio.sleep(0.02)  # job 3 (term 7) queued: the queue is full
+        await _until(lambda: len(node._persist.jobs) == 3, "job 3 (term 7) queued: queue full")
         rewrite = asyncio.create_task(
             node.handle_append_entries(_append(7, 7, 5, _entries(5, range(8, 11))))
         )
         tasks.append(rewrite)
-        await asyncio.sleep(0.02)
+        await _until(lambda: node.core.log.term_at(10) == 5, "8..10@5 appended in the core")
         storage.step()  # job 1 durable; the thread takes jobs 2 and 3 and waits again
         assert await asyncio.to_thread(storage.wait_entered, entered + 2)
         await asyncio.sleep(0.02)
