@@ -1,0 +1,268 @@
+"""Placement: the next step of each data group towards a balanced, fully replicated map.
+
+Rule: placement is a pure function of the map and of which stores are down too long; it never
+proposes two replicas of a group on one host, never more than one step per group, adds before
+it removes (a group goes 3 → 4 → 3 voters, never 3 → 2 → 3), and transfers leadership away
+from a replica before removing it. Every driver computes the same plan from the same map (ties
+are broken by a hash of group and store, not by chance). See docs/sharding.md#placement.
+
+The order of concerns, per group: finish a move in progress (promote the learner, or drop it if
+its store went away); shrink a group above its replication (the replica on a store that is
+leaving first, else on the fullest store; leadership handed off first); replace a replica on a
+store that is leaving; fill a group below its replication. Only when no group needs any of these
+does placement rebalance: one replica from the fullest store to the emptiest that can take it,
+then leaders, along a chain of transfers when no single transfer evens them out.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import deque
+from collections.abc import Collection
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from raftcache.sharding.clustermap import ClusterMap, GroupPlacement, StoreState
+
+
+class StepKind(StrEnum):
+    """What one step does to a group's membership (or leadership)."""
+
+    ADD = "add learner"
+    PROMOTE = "promote"
+    REMOVE = "remove"
+    TRANSFER = "transfer leadership"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One membership or leadership change of one group: ``kind`` applied to ``store``."""
+
+    group: int
+    kind: StepKind
+    store: str
+
+    def __str__(self) -> str:
+        return f"group {self.group}: {self.kind.value} {self.store}"
+
+
+def eligible_stores(cmap: ClusterMap, down: Collection[str] = ()) -> list[str]:
+    """Stores that may hold replicas: up, and not down longer than the configured time."""
+    return [s.store_id for s in cmap.live_stores() if s.store_id not in down]
+
+
+def effective_replication(cmap: ClusterMap, down: Collection[str] = ()) -> int:
+    """The replicas a group can have: RF, bounded by the distinct hosts of eligible stores."""
+    hosts = {cmap.stores[s].host for s in eligible_stores(cmap, down)}
+    return min(cmap.replication, len(hosts))
+
+
+def plan(cmap: ClusterMap, down: Collection[str] = (), max_moves: int | None = None) -> list[Step]:
+    """The next step of every group that needs one (see the module docstring).
+
+    Args:
+        cmap: The map, with each group's membership as its leader last reported it.
+        down: Stores down longer than the configured time: treated as leaving.
+        max_moves: The most groups with a learner at once (default: one per eligible store).
+    """
+    return _Planner(cmap, frozenset(down), max_moves).run()
+
+
+def drained(cmap: ClusterMap) -> list[str]:
+    """Decommissioning stores that hold no replica any more: ready to be marked removed."""
+    counts = cmap.replica_counts()
+    return [
+        s.store_id
+        for _, s in sorted(cmap.stores.items())
+        if s.state is StoreState.DECOMMISSIONING and counts[s.store_id] == 0
+    ]
+
+
+def apply_step(cmap: ClusterMap, step: Step) -> ClusterMap:
+    """The map after ``step`` succeeded (one version higher). Removing a group's leader leaves
+    its leader unknown (None) until the group reports its next one."""
+    p = cmap.placement(step.group)
+    voters, learners, leader = set(p.voters), set(p.learners), p.leader
+    if step.kind is StepKind.ADD:
+        learners.add(step.store)
+    elif step.kind is StepKind.PROMOTE:
+        learners.discard(step.store)
+        voters.add(step.store)
+    elif step.kind is StepKind.REMOVE:
+        voters.discard(step.store)
+        learners.discard(step.store)
+        leader = None if leader == step.store else leader
+    else:
+        leader = step.store
+    placement = GroupPlacement(step.group, tuple(sorted(voters)), tuple(sorted(learners)), leader)
+    return cmap.with_placement(placement)
+
+
+def with_leader(cmap: ClusterMap, group: int, leader: str | None) -> ClusterMap:
+    """The map with ``group``'s last seen leader set (one version higher)."""
+    return cmap.with_placement(replace(cmap.placement(group), leader=leader))
+
+
+def _tie(group: int, store: str) -> int:
+    return zlib.crc32(f"{group}/{store}".encode())
+
+
+class _Planner:
+    def __init__(self, cmap: ClusterMap, down: frozenset[str], max_moves: int | None) -> None:
+        self.cmap = cmap
+        self.eligible = set(eligible_stores(cmap, down))
+        self.alive = {  # may still act (hand leadership over): up or decommissioning, not down
+            s for s, st in cmap.stores.items() if st.state is not StoreState.REMOVED
+        } - down
+        self.rf = effective_replication(cmap, down)
+        counts = cmap.replica_counts()
+        self.counts = {s: counts[s] for s in self.eligible}
+        self.leads = cmap.leader_counts()
+        self.moving = {s for p in cmap.placements for s in p.learners}  # stores being filled
+        moves = sum(1 for p in cmap.placements if p.learners)
+        limit = len(self.eligible) if max_moves is None else max_moves
+        self.move_budget = max(0, limit - moves)
+        self.steps: list[Step] = []
+
+    def run(self) -> list[Step]:
+        if not self.eligible:
+            return []
+        for p in self.cmap.placements:
+            self._repair(p)
+        if not self.steps and all(self._healthy(p) for p in self.cmap.placements):
+            self._rebalance_replicas() or self._rebalance_leaders()
+        return self.steps
+
+    # --- one group: repair ---------------------------------------------------------------------
+
+    def _healthy(self, p: GroupPlacement) -> bool:
+        return (
+            not p.learners
+            and len(p.voters) == self.rf
+            and all(v in self.eligible for v in p.voters)
+        )
+
+    def _repair(self, p: GroupPlacement) -> None:
+        if p.learners:
+            learner = p.learners[0]
+            kind = StepKind.PROMOTE if learner in self.eligible else StepKind.REMOVE
+            self.steps.append(Step(p.group, kind, learner))
+            return
+        leaving = [v for v in p.voters if v not in self.eligible]
+        if len(p.voters) > self.rf:
+            self._shrink(p, leaving)
+        elif leaving or len(p.voters) < self.rf:
+            self._grow(p)
+
+    def _shrink(self, p: GroupPlacement, leaving: list[str]) -> None:
+        def weight(v: str) -> tuple[int, int, int]:
+            return (v in self.eligible, -self.counts.get(v, 0), _tie(p.group, v))
+
+        victim = min(p.voters, key=weight)
+        if victim == p.leader and victim in self.alive:
+            heirs = [v for v in p.voters if v != victim and v in self.eligible]
+            if heirs:
+                heir = min(heirs, key=lambda v: (self.leads[v], _tie(p.group, v)))
+                self.steps.append(Step(p.group, StepKind.TRANSFER, heir))
+                return
+        self.steps.append(Step(p.group, StepKind.REMOVE, victim))
+
+    def _grow(self, p: GroupPlacement) -> None:
+        if self.move_budget <= 0:
+            return
+        target = self._target(p, p.replicas)
+        if target is None:
+            return
+        self.move_budget -= 1
+        self.moving.add(target)
+        self.steps.append(Step(p.group, StepKind.ADD, target))
+
+    def _target(self, p: GroupPlacement, replicas: tuple[str, ...]) -> str | None:
+        """The emptiest eligible store not being filled whose host the group does not use."""
+        used = {self.cmap.stores[r].host for r in replicas}
+        candidates = [
+            s
+            for s in self.eligible
+            if s not in self.moving and self.cmap.stores[s].host not in used
+        ]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda s: (self.counts[s], _tie(p.group, s)))
+
+    # --- the whole map: balance ----------------------------------------------------------------
+
+    def _rebalance_replicas(self) -> bool:
+        """One replica from a fuller store to an emptier one (two or more apart) that can take
+        it; the promote and remove follow in later plans."""
+        if self.move_budget <= 0:
+            return False
+        stores = sorted(self.eligible, key=lambda s: (-self.counts[s], s))
+        for full in stores:
+            for empty in reversed(stores):
+                if self.counts[full] - self.counts[empty] < 2:
+                    break
+                for p in sorted(self.cmap.placements, key=lambda p: _tie(p.group, full)):
+                    if full not in p.voters or empty in p.replicas:
+                        continue
+                    if self.cmap.stores[empty].host in {
+                        self.cmap.stores[r].host for r in p.replicas
+                    }:
+                        continue
+                    self.steps.append(Step(p.group, StepKind.ADD, empty))
+                    return True
+        return False
+
+    def _rebalance_leaders(self) -> bool:
+        """Even out leaders along the shortest chain of transfers from a store leading two
+        or more groups more than some other store (each link hands one group to a voter on the
+        next store, so only the chain's two ends change their counts)."""
+        leads = {s: self.leads[s] for s in self.eligible}
+        by_leader: dict[str, list[GroupPlacement]] = {}
+        for p in self.cmap.placements:
+            if p.leader in self.eligible:
+                by_leader.setdefault(p.leader, []).append(p)
+        for source in sorted(leads, key=lambda s: (-leads[s], s)):
+            chain = self._chain(source, leads, by_leader)
+            if chain:
+                self.steps.extend(chain)
+                return True
+        return False
+
+    def _chain(
+        self, source: str, leads: dict[str, int], by_leader: dict[str, list[GroupPlacement]]
+    ) -> list[Step]:
+        via: dict[str, tuple[str, Step] | None] = {source: None}
+        queue = deque([source])
+        while queue:
+            here = queue.popleft()
+            for p in sorted(by_leader.get(here, []), key=lambda p: p.group):
+                for voter in p.voters:
+                    if voter in via or voter not in self.eligible:
+                        continue
+                    via[voter] = (here, Step(p.group, StepKind.TRANSFER, voter))
+                    if leads[voter] <= leads[source] - 2:
+                        return _unwind(via, voter)
+                    queue.append(voter)
+        return []
+
+
+def _unwind(via: dict[str, tuple[str, Step] | None], end: str) -> list[Step]:
+    steps: list[Step] = []
+    link = via[end]
+    while link is not None:
+        here, step = link
+        steps.append(step)
+        link = via[here]
+    return list(reversed(steps))
+
+
+__all__ = [
+    "Step",
+    "StepKind",
+    "apply_step",
+    "drained",
+    "effective_replication",
+    "eligible_stores",
+    "plan",
+    "with_leader",
+]
