@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from raftcache.resp import admin, introspect, keyspace, scan, strings
+from raftcache.resp import admin, cluster, introspect, keyspace, scan, strings
 from raftcache.resp.args import Parser, Spec
 
 _R: Final = ("readonly", "fast")
@@ -68,6 +68,7 @@ _ROWS: Final[tuple[_Row, ...]] = (
     ("CLIENT", -2, _S, _NOKEY, "connection", "This connection", introspect.parse_client),
     ("QUIT", -1, _CA, _NOKEY, "connection", "Close the connection", admin.parse_quit),
     ("RESET", 1, _CA, _NOKEY, "connection", "Reset the connection", admin.parse_reset),
+    ("CLUSTER", -2, _S, _NOKEY, "cluster", "Cluster state and slots", cluster.parse_cluster),
     ("READONLY", 1, _C, _NOKEY, "cluster", "Stale reads from here", admin.parse_readonly),
     ("READWRITE", 1, _C, _NOKEY, "cluster", "Linearizable reads", admin.parse_readwrite),
     ("MULTI", 1, _C, _NOKEY, "transactions", "Start a transaction", admin.parse_multi),
