@@ -35,7 +35,10 @@ def _as_map(value: Any) -> Any:
         if not dataclasses.is_dataclass(value) or isinstance(value, type):
             raise TypeError(f"cannot encode {cls.__name__} on the wire")
         names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(value))
-    return {name: getattr(value, name) for name in names}
+    fields = {name: getattr(value, name) for name in names}
+    if fields.get("group") == "":
+        del fields["group"]  # one group: the map every earlier release sent
+    return fields
 
 
 def encode(msg: Any) -> bytes:

@@ -8,12 +8,23 @@ fields added later always carry defaults so older positional call sites keep wor
 (``raftcache.network.codec``) is generic over these fields, so adding a field needs no codec change.
 Field types are restricted to what the codec knows: ``int``, ``str``, ``bool``, ``bytes``,
 ``str | None`` and ``list[LogEntry]``.
+
+Groups: every request ends with ``group``, the Raft group it belongs to on a store that hosts
+replicas of several (docs/sharding.md); "" is the one group of a node that hosts one. One
+connection between two stores carries every group's requests, and the receiving store's
+``GroupRouter`` (``raftcache.network.groups``) hands each to its group. Responses need no group:
+they travel back on their request's call. Older nodes skip the field (decoders ignore unknown
+keys) and send none (it defaults to "").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Final
+
+#: The longest Raft group id a request may carry.
+MAX_GROUP_ID_CHARS: Final = 64
 
 
 class EntryKind(IntEnum):
@@ -40,6 +51,7 @@ class RequestVoteRequest:
 
     ``leader_transfer`` marks a campaign started by TimeoutNow: voters then grant even though they
     heard from a leader recently (the check-quorum lease would otherwise refuse it).
+    ``group``: see the module docstring.
     """
 
     term: int
@@ -48,6 +60,7 @@ class RequestVoteRequest:
     last_log_term: int
     pre_vote: bool = False
     leader_transfer: bool = False
+    group: str = ""
 
 
 @dataclass(slots=True)
@@ -63,7 +76,7 @@ class AppendEntriesRequest:
 
     ``timeout_now`` rides on this message to carry the dissertation's TimeoutNow (§3.10): the
     receiver first processes the request as usual and, if its log then matches the leader's,
-    starts an election at once.
+    starts an election at once. ``group``: see the module docstring.
     """
 
     term: int
@@ -73,6 +86,7 @@ class AppendEntriesRequest:
     entries: list[LogEntry] = field(default_factory=list)
     leader_commit: int = 0
     timeout_now: bool = False
+    group: str = ""
 
 
 @dataclass(slots=True)
@@ -98,7 +112,8 @@ class InstallSnapshotRequest:
     """InstallSnapshot RPC (§7), sent in chunks: ``data`` is the slice at ``offset``.
 
     ``configuration`` is the encoded membership configuration as of ``last_included_index``
-    (the same encoding as a CONFIG entry's command), sent with every chunk.
+    (the same encoding as a CONFIG entry's command), sent with every chunk. ``group``: see the
+    module docstring.
     """
 
     term: int
@@ -109,6 +124,7 @@ class InstallSnapshotRequest:
     data: bytes
     done: bool
     configuration: bytes = b""
+    group: str = ""
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from raftcache.protocol.configuration import Configuration
 from raftcache.protocol.messages import (
+    MAX_GROUP_ID_CHARS,
     AppendEntriesRequest,
     EntryKind,
     InstallSnapshotRequest,
@@ -32,8 +33,21 @@ def _non_negative(**fields: int) -> None:
             raise InvalidMessageError(f"{name} must be >= 0, got {value}")
 
 
+def _check_group(group: str) -> None:
+    if len(group) > MAX_GROUP_ID_CHARS or not all(c in _GROUP_CHARS for c in group):
+        raise InvalidMessageError(
+            f"group must be at most {MAX_GROUP_ID_CHARS} characters of [A-Za-z0-9_.-], "
+            f"got {group[:80]!r}"
+        )
+
+
+_GROUP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
 def validate_request(req: RaftRequest) -> None:
     """Raise ``InvalidMessageError`` if ``req`` cannot come from a correct Raft peer."""
+    if req.group:
+        _check_group(req.group)
     if isinstance(req, AppendEntriesRequest):
         _validate_append(req)
     elif isinstance(req, RequestVoteRequest):

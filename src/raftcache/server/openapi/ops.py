@@ -7,6 +7,7 @@ leadership and membership), the Raft routes the tag ``raft``.
 
 from __future__ import annotations
 
+from raftcache.protocol.messages import MAX_GROUP_ID_CHARS
 from raftcache.server.openapi.schema import (
     BASE64,
     COMMON,
@@ -171,6 +172,11 @@ def simple(summary: str, schema: Schema) -> Schema:
 def _raft_messages() -> dict[str, Schema]:
     """The JSON schema of each Raft request, by route."""
     idx: Schema = {"type": "integer", "minimum": 0, "maximum": INT64_MAX}
+    group: Schema = {
+        "type": "string",
+        "maxLength": MAX_GROUP_ID_CHARS,
+        "pattern": "^[A-Za-z0-9_.-]*$",
+    }
     entry = closed_object(
         {"term": idx, "index": idx, "command": BASE64, "kind": idx}, ["term", "index", "command"]
     )
@@ -183,6 +189,7 @@ def _raft_messages() -> dict[str, Schema]:
                 "last_log_term": idx,
                 "pre_vote": {"type": "boolean"},
                 "leader_transfer": {"type": "boolean"},
+                "group": group,
             },
             ["term", "candidate_id", "last_log_index", "last_log_term"],
         ),
@@ -195,6 +202,7 @@ def _raft_messages() -> dict[str, Schema]:
                 "entries": {"type": "array", "items": entry},
                 "leader_commit": idx,
                 "timeout_now": {"type": "boolean"},
+                "group": group,
             },
             ["term", "leader_id", "prev_log_index", "prev_log_term"],
         ),
@@ -208,6 +216,7 @@ def _raft_messages() -> dict[str, Schema]:
                 "data": BASE64,
                 "done": {"type": "boolean"},
                 "configuration": BASE64,
+                "group": group,
             },
             [
                 "term",
