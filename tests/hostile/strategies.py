@@ -77,6 +77,8 @@ def client_paths(*acting: str) -> st.SearchStrategy[str]:
 
 
 CLIENT_PATHS = client_paths()
+# QUERY and HEADERS serve both fuzzers: the cluster's (test_fuzz_cluster) and the fake service's
+# (tests/server/test_fuzz.py), so a hostile value added here reaches both fronts.
 QUERY = st.dictionaries(
     st.sampled_from(["ttl", "consistency", "limit", "prefix", "after", "x"]),
     st.sampled_from(["1", "0", "-1", "nan", "1e999", "stale", "lease", "weird", "", "5000", "ÿ"]),
@@ -109,18 +111,33 @@ RAFT_HEADERS = st.dictionaries(
     ),
     max_size=3,
 )
-JSONISH = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(
-            st.sampled_from(["ops", "keys", "op", "key", "value", "ttl", "by", "id", "url", "to"]),
-            inner,
-            max_size=4,
-        )
-    ),
-    max_leaves=16,
-)
+
+
+def jsonish(integers: st.SearchStrategy[int] | None = None) -> st.SearchStrategy[Any]:
+    """Nested JSON-like values whose keys are the request-body field names.
+
+    ``integers`` replaces the default ±2**70 range: a fuzzer that encodes with orjson (which
+    refuses integers outside int64/uint64) passes the range it can send.
+    """
+    if integers is None:
+        integers = st.integers(-(2**70), 2**70)
+    return st.recursive(
+        st.none() | st.booleans() | integers | st.floats() | st.text(max_size=12),
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(
+                    ["ops", "keys", "op", "key", "value", "ttl", "by", "id", "url", "to"]
+                ),
+                inner,
+                max_size=4,
+            )
+        ),
+        max_leaves=16,
+    )
+
+
+JSONISH = jsonish()
 CLIENT_BODIES = st.one_of(
     st.binary(max_size=64),
     JSONISH.map(dumps),
