@@ -321,19 +321,33 @@ class LockstepNetwork:
         self.campaign(node_id)
         assert self[node_id].role is Role.LEADER, f"{node_id} did not win: {self[node_id].role}"
 
-    def tick_until_leader(self, ticks: int, check: Callable[[LockstepNetwork], None]) -> None:
-        """Let time pass until some node leads, ``ticks`` at most: each tick every node ticks,
-        every message is delivered and ``check`` (the safety checker) runs.
+    def run(
+        self,
+        ticks: int,
+        check: Callable[[LockstepNetwork], None] | None = None,
+        *,
+        until: Callable[[LockstepNetwork], bool] | None = None,
+        nodes: Sequence[str] | None = None,
+    ) -> None:
+        """Let time pass, ``ticks`` at most: each tick every node (or each of ``nodes``, in that
+        order) ticks, every message is delivered and ``check`` (the safety checker) runs. With
+        ``until``, it stops at the first tick after which ``until`` holds.
 
-        It asserts nothing about the outcome: whether one leader, or none, must come out of it
-        is the test's claim, and stays written in the test.
+        It asserts nothing about the outcome: what must come out of it is the test's claim, and
+        stays written in the test.
         """
         for _ in range(ticks):
-            self.tick_all()
+            for node_id in list(self.nodes) if nodes is None else nodes:
+                self.tick(node_id)
             self.stabilize()
-            check(self)
-            if self.leaders():
+            if check is not None:
+                check(self)
+            if until is not None and until(self):
                 return
+
+    def tick_until_leader(self, ticks: int, check: Callable[[LockstepNetwork], None]) -> None:
+        """``run`` until some node leads, ``ticks`` at most."""
+        self.run(ticks, check, until=lambda net: bool(net.leaders()))
 
 
 def to(node_id: str) -> Predicate:

@@ -25,14 +25,6 @@ from tests.raft.core.lockstep import (
 )
 
 
-def _run(net: LockstepNetwork, checker: SafetyChecker, ticks: int) -> None:
-    """Let time pass: every node ticks, and every message is delivered after each tick."""
-    for _ in range(ticks):
-        net.tick_all()
-        net.stabilize()
-        checker.check(net)
-
-
 def _change(net: LockstepNetwork, leader: str, conf: Configuration) -> int:
     index = net[leader].propose_config(conf)
     net.flush(leader)
@@ -59,7 +51,7 @@ def test_6_a_learner_receives_the_log_but_neither_votes_nor_counts() -> None:
     assert net["n4"].configuration == conf
     assert net.nodes["n4"].commands() == [b"before"]
     # It never campaigns...
-    _run(net, checker, 3 * ELECTION_TICKS_MAX)
+    net.run(3 * ELECTION_TICKS_MAX, checker.check)
     assert net.role("n4") is Role.FOLLOWER
     assert net["n4"].elections == 0
     # ...and the quorum is still two of the three voters: commits go on without it.
@@ -122,7 +114,7 @@ def test_6_removing_a_follower_shrinks_the_quorum() -> None:
     net.heal()
     # The removed node never hears of its removal; it times out, but cannot disrupt anyone.
     term = net["n1"].term
-    _run(net, checker, 5 * ELECTION_TICKS_MAX)
+    net.run(5 * ELECTION_TICKS_MAX, checker.check)
     assert net.leaders() == ["n1"]
     assert net["n1"].term == term
     assert net["n2"].term == term
@@ -147,7 +139,7 @@ def test_6_a_removed_leader_steps_down_once_the_removal_commits() -> None:
     assert net.role("n1") is Role.FOLLOWER
     checker.check(net)
     # The rest elect a leader among themselves; n1 never campaigns again.
-    _run(net, checker, 4 * ELECTION_TICKS_MAX)
+    net.run(4 * ELECTION_TICKS_MAX, checker.check)
     assert len(net.leaders()) == 1
     assert net.leaders()[0] in ("n2", "n3")
     assert net["n1"].elections == 1
@@ -161,12 +153,12 @@ def test_6_a_node_started_with_a_peer_list_naming_it_does_not_disrupt_before_it_
     net, checker = _cluster()
     term = net["n1"].term
     net.add_node("n4", Configuration.of(["n1", "n2", "n3", "n4"]))
-    _run(net, checker, 5 * ELECTION_TICKS_MAX)
+    net.run(5 * ELECTION_TICKS_MAX, checker.check)
     assert net.leaders() == ["n1"]
     assert net["n1"].term == term
     _change(net, "n1", net["n1"].configuration.with_learner("n4", None))
     _change(net, "n1", net["n1"].configuration.with_voter("n4", None))
-    _run(net, checker, 2 * ELECTION_TICKS_MAX)
+    net.run(2 * ELECTION_TICKS_MAX, checker.check)
     assert net.leaders() == ["n1"]
     assert net.nodes["n4"].commands() == [b"before"]
 
@@ -178,11 +170,9 @@ def test_6_pre_vote_a_partitioned_node_rejoining_does_not_raise_the_term(pre_vot
     net.elect("n1")
     term = net["n1"].term
     net.isolate("n3")
-    for _ in range(5 * ELECTION_TICKS_MAX):
-        net.tick_all()
-        net.stabilize()
+    net.run(5 * ELECTION_TICKS_MAX)
     net.heal()
-    _run(net, checker, 3 * ELECTION_TICKS_MAX)
+    net.run(3 * ELECTION_TICKS_MAX, checker.check)
     if pre_vote:
         assert net["n3"].term == term  # its pre-votes failed: it never raised its term
         assert net.leaders() == ["n1"]
@@ -199,7 +189,7 @@ def test_6_check_quorum_a_leader_with_a_majority_stays_in_office() -> None:
     net.elect("n1")
     net.isolate("n4")
     net.isolate("n5")
-    _run(net, checker, 10 * ELECTION_TICKS_MAX)
+    net.run(10 * ELECTION_TICKS_MAX, checker.check)
     assert net.leaders() == ["n1"]
     assert net["n1"].elections == 1
 

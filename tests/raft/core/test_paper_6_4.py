@@ -86,12 +86,11 @@ def _deposed_n1() -> tuple[LockstepNetwork, SafetyChecker]:
     checker = SafetyChecker()
     net.cut("n1", "n2")
     net.cut("n1", "n3")
-    for _ in range(2 * ELECTION_TICKS_MAX):
-        for node_id in ("n2", "n3"):
-            net.tick(node_id)
-        net.stabilize()
-        if net.role("n2") is Role.LEADER or net.role("n3") is Role.LEADER:
-            break
+    net.run(
+        2 * ELECTION_TICKS_MAX,
+        until=lambda net: Role.LEADER in (net.role("n2"), net.role("n3")),
+        nodes=("n2", "n3"),
+    )
     assert net.role("n1") is Role.LEADER
     assert len(net.leaders()) == 2
     checker.check(net)

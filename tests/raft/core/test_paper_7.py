@@ -170,13 +170,12 @@ def test_7_a_leader_change_in_the_middle_of_a_transfer(new_leader_compacted: boo
         net.deliver(env)
     assert net["n3"].log.snapshot_index == 0  # the transfer is not complete
     net.isolate("n1")  # the leader crashes mid-transfer
-    for _ in range(4 * ELECTION_TICKS_MAX):
-        net.tick("n2")
-        net.tick("n3")
-        net.stabilize()
-        checker.check(net)
-        if net.role("n2") is Role.LEADER:
-            break
+    net.run(
+        4 * ELECTION_TICKS_MAX,
+        checker.check,
+        until=lambda net: net.role("n2") is Role.LEADER,
+        nodes=("n2", "n3"),
+    )
     assert net.role("n2") is Role.LEADER
     net.propose("n2", b"under the new leader")
     net.tick("n2", HEARTBEAT_TICKS)
