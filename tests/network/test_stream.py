@@ -387,6 +387,22 @@ async def test_a_refused_peer_is_retried_only_after_the_back_off(make_node: Fact
     assert answer.vote_granted
 
 
+async def test_the_back_off_is_measured_on_the_networks_clock(make_node: Factory) -> None:
+    now = [0.0]
+    b = await make_node("b")
+    port = b.port
+    await b.stop()
+    a = await make_node("a", reconnect_min=3600.0, reconnect_max=3600.0, clock=lambda: now[0])
+    a.set_peer_address("b", f"http://127.0.0.1:{port}")
+    with pytest.raises(NetworkError):
+        await a.send_request_vote("b", VOTE)
+    await b.start()
+    with pytest.raises(NetworkError):
+        await a.send_request_vote("b", VOTE)  # an hour of the network's clock to go
+    now[0] += 3600.0  # the loop's clock has not moved: only the injected one says it is over
+    assert (await a.send_request_vote("b", VOTE)).vote_granted
+
+
 async def test_handlers_per_connection_are_bounded(make_node: Factory) -> None:
     running = 0
     most = 0

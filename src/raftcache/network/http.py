@@ -113,7 +113,7 @@ class HttpNetwork(NetworkInterface):
         wire_format: ``"json"`` (default) or ``"msgpack"`` (used with peers that read it).
         metrics: where calls are recorded (default: a new ``NetworkMetrics``, as ``.metrics``).
         clock: monotonic seconds for latencies and, in ``StreamNetwork``, the renegotiation
-            window (default: the running loop's time).
+            window and the reconnect back-off (default: the running loop's time).
         client: what sends the RPCs: ``"lean"`` (``lean_client``: the same HTTP/1.1 wire on
             pooled asyncio connections parsed by httptools, less CPU), ``"aiohttp"``, or
             ``"auto"`` (lean when httptools is installed, else aiohttp).

@@ -47,7 +47,7 @@ class StreamNetwork(HttpNetwork):
         renegotiate_after: seconds a peer that refused the stream is talked to over HTTP
             before the stream is tried again, on the network's ``clock`` like its latencies.
         reconnect_min, reconnect_max: back-off after failed connection attempts, in seconds
-            (calls fail at once meanwhile, with the attempt's error).
+            of the network's ``clock`` (calls fail at once meanwhile, with the attempt's error).
         max_in_flight: requests served at once per inbound connection before reading pauses.
         stream_heartbeat: seconds between pings of an inbound connection (a peer that does not
             answer within half of it is dropped).
@@ -203,6 +203,7 @@ class StreamNetwork(HttpNetwork):
             max_frame=self.client_max_size,
             reconnect_min=self.reconnect_min,
             reconnect_max=self.reconnect_max,
+            clock=self._clock,
         )
         self._links[target] = link
         return link

@@ -56,6 +56,7 @@ from raftcache.network.stream_wire import (
     too_large,
 )
 from raftcache.network.stream_writer import FrameWriter
+from raftcache.network.wrapper import Clock, loop_clock
 
 __all__ = ["StreamLink", "StreamUnsupported", "StreamUnsupportedError"]
 
@@ -81,6 +82,8 @@ class StreamLink:
         ssl: the client TLS setting of the session's requests.
         max_frame: the largest message this side reads (told to the peer).
         reconnect_min, reconnect_max: the back-off after failed connection attempts (s).
+        clock: monotonic seconds for the back-off, the network's clock (default: the running
+            loop's time). A call's own deadline is on the loop's clock: asyncio arms it.
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class StreamLink:
         max_frame: int,
         reconnect_min: float = 0.05,
         reconnect_max: float = 1.0,
+        clock: Clock = loop_clock,
     ) -> None:
         self.target = target
         self.url = URL(base.rstrip("/") + path)
@@ -104,6 +108,7 @@ class StreamLink:
         self.max_frame = max_frame
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
+        self._clock = clock
         self._ws: _WebSocket | None = None
         self._writer: FrameWriter | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -131,6 +136,7 @@ class StreamLink:
     ) -> tuple[Resp, int, int]:
         """Send ``req`` and return ``(response, bytes sent, bytes received)``."""
         loop = asyncio.get_running_loop()
+        # Loop time, not the injected clock: loop.call_at and asyncio.timeout_at arm it.
         deadline = loop.time() + timeout
         writer = self._writer if self._ws is not None else None
         if writer is None:
@@ -182,7 +188,7 @@ class StreamLink:
     async def _connect(self, deadline: float, timeout: float) -> FrameWriter:
         loop = asyncio.get_running_loop()
         if self._connecting is None:
-            if self._failure is not None and loop.time() < self._retry_at:
+            if self._failure is not None and self._clock() < self._retry_at:
                 raise NetworkError(str(self._failure), kind=self._failure.kind)
             self._connecting = loop.create_task(self._open(timeout))
             self._connecting.add_done_callback(self._connected)
@@ -207,7 +213,7 @@ class StreamLink:
         if isinstance(exc, NetworkError) and not exc.permanent:
             self._failure = exc
             self._backoff = min(max(self._backoff * 2, self.reconnect_min), self.reconnect_max)
-            self._retry_at = loop.time() + self._backoff
+            self._retry_at = self._clock() + self._backoff
             return
         if exc is not None:
             return
@@ -215,6 +221,7 @@ class StreamLink:
         self._failure, self._backoff = None, 0.0
         self.connects += 1
         self._ws = ws
+        # Loop time, as sent_at: both are measured against a deadline the loop's timer fires.
         self._last_received = loop.time()
         self._writer = FrameWriter(ws.send_bytes, self._peer_max, lambda _e: self.drop())
         self._reader = loop.create_task(self._read(ws))
