@@ -242,6 +242,8 @@ class DivergenceMonitor:
         return str(getattr(self._node.role, "value", self._node.role)) == "leader"
 
     async def _run(self) -> None:
+        # Loop time, not self._clock (the wall clock stamped into entries, which may step):
+        # the schedule bounds asyncio.wait_for, which waits on the loop's clock.
         loop = asyncio.get_running_loop()
         next_check = loop.time() + self.interval_s
         while True:
@@ -339,7 +341,7 @@ class DivergenceMonitor:
         if self.probe is None:
             return None
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.answer_wait_s
+        deadline = loop.time() + self.answer_wait_s  # loop time: asyncio.sleep waits on it
         while True:
             try:
                 report = await self.probe.digest(node_id, index)

@@ -91,7 +91,8 @@ class FormatGate:
         self._task: asyncio.Task[None] | None = None
         # The last refusal and when (loop time): requests arriving within ``refusal_ttl_s``
         # get it again without a probe round each (a node that is down makes a round take
-        # the probe's whole timeout, and requests would queue behind the lock for it).
+        # the probe's whole timeout, and requests would queue behind the lock for it). Loop
+        # time, not ``clock``: that is the wall clock stamped into entries, and it may step.
         self._refused: tuple[float, CommandVersionNotEnabledError] | None = None
 
     async def member_formats(self) -> dict[str, int | None]:

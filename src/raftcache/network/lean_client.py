@@ -55,6 +55,7 @@ class _Pool:
         return None
 
     def put(self, conn: LeanConnection) -> None:
+        # Loop time: the keep-alive sweep is a loop.call_at timer, armed on the loop's clock.
         conn.idle_since = self._loop.time()
         self.idle.append(conn)
         if self._sweep is None:

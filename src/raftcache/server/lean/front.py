@@ -129,6 +129,7 @@ class LeanFront:
             return json_error(500, f"internal error: {type(exc).__name__}")
 
     def now(self) -> float:
+        # Loop time, not the node's wall clock: the idle sweep sleeps on the loop's clock.
         return self._loop.time()
 
     async def _sweep(self) -> None:
