@@ -66,9 +66,13 @@ def processes_mentioning(text: str) -> list[int]:
 class ClusterProcess:
     """``raftcache cluster`` in a subprocess, with its output collected line by line."""
 
-    def __init__(self, data_dir: Path, nodes: int = 3) -> None:
+    def __init__(self, data_dir: Path, nodes: int = 3, resp: bool = False) -> None:
         self.data_dir = data_dir
         self.nodes = nodes
+        #: Ask for Redis listeners (``--resp-base-port``, ``--resp-cluster-base-port``).
+        self.with_resp = resp
+        #: The ``redis://`` URLs printed after each node's HTTP URL.
+        self.resp: dict[str, list[str]] = {}
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self.urls: dict[str, str] = {}
@@ -109,9 +113,12 @@ class ClusterProcess:
                     stream.close()
 
     def start(self) -> None:
-        base = free_base_port(self.nodes)
+        base = free_base_port(3 * self.nodes if self.with_resp else self.nodes)
         argv = [sys.executable, "-m", "raftcache", "cluster", "--nodes", str(self.nodes)]
         argv += ["--base-port", str(base), "--data-dir", str(self.data_dir)]
+        if self.with_resp:
+            argv += ["--resp-base-port", str(base + self.nodes)]
+            argv += ["--resp-cluster-base-port", str(base + 2 * self.nodes)]
         self.proc = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
@@ -134,9 +141,10 @@ class ClusterProcess:
 
     def _parse(self) -> None:
         for line in self.stdout:
-            match = re.fullmatch(r"(n\d+) (http://\S+)", line)
+            match = re.fullmatch(r"(n\d+) (http://\S+)((?: redis://\S+)*)", line)
             if match:
                 self.urls[match.group(1)] = match.group(2)
+                self.resp[match.group(1)] = match.group(3).split()
             elif line.startswith("leader "):
                 self.leader = line.split()[1]
         for line in self.stderr:

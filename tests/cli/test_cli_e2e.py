@@ -170,3 +170,32 @@ def test_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
 def test_client_reports_unavailable_cluster_cleanly(tmp_path: Path) -> None:
     with pytest.raises(RaftcacheError), raftcache.Client("http://127.0.0.1:9", timeout=0.5) as c:
         c.get("k")
+
+
+def test_cluster_with_redis_ports_prints_them_and_serves_redis_cluster(tmp_path: Path) -> None:
+    import redis
+    import redis.cluster
+
+    with ClusterProcess(tmp_path / "data", nodes=3, resp=True) as running:
+        assert sorted(running.resp) == ["n1", "n2", "n3"]
+        for node, urls in running.resp.items():
+            plain, clustered = (int(u.rsplit(":", 1)[1]) for u in urls)
+            assert urls[0].startswith("redis://127.0.0.1:"), (node, urls)
+            assert clustered == plain + 3  # consecutive ranges from each base port
+        port = int(running.resp["n1"][0].rsplit(":", 1)[1])
+        deadline = time.monotonic() + 60
+        while True:  # the topology learns the peers' ports within a poll or two
+            try:
+                rc = redis.cluster.RedisCluster(host="127.0.0.1", port=port, socket_timeout=10)
+                break
+            except redis.RedisError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        try:
+            assert rc.set("cli/e2e", "1")
+            assert rc.get("cli/e2e") == b"1"
+            leader_port = rc.get_node_from_key("cli/e2e").port  # type: ignore[no-untyped-call]
+            assert running.leader is not None
+            assert leader_port == int(running.resp[running.leader][1].rsplit(":", 1)[1])
+        finally:
+            rc.close()

@@ -96,6 +96,8 @@ class ProcessCluster:
     def __init__(self, root: Path, size: int = 3, extra_args: Sequence[str] = ()) -> None:
         self.root = root
         self.extra_args = list(extra_args)
+        #: Flags of one node only (its own ports, say), after ``extra_args``.
+        self.node_args: dict[str, list[str]] = {}
         ports = free_ports(size)
         self.nodes: dict[str, NodeProcess] = {}
         for i, port in enumerate(ports, start=1):
@@ -128,6 +130,7 @@ class ProcessCluster:
         argv = [sys.executable, "-m", "raftcache", "serve", "--id", node_id]
         argv += ["--listen", f"127.0.0.1:{node.port}", "--peers", self.peers]
         argv += ["--data-dir", str(node.data_dir), *self.extra_args]
+        argv += self.node_args.get(node_id, [])
         with node.log_path.open("ab") as log:
             node.proc = subprocess.Popen(
                 argv,

@@ -3,7 +3,8 @@ redis-py's own CRC16 over a real node, and bad calls get Redis's error texts."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -13,7 +14,10 @@ import redis.crc
 from redis.exceptions import ResponseError
 
 from raftcache.resp.args import Limits
+from raftcache.resp.calls import Call
+from raftcache.resp.cluster import CROSSSLOT, redirect
 from raftcache.resp.commands import arity_ok, lookup
+from raftcache.resp.topology import Advertised, Topology, cluster_node_id
 
 from .cluster import RespCluster
 
@@ -58,3 +62,105 @@ async def test_redis_py_reads_the_slot_from_any_node(follower: aioredis.Redis) -
     with pytest.raises(ResponseError, match="wrong number of arguments"):
         await follower.execute_command("CLUSTER", "KEYSLOT")  # type: ignore[no-untyped-call]
     assert await follower.ping()  # an error never closes the connection
+
+
+class FakeNode:
+    """The parts of a Raft node the topology reads."""
+
+    def __init__(self, node_id: str, leader: str | None, members: list[str]) -> None:
+        self.node_id, self.leader_id, self.members = node_id, leader, members
+        self.learners: list[str] = []
+        self.current_term, self.last_applied = 7, 42
+
+    def peer_url(self, node_id: str) -> str | None:
+        return f"http://{node_id}.test"
+
+
+class FakeServer:
+    def __init__(self, topology: Topology | None, cluster_mode: bool = False) -> None:
+        self.topology, self.cluster_mode = topology, cluster_mode
+
+
+class FakeClient:
+    def __init__(self, server: FakeServer, consistency: str = "linearizable") -> None:
+        self.server, self.consistency = server, consistency
+
+
+def _topology(me: str, leader: str | None) -> Topology:
+    statuses = {
+        "http://n2.test": {"resp": {"address": "h2:6002", "cluster_address": "h2:7002"}},
+        "http://n3.test": {"resp": {"address": "h3:6003", "cluster_address": ""}},
+    }
+
+    async def fetch(url: str) -> Mapping[str, Any] | None:
+        return statuses.get(url)
+
+    topology = Topology(FakeNode(me, leader, ["n1", "n2", "n3"]), Advertised(), fetch)
+    topology.set_own(Advertised("h1:6001", "h1:7001"))
+    asyncio.run(topology.refresh())
+    return topology
+
+
+def _view(topology: Topology | None, sub: bytes) -> Any:
+    spec = lookup(b"CLUSTER")
+    assert spec is not None
+    return spec.parse([sub], Limits()).run_server(FakeClient(FakeServer(topology)))
+
+
+def test_slots_name_the_leader_as_master_with_cluster_ports() -> None:
+    topology = _topology("n1", "n2")
+    n2, n1, n3 = (cluster_node_id(n).encode() for n in ("n2", "n1", "n3"))
+    assert _view(topology, b"SLOTS") == [
+        [0, 16383, [b"h2", 7002, n2], [b"h1", 7001, n1], [b"h3", 6003, n3]]
+    ]
+    nodes = str(_view(topology, b"NODES")).splitlines()
+    assert nodes[0].startswith(f"{n1.decode()} h1:7001@17001 myself,slave {n2.decode()} ")
+    assert nodes[1].endswith(" connected 0-16383")
+    assert " master - " in nodes[1]
+    assert "cluster_state:ok" in str(_view(topology, b"INFO"))
+    shards = _view(topology, b"SHARDS")
+    assert shards[0]["slots"] == [0, 16383]
+    assert [n["role"] for n in shards[0]["nodes"]] == ["replica", "master", "replica"]
+    assert _view(topology, b"MYID") == n1
+
+
+def test_without_a_leader_no_slot_is_served() -> None:
+    topology = _topology("n1", None)
+    assert _view(topology, b"SLOTS") == []
+    assert "cluster_state:fail" in str(_view(topology, b"INFO"))
+
+
+def test_a_node_without_advertised_ports_has_cluster_support_disabled() -> None:
+    assert "cluster support disabled" in str(_view(None, b"SLOTS"))
+    assert "wrong number of arguments for 'cluster|slots'" in str(
+        _call(b"CLUSTER", b"SLOTS", b"x").run_server(FakeClient(FakeServer(None)))
+    )
+
+
+def _call(*words: bytes) -> Call:
+    spec = lookup(words[0])
+    assert spec is not None
+    return spec.parse(list(words[1:]), Limits())
+
+
+def test_redirects_on_a_cluster_port() -> None:
+    follower = FakeServer(_topology("n1", "n2"), cluster_mode=True)
+    moved = redirect(FakeClient(follower), _call(b"GET", b"somekey"))  # type: ignore[arg-type]
+    assert moved is not None
+    assert moved.line == "MOVED 11058 h2:7002"
+    crossed = redirect(FakeClient(follower), _call(b"MGET", b"a", b"b"))  # type: ignore[arg-type]
+    assert crossed is CROSSSLOT
+    tagged = _call(b"MGET", b"{u}a", b"{u}b")
+    assert redirect(FakeClient(follower), tagged).line.startswith("MOVED ")  # type: ignore[arg-type,union-attr]
+    readonly = FakeClient(follower, consistency="stale")
+    assert redirect(readonly, _call(b"GET", b"k")) is None  # type: ignore[arg-type]
+    assert redirect(readonly, _call(b"SET", b"k", b"v")) is not None  # type: ignore[arg-type]
+    assert redirect(FakeClient(follower), _call(b"DBSIZE")) is None  # type: ignore[arg-type]
+    leader = FakeServer(_topology("n2", "n2"), cluster_mode=True)
+    assert redirect(FakeClient(leader), _call(b"SET", b"k", b"v")) is None  # type: ignore[arg-type]
+    to_n3 = FakeServer(_topology("n1", "n3"), cluster_mode=True)
+    assert redirect(FakeClient(to_n3), _call(b"GET", b"k")).line.endswith(" h3:6003")  # type: ignore[arg-type,union-attr]
+    unknown = FakeServer(_topology("n1", "n9"), cluster_mode=True)  # leader not heard from
+    assert redirect(FakeClient(unknown), _call(b"GET", b"k")) is None  # type: ignore[arg-type]
+    plain = FakeServer(_topology("n1", "n2"))
+    assert redirect(FakeClient(plain), _call(b"MGET", b"a", b"b")) is None  # type: ignore[arg-type]

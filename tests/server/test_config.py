@@ -103,6 +103,9 @@ def test_everything_from_env(tmp_path: Path) -> None:
         (["--tls-cert", "c.pem"], "together"),
         (["--tls-ca", "ca.pem"], "--tls-ca"),
         (["--shutdown-timeout", "inf"], "--shutdown-timeout"),
+        (["--resp-port", "7001", "--resp-cluster-port", "7001"], "must differ"),
+        (["--resp-cluster-port", "70000"], "--resp-cluster-port"),
+        (["--advertise-host", ""], "--advertise-host"),
     ],
 )
 def test_invalid_options(tmp_path: Path, extra: list[str], message: str) -> None:
@@ -173,3 +176,19 @@ def test_http_front_and_loop_options(tmp_path: Path) -> None:
         parse([*base_flags(tmp_path), "--http-front", "fast"])
     with pytest.raises(ConfigError, match="--loop"):
         parse([*base_flags(tmp_path), "--loop", "trio"])
+
+
+def test_a_resp_port_cannot_be_the_http_port(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="both --listen's and a RESP port"):
+        parse([*base_flags(tmp_path), "--resp-cluster-port", "8001"])
+
+
+def test_the_advertised_host_for_redis_clients(tmp_path: Path) -> None:
+    from raftcache.process.serve import advertise_host
+
+    assert advertise_host(parse(base_flags(tmp_path))) == "127.0.0.1"
+    wildcard = [*base_flags(tmp_path), "--listen", "0.0.0.0:8001"]
+    wildcard += ["--peers", "n1=http://cache-1.lan:8001,n2=http://cache-2.lan:8001"]
+    assert advertise_host(parse(wildcard)) == "cache-1.lan"  # its own --peers entry
+    chosen = [*wildcard, "--advertise-host", "cache-1.internal"]
+    assert advertise_host(parse(chosen)) == "cache-1.internal"

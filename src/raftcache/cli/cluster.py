@@ -1,7 +1,9 @@
 """``raftcache cluster``: run a local N-node cluster in child processes until Ctrl-C.
 
 Rule: stdout carries only the facts a script needs, one per line — ``n1 http://127.0.0.1:8001``
-for each node as soon as it is spawned, then ``leader n2 http://127.0.0.1:8002`` once elected;
+for each node as soon as it is spawned (followed by the ``redis://`` URLs of its Redis listeners
+when ``--resp-base-port`` or ``--resp-cluster-base-port`` is given), then
+``leader n2 http://127.0.0.1:8002`` once elected;
 progress and diagnostics go to stderr. Whatever happens (Ctrl-C, SIGTERM, SIGHUP, a node failing
 to start, an exception), every child is stopped before the command returns (``supervisor``).
 """
@@ -47,6 +49,18 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--nodes", type=positive_int, default=3, help="number of nodes (default 3)")
     p.add_argument("--base-port", type=_port, default=8001, help="port of n1 (default 8001)")
+    p.add_argument(
+        "--resp-base-port",
+        type=_port,
+        default=None,
+        help="serve the Redis protocol too, n1 on this port, n2 on the next... (default: off)",
+    )
+    p.add_argument(
+        "--resp-cluster-base-port",
+        type=_port,
+        default=None,
+        help="serve the Redis Cluster protocol (MOVED to the leader) from this port on",
+    )
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--data-dir", default="./data", help="parent of the nodes' data directories")
     p.add_argument(
@@ -66,19 +80,35 @@ def add_parser(subparsers: Any) -> None:
 def cmd_cluster(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("raftcache.process.cli") is None:
         return fail("cluster", "the node server (raftcache serve) is not available", EXIT_USAGE)
-    specs = plan_nodes(args.nodes, args.host, args.base_port, Path(args.data_dir))
-    if args.base_port + args.nodes - 1 > 65535:
-        return fail("cluster", "ports beyond 65535: lower --base-port or --nodes", EXIT_USAGE)
-    busy = [s.port for s in specs if port_in_use(s.host, s.port)]
+    specs = plan_nodes(
+        args.nodes,
+        args.host,
+        args.base_port,
+        Path(args.data_dir),
+        resp_base_port=args.resp_base_port,
+        resp_cluster_base_port=args.resp_cluster_base_port,
+    )
+    bases = [args.base_port, args.resp_base_port, args.resp_cluster_base_port]
+    if any(b is not None and b + args.nodes - 1 > 65535 for b in bases):
+        return fail("cluster", "ports beyond 65535: lower the base ports or --nodes", EXIT_USAGE)
+    ports = [p for s in specs for p in (s.port, s.resp_port, s.resp_cluster_port) if p]
+    if len(set(ports)) != len(ports):
+        return fail("cluster", "the HTTP and RESP port ranges overlap", EXIT_USAGE)
+    busy = [p for p in ports if port_in_use(args.host, p)]
     if busy:
-        ports = ", ".join(map(str, busy))
-        return fail("cluster", f"port {ports} already in use (another cluster?)", EXIT_USAGE)
+        listed = ", ".join(map(str, busy))
+        return fail("cluster", f"port {listed} already in use (another cluster?)", EXIT_USAGE)
     supervisor = Supervisor(specs, extra_args=args.serve_args)
     with stop_on_signals() as stop:
         try:
             supervisor.start()
             for spec in specs:
-                print(f"{spec.node_id} {spec.url}", flush=True)
+                resp = [
+                    f"redis://{spec.host}:{p}"
+                    for p in (spec.resp_port, spec.resp_cluster_port)
+                    if p
+                ]
+                print(" ".join([spec.node_id, spec.url, *resp]), flush=True)
                 pid = supervisor.procs[spec.node_id].pid
                 _note(f"started {spec.node_id} (pid {pid}), log {spec.log_path}")
             return _run(specs, supervisor, stop, args.leader_timeout)

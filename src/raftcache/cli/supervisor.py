@@ -33,16 +33,47 @@ class NodeSpec:
     port: int
     data_dir: Path
     log_path: Path
+    resp_port: int | None = None
+    resp_cluster_port: int | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def resp_flags(self) -> list[str]:
+        """The ``serve`` flags of its Redis listeners."""
+        flags = [] if self.resp_port is None else ["--resp-port", str(self.resp_port)]
+        if self.resp_cluster_port is not None:
+            flags += ["--resp-cluster-port", str(self.resp_cluster_port)]
+        return flags
 
-def plan_nodes(count: int, host: str, base_port: int, data_dir: Path) -> list[NodeSpec]:
-    """Nodes n1..nN on consecutive ports, each with ``DATA/nI`` and a log ``DATA/nI.log``."""
+
+def plan_nodes(
+    count: int,
+    host: str,
+    base_port: int,
+    data_dir: Path,
+    *,
+    resp_base_port: int | None = None,
+    resp_cluster_base_port: int | None = None,
+) -> list[NodeSpec]:
+    """Nodes n1..nN on consecutive ports, each with ``DATA/nI`` and a log ``DATA/nI.log``;
+    Redis listeners on consecutive ports from each base given."""
+
+    def nth(base: int | None, i: int) -> int | None:
+        return None if base is None else base + i - 1
+
     return [
-        NodeSpec(f"n{i}", host, base_port + i - 1, data_dir / f"n{i}", data_dir / f"n{i}.log")
+        NodeSpec(
+            f"n{i}",
+            host,
+            base_port + i - 1,
+            data_dir / f"n{i}",
+            data_dir / f"n{i}.log",
+            nth(resp_base_port, i),
+            nth(resp_cluster_base_port, i),
+        )
         for i in range(1, count + 1)
     ]
 
@@ -65,6 +96,7 @@ def serve_command(
         peer_list,
         "--data-dir",
         str(spec.data_dir),
+        *spec.resp_flags,
         *extra,
     ]
 

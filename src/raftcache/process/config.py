@@ -44,6 +44,8 @@ class ServeOptions:
     client_token: str | None = field(default=None, repr=False)
     client_token_ro: str | None = field(default=None, repr=False)
     resp_port: int | None = None
+    resp_cluster_port: int | None = None
+    advertise_host: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
@@ -202,6 +204,22 @@ OPTIONS: tuple[Option, ...] = (
     Option("client_token", _non_empty, None, "bearer token of the client API (read-write)", "T"),
     Option("client_token_ro", _non_empty, None, "read-only bearer token of the client API", "T"),
     Option("resp_port", _port, None, "serve the Redis protocol (RESP2/3) on this port", "P"),
+    Option(
+        "resp_cluster_port",
+        _port,
+        None,
+        "serve the Redis Cluster protocol on this port: MOVED to the leader (redis-py "
+        "RedisCluster, redis-cli -c)",
+        "P",
+    ),
+    Option(
+        "advertise_host",
+        _non_empty,
+        None,
+        "host clients are told to use in CLUSTER SLOTS and MOVED (default: the listen host, "
+        "or this node's host in --peers when listening on all interfaces)",
+        "HOST",
+    ),
     Option("tls_cert", Path, None, "TLS certificate (PEM)", "FILE"),
     Option("tls_key", Path, None, "TLS private key (PEM)", "FILE"),
     Option("tls_ca", Path, None, "CA for peer certificates: enables mutual TLS", "FILE"),
@@ -428,5 +446,10 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> ServeOptions:
         raise ConfigError("--tls-cert and --tls-key must be given together")
     if values["tls_ca"] is not None and values["tls_cert"] is None:
         raise ConfigError("--tls-ca needs --tls-cert and --tls-key")
+    ports = [values["resp_port"], values["resp_cluster_port"]]
+    if None not in ports and ports[0] == ports[1] != 0:
+        raise ConfigError("--resp-port and --resp-cluster-port must differ")
     host, port = values.pop("listen")
+    if port != 0 and port in ports:
+        raise ConfigError(f"port {port} is both --listen's and a RESP port")
     return ServeOptions(host=host, port=port, sources=sources, **values)

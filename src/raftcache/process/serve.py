@@ -23,11 +23,13 @@ import contextlib
 import logging
 import random
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -414,7 +416,11 @@ async def serve_node(
         extra={"id": options.id, "listen": options.listen, "data_dir": str(options.data_dir)},
     )
     await server.start()
-    resp = await _start_resp(server, options)
+    try:
+        resps = await _start_resp(server, options)
+    except BaseException:
+        await server.stop()
+        raise
     if on_serving is not None:
         on_serving()
     failed = asyncio.create_task(server.node.wait_failed())
@@ -425,7 +431,7 @@ async def serve_node(
         for task in (failed, stopped):
             if not task.done():
                 task.cancel()
-        if resp is not None:
+        for resp in resps:
             await resp.stop()
         await server.stop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -436,27 +442,72 @@ async def serve_node(
         raise RuntimeError(f"raft node failed: {failed.result()!r}")
 
 
-async def _start_resp(server: NodeServer, options: ServeOptions) -> Any:
-    """Start the Redis protocol listener when ``--resp-port`` is given."""
-    if options.resp_port is None:
-        return None
+async def _start_resp(server: NodeServer, options: ServeOptions) -> list[Any]:
+    """Start the Redis protocol listeners: ``--resp-port`` (commands run here or forwarded
+    to the leader) and ``--resp-cluster-port`` (Redis Cluster: MOVED to the leader). Both
+    answer CLUSTER SLOTS with every member's endpoints, which ``/v1/status`` advertises."""
+    wanted = [
+        (p, cluster)
+        for p, cluster in ((options.resp_port, False), (options.resp_cluster_port, True))
+        if p is not None
+    ]
+    if not wanted:
+        return []
     from raftcache.resp import start_resp_server
     from raftcache.resp.args import Limits as RespLimits
+    from raftcache.resp.topology import Advertised
 
-    return await start_resp_server(
-        server.service,
-        server.node,
-        options.host,
-        options.resp_port,
-        clock=time.time,
-        client_token=options.client_token,
-        client_token_ro=options.client_token_ro,
-        limits=RespLimits(max_value_bytes=options.max_value_bytes),
-        leader_wait_s=options.leader_wait_s,
-        peer_urls=peer_routes(options),
-        ssl_context=_server_tls(options),
-        client_ssl_context=server_settings(options).client_ssl_context,
-    )
+    started = []
+    try:
+        for port, cluster in wanted:
+            started.append(
+                await start_resp_server(
+                    server.service,
+                    server.node,
+                    options.host,
+                    port,
+                    clock=time.time,
+                    client_token=options.client_token,
+                    client_token_ro=options.client_token_ro,
+                    limits=RespLimits(max_value_bytes=options.max_value_bytes),
+                    leader_wait_s=options.leader_wait_s,
+                    peer_urls=peer_routes(options),
+                    ssl_context=_server_tls(options),
+                    client_ssl_context=server_settings(options).client_ssl_context,
+                    advertise=Advertised(),  # the real one once every port is bound
+                    cluster_mode=cluster,
+                )
+            )
+    except BaseException:
+        for resp in started:
+            await resp.stop()
+        raise
+    host = advertise_host(options)
+    ports = dict(zip([cluster for _, cluster in wanted], [r.port for r in started], strict=True))
+    own = Advertised(_endpoint(host, ports.get(False)), _endpoint(host, ports.get(True)))
+    for resp in started:
+        topology = resp.state.topology
+        assert topology is not None  # every listener was given ``advertise``
+        topology.set_own(own)
+    server.app[CONTEXT].resp_endpoints = own.to_json()
+    return started
+
+
+def advertise_host(options: ServeOptions) -> str:
+    """The host clients are told to use: ``--advertise-host``, else the listen host, else (on
+    a wildcard listen address) this node's host in ``--peers``, else the machine's name."""
+    if options.advertise_host:
+        return options.advertise_host
+    if options.host not in ("", "0.0.0.0", "::"):
+        return options.host
+    own = urlsplit(peer_routes(options).get(options.id, "")).hostname
+    return own or socket.gethostname()
+
+
+def _endpoint(host: str, port: int | None) -> str:
+    if port is None:
+        return ""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:

@@ -272,12 +272,15 @@ class RaftNode:
 
     def leader_address(self) -> str | None:
         leader = self.leader_id
-        if leader is None:
-            return None
+        return None if leader is None else self.peer_url(leader)
+
+    def peer_url(self, node_id: str) -> str | None:
+        """A member's HTTP address: its override, its configuration entry, or the static
+        peers map, in that order (None when none names it)."""
         return (
-            self._address_overrides.get(leader)
-            or self.configuration.address_of(leader)
-            or self._peer_addresses.get(leader)
+            self._address_overrides.get(node_id)
+            or self.configuration.address_of(node_id)
+            or self._peer_addresses.get(node_id)
         )
 
     def _check_running(self) -> RaftCore:

@@ -1,35 +1,92 @@
-"""CLUSTER: the Redis Cluster commands a store answers.
+"""CLUSTER and the Redis Cluster redirects: what a cluster-aware client needs to route keys.
 
 Rule: a key's slot is ``raftcache.slots.key_slot`` of its raw bytes — the same function the
 stores route by and the Python clients compute — so ``CLUSTER KEYSLOT`` tells a client exactly
-where a key lives. The topology subcommands (SLOTS, SHARDS, NODES, INFO) come with the sharded
-store (docs/sharding.md, step 4); until then they are unknown subcommands, as Redis answers.
+where a key lives. The topology (``raftcache.resp.topology``) says who serves each slot: in a
+cluster of one Raft group, every slot is served by the group's leader. ``CLUSTER SLOTS``,
+``SHARDS`` and ``NODES`` advertise each member's cluster-mode RESP port (its plain port when it
+has none); on a cluster-mode port (``--resp-cluster-port``) a keyed command this node must not
+run is answered as Redis Cluster answers it (``redirect``): ``CROSSSLOT`` when its keys span
+slots, ``MOVED <slot> <leader>`` on a follower, except reads on a ``READONLY`` connection,
+which the follower serves itself at the ``stale`` level, as READONLY means on the plain port.
+When the leader or its address is not known yet, the command runs as on the plain port
+(forwarded), so a redirect never makes the cluster less available. Slots never move between
+groups, so ``ASK`` is never sent (docs/sharding.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from raftcache.resp import args
 from raftcache.resp.args import Limits
 from raftcache.resp.calls import Call, Reply
 from raftcache.resp.errors import wrong_args
-from raftcache.resp.protocol import RespError
+from raftcache.resp.protocol import RespError, Verbatim
 from raftcache.resp.state import ClientState
-from raftcache.slots import key_slot
+from raftcache.resp.topology import Advertised, Topology, cluster_node_id, split_address
+from raftcache.slots import SLOTS, key_slot
+
+CROSSSLOT: Final = RespError("CROSSSLOT Keys in request don't hash to the same slot")
+DISABLED: Final = RespError("ERR This instance has cluster support disabled")
+_LAST_SLOT: Final = SLOTS - 1
 
 _HELP: Final = (
     "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "INFO",
+    "    Return information about the cluster.",
     "KEYSLOT <key>",
     "    Return the hash slot for <key>.",
+    "MYID",
+    "    Return the node id.",
+    "NODES",
+    "    Return cluster configuration seen by node. Output format:",
+    "    <id> <ip:port@bus-port> <flags> <master> <pings> <pongs> <epoch> <link> <slot> ...",
+    "SHARDS",
+    "    Return information about slot range mappings and the nodes they belong to.",
+    "SLOTS",
+    "    Return information about slots range mappings. Each range is made of:",
+    "    start, end, master and replicas IP addresses, ports and ids",
     "HELP",
     "    Print this help.",
 )
 
 
+def redirect(client: ClientState, call: Call) -> RespError | None:
+    """On a cluster-mode port: the error that answers ``call`` instead of running it here,
+    or None to run it (see the module docstring)."""
+    server = client.server
+    topology: Topology | None = server.topology
+    if not server.cluster_mode or topology is None or not call.keys:
+        return None
+    slot = _one_slot(call.keys)
+    if slot is None:
+        return CROSSSLOT
+    leader = topology.leader()
+    if leader is None or leader == topology.node.node_id:
+        return None
+    if not call.writes and client.consistency == "stale":
+        return None  # READONLY: this replica answers reads
+    advertised = topology.advertised(leader)
+    if advertised is None or not advertised.best:
+        return None
+    return RespError(f"MOVED {slot} {advertised.best}")
+
+
+def same_slot(calls: Sequence[Call]) -> bool:
+    """Whether every key of ``calls`` (a transaction's queue) hashes to one slot."""
+    slots = {key_slot(key) for call in calls for key in call.keys}
+    return len(slots) <= 1
+
+
+def _one_slot(keys: Sequence[str]) -> int | None:
+    first = key_slot(keys[0])
+    return first if all(key_slot(k) == first for k in keys[1:]) else None
+
+
 class Cluster(Call):
-    """CLUSTER KEYSLOT key | HELP."""
+    """CLUSTER KEYSLOT key | SLOTS | SHARDS | NODES | INFO | MYID | HELP."""
 
     def __init__(self, sub: str, argv: Sequence[bytes]) -> None:
         self.sub, self.argv = sub, argv
@@ -40,7 +97,112 @@ class Cluster(Call):
             return key_slot(argv[0]) if len(argv) == 1 else wrong_args("cluster|keyslot")
         if sub == "HELP":
             return [line.encode() for line in _HELP] if not argv else wrong_args("cluster|help")
-        return RespError(f"ERR unknown subcommand '{sub}'. Try CLUSTER HELP.")
+        if sub not in _VIEWS:
+            return RespError(f"ERR unknown subcommand '{sub}'. Try CLUSTER HELP.")
+        if argv:
+            return wrong_args(f"cluster|{sub.lower()}")
+        topology: Topology | None = ctx.server.topology
+        if topology is None:
+            return DISABLED
+        return _VIEWS[sub](_View(topology))
+
+
+class _View:
+    """The members as a cluster client sees them: the leader is the one master."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+        self.me = topology.node.node_id
+        self.leader = topology.leader()
+        self.term = topology.node.current_term
+        self.members: list[tuple[str, Advertised]] = []
+        for member in topology.members():
+            advertised = topology.advertised(member)
+            if advertised is not None and advertised.best:
+                self.members.append((member, advertised))
+
+    @property
+    def master(self) -> tuple[str, Advertised] | None:
+        return next(((m, a) for m, a in self.members if m == self.leader), None)
+
+    @property
+    def replicas(self) -> list[tuple[str, Advertised]]:
+        return [(m, a) for m, a in self.members if m != self.leader]
+
+
+def _slots(view: _View) -> Reply:
+    master = view.master
+    if master is None:
+        return []  # no leader known: no slot is served right now
+    entry: list[Any] = [0, _LAST_SLOT]
+    for member, advertised in [master, *view.replicas]:
+        host, port = split_address(advertised.best)
+        entry.append([host.encode(), port, cluster_node_id(member).encode()])
+    return [entry]
+
+
+def _shards(view: _View) -> Reply:
+    nodes = []
+    for member, advertised in view.members:
+        host, port = split_address(advertised.best)
+        nodes.append(
+            {
+                "id": cluster_node_id(member),
+                "port": port,
+                "ip": host,
+                "endpoint": host,
+                "role": "master" if member == view.leader else "replica",
+                "replication-offset": view.topology.node.last_applied if member == view.me else 0,
+                "health": "online",
+            }
+        )
+    slots = [0, _LAST_SLOT] if view.master is not None else []
+    return [{"slots": slots, "nodes": nodes}]
+
+
+def _nodes(view: _View) -> Reply:
+    master = view.master
+    master_id = cluster_node_id(master[0]) if master is not None else "-"
+    lines = []
+    for member, advertised in view.members:
+        host, port = split_address(advertised.best)
+        leads = member == view.leader
+        flags = ("myself," if member == view.me else "") + ("master" if leads else "slave")
+        line = (
+            f"{cluster_node_id(member)} {host}:{port}@{port + 10000} {flags} "
+            f"{'-' if leads else master_id} 0 0 {view.term} connected"
+        )
+        lines.append(line + (f" 0-{_LAST_SLOT}" if leads else ""))
+    return Verbatim("".join(line + "\n" for line in lines))
+
+
+def _info(view: _View) -> Reply:
+    ok = view.master is not None
+    fields = {
+        "cluster_state": "ok" if ok else "fail",
+        "cluster_slots_assigned": SLOTS if ok else 0,
+        "cluster_slots_ok": SLOTS if ok else 0,
+        "cluster_slots_pfail": 0,
+        "cluster_slots_fail": 0,
+        "cluster_known_nodes": len(view.topology.members()),
+        "cluster_size": 1 if ok else 0,
+        "cluster_current_epoch": view.term,
+        "cluster_my_epoch": view.term,
+    }
+    return Verbatim("".join(f"{k}:{v}\r\n" for k, v in fields.items()))
+
+
+def _myid(view: _View) -> Reply:
+    return cluster_node_id(view.me).encode()
+
+
+_VIEWS: Final = {
+    "SLOTS": _slots,
+    "SHARDS": _shards,
+    "NODES": _nodes,
+    "INFO": _info,
+    "MYID": _myid,
+}
 
 
 def parse_cluster(argv: Sequence[bytes], limits: Limits) -> Call:

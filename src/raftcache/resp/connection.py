@@ -29,6 +29,7 @@ from typing import Final
 from raftcache.cache.errors import CacheError
 from raftcache.resp.admin import Discard, Exec, Multi
 from raftcache.resp.calls import Call, Mode, Reply, View
+from raftcache.resp.cluster import CROSSSLOT, redirect, same_slot
 from raftcache.resp.commands import NO_AUTH, arity_ok, lookup
 from raftcache.resp.errors import (
     NOAUTH,
@@ -121,9 +122,10 @@ class Executor:
         if client.read_only and "write" in spec.flags:
             return no_permission(spec.name)
         try:
-            return self._adapt(spec.parse(argv[1:], server.limits))
+            call = self._adapt(spec.parse(argv[1:], server.limits))
         except RespError as exc:
             return exc
+        return redirect(client, call) or call
 
     def _adapt(self, call: Call) -> Call:
         """Run ``call`` in its fallback mode while the cluster has not enabled the command
@@ -149,6 +151,12 @@ class Executor:
             call = self._adapt(spec.parse(argv[1:], client.server.limits))
         except RespError as exc:
             call = _Failed(exc)
+        moved = redirect(client, call)
+        if moved is None and client.server.cluster_mode and not same_slot([*client.queue, call]):
+            moved = CROSSSLOT  # a transaction is one slot's, as in Redis Cluster
+        if moved is not None:
+            client.multi_failed = True
+            return moved
         if spec.name in _NOT_QUEUED:
             return call
         if not call.in_multi:

@@ -19,6 +19,7 @@ from raftcache.resp.backend import NodePort, Router, ServicePort
 from raftcache.resp.calls import Call
 from raftcache.resp.coalesce import ReadGroups, WriteGroups
 from raftcache.resp.protocol import RespError
+from raftcache.resp.topology import Topology
 
 MAX_CURSORS: Final = 65_536
 
@@ -70,6 +71,10 @@ class ServerState:
     read_consistency: str
     started_at: float  # loop time when the server started (for INFO uptime)
     commands: dict[str, Any] = field(default_factory=dict)  # name → Spec (see commands.py)
+    #: Who serves the slots (None: CLUSTER SLOTS and friends answer "cluster support
+    #: disabled"); ``cluster_mode``: redirect keyed commands (``raftcache.resp.cluster``).
+    topology: Topology | None = None
+    cluster_mode: bool = False
     cursors: CursorTable = field(default_factory=CursorTable)
     clients: dict[int, ClientState] = field(default_factory=dict)
     client_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))

@@ -65,6 +65,9 @@ class ServerContext:
     forwarder: Forwarder
     metrics: ServerMetrics
     admission: Admission
+    #: This node's RESP endpoints as clients should reach them (``/v1/status``'s ``resp``;
+    #: ``address`` and ``cluster_address``, ``host:port``), set once the listeners are bound.
+    resp_endpoints: dict[str, str] = field(default_factory=dict)
 
 
 CONTEXT = web.AppKey("raftcache.server.context", ServerContext)

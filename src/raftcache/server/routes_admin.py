@@ -74,6 +74,8 @@ async def get_status(request: web.Request) -> web.Response:
     divergence_info = getattr(ctx.service, "divergence_info", None)
     if divergence_info is not None:  # alarms, divergence (docs/divergence.md)
         status.update(divergence_info())
+    if ctx.resp_endpoints:  # where Redis clients reach this node (CLUSTER SLOTS, MOVED)
+        status["resp"] = dict(ctx.resp_endpoints)
     return json_response(status)
 
 
