@@ -41,7 +41,7 @@ async def test_backup_then_restore_brings_back_exactly_the_saved_state_everywher
             c.machines[leader],
             c.clock,
             chunk_bytes=100,
-            ensure_format=svc.ensure_format,
+            ensure_command_version=svc.ensure_command_version,
         )
         _, result = await small.restore(file_of(info, snapshot))
         assert result.keys == 41

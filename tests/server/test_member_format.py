@@ -91,8 +91,8 @@ async def test_a_node_too_old_for_the_cluster_format_is_refused(tmp_path: Path) 
 
 
 class _Machine:
-    command_format = 2
-    max_format = 2
+    command_version = 2
+    max_command_version = 2
 
 
 def test_admit_refuses_only_a_node_known_to_be_behind() -> None:

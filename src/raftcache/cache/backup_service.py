@@ -70,12 +70,12 @@ class Backups:
         clock: Callable[[], float],
         *,
         chunk_bytes: int = CHUNK_BYTES,
-        ensure_format: Callable[[int], Awaitable[None]] | None = None,
+        ensure_command_version: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self._node = node
         # The restore commands are of command version 2 (raftcache.cache.formats): the cluster
         # must run it before the first one is proposed.
-        self._ensure_format = ensure_format
+        self._ensure_command_version = ensure_command_version
         self._machine = machine
         self._clock = clock
         self._chunk_bytes = chunk_bytes
@@ -103,8 +103,8 @@ class Backups:
         await asyncio.to_thread(read_snapshot, io.BytesIO(body))
         sha256 = hashlib.sha256(body).hexdigest()
         begin = RestoreBegin(self._clock(), len(body), sha256, info.index, info.term)
-        if self._ensure_format is not None:
-            await self._ensure_format(2)
+        if self._ensure_command_version is not None:
+            await self._ensure_command_version(2)
         restore_id = await self._propose(encode(begin))
         assert type(restore_id) is int, restore_id
         try:

@@ -4,7 +4,8 @@ Rule: a command carries everything its outcome depends on, including the leader'
 ``__post_init__`` refuses any bad field with ``InvalidCommandError``, so neither an encoder nor
 ``decode`` (``raftcache.cache.commands``, which also holds the wire format) can produce an
 invalid one. The commands of command version 2 live in ``raftcache.cache.commands_v2``;
-``required_format`` says which format a command needs (``raftcache.cache.formats``).
+``required_command_version`` says which command version a command needs
+(``raftcache.cache.formats``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from raftcache.cache.checks import (
 from raftcache.cache.commands_v2 import FlushCommand, FormatCommand, IncrOp, TtlCommand, TtlOp
 from raftcache.cache.commands_v3 import DIVERGENCE_VERSION, AlarmCommand, CheckCommand
 from raftcache.cache.errors import InvalidCommandError
-from raftcache.cache.formats import BASE_COMMAND_VERSION
+from raftcache.cache.formats import BASE_COMMAND_VERSION, CommandVersion
 from raftcache.cache.restore_commands import RestoreCommand
 from raftcache.vocabulary import INT64_MAX, INT64_MIN
 
@@ -195,7 +196,7 @@ Command: TypeAlias = (
 )
 
 
-def required_format(cmd: Command) -> int:
+def required_command_version(cmd: Command) -> CommandVersion:
     """The command version ``cmd`` needs (``raftcache.cache.formats``)."""
     if isinstance(cmd, SetCommand | DeleteCommand | IncrCommand | ExpireCommand | TouchCommand):
         return 2 if isinstance(cmd, SetCommand) and cmd.keep_ttl else BASE_COMMAND_VERSION
@@ -205,7 +206,11 @@ def required_format(cmd: Command) -> int:
                 return 2
         return BASE_COMMAND_VERSION
     if isinstance(cmd, FormatCommand):
-        return cmd.format
+        return cmd.version
     if isinstance(cmd, CheckCommand | AlarmCommand):
         return DIVERGENCE_VERSION
     return 2  # TTL, FLUSH and the restore commands
+
+
+#: Its earlier name, kept working.
+required_format = required_command_version

@@ -41,6 +41,7 @@ from raftcache.cache.command_types import (
     SetCommand,
     SetOp,
     TouchCommand,
+    required_command_version,
     required_format,
 )
 from raftcache.cache.commands_v2 import (
@@ -49,7 +50,7 @@ from raftcache.cache.commands_v2 import (
     IncrOp,
     TtlCommand,
     TtlOp,
-    format_of_value,
+    command_version_of,
     incr_op_from_wire,
     incr_op_to_wire,
     ttl_op_from_wire,
@@ -66,6 +67,7 @@ from raftcache.cache.errors import InvalidCommandError
 from raftcache.cache.formats import (
     BASE_COMMAND_VERSION,
     COMMAND_VERSION,
+    CommandVersion,
     UnsupportedCommandVersionError,
 )
 from raftcache.cache.restore_commands import (
@@ -118,6 +120,7 @@ __all__ = [
     "encode_set",
     "encode_touch",
     "encode_ttl",
+    "required_command_version",
     "required_format",
     "to_wire",
 ]
@@ -164,7 +167,7 @@ def _put_write_options(
 def to_wire(cmd: Command) -> dict[str, Any]:
     """The msgpack map of ``cmd`` (before packing), with ``f`` when its format is above 1."""
     wire = _to_wire(cmd)
-    needed = required_format(cmd)
+    needed = required_command_version(cmd)
     if needed > BASE_COMMAND_VERSION:
         wire["f"] = needed
     return wire
@@ -267,9 +270,9 @@ def encode_flush(prefix: str = "", *, now: float, session: Session | None = None
     return encode(FlushCommand(now, prefix, session))
 
 
-def encode_format(command_format: int, *, now: float) -> bytes:
-    """FORMAT bytes: raise the cluster's command version."""
-    return encode(FormatCommand(now, command_format))
+def encode_format(version: CommandVersion, *, now: float) -> bytes:
+    """FORMAT bytes: raise the cluster's command version to ``version``."""
+    return encode(FormatCommand(now, version))
 
 
 def encode_check(*, now: float) -> bytes:
@@ -313,17 +316,20 @@ _KNOWN_OPS = frozenset(
 )
 
 
-def decode(data: bytes, max_format: int = COMMAND_VERSION) -> Command:
+def decode(data: bytes, max_command_version: CommandVersion = COMMAND_VERSION) -> Command:
     """Parse and validate log-entry bytes.
 
     Raises ``UnsupportedCommandVersionError`` for an entry this node must not apply — one of a
-    format above ``max_format`` or with an op it does not know, written by a newer release —
-    and ``InvalidCommandError`` for one that is malformed (which no correct leader proposes).
+    command version above ``max_command_version`` or with an op it does not know, written by a
+    newer release — and ``InvalidCommandError`` for one that is malformed (which no correct
+    leader proposes).
     """
-    return decode_entry(data, max_format)[0]
+    return decode_entry(data, max_command_version)[0]
 
 
-def decode_entry(data: bytes, max_format: int = COMMAND_VERSION) -> tuple[Command, int]:
+def decode_entry(
+    data: bytes, max_command_version: CommandVersion = COMMAND_VERSION
+) -> tuple[Command, CommandVersion]:
     """``decode``, with the command version the entry needs (checked to be the one it
     declares, so the machine does not work it out again for every entry)."""
     try:
@@ -332,19 +338,20 @@ def decode_entry(data: bytes, max_format: int = COMMAND_VERSION) -> tuple[Comman
         raise InvalidCommandError(f"undecodable command: {exc}") from None
     if not isinstance(wire, dict):
         raise InvalidCommandError("a command must be a map")
-    declared = format_of_value(wire.get("f"))
+    declared = command_version_of(wire.get("f"))
     op = wire.get("o")
-    if declared > max_format or (isinstance(op, str) and op not in _KNOWN_OPS):
+    ceiling = max_command_version
+    if declared > ceiling or (isinstance(op, str) and op not in _KNOWN_OPS):
         raise UnsupportedCommandVersionError(
             f"a committed command ({op!r}, command format {declared}) needs a newer "
-            f"raftcache than this node (which applies command formats up to {max_format}): "
+            f"raftcache than this node (which applies command formats up to {ceiling}): "
             "upgrade this node; it stops rather than skip the entry and diverge"
         )
     try:
         cmd = _from_wire(wire)
     except (KeyError, TypeError) as exc:
         raise InvalidCommandError(f"malformed command: {exc!r}") from None
-    needed = required_format(cmd)
+    needed = required_command_version(cmd)
     if needed != declared:
         raise InvalidCommandError(f"command declares format {declared}, needs {needed}")
     return cmd, needed

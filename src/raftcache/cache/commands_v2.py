@@ -13,7 +13,7 @@ entries carry ``"f": 2`` so that a node capped below it fails stop instead of gu
   entry's index (see docs/cache.md, "TTL-only changes", for why it bumps the version).
 - ``FlushCommand``: delete every key starting with ``prefix`` ("" = all) in one entry.
 - ``IncrOp``: INCR inside a batch; its result is the new value.
-- ``FormatCommand``: raise the cluster's command version to ``format``.
+- ``FormatCommand``: raise the cluster's command version to ``version``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from raftcache.cache.checks import (
     check_now,
 )
 from raftcache.cache.errors import InvalidCommandError
-from raftcache.cache.formats import BASE_COMMAND_VERSION, COMMAND_VERSION
+from raftcache.cache.formats import BASE_COMMAND_VERSION, COMMAND_VERSION, CommandVersion
 from raftcache.vocabulary import INT64_MAX, INT64_MIN
 
 TTL_CONDITIONS = ("nx", "xx", "gt", "lt")
@@ -113,14 +113,20 @@ class FlushCommand:
 
 @dataclass(frozen=True, slots=True)
 class FormatCommand:
-    """Raise the cluster's command version to ``format``; result the cluster's format."""
+    """Raise the cluster's command version to ``version`` (the FORMAT command); result the
+    cluster's command version."""
 
     now: float
-    format: int
+    version: CommandVersion
 
     def __post_init__(self) -> None:
         check_now(self.now)
-        check_int(self.format, "format", BASE_COMMAND_VERSION + 1, 2**31)
+        check_int(self.version, "format", BASE_COMMAND_VERSION + 1, 2**31)
+
+    @property
+    def format(self) -> CommandVersion:
+        """``version`` under its earlier name."""
+        return self.version
 
 
 # --- wire -----------------------------------------------------------------------------------
@@ -152,7 +158,7 @@ def incr_op_from_wire(wire: dict[str, Any]) -> IncrOp:
     return IncrOp(wire["k"], wire["b"])
 
 
-def format_of_value(value: object) -> int:
+def command_version_of(value: object) -> CommandVersion:
     """The ``f`` field of an entry (absent = 1), checked to be an int."""
     if value is None:
         return BASE_COMMAND_VERSION

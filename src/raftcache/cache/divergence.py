@@ -22,9 +22,9 @@ answer) gives no verdict — never guess a divergence.
 When: every ``interval_s`` on the leader (0: never on a schedule), and at once when kicked —
 a follower that installed a snapshot or found a local fault kicks the leader
 (``DigestProbe.kick``), so the check after a snapshot install does not wait for the schedule.
-Neither command is proposed before the cluster runs command version 3 (``ensure_format``: the
-rolling-upgrade rule of ``raftcache.cache.formats``). A leader that finds itself alarmed hands
-leadership to a replica that is not, when there is one.
+Neither command is proposed before the cluster runs command version 3
+(``ensure_command_version``: the rolling-upgrade rule of ``raftcache.cache.formats``). A leader
+that finds itself alarmed hands leadership to a replica that is not, when there is one.
 """
 
 from __future__ import annotations
@@ -180,8 +180,8 @@ class DivergenceMonitor:
         clock: wall-clock seconds (stamped into the entries).
         probe: reaches the other replicas (None: this node compares only what it can see,
             which is itself — an embedded single node).
-        ensure_format: returns once the cluster runs a command version (``CacheService``'s);
-            raises ``CommandVersionNotEnabledError`` while a node is older.
+        ensure_command_version: returns once the cluster runs a command version
+            (``CacheService``'s); raises ``CommandVersionNotEnabledError`` while a node is older.
         interval_s: seconds between scheduled checks on the leader (0: only when kicked or
             asked with ``check_now``).
         answer_wait_s: how long to wait for a replica that has not applied the CHECK yet.
@@ -195,7 +195,7 @@ class DivergenceMonitor:
         clock: Callable[[], float],
         *,
         probe: DigestProbe | None = None,
-        ensure_format: Callable[[int], Awaitable[None]] | None = None,
+        ensure_command_version: Callable[[int], Awaitable[None]] | None = None,
         interval_s: float = DEFAULT_INTERVAL_S,
         answer_wait_s: float = 2.0,
         poll_s: float = 0.5,
@@ -206,7 +206,7 @@ class DivergenceMonitor:
         self._machine = machine
         self._clock = clock
         self.probe = probe
-        self._ensure_format = ensure_format
+        self._ensure_command_version = ensure_command_version
         self.interval_s = interval_s
         self.answer_wait_s = answer_wait_s
         self.poll_s = poll_s
@@ -296,10 +296,10 @@ class DivergenceMonitor:
         async with self._lock:
             if not self._is_leader():
                 return None
-            if self._machine.command_format < DIVERGENCE_VERSION:
-                if self._ensure_format is None:
+            if self._machine.command_version < DIVERGENCE_VERSION:
+                if self._ensure_command_version is None:
                     return None
-                await self._ensure_format(DIVERGENCE_VERSION)
+                await self._ensure_command_version(DIVERGENCE_VERSION)
             mark = await self._node.propose(encode_check(now=self._clock()))
             if isinstance(mark, CommandError):
                 raise mark.to_exception()
@@ -365,8 +365,8 @@ class DivergenceMonitor:
     async def clear(self, node_id: str) -> int:
         """Lower ``node_id``'s alarm ("*": all) through the log; returns the alarms left.
         ``NotLeaderError`` on a follower (the server forwards the request)."""
-        if self._machine.command_format < DIVERGENCE_VERSION:
-            return 0  # no alarm can exist before format 3
+        if self._machine.command_version < DIVERGENCE_VERSION:
+            return 0  # no alarm can exist before command version 3
         result = await self._node.propose(encode_alarm(node_id, now=self._clock(), clear=True))
         if isinstance(result, CommandError):
             raise result.to_exception()

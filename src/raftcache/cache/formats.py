@@ -60,20 +60,20 @@ class CommandVersionNotEnabledError(CacheError):
     """A command needs a command version that not every node of the cluster supports yet.
 
     Attributes:
-        needed: the format the command needs.
-        cluster_format: the cluster's current format.
-        nodes: the formats the members reported (None: did not answer), when known.
+        needed: the command version the command needs.
+        cluster_command_version: the cluster's current command version (None: not known).
+        nodes: the command versions the members reported (None: did not answer), when known.
     """
 
     def __init__(
         self,
-        needed: int,
-        cluster_format: int | None,
-        nodes: Mapping[str, int | None] | None = None,
+        needed: CommandVersion,
+        cluster_command_version: CommandVersion | None,
+        nodes: Mapping[str, CommandVersion | None] | None = None,
         reason: str | None = None,
     ) -> None:
         self.needed = needed
-        self.cluster_format = cluster_format
+        self.cluster_command_version = cluster_command_version
         self.nodes = dict(nodes or {})
         behind = sorted(n for n, f in self.nodes.items() if f is None or f < needed)
         if reason is None:
@@ -82,18 +82,25 @@ class CommandVersionNotEnabledError(CacheError):
                 if behind
                 else "not every node supports it yet"
             )
-        runs = "an older format" if cluster_format is None else f"format {cluster_format}"
+        cluster = cluster_command_version
+        runs = "an older format" if cluster is None else f"format {cluster}"
         super().__init__(
             f"this command needs command format {needed}, the cluster runs {runs} "
             f"({reason}); finish upgrading every node"
         )
 
+    @property
+    def cluster_format(self) -> CommandVersion | None:
+        """``cluster_command_version`` under its earlier name."""
+        return self.cluster_command_version
 
-def check_max_command_version(max_format: object) -> int:
-    """Validate a node's ceiling (1..COMMAND_FORMAT)."""
-    if type(max_format) is not int or not BASE_COMMAND_VERSION <= max_format <= COMMAND_VERSION:
-        raise ValueError(f"max command format must be an integer in 1..{COMMAND_FORMAT}")
-    return max_format
+
+def check_max_command_version(max_command_version: object) -> CommandVersion:
+    """Validate a node's ceiling (1..COMMAND_VERSION)."""
+    ceiling = max_command_version
+    if type(ceiling) is not int or not BASE_COMMAND_VERSION <= ceiling <= COMMAND_VERSION:
+        raise ValueError(f"max command format must be an integer in 1..{COMMAND_VERSION}")
+    return ceiling
 
 
 # Earlier names, kept working (the same objects): from before "command version" had a name of its

@@ -26,10 +26,10 @@ Semantics (see also docs/cache.md):
 - Writes carrying a ``Session`` are exactly-once (``raftcache.cache.sessions``).
 - Command version 2 (``raftcache.cache.formats``): TTL changes the expiry alone (a new version,
   the value untouched), FLUSH deletes a prefix in one entry, a batch may hold ``incr`` and
-  ``ttl`` ops, a set may keep the key's TTL, FORMAT raises the cluster's format. An entry of a
-  format above this node's ``max_format``, or an unknown op, raises
-  ``UnsupportedCommandVersionError`` (fail-stop); one above the cluster's format is refused
-  (FORMAT_NOT_ENABLED), identically everywhere.
+  ``ttl`` ops, a set may keep the key's TTL, FORMAT raises the cluster's command version. An
+  entry of a command version above this node's ``max_command_version``, or an unknown op, raises
+  ``UnsupportedCommandVersionError`` (fail-stop); one above the cluster's command version is
+  refused (COMMAND_VERSION_NOT_ENABLED), identically everywhere.
 - RESTORE.BEGIN/CHUNK/COMMIT/ABORT replace the whole cache with a backup's contents, atomically
   at the commit's index (``raftcache.cache.restore``).
 
@@ -68,6 +68,7 @@ from raftcache.cache.errors import InvalidCommandError
 from raftcache.cache.formats import (
     BASE_COMMAND_VERSION,
     COMMAND_VERSION,
+    CommandVersion,
     UnsupportedCommandVersionError,
     check_max_command_version,
 )
@@ -126,8 +127,9 @@ class CacheStateMachine:
         max_sessions: at most this many client sessions (the least recently active go first).
         session_window: results remembered per client (its safe number of outstanding writes).
         watch: the watch history to feed with every change (None: no recording).
-        max_format: the newest command version this node applies (``raftcache.cache.formats``;
-            lower than this build's only to play an older release in upgrade tests).
+        max_command_version: the newest command version this node applies
+            (``raftcache.cache.formats``; lower than this build's only to play an older release
+            in upgrade tests). ``max_format``, its earlier name, is accepted too.
     """
 
     def __init__(
@@ -139,10 +141,14 @@ class CacheStateMachine:
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         session_window: int = DEFAULT_WINDOW,
         watch: WatchHistory | None = None,
-        max_format: int = COMMAND_VERSION,
+        max_command_version: CommandVersion = COMMAND_VERSION,
+        max_format: CommandVersion | None = None,
     ) -> None:
-        self.max_format = check_max_command_version(max_format)
-        self._command_format = BASE_COMMAND_VERSION  # the cluster's, replicated (raised by FORMAT)
+        if max_format is not None:
+            max_command_version = max_format
+        self.max_command_version = check_max_command_version(max_command_version)
+        # The cluster's, replicated (raised by FORMAT).
+        self._command_version: CommandVersion = BASE_COMMAND_VERSION
         # With a watch history, the store records every change for it (docs/api.md, Watches).
         self._recorder = (
             None if watch is None else RecordingStore(watch, max_keys=max_keys, max_bytes=max_bytes)
@@ -181,7 +187,7 @@ class CacheStateMachine:
             TouchCommand: self._touch,
             TtlCommand: self._ttl,
             FlushCommand: self._flush,
-            FormatCommand: self._format,
+            FormatCommand: self._raise_command_version,
             CheckCommand: self._check,
             AlarmCommand: self._alarm,
             RestoreBegin: self._restore.begin,
@@ -191,9 +197,19 @@ class CacheStateMachine:
         }
 
     @property
-    def command_format(self) -> int:
+    def command_version(self) -> CommandVersion:
         """The cluster's command version as of the last applied entry (replicated)."""
-        return self._command_format
+        return self._command_version
+
+    @property
+    def command_format(self) -> CommandVersion:
+        """``command_version`` under its earlier name."""
+        return self._command_version
+
+    @property
+    def max_format(self) -> CommandVersion:
+        """``max_command_version`` under its earlier name."""
+        return self.max_command_version
 
     @property
     def last_index(self) -> int:
@@ -218,16 +234,16 @@ class CacheStateMachine:
 
     def _apply_command(self, index: int, command: bytes) -> Result:
         try:
-            # UnsupportedCommandFormat propagates: the driver fails stop (never skip an entry).
-            cmd, needed = decode_entry(command, self.max_format)
+            # UnsupportedCommandVersionError propagates: the driver fails stop (never skips).
+            cmd, needed = decode_entry(command, self.max_command_version)
         except InvalidCommandError as exc:
             return CommandError(ErrorCode.INVALID_COMMAND, str(exc))
-        if needed > self._command_format and not isinstance(cmd, FormatCommand):
+        if needed > self._command_version and not isinstance(cmd, FormatCommand):
             # Only a leader that skipped its check proposes this; refused alike everywhere.
             return CommandError(
-                ErrorCode.FORMAT_NOT_ENABLED,
+                ErrorCode.COMMAND_VERSION_NOT_ENABLED,
                 f"command format {needed} is not enabled (the cluster runs format "
-                f"{self._command_format})",
+                f"{self._command_version})",
                 needed,
             )
         session = getattr(cmd, "session", None)
@@ -288,10 +304,10 @@ class CacheStateMachine:
     def _flush(self, index: int, cmd: FlushCommand) -> Result:
         return self._store.flush(cmd.prefix, cmd.now)
 
-    def _format(self, index: int, cmd: FormatCommand) -> Result:
-        # decode() already stopped this node if the format is above its own ceiling.
-        self._command_format = max(self._command_format, cmd.format)
-        return self._command_format
+    def _raise_command_version(self, index: int, cmd: FormatCommand) -> Result:
+        # decode() already stopped this node if the version is above its own ceiling.
+        self._command_version = max(self._command_version, cmd.version)
+        return self._command_version
 
     def _check(self, index: int, cmd: CheckCommand) -> Result:
         digest = self._store.digest
@@ -434,9 +450,9 @@ class CacheStateMachine:
             "sessions_dropped": self._sessions.dropped,
         }
         if (
-            self._command_format > BASE_COMMAND_VERSION
+            self._command_version > BASE_COMMAND_VERSION
         ):  # absent = 1: older snapshots stay as they were
-            counters["command_format"] = self._command_format
+            counters["command_format"] = self._command_version
         state = SnapshotState(
             self._last_index,
             counters,
@@ -498,14 +514,15 @@ class CacheStateMachine:
                 f"malformed staged restore or alarms in the snapshot: {exc}"
             ) from None
         counters = state.counters
-        command_format = counters.get("command_format", BASE_COMMAND_VERSION)
-        if type(command_format) is not int or command_format > self.max_format:
+        version = counters.get("command_format", BASE_COMMAND_VERSION)
+        ceiling = self.max_command_version
+        if type(version) is not int or version > ceiling:
             raise UnsupportedCommandVersionError(
                 f"the snapshot at index {state.index} was taken in a cluster running command "
-                f"format {command_format!r}; this node applies formats up to {self.max_format}: "
+                f"format {version!r}; this node applies formats up to {ceiling}: "
                 "upgrade it"
             )
-        self._command_format = command_format
+        self._command_version = version
         self._sessions.load_wire(state.sessions, counters.get("sessions_dropped", 0))
         self._store.load(
             state.records,

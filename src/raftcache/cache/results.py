@@ -38,7 +38,8 @@ class ErrorCode(StrEnum):
     VALUE_TOO_LARGE = "value_too_large"
     INVALID_COMMAND = "invalid_command"
     STALE_SEQUENCE = "stale_sequence"
-    FORMAT_NOT_ENABLED = "format_not_enabled"
+    COMMAND_VERSION_NOT_ENABLED = "format_not_enabled"  # the value is on the wire
+    FORMAT_NOT_ENABLED = "format_not_enabled"  # its earlier name: an alias of the same member
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,7 @@ class CommandError:
         """The typed exception ``CacheService`` raises for this result."""
         if self.code is ErrorCode.PRECONDITION_FAILED:
             return PreconditionFailedError(self.version, self.op_index)
-        if self.code is ErrorCode.FORMAT_NOT_ENABLED:  # ``version`` holds the format needed
+        if self.code is ErrorCode.COMMAND_VERSION_NOT_ENABLED:  # ``version``: the one needed
             return CommandVersionNotEnabledError(self.version, None, reason=self.message)
         kind = _EXCEPTIONS.get(self.code, InvalidCommandError)
         return kind(self.message)

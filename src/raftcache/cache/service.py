@@ -39,15 +39,16 @@ from raftcache.cache.commands import (
     encode_incr,
     encode_set,
     encode_ttl,
-    required_format,
+    required_command_version,
 )
 from raftcache.cache.commands_v2 import IncrOp, TtlOp
 from raftcache.cache.divergence import DEFAULT_INTERVAL_S, DigestProbe, DivergenceMonitor
 from raftcache.cache.entries import Item
 from raftcache.cache.errors import InvalidCommandError
+from raftcache.cache.formats import CommandVersion
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.results import BatchItem, CommandError, IncrResult, TtlResult
-from raftcache.cache.upgrade import FormatGate, FormatProbe
+from raftcache.cache.upgrade import CommandVersionGate, CommandVersionProbe
 from raftcache.vocabulary import CONSISTENCY_LEVELS
 
 __all__ = ["CONSISTENCY_LEVELS", "CacheService", "RaftPort", "Session", "batch_op"]
@@ -79,7 +80,8 @@ class CacheService:
         read_timeout: timeout passed to the read barriers (None: the node's).
         expiry_interval_s, touch_interval_s, expiry_batch_size, touch_batch_size: see
             ``raftcache.cache.background``.
-        format_probe: asks the other nodes for their command versions (``upgrade``).
+        command_version_probe: asks the other nodes for their command versions (``upgrade``);
+            ``format_probe``, its earlier name, is accepted too.
         digest_check_interval_s: seconds between the leader's digest comparisons (0: only
             after a snapshot install or when asked); ``raftcache.cache.divergence``.
         digest_probe: asks the other replicas for their digests (``raftcache serve`` passes one
@@ -98,10 +100,13 @@ class CacheService:
         touch_interval_s: float = 1.0,
         expiry_batch_size: int = 1000,
         touch_batch_size: int = 10_000,
-        format_probe: FormatProbe | None = None,
+        command_version_probe: CommandVersionProbe | None = None,
         digest_check_interval_s: float = DEFAULT_INTERVAL_S,
         digest_probe: DigestProbe | None = None,
+        format_probe: CommandVersionProbe | None = None,
     ) -> None:
+        if format_probe is not None:
+            command_version_probe = format_probe
         self._node = node
         self._machine = machine
         self._clock = clock
@@ -117,10 +122,18 @@ class CacheService:
             touch_batch_size=touch_batch_size,
         )
         #: Raises the cluster's command version (``raftcache.cache.upgrade``), asking the other
-        #: nodes through ``format_probe`` (``raftcache serve`` passes one that asks over HTTP).
-        self.formats = FormatGate(node, machine, clock, probe=format_probe)  # type: ignore[arg-type]
+        #: nodes through ``command_version_probe`` (``raftcache serve`` passes one that asks
+        #: over HTTP).
+        self.command_versions = CommandVersionGate(
+            node,  # type: ignore[arg-type]
+            machine,
+            clock,
+            probe=command_version_probe,
+        )
         #: Backups of the cluster and restores into it (``raftcache.cache.backup_service``).
-        self.backups = Backups(node, machine, clock, ensure_format=self.ensure_format)
+        self.backups = Backups(
+            node, machine, clock, ensure_command_version=self.ensure_command_version
+        )
         self._node_id: str = getattr(node, "node_id", "") or ""
         machine.node_id = self._node_id or None
         #: Compares the replicas' digests (``raftcache.cache.divergence``); the server sets
@@ -130,7 +143,7 @@ class CacheService:
             machine,
             clock,
             probe=digest_probe,
-            ensure_format=self.ensure_format,
+            ensure_command_version=self.ensure_command_version,
             interval_s=digest_check_interval_s,
         )
 
@@ -139,18 +152,23 @@ class CacheService:
         """The local state machine."""
         return self._machine
 
+    @property
+    def formats(self) -> CommandVersionGate:
+        """``command_versions`` under its earlier name."""
+        return self.command_versions
+
     # --- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Start the leader-only background work (idempotent)."""
         self.housekeeping.start()
-        self.formats.start()
+        self.command_versions.start()
         self.divergence.start()
 
     async def stop(self) -> None:
         """Stop the background work and wait for it."""
         await self.divergence.stop()
-        await self.formats.stop()
+        await self.command_versions.stop()
         await self.housekeeping.stop()
 
     # --- reads ------------------------------------------------------------------------------
@@ -293,20 +311,25 @@ class CacheService:
         deleted: int = await self._propose(command, 2)
         return deleted
 
-    async def ensure_format(self, needed: int) -> None:
+    async def ensure_command_version(self, needed: CommandVersion) -> None:
         """Return once the cluster applies command version ``needed`` (raising it if every
         member supports it); ``CommandVersionNotEnabledError`` otherwise
         (``raftcache.cache.upgrade``)."""
-        await self.formats.ensure(needed)
+        await self.command_versions.ensure(needed)
 
-    def format_info(self) -> dict[str, int]:
-        """``command_format`` (the newest this node applies) and ``cluster_command_format``
-        (the cluster's, replicated), as ``/v1/status`` shows them."""
+    def command_version_info(self) -> dict[str, CommandVersion]:
+        """The newest command version this node applies and the cluster's (replicated), under
+        the keys ``/v1/status`` has always shown them: ``command_format`` and
+        ``cluster_command_format``."""
         machine = self._machine
         return {
-            "command_format": machine.max_format,
-            "cluster_command_format": machine.command_format,
+            "command_format": machine.max_command_version,
+            "cluster_command_format": machine.command_version,
         }
+
+    # Earlier names, kept working.
+    ensure_format = ensure_command_version
+    format_info = command_version_info
 
     def divergence_info(self) -> dict[str, Any]:
         """``alarms`` (replicated, every node shows the same) and ``divergence`` (this node's
@@ -328,7 +351,7 @@ class CacheService:
         parsed = tuple(map(batch_op, ops))
         command = BatchCommand(self._clock(), parsed, _session(session))
         results: tuple[BatchItem, ...] = await self._propose(
-            encode(command), required_format(command)
+            encode(command), required_command_version(command)
         )
         gets = [
             (op.key, result)
@@ -340,9 +363,9 @@ class CacheService:
         self._machine.record_reads(hits, len(gets) - hits)
         return list(results)
 
-    async def _propose(self, command: bytes, needed: int = 1) -> Any:
-        if needed > self._machine.command_format:
-            await self.formats.ensure(needed)
+    async def _propose(self, command: bytes, needed: CommandVersion = 1) -> Any:
+        if needed > self._machine.command_version:
+            await self.command_versions.ensure(needed)
         result = await self._node.propose(command, self._propose_timeout)
         if isinstance(result, CommandError):
             raise result.to_exception()

@@ -51,7 +51,7 @@ from raftcache.server.admission import AdmissionLimits
 from raftcache.server.app import create_app
 from raftcache.server.context import CONTEXT, ServerSettings
 from raftcache.server.drain import DRAIN
-from raftcache.server.format_probe import HttpFormatProbe
+from raftcache.server.format_probe import HttpCommandVersionProbe
 from raftcache.server.handover import HANDOVER, Handover, hand_over, handover_middleware
 from raftcache.server.lean.front import LeanFront, LeanSite, lean_available
 from raftcache.server.routes_divergence import HttpDigestProbe
@@ -287,7 +287,7 @@ def build_node_server(
         max_keys=options.max_keys,
         max_bytes=options.max_bytes,
         watch=history,
-        max_format=options.max_command_format,
+        max_command_version=options.max_command_format,
     )
     node = RaftNode(
         options.id,
@@ -305,7 +305,7 @@ def build_node_server(
         node,
         machine,
         clock=time.time,
-        format_probe=HttpFormatProbe(
+        command_version_probe=HttpCommandVersionProbe(
             node,
             peer_urls=settings.peer_urls,
             token=settings.client_token or settings.client_token_ro,

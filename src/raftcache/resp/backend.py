@@ -83,7 +83,7 @@ class ReplicaPort(Protocol):
     def get(self, key: str, now: float) -> Item | None: ...
 
     @property
-    def command_format(self) -> int:
+    def command_version(self) -> int:
         """The cluster's command version as this replica knows it (never ahead of the
         leader's: it only grows, and the leader applied it first)."""
         ...

@@ -125,9 +125,14 @@ class Call:
     #: on their versions.
     pinned: Sequence[str] = ()
     #: The command version its ``mode`` needs (``raftcache.cache.formats``), and the mode it
-    #: runs in until the cluster has enabled that format (a rolling upgrade in progress).
-    needs_format: int = 1
+    #: runs in until the cluster has enabled that version (a rolling upgrade in progress).
+    needs_command_version: int = 1
     fallback_mode: Mode | None = None
+
+    @property
+    def needs_format(self) -> int:
+        """``needs_command_version`` under its earlier name."""
+        return self.needs_command_version
 
     def multi_ops(self) -> list[BatchOp] | None:
         """Inside MULTI: the batch ops that perform the call with no read first (a READ's

@@ -129,9 +129,9 @@ class Executor:
 
     def _adapt(self, call: Call) -> Call:
         """Run ``call`` in its fallback mode while the cluster has not enabled the command
-        format its mode needs (a rolling upgrade in progress: ``raftcache.cache.formats``)."""
+        version its mode needs (a rolling upgrade in progress: ``raftcache.cache.formats``)."""
         machine = self.client.server.service.machine
-        if call.fallback_mode is not None and machine.command_format < call.needs_format:
+        if call.fallback_mode is not None and machine.command_version < call.needs_command_version:
             call.mode = call.fallback_mode
         return call
 
@@ -232,7 +232,7 @@ class Executor:
         server = self.client.server
         if not any(call.writes for call in calls):
             return None  # reads only: one read barrier, no log entry (the engine's read path)
-        if server.service.machine.command_format < 2:  # incr/ttl batch ops: format 2
+        if server.service.machine.command_version < 2:  # incr/ttl batch ops: version 2
             return None
         plans = [call.multi_ops() for call in calls]
         if any(plan is None for plan in plans):

@@ -70,8 +70,10 @@ class Info(Call):
             "raft": {
                 **_raft_fields(status, raft),
                 # The cluster's command version and this node's ceiling (cache/formats.py).
-                "raft_command_format": server.service.machine.command_format,
-                "raft_command_format_max": getattr(server.service.machine, "max_format", 1),
+                "raft_command_format": server.service.machine.command_version,
+                "raft_command_format_max": getattr(
+                    server.service.machine, "max_command_version", 1
+                ),
             },
         }
         lines: list[str] = []

@@ -88,7 +88,7 @@ class Expire(Call):
     """
 
     mode = Mode.BATCH
-    needs_format = 2
+    needs_command_version = 2
     fallback_mode = Mode.TXN
     in_multi = True
     writes = True
@@ -103,7 +103,7 @@ class Expire(Call):
         condition = _one_condition(conditions)
         if condition is None and conditions:
             self.mode = Mode.TXN  # two conditions (XX with LT): no single ttl op says it
-            self.needs_format = 1
+            self.needs_command_version = 1
         self.condition = condition
 
     def batch_ops(self) -> list[BatchOp]:
@@ -138,7 +138,7 @@ class Persist(Call):
     """PERSIST key: remove the TTL; 1 if there was one."""
 
     mode = Mode.BATCH
-    needs_format = 2
+    needs_command_version = 2
     fallback_mode = Mode.TXN
     in_multi = True
     writes = True

@@ -146,7 +146,7 @@ class FlushDb(Call):
     writes = True
 
     async def run_server(self, ctx: ClientState) -> Reply:
-        if ctx.server.service.machine.command_format >= 2:
+        if ctx.server.service.machine.command_version >= 2:
 
             async def flush_all(backend: Backend) -> Reply:
                 await backend.flush("")

@@ -104,8 +104,8 @@ class Set(Call):
             self.mode = Mode.WRITE  # a create-only set: its own proposal, its own condition
         else:
             self.mode = Mode.BATCH
-            if keepttl or at is not None:  # a keep_ttl set / a set then a ttl op: format 2
-                self.needs_format, self.fallback_mode = 2, Mode.TXN
+            if keepttl or at is not None:  # a keep_ttl set / a set then a ttl op: version 2
+                self.needs_command_version, self.fallback_mode = 2, Mode.TXN
 
     def simulate(self, view: View) -> Reply:
         key = self.keys[0]

@@ -14,11 +14,11 @@ from typing import Any
 
 from aiohttp import web
 
-from raftcache.cache.upgrade import FormatGate
+from raftcache.cache.upgrade import CommandVersionGate
 from raftcache.server.bodies import read_body
 from raftcache.server.context import context_of
 from raftcache.server.errors import json_error
-from raftcache.server.format_probe import HttpFormatProbe
+from raftcache.server.format_probe import HttpCommandVersionProbe
 from raftcache.server.metrics import CONTENT_TYPE
 from raftcache.server.openapi import openapi_document
 from raftcache.server.ports import NodePort
@@ -68,9 +68,9 @@ async def get_status(request: web.Request) -> web.Response:
     """``GET /v1/status``: this node's view of the cluster."""
     ctx = context_of(request)
     status = node_status(ctx.node)
-    format_info = getattr(ctx.service, "format_info", None)
-    if format_info is not None:  # command_format, cluster_command_format (cache/formats.py)
-        status.update(format_info())
+    version_info = getattr(ctx.service, "command_version_info", None)
+    if version_info is not None:  # command_format, cluster_command_format (cache/formats.py)
+        status.update(version_info())
     divergence_info = getattr(ctx.service, "divergence_info", None)
     if divergence_info is not None:  # alarms, divergence (docs/divergence.md)
         status.update(divergence_info())
@@ -109,7 +109,7 @@ async def add_member(request: web.Request) -> web.Response:
     """``POST /v1/members`` ``{"id", "url"}``: returns once the node is a voter.
 
     A node that answers with a command version below the cluster's is refused (409) before the
-    change is proposed (``FormatGate.admit``)."""
+    change is proposed (``CommandVersionGate.admit``)."""
     obj = parse_json_object(await read_body(request, SMALL_BODY_BYTES))
     check_fields(obj, frozenset({"id", "url"}), "members body")
     node_id = parse_node_id(obj.get("id"))
@@ -117,9 +117,9 @@ async def add_member(request: web.Request) -> web.Response:
     context = context_of(request)
     node = context.node
     if node_id not in node.members:  # re-adding a voter is a no-op: no probe needed
-        formats = getattr(context.service, "formats", None)  # not part of ServicePort
-        if isinstance(formats, FormatGate) and isinstance(formats.probe, HttpFormatProbe):
-            formats.admit(node_id, await formats.probe.at(url))  # FormatNotEnabled: 409
+        gate = getattr(context.service, "command_versions", None)  # not part of ServicePort
+        if isinstance(gate, CommandVersionGate) and isinstance(gate.probe, HttpCommandVersionProbe):
+            gate.admit(node_id, await gate.probe.at(url))  # CommandVersionNotEnabledError: 409
     await node.add_member(node_id, url)
     return json_response({"added": node_id, "members": sorted(node.members)})
 
