@@ -19,6 +19,13 @@ INT64_MAX: Final = 2**63 - 1
 #: header with 400 and the cache refuses a longer session, so this is the end-to-end limit.
 MAX_CLIENT_ID_CHARS: Final = 128
 
+#: The longest node id, in characters. A node id is ASCII letters, digits, ``.``, ``_`` and ``-``:
+#: ``NODE_ID_PATTERN`` matches exactly those of 1 to ``MAX_NODE_ID_CHARS`` characters. The admin
+#: API, the ALARM command, ``raftcache recover`` and the OpenAPI document check this one rule.
+MAX_NODE_ID_CHARS: Final = 128
+#: A whole node id as a regular expression, the same text in Python and in a JSON schema.
+NODE_ID_PATTERN: Final = f"[A-Za-z0-9_.-]{{1,{MAX_NODE_ID_CHARS}}}"
+
 #: What a client's concurrent-write lanes append to its base id (``"<id>.<k>"``, see
 #: ``raftcache.client.session``): room for ``.`` and seven digits.
 CLIENT_LANE_SUFFIX_CHARS: Final = 8
@@ -35,5 +42,7 @@ __all__ = [
     "INT64_MAX",
     "INT64_MIN",
     "MAX_CLIENT_ID_CHARS",
+    "MAX_NODE_ID_CHARS",
+    "NODE_ID_PATTERN",
     "Consistency",
 ]

@@ -21,13 +21,14 @@ from typing import Any
 
 from raftcache.cache.checks import check_now
 from raftcache.cache.errors import InvalidCommandError
+from raftcache.vocabulary import NODE_ID_PATTERN
 
 #: The command version of these commands.
 DIVERGENCE_VERSION = 3
 #: ``AlarmCommand.node_id`` that, with ``clear``, lowers every alarm.
 ALL_NODES = "*"
 MAX_REASON_CHARS = 1024
-_NODE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+_NODE_ID = re.compile(NODE_ID_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)

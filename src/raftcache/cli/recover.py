@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from raftcache.vocabulary import NODE_ID_PATTERN
+
 if TYPE_CHECKING:
     from raftcache.storage.base import RecoveredState
 
@@ -32,7 +34,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
-_ID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+_ID_RE = re.compile(NODE_ID_PATTERN)
 _URL_RE = re.compile(r"https?://[^\s/?#]+")
 
 

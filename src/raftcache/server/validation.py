@@ -28,6 +28,8 @@ from raftcache.vocabulary import (
     INT64_MAX,
     INT64_MIN,
     MAX_CLIENT_ID_CHARS,
+    MAX_NODE_ID_CHARS,
+    NODE_ID_PATTERN,
     Consistency,
 )
 
@@ -395,9 +397,11 @@ def parse_mget_body(body: bytes, limits: Limits) -> list[str]:
 
 def parse_node_id(value: object, what: str = "id") -> str:
     """A node id in an admin body: a non-empty string of printable ASCII without separators."""
-    if not isinstance(value, str) or not value or len(value) > 128:
-        raise bad_request(f"{what} must be a non-empty string of at most 128 characters")
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", value):
+    if not isinstance(value, str) or not value or len(value) > MAX_NODE_ID_CHARS:
+        raise bad_request(
+            f"{what} must be a non-empty string of at most {MAX_NODE_ID_CHARS} characters"
+        )
+    if not re.fullmatch(NODE_ID_PATTERN, value):
         raise bad_request(f"{what} may contain only letters, digits, '.', '_' and '-'")
     return value
 

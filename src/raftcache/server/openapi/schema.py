@@ -10,7 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from raftcache.server.validation import MAX_KEY_BYTES
-from raftcache.vocabulary import CONSISTENCY_LEVELS, INT64_MAX, INT64_MIN
+from raftcache.vocabulary import (
+    CONSISTENCY_LEVELS,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_CLIENT_ID_CHARS,
+    NODE_ID_PATTERN,
+)
 
 JSON = "application/json"
 Schema = dict[str, Any]
@@ -29,7 +35,7 @@ BASE64: Schema = {
 }
 KEY: Schema = {"type": "string", "minLength": 1, "maxLength": MAX_KEY_BYTES}
 CURSOR: Schema = {"type": "string", "maxLength": MAX_KEY_BYTES}  # may be empty: no bound
-NODE_ID: Schema = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,128}$"}
+NODE_ID: Schema = {"type": "string", "pattern": f"^{NODE_ID_PATTERN}$"}
 NODE_URL: Schema = {"type": "string", "pattern": "^https?://[^\\s/?#]+/?$"}
 
 
@@ -93,7 +99,7 @@ SESSION: list[Schema] = [
         "name": "X-Raftcache-Client-Id",
         "in": "header",
         "required": False,
-        "schema": {"type": "string", "pattern": "^[!-~]{1,128}$"},
+        "schema": {"type": "string", "pattern": f"^[!-~]{{1,{MAX_CLIENT_ID_CHARS}}}$"},
     },
     {
         "name": "X-Raftcache-Seq",
