@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from raftcache.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -15,9 +14,4 @@ _LAZY = {
     "WatchEvent": "raftcache.client.watch",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'raftcache' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -17,8 +17,9 @@ pulling in the whole node.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from raftcache.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from raftcache.process.config import ServeOptions
@@ -34,9 +35,4 @@ _LAZY = {
     "serve_node": "raftcache.process.serve",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'raftcache.process' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -6,8 +6,9 @@ Rule: this package ``__init__`` re-exports lazily, so that ``import raftcache.ra
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from raftcache.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from raftcache.raft.config import RaftConfig
@@ -36,9 +37,4 @@ _LAZY = {
     "FileStorage": "raftcache.storage",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'raftcache.raft' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -14,16 +14,13 @@ See ``docs/resp.md`` for the commands, their semantics on a replicated cache, an
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from raftcache.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from raftcache.resp.server import RespServer, start_resp_server
 
 __all__ = ["RespServer", "start_resp_server"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        return getattr(importlib.import_module("raftcache.resp.server"), name)
-    raise AttributeError(f"module 'raftcache.resp' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, dict.fromkeys(__all__, "raftcache.resp.server"))

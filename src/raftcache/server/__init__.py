@@ -13,8 +13,9 @@ Kept for compatibility, from ``raftcache.process`` (through the old module paths
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from raftcache.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from raftcache.server.app import create_app
@@ -43,9 +44,4 @@ _LAZY = {
     "serve_node": "raftcache.server.serve",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'raftcache.server' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)
