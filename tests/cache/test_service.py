@@ -185,6 +185,36 @@ async def test_leader_reads_become_touch_batches_that_drive_eviction() -> None:
             assert machine.stats()["evictions"] == 1
 
 
+async def test_reads_with_touch_false_leave_recency_and_the_log_alone() -> None:
+    service = {"touch_interval_s": 0.2}
+    async with CacheCluster(3, seed=5, machine={"max_keys": 2}, service=service) as c:
+        leader = await c.leader()
+        svc = c.services[leader]
+        await svc.set("a", b"1")
+        await svc.set("b", b"2")
+        await c.settle()
+        applied = c.nodes[leader].last_applied
+        # Counted as reads (hits and misses), but nothing recorded for the TOUCH batch.
+        assert await svc.get("a", touch=False) is not None
+        assert await svc.get("a", "lease", touch=False) is not None
+        assert [i is not None for i in await svc.mget(["a", "z"], touch=False)] == [True, False]
+        assert svc.housekeeping.pending_touches == 0
+        stats = await svc.stats()
+        assert (stats["hits"], stats["misses"]) == (3, 1)
+        await asyncio.sleep(0.5)  # two touch intervals: nothing to propose
+        assert c.nodes[leader].last_applied == applied
+        assert await svc.get("b") is not None  # a normal read: one key for the next batch
+        assert svc.housekeeping.pending_touches == 1
+        await asyncio.sleep(0.5)
+        assert svc.housekeeping.pending_touches == 0
+        assert c.nodes[leader].last_applied > applied
+        await svc.set("c", b"3")  # "a" was read but never touched: it is the oldest
+        await c.settle()
+        now = c.clock()
+        for machine in c.machines.values():
+            assert machine.list_keys("", None, 10, now) == (["b", "c"], None)
+
+
 async def test_flush_and_expiry_rounds_on_demand() -> None:
     async with CacheCluster(1) as c:
         svc = c.services[await c.leader()]

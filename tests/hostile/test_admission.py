@@ -38,16 +38,20 @@ class GatedService(FakeService):
             await self.gate.wait()
             self.waiting -= 1
 
-    async def get(self, key: str, consistency: str = "linearizable") -> Item | None:
+    async def get(
+        self, key: str, consistency: str = "linearizable", *, touch: bool = True
+    ) -> Item | None:
         await self._wait(self._reads)
-        return await super().get(key, consistency)
+        return await super().get(key, consistency, touch=touch)
 
     async def set(self, key: str, value: bytes, *args: Any, **kwargs: Any) -> int:
         await self._wait(self._writes)
         return await super().set(key, value, *args, **kwargs)
 
-    async def mget(self, keys: Sequence[str], consistency: str = "linearizable") -> list[Any]:
-        return await super().mget(keys, consistency)
+    async def mget(
+        self, keys: Sequence[str], consistency: str = "linearizable", *, touch: bool = True
+    ) -> list[Any]:
+        return await super().mget(keys, consistency, touch=touch)
 
 
 async def start(service: GatedService, node: FakeNode, admission: AdmissionLimits) -> Client:

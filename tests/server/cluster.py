@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 
+from raftcache.cache.commands import TouchCommand, decode
 from raftcache.process.config import ServeOptions
 from raftcache.process.serve import NodeServer, build_node_server
 from raftcache.raft.config import RaftConfig
@@ -99,3 +100,18 @@ async def start_cluster(
     for server in servers:
         await server.start()
     return Cluster(servers, session or aiohttp.ClientSession())
+
+
+def touched_since(server: NodeServer, index: int) -> list[str]:
+    """The keys of the TOUCH entries in ``server``'s log after ``index``."""
+    log = server.node.core.log
+    keys: list[str] = []
+    for i in range(index + 1, log.last_index() + 1):
+        command = log.entry(i).command
+        try:
+            decoded = decode(command) if command else None
+        except Exception:  # a Raft-internal entry (no-op, configuration)
+            continue
+        if isinstance(decoded, TouchCommand):
+            keys += decoded.keys
+    return keys

@@ -103,12 +103,17 @@ class FakeService:
         self.data[key] = Entry(value, self.index)
         return self.index
 
-    async def get(self, key: str, consistency: str = "linearizable") -> Item | None:
-        self._enter("get", (key, consistency), needs_leader=consistency != "stale")
+    async def get(
+        self, key: str, consistency: str = "linearizable", *, touch: bool = True
+    ) -> Item | None:
+        self._enter("get", (key, consistency, touch), needs_leader=consistency != "stale")
         return self.data.get(key)
 
-    async def mget(self, keys: Sequence[str], consistency: str = "linearizable") -> list[Any]:
-        self._enter("mget", (list(keys), consistency), needs_leader=consistency != "stale")
+    async def mget(
+        self, keys: Sequence[str], consistency: str = "linearizable", *, touch: bool = True
+    ) -> list[Any]:
+        args = (list(keys), consistency, touch)
+        self._enter("mget", args, needs_leader=consistency != "stale")
         return [self.data.get(k) for k in keys]
 
     async def list_keys(

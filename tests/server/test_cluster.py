@@ -15,7 +15,7 @@ import orjson
 import pytest
 from yarl import URL
 
-from .cluster import Cluster, start_cluster
+from .cluster import Cluster, start_cluster, touched_since
 
 
 @pytest.fixture
@@ -268,5 +268,48 @@ async def test_stop_lets_in_flight_requests_finish(tmp_path: Path) -> None:
         assert orjson.loads(body)["error"]
         with pytest.raises(aiohttp.ClientConnectionError):
             await call(cluster, "GET", survivor.url + "/v1/health")
+    finally:
+        await cluster.stop()
+
+
+@pytest.mark.parametrize("front", ["lean", "aiohttp"])
+async def test_reads_with_touch_false_leave_recency_alone(tmp_path: Path, front: str) -> None:
+    cluster = await start_cluster(tmp_path, max_keys=2, http_front=front)
+    try:
+        leader = await cluster.leader()
+        follower = (await cluster.followers())[0]
+        assert leader.http_front == follower.http_front == front
+        for key in ("a", "b"):
+            assert (await call(cluster, "PUT", f"{leader.url}/v1/keys/{key}", data=b"v"))[0] == 200
+        start = leader.node.last_applied
+        # On the leader, and forwarded to it by a follower: read and counted, never touched.
+        for url in (leader.url, follower.url):
+            status, _, body = await call(cluster, "GET", f"{url}/v1/keys/a?touch=false")
+            assert (status, body) == (200, b"v")
+            mget = f"{url}/v1/mget?touch=false"
+            status, _, body = await call(cluster, "POST", mget, json={"keys": ["a"]})
+            assert (status, orjson.loads(body)) == (
+                200,
+                {"values": [base64.b64encode(b"v").decode()]},
+            )
+        assert leader.service.housekeeping.pending_touches == 0
+        status, _, body = await call(cluster, "GET", f"{leader.url}/v1/keys/a?touch=yes")
+        assert status == 400
+        assert orjson.loads(body)["error"] == "touch must be true or false, got 'yes'"
+        await asyncio.sleep(1.5)  # more than a touch interval (1 s): nothing was proposed
+        assert touched_since(leader, start) == []
+        # "a", read but never touched, is still the oldest: the next write evicts it.
+        assert (await call(cluster, "PUT", f"{leader.url}/v1/keys/c", data=b"v"))[0] == 200
+        _, _, body = await call(cluster, "GET", f"{leader.url}/v1/keys")
+        assert orjson.loads(body)["keys"] == ["b", "c"]
+        # A plain read does refresh: "b" becomes newer than "c", so "c" goes next.
+        start = leader.node.last_applied
+        assert (await call(cluster, "GET", f"{follower.url}/v1/keys/b"))[0] == 200
+        async with asyncio.timeout(10):
+            while touched_since(leader, start) != ["b"]:
+                await asyncio.sleep(0.05)
+        assert (await call(cluster, "PUT", f"{leader.url}/v1/keys/d", data=b"v"))[0] == 200
+        _, _, body = await call(cluster, "GET", f"{leader.url}/v1/keys")
+        assert orjson.loads(body)["keys"] == ["b", "d"]
     finally:
         await cluster.stop()

@@ -78,6 +78,10 @@ async def test_encoded_slash_and_unicode_keys(client: Client, service: FakeServi
         ("PUT", "/v1/keys/", {}),
         ("PUT", "/v1/keys/" + "k" * 1025, {}),
         ("GET", "/v1/keys/k?consistency=strong", {}),
+        ("GET", "/v1/keys/k?touch=no", {}),
+        ("GET", "/v1/keys/k?touch=False", {}),
+        ("GET", "/v1/keys/k?touch=", {}),
+        ("GET", "/v1/keys/k?touch=true&touch=false", {}),
         ("GET", "/v1/keys?limit=0", {}),
         ("GET", "/v1/keys?limit=abc", {}),
         ("GET", "/v1/keys?limit=100000", {}),
@@ -125,9 +129,39 @@ async def test_consistency_levels_reach_the_service(client: Client, service: Fak
     for level in ("linearizable", "lease", "stale"):
         resp = await client.get(f"/v1/keys/k?consistency={level}")
         assert resp.status == 200
-        assert service.calls[-1] == ("get", ("k", level))
+        assert service.calls[-1] == ("get", ("k", level, True))
     await client.get("/v1/keys/k")
-    assert service.calls[-1] == ("get", ("k", "linearizable"))
+    assert service.calls[-1] == ("get", ("k", "linearizable", True))
+
+
+async def test_touch_false_reaches_the_service(client: Client, service: FakeService) -> None:
+    service.data["k"] = Entry(b"v", 1)
+    for query, touch in [("", True), ("?touch=true", True), ("?touch=false", False)]:
+        resp = await client.get(f"/v1/keys/k{query}")
+        assert (resp.status, await resp.read()) == (200, b"v")
+        assert service.calls.pop() == ("get", ("k", "linearizable", touch))
+    resp = await client.head("/v1/keys/k?consistency=stale&touch=false")
+    assert resp.status == 200
+    assert service.calls.pop() == ("get", ("k", "stale", False))
+    assert (await client.head("/v1/keys/k?touch=0")).status == 400
+    resp = await client.post("/v1/mget?touch=false&consistency=lease", json={"keys": ["k"]})
+    assert await resp.json() == {"values": [b64(b"v")]}
+    assert service.calls.pop() == ("mget", (["k"], "lease", False))
+    await client.post("/v1/mget", json={"keys": ["k"]})
+    assert service.calls.pop() == ("mget", (["k"], "linearizable", True))
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v1/keys/k?touch=maybe"), ("POST", "/v1/mget?touch=maybe")],
+)
+async def test_a_bad_touch_is_a_400_naming_the_parameter_and_the_value(
+    client: Client, service: FakeService, method: str, path: str
+) -> None:
+    resp = await client.request(method, path, json={"keys": ["k"]})
+    body = await error_of(resp, 400)
+    assert body["error"] == "touch must be true or false, got 'maybe'"
+    assert service.calls == []
 
 
 async def test_stale_read_on_a_follower_is_served_locally(

@@ -23,6 +23,7 @@ from raftcache.server.validation import (
     parse_limit,
     parse_mget_body,
     parse_session_headers,
+    parse_touch,
     parse_ttl_body,
     validate_ttl,
 )
@@ -102,6 +103,14 @@ def test_consistency() -> None:
         assert parse_consistency(level) == level
     assert status_of(parse_consistency, "strong") == 400
     assert status_of(parse_consistency, "") == 400
+
+
+def test_touch() -> None:
+    assert parse_touch(None) is True
+    assert parse_touch("true") is True
+    assert parse_touch("false") is False
+    for bad in ["", "False", "0", "no", "x" * 500]:
+        assert status_of(parse_touch, bad) == 400, bad
 
 
 def test_limit_bounds() -> None:

@@ -9,7 +9,9 @@ read time. Error results of the machine become the typed exceptions of
 ``ProposalDroppedError``, ``TimeoutError``, ``NodeStoppedError``) pass through unchanged.
 
 Reads count hits and misses on this node and, on the leader, feed the LRU access batches
-(``raftcache.cache.background``), which ``start()``/``stop()`` run with expiry proposals.
+(``raftcache.cache.background``), which ``start()``/``stop()`` run with expiry proposals. A read
+with ``touch=False`` (Redis 7.2's ``CLIENT NO-TOUCH``) is counted but leaves recency alone: it
+proposes nothing, so the applied index does not move because of it.
 
 A replica named by a divergence alarm, or with a local fault (``raftcache.cache.alarms``,
 docs/divergence.md), refuses every read — whatever its consistency, before any barrier — with
@@ -173,22 +175,26 @@ class CacheService:
 
     # --- reads ------------------------------------------------------------------------------
 
-    async def get(self, key: str, consistency: str = "linearizable") -> Item | None:
-        """The live entry of ``key`` (value, version, expires_at), or None."""
+    async def get(
+        self, key: str, consistency: str = "linearizable", *, touch: bool = True
+    ) -> Item | None:
+        """The live entry of ``key`` (value, version, expires_at), or None. ``touch=False``:
+        the read does not refresh the key's recency (see the module docstring)."""
         await self._barrier(consistency)
         item = self._machine.get(key, self._clock())
-        self._count_reads([key] if item is not None else [], 0 if item is not None else 1)
+        self._count_reads([key] if item is not None else [], 0 if item is not None else 1, touch)
         return item
 
     async def mget(
-        self, keys: Sequence[str], consistency: str = "linearizable"
+        self, keys: Sequence[str], consistency: str = "linearizable", *, touch: bool = True
     ) -> list[Item | None]:
-        """The live entries of ``keys`` in order (None where missing), after one barrier."""
+        """The live entries of ``keys`` in order (None where missing), after one barrier;
+        ``touch`` as for ``get``."""
         await self._barrier(consistency)
         now, machine = self._clock(), self._machine
         items = [machine.get(key, now) for key in keys]
         hits = [key for key, item in zip(keys, items, strict=True) if item is not None]
-        self._count_reads(hits, len(keys) - len(hits))
+        self._count_reads(hits, len(keys) - len(hits), touch)
         return items
 
     async def list_keys(
@@ -218,9 +224,9 @@ class CacheService:
                 f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, not {consistency!r}"
             )
 
-    def _count_reads(self, hit_keys: list[str], misses: int) -> None:
+    def _count_reads(self, hit_keys: list[str], misses: int, touch: bool) -> None:
         self._machine.record_reads(len(hit_keys), misses)
-        if hit_keys:
+        if hit_keys and touch:
             self.housekeeping.record_access(hit_keys)
 
     # --- writes -----------------------------------------------------------------------------

@@ -54,10 +54,12 @@ class NodePort(Protocol):
 class ServicePort(Protocol):
     """The parts of ``CacheService`` the server calls (docs/design.md)."""
 
-    async def get(self, key: str, consistency: str = "linearizable") -> Item | None: ...
+    async def get(
+        self, key: str, consistency: str = "linearizable", *, touch: bool = True
+    ) -> Item | None: ...
 
     async def mget(
-        self, keys: Sequence[str], consistency: str = "linearizable"
+        self, keys: Sequence[str], consistency: str = "linearizable", *, touch: bool = True
     ) -> list[Item | None]: ...
 
     async def list_keys(

@@ -34,6 +34,7 @@ from raftcache.server.validation import (
     parse_limit,
     parse_mget_body,
     parse_prefix_or_after,
+    parse_touch,
     parse_ttl,
     parse_ttl_body,
 )
@@ -70,11 +71,13 @@ async def put_key(request: web.Request) -> web.Response:
 
 
 async def get_key(request: web.Request) -> web.Response:
-    """``GET /v1/keys/{key}``: the raw value with ``ETag: "<version>"``; 404 when missing."""
+    """``GET /v1/keys/{key}``: the raw value with ``ETag: "<version>"``; 404 when missing.
+    ``?touch=false``: the read leaves the key's recency alone."""
     ctx = context_of(request)
     key = parse_key_path(request.raw_path)
     consistency = parse_consistency(single_query(request, "consistency"))
-    item = await ctx.service.get(key, consistency)
+    touch = parse_touch(single_query(request, "touch"))
+    item = await ctx.service.get(key, consistency, touch=touch)
     if item is None:
         raise ApiError(404, "key not found")
     return web.Response(
@@ -176,14 +179,16 @@ async def batch(request: web.Request) -> web.Response:
 
 
 async def mget(request: web.Request) -> web.Response:
-    """``POST /v1/mget`` ``{"keys": [...]}`` → ``{"values": [base64 | null, ...]}``."""
+    """``POST /v1/mget`` ``{"keys": [...]}`` → ``{"values": [base64 | null, ...]}``;
+    ``?touch=false`` as for ``get_key``."""
     ctx = context_of(request)
     consistency = parse_consistency(single_query(request, "consistency"))
+    touch = parse_touch(single_query(request, "touch"))
     body = await read_body(request, _batch_body_limit(request))
     keys = parse_mget_body(body, ctx.settings.limits)
     if not keys:
         return json_response({"values": []})
-    items = await ctx.service.mget(keys, consistency)
+    items = await ctx.service.mget(keys, consistency, touch=touch)
     # The answer is bounded like a batch's values: 1000 keys of 1 MiB would be 1.3 GB of JSON.
     size = sum(len(item.value) for item in items if item is not None)
     limit = ctx.settings.limits.max_batch_bytes

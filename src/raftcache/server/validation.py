@@ -157,6 +157,16 @@ def parse_consistency(value: str | None) -> Consistency:
     raise bad_request(f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}")
 
 
+def parse_touch(value: str | None) -> bool:
+    """The ``touch`` query parameter of the reads of values: ``false`` leaves the keys'
+    recency (LRU order) alone, as Redis's ``CLIENT NO-TOUCH``; ``true`` by default."""
+    if value is None or value == "true":
+        return True
+    if value == "false":
+        return False
+    raise bad_request(f"touch must be true or false, got {value[:40]!r}")
+
+
 def parse_limit(value: str | None, limits: Limits) -> int:
     """The ``limit`` query parameter of the key listing: an integer in 1..max_list_limit."""
     if value is None:

@@ -25,6 +25,7 @@ from raftcache.server.openapi.schema import (
     KEY,
     KEY_PARAM,
     SESSION,
+    TOUCH,
     TTL_CHANGE,
     VERSION,
     WRITE,
@@ -75,7 +76,7 @@ def _key_item_path(limits: Limits) -> dict[str, Schema]:
             },
             "get": {
                 "summary": "Read a value (raw bytes, ETag: the version)",
-                "parameters": [CONSISTENCY],
+                "parameters": [CONSISTENCY, TOUCH],
                 "responses": {
                     "200": {
                         "description": "the value",
@@ -253,7 +254,7 @@ def _batch_paths(limits: Limits) -> dict[str, Schema]:
         "/v1/mget": {
             "post": {
                 "summary": "Read many keys after one read barrier",
-                "parameters": [CONSISTENCY],
+                "parameters": [CONSISTENCY, TOUCH],
                 "requestBody": {"required": True, "content": {JSON: {"schema": keys_body}}},
                 "responses": {
                     "200": json_answer(

@@ -93,6 +93,14 @@ CONSISTENCY: Schema = {
     "required": False,
     "schema": {"type": "string", "enum": list(CONSISTENCY_LEVELS)},
 }
+#: ``false``: the read leaves the keys' recency (LRU order) alone, as Redis's CLIENT NO-TOUCH.
+TOUCH: Schema = {
+    "name": "touch",
+    "in": "query",
+    "required": False,
+    "description": "false: the read does not refresh the keys' recency (LRU order)",
+    "schema": {"type": "string", "enum": ["true", "false"]},
+}
 KEY_PARAM: Schema = {"name": "key", "in": "path", "required": True, "schema": KEY}
 SESSION: list[Schema] = [
     {
