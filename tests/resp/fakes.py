@@ -38,10 +38,14 @@ class FakeBackend:
         self.data[key] = (value, self.index, None if ttl is None else self.clock() + ttl)
         return self.index
 
-    async def values(self, keys: Sequence[str], consistency: str) -> list[bytes | None]:
+    async def values(
+        self, keys: Sequence[str], consistency: str, *, touch: bool = True
+    ) -> list[bytes | None]:
         return [None if (e := self._live(k)) is None else e[0] for k in keys]
 
-    async def items(self, keys: Sequence[str], consistency: str) -> list[Item | None]:
+    async def items(
+        self, keys: Sequence[str], consistency: str, *, touch: bool = True
+    ) -> list[Item | None]:
         return [None if (e := self._live(k)) is None else Item(e[0], e[1], e[2]) for k in keys]
 
     def _version(self, key: str) -> int:

@@ -12,6 +12,8 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from redis.exceptions import ExecAbortError, ResponseError
 
+from tests.server.cluster import touched_since
+
 from .cluster import RespCluster, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -303,3 +305,51 @@ async def test_readonly_connections_read_their_own_replica(resp_cluster: RespClu
     finally:
         await writer.aclose()
         await reader.aclose()
+
+
+async def test_client_no_touch_reads_leave_recency_alone(resp_cluster: RespCluster) -> None:
+    leader = await resp_cluster.cluster.leader()
+    follower = (await resp_cluster.cluster.followers())[0]
+    writer = aioredis.Redis(port=resp_cluster.port_of(leader))
+    # One connection each: NO-TOUCH is a connection's state. On the follower, reads are
+    # forwarded to the leader over HTTP, which must not touch either.
+    readers = [
+        aioredis.Redis(port=resp_cluster.port_of(server), single_connection_client=True)
+        for server in (leader, follower)
+    ]
+    try:
+        await writer.mset({"nt:a": "1", "nt:b": "2"})
+        start = leader.node.last_applied
+        for r in readers:
+            assert await r.client_no_touch("ON") == b"OK"
+            assert await r.get("nt:a") == b"1"
+            assert await r.mget("nt:a", "nt:b", "nt:none") == [b"1", b"2", None]
+            assert await r.exists("nt:a", "nt:b") == 2
+            assert await r.ttl("nt:a") == -1  # a transaction's read
+            # A MULTI that only reads (sent on this connection: a redis-py pipeline takes
+            # another one from the pool, without NO-TOUCH).
+            assert await command(r, "MULTI") == b"OK"
+            assert await command(r, "GET", "nt:a") == b"QUEUED"
+            assert await command(r, "STRLEN", "nt:b") == b"QUEUED"
+            assert await command(r, "EXEC") == [b"1", 1]
+        await asyncio.sleep(1.5)  # more than the leader's touch interval (1 s)
+        assert [k for k in touched_since(leader, start) if k.startswith("nt:")] == []
+        # OFF again (and RESET, as in Redis) turns it off: reads touch once more.
+        assert await command(readers[0], "CLIENT", "NO-TOUCH", "off") == b"OK"
+        assert await readers[0].get("nt:a") == b"1"
+        assert await readers[1].client_no_touch("ON") == b"OK"
+        assert await command(readers[1], "RESET") in (b"RESET", "RESET")
+        assert await readers[1].get("nt:b") == b"2"
+        async with asyncio.timeout(10):
+            while {"nt:a", "nt:b"} - set(touched_since(leader, start)):
+                await asyncio.sleep(0.05)
+        with pytest.raises(ResponseError, match=r"^syntax error$"):
+            await command(readers[0], "CLIENT", "NO-TOUCH", "maybe")
+        with pytest.raises(
+            ResponseError, match=r"wrong number of arguments for 'client\|no-touch'"
+        ):
+            await command(readers[0], "CLIENT", "NO-TOUCH")
+    finally:
+        await writer.aclose()
+        for r in readers:
+            await r.aclose()

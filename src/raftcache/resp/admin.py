@@ -174,7 +174,7 @@ class Reset(Call):
         ctx.proto, ctx.name, ctx.consistency = 2, None, ctx.server.read_consistency
         server = ctx.server
         ctx.authenticated = server.client_token is None and server.client_token_ro is None
-        ctx.read_only = False
+        ctx.read_only = ctx.no_touch = False
         return Simple("RESET")
 
 

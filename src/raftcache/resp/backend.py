@@ -30,12 +30,18 @@ T = TypeVar("T")
 class Backend(Protocol):
     """The cache operations RESP commands are built from (errors as ``CacheService``'s)."""
 
-    async def values(self, keys: Sequence[str], consistency: str) -> list[bytes | None]:
-        """Values of ``keys`` (None where missing), as of one read."""
+    async def values(
+        self, keys: Sequence[str], consistency: str, *, touch: bool = True
+    ) -> list[bytes | None]:
+        """Values of ``keys`` (None where missing), as of one read; ``touch=False`` leaves
+        their recency alone (``CLIENT NO-TOUCH``)."""
         ...
 
-    async def items(self, keys: Sequence[str], consistency: str) -> list[Item | None]:
-        """Entries of ``keys`` with version and expiry (None where missing)."""
+    async def items(
+        self, keys: Sequence[str], consistency: str, *, touch: bool = True
+    ) -> list[Item | None]:
+        """Entries of ``keys`` with version and expiry (None where missing); ``touch`` as for
+        ``values``."""
         ...
 
     async def set(
@@ -96,7 +102,7 @@ class ServicePort(Protocol):
     def machine(self) -> ReplicaPort: ...
 
     async def mget(
-        self, keys: Sequence[str], consistency: str = "linearizable"
+        self, keys: Sequence[str], consistency: str = "linearizable", *, touch: bool = True
     ) -> list[Item | None]: ...
 
     async def list_keys(
@@ -148,12 +154,16 @@ class LocalBackend:
     def __init__(self, service: ServicePort) -> None:
         self._service = service
 
-    async def values(self, keys: Sequence[str], consistency: str) -> list[bytes | None]:
-        items = await self._service.mget(keys, consistency)
+    async def values(
+        self, keys: Sequence[str], consistency: str, *, touch: bool = True
+    ) -> list[bytes | None]:
+        items = await self._service.mget(keys, consistency, touch=touch)
         return [None if item is None else item.value for item in items]
 
-    async def items(self, keys: Sequence[str], consistency: str) -> list[Item | None]:
-        return await self._service.mget(keys, consistency)
+    async def items(
+        self, keys: Sequence[str], consistency: str, *, touch: bool = True
+    ) -> list[Item | None]:
+        return await self._service.mget(keys, consistency, touch=touch)
 
     async def set(
         self,

@@ -183,25 +183,29 @@ def _batch_of(ops: Sequence[BatchOp]) -> Callable[[Backend], Awaitable[list[Batc
 
 
 class ReadGroups:
-    """Read groups, one stream per consistency level: one ``values`` read per group."""
+    """Read groups, one stream per consistency level and touch mode (``CLIENT NO-TOUCH``
+    connections' reads leave recency alone, so they never share a read with the others): one
+    ``values`` read per group."""
 
     def __init__(self, router: Router, **limits: Any) -> None:
         self._router = router
         self._limits = limits
-        self._streams: dict[str, Batcher[str, bytes | None]] = {}
+        self._streams: dict[tuple[str, bool], Batcher[str, bytes | None]] = {}
 
-    def submit(self, keys: Sequence[str], consistency: str) -> asyncio.Future[list[bytes | None]]:
+    def submit(
+        self, keys: Sequence[str], consistency: str, *, touch: bool = True
+    ) -> asyncio.Future[list[bytes | None]]:
         """Queue a read of ``keys``; the future gets their values, in order."""
-        stream = self._streams.get(consistency)
+        stream = self._streams.get((consistency, touch))
         if stream is None:
-            stream = Batcher(self._reader(consistency), **self._limits)
-            self._streams[consistency] = stream
+            stream = Batcher(self._reader(consistency, touch), **self._limits)
+            self._streams[consistency, touch] = stream
         return stream.submit(keys)
 
-    def _reader(self, consistency: str) -> Runner[str, bytes | None]:
+    def _reader(self, consistency: str, touch: bool) -> Runner[str, bytes | None]:
         async def read(group: list[Sequence[str]]) -> list[list[bytes | None] | Exception]:
             keys = [key for submitted in group for key in submitted]
-            values = await self._router.call(lambda b: b.values(keys, consistency))
+            values = await self._router.call(lambda b: b.values(keys, consistency, touch=touch))
             outcomes: list[list[bytes | None] | Exception] = []
             position = 0
             for submitted in group:

@@ -221,6 +221,7 @@ class Executor:
             clock=server.clock,
             consistency=client.consistency,
             gate=client.gate,
+            touch=not client.no_touch,
         )
 
     async def _as_one_batch(self, calls: list[Call]) -> list[Reply] | None:
@@ -258,7 +259,9 @@ class Executor:
         proto = client.proto
         keys = [key for call in reads for key in call.keys]
         try:
-            values = await client.server.reads.submit(keys, client.consistency)
+            values = await client.server.reads.submit(
+                keys, client.consistency, touch=not client.no_touch
+            )
         except Exception as exc:
             error = encode(reply_for(exc, is_write=False), proto)
             out.extend(error for _ in reads)

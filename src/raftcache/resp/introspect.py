@@ -123,11 +123,22 @@ class Client(Call):
             return Verbatim("".join(_client_line(c) + "\n" for c in clients))
         if sub == "SETINFO" and len(argv) == 2:
             return _setinfo(ctx, args.upper(argv[0]), argv[1])
-        if sub in ("NO-EVICT", "NO-TOUCH") and len(argv) == 1:
+        if sub == "NO-TOUCH" and len(argv) == 1:
+            return _no_touch(ctx, args.upper(argv[0]))
+        if sub == "NO-EVICT" and len(argv) == 1:
             return OK if args.upper(argv[0]) in ("ON", "OFF") else SYNTAX
         if sub in ("SETNAME", "GETNAME", "ID", "INFO", "SETINFO", "NO-EVICT", "NO-TOUCH"):
             return wrong_args(f"client|{sub.lower()}")
         return RespError(f"ERR unknown subcommand '{sub}'. Try CLIENT HELP.")
+
+
+def _no_touch(ctx: ClientState, mode: str) -> Reply:
+    """CLIENT NO-TOUCH ON|OFF: whether this connection's reads leave recency alone (Redis
+    7.2; RESET turns it off again). Anything but ON or OFF is Redis's syntax error."""
+    if mode not in ("ON", "OFF"):
+        return SYNTAX
+    ctx.no_touch = mode == "ON"
+    return OK
 
 
 def _setinfo(ctx: ClientState, attr: str, raw: bytes) -> Reply:

@@ -80,24 +80,28 @@ class LeaderBackend:
 
     # --- reads ----------------------------------------------------------------------------
 
-    async def values(self, keys: Sequence[str], consistency: str) -> list[bytes | None]:
+    async def values(
+        self, keys: Sequence[str], consistency: str, *, touch: bool = True
+    ) -> list[bytes | None]:
         out: list[bytes | None] = []
+        query = _read_query(consistency, touch)
         # Chunks are read in order, so a later chunk never sees an older state than an earlier.
         for start in range(0, len(keys), MGET_CHUNK):
             chunk = list(keys[start : start + MGET_CHUNK])
-            body = await self._json(
-                "POST", f"/v1/mget?consistency={consistency}", {"keys": chunk}, write=False
-            )
+            body = await self._json("POST", "/v1/mget" + query, {"keys": chunk}, write=False)
             out.extend(None if v is None else base64.b64decode(v) for v in body["values"])
         return out
 
-    async def items(self, keys: Sequence[str], consistency: str) -> list[Item | None]:
-        return list(await asyncio.gather(*(self._item(key, consistency) for key in keys)))
+    async def items(
+        self, keys: Sequence[str], consistency: str, *, touch: bool = True
+    ) -> list[Item | None]:
+        query = _read_query(consistency, touch)
+        return list(await asyncio.gather(*(self._item(key, query) for key in keys)))
 
-    async def _item(self, key: str, consistency: str) -> Item | None:
+    async def _item(self, key: str, query: str) -> Item | None:
         for _ in range(8):
             status, headers, body = await self._request(
-                "GET", f"/v1/keys/{_q(key)}?consistency={consistency}", None, write=False
+                "GET", f"/v1/keys/{_q(key)}{query}", None, write=False
             )
             if status == 404:
                 return None
@@ -235,6 +239,12 @@ class LeaderBackend:
 
 def _q(text: str) -> str:
     return quote(text, safe="")
+
+
+def _read_query(consistency: str, touch: bool) -> str:
+    """The query of a read: its consistency, and ``touch=false`` when it must leave recency
+    alone (sent only then, so a leader of an earlier release still answers the others)."""
+    return f"?consistency={consistency}" + ("" if touch else "&touch=false")
 
 
 def _op_to_json(op: BatchOp) -> dict[str, Any]:

@@ -85,7 +85,7 @@ class ServerState:
 
 @dataclass(eq=False)
 class ClientState:
-    """One connection: protocol version, authentication, name, MULTI queue."""
+    """One connection: protocol version, authentication, name, read mode, MULTI queue."""
 
     server: ServerState
     id: int
@@ -98,6 +98,8 @@ class ClientState:
     lib_name: str | None = None
     lib_ver: str | None = None
     consistency: str = "linearizable"
+    #: CLIENT NO-TOUCH ON: this connection's reads leave the keys' recency alone.
+    no_touch: bool = False
     in_multi: bool = False
     queue: list[Call] = field(default_factory=list)
     multi_failed: bool = False

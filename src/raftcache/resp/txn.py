@@ -50,6 +50,7 @@ async def run_transaction(
     consistency: str = "linearizable",
     gate: asyncio.Lock | None = None,
     max_attempts: int = MAX_ATTEMPTS,
+    touch: bool = True,
 ) -> list[Reply]:
     """Run ``calls`` atomically (see the module docstring); one reply per call, in order.
 
@@ -61,10 +62,12 @@ async def run_transaction(
             linearizably: its replies must hold at its commit).
         gate: the connection's ordering gate (``Router.call``).
         max_attempts: rounds before giving up under contention.
+        touch: False (``CLIENT NO-TOUCH``): the reads of step 1 leave recency alone. A commit
+            that re-reads keys (``get`` ops) still refreshes them: a replicated get is an access.
     """
     if not any(call.writes for call in calls):
-        return await router.call(lambda b: _read_only(b, calls, clock, consistency), gate)
-    return await router.call(lambda b: _read_write(b, calls, clock, max_attempts), gate)
+        return await router.call(lambda b: _read_only(b, calls, clock, consistency, touch), gate)
+    return await router.call(lambda b: _read_write(b, calls, clock, max_attempts, touch), gate)
 
 
 def _unique(keys: Iterable[str]) -> list[str]:
@@ -88,22 +91,30 @@ def simulate(calls: Sequence[Call], view: View) -> list[Reply]:
 
 
 async def _read_only(
-    backend: Backend, calls: Sequence[Call], clock: Callable[[], float], consistency: str
+    backend: Backend,
+    calls: Sequence[Call],
+    clock: Callable[[], float],
+    consistency: str,
+    touch: bool,
 ) -> list[Reply]:
     keys = _unique(k for call in calls for k in call.keys)
-    items = await backend.items(keys, consistency) if keys else []
+    items = await backend.items(keys, consistency, touch=touch) if keys else []
     base = {key: _entry(item) for key, item in zip(keys, items, strict=True)}
     return simulate(calls, View(clock(), base))
 
 
 async def _read_write(
-    backend: Backend, calls: Sequence[Call], clock: Callable[[], float], max_attempts: int
+    backend: Backend,
+    calls: Sequence[Call],
+    clock: Callable[[], float],
+    max_attempts: int,
+    touch: bool,
 ) -> list[Reply]:
     pinned = _unique(k for call in calls for k in call.pinned)
     pinned_set = set(pinned)
     loose = [k for k in _unique(k for call in calls for k in call.keys) if k not in pinned_set]
     for _ in range(max_attempts):
-        items = await backend.items(pinned + loose, "linearizable")
+        items = await backend.items(pinned + loose, "linearizable", touch=touch)
         now = clock()
         base = {key: _entry(item) for key, item in zip(pinned + loose, items, strict=True)}
         versions = {
