@@ -84,6 +84,28 @@ async def test_query_parameters_and_headers(cluster: FakeCluster, fake_time: Fak
     assert all(r.headers["Authorization"] == "Bearer s3cret" for r in cluster.requests)
 
 
+async def test_reads_that_leave_recency_alone_send_touch_false(
+    cluster: FakeCluster, fake_time: FakeTime
+) -> None:
+    async with make_client(cluster, fake_time) as client:
+        await client.set("k", b"v")
+        assert await client.get("k", touch=False) == b"v"
+        assert await client.get_with_version("k", consistency="stale", touch=False) is not None
+        assert await client.mget(["k", "zz"], touch=False) == [b"v", None]
+        await client.get("k", touch=True)
+        await client.mget(["k"])
+        with pytest.raises(BadRequestError, match="touch"):
+            await client.get("k", touch="no")
+    paths = [r.raw_path for r in cluster.key_requests()][1:]
+    assert paths == [
+        "/v1/keys/k?touch=false",
+        "/v1/keys/k?consistency=stale&touch=false",
+        "/v1/mget?touch=false",
+        "/v1/keys/k",  # the default is the server's: nothing sent
+        "/v1/mget",
+    ]
+
+
 async def test_writes_carry_session_headers_and_reads_do_not(
     cluster: FakeCluster, fake_time: FakeTime
 ) -> None:

@@ -26,6 +26,11 @@ def test_sync_client_roundtrip_from_several_threads() -> None:
             values = list(pool.map(lambda _: client.incr("n"), range(40)))
         assert sorted(values) == list(range(1, 41))
         assert client.mget(["k", "n", "x"]) == [b"v", b"40", None]
+        assert client.get("k", touch=False) == b"v"
+        assert client.get_with_version("k", touch=False) == client.get_with_version("k")
+        assert client.mget(["k"], touch=False) == [b"v"]
+        touched = [r.raw_path for r in cluster.key_requests() if "touch" in r.raw_path]
+        assert touched == ["/v1/keys/k?touch=false"] * 2 + ["/v1/mget?touch=false"]
         assert client.cas("k", b"w", 1) is None
         assert client.delete("k") is True
         assert list(client.iter_keys(page_size=1)) == ["n"]

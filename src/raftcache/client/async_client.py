@@ -27,6 +27,7 @@ from raftcache.client.codec import (
     if_match,
     parse_etag,
     to_bytes,
+    touch_param,
     ttl_param,
 )
 from raftcache.client.endpoints import RetryPolicy, encode_key, parse_endpoints
@@ -150,29 +151,35 @@ class AsyncClient:
 
     # ----------------------------------------------------------------- reads
 
-    async def get(self, key: str, *, consistency: str | None = None) -> bytes | None:
-        """The value of ``key``, or None when it is missing or expired."""
-        found = await self.get_with_version(key, consistency=consistency)
+    async def get(
+        self, key: str, *, consistency: str | None = None, touch: bool = True
+    ) -> bytes | None:
+        """The value of ``key``, or None when it is missing or expired. ``touch=False``: the
+        read leaves the key's recency (LRU order) alone, as Redis's ``CLIENT NO-TOUCH``."""
+        found = await self.get_with_version(key, consistency=consistency, touch=touch)
         return None if found is None else found[0]
 
     async def get_with_version(
-        self, key: str, *, consistency: str | None = None
+        self, key: str, *, consistency: str | None = None, touch: bool = True
     ) -> tuple[bytes, int] | None:
         """``(value, version)`` of ``key``, or None when missing; the version feeds ``cas``."""
         resp = await self._transport.request(
             "GET",
             f"/v1/keys/{encode_key(key)}",
-            params=self._consistency(consistency),
+            params=self._consistency(consistency) + touch_param(touch),
             expect=_MISS,
         )
         if resp.status == 404:
             return None
         return resp.body, parse_etag(resp.headers.get("ETag"))
 
-    async def mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        """Values of several keys under one linearizable read barrier, None for missing ones."""
+    async def mget(self, keys: Sequence[str], *, touch: bool = True) -> list[bytes | None]:
+        """Values of several keys under one linearizable read barrier, None for missing ones;
+        ``touch`` as for ``get``."""
         keys = _check_keys(keys)
-        resp = await self._transport.request("POST", "/v1/mget", json={"keys": keys})
+        resp = await self._transport.request(
+            "POST", "/v1/mget", params=touch_param(touch), json={"keys": keys}
+        )
         values = resp.json_object().get("values")
         if not isinstance(values, list) or len(values) != len(keys):
             raise ProtocolError(f"mget: expected {len(keys)} values, got {values!r:.80}")

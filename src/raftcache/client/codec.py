@@ -67,6 +67,14 @@ def consistency_param(consistency: str | None) -> list[tuple[str, str]]:
     return [("consistency", consistency)]
 
 
+def touch_param(touch: bool) -> list[tuple[str, str]]:
+    """The ``?touch=false`` parameter of a read that leaves recency alone; nothing otherwise
+    (the server's default, understood by every release)."""
+    if not isinstance(touch, bool):
+        raise BadRequestError(f"touch must be True or False, got {touch!r}")
+    return [] if touch else [("touch", "false")]
+
+
 def if_match(version: int) -> dict[str, str]:
     """The ``If-Match`` header for a compare-and-set against ``version``."""
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:

@@ -155,19 +155,22 @@ class Client:
         )
         return Watch(inner, self._loop.run)
 
-    def get(self, key: str, *, consistency: str | None = None) -> bytes | None:
-        """The value of ``key``, or None when missing or expired."""
-        return self._loop.run(self._async.get(key, consistency=consistency))
+    def get(self, key: str, *, consistency: str | None = None, touch: bool = True) -> bytes | None:
+        """The value of ``key``, or None when missing or expired; ``touch=False`` leaves its
+        recency alone."""
+        return self._loop.run(self._async.get(key, consistency=consistency, touch=touch))
 
     def get_with_version(
-        self, key: str, *, consistency: str | None = None
+        self, key: str, *, consistency: str | None = None, touch: bool = True
     ) -> tuple[bytes, int] | None:
         """``(value, version)`` of ``key``, or None when missing."""
-        return self._loop.run(self._async.get_with_version(key, consistency=consistency))
+        return self._loop.run(
+            self._async.get_with_version(key, consistency=consistency, touch=touch)
+        )
 
-    def mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        """Values of several keys under one read barrier."""
-        return self._loop.run(self._async.mget(keys))
+    def mget(self, keys: Sequence[str], *, touch: bool = True) -> list[bytes | None]:
+        """Values of several keys under one read barrier; ``touch`` as for ``get``."""
+        return self._loop.run(self._async.mget(keys, touch=touch))
 
     def list_keys(
         self,
