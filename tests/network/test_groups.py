@@ -7,6 +7,9 @@ import orjson
 import pytest
 
 from raftcache.network import codec, msgpack_codec
+from raftcache.network.groups import GroupNetwork, GroupRouter
+from raftcache.network.hub import InMemoryHub
+from raftcache.network.memory import InMemoryNetwork
 from raftcache.protocol.messages import (
     AppendEntriesRequest,
     InstallSnapshotRequest,
@@ -49,3 +52,27 @@ def test_a_malformed_group_id_is_refused(bad: str) -> None:
 def test_good_group_ids_pass() -> None:
     for good in ("", "meta", "g0", "g16383", "a.b-c_d"):
         validate_request(AppendEntriesRequest(1, "s1", 0, 0, group=good))
+
+
+class _AddressBook(InMemoryNetwork):
+    """A transport that records the peer addresses it is given."""
+
+    def __init__(self) -> None:
+        super().__init__("s1", hub=InMemoryHub())
+        self.addresses: dict[str, str | None] = {}
+
+    def set_peer_address(self, node_id: str, address: str | None) -> None:
+        self.addresses[node_id] = address
+
+
+def test_a_group_never_changes_the_stores_address_of_a_peer() -> None:
+    """Group g1's configuration still lists s2 at an old address: pushing it (as RaftNode does
+    on every configuration change) must not point every group's traffic to s2 there."""
+    base, router = _AddressBook(), GroupRouter("s1")
+    base.set_peer_address("s2", "http://10.0.0.9:8001")  # the store's, from the cluster map
+    g0 = GroupNetwork(base, router, "g0")
+    g1 = GroupNetwork(base, router, "g1")
+    g0.set_peer_address("s2", "http://10.0.0.9:8001")
+    g1.set_peer_address("s2", "http://10.0.0.2:8001")
+    g1.set_peer_address("s3", None)
+    assert base.addresses == {"s2": "http://10.0.0.9:8001"}

@@ -8,7 +8,8 @@ is the only handler the transport knows: it hands each inbound request to the ha
 removed) fails with ``GroupNotHostedError``; the sender's Raft retries at its next heartbeat as
 after any failed RPC, and nothing reaches a replica that is not there. A view's ``start`` and
 ``stop`` only attach and detach its group: stopping one replica never closes the connections
-every other group shares. See docs/sharding.md.
+every other group shares, and its ``set_peer_address`` does nothing: peer addresses belong to
+the store. See docs/sharding.md.
 """
 
 from __future__ import annotations
@@ -120,5 +121,11 @@ class GroupNetwork(NetworkInterface):
             self.router.detach(self.group, self._handlers)
 
     def set_peer_address(self, node_id: str, address: str | None) -> None:
-        # Peers are stores: one address each, shared by every group they host.
-        self.base.set_peer_address(node_id, address)
+        """Ignored: a group cannot change where its store reaches a peer.
+
+        Peers are stores, one address each, shared by every group they host; a store takes
+        its peers' addresses from the cluster map (docs/sharding.md) and sets them on the
+        shared transport itself. A group's Raft node pushes the addresses of its own
+        configuration, which may be stale (not rewritten when a store moved): forwarding them
+        would point every group's traffic to that store at the old address.
+        """
