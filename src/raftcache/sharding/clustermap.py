@@ -3,7 +3,8 @@
 Rule: a map is an immutable value with a version; every change returns a new map one version
 higher, and ``from_json`` refuses a document that breaks an invariant of docs/sharding.md —
 a group with no voter, a replica on an unknown or removed store, two replicas of a group on
-one host, a leader that is not a voter — naming what is wrong. The slot → group function is not
+one host (but for a replica on a decommissioning store and its replacement, during the move),
+a leader that is not a voter — naming what is wrong. The slot → group function is not
 stored per slot: it is ``raftcache.slots.group_range`` of ``groups``, fixed at bootstrap.
 """
 
@@ -58,6 +59,8 @@ class Store:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Store:
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"a store must be a JSON object, not {type(obj).__name__}")
         try:
             return cls(
                 store_id=_text(obj["id"], "store id", empty=False),
@@ -102,6 +105,8 @@ class GroupPlacement:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> GroupPlacement:
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"a placement must be a JSON object, not {type(obj).__name__}")
         try:
             group = obj["group"]
             voters = _ids(obj["voters"], "voters")
@@ -219,13 +224,15 @@ class ClusterMap:
             raise ValueError(f"group {p.group} lists a store twice: {list(p.replicas)}")
         if p.voters != tuple(sorted(p.voters)) or p.learners != tuple(sorted(p.learners)):
             raise ValueError(f"group {p.group}: voters and learners must be sorted")
-        hosts: dict[str, str] = {}
+        hosts: dict[str, str] = {}  # host → a staying replica there
         for store_id in p.replicas:
             store = self.stores.get(store_id)
             if store is None:
                 raise ValueError(f"group {p.group} has a replica on unknown store {store_id!r}")
             if store.state is StoreState.REMOVED:
                 raise ValueError(f"group {p.group} has a replica on removed store {store_id!r}")
+            if store.state is StoreState.DECOMMISSIONING:
+                continue  # its replacement may share its host while the replica moves
             if store.host in hosts:
                 raise ValueError(
                     f"group {p.group} has two replicas on host {store.host!r}: "

@@ -1,17 +1,21 @@
 """Placement: the next step of each data group towards a balanced, fully replicated map.
 
 Rule: placement is a pure function of the map and of which stores are down too long; it never
-proposes two replicas of a group on one host, never more than one step per group, adds before
-it removes (a group goes 3 → 4 → 3 voters, never 3 → 2 → 3), and transfers leadership away
-from a replica before removing it. Every driver computes the same plan from the same map (ties
-are broken by a hash of group and store, not by chance). See docs/sharding.md#placement.
+proposes a step that leaves a group without a live majority, never more than one step per
+group, never two replicas of a group on one host (but for a replica on a decommissioning store
+and its replacement, during the move); it adds before it removes a live replica (3 → 4 → 3
+voters) and transfers leadership away from a replica before removing it. Every driver computes
+the same plan from the same map (ties are broken by a hash of group and store, then the store
+id, never by chance). See docs/sharding.md#placement.
 
 The order of concerns, per group: finish a move in progress (promote the learner, or drop it if
-its store went away); shrink a group above its replication (the replica on a store that is
-leaving first, else on the fullest store; leadership handed off first); replace a replica on a
-store that is leaving; fill a group below its replication. Only when no group needs any of these
-does placement rebalance: one replica from the fullest store to the emptiest that can take it,
-then leaders, along a chain of transfers when no single transfer evens them out.
+its store went away); remove a dead voter (down too long: it adds no fault tolerance, so
+removing it before its replacement is added costs none, and frees its host); shrink a group
+above its replication (the replica on a store that is leaving first, else on the fullest store;
+leadership handed off first); replace a replica on a decommissioning store; fill a group below
+its replication. Only when no group needs any of these does placement rebalance: one replica
+from the fullest store to the emptiest that can take it, then leaders, along a chain of
+transfers when no single transfer evens them out.
 """
 
 from __future__ import annotations
@@ -104,7 +108,13 @@ def with_leader(cmap: ClusterMap, group: int, leader: str | None) -> ClusterMap:
 
 
 def _tie(group: int, store: str) -> int:
+    """Spreads ties differently per group; callers add the store id after it, because two
+    ids can collide for every group (CRC is linear)."""
     return zlib.crc32(f"{group}/{store}".encode())
+
+
+def _live_majority(voters: tuple[str, ...], alive: set[str]) -> bool:
+    return 2 * sum(v in alive for v in voters) > len(voters)
 
 
 class _Planner:
@@ -129,18 +139,15 @@ class _Planner:
             return []
         for p in self.cmap.placements:
             self._repair(p)
-        if not self.steps and all(self._healthy(p) for p in self.cmap.placements):
+        if not self.steps:  # nothing to repair (or nothing repairable): balance
             self._rebalance_replicas() or self._rebalance_leaders()
         return self.steps
 
     # --- one group: repair ---------------------------------------------------------------------
 
-    def _healthy(self, p: GroupPlacement) -> bool:
-        return (
-            not p.learners
-            and len(p.voters) == self.rf
-            and all(v in self.eligible for v in p.voters)
-        )
+    def _movable(self, p: GroupPlacement) -> bool:
+        """A group a rebalance may touch: no move in progress, every voter alive."""
+        return not p.learners and all(v in self.alive for v in p.voters)
 
     def _repair(self, p: GroupPlacement) -> None:
         if p.learners:
@@ -148,21 +155,32 @@ class _Planner:
             kind = StepKind.PROMOTE if learner in self.eligible else StepKind.REMOVE
             self.steps.append(Step(p.group, kind, learner))
             return
-        leaving = [v for v in p.voters if v not in self.eligible]
+        dead = [v for v in p.voters if v not in self.alive]
+        if dead:
+            # A dead voter goes first: it adds nothing to the group's fault tolerance, so
+            # removing it before adding its replacement costs none, and it frees its host for
+            # a store there. Only while the live voters are a majority (or nothing commits).
+            if _live_majority(p.voters, self.alive):
+                victim = min(dead, key=lambda v: (_tie(p.group, v), v))
+                self.steps.append(Step(p.group, StepKind.REMOVE, victim))
+            return
         if len(p.voters) > self.rf:
-            self._shrink(p, leaving)
-        elif leaving or len(p.voters) < self.rf:
+            self._shrink(p)
+        elif any(v not in self.eligible for v in p.voters) or len(p.voters) < self.rf:
             self._grow(p)
 
-    def _shrink(self, p: GroupPlacement, leaving: list[str]) -> None:
-        def weight(v: str) -> tuple[int, int, int]:
-            return (v in self.eligible, -self.counts.get(v, 0), _tie(p.group, v))
+    def _shrink(self, p: GroupPlacement) -> None:
+        """One live voter too many (after a promote, or RF fell): drop the one on a leaving
+        store first, else on the fullest; hand leadership away from it first."""
+
+        def weight(v: str) -> tuple[bool, int, int, str]:
+            return (v in self.eligible, -self.counts.get(v, 0), _tie(p.group, v), v)
 
         victim = min(p.voters, key=weight)
-        if victim == p.leader and victim in self.alive:
+        if victim == p.leader:
             heirs = [v for v in p.voters if v != victim and v in self.eligible]
             if heirs:
-                heir = min(heirs, key=lambda v: (self.leads[v], _tie(p.group, v)))
+                heir = min(heirs, key=lambda v: (self.leads[v], _tie(p.group, v), v))
                 self.steps.append(Step(p.group, StepKind.TRANSFER, heir))
                 return
         self.steps.append(Step(p.group, StepKind.REMOVE, victim))
@@ -178,16 +196,18 @@ class _Planner:
         self.steps.append(Step(p.group, StepKind.ADD, target))
 
     def _target(self, p: GroupPlacement, replicas: tuple[str, ...]) -> str | None:
-        """The emptiest eligible store not being filled whose host the group does not use."""
-        used = {self.cmap.stores[r].host for r in replicas}
+        """The emptiest eligible store not being filled whose host no staying replica of the
+        group uses. A replica on a decommissioning store does not hold its host: its
+        replacement may share it for the length of the move (``ClusterMap.check``)."""
+        used = {self.cmap.stores[r].host for r in replicas if r in self.eligible}
         candidates = [
             s
             for s in self.eligible
-            if s not in self.moving and self.cmap.stores[s].host not in used
+            if s not in self.moving and s not in replicas and self.cmap.stores[s].host not in used
         ]
         if not candidates:
             return None
-        return min(candidates, key=lambda s: (self.counts[s], _tie(p.group, s)))
+        return min(candidates, key=lambda s: (self.counts[s], _tie(p.group, s), s))
 
     # --- the whole map: balance ----------------------------------------------------------------
 
@@ -201,8 +221,8 @@ class _Planner:
             for empty in reversed(stores):
                 if self.counts[full] - self.counts[empty] < 2:
                     break
-                for p in sorted(self.cmap.placements, key=lambda p: _tie(p.group, full)):
-                    if full not in p.voters or empty in p.replicas:
+                for p in sorted(self.cmap.placements, key=lambda p: (_tie(p.group, full), p.group)):
+                    if full not in p.voters or empty in p.replicas or not self._movable(p):
                         continue
                     if self.cmap.stores[empty].host in {
                         self.cmap.stores[r].host for r in p.replicas
