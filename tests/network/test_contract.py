@@ -9,14 +9,17 @@ Transport-specific behaviour is tested next to each transport (``test_http*``, `
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from raftcache.network import HttpNetwork, NetworkError, NetworkTimeoutError
+from raftcache.network.groups import GroupNetwork, GroupRouter
 from raftcache.network.stream import StreamNetwork
 from raftcache.raft.messages import (
+    AppendEntriesRequest,
     AppendEntriesResponse,
     InstallSnapshotRequest,
     RequestVoteRequest,
@@ -159,6 +162,47 @@ async def test_a_handler_exception_is_permanent_and_the_server_survives(
     assert str(info.value) == "Handler on node b raised: ValueError('bad state')"
     b.register_handlers(RecordingHandlers("b"))
     assert (await a.send_request_vote("b", VOTE)).vote_granted
+
+
+async def test_a_group_not_hosted_is_transient_and_only_a_debug_line(
+    make_node: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Heartbeats of a group the peer does not host (yet): each fails as a transient
+    ``group_not_hosted``, the sender's Raft retries, and the receiver logs no warning."""
+    router = GroupRouter("b")
+    router.attach("g0", RecordingHandlers("b"))
+    a, b = await make_node("a"), await make_node("b", handlers=router)
+    connect(a, b)
+    caplog.set_level(logging.DEBUG, logger="raftcache.network")
+    view = GroupNetwork(a, GroupRouter("a"), "g7")
+    for _ in range(3):
+        with pytest.raises(NetworkError) as info:
+            await view.send_append_entries("b", AppendEntriesRequest(1, "a", 0, 0))
+        assert (info.value.kind, info.value.permanent) == ("group_not_hosted", False)
+        assert str(info.value) == "node b hosts no replica of group 'g7'"
+    refusals = [r for r in caplog.records if "hosts no replica" in r.getMessage()]
+    assert len(refusals) == 3
+    assert {r.levelno for r in refusals} == {logging.DEBUG}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert b.metrics.rpc("inbound", "AppendEntries", "a").errors == {"group_not_hosted": 3}
+    hosted = GroupNetwork(a, GroupRouter("a"), "g0")
+    assert (await hosted.send_append_entries("b", AppendEntriesRequest(1, "a", 0, 0))).success
+
+
+async def test_a_network_error_a_handler_raises_keeps_kind_and_permanence(
+    make_node: Factory,
+) -> None:
+    refusal = NetworkError("node b is read-only", permanent=True, kind="read_only")
+    a = await make_node("a")
+    b = await make_node("b", handlers=RecordingHandlers("b", error=refusal))
+    connect(a, b)
+    with pytest.raises(NetworkError) as info:
+        await a.send_request_vote("b", VOTE)
+    assert (str(info.value), info.value.kind, info.value.permanent) == (
+        "node b is read-only",
+        "read_only",
+        True,
+    )
 
 
 async def test_no_handlers_is_permanent(make_node: Factory) -> None:

@@ -259,6 +259,8 @@ def test_rejects_silly_settings() -> None:
             "Handler on node b raised: E()",
         ),
         (500, b"oops", True, "Node b answered HTTP 500: oops"),
+        (503, b'{"error": "no g7", "code": "group_not_hosted", "permanent": false}', False, "g7"),
+        (500, b'{"error": "read-only", "code": "read_only", "permanent": true}', True, "read-only"),
         (404, b'{"error": "Not Found", "code": "http_error"}', True, "HTTP 404: Not Found"),
     ],
 )
@@ -266,6 +268,13 @@ def test_status_mapping(status: int, body: bytes, permanent: bool, text: str) ->
     error = status_error("b", status, body)
     assert error.permanent is permanent
     assert text in str(error)
+
+
+def test_a_relayed_handler_error_keeps_its_kind_unless_it_is_no_label() -> None:
+    body = b'{"error": "no g7", "code": "group_not_hosted", "permanent": false}'
+    assert status_error("b", 503, body).kind == "group_not_hosted"
+    odd = b'{"error": "x", "code": "Not A Label!", "permanent": true}'
+    assert status_error("b", 500, odd).kind == "permanent"
 
 
 async def test_a_slow_peer_does_not_hold_the_connections_another_peer_needs(

@@ -85,6 +85,8 @@ def test_error_frames_map_like_http_statuses() -> None:
     assert "node b" in str(bad).lower()
     odd = frame_error("b", ["not", "a", "map"])
     assert odd.permanent
+    relayed = frame_error("b", {"error": "no g7", "code": "group_not_hosted", "permanent": False})
+    assert (str(relayed), relayed.permanent, relayed.kind) == ("no g7", False, "group_not_hosted")
 
 
 class _Sink:

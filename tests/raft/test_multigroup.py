@@ -274,6 +274,7 @@ async def test_a_request_for_a_group_not_hosted_is_refused() -> None:
             await view.send_append_entries("b", req)
         assert req.group == "g7"  # the view stamped its group on the request
         assert isinstance(info.value.__cause__, GroupNotHostedError)
+        assert (info.value.kind, info.value.permanent) == ("group_not_hosted", False)
         assert router_b.groups == []
     finally:
         await a.stop()

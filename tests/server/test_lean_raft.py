@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,8 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from raftcache.network import HttpNetwork, codec, compression, msgpack_codec
+from raftcache.network import HttpNetwork, NetworkError, codec, compression, msgpack_codec
+from raftcache.network.groups import GroupNetwork, GroupRouter
 from raftcache.network.httpwire import JSON, MSGPACK, PATHS
 from raftcache.raft.messages import (
     AppendEntriesRequest,
@@ -267,6 +269,35 @@ async def test_a_pooled_connection_stays_on_the_lean_front(lean: Node, client: s
     assert stats.bytes_sent < stats.body_bytes_sent
     inbound = lean.net.metrics.rpc("inbound", "AppendEntries", "a")
     assert (inbound.ok, inbound.errors) == (rounds, {})
+
+
+@pytest.mark.parametrize("client", ["lean", "aiohttp"])
+async def test_a_group_not_hosted_is_relayed_transient_by_the_lean_front(
+    lean: Node, client: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    router = GroupRouter("b")
+    router.attach("g0", lean.handlers)
+    lean.net.register_handlers(router)
+    sender = HttpNetwork(
+        "a", port=0, node_addresses={"b": lean.url}, cluster_token=TOKEN, client=client
+    )
+    await sender.start()
+    caplog.set_level(logging.DEBUG, logger="raftcache.network")
+    try:
+        view = GroupNetwork(sender, GroupRouter("a"), "g7")
+        with pytest.raises(NetworkError) as info:
+            await view.send_append_entries("b", HEARTBEAT)
+        assert (info.value.kind, info.value.permanent) == ("group_not_hosted", False)
+        assert str(info.value) == "node b hosts no replica of group 'g7'"
+        hosted = GroupNetwork(sender, GroupRouter("a"), "g0")
+        assert (await hosted.send_append_entries("b", HEARTBEAT)).success
+    finally:
+        await sender.stop()
+    assert (_front(lean).served, _front(lean).handed_off) == (2, 0)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.levelno for r in caplog.records if "hosts no replica" in r.getMessage()] == [
+        logging.DEBUG
+    ]
 
 
 async def test_pipelined_large_rpcs_are_answered_in_order(lean: Node) -> None:

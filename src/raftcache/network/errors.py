@@ -3,7 +3,9 @@
 Rule: every failure a transport reports is a ``NetworkError`` whose ``permanent`` flag tells a
 retry layer whether trying again can help. Permanent: misconfiguration, unknown or failed nodes,
 a node without handlers, an exception raised by the remote handler. Transient: timeouts, drops,
-connection errors to a known peer, partitions, an open circuit breaker.
+connection errors to a known peer, partitions, an open circuit breaker. A ``NetworkError`` the
+remote handler raises itself (``GroupNotHostedError``: transient) reaches the sender with its
+message, kind and permanence (``relayed``), on every transport.
 
 Each error also carries a short ``kind`` (``"timeout"``, ``"partition"``, ``"circuit_open"``...)
 so that metrics can count errors by cause without parsing messages; an error built without one
@@ -11,6 +13,9 @@ is simply ``"transient"`` or ``"permanent"``.
 """
 
 from __future__ import annotations
+
+import re
+from typing import Final
 
 
 class NetworkError(Exception):
@@ -85,3 +90,14 @@ def remote_handler_error(node_id: str, detail: str) -> NetworkError:
     return NetworkError(
         f"Handler on node {node_id} raised: {detail}", permanent=True, kind="handler_error"
     )
+
+
+#: What a kind relayed from a peer must look like (it labels metrics): a short snake_case word.
+_KIND: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
+
+
+def relayed(detail: str, kind: object, permanent: bool) -> NetworkError:
+    """A ``NetworkError`` a peer's handler raised, as the peer's wire reported it: the same
+    message, permanence and kind (a kind that is not a short snake_case word is dropped)."""
+    label = kind if isinstance(kind, str) and _KIND.fullmatch(kind) else None
+    return NetworkError(detail, permanent=permanent, kind=label)

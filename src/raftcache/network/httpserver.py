@@ -192,6 +192,11 @@ class RaftRoutes:
         peer, rpc = sender_of(req), rpc_name(req)
         try:
             response = await getattr(handlers, method)(req)
+        except NetworkError as exc:  # the handler's own verdict (a group not hosted): relayed
+            logger.debug("%s: %s refused: %s", self.node_id, rpc, exc)
+            self.metrics.record("inbound", rpc, peer, self.clock() - started, exc)
+            status = 500 if exc.permanent else 503
+            return error_response(status, str(exc), exc.kind, permanent=exc.permanent)
         except Exception as exc:
             logger.warning("%s: %s handler raised", self.node_id, rpc, exc_info=True)
             error = remote_handler_error(self.node_id, repr(exc))

@@ -14,11 +14,15 @@ body over ``client_max_size``          413 too_large    permanent ``NetworkError
 content coding it cannot decode        415 unsupported  resent once uncompressed, else permanent
 undecodable or wrongly typed body      400 bad_request  permanent ``NetworkError``
 handler raised                         500              permanent ``NetworkError`` (its message)
+handler raised a ``NetworkError``      500/503 (kind)   the same message, kind and permanence
 other 502/503/504 (a proxy, say)       —                transient ``NetworkError``
 any other status                       —                permanent ``NetworkError``
 =====================================  ===============  =========================================
 
-Both sides of the table live here so that they cannot drift apart.
+A handler's ``NetworkError`` (``GroupNotHostedError``: a group this node does not host) is its
+verdict, not a bug: the body's code is its kind and ``"permanent"`` its flag, the status 503 when
+transient (what an older client retries) and 500 when permanent. Both sides of the table live
+here so that they cannot drift apart.
 
 Body formats: JSON is the default and what a request whose Content-Type names anything else is
 parsed as; ``application/msgpack`` (``raftcache.network.msgpack_codec``) is the binary twin. A
@@ -36,7 +40,7 @@ import orjson
 from aiohttp import web
 
 from raftcache.network import codec, msgpack_codec
-from raftcache.network.errors import NetworkError, no_handlers
+from raftcache.network.errors import NetworkError, no_handlers, relayed
 from raftcache.protocol.messages import (
     AppendEntriesRequest,
     InstallSnapshotRequest,
@@ -139,6 +143,9 @@ def status_error(target: str, status: int, data: bytes) -> NetworkError:
         detail, code = data[:200].decode("utf-8", "replace"), None
     if code == "no_handlers":
         return no_handlers(target)
+    permanent = obj.get("permanent") if isinstance(obj, dict) else None
+    if status in (500, 503) and isinstance(permanent, bool):
+        return relayed(detail, code, permanent)
     if status == 500 and code == "handler_error":
         return NetworkError(detail, permanent=True)
     if status in (502, 503, 504):

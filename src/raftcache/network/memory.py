@@ -17,7 +17,8 @@ Rule: an RPC behaves as if it crossed a wire, deterministically for a given seed
 - *Checks*, both when a request is sent and when it is delivered, and for the reply when it
   arrives: a failed sender or target is permanent ("Node X is failed"); an id no network has
   registered is permanent ("Target node X not available"); a partition is transient; a target
-  without handlers is permanent. An exception raised by the handler is a permanent error.
+  without handlers is permanent. An exception raised by the handler is a permanent error, but
+  for a ``NetworkError`` (``GroupNotHostedError``), which keeps its message, kind and permanence.
 - *Stopped networks look crashed*: ``stop()`` keeps the registration, so a stopped target is a
   transient "unreachable" error (like connection refused to a known peer), and handlers running
   on it are cancelled (their callers get a transient error). ``start()`` brings it back. A
@@ -296,6 +297,8 @@ class InMemoryNetwork(NetworkInterface):
             return clone(response)
         except asyncio.CancelledError:
             raise
+        except NetworkError as exc:  # the handler's own verdict (a group not hosted): relayed
+            raise NetworkError(str(exc), permanent=exc.permanent, kind=exc.kind) from exc
         except Exception as exc:
             raise remote_handler_error(target, repr(exc)) from exc
         finally:

@@ -212,6 +212,12 @@ class StreamServer:
             response = await call
         except asyncio.CancelledError:
             raise
+        except NetworkError as exc:  # the handler's own verdict (a group not hosted): relayed
+            logger.debug("%s: %s refused: %s", routes.node_id, rpc, exc)
+            routes.metrics.record("inbound", rpc, peer, routes.clock() - started, exc)
+            body = {"error": str(exc), "code": exc.kind, "permanent": exc.permanent}
+            conn.writer.write(encode_frame(ERROR, frame.id, frame.code, body))
+            return
         except Exception as exc:
             logger.warning("%s: %s handler raised", routes.node_id, rpc, exc_info=True)
             error = remote_handler_error(routes.node_id, repr(exc))

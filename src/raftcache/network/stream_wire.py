@@ -21,6 +21,8 @@ it is alone over the limit — and a client checks that before sending (see ``to
 Error codes in ``ERROR`` frames and what the client raises, mirroring ``httpwire``'s statuses:
 ``bad_request`` (undecodable or invalid request: permanent), ``no_handlers`` (permanent "Node X
 has no handlers registered"), ``handler_error`` (the handler raised: permanent, its message).
+A ``NetworkError`` the handler raised (``GroupNotHostedError``) is relayed as itself: the code is
+its kind and the body's ``"permanent"`` its flag.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import msgpack
 
 from raftcache.network import msgpack_codec
 from raftcache.network.codec import REQUEST_TYPES, RESPONSE_FOR
-from raftcache.network.errors import NetworkError, no_handlers
+from raftcache.network.errors import NetworkError, no_handlers, relayed
 
 __all__ = [
     "ERROR",
@@ -147,6 +149,9 @@ def frame_error(target: str, body: Any) -> NetworkError:
         detail, code = repr(body)[:200], None
     if code == "no_handlers":
         return no_handlers(target)
+    permanent = body.get("permanent") if isinstance(body, dict) else None
+    if isinstance(permanent, bool):
+        return relayed(detail, code, permanent)
     if code == "handler_error":
         return NetworkError(detail, permanent=True, kind="handler_error")
     return NetworkError(f"Node {target} refused the request ({code}): {detail}", permanent=True)
