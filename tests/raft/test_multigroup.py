@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from raftcache.network.errors import NetworkError
 from raftcache.network.groups import GroupNetwork, GroupNotHostedError, GroupRouter
 from raftcache.network.hub import InMemoryHub
 from raftcache.network.memory import InMemoryNetwork
-from raftcache.protocol.messages import AppendEntriesRequest
+from raftcache.protocol.messages import AppendEntriesRequest, LogEntry
 from raftcache.raft.core import Role
 from raftcache.raft.errors import NotLeaderError, ProposalDroppedError
 from raftcache.raft.node import RaftNode
@@ -86,6 +87,7 @@ class MultiGroupCluster:
                 machine,
                 FAST,
                 rng=random.Random(self.rng.randrange(2**32)),
+                group=gid,
             )
             store.nodes[gid], store.machines[gid] = node, machine
             await node.start()
@@ -270,7 +272,7 @@ async def test_a_request_for_a_group_not_hosted_is_refused() -> None:
     try:
         view = GroupNetwork(a, GroupRouter("a"), "g7")
         req = AppendEntriesRequest(1, "a", 0, 0)
-        with pytest.raises(Exception, match="hosts no replica of group 'g7'") as info:
+        with pytest.raises(NetworkError, match="hosts no replica of group 'g7'") as info:
             await view.send_append_entries("b", req)
         assert req.group == "g7"  # the view stamped its group on the request
         assert isinstance(info.value.__cause__, GroupNotHostedError)
@@ -279,3 +281,51 @@ async def test_a_request_for_a_group_not_hosted_is_refused() -> None:
     finally:
         await a.stop()
         await b.stop()
+
+
+@pytest.mark.parametrize(("own", "foreign"), [("", "meta"), ("g1", ""), ("g1", "g2")])
+async def test_a_node_refuses_another_groups_requests(own: str, foreign: str) -> None:
+    """Review finding: a node registered straight on its transport (one group per process)
+    took a ``meta`` AppendEntries as its own group's — its term jumped and a foreign entry
+    landed after a committed one. Every node now refuses a request of another group before
+    the core sees it, whatever transport or router sits in front."""
+    hub = InMemoryHub()
+    ids = ["s1", "s2", "s3"]
+    nets = {i: InMemoryNetwork(i, hub=hub, seed=1) for i in ids}
+    routers = {i: GroupRouter(i) for i in ids}
+    for i in ids:
+        nets[i].register_handlers(routers[i])
+    nodes = {
+        i: RaftNode(
+            i, ids, GroupNetwork(nets[i], routers[i], own), MemoryStorage(), RegisterMachine(),
+            FAST, rng=random.Random(n), group=own,
+        )
+        for n, i in enumerate(ids)
+    }  # fmt: skip
+    for i in ids:
+        await nets[i].start()
+        await nodes[i].start()
+    try:
+        async with asyncio.timeout(5):
+            while not any(n.role is Role.LEADER for n in nodes.values()):
+                await asyncio.sleep(0.01)
+        leader = next(n for n in nodes.values() if n.role is Role.LEADER)
+        await leader.propose(b"set k v")
+        victim = next(n for n in nodes.values() if n is not leader)
+        async with asyncio.timeout(5):
+            while victim.last_applied < leader.commit_index:
+                await asyncio.sleep(0.01)
+        committed, term = victim.commit_index, victim.current_term
+        other = next(i for i in ids if i != victim.node_id)
+        request = AppendEntriesRequest(
+            term + 5, other, committed, term,
+            [LogEntry(term + 5, committed + 1, b"set k hijacked")], committed, group=foreign,
+        )  # fmt: skip
+        with pytest.raises(GroupNotHostedError):
+            await victim.handle_append_entries(request)
+        assert victim.current_term == term
+        assert victim.leader_id == leader.node_id  # still its own group's leader
+    finally:
+        for i in ids:
+            await nodes[i].stop()
+            await nets[i].stop()

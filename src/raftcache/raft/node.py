@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from raftcache.network.errors import NetworkError
+from raftcache.network.groups import GroupNotHostedError
 from raftcache.network.interface import NetworkInterface
 from raftcache.protocol.configuration import Configuration
 from raftcache.protocol.messages import (
@@ -59,6 +60,7 @@ from raftcache.protocol.messages import (
     InstallSnapshotRequest,
     InstallSnapshotResponse,
     LogEntry,
+    RaftRequest,
     RequestVoteRequest,
     RequestVoteResponse,
 )
@@ -131,8 +133,13 @@ class RaftNode:
         clock: Callable[[], float] | None = None,
         peer_addresses: dict[str, str] | None = None,
         address_overrides: dict[str, str] | None = None,
+        group: str = "",
     ) -> None:
         self.node_id = node_id
+        #: The Raft group this node is a replica of ("" on a process hosting one group): a
+        #: request of any other group is refused before it reaches the core, so a peer that
+        #: hosts many groups can never step this node with another group's term or entries.
+        self.group = group
         self.network = network
         self.storage = storage
         self.state_machine = state_machine
@@ -282,6 +289,11 @@ class RaftNode:
             or self.configuration.address_of(node_id)
             or self._peer_addresses.get(node_id)
         )
+
+    def _check_request(self, req: RaftRequest) -> RaftCore:
+        if req.group != self.group:
+            raise GroupNotHostedError(self.node_id, req.group)
+        return self._check_running()
 
     def _check_running(self) -> RaftCore:
         if not self._running or self._core is None:
@@ -624,7 +636,7 @@ class RaftNode:
         await fut
 
     async def handle_request_vote(self, req: RequestVoteRequest) -> RequestVoteResponse:
-        core = self._check_running()
+        core = self._check_request(req)
         self.stats.rpc_received("RequestVote")
         resp = core.handle_request_vote(req)
         self._wake.set()
@@ -632,7 +644,7 @@ class RaftNode:
         return resp
 
     async def handle_append_entries(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
-        core = self._check_running()
+        core = self._check_request(req)
         self.stats.rpc_received("AppendEntries")
         if req.entries and req.prev_log_index > core.log.last_index() and req.term >= core.term:
             # Pipelined requests may overtake each other on separate connections: give the
@@ -666,7 +678,7 @@ class RaftNode:
                     await self._log_grew.wait()
 
     async def handle_install_snapshot(self, req: InstallSnapshotRequest) -> InstallSnapshotResponse:
-        core = self._check_running()
+        core = self._check_request(req)
         self.stats.rpc_received("InstallSnapshot")
         if self._snapshots.streaming:
             async with self._receive_lock:  # one chunk at a time: offsets stay contiguous

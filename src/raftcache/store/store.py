@@ -126,6 +126,7 @@ class Store:
                 config,
                 cluster_id=f"{cluster_id}/{gid}",
                 rng=random.Random(rng.getrandbits(64)),
+                group=gid,
             )
             service = CacheService(node, state, clock=clock)
             self.replicas[gid] = GroupReplica(gid, node, state, service)
