@@ -19,7 +19,7 @@ import pytest
 from rich.console import Console
 
 from raftcache.testing.campaign import RunConfig, RunReport, run_campaign
-from raftcache.testing.membership import MEMBERSHIP_NEMESES
+from raftcache.testing.membership import MEMBERSHIP_NEMESES, ReplicaCheck
 from raftcache.testing.nemesis import ALL_NEMESES
 from raftcache.testing.report import render_report
 
@@ -50,7 +50,7 @@ def assert_clean(report: RunReport, min_faults: int) -> None:
         assert verdict.counts["ok"] >= 50, text
     # Every node a voter again, agreeing, and every replica with the same data at the end.
     assert report.membership_problems == [], text
-    assert report.replicas is not None, text
+    assert isinstance(report.replicas, ReplicaCheck), text
     assert report.replicas.identical, text
 
 

@@ -37,7 +37,12 @@ from raftcache.testing.counter_workload import CounterWorkload
 from raftcache.testing.harness import ProcessCluster
 from raftcache.testing.history import save_history
 from raftcache.testing.httpops import NodeApi
-from raftcache.testing.membership import ReplicaCheck, compare_replicas, settle_membership
+from raftcache.testing.membership import (
+    ReplicaCheck,
+    ReplicasUnsettled,
+    compare_replicas,
+    settle_membership,
+)
 from raftcache.testing.nemesis import (
     ALL_NEMESES,
     CLOCK_NEMESES,
@@ -126,8 +131,9 @@ class RunReport:
     mesh_leaks: list[str] = field(default_factory=list)
     #: What still kept the membership from settling after the faults (empty: settled).
     membership_problems: list[str] = field(default_factory=list)
-    #: Every replica's data at the end (None: not compared, or no common applied index).
-    replicas: ReplicaCheck | None = None
+    #: Every replica's data at the end; what the comparison saw when the nodes did not reach
+    #: one stable applied index; None when not compared.
+    replicas: ReplicaCheck | ReplicasUnsettled | None = None
     #: Seconds each step of the run took (where the wall time went).
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -381,10 +387,10 @@ def _replica_findings(config: RunConfig, report: RunReport) -> list[Finding]:
         return []
     check = report.replicas
     if check is None:
-        detail = (
-            f"the nodes did not reach one stable applied index within {config.replica_check_s} s"
-        )
+        detail = "the replicas were not compared: the run ended before"
         return [Finding("cluster", "replicas", "violation", detail)]
+    if isinstance(check, ReplicasUnsettled):
+        return [Finding("cluster", "replicas", "violation", check.describe())]
     if check.identical:
         return []
     detail = (

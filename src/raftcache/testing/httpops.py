@@ -145,9 +145,12 @@ class NodeApi:
         verdict = classify(resp.status, write=write)
         return Reply(verdict, None, resp.status, reason, unexpected), data, resp_headers
 
-    async def get(self, url: str, key: str, *, consistency: str | None = None) -> Reply:
-        """Read a key; ok value = ``(text or None, version or None)``."""
-        query = f"?consistency={consistency}" if consistency else ""
+    async def get(
+        self, url: str, key: str, *, consistency: str | None = None, touch: bool = True
+    ) -> Reply:
+        """Read a key; ok value = ``(text or None, version or None)``. ``touch=False``: the
+        read leaves the key's LRU recency alone (``?touch=false``)."""
+        query = _read_query(consistency, touch)
         reply, data, headers = await self.request(
             url, "GET", _key_path(key) + query, write=False, ok=frozenset({200, 404})
         )
@@ -245,9 +248,17 @@ class NodeApi:
             if after is None:
                 return Reply(OpStatus.OK, keys, 200)
 
-    async def mget(self, url: str, keys: Sequence[str], *, consistency: str | None = None) -> Reply:
-        """Read several keys at once; ok value = their values (bytes or None), in order."""
-        query = f"?consistency={consistency}" if consistency else ""
+    async def mget(
+        self,
+        url: str,
+        keys: Sequence[str],
+        *,
+        consistency: str | None = None,
+        touch: bool = True,
+    ) -> Reply:
+        """Read several keys at once; ok value = their values (bytes or None), in order;
+        ``touch`` as for ``get``."""
+        query = _read_query(consistency, touch)
         body = json.dumps({"keys": list(keys)}).encode()
         headers = {"Content-Type": "application/json"}
         reply, data, _ = await self.request(
@@ -317,6 +328,15 @@ class NodeApi:
             return None
         doc = json.loads(data)
         return doc if isinstance(doc, dict) else None
+
+
+def _read_query(consistency: str | None, touch: bool) -> str:
+    """The query of a read: ``consistency`` when given, ``touch=false`` when it must leave
+    recency alone (a leader's reads otherwise become TOUCH entries: docs/api.md)."""
+    params = [f"consistency={consistency}"] if consistency else []
+    if not touch:
+        params.append("touch=false")
+    return "?" + "&".join(params) if params else ""
 
 
 def _key_path(key: str) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,9 @@ from raftcache.testing.harness import ProcessCluster
 __all__ = [
     "MEMBERSHIP_NEMESES",
     "Injected",
+    "ReadAttempt",
     "ReplicaCheck",
+    "ReplicasUnsettled",
     "add_member",
     "compare_replicas",
     "inject_membership",
@@ -159,55 +162,153 @@ class ReplicaCheck:
         keys: How many keys each replica holds.
         digests: Each node's digest of its sorted (key, value) pairs.
         differences: Up to ten keys whose values differ between replicas, with the values.
+        attempts: How many times the applied indexes were asked before this reading held.
+        read_s: How long reading every keyspace took, the last time.
     """
 
     applied: int
     keys: dict[str, int]
     digests: dict[str, str]
     differences: list[str]
+    attempts: int = 1
+    read_s: float = 0.0
 
     @property
     def identical(self) -> bool:
         return len(set(self.digests.values())) == 1 and not self.differences
 
 
+@dataclass(frozen=True, slots=True)
+class ReadAttempt:
+    """One try of ``compare_replicas``.
+
+    Attributes:
+        before: Each node's ``last_applied`` before reading (None: it did not answer).
+        after: The same after reading every keyspace; empty when the nodes did not agree
+            before, so nothing was read.
+        read_s: How long reading every keyspace took (0 when nothing was read).
+        failed: Nodes whose keyspace could not be read.
+    """
+
+    before: dict[str, int | None]
+    after: dict[str, int | None] = field(default_factory=dict)
+    read_s: float = 0.0
+    failed: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        text = f"applied {_indexes(self.before)}"
+        if not self.after:
+            return text + ", not the same on every node: not read"
+        text += f" before and {_indexes(self.after)} after a {self.read_s:.1f} s reading"
+        if self.failed:
+            text += f" that failed on {', '.join(self.failed)}"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicasUnsettled:
+    """``compare_replicas`` gave up: no common applied index held still while every keyspace
+    was read, within ``timeout_s``.
+
+    Attributes:
+        timeout_s: How long it tried.
+        attempts: How many times it asked every node for its applied index.
+        readings: How many of those found one common index and read every keyspace.
+        slowest_read_s: The longest of those readings (0 when there was none).
+        last: The last attempts (at most ``LAST_ATTEMPTS``), oldest first.
+    """
+
+    timeout_s: float
+    attempts: int
+    readings: int
+    slowest_read_s: float
+    last: list[ReadAttempt]
+
+    def describe(self) -> str:
+        """The finding: what was tried, and the indexes each node showed at the end."""
+        text = (
+            f"the nodes did not reach one stable applied index within {self.timeout_s:g} s: "
+            f"{self.attempts} attempts, {self.readings} readings of every keyspace"
+        )
+        if self.readings:
+            text += f" (the slowest {self.slowest_read_s:.1f} s)"
+        if self.last:
+            text += "; the last attempts: " + "; ".join(a.describe() for a in self.last)
+        return text
+
+
+#: How many of its last attempts ``compare_replicas`` reports when it gives up.
+LAST_ATTEMPTS = 3
+
+
 async def compare_replicas(
     cluster: ProcessCluster, timeout_s: float, *, page: int = 1000
-) -> ReplicaCheck | None:
+) -> ReplicaCheck | ReplicasUnsettled:
     """Read every node's whole keyspace locally (``consistency=stale``) once all of them
-    applied the same index, and compare. Call it with no writes in flight; None when the
-    nodes did not reach a common, stable applied index within ``timeout_s``.
+    applied the same index, and compare. Call it with no writes in flight; when the nodes did
+    not reach a common, stable applied index within ``timeout_s``, what it saw instead.
 
     The applied index is read before and after the keyspace: if it moved (an expiry, a late
-    entry), the reading is repeated, so the replicas are compared at one index.
+    entry), the reading is repeated, so the replicas are compared at one index. The reads pass
+    ``touch=false``: a read served by the leader would otherwise refresh the keys' recency,
+    which the leader proposes as a TOUCH entry every second — the comparison would move the
+    very index it waits to hold still (a reading of 180 000 keys takes more than a second).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
+    last: deque[ReadAttempt] = deque(maxlen=LAST_ATTEMPTS)
+    attempts = 0
+    reads: list[float] = []  # how long each reading of every keyspace took
     while loop.time() < deadline:
-        before = await _common_applied(cluster)
-        if before is None:
+        attempts += 1
+        before = await _applied(cluster)
+        common = _common(before)
+        if common is None:
+            last.append(ReadAttempt(before))
             await asyncio.sleep(0.2)
             continue
+        started = loop.time()
         contents = {n: await _keyspace(cluster, n, page) for n in cluster.node_ids}
-        if before != await _common_applied(cluster) or any(c is None for c in contents.values()):
+        read_s = round(loop.time() - started, 3)
+        reads.append(read_s)
+        after = await _applied(cluster)
+        failed = sorted(n for n, c in contents.items() if c is None)
+        if _common(after) != common or failed:
+            last.append(ReadAttempt(before, after, read_s, failed))
             continue
         data = {n: c for n, c in contents.items() if c is not None}
         return ReplicaCheck(
-            applied=before,
+            applied=common,
             keys={n: len(c) for n, c in data.items()},
             digests={n: _digest(c) for n, c in data.items()},
             differences=_differences(data),
+            attempts=attempts,
+            read_s=read_s,
         )
-    return None
+    return ReplicasUnsettled(timeout_s, attempts, len(reads), max(reads, default=0.0), list(last))
 
 
-async def _common_applied(cluster: ProcessCluster) -> int | None:
+async def _applied(cluster: ProcessCluster) -> dict[str, int | None]:
+    """Each node's ``last_applied`` (None: no answer, or no index in it)."""
     statuses = await cluster.statuses(timeout_s=2.0)
-    applied = {s.get("last_applied") if s else None for s in statuses.values()}
-    if len(applied) != 1:
+    applied: dict[str, int | None] = {}
+    for node, status in statuses.items():
+        value = status.get("last_applied") if status else None
+        applied[node] = value if isinstance(value, int) else None
+    return applied
+
+
+def _common(applied: Mapping[str, int | None]) -> int | None:
+    """The index every node reported, or None when they differ (or one did not answer)."""
+    values = set(applied.values())
+    if len(values) != 1:
         return None
-    (value,) = applied
-    return value if isinstance(value, int) else None
+    (value,) = values
+    return value
+
+
+def _indexes(applied: Mapping[str, int | None]) -> str:
+    return "{" + ", ".join(f"{n}: {applied[n]}" for n in sorted(applied)) + "}"
 
 
 async def _keyspace(cluster: ProcessCluster, node: str, page: int) -> dict[str, bytes] | None:
@@ -219,7 +320,7 @@ async def _keyspace(cluster: ProcessCluster, node: str, page: int) -> dict[str, 
     data: dict[str, bytes] = {}
     for start in range(0, len(keys), page):
         chunk = keys[start : start + page]
-        values = await cluster.api.mget(url, chunk, consistency="stale")
+        values = await cluster.api.mget(url, chunk, consistency="stale", touch=False)
         if not values.ok:
             return None
         data.update({k: v for k, v in zip(chunk, values.value, strict=True) if v is not None})

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from raftcache.testing.campaign import RunReport
-from raftcache.testing.membership import MEMBERSHIP_NEMESES
+from raftcache.testing.membership import MEMBERSHIP_NEMESES, ReplicasUnsettled
 
 __all__ = ["print_report", "render_report"]
 
@@ -94,7 +94,10 @@ def verdict_table(report: RunReport) -> Table:
 def _replicas(report: RunReport) -> str:
     check = report.replicas
     if check is None:
-        return "no common applied index"
+        return "not compared"
+    if isinstance(check, ReplicasUnsettled):
+        slowest = f", slowest {check.slowest_read_s:.1f} s" if check.readings else ""
+        return f"no stable applied index ({check.readings} readings{slowest})"
     keys = sorted(set(check.keys.values()))
     verdict = "yes" if check.identical else "NO"
     return f"{verdict} ({'/'.join(map(str, keys))} keys, applied index {check.applied})"
