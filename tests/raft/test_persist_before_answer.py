@@ -14,7 +14,8 @@ import pytest
 
 from raftcache.network.hub import InMemoryHub
 from raftcache.network.memory import InMemoryNetwork
-from raftcache.raft.errors import NodeStoppedError
+from raftcache.raft.core import Role
+from raftcache.raft.errors import IndeterminateError, NodeStoppedError, StoppedAfterAppendError
 from raftcache.raft.messages import (
     AppendEntriesRequest,
     LogEntry,
@@ -101,3 +102,27 @@ async def test_failed_fsync_stops_the_node() -> None:
     with pytest.raises(NodeStoppedError):
         await node.handle_request_vote(RequestVoteRequest(10, "n3", 0, 0))
     await node.stop()
+
+
+async def test_a_proposal_pending_when_the_node_fails_may_still_take_effect() -> None:
+    """It was appended before the fsync failed: its outcome is unknown, and a caller must not
+    be told it certainly did not happen. A proposal after the stop certainly did not."""
+    storage = MemoryStorage()
+    net = InMemoryNetwork("n1", hub=InMemoryHub(), seed=1)
+    node = RaftNode("n1", ["n1"], net, storage, ListMachine(), FAST, rng=random.Random(1))
+    await node.start()
+    try:
+        async with asyncio.timeout(5):
+            while node.role is not Role.LEADER:
+                await asyncio.sleep(0.01)
+        await node.propose(b"a")
+        storage.fail()
+        with pytest.raises(NodeStoppedError) as pending:
+            await node.propose(b"b")
+        assert isinstance(pending.value, StoppedAfterAppendError)
+        assert isinstance(pending.value, IndeterminateError)
+        with pytest.raises(NodeStoppedError) as refused:
+            await node.propose(b"c")
+        assert not isinstance(refused.value, IndeterminateError)
+    finally:
+        await node.stop()

@@ -15,6 +15,7 @@ from raftcache.raft.errors import (
     IndeterminateError,
     NodeStoppedError,
     ProposalDroppedError,
+    StoppedAfterAppendError,
 )
 
 from .fakes import Entry, FakeNode, FakeService
@@ -260,6 +261,8 @@ async def test_unknown_route_and_wrong_method_are_json(client: Client) -> None:
     [
         (ProposalDroppedError("busy"), "PUT", 503),
         (NodeStoppedError(), "PUT", 503),
+        (StoppedAfterAppendError("node stopped"), "PUT", 504),
+        (StoppedAfterAppendError("node stopped"), "GET", 503),
         (IndeterminateError("lost"), "PUT", 504),
         (TimeoutError(), "PUT", 504),
         (TimeoutError(), "GET", 503),

@@ -28,6 +28,13 @@ class NodeStoppedError(RaftError):
     """The node is stopped or stopping."""
 
 
+class StoppedAfterAppendError(NodeStoppedError, IndeterminateError):
+    """The node stopped (or failed) after the command was appended to its log and before it
+    applied: the other replicas may still commit it, so it may or may not take effect. Both a
+    ``NodeStoppedError`` and an ``IndeterminateError``: an answer to a write must say the latter
+    (a client told "nothing happened" would apply a retried INCR twice)."""
+
+
 class MembershipChangeError(RaftError):
     """A membership change was refused (another in progress, unknown node, ...)."""
 

@@ -28,7 +28,8 @@ gate), ``SnapshotTransfer`` (``raft/snapshot_transfer.py``), ``LeaderLease``
   failure, never retried here: the core decides what to send next.
 - Client API: a proposal resolves only once its entry committed and was applied (with the
   state machine's result), or fails with an error that says whether it may have been applied
-  (``IndeterminateError``) or certainly was not (``ProposalDroppedError``, ``NotLeaderError``).
+  (``IndeterminateError``; ``StoppedAfterAppendError`` when the node stops with it pending) or
+  certainly was not (``ProposalDroppedError``, ``NotLeaderError``, ``NodeStoppedError``).
   A read barrier returns an index the state machine has applied, confirmed by a quorum round
   (ReadIndex) or by the leader lease. Admission control refuses a proposal before it is
   appended.
@@ -74,6 +75,7 @@ from raftcache.raft.errors import (
     NotLeaderError,
     PeersMismatchError,
     ProposalDroppedError,
+    StoppedAfterAppendError,
 )
 from raftcache.raft.lease import LeaderLease, lease_duration
 from raftcache.raft.node_stats import NodeStats
@@ -405,9 +407,11 @@ class RaftNode:
         self.storage.close()
 
     def _fail_all(self, exc: BaseException) -> None:
+        # Every pending proposal was appended: the others may still commit it.
+        appended = StoppedAfterAppendError(f"{exc}: the command may or may not take effect")
         for prop in self._proposals.values():
             if not prop.future.done():
-                prop.future.set_exception(exc)
+                prop.future.set_exception(appended)
         self._proposals.clear()
         for fut in [*self._reads.values(), *(f for _, f in self._reads_waiting_apply)]:
             if not fut.done():

@@ -3,10 +3,12 @@
 Rule: command code raises ``RespError`` for what the client got wrong, and lets cache and Raft
 errors through untouched; ``reply_for`` turns any exception into the reply a Redis client
 expects, in this one place. Codes follow Redis where Redis has one (``ERR``, ``NOAUTH``,
-``WRONGPASS``, ``EXECABORT``, ``TRYAGAIN`` for "nothing happened, retry later"); the one code
-Redis lacks are ``DIVERGED`` (this replica is quarantined by a divergence alarm and serves no
-reads: ask another node) and ``INDETERMINATE``: a write was appended to the log but its outcome
-is unknown (leadership was lost, or it timed out), so a blind retry might apply it twice.
+``WRONGPASS``, ``EXECABORT``, ``TRYAGAIN`` for "nothing happened, retry later"); the codes Redis
+lacks are ``DIVERGED`` (this replica is quarantined by a divergence alarm and serves no reads:
+ask another node) and ``INDETERMINATE``: a write was appended to the log but its outcome is
+unknown (leadership was lost, the node stopped, the leader did not answer, or it timed out), so
+a blind retry might apply it twice. A write that may have been appended is never ``TRYAGAIN``:
+Redis Cluster clients (redis-py's ``RedisCluster``) retry ``TRYAGAIN`` by themselves.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from raftcache.raft.errors import (
     NodeStoppedError,
     NotLeaderError,
     ProposalDroppedError,
+    StoppedAfterAppendError,
 )
 from raftcache.resp.protocol import RespError
 
@@ -105,6 +108,10 @@ def reply_for(exc: BaseException, *, is_write: bool) -> RespError:
 
 
 def _cluster_error(exc: BaseException, is_write: bool) -> RespError:
+    if isinstance(exc, StoppedAfterAppendError) and is_write:
+        # Appended before the node stopped: the others may commit it. TRYAGAIN would say
+        # "nothing happened", and RedisCluster clients retry it on their own (an INCR twice).
+        return RespError(f"INDETERMINATE {exc}")
     if isinstance(exc, UnavailableError | ProposalDroppedError | NodeStoppedError | NotLeaderError):
         return RespError(f"TRYAGAIN {exc or type(exc).__name__}")
     if isinstance(exc, IndeterminateWriteError | IndeterminateError):

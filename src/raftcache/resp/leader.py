@@ -3,10 +3,12 @@
 Rule: each operation is exactly one HTTP request to the leader (docs/api.md routes), and the HTTP
 answer maps back to the exception ``CacheService`` would have raised there: 412 →
 ``PreconditionFailedError(version)``, 409 → ``NotACounterError``/``CounterOverflowError``, 413 →
-``ValueTooLargeError``, 400 → ``InvalidCommandError``, 503 → ``UnavailableError``, 504 →
-``IndeterminateWriteError``. A request that never connected certainly did nothing
-(``UnavailableError``); one that connected and got no answer may have been applied, so a write then
-is ``IndeterminateWriteError``.
+``ValueTooLargeError``, 400 → ``InvalidCommandError``, 503 → ``UnavailableError`` (the API's
+rule: a 503 means nothing happened), 504 → ``IndeterminateWriteError``. A request that never
+connected certainly did nothing (``UnavailableError``); one that connected and got no answer, or
+any other status (a 500, a proxy's 502), may have been applied, so a write then is
+``IndeterminateWriteError`` — never ``TRYAGAIN``, which Redis Cluster clients retry by
+themselves.
 
 One thing the HTTP API does not return is a key's expiry. ``items`` gets the value and version
 from the leader (``GET`` → ``ETag``), then reads the expiry from this node's own replica once it
@@ -105,7 +107,7 @@ class LeaderBackend:
             )
             if status == 404:
                 return None
-            _raise_for(status, body)
+            _raise_for(status, body, write=False)
             version = int(headers.get("ETag", '"0"').strip('"'))
             expires_at, settled = await self._expiry(key, version)
             if settled:
@@ -162,7 +164,7 @@ class LeaderBackend:
             headers["If-None-Match"] = "*"
         path = f"/v1/keys/{_q(key)}" + ("" if ttl is None else f"?ttl={ttl!r}")
         status, _, body = await self._request("PUT", path, value, write=True, headers=headers)
-        _raise_for(status, body)
+        _raise_for(status, body, write=True)
         return int(orjson.loads(body)["version"])
 
     async def delete(self, key: str, *, if_version: int | None = None) -> bool:
@@ -170,7 +172,7 @@ class LeaderBackend:
         status, _, body = await self._request(
             "DELETE", f"/v1/keys/{_q(key)}", None, write=True, headers=headers
         )
-        _raise_for(status, body)
+        _raise_for(status, body, write=True)
         return bool(orjson.loads(body)["deleted"])
 
     async def incr(self, key: str, by: int) -> int:
@@ -204,7 +206,7 @@ class LeaderBackend:
     async def _json(self, method: str, path: str, payload: Any, *, write: bool) -> Any:
         data = None if payload is None else orjson.dumps(payload)
         status, _, body = await self._request(method, path, data, write=write)
-        _raise_for(status, body)
+        _raise_for(status, body, write=write)
         return orjson.loads(body)
 
     async def _request(
@@ -277,8 +279,9 @@ def _op_to_json(op: BatchOp) -> dict[str, Any]:
     return wire
 
 
-def _raise_for(status: int, body: bytes) -> None:
-    """Raise the exception ``CacheService`` would have raised for this HTTP answer."""
+def _raise_for(status: int, body: bytes, *, write: bool) -> None:
+    """Raise the exception ``CacheService`` would have raised for this HTTP answer (``write``:
+    the request may have changed state, so an unexpected status leaves its outcome unknown)."""
     if status < 300:
         return
     try:
@@ -309,4 +312,6 @@ def _raise_for(status: int, body: bytes) -> None:
         raise UnavailableError(message)
     if status == 504:
         raise IndeterminateWriteError(message)
+    if write:
+        raise IndeterminateWriteError(f"the leader answered HTTP {status}: {message}")
     raise UnavailableError(f"the leader answered HTTP {status}: {message}")

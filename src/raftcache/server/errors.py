@@ -29,6 +29,7 @@ from raftcache.raft.errors import (
     MembershipChangeError,
     NodeStoppedError,
     ProposalDroppedError,
+    StoppedAfterAppendError,
 )
 
 RETRY_AFTER_S = 1
@@ -121,6 +122,10 @@ def api_error_for(exc: BaseException, *, is_write: bool) -> ApiError | None:
     """
     if isinstance(exc, ProposalDroppedError):
         return unavailable(f"proposal dropped: {exc}" if str(exc) else "proposal dropped")
+    if isinstance(exc, StoppedAfterAppendError) and is_write:
+        # Appended before the node stopped: the others may commit it. A 503 would say "nothing
+        # happened" and invite a retry that applies it twice.
+        return indeterminate(f"node is stopping: {exc}")
     if isinstance(exc, NodeStoppedError):
         return unavailable("node is stopping")
     if isinstance(exc, IndeterminateError):
