@@ -106,6 +106,17 @@ async def test_reads_that_leave_recency_alone_send_touch_false(
     ]
 
 
+async def test_mget_reads_at_the_clients_consistency(
+    cluster: FakeCluster, fake_time: FakeTime
+) -> None:
+    async with make_client(cluster, fake_time, consistency="stale") as client:
+        await client.set("k", b"v")
+        assert await client.mget(["k"]) == [b"v"]
+        assert await client.mget(["k"], consistency="lease") == [b"v"]
+    paths = [r.raw_path for r in cluster.key_requests()][1:]
+    assert paths == ["/v1/mget?consistency=stale", "/v1/mget?consistency=lease"]
+
+
 async def test_writes_carry_session_headers_and_reads_do_not(
     cluster: FakeCluster, fake_time: FakeTime
 ) -> None:

@@ -173,13 +173,14 @@ class AsyncClient:
             return None
         return resp.body, parse_etag(resp.headers.get("ETag"))
 
-    async def mget(self, keys: Sequence[str], *, touch: bool = True) -> list[bytes | None]:
-        """Values of several keys under one linearizable read barrier, None for missing ones;
-        ``touch`` as for ``get``."""
+    async def mget(
+        self, keys: Sequence[str], *, consistency: str | None = None, touch: bool = True
+    ) -> list[bytes | None]:
+        """Values of several keys under one read barrier (the client's consistency unless
+        ``consistency`` says otherwise), None for missing ones; ``touch`` as for ``get``."""
         keys = _check_keys(keys)
-        resp = await self._transport.request(
-            "POST", "/v1/mget", params=touch_param(touch), json={"keys": keys}
-        )
+        params = self._consistency(consistency) + touch_param(touch)
+        resp = await self._transport.request("POST", "/v1/mget", params=params, json={"keys": keys})
         values = resp.json_object().get("values")
         if not isinstance(values, list) or len(values) != len(keys):
             raise ProtocolError(f"mget: expected {len(keys)} values, got {values!r:.80}")

@@ -168,9 +168,12 @@ class Client:
             self._async.get_with_version(key, consistency=consistency, touch=touch)
         )
 
-    def mget(self, keys: Sequence[str], *, touch: bool = True) -> list[bytes | None]:
-        """Values of several keys under one read barrier; ``touch`` as for ``get``."""
-        return self._loop.run(self._async.mget(keys, touch=touch))
+    def mget(
+        self, keys: Sequence[str], *, consistency: str | None = None, touch: bool = True
+    ) -> list[bytes | None]:
+        """Values of several keys under one read barrier (the client's consistency unless
+        ``consistency`` says otherwise); ``touch`` as for ``get``."""
+        return self._loop.run(self._async.mget(keys, consistency=consistency, touch=touch))
 
     def list_keys(
         self,
