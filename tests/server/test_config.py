@@ -106,6 +106,14 @@ def test_everything_from_env(tmp_path: Path) -> None:
         (["--resp-port", "7001", "--resp-cluster-port", "7001"], "must differ"),
         (["--resp-cluster-port", "70000"], "--resp-cluster-port"),
         (["--advertise-host", ""], "--advertise-host"),
+        (["--advertise-host", "bad host"], "--advertise-host"),
+        (["--advertise-host", "h:7000"], "--advertise-host"),
+        (["--advertise-host", "a\nb"], "--advertise-host"),
+        (["--advertise-host", "-"], "--advertise-host"),
+        (["--advertise-host", "10.0.0.300"], "--advertise-host"),
+        (["--advertise-host", "0.0.0.0"], "--advertise-host.*wildcard"),
+        (["--advertise-host", "::"], "--advertise-host.*wildcard"),
+        (["--advertise-host", "[::]"], "--advertise-host.*wildcard"),
     ],
 )
 def test_invalid_options(tmp_path: Path, extra: list[str], message: str) -> None:
@@ -192,3 +200,23 @@ def test_the_advertised_host_for_redis_clients(tmp_path: Path) -> None:
     assert advertise_host(parse(wildcard)) == "cache-1.lan"  # its own --peers entry
     chosen = [*wildcard, "--advertise-host", "cache-1.internal"]
     assert advertise_host(parse(chosen)) == "cache-1.internal"
+    for given, advertised in (("::1", "::1"), ("[fd00::7]", "fd00::7"), ("cache_1", "cache_1")):
+        assert advertise_host(parse([*wildcard, "--advertise-host", given])) == advertised
+
+
+def test_the_advertised_host_is_never_a_wildcard(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Listening on all interfaces and named by a wildcard in --peers too: clients are told
+    the machine's name (with a warning saying how to choose), never 0.0.0.0 or ::."""
+    import socket
+
+    from raftcache.process.serve import advertise_host
+
+    for listen, peer in (("0.0.0.0:8001", "0.0.0.0"), ("[::]:8001", "[::]")):
+        argv = [*base_flags(tmp_path), "--listen", listen, "--peers", f"n1=http://{peer}:8001"]
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="raftcache"):
+            assert advertise_host(parse(argv)) == socket.gethostname()
+        assert [r.levelname for r in caplog.records] == ["WARNING"]
+        assert "--advertise-host" in caplog.records[0].getMessage()

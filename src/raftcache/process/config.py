@@ -9,6 +9,8 @@ converter, so a value means the same wherever it comes from; anything invalid or
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -143,6 +145,38 @@ def _non_empty(text: str) -> str:
     return text
 
 
+# A DNS name: dot-separated labels of letters, digits, '-' (not at either end) and '_'.
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
+)
+
+
+def is_unspecified(host: str) -> bool:
+    """Whether ``host`` is a wildcard address (``0.0.0.0``, ``::``, or empty): one a client
+    cannot connect to."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        return not host
+
+
+def _advertise_host(text: str) -> str:
+    """A host name or an IP literal (IPv6 bare or in brackets, returned bare) that clients can
+    connect to: never a wildcard address."""
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        top = text.rstrip(".").rpartition(".")[2]
+        if bare is text and _HOSTNAME.fullmatch(text) and not top.isdigit():
+            return text  # (a name whose last label is a number would be read as an address)
+        raise ValueError(f"must be a host name or an IP address, not {text[:80]!r}") from None
+    if address.is_unspecified:
+        raise ValueError(f"{text} is a wildcard address: clients cannot connect to it")
+    return bare
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def convert(text: str) -> str:
         if text.lower() not in choices:
@@ -214,10 +248,11 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "advertise_host",
-        _non_empty,
+        _advertise_host,
         None,
-        "host clients are told to use in CLUSTER SLOTS and MOVED (default: the listen host, "
-        "or this node's host in --peers when listening on all interfaces)",
+        "host name or IP address clients are told to use in CLUSTER SLOTS and MOVED (default: "
+        "the listen host, or this node's host in --peers when listening on all interfaces, "
+        "else the machine's name)",
         "HOST",
     ),
     Option("tls_cert", Path, None, "TLS certificate (PEM)", "FILE"),

@@ -41,7 +41,7 @@ from raftcache.network.prometheus import NetworkMetricsCollector
 from raftcache.network.stream import StreamNetwork
 from raftcache.network.tls import client_ssl_context, server_ssl_context
 from raftcache.process import gcpolicy
-from raftcache.process.config import ServeOptions
+from raftcache.process.config import ServeOptions, is_unspecified
 from raftcache.process.exposure import warn_if_exposed
 from raftcache.process.logs import configure_logging
 from raftcache.raft.config import RaftConfig
@@ -495,13 +495,21 @@ async def _start_resp(server: NodeServer, options: ServeOptions) -> list[Any]:
 
 def advertise_host(options: ServeOptions) -> str:
     """The host clients are told to use: ``--advertise-host``, else the listen host, else (on
-    a wildcard listen address) this node's host in ``--peers``, else the machine's name."""
+    a wildcard listen address) this node's host in ``--peers``, else — never a wildcard —
+    the machine's name, with a warning."""
     if options.advertise_host:
         return options.advertise_host
-    if options.host not in ("", "0.0.0.0", "::"):
-        return options.host
-    own = urlsplit(peer_routes(options).get(options.id, "")).hostname
-    return own or socket.gethostname()
+    own = urlsplit(peer_routes(options).get(options.id, "")).hostname or ""
+    for candidate in (options.host, own):
+        if not is_unspecified(candidate):
+            return candidate
+    name = socket.gethostname()
+    log.warning(
+        "advertising this machine's name to Redis clients: the listen address and this "
+        "node's --peers entry are wildcards; set --advertise-host to choose",
+        extra={"advertise_host": name},
+    )
+    return name
 
 
 def _endpoint(host: str, port: int | None) -> str:
