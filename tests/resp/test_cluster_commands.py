@@ -15,7 +15,7 @@ from redis.exceptions import ResponseError
 
 from raftcache.resp.args import Limits
 from raftcache.resp.calls import Call
-from raftcache.resp.cluster import CROSSSLOT, redirect
+from raftcache.resp.cluster import CLUSTERDOWN, CROSSSLOT, redirect
 from raftcache.resp.commands import arity_ok, lookup
 from raftcache.resp.topology import Advertised, Topology, cluster_node_id
 
@@ -160,7 +160,21 @@ def test_redirects_on_a_cluster_port() -> None:
     assert redirect(FakeClient(leader), _call(b"SET", b"k", b"v")) is None  # type: ignore[arg-type]
     to_n3 = FakeServer(_topology("n1", "n3"), cluster_mode=True)
     assert redirect(FakeClient(to_n3), _call(b"GET", b"k")).line.endswith(" h3:6003")  # type: ignore[arg-type,union-attr]
-    unknown = FakeServer(_topology("n1", "n9"), cluster_mode=True)  # leader not heard from
-    assert redirect(FakeClient(unknown), _call(b"GET", b"k")) is None  # type: ignore[arg-type]
     plain = FakeServer(_topology("n1", "n2"))
     assert redirect(FakeClient(plain), _call(b"MGET", b"a", b"b")) is None  # type: ignore[arg-type]
+
+
+def test_without_a_reachable_leader_a_cluster_port_answers_clusterdown() -> None:
+    """Not TRYAGAIN (what forwarding answers): redis-py's RedisCluster retries TRYAGAIN on the
+    same node without refreshing its slots, so a client pinned to a node cut off from the
+    leader stayed stranded there; CLUSTERDOWN makes it refresh them from another node."""
+    for leader in (None, "n9"):  # no leader known; a leader not heard from
+        server = FakeServer(_topology("n1", leader), cluster_mode=True)
+        for words in ((b"GET", b"k"), (b"SET", b"k", b"v"), (b"INCR", b"k")):
+            answer = redirect(FakeClient(server), _call(*words))  # type: ignore[arg-type]
+            assert answer is CLUSTERDOWN, (leader, words, answer)
+        assert CLUSTERDOWN.line == "CLUSTERDOWN The cluster is down"
+        readonly = FakeClient(server, consistency="stale")
+        assert redirect(readonly, _call(b"GET", b"k")) is None  # type: ignore[arg-type]
+        assert redirect(readonly, _call(b"SET", b"k", b"v")) is CLUSTERDOWN  # type: ignore[arg-type]
+        assert redirect(FakeClient(server), _call(b"PING")) is None  # type: ignore[arg-type]

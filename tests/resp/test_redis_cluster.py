@@ -19,6 +19,7 @@ import redis
 import redis.cluster
 from redis.exceptions import ClusterCrossSlotError, MovedError
 
+from raftcache.testing.mesh import ProxyMesh
 from tests.e2e.nodes import WAIT_S, ProcessCluster, wait_for, wait_for_leader
 from tests.server.cluster import free_ports
 
@@ -146,3 +147,46 @@ def test_redis_cli_follows_moved(
     assert cli("SET", "greeting", "hello") == "OK"
     assert cli("GET", "greeting") == "hello"
     assert "MOVED" in cli("GET", "greeting", cluster_mode=False)  # what -c followed
+
+
+async def test_a_client_pinned_to_an_isolated_leader_finds_the_new_one(tmp_path: Path) -> None:
+    """The leader is cut off from the others (Raft and the status polls both go through a
+    proxy mesh), with a ``RedisCluster`` client's slots pointing at it. Once it steps down it
+    answers CLUSTERDOWN, so the client refreshes its slots from the other nodes and writes
+    through the new leader within seconds — the first write, left pending on the old leader,
+    takes its 10 s proposal timeout. (It answered TRYAGAIN, which redis-py retries on the same
+    node without refreshing: the client stayed stranded there ~33 s per call.)"""
+    nodes = ProcessCluster(tmp_path, 3)
+    cports = dict(zip(nodes.nodes, free_ports(3), strict=True))
+    async with ProxyMesh({n: node.port for n, node in nodes.nodes.items()}) as mesh:
+        for n in nodes.nodes:
+            over = ",".join(f"{m}={mesh.url(n, m)}" for m in nodes.nodes if m != n)
+            nodes.node_args[n] = ["--peer-address-override", over]
+            nodes.node_args[n] += ["--resp-cluster-port", str(cports[n])]
+        with nodes:
+            nodes.start_all()
+            leader = await _leader(nodes)
+            await _slots_master(cports[leader], cports[leader])
+            # A socket timeout longer than the test's patience: no escape through a timeout.
+            rc = redis.cluster.RedisCluster(
+                host="127.0.0.1", port=cports[leader], socket_timeout=40
+            )
+            try:
+                assert await asyncio.to_thread(rc.set, "k", "before")
+                mesh.isolate(leader)
+                started = time.monotonic()
+                deadline = started + 25
+                while True:
+                    try:
+                        if await asyncio.to_thread(rc.set, "k", "after"):
+                            break
+                    except redis.RedisError as exc:  # the old leader's last: INDETERMINATE...
+                        print(f"{time.monotonic() - started:.1f} s: {exc!r}")
+                    assert time.monotonic() < deadline, "still stranded on the old leader"
+                    await asyncio.sleep(0.2)
+                node = await asyncio.to_thread(rc.get_node_from_key, "k")
+                assert node.port != cports[leader]
+                assert await asyncio.to_thread(rc.get, "k") == b"after"
+            finally:
+                rc.close()
+                mesh.heal()

@@ -9,9 +9,12 @@ has none); on a cluster-mode port (``--resp-cluster-port``) a keyed command this
 run is answered as Redis Cluster answers it (``redirect``): ``CROSSSLOT`` when its keys span
 slots, ``MOVED <slot> <leader>`` on a follower, except reads on a ``READONLY`` connection,
 which the follower serves itself at the ``stale`` level, as READONLY means on the plain port.
-When the leader or its address is not known yet, the command runs as on the plain port
-(forwarded), so a redirect never makes the cluster less available. Slots never move between
-groups, so ``ASK`` is never sent (docs/sharding.md).
+When no leader is known, or the leader's address is not (not heard from yet, or down), the
+answer is ``CLUSTERDOWN``, as Redis Cluster answers while a failover runs: cluster clients then
+refresh their slots from another node, whereas ``TRYAGAIN`` (what forwarding would answer)
+makes redis-py retry the same node without refreshing — stranded there for as long as it stays
+cut off. A client that wants a cut-off node to keep serving uses the plain port, which
+forwards. Slots never move between groups, so ``ASK`` is never sent (docs/sharding.md).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from raftcache.resp.topology import Advertised, Topology, cluster_node_id, split
 from raftcache.slots import SLOTS, key_slot
 
 CROSSSLOT: Final = RespError("CROSSSLOT Keys in request don't hash to the same slot")
+CLUSTERDOWN: Final = RespError("CLUSTERDOWN The cluster is down")
 DISABLED: Final = RespError("ERR This instance has cluster support disabled")
 _LAST_SLOT: Final = SLOTS - 1
 
@@ -64,13 +68,13 @@ def redirect(client: ClientState, call: Call) -> RespError | None:
     if slot is None:
         return CROSSSLOT
     leader = topology.leader()
-    if leader is None or leader == topology.node.node_id:
+    if leader == topology.node.node_id:
         return None
     if not call.writes and client.consistency == "stale":
-        return None  # READONLY: this replica answers reads
-    advertised = topology.advertised(leader)
+        return None  # READONLY: this replica answers reads, leader or not
+    advertised = None if leader is None else topology.advertised(leader)
     if advertised is None or not advertised.best:
-        return None
+        return CLUSTERDOWN
     return RespError(f"MOVED {slot} {advertised.best}")
 
 
