@@ -17,7 +17,7 @@ from raftcache.resp.args import Limits
 from raftcache.resp.calls import Call
 from raftcache.resp.cluster import CLUSTERDOWN, CROSSSLOT, redirect
 from raftcache.resp.commands import arity_ok, lookup
-from raftcache.resp.topology import Advertised, Topology, cluster_node_id
+from raftcache.resp.topology import DOWN_AFTER, Advertised, Topology, cluster_node_id
 
 from .cluster import RespCluster
 
@@ -91,6 +91,18 @@ def _topology(me: str, leader: str | None) -> Topology:
         "http://n2.test": {"resp": {"address": "h2:6002", "cluster_address": "h2:7002"}},
         "http://n3.test": {"resp": {"address": "h3:6003", "cluster_address": ""}},
     }
+
+    async def fetch(url: str) -> Mapping[str, Any] | None:
+        return statuses.get(url)
+
+    topology = Topology(FakeNode(me, leader, ["n1", "n2", "n3"]), Advertised(), fetch)
+    topology.set_own(Advertised("h1:6001", "h1:7001"))
+    asyncio.run(topology.refresh())
+    return topology
+
+
+def _polled(statuses: dict[str, Any], *, me: str = "n1", leader: str | None = "n2") -> Topology:
+    """A topology of n1..n3 that polled ``statuses`` (by URL) once."""
 
     async def fetch(url: str) -> Mapping[str, Any] | None:
         return statuses.get(url)
@@ -178,3 +190,12 @@ def test_without_a_reachable_leader_a_cluster_port_answers_clusterdown() -> None
         assert redirect(readonly, _call(b"GET", b"k")) is None  # type: ignore[arg-type]
         assert redirect(readonly, _call(b"SET", b"k", b"v")) is CLUSTERDOWN  # type: ignore[arg-type]
         assert redirect(FakeClient(server), _call(b"PING")) is None  # type: ignore[arg-type]
+    statuses: dict[str, Any] = {
+        "http://n2.test": {"resp": {"address": "h2:6002", "cluster_address": "h2:7002"}}
+    }
+    down = _polled(statuses, leader="n2")
+    del statuses["http://n2.test"]  # the leader stops answering polls
+    for polls in range(1, DOWN_AFTER + 1):
+        asyncio.run(down.refresh())
+        moved = redirect(FakeClient(FakeServer(down, cluster_mode=True)), _call(b"GET", b"k"))  # type: ignore[arg-type]
+        assert (moved is CLUSTERDOWN) == (polls == DOWN_AFTER), (polls, moved)

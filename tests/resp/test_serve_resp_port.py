@@ -8,9 +8,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
+from raftcache.process.serve import _start_resp, build_node_server
+from raftcache.resp.server import RespServer
+from raftcache.resp.topology import Topology
 from tests.server.cluster import free_ports
+from tests.server.test_config import parse
 
 
 def test_serve_with_resp_port_answers_redis_py(tmp_path: Path) -> None:
@@ -44,6 +49,9 @@ def test_serve_with_resp_port_answers_redis_py(tmp_path: Path) -> None:
         assert client.get("greeting") == b"hi"
         assert client.incr("n") == 1
         assert client.dbsize() == 2
+        # No --resp-cluster-port: no topology poller, and no Redis Cluster views.
+        with pytest.raises(redis.ResponseError, match="cluster support disabled"):
+            client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
         client.close()
     finally:
         proc.terminate()
@@ -51,3 +59,36 @@ def test_serve_with_resp_port_answers_redis_py(tmp_path: Path) -> None:
         if proc.stderr is not None:
             proc.stderr.close()
     assert code == 0
+
+
+@pytest.mark.parametrize("cluster_port", [True, False])
+async def test_one_topology_shared_by_both_listeners_and_none_without_a_cluster_port(
+    tmp_path: Path, cluster_port: bool
+) -> None:
+    http_port, plain_port, cport = free_ports(3)
+    argv = ["--id", "n1", "--listen", f"127.0.0.1:{http_port}"]
+    argv += ["--peers", f"n1=http://127.0.0.1:{http_port}", "--data-dir", str(tmp_path / "n1")]
+    argv += ["--resp-port", str(plain_port)]
+    argv += ["--resp-cluster-port", str(cport)] if cluster_port else []
+    options = parse(argv)
+    server = build_node_server(options)
+    await server.start()
+    try:
+        started = await _start_resp(server, options)
+        try:
+            listeners = [s for s in started if isinstance(s, RespServer)]
+            topologies = [s for s in started if isinstance(s, Topology)]
+            assert len(listeners) == (2 if cluster_port else 1)
+            if cluster_port:
+                (topology,) = topologies  # one poller, stopped after the listeners
+                assert started[-1] is topology
+                assert all(s.state.topology is topology for s in listeners)
+                assert topology.own.cluster_address == f"127.0.0.1:{cport}"
+            else:
+                assert topologies == []
+                assert listeners[0].state.topology is None
+        finally:
+            for item in started:
+                await item.stop()
+    finally:
+        await server.stop()

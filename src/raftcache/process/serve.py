@@ -444,8 +444,11 @@ async def serve_node(
 
 async def _start_resp(server: NodeServer, options: ServeOptions) -> list[Any]:
     """Start the Redis protocol listeners: ``--resp-port`` (commands run here or forwarded
-    to the leader) and ``--resp-cluster-port`` (Redis Cluster: MOVED to the leader). Both
-    answer CLUSTER SLOTS with every member's endpoints, which ``/v1/status`` advertises."""
+    to the leader) and ``--resp-cluster-port`` (Redis Cluster: MOVED to the leader). With a
+    cluster-mode port the node has one topology — one poller of the voters' ``/v1/status``,
+    where each advertises its endpoints — shared by both listeners, which answer CLUSTER
+    SLOTS from it; without one there is no poller, and CLUSTER SLOTS answers "cluster support
+    disabled". Returns what to stop, in order."""
     wanted = [
         (p, cluster)
         for p, cluster in ((options.resp_port, False), (options.resp_cluster_port, True))
@@ -455,8 +458,17 @@ async def _start_resp(server: NodeServer, options: ServeOptions) -> list[Any]:
         return []
     from raftcache.resp import start_resp_server
     from raftcache.resp.args import Limits as RespLimits
-    from raftcache.resp.topology import Advertised
+    from raftcache.resp.topology import Advertised, HttpStatusFetcher, Topology
 
+    topology = None
+    if options.resp_cluster_port is not None:
+        # The full token when there is one, as the listeners present when they forward.
+        token = options.client_token
+        fetcher = HttpStatusFetcher(
+            token=token if token is not None else options.client_token_ro,
+            ssl_context=server_settings(options).client_ssl_context,
+        )
+        topology = Topology(server.node, Advertised(), fetcher, on_stop=fetcher.close)
     started = []
     try:
         for port, cluster in wanted:
@@ -474,23 +486,25 @@ async def _start_resp(server: NodeServer, options: ServeOptions) -> list[Any]:
                     peer_urls=peer_routes(options),
                     ssl_context=_server_tls(options),
                     client_ssl_context=server_settings(options).client_ssl_context,
-                    advertise=Advertised(),  # the real one once every port is bound
+                    topology=topology,
                     cluster_mode=cluster,
                 )
             )
     except BaseException:
         for resp in started:
             await resp.stop()
+        if topology is not None:
+            await topology.stop()
         raise
     host = advertise_host(options)
     ports = dict(zip([cluster for _, cluster in wanted], [r.port for r in started], strict=True))
     own = Advertised(_endpoint(host, ports.get(False)), _endpoint(host, ports.get(True)))
-    for resp in started:
-        topology = resp.state.topology
-        assert topology is not None  # every listener was given ``advertise``
-        topology.set_own(own)
     server.app[CONTEXT].resp_endpoints = own.to_json()
-    return started
+    if topology is None:
+        return started
+    topology.set_own(own)  # the real one, now that every port is bound
+    topology.start()
+    return [*started, topology]
 
 
 def advertise_host(options: ServeOptions) -> str:
@@ -513,9 +527,12 @@ def advertise_host(options: ServeOptions) -> str:
 
 
 def _endpoint(host: str, port: int | None) -> str:
+    """``host:port`` as Redis writes it (an IPv6 host unbracketed), or "" without a port."""
     if port is None:
         return ""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    from raftcache.resp.topology import join_address
+
+    return join_address(host, port)
 
 
 def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:

@@ -4,7 +4,7 @@ Rule: a key's slot is ``raftcache.slots.key_slot`` of its raw bytes — the same
 stores route by and the Python clients compute — so ``CLUSTER KEYSLOT`` tells a client exactly
 where a key lives. The topology (``raftcache.resp.topology``) says who serves each slot: in a
 cluster of one Raft group, every slot is served by the group's leader. ``CLUSTER SLOTS``,
-``SHARDS`` and ``NODES`` advertise each member's cluster-mode RESP port (its plain port when it
+``SHARDS`` and ``NODES`` advertise each voter's cluster-mode RESP port (its plain port when it
 has none); on a cluster-mode port (``--resp-cluster-port``) a keyed command this node must not
 run is answered as Redis Cluster answers it (``redirect``): ``CROSSSLOT`` when its keys span
 slots, ``MOVED <slot> <leader>`` on a follower, except reads on a ``READONLY`` connection,
@@ -28,7 +28,7 @@ from raftcache.resp.calls import Call, Reply
 from raftcache.resp.errors import wrong_args
 from raftcache.resp.protocol import RespError, Verbatim
 from raftcache.resp.state import ClientState
-from raftcache.resp.topology import Advertised, Topology, cluster_node_id, split_address
+from raftcache.resp.topology import Topology, cluster_node_id, split_address
 from raftcache.slots import SLOTS, key_slot
 
 CROSSSLOT: Final = RespError("CROSSSLOT Keys in request don't hash to the same slot")
@@ -72,10 +72,10 @@ def redirect(client: ClientState, call: Call) -> RespError | None:
         return None
     if not call.writes and client.consistency == "stale":
         return None  # READONLY: this replica answers reads, leader or not
-    advertised = None if leader is None else topology.advertised(leader)
-    if advertised is None or not advertised.best:
+    address = None if leader is None else topology.address_of(leader)
+    if address is None:
         return CLUSTERDOWN
-    return RespError(f"MOVED {slot} {advertised.best}")
+    return RespError(f"MOVED {slot} {address}")
 
 
 def same_slot(calls: Sequence[Call]) -> bool:
@@ -112,43 +112,50 @@ class Cluster(Call):
 
 
 class _View:
-    """The members as a cluster client sees them: the leader is the one master."""
+    """The voters as a cluster client sees them: the leader is the one master, a voter that
+    stopped answering polls is down (left out of SLOTS and SHARDS, ``fail`` in NODES)."""
 
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
         self.me = topology.node.node_id
         self.leader = topology.leader()
         self.term = topology.node.current_term
-        self.members: list[tuple[str, Advertised]] = []
+        self.members: list[tuple[str, str, int, bool]] = []  # id, host, port, down
         for member in topology.members():
             advertised = topology.advertised(member)
-            if advertised is not None and advertised.best:
-                self.members.append((member, advertised))
+            if advertised is None or not advertised.best:
+                continue
+            try:
+                host, port = split_address(advertised.best)
+            except ValueError:  # this node's own, misconfigured: advertise nothing for it
+                continue
+            self.members.append((member, host, port, topology.is_down(member)))
 
     @property
-    def master(self) -> tuple[str, Advertised] | None:
-        return next(((m, a) for m, a in self.members if m == self.leader), None)
+    def master(self) -> tuple[str, str, int, bool] | None:
+        """The leader, when it is known and not down."""
+        return next((m for m in self.members if m[0] == self.leader and not m[3]), None)
 
     @property
-    def replicas(self) -> list[tuple[str, Advertised]]:
-        return [(m, a) for m, a in self.members if m != self.leader]
+    def replicas(self) -> list[tuple[str, str, int, bool]]:
+        return [m for m in self.members if m[0] != self.leader and not m[3]]
 
 
 def _slots(view: _View) -> Reply:
     master = view.master
     if master is None:
-        return []  # no leader known: no slot is served right now
+        return []  # no leader reachable: no slot is served right now
     entry: list[Any] = [0, _LAST_SLOT]
-    for member, advertised in [master, *view.replicas]:
-        host, port = split_address(advertised.best)
+    for member, host, port, _ in [master, *view.replicas]:
         entry.append([host.encode(), port, cluster_node_id(member).encode()])
     return [entry]
 
 
 def _shards(view: _View) -> Reply:
     nodes = []
-    for member, advertised in view.members:
-        host, port = split_address(advertised.best)
+    for member, host, port, down in view.members:
+        if down:
+            continue
         nodes.append(
             {
                 "id": cluster_node_id(member),
@@ -165,16 +172,17 @@ def _shards(view: _View) -> Reply:
 
 
 def _nodes(view: _View) -> Reply:
-    master = view.master
-    master_id = cluster_node_id(master[0]) if master is not None else "-"
+    leader = next((m for m in view.members if m[0] == view.leader), None)
+    master_id = cluster_node_id(leader[0]) if leader is not None else "-"
     lines = []
-    for member, advertised in view.members:
-        host, port = split_address(advertised.best)
+    for member, host, port, down in view.members:
         leads = member == view.leader
         flags = ("myself," if member == view.me else "") + ("master" if leads else "slave")
+        flags += ",fail" if down else ""
         line = (
             f"{cluster_node_id(member)} {host}:{port}@{port + 10000} {flags} "
-            f"{'-' if leads else master_id} 0 0 {view.term} connected"
+            f"{'-' if leads else master_id} 0 0 {view.term} "
+            f"{'disconnected' if down else 'connected'}"
         )
         lines.append(line + (f" 0-{_LAST_SLOT}" if leads else ""))
     return Verbatim("".join(line + "\n" for line in lines))

@@ -32,13 +32,12 @@ from raftcache.resp.connection import Executor
 from raftcache.resp.leader import LeaderBackend
 from raftcache.resp.protocol import RespError, RespParser, encode
 from raftcache.resp.state import ClientState, ServerState
-from raftcache.resp.topology import Advertised, Topology, TopologyNode
+from raftcache.resp.topology import Topology
 from raftcache.vocabulary import CONSISTENCY_LEVELS
 
 log = logging.getLogger("raftcache.resp")
 
 MAX_PENDING_COMMANDS: Final = 65_536  # parsed but not yet run, per connection
-STATUS_TIMEOUT_S: Final = 1.0  # one poll of a member's /v1/status (the topology)
 
 
 class RespConnection(asyncio.Protocol):
@@ -207,12 +206,12 @@ class RespServer:
         max_bulk_bytes: largest argument accepted (larger closes the connection).
         max_buffer_bytes: most bytes one incomplete request may hold.
         shutdown_timeout_s: how long ``stop()`` lets running commands finish.
-        advertise: this node's RESP endpoints as clients should reach them; with it the
-            server answers CLUSTER SLOTS, SHARDS, NODES and INFO, learning the other
-            members' endpoints from their ``/v1/status`` (``raftcache.resp.topology``).
+        topology: the node's one topology (``raftcache.resp.topology``), shared by its RESP
+            listeners and started and stopped by its owner; with it the server answers
+            CLUSTER SLOTS, SHARDS, NODES and INFO (without it: "cluster support disabled").
         cluster_mode: answer keyed commands this node must not run with Redis Cluster's
-            redirects (``MOVED``, ``CROSSSLOT``: ``raftcache.resp.cluster``); needs
-            ``advertise``.
+            redirects (``MOVED``, ``CROSSSLOT``, ``CLUSTERDOWN``: ``raftcache.resp.cluster``)
+            and report ``redis_mode:cluster`` in INFO; needs ``topology``.
     """
 
     def __init__(
@@ -236,13 +235,13 @@ class RespServer:
         max_bulk_bytes: int = 16 * 1024 * 1024,
         max_buffer_bytes: int = 64 * 1024 * 1024,
         shutdown_timeout_s: float = 5.0,
-        advertise: Advertised | None = None,
+        topology: Topology | None = None,
         cluster_mode: bool = False,
     ) -> None:
         if read_consistency not in CONSISTENCY_LEVELS:
             raise ValueError("read_consistency must be linearizable, lease or stale")
-        if cluster_mode and advertise is None:
-            raise ValueError("a cluster-mode RESP server needs the endpoints it advertises")
+        if cluster_mode and topology is None:
+            raise ValueError("a cluster-mode RESP server needs the node's topology")
         self.host, self.port = host, port
         self.max_clients = max_clients
         self.max_bulk_bytes = max_bulk_bytes
@@ -278,26 +277,9 @@ class RespServer:
             read_consistency=read_consistency,
             started_at=0.0,
             commands=dict(TABLE),
+            topology=topology,
             cluster_mode=cluster_mode,
         )
-        if advertise is not None:
-            self.state.topology = Topology(cast(TopologyNode, node), advertise, self._fetch_status)
-
-    async def _fetch_status(self, url: str) -> Mapping[str, Any] | None:
-        """A member's ``/v1/status`` (None on any failure: the topology polls again)."""
-        session = self._session()
-        headers = {"Authorization": f"Bearer {self._http_token}"} if self._http_token else {}
-        try:
-            timeout = aiohttp.ClientTimeout(total=STATUS_TIMEOUT_S)
-            async with session.get(
-                f"{url.rstrip('/')}/v1/status", headers=headers, timeout=timeout
-            ) as answer:
-                if answer.status != 200:
-                    return None
-                body = await answer.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return None
-        return body if isinstance(body, Mapping) else None
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:  # created in the running loop, on first use, then reused
@@ -324,8 +306,6 @@ class RespServer:
             lambda: RespConnection(self), self.host, self.port, ssl=self._ssl_context
         )
         self.port = self._server.sockets[0].getsockname()[1]
-        if self.state.topology is not None:
-            self.state.topology.start()
         log.info(
             "RESP server listening",
             extra={"host": self.host, "port": self.port, "cluster_mode": self.state.cluster_mode},
@@ -336,8 +316,6 @@ class RespServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        if self.state.topology is not None:
-            await self.state.topology.stop()
         connections = list(self.connections)
         if connections:
             with contextlib.suppress(TimeoutError):
