@@ -92,6 +92,18 @@ def test_redis_cluster_follows_the_leader_and_loses_nothing(
 
         # A follower's cluster-mode port redirects a plain client; READONLY reads it locally.
         direct = redis.Redis(port=cports[follower], socket_timeout=10)
+        info = direct.info()
+        assert (info["redis_mode"], info["cluster_enabled"], info["role"]) == (
+            "cluster",
+            1,
+            "slave",
+        )
+        on_the_leader = redis.Redis(port=cports[leader], socket_timeout=10)
+        assert on_the_leader.info("replication")["role"] == "master"
+        on_the_leader.close()
+        plain_info = redis.Redis(port=plain[follower], socket_timeout=10)
+        assert plain_info.info()["role"] == "master"  # the plain port: a standalone server's
+        plain_info.close()
         # redis-py raises MovedError for "-MOVED <slot> <host:port>", keeping the rest as text.
         with pytest.raises(MovedError, match=rf"^\d+ 127\.0\.0\.1:{cports[leader]}$"):
             direct.get("key7")
@@ -147,6 +159,12 @@ def test_redis_cli_follows_moved(
     assert cli("SET", "greeting", "hello") == "OK"
     assert cli("GET", "greeting") == "hello"
     assert "MOVED" in cli("GET", "greeting", cluster_mode=False)  # what -c followed
+    # redis-cli's cluster manager accepts the nodes (it needs INFO's cluster_enabled:1).
+    for action, expected in (("check", "All 16384 slots covered"), ("info", "16384 slots")):
+        argv = ["redis-cli", "--cluster", action, f"127.0.0.1:{cports[follower]}"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert expected in done.stdout, done.stdout
 
 
 async def test_a_client_pinned_to_an_isolated_leader_finds_the_new_one(tmp_path: Path) -> None:

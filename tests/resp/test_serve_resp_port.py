@@ -52,6 +52,8 @@ def test_serve_with_resp_port_answers_redis_py(tmp_path: Path) -> None:
         # No --resp-cluster-port: no topology poller, and no Redis Cluster views.
         with pytest.raises(redis.ResponseError, match="cluster support disabled"):
             client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+        info = client.info()
+        assert (info["redis_mode"], info["cluster_enabled"]) == ("standalone", 0)
         client.close()
     finally:
         proc.terminate()

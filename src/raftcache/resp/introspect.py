@@ -2,6 +2,9 @@
 
 Rule: these report; they never read through the cluster. INFO shows this node's view (its
 replica's counters, its Raft state) without a read barrier, as Redis's INFO shows one server's.
+On a cluster-mode port INFO speaks as a Redis Cluster node (``redis_mode:cluster``,
+``cluster_enabled:1``, the role of the Raft role: ``master`` on the leader, ``slave``
+elsewhere), which ``redis-cli --cluster check`` requires; elsewhere as a standalone server.
 COMMAND and CONFIG GET give clients and tools (redis-cli, redis-benchmark) what they ask for at
 start-up; CONFIG SET is refused because configuration belongs to ``raftcache serve``.
 """
@@ -23,7 +26,16 @@ from raftcache.resp.protocol import OK, RespError, Simple, Verbatim
 from raftcache.resp.scan import compile_glob
 from raftcache.resp.state import ClientState
 
-_SECTIONS: Final = ("server", "clients", "memory", "stats", "replication", "keyspace", "raft")
+_SECTIONS: Final = (
+    "server",
+    "clients",
+    "memory",
+    "stats",
+    "replication",
+    "cluster",
+    "keyspace",
+    "raft",
+)
 
 
 class Info(Call):
@@ -40,11 +52,12 @@ class Info(Call):
         node = server.node
         status, raft = node.status(), node.raft_stats()
         uptime = int(asyncio.get_running_loop().time() - server.started_at)
+        clustered = server.cluster_mode
         fields: dict[str, dict[str, Any]] = {
             "server": {
                 "redis_version": REDIS_VERSION,
                 "raftcache_version": __version__,
-                "redis_mode": "standalone",
+                "redis_mode": "cluster" if clustered else "standalone",
                 "process_id": os.getpid(),
                 "uptime_in_seconds": uptime,
             },
@@ -63,7 +76,8 @@ class Info(Call):
                 "evicted_keys": cache.get("evictions", 0),
                 "forwarded_to_leader": server.router.forwarded_total,
             },
-            "replication": {"role": "master", "connected_slaves": 0},
+            "replication": _replication(status, clustered),
+            "cluster": {"cluster_enabled": int(clustered)},
             "keyspace": {"db0": f"keys={cache.get('keys', 0)},expires=0,avg_ttl=0"}
             if cache.get("keys")
             else {},
@@ -83,6 +97,14 @@ class Info(Call):
             lines.append(f"# {section.capitalize()}")
             lines += [f"{name}:{value}" for name, value in fields[section].items()]
         return Verbatim("\r\n".join(lines) + "\r\n")
+
+
+def _replication(status: dict[str, Any], clustered: bool) -> dict[str, Any]:
+    """The ``replication`` section: on a cluster-mode port the Raft role as Redis Cluster's
+    (the leader is the one master, as in CLUSTER NODES); on the plain port, ``master``."""
+    if not clustered or status.get("role") == "leader":
+        return {"role": "master", "connected_slaves": 0}
+    return {"role": "slave", "master_link_status": "up" if status.get("leader") else "down"}
 
 
 def _raft_fields(status: dict[str, Any], raft: dict[str, Any]) -> dict[str, Any]:
