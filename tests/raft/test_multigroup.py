@@ -14,7 +14,6 @@ and no request ever reached another group's replica.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from raftcache.storage.memory import MemoryStorage
 from raftcache.testing.history import HistoryRecorder
 from tests.raft.read_sweep import RegisterMachine, check_reads
 from tests.raft.sim import FAST
+from tests.raft.store_faults import store_faults, sweep_seeds
 
 pytestmark = pytest.mark.looptime
 
@@ -187,28 +187,16 @@ class Run:
 
     async def nemesis(self, rng: random.Random, steps: int) -> None:
         c = self.cluster
-        for _ in range(steps):
-            await asyncio.sleep(rng.uniform(0.3, 0.8))
-            action = rng.choice(["partition", "isolate", "crash"])
-            a, b = rng.sample(STORES, 2)
-            if action == "partition":
-                c.hub.partition(a, b)
-            elif action == "isolate":
-                c.hub.isolate(a)
-            else:
-                await c.crash(a)
-            self.counts[action] += 1
-            await asyncio.sleep(rng.uniform(0.3, 1.0))
-            c.hub.heal_all()
+
+        async def restart_crashed() -> None:
             for store in c.stores.values():
                 if not store.up:
                     await c.restart(store.store_id)
 
-
-def _seeds(default: int) -> list[int]:
-    if "RAFTCACHE_SEED" in os.environ:
-        return [int(os.environ["RAFTCACHE_SEED"])]
-    return list(range(int(os.environ.get("RAFTCACHE_SWEEP_SEEDS", default))))
+        await store_faults(
+            rng, steps, STORES, c.hub, crash=c.crash, restart_crashed=restart_crashed,
+            counts=self.counts,
+        )  # fmt: skip
 
 
 async def _settle(cluster: MultiGroupCluster, timeout: float = 10.0) -> None:
@@ -233,7 +221,7 @@ async def _settle(cluster: MultiGroupCluster, timeout: float = 10.0) -> None:
     raise AssertionError("the groups did not settle")
 
 
-@pytest.mark.parametrize("seed", _seeds(8))
+@pytest.mark.parametrize("seed", sweep_seeds(8))
 async def test_groups_stay_linearizable_under_store_faults(seed: int) -> None:
     cluster = MultiGroupCluster(seed)
     await cluster.start()

@@ -11,7 +11,6 @@ leader. Every key's history must be linearizable, and every group's replicas end
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from collections import Counter
@@ -29,6 +28,7 @@ from raftcache.store import GroupReplica, Store, group_id
 from raftcache.testing.history import HistoryRecorder
 from tests.raft.read_sweep import check_reads
 from tests.raft.sim import FAST
+from tests.raft.store_faults import store_faults, sweep_seeds
 
 pytestmark = pytest.mark.looptime
 
@@ -138,28 +138,16 @@ class Run:
 
     async def nemesis(self, rng: random.Random, steps: int) -> None:
         stores = self.stores
-        for _ in range(steps):
-            await asyncio.sleep(rng.uniform(0.3, 0.8))
-            action = rng.choice(["partition", "isolate", "crash"])
-            a, b = rng.sample(STORES, 2)
-            if action == "partition":
-                stores.hub.partition(a, b)
-            elif action == "isolate":
-                stores.hub.isolate(a)
-            else:
-                await stores.crash(a)
-            self.counts[action] += 1
-            await asyncio.sleep(rng.uniform(0.3, 1.0))
-            stores.hub.heal_all()
+
+        async def restart_crashed() -> None:
             for store_id in STORES:
                 if store_id not in stores.running:
                     await stores.restart(store_id)
 
-
-def _seeds(default: int) -> list[int]:
-    if "RAFTCACHE_SEED" in os.environ:
-        return [int(os.environ["RAFTCACHE_SEED"])]
-    return list(range(int(os.environ.get("RAFTCACHE_SWEEP_SEEDS", default))))
+        await store_faults(
+            rng, steps, STORES, stores.hub, crash=stores.crash, restart_crashed=restart_crashed,
+            counts=self.counts,
+        )  # fmt: skip
 
 
 async def _settle(stores: Stores, timeout_s: float = 10.0) -> None:
@@ -184,7 +172,7 @@ async def _settle(stores: Stores, timeout_s: float = 10.0) -> None:
     raise AssertionError("the groups did not settle")
 
 
-@pytest.mark.parametrize("seed", _seeds(6))
+@pytest.mark.parametrize("seed", sweep_seeds(6))
 async def test_stores_keep_every_key_linearizable_under_store_faults(seed: int) -> None:
     stores = Stores(seed)
     for store_id in STORES:

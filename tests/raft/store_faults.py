@@ -1,0 +1,51 @@
+"""Store-level faults for the simulated multi-group clusters, and their seeds.
+
+Rule: a fault acts on a store — every group it hosts at once — as real faults do: a partition
+between two stores, an isolated store, a crashed store (its storages kept), each healed (and the
+crashed store restarted) before the next. ``tests/raft/test_multigroup.py`` (raw Raft groups)
+and ``tests/store/test_store_sim.py`` (the ``Store`` class) share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+
+from raftcache.network.hub import InMemoryHub
+
+
+def sweep_seeds(default: int) -> list[int]:
+    """``RAFTCACHE_SEED`` alone, else ``RAFTCACHE_SWEEP_SEEDS`` (or ``default``) seeds."""
+    if "RAFTCACHE_SEED" in os.environ:
+        return [int(os.environ["RAFTCACHE_SEED"])]
+    return list(range(int(os.environ.get("RAFTCACHE_SWEEP_SEEDS", default))))
+
+
+async def store_faults(
+    rng: random.Random,
+    steps: int,
+    stores: Sequence[str],
+    hub: InMemoryHub,
+    *,
+    crash: Callable[[str], Awaitable[None]],
+    restart_crashed: Callable[[], Awaitable[None]],
+    counts: Counter[str],
+) -> None:
+    """``steps`` faults, each held 0.3–1 s after 0.3–0.8 s of calm, then healed."""
+    for _ in range(steps):
+        await asyncio.sleep(rng.uniform(0.3, 0.8))
+        action = rng.choice(["partition", "isolate", "crash"])
+        a, b = rng.sample(list(stores), 2)
+        if action == "partition":
+            hub.partition(a, b)
+        elif action == "isolate":
+            hub.isolate(a)
+        else:
+            await crash(a)
+        counts[action] += 1
+        await asyncio.sleep(rng.uniform(0.3, 1.0))
+        hub.heal_all()
+        await restart_crashed()
