@@ -86,31 +86,29 @@ class FakeClient:
         self.server, self.consistency = server, consistency
 
 
+#: What n2 and n3 advertise in their /v1/status (n3 has no cluster-mode port).
+STATUSES: Mapping[str, Any] = {
+    "http://n2.test": {"resp": {"address": "h2:6002", "cluster_address": "h2:7002"}},
+    "http://n3.test": {"resp": {"address": "h3:6003", "cluster_address": ""}},
+}
+
+
+def polled(
+    statuses: Mapping[str, Any] = STATUSES, *, me: str = "n1", leader: str | None = "n2"
+) -> Topology:
+    """A topology of n1..n3, seen from ``me``, that polled ``statuses`` (by URL) once."""
+
+    async def fetch(url: str) -> Mapping[str, Any] | None:
+        return statuses.get(url)
+
+    topology = Topology(FakeNode(me, leader, ["n1", "n2", "n3"]), Advertised(), fetch)
+    topology.set_own(Advertised("h1:6001", "h1:7001"))
+    asyncio.run(topology.refresh())
+    return topology
+
+
 def _topology(me: str, leader: str | None) -> Topology:
-    statuses = {
-        "http://n2.test": {"resp": {"address": "h2:6002", "cluster_address": "h2:7002"}},
-        "http://n3.test": {"resp": {"address": "h3:6003", "cluster_address": ""}},
-    }
-
-    async def fetch(url: str) -> Mapping[str, Any] | None:
-        return statuses.get(url)
-
-    topology = Topology(FakeNode(me, leader, ["n1", "n2", "n3"]), Advertised(), fetch)
-    topology.set_own(Advertised("h1:6001", "h1:7001"))
-    asyncio.run(topology.refresh())
-    return topology
-
-
-def _polled(statuses: dict[str, Any], *, me: str = "n1", leader: str | None = "n2") -> Topology:
-    """A topology of n1..n3 that polled ``statuses`` (by URL) once."""
-
-    async def fetch(url: str) -> Mapping[str, Any] | None:
-        return statuses.get(url)
-
-    topology = Topology(FakeNode(me, leader, ["n1", "n2", "n3"]), Advertised(), fetch)
-    topology.set_own(Advertised("h1:6001", "h1:7001"))
-    asyncio.run(topology.refresh())
-    return topology
+    return polled(me=me, leader=leader)
 
 
 def _view(topology: Topology | None, sub: bytes) -> Any:
@@ -145,11 +143,11 @@ def test_without_a_leader_no_slot_is_served() -> None:
 def test_a_node_without_advertised_ports_has_cluster_support_disabled() -> None:
     assert "cluster support disabled" in str(_view(None, b"SLOTS"))
     assert "wrong number of arguments for 'cluster|slots'" in str(
-        _call(b"CLUSTER", b"SLOTS", b"x").run_server(FakeClient(FakeServer(None)))
+        call(b"CLUSTER", b"SLOTS", b"x").run_server(FakeClient(FakeServer(None)))
     )
 
 
-def _call(*words: bytes) -> Call:
+def call(*words: bytes) -> Call:
     spec = lookup(words[0])
     assert spec is not None
     return spec.parse(list(words[1:]), Limits())
@@ -157,23 +155,23 @@ def _call(*words: bytes) -> Call:
 
 def test_redirects_on_a_cluster_port() -> None:
     follower = FakeServer(_topology("n1", "n2"), cluster_mode=True)
-    moved = redirect(FakeClient(follower), _call(b"GET", b"somekey"))  # type: ignore[arg-type]
+    moved = redirect(FakeClient(follower), call(b"GET", b"somekey"))  # type: ignore[arg-type]
     assert moved is not None
     assert moved.line == "MOVED 11058 h2:7002"
-    crossed = redirect(FakeClient(follower), _call(b"MGET", b"a", b"b"))  # type: ignore[arg-type]
+    crossed = redirect(FakeClient(follower), call(b"MGET", b"a", b"b"))  # type: ignore[arg-type]
     assert crossed is CROSSSLOT
-    tagged = _call(b"MGET", b"{u}a", b"{u}b")
+    tagged = call(b"MGET", b"{u}a", b"{u}b")
     assert redirect(FakeClient(follower), tagged).line.startswith("MOVED ")  # type: ignore[arg-type,union-attr]
     readonly = FakeClient(follower, consistency="stale")
-    assert redirect(readonly, _call(b"GET", b"k")) is None  # type: ignore[arg-type]
-    assert redirect(readonly, _call(b"SET", b"k", b"v")) is not None  # type: ignore[arg-type]
-    assert redirect(FakeClient(follower), _call(b"DBSIZE")) is None  # type: ignore[arg-type]
+    assert redirect(readonly, call(b"GET", b"k")) is None  # type: ignore[arg-type]
+    assert redirect(readonly, call(b"SET", b"k", b"v")) is not None  # type: ignore[arg-type]
+    assert redirect(FakeClient(follower), call(b"DBSIZE")) is None  # type: ignore[arg-type]
     leader = FakeServer(_topology("n2", "n2"), cluster_mode=True)
-    assert redirect(FakeClient(leader), _call(b"SET", b"k", b"v")) is None  # type: ignore[arg-type]
+    assert redirect(FakeClient(leader), call(b"SET", b"k", b"v")) is None  # type: ignore[arg-type]
     to_n3 = FakeServer(_topology("n1", "n3"), cluster_mode=True)
-    assert redirect(FakeClient(to_n3), _call(b"GET", b"k")).line.endswith(" h3:6003")  # type: ignore[arg-type,union-attr]
+    assert redirect(FakeClient(to_n3), call(b"GET", b"k")).line.endswith(" h3:6003")  # type: ignore[arg-type,union-attr]
     plain = FakeServer(_topology("n1", "n2"))
-    assert redirect(FakeClient(plain), _call(b"MGET", b"a", b"b")) is None  # type: ignore[arg-type]
+    assert redirect(FakeClient(plain), call(b"MGET", b"a", b"b")) is None  # type: ignore[arg-type]
 
 
 def test_without_a_reachable_leader_a_cluster_port_answers_clusterdown() -> None:
@@ -183,19 +181,19 @@ def test_without_a_reachable_leader_a_cluster_port_answers_clusterdown() -> None
     for leader in (None, "n9"):  # no leader known; a leader not heard from
         server = FakeServer(_topology("n1", leader), cluster_mode=True)
         for words in ((b"GET", b"k"), (b"SET", b"k", b"v"), (b"INCR", b"k")):
-            answer = redirect(FakeClient(server), _call(*words))  # type: ignore[arg-type]
+            answer = redirect(FakeClient(server), call(*words))  # type: ignore[arg-type]
             assert answer is CLUSTERDOWN, (leader, words, answer)
         assert CLUSTERDOWN.line == "CLUSTERDOWN The cluster is down"
         readonly = FakeClient(server, consistency="stale")
-        assert redirect(readonly, _call(b"GET", b"k")) is None  # type: ignore[arg-type]
-        assert redirect(readonly, _call(b"SET", b"k", b"v")) is CLUSTERDOWN  # type: ignore[arg-type]
-        assert redirect(FakeClient(server), _call(b"PING")) is None  # type: ignore[arg-type]
+        assert redirect(readonly, call(b"GET", b"k")) is None  # type: ignore[arg-type]
+        assert redirect(readonly, call(b"SET", b"k", b"v")) is CLUSTERDOWN  # type: ignore[arg-type]
+        assert redirect(FakeClient(server), call(b"PING")) is None  # type: ignore[arg-type]
     statuses: dict[str, Any] = {
         "http://n2.test": {"resp": {"address": "h2:6002", "cluster_address": "h2:7002"}}
     }
-    down = _polled(statuses, leader="n2")
+    down = polled(statuses, leader="n2")
     del statuses["http://n2.test"]  # the leader stops answering polls
     for polls in range(1, DOWN_AFTER + 1):
         asyncio.run(down.refresh())
-        moved = redirect(FakeClient(FakeServer(down, cluster_mode=True)), _call(b"GET", b"k"))  # type: ignore[arg-type]
+        moved = redirect(FakeClient(FakeServer(down, cluster_mode=True)), call(b"GET", b"k"))  # type: ignore[arg-type]
         assert (moved is CLUSTERDOWN) == (polls == DOWN_AFTER), (polls, moved)

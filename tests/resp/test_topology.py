@@ -13,11 +13,7 @@ import pytest
 from aiohttp import web
 from redis.exceptions import MovedError
 
-from raftcache.process.serve import _endpoint
-from raftcache.resp.args import Limits
-from raftcache.resp.calls import Call
 from raftcache.resp.cluster import redirect
-from raftcache.resp.commands import lookup
 from raftcache.resp.errors import reply_for
 from raftcache.resp.topology import (
     DOWN_AFTER,
@@ -25,37 +21,26 @@ from raftcache.resp.topology import (
     Advertised,
     HttpStatusFetcher,
     Topology,
+    join_address,
     split_address,
 )
 
-from .test_cluster_commands import FakeClient, FakeNode, FakeServer
-
-
-def _call(*words: bytes) -> Call:
-    spec = lookup(words[0])
-    assert spec is not None
-    return spec.parse(list(words[1:]), Limits())
+from .test_cluster_commands import FakeClient, FakeNode, FakeServer, call, polled
 
 
 def _topology(statuses: dict[str, Any], me: str = "n1", leader: str | None = "n2") -> Topology:
-    async def fetch(url: str) -> Mapping[str, Any] | None:
-        return statuses.get(url)
-
-    topology = Topology(FakeNode(me, leader, ["n1", "n2", "n3"]), Advertised(), fetch)
-    topology.set_own(Advertised("h1:6001", "h1:7001"))
-    asyncio.run(topology.refresh())
-    return topology
+    return polled(statuses, me=me, leader=leader)
 
 
 def _cluster(topology: Topology, sub: bytes) -> Any:
     try:
-        return _call(b"CLUSTER", sub).run_server(FakeClient(FakeServer(topology)))
+        return call(b"CLUSTER", sub).run_server(FakeClient(FakeServer(topology)))
     except Exception as exc:  # what the executor would answer
         return reply_for(exc, is_write=False)
 
 
 def _moved(topology: Topology, *words: bytes) -> str | None:
-    answer = redirect(FakeClient(FakeServer(topology, cluster_mode=True)), _call(*words))  # type: ignore[arg-type]
+    answer = redirect(FakeClient(FakeServer(topology, cluster_mode=True)), call(*words))  # type: ignore[arg-type]
     return None if answer is None else answer.line
 
 
@@ -128,7 +113,7 @@ def test_a_learner_is_not_advertised() -> None:
 
 
 def test_an_ipv6_leader_is_moved_to_as_redis_writes_it() -> None:
-    leader = _endpoint("::1", 7002)  # what serve.py advertises for --advertise-host ::1
+    leader = join_address("::1", 7002)  # what serve.py advertises for --advertise-host ::1
     assert leader == "::1:7002"
     topology = _topology(
         {"http://n2.test": _resp("", leader), "http://n3.test": _resp("", "[fe80::3]:7003")}

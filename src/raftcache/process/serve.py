@@ -458,15 +458,16 @@ async def _start_resp(server: NodeServer, options: ServeOptions) -> list[Any]:
         return []
     from raftcache.resp import start_resp_server
     from raftcache.resp.args import Limits as RespLimits
-    from raftcache.resp.topology import Advertised, HttpStatusFetcher, Topology
+    from raftcache.resp.topology import Advertised, HttpStatusFetcher, Topology, join_address
 
+    client_ssl = server_settings(options).client_ssl_context
     topology = None
     if options.resp_cluster_port is not None:
         # The full token when there is one, as the listeners present when they forward.
         token = options.client_token
         fetcher = HttpStatusFetcher(
             token=token if token is not None else options.client_token_ro,
-            ssl_context=server_settings(options).client_ssl_context,
+            ssl_context=client_ssl,
         )
         topology = Topology(server.node, Advertised(), fetcher, on_stop=fetcher.close)
     started = []
@@ -485,7 +486,7 @@ async def _start_resp(server: NodeServer, options: ServeOptions) -> list[Any]:
                     leader_wait_s=options.leader_wait_s,
                     peer_urls=peer_routes(options),
                     ssl_context=_server_tls(options),
-                    client_ssl_context=server_settings(options).client_ssl_context,
+                    client_ssl_context=client_ssl,
                     topology=topology,
                     cluster_mode=cluster,
                 )
@@ -497,8 +498,11 @@ async def _start_resp(server: NodeServer, options: ServeOptions) -> list[Any]:
             await topology.stop()
         raise
     host = advertise_host(options)
-    ports = dict(zip([cluster for _, cluster in wanted], [r.port for r in started], strict=True))
-    own = Advertised(_endpoint(host, ports.get(False)), _endpoint(host, ports.get(True)))
+    # Each listener's bound port (``0`` asks for a free one), "" for a listener not started.
+    bound = {
+        cluster: join_address(host, r.port) for (_, cluster), r in zip(wanted, started, strict=True)
+    }
+    own = Advertised(bound.get(False, ""), bound.get(True, ""))
     server.app[CONTEXT].resp_endpoints = own.to_json()
     if topology is None:
         return started
@@ -524,15 +528,6 @@ def advertise_host(options: ServeOptions) -> str:
         extra={"advertise_host": name},
     )
     return name
-
-
-def _endpoint(host: str, port: int | None) -> str:
-    """``host:port`` as Redis writes it (an IPv6 host unbracketed), or "" without a port."""
-    if port is None:
-        return ""
-    from raftcache.resp.topology import join_address
-
-    return join_address(host, port)
 
 
 def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
