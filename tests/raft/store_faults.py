@@ -3,7 +3,8 @@
 Rule: a fault acts on a store — every group it hosts at once — as real faults do: a partition
 between two stores, an isolated store, a crashed store (its storages kept), each healed (and the
 crashed store restarted) before the next. ``tests/raft/test_multigroup.py`` (raw Raft groups)
-and ``tests/store/test_store_sim.py`` (the ``Store`` class) share it.
+and ``tests/store/test_store_sim.py`` (the ``Store`` class) share it, and the recording of one
+client operation (``recorded``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,42 @@ import asyncio
 import os
 import random
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any
 
 from raftcache.network.hub import InMemoryHub
+from raftcache.raft.errors import NotLeaderError, ProposalDroppedError
+from raftcache.testing.history import HistoryRecorder
+
+#: Errors that say a write certainly did not happen; anything else may have been applied.
+WRITE_NOT_DONE = (NotLeaderError, ProposalDroppedError)
+#: Errors that say a read was refused (no answer given).
+READ_REFUSED = (NotLeaderError,)
+
+
+async def recorded(
+    rec: HistoryRecorder,
+    process: int,
+    kind: str,
+    key: Hashable,
+    value: Any,
+    run: Callable[[], Awaitable[Any]],
+    refused: tuple[type[BaseException], ...],
+) -> bool | None:
+    """Invoke ``kind`` on ``key`` in ``rec``, run it, and record what ``run`` returned (ok),
+    a ``refused`` error (failed) or any other error (indeterminate). True: ok, False: failed,
+    None: indeterminate (the process must not invoke again: its operation may still land)."""
+    op = rec.invoke(process, kind, key, value)
+    try:
+        output = await run()
+    except refused as exc:
+        rec.fail(op, repr(exc))
+        return False
+    except Exception as exc:
+        rec.indeterminate(op, repr(exc))
+        return None
+    rec.ok(op, output)
+    return True
 
 
 def sweep_seeds(default: int) -> list[int]:

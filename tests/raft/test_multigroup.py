@@ -17,6 +17,7 @@ import asyncio
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -26,14 +27,19 @@ from raftcache.network.hub import InMemoryHub
 from raftcache.network.memory import InMemoryNetwork
 from raftcache.protocol.messages import AppendEntriesRequest, LogEntry
 from raftcache.raft.core import Role
-from raftcache.raft.errors import NotLeaderError, ProposalDroppedError
 from raftcache.raft.node import RaftNode
 from raftcache.slots import key_group
 from raftcache.storage.memory import MemoryStorage
 from raftcache.testing.history import HistoryRecorder
 from tests.raft.read_sweep import RegisterMachine, check_reads
 from tests.raft.sim import FAST
-from tests.raft.store_faults import store_faults, sweep_seeds
+from tests.raft.store_faults import (
+    READ_REFUSED,
+    WRITE_NOT_DONE,
+    recorded,
+    store_faults,
+    sweep_seeds,
+)
 
 pytestmark = pytest.mark.looptime
 
@@ -149,41 +155,29 @@ class Run:
         if leader is None:
             await asyncio.sleep(0.02)
             return True
-        op = self.rec.invoke(process, "write", key, value)
-        try:
-            version = await leader.propose(f"set {key} {value}".encode(), timeout=1.0)
-        except (NotLeaderError, ProposalDroppedError) as exc:
-            self.rec.fail(op, repr(exc))
-            self.counts["write fail"] += 1
-            return True
-        except Exception as exc:
-            self.rec.indeterminate(op, repr(exc))
-            self.counts["write info"] += 1
-            return False
-        self.rec.ok(op, version)
-        self.counts[f"write ok {gid}"] += 1
-        return True
+
+        async def run() -> Any:
+            return await leader.propose(f"set {key} {value}".encode(), timeout=1.0)
+
+        done = await recorded(self.rec, process, "write", key, value, run, WRITE_NOT_DONE)
+        self.counts[{True: f"write ok {gid}", False: "write fail", None: "write info"}[done]] += 1
+        return done is not None
 
     async def read(self, process: int, gid: str, key: str) -> bool:
         leader = self.cluster.leader(gid)
         if leader is None:
             await asyncio.sleep(0.02)
             return True
-        op = self.rec.invoke(process, "read_index", key, None)
-        try:
+
+        async def run() -> str | None:
             await leader.read_index(0.3)
             machine = leader.state_machine
             assert isinstance(machine, RegisterMachine)
-            value, _ = machine.get(key)
-        except NotLeaderError as exc:
-            self.rec.fail(op, repr(exc))
-            return True
-        except Exception as exc:
-            self.rec.indeterminate(op, repr(exc))
-            return False
-        self.rec.ok(op, value)
-        self.counts["read ok"] += 1
-        return True
+            return machine.get(key)[0]
+
+        done = await recorded(self.rec, process, "read_index", key, None, run, READ_REFUSED)
+        self.counts["read ok"] += done is True
+        return done is not None
 
     async def nemesis(self, rng: random.Random, steps: int) -> None:
         c = self.cluster

@@ -21,14 +21,19 @@ import pytest
 from raftcache.network.hub import InMemoryHub
 from raftcache.network.memory import InMemoryNetwork
 from raftcache.raft.core import Role
-from raftcache.raft.errors import NotLeaderError, ProposalDroppedError
 from raftcache.slots import key_group
 from raftcache.storage.memory import MemoryStorage
 from raftcache.store import GroupReplica, Store, group_id
 from raftcache.testing.history import HistoryRecorder
 from tests.raft.read_sweep import check_reads
 from tests.raft.sim import FAST
-from tests.raft.store_faults import store_faults, sweep_seeds
+from tests.raft.store_faults import (
+    READ_REFUSED,
+    WRITE_NOT_DONE,
+    recorded,
+    store_faults,
+    sweep_seeds,
+)
 
 pytestmark = pytest.mark.looptime
 
@@ -109,32 +114,21 @@ class Run:
             await asyncio.sleep(rng.uniform(0.005, 0.03))
 
     async def write(self, process: int, leader: GroupReplica, key: str, value: str) -> bool:
-        op = self.rec.invoke(process, "write", key, value)
-        try:
-            version = await leader.service.set(key, value.encode())
-        except (NotLeaderError, ProposalDroppedError) as exc:
-            self.rec.fail(op, repr(exc))
-            return True
-        except Exception as exc:  # may have been applied
-            self.rec.indeterminate(op, repr(exc))
-            return False
-        self.rec.ok(op, version)
-        self.counts[f"write ok {leader.group}"] += 1
-        return True
+        async def run() -> int:
+            return await leader.service.set(key, value.encode())
+
+        done = await recorded(self.rec, process, "write", key, value, run, WRITE_NOT_DONE)
+        self.counts[f"write ok {leader.group}"] += done is True
+        return done is not None
 
     async def read(self, process: int, leader: GroupReplica, key: str) -> bool:
-        op = self.rec.invoke(process, "read_index", key, None)
-        try:
+        async def run() -> str | None:
             item = await leader.service.get(key)
-        except NotLeaderError as exc:
-            self.rec.fail(op, repr(exc))
-            return True
-        except Exception as exc:
-            self.rec.indeterminate(op, repr(exc))
-            return False
-        self.rec.ok(op, None if item is None else item.value.decode())
-        self.counts["read ok"] += 1
-        return True
+            return None if item is None else item.value.decode()
+
+        done = await recorded(self.rec, process, "read_index", key, None, run, READ_REFUSED)
+        self.counts["read ok"] += done is True
+        return done is not None
 
     async def nemesis(self, rng: random.Random, steps: int) -> None:
         stores = self.stores
