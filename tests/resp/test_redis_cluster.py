@@ -118,6 +118,13 @@ def test_redis_cluster_follows_the_leader_and_loses_nothing(
         with pytest.raises(ClusterCrossSlotError, match="don't hash to the same slot"):
             on_leader.mset({"a": "1", "b": "2"})
         assert on_leader.mset({"{t}a": "1", "{t}b": "2"})  # one hash tag, one slot
+        # A transaction is one slot's: a second slot aborts it, one hash tag runs it.
+        crossed: Any = on_leader.pipeline(transaction=True)
+        crossed.set("{t}a", "3").set("b", "4")
+        with pytest.raises(ClusterCrossSlotError, match="Command # 2"):  # queued, then EXECABORT
+            crossed.execute()
+        tagged: Any = on_leader.pipeline(transaction=True)
+        assert tagged.set("{t}a", "5").get("{t}b").execute() == [True, b"2"]
         on_leader.close()
         plain_follower = redis.Redis(port=plain[follower], socket_timeout=10)
         assert plain_follower.mset({"a": "1", "b": "2"})

@@ -78,10 +78,13 @@ def redirect(client: ClientState, call: Call) -> RespError | None:
     return RespError(f"MOVED {slot} {address}")
 
 
-def same_slot(calls: Sequence[Call]) -> bool:
-    """Whether every key of ``calls`` (a transaction's queue) hashes to one slot."""
-    slots = {key_slot(key) for call in calls for key in call.keys}
-    return len(slots) <= 1
+def joins_slot(queued: Sequence[Call], call: Call) -> bool:
+    """Whether ``call``'s keys hash to the slot of the transaction ``queued`` so far — whose
+    keys share one already, each call having been checked as it was queued, so one key of
+    theirs stands for all (no rehashing of the whole queue per command)."""
+    first = next((c.keys[0] for c in queued if c.keys), None)
+    keys = list(call.keys) if first is None else [first, *call.keys]
+    return not keys or _one_slot(keys) is not None
 
 
 def _one_slot(keys: Sequence[str]) -> int | None:

@@ -29,7 +29,7 @@ from typing import Final
 from raftcache.cache.errors import CacheError
 from raftcache.resp.admin import Discard, Exec, Multi
 from raftcache.resp.calls import Call, Mode, Reply, View
-from raftcache.resp.cluster import CROSSSLOT, redirect, same_slot
+from raftcache.resp.cluster import CROSSSLOT, joins_slot, redirect
 from raftcache.resp.commands import NO_AUTH, arity_ok, lookup
 from raftcache.resp.errors import (
     NOAUTH,
@@ -152,7 +152,7 @@ class Executor:
         except RespError as exc:
             call = _Failed(exc)
         moved = redirect(client, call)
-        if moved is None and client.server.cluster_mode and not same_slot([*client.queue, call]):
+        if moved is None and client.server.cluster_mode and not joins_slot(client.queue, call):
             moved = CROSSSLOT  # a transaction is one slot's, as in Redis Cluster
         if moved is not None:
             client.multi_failed = True
