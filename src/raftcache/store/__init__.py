@@ -8,8 +8,9 @@ the only way the HTTP and Redis fronts above reach a group: by key, through ``re
 from raftcache.store.store import (
     GroupNotHereError,
     GroupReplica,
+    RemoteGroup,
     Store,
     group_id,
 )
 
-__all__ = ["GroupNotHereError", "GroupReplica", "Store", "group_id"]
+__all__ = ["GroupNotHereError", "GroupReplica", "RemoteGroup", "Store", "group_id"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,46 @@ def group_id(group: int) -> str:
     return f"{GROUP_PREFIX}{group}"
 
 
+class RemoteGroup:
+    """A data group this store holds no replica of: where to send its requests.
+
+    It stands in for the group's ``RaftNode`` where the fronts only need to know whom to
+    forward to (``node_id``, ``leader_id``, ``leader_address``): ``leader_id`` is the replica
+    believed to lead — the last leader hint heard, else one of the group's stores, starting
+    from a per-group offset so that stores spread their first guesses. Any replica is a good
+    first target: a follower store forwards once more to its group's leader. ``moved`` is told
+    when the guess did not take a request (it answered "not the leader", with or without a
+    hint, or could not be reached), and picks the hint or the next replica.
+    """
+
+    __slots__ = ("_guess", "group", "members", "node_id")
+
+    def __init__(self, store_id: str, group: str, members: Sequence[str]) -> None:
+        if not members:
+            raise ValueError(f"group {group} has no replicas")
+        self.node_id = store_id
+        self.group = group
+        self.members: tuple[str, ...] = tuple(members)
+        self._guess = zlib.crc32(f"{store_id}/{group}".encode()) % len(self.members)
+
+    @property
+    def leader_id(self) -> str:
+        """The replica to send the group's next request to."""
+        return self.members[self._guess]
+
+    def leader_address(self) -> str | None:
+        """None: the fronts reach a remote group's stores by their static addresses."""
+        return None
+
+    def moved(self, hint: str | None = None) -> None:
+        """The current guess did not take a request: follow ``hint`` when it names one of the
+        group's replicas, else try the next replica."""
+        if hint is not None and hint in self.members:
+            self._guess = self.members.index(hint)
+        else:
+            self._guess = (self._guess + 1) % len(self.members)
+
+
 class GroupNotHereError(LookupError):
     """The key's group has no replica on this store (another store serves it)."""
 
@@ -62,8 +103,11 @@ class GroupReplica:
 
 #: Builds one group's storage: (group id) → a ``Storage`` (tests pass memory storages).
 StorageFactory = Callable[[str], Storage]
-#: Builds one group's state machine and service around its node (tests tune the cache).
+#: Builds one group's state machine (tests tune the cache; ``serve`` passes its options).
 MachineFactory = Callable[[str], CacheStateMachine]
+#: Builds one group's cache service around its node and state machine (``serve`` adds its
+#: probes and timing; the default is a plain ``CacheService``).
+ServiceFactory = Callable[[str, RaftNode, CacheStateMachine], CacheService]
 
 
 class Store:
@@ -73,13 +117,15 @@ class Store:
         store_id: This store's id: its Raft node id in every group.
         network: The store's transport, not started; the store registers its router on it.
         groups: G, the number of data groups of the cluster.
-        placement: Group id → the stores holding it (this store must be among them to host
-            it); groups this store is not in are not hosted.
+        placement: Group id → the stores holding it, for every group (this store hosts the
+            groups it is among; the others are reached through ``remote``).
         storage: Makes a group's storage (default: a ``FileStorage`` under ``data_dir``).
         data_dir: Where the groups' directories live (with the default ``storage``).
         config: Raft timing, shared by every group.
         clock: Wall-clock seconds (stamped into writes).
         machine: Makes a group's state machine (default: a ``CacheStateMachine()``).
+        service: Makes a group's cache service (default: a ``CacheService`` on ``clock``).
+        peer_addresses: Store id → base URL, recorded in each group's bootstrap membership.
         cluster_id: The cluster's id; each group binds its storage to ``<id>/<group id>``.
         rng: Seeds each group's election timeouts.
     """
@@ -96,8 +142,10 @@ class Store:
         config: RaftConfig | None = None,
         clock: Callable[[], float],
         machine: MachineFactory | None = None,
+        service: ServiceFactory | None = None,
         cluster_id: str = "raftcache",
         rng: random.Random | None = None,
+        peer_addresses: Mapping[str, str] | None = None,
     ) -> None:
         self.store_id = store_id
         self.groups = check_groups(groups)
@@ -110,11 +158,24 @@ class Store:
         network.register_handlers(self.router)
         rng = rng or random.Random()
         make_machine = machine or (lambda gid: CacheStateMachine())
+
+        def plain_service(gid: str, node: RaftNode, state: CacheStateMachine) -> CacheService:
+            return CacheService(node, state, clock=clock)
+
+        make_service = service or plain_service
         self.replicas: dict[str, GroupReplica] = {}
+        #: Group id → the stores holding its replicas (every group of the cluster).
+        self.placement: dict[str, tuple[str, ...]] = {}
+        #: The groups this store holds no replica of.
+        self.remote: dict[str, RemoteGroup] = {}
         for g in range(groups):
             gid = group_id(g)
             members = list(placement.get(gid, ()))
+            if not members:
+                raise ValueError(f"the placement gives group {gid} no replicas")
+            self.placement[gid] = tuple(members)
             if store_id not in members:
+                self.remote[gid] = RemoteGroup(store_id, gid, members)
                 continue
             state = make_machine(gid)
             node = RaftNode(
@@ -127,14 +188,18 @@ class Store:
                 cluster_id=f"{cluster_id}/{gid}",
                 rng=random.Random(rng.getrandbits(64)),
                 group=gid,
+                peer_addresses=dict(peer_addresses or {}),
             )
-            service = CacheService(node, state, clock=clock)
-            self.replicas[gid] = GroupReplica(gid, node, state, service)
+            self.replicas[gid] = GroupReplica(gid, node, state, make_service(gid, node, state))
         self._started = False
 
     def group_of(self, key: str) -> str:
         """The id of the data group that owns ``key``."""
         return group_id(key_group(key, self.groups))
+
+    def group_ids(self) -> list[str]:
+        """Every data group of the cluster, in slot order (``g0`` … ``g<G-1>``)."""
+        return [group_id(g) for g in range(self.groups)]
 
     def replica_for(self, key: str) -> GroupReplica:
         """This store's replica of ``key``'s group; ``GroupNotHereError`` when it has none."""
