@@ -3,7 +3,8 @@
 Rule: stdout carries only the facts a script needs, one per line — ``n1 http://127.0.0.1:8001``
 for each node as soon as it is spawned (followed by the ``redis://`` URLs of its Redis listeners
 when ``--resp-base-port`` or ``--resp-cluster-base-port`` is given), then
-``leader n2 http://127.0.0.1:8002`` once elected;
+``leader n2 http://127.0.0.1:8002`` once elected (with ``--groups`` G > 1: one line
+``group g0 leader n2 http://127.0.0.1:8002`` per group once every group has one);
 progress and diagnostics go to stderr. Whatever happens (Ctrl-C, SIGTERM, SIGHUP, a node failing
 to start, an exception), every child is stopped before the command returns (``supervisor``).
 """
@@ -61,6 +62,21 @@ def add_parser(subparsers: Any) -> None:
         default=None,
         help="serve the Redis Cluster protocol (MOVED to the leader) from this port on",
     )
+    p.add_argument(
+        "--groups",
+        type=positive_int,
+        default=1,
+        metavar="G",
+        help="split the keyspace over G Raft groups, each on --replicas of the nodes "
+        "(default 1: every node holds every key)",
+    )
+    p.add_argument(
+        "--replicas",
+        type=positive_int,
+        default=3,
+        metavar="N",
+        help="replicas of each group with --groups > 1 (default 3)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--data-dir", default="./data", help="parent of the nodes' data directories")
     p.add_argument(
@@ -98,7 +114,10 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     if busy:
         listed = ", ".join(map(str, busy))
         return fail("cluster", f"port {listed} already in use (another cluster?)", EXIT_USAGE)
-    supervisor = Supervisor(specs, extra_args=args.serve_args)
+    shape = ["--groups", str(args.groups), "--replicas", str(args.replicas)]
+    supervisor = Supervisor(
+        specs, extra_args=[*(shape if args.groups > 1 else []), *args.serve_args]
+    )
     with stop_on_signals() as stop:
         try:
             supervisor.start()
@@ -111,6 +130,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
                 print(" ".join([spec.node_id, spec.url, *resp]), flush=True)
                 pid = supervisor.procs[spec.node_id].pid
                 _note(f"started {spec.node_id} (pid {pid}), log {spec.log_path}")
+            if args.groups > 1:
+                return _run_groups(specs, supervisor, stop, args.leader_timeout)
             return _run(specs, supervisor, stop, args.leader_timeout)
         finally:
             _note("stopping nodes...")
@@ -134,6 +155,64 @@ def _run(
         for node_id, code in supervisor.newly_exited():
             _note(f"warning: node {node_id} exited with code {code}; the others keep running")
     return EXIT_OK
+
+
+def _run_groups(
+    specs: list[NodeSpec], supervisor: Supervisor, stop: threading.Event, timeout_s: float
+) -> int:
+    """As ``_run``, for stores of many groups: wait until every group has a leader, print
+    ``group g0 leader n2 http://…`` for each, then watch the stores."""
+    leaders = asyncio.run(wait_for_group_leaders(specs, supervisor, stop, timeout_s))
+    if stop.is_set():
+        return EXIT_OK
+    if leaders is None:
+        return EXIT_UNAVAILABLE
+    by_id = {s.node_id: s for s in specs}
+    for group, leader in leaders.items():
+        print(f"group {group} leader {leader} {by_id[leader].url}", flush=True)
+    endpoints = ",".join(s.url for s in specs)
+    _note(f"cluster ready (export RAFTCACHE_ENDPOINTS={endpoints}); Ctrl-C stops every store")
+    while not stop.wait(0.5):
+        for node_id, code in supervisor.newly_exited():
+            _note(f"warning: store {node_id} exited with code {code}; the others keep running")
+    return EXIT_OK
+
+
+async def wait_for_group_leaders(
+    specs: list[NodeSpec], supervisor: Supervisor, stop: threading.Event, timeout_s: float
+) -> dict[str, str] | None:
+    """Poll the stores' /v1/status until each group of the cluster has a leader (as its own
+    replicas report it); group id → leader store id, or None on timeout, stop or a dead store."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    token = os.environ.get(TOKEN_ENV)
+    known = {s.node_id for s in specs}
+    async with AsyncClient([s.url for s in specs], client_token=token) as client:
+        while not stop.is_set():
+            exited = supervisor.newly_exited()
+            if exited:
+                for node_id, code in exited:
+                    spec = next(s for s in specs if s.node_id == node_id)
+                    _note(f"error: store {node_id} exited with code {code} during start-up")
+                    print(log_tail(spec.log_path), file=sys.stderr)
+                return None
+            leaders: dict[str, str] = {}
+            groups: set[str] = set()
+            for _, status in await client.poll("/v1/status", timeout_s=0.5):
+                if isinstance(status, RaftcacheError):
+                    continue
+                for group in status.get("groups") or ():
+                    groups.add(str(group.get("group")))
+                    if group.get("hosted") and group.get("leader") in known:
+                        leaders[str(group["group"])] = str(group["leader"])
+            if groups and groups <= leaders.keys():
+                return dict(sorted(leaders.items(), key=lambda kv: int(kv[0].lstrip("g"))))
+            if loop.time() >= deadline:
+                missing = ", ".join(sorted(groups - leaders.keys())) or "every group"
+                _note(f"error: no leader elected within {timeout_s:g} s for {missing}")
+                return None
+            await asyncio.sleep(0.2)
+    return None
 
 
 async def wait_for_leader(

@@ -20,6 +20,8 @@ from typing import Any
 from raftcache.cache.formats import COMMAND_VERSION, check_max_command_version
 from raftcache.network.httpclient import CLIENTS
 from raftcache.process.gcpolicy import POLICIES
+from raftcache.slots import check_groups
+from raftcache.store.layout import MAX_REPLICAS
 
 ENV_PREFIX = "RAFTCACHE_"
 #: Options whose values must never be echoed (error messages, repr, logs).
@@ -45,6 +47,10 @@ class ServeOptions:
     cluster_token: str | None = field(default=None, repr=False)
     client_token: str | None = field(default=None, repr=False)
     client_token_ro: str | None = field(default=None, repr=False)
+    #: Data groups the keyspace is split into, and replicas per group: fixed when the cluster
+    #: is created (``raftcache.store.layout``); 1 group is the one-group node of old.
+    groups: int = 1
+    replicas: int = 3
     resp_port: int | None = None
     resp_cluster_port: int | None = None
     advertise_host: str | None = None
@@ -106,6 +112,17 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError("must be > 0")
+    return value
+
+
+def _groups(text: str) -> int:
+    return check_groups(int(text))
+
+
+def _replicas(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= MAX_REPLICAS:
+        raise ValueError(f"must be 1..{MAX_REPLICAS}")
     return value
 
 
@@ -237,6 +254,21 @@ OPTIONS: tuple[Option, ...] = (
     Option("cluster_token", _non_empty, None, "bearer token of the Raft endpoints", "T"),
     Option("client_token", _non_empty, None, "bearer token of the client API (read-write)", "T"),
     Option("client_token_ro", _non_empty, None, "read-only bearer token of the client API", "T"),
+    Option(
+        "groups",
+        _groups,
+        1,
+        "data groups (Raft groups) the keyspace's 16384 slots are split into, fixed when the "
+        "cluster is created; 1 = one group on every node",
+        "G",
+    ),
+    Option(
+        "replicas",
+        _replicas,
+        3,
+        "replicas of each data group (with --groups > 1), on distinct stores",
+        "N",
+    ),
     Option("resp_port", _port, None, "serve the Redis protocol (RESP2/3) on this port", "P"),
     Option(
         "resp_cluster_port",

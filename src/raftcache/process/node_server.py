@@ -1,0 +1,212 @@
+"""``NodeServer``: one running node — its Raft node and cache service behind one HTTP port.
+
+Rule: the server listens before the node campaigns (peers can reach it at once) and owns the
+shutdown order (SIGTERM/SIGINT): a leader first hands leadership to its most up-to-date live
+follower (``server.handover``, bounded; on by default, ``--no-transfer-on-shutdown`` turns it
+off), then the node stops accepting connections, lets in-flight requests finish
+(``server.drain``, bounded by ``shutdown_timeout_s``; the node still runs so they can commit, or
+be forwarded to the new leader), stops the cache service's background work, stops the node
+(which persists and stops the network), closes storage. What runs behind the front is started,
+handed over and stopped through four hooks, which ``StoreServer`` (many groups) overrides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from raftcache.cache.service import CacheService
+from raftcache.raft.node import RaftNode
+from raftcache.server.drain import DRAIN
+from raftcache.server.handover import HANDOVER, Handover, hand_over, handover_middleware
+from raftcache.server.lean.front import LeanFront, LeanSite, lean_available
+
+log = logging.getLogger("raftcache.server")
+
+#: Longest request line and header field the HTTP parser reads (aiohttp's default is 8190).
+MAX_REQUEST_LINE_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+
+
+class NodeServer:
+    """One running node: its Raft node, cache service and HTTP server on one port.
+
+    Also the way to embed a node in an existing asyncio program: build the parts, then
+    ``await server.start()`` and later ``await server.stop()``.
+
+    Args:
+        node: the Raft node (not started yet).
+        service: the cache service over ``node`` (not started yet).
+        app: the aiohttp application serving the node (``create_app``).
+        host: address to listen on.
+        port: port to listen on (0: a free port, read ``.port`` after ``start()``).
+        ssl_context: server TLS context, or None for plain HTTP.
+        shutdown_timeout_s: bound on waiting for in-flight requests at shutdown.
+        transfer_on_shutdown: a leader hands leadership over before it stops (see
+            ``server.handover``; bounded by two election timeouts and ``shutdown_timeout_s``).
+        http_front: ``lean`` (``server.lean.front``: httptools answers the hot key and Raft
+            routes), ``aiohttp`` (aiohttp alone) or ``auto`` (lean when httptools is
+            installed); ``lean-keys``, for A/B measurements: lean, but the Raft routes are
+            served by aiohttp.
+        clock: wall-clock seconds since the epoch, for the lean front's ``Date``.
+    """
+
+    def __init__(
+        self,
+        node: RaftNode,
+        service: CacheService,
+        app: web.Application,
+        *,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+        shutdown_timeout_s: float = 10.0,
+        transfer_on_shutdown: bool = True,
+        http_front: str = "auto",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.node = node
+        self.service = service
+        self.app = app
+        self.host = host
+        self.port = port
+        self._ssl_context = ssl_context
+        self._shutdown_timeout_s = shutdown_timeout_s
+        self._transfer_on_shutdown = transfer_on_shutdown
+        self._handover = Handover()
+        app[HANDOVER] = self._handover
+        # Innermost, inside forwarding: requests caught by the hand-over go to the new leader.
+        app.middlewares.append(handover_middleware)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=shutdown_timeout_s,
+            # Room for the longest request the API accepts (a listing with a 1 KiB prefix and
+            # after, percent-encoded), so the app — not the HTTP parser — judges it, and answers
+            # JSON. Beyond these, aiohttp's parser refuses with a plain-text 400.
+            max_line_size=MAX_REQUEST_LINE_BYTES,
+            max_field_size=MAX_HEADER_BYTES,
+            # Request bodies reach the handlers as sent: the Raft routes decode their codings
+            # themselves, bounded by their size limit (aiohttp would inflate a small gzip body
+            # to any size, and answers codings it lacks with a plain-text 400); the client API
+            # refuses content codings (415).
+            auto_decompress=False,
+        )
+        self._started = False
+        self._lean = _lean_wanted(http_front)
+        self._lean_raft = http_front != "lean-keys"
+        self._lean_site: LeanSite | None = None
+        self._clock = clock
+
+    @property
+    def url(self) -> str:
+        """The node's base URL as seen on loopback/its listen address."""
+        scheme = "https" if self._ssl_context is not None else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Listen first (peers can reach us as soon as the node campaigns), then start the
+        node and the service's leader-only background work."""
+        await self._runner.setup()
+        site: web.TCPSite
+        if self._lean:
+            site = self._lean_site = LeanSite(
+                self._runner,
+                self.host,
+                self.port,
+                ssl_context=self._ssl_context,
+                max_line_bytes=MAX_REQUEST_LINE_BYTES,
+                max_field_bytes=MAX_HEADER_BYTES,
+                raft=self._lean_raft,
+                clock=self._clock,
+            )
+        else:
+            site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl_context)
+        try:
+            await site.start()
+            self.port = self._runner.addresses[0][1]
+            await self._start_replicas()
+        except BaseException:
+            await self._runner.cleanup()
+            await self._abort_replicas()
+            raise
+        self._started = True
+        log.info("node serving", extra={"id": self.node.node_id, "url": self.url})
+
+    async def _start_replicas(self) -> None:
+        """Start what serves behind the front: the node, then its service."""
+        await self.node.start()
+        await self.service.start()
+
+    async def _abort_replicas(self) -> None:
+        """Undo a start that failed part-way."""
+        await self.node.stop()
+        self.node.storage.close()  # idempotent; a node that never started did not close it
+
+    async def _stop_replicas(self) -> None:
+        """Stop the service's background work, then the node (network and storage with it)."""
+        with contextlib.suppress(Exception):
+            await self.service.stop()
+        await self.node.stop()
+
+    async def _hand_over(self) -> None:
+        """Hand leadership over before the listener closes (see ``server.handover``)."""
+        await hand_over(self.node, self._handover, self._transfer_timeout_s())
+
+    async def wait_failed(self) -> BaseException:
+        """Wait until the node fail-stops (a failed fsync); what failed it."""
+        return await self.node.wait_failed()
+
+    async def stop(self) -> None:
+        """Graceful stop (see module docstring). Idempotent."""
+        if not self._started:
+            return
+        self._started = False
+        log.info("node stopping", extra={"id": self.node.node_id})
+        if self._transfer_on_shutdown:
+            # Before closing the listener: clients that know this node as the leader are then
+            # served through it (held, then forwarded) rather than refused during the change.
+            await self._hand_over()
+        # Close the listener, then drain the connections we have (see ``server.drain``): aiohttp's
+        # own shutdown would drop a request whose body is still arriving.
+        for site in list(self._runner.sites):
+            await site.stop()
+        if not await self.app[DRAIN].wait_idle(self._shutdown_timeout_s):
+            log.warning("requests still in progress at the shutdown timeout")
+        if self.lean_front is not None:
+            self.lean_front.close_connections()  # the runner closes aiohttp's below
+        # Closes the now idle connections, runs on_cleanup.
+        await self._runner.cleanup()
+        await self._stop_replicas()
+        log.info("node stopped", extra={"id": self.node.node_id})
+
+    @property
+    def lean_front(self) -> LeanFront | None:
+        """The lean front serving this node (None on aiohttp alone or before ``start``)."""
+        return self._lean_site.front if self._lean_site is not None else None
+
+    @property
+    def http_front(self) -> str:
+        """``lean`` or ``aiohttp``: the front this node serves with."""
+        return "lean" if self._lean else "aiohttp"
+
+    def _transfer_timeout_s(self) -> float:
+        # The core gives a transfer one election timeout; a second one covers the target's
+        # own election. Never longer than the whole shutdown may take.
+        election_max = float(getattr(self.node.config, "election_timeout_max", 2.0))
+        return min(self._shutdown_timeout_s, 2 * election_max)
+
+
+def _lean_wanted(http_front: str) -> bool:
+    if http_front == "aiohttp":
+        return False
+    if http_front in ("lean", "lean-keys") and not lean_available():
+        raise RuntimeError("--http-front lean needs httptools: pip install 'raftcache[speed]'")
+    return lean_available()

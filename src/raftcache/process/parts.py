@@ -1,0 +1,123 @@
+"""What the ``serve`` options make: Raft timing, the HTTP server's settings, the Raft transport
+and the TLS contexts — shared by the composition of a node (``process.serve``) and of a store
+(``process.store_server``).
+
+Rule: pure functions of ``ServeOptions``; nothing here starts anything.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+from raftcache.network.http import HttpNetwork
+from raftcache.network.stream import StreamNetwork
+from raftcache.network.tls import client_ssl_context, server_ssl_context
+from raftcache.process.config import ServeOptions
+from raftcache.raft.config import RaftConfig
+from raftcache.server.admission import AdmissionLimits
+from raftcache.server.context import ServerSettings
+from raftcache.server.validation import MAX_KEY_BYTES, Limits
+
+#: Keys in the cache's largest access batch (``CacheService``'s default ``touch_batch_size``).
+TOUCH_BATCH_KEYS = 10_000
+
+
+def server_settings(options: ServeOptions) -> ServerSettings:
+    """The HTTP server's settings from the ``serve`` options."""
+    certfile, keyfile, cafile = _tls_files(options)
+    client_ssl = None
+    if certfile is not None:
+        client_ssl = client_ssl_context(cafile, certfile, keyfile)
+    return ServerSettings(
+        limits=Limits(max_value_bytes=options.max_value_bytes, max_batch_ops=options.max_batch_ops),
+        client_token=options.client_token,
+        client_token_ro=options.client_token_ro,
+        cluster_token=options.cluster_token,
+        leader_wait_s=options.leader_wait_s,
+        peer_urls=peer_routes(options),
+        client_ssl_context=client_ssl,
+        admission=AdmissionLimits(
+            max_inflight_requests=options.max_inflight_requests,
+            max_pending_writes=options.max_pending_writes,
+            max_inflight_bytes=options.max_inflight_bytes,
+        ),
+    )
+
+
+def peer_routes(options: ServeOptions) -> dict[str, str]:
+    """How this node reaches each peer it knows at start: ``--peers``, with
+    ``--peer-address-override`` on top (the override also beats addresses that membership
+    changes replicate later; see ``RaftNode``'s ``address_overrides``)."""
+    return {**options.peers, **options.peer_address_override}
+
+
+def raft_config_of(options: ServeOptions) -> RaftConfig:
+    """Raft timing from the ``serve`` options (validated by ``RaftConfig.validate``)."""
+    config = RaftConfig(
+        rpc_timeout=options.network_timeout_s,
+        election_timeout_min=options.election_timeout_min_s,
+        election_timeout_max=options.election_timeout_max_s,
+        heartbeat_interval=options.heartbeat_interval_s,
+        tick_interval=min(0.02, options.heartbeat_interval_s),
+        snapshot_threshold=options.snapshot_threshold,
+        snapshot_threshold_bytes=options.snapshot_threshold_bytes,
+    )
+    config.validate()
+    return config
+
+
+def _tls_files(options: ServeOptions) -> tuple[str | None, str | None, str | None]:
+    def text(path: Path | None) -> str | None:
+        return None if path is None else str(path)
+
+    return text(options.tls_cert), text(options.tls_key), text(options.tls_ca)
+
+
+def raft_body_limit(limits: Limits, config: RaftConfig) -> int:
+    """The largest Raft request body this node accepts, derived from what a leader may send.
+
+    An AppendEntries carries up to ``max_bytes_per_message`` of entries, or one larger entry;
+    the largest entry the cache proposes is a full batch or an access (touch) batch. A snapshot
+    chunk is ``snapshot_chunk_size``. Bytes travel as base64 (4/3); twice that leaves room for
+    JSON framing. Smaller than aiohttp's default 64 MiB: an unauthenticated peer can make us
+    buffer no more than this per connection.
+    """
+    largest_entry = max(
+        limits.max_batch_bytes + limits.max_batch_ops * (MAX_KEY_BYTES + 64),
+        limits.max_value_bytes + MAX_KEY_BYTES,
+        TOUCH_BATCH_KEYS * (MAX_KEY_BYTES + 16),
+        config.max_bytes_per_message,
+        config.snapshot_chunk_size,
+    )
+    framing = config.max_entries_per_message * 128 + 64 * 1024
+    return 2 * (largest_entry * 4 // 3 + framing)
+
+
+def raft_network(options: ServeOptions, body_limit: int) -> HttpNetwork:
+    """The Raft transport, to be mounted on the node's app (it opens no listener itself):
+    ``--raft-transport stream`` serves and uses the stream route besides the HTTP routes."""
+    certfile, keyfile, cafile = _tls_files(options)
+    kind = StreamNetwork if options.raft_transport == "stream" else HttpNetwork
+    return kind(
+        options.id,
+        port=options.port,
+        host=options.host,
+        node_addresses={k: v for k, v in peer_routes(options).items() if k != options.id},
+        timeout=options.network_timeout_s,
+        cluster_token=options.cluster_token,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+        ssl_cafile=cafile,
+        client_max_size=body_limit,
+        wire_format=options.raft_wire,
+        client=options.raft_http_client,
+    )
+
+
+def server_tls(options: ServeOptions) -> ssl.SSLContext | None:
+    """The listener's TLS context; a CA makes it mutual TLS (peers and clients alike)."""
+    certfile, keyfile, cafile = _tls_files(options)
+    if certfile is None:
+        return None
+    return server_ssl_context(certfile, keyfile, cafile, require_client_cert=cafile is not None)

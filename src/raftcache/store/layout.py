@@ -1,0 +1,182 @@
+"""The shape of a sharded cluster as a store's data directory records it: ``SHARDS``.
+
+Rule: a cluster's number of data groups ``G``, its replication and the replicas of every group
+are fixed when its stores first start (``raftcache serve --groups G``), written once into
+``<data-dir>/SHARDS`` before any group is created, and read back — never recomputed — on every
+later start. Flags that disagree with the record are refused with ``LayoutMismatchError``,
+naming the difference, as ``--peers`` that disagree with a group's bootstrap record are
+(``PeersMismatchError``): a store that silently started with another ``G`` would look for keys
+in the wrong groups, and one started with other stores would place replicas nobody else has.
+A directory of a one-group node (today's layout: its files at the top) is never reopened as a
+store of ``G > 1`` groups, nor a store's as a one-group node.
+
+Static placement: each bootstrap store counts as its own host (so ``replicas`` distinct stores
+per group), placed by ``ClusterMap.bootstrap``, which balances replicas and leaders within one.
+Host labels, joins and moves come with the meta group (docs/sharding.md, step 5).
+
+The file is JSON, written to a temporary name, synced, renamed and the directory synced, so a
+crash leaves either no record (the store bootstraps again, identically) or the whole one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from raftcache.sharding.clustermap import ClusterMap
+from raftcache.sharding.clustermap import Store as StoreInfo
+from raftcache.slots import check_groups
+from raftcache.store.store import group_id
+
+SHARDS_FILE: Final = "SHARDS"
+GROUPS_DIR: Final = "groups"
+FORMAT: Final = 1
+#: The largest replication a group may be asked for (a group of more voters gains nothing
+#: a cache needs and slows every commit).
+MAX_REPLICAS: Final = 7
+
+
+class LayoutMismatchError(ValueError):
+    """The data directory records another cluster shape than the flags ask for."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShardLayout:
+    """The shape of a sharded cluster.
+
+    Attributes:
+        groups: ``G``, the number of data groups.
+        replicas: the replication asked for at bootstrap (each group has
+            ``min(replicas, len(stores))`` replicas).
+        stores: the bootstrap stores' ids, sorted.
+        placement: group id (``g0`` …) → the ids of the stores holding it.
+    """
+
+    groups: int
+    replicas: int
+    stores: tuple[str, ...]
+    placement: Mapping[str, tuple[str, ...]]
+
+    @classmethod
+    def static(cls, stores: Sequence[str], groups: int, replicas: int) -> ShardLayout:
+        """The bootstrap layout of ``stores`` (each its own host) for ``groups`` groups."""
+        check_groups(groups)
+        if not 1 <= replicas <= MAX_REPLICAS:
+            raise ValueError(f"replicas must be 1..{MAX_REPLICAS}, not {replicas}")
+        ids = tuple(sorted(stores))
+        cmap = ClusterMap.bootstrap([StoreInfo(s, s) for s in ids], groups, replicas)
+        placement = {group_id(p.group): tuple(p.voters) for p in cmap.placements}
+        return cls(groups, replicas, ids, placement)
+
+    def hosted_by(self, store_id: str) -> list[str]:
+        """The groups ``store_id`` holds a replica of, in slot order."""
+        return [g for g, members in self.placement.items() if store_id in members]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "groups": self.groups,
+            "replicas": self.replicas,
+            "stores": list(self.stores),
+            "placement": {g: list(m) for g, m in self.placement.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> ShardLayout:
+        """Parse a record; ValueError naming what is wrong."""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"not a format-{FORMAT} record")
+        groups, replicas = data.get("groups"), data.get("replicas")
+        stores, placement = data.get("stores"), data.get("placement")
+        if not isinstance(groups, int) or not isinstance(replicas, int):
+            raise ValueError("groups and replicas must be integers")
+        check_groups(groups)
+        if not isinstance(stores, list) or not all(isinstance(s, str) for s in stores):
+            raise ValueError("stores must be a list of ids")
+        if not isinstance(placement, dict) or sorted(placement) != sorted(
+            group_id(g) for g in range(groups)
+        ):
+            raise ValueError(f"placement must name each of the {groups} groups once")
+        parsed: dict[str, tuple[str, ...]] = {}
+        for g in range(groups):
+            members = placement[group_id(g)]
+            if (
+                not isinstance(members, list)
+                or not members
+                or not all(m in stores for m in members)
+            ):
+                raise ValueError(f"group {group_id(g)}: replicas must be stores of the cluster")
+            parsed[group_id(g)] = tuple(members)
+        return cls(groups, replicas, tuple(stores), parsed)
+
+
+def open_layout(data_dir: Path, wanted: ShardLayout) -> ShardLayout:
+    """The layout to run with: the one ``data_dir`` records (checked against ``wanted``, the
+    flags'), or ``wanted``, recorded now on a first start. ``LayoutMismatchError`` when the
+    record disagrees with the flags or the directory holds a one-group node's data."""
+    record = data_dir / SHARDS_FILE
+    try:
+        text = record.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = None
+    if text is None:
+        leftovers = sorted(p.name for p in data_dir.iterdir()) if data_dir.exists() else []
+        if leftovers:
+            raise LayoutMismatchError(
+                f"{data_dir} holds a one-group node's data ({', '.join(leftovers[:3])}…): the "
+                f"number of groups is fixed when a cluster is created; start it without "
+                f"--groups, or give this store an empty --data-dir"
+            )
+        data_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomically(record, json.dumps(wanted.to_json(), indent=1) + "\n")
+        return wanted
+    try:
+        recorded = ShardLayout.from_json(json.loads(text))
+    except ValueError as exc:
+        raise LayoutMismatchError(f"{record} is damaged: {exc}") from None
+    differences = [
+        f"{what}: the data has {have}, the flags ask for {want}"
+        for what, have, want in (
+            ("--groups", recorded.groups, wanted.groups),
+            ("--replicas", recorded.replicas, wanted.replicas),
+            ("--peers", ", ".join(recorded.stores), ", ".join(wanted.stores)),
+        )
+        if have != want
+    ]
+    if differences:
+        raise LayoutMismatchError(
+            f"{data_dir} belongs to another cluster shape — " + "; ".join(differences)
+        )
+    return recorded
+
+
+def check_single_group_dir(data_dir: Path) -> None:
+    """Refuse to open a store's directory (one recording ``SHARDS``) as a one-group node."""
+    record = data_dir / SHARDS_FILE
+    if record.exists():
+        try:
+            groups = json.loads(record.read_text(encoding="utf-8")).get("groups", "?")
+        except (OSError, ValueError, AttributeError):
+            groups = "?"
+        raise LayoutMismatchError(
+            f"{data_dir} holds a store of a cluster created with --groups {groups}: start it "
+            f"with the same --groups (the number of groups is fixed when a cluster is created)"
+        )
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
