@@ -12,8 +12,9 @@ Budgets that bound a node bound the store: ``--max-keys``, ``--max-bytes``,
 (keys spread evenly over groups by their hash), so a store never holds more than one node
 would with the same flags.
 
-Shutdown is the node's (``NodeServer.stop``), with every group this store leads handed over
-at once before the listener closes.
+Each group is led by its preferred store when that one can lead (``raftcache.store.balance``:
+an election picks leaders at random). Shutdown is the node's (``NodeServer.stop``), with every
+group this store leads handed over at once before the listener closes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -51,6 +52,7 @@ from raftcache.server.format_probe import HttpCommandVersionProbe
 from raftcache.server.handover import Handover, hand_over
 from raftcache.server.routes_watch import WatchSettings
 from raftcache.store import Store
+from raftcache.store.balance import PreferredLeaders
 from raftcache.store.layout import LayoutMismatchError, ShardLayout, open_layout
 
 log = logging.getLogger("raftcache.server")
@@ -75,6 +77,7 @@ class StoreServer(NodeServer):
         transfer_on_shutdown: bool = True,
         http_front: str = "auto",
         clock: Callable[[], float] = time.time,
+        preferred_settle_s: float = 5.0,
     ) -> None:
         first = next(iter(store.replicas.values()), None)
         if first is None:
@@ -96,17 +99,32 @@ class StoreServer(NodeServer):
             clock=clock,
         )
         self.store = store
+        self._balancer = PreferredLeaders(
+            store, clock=time.monotonic, around=self._held, settle_s=preferred_settle_s
+        )
+
+    async def _held(self, transfer: Awaitable[str]) -> str:
+        # Client requests a transfer drops are held, then served by the new leader.
+        self._handover.begin()
+        try:
+            return await transfer
+        finally:
+            self._handover.end()
 
     async def _start_replicas(self) -> None:
         await self.store.start()  # stops what it started if a group fails to start
+        self._balancer.start()
 
     async def _abort_replicas(self) -> None:
+        await self._balancer.stop()
         await self.store.stop(force=True)
 
     async def _stop_replicas(self) -> None:
+        await self._balancer.stop()
         await self.store.stop()
 
     async def _hand_over(self) -> None:
+        await self._balancer.stop()  # no transfer of its own while the store hands over
         leading = [r.node for r in self.store.replicas.values() if r.node.role is Role.LEADER]
         if not leading:
             return

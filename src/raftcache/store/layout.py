@@ -53,7 +53,10 @@ class ShardLayout:
         replicas: the replication asked for at bootstrap (each group has
             ``min(replicas, len(stores))`` replicas).
         stores: the bootstrap stores' ids, sorted.
-        placement: group id (``g0`` …) → the ids of the stores holding it.
+        placement: group id (``g0`` …) → the ids of the stores holding it, its *preferred
+            leader* first (balanced over the stores by ``ClusterMap.bootstrap``; a store
+            leading a group hands it to the preferred leader when that one is caught up:
+            ``raftcache.store.balance``).
     """
 
     groups: int
@@ -69,7 +72,11 @@ class ShardLayout:
             raise ValueError(f"replicas must be 1..{MAX_REPLICAS}, not {replicas}")
         ids = tuple(sorted(stores))
         cmap = ClusterMap.bootstrap([StoreInfo(s, s) for s in ids], groups, replicas)
-        placement = {group_id(p.group): tuple(p.voters) for p in cmap.placements}
+        placement = {
+            group_id(p.group): (p.leader, *(v for v in p.voters if v != p.leader))
+            for p in cmap.placements
+            if p.leader is not None
+        }
         return cls(groups, replicas, ids, placement)
 
     def hosted_by(self, store_id: str) -> list[str]:
