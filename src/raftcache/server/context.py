@@ -3,6 +3,13 @@
 Rule: one ``ServerContext`` per aiohttp application, stored under ``CONTEXT`` and reached with
 ``request.config_dict[CONTEXT]`` (which also works from sub-applications). Nothing else is
 global: two nodes in one process each have their own context, metrics registry and forwarder.
+
+A store's application (``server.groups``) has one context per data group, sharing the settings,
+admission, metrics and client session; ``CONTEXT`` holds the store's own (its service routes
+each key to its group). Routes that act on one group (``?group=gN``: membership, snapshots,
+backups, alarms, watches) find theirs with ``request_context``, which the store's routing sets
+on the request (``ROUTED``); the hot key routes read ``context_of`` alone, which costs a
+single-group application nothing more than it did.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from raftcache.server.admission import Admission, AdmissionLimits
-from raftcache.server.forwarding import Forwarder
+from raftcache.server.forwarding import ForwarderPort
 from raftcache.server.metrics import ServerMetrics
 from raftcache.server.ports import NodePort, ServicePort
 from raftcache.server.validation import Limits
@@ -62,15 +69,19 @@ class ServerContext:
     node: NodePort
     service: ServicePort
     settings: ServerSettings
-    forwarder: Forwarder
+    forwarder: ForwarderPort
     metrics: ServerMetrics
     admission: Admission
     #: This node's RESP endpoints as clients should reach them (``/v1/status``'s ``resp``;
     #: ``address`` and ``cluster_address``, ``host:port``), set once the listeners are bound.
     resp_endpoints: dict[str, str] = field(default_factory=dict)
+    #: The data group this context serves, on a store (None: a single-group node's context).
+    group: str | None = None
 
 
 CONTEXT = web.AppKey("raftcache.server.context", ServerContext)
+#: On a store: the context of the group a request was routed to (``server.groups``).
+ROUTED = web.RequestKey("raftcache.server.routed", ServerContext)
 
 
 def context_of(request: web.Request) -> ServerContext:
@@ -83,3 +94,12 @@ def context_of(request: web.Request) -> ServerContext:
     """
     context = request.app.get(CONTEXT)
     return context if context is not None else request.config_dict[CONTEXT]
+
+
+def request_context(request: web.Request) -> ServerContext:
+    """The context of the group a store routed ``request`` to, else ``context_of``'s.
+
+    For the routes that act on one group (membership, snapshots, backups, alarms, watches);
+    the hot key routes use ``context_of`` (a store's own context routes them by key)."""
+    routed = request.get(ROUTED)
+    return routed if routed is not None else context_of(request)

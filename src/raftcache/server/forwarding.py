@@ -12,6 +12,11 @@ The follower keeps trying within ``leader_wait_s`` while the leader it chose has
 connection refused (the old leader stopped listening) or a ``Not-Leader`` 503 (it handed
 leadership over) both mean the request never took effect there — so a client sees the new leader's
 answer instead of a 503 during a hand-over or an election. Any other answer is relayed as is.
+
+On a store hosting many groups (``server.groups``) each group has its own ``Forwarder`` over
+one shared ``PeerSession``; for a group the store holds no replica of, the "node" is the
+store's ``RemoteGroup`` (a guess at the group's leader) and ``on_moved`` tells it each time its
+guess did not take a request, so the next try goes to the hint or the next replica.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Final
+from typing import Final, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -30,7 +35,6 @@ from yarl import URL
 from raftcache.raft.errors import NotLeaderError
 from raftcache.server.bodies import BODY
 from raftcache.server.errors import indeterminate, is_write_request, unavailable
-from raftcache.server.ports import NodePort
 
 FORWARDED_HEADER: Final = "X-Raftcache-Forwarded"
 #: On a 503 to a forwarded request: the receiver is not the leader (value: its hint, or empty).
@@ -60,6 +64,68 @@ _RESPONSE_KEEP: Final = ("Content-Type", "ETag", "Retry-After")
 log = logging.getLogger("raftcache.server.forwarding")
 
 
+class LeaderView(Protocol):
+    """What a forwarder reads of the node it forwards for (a ``RaftNode``, or a store's
+    ``RemoteGroup`` for a group it holds no replica of)."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def leader_id(self) -> str | None: ...
+
+    def leader_address(self) -> str | None: ...
+
+
+class ForwarderPort(Protocol):
+    """What the middleware chain and the metrics use of a forwarder (a ``Forwarder``, or a
+    store's per-group dispatcher, ``server.groups.StoreForwarder``)."""
+
+    @property
+    def forwarded_total(self) -> int: ...
+
+    async def handle_not_leader(
+        self, request: web.Request, handler: Handler, error: NotLeaderError
+    ) -> web.StreamResponse: ...
+
+    async def close(self) -> None: ...
+
+
+class PeerSession:
+    """The keep-alive client session forwarded requests travel on: made lazily inside the
+    running loop, shared by every forwarder of one application (a store's groups).
+
+    Args:
+        ssl_context: client TLS context for ``https`` peers (mutual TLS when it has a cert).
+    """
+
+    __slots__ = ("_session", "_ssl_context")
+
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self._ssl_context = ssl_context
+        self._session: aiohttp.ClientSession | None = None
+
+    def get(self) -> aiohttp.ClientSession:
+        """The session (created at the first call; keep-alive to the leaders)."""
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=50, ssl=self._ssl_context or True)
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+            # aiohttp silently resends an idempotent-method request (PUT, DELETE) once when a
+            # reused keep-alive connection turns out broken. For a forwarded write that copy
+            # may be applied twice (a CAS answered 412 although it won), or fail to connect and
+            # be reported 503 "not appended" although the first copy was applied. A lost
+            # answer must surface as 504 indeterminate instead; the client decides to retry
+            # (with its session, safely). tests/faults/test_forwarded_resend.py holds it to that.
+            self._session._retry_connection = False
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session (idempotent)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 class _LeaderMovedError(Exception):
     """The chosen leader certainly did not take the request: try whoever leads now."""
 
@@ -73,52 +139,48 @@ class Forwarder:
     """Proxies requests that reached a follower to the current leader.
 
     Args:
-        node: the local Raft node (its ``leader_id`` and ``leader_address()``).
+        node: the local Raft node (its ``leader_id`` and ``leader_address()``), or a store's
+            ``RemoteGroup``.
         peer_urls: fallback addresses by node id, for leaders whose configuration entry has none.
         leader_wait_s: how long to wait for a leader to become known before answering 503.
         timeout_s: total timeout of one proxied request.
         ssl_context: client TLS context for ``https`` peers (mutual TLS when it has a cert).
         poll_interval_s: how often ``leader_id`` is polled while waiting.
+        session: the client session to share (None: this forwarder's own, closed by ``close``).
+        on_moved: called with the hint (or None) each time the leader tried did not take the
+            request — unreachable, not the leader, or no address known for it.
     """
 
     def __init__(
         self,
-        node: NodePort,
+        node: LeaderView,
         *,
         peer_urls: Mapping[str, str] | None = None,
         leader_wait_s: float = 2.0,
         timeout_s: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
         poll_interval_s: float = 0.05,
+        session: PeerSession | None = None,
+        on_moved: Callable[[str | None], None] | None = None,
     ) -> None:
         self._node = node
         self._peer_urls = dict(peer_urls or {})
         self._leader_wait_s = leader_wait_s
         self._timeout_s = timeout_s
-        self._ssl_context = ssl_context
         self._poll_interval_s = poll_interval_s
-        self._session: aiohttp.ClientSession | None = None
+        self._owns_session = session is None
+        self._session = session if session is not None else PeerSession(ssl_context)
+        self._on_moved = on_moved
         self.forwarded_total = 0
 
     async def close(self) -> None:
-        """Close the client session (idempotent)."""
-        if self._session is not None:
+        """Close the client session if it is this forwarder's own (idempotent)."""
+        if self._owns_session:
             await self._session.close()
-            self._session = None
 
     def _client(self) -> aiohttp.ClientSession:
         # Created lazily, inside the running loop, and reused: keep-alive to the leader.
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=50, ssl=self._ssl_context or True)
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-            # aiohttp silently resends an idempotent-method request (PUT, DELETE) once when a
-            # reused keep-alive connection turns out broken. For a forwarded write that copy
-            # may be applied twice (a CAS answered 412 although it won), or fail to connect and
-            # be reported 503 "not appended" although the first copy was applied. A lost
-            # answer must surface as 504 indeterminate instead; the client decides to retry
-            # (with its session, safely). tests/faults/test_forwarded_resend.py holds it to that.
-            self._session._retry_connection = False
-        return self._session
+        return self._session.get()
 
     def leader_url(self, leader_id: str) -> str | None:
         """The base URL of ``leader_id``: the configuration's, else the static peer list's."""
@@ -154,6 +216,10 @@ class Forwarder:
                         return await self.proxy(request, leader, url)
                     except _LeaderMovedError as exc:
                         moved, hint = exc, exc.hint
+                        if self._on_moved is not None:
+                            self._on_moved(exc.hint)
+                elif self._on_moved is not None:
+                    self._on_moved(None)  # no address for this guess: try the next one
             if loop.time() >= deadline:
                 if moved is not None:
                     raise unavailable(moved.why)

@@ -5,11 +5,15 @@ or embedded use), so nothing is registered globally. Request counters and latenc
 updated by the HTTP middleware and labelled by the route *pattern* (``/v1/keys/{key}``), never
 by the raw path, so that label cardinality stays bounded. Node and cache state are not copied
 into gauges on every change: a collector reads them when Prometheus scrapes.
+
+On a store hosting many groups (``server.groups``) the per-group series — Raft state, Raft and
+cache stats, forwarded requests — carry a ``group`` label (``GroupStateCollector``); the HTTP
+and admission series stay the store's own. A single-group node's output is unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -120,6 +124,107 @@ class NodeStateCollector(Collector):
             yield from stats_families("raftcache_admission", self._admission_state())
 
 
+def grouped_stats_families(
+    prefix: str, per_group: Mapping[str, Mapping[str, Any]]
+) -> Iterator[Metric]:
+    """``stats_families`` over several groups' stats: one family per name, each sample
+    labelled ``group`` (then ``key`` for a map, as there)."""
+    families: dict[tuple[str, bool], Metric] = {}
+    for gid, stats in per_group.items():
+        for name in sorted(stats):
+            value = stats[name]
+            help_text = f"{prefix.replace('_', ' ')} {name}"
+            number = _number(value)
+            if number is not None:
+                family = families.get((name, False))
+                if family is None:
+                    family = families[(name, False)] = _family(prefix, name, help_text, ["group"])
+                family.add_metric([gid], number)  # type: ignore[attr-defined]
+            elif isinstance(value, Mapping):
+                family = families.get((name, True))
+                if family is None:
+                    labels = ["group", "key"]
+                    family = families[(name, True)] = _family(prefix, name, help_text, labels)
+                for label, item in _flatten(value):
+                    family.add_metric([gid, label], item)  # type: ignore[attr-defined]
+    for key in sorted(families):
+        yield families[key]
+
+
+#: One group of a store for its metrics: its id, its node (None: not hosted here) and how many
+#: of its requests were forwarded.
+GroupState = tuple[str, NodePort | None, Callable[[], int]]
+
+
+class GroupStateCollector(Collector):
+    """``NodeStateCollector`` for a store: every group's series labelled ``group``.
+
+    ``cache_stats`` maps a hosted group's id to its last cache stats snapshot."""
+
+    def __init__(
+        self,
+        groups: Sequence[GroupState],
+        admission_state: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
+        self._groups = list(groups)
+        self._admission_state = admission_state
+        self.cache_stats: Mapping[str, Any] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        hosted = [(gid, node) for gid, node, _ in self._groups if node is not None]
+        gauges = (
+            ("raftcache_raft_term", "current Raft term", lambda n: n.current_term),
+            (
+                "raftcache_raft_commit_index",
+                "highest committed log index",
+                lambda n: n.commit_index,
+            ),
+            ("raftcache_raft_last_applied", "highest applied log index", lambda n: n.last_applied),
+            ("raftcache_raft_members", "number of voting members", lambda n: len(n.members)),
+            (
+                "raftcache_raft_leader_known",
+                "1 when a leader is known",
+                lambda n: n.leader_id is not None,
+            ),
+            (
+                "raftcache_raft_is_leader",
+                "1 when this node is the leader",
+                lambda n: _role(n) == "leader",
+            ),
+        )
+        for name, help_text, read in gauges:
+            family = GaugeMetricFamily(name, help_text, labels=["group"])
+            for gid, node in hosted:
+                family.add_metric([gid], float(read(node)))
+            yield family
+        roles = GaugeMetricFamily(
+            "raftcache_raft_role", "1 for the current role", labels=["group", "role"]
+        )
+        for gid, node in hosted:
+            role = _role(node)
+            for candidate in ROLES:
+                roles.add_metric([gid, candidate], 1.0 if candidate == role else 0.0)
+        yield roles
+        forwarded = CounterMetricFamily(
+            "raftcache_http_forwarded",
+            "client requests forwarded to the leader",
+            labels=["group"],
+        )
+        for gid, _, total in self._groups:
+            forwarded.add_metric([gid], float(total()))
+        yield forwarded
+        yield from grouped_stats_families(
+            "raftcache_raft", {gid: node.raft_stats() for gid, node in hosted}
+        )
+        yield from grouped_stats_families("raftcache_cache", self.cache_stats)
+        if self._admission_state is not None:
+            yield from stats_families("raftcache_admission", self._admission_state())
+
+
+def _role(node: NodePort) -> str:
+    return str(getattr(getattr(node, "role", None), "value", getattr(node, "role", "")))
+
+
 class ServerMetrics:
     """The metrics of one node's HTTP server, in a registry of their own.
 
@@ -127,6 +232,9 @@ class ServerMetrics:
         node: the Raft node whose state is exported at scrape time.
         forwarded_total: reads how many requests were forwarded to the leader so far.
         admission_state: reads the admission counters (occupancy, limits, refusals).
+        groups: on a store, its groups (their series labelled ``group``; ``node`` and
+            ``forwarded_total`` are then unused, and ``render`` takes the hosted groups'
+            cache stats by group id).
     """
 
     def __init__(
@@ -134,6 +242,8 @@ class ServerMetrics:
         node: NodePort,
         forwarded_total: Callable[[], int],
         admission_state: Callable[[], Mapping[str, Any]] | None = None,
+        *,
+        groups: Sequence[GroupState] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = Counter(
@@ -149,7 +259,11 @@ class ServerMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self._state = NodeStateCollector(node, forwarded_total, admission_state)
+        self._state: NodeStateCollector | GroupStateCollector
+        if groups is None:
+            self._state = NodeStateCollector(node, forwarded_total, admission_state)
+        else:
+            self._state = GroupStateCollector(groups, admission_state)
         self.registry.register(self._state)
         # Label children by (route, method[, code]): ``labels()`` validates and locks on every
         # call; the label sets are bounded (route patterns × methods × codes), so caching the
@@ -182,6 +296,7 @@ class ServerMetrics:
         self._histogram(route, method).observe(seconds)
 
     def render(self, cache_stats: Mapping[str, Any]) -> bytes:
-        """The Prometheus text exposition, with ``cache_stats`` as the cache's current state."""
+        """The Prometheus text exposition, with ``cache_stats`` as the cache's current state
+        (on a store: group id → that group's cache stats)."""
         self._state.cache_stats = cache_stats
         return generate_latest(self.registry)

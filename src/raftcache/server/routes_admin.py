@@ -16,7 +16,7 @@ from aiohttp import web
 
 from raftcache.cache.upgrade import CommandVersionGate
 from raftcache.server.bodies import read_body
-from raftcache.server.context import context_of
+from raftcache.server.context import context_of, request_context
 from raftcache.server.errors import json_error
 from raftcache.server.format_probe import HttpCommandVersionProbe
 from raftcache.server.metrics import CONTENT_TYPE
@@ -114,7 +114,7 @@ async def add_member(request: web.Request) -> web.Response:
     check_fields(obj, frozenset({"id", "url"}), "members body")
     node_id = parse_node_id(obj.get("id"))
     url = parse_node_url(obj.get("url"))
-    context = context_of(request)
+    context = request_context(request)
     node = context.node
     if node_id not in node.members:  # re-adding a voter is a no-op: no probe needed
         gate = getattr(context.service, "command_versions", None)  # not part of ServicePort
@@ -127,7 +127,7 @@ async def add_member(request: web.Request) -> web.Response:
 async def remove_member(request: web.Request) -> web.Response:
     """``DELETE /v1/members/{id}``."""
     node_id = parse_node_id(request.match_info["id"])
-    node = context_of(request).node
+    node = request_context(request).node
     await node.remove_member(node_id)
     return json_response({"removed": node_id, "members": sorted(node.members)})
 
@@ -138,7 +138,7 @@ async def transfer_leader(request: web.Request) -> web.Response:
     check_fields(obj, frozenset({"to"}), "transfer body")
     raw_to = obj.get("to")
     to = None if raw_to is None else parse_node_id(raw_to, "to")
-    node = context_of(request).node
+    node = request_context(request).node
     if to is not None and to == node.node_id == node.leader_id:
         # Already done; the Raft core would refuse a transfer to itself as "not a voter".
         return json_response({"leader": to})
@@ -148,7 +148,7 @@ async def transfer_leader(request: web.Request) -> web.Response:
 
 async def take_snapshot(request: web.Request) -> web.Response:
     """``POST /v1/snapshot``: snapshot this node's state and compact its log."""
-    node = context_of(request).node
+    node = request_context(request).node
     result = await node.take_snapshot()
     index = result if isinstance(result, int) and not isinstance(result, bool) else None
     return json_response({"snapshot_index": index, "last_applied": node.last_applied})

@@ -25,7 +25,7 @@ from raftcache.cache.backup import (
 from raftcache.cache.backup_service import Backups, RestoreFailedError
 from raftcache.cache.snapshot import SnapshotFormatError
 from raftcache.server.bodies import read_body
-from raftcache.server.context import context_of
+from raftcache.server.context import context_of, request_context
 from raftcache.server.errors import ApiError
 from raftcache.server.results import json_response
 
@@ -35,7 +35,7 @@ TERM_HEADER = "X-Raftcache-Backup-Term"
 
 
 def _backups(request: web.Request) -> Backups:
-    backups = getattr(context_of(request).service, "backups", None)
+    backups = getattr(request_context(request).service, "backups", None)
     if not isinstance(backups, Backups):
         raise ApiError(501, "this node's cache service does not support backups")
     return backups

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from raftcache.cache.commands_v3 import ALL_NODES
 from raftcache.cache.divergence import DigestReport, report_of
-from raftcache.server.context import context_of
+from raftcache.server.context import context_of, request_context
 from raftcache.server.errors import ApiError, bad_request
 from raftcache.server.peer_probe import PeerProbe
 from raftcache.server.results import json_response
@@ -39,7 +39,7 @@ DIGEST_PATH = "/raft/digest"
 KICK_PATH = "/raft/digest/kick"
 
 
-def _check_cluster_token(request: web.Request) -> None:
+def check_cluster_token(request: web.Request) -> None:
     token = context_of(request).settings.cluster_token
     if token is None:
         return
@@ -51,7 +51,7 @@ def _check_cluster_token(request: web.Request) -> None:
 
 
 def _monitor_of(request: web.Request) -> Any:
-    service = context_of(request).service
+    service = request_context(request).service
     monitor = getattr(service, "divergence", None)
     if monitor is None:
         raise ApiError(404, "this node does not check divergence")
@@ -60,25 +60,25 @@ def _monitor_of(request: web.Request) -> Any:
 
 async def get_digest(request: web.Request) -> web.Response:
     """``GET /raft/digest?index=N``: this replica's digest at the CHECK entry N."""
-    _check_cluster_token(request)
+    check_cluster_token(request)
     monitor = _monitor_of(request)
     raw = request.query.get("index", "")
     if not raw.isdigit() or len(raw) > 19:
         raise bad_request("index must be a non-negative integer")
     report = report_of(monitor.machine, int(raw))
-    return json_response({"id": context_of(request).node.node_id, **report.to_json()})
+    return json_response({"id": request_context(request).node.node_id, **report.to_json()})
 
 
 async def kick(request: web.Request) -> web.Response:
     """``POST /raft/digest/kick``: run a digest check soon (on the leader)."""
-    _check_cluster_token(request)
+    check_cluster_token(request)
     _monitor_of(request).kick()
     return json_response({"kicked": True}, status=202)
 
 
 async def get_alarms(request: web.Request) -> web.Response:
     """``GET /v1/alarms``: the replicated divergence alarms (the same on every node)."""
-    service = context_of(request).service
+    service = request_context(request).service
     info = getattr(service, "divergence_info", None)
     alarms = [] if info is None else info()["alarms"]
     return json_response({"alarms": alarms})
@@ -88,7 +88,7 @@ async def clear_alarm(request: web.Request) -> web.Response:
     """``DELETE /v1/alarms/{id}``: lower that replica's alarm (``*``: every alarm)."""
     raw = request.match_info["id"]
     node_id = raw if raw == ALL_NODES else parse_node_id(raw)
-    service = context_of(request).service
+    service = request_context(request).service
     clear = getattr(service, "clear_alarm", None)
     if clear is None:
         raise ApiError(404, "this node does not check divergence")
@@ -105,11 +105,21 @@ def add_divergence_routes(app: web.Application) -> None:
 
 
 class HttpDigestProbe(PeerProbe):
-    """``DigestProbe`` over HTTP (see the module docstring); ``token``: the cluster token."""
+    """``DigestProbe`` over HTTP (see the module docstring); ``token``: the cluster token;
+    ``group``: the data group probed, on stores hosting many (sent as ``?group=``)."""
+
+    def __init__(self, node: Any, *, group: str | None = None, **options: Any) -> None:
+        super().__init__(node, **options)
+        self._group = group
+
+    def _in_group(self, path: str) -> str:
+        if self._group is None:
+            return path
+        return f"{path}{'&' if '?' in path else '?'}group={self._group}"
 
     async def _request(self, method: str, node_id: str, path: str) -> Any:
         url = self.url_of(node_id)
-        return None if url is None else await self.fetch_json(method, url, path)
+        return None if url is None else await self.fetch_json(method, url, self._in_group(path))
 
     async def digest(self, node_id: str, index: int) -> DigestReport | None:
         body = await self._request("GET", node_id, f"{DIGEST_PATH}?index={index}")

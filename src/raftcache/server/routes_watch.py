@@ -39,7 +39,7 @@ from aiohttp import web
 from raftcache.cache.entries import HEADER_SIZE, NEVER, record_header
 from raftcache.cache.watch import SET, Change, HistoryCompactedError, WatchHistory
 from raftcache.server.admission import TICKET
-from raftcache.server.context import CONTEXT, context_of
+from raftcache.server.context import CONTEXT, request_context
 from raftcache.server.drain import DRAIN
 from raftcache.server.errors import ApiError, bad_request, unavailable
 from raftcache.server.routes_keys import single_query
@@ -115,11 +115,13 @@ class WatchHub:
 
 
 WATCH: Final = web.AppKey("raftcache.server.watch", WatchHub)
+#: On a store: the hub of the group a watch was routed to (``server.groups``).
+ROUTED_HUB: Final = web.RequestKey("raftcache.server.watch.hub", WatchHub)
 
 
 def history_of(request: web.Request) -> WatchHistory:
     """The node's watch history; 404 when this node keeps none (an embedding without one)."""
-    machine = getattr(context_of(request).service, "machine", None)
+    machine = getattr(request_context(request).service, "machine", None)
     history = getattr(machine, "watch_history", None)
     if not isinstance(history, WatchHistory):
         raise ApiError(404, "watches are not enabled on this node")
@@ -185,7 +187,7 @@ async def watch(request: web.Request) -> web.StreamResponse:
     start = last_event_id if last_event_id is not None else from_version
     if start is None:
         start = history.last_index
-    hub = request.config_dict[WATCH]
+    hub = request.get(ROUTED_HUB) or request.config_dict[WATCH]
     try:
         # Judge the start now: a 410 is an answer, not a stream.
         epoch = history.read(start, prefix, 0).epoch
