@@ -14,6 +14,7 @@ from raftcache.cache.results import IncrResult, TtlResult
 from raftcache.server.bodies import read_body
 from raftcache.server.context import context_of
 from raftcache.server.errors import ApiError, bad_request, too_large
+from raftcache.server.forwarding import Handler
 from raftcache.server.results import (
     batch_response,
     expect_result,
@@ -153,7 +154,7 @@ async def flush_keys(request: web.Request) -> web.Response:
     return json_response({"deleted": int(deleted)})
 
 
-def _batch_body_limit(request: web.Request) -> int:
+def batch_body_limit(request: web.Request) -> int:
     limits = context_of(request).settings.limits
     # Base64 inflates values by 4/3; JSON framing adds a little per op.
     return limits.max_batch_bytes * 4 // 3 + limits.max_batch_ops * 2048 + 1024
@@ -163,7 +164,7 @@ async def batch(request: web.Request) -> web.Response:
     """``POST /v1/batch``: the ops applied atomically as one log entry, results in order."""
     ctx = context_of(request)
     session = session_from_headers(request)
-    body = await read_body(request, _batch_body_limit(request))
+    body = await read_body(request, batch_body_limit(request))
     ops = parse_batch_body(body, ctx.settings.limits)
     if not ops:
         return json_response({"results": []})
@@ -184,7 +185,7 @@ async def mget(request: web.Request) -> web.Response:
     ctx = context_of(request)
     consistency = parse_consistency(single_query(request, "consistency"))
     touch = parse_touch(single_query(request, "touch"))
-    body = await read_body(request, _batch_body_limit(request))
+    body = await read_body(request, batch_body_limit(request))
     keys = parse_mget_body(body, ctx.settings.limits)
     if not keys:
         return json_response({"values": []})
@@ -211,16 +212,29 @@ async def malformed_key_path(request: web.Request) -> web.Response:
     raise ApiError(405, "method not allowed", headers={"Allow": allow})
 
 
-def add_key_routes(app: web.Application) -> None:
-    """Register the key-value routes on ``app``."""
-    app.router.add_get("/v1/keys", list_keys)
-    app.router.add_delete("/v1/keys", flush_keys)
-    app.router.add_put("/v1/keys/{key}", put_key)
-    app.router.add_get("/v1/keys/{key}", get_key)
-    app.router.add_delete("/v1/keys/{key}", delete_key)
-    app.router.add_post("/v1/keys/{key}/incr", incr_key)
-    app.router.add_post("/v1/keys/{key}/ttl", ttl_key)
+#: A key's route: one path segment, braces included (aiohttp's default ``{key}`` pattern,
+#: ``[^{}/]+``, would refuse a hash tag, ``user:{42}:cart``). Its label is still
+#: ``/v1/keys/{key}``.
+KEY_PATH = "/v1/keys/{key:[^/]+}"
+
+
+def add_key_routes(
+    app: web.Application,
+    *,
+    listing: Handler = list_keys,
+    flush: Handler = flush_keys,
+    multi_get: Handler = mget,
+) -> None:
+    """Register the key-value routes on ``app`` (a store passes its own fan-out handlers
+    for the listing, the flush and ``mget``)."""
+    app.router.add_get("/v1/keys", listing)
+    app.router.add_delete("/v1/keys", flush)
+    app.router.add_put(KEY_PATH, put_key)
+    app.router.add_get(KEY_PATH, get_key)
+    app.router.add_delete(KEY_PATH, delete_key)
+    app.router.add_post(KEY_PATH + "/incr", incr_key)
+    app.router.add_post(KEY_PATH + "/ttl", ttl_key)
     app.router.add_post("/v1/batch", batch)
-    app.router.add_post("/v1/mget", mget)
+    app.router.add_post("/v1/mget", multi_get)
     # Last: it catches what the routes above did not (their 405s included), see its docstring.
     app.router.add_route("*", "/v1/keys/{rest:.*}", malformed_key_path)
