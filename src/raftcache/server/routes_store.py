@@ -1,0 +1,374 @@
+"""The routes of a store's application that span its groups (``server.groups``): the key
+listing and prefix flush, ``mget``, and the operational reads (status, stats, health, metrics).
+
+Rule: each fans out over the groups concurrently, every group's part served by this store's
+replica when it can (``group_part``: as the single-group handler would), else forwarded to the
+group leader's store as a request restricted to that group (``?group=gN``; ``mget``'s parts
+need none, their keys are all the group's) — so each part keeps today's consistency, and
+nothing is atomic across groups. A part the leader's store answers with an error makes that
+answer the whole request's. The key routes of one key, and ``batch`` (one group, or a 400
+``CROSSSLOT``), are the single-group handlers over the store's ``RoutingService``.
+
+- ``GET /v1/keys``: each group's page after the same cursor, merged in key order
+  (``merge_pages``): the cursor semantics are the single group's.
+- ``DELETE /v1/keys?prefix=P``: every group flushes ``P`` (one log entry each); the deleted
+  counts are summed. A failure of one group leaves the others flushed: retry.
+- ``POST /v1/mget``: the values in request order; each group's part read at the consistency
+  asked for, the parts not at one instant.
+- ``GET /v1/status``: the single-group fields, of the store's first hosted group (so a reader
+  of one group keeps working), plus ``sharding`` and ``groups`` (every group of the cluster).
+- ``GET /v1/stats``: cache figures summed over the hosted groups, each group's under
+  ``groups``. ``GET /v1/health``: 200 while every hosted group knows a leader.
+  ``GET /metrics``: per-group series labelled ``group``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from raftcache.cache.watch import WatchHistory
+from raftcache.server import (
+    routes_admin,
+    routes_backup,
+    routes_divergence,
+    routes_keys,
+    routes_watch,
+)
+from raftcache.server.bodies import read_body
+from raftcache.server.context import context_of
+from raftcache.server.drain import DRAIN
+from raftcache.server.errors import bad_request, json_error, too_large
+from raftcache.server.groups import (
+    FORWARD_NO_BODY,
+    PartRefusedError,
+    PartRequest,
+    StoreFront,
+    all_of,
+    front_of,
+    group_part,
+    merge_pages,
+    on_group,
+    split_keys,
+    stats_of,
+    sum_stats,
+)
+from raftcache.server.metrics import CONTENT_TYPE
+from raftcache.server.results import (
+    expect_result,
+    json_response,
+    session_from_headers,
+    to_values,
+)
+from raftcache.server.routes_admin import node_status
+from raftcache.server.routes_keys import batch_body_limit, single_query
+from raftcache.server.routes_watch import ROUTED_HUB, WATCH, WatchHub, WatchSettings
+from raftcache.server.validation import (
+    parse_consistency,
+    parse_limit,
+    parse_mget_body,
+    parse_prefix_or_after,
+    parse_touch,
+)
+from raftcache.server.watch_metrics import GroupWatchCollector
+from raftcache.store import group_id
+
+
+def _groups_asked(request: web.Request, front: StoreFront) -> list[str]:
+    """Every group, or the one ``?group=`` names (a part forwarded by another store)."""
+    gid = front.named_group(request, required=False)
+    return front.store.group_ids() if gid is None else [gid]
+
+
+def _part_query(request: web.Request, gid: str) -> list[tuple[str, str]]:
+    """The request's own query, restricted to ``gid``."""
+    query = [(k, v) for k, v in request.query.items() if k != "group"]
+    return [*query, ("group", gid)]
+
+
+def _keys_page(body: Any) -> tuple[list[str], str | None]:
+    keys, cursor = body["keys"], body["next"]
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise TypeError("keys")
+    if cursor is not None and not isinstance(cursor, str):
+        raise TypeError("next")
+    return keys, cursor
+
+
+def _count(body: Any) -> int:
+    deleted = body["deleted"]
+    if type(deleted) is not int:
+        raise TypeError("deleted")
+    return deleted
+
+
+async def list_keys(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/keys?prefix&after&limit&consistency[&group]`` over every group."""
+    front = front_of(request)
+    prefix = parse_prefix_or_after(single_query(request, "prefix"), "prefix")
+    after = parse_prefix_or_after(single_query(request, "after"), "after")
+    limit = parse_limit(single_query(request, "limit"), front.settings.limits)
+    consistency = parse_consistency(single_query(request, "consistency"))
+
+    async def part(gid: str) -> tuple[list[str], str | None]:
+        ctx = front.contexts[gid]
+        return await group_part(
+            ctx,
+            lambda: ctx.service.list_keys(prefix, after, limit, consistency),
+            lambda: PartRequest(request, "GET", "/v1/keys", _part_query(request, gid)),
+            _keys_page,
+        )
+
+    try:
+        pages = await all_of([part(gid) for gid in _groups_asked(request, front)])
+    except PartRefusedError as failed:
+        return failed.response
+    keys, cursor = merge_pages(pages, limit)
+    return json_response({"keys": keys, "next": cursor})
+
+
+async def flush_keys(request: web.Request) -> web.StreamResponse:
+    """``DELETE /v1/keys?prefix=P[&group]``: every group flushes ``P``; the counts summed."""
+    front = front_of(request)
+    prefix = parse_prefix_or_after(single_query(request, "prefix"), "prefix")
+    if prefix is None:
+        raise bad_request("DELETE /v1/keys needs ?prefix= (an empty prefix deletes every key)")
+    session = session_from_headers(request)
+
+    async def flush_here(gid: str) -> int:
+        deleted = await front.contexts[gid].service.flush(prefix, session=session)
+        expect_result(deleted, int, session)
+        return int(deleted)
+
+    async def part(gid: str) -> int:
+        return await group_part(
+            front.contexts[gid],
+            lambda: flush_here(gid),
+            lambda: PartRequest(request, "DELETE", "/v1/keys", _part_query(request, gid)),
+            _count,
+        )
+
+    try:
+        counts = await all_of([part(gid) for gid in _groups_asked(request, front)])
+    except PartRefusedError as failed:
+        return failed.response
+    return json_response({"deleted": sum(counts)})
+
+
+def _decoded_size(value: str | None) -> int:
+    if value is None:
+        return 0
+    padding = 2 if value.endswith("==") else 1 if value.endswith("=") else 0
+    return len(value) // 4 * 3 - padding
+
+
+async def mget(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/mget`` ``{"keys": [...]}``: each group's keys read by that group, the
+    values put back in request order."""
+    front = front_of(request)
+    limits = front.settings.limits
+    consistency = parse_consistency(single_query(request, "consistency"))
+    touch = parse_touch(single_query(request, "touch"))
+    body = await read_body(request, batch_body_limit(request))
+    keys = parse_mget_body(body, limits)
+    if not keys:
+        return json_response({"values": []})
+    split = split_keys(keys, front.store.groups)
+    query = list(request.query.items())
+
+    async def part(index: int, part_keys: list[str]) -> list[str | None]:
+        ctx = front.contexts[group_id(index)]
+
+        async def here() -> list[str | None]:
+            return to_values(await ctx.service.mget(part_keys, consistency, touch=touch))
+
+        def decode(answer: Any) -> list[str | None]:
+            values = answer["values"]
+            if not isinstance(values, list) or len(values) != len(part_keys):
+                raise ValueError("values")
+            if not all(v is None or isinstance(v, str) for v in values):
+                raise TypeError("values")
+            return values
+
+        return await group_part(
+            ctx,
+            here,
+            lambda: PartRequest(
+                request, "POST", "/v1/mget", query, orjson.dumps({"keys": part_keys})
+            ),
+            decode,
+        )
+
+    try:
+        parts = await all_of([part(index, ks) for index, (_, ks) in split.items()])
+    except PartRefusedError as failed:
+        return failed.response
+    values: list[str | None] = [None] * len(keys)
+    for (positions, _), part_values in zip(split.values(), parts, strict=True):
+        for position, value in zip(positions, part_values, strict=True):
+            values[position] = value
+    size = sum(_decoded_size(v) for v in values)
+    if size > limits.max_batch_bytes:
+        raise too_large(
+            f"the values total {size} bytes, over {limits.max_batch_bytes}: ask for fewer keys"
+        )
+    return json_response({"values": values})
+
+
+def _group_status(front: StoreFront, gid: str) -> dict[str, Any]:
+    base: dict[str, Any] = {"group": gid, "slots": front.slots_of(gid)}
+    replica = front.store.replicas.get(gid)
+    if replica is None:
+        return {
+            **base,
+            "hosted": False,
+            "role": None,
+            "leader": None,
+            "term": None,
+            "commit_index": None,
+            "last_applied": None,
+            "members": sorted(front.store.placement[gid]),
+        }
+    status = node_status(replica.node)
+    return {
+        **base,
+        "hosted": True,
+        **{k: status[k] for k in ("role", "leader", "term", "commit_index", "last_applied")},
+        "members": status["members"],
+    }
+
+
+async def get_status(request: web.Request) -> web.Response:
+    """``GET /v1/status`` of a store (see the module docstring)."""
+    front = front_of(request)
+    first = front.contexts[front.first]
+    status = node_status(first.node)
+    status["id"] = front.store.store_id
+    service = first.service
+    version_info = getattr(service, "command_version_info", None)
+    if version_info is not None:
+        status.update(version_info())
+    divergence_info = getattr(service, "divergence_info", None)
+    if divergence_info is not None:
+        status.update(divergence_info())
+    own = context_of(request)
+    if own.resp_endpoints:
+        status["resp"] = dict(own.resp_endpoints)
+    status["sharding"] = {"groups": front.store.groups, "store": front.store.store_id}
+    status["groups"] = [_group_status(front, gid) for gid in front.store.group_ids()]
+    return json_response(status)
+
+
+async def _hosted_stats(front: StoreFront) -> dict[str, Any]:
+    hosted = front.hosted()
+    found = await all_of([stats_of(front.contexts[gid].service) for gid in hosted])
+    return dict(zip(hosted, found, strict=True))
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    """``GET /v1/stats`` of a store: ``cache`` summed over the hosted groups, ``raft`` of
+    the first, every hosted group's under ``groups``."""
+    front = front_of(request)
+    per_group = await _hosted_stats(front)
+    groups = {
+        gid: {"cache": dict(stats), "raft": front.nodes[gid].raft_stats()}
+        for gid, stats in per_group.items()
+    }
+    body: dict[str, Any] = {
+        "cache": sum_stats(list(per_group.values())),
+        "raft": front.nodes[front.first].raft_stats(),
+        "groups": groups,
+    }
+    metrics = getattr(front.store.network, "metrics", None)
+    if metrics is not None and hasattr(metrics, "snapshot"):
+        body["network"] = metrics.snapshot()
+    return json_response(body)
+
+
+async def get_health(request: web.Request) -> web.Response:
+    """``GET /v1/health`` of a store: 200 while every hosted group knows a leader."""
+    front = front_of(request)
+    leaders = {gid: front.nodes[gid].leader_id for gid in front.hosted()}
+    store_id = front.store.store_id
+    missing = [gid for gid, leader in leaders.items() if leader is None]
+    if missing:
+        return json_error(
+            503,
+            f"no leader known for group {', '.join(missing)}",
+            extra={"id": store_id, "groups": leaders},
+        )
+    first = leaders.get(front.first)
+    return json_response({"status": "ok", "id": store_id, "leader": first, "groups": leaders})
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """``GET /metrics`` of a store: Prometheus text, per-group series labelled ``group``."""
+    front = front_of(request)
+    body = front.metrics.render(await _hosted_stats(front))
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+def add_store_routes(app: web.Application, front: StoreFront, watch: WatchSettings | None) -> None:
+    """Register a store's routes on ``app``: the key API, the operational API, and the
+    routes of one group (``?group=``, ``on_group``)."""
+    router = app.router
+    settings = front.settings
+    routes_keys.add_key_routes(app, listing=list_keys, flush=flush_keys, multi_get=mget)
+    _add_watch(app, front, watch)
+    small = routes_keys.SMALL_BODY_BYTES
+    router.add_get("/openapi.json", routes_admin.get_openapi)
+    router.add_get("/v1/status", get_status)
+    router.add_get("/v1/stats", get_stats)
+    router.add_get("/v1/health", get_health)
+    router.add_get("/metrics", get_metrics)
+    router.add_post("/v1/members", on_group(routes_admin.add_member, forward=small))
+    router.add_delete(
+        "/v1/members/{id}", on_group(routes_admin.remove_member, forward=FORWARD_NO_BODY)
+    )
+    router.add_post("/v1/leader/transfer", on_group(routes_admin.transfer_leader, forward=small))
+    router.add_post("/v1/snapshot", on_group(routes_admin.take_snapshot))
+    router.add_get("/v1/backup", on_group(routes_backup.get_backup, forward=FORWARD_NO_BODY))
+    router.add_post(
+        "/v1/restore",
+        on_group(routes_backup.post_restore, forward=settings.admission.max_inflight_bytes),
+    )
+    token = routes_divergence.check_cluster_token
+    router.add_get(
+        routes_divergence.DIGEST_PATH, on_group(routes_divergence.get_digest, before=token)
+    )
+    router.add_post(routes_divergence.KICK_PATH, on_group(routes_divergence.kick, before=token))
+    router.add_get("/v1/alarms", on_group(routes_divergence.get_alarms, forward=FORWARD_NO_BODY))
+    router.add_delete(
+        "/v1/alarms/{id}", on_group(routes_divergence.clear_alarm, forward=FORWARD_NO_BODY)
+    )
+
+
+def _add_watch(app: web.Application, front: StoreFront, settings: WatchSettings | None) -> None:
+    """``/v1/watch?group=gN``: one hub per hosted group (a watch reads one group's history)."""
+    settings = settings or WatchSettings()
+    hubs = {gid: WatchHub(settings) for gid in front.hosted()}
+    app[WATCH] = next(iter(hubs.values()), None) or WatchHub(settings)
+    for hub in hubs.values():
+        app[DRAIN].on_drain.append(hub.stop)
+
+    def history(gid: str) -> Callable[[], WatchHistory | None]:
+        machine = front.store.replicas[gid].machine
+
+        def read() -> WatchHistory | None:
+            found = getattr(machine, "watch_history", None)
+            return found if isinstance(found, WatchHistory) else None
+
+        return read
+
+    front.metrics.registry.register(
+        GroupWatchCollector([(gid, hub, history(gid)) for gid, hub in hubs.items()])
+    )
+
+    def on_hub(request: web.Request, gid: str) -> None:
+        request[ROUTED_HUB] = hubs[gid]
+
+    # No HEAD: a stream has no end for a HEAD to wait for (405 with Allow: GET).
+    app.router.add_get("/v1/watch", on_group(routes_watch.watch, prepare=on_hub), allow_head=False)
