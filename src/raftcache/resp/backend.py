@@ -95,6 +95,24 @@ class ReplicaPort(Protocol):
         ...
 
 
+class FormatPort(Protocol):
+    """What the commands read of the cluster's command format (``ReplicaPort`` has it)."""
+
+    @property
+    def command_version(self) -> int: ...
+
+
+class ServiceView(Protocol):
+    """What the connections read of the cache besides running commands: the command format
+    (``machine``) and the counters INFO reports — a node's ``CacheService``, or on a sharded
+    store a view over the groups it hosts (``raftcache.resp.shards.StoreView``)."""
+
+    @property
+    def machine(self) -> FormatPort: ...
+
+    async def stats(self) -> Mapping[str, Any]: ...
+
+
 class ServicePort(Protocol):
     """The parts of ``CacheService`` the RESP server uses."""
 
@@ -199,6 +217,22 @@ class LocalBackend:
         await self._service.mget([], consistency)  # the read barrier alone
         stats = await self._service.stats()
         return int(stats["keys"])
+
+
+class CallRouter(Protocol):
+    """Runs a command's ``Backend`` operations somewhere (``Router``; on a sharded store, one
+    per group and one over them all: ``raftcache.resp.shards``)."""
+
+    @property
+    def forwarded_total(self) -> int:
+        """Operations sent to another node so far (INFO's ``forwarded_to_leader``)."""
+        ...
+
+    async def call(
+        self, fn: Callable[[Backend], Awaitable[T]], gate: asyncio.Lock | None = None
+    ) -> T:
+        """``fn`` run against a backend; ``gate`` orders one connection's forwarded writes."""
+        ...
 
 
 class Router:

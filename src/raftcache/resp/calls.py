@@ -118,6 +118,10 @@ class Call:
     in_multi: ClassVar[bool] = False
     #: Whether it may change state (decides TRYAGAIN vs INDETERMINATE on a timeout).
     writes: bool = False
+    #: Whether its writes may be split by key, on a sharded store, into one part per group,
+    #: none atomic with another (DEL, UNLINK); a call that writes keys of several groups
+    #: without it is refused (``CROSSSLOT``): it has to be atomic.
+    splits: ClassVar[bool] = False
     #: Every key the call reads or writes, in argument order.
     keys: Sequence[str] = ()
     #: Keys whose full state (version, expiry) it depends on: the ones it may write, and the

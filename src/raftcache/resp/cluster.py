@@ -28,13 +28,12 @@ from raftcache.resp.calls import Call, Reply
 from raftcache.resp.errors import wrong_args
 from raftcache.resp.protocol import RespError, Verbatim
 from raftcache.resp.state import ClientState
-from raftcache.resp.topology import Topology, cluster_node_id, split_address
-from raftcache.slots import SLOTS, key_slot
+from raftcache.resp.topology import Shard, Topology, cluster_node_id, split_address
+from raftcache.slots import key_slot
 
 CROSSSLOT: Final = RespError("CROSSSLOT Keys in request don't hash to the same slot")
 CLUSTERDOWN: Final = RespError("CLUSTERDOWN The cluster is down")
 DISABLED: Final = RespError("ERR This instance has cluster support disabled")
-_LAST_SLOT: Final = SLOTS - 1
 
 _HELP: Final = (
     "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -59,23 +58,49 @@ _HELP: Final = (
 
 def redirect(client: ClientState, call: Call) -> RespError | None:
     """On a cluster-mode port: the error that answers ``call`` instead of running it here,
-    or None to run it (see the module docstring)."""
+    or None to run it (see the module docstring). On the plain port of a sharded store:
+    ``CROSSSLOT`` for a call that would have to be atomic across groups (``spans_groups``)."""
     server = client.server
     topology: Topology | None = server.topology
     if not server.cluster_mode or topology is None or not call.keys:
-        return None
+        return CROSSSLOT if spans_groups(client, call) else None
     slot = _one_slot(call.keys)
     if slot is None:
         return CROSSSLOT
-    leader = topology.leader()
+    shard = topology.shard_of(slot)
+    leader = shard.leader
     if leader == topology.node.node_id:
         return None
-    if not call.writes and client.consistency == "stale":
+    if not call.writes and client.consistency == "stale" and shard.hosted:
         return None  # READONLY: this replica answers reads, leader or not
     address = None if leader is None else topology.address_of(leader)
     if address is None:
         return CLUSTERDOWN
     return RespError(f"MOVED {slot} {address}")
+
+
+def spans_groups(client: ClientState, call: Call) -> bool:
+    """Whether ``call``, on a sharded store, writes keys of several groups and is not a mere
+    fan-out (DEL, UNLINK: deletes split by group): it could not be atomic (MSET)."""
+    store = getattr(client.server, "store", None)  # (fakes of one group have none)
+    if store is None or not call.writes or call.splits or len(call.keys) < 2:
+        return False
+    first = store.group_of(call.keys[0])
+    return any(store.group_of(key) != first for key in call.keys[1:])
+
+
+def joins_group(client: ClientState, queued: Sequence[Call], call: Call) -> bool:
+    """On a sharded store: whether ``call``'s keys lie in the group of the transaction
+    ``queued`` so far (one key of theirs stands for all, as in ``joins_slot``)."""
+    store = getattr(client.server, "store", None)
+    if store is None:
+        return True
+    first = next((c.keys[0] for c in queued if c.keys), None)
+    keys = list(call.keys) if first is None else [first, *call.keys]
+    if not keys:
+        return True
+    group = store.group_of(keys[0])
+    return all(store.group_of(key) == group for key in keys[1:])
 
 
 def joins_slot(queued: Sequence[Call], call: Call) -> bool:
@@ -114,16 +139,20 @@ class Cluster(Call):
         return _VIEWS[sub](_View(topology))
 
 
+_Member = tuple[str, str, int, bool]  # id, host, port, down
+
+
 class _View:
-    """The voters as a cluster client sees them: the leader is the one master, a voter that
-    stopped answering polls is down (left out of SLOTS and SHARDS, ``fail`` in NODES)."""
+    """The shards as a cluster client sees them: each group's leader is its master, its other
+    voters its replicas; a member that stopped answering polls is down (left out of SLOTS and
+    SHARDS, ``fail`` in NODES). With one group: one shard of every slot."""
 
     def __init__(self, topology: Topology) -> None:
         self.topology = topology
         self.me = topology.node.node_id
-        self.leader = topology.leader()
         self.term = topology.node.current_term
-        self.members: list[tuple[str, str, int, bool]] = []  # id, host, port, down
+        self.shards = topology.shards()
+        self.members: list[_Member] = []
         for member in topology.members():
             advertised = topology.advertised(member)
             if advertised is None or not advertised.best:
@@ -133,74 +162,104 @@ class _View:
             except ValueError:  # this node's own, misconfigured: advertise nothing for it
                 continue
             self.members.append((member, host, port, topology.is_down(member)))
+        self.by_id = {m[0]: m for m in self.members}
 
-    @property
-    def master(self) -> tuple[str, str, int, bool] | None:
-        """The leader, when it is known and not down."""
-        return next((m for m in self.members if m[0] == self.leader and not m[3]), None)
+    def master(self, shard: Shard) -> _Member | None:
+        """The shard's leader, when it is known, advertised and not down."""
+        found = None if shard.leader is None else self.by_id.get(shard.leader)
+        return None if found is None or found[3] else found
 
-    @property
-    def replicas(self) -> list[tuple[str, str, int, bool]]:
-        return [m for m in self.members if m[0] != self.leader and not m[3]]
+    def replicas(self, shard: Shard) -> list[_Member]:
+        """The shard's other voters that are advertised and up, in member order."""
+        voters = set(shard.members)
+        return [m for m in self.members if m[0] in voters and m[0] != shard.leader and not m[3]]
+
+    def in_shard(self, shard: Shard) -> list[_Member]:
+        """The shard's advertised voters, down or not, in member order."""
+        voters = set(shard.members)
+        return [m for m in self.members if m[0] in voters]
 
 
 def _slots(view: _View) -> Reply:
-    master = view.master
-    if master is None:
-        return []  # no leader reachable: no slot is served right now
-    entry: list[Any] = [0, _LAST_SLOT]
-    for member, host, port, _ in [master, *view.replicas]:
-        entry.append([host.encode(), port, cluster_node_id(member).encode()])
-    return [entry]
+    entries: list[Any] = []
+    for shard in view.shards:
+        master = view.master(shard)
+        if master is None:
+            continue  # no leader reachable: its slots are not served right now
+        entry: list[Any] = [shard.first, shard.last]
+        for member, host, port, _ in [master, *view.replicas(shard)]:
+            entry.append([host.encode(), port, cluster_node_id(member).encode()])
+        entries.append(entry)
+    return entries
 
 
 def _shards(view: _View) -> Reply:
-    nodes = []
-    for member, host, port, down in view.members:
-        if down:
-            continue
-        nodes.append(
-            {
-                "id": cluster_node_id(member),
-                "port": port,
-                "ip": host,
-                "endpoint": host,
-                "role": "master" if member == view.leader else "replica",
-                "replication-offset": view.topology.node.last_applied if member == view.me else 0,
-                "health": "online",
-            }
-        )
-    slots = [0, _LAST_SLOT] if view.master is not None else []
-    return [{"slots": slots, "nodes": nodes}]
+    entries = []
+    for shard in view.shards:
+        nodes = []
+        for member, host, port, down in view.in_shard(shard):
+            if down:
+                continue
+            nodes.append(
+                {
+                    "id": cluster_node_id(member),
+                    "port": port,
+                    "ip": host,
+                    "endpoint": host,
+                    "role": "master" if member == shard.leader else "replica",
+                    "replication-offset": shard.applied if member == view.me else 0,
+                    "health": "online",
+                }
+            )
+        slots = [shard.first, shard.last] if view.master(shard) is not None else []
+        entries.append({"slots": slots, "nodes": nodes})
+    return entries
+
+
+def _range(shard: Shard) -> str:
+    return str(shard.first) if shard.first == shard.last else f"{shard.first}-{shard.last}"
 
 
 def _nodes(view: _View) -> Reply:
-    leader = next((m for m in view.members if m[0] == view.leader), None)
-    master_id = cluster_node_id(leader[0]) if leader is not None else "-"
     lines = []
     for member, host, port, down in view.members:
-        leads = member == view.leader
-        flags = ("myself," if member == view.me else "") + ("master" if leads else "slave")
+        led = [shard for shard in view.shards if shard.leader == member]
+        master_id = "-"
+        if not led:  # a replica of the first group it belongs to whose leader is advertised
+            master_id = next(
+                (
+                    cluster_node_id(shard.leader)
+                    for shard in view.shards
+                    if member in shard.members
+                    and shard.leader in view.by_id
+                    and shard.leader is not None
+                ),
+                "-",
+            )
+        flags = ("myself," if member == view.me else "") + ("master" if led else "slave")
         flags += ",fail" if down else ""
         line = (
             f"{cluster_node_id(member)} {host}:{port}@{port + 10000} {flags} "
-            f"{'-' if leads else master_id} 0 0 {view.term} "
+            f"{master_id} 0 0 {view.term} "
             f"{'disconnected' if down else 'connected'}"
         )
-        lines.append(line + (f" 0-{_LAST_SLOT}" if leads else ""))
+        lines.append(line + "".join(f" {_range(shard)}" for shard in led))
     return Verbatim("".join(line + "\n" for line in lines))
 
 
 def _info(view: _View) -> Reply:
-    ok = view.master is not None
+    served = [shard for shard in view.shards if view.master(shard) is not None]
+    ok = len(served) == len(view.shards)
+    slots_ok = sum(shard.last - shard.first + 1 for shard in served)
+    masters = {shard.leader for shard in served}
     fields = {
         "cluster_state": "ok" if ok else "fail",
-        "cluster_slots_assigned": SLOTS if ok else 0,
-        "cluster_slots_ok": SLOTS if ok else 0,
+        "cluster_slots_assigned": slots_ok,
+        "cluster_slots_ok": slots_ok,
         "cluster_slots_pfail": 0,
         "cluster_slots_fail": 0,
         "cluster_known_nodes": len(view.topology.members()),
-        "cluster_size": 1 if ok else 0,
+        "cluster_size": len(masters),
         "cluster_current_epoch": view.term,
         "cluster_my_epoch": view.term,
     }

@@ -25,12 +25,12 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from raftcache.cache.commands import BatchOp, SetOp
 from raftcache.cache.errors import CacheError
 from raftcache.cache.results import BatchItem
-from raftcache.resp.backend import Backend, Router
+from raftcache.resp.backend import Backend, CallRouter
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -40,6 +40,27 @@ MAX_GROUP_BYTES: Final = 4 * 1024 * 1024
 MAX_IN_FLIGHT: Final = 4
 
 Submission = tuple[Sequence[T], "asyncio.Future[list[R]]"]
+
+
+class WritePort(Protocol):
+    """What the connections submit plain writes to (``WriteGroups``; per group on a sharded
+    store: ``raftcache.resp.shards.ShardedWrites``)."""
+
+    def submit(self, ops: Sequence[BatchOp], /) -> asyncio.Future[list[BatchItem]]: ...
+
+    async def close(self) -> None: ...
+
+
+class ReadPort(Protocol):
+    """What the connections submit value reads to (``ReadGroups``; ``ShardedReads``)."""
+
+    def submit(
+        self, keys: Sequence[str], consistency: str, /, *, touch: bool = True
+    ) -> asyncio.Future[list[bytes | None]]: ...
+
+    async def close(self) -> None: ...
+
+
 Runner = Callable[[list[Sequence[T]]], Awaitable[list["list[R] | Exception"]]]
 
 
@@ -151,7 +172,7 @@ def _op_size(op: BatchOp) -> int:
 class WriteGroups(Batcher[BatchOp, BatchItem]):
     """Write groups: one cache batch per group (see the module docstring)."""
 
-    def __init__(self, router: Router, **limits: Any) -> None:
+    def __init__(self, router: CallRouter, **limits: Any) -> None:
         super().__init__(self._commit, size=_op_size, **limits)
         self._router = router
         self._gate = asyncio.Lock()
@@ -187,7 +208,7 @@ class ReadGroups:
     connections' reads leave recency alone, so they never share a read with the others): one
     ``values`` read per group."""
 
-    def __init__(self, router: Router, **limits: Any) -> None:
+    def __init__(self, router: CallRouter, **limits: Any) -> None:
         self._router = router
         self._limits = limits
         self._streams: dict[tuple[str, bool], Batcher[str, bytes | None]] = {}

@@ -29,7 +29,7 @@ from typing import Final
 from raftcache.cache.errors import CacheError
 from raftcache.resp.admin import Discard, Exec, Multi
 from raftcache.resp.calls import Call, Mode, Reply, View
-from raftcache.resp.cluster import CROSSSLOT, joins_slot, redirect
+from raftcache.resp.cluster import CROSSSLOT, joins_group, joins_slot, redirect
 from raftcache.resp.commands import NO_AUTH, arity_ok, lookup
 from raftcache.resp.errors import (
     NOAUTH,
@@ -154,6 +154,8 @@ class Executor:
         moved = redirect(client, call)
         if moved is None and client.server.cluster_mode and not joins_slot(client.queue, call):
             moved = CROSSSLOT  # a transaction is one slot's, as in Redis Cluster
+        if moved is None and not joins_group(client, client.queue, call):
+            moved = CROSSSLOT  # on a sharded store, a transaction is one group's: atomic
         if moved is not None:
             client.multi_failed = True
             return moved

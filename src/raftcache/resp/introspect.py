@@ -2,6 +2,10 @@
 
 Rule: these report; they never read through the cluster. INFO shows this node's view (its
 replica's counters, its Raft state) without a read barrier, as Redis's INFO shows one server's.
+On a sharded store the counters (keyspace, memory, hits) add up the groups it hosts — the keys
+it holds, as a Redis Cluster node reports its own — the ``raft`` section is the first hosted
+group's node plus ``raft_groups`` (G) and ``raft_groups_hosted`` (each hosted group's role),
+and on a cluster-mode port the store is a ``master`` when it leads any group.
 On a cluster-mode port INFO speaks as a Redis Cluster node (``redis_mode:cluster``,
 ``cluster_enabled:1``, the role of the Raft role: ``master`` on the leader, ``slave``
 elsewhere), which ``redis-cli --cluster check`` requires; elsewhere as a standalone server.
@@ -53,6 +57,17 @@ class Info(Call):
         status, raft = node.status(), node.raft_stats()
         uptime = int(asyncio.get_running_loop().time() - server.started_at)
         clustered = server.cluster_mode
+        groups: dict[str, Any] = {}
+        replication = status
+        store = server.store
+        if store is not None:  # a sharded store: a master where it leads any group
+            roles = {gid: r.node.status().get("role") for gid, r in store.replicas.items()}
+            leads = any(role == "leader" for role in roles.values())
+            replication = {**status, "role": "leader" if leads else status.get("role")}
+            groups = {
+                "raft_groups": store.groups,
+                "raft_groups_hosted": ",".join(f"{gid}={role}" for gid, role in roles.items()),
+            }
         fields: dict[str, dict[str, Any]] = {
             "server": {
                 "redis_version": REDIS_VERSION,
@@ -76,13 +91,14 @@ class Info(Call):
                 "evicted_keys": cache.get("evictions", 0),
                 "forwarded_to_leader": server.router.forwarded_total,
             },
-            "replication": _replication(status, clustered),
+            "replication": _replication(replication, clustered),
             "cluster": {"cluster_enabled": int(clustered)},
             "keyspace": {"db0": f"keys={cache.get('keys', 0)},expires=0,avg_ttl=0"}
             if cache.get("keys")
             else {},
             "raft": {
                 **_raft_fields(status, raft),
+                **groups,
                 # The cluster's command version and this node's ceiling (cache/formats.py).
                 "raft_command_format": server.service.machine.command_version,
                 "raft_command_format_max": getattr(

@@ -36,6 +36,7 @@ class Delete(Call):
     mode = Mode.BATCH
     in_multi = True
     writes = True
+    splits = True  # on a sharded store, each group's keys are deleted apart
 
     def __init__(self, keys: tuple[str, ...]) -> None:
         self.keys = self.pinned = keys

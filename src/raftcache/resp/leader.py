@@ -14,13 +14,25 @@ One thing the HTTP API does not return is a key's expiry. ``items`` gets the val
 from the leader (``GET`` → ``ETag``), then reads the expiry from this node's own replica once it
 has applied that version: every replica holds the same ``expires_at`` for the same version,
 because the version is the log index of the write that set it.
+
+On a sharded store, a group this store holds no replica of (``replica=None``) is reached at one
+of the group's stores (``raftcache.resp.shards.RemoteRouter``), and two things change. Requests
+carry ``X-Raftcache-Forwarded: 1``, so a store that is not the group's leader answers 503 with
+``X-Raftcache-Not-Leader: <hint>`` (certainly not applied) rather than forwarding once more:
+that, and a connection that never opened, raise ``LeaderMovedError`` with the hint, and the
+router tries the hint. And with no replica to read an expiry from, ``items`` takes it from the
+answer's ``X-Raftcache-Expires-At`` header (epoch seconds, or ``never``); a store whose HTTP API
+does not send it cannot serve TTL, PTTL or a transaction for such a key, which then answers an
+error naming the header rather than guess (a rewrite would drop the key's TTL). The whole-keyspace
+operations of such a backend (listing, counting, flushing) are scoped to its group: they send
+``group=<id>`` and keep only the group's keys of what comes back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -42,10 +54,39 @@ from raftcache.cache.results import BatchItem
 from raftcache.resp.backend import ReplicaPort
 from raftcache.resp.errors import IndeterminateWriteError, UnavailableError
 from raftcache.resp.protocol import RespError
+from raftcache.slots import key_group
 
 MGET_CHUNK: Final = 1000  # the HTTP API's default --max-batch-ops
 LIST_LIMIT_MAX: Final = 1000
 EXPIRY_WAIT_S: Final = 2.0
+# The HTTP API's forwarding headers (``raftcache.server.forwarding``, a layer above this one).
+FORWARDED_HEADER: Final = "X-Raftcache-Forwarded"
+NOT_LEADER_HEADER: Final = "X-Raftcache-Not-Leader"
+#: A key's expiry on ``GET /v1/keys/{key}``: epoch seconds, or ``never``.
+EXPIRES_HEADER: Final = "X-Raftcache-Expires-At"
+
+
+class LeaderMovedError(UnavailableError):
+    """The node asked certainly did not take the request: it could not be reached, or it is not
+    the leader (``hint``: the leader it knows of, if any). A retry elsewhere is safe."""
+
+    def __init__(self, hint: str | None, message: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class GroupScope:
+    """The data group a backend's whole-keyspace operations are confined to, on a sharded
+    store: ``group`` is its id, sent as ``group=<id>``; ``index`` and ``groups`` tell its keys
+    (``raftcache.slots.key_group(key, groups) == index``)."""
+
+    __slots__ = ("group", "groups", "index")
+
+    def __init__(self, group: str, index: int, groups: int) -> None:
+        self.group, self.index, self.groups = group, index, groups
+
+    def holds(self, key: str) -> bool:
+        return key_group(key, self.groups) == self.index
 
 
 class LeaderBackend:
@@ -56,9 +97,15 @@ class LeaderBackend:
         base_url: the leader's client API, e.g. ``http://127.0.0.1:8001``.
         token: the client token to present (``Authorization: Bearer``), if any.
         timeout_s: total timeout of one request.
-        replica: this node's state machine (expiry of a version the leader returned).
-        applied: this node's last applied log index.
+        replica: this node's state machine (expiry of a version the leader returned); None on
+            a store that holds no replica of the group (the expiry then comes from the
+            answer's ``X-Raftcache-Expires-At``).
+        applied: this node's last applied log index (with ``replica``).
         clock: wall-clock seconds (judges expiry on the local replica).
+        forwarded: mark requests as forwarded, so that a node that is not the leader answers
+            "not the leader" (``LeaderMovedError``) instead of forwarding again.
+        scope: the one group whose keys the listing, counting and flushing concern (a store's
+            group held elsewhere), or None for all of the node's keys.
     """
 
     def __init__(
@@ -68,17 +115,22 @@ class LeaderBackend:
         *,
         token: str | None,
         timeout_s: float,
-        replica: ReplicaPort,
-        applied: Callable[[], int],
+        replica: ReplicaPort | None,
+        applied: Callable[[], int] | None = None,
         clock: Callable[[], float],
+        forwarded: bool = False,
+        scope: GroupScope | None = None,
     ) -> None:
         self._session = session
         self._base = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if forwarded:
+            self._headers[FORWARDED_HEADER] = "1"
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._replica = replica
-        self._applied = applied
+        self._applied = applied or (lambda: 0)
         self._clock = clock
+        self._scope = scope
 
     # --- reads ----------------------------------------------------------------------------
 
@@ -107,8 +159,10 @@ class LeaderBackend:
             )
             if status == 404:
                 return None
-            _raise_for(status, body, write=False)
+            _raise_for(status, body, write=False, headers=headers)
             version = int(headers.get("ETag", '"0"').strip('"'))
+            if self._replica is None:
+                return Item(body, version, _expiry_of(headers))
             expires_at, settled = await self._expiry(key, version)
             if settled:
                 return Item(body, version, expires_at)
@@ -119,6 +173,7 @@ class LeaderBackend:
         ``settled`` is False when the replica already moved past that version (read again)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + EXPIRY_WAIT_S
+        assert self._replica is not None
         while True:
             item = self._replica.get(key, self._clock())
             if item is not None and item.version == version:
@@ -139,12 +194,30 @@ class LeaderBackend:
             query += f"&prefix={_q(prefix)}"
         if after is not None:
             query += f"&after={_q(after)}"
+        scope = self._scope
+        if scope is not None:
+            query += f"&group={_q(scope.group)}"
         body = await self._json("GET", "/v1/keys" + query, None, write=False)
-        return list(body["keys"]), body["next"]
+        keys, next_key = list(body["keys"]), body["next"]
+        if scope is not None:  # a store that lists every group's keys: keep this group's
+            keys = [key for key in keys if scope.holds(key)]
+        return keys, next_key
 
     async def dbsize(self, consistency: str) -> int:
+        if self._scope is not None:
+            return await self._count(consistency)
         body = await self._json("GET", "/v1/stats", None, write=False)
         return int(body["cache"]["keys"])
+
+    async def _count(self, consistency: str) -> int:
+        """The group's live keys, counted page by page: a store's ``/v1/stats`` counts every
+        group it hosts, and the HTTP API has no count of one group."""
+        count, after = 0, None
+        while True:
+            keys, after = await self.list_keys("", after, LIST_LIMIT_MAX, consistency)
+            count += len(keys)
+            if after is None:
+                return count
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -163,16 +236,16 @@ class LeaderBackend:
         if if_absent:
             headers["If-None-Match"] = "*"
         path = f"/v1/keys/{_q(key)}" + ("" if ttl is None else f"?ttl={ttl!r}")
-        status, _, body = await self._request("PUT", path, value, write=True, headers=headers)
-        _raise_for(status, body, write=True)
+        status, answer, body = await self._request("PUT", path, value, write=True, headers=headers)
+        _raise_for(status, body, write=True, headers=answer)
         return int(orjson.loads(body)["version"])
 
     async def delete(self, key: str, *, if_version: int | None = None) -> bool:
         headers = {} if if_version is None else {"If-Match": f'"{if_version}"'}
-        status, _, body = await self._request(
+        status, answer, body = await self._request(
             "DELETE", f"/v1/keys/{_q(key)}", None, write=True, headers=headers
         )
-        _raise_for(status, body, write=True)
+        _raise_for(status, body, write=True, headers=answer)
         return bool(orjson.loads(body)["deleted"])
 
     async def incr(self, key: str, by: int) -> int:
@@ -198,15 +271,18 @@ class LeaderBackend:
         return results
 
     async def flush(self, prefix: str) -> int:
-        body = await self._json("DELETE", f"/v1/keys?prefix={_q(prefix)}", None, write=True)
+        query = f"?prefix={_q(prefix)}"
+        if self._scope is not None:
+            query += f"&group={_q(self._scope.group)}"
+        body = await self._json("DELETE", "/v1/keys" + query, None, write=True)
         return int(body["deleted"])
 
     # --- HTTP -----------------------------------------------------------------------------
 
     async def _json(self, method: str, path: str, payload: Any, *, write: bool) -> Any:
         data = None if payload is None else orjson.dumps(payload)
-        status, _, body = await self._request(method, path, data, write=write)
-        _raise_for(status, body, write=write)
+        status, headers, body = await self._request(method, path, data, write=write)
+        _raise_for(status, body, write=write, headers=headers)
         return orjson.loads(body)
 
     async def _request(
@@ -230,7 +306,7 @@ class LeaderBackend:
             ) as resp:
                 return resp.status, resp.headers, await resp.read()
         except (aiohttp.ClientConnectorError, aiohttp.InvalidURL) as exc:
-            raise UnavailableError(f"leader unreachable: {type(exc).__name__}") from exc
+            raise LeaderMovedError(None, f"leader unreachable: {type(exc).__name__}") from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             if write:
                 raise IndeterminateWriteError(
@@ -279,9 +355,31 @@ def _op_to_json(op: BatchOp) -> dict[str, Any]:
     return wire
 
 
-def _raise_for(status: int, body: bytes, *, write: bool) -> None:
+def _expiry_of(headers: Mapping[str, str]) -> float | None:
+    """The expiry ``GET /v1/keys/{key}`` reported (``X-Raftcache-Expires-At``), None for none;
+    an error when the answer did not say (a store whose HTTP API does not report expiries)."""
+    raw = headers.get(EXPIRES_HEADER)
+    if raw is None:
+        raise RespError(
+            "ERR this store holds no replica of the key's group and the group's leader does "
+            f"not report expiries ({EXPIRES_HEADER}): run this command on a store that hosts "
+            "the group"
+        )
+    raw = raw.strip()
+    if raw.lower() in ("", "never", "none"):
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise UnavailableError(f"the leader sent an unreadable {EXPIRES_HEADER}") from None
+
+
+def _raise_for(
+    status: int, body: bytes, *, write: bool, headers: Mapping[str, str] | None = None
+) -> None:
     """Raise the exception ``CacheService`` would have raised for this HTTP answer (``write``:
-    the request may have changed state, so an unexpected status leaves its outcome unknown)."""
+    the request may have changed state, so an unexpected status leaves its outcome unknown;
+    ``headers``: the answer's, which say when a 503 means "not the leader")."""
     if status < 300:
         return
     try:
@@ -308,6 +406,8 @@ def _raise_for(status: int, body: bytes, *, write: bool) -> None:
         raise InvalidCommandError(message)
     if status == 401:
         raise RespError("ERR the leader refused the forwarded request: wrong client token")
+    if status == 503 and headers is not None and NOT_LEADER_HEADER in headers:
+        raise LeaderMovedError(headers[NOT_LEADER_HEADER] or None, message)
     if status == 503:
         raise UnavailableError(message)
     if status == 504:

@@ -2,7 +2,11 @@
 
 Rule: these page through the cache's sorted key listing (``list_keys``), each page a
 linearizable read of its own, so — unlike Redis's KEYS — a listing is not one atomic snapshot
-of a keyspace that changes meanwhile. FLUSHDB is one FLUSH entry (command version 2): atomic.
+of a keyspace that changes meanwhile. On a sharded store they go through every data group
+(``ServerState.shards``): SCAN one group after the other, its cursor naming the group; KEYS
+merges the groups' listings in key order; DBSIZE adds their counts; FLUSHDB flushes each. A
+pattern whose literal prefix holds a whole hash tag (``{user42}:*``) visits only its group.
+FLUSHDB is one FLUSH entry (command version 2): atomic (per group, on a sharded store).
 Until a rolling upgrade has enabled format 2 it falls back to deleting the keys it finds in one
 pass, a batch per page, so a key written behind its cursor during that pass survives. A glob
 pattern's literal prefix narrows the listing to that prefix; the rest
@@ -12,6 +16,8 @@ of the pattern is matched here with Redis's glob rules (``*``, ``?``, ``[a-z]``,
 
 from __future__ import annotations
 
+import asyncio
+import heapq
 import re
 from collections.abc import Awaitable, Sequence
 from functools import lru_cache
@@ -20,7 +26,7 @@ from typing import Final
 from raftcache.cache.commands import DeleteOp
 from raftcache.resp import args
 from raftcache.resp.args import Limits
-from raftcache.resp.backend import Backend
+from raftcache.resp.backend import Backend, CallRouter
 from raftcache.resp.calls import Call, Reply
 from raftcache.resp.errors import SYNTAX, wrong_args
 from raftcache.resp.protocol import OK, RespError
@@ -86,8 +92,23 @@ def _matcher(pattern: str | None) -> tuple[str, re.Pattern[str] | None]:
     return prefix, regex
 
 
+def _shards(ctx: ClientState, prefix: str) -> list[tuple[int, CallRouter]]:
+    """The groups whose keys a listing of ``prefix`` must visit, with their positions: every
+    group, but only one when ``prefix`` fixes the hash tag of every key it starts (``{tag}``
+    whole in it: a sharded store's keys of one tag share a group)."""
+    shards = ctx.server.shards
+    store = ctx.server.store
+    if store is not None and len(shards) > 1:
+        start = prefix.find("{")
+        if start >= 0 and prefix.find("}", start + 1) > start + 1:
+            index = store.group_ids().index(store.group_of(prefix))
+            return [(index, shards[index])]
+    return list(enumerate(shards))
+
+
 class Keys(Call):
-    """KEYS pattern: every key matching, in key order."""
+    """KEYS pattern: every key matching, in key order (on a sharded store, every group's
+    listing merged)."""
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
@@ -105,43 +126,68 @@ class Keys(Call):
                 if after is None:
                     return found
 
-        return await ctx.server.router.call(listing, ctx.gate)
+        shards = _shards(ctx, prefix)
+        if len(shards) == 1:
+            return await shards[0][1].call(listing, ctx.gate)
+        listings = await asyncio.gather(*(router.call(listing, ctx.gate) for _, router in shards))
+        return list(heapq.merge(*listings))
 
 
 class Scan(Call):
-    """SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]."""
+    """SCAN cursor [MATCH pattern] [COUNT n] [TYPE type]: a page of one group's keys (with one
+    group, of all keys); a cursor names the group and the key to go on after."""
 
     def __init__(self, cursor: int, pattern: str | None, count: int, kind: str | None) -> None:
         self.cursor, self.pattern, self.count, self.kind = cursor, pattern, count, kind
 
     async def run_server(self, ctx: ClientState) -> Reply:
         server = ctx.server
-        after = server.cursors.resolve(self.cursor)
+        shard, after = server.cursors.resolve_shard(self.cursor)
         prefix, regex = _matcher(self.pattern)
         limit, consistency = min(self.count, PAGE), ctx.consistency
+        shards = [(i, router) for i, router in _shards(ctx, prefix) if i >= shard]
+        if shard >= len(server.shards):
+            raise RespError("ERR invalid cursor")
+        keys: list[str] = []
+        cursor = 0
+        for position, (index, router) in enumerate(shards):
+            start = after if index == shard else None
 
-        def page(backend: Backend) -> Awaitable[tuple[list[str], str | None]]:
-            return backend.list_keys(prefix, after, limit, consistency)
+            def page(
+                backend: Backend, start: str | None = start
+            ) -> Awaitable[tuple[list[str], str | None]]:
+                return backend.list_keys(prefix, start, limit, consistency)
 
-        keys, nxt = await server.router.call(page, ctx.gate)
+            keys, nxt = await router.call(page, ctx.gate)
+            if nxt is not None:
+                cursor = server.cursors.issue(nxt, index)
+                break
+            if position + 1 < len(shards) and keys:  # this group done: the next from its start
+                cursor = server.cursors.issue(None, shards[position + 1][0])
+                break
         if self.kind is not None and self.kind != "string":
             keys = []  # every value is a string
         found = [k.encode() for k in keys if regex is None or regex.fullmatch(k)]
-        cursor = 0 if nxt is None else server.cursors.issue(nxt)
         return [str(cursor).encode(), found]
 
 
 class DbSize(Call):
-    """DBSIZE: keys held (as Redis, expired keys not yet removed count)."""
+    """DBSIZE: keys held (as Redis, expired keys not yet removed count); on a sharded store
+    the sum of every group's."""
 
     async def run_server(self, ctx: ClientState) -> Reply:
         consistency = ctx.consistency
-        return await ctx.server.router.call(lambda b: b.dbsize(consistency), ctx.gate)
+        shards = ctx.server.shards
+        counts = await asyncio.gather(
+            *(router.call(lambda b: b.dbsize(consistency), ctx.gate) for router in shards)
+        )
+        return sum(counts)
 
 
 class FlushDb(Call):
     """FLUSHDB / FLUSHALL [ASYNC | SYNC]: delete every key in one log entry (atomic); before
-    command version 2 is enabled, a batch per page (not atomic)."""
+    command version 2 is enabled, a batch per page (not atomic). On a sharded store, every
+    group is flushed so, concurrently: atomic per group, not across groups."""
 
     writes = True
 
@@ -152,18 +198,24 @@ class FlushDb(Call):
                 await backend.flush("")
                 return OK
 
-            return await ctx.server.router.call(flush_all, ctx.gate)
+            run = flush_all
+        else:
 
-        async def flush(backend: Backend) -> Reply:
-            after: str | None = None
-            while True:
-                keys, after = await backend.list_keys("", after, PAGE, "linearizable")
-                if keys:
-                    await backend.batch([DeleteOp(key) for key in keys])
-                if after is None:
-                    return OK
+            async def flush(backend: Backend) -> Reply:
+                after: str | None = None
+                while True:
+                    keys, after = await backend.list_keys("", after, PAGE, "linearizable")
+                    if keys:
+                        await backend.batch([DeleteOp(key) for key in keys])
+                    if after is None:
+                        return OK
 
-        return await ctx.server.router.call(flush, ctx.gate)
+            run = flush
+        shards = ctx.server.shards
+        if len(shards) == 1:
+            return await shards[0].call(run, ctx.gate)
+        await asyncio.gather(*(router.call(run, ctx.gate) for router in shards))
+        return OK
 
 
 def parse_keys(argv: Sequence[bytes], limits: Limits) -> Call:

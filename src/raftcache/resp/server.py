@@ -11,6 +11,12 @@ nothing a client sends can raise out of the protocol callbacks.
 Lifecycle: ``start()`` listens; ``stop()`` stops accepting, lets running commands finish for up
 to ``shutdown_timeout_s``, then closes every connection and the HTTP session used to forward to
 the leader. The server does not own the node or the service: whoever created them stops them.
+
+On a sharded store (``store=``) the same server runs every command against its keys' data
+group (``raftcache.resp.shards``): a group hosted here through its replica, or its leader
+store over HTTP; a group held elsewhere through one of its stores over HTTP. ``service`` and
+``node`` are then those of one hosted group (any; None takes the first): ``node`` names the
+store in HELLO and gives INFO its ``raft`` section, and nothing runs on them alone.
 """
 
 from __future__ import annotations
@@ -20,20 +26,43 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Callable, Mapping
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import aiohttp
 
 from raftcache.resp.args import Limits
-from raftcache.resp.backend import Backend, LocalBackend, NodePort, Router, ServicePort
-from raftcache.resp.coalesce import ReadGroups, WriteGroups
+from raftcache.resp.backend import (
+    Backend,
+    CallRouter,
+    LocalBackend,
+    NodePort,
+    ReplicaPort,
+    Router,
+    ServicePort,
+    ServiceView,
+)
+from raftcache.resp.coalesce import ReadGroups, ReadPort, WriteGroups, WritePort
 from raftcache.resp.commands import TABLE
 from raftcache.resp.connection import Executor
-from raftcache.resp.leader import LeaderBackend
+from raftcache.resp.leader import GroupScope, LeaderBackend
 from raftcache.resp.protocol import RespError, RespParser, encode
+from raftcache.resp.shards import (
+    RemoteRouter,
+    ShardedReads,
+    ShardedRouter,
+    ShardedWrites,
+    StoreFace,
+    StoreView,
+)
 from raftcache.resp.state import ClientState, ServerState
 from raftcache.resp.topology import Topology
 from raftcache.vocabulary import CONSISTENCY_LEVELS
+
+if TYPE_CHECKING:
+    from raftcache.store import Store
+
+#: Makes the backend of one group's leader store: (group id, the store's base URL) → backend.
+GroupBackendFactory = Callable[[str, str], Backend]
 
 log = logging.getLogger("raftcache.resp")
 
@@ -183,11 +212,11 @@ def _protocol_error(error: Exception) -> RespError:
 
 
 class RespServer:
-    """The Redis protocol for one node.
+    """The Redis protocol for one node, or for a sharded store (``store``).
 
     Args:
-        service: the node's ``CacheService``.
-        node: the node's ``RaftNode``.
+        service: the node's ``CacheService`` (with ``store``: a hosted group's, or None).
+        node: the node's ``RaftNode`` (with ``store``: a hosted group's, or None).
         host: address to listen on.
         port: port to listen on (0: a free one, read ``.port`` after ``start()``).
         clock: wall-clock seconds (the one the service uses): TTL replies and expiry options.
@@ -211,13 +240,18 @@ class RespServer:
             CLUSTER SLOTS, SHARDS, NODES and INFO (without it: "cluster support disabled").
         cluster_mode: answer keyed commands this node must not run with Redis Cluster's
             redirects (``MOVED``, ``CROSSSLOT``, ``CLUSTERDOWN``: ``raftcache.resp.cluster``)
-            and report ``redis_mode:cluster`` in INFO; needs ``topology``.
+            and report ``redis_mode:cluster`` in INFO; needs ``topology`` (for a store,
+            ``raftcache.resp.topology.store_topology``).
+        store: the sharded store to serve (``raftcache.store.Store``): every keyed command
+            runs on its key's group (module docstring); ``peer_urls`` then name the stores.
+        group_backend: with ``store``, makes the backend of a group's store from (group id,
+            base URL) instead of ``LeaderBackend`` over HTTP (tests).
     """
 
     def __init__(
         self,
-        service: ServicePort,
-        node: NodePort,
+        service: ServicePort | None,
+        node: NodePort | None,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -237,6 +271,8 @@ class RespServer:
         shutdown_timeout_s: float = 5.0,
         topology: Topology | None = None,
         cluster_mode: bool = False,
+        store: Store | None = None,
+        group_backend: GroupBackendFactory | None = None,
     ) -> None:
         if read_consistency not in CONSISTENCY_LEVELS:
             raise ValueError("read_consistency must be linearizable, lease or stale")
@@ -253,23 +289,49 @@ class RespServer:
         self._http_token = client_token if client_token is not None else client_token_ro
         self._forward_timeout_s = forward_timeout_s
         self._shutdown_timeout_s = shutdown_timeout_s
-        self._service, self._node, self._clock = service, node, clock
+        self._clock = clock
         self._http: aiohttp.ClientSession | None = None
         self._server: asyncio.Server | None = None
         self.connections: set[RespConnection] = set()
-        router = Router(
-            node,
-            LocalBackend(service),
-            self._leader_backend,
-            peer_urls=peer_urls,
-            leader_wait_s=leader_wait_s,
-        )
+        self._peer_urls = dict(peer_urls or {})
+        self._store = store
+        router: CallRouter
+        reads: ReadPort
+        writes: WritePort
+        view: ServiceView
+        if store is None:
+            if service is None or node is None:
+                raise ValueError("a RESP server needs the node's service and node")
+            self._service: ServicePort | None = service
+            self._node: NodePort = node
+            single = Router(
+                node,
+                LocalBackend(service),
+                self._leader_backend,
+                peer_urls=peer_urls,
+                leader_wait_s=leader_wait_s,
+            )
+            router, reads, writes, view = (
+                single,
+                ReadGroups(single),
+                WriteGroups(single),
+                service,
+            )
+            shards: list[CallRouter] = [single]
+        else:
+            first = next(iter(store.replicas.values()), None)
+            self._node = node or (first.node if first is not None else StoreFace(store))
+            self._service = service or (first.service if first is not None else None)
+            sharded = self._store_router(store, leader_wait_s, group_backend)
+            router, reads, writes = sharded, ShardedReads(sharded), ShardedWrites(sharded)
+            view = StoreView(store, self._service)
+            shards = list(sharded.routers.values())
         self.state = ServerState(
-            node=node,
-            service=service,
+            node=self._node,
+            service=view,
             router=router,
-            reads=ReadGroups(router),
-            writes=WriteGroups(router),
+            reads=reads,
+            writes=writes,
             clock=clock,
             limits=limits or Limits(),
             client_token=client_token,
@@ -279,7 +341,73 @@ class RespServer:
             commands=dict(TABLE),
             topology=topology,
             cluster_mode=cluster_mode,
+            store=store,
+            shards=shards,
         )
+
+    def _store_router(
+        self, store: Store, leader_wait_s: float, factory: GroupBackendFactory | None
+    ) -> ShardedRouter:
+        """One router per group of ``store`` (hosted: ``Router``; held elsewhere:
+        ``RemoteRouter``), in slot order, and the one over them all."""
+        routers: dict[str, CallRouter] = {}
+        for index, gid in enumerate(store.group_ids()):
+            scope = GroupScope(gid, index, store.groups)
+            replica = store.replicas.get(gid)
+            if replica is not None:
+                node = replica.node
+                make = self._group_backend(
+                    gid, scope, factory, replica.service.machine, _applied_of(node)
+                )
+                routers[gid] = Router(
+                    node,
+                    LocalBackend(replica.service),
+                    make,
+                    peer_urls=self._peer_urls,
+                    leader_wait_s=leader_wait_s,
+                )
+            else:
+                make = self._group_backend(gid, scope, factory, None, None)
+                routers[gid] = RemoteRouter(
+                    store.remote[gid], make, self._store_url, leader_wait_s=leader_wait_s
+                )
+        return ShardedRouter(store.group_of, routers)
+
+    def _group_backend(
+        self,
+        gid: str,
+        scope: GroupScope,
+        factory: GroupBackendFactory | None,
+        replica: ReplicaPort | None,
+        applied: Callable[[], int] | None,
+    ) -> Callable[[str], Backend]:
+        if factory is not None:
+            return lambda url: factory(gid, url)
+
+        def make(url: str) -> Backend:
+            return LeaderBackend(
+                self._session(),
+                url,
+                token=self._http_token,
+                timeout_s=self._forward_timeout_s,
+                replica=replica,
+                applied=applied,
+                clock=self._clock,
+                forwarded=replica is None,  # a group held elsewhere: "not the leader" answers
+                scope=scope,
+            )
+
+        return make
+
+    def _store_url(self, store_id: str) -> str | None:
+        """A store's base URL: ``peer_urls``, else what a hosted group's node knows."""
+        url = self._peer_urls.get(store_id)
+        if url is None and self._store is not None:
+            for replica in self._store.replicas.values():
+                url = replica.node.peer_url(store_id)
+                if url:
+                    break
+        return url or None
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:  # created in the running loop, on first use, then reused
@@ -288,6 +416,7 @@ class RespServer:
         return self._http
 
     def _leader_backend(self, url: str) -> Backend:
+        assert self._service is not None
         return LeaderBackend(
             self._session(),
             url,
@@ -335,11 +464,16 @@ class RespServer:
             self._http = None
 
 
+def _applied_of(node: NodePort) -> Callable[[], int]:
+    return lambda: node.last_applied
+
+
 async def start_resp_server(
-    service: ServicePort, node: NodePort, host: str, port: int, **options: Any
+    service: ServicePort | None, node: NodePort | None, host: str, port: int, **options: Any
 ) -> RespServer:
     """Create and start a ``RespServer`` (``options`` as its keyword arguments; ``clock`` is
-    required). Returns the running server; ``await server.stop()`` to stop it."""
+    required; ``store=`` serves a sharded store). Returns the running server; ``await
+    server.stop()`` to stop it."""
     server = RespServer(service, node, host=host, port=port, **options)
     await server.start()
     return server

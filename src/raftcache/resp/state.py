@@ -12,47 +12,56 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from raftcache.resp.args import Limits
-from raftcache.resp.backend import NodePort, Router, ServicePort
+from raftcache.resp.backend import CallRouter, NodePort, ServiceView
 from raftcache.resp.calls import Call
-from raftcache.resp.coalesce import ReadGroups, WriteGroups
+from raftcache.resp.coalesce import ReadPort, WritePort
 from raftcache.resp.protocol import RespError
 from raftcache.resp.topology import Topology
+
+if TYPE_CHECKING:
+    from raftcache.store import Store
 
 MAX_CURSORS: Final = 65_536
 
 
 class CursorTable:
-    """SCAN cursors: small integers standing for "continue after this key".
+    """SCAN cursors: small integers standing for "continue after this key" (of this shard).
 
     Redis cursors are integers (redis-py parses them with ``int``) while the cache pages by
     key, so the server remembers the key behind each cursor it hands out — the newest
-    ``capacity`` of them; an older cursor is refused, and the client starts over.
+    ``capacity`` of them; an older cursor is refused, and the client starts over. On a sharded
+    store a cursor also remembers which group the scan is in (``shard``, the group's position
+    in slot order; ``after`` None: that group from its start); with one group it is always 0.
     """
 
     def __init__(self, capacity: int = MAX_CURSORS) -> None:
         self._capacity = capacity
-        self._after: OrderedDict[int, str] = OrderedDict()
+        self._after: OrderedDict[int, tuple[int, str | None]] = OrderedDict()
         self._ids = itertools.count(1)
 
-    def issue(self, after: str) -> int:
-        """A new cursor for "keys after ``after``"."""
+    def issue(self, after: str | None, shard: int = 0) -> int:
+        """A new cursor for "keys of ``shard`` after ``after``"."""
         cursor = next(self._ids)
-        self._after[cursor] = after
+        self._after[cursor] = (shard, after)
         if len(self._after) > self._capacity:
             self._after.popitem(last=False)
         return cursor
 
     def resolve(self, cursor: int) -> str | None:
         """The key a cursor continues after (None for 0, the start)."""
+        return self.resolve_shard(cursor)[1]
+
+    def resolve_shard(self, cursor: int) -> tuple[int, str | None]:
+        """The shard a cursor is in and the key it continues after ((0, None) for 0)."""
         if cursor == 0:
-            return None
-        after = self._after.get(cursor)
-        if after is None:
+            return 0, None
+        found = self._after.get(cursor)
+        if found is None:
             raise RespError("ERR invalid cursor")
-        return after
+        return found
 
 
 @dataclass(eq=False)
@@ -60,10 +69,10 @@ class ServerState:
     """What every connection of one server shares."""
 
     node: NodePort
-    service: ServicePort
-    router: Router
-    reads: ReadGroups
-    writes: WriteGroups
+    service: ServiceView
+    router: CallRouter
+    reads: ReadPort
+    writes: WritePort
     clock: Callable[[], float]
     limits: Limits
     client_token: str | None
@@ -75,6 +84,11 @@ class ServerState:
     #: disabled"); ``cluster_mode``: redirect keyed commands (``raftcache.resp.cluster``).
     topology: Topology | None = None
     cluster_mode: bool = False
+    #: The sharded store this server fronts (None: one group, ``node``'s), and the router of
+    #: each of its groups in slot order, which whole-keyspace commands go through one by one
+    #: (with one group: ``[router]``).
+    store: Store | None = None
+    shards: list[CallRouter] = field(default_factory=list)
     cursors: CursorTable = field(default_factory=CursorTable)
     clients: dict[int, ClientState] = field(default_factory=dict)
     client_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))

@@ -11,9 +11,16 @@ refresh their slots. Learners are never advertised: one being added is empty unt
 snapshot installs. An address is ``host:port`` with a port in 1..65535 and an IPv6 host
 written as Redis writes it (``::1:7002``, no brackets); a member advertising anything else is
 treated as advertising nothing. A node has one topology (one poller), shared by its RESP
-listeners, and only when it has a cluster-mode port. The sharded store replaces the poll with
-the cluster map (docs/sharding.md, step 4); the RESP commands read only this class's methods,
-so they do not change.
+listeners, and only when it has a cluster-mode port. The RESP commands read only this class's
+methods — ``shard_of`` and ``shards`` above all: each data group's slot range, leader and
+replicas — so they do not change with the number of groups.
+
+A sharded store's topology (``StoreTopology``, made by ``store_topology``) describes one shard
+per data group: a group this store hosts from its own replica (leader, voters, applied index),
+a group held elsewhere from what the stores that host it report in their ``/v1/status``
+(``groups``: ``{"group", "hosted", "leader", "members", "term"?}`` — the report of the highest
+term wins, then a store's claim to lead it, then any). The poll covers every store of the
+placement and reads their RESP endpoints as before.
 """
 
 from __future__ import annotations
@@ -24,12 +31,17 @@ import hashlib
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import aiohttp
 import orjson
+
+from raftcache.slots import SLOTS, group_range, slot_group
+
+if TYPE_CHECKING:
+    from raftcache.store import Store
 
 log = logging.getLogger("raftcache.resp")
 
@@ -121,6 +133,21 @@ class Advertised:
         return cls(_normal(resp.get("address")), _normal(resp.get("cluster_address")))
 
 
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """One data group as the cluster commands see it: its slots ``first``..``last``, the member
+    leading it (None: unknown), its voters, whether this node holds a replica of it (READONLY
+    reads are served here then) and this node's applied index in it (0 when it holds none)."""
+
+    group: str
+    first: int
+    last: int
+    leader: str | None
+    members: tuple[str, ...]
+    hosted: bool = True
+    applied: int = 0
+
+
 def cluster_node_id(node_id: str) -> str:
     """The 40-hex-digit id Redis Cluster clients expect for a member (stable per node id)."""
     return hashlib.sha1(node_id.encode(), usedforsecurity=False).hexdigest()
@@ -204,6 +231,16 @@ class Topology:
     def leader(self) -> str | None:
         return self.node.leader_id
 
+    def shard_of(self, slot: int) -> Shard:
+        """The shard serving ``slot``: with one group, the whole keyspace."""
+        return Shard(
+            "", 0, SLOTS - 1, self.leader(), tuple(self.members()), True, self.node.last_applied
+        )
+
+    def shards(self) -> list[Shard]:
+        """Every shard, in slot order."""
+        return [self.shard_of(0)]
+
     def advertised(self, node_id: str) -> Advertised | None:
         """What ``node_id`` advertised when last heard from (None: not heard from yet, or its
         status no longer advertises RESP)."""
@@ -243,6 +280,14 @@ class Topology:
                 self._known.pop(member, None)  # it closed its RESP listeners
             else:
                 self._known[member] = advertised
+            self._heard(member, result)
+        self._polled(members)
+
+    def _heard(self, member: str, status: Mapping[str, Any]) -> None:
+        """A member's status, as a poll read it (for what a subclass learns from it)."""
+
+    def _polled(self, members: Sequence[str]) -> None:
+        """A poll of ``members`` is over (a subclass recomputes what it derives)."""
 
     def start(self) -> None:
         if self._task is None:
@@ -264,3 +309,168 @@ class Topology:
             except Exception as exc:  # a poll is a hint: the next one tries again
                 log.debug("RESP topology poll failed: %r", exc)
             await asyncio.sleep(self.refresh_s)
+
+
+@dataclass(frozen=True, slots=True)
+class _Report:
+    """What one store said of a group it hosts."""
+
+    leader: str | None
+    members: tuple[str, ...]
+    term: int
+
+
+def _report(entry: object) -> tuple[str, _Report] | None:
+    """(group, report) of one entry of a status's ``groups``; None unless the reporter hosts
+    the group and the entry is well formed."""
+    if not isinstance(entry, Mapping) or entry.get("hosted") is not True:
+        return None
+    group, leader, members = entry.get("group"), entry.get("leader"), entry.get("members")
+    if not isinstance(group, str) or not (leader is None or isinstance(leader, str)):
+        return None
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        members = []
+    term = entry.get("term")
+    return group, _Report(leader, tuple(members), term if type(term) is int else -1)
+
+
+class _StoreNode:
+    """A store as the topology's "node": its id, the stores of the placement as members, and
+    the highest term of its groups as the cluster's epoch."""
+
+    def __init__(self, store: Store, peer_urls: Mapping[str, str]) -> None:
+        self._store = store
+        self._peer_urls = dict(peer_urls)
+        self.node_id = store.store_id
+        self.members = sorted({s for stores in store.placement.values() for s in stores})
+
+    @property
+    def leader_id(self) -> str | None:
+        return None  # one per group: ``StoreTopology.shard_of``
+
+    @property
+    def current_term(self) -> int:
+        return max((r.node.current_term for r in self._store.replicas.values()), default=0)
+
+    @property
+    def last_applied(self) -> int:
+        return 0
+
+    def peer_url(self, node_id: str) -> str | None:
+        url = self._peer_urls.get(node_id)
+        for replica in self._store.replicas.values():
+            if url:
+                break
+            url = replica.node.peer_url(node_id)
+        return url or None
+
+
+class StoreTopology(Topology):
+    """The shards of a sharded store: one per data group (see the module docstring).
+
+    Args:
+        store: the store (``raftcache.store.Store``).
+        own: this store's advertised endpoints.
+        fetch_status: ``GET <url>/v1/status`` of a store, parsed, or None on any failure.
+        peer_urls: store id → base URL (else what the hosted groups' nodes know).
+        refresh_s: seconds between polls of the stores.
+        on_stop: awaited by ``stop``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        own: Advertised,
+        fetch_status: Callable[[str], Awaitable[Mapping[str, Any] | None]],
+        *,
+        peer_urls: Mapping[str, str] | None = None,
+        refresh_s: float = 1.0,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.store = store
+        super().__init__(
+            _StoreNode(store, peer_urls or {}),
+            own,
+            fetch_status,
+            refresh_s=refresh_s,
+            on_stop=on_stop,
+        )
+        self._groups = store.group_ids()
+        self._reports: dict[str, dict[str, _Report]] = {}  # store → group → its report
+        self._remote: dict[str, tuple[str | None, tuple[str, ...]]] = {}  # group → leader, voters
+
+    def members(self) -> list[str]:
+        """Every store of the placement, sorted."""
+        return list(self.node.members)
+
+    def leader(self) -> str | None:
+        return None  # one per group: ``shard_of``
+
+    def shard_of(self, slot: int) -> Shard:
+        store = self.store
+        index = slot_group(slot, store.groups)
+        return self._shard(index, self._groups[index])
+
+    def shards(self) -> list[Shard]:
+        return [self._shard(index, gid) for index, gid in enumerate(self._groups)]
+
+    def _shard(self, index: int, gid: str) -> Shard:
+        slots = group_range(index, self.store.groups)
+        first, last = slots.start, slots.stop - 1
+        replica = self.store.replicas.get(gid)
+        if replica is not None:
+            node = replica.node
+            return Shard(
+                gid, first, last, node.leader_id, tuple(node.members), True, node.last_applied
+            )
+        leader, members = self._remote.get(gid, (None, ()))
+        return Shard(gid, first, last, leader, members or self.store.placement[gid], False, 0)
+
+    def _heard(self, member: str, status: Mapping[str, Any]) -> None:
+        groups = status.get("groups")
+        reports: dict[str, _Report] = {}
+        if isinstance(groups, list):
+            for entry in groups:
+                found = _report(entry)
+                if found is not None:
+                    reports[found[0]] = found[1]
+        self._reports[member] = reports
+
+    def _polled(self, members: Sequence[str]) -> None:
+        for gone in [m for m in self._reports if m not in members]:
+            del self._reports[gone]
+        remote: dict[str, tuple[str | None, tuple[str, ...]]] = {}
+        for gid, stores in self.store.placement.items():
+            if gid in self.store.replicas:
+                continue
+            best: tuple[int, bool] | None = None
+            leader: str | None = None
+            voters: tuple[str, ...] = ()
+            for reporter, reports in self._reports.items():
+                report = reports.get(gid)
+                if report is None or self.is_down(reporter):
+                    continue
+                voters = voters or report.members
+                if report.leader is None or report.leader not in (report.members or stores):
+                    continue
+                rank = (report.term, report.leader == reporter)
+                if best is None or rank > best:
+                    best, leader = rank, report.leader
+            remote[gid] = (leader, voters)
+        self._remote = remote
+
+
+def store_topology(
+    store: Store,
+    own: Advertised,
+    fetch_status: Callable[[str], Awaitable[Mapping[str, Any] | None]],
+    *,
+    peer_urls: Mapping[str, str] | None = None,
+    refresh_s: float = 1.0,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> StoreTopology:
+    """The topology of a sharded store's RESP listeners (pass it to ``start_resp_server`` as
+    ``topology``, with ``store``): one shard per data group (``StoreTopology``)."""
+    return StoreTopology(
+        store, own, fetch_status, peer_urls=peer_urls, refresh_s=refresh_s, on_stop=on_stop
+    )

@@ -35,7 +35,7 @@ from raftcache.cache.commands import BatchOp, DeleteOp, GetOp, SetOp
 from raftcache.cache.entries import Item
 from raftcache.cache.errors import PreconditionFailedError
 from raftcache.cache.results import BatchItem
-from raftcache.resp.backend import Backend, Router
+from raftcache.resp.backend import Backend, CallRouter
 from raftcache.resp.calls import Call, Entry, Reply, View
 from raftcache.resp.protocol import RespError
 
@@ -43,7 +43,7 @@ MAX_ATTEMPTS: Final = 32
 
 
 async def run_transaction(
-    router: Router,
+    router: CallRouter,
     calls: Sequence[Call],
     *,
     clock: Callable[[], float],
