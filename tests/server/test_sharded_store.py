@@ -433,6 +433,25 @@ async def test_admin_routes_name_their_group(three: Stores) -> None:
     async with s.get(f"{url}/v1/alarms?group=g3") as resp:
         assert resp.status == 200
         assert await _json(resp) == {"alarms": []}
+    # A backup of one group, through a follower of it, restored into that group only.
+    key = keys_in(1, 1, prefix="b")[0]
+    async with s.put(f"{url}/v1/keys/{key}", data=b"kept") as resp:
+        assert resp.status == 200
+    g1_follower = next(sid for sid in three.running if sid != three.leader_of("g1"))
+    async with s.get(f"{three.url(g1_follower)}/v1/backup?group=g1") as resp:
+        assert resp.status == 200, await resp.text()
+        backup = await resp.read()
+    async with s.put(f"{url}/v1/keys/{key}", data=b"changed") as resp:
+        assert resp.status == 200
+    restore = f"{three.url(g1_follower)}/v1/restore?group=g1"
+    async with s.post(restore, data=backup) as resp:
+        assert resp.status == 200, await resp.text()
+        assert (await _json(resp))["restored"] is True
+    async with s.get(f"{url}/v1/keys/{key}") as resp:
+        assert await resp.read() == b"kept"
+    async with s.post(f"{url}/v1/restore?group=g2", data=backup) as resp:
+        assert resp.status == 400  # another group's backup: refused, naming the problem
+        assert "a key of group g1" in str((await _json(resp))["error"])
 
 
 async def test_groups_held_elsewhere_are_forwarded(four: Stores) -> None:

@@ -24,12 +24,16 @@ answer the whole request's. The key routes of one key, and ``batch`` (one group,
 
 from __future__ import annotations
 
+import asyncio
+import io
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from raftcache.cache.backup import BackupFormatError, verify_backup
+from raftcache.cache.snapshot import SnapshotFormatError, read_snapshot
 from raftcache.cache.watch import WatchHistory
 from raftcache.server import (
     routes_admin,
@@ -39,9 +43,9 @@ from raftcache.server import (
     routes_watch,
 )
 from raftcache.server.bodies import read_body
-from raftcache.server.context import context_of
+from raftcache.server.context import context_of, request_context
 from raftcache.server.drain import DRAIN
-from raftcache.server.errors import bad_request, json_error, too_large
+from raftcache.server.errors import ApiError, bad_request, json_error, too_large
 from raftcache.server.groups import (
     FORWARD_NO_BODY,
     PartRefusedError,
@@ -74,6 +78,7 @@ from raftcache.server.validation import (
     parse_touch,
 )
 from raftcache.server.watch_metrics import GroupWatchCollector
+from raftcache.slots import key_group, key_slot
 from raftcache.store import group_id
 
 
@@ -311,6 +316,38 @@ async def get_metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
+def _stray_key(data: bytes, group: int, groups: int) -> str | None:
+    """A key of the backup ``data`` that belongs to another group than ``group`` (None when
+    every key is the group's, or the file does not decode: ``post_restore`` says why)."""
+    try:
+        _, body = verify_backup(data)
+        records = read_snapshot(io.BytesIO(body)).records
+    except (BackupFormatError, SnapshotFormatError):
+        return None
+    return next((key for key in records if key_group(key, groups) != group), None)
+
+
+async def restore(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/restore?group=gN``: ``post_restore`` into that group, once every key of the
+    backup is seen to belong to it (a backup restores into the group it was taken from: any
+    other key would sit where no request for it is ever routed)."""
+    front = front_of(request)
+    gid = request_context(request).group
+    if front.store.groups > 1 and gid is not None:
+        limit = front.settings.admission.max_inflight_bytes
+        data = await read_body(request, limit, "backup")
+        stray = await asyncio.to_thread(_stray_key, data, int(gid[1:]), front.store.groups)
+        if stray is not None:
+            owner = group_id(key_group(stray, front.store.groups))
+            raise ApiError(
+                400,
+                f"bad backup file for group {gid}: it holds {orjson.dumps(stray).decode()}, "
+                f"a key of group {owner} (slot {key_slot(stray)}); restore a backup into "
+                "the group it was taken from",
+            )
+    return await routes_backup.post_restore(request)
+
+
 def add_store_routes(app: web.Application, front: StoreFront, watch: WatchSettings | None) -> None:
     """Register a store's routes on ``app``: the key API, the operational API, and the
     routes of one group (``?group=``, ``on_group``)."""
@@ -331,10 +368,7 @@ def add_store_routes(app: web.Application, front: StoreFront, watch: WatchSettin
     router.add_post("/v1/leader/transfer", on_group(routes_admin.transfer_leader, forward=small))
     router.add_post("/v1/snapshot", on_group(routes_admin.take_snapshot))
     router.add_get("/v1/backup", on_group(routes_backup.get_backup, forward=FORWARD_NO_BODY))
-    router.add_post(
-        "/v1/restore",
-        on_group(routes_backup.post_restore, forward=settings.admission.max_inflight_bytes),
-    )
+    router.add_post("/v1/restore", on_group(restore, forward=settings.admission.max_inflight_bytes))
     token = routes_divergence.check_cluster_token
     router.add_get(
         routes_divergence.DIGEST_PATH, on_group(routes_divergence.get_digest, before=token)
