@@ -142,14 +142,18 @@ async def _start(count: int, lean: bool) -> Stores:
     return stores
 
 
+async def _stop_one(r: Running) -> None:
+    await r.app[DRAIN].wait_idle(5.0)  # as a stopping store does: ends the watch streams
+    if isinstance(r.site, LeanSite) and r.site.front is not None:
+        r.site.front.close_connections()
+    await r.runner.cleanup()
+    await r.store.stop()
+
+
 async def _stop(stores: Stores) -> None:
     await stores.session.close()
     for r in stores.running.values():
-        await r.app[DRAIN].wait_idle(5.0)  # as a stopping store does: ends the watch streams
-        if isinstance(r.site, LeanSite) and r.site.front is not None:
-            r.site.front.close_connections()
-        await r.runner.cleanup()
-        await r.store.stop()
+        await _stop_one(r)
 
 
 @pytest.fixture(params=["aiohttp", "lean"])
@@ -507,6 +511,14 @@ async def test_groups_held_elsewhere_are_forwarded(four: Stores) -> None:
         assert resp.status == 200, await resp.text()
     async with s.get(f"{url}/v1/alarms?group={gid}") as resp:
         assert resp.status == 200
+    # The guess is a store that is down: unreachable, so the next replica is tried.
+    leader = four.leader_of(gid)
+    down = next(m for m in remote.members if m != leader)
+    await _stop_one(four.running.pop(down))
+    remote._guess = remote.members.index(down)
+    async with s.put(f"{url}/v1/keys/{key}", data=b"again") as resp:
+        assert resp.status == 200, await resp.text()
+    assert remote.leader_id != down
 
 
 async def test_a_watch_follows_one_group(three: Stores) -> None:
