@@ -552,3 +552,32 @@ async def test_a_node_serves_keys_with_hash_tags() -> None:
         assert resp.status == 200
         resp = await client.get("/v1/keys/user:{42}:cart")
         assert await resp.read() == b"x"
+
+
+async def test_bad_input_is_a_4xx_naming_it(four: Stores) -> None:
+    s = four.session
+    url = four.url("s1")
+    cases: list[tuple[str, str, Any]] = [
+        ("GET", "/v1/keys?group=g1&group=g2", None),
+        ("GET", "/v1/keys?group=", None),
+        ("GET", "/v1/keys?limit=abc", None),
+        ("GET", "/v1/keys?consistency=never", None),
+        ("DELETE", "/v1/keys", None),
+        ("DELETE", "/v1/keys?prefix=x&group=meta", None),
+        ("POST", "/v1/mget", {"keys": "a"}),
+        ("POST", "/v1/mget", {"keys": ["a", ""]}),
+        ("POST", "/v1/mget?touch=maybe", {"keys": ["a"]}),
+        ("POST", "/v1/batch", {"ops": [{"op": "set", "key": "a"}]}),
+        ("POST", "/v1/batch", {"ops": [{"op": "get", "key": "a"}, {"op": "get", "key": "b"}]}),
+        ("POST", "/v1/snapshot?group=G1", None),
+        ("POST", "/v1/leader/transfer?group=g1", {"to": 7}),
+        ("GET", "/v1/watch?group=g0&from_version=soon", None),
+        ("POST", "/v1/restore?group=g0", b"not a backup"),
+        ("GET", "/raft/digest?index=1", None),
+        ("PUT", "/v1/keys/a/b", b"x"),
+    ]
+    for method, path, body in cases:
+        kwargs: dict[str, Any] = {"data": body} if isinstance(body, bytes) else {"json": body}
+        async with s.request(method, f"{url}{path}", **kwargs) as resp:
+            assert 400 <= resp.status < 500, (method, path, resp.status, await resp.text())
+            assert str((await _json(resp))["error"]), (method, path)
