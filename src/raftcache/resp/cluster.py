@@ -181,13 +181,22 @@ class _View:
 
 
 def _slots(view: _View) -> Reply:
+    """One entry per served shard, in slot order: its master, then its replicas — but a member
+    that masters a later shard is not yet listed as a replica. Cluster clients (redis-py)
+    take a node for a master or a replica by where it first appears, and a store can be both;
+    one taken for a replica would miss the commands sent to every master (SCAN, FLUSHALL)."""
+    masters = [view.master(shard) for shard in view.shards]
+    first_led: dict[str, int] = {}
+    for position, master in enumerate(masters):
+        if master is not None:
+            first_led.setdefault(master[0], position)
     entries: list[Any] = []
-    for shard in view.shards:
-        master = view.master(shard)
+    for position, (shard, master) in enumerate(zip(view.shards, masters, strict=True)):
         if master is None:
             continue  # no leader reachable: its slots are not served right now
         entry: list[Any] = [shard.first, shard.last]
-        for member, host, port, _ in [master, *view.replicas(shard)]:
+        replicas = [m for m in view.replicas(shard) if first_led.get(m[0], -1) < position]
+        for member, host, port, _ in [master, *replicas]:
             entry.append([host.encode(), port, cluster_node_id(member).encode()])
         entries.append(entry)
     return entries

@@ -24,8 +24,9 @@ router tries the hint. And with no replica to read an expiry from, ``items`` tak
 answer's ``X-Raftcache-Expires-At`` header (epoch seconds, or ``never``); a store whose HTTP API
 does not send it cannot serve TTL, PTTL or a transaction for such a key, which then answers an
 error naming the header rather than guess (a rewrite would drop the key's TTL). The whole-keyspace
-operations of such a backend (listing, counting, flushing) are scoped to its group: they send
-``group=<id>`` and keep only the group's keys of what comes back.
+operations of a store's backend (listing, counting, flushing) are scoped to its group: they
+send ``group=<id>`` and keep only the group's keys of what comes back; DBSIZE reads the group's
+figure from the store's ``/v1/stats`` (``groups``), as it reads the leader's ``cache`` today.
 """
 
 from __future__ import annotations
@@ -204,14 +205,19 @@ class LeaderBackend:
         return keys, next_key
 
     async def dbsize(self, consistency: str) -> int:
-        if self._scope is not None:
-            return await self._count(consistency)
         body = await self._json("GET", "/v1/stats", None, write=False)
-        return int(body["cache"]["keys"])
+        scope = self._scope
+        if scope is None:
+            return int(body["cache"]["keys"])
+        groups = body.get("groups")
+        group = groups.get(scope.group) if isinstance(groups, dict) else None
+        if isinstance(group, dict) and isinstance(group.get("cache"), dict):
+            return int(group["cache"]["keys"])  # a store's figures of each group it hosts
+        return await self._count(consistency)
 
     async def _count(self, consistency: str) -> int:
-        """The group's live keys, counted page by page: a store's ``/v1/stats`` counts every
-        group it hosts, and the HTTP API has no count of one group."""
+        """The group's live keys, counted page by page (a store that reports no per-group
+        figures, or does not host the group: its ``cache`` counts other groups' keys)."""
         count, after = 0, None
         while True:
             keys, after = await self.list_keys("", after, LIST_LIMIT_MAX, consistency)

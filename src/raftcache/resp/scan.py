@@ -3,7 +3,8 @@
 Rule: these page through the cache's sorted key listing (``list_keys``), each page a
 linearizable read of its own, so — unlike Redis's KEYS — a listing is not one atomic snapshot
 of a keyspace that changes meanwhile. On a sharded store they go through every data group
-(``ServerState.shards``): SCAN one group after the other, its cursor naming the group; KEYS
+(``ServerState.shards``; on a cluster-mode port, those it hosts): SCAN one group after the
+other, its cursor naming the group; KEYS
 merges the groups' listings in key order; DBSIZE adds their counts; FLUSHDB flushes each. A
 pattern whose literal prefix holds a whole hash tag (``{user42}:*``) visits only its group.
 FLUSHDB is one FLUSH entry (command version 2): atomic (per group, on a sharded store).
@@ -93,16 +94,16 @@ def _matcher(pattern: str | None) -> tuple[str, re.Pattern[str] | None]:
 
 
 def _shards(ctx: ClientState, prefix: str) -> list[tuple[int, CallRouter]]:
-    """The groups whose keys a listing of ``prefix`` must visit, with their positions: every
-    group, but only one when ``prefix`` fixes the hash tag of every key it starts (``{tag}``
-    whole in it: a sharded store's keys of one tag share a group)."""
-    shards = ctx.server.shards
-    store = ctx.server.store
+    """The groups whose keys a listing of ``prefix`` must visit (``ServerState.shards``), with
+    their positions: all, but only one when ``prefix`` fixes the hash tag of every key it
+    starts (``{tag}`` whole in it: a sharded store's keys of one tag share a group)."""
+    server = ctx.server
+    shards, store = server.shards, server.store
     if store is not None and len(shards) > 1:
         start = prefix.find("{")
         if start >= 0 and prefix.find("}", start + 1) > start + 1:
-            index = store.group_ids().index(store.group_of(prefix))
-            return [(index, shards[index])]
+            gid = store.group_of(prefix)
+            return [(i, r) for i, r in enumerate(shards) if server.shard_ids[i] == gid]
     return list(enumerate(shards))
 
 

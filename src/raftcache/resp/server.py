@@ -14,7 +14,10 @@ the leader. The server does not own the node or the service: whoever created the
 
 On a sharded store (``store=``) the same server runs every command against its keys' data
 group (``raftcache.resp.shards``): a group hosted here through its replica, or its leader
-store over HTTP; a group held elsewhere through one of its stores over HTTP. ``service`` and
+store over HTTP; a group held elsewhere through one of its stores over HTTP. Whole-keyspace
+commands (SCAN, KEYS, DBSIZE, FLUSHDB) cover every group on the plain port, and on a
+cluster-mode port the groups the store hosts — a cluster node answers for its own keys, and
+cluster clients send these to every node (or every master) and merge. ``service`` and
 ``node`` are then those of one hosted group (any; None takes the first): ``node`` names the
 store in HELLO and gives INFO its ``raft`` section, and nothing runs on them alone.
 """
@@ -318,6 +321,7 @@ class RespServer:
                 service,
             )
             shards: list[CallRouter] = [single]
+            shard_ids = [""]
         else:
             first = next(iter(store.replicas.values()), None)
             self._node = node or (first.node if first is not None else StoreFace(store))
@@ -325,7 +329,8 @@ class RespServer:
             sharded = self._store_router(store, leader_wait_s, group_backend)
             router, reads, writes = sharded, ShardedReads(sharded), ShardedWrites(sharded)
             view = StoreView(store, self._service)
-            shards = list(sharded.routers.values())
+            shard_ids = [g for g in store.group_ids() if not cluster_mode or g in store.replicas]
+            shards = [sharded.routers[g] for g in shard_ids]
         self.state = ServerState(
             node=self._node,
             service=view,
@@ -343,6 +348,7 @@ class RespServer:
             cluster_mode=cluster_mode,
             store=store,
             shards=shards,
+            shard_ids=shard_ids,
         )
 
     def _store_router(

@@ -84,11 +84,14 @@ class ServerState:
     #: disabled"); ``cluster_mode``: redirect keyed commands (``raftcache.resp.cluster``).
     topology: Topology | None = None
     cluster_mode: bool = False
-    #: The sharded store this server fronts (None: one group, ``node``'s), and the router of
-    #: each of its groups in slot order, which whole-keyspace commands go through one by one
-    #: (with one group: ``[router]``).
+    #: The sharded store this server fronts (None: one group, ``node``'s), and the groups
+    #: whole-keyspace commands (SCAN, KEYS, DBSIZE, FLUSHDB) go through one by one, in slot
+    #: order: their ids and routers — every group on a plain port, the groups the store hosts
+    #: on a cluster-mode port (a cluster node answers for its own keys); with one group
+    #: ``[""]`` and ``[router]``.
     store: Store | None = None
     shards: list[CallRouter] = field(default_factory=list)
+    shard_ids: list[str] = field(default_factory=list)
     cursors: CursorTable = field(default_factory=CursorTable)
     clients: dict[int, ClientState] = field(default_factory=dict)
     client_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
