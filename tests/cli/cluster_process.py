@@ -66,9 +66,12 @@ def processes_mentioning(text: str) -> list[int]:
 class ClusterProcess:
     """``raftcache cluster`` in a subprocess, with its output collected line by line."""
 
-    def __init__(self, data_dir: Path, nodes: int = 3, resp: bool = False) -> None:
+    def __init__(self, data_dir: Path, nodes: int = 3, resp: bool = False, groups: int = 1) -> None:
         self.data_dir = data_dir
         self.nodes = nodes
+        #: ``--groups``: with more than one, the cluster prints a leader line per group.
+        self.groups = groups
+        self.group_leaders: dict[str, str] = {}
         #: Ask for Redis listeners (``--resp-base-port``, ``--resp-cluster-base-port``).
         self.with_resp = resp
         #: The ``redis://`` URLs printed after each node's HTTP URL.
@@ -119,6 +122,8 @@ class ClusterProcess:
         if self.with_resp:
             argv += ["--resp-base-port", str(base + self.nodes)]
             argv += ["--resp-cluster-base-port", str(base + 2 * self.nodes)]
+        if self.groups > 1:
+            argv += ["--groups", str(self.groups)]
         self.proc = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
@@ -133,7 +138,7 @@ class ClusterProcess:
             reader.start()
             self._readers.append(reader)
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not any(line.startswith("leader ") for line in self.stdout):
+        while not self._ready():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"cluster did not start: {self.output()}")
             time.sleep(0.05)
@@ -147,10 +152,17 @@ class ClusterProcess:
                 self.resp[match.group(1)] = match.group(3).split()
             elif line.startswith("leader "):
                 self.leader = line.split()[1]
+            elif line.startswith("group "):  # group g0 leader n2 http://...
+                self.group_leaders[line.split()[1]] = line.split()[3]
         for line in self.stderr:
             match = re.search(r"started (n\d+) \(pid (\d+)\)", line)
             if match:
                 self.pids[match.group(1)] = int(match.group(2))
+
+    def _ready(self) -> bool:
+        if self.groups > 1:
+            return sum(line.startswith("group ") for line in self.stdout) >= self.groups
+        return any(line.startswith("leader ") for line in self.stdout)
 
     def output(self) -> str:
         return "stdout:\n" + "\n".join(self.stdout) + "\nstderr:\n" + "\n".join(self.stderr)

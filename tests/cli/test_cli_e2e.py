@@ -199,3 +199,57 @@ def test_cluster_with_redis_ports_prints_them_and_serves_redis_cluster(tmp_path:
             assert leader_port == int(running.resp[running.leader][1].rsplit(":", 1)[1])
         finally:
             rc.close()
+
+
+def test_cluster_with_groups_prints_each_groups_leader_and_routes_redis_cluster(
+    tmp_path: Path,
+) -> None:
+    import redis
+    import redis.cluster
+
+    from raftcache.slots import key_group
+
+    with ClusterProcess(tmp_path / "data", nodes=3, resp=True, groups=4) as running:
+        assert sorted(running.group_leaders) == ["g0", "g1", "g2", "g3"]
+        assert set(running.group_leaders.values()) <= {"n1", "n2", "n3"}
+        cluster_port = {n: int(urls[1].rsplit(":", 1)[1]) for n, urls in running.resp.items()}
+        deadline = time.monotonic() + 60
+        while True:  # the topology learns every group's leader within a poll or two
+            try:
+                rc = redis.cluster.RedisCluster(
+                    host="127.0.0.1", port=cluster_port["n1"], socket_timeout=10
+                )
+                break
+            except (redis.RedisError, redis.exceptions.RedisClusterException):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        try:
+            keys = [f"cli/groups/{i}" for i in range(40)]
+            assert {key_group(k, 4) for k in keys} == {0, 1, 2, 3}
+            for key in keys:
+                assert rc.set(key, key)
+            for key in keys:
+                assert rc.get(key) == key.encode()
+            # Each key goes straight to the store leading its group (leaders may have moved
+            # since the lines were printed: check against the stores' own status).
+            leaders = _group_leaders(running)
+            for key in keys[:8]:
+                port = rc.get_node_from_key(key).port  # type: ignore[no-untyped-call]
+                assert port == cluster_port[leaders[f"g{key_group(key, 4)}"]], key
+        finally:
+            rc.close()
+
+
+def _group_leaders(running: ClusterProcess) -> dict[str, str]:
+    async def fetch() -> dict[str, str]:
+        async with AsyncClient(running.endpoints) as client:
+            leaders: dict[str, str] = {}
+            for _, status in await client.poll("/v1/status", timeout_s=2):
+                if isinstance(status, RaftcacheError):
+                    continue
+                for group in status["groups"]:
+                    if group["hosted"] and group["leader"]:
+                        leaders[group["group"]] = group["leader"]
+            return leaders
+
+    return asyncio.run(fetch())

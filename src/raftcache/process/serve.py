@@ -44,6 +44,7 @@ from raftcache.process.parts import (
     server_settings,
     server_tls,
 )
+from raftcache.process.store_server import StoreServer, build_store_server
 from raftcache.raft.config import RaftConfig
 from raftcache.raft.errors import PeersMismatchError
 from raftcache.raft.node import RaftNode
@@ -204,8 +205,6 @@ async def serve_node(
 def _build_server(options: ServeOptions) -> NodeServer:
     """A store of many groups for ``--groups`` > 1, else one node."""
     if options.groups > 1:
-        from raftcache.process.store_server import build_store_server
-
         return build_store_server(options)
     return build_node_server(options)
 
@@ -226,10 +225,17 @@ async def _start_resp(server: NodeServer, options: ServeOptions) -> list[Any]:
         return []
     from raftcache.resp import start_resp_server
     from raftcache.resp.args import Limits as RespLimits
-    from raftcache.resp.topology import Advertised, HttpStatusFetcher, Topology, join_address
+    from raftcache.resp.topology import (
+        Advertised,
+        HttpStatusFetcher,
+        Topology,
+        join_address,
+        store_topology,
+    )
 
     client_ssl = server_settings(options).client_ssl_context
-    topology = None
+    store = server.store if isinstance(server, StoreServer) else None
+    topology: Topology | None = None
     if options.resp_cluster_port is not None:
         # The full token when there is one, as the listeners present when they forward.
         token = options.client_token
@@ -237,7 +243,12 @@ async def _start_resp(server: NodeServer, options: ServeOptions) -> list[Any]:
             token=token if token is not None else options.client_token_ro,
             ssl_context=client_ssl,
         )
-        topology = Topology(server.node, Advertised(), fetcher, on_stop=fetcher.close)
+        if store is not None:  # one shard per data group, leaders from the stores' status
+            topology = store_topology(
+                store, Advertised(), fetcher, peer_urls=peer_routes(options), on_stop=fetcher.close
+            )
+        else:
+            topology = Topology(server.node, Advertised(), fetcher, on_stop=fetcher.close)
     started = []
     try:
         for port, cluster in wanted:
@@ -257,6 +268,7 @@ async def _start_resp(server: NodeServer, options: ServeOptions) -> list[Any]:
                     client_ssl_context=client_ssl,
                     topology=topology,
                     cluster_mode=cluster,
+                    store=store,
                 )
             )
     except BaseException:

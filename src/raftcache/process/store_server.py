@@ -46,10 +46,12 @@ from raftcache.process.parts import (
 from raftcache.raft.config import RaftConfig
 from raftcache.raft.core import Role
 from raftcache.raft.node import RaftNode
+from raftcache.server.app import create_store_app
 from raftcache.server.context import CONTEXT
 from raftcache.server.drain import DRAIN
 from raftcache.server.format_probe import HttpCommandVersionProbe
 from raftcache.server.handover import Handover, hand_over
+from raftcache.server.routes_divergence import HttpDigestProbe
 from raftcache.server.routes_watch import WatchSettings
 from raftcache.store import Store
 from raftcache.store.balance import PreferredLeaders
@@ -186,6 +188,14 @@ def build_store_server(
                 token=settings.client_token or settings.client_token_ro,
                 ssl_context=settings.client_ssl_context,
             ),
+            # The group's other replicas' /raft/digest?group=, with the cluster token.
+            digest_probe=HttpDigestProbe(
+                node,
+                group=gid,
+                peer_urls=settings.peer_urls,
+                token=settings.cluster_token,
+                ssl_context=settings.client_ssl_context,
+            ),
             digest_check_interval_s=options.digest_check_interval_s,
         )
 
@@ -202,8 +212,6 @@ def build_store_server(
         rng=random.Random(),
         peer_addresses=peer_routes(options),
     )
-    from raftcache.server.app import create_store_app  # type: ignore[attr-defined,unused-ignore]
-
     watch = WatchSettings(heartbeat_s=options.watch_heartbeat_s, max_watchers=options.max_watchers)
     app = create_store_app(store, settings, mount=network.mount, watch=watch)
     app[CONTEXT].metrics.registry.register(NetworkMetricsCollector(network.metrics))
