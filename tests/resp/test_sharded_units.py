@@ -1,0 +1,431 @@
+"""The parts of the sharded RESP fronts that need no cluster: what ``LeaderBackend`` makes of a
+store's HTTP answers (the "not the leader" hint, the expiry header, one group's listing and
+count) against a stand-in HTTP server on a real socket; how a ``RemoteRouter`` moves its guess;
+and the shards a ``StoreTopology`` describes from its peers' reports — CLUSTER SLOTS, NODES,
+INFO, ``MOVED`` and ``CLUSTERDOWN`` per group."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from raftcache.resp.args import Limits
+from raftcache.resp.backend import Backend
+from raftcache.resp.cluster import redirect
+from raftcache.resp.commands import lookup
+from raftcache.resp.errors import UnavailableError
+from raftcache.resp.leader import (
+    EXPIRES_HEADER,
+    FORWARDED_HEADER,
+    NOT_LEADER_HEADER,
+    GroupScope,
+    LeaderBackend,
+    LeaderMovedError,
+)
+from raftcache.resp.protocol import RespError, Verbatim
+from raftcache.resp.shards import RemoteRouter
+from raftcache.resp.topology import DOWN_AFTER, Advertised, StoreTopology, cluster_node_id
+from raftcache.slots import group_range, key_group, key_slot
+from raftcache.store import RemoteGroup
+
+# --- LeaderBackend against a stand-in store -------------------------------------------------
+
+
+@dataclass
+class Stand:
+    """What the stand-in HTTP server answers, and what it was asked."""
+
+    seen: list[web.Request] = field(default_factory=list)
+    expires: str | None = None
+    not_leader: str | None = None  # answer 503 "not the leader" with this hint
+    keys: list[str] = field(default_factory=list)
+    per_group: dict[str, Any] | None = None
+
+
+@pytest_asyncio.fixture
+async def stand() -> AsyncIterator[tuple[Stand, str]]:
+    state = Stand()
+
+    async def get_key(request: web.Request) -> web.Response:
+        state.seen.append(request)
+        if state.not_leader is not None:
+            return web.json_response(
+                {"error": "not the leader"},
+                status=503,
+                headers={NOT_LEADER_HEADER: state.not_leader, "Retry-After": "1"},
+            )
+        headers = {"ETag": '"7"'}
+        if state.expires is not None:
+            headers[EXPIRES_HEADER] = state.expires
+        return web.Response(body=b"value", headers=headers)
+
+    async def list_keys(request: web.Request) -> web.Response:
+        state.seen.append(request)
+        after = request.query.get("after")
+        limit = int(request.query["limit"])
+        rest = [k for k in state.keys if after is None or k > after]
+        page = rest[:limit]
+        more = len(rest) > limit
+        return web.json_response({"keys": page, "next": page[-1] if more else None})
+
+    async def stats(request: web.Request) -> web.Response:
+        state.seen.append(request)
+        body: dict[str, Any] = {"cache": {"keys": 1000}}
+        if state.per_group is not None:
+            body["groups"] = state.per_group
+        return web.json_response(body)
+
+    async def unavailable(request: web.Request) -> web.Response:
+        return web.json_response({"error": "no leader known"}, status=503)
+
+    app = web.Application()
+    app.router.add_get("/v1/keys/{key}", get_key)
+    app.router.add_get("/v1/keys", list_keys)
+    app.router.add_get("/v1/stats", stats)
+    app.router.add_post("/v1/keys/{key}/incr", unavailable)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield state, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def _backend(
+    session: aiohttp.ClientSession, url: str, scope: GroupScope | None = None
+) -> LeaderBackend:
+    return LeaderBackend(
+        session,
+        url,
+        token=None,
+        timeout_s=5.0,
+        replica=None,
+        clock=time.time,
+        forwarded=True,
+        scope=scope,
+    )
+
+
+async def test_a_remote_groups_backend_reads_the_expiry_from_the_answer(
+    stand: tuple[Stand, str],
+) -> None:
+    state, url = stand
+    async with aiohttp.ClientSession() as session:
+        backend = _backend(session, url)
+        state.expires = "1900000000.25"
+        item = (await backend.items(["k"], "linearizable"))[0]
+        assert item is not None
+        assert (item.value, item.version, item.expires_at) == (b"value", 7, 1900000000.25)
+        state.expires = "never"
+        item = (await backend.items(["k"], "linearizable"))[0]
+        assert item is not None
+        assert item.expires_at is None
+        assert state.seen[-1].headers[FORWARDED_HEADER] == "1"  # "not the leader", no 2nd hop
+        state.expires = None  # a store that does not report expiries: no guess
+        with pytest.raises(RespError, match=EXPIRES_HEADER):
+            await backend.items(["k"], "linearizable")
+
+
+async def test_not_the_leader_and_unreachable_are_moves_other_503s_are_not(
+    stand: tuple[Stand, str],
+) -> None:
+    state, url = stand
+    async with aiohttp.ClientSession() as session:
+        state.not_leader = "s3"
+        with pytest.raises(LeaderMovedError) as moved:
+            await _backend(session, url).items(["k"], "linearizable")
+        assert moved.value.hint == "s3"
+        state.not_leader = ""  # not the leader, and no leader known there
+        with pytest.raises(LeaderMovedError) as moved:
+            await _backend(session, url).items(["k"], "linearizable")
+        assert moved.value.hint is None
+        with pytest.raises(UnavailableError) as plain:  # the leader itself: no move
+            await _backend(session, url).incr("k", 1)
+        assert not isinstance(plain.value, LeaderMovedError)
+        with pytest.raises(LeaderMovedError):  # nothing listening: certainly not applied
+            await _backend(session, "http://127.0.0.1:1").incr("k", 1)
+
+
+async def test_one_groups_listing_and_count_through_a_store(stand: tuple[Stand, str]) -> None:
+    state, url = stand
+    groups = 4
+    state.keys = sorted(f"key{i}" for i in range(30))
+    mine = [k for k in state.keys if key_group(k, groups) == 2]
+    scope = GroupScope("g2", 2, groups)
+    async with aiohttp.ClientSession() as session:
+        backend = _backend(session, url, scope)
+        found: list[str] = []
+        after = None
+        while True:  # a store listing every group: only g2's are kept, the cursor goes on
+            keys, after = await backend.list_keys("", after, 7, "linearizable")
+            found += keys
+            if after is None:
+                break
+        assert found == mine
+        assert all(r.query.get("group") == "g2" for r in state.seen)
+        state.per_group = {"g2": {"cache": {"keys": 42}}}  # the store's figure of g2
+        assert await backend.dbsize("linearizable") == 42
+        state.per_group = {"g1": {"cache": {"keys": 5}}}  # it does not host g2: counted
+        assert await backend.dbsize("linearizable") == len(mine)
+        assert await _backend(session, url).dbsize("linearizable") == 1000  # unscoped
+
+
+# --- RemoteRouter -----------------------------------------------------------------------------
+
+
+class Refusing:
+    """A store's backend that refuses (``LeaderMovedError``) unless it leads the group."""
+
+    def __init__(self, leader: str | None, asked: list[str], store: str) -> None:
+        self.leader, self.asked, self.store = leader, asked, store
+
+    async def incr(self, key: str, by: int) -> int:
+        self.asked.append(self.store)
+        if self.store == "down":
+            raise LeaderMovedError(None, "leader unreachable")
+        if self.store != self.leader:
+            raise LeaderMovedError(self.leader, "not the leader")
+        return 1
+
+
+def _remote_router(
+    group: RemoteGroup, leader: str | None, asked: list[str], wait_s: float = 1.0
+) -> RemoteRouter:
+    urls = {m: f"http://{m}" for m in group.members}
+
+    def make(url: str) -> Backend:
+        store = url.removeprefix("http://")
+        return Refusing(leader, asked, store)  # type: ignore[return-value]
+
+    return RemoteRouter(group, make, urls.get, leader_wait_s=wait_s, poll_interval_s=0.01)
+
+
+async def test_a_remote_router_follows_hints_and_skips_stores_it_cannot_reach() -> None:
+    group = RemoteGroup("s1", "g3", ["s2", "s3", "s4"])
+    asked: list[str] = []
+    first = group.leader_id
+    leader = next(m for m in group.members if m != first)
+    router = _remote_router(group, leader, asked)
+    assert await router.call(lambda b: b.incr("k", 1)) == 1
+    assert asked == [first, leader]  # the first guess said where the leader is
+    assert group.leader_id == leader
+    asked.clear()
+    assert await router.call(lambda b: b.incr("k", 1), asyncio.Lock()) == 1
+    assert asked == [leader]  # remembered
+    # No store leads (an election): every store is tried, in rounds, until the wait is over.
+    asked.clear()
+    stuck = _remote_router(group, None, asked, wait_s=0.2)
+    with pytest.raises(UnavailableError, match="no store of group g3"):
+        await stuck.call(lambda b: b.incr("k", 1))
+    assert set(asked) == set(group.members)
+    assert stuck.forwarded_total == len(asked)
+
+
+# --- StoreTopology ----------------------------------------------------------------------------
+
+GROUPS = 4
+PLACEMENT = {
+    "g0": ("s1", "s2", "s3"),
+    "g1": ("s2", "s3", "s4"),
+    "g2": ("s1", "s3", "s4"),
+    "g3": ("s1", "s2", "s4"),
+}
+
+
+@dataclass
+class FakeNode:
+    node_id: str
+    leader_id: str | None
+    members: list[str]
+    current_term: int = 5
+    last_applied: int = 10
+
+    def peer_url(self, node_id: str) -> str | None:
+        return f"http://{node_id}.test"
+
+
+@dataclass
+class FakeReplica:
+    node: FakeNode
+
+
+class FakeStore:
+    """What ``StoreTopology`` reads of a store: s1, hosting g0, g2 and g3."""
+
+    def __init__(self, leaders: Mapping[str, str | None]) -> None:
+        self.store_id = "s1"
+        self.groups = GROUPS
+        self.placement = dict(PLACEMENT)
+        self.replicas = {
+            gid: FakeReplica(FakeNode("s1", leaders[gid], list(stores)))
+            for gid, stores in PLACEMENT.items()
+            if "s1" in stores
+        }
+
+    def group_ids(self) -> list[str]:
+        return [f"g{g}" for g in range(GROUPS)]
+
+
+def _status(store: str, groups: dict[str, tuple[str | None, int]]) -> dict[str, Any]:
+    """A store's /v1/status: its cluster port, and the groups it hosts (leader, term)."""
+    number = store.removeprefix("s")
+    return {
+        "resp": {"address": f"h{number}:600{number}", "cluster_address": f"h{number}:700{number}"},
+        "groups": [
+            {"group": gid, "hosted": True, "leader": leader, "term": term,
+             "members": list(PLACEMENT[gid]), "slots": [0, 0]}
+            for gid, (leader, term) in groups.items()
+        ],
+    }  # fmt: skip
+
+
+def _topology(statuses: dict[str, Any], leaders: Mapping[str, str | None]) -> StoreTopology:
+    async def fetch(url: str) -> Mapping[str, Any] | None:
+        found = statuses.get(url)
+        return found if isinstance(found, Mapping) else None
+
+    topology = StoreTopology(FakeStore(leaders), Advertised(), fetch)  # type: ignore[arg-type]
+    topology.set_own(Advertised("h1:6001", "h1:7001"))
+    asyncio.run(topology.refresh())
+    return topology
+
+
+@dataclass
+class FakeServer:
+    topology: StoreTopology
+    cluster_mode: bool = True
+
+
+@dataclass
+class FakeClient:
+    server: FakeServer
+    consistency: str = "linearizable"
+
+
+def _cluster(topology: StoreTopology, sub: bytes) -> Any:
+    spec = lookup(b"CLUSTER")
+    assert spec is not None
+    return spec.parse([sub], Limits()).run_server(FakeClient(FakeServer(topology)))
+
+
+def _answer(topology: StoreTopology, *words: bytes, stale: bool = False) -> str | None:
+    spec = lookup(words[0])
+    assert spec is not None
+    call = spec.parse(list(words[1:]), Limits())
+    client = FakeClient(FakeServer(topology), "stale" if stale else "linearizable")
+    answer = redirect(client, call)  # type: ignore[arg-type]
+    return None if answer is None else answer.line
+
+
+LEADERS = {"g0": "s1", "g1": None, "g2": "s3", "g3": "s2"}  # as s1's own replicas see them
+STATUSES = {
+    "http://s2.test": _status("s2", {"g0": ("s1", 5), "g1": ("s3", 4), "g3": ("s2", 5)}),
+    "http://s3.test": _status("s3", {"g0": ("s1", 5), "g1": ("s4", 6), "g2": ("s3", 5)}),
+    "http://s4.test": _status("s4", {"g1": ("s4", 6), "g2": ("s3", 5), "g3": ("s2", 5)}),
+}
+
+
+def _key_of(group: int) -> bytes:
+    return next(f"k{i}".encode() for i in range(1000) if key_group(f"k{i}", GROUPS) == group)
+
+
+def test_store_topology_has_one_shard_per_group_led_as_reported() -> None:
+    topology = _topology(dict(STATUSES), LEADERS)
+    shards = topology.shards()
+    assert [s.group for s in shards] == ["g0", "g1", "g2", "g3"]
+    assert [(s.first, s.last) for s in shards] == [
+        (r.start, r.stop - 1) for r in (group_range(g, GROUPS) for g in range(GROUPS))
+    ]
+    # g1 is held elsewhere: the report of the highest term wins (s4, term 6, over s3's 4).
+    assert [s.leader for s in shards] == ["s1", "s4", "s3", "s2"]
+    assert [s.hosted for s in shards] == [True, False, True, True]
+    slots = _cluster(topology, b"SLOTS")
+    assert [(e[0], e[1], e[2][1]) for e in slots] == [
+        (0, 4095, 7001), (4096, 8191, 7004), (8192, 12287, 7003), (12288, 16383, 7002)
+    ]  # fmt: skip
+    # A store is listed as a replica only after the shard it masters (redis-py's typing).
+    assert [{n[1] for n in e[3:]} for e in slots] == [set(), set(), {7001, 7004}, {7001, 7004}]
+    nodes = str(_cluster(topology, b"NODES")).splitlines()
+    assert len(nodes) == 4
+    s1 = next(line for line in nodes if line.startswith(cluster_node_id("s1")))
+    assert " myself,master - " in s1
+    assert s1.endswith(" 0-4095")
+    assert "cluster_state:ok" in str(_cluster(topology, b"INFO"))
+    assert "cluster_size:4" in str(_cluster(topology, b"INFO"))
+    shards_reply = _cluster(topology, b"SHARDS")
+    assert [len(entry["nodes"]) for entry in shards_reply] == [3, 3, 3, 3]
+
+
+def test_moved_per_group_and_clusterdown_without_a_leader() -> None:
+    topology = _topology(dict(STATUSES), LEADERS)
+    key = {g: _key_of(g) for g in range(GROUPS)}
+    assert _answer(topology, b"GET", key[0]) is None  # s1 leads g0: served here
+    assert _answer(topology, b"SET", key[1], b"v") == f"MOVED {key_slot(key[1])} h4:7004"
+    assert _answer(topology, b"GET", key[2]) == f"MOVED {key_slot(key[2])} h3:7003"
+    assert _answer(topology, b"INCR", key[3]) == f"MOVED {key_slot(key[3])} h2:7002"
+    # READONLY: a group with a replica here is read here; one without is still moved.
+    assert _answer(topology, b"GET", key[2], stale=True) is None
+    assert _answer(topology, b"GET", key[1], stale=True) == f"MOVED {key_slot(key[1])} h4:7004"
+    assert _answer(topology, b"SET", key[2], b"v", stale=True) is not None  # writes move
+    # Nobody reports a leader of g1: its keys are CLUSTERDOWN, its slots unserved.
+    statuses = {
+        url: _status(url.removeprefix("http://").removesuffix(".test"), {"g1": (None, 7)})
+        for url in STATUSES
+    }
+    down = _topology(statuses, LEADERS)
+    assert _answer(down, b"GET", key[1]) == "CLUSTERDOWN The cluster is down"
+    assert [e[0] for e in _cluster(down, b"SLOTS")] == [0, 8192, 12288]
+    assert "cluster_state:fail" in str(_cluster(down, b"INFO"))
+
+
+def test_a_reporter_that_stops_answering_is_not_believed() -> None:
+    statuses: dict[str, Any] = dict(STATUSES)
+    topology = _topology(statuses, LEADERS)
+    assert topology.shard_of(5000).leader == "s4"
+    del statuses["http://s3.test"]
+    del statuses["http://s4.test"]  # the two reports of s4 leading g1 stop coming
+    for _ in range(DOWN_AFTER):
+        asyncio.run(topology.refresh())
+    assert topology.shard_of(5000).leader == "s3"  # s2's report, term 4: what is left
+    assert isinstance(_cluster(topology, b"NODES"), Verbatim)
+
+
+def test_the_status_format_is_read_defensively() -> None:
+    statuses: dict[str, Any] = dict(STATUSES)
+    statuses["http://s4.test"] = {
+        "resp": {"address": "", "cluster_address": "h4:7004"},
+        "groups": [
+            {"group": "g1", "hosted": True, "leader": 17, "members": "s4"},
+            {"group": "g1", "hosted": False, "leader": "s2"},
+            "nonsense",
+        ],
+    }
+    statuses["http://s3.test"] = {"groups": {"g1": "s3"}}
+    topology = _topology(statuses, LEADERS)
+    assert topology.shard_of(5000).leader == "s3"  # s2's report, the only sound one
+    assert orjson.dumps(_cluster(topology, b"SHARDS"))
+
+
+def test_a_deposed_leaders_claim_loses_to_a_newer_term() -> None:
+    statuses: dict[str, Any] = {
+        "http://s2.test": _status("s2", {"g1": ("s3", 7)}),
+        "http://s4.test": _status("s4", {"g1": ("s4", 6)}),  # deposed, and unaware of it
+    }
+    topology = _topology(statuses, LEADERS)
+    assert topology.shard_of(5000).leader == "s3"
+    statuses["http://s2.test"] = _status("s2", {"g1": ("s3", -1)})  # no terms: a claim wins
+    statuses["http://s4.test"] = _status("s4", {"g1": ("s4", -1)})
+    asyncio.run(topology.refresh())
+    assert topology.shard_of(5000).leader == "s4"
