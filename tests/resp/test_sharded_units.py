@@ -16,8 +16,11 @@ import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 from aiohttp import web
+from redis.exceptions import ResponseError
 
+from raftcache.network import InMemoryHub, InMemoryNetwork
 from raftcache.resp.args import Limits
 from raftcache.resp.backend import Backend
 from raftcache.resp.cluster import redirect
@@ -32,10 +35,12 @@ from raftcache.resp.leader import (
     LeaderMovedError,
 )
 from raftcache.resp.protocol import RespError, Verbatim
+from raftcache.resp.server import RespServer
 from raftcache.resp.shards import RemoteRouter
 from raftcache.resp.topology import DOWN_AFTER, Advertised, StoreTopology, cluster_node_id
 from raftcache.slots import group_range, key_group, key_slot
-from raftcache.store import RemoteGroup
+from raftcache.storage.memory import MemoryStorage
+from raftcache.store import RemoteGroup, Store
 
 # --- LeaderBackend against a stand-in store -------------------------------------------------
 
@@ -429,3 +434,66 @@ def test_a_deposed_leaders_claim_loses_to_a_newer_term() -> None:
     statuses["http://s4.test"] = _status("s4", {"g1": ("s4", -1)})
     asyncio.run(topology.refresh())
     assert topology.shard_of(5000).leader == "s4"
+
+
+# --- a forwarded write whose answer is lost -----------------------------------------------------
+
+
+async def test_a_lost_answer_to_a_forwarded_write_is_indeterminate_never_resent() -> None:
+    """A store that holds no group forwards SETNX (an HTTP PUT) to the group's store. When the
+    connection breaks before the answer, the write may have been applied: the reply says so,
+    and the request is not sent a second time (aiohttp resends a PUT on a reused connection,
+    which would apply it twice — or, failing to connect, pass for "never applied")."""
+    requests = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal requests
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                requests += 1
+                if requests == 2:  # applied, say, but the answer never leaves
+                    return
+                body = b'{"version": 5}'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    store = Store(
+        "s1",
+        InMemoryNetwork("s1", hub=InMemoryHub()),
+        groups=1,
+        placement={"g0": ["s2"]},
+        storage=lambda gid: MemoryStorage(),
+        clock=time.time,
+    )
+    resp = RespServer(None, None, store=store, clock=time.time, peer_urls={"s2": url})
+    await resp.start()
+    client = aioredis.Redis(port=resp.port, socket_timeout=10)
+    try:
+        assert await client.setnx("k", b"v") is True
+        with pytest.raises(ResponseError, match="INDETERMINATE"):
+            await client.setnx("k", b"v")
+        assert requests == 2
+    finally:
+        await client.aclose()
+        await resp.stop()
+        server.close()
+        await server.wait_closed()

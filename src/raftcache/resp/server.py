@@ -419,6 +419,11 @@ class RespServer:
         if self._http is None:  # created in the running loop, on first use, then reused
             connector = aiohttp.TCPConnector(limit=50, ssl=self._client_ssl or True)
             self._http = aiohttp.ClientSession(connector=connector)
+            # aiohttp silently resends a PUT or DELETE once when a reused keep-alive
+            # connection turns out broken: a forwarded write whose answer was lost could be
+            # applied twice, or its resend fail to connect and pass for "certainly not
+            # applied" (a retry elsewhere: twice again). It must surface as indeterminate.
+            self._http._retry_connection = False
         return self._http
 
     def _leader_backend(self, url: str) -> Backend:
