@@ -374,6 +374,12 @@ async def test_dbsize_sums_every_group_and_flushall_empties_them(
     s1 = fronted.stores.stores["s1"]
     held = sum(1 for k in keys if s1.group_of(k) in s1.replicas)
     assert info["db0"]["keys"] == held  # the keys this store holds, as a cluster node says
+    raft = await r.info("raft")
+    assert raft["raft_groups"] == GROUPS
+    roles = raft["raft_groups_hosted"]  # "g0=leader,g2=follower,…", which redis-py splits
+    assert roles[fronted.led] == "leader"
+    assert roles[fronted.followed] == "follower"
+    assert fronted.remote not in roles
     assert await r.flushall()
     assert await r.dbsize() == 0
     assert all(fronted.stores.value(k) is None for k in keys)

@@ -2,13 +2,13 @@
 
 Rule: these report; they never read through the cluster. INFO shows this node's view (its
 replica's counters, its Raft state) without a read barrier, as Redis's INFO shows one server's.
+On a cluster-mode port INFO speaks as a Redis Cluster node (``redis_mode:cluster``,
+``cluster_enabled:1``, the role of the Raft role: ``master`` on the leader, ``slave``
+elsewhere), which ``redis-cli --cluster check`` requires; elsewhere as a standalone server.
 On a sharded store the counters (keyspace, memory, hits) add up the groups it hosts — the keys
 it holds, as a Redis Cluster node reports its own — the ``raft`` section is the first hosted
 group's node plus ``raft_groups`` (G) and ``raft_groups_hosted`` (each hosted group's role),
 and on a cluster-mode port the store is a ``master`` when it leads any group.
-On a cluster-mode port INFO speaks as a Redis Cluster node (``redis_mode:cluster``,
-``cluster_enabled:1``, the role of the Raft role: ``master`` on the leader, ``slave``
-elsewhere), which ``redis-cli --cluster check`` requires; elsewhere as a standalone server.
 COMMAND and CONFIG GET give clients and tools (redis-cli, redis-benchmark) what they ask for at
 start-up; CONFIG SET is refused because configuration belongs to ``raftcache serve``.
 """

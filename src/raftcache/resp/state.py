@@ -50,10 +50,6 @@ class CursorTable:
             self._after.popitem(last=False)
         return cursor
 
-    def resolve(self, cursor: int) -> str | None:
-        """The key a cursor continues after (None for 0, the start)."""
-        return self.resolve_shard(cursor)[1]
-
     def resolve_shard(self, cursor: int) -> tuple[int, str | None]:
         """The shard a cursor is in and the key it continues after ((0, None) for 0)."""
         if cursor == 0:
