@@ -25,7 +25,7 @@ from raftcache.network.errors import NetworkError
 from raftcache.network.groups import GroupNetwork, GroupNotHostedError, GroupRouter
 from raftcache.network.hub import InMemoryHub
 from raftcache.network.memory import InMemoryNetwork
-from raftcache.protocol.messages import AppendEntriesRequest, LogEntry
+from raftcache.protocol.messages import AppendEntriesRequest, LogEntry, RequestVoteRequest
 from raftcache.raft.core import Role
 from raftcache.raft.node import RaftNode
 from raftcache.slots import key_group
@@ -307,6 +307,16 @@ async def test_a_node_refuses_another_groups_requests(own: str, foreign: str) ->
             await victim.handle_append_entries(request)
         assert victim.current_term == term
         assert victim.leader_id == leader.node_id  # still its own group's leader
+        # Its own group, but addressed to another incarnation of its replica: refused too
+        # (an answer meant for a removed incarnation must never be taken by its successor).
+        request.group, request.to = own, victim.node_id + ".7"
+        with pytest.raises(GroupNotHostedError, match="replica"):
+            await victim.handle_append_entries(request)
+        vote = RequestVoteRequest(term + 5, other, committed + 9, term, to=victim.node_id + ".7")
+        vote.group = own
+        with pytest.raises(GroupNotHostedError, match="replica"):
+            await victim.handle_request_vote(vote)
+        assert victim.current_term == term
     finally:
         for i in ids:
             await nodes[i].stop()

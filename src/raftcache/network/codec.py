@@ -332,12 +332,12 @@ def encode(msg: Any) -> bytes:
     out = orjson.dumps(msg, default=_encode_default)
     if out.endswith(_EMPTY_GROUP):
         # A request of a node hosting one group: leave the seed's wire exactly as it was.
-        # ``group`` is every request's last field and orjson keeps the field order.
+        # ``to`` and ``group`` are every request's last fields and orjson keeps their order.
         return out[: -len(_EMPTY_GROUP)] + b"}"
     return out
 
 
-_EMPTY_GROUP = b',"group":""}'
+_EMPTY_GROUP = b',"to":"","group":""}'
 
 
 def decode(cls: type[T], data: bytes | bytearray | memoryview | str) -> T:

@@ -1,8 +1,10 @@
 """Many Raft groups over one transport: a view per group, one router per store.
 
 Rule: a store opens one transport (one connection per peer store) and owns its lifecycle. Each
-group's ``RaftNode`` gets a ``GroupNetwork`` view of it, which stamps the group's id on every
-request it sends and registers the group's handlers with the store's ``GroupRouter``. The router
+group's ``RaftNode`` gets a ``GroupNetwork`` view of it, which stamps the group's id and the
+destination replica's id on every request it sends, sends it to the store holding that replica
+(``store_of``: replica ids are store ids, or ``<store>.<n>`` for a later incarnation), and
+registers the group's handlers with the store's ``GroupRouter``. The router
 is the only handler the transport knows: it hands each inbound request to the handlers of
 ``req.group``. A request for a group this store does not host (not yet created, or already
 removed) fails with ``GroupNotHostedError``; the sender's Raft retries at its next heartbeat as
@@ -13,6 +15,8 @@ the store. See docs/sharding.md.
 """
 
 from __future__ import annotations
+
+from typing import Final
 
 from raftcache.network.errors import NetworkError
 from raftcache.network.interface import NetworkInterface, RpcHandlers
@@ -26,7 +30,7 @@ from raftcache.protocol.messages import (
     RequestVoteResponse,
 )
 
-__all__ = ["GroupNetwork", "GroupNotHostedError", "GroupRouter"]
+__all__ = ["GroupNetwork", "GroupNotHostedError", "GroupRouter", "replica_id", "store_of"]
 
 
 class GroupNotHostedError(NetworkError):
@@ -37,6 +41,26 @@ class GroupNotHostedError(NetworkError):
             f"node {node_id} hosts no replica of group {group[:80]!r}", kind="group_not_hosted"
         )
         self.group = group
+
+
+#: Separates a store id from a replica's incarnation number in a replica id.
+INCARNATION_SEPARATOR: Final = "."
+
+
+def store_of(replica_id: str) -> str:
+    """The store holding ``replica_id``: a replica id is its store's id (the replica a store
+    was bootstrapped with) or ``<store id>.<n>`` (its n-th later incarnation); the ids of
+    stores hosting many groups hold no ``.`` (``raftcache serve`` checks)."""
+    return replica_id.partition(INCARNATION_SEPARATOR)[0]
+
+
+def replica_id(store_id: str, incarnation: int) -> str:
+    """The id of ``store_id``'s replica of incarnation ``incarnation`` (0: the store's id)."""
+    if INCARNATION_SEPARATOR in store_id:
+        raise ValueError(f"a store id holds no {INCARNATION_SEPARATOR!r}: {store_id!r}")
+    if incarnation < 0:
+        raise ValueError(f"an incarnation is >= 0, not {incarnation}")
+    return store_id if incarnation == 0 else f"{store_id}{INCARNATION_SEPARATOR}{incarnation}"
 
 
 class GroupRouter(RpcHandlers):
@@ -93,20 +117,21 @@ class GroupNetwork(NetworkInterface):
         self._handlers: RpcHandlers | None = None
 
     async def send_request_vote(self, target: str, req: RequestVoteRequest) -> RequestVoteResponse:
-        req.group = self.group  # the core builds a fresh request per send: stamping is safe
-        return await self.base.send_request_vote(target, req)
+        # The core builds a fresh request per send: stamping it is safe.
+        req.group, req.to = self.group, target
+        return await self.base.send_request_vote(store_of(target), req)
 
     async def send_append_entries(
         self, target: str, req: AppendEntriesRequest
     ) -> AppendEntriesResponse:
-        req.group = self.group
-        return await self.base.send_append_entries(target, req)
+        req.group, req.to = self.group, target
+        return await self.base.send_append_entries(store_of(target), req)
 
     async def send_install_snapshot(
         self, target: str, req: InstallSnapshotRequest
     ) -> InstallSnapshotResponse:
-        req.group = self.group
-        return await self.base.send_install_snapshot(target, req)
+        req.group, req.to = self.group, target
+        return await self.base.send_install_snapshot(store_of(target), req)
 
     def register_handlers(self, handlers: RpcHandlers) -> None:
         self._handlers = handlers

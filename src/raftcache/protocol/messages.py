@@ -15,6 +15,13 @@ connection between two stores carries every group's requests, and the receiving 
 ``GroupRouter`` (``raftcache.network.groups``) hands each to its group. Responses need no group:
 they travel back on their request's call. Older nodes skip the field (decoders ignore unknown
 keys) and send none (it defaults to "").
+
+Replicas: just before ``group`` every request carries ``to``, the id of the replica it is
+addressed to (on a store, a group's replica may be a later *incarnation* of the store's
+earlier replica of the same group, with another id: docs/sharding.md). A replica refuses a
+request addressed to another id, so nothing meant for a removed incarnation — a vote, an
+append whose answer would be counted for it — is ever taken by its successor. "" on a node
+hosting one group; both empty fields are left off the wire.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from typing import Final
 
 #: The longest Raft group id a request may carry.
 MAX_GROUP_ID_CHARS: Final = 64
+#: The longest replica id a request may be addressed to (a node id's bound).
+MAX_REPLICA_ID_CHARS: Final = 128
 
 
 class EntryKind(IntEnum):
@@ -60,6 +69,7 @@ class RequestVoteRequest:
     last_log_term: int
     pre_vote: bool = False
     leader_transfer: bool = False
+    to: str = ""
     group: str = ""
 
 
@@ -86,6 +96,7 @@ class AppendEntriesRequest:
     entries: list[LogEntry] = field(default_factory=list)
     leader_commit: int = 0
     timeout_now: bool = False
+    to: str = ""
     group: str = ""
 
 
@@ -124,6 +135,7 @@ class InstallSnapshotRequest:
     data: bytes
     done: bool
     configuration: bytes = b""
+    to: str = ""
     group: str = ""
 
 

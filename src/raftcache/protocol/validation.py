@@ -13,6 +13,7 @@ from __future__ import annotations
 from raftcache.protocol.configuration import Configuration
 from raftcache.protocol.messages import (
     MAX_GROUP_ID_CHARS,
+    MAX_REPLICA_ID_CHARS,
     AppendEntriesRequest,
     EntryKind,
     InstallSnapshotRequest,
@@ -48,6 +49,13 @@ def validate_request(req: RaftRequest) -> None:
     """Raise ``InvalidMessageError`` if ``req`` cannot come from a correct Raft peer."""
     if req.group:
         _check_group(req.group)
+    if req.to and (
+        len(req.to) > MAX_REPLICA_ID_CHARS or not all(c in _GROUP_CHARS for c in req.to)
+    ):
+        raise InvalidMessageError(
+            f"to must be at most {MAX_REPLICA_ID_CHARS} characters of [A-Za-z0-9_.-], "
+            f"got {req.to[:80]!r}"
+        )
     if isinstance(req, AppendEntriesRequest):
         _validate_append(req)
     elif isinstance(req, RequestVoteRequest):

@@ -295,6 +295,9 @@ class RaftNode:
     def _check_request(self, req: RaftRequest) -> RaftCore:
         if req.group != self.group:
             raise GroupNotHostedError(self.node_id, req.group)
+        if req.to and req.to != self.node_id:
+            # Meant for another incarnation of this store's replica (protocol.messages).
+            raise GroupNotHostedError(self.node_id, f"{req.group} replica {req.to}")
         return self._check_running()
 
     def _check_running(self) -> RaftCore:

@@ -177,6 +177,7 @@ def _raft_messages() -> dict[str, Schema]:
         "maxLength": MAX_GROUP_ID_CHARS,
         "pattern": "^[A-Za-z0-9_.-]*$",
     }
+    to: Schema = {"type": "string", "maxLength": 128, "pattern": "^[A-Za-z0-9_.-]*$"}
     entry = closed_object(
         {"term": idx, "index": idx, "command": BASE64, "kind": idx}, ["term", "index", "command"]
     )
@@ -189,6 +190,7 @@ def _raft_messages() -> dict[str, Schema]:
                 "last_log_term": idx,
                 "pre_vote": {"type": "boolean"},
                 "leader_transfer": {"type": "boolean"},
+                "to": to,
                 "group": group,
             },
             ["term", "candidate_id", "last_log_index", "last_log_term"],
@@ -202,6 +204,7 @@ def _raft_messages() -> dict[str, Schema]:
                 "entries": {"type": "array", "items": entry},
                 "leader_commit": idx,
                 "timeout_now": {"type": "boolean"},
+                "to": to,
                 "group": group,
             },
             ["term", "leader_id", "prev_log_index", "prev_log_term"],
@@ -216,6 +219,7 @@ def _raft_messages() -> dict[str, Schema]:
                 "data": BASE64,
                 "done": {"type": "boolean"},
                 "configuration": BASE64,
+                "to": to,
                 "group": group,
             },
             [
