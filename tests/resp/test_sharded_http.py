@@ -86,7 +86,11 @@ class HttpStores:
             app = create_store_app(store, settings, mount=network.mount)
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
+            try:
+                await web.TCPSite(runner, "127.0.0.1", port).start()
+            except BaseException:
+                await runner.cleanup()
+                raise
             fetcher = HttpStatusFetcher(token=None, ssl_context=None)
             topology = store_topology(
                 store, Advertised(), fetcher, peer_urls=self.urls, refresh_s=0.1,
@@ -166,11 +170,25 @@ class Roles:
     remote: str
 
 
+async def _started() -> HttpStores:
+    """The stores, listening: on fresh ports again if another process took one meanwhile
+    (``free_ports`` only finds ports free at the time)."""
+    for attempt in range(3):
+        running = HttpStores()
+        try:
+            await running.start()
+            return running
+        except OSError:
+            await running.stop()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def stores() -> AsyncIterator[HttpStores]:
-    running = HttpStores()
+    running = await _started()
     try:
-        await running.start()
         leaders = await running.settle()
         for gid, leader in leaders.items():
             service = running.running[leader].store.replicas[gid].service
@@ -256,6 +274,22 @@ async def test_expiry_of_every_group(stores: HttpStores, roles: Roles, r: aiored
     else:  # it does not: no guess (a transaction would drop the TTL), an error naming why
         with pytest.raises(ResponseError, match=EXPIRES_HEADER):
             await r.ttl(key)
+    other = stores.keys_of(roles.remote, 2, "t")[1]
+    await r.set(other, b"o")
+    async with r.pipeline(transaction=True) as pipe:  # a MULTI that reads values only
+        pipe.get(key)
+        pipe.mget([other, key])
+        pipe.exists(key, "nope")
+        pipe.strlen(other)
+        assert await pipe.execute() == [b"v", [b"o", b"v"], 1, 1]
+    async with r.pipeline(transaction=True) as pipe:  # one of expiries: as TTL
+        pipe.get(key)
+        pipe.pttl(other)
+        if reports:
+            assert await pipe.execute() == [b"v", -1]
+        else:
+            with pytest.raises(ResponseError, match=EXPIRES_HEADER):
+                await pipe.execute()
 
 
 async def test_scan_dbsize_and_flushall_go_over_every_group(

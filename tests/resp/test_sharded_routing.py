@@ -72,7 +72,13 @@ class ShardedStores:
         self.refused: Counter[tuple[str, str]] = Counter()  # … answered "not the leader"
 
     async def start(self) -> None:
-        await asyncio.gather(*(store.start() for store in self.stores.values()))
+        results = await asyncio.gather(
+            *(store.start() for store in self.stores.values()), return_exceptions=True
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            await self.stop()
+            raise failed[0]
 
     async def stop(self) -> None:
         for store in self.stores.values():
@@ -207,10 +213,23 @@ class Fronted:
         return found[:count]
 
 
+async def _started() -> ShardedStores:
+    """The stores, listening: on fresh ports again if another process took one meanwhile
+    (``free_ports`` only finds ports free at the time)."""
+    for attempt in range(3):
+        stores = ShardedStores()
+        try:
+            await stores.start()
+            return stores
+        except OSError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def fronted() -> AsyncIterator[Fronted]:
-    stores = ShardedStores()
-    await stores.start()
+    stores = await _started()
     resp: RespServer | None = None
     try:
         leaders = await stores.settle()

@@ -20,6 +20,10 @@ Rule: a transaction is a list of calls whose effects and replies depend only on 
 A single-op commit goes through ``set``/``delete`` with ``if_version`` rather than ``batch``, so
 that it can be forwarded through the HTTP API, which has no conditions on batch ops.
 
+A transaction that writes nothing is step 1 alone, at the connection's consistency; unless a
+call reads an expiry (TTL, PTTL) it reads values only — the keys live at that read, with no
+expiry to fetch (which a store holding no replica of the keys' group may not be able to).
+
 Caveat: a TTL is sent as "seconds from the proposer's now", so rewriting a key keeps its expiry
 up to the time between the read and the proposal (microseconds on the leader; plus clock skew
 when forwarded from a follower).
@@ -98,8 +102,13 @@ async def _read_only(
     touch: bool,
 ) -> list[Reply]:
     keys = _unique(k for call in calls for k in call.keys)
-    items = await backend.items(keys, consistency, touch=touch) if keys else []
-    base = {key: _entry(item) for key, item in zip(keys, items, strict=True)}
+    base: dict[str, Entry | None] = {}
+    if keys and any(call.pinned for call in calls):  # TTL, PTTL: the expiries too
+        items = await backend.items(keys, consistency, touch=touch)
+        base = {key: _entry(item) for key, item in zip(keys, items, strict=True)}
+    elif keys:  # the values alone, live at the read: one read, no expiry to fetch
+        values = await backend.values(keys, consistency, touch=touch)
+        base = {k: None if v is None else Entry(v) for k, v in zip(keys, values, strict=True)}
     return simulate(calls, View(clock(), base))
 
 
