@@ -487,12 +487,33 @@ async def test_a_lost_answer_to_a_forwarded_write_is_indeterminate_never_resent(
     resp = RespServer(None, None, store=store, clock=time.time, peer_urls={"s2": url})
     await resp.start()
     client = aioredis.Redis(port=resp.port, socket_timeout=10)
+
+    async def nothing(url: str) -> Mapping[str, Any] | None:
+        return None
+
+    clustered = RespServer(
+        None,
+        None,
+        store=store,
+        clock=time.time,
+        peer_urls={"s2": url},
+        cluster_mode=True,
+        topology=StoreTopology(store, Advertised("", "h1:7001"), nothing),
+    )
+    await clustered.start()
+    cluster = aioredis.Redis(port=clustered.port, socket_timeout=10)
     try:
         assert await client.setnx("k", b"v") is True
         with pytest.raises(ResponseError, match="INDETERMINATE"):
             await client.setnx("k", b"v")
         assert requests == 2
+        # A cluster-mode port of a store that hosts no group answers for no key.
+        assert await cluster.scan(0) == (0, [])
+        assert await cluster.dbsize() == 0
+        assert await cluster.keys() == []
     finally:
+        await cluster.aclose()
+        await clustered.stop()
         await client.aclose()
         await resp.stop()
         server.close()

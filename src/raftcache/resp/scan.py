@@ -146,9 +146,9 @@ class Scan(Call):
         shard, after = server.cursors.resolve_shard(self.cursor)
         prefix, regex = _matcher(self.pattern)
         limit, consistency = min(self.count, PAGE), ctx.consistency
-        shards = [(i, router) for i, router in _shards(ctx, prefix) if i >= shard]
-        if shard >= len(server.shards):
+        if self.cursor and shard >= len(server.shards):
             raise RespError("ERR invalid cursor")
+        shards = [(i, router) for i, router in _shards(ctx, prefix) if i >= shard]
         keys: list[str] = []
         cursor = 0
         for position, (index, router) in enumerate(shards):
