@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import ResponseError
 
+from raftcache.cache.commands import DeleteOp, SetOp
 from raftcache.network import InMemoryHub, InMemoryNetwork
 from raftcache.resp.args import Limits
 from raftcache.resp.backend import Backend
@@ -36,11 +37,13 @@ from raftcache.resp.leader import (
 )
 from raftcache.resp.protocol import RespError, Verbatim
 from raftcache.resp.server import RespServer
-from raftcache.resp.shards import RemoteRouter
+from raftcache.resp.shards import RemoteRouter, ShardedRouter
 from raftcache.resp.topology import DOWN_AFTER, Advertised, StoreTopology, cluster_node_id
 from raftcache.slots import group_range, key_group, key_slot
 from raftcache.storage.memory import MemoryStorage
 from raftcache.store import RemoteGroup, Store
+
+from .fakes import FakeBackend, router_over
 
 # --- LeaderBackend against a stand-in store -------------------------------------------------
 
@@ -518,3 +521,36 @@ async def test_a_lost_answer_to_a_forwarded_write_is_indeterminate_never_resent(
         await resp.stop()
         server.close()
         await server.wait_closed()
+
+
+# --- ShardedBackend over in-memory groups ---------------------------------------------------
+
+
+async def test_the_sharded_backend_splits_merges_and_refuses_by_group() -> None:
+    groups = {"a": FakeBackend(time.time), "b": FakeBackend(time.time), "c": FakeBackend(time.time)}
+    router = ShardedRouter(lambda key: key[0], {g: router_over(b) for g, b in groups.items()})
+    keys = [f"{g}{i:02}" for g in "abc" for i in range(9) if (i + ord(g)) % 3]
+    for key in keys:
+        groups[key[0]].put(key, key.encode())
+
+    async def listing(b: Backend) -> list[str]:
+        found: list[str] = []
+        after = None
+        while True:
+            page, after = await b.list_keys("", after, 4, "linearizable")
+            assert len(page) <= 4
+            found += page
+            if after is None:
+                return found
+
+    assert await router.call(listing) == sorted(keys)  # every group's, in key order, once
+    assert await router.call(lambda b: b.dbsize("linearizable")) == len(keys)
+    wanted = ["c01", "a99", "a01", "b02", "a02"]
+    expected = [k.encode() if k in keys else None for k in wanted]
+    assert await router.call(lambda b: b.values(wanted, "linearizable")) == expected
+    with pytest.raises(RespError, match="CROSSSLOT"):  # a write spanning groups: refused
+        await router.call(lambda b: b.batch([SetOp("a1", b"x"), SetOp("b1", b"y")]))
+    assert groups["a"].commits == groups["b"].commits == 0  # and nothing applied
+    deleted = await router.call(lambda b: b.batch([DeleteOp(k) for k in wanted]))
+    assert deleted == [k in keys for k in wanted]  # deletes split, answered in order
+    assert await router.call(lambda b: b.flush("")) == len(keys) - deleted.count(True)
