@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,12 @@ from benchmarks.suite.wrk import WrkJob, run_wrk
 NOISY_SPREAD = 0.10
 
 
-def run_once(job: WrkJob, pids: dict[str, int], settings: Settings) -> dict[str, Any]:
+def run_once(
+    job: WrkJob,
+    pids: dict[str, int],
+    settings: Settings,
+    on_start: Callable[[], object] | None = None,
+) -> dict[str, Any]:
     """One repetition: idle wait, a short fsync probe, warm-up, measured run (JSON-ready).
 
     The disk is shared too: its fsync latency moves by an order of magnitude with other
@@ -28,7 +34,7 @@ def run_once(job: WrkJob, pids: dict[str, int], settings: Settings) -> dict[str,
     """
     idle = wait_for_idle(settings.idle_busy_max, settings.idle_wait_max_s)
     fsync = measure_fsync(Path(tempfile.gettempdir()), count=30)["append_fsync"]["p50_ms"]
-    result = run_wrk(job, settings.duration_s, pids, settings.warmup_s)
+    result = run_wrk(job, settings.duration_s, pids, settings.warmup_s, on_start)
     return {
         **asdict(result),
         "busy_before": idle.busy,

@@ -12,7 +12,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,18 +39,24 @@ class WrkResult:
 
 @dataclass(frozen=True, slots=True)
 class WrkJob:
-    """What to run: the URL of the node to load, a script, its arguments, connections."""
+    """What to run: the URL of the node to load, a script, its arguments, connections (and
+    environment variables the script reads, e.g. ``scaling.lua``'s plan file)."""
 
     url: str
     script: str
     args: Sequence[str]
     connections: int
     threads_max: int = 2
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: Cores wrk is pinned to (``taskset -c``); empty: wherever the kernel puts it.
+    cores: Sequence[int] = ()
 
 
 def _argv(job: WrkJob, duration_s: float) -> list[str]:
     threads = max(1, min(job.threads_max, job.connections))
+    pin = ["taskset", "-c", ",".join(str(c) for c in job.cores)] if job.cores else []
     return [
+        *pin,
         "wrk",
         f"-t{threads}",
         f"-c{job.connections}",
@@ -97,14 +103,22 @@ def _to_result(raw: Mapping[str, object], cpu: dict[str, float]) -> WrkResult:
 
 
 def run_wrk(
-    job: WrkJob, duration_s: float, pids: Mapping[str, int], warmup_s: float = 0.0
+    job: WrkJob,
+    duration_s: float,
+    pids: Mapping[str, int],
+    warmup_s: float = 0.0,
+    on_start: Callable[[], object] | None = None,
 ) -> WrkResult:
-    """Warm up (if asked), then run wrk for ``duration_s`` and sample CPU of ``pids`` + wrk."""
-    env = {"BENCH_LUA_DIR": str(LUA_DIR)}
+    """Warm up (if asked), then run wrk for ``duration_s`` and sample CPU of ``pids`` + wrk.
+    ``on_start`` is called after the warm-up, just before the measured run starts (to read a
+    counter over the measured run only)."""
+    env = {"BENCH_LUA_DIR": str(LUA_DIR), **job.env}
     if warmup_s > 0:
         subprocess.run(
             _argv(job, warmup_s), capture_output=True, env=_env(env), check=False, timeout=120
         )
+    if on_start is not None:
+        on_start()
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     t0 = time.monotonic()
     proc = subprocess.Popen(
