@@ -6,7 +6,8 @@ Rule: one command measures everything on this machine in one run, then writes
 traffic stays on 127.0.0.1. Settings come from ``BENCH_*`` variables (``suite/settings.py``).
 Sections: ``floor`` (aiohttp fixed 200), ``http`` (raftcache-3 vs etcd-3, four workloads),
 ``scale`` (5 nodes, writes), ``restart`` (memory and restart with many keys), ``inproc``
-(replicated writes through each library's Python API, vs PySyncObj).
+(replicated writes through each library's Python API, vs PySyncObj), ``scaling`` (writes over
+G = 1, 2, 4 data groups on 3 stores pinned to cores; alone: ``make bench-scaling``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from benchmarks.suite import inproc, report, sections
+from benchmarks.suite import inproc, report, scaling, sections
 from benchmarks.suite.machine import machine_info, measure_fsync
 from benchmarks.suite.procs import ProcessGroup, install_signal_handlers
 from benchmarks.suite.settings import ALL_SECTIONS, Settings, from_env
@@ -119,6 +120,7 @@ def _run_sections(
         settings.point_count
         + (INPROC_STEPS if "inproc" in settings.sections else 0)
         + (3 if "restart" in settings.sections else 0)
+        + (scaling.point_count(settings) if "scaling" in settings.sections else 0)
     )
     columns = (
         TextColumn("{task.description}"),
@@ -164,6 +166,7 @@ def _run_sections(
         results["inproc"] = section(
             "inproc", lambda: _run_inproc(group, python, work, settings, tick)
         )
+        results["scaling"] = section("scaling", lambda: scaling.scaling_section(*args))
 
 
 def _settings_dict(settings: Settings) -> dict[str, Any]:
@@ -195,14 +198,15 @@ def update_doc(doc: Path, md: str) -> bool:
 
 def merge_into_latest(new: dict[str, Any], latest: Path) -> dict[str, Any]:
     """``BENCH_MERGE=1``: lay a partial run over the last full one (its points override the
-    same system/workload/connections; its restart and in-process sections replace the old)."""
+    same system/workload/connections; its restart, in-process and scaling sections replace the
+    old)."""
     if not latest.exists():
         return new
     base: dict[str, Any] = json.loads(latest.read_text())
     keys = {(p["system"], p["workload"], p["connections"]) for p in new["points"]}
     kept = [p for p in base["points"] if (p["system"], p["workload"], p["connections"]) not in keys]
     base["points"] = kept + new["points"]
-    for section in ("restart", "inproc"):
+    for section in ("restart", "inproc", "scaling"):
         if new.get(section):
             base[section] = new[section]
     base["errors"] = base.get("errors", []) + new["errors"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.suite import scaling
+
 Point = dict[str, Any]
 
 
@@ -249,7 +251,8 @@ def markdown(results: dict[str, Any]) -> str:
         "(> 25% of all cores) before a run.",
         "",
     ]
-    lines += _inproc_md(results) + _restart_md(results) + _targets_md(results) + _noise_md(results)
+    lines += _inproc_md(results) + _restart_md(results) + _scaling_md(results)
+    lines += _targets_md(results) + _noise_md(results)
     return "\n".join(lines) + "\n"
 
 
@@ -310,6 +313,14 @@ def _restart_md(results: dict[str, Any]) -> list[str]:
         f"RSS {snap['rss_mb']:.0f} MiB.",
         "",
     ]
+
+
+def _scaling_md(results: dict[str, Any]) -> list[str]:
+    sc = results.get("scaling")
+    if not sc:
+        return []
+    reference = scaling.reference_point(results.get("points", []), sc["connections"])
+    return scaling.markdown(sc, reference, " in this run")
 
 
 def _targets_md(results: dict[str, Any]) -> list[str]:

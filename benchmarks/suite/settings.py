@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ALL_SECTIONS = ("floor", "http", "scale", "restart", "inproc")
+ALL_SECTIONS = ("floor", "http", "scale", "restart", "inproc", "scaling")
 ALL_WORKLOADS = ("write", "read-linearizable", "read-stale", "mix-90/10")
 #: Extra raftcache series (``BENCH_RAFT_TRANSPORT``): the same cluster with another Raft wire.
 RAFT_SERIES: dict[str, tuple[str, ...]] = {
@@ -63,6 +63,14 @@ class Settings:
     wrk_threads_max: int = 2
     #: Extra raftcache series besides the default (HTTP/JSON) one: names of ``RAFT_SERIES``.
     raft_series: tuple[str, ...] = ()
+    #: The ``scaling`` section (``benchmarks/scaling.py``): data groups G of each cluster of
+    #: 3 stores, seconds per point, warm-up, repetitions and connections. Its own, shorter
+    #: than the side-by-side points', so the section stays within about 2 minutes.
+    scaling_groups: tuple[int, ...] = (1, 2, 4)
+    scaling_duration_s: float = 8.0
+    scaling_warmup_s: float = 1.0
+    scaling_reps: int = 1
+    scaling_connections: int = 64
 
     @property
     def point_count(self) -> int:
@@ -107,5 +115,10 @@ def from_env() -> Settings:
         sections=sections,
         workloads=workloads,
         raft_series=series,
+        scaling_groups=tuple(int(x) for x in _env_list("BENCH_SCALING_GROUPS", ("1", "2", "4"))),
+        scaling_duration_s=_env_float("BENCH_SCALING_DURATION", 3.0 if quick else 8.0),
+        scaling_warmup_s=_env_float("BENCH_SCALING_WARMUP", 0.5 if quick else 1.0),
+        scaling_reps=_env_int("BENCH_SCALING_REPS", 1),
+        scaling_connections=_env_int("BENCH_SCALING_CONNS", 64),
         results_dir=Path(os.environ.get("BENCH_OUT", "benchmarks/results")),
     )
