@@ -64,6 +64,16 @@ bench-deps: $(STAMP)
 bench: bench-deps
 	$(PY) -m benchmarks.run
 
+# Issue 14, alone: writes over G = 1, 2, 4 data groups on 3 stores pinned to cores (≈ 2 min,
+# results/scaling.*), and RSS per store with 1 M keys over 6 stores of 2 groups vs 3 one-group
+# nodes (≈ 2 min, results/memory-shards.*). `make bench` runs the scaling section too.
+.PHONY: bench-scaling bench-memory-shards
+bench-scaling: bench-deps
+	$(PY) -m benchmarks.scaling
+
+bench-memory-shards: $(STAMP)
+	$(PY) -m benchmarks.memory_shards
+
 # Fault-injection soak on real processes: SOAK_SECONDS (600), SOAK_NODES (3), SOAK_SEED (random).
 soak: $(STAMP)
 	$(PY) -m raftcache.testing.soak --seconds $${SOAK_SECONDS:-600} --nodes $${SOAK_NODES:-3} $${SOAK_SEED:+--seed $$SOAK_SEED}
