@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.scaling import header
-from benchmarks.suite.machine import machine_info, rss_mb
+from benchmarks.suite.machine import machine_info, rss_mb, source_info
 from benchmarks.suite.procs import ProcessGroup, install_signal_handlers
 from benchmarks.suite.raftcache_cluster import RaftcacheCluster
 from benchmarks.suite.stores import (
@@ -158,7 +158,7 @@ def main() -> int:
     keys = int(os.environ.get("BENCH_SHARD_KEYS", "1000000"))
     out_dir = Path(os.environ.get("BENCH_OUT", "benchmarks/results"))
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    machine = machine_info(sys.executable)
+    machine = {**machine_info(sys.executable), "source": source_info()}
     work = Path(tempfile.mkdtemp(prefix="raftcache-memshards-"))
     t0 = time.monotonic()
     try:

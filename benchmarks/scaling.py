@@ -5,7 +5,7 @@ G = 1, 2, 4 data groups on 3 stores pinned to cores, through the group leaders a
 store), with the suite's machine description, written to ``results/scaling.{json,md}`` —
 never to ``latest.*``, which only ``make bench`` writes. The G = 1 figures are compared with
 the side-by-side ``write`` point of the last full run in ``results/latest.json``.
-``BENCH_SCALING_GROUPS`` (1,2,4), ``BENCH_SCALING_DURATION`` (8), ``BENCH_SCALING_WARMUP`` (1),
+``BENCH_SCALING_GROUPS`` (1,2,4), ``BENCH_SCALING_DURATION`` (6), ``BENCH_SCALING_WARMUP`` (1),
 ``BENCH_SCALING_REPS`` (1), ``BENCH_SCALING_CONNS`` (64) and ``BENCH_OUT`` from the
 environment.
 """
@@ -21,16 +21,18 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.suite import scaling
-from benchmarks.suite.machine import machine_info
+from benchmarks.suite.machine import machine_info, source_info
 from benchmarks.suite.procs import ProcessGroup, install_signal_handlers
 from benchmarks.suite.settings import from_env
 
 
 def header(machine: dict[str, Any], date: str) -> list[str]:
+    source = machine.get("source") or {}
     return [
         f"Run {date}. Machine: {machine['cpu']}, {machine['cores']} cores, "
         f"{machine['mem_gib']} GiB, Linux {machine['kernel']}, Python {machine['python']}; "
-        f"{machine['wrk']}; load 1 min at start {machine['load1_at_start']:.2f}.",
+        f"{machine['wrk']}; load 1 min at start {machine['load1_at_start']:.2f}. "
+        f"raftcache at {source.get('commit', 'unknown')}.",
         "",
     ]
 
@@ -43,7 +45,7 @@ def main() -> int:
             return 2
     settings = from_env()
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    machine = machine_info(sys.executable)
+    machine = {**machine_info(sys.executable), "source": source_info()}
     work = Path(tempfile.mkdtemp(prefix="raftcache-scaling-"))
 
     def tick(text: str) -> None:

@@ -171,3 +171,23 @@ def machine_info(python: str) -> dict[str, object]:
         "pysyncobj": version or "missing",
         "load1_at_start": load_average(),
     }
+
+
+def source_info() -> dict[str, str]:
+    """Which raftcache tree the stores run (the one ``python -m raftcache`` imports here):
+    its path and, in a git work tree, the commit and whether ``src`` differs from it. A tree
+    exported with ``git archive`` has no history: ``BENCH_SOURCE_REV`` names its commit."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("raftcache")
+    origin = spec.origin if spec is not None and spec.origin else ""
+    src = Path(origin).resolve().parent.parent if origin else Path.cwd()
+    info = {"path": str(src), "commit": os.environ.get("BENCH_SOURCE_REV", "unknown")}
+    git = ["git", "-C", str(src)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0 and "BENCH_SOURCE_REV" not in os.environ:
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "."], capture_output=True, text=True
+        ).stdout.strip()
+        info["commit"] = head.stdout.strip() + (" + uncommitted changes" if dirty else "")
+    return info

@@ -17,8 +17,9 @@ paths:
 The figure that matters on a machine with few cores is **ops per CPU-second** (writes/s divided
 by the CPU the 3 stores used over the measured window, utime + stime from ``/proc``): it stays
 flat as G grows if a group costs nothing beyond its share of the work. Writes/s grows with G
-only where the leaders' stores have cores of their own. At G = 1 the same point is also taken
-unpinned (every store and wrk floating over all cores, as the side-by-side table runs).
+only where the leaders' stores have cores of their own. The ``direct`` point is also taken
+unpinned (every store and wrk floating over all cores, as the side-by-side table runs): at
+G = 1 it is the side-by-side point itself, and it tells what the pinning costs on few cores.
 """
 
 from __future__ import annotations
@@ -57,8 +58,7 @@ IDLE_SAMPLE_S = 2.0
 
 def point_count(settings: Settings) -> int:
     """wrk points of the section (for the progress bar)."""
-    per_g = [3 if g == 1 else 2 for g in settings.scaling_groups]
-    return sum(per_g) * settings.scaling_reps
+    return 3 * len(settings.scaling_groups) * settings.scaling_reps
 
 
 def _plan_job(
@@ -86,21 +86,28 @@ def _plan_job(
     )
 
 
-def _forwarded(cluster: RaftcacheCluster) -> float:
-    """Requests the stores forwarded so far (``raftcache_http_forwarded_total``, all groups)."""
-    total = 0.0
+def _counters(cluster: RaftcacheCluster) -> dict[str, float]:
+    """Requests the stores forwarded so far (``raftcache_http_forwarded_total``, every group)
+    and the AppendEntries they sent (``raftcache_network_rpcs_total``, outbound)."""
+    total = {"forwarded": 0.0, "append_entries": 0.0}
     for nid in cluster.procs:
         status, body = httpc.request("GET", f"{cluster.url(nid)}/metrics")
         if status != 200:
             continue
         for line in body.decode(errors="replace").splitlines():
             if line.startswith("raftcache_http_forwarded_total"):
-                total += float(line.rsplit(" ", 1)[1])
+                total["forwarded"] += float(line.rsplit(" ", 1)[1])
+            elif (
+                line.startswith("raftcache_network_rpcs_total{")
+                and 'direction="outbound"' in line
+                and 'rpc="AppendEntries"' in line
+            ):
+                total["append_entries"] += float(line.rsplit(" ", 1)[1])
     return total
 
 
-def _read_into(out: list[float], cluster: RaftcacheCluster) -> None:
-    out.append(_forwarded(cluster))
+def _read_into(out: list[dict[str, float]], cluster: RaftcacheCluster) -> None:
+    out.append(_counters(cluster))
 
 
 def _idle_cpu(pids: dict[str, int]) -> dict[str, float]:
@@ -177,9 +184,11 @@ def _measure_groups(
             "any",
             wrk_cores,
         )
-        runs: list[tuple[str, WrkJob, bool]] = [("direct", direct, True), ("any", anyst, True)]
-        if groups == 1:
-            runs.append(("direct", dataclasses.replace(direct, cores=()), False))
+        runs: list[tuple[str, WrkJob, bool]] = [
+            ("direct", direct, True),
+            ("any", anyst, True),
+            ("direct", dataclasses.replace(direct, cores=()), False),
+        ]
         points = []
         for path, job, pinned in runs:
             for nid, pid in pids.items():
@@ -187,9 +196,10 @@ def _measure_groups(
             reps = []
             for _ in range(settings.scaling_reps):
                 tick(f"scaling G={groups} {path}{'' if pinned else ' unpinned'}")
-                fwd0: list[float] = []
-                rep = run_once(job, pids, point_settings, partial(_read_into, fwd0, cluster))
-                rep["forwarded"] = _forwarded(cluster) - fwd0[0]
+                start: list[dict[str, float]] = []
+                rep = run_once(job, pids, point_settings, partial(_read_into, start, cluster))
+                end = _counters(cluster)
+                rep.update({name: end[name] - start[0][name] for name in end})
                 reps.append(rep)
             label = f"raftcache-{STORES}x{groups}g"
             point = summarize(label, f"write-{path}", job.connections, reps)
@@ -199,6 +209,9 @@ def _measure_groups(
                 path=path,
                 pinned=pinned,
                 forwarded_share=sum(r["forwarded"] for r in reps) / requests if requests else 0.0,
+                append_entries_per_write=(
+                    sum(r["append_entries"] for r in reps) / requests if requests else 0.0
+                ),
                 store_cpu_cores=sum(v for k, v in point["cpu"].items() if k != "wrk") / 100,
             )
             points.append(point)
@@ -239,9 +252,9 @@ def _points(scaling: dict[str, Any]) -> list[dict[str, Any]]:
     return [p for c in scaling["clusters"] for p in c["points"]]
 
 
-def _base(scaling: dict[str, Any], path: str) -> dict[str, Any] | None:
+def _base(scaling: dict[str, Any], path: str, pinned: bool) -> dict[str, Any] | None:
     for p in _points(scaling):
-        if p["groups"] == 1 and p["path"] == path and p["pinned"]:
+        if p["groups"] == 1 and p["path"] == path and p["pinned"] == pinned:
             return p
     return None
 
@@ -275,17 +288,22 @@ def markdown(
         "store forwards what it does not lead). Stores pinned to cores "
         f"{scaling['cores']} (the store leading most groups first: `core` column); wrk "
         "pinned to the cores left, or floating when none is left. CPU-s: utime + stime of the "
-        "3 stores over the measured window. Ratios against G = 1, same client path, pinned.",
+        "3 stores over the measured window. forwarded: share of the writes a store passed to "
+        "another; AppendEntries per write: the RPCs every store sent over the run (heartbeats "
+        "included) per write. Ratios against G = 1, same client path and "
+        "pinning. The `direct, unpinned` rows let every store and wrk float over all cores, as "
+        "the side-by-side table runs.",
         "",
         "| G | leaders per store | core per store | client path | conns | writes/s | p50 / p99 ms "
-        "| CPU % per store | forwarded | ops/CPU-s | writes/s vs G=1 | ops/CPU-s vs G=1 |",
-        "|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| CPU % per store | forwarded | AppendEntries per write | ops/CPU-s | writes/s vs G=1 "
+        "| ops/CPU-s vs G=1 |",
+        "|--:|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for c in clusters:
         leads = "/".join(str(c["leads"][n]) for n in sorted(c["leads"]))
         cores = "/".join(str(c["cores"][n]) for n in sorted(c["cores"]))
         for p in c["points"]:
-            base = _base(scaling, p["path"])
+            base = _base(scaling, p["path"], p["pinned"])
             cpu = "/".join(f"{p['cpu'][n]:.0f}" for n in sorted(c["leads"]))
             noisy = " ⚠" if p["noisy"] else ""
             path = p["path"] + ("" if p["pinned"] else ", unpinned")
@@ -293,7 +311,7 @@ def markdown(
                 f"| {c['groups']}{noisy} | {leads} | {cores if p['pinned'] else 'any'} | {path} "
                 f"| {p['connections']} | {p['ops_s']:,.0f} | {p['p50_ms']:.2f} / "
                 f"{p['p99_ms']:.2f} | {cpu} | {100 * p['forwarded_share']:.0f}% "
-                f"| {p['ops_per_cpu_s']:,.0f} "
+                f"| {p['append_entries_per_write']:.2f} | {p['ops_per_cpu_s']:,.0f} "
                 f"| {_ratio(p['ops_s'], base['ops_s'] if base else None)} "
                 f"| {_ratio(p['ops_per_cpu_s'], base['ops_per_cpu_s'] if base else None)} |"
             )
@@ -316,7 +334,7 @@ def markdown(
                 f"**G={c['groups']}: leadership moved during the measurement** "
                 f"({c['leaders']} → {c['leaders_after']})."
             )
-    unpinned = next((p for p in _points(scaling) if not p["pinned"]), None)
+    unpinned = _base(scaling, "direct", False)
     if unpinned is not None and reference is not None:
         lines.append(
             f"G = 1 unpinned, today's configuration: {unpinned['ops_s']:,.0f} writes/s, "
