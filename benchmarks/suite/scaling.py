@@ -53,7 +53,7 @@ from benchmarks.suite.wrk import WrkJob
 Tick = Callable[[str], None]
 STORES = 3
 REPLICAS = 3
-IDLE_SAMPLE_S = 2.0
+IDLE_SAMPLE_S = 3.0
 
 
 def point_count(settings: Settings) -> int:
