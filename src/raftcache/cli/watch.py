@@ -7,6 +7,10 @@ is valid UTF-8 and as ``value_base64`` otherwise. The client's watch resumes acr
 failures with no gap and no duplicate; history the cluster no longer has (410) ends the command
 with exit code 2 and the version to re-read at. ``--count N`` stops after N changes (exit 0);
 Ctrl-C stops it too (exit 0).
+
+On a sharded cluster every group's changes come merged (each group's in its own order): text
+lines start with ``GROUP:VERSION``, JSON lines carry ``group``; ``--from-version`` takes a
+resume token (``g0:N,g1:M,…``, what a 410 names and the stream's ids are) as well as a version.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from raftcache.cli.common import (
     positive_int,
     run_async,
 )
-from raftcache.client.watch import WatchCompactedError, WatchEvent
+from raftcache.client.watch import WatchCompactedError, WatchEvent, check_from_version
 
 
 def add_parser(subparsers: Any) -> None:
@@ -41,10 +45,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("prefix", nargs="?", default="", help="key prefix (default: every key)")
     p.add_argument(
         "--from-version",
-        type=int,
         default=None,
         metavar="N",
-        help="start after version N (a log index; default: changes from now on)",
+        help="start after version N (a log index; on a sharded cluster also a resume token "
+        "g0:N,g1:M,…; default: changes from now on)",
     )
     p.add_argument("--count", type=positive_int, default=None, metavar="N", help="stop after N")
     p.add_argument("--format", choices=("text", "json"), default="text")
@@ -63,6 +67,8 @@ def event_line(event: WatchEvent, fmt: str) -> str:
     """One change as the line ``--format`` asks for."""
     if fmt == "json":
         obj: dict[str, Any] = {"version": event.version, "type": event.type, "key": event.key}
+        if event.group is not None:
+            obj["group"] = event.group
         if event.value is not None:
             try:
                 obj["value"] = event.value.decode("utf-8")
@@ -71,22 +77,23 @@ def event_line(event: WatchEvent, fmt: str) -> str:
         if event.expires_at is not None:
             obj["expires_at"] = event.expires_at
         return orjson.dumps(obj).decode("utf-8")
-    parts = [str(event.version), event.type, event.key]
+    version = str(event.version) if event.group is None else f"{event.group}:{event.version}"
+    parts = [version, event.type, event.key]
     if event.value is not None:
         parts.append(event.value.decode("utf-8", "backslashreplace"))
     return " ".join(parts)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    if args.from_version is not None and args.from_version < 0:
-        return fail("watch", "--from-version must be >= 0", EXIT_USAGE)
+    try:
+        start = check_from_version(args.from_version)
+    except ValueError:
+        return fail("watch", "--from-version must be a version >= 0 or a resume token", EXIT_USAGE)
 
     async def run() -> int:
         seen = 0
         async with make_client(args) as client:
-            watch = client.watch(
-                args.prefix, from_version=args.from_version, give_up_after=args.give_up_after
-            )
+            watch = client.watch(args.prefix, from_version=start, give_up_after=args.give_up_after)
             try:
                 async for event in watch:
                     sys.stdout.write(event_line(event, args.format) + "\n")
@@ -97,7 +104,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             except WatchCompactedError as exc:
                 return fail(
                     "watch",
-                    f"{exc}; re-read and watch from version {exc.current_version}",
+                    f"{exc}; re-read and watch from version {exc.token}",
                     EXIT_USAGE,
                 )
             finally:

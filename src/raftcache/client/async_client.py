@@ -133,11 +133,12 @@ class AsyncClient:
         self,
         prefix: str = "",
         *,
-        from_version: int | None = None,
+        from_version: int | str | None = None,
         idle_timeout: float = 30.0,
         give_up_after: float = 60.0,
     ) -> AsyncWatch:
-        """The changes under ``prefix`` with a version > ``from_version`` (None: from now), as
+        """The changes under ``prefix`` with a version > ``from_version`` (None: from now; a
+        resume token, ``AsyncWatch.token``, on a sharded cluster), as
         an async iterator of ``WatchEvent``; it reconnects across failures with no gap and no
         duplicate, and raises ``WatchCompactedError`` when the history is gone (see
         ``raftcache.client.watch``). Close it with ``aclose()`` or ``async with``."""

@@ -142,7 +142,7 @@ class Client:
         self,
         prefix: str = "",
         *,
-        from_version: int | None = None,
+        from_version: int | str | None = None,
         idle_timeout: float = 30.0,
         give_up_after: float = 60.0,
     ) -> Watch:

@@ -7,6 +7,14 @@ a ``progress`` event moves it on quiet streams), and reconnects with it (``from_
 nothing is missed and nothing repeats; an event at or below ``version`` (which a correct server
 never sends) is dropped, not yielded twice.
 
+On a sharded cluster (a store of many groups) the stream merges every group: each event names
+its group and that group's version, and its SSE id is a resume token ``g0:N,g1:M,…`` (every
+group's version). The watch keeps the last token received whole (``token``; ``version`` stays
+None) and reconnects with it, so every group resumes from its own version; an event at or below
+its group's version in the token is dropped. Events of one group come in that group's log order;
+events of different groups in no particular order. ``token`` is the resume point in either case
+(``str(version)`` on one group): ``from_version`` takes it back.
+
 Reconnecting: on a connection error, a stream that ends, a 503/5xx or a stream silent for
 ``idle_timeout`` (the server sends a heartbeat every few seconds), the next endpoint is tried at
 once; after a full round of failures it backs off (the client's ``RetryPolicy``) and gives up
@@ -52,6 +60,8 @@ class WatchEvent:
         version: the log index of the change (all changes of one entry share it).
         value: the new value of a ``set``; None otherwise.
         expires_at: a ``set``'s expiry (seconds since the epoch), None for never / not a set.
+        group: the key's data group on a sharded cluster (``version`` is that group's log
+            index), None on a cluster of one group.
     """
 
     type: str
@@ -59,31 +69,89 @@ class WatchEvent:
     version: int
     value: bytes | None = None
     expires_at: float | None = None
+    group: str | None = None
 
 
 class WatchCompactedError(RaftcacheError):
     """410: the changes after the version asked for are gone from every node's history.
 
     Attributes:
-        current_version: the version to re-read at and watch from.
-        oldest_version: the oldest version a watch can start from now (as far as known).
+        current_version: the version to re-read at and watch from (0 on a sharded cluster:
+            see ``token``).
+        oldest_version: the oldest version a watch can start from now (as far as known; on a
+            sharded cluster, that of the group ``group``).
+        token: what to watch from after re-reading, as ``from_version`` takes it: the resume
+            token of every group on a sharded cluster, ``str(current_version)`` otherwise.
+        group: on a sharded cluster, the group whose history no longer holds the start.
     """
 
     def __init__(
-        self, message: str, *, current_version: int, oldest_version: int | None = None
+        self,
+        message: str,
+        *,
+        current_version: int,
+        oldest_version: int | None = None,
+        token: str | None = None,
+        group: str | None = None,
     ) -> None:
         super().__init__(message, status=410)
         self.current_version = current_version
         self.oldest_version = oldest_version
+        self.token = token if token is not None else str(current_version)
+        self.group = group
+
+
+#: A resume token is at most this long (a store's has about 30 characters per group).
+MAX_TOKEN_CHARS = 1 << 16
+
+
+def token_versions(token: str) -> dict[str, int]:
+    """The versions a resume token ``g0:N,g1:M,…`` names, by group ({} when it names none)."""
+    versions: dict[str, int] = {}
+    for part in token.split(","):
+        group, colon, version = part.partition(":")
+        if colon and group and version.isascii() and version.isdigit():
+            versions[group] = int(version)
+    return versions
+
+
+def check_from_version(from_version: int | str | None) -> int | str | None:
+    """``from_version`` as a watch takes it: None, a version (an int, or a string of digits),
+    or a resume token (a non-empty string of printable ASCII); ValueError otherwise."""
+    if from_version is None:
+        return None
+    if type(from_version) is int:
+        if from_version < 0:
+            raise ValueError("from_version must be a non-negative integer, a token or None")
+        return from_version
+    if isinstance(from_version, str):
+        if from_version.isascii() and from_version.isdigit():
+            return int(from_version)
+        printable = from_version.isascii() and from_version.isprintable()
+        if printable and " " not in from_version and 0 < len(from_version) <= MAX_TOKEN_CHARS:
+            return from_version
+    raise ValueError(
+        f"from_version must be a non-negative integer, a resume token or None, "
+        f"not {from_version!r:.80}"
+    )
 
 
 def decode_change_event(data: str) -> tuple[int, list[WatchEvent]]:
-    """The version and events of a ``change`` message; ``ProtocolError`` if malformed."""
+    """The version and events of a ``change`` message; ``ProtocolError`` if malformed. On a
+    sharded cluster's stream each event carries the message's ``group``."""
+    version, _, events = _decode_change(data)
+    return version, events
+
+
+def _decode_change(data: str) -> tuple[int, str | None, list[WatchEvent]]:
     try:
         obj = orjson.loads(data)
         version = obj["version"]
         if type(version) is not int:
             raise TypeError("version is not an integer")
+        group = obj.get("group")
+        if group is not None and not isinstance(group, str):
+            raise TypeError("group is not a string")
         events = [
             WatchEvent(
                 c["type"],
@@ -91,12 +159,13 @@ def decode_change_event(data: str) -> tuple[int, list[WatchEvent]]:
                 version,
                 base64.b64decode(c["value"], validate=True) if "value" in c else None,
                 c.get("expires_at"),
+                group,
             )
             for c in obj["changes"]
         ]
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ProtocolError(f"malformed watch event: {exc!r}") from None
-    return version, events
+    return version, group, events
 
 
 class AsyncWatch:
@@ -109,19 +178,23 @@ class AsyncWatch:
         self,
         transport: Transport,
         prefix: str = "",
-        from_version: int | None = None,
+        from_version: int | str | None = None,
         *,
         idle_timeout: float = 30.0,
         give_up_after: float = 60.0,
     ) -> None:
-        if from_version is not None and (type(from_version) is not int or from_version < 0):
-            raise ValueError("from_version must be a non-negative integer or None")
+        start = check_from_version(from_version)
         if idle_timeout <= 0 or give_up_after <= 0:
             raise ValueError("idle_timeout and give_up_after must be > 0")
         self._transport = transport
         self.prefix = prefix
-        #: The last version received whole: where a reconnect resumes.
-        self.version = from_version
+        #: The last version received whole: where a reconnect resumes (one group; None on a
+        #: sharded cluster's stream, whose resume point is ``token``).
+        self.version: int | None = start if isinstance(start, int) else None
+        #: A sharded stream's last id received whole (None until one is seen or given).
+        self._token: str | None = start if isinstance(start, str) else None
+        #: A sharded stream's version of each group, as ``_token`` names them.
+        self._groups: dict[str, int] = token_versions(self._token) if self._token else {}
         self.idle_timeout = idle_timeout
         self.give_up_after = give_up_after
         self._pending: deque[WatchEvent] = deque()
@@ -133,6 +206,15 @@ class AsyncWatch:
         #: Connections opened so far (the first one included).
         self.connections = 0
         self._closed = False
+
+    @property
+    def token(self) -> str | None:
+        """Where a reconnect resumes, as ``from_version`` takes it back: the last SSE id
+        received whole — the resume token of every group on a sharded cluster, else
+        ``str(version)`` — or None before the stream named its start."""
+        if self._token is not None:
+            return self._token
+        return None if self.version is None else str(self.version)
 
     def __aiter__(self) -> AsyncIterator[WatchEvent]:
         return self
@@ -186,18 +268,47 @@ class AsyncWatch:
 
     def _handle(self, message: SseMessage) -> None:
         if message.event == "change":
-            version, events = decode_change_event(message.data)
+            version, group, events = _decode_change(message.data)
+            if group is not None:
+                self._sharded_change(message, group, version, events)
+                return
             if self.version is not None and version <= self.version:
                 return  # already delivered (never sent by a correct server)
             self._pending.extend(events)
             self.version = version
         elif message.event == "progress":
             try:
-                version = orjson.loads(message.data)["version"]
-            except (ValueError, TypeError, KeyError) as exc:
+                obj = orjson.loads(message.data)
+                token = obj.get("token")
+                moved = None if token is not None else obj["version"]
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 raise ProtocolError(f"malformed watch progress: {exc!r}") from None
-            if type(version) is int and (self.version is None or version > self.version):
-                self.version = version
+            if token is not None:
+                self._sharded_progress(message, token)
+            elif type(moved) is int and (self.version is None or moved > self.version):
+                self.version = moved
+
+    def _sharded_change(
+        self, message: SseMessage, group: str, version: int, events: list[WatchEvent]
+    ) -> None:
+        """A change event of a sharded stream: its id is the token after it."""
+        if not message.id:
+            raise ProtocolError("a watch event of a sharded cluster came without its id")
+        if version <= self._groups.get(group, -1):
+            return  # already delivered (never sent by a correct server)
+        self._pending.extend(events)
+        self._groups[group] = version
+        self._token, self.version = message.id, None
+
+    def _sharded_progress(self, message: SseMessage, token: object) -> None:
+        """A progress event of a sharded stream: every group moves to the token's version."""
+        if not isinstance(token, str) or (message.id or token) != token:
+            raise ProtocolError(f"malformed watch progress: token {token!r:.80}")
+        versions = token_versions(token)
+        if any(v < self._groups.get(g, -1) for g, v in versions.items()):
+            return  # behind what was received (never sent by a correct server)
+        self._groups.update(versions)
+        self._token, self.version = token, None
 
     async def _connect(self) -> None:
         """Open a stream from ``version`` on some endpoint (see the module docstring)."""
@@ -228,8 +339,9 @@ class AsyncWatch:
     async def _open(self, url: str) -> bool:
         """Try one endpoint: True once streaming; raises what ends the attempt."""
         params = [("prefix", self.prefix)] if self.prefix else []
-        if self.version is not None:
-            params.append(("from_version", str(self.version)))
+        start = self.token
+        if start is not None:
+            params.append(("from_version", start))
         target = "/v1/watch" + encode_query(params)
         where = f"GET {url}/v1/watch"
         try:
@@ -251,10 +363,14 @@ class AsyncWatch:
         finally:
             response.release()
         if response.status == 410:
+            version = body.get("version")
+            group = body.get("group")
             raise WatchCompactedError(
                 f"{where}: {body.get('error', 'history compacted')}",
-                current_version=_int(body.get("version"), 0),
+                current_version=_int(version, 0),
                 oldest_version=_int(body.get("oldest_version"), None),
+                token=version if isinstance(version, str) else None,
+                group=group if isinstance(group, str) else None,
             )
         error = error_from_response(response.status, body, where=where)
         if response.status >= 500:
@@ -276,6 +392,11 @@ class Watch:
     def version(self) -> int | None:
         """The last version received whole (see ``AsyncWatch.version``)."""
         return self._inner.version
+
+    @property
+    def token(self) -> str | None:
+        """Where a reconnect resumes, for ``from_version`` (see ``AsyncWatch.token``)."""
+        return self._inner.token
 
     @property
     def endpoint(self) -> str | None:
