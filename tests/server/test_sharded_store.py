@@ -409,7 +409,6 @@ async def test_admin_routes_name_their_group(three: Stores) -> None:
         ("DELETE", "/v1/members/s9"),
         ("GET", "/v1/alarms"),
         ("GET", "/v1/backup"),
-        ("GET", "/v1/watch"),
     ):
         async with s.request(method, f"{url}{path}") as resp:
             assert resp.status == 400, (path, await resp.text())
@@ -419,6 +418,10 @@ async def test_admin_routes_name_their_group(three: Stores) -> None:
         async with s.request(method, f"{url}{path}?group=g4") as resp:
             assert resp.status == 400, path
             assert "names no group" in str((await _json(resp))["error"])
+    # A watch without ?group= spans every group (tests/server/test_store_watch.py).
+    async with s.get(f"{url}/v1/watch?group=g4") as resp:
+        assert resp.status == 400
+        assert "names no group" in str((await _json(resp))["error"])
     async with s.post(f"{url}/v1/snapshot?group=g1") as resp:
         assert resp.status == 200, await resp.text()
     gid = "g2"

@@ -1,5 +1,5 @@
-"""Handlers of the operational API: status, stats, health, metrics, membership, leadership
-transfer and snapshots.
+"""Handlers of the operational API: status, stats, health, metrics, the cluster map
+(``/v1/shards``), membership, leadership transfer and snapshots.
 
 Rule: read-only endpoints answer from this node's own state (no forwarding: ``/v1/status`` of a
 follower must describe the follower). Membership changes and leadership transfer need the leader
@@ -9,7 +9,7 @@ and so are forwarded like writes; ``/v1/snapshot`` compacts this node's own log.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -30,6 +30,7 @@ from raftcache.server.validation import (
     parse_node_id,
     parse_node_url,
 )
+from raftcache.slots import SLOTS
 
 
 def _role(node: NodePort) -> str:
@@ -105,6 +106,72 @@ async def get_metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
+class MapVersion:
+    """The ``version`` of ``GET /v1/shards``: the sum of the terms of the groups this process
+    hosts (a new leader is a new term) plus how many times it saw the map change otherwise
+    (a member added or removed, another store's leader guess moved). It changes whenever a
+    group's leader or members change, only grows while the process runs, and says nothing
+    about another store's version (each counts its own groups' terms)."""
+
+    __slots__ = ("_changes", "_last")
+
+    def __init__(self) -> None:
+        self._last: tuple[tuple[Any, ...], ...] | None = None
+        self._changes = 0
+
+    def of(self, shards: Sequence[Mapping[str, Any]], terms: int) -> int:
+        """The version of the map ``shards`` (``/v1/shards``'s entries), ``terms`` summed."""
+        seen = tuple((s["leader"], tuple(s["members"])) for s in shards)
+        if self._last is not None and seen != self._last:
+            self._changes += 1
+        self._last = seen
+        return terms + self._changes
+
+
+def shards_body(
+    groups: int,
+    store: str,
+    stores: Mapping[str, str],
+    shards: list[dict[str, Any]],
+    version: MapVersion,
+) -> dict[str, Any]:
+    """The ``GET /v1/shards`` body (docs/api.md, "The cluster map")."""
+    terms = sum(s["term"] or 0 for s in shards)
+    return {
+        "groups": groups,
+        "store": store,
+        "version": version.of(shards, terms),
+        "stores": dict(sorted(stores.items())),
+        "shards": shards,
+    }
+
+
+def shards_handler() -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``GET /v1/shards`` of a single-group node: one shard of every slot, its leader, term
+    and members as this node knows them (a client then knows the cluster is not sharded)."""
+    version = MapVersion()
+
+    async def get_shards(request: web.Request) -> web.Response:
+        ctx = context_of(request)
+        node = ctx.node
+        stores = dict(ctx.settings.peer_urls)
+        leader = node.leader_id
+        address = node.leader_address() if leader is not None else None
+        if leader is not None and address and leader not in stores:
+            stores[leader] = address
+        shard = {
+            "group": "g0",
+            "slots": [0, SLOTS - 1],
+            "leader": leader,
+            "term": node.current_term,
+            "hosted": True,
+            "members": sorted(node.members),
+        }
+        return json_response(shards_body(1, node.node_id, stores, [shard], version))
+
+    return get_shards
+
+
 async def add_member(request: web.Request) -> web.Response:
     """``POST /v1/members`` ``{"id", "url"}``: returns once the node is a voter.
 
@@ -167,6 +234,7 @@ def add_admin_routes(app: web.Application) -> None:
     app.router.add_get("/v1/stats", get_stats)
     app.router.add_get("/v1/health", get_health)
     app.router.add_get("/metrics", get_metrics)
+    app.router.add_get("/v1/shards", shards_handler())
     app.router.add_post("/v1/members", add_member)
     app.router.add_delete("/v1/members/{id}", remove_member)
     app.router.add_post("/v1/leader/transfer", transfer_leader)

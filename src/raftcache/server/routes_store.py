@@ -17,6 +17,9 @@ answer the whole request's. The key routes of one key, and ``batch`` (one group,
   asked for, the parts not at one instant.
 - ``GET /v1/status``: the single-group fields, of the store's first hosted group (so a reader
   of one group keeps working), plus ``sharding`` and ``groups`` (every group of the cluster).
+- ``GET /v1/shards``: the cluster map as this store knows it — every group's slots, members
+  and leader (its own replica's view, with the term; for a group it holds no replica of, its
+  ``RemoteGroup``'s guess, no term) and every store's URL — for clients that route by slot.
 - ``GET /v1/stats``: cache figures summed over the hosted groups, each group's under
   ``groups``. ``GET /v1/health``: 200 while every hosted group knows a leader.
   ``GET /metrics``: per-group series labelled ``group``.
@@ -26,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -67,7 +70,7 @@ from raftcache.server.results import (
     session_from_headers,
     to_values,
 )
-from raftcache.server.routes_admin import node_status
+from raftcache.server.routes_admin import MapVersion, node_status, shards_body
 from raftcache.server.routes_keys import batch_body_limit, single_query
 from raftcache.server.routes_watch import ROUTED_HUB, WATCH, WatchHub, WatchSettings
 from raftcache.server.validation import (
@@ -267,6 +270,40 @@ async def get_status(request: web.Request) -> web.Response:
     return json_response(status)
 
 
+def _shard(front: StoreFront, gid: str) -> dict[str, Any]:
+    """One group's entry of ``GET /v1/shards``."""
+    replica = front.store.replicas.get(gid)
+    leader: str | None
+    term: int | None
+    if replica is None:
+        remote = front.store.remote[gid]
+        leader, term, members = remote.leader_id, None, sorted(remote.members)
+    else:
+        node = replica.node
+        leader, term, members = node.leader_id, node.current_term, sorted(node.members)
+    return {
+        "group": gid,
+        "slots": front.slots_of(gid),
+        "leader": leader,
+        "term": term,
+        "hosted": replica is not None,
+        "members": members,
+    }
+
+
+def shards_handler(front: StoreFront) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``GET /v1/shards`` of a store (see the module docstring)."""
+    version = MapVersion()
+
+    async def get_shards(request: web.Request) -> web.Response:
+        shards = [_shard(front, gid) for gid in front.store.group_ids()]
+        stores = front.settings.peer_urls
+        body = shards_body(front.store.groups, front.store.store_id, stores, shards, version)
+        return json_response(body)
+
+    return get_shards
+
+
 async def _hosted_stats(front: StoreFront) -> dict[str, Any]:
     hosted = front.hosted()
     found = await all_of([stats_of(front.contexts[gid].service) for gid in hosted])
@@ -361,6 +398,7 @@ def add_store_routes(app: web.Application, front: StoreFront, watch: WatchSettin
     router.add_get("/v1/stats", get_stats)
     router.add_get("/v1/health", get_health)
     router.add_get("/metrics", get_metrics)
+    router.add_get("/v1/shards", shards_handler(front))
     router.add_post("/v1/members", on_group(routes_admin.add_member, forward=small))
     router.add_delete(
         "/v1/members/{id}", on_group(routes_admin.remove_member, forward=FORWARD_NO_BODY)

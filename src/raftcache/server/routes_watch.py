@@ -64,12 +64,16 @@ class WatchSettings:
         max_watchers: streams served at once by this node (503 beyond).
         write_timeout_s: a write to a stream blocked longer than this ends it (slow client).
         batch_entries: history entries read per step (bounds one write and one event-loop turn).
+        relay_timeout_s: on a store, a watch of every group opens each group held elsewhere
+            on one of its stores: connecting and its first event within this, else the next
+            store is tried (``routes_watch_groups``).
     """
 
     heartbeat_s: float = 5.0
     max_watchers: int = 256
     write_timeout_s: float = 10.0
     batch_entries: int = 256
+    relay_timeout_s: float = 3.0
 
 
 class WatchHub:
