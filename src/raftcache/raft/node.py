@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from raftcache.network.errors import NetworkError
-from raftcache.network.groups import GroupNotHostedError
+from raftcache.network.groups import GroupNotHostedError, store_of
 from raftcache.network.interface import NetworkInterface
 from raftcache.protocol.configuration import Configuration
 from raftcache.protocol.messages import (
@@ -285,12 +285,16 @@ class RaftNode:
 
     def peer_url(self, node_id: str) -> str | None:
         """A member's HTTP address: its override, its configuration entry, or the static
-        peers map, in that order (None when none names it)."""
-        return (
+        peers map, in that order (None when none names it). A replica of a group on a store
+        is reached at its store's address (``raftcache.network.groups.store_of``)."""
+        found = (
             self._address_overrides.get(node_id)
             or self.configuration.address_of(node_id)
             or self._peer_addresses.get(node_id)
         )
+        if found is None and self.group:
+            found = self._peer_addresses.get(store_of(node_id))
+        return found
 
     def _check_request(self, req: RaftRequest) -> RaftCore:
         if req.group != self.group:

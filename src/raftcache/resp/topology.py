@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import aiohttp
 import orjson
 
+from raftcache.network.groups import store_of
 from raftcache.slots import SLOTS, group_range, slot_group
 
 if TYPE_CHECKING:
@@ -419,10 +420,11 @@ class StoreTopology(Topology):
         first, last = slots.start, slots.stop - 1
         replica = self.store.replicas.get(gid)
         if replica is not None:
+            # Replica ids name their store (``<store>`` or ``<store>.<n>``): shards list stores.
             node = replica.node
-            return Shard(
-                gid, first, last, node.leader_id, tuple(node.members), True, node.last_applied
-            )
+            leader = None if node.leader_id is None else store_of(node.leader_id)
+            members = tuple(store_of(m) for m in node.members)
+            return Shard(gid, first, last, leader, members, True, node.last_applied)
         leader, members = self._remote.get(gid, (None, ()))
         return Shard(gid, first, last, leader, members or self.store.placement[gid], False, 0)
 
@@ -450,12 +452,14 @@ class StoreTopology(Topology):
                 report = reports.get(gid)
                 if report is None or self.is_down(reporter):
                     continue
-                voters = voters or report.members
-                if report.leader is None or report.leader not in (report.members or stores):
+                members = tuple(store_of(m) for m in report.members)
+                voters = voters or members
+                said = None if report.leader is None else store_of(report.leader)
+                if said is None or said not in (members or stores):
                     continue
-                rank = (report.term, report.leader == reporter)
+                rank = (report.term, said == reporter)
                 if best is None or rank > best:
-                    best, leader = rank, report.leader
+                    best, leader = rank, said
             remote[gid] = (leader, voters)
         self._remote = remote
 

@@ -21,7 +21,6 @@ crash leaves either no record (the store bootstraps again, identically) or the w
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any, Final
 from raftcache.sharding.clustermap import ClusterMap
 from raftcache.sharding.clustermap import Store as StoreInfo
 from raftcache.slots import check_groups
+from raftcache.storage.fsio import FileOps, atomic_write
 from raftcache.store.store import group_id
 
 SHARDS_FILE: Final = "SHARDS"
@@ -176,14 +176,4 @@ def check_single_group_dir(data_dir: Path) -> None:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    atomic_write(FileOps(), str(path), text.encode(), fsync=True)

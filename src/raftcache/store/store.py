@@ -9,15 +9,19 @@ started and stopped together. A key belongs to one data group (``raftcache.slots
 another group's replica. ``start`` opens the transport before any group campaigns (peers can
 answer at once); ``stop`` stops every group, then the transport. See docs/sharding.md.
 
-Each group's Raft node is named by the store's id (a store holds at most one replica of a
-group) and is bound to its storage under the cluster id ``<cluster>/<group id>``, so a group's
-directory can never be opened as another group's.
+A store holds at most one replica of a group. The replicas it was bootstrapped with are named
+by the store's id; a replica created later (``add_replica``, when placement moves one here) by
+the store's next incarnation ``<store>.<n>``, recorded with every removal in the store's ledger
+(``raftcache.store.ledger``), so that no replica id is ever used twice. Each replica's storage
+is bound under the cluster id ``<cluster>/<group id>``, so a group's directory can never be
+opened as another group's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,13 +30,14 @@ from typing import Final
 
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.service import CacheService
-from raftcache.network.groups import GroupNetwork, GroupRouter
+from raftcache.network.groups import GroupNetwork, GroupRouter, store_of
 from raftcache.network.interface import NetworkInterface
 from raftcache.raft.config import RaftConfig
 from raftcache.raft.node import RaftNode
 from raftcache.slots import check_groups, key_group
 from raftcache.storage.base import Storage
 from raftcache.storage.file import FileStorage
+from raftcache.store.ledger import LEDGER_FILE, ReplicaLedger
 
 #: The id of data group ``g`` (the meta group, when it exists, is ``meta``).
 GROUP_PREFIX: Final = "g"
@@ -77,8 +82,9 @@ class RemoteGroup:
     def moved(self, hint: str | None = None) -> None:
         """The current guess did not take a request: follow ``hint`` when it names one of the
         group's replicas, else try the next replica."""
-        if hint is not None and hint in self.members:
-            self._guess = self.members.index(hint)
+        store = None if hint is None else store_of(hint)  # a hint may name a replica id
+        if store is not None and store in self.members:
+            self._guess = self.members.index(store)
         else:
             self._guess = (self._guess + 1) % len(self.members)
 
@@ -101,7 +107,9 @@ class GroupReplica:
     service: CacheService
 
 
-#: Builds one group's storage: (group id) → a ``Storage`` (tests pass memory storages).
+#: Builds the storage of this store's replica of a group: (group id) → a ``Storage``, a new
+#: empty one for a new replica (tests pass memory storages; the default is a ``FileStorage`` in
+#: ``<data-dir>/groups/<group id>``, emptied before a new incarnation is created there).
 StorageFactory = Callable[[str], Storage]
 #: Builds one group's state machine (tests tune the cache; ``serve`` passes its options).
 MachineFactory = Callable[[str], CacheStateMachine]
@@ -126,6 +134,8 @@ class Store:
         machine: Makes a group's state machine (default: a ``CacheStateMachine()``).
         service: Makes a group's cache service (default: a ``CacheService`` on ``clock``).
         peer_addresses: Store id → base URL, recorded in each group's bootstrap membership.
+        ledger: The replicas created and removed since bootstrap (default: the data
+            directory's ``REPLICAS``, or a new in-memory one; tests pass one to restarts).
         cluster_id: The cluster's id; each group binds its storage to ``<id>/<group id>``.
         rng: Seeds each group's election timeouts.
     """
@@ -146,23 +156,33 @@ class Store:
         cluster_id: str = "raftcache",
         rng: random.Random | None = None,
         peer_addresses: Mapping[str, str] | None = None,
+        ledger: ReplicaLedger | None = None,
     ) -> None:
         self.store_id = store_id
         self.groups = check_groups(groups)
+        self._data_dir = data_dir
         if storage is None:
             if data_dir is None:
                 raise ValueError("a store needs a data_dir or a storage factory")
             storage = _file_storages(data_dir)
+        self._storage = storage
         self.network = network
         self.router = GroupRouter(store_id)
         network.register_handlers(self.router)
-        rng = rng or random.Random()
-        make_machine = machine or (lambda gid: CacheStateMachine())
+        self._rng = rng or random.Random()
+        self._make_machine = machine or (lambda gid: CacheStateMachine())
 
         def plain_service(gid: str, node: RaftNode, state: CacheStateMachine) -> CacheService:
             return CacheService(node, state, clock=clock)
 
-        make_service = service or plain_service
+        self._make_service = service or plain_service
+        self._config = config
+        self._cluster_id = cluster_id
+        self._peer_addresses = dict(peer_addresses or {})
+        #: What this store created and removed since bootstrap (``raftcache.store.ledger``).
+        self.ledger = ledger or ReplicaLedger(
+            store_id, None if data_dir is None else data_dir / LEDGER_FILE
+        )
         self.replicas: dict[str, GroupReplica] = {}
         #: Group id → the stores holding its replicas (every group of the cluster).
         self.placement: dict[str, tuple[str, ...]] = {}
@@ -173,25 +193,82 @@ class Store:
             members = list(placement.get(gid, ()))
             if not members:
                 raise ValueError(f"the placement gives group {gid} no replicas")
+            record = self.ledger.record(gid)
+            if record is not None:  # created here after bootstrap
+                self.replicas[gid] = self._build(gid, record.replica, record.voters)
+                members = [*(m for m in members if m != store_id), store_id]
+            elif store_id in members and not self.ledger.removed(gid, store_id):
+                self.replicas[gid] = self._build(gid, store_id, members)
+            else:
+                members = [m for m in members if m != store_id] or members
+                self._discard_directory(gid)  # a removal a crash interrupted
             self.placement[gid] = tuple(members)
-            if store_id not in members:
-                self.remote[gid] = RemoteGroup(store_id, gid, members)
-                continue
-            state = make_machine(gid)
-            node = RaftNode(
-                store_id,
-                members,
-                GroupNetwork(network, self.router, gid),
-                storage(gid),
-                state,
-                config,
-                cluster_id=f"{cluster_id}/{gid}",
-                rng=random.Random(rng.getrandbits(64)),
-                group=gid,
-                peer_addresses=dict(peer_addresses or {}),
-            )
-            self.replicas[gid] = GroupReplica(gid, node, state, make_service(gid, node, state))
+            if gid not in self.replicas:
+                self.remote[gid] = RemoteGroup(store_id, gid, self.placement[gid])
         self._started = False
+
+    def _build(self, gid: str, replica_id: str, voters: Sequence[str]) -> GroupReplica:
+        state = self._make_machine(gid)
+        node = RaftNode(
+            replica_id,
+            list(voters),
+            GroupNetwork(self.network, self.router, gid),
+            self._storage(gid),
+            state,
+            self._config,
+            cluster_id=f"{self._cluster_id}/{gid}",
+            rng=random.Random(self._rng.getrandbits(64)),
+            group=gid,
+            peer_addresses=self._peer_addresses,
+        )
+        return GroupReplica(gid, node, state, self._make_service(gid, node, state))
+
+    def _discard_directory(self, gid: str) -> None:
+        if self._data_dir is not None:
+            shutil.rmtree(self._data_dir / "groups" / gid, ignore_errors=True)
+
+    async def add_replica(self, gid: str, voters: Sequence[str]) -> GroupReplica:
+        """Create this store's replica of ``gid``, empty, under a new id (the next
+        incarnation: ``raftcache.store.ledger``), knowing the group's ``voters`` (it is not one
+        of them: it never campaigns, and waits for the group's leader to add it as a learner
+        and send it the log). Recorded in the ledger before its directory exists; started at
+        once when the store runs. Returns the replica (its ``node.node_id`` is the id the
+        leader must add)."""
+        if gid not in self.placement:
+            raise ValueError(f"no group {gid} in this cluster")
+        if gid in self.replicas:
+            raise ValueError(f"store {self.store_id} already holds a replica of {gid}")
+        replica_id = self.ledger.next_replica_id(gid)
+        self.ledger.created(gid, replica_id, voters)
+        self._discard_directory(gid)  # leftovers of an earlier incarnation: never reused
+        replica = self._build(gid, replica_id, voters)
+        self.replicas[gid] = replica
+        self.remote.pop(gid, None)
+        self.placement[gid] = (
+            *(m for m in self.placement[gid] if m != self.store_id),
+            self.store_id,
+        )
+        if self._started:
+            await replica.node.start()
+            await replica.service.start()
+        return replica
+
+    async def remove_replica(self, gid: str) -> str:
+        """Stop and delete this store's replica of ``gid`` — only once the group's committed
+        configuration no longer names it (the caller checks: docs/sharding.md invariant 6).
+        Tombstoned before its data is deleted, so its id is never created again. Returns the
+        removed replica's id."""
+        replica = self.replicas.pop(gid, None)
+        if replica is None:
+            raise ValueError(f"store {self.store_id} holds no replica of {gid}")
+        await _stop_replica(replica)
+        replica_id = replica.node.node_id
+        self.ledger.tombstone(gid, replica_id)
+        self._discard_directory(gid)
+        others = tuple(m for m in self.placement[gid] if m != self.store_id)
+        self.placement[gid] = others or self.placement[gid]
+        self.remote[gid] = RemoteGroup(self.store_id, gid, self.placement[gid])
+        return replica_id
 
     def group_of(self, key: str) -> str:
         """The id of the data group that owns ``key``."""
