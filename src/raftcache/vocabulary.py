@@ -35,10 +35,15 @@ Consistency = Literal["linearizable", "lease", "stale"]
 CONSISTENCY_LEVELS: Final[tuple[Consistency, ...]] = ("linearizable", "lease", "stale")
 DEFAULT_CONSISTENCY: Final[Consistency] = "linearizable"
 
+#: On a forwarded ``GET /v1/keys/{key}``: the key's expiry, epoch seconds (``repr`` of the
+#: float) or ``never`` — what a store's Redis front needs for TTL of a group it does not host.
+EXPIRES_AT_HEADER: Final = "X-Raftcache-Expires-At"
+
 __all__ = [
     "CLIENT_LANE_SUFFIX_CHARS",
     "CONSISTENCY_LEVELS",
     "DEFAULT_CONSISTENCY",
+    "EXPIRES_AT_HEADER",
     "INT64_MAX",
     "INT64_MIN",
     "MAX_CLIENT_ID_CHARS",

@@ -56,6 +56,7 @@ from raftcache.resp.backend import ReplicaPort
 from raftcache.resp.errors import IndeterminateWriteError, UnavailableError
 from raftcache.resp.protocol import RespError
 from raftcache.slots import key_group
+from raftcache.vocabulary import EXPIRES_AT_HEADER
 
 MGET_CHUNK: Final = 1000  # the HTTP API's default --max-batch-ops
 LIST_LIMIT_MAX: Final = 1000
@@ -64,7 +65,7 @@ EXPIRY_WAIT_S: Final = 2.0
 FORWARDED_HEADER: Final = "X-Raftcache-Forwarded"
 NOT_LEADER_HEADER: Final = "X-Raftcache-Not-Leader"
 #: A key's expiry on ``GET /v1/keys/{key}``: epoch seconds, or ``never``.
-EXPIRES_HEADER: Final = "X-Raftcache-Expires-At"
+EXPIRES_HEADER: Final = EXPIRES_AT_HEADER
 
 
 class LeaderMovedError(UnavailableError):

@@ -35,6 +35,7 @@ from yarl import URL
 from raftcache.raft.errors import NotLeaderError
 from raftcache.server.bodies import BODY
 from raftcache.server.errors import indeterminate, is_write_request, unavailable
+from raftcache.vocabulary import EXPIRES_AT_HEADER
 
 FORWARDED_HEADER: Final = "X-Raftcache-Forwarded"
 #: On a 503 to a forwarded request: the receiver is not the leader (value: its hint, or empty).
@@ -59,7 +60,7 @@ _REQUEST_SKIP: Final = frozenset(
         FORWARDED_HEADER.lower(),
     }
 )
-_RESPONSE_KEEP: Final = ("Content-Type", "ETag", "Retry-After")
+_RESPONSE_KEEP: Final = ("Content-Type", "ETag", "Retry-After", EXPIRES_AT_HEADER)
 
 log = logging.getLogger("raftcache.server.forwarding")
 

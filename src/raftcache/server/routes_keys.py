@@ -14,7 +14,7 @@ from raftcache.cache.results import IncrResult, TtlResult
 from raftcache.server.bodies import read_body
 from raftcache.server.context import context_of
 from raftcache.server.errors import ApiError, bad_request, too_large
-from raftcache.server.forwarding import Handler
+from raftcache.server.forwarding import FORWARDED_HEADER, Handler
 from raftcache.server.results import (
     batch_response,
     expect_result,
@@ -39,6 +39,7 @@ from raftcache.server.validation import (
     parse_ttl,
     parse_ttl_body,
 )
+from raftcache.vocabulary import EXPIRES_AT_HEADER
 
 SMALL_BODY_BYTES = 64 * 1024
 
@@ -73,7 +74,8 @@ async def put_key(request: web.Request) -> web.Response:
 
 async def get_key(request: web.Request) -> web.Response:
     """``GET /v1/keys/{key}``: the raw value with ``ETag: "<version>"``; 404 when missing.
-    ``?touch=false``: the read leaves the key's recency alone."""
+    ``?touch=false``: the read leaves the key's recency alone. A forwarded request (another
+    store's front) also gets the key's expiry (``X-Raftcache-Expires-At``)."""
     ctx = context_of(request)
     key = parse_key_path(request.raw_path)
     consistency = parse_consistency(single_query(request, "consistency"))
@@ -81,11 +83,11 @@ async def get_key(request: web.Request) -> web.Response:
     item = await ctx.service.get(key, consistency, touch=touch)
     if item is None:
         raise ApiError(404, "key not found")
-    return web.Response(
-        body=item.value,
-        content_type="application/octet-stream",
-        headers={"ETag": f'"{item.version}"'},
-    )
+    headers = {"ETag": f'"{item.version}"'}
+    if FORWARDED_HEADER in request.headers:  # another store asks for us: say the expiry too
+        expires = item.expires_at
+        headers[EXPIRES_AT_HEADER] = "never" if expires is None else repr(expires)
+    return web.Response(body=item.value, content_type="application/octet-stream", headers=headers)
 
 
 async def delete_key(request: web.Request) -> web.Response:
