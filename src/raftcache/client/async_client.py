@@ -4,10 +4,18 @@ Rule: each public method is one API call — validate, encode, send through the 
 owns discovery, retries and the deadline), decode. Every write carries session headers from a
 lane of the session pool, held for all its retries (see ``session.py``): a retried write is never
 applied twice. Reads carry none.
+
+On a sharded cluster (``transport.py``) a call about one key names it to the transport, which
+sends it to the key's group leader; ``mget`` is one call per group, concurrently, its values put
+back in the order asked; a ``batch`` whose keys span groups is refused before anything is sent,
+as the stores would refuse it (400 ``CROSSSLOT``). Sessions need nothing more: each group keeps
+its own session table, a write's retries all go to its key's group, and each lane's sequence
+numbers still grow within every group (with gaps, which a session table allows).
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import ssl
 import uuid
@@ -33,7 +41,8 @@ from raftcache.client.codec import (
 from raftcache.client.endpoints import RetryPolicy, encode_key, parse_endpoints
 from raftcache.client.errors import PreconditionFailedError, ProtocolError, RaftcacheError
 from raftcache.client.session import SessionPool
-from raftcache.client.transport import Clock, Response, Sleep, Transport
+from raftcache.client.shards import crossslot_error
+from raftcache.client.transport import Clock, Response, RoutingStats, Sleep, Transport
 from raftcache.client.watch import AsyncWatch
 
 _MISS = frozenset({404})
@@ -112,6 +121,18 @@ class AsyncClient:
     def transport(self) -> Transport:
         return self._transport
 
+    @property
+    def shards(self) -> dict[str, Any] | None:
+        """The cluster map this client routes by — ``{"groups", "leaders": {group: store id},
+        "stores": {store id: URL}}`` — or None (a one-group cluster, or not discovered yet)."""
+        shards = self._transport.shards
+        return shards.as_dict() if shards is not None else None
+
+    @property
+    def routing(self) -> RoutingStats:
+        """Counters of how requests about one key were routed on a sharded cluster."""
+        return self._transport.routing
+
     async def __aenter__(self) -> AsyncClient:
         return self
 
@@ -169,6 +190,7 @@ class AsyncClient:
             f"/v1/keys/{encode_key(key)}",
             params=self._consistency(consistency) + touch_param(touch),
             expect=_MISS,
+            key=key,
         )
         if resp.status == 404:
             return None
@@ -181,7 +203,27 @@ class AsyncClient:
         ``consistency`` says otherwise), None for missing ones; ``touch`` as for ``get``."""
         keys = _check_keys(keys)
         params = self._consistency(consistency) + touch_param(touch)
-        resp = await self._transport.request("POST", "/v1/mget", params=params, json={"keys": keys})
+        shards = await self._transport.shard_map()
+        if shards is None or not keys:
+            return await self._mget_part(keys, params, None)
+        split: dict[int, list[int]] = {}
+        for position, key in enumerate(keys):
+            split.setdefault(shards.group_of(key), []).append(position)
+        parts = [[keys[p] for p in positions] for positions in split.values()]
+        found = await asyncio.gather(*(self._mget_part(ks, params, ks[0]) for ks in parts))
+        values: list[bytes | None] = [None] * len(keys)
+        for positions, part in zip(split.values(), found, strict=True):
+            for position, value in zip(positions, part, strict=True):
+                values[position] = value
+        return values
+
+    async def _mget_part(
+        self, keys: list[str], params: list[tuple[str, str]], key: str | None
+    ) -> list[bytes | None]:
+        """``POST /v1/mget`` of ``keys`` (all of ``key``'s group when ``key`` is given)."""
+        resp = await self._transport.request(
+            "POST", "/v1/mget", params=params, json={"keys": keys}, key=key
+        )
         values = resp.json_object().get("values")
         if not isinstance(values, list) or len(values) != len(keys):
             raise ProtocolError(f"mget: expected {len(keys)} values, got {values!r:.80}")
@@ -269,6 +311,7 @@ class AsyncClient:
             params=ttl_param(ttl),
             body=to_bytes(value),
             headers=headers,
+            key=key,
         )
         return int(field(resp.json_object(), "version", int))
 
@@ -288,14 +331,16 @@ class AsyncClient:
     async def delete(self, key: str, *, if_version: int | None = None) -> bool:
         """Delete ``key``; True when it existed."""
         headers = if_match(if_version) if if_version is not None else {}
-        resp = await self._write("DELETE", f"/v1/keys/{encode_key(key)}", headers=headers)
+        resp = await self._write("DELETE", f"/v1/keys/{encode_key(key)}", headers=headers, key=key)
         return bool(field(resp.json_object(), "deleted", bool))
 
     async def incr(self, key: str, by: int = 1) -> int:
         """Add ``by`` to the counter at ``key`` (missing counts as 0); returns the new value."""
         if isinstance(by, bool) or not isinstance(by, int):
             raise TypeError(f"by must be an int, got {type(by).__name__}")
-        resp = await self._write("POST", f"/v1/keys/{encode_key(key)}/incr", json={"by": by})
+        resp = await self._write(
+            "POST", f"/v1/keys/{encode_key(key)}/incr", json={"by": by}, key=key
+        )
         return int(field(resp.json_object(), "value", int))
 
     async def expire(
@@ -318,7 +363,7 @@ class AsyncClient:
             body["condition"] = condition
         headers = if_match(if_version) if if_version is not None else {}
         resp = await self._write(
-            "POST", f"/v1/keys/{encode_key(key)}/ttl", json=body, headers=headers
+            "POST", f"/v1/keys/{encode_key(key)}/ttl", json=body, headers=headers, key=key
         )
         return bool(field(resp.json_object(), "changed", bool))
 
@@ -345,10 +390,20 @@ class AsyncClient:
         Returns:
             One result per op, in order: get → bytes | None, set → version, delete → bool,
             incr → the new value, ttl → whether the expiry changed. A failed condition raises
-            ``PreconditionFailedError`` and applies nothing.
+            ``PreconditionFailedError`` and applies nothing. On a sharded cluster every key
+            must be of one group (a ``{hash tag}``), else ``BadRequestError`` (``CROSSSLOT``)
+            before anything is sent.
         """
         wire, kinds = encode_batch(ops)
-        resp = await self._write("POST", "/v1/batch", json={"ops": wire})
+        key: str | None = None
+        shards = await self._transport.shard_map() if wire else None
+        if shards is not None:
+            keys = [op["key"] for op in wire]
+            refused = crossslot_error(keys, shards.groups)
+            if refused is not None:
+                raise refused
+            key = keys[0]
+        resp = await self._write("POST", "/v1/batch", json={"ops": wire}, key=key)
         return decode_batch(resp.json_object().get("results"), kinds)
 
     # ----------------------------------------------------------- membership
@@ -367,10 +422,14 @@ class AsyncClient:
         )
         return _json_or_empty(resp)
 
-    async def transfer_leadership(self, to: str | None = None) -> dict[str, Any]:
-        """Ask the leader to hand over to ``to`` (or to the most up-to-date follower)."""
+    async def transfer_leadership(
+        self, to: str | None = None, *, group: str | None = None
+    ) -> dict[str, Any]:
+        """Ask the leader to hand over to ``to`` (or to the most up-to-date follower); on a
+        sharded cluster, the leader of ``group`` (``"g0"``, ...; a store requires it)."""
+        params = [("group", group)] if group is not None else []
         resp = await self._transport.request(
-            "POST", "/v1/leader/transfer", json={"to": to}, write=True
+            "POST", "/v1/leader/transfer", params=params, json={"to": to}, write=True
         )
         return _json_or_empty(resp)
 
@@ -392,8 +451,10 @@ class AsyncClient:
         body: bytes | None = None,
         json: Any = None,
         headers: dict[str, str] | None = None,
+        key: str | None = None,
     ) -> Response:
-        """Send a write under a session ticket that every retry of it reuses."""
+        """Send a write under a session ticket that every retry of it reuses (``key``: the
+        one key it is about, for routing on a sharded cluster)."""
         lane, ticket = self._sessions.acquire()
         try:
             return await self._transport.request(
@@ -404,6 +465,7 @@ class AsyncClient:
                 json=json,
                 headers={**(headers or {}), **ticket.headers()},
                 write=True,
+                key=key,
             )
         finally:
             self._sessions.release(lane)

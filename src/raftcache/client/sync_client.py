@@ -21,6 +21,7 @@ from raftcache.client.async_client import AsyncClient
 from raftcache.client.codec import BatchOpSpec, KeyPage, Value
 from raftcache.client.endpoints import RetryPolicy
 from raftcache.client.errors import RaftcacheError
+from raftcache.client.transport import RoutingStats
 from raftcache.client.watch import Watch
 
 T = TypeVar("T")
@@ -117,6 +118,16 @@ class Client:
     @property
     def leader(self) -> str | None:
         return self._async.leader
+
+    @property
+    def shards(self) -> dict[str, Any] | None:
+        """The cluster map this client routes by on a sharded cluster (``AsyncClient.shards``)."""
+        return self._async.shards
+
+    @property
+    def routing(self) -> RoutingStats:
+        """How calls about one key were routed on a sharded cluster (``AsyncClient.routing``)."""
+        return self._async.routing
 
     @property
     def async_client(self) -> AsyncClient:
@@ -272,9 +283,11 @@ class Client:
         """Remove a member."""
         return self._loop.run(self._async.remove_member(node_id))
 
-    def transfer_leadership(self, to: str | None = None) -> dict[str, Any]:
-        """Ask the leader to hand over leadership."""
-        return self._loop.run(self._async.transfer_leadership(to))
+    def transfer_leadership(
+        self, to: str | None = None, *, group: str | None = None
+    ) -> dict[str, Any]:
+        """Ask the leader (of ``group``, on a sharded cluster) to hand over leadership."""
+        return self._loop.run(self._async.transfer_leadership(to, group=group))
 
     def snapshot(self) -> dict[str, Any]:
         """Ask a node to take a snapshot now."""

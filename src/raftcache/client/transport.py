@@ -18,11 +18,26 @@ write whose outcome is unknown, ``IndeterminateError``.
 Leader discovery asks every endpoint's ``/v1/status`` at once and remembers the endpoint that says
 it leads. It is an optimisation only — any node forwards to the leader — so it runs once at the
 start and again only after a failure, never on the success path.
+
+**A sharded cluster** (a ``/v1/status`` with ``sharding.groups`` > 1; docs/sharding.md) is
+told apart at that first discovery, which then also reads the cluster map (``GET /v1/shards``
+of every endpoint, merged: ``shards.py``). A request about one key (``key=``) then goes
+straight to the store leading the key's group, marked ``X-Raftcache-Forwarded: 1`` so that a
+store that does not lead the group answers 503 ``X-Raftcache-Not-Leader: <hint>`` (certainly
+not applied) instead of forwarding it: the transport follows the hint at once (at most
+``_MAX_HOPS`` times), and with no usable hint, or when the store cannot be reached, sends the
+request as it would to a one-group cluster — to any endpoint, which forwards it. Each of those
+events (and a keyed request that went that way) marks the map stale; a background task then
+reads it again, at most once per ``refresh_interval_s``, so a burst of misrouted requests
+costs one refresh. A hint heard while a refresh was under way outlives that refresh's answer
+(which may predate it). On a one-group cluster none of this runs: no map, no header, and the
+request path is the one described above.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -44,6 +59,7 @@ from raftcache.client.errors import (
     error_from_response,
     parse_retry_after,
 )
+from raftcache.client.shards import ShardMap, parse_shards
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -52,6 +68,33 @@ Sleep = Callable[[float], Awaitable[None]]
 _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 #: Failures after which the server may have received (and applied) the request.
 _MAYBE_SENT = (aiohttp.ClientError, TimeoutError)
+
+#: Sent on a request routed by the map: a store that does not lead the key's group answers 503
+#: with ``NOT_LEADER_HEADER`` (its hint) instead of forwarding (docs/api.md, "The cluster map").
+FORWARDED_HEADER = "X-Raftcache-Forwarded"
+NOT_LEADER_HEADER = "X-Raftcache-Not-Leader"
+#: Hints one request follows before it falls back to any endpoint (which forwards it).
+_MAX_HOPS = 3
+#: The shortest time between two reads of the cluster map.
+REFRESH_INTERVAL_S = 0.5
+
+log = logging.getLogger("raftcache.client")
+
+
+@dataclass(slots=True)
+class RoutingStats:
+    """How a client's requests about one key were routed on a sharded cluster."""
+
+    #: Answered by the store the map named (a 503 "not the leader" is not counted).
+    direct: int = 0
+    #: 503 "not the leader" answers (the map was stale); the hint was then followed.
+    redirected: int = 0
+    #: Attempts sent to any endpoint because the map named no reachable leader.
+    fallbacks: int = 0
+    #: Leaders named by the map that could not be reached.
+    unreachable: int = 0
+    #: Reads of the cluster map (``GET /v1/shards`` of every endpoint).
+    refreshes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +131,10 @@ class _Attempts:
     write: bool
     waits: int = 0
     tried: set[str] = field(default_factory=set)
+    #: Hints followed so far (a sharded cluster's routing).
+    hops: int = 0
+    #: Routing by the map gave up for this request: any endpoint from now on.
+    by_map: bool = True
     last_error: RaftcacheError | None = None
     #: Some attempt of this write may have been applied: the final error must say so.
     maybe_applied: bool = False
@@ -153,6 +200,15 @@ class Transport:
         self.node_ids: dict[str, str] = {}
         self._need_discovery = True
         self._discovery: asyncio.Task[None] | None = None
+        #: The cluster map of a sharded cluster; None on a one-group cluster (or not known yet).
+        self.shards: ShardMap | None = None
+        self.refresh_interval_s = REFRESH_INTERVAL_S
+        self.routing = RoutingStats()
+        self._refresh: asyncio.Task[None] | None = None
+        self._refresh_wanted = False
+        self._last_refresh: float | None = None
+        #: Group → when the map was last patched for it (a hint followed, a leader forgotten).
+        self._patched: dict[int, float] = {}
 
     def now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
@@ -180,6 +236,9 @@ class Transport:
         self._closed = True
         if self._discovery is not None:
             self._discovery.cancel()
+        if self._refresh is not None and not self._refresh.done():
+            self._refresh.cancel()
+            await asyncio.wait([self._refresh], timeout=1.0)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -243,6 +302,7 @@ class Transport:
         write: bool = False,
         expect: frozenset[int] = frozenset(),
         deadline_s: float | None = None,
+        key: str | None = None,
     ) -> Response:
         """Send a request with leader preference and retries within one deadline.
 
@@ -256,6 +316,8 @@ class Transport:
             write: The request changes state: an unknown outcome is ``IndeterminateError``.
             expect: Non-2xx statuses to return instead of raising (e.g. 404 for a GET).
             deadline_s: Overrides the client's deadline (seconds) for this request.
+            key: The one key the request is about (every key of it is of that key's group):
+                on a sharded cluster it goes to the group leader's store.
 
         Raises:
             RaftcacheError: A typed error for a final status or an exhausted deadline.
@@ -269,7 +331,14 @@ class Transport:
         while True:
             if self._need_discovery and self.leader is None:
                 await self._discover(state.deadline)
-            url = self._choose(state.tried)
+            group = url = None
+            if key is not None and self.shards is not None:
+                group, url = self._by_map(key, state)
+            sent_headers = headers
+            if url is None:
+                url = self._choose(state.tried)
+            else:
+                sent_headers = {**(headers or {}), FORWARDED_HEADER: "1"}
             state.tried.add(url)
             remaining = state.deadline - self.now()
             try:
@@ -278,21 +347,28 @@ class Transport:
                     method,
                     target,
                     body=body,
-                    headers=headers,
+                    headers=sent_headers,
                     timeout_s=min(remaining, self.attempt_timeout),
                 )
             except _NOT_SENT as exc:
-                self._lost(url)
+                self._lost(url, group, state)
                 state.fail(ConnectionFailedError(f"{method} {url}{path}: {exc}"))
                 delay = self._backoff(state)
             except _MAYBE_SENT as exc:
-                self._lost(url)
+                self._lost(url, group, state)
                 state.fail(_unknown_outcome(method, url + path, exc, write))
                 delay = self._backoff(state)
             else:
                 if 200 <= resp.status < 300 or resp.status in expect:
+                    if group is not None:
+                        self.routing.direct += 1
+                    elif key is not None and self.shards is not None:
+                        self.map_stale()  # it may have been forwarded: where does it lead?
                     return resp
-                delay = self._on_error_status(resp, url, state, f"{method} {path}")
+                if group is not None and resp.status == 503 and NOT_LEADER_HEADER in resp.headers:
+                    delay = self._redirected(resp, url, group, state, f"{method} {path}")
+                else:
+                    delay = self._on_error_status(resp, url, state, f"{method} {path}")
             await self._wait(delay, state)
 
     def _on_error_status(self, resp: Response, url: str, state: _Attempts, where: str) -> float:
@@ -337,11 +413,126 @@ class Transport:
                 return url
         return self.leader or self.endpoints[0]
 
-    def _lost(self, url: str | None) -> None:
-        """A failure on ``url``: forget it as leader and look again before the next attempt."""
+    def _lost(
+        self, url: str | None, group: int | None = None, state: _Attempts | None = None
+    ) -> None:
+        """A failure on ``url``: forget it as leader and look again before the next attempt.
+        When the map sent the request there (``group``), forget it as the group's leader too
+        and send the rest of the request anywhere."""
+        if group is not None and state is not None:
+            self.routing.unreachable += 1
+            state.by_map = False
+            self._patch(group, None)
+            self.map_stale()
         if url is None or url == self.leader or self.leader is None:
             self.leader = None
             self._need_discovery = True
+
+    # ------------------------------------------------------------ routing by the cluster map
+
+    def _by_map(self, key: str, state: _Attempts) -> tuple[int | None, str | None]:
+        """``(group, url)`` of the store the map says leads ``key``'s group, or ``(None,
+        None)``: no map, routing given up for this request, or no leader known (then the map
+        is stale)."""
+        shards = self.shards
+        if shards is None:
+            return None, None
+        if state.by_map:
+            group = shards.group_of(key)
+            url = shards.leader_url(group)
+            if url is not None:
+                return group, url
+            self.map_stale()
+        self.routing.fallbacks += 1
+        return None, None
+
+    def _redirected(
+        self, resp: Response, url: str, group: int, state: _Attempts, where: str
+    ) -> float:
+        """A store the map chose does not lead ``group`` (503 ``Not-Leader``: not applied):
+        follow its hint at once, else send the request anywhere. The map is stale either way."""
+        self.routing.redirected += 1
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        state.fail(
+            error_from_response(503, _error_body(resp), retry_after=retry_after, where=where)
+        )
+        self.map_stale()
+        hint = resp.headers.get(NOT_LEADER_HEADER) or None
+        state.hops += 1
+        if state.hops <= _MAX_HOPS and self._patch(group, hint):
+            target = self.shards.leader_url(group) if self.shards is not None else None
+            if target is not None and target != url:
+                state.tried.discard(target)
+                return 0.0
+        state.by_map = False  # no leader to follow: let any endpoint forward it (or wait)
+        self._patch(group, None)
+        return 0.0
+
+    def _patch(self, group: int, leader: str | None) -> bool:
+        """Name ``leader`` (None: nobody) as ``group``'s in the map until the next refresh;
+        False when the map cannot name it (no map, or a store whose URL it does not know)."""
+        shards = self.shards
+        if shards is None:
+            return False
+        if leader is None:
+            shards.forget(group)
+        elif not shards.follow(group, leader):
+            return False
+        self._patched[group] = self.now()
+        return True
+
+    def map_stale(self) -> None:
+        """Read the cluster map again soon, in the background: at once if the last read is
+        ``refresh_interval_s`` old, else when it will be. Calls meanwhile cost nothing."""
+        self._refresh_wanted = True
+        if self._closed or (self._refresh is not None and not self._refresh.done()):
+            return
+        self._refresh = asyncio.ensure_future(self._refresher())
+
+    async def _refresher(self) -> None:
+        try:
+            while self._refresh_wanted and not self._closed:
+                if self._last_refresh is not None:
+                    wait = self._last_refresh + self.refresh_interval_s - self.now()
+                    if wait > 0:
+                        await self._sleep(wait)
+                self._refresh_wanted = False
+                await self.refresh_map(min(self.attempt_timeout, 1.0))
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a background task must not die with a stack trace in the log
+            log.warning("raftcache client: reading the cluster map failed", exc_info=True)
+
+    async def refresh_map(self, budget: float) -> None:
+        """Read ``/v1/shards`` of every endpoint (and of the stores the map knows that no
+        endpoint is) and install the merged map; a hint heard since the read began is kept.
+        No answer at all leaves the map as it was."""
+        started = self.now()
+        self._last_refresh = started
+        urls = list(self.endpoints)
+        if self.shards is not None:
+            urls += [u for u in self.shards.stores.values() if u not in urls]
+        answers = await self.poll(urls, "/v1/shards", timeout_s=budget)
+        self.routing.refreshes += 1
+        parsed = []
+        for url, body in answers:
+            if isinstance(body, RaftcacheError):
+                continue
+            try:
+                parsed.append((url, parse_shards(body)))
+            except ProtocolError:
+                continue
+        fresh = ShardMap.merge(parsed)
+        if fresh is None:
+            return
+        if fresh.groups <= 1:  # not sharded after all: route as to one group
+            self.shards = None
+            return
+        old = self.shards
+        if old is not None:
+            fresh.keep_newer(old, [g for g, at in self._patched.items() if at >= started])
+        self._patched = {g: at for g, at in self._patched.items() if at >= started}
+        self.shards = fresh
 
     async def _discover(self, deadline: float) -> None:
         """Find the leader's endpoint; concurrent requests share one discovery."""
@@ -355,6 +546,17 @@ class Transport:
         self._need_discovery = False
         statuses = await self.poll(self.endpoints, "/v1/status", timeout_s=budget)
         self.leader = pick_leader(statuses, self.node_ids)
+        if self.shards is not None:
+            self.map_stale()
+        elif is_sharded(statuses):
+            await self.refresh_map(budget)
+
+    async def shard_map(self) -> ShardMap | None:
+        """The cluster map (None: a one-group cluster, or none known), after the first
+        discovery if it has not run yet (it would before the next request anyway)."""
+        if self._need_discovery and self.leader is None:
+            await self._discover(self.now() + self.timeout)
+        return self.shards
 
     async def poll(
         self, urls: Sequence[str], path: str, *, timeout_s: float
@@ -405,6 +607,18 @@ def pick_leader(
         if node_id in named:
             return url
     return None
+
+
+def is_sharded(statuses: Sequence[tuple[str, dict[str, Any] | RaftcacheError]]) -> bool:
+    """Whether some ``/v1/status`` answer is a store's of a cluster of more than one group."""
+    for _, status in statuses:
+        if isinstance(status, dict):
+            sharding = status.get("sharding")
+            if isinstance(sharding, dict):
+                groups = sharding.get("groups")
+                if type(groups) is int and groups > 1:
+                    return True
+    return False
 
 
 def _error_body(resp: Response) -> dict[str, Any]:
