@@ -112,3 +112,24 @@ async def test_a_later_replica_is_reached_at_its_stores_address(tmp_path: Path) 
     remote = RemoteGroup("s5", "g0", ("s1", "s2"))
     remote.moved("s2.3")  # a leader hint naming a replica id points at its store
     assert remote.leader_id == "s2"
+
+
+async def test_the_fronts_hear_of_every_change(tmp_path: Path) -> None:
+    hub = InMemoryHub()
+    store = _store(tmp_path, hub)
+    heard: list[str] = []
+    store.on_change(heard.append)
+    await store.start()
+    try:
+        await store.add_replica("g1", ["s2", "s3", "s4"])
+        store.set_placement("g0", ["s2", "s3", "s4"])  # its own replica stays listed
+        assert store.placement["g0"] == ("s2", "s3", "s4", "s1")
+        await store.remove_replica("g0")
+        store.set_placement("g0", ["s2", "s3", "s4"])
+        assert store.remote["g0"].members == ("s2", "s3", "s4")
+        store.set_placement("g0", ["s4", "s3", "s2"])
+        with pytest.raises(ValueError, match="at least one store"):
+            store.set_placement("g0", ["s1"])
+        assert heard == ["g1", "g0", "g0", "g0"]
+    finally:
+        await store.stop()

@@ -206,6 +206,17 @@ class Store:
             if gid not in self.replicas:
                 self.remote[gid] = RemoteGroup(store_id, gid, self.placement[gid])
         self._started = False
+        #: Called with a group's id after this store's replica of it was added or removed
+        #: (the fronts rebuild their view of that group).
+        self._listeners: list[Callable[[str], None]] = []
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(group id)`` after every ``add_replica``/``remove_replica``."""
+        self._listeners.append(listener)
+
+    def _changed(self, gid: str) -> None:
+        for listener in list(self._listeners):
+            listener(gid)
 
     def _build(self, gid: str, replica_id: str, voters: Sequence[str]) -> GroupReplica:
         state = self._make_machine(gid)
@@ -251,7 +262,26 @@ class Store:
         if self._started:
             await replica.node.start()
             await replica.service.start()
+        self._changed(gid)
         return replica
+
+    def set_placement(self, gid: str, stores: Sequence[str]) -> None:
+        """Record that ``gid``'s replicas are on ``stores`` now (a move elsewhere, as the
+        mover or the map tells): where this store sends the group's requests when it holds no
+        replica of it. Its own replica, if any, stays listed."""
+        if gid not in self.placement:
+            raise ValueError(f"no group {gid} in this cluster")
+        members = [s for s in dict.fromkeys(stores) if s != self.store_id]
+        if gid in self.replicas:
+            members.append(self.store_id)
+        if not members:
+            raise ValueError(f"group {gid} needs at least one store")
+        if tuple(members) == self.placement[gid]:
+            return
+        self.placement[gid] = tuple(members)
+        if gid in self.remote:
+            self.remote[gid] = RemoteGroup(self.store_id, gid, self.placement[gid])
+        self._changed(gid)
 
     async def remove_replica(self, gid: str) -> str:
         """Stop and delete this store's replica of ``gid`` — only once the group's committed
@@ -261,13 +291,14 @@ class Store:
         replica = self.replicas.pop(gid, None)
         if replica is None:
             raise ValueError(f"store {self.store_id} holds no replica of {gid}")
+        others = tuple(m for m in self.placement[gid] if m != self.store_id)
+        self.placement[gid] = others or self.placement[gid]
+        self.remote[gid] = RemoteGroup(self.store_id, gid, self.placement[gid])
+        self._changed(gid)  # the fronts stop using it before it stops
         await _stop_replica(replica)
         replica_id = replica.node.node_id
         self.ledger.tombstone(gid, replica_id)
         self._discard_directory(gid)
-        others = tuple(m for m in self.placement[gid] if m != self.store_id)
-        self.placement[gid] = others or self.placement[gid]
-        self.remote[gid] = RemoteGroup(self.store_id, gid, self.placement[gid])
         return replica_id
 
     def group_of(self, key: str) -> str:
