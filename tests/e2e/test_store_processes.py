@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -115,8 +116,9 @@ async def _serve_any_key_survive_a_kill(cluster: ProcessCluster) -> None:
         await group_leaders(cluster, http)
         back = cluster.nodes[victim].url
         for key in keys[:20]:
+            expected: bytes | None = acknowledged[key]
             await eventually_equal(
-                lambda key=key: _stale(http, back, key), acknowledged[key], f"{key} on {victim}"
+                functools.partial(_stale, http, back, key), expected, f"{key} on {victim}"
             )
 
 
@@ -178,7 +180,7 @@ def test_redis_clients_on_stores_route_by_group_and_follow_a_killed_leader(
         try:
             for key in keys[:8]:
                 group = f"g{key_group(key, GROUPS)}"
-                port = _eventually(lambda key=key: rc.get_node_from_key(key).port)  # type: ignore[no-untyped-call]
+                port = _eventually(lambda key=key: rc.get_node_from_key(key).port)
                 assert port == cports[led[group]], (key, group)
             acknowledged = {k: k.encode() for k in keys}
             victim = led["g0"]
