@@ -30,6 +30,7 @@ from raftcache.server.routes_admin import add_admin_routes
 from raftcache.server.routes_backup import add_backup_routes
 from raftcache.server.routes_divergence import add_divergence_routes
 from raftcache.server.routes_keys import add_key_routes
+from raftcache.server.routes_moves import add_move_routes
 from raftcache.server.routes_store import add_store_routes
 from raftcache.server.routes_watch import WatchSettings, add_watch_routes
 from raftcache.store import Store
@@ -129,6 +130,7 @@ def create_store_app(
     app[STORE_FRONT] = front
     app[DRAIN] = Drain()
     add_store_routes(app, front, watch)
+    add_move_routes(app, store)
     add_dashboard_routes(
         app,
         peer_urls=settings.peer_urls,

@@ -1,0 +1,308 @@
+"""The placement driver: moves replicas between running stores until placement has no step.
+
+Rule: the driver never decides from a map of its own. Each round it *observes* every store
+(``GET /raft/store/groups``: the replicas it hosts, with each group's configuration as its
+replicas see it), builds the ``ClusterMap`` the groups' committed configurations say
+(invariant 2: the groups are the truth), asks ``sharding.placement.plan`` for the next step of
+each group, and carries out one step per group — then observes again. A step is carried out
+over the stores' HTTP APIs, each part idempotent, so a driver that crashes, or is killed, and
+runs again simply continues:
+
+- *add* ``s``: ``s`` creates an empty replica (``POST /raft/store/replicas``, its next
+  incarnation; a retry returns the one it holds), then the group's leader adds it as a learner,
+  catches it up and promotes it (``POST /v1/members?group=``);
+- *promote* ``s``: the leader's ``add_member`` again (it skips what is done);
+- *transfer* to ``s``: ``POST /v1/leader/transfer?group=`` naming ``s``'s replica;
+- *remove* ``s``: the leader removes ``s``'s replica from the configuration
+  (``DELETE /v1/members/{replica}?group=``); only once the leader shows a *committed*
+  configuration without it (commit index ≥ configuration index) does ``s`` delete its data
+  (``DELETE /raft/store/replicas/{group}?replica=``: that incarnation only) — invariant 6.
+
+After each step every store is told where the group lives now (``PUT
+/raft/store/placement/{group}``). A store that does not answer for ``down_after_s`` counts as
+down (placement then replaces its replicas, removing a dead voter only while the group keeps a
+live majority); ``drain`` marks stores to empty (decommissioning). Safety never rests on the
+driver: every membership change is the group's own single-server change, refused by a leader
+with one already in flight.
+
+Until the meta group (docs/sharding.md, step 5) runs this inside the cluster, an operator runs
+it: ``raftcache store rebalance`` / ``raftcache store drain``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from raftcache.network.groups import store_of
+from raftcache.sharding.clustermap import ClusterMap, GroupPlacement, Store, StoreState
+from raftcache.sharding.placement import Step, StepKind, plan
+from raftcache.store.store import group_id
+
+log = logging.getLogger("raftcache.store.driver")
+
+
+class DriverError(RuntimeError):
+    """A step could not be carried out (the next round observes and tries again)."""
+
+
+@dataclass
+class GroupView:
+    """One group as the driver observed it: its leader's view when a leader answered."""
+
+    group: str
+    leader_store: str | None = None
+    voters: tuple[str, ...] = ()
+    learners: tuple[str, ...] = ()
+    term: int = -1
+    commit_index: int = 0
+    config_index: int = 0
+    #: store id → the id of its replica of the group (from the replicas' own reports).
+    replicas: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Observation:
+    """What one round saw: the stores that answered and every group's view."""
+
+    answered: set[str]
+    groups: dict[str, GroupView]
+    group_count: int
+
+
+#: Sends one request: (method, store id, path, JSON body or None) → (status, parsed body).
+Request = Callable[[str, str, str, Any], Awaitable[tuple[int, Any]]]
+
+
+class PlacementDriver:
+    """Observe, plan, step (see the module docstring).
+
+    Args:
+        urls: store id → base URL of every store of the cluster.
+        groups: G, the cluster's number of data groups.
+        replication: the replication factor placement aims for.
+        request: sends one HTTP request (``http_requester`` in production; tests may wrap it).
+        clock: monotonic seconds.
+        drain: stores to empty (decommissioning).
+        down_after_s: a store silent this long counts as down.
+    """
+
+    def __init__(
+        self,
+        urls: Mapping[str, str],
+        *,
+        groups: int,
+        replication: int,
+        request: Request,
+        clock: Callable[[], float],
+        drain: Collection[str] = (),
+        down_after_s: float = 30.0,
+    ) -> None:
+        self.urls = dict(urls)
+        self.groups = groups
+        self.replication = replication
+        self._request = request
+        self._clock = clock
+        self.drain = set(drain)
+        self._down_after_s = down_after_s
+        self._silent_since: dict[str, float] = {}
+        self.steps_done: list[Step] = []
+
+    async def observe(self) -> Observation:
+        answers = await asyncio.gather(
+            *(self._request("GET", s, "/raft/store/groups", None) for s in self.urls),
+            return_exceptions=True,
+        )
+        now = self._clock()
+        answered: set[str] = set()
+        views = {group_id(g): GroupView(group_id(g)) for g in range(self.groups)}
+        for store, answer in zip(self.urls, answers, strict=True):
+            if isinstance(answer, BaseException) or answer[0] != 200:
+                self._silent_since.setdefault(store, now)
+                continue
+            self._silent_since.pop(store, None)
+            answered.add(store)
+            for entry in answer[1].get("groups", ()):
+                view = views.get(entry.get("group"))
+                if view is None:
+                    continue
+                view.replicas[store] = entry["replica"]
+                if entry.get("role") == "leader" and entry.get("term", -1) > view.term:
+                    view.leader_store = store
+                    view.term = entry["term"]
+                    view.voters = tuple(entry.get("voters", ()))
+                    view.learners = tuple(entry.get("learners", ()))
+                    view.commit_index = entry.get("commit_index", 0)
+                    view.config_index = entry.get("config_index", 0)
+        return Observation(answered, views, self.groups)
+
+    def down(self) -> set[str]:
+        now = self._clock()
+        return {s for s, t in self._silent_since.items() if now - t >= self._down_after_s}
+
+    def cluster_map(self, seen: Observation) -> ClusterMap:
+        """The map the groups' configurations say (stores on distinct hosts: static)."""
+        stores = {
+            s: Store(s, s, self.urls[s], state=StoreState.DECOMMISSIONING if s in self.drain
+                     else StoreState.UP)
+            for s in self.urls
+        }  # fmt: skip
+        placements = []
+        for g in range(self.groups):
+            view = seen.groups[group_id(g)]
+            placements.append(
+                GroupPlacement(
+                    g,
+                    tuple(sorted(store_of(v) for v in view.voters)),
+                    tuple(sorted(store_of(v) for v in view.learners)),
+                    view.leader_store,
+                )
+            )
+        return ClusterMap(1, self.groups, self.replication, stores, tuple(placements))
+
+    async def round(self) -> list[Step]:
+        """One round: observe, plan, carry out one step per group. Nothing is planned until
+        every group's leader answered (a map needs each group's configuration). Returns the
+        steps planned."""
+        seen = await self.observe()
+        if not all(v.leader_store for v in seen.groups.values()):
+            return []  # a group without a leader seen: its configuration is unknown; wait
+        steps = plan(self.cluster_map(seen), down=self.down())
+        results = await asyncio.gather(
+            *(self._carry_out(step, seen) for step in steps), return_exceptions=True
+        )
+        for step, result in zip(steps, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("placement step failed", extra={"step": str(step), "why": repr(result)})
+            else:
+                self.steps_done.append(step)
+                log.info("placement step done", extra={"step": str(step)})
+        return steps
+
+    async def run(self, timeout_s: float, pause_s: float = 0.5) -> bool:
+        """Rounds until placement has no step (True) or ``timeout_s`` passes (False)."""
+        deadline = self._clock() + timeout_s
+        while self._clock() < deadline:
+            seen = await self.observe()
+            led = seen.answered and all(v.leader_store for v in seen.groups.values())
+            if led and not plan(self.cluster_map(seen), down=self.down()):
+                return True
+            await self.round()
+            await asyncio.sleep(pause_s)
+        return False
+
+    async def _carry_out(self, step: Step, seen: Observation) -> None:
+        gid = group_id(step.group)
+        view = seen.groups[gid]
+        leader = view.leader_store
+        assert leader is not None
+        query = f"?group={gid}"
+        if step.kind in (StepKind.ADD, StepKind.PROMOTE):
+            replica = view.replicas.get(step.store)
+            if replica is None or step.kind is StepKind.ADD:
+                status, body = await self._request(
+                    "POST", step.store, "/raft/store/replicas",
+                    {"group": gid, "voters": list(view.voters)},
+                )  # fmt: skip
+                self._check(status, body, f"{step.store} creating a replica of {gid}")
+                replica = body["replica"]
+            status, body = await self._request(
+                "POST", leader, f"/v1/members{query}", {"id": replica, "url": self.urls[step.store]}
+            )
+            self._check(status, body, f"adding {replica} to {gid}")
+        elif step.kind is StepKind.TRANSFER:
+            target = next((v for v in view.voters if store_of(v) == step.store), None)
+            if target is None:
+                raise DriverError(f"{step.store} holds no voter of {gid}")
+            status, body = await self._request(
+                "POST", leader, f"/v1/leader/transfer{query}", {"to": target}
+            )
+            self._check(status, body, f"transferring {gid} to {target}")
+        else:  # REMOVE
+            member = next(
+                (v for v in (*view.voters, *view.learners) if store_of(v) == step.store), None
+            )
+            if member is None:
+                raise DriverError(f"{step.store} holds no member of {gid}")
+            status, body = await self._request(
+                "DELETE", leader, f"/v1/members/{quote(member, safe='')}{query}", None
+            )
+            self._check(status, body, f"removing {member} from {gid}")
+            await self._committed_without(gid, leader, member)
+            if step.store not in self.down():
+                status, body = await self._request(
+                    "DELETE", step.store,
+                    f"/raft/store/replicas/{gid}?replica={quote(member, safe='')}", None,
+                )  # fmt: skip
+                if status not in (200, 404):  # 404: already gone (a retried round)
+                    self._check(status, body, f"{step.store} deleting {member}")
+        await self._tell_placement(gid)
+
+    async def _committed_without(self, gid: str, leader: str, member: str) -> None:
+        """Wait until ``leader`` shows a committed configuration of ``gid`` without
+        ``member`` (invariant 6: only then may its data go)."""
+        for _ in range(100):
+            status, body = await self._request("GET", leader, "/raft/store/groups", None)
+            entry = next((e for e in body.get("groups", ()) if e["group"] == gid), None)
+            if status == 200 and entry is not None and entry.get("role") == "leader":
+                members = {*entry.get("voters", ()), *entry.get("learners", ())}
+                if member not in members and entry["commit_index"] >= entry["config_index"]:
+                    return
+            await asyncio.sleep(0.1)
+        raise DriverError(f"the removal of {member} from {gid} was not seen committed")
+
+    async def _tell_placement(self, gid: str) -> None:
+        seen = await self.observe()
+        view = seen.groups[gid]
+        stores = sorted({store_of(m) for m in (*view.voters, *view.learners)})
+        if not stores:
+            return
+        await asyncio.gather(
+            *(
+                self._request("PUT", s, f"/raft/store/placement/{gid}", {"stores": stores})
+                for s in seen.answered
+            ),
+            return_exceptions=True,
+        )
+
+    @staticmethod
+    def _check(status: int, body: Any, what: str) -> None:
+        if status != 200:
+            error = body.get("error") if isinstance(body, dict) else body
+            raise DriverError(f"{what}: HTTP {status} {error}")
+
+
+def http_requester(
+    session: aiohttp.ClientSession,
+    urls: Mapping[str, str],
+    *,
+    client_token: str | None,
+    cluster_token: str | None,
+    timeout_s: float = 60.0,
+) -> Request:
+    """``Request`` over ``session``: the cluster token on ``/raft/`` paths, the client token
+    on the client API."""
+
+    async def request(method: str, store: str, path: str, body: Any) -> tuple[int, Any]:
+        token = cluster_token if path.startswith("/raft/") else client_token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with session.request(
+            method,
+            urls[store].rstrip("/") + path,
+            json=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        ) as answer:
+            try:
+                parsed = await answer.json(content_type=None)
+            except ValueError:
+                parsed = {"error": (await answer.text())[:200]}
+            return answer.status, parsed
+
+    return request
