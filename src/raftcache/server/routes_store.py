@@ -51,6 +51,7 @@ from raftcache.server.drain import DRAIN
 from raftcache.server.errors import ApiError, bad_request, json_error, too_large
 from raftcache.server.groups import (
     FORWARD_NO_BODY,
+    GROUP_PARAM,
     PartRefusedError,
     PartRequest,
     StoreFront,
@@ -73,6 +74,7 @@ from raftcache.server.results import (
 from raftcache.server.routes_admin import MapVersion, node_status, shards_body
 from raftcache.server.routes_keys import batch_body_limit, single_query
 from raftcache.server.routes_watch import ROUTED_HUB, WATCH, WatchHub, WatchSettings
+from raftcache.server.routes_watch_groups import MERGED_LABEL, StoreWatch
 from raftcache.server.validation import (
     parse_consistency,
     parse_limit,
@@ -419,11 +421,13 @@ def add_store_routes(app: web.Application, front: StoreFront, watch: WatchSettin
 
 
 def _add_watch(app: web.Application, front: StoreFront, settings: WatchSettings | None) -> None:
-    """``/v1/watch?group=gN``: one hub per hosted group (a watch reads one group's history)."""
+    """``/v1/watch?group=gN``: one hub per hosted group (a watch reads one group's history);
+    without ``group`` on a store of several groups, every group merged (``StoreWatch``)."""
     settings = settings or WatchSettings()
     hubs = {gid: WatchHub(settings) for gid in front.hosted()}
     app[WATCH] = next(iter(hubs.values()), None) or WatchHub(settings)
-    for hub in hubs.values():
+    merged = StoreWatch(front, settings)
+    for hub in (*hubs.values(), merged.hub):
         app[DRAIN].on_drain.append(hub.stop)
 
     def history(gid: str) -> Callable[[], WatchHistory | None]:
@@ -435,12 +439,24 @@ def _add_watch(app: web.Application, front: StoreFront, settings: WatchSettings 
 
         return read
 
-    front.metrics.registry.register(
-        GroupWatchCollector([(gid, hub, history(gid)) for gid, hub in hubs.items()])
-    )
+    parts = [(gid, hub, history(gid)) for gid, hub in hubs.items()]
+    if front.store.groups > 1:
+        parts.append((MERGED_LABEL, merged.hub, lambda: None))
+    front.metrics.registry.register(GroupWatchCollector(parts))
 
     def on_hub(request: web.Request, gid: str) -> None:
         request[ROUTED_HUB] = hubs[gid]
 
+    one_group = on_group(routes_watch.watch, prepare=on_hub)
+
+    async def watch(request: web.Request) -> web.StreamResponse:
+        if front.store.groups > 1 and GROUP_PARAM not in request.query:
+            return await merged.handle(request)
+        return await one_group(request)
+
+    async def close_relays(_: web.Application) -> None:
+        await merged.close()
+
+    app.on_cleanup.append(close_relays)
     # No HEAD: a stream has no end for a HEAD to wait for (405 with Allow: GET).
-    app.router.add_get("/v1/watch", on_group(routes_watch.watch, prepare=on_hub), allow_head=False)
+    app.router.add_get("/v1/watch", watch, allow_head=False)
