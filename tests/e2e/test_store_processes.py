@@ -23,6 +23,7 @@ import redis
 import redis.cluster
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
+from raftcache.network.groups import store_of
 from raftcache.slots import key_group
 from tests.e2e.nodes import (
     ProcessCluster,
@@ -53,8 +54,10 @@ async def group_leaders(cluster: ProcessCluster, http: aiohttp.ClientSession) ->
             assert status is not None
             assert status["sharding"]["groups"] == GROUPS
             for group in status["groups"]:
-                if group["hosted"]:
-                    seen.setdefault(group["group"], set()).add(group["leader"])
+                if group["hosted"]:  # a leader's replica id names its store (store_of)
+                    leader = group["leader"]
+                    store = None if leader is None else store_of(leader)
+                    seen.setdefault(group["group"], set()).add(store)
         live = {n.node_id for n in cluster.live()}
         if len(seen) != GROUPS or any(len(s) != 1 or not s <= live for s in seen.values()):
             return None

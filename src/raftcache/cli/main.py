@@ -14,7 +14,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from raftcache import __version__
-from raftcache.cli import bench, cluster, commands, monitor, recover, shards, snapshot, watch
+from raftcache.cli import (
+    bench,
+    cluster,
+    commands,
+    monitor,
+    recover,
+    shards,
+    snapshot,
+    stores,
+    watch,
+)
 from raftcache.cli.common import EXIT_USAGE
 
 DESCRIPTION = "raftcache: a distributed, strongly consistent cache replicated with Raft."
@@ -40,6 +50,7 @@ def build_parser(*, with_serve: bool = False) -> argparse.ArgumentParser:
     snapshot.add_parser(subparsers)
     watch.add_parser(subparsers)
     shards.add_parser(subparsers)
+    stores.add_parser(subparsers)
     return parser
 
 

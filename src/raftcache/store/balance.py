@@ -27,6 +27,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from raftcache.network.groups import store_of
 from raftcache.raft.core import Role
 from raftcache.raft.node import RaftNode
 from raftcache.store.store import Store
@@ -42,8 +43,17 @@ class _GroupState:
     transferred_at: float | None = None
 
 
+def replica_on(node: RaftNode, store: str) -> str | None:
+    """The voter of ``node``'s group held by ``store`` (a replica id names its store)."""
+    core = node.core
+    if core is None:
+        return None
+    return next((v for v in core.configuration.voters if store_of(v) == store), None)
+
+
 def ready_to_take_over(node: RaftNode, target: str) -> bool:
-    """Whether ``target`` is a live voter of ``node``'s group with the leader's whole log."""
+    """Whether ``target`` (a replica id) is a live voter of ``node``'s group with the
+    leader's whole log."""
     core = node.core
     if core is None or node.role is not Role.LEADER or target not in core.configuration.voters:
         return False
@@ -117,7 +127,8 @@ class PreferredLeaders:
                 log.exception("preferred-leader check failed")
 
     def due(self) -> list[tuple[str, str]]:
-        """(group, preferred store) of the groups to hand over now, updating the timers."""
+        """(group, the preferred store's replica) of the groups to hand over now, updating
+        the timers."""
         now = self._clock()
         due: list[tuple[str, str]] = []
         for gid, state in self._groups.items():
@@ -135,9 +146,11 @@ class PreferredLeaders:
                         self._max_backoff_s, max(self._first_backoff_s, 2 * state.backoff_s)
                     )
                     state.next_try = now + state.backoff_s
-            target = self.preferred(gid)
+            preferred = self.preferred(gid)
+            target = replica_on(node, preferred)
             if (
-                target != self._store.store_id
+                target is not None
+                and preferred != self._store.store_id
                 and now - state.led_since >= self._settle_s
                 and now >= state.next_try
                 and ready_to_take_over(node, target)
