@@ -496,3 +496,55 @@ def test_tokens_round_trip_and_refuse_what_is_not_one() -> None:
     for wrong in ("", "g0:1 g1:2", "x\n", -1):
         with pytest.raises(ValueError, match="from_version must be"):
             check_from_version(wrong)
+
+
+async def test_a_replica_leaving_ends_the_streams_that_read_it(four: Stores) -> None:
+    """A store losing its replica of a group (moved away) ends the streams that read that
+    replica's history; resumed, the merged stream relays the group from another store."""
+    via = "s1"
+    gid = sorted(four.running[via].store.replicas)[0]
+    merged = await open_watch(four, via, prefix="m:")
+    one = await open_watch(four, via, prefix="m:", group=gid)
+    hello = await merged.next()
+    assert hello.id is not None
+    await one.next()
+    keys = [k for g in range(GROUPS) for k in keys_in(g, 1, "m:")]
+
+    async def write_all(value: str) -> dict[str, int]:
+        await four.settled()
+        written = {}
+        for key in keys:
+            leader = four.leader_of(group_id(key_group(key, GROUPS)))
+            assert leader is not None
+            written[key] = await four.put(key, value, leader)
+        return written
+
+    acked = [await write_all("1")]
+    received: dict[str, list[int]] = defaultdict(list)
+    last_id = hello.id
+    while len(received) < len(keys):
+        message = await merged.next()
+        assert message.id is not None
+        last_id = message.id
+        if message.event == "change":
+            data = orjson.loads(message.data)
+            received[data["changes"][0]["key"]].append(data["version"])
+    await four.running[via].store.remove_replica(gid)
+    for stream in (merged, one):  # both end (their clients would resume elsewhere)
+        async with asyncio.timeout(GUARD_S):
+            while await stream.response.content.readany():
+                pass
+        stream.close()
+    acked.append(await write_all("2"))
+    async with four.session.get(
+        f"{four.url(via)}/v1/watch", params={"group": gid, "prefix": "m:"}
+    ) as resp:
+        assert resp.status == 404  # no replica here any more
+    resumed = await open_watch(four, via, prefix="m:", last_event_id=last_id)
+    while any(len(received[k]) < 2 for k in keys):
+        message = await resumed.next()
+        if message.event == "change":
+            data = orjson.loads(message.data)
+            received[data["changes"][0]["key"]].append(data["version"])
+    resumed.close()
+    assert dict(received) == {k: [acked[0][k], acked[1][k]] for k in keys}

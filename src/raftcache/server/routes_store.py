@@ -37,7 +37,6 @@ from aiohttp import web
 
 from raftcache.cache.backup import BackupFormatError, verify_backup
 from raftcache.cache.snapshot import SnapshotFormatError, read_snapshot
-from raftcache.cache.watch import WatchHistory
 from raftcache.server import (
     routes_admin,
     routes_backup,
@@ -73,8 +72,8 @@ from raftcache.server.results import (
 )
 from raftcache.server.routes_admin import MapVersion, node_status, shards_body
 from raftcache.server.routes_keys import batch_body_limit, single_query
-from raftcache.server.routes_watch import ROUTED_HUB, WATCH, WatchHub, WatchSettings
-from raftcache.server.routes_watch_groups import MERGED_LABEL, StoreWatch
+from raftcache.server.routes_watch import ROUTED_HUB, WATCH, WatchSettings
+from raftcache.server.routes_watch_groups import StoreWatch
 from raftcache.server.validation import (
     parse_consistency,
     parse_limit,
@@ -82,7 +81,6 @@ from raftcache.server.validation import (
     parse_prefix_or_after,
     parse_touch,
 )
-from raftcache.server.watch_metrics import GroupWatchCollector
 from raftcache.slots import key_group, key_slot
 from raftcache.store import group_id
 
@@ -422,40 +420,27 @@ def add_store_routes(app: web.Application, front: StoreFront, watch: WatchSettin
 
 def _add_watch(app: web.Application, front: StoreFront, settings: WatchSettings | None) -> None:
     """``/v1/watch?group=gN``: one hub per hosted group (a watch reads one group's history);
-    without ``group`` on a store of several groups, every group merged (``StoreWatch``)."""
-    settings = settings or WatchSettings()
-    hubs = {gid: WatchHub(settings) for gid in front.hosted()}
-    app[WATCH] = next(iter(hubs.values()), None) or WatchHub(settings)
-    merged = StoreWatch(front, settings)
-    for hub in (*hubs.values(), merged.hub):
-        app[DRAIN].on_drain.append(hub.stop)
-
-    def history(gid: str) -> Callable[[], WatchHistory | None]:
-        machine = front.store.replicas[gid].machine
-
-        def read() -> WatchHistory | None:
-            found = getattr(machine, "watch_history", None)
-            return found if isinstance(found, WatchHistory) else None
-
-        return read
-
-    parts = [(gid, hub, history(gid)) for gid, hub in hubs.items()]
-    if front.store.groups > 1:
-        parts.append((MERGED_LABEL, merged.hub, lambda: None))
-    front.metrics.registry.register(GroupWatchCollector(parts))
+    without ``group`` on a store of several groups, every group merged (``StoreWatch``, which
+    also keeps the hubs as replicas come and go)."""
+    watches = StoreWatch(front, settings or WatchSettings())
+    app[WATCH] = watches.first_hub()
+    drain = app[DRAIN]
+    drain.on_drain.append(watches.stop)
+    front.metrics.registry.register(watches.collector())
+    front.store.on_change(watches.changed)
 
     def on_hub(request: web.Request, gid: str) -> None:
-        request[ROUTED_HUB] = hubs[gid]
+        request[ROUTED_HUB] = watches.hub_of(gid)
 
     one_group = on_group(routes_watch.watch, prepare=on_hub)
 
     async def watch(request: web.Request) -> web.StreamResponse:
         if front.store.groups > 1 and GROUP_PARAM not in request.query:
-            return await merged.handle(request)
+            return await watches.handle(request)
         return await one_group(request)
 
     async def close_relays(_: web.Application) -> None:
-        await merged.close()
+        await watches.close()
 
     app.on_cleanup.append(close_relays)
     # No HEAD: a stream has no end for a HEAD to wait for (405 with Allow: GET).

@@ -33,13 +33,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 import aiohttp
 import orjson
 from aiohttp import web
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
 from yarl import URL
 
 from raftcache.cache.watch import Change, HistoryCompactedError, WatchHistory
@@ -58,6 +61,7 @@ from raftcache.server.routes_watch import (
     parse_version,
 )
 from raftcache.server.validation import parse_prefix_or_after
+from raftcache.server.watch_metrics import WatchPart, watch_families
 from raftcache.vocabulary import INT64_MAX
 
 log = logging.getLogger("raftcache.server.watch")
@@ -230,11 +234,9 @@ class _Remote:
         self.gid = gid
         #: Every change up to it was received (None: "from now", until the first event).
         self.version = version
-        remote = watch.front.store.remote[gid]
-        members = list(remote.members)
-        first = members.index(remote.leader_id)  # a per-store offset: stores spread the load
-        self.members = members[first:] + members[:first]
+        self.members: list[str] = []
         self._next = 0
+        self._members()
         self.response: aiohttp.ClientResponse | None = None
         self.buffer = bytearray()
         self.pending: list[_Message] = []
@@ -249,6 +251,22 @@ class _Remote:
             self.headers["Authorization"] = f"Bearer {token}"
         self.prefix = single_query(request, "prefix") or ""
 
+    def _members(self) -> None:
+        """The group's stores as this store knows them now (they change when replicas move),
+        starting from a per-store offset so that stores spread the load."""
+        store = self.watch.front.store
+        remote = store.remote.get(self.gid)
+        members = [
+            m
+            for m in (remote.members if remote else store.placement[self.gid])
+            if m != store.store_id
+        ]
+        if set(members) != set(self.members):
+            guess = remote.leader_id if remote is not None else None
+            first = members.index(guess) if guess in members else 0
+            self.members = members[first:] + members[:first]
+            self._next = 0
+
     def close(self) -> None:
         if self.response is not None:
             self.response.close()
@@ -259,6 +277,9 @@ class _Remote:
     async def open(self) -> None:
         """Open the stream on one of the group's stores, each tried once; raises ``_FailedError``
         (naming every store tried), ``_CompactedError`` or ``_RefusedError``."""
+        self._members()
+        if not self.members:
+            raise _FailedError(f"group {self.gid}: no other store holds it")
         failures: list[str] = []
         for _ in range(len(self.members)):
             store = self.members[self._next % len(self.members)]
@@ -425,10 +446,18 @@ class MergedHub(WatchHub):
         super().__init__(settings)
         self.wakers: set[_Waker] = set()
         self._histories: list[WatchHistory] = []
+        #: Raised each time the store's replicas or placement change (``changed``).
+        self.generation = 0
 
     def wake(self) -> None:
         for waker in self.wakers:
             waker.wake()
+
+    def changed(self, gid: str) -> None:
+        """The store gained or lost its replica of ``gid``, or ``gid`` moved between other
+        stores: every stream checks that the hosted histories it reads are still hosted."""
+        self.generation += 1
+        self.wake()
 
     def attach_all(self, histories: Sequence[WatchHistory]) -> None:
         """Be woken by each of ``histories`` (once each)."""
@@ -450,7 +479,63 @@ class StoreWatch:
         self.front = front
         self.settings = settings
         self.hub = MergedHub(settings)
+        #: The one-group watches' hubs, by hosted group (``hub_of``).
+        self.hubs = {gid: WatchHub(settings) for gid in front.hosted()}
+        self._stopping = False
         self._session: aiohttp.ClientSession | None = None
+
+    # --- the hubs of one-group watches, as replicas come and go -------------------------------
+
+    def first_hub(self) -> WatchHub:
+        """The first hosted group's hub (the application's ``WATCH``, as on a node)."""
+        return next(iter(self.hubs.values()), None) or WatchHub(self.settings)
+
+    def hub_of(self, gid: str) -> WatchHub:
+        """The hub of hosted group ``gid``'s one-group watches (made for a replica gained
+        since the store started)."""
+        hub = self.hubs.get(gid)
+        if hub is None:
+            hub = self.hubs[gid] = WatchHub(self.settings)
+            if self._stopping:
+                hub.stop()
+        return hub
+
+    def stop(self) -> None:
+        """End every watch stream (the store drains)."""
+        self._stopping = True
+        for hub in (*self.hubs.values(), self.hub):
+            hub.stop()
+
+    def changed(self, gid: str) -> None:
+        """``Store.on_change``: when this store's replica of ``gid`` went, its one-group
+        streams end (their clients resume elsewhere); merged streams check what they read."""
+        if gid not in self.front.store.replicas:
+            gone = self.hubs.pop(gid, None)
+            if gone is not None:
+                gone.stop()
+        self.hub.changed(gid)
+
+    def _history_of(self, gid: str) -> WatchHistory | None:
+        replica = self.front.store.replicas.get(gid)
+        found = getattr(replica.machine, "watch_history", None) if replica else None
+        return found if isinstance(found, WatchHistory) else None
+
+    def collector(self) -> Collector:
+        """The watch metrics, labelled ``group`` (``all``: the merged streams), read from the
+        hubs as they are at scrape time."""
+        watch = self
+
+        class Watches(Collector):
+            def collect(self) -> Iterator[Metric]:
+                parts: list[WatchPart] = [
+                    ((gid,), hub, partial(watch._history_of, gid))
+                    for gid, hub in watch.hubs.items()
+                ]
+                if watch.front.store.groups > 1:
+                    parts.append(((MERGED_LABEL,), watch.hub, lambda: None))
+                return watch_families(parts, ("group",))
+
+        return Watches()
 
     def session(self) -> aiohttp.ClientSession:
         """The client session relays travel on: its own, unbounded, so long-lived streams
@@ -596,6 +681,16 @@ class StoreWatch:
             extra={"version": token, "oldest_version": floor, "group": f"g{first}"},
         )
 
+    def _moved(self, locals_: Sequence[_Local]) -> str | None:
+        """Why the stream must end (its client resumes on a stream of the store as it is now):
+        a group it reads here whose replica this store no longer holds, or holds anew."""
+        for part in locals_:
+            replica = self.front.store.replicas.get(part.gid)
+            history = None if replica is None else getattr(replica.machine, "watch_history", None)
+            if history is not part.history:
+                return f"this store's replica of group {part.gid} moved"
+        return None
+
     async def _stream(
         self,
         request: web.Request,
@@ -627,10 +722,14 @@ class StoreWatch:
             )
             out.sent = hello
             last_write = clock()
+            generation = hub.generation
             while not hub.stopping:
                 busy = False
                 ended: str | None = None
-                for part in locals_:
+                if hub.generation != generation:
+                    generation = hub.generation
+                    ended = self._moved(locals_)
+                for part in locals_ if ended is None else ():
                     try:
                         read = part.history.read(part.cursor, prefix, settings.batch_entries)
                     except HistoryCompactedError:
