@@ -1,10 +1,12 @@
 """The ``scaling`` section: durable writes over G = 1, 2, 4 data groups on 3 stores, pinned.
 
-Rule: each G is a fresh cluster of 3 ``raftcache serve`` processes (durable, fsync'd) with
+Rule: each G is its own cluster of 3 ``raftcache serve`` processes (durable, fsync'd) with
 replication 3, so every store hosts every group; G = 1 is today's one-group node (no
 ``--groups``), so its figures are comparable with the side-by-side table. A cluster is
 measured once its leaders have settled on their preferred stores (spread evenly), its 10,000
-keys written once, and each store pinned to a core (``stores.core_plan``). One load generator
+keys written once, and each store pinned to a core (``stores.core_plan``). Every cluster is up
+for the whole section, the ones not being measured frozen (SIGSTOP), so that the points of
+one client path run back to back over the G values (``scaling_section``). One load generator
 as everywhere else — wrk with a Lua script, 100-byte PUTs over 10,000 keys — in two client
 paths:
 
@@ -25,6 +27,8 @@ G = 1 it is the side-by-side point itself, and it tells what the pinning costs o
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,7 +39,7 @@ from typing import Any
 from benchmarks.suite import httpc
 from benchmarks.suite.machine import cpu_seconds
 from benchmarks.suite.points import run_once, summarize
-from benchmarks.suite.procs import ProcessGroup
+from benchmarks.suite.procs import ProcessGroup, wait_port
 from benchmarks.suite.raftcache_cluster import RaftcacheCluster
 from benchmarks.suite.settings import Settings
 from benchmarks.suite.stores import (
@@ -119,119 +123,193 @@ def _idle_cpu(pids: dict[str, int]) -> dict[str, float]:
     return {n: 100 * (cpu_seconds(p) - before[n]) / elapsed for n, p in pids.items()}
 
 
-def _measure_groups(
-    group: ProcessGroup,
-    python: str,
-    workdir: Path,
-    settings: Settings,
-    tick: Tick,
-    groups: int,
-) -> dict[str, Any]:
-    """One cluster of ``groups`` groups: settle, prefill, pin, then each client path."""
-    shape = Shape(settings.keys, settings.value_size, settings.read_ratio)
+@dataclasses.dataclass
+class _Setup:
+    """One cluster of the section, ready to load: its leaders, pinning and wrk jobs."""
+
+    groups: int
+    cluster: RaftcacheCluster
+    out: dict[str, Any]
+    pids: dict[str, int] = dataclasses.field(default_factory=dict)
+    pin: dict[str, int] = dataclasses.field(default_factory=dict)
+    jobs: dict[tuple[str, bool], WrkJob] = dataclasses.field(default_factory=dict)
+    reps: dict[tuple[str, bool], list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+
+
+def _cluster(group: ProcessGroup, python: str, workdir: Path, groups: int) -> RaftcacheCluster:
     if groups == 1:
-        cluster: RaftcacheCluster = RaftcacheCluster(group, python, workdir, STORES, tag="sc1")
-    else:
-        cluster = StoreCluster(group, python, workdir, STORES, groups, REPLICAS, tag=f"sc{groups}")
+        return RaftcacheCluster(group, python, workdir, STORES, tag="sc1")
+    return StoreCluster(group, python, workdir, STORES, groups, REPLICAS, tag=f"sc{groups}")
+
+
+def _prepare(setup: _Setup, settings: Settings, workdir: Path) -> None:
+    """Settle the leaders, write every key once, plan the pinning and the wrk jobs."""
+    shape = Shape(settings.keys, settings.value_size, settings.read_ratio)
+    cluster, groups, out = setup.cluster, setup.groups, setup.out
+    t0 = time.monotonic()
+    out["settle"] = (
+        cluster.wait_settled()
+        if isinstance(cluster, StoreCluster)
+        else {"settled": True, "leaders": {"g0": cluster.wait_leader(30.0)}}
+    )
+    load_grouped(cluster, shape.keys, shape.value_size, batch=500)
+    out["ready_s"] = round(time.monotonic() - t0, 2)
+    leaders = group_leaders(cluster)
+    leads = {nid: sum(1 for s in leaders.values() if s == nid) for nid in cluster.ids}
+    setup.pids = {nid: cluster.procs[nid].pid for nid in cluster.ids}
+    out["leaders"], out["leads"] = leaders, leads
+    setup.pin, wrk_cores = core_plan(cluster.ids, leads, usable_cores())
+    out["cores"], out["wrk_cores"] = setup.pin, wrk_cores
+    keys = group_keys(shape.keys, groups)
+    plan_dir = Path(tempfile.mkdtemp(prefix=f"plans-g{groups}-", dir=workdir))
+    conns = settings.scaling_connections
+    direct = (
+        dataclasses.replace(cluster.job("write", conns, shape), cores=wrk_cores or ())
+        if groups == 1
+        else _plan_job(
+            cluster,
+            [(leaders[g], keys[g]) for g in sorted(keys, key=lambda g: int(g[1:]))],
+            conns // groups,
+            shape.value_size,
+            plan_dir,
+            "direct",
+            wrk_cores,
+        )
+    )
+    every = list(range(shape.keys))
+    anyst = _plan_job(
+        cluster,
+        [(nid, every) for nid in cluster.ids],
+        conns // STORES,
+        shape.value_size,
+        plan_dir,
+        "any",
+        wrk_cores,
+    )
+    setup.jobs = {
+        ("direct", True): direct,
+        ("any", True): anyst,
+        ("direct", False): dataclasses.replace(direct, cores=()),
+    }
+    setup.reps = {run: [] for run in setup.jobs}
+
+
+def _signal(setup: _Setup, sig: signal.Signals) -> None:
+    for proc in setup.cluster.procs.values():
+        if proc.poll() is None:
+            os.kill(proc.pid, sig)
+
+
+def _resume(setup: _Setup) -> None:
+    """Thaw a frozen cluster and check its leaders did not move while it was stopped."""
+    _signal(setup, signal.SIGCONT)
+    deadline = time.monotonic() + 15.0
+    while True:
+        try:
+            leaders = group_leaders(setup.cluster)
+        except (OSError, RuntimeError):
+            leaders = {}
+        if leaders == setup.out["leaders"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    if leaders != setup.out["leaders"]:
+        setup.out.setdefault("leaders_moved", []).append(leaders)
+
+
+def _measure(setup: _Setup, run: tuple[str, bool], point_settings: Settings, tick: Tick) -> None:
+    path, pinned = run
+    cores = usable_cores()
+    for nid, pid in setup.pids.items():
+        set_affinity(pid, [setup.pin[nid]] if pinned else cores)
+    tick(f"scaling G={setup.groups} {path}{'' if pinned else ' unpinned'}")
+    start: list[dict[str, float]] = []
+    cluster = setup.cluster
+    rep = run_once(setup.jobs[run], setup.pids, point_settings, partial(_read_into, start, cluster))
+    end = _counters(cluster)
+    rep.update({name: end[name] - start[0][name] for name in end})
+    setup.reps[run].append(rep)
+
+
+def _summary(setup: _Setup, run: tuple[str, bool]) -> dict[str, Any]:
+    path, pinned = run
+    reps = setup.reps[run]
+    label = f"raftcache-{STORES}x{setup.groups}g"
+    point = summarize(label, f"write-{path}", setup.jobs[run].connections, reps)
+    requests = sum(r["requests"] for r in reps)
+    point.update(
+        groups=setup.groups,
+        path=path,
+        pinned=pinned,
+        forwarded_share=sum(r["forwarded"] for r in reps) / requests if requests else 0.0,
+        append_entries_per_write=(
+            sum(r["append_entries"] for r in reps) / requests if requests else 0.0
+        ),
+        store_cpu_cores=sum(v for k, v in point["cpu"].items() if k != "wrk") / 100,
+    )
+    return point
+
+
+def scaling_section(
+    group: ProcessGroup, python: str, workdir: Path, settings: Settings, tick: Tick
+) -> dict[str, Any]:
+    """Every cluster up at once; each point taken on one while the others are frozen.
+
+    The clusters of every G start together, settle and are prefilled; their idle CPU is read
+    side by side; then all are stopped (SIGSTOP) and each point thaws one cluster (SIGCONT),
+    checks its leaders did not move, pins it, measures and freezes it again. Points of the
+    same client path run back to back over the G values, in alternating order, so a burst of
+    someone else's load on this shared machine lands on every G alike rather than on
+    whichever cluster happened to run then; a frozen cluster takes no CPU from the measured
+    one. Ratios are taken against G = 1.
+    """
+    started = time.monotonic()
     point_settings = dataclasses.replace(
         settings,
         duration_s=settings.scaling_duration_s,
         warmup_s=settings.scaling_warmup_s,
         idle_wait_max_s=min(settings.idle_wait_max_s, 3.0),
     )
-    out: dict[str, Any] = {"groups": groups, "stores": STORES, "replicas": REPLICAS}
-    try:
-        t0 = time.monotonic()
-        cluster.start()
-        out["settle"] = (
-            cluster.wait_settled()
-            if isinstance(cluster, StoreCluster)
-            else {"settled": True, "leaders": {"g0": cluster.leader}}
-        )
-        load_grouped(cluster, shape.keys, shape.value_size, batch=500)
-        out["ready_s"] = round(time.monotonic() - t0, 2)
-        leaders = group_leaders(cluster)
-        leads = {nid: sum(1 for s in leaders.values() if s == nid) for nid in cluster.ids}
-        pids = {nid: cluster.procs[nid].pid for nid in cluster.ids}
-        out["leaders"], out["leads"] = leaders, leads
-        out["idle_cpu"] = _idle_cpu(pids)
-        cores = usable_cores()
-        pin, wrk_cores = core_plan(cluster.ids, leads, cores)
-        out["cores"], out["wrk_cores"] = pin, wrk_cores
-        keys = group_keys(shape.keys, groups)
-        plan_dir = Path(tempfile.mkdtemp(prefix=f"plans-g{groups}-", dir=workdir))
-        conns = settings.scaling_connections
-        direct = (
-            dataclasses.replace(cluster.job("write", conns, shape), cores=wrk_cores or ())
-            if groups == 1
-            else _plan_job(
-                cluster,
-                [(leaders[g], keys[g]) for g in sorted(keys, key=lambda g: int(g[1:]))],
-                conns // groups,
-                shape.value_size,
-                plan_dir,
-                "direct",
-                wrk_cores,
-            )
-        )
-        every = list(range(shape.keys))
-        anyst = _plan_job(
-            cluster,
-            [(nid, every) for nid in cluster.ids],
-            conns // STORES,
-            shape.value_size,
-            plan_dir,
-            "any",
-            wrk_cores,
-        )
-        runs: list[tuple[str, WrkJob, bool]] = [
-            ("direct", direct, True),
-            ("any", anyst, True),
-            ("direct", dataclasses.replace(direct, cores=()), False),
-        ]
-        points = []
-        for path, job, pinned in runs:
-            for nid, pid in pids.items():
-                set_affinity(pid, [pin[nid]] if pinned else cores)
-            reps = []
-            for _ in range(settings.scaling_reps):
-                tick(f"scaling G={groups} {path}{'' if pinned else ' unpinned'}")
-                start: list[dict[str, float]] = []
-                rep = run_once(job, pids, point_settings, partial(_read_into, start, cluster))
-                end = _counters(cluster)
-                rep.update({name: end[name] - start[0][name] for name in end})
-                reps.append(rep)
-            label = f"raftcache-{STORES}x{groups}g"
-            point = summarize(label, f"write-{path}", job.connections, reps)
-            requests = sum(r["requests"] for r in reps)
-            point.update(
-                groups=groups,
-                path=path,
-                pinned=pinned,
-                forwarded_share=sum(r["forwarded"] for r in reps) / requests if requests else 0.0,
-                append_entries_per_write=(
-                    sum(r["append_entries"] for r in reps) / requests if requests else 0.0
-                ),
-                store_cpu_cores=sum(v for k, v in point["cpu"].items() if k != "wrk") / 100,
-            )
-            points.append(point)
-        out["points"] = points
-        out["leaders_after"] = group_leaders(cluster)
-        out["leaders_moved"] = out["leaders_after"] != leaders
-        return out
-    finally:
-        for proc in cluster.procs.values():
-            group.stop(proc)
-
-
-def scaling_section(
-    group: ProcessGroup, python: str, workdir: Path, settings: Settings, tick: Tick
-) -> dict[str, Any]:
-    """Each G of ``settings.scaling_groups`` in turn; ratios are taken against G = 1."""
-    started = time.monotonic()
-    clusters = [
-        _measure_groups(group, python, workdir, settings, tick, g) for g in settings.scaling_groups
+    setups = [
+        _Setup(g, _cluster(group, python, workdir, g), {"groups": g, "stores": STORES})
+        for g in settings.scaling_groups
     ]
+    for setup in setups:
+        setup.out["replicas"] = REPLICAS
+    try:
+        for setup in setups:
+            for nid in setup.cluster.ids:
+                setup.cluster.start_node(nid)
+        for setup in setups:
+            for nid in setup.cluster.ids:
+                wait_port(setup.cluster.ports[nid], 60, setup.cluster.procs[nid])
+        for setup in setups:
+            _prepare(setup, settings, workdir)
+        idle = _idle_cpu({f"{s.groups}/{n}": p for s in setups for n, p in s.pids.items()})
+        for setup in setups:
+            setup.out["idle_cpu"] = {n: idle[f"{setup.groups}/{n}"] for n in setup.pids}
+            _signal(setup, signal.SIGSTOP)
+        runs = [("direct", True), ("any", True), ("direct", False)]
+        for rep in range(settings.scaling_reps):
+            for i, run in enumerate(runs):
+                order = setups if (rep + i) % 2 == 0 else setups[::-1]
+                for setup in order:
+                    _resume(setup)
+                    try:
+                        _measure(setup, run, point_settings, tick)
+                    finally:
+                        _signal(setup, signal.SIGSTOP)
+        clusters = []
+        for setup in setups:
+            _resume(setup)
+            setup.out["points"] = [_summary(setup, run) for run in runs]
+            setup.out["leaders_after"] = group_leaders(setup.cluster)
+            clusters.append(setup.out)
+    finally:
+        for setup in setups:
+            _signal(setup, signal.SIGCONT)
+        for setup in setups:
+            for proc in setup.cluster.procs.values():
+                group.stop(proc)
     return {
         "cores": usable_cores(),
         "duration_s": settings.scaling_duration_s,
@@ -290,7 +368,9 @@ def markdown(
         "pinned to the cores left, or floating when none is left. CPU-s: utime + stime of the "
         "3 stores over the measured window. forwarded: share of the writes a store passed to "
         "another; AppendEntries per write: the RPCs every store sent over the run (heartbeats "
-        "included) per write. Ratios against G = 1, same client path and "
+        "included) per write. Every cluster is up for the whole section, those not being "
+        "measured frozen (SIGSTOP); the G values of one client path are measured back to back, "
+        "in alternating order. Ratios against G = 1, same client path and "
         "pinning. The `direct, unpinned` rows let every store and wrk float over all cores, as "
         "the side-by-side table runs.",
         "",
@@ -329,10 +409,13 @@ def markdown(
                 f"{settle.get('waited_s')} s (seen {settle.get('leaders')}, preferred "
                 f"{settle.get('preferred')}); measured as they were."
             )
-        if c.get("leaders_moved"):
+        moved = c.get("leaders_moved") or []
+        if c.get("leaders_after") not in (None, c["leaders"]):
+            moved.append(c["leaders_after"])
+        if moved:
             lines.append(
-                f"**G={c['groups']}: leadership moved during the measurement** "
-                f"({c['leaders']} → {c['leaders_after']})."
+                f"**G={c['groups']}: leadership moved during the section** (measured with "
+                f"{c['leaders']}, then seen: {moved})."
             )
     unpinned = _base(scaling, "direct", False)
     if unpinned is not None and reference is not None:
