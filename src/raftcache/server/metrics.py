@@ -170,6 +170,10 @@ class GroupStateCollector(Collector):
         self._admission_state = admission_state
         self.cache_stats: Mapping[str, Any] = {}
 
+    def set_node(self, group: str, node: NodePort | None) -> None:
+        """``group``'s node from now on (None: no longer hosted here): a replica moved."""
+        self._groups = [(gid, node if gid == group else n, t) for gid, n, t in self._groups]
+
     def collect(self) -> Iterator[Metric]:
         hosted = [(gid, node) for gid, node, _ in self._groups if node is not None]
         gauges = (
@@ -284,6 +288,11 @@ class ServerMetrics:
         if child is None:
             child = self._timed[key] = self.latency.labels(route, method)
         return child
+
+    def set_group(self, group: str, node: NodePort | None) -> None:
+        """On a store: the node of ``group`` from now on (None: not hosted here any more)."""
+        if isinstance(self._state, GroupStateCollector):
+            self._state.set_node(group, node)
 
     def count(self, route: str, method: str, status: int) -> None:
         """Count a request answered before any work (a refusal): no latency to record, and
