@@ -19,6 +19,14 @@ before anything is proposed: a batch is atomic within one group's log only.
 
 Routes that act on one group (membership, leadership, snapshots, backups, alarms, digests,
 watches) take ``?group=gN`` (``on_group``); on a store of one group it may be left out.
+
+Replicas move at run time (``Store.add_replica``, ``remove_replica``, ``set_placement``): the
+front listens (``Store.on_change``) and rebuilds the changed group's view — its node, service,
+forwarder and context — where the next request looks it up, so the key → group → context path
+stays one index and one dict lookup. Requests already running on the old view finish there; a
+removed replica's "stopped" answer to one it certainly did not take turns into forwarding on
+the new view. A leader named by a replica id of a later incarnation (``<store>.<n>``) is
+reached at its store (``GroupForwarder``, ``raftcache.network.groups.store_of``).
 """
 
 from __future__ import annotations
@@ -36,7 +44,8 @@ from yarl import URL
 from raftcache.cache.commands import BatchOp, Session
 from raftcache.cache.entries import Item
 from raftcache.cache.results import BatchItem, IncrResult, TtlResult
-from raftcache.raft.errors import NotLeaderError
+from raftcache.network.groups import store_of
+from raftcache.raft.errors import IndeterminateError, NodeStoppedError, NotLeaderError
 from raftcache.server.admission import Admission
 from raftcache.server.bodies import BODY, read_body
 from raftcache.server.context import ROUTED, ServerContext, ServerSettings
@@ -46,7 +55,7 @@ from raftcache.server.metrics import GroupState, ServerMetrics
 from raftcache.server.ports import NodePort, ServicePort
 from raftcache.server.validation import parse_key_path
 from raftcache.slots import SLOTS, key_group, key_slot
-from raftcache.store import RemoteGroup, Store, group_id
+from raftcache.store import GroupReplica, RemoteGroup, Store, group_id
 
 T = TypeVar("T")
 
@@ -88,12 +97,48 @@ def crossslot(keys_by_group: Mapping[str, str]) -> ApiError:
 # --- groups this store holds no replica of ------------------------------------------------------
 
 
+class LiveRemoteGroup:
+    """A group this store holds no replica of, as the store's ``RemoteGroup`` of it is at each
+    use. When the store learns the group's stores anew (``Store.set_placement`` makes a new
+    ``RemoteGroup``), a request already being forwarded on the old view goes on with the new
+    stores, rather than circling the old ones until it gives up; when the store comes to host
+    the group again, such a request keeps the last guess."""
+
+    __slots__ = ("_last", "_store", "group", "node_id")
+
+    def __init__(self, store: Store, remote: RemoteGroup) -> None:
+        self._store = store
+        self._last = remote
+        self.group = remote.group
+        self.node_id = remote.node_id
+
+    def _now(self) -> RemoteGroup:
+        found = self._store.remote.get(self.group)
+        if found is not None:
+            self._last = found
+        return self._last
+
+    @property
+    def leader_id(self) -> str:
+        return self._now().leader_id
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return self._now().members
+
+    def leader_address(self) -> str | None:
+        return None
+
+    def moved(self, hint: str | None = None) -> None:
+        self._now().moved(hint)
+
+
 class RemoteNode:
     """The ``NodePort`` of a group this store holds no replica of: nothing to report but the
     stores that hold it; every request that needs its leader is forwarded (``NotLeaderError``
     with the current guess)."""
 
-    def __init__(self, remote: RemoteGroup) -> None:
+    def __init__(self, remote: LiveRemoteGroup) -> None:
         self.remote = remote
 
     @property
@@ -149,7 +194,7 @@ class RemoteService:
     """The ``ServicePort`` of a group this store holds no replica of: every call is the
     group leader's to answer (``GroupNotLeaderError`` with the current guess)."""
 
-    def __init__(self, remote: RemoteGroup) -> None:
+    def __init__(self, remote: LiveRemoteGroup) -> None:
         self.remote = remote
 
     def _elsewhere(self) -> GroupNotLeaderError:
@@ -284,9 +329,22 @@ class RoutingService:
         self._groups = groups
         self._services = list(services)
 
+    def replace(self, index: int, service: ServicePort) -> None:
+        """Group ``index`` is served by ``service`` from now on (its replica moved)."""
+        self._services[index] = service
+
     def _route(self, key: str) -> tuple[int, ServicePort]:
         index = key_group(key, self._groups)
         return index, self._services[index]
+
+    def _stopped(self, exc: NodeStoppedError, index: int, service: ServicePort) -> Exception:
+        """What a stopped replica's error becomes: when ``service`` was replaced meanwhile (the
+        store's replica was removed while the call ran) and the call certainly did not take
+        effect (not ``IndeterminateError``), the group's ``GroupNotLeaderError``, so that the
+        request goes on to the group's new view (forwarded); otherwise the error itself."""
+        if self._services[index] is service or isinstance(exc, IndeterminateError):
+            return exc
+        return GroupNotLeaderError(group_id(index), None)
 
     async def get(
         self, key: str, consistency: str = "linearizable", *, touch: bool = True
@@ -296,6 +354,8 @@ class RoutingService:
             return await service.get(key, consistency, touch=touch)
         except NotLeaderError as exc:
             raise _tagged(exc, group_id(index)) from None
+        except NodeStoppedError as exc:
+            raise self._stopped(exc, index, service) from None
 
     async def set(
         self,
@@ -311,6 +371,8 @@ class RoutingService:
             return await service.set(key, value, ttl, if_version, if_absent, session)
         except NotLeaderError as exc:
             raise _tagged(exc, group_id(index)) from None
+        except NodeStoppedError as exc:
+            raise self._stopped(exc, index, service) from None
 
     async def delete(
         self, key: str, if_version: int | None = None, session: Session | None = None
@@ -320,6 +382,8 @@ class RoutingService:
             return await service.delete(key, if_version, session)
         except NotLeaderError as exc:
             raise _tagged(exc, group_id(index)) from None
+        except NodeStoppedError as exc:
+            raise self._stopped(exc, index, service) from None
 
     async def incr(self, key: str, by: int = 1, session: Session | None = None) -> IncrResult:
         index, service = self._route(key)
@@ -327,6 +391,8 @@ class RoutingService:
             return await service.incr(key, by, session)
         except NotLeaderError as exc:
             raise _tagged(exc, group_id(index)) from None
+        except NodeStoppedError as exc:
+            raise self._stopped(exc, index, service) from None
 
     async def expire(
         self,
@@ -345,6 +411,8 @@ class RoutingService:
             )
         except NotLeaderError as exc:
             raise _tagged(exc, group_id(index)) from None
+        except NodeStoppedError as exc:
+            raise self._stopped(exc, index, service) from None
 
     def group_of_batch(self, ops: Sequence[BatchOp]) -> int:
         """The one group every op's key belongs to; ``crossslot`` when they span several."""
@@ -359,10 +427,13 @@ class RoutingService:
         self, ops: Sequence[BatchOp], session: Session | None = None
     ) -> list[BatchItem]:
         index = self.group_of_batch(ops)
+        service = self._services[index]
         try:
-            return await self._services[index].batch(ops, session)
+            return await service.batch(ops, session)
         except NotLeaderError as exc:
             raise _tagged(exc, group_id(index)) from None
+        except NodeStoppedError as exc:
+            raise self._stopped(exc, index, service) from None
 
     # The HTTP front fans these out itself (``routes_store``), forwarding each group's part;
     # here each part must be served by this store's replicas (else GroupNotLeaderError).
@@ -438,7 +509,8 @@ class StoreForwarder:
 
     @property
     def forwarded_total(self) -> int:
-        return sum(f.forwarded_total for f in self._front.forwarders.values())
+        front = self._front
+        return sum(front.forwarded_of(gid) for gid in front.forwarders)
 
     async def handle_not_leader(
         self, request: web.Request, handler: Handler, error: NotLeaderError
@@ -472,8 +544,31 @@ class StoreForwarder:
 # --- the store's contexts -----------------------------------------------------------------------
 
 
+class GroupForwarder(Forwarder):
+    """A group's ``Forwarder`` on a store: a leader named by a replica id of a later
+    incarnation (``<store>.<n>``, which no peer list names) is reached at its store."""
+
+    def leader_url(self, leader_id: str) -> str | None:
+        url = super().leader_url(leader_id)
+        if url is None and store_of(leader_id) != leader_id:
+            url = super().leader_url(store_of(leader_id))
+        return url
+
+
+#: What a group's view is built from: this store's replica of it, or where it is held.
+GroupSource = GroupReplica | RemoteGroup
+
+
 class StoreFront:
     """A store's per-group contexts and what they share (see the module docstring).
+
+    The views follow the store's replicas as they move (``Store.on_change``): when this store
+    gains or loses its replica of a group, or learns the group's stores changed, ``rebuild``
+    makes that group's node, service, forwarder and context anew — from the replica, or from
+    the group's ``RemoteGroup`` — and puts them where the next request looks them up (the
+    dicts below and the ``RoutingService``), so requests arriving after the change use the new
+    view, and requests already running on the old one finish there (a removed replica answers
+    "not the leader" or "stopped", and they are forwarded, or retried by the client).
 
     Args:
         store: the store (its replicas, remote groups and placement).
@@ -488,42 +583,26 @@ class StoreFront:
         self.nodes: dict[str, NodePort] = {}
         services: dict[str, ServicePort] = {}
         self.forwarders: dict[str, Forwarder] = {}
+        self._sources: dict[str, GroupSource] = {}
+        #: Requests forwarded by the earlier views of each group (their forwarders retired).
+        self._forwarded_before: dict[str, int] = dict.fromkeys(store.group_ids(), 0)
         for gid in store.group_ids():
-            replica = store.replicas.get(gid)
-            if replica is not None:
-                self.nodes[gid] = replica.node
-                services[gid] = replica.service
-                forwarder = self._forwarder(replica.node)
-            else:
-                remote = store.remote[gid]
-                self.nodes[gid] = RemoteNode(remote)
-                services[gid] = RemoteService(remote)
-                forwarder = self._forwarder(remote, on_moved=remote.moved)
-            self.forwarders[gid] = forwarder
-        hosted = self.hosted()
-        #: The group whose replica the store's top-level status fields describe.
-        self.first = hosted[0] if hosted else store.group_ids()[0]
+            source = self._source(gid)
+            self._sources[gid] = source
+            self.nodes[gid], services[gid], self.forwarders[gid] = self._view(source)
+        self.first = self._first()
         states: list[GroupState] = [
             (gid, self.nodes[gid] if gid in store.replicas else None, self._total(gid))
             for gid in store.group_ids()
         ]
         self.metrics = ServerMetrics(
             self.nodes[self.first],
-            lambda: sum(f.forwarded_total for f in self.forwarders.values()),
+            lambda: sum(self.forwarded_of(gid) for gid in self.forwarders),
             self.admission.snapshot,
             groups=states,
         )
         self.contexts: dict[str, ServerContext] = {
-            gid: ServerContext(
-                node=self.nodes[gid],
-                service=services[gid],
-                settings=settings,
-                forwarder=self.forwarders[gid],
-                metrics=self.metrics,
-                admission=self.admission,
-                group=gid,
-            )
-            for gid in store.group_ids()
+            gid: self._context(gid, services[gid]) for gid in store.group_ids()
         }
         self.service = RoutingService(store.groups, [services[g] for g in store.group_ids()])
         #: The application's own context (``CONTEXT``): the store's service and forwarder.
@@ -535,12 +614,57 @@ class StoreFront:
             metrics=self.metrics,
             admission=self.admission,
         )
+        store.on_change(self.rebuild)
+
+    def _source(self, gid: str) -> GroupSource:
+        replica = self.store.replicas.get(gid)
+        return replica if replica is not None else self.store.remote[gid]
+
+    def _first(self) -> str:
+        """The group whose replica the store's top-level status fields describe."""
+        hosted = self.hosted()
+        return hosted[0] if hosted else self.store.group_ids()[0]
+
+    def _view(self, source: GroupSource) -> tuple[NodePort, ServicePort, Forwarder]:
+        if isinstance(source, GroupReplica):
+            return source.node, source.service, self._forwarder(source.node)
+        live = LiveRemoteGroup(self.store, source)
+        forwarder = self._forwarder(live, on_moved=live.moved)
+        return RemoteNode(live), RemoteService(live), forwarder
+
+    def _context(self, gid: str, service: ServicePort) -> ServerContext:
+        return ServerContext(
+            node=self.nodes[gid],
+            service=service,
+            settings=self.settings,
+            forwarder=self.forwarders[gid],
+            metrics=self.metrics,
+            admission=self.admission,
+            group=gid,
+        )
+
+    def rebuild(self, gid: str) -> None:
+        """Group ``gid``'s view anew, from what the store holds of it now (``on_change``):
+        nothing is rebuilt while it is still the same replica, or the same ``RemoteGroup``."""
+        source = self._source(gid)
+        if source is self._sources[gid]:
+            return
+        self._sources[gid] = source
+        node, service, forwarder = self._view(source)
+        self._forwarded_before[gid] += self.forwarders[gid].forwarded_total
+        self.nodes[gid] = node
+        self.forwarders[gid] = forwarder
+        self.contexts[gid] = self._context(gid, service)
+        self.service.replace(self.store.group_ids().index(gid), service)
+        self.metrics.set_group(gid, node if isinstance(source, GroupReplica) else None)
+        self.first = self._first()
+        self.context.node = self.nodes[self.first]
 
     def _forwarder(
         self, node: Any, *, on_moved: Callable[[str | None], None] | None = None
     ) -> Forwarder:
         settings = self.settings
-        return Forwarder(
+        return GroupForwarder(
             node,
             peer_urls=settings.peer_urls,
             leader_wait_s=settings.leader_wait_s,
@@ -549,8 +673,12 @@ class StoreFront:
             on_moved=on_moved,
         )
 
+    def forwarded_of(self, gid: str) -> int:
+        """Requests of group ``gid`` forwarded so far, by every view it has had."""
+        return self._forwarded_before[gid] + self.forwarders[gid].forwarded_total
+
     def _total(self, gid: str) -> Callable[[], int]:
-        return lambda: self.forwarders[gid].forwarded_total
+        return lambda: self.forwarded_of(gid)
 
     def hosted(self) -> list[str]:
         """The groups this store holds a replica of, in group order."""

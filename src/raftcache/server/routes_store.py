@@ -16,10 +16,12 @@ answer the whole request's. The key routes of one key, and ``batch`` (one group,
 - ``POST /v1/mget``: the values in request order; each group's part read at the consistency
   asked for, the parts not at one instant.
 - ``GET /v1/status``: the single-group fields, of the store's first hosted group (so a reader
-  of one group keeps working), plus ``sharding`` and ``groups`` (every group of the cluster).
+  of one group keeps working), plus ``sharding`` and ``groups`` (every group of the cluster;
+  a hosted one with this store's ``replica`` id, its leader and members as Raft names them).
 - ``GET /v1/shards``: the cluster map as this store knows it — every group's slots, members
-  and leader (its own replica's view, with the term; for a group it holds no replica of, its
-  ``RemoteGroup``'s guess, no term) and every store's URL — for clients that route by slot.
+  and leader as store ids (its own replica's view, with the term; for a group it holds no
+  replica of, its ``RemoteGroup``'s guess, no term) and every store's URL — for clients that
+  route by slot.
 - ``GET /v1/stats``: cache figures summed over the hosted groups, each group's under
   ``groups``. ``GET /v1/health``: 200 while every hosted group knows a leader.
   ``GET /metrics``: per-group series labelled ``group``.
@@ -37,6 +39,7 @@ from aiohttp import web
 
 from raftcache.cache.backup import BackupFormatError, verify_backup
 from raftcache.cache.snapshot import SnapshotFormatError, read_snapshot
+from raftcache.network.groups import store_of
 from raftcache.server import (
     routes_admin,
     routes_backup,
@@ -244,6 +247,7 @@ def _group_status(front: StoreFront, gid: str) -> dict[str, Any]:
     return {
         **base,
         "hosted": True,
+        "replica": replica.node.node_id,
         **{k: status[k] for k in ("role", "leader", "term", "commit_index", "last_applied")},
         "members": status["members"],
     }
@@ -278,9 +282,10 @@ def _shard(front: StoreFront, gid: str) -> dict[str, Any]:
     if replica is None:
         remote = front.store.remote[gid]
         leader, term, members = remote.leader_id, None, sorted(remote.members)
-    else:
+    else:  # replica ids (``<store>.<n>`` after a move) name their store: a map lists stores
         node = replica.node
-        leader, term, members = node.leader_id, node.current_term, sorted(node.members)
+        leader = None if node.leader_id is None else store_of(node.leader_id)
+        term, members = node.current_term, sorted(store_of(m) for m in node.members)
     return {
         "group": gid,
         "slots": front.slots_of(gid),
