@@ -19,7 +19,10 @@ commands (SCAN, KEYS, DBSIZE, FLUSHDB) cover every group on the plain port, and 
 cluster-mode port the groups the store hosts — a cluster node answers for its own keys, and
 cluster clients send these to every node (or every master) and merge. ``service`` and
 ``node`` are then those of one hosted group (any; None takes the first): ``node`` names the
-store in HELLO and gives INFO its ``raft`` section, and nothing runs on them alone.
+store in HELLO and gives INFO its ``raft`` section, and nothing runs on them alone. The
+server follows the store's replicas as they move (``Store.on_change``): the changed group gets
+a new router (``ShardedRouter.replace``), the next operation of its keys takes it, and the
+operations running on the old one finish there or, stopped with a removed replica, on the new.
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ from raftcache.resp.connection import Executor
 from raftcache.resp.leader import GroupScope, LeaderBackend
 from raftcache.resp.protocol import RespError, RespParser, encode
 from raftcache.resp.shards import (
+    LiveRemoteGroup,
     RemoteRouter,
+    ReplicaRouter,
     ShardedReads,
     ShardedRouter,
     ShardedWrites,
@@ -326,9 +331,15 @@ class RespServer:
             first = next(iter(store.replicas.values()), None)
             self._node = node or (first.node if first is not None else StoreFace(store))
             self._service = service or (first.service if first is not None else None)
-            sharded = self._store_router(store, leader_wait_s, group_backend)
+            self._given = (node, service)
+            self._leader_wait_s = leader_wait_s
+            self._factory = group_backend
+            self._sources: dict[str, object] = {}
+            self._sharded = sharded = ShardedRouter(
+                store.group_of, {gid: self._group_router(gid) for gid in store.group_ids()}
+            )
             router, reads, writes = sharded, ShardedReads(sharded), ShardedWrites(sharded)
-            view = StoreView(store, self._service)
+            self._view = view = StoreView(store, service)
             shard_ids = [g for g in store.group_ids() if not cluster_mode or g in store.replicas]
             shards = [sharded.routers[g] for g in shard_ids]
         self.state = ServerState(
@@ -350,34 +361,58 @@ class RespServer:
             shards=shards,
             shard_ids=shard_ids,
         )
+        if store is not None:
+            store.on_change(self._follow)
 
-    def _store_router(
-        self, store: Store, leader_wait_s: float, factory: GroupBackendFactory | None
-    ) -> ShardedRouter:
-        """One router per group of ``store`` (hosted: ``Router``; held elsewhere:
-        ``RemoteRouter``), in slot order, and the one over them all."""
-        routers: dict[str, CallRouter] = {}
-        for index, gid in enumerate(store.group_ids()):
-            scope = GroupScope(gid, index, store.groups)
-            replica = store.replicas.get(gid)
-            if replica is not None:
-                node = replica.node
-                make = self._group_backend(
-                    gid, scope, factory, replica.service.machine, _applied_of(node)
-                )
-                routers[gid] = Router(
-                    node,
-                    LocalBackend(replica.service),
-                    make,
-                    peer_urls=self._peer_urls,
-                    leader_wait_s=leader_wait_s,
-                )
-            else:
-                make = self._group_backend(gid, scope, factory, None, None)
-                routers[gid] = RemoteRouter(
-                    store.remote[gid], make, self._store_url, leader_wait_s=leader_wait_s
-                )
-        return ShardedRouter(store.group_of, routers)
+    def _group_router(self, gid: str) -> CallRouter:
+        """The router of group ``gid`` as the store holds it now: a ``ReplicaRouter`` over
+        its replica here, else a ``RemoteRouter`` over the stores that hold it."""
+        store = self._store
+        assert store is not None
+        index = store.group_ids().index(gid)
+        scope = GroupScope(gid, index, store.groups)
+        factory, leader_wait_s = self._factory, self._leader_wait_s
+        replica = store.replicas.get(gid)
+        if replica is not None:
+            self._sources[gid] = replica
+            node = replica.node
+            make = self._group_backend(
+                gid, scope, factory, replica.service.machine, _applied_of(node)
+            )
+            return ReplicaRouter(
+                node,
+                LocalBackend(replica.service),
+                make,
+                peer_urls=self._peer_urls,
+                leader_wait_s=leader_wait_s,
+            )
+        remote = store.remote[gid]
+        self._sources[gid] = remote
+        make = self._group_backend(gid, scope, factory, None, None)
+        live = LiveRemoteGroup(store.remote, remote)
+        return RemoteRouter(live, make, self._store_url, leader_wait_s=leader_wait_s)
+
+    def _follow(self, gid: str) -> None:
+        """``Store.on_change``: route group ``gid`` as the store holds it now. Operations
+        issued from now on take the new router; those running finish on the old one (see
+        ``ShardedRouter.replace``). Nothing changes while it is the same replica, or the same
+        ``RemoteGroup``."""
+        store, state = self._store, self.state
+        assert store is not None
+        source = store.replicas.get(gid) or store.remote.get(gid)
+        if source is None or source is self._sources.get(gid):
+            return
+        self._sharded.replace(gid, self._group_router(gid))
+        routers = self._sharded.routers
+        if state.cluster_mode:  # a cluster node's whole-keyspace commands: its own groups
+            state.shard_ids = [g for g in store.group_ids() if g in store.replicas]
+        state.shards = [routers[g] for g in state.shard_ids]
+        self._view.refresh()
+        node, service = self._given
+        first = next(iter(store.replicas.values()), None)
+        self._node = node or (first.node if first is not None else StoreFace(store))
+        self._service = service or (first.service if first is not None else None)
+        state.node = self._node
 
     def _group_backend(
         self,

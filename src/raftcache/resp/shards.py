@@ -21,6 +21,13 @@ Order and grouping are today's, per group: plain writes of every connection shar
 per group (one ``WriteGroups`` per group) and reads a read barrier per group (one
 ``ReadGroups``); a connection's forwarded operations pass its one ``gate`` in the order they
 were issued, whatever their group, so pipelined writes reach each group's leader in order.
+
+Replicas move (``Store.on_change``): ``ShardedRouter.replace`` puts a group's new router where
+the next operation looks it up, while the group commit reaches it through ``CurrentRouter``
+(the same ``WriteGroups`` and gate, so order holds across the change). Operations running on
+the old router finish there: a removed replica's ``ReplicaRouter`` hands those its stopped
+replica did not take to its successor, and a ``RemoteRouter`` reads the store's ``RemoteGroup``
+at each attempt (``LiveRemoteGroup``), so it follows the group's new stores.
 """
 
 from __future__ import annotations
@@ -28,14 +35,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import heapq
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from raftcache.cache.commands import BatchOp, DeleteOp, GetOp
 from raftcache.cache.entries import Item
 from raftcache.cache.formats import COMMAND_VERSION
 from raftcache.cache.results import BatchItem
-from raftcache.resp.backend import Backend, CallRouter, FormatPort, ServiceView
+from raftcache.network.groups import store_of
+from raftcache.raft.errors import IndeterminateError, NodeStoppedError, NotLeaderError
+from raftcache.resp.backend import Backend, CallRouter, FormatPort, Router, ServiceView
 from raftcache.resp.coalesce import ReadGroups, WriteGroups
 from raftcache.resp.errors import UnavailableError
 from raftcache.resp.leader import LeaderMovedError
@@ -63,6 +72,38 @@ class RemoteGroupPort(Protocol):
     def leader_id(self) -> str: ...
 
     def moved(self, hint: str | None = None) -> None: ...
+
+
+class LiveRemoteGroup:
+    """A group this store holds no replica of, as the store's ``RemoteGroup`` of it is at each
+    use (``RemoteGroupPort``). When the store learns the group's stores anew
+    (``Store.set_placement`` makes a new ``RemoteGroup``), an operation already under way on
+    the old router goes on with the new stores, rather than circling the old ones until it
+    gives up; when the store comes to host the group again, it keeps the last guess."""
+
+    __slots__ = ("_last", "_remote", "group")
+
+    def __init__(self, remote: Mapping[str, RemoteGroupPort], last: RemoteGroupPort) -> None:
+        self._remote = remote
+        self._last = last
+        self.group = last.group
+
+    def _now(self) -> RemoteGroupPort:
+        found = self._remote.get(self.group)
+        if found is not None:
+            self._last = found
+        return self._last
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return self._now().members
+
+    @property
+    def leader_id(self) -> str:
+        return self._now().leader_id
+
+    def moved(self, hint: str | None = None) -> None:
+        self._now().moved(hint)
 
 
 class RemoteRouter:
@@ -131,6 +172,75 @@ class RemoteRouter:
                 await asyncio.sleep(self._poll_interval_s)
 
 
+class ReplicaRouter(Router):
+    """The ``Router`` of a group hosted here, on a store whose replicas move.
+
+    Two things differ from a single-group node's. A leader named by a replica id of a later
+    incarnation (``<store>.<n>``, which no peer list names) is reached at its store. And once
+    the store's replica is removed, the router is retired: the store's new router of the group
+    (``successor``) takes every operation that the stopped replica certainly did not take
+    (``NodeStoppedError``, not ``IndeterminateError``) — the operations that were running on
+    it when it stopped; later ones are routed to the successor from the start.
+    """
+
+    successor: CallRouter | None = None
+
+    async def call(
+        self, fn: Callable[[Backend], Awaitable[T]], gate: asyncio.Lock | None = None
+    ) -> T:
+        """As ``Router.call`` (the local replica, else the leader), then the successor."""
+        try:
+            return await fn(self.local)
+        except NotLeaderError as exc:
+            hint = exc.leader_id
+        except NodeStoppedError as exc:
+            return await self._after_stop(exc, fn, gate)
+        try:
+            if gate is None:
+                return await self._elsewhere(fn, hint)
+            async with gate:
+                return await self._elsewhere(fn, hint)
+        except NodeStoppedError as exc:
+            return await self._after_stop(exc, fn, gate)
+
+    async def _after_stop(
+        self,
+        exc: NodeStoppedError,
+        fn: Callable[[Backend], Awaitable[T]],
+        gate: asyncio.Lock | None,
+    ) -> T:
+        successor = self.successor
+        if successor is None or isinstance(exc, IndeterminateError):
+            raise exc
+        return await successor.call(fn, gate)
+
+    def _leader_url(self, leader: str) -> str | None:
+        url = super()._leader_url(leader)
+        if url is None and store_of(leader) != leader:
+            url = self._peer_urls.get(store_of(leader))
+        return url
+
+
+class CurrentRouter:
+    """The router a ``ShardedRouter`` has for one group at each call: what holds on to a
+    group's router across a move (the group commit of ``ShardedWrites``, ``ShardedReads``)."""
+
+    __slots__ = ("_gid", "_routers")
+
+    def __init__(self, shards: ShardedRouter, gid: str) -> None:
+        self._routers = shards.routers
+        self._gid = gid
+
+    @property
+    def forwarded_total(self) -> int:
+        return self._routers[self._gid].forwarded_total
+
+    def call(
+        self, fn: Callable[[Backend], Awaitable[T]], gate: asyncio.Lock | None = None
+    ) -> Coroutine[Any, Any, T]:
+        return self._routers[self._gid].call(fn, gate)
+
+
 def _deletes_or_gets(ops: Sequence[BatchOp]) -> bool:
     """Whether ``ops`` may be split by group: reads, and deletes with no condition (each
     group's part stays atomic; the whole need not be: DEL of keys in many groups)."""
@@ -150,10 +260,23 @@ class ShardedRouter:
     def __init__(self, group_of: Callable[[str], str], routers: Mapping[str, CallRouter]) -> None:
         self.group_of = group_of
         self.routers: dict[str, CallRouter] = dict(routers)
+        self._retired_forwarded = 0
 
     @property
     def forwarded_total(self) -> int:
-        return sum(router.forwarded_total for router in self.routers.values())
+        current = sum(router.forwarded_total for router in self.routers.values())
+        return self._retired_forwarded + current
+
+    def replace(self, gid: str, router: CallRouter) -> None:
+        """Group ``gid`` is routed by ``router`` from now on (this store's replica of it was
+        added or removed, or its stores changed). The operations running on the old router
+        finish there — a retired ``ReplicaRouter`` hands to ``router`` those its stopped
+        replica did not take."""
+        old = self.routers[gid]
+        self.routers[gid] = router  # in place: ``CurrentRouter``s hold this dict
+        self._retired_forwarded += old.forwarded_total
+        if isinstance(old, ReplicaRouter):
+            old.successor = router
 
     async def call(
         self, fn: Callable[[Backend], Awaitable[T]], gate: asyncio.Lock | None = None
@@ -337,7 +460,7 @@ class ShardedWrites:
     def __init__(self, shards: ShardedRouter, **limits: Any) -> None:
         self._shards = shards
         self._groups = {
-            gid: WriteGroups(router, **limits) for gid, router in shards.routers.items()
+            gid: WriteGroups(CurrentRouter(shards, gid), **limits) for gid in shards.routers
         }
 
     def submit(self, ops: Sequence[BatchOp]) -> asyncio.Future[list[BatchItem]]:
@@ -368,7 +491,9 @@ class ShardedReads:
 
     def __init__(self, shards: ShardedRouter, **limits: Any) -> None:
         self._shards = shards
-        self._groups = {gid: ReadGroups(router, **limits) for gid, router in shards.routers.items()}
+        self._groups = {
+            gid: ReadGroups(CurrentRouter(shards, gid), **limits) for gid in shards.routers
+        }
 
     def submit(
         self, keys: Sequence[str], consistency: str, *, touch: bool = True
@@ -435,10 +560,16 @@ class StoreView:
     """
 
     def __init__(self, store: Store, fallback: ServiceView | None = None) -> None:
-        self._services = [replica.service for replica in store.replicas.values()]
+        self._store = store
         self._fallback = fallback
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the hosted groups again (a replica was added or removed)."""
+        self._services = [replica.service for replica in self._store.replicas.values()]
         machines: list[FormatPort] = [s.machine for s in self._services]
         if not machines:
+            fallback = self._fallback
             machines = [fallback.machine if fallback is not None else _Newest()]
         self.machine = _LowestFormat(machines)
 

@@ -20,7 +20,10 @@ per data group: a group this store hosts from its own replica (leader, voters, a
 a group held elsewhere from what the stores that host it report in their ``/v1/status``
 (``groups``: ``{"group", "hosted", "leader", "members", "term"?}`` — the report of the highest
 term wins, then a store's claim to lead it, then any). The poll covers every store of the
-placement and reads their RESP endpoints as before.
+placement and reads their RESP endpoints as before. Leaders and voters are named by their
+store (a replica id ``<store>.<n>`` of a moved replica is ``store_of``'d), and both follow the
+store's replicas as they move: its own from the replica it hosts now, a group it stopped
+hosting from what the last poll heard of it, the placement's stores as they are now.
 """
 
 from __future__ import annotations
@@ -343,7 +346,11 @@ class _StoreNode:
         self._store = store
         self._peer_urls = dict(peer_urls)
         self.node_id = store.store_id
-        self.members = sorted({s for stores in store.placement.values() for s in stores})
+
+    @property
+    def members(self) -> list[str]:
+        """The stores of the placement as it is now (replicas move), sorted."""
+        return sorted({s for stores in self._store.placement.values() for s in stores})
 
     @property
     def leader_id(self) -> str | None:
@@ -425,8 +432,12 @@ class StoreTopology(Topology):
             leader = None if node.leader_id is None else store_of(node.leader_id)
             members = tuple(store_of(m) for m in node.members)
             return Shard(gid, first, last, leader, members, True, node.last_applied)
-        leader, members = self._remote.get(gid, (None, ()))
-        return Shard(gid, first, last, leader, members or self.store.placement[gid], False, 0)
+        stores = self.store.placement[gid]
+        found = self._remote.get(gid)
+        if found is None:  # hosted here at the last poll: what that poll heard of it
+            found = self._remote[gid] = self._described(gid, stores)
+        leader, members = found
+        return Shard(gid, first, last, leader, members or stores, False, 0)
 
     def _heard(self, member: str, status: Mapping[str, Any]) -> None:
         groups = status.get("groups")
@@ -441,27 +452,34 @@ class StoreTopology(Topology):
     def _polled(self, members: Sequence[str]) -> None:
         for gone in [m for m in self._reports if m not in members]:
             del self._reports[gone]
-        remote: dict[str, tuple[str | None, tuple[str, ...]]] = {}
-        for gid, stores in self.store.placement.items():
-            if gid in self.store.replicas:
+        self._remote = {
+            gid: self._described(gid, stores)
+            for gid, stores in self.store.placement.items()
+            if gid not in self.store.replicas
+        }
+
+    def _described(self, gid: str, stores: Sequence[str]) -> tuple[str | None, tuple[str, ...]]:
+        """A group held elsewhere as the stores hosting it reported it: its leader and voters
+        (as store ids: a replica id ``<store>.<n>`` names its store), the voters as the report
+        that named the leader has them (the leader's own, when it reported: the newest
+        configuration), else as any report has them."""
+        best: tuple[int, bool] | None = None
+        leader: str | None = None
+        voters: tuple[str, ...] = ()
+        for reporter, reports in self._reports.items():
+            report = reports.get(gid)
+            if report is None or self.is_down(reporter):
                 continue
-            best: tuple[int, bool] | None = None
-            leader: str | None = None
-            voters: tuple[str, ...] = ()
-            for reporter, reports in self._reports.items():
-                report = reports.get(gid)
-                if report is None or self.is_down(reporter):
-                    continue
-                members = tuple(store_of(m) for m in report.members)
-                voters = voters or members
-                said = None if report.leader is None else store_of(report.leader)
-                if said is None or said not in (members or stores):
-                    continue
-                rank = (report.term, said == reporter)
-                if best is None or rank > best:
-                    best, leader = rank, said
-            remote[gid] = (leader, voters)
-        self._remote = remote
+            members = tuple(store_of(m) for m in report.members)
+            said = None if report.leader is None else store_of(report.leader)
+            if said is None or said not in (members or stores):
+                if best is None:
+                    voters = voters or members
+                continue
+            rank = (report.term, said == reporter)
+            if best is None or rank > best:
+                best, leader, voters = rank, said, members or voters
+        return leader, voters
 
 
 def store_topology(
