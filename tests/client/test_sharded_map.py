@@ -67,6 +67,8 @@ def test_a_store_the_endpoints_do_not_name_is_reached_at_its_advertised_url() ->
     assert merged.leader_url(1) == "http://adv-s3:80"
     assert not merged.follow(1, "s9")  # a store the map does not know: no use
     assert not merged.follow(1, None)
+    assert merged.follow(0, "s3.2")  # a replica moved onto s3: reached at s3 (review finding)
+    assert merged.leader_url(0) == "http://adv-s3:80"
     merged.forget(0)
     assert merged.leader_url(0) is None
 

@@ -158,3 +158,62 @@ async def test_the_driver_fills_a_new_store_and_drains_an_old_one(cluster: Clust
         item = await leader.service.get(key)
         assert item is not None
         assert item.value == value, key
+
+
+async def test_a_change_planned_from_an_old_configuration_is_refused(cluster: Cluster) -> None:
+    """Review finding (invariant 3): two drivers, or one acting on an old observation, could
+    each commit a removal planned from the same configuration. A leader now refuses a change
+    whose ``config_index`` is not its own."""
+    async with aiohttp.ClientSession() as session:
+        while cluster.leader("g0") is None:
+            await asyncio.sleep(0.05)
+        leader = cluster.leader("g0")
+        assert leader is not None
+        core = leader.node.core
+        assert core is not None
+        stale = core.config_index - 1 if core.config_index else 7
+        url = cluster.urls[store_of(leader.node.node_id)]
+        follower = next(v for v in leader.node.members if v != leader.node.node_id)
+        async with session.delete(
+            f"{url}/v1/members/{follower}?group=g0&config_index={stale}"
+        ) as answer:
+            assert answer.status == 409
+            assert "configuration changed" in (await answer.json())["error"]
+        assert follower in leader.node.members  # nothing proposed
+        async with session.post(
+            f"{url}/v1/members?group=g0",
+            json={"id": "s4.9", "url": cluster.urls["s4"], "config_index": stale},
+        ) as answer:
+            assert answer.status == 409
+        assert "s4.9" not in leader.node.learners
+
+
+async def test_an_orphan_replica_is_deleted_once_its_removal_is_committed(
+    cluster: Cluster,
+) -> None:
+    """Review finding: a replica removed while its store was down (or created for an add that
+    never happened) was never deleted, and its store kept routing the group to it."""
+    loop = asyncio.get_running_loop()
+    while cluster.leader("g0") is None:
+        await asyncio.sleep(0.05)
+    leader = cluster.leader("g0")
+    assert leader is not None
+    orphan = await cluster.stores["s4"].add_replica("g0", leader.node.members)
+    assert orphan.node.node_id == "s4.1"
+    async with aiohttp.ClientSession() as session:
+        driver = PlacementDriver(
+            cluster.urls,
+            groups=2,
+            replication=3,
+            request=http_requester(session, cluster.urls, client_token=None, cluster_token=None),
+            clock=loop.time,
+        )
+        for _ in range(100):  # a round acts once every group's leader has answered
+            await driver.round()
+            if cluster.stores["s4"].ledger.removed("g0", "s4.1"):
+                break
+            await asyncio.sleep(0.1)
+    assert "g0" not in cluster.stores["s4"].replicas or (
+        cluster.stores["s4"].replicas["g0"].node.node_id != "s4.1"
+    )
+    assert cluster.stores["s4"].ledger.removed("g0", "s4.1")

@@ -3,6 +3,7 @@ and a ``Store`` on files that restarts with them."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -12,7 +13,12 @@ import pytest
 from raftcache.network.hub import InMemoryHub
 from raftcache.network.memory import InMemoryNetwork
 from raftcache.store import Store
-from raftcache.store.ledger import LEDGER_FILE, ReplicaLedger, incarnation_of
+from raftcache.store.ledger import (
+    LEDGER_FILE,
+    LedgerMismatchError,
+    ReplicaLedger,
+    incarnation_of,
+)
 from tests.raft.sim import FAST
 
 
@@ -131,5 +137,80 @@ async def test_the_fronts_hear_of_every_change(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="at least one store"):
             store.set_placement("g0", ["s1"])
         assert heard == ["g1", "g0", "g0", "g0"]
+    finally:
+        await store.stop()
+
+
+async def test_a_removal_racing_a_creation_never_touches_the_new_replica(tmp_path: Path) -> None:
+    """Review finding: a removal stopping its replica while a creation of the group's next
+    incarnation ran deleted the new replica's directory. Changes of one group now run one at
+    a time, and each incarnation has its own directory."""
+    hub = InMemoryHub()
+    store = _store(tmp_path, hub)
+    await store.start()
+    try:
+        removing = asyncio.create_task(store.remove_replica("g0", "s1"))
+        await asyncio.sleep(0)  # the removal holds the group's lock, stopping its replica
+        created = await store.add_replica("g0", ["s2", "s3"])
+        assert await removing == "s1"
+        assert created.node.node_id == "s1.1"
+        assert (tmp_path / "groups" / "g0-s1.1").is_dir()
+        assert not (tmp_path / "groups" / "g0").exists()
+        assert store.replicas["g0"] is created
+        with pytest.raises(ValueError, match="not s1"):  # a stale request: another incarnation
+            await store.remove_replica("g0", "s1")
+    finally:
+        await store.stop()
+
+
+async def test_a_new_replica_never_believes_itself_a_voter(tmp_path: Path) -> None:
+    """Review finding: voters naming this store's own next replica made it elect itself."""
+    store = _store(tmp_path, InMemoryHub())
+    with pytest.raises(ValueError, match="none of them this store's"):
+        await store.add_replica("g1", ["s1.1"])
+    with pytest.raises(ValueError, match="none of them this store's"):
+        await store.add_replica("g1", [])
+    assert "g1" not in store.replicas
+    assert store.ledger.record("g1") is None
+
+
+def test_a_directory_the_ledger_does_not_know_stops_the_start(tmp_path: Path) -> None:
+    """Review finding: a lost or rolled-back ledger made the store delete replicas' data."""
+    hub = InMemoryHub()
+    (tmp_path / "groups" / "g1-s1.4").mkdir(parents=True)
+    with pytest.raises(LedgerMismatchError, match=r"g1-s1\.4"):
+        _store(tmp_path, hub)
+    assert (tmp_path / "groups" / "g1-s1.4").is_dir()  # nothing deleted
+    ReplicaLedger("s1", tmp_path / LEDGER_FILE).tombstone("g1", "s1.4")
+    _store(tmp_path, hub)  # a tombstoned replica's directory: a removal to finish
+    assert not (tmp_path / "groups" / "g1-s1.4").exists()
+
+
+def test_every_store_keeps_the_order_it_is_told(tmp_path: Path) -> None:
+    """Review finding: each store moved itself last, so stores disagreed on the preferred
+    leader (the first) and their balancers handed leadership back and forth."""
+    hub = InMemoryHub()
+    store = _store(tmp_path, hub)  # hosts g0
+    store.set_placement("g0", ["s3", "s1", "s2"])
+    assert store.placement["g0"] == ("s3", "s1", "s2")
+    store.set_placement("g1", ["s4", "s2", "s3"])
+    assert store.placement["g1"] == ("s4", "s2", "s3")
+
+
+async def test_the_balancer_follows_replicas_that_come_and_go(tmp_path: Path) -> None:
+    """Review finding: the balancer kept the groups it was built with and raised KeyError
+    on every check once one of them left the store."""
+    from raftcache.store.balance import PreferredLeaders
+
+    hub = InMemoryHub()
+    store = _store(tmp_path, hub)
+    balancer = PreferredLeaders(store, clock=time.monotonic)
+    await store.start()
+    try:
+        assert balancer.due() == []
+        await store.remove_replica("g0")
+        assert balancer.due() == []  # no KeyError
+        await store.add_replica("g1", ["s2", "s3", "s4"])
+        assert balancer.due() == []
     finally:
         await store.stop()

@@ -168,8 +168,12 @@ class ShardMap:
         return self.stores.get(leader) if leader is not None else None
 
     def follow(self, group: int, hint: str | None) -> bool:
-        """A store answered that ``hint`` leads ``group``: True when the map now names it
-        (a store whose URL it knows), False when the hint is of no use (None, unknown)."""
+        """A store answered that ``hint`` (a replica id: a store id, or ``<store>.<n>`` for a
+        replica moved there) leads ``group``: True when the map now names its store (one whose
+        URL it knows), False when the hint is of no use (None, unknown)."""
+        if hint is not None and hint not in self.stores:
+            # A replica moved onto a store after bootstrap is named ``<store>.<n>``.
+            hint = hint.partition(".")[0]
         if hint is None or hint not in self.stores:
             return False
         self.leaders[group] = hint

@@ -12,6 +12,7 @@ handed over and stopped through four hooks, which ``StoreServer`` (many groups) 
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import ssl
@@ -33,16 +34,14 @@ MAX_REQUEST_LINE_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 
 
-class NodeServer:
-    """One running node: its Raft node, cache service and HTTP server on one port.
-
-    Also the way to embed a node in an existing asyncio program: build the parts, then
-    ``await server.start()`` and later ``await server.stop()``.
+class FrontServer(abc.ABC):
+    """The HTTP server on one port in front of what it serves (a node, or a store of many
+    groups): listening, the lean or aiohttp front, the graceful stop. What runs behind it is
+    started, handed over, waited on and stopped through the hooks below.
 
     Args:
-        node: the Raft node (not started yet).
-        service: the cache service over ``node`` (not started yet).
-        app: the aiohttp application serving the node (``create_app``).
+        app: the aiohttp application.
+        label: the id its log lines carry (the node's or the store's).
         host: address to listen on.
         port: port to listen on (0: a free port, read ``.port`` after ``start()``).
         ssl_context: server TLS context, or None for plain HTTP.
@@ -58,10 +57,9 @@ class NodeServer:
 
     def __init__(
         self,
-        node: RaftNode,
-        service: CacheService,
         app: web.Application,
         *,
+        label: str,
         host: str,
         port: int,
         ssl_context: ssl.SSLContext | None = None,
@@ -70,8 +68,7 @@ class NodeServer:
         http_front: str = "auto",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.node = node
-        self.service = service
+        self.label = label
         self.app = app
         self.host = host
         self.port = port
@@ -138,38 +135,37 @@ class NodeServer:
             await self._abort_replicas()
             raise
         self._started = True
-        log.info("node serving", extra={"id": self.node.node_id, "url": self.url})
+        log.info("node serving", extra={"id": self.label, "url": self.url})
 
+    @abc.abstractmethod
     async def _start_replicas(self) -> None:
-        """Start what serves behind the front: the node, then its service."""
-        await self.node.start()
-        await self.service.start()
+        """Start what serves behind the front."""
 
+    @abc.abstractmethod
     async def _abort_replicas(self) -> None:
         """Undo a start that failed part-way."""
-        await self.node.stop()
-        self.node.storage.close()  # idempotent; a node that never started did not close it
 
+    @abc.abstractmethod
     async def _stop_replicas(self) -> None:
-        """Stop the service's background work, then the node (network and storage with it)."""
-        with contextlib.suppress(Exception):
-            await self.service.stop()
-        await self.node.stop()
+        """Stop what serves behind the front."""
 
+    @abc.abstractmethod
     async def _hand_over(self) -> None:
         """Hand leadership over before the listener closes (see ``server.handover``)."""
-        await hand_over(self.node, self._handover, self._transfer_timeout_s())
 
+    @abc.abstractmethod
     async def wait_failed(self) -> BaseException:
-        """Wait until the node fail-stops (a failed fsync); what failed it."""
-        return await self.node.wait_failed()
+        """Wait until what serves fail-stops (a failed fsync); what failed it."""
+
+    def _election_timeout_max(self) -> float:
+        return 2.0
 
     async def stop(self) -> None:
         """Graceful stop (see module docstring). Idempotent."""
         if not self._started:
             return
         self._started = False
-        log.info("node stopping", extra={"id": self.node.node_id})
+        log.info("node stopping", extra={"id": self.label})
         if self._transfer_on_shutdown:
             # Before closing the listener: clients that know this node as the leader are then
             # served through it (held, then forwarded) rather than refused during the change.
@@ -185,7 +181,7 @@ class NodeServer:
         # Closes the now idle connections, runs on_cleanup.
         await self._runner.cleanup()
         await self._stop_replicas()
-        log.info("node stopped", extra={"id": self.node.node_id})
+        log.info("node stopped", extra={"id": self.label})
 
     @property
     def lean_front(self) -> LeanFront | None:
@@ -200,8 +196,82 @@ class NodeServer:
     def _transfer_timeout_s(self) -> float:
         # The core gives a transfer one election timeout; a second one covers the target's
         # own election. Never longer than the whole shutdown may take.
-        election_max = float(getattr(self.node.config, "election_timeout_max", 2.0))
-        return min(self._shutdown_timeout_s, 2 * election_max)
+        return min(self._shutdown_timeout_s, 2 * self._election_timeout_max())
+
+
+class NodeServer(FrontServer):
+    """One running node: its Raft node, cache service and HTTP server on one port.
+
+    Also the way to embed a node in an existing asyncio program: build the parts, then
+    ``await server.start()`` and later ``await server.stop()``.
+
+    Args:
+        node: the Raft node (not started yet).
+        service: the cache service over ``node`` (not started yet).
+        app: the aiohttp application serving the node (``create_app``).
+        host: address to listen on.
+        port: port to listen on (0: a free port, read ``.port`` after ``start()``).
+        ssl_context: server TLS context, or None for plain HTTP.
+        shutdown_timeout_s: bound on waiting for in-flight requests at shutdown.
+        transfer_on_shutdown: a leader hands leadership over before it stops (see
+            ``server.handover``; bounded by two election timeouts and ``shutdown_timeout_s``).
+        http_front: ``lean`` (``server.lean.front``: httptools answers the hot key and Raft
+            routes), ``aiohttp`` (aiohttp alone) or ``auto`` (lean when httptools is
+            installed); ``lean-keys``, for A/B measurements: lean, but the Raft routes are
+            served by aiohttp.
+        clock: wall-clock seconds since the epoch, for the lean front's ``Date``.
+    """
+
+    def __init__(
+        self,
+        node: RaftNode,
+        service: CacheService,
+        app: web.Application,
+        *,
+        host: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+        shutdown_timeout_s: float = 10.0,
+        transfer_on_shutdown: bool = True,
+        http_front: str = "auto",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            app,
+            label=node.node_id,
+            host=host,
+            port=port,
+            ssl_context=ssl_context,
+            shutdown_timeout_s=shutdown_timeout_s,
+            transfer_on_shutdown=transfer_on_shutdown,
+            http_front=http_front,
+            clock=clock,
+        )
+        self.node = node
+        self.service = service
+
+    async def _start_replicas(self) -> None:
+        await self.node.start()
+        await self.service.start()
+
+    async def _abort_replicas(self) -> None:
+        await self.node.stop()
+        self.node.storage.close()  # idempotent; a node that never started did not close it
+
+    async def _stop_replicas(self) -> None:
+        # The service's background work first, then the node (network and storage with it).
+        with contextlib.suppress(Exception):
+            await self.service.stop()
+        await self.node.stop()
+
+    async def _hand_over(self) -> None:
+        await hand_over(self.node, self._handover, self._transfer_timeout_s())
+
+    async def wait_failed(self) -> BaseException:
+        return await self.node.wait_failed()
+
+    def _election_timeout_max(self) -> float:
+        return float(getattr(self.node.config, "election_timeout_max", 2.0))
 
 
 def _lean_wanted(http_front: str) -> bool:

@@ -34,7 +34,12 @@ from raftcache.process import gcpolicy
 from raftcache.process.config import ServeOptions, is_unspecified
 from raftcache.process.exposure import warn_if_exposed
 from raftcache.process.logs import configure_logging
-from raftcache.process.node_server import MAX_HEADER_BYTES, MAX_REQUEST_LINE_BYTES, NodeServer
+from raftcache.process.node_server import (
+    MAX_HEADER_BYTES,
+    MAX_REQUEST_LINE_BYTES,
+    FrontServer,
+    NodeServer,
+)
 from raftcache.process.parts import (
     TOUCH_BATCH_KEYS,
     peer_routes,
@@ -57,6 +62,7 @@ from raftcache.server.routes_watch import WatchSettings
 from raftcache.storage.base import Storage, StorageError
 from raftcache.storage.file import FileStorage
 from raftcache.store.layout import LayoutMismatchError, check_single_group_dir
+from raftcache.store.ledger import LedgerMismatchError
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -202,14 +208,14 @@ async def serve_node(
         raise RuntimeError(f"raft node failed: {failed.result()!r}")
 
 
-def _build_server(options: ServeOptions) -> NodeServer:
+def _build_server(options: ServeOptions) -> FrontServer:
     """A store of many groups for ``--groups`` > 1, else one node."""
     if options.groups > 1:
         return build_store_server(options)
     return build_node_server(options)
 
 
-async def _start_resp(server: NodeServer, options: ServeOptions) -> list[Any]:
+async def _start_resp(server: FrontServer, options: ServeOptions) -> list[Any]:
     """Start the Redis protocol listeners: ``--resp-port`` (commands run here or forwarded
     to the leader) and ``--resp-cluster-port`` (Redis Cluster: MOVED to the leader). With a
     cluster-mode port the node has one topology — one poller of the voters' ``/v1/status``,
@@ -235,6 +241,8 @@ async def _start_resp(server: NodeServer, options: ServeOptions) -> list[Any]:
 
     client_ssl = server_settings(options).client_ssl_context
     store = server.store if isinstance(server, StoreServer) else None
+    node = server.node if isinstance(server, NodeServer) else None
+    service = server.service if isinstance(server, NodeServer) else None
     topology: Topology | None = None
     if options.resp_cluster_port is not None:
         # The full token when there is one, as the listeners present when they forward.
@@ -248,14 +256,15 @@ async def _start_resp(server: NodeServer, options: ServeOptions) -> list[Any]:
                 store, Advertised(), fetcher, peer_urls=peer_routes(options), on_stop=fetcher.close
             )
         else:
-            topology = Topology(server.node, Advertised(), fetcher, on_stop=fetcher.close)
+            assert node is not None  # a node server when it is not a store's
+            topology = Topology(node, Advertised(), fetcher, on_stop=fetcher.close)
     started = []
     try:
         for port, cluster in wanted:
             started.append(
                 await start_resp_server(
-                    server.service,
-                    server.node,
+                    service,
+                    node,
                     options.host,
                     port,
                     clock=time.time,
@@ -337,7 +346,13 @@ def run_serve(options: ServeOptions) -> int:
     try:
         with asyncio.Runner(loop_factory=loop_factory(options.loop)) as runner:
             runner.run(serve_node(options, on_serving=lambda: gcpolicy.tune(options.gc)))
-    except (OSError, StorageError, PeersMismatchError, LayoutMismatchError) as exc:
+    except (
+        OSError,
+        StorageError,
+        PeersMismatchError,
+        LayoutMismatchError,
+        LedgerMismatchError,
+    ) as exc:
         # Expected operator errors (port in use, data directory locked or foreign, --peers
         # naming a membership the data never had, --groups other than the data's): one line.
         log.error("cannot start node", extra={"id": options.id, "reason": str(exc)})

@@ -13,7 +13,7 @@ Budgets that bound a node bound the store: ``--max-keys``, ``--max-bytes``,
 would with the same flags.
 
 Each group is led by its preferred store when that one can lead (``raftcache.store.balance``:
-an election picks leaders at random). Shutdown is the node's (``NodeServer.stop``), with every
+an election picks leaders at random). Shutdown is the front's (``FrontServer.stop``), with every
 group this store leads handed over at once before the listener closes.
 """
 
@@ -34,7 +34,7 @@ from raftcache.cache.watch import WatchHistory
 from raftcache.network.prometheus import NetworkMetricsCollector
 from raftcache.network.stream import StreamNetwork
 from raftcache.process.config import ServeOptions
-from raftcache.process.node_server import NodeServer
+from raftcache.process.node_server import FrontServer
 from raftcache.process.parts import (
     peer_routes,
     raft_body_limit,
@@ -55,16 +55,14 @@ from raftcache.server.routes_divergence import HttpDigestProbe
 from raftcache.server.routes_watch import WatchSettings
 from raftcache.store import Store
 from raftcache.store.balance import PreferredLeaders
-from raftcache.store.layout import LayoutMismatchError, ShardLayout, open_layout
+from raftcache.store.layout import ShardLayout, open_layout
 
 log = logging.getLogger("raftcache.server")
 
 
-class StoreServer(NodeServer):
-    """A running store: its groups behind one HTTP port (see the module docstring).
-
-    ``node`` and ``service`` are those of the first group it hosts (what a one-group reader of
-    the server finds); ``store`` holds them all.
+class StoreServer(FrontServer):
+    """A running store: its groups behind one HTTP port (see the module docstring). It may
+    hold no replica at all (a store drained of every group, waiting to be filled or stopped).
     """
 
     def __init__(
@@ -80,18 +78,11 @@ class StoreServer(NodeServer):
         http_front: str = "auto",
         clock: Callable[[], float] = time.time,
         preferred_settle_s: float = 5.0,
+        election_timeout_max_s: float = 2.0,
     ) -> None:
-        first = next(iter(store.replicas.values()), None)
-        if first is None:
-            raise LayoutMismatchError(
-                f"store {store.store_id} holds no replica under this cluster's placement "
-                f"({store.groups} groups): with the static placement of a cluster's first "
-                f"start every store must hold one — use more groups or fewer stores"
-            )
         super().__init__(
-            first.node,
-            first.service,
             app,
+            label=store.store_id,
             host=host,
             port=port,
             ssl_context=ssl_context,
@@ -101,9 +92,13 @@ class StoreServer(NodeServer):
             clock=clock,
         )
         self.store = store
+        self._election_max_s = election_timeout_max_s
         self._balancer = PreferredLeaders(
             store, clock=time.monotonic, around=self._held, settle_s=preferred_settle_s
         )
+
+    def _election_timeout_max(self) -> float:
+        return self._election_max_s
 
     async def _held(self, transfer: Awaitable[str]) -> str:
         # Client requests a transfer drops are held, then served by the new leader.
@@ -141,14 +136,24 @@ class StoreServer(NodeServer):
             self._handover.end()
 
     async def wait_failed(self) -> BaseException:
-        """Wait until any group's node fail-stops: the whole store then stops (as a node)."""
-        waits = [asyncio.ensure_future(r.node.wait_failed()) for r in self.store.replicas.values()]
-        try:
-            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            return next(iter(done)).result()
-        finally:
-            for wait in waits:
-                wait.cancel()
+        """Wait until any group's node fail-stops: the whole store then stops (as a node).
+        Replicas added later are watched too (the set is looked at again every second)."""
+        while True:
+            waits = [
+                asyncio.ensure_future(r.node.wait_failed()) for r in self.store.replicas.values()
+            ]
+            try:
+                if not waits:
+                    await asyncio.sleep(1.0)
+                    continue
+                done, _ = await asyncio.wait(
+                    waits, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                )
+                if done:
+                    return next(iter(done)).result()
+            finally:
+                for wait in waits:
+                    wait.cancel()
 
 
 def _share(total: int | None, parts: int) -> int | None:
@@ -228,6 +233,7 @@ def build_store_server(
     return StoreServer(
         store,
         app,
+        election_timeout_max_s=raft_config.election_timeout_max,
         host=options.host,
         port=options.port,
         ssl_context=server_tls(options),

@@ -17,13 +17,13 @@ from aiohttp import web
 from raftcache.cache.upgrade import CommandVersionGate
 from raftcache.server.bodies import read_body
 from raftcache.server.context import context_of, request_context
-from raftcache.server.errors import json_error
+from raftcache.server.errors import ApiError, bad_request, json_error
 from raftcache.server.format_probe import HttpCommandVersionProbe
 from raftcache.server.metrics import CONTENT_TYPE
 from raftcache.server.openapi import openapi_document
 from raftcache.server.ports import NodePort
 from raftcache.server.results import json_response
-from raftcache.server.routes_keys import SMALL_BODY_BYTES
+from raftcache.server.routes_keys import SMALL_BODY_BYTES, single_query
 from raftcache.server.validation import (
     check_fields,
     parse_json_object,
@@ -172,29 +172,63 @@ def shards_handler() -> Callable[[web.Request], Awaitable[web.Response]]:
     return get_shards
 
 
+def parse_config_index(raw: object) -> int | None:
+    """The optional ``config_index`` of a membership change (body field or query)."""
+    if raw is None:
+        return None
+    if isinstance(raw, str) and raw.isdigit() and len(raw) <= 19:
+        return int(raw)
+    if type(raw) is int and raw >= 0:
+        return raw
+    raise bad_request("config_index must be a non-negative integer")
+
+
+def check_config_index(node: NodePort, expected: int | None) -> None:
+    """409 when the leader's configuration is no longer the one a change was planned from
+    (docs/sharding.md invariant 3: a stale driver never undoes a newer driver's step)."""
+    if expected is None:
+        return
+    current = getattr(getattr(node, "core", None), "config_index", None)
+    if current != expected:
+        raise ApiError(
+            409,
+            f"configuration changed: the leader's is at index {current}, the change was "
+            f"planned from {expected}",
+            extra={"config_index": current},
+        )
+
+
 async def add_member(request: web.Request) -> web.Response:
-    """``POST /v1/members`` ``{"id", "url"}``: returns once the node is a voter.
+    """``POST /v1/members`` ``{"id", "url", "config_index"?}``: returns once the node is a
+    voter. With ``config_index``, refused (409) unless the leader's configuration is still
+    the one at that index.
 
     A node that answers with a command version below the cluster's is refused (409) before the
     change is proposed (``CommandVersionGate.admit``)."""
     obj = parse_json_object(await read_body(request, SMALL_BODY_BYTES))
-    check_fields(obj, frozenset({"id", "url"}), "members body")
+    check_fields(obj, frozenset({"id", "url", "config_index"}), "members body")
     node_id = parse_node_id(obj.get("id"))
     url = parse_node_url(obj.get("url"))
+    expected = parse_config_index(obj.get("config_index"))
     context = request_context(request)
     node = context.node
     if node_id not in node.members:  # re-adding a voter is a no-op: no probe needed
         gate = getattr(context.service, "command_versions", None)  # not part of ServicePort
         if isinstance(gate, CommandVersionGate) and isinstance(gate.probe, HttpCommandVersionProbe):
             gate.admit(node_id, await gate.probe.at(url))  # CommandVersionNotEnabledError: 409
+    # No await between the check and the proposal: nothing can change the configuration
+    # in between (the node proposes before its first suspension).
+    check_config_index(node, expected)
     await node.add_member(node_id, url)
     return json_response({"added": node_id, "members": sorted(node.members)})
 
 
 async def remove_member(request: web.Request) -> web.Response:
-    """``DELETE /v1/members/{id}``."""
+    """``DELETE /v1/members/{id}`` (``?config_index=``: as for ``POST``)."""
     node_id = parse_node_id(request.match_info["id"])
+    expected = parse_config_index(single_query(request, "config_index"))
     node = request_context(request).node
+    check_config_index(node, expected)  # then proposed at once, as above
     await node.remove_member(node_id)
     return json_response({"removed": node_id, "members": sorted(node.members)})
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
+from raftcache.network.groups import store_of
 from raftcache.server.bodies import read_body
 from raftcache.server.errors import ApiError, bad_request
 from raftcache.server.results import json_response
@@ -82,7 +83,10 @@ def add_move_routes(app: web.Application, store: Store) -> None:
         held = store.replicas.get(gid)
         if held is not None:
             return json_response({"replica": held.node.node_id, "existing": True})
-        replica = await store.add_replica(gid, voters)
+        try:
+            replica = await store.add_replica(gid, voters)
+        except ValueError as exc:  # voters naming this store's own replica, a race
+            raise ApiError(409, str(exc)) from None
         return json_response({"replica": replica.node.node_id, "existing": False})
 
     async def delete_replica(request: web.Request) -> web.Response:
@@ -91,14 +95,13 @@ def add_move_routes(app: web.Application, store: Store) -> None:
         wanted = request.query.get("replica")
         if not wanted:
             raise bad_request("replica is required: the id of the replica to delete")
-        held = store.replicas.get(gid)
-        if held is None:
-            raise ApiError(404, f"store {store.store_id} holds no replica of {gid}")
-        if held.node.node_id != parse_node_id(wanted, "replica"):
-            raise ApiError(
-                409, f"store {store.store_id} holds replica {held.node.node_id} of {gid}"
-            )
-        return json_response({"removed": await store.remove_replica(gid)})
+        try:
+            removed = await store.remove_replica(gid, parse_node_id(wanted, "replica"))
+        except LookupError as exc:
+            raise ApiError(404, str(exc)) from None
+        except ValueError as exc:  # another incarnation: never delete it
+            raise ApiError(409, str(exc)) from None
+        return json_response({"removed": removed})
 
     async def put_placement(request: web.Request) -> web.Response:
         check_cluster_token(request)
@@ -108,8 +111,11 @@ def add_move_routes(app: web.Application, store: Store) -> None:
         stores = body.get("stores")
         if not isinstance(stores, list) or not stores or len(stores) > 16:
             raise bad_request("stores must be a list of 1 to 16 store ids")
+        ids = [parse_node_id(s, "stores[]") for s in stores]
+        if any(store_of(s) != s for s in ids):
+            raise bad_request("stores must be store ids, not replica ids")
         try:
-            store.set_placement(gid, [parse_node_id(s, "stores[]") for s in stores])
+            store.set_placement(gid, ids)
         except ValueError as exc:
             raise bad_request(str(exc)) from None
         return json_response({"stores": list(store.placement[gid])})

@@ -96,7 +96,8 @@ class PreferredLeaders:
         self._first_backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._around = around
-        self._groups = {gid: _GroupState() for gid in store.replicas}
+        #: Per hosted group; made when a group is first seen here, dropped when it leaves.
+        self._groups: dict[str, _GroupState] = {}
         self._task: asyncio.Task[None] | None = None
         #: Transfers started, and those that ended with the preferred store leading.
         self.transfers_total = 0
@@ -131,8 +132,12 @@ class PreferredLeaders:
         the timers."""
         now = self._clock()
         due: list[tuple[str, str]] = []
-        for gid, state in self._groups.items():
-            node = self._store.replicas[gid].node
+        hosted = self._store.replicas
+        for gone in [g for g in self._groups if g not in hosted]:
+            del self._groups[gone]  # its replica left this store
+        for gid, replica in list(hosted.items()):
+            state = self._groups.setdefault(gid, _GroupState())
+            node = replica.node
             if node.role is not Role.LEADER:
                 state.led_since = None
                 continue
@@ -165,7 +170,10 @@ class PreferredLeaders:
             return
         gid, target = due[0]
         state = self._groups[gid]
-        node = self._store.replicas[gid].node
+        replica = self._store.replicas.get(gid)
+        if replica is None:
+            return
+        node = replica.node
         state.transferred_at = self._clock()
         state.next_try = state.transferred_at + max(self._settle_s, self._first_backoff_s)
         self.transfers_total += 1

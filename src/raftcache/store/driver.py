@@ -18,8 +18,14 @@ runs again simply continues:
   configuration without it (commit index ≥ configuration index) does ``s`` delete its data
   (``DELETE /raft/store/replicas/{group}?replica=``: that incarnation only) — invariant 6.
 
-After each step every store is told where the group lives now (``PUT
-/raft/store/placement/{group}``). A store that does not answer for ``down_after_s`` counts as
+Membership requests carry the configuration index they were planned from, and the leader
+refuses (409) a change planned from another (invariant 3: a stale driver — a second one, or
+one acting on an old observation — never undoes a newer step). Replicas a store still holds
+that the group's committed configuration no longer names (removed while the store was down)
+are deleted at the start of a round. After each step every store is told where the group
+lives now, its leader first (``PUT /raft/store/placement/{group}``), so that every store
+prefers that leader (``raftcache.store.balance``) instead of undoing the driver's transfers.
+A store that does not answer for ``down_after_s`` counts as
 down (placement then replaces its replicas, removing a dead voter only while the group keeps a
 live majority); ``drain`` marks stores to empty (decommissioning). Safety never rests on the
 driver: every membership change is the group's own single-server change, refused by a leader
@@ -173,6 +179,7 @@ class PlacementDriver:
         seen = await self.observe()
         if not all(v.leader_store for v in seen.groups.values()):
             return []  # a group without a leader seen: its configuration is unknown; wait
+        await self._delete_orphans(seen)
         steps = plan(self.cluster_map(seen), down=self.down())
         results = await asyncio.gather(
             *(self._carry_out(step, seen) for step in steps), return_exceptions=True
@@ -212,9 +219,10 @@ class PlacementDriver:
                 )  # fmt: skip
                 self._check(status, body, f"{step.store} creating a replica of {gid}")
                 replica = body["replica"]
-            status, body = await self._request(
-                "POST", leader, f"/v1/members{query}", {"id": replica, "url": self.urls[step.store]}
-            )
+            change = {"id": replica, "url": self.urls[step.store]}
+            if step.kind is StepKind.ADD:  # planned from this configuration (invariant 3)
+                change["config_index"] = view.config_index
+            status, body = await self._request("POST", leader, f"/v1/members{query}", change)
             self._check(status, body, f"adding {replica} to {gid}")
         elif step.kind is StepKind.TRANSFER:
             target = next((v for v in view.voters if store_of(v) == step.store), None)
@@ -230,8 +238,9 @@ class PlacementDriver:
             )
             if member is None:
                 raise DriverError(f"{step.store} holds no member of {gid}")
+            planned = f"&config_index={view.config_index}"  # invariant 3
             status, body = await self._request(
-                "DELETE", leader, f"/v1/members/{quote(member, safe='')}{query}", None
+                "DELETE", leader, f"/v1/members/{quote(member, safe='')}{query}{planned}", None
             )
             self._check(status, body, f"removing {member} from {gid}")
             await self._committed_without(gid, leader, member)
@@ -257,10 +266,34 @@ class PlacementDriver:
             await asyncio.sleep(0.1)
         raise DriverError(f"the removal of {member} from {gid} was not seen committed")
 
+    async def _delete_orphans(self, seen: Observation) -> None:
+        """Delete replicas that stores still hold but their group's committed configuration
+        no longer names (removed while their store was down, or created for an add that
+        never happened): invariant 6 holds — the leader shows the configuration committed."""
+        for gid, view in seen.groups.items():
+            if view.leader_store is None or view.commit_index < view.config_index:
+                continue
+            members = {*view.voters, *view.learners}
+            for store, replica in view.replicas.items():
+                if replica in members:
+                    continue
+                status, _ = await self._request(
+                    "DELETE", store,
+                    f"/raft/store/replicas/{gid}?replica={quote(replica, safe='')}", None,
+                )  # fmt: skip
+                log.info(
+                    "orphan replica deleted" if status == 200 else "orphan replica kept",
+                    extra={"group": gid, "replica": replica, "status": status},
+                )
+
     async def _tell_placement(self, gid: str) -> None:
         seen = await self.observe()
         view = seen.groups[gid]
-        stores = sorted({store_of(m) for m in (*view.voters, *view.learners)})
+        # The leader's store first: every store then prefers the same leader
+        # (``raftcache.store.balance``), the one placement chose.
+        voters = sorted({store_of(m) for m in view.voters} - {view.leader_store or ""})
+        learners = sorted({store_of(m) for m in view.learners} - set(voters))
+        stores = [*([view.leader_store] if view.leader_store else []), *voters, *learners]
         if not stores:
             return
         await asyncio.gather(

@@ -34,6 +34,10 @@ LEDGER_FILE: Final = "REPLICAS"
 FORMAT: Final = 1
 
 
+class LedgerMismatchError(ValueError):
+    """A store's directories disagree with its ledger (a replica the ledger does not know)."""
+
+
 def incarnation_of(replica_id: str) -> int:
     """The incarnation number of a replica id (0 for a store's first replica of a group)."""
     _, sep, number = replica_id.partition(INCARNATION_SEPARATOR)

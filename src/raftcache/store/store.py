@@ -37,7 +37,7 @@ from raftcache.raft.node import RaftNode
 from raftcache.slots import check_groups, key_group
 from raftcache.storage.base import Storage
 from raftcache.storage.file import FileStorage
-from raftcache.store.ledger import LEDGER_FILE, ReplicaLedger
+from raftcache.store.ledger import LEDGER_FILE, LedgerMismatchError, ReplicaLedger
 
 #: The id of data group ``g`` (the meta group, when it exists, is ``meta``).
 GROUP_PREFIX: Final = "g"
@@ -161,10 +161,9 @@ class Store:
         self.store_id = store_id
         self.groups = check_groups(groups)
         self._data_dir = data_dir
-        if storage is None:
-            if data_dir is None:
-                raise ValueError("a store needs a data_dir or a storage factory")
-            storage = _file_storages(data_dir)
+        if storage is None and data_dir is None:
+            raise ValueError("a store needs a data_dir or a storage factory")
+        #: Tests' storages by group; None: a ``FileStorage`` per replica under ``data_dir``.
         self._storage = storage
         self.network = network
         self.router = GroupRouter(store_id)
@@ -188,6 +187,10 @@ class Store:
         self.placement: dict[str, tuple[str, ...]] = {}
         #: The groups this store holds no replica of.
         self.remote: dict[str, RemoteGroup] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        # First what to host and whether the directories agree (nothing opened yet, so a
+        # refusal leaves nothing locked), then the replicas.
+        hosting: dict[str, tuple[str, Sequence[str]]] = {}
         for g in range(groups):
             gid = group_id(g)
             members = list(placement.get(gid, ()))
@@ -195,16 +198,18 @@ class Store:
                 raise ValueError(f"the placement gives group {gid} no replicas")
             record = self.ledger.record(gid)
             if record is not None:  # created here after bootstrap
-                self.replicas[gid] = self._build(gid, record.replica, record.voters)
+                hosting[gid] = (record.replica, record.voters)
                 members = [*(m for m in members if m != store_id), store_id]
             elif store_id in members and not self.ledger.removed(gid, store_id):
-                self.replicas[gid] = self._build(gid, store_id, members)
+                hosting[gid] = (store_id, members)
             else:
                 members = [m for m in members if m != store_id] or members
-                self._discard_directory(gid)  # a removal a crash interrupted
+            self._check_directories(gid, hosting[gid][0] if gid in hosting else None)
             self.placement[gid] = tuple(members)
-            if gid not in self.replicas:
+            if gid not in hosting:
                 self.remote[gid] = RemoteGroup(store_id, gid, self.placement[gid])
+        for gid, (replica_id, voters) in hosting.items():
+            self.replicas[gid] = self._build(gid, replica_id, voters)
         self._started = False
         #: Called with a group's id after this store's replica of it was added or removed
         #: (the fronts rebuild their view of that group).
@@ -220,11 +225,18 @@ class Store:
 
     def _build(self, gid: str, replica_id: str, voters: Sequence[str]) -> GroupReplica:
         state = self._make_machine(gid)
+        if self._storage is not None:
+            storage = self._storage(gid)
+        else:
+            directory = self._directory(gid, replica_id)
+            assert directory is not None
+            directory.mkdir(parents=True, exist_ok=True)
+            storage = FileStorage(directory)
         node = RaftNode(
             replica_id,
             list(voters),
             GroupNetwork(self.network, self.router, gid),
-            self._storage(gid),
+            storage,
             state,
             self._config,
             cluster_id=f"{self._cluster_id}/{gid}",
@@ -234,46 +246,96 @@ class Store:
         )
         return GroupReplica(gid, node, state, self._make_service(gid, node, state))
 
-    def _discard_directory(self, gid: str) -> None:
-        if self._data_dir is not None:
-            shutil.rmtree(self._data_dir / "groups" / gid, ignore_errors=True)
+    def _directory(self, gid: str, replica_id: str) -> Path | None:
+        """Where a replica's files live: ``groups/<group>`` for the replica the store was
+        bootstrapped with, ``groups/<group>-<replica id>`` for a later incarnation (so that
+        deleting one incarnation never touches another's files)."""
+        if self._data_dir is None or self._storage is not None:
+            return None
+        name = gid if replica_id == self.store_id else f"{gid}-{replica_id}"
+        return self._data_dir / "groups" / name
+
+    def _discard_directory(self, gid: str, replica_id: str) -> None:
+        directory = self._directory(gid, replica_id)
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+    def _check_directories(self, gid: str, hosted: str | None) -> None:
+        """At start: finish removals a crash cut short (a tombstoned replica's directory is
+        deleted); refuse a directory of a replica the ledger does not know (a lost or
+        rolled-back ledger must never cost a voter its data)."""
+        if self._data_dir is None or self._storage is not None:
+            return
+        root = self._data_dir / "groups"
+        if not root.is_dir():
+            return
+        for entry in sorted(root.iterdir()):
+            name = entry.name
+            if name != gid and not name.startswith(gid + "-"):
+                continue
+            replica_id = self.store_id if name == gid else name[len(gid) + 1 :]
+            if replica_id == hosted:
+                continue
+            if self.ledger.removed(gid, replica_id):
+                shutil.rmtree(entry, ignore_errors=True)
+                continue
+            raise LedgerMismatchError(
+                f"{entry} holds replica {replica_id} of {gid}, which the store's ledger "
+                f"({LEDGER_FILE}) neither hosts nor records as removed: refusing to start "
+                "rather than lose its data (restore the ledger, or move the directory away)"
+            )
+
+    def _lock(self, gid: str) -> asyncio.Lock:
+        # One replica change of a group at a time on this store: a removal finishes (its
+        # files deleted) before a new incarnation of the group is created, and the reverse.
+        return self._locks.setdefault(gid, asyncio.Lock())
 
     async def add_replica(self, gid: str, voters: Sequence[str]) -> GroupReplica:
         """Create this store's replica of ``gid``, empty, under a new id (the next
-        incarnation: ``raftcache.store.ledger``), knowing the group's ``voters`` (it is not one
-        of them: it never campaigns, and waits for the group's leader to add it as a learner
-        and send it the log). Recorded in the ledger before its directory exists; started at
-        once when the store runs. Returns the replica (its ``node.node_id`` is the id the
-        leader must add)."""
+        incarnation: ``raftcache.store.ledger``), knowing the group's ``voters`` (none of them
+        this store's: the new replica is no voter, never campaigns, and waits for the group's
+        leader to add it as a learner and send it the log). Recorded in the ledger before its
+        directory exists; started at once when the store runs. Returns the replica (its
+        ``node.node_id`` is the id the leader must add)."""
         if gid not in self.placement:
             raise ValueError(f"no group {gid} in this cluster")
-        if gid in self.replicas:
-            raise ValueError(f"store {self.store_id} already holds a replica of {gid}")
-        replica_id = self.ledger.next_replica_id(gid)
-        self.ledger.created(gid, replica_id, voters)
-        self._discard_directory(gid)  # leftovers of an earlier incarnation: never reused
-        replica = self._build(gid, replica_id, voters)
-        self.replicas[gid] = replica
-        self.remote.pop(gid, None)
-        self.placement[gid] = (
-            *(m for m in self.placement[gid] if m != self.store_id),
-            self.store_id,
-        )
-        if self._started:
-            await replica.node.start()
-            await replica.service.start()
+        own = [v for v in voters if store_of(v) == self.store_id]
+        if not voters or own:
+            raise ValueError(
+                f"a new replica of {gid} needs the group's voters, none of them this store's "
+                f"(got {list(voters)[:8]})"
+            )
+        async with self._lock(gid):
+            if gid in self.replicas:
+                raise ValueError(f"store {self.store_id} already holds a replica of {gid}")
+            replica_id = self.ledger.next_replica_id(gid)
+            self.ledger.created(gid, replica_id, voters)
+            self._discard_directory(gid, replica_id)  # never used: ids are never reused
+            replica = self._build(gid, replica_id, voters)
+            self.replicas[gid] = replica
+            self.remote.pop(gid, None)
+            self.placement[gid] = (
+                *(m for m in self.placement[gid] if m != self.store_id),
+                self.store_id,
+            )
+            if self._started:
+                await replica.node.start()
+                await replica.service.start()
         self._changed(gid)
         return replica
 
     def set_placement(self, gid: str, stores: Sequence[str]) -> None:
-        """Record that ``gid``'s replicas are on ``stores`` now (a move elsewhere, as the
-        mover or the map tells): where this store sends the group's requests when it holds no
-        replica of it. Its own replica, if any, stays listed."""
+        """Record that ``gid``'s replicas are on ``stores`` now, the preferred leader first
+        (``raftcache.store.balance``), as the driver tells every store after a move: where
+        this store sends the group's requests when it holds no replica of it. Its own
+        replica, if any, stays listed; a store that holds none is left out."""
         if gid not in self.placement:
             raise ValueError(f"no group {gid} in this cluster")
-        members = [s for s in dict.fromkeys(stores) if s != self.store_id]
-        if gid in self.replicas:
+        members = list(dict.fromkeys(stores))  # in order: the preferred leader first
+        if gid in self.replicas and self.store_id not in members:
             members.append(self.store_id)
+        elif gid not in self.replicas:
+            members = [m for m in members if m != self.store_id]
         if not members:
             raise ValueError(f"group {gid} needs at least one store")
         if tuple(members) == self.placement[gid]:
@@ -283,23 +345,31 @@ class Store:
             self.remote[gid] = RemoteGroup(self.store_id, gid, self.placement[gid])
         self._changed(gid)
 
-    async def remove_replica(self, gid: str) -> str:
-        """Stop and delete this store's replica of ``gid`` — only once the group's committed
+    async def remove_replica(self, gid: str, replica_id: str | None = None) -> str:
+        """Stop and delete this store's replica of ``gid`` (only ``replica_id``, when given:
+        a stale request never deletes a newer incarnation) — only once the group's committed
         configuration no longer names it (the caller checks: docs/sharding.md invariant 6).
         Tombstoned before its data is deleted, so its id is never created again. Returns the
         removed replica's id."""
-        replica = self.replicas.pop(gid, None)
-        if replica is None:
-            raise ValueError(f"store {self.store_id} holds no replica of {gid}")
-        others = tuple(m for m in self.placement[gid] if m != self.store_id)
-        self.placement[gid] = others or self.placement[gid]
-        self.remote[gid] = RemoteGroup(self.store_id, gid, self.placement[gid])
-        self._changed(gid)  # the fronts stop using it before it stops
-        await _stop_replica(replica)
-        replica_id = replica.node.node_id
-        self.ledger.tombstone(gid, replica_id)
-        self._discard_directory(gid)
-        return replica_id
+        async with self._lock(gid):
+            replica = self.replicas.get(gid)
+            if replica is None:
+                raise LookupError(f"store {self.store_id} holds no replica of {gid}")
+            if replica_id is not None and replica.node.node_id != replica_id:
+                raise ValueError(
+                    f"store {self.store_id} holds replica {replica.node.node_id} of {gid}, "
+                    f"not {replica_id}"
+                )
+            del self.replicas[gid]
+            others = tuple(m for m in self.placement[gid] if m != self.store_id)
+            self.placement[gid] = others or self.placement[gid]
+            self.remote[gid] = RemoteGroup(self.store_id, gid, self.placement[gid])
+            self._changed(gid)  # the fronts stop using it before it stops
+            await _stop_replica(replica)
+            removed = replica.node.node_id
+            self.ledger.tombstone(gid, removed)
+            self._discard_directory(gid, removed)
+        return removed
 
     def group_of(self, key: str) -> str:
         """The id of the data group that owns ``key``."""
@@ -338,15 +408,6 @@ class Store:
             *(_stop_replica(r) for r in self.replicas.values()), return_exceptions=True
         )
         await self.network.stop()
-
-
-def _file_storages(data_dir: Path) -> StorageFactory:
-    def make(gid: str) -> Storage:
-        directory = data_dir / "groups" / gid
-        directory.mkdir(parents=True, exist_ok=True)
-        return FileStorage(directory)
-
-    return make
 
 
 async def _stop_replica(replica: GroupReplica) -> None:

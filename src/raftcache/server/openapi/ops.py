@@ -47,7 +47,14 @@ def admin_paths() -> dict[str, Schema]:
                     "required": True,
                     "content": {
                         JSON: {
-                            "schema": closed_object({"id": NODE_ID, "url": NODE_URL}, ["id", "url"])
+                            "schema": closed_object(
+                                {
+                                    "id": NODE_ID,
+                                    "url": NODE_URL,
+                                    "config_index": {"type": "integer", "minimum": 0},
+                                },
+                                ["id", "url"],
+                            )
                         }
                     },
                 },
@@ -58,7 +65,15 @@ def admin_paths() -> dict[str, Schema]:
             "delete": {
                 "summary": "Remove a node",
                 "tags": ["admin"],
-                "parameters": [{"name": "id", "in": "path", "required": True, "schema": NODE_ID}],
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": NODE_ID},
+                    {
+                        "name": "config_index",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                ],
                 "responses": {"200": json_answer("removed", any_object), **WRITE},
             }
         },
