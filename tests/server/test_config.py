@@ -114,6 +114,10 @@ def test_everything_from_env(tmp_path: Path) -> None:
         (["--advertise-host", "0.0.0.0"], "--advertise-host.*wildcard"),
         (["--advertise-host", "::"], "--advertise-host.*wildcard"),
         (["--advertise-host", "[::]"], "--advertise-host.*wildcard"),
+        (["--groups", "0"], "--groups"),
+        (["--groups", "16385"], "--groups"),
+        (["--replicas", "8"], "--replicas"),
+        (["--groups", "2", "--id", "n.1", "--peers", "n.1=http://127.0.0.1:8001"], "hold no '.'"),
     ],
 )
 def test_invalid_options(tmp_path: Path, extra: list[str], message: str) -> None:

@@ -505,6 +505,12 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> ServeOptions:
         raise ConfigError(f"missing required option(s): {flags}")
     if values["id"] not in values["peers"]:
         raise ConfigError(f"--id {values['id']} is not listed in --peers")
+    dotted = sorted(p for p in values["peers"] if "." in p)
+    if values["groups"] > 1 and dotted:
+        # A replica moved onto a store is named <store>.<n> (docs/sharding.md).
+        raise ConfigError(
+            f"--groups {values['groups']}: store ids hold no '.', got {', '.join(dotted[:3])}"
+        )
     if values["peer_address_override"] is None:
         values["peer_address_override"] = {}
     elif values["id"] in values["peer_address_override"]:
