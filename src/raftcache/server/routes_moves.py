@@ -7,15 +7,17 @@ stale request can never delete a newer replica — and to record where a group i
 lives now. Membership itself changes through the group's leader (``/v1/members?group=``);
 nothing here changes a configuration. Deleting is the caller's promise that the group's
 committed configuration no longer names the replica (invariant 6): the driver checks it on the
-group's leader first.
+group's leader first, and the store checks the replica's own configuration too.
 
 - ``GET /raft/store/groups``: each hosted replica's group, id, role, term, leader, voters,
   learners, commit and configuration indexes.
 - ``POST /raft/store/replicas`` ``{"group": "g1", "voters": [...]}`` → ``{"replica": id}``:
   a new replica (the store's next incarnation), or the one it already holds (``"existing":
   true``), so a retried request is harmless.
-- ``DELETE /raft/store/replicas/{group}?replica=ID`` → ``{"removed": ID}``; 404 when the store
-  holds no replica of the group, 409 when it holds another incarnation.
+- ``DELETE /raft/store/replicas/{group}?replica=ID&config_index=N`` → ``{"removed": ID}``: N is
+  the index of the group's committed configuration that no longer names it; 404 when the store
+  holds no replica of the group, 409 when it holds another incarnation or when the replica's
+  own configuration names it at index N or later (added again since: the caller is stale).
 - ``PUT /raft/store/placement/{group}`` ``{"stores": [...]}``: the stores holding it now.
 """
 
@@ -95,8 +97,16 @@ def add_move_routes(app: web.Application, store: Store) -> None:
         wanted = request.query.get("replica")
         if not wanted:
             raise bad_request("replica is required: the id of the replica to delete")
+        raw = request.query.get("config_index", "")
+        if not raw.isdigit() or len(raw) > 19:
+            raise bad_request(
+                "config_index is required: the index of the committed configuration that no "
+                "longer names the replica"
+            )
         try:
-            removed = await store.remove_replica(gid, parse_node_id(wanted, "replica"))
+            removed = await store.remove_replica(
+                gid, parse_node_id(wanted, "replica"), removed_at=int(raw)
+            )
         except LookupError as exc:
             raise ApiError(404, str(exc)) from None
         except ValueError as exc:  # another incarnation: never delete it

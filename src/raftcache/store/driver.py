@@ -16,7 +16,9 @@ runs again simply continues:
 - *remove* ``s``: the leader removes ``s``'s replica from the configuration
   (``DELETE /v1/members/{replica}?group=``); only once the leader shows a *committed*
   configuration without it (commit index ≥ configuration index) does ``s`` delete its data
-  (``DELETE /raft/store/replicas/{group}?replica=``: that incarnation only) — invariant 6.
+  (``DELETE /raft/store/replicas/{group}?replica=&config_index=``: that incarnation only, and
+  the store refuses when the replica's own configuration names it at that index or later) —
+  invariant 6.
 
 Membership requests carry the configuration index they were planned from, and the leader
 refuses (409) a change planned from another (invariant 3: a stale driver — a second one, or
@@ -219,9 +221,13 @@ class PlacementDriver:
                 )  # fmt: skip
                 self._check(status, body, f"{step.store} creating a replica of {gid}")
                 replica = body["replica"]
-            change = {"id": replica, "url": self.urls[step.store]}
-            if step.kind is StepKind.ADD:  # planned from this configuration (invariant 3)
-                change["config_index"] = view.config_index
+            # Planned from this configuration (invariant 3): a promote too, so that a stale
+            # one never re-adds a learner a newer step removed.
+            change = {
+                "id": replica,
+                "url": self.urls[step.store],
+                "config_index": view.config_index,
+            }
             status, body = await self._request("POST", leader, f"/v1/members{query}", change)
             self._check(status, body, f"adding {replica} to {gid}")
         elif step.kind is StepKind.TRANSFER:
@@ -243,28 +249,40 @@ class PlacementDriver:
                 "DELETE", leader, f"/v1/members/{quote(member, safe='')}{query}{planned}", None
             )
             self._check(status, body, f"removing {member} from {gid}")
-            await self._committed_without(gid, leader, member)
+            removed_at = await self._committed_without(gid, leader, member)
             if step.store not in self.down():
                 status, body = await self._request(
                     "DELETE", step.store,
-                    f"/raft/store/replicas/{gid}?replica={quote(member, safe='')}", None,
+                    f"/raft/store/replicas/{gid}?replica={quote(member, safe='')}"
+                    f"&config_index={removed_at}", None,
                 )  # fmt: skip
                 if status not in (200, 404):  # 404: already gone (a retried round)
                     self._check(status, body, f"{step.store} deleting {member}")
         await self._tell_placement(gid)
 
-    async def _committed_without(self, gid: str, leader: str, member: str) -> None:
+    async def _committed_without(self, gid: str, leader: str, member: str) -> int:
         """Wait until ``leader`` shows a committed configuration of ``gid`` without
-        ``member`` (invariant 6: only then may its data go)."""
+        ``member`` (invariant 6: only then may its data go); that configuration's index."""
         for _ in range(100):
-            status, body = await self._request("GET", leader, "/raft/store/groups", None)
-            entry = next((e for e in body.get("groups", ()) if e["group"] == gid), None)
-            if status == 200 and entry is not None and entry.get("role") == "leader":
-                members = {*entry.get("voters", ()), *entry.get("learners", ())}
-                if member not in members and entry["commit_index"] >= entry["config_index"]:
-                    return
+            found = await self._removal_committed(gid, leader, member)
+            if found is not None:
+                return found
             await asyncio.sleep(0.1)
         raise DriverError(f"the removal of {member} from {gid} was not seen committed")
+
+    async def _removal_committed(self, gid: str, leader: str, member: str) -> int | None:
+        """The index of ``leader``'s committed configuration of ``gid``, when it leads, has
+        committed it and it does not name ``member``; None otherwise."""
+        status, body = await self._request("GET", leader, "/raft/store/groups", None)
+        if status != 200:
+            return None
+        entry = next((e for e in body.get("groups", ()) if e["group"] == gid), None)
+        if entry is None or entry.get("role") != "leader":
+            return None
+        members = {*entry.get("voters", ()), *entry.get("learners", ())}
+        if member in members or entry["commit_index"] < entry["config_index"]:
+            return None
+        return int(entry["config_index"])
 
     async def _delete_orphans(self, seen: Observation) -> None:
         """Delete replicas that stores still hold but their group's committed configuration
@@ -277,9 +295,14 @@ class PlacementDriver:
             for store, replica in view.replicas.items():
                 if replica in members:
                     continue
+                # Read the leader again now: the observation may be older than an add.
+                removed_at = await self._removal_committed(gid, view.leader_store, replica)
+                if removed_at is None:
+                    continue
                 status, _ = await self._request(
                     "DELETE", store,
-                    f"/raft/store/replicas/{gid}?replica={quote(replica, safe='')}", None,
+                    f"/raft/store/replicas/{gid}?replica={quote(replica, safe='')}"
+                    f"&config_index={removed_at}", None,
                 )  # fmt: skip
                 log.info(
                     "orphan replica deleted" if status == 200 else "orphan replica kept",

@@ -345,10 +345,15 @@ class Store:
             self.remote[gid] = RemoteGroup(self.store_id, gid, self.placement[gid])
         self._changed(gid)
 
-    async def remove_replica(self, gid: str, replica_id: str | None = None) -> str:
+    async def remove_replica(
+        self, gid: str, replica_id: str | None = None, *, removed_at: int | None = None
+    ) -> str:
         """Stop and delete this store's replica of ``gid`` (only ``replica_id``, when given:
         a stale request never deletes a newer incarnation) — only once the group's committed
-        configuration no longer names it (the caller checks: docs/sharding.md invariant 6).
+        configuration no longer names it (docs/sharding.md invariant 6): the caller saw the
+        group's leader commit a configuration without it at index ``removed_at``, and the
+        replica is refused when its own configuration names it at that index or later (it
+        was added again: the caller's view is stale).
         Tombstoned before its data is deleted, so its id is never created again. Returns the
         removed replica's id."""
         async with self._lock(gid):
@@ -360,6 +365,18 @@ class Store:
                     f"store {self.store_id} holds replica {replica.node.node_id} of {gid}, "
                     f"not {replica_id}"
                 )
+            core = replica.node.core
+            if removed_at is not None and core is not None:
+                # Invariant 6 checked here too, not only by the caller: a configuration this
+                # replica holds, at or after the index its removal was seen committed at, that
+                # names it means the caller's view is stale (it was added again since).
+                own = core.configuration
+                if replica.node.node_id in own.all_ids() and core.config_index >= removed_at:
+                    raise ValueError(
+                        f"replica {replica.node.node_id} of {gid} is a member of its own "
+                        f"configuration at index {core.config_index} (removal seen at "
+                        f"{removed_at}): not deleted"
+                    )
             del self.replicas[gid]
             others = tuple(m for m in self.placement[gid] if m != self.store_id)
             self.placement[gid] = others or self.placement[gid]
