@@ -12,62 +12,36 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.watch import WatchHistory
-from raftcache.network.http import HttpNetwork
-from raftcache.raft.config import RaftConfig
-from raftcache.raft.core import Role
-from raftcache.server.app import create_app, create_store_app
-from raftcache.server.context import ServerSettings
-from raftcache.server.drain import DRAIN
-from raftcache.server.groups import STORE_FRONT, StoreFront
-from raftcache.server.lean.front import LeanSite
-from raftcache.sharding.clustermap import ClusterMap
-from raftcache.sharding.clustermap import Store as StoreInfo
+from raftcache.server.app import create_app
 from raftcache.slots import key_group, key_slot
-from raftcache.storage.memory import MemoryStorage
 from raftcache.store import Store, group_id
+from tests.store.stores_http import (
+    StoreServer,
+    bootstrap_placement,
+    role_leader,
+    settle,
+    start_stores,
+    store_ids,
+)
 
-from .cluster import free_ports
 from .fakes import FakeNode, FakeService
 
 GROUPS = 4
-CONFIG = RaftConfig(
-    election_timeout_min=0.3,
-    election_timeout_max=0.6,
-    heartbeat_interval=0.05,
-    tick_interval=0.01,
-    rpc_timeout=0.5,
-    propose_timeout=5.0,
-)
-
-
-@dataclass
-class Running:
-    store: Store
-    app: web.Application
-    runner: web.AppRunner
-    site: web.TCPSite
-    url: str
-
-    @property
-    def front(self) -> StoreFront:
-        return self.app[STORE_FRONT]
 
 
 @dataclass
 class Stores:
-    running: dict[str, Running]
+    running: dict[str, StoreServer]
     session: aiohttp.ClientSession
     placement: dict[str, list[str]]
     lean: bool
@@ -76,78 +50,37 @@ class Stores:
     def url(self, store_id: str) -> str:
         return self.running[store_id].url
 
+    def stores(self) -> dict[str, Store]:
+        return {sid: r.store for sid, r in self.running.items()}
+
     def leader_of(self, gid: str) -> str | None:
-        for sid, r in self.running.items():
-            replica = r.store.replicas.get(gid)
-            if replica is not None and replica.node.role is Role.LEADER:
-                return sid
-        return None
+        return role_leader(self.stores(), gid)
 
     async def settled(self, timeout_s: float = 15.0) -> None:
         """Every group has a leader that each of its replicas knows."""
-        async with asyncio.timeout(timeout_s):
-            while True:
-                known = True
-                for g in range(GROUPS):
-                    gid = group_id(g)
-                    leader = self.leader_of(gid)
-                    replicas = [
-                        r.store.replicas[gid]
-                        for r in self.running.values()
-                        if gid in r.store.replicas
-                    ]
-                    if leader is None or any(x.node.leader_id != leader for x in replicas):
-                        known = False
-                if known:
-                    return
-                await asyncio.sleep(0.02)
+        await settle(self.stores, (group_id(g) for g in range(GROUPS)), timeout_s)
 
     def lean_served(self) -> int:
-        return sum(
-            r.site.front.served
-            for r in self.running.values()
-            if isinstance(r.site, LeanSite) and r.site.front is not None
-        )
+        return sum(r.lean_served for r in self.running.values())
 
 
 async def _start(count: int, lean: bool) -> Stores:
-    ids = [f"s{i + 1}" for i in range(count)]
-    ports = free_ports(count)
-    urls = {s: f"http://127.0.0.1:{p}" for s, p in zip(ids, ports, strict=True)}
-    cmap = ClusterMap.bootstrap([StoreInfo(s, f"host-{s}") for s in ids], GROUPS, 3)
-    placement = {group_id(p.group): list(p.voters) for p in cmap.placements}
-    settings = ServerSettings(peer_urls=urls, leader_wait_s=3.0, forward_timeout_s=5.0)
-    running: dict[str, Running] = {}
-    for sid, port in zip(ids, ports, strict=True):
-        network = HttpNetwork(sid, port=port, node_addresses=urls, timeout=1.0)
-        store = Store(
-            sid,
-            network,
-            groups=GROUPS,
-            placement=placement,
-            storage=lambda gid: MemoryStorage(),
-            machine=lambda gid: CacheStateMachine(watch=WatchHistory()),
-            config=CONFIG,
-            clock=time.time,
-        )
-        app = create_store_app(store, settings, mount=network.mount)
-        runner = web.AppRunner(app, access_log=None, auto_decompress=False)
-        await runner.setup()
-        site = (LeanSite if lean else web.TCPSite)(runner, "127.0.0.1", port)
-        await site.start()
-        running[sid] = Running(store, app, runner, site, urls[sid])
-    await asyncio.gather(*(r.store.start() for r in running.values()))
+    ids = store_ids(count)
+    placement = bootstrap_placement(ids, GROUPS)
+    _, running = await start_stores(
+        ids,
+        groups=GROUPS,
+        placement=placement,
+        lean=lean,
+        machine=lambda gid: CacheStateMachine(watch=WatchHistory()),
+    )
     stores = Stores(running, aiohttp.ClientSession(), placement, lean)
     await stores.settled()
     return stores
 
 
-async def _stop_one(r: Running) -> None:
-    await r.app[DRAIN].wait_idle(5.0)  # as a stopping store does: ends the watch streams
-    if isinstance(r.site, LeanSite) and r.site.front is not None:
-        r.site.front.close_connections()
-    await r.runner.cleanup()
-    await r.store.stop()
+async def _stop_one(r: StoreServer) -> None:
+    await r.stop(drain_s=5.0)  # as a stopping store does: ends the watch streams
 
 
 async def _stop(stores: Stores) -> None:

@@ -1,0 +1,237 @@
+"""Stores of a sharded cluster in process, each over real HTTP on loopback: the one harness.
+
+Rule: a test that runs ``raftcache.store.Store`` objects over real ``HttpNetwork``s — each
+mounted on ``create_store_app`` and served on its own loopback port by an aiohttp
+``AppRunner`` (``TCPSite``, or the lean front's ``LeanSite``), as ``raftcache serve --groups``
+runs a store — builds them here and keeps in its own file only what its case adds (RESP ports,
+replica moves, metrics). ``loopback`` and ``bootstrap_placement`` give the addresses and the
+placement, ``http_store`` one store over its network, ``serve_store`` that store on its port,
+``start_stores`` all of them started, ``group_leader``/``settle`` the leaders every replica
+knows, ``StoreServer.stop`` the way down. What the copies differed in (store count, groups,
+placement, settings, Raft timings, front, machines, ``peer_addresses``) is a parameter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from raftcache.network.http import HttpNetwork
+from raftcache.raft.config import RaftConfig
+from raftcache.raft.core import Role
+from raftcache.raft.node import RaftNode
+from raftcache.server.app import create_store_app
+from raftcache.server.context import ServerSettings
+from raftcache.server.drain import DRAIN
+from raftcache.server.groups import STORE_FRONT, StoreFront
+from raftcache.server.lean.front import LeanSite
+from raftcache.server.routes_watch import WatchSettings
+from raftcache.sharding.clustermap import ClusterMap
+from raftcache.sharding.clustermap import Store as StoreInfo
+from raftcache.storage.memory import MemoryStorage
+from raftcache.store import Store, group_id
+from raftcache.store.store import MachineFactory
+from tests.server.cluster import free_ports
+
+#: Raft timings for loopback stores: elections settle in well under a second.
+FAST_RAFT = RaftConfig(
+    election_timeout_min=0.3,
+    election_timeout_max=0.6,
+    heartbeat_interval=0.05,
+    tick_interval=0.01,
+    rpc_timeout=0.5,
+    propose_timeout=5.0,
+)
+
+
+def store_ids(count: int) -> list[str]:
+    """``s1`` … ``s<count>``."""
+    return [f"s{i + 1}" for i in range(count)]
+
+
+def loopback(ids: Sequence[str]) -> tuple[dict[str, int], dict[str, str]]:
+    """A free loopback port per store, and its URL."""
+    ports = dict(zip(ids, free_ports(len(ids)), strict=True))
+    return ports, {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
+
+
+def bootstrap_placement(
+    ids: Sequence[str], groups: int, replication: int = 3
+) -> dict[str, list[str]]:
+    """Group id → its stores, as a real bootstrap places them."""
+    cmap = ClusterMap.bootstrap([StoreInfo(s, f"host-{s}") for s in ids], groups, replication)
+    return {group_id(p.group): list(p.voters) for p in cmap.placements}
+
+
+def store_settings(urls: Mapping[str, str], forward_timeout_s: float = 5.0) -> ServerSettings:
+    return ServerSettings(
+        peer_urls=dict(urls), leader_wait_s=3.0, forward_timeout_s=forward_timeout_s
+    )
+
+
+def http_store(
+    sid: str,
+    port: int,
+    urls: Mapping[str, str],
+    *,
+    groups: int,
+    placement: Mapping[str, Sequence[str]],
+    config: RaftConfig = FAST_RAFT,
+    machine: MachineFactory | None = None,
+    peer_addresses: Mapping[str, str] | None = None,
+) -> tuple[Store, HttpNetwork]:
+    """Store ``sid`` over its own ``HttpNetwork`` (memory storage), not started."""
+    network = HttpNetwork(sid, port=port, node_addresses=dict(urls), timeout=1.0)
+    store = Store(
+        sid,
+        network,
+        groups=groups,
+        placement=placement,
+        storage=lambda gid: MemoryStorage(),
+        machine=machine,
+        config=config,
+        clock=time.time,
+        peer_addresses=peer_addresses,
+    )
+    return store, network
+
+
+@dataclass
+class StoreServer:
+    """One store behind its application, listening."""
+
+    store: Store
+    app: web.Application
+    runner: web.AppRunner
+    site: web.TCPSite
+    url: str
+    up: bool = True
+
+    @property
+    def front(self) -> StoreFront:
+        return self.app[STORE_FRONT]
+
+    @property
+    def lean_served(self) -> int:
+        """Requests the lean front answered (0 on the aiohttp front)."""
+        site = self.site
+        return site.front.served if isinstance(site, LeanSite) and site.front is not None else 0
+
+    async def stop(self, drain_s: float | None = None) -> None:
+        """Close the port, then stop the store; ``drain_s``: first wait for the requests in
+        flight, as a stopping store does (it ends the watch streams)."""
+        self.up = False
+        if drain_s is not None:
+            await self.app[DRAIN].wait_idle(drain_s)
+        if isinstance(self.site, LeanSite) and self.site.front is not None:
+            self.site.front.close_connections()
+        await self.runner.cleanup()
+        await self.store.stop()
+
+
+async def serve_store(
+    sid: str,
+    port: int,
+    urls: Mapping[str, str],
+    settings: ServerSettings,
+    *,
+    groups: int,
+    placement: Mapping[str, Sequence[str]],
+    config: RaftConfig = FAST_RAFT,
+    lean: bool = False,
+    machine: MachineFactory | None = None,
+    peer_addresses: Mapping[str, str] | None = None,
+    watch: WatchSettings | None = None,
+    auto_decompress: bool = False,
+) -> StoreServer:
+    """Store ``sid`` (not started) behind ``create_store_app``, its Raft traffic mounted on the
+    same port, listening on ``port``."""
+    store, network = http_store(
+        sid, port, urls, groups=groups, placement=placement, config=config, machine=machine,
+        peer_addresses=peer_addresses,
+    )  # fmt: skip
+    app = create_store_app(store, settings, mount=network.mount, watch=watch)
+    runner = web.AppRunner(app, access_log=None, auto_decompress=auto_decompress)
+    await runner.setup()
+    site = (LeanSite if lean else web.TCPSite)(runner, "127.0.0.1", port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return StoreServer(store, app, runner, site, urls[sid])
+
+
+async def start_stores(
+    ids: Sequence[str],
+    *,
+    groups: int,
+    placement: Mapping[str, Sequence[str]] | None = None,
+    forward_timeout_s: float = 5.0,
+    config: RaftConfig = FAST_RAFT,
+    lean: bool = False,
+    machine: MachineFactory | None = None,
+    peer_addresses: bool = False,
+    watch: WatchSettings | None = None,
+    auto_decompress: bool = False,
+    each: Callable[[StoreServer], Awaitable[None]] | None = None,
+) -> tuple[dict[str, str], dict[str, StoreServer]]:
+    """Every store of ``ids`` served on a fresh loopback port (``each`` run once its port
+    listens), then started together: their URLs and the servers. ``placement`` defaults to a
+    bootstrap's (RF 3); ``peer_addresses``: each store is told the others' URLs."""
+    ports, urls = loopback(ids)
+    placed = bootstrap_placement(ids, groups) if placement is None else placement
+    settings = store_settings(urls, forward_timeout_s)
+    running: dict[str, StoreServer] = {}
+    for sid, port in ports.items():
+        running[sid] = await serve_store(
+            sid, port, urls, settings, groups=groups, placement=placed, config=config,
+            lean=lean, machine=machine, peer_addresses=urls if peer_addresses else None,
+            watch=watch, auto_decompress=auto_decompress,
+        )  # fmt: skip
+        if each is not None:
+            await each(running[sid])
+    await asyncio.gather(*(r.store.start() for r in running.values()))
+    return urls, running
+
+
+def role_leader(stores: Mapping[str, Store], gid: str) -> str | None:
+    """The first of ``stores`` whose replica of ``gid`` is in the leader role (known to the
+    others or not)."""
+    for sid, store in stores.items():
+        replica = store.replicas.get(gid)
+        if replica is not None and replica.node.role is Role.LEADER:
+            return sid
+    return None
+
+
+def group_leader(stores: Mapping[str, Store], gid: str) -> tuple[str, RaftNode] | None:
+    """The store leading ``gid`` and its replica's node, once every replica of ``gid`` among
+    ``stores`` names that node its leader."""
+    nodes = [s.replicas[gid].node for s in stores.values() if gid in s.replicas]
+    for sid, store in stores.items():
+        replica = store.replicas.get(gid)
+        if replica is not None and replica.node.role is Role.LEADER:
+            node = replica.node
+            if all(n.leader_id == node.node_id for n in nodes):
+                return sid, node
+    return None
+
+
+async def settle(
+    stores: Callable[[], Mapping[str, Store]], gids: Iterable[str], timeout_s: float = 15.0
+) -> dict[str, str]:
+    """Group id → its leader store, once every group of ``gids`` has a leader its replicas
+    know (``stores()``: the stores to look at, asked afresh each time)."""
+    wanted = list(gids)
+    async with asyncio.timeout(timeout_s):
+        while True:
+            live = stores()
+            found = {gid: group_leader(live, gid) for gid in wanted}
+            if all(found.values()):
+                return {gid: f[0] for gid, f in found.items() if f is not None}
+            await asyncio.sleep(0.02)
