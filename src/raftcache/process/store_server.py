@@ -227,7 +227,7 @@ def build_store_server(
         extra={
             "id": options.id,
             "groups": layout.groups,
-            "hosted": ",".join(layout.hosted_by(options.id)),
+            "hosted": ",".join(f"{g}:{r.node.node_id}" for g, r in store.replicas.items()),
         },
     )
     return StoreServer(

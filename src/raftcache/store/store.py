@@ -80,10 +80,15 @@ class RemoteGroup:
         return None
 
     def moved(self, hint: str | None = None) -> None:
-        """The current guess did not take a request: follow ``hint`` when it names one of the
-        group's replicas, else try the next replica."""
+        """The current guess did not take a request: follow ``hint`` (the store it names,
+        learnt as one of the group's if it was not listed), else try the next replica."""
         store = None if hint is None else store_of(hint)  # a hint may name a replica id
-        if store is not None and store in self.members:
+        if store is not None and store != self.node_id:
+            # A replica of the group named it: trust it even when this store's placement does
+            # not list it (a replica moved there after this store last heard, or before it
+            # restarted from its bootstrap placement) — else its leader is never reached.
+            if store not in self.members:
+                self.members = (*self.members, store)
             self._guess = self.members.index(store)
         else:
             self._guess = (self._guess + 1) % len(self.members)
