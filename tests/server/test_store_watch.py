@@ -18,7 +18,6 @@ import asyncio
 import base64
 import re
 import sys
-import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,85 +25,49 @@ from dataclasses import dataclass
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.watch import WatchHistory
 from raftcache.client import AsyncClient, WatchCompactedError
 from raftcache.client.watch import check_from_version
 from raftcache.client.watch_sse import SseMessage, SseParser
-from raftcache.network.http import HttpNetwork
-from raftcache.raft.config import RaftConfig
-from raftcache.raft.core import Role
-from raftcache.server.app import create_store_app
-from raftcache.server.context import ServerSettings
-from raftcache.server.drain import DRAIN
 from raftcache.server.errors import ApiError
 from raftcache.server.routes_watch import WatchSettings
 from raftcache.server.routes_watch_groups import format_token, parse_token
-from raftcache.sharding.clustermap import ClusterMap
-from raftcache.sharding.clustermap import Store as StoreInfo
 from raftcache.slots import key_group
-from raftcache.storage.memory import MemoryStorage
 from raftcache.store import Store, group_id
-
-from .cluster import free_ports
+from tests.store.stores_http import (
+    StoreServer,
+    bootstrap_placement,
+    role_leader,
+    settle,
+    start_stores,
+    store_ids,
+)
 
 GROUPS = 4
 GUARD_S = 15.0  # a hang guard only
-CONFIG = RaftConfig(
-    election_timeout_min=0.3,
-    election_timeout_max=0.6,
-    heartbeat_interval=0.05,
-    tick_interval=0.01,
-    rpc_timeout=0.5,
-    propose_timeout=5.0,
-)
 TOKEN = re.compile(r"g0:\d+,g1:\d+,g2:\d+,g3:\d+")
 
 
 @dataclass
-class Running:
-    store: Store
-    app: web.Application
-    runner: web.AppRunner
-    url: str
-
-
-@dataclass
 class Stores:
-    running: dict[str, Running]
+    running: dict[str, StoreServer]
     session: aiohttp.ClientSession
     placement: dict[str, list[str]]
 
     def url(self, store_id: str) -> str:
         return self.running[store_id].url
 
+    def stores(self) -> dict[str, Store]:
+        return {sid: r.store for sid, r in self.running.items()}
+
     def leader_of(self, gid: str) -> str | None:
-        for sid, r in self.running.items():
-            replica = r.store.replicas.get(gid)
-            if replica is not None and replica.node.role is Role.LEADER:
-                return sid
-        return None
+        return role_leader(self.stores(), gid)
 
     async def settled(self) -> None:
         """Every group has a leader that each of its running replicas knows."""
-        async with asyncio.timeout(GUARD_S):
-            while True:
-                known = True
-                for g in range(GROUPS):
-                    gid = group_id(g)
-                    leader = self.leader_of(gid)
-                    replicas = [
-                        r.store.replicas[gid]
-                        for r in self.running.values()
-                        if gid in r.store.replicas
-                    ]
-                    if leader is None or any(x.node.leader_id != leader for x in replicas):
-                        known = False
-                if known:
-                    return
-                await asyncio.sleep(0.02)
+        await settle(self.stores, (group_id(g) for g in range(GROUPS)), GUARD_S)
 
     def lacking(self) -> tuple[str, str]:
         """A store and the group it holds no replica of."""
@@ -117,41 +80,22 @@ class Stores:
 
 
 async def _start(count: int) -> Stores:
-    ids = [f"s{i + 1}" for i in range(count)]
-    ports = free_ports(count)
-    urls = {s: f"http://127.0.0.1:{p}" for s, p in zip(ids, ports, strict=True)}
-    cmap = ClusterMap.bootstrap([StoreInfo(s, f"host-{s}") for s in ids], GROUPS, 3)
-    placement = {group_id(p.group): list(p.voters) for p in cmap.placements}
-    settings = ServerSettings(peer_urls=urls, leader_wait_s=3.0, forward_timeout_s=5.0)
-    watch = WatchSettings(heartbeat_s=0.2, relay_timeout_s=1.0)
-    running: dict[str, Running] = {}
-    for sid, port in zip(ids, ports, strict=True):
-        network = HttpNetwork(sid, port=port, node_addresses=urls, timeout=1.0)
-        store = Store(
-            sid,
-            network,
-            groups=GROUPS,
-            placement=placement,
-            storage=lambda gid: MemoryStorage(),
-            machine=lambda gid: CacheStateMachine(watch=WatchHistory()),
-            config=CONFIG,
-            clock=time.time,
-        )
-        app = create_store_app(store, settings, mount=network.mount, watch=watch)
-        runner = web.AppRunner(app, access_log=None, auto_decompress=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        running[sid] = Running(store, app, runner, urls[sid])
-    await asyncio.gather(*(r.store.start() for r in running.values()))
+    ids = store_ids(count)
+    placement = bootstrap_placement(ids, GROUPS)
+    _, running = await start_stores(
+        ids,
+        groups=GROUPS,
+        placement=placement,
+        machine=lambda gid: CacheStateMachine(watch=WatchHistory()),
+        watch=WatchSettings(heartbeat_s=0.2, relay_timeout_s=1.0),
+    )
     stores = Stores(running, aiohttp.ClientSession(), placement)
     await stores.settled()
     return stores
 
 
-async def _stop_one(r: Running) -> None:
-    await r.app[DRAIN].wait_idle(5.0)  # as a stopping store does: ends its watch streams
-    await r.runner.cleanup()
-    await r.store.stop()
+async def _stop_one(r: StoreServer) -> None:
+    await r.stop(drain_s=5.0)  # as a stopping store does: ends its watch streams
 
 
 async def _stop(stores: Stores) -> None:
