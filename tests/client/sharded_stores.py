@@ -5,49 +5,22 @@ balancer, so that leaders move only when a test moves them."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import dataclass
 
 import aiohttp
-from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from raftcache.cache.machine import CacheStateMachine
-from raftcache.network.http import HttpNetwork
-from raftcache.raft.config import RaftConfig
-from raftcache.raft.core import Role
-from raftcache.server.app import create_store_app
-from raftcache.server.context import ServerSettings
-from raftcache.sharding.clustermap import ClusterMap
-from raftcache.sharding.clustermap import Store as StoreInfo
 from raftcache.slots import key_group
-from raftcache.storage.memory import MemoryStorage
 from raftcache.store import Store, group_id
-from tests.server.cluster import free_ports
-
-CONFIG = RaftConfig(
-    election_timeout_min=0.3,
-    election_timeout_max=0.6,
-    heartbeat_interval=0.05,
-    tick_interval=0.01,
-    rpc_timeout=0.5,
-    propose_timeout=5.0,
-)
-
-
-@dataclass
-class Running:
-    store: Store
-    runner: web.AppRunner
-    url: str
-    up: bool = True
+from tests.store.stores_http import StoreServer, role_leader, settle, store_ids
+from tests.store.stores_http import start_stores as start_servers
 
 
 @dataclass
 class ShardedStores:
     groups: int
-    running: dict[str, Running]
+    running: dict[str, StoreServer]
     session: aiohttp.ClientSession
 
     @property
@@ -57,32 +30,18 @@ class ShardedStores:
     def url(self, store_id: str) -> str:
         return self.running[store_id].url
 
+    def live(self) -> dict[str, Store]:
+        return {sid: r.store for sid, r in self.running.items() if r.up}
+
     def leader_of(self, gid: str) -> str | None:
-        for sid, r in self.running.items():
-            replica = r.store.replicas.get(gid)
-            if r.up and replica is not None and replica.node.role is Role.LEADER:
-                return sid
-        return None
+        return role_leader(self.live(), gid)
 
     def leaders(self) -> dict[str, str | None]:
         return {group_id(g): self.leader_of(group_id(g)) for g in range(self.groups)}
 
     async def settled(self, timeout_s: float = 15.0) -> dict[str, str]:
         """Group id → leader, once every group has a leader all its live replicas know."""
-        async with asyncio.timeout(timeout_s):
-            while True:
-                leaders = self.leaders()
-                if all(
-                    leader is not None
-                    and all(
-                        r.store.replicas[gid].node.leader_id == leader
-                        for r in self.running.values()
-                        if r.up and gid in r.store.replicas
-                    )
-                    for gid, leader in leaders.items()
-                ):
-                    return {gid: str(leader) for gid, leader in leaders.items()}
-                await asyncio.sleep(0.02)
+        return await settle(self.live, (group_id(g) for g in range(self.groups)), timeout_s)
 
     async def metrics(self, store_id: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every sample of a store's ``/metrics``: (name, sorted labels) → value."""
@@ -119,10 +78,7 @@ class ShardedStores:
 
     async def stop_store(self, store_id: str) -> None:
         """Stop a store as a crash would look to a client: its port closes, its groups go."""
-        r = self.running[store_id]
-        r.up = False
-        await r.runner.cleanup()
-        await r.store.stop()
+        await self.running[store_id].stop()
 
     async def stop(self) -> None:
         await self.session.close()
@@ -133,31 +89,9 @@ class ShardedStores:
 
 async def start_stores(count: int = 3, groups: int = 4) -> ShardedStores:
     """``count`` stores of ``groups`` groups (RF 3), every group with a leader."""
-    ids = [f"s{i + 1}" for i in range(count)]
-    ports = free_ports(count)
-    urls = {s: f"http://127.0.0.1:{p}" for s, p in zip(ids, ports, strict=True)}
-    cmap = ClusterMap.bootstrap([StoreInfo(s, f"host-{s}") for s in ids], groups, 3)
-    placement = {group_id(p.group): list(p.voters) for p in cmap.placements}
-    settings = ServerSettings(peer_urls=urls, leader_wait_s=3.0, forward_timeout_s=5.0)
-    running: dict[str, Running] = {}
-    for sid, port in zip(ids, ports, strict=True):
-        network = HttpNetwork(sid, port=port, node_addresses=urls, timeout=1.0)
-        store = Store(
-            sid,
-            network,
-            groups=groups,
-            placement=placement,
-            storage=lambda gid: MemoryStorage(),
-            machine=lambda gid: CacheStateMachine(),
-            config=CONFIG,
-            clock=time.time,
-        )
-        app = create_store_app(store, settings, mount=network.mount)
-        runner = web.AppRunner(app, access_log=None, auto_decompress=False)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        running[sid] = Running(store, runner, urls[sid])
-    await asyncio.gather(*(r.store.start() for r in running.values()))
+    _, running = await start_servers(
+        store_ids(count), groups=groups, machine=lambda gid: CacheStateMachine()
+    )
     stores = ShardedStores(groups, running, aiohttp.ClientSession())
     await stores.settled()
     return stores
