@@ -29,39 +29,29 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from raftcache.network.http import HttpNetwork
 from raftcache.raft.core import Role
 from raftcache.raft.errors import MembershipChangeError
 from raftcache.raft.node import RaftNode
-from raftcache.server.app import create_store_app
-from raftcache.server.context import ServerSettings
-from raftcache.server.groups import STORE_FRONT, RemoteNode, StoreFront
-from raftcache.server.lean.front import LeanSite
-from raftcache.sharding.clustermap import ClusterMap
-from raftcache.sharding.clustermap import Store as StoreInfo
+from raftcache.server.groups import RemoteNode
 from raftcache.slots import key_group
-from raftcache.storage.memory import MemoryStorage
 from raftcache.store import Store, group_id
+from tests.store.stores_http import (
+    StoreServer,
+    bootstrap_placement,
+    group_leader,
+    loopback,
+    serve_store,
+    settle,
+    store_settings,
+)
 
-from .cluster import fast_raft, free_ports
+from .cluster import fast_raft
 
 STORES = ("s1", "s2", "s3", "s4")
 GROUPS = 2
 #: Answers a client retries: nothing happened (503), or it may have (504; a SET of the same
 #: value again is harmless).
 RETRIABLE = frozenset({503, 504})
-
-
-@dataclass
-class Running:
-    store: Store
-    app: web.Application
-    runner: web.AppRunner
-    url: str
-
-    @property
-    def front(self) -> StoreFront:
-        return self.app[STORE_FRONT]
 
 
 @dataclass
@@ -86,11 +76,9 @@ class MovingStores:
     """Four stores of two groups; ``move`` moves a replica as the placement driver does."""
 
     def __init__(self) -> None:
-        self.ports = dict(zip(STORES, free_ports(len(STORES)), strict=True))
-        self.urls = {s: f"http://127.0.0.1:{p}" for s, p in self.ports.items()}
-        cmap = ClusterMap.bootstrap([StoreInfo(s, f"host-{s}") for s in STORES], GROUPS, 3)
-        self.placement = {group_id(p.group): list(p.voters) for p in cmap.placements}
-        self.running: dict[str, Running] = {}
+        self.ports, self.urls = loopback(STORES)
+        self.placement = bootstrap_placement(STORES, GROUPS)
+        self.running: dict[str, StoreServer] = {}
         self.session = aiohttp.ClientSession()
         #: Awaited first by ``stop`` (what ``start``'s ``extra`` started).
         self.cleanups: list[Callable[[], Awaitable[None]]] = []
@@ -99,24 +87,14 @@ class MovingStores:
         """Start every store (no ``peer_addresses``: a replica id of a later incarnation is
         turned into its store's URL by the fronts alone); ``extra`` runs once each store's
         HTTP port listens, before the stores start."""
-        settings = ServerSettings(peer_urls=self.urls, leader_wait_s=3.0, forward_timeout_s=5.0)
+        settings = store_settings(self.urls)
         for sid, port in self.ports.items():
-            network = HttpNetwork(sid, port=port, node_addresses=self.urls, timeout=1.0)
-            store = Store(
-                sid,
-                network,
-                groups=GROUPS,
-                placement=self.placement,
-                storage=lambda gid: MemoryStorage(),
-                config=fast_raft(),
-                clock=time.time,
-            )
-            app = create_store_app(store, settings, mount=network.mount)
-            runner = web.AppRunner(app, access_log=None, auto_decompress=False)
-            await runner.setup()
-            self.running[sid] = Running(store, app, runner, self.urls[sid])
-            await LeanSite(runner, "127.0.0.1", port).start()
-            await extra(sid, store, app)
+            r = await serve_store(
+                sid, port, self.urls, settings, groups=GROUPS, placement=self.placement,
+                config=fast_raft(), lean=True,
+            )  # fmt: skip
+            self.running[sid] = r
+            await extra(sid, r.store, r.app)
         await asyncio.gather(*(r.store.start() for r in self.running.values()))
         await self.settled()
 
@@ -125,26 +103,17 @@ class MovingStores:
             await cleanup()
         await self.session.close()
         for r in self.running.values():
-            await r.runner.cleanup()
-            await r.store.stop()
+            await r.stop()
+
+    def stores(self) -> dict[str, Store]:
+        return {sid: r.store for sid, r in self.running.items()}
 
     def leader(self, gid: str) -> tuple[str, RaftNode] | None:
         """The store leading ``gid`` and its replica's node, once every replica knows it."""
-        replicas = [
-            r.store.replicas[gid].node for r in self.running.values() if gid in r.store.replicas
-        ]
-        for sid, r in self.running.items():
-            replica = r.store.replicas.get(gid)
-            if replica is not None and replica.node.role is Role.LEADER:
-                node = replica.node
-                if all(n.leader_id == node.node_id for n in replicas):
-                    return sid, node
-        return None
+        return group_leader(self.stores(), gid)
 
     async def settled(self, timeout_s: float = 10.0) -> None:
-        async with asyncio.timeout(timeout_s):
-            while not all(self.leader(gid) for gid in self.placement):
-                await asyncio.sleep(0.02)
+        await settle(self.stores, self.placement, timeout_s)
 
     def plan(self) -> Move:
         """The move to make: group g0's leader store gives its replica to the store that
