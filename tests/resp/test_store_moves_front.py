@@ -15,7 +15,6 @@ the leader ``<store>.1``.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -28,8 +27,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from raftcache.resp.server import RespServer
 from raftcache.resp.shards import RemoteRouter, ReplicaRouter, ShardedRouter
-from raftcache.resp.topology import Advertised, HttpStatusFetcher, join_address, store_topology
-from raftcache.server.context import CONTEXT
 from raftcache.slots import group_range, key_slot
 from raftcache.store import Store, group_id
 from tests.server.test_store_moves_front import (
@@ -42,6 +39,7 @@ from tests.server.test_store_moves_front import (
     keep_going,
     run_during,
 )
+from tests.store.stores_http import open_resp_ports
 
 #: What a RESP client retries: nothing happened (TRYAGAIN, CLUSTERDOWN: a cluster client
 #: refreshes its slots), or a SET of the same value may be repeated (INDETERMINATE).
@@ -55,28 +53,9 @@ class RespStores(MovingStores):
         self.cluster: dict[str, RespServer] = {}
 
     async def add_resp(self, sid: str, store: Store, app: web.Application) -> None:
-        fetcher = HttpStatusFetcher(token=None, ssl_context=None)
-        topology = store_topology(
-            store, Advertised(), fetcher, peer_urls=self.urls, refresh_s=0.1, on_stop=fetcher.close
-        )
-        common: dict[str, Any] = {
-            "store": store,
-            "clock": time.time,
-            "peer_urls": self.urls,
-            "leader_wait_s": 3.0,
-            "topology": topology,
-        }
-        plain = RespServer(None, None, **common)
-        cluster = RespServer(None, None, cluster_mode=True, **common)
-        await plain.start()
-        await cluster.start()
-        self.cleanups += [plain.stop, cluster.stop, topology.stop]
-        own = Advertised(
-            join_address("127.0.0.1", plain.port), join_address("127.0.0.1", cluster.port)
-        )
-        app[CONTEXT].resp_endpoints = own.to_json()
-        topology.set_own(own)
-        self.plain[sid], self.cluster[sid] = plain, cluster
+        ports = await open_resp_ports(store, app, self.urls)
+        self.cleanups.append(ports.stop)
+        self.plain[sid], self.cluster[sid] = ports.plain, ports.cluster
 
     def start_topologies(self) -> None:
         for server in self.cluster.values():

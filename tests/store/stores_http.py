@@ -7,8 +7,9 @@ runs a store — builds them here and keeps in its own file only what its case a
 replica moves, metrics). ``loopback`` and ``bootstrap_placement`` give the addresses and the
 placement, ``http_store`` one store over its network, ``serve_store`` that store on its port,
 ``start_stores`` all of them started, ``group_leader``/``settle`` the leaders every replica
-knows, ``StoreServer.stop`` the way down. What the copies differed in (store count, groups,
-placement, settings, Raft timings, front, machines, ``peer_addresses``) is a parameter.
+knows, ``StoreServer.stop`` the way down, ``open_resp_ports`` a store's RESP ports. What the
+copies differed in (store count, groups, placement, settings, Raft timings, front, machines,
+``peer_addresses``) is a parameter.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -24,8 +26,16 @@ from raftcache.network.http import HttpNetwork
 from raftcache.raft.config import RaftConfig
 from raftcache.raft.core import Role
 from raftcache.raft.node import RaftNode
+from raftcache.resp.server import RespServer
+from raftcache.resp.topology import (
+    Advertised,
+    HttpStatusFetcher,
+    StoreTopology,
+    join_address,
+    store_topology,
+)
 from raftcache.server.app import create_store_app
-from raftcache.server.context import ServerSettings
+from raftcache.server.context import CONTEXT, ServerSettings
 from raftcache.server.drain import DRAIN
 from raftcache.server.groups import STORE_FRONT, StoreFront
 from raftcache.server.lean.front import LeanSite
@@ -197,6 +207,45 @@ async def start_stores(
             await each(running[sid])
     await asyncio.gather(*(r.store.start() for r in running.values()))
     return urls, running
+
+
+@dataclass
+class RespPorts:
+    """A store's two RESP ports (plain, cluster mode) and the topology they share, which polls
+    the stores' ``/v1/status``; not started (``topology.start()``)."""
+
+    plain: RespServer
+    cluster: RespServer
+    topology: StoreTopology
+
+    async def stop(self) -> None:
+        await self.plain.stop()
+        await self.cluster.stop()
+        await self.topology.stop()
+
+
+async def open_resp_ports(store: Store, app: web.Application, urls: Mapping[str, str]) -> RespPorts:
+    """Listen on a plain and a cluster-mode RESP port for ``store`` (wall clock, as ``raftcache
+    serve`` runs them), advertised in its application's ``/v1/status``."""
+    fetcher = HttpStatusFetcher(token=None, ssl_context=None)
+    topology = store_topology(
+        store, Advertised(), fetcher, peer_urls=urls, refresh_s=0.1, on_stop=fetcher.close
+    )
+    common: dict[str, Any] = {
+        "store": store,
+        "clock": time.time,
+        "peer_urls": urls,
+        "leader_wait_s": 3.0,
+        "topology": topology,
+    }
+    plain = RespServer(None, None, **common)
+    cluster = RespServer(None, None, cluster_mode=True, **common)
+    await plain.start()
+    await cluster.start()
+    own = Advertised(join_address("127.0.0.1", plain.port), join_address("127.0.0.1", cluster.port))
+    app[CONTEXT].resp_endpoints = own.to_json()
+    topology.set_own(own)
+    return RespPorts(plain, cluster, topology)
 
 
 def role_leader(stores: Mapping[str, Store], gid: str) -> str | None:
