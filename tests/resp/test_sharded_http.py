@@ -21,30 +21,28 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from aiohttp import web
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ClusterCrossSlotError, MovedError
 
-from raftcache.network.http import HttpNetwork
-from raftcache.raft.core import Role
 from raftcache.resp.leader import EXPIRES_HEADER
 from raftcache.resp.server import RespServer
 from raftcache.resp.topology import (
-    Advertised,
-    HttpStatusFetcher,
-    StoreTopology,
     cluster_node_id,
-    join_address,
-    store_topology,
 )
-from raftcache.server.app import create_store_app
-from raftcache.server.context import CONTEXT, ServerSettings
-from raftcache.sharding.clustermap import ClusterMap
-from raftcache.sharding.clustermap import Store as StoreInfo
 from raftcache.slots import group_range, key_slot
-from raftcache.storage.memory import MemoryStorage
 from raftcache.store import Store, group_id
-from tests.server.cluster import fast_raft, free_ports
+from tests.server.cluster import fast_raft
+from tests.store.stores_http import (
+    RespPorts,
+    StoreServer,
+    bootstrap_placement,
+    group_leader,
+    loopback,
+    open_resp_ports,
+    serve_store,
+    settle,
+    store_settings,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -54,96 +52,55 @@ GROUPS = 4
 
 @dataclass
 class Running:
-    store: Store
-    runner: web.AppRunner
-    plain: RespServer
-    cluster: RespServer
-    topology: StoreTopology
+    server: StoreServer
+    resp: RespPorts
+
+    @property
+    def store(self) -> Store:
+        return self.server.store
+
+    @property
+    def plain(self) -> RespServer:
+        return self.resp.plain
+
+    @property
+    def cluster(self) -> RespServer:
+        return self.resp.cluster
 
 
 class HttpStores:
     def __init__(self) -> None:
-        self.ports = dict(zip(STORES, free_ports(len(STORES)), strict=True))
-        self.urls = {s: f"http://127.0.0.1:{p}" for s, p in self.ports.items()}
-        cmap = ClusterMap.bootstrap([StoreInfo(s, f"host-{s}") for s in STORES], GROUPS, 3)
-        self.placement = {group_id(p.group): list(p.voters) for p in cmap.placements}
+        self.ports, self.urls = loopback(STORES)
+        self.placement = bootstrap_placement(STORES, GROUPS)
         self.running: dict[str, Running] = {}
 
     async def start(self) -> None:
-        settings = ServerSettings(peer_urls=self.urls, leader_wait_s=3.0, forward_timeout_s=5.0)
+        settings = store_settings(self.urls)
         for sid, port in self.ports.items():
-            network = HttpNetwork(sid, port=port, node_addresses=self.urls, timeout=1.0)
-            store = Store(
-                sid,
-                network,
-                groups=GROUPS,
-                placement=self.placement,
-                storage=lambda gid: MemoryStorage(),
-                config=fast_raft(),
-                clock=time.time,
-                peer_addresses=self.urls,
-            )
-            app = create_store_app(store, settings, mount=network.mount)
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            try:
-                await web.TCPSite(runner, "127.0.0.1", port).start()
-            except BaseException:
-                await runner.cleanup()
-                raise
-            fetcher = HttpStatusFetcher(token=None, ssl_context=None)
-            topology = store_topology(
-                store, Advertised(), fetcher, peer_urls=self.urls, refresh_s=0.1,
-                on_stop=fetcher.close,
+            server = await serve_store(
+                sid, port, self.urls, settings, groups=GROUPS, placement=self.placement,
+                config=fast_raft(), peer_addresses=self.urls, auto_decompress=True,
             )  # fmt: skip
-            common: dict[str, Any] = {
-                "store": store,
-                "clock": time.time,
-                "peer_urls": self.urls,
-                "leader_wait_s": 3.0,
-                "topology": topology,
-            }
-            plain = RespServer(None, None, **common)
-            cluster = RespServer(None, None, cluster_mode=True, **common)
-            await plain.start()
-            await cluster.start()
-            own = Advertised(
-                join_address("127.0.0.1", plain.port), join_address("127.0.0.1", cluster.port)
-            )
-            app[CONTEXT].resp_endpoints = own.to_json()
-            topology.set_own(own)
-            self.running[sid] = Running(store, runner, plain, cluster, topology)
+            resp = await open_resp_ports(server.store, server.app, self.urls)
+            self.running[sid] = Running(server, resp)
         await asyncio.gather(*(r.store.start() for r in self.running.values()))
         for r in self.running.values():
-            r.topology.start()
+            r.resp.topology.start()
 
     async def stop(self) -> None:
         for r in self.running.values():
-            await r.plain.stop()
-            await r.cluster.stop()
-            await r.topology.stop()
-            await r.runner.cleanup()
-            await r.store.stop()
+            await r.resp.stop()
+            await r.server.stop()
+
+    def stores(self) -> dict[str, Store]:
+        return {sid: r.store for sid, r in self.running.items()}
 
     def leader(self, gid: str) -> str | None:
-        for sid, r in self.running.items():
-            replica = r.store.replicas.get(gid)
-            if replica is not None and replica.node.role is Role.LEADER:
-                known = {
-                    x.store.replicas[gid].node.leader_id
-                    for x in self.running.values()
-                    if gid in x.store.replicas
-                }
-                return sid if known == {sid} else None
-        return None
+        found = group_leader(self.stores(), gid)
+        return None if found is None else found[0]
 
     async def settle(self, timeout_s: float = 15.0) -> dict[str, str]:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                leaders = {gid: self.leader(gid) for gid in self.placement}
-                if all(leaders.values()):
-                    return {gid: leader for gid, leader in leaders.items() if leader}
-                await asyncio.sleep(0.02)
+        return await settle(self.stores, self.placement, timeout_s)
 
     async def lead(self, gid: str, store_id: str | None, away_from: str | None = None) -> None:
         leaders = await self.settle()
