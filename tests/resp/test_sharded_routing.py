@@ -25,19 +25,21 @@ from redis.exceptions import ClusterCrossSlotError, ResponseError
 from raftcache.cache.commands import BatchOp
 from raftcache.cache.entries import Item
 from raftcache.cache.results import BatchItem
-from raftcache.network.http import HttpNetwork
 from raftcache.raft.core import Role
 from raftcache.raft.errors import NotLeaderError
 from raftcache.resp.backend import Backend, LocalBackend, Router
 from raftcache.resp.leader import LeaderMovedError
 from raftcache.resp.server import RespServer
 from raftcache.resp.shards import RemoteRouter, ShardedRouter
-from raftcache.sharding.clustermap import ClusterMap
-from raftcache.sharding.clustermap import Store as StoreInfo
 from raftcache.slots import key_slot
-from raftcache.storage.memory import MemoryStorage
-from raftcache.store import Store, group_id
-from tests.server.cluster import fast_raft, free_ports
+from tests.server.cluster import fast_raft
+from tests.store.stores_http import (
+    bootstrap_placement,
+    group_leader,
+    http_store,
+    loopback,
+    settle,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -51,23 +53,15 @@ class ShardedStores:
     them), in process, over real HTTP transports on loopback."""
 
     def __init__(self) -> None:
-        ports = free_ports(len(STORES))
-        self.urls = {s: f"http://127.0.0.1:{p}" for s, p in zip(STORES, ports, strict=True)}
-        cmap = ClusterMap.bootstrap([StoreInfo(s, f"host-{s}") for s in STORES], GROUPS, 3)
-        self.placement = {group_id(p.group): list(p.voters) for p in cmap.placements}
+        ports, self.urls = loopback(STORES)
+        self.placement = bootstrap_placement(STORES, GROUPS)
         self.stores = {
-            s: Store(
-                s,
-                HttpNetwork(s, port=port, node_addresses=self.urls, timeout=1.0),
-                groups=GROUPS,
-                placement=self.placement,
-                storage=lambda gid: MemoryStorage(),
-                config=fast_raft(),
-                clock=time.time,
+            s: http_store(
+                s, port, self.urls, groups=GROUPS, placement=self.placement, config=fast_raft(),
                 peer_addresses=self.urls,
-            )
-            for s, port in zip(STORES, ports, strict=True)
-        }
+            )[0]
+            for s, port in ports.items()
+        }  # fmt: skip
         self.calls: Counter[tuple[str, str]] = Counter()  # (store, group) → requests taken
         self.refused: Counter[tuple[str, str]] = Counter()  # … answered "not the leader"
 
@@ -86,24 +80,12 @@ class ShardedStores:
 
     def leader(self, gid: str) -> str | None:
         """The store leading ``gid``, once every replica of it agrees."""
-        seen = {
-            store.replicas[gid].node.leader_id
-            for store in self.stores.values()
-            if gid in store.replicas
-        }
-        leader = seen.pop() if len(seen) == 1 else None
-        if leader is None or self.stores[leader].replicas[gid].node.role is not Role.LEADER:
-            return None
-        return leader
+        found = group_leader(self.stores, gid)
+        return None if found is None else found[0]
 
     async def settle(self, timeout_s: float = 15.0) -> dict[str, str]:
         """Every group led (and known to be by its replicas); group → its leader store."""
-        async with asyncio.timeout(timeout_s):
-            while True:
-                leaders = {gid: self.leader(gid) for gid in self.placement}
-                if all(leaders.values()):
-                    return {gid: leader for gid, leader in leaders.items() if leader}
-                await asyncio.sleep(0.02)
+        return await settle(lambda: self.stores, self.placement, timeout_s)
 
     async def lead(self, gid: str, store_id: str | None, away_from: str | None = None) -> None:
         """Make ``store_id`` lead ``gid`` (or anyone but ``away_from``)."""
