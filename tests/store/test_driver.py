@@ -12,7 +12,6 @@ every acknowledged write is read back at the end from each group's leader.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,24 +21,11 @@ import pytest
 from aiohttp import web
 
 from raftcache.network.groups import store_of
-from raftcache.network.http import HttpNetwork
-from raftcache.raft.config import RaftConfig
 from raftcache.raft.core import Role
-from raftcache.server.app import create_store_app
-from raftcache.server.context import ServerSettings
-from raftcache.storage.memory import MemoryStorage
 from raftcache.store import GroupReplica, Store
 from raftcache.store.driver import PlacementDriver, http_requester
-from tests.server.cluster import free_ports
+from tests.store.stores_http import start_stores
 
-CONFIG = RaftConfig(
-    election_timeout_min=0.3,
-    election_timeout_max=0.6,
-    heartbeat_interval=0.05,
-    tick_interval=0.01,
-    rpc_timeout=0.5,
-    propose_timeout=5.0,
-)
 IDS = ("s1", "s2", "s3", "s4")
 PLACEMENT = {"g0": ["s1", "s2", "s3"], "g1": ["s2", "s3", "s1"]}
 
@@ -64,35 +50,19 @@ class Cluster:
 
 @pytest.fixture
 async def cluster() -> AsyncIterator[Cluster]:
-    ports = free_ports(len(IDS))
-    urls = {s: f"http://127.0.0.1:{p}" for s, p in zip(IDS, ports, strict=True)}
-    settings = ServerSettings(peer_urls=urls, leader_wait_s=3.0, forward_timeout_s=10.0)
-    stores: dict[str, Store] = {}
-    runners: list[web.AppRunner] = []
-    for sid, port in zip(IDS, ports, strict=True):
-        network = HttpNetwork(sid, port=port, node_addresses=urls, timeout=1.0)
-        store = Store(
-            sid,
-            network,
-            groups=2,
-            placement=PLACEMENT,
-            storage=lambda gid: MemoryStorage(),
-            config=CONFIG,
-            clock=time.time,
-            peer_addresses=urls,
-        )
-        runner = web.AppRunner(create_store_app(store, settings, mount=network.mount))
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        stores[sid], runners = store, [*runners, runner]
-    await asyncio.gather(*(s.start() for s in stores.values()))
+    urls, running = await start_stores(
+        IDS, groups=2, placement=PLACEMENT, forward_timeout_s=10.0, peer_addresses=True,
+        auto_decompress=True,
+    )  # fmt: skip
     try:
-        yield Cluster(stores, runners, urls)
+        yield Cluster(
+            {sid: r.store for sid, r in running.items()}, [r.runner for r in running.values()], urls
+        )
     finally:
-        for runner in runners:
-            await runner.cleanup()
-        for store in stores.values():
-            await store.stop()
+        for r in running.values():
+            await r.runner.cleanup()
+        for r in running.values():
+            await r.store.stop()
 
 
 async def _writer(cluster: Cluster, stop: asyncio.Event, acked: dict[str, bytes]) -> None:
