@@ -24,12 +24,12 @@ from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.watch import WatchHistory
 from raftcache.server.app import create_app
 from raftcache.slots import key_group, key_slot
-from raftcache.store import Store, group_id
+from raftcache.store import group_id
 from tests.store.stores_http import (
+    RunningStores,
     StoreServer,
     bootstrap_placement,
-    role_leader,
-    settle,
+    keys_of,
     start_stores,
     store_ids,
 )
@@ -40,25 +40,9 @@ GROUPS = 4
 
 
 @dataclass
-class Stores:
-    running: dict[str, StoreServer]
-    session: aiohttp.ClientSession
-    placement: dict[str, list[str]]
-    lean: bool
+class Stores(RunningStores):
+    lean: bool = False
     served: list[int] = field(default_factory=list)
-
-    def url(self, store_id: str) -> str:
-        return self.running[store_id].url
-
-    def stores(self) -> dict[str, Store]:
-        return {sid: r.store for sid, r in self.running.items()}
-
-    def leader_of(self, gid: str) -> str | None:
-        return role_leader(self.stores(), gid)
-
-    async def settled(self, timeout_s: float = 15.0) -> None:
-        """Every group has a leader that each of its replicas knows."""
-        await settle(self.stores, (group_id(g) for g in range(GROUPS)), timeout_s)
 
     def lean_served(self) -> int:
         return sum(r.lean_served for r in self.running.values())
@@ -74,7 +58,7 @@ async def _start(count: int, lean: bool) -> Stores:
         lean=lean,
         machine=lambda gid: CacheStateMachine(watch=WatchHistory()),
     )
-    stores = Stores(running, aiohttp.ClientSession(), placement, lean)
+    stores = Stores(GROUPS, running, aiohttp.ClientSession(), placement, lean)
     await stores.settled()
     return stores
 
@@ -84,9 +68,7 @@ async def _stop_one(r: StoreServer) -> None:
 
 
 async def _stop(stores: Stores) -> None:
-    await stores.session.close()
-    for r in stores.running.values():
-        await _stop_one(r)
+    await stores.stop(drain_s=5.0)
 
 
 @pytest.fixture(params=["aiohttp", "lean"])
@@ -105,14 +87,7 @@ async def four() -> AsyncIterator[Stores]:
 
 def keys_in(group: int, count: int, prefix: str = "k") -> list[str]:
     """``count`` keys of ``group`` (among GROUPS)."""
-    found: list[str] = []
-    i = 0
-    while len(found) < count:
-        key = f"{prefix}{i}"
-        if key_group(key, GROUPS) == group:
-            found.append(key)
-        i += 1
-    return found
+    return keys_of(group, GROUPS, count, prefix)
 
 
 async def _json(resp: aiohttp.ClientResponse) -> dict[str, Any]:

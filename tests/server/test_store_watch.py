@@ -20,7 +20,6 @@ import re
 import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import aiohttp
 import orjson
@@ -35,12 +34,12 @@ from raftcache.server.errors import ApiError
 from raftcache.server.routes_watch import WatchSettings
 from raftcache.server.routes_watch_groups import format_token, parse_token
 from raftcache.slots import key_group
-from raftcache.store import Store, group_id
+from raftcache.store import group_id
 from tests.store.stores_http import (
+    RunningStores,
     StoreServer,
     bootstrap_placement,
-    role_leader,
-    settle,
+    keys_of,
     start_stores,
     store_ids,
 )
@@ -50,25 +49,7 @@ GUARD_S = 15.0  # a hang guard only
 TOKEN = re.compile(r"g0:\d+,g1:\d+,g2:\d+,g3:\d+")
 
 
-@dataclass
-class Stores:
-    running: dict[str, StoreServer]
-    session: aiohttp.ClientSession
-    placement: dict[str, list[str]]
-
-    def url(self, store_id: str) -> str:
-        return self.running[store_id].url
-
-    def stores(self) -> dict[str, Store]:
-        return {sid: r.store for sid, r in self.running.items()}
-
-    def leader_of(self, gid: str) -> str | None:
-        return role_leader(self.stores(), gid)
-
-    async def settled(self) -> None:
-        """Every group has a leader that each of its running replicas knows."""
-        await settle(self.stores, (group_id(g) for g in range(GROUPS)), GUARD_S)
-
+class Stores(RunningStores):
     def lacking(self) -> tuple[str, str]:
         """A store and the group it holds no replica of."""
         return next((sid, gid) for sid, r in self.running.items() for gid in sorted(r.store.remote))
@@ -89,7 +70,7 @@ async def _start(count: int) -> Stores:
         machine=lambda gid: CacheStateMachine(watch=WatchHistory()),
         watch=WatchSettings(heartbeat_s=0.2, relay_timeout_s=1.0),
     )
-    stores = Stores(running, aiohttp.ClientSession(), placement)
+    stores = Stores(GROUPS, running, aiohttp.ClientSession(), placement)
     await stores.settled()
     return stores
 
@@ -99,9 +80,7 @@ async def _stop_one(r: StoreServer) -> None:
 
 
 async def _stop(stores: Stores) -> None:
-    await stores.session.close()
-    for r in stores.running.values():
-        await _stop_one(r)
+    await stores.stop(drain_s=5.0)
 
 
 @pytest.fixture(params=[3, 4], ids=["3-stores", "4-stores"])
@@ -119,14 +98,7 @@ async def four() -> AsyncIterator[Stores]:
 
 
 def keys_in(group: int, count: int, prefix: str) -> list[str]:
-    found: list[str] = []
-    i = 0
-    while len(found) < count:
-        key = f"{prefix}{i}"
-        if key_group(key, GROUPS) == group:
-            found.append(key)
-        i += 1
-    return found
+    return keys_of(group, GROUPS, count, prefix)
 
 
 def versions_of(token: str) -> dict[str, int]:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from raftcache.network.http import HttpNetwork
@@ -42,6 +43,7 @@ from raftcache.server.lean.front import LeanSite
 from raftcache.server.routes_watch import WatchSettings
 from raftcache.sharding.clustermap import ClusterMap
 from raftcache.sharding.clustermap import Store as StoreInfo
+from raftcache.slots import key_group
 from raftcache.storage.memory import MemoryStorage
 from raftcache.store import Store, group_id
 from raftcache.store.store import MachineFactory
@@ -246,6 +248,49 @@ async def open_resp_ports(store: Store, app: web.Application, urls: Mapping[str,
     app[CONTEXT].resp_endpoints = own.to_json()
     topology.set_own(own)
     return RespPorts(plain, cluster, topology)
+
+
+@dataclass
+class RunningStores:
+    """Started stores (``start_stores``) and a client session: what a test of a sharded
+    cluster's HTTP fronts drives. Stopped stores (``up`` false) are left out of the leaders."""
+
+    groups: int
+    running: dict[str, StoreServer]
+    session: aiohttp.ClientSession
+    placement: dict[str, list[str]]
+
+    def url(self, store_id: str) -> str:
+        return self.running[store_id].url
+
+    def live(self) -> dict[str, Store]:
+        return {sid: r.store for sid, r in self.running.items() if r.up}
+
+    def leader_of(self, gid: str) -> str | None:
+        return role_leader(self.live(), gid)
+
+    async def settled(self, timeout_s: float = 15.0) -> dict[str, str]:
+        """Group id → leader, once every group has a leader all its live replicas know."""
+        return await settle(self.live, (group_id(g) for g in range(self.groups)), timeout_s)
+
+    async def stop(self, drain_s: float | None = None) -> None:
+        """Close the session, then stop every live store (``StoreServer.stop``)."""
+        await self.session.close()
+        for r in self.running.values():
+            if r.up:
+                await r.stop(drain_s)
+
+
+def keys_of(group: int, groups: int, count: int, prefix: str = "k") -> list[str]:
+    """``count`` keys of ``group`` (among ``groups``): ``<prefix>0``, ``<prefix>1``, …"""
+    found: list[str] = []
+    i = 0
+    while len(found) < count:
+        key = f"{prefix}{i}"
+        if key_group(key, groups) == group:
+            found.append(key)
+        i += 1
+    return found
 
 
 def role_leader(stores: Mapping[str, Store], gid: str) -> str | None:
