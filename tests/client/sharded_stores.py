@@ -5,43 +5,24 @@ balancer, so that leaders move only when a test moves them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from raftcache.cache.machine import CacheStateMachine
-from raftcache.slots import key_group
-from raftcache.store import Store, group_id
-from tests.store.stores_http import StoreServer, role_leader, settle, store_ids
+from raftcache.store import group_id
+from tests.store.stores_http import RunningStores, bootstrap_placement, keys_of, store_ids
 from tests.store.stores_http import start_stores as start_servers
 
+__all__ = ["ShardedStores", "keys_of", "start_stores"]
 
-@dataclass
-class ShardedStores:
-    groups: int
-    running: dict[str, StoreServer]
-    session: aiohttp.ClientSession
 
+class ShardedStores(RunningStores):
     @property
     def endpoints(self) -> list[str]:
         return [r.url for r in self.running.values()]
 
-    def url(self, store_id: str) -> str:
-        return self.running[store_id].url
-
-    def live(self) -> dict[str, Store]:
-        return {sid: r.store for sid, r in self.running.items() if r.up}
-
-    def leader_of(self, gid: str) -> str | None:
-        return role_leader(self.live(), gid)
-
     def leaders(self) -> dict[str, str | None]:
         return {group_id(g): self.leader_of(group_id(g)) for g in range(self.groups)}
-
-    async def settled(self, timeout_s: float = 15.0) -> dict[str, str]:
-        """Group id → leader, once every group has a leader all its live replicas know."""
-        return await settle(self.live, (group_id(g) for g in range(self.groups)), timeout_s)
 
     async def metrics(self, store_id: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every sample of a store's ``/metrics``: (name, sorted labels) → value."""
@@ -80,30 +61,14 @@ class ShardedStores:
         """Stop a store as a crash would look to a client: its port closes, its groups go."""
         await self.running[store_id].stop()
 
-    async def stop(self) -> None:
-        await self.session.close()
-        for sid, r in self.running.items():
-            if r.up:
-                await self.stop_store(sid)
-
 
 async def start_stores(count: int = 3, groups: int = 4) -> ShardedStores:
     """``count`` stores of ``groups`` groups (RF 3), every group with a leader."""
+    ids = store_ids(count)
+    placement = bootstrap_placement(ids, groups)
     _, running = await start_servers(
-        store_ids(count), groups=groups, machine=lambda gid: CacheStateMachine()
+        ids, groups=groups, placement=placement, machine=lambda gid: CacheStateMachine()
     )
-    stores = ShardedStores(groups, running, aiohttp.ClientSession())
+    stores = ShardedStores(groups, running, aiohttp.ClientSession(), placement)
     await stores.settled()
     return stores
-
-
-def keys_of(group: int, groups: int, count: int, prefix: str = "k") -> list[str]:
-    """``count`` keys of ``group`` (among ``groups``)."""
-    found: list[str] = []
-    i = 0
-    while len(found) < count:
-        key = f"{prefix}{i}"
-        if key_group(key, groups) == group:
-            found.append(key)
-        i += 1
-    return found
