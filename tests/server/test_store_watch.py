@@ -292,6 +292,11 @@ async def test_a_start_older_than_a_groups_history_is_a_410(four: Stores) -> Non
     via, gid = four.lacking()
     key = keys_in(int(gid[1:]), 1, "c:")[0]
     await four.put(key, "x", via)
+    replicas = [r.store.replicas[gid] for r in four.running.values() if gid in r.store.replicas]
+    async with asyncio.timeout(GUARD_S):  # every replica applied the write before the reset:
+        # a replica resetting before it applied anything would keep the write in its history
+        while len({r.node.last_applied for r in replicas}) > 1 or not replicas[0].node.last_applied:
+            await asyncio.sleep(0.01)
     for r in four.running.values():  # as a snapshot installed on every replica would
         replica = r.store.replicas.get(gid)
         if replica is not None:
@@ -300,10 +305,13 @@ async def test_a_start_older_than_a_groups_history_is_a_410(four: Stores) -> Non
             history.reset(history.last_index)
     hosting = next(sid for sid in four.running if gid in four.running[sid].store.replicas)
     for where in (via, hosting):  # relayed from another store, and from the local history
-        async with four.session.get(
-            f"{four.url(where)}/v1/watch", params={"prefix": "c:", "from_version": "0"}
-        ) as resp:
-            assert resp.status == 410, await resp.text()
+        async with (
+            asyncio.timeout(GUARD_S),
+            four.session.get(
+                f"{four.url(where)}/v1/watch", params={"prefix": "c:", "from_version": "0"}
+            ) as resp,
+        ):
+            assert resp.status == 410, (where, resp.status, await resp.content.read(300))
             body = await resp.json()
         assert set(body) == {"error", "version", "oldest_version", "group"}
         assert body["group"] == gid
@@ -311,8 +319,9 @@ async def test_a_start_older_than_a_groups_history_is_a_410(four: Stores) -> Non
         restart = versions_of(body["version"])
         assert restart[gid] == body["oldest_version"] > 0
         # Re-read, then watch from the token it names: accepted.
-        stream = await open_watch(four, where, prefix="c:", from_version=body["version"])
-        hello = await stream.next()
+        async with asyncio.timeout(GUARD_S):
+            stream = await open_watch(four, where, prefix="c:", from_version=body["version"])
+            hello = await stream.next()
         assert hello.id == body["version"]
         stream.close()
     # The client raises it with the token and the group.
