@@ -101,7 +101,11 @@ async def test_error_results_become_typed_exceptions() -> None:
 async def test_raft_errors_pass_through_and_followers_serve_stale_reads() -> None:
     async with CacheCluster(3, seed=2) as c:
         leader = await c.leader()
-        follower = c.services[c.follower(leader)]
+        follower_id = c.follower(leader)
+        follower = c.services[follower_id]
+        async with asyncio.timeout(5):  # it hears of the new leader at the next heartbeat
+            while c.nodes[follower_id].leader_id != leader:
+                await asyncio.sleep(0.01)
         with pytest.raises(NotLeaderError) as info:
             await follower.set("k", b"v")
         assert info.value.leader_id == leader
