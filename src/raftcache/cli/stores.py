@@ -24,14 +24,15 @@ from raftcache.cli.common import (
     EXIT_OK,
     EXIT_UNAVAILABLE,
     add_client_options,
-    endpoints_of,
     fail,
+    make_client,
     positive_float,
     positive_int,
     run_async,
     ssl_context_of,
     token_of,
 )
+from raftcache.client.errors import RaftcacheError
 from raftcache.store.driver import PlacementDriver, http_requester
 
 CLUSTER_TOKEN_ENV = "RAFTCACHE_CLUSTER_TOKEN"
@@ -81,10 +82,9 @@ def cmd_store(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     cluster_token = args.cluster_token or os.environ.get(CLUSTER_TOKEN_ENV)
-    endpoints = endpoints_of(args)
     connector = aiohttp.TCPConnector(ssl=ssl_context_of(args) or True)
     async with aiohttp.ClientSession(connector=connector) as session:
-        urls, groups = await _discover(session, endpoints, token_of(args), args.timeout)
+        urls, groups = await _discover(args)
         if not urls:
             return fail("store", "no store answered (is it a sharded cluster?)", EXIT_UNAVAILABLE)
         unknown = sorted(set(getattr(args, "stores", ())) - set(urls))
@@ -117,26 +117,15 @@ async def _run(args: argparse.Namespace) -> int:
         )
 
 
-async def _discover(
-    session: aiohttp.ClientSession, endpoints: list[str], token: str | None, timeout_s: float
-) -> tuple[dict[str, str], int]:
+async def _discover(args: argparse.Namespace) -> tuple[dict[str, str], int]:
     """Store id → URL of every store of the cluster (``/v1/shards`` of the first endpoint
     that answers: down stores included, so that the driver can count them down), and G."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    for url in endpoints:
-        try:
-            async with session.get(
-                url.rstrip("/") + "/v1/shards",
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
-            ) as answer:
-                if answer.status != 200:
-                    continue
-                body = await answer.json()
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+    async with make_client(args) as client:
+        answers = await client.poll("/v1/shards", timeout_s=args.timeout)
+    for _, body in answers:
+        if isinstance(body, RaftcacheError):
             continue
-        stores = body.get("stores")
-        groups = body.get("groups")
+        stores, groups = body.get("stores"), body.get("groups")
         if isinstance(stores, dict) and isinstance(groups, int) and groups > 1:
             return {str(k): str(v).rstrip("/") for k, v in stores.items()}, groups
     return {}, 0

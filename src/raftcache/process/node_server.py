@@ -209,17 +209,8 @@ class NodeServer(FrontServer):
         node: the Raft node (not started yet).
         service: the cache service over ``node`` (not started yet).
         app: the aiohttp application serving the node (``create_app``).
-        host: address to listen on.
-        port: port to listen on (0: a free port, read ``.port`` after ``start()``).
-        ssl_context: server TLS context, or None for plain HTTP.
-        shutdown_timeout_s: bound on waiting for in-flight requests at shutdown.
-        transfer_on_shutdown: a leader hands leadership over before it stops (see
-            ``server.handover``; bounded by two election timeouts and ``shutdown_timeout_s``).
-        http_front: ``lean`` (``server.lean.front``: httptools answers the hot key and Raft
-            routes), ``aiohttp`` (aiohttp alone) or ``auto`` (lean when httptools is
-            installed); ``lean-keys``, for A/B measurements: lean, but the Raft routes are
-            served by aiohttp.
-        clock: wall-clock seconds since the epoch, for the lean front's ``Date``.
+        host, port, ssl_context, shutdown_timeout_s, transfer_on_shutdown, http_front, clock:
+            as for ``FrontServer``.
     """
 
     def __init__(
