@@ -17,7 +17,8 @@ answer the whole request's. The key routes of one key, and ``batch`` (one group,
   asked for, the parts not at one instant.
 - ``GET /v1/status``: the single-group fields, of the store's first hosted group (so a reader
   of one group keeps working), plus ``sharding`` and ``groups`` (every group of the cluster;
-  a hosted one with this store's ``replica`` id, its leader and members as Raft names them).
+  a hosted one with this store's ``replica`` id, its leader and members as Raft names them,
+  and on the leader's replica ``follower_lag``: each other replica's match lag, in entries).
 - ``GET /v1/shards``: the cluster map as this store knows it — every group's slots, members
   and leader as store ids (its own replica's view, with the term; for a group it holds no
   replica of, its ``RemoteGroup``'s guess, no term) and every store's URL — for clients that
@@ -244,13 +245,18 @@ def _group_status(front: StoreFront, gid: str) -> dict[str, Any]:
             "members": sorted(front.store.placement[gid]),
         }
     status = node_status(replica.node)
-    return {
+    entry = {
         **base,
         "hosted": True,
         "replica": replica.node.node_id,
         **{k: status[k] for k in ("role", "leader", "term", "commit_index", "last_applied")},
         "members": status["members"],
     }
+    if status["role"] == "leader":
+        # Only the leader knows how far each other replica's log trails its own (match lag);
+        # a follower's own figures cannot tell, so the dashboard also compares indexes.
+        entry["follower_lag"] = replica.node.raft_stats().get("follower_lag", {})
+    return entry
 
 
 async def get_status(request: web.Request) -> web.Response:
