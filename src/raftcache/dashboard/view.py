@@ -9,6 +9,14 @@ applied index trails the leader's commit index. Rates (ops/s) need two successiv
 the browser's business. Divergence alarms (docs/divergence.md) are replicated, so every node
 reports the same set: ``alarms`` is their union over the nodes that answered (one per node id),
 and a row is ``diverged`` when an alarm names it.
+
+Stores hosting many Raft groups (their status has ``sharding``) add ``sharding``: one row per
+group — its leader judged the same way among the stores whose replica claims the role, else the
+leader its replicas name; each replica's lag against that leader's commit index, and the
+leader's match lag (its ``follower_lag``) — and one row per store with its replicas and the
+groups it leads, so the balance shows. A store's top-level figures are those of its first
+hosted group only, which differs from store to store: the page reads ``sharding`` instead. A
+one-group cluster's view has no ``sharding`` key.
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ def cluster_view(answers: Sequence[PeerAnswer], *, self_id: str | None = None) -
     alarms = _alarms(up)
     for row in rows:
         row["diverged"] = row["id"] in alarms
-    return {
+    view: dict[str, Any] = {
         "self": self_id,
         "leader": _str(leader_status.get("id")) if leader is not None else None,
         "leaders": sorted(_str(_status(a).get("id")) or a.node_id for a in claimants),
@@ -62,6 +70,166 @@ def cluster_view(answers: Sequence[PeerAnswer], *, self_id: str | None = None) -
         "nodes": sorted(rows, key=lambda row: str(row["id"])),
         "alarms": [alarms[node] for node in sorted(alarms)],
     }
+    if any(isinstance(_status(a).get("sharding"), Mapping) for a in up):
+        view["sharding"] = sharding_view(answers)
+    return view
+
+
+def sharding_view(answers: Sequence[PeerAnswer]) -> dict[str, Any]:
+    """The groups and the stores of a cluster of stores (``view["sharding"]``).
+
+    Returns:
+        ``{"groups", "replicas", "leaderless", "commit_index", "group_rows", "stores"}``:
+        ``groups`` the count the stores report, ``replicas`` how many replicas the rows list,
+        ``leaderless`` the groups with no leader known, ``commit_index`` the sum of the groups'
+        commit indexes (None while one is unknown: the page's throughput), ``group_rows`` one
+        per group sorted by number, and ``stores`` one per store sorted by id.
+    """
+    stores: dict[str, PeerAnswer] = {}
+    for answer in answers:
+        stores.setdefault(_store_id(answer), answer)
+    entries: dict[str, dict[str, Mapping[str, Any]]] = {}  # group -> store -> its entry
+    counts: list[int] = []
+    for store, answer in stores.items():
+        status = _status(answer)
+        sharding = status.get("sharding")
+        if isinstance(sharding, Mapping) and _int(sharding.get("groups")) is not None:
+            counts.append(sharding["groups"])
+        groups = status.get("groups")
+        for entry in groups if isinstance(groups, list) else []:
+            gid = _str(entry.get("group")) if isinstance(entry, Mapping) else None
+            if gid is not None:
+                entries.setdefault(gid, {}).setdefault(store, entry)
+    group_rows = [_group_row(gid, entries[gid], stores) for gid in sorted(entries, key=_group_key)]
+    leads: dict[str, int] = {}
+    hosted: dict[str, list[str]] = {}
+    lags: dict[str, list[int]] = {}
+    for group in group_rows:
+        if group["leader"] is not None:
+            leads[group["leader"]] = leads.get(group["leader"], 0) + 1
+        for replica in group["replicas"]:
+            hosted.setdefault(replica["store"], []).append(group["group"])
+            if replica["lag"] is not None:
+                lags.setdefault(replica["store"], []).append(replica["lag"])
+    store_rows = [
+        {
+            "store": store,
+            "reachable": store in stores and stores[store].status is not None,
+            "replicas": len(hosted.get(store, [])),
+            "leads": leads.get(store, 0),
+            "groups": hosted.get(store, []),
+            "max_lag": max(lags[store]) if store in lags else None,
+        }
+        for store in sorted(set(stores) | set(hosted))
+    ]
+    commits = [group["commit_index"] for group in group_rows]
+    return {
+        "groups": max(counts) if counts else len(group_rows),
+        "replicas": sum(len(group["replicas"]) for group in group_rows),
+        "leaderless": [group["group"] for group in group_rows if group["leader"] is None],
+        "commit_index": (sum(commits) if commits and all(c is not None for c in commits) else None),
+        "group_rows": group_rows,
+        "stores": store_rows,
+    }
+
+
+def _group_row(
+    gid: str, by_store: Mapping[str, Mapping[str, Any]], stores: Mapping[str, PeerAnswer]
+) -> dict[str, Any]:
+    """One group: its leader, term, commit index and every replica, from the stores' entries."""
+    hosted = {s: e for s, e in by_store.items() if e.get("hosted") is True}
+    replica_ids = {s: _str(e.get("replica")) or s for s, e in hosted.items()}
+    claimants = [s for s, e in hosted.items() if e.get("role") == "leader"]
+    leader = max(claimants, key=lambda s: _int(hosted[s].get("term")) or 0, default=None)
+    if leader is None:  # the leader's store did not answer: the leader its replicas name
+        named = [
+            (_int(e.get("term")) or 0, _str(e.get("leader")))
+            for e in hosted.values()
+            if _str(e.get("leader")) is not None
+        ]
+        if named:
+            leader_replica = max(named, key=lambda n: n[0])[1] or ""
+            owner = [s for s, r in replica_ids.items() if r == leader_replica]
+            leader = owner[0] if owner else _replica_store(leader_replica)
+    leader_entry = hosted.get(leader, {}) if leader is not None else {}
+    commit = _int(leader_entry.get("commit_index"))
+    if commit is None:
+        commit = _max(_int(e.get("commit_index")) for e in hosted.values())
+    term = _int(leader_entry.get("term"))
+    if term is None:
+        term = _max(_int(e.get("term")) for e in hosted.values())
+    follower_lag = leader_entry.get("follower_lag")
+    follower_lag = follower_lag if isinstance(follower_lag, Mapping) else {}
+    # Raft's members (replica ids) as the leader sees them, else as any replica does; only when
+    # no replica answered, the static placement of a store that holds none.
+    sources = [leader_entry, *hosted.values(), *by_store.values()]
+    members = next((_str_list(e.get("members")) for e in sources if e.get("members")), [])
+    member_stores = {_replica_store(m) for m in members}
+    replicas = []
+    for store in sorted(set(hosted) | member_stores):
+        entry = hosted.get(store)
+        if entry is None:
+            answer = stores.get(store)
+            role = "unreachable" if answer is not None and answer.status is None else "unknown"
+            replicas.append(_missing_replica(store, role))
+            continue
+        applied = _int(entry.get("last_applied"))
+        replica = replica_ids[store]
+        replicas.append(
+            {
+                "store": store,
+                "replica": replica,
+                "role": _str(entry.get("role")),
+                "term": _int(entry.get("term")),
+                "leader": _str(entry.get("leader")),
+                "commit_index": _int(entry.get("commit_index")),
+                "last_applied": applied,
+                "lag": max(commit - applied, 0)
+                if commit is not None and applied is not None
+                else None,
+                "match_lag": 0 if store == leader else _int(follower_lag.get(replica)),
+            }
+        )
+    slots = by_store[next(iter(by_store))].get("slots")
+    lags = [r["lag"] for r in replicas if r["lag"] is not None]
+    return {
+        "group": gid,
+        "slots": slots
+        if isinstance(slots, list) and all(_int(v) is not None for v in slots)
+        else None,
+        "leader": leader,
+        "leader_replica": replica_ids.get(leader) if leader is not None else None,
+        "leaders": sorted(claimants),
+        "term": term,
+        "commit_index": commit,
+        "max_lag": max(lags) if lags else None,
+        "replicas": replicas,
+    }
+
+
+def _missing_replica(store: str, role: str) -> dict[str, Any]:
+    """A member of a group whose store did not answer (or was not polled): named, no figures."""
+    return {
+        "store": store,
+        "replica": None,
+        "role": role,
+        **dict.fromkeys(("term", "leader", "commit_index", "last_applied", "lag", "match_lag")),
+    }
+
+
+def _store_id(answer: PeerAnswer) -> str:
+    return _str(_status(answer).get("id")) or answer.node_id
+
+
+def _replica_store(replica_id: str) -> str:
+    """The store of a replica id: ``<store>`` or ``<store>.<n>`` (``network.groups.store_of``)."""
+    return replica_id.partition(".")[0]
+
+
+def _group_key(gid: str) -> tuple[int, str]:
+    """``g2`` before ``g10``."""
+    number = gid[1:]
+    return (int(number), gid) if gid[:1] == "g" and number.isdigit() else (1 << 62, gid)
 
 
 def _alarms(answers: Iterable[PeerAnswer]) -> dict[str, dict[str, Any]]:

@@ -4,7 +4,9 @@
 // that came from a peer reaches the page through textContent or a numeric SVG attribute, so a
 // strange node id cannot inject markup (the page's Content-Security-Policy forbids inline script
 // as a second line of defence). Rates are computed here from successive samples: throughput is
-// the growth of the cluster's commit index per second of this browser's clock.
+// the growth of the cluster's commit index per second of this browser's clock. Stores hosting many
+// Raft groups (view.sharding) get a table of groups × stores and one of stores; the summary then
+// counts groups led and sums the groups' commit indexes.
 "use strict";
 
 (() => {
@@ -110,8 +112,13 @@
 
   // ---- recording samples ----
 
+  /** The commit index throughput is measured on: every group's together on stores. */
+  function clusterCommit(view) {
+    return view.sharding ? view.sharding.commit_index : view.commit_index;
+  }
+
   function record(view, t) {
-    const sample = { t, commit: view.commit_index };
+    const sample = { t, commit: clusterCommit(view) };
     const prev = state.samples[state.samples.length - 1];
     pushBounded(state.samples, sample);
     pushBounded(state.throughput, rate(prev, sample));
@@ -166,15 +173,10 @@
   }
 
   function render(view) {
-    const leaders = view.leaders || [];
-    let leaderText = view.leader === null ? "none" : view.leader;
-    if (leaders.length > 1) leaderText += ` (${leaders.length} claim it)`;
-    setText("leader", leaderText, view.leader === null || leaders.length > 1);
-    setText("term", fmt(view.term));
+    const sharding = view.sharding || null;
+    if (sharding) renderSummaryOfGroups(sharding);
+    else renderSummaryOfNodes(view);
     setText("up", `${view.up} / ${view.total}`, view.up * 2 <= view.total);
-    setText("commit", fmt(view.commit_index));
-    const lags = view.nodes.map((n) => n.lag).filter(isNum);
-    setText("max-lag", lags.length ? fmt(Math.max(...lags)) : "—", lags.some((l) => l >= LAG_WARN));
     setText("self", view.self === null ? "this node" : view.self);
     const alarms = view.alarms || [];
     setText("alarms", alarms.length ? alarms.map((a) => a.node).join(", ") : "none", alarms.length > 0);
@@ -191,6 +193,127 @@
 
     const rows = view.nodes.map((node) => nodeRow(node, view));
     document.querySelector("#nodes tbody").replaceChildren(...rows);
+    $("sharding").hidden = !sharding;
+    if (sharding) renderGroups(sharding);
+  }
+
+  function setLabels(leader, term, commit) {
+    $("leader-label").textContent = leader;
+    $("term-label").textContent = term;
+    $("commit-label").textContent = commit;
+  }
+
+  function setMaxLag(lags) {
+    const known = lags.filter(isNum);
+    setText("max-lag", known.length ? fmt(Math.max(...known)) : "—", known.some((l) => l >= LAG_WARN));
+  }
+
+  function renderSummaryOfNodes(view) {
+    setLabels("Leader", "Term", "Commit index");
+    const leaders = view.leaders || [];
+    let leaderText = view.leader === null ? "none" : view.leader;
+    if (leaders.length > 1) leaderText += ` (${leaders.length} claim it)`;
+    setText("leader", leaderText, view.leader === null || leaders.length > 1);
+    setText("term", fmt(view.term));
+    setText("commit", fmt(view.commit_index));
+    setMaxLag(view.nodes.map((n) => n.lag));
+  }
+
+  function renderSummaryOfGroups(sharding) {
+    setLabels("Groups with a leader", "Highest term", "Commit index, all groups");
+    const groups = sharding.group_rows;
+    const split = groups.filter((g) => (g.leaders || []).length > 1).length;
+    let text = `${groups.length - sharding.leaderless.length} / ${sharding.groups}`;
+    if (split) text += ` (${split} with 2 claimants)`;
+    setText("leader", text, sharding.leaderless.length > 0 || groups.length < sharding.groups || split > 0);
+    const terms = groups.map((g) => g.term).filter(isNum);
+    setText("term", terms.length ? fmt(Math.max(...terms)) : "—");
+    setText("commit", fmt(sharding.commit_index));
+    setMaxLag(groups.map((g) => g.max_lag));
+  }
+
+  /** Groups x stores: the leader, term and commit of each group, then each store's replica. */
+  function renderGroups(sharding) {
+    const stores = sharding.stores.map((s) => s.store);
+    const head = document.createElement("tr");
+    const th = (text, className = "") => {
+      const el = document.createElement("th");
+      el.scope = "col";
+      el.textContent = text;
+      if (className) el.className = className;
+      return el;
+    };
+    head.append(th("group"), th("slots"), th("leader"), th("term", "num"), th("commit", "num"));
+    for (const store of stores) head.append(th(store, "col-store"));
+    head.append(th("max lag", "num"));
+    document.querySelector("#groups thead").replaceChildren(head);
+    const rows = sharding.group_rows.map((group) => groupRow(group, stores));
+    document.querySelector("#groups tbody").replaceChildren(...rows);
+    const storeRows = sharding.stores.map((store) => storeRow(store));
+    document.querySelector("#stores tbody").replaceChildren(...storeRows);
+  }
+
+  function roleBadge(roleName) {
+    const badge = document.createElement("span");
+    const name = roleName || "unknown";
+    badge.className = `role role-${/^[a-z]+$/.test(name) ? name : "unknown"}`;
+    badge.textContent = name;
+    return badge;
+  }
+
+  function lagClass(lag) {
+    return isNum(lag) && lag >= LAG_WARN ? "lag-bad" : "";
+  }
+
+  function groupRow(group, stores) {
+    const tr = document.createElement("tr");
+    tr.dataset.group = group.group;
+    tr.dataset.leaderless = String(group.leader === null);
+    const slots = Array.isArray(group.slots) ? group.slots.join("–") : "—";
+    let leader = group.leader === null ? "none" : group.leader;
+    if ((group.leaders || []).length > 1) leader += ` (${group.leaders.length} claim it)`;
+    tr.append(
+      cell(group.group, "col-group"),
+      cell(slots, "col-slots"),
+      cell(leader, "col-group-leader"),
+      cell(fmt(group.term), "num col-term"),
+      cell(fmt(group.commit_index), "num col-commit"),
+    );
+    const byStore = new Map(group.replicas.map((r) => [r.store, r]));
+    for (const store of stores) {
+      const replica = byStore.get(store);
+      if (!replica) {
+        const none = cell("·", "replica-none");
+        none.dataset.store = store;
+        tr.append(none);
+        continue;
+      }
+      const td = cell("", "replica");
+      td.dataset.store = store;
+      td.dataset.role = replica.role || "unknown";
+      td.title = replica.replica ? `replica ${replica.replica}` : "no answer from this store";
+      const lag = document.createElement("span");
+      lag.className = `lag ${lagClass(replica.lag)}`;
+      lag.textContent = isNum(replica.lag) ? `lag ${fmt(replica.lag)}` : "";
+      td.append(roleBadge(replica.role), lag);
+      tr.append(td);
+    }
+    tr.append(cell(fmt(group.max_lag), `num col-lag ${lagClass(group.max_lag)}`));
+    return tr;
+  }
+
+  function storeRow(store) {
+    const tr = document.createElement("tr");
+    tr.dataset.store = store.store;
+    tr.dataset.reachable = String(Boolean(store.reachable));
+    tr.append(
+      cell(store.store, "node-id"),
+      cell(fmt(store.replicas), "num col-replicas"),
+      cell(fmt(store.leads), "num col-leads"),
+      cell(fmt(store.max_lag), `num col-lag ${lagClass(store.max_lag)}`),
+      cell(store.groups.join(" "), "col-hosted"),
+    );
+    return tr;
   }
 
   function cell(text, className = "") {
@@ -226,11 +349,7 @@
     }
 
     const role = cell("", "col-role");
-    const badge = document.createElement("span");
-    const roleName = node.role || "unknown";
-    badge.className = `role role-${/^[a-z]+$/.test(roleName) ? roleName : "unknown"}`;
-    badge.textContent = roleName;
-    role.append(badge);
+    role.append(roleBadge(node.role));
 
     const lag = cell(fmt(node.lag), "num col-lag");
     if (isNum(node.lag) && node.lag >= LAG_WARN) lag.classList.add("lag-bad");
