@@ -46,6 +46,7 @@ from raftcache.sharding.clustermap import Store as StoreInfo
 from raftcache.slots import key_group
 from raftcache.storage.memory import MemoryStorage
 from raftcache.store import Store, group_id
+from raftcache.store.agent import MetaAgent
 from raftcache.store.store import MachineFactory
 from tests.server.cluster import free_ports
 
@@ -95,9 +96,13 @@ def http_store(
     config: RaftConfig = FAST_RAFT,
     machine: MachineFactory | None = None,
     peer_addresses: Mapping[str, str] | None = None,
+    meta: Sequence[str] = (),
 ) -> tuple[Store, HttpNetwork]:
-    """Store ``sid`` over its own ``HttpNetwork`` (memory storage), not started."""
-    network = HttpNetwork(sid, port=port, node_addresses=dict(urls), timeout=1.0)
+    """Store ``sid`` over its own ``HttpNetwork`` (memory storage), not started; ``meta``:
+    the meta group's voters."""
+    network = HttpNetwork(
+        sid, port=port, node_addresses={k: v for k, v in urls.items() if k != sid}, timeout=1.0
+    )
     store = Store(
         sid,
         network,
@@ -108,6 +113,7 @@ def http_store(
         config=config,
         clock=time.time,
         peer_addresses=peer_addresses,
+        meta=meta,
     )
     return store, network
 
@@ -122,6 +128,7 @@ class StoreServer:
     site: web.TCPSite
     url: str
     up: bool = True
+    agent: MetaAgent | None = None
 
     @property
     def front(self) -> StoreFront:
@@ -137,6 +144,8 @@ class StoreServer:
         """Close the port, then stop the store; ``drain_s``: first wait for the requests in
         flight, as a stopping store does (it ends the watch streams)."""
         self.up = False
+        if self.agent is not None:
+            await self.agent.stop()
         if drain_s is not None:
             await self.app[DRAIN].wait_idle(drain_s)
         if isinstance(self.site, LeanSite) and self.site.front is not None:
@@ -159,14 +168,17 @@ async def serve_store(
     peer_addresses: Mapping[str, str] | None = None,
     watch: WatchSettings | None = None,
     auto_decompress: bool = False,
+    meta: Sequence[str] = (),
+    agent: Callable[[Store], MetaAgent] | None = None,
 ) -> StoreServer:
     """Store ``sid`` (not started) behind ``create_store_app``, its Raft traffic mounted on the
-    same port, listening on ``port``."""
+    same port, listening on ``port``; ``agent`` makes its meta agent (not started)."""
     store, network = http_store(
         sid, port, urls, groups=groups, placement=placement, config=config, machine=machine,
-        peer_addresses=peer_addresses,
+        peer_addresses=peer_addresses, meta=meta,
     )  # fmt: skip
-    app = create_store_app(store, settings, mount=network.mount, watch=watch)
+    made = None if agent is None else agent(store)
+    app = create_store_app(store, settings, mount=network.mount, watch=watch, meta=made)
     runner = web.AppRunner(app, access_log=None, auto_decompress=auto_decompress)
     await runner.setup()
     site = (LeanSite if lean else web.TCPSite)(runner, "127.0.0.1", port)
@@ -175,7 +187,7 @@ async def serve_store(
     except BaseException:
         await runner.cleanup()
         raise
-    return StoreServer(store, app, runner, site, urls[sid])
+    return StoreServer(store, app, runner, site, urls[sid], agent=made)
 
 
 async def start_stores(

@@ -1,13 +1,17 @@
-"""``raftcache store rebalance|drain``: move replicas between a sharded cluster's stores.
+"""``raftcache store list|drain|remove|rebalance``: a sharded cluster's stores.
 
-Rule: the command runs the placement driver (``raftcache.store.driver``) from the operator's
-shell until placement has nothing left to do, printing each step on stdout as it completes;
-progress and errors go to stderr. ``drain ID...`` empties those stores (decommissioning): when
-it returns 0 they hold no replica and may be stopped. ``rebalance`` replaces replicas of stores
-silent for ``--down-after`` seconds and evens out replicas and leaders over the stores. Every
-step is idempotent: a command interrupted (Ctrl-C, a lost connection, a store killed) is simply
-run again. Needs the cluster token (``--cluster-token`` or ``RAFTCACHE_CLUSTER_TOKEN``) when the
-stores have one. Exit codes: 0 done, 3 not done within ``--deadline`` (or no store answered).
+Rule: on a cluster with a meta group (every cluster bootstrapped by this release) the meta
+leader's placement driver moves replicas, and these commands only change and read the map
+through any store (``/raft/meta/``): ``drain ID...`` marks the stores decommissioning and waits
+until the map shows them holding no replica (they may then be stopped); ``remove ID...``
+drains, then marks them removed (their ids are never used again); ``rebalance`` waits until
+replicas and leaders are within one over the stores; ``list`` prints the stores. On a cluster
+without one (bootstrapped before the meta group) ``drain`` and ``rebalance`` run the driver
+(``raftcache.store.driver``) from the operator's shell until placement has nothing left to do,
+printing each step on stdout. Every change is idempotent: a command interrupted is simply run
+again. Needs the cluster token (``--cluster-token`` or ``RAFTCACHE_CLUSTER_TOKEN``) when the
+stores have one. Exit codes: 0 done, 3 not done within ``--deadline`` (or no store answered),
+1 a change the map refused (the reason printed).
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 
 from raftcache.cli.common import (
+    EXIT_MISSING,
     EXIT_OK,
     EXIT_UNAVAILABLE,
     add_client_options,
@@ -33,7 +39,8 @@ from raftcache.cli.common import (
     token_of,
 )
 from raftcache.client.errors import RaftcacheError
-from raftcache.store.driver import PlacementDriver, http_requester
+from raftcache.sharding.clustermap import ClusterMap, StoreState
+from raftcache.store.driver import PlacementDriver, Request, http_requester
 
 CLUSTER_TOKEN_ENV = "RAFTCACHE_CLUSTER_TOKEN"
 
@@ -44,13 +51,15 @@ def add_parser(subparsers: Any) -> None:
         help="move replicas between stores",
         description="Move replicas between the stores of a sharded cluster (serve --groups).",
     )
-    actions = p.add_subparsers(dest="action", required=True, metavar="rebalance|drain")
+    actions = p.add_subparsers(dest="action", required=True, metavar="list|drain|remove|rebalance")
     for name, text in (
+        ("list", "the stores of the cluster: id, host, state, replicas and leaders held"),
         ("rebalance", "replace replicas of stores that stay down; even out replicas and leaders"),
         ("drain", "move every replica off the given stores, so they can be stopped"),
+        ("remove", "drain the given stores, then remove them from the cluster for good"),
     ):
         q = actions.add_parser(name, help=text, description=text)
-        if name == "drain":
+        if name in ("drain", "remove"):
             q.add_argument("stores", nargs="+", metavar="ID", help="stores to empty")
         q.add_argument("--replicas", type=positive_int, default=3, help="replicas per group (3)")
         q.add_argument(
@@ -87,6 +96,19 @@ async def _run(args: argparse.Namespace) -> int:
         urls, groups = await _discover(args)
         if not urls:
             return fail("store", "no store answered (is it a sharded cluster?)", EXIT_UNAVAILABLE)
+        request = http_requester(
+            session, urls, client_token=token_of(args), cluster_token=cluster_token, timeout_s=15
+        )
+        meta = await _read_map(request, urls)
+        if meta is not None:
+            return await _with_meta(args, request, urls, meta)
+        if args.action in ("list", "remove"):
+            return fail(
+                "store",
+                f"{args.action} needs a cluster with a meta group (this one was bootstrapped "
+                "before it)",
+                EXIT_UNAVAILABLE,
+            )
         unknown = sorted(set(getattr(args, "stores", ())) - set(urls))
         if unknown:
             return fail("store", f"no such store: {', '.join(unknown)}", EXIT_UNAVAILABLE)
@@ -114,6 +136,109 @@ async def _run(args: argparse.Namespace) -> int:
                 return EXIT_OK
         return fail(
             "store", "placement not done before the deadline; run it again", EXIT_UNAVAILABLE
+        )
+
+
+async def _read_map(request: Request, urls: Mapping[str, str]) -> ClusterMap | None:
+    """The map, through the first store that answers (None: no meta group there)."""
+    for store in urls:
+        try:
+            status, body = await request("GET", store, "/raft/meta/map", None)
+        except (TimeoutError, OSError, aiohttp.ClientError):
+            continue
+        if status == 200 and isinstance(body, dict) and isinstance(body.get("map"), dict):
+            return ClusterMap.from_json(body["map"])
+        if status == 404:
+            return None  # a store without the meta routes: no meta group
+    return None
+
+
+async def _with_meta(
+    args: argparse.Namespace, request: Request, urls: Mapping[str, str], cmap: ClusterMap
+) -> int:
+    """The commands on a cluster with a meta group: change the map, then watch it."""
+    if args.action == "list":
+        _print_stores(cmap)
+        return EXIT_OK
+    wanted = list(dict.fromkeys(getattr(args, "stores", ())))
+    unknown = sorted(set(wanted) - set(cmap.stores))
+    if unknown:
+        return fail("store", f"no such store: {', '.join(unknown)}", EXIT_UNAVAILABLE)
+    for store_id in wanted:
+        if cmap.stores[store_id].state is StoreState.REMOVED:
+            continue
+        code = await _set_state(request, urls, store_id, StoreState.DECOMMISSIONING)
+        if code != EXIT_OK:
+            return code
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + args.deadline
+    printed: dict[str, int] = {}
+    while loop.time() < deadline:
+        cmap = await _read_map(request, urls) or cmap
+        if args.action == "rebalance":
+            if _balanced(cmap):
+                print("placement done", file=sys.stderr)
+                return EXIT_OK
+        else:
+            held = {s: len(cmap.groups_of(s)) for s in wanted}
+            for s, n in held.items():
+                if printed.get(s) != n:
+                    print(f"{s} holds {n} replica(s)", flush=True)
+                    printed[s] = n
+            if not any(held.values()):
+                break
+        await asyncio.sleep(1.0)
+    else:
+        return fail(
+            "store", "placement not done before the deadline; run it again", EXIT_UNAVAILABLE
+        )
+    if args.action == "remove":
+        for store_id in wanted:
+            code = await _set_state(request, urls, store_id, StoreState.REMOVED)
+            if code != EXIT_OK:
+                return code
+            print(f"{store_id} removed", flush=True)
+    print("placement done", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _set_state(
+    request: Request, urls: Mapping[str, str], store_id: str, state: StoreState
+) -> int:
+    for store in urls:
+        try:
+            status, body = await request(
+                "PUT", store, f"/raft/meta/stores/{store_id}", {"state": state.value}
+            )
+        except (TimeoutError, OSError, aiohttp.ClientError):
+            continue
+        if status == 200:
+            return EXIT_OK
+        if status == 409:
+            return fail("store", str(body.get("error", body)), EXIT_MISSING)
+    return fail("store", "no store could reach the meta leader", EXIT_UNAVAILABLE)
+
+
+def _balanced(cmap: ClusterMap) -> bool:
+    """Replicas and leaders within one over the stores that are up."""
+    up = {s.store_id for s in cmap.live_stores()}
+    if any(cmap.groups_of(s) for s, i in cmap.stores.items() if i.state is not StoreState.UP):
+        return False
+    for counts in (cmap.replica_counts(), cmap.leader_counts()):
+        held = [n for s, n in counts.items() if s in up]
+        if held and max(held) - min(held) > 1:
+            return False
+    return True
+
+
+def _print_stores(cmap: ClusterMap) -> None:
+    replicas, leaders = cmap.replica_counts(), cmap.leader_counts()
+    print(f"map version {cmap.version}: {cmap.groups} groups, replication {cmap.replication}")
+    for store_id, info in sorted(cmap.stores.items()):
+        print(
+            f"{store_id} host={info.host} state={info.state.value} "
+            f"replicas={replicas.get(store_id, 0)} leaders={leaders.get(store_id, 0)} "
+            f"{info.http_url}"
         )
 
 

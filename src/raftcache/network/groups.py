@@ -16,6 +16,7 @@ the store. See docs/sharding.md.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from raftcache.network.errors import NetworkError
@@ -52,6 +53,15 @@ def store_of(replica_id: str) -> str:
     was bootstrapped with) or ``<store id>.<n>`` (its n-th later incarnation); the ids of
     stores hosting many groups hold no ``.`` (``raftcache serve`` checks)."""
     return replica_id.partition(INCARNATION_SEPARATOR)[0]
+
+
+def shared_urls(urls: Mapping[str, str] | None) -> Mapping[str, str]:
+    """A store's address book as the parts that read it keep it: the very dict when given one
+    (a store learns the addresses of stores that join later, and every reader must see them),
+    else a copy of what was given."""
+    if isinstance(urls, dict):
+        return urls
+    return dict(urls or {})
 
 
 def replica_id(store_id: str, incarnation: int) -> str:

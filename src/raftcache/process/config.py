@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from raftcache.cache.formats import COMMAND_VERSION, check_max_command_version
 from raftcache.network.httpclient import CLIENTS
@@ -51,6 +52,12 @@ class ServeOptions:
     #: is created (``raftcache.store.layout``); 1 group is the one-group node of old.
     groups: int = 1
     replicas: int = 3
+    #: A store joining a running cluster: the base URL of any of its stores (first start).
+    join: str | None = None
+    #: This store's host label: placement never puts two replicas of a group on one host.
+    host_label: str | None = None
+    #: A store silent this long has its replicas replaced by the meta leader's driver.
+    store_down_after_s: float = 300.0
     resp_port: int | None = None
     resp_cluster_port: int | None = None
     advertise_host: str | None = None
@@ -194,6 +201,14 @@ def _advertise_host(text: str) -> str:
     return bare
 
 
+def _join_url(text: str) -> str:
+    url = text.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+        raise ValueError(f"must be a store's base URL, http(s)://HOST:PORT, not {text!r}")
+    return url
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def convert(text: str) -> str:
         if text.lower() not in choices:
@@ -268,6 +283,29 @@ OPTIONS: tuple[Option, ...] = (
         3,
         "replicas of each data group (with --groups > 1), on distinct stores",
         "N",
+    ),
+    Option(
+        "join",
+        _join_url,
+        None,
+        "join a running sharded cluster through this store (its base URL), empty: replicas "
+        "move onto this store; --peers and --groups then come from the cluster",
+        "URL",
+    ),
+    Option(
+        "host_label",
+        _non_empty,
+        None,
+        "this store's host (default: the machine's name); no two replicas of a group are "
+        "placed on one host",
+        "NAME",
+    ),
+    Option(
+        "store_down_after_s",
+        _positive_float,
+        300.0,
+        "seconds a store may stay silent before the meta leader replaces its replicas",
+        "S",
     ),
     Option("resp_port", _port, None, "serve the Redis protocol (RESP2/3) on this port", "P"),
     Option(
@@ -412,6 +450,25 @@ _BY_NAME = {opt.name: opt for opt in OPTIONS}
 REQUIRED = ("id", "listen", "peers", "data_dir")
 
 
+def _own_url(values: Mapping[str, Any]) -> str:
+    """A joining store's own base URL: the advertised or listen host and the listen port."""
+    listen = values.get("listen")
+    if listen is None:
+        raise ConfigError("missing required option(s): --listen")
+    host, port = listen
+    host = values.get("advertise_host") or host
+    if is_unspecified(host):
+        raise ConfigError(
+            "--join with a wildcard --listen host needs --advertise-host or --peers naming "
+            "this store's own address"
+        )
+    if port == 0:
+        raise ConfigError("--join needs a fixed --listen port (other stores must reach it)")
+    scheme = "https" if values.get("tls_cert") is not None else "http"
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 literal
+    return f"{scheme}://{shown}:{port}"
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``serve`` flags to ``parser`` (every default is None: "not given")."""
     parser.add_argument("--config", default=None, metavar="FILE.toml", help="TOML config file")
@@ -499,6 +556,8 @@ def resolve_options(
 
 
 def _build(values: dict[str, Any], sources: dict[str, str]) -> ServeOptions:
+    if values["join"] is not None and values["peers"] is None and values["id"] is not None:
+        values["peers"] = {values["id"]: _own_url(values)}
     missing = [name for name in REQUIRED if values[name] is None]
     if missing:
         flags = ", ".join("--" + name.replace("_", "-") for name in missing)
@@ -506,7 +565,7 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> ServeOptions:
     if values["id"] not in values["peers"]:
         raise ConfigError(f"--id {values['id']} is not listed in --peers")
     dotted = sorted(p for p in values["peers"] if "." in p)
-    if values["groups"] > 1 and dotted:
+    if (values["groups"] > 1 or values["join"] is not None) and dotted:
         # A replica moved onto a store is named <store>.<n> (docs/sharding.md).
         raise ConfigError(
             f"--groups {values['groups']}: store ids hold no '.', got {', '.join(dotted[:3])}"

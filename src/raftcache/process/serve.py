@@ -210,7 +210,7 @@ async def serve_node(
 
 def _build_server(options: ServeOptions) -> FrontServer:
     """A store of many groups for ``--groups`` > 1, else one node."""
-    if options.groups > 1:
+    if options.groups > 1 or options.join is not None:
         return build_store_server(options)
     return build_node_server(options)
 
@@ -243,6 +243,8 @@ async def _start_resp(server: FrontServer, options: ServeOptions) -> list[Any]:
     store = server.store if isinstance(server, StoreServer) else None
     node = server.node if isinstance(server, NodeServer) else None
     service = server.service if isinstance(server, NodeServer) else None
+    # A store's one address book (stores that join are added to it); a node's --peers.
+    peer_urls = store.addresses if store is not None else peer_routes(options)
     topology: Topology | None = None
     if options.resp_cluster_port is not None:
         # The full token when there is one, as the listeners present when they forward.
@@ -253,7 +255,7 @@ async def _start_resp(server: FrontServer, options: ServeOptions) -> list[Any]:
         )
         if store is not None:  # one shard per data group, leaders from the stores' status
             topology = store_topology(
-                store, Advertised(), fetcher, peer_urls=peer_routes(options), on_stop=fetcher.close
+                store, Advertised(), fetcher, peer_urls=peer_urls, on_stop=fetcher.close
             )
         else:
             assert node is not None  # a node server when it is not a store's
@@ -272,7 +274,7 @@ async def _start_resp(server: FrontServer, options: ServeOptions) -> list[Any]:
                     client_token_ro=options.client_token_ro,
                     limits=RespLimits(max_value_bytes=options.max_value_bytes),
                     leader_wait_s=options.leader_wait_s,
-                    peer_urls=peer_routes(options),
+                    peer_urls=peer_urls,
                     ssl_context=server_tls(options),
                     client_ssl_context=client_ssl,
                     topology=topology,

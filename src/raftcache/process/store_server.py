@@ -20,11 +20,17 @@ group this store leads handed over at once before the listener closes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import random
+import socket
 import ssl
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -33,7 +39,7 @@ from raftcache.cache.service import CacheService
 from raftcache.cache.watch import WatchHistory
 from raftcache.network.prometheus import NetworkMetricsCollector
 from raftcache.network.stream import StreamNetwork
-from raftcache.process.config import ServeOptions
+from raftcache.process.config import ServeOptions, is_unspecified
 from raftcache.process.node_server import FrontServer
 from raftcache.process.parts import (
     peer_routes,
@@ -46,6 +52,7 @@ from raftcache.process.parts import (
 from raftcache.raft.config import RaftConfig
 from raftcache.raft.core import Role
 from raftcache.raft.node import RaftNode
+from raftcache.resp.topology import join_address
 from raftcache.server.app import create_store_app
 from raftcache.server.context import CONTEXT
 from raftcache.server.drain import DRAIN
@@ -53,9 +60,14 @@ from raftcache.server.format_probe import HttpCommandVersionProbe
 from raftcache.server.handover import Handover, hand_over
 from raftcache.server.routes_divergence import HttpDigestProbe
 from raftcache.server.routes_watch import WatchSettings
+from raftcache.sharding.clustermap import ClusterMap, StoreState
+from raftcache.sharding.clustermap import Store as StoreInfo
 from raftcache.store import Store
+from raftcache.store.agent import MetaAgent
 from raftcache.store.balance import PreferredLeaders
-from raftcache.store.layout import ShardLayout, open_layout
+from raftcache.store.driver import LazyRequester
+from raftcache.store.layout import SHARDS_FILE, LayoutMismatchError, ShardLayout, open_layout
+from raftcache.store.meta import first_map
 
 log = logging.getLogger("raftcache.server")
 
@@ -79,6 +91,8 @@ class StoreServer(FrontServer):
         clock: Callable[[], float] = time.time,
         preferred_settle_s: float = 5.0,
         election_timeout_max_s: float = 2.0,
+        agent: MetaAgent | None = None,
+        requester: LazyRequester | None = None,
     ) -> None:
         super().__init__(
             app,
@@ -92,6 +106,9 @@ class StoreServer(FrontServer):
             clock=clock,
         )
         self.store = store
+        #: The store's meta agent (None: a cluster without a meta group).
+        self.agent = agent
+        self._requester = requester
         self._election_max_s = election_timeout_max_s
         self._balancer = PreferredLeaders(
             store, clock=time.monotonic, around=self._held, settle_s=preferred_settle_s
@@ -111,18 +128,29 @@ class StoreServer(FrontServer):
     async def _start_replicas(self) -> None:
         await self.store.start()  # stops what it started if a group fails to start
         self._balancer.start()
+        if self.agent is not None:
+            self.agent.start()
+
+    async def _stop_agent(self) -> None:
+        if self.agent is not None:
+            await self.agent.stop()
+        if self._requester is not None:
+            await self._requester.close()
 
     async def _abort_replicas(self) -> None:
+        await self._stop_agent()
         await self._balancer.stop()
         await self.store.stop(force=True)
 
     async def _stop_replicas(self) -> None:
+        await self._stop_agent()
         await self._balancer.stop()
         await self.store.stop()
 
     async def _hand_over(self) -> None:
+        await self._stop_agent()  # no placement step starts while the store hands over
         await self._balancer.stop()  # no transfer of its own while the store hands over
-        leading = [r.node for r in self.store.replicas.values() if r.node.role is Role.LEADER]
+        leading = [r.node for r in self.store.all_replicas() if r.node.role is Role.LEADER]
         if not leading:
             return
         # One hand-over for the whole store, as requests see it (``handover_middleware``
@@ -139,9 +167,7 @@ class StoreServer(FrontServer):
         """Wait until any group's node fail-stops: the whole store then stops (as a node).
         Replicas added later are watched too (the set is looked at again every second)."""
         while True:
-            waits = [
-                asyncio.ensure_future(r.node.wait_failed()) for r in self.store.replicas.values()
-            ]
+            waits = [asyncio.ensure_future(r.node.wait_failed()) for r in self.store.all_replicas()]
             try:
                 if not waits:
                     await asyncio.sleep(1.0)
@@ -163,13 +189,18 @@ def _share(total: int | None, parts: int) -> int | None:
 def build_store_server(
     options: ServeOptions, *, raft_config: RaftConfig | None = None
 ) -> StoreServer:
-    """Compose one store from its options (``options.groups`` > 1)."""
-    wanted = ShardLayout.static(list(options.peers), options.groups, options.replicas)
-    layout = open_layout(options.data_dir, wanted)
+    """Compose one store from its options (``options.groups`` > 1, or ``--join``)."""
+    layout = _layout(options)
     hosted = max(1, len(layout.hosted_by(options.id)))
     raft_config = raft_config or raft_config_of(options)
-    settings = server_settings(options)
+    # One address book for the whole store: the transport, forwarding, RESP and the meta
+    # agent read this very dict, and the agent adds the stores that join later.
+    addresses = {**layout.urls, **peer_routes(options)}
+    settings = dataclasses.replace(server_settings(options), peer_urls=addresses)
     network = raft_network(options, raft_body_limit(settings.limits, raft_config))
+    for peer, url in addresses.items():
+        if peer != options.id:
+            network.set_peer_address(peer, url)
 
     def make_machine(gid: str) -> CacheStateMachine:
         return CacheStateMachine(
@@ -215,10 +246,27 @@ def build_store_server(
         machine=make_machine,
         service=make_service,
         rng=random.Random(),
-        peer_addresses=peer_routes(options),
+        peer_addresses=addresses,
+        meta=layout.meta,
     )
+    agent = requester = None
+    if layout.meta:
+        requester = LazyRequester(
+            addresses,
+            client_token=settings.client_token,
+            cluster_token=settings.cluster_token,
+            ssl_context=settings.client_ssl_context,
+            timeout_s=max(10.0, options.network_timeout_s),
+        )
+        agent = MetaAgent(
+            store,
+            _own_record(options, addresses[options.id]),
+            request=requester,
+            first=lambda: first_map(layout.groups, layout.replicas, layout.placement, addresses),
+            down_after_s=options.store_down_after_s,
+        )
     watch = WatchSettings(heartbeat_s=options.watch_heartbeat_s, max_watchers=options.max_watchers)
-    app = create_store_app(store, settings, mount=network.mount, watch=watch)
+    app = create_store_app(store, settings, mount=network.mount, watch=watch, meta=agent)
     app[CONTEXT].metrics.registry.register(NetworkMetricsCollector(network.metrics))
     if isinstance(network, StreamNetwork):
         app[DRAIN].on_drain.append(network.close_inbound_streams)
@@ -241,4 +289,85 @@ def build_store_server(
         transfer_on_shutdown=options.transfer_on_shutdown,
         http_front=options.http_front,
         clock=time.time,
+        agent=agent,
+        requester=requester,
+    )
+
+
+def _layout(options: ServeOptions) -> ShardLayout:
+    """The recorded layout, or the first one: the bootstrap stores' (``--peers``), or — for a
+    store joining with ``--join`` — the running cluster's, read from the store named."""
+    recorded = (options.data_dir / SHARDS_FILE).exists()
+    if options.join is None:
+        wanted = ShardLayout.static(list(options.peers), options.groups, options.replicas)
+    elif recorded:  # joined before: the record says everything (--peers is not compared)
+        wanted = ShardLayout(options.groups, options.replicas, (), {}, joined=True)
+    else:
+        wanted = _join_layout(options)
+    layout = open_layout(options.data_dir, wanted)
+    given = options.sources.get("groups", "default") != "default"
+    if options.join is not None and given and options.groups != layout.groups:
+        raise LayoutMismatchError(
+            f"--groups {options.groups}: the cluster joined has {layout.groups} groups"
+        )
+    return layout
+
+
+def _join_layout(options: ServeOptions) -> ShardLayout:
+    """Read the map from ``--join``'s store (blocking: nothing runs yet) and make the layout
+    of a new, empty store of that cluster. Exits through ``LayoutMismatchError`` naming why
+    when the store cannot be read or the id is taken."""
+    assert options.join is not None
+    request = urllib.request.Request(options.join + "/raft/meta/map")
+    if options.cluster_token:
+        request.add_header("Authorization", f"Bearer {options.cluster_token}")
+    context = server_settings(options).client_ssl_context
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as answer:
+            body = json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        raise LayoutMismatchError(
+            f"--join {options.join}: the store answered {exc.code} "
+            f"({exc.read()[:200].decode(errors='replace')})"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise LayoutMismatchError(
+            f"--join {options.join}: cannot read the cluster map: {exc}"
+        ) from None
+    if not isinstance(body, dict) or not isinstance(body.get("map"), dict):
+        raise LayoutMismatchError(
+            f"--join {options.join}: no cluster map there (a cluster without a meta group "
+            "cannot be joined: only stores of its bootstrap --peers can take replicas)"
+        )
+    cmap = ClusterMap.from_json(body["map"])
+    known = cmap.stores.get(options.id)
+    if known is not None and known.state is StoreState.REMOVED:
+        raise LayoutMismatchError(
+            f"store id {options.id} was removed from this cluster: ids are never reused"
+        )
+    if known is not None and known.http_url != options.peers[options.id]:
+        raise LayoutMismatchError(
+            f"store id {options.id} is already in this cluster at {known.http_url}: choose "
+            "another --id for a new store"
+        )
+    meta = [str(m) for m in body.get("meta", [])]
+    return ShardLayout.joining(cmap, meta)
+
+
+def _own_record(options: ServeOptions, url: str) -> StoreInfo:
+    """What this store registers in the map: id, host label, addresses."""
+    host = options.advertise_host
+    if host is None:
+        host = options.host if not is_unspecified(options.host) else urlsplit(url).hostname
+    shown = host or socket.gethostname()
+
+    def resp(port: int | None) -> str:
+        return "" if port in (None, 0) else join_address(shown, port)
+
+    return StoreInfo(
+        options.id,
+        options.host_label or socket.gethostname(),
+        url,
+        resp(options.resp_port),
+        resp(options.resp_cluster_port),
     )

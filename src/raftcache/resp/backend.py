@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 from raftcache.cache.commands import BatchOp
 from raftcache.cache.entries import Item
 from raftcache.cache.results import BatchItem
+from raftcache.network.groups import shared_urls
 from raftcache.raft.errors import NotLeaderError
 from raftcache.resp.errors import UnavailableError
 
@@ -260,7 +261,7 @@ class Router:
         self.node = node
         self.local = local
         self._remote = remote
-        self._peer_urls = dict(peer_urls or {})
+        self._peer_urls = shared_urls(peer_urls)
         self._leader_wait_s = leader_wait_s
         self._poll_interval_s = poll_interval_s
         self.forwarded_total = 0

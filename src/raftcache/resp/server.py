@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import aiohttp
 
+from raftcache.network.groups import shared_urls
 from raftcache.resp.args import Limits
 from raftcache.resp.backend import (
     Backend,
@@ -301,7 +302,7 @@ class RespServer:
         self._http: aiohttp.ClientSession | None = None
         self._server: asyncio.Server | None = None
         self.connections: set[RespConnection] = set()
-        self._peer_urls = dict(peer_urls or {})
+        self._peer_urls = shared_urls(peer_urls)
         self._store = store
         router: CallRouter
         reads: ReadPort

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import aiohttp
 import orjson
 
-from raftcache.network.groups import store_of
+from raftcache.network.groups import shared_urls, store_of
 from raftcache.slots import SLOTS, group_range, slot_group
 
 if TYPE_CHECKING:
@@ -344,7 +344,7 @@ class _StoreNode:
 
     def __init__(self, store: Store, peer_urls: Mapping[str, str]) -> None:
         self._store = store
-        self._peer_urls = dict(peer_urls)
+        self._peer_urls = shared_urls(peer_urls)
         self.node_id = store.store_id
 
     @property

@@ -30,10 +30,12 @@ from raftcache.server.routes_admin import add_admin_routes
 from raftcache.server.routes_backup import add_backup_routes
 from raftcache.server.routes_divergence import add_divergence_routes
 from raftcache.server.routes_keys import add_key_routes
+from raftcache.server.routes_meta import add_meta_routes
 from raftcache.server.routes_moves import add_move_routes
 from raftcache.server.routes_store import add_store_routes
 from raftcache.server.routes_watch import WatchSettings, add_watch_routes
 from raftcache.store import Store
+from raftcache.store.agent import MetaAgent
 
 
 def create_app(
@@ -104,6 +106,7 @@ def create_store_app(
     *,
     mount: Callable[[web.Application], None] | None = None,
     watch: WatchSettings | None = None,
+    meta: MetaAgent | None = None,
 ) -> web.Application:
     """Build the aiohttp application of a store hosting replicas of many Raft groups.
 
@@ -118,6 +121,7 @@ def create_store_app(
             must name every store, by store id.
         mount: called with the app to add the Raft endpoints (``HttpNetwork``'s mount).
         watch: behaviour of ``/v1/watch`` streams (defaults when None).
+        meta: the store's meta agent, on a cluster with a meta group (``/raft/meta/``).
 
     Returns:
         The application; ``app[CONTEXT]`` is the store's own context (its metrics registry
@@ -131,6 +135,8 @@ def create_store_app(
     app[DRAIN] = Drain()
     add_store_routes(app, front, watch)
     add_move_routes(app, store)
+    if meta is not None:
+        add_meta_routes(app, meta)
     add_dashboard_routes(
         app,
         peer_urls=settings.peer_urls,

@@ -32,6 +32,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from raftcache.network.groups import shared_urls
 from raftcache.raft.errors import NotLeaderError
 from raftcache.server.bodies import BODY
 from raftcache.server.errors import indeterminate, is_write_request, unavailable
@@ -165,7 +166,7 @@ class Forwarder:
         on_moved: Callable[[str | None], None] | None = None,
     ) -> None:
         self._node = node
-        self._peer_urls = dict(peer_urls or {})
+        self._peer_urls = shared_urls(peer_urls)
         self._leader_wait_s = leader_wait_s
         self._timeout_s = timeout_s
         self._poll_interval_s = poll_interval_s

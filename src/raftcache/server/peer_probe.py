@@ -16,6 +16,8 @@ from typing import Any
 
 import aiohttp
 
+from raftcache.network.groups import shared_urls
+
 log = logging.getLogger("raftcache.server.peer_probe")
 
 
@@ -40,7 +42,7 @@ class PeerProbe:
         timeout_s: float = 2.0,
     ) -> None:
         self._node = node
-        self._peer_urls = dict(peer_urls or {})
+        self._peer_urls = shared_urls(peer_urls)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._ssl = ssl_context
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -48,7 +50,8 @@ class PeerProbe:
     def url_of(self, node_id: str) -> str | None:
         configuration = getattr(self._node, "configuration", None)
         address = None if configuration is None else configuration.address_of(node_id)
-        return address or self._peer_urls.get(node_id)
+        fallback: str | None = self._peer_urls.get(node_id)
+        return address or fallback
 
     async def fetch_json(self, method: str, url: str, path: str) -> Any:
         """The JSON body of ``method url+path`` when it answers 200 or 202; else None."""

@@ -99,6 +99,8 @@ class PlacementDriver:
         clock: monotonic seconds.
         drain: stores to empty (decommissioning).
         down_after_s: a store silent this long counts as down.
+        hosts: store id → host label (no two replicas of a group on one host); a store not
+            named counts as its own host.
     """
 
     def __init__(
@@ -111,8 +113,12 @@ class PlacementDriver:
         clock: Callable[[], float],
         drain: Collection[str] = (),
         down_after_s: float = 30.0,
+        hosts: Mapping[str, str] | None = None,
     ) -> None:
         self.urls = dict(urls)
+        self.hosts = dict(hosts or {})
+        #: The last round's observation (the map the meta group records from it).
+        self.last_seen: Observation | None = None
         self.groups = groups
         self.replication = replication
         self._request = request
@@ -155,10 +161,20 @@ class PlacementDriver:
         return {s for s, t in self._silent_since.items() if now - t >= self._down_after_s}
 
     def cluster_map(self, seen: Observation) -> ClusterMap:
-        """The map the groups' configurations say (stores on distinct hosts: static)."""
+        """The map the groups' configurations say, with the stores' host labels — or, when
+        the groups already put two replicas of one on a host (stores bootstrapped before
+        their labels were known), with every store its own host, which placement can plan
+        from (that placement is then kept, not repaired)."""
+        try:
+            return self._cluster_map(seen, self.hosts)
+        except ValueError as exc:
+            log.warning("host labels ignored", extra={"why": str(exc)})
+            return self._cluster_map(seen, {})
+
+    def _cluster_map(self, seen: Observation, hosts: Mapping[str, str]) -> ClusterMap:
         stores = {
-            s: Store(s, s, self.urls[s], state=StoreState.DECOMMISSIONING if s in self.drain
-                     else StoreState.UP)
+            s: Store(s, hosts.get(s, s), self.urls[s],
+                     state=StoreState.DECOMMISSIONING if s in self.drain else StoreState.UP)
             for s in self.urls
         }  # fmt: skip
         placements = []
@@ -179,6 +195,7 @@ class PlacementDriver:
         every group's leader answered (a map needs each group's configuration). Returns the
         steps planned."""
         seen = await self.observe()
+        self.last_seen = seen
         if not all(v.leader_store for v in seen.groups.values()):
             return []  # a group without a leader seen: its configuration is unknown; wait
         await self._delete_orphans(seen)
@@ -362,3 +379,42 @@ def http_requester(
             return answer.status, parsed
 
     return request
+
+
+class LazyRequester:
+    """``Request`` over a client session of its own, opened on first use (inside the running
+    loop) and closed by ``close``: for a store's long-lived meta agent."""
+
+    def __init__(
+        self,
+        urls: Mapping[str, str],
+        *,
+        client_token: str | None,
+        cluster_token: str | None,
+        ssl_context: Any = None,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self._urls = urls
+        self._tokens = (client_token, cluster_token)
+        self._ssl = ssl_context
+        self._timeout_s = timeout_s
+        self._session: aiohttp.ClientSession | None = None
+        self._request: Request | None = None
+
+    async def __call__(self, method: str, store: str, path: str, body: Any) -> tuple[int, Any]:
+        if self._request is None:
+            connector = aiohttp.TCPConnector(ssl=self._ssl or True)
+            self._session = aiohttp.ClientSession(connector=connector)
+            self._request = http_requester(
+                self._session,
+                self._urls,
+                client_token=self._tokens[0],
+                cluster_token=self._tokens[1],
+                timeout_s=self._timeout_s,
+            )
+        return await self._request(method, store, path, body)
+
+    async def close(self) -> None:
+        session, self._session, self._request = self._session, None, None
+        if session is not None:
+            await session.close()

@@ -12,7 +12,12 @@ store of ``G > 1`` groups, nor a store's as a one-group node.
 
 Static placement: each bootstrap store counts as its own host (so ``replicas`` distinct stores
 per group), placed by ``ClusterMap.bootstrap``, which balances replicas and leaders within one.
-Host labels, joins and moves come with the meta group (docs/sharding.md, step 5).
+The record also names the meta group's voters (``meta``: the first ``MAX_META_VOTERS``
+bootstrap stores; absent in a record written before the meta group existed — that cluster
+runs without one) and, for a store that joined a running cluster (``serve --join``), the
+addresses it learnt then (``urls``) and that it joined (``joined``): its placement is the
+map's at that time, its stores are every store the map listed, and ``--peers`` is not
+compared (the map, not the flags, says who the peers are).
 
 The file is JSON, written to a temporary name, synced, renamed and the directory synced, so a
 crash leaves either no record (the store bootstraps again, identically) or the whole one.
@@ -22,14 +27,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from raftcache.sharding.clustermap import ClusterMap
+from raftcache.sharding.clustermap import ClusterMap, StoreState
 from raftcache.sharding.clustermap import Store as StoreInfo
 from raftcache.slots import check_groups
 from raftcache.storage.fsio import FileOps, atomic_write
+from raftcache.store.meta import meta_voters
 from raftcache.store.store import group_id
 
 SHARDS_FILE: Final = "SHARDS"
@@ -57,12 +63,18 @@ class ShardLayout:
             leader* first (balanced over the stores by ``ClusterMap.bootstrap``; a store
             leading a group hands it to the preferred leader when that one is caught up:
             ``raftcache.store.balance``).
+        meta: the meta group's voters (empty: a cluster without a meta group).
+        urls: store id → base URL learnt when joining (empty for a bootstrap store).
+        joined: this store joined a running cluster (``--peers`` is not compared).
     """
 
     groups: int
     replicas: int
     stores: tuple[str, ...]
     placement: Mapping[str, tuple[str, ...]]
+    meta: tuple[str, ...] = ()
+    urls: Mapping[str, str] = field(default_factory=dict)
+    joined: bool = False
 
     @classmethod
     def static(cls, stores: Sequence[str], groups: int, replicas: int) -> ShardLayout:
@@ -77,7 +89,29 @@ class ShardLayout:
             for p in cmap.placements
             if p.leader is not None
         }
-        return cls(groups, replicas, ids, placement)
+        return cls(groups, replicas, ids, placement, meta=meta_voters(ids))
+
+    @classmethod
+    def joining(cls, cmap: ClusterMap, meta: Sequence[str]) -> ShardLayout:
+        """The layout of a store joining the cluster ``cmap`` describes (it holds nothing:
+        the placement driver moves replicas onto it)."""
+        live = {s: i for s, i in cmap.stores.items() if i.state is not StoreState.REMOVED}
+        placement = {
+            group_id(p.group): (
+                *([p.leader] if p.leader else []),
+                *(v for v in (*p.voters, *p.learners) if v != p.leader),
+            )
+            for p in cmap.placements
+        }
+        return cls(
+            cmap.groups,
+            cmap.replication,
+            tuple(sorted(live)),
+            placement,
+            meta=tuple(meta),
+            urls={s: i.http_url for s, i in live.items() if i.http_url},
+            joined=True,
+        )
 
     def hosted_by(self, store_id: str) -> list[str]:
         """The groups ``store_id`` holds a replica of, in slot order."""
@@ -90,6 +124,9 @@ class ShardLayout:
             "replicas": self.replicas,
             "stores": list(self.stores),
             "placement": {g: list(m) for g, m in self.placement.items()},
+            **({"meta": list(self.meta)} if self.meta else {}),
+            **({"urls": dict(self.urls)} if self.urls else {}),
+            **({"joined": True} if self.joined else {}),
         }
 
     @classmethod
@@ -118,7 +155,15 @@ class ShardLayout:
             ):
                 raise ValueError(f"group {group_id(g)}: replicas must be stores of the cluster")
             parsed[group_id(g)] = tuple(members)
-        return cls(groups, replicas, tuple(stores), parsed)
+        meta, urls = data.get("meta", []), data.get("urls", {})
+        if not isinstance(meta, list) or not all(m in stores for m in meta):
+            raise ValueError("meta must list stores of the cluster")
+        if not isinstance(urls, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in urls.items()
+        ):
+            raise ValueError("urls must map store ids to URLs")
+        joined = data.get("joined", False) is True
+        return cls(groups, replicas, tuple(stores), parsed, tuple(meta), dict(urls), joined)
 
 
 def open_layout(data_dir: Path, wanted: ShardLayout) -> ShardLayout:
@@ -145,13 +190,16 @@ def open_layout(data_dir: Path, wanted: ShardLayout) -> ShardLayout:
         recorded = ShardLayout.from_json(json.loads(text))
     except ValueError as exc:
         raise LayoutMismatchError(f"{record} is damaged: {exc}") from None
+    compared = [
+        ("--groups", recorded.groups, wanted.groups),
+        ("--replicas", recorded.replicas, wanted.replicas),
+        ("--peers", ", ".join(recorded.stores), ", ".join(wanted.stores)),
+    ]
+    if recorded.joined or wanted.joined:
+        compared = compared[:1] if not wanted.joined else []  # the map says who the peers are
     differences = [
         f"{what}: the data has {have}, the flags ask for {want}"
-        for what, have, want in (
-            ("--groups", recorded.groups, wanted.groups),
-            ("--replicas", recorded.replicas, wanted.replicas),
-            ("--peers", ", ".join(recorded.stores), ", ".join(wanted.stores)),
-        )
+        for what, have, want in compared
         if have != want
     ]
     if differences:

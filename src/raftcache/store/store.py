@@ -41,6 +41,8 @@ from raftcache.store.ledger import LEDGER_FILE, LedgerMismatchError, ReplicaLedg
 
 #: The id of data group ``g`` (the meta group, when it exists, is ``meta``).
 GROUP_PREFIX: Final = "g"
+#: The meta group's id on the wire and on disk (``raftcache.store.meta``).
+META_GROUP: Final = "meta"
 
 
 def group_id(group: int) -> str:
@@ -139,6 +141,9 @@ class Store:
         machine: Makes a group's state machine (default: a ``CacheStateMachine()``).
         service: Makes a group's cache service (default: a ``CacheService`` on ``clock``).
         peer_addresses: Store id → base URL, recorded in each group's bootstrap membership.
+            Kept, not copied: ``learn_address`` adds the stores learnt later (the map).
+        meta: The meta group's voters (``raftcache.store.meta``); this store hosts a replica
+            of it when it is among them. Empty: a cluster without a meta group.
         ledger: The replicas created and removed since bootstrap (default: the data
             directory's ``REPLICAS``, or a new in-memory one; tests pass one to restarts).
         cluster_id: The cluster's id; each group binds its storage to ``<id>/<group id>``.
@@ -162,6 +167,7 @@ class Store:
         rng: random.Random | None = None,
         peer_addresses: Mapping[str, str] | None = None,
         ledger: ReplicaLedger | None = None,
+        meta: Sequence[str] = (),
     ) -> None:
         self.store_id = store_id
         self.groups = check_groups(groups)
@@ -182,7 +188,9 @@ class Store:
         self._make_service = service or plain_service
         self._config = config
         self._cluster_id = cluster_id
-        self._peer_addresses = dict(peer_addresses or {})
+        self._peer_addresses: dict[str, str] = (
+            peer_addresses if isinstance(peer_addresses, dict) else dict(peer_addresses or {})
+        )
         #: What this store created and removed since bootstrap (``raftcache.store.ledger``).
         self.ledger = ledger or ReplicaLedger(
             store_id, None if data_dir is None else data_dir / LEDGER_FILE
@@ -215,6 +223,17 @@ class Store:
                 self.remote[gid] = RemoteGroup(store_id, gid, self.placement[gid])
         for gid, (replica_id, voters) in hosting.items():
             self.replicas[gid] = self._build(gid, replica_id, voters)
+        #: The meta group's voters, and this store's replica of it (None: not among them).
+        self.meta_voters: tuple[str, ...] = tuple(meta)
+        self.meta: GroupReplica | None = None
+        if store_id in self.meta_voters:
+            self.meta = self._build(
+                META_GROUP,
+                store_id,
+                self.meta_voters,
+                state=CacheStateMachine(),
+                make_service=plain_service,
+            )
         self._started = False
         #: Called with a group's id after this store's replica of it was added or removed
         #: (the fronts rebuild their view of that group).
@@ -228,8 +247,16 @@ class Store:
         for listener in list(self._listeners):
             listener(gid)
 
-    def _build(self, gid: str, replica_id: str, voters: Sequence[str]) -> GroupReplica:
-        state = self._make_machine(gid)
+    def _build(
+        self,
+        gid: str,
+        replica_id: str,
+        voters: Sequence[str],
+        *,
+        state: CacheStateMachine | None = None,
+        make_service: ServiceFactory | None = None,
+    ) -> GroupReplica:
+        state = state if state is not None else self._make_machine(gid)
         if self._storage is not None:
             storage = self._storage(gid)
         else:
@@ -249,7 +276,9 @@ class Store:
             group=gid,
             peer_addresses=self._peer_addresses,
         )
-        return GroupReplica(gid, node, state, self._make_service(gid, node, state))
+        return GroupReplica(
+            gid, node, state, (make_service or self._make_service)(gid, node, state)
+        )
 
     def _directory(self, gid: str, replica_id: str) -> Path | None:
         """Where a replica's files live: ``groups/<group>`` for the replica the store was
@@ -409,11 +438,29 @@ class Store:
             raise GroupNotHereError(self.store_id, gid)
         return replica
 
+    @property
+    def addresses(self) -> Mapping[str, str]:
+        """Store id → base URL of every store this store knows (bootstrap and learnt)."""
+        return self._peer_addresses
+
+    def learn_address(self, store_id: str, url: str) -> None:
+        """Reach store ``store_id`` at ``url`` from now on (a store that joined, or moved):
+        the transport and the fronts' forwarding both read it."""
+        if not url or self._peer_addresses.get(store_id) == url:
+            return
+        self._peer_addresses[store_id] = url
+        if store_id != self.store_id:
+            self.network.set_peer_address(store_id, url)
+
+    def all_replicas(self) -> list[GroupReplica]:
+        """Every hosted replica: the data groups', then the meta group's."""
+        return [*self.replicas.values(), *([self.meta] if self.meta is not None else [])]
+
     async def start(self) -> None:
         """The transport, then every group (their nodes, then their services)."""
         await self.network.start()
         try:
-            for replica in self.replicas.values():
+            for replica in self.all_replicas():
                 await replica.node.start()
                 await replica.service.start()
         except BaseException:
@@ -427,7 +474,7 @@ class Store:
             return
         self._started = False
         await asyncio.gather(
-            *(_stop_replica(r) for r in self.replicas.values()), return_exceptions=True
+            *(_stop_replica(r) for r in self.all_replicas()), return_exceptions=True
         )
         await self.network.stop()
 

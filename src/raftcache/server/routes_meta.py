@@ -1,0 +1,120 @@
+"""The internal routes of the meta group: read the cluster map, register a store, change its
+state (docs/sharding.md, "The meta group").
+
+Rule: under ``/raft/meta/`` with the cluster token, on every store of a cluster with a meta
+group; a store that does not lead the meta group sends the request on to the one that does
+(``MetaAgent.call``) — once: a request that was already sent on (``?forwarded=1``) and reached
+a store that does not lead either is answered 503 naming the leader it knows, and the sender
+tries the next meta store.
+
+- ``GET /raft/meta/map`` → ``{"map": ClusterMap JSON, "meta": [meta voters], "leader": id}``
+  (linearizable, through the meta leader; ``?consistency=stale`` from this store's replica).
+- ``POST /raft/meta/stores`` ``{"id", "host", "http_url", "resp_address",
+  "cluster_address"}`` → ``{"map": …}``: register a store, or update its addresses and host
+  label; 409 for an id that was removed (ids are never reused) or a label that would put two
+  of a group's replicas on one host.
+- ``PUT /raft/meta/stores/{id}`` ``{"state": "up"|"decommissioning"|"removed"}`` → ``{"map":
+  …}``: drain a store (the meta leader's driver moves its replicas away), take it back, or
+  remove it once it holds no replica (409 before).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from raftcache.raft.errors import NotLeaderError
+from raftcache.server.bodies import read_body
+from raftcache.server.errors import ApiError, bad_request
+from raftcache.server.results import json_response
+from raftcache.server.routes_divergence import check_cluster_token
+from raftcache.server.validation import check_fields, parse_json_object, parse_node_id
+from raftcache.sharding.clustermap import ClusterMap, StoreState
+from raftcache.sharding.clustermap import Store as StoreInfo
+from raftcache.store.agent import FORWARDED, MetaAgent, MetaUnavailableError
+from raftcache.store.meta import MetaConflictError
+
+PREFIX = "/raft/meta"
+_BODY_BYTES = 16 * 1024
+_STORE_FIELDS = frozenset({"id", "host", "http_url", "resp_address", "cluster_address", "state"})
+
+
+def add_meta_routes(app: web.Application, agent: MetaAgent) -> None:
+    """Register the routes above on a store's application."""
+
+    def leader_hint() -> str | None:
+        meta = agent.store.meta
+        return None if meta is None else meta.node.leader_id
+
+    def answer(cmap: ClusterMap | None) -> web.Response:
+        return json_response(
+            {
+                "map": None if cmap is None else cmap.to_json(),
+                "meta": list(agent.store.meta_voters),
+                "leader": leader_hint(),
+            }
+        )
+
+    async def guarded(request: web.Request, run: Any) -> web.Response:
+        """Run here when this store leads the meta group, or send on (once)."""
+        if request.query.get(FORWARDED) and agent.local() is None:
+            raise ApiError(503, f"not the meta leader (leader hint: {leader_hint()})")
+        try:
+            result: web.Response = await run()
+            return result
+        except MetaConflictError as exc:
+            raise ApiError(409, str(exc)) from None
+        except (MetaUnavailableError, NotLeaderError) as exc:
+            raise ApiError(503, f"the meta group has no reachable leader: {exc}") from None
+
+    async def get_map(request: web.Request) -> web.Response:
+        check_cluster_token(request)
+        consistency = request.query.get("consistency", "linearizable")
+        if consistency not in ("linearizable", "stale"):
+            raise bad_request("consistency must be linearizable or stale")
+        if consistency == "stale" and agent.store.meta is not None:
+            return answer(await agent.read("stale"))
+
+        async def run() -> web.Response:
+            return answer(await agent.read("linearizable"))
+
+        return await guarded(request, run)
+
+    async def post_store(request: web.Request) -> web.Response:
+        check_cluster_token(request)
+        body = parse_json_object(await read_body(request, _BODY_BYTES))
+        check_fields(body, _STORE_FIELDS, "a store")
+        store_id = parse_node_id(body.get("id"), "id")
+        if "." in store_id:
+            raise bad_request("a store id holds no '.' (replica ids are <store>.<n>)")
+        try:
+            info = StoreInfo.from_json({**body, "state": "up"})
+        except (ValueError, TypeError) as exc:
+            raise bad_request(str(exc)) from None
+
+        async def run() -> web.Response:
+            return answer(await agent.register(info))
+
+        return await guarded(request, run)
+
+    async def put_store(request: web.Request) -> web.Response:
+        check_cluster_token(request)
+        store_id = parse_node_id(request.match_info["store"], "store")
+        body = parse_json_object(await read_body(request, _BODY_BYTES))
+        check_fields(body, frozenset({"state"}), "a store state")
+        try:
+            state = StoreState(str(body.get("state")))
+        except ValueError:
+            raise bad_request(
+                "state must be one of " + ", ".join(s.value for s in StoreState)
+            ) from None
+
+        async def run() -> web.Response:
+            return answer(await agent.set_state(store_id, state))
+
+        return await guarded(request, run)
+
+    app.router.add_get(f"{PREFIX}/map", get_map)
+    app.router.add_post(f"{PREFIX}/stores", post_store)
+    app.router.add_put(PREFIX + "/stores/{store}", put_store)

@@ -1,0 +1,281 @@
+"""``MetaAgent``: what every store of a cluster with a meta group does with the map.
+
+Rule: one loop per store, every ``interval_s``:
+
+1. **read the map** — through the meta leader when this store's meta replica leads
+   (linearizable, and the first leader writes the bootstrap map), from its own meta replica
+   otherwise (``stale``: routing only needs a recent map), or from a meta store over HTTP when
+   it hosts none; the last map read is kept, so a meta group without a quorum costs routing
+   nothing (data groups keep serving, from the last map and leader hints);
+2. **learn from it** — every store's address (a store that joined is reached from then on)
+   and, when the map's version moved, where each group lives (``Store.set_placement``);
+3. **register** — this store's id, host label and addresses, until the map shows them (that
+   is how a new store joins: ``raftcache serve --join``);
+4. **drive** — on the meta leader only, one round of the placement driver
+   (``raftcache.store.driver``) over the stores the map lists, decommissioning ones drained,
+   stores silent for ``down_after_s`` replaced; then the groups' observed placement recorded
+   in the map. A driver is kept for one meta term (its down timers with it): a new meta leader
+   starts its timers afresh, so it replaces a store later, never sooner. A deposed leader's
+   late steps are refused by the groups (configuration index, invariant 3) and its late map
+   writes by the compare-and-set (``raftcache.store.meta``).
+
+Changes asked of a store that does not lead the meta group (registrations, drains) are sent
+to the meta leader (``call``): its hint first, then each meta voter; a request already sent on
+once is not sent on again (``FORWARDED``), so two stores with stale hints cannot loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from raftcache.network.groups import store_of
+from raftcache.raft.core import Role
+from raftcache.sharding.clustermap import ClusterMap, GroupPlacement, StoreState
+from raftcache.sharding.clustermap import Store as StoreInfo
+from raftcache.store.driver import PlacementDriver, Request
+from raftcache.store.meta import MetaConflictError, MetaMap, observed_placement
+from raftcache.store.store import Store, group_id
+
+log = logging.getLogger("raftcache.store.meta")
+
+#: The query parameter a store adds to a meta request it sends on to another store.
+FORWARDED: Final = "forwarded"
+
+
+class MetaUnavailableError(RuntimeError):
+    """No meta leader answered (the meta group has no quorum, or none of it is reachable)."""
+
+
+class MetaAgent:
+    """The loop above, and the way the routes reach the meta leader.
+
+    Args:
+        store: this store.
+        me: this store's record (id, host label, addresses) to register.
+        request: sends one HTTP request to a store by id (``driver.http_requester``).
+        first: the bootstrap map (written by the first meta leader if none is).
+        down_after_s: a store silent this long is replaced (``--store-down-after``).
+        interval_s: seconds between rounds.
+        clock: monotonic seconds (the driver's down timers).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        me: StoreInfo,
+        *,
+        request: Request,
+        first: Callable[[], ClusterMap],
+        down_after_s: float = 300.0,
+        interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.me = me
+        self._request = request
+        self._first = first
+        self._down_after_s = down_after_s
+        self._interval_s = interval_s
+        self._clock = clock
+        #: The last map read, and the version whose placements were applied.
+        self.map: ClusterMap | None = None
+        self._applied_version = -1
+        self._driver: PlacementDriver | None = None
+        self._driver_term = -1
+        #: (the map's record, this store's) after the last registration: not sent again
+        #: while they stay so (a label the map refused is not asked for every round).
+        self._registered: tuple[StoreInfo | None, StoreInfo] | None = None
+        self._task: asyncio.Task[None] | None = None
+        #: Rounds run, and the last error (status and tests read them).
+        self.rounds = 0
+        self.last_error: str | None = None
+
+    # --- the meta leader ----------------------------------------------------------------------
+
+    def local(self) -> MetaMap | None:
+        """The map through this store's meta replica when it leads the meta group."""
+        meta = self.store.meta
+        if meta is None or meta.node.role is not Role.LEADER:
+            return None
+        return MetaMap(meta.service)
+
+    def _candidates(self) -> list[str]:
+        meta = self.store.meta
+        hint = None if meta is None else meta.node.leader_id
+        order = [*([store_of(hint)] if hint else []), *self.store.meta_voters]
+        return [s for s in dict.fromkeys(order) if s != self.store.store_id]
+
+    async def call(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        """Send a meta request on to the meta leader: the hint, then every meta voter; the
+        first answer that is not "not the meta leader" (503) or unreachable."""
+        sep = "&" if "?" in path else "?"
+        tried: list[str] = []
+        for target in self._candidates():
+            if target not in self.store.addresses:
+                continue
+            try:
+                status, answer = await self._request(
+                    method, target, f"{path}{sep}{FORWARDED}=1", body
+                )
+            except (TimeoutError, OSError, RuntimeError) as exc:
+                tried.append(f"{target}: {type(exc).__name__}")
+                continue
+            if status == 503:
+                tried.append(f"{target}: not the meta leader")
+                continue
+            return status, answer
+        raise MetaUnavailableError(
+            "no meta leader answered (" + ("; ".join(tried) or "no meta store known") + ")"
+        )
+
+    async def read(self, consistency: str = "linearizable") -> ClusterMap | None:
+        """The map: the local leader's, the local replica's (``stale``), or the leader's."""
+        leader = self.local()
+        if leader is not None:
+            return await leader.read(consistency)
+        meta = self.store.meta
+        if consistency == "stale" and meta is not None:
+            return await MetaMap(meta.service).read("stale")
+        status, answer = await self.call("GET", "/raft/meta/map", None)
+        if status != 200:
+            raise MetaUnavailableError(f"the meta leader answered {status}: {answer}")
+        body = answer.get("map") if isinstance(answer, dict) else None
+        return None if body is None else ClusterMap.from_json(body)
+
+    async def change(self, method: str, path: str, body: Any, local: Any) -> ClusterMap:
+        """A change: ``local(MetaMap)`` here when this store leads the meta group, else the
+        request sent on to the leader. ``MetaConflictError`` for a 409."""
+        leader = self.local()
+        if leader is not None:
+            new: ClusterMap = await local(leader)
+            return new
+        status, answer = await self.call(method, path, body)
+        if status == 409:
+            raise MetaConflictError(answer.get("error", "refused"))
+        if status != 200:
+            raise MetaUnavailableError(f"the meta leader answered {status}: {answer}")
+        return ClusterMap.from_json(answer["map"])
+
+    async def register(self, me: StoreInfo) -> ClusterMap:
+        return await self.change(
+            "POST", "/raft/meta/stores", me.to_json(), lambda m: m.register(me)
+        )
+
+    async def set_state(self, store_id: str, state: StoreState) -> ClusterMap:
+        return await self.change(
+            "PUT",
+            f"/raft/meta/stores/{store_id}",
+            {"state": state.value},
+            lambda m: m.set_state(store_id, state, self.store.meta_voters),
+        )
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.round()
+                self.last_error = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the next round tries again
+                if self.last_error != repr(exc):
+                    log.warning("meta round failed", extra={"why": repr(exc)})
+                self.last_error = repr(exc)
+            await asyncio.sleep(self._interval_s)
+
+    async def round(self) -> None:
+        """One round of the loop (see the module docstring)."""
+        self.rounds += 1
+        leader = self.local()
+        if leader is not None:
+            cmap = await leader.read()
+            if cmap is None:
+                cmap = await leader.initialise(self._first())
+        else:
+            cmap = await self.read("stale" if self.store.meta is not None else "linearizable")
+        if cmap is None:
+            return
+        self.map = cmap
+        self._learn(cmap)
+        known = cmap.stores.get(self.me.store_id)
+        stale = known is None or _addresses(known) != _addresses(self.me)
+        if stale and (known, self.me) != self._registered:
+            self.map = cmap = await self.register(self.me)
+            kept = cmap.stores.get(self.me.store_id)
+            self._registered = (kept, self.me)
+            log.info(
+                "store registered",
+                extra={"id": self.me.store_id, "host": kept.host if kept else "?"},
+            )
+        if self.local() is not None:
+            await self._drive(cmap)
+
+    def _learn(self, cmap: ClusterMap) -> None:
+        for info in cmap.stores.values():
+            if info.state is not StoreState.REMOVED and info.http_url:
+                self.store.learn_address(info.store_id, info.http_url)
+        if cmap.version == self._applied_version:
+            return
+        self._applied_version = cmap.version
+        for p in cmap.placements:
+            stores = [*([p.leader] if p.leader else []), *p.voters, *p.learners]
+            try:
+                self.store.set_placement(group_id(p.group), list(dict.fromkeys(stores)))
+            except ValueError:
+                continue
+
+    async def _drive(self, cmap: ClusterMap) -> None:
+        meta = self.store.meta
+        assert meta is not None
+        term = meta.node.current_term
+        live = {s: i for s, i in cmap.stores.items() if i.state is not StoreState.REMOVED}
+        urls = {s: i.http_url or self.store.addresses.get(s, "") for s, i in live.items()}
+        if self._driver is None or term != self._driver_term:
+            self._driver = PlacementDriver(
+                urls,
+                groups=cmap.groups,
+                replication=cmap.replication,
+                request=self._request,
+                clock=self._clock,
+                down_after_s=self._down_after_s,
+            )
+            self._driver_term = term
+        driver = self._driver
+        driver.urls = urls
+        driver.hosts = {s: i.host for s, i in live.items()}
+        driver.drain = {s for s, i in live.items() if i.state is StoreState.DECOMMISSIONING}
+        await driver.round()
+        seen = driver.last_seen
+        leader = self.local()
+        if seen is None or leader is None:
+            return
+        observed: list[GroupPlacement] = []
+        for g in range(cmap.groups):
+            view = seen.groups[group_id(g)]
+            if view.leader_store is None or not view.voters:
+                continue
+            leading = next((v for v in view.voters if store_of(v) == view.leader_store), None)
+            observed.append(observed_placement(g, view.voters, view.learners, leading))
+        if observed:
+            self.map = await leader.record(observed)
+
+
+def _addresses(info: StoreInfo) -> tuple[str, str, str, str]:
+    return (info.host, info.http_url, info.resp_address, info.cluster_address)

@@ -1,0 +1,211 @@
+"""The meta group's content: the cluster map, one replicated value (docs/sharding.md).
+
+Rule: the map lives in one more Raft group, ``meta``, hosted by up to ``MAX_META_VOTERS`` of
+the bootstrap stores. Its state machine is a cache like any group's, and the map is one key of
+it, ``map``, holding a ``ClusterMap`` as JSON — so the map is replicated, persisted,
+snapshotted and backed up exactly as cached data is, and never lives in a side file. Every
+change is a read-modify-write of that key, compare-and-set on the key's version (its log
+index): two stores registering at once, or a deposed meta leader's driver writing late, can
+never overwrite a newer map; the loser reads again and re-applies its change. The map's own
+``version`` rises by one per change (invariant 7).
+
+What the map records, and who writes it:
+- stores (id, host label, addresses, state): each store registers itself at start (a joining
+  store that way enters the cluster); an operator marks one decommissioning (drain) or up
+  again, and removed once it holds no replica — a removed id is never registered again;
+- each group's placement, as the placement driver last observed it in the groups'
+  configurations (invariant 2: the groups are the truth; the map is what routing and the
+  operators read, and what a restarted store learns where groups moved from).
+
+Reads for routing may be stale (a store's own meta replica, ``stale``); the driver and the
+operators' changes read linearizably through the meta leader.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Final
+
+from raftcache.cache.errors import PreconditionFailedError
+from raftcache.cache.service import CacheService
+from raftcache.network.groups import store_of
+from raftcache.sharding.clustermap import ClusterMap, GroupPlacement, Store, StoreState
+from raftcache.store.store import META_GROUP, group_id
+
+__all__ = ["META_GROUP", "MetaConflictError", "MetaMap", "first_map", "meta_voters"]
+#: The key of the meta group's cache that holds the map.
+MAP_KEY: Final = "map"
+#: The meta group's voters: the first of the bootstrap stores, at most this many.
+MAX_META_VOTERS: Final = 5
+#: Compare-and-set attempts of one change before giving up (each loses only to a newer map).
+_ATTEMPTS: Final = 20
+
+
+class MetaConflictError(ValueError):
+    """A change the map refuses: a removed id registering again, removing a store that still
+    holds replicas, an unknown store, a host label that would put two of a group's replicas
+    on one host (answered 409)."""
+
+
+def meta_voters(stores: Sequence[str]) -> tuple[str, ...]:
+    """The meta group's bootstrap voters among the cluster's bootstrap ``stores``."""
+    return tuple(sorted(stores)[:MAX_META_VOTERS])
+
+
+def first_map(
+    groups: int,
+    replication: int,
+    placement: Mapping[str, Sequence[str]],
+    urls: Mapping[str, str],
+) -> ClusterMap:
+    """The map of a new cluster from its bootstrap layout: each bootstrap store counts as its
+    own host until it registers its label; ``placement`` is group id → stores, the preferred
+    leader first (``raftcache.store.layout``)."""
+    stores = {s: Store(s, s, urls.get(s, "")) for gid in placement for s in placement[gid]}
+    for s, url in urls.items():
+        stores.setdefault(s, Store(s, s, url))
+    placements = tuple(
+        GroupPlacement(g, tuple(sorted(placement[group_id(g)]))) for g in range(groups)
+    )
+    return ClusterMap(1, groups, replication, stores, placements)
+
+
+def observed_placement(
+    group: int, voters: Sequence[str], learners: Sequence[str], leader: str | None
+) -> GroupPlacement:
+    """A group's placement as its configuration names it (replica ids → their stores)."""
+    voter_stores = tuple(sorted({store_of(v) for v in voters}))
+    learner_stores = tuple(sorted({store_of(v) for v in learners} - set(voter_stores)))
+    lead = store_of(leader) if leader is not None else None
+    return GroupPlacement(
+        group, voter_stores, learner_stores, lead if lead in voter_stores else None
+    )
+
+
+class MetaMap:
+    """Reads and changes the map through this store's replica of the meta group.
+
+    Changes must run on the meta leader (its ``CacheService`` raises ``NotLeaderError``
+    elsewhere; the routes forward). ``read`` at ``stale`` serves from the local replica.
+    """
+
+    def __init__(self, service: CacheService) -> None:
+        self.service = service
+
+    async def read(self, consistency: str = "linearizable") -> ClusterMap | None:
+        """The map (None before the first leader wrote it)."""
+        found = await self._read(consistency)
+        return None if found is None else found[0]
+
+    async def _read(self, consistency: str) -> tuple[ClusterMap, int] | None:
+        item = await self.service.get(MAP_KEY, consistency, touch=False)
+        if item is None:
+            return None
+        return ClusterMap.from_json(json.loads(item.value)), item.version
+
+    async def change(self, edit: Callable[[ClusterMap | None], ClusterMap | None]) -> ClusterMap:
+        """Apply ``edit`` to the current map and write the result compare-and-set; again on a
+        newer map when another change won. ``edit`` returns the map unchanged (or None with
+        no map) to write nothing; it may raise ``MetaConflictError``."""
+        for _ in range(_ATTEMPTS):
+            found = await self._read("linearizable")
+            current, version = (None, None) if found is None else found
+            new = edit(current)
+            if new is None or new == current:
+                if current is None:
+                    raise MetaConflictError("the cluster map is not written yet")
+                return current
+            body = json.dumps(new.to_json(), separators=(",", ":")).encode()
+            try:
+                if version is None:
+                    await self.service.set(MAP_KEY, body, if_absent=True)
+                else:
+                    await self.service.set(MAP_KEY, body, if_version=version)
+            except PreconditionFailedError:
+                continue  # another change won: read it and apply ours to it
+            return new
+        raise MetaConflictError("the cluster map kept changing; try again")
+
+    async def initialise(self, first: ClusterMap) -> ClusterMap:
+        """Write ``first`` unless a map exists (every meta leader may try; one wins)."""
+        return await self.change(lambda current: first if current is None else current)
+
+    async def register(self, store: Store) -> ClusterMap:
+        """Add ``store``, or update its addresses and host label (its state is kept)."""
+
+        def edit(current: ClusterMap | None) -> ClusterMap | None:
+            if current is None:
+                raise MetaConflictError("the cluster map is not written yet")
+            known = current.stores.get(store.store_id)
+            if known is not None and known.state is StoreState.REMOVED:
+                raise MetaConflictError(
+                    f"store id {store.store_id} was removed from this cluster: ids are never "
+                    f"reused (start the store under a new --id with an empty --data-dir)"
+                )
+            wanted = store if known is None else replace(store, state=known.state)
+            if known == wanted:
+                return current
+            try:
+                return current.with_store(wanted)
+            except ValueError as exc:  # e.g. two replicas of a group on one host label
+                if known is None or known.host == store.host:
+                    raise MetaConflictError(f"store {store.store_id} refused: {exc}") from None
+            # The label would put two replicas of a group on one host (stores bootstrapped
+            # before their labels were known): record the addresses, keep the old label.
+            kept = replace(wanted, host=known.host)
+            return current if kept == known else current.with_store(kept)
+
+        return await self.change(edit)
+
+    async def set_state(
+        self, store_id: str, state: StoreState, meta_voters: Sequence[str] = ()
+    ) -> ClusterMap:
+        """Mark a store up, decommissioning, or removed (only once it holds no replica, and
+        never one of the meta group's voters: meta replicas do not move)."""
+        if state is StoreState.REMOVED and store_id in meta_voters:
+            raise MetaConflictError(
+                f"store {store_id} holds a replica of the meta group, which does not move: "
+                "it cannot leave the cluster"
+            )
+
+        def edit(current: ClusterMap | None) -> ClusterMap | None:
+            if current is None:
+                raise MetaConflictError("the cluster map is not written yet")
+            known = current.stores.get(store_id)
+            if known is None:
+                raise MetaConflictError(f"no store {store_id!r} in this cluster")
+            if known.state is state:
+                return current
+            if known.state is StoreState.REMOVED:
+                raise MetaConflictError(f"store {store_id} was removed; ids are never reused")
+            held = current.groups_of(store_id)
+            if state is StoreState.REMOVED and held:
+                raise MetaConflictError(
+                    f"store {store_id} still holds replicas of {len(held)} group(s) "
+                    f"(g{held[0]}…): drain it first"
+                )
+            try:
+                return current.with_store(replace(known, state=state))
+            except ValueError as exc:
+                raise MetaConflictError(str(exc)) from None
+
+        return await self.change(edit)
+
+    async def record(self, placements: Sequence[GroupPlacement]) -> ClusterMap:
+        """Record what the driver observed of each group (those that changed)."""
+
+        def edit(current: ClusterMap | None) -> ClusterMap | None:
+            if current is None:
+                return None
+            new = current
+            for p in placements:
+                if 0 <= p.group < current.groups and current.placement(p.group) != p:
+                    try:
+                        new = new.with_placement(p)
+                    except ValueError:
+                        continue  # not recordable (e.g. a replica on an unregistered store)
+            return new
+
+        return await self.change(edit)
