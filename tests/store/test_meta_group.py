@@ -296,7 +296,8 @@ async def test_without_a_meta_quorum_data_groups_keep_serving() -> None:
             async with session.get(f"{cluster.urls['s4']}/raft/meta/map") as answer:
                 assert answer.status == 503, await answer.text()
             for g in survivors:
-                await _until(lambda g=g: cluster.leader(group_id(g)) is not None, 30)
+                gid = group_id(g)
+                await _until(lambda: cluster.leader(gid) is not None, 30)  # noqa: B023
                 key = next(
                     k for k in (f"q{i}" for i in range(500))
                     if cluster.live()["s4"].group_of(k) == group_id(g)
