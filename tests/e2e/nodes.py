@@ -98,6 +98,8 @@ class ProcessCluster:
         self.extra_args = list(extra_args)
         #: Flags of one node only (its own ports, say), after ``extra_args``.
         self.node_args: dict[str, list[str]] = {}
+        #: Stores that joined a running cluster: the URL each was started with ``--join``.
+        self.joined: dict[str, str] = {}
         ports = free_ports(size)
         self.nodes: dict[str, NodeProcess] = {}
         for i, port in enumerate(ports, start=1):
@@ -108,8 +110,18 @@ class ProcessCluster:
 
     @property
     def peers(self) -> str:
-        """The ``--peers`` value naming every node."""
-        return ",".join(f"{n.node_id}={n.url}" for n in self.nodes.values())
+        """The ``--peers`` value naming every bootstrap node (not the stores that joined)."""
+        return ",".join(
+            f"{n.node_id}={n.url}" for n in self.nodes.values() if n.node_id not in self.joined
+        )
+
+    def add_joiner(self, node_id: str, join_url: str) -> NodeProcess:
+        """A new store, started (by ``start``) with ``--join join_url`` instead of ``--peers``."""
+        (port,) = free_ports(1)
+        node = NodeProcess(node_id, port, self.root / node_id, self.root / f"{node_id}.log")
+        self.nodes[node_id] = node
+        self.joined[node_id] = join_url
+        return node
 
     @property
     def endpoints(self) -> list[str]:
@@ -128,7 +140,11 @@ class ProcessCluster:
         assert not node.running(), f"{node_id} already runs"
         node.data_dir.parent.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "raftcache", "serve", "--id", node_id]
-        argv += ["--listen", f"127.0.0.1:{node.port}", "--peers", self.peers]
+        argv += ["--listen", f"127.0.0.1:{node.port}"]
+        if node_id in self.joined:
+            argv += ["--join", self.joined[node_id], "--host-label", f"host-{node_id}"]
+        else:
+            argv += ["--peers", self.peers]
         argv += ["--data-dir", str(node.data_dir), *self.extra_args]
         argv += self.node_args.get(node_id, [])
         with node.log_path.open("ab") as log:
