@@ -16,7 +16,7 @@ from raftcache.process.config import ConfigError, ServeOptions
 from raftcache.process.store_server import _join_layout, _layout
 from raftcache.store.layout import LayoutMismatchError
 from tests.server.cluster import free_ports
-from tests.store.test_meta_group import _start, _stop
+from tests.store.test_meta_group import _start, _stop, remove
 
 
 def parse(argv: list[str]) -> ServeOptions:
@@ -93,10 +93,7 @@ async def test_the_first_start_reads_the_map_and_refuses_what_it_must(tmp_path: 
             body = {"id": "s7", "host": "h7", "http_url": f"http://127.0.0.1:{port}"}
             async with session.post(f"{url}/raft/meta/stores", json=body) as answer:
                 assert answer.status == 200
-            async with session.put(
-                f"{url}/raft/meta/stores/s7", json={"state": "removed"}
-            ) as answer:
-                assert answer.status == 200, await answer.text()
+            await remove(session, url, "s7")
             async with session.post(f"{url}/raft/meta/stores", json=body) as answer:
                 assert answer.status == 409
                 assert "never reused" in (await answer.json())["error"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Mapping
@@ -99,7 +100,10 @@ async def _run(args: argparse.Namespace) -> int:
         request = http_requester(
             session, urls, client_token=token_of(args), cluster_token=cluster_token, timeout_s=15
         )
-        meta = await _read_map(request, urls)
+        try:
+            meta = await _read_map(request, urls)
+        except RuntimeError as exc:  # a meta group, but no leader: no second driver then
+            return fail("store", str(exc), EXIT_UNAVAILABLE)
         if meta is not None:
             return await _with_meta(args, request, urls, meta)
         if args.action in ("list", "remove"):
@@ -140,17 +144,23 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _read_map(request: Request, urls: Mapping[str, str]) -> ClusterMap | None:
-    """The map, through the first store that answers (None: no meta group there)."""
+    """The map, through the first store that answers; None only when a store says it has no
+    meta group (404: a cluster bootstrapped before it). RuntimeError when the cluster has
+    one but it cannot be read (no quorum): never fall back to a driver of the shell's then."""
+    last = "no store answered"
     for store in urls:
         try:
             status, body = await request("GET", store, "/raft/meta/map", None)
-        except (TimeoutError, OSError, aiohttp.ClientError):
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            last = f"{store}: {type(exc).__name__}"
             continue
         if status == 200 and isinstance(body, dict) and isinstance(body.get("map"), dict):
             return ClusterMap.from_json(body["map"])
         if status == 404:
             return None  # a store without the meta routes: no meta group
-    return None
+        error = body.get("error") if isinstance(body, dict) else body
+        last = f"{store}: HTTP {status} {error}"
+    raise RuntimeError(f"the cluster map cannot be read now ({last}); try again later")
 
 
 async def _with_meta(
@@ -174,7 +184,8 @@ async def _with_meta(
     deadline = loop.time() + args.deadline
     printed: dict[str, int] = {}
     while loop.time() < deadline:
-        cmap = await _read_map(request, urls) or cmap
+        with contextlib.suppress(RuntimeError):  # the meta group between leaders
+            cmap = await _read_map(request, urls) or cmap
         if args.action == "rebalance":
             if _balanced(cmap):
                 print("placement done", file=sys.stderr)

@@ -345,10 +345,12 @@ def _join_layout(options: ServeOptions) -> ShardLayout:
         raise LayoutMismatchError(
             f"store id {options.id} was removed from this cluster: ids are never reused"
         )
-    if known is not None and known.http_url != options.peers[options.id]:
+    if known is not None:
+        # Its directory has no SHARDS, so this is not that store's data: a store whose
+        # directory was lost must not come back as empty voters under its old id.
         raise LayoutMismatchError(
-            f"store id {options.id} is already in this cluster at {known.http_url}: choose "
-            "another --id for a new store"
+            f"store id {options.id} is already in this cluster (at {known.http_url}): a new "
+            "store, or one whose data directory was lost, joins under a new --id"
         )
     meta = [str(m) for m in body.get("meta", [])]
     return ShardLayout.joining(cmap, meta)

@@ -24,12 +24,17 @@ from typing import Any
 
 from aiohttp import web
 
-from raftcache.raft.errors import NotLeaderError
+from raftcache.raft.errors import NotLeaderError, RaftError
 from raftcache.server.bodies import read_body
 from raftcache.server.errors import ApiError, bad_request
 from raftcache.server.results import json_response
 from raftcache.server.routes_divergence import check_cluster_token
-from raftcache.server.validation import check_fields, parse_json_object, parse_node_id
+from raftcache.server.validation import (
+    check_fields,
+    parse_json_object,
+    parse_node_id,
+    parse_node_url,
+)
 from raftcache.sharding.clustermap import ClusterMap, StoreState
 from raftcache.sharding.clustermap import Store as StoreInfo
 from raftcache.store.agent import FORWARDED, MetaAgent, MetaUnavailableError
@@ -67,6 +72,8 @@ def add_meta_routes(app: web.Application, agent: MetaAgent) -> None:
             raise ApiError(409, str(exc)) from None
         except (MetaUnavailableError, NotLeaderError) as exc:
             raise ApiError(503, f"the meta group has no reachable leader: {exc}") from None
+        except (RaftError, TimeoutError) as exc:  # a change whose outcome is unknown
+            raise ApiError(503, f"the meta group did not answer in time: {exc!r}") from None
 
     async def get_map(request: web.Request) -> web.Response:
         check_cluster_token(request)
@@ -88,6 +95,7 @@ def add_meta_routes(app: web.Application, agent: MetaAgent) -> None:
         store_id = parse_node_id(body.get("id"), "id")
         if "." in store_id:
             raise bad_request("a store id holds no '.' (replica ids are <store>.<n>)")
+        parse_node_url(body.get("http_url"))
         try:
             info = StoreInfo.from_json({**body, "state": "up"})
         except (ValueError, TypeError) as exc:

@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+import aiohttp
+
 from raftcache.network.groups import store_of
 from raftcache.raft.core import Role
 from raftcache.sharding.clustermap import ClusterMap, GroupPlacement, StoreState
@@ -122,7 +124,7 @@ class MetaAgent:
                 status, answer = await self._request(
                     method, target, f"{path}{sep}{FORWARDED}=1", body
                 )
-            except (TimeoutError, OSError, RuntimeError) as exc:
+            except (TimeoutError, OSError, RuntimeError, aiohttp.ClientError) as exc:
                 tried.append(f"{target}: {type(exc).__name__}")
                 continue
             if status == 503:
@@ -167,11 +169,50 @@ class MetaAgent:
         )
 
     async def set_state(self, store_id: str, state: StoreState) -> ClusterMap:
+        async def here(meta: MetaMap) -> ClusterMap:
+            if state is StoreState.REMOVED and store_id not in self.store.meta_voters:
+                await self._holds_nothing(meta, store_id)
+            return await meta.set_state(store_id, state, self.store.meta_voters)
+
         return await self.change(
-            "PUT",
-            f"/raft/meta/stores/{store_id}",
-            {"state": state.value},
-            lambda m: m.set_state(store_id, state, self.store.meta_voters),
+            "PUT", f"/raft/meta/stores/{store_id}", {"state": state.value}, here
+        )
+
+    async def _holds_nothing(self, meta: MetaMap, store_id: str) -> None:
+        """Refuse to mark ``store_id`` removed unless every group's leader answered now and
+        no configuration names it, nor does the store hold a replica: the map's placement is
+        only what the driver last observed, and a store removed while a configuration still
+        names it would be one the driver no longer looks after."""
+        cmap = await meta.read()
+        if cmap is None:
+            raise MetaConflictError("the cluster map is not written yet")
+        seen = await self._observer(cmap).observe()
+        for gid, view in seen.groups.items():
+            if view.leader_store is None:
+                raise MetaConflictError(
+                    f"cannot confirm that {store_id} holds nothing: {gid} has no leader now"
+                )
+            named = {store_of(m) for m in (*view.voters, *view.learners)}
+            if store_id in named or store_id in view.replicas:
+                raise MetaConflictError(
+                    f"store {store_id} still holds a replica of {gid}: drain it first"
+                )
+
+    def _observer(self, cmap: ClusterMap) -> PlacementDriver:
+        # Every store the map lists, removed ones too: a configuration may still name one
+        # (it is then drained like a decommissioning store, never ignored).
+        urls = {
+            s: i.http_url or self.store.addresses.get(s, "")
+            for s, i in cmap.stores.items()
+            if i.http_url or s in self.store.addresses
+        }
+        return PlacementDriver(
+            urls,
+            groups=cmap.groups,
+            replication=cmap.replication,
+            request=self._request,
+            clock=self._clock,
+            down_after_s=self._down_after_s,
         )
 
     # --- the loop -----------------------------------------------------------------------------
@@ -231,8 +272,8 @@ class MetaAgent:
         for info in cmap.stores.values():
             if info.state is not StoreState.REMOVED and info.http_url:
                 self.store.learn_address(info.store_id, info.http_url)
-        if cmap.version == self._applied_version:
-            return
+        if cmap.version <= self._applied_version:
+            return  # only a newer map moves routing (a stale replica may lag: invariant 7)
         self._applied_version = cmap.version
         for p in cmap.placements:
             stores = [*([p.leader] if p.leader else []), *p.voters, *p.learners]
@@ -245,26 +286,20 @@ class MetaAgent:
         meta = self.store.meta
         assert meta is not None
         term = meta.node.current_term
-        live = {s: i for s, i in cmap.stores.items() if i.state is not StoreState.REMOVED}
-        urls = {s: i.http_url or self.store.addresses.get(s, "") for s, i in live.items()}
+        fresh = self._observer(cmap)
         if self._driver is None or term != self._driver_term:
-            self._driver = PlacementDriver(
-                urls,
-                groups=cmap.groups,
-                replication=cmap.replication,
-                request=self._request,
-                clock=self._clock,
-                down_after_s=self._down_after_s,
-            )
+            self._driver = fresh
             self._driver_term = term
         driver = self._driver
-        driver.urls = urls
-        driver.hosts = {s: i.host for s, i in live.items()}
-        driver.drain = {s for s, i in live.items() if i.state is StoreState.DECOMMISSIONING}
+        driver.urls = fresh.urls
+        driver.hosts = {s: i.host for s, i in cmap.stores.items()}
+        driver.drain = {s for s, i in cmap.stores.items() if i.state is not StoreState.UP}
         await driver.round()
-        seen = driver.last_seen
         leader = self.local()
-        if seen is None or leader is None:
+        # Recorded as the groups are *after* the round's steps: the placement the driver
+        # just told every store (its leader first), which the map must not contradict.
+        seen = driver.last_seen
+        if leader is None or seen is None:
             return
         observed: list[GroupPlacement] = []
         for g in range(cmap.groups):

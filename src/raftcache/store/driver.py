@@ -117,7 +117,8 @@ class PlacementDriver:
     ) -> None:
         self.urls = dict(urls)
         self.hosts = dict(hosts or {})
-        #: The last round's observation (the map the meta group records from it).
+        #: The last round's observation, taken again after its steps (the map the meta group
+        #: records from it).
         self.last_seen: Observation | None = None
         self.groups = groups
         self.replication = replication
@@ -177,6 +178,14 @@ class PlacementDriver:
                      state=StoreState.DECOMMISSIONING if s in self.drain else StoreState.UP)
             for s in self.urls
         }  # fmt: skip
+        # A store a configuration names but the driver was not given (removed from the map
+        # while a replica was still being added there): drained like a decommissioning one,
+        # never a reason to stop planning.
+        for view in seen.groups.values():
+            for member in (*view.voters, *view.learners):
+                s = store_of(member)
+                if s not in stores:
+                    stores[s] = Store(s, s, "", state=StoreState.DECOMMISSIONING)
         placements = []
         for g in range(self.groups):
             view = seen.groups[group_id(g)]
@@ -209,6 +218,8 @@ class PlacementDriver:
             else:
                 self.steps_done.append(step)
                 log.info("placement step done", extra={"step": str(step)})
+        if steps:  # what the groups are after the steps (what every store was just told)
+            self.last_seen = await self.observe()
         return steps
 
     async def run(self, timeout_s: float, pause_s: float = 0.5) -> bool:

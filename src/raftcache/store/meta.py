@@ -37,8 +37,10 @@ from raftcache.store.store import META_GROUP, group_id
 __all__ = ["META_GROUP", "MetaConflictError", "MetaMap", "first_map", "meta_voters"]
 #: The key of the meta group's cache that holds the map.
 MAP_KEY: Final = "map"
-#: The meta group's voters: the first of the bootstrap stores, at most this many.
-MAX_META_VOTERS: Final = 5
+#: The meta group's voters: the first of the bootstrap stores, at most this many (three
+#: tolerate one failure, as a data group of replication 3 does; the meta group's replicas do
+#: not move yet, so every store beyond them stays free to drain and remove).
+MAX_META_VOTERS: Final = 3
 #: Compare-and-set attempts of one change before giving up (each loses only to a newer map).
 _ATTEMPTS: Final = 20
 
@@ -164,10 +166,10 @@ class MetaMap:
     ) -> ClusterMap:
         """Mark a store up, decommissioning, or removed (only once it holds no replica, and
         never one of the meta group's voters: meta replicas do not move)."""
-        if state is StoreState.REMOVED and store_id in meta_voters:
+        if state is not StoreState.UP and store_id in meta_voters:
             raise MetaConflictError(
-                f"store {store_id} holds a replica of the meta group, which does not move: "
-                "it cannot leave the cluster"
+                f"store {store_id} holds a replica of the meta group, which does not move "
+                "yet: it can be neither drained nor removed"
             )
 
         def edit(current: ClusterMap | None) -> ClusterMap | None:
