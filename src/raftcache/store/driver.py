@@ -208,7 +208,13 @@ class PlacementDriver:
         if not all(v.leader_store for v in seen.groups.values()):
             return []  # a group without a leader seen: its configuration is unknown; wait
         await self._delete_orphans(seen)
-        steps = plan(self.cluster_map(seen), down=self.down())
+        # A store that did not answer this round gets nothing (no replica, no leadership)
+        # until it does: it may be dead, and is not yet counted down.
+        steps = [
+            step
+            for step in plan(self.cluster_map(seen), down=self.down())
+            if step.kind is StepKind.REMOVE or step.store in seen.answered
+        ]
         results = await asyncio.gather(
             *(self._carry_out(step, seen) for step in steps), return_exceptions=True
         )
