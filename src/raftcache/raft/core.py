@@ -494,10 +494,17 @@ class RaftCore:
 
     def _quorum_active(self) -> bool:
         """Whether a quorum of voters (ourselves included) answered within an election timeout."""
+        return self.quorum_active_in(self.configuration)
+
+    def quorum_active_in(self, configuration: Configuration) -> bool:
+        """Whether a quorum of ``configuration``'s voters (ourselves included) answered this
+        leader within an election timeout: a membership change to a configuration where that
+        is false would leave the group without a leader that can commit (etcd's strict
+        reconfiguration check)."""
         horizon = self.ticks - self.election_ticks
         progress = self.progress
         return quorum_reached(
-            self.configuration,
+            configuration,
             lambda v: v == self.id or (v in progress and progress[v].last_active > horizon),
         )
 

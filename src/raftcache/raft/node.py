@@ -825,10 +825,21 @@ class RaftNode:
             await self._wait_changed(self.config.heartbeat_interval)
 
     async def remove_member(self, node_id: str) -> None:
+        """Remove ``node_id`` from the configuration — refused (``MembershipChangeError``)
+        when the voters left would hold no quorum this leader heard from within an election
+        timeout: the removal could then never commit, and this leader, counting the new
+        configuration at once, would step down with nobody able to take over (a voter that
+        is up but cut off from this leader alone, say, must not be removed in its place)."""
         core = self._check_running()
         if node_id not in core.configuration.all_ids():
             return
-        await self._propose_config(core.configuration.without(node_id), None)
+        new = core.configuration.without(node_id)
+        if node_id in core.configuration.voters and not core.quorum_active_in(new):
+            raise MembershipChangeError(
+                f"removing {node_id} would leave voters {sorted(new.voters)} without a quorum "
+                "this leader has heard from recently: refused"
+            )
+        await self._propose_config(new, None)
 
     async def transfer_leadership(self, to: str | None = None) -> str:
         """Hand leadership to ``to`` (or the most up-to-date voter); returns the new leader."""
