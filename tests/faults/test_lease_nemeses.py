@@ -58,7 +58,10 @@ def assert_no_violation(report: RunReport) -> None:
 
 
 async def test_transfer_partition_old_leader_serves_no_stale_lease_read(tmp_path: Path) -> None:
-    report = await run_campaign(short_run(("transfer-partition",), seed=1), tmp_path / "run")
+    # 12 s hold two or three windows (one starts every ~5.7 s); on 01ded33 every window served
+    # stale lease reads. make sweep mixes it among the lease nemeses for 90 s.
+    config = short_run(("transfer-partition",), seed=1, seconds=12.0)
+    report = await run_campaign(config, tmp_path / "run")
     transferred = [e for e in report.faults if e.facts.get("transferred")]
     # The fault happened: a TimeoutNow made the transferee leader while the old one was cut off.
     assert len(transferred) >= 2, summary(report)
