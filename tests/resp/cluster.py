@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from raftcache.process.serve import NodeServer
+from raftcache.raft.config import RaftConfig
 from raftcache.resp import RespServer, start_resp_server
 from tests.server.cluster import Cluster, start_cluster
 
@@ -40,11 +41,16 @@ class RespCluster:
 
 
 async def start_resp_cluster(
-    tmp_path: Path, *, client_token: str | None = None, **resp_options: Any
+    tmp_path: Path,
+    *,
+    client_token: str | None = None,
+    raft_config: RaftConfig | None = None,
+    **resp_options: Any,
 ) -> RespCluster:
-    """Three nodes n1..n3, each with a RESP server on a free port, a leader elected."""
+    """Three nodes n1..n3, each with a RESP server on a free port, a leader elected;
+    ``raft_config`` replaces the fast test timings (``tests.server.cluster.fast_raft``)."""
     overrides: dict[str, Any] = {} if client_token is None else {"client_token": client_token}
-    cluster = await start_cluster(tmp_path, **overrides)
+    cluster = await start_cluster(tmp_path, raft_config=raft_config, **overrides)
     resp: list[RespServer] = []
     try:
         for server in cluster.servers:

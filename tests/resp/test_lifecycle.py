@@ -7,6 +7,7 @@ import asyncio
 import socket
 import ssl
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import trustme
 from redis.exceptions import ResponseError, TryAgainError
 
 from raftcache.resp import start_resp_server
+from tests.server.cluster import fast_raft
 
 from .cluster import start_resp_cluster
 
@@ -70,7 +72,14 @@ async def test_a_client_follows_a_leadership_change(tmp_path: Path) -> None:
 
 
 async def test_commands_fail_cleanly_without_a_quorum(tmp_path: Path) -> None:
-    cluster = await start_resp_cluster(tmp_path, leader_wait_s=0.5, forward_timeout_s=2.0)
+    # A SET proposed on the survivor while it still leads (a handover may have made it leader)
+    # waits out the proposal timeout before its INDETERMINATE: 2 s, not 10 s, of this test.
+    cluster = await start_resp_cluster(
+        tmp_path,
+        raft_config=replace(fast_raft(), propose_timeout=2.0),
+        leader_wait_s=0.5,
+        forward_timeout_s=2.0,
+    )
     survivor = (await cluster.cluster.followers())[0]
     client = aioredis.Redis(port=cluster.port_of(survivor), socket_timeout=30)
     try:
