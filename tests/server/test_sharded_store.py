@@ -5,7 +5,9 @@ mounted on its application — one port per store for the client API and every g
 traffic, as ``raftcache serve --groups`` runs it. With three stores and RF 3 every store hosts
 every group, and a key whose group this store follows is forwarded to the group leader's
 store; with four stores some groups are not hosted at all on a store, which forwards through
-its ``RemoteGroup``. The key routes run on both fronts (aiohttp alone, and the lean front).
+its ``RemoteGroup``. The key routes run on both fronts (aiohttp alone, and the lean front:
+``three``); routes the lean front does not serve itself but hands to aiohttp (batch, mget,
+listing, status, admin, watch) run once, on the lean front (``three_lean``), hand-off included.
 """
 
 from __future__ import annotations
@@ -74,6 +76,13 @@ async def _stop(stores: Stores) -> None:
 @pytest.fixture(params=["aiohttp", "lean"])
 async def three(request: pytest.FixtureRequest) -> AsyncIterator[Stores]:
     stores = await _start(3, lean=request.param == "lean")
+    yield stores
+    await _stop(stores)
+
+
+@pytest.fixture
+async def three_lean() -> AsyncIterator[Stores]:
+    stores = await _start(3, lean=True)
     yield stores
     await _stop(stores)
 
@@ -161,7 +170,8 @@ async def test_follower_forwards_to_group_leader_and_serves_stale_reads(three: S
         assert "error" in await _json(resp)
 
 
-async def test_batch_within_a_hash_tag_and_across_groups(three: Stores) -> None:
+async def test_batch_within_a_hash_tag_and_across_groups(three_lean: Stores) -> None:
+    three = three_lean
     s = three.session
     url = three.url("s2")
     ops = [
@@ -190,7 +200,8 @@ async def test_batch_within_a_hash_tag_and_across_groups(three: Stores) -> None:
         assert resp.status == 404  # nothing of the refused batch was applied
 
 
-async def test_mget_across_groups_in_request_order(three: Stores) -> None:
+async def test_mget_across_groups_in_request_order(three_lean: Stores) -> None:
+    three = three_lean
     s = three.session
     keys = [k for g in range(GROUPS) for k in keys_in(g, 3, prefix="m")]
     for key in keys:
@@ -208,7 +219,8 @@ async def test_mget_across_groups_in_request_order(three: Stores) -> None:
         assert resp.status == 400
 
 
-async def test_listing_is_merged_and_paginated_flush_sums(three: Stores) -> None:
+async def test_listing_is_merged_and_paginated_flush_sums(three_lean: Stores) -> None:
+    three = three_lean
     s = three.session
     keys = sorted(f"p:{i:02d}" for i in range(30))
     assert len({key_group(k, GROUPS) for k in keys}) == GROUPS
@@ -260,7 +272,8 @@ async def test_listing_is_merged_and_paginated_flush_sums(three: Stores) -> None
         assert "group" in str((await _json(resp))["error"])
 
 
-async def test_status_stats_health_metrics(three: Stores) -> None:
+async def test_status_stats_health_metrics(three_lean: Stores) -> None:
+    three = three_lean
     s = three.session
     url = three.url("s1")
     async with s.get(f"{url}/v1/status") as resp:
@@ -307,7 +320,8 @@ async def test_status_stats_health_metrics(three: Stores) -> None:
     assert 'raftcache_watch_streams{group="g2"}' in text
 
 
-async def test_admin_routes_name_their_group(three: Stores) -> None:
+async def test_admin_routes_name_their_group(three_lean: Stores) -> None:
+    three = three_lean
     s = three.session
     url = three.url("s2")
     for method, path in (
@@ -432,7 +446,8 @@ async def test_groups_held_elsewhere_are_forwarded(four: Stores) -> None:
     assert remote.leader_id != down
 
 
-async def test_a_watch_follows_one_group(three: Stores) -> None:
+async def test_a_watch_follows_one_group(three_lean: Stores) -> None:
+    three = three_lean
     s = three.session
     key = "w:{7}:a"
     gid = group_id(key_group(key, GROUPS))
