@@ -42,7 +42,9 @@ async def _sweep(seed: int, *, steps: int, n: int = 3, **kwargs: Any) -> None:
     assert ok, f"{result.report()}\nreplay: RAFTCACHE_SEED={seed} pytest {__file__}"
 
 
-@pytest.mark.parametrize("seed", _seeds(24))
+# 16 seeds in make test: on a9c315e (lease reads broken under transfers, issue 12) 10 of them
+# gave non-linearizable histories (1, 2, 4, 7-10, 12-14); make sweep runs 300 long ones.
+@pytest.mark.parametrize("seed", _seeds(16))
 async def test_read_sweep(seed: int) -> None:
     await _sweep(seed, steps=5)
 
