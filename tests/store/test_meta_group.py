@@ -218,6 +218,17 @@ async def test_a_store_joins_is_filled_then_one_drains(
         )
 
     await _until(filled, 90, "s4 filled")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{url4}/v1/status") as answer:
+            meta = (await answer.json())["meta"]
+        assert meta["voters"] == ["s1", "s2", "s3"]
+        assert meta["hosted"] is False
+        assert meta["map_version"] >= first.version
+        async with session.get(f"{cluster.urls['s1']}/v1/status") as answer:
+            meta = (await answer.json())["meta"]
+        assert meta["hosted"] is True
+        assert meta["role"] in ("leader", "follower")
+        assert meta["error"] is None
     assert all(r.node.node_id.startswith("s4.") for r in s4.store.replicas.values())
     for store in cluster.live().values():  # every store learnt s4's address from the map
         assert store.addresses["s4"] == url4
@@ -360,5 +371,10 @@ async def test_without_a_meta_quorum_data_groups_keep_serving() -> None:
         assert b"cannot be read now" in err
         assert cluster.agent("s4").map == kept  # routing keeps the last map
         assert cluster.agent("s4").last_error is not None
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{cluster.urls['s4']}/v1/status") as answer,
+        ):
+            assert (await answer.json())["meta"]["error"] is not None
     finally:
         await _stop(cluster)

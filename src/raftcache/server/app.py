@@ -136,6 +136,7 @@ def create_store_app(
     add_store_routes(app, front, watch)
     add_move_routes(app, store)
     if meta is not None:
+        front.meta_agent = meta
         add_meta_routes(app, meta)
     add_dashboard_routes(
         app,

@@ -56,6 +56,7 @@ from raftcache.server.ports import NodePort, ServicePort
 from raftcache.server.validation import parse_key_path
 from raftcache.slots import SLOTS, key_group, key_slot
 from raftcache.store import GroupReplica, RemoteGroup, Store, group_id
+from raftcache.store.agent import MetaAgent
 
 T = TypeVar("T")
 
@@ -578,6 +579,8 @@ class StoreFront:
     def __init__(self, store: Store, settings: ServerSettings) -> None:
         self.store = store
         self.settings = settings
+        #: The store's meta agent (``/v1/status`` reports the map it read), when it has one.
+        self.meta_agent: MetaAgent | None = None
         self.session = PeerSession(settings.client_ssl_context)
         self.admission = Admission(settings.admission)
         self.nodes: dict[str, NodePort] = {}

@@ -277,7 +277,24 @@ async def get_status(request: web.Request) -> web.Response:
         status["resp"] = dict(own.resp_endpoints)
     status["sharding"] = {"groups": front.store.groups, "store": front.store.store_id}
     status["groups"] = [_group_status(front, gid) for gid in front.store.group_ids()]
+    if front.store.meta_voters:
+        status["meta"] = _meta_status(front)
     return json_response(status)
+
+
+def _meta_status(front: StoreFront) -> dict[str, Any]:
+    """The meta group as this store sees it: its voters, this store's replica (role, leader)
+    and the last map its agent read (version; the last round's error, e.g. no meta quorum)."""
+    replica, agent = front.store.meta, front.meta_agent
+    cmap = None if agent is None else agent.map
+    return {
+        "voters": list(front.store.meta_voters),
+        "hosted": replica is not None,
+        "role": None if replica is None else replica.node.role.value,
+        "leader": None if replica is None else replica.node.leader_id,
+        "map_version": None if cmap is None else cmap.version,
+        "error": None if agent is None else agent.last_error,
+    }
 
 
 def _shard(front: StoreFront, gid: str) -> dict[str, Any]:
