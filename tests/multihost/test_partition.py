@@ -94,6 +94,9 @@ def net(tmp_path: Path) -> Iterator[Net]:
                 "1",
                 "--network-timeout",
                 "0.5",
+                # The cut-off leader's write answers after this, not the default 10 s.
+                "--propose-timeout",
+                "3",
                 "--log-level",
                 "warning",
             ]

@@ -179,8 +179,9 @@ async def test_a_client_pinned_to_an_isolated_leader_finds_the_new_one(tmp_path:
     proxy mesh), with a ``RedisCluster`` client's slots pointing at it. Once it steps down it
     answers CLUSTERDOWN, so the client refreshes its slots from the other nodes and writes
     through the new leader within seconds — the first write, left pending on the old leader,
-    takes its 10 s proposal timeout. (It answered TRYAGAIN, which redis-py retries on the same
-    node without refreshing: the client stayed stranded there ~33 s per call.)"""
+    takes its proposal timeout (``--propose-timeout``, 3 s here). (It answered TRYAGAIN,
+    which redis-py retries on the same node without refreshing: the client stayed stranded
+    there ~33 s per call.)"""
     nodes = ProcessCluster(tmp_path, 3)
     cports = dict(zip(nodes.nodes, free_ports(3), strict=True))
     async with ProxyMesh({n: node.port for n, node in nodes.nodes.items()}) as mesh:
@@ -188,6 +189,7 @@ async def test_a_client_pinned_to_an_isolated_leader_finds_the_new_one(tmp_path:
             over = ",".join(f"{m}={mesh.url(n, m)}" for m in nodes.nodes if m != n)
             nodes.node_args[n] = ["--peer-address-override", over]
             nodes.node_args[n] += ["--resp-cluster-port", str(cports[n])]
+            nodes.node_args[n] += ["--propose-timeout", "3"]  # the stranded write's wait
         with nodes:
             nodes.start_all()
             leader = await _leader(nodes)

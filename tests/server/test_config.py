@@ -44,6 +44,10 @@ def test_flags_and_defaults(tmp_path: Path) -> None:
     assert opts.shutdown_timeout_s == 10.0
     assert opts.sources["max_value_bytes"] == "flag"
     assert opts.sources["max_keys"] == "default"
+    assert opts.propose_timeout_s == 10.0
+    assert raft_config_of(opts).propose_timeout == 10.0
+    tuned = parse([*base_flags(tmp_path), "--propose-timeout", "2.5"])
+    assert raft_config_of(tuned).propose_timeout == 2.5
 
 
 def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None:

@@ -87,6 +87,9 @@ class ServeOptions:
     snapshot_threshold: int = 10_000
     snapshot_threshold_bytes: int = 32 * 1024 * 1024
     leader_wait_s: float = 2.0
+    #: How long a write waits for its entry to commit and apply before its outcome is
+    #: reported unknown (503/INDETERMINATE: a leader cut off mid-write answers after this).
+    propose_timeout_s: float = 10.0
     shutdown_timeout_s: float = 10.0
     transfer_on_shutdown: bool = True
     watch_history: int = 100_000
@@ -389,6 +392,14 @@ OPTIONS: tuple[Option, ...] = (
         "BYTES",
     ),
     Option("leader_wait_s", _positive_float, 2.0, "wait for a leader before 503 (s)", "S"),
+    Option(
+        "propose_timeout_s",
+        _positive_float,
+        10.0,
+        "seconds a write waits for its entry to commit before answering that its outcome "
+        "is unknown (503 on HTTP, INDETERMINATE on RESP)",
+        "S",
+    ),
     Option("shutdown_timeout_s", _positive_float, 10.0, "graceful shutdown bound (s)", "S"),
     Option(
         "transfer_on_shutdown",

@@ -62,6 +62,7 @@ def raft_config_of(options: ServeOptions) -> RaftConfig:
         tick_interval=min(0.02, options.heartbeat_interval_s),
         snapshot_threshold=options.snapshot_threshold,
         snapshot_threshold_bytes=options.snapshot_threshold_bytes,
+        propose_timeout=options.propose_timeout_s,
     )
     config.validate()
     return config
