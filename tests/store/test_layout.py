@@ -106,3 +106,19 @@ def test_a_damaged_record_is_refused(tmp_path: Path, record: str) -> None:
 def test_replicas_out_of_range_are_refused() -> None:
     with pytest.raises(ValueError, match="replicas must be"):
         ShardLayout.static(["a"], 2, 0)
+
+
+def test_the_nonce_is_drawn_once_and_read_back(tmp_path: Path) -> None:
+    """A store's identity in the map (docs/sharding.md): drawn when its directory is first
+    written, the same on every later start; a record from before it reads as none."""
+    first = open_layout(tmp_path / "a", ShardLayout.static(["s1", "s2", "s3"], 4, 3))
+    assert len(first.nonce) == 16
+    again = open_layout(tmp_path / "a", ShardLayout.static(["s1", "s2", "s3"], 4, 3))
+    assert again.nonce == first.nonce
+    other = open_layout(tmp_path / "b", ShardLayout.static(["s1", "s2", "s3"], 4, 3))
+    assert other.nonce != first.nonce
+    record = json.loads((tmp_path / "a" / "SHARDS").read_text())
+    del record["nonce"]
+    (tmp_path / "a" / "SHARDS").write_text(json.dumps(record))
+    older = open_layout(tmp_path / "a", ShardLayout.static(["s1", "s2", "s3"], 4, 3))
+    assert older.nonce == ""

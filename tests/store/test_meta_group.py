@@ -300,6 +300,24 @@ async def test_registrations_racing_on_every_store_are_all_kept(
     assert after.version >= before.version + 12
     assert after.stores["x5"].http_url == "http://127.0.0.1:1005"
 
+    # A store's nonce is its identity: another process with the same id is refused, the
+    # same store at a new address is not.
+    url = cluster.urls["s2"]
+    first = {"id": "y1", "host": "hy", "http_url": "http://127.0.0.1:2001", "nonce": "aa"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{url}/raft/meta/stores", json=first) as answer:
+            assert answer.status == 200
+        other = {**first, "http_url": "http://127.0.0.1:2002", "nonce": "bb"}
+        async with session.post(f"{url}/raft/meta/stores", json=other) as answer:
+            assert answer.status == 409
+            assert "another process" in (await answer.json())["error"]
+        moved = {**first, "http_url": "http://127.0.0.1:2003"}
+        async with session.post(f"{url}/raft/meta/stores", json=moved) as answer:
+            assert answer.status == 200
+    cmap = await cluster.map_of("s1")
+    assert cmap.stores["y1"].http_url == "http://127.0.0.1:2003"
+    assert cmap.stores["y1"].nonce == "aa"
+
 
 async def test_a_store_down_too_long_is_replaced() -> None:
     cluster, _ = await _start(

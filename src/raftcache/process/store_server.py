@@ -260,7 +260,7 @@ def build_store_server(
         )
         agent = MetaAgent(
             store,
-            _own_record(options, addresses[options.id]),
+            _own_record(options, addresses[options.id], layout.nonce),
             request=requester,
             first=lambda: first_map(layout.groups, layout.replicas, layout.placement, addresses),
             down_after_s=options.store_down_after_s,
@@ -356,7 +356,7 @@ def _join_layout(options: ServeOptions) -> ShardLayout:
     return ShardLayout.joining(cmap, meta)
 
 
-def _own_record(options: ServeOptions, url: str) -> StoreInfo:
+def _own_record(options: ServeOptions, url: str, nonce: str) -> StoreInfo:
     """What this store registers in the map: id, host label, addresses."""
     host = options.advertise_host
     if host is None:
@@ -372,4 +372,5 @@ def _own_record(options: ServeOptions, url: str) -> StoreInfo:
         url,
         resp(options.resp_port),
         resp(options.resp_cluster_port),
+        nonce=nonce,
     )

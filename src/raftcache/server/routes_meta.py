@@ -10,9 +10,10 @@ tries the next meta store.
 - ``GET /raft/meta/map`` → ``{"map": ClusterMap JSON, "meta": [meta voters], "leader": id}``
   (linearizable, through the meta leader; ``?consistency=stale`` from this store's replica).
 - ``POST /raft/meta/stores`` ``{"id", "host", "http_url", "resp_address",
-  "cluster_address"}`` → ``{"map": …}``: register a store, or update its addresses and host
-  label; 409 for an id that was removed (ids are never reused) or a label that would put two
-  of a group's replicas on one host.
+  "cluster_address", "nonce"}`` → ``{"map": …}``: register a store, or update its addresses
+  and host label; 409 for an id that was removed (ids are never reused), an id registered
+  with another nonce (another process), or a label that would put two of a group's replicas
+  on one host.
 - ``PUT /raft/meta/stores/{id}`` ``{"state": "up"|"decommissioning"|"removed"}`` → ``{"map":
   …}``: drain a store (the meta leader's driver moves its replicas away), take it back, or
   remove it once it holds no replica (409 before).
@@ -42,7 +43,9 @@ from raftcache.store.meta import MetaConflictError
 
 PREFIX = "/raft/meta"
 _BODY_BYTES = 16 * 1024
-_STORE_FIELDS = frozenset({"id", "host", "http_url", "resp_address", "cluster_address", "state"})
+_STORE_FIELDS = frozenset(
+    {"id", "host", "http_url", "resp_address", "cluster_address", "state", "nonce"}
+)
 
 
 def add_meta_routes(app: web.Application, agent: MetaAgent) -> None:

@@ -38,6 +38,9 @@ class Store:
         resp_address: ``host:port`` of the plain RESP port, or "" without one.
         cluster_address: ``host:port`` of the cluster-mode RESP port, or "" without one.
         state: See ``StoreState``.
+        nonce: A random token the store drew when its data directory was created (``""``:
+            not registered yet): a second process registering the same id with another
+            token is refused, so two stores can never share one id.
     """
 
     store_id: str
@@ -46,6 +49,7 @@ class Store:
     resp_address: str = ""
     cluster_address: str = ""
     state: StoreState = StoreState.UP
+    nonce: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +59,7 @@ class Store:
             "resp_address": self.resp_address,
             "cluster_address": self.cluster_address,
             "state": self.state.value,
+            **({"nonce": self.nonce} if self.nonce else {}),
         }
 
     @classmethod
@@ -69,6 +74,7 @@ class Store:
                 resp_address=_text(obj.get("resp_address", ""), "resp_address"),
                 cluster_address=_text(obj.get("cluster_address", ""), "cluster_address"),
                 state=StoreState(obj.get("state", "up")),
+                nonce=_text(obj.get("nonce", ""), "nonce"),
             )
         except KeyError as exc:
             raise ValueError(f"a store lacks {exc.args[0]!r}") from None

@@ -312,5 +312,5 @@ class MetaAgent:
             self.map = await leader.record(observed)
 
 
-def _addresses(info: StoreInfo) -> tuple[str, str, str, str]:
-    return (info.host, info.http_url, info.resp_address, info.cluster_address)
+def _addresses(info: StoreInfo) -> tuple[str, str, str, str, str]:
+    return (info.host, info.http_url, info.resp_address, info.cluster_address, info.nonce)

@@ -26,6 +26,7 @@ crash leaves either no record (the store bootstraps again, identically) or the w
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,9 @@ class ShardLayout:
     meta: tuple[str, ...] = ()
     urls: Mapping[str, str] = field(default_factory=dict)
     joined: bool = False
+    #: Drawn when the directory is first written: this store's proof of identity in the
+    #: map (``Store.nonce``); "" in a record written before it existed.
+    nonce: str = field(default_factory=lambda: secrets.token_hex(8))
 
     @classmethod
     def static(cls, stores: Sequence[str], groups: int, replicas: int) -> ShardLayout:
@@ -127,6 +131,7 @@ class ShardLayout:
             **({"meta": list(self.meta)} if self.meta else {}),
             **({"urls": dict(self.urls)} if self.urls else {}),
             **({"joined": True} if self.joined else {}),
+            **({"nonce": self.nonce} if self.nonce else {}),
         }
 
     @classmethod
@@ -163,7 +168,10 @@ class ShardLayout:
         ):
             raise ValueError("urls must map store ids to URLs")
         joined = data.get("joined", False) is True
-        return cls(groups, replicas, tuple(stores), parsed, tuple(meta), dict(urls), joined)
+        nonce = data.get("nonce", "")
+        if not isinstance(nonce, str):
+            raise ValueError("nonce must be a string")
+        return cls(groups, replicas, tuple(stores), parsed, tuple(meta), dict(urls), joined, nonce)
 
 
 def open_layout(data_dir: Path, wanted: ShardLayout) -> ShardLayout:

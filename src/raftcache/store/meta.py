@@ -146,6 +146,12 @@ class MetaMap:
                     f"store id {store.store_id} was removed from this cluster: ids are never "
                     f"reused (start the store under a new --id with an empty --data-dir)"
                 )
+            if known is not None and known.nonce and store.nonce != known.nonce:
+                raise MetaConflictError(
+                    f"store id {store.store_id} is registered by another process (at "
+                    f"{known.http_url}): two stores started with one id, or a data directory "
+                    "made elsewhere; give this store its own --id and an empty --data-dir"
+                )
             wanted = store if known is None else replace(store, state=known.state)
             if known == wanted:
                 return current
