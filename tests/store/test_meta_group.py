@@ -232,6 +232,13 @@ async def test_a_store_joins_is_filled_then_one_drains(
     assert all(r.node.node_id.startswith("s4.") for r in s4.store.replicas.values())
     for store in cluster.live().values():  # every store learnt s4's address from the map
         assert store.addresses["s4"] == url4
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{cluster.urls['s1']}/dashboard/cluster.json") as answer,
+    ):
+        shown = {row["id"]: row["reachable"] for row in (await answer.json())["nodes"]}
+    # One row per store (not per replica id), the store that joined polled like the others.
+    assert shown == {"s1": True, "s2": True, "s3": True, "s4": True}
     await _read_all(url4, written)
 
     # Drained through s1 while it is written to, then removed for good.

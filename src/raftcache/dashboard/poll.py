@@ -23,6 +23,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from raftcache.network.groups import shared_urls
+
 #: Largest ``/v1/status`` or ``/v1/stats`` body read from a peer (real ones are ~1 KiB).
 MAX_BODY_BYTES = 256 * 1024
 #: Per-peer bound on one poll: the page refreshes every second, so a peer that needs longer is
@@ -75,12 +77,19 @@ class ClusterPoller:
     ) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
-        self.peer_urls = {node_id: url.rstrip("/") for node_id, url in peer_urls.items()}
+        # Kept, not copied: a store's address book gains the stores that join later, and
+        # the dashboard must show them (``network.groups.shared_urls``).
+        self._peer_urls = shared_urls(peer_urls)
         self.timeout_s = timeout_s
         self._ssl_context = ssl_context
         self._clock = clock
         self._session: aiohttp.ClientSession | None = None
         self._in_flight: dict[str | None, asyncio.Task[list[PeerAnswer]]] = {}
+
+    @property
+    def peer_urls(self) -> dict[str, str]:
+        """Node id → base URL of every node to show, as the address book has them now."""
+        return {node_id: url.rstrip("/") for node_id, url in self._peer_urls.items()}
 
     async def poll(self, authorization: str | None = None) -> list[PeerAnswer]:
         """Every peer's answers, in ``peer_urls`` order.

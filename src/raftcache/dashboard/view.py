@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from raftcache.dashboard.poll import PeerAnswer
+from raftcache.network.groups import store_of
 
 #: Cache counters copied from ``/v1/stats`` into each row.
 CACHE_FIELDS = ("keys", "bytes", "hits", "misses", "evictions", "expirations")
@@ -53,7 +54,11 @@ def cluster_view(answers: Sequence[PeerAnswer], *, self_id: str | None = None) -
     leader_raft = _raft(leader.stats) if leader is not None else {}
     rows = [_row(a, commit, leader_raft) for a in answers]
     known = {row["id"] for row in rows} | {a.node_id for a in answers}
-    for member in sorted(_members(up) - known):
+    sharded = any(isinstance(_status(a).get("sharding"), Mapping) for a in up)
+    members = _members(up)
+    if sharded:  # stores report their replicas' ids (``<store>.<n>``): one row per store
+        members = {store_of(m) for m in members}
+    for member in sorted(members - known):
         rows.append(_missing_row(member))
     term = _int(leader_status.get("term"))
     alarms = _alarms(up)
@@ -70,7 +75,7 @@ def cluster_view(answers: Sequence[PeerAnswer], *, self_id: str | None = None) -
         "nodes": sorted(rows, key=lambda row: str(row["id"])),
         "alarms": [alarms[node] for node in sorted(alarms)],
     }
-    if any(isinstance(_status(a).get("sharding"), Mapping) for a in up):
+    if sharded:
         view["sharding"] = sharding_view(answers)
     return view
 
