@@ -417,8 +417,11 @@ class LazyRequester:
         self._timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
         self._request: Request | None = None
+        self._closed = False
 
     async def __call__(self, method: str, store: str, path: str, body: Any) -> tuple[int, Any]:
+        if self._closed:  # a late request during shutdown must not open a session again
+            raise RuntimeError("the store is stopping")
         if self._request is None:
             connector = aiohttp.TCPConnector(ssl=self._ssl or True)
             self._session = aiohttp.ClientSession(connector=connector)
@@ -432,6 +435,7 @@ class LazyRequester:
         return await self._request(method, store, path, body)
 
     async def close(self) -> None:
+        self._closed = True
         session, self._session, self._request = self._session, None, None
         if session is not None:
             await session.close()
