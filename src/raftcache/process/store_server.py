@@ -7,10 +7,13 @@ store's ``GroupRouter`` behind it), and per hosted group a ``FileStorage`` under
 probes. The cluster's shape comes from ``<data-dir>/SHARDS`` (``raftcache.store.layout``),
 recorded at the first start and checked on every later one.
 
-Budgets that bound a node bound the store: ``--max-keys``, ``--max-bytes``,
-``--watch-history`` and ``--watch-history-bytes`` are split evenly over the hosted groups
-(keys spread evenly over groups by their hash), so a store never holds more than one node
-would with the same flags.
+Budgets: ``--max-keys`` and ``--max-bytes`` give every group the same bound, the flag ÷ G,
+on every store. Eviction runs on every replica as it applies a write, so the replicas of a
+group must share one bound or they evict different keys and diverge (a store hosting fewer
+groups than another would otherwise give each a larger share); a store holding h of the G
+groups holds at most h/G of the flag, never more than one node would with the same flags
+(give every store the same flags, as every node of a group). ``--watch-history`` and
+``--watch-history-bytes`` (local, not replicated) are split the same way.
 
 Each group is led by its preferred store when that one can lead (``raftcache.store.balance``:
 an election picks leaders at random). Shutdown is the front's (``FrontServer.stop``), with every
@@ -191,7 +194,10 @@ def build_store_server(
 ) -> StoreServer:
     """Compose one store from its options (``options.groups`` > 1, or ``--join``)."""
     layout = _layout(options)
-    hosted = max(1, len(layout.hosted_by(options.id)))
+    # One bound per group, the same on every store (see the module docstring): never the
+    # number of groups this store happens to host, which differs between stores and changes
+    # as replicas move.
+    groups = layout.groups
     raft_config = raft_config or raft_config_of(options)
     # One address book for the whole store: the transport, forwarding, RESP and the meta
     # agent read this very dict, and the agent adds the stores that join later.
@@ -204,11 +210,11 @@ def build_store_server(
 
     def make_machine(gid: str) -> CacheStateMachine:
         return CacheStateMachine(
-            max_keys=_share(options.max_keys, hosted),
-            max_bytes=_share(options.max_bytes, hosted),
+            max_keys=_share(options.max_keys, groups),
+            max_bytes=_share(options.max_bytes, groups),
             watch=WatchHistory(
-                max(1, options.watch_history // hosted),
-                max(1, options.watch_history_bytes // hosted),
+                max(1, options.watch_history // groups),
+                max(1, options.watch_history_bytes // groups),
             ),
             max_command_version=options.max_command_format,
         )
