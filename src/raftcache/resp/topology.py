@@ -140,8 +140,9 @@ class Advertised:
 @dataclass(frozen=True, slots=True)
 class Shard:
     """One data group as the cluster commands see it: its slots ``first``..``last``, the member
-    leading it (None: unknown), its voters, whether this node holds a replica of it (READONLY
-    reads are served here then) and this node's applied index in it (0 when it holds none)."""
+    leading it (None: unknown), its voters, whether this node holds a voting replica of it
+    (READONLY reads are served here then; not by a learner still catching up) and this node's
+    applied index in it (0 when it holds none that votes)."""
 
     group: str
     first: int
@@ -426,7 +427,10 @@ class StoreTopology(Topology):
         slots = group_range(index, self.store.groups)
         first, last = slots.start, slots.stop - 1
         replica = self.store.replicas.get(gid)
-        if replica is not None:
+        # Only a voter counts as hosted here: a replica still being filled for a move (not yet
+        # among its configuration's voters) may be far behind, and may not know the leader —
+        # the group is described as the stores that hold it report it, as one held elsewhere.
+        if replica is not None and replica.node.node_id in replica.node.members:
             # Replica ids name their store (``<store>`` or ``<store>.<n>``): shards list stores.
             node = replica.node
             leader = None if node.leader_id is None else store_of(node.leader_id)
@@ -455,8 +459,12 @@ class StoreTopology(Topology):
         self._remote = {
             gid: self._described(gid, stores)
             for gid, stores in self.store.placement.items()
-            if gid not in self.store.replicas
+            if not self._votes_here(gid)
         }
+
+    def _votes_here(self, gid: str) -> bool:
+        replica = self.store.replicas.get(gid)
+        return replica is not None and replica.node.node_id in replica.node.members
 
     def _described(self, gid: str, stores: Sequence[str]) -> tuple[str | None, tuple[str, ...]]:
         """A group held elsewhere as the stores hosting it reported it: its leader and voters
