@@ -51,6 +51,7 @@ from raftcache.cache.formats import CommandVersion
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.results import BatchItem, CommandError, IncrResult, TtlResult
 from raftcache.cache.upgrade import CommandVersionGate, CommandVersionProbe
+from raftcache.raft.errors import NotLeaderError
 from raftcache.vocabulary import CONSISTENCY_LEVELS
 
 __all__ = ["CONSISTENCY_LEVELS", "CacheService", "RaftPort", "Session", "batch_op"]
@@ -219,10 +220,21 @@ class CacheService:
             await self._node.read_index(self._read_timeout)
         elif consistency == "lease":
             await self._node.lease_read(self._read_timeout)
-        elif consistency != "stale":
+        elif consistency == "stale":
+            self._check_votes()
+        else:
             raise InvalidCommandError(
                 f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}, not {consistency!r}"
             )
+
+    def _check_votes(self) -> None:
+        """A stale read is served by a voter only: a learner (a replica still being filled,
+        as etcd's learners) may be arbitrarily far behind — ``NotLeaderError`` sends the read
+        to the leader instead."""
+        configuration = getattr(self._node, "configuration", None)
+        if configuration is None or configuration.is_voter(self._node_id):
+            return
+        raise NotLeaderError(getattr(self._node, "leader_id", None))
 
     def _count_reads(self, hit_keys: list[str], misses: int, touch: bool) -> None:
         self._machine.record_reads(len(hit_keys), misses)
