@@ -65,6 +65,30 @@ async def test_retry_after_longer_than_the_deadline_gives_up_at_once(
     assert cluster.applied == 0
 
 
+async def test_no_attempt_is_started_that_the_deadline_would_cut_after_a_slow_503(
+    cluster: FakeCluster,
+) -> None:
+    # Each node answers 503 only after 0.3 s (it waited for a leader): after the third, 0.1 s
+    # is left — an attempt then would be cut by the deadline, and a write cut so is of unknown
+    # outcome. The client stops at the 503 instead: nothing happened, and it says so.
+    cluster.faults.extend(Fault(status=503, retry_after="0", hang_s=0.3) for _ in range(10))
+    async with AsyncClient(cluster.endpoints(), timeout=1.0) as client:
+        with pytest.raises(Unavailable) as info:
+            await client.set("k", b"v")
+    assert not isinstance(info.value, Indeterminate)
+    assert info.value.status == 503
+    assert len(cluster.key_requests()) == 3
+    assert cluster.applied == 0
+
+
+async def test_refused_connections_are_named_with_their_reason(fake_time: FakeTime) -> None:
+    endpoints = [closed_port_url(), closed_port_url()]
+    async with make_client(endpoints, fake_time, timeout=1.0) as client:
+        with pytest.raises(ConnectionFailed) as info:
+            await client.set("k", b"v")
+    assert info.value.failures == dict.fromkeys(endpoints, "connection refused")
+
+
 async def test_504_is_retried_with_the_same_seq_and_applied_once(
     cluster: FakeCluster, fake_time: FakeTime
 ) -> None:

@@ -33,7 +33,24 @@ class RaftcacheError(Exception):
 
 
 class ConnectionFailedError(RaftcacheError):
-    """No endpoint could be reached (connection refused, reset or timed out) before the deadline."""
+    """No endpoint could be reached (connection refused, reset or timed out) before the deadline.
+
+    Attributes:
+        failures: The endpoints that could not be connected to during the request, each with a
+            short reason (``"connection refused"``, ``"connect timed out"``...); empty when the
+            failure came after a connection was made (a reset, a read that timed out).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        body: Mapping[str, Any] | None = None,
+        failures: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, status=status, body=body)
+        self.failures: dict[str, str] = dict(failures or {})
 
 
 class UnavailableError(RaftcacheError):

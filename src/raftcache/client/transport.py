@@ -5,7 +5,9 @@ the remembered leader first, then the other endpoints, and retries what may succ
 
 - a connection that could not be opened — next endpoint at once; after every endpoint failed,
   exponential back-off with jitter;
-- 503 — wait at least ``Retry-After`` (the server's word) and at least the back-off;
+- 503 — wait at least ``Retry-After`` (the server's word) and at least the back-off, and start
+  the next attempt only if the deadline leaves it as long as that 503 took to come (a node
+  waits for a leader before it answers one): else the 503 is the answer, not a timed-out attempt;
 - 504, a timed-out attempt, a connection lost mid-request — back off and retry. For a write this is
   safe only because the caller resends the SAME session headers (see ``session.py``): the server
   answers a duplicate from its session table instead of applying it twice.
@@ -138,11 +140,20 @@ class _Attempts:
     last_error: RaftcacheError | None = None
     #: Some attempt of this write may have been applied: the final error must say so.
     maybe_applied: bool = False
+    #: Endpoints that could not be connected to, with the reason (``ConnectionFailedError``).
+    failures: dict[str, str] = field(default_factory=dict)
+    #: How long the next attempt should be given: as long as the last 503 took to come back
+    #: (a node waits ``--leader-wait`` for a leader before answering it), else 0.
+    expect_s: float = 0.0
 
     def fail(self, error: RaftcacheError) -> None:
         self.last_error = error
+        self.expect_s = 0.0
         if self.write and isinstance(error, IndeterminateError):
             self.maybe_applied = True
+        if isinstance(error, ConnectionFailedError) and error.failures:
+            self.failures.update(error.failures)
+            error.failures = dict(self.failures)
 
     def final_error(self) -> RaftcacheError:
         assert self.last_error is not None
@@ -340,7 +351,8 @@ class Transport:
             else:
                 sent_headers = {**(headers or {}), FORWARDED_HEADER: "1"}
             state.tried.add(url)
-            remaining = state.deadline - self.now()
+            started = self.now()
+            remaining = state.deadline - started
             try:
                 resp = await self.send_once(
                     url,
@@ -352,7 +364,11 @@ class Transport:
                 )
             except _NOT_SENT as exc:
                 self._lost(url, group, state)
-                state.fail(ConnectionFailedError(f"{method} {url}{path}: {exc}"))
+                state.fail(
+                    ConnectionFailedError(
+                        f"{method} {url}{path}: {exc}", failures={url: connect_failure(exc)}
+                    )
+                )
                 delay = self._backoff(state)
             except _MAYBE_SENT as exc:
                 self._lost(url, group, state)
@@ -369,6 +385,8 @@ class Transport:
                     delay = self._redirected(resp, url, group, state, f"{method} {path}")
                 else:
                     delay = self._on_error_status(resp, url, state, f"{method} {path}")
+                    if resp.status == 503:
+                        state.expect_s = self.now() - started
             await self._wait(delay, state)
 
     def _on_error_status(self, resp: Response, url: str, state: _Attempts, where: str) -> float:
@@ -396,8 +414,14 @@ class Transport:
         return self.retry.backoff(state.waits, self._rng)
 
     async def _wait(self, delay: float, state: _Attempts) -> None:
-        """Sleep before the next attempt, or raise the last error when the deadline forbids it."""
-        if self.now() + delay >= state.deadline:
+        """Sleep before the next attempt, or raise the last error when the deadline forbids it.
+
+        After a 503 the next attempt needs as long as that one took (a node answers 503 "no
+        leader" only after waiting for one): an attempt the deadline would cut before then is
+        not started, so the request ends with the 503 — nothing happened — rather than with a
+        timed-out write whose outcome would be unknown.
+        """
+        if self.now() + delay + state.expect_s >= state.deadline:
             raise state.final_error()
         if delay > 0:
             await self._sleep(delay)
@@ -567,7 +591,10 @@ class Transport:
             try:
                 resp = await self.send_once(url, "GET", path, timeout_s=timeout_s)
             except _MAYBE_SENT as exc:
-                return ConnectionFailedError(f"GET {url}{path}: {exc or type(exc).__name__}")
+                failures = {url: connect_failure(exc)} if isinstance(exc, _NOT_SENT) else None
+                return ConnectionFailedError(
+                    f"GET {url}{path}: {exc or type(exc).__name__}", failures=failures
+                )
             try:
                 if resp.status != 200:
                     return error_from_response(resp.status, _error_body(resp), where=url)
@@ -619,6 +646,26 @@ def is_sharded(statuses: Sequence[tuple[str, dict[str, Any] | RaftcacheError]]) 
                 if type(groups) is int and groups > 1:
                     return True
     return False
+
+
+def connect_failure(exc: BaseException) -> str:
+    """Why a connection could not be opened, in a few words: ``connection refused``..."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "TLS certificate not trusted"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "host name not resolved"
+    if isinstance(exc, TimeoutError):
+        return "connect timed out"
+    cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, TimeoutError):
+        return "connect timed out"
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror[:1].lower() + cause.strerror[1:]
+    return str(exc) or type(exc).__name__
 
 
 def _error_body(resp: Response) -> dict[str, Any]:
