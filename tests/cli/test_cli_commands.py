@@ -32,8 +32,10 @@ def test_set_get_incr_del(fake: FakeCluster, capsysbinary: pytest.CaptureFixture
     assert run(fake, "incr", "n") == 0
     assert capsysbinary.readouterr().out.split() == [b"7", b"8"]
     assert run(fake, "del", "n") == 0
-    assert run(fake, "del", "n") == 0
-    assert capsysbinary.readouterr().out.split() == [b"deleted", b"not", b"found"]
+    assert run(fake, "del", "n") == 1  # missing: exit 1, as get
+    captured = capsysbinary.readouterr()
+    assert captured.out == b"deleted\n"
+    assert captured.err == b"raftcache del: error: key not found: n\n"
     assert any(r.raw_path == "/v1/keys/a%2Fb?ttl=30.0" for r in fake.requests)
 
 

@@ -33,6 +33,7 @@ from raftcache.cli.common import (
     positive_float,
     positive_int,
     run_async,
+    utf8_text,
 )
 from raftcache.client import AsyncClient
 from raftcache.client.errors import RaftcacheError
@@ -121,7 +122,7 @@ def add_parser(subparsers: Any) -> None:
         "--read-ratio", type=_ratio, default=0.8, help="share of gets in --op mixed (default 0.8)"
     )
     p.add_argument("--consistency", choices=CONSISTENCY_LEVELS, default=None)
-    p.add_argument("--prefix", default="bench:", help="key prefix (default bench:)")
+    p.add_argument("--prefix", type=utf8_text, default="bench:", help="key prefix (default bench:)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     add_client_options(p)

@@ -2,7 +2,8 @@
 
 Rule: each command is one client call whose result goes to stdout in a script-friendly form
 (``get`` writes the raw value bytes; ``set`` the new version; ``incr`` the new value); messages
-and errors go to stderr; the exit code follows ``common``.
+and errors go to stderr; the exit code follows ``common`` (a missing key: 1, for ``get`` and
+``del`` alike).
 """
 
 from __future__ import annotations
@@ -21,13 +22,18 @@ from raftcache.cli.common import (
     EXIT_OK,
     EXIT_UNAVAILABLE,
     add_client_options,
+    describe,
+    down_role,
+    exit_code_for,
     fail,
     make_client,
     positive_float,
     positive_int,
     run_async,
+    utf8_text,
+    utf8_value,
 )
-from raftcache.client.errors import RaftcacheError
+from raftcache.client.errors import AuthError, RaftcacheError
 from raftcache.vocabulary import CONSISTENCY_LEVELS
 
 STATUS_COLUMNS = ("id", "url", "role", "term", "leader", "commit", "applied")
@@ -36,35 +42,46 @@ STATUS_COLUMNS = ("id", "url", "role", "term", "leader", "commit", "applied")
 def add_parsers(subparsers: Any) -> None:
     """Register the data commands on the top-level ``subparsers``."""
     p = subparsers.add_parser("set", help="store a value", description="Store VALUE under KEY.")
-    p.add_argument("key")
-    p.add_argument("value", help="the value (stored as UTF-8); '-' reads raw bytes from stdin")
+    p.add_argument("key", type=utf8_text)
+    p.add_argument(
+        "value",
+        type=utf8_value,
+        help="the value (stored as UTF-8); '-' reads raw bytes from stdin",
+    )
     p.add_argument("--ttl", type=positive_float, metavar="S", help="expire after S seconds")
     add_client_options(p)
     p.set_defaults(func=cmd_set)
 
     p = subparsers.add_parser(
-        "get", help="print a value", description="Print the raw value of KEY; exit 1 if missing."
+        "get",
+        help="print a value",
+        description="Print the raw value of KEY (a newline after it only on a terminal); "
+        "exit 1 if missing.",
     )
-    p.add_argument("key")
+    p.add_argument("key", type=utf8_text)
     p.add_argument("--consistency", choices=CONSISTENCY_LEVELS, default=None)
     add_client_options(p)
     p.set_defaults(func=cmd_get)
 
-    p = subparsers.add_parser("del", help="delete a key", description="Delete KEY.")
-    p.add_argument("key")
+    p = subparsers.add_parser(
+        "del",
+        help="delete a key",
+        description="Delete KEY and print 'deleted'; exit 1 if missing, as get does.",
+    )
+    p.add_argument("key", type=utf8_text)
     add_client_options(p)
     p.set_defaults(func=cmd_del)
 
     p = subparsers.add_parser(
         "incr", help="increment a counter", description="Add N (default 1) to the counter KEY."
     )
-    p.add_argument("key")
+    p.add_argument("key", type=utf8_text)
     p.add_argument("--by", type=int, default=1, metavar="N")
     add_client_options(p)
     p.set_defaults(func=cmd_incr)
 
     p = subparsers.add_parser("keys", help="list keys", description="List keys in key order.")
-    p.add_argument("--prefix", default="")
+    p.add_argument("--prefix", type=utf8_text, default="")
     p.add_argument("--limit", type=positive_int, default=None, help="stop after N keys")
     add_client_options(p)
     p.set_defaults(func=cmd_keys)
@@ -85,7 +102,7 @@ def cmd_set(args: argparse.Namespace) -> int:
             print(await client.set(args.key, value, args.ttl))
         return EXIT_OK
 
-    return run_async("set", run())
+    return run_async("set", run(), write=True)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -108,10 +125,12 @@ def cmd_del(args: argparse.Namespace) -> int:
     async def run() -> int:
         async with make_client(args) as client:
             deleted = await client.delete(args.key)
-        print("deleted" if deleted else "not found")
+        if not deleted:
+            return fail("del", f"key not found: {args.key}", EXIT_MISSING)
+        print("deleted")
         return EXIT_OK
 
-    return run_async("del", run())
+    return run_async("del", run(), write=True)
 
 
 def cmd_incr(args: argparse.Namespace) -> int:
@@ -120,7 +139,7 @@ def cmd_incr(args: argparse.Namespace) -> int:
             print(await client.incr(args.key, args.by))
         return EXIT_OK
 
-    return run_async("incr", run())
+    return run_async("incr", run(), write=True)
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -146,7 +165,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         else:
             Console().print(status_table(rows))
-        if all(isinstance(result, RaftcacheError) for _, result in results):
+        errors = [result for _, result in results if isinstance(result, RaftcacheError)]
+        if len(errors) == len(results):
+            # A node that answered 401 is up: the token is what is wrong, say so.
+            auth = [e for e in errors if isinstance(e, AuthError)]
+            if auth:
+                return fail("status", describe(auth[0]), exit_code_for(auth[0]))
             return fail("status", "no node answered", EXIT_UNAVAILABLE)
         return EXIT_OK
 
@@ -154,9 +178,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def status_row(url: str, result: dict[str, Any] | RaftcacheError) -> dict[str, Any]:
-    """One node's row: the status fields, or ``role: unreachable`` and the error."""
+    """One node's row: the status fields, or the error and ``role`` ``unreachable`` (or
+    ``unauthorized``: the node answered 401/403)."""
     if isinstance(result, RaftcacheError):
-        return {"url": url, "id": None, "role": "unreachable", "error": str(result)}
+        return {"url": url, "id": None, "role": down_role(result), "error": describe(result)}
     return {
         "id": result.get("id"),
         "url": url,

@@ -29,8 +29,9 @@ from raftcache.cli.common import EXIT_USAGE
 
 DESCRIPTION = "raftcache: a distributed, strongly consistent cache replicated with Raft."
 EPILOG = (
-    "Exit codes: 0 ok, 1 key not found (get), 2 usage error or refused request, "
-    "3 cluster unavailable. Client commands take --endpoints URL,... after the subcommand "
+    "Exit codes: 0 ok, 1 key not found (get, del), 2 usage error or refused request "
+    "(a missing or wrong token included), 3 cluster unavailable (unreachable, no leader). "
+    "Client commands take --endpoints URL,... after the subcommand "
     "(or RAFTCACHE_ENDPOINTS); the default is the local cluster of `raftcache cluster`."
 )
 

@@ -27,7 +27,11 @@ from rich.text import Text
 from raftcache.cli.common import (
     EXIT_OK,
     EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    UNAUTHORIZED,
     add_client_options,
+    describe,
+    down_role,
     fail,
     make_client,
     positive_float,
@@ -40,13 +44,15 @@ from raftcache.client.errors import RaftcacheError
 
 @dataclass(frozen=True, slots=True)
 class NodeSample:
-    """One node's answers in one poll (``status`` empty when it did not answer)."""
+    """One node's answers in one poll (``status`` empty when it did not answer;
+    ``unauthorized`` when it refused our token: it is up, the token is wrong)."""
 
     url: str
     status: dict[str, Any]
     stats: dict[str, Any]
     rtt_ms: float | None
     error: str | None = None
+    unauthorized: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +137,17 @@ async def _monitor(args: argparse.Namespace) -> int:
                     live.update(render(view, args.compact, console.width), refresh=True)
                 else:
                     console.print(render(view, args.compact, console.width))
+                if _all_unauthorized(sample):
+                    break  # polling again cannot help: the token is wrong
     if view is not None and view.up == 0:
+        if previous is not None and _all_unauthorized(previous):
+            return fail("monitor", UNAUTHORIZED, EXIT_USAGE)
         return fail("monitor", "no node answered", EXIT_UNAVAILABLE)
     return EXIT_OK
+
+
+def _all_unauthorized(sample: Sample) -> bool:
+    return bool(sample.nodes) and all(n.unauthorized for n in sample.nodes)
 
 
 def append_json_line(path: str, record: dict[str, Any]) -> None:
@@ -152,7 +166,8 @@ async def collect(
         ((_, status),) = await client.transport.poll([url], "/v1/status", timeout_s=timeout_s)
         rtt_ms = (clock() - started) * 1000.0
         if isinstance(status, RaftcacheError):
-            return NodeSample(url, {}, {}, None, str(status))
+            unauthorized = down_role(status) == "unauthorized"
+            return NodeSample(url, {}, {}, None, describe(status), unauthorized)
         ((_, stats),) = await client.transport.poll([url], "/v1/stats", timeout_s=timeout_s)
         return NodeSample(url, status, {} if isinstance(stats, RaftcacheError) else stats, rtt_ms)
 
@@ -209,7 +224,8 @@ def _node_view(
     return NodeView(
         id=node_id,
         url=node.url,
-        role=_str(node.status.get("role")) or "unreachable",
+        role=_str(node.status.get("role"))
+        or ("unauthorized" if node.unauthorized else "unreachable"),
         term=_int(node.status.get("term")),
         commit=_int(node.status.get("commit_index")),
         applied=applied,

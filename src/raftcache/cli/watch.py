@@ -31,6 +31,7 @@ from raftcache.cli.common import (
     positive_float,
     positive_int,
     run_async,
+    utf8_text,
 )
 from raftcache.client.watch import WatchCompactedError, WatchEvent, check_from_version
 
@@ -42,7 +43,9 @@ def add_parser(subparsers: Any) -> None:
         help="print changes under a prefix as they commit",
         description="Print every set, delete, expiry and eviction under PREFIX, in commit order.",
     )
-    p.add_argument("prefix", nargs="?", default="", help="key prefix (default: every key)")
+    p.add_argument(
+        "prefix", nargs="?", type=utf8_text, default="", help="key prefix (default: every key)"
+    )
     p.add_argument(
         "--from-version",
         default=None,
