@@ -88,7 +88,7 @@ class ServeOptions:
     snapshot_threshold_bytes: int = 32 * 1024 * 1024
     leader_wait_s: float = 2.0
     #: How long a write waits for its entry to commit and apply before its outcome is
-    #: reported unknown (503/INDETERMINATE: a leader cut off mid-write answers after this).
+    #: reported unknown (504/INDETERMINATE: a leader cut off mid-write answers after this).
     propose_timeout_s: float = 10.0
     shutdown_timeout_s: float = 10.0
     transfer_on_shutdown: bool = True
@@ -397,7 +397,7 @@ OPTIONS: tuple[Option, ...] = (
         _positive_float,
         10.0,
         "seconds a write waits for its entry to commit before answering that its outcome "
-        "is unknown (503 on HTTP, INDETERMINATE on RESP)",
+        "is unknown (504 on HTTP, INDETERMINATE on RESP)",
         "S",
     ),
     Option("shutdown_timeout_s", _positive_float, 10.0, "graceful shutdown bound (s)", "S"),
