@@ -199,6 +199,13 @@ async def test_before_the_upgrade_the_old_routes_answer_the_same(
             pipe.incr("n")
             pipe.get("n")
             assert await pipe.execute() == [1, 2, b"2"]
+        # GETEX with an option: a transaction on the key's version (its batch needs version 2).
+        assert await r.getex("k", ex=100) == b"w"
+        assert 95 <= await r.ttl("k") <= 100
+        assert await r.getex("k", persist=True) == b"w"
+        assert await r.pexpiretime("k") == -1
+        assert await r.getex("k", exat=1) == b"w"  # past: deleted
+        assert await r.exists("k") == 0
         await r.mset({f"x{i}": i for i in range(900)})
         await r.mset({f"y{i}": i for i in range(900)})
         assert await r.flushdb() is True

@@ -403,6 +403,46 @@ async def test_pipelined_forwarded_writes_keep_their_order_in_every_group(
     assert [await r.get(f"{k}:nx") for k in keys] == [b"0", b"0"]
 
 
+async def test_cache_commands_route_by_key_and_msetnx_stays_in_one_group(
+    fronted: Fronted, r: aioredis.Redis
+) -> None:
+    c: Any = r  # redis-py's command helpers are partly untyped
+    led, followed, remote = (
+        fronted.keys_of(gid, 2, "c") for gid in (fronted.led, fronted.followed, fronted.remote)
+    )
+    at = int(time.time()) + 900
+    for keys in (led, followed, remote):  # a group led here, followed here, held elsewhere
+        a, b = keys
+        assert await c.execute_command("SETEX", a, 100, "v") is True
+        assert await c.execute_command("PSETEX", b, 100_000, "w") is True
+        assert 99 <= await c.ttl(a) <= 100
+        assert await c.get(b) == b"w"
+        assert await c.getex(a, exat=at) == b"v"
+        assert await c.expiretime(a) == at
+        assert await c.pexpiretime(a) == at * 1000
+        assert await c.getex(a, persist=True) == b"v"
+        assert await c.expiretime(a) == -1
+        assert await c.expiretime(f"{a}x") == -2
+        assert await c.delete(a, b) == 2
+        assert await c.msetnx({a: "1", b: "2"}) is True  # one group's keys: atomic there
+        assert await c.msetnx({b: "3"}) is False
+        assert await c.mget(a, b) == [b"1", b"2"]
+    # TOUCH counts across groups, as EXISTS does; MSETNX across groups is CROSSSLOT, as MSET.
+    assert await c.touch(*led, *followed, *remote, "c-missing") == 6
+    with pytest.raises(
+        ClusterCrossSlotError, match=r"^Keys in request don't hash to the same slot$"
+    ):
+        await c.msetnx({f"{led[0]}n": "1", f"{remote[0]}n": "2"})
+    assert await c.exists(f"{led[0]}n", f"{remote[0]}n") == 0
+    with pytest.raises(ResponseError, match=r"^invalid expire time in 'getex' command$"):
+        await c.getex(remote[0], ex=0)
+    # Every group has 3 voters: a committed write is on one follower at least.
+    assert await c.wait(1, 0) == 1
+    assert await c.wait(2, 50) == 1
+    seconds, _ = await c.time()
+    assert abs(seconds - time.time()) < 5
+
+
 async def test_a_remote_groups_guess_follows_the_hint_when_its_leader_moves(
     fronted: Fronted, r: aioredis.Redis
 ) -> None:

@@ -132,6 +132,9 @@ class Call:
     #: runs in until the cluster has enabled that version (a rolling upgrade in progress).
     needs_command_version: int = 1
     fallback_mode: Mode | None = None
+    #: A READ that refreshes recency even on a ``CLIENT NO-TOUCH`` connection (TOUCH), where
+    #: it runs alone (``run_server``) rather than in the connection's shared untouching read.
+    always_touches: ClassVar[bool] = False
 
     @property
     def needs_format(self) -> int:

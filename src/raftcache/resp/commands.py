@@ -20,6 +20,7 @@ _WF: Final = ("write", "fast")
 _S: Final = ("loading", "stale")
 _C: Final = ("fast", "loading", "stale")
 _CA: Final = ("fast", "loading", "stale", "no-auth")
+_NW: Final = ("noscript",)
 _NOKEY: Final = (0, 0, 0)
 _KEY1: Final = (1, 1, 1)
 _KEYS: Final = (1, -1, 1)
@@ -33,10 +34,14 @@ _ROWS: Final[tuple[_Row, ...]] = (
     ("MGET", -2, _R, _KEYS, "string", "Get several values", strings.parse_mget),
     ("STRLEN", 2, _R, _KEY1, "string", "Length of a value", strings.parse_strlen),
     ("SET", -3, _W, _KEY1, "string", "Set a value", strings.parse_set),
+    ("SETEX", 4, _W, _KEY1, "string", "Set a value with a TTL (s)", strings.parse_setex),
+    ("PSETEX", 4, _W, _KEY1, "string", "Set a value with a TTL (ms)", strings.parse_psetex),
     ("SETNX", 3, _WD, _KEY1, "string", "Set a missing key", strings.parse_setnx),
     ("GETSET", 3, _WD, _KEY1, "string", "Set, return the old value", strings.parse_getset),
+    ("GETEX", -2, _WF, _KEY1, "string", "Get, set the expiry", strings.parse_getex),
     ("GETDEL", 2, _WF, _KEY1, "string", "Get and delete", strings.parse_getdel),
     ("MSET", -3, _W, _PAIRS, "string", "Set several keys at once", strings.parse_mset),
+    ("MSETNX", -3, _W, _PAIRS, "string", "Set keys if none exists", strings.parse_msetnx),
     ("INCR", 2, _WD, _KEY1, "string", "Increment a counter", strings.parse_incr),
     ("DECR", 2, _WD, _KEY1, "string", "Decrement a counter", strings.parse_decr),
     ("INCRBY", 3, _WD, _KEY1, "string", "Add to a counter", strings.parse_incrby),
@@ -44,6 +49,7 @@ _ROWS: Final[tuple[_Row, ...]] = (
     ("DEL", -2, ("write",), _KEYS, "generic", "Delete keys", keyspace.parse_del),
     ("UNLINK", -2, _WF, _KEYS, "generic", "Delete keys", keyspace.parse_del),
     ("EXISTS", -2, _R, _KEYS, "generic", "Count existing keys", keyspace.parse_exists),
+    ("TOUCH", -2, _R, _KEYS, "generic", "Count keys, refresh them", keyspace.parse_touch),
     ("TYPE", 2, _R, _KEY1, "generic", "Type of a value", keyspace.parse_type),
     ("EXPIRE", -3, _WF, _KEY1, "generic", "Set a TTL (s)", keyspace.parse_expire),
     ("PEXPIRE", -3, _WF, _KEY1, "generic", "Set a TTL (ms)", keyspace.parse_pexpire),
@@ -52,11 +58,14 @@ _ROWS: Final[tuple[_Row, ...]] = (
     ("PERSIST", 2, _WF, _KEY1, "generic", "Remove a TTL", keyspace.parse_persist),
     ("TTL", 2, _R, _KEY1, "generic", "Time to live (s)", keyspace.parse_ttl),
     ("PTTL", 2, _R, _KEY1, "generic", "Time to live (ms)", keyspace.parse_pttl),
+    ("EXPIRETIME", 2, _R, _KEY1, "generic", "Expiry instant (s)", keyspace.parse_expiretime),
+    ("PEXPIRETIME", 2, _R, _KEY1, "generic", "Expiry instant (ms)", keyspace.parse_pexpiretime),
     ("KEYS", 2, ("readonly",), _NOKEY, "generic", "Keys matching", scan.parse_keys),
     ("SCAN", -2, ("readonly",), _NOKEY, "generic", "Iterate over keys", scan.parse_scan),
     ("DBSIZE", 1, _R, _NOKEY, "server", "Number of keys", scan.parse_dbsize),
     ("FLUSHDB", -1, ("write",), _NOKEY, "server", "Delete every key", scan.parse_flushdb),
     ("FLUSHALL", -1, ("write",), _NOKEY, "server", "Delete every key", scan.parse_flushdb),
+    ("TIME", 1, ("random", *_C), _NOKEY, "server", "Server time", introspect.parse_time),
     ("INFO", -1, _S, _NOKEY, "server", "Server information", introspect.parse_info),
     ("COMMAND", -1, _S, _NOKEY, "server", "Command details", introspect.parse_command),
     ("CONFIG", -2, ("admin", *_S), _NOKEY, "server", "Configuration", introspect.parse_config),
@@ -68,6 +77,7 @@ _ROWS: Final[tuple[_Row, ...]] = (
     ("CLIENT", -2, _S, _NOKEY, "connection", "This connection", introspect.parse_client),
     ("QUIT", -1, _CA, _NOKEY, "connection", "Close the connection", admin.parse_quit),
     ("RESET", 1, _CA, _NOKEY, "connection", "Reset the connection", admin.parse_reset),
+    ("WAIT", 3, _NW, _NOKEY, "generic", "Replicas holding writes", introspect.parse_wait),
     ("CLUSTER", -2, _S, _NOKEY, "cluster", "Cluster state and slots", cluster.parse_cluster),
     ("READONLY", 1, _C, _NOKEY, "cluster", "Stale reads from here", admin.parse_readonly),
     ("READWRITE", 1, _C, _NOKEY, "cluster", "Linearizable reads", admin.parse_readwrite),

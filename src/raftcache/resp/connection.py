@@ -125,6 +125,8 @@ class Executor:
             call = self._adapt(spec.parse(argv[1:], server.limits))
         except RespError as exc:
             return exc
+        if call.always_touches and client.no_touch:
+            call.mode = Mode.SERVER  # TOUCH: a read of its own that refreshes recency
         return redirect(client, call) or call
 
     def _adapt(self, call: Call) -> Call:

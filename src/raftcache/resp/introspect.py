@@ -1,4 +1,4 @@
-"""Introspection commands: INFO (with a ``raft`` section), CLIENT, COMMAND, CONFIG.
+"""Introspection commands: INFO (with a ``raft`` section), CLIENT, COMMAND, CONFIG, TIME, WAIT.
 
 Rule: these report; they never read through the cluster. INFO shows this node's view (its
 replica's counters, its Raft state) without a read barrier, as Redis's INFO shows one server's.
@@ -9,6 +9,12 @@ On a sharded store the counters (keyspace, memory, hits) add up the groups it ho
 it holds, as a Redis Cluster node reports its own — the ``raft`` section is the first hosted
 group's node plus ``raft_groups`` (G) and ``raft_groups_hosted`` (each hosted group's role),
 and on a cluster-mode port the store is a ``master`` when it leads any group.
+TIME reads this node's clock (the one it stamps writes with), not replicated. WAIT answers how
+many replicas other than the leader hold every write this connection was answered for: a write
+is acknowledged once committed, and committed means on a majority of the voters, so at least
+``voters // 2`` followers hold it (the fewest over the groups, on a sharded store). On the
+leader of a one-group node the followers whose log has caught up with the leader's last entry
+hold it too; that count may grow, so WAIT polls it until ``numreplicas`` or the timeout.
 COMMAND and CONFIG GET give clients and tools (redis-cli, redis-benchmark) what they ask for at
 start-up; CONFIG SET is refused because configuration belongs to ``raftcache serve``.
 """
@@ -24,7 +30,7 @@ from raftcache import __version__
 from raftcache.resp import args
 from raftcache.resp.admin import REDIS_VERSION, client_name
 from raftcache.resp.args import Limits, Spec
-from raftcache.resp.calls import Call, Reply
+from raftcache.resp.calls import Call, Reply, View
 from raftcache.resp.errors import SYNTAX, wrong_args
 from raftcache.resp.protocol import OK, RespError, Simple, Verbatim
 from raftcache.resp.scan import compile_glob
@@ -266,6 +272,79 @@ class Config(Call):
         if self.sub == "RESETSTAT" and not self.argv:
             return OK
         return RespError(f"ERR unknown subcommand or wrong number of arguments for '{self.sub}'")
+
+
+class Time(Call):
+    """TIME: this node's clock as [Unix seconds, microseconds], both bulk strings."""
+
+    in_multi = True
+
+    def simulate(self, view: View) -> Reply:
+        micros = int(view.now * 1_000_000)
+        return [b"%d" % (micros // 1_000_000), b"%d" % (micros % 1_000_000)]
+
+    def run_server(self, ctx: ClientState) -> Reply:
+        return self.simulate(View(ctx.server.clock(), {}))
+
+
+_WAIT_POLL_S: Final = 0.01
+
+
+class Wait(Call):
+    """WAIT numreplicas timeout: replicas (besides the leader) known to hold every write
+    this connection was answered for (module docstring); waits up to ``timeout`` ms (0: no
+    limit) while that count is below ``numreplicas`` and can still grow."""
+
+    def __init__(self, replicas: int, timeout_ms: int) -> None:
+        self.replicas, self.timeout_ms = replicas, timeout_ms
+
+    async def run_server(self, ctx: ClientState) -> Reply:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_ms / 1000
+        while True:
+            count, most, grows = acknowledged_replicas(ctx)
+            if count >= self.replicas or not grows:
+                return count
+            if (self.timeout_ms == 0 and self.replicas > most) or (
+                self.timeout_ms and loop.time() >= deadline
+            ):
+                return count
+            await asyncio.sleep(_WAIT_POLL_S)
+
+
+def acknowledged_replicas(ctx: ClientState) -> tuple[int, int, bool]:
+    """(followers holding every acknowledged write, followers there are, whether the first
+    may grow while one waits): see the module docstring."""
+    server = ctx.server
+    store = server.store
+    if store is not None:
+        sizes = [
+            len(store.replicas[gid].node.members) if gid in store.replicas else len(stores)
+            for gid, stores in store.placement.items()
+        ]
+        fewest = min(sizes, default=1)
+        return fewest // 2, fewest - 1, False
+    status = server.node.status()
+    voters: list[str] = list(status.get("members") or ())
+    count = len(voters) // 2
+    most = max(len(voters) - 1, 0)
+    if status.get("role") != "leader":
+        return count, most, False
+    lag = server.node.raft_stats().get("follower_lag") or {}
+    caught_up = sum(1 for v in voters if v != status.get("id") and lag.get(v) == 0)
+    return max(count, caught_up), most, True
+
+
+def parse_time(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Time()
+
+
+def parse_wait(argv: Sequence[bytes], limits: Limits) -> Call:
+    replicas = args.integer(argv[0])
+    timeout = args.integer(argv[1], RespError("ERR timeout is not an integer or out of range"))
+    if timeout < 0:
+        raise RespError("ERR timeout is negative")
+    return Wait(replicas, timeout)
 
 
 def parse_info(argv: Sequence[bytes], limits: Limits) -> Call:

@@ -1,5 +1,5 @@
-"""Generic key commands: DEL, UNLINK, EXISTS, TYPE, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT,
-PERSIST, TTL, PTTL.
+"""Generic key commands: DEL, UNLINK, EXISTS, TOUCH, TYPE, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT,
+PERSIST, TTL, PTTL, EXPIRETIME, PEXPIRETIME.
 
 Rule: as in ``raftcache.resp.strings``, ``simulate`` is the semantics and ``mode`` the route.
 DEL is a batch of deletes; EXISTS and TYPE are reads. The expiry
@@ -7,8 +7,9 @@ commands are the cache's TTL-only change (a batch ``ttl`` op, command version 2)
 not rewritten, the key gets a new version, and they share log entries with other writes. Until
 a rolling upgrade has enabled format 2 (and for the rare EXPIRE with two conditions, such as
 XX LT) they fall back to transactions that rewrite the value with the new TTL, conditioned on
-the version they read. TTL and PTTL read the expiry, which only a full read (not a value read)
-returns.
+the version they read. TTL, PTTL, EXPIRETIME and PEXPIRETIME read the expiry, which only a
+full read (not a value read) returns. TOUCH is a read like EXISTS: a read refreshes its keys'
+recency (the path GET takes), even on a ``CLIENT NO-TOUCH`` connection, as in Redis.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from raftcache.resp.args import Limits
 from raftcache.resp.calls import Call, Mode, Reply, View
 from raftcache.resp.errors import invalid_expire
 from raftcache.resp.protocol import RespError, Simple
+from raftcache.resp.state import ClientState
 from raftcache.vocabulary import INT64_MAX
 
 _STRING: Final = Simple("string")
@@ -62,6 +64,17 @@ class Exists(Call):
 
     def simulate(self, view: View) -> Reply:
         return sum(view.get(key) is not None for key in self.keys)
+
+
+class Touch(Exists):
+    """TOUCH key [key ...]: how many of the keys exist; the read refreshes their recency (also
+    on a ``CLIENT NO-TOUCH`` connection, which then runs it alone: ``run_server``)."""
+
+    always_touches = True
+
+    async def run_server(self, ctx: ClientState) -> Reply:
+        values = await ctx.server.reads.submit(self.keys, ctx.consistency, touch=True)
+        return self.reply_values(values)
 
 
 class Type(Call):
@@ -177,6 +190,27 @@ class Ttl(Call):
         return left if self.millis or left < 0 else (left + 500) // 1000
 
 
+class ExpireTime(Call):
+    """EXPIRETIME and PEXPIRETIME: the absolute expiry as Unix seconds (rounded to the nearest,
+    as Redis does) or milliseconds; -1 without one, -2 if the key is missing."""
+
+    mode = Mode.TXN
+    in_multi = True
+
+    def __init__(self, key: str, *, millis: bool) -> None:
+        self.keys = self.pinned = (key,)
+        self.millis = millis
+
+    def simulate(self, view: View) -> Reply:
+        entry = view.get(self.keys[0])
+        if entry is None:
+            return -2
+        if entry.expires_at is None:
+            return -1
+        at = max(0, round(entry.expires_at * 1000))
+        return at if self.millis else (at + 500) // 1000
+
+
 # --- parsers ------------------------------------------------------------------------------
 
 
@@ -186,6 +220,18 @@ def parse_del(argv: Sequence[bytes], limits: Limits) -> Call:
 
 def parse_exists(argv: Sequence[bytes], limits: Limits) -> Call:
     return Exists(args.keys(argv, limits))
+
+
+def parse_touch(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Touch(args.keys(argv, limits))
+
+
+def parse_expiretime(argv: Sequence[bytes], limits: Limits) -> Call:
+    return ExpireTime(args.key(argv[0]), millis=False)
+
+
+def parse_pexpiretime(argv: Sequence[bytes], limits: Limits) -> Call:
+    return ExpireTime(args.key(argv[0]), millis=True)
 
 
 def parse_type(argv: Sequence[bytes], limits: Limits) -> Call:

@@ -1,5 +1,5 @@
-"""String commands: GET, MGET, STRLEN, SET (NX XX GET EX PX EXAT PXAT KEEPTTL), SETNX, GETSET,
-GETDEL, MSET, INCR, INCRBY, DECR, DECRBY.
+"""String commands: GET, MGET, STRLEN, SET (NX XX GET EX PX EXAT PXAT KEEPTTL), SETNX, SETEX,
+PSETEX, GETSET, GETDEL, GETEX, MSET, MSETNX, INCR, INCRBY, DECR, DECRBY.
 
 Rule: each command is one ``Call`` whose ``simulate`` is the reference semantics (Redis's, on
 the states of its keys) and whose ``mode`` picks the cheapest route that keeps them: a READ
@@ -9,7 +9,10 @@ of its own (SET NX and SETNX, a create-only set; INCR, the cache's counter comma
 that must read a key before deciding how to write it (SET XX; NX with GET, KEEPTTL or EXAT)
 runs as a transaction (``raftcache.resp.txn``). SET KEEPTTL is a ``keep_ttl`` set and SET
 EXAT/PXAT a set followed by a ``ttl`` op in the same batch (command version 2; transactions
-until a rolling upgrade has enabled it).
+until a rolling upgrade has enabled it). SETEX and PSETEX are SET EX / PX. GETEX with an
+option is a get and a ``ttl`` op in one batch (atomic: one log entry; a transaction before
+version 2); without one it is a GET. MSETNX is one batch of create-only sets (``if_absent``):
+the batch applies all or nothing, so either every key is set or none is.
 """
 
 from __future__ import annotations
@@ -190,6 +193,72 @@ class MSet(Call):
         return OK
 
 
+class GetEx(Call):
+    """GETEX key [EX s | PX ms | EXAT s | PXAT ms | PERSIST]: the value, and the key's new
+    expiry (an instant already past deletes the key, as in Redis); no option is a GET."""
+
+    in_multi = True
+
+    def __init__(
+        self, key: str, *, ttl: float | None = None, at: float | None = None, persist: bool = False
+    ) -> None:
+        self.keys = (key,)
+        self.ttl, self.at, self.persist = ttl, at, persist
+        if ttl is None and at is None and not persist:
+            self.mode = Mode.READ
+        else:  # a get then a ttl op in one batch (version 2); a transaction before
+            self.mode, self.writes, self.pinned = Mode.BATCH, True, (key,)
+            self.needs_command_version, self.fallback_mode = 2, Mode.TXN
+
+    def simulate(self, view: View) -> Reply:
+        key = self.keys[0]
+        old = view.get(key)
+        if old is None or self.mode is Mode.READ:
+            return _value(old)
+        if self.persist:
+            view.put(key, old.value, None)
+        elif self.at is not None:
+            view.put(key, old.value, self.at)
+        elif self.ttl is not None:
+            view.put(key, old.value, view.now + self.ttl)
+        return old.value
+
+    def batch_ops(self) -> list[BatchOp]:
+        key = self.keys[0]
+        return [GetOp(key), TtlOp(key, ttl=self.ttl, at=self.at)]  # neither: PERSIST
+
+    def reply_batch(self, results: Sequence[BatchItem]) -> Reply:
+        return results[0]
+
+
+class MSetNx(Call):
+    """MSETNX key value [key value ...]: 1 if every key was missing and all were set, 0 (and
+    nothing set) if any existed. One batch of create-only sets: all or nothing. A key named
+    twice gets its last value, as in Redis."""
+
+    mode = Mode.WRITE
+    in_multi = True
+    writes = True
+
+    def __init__(self, pairs: list[tuple[str, bytes]]) -> None:
+        self.pairs = list(dict(pairs).items())  # first position, last value
+        self.keys = self.pinned = tuple(key for key, _ in self.pairs)
+
+    def simulate(self, view: View) -> Reply:
+        if any(view.get(key) is not None for key in self.keys):
+            return 0
+        for key, value in self.pairs:
+            view.put(key, value)
+        return 1
+
+    async def run(self, backend: Backend) -> Reply:
+        try:
+            await backend.batch([SetOp(key, value, if_absent=True) for key, value in self.pairs])
+        except PreconditionFailedError:
+            return 0  # one existed: the batch applied nothing
+        return 1
+
+
 class IncrBy(Call):
     """INCR, INCRBY, DECR, DECRBY: the cache's counter command (keeps the key's expiry)."""
 
@@ -254,13 +323,65 @@ def parse_getset(argv: Sequence[bytes], limits: Limits) -> Call:
     return Set(args.key(argv[0]), args.value(argv[1], limits), get=True)
 
 
-def parse_mset(argv: Sequence[bytes], limits: Limits) -> Call:
+def _pairs(name: str, argv: Sequence[bytes], limits: Limits) -> list[tuple[str, bytes]]:
     if len(argv) % 2:
-        raise wrong_args("mset")
+        raise wrong_args(name)
     if len(argv) // 2 > limits.max_keys_per_command:
         raise RespError(f"ERR at most {limits.max_keys_per_command} keys per command")
-    pairs = [(args.key(argv[i]), args.value(argv[i + 1], limits)) for i in range(0, len(argv), 2)]
-    return MSet(pairs)
+    return [(args.key(argv[i]), args.value(argv[i + 1], limits)) for i in range(0, len(argv), 2)]
+
+
+def parse_mset(argv: Sequence[bytes], limits: Limits) -> Call:
+    return MSet(_pairs("mset", argv, limits))
+
+
+def parse_msetnx(argv: Sequence[bytes], limits: Limits) -> Call:
+    return MSetNx(_pairs("msetnx", argv, limits))
+
+
+def _expiry(name: str, raw: bytes) -> int:
+    """A SET/SETEX/GETEX expiry amount: an integer (else "not an integer"), positive and
+    within Redis's range (else "invalid expire time in '<name>' command")."""
+    amount = args.integer(raw)
+    if amount <= 0 or amount > INT64_MAX // 1000:
+        raise invalid_expire(name)
+    return amount
+
+
+def parse_setex(argv: Sequence[bytes], limits: Limits) -> Call:
+    seconds = _expiry("setex", argv[1])
+    return Set(args.key(argv[0]), args.value(argv[2], limits), ttl=float(seconds))
+
+
+def parse_psetex(argv: Sequence[bytes], limits: Limits) -> Call:
+    millis = _expiry("psetex", argv[1])
+    return Set(args.key(argv[0]), args.value(argv[2], limits), ttl=millis / 1000)
+
+
+def parse_getex(argv: Sequence[bytes], limits: Limits) -> Call:
+    """GETEX's options, with Redis's rules: one expiry option at most, PERSIST with none."""
+    key = args.key(argv[0])
+    ttl: float | None = None
+    at: float | None = None
+    persist = False
+    i = 1
+    while i < len(argv):
+        option = args.upper(argv[i])
+        if option == "PERSIST" and ttl is None and at is None:
+            persist = True
+        elif option in _TTL_OPTIONS and i + 1 < len(argv) and not persist:
+            if ttl is not None or at is not None:
+                raise SYNTAX
+            seconds = _expiry("getex", argv[i + 1]) * _TTL_OPTIONS[option]
+            if option.endswith("AT"):
+                at = seconds
+            else:
+                ttl = seconds
+            i += 1
+        else:
+            raise SYNTAX
+        i += 1
+    return GetEx(key, ttl=ttl, at=at, persist=persist)
 
 
 def parse_incr(argv: Sequence[bytes], limits: Limits) -> Call:
@@ -297,10 +418,7 @@ def parse_set(argv: Sequence[bytes], limits: Limits) -> Call:
         if option in ("NX", "XX", "GET", "KEEPTTL") and option not in flags:
             flags.add(option)
         elif option in _TTL_OPTIONS and i + 1 < len(argv) and ttl is None and at is None:
-            amount = args.integer(argv[i + 1])
-            if amount <= 0 or amount > INT64_MAX // 1000:
-                raise invalid_expire("set")
-            seconds = amount * _TTL_OPTIONS[option]
+            seconds = _expiry("set", argv[i + 1]) * _TTL_OPTIONS[option]
             if option.endswith("AT"):
                 at = seconds
             else:
