@@ -103,6 +103,12 @@ async def test_getex(r: Any) -> None:
         await refused(r.execute_command("GETEX", "gx:a", *argv), message)
     await refused(r.execute_command("GETEX"), wrong_args("getex"))
     assert await r.ttl("gx:a") == -1  # nothing was applied
+    async with r.pipeline(transaction=True) as pipe:  # MULTI of batch ops: one batch
+        pipe.execute_command("SETEX", "gx:m", 10, "1")
+        pipe.getex("gx:m", ex=50)
+        pipe.getex("gx:m")
+        assert await pipe.execute() == [True, b"1", b"1"]
+    assert 45 <= await r.ttl("gx:m") <= 50
 
 
 async def test_msetnx(r: Any) -> None:

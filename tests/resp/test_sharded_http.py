@@ -244,6 +244,15 @@ async def test_expiry_of_every_group(stores: HttpStores, roles: Roles, r: aiored
         pipe.pttl(other)
         assert await pipe.execute() == [b"v", -1]
     await r.set(other, b"p", xx=True)  # SET XX on a group held elsewhere keeps working
+    # Over HTTP too: GETEX's batch, EXPIRETIME's read of the expiry, MSETNX's conditions.
+    c: Any = r  # redis-py's helpers are partly untyped
+    at = int(time.time()) + 300
+    assert await c.getex(key, exat=at) == b"v"
+    assert await c.expiretime(key) == at
+    fresh = stores.keys_of(roles.remote, 4, "t")[2:]
+    assert await c.msetnx({fresh[0]: b"1", fresh[1]: b"2"}) is True
+    assert await c.msetnx({fresh[1]: b"3", other: b"4"}) is False
+    assert await c.mget([*fresh, other]) == [b"1", b"2", b"p"]
 
 
 async def test_scan_dbsize_and_flushall_go_over_every_group(
