@@ -493,20 +493,31 @@ class RaftCore:
                 self._maybe_send_append(peer)
 
     def _quorum_active(self) -> bool:
-        """Whether a quorum of voters (ourselves included) answered within an election timeout."""
-        return self.quorum_active_in(self.configuration)
-
-    def quorum_active_in(self, configuration: Configuration) -> bool:
-        """Whether a quorum of ``configuration``'s voters (ourselves included) answered this
-        leader within an election timeout: a membership change to a configuration where that
-        is false would leave the group without a leader that can commit (etcd's strict
-        reconfiguration check)."""
+        """Whether a quorum of voters (ourselves included) answered within an election timeout
+        (a peer counts as having answered at our election: check-quorum's grace)."""
         horizon = self.ticks - self.election_ticks
         progress = self.progress
         return quorum_reached(
-            configuration,
+            self.configuration,
             lambda v: v == self.id or (v in progress and progress[v].last_active > horizon),
         )
+
+    def quorum_active_in(self, configuration: Configuration) -> bool:
+        """Whether a quorum of ``configuration``'s voters (ourselves included) really answered
+        this leader, in its term, within an election timeout — no grace for a peer it has not
+        heard from since its election: a membership change to a configuration where that is
+        false could leave the group without a leader able to commit (etcd's strict
+        reconfiguration check)."""
+        horizon = self.ticks - self.election_ticks
+        progress = self.progress
+
+        def heard(v: str) -> bool:
+            if v == self.id:
+                return True
+            pr = progress.get(v)
+            return pr is not None and pr.last_heard is not None and pr.last_heard > horizon
+
+        return quorum_reached(configuration, heard)
 
     def campaign(self, *, transfer: bool = False) -> None:
         """Start an election (after a pre-vote round unless ``transfer``)."""
@@ -789,7 +800,7 @@ class RaftCore:
             or pr is None
         ):
             return
-        pr.last_active = self.ticks
+        pr.last_active = pr.last_heard = self.ticks
         if out.round > pr.acked_round:
             pr.acked_round = out.round
             self._advance_reads()

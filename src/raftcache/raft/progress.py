@@ -27,6 +27,7 @@ class Progress:
         "inflight",
         "is_learner",
         "last_active",
+        "last_heard",
         "match_index",
         "next_index",
         "probe_sent",
@@ -44,6 +45,10 @@ class Progress:
         self.probe_sent = False
         #: The leader's tick count when this follower last answered (check-quorum window).
         self.last_active = 0
+        #: The leader's tick count when this follower last answered in this term — never a
+        #: grace value (``last_active`` is set to "now" at election for check-quorum): what
+        #: the strict reconfiguration check counts (``RaftCore.quorum_active_in``).
+        self.last_heard: int | None = None
         #: Highest broadcast round this follower acknowledged in our term (ReadIndex, lease).
         self.acked_round = 0
         #: Highest commit index this follower could learn from what we sent it in our term
