@@ -294,6 +294,7 @@ class MetaAgent:
         driver.urls = fresh.urls
         driver.hosts = {s: i.host for s, i in cmap.stores.items()}
         driver.drain = {s for s, i in cmap.stores.items() if i.state is not StoreState.UP}
+        driver.known = {group_id(p.group): p.replicas for p in cmap.placements}
         await driver.round()
         leader = self.local()
         # Recorded as the groups are *after* the round's steps: the placement the driver

@@ -117,6 +117,9 @@ class PlacementDriver:
     ) -> None:
         self.urls = dict(urls)
         self.hosts = dict(hosts or {})
+        #: Group id → its stores as the cluster map last recorded them: what a group whose
+        #: replicas all went silent counts as in the balance (the meta agent sets it).
+        self.known: dict[str, tuple[str, ...]] = {}
         #: The last round's observation, taken again after its steps (the map the meta group
         #: records from it).
         self.last_seen: Observation | None = None
@@ -137,6 +140,9 @@ class PlacementDriver:
         now = self._clock()
         answered: set[str] = set()
         views = {group_id(g): GroupView(group_id(g)) for g in range(self.groups)}
+        # A group no leader answered for: its members as the newest of its other replicas'
+        # reports has them — enough to count it in the balance, never to step it.
+        reported: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]] = {}
         for store, answer in zip(self.urls, answers, strict=True):
             if isinstance(answer, BaseException) or answer[0] != 200:
                 self._silent_since.setdefault(store, now)
@@ -148,13 +154,22 @@ class PlacementDriver:
                 if view is None:
                     continue
                 view.replicas[store] = entry["replica"]
-                if entry.get("role") == "leader" and entry.get("term", -1) > view.term:
+                term = entry.get("term", -1)
+                if entry.get("role") == "leader" and term > view.term:
                     view.leader_store = store
                     view.term = entry["term"]
                     view.voters = tuple(entry.get("voters", ()))
                     view.learners = tuple(entry.get("learners", ()))
                     view.commit_index = entry.get("commit_index", 0)
                     view.config_index = entry.get("config_index", 0)
+                elif entry.get("voters") and term > reported.get(view.group, (-2,))[0]:
+                    voters = tuple(entry.get("voters", ()))
+                    reported[view.group] = (term, voters, tuple(entry.get("learners", ())))
+        for gid, view in views.items():
+            if view.leader_store is None and gid in reported:
+                _, view.voters, view.learners = reported[gid]
+            elif view.leader_store is None and gid in self.known:
+                view.voters = self.known[gid]  # its stores as the map last recorded them
         return Observation(answered, views, self.groups)
 
     def down(self) -> set[str]:
@@ -205,15 +220,19 @@ class PlacementDriver:
         steps planned."""
         seen = await self.observe()
         self.last_seen = seen
-        if not all(v.leader_store for v in seen.groups.values()):
-            return []  # a group without a leader seen: its configuration is unknown; wait
+        if not all(v.voters for v in seen.groups.values()):
+            return []  # a group nobody reported nor recorded: no map can be built; wait
         await self._delete_orphans(seen)
-        # A store that did not answer this round gets nothing (no replica, no leadership)
-        # until it does: it may be dead, and is not yet counted down.
+        # Only a group whose leader answered is stepped (its configuration is the truth:
+        # invariant 2); one without — it lost its majority, or is electing — still counts
+        # in the balance but freezes no other group's repair. A store that did not answer
+        # this round gets nothing (no replica, no leadership) until it does: it may be dead,
+        # and is not yet counted down.
         steps = [
             step
             for step in plan(self.cluster_map(seen), down=self.down())
-            if step.kind is StepKind.REMOVE or step.store in seen.answered
+            if seen.groups[group_id(step.group)].leader_store is not None
+            and (step.kind is StepKind.REMOVE or step.store in seen.answered)
         ]
         results = await asyncio.gather(
             *(self._carry_out(step, seen) for step in steps), return_exceptions=True
