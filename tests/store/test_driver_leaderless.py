@@ -55,12 +55,16 @@ class Fake:
         return 200, {"replica": f"{store}.1", "members": []}
 
 
+def _driver(clock: Clock, fake: Fake) -> PlacementDriver:
+    urls = {s: f"http://{s}" for s in STORES}
+    return PlacementDriver(
+        urls, groups=2, replication=3, request=fake, clock=clock, down_after_s=300
+    )
+
+
 async def test_a_leaderless_group_does_not_freeze_another_groups_repair() -> None:
     clock, fake = Clock(), Fake()
-    driver = PlacementDriver(
-        {s: f"http://{s}" for s in STORES}, groups=2, replication=3, request=fake, clock=clock,
-        down_after_s=300,
-    )  # fmt: skip
+    driver = _driver(clock, fake)
     await driver.observe()
     clock.t = 1000.0  # s1 and s2 down for long
     steps = await driver.round()
@@ -73,10 +77,7 @@ async def test_a_leaderless_group_does_not_freeze_another_groups_repair() -> Non
 
 async def test_a_group_nobody_reports_counts_as_the_map_recorded_it() -> None:
     clock, fake = Clock(), Fake()
-    driver = PlacementDriver(
-        {s: f"http://{s}" for s in STORES}, groups=2, replication=3, request=fake, clock=clock,
-        down_after_s=300,
-    )  # fmt: skip
+    driver = _driver(clock, fake)
     hosted = dict(HOSTED)
     HOSTED["g0"] = ("s1", "s2", "s5")  # its surviving replica is on s5 ...
     DEAD.add("s5")  # ... which is silent too: nobody reports g0

@@ -175,8 +175,8 @@ class Persist(Call):
         return 1
 
 
-class Ttl(Call):
-    """TTL and PTTL: time left (-2 missing, -1 no expiry); TTL rounds to the nearest second."""
+class _KeyTime(Call):
+    """A read of one key's expiry, in seconds or (``millis``) milliseconds."""
 
     mode = Mode.TXN
     in_multi = True
@@ -184,22 +184,19 @@ class Ttl(Call):
     def __init__(self, key: str, *, millis: bool) -> None:
         self.keys = self.pinned = (key,)
         self.millis = millis
+
+
+class Ttl(_KeyTime):
+    """TTL and PTTL: time left (-2 missing, -1 no expiry); TTL rounds to the nearest second."""
 
     def simulate(self, view: View) -> Reply:
         left = view.pttl(self.keys[0])
         return left if self.millis or left < 0 else (left + 500) // 1000
 
 
-class ExpireTime(Call):
+class ExpireTime(_KeyTime):
     """EXPIRETIME and PEXPIRETIME: the absolute expiry as Unix seconds (rounded to the nearest,
     as Redis does) or milliseconds; -1 without one, -2 if the key is missing."""
-
-    mode = Mode.TXN
-    in_multi = True
-
-    def __init__(self, key: str, *, millis: bool) -> None:
-        self.keys = self.pinned = (key,)
-        self.millis = millis
 
     def simulate(self, view: View) -> Reply:
         entry = view.get(self.keys[0])
