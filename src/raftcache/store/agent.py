@@ -2,11 +2,11 @@
 
 Rule: one loop per store, every ``interval_s``:
 
-1. **read the map** — through the meta leader when this store's meta replica leads
-   (linearizable, and the first leader writes the bootstrap map), from its own meta replica
-   otherwise (``stale``: routing only needs a recent map), or from a meta store over HTTP when
-   it hosts none; the last map read is kept, so a meta group without a quorum costs routing
-   nothing (data groups keep serving, from the last map and leader hints);
+1. **read the map** — linearizably: from this store's meta replica when it leads (the first
+   leader writes the bootstrap map), else from the meta leader over HTTP (a meta follower's
+   own replica may be behind after a restart, and an older map must never move routing
+   back); the last map read is kept, so a meta group without a quorum costs routing nothing
+   (data groups keep serving, from the last map and leader hints);
 2. **learn from it** — every store's address (a store that joined is reached from then on)
    and, when the map's version moved, where each group lives (``Store.set_placement``);
 3. **register** — this store's id, host label and addresses, until the map shows them (that
@@ -250,7 +250,10 @@ class MetaAgent:
             if cmap is None:
                 cmap = await leader.initialise(self._first())
         else:
-            cmap = await self.read("stale" if self.store.meta is not None else "linearizable")
+            # Through the meta leader, even on a meta follower: its own replica may be behind
+            # (just restarted from an older snapshot), and an older map must never move
+            # routing back (invariant 7; ``_learn`` also skips a version not newer).
+            cmap = await self.read("linearizable")
         if cmap is None:
             return
         self.map = cmap
