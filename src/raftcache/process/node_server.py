@@ -18,6 +18,7 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -34,14 +35,11 @@ MAX_REQUEST_LINE_BYTES = 64 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 
 
-class FrontServer(abc.ABC):
-    """The HTTP server on one port in front of what it serves (a node, or a store of many
-    groups): listening, the lean or aiohttp front, the graceful stop. What runs behind it is
-    started, handed over, waited on and stopped through the hooks below.
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """Where a ``FrontServer`` listens and how it stops, as ``serve``'s options say.
 
-    Args:
-        app: the aiohttp application.
-        label: the id its log lines carry (the node's or the store's).
+    Attributes:
         host: address to listen on.
         port: port to listen on (0: a free port, read ``.port`` after ``start()``).
         ssl_context: server TLS context, or None for plain HTTP.
@@ -55,26 +53,36 @@ class FrontServer(abc.ABC):
         clock: wall-clock seconds since the epoch, for the lean front's ``Date``.
     """
 
-    def __init__(
-        self,
-        app: web.Application,
-        *,
-        label: str,
-        host: str,
-        port: int,
-        ssl_context: ssl.SSLContext | None = None,
-        shutdown_timeout_s: float = 10.0,
-        transfer_on_shutdown: bool = True,
-        http_front: str = "auto",
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    host: str
+    port: int
+    ssl_context: ssl.SSLContext | None = None
+    shutdown_timeout_s: float = 10.0
+    transfer_on_shutdown: bool = True
+    http_front: str = "auto"
+    clock: Callable[[], float] = time.time
+
+
+class FrontServer(abc.ABC):
+    """The HTTP server on one port in front of what it serves (a node, or a store of many
+    groups): listening, the lean or aiohttp front, the graceful stop. What runs behind it is
+    started, handed over, waited on and stopped through the hooks below.
+
+    Args:
+        app: the aiohttp application.
+        label: the id its log lines carry (the node's or the store's).
+        listener: where it listens and how it stops (``Listener``).
+    """
+
+    def __init__(self, app: web.Application, *, label: str, listener: Listener) -> None:
         self.label = label
         self.app = app
-        self.host = host
-        self.port = port
-        self._ssl_context = ssl_context
+        self.host = listener.host
+        self.port = listener.port
+        self._ssl_context = listener.ssl_context
+        shutdown_timeout_s = listener.shutdown_timeout_s
+        http_front = listener.http_front
         self._shutdown_timeout_s = shutdown_timeout_s
-        self._transfer_on_shutdown = transfer_on_shutdown
+        self._transfer_on_shutdown = listener.transfer_on_shutdown
         self._handover = Handover()
         app[HANDOVER] = self._handover
         # Innermost, inside forwarding: requests caught by the hand-over go to the new leader.
@@ -99,7 +107,7 @@ class FrontServer(abc.ABC):
         self._lean = _lean_wanted(http_front)
         self._lean_raft = http_front != "lean-keys"
         self._lean_site: LeanSite | None = None
-        self._clock = clock
+        self._clock = listener.clock
 
     @property
     def url(self) -> str:
@@ -214,30 +222,9 @@ class NodeServer(FrontServer):
     """
 
     def __init__(
-        self,
-        node: RaftNode,
-        service: CacheService,
-        app: web.Application,
-        *,
-        host: str,
-        port: int,
-        ssl_context: ssl.SSLContext | None = None,
-        shutdown_timeout_s: float = 10.0,
-        transfer_on_shutdown: bool = True,
-        http_front: str = "auto",
-        clock: Callable[[], float] = time.time,
+        self, node: RaftNode, service: CacheService, app: web.Application, listener: Listener
     ) -> None:
-        super().__init__(
-            app,
-            label=node.node_id,
-            host=host,
-            port=port,
-            ssl_context=ssl_context,
-            shutdown_timeout_s=shutdown_timeout_s,
-            transfer_on_shutdown=transfer_on_shutdown,
-            http_front=http_front,
-            clock=clock,
-        )
+        super().__init__(app, label=node.node_id, listener=listener)
         self.node = node
         self.service = service
 

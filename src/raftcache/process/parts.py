@@ -1,22 +1,29 @@
-"""What the ``serve`` options make: Raft timing, the HTTP server's settings, the Raft transport
-and the TLS contexts — shared by the composition of a node (``process.serve``) and of a store
-(``process.store_server``).
+"""What the ``serve`` options make: Raft timing, the HTTP server's settings and listener, the
+Raft transport and the TLS contexts — shared by the composition of a node (``process.serve``)
+and of a store (``process.store_server``).
 
-Rule: pure functions of ``ServeOptions``; nothing here starts anything.
+Rule: functions of ``ServeOptions`` (and ``attach_transport``, which wires a transport into
+an app the same way for both); nothing here starts anything.
 """
 
 from __future__ import annotations
 
 import ssl
+import time
 from pathlib import Path
 
+from aiohttp import web
+
 from raftcache.network.http import HttpNetwork
+from raftcache.network.prometheus import NetworkMetricsCollector
 from raftcache.network.stream import StreamNetwork
 from raftcache.network.tls import client_ssl_context, server_ssl_context
 from raftcache.process.config import ServeOptions
+from raftcache.process.node_server import Listener
 from raftcache.raft.config import RaftConfig
 from raftcache.server.admission import AdmissionLimits
-from raftcache.server.context import ServerSettings
+from raftcache.server.context import CONTEXT, ServerSettings
+from raftcache.server.drain import DRAIN
 from raftcache.server.validation import MAX_KEY_BYTES, Limits
 
 #: Keys in the cache's largest access batch (``CacheService``'s default ``touch_batch_size``).
@@ -122,3 +129,25 @@ def server_tls(options: ServeOptions) -> ssl.SSLContext | None:
     if certfile is None:
         return None
     return server_ssl_context(certfile, keyfile, cafile, require_client_cert=cafile is not None)
+
+
+def listener_of(options: ServeOptions) -> Listener:
+    """Where the HTTP front listens and how it stops, from the ``serve`` options."""
+    return Listener(
+        options.host,
+        options.port,
+        ssl_context=server_tls(options),
+        shutdown_timeout_s=options.shutdown_timeout_s,
+        transfer_on_shutdown=options.transfer_on_shutdown,
+        http_front=options.http_front,
+        clock=time.time,
+    )
+
+
+def attach_transport(app: web.Application, network: HttpNetwork) -> None:
+    """Show the transport's own figures (per RPC type and peer) on the app's ``/metrics``;
+    a stream transport's inbound streams, which never end on their own, close on drain
+    (peers reconnect)."""
+    app[CONTEXT].metrics.registry.register(NetworkMetricsCollector(network.metrics))
+    if isinstance(network, StreamNetwork):
+        app[DRAIN].on_drain.append(network.close_inbound_streams)

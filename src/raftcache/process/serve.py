@@ -28,8 +28,6 @@ from urllib.parse import urlsplit
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.service import CacheService
 from raftcache.cache.watch import WatchHistory
-from raftcache.network.prometheus import NetworkMetricsCollector
-from raftcache.network.stream import StreamNetwork
 from raftcache.process import gcpolicy
 from raftcache.process.config import ServeOptions, is_unspecified
 from raftcache.process.exposure import warn_if_exposed
@@ -42,6 +40,8 @@ from raftcache.process.node_server import (
 )
 from raftcache.process.parts import (
     TOUCH_BATCH_KEYS,
+    attach_transport,
+    listener_of,
     peer_routes,
     raft_body_limit,
     raft_config_of,
@@ -55,7 +55,6 @@ from raftcache.raft.errors import PeersMismatchError
 from raftcache.raft.node import RaftNode
 from raftcache.server.app import create_app
 from raftcache.server.context import CONTEXT
-from raftcache.server.drain import DRAIN
 from raftcache.server.format_probe import HttpCommandVersionProbe
 from raftcache.server.routes_divergence import HttpDigestProbe
 from raftcache.server.routes_watch import WatchSettings
@@ -144,23 +143,8 @@ def build_node_server(
     )
     watch = WatchSettings(heartbeat_s=options.watch_heartbeat_s, max_watchers=options.max_watchers)
     app = create_app(node, service, settings, mount=network.mount, watch=watch)
-    # The transport's own figures (per RPC type and peer) on this node's /metrics.
-    app[CONTEXT].metrics.registry.register(NetworkMetricsCollector(network.metrics))
-    if isinstance(network, StreamNetwork):
-        # Inbound streams never end on their own: draining closes them (peers reconnect).
-        app[DRAIN].on_drain.append(network.close_inbound_streams)
-    return NodeServer(
-        node,
-        service,
-        app,
-        host=options.host,
-        port=options.port,
-        ssl_context=server_tls(options),
-        shutdown_timeout_s=options.shutdown_timeout_s,
-        transfer_on_shutdown=options.transfer_on_shutdown,
-        http_front=options.http_front,
-        clock=time.time,
-    )
+    attach_transport(app, network)
+    return NodeServer(node, service, app, listener_of(options))
 
 
 async def serve_node(

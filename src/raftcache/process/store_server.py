@@ -28,11 +28,10 @@ import json
 import logging
 import random
 import socket
-import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -40,25 +39,22 @@ from aiohttp import web
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.service import CacheService
 from raftcache.cache.watch import WatchHistory
-from raftcache.network.prometheus import NetworkMetricsCollector
-from raftcache.network.stream import StreamNetwork
 from raftcache.process.config import ServeOptions, is_unspecified
-from raftcache.process.node_server import FrontServer
+from raftcache.process.node_server import FrontServer, Listener
 from raftcache.process.parts import (
+    attach_transport,
+    listener_of,
     peer_routes,
     raft_body_limit,
     raft_config_of,
     raft_network,
     server_settings,
-    server_tls,
 )
 from raftcache.raft.config import RaftConfig
 from raftcache.raft.core import Role
 from raftcache.raft.node import RaftNode
 from raftcache.resp.topology import join_address
 from raftcache.server.app import create_store_app
-from raftcache.server.context import CONTEXT
-from raftcache.server.drain import DRAIN
 from raftcache.server.format_probe import HttpCommandVersionProbe
 from raftcache.server.handover import Handover, hand_over
 from raftcache.server.routes_divergence import HttpDigestProbe
@@ -84,30 +80,14 @@ class StoreServer(FrontServer):
         self,
         store: Store,
         app: web.Application,
+        listener: Listener,
         *,
-        host: str,
-        port: int,
-        ssl_context: ssl.SSLContext | None = None,
-        shutdown_timeout_s: float = 10.0,
-        transfer_on_shutdown: bool = True,
-        http_front: str = "auto",
-        clock: Callable[[], float] = time.time,
         preferred_settle_s: float = 5.0,
         election_timeout_max_s: float = 2.0,
         agent: MetaAgent | None = None,
         requester: LazyRequester | None = None,
     ) -> None:
-        super().__init__(
-            app,
-            label=store.store_id,
-            host=host,
-            port=port,
-            ssl_context=ssl_context,
-            shutdown_timeout_s=shutdown_timeout_s,
-            transfer_on_shutdown=transfer_on_shutdown,
-            http_front=http_front,
-            clock=clock,
-        )
+        super().__init__(app, label=store.store_id, listener=listener)
         self.store = store
         #: The store's meta agent (None: a cluster without a meta group).
         self.agent = agent
@@ -273,9 +253,7 @@ def build_store_server(
         )
     watch = WatchSettings(heartbeat_s=options.watch_heartbeat_s, max_watchers=options.max_watchers)
     app = create_store_app(store, settings, mount=network.mount, watch=watch, meta=agent)
-    app[CONTEXT].metrics.registry.register(NetworkMetricsCollector(network.metrics))
-    if isinstance(network, StreamNetwork):
-        app[DRAIN].on_drain.append(network.close_inbound_streams)
+    attach_transport(app, network)
     log.info(
         "store layout",
         extra={
@@ -287,14 +265,8 @@ def build_store_server(
     return StoreServer(
         store,
         app,
+        listener_of(options),
         election_timeout_max_s=raft_config.election_timeout_max,
-        host=options.host,
-        port=options.port,
-        ssl_context=server_tls(options),
-        shutdown_timeout_s=options.shutdown_timeout_s,
-        transfer_on_shutdown=options.transfer_on_shutdown,
-        http_front=options.http_front,
-        clock=time.time,
         agent=agent,
         requester=requester,
     )
