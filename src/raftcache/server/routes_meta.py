@@ -21,7 +21,7 @@ tries the next meta store.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -64,13 +64,14 @@ def add_meta_routes(app: web.Application, agent: MetaAgent) -> None:
             }
         )
 
-    async def guarded(request: web.Request, run: Any) -> web.Response:
+    async def guarded(
+        request: web.Request, run: Callable[[], Awaitable[web.Response]]
+    ) -> web.Response:
         """Run here when this store leads the meta group, or send on (once)."""
         if request.query.get(FORWARDED) and agent.local() is None:
             raise ApiError(503, f"not the meta leader (leader hint: {leader_hint()})")
         try:
-            result: web.Response = await run()
-            return result
+            return await run()
         except MetaConflictError as exc:
             raise ApiError(409, str(exc)) from None
         except (MetaUnavailableError, NotLeaderError) as exc:

@@ -30,7 +30,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, Final
 
 import aiohttp
@@ -93,8 +94,7 @@ class MetaAgent:
         #: while they stay so (a label the map refused is not asked for every round).
         self._registered: tuple[StoreInfo | None, StoreInfo] | None = None
         self._task: asyncio.Task[None] | None = None
-        #: Rounds run, and the last error (status and tests read them).
-        self.rounds = 0
+        #: The last round's error (``/v1/status`` shows it), None after a clean round.
         self.last_error: str | None = None
 
     # --- the meta leader ----------------------------------------------------------------------
@@ -149,13 +149,18 @@ class MetaAgent:
         body = answer.get("map") if isinstance(answer, dict) else None
         return None if body is None else ClusterMap.from_json(body)
 
-    async def change(self, method: str, path: str, body: Any, local: Any) -> ClusterMap:
+    async def change(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        local: Callable[[MetaMap], Awaitable[ClusterMap]],
+    ) -> ClusterMap:
         """A change: ``local(MetaMap)`` here when this store leads the meta group, else the
         request sent on to the leader. ``MetaConflictError`` for a 409."""
         leader = self.local()
         if leader is not None:
-            new: ClusterMap = await local(leader)
-            return new
+            return await local(leader)
         status, answer = await self.call(method, path, body)
         if status == 409:
             raise MetaConflictError(answer.get("error", "refused"))
@@ -198,16 +203,18 @@ class MetaAgent:
                     f"store {store_id} still holds a replica of {gid}: drain it first"
                 )
 
-    def _observer(self, cmap: ClusterMap) -> PlacementDriver:
-        # Every store the map lists, removed ones too: a configuration may still name one
-        # (it is then drained like a decommissioning store, never ignored).
-        urls = {
+    def _urls(self, cmap: ClusterMap) -> dict[str, str]:
+        """Every store the map lists, removed ones too: a configuration may still name one
+        (it is then drained like a decommissioning store, never ignored)."""
+        return {
             s: i.http_url or self.store.addresses.get(s, "")
             for s, i in cmap.stores.items()
             if i.http_url or s in self.store.addresses
         }
+
+    def _observer(self, cmap: ClusterMap) -> PlacementDriver:
         return PlacementDriver(
-            urls,
+            self._urls(cmap),
             groups=cmap.groups,
             replication=cmap.replication,
             request=self._request,
@@ -243,7 +250,6 @@ class MetaAgent:
 
     async def round(self) -> None:
         """One round of the loop (see the module docstring)."""
-        self.rounds += 1
         leader = self.local()
         if leader is not None:
             cmap = await leader.read()
@@ -259,7 +265,8 @@ class MetaAgent:
         self.map = cmap
         self._learn(cmap)
         known = cmap.stores.get(self.me.store_id)
-        stale = known is None or _addresses(known) != _addresses(self.me)
+        # Its record differs but for the state (the operators' to change): register again.
+        stale = known is None or replace(known, state=self.me.state) != self.me
         if stale and (known, self.me) != self._registered:
             self.map = cmap = await self.register(self.me)
             kept = cmap.stores.get(self.me.store_id)
@@ -281,7 +288,7 @@ class MetaAgent:
         for p in cmap.placements:
             stores = [*([p.leader] if p.leader else []), *p.voters, *p.learners]
             try:
-                self.store.set_placement(group_id(p.group), list(dict.fromkeys(stores)))
+                self.store.set_placement(group_id(p.group), stores)  # it drops repeats
             except ValueError:
                 continue
 
@@ -289,12 +296,11 @@ class MetaAgent:
         meta = self.store.meta
         assert meta is not None
         term = meta.node.current_term
-        fresh = self._observer(cmap)
         if self._driver is None or term != self._driver_term:
-            self._driver = fresh
+            self._driver = self._observer(cmap)
             self._driver_term = term
         driver = self._driver
-        driver.urls = fresh.urls
+        driver.urls = self._urls(cmap)
         driver.hosts = {s: i.host for s, i in cmap.stores.items()}
         driver.drain = {s for s, i in cmap.stores.items() if i.state is not StoreState.UP}
         driver.known = {group_id(p.group): p.replicas for p in cmap.placements}
@@ -314,7 +320,3 @@ class MetaAgent:
             observed.append(observed_placement(g, view.voters, view.learners, leading))
         if observed:
             self.map = await leader.record(observed)
-
-
-def _addresses(info: StoreInfo) -> tuple[str, str, str, str, str]:
-    return (info.host, info.http_url, info.resp_address, info.cluster_address, info.nonce)
