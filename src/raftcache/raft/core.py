@@ -702,6 +702,13 @@ class RaftCore:
             raise MembershipChangeError("another membership change is in progress")
         if not self._committed_in_term():
             raise MembershipChangeError("the leader has not committed an entry in its term yet")
+        if new.voters != self.configuration.voters and not self.quorum_active_in(new):
+            # The leader counts the new configuration at once: without such a quorum it could
+            # neither commit the change nor keep leading, with nobody able to take over.
+            raise MembershipChangeError(
+                f"the change would leave voters {sorted(new.voters)} without a quorum this "
+                "leader has heard from recently: refused"
+            )
         return self.propose(new.encode(), EntryKind.CONFIG)
 
     def _broadcast_append(self) -> None:

@@ -809,10 +809,7 @@ class RaftNode:
         if node_id not in core.configuration.learners:
             await self._propose_config(core.configuration.with_learner(node_id, address), None)
         await self._wait_caught_up(node_id)
-        core = self._check_running()
-        promoted = core.configuration.with_voter(node_id, address)
-        self._check_reconfig(core, promoted, f"promoting {node_id}")
-        await self._propose_config(promoted, None)
+        await self._propose_config(core.configuration.with_voter(node_id, address), None)
 
     async def _wait_caught_up(self, node_id: str) -> None:
         deadline = self._clock() + max(30.0, self.config.election_timeout_max * 20)
@@ -828,32 +825,14 @@ class RaftNode:
             await self._wait_changed(self.config.heartbeat_interval)
 
     async def remove_member(self, node_id: str) -> None:
-        """Remove ``node_id`` from the configuration — refused (``MembershipChangeError``)
-        when the voters left would hold no quorum this leader heard from within an election
-        timeout: the removal could then never commit, and this leader, counting the new
-        configuration at once, would step down with nobody able to take over (a voter that
-        is up but cut off from this leader alone, say, must not be removed in its place)."""
+        """Remove ``node_id`` from the configuration. The core refuses
+        (``MembershipChangeError``) a change of voters that leaves no quorum this leader heard
+        from in its term within an election timeout (``RaftCore.quorum_active_in``): a voter
+        that is up but cut off from this leader alone, say, is never removed in its place."""
         core = self._check_running()
         if node_id not in core.configuration.all_ids():
             return
-        new = core.configuration.without(node_id)
-        if node_id in core.configuration.voters:
-            self._check_reconfig(core, new, f"removing {node_id}")
-        await self._propose_config(new, None)
-
-    def _check_reconfig(self, core: RaftCore, new: Configuration, what: str) -> None:
-        """Refuse a change of voters to ``new`` unless a quorum of them answered this leader
-        in its term within an election timeout (``RaftCore.quorum_active_in``): the leader
-        counts the new configuration at once, and without such a quorum it could neither
-        commit the change nor keep leading, with nobody able to take over. Asked of a
-        follower, this is ``NotLeaderError`` (the fronts forward it), not a refusal."""
-        if core.role is not Role.LEADER:
-            raise NotLeaderError(core.leader_id)
-        if not core.quorum_active_in(new):
-            raise MembershipChangeError(
-                f"{what} would leave voters {sorted(new.voters)} without a quorum this "
-                "leader has heard from recently: refused"
-            )
+        await self._propose_config(core.configuration.without(node_id), None)
 
     async def transfer_leadership(self, to: str | None = None) -> str:
         """Hand leadership to ``to`` (or the most up-to-date voter); returns the new leader."""
