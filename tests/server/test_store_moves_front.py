@@ -228,13 +228,18 @@ async def run_during(
     move: Move,
     clients: list[tuple[Tally, Callable[[asyncio.Event], Awaitable[None]]]],
 ) -> None:
-    """Run the clients while ``move`` is carried out, and on until each did a few more
-    writes and reads after it (or failed)."""
+    """Run the clients until each did ten writes, then while ``move`` is carried out, and on
+    until each did ten more writes and reads after it (or failed)."""
     stop = asyncio.Event()
     tasks = [asyncio.ensure_future(client(stop)) for _, client in clients]
     tallies = [tally for tally, _ in clients]
     try:
-        await asyncio.sleep(0.3)  # the clients are at it before the move begins
+        # The clients are at it before the move begins: ten writes each (a count, not a
+        # time — a slow machine writes fewer in any given time).
+        deadline = time.monotonic() + 10
+        while any(len(t.acked) < 10 for t in tallies) and not any(t.done() for t in tasks):
+            assert time.monotonic() < deadline, [(len(t.acked), t.failed) for t in tallies]
+            await asyncio.sleep(0.02)
         await stores.move(move)
         for tally in tallies:
             tally.moved = True
