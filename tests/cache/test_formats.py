@@ -153,7 +153,10 @@ async def test_a_capped_node_that_meets_a_newer_entry_stops() -> None:
 
     cluster.service_kwargs["format_probe"] = lying_probe
     async with cluster as c:
-        svc = c.services[await c.leader()]
+        leader = await c.leader()
+        if leader == "n3":  # the capped node refuses by itself; the lie must reach another
+            leader = await c.nodes["n3"].transfer_leadership("n1")
+        svc = c.services[leader]
         await svc.ensure_format(2)
         await svc.expire("missing", 5.0)
         failure = await asyncio.wait_for(c.nodes["n3"].wait_failed(), 10)
