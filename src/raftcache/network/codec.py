@@ -332,12 +332,21 @@ def encode(msg: Any) -> bytes:
     out = orjson.dumps(msg, default=_encode_default)
     if out.endswith(_EMPTY_GROUP):
         # A request of a node hosting one group: leave the seed's wire exactly as it was.
-        # ``to`` and ``group`` are every request's last fields and orjson keeps their order.
-        return out[: -len(_EMPTY_GROUP)] + b"}"
+        # ``to`` and ``group`` are every request's last fields and orjson keeps their order;
+        # an AppendEntries' ``quiesce`` comes just before them and is false on that wire.
+        cut = len(_QUIET_EMPTY_GROUP) if out.endswith(_QUIET_EMPTY_GROUP) else len(_EMPTY_GROUP)
+        return out[:-cut] + b"}"
+    if type(msg) is AppendEntriesRequest and not msg.quiesce:
+        # The default, left off as ``to`` is; searched from the end, where the field is.
+        at = out.rfind(_NOT_QUIESCING)
+        if at >= 0:
+            return out[:at] + b"," + out[at + len(_NOT_QUIESCING) :]
     return out
 
 
 _EMPTY_GROUP = b',"to":"","group":""}'
+_QUIET_EMPTY_GROUP = b',"quiesce":false,"to":"","group":""}'
+_NOT_QUIESCING = b',"quiesce":false,'
 
 
 def decode(cls: type[T], data: bytes | bytearray | memoryview | str) -> T:

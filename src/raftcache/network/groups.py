@@ -12,10 +12,15 @@ after any failed RPC, and nothing reaches a replica that is not there. A view's 
 ``stop`` only attach and detach its group: stopping one replica never closes the connections
 every other group shares, and its ``set_peer_address`` does nothing: peer addresses belong to
 the store. See docs/sharding.md.
+
+The router answers one request itself: an AppendEntries to ``LIVENESS_GROUP``, a peer store's
+ping (``raftcache.store.liveness``), with this process's random ``incarnation`` as its term,
+so that the pinger sees a restart even when it was quicker than a ping.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
 from typing import Final
 
@@ -31,7 +36,14 @@ from raftcache.protocol.messages import (
     RequestVoteResponse,
 )
 
-__all__ = ["GroupNetwork", "GroupNotHostedError", "GroupRouter", "replica_id", "store_of"]
+__all__ = [
+    "LIVENESS_GROUP",
+    "GroupNetwork",
+    "GroupNotHostedError",
+    "GroupRouter",
+    "replica_id",
+    "store_of",
+]
 
 
 class GroupNotHostedError(NetworkError):
@@ -46,6 +58,9 @@ class GroupNotHostedError(NetworkError):
 
 #: Separates a store id from a replica's incarnation number in a replica id.
 INCARNATION_SEPARATOR: Final = "."
+#: The group of the stores' liveness pings, answered by the router (never a Raft group's
+#: id: those are ``g<n>`` and ``meta``).
+LIVENESS_GROUP: Final = "_liveness"
 
 
 def store_of(replica_id: str) -> str:
@@ -79,6 +94,8 @@ class GroupRouter(RpcHandlers):
     def __init__(self, node_id: str) -> None:
         self.node_id = node_id
         self._groups: dict[str, RpcHandlers] = {}
+        #: This process's answer to liveness pings: another value after a restart.
+        self.incarnation = random.randrange(1, 2**31)
 
     @property
     def groups(self) -> list[str]:
@@ -104,6 +121,8 @@ class GroupRouter(RpcHandlers):
         return await self._target(req).handle_request_vote(req)
 
     async def handle_append_entries(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
+        if req.group == LIVENESS_GROUP:
+            return AppendEntriesResponse(self.incarnation, True)
         return await self._target(req).handle_append_entries(req)
 
     async def handle_install_snapshot(self, req: InstallSnapshotRequest) -> InstallSnapshotResponse:

@@ -36,6 +36,8 @@ def _as_map(value: Any) -> Any:
             raise TypeError(f"cannot encode {cls.__name__} on the wire")
         names = _FIELDS[cls] = tuple(f.name for f in dataclasses.fields(value))
     fields = {name: getattr(value, name) for name in names}
+    if fields.get("quiesce") is False:
+        del fields["quiesce"]  # an AppendEntries that is no quiescing heartbeat: the default
     if fields.get("group") == "" and fields.get("to") == "":
         del fields["group"]  # one group: the map every earlier release sent
         del fields["to"]

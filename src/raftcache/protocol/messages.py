@@ -96,6 +96,10 @@ class AppendEntriesRequest:
     entries: list[LogEntry] = field(default_factory=list)
     leader_commit: int = 0
     timeout_now: bool = False
+    #: A heartbeat of an idle leader that stops sending them: the follower stops its election
+    #: timer until it hears anything else (``RaftCore`` "quiescence"). Left off the wire when
+    #: false.
+    quiesce: bool = False
     to: str = ""
     group: str = ""
 

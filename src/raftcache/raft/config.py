@@ -57,6 +57,12 @@ class RaftConfig:
     persist_max_inflight: int = 8
     #: Default timeout of ``propose`` when the caller gives none.
     propose_timeout: float = 10.0
+    #: Let an idle group go quiet (``RaftCore``, "quiescence"): a leader whose followers hold
+    #: its whole log and that saw no request for an election timeout sends one last heartbeat
+    #: that stops their election timers, then none until something happens. Only safe to turn
+    #: on where something wakes the group when a peer fails: a store does it (its
+    #: ``StoreLiveness``), a lone ``RaftNode`` does not.
+    quiesce: bool = False
 
     def ticks(self, seconds: float) -> int:
         return max(1, round(seconds / self.tick_interval))

@@ -40,6 +40,17 @@ but from a candidate that won a real election) are checked where they could brea
   by the driver, argued in ``raft/lease.py``) rests only on a round of the current term and
   configuration, only with check-quorum on, and never once this leader started a leadership
   transfer in its term.
+- Quiescence (``cfg.quiesce``, CockroachDB's): a leader that saw no request for an election
+  timeout, whose log is committed and held by every peer that answered it within one, sends
+  a last round of heartbeats flagged ``quiesce`` and then stops its heartbeats and its
+  check-quorum; a follower that gets one, holding exactly the leader's committed log, stops
+  its election timer. Anything else — a proposal, a read, a transfer, any other message, a
+  failed quiescing heartbeat, or ``wake()`` from the driver (its store saw a peer store fail)
+  — wakes the node, a leader with a fresh check-quorum grace. Only timers stop: no rule of
+  safety reads them, and a lease still rests only on acknowledged rounds (the quiescing round
+  is one; once it is older than the lease, reads go through ReadIndex, which wakes the
+  group). What a dead leader's quiesced followers need, the store's liveness of peer stores
+  gives (``raftcache.store.liveness``).
 - Snapshots (§7): a snapshot replaces only what it covers — entries after it survive when the
   log agrees with it at its index, otherwise the whole log goes; its configuration becomes the
   base of the configuration history; the commit index only grows. Nothing here touches the
@@ -170,6 +181,8 @@ class RaftCore:
         # ReadIndex state (leader only).
         self.round = 0
         self._broadcast_due = False
+        #: The next broadcast round is the quiescing one (if ``_can_quiesce`` still holds).
+        self._quiesce_due = False
         self._pending_reads: list[tuple[int, int, int]] = []  # (read_id, index, round needed)
         self._reads_waiting_commit: list[int] = []
         self._confirmed: list[tuple[int, int]] = []
@@ -184,6 +197,12 @@ class RaftCore:
         #: hard state may leave once the version current when it was made is durable.
         self.hard_state_version = 0
         self._msgs: list[Outbound] = []
+        #: Quiesced (see the module docstring): a leader sends no heartbeats and does not
+        #: check its quorum, a follower's election timer stands still.
+        self.quiesced = False
+        #: The tick of this leader's last request (proposal, read, transfer) or wake-up: it
+        #: quiesces only an election timeout after it.
+        self.busy_tick = 0
         # Counters for statistics.
         self.elections = 0
         self.state_transitions = 0
@@ -280,6 +299,7 @@ class RaftCore:
     def _reset(self, term: int) -> None:
         if term != self.term:
             self._set_term(term, None)
+        self.quiesced = False
         self.leader_id = None
         self.election_elapsed = 0
         self.heartbeat_elapsed = 0
@@ -354,6 +374,7 @@ class RaftCore:
         self.pre_candidate = False
         self.leader_id = self.id
         self.heartbeat_elapsed = 0
+        self.busy_tick = self.ticks
         self.progress = {}
         # A new term's lease starts from nothing: only rounds of this term count.
         self.lease_epoch += 1
@@ -425,9 +446,12 @@ class RaftCore:
     def _leader_ready_broadcasts(self) -> None:
         if self._broadcast_due:
             self._broadcast_due = False
+            quiesce = self._quiesce_due and self._can_quiesce()
+            self._quiesce_due = False
             self.round += 1
             for peer in self.progress:
-                self._send_heartbeat(peer, self.round)
+                self._send_heartbeat(peer, self.round, quiesce=quiesce)
+            self.quiesced = quiesce
             self._advance_reads()
         for peer in self.progress:
             self._maybe_send_append(peer)
@@ -466,6 +490,8 @@ class RaftCore:
     # ==================== elections
     def tick(self) -> None:
         self.ticks += 1
+        if self.quiesced:
+            return  # no heartbeats, no check-quorum, no election timer (module docstring)
         if self.role is Role.LEADER:
             self._tick_leader()
             return
@@ -489,8 +515,60 @@ class RaftCore:
         if self.heartbeat_elapsed >= self.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             self._broadcast_due = True
+            self._quiesce_due = self._can_quiesce()
             for peer in self.progress:
                 self._maybe_send_append(peer)
+
+    # ==================== quiescence
+    def _can_quiesce(self) -> bool:
+        """Whether this leader may send its quiescing round now: idle for an election timeout,
+        everything committed and on its disk, nothing in flight, and every peer holding the
+        whole log and the commit index's bound, heard from within an election timeout."""
+        if not self.cfg.quiesce or self.quiesced or self.role is not Role.LEADER:
+            return False
+        last = self.log.last_index()
+        if (
+            self.ticks - self.busy_tick < self.election_ticks
+            or self.commit_index != last
+            or self.log.stable_index != last
+            or not self._committed_in_term()
+            or self._pending_reads
+            or self._reads_waiting_commit
+            or self.lead_transferee is not None
+        ):
+            return False
+        horizon = self.ticks - self.election_ticks
+        return all(
+            pr.state is ProgressState.REPLICATE
+            and pr.match_index == last
+            and pr.inflight == 0
+            and pr.last_heard is not None
+            and pr.last_heard > horizon
+            for pr in self.progress.values()
+        )
+
+    def wake(self, silent_ticks: int = 0) -> None:
+        """Leave quiescence (a no-op otherwise): the timers run again; a leader sends a round
+        of heartbeats at once and gets a full election timeout of check-quorum grace, as at
+        its election, since nobody was expected to answer it while it was quiet. A follower's
+        election timer goes on from ``silent_ticks`` at least: the driver knows its leader has
+        been silent that long (its promise to that leader is ``promise_until``'s, untouched)."""
+        self.busy_tick = self.ticks
+        if not self.quiesced:
+            return
+        self.quiesced = False
+        if self.role is Role.LEADER:
+            for pr in self.progress.values():
+                pr.last_active = self.ticks
+            self.heartbeat_elapsed = 0
+            self._broadcast_due = True
+        else:
+            self.election_elapsed = max(self.election_elapsed, silent_ticks)
+
+    def note_activity(self) -> None:
+        """The driver served a request of this group without the core (a lease read): keep
+        the group awake for another election timeout."""
+        self.busy_tick = self.ticks
 
     def _quorum_active(self) -> bool:
         """Whether a quorum of voters (ourselves included) answered within an election timeout
@@ -581,6 +659,7 @@ class RaftCore:
         return self.leader_id is not None and self.election_elapsed < self.election_ticks
 
     def handle_request_vote(self, req: RequestVoteRequest) -> RequestVoteResponse:
+        self.wake()  # a peer is campaigning: its leader may be gone, time it again
         if req.term > self.term and not req.leader_transfer and self._in_lease():
             return RequestVoteResponse(self.term, False, req.pre_vote)
         if req.pre_vote:
@@ -622,8 +701,24 @@ class RaftCore:
     # ==================== AppendEntries in
     def handle_append_entries(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
         if req.term < self.term:
+            self.wake()
             return AppendEntriesResponse(self.term, False, last_log_index=self.log.last_index())
         self._accept_leader(req.term, req.leader_id)
+        resp = self._append_entries(req)
+        # Quiet only with exactly the leader's log, all of it committed: a follower lacking
+        # anything keeps its timer, so that it asks again (and wakes the leader) if the
+        # leader's next message never comes.
+        self.quiesced = (
+            req.quiesce
+            and resp.success
+            and not req.entries
+            and self.role is Role.FOLLOWER
+            and self.log.last_index() == req.prev_log_index == req.leader_commit
+            and self.commit_index == req.leader_commit
+        )
+        return resp
+
+    def _append_entries(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
         prev, prev_term, entries = req.prev_log_index, req.prev_log_term, req.entries
         if prev < self.log.snapshot_index:
             # Entries up to our snapshot are committed, hence identical to the leader's.
@@ -686,6 +781,7 @@ class RaftCore:
         """Append a command to the leader's log; returns its index."""
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.leader_id)
+        self.wake()
         if self.lead_transferee is not None:
             raise ProposalDroppedError("leadership transfer in progress")
         if self.uncommitted_bytes + len(command) > self.cfg.max_uncommitted_bytes:
@@ -698,6 +794,7 @@ class RaftCore:
     def propose_config(self, new: Configuration) -> int:
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.leader_id)
+        self.wake()
         if self.config_index > self.commit_index:
             raise MembershipChangeError("another membership change is in progress")
         if not self._committed_in_term():
@@ -755,14 +852,16 @@ class RaftCore:
             if pr.state is not ProgressState.REPLICATE:
                 return
 
-    def _send_heartbeat(self, peer: str, round_: int, *, timeout_now: bool = False) -> None:
+    def _send_heartbeat(
+        self, peer: str, round_: int, *, timeout_now: bool = False, quiesce: bool = False
+    ) -> None:
         pr = self.progress[peer]
         prev = pr.match_index
         prev_term = self.log.term_at(prev)
         if prev_term is None:
             prev, prev_term = 0, 0
         req = AppendEntriesRequest(
-            self.term, self.id, prev, prev_term, [], self.commit_index, timeout_now
+            self.term, self.id, prev, prev_term, [], self.commit_index, timeout_now, quiesce
         )
         pr.commit_sent = max(pr.commit_sent, min(self.commit_index, prev))
         self._msgs.append(Outbound(peer, req, round_, heartbeat=True))
@@ -842,6 +941,7 @@ class RaftCore:
             # not one per acknowledgement.
             self._maybe_send_append(out.target)
             return
+        self.wake()  # a follower that refused: whatever follows must not wait in quiet
         if req.prev_log_index < pr.match_index or pr.state is ProgressState.SNAPSHOT:
             return  # stale rejection of something already matched
         if out.heartbeat:
@@ -884,6 +984,8 @@ class RaftCore:
             pr.inflight = max(0, pr.inflight - 1)
             return
         if out.heartbeat:
+            if self.quiesced:
+                self.wake()  # the follower may not have heard it: keep it in touch
             return
         pr.on_reply()
         if pr.state is ProgressState.REPLICATE:
@@ -925,6 +1027,7 @@ class RaftCore:
         """Start a leadership transfer (§3.10); returns the chosen target."""
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.leader_id)
+        self.wake()
         voters = [v for v in self.configuration.voters if v != self.id and v in self.progress]
         if to is None:
             if not voters:
@@ -952,6 +1055,7 @@ class RaftCore:
         """Ask for a linearizable read point; confirmed later through ``Ready.reads``."""
         if self.role is not Role.LEADER:
             raise NotLeaderError(self.leader_id)
+        self.wake()
         if not self._committed_in_term():
             self._reads_waiting_commit.append(read_id)
             return
@@ -1004,6 +1108,7 @@ class RaftCore:
 
     # ==================== snapshots
     def handle_install_snapshot(self, req: InstallSnapshotRequest) -> InstallSnapshotResponse:
+        self.wake()
         if req.term < self.term:
             return InstallSnapshotResponse(self.term, False, 0)
         self._accept_leader(req.term, req.leader_id)

@@ -784,6 +784,7 @@ class RaftNode:
         if core.role is not Role.LEADER:
             raise NotLeaderError(core.leader_id)
         if core.lease_allowed() and self._lease.valid(self._clock(), core.lease_epoch):
+            core.note_activity()  # a group serving reads stays awake (core: quiescence)
             index = core.commit_index
             if index <= self._applied:
                 return index
@@ -793,6 +794,22 @@ class RaftNode:
             self._read_deadline(fut, timeout)
             return await fut
         return await self.read_index(timeout)
+
+    def wake(self, silent_for: float = 0.0) -> None:
+        """Take the group out of quiescence (``RaftCore.wake``): its store saw a peer store
+        fail, and a quiet follower would otherwise wait for a leader that may be gone. A
+        follower's election timer goes on from ``silent_for`` seconds (its leader's store has
+        not answered for that long)."""
+        core = self._core
+        if core is not None and core.quiesced:
+            core.wake(int(silent_for / self.config.tick_interval) if silent_for > 0 else 0)
+            self._wake.set()
+
+    @property
+    def quiesced(self) -> bool:
+        """Whether the group is quiet on this node (no heartbeats, no election timer)."""
+        core = self._core
+        return core is not None and core.quiesced
 
     async def _propose_config(self, new: Configuration, timeout: float | None) -> None:
         core = self._check_running()

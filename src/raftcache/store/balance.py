@@ -51,12 +51,17 @@ def replica_on(node: RaftNode, store: str) -> str | None:
     return next((v for v in core.configuration.voters if store_of(v) == store), None)
 
 
-def ready_to_take_over(node: RaftNode, target: str) -> bool:
+def ready_to_take_over(node: RaftNode, target: str, *, target_store_up: bool = True) -> bool:
     """Whether ``target`` (a replica id) is a live voter of ``node``'s group with the
-    leader's whole log."""
+    leader's whole log (``target_store_up``: whether its store answers this store's liveness
+    pings, which is all a quiet group can go by)."""
     core = node.core
     if core is None or node.role is not Role.LEADER or target not in core.configuration.voters:
         return False
+    if core.quiesced:
+        # A quiet leader went quiet only once every peer held its whole log, and has sent
+        # nothing since: the target holds it still. Whether it is live, the store knows.
+        return target_store_up
     progress = core.progress.get(target)
     if progress is None:
         return False
@@ -105,6 +110,10 @@ class PreferredLeaders:
 
     def preferred(self, gid: str) -> str:
         return self._store.placement[gid][0]
+
+    def _store_up(self, store: str) -> bool:
+        liveness = self._store.liveness
+        return liveness is None or store not in liveness.down()
 
     def start(self) -> None:
         if self._task is None:
@@ -158,7 +167,7 @@ class PreferredLeaders:
                 and preferred != self._store.store_id
                 and now - state.led_since >= self._settle_s
                 and now >= state.next_try
-                and ready_to_take_over(node, target)
+                and ready_to_take_over(node, target, target_store_up=self._store_up(preferred))
             ):
                 due.append((gid, target))
         return due

@@ -20,6 +20,7 @@ opened as another group's.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import shutil
 import zlib
@@ -38,6 +39,7 @@ from raftcache.slots import check_groups, key_group
 from raftcache.storage.base import Storage
 from raftcache.storage.file import FileStorage
 from raftcache.store.ledger import LEDGER_FILE, LedgerMismatchError, ReplicaLedger
+from raftcache.store.liveness import StoreLiveness
 
 #: The id of data group ``g`` (the meta group, when it exists, is ``meta``).
 GROUP_PREFIX: Final = "g"
@@ -148,6 +150,8 @@ class Store:
             directory's ``REPLICAS``, or a new in-memory one; tests pass one to restarts).
         cluster_id: The cluster's id; each group binds its storage to ``<id>/<group id>``.
         rng: Seeds each group's election timeouts.
+        quiesce: Let idle groups go quiet (``RaftConfig.quiesce``), with a ``StoreLiveness``
+            to wake them when a peer store fails.
     """
 
     def __init__(
@@ -168,6 +172,7 @@ class Store:
         peer_addresses: Mapping[str, str] | None = None,
         ledger: ReplicaLedger | None = None,
         meta: Sequence[str] = (),
+        quiesce: bool = True,
     ) -> None:
         self.store_id = store_id
         self.groups = check_groups(groups)
@@ -186,7 +191,18 @@ class Store:
             return CacheService(node, state, clock=clock)
 
         self._make_service = service or plain_service
-        self._config = config
+        raft = config or RaftConfig()
+        self._config = dataclasses.replace(raft, quiesce=quiesce)
+        #: Wakes quiet groups when a peer store fails (None: groups never go quiet).
+        self.liveness: StoreLiveness | None = None
+        if quiesce:
+            self.liveness = StoreLiveness(
+                store_id,
+                network,
+                lambda: [r.node for r in self.all_replicas()],
+                interval=raft.heartbeat_interval,
+                down_after=raft.election_timeout_min,
+            )
         self._cluster_id = cluster_id
         self._peer_addresses: dict[str, str] = (
             peer_addresses if isinstance(peer_addresses, dict) else dict(peer_addresses or {})
@@ -463,6 +479,8 @@ class Store:
             for replica in self.all_replicas():
                 await replica.node.start()
                 await replica.service.start()
+            if self.liveness is not None:
+                await self.liveness.start()
         except BaseException:
             await self.stop(force=True)
             raise
@@ -473,6 +491,8 @@ class Store:
         if not self._started and not force:
             return
         self._started = False
+        if self.liveness is not None:
+            await self.liveness.stop()
         await asyncio.gather(
             *(_stop_replica(r) for r in self.all_replicas()), return_exceptions=True
         )

@@ -219,6 +219,7 @@ def _raft_messages() -> dict[str, Schema]:
                 "entries": {"type": "array", "items": entry},
                 "leader_commit": idx,
                 "timeout_now": {"type": "boolean"},
+                "quiesce": {"type": "boolean"},
                 "to": to,
                 "group": group,
             },
