@@ -89,7 +89,8 @@ async def test_idle_groups_go_quiet_and_only_store_pings_flow() -> None:
         await leader.service.set(key_of(1), b"woken")
         assert not leader.node.quiesced
         item = await leader.service.get(key_of(1))
-        assert item is not None and item.value == b"woken"
+        assert item is not None
+        assert item.value == b"woken"
         # ...and the group goes quiet again once idle, with every replica holding the write.
         await until(lambda: all_quiet(stores))
         for store in stores.running.values():
@@ -134,7 +135,8 @@ async def test_a_quiet_leaders_store_crashed_is_replaced(seed: int) -> None:
             leader = stores.leader(group_id(g))
             assert leader is not None
             item = await leader.service.get(key_of(g))
-            assert item is not None and item.value == b"before"
+            assert item is not None
+            assert item.value == b"before"
             await leader.service.set(key_of(g), b"after")
         await stores.restart(gone)
         await _settle(stores)
@@ -195,7 +197,8 @@ async def test_a_quiet_leader_cut_off_serves_no_stale_read(
         stores.hub.heal_all()
         await _settle(stores)
         item = await leader.service.get(key, "stale")
-        assert item is not None and item.value == b"v2"
+        assert item is not None
+        assert item.value == b"v2"
     finally:
         await stopped(stores)
 
@@ -271,7 +274,8 @@ async def test_bursty_clients_under_store_faults_stay_linearizable(seed: int) ->
         await _settle(stores)
     finally:
         await stopped(stores)
-    assert run.counts["lease_read ok"] > 0 and run.counts["read_index ok"] > 0, run.counts
+    assert run.counts["lease_read ok"] > 0, run.counts
+    assert run.counts["read_index ok"] > 0, run.counts
     assert run.counts["quiet samples"] > 0, run.counts
     result = check_reads(run.rec.history())
     assert result.ok, f"seed {seed}: {result.explain()}\ncounts {dict(run.counts)}"
