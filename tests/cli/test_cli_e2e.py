@@ -1,9 +1,10 @@
 """End to end: ``raftcache cluster`` as real processes on loopback, the CLI and clients on it.
 
 These start real nodes (``raftcache serve`` children of ``raftcache cluster``) and check what a
-user would: the printed endpoints work, every command behaves, Ctrl-C leaves no process behind,
-a killed supervisor takes its children with it, and a counter incremented while the leader is
-killed with SIGKILL ends at exactly the number of increments.
+user would: the printed endpoints work, every command behaves (``member list|add|remove`` and
+``leader transfer`` too: a fourth ``serve`` process is added and removed), Ctrl-C leaves no
+process behind, a killed supervisor takes its children with it, and a counter incremented while
+the leader is killed with SIGKILL ends at exactly the number of increments.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 import raftcache
 from raftcache.client import AsyncClient, RaftcacheError
 from tests.cli.cluster_process import ClusterProcess, pid_alive, processes_mentioning
 from tests.cli.conftest import cli
+from tests.server.cluster import free_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -107,6 +111,91 @@ def test_bench_runs_against_the_cluster(
     assert cli([*argv, "--endpoints", ",".join(cluster.endpoints)]) == 0
     assert "ops/s" in capsys.readouterr().out
     assert report.exists()
+
+
+def conn(cluster: ClusterProcess) -> list[str]:
+    return ["--endpoints", ",".join(cluster.endpoints), "--timeout", "20"]
+
+
+def members(cluster: ClusterProcess, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    assert cli(["member", "list", "--json", *conn(cluster)]) == 0
+    rows: list[dict[str, Any]] = orjson.loads(capsys.readouterr().out)
+    return rows
+
+
+def leader_now(cluster: ClusterProcess, capsys: pytest.CaptureFixture[str]) -> str:
+    """The leader as the nodes report it now (a transfer may have moved it since start)."""
+    roles = {r["id"]: r["role"] for r in members(cluster, capsys)}
+    return next(str(node) for node, role in roles.items() if role == "leader")
+
+
+def test_member_list_shows_three_voters(
+    cluster: ClusterProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = members(cluster, capsys)
+    assert [(r["id"], r["address"]) for r in rows] == list(cluster.urls.items())
+    assert sorted(r["role"] for r in rows) == ["leader", "voter", "voter"]
+    assert all(isinstance(r["lag"], int) and r["lag"] >= 0 for r in rows)
+    assert cli(["member", "list", *conn(cluster)]) == 0  # the table
+    table = capsys.readouterr().out
+    assert "learner" not in table
+    assert all(url in table for url in cluster.endpoints)
+
+
+def test_member_add_a_fourth_node_then_remove_it(
+    cluster: ClusterProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (port,) = free_ports(1)
+    url = f"http://127.0.0.1:{port}"
+    peers = ",".join(f"{n}={u}" for n, u in [*cluster.urls.items(), ("n4", url)])
+    argv = [sys.executable, "-m", "raftcache", "serve", "--id", "n4", "--listen", url[7:]]
+    argv += ["--peers", peers, "--data-dir", str(cluster.data_dir / "n4")]
+    log = cluster.data_dir / "n4.log"
+    with log.open("ab") as out:  # under data_dir: the fixture's exit kills it if we do not
+        fourth = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:  # it waits (its pre-votes refused) until the leader adds it
+        assert cli(["member", "add", "n4", url, *conn(cluster)]) == 0, log.read_text()
+        assert capsys.readouterr().out == f"added n4 {url}: voters n1 n2 n3 n4\n"
+        rows = members(cluster, capsys)
+        assert (rows[-1]["id"], rows[-1]["address"], rows[-1]["role"]) == ("n4", url, "voter")
+
+        assert cli(["member", "remove", "n4", *conn(cluster)]) == 0
+        assert capsys.readouterr().out == "removed n4: voters n1 n2 n3\n"
+        assert [r["id"] for r in members(cluster, capsys)] == ["n1", "n2", "n3"]
+    finally:
+        fourth.kill()
+        fourth.wait(30)
+
+
+def test_member_remove_refuses_a_stranger_and_the_leader_without_force(
+    cluster: ClusterProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(["member", "remove", "n9", *conn(cluster)]) == 1
+    assert capsys.readouterr().err == (
+        "raftcache member remove: error: not a member: n9 (members: n1, n2, n3)\n"
+    )
+    leader = leader_now(cluster, capsys)
+    assert cli(["member", "remove", leader, *conn(cluster)]) == 2
+    assert capsys.readouterr().err == (
+        f"raftcache member remove: error: {leader} is the leader: hand leadership over first "
+        "(raftcache leader transfer), or pass --force (it steps down once its removal commits)\n"
+    )
+    assert len(members(cluster, capsys)) == 3  # nothing was sent
+
+
+def test_leader_transfer_to_a_named_follower_shows_in_status(
+    cluster: ClusterProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    follower = next(n for n in cluster.urls if n != leader_now(cluster, capsys))
+    assert cli(["leader", "transfer", "--to", follower, *conn(cluster)]) == 0
+    assert capsys.readouterr().out == f"leader {follower}\n"
+    assert cli(["status", "--json", *conn(cluster)]) == 0
+    rows = orjson.loads(capsys.readouterr().out)
+    assert {r["id"]: r["role"] for r in rows}[follower] == "leader"
+
+    assert cli(["leader", "transfer", "--to", "n9", *conn(cluster)]) == 2
+    err = capsys.readouterr().err
+    assert err == "raftcache leader transfer: error: n9 is not a voting member\n"
 
 
 async def _increment(client: AsyncClient, key: str, count: int, out: list[int]) -> None:

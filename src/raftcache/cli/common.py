@@ -1,11 +1,11 @@
 """What every client-side subcommand shares: the endpoint options and the exit codes.
 
 Rule: exit codes mean the same thing in every subcommand — 0 ok, 1 a missing key (``get``,
-``del``), 2 a usage error (argparse's own, an argument that is not UTF-8, or a request the cluster
-refused: 4xx, a missing or wrong token included), 3 the cluster could not answer (unreachable, no
-leader, indeterminate write, 5xx). Errors are printed as one line on stderr, prefixed with the
-subcommand, in the operator's terms (``describe``); no traceback reaches the user for expected
-errors.
+``del``) or member (``member remove``), 2 a usage error (argparse's own, an argument that is not
+UTF-8, or a request the cluster refused: 4xx, a missing or wrong token included), 3 the cluster
+could not answer (unreachable, no leader, indeterminate write, 5xx). Errors are printed as one
+line on stderr, prefixed with the subcommand, in the operator's terms (``describe``); no
+traceback reaches the user for expected errors.
 """
 
 from __future__ import annotations

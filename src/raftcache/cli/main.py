@@ -18,6 +18,7 @@ from raftcache.cli import (
     bench,
     cluster,
     commands,
+    membership,
     monitor,
     recover,
     shards,
@@ -29,7 +30,8 @@ from raftcache.cli.common import EXIT_USAGE
 
 DESCRIPTION = "raftcache: a distributed, strongly consistent cache replicated with Raft."
 EPILOG = (
-    "Exit codes: 0 ok, 1 key not found (get, del), 2 usage error or refused request "
+    "Exit codes: 0 ok, 1 key not found (get, del) or not a member (member remove), "
+    "2 usage error or refused request "
     "(a missing or wrong token included), 3 cluster unavailable (unreachable, no leader). "
     "Client commands take --endpoints URL,... after the subcommand "
     "(or RAFTCACHE_ENDPOINTS); the default is the local cluster of `raftcache cluster`."
@@ -52,6 +54,7 @@ def build_parser(*, with_serve: bool = False) -> argparse.ArgumentParser:
     watch.add_parser(subparsers)
     shards.add_parser(subparsers)
     stores.add_parser(subparsers)
+    membership.add_parsers(subparsers)
     return parser
 
 

@@ -437,6 +437,9 @@ class RaftNode:
             "last_applied": self.last_applied,
             "members": self.members,
             "learners": self.learners,
+            # Where each voter and learner is reached, as this node would send to it (None:
+            # it knows none): what ``raftcache member list`` shows.
+            "addresses": {m: self.peer_url(m) for m in self.configuration.all_ids()},
         }
 
     def raft_stats(self) -> dict[str, Any]:
