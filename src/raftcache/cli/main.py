@@ -18,6 +18,7 @@ from raftcache.cli import (
     bench,
     cluster,
     commands,
+    completion,
     membership,
     monitor,
     recover,
@@ -55,6 +56,7 @@ def build_parser(*, with_serve: bool = False) -> argparse.ArgumentParser:
     shards.add_parser(subparsers)
     stores.add_parser(subparsers)
     membership.add_parsers(subparsers)
+    completion.add_parser(subparsers)
     return parser
 
 
@@ -102,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Before parsing: the placeholder cannot know the real options, so any would be "wrong".
         return _serve_unavailable(argparse.Namespace())
     parser = build_parser(with_serve=with_serve)
+    completion.autocomplete(parser)  # returns unless a completion script called us
     args = parser.parse_args(args_list)
     try:
         code: int = args.func(args)
