@@ -23,6 +23,12 @@ from raftcache.cache.checks import (
 )
 from raftcache.cache.commands_v2 import FlushCommand, FormatCommand, IncrOp, TtlCommand, TtlOp
 from raftcache.cache.commands_v3 import DIVERGENCE_VERSION, AlarmCommand, CheckCommand
+from raftcache.cache.commands_v4 import (
+    SCRIPTING_VERSION,
+    EvalCommand,
+    ScriptFlushCommand,
+    ScriptLoadCommand,
+)
 from raftcache.cache.errors import InvalidCommandError
 from raftcache.cache.formats import BASE_COMMAND_VERSION, CommandVersion
 from raftcache.cache.restore_commands import RestoreCommand
@@ -193,6 +199,9 @@ Command: TypeAlias = (
     | FormatCommand
     | CheckCommand  # format 3: raftcache.cache.commands_v3
     | AlarmCommand
+    | EvalCommand  # format 4: raftcache.cache.commands_v4
+    | ScriptLoadCommand
+    | ScriptFlushCommand
 )
 
 
@@ -209,6 +218,8 @@ def required_command_version(cmd: Command) -> CommandVersion:
         return cmd.version
     if isinstance(cmd, CheckCommand | AlarmCommand):
         return DIVERGENCE_VERSION
+    if isinstance(cmd, EvalCommand | ScriptLoadCommand | ScriptFlushCommand):
+        return SCRIPTING_VERSION
     return 2  # TTL, FLUSH and the restore commands
 
 

@@ -16,7 +16,9 @@ Command version 2 (``raftcache.cache.commands_v2``, ``raftcache.cache.formats``)
 entry's command version (omitted when 1), the ops ``ttl`` (``t`` ttl or ``at`` epoch seconds,
 ``cd`` condition), ``flush`` (``p`` prefix) and ``format``, the batch ops ``incr`` and ``ttl``,
 and ``kt`` keep_ttl on sets. Command version 3 (``raftcache.cache.commands_v3``) adds the ops
-``check`` and ``alarm`` (``id`` node id, ``r`` reason, ``x`` clear).
+``check`` and ``alarm`` (``id`` node id, ``r`` reason, ``x`` clear). Command version 4
+(``raftcache.cache.commands_v4``) adds ``eval`` (``sc`` script, ``ks`` keys, ``as`` args, ``il``
+and ``ml`` its budget, ``sl`` its slot), ``script.load`` and ``script.flush``.
 """
 
 from __future__ import annotations
@@ -62,6 +64,14 @@ from raftcache.cache.commands_v3 import (
     alarm_from_wire,
     alarm_to_wire,
     check_to_wire,
+)
+from raftcache.cache.commands_v4 import (
+    SCRIPT_OPS,
+    EvalCommand,
+    ScriptFlushCommand,
+    ScriptLoadCommand,
+    scripting_from_wire,
+    scripting_to_wire,
 )
 from raftcache.cache.errors import InvalidCommandError
 from raftcache.cache.formats import (
@@ -201,6 +211,8 @@ def _to_wire(cmd: Command) -> dict[str, Any]:
         return check_to_wire(cmd)
     elif isinstance(cmd, AlarmCommand):
         return alarm_to_wire(cmd)
+    elif isinstance(cmd, EvalCommand | ScriptLoadCommand | ScriptFlushCommand):
+        return scripting_to_wire(cmd)
     else:
         return restore_to_wire(cmd)
     _put_session(wire, cmd.session)
@@ -312,6 +324,7 @@ _KNOWN_OPS = frozenset(
         "check",
         "alarm",
         *RESTORE_OPS,
+        *SCRIPT_OPS,
     }
 )
 
@@ -403,6 +416,8 @@ def _from_wire(wire: Mapping[str, Any]) -> Command:
         return CheckCommand(now)
     if op == "alarm":
         return alarm_from_wire(dict(wire))
+    if op in SCRIPT_OPS:
+        return scripting_from_wire(dict(wire))
     raise InvalidCommandError(f"unknown op {op!r}")
 
 

@@ -52,6 +52,13 @@ class StaleSequenceError(InvalidCommandError):
     """A session write whose ``seq`` is older than the window of remembered results."""
 
 
+class NoScriptError(CacheError):
+    """EVALSHA of a SHA-1 the script table does not hold (never loaded, flushed, or dropped)."""
+
+    def __init__(self) -> None:
+        super().__init__("NOSCRIPT No matching script. Please use EVAL.")
+
+
 # The names before the ``…Error`` convention (ruff's N818), kept working: the same classes.
 PreconditionFailed = PreconditionFailedError
 NotACounter = NotACounterError

@@ -12,7 +12,9 @@ wire, the CLI and ``/v1/status`` already carry keep the word for this number
 - format 2: the TTL-only change (``ttl``), FLUSH, the batch ops ``incr`` and ``ttl``, SET/batch
   set with ``keep_ttl``, the replicated restore (``restore.*``), and FORMAT itself;
 - format 3: CHECK and ALARM, the divergence detection (``raftcache.cache.commands_v3``,
-  docs/divergence.md).
+  docs/divergence.md);
+- format 4: EVAL, SCRIPT LOAD and SCRIPT FLUSH, Lua scripts run inside the machine
+  (``raftcache.cache.commands_v4``, ``raftcache.cache.scripting``, docs/resp.md).
 
 A command of format F > 1 carries ``"f": F`` in its log entry. Three rules make this safe:
 
@@ -45,7 +47,7 @@ CommandVersion: TypeAlias = int
 #: The oldest command version: what every release understands.
 BASE_COMMAND_VERSION: CommandVersion = 1
 #: The newest command version this build reads and writes.
-COMMAND_VERSION: CommandVersion = 3
+COMMAND_VERSION: CommandVersion = 4
 
 
 class UnsupportedCommandVersionError(Exception):

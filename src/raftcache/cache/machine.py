@@ -62,6 +62,12 @@ from raftcache.cache.commands import (
 )
 from raftcache.cache.commands_v2 import FlushCommand, FormatCommand, TtlCommand
 from raftcache.cache.commands_v3 import ALL_NODES, AlarmCommand, CheckCommand
+from raftcache.cache.commands_v4 import (
+    EvalCommand,
+    ScriptFlushCommand,
+    ScriptLoadCommand,
+    ScriptResult,
+)
 from raftcache.cache.digest import DigestMark, DigestRing, digest_hex, full_digest
 from raftcache.cache.entries import Item, record_item
 from raftcache.cache.errors import InvalidCommandError
@@ -97,6 +103,9 @@ from raftcache.cache.results import (
     Result,
     TtlResult,
 )
+from raftcache.cache.script_commands import Keyspace, dispatch
+from raftcache.cache.scripting import run_script
+from raftcache.cache.scripts import ScriptTable
 from raftcache.cache.sessions import (
     DEFAULT_MAX_SESSIONS,
     DEFAULT_TTL_S,
@@ -178,6 +187,8 @@ class CacheStateMachine:
         #: This replica's node id, when known (set by ``CacheService``): an ALARM clearing it
         #: also clears its local faults.
         self.node_id: str | None = None
+        #: The replicated script table (format 4): SHA-1 → body, for EVALSHA.
+        self.scripts = ScriptTable()
         self._handlers: dict[type[Any], Callable[[int, Any], Result]] = {
             SetCommand: self._set,
             DeleteCommand: self._delete,
@@ -190,6 +201,9 @@ class CacheStateMachine:
             FormatCommand: self._raise_command_version,
             CheckCommand: self._check,
             AlarmCommand: self._alarm,
+            EvalCommand: self._eval,
+            ScriptLoadCommand: lambda _, cmd: self.scripts.add(cmd.script),
+            ScriptFlushCommand: lambda _, cmd: self.scripts.clear(),
             RestoreBegin: self._restore.begin,
             RestoreChunk: lambda _, cmd: self._restore.chunk(cmd),
             RestoreCommit: self._restore_commit,
@@ -328,6 +342,27 @@ class CacheStateMachine:
                 self.local_faults.clear()
         return len(alarms)
 
+    def _eval(self, index: int, cmd: EvalCommand) -> Result:
+        """Run a script (``raftcache.cache.scripting``): its writes stay even if it fails
+        later, as in Redis, and every replica stops it at the same instruction."""
+        self.scripts.add(cmd.script)
+        keyspace = Keyspace(self._store, index, cmd.now, cmd.slot)
+        reply = run_script(
+            cmd.script,
+            [key.encode() for key in cmd.keys],
+            cmd.args,
+            lambda args: dispatch(keyspace, args),
+            instruction_limit=cmd.instructions,
+            memory_limit=cmd.memory,
+        )
+        if keyspace.wrote:
+            self._store.settle(cmd.now)
+        return ScriptResult(reply)
+
+    def script(self, sha: str) -> bytes | None:
+        """The body of the loaded script ``sha`` (40 hex, any case), or None (local read)."""
+        return self.scripts.get(sha)
+
     def _expire(self, index: int, cmd: ExpireCommand) -> Result:
         # Sessions are swept here too: EXPIRE is the leader's periodic housekeeping entry.
         self._sessions.sweep(cmd.now)
@@ -460,6 +495,7 @@ class CacheStateMachine:
             store.records(),
             self._restore.to_wire(),
             [alarm.to_wire() for alarm in self._alarms.values()] or None,
+            self.scripts.to_wire() or None,
         )
         # The kept digest, to be checked against the entries by ``_seal`` (in the worker).
         counters["digest"] = store.digest
@@ -509,6 +545,7 @@ class CacheStateMachine:
         try:
             staged = None if state.restore is None else Staged.from_wire(state.restore)
             alarms = [Alarm.from_wire(wire) for wire in state.alarms or ()]
+            scripts = ScriptTable.from_wire(state.scripts or [])
         except (ValueError, TypeError) as exc:
             raise SnapshotFormatError(
                 f"malformed staged restore or alarms in the snapshot: {exc}"
@@ -533,6 +570,7 @@ class CacheStateMachine:
         self._restore.staged = staged
         self._last_index = state.index
         self._alarms = {alarm.node_id: alarm for alarm in alarms}
+        self.scripts = scripts
         self.digests.clear()
         self.snapshot_restores += 1
         carried = counters.get("digest")  # absent in snapshots of older releases

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeAlias
 
+from raftcache.cache.commands_v4 import ScriptResult
 from raftcache.cache.digest import DigestMark
 from raftcache.cache.errors import (
     CacheError,
@@ -123,6 +124,8 @@ Result: TypeAlias = (
     | CommandError
     | RestoreResult
     | DigestMark  # CHECK (format 3)
+    | ScriptResult  # EVAL (format 4)
+    | str  # SCRIPT LOAD: the script's SHA-1
 )
 
 

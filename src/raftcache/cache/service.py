@@ -44,12 +44,20 @@ from raftcache.cache.commands import (
     required_command_version,
 )
 from raftcache.cache.commands_v2 import IncrOp, TtlOp
+from raftcache.cache.commands_v4 import (
+    SCRIPTING_VERSION,
+    EvalCommand,
+    ScriptFlushCommand,
+    ScriptLoadCommand,
+    ScriptResult,
+)
 from raftcache.cache.divergence import DEFAULT_INTERVAL_S, DigestProbe, DivergenceMonitor
 from raftcache.cache.entries import Item
-from raftcache.cache.errors import InvalidCommandError
+from raftcache.cache.errors import InvalidCommandError, NoScriptError
 from raftcache.cache.formats import CommandVersion
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.results import BatchItem, CommandError, IncrResult, TtlResult
+from raftcache.cache.scripting import Reply
 from raftcache.cache.upgrade import CommandVersionGate, CommandVersionProbe
 from raftcache.raft.errors import NotLeaderError
 from raftcache.vocabulary import CONSISTENCY_LEVELS
@@ -380,6 +388,60 @@ class CacheService:
         hits = sum(result is not None for _, result in gets)
         self._machine.record_reads(hits, len(gets) - hits)
         return list(results)
+
+    # --- scripts (command version 4) ---------------------------------------------------------
+
+    async def eval(
+        self,
+        script: bytes,
+        keys: Sequence[str] = (),
+        args: Sequence[bytes] = (),
+        *,
+        slot: int | None = None,
+    ) -> Reply:
+        """Run a Lua script as one log entry (``raftcache.cache.scripting``); its reply —
+        an ``ErrorReply`` when the script failed (its writes before the failure stay). ``slot``
+        binds it to one slot of a sharded store."""
+        command = EvalCommand(self._clock(), bytes(script), tuple(keys), tuple(args), slot=slot)
+        result: ScriptResult = await self._propose(encode(command), SCRIPTING_VERSION)
+        return result.reply
+
+    async def evalsha(
+        self,
+        sha: str,
+        keys: Sequence[str] = (),
+        args: Sequence[bytes] = (),
+        *,
+        slot: int | None = None,
+    ) -> Reply:
+        """``eval`` of the loaded script ``sha``: looked up here after a read barrier (so a
+        script whose load was acknowledged is found), then proposed with its body;
+        ``NoScriptError`` when the table does not hold it."""
+        await self._barrier("linearizable")
+        script = self._machine.script(sha)
+        if script is None:
+            raise NoScriptError()
+        return await self.eval(script, keys, args, slot=slot)
+
+    async def script_load(self, script: bytes) -> str:
+        """Add ``script`` to the replicated script table; its SHA-1 (hex)."""
+        command = ScriptLoadCommand(self._clock(), bytes(script))
+        sha: str = await self._propose(encode(command), SCRIPTING_VERSION)
+        return sha
+
+    async def script_exists(
+        self, shas: Sequence[str], consistency: str = "linearizable"
+    ) -> list[bool]:
+        """Whether each SHA-1 is in the script table, as of one read."""
+        await self._barrier(consistency)
+        return [self._machine.script(sha) is not None for sha in shas]
+
+    async def script_flush(self) -> int:
+        """Empty the replicated script table; how many scripts it held."""
+        dropped: int = await self._propose(
+            encode(ScriptFlushCommand(self._clock())), SCRIPTING_VERSION
+        )
+        return dropped
 
     async def _propose(self, command: bytes, needed: CommandVersion = 1) -> Any:
         if needed > self._machine.command_version:

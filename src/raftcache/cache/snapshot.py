@@ -12,9 +12,11 @@ format it does not know rather than guess. Format 1::
 ``counters`` also holds ``digest``, the digest of the entries (``raftcache.cache.digest``;
 absent in snapshots of older releases), and a snapshot of a cluster with divergence alarms has
 ``"alarms": [[node, reason, index, raised_at], ...]`` (``raftcache.cache.alarms``) before
-``"entries"``. Plus, only while a replicated restore is being staged, ``"restore": [...]`` before
-``"entries"`` (``raftcache.cache.restore``; a reader ignores fields it does not use, and a
-snapshot without a staged restore is byte for byte what it always was).
+``"entries"``, and one whose script table (command format 4) is not empty has ``"scripts":
+[body, ...]`` (``raftcache.cache.scripts``), in the table's order. Plus, only while a
+replicated restore is being staged, ``"restore": [...]`` before ``"entries"``
+(``raftcache.cache.restore``; a reader ignores fields it does not use, and a snapshot without a
+staged restore is byte for byte what it always was).
 
 A run is a flat array ``key, record, key, record, ...`` of at most ``RUN_ENTRIES`` entries and
 (unless one entry alone is larger) ``RUN_BYTES`` of records. A record is the store's own
@@ -67,6 +69,7 @@ class SnapshotState:
     records: dict[str, bytes]
     restore: list[Any] | None = None
     alarms: list[Any] | None = None
+    scripts: list[Any] | None = None
 
 
 def write_snapshot(state: SnapshotState, write: Callable[[bytes], object]) -> None:
@@ -83,6 +86,8 @@ def write_snapshot(state: SnapshotState, write: Callable[[bytes], object]) -> No
         fields.append(("restore", state.restore))
     if state.alarms:
         fields.append(("alarms", state.alarms))
+    if state.scripts:
+        fields.append(("scripts", state.scripts))
     write(packer.pack_map_header(len(fields) + 1))
     for name, value in fields:
         write(packer.pack(name) + packer.pack(value))
@@ -150,6 +155,7 @@ def read_snapshot(stream: SupportsRead) -> SnapshotState:
             records,
             body.get("restore"),
             body.get("alarms"),
+            body.get("scripts"),
         )
         _expect_end(unpacker)
     except SnapshotFormatError:

@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 from raftcache.cache.commands import BatchOp
 from raftcache.cache.entries import Item
 from raftcache.cache.results import BatchItem
+from raftcache.cache.scripting import Reply as ScriptReply
 from raftcache.network.groups import shared_urls
 from raftcache.raft.errors import NotLeaderError
 from raftcache.resp.errors import UnavailableError
@@ -84,6 +85,36 @@ class Backend(Protocol):
         ...
 
 
+class ScriptBackend(Backend, Protocol):
+    """The script operations (command version 4) of a ``Backend``: a separate protocol so that
+    backends written before scripts (test fakes) remain ``Backend``s; every backend of the
+    server (``LocalBackend``, ``LeaderBackend``, ``ShardedBackend``) has them."""
+
+    async def eval(
+        self, script: bytes, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None = None
+    ) -> ScriptReply:
+        """Run a Lua script as one log entry (command version 4); its reply."""
+        ...
+
+    async def evalsha(
+        self, sha: str, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None = None
+    ) -> ScriptReply:
+        """``eval`` of a loaded script; ``NoScriptError`` when the leader does not hold it."""
+        ...
+
+    async def script_load(self, script: bytes) -> str:
+        """Add a script to the replicated script table; its SHA-1."""
+        ...
+
+    async def script_exists(self, shas: Sequence[str], consistency: str) -> list[bool]:
+        """Whether each SHA-1 is in the script table."""
+        ...
+
+    async def script_flush(self) -> int:
+        """Empty the script table."""
+        ...
+
+
 class ReplicaPort(Protocol):
     """Local reads of this node's replica (``CacheStateMachine.get``)."""
 
@@ -144,6 +175,32 @@ class ServicePort(Protocol):
     async def batch(self, ops: Sequence[Any]) -> list[BatchItem]: ...
 
     async def flush(self, prefix: str = "") -> int: ...
+
+    async def eval(
+        self,
+        script: bytes,
+        keys: Sequence[str] = (),
+        args: Sequence[bytes] = (),
+        *,
+        slot: int | None = None,
+    ) -> ScriptReply: ...
+
+    async def evalsha(
+        self,
+        sha: str,
+        keys: Sequence[str] = (),
+        args: Sequence[bytes] = (),
+        *,
+        slot: int | None = None,
+    ) -> ScriptReply: ...
+
+    async def script_load(self, script: bytes) -> str: ...
+
+    async def script_exists(
+        self, shas: Sequence[str], consistency: str = "linearizable"
+    ) -> list[bool]: ...
+
+    async def script_flush(self) -> int: ...
 
     async def stats(self) -> Mapping[str, Any]: ...
 
@@ -213,6 +270,25 @@ class LocalBackend:
 
     async def flush(self, prefix: str) -> int:
         return await self._service.flush(prefix)
+
+    async def eval(
+        self, script: bytes, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None = None
+    ) -> ScriptReply:
+        return await self._service.eval(script, keys, args, slot=slot)
+
+    async def evalsha(
+        self, sha: str, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None = None
+    ) -> ScriptReply:
+        return await self._service.evalsha(sha, keys, args, slot=slot)
+
+    async def script_load(self, script: bytes) -> str:
+        return await self._service.script_load(script)
+
+    async def script_exists(self, shas: Sequence[str], consistency: str) -> list[bool]:
+        return await self._service.script_exists(shas, consistency)
+
+    async def script_flush(self) -> int:
+        return await self._service.script_flush()
 
     async def dbsize(self, consistency: str) -> int:
         await self._service.mget([], consistency)  # the read barrier alone

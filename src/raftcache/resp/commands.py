@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from raftcache.resp import admin, cluster, introspect, keyspace, scan, strings
+from raftcache.resp import admin, cluster, introspect, keyspace, scan, scripting, strings
 from raftcache.resp.args import Parser, Spec
 
 _R: Final = ("readonly", "fast")
@@ -25,6 +25,8 @@ _NOKEY: Final = (0, 0, 0)
 _KEY1: Final = (1, 1, 1)
 _KEYS: Final = (1, -1, 1)
 _PAIRS: Final = (1, -1, 2)
+_LUA: Final = ("noscript", "stale", "skip_monitor", "may_replicate", "movablekeys")
+_LUA_RO: Final = ("noscript", "stale", "skip_monitor", "readonly", "movablekeys")
 
 _Row = tuple[str, int, tuple[str, ...], tuple[int, int, int], str, str, Parser]
 
@@ -78,6 +80,11 @@ _ROWS: Final[tuple[_Row, ...]] = (
     ("QUIT", -1, _CA, _NOKEY, "connection", "Close the connection", admin.parse_quit),
     ("RESET", 1, _CA, _NOKEY, "connection", "Reset the connection", admin.parse_reset),
     ("WAIT", 3, _NW, _NOKEY, "generic", "Replicas holding writes", introspect.parse_wait),
+    ("EVAL", -3, _LUA, _NOKEY, "scripting", "Run a Lua script", scripting.parse_eval),
+    ("EVALSHA", -3, _LUA, _NOKEY, "scripting", "Run a loaded script", scripting.parse_evalsha),
+    ("EVAL_RO", -3, _LUA_RO, _NOKEY, "scripting", "Run a script", scripting.parse_eval),
+    ("EVALSHA_RO", -3, _LUA_RO, _NOKEY, "scripting", "Run a script", scripting.parse_evalsha),
+    ("SCRIPT", -2, ("noscript",), _NOKEY, "scripting", "Script cache", scripting.parse_script),
     ("CLUSTER", -2, _S, _NOKEY, "cluster", "Cluster state and slots", cluster.parse_cluster),
     ("READONLY", 1, _C, _NOKEY, "cluster", "Stale reads from here", admin.parse_readonly),
     ("READWRITE", 1, _C, _NOKEY, "cluster", "Linearizable reads", admin.parse_readwrite),

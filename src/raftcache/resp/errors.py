@@ -19,11 +19,13 @@ from raftcache.cache.alarms import ReplicaDivergedError
 from raftcache.cache.errors import (
     CounterOverflowError,
     InvalidCommandError,
+    NoScriptError,
     NotACounterError,
     PreconditionFailedError,
     StaleSequenceError,
     ValueTooLargeError,
 )
+from raftcache.cache.formats import CommandVersionNotEnabledError
 from raftcache.raft.errors import (
     IndeterminateError,
     NodeStoppedError,
@@ -100,6 +102,10 @@ def reply_for(exc: BaseException, *, is_write: bool) -> RespError:
         return RespError(f"ERR {exc}" if str(exc) else "ERR invalid command")
     if isinstance(exc, ReplicaDivergedError):
         return RespError(f"DIVERGED {exc}")
+    if isinstance(exc, NoScriptError):
+        return RespError(str(exc))
+    if isinstance(exc, CommandVersionNotEnabledError):  # a rolling upgrade not finished
+        return RespError(f"ERR {exc}")
     if isinstance(exc, PreconditionFailedError):
         # Commands turn expected precondition failures into their own replies; one that
         # escapes is a write that raced with another client.

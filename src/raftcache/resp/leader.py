@@ -42,6 +42,7 @@ import orjson
 
 from raftcache.cache.commands import BatchOp, DeleteOp, GetOp, SetOp
 from raftcache.cache.commands_v2 import IncrOp, TtlOp
+from raftcache.cache.commands_v4 import reply_from_json
 from raftcache.cache.entries import Item
 from raftcache.cache.errors import (
     CounterOverflowError,
@@ -52,6 +53,7 @@ from raftcache.cache.errors import (
 )
 from raftcache.cache.formats import CommandVersionNotEnabledError
 from raftcache.cache.results import BatchItem
+from raftcache.cache.scripting import Reply as ScriptReply
 from raftcache.resp.backend import ReplicaPort
 from raftcache.resp.errors import IndeterminateWriteError, UnavailableError
 from raftcache.resp.protocol import RespError
@@ -283,6 +285,52 @@ class LeaderBackend:
             query += f"&group={_q(self._scope.group)}"
         body = await self._json("DELETE", "/v1/keys" + query, None, write=True)
         return int(body["deleted"])
+
+    # --- scripts (``POST /v1/scripts``: raftcache.server.routes_scripts) ----------------------
+
+    async def eval(
+        self, script: bytes, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None = None
+    ) -> ScriptReply:
+        return await self._run_script(
+            {"op": "eval", "script": base64.b64encode(script).decode()}, keys, args, slot
+        )
+
+    async def evalsha(
+        self, sha: str, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None = None
+    ) -> ScriptReply:
+        return await self._run_script({"op": "evalsha", "sha": sha}, keys, args, slot)
+
+    async def _run_script(
+        self, request: dict[str, Any], keys: Sequence[str], args: Sequence[bytes], slot: int | None
+    ) -> ScriptReply:
+        request["keys"] = list(keys)
+        request["args"] = [base64.b64encode(arg).decode() for arg in args]
+        if slot is not None:
+            request["slot"] = slot
+        body = await self._json("POST", self._scripts_path(), request, write=True)
+        try:
+            return reply_from_json(body["reply"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IndeterminateWriteError("the leader answered a script with no reply") from exc
+
+    async def script_load(self, script: bytes) -> str:
+        request = {"op": "load", "script": base64.b64encode(script).decode()}
+        body = await self._json("POST", self._scripts_path(), request, write=True)
+        return str(body["sha"])
+
+    async def script_exists(self, shas: Sequence[str], consistency: str) -> list[bool]:
+        request = {"op": "exists", "shas": list(shas), "consistency": consistency}
+        body = await self._json("POST", self._scripts_path(), request, write=False)
+        return [bool(found) for found in body["exists"]]
+
+    async def script_flush(self) -> int:
+        body = await self._json("POST", self._scripts_path(), {"op": "flush"}, write=True)
+        return int(body["flushed"])
+
+    def _scripts_path(self) -> str:
+        if self._scope is None:
+            return "/v1/scripts"
+        return f"/v1/scripts?group={_q(self._scope.group)}"
 
     # --- HTTP -----------------------------------------------------------------------------
 

@@ -36,19 +36,29 @@ import asyncio
 import functools
 import heapq
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
 from raftcache.cache.commands import BatchOp, DeleteOp, GetOp
 from raftcache.cache.entries import Item
 from raftcache.cache.formats import COMMAND_VERSION
 from raftcache.cache.results import BatchItem
+from raftcache.cache.script_commands import NO_KEYS
+from raftcache.cache.scripting import Reply as ScriptReply
 from raftcache.network.groups import store_of
 from raftcache.raft.errors import IndeterminateError, NodeStoppedError, NotLeaderError
-from raftcache.resp.backend import Backend, CallRouter, FormatPort, Router, ServiceView
+from raftcache.resp.backend import (
+    Backend,
+    CallRouter,
+    FormatPort,
+    Router,
+    ScriptBackend,
+    ServiceView,
+)
 from raftcache.resp.coalesce import ReadGroups, WriteGroups
 from raftcache.resp.errors import UnavailableError
 from raftcache.resp.leader import LeaderMovedError
 from raftcache.resp.protocol import RespError
+from raftcache.slots import key_slot
 
 if TYPE_CHECKING:
     from raftcache.store import Store
@@ -399,6 +409,64 @@ class ShardedBackend:
         )
         return sum(counts)
 
+    # --- scripts: one group each, the table in every group ---------------------------------
+
+    def _script_home(self, keys: Sequence[str]) -> tuple[CallRouter, int]:
+        """Where a script runs and the slot it is bound to: its keys' one slot (else
+        ``CROSSSLOT``: a script is atomic, so one group's, and Redis Cluster's rule is one
+        slot), or with no keys the first group, touching no key."""
+        if not keys:
+            return next(iter(self._shards.routers.values())), NO_KEYS
+        slot = key_slot(keys[0])
+        if any(key_slot(key) != slot for key in keys[1:]):
+            raise CROSSGROUP
+        return self._on(keys[0]), slot
+
+    async def eval(
+        self, script: bytes, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None = None
+    ) -> ScriptReply:
+        router, bound = self._script_home(keys)
+        return await router.call(
+            lambda b: _scripts(b).eval(script, keys, args, slot=bound), self._gate
+        )
+
+    async def evalsha(
+        self, sha: str, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None = None
+    ) -> ScriptReply:
+        router, bound = self._script_home(keys)
+        return await router.call(
+            lambda b: _scripts(b).evalsha(sha, keys, args, slot=bound), self._gate
+        )
+
+    async def script_load(self, script: bytes) -> str:
+        """Loaded into every group's table (EVALSHA runs in its keys' group)."""
+        shas = await asyncio.gather(
+            *(
+                router.call(lambda b: _scripts(b).script_load(script), self._gate)
+                for router in self._shards.routers.values()
+            )
+        )
+        return str(shas[0])
+
+    async def script_exists(self, shas: Sequence[str], consistency: str) -> list[bool]:
+        """A script exists when every group holds it."""
+        answers = await asyncio.gather(
+            *(
+                router.call(lambda b: _scripts(b).script_exists(shas, consistency), self._gate)
+                for router in self._shards.routers.values()
+            )
+        )
+        return [all(found) for found in zip(*answers, strict=True)]
+
+    async def script_flush(self) -> int:
+        dropped = await asyncio.gather(
+            *(
+                router.call(lambda b: _scripts(b).script_flush(), self._gate)
+                for router in self._shards.routers.values()
+            )
+        )
+        return max(dropped, default=0)
+
     async def flush(self, prefix: str) -> int:
         deleted = await asyncio.gather(
             *(
@@ -407,6 +475,11 @@ class ShardedBackend:
             )
         )
         return sum(deleted)
+
+
+def _scripts(backend: Backend) -> ScriptBackend:
+    """A backend's script operations (every backend of the server has them)."""
+    return cast(ScriptBackend, backend)
 
 
 def _merge(

@@ -32,6 +32,7 @@ from raftcache.server.routes_divergence import add_divergence_routes
 from raftcache.server.routes_keys import add_key_routes
 from raftcache.server.routes_meta import add_meta_routes
 from raftcache.server.routes_moves import add_move_routes
+from raftcache.server.routes_scripts import SCRIPTS_PATH, post_scripts
 from raftcache.server.routes_store import add_store_routes
 from raftcache.server.routes_watch import WatchSettings, add_watch_routes
 from raftcache.store import Store
@@ -80,6 +81,7 @@ def create_app(
     )
     app[DRAIN] = Drain()
     add_key_routes(app)
+    app.router.add_post(SCRIPTS_PATH, post_scripts)
     add_watch_routes(app, watch)
     add_admin_routes(app)
     add_backup_routes(app)

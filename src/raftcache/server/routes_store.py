@@ -46,6 +46,7 @@ from raftcache.server import (
     routes_backup,
     routes_divergence,
     routes_keys,
+    routes_scripts,
     routes_watch,
 )
 from raftcache.server.bodies import read_body
@@ -433,6 +434,10 @@ def add_store_routes(app: web.Application, front: StoreFront, watch: WatchSettin
     )
     router.add_post("/v1/leader/transfer", on_group(routes_admin.transfer_leader, forward=small))
     router.add_post("/v1/snapshot", on_group(routes_admin.take_snapshot))
+    router.add_post(
+        routes_scripts.SCRIPTS_PATH,
+        on_group(routes_scripts.post_scripts, forward=routes_scripts.scripts_body_limit),
+    )
     router.add_get("/v1/backup", on_group(routes_backup.get_backup, forward=FORWARD_NO_BODY))
     router.add_post("/v1/restore", on_group(restore, forward=settings.admission.max_inflight_bytes))
     token = routes_divergence.check_cluster_token
