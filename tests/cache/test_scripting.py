@@ -20,7 +20,7 @@ from raftcache.cache.formats import FormatNotEnabled
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.results import CommandError, ErrorCode
 from raftcache.cache.script_commands import NO_KEYS
-from raftcache.cache.scripting import ErrorReply, Status, sha1_hex
+from raftcache.cache.scripting import ErrorReply, Reply, Status, sha1_hex
 from raftcache.slots import key_slot
 from tests.cache.cluster import CacheCluster
 
@@ -130,7 +130,7 @@ def test_replies_convert_both_ways() -> None:
     assert r.eval("return redis.call('SET', 'v', 'x', 'XX', 'GET')") == b"abc"
     assert r.eval("return redis.call('TYPE', 'v')") == Status("string")
     assert r.eval("return redis.call('TYPE', 'v').ok") == b"string"
-    reply = [1, b"\x00\xff", None, Status("OK"), ErrorReply("ERR x"), [2, [b""]]]
+    reply: Reply = [1, b"\x00\xff", None, Status("OK"), ErrorReply("ERR x"), [2, [b""]]]
     assert reply_from_json(reply_to_json(reply)) == reply
 
 

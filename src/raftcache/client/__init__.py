@@ -28,12 +28,14 @@ from raftcache.client.errors import (
     UnavailableError,
     ValueTooLargeError,
 )
+from raftcache.client.lock import AsyncLock, Lock, LockNotAcquiredError
 from raftcache.client.sync_client import Client
 from raftcache.client.watch import AsyncWatch, Watch, WatchCompactedError, WatchEvent
 
 __all__ = [
     "DEFAULT_ENDPOINTS",
     "AsyncClient",
+    "AsyncLock",
     "AsyncWatch",
     "AuthError",
     "BadRequestError",
@@ -45,6 +47,8 @@ __all__ = [
     "Indeterminate",
     "IndeterminateError",
     "KeyPage",
+    "Lock",
+    "LockNotAcquiredError",
     "NotACounterError",
     "NotFoundError",
     "PreconditionFailedError",

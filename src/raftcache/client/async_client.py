@@ -40,6 +40,7 @@ from raftcache.client.codec import (
 )
 from raftcache.client.endpoints import RetryPolicy, encode_key, parse_endpoints
 from raftcache.client.errors import PreconditionFailedError, ProtocolError, RaftcacheError
+from raftcache.client.lock import AsyncLock
 from raftcache.client.session import SessionPool
 from raftcache.client.shards import crossslot_error
 from raftcache.client.transport import Clock, Response, RoutingStats, Sleep, Transport
@@ -147,6 +148,15 @@ class AsyncClient:
     async def close(self) -> None:
         """Release connections. Idempotent."""
         await self._transport.close()
+
+    # ----------------------------------------------------------------- locks
+
+    def lock(
+        self, key: str, ttl: float, *, owner: str | None = None, retry_interval_s: float = 0.1
+    ) -> AsyncLock:
+        """A lock on ``key`` held ``ttl`` seconds at a time, whose ``acquire`` returns a
+        fencing token (the log index of the acquiring write): ``raftcache.client.lock``."""
+        return AsyncLock(self, key, ttl, owner=owner, retry_interval_s=retry_interval_s)
 
     # ----------------------------------------------------------------- watches
 

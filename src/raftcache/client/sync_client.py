@@ -21,6 +21,7 @@ from raftcache.client.async_client import AsyncClient
 from raftcache.client.codec import BatchOpSpec, KeyPage, Value
 from raftcache.client.endpoints import RetryPolicy
 from raftcache.client.errors import RaftcacheError
+from raftcache.client.lock import Lock
 from raftcache.client.transport import RoutingStats
 from raftcache.client.watch import Watch
 
@@ -148,6 +149,13 @@ class Client:
     def close(self) -> None:
         """Close connections and stop the loop thread. Idempotent."""
         self._finalizer()
+
+    def lock(
+        self, key: str, ttl: float, *, owner: str | None = None, retry_interval_s: float = 0.1
+    ) -> Lock:
+        """A lock with fencing tokens; see ``AsyncClient.lock`` (``raftcache.client.lock``)."""
+        inner = self._async.lock(key, ttl, owner=owner, retry_interval_s=retry_interval_s)
+        return Lock(inner, self._loop.run)
 
     def watch(
         self,
