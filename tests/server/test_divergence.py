@@ -51,7 +51,7 @@ async def test_a_follower_altered_behind_raft_is_alarmed_and_refuses_reads(
             assert status == 200
             assert [a["node"] for a in body["alarms"]] == [diverged_id]
             assert "digest" in body["alarms"][0]["reason"]
-            assert body["cluster_command_format"] == 3
+            assert body["cluster_command_format"] >= 3  # the gate may go on to the newest
         async with cluster.session.get(f"{diverged.url}/metrics") as resp:
             assert "raftcache_cache_divergence_alarms 1.0" in await resp.text()
         status, view = await _json(cluster, "GET", f"{healthy.url}/dashboard/cluster.json")
