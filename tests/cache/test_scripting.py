@@ -23,6 +23,7 @@ from raftcache.cache.script_commands import NO_KEYS
 from raftcache.cache.scripting import ErrorReply, Reply, Status, sha1_hex
 from raftcache.slots import key_slot
 from tests.cache.cluster import CacheCluster
+from tests.cache.helpers import Log
 
 NOW = 1_700_000_000.0
 
@@ -184,3 +185,17 @@ async def test_a_cluster_with_a_node_below_format_4_refuses_eval() -> None:
         assert "n3" in str(refused.value)
         with pytest.raises(FormatNotEnabled):
             await svc.script_load(b"return 1")
+
+
+def test_a_backup_restored_brings_its_scripts() -> None:
+    from tests.cache.test_restore import restore
+
+    source = Replicas()
+    sha = source.apply(encode(ScriptLoadCommand(NOW, b"return 'from the backup'")))
+    backup = source.machines[0].snapshot()
+    target = Log(CacheStateMachine())
+    target.apply(encode_format(4, now=NOW))
+    target.apply(encode(ScriptLoadCommand(NOW, b"return 'already here'")))
+    restore(target, backup, now=NOW)
+    assert target.machine.script(str(sha)) == b"return 'from the backup'"
+    assert target.machine.script(sha1_hex(b"return 'already here'")) is not None

@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ClusterCrossSlotError, MovedError
+from redis.exceptions import ClusterCrossSlotError, MovedError, ResponseError
 
 from raftcache.resp.leader import EXPIRES_HEADER
 from raftcache.resp.server import RespServer
@@ -387,3 +387,33 @@ async def test_redis_cluster_client_reaches_every_group(stores: HttpStores) -> N
         }
     finally:
         await client.aclose()
+
+
+async def test_scripts_run_in_their_keys_group_and_span_no_slots(
+    stores: HttpStores, roles: Roles, r: aioredis.Redis
+) -> None:
+    """A script runs in its keys' group — led by s1, followed (forwarded), or held elsewhere
+    (``POST /v1/scripts?group=``) — bound to their one slot; two slots are CROSSSLOT."""
+    body = "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('INCR', KEYS[2])"
+    sha = await r.script_load(body)
+    for gid in (roles.led, roles.followed, roles.remote):
+        (key,) = stores.keys_of(gid, 1, prefix="lua")
+        counter = f"{{{key}}}:n"
+        assert await r.eval(body, 2, key, counter, "v") == 1
+        assert await r.evalsha(sha, 2, key, counter, "w") == 2  # loaded in every group
+        leader = stores.leader(gid)
+        assert leader is not None
+        held = stores.running[leader].store.replicas[gid].machine.get(key, time.time())
+        assert held is not None
+        assert held.value == b"w"
+        with pytest.raises(ResponseError, match=r"^Script attempted to access a non local key"):
+            await r.eval("return redis.call('GET', 'elsewhere')", 1, key)
+    one, other = stores.keys_of(roles.led, 1, "a")[0], stores.keys_of(roles.remote, 1, "b")[0]
+    with pytest.raises(ResponseError, match=r"^Keys in request don't hash to the same slot"):
+        await r.eval("return 1", 2, one, other)  # CROSSSLOT (redis-py strips the code)
+    assert await r.eval("return ARGV[1]", 0, "keyless") == b"keyless"  # in the first group
+    with pytest.raises(ResponseError, match=r"^Script attempted to access a non local key"):
+        await r.eval("return redis.call('GET', 'any')", 0)
+    assert await r.script_exists(sha) == [True]
+    assert await r.script_flush()
+    assert await r.script_exists(sha) == [False]

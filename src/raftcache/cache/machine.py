@@ -31,7 +31,8 @@ Semantics (see also docs/cache.md):
   ``UnsupportedCommandVersionError`` (fail-stop); one above the cluster's command version is
   refused (COMMAND_VERSION_NOT_ENABLED), identically everywhere.
 - RESTORE.BEGIN/CHUNK/COMMIT/ABORT replace the whole cache with a backup's contents, atomically
-  at the commit's index (``raftcache.cache.restore``).
+  at the commit's index (``raftcache.cache.restore``); the backup's scripts join the script
+  table.
 
 - Command version 3 (``raftcache.cache.commands_v3``, docs/divergence.md): CHECK records this
   replica's state digest (``raftcache.cache.digest``) at the entry's index in a small ring and
@@ -39,6 +40,11 @@ Semantics (see also docs/cache.md):
   (replicated state, in snapshots). A snapshot carries the digest of its entries, checked
   against the kept digest when it is taken and against the restored entries when it is
   installed; a mismatch is a *local fault* (``raftcache.cache.alarms``).
+
+- Command version 4 (``raftcache.cache.commands_v4``): EVAL runs a Lua script inside the
+  machine (``raftcache.cache.scripting``, its commands in ``raftcache.cache.script_commands``),
+  its writes versioned at the entry's index; SCRIPT LOAD/FLUSH change the replicated script
+  table (``raftcache.cache.scripts``), which snapshots carry.
 
 ``hits``/``misses`` are node-local: the service counts its own reads there; they are not
 replicated and not in snapshots.
@@ -380,8 +386,11 @@ class CacheStateMachine:
             return data
         try:
             state = read_snapshot(io.BytesIO(data))
-        except SnapshotFormatError as exc:
+            scripts = ScriptTable.from_wire(state.scripts or [])
+        except (SnapshotFormatError, ValueError) as exc:
             return CommandError(ErrorCode.INVALID_COMMAND, f"restore: {exc}")
+        for body in scripts.to_wire():  # the backup's scripts join the table (format 4)
+            self.scripts.add(body)
         store, now = self._store, cmd.now
         records, expired, too_large = restamp(state.records, index, now, store.fits)
         evictions = store.evictions
