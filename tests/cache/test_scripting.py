@@ -118,6 +118,14 @@ def test_a_runaway_script_fails_the_same_way_everywhere_and_keeps_its_writes() -
         assert "budget of 200000 instructions" in reply.text
     # As in Redis, writes made before the failure stay (identically on every replica).
     assert all(m.get("before", NOW) is not None for m in r.machines)
+    # Commands count against the budget too (CALL_COST each): a loop of them stops as well.
+    reply = r.eval("while true do redis.call('INCR', 'n') end", instructions=200_000)
+    assert isinstance(reply, ErrorReply)
+    counts = {m.get("n", NOW) for m in r.machines}
+    assert len(counts) == 1
+    (count,) = counts
+    assert count is not None
+    assert 0 < int(count.value) <= 200
     reply = r.eval("local t = {} for i = 1, 1e7 do t[i] = ('x'):rep(100) end", memory=1 << 20)
     assert isinstance(reply, ErrorReply)
     assert "memory" in reply.text
@@ -131,6 +139,7 @@ def test_replies_convert_both_ways() -> None:
     assert r.eval("return redis.call('SET', 'v', 'x', 'XX', 'GET')") == b"abc"
     assert r.eval("return redis.call('TYPE', 'v')") == Status("string")
     assert r.eval("return redis.call('TYPE', 'v').ok") == b"string"
+    assert r.eval("return redis.sha1hex('')") == sha1_hex(b"").encode()
     reply: Reply = [1, b"\x00\xff", None, Status("OK"), ErrorReply("ERR x"), [2, [b""]]]
     assert reply_from_json(reply_to_json(reply)) == reply
 

@@ -20,7 +20,8 @@ commands it calls (``redis.call``) read — never on the replica that runs it. S
   way at every run (Redis 7 also reseeds it identically per script); ``tostring`` of a table or
   function answers its type, not its address.
 - **Bounded by counts, never by time**: an instruction hook stops a script after
-  ``instruction_limit`` VM instructions (counted in steps of ``HOOK_STEP``), and the runtime
+  ``instruction_limit`` VM instructions (counted in steps of ``HOOK_STEP``; each ``redis.call``
+  counts ``CALL_COST``), and the runtime
   refuses allocations beyond ``memory_limit`` bytes. Both counts are the same on every
   replica, so a runaway script fails the same way — at the same instruction — everywhere; a
   wall-clock timeout would stop it at different points on different replicas. Once over its
@@ -52,6 +53,10 @@ HOOK_STEP = 1000
 #: order of magnitude) and bytes of Lua heap.
 DEFAULT_INSTRUCTION_LIMIT = 50_000_000
 DEFAULT_MEMORY_LIMIT = 32 * 1024 * 1024
+#: Instructions one ``redis.call``/``redis.pcall`` counts for: a command costs the machine
+#: about as much time as that many Lua instructions (~10 µs), so the budget bounds a script
+#: that loops over commands too (the default allows 50 000 of them).
+CALL_COST = 1000
 #: The fixed seed of ``math.random`` at the start of every run.
 RANDOM_SEED = 1
 
@@ -92,20 +97,21 @@ _LINE = re.compile(rb"user_script:(\d+):")
 # The run, in Lua: builds the sandbox from the full runtime, then calls the script in it. The
 # budget hook and ``debug`` stay in this chunk's locals, out of the script's reach.
 _BOOT = """
-local body, keys, argv, dispatch, limit, step = ...
+local body, keys, argv, dispatch, sha1hex, limit, step, call_cost = ...
 local sethook, getinfo = debug.sethook, debug.getinfo
 local error, type, pcall, setfenv, loadstring = error, type, pcall, setfenv, loadstring
 local tostring0, floor, select = tostring, math.floor, select
 local state = { over = false, line = 0 }
 local count = 0
-sethook(function()
-  count = count + step
+local function charge(cost)
+  count = count + cost
   if count > limit then
     state.over = true
     sethook(function() error("script killed: instruction budget exceeded", 0) end, "", 1)
     error("script killed: instruction budget exceeded", 0)
   end
-end, "", step)
+end
+sethook(function() charge(step) end, "", step)
 
 local env = {}
 for _, name in ipairs({"assert", "error", "ipairs", "next", "pairs", "pcall", "rawequal",
@@ -150,12 +156,14 @@ local function where()  -- the script's line that called (lost to a tail call: 0
 end
 local redis = {}
 redis.call = function(...)
+  charge(call_cost)
   local ok, reply = dispatch(...)
   if ok then return reply end
   where()
   error({err = reply}, 0)
 end
 redis.pcall = function(...)
+  charge(call_cost)
   local ok, reply = dispatch(...)
   if ok then return reply end
   return {err = reply}
@@ -168,7 +176,12 @@ redis.status_reply = function(msg)
   if type(msg) ~= "string" then error("wrong number or type of arguments", 2) end
   return {ok = msg}
 end
-redis.sha1hex = nil
+redis.sha1hex = function(s)
+  if type(s) ~= "string" and type(s) ~= "number" then
+    error("wrong number or type of arguments", 2)
+  end
+  return sha1hex(s)
+end
 redis.log = function() end
 redis.LOG_DEBUG, redis.LOG_VERBOSE, redis.LOG_NOTICE, redis.LOG_WARNING = 0, 1, 2, 3
 redis.setresp = function(v) if v ~= 2 then error("RESP3 is not supported in scripts", 2) end end
@@ -233,8 +246,10 @@ def run_script(
             runtime.table_from(list(keys)),
             runtime.table_from(list(argv)),
             call,
+            lambda text: sha1_hex(text if isinstance(text, bytes) else str(text).encode()).encode(),
             instruction_limit,
             HOOK_STEP,
+            CALL_COST,
         )
         if state[b"over"]:
             return _budget(instruction_limit, sha)
