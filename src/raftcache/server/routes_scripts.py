@@ -16,7 +16,6 @@ import binascii
 from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
-import orjson
 from aiohttp import web
 
 from raftcache.cache.commands_v4 import MAX_SCRIPT_BYTES, reply_to_json
@@ -26,12 +25,23 @@ from raftcache.server.bodies import read_body
 from raftcache.server.context import request_context
 from raftcache.server.errors import bad_request
 from raftcache.server.results import json_response
-from raftcache.server.validation import parse_consistency
+from raftcache.server.validation import (
+    check_fields,
+    parse_consistency,
+    parse_json_object,
+    parse_key,
+)
 from raftcache.slots import SLOTS
 
 SCRIPTS_PATH = "/v1/scripts"
-_OPS = ("eval", "evalsha", "load", "exists", "flush")
-_FIELDS = frozenset({"op", "script", "sha", "keys", "args", "slot", "shas", "consistency"})
+#: Each operation and the fields it takes (``op`` besides): anything else is a 400.
+_FIELDS: dict[str, frozenset[str]] = {
+    "eval": frozenset({"script", "keys", "args", "slot"}),
+    "evalsha": frozenset({"sha", "keys", "args", "slot"}),
+    "load": frozenset({"script"}),
+    "exists": frozenset({"shas", "consistency"}),
+    "flush": frozenset(),
+}
 
 
 class ScriptPort(Protocol):
@@ -67,46 +77,44 @@ def _b64(value: object, what: str) -> bytes:
         raise bad_request(f"{what} is not valid base64") from None
 
 
-def _strings(value: object, what: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise bad_request(f"{what} must be a list of non-empty strings")
+def _list(value: object, what: str, limit: int) -> list[Any]:
+    if not isinstance(value, list):
+        raise bad_request(f"{what} must be a list")
+    if len(value) > limit:
+        raise bad_request(f"at most {limit} {what}")
     return value
 
 
-def _parse(body: bytes) -> dict[str, Any]:
-    try:
-        request = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise bad_request("body must be a JSON object") from None
-    if not isinstance(request, dict):
-        raise bad_request("body must be a JSON object")
-    unknown = sorted(set(request) - _FIELDS)
-    if unknown:
-        raise bad_request(f"unknown field {unknown[0]!r}")
-    if request.get("op") not in _OPS:
-        raise bad_request(f"op must be one of {', '.join(_OPS)}")
-    return request
+def _parse(body: bytes) -> tuple[str, dict[str, Any]]:
+    request = parse_json_object(body)
+    op = request.get("op")
+    if op not in _FIELDS:
+        raise bad_request(f"op must be one of {', '.join(_FIELDS)}")
+    check_fields(request, _FIELDS[op] | {"op"}, f"a {op} request")
+    return op, request
 
 
 async def post_scripts(request: web.Request) -> web.Response:
     """``POST /v1/scripts``: run, load, look up or flush Lua scripts (module docstring)."""
     ctx = request_context(request)
-    body = _parse(await read_body(request, scripts_body_limit(request)))
-    op, service = body["op"], cast(ScriptPort, ctx.service)
+    op, body = _parse(await read_body(request, scripts_body_limit(request)))
+    service = cast(ScriptPort, ctx.service)
+    most = ctx.settings.limits.max_batch_ops
     if op == "load":
         sha = await service.script_load(_b64(body.get("script"), "script"))
         return json_response({"sha": sha})
     if op == "exists":
-        shas = _strings(body.get("shas", []), "shas")
+        shas = _list(body.get("shas", []), "shas", most)
+        if not all(isinstance(sha, str) for sha in shas):
+            raise bad_request("shas must be a list of strings")
         consistency = parse_consistency(body.get("consistency"))
         return json_response({"exists": await service.script_exists(shas, consistency)})
     if op == "flush":
         return json_response({"flushed": await service.script_flush()})
-    keys = _strings(body.get("keys", []), "keys")
-    raw_args = body.get("args", [])
-    if not isinstance(raw_args, list):
-        raise bad_request("args must be a list of base64 strings")
-    args = [_b64(arg, "args") for arg in raw_args]
+    keys = [
+        parse_key(k, f"keys[{i}]") for i, k in enumerate(_list(body.get("keys", []), "keys", most))
+    ]
+    args = [_b64(arg, "args") for arg in _list(body.get("args", []), "args", most)]
     slot = body.get("slot")
     if slot is not None and (type(slot) is not int or not -1 <= slot < SLOTS):
         raise bad_request(f"slot must be an integer in -1..{SLOTS - 1}")

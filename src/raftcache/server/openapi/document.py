@@ -35,7 +35,8 @@ from raftcache.server.openapi.schema import (
     json_answer,
 )
 from raftcache.server.validation import Limits
-from raftcache.vocabulary import INT64_MAX
+from raftcache.slots import SLOTS
+from raftcache.vocabulary import CONSISTENCY_LEVELS, INT64_MAX
 
 
 def _key_item_path(limits: Limits) -> dict[str, Schema]:
@@ -270,6 +271,63 @@ def _batch_paths(limits: Limits) -> dict[str, Schema]:
     }
 
 
+def _scripts_path(limits: Limits) -> dict[str, Schema]:
+    """``POST /v1/scripts``: EVAL, EVALSHA and SCRIPT over HTTP (docs/api.md)."""
+    max_args = limits.max_batch_ops
+    keys = {"type": "array", "items": KEY, "maxItems": max_args}
+    args = {"type": "array", "items": BASE64, "maxItems": max_args}
+    slot = {"type": "integer", "minimum": -1, "maximum": SLOTS - 1}
+    sha = {"type": "string"}
+    op = {
+        "oneOf": [
+            closed_object(
+                {
+                    "op": {"const": "eval"},
+                    "script": BASE64,
+                    "keys": keys,
+                    "args": args,
+                    "slot": slot,
+                },
+                ["op", "script"],
+            ),
+            closed_object(
+                {"op": {"const": "evalsha"}, "sha": sha, "keys": keys, "args": args, "slot": slot},
+                ["op", "sha"],
+            ),
+            closed_object({"op": {"const": "load"}, "script": BASE64}, ["op", "script"]),
+            closed_object(
+                {
+                    "op": {"const": "exists"},
+                    "shas": {"type": "array", "items": sha, "maxItems": max_args},
+                    "consistency": {"type": "string", "enum": list(CONSISTENCY_LEVELS)},
+                },
+                ["op"],
+            ),
+            closed_object({"op": {"const": "flush"}}, ["op"]),
+        ]
+    }
+    answer = {
+        "type": "object",
+        "properties": {
+            "reply": {"type": "object", "description": "a tagged script reply (docs/api.md)"},
+            "sha": {"type": "string"},
+            "exists": {"type": "array", "items": {"type": "boolean"}},
+            "flushed": {"type": "integer", "minimum": 0},
+        },
+        "additionalProperties": False,
+    }
+    return {
+        "/v1/scripts": {
+            "post": {
+                "summary": "Run, load, look up or flush Lua scripts (the RESP port's EVAL, "
+                "EVALSHA and SCRIPT)",
+                "requestBody": {"required": True, "content": {JSON: {"schema": op}}},
+                "responses": {"200": json_answer("the operation's answer", answer), **WRITE},
+            }
+        }
+    }
+
+
 def _watch_path() -> dict[str, Schema]:
     """``GET /v1/watch``: tagged ``stream`` — a valid request never ends, so a fuzzer that
     waits for whole answers must leave it out (``tests/hostile/test_schemathesis.py`` does)."""
@@ -326,6 +384,7 @@ def openapi_document(limits: Limits | None = None) -> dict[str, Any]:
         "paths": {
             **_key_paths(limits),
             **_batch_paths(limits),
+            **_scripts_path(limits),
             **_watch_path(),
             **admin_paths(),
             **raft_paths(),
