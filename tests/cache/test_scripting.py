@@ -5,6 +5,8 @@ cluster not yet at format 4 refuses EVAL with the rolling-upgrade error."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from raftcache.cache.commands import encode, encode_format
@@ -43,7 +45,7 @@ class Replicas:
         return results[0]
 
     def eval(
-        self, body: str, keys: tuple[str, ...] = (), args: tuple[bytes, ...] = (), **kw: int
+        self, body: str, keys: tuple[str, ...] = (), args: tuple[bytes, ...] = (), **kw: Any
     ) -> object:
         result = self.apply(encode(EvalCommand(NOW, body.encode(), keys, args, **kw)))
         assert isinstance(result, ScriptResult)

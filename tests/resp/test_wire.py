@@ -98,6 +98,15 @@ async def test_the_read_only_token_reads_but_never_writes(secured: RespCluster) 
             await reader.set("ro:k", "w")
         with pytest.raises(ResponseError, match=r"NOPERM|no permissions"):
             await reader.flushdb()
+        # Scripts: only the read-only forms, and the machine refuses their writes.
+        assert await reader.eval_ro("return redis.call('GET', KEYS[1])", 1, "ro:k") == b"v"
+        with pytest.raises(ResponseError, match=r"^Write commands are not allowed from read-only"):
+            await reader.eval_ro("return redis.call('SET', KEYS[1], 'w')", 1, "ro:k")
+        with pytest.raises(ResponseError, match=r"NOPERM|no permissions"):
+            await reader.eval("return 1", 0)
+        with pytest.raises(ResponseError, match=r"NOPERM|no permissions"):
+            await reader.script_load("return 1")
+        assert await reader.script_exists("0" * 40) == [False]
         pipe = reader.pipeline(transaction=True)
         pipe.get("ro:k")
         pipe.delete("ro:k")

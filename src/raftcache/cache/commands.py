@@ -18,7 +18,7 @@ entry's command version (omitted when 1), the ops ``ttl`` (``t`` ttl or ``at`` e
 and ``kt`` keep_ttl on sets. Command version 3 (``raftcache.cache.commands_v3``) adds the ops
 ``check`` and ``alarm`` (``id`` node id, ``r`` reason, ``x`` clear). Command version 4
 (``raftcache.cache.commands_v4``) adds ``eval`` (``sc`` script, ``ks`` keys, ``as`` args, ``il``
-and ``ml`` its budget, ``sl`` its slot), ``script.load`` and ``script.flush``.
+and ``ml`` its budget, ``sl`` its slot, ``ro`` read-only), ``script.load`` and ``script.flush``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ none before the cluster's format is 4 (the rolling-upgrade rule).
 - ``EvalCommand`` (``o: eval``): run ``script`` (``sc``) with ``keys`` (``ks``) and ``args``
   (``as``) inside the machine (``raftcache.cache.scripting``); bounded by ``instructions``
   (``il``) and ``memory`` (``ml``); ``slot`` (``sl``, absent for none) binds it to one slot on a
-  sharded store (``raftcache.cache.script_commands``). The machine also adds the body to its
+  sharded store (``raftcache.cache.script_commands``); ``read_only`` (``ro``) refuses the
+  commands that write (EVAL_RO). The machine also adds the body to its
   script table, as Redis caches what EVAL ran. Result: a ``ScriptResult``.
 - ``ScriptLoadCommand`` (``o: script.load``): add ``script`` to the replicated script table;
   result its SHA-1 (hex ``str``). ``ScriptFlushCommand`` (``o: script.flush``): empty the
@@ -57,10 +58,13 @@ class EvalCommand:
     instructions: int = DEFAULT_INSTRUCTION_LIMIT
     memory: int = DEFAULT_MEMORY_LIMIT
     slot: int | None = None
+    read_only: bool = False
 
     def __post_init__(self) -> None:
         check_now(self.now)
         _check_body(self.script)
+        if not isinstance(self.read_only, bool):
+            raise InvalidCommandError("eval: read_only must be a bool")
         if not isinstance(self.keys, tuple) or not all(
             isinstance(key, str) and key for key in self.keys
         ):
@@ -122,6 +126,8 @@ def scripting_to_wire(cmd: ScriptingCommand) -> dict[str, Any]:
     wire["ml"] = cmd.memory
     if cmd.slot is not None:
         wire["sl"] = cmd.slot
+    if cmd.read_only:
+        wire["ro"] = True
     return wire
 
 
@@ -135,7 +141,14 @@ def scripting_from_wire(wire: dict[str, Any]) -> ScriptingCommand:
     if not isinstance(keys, list) or not isinstance(args, list):
         raise InvalidCommandError("eval: keys and args must be lists")
     return EvalCommand(
-        now, wire["sc"], tuple(keys), tuple(args), wire["il"], wire["ml"], wire.get("sl")
+        now,
+        wire["sc"],
+        tuple(keys),
+        tuple(args),
+        wire["il"],
+        wire["ml"],
+        wire.get("sl"),
+        wire.get("ro", False),
     )
 
 

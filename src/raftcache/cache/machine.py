@@ -352,7 +352,7 @@ class CacheStateMachine:
         """Run a script (``raftcache.cache.scripting``): its writes stay even if it fails
         later, as in Redis, and every replica stops it at the same instruction."""
         self.scripts.add(cmd.script)
-        keyspace = Keyspace(self._store, index, cmd.now, cmd.slot)
+        keyspace = Keyspace(self._store, index, cmd.now, cmd.slot, cmd.read_only)
         reply = run_script(
             cmd.script,
             [key.encode() for key in cmd.keys],

@@ -61,15 +61,19 @@ class Keyspace:
         index: the entry's log index: the version of every write.
         now: the entry's ``now`` (the leader's clock, from the log).
         slot: None, any key; a slot, only keys of that slot; ``NO_KEYS``, no key at all.
+        read_only: refuse the commands that write (EVAL_RO, EVALSHA_RO).
     """
 
-    __slots__ = ("index", "now", "slot", "store", "wrote")
+    __slots__ = ("index", "now", "read_only", "slot", "store", "wrote")
 
-    def __init__(self, store: EntryStore, index: int, now: float, slot: int | None) -> None:
+    def __init__(
+        self, store: EntryStore, index: int, now: float, slot: int | None, read_only: bool = False
+    ) -> None:
         self.store = store
         self.index = index
         self.now = now
         self.slot = slot
+        self.read_only = read_only
         self.wrote = False
 
     def key(self, raw: bytes) -> str:
@@ -188,6 +192,8 @@ def dispatch(keyspace: Keyspace, args: Sequence[bytes]) -> Reply:
     words = len(args)
     if (command.arity > 0 and words != command.arity) or words < -command.arity:
         raise ScriptCommandError(f"ERR wrong number of arguments for '{name}' command")
+    if command.writes and keyspace.read_only:
+        raise ScriptCommandError("ERR Write commands are not allowed from read-only scripts.")
     return command.run(keyspace, args[1:])
 
 

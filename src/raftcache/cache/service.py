@@ -398,11 +398,14 @@ class CacheService:
         args: Sequence[bytes] = (),
         *,
         slot: int | None = None,
+        read_only: bool = False,
     ) -> Reply:
         """Run a Lua script as one log entry (``raftcache.cache.scripting``); its reply —
         an ``ErrorReply`` when the script failed (its writes before the failure stay). ``slot``
-        binds it to one slot of a sharded store."""
-        command = EvalCommand(self._clock(), bytes(script), tuple(keys), tuple(args), slot=slot)
+        binds it to one slot of a sharded store; ``read_only`` refuses its writes (EVAL_RO)."""
+        command = EvalCommand(
+            self._clock(), bytes(script), tuple(keys), tuple(args), slot=slot, read_only=read_only
+        )
         result: ScriptResult = await self._propose(encode(command), SCRIPTING_VERSION)
         return result.reply
 
@@ -413,6 +416,7 @@ class CacheService:
         args: Sequence[bytes] = (),
         *,
         slot: int | None = None,
+        read_only: bool = False,
     ) -> Reply:
         """``eval`` of the loaded script ``sha``: looked up here after a read barrier (so a
         script whose load was acknowledged is found), then proposed with its body;
@@ -421,7 +425,7 @@ class CacheService:
         script = self._machine.script(sha)
         if script is None:
             raise NoScriptError()
-        return await self.eval(script, keys, args, slot=slot)
+        return await self.eval(script, keys, args, slot=slot, read_only=read_only)
 
     async def script_load(self, script: bytes) -> str:
         """Add ``script`` to the replicated script table; its SHA-1 (hex)."""

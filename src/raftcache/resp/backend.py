@@ -91,13 +91,25 @@ class ScriptBackend(Backend, Protocol):
     server (``LocalBackend``, ``LeaderBackend``, ``ShardedBackend``) has them."""
 
     async def eval(
-        self, script: bytes, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None = None
+        self,
+        script: bytes,
+        keys: Sequence[str],
+        args: Sequence[bytes],
+        *,
+        slot: int | None = None,
+        read_only: bool = False,
     ) -> ScriptReply:
         """Run a Lua script as one log entry (command version 4); its reply."""
         ...
 
     async def evalsha(
-        self, sha: str, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None = None
+        self,
+        sha: str,
+        keys: Sequence[str],
+        args: Sequence[bytes],
+        *,
+        slot: int | None = None,
+        read_only: bool = False,
     ) -> ScriptReply:
         """``eval`` of a loaded script; ``NoScriptError`` when the leader does not hold it."""
         ...
@@ -183,6 +195,7 @@ class ServicePort(Protocol):
         args: Sequence[bytes] = (),
         *,
         slot: int | None = None,
+        read_only: bool = False,
     ) -> ScriptReply: ...
 
     async def evalsha(
@@ -192,6 +205,7 @@ class ServicePort(Protocol):
         args: Sequence[bytes] = (),
         *,
         slot: int | None = None,
+        read_only: bool = False,
     ) -> ScriptReply: ...
 
     async def script_load(self, script: bytes) -> str: ...
@@ -272,14 +286,26 @@ class LocalBackend:
         return await self._service.flush(prefix)
 
     async def eval(
-        self, script: bytes, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None = None
+        self,
+        script: bytes,
+        keys: Sequence[str],
+        args: Sequence[bytes],
+        *,
+        slot: int | None = None,
+        read_only: bool = False,
     ) -> ScriptReply:
-        return await self._service.eval(script, keys, args, slot=slot)
+        return await self._service.eval(script, keys, args, slot=slot, read_only=read_only)
 
     async def evalsha(
-        self, sha: str, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None = None
+        self,
+        sha: str,
+        keys: Sequence[str],
+        args: Sequence[bytes],
+        *,
+        slot: int | None = None,
+        read_only: bool = False,
     ) -> ScriptReply:
-        return await self._service.evalsha(sha, keys, args, slot=slot)
+        return await self._service.evalsha(sha, keys, args, slot=slot, read_only=read_only)
 
     async def script_load(self, script: bytes) -> str:
         return await self._service.script_load(script)

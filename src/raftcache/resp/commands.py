@@ -25,7 +25,7 @@ _NOKEY: Final = (0, 0, 0)
 _KEY1: Final = (1, 1, 1)
 _KEYS: Final = (1, -1, 1)
 _PAIRS: Final = (1, -1, 2)
-_LUA: Final = ("noscript", "stale", "skip_monitor", "may_replicate", "movablekeys")
+_LUA: Final = ("write", "noscript", "stale", "skip_monitor", "may_replicate", "movablekeys")
 _LUA_RO: Final = ("noscript", "stale", "skip_monitor", "readonly", "movablekeys")
 
 _Row = tuple[str, int, tuple[str, ...], tuple[int, int, int], str, str, Parser]
@@ -82,8 +82,8 @@ _ROWS: Final[tuple[_Row, ...]] = (
     ("WAIT", 3, _NW, _NOKEY, "generic", "Replicas holding writes", introspect.parse_wait),
     ("EVAL", -3, _LUA, _NOKEY, "scripting", "Run a Lua script", scripting.parse_eval),
     ("EVALSHA", -3, _LUA, _NOKEY, "scripting", "Run a loaded script", scripting.parse_evalsha),
-    ("EVAL_RO", -3, _LUA_RO, _NOKEY, "scripting", "Run a script", scripting.parse_eval),
-    ("EVALSHA_RO", -3, _LUA_RO, _NOKEY, "scripting", "Run a script", scripting.parse_evalsha),
+    ("EVAL_RO", -3, _LUA_RO, _NOKEY, "scripting", "Run a script", scripting.parse_eval_ro),
+    ("EVALSHA_RO", -3, _LUA_RO, _NOKEY, "scripting", "Run a script", scripting.parse_evalsha_ro),
     ("SCRIPT", -2, ("noscript",), _NOKEY, "scripting", "Script cache", scripting.parse_script),
     ("CLUSTER", -2, _S, _NOKEY, "cluster", "Cluster state and slots", cluster.parse_cluster),
     ("READONLY", 1, _C, _NOKEY, "cluster", "Stale reads from here", admin.parse_readonly),

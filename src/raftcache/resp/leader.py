@@ -289,24 +289,43 @@ class LeaderBackend:
     # --- scripts (``POST /v1/scripts``: raftcache.server.routes_scripts) ----------------------
 
     async def eval(
-        self, script: bytes, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None = None
+        self,
+        script: bytes,
+        keys: Sequence[str],
+        args: Sequence[bytes],
+        *,
+        slot: int | None = None,
+        read_only: bool = False,
     ) -> ScriptReply:
         return await self._run_script(
-            {"op": "eval", "script": base64.b64encode(script).decode()}, keys, args, slot
+            {"op": "eval", "script": base64.b64encode(script).decode()}, keys, args, slot, read_only
         )
 
     async def evalsha(
-        self, sha: str, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None = None
+        self,
+        sha: str,
+        keys: Sequence[str],
+        args: Sequence[bytes],
+        *,
+        slot: int | None = None,
+        read_only: bool = False,
     ) -> ScriptReply:
-        return await self._run_script({"op": "evalsha", "sha": sha}, keys, args, slot)
+        return await self._run_script({"op": "evalsha", "sha": sha}, keys, args, slot, read_only)
 
     async def _run_script(
-        self, request: dict[str, Any], keys: Sequence[str], args: Sequence[bytes], slot: int | None
+        self,
+        request: dict[str, Any],
+        keys: Sequence[str],
+        args: Sequence[bytes],
+        slot: int | None,
+        read_only: bool,
     ) -> ScriptReply:
         request["keys"] = list(keys)
         request["args"] = [base64.b64encode(arg).decode() for arg in args]
         if slot is not None:
             request["slot"] = slot
+        if read_only:  # sent only then: the field is newer than the route
+            request["read_only"] = True
         body = await self._json("POST", self._scripts_path(), request, write=True)
         try:
             return reply_from_json(body["reply"])

@@ -2,9 +2,11 @@
 
 Rule: a script is one write: one log entry that every replica runs inside its state machine
 (``raftcache.cache.scripting``), so it is atomic with respect to every other command and
-linearizable, read-only or not (``EVAL_RO`` takes the same path; the script may still only
-call commands that do not write). The RESP side only parses, routes and converts replies:
-``Status`` → ``+...``, ``ErrorReply`` → ``-...`` (anywhere in the reply), the rest as they are.
+linearizable, read-only or not (``EVAL_RO`` takes the same path, and the machine refuses its
+writes: ``ERR Write commands are not allowed from read-only scripts.``). A connection of the
+read-only token may run only ``EVAL_RO``, ``EVALSHA_RO`` and ``SCRIPT EXISTS``. The RESP side
+only parses, routes and converts replies: ``Status`` → ``+...``, ``ErrorReply`` → ``-...``
+(anywhere in the reply), the rest as they are.
 
 Keys: the ``numkeys`` keys are the call's ``keys``, so the cluster-mode port redirects a script
 as any keyed command (``MOVED``, ``CROSSSLOT``), and on a sharded store the backend runs it in
@@ -28,7 +30,7 @@ from raftcache.cache.scripting import ErrorReply, Status
 from raftcache.cache.scripting import Reply as ScriptReply
 from raftcache.resp.args import Limits, integer, keys, upper, value
 from raftcache.resp.calls import Call, Mode, Reply
-from raftcache.resp.errors import wrong_args
+from raftcache.resp.errors import no_permission, wrong_args
 from raftcache.resp.protocol import OK, RespError, Simple
 
 if TYPE_CHECKING:
@@ -67,8 +69,14 @@ class Eval(Call):
     needs_command_version = SCRIPTING_VERSION
 
     def __init__(
-        self, script: bytes | None, sha: str | None, keys: tuple[str, ...], args: list[bytes]
+        self,
+        script: bytes | None,
+        sha: str | None,
+        keys: tuple[str, ...],
+        args: list[bytes],
+        read_only: bool = False,
     ) -> None:
+        self.read_only = read_only
         self.script = script
         self.sha = sha
         self.keys = self.pinned = keys
@@ -77,10 +85,10 @@ class Eval(Call):
     async def run(self, backend: Backend) -> Reply:
         scripts = cast("ScriptBackend", backend)  # every backend of the server has them
         if self.script is not None:
-            reply = await scripts.eval(self.script, self.keys, self.args)
+            reply = await scripts.eval(self.script, self.keys, self.args, read_only=self.read_only)
         else:
             assert self.sha is not None
-            reply = await scripts.evalsha(self.sha, self.keys, self.args)
+            reply = await scripts.evalsha(self.sha, self.keys, self.args, read_only=self.read_only)
         return to_resp(reply)
 
 
@@ -96,6 +104,8 @@ class ScriptCommand(Call):
 
     async def _run(self, client: Any) -> Reply:
         router = client.server.router  # its backends are ``ScriptBackend``s
+        if self.writes and client.read_only:
+            return no_permission(f"script|{self.sub.lower()}")
         if self.sub == "LOAD":
             script = self.args[0]
             return await router.call(lambda b: b.script_load(script), client.gate)
@@ -114,7 +124,9 @@ class ScriptCommand(Call):
         return self._run(ctx)
 
 
-def _parse_eval(argv: Sequence[bytes], limits: Limits, *, by_sha: bool) -> Call:
+def _parse_eval(
+    argv: Sequence[bytes], limits: Limits, *, by_sha: bool, read_only: bool = False
+) -> Call:
     numkeys = integer(argv[1])
     if numkeys < 0:
         raise RespError("ERR Number of keys can't be negative")
@@ -126,10 +138,10 @@ def _parse_eval(argv: Sequence[bytes], limits: Limits, *, by_sha: bool) -> Call:
         sha = argv[0].decode("latin-1")
         if _SHA.fullmatch(sha) is None:
             raise RespError("NOSCRIPT No matching script. Please use EVAL.")
-        return Eval(None, sha.lower(), names, args)
+        return Eval(None, sha.lower(), names, args, read_only)
     if len(argv[0]) > MAX_SCRIPT_BYTES:
         raise RespError(f"ERR scripts must be at most {MAX_SCRIPT_BYTES} bytes")
-    return Eval(argv[0], None, names, args)
+    return Eval(argv[0], None, names, args, read_only)
 
 
 def parse_eval(argv: Sequence[bytes], limits: Limits) -> Call:
@@ -138,6 +150,14 @@ def parse_eval(argv: Sequence[bytes], limits: Limits) -> Call:
 
 def parse_evalsha(argv: Sequence[bytes], limits: Limits) -> Call:
     return _parse_eval(argv, limits, by_sha=True)
+
+
+def parse_eval_ro(argv: Sequence[bytes], limits: Limits) -> Call:
+    return _parse_eval(argv, limits, by_sha=False, read_only=True)
+
+
+def parse_evalsha_ro(argv: Sequence[bytes], limits: Limits) -> Call:
+    return _parse_eval(argv, limits, by_sha=True, read_only=True)
 
 
 def parse_script(argv: Sequence[bytes], limits: Limits) -> Call:

@@ -423,19 +423,33 @@ class ShardedBackend:
         return self._on(keys[0]), slot
 
     async def eval(
-        self, script: bytes, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None = None
+        self,
+        script: bytes,
+        keys: Sequence[str],
+        args: Sequence[bytes],
+        *,
+        slot: int | None = None,
+        read_only: bool = False,
     ) -> ScriptReply:
         router, bound = self._script_home(keys)
         return await router.call(
-            lambda b: _scripts(b).eval(script, keys, args, slot=bound), self._gate
+            lambda b: _scripts(b).eval(script, keys, args, slot=bound, read_only=read_only),
+            self._gate,
         )
 
     async def evalsha(
-        self, sha: str, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None = None
+        self,
+        sha: str,
+        keys: Sequence[str],
+        args: Sequence[bytes],
+        *,
+        slot: int | None = None,
+        read_only: bool = False,
     ) -> ScriptReply:
         router, bound = self._script_home(keys)
         return await router.call(
-            lambda b: _scripts(b).evalsha(sha, keys, args, slot=bound), self._gate
+            lambda b: _scripts(b).evalsha(sha, keys, args, slot=bound, read_only=read_only),
+            self._gate,
         )
 
     async def script_load(self, script: bytes) -> str:

@@ -36,8 +36,8 @@ from raftcache.slots import SLOTS
 SCRIPTS_PATH = "/v1/scripts"
 #: Each operation and the fields it takes (``op`` besides): anything else is a 400.
 _FIELDS: dict[str, frozenset[str]] = {
-    "eval": frozenset({"script", "keys", "args", "slot"}),
-    "evalsha": frozenset({"sha", "keys", "args", "slot"}),
+    "eval": frozenset({"script", "keys", "args", "slot", "read_only"}),
+    "evalsha": frozenset({"sha", "keys", "args", "slot", "read_only"}),
     "load": frozenset({"script"}),
     "exists": frozenset({"shas", "consistency"}),
     "flush": frozenset(),
@@ -48,11 +48,23 @@ class ScriptPort(Protocol):
     """The script operations of ``CacheService`` (command version 4)."""
 
     async def eval(
-        self, script: bytes, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None
+        self,
+        script: bytes,
+        keys: Sequence[str],
+        args: Sequence[bytes],
+        *,
+        slot: int | None,
+        read_only: bool,
     ) -> Reply: ...
 
     async def evalsha(
-        self, sha: str, keys: Sequence[str], args: Sequence[bytes], *, slot: int | None
+        self,
+        sha: str,
+        keys: Sequence[str],
+        args: Sequence[bytes],
+        *,
+        slot: int | None,
+        read_only: bool,
     ) -> Reply: ...
 
     async def script_load(self, script: bytes) -> str: ...
@@ -118,15 +130,18 @@ async def post_scripts(request: web.Request) -> web.Response:
     slot = body.get("slot")
     if slot is not None and (type(slot) is not int or not -1 <= slot < SLOTS):
         raise bad_request(f"slot must be an integer in -1..{SLOTS - 1}")
+    read_only = body.get("read_only", False)
+    if not isinstance(read_only, bool):
+        raise bad_request("read_only must be true or false")
     if op == "eval":
         script = _b64(body.get("script"), "script")
-        reply = await service.eval(script, keys, args, slot=slot)
+        reply = await service.eval(script, keys, args, slot=slot, read_only=read_only)
     else:
         name = body.get("sha")
         if not isinstance(name, str):
             raise bad_request("sha must be a string")
         try:
-            reply = await service.evalsha(name, keys, args, slot=slot)
+            reply = await service.evalsha(name, keys, args, slot=slot, read_only=read_only)
         except NoScriptError as exc:
             reply = ErrorReply(str(exc))
     return json_response({"reply": reply_to_json(reply)})

@@ -291,7 +291,14 @@ def _scripts_path(limits: Limits) -> dict[str, Schema]:
                 ["op", "script"],
             ),
             closed_object(
-                {"op": {"const": "evalsha"}, "sha": sha, "keys": keys, "args": args, "slot": slot},
+                {
+                    "op": {"const": "evalsha"},
+                    "sha": sha,
+                    "keys": keys,
+                    "args": args,
+                    "slot": slot,
+                    "read_only": {"type": "boolean"},
+                },
                 ["op", "sha"],
             ),
             closed_object({"op": {"const": "load"}, "script": BASE64}, ["op", "script"]),
