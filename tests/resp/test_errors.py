@@ -13,6 +13,8 @@ import random
 import orjson
 import pytest
 
+from raftcache.cache.errors import NoScriptError
+from raftcache.cache.formats import CommandVersionNotEnabledError
 from raftcache.network.hub import InMemoryHub
 from raftcache.network.memory import InMemoryNetwork
 from raftcache.protocol.messages import AppendEntriesRequest, AppendEntriesResponse
@@ -102,3 +104,13 @@ def test_the_leaders_503_and_504_keep_their_meaning() -> None:
         _raise_for(503, orjson.dumps({"error": "node is stopping"}), write=True)
     with pytest.raises(IndeterminateWriteError):
         _raise_for(504, orjson.dumps({"error": "node is stopping: ..."}), write=True)
+
+
+def test_scripts_refused_during_a_rolling_upgrade_and_unknown_shas_answer_redis_texts() -> None:
+    refused = CommandVersionNotEnabledError(4, 3, {"n1": 4, "n3": 3})
+    line = reply_for(refused, is_write=True).line
+    assert line.startswith("ERR this command needs command format 4, the cluster runs format 3")
+    assert "n3" in line
+    assert reply_for(NoScriptError(), is_write=True).line == (
+        "NOSCRIPT No matching script. Please use EVAL."
+    )
