@@ -168,3 +168,16 @@ async def test_scripts_are_refused_inside_multi(r: Any) -> None:
     pipe.eval("return 1", 0)
     with pytest.raises(ResponseError):
         await pipe.execute()
+
+
+async def test_a_pipeline_keeps_its_order_around_scripts(r: Any) -> None:
+    """EVALSHA reads the script table before it proposes: the INCRs after it in the pipeline
+    (concurrent writes) must still reach the log after it."""
+    get = r.register_script("return redis.call('GET', KEYS[1])")
+    await r.script_load(get.script)
+    await r.set("s:order", "0")
+    pipe = r.pipeline(transaction=False)
+    for _ in range(5):
+        pipe.evalsha(get.sha, 1, "s:order")
+        pipe.incr("s:order")
+    assert await pipe.execute() == [b"0", 1, b"1", 2, b"2", 3, b"3", 4, b"4", 5]

@@ -62,9 +62,13 @@ def to_resp(reply: ScriptReply) -> Reply:
 
 
 class Eval(Call):
-    """EVAL/EVALSHA (``sha`` set): one replicated script run (module docstring)."""
+    """EVAL/EVALSHA (``sha`` set): one replicated script run (module docstring).
 
-    mode = Mode.WRITE
+    It runs alone (``SERVER``), not among a pipeline's concurrent writes: EVALSHA reads the
+    script table (a read barrier) before it proposes, so started together with the writes after
+    it, it could reach the log after them."""
+
+    mode = Mode.SERVER
     writes = True
     needs_command_version = SCRIPTING_VERSION
 
@@ -90,6 +94,9 @@ class Eval(Call):
             assert self.sha is not None
             reply = await scripts.evalsha(self.sha, self.keys, self.args, read_only=self.read_only)
         return to_resp(reply)
+
+    def run_server(self, ctx: Any) -> Reply:
+        return ctx.server.router.call(self.run, ctx.gate)
 
 
 class ScriptCommand(Call):
