@@ -11,7 +11,19 @@ import math
 from dataclasses import dataclass
 
 from raftcache.cache.errors import InvalidCommandError
-from raftcache.vocabulary import INT64_MAX
+from raftcache.vocabulary import INT64_MAX, INT64_MIN
+
+
+def parse_int64(raw: bytes) -> int | None:
+    """An int64 as Redis's ``string2ll`` reads it (optional ``-``, digits, no leading zero, no
+    ``+``), or None: the RESP port's integer arguments and the script commands' share it."""
+    if not 0 < len(raw) <= 20:
+        return None
+    digits = raw[1:] if raw[:1] == b"-" else raw
+    if not digits.isdigit() or (digits[:1] == b"0" and (len(digits) > 1 or raw[:1] == b"-")):
+        return None
+    number = int(raw)
+    return number if INT64_MIN <= number <= INT64_MAX else None
 
 
 def check_key(key: object, what: str = "key") -> None:

@@ -8,6 +8,8 @@ same writes. A write gets the entry's index as its version, as every write of th
 The table is open: ``script_command(name, arity, writes=...)`` registers a function, so a
 command added to the machine later (hashes, APPEND...) becomes callable from scripts with one
 decorated function in the module that adds it (imported by ``raftcache.cache.machine``).
+A new value type (hashes) also teaches ``Keyspace`` to tell its
+records apart, so that the string commands here answer ``WRONGTYPE`` on them as Redis does.
 A name in ``REFUSED`` answers Redis's "not allowed from script" (non-deterministic commands,
 and those that make no sense inside a script); any other unknown name answers Redis's
 "Unknown Redis command called from script".
@@ -25,11 +27,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from raftcache.cache.checks import parse_int64
 from raftcache.cache.entries import HEADER_SIZE, NEVER, record_header
+from raftcache.cache.keyops import incr
+from raftcache.cache.results import CommandError, ErrorCode
 from raftcache.cache.scripting import Reply, ScriptCommandError, Status
 from raftcache.cache.store import EntryStore
 from raftcache.slots import key_slot
-from raftcache.vocabulary import INT64_MAX, INT64_MIN
+from raftcache.vocabulary import INT64_MIN
 
 #: The longest key, in UTF-8 bytes (the RESP port's and the HTTP API's limit).
 MAX_KEY_BYTES: Final = 1024
@@ -39,18 +44,6 @@ NO_KEYS: Final = -1
 NOT_INTEGER: Final = "ERR value is not an integer or out of range"
 OVERFLOW: Final = "ERR increment or decrement would overflow"
 SYNTAX: Final = "ERR syntax error"
-
-
-def parse_int64(raw: bytes) -> int | None:
-    """An int64 as Redis's ``string2ll`` reads it (optional ``-``, digits, no leading zero, no
-    ``+``), or None."""
-    if not 0 < len(raw) <= 20:
-        return None
-    digits = raw[1:] if raw[:1] == b"-" else raw
-    if not digits.isdigit() or (digits[:1] == b"0" and (len(digits) > 1 or raw[:1] == b"-")):
-        return None
-    number = int(raw)
-    return number if INT64_MIN <= number <= INT64_MAX else None
 
 
 class Keyspace:
@@ -344,16 +337,15 @@ script_command("unlink", -2, writes=True)(_del)
 
 
 def _add(ks: Keyspace, raw_key: bytes, by: int) -> Reply:
-    key = ks.key(raw_key)
-    old = ks.get(key)
-    base = 0 if old is None else parse_int64(old)
-    if base is None:
+    """The machine's own INCR (``keyops.incr``: keeps the TTL), with Redis's error texts."""
+    value = incr(ks.store, ks.index, ks.key(raw_key), by, ks.now)
+    if isinstance(value, CommandError):
+        if value.code is ErrorCode.COUNTER_OVERFLOW:
+            raise ScriptCommandError(OVERFLOW)
+        if value.code is ErrorCode.VALUE_TOO_LARGE:
+            raise ScriptCommandError(f"OOM {value.message}")
         raise ScriptCommandError(NOT_INTEGER)
-    value = base + by
-    if not INT64_MIN <= value <= INT64_MAX:
-        raise ScriptCommandError(OVERFLOW)
-    current = ks.expires_at(key)
-    ks.put(key, b"%d" % value, NEVER if current is None else current)  # INCR keeps the TTL
+    ks.wrote = True
     return value
 
 

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from raftcache.cache.checks import parse_int64
 from raftcache.resp.calls import Call
 from raftcache.resp.errors import NOT_INTEGER
 from raftcache.resp.protocol import RespError
-from raftcache.vocabulary import INT64_MAX, INT64_MIN
 
 MAX_KEY_BYTES: Final = 1024
 
@@ -91,13 +91,8 @@ def value(raw: bytes, limits: Limits) -> bytes:
 
 def integer(raw: bytes, error: RespError = NOT_INTEGER) -> int:
     """An int64 argument, parsed as Redis's ``string2ll`` does."""
-    if not 0 < len(raw) <= 20:
-        raise error
-    digits = raw[1:] if raw[:1] == b"-" else raw
-    if not digits.isdigit() or (digits[:1] == b"0" and (len(digits) > 1 or raw[:1] == b"-")):
-        raise error
-    number = int(raw)
-    if not INT64_MIN <= number <= INT64_MAX:
+    number = parse_int64(raw)
+    if number is None:
         raise error
     return number
 
