@@ -23,6 +23,7 @@ from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.results import CommandError, ErrorCode
 from raftcache.cache.script_commands import NO_KEYS
 from raftcache.cache.scripting import ErrorReply, Reply, Status, sha1_hex
+from raftcache.cache.watch import WatchHistory
 from raftcache.slots import key_slot
 from tests.cache.cluster import CacheCluster
 from tests.cache.helpers import Log
@@ -210,3 +211,15 @@ def test_a_backup_restored_brings_its_scripts() -> None:
     restore(target, backup, now=NOW)
     assert target.machine.script(str(sha)) == b"return 'from the backup'"
     assert target.machine.script(sha1_hex(b"return 'already here'")) is not None
+
+
+def test_a_scripts_writes_are_one_watch_entry() -> None:
+    history = WatchHistory()
+    machine = CacheStateMachine(watch=history)
+    machine.apply_entry(1, encode_format(4, now=NOW))
+    body = b"redis.call('SET', 'w:a', 1) redis.call('SET', 'w:b', 2) redis.call('DEL', 'w:a')"
+    machine.apply_entry(2, encode(EvalCommand(NOW, body)))
+    read = history.read(1, "w:", 10)
+    assert [version for version, _ in read.entries] == [2]  # one log entry, one event
+    (_, changes) = read.entries[0]
+    assert {(kind, key) for kind, key, _ in changes} >= {("set", "w:b"), ("delete", "w:a")}
