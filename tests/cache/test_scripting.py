@@ -18,6 +18,7 @@ from raftcache.cache.commands_v4 import (
     reply_from_json,
     reply_to_json,
 )
+from raftcache.cache.errors import NoScriptError
 from raftcache.cache.formats import FormatNotEnabled
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.results import CommandError, ErrorCode
@@ -223,3 +224,21 @@ def test_a_scripts_writes_are_one_watch_entry() -> None:
     assert [version for version, _ in read.entries] == [2]  # one log entry, one event
     (_, changes) = read.entries[0]
     assert {(kind, key) for kind, key, _ in changes} >= {("set", "w:b"), ("delete", "w:a")}
+
+
+@pytest.mark.looptime
+async def test_a_restarted_node_still_knows_loaded_scripts_and_evalsha_follows_the_leader() -> None:
+    async with CacheCluster(3) as c:
+        leader = await c.leader()
+        sha = await c.services[leader].script_load(b"return redis.call('INCR', KEYS[1])")
+        assert await c.services[leader].evalsha(sha, ["n"]) == 1
+        await c.settle()
+        # The leader restarts from its log (and snapshot): the table is rebuilt by applying it.
+        await c.stop_node(leader)
+        await c.start_node(leader)
+        await c.settle()
+        assert c.machines[leader].script(sha) is not None
+        new_leader = await c.leader()
+        assert await c.services[new_leader].evalsha(sha, ["n"]) == 2
+        with pytest.raises(NoScriptError):
+            await c.services[new_leader].evalsha("0" * 40)
