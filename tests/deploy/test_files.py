@@ -367,3 +367,28 @@ def test_systemd_unit_starts_a_valid_node_from_its_env_files(serve_help: str) ->
     (state_dir,) = settings["StateDirectory"]
     assert options.data_dir == Path("/var/lib") / state_dir.replace("%i", instance)
     assert options.cluster_token is not None
+
+
+# ---- the package's dependencies: every install is the fast one ----
+
+
+def test_httptools_and_uvloop_are_ordinary_dependencies() -> None:
+    # So the Dockerfile (`pip install .`), the systemd install and a plain `pip install
+    # raftcache` all get the lean front and uvloop; the `speed` extra stays for old lines.
+    requirement = pytest.importorskip("packaging.requirements").Requirement
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = {req.name: req for req in map(requirement, project["dependencies"])}
+    assert deps["httptools"].marker is None  # wheels for every platform CPython runs on
+    uvloop = deps["uvloop"].marker
+    assert uvloop is not None
+    linux = {"sys_platform": "linux", "platform_python_implementation": "CPython"}
+    assert uvloop.evaluate(linux)
+    assert uvloop.evaluate({**linux, "sys_platform": "darwin"})
+    assert not uvloop.evaluate({**linux, "sys_platform": "win32"})  # no uvloop on Windows
+    assert not uvloop.evaluate({**linux, "platform_python_implementation": "PyPy"})
+    assert "speed" in project["optional-dependencies"]
+    # The image installs the project itself, no extra: the dependencies above come with it.
+    instructions = dockerfile_instructions(DEPLOY / "Dockerfile")
+    installs = [r for k, r in instructions if k == "RUN" and "pip install" in r]
+    assert [r.split()[-1] for r in installs] == ["."], installs

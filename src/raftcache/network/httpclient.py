@@ -101,7 +101,7 @@ async def transfer(
 
 def lean_client_available() -> bool:
     """Whether ``lean_client`` (this module's wire on our own connections) can run: it parses
-    answers with httptools, from the ``speed`` extra."""
+    answers with httptools (a dependency; the import may still fail on an odd install)."""
     return importlib.util.find_spec("httptools") is not None
 
 
@@ -110,7 +110,7 @@ def resolve_client(name: str) -> str:
     if name not in CLIENTS:
         raise ValueError(f"client must be one of {CLIENTS}, got {name!r}")
     if name == "lean" and not lean_client_available():
-        raise ValueError("client='lean' needs httptools (pip install raftcache[speed])")
+        raise ValueError("client='lean' needs httptools, missing here (pip install httptools)")
     if name == "auto":
         return "lean" if lean_client_available() else "aiohttp"
     return name

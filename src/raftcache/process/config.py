@@ -437,7 +437,7 @@ OPTIONS: tuple[Option, ...] = (
         "loop",
         _choice("auto", "asyncio", "uvloop"),
         "auto",
-        "event loop; auto = uvloop when installed (the speed extra)",
+        "event loop; auto = uvloop (a dependency on CPython outside Windows), else asyncio",
         "auto|asyncio|uvloop",
     ),
     Option(

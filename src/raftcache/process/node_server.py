@@ -13,6 +13,7 @@ handed over and stopped through four hooks, which ``StoreServer`` (many groups) 
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
 import logging
 import ssl
@@ -143,7 +144,13 @@ class FrontServer(abc.ABC):
             await self._abort_replicas()
             raise
         self._started = True
-        log.info("node serving", extra={"id": self.label, "url": self.url})
+        # What serves: the front and the event loop (uvloop, or asyncio's own when uvloop is
+        # missing), so an install that fell back to the slow path says so.
+        loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]
+        log.info(
+            "node serving",
+            extra={"id": self.label, "url": self.url, "http_front": self.http_front, "loop": loop},
+        )
 
     @abc.abstractmethod
     async def _start_replicas(self) -> None:
@@ -256,5 +263,8 @@ def _lean_wanted(http_front: str) -> bool:
     if http_front == "aiohttp":
         return False
     if http_front in ("lean", "lean-keys") and not lean_available():
-        raise RuntimeError("--http-front lean needs httptools: pip install 'raftcache[speed]'")
+        raise RuntimeError(
+            "--http-front lean needs httptools, a dependency of raftcache that is missing "
+            "here: pip install httptools"
+        )
     return lean_available()

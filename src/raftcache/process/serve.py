@@ -319,8 +319,8 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
         import uvloop
     except ImportError:
         if choice == "uvloop":
-            hint = "pip install 'raftcache[speed]'"
-            raise RuntimeError(f"--loop uvloop needs uvloop: {hint}") from None
+            hint = "a dependency of raftcache on CPython outside Windows: pip install uvloop"
+            raise RuntimeError(f"--loop uvloop needs uvloop, missing here ({hint})") from None
         return None
     return cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
 

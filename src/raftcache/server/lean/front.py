@@ -10,8 +10,8 @@ hold for them exactly as for aiohttp's, and the handlers are the ones aiohttp wo
 (``LeanSite``) so the runner lists and stops it like any other; its owner closes the front's
 connections (``close_connections``) when it stops, as the runner's cleanup does for aiohttp's.
 
-httptools is optional (the ``speed`` extra): without it ``lean_available()`` is False and the
-node serves through aiohttp alone.
+httptools is a dependency; where it cannot be imported ``lean_available()`` is False and the
+node serves through aiohttp alone (the fallback, tested).
 """
 
 from __future__ import annotations
@@ -55,8 +55,7 @@ _SWEEP_INTERVAL_S = 60.0
 
 
 def lean_available() -> bool:
-    """Whether httptools is installed (the ``speed`` extra): the same check as the lean Raft
-    client's."""
+    """Whether httptools can be imported: the same check as the lean Raft client's."""
     return lean_client_available()
 
 
