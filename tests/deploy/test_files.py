@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from raftcache.process.config import OPTIONS
+from raftcache.process.memlimit import default_max_bytes
 
 from .manifests import (
     DEPLOY,
@@ -183,17 +184,21 @@ def test_compose_runs_three_valid_nodes_that_find_each_other(
             assert parts.port == options.port  # every node listens on the same port
         assert options.cluster_token is not None
         assert options.client_token is not None
-        (port_map,) = service["ports"]
-        host_ip, host_port, container_port = port_map.split(":")
-        assert host_ip == "127.0.0.1"  # published on loopback only
-        assert int(container_port) == options.port
-        published.add(host_port)
+        http_map, resp_map = service["ports"]
+        for port_map, port in ((http_map, options.port), (resp_map, options.resp_port)):
+            host_ip, host_port, container_port = port_map.split(":")
+            assert host_ip == "127.0.0.1"  # published on loopback only
+            assert int(container_port) == port
+            published.add(host_port)
         (volume,) = service["volumes"]
         volume_name, _, mount = volume.partition(":")
         assert volume_name in compose["volumes"]  # a named volume, not a bind mount
         assert Path(mount) == options.data_dir
         assert service["stop_grace_period"] == "30s"
-    assert published == {"8001", "8002", "8003"}
+        # A memory limit, the same on every node: each derives the same --max-bytes from it.
+        assert service["mem_limit"] == "1g"
+        assert options.max_bytes is None
+    assert published == {"8001", "8002", "8003", "6379", "6380", "6381"}
 
 
 def test_compose_tokens_come_only_from_the_env_file(compose: dict[str, Any]) -> None:
@@ -256,6 +261,10 @@ def test_k8s_statefulset_required_fields(objects: list[dict[str, Any]]) -> None:
     assert readiness["path"] == "/v1/health"
     assert readiness["port"] in {p["name"] for p in container["ports"]}
     assert "httpGet" not in container.get("livenessProbe", {})  # see the manifest's comment
+    # A node replaying a long log must not be killed by liveness before it listens.
+    startup = container["startupProbe"]
+    assert startup["tcpSocket"]["port"] == "http"
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120
     (claim,) = spec["volumeClaimTemplates"]
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     assert claim["spec"]["resources"]["requests"]["storage"]
@@ -290,8 +299,13 @@ def test_k8s_pods_resolve_to_valid_nodes_with_stable_dns_peers(
     assert options.id == pod_name
     replicas = statefulset["spec"]["replicas"]
     service = statefulset["spec"]["serviceName"]
-    (port,) = container["ports"]
-    assert options.port == port["containerPort"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert options.port == ports["http"]
+    assert options.resp_port == ports["resp"]
+    # The cache bound is set for every pod at once, a quarter of the memory limit (what a
+    # node would derive from its cgroup limit: replicas must share one bound).
+    limit = parse_quantity(container["resources"]["limits"]["memory"])
+    assert options.max_bytes == default_max_bytes(limit)
     assert options.peers == {
         f"raftcache-{i}": (
             f"http://raftcache-{i}.{service}.{namespace}.svc.cluster.local:{options.port}"
@@ -302,6 +316,33 @@ def test_k8s_pods_resolve_to_valid_nodes_with_stable_dns_peers(
     assert Path(mounts["data"]) == options.data_dir
     assert options.cluster_token is not None
     assert options.client_token is not None
+
+
+def test_k8s_services_publish_the_http_and_resp_ports(objects: list[dict[str, Any]]) -> None:
+    for name in ("raftcache", "raftcache-client"):
+        service = one(objects, "Service", name)
+        ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+        assert ports == {"http": (8001, "http"), "resp": (6379, "resp")}
+
+
+def test_license_file_matches_the_package_license() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT"
+    text = (ROOT / "LICENSE").read_text()
+    assert text.splitlines()[0] == "MIT License"
+    assert "Permission is hereby granted, free of charge" in text
+    copies = [r.split() for k, r in dockerfile_instructions(DEPLOY / "Dockerfile") if k == "COPY"]
+    assert any("LICENSE" in sources for sources in copies)  # the wheel in the image carries it
+
+
+def parse_quantity(text: str) -> int:
+    """A Kubernetes memory quantity (``1Gi``, ``512Mi``, ``1G``) in bytes."""
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "K": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, factor in units.items():
+        if text.endswith(suffix) and text[: -len(suffix)].isdigit():
+            return int(text[: -len(suffix)]) * factor
+    return int(text)
 
 
 def test_k8s_disruption_budget_keeps_a_quorum(objects: list[dict[str, Any]]) -> None:

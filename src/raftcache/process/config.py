@@ -332,7 +332,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("tls_key", Path, None, "TLS private key (PEM)", "FILE"),
     Option("tls_ca", Path, None, "CA for peer certificates: enables mutual TLS", "FILE"),
     Option("max_keys", _positive_int, None, "LRU bound on the number of keys", "N"),
-    Option("max_bytes", _positive_int, None, "LRU bound on keys + values bytes", "N"),
+    Option(
+        "max_bytes",
+        _positive_int,
+        None,
+        "LRU bound on keys + values bytes; unset: 25%% of a cgroup memory limit, else none",
+        "N",
+    ),
     Option("max_value_bytes", _positive_int, 1024 * 1024, "largest value accepted (413)", "N"),
     Option("max_batch_ops", _positive_int, 1000, "most ops in a batch or mget", "N"),
     Option(

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import os
 import random
 import signal
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -32,6 +35,7 @@ from raftcache.process import gcpolicy
 from raftcache.process.config import ServeOptions, is_unspecified
 from raftcache.process.exposure import warn_if_exposed
 from raftcache.process.logs import configure_logging
+from raftcache.process.memlimit import CGROUP_ROOT, cgroup_memory_limit, default_max_bytes
 from raftcache.process.node_server import (
     MAX_HEADER_BYTES,
     MAX_REQUEST_LINE_BYTES,
@@ -64,6 +68,7 @@ from raftcache.store.layout import LayoutMismatchError, check_single_group_dir
 from raftcache.store.ledger import LedgerMismatchError
 
 __all__ = [
+    "CGROUP_ROOT_TEST_SEAM",
     "MAX_HEADER_BYTES",
     "MAX_REQUEST_LINE_BYTES",
     "TOUCH_BATCH_KEYS",
@@ -82,6 +87,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("raftcache.server")
+
+#: Test seam only, not an option: the cgroup mount to read the memory limit from instead of
+#: /sys/fs/cgroup (tests/e2e/test_memory_default.py points it at a fake one).
+CGROUP_ROOT_TEST_SEAM = "RAFTCACHE_TEST_SEAM_CGROUP_ROOT"
 
 
 def build_node_server(
@@ -325,10 +334,34 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
 
 
+def with_memory_default(options: ServeOptions) -> ServeOptions:
+    """``options`` with ``max_bytes`` derived from the cgroup memory limit when it is unset
+    and there is one (``process.memlimit``), said in one log line; else ``options``."""
+    if options.max_bytes is not None:
+        return options
+    root = os.environ.get(CGROUP_ROOT_TEST_SEAM)
+    limit = cgroup_memory_limit(CGROUP_ROOT if root is None else Path(root))
+    if limit is None:
+        return options
+    max_bytes = default_max_bytes(limit.bytes)
+    log.info(
+        "max-bytes defaulted to %d (%d MiB) from the cgroup memory limit %d (%s): every "
+        "replica needs the same bound, so give each the same limit or set --max-bytes",
+        max_bytes,
+        max_bytes >> 20,
+        limit.bytes,
+        limit.source,
+        extra={"max_bytes": max_bytes, "memory_limit": limit.bytes, "source": str(limit.source)},
+    )
+    sources = {**options.sources, "max_bytes": "cgroup"}
+    return dataclasses.replace(options, max_bytes=max_bytes, sources=sources)
+
+
 def run_serve(options: ServeOptions) -> int:
     """Run ``raftcache serve`` to completion; returns the process exit code (0 on a clean
     shutdown, 1 when the node could not start or failed)."""
     configure_logging(options.log_format, options.log_level)
+    options = with_memory_default(options)
     try:
         with asyncio.Runner(loop_factory=loop_factory(options.loop)) as runner:
             runner.run(serve_node(options, on_serving=lambda: gcpolicy.tune(options.gc)))
