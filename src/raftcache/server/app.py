@@ -26,6 +26,7 @@ from raftcache.server.groups import STORE_FRONT, StoreFront
 from raftcache.server.metrics import ServerMetrics
 from raftcache.server.middleware import MIDDLEWARES
 from raftcache.server.ports import NodePort, ServicePort
+from raftcache.server.query import STORE_QUERY
 from raftcache.server.routes_admin import add_admin_routes
 from raftcache.server.routes_backup import add_backup_routes
 from raftcache.server.routes_divergence import add_divergence_routes
@@ -80,6 +81,7 @@ def create_app(
         admission=admission,
     )
     app[DRAIN] = Drain()
+    app[STORE_QUERY] = False  # the routes take only their own query parameters
     add_key_routes(app)
     app.router.add_post(SCRIPTS_PATH, post_scripts)
     add_watch_routes(app, watch)
@@ -134,6 +136,7 @@ def create_store_app(
     front = StoreFront(store, settings)
     app[CONTEXT] = front.context
     app[STORE_FRONT] = front
+    app[STORE_QUERY] = True  # every route also takes ?group=
     app[DRAIN] = Drain()
     add_store_routes(app, front, watch)
     add_move_routes(app, store)

@@ -1,5 +1,5 @@
 """The middleware chain of the server, outermost first: drain → admission → metrics → errors →
-auth → forwarding.
+auth → query → forwarding.
 
 Rule: handlers raise, middlewares translate. ``admission`` refuses work past the node's bounds
 (503, see ``admission``) before anything else is done — the cheapest answer the node can give,
@@ -8,7 +8,8 @@ graceful stop, comes before it). ``metrics`` sees the final status of every requ
 (including errors and forwarded answers). ``errors`` turns every exception into a JSON error
 response — ``ApiError``, aiohttp's own 404/405/413, domain errors via ``api_error_for`` and
 any bug as a JSON 500 — so the node keeps serving whatever a handler does. ``auth`` checks the
-client tokens before any work is done (read-write, or read-only: 403 for a write).
+client tokens before any work is done (read-write, or read-only: 403 for a write). ``query``
+refuses a query parameter the route does not read (400 naming it, ``server.query``).
 ``forwarding`` catches ``NotLeaderError`` and hands the request to the ``Forwarder``.
 """
 
@@ -34,6 +35,7 @@ from raftcache.server.errors import (
     unavailable,
 )
 from raftcache.server.forwarding import Handler
+from raftcache.server.query import query_middleware
 
 log = logging.getLogger("raftcache.server.http")
 
@@ -173,5 +175,6 @@ MIDDLEWARES = (
     metrics_middleware,
     error_middleware,
     auth_middleware,
+    query_middleware,
     forwarding_middleware,
 )
