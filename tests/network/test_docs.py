@@ -1,4 +1,4 @@
-"""The examples of docs/network.md run as written (the README section must stay true).
+"""The examples of docs/network.md run as written (its summary in docs/raft.md must stay true).
 
 Blocks fenced as ``python`` are complete scripts and run here; fragments that need outside
 resources (certificate files) are fenced as ``py`` and only shown.
