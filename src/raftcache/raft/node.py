@@ -93,6 +93,9 @@ from raftcache.sysmem import release_free_memory
 
 __all__ = ["RaftNode", "StateMachine"]
 
+#: How many tick intervals apart a quiet core is ticked (``_ticker``).
+QUIET_TICK_STRIDE = 5
+
 log = logging.getLogger("raftcache.raft")
 
 #: A snapshot that compacted at least this many command bytes returns free memory to the OS.
@@ -464,7 +467,13 @@ class RaftNode:
         The sleep is on the loop's clock, the test on the node's (they differ when a test
         gives the node a drifting clock), so a short sleep may be followed by another. The
         deadlines of waiting proposals and reads are swept on the node's clock too: they
-        were registered on it (one clock for every deadline of the driver)."""
+        were registered on it (one clock for every deadline of the driver).
+
+        A quiet core (``RaftCore`` quiescence) is ticked ``QUIET_TICK_STRIDE`` times less
+        often: its timers stand still but for ``ticks``, whose only readers then are
+        promises and activity windows, and a slower count only makes those last longer on
+        the clock — the safe side. The first tick after a wake-up is late by at most one
+        stride."""
         interval = self.config.tick_interval
         core = self.core
         next_at = self._clock() + interval
@@ -473,10 +482,13 @@ class RaftNode:
             if now < next_at:
                 await asyncio.sleep(max(next_at - now, interval / 64))
                 continue
-            next_at = now + interval
+            next_at = now + interval * (QUIET_TICK_STRIDE if core.quiesced else 1)
             core.tick()
             self._deadlines.sweep(now)
-            self._wake.set()
+            if not core.quiesced or core.has_ready():
+                # A quiet core's tick changes nothing the ready loop acts on: leaving it
+                # asleep is most of what an idle group on a store of many still costs.
+                self._wake.set()
 
     async def _ready_loop(self) -> None:
         core = self.core

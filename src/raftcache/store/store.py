@@ -200,7 +200,9 @@ class Store:
                 store_id,
                 network,
                 lambda: [r.node for r in self.all_replicas()],
-                interval=raft.heartbeat_interval,
+                # Four pings per down_after: a failure is seen within it, at a tenth of
+                # the heartbeats' rate with the default timings.
+                interval=max(raft.heartbeat_interval, raft.election_timeout_min / 4),
                 down_after=raft.election_timeout_min,
             )
         self._cluster_id = cluster_id
