@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 import redis
 import redis.cluster
+import redis.sentinel
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
 from raftcache.network.groups import store_of
@@ -172,6 +173,14 @@ def test_redis_clients_on_stores_route_by_group_and_follow_a_killed_leader(
             with pytest.raises(ClusterCrossSlotError, match="same slot"):
                 one.mset({"user:0": "x", "user:1": "y"})  # different groups
             assert one.dbsize() == len(keys) + 2
+            # A store leads nothing in particular but takes every key: ROLE says master, and
+            # as a Sentinel it names itself the master, the other stores its sentinels.
+            assert one.execute_command("ROLE") == [b"master", 0, []]  # type: ignore[no-untyped-call]
+            sentinel: Any = redis.sentinel.Sentinel([("127.0.0.1", plain["n2"])])  # type: ignore[no-untyped-call]
+            assert sentinel.discover_master("raftcache") == ("127.0.0.1", plain["n2"])
+            others = _polled(lambda: sentinel.sentinels[0].sentinel_sentinels("raftcache"), 2)
+            assert sorted(s["port"] for s in others) == sorted([plain["n1"], plain["n3"]])
+            sentinel.close()
         finally:
             one.close()
 
@@ -208,6 +217,15 @@ def test_redis_clients_on_stores_route_by_group_and_follow_a_killed_leader(
                 assert _eventually(lambda key=key: rc.get(key)) == value, key
         finally:
             rc.close()
+
+
+def _polled(fn: Any, count: int, timeout_s: float = 30.0) -> list[Any]:
+    """``fn()`` once it lists ``count`` items (the other stores, once the topology polled
+    them), else its last answer."""
+    deadline = time.monotonic() + timeout_s
+    while len(found := fn()) != count and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return list(found)
 
 
 def _eventually(fn: Any, timeout_s: float = 30.0) -> Any:

@@ -102,7 +102,8 @@ def test_redis_cluster_follows_the_leader_and_loses_nothing(
         assert on_the_leader.info("replication")["role"] == "master"
         on_the_leader.close()
         plain_info = redis.Redis(port=plain[follower], socket_timeout=10)
-        assert plain_info.info()["role"] == "master"  # the plain port: a standalone server's
+        replication = plain_info.info("replication")  # the plain port: the Raft role too
+        assert (replication["role"], replication["master_port"]) == ("slave", plain[leader])
         plain_info.close()
         # redis-py raises MovedError for "-MOVED <slot> <host:port>", keeping the rest as text.
         with pytest.raises(MovedError, match=rf"^\d+ 127\.0\.0\.1:{cports[leader]}$"):

@@ -49,7 +49,7 @@ def test_serve_with_resp_port_answers_redis_py(tmp_path: Path) -> None:
         assert client.get("greeting") == b"hi"
         assert client.incr("n") == 1
         assert client.dbsize() == 2
-        # No --resp-cluster-port: no topology poller, and no Redis Cluster views.
+        # No --resp-cluster-port: no Redis Cluster views.
         with pytest.raises(redis.ResponseError, match="cluster support disabled"):
             client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
         info = client.info()
@@ -64,13 +64,13 @@ def test_serve_with_resp_port_answers_redis_py(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("cluster_port", [True, False])
-async def test_one_topology_shared_by_both_listeners_and_none_without_a_cluster_port(
+async def test_one_topology_shared_by_both_listeners_cluster_views_only_with_a_cluster_port(
     tmp_path: Path, cluster_port: bool
 ) -> None:
     http_port, plain_port, cport = free_ports(3)
     argv = ["--id", "n1", "--listen", f"127.0.0.1:{http_port}"]
     argv += ["--peers", f"n1=http://127.0.0.1:{http_port}", "--data-dir", str(tmp_path / "n1")]
-    argv += ["--resp-port", str(plain_port)]
+    argv += ["--resp-port", str(plain_port), "--sentinel-name", "cache-a"]
     argv += ["--resp-cluster-port", str(cport)] if cluster_port else []
     options = parse(argv)
     server = build_node_server(options)
@@ -81,13 +81,16 @@ async def test_one_topology_shared_by_both_listeners_and_none_without_a_cluster_
             listeners = [s for s in started if isinstance(s, RespServer)]
             topologies = [s for s in started if isinstance(s, Topology)]
             assert len(listeners) == (2 if cluster_port else 1)
+            (topology,) = topologies  # one poller, stopped after the listeners
+            assert started[-1] is topology
+            # ROLE, INFO replication and SENTINEL read it on every listener.
+            assert all(s.state.peers is topology for s in listeners)
+            assert all(s.state.sentinel_name == "cache-a" for s in listeners)
+            assert topology.own.address == f"127.0.0.1:{plain_port}"
             if cluster_port:
-                (topology,) = topologies  # one poller, stopped after the listeners
-                assert started[-1] is topology
                 assert all(s.state.topology is topology for s in listeners)
                 assert topology.own.cluster_address == f"127.0.0.1:{cport}"
-            else:
-                assert topologies == []
+            else:  # CLUSTER SLOTS and friends answer "cluster support disabled"
                 assert listeners[0].state.topology is None
         finally:
             for item in started:

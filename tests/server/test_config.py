@@ -118,6 +118,8 @@ def test_everything_from_env(tmp_path: Path) -> None:
         (["--advertise-host", "0.0.0.0"], "--advertise-host.*wildcard"),
         (["--advertise-host", "::"], "--advertise-host.*wildcard"),
         (["--advertise-host", "[::]"], "--advertise-host.*wildcard"),
+        (["--sentinel-name", ""], "--sentinel-name"),
+        (["--sentinel-name", "my master"], "--sentinel-name"),
         (["--groups", "0"], "--groups"),
         (["--groups", "16385"], "--groups"),
         (["--replicas", "8"], "--replicas"),
@@ -197,6 +199,13 @@ def test_http_front_and_loop_options(tmp_path: Path) -> None:
 def test_a_resp_port_cannot_be_the_http_port(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="both --listen's and a RESP port"):
         parse([*base_flags(tmp_path), "--resp-cluster-port", "8001"])
+
+
+def test_the_sentinel_service_name_from_flag_env_and_default(tmp_path: Path) -> None:
+    assert parse(base_flags(tmp_path)).sentinel_name == "raftcache"
+    assert parse([*base_flags(tmp_path), "--sentinel-name", "cache-a"]).sentinel_name == "cache-a"
+    from_env = parse(base_flags(tmp_path), {"RAFTCACHE_SENTINEL_NAME": "cache.b"})
+    assert from_env.sentinel_name == "cache.b"
 
 
 def test_the_advertised_host_for_redis_clients(tmp_path: Path) -> None:

@@ -61,6 +61,9 @@ class ServeOptions:
     resp_port: int | None = None
     resp_cluster_port: int | None = None
     advertise_host: str | None = None
+    #: The service name the Sentinel commands answer for (``SENTINEL MASTERS``, redis-py's
+    #: ``Sentinel.master_for(name)``).
+    sentinel_name: str = "raftcache"
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
@@ -204,6 +207,17 @@ def _advertise_host(text: str) -> str:
     return bare
 
 
+_SENTINEL_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _sentinel_name(text: str) -> str:
+    """A Sentinel service name: 1-64 letters, digits, ``.``, ``_`` or ``-`` (what clients
+    pass to ``master_for``; no spaces, which Sentinel replies could not carry)."""
+    if not _SENTINEL_NAME.fullmatch(text):
+        raise ValueError(f"must be 1-64 letters, digits, '.', '_' or '-', not {text[:80]!r}")
+    return text
+
+
 def _join_url(text: str) -> str:
     url = text.strip().rstrip("/")
     parts = urlsplit(url)
@@ -323,10 +337,19 @@ OPTIONS: tuple[Option, ...] = (
         "advertise_host",
         _advertise_host,
         None,
-        "host name or IP address clients are told to use in CLUSTER SLOTS and MOVED (default: "
+        "host name or IP address clients are told to use in CLUSTER SLOTS, MOVED, ROLE and "
+        "SENTINEL (default: "
         "the listen host, or this node's host in --peers when listening on all interfaces, "
         "else the machine's name)",
         "HOST",
+    ),
+    Option(
+        "sentinel_name",
+        _sentinel_name,
+        "raftcache",
+        "the service name the RESP ports' SENTINEL commands answer for (redis-py "
+        "Sentinel.master_for(NAME))",
+        "NAME",
     ),
     Option("tls_cert", Path, None, "TLS certificate (PEM)", "FILE"),
     Option("tls_key", Path, None, "TLS private key (PEM)", "FILE"),

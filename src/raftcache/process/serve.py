@@ -210,11 +210,11 @@ def _build_server(options: ServeOptions) -> FrontServer:
 
 async def _start_resp(server: FrontServer, options: ServeOptions) -> list[Any]:
     """Start the Redis protocol listeners: ``--resp-port`` (commands run here or forwarded
-    to the leader) and ``--resp-cluster-port`` (Redis Cluster: MOVED to the leader). With a
-    cluster-mode port the node has one topology — one poller of the voters' ``/v1/status``,
-    where each advertises its endpoints — shared by both listeners, which answer CLUSTER
-    SLOTS from it; without one there is no poller, and CLUSTER SLOTS answers "cluster support
-    disabled". Returns what to stop, in order."""
+    to the leader) and ``--resp-cluster-port`` (Redis Cluster: MOVED to the leader). The node
+    has one topology — one poller of the voters' ``/v1/status``, where each advertises its
+    endpoints — shared by both listeners: ROLE, INFO replication and SENTINEL name the leader
+    from it; CLUSTER SLOTS and friends answer from it only with a cluster-mode port (without
+    one: "cluster support disabled"). Returns what to stop, in order."""
     wanted = [
         (p, cluster)
         for p, cluster in ((options.resp_port, False), (options.resp_cluster_port, True))
@@ -238,21 +238,22 @@ async def _start_resp(server: FrontServer, options: ServeOptions) -> list[Any]:
     service = server.service if isinstance(server, NodeServer) else None
     # A store's one address book (stores that join are added to it); a node's --peers.
     peer_urls = store.addresses if store is not None else peer_routes(options)
-    topology: Topology | None = None
-    if options.resp_cluster_port is not None:
-        # The full token when there is one, as the listeners present when they forward.
-        token = options.client_token
-        fetcher = HttpStatusFetcher(
-            token=token if token is not None else options.client_token_ro,
-            ssl_context=client_ssl,
+    # The full token when there is one, as the listeners present when they forward.
+    token = options.client_token
+    fetcher = HttpStatusFetcher(
+        token=token if token is not None else options.client_token_ro,
+        ssl_context=client_ssl,
+    )
+    topology: Topology
+    if store is not None:  # one shard per data group, leaders from the stores' status
+        topology = store_topology(
+            store, Advertised(), fetcher, peer_urls=peer_urls, on_stop=fetcher.close
         )
-        if store is not None:  # one shard per data group, leaders from the stores' status
-            topology = store_topology(
-                store, Advertised(), fetcher, peer_urls=peer_urls, on_stop=fetcher.close
-            )
-        else:
-            assert node is not None  # a node server when it is not a store's
-            topology = Topology(node, Advertised(), fetcher, on_stop=fetcher.close)
+    else:
+        assert node is not None  # a node server when it is not a store's
+        topology = Topology(node, Advertised(), fetcher, on_stop=fetcher.close)
+    # CLUSTER SLOTS and friends only with a cluster-mode port; ROLE, INFO and SENTINEL always.
+    cluster_view = topology if options.resp_cluster_port is not None else None
     started = []
     try:
         for port, cluster in wanted:
@@ -270,16 +271,17 @@ async def _start_resp(server: FrontServer, options: ServeOptions) -> list[Any]:
                     peer_urls=peer_urls,
                     ssl_context=server_tls(options),
                     client_ssl_context=client_ssl,
-                    topology=topology,
+                    topology=cluster_view,
                     cluster_mode=cluster,
                     store=store,
+                    peers=topology,
+                    sentinel_name=options.sentinel_name,
                 )
             )
     except BaseException:
         for resp in started:
             await resp.stop()
-        if topology is not None:
-            await topology.stop()
+        await topology.stop()
         raise
     host = advertise_host(options)
     # Each listener's bound port (``0`` asks for a free one), "" for a listener not started.
@@ -288,8 +290,6 @@ async def _start_resp(server: FrontServer, options: ServeOptions) -> list[Any]:
     }
     own = Advertised(bound.get(False, ""), bound.get(True, ""))
     server.app[CONTEXT].resp_endpoints = own.to_json()
-    if topology is None:
-        return started
     topology.set_own(own)  # the real one, now that every port is bound
     topology.start()
     return [*started, topology]

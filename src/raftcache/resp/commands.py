@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from typing import Final
 
-from raftcache.resp import admin, cluster, introspect, keyspace, scan, scripting, strings
+from raftcache.resp import (
+    admin,
+    cluster,
+    introspect,
+    keyspace,
+    replication,
+    scan,
+    scripting,
+    sentinel,
+    strings,
+)
 from raftcache.resp.args import Parser, Spec
 
 _R: Final = ("readonly", "fast")
@@ -21,6 +31,8 @@ _S: Final = ("loading", "stale")
 _C: Final = ("fast", "loading", "stale")
 _CA: Final = ("fast", "loading", "stale", "no-auth")
 _NW: Final = ("noscript",)
+_RO: Final = ("noscript", *_C)
+_ADM: Final = ("admin", *_S)
 _NOKEY: Final = (0, 0, 0)
 _KEY1: Final = (1, 1, 1)
 _KEYS: Final = (1, -1, 1)
@@ -85,6 +97,8 @@ _ROWS: Final[tuple[_Row, ...]] = (
     ("EVAL_RO", -3, _LUA_RO, _NOKEY, "scripting", "Run a script", scripting.parse_eval_ro),
     ("EVALSHA_RO", -3, _LUA_RO, _NOKEY, "scripting", "Run a script", scripting.parse_evalsha_ro),
     ("SCRIPT", -2, ("noscript",), _NOKEY, "scripting", "Script cache", scripting.parse_script),
+    ("ROLE", 1, _RO, _NOKEY, "server", "Replication role", replication.parse_role),
+    ("SENTINEL", -2, _ADM, _NOKEY, "sentinel", "Find the leader", sentinel.parse_sentinel),
     ("CLUSTER", -2, _S, _NOKEY, "cluster", "Cluster state and slots", cluster.parse_cluster),
     ("READONLY", 1, _C, _NOKEY, "cluster", "Stale reads from here", admin.parse_readonly),
     ("READWRITE", 1, _C, _NOKEY, "cluster", "Linearizable reads", admin.parse_readwrite),

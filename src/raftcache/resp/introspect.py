@@ -3,12 +3,12 @@
 Rule: these report; they never read through the cluster. INFO shows this node's view (its
 replica's counters, its Raft state) without a read barrier, as Redis's INFO shows one server's.
 On a cluster-mode port INFO speaks as a Redis Cluster node (``redis_mode:cluster``,
-``cluster_enabled:1``, the role of the Raft role: ``master`` on the leader, ``slave``
-elsewhere), which ``redis-cli --cluster check`` requires; elsewhere as a standalone server.
+``cluster_enabled:1``), which ``redis-cli --cluster check`` requires; elsewhere as a standalone
+server. On either port its ``replication`` section is the Raft role: ``master`` on the leader,
+``slave`` of the leader elsewhere (``raftcache.resp.replication``).
 On a sharded store the counters (keyspace, memory, hits) add up the groups it hosts — the keys
-it holds, as a Redis Cluster node reports its own — the ``raft`` section is the first hosted
-group's node plus ``raft_groups`` (G) and ``raft_groups_hosted`` (each hosted group's role),
-and on a cluster-mode port the store is a ``master`` when it leads any group.
+it holds, as a Redis Cluster node reports its own — and the ``raft`` section is the first hosted
+group's node plus ``raft_groups`` (G) and ``raft_groups_hosted`` (each hosted group's role).
 TIME reads this node's clock (the one it stamps writes with), not replicated. WAIT answers how
 many replicas other than the leader hold every write this connection was answered for: a write
 is acknowledged once committed, and committed means on a majority of the voters, so at least
@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from raftcache import __version__
-from raftcache.resp import args
+from raftcache.resp import args, replication
 from raftcache.resp.admin import REDIS_VERSION, client_name
 from raftcache.resp.args import Limits, Spec
 from raftcache.resp.calls import Call, Reply, View
@@ -64,12 +64,9 @@ class Info(Call):
         uptime = int(asyncio.get_running_loop().time() - server.started_at)
         clustered = server.cluster_mode
         groups: dict[str, Any] = {}
-        replication = status
         store = server.store
-        if store is not None:  # a sharded store: a master where it leads any group
+        if store is not None:
             roles = {gid: r.node.status().get("role") for gid, r in store.replicas.items()}
-            leads = any(role == "leader" for role in roles.values())
-            replication = {**status, "role": "leader" if leads else status.get("role")}
             groups = {
                 "raft_groups": store.groups,
                 "raft_groups_hosted": ",".join(f"{gid}={role}" for gid, role in roles.items()),
@@ -97,7 +94,7 @@ class Info(Call):
                 "evicted_keys": cache.get("evictions", 0),
                 "forwarded_to_leader": server.router.forwarded_total,
             },
-            "replication": _replication(replication, clustered),
+            "replication": replication.info_section(server, clustered=clustered),
             "cluster": {"cluster_enabled": int(clustered)},
             "keyspace": {"db0": f"keys={cache.get('keys', 0)},expires=0,avg_ttl=0"}
             if cache.get("keys")
@@ -119,14 +116,6 @@ class Info(Call):
             lines.append(f"# {section.capitalize()}")
             lines += [f"{name}:{value}" for name, value in fields[section].items()]
         return Verbatim("\r\n".join(lines) + "\r\n")
-
-
-def _replication(status: dict[str, Any], clustered: bool) -> dict[str, Any]:
-    """The ``replication`` section: on a cluster-mode port the Raft role as Redis Cluster's
-    (the leader is the one master, as in CLUSTER NODES); on the plain port, ``master``."""
-    if not clustered or status.get("role") == "leader":
-        return {"role": "master", "connected_slaves": 0}
-    return {"role": "slave", "master_link_status": "up" if status.get("leader") else "down"}
 
 
 def _raft_fields(status: dict[str, Any], raft: dict[str, Any]) -> dict[str, Any]:

@@ -255,6 +255,10 @@ class RespServer:
             runs on its key's group (module docstring); ``peer_urls`` then name the stores.
         group_backend: with ``store``, makes the backend of a group's store from (group id,
             base URL) instead of ``LeaderBackend`` over HTTP (tests).
+        peers: the node's topology read for the members' RESP addresses by ROLE, INFO
+            replication and SENTINEL (default: ``topology``); a node without a cluster-mode
+            port passes it here alone, so CLUSTER still answers "cluster support disabled".
+        sentinel_name: the service name SENTINEL answers for (``raftcache.resp.sentinel``).
     """
 
     def __init__(
@@ -282,6 +286,8 @@ class RespServer:
         cluster_mode: bool = False,
         store: Store | None = None,
         group_backend: GroupBackendFactory | None = None,
+        peers: Topology | None = None,
+        sentinel_name: str = "raftcache",
     ) -> None:
         if read_consistency not in CONSISTENCY_LEVELS:
             raise ValueError("read_consistency must be linearizable, lease or stale")
@@ -358,6 +364,8 @@ class RespServer:
             commands=dict(TABLE),
             topology=topology,
             cluster_mode=cluster_mode,
+            peers=peers if peers is not None else topology,
+            sentinel_name=sentinel_name,
             store=store,
             shards=shards,
             shard_ids=shard_ids,

@@ -19,7 +19,7 @@ from raftcache.resp.backend import CallRouter, NodePort, ServiceView
 from raftcache.resp.calls import Call
 from raftcache.resp.coalesce import ReadPort, WritePort
 from raftcache.resp.protocol import RespError
-from raftcache.resp.topology import Topology
+from raftcache.resp.topology import Endpoint, Topology
 
 if TYPE_CHECKING:
     from raftcache.store import Store
@@ -80,6 +80,15 @@ class ServerState:
     #: disabled"); ``cluster_mode``: redirect keyed commands (``raftcache.resp.cluster``).
     topology: Topology | None = None
     cluster_mode: bool = False
+    #: The members' advertised RESP endpoints (the node's one topology, whether or not it has
+    #: a cluster-mode port): ROLE, INFO replication and SENTINEL name the leader and replicas
+    #: by them (None: unknown, as in a server built without one). ``sentinel_name``: the one
+    #: service the SENTINEL commands answer for (``raftcache.resp.sentinel``).
+    peers: Topology | None = None
+    sentinel_name: str = "raftcache"
+    #: The last master SENTINEL found (a leader with a known address): what it reports,
+    #: flagged down, while no leader is known, as a Sentinel keeps naming a failed master.
+    sentinel_master: Endpoint | None = None
     #: The sharded store this server fronts (None: one group, ``node``'s), and the groups
     #: whole-keyspace commands (SCAN, KEYS, DBSIZE, FLUSHDB) go through one by one, in slot
     #: order: their ids and routers — every group on a plain port, the groups the store hosts

@@ -10,8 +10,10 @@ polls in a row (down until a poll succeeds again): it is left out of CLUSTER SLO
 refresh their slots. Learners are never advertised: one being added is empty until its first
 snapshot installs. An address is ``host:port`` with a port in 1..65535 and an IPv6 host
 written as Redis writes it (``::1:7002``, no brackets); a member advertising anything else is
-treated as advertising nothing. A node has one topology (one poller), shared by its RESP
-listeners, and only when it has a cluster-mode port. The RESP commands read only this class's
+treated as advertising nothing. A node with a RESP listener has one topology (one poller),
+shared by its listeners: the cluster commands read it only when the node has a cluster-mode
+port, ROLE, INFO replication and SENTINEL always (``Endpoint``, ``endpoint``: a member where
+Redis clients reach it, down or not). The RESP commands read only this class's
 methods — ``shard_of`` and ``shards`` above all: each data group's slot range, leader and
 replicas — so they do not change with the number of groups.
 
@@ -156,6 +158,36 @@ class Shard:
 def cluster_node_id(node_id: str) -> str:
     """The 40-hex-digit id Redis Cluster clients expect for a member (stable per node id)."""
     return hashlib.sha1(node_id.encode(), usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A member where Redis clients reach it: ``down`` when its last polls all failed."""
+
+    node_id: str
+    host: str
+    port: int
+    down: bool = False
+
+
+def endpoint(
+    peers: Topology | None, node_id: str | None, *, clustered: bool = False
+) -> Endpoint | None:
+    """Where Redis clients reach ``node_id``: its plain RESP port, or on a cluster-mode port
+    its cluster-mode one (else its plain one). None when unknown."""
+    if peers is None or node_id is None:
+        return None
+    advertised = peers.advertised(node_id)
+    if advertised is None:
+        return None
+    address = advertised.best if clustered else advertised.address
+    if not address:
+        return None
+    try:
+        host, port = split_address(address)
+    except ValueError:
+        return None
+    return Endpoint(node_id, host, port, peers.is_down(node_id))
 
 
 class HttpStatusFetcher:
