@@ -25,6 +25,7 @@ class FakeBackend:
         self.index = 0
         self.commits = 0
         self.before_commit: list[Callable[[FakeBackend], None]] = []
+        self.published: list[tuple[bytes, bytes]] = []
 
     def _live(self, key: str) -> tuple[bytes, int, float | None] | None:
         entry = self.data.get(key)
@@ -133,6 +134,11 @@ class FakeBackend:
             del self.data[key]
         self._hook()
         return len(gone)
+
+    async def publish(self, channel: bytes, message: bytes) -> int:
+        self.published.append((channel, message))
+        self._hook()
+        return len(self.published)
 
 
 class FakeNode:

@@ -14,8 +14,8 @@ from raftcache.resp import args
 from raftcache.resp.args import Limits
 from raftcache.resp.calls import Call, Entry, Mode, View
 from raftcache.resp.commands import TABLE, arity_ok, lookup
+from raftcache.resp.globs import compile_glob
 from raftcache.resp.protocol import OK, RespError
-from raftcache.resp.scan import compile_glob
 from raftcache.resp.txn import run_transaction
 
 from .fakes import FakeBackend, router_over

@@ -178,6 +178,9 @@ class InProcessGroup:
     async def flush(self, prefix: str) -> int:
         return await self._run(lambda b: b.flush(prefix))
 
+    async def publish(self, channel: bytes, message: bytes) -> int:
+        return await self._run(lambda b: b.publish(channel, message))
+
 
 class Fronted:
     """The stores, the RESP server of s1, and which of s1's groups is which."""
@@ -458,3 +461,44 @@ async def test_a_remote_groups_guess_follows_the_hint_when_its_leader_moves(
     after = stores.leader(gid)
     assert stores.stores["s1"].remote[gid].leader_id == after != before
     assert stores.calls[after, gid] == 1
+
+
+async def test_pubsub_runs_through_the_first_group_and_needs_a_replica_of_it(
+    fronted: Fronted,
+) -> None:
+    """Any store publishes (through group g0's leader); a store holding a voting replica of
+    g0 delivers, one holding none refuses SUBSCRIBE naming the stores that hold it."""
+    stores = fronted.stores
+    holders = list(stores.placement["g0"])
+    other = next(s for s in STORES if s not in holders)
+    fronts = {}
+    try:
+        for store_id in (holders[0], other):
+            fronts[store_id] = RespServer(
+                None,
+                None,
+                store=stores.stores[store_id],
+                clock=time.time,
+                group_backend=stores.backend,
+                peer_urls=stores.urls,
+                leader_wait_s=5.0,
+            )
+            await fronts[store_id].start()
+        listener = aioredis.Redis(port=fronts[holders[0]].port, socket_timeout=10)
+        pubsub = listener.pubsub()
+        await pubsub.subscribe("news")
+        assert (await pubsub.get_message(timeout=10) or {}).get("type") == "subscribe"
+        publisher = aioredis.Redis(port=fronts[other].port, socket_timeout=10)
+        assert await publisher.publish("news", "hello") == 0  # no subscriber on that store
+        message = None
+        while message is None:
+            message = await pubsub.get_message(timeout=10)
+        assert (message["channel"], message["data"]) == (b"news", b"hello")
+        with pytest.raises(ResponseError, match=f"group g0.*{', '.join(holders)}"):
+            await publisher.execute_command("SUBSCRIBE", "news")  # type: ignore[no-untyped-call]
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await listener.aclose()
+        await publisher.aclose()
+    finally:
+        for front in fronts.values():
+            await front.stop()

@@ -173,6 +173,11 @@ class FakeService:
         entry = self.data.get(key)
         return TtlResult(entry is not None, 0 if entry is None else entry.version)
 
+    async def publish(self, channel: bytes, message: bytes) -> int:
+        self._enter("publish", (channel, message))
+        self.index += 1
+        return self.index
+
     async def flush(self, prefix: str = "", session: Any = None) -> int:
         self._enter("flush", (prefix, session))
         doomed = [k for k in self.data if k.startswith(prefix)]

@@ -292,3 +292,21 @@ async def test_handler_bug_is_json_500_and_node_keeps_serving(
     body = await error_of(await client.put("/v1/keys/k", data=b"v"), 500)
     assert "ZeroDivisionError" in str(body["error"])
     assert (await client.put("/v1/keys/k", data=b"v")).status == 200
+
+
+async def test_publish_proposes_one_message_and_refuses_bad_bodies(
+    client: Client, service: FakeService
+) -> None:
+    body = {"channel": base64.b64encode(b"\xffch").decode(), "message": "aGk="}
+    resp = await client.post("/v1/publish", json=body)
+    assert resp.status == 200
+    assert await resp.json() == {"index": service.index}
+    assert service.calls[-1] == ("publish", (b"\xffch", b"hi"))
+    for bad, status, says in [
+        ({"channel": "aGk="}, 400, "channel and message"),
+        ({"channel": "aGk=", "message": "not base64!"}, 400, "message"),
+        ({**body, "ttl": 1}, 400, "ttl"),
+        ({**body, "message": base64.b64encode(b"x" * 1025).decode()}, 413, "1024"),
+    ]:
+        error = await error_of(await client.post("/v1/publish", json=bad), status)
+        assert says in str(error["error"])

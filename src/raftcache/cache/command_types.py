@@ -21,6 +21,7 @@ from raftcache.cache.checks import (
     check_now,
     check_write,
 )
+from raftcache.cache.commands_pubsub import PUBSUB_VERSION, PublishCommand
 from raftcache.cache.commands_v2 import FlushCommand, FormatCommand, IncrOp, TtlCommand, TtlOp
 from raftcache.cache.commands_v3 import DIVERGENCE_VERSION, AlarmCommand, CheckCommand
 from raftcache.cache.commands_v4 import (
@@ -202,6 +203,7 @@ Command: TypeAlias = (
     | EvalCommand  # format 4: raftcache.cache.commands_v4
     | ScriptLoadCommand
     | ScriptFlushCommand
+    | PublishCommand  # format 6: raftcache.cache.commands_pubsub
 )
 
 
@@ -220,6 +222,8 @@ def required_command_version(cmd: Command) -> CommandVersion:
         return DIVERGENCE_VERSION
     if isinstance(cmd, EvalCommand | ScriptLoadCommand | ScriptFlushCommand):
         return SCRIPTING_VERSION
+    if isinstance(cmd, PublishCommand):
+        return PUBSUB_VERSION
     return 2  # TTL, FLUSH and the restore commands
 
 

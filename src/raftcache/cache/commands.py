@@ -18,7 +18,9 @@ entry's command version (omitted when 1), the ops ``ttl`` (``t`` ttl or ``at`` e
 and ``kt`` keep_ttl on sets. Command version 3 (``raftcache.cache.commands_v3``) adds the ops
 ``check`` and ``alarm`` (``id`` node id, ``r`` reason, ``x`` clear). Command version 4
 (``raftcache.cache.commands_v4``) adds ``eval`` (``sc`` script, ``ks`` keys, ``as`` args, ``il``
-and ``ml`` its budget, ``sl`` its slot, ``ro`` read-only), ``script.load`` and ``script.flush``.
+and ``ml`` its budget, ``sl`` its slot, ``ro`` read-only), ``script.load`` and ``script.flush``;
+command version 6 (``raftcache.cache.commands_pubsub``) the op ``pub`` (``ch`` channel, ``m``
+message, both bin).
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ from raftcache.cache.command_types import (
     TouchCommand,
     required_command_version,
     required_format,
+)
+from raftcache.cache.commands_pubsub import (
+    PublishCommand,
+    publish_from_wire,
+    publish_to_wire,
 )
 from raftcache.cache.commands_v2 import (
     FlushCommand,
@@ -109,6 +116,7 @@ __all__ = [
     "GetOp",
     "IncrCommand",
     "IncrOp",
+    "PublishCommand",
     "Session",
     "SetCommand",
     "SetOp",
@@ -127,6 +135,7 @@ __all__ = [
     "encode_flush",
     "encode_format",
     "encode_incr",
+    "encode_publish",
     "encode_set",
     "encode_touch",
     "encode_ttl",
@@ -213,6 +222,8 @@ def _to_wire(cmd: Command) -> dict[str, Any]:
         return alarm_to_wire(cmd)
     elif isinstance(cmd, EvalCommand | ScriptLoadCommand | ScriptFlushCommand):
         return scripting_to_wire(cmd)
+    elif isinstance(cmd, PublishCommand):
+        return publish_to_wire(cmd)
     else:
         return restore_to_wire(cmd)
     _put_session(wire, cmd.session)
@@ -297,6 +308,11 @@ def encode_alarm(node_id: str, reason: str = "", *, now: float, clear: bool = Fa
     return encode(AlarmCommand(now, node_id, reason, clear))
 
 
+def encode_publish(channel: bytes, message: bytes, *, now: float) -> bytes:
+    """PUBLISH bytes (format 6): every replica delivers ``message`` on ``channel``."""
+    return encode(PublishCommand(now, channel, message))
+
+
 def encode_expire(keys: Iterable[str], *, now: float) -> bytes:
     """EXPIRE command bytes (leader-proposed removal of expired keys)."""
     return encode(ExpireCommand(now, tuple(keys)))
@@ -323,6 +339,7 @@ _KNOWN_OPS = frozenset(
         "format",
         "check",
         "alarm",
+        "pub",
         *RESTORE_OPS,
         *SCRIPT_OPS,
     }
@@ -418,6 +435,8 @@ def _from_wire(wire: Mapping[str, Any]) -> Command:
         return alarm_from_wire(dict(wire))
     if op in SCRIPT_OPS:
         return scripting_from_wire(dict(wire))
+    if op == "pub":
+        return publish_from_wire(dict(wire))
     raise InvalidCommandError(f"unknown op {op!r}")
 
 

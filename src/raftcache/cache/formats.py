@@ -15,6 +15,8 @@ wire, the CLI and ``/v1/status`` already carry keep the word for this number
   docs/divergence.md);
 - format 4: EVAL, SCRIPT LOAD and SCRIPT FLUSH, Lua scripts run inside the machine
   (``raftcache.cache.commands_v4``, ``raftcache.cache.scripting``, docs/resp.md).
+- format 5: reserved for hashes (not built yet: no entry carries it);
+- format 6: PUBLISH, pub/sub through the log (``raftcache.cache.commands_pubsub``).
 
 A command of format F > 1 carries ``"f": F`` in its log entry. Three rules make this safe:
 
@@ -47,7 +49,7 @@ CommandVersion: TypeAlias = int
 #: The oldest command version: what every release understands.
 BASE_COMMAND_VERSION: CommandVersion = 1
 #: The newest command version this build reads and writes.
-COMMAND_VERSION: CommandVersion = 4
+COMMAND_VERSION: CommandVersion = 6
 
 
 class UnsupportedCommandVersionError(Exception):

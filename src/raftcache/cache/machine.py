@@ -45,6 +45,9 @@ Semantics (see also docs/cache.md):
   machine (``raftcache.cache.scripting``, its commands in ``raftcache.cache.script_commands``),
   its writes versioned at the entry's index; SCRIPT LOAD/FLUSH change the replicated script
   table (``raftcache.cache.scripts``), which snapshots carry.
+- Command version 6 (``raftcache.cache.commands_pubsub``): PUBLISH changes nothing; applying
+  it hands (index, channel, message) to the listeners registered with ``on_publish`` (the
+  Redis front's subscribers), in log order, and returns the index.
 
 ``hits``/``misses`` are node-local: the service counts its own reads there; they are not
 replicated and not in snapshots.
@@ -52,9 +55,10 @@ replicated and not in snapshots.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 from raftcache.cache.alarms import Alarm
 from raftcache.cache.commands import (
@@ -66,6 +70,7 @@ from raftcache.cache.commands import (
     TouchCommand,
     decode_entry,
 )
+from raftcache.cache.commands_pubsub import PublishCommand
 from raftcache.cache.commands_v2 import FlushCommand, FormatCommand, TtlCommand
 from raftcache.cache.commands_v3 import ALL_NODES, AlarmCommand, CheckCommand
 from raftcache.cache.commands_v4 import (
@@ -129,6 +134,9 @@ from raftcache.cache.snapshot import (
 from raftcache.cache.store import EntryStore
 from raftcache.cache.watch import WatchHistory
 from raftcache.cache.watch_store import RecordingStore
+
+#: Hears an applied PUBLISH: (log index, channel, message).
+PublishListener: TypeAlias = Callable[[int, bytes, bytes], None]
 
 
 class CacheStateMachine:
@@ -195,6 +203,8 @@ class CacheStateMachine:
         self.node_id: str | None = None
         #: The replicated script table (format 4): SHA-1 → body, for EVALSHA.
         self.scripts = ScriptTable()
+        #: Who hears each applied PUBLISH (``on_publish``): node-local, never in snapshots.
+        self._publish_listeners: list[PublishListener] = []
         self._handlers: dict[type[Any], Callable[[int, Any], Result]] = {
             SetCommand: self._set,
             DeleteCommand: self._delete,
@@ -210,6 +220,7 @@ class CacheStateMachine:
             EvalCommand: self._eval,
             ScriptLoadCommand: lambda _, cmd: self.scripts.add(cmd.script),
             ScriptFlushCommand: lambda _, cmd: self.scripts.clear(),
+            PublishCommand: self._publish,
             RestoreBegin: self._restore.begin,
             RestoreChunk: lambda _, cmd: self._restore.chunk(cmd),
             RestoreCommit: self._restore_commit,
@@ -334,6 +345,26 @@ class CacheStateMachine:
         self.digests.record(index, digest)
         self.digest_checks += 1
         return DigestMark(index, digest)
+
+    def on_publish(self, listener: PublishListener) -> Callable[[], None]:
+        """Call ``listener(index, channel, message)`` for every PUBLISH this replica applies,
+        in log order, from within ``apply_entry``; returns the function that removes it. A
+        listener must return at once and never raise: what it does is outside the replicated
+        state (a raise is swallowed: the entry applies alike everywhere)."""
+        self._publish_listeners.append(listener)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._publish_listeners.remove(listener)
+
+        return remove
+
+    def _publish(self, index: int, cmd: PublishCommand) -> Result:
+        # No state changes: the message is handed to this node's listeners, not stored.
+        for listener in list(self._publish_listeners):
+            with contextlib.suppress(Exception):
+                listener(index, cmd.channel, cmd.message)
+        return index
 
     def _alarm(self, index: int, cmd: AlarmCommand) -> Result:
         alarms = self._alarms

@@ -39,10 +39,12 @@ from raftcache.cache.commands import (
     encode_delete,
     encode_flush,
     encode_incr,
+    encode_publish,
     encode_set,
     encode_ttl,
     required_command_version,
 )
+from raftcache.cache.commands_pubsub import PUBSUB_VERSION
 from raftcache.cache.commands_v2 import IncrOp, TtlOp
 from raftcache.cache.commands_v4 import (
     SCRIPTING_VERSION,
@@ -336,6 +338,14 @@ class CacheService:
         command = encode_flush(prefix, now=self._clock(), session=_session(session))
         deleted: int = await self._propose(command, 2)
         return deleted
+
+    async def publish(self, channel: bytes, message: bytes) -> int:
+        """Send ``message`` on ``channel`` through the log (command version 6): every replica
+        hands it to its publish listeners as it applies the entry (nothing is stored).
+        Returns the entry's index."""
+        command = encode_publish(channel, message, now=self._clock())
+        index: int = await self._propose(command, PUBSUB_VERSION)
+        return index
 
     async def ensure_command_version(self, needed: CommandVersion) -> None:
         """Return once the cluster applies command version ``needed`` (raising it if every

@@ -39,6 +39,8 @@ class Ping(Call):
         return _PONG if self.message is None else self.message
 
     def run_server(self, ctx: ClientState) -> Reply:
+        if ctx.proto == 2 and ctx.subscribed:  # Redis's PING in RESP2 subscribed mode
+            return [b"pong", self.message or b""]
         return self.simulate(View(0.0, {}))
 
 
@@ -47,6 +49,9 @@ class Echo(Ping):
 
     def __init__(self, message: bytes) -> None:
         super().__init__(message)
+
+    def run_server(self, ctx: ClientState) -> Reply:
+        return self.simulate(View(0.0, {}))
 
 
 class Multi(Call):
@@ -171,6 +176,8 @@ class Reset(Call):
 
     def run_server(self, ctx: ClientState) -> Reply:
         ctx.reset_multi()
+        if ctx.server.pubsub is not None:
+            ctx.server.pubsub.drop(ctx)  # RESET leaves subscribed mode, as in Redis
         ctx.proto, ctx.name, ctx.consistency = 2, None, ctx.server.read_consistency
         server = ctx.server
         ctx.authenticated = server.client_token is None and server.client_token_ro is None

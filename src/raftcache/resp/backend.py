@@ -84,6 +84,10 @@ class Backend(Protocol):
         """Delete every key starting with ``prefix`` in one log entry (command version 2)."""
         ...
 
+    async def publish(self, channel: bytes, message: bytes) -> int:
+        """Send a pub/sub message through the log (command version 6); its entry's index."""
+        ...
+
 
 class ScriptBackend(Backend, Protocol):
     """The script operations (command version 4) of a ``Backend``: a separate protocol so that
@@ -215,6 +219,7 @@ class ServicePort(Protocol):
     ) -> list[bool]: ...
 
     async def script_flush(self) -> int: ...
+    async def publish(self, channel: bytes, message: bytes) -> int: ...
 
     async def stats(self) -> Mapping[str, Any]: ...
 
@@ -315,6 +320,8 @@ class LocalBackend:
 
     async def script_flush(self) -> int:
         return await self._service.script_flush()
+    async def publish(self, channel: bytes, message: bytes) -> int:
+        return await self._service.publish(channel, message)
 
     async def dbsize(self, consistency: str) -> int:
         await self._service.mget([], consistency)  # the read barrier alone

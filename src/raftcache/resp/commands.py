@@ -15,6 +15,7 @@ from raftcache.resp import (
     cluster,
     introspect,
     keyspace,
+    pubsub,
     replication,
     scan,
     scripting,
@@ -33,6 +34,9 @@ _CA: Final = ("fast", "loading", "stale", "no-auth")
 _NW: Final = ("noscript",)
 _RO: Final = ("noscript", *_C)
 _ADM: Final = ("admin", *_S)
+_PUB: Final = ("pubsub", "loading", "stale", "fast")
+_SUB: Final = ("pubsub", "noscript", "loading", "stale")
+_PS: Final = ("pubsub", "loading", "stale")
 _NOKEY: Final = (0, 0, 0)
 _KEY1: Final = (1, 1, 1)
 _KEYS: Final = (1, -1, 1)
@@ -98,6 +102,12 @@ _ROWS: Final[tuple[_Row, ...]] = (
     ("EVALSHA_RO", -3, _LUA_RO, _NOKEY, "scripting", "Run a script", scripting.parse_evalsha_ro),
     ("SCRIPT", -2, ("noscript",), _NOKEY, "scripting", "Script cache", scripting.parse_script),
     ("ROLE", 1, _RO, _NOKEY, "server", "Replication role", replication.parse_role),
+    ("PUBLISH", 3, _PUB, _NOKEY, "pubsub", "Post a message", pubsub.parse_publish),
+    ("SUBSCRIBE", -2, _SUB, _NOKEY, "pubsub", "Listen to channels", pubsub.parse_subscribe),
+    ("PSUBSCRIBE", -2, _SUB, _NOKEY, "pubsub", "Listen to patterns", pubsub.parse_psubscribe),
+    ("UNSUBSCRIBE", -1, _SUB, _NOKEY, "pubsub", "Stop listening", pubsub.parse_unsubscribe),
+    ("PUNSUBSCRIBE", -1, _SUB, _NOKEY, "pubsub", "Stop listening", pubsub.parse_punsubscribe),
+    ("PUBSUB", -2, _PS, _NOKEY, "pubsub", "Subscriptions here", pubsub.parse_pubsub),
     ("SENTINEL", -2, _ADM, _NOKEY, "sentinel", "Find the leader", sentinel.parse_sentinel),
     ("CLUSTER", -2, _S, _NOKEY, "cluster", "Cluster state and slots", cluster.parse_cluster),
     ("READONLY", 1, _C, _NOKEY, "cluster", "Stale reads from here", admin.parse_readonly),

@@ -40,6 +40,7 @@ from raftcache.resp.errors import (
 )
 from raftcache.resp.protocol import OK, QUEUED, RespError, encode
 from raftcache.resp.state import ClientState
+from raftcache.resp.subscriptions import SUBSCRIBED_COMMANDS
 from raftcache.resp.txn import run_transaction
 
 MAX_QUEUED: Final = 10_000  # commands in one MULTI: one batch, one log entry
@@ -121,6 +122,11 @@ class Executor:
             return wrong_args(spec.name)
         if client.read_only and "write" in spec.flags:
             return no_permission(spec.name)
+        if client.proto == 2 and client.subscribed and spec.name not in SUBSCRIBED_COMMANDS:
+            return RespError(
+                f"ERR Can't execute '{spec.name.lower()}': only (P|S)SUBSCRIBE / "
+                "(P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
+            )
         try:
             call = self._adapt(spec.parse(argv[1:], server.limits))
         except RespError as exc:

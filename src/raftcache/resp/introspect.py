@@ -32,8 +32,8 @@ from raftcache.resp.admin import REDIS_VERSION, client_name
 from raftcache.resp.args import Limits, Spec
 from raftcache.resp.calls import Call, Reply, View
 from raftcache.resp.errors import SYNTAX, wrong_args
+from raftcache.resp.globs import compile_glob
 from raftcache.resp.protocol import OK, RespError, Simple, Verbatim
-from raftcache.resp.scan import compile_glob
 from raftcache.resp.state import ClientState
 
 _SECTIONS: Final = (

@@ -350,6 +350,14 @@ class LeaderBackend:
         if self._scope is None:
             return "/v1/scripts"
         return f"/v1/scripts?group={_q(self._scope.group)}"
+    async def publish(self, channel: bytes, message: bytes) -> int:
+        query = "" if self._scope is None else f"?group={_q(self._scope.group)}"
+        payload = {
+            "channel": base64.b64encode(channel).decode(),
+            "message": base64.b64encode(message).decode(),
+        }
+        body = await self._json("POST", "/v1/publish" + query, payload, write=True)
+        return int(body["index"])
 
     # --- HTTP -----------------------------------------------------------------------------
 

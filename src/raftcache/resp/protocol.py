@@ -10,7 +10,8 @@ and closes, as Redis does, because after a framing error nothing that follows ca
 Replies are plain Python values encoded by ``encode``: ``bytes``/``str`` → bulk string, ``int``
 → integer, ``None`` → null, ``list``/``tuple`` → array, ``dict`` → map, ``set``/``frozenset``
 → set, ``float`` → double, ``bool`` → boolean, ``Simple`` → simple string, ``Verbatim`` →
-verbatim text, ``RespError`` → error. RESP2 has no map, set, double, boolean or verbatim type:
+verbatim text, ``RespError`` → error, ``Push`` → push (pub/sub), ``Frames`` → several replies
+in a row. RESP2 has no map, set, double, boolean or verbatim type:
 those degrade to what Redis itself sends a RESP2 client (flat arrays, bulk strings, integers).
 """
 
@@ -22,7 +23,9 @@ __all__ = [
     "NULL_ARRAY",
     "OK",
     "QUEUED",
+    "Frames",
     "ProtocolError",
+    "Push",
     "RespError",
     "RespParser",
     "Simple",
@@ -56,6 +59,18 @@ class Simple(str):
 
 class Verbatim(str):
     """A verbatim-text reply (RESP3 ``=``, format ``txt``); a bulk string in RESP2."""
+
+    __slots__ = ()
+
+
+class Push(tuple[Any, ...]):
+    """A push (RESP3 ``>``: pub/sub messages and subscription replies); an array in RESP2."""
+
+    __slots__ = ()
+
+
+class Frames(tuple[Any, ...]):
+    """Several replies to one command, one after another (SUBSCRIBE a b: one per channel)."""
 
     __slots__ = ()
 
@@ -331,5 +346,12 @@ def _encode_rare(reply: Any, proto: int, out: list[bytes]) -> None:
         out.append(b",%b\r\n" % text if proto == 3 else b"$%d\r\n%b\r\n" % (len(text), text))
     elif isinstance(reply, _NullArray):
         out.append(_NULL3 if proto == 3 else b"*-1\r\n")
+    elif isinstance(reply, Push):
+        out.append(b">%d\r\n" % len(reply) if proto == 3 else b"*%d\r\n" % len(reply))
+        for item in reply:
+            _encode_into(item, proto, out)
+    elif isinstance(reply, Frames):
+        for item in reply:
+            _encode_into(item, proto, out)
     else:
         raise TypeError(f"cannot encode a {type(reply).__name__} as a RESP reply")

@@ -10,9 +10,8 @@ pattern whose literal prefix holds a whole hash tag (``{user42}:*``) visits only
 FLUSHDB is one FLUSH entry (command version 2): atomic (per group, on a sharded store).
 Until a rolling upgrade has enabled format 2 it falls back to deleting the keys it finds in one
 pass, a batch per page, so a key written behind its cursor during that pass survives. A glob
-pattern's literal prefix narrows the listing to that prefix; the rest
-of the pattern is matched here with Redis's glob rules (``*``, ``?``, ``[a-z]``, ``[^...]``,
-``\\`` escapes).
+pattern's literal prefix narrows the listing to that prefix; the rest of the pattern is matched
+with Redis's glob rules (``raftcache.resp.globs``).
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import asyncio
 import heapq
 import re
 from collections.abc import Awaitable, Sequence
-from functools import lru_cache
 from typing import Final
 
 from raftcache.cache.commands import DeleteOp
@@ -30,60 +28,11 @@ from raftcache.resp.args import Limits
 from raftcache.resp.backend import Backend, CallRouter
 from raftcache.resp.calls import Call, Reply
 from raftcache.resp.errors import SYNTAX, wrong_args
+from raftcache.resp.globs import compile_glob
 from raftcache.resp.protocol import OK, RespError
 from raftcache.resp.state import ClientState
 
 PAGE: Final = 1000  # keys per listing request (the HTTP API's largest page)
-_SPECIAL: Final = frozenset("*?[\\")
-
-
-@lru_cache(maxsize=256)
-def compile_glob(pattern: str) -> tuple[str, re.Pattern[str]]:
-    """(literal prefix, regular expression) of a Redis glob pattern."""
-    prefix_end = next((i for i, c in enumerate(pattern) if c in _SPECIAL), len(pattern))
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "*":
-            out.append(".*")
-        elif c == "?":
-            out.append(".")
-        elif c == "\\" and i + 1 < n:
-            i += 1
-            out.append(re.escape(pattern[i]))
-        elif c == "[":
-            i = _char_class(pattern, i, out)
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return pattern[:prefix_end], re.compile("".join(out), re.DOTALL)
-
-
-def _char_class(pattern: str, start: int, out: list[str]) -> int:
-    """Translate ``[...]`` at ``start``; returns the index of its closing ``]``."""
-    i, n = start + 1, len(pattern)
-    negate = i < n and pattern[i] == "^"
-    if negate:
-        i += 1
-    parts: list[str] = []
-    while i < n and pattern[i] != "]":
-        c = pattern[i]
-        if c == "\\" and i + 1 < n:
-            i += 1
-            parts.append(re.escape(pattern[i]))
-        elif i + 2 < n and pattern[i + 1] == "-" and pattern[i + 2] != "]":
-            low, high = sorted((c, pattern[i + 2]))  # Redis accepts reversed ranges
-            parts.append(f"{re.escape(low)}-{re.escape(high)}")
-            i += 2
-        else:
-            parts.append(re.escape(c))
-        i += 1
-    if not parts:
-        out.append("[^\\s\\S]" if not negate else "[\\s\\S]")  # Redis: [] matches nothing
-    else:
-        out.append(("[^" if negate else "[") + "".join(parts) + "]")
-    return i  # at the closing ']' (or the end: Redis treats an unclosed class the same way)
 
 
 def _matcher(pattern: str | None) -> tuple[str, re.Pattern[str] | None]:

@@ -64,6 +64,7 @@ from raftcache.resp.shards import (
     StoreView,
 )
 from raftcache.resp.state import ClientState, ServerState
+from raftcache.resp.subscriptions import OUTPUT_LIMIT, PubSubHub
 from raftcache.resp.topology import Topology
 from raftcache.vocabulary import CONSISTENCY_LEVELS
 
@@ -97,6 +98,9 @@ class RespConnection(asyncio.Protocol):
         self._closed = False
         self.client: ClientState | None = None
         self._executor: Executor | None = None
+        # Pub/sub messages held while the connection runs a batch (sent after its replies).
+        self._held: list[bytes] | None = None
+        self._held_bytes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport: asyncio's, or uvloop's (which does not subclass asyncio.Transport).
@@ -114,6 +118,7 @@ class RespConnection(asyncio.Protocol):
         client = ClientState(state, next(state.client_ids), addr)
         client.authenticated = state.client_token is None and state.client_token_ro is None
         client.consistency = state.read_consistency
+        client.link = self
         state.clients[client.id] = client
         self.client = client
         self._executor = Executor(client)
@@ -150,7 +155,13 @@ class RespConnection(asyncio.Protocol):
                 batch, self._pending = self._pending, []
                 self._pending_bytes = 0
                 out: list[bytes] = []
-                await executor.execute(batch, out)
+                self._held = []
+                try:
+                    await executor.execute(batch, out)
+                finally:
+                    held, self._held = self._held, None
+                    self._held_bytes = 0
+                out += held  # the messages that arrived meanwhile: after the replies
                 if out and not self._closed:
                     transport.write(b"".join(out))
                 if client.closing:
@@ -188,6 +199,8 @@ class RespConnection(asyncio.Protocol):
         self._writable.set()  # wake a task waiting to write: it will see the connection gone
         if self.client is not None:
             self._state.clients.pop(self.client.id, None)
+            if self._state.pubsub is not None and self.client.subscribed:
+                self._state.pubsub.drop(self.client)
         self._server.connections.discard(self)
 
     def held_bytes(self) -> int:
@@ -195,7 +208,30 @@ class RespConnection(asyncio.Protocol):
         (as received), replies not yet sent."""
         transport = self._transport
         unsent = 0 if transport is None else transport.get_write_buffer_size()
-        return self._parser.buffered + self._pending_bytes + unsent
+        return self._parser.buffered + self._pending_bytes + unsent + self._held_bytes
+
+    # --- ClientLink: how pub/sub reaches this connection ----------------------------------
+
+    def push(self, data: bytes) -> None:
+        """A pub/sub message: written now, or after the replies of the batch being run."""
+        if self._closed or self._transport is None:
+            return
+        if self._held is not None:
+            self._held.append(data)
+            self._held_bytes += len(data)
+        else:
+            self._transport.write(data)
+
+    def pending_output(self) -> int:
+        """Bytes written but not sent yet, and messages held for after the current batch."""
+        transport = self._transport
+        unsent = 0 if transport is None else transport.get_write_buffer_size()
+        return unsent + self._held_bytes
+
+    def abort(self) -> None:
+        """Drop the connection at once, its unsent output with it (a slow subscriber)."""
+        if self._transport is not None:
+            self._transport.abort()
 
     def close(self) -> None:
         """Close the connection (its replies in flight are dropped)."""
@@ -259,6 +295,8 @@ class RespServer:
             replication and SENTINEL (default: ``topology``); a node without a cluster-mode
             port passes it here alone, so CLUSTER still answers "cluster support disabled".
         sentinel_name: the service name SENTINEL answers for (``raftcache.resp.sentinel``).
+        pubsub_output_limit: unsent bytes after which a subscriber is disconnected
+            (``raftcache.resp.subscriptions``).
     """
 
     def __init__(
@@ -288,6 +326,7 @@ class RespServer:
         group_backend: GroupBackendFactory | None = None,
         peers: Topology | None = None,
         sentinel_name: str = "raftcache",
+        pubsub_output_limit: int = OUTPUT_LIMIT,
     ) -> None:
         if read_consistency not in CONSISTENCY_LEVELS:
             raise ValueError("read_consistency must be linearizable, lease or stale")
@@ -370,8 +409,51 @@ class RespServer:
             shards=shards,
             shard_ids=shard_ids,
         )
+        self._pubsub_group: str | None = None if store is None else store.group_ids()[0]
+        self.state.pubsub = PubSubHub(self._commit_index, pubsub_output_limit)
+        self._listen_pubsub()
         if store is not None:
             store.on_change(self._follow)
+
+    def _pubsub_node(self) -> NodePort | None:
+        """The node whose log pub/sub runs through: this node's, or on a store its voting
+        replica of the first group (None: it holds none)."""
+        store, gid = self._store, self._pubsub_group
+        if store is None or gid is None:
+            return self._node
+        replica = store.replicas.get(gid)
+        if replica is None or replica.node.node_id not in replica.node.members:
+            return None
+        return replica.node
+
+    def _commit_index(self) -> int:
+        node = self._pubsub_node()
+        return 0 if node is None else int(node.status().get("commit_index") or 0)
+
+    def _listen_pubsub(self) -> None:
+        """Feed the hub from the machine of the pub/sub log (``raftcache.resp.pubsub``); on a
+        store that no longer holds a voting replica of its group, refuse subscriptions and
+        close the subscribers (they will not receive anything here any more)."""
+        hub, store = self.state.pubsub, self._store
+        assert hub is not None
+        if store is None:
+            assert self._service is not None
+            hub.listen(self._service.machine)
+            return
+        gid = self._pubsub_group
+        assert gid is not None
+        node = self._pubsub_node()
+        if node is not None:
+            hub.listen(store.replicas[gid].service.machine)
+            hub.unavailable = None
+            return
+        hub.stop_listening()
+        holders = ", ".join(store.placement.get(gid, ()))
+        hub.unavailable = (
+            f"pub/sub runs through group {gid}, which this store holds no voting replica of: "
+            f"subscribe on one of its stores ({holders})"
+        )
+        hub.disconnect_all(hub.unavailable)
 
     def _group_router(self, gid: str) -> CallRouter:
         """The router of group ``gid`` as the store holds it now: a ``ReplicaRouter`` over
@@ -409,6 +491,8 @@ class RespServer:
         store, state = self._store, self.state
         assert store is not None
         source = store.replicas.get(gid) or store.remote.get(gid)
+        if gid == self._pubsub_group:
+            self._listen_pubsub()
         if source is None or source is self._sources.get(gid):
             return
         self._sharded.replace(gid, self._group_router(gid))
@@ -512,6 +596,8 @@ class RespServer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._shutdown_timeout_s):
                     await server.wait_closed()
+        if self.state.pubsub is not None:
+            self.state.pubsub.stop_listening()
         await self.state.writes.close()
         await self.state.reads.close()
         if self._http is not None:

@@ -12,13 +12,14 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from raftcache.resp.args import Limits
 from raftcache.resp.backend import CallRouter, NodePort, ServiceView
 from raftcache.resp.calls import Call
 from raftcache.resp.coalesce import ReadPort, WritePort
 from raftcache.resp.protocol import RespError
+from raftcache.resp.subscriptions import PubSubHub
 from raftcache.resp.topology import Endpoint, Topology
 
 if TYPE_CHECKING:
@@ -86,6 +87,8 @@ class ServerState:
     #: service the SENTINEL commands answer for (``raftcache.resp.sentinel``).
     peers: Topology | None = None
     sentinel_name: str = "raftcache"
+    #: This server's pub/sub subscriptions (``raftcache.resp.pubsub``; None: no pub/sub).
+    pubsub: PubSubHub | None = None
     #: The last master SENTINEL found (a leader with a known address): what it reports,
     #: flagged down, while no leader is known, as a Sentinel keeps naming a failed master.
     sentinel_master: Endpoint | None = None
@@ -103,6 +106,16 @@ class ServerState:
     connections_total: int = 0
     commands_total: int = 0
     rejected_total: int = 0
+
+
+class ClientLink(Protocol):
+    """How pub/sub reaches one connection's transport."""
+
+    def push(self, data: bytes) -> None: ...
+
+    def pending_output(self) -> int: ...
+
+    def abort(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -127,6 +140,30 @@ class ClientState:
     multi_failed: bool = False
     closing: bool = False
     commands_total: int = 0
+    #: Pub/sub: channel (pattern) → the commit index when it was subscribed, and how the hub
+    #: reaches the connection (set by it: ``raftcache.resp.server.RespConnection``).
+    channels: dict[bytes, int] = field(default_factory=dict)
+    patterns: dict[bytes, int] = field(default_factory=dict)
+    link: ClientLink | None = None
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether the connection holds any subscription (RESP2: subscribed mode)."""
+        return bool(self.channels or self.patterns)
+
+    def push(self, data: bytes) -> None:
+        """Send a pub/sub message (encoded) to the client."""
+        if self.link is not None:
+            self.link.push(data)
+
+    def pending_output(self) -> int:
+        """Bytes written to the client not yet sent, or held for it."""
+        return 0 if self.link is None else self.link.pending_output()
+
+    def close_connection(self) -> None:
+        """Drop the connection (its unsent output with it)."""
+        if self.link is not None:
+            self.link.abort()
 
     def reset_multi(self) -> None:
         """Leave MULTI, dropping what was queued."""

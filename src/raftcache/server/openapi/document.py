@@ -268,6 +268,29 @@ def _batch_paths(limits: Limits) -> dict[str, Schema]:
                 },
             }
         },
+        "/v1/publish": {
+            "post": {
+                "summary": "Publish a pub/sub message through the log: every node delivers it to "
+                "its Redis subscribers as it applies the entry (docs/resp.md, Pub/sub)",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        JSON: {
+                            "schema": closed_object(
+                                {"channel": BASE64, "message": BASE64}, ["channel", "message"]
+                            )
+                        }
+                    },
+                },
+                "responses": {
+                    "200": json_answer(
+                        "applied at this log index",
+                        closed_object({"index": {"type": "integer", "minimum": 1}}, ["index"]),
+                    ),
+                    **WRITE,
+                },
+            }
+        },
     }
 
 
