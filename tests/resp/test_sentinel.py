@@ -123,7 +123,8 @@ def test_role_info_and_sentinel_follow_the_leader(
     )
     # Short client-side retries: redis-py's default backs off for seconds after a failure.
     retry = Retry(ConstantBackoff(0.05), 3)
-    master = sentinel.master_for("raftcache", socket_timeout=10, retry=retry)
+    # check_connection: redis-py PINGs every new connection to the master it was told of.
+    master = sentinel.master_for("raftcache", socket_timeout=10, retry=retry, check_connection=True)
     assert master.set("k", "v1")
     reader = sentinel.slave_for("raftcache", socket_timeout=10)
     assert _eventually(lambda: _equal(reader.get("k"), b"v1")) == b"v1"
