@@ -466,7 +466,7 @@ async def test_a_remote_groups_guess_follows_the_hint_when_its_leader_moves(
 async def test_pubsub_runs_through_the_first_group_and_needs_a_replica_of_it(
     fronted: Fronted,
 ) -> None:
-    """Any store publishes (through group g0's leader); a store holding a voting replica of
+    """Any store publishes (through group g0's leader); a store holding a replica of
     g0 delivers, one holding none refuses SUBSCRIBE naming the stores that hold it."""
     stores = fronted.stores
     holders = list(stores.placement["g0"])

@@ -20,7 +20,7 @@ channel or to a matching pattern (Redis Cluster counts per node too).
 
 On a sharded store every message goes through the first data group's log (one fixed group,
 not the channel's slot: a channel is not a key, and PSUBSCRIBE must see every channel in one
-order), so a store delivers only while it holds a voting replica of that group: SUBSCRIBE and
+order), so a store delivers only while it holds a replica of that group: SUBSCRIBE and
 PSUBSCRIBE elsewhere answer an error naming the stores that do, and a store that stops holding
 it disconnects its subscribers.
 

@@ -416,15 +416,13 @@ class RespServer:
             store.on_change(self._follow)
 
     def _pubsub_node(self) -> NodePort | None:
-        """The node whose log pub/sub runs through: this node's, or on a store its voting
-        replica of the first group (None: it holds none)."""
+        """The node whose log pub/sub runs through: this node's, or on a store its replica
+        of the first group (None: it holds none)."""
         store, gid = self._store, self._pubsub_group
         if store is None or gid is None:
             return self._node
         replica = store.replicas.get(gid)
-        if replica is None or replica.node.node_id not in replica.node.members:
-            return None
-        return replica.node
+        return None if replica is None else replica.node
 
     def _commit_index(self) -> int:
         node = self._pubsub_node()
@@ -432,7 +430,7 @@ class RespServer:
 
     def _listen_pubsub(self) -> None:
         """Feed the hub from the machine of the pub/sub log (``raftcache.resp.pubsub``); on a
-        store that no longer holds a voting replica of its group, refuse subscriptions and
+        store that no longer holds a replica of its group, refuse subscriptions and
         close the subscribers (they will not receive anything here any more)."""
         hub, store = self.state.pubsub, self._store
         assert hub is not None
@@ -450,7 +448,7 @@ class RespServer:
         hub.stop_listening()
         holders = ", ".join(store.placement.get(gid, ()))
         hub.unavailable = (
-            f"pub/sub runs through group {gid}, which this store holds no voting replica of: "
+            f"pub/sub runs through group {gid}, which this store holds no replica of: "
             f"subscribe on one of its stores ({holders})"
         )
         hub.disconnect_all(hub.unavailable)
