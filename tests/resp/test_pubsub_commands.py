@@ -87,6 +87,12 @@ async def test_resp3_pushes_and_any_command_while_subscribed(resp_cluster: RespC
         async with asyncio.timeout(10):
             got = await wire.reader.readexactly(sum(map(len, expected)))
         assert got in (b"".join(expected), b"".join(reversed(list(expected))))
+        await wire.send(_command(b"INFO", b"stats"))
+        async with asyncio.timeout(10):
+            await wire.reader.readuntil(b"pubsub_channels:")
+            assert int(await wire.reader.readuntil(b"\r\n")) >= 1
+            await wire.reader.readuntil(b"pubsub_clients_disconnected:0\r\n")
+            assert await wire.reader.readexactly(2) == b"\r\n"  # the end of the verbatim text
         await wire.send(_command(b"RESET") + _command(b"PUBSUB", b"NUMSUB", b"c3"))
         await _expect(wire, b"+RESET\r\n*2\r\n$2\r\nc3\r\n:0\r\n")  # RESET unsubscribed
     finally:

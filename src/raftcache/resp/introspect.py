@@ -63,6 +63,7 @@ class Info(Call):
         status, raft = node.status(), node.raft_stats()
         uptime = int(asyncio.get_running_loop().time() - server.started_at)
         clustered = server.cluster_mode
+        hub = server.pubsub
         groups: dict[str, Any] = {}
         store = server.store
         if store is not None:
@@ -93,6 +94,11 @@ class Info(Call):
                 "expired_keys": cache.get("expirations", 0),
                 "evicted_keys": cache.get("evictions", 0),
                 "forwarded_to_leader": server.router.forwarded_total,
+                # This node's subscriptions (Redis's names), and what pub/sub delivered here.
+                "pubsub_channels": len(hub.channels) if hub else 0,
+                "pubsub_patterns": len(hub.patterns) if hub else 0,
+                "pubsub_messages_applied": hub.messages_total if hub else 0,
+                "pubsub_clients_disconnected": hub.disconnected_total if hub else 0,
             },
             "replication": replication.info_section(server, clustered=clustered),
             "cluster": {"cluster_enabled": int(clustered)},
