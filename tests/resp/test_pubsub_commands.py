@@ -6,10 +6,13 @@ unsent output passes the limit is disconnected while the others still receive.""
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from dataclasses import dataclass, field
 
 import pytest
 
+from raftcache.resp import start_resp_server
 from raftcache.resp.protocol import Push, encode
 from raftcache.resp.subscriptions import PubSubHub
 
@@ -175,3 +178,50 @@ def test_a_subscriber_over_the_output_limit_is_disconnected_and_the_others_serve
     assert list(hub.patterns) == [b"*"]
     assert hub.receivers(b"c") == 2  # the slow one is gone
     assert hub.disconnected_total == 1
+
+
+@in_cluster
+async def test_a_subscriber_that_does_not_read_is_cut_off_at_the_limit(
+    resp_cluster: RespCluster,
+) -> None:
+    """Real sockets: a subscriber that never reads is disconnected once its unsent output
+    passes the limit; another on the same server still receives every message."""
+    leader = await resp_cluster.cluster.leader()
+    server = await start_resp_server(
+        leader.service, leader.node, "127.0.0.1", 0, clock=time.time, pubsub_output_limit=256 * 1024
+    )
+    stuck = socket.socket()
+    stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: little in flight
+    stuck.setblocking(False)
+    reader = await Wire.open(server.port)
+    try:
+        await asyncio.get_running_loop().sock_connect(stuck, ("127.0.0.1", server.port))
+        stuck.send(_command(b"SUBSCRIBE", b"big"))
+        await reader.send(_command(b"SUBSCRIBE", b"big"))
+        await _expect(reader, b"*3\r\n$9\r\nsubscribe\r\n$3\r\nbig\r\n:1\r\n")
+        hub = server.state.pubsub
+        assert hub is not None
+        async with asyncio.timeout(10):
+            while hub.receivers(b"big") < 2:
+                await asyncio.sleep(0.01)
+        payload = b"x" * 65536
+        sent = 0
+        async with asyncio.timeout(30):
+            while hub.disconnected_total == 0:
+                await leader.service.publish(b"big", payload)
+                sent += 1
+                frame = b"*3\r\n$7\r\nmessage\r\n$3\r\nbig\r\n$65536\r\n" + payload + b"\r\n"
+                await _expect(reader, frame)  # the reading subscriber keeps up
+        assert hub.receivers(b"big") == 1
+        assert sent * len(payload) > 256 * 1024
+        closed = False
+        async with asyncio.timeout(10):  # the server dropped it: EOF or reset once drained
+            while not closed:
+                try:
+                    closed = not await asyncio.get_running_loop().sock_recv(stuck, 1 << 20)
+                except ConnectionResetError:
+                    closed = True
+    finally:
+        stuck.close()
+        reader.writer.close()
+        await server.stop()
