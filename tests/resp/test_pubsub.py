@@ -37,8 +37,10 @@ async def _leader(nodes: ProcessCluster) -> str:
         return (await wait_for_leader(nodes, http)).node_id
 
 
-async def _subscriber(port: int, *channels: str, patterns: tuple[str, ...] = ()) -> PubSub:
-    client = aioredis.Redis(port=port, socket_timeout=10)
+async def _subscriber(
+    port: int, *channels: str, patterns: tuple[str, ...] = (), protocol: int = 2
+) -> PubSub:
+    client = aioredis.Redis(port=port, socket_timeout=10, protocol=protocol)
     pubsub = client.pubsub()
     if channels:
         await pubsub.subscribe(*channels)
@@ -65,8 +67,10 @@ async def _drain(pubsub: PubSub, count: int) -> list[tuple[str, bytes, bytes]]:
 async def _publishes(nodes: ProcessCluster, plain: dict[str, int]) -> None:
     leader = await _leader(nodes)
     follower = next(n for n in nodes.nodes if n != leader)
+    # One subscriber per node, the last one speaking RESP3 (its messages arrive as pushes).
     subscribers = [
-        await _subscriber(plain[n], "news", "other", patterns=("n*",)) for n in nodes.nodes
+        await _subscriber(plain[n], "news", "other", patterns=("n*",), protocol=2 + (i == 2))
+        for i, n in enumerate(nodes.nodes)
     ]
     publishers = [aioredis.Redis(port=plain[n], socket_timeout=10) for n in (leader, follower)]
     try:
