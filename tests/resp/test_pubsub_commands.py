@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
+import redis.asyncio as aioredis
 
 from raftcache.resp import start_resp_server
 from raftcache.resp.protocol import Push, encode
@@ -225,3 +226,31 @@ async def test_a_subscriber_that_does_not_read_is_cut_off_at_the_limit(
         stuck.close()
         reader.writer.close()
         await server.stop()
+
+
+@in_cluster
+@pytest.mark.parametrize("where", ["leader", "follower"])
+async def test_a_pipeline_of_publishes_keeps_its_order(
+    resp_cluster: RespCluster, where: str
+) -> None:
+    """PUBLISHes of one pipeline are proposed together (forwarded in order from a follower),
+    and every subscriber sees them in the pipeline's order."""
+    leader, follower = await resp_cluster.leader_port(), await resp_cluster.follower_port()
+    listener = await Wire.open(follower)
+    publisher = aioredis.Redis(port=leader if where == "leader" else follower, socket_timeout=10)
+    try:
+        await listener.send(_command(b"SUBSCRIBE", b"seq"))
+        await _expect(listener, b"*3\r\n$9\r\nsubscribe\r\n$3\r\nseq\r\n:1\r\n")
+        async with publisher.pipeline(transaction=False) as pipe:
+            for i in range(50):
+                pipe.publish("seq", str(i))
+            counts = await pipe.execute()
+        assert counts == [0 if where == "leader" else 1] * 50  # the answering node's
+        for i in range(50):
+            text = str(i).encode()
+            await _expect(
+                listener, b"*3\r\n$7\r\nmessage\r\n$3\r\nseq\r\n$%d\r\n%b\r\n" % (len(text), text)
+            )
+    finally:
+        listener.writer.close()
+        await publisher.aclose()

@@ -39,6 +39,7 @@ from raftcache.resp.errors import (
     wrong_args,
 )
 from raftcache.resp.protocol import OK, QUEUED, RespError, encode
+from raftcache.resp.pubsub import Publish
 from raftcache.resp.state import ClientState
 from raftcache.resp.subscriptions import SUBSCRIBED_COMMANDS
 from raftcache.resp.txn import run_transaction
@@ -133,6 +134,8 @@ class Executor:
             return exc
         if call.always_touches and client.no_touch:
             call.mode = Mode.SERVER  # TOUCH: a read of its own that refreshes recency
+        if isinstance(call, Publish):
+            call.hub = server.pubsub  # its reply counts this server's subscribers
         return redirect(client, call) or call
 
     def _adapt(self, call: Call) -> Call:

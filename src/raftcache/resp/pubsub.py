@@ -38,7 +38,8 @@ from typing import Any, Final
 from raftcache.cache.commands_pubsub import MAX_CHANNEL_BYTES
 from raftcache.resp import args
 from raftcache.resp.args import Limits
-from raftcache.resp.calls import Call, Reply
+from raftcache.resp.backend import Backend
+from raftcache.resp.calls import Call, Mode, Reply
 from raftcache.resp.errors import wrong_args
 from raftcache.resp.protocol import Frames, Push, RespError
 from raftcache.resp.state import ClientState
@@ -102,18 +103,23 @@ class Unsubscribe(Call):
 
 
 class Publish(Call):
-    """PUBLISH channel message: one log entry; the count of this node's receivers."""
+    """PUBLISH channel message: one log entry; the count of this node's receivers. A write
+    of its own (``Mode.WRITE``): a pipeline's PUBLISHes are proposed together, in order. The
+    connection gives it the server's hub (``hub``) before it runs."""
 
+    mode = Mode.WRITE
     writes = True
 
     def __init__(self, channel: bytes, message: bytes) -> None:
         self.channel, self.message = channel, message
+        self.hub: PubSubHub | None = None
 
-    async def run_server(self, ctx: ClientState) -> Reply:
-        hub = _hub(ctx)
-        channel, message = self.channel, self.message
-        await ctx.server.router.call(lambda b: b.publish(channel, message), ctx.gate)
-        return hub.receivers(channel)
+    async def run(self, backend: Backend) -> Reply:
+        hub = self.hub
+        if hub is None:
+            raise RespError("ERR pub/sub is not available on this server")
+        await backend.publish(self.channel, self.message)
+        return hub.receivers(self.channel)
 
 
 _PUBSUB_HELP: Final = (
