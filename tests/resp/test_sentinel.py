@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 import redis
 from redis import sentinel as redis_sentinel
-from redis.backoff import ConstantBackoff
+from redis.backoff import ConstantBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError
 
@@ -118,11 +118,13 @@ def test_role_info_and_sentinel_follow_the_leader(
     assert _command(on_follower, "SENTINEL", "CKQUORUM", "raftcache").startswith(b"OK 3 usable")
     one.close()
 
-    sentinel = Sentinel(
-        [(HOST, plain[leader])] + [(s["ip"], s["port"]) for s in others], socket_timeout=10
-    )
-    # Short client-side retries: redis-py's default backs off for seconds after a failure.
+    # Short client-side retries: redis-py's default backs off for seconds after a failure,
+    # on every sentinel it asks too (a dead one then costs seconds before the next is asked).
     retry = Retry(ConstantBackoff(0.05), 3)
+    sentinel = Sentinel(
+        [(HOST, plain[leader])] + [(s["ip"], s["port"]) for s in others],
+        sentinel_kwargs={"socket_timeout": 10, "retry": Retry(NoBackoff(), 0)},
+    )
     # check_connection: redis-py PINGs every new connection to the master it was told of.
     master = sentinel.master_for("raftcache", socket_timeout=10, retry=retry, check_connection=True)
     assert master.set("k", "v1")
