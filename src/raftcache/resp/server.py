@@ -6,7 +6,10 @@ write. One task per connection runs commands, so a slow command never blocks oth
 and a connection whose client does not read its replies stops being read (bounded memory):
 reading pauses while the transport's write buffer is over its high-water mark or too many
 commands wait. A protocol error answers ``-ERR Protocol error: ...`` and closes the connection;
-nothing a client sends can raise out of the protocol callbacks.
+nothing a client sends can raise out of the protocol callbacks. Pub/sub messages
+(``raftcache.resp.pubsub``) reach a subscribed connection as the node applies them — written at
+once, or after the replies of the batch it is running — and a connection whose unsent output
+passes the pub/sub limit is aborted.
 
 Lifecycle: ``start()`` listens; ``stop()`` stops accepting, lets running commands finish for up
 to ``shutdown_timeout_s``, then closes every connection and the HTTP session used to forward to
