@@ -50,9 +50,6 @@ class Echo(Ping):
     def __init__(self, message: bytes) -> None:
         super().__init__(message)
 
-    def run_server(self, ctx: ClientState) -> Reply:
-        return self.simulate(View(0.0, {}))
-
 
 class Multi(Call):
     """MULTI (executed by the connection)."""
