@@ -24,7 +24,7 @@ asking the sentinels in turn does.
 
 Commands that configure or steer a Sentinel (MONITOR, REMOVE, SET, FAILOVER, RESET, CONFIG…)
 answer an error: there is nothing to configure, and a leader change is ``raftcache``'s
-``/v1/admin/transfer-leadership``. An unknown service name answers Redis's ``No such master
+``/v1/leader/transfer``. An unknown service name answers Redis's ``No such master
 with that name``. Replies are what Redis Sentinel sends: flat field/value arrays in RESP2,
 maps in RESP3, every value a string.
 """
@@ -206,7 +206,7 @@ class Sentinel(Call):
         if sub in _STEERING:
             return RespError(
                 f"ERR SENTINEL {sub} is not supported: raftcache elects its leader with Raft "
-                "(move it with POST /v1/admin/transfer-leadership)"
+                "(move it with POST /v1/leader/transfer)"
             )
         if sub == "MYID":
             return _myid(server) if not argv else wrong_args("sentinel|myid")
