@@ -63,11 +63,7 @@ def commands_since(server: NodeServer, index: int) -> list[Any]:
 async def test_info_reports_the_command_formats(v2: RespCluster, r: aioredis.Redis) -> None:
     info = await r.info("raft")
     assert info["raft_command_format_max"] == COMMAND_VERSION
-<<<<<<< HEAD
     assert info["raft_command_format"] >= 2  # the background gate may go on to the newest
-=======
-    assert info["raft_command_format"] >= 2  # the background gate may go on to 3
->>>>>>> 2f0169a (resp: pub/sub through the Raft log, one order per channel everywhere)
 
 
 async def test_expire_changes_the_ttl_alone(v2: RespCluster, r: aioredis.Redis) -> None:

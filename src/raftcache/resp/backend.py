@@ -320,6 +320,7 @@ class LocalBackend:
 
     async def script_flush(self) -> int:
         return await self._service.script_flush()
+
     async def publish(self, channel: bytes, message: bytes) -> int:
         return await self._service.publish(channel, message)
 

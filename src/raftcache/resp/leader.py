@@ -350,6 +350,7 @@ class LeaderBackend:
         if self._scope is None:
             return "/v1/scripts"
         return f"/v1/scripts?group={_q(self._scope.group)}"
+
     async def publish(self, channel: bytes, message: bytes) -> int:
         query = "" if self._scope is None else f"?group={_q(self._scope.group)}"
         payload = {

@@ -409,7 +409,6 @@ class ShardedBackend:
         )
         return sum(counts)
 
-<<<<<<< HEAD
     # --- scripts: one group each, the table in every group ---------------------------------
 
     def _script_home(self, keys: Sequence[str]) -> tuple[CallRouter, int]:
@@ -481,12 +480,11 @@ class ShardedBackend:
             )
         )
         return max(dropped, default=0)
-=======
+
     async def publish(self, channel: bytes, message: bytes) -> int:
         # Through the first group, whatever the channel (raftcache.resp.pubsub).
         first = next(iter(self._shards.routers.values()))
         return await first.call(lambda b: b.publish(channel, message), self._gate)
->>>>>>> 2f0169a (resp: pub/sub through the Raft log, one order per channel everywhere)
 
     async def flush(self, prefix: str) -> int:
         deleted = await asyncio.gather(

@@ -33,11 +33,8 @@ from raftcache.server.routes_divergence import add_divergence_routes
 from raftcache.server.routes_keys import add_key_routes
 from raftcache.server.routes_meta import add_meta_routes
 from raftcache.server.routes_moves import add_move_routes
-<<<<<<< HEAD
-from raftcache.server.routes_scripts import SCRIPTS_PATH, post_scripts
-=======
 from raftcache.server.routes_pubsub import add_pubsub_routes
->>>>>>> 2f0169a (resp: pub/sub through the Raft log, one order per channel everywhere)
+from raftcache.server.routes_scripts import SCRIPTS_PATH, post_scripts
 from raftcache.server.routes_store import add_store_routes
 from raftcache.server.routes_watch import WatchSettings, add_watch_routes
 from raftcache.store import Store
@@ -87,11 +84,8 @@ def create_app(
     app[DRAIN] = Drain()
     app[STORE_QUERY] = False  # the routes take only their own query parameters
     add_key_routes(app)
-<<<<<<< HEAD
     app.router.add_post(SCRIPTS_PATH, post_scripts)
-=======
     add_pubsub_routes(app)
->>>>>>> 2f0169a (resp: pub/sub through the Raft log, one order per channel everywhere)
     add_watch_routes(app, watch)
     add_admin_routes(app)
     add_backup_routes(app)

@@ -58,6 +58,8 @@ ACCEPTED: Final[Mapping[tuple[str, str], frozenset[str]]] = {
             ("POST", "/v1/members"),
             ("POST", "/v1/leader/transfer"),
             ("POST", "/v1/snapshot"),
+            ("POST", "/v1/scripts"),
+            ("POST", "/v1/publish"),
             ("GET", "/v1/backup"),
             ("POST", "/v1/restore"),
             ("GET", "/v1/alarms"),

@@ -46,11 +46,8 @@ from raftcache.server import (
     routes_backup,
     routes_divergence,
     routes_keys,
-<<<<<<< HEAD
-    routes_scripts,
-=======
     routes_pubsub,
->>>>>>> 2f0169a (resp: pub/sub through the Raft log, one order per channel everywhere)
+    routes_scripts,
     routes_watch,
 )
 from raftcache.server.bodies import read_body
@@ -439,13 +436,12 @@ def add_store_routes(app: web.Application, front: StoreFront, watch: WatchSettin
     router.add_post("/v1/leader/transfer", on_group(routes_admin.transfer_leader, forward=small))
     router.add_post("/v1/snapshot", on_group(routes_admin.take_snapshot))
     router.add_post(
-<<<<<<< HEAD
         routes_scripts.SCRIPTS_PATH,
         on_group(routes_scripts.post_scripts, forward=routes_scripts.scripts_body_limit),
-=======
+    )
+    router.add_post(
         routes_pubsub.PUBLISH_PATH,
         on_group(routes_pubsub.publish, forward=routes_pubsub.publish_body_limit),
->>>>>>> 2f0169a (resp: pub/sub through the Raft log, one order per channel everywhere)
     )
     router.add_get("/v1/backup", on_group(routes_backup.get_backup, forward=FORWARD_NO_BODY))
     router.add_post("/v1/restore", on_group(restore, forward=settings.admission.max_inflight_bytes))
