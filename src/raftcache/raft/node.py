@@ -443,6 +443,8 @@ class RaftNode:
             # Where each voter and learner is reached, as this node would send to it (None:
             # it knows none): what ``raftcache member list`` shows.
             "addresses": {m: self.peer_url(m) for m in self.configuration.all_ids()},
+            # Idle on a store: no heartbeats, no election timer (``RaftCore`` quiescence).
+            "quiesced": self.quiesced,
         }
 
     def raft_stats(self) -> dict[str, Any]:
