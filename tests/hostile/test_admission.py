@@ -106,7 +106,7 @@ async def test_in_flight_cap_refuses_then_recovers(
     for path in ("/v1/health", "/v1/status", "/metrics", "/openapi.json"):
         assert (await client.get(path)).status == 200, path
     metrics = await (await client.get("/metrics")).text()
-    assert 'raftcache_admission_rejected_total{key="requests"} 2.0' in metrics
+    assert 'raftcache_admission_rejected_total{reason="requests"} 2.0' in metrics
     assert "raftcache_admission_inflight_requests 3.0" in metrics
     service.gate.set()
     assert [(await t).status for t in blocked] == [404, 404, 404]

@@ -45,10 +45,14 @@ class FakeNode:
         return {
             "elections": 2,
             "state_transitions": 3,
-            "rpcs_sent": {"append_entries": 5},
-            "rpcs_received": {"request_vote": 1},
-            "replication_latency_ms": {"n2": {"p50": 1.5}},
+            "rpcs_sent": {"AppendEntries": 5},
+            "rpcs_failed": {"AppendEntries": 1},
+            "rpcs_received": {"RequestVote": 1},
+            "replication_latency_ms": {"n2": 1.5},
             "follower_lag": {"n2": 0},
+            "voters_reachable": 2,
+            "disk_full": False,
+            "fsync_seconds": {"count": 2, "sum": 0.003, "buckets": {"0.001": 1, "+Inf": 2}},
         }
 
     def _require_leader(self) -> None:

@@ -42,7 +42,7 @@ async def test_status_reports_spec_fields(client: Client, node: FakeNode) -> Non
 async def test_stats_has_cache_and_raft(client: Client) -> None:
     body = await (await client.get("/v1/stats")).json()
     assert body["cache"]["hits"] == 4
-    assert body["raft"]["rpcs_sent"] == {"append_entries": 5}
+    assert body["raft"]["rpcs_sent"] == {"AppendEntries": 5}
 
 
 async def test_health_follows_leader_knowledge(client: Client, node: FakeNode) -> None:
@@ -174,8 +174,15 @@ async def test_metrics_count_requests_and_export_state(client: Client) -> None:
     assert "raftcache_raft_term 3.0" in text
     assert 'raftcache_raft_role{role="leader"} 1.0' in text
     assert "raftcache_cache_hits_total 4.0" in text
-    assert 'raftcache_raft_rpcs_sent_total{key="append_entries"} 5.0' in text
-    assert 'raftcache_raft_replication_latency_ms{key="n2.p50"} 1.5' in text
+    assert 'raftcache_raft_rpcs_sent_total{rpc="AppendEntries"} 5.0' in text
+    assert 'raftcache_raft_rpcs_failed_total{rpc="AppendEntries"} 1.0' in text
+    assert 'raftcache_raft_replication_latency_seconds{peer="n2"} 0.0015' in text
+    assert 'raftcache_raft_follower_lag{peer="n2"} 0.0' in text
+    assert "raftcache_raft_voters_reachable 2.0" in text
+    assert 'raftcache_raft_fsync_duration_seconds_bucket{le="0.001"} 1.0' in text
+    assert "raftcache_raft_fsync_duration_seconds_sum 0.003" in text
+    assert "hit_rate" not in text
+    assert "_ms" not in text
 
 
 async def test_two_apps_have_separate_registries(node: FakeNode, service: FakeService) -> None:

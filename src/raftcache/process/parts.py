@@ -144,6 +144,11 @@ def listener_of(options: ServeOptions) -> Listener:
     )
 
 
+def attach_data_dir(app: web.Application, data_dir: Path) -> None:
+    """Show the free and total bytes of the data directory's file system on ``/metrics``."""
+    app[CONTEXT].metrics.watch_data_dir(data_dir)
+
+
 def attach_transport(app: web.Application, network: HttpNetwork) -> None:
     """Show the transport's own figures (per RPC type and peer) on the app's ``/metrics``;
     a stream transport's inbound streams, which never end on their own, close on drain

@@ -44,6 +44,7 @@ from raftcache.process.node_server import (
 )
 from raftcache.process.parts import (
     TOUCH_BATCH_KEYS,
+    attach_data_dir,
     attach_transport,
     listener_of,
     peer_routes,
@@ -153,6 +154,7 @@ def build_node_server(
     watch = WatchSettings(heartbeat_s=options.watch_heartbeat_s, max_watchers=options.max_watchers)
     app = create_app(node, service, settings, mount=network.mount, watch=watch)
     attach_transport(app, network)
+    attach_data_dir(app, options.data_dir)
     return NodeServer(node, service, app, listener_of(options))
 
 

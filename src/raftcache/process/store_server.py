@@ -42,6 +42,7 @@ from raftcache.cache.watch import WatchHistory
 from raftcache.process.config import ServeOptions, is_unspecified
 from raftcache.process.node_server import FrontServer, Listener
 from raftcache.process.parts import (
+    attach_data_dir,
     attach_transport,
     listener_of,
     peer_routes,
@@ -254,6 +255,7 @@ def build_store_server(
     watch = WatchSettings(heartbeat_s=options.watch_heartbeat_s, max_watchers=options.max_watchers)
     app = create_store_app(store, settings, mount=network.mount, watch=watch, meta=agent)
     attach_transport(app, network)
+    attach_data_dir(app, options.data_dir)
     log.info(
         "store layout",
         extra={

@@ -586,16 +586,20 @@ class RaftCore:
         heard from since its election: a membership change to a configuration where that is
         false could leave the group without a leader able to commit (etcd's strict
         reconfiguration check)."""
+        return quorum_reached(configuration, self._heard_recently)
+
+    def voters_heard(self) -> int:
+        """How many voters of the configuration in force (this node included) answered this
+        leader, in its term, within an election timeout: at ``quorum()`` one more failure
+        loses the quorum (the operators' "quorum at risk")."""
+        return sum(1 for v in self.configuration.voters if self._heard_recently(v))
+
+    def _heard_recently(self, voter: str) -> bool:
+        if voter == self.id:
+            return True
+        pr = self.progress.get(voter)
         horizon = self.ticks - self.election_ticks
-        progress = self.progress
-
-        def heard(v: str) -> bool:
-            if v == self.id:
-                return True
-            pr = progress.get(v)
-            return pr is not None and pr.last_heard is not None and pr.last_heard > horizon
-
-        return quorum_reached(configuration, heard)
+        return pr is not None and pr.last_heard is not None and pr.last_heard > horizon
 
     def campaign(self, *, transfer: bool = False) -> None:
         """Start an election (after a pre-vote round unless ``transfer``)."""

@@ -214,6 +214,7 @@ class RaftNode:
             after_persist=self._after_persist,
             snapshot_durable=self._snapshot_durable,
             wake=self._wake.set,
+            observe_sync=self.stats.fsync.observe,
         )
         self._failed: BaseException | None = None
         self._failed_event.clear()
@@ -450,13 +451,17 @@ class RaftNode:
     def raft_stats(self) -> dict[str, Any]:
         core = self._core
         lag: dict[str, int] = {}
+        reachable = None
         if core is not None and core.role is Role.LEADER:
             last = core.log.last_index()
             lag = {p: last - pr.match_index for p, pr in sorted(core.progress.items())}
+            reachable = core.voters_heard()
         return self.stats.as_dict(
             elections=core.elections if core else 0,
             state_transitions=core.state_transitions if core else 0,
             follower_lag=lag,
+            voters_reachable=reachable,
+            disk_full=self._persist.disk_full,
         )
 
     # ==================== the ready loop and the ticker

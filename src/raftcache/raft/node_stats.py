@@ -9,7 +9,27 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from raftcache.network.metrics import LatencyHistogram
+
 _EWMA_WEIGHT = 0.2
+
+#: Upper bounds (seconds) of the fsync histogram: a battery-backed cache to a saturated disk.
+FSYNC_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
 
 
 class NodeStats:
@@ -18,6 +38,8 @@ class NodeStats:
         self.rpcs_failed: defaultdict[str, int] = defaultdict(int)
         self.rpcs_received: defaultdict[str, int] = defaultdict(int)
         self.replication_latency_ms: dict[str, float] = {}
+        #: Durations of ``Storage.sync`` (observed by the persist thread, or the loop).
+        self.fsync = LatencyHistogram(FSYNC_BUCKETS)
 
     def rpc_sent(self, kind: str) -> None:
         self.rpcs_sent[kind] += 1
@@ -33,9 +55,15 @@ class NodeStats:
         self.replication_latency_ms[peer] = ms if old is None else old + _EWMA_WEIGHT * (ms - old)
 
     def as_dict(
-        self, *, elections: int, state_transitions: int, follower_lag: dict[str, int]
+        self,
+        *,
+        elections: int,
+        state_transitions: int,
+        follower_lag: dict[str, int],
+        voters_reachable: int | None = None,
+        disk_full: bool = False,
     ) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "elections": elections,
             "state_transitions": state_transitions,
             "rpcs_sent": dict(sorted(self.rpcs_sent.items())),
@@ -45,4 +73,9 @@ class NodeStats:
                 p: round(v, 3) for p, v in sorted(self.replication_latency_ms.items())
             },
             "follower_lag": follower_lag,
+            "disk_full": disk_full,
+            "fsync_seconds": self.fsync.snapshot(),
         }
+        if voters_reachable is not None:  # a leader's view only
+            out["voters_reachable"] = voters_reachable
+        return out

@@ -25,6 +25,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -61,6 +62,17 @@ def write_ready(storage: Storage, rd: Ready) -> None:
         storage.append(rd.entries)
 
 
+def timed_sync(storage: Storage, observe: Callable[[float], None] | None) -> None:
+    """``storage.sync()``, its duration (wall seconds, a figure for operators only: no
+    decision depends on it) passed to ``observe`` when it succeeded."""
+    if observe is None:
+        storage.sync()
+        return
+    started = time.perf_counter()
+    storage.sync()
+    observe(time.perf_counter() - started)
+
+
 class PersistWorker:
     """The thread, its queue, and the report back to the event loop (see the module rule)."""
 
@@ -70,8 +82,10 @@ class PersistWorker:
         loop: asyncio.AbstractEventLoop,
         on_done: Callable[[list[PersistJob], BaseException | None], None],
         name: str,
+        observe_sync: Callable[[float], None] | None = None,
     ) -> None:
         self._storage = storage
+        self._observe_sync = observe_sync
         self._loop = loop
         self._on_done = on_done
         # A C-level queue: ``put`` costs the loop no Python-level lock or notify (a
@@ -123,7 +137,7 @@ class PersistWorker:
         try:
             for job in batch:
                 write_ready(self._storage, job.rd)
-            self._storage.sync()
+            timed_sync(self._storage, self._observe_sync)
         except DiskFullError as exc:
             self._blocked = True
             return exc

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from raftcache.raft.config import RaftConfig
 from raftcache.raft.core import RaftCore
 from raftcache.raft.durable import AnswerGate
-from raftcache.raft.persist import PersistJob, PersistWorker, write_ready
+from raftcache.raft.persist import PersistJob, PersistWorker, timed_sync, write_ready
 from raftcache.raft.ready import Ready
 from raftcache.storage.base import DiskFullError, SnapshotMeta, Storage
 
@@ -55,8 +55,10 @@ class PersistPipeline:
         after_persist: Callable[[Ready], None],
         snapshot_durable: Callable[[SnapshotMeta, bytes], None],
         wake: Callable[[], None],
+        observe_sync: Callable[[float], None] | None = None,
     ) -> None:
         self.node_id = node_id
+        self._observe_sync = observe_sync
         self.storage = storage
         self.config = config
         self._send_all = send_all
@@ -91,7 +93,11 @@ class PersistPipeline:
 
     def start_worker(self, loop: asyncio.AbstractEventLoop) -> None:
         self.worker = PersistWorker(
-            self.storage, loop, self.on_persisted, name=f"raft-persist-{self.node_id}"
+            self.storage,
+            loop,
+            self.on_persisted,
+            name=f"raft-persist-{self.node_id}",
+            observe_sync=self._observe_sync,
         )
 
     def release_storage_lock(self) -> None:
@@ -153,7 +159,7 @@ class PersistPipeline:
             async with self.storage_lock:
                 try:
                     write_ready(self.storage, rd)
-                    self.storage.sync()
+                    timed_sync(self.storage, self._observe_sync)
                 except DiskFullError as exc:
                     job.error = exc
             job.done = True

@@ -13,30 +13,32 @@ and admission series stay the store's own. A single-group node's output is uncha
 
 from __future__ import annotations
 
+import platform
+import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+from raftcache.server.metric_specs import ADMISSION_STATS, CACHE_STATS, RAFT_STATS, StatSpec
 from raftcache.server.ports import NodePort
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ROLES = ("follower", "candidate", "leader")
-# Stats that only ever grow are exported as counters; every other number is a gauge.
-_MONOTONIC = frozenset(
-    {
-        "hits",
-        "misses",
-        "evictions",
-        "expirations",
-        "elections",
-        "rpcs_sent",
-        "rpcs_received",
-        "rejected",
-    }
-)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -48,28 +50,64 @@ def _number(value: object) -> float | None:
     return None
 
 
-def _family(prefix: str, name: str, help_text: str, labels: list[str]) -> Metric:
-    if name in _MONOTONIC:
-        return CounterMetricFamily(f"{prefix}_{name}", help_text, labels=labels)
-    return GaugeMetricFamily(f"{prefix}_{name}", help_text, labels=labels)
+def _unspecified(prefix: str, name: str, value: object) -> StatSpec:
+    """The spec of a figure the catalogue does not know yet (see ``metric_specs``)."""
+    label = "key" if isinstance(value, Mapping) else None
+    return StatSpec(f"{prefix}_{name}", "gauge", f"{name} from /v1/stats (no spec yet).", label)
 
 
-def stats_families(prefix: str, stats: Mapping[str, Any]) -> Iterator[Metric]:
-    """Turn a stats dict into metric families: numbers directly, ``{label: number}`` maps as
-    one family labelled ``key``, deeper maps flattened into that label as ``a.b``."""
-    for name in sorted(stats):
-        value = stats[name]
-        help_text = f"{prefix.replace('_', ' ')} {name}"
-        number = _number(value)
-        if number is not None:
-            family = _family(prefix, name, help_text, [])
-            family.add_metric([], number)  # type: ignore[attr-defined]
-            yield family
-        elif isinstance(value, Mapping):
-            family = _family(prefix, name, help_text, ["key"])
-            for label, item in _flatten(value):
-                family.add_metric([label], item)  # type: ignore[attr-defined]
-            yield family
+def _new_family(spec: StatSpec, labels: list[str]) -> Metric:
+    if spec.kind == "counter":
+        return CounterMetricFamily(spec.name, spec.help, labels=labels)
+    if spec.kind == "histogram":
+        return HistogramMetricFamily(spec.name, spec.help, labels=labels)
+    return GaugeMetricFamily(spec.name, spec.help, labels=labels)
+
+
+def _add_histogram(family: Metric, labels: list[str], value: object, scale: float) -> None:
+    """A ``LatencyHistogram.snapshot()`` (cumulative buckets by bound) as one sample set."""
+    if not isinstance(value, Mapping) or not isinstance(value.get("buckets"), Mapping):
+        return
+    total = _number(value.get("sum"))
+    buckets = [(str(le), float(n)) for le, n in value["buckets"].items()]
+    family.add_metric(labels, buckets, (total or 0.0) * scale)  # type: ignore[attr-defined]
+
+
+def stats_families(
+    specs: Mapping[str, StatSpec],
+    prefix: str,
+    per_group: Mapping[str, Mapping[str, Any]],
+    *,
+    grouped: bool,
+) -> Iterator[Metric]:
+    """The families of stats dicts, by their specs: every spec'd family (with no sample when no
+    group has the figure), then any figure without a spec. ``per_group`` maps a group id to its
+    stats; ``grouped`` puts that id in a ``group`` label (a single node passes ``{"": stats}``).
+    """
+    unknown = sorted({name for stats in per_group.values() for name in stats} - set(specs))
+    for name in [*specs, *unknown]:
+        spec = specs.get(name)
+        if spec is None:
+            first = next(s[name] for s in per_group.values() if name in s)
+            spec = _unspecified(prefix, name, first)
+        if not spec.name:
+            continue  # left out on purpose (a derivable ratio)
+        extra = [spec.label] if spec.label and spec.kind != "histogram" else []
+        family = _new_family(spec, (["group"] if grouped else []) + extra)
+        for gid, stats in per_group.items():
+            labels = [gid] if grouped else []
+            value = stats.get(name)
+            if spec.kind == "histogram":
+                _add_histogram(family, labels, value, spec.scale)
+            elif extra:
+                if isinstance(value, Mapping):
+                    for key, item in _flatten(value):
+                        family.add_metric([*labels, key], item * spec.scale)  # type: ignore[attr-defined]
+            else:
+                number = _number(value)
+                if number is not None:
+                    family.add_metric(labels, number * spec.scale)  # type: ignore[attr-defined]
+        yield family
 
 
 def _flatten(value: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, float]]:
@@ -118,37 +156,15 @@ class NodeStateCollector(Collector):
             "client requests forwarded to the leader",
             value=float(self._forwarded_total()),
         )
-        yield from stats_families("raftcache_raft", node.raft_stats())
-        yield from stats_families("raftcache_cache", self.cache_stats)
+        raft = {"": node.raft_stats()}
+        yield from stats_families(RAFT_STATS, "raftcache_raft", raft, grouped=False)
+        cache = {"": self.cache_stats}
+        yield from stats_families(CACHE_STATS, "raftcache_cache", cache, grouped=False)
         if self._admission_state is not None:
-            yield from stats_families("raftcache_admission", self._admission_state())
-
-
-def grouped_stats_families(
-    prefix: str, per_group: Mapping[str, Mapping[str, Any]]
-) -> Iterator[Metric]:
-    """``stats_families`` over several groups' stats: one family per name, each sample
-    labelled ``group`` (then ``key`` for a map, as there)."""
-    families: dict[tuple[str, bool], Metric] = {}
-    for gid, stats in per_group.items():
-        for name in sorted(stats):
-            value = stats[name]
-            help_text = f"{prefix.replace('_', ' ')} {name}"
-            number = _number(value)
-            if number is not None:
-                family = families.get((name, False))
-                if family is None:
-                    family = families[(name, False)] = _family(prefix, name, help_text, ["group"])
-                family.add_metric([gid], number)  # type: ignore[attr-defined]
-            elif isinstance(value, Mapping):
-                family = families.get((name, True))
-                if family is None:
-                    labels = ["group", "key"]
-                    family = families[(name, True)] = _family(prefix, name, help_text, labels)
-                for label, item in _flatten(value):
-                    family.add_metric([gid, label], item)  # type: ignore[attr-defined]
-    for key in sorted(families):
-        yield families[key]
+            admission = {"": self._admission_state()}
+            yield from stats_families(
+                ADMISSION_STATS, "raftcache_admission", admission, grouped=False
+            )
 
 
 #: One group of a store for its metrics: its id, its node (None: not hosted here) and how many
@@ -217,12 +233,56 @@ class GroupStateCollector(Collector):
         for gid, _, total in self._groups:
             forwarded.add_metric([gid], float(total()))
         yield forwarded
-        yield from grouped_stats_families(
-            "raftcache_raft", {gid: node.raft_stats() for gid, node in hosted}
-        )
-        yield from grouped_stats_families("raftcache_cache", self.cache_stats)
+        raft = {gid: node.raft_stats() for gid, node in hosted}
+        yield from stats_families(RAFT_STATS, "raftcache_raft", raft, grouped=True)
+        yield from stats_families(CACHE_STATS, "raftcache_cache", self.cache_stats, grouped=True)
         if self._admission_state is not None:
-            yield from stats_families("raftcache_admission", self._admission_state())
+            admission = {"": self._admission_state()}
+            yield from stats_families(
+                ADMISSION_STATS, "raftcache_admission", admission, grouped=False
+            )
+
+
+class BuildInfoCollector(Collector):
+    """``raftcache_build_info{version, python}`` 1: what runs, for joins and dashboards."""
+
+    def collect(self) -> Iterator[Metric]:
+        from raftcache import __version__
+
+        family = GaugeMetricFamily(
+            "raftcache_build_info",
+            "Always 1; the labels say which raftcache and which Python this node runs.",
+            labels=["version", "python"],
+        )
+        family.add_metric([__version__, platform.python_version()], 1.0)
+        yield family
+
+
+class DataDirCollector(Collector):
+    """Free and total bytes of the file system holding the data directory, read at scrape
+    time (a node whose disk fills refuses writes: ``raftcache_raft_disk_full``)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def collect(self) -> Iterator[Metric]:
+        free = GaugeMetricFamily(
+            "raftcache_disk_free_bytes",
+            "Bytes available to this node on the file system of its data directory.",
+        )
+        size = GaugeMetricFamily(
+            "raftcache_disk_size_bytes",
+            "Size in bytes of the file system of this node's data directory.",
+        )
+        try:
+            usage = shutil.disk_usage(self._path)
+        except OSError:
+            pass  # gone or unreadable: no sample rather than a wrong one
+        else:
+            free.add_metric([], float(usage.free))
+            size.add_metric([], float(usage.total))
+        yield free
+        yield size
 
 
 def _role(node: NodePort) -> str:
@@ -269,6 +329,10 @@ class ServerMetrics:
         else:
             self._state = GroupStateCollector(groups, admission_state)
         self.registry.register(self._state)
+        self.registry.register(BuildInfoCollector())
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds,
+        # process_start_time_seconds ... (from /proc: nothing on other systems).
+        ProcessCollector(registry=self.registry)
         # Label children by (route, method[, code]): ``labels()`` validates and locks on every
         # call; the label sets are bounded (route patterns × methods × codes), so caching the
         # children is safe and saves that work on every request.
@@ -288,6 +352,10 @@ class ServerMetrics:
         if child is None:
             child = self._timed[key] = self.latency.labels(route, method)
         return child
+
+    def watch_data_dir(self, path: Path) -> None:
+        """Export the free and total bytes of ``path``'s file system from now on."""
+        self.registry.register(DataDirCollector(path))
 
     def set_group(self, group: str, node: NodePort | None) -> None:
         """On a store: the node of ``group`` from now on (None: not hosted here any more)."""
