@@ -28,9 +28,11 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from raftcache import __version__
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.service import CacheService
 from raftcache.cache.watch import WatchHistory
+from raftcache.network.httpclient import resolve_client
 from raftcache.process import gcpolicy
 from raftcache.process.config import ServeOptions, is_unspecified
 from raftcache.process.exposure import warn_if_exposed
@@ -172,10 +174,7 @@ async def serve_node(
             loop.add_signal_handler(sig, _on_signal, stop, sig)
     server = _build_server(options)
     warn_if_exposed(options)
-    log.info(
-        "node starting",
-        extra={"id": options.id, "listen": options.listen, "data_dir": str(options.data_dir)},
-    )
+    log.info("node starting", extra=start_facts(options, server))
     await server.start()
     try:
         resps = await _start_resp(server, options)
@@ -201,6 +200,27 @@ async def serve_node(
     if failed.done() and not failed.cancelled():
         # Fail-stop (e.g. a failed fsync): exit non-zero instead of answering 503 forever.
         raise RuntimeError(f"raft node failed: {failed.result()!r}")
+
+
+def start_facts(options: ServeOptions, server: FrontServer) -> dict[str, Any]:
+    """What the start line tells an operator: which node, which build, what it runs on (the
+    HTTP front, the event loop, the Raft transport) and where its data is."""
+    loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]
+    transport = f"{options.raft_transport}/{options.raft_wire}"
+    if options.raft_transport == "http":
+        transport += f"/{resolve_client(options.raft_http_client)}"
+    facts: dict[str, Any] = {
+        "id": options.id,
+        "version": __version__,
+        "listen": options.listen,
+        "http_front": server.http_front,
+        "loop": "uvloop" if loop == "uvloop" else "asyncio",
+        "transport": transport,
+        "data_dir": str(options.data_dir),
+    }
+    if options.groups > 1:
+        facts["groups"] = options.groups
+    return facts
 
 
 def _build_server(options: ServeOptions) -> FrontServer:

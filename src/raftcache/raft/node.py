@@ -77,6 +77,7 @@ from raftcache.raft.errors import (
     ProposalDroppedError,
     StoppedAfterAppendError,
 )
+from raftcache.raft.events import PeerHealth, RaftEvents
 from raftcache.raft.lease import LeaderLease, lease_duration
 from raftcache.raft.node_stats import NodeStats
 from raftcache.raft.pipeline import PersistPipeline
@@ -139,6 +140,7 @@ class RaftNode:
         peer_addresses: dict[str, str] | None = None,
         address_overrides: dict[str, str] | None = None,
         group: str = "",
+        peer_health: PeerHealth | None = None,
     ) -> None:
         self.node_id = node_id
         #: The Raft group this node is a replica of ("" on a process hosting one group): a
@@ -174,6 +176,10 @@ class RaftNode:
         self._rpc_tasks: set[asyncio.Task[None]] = set()
         self._running = False
         self.stats = NodeStats()
+        #: The INFO lines operators read (``raft/events.py``): term, leader and membership
+        #: changes of this node; lost and recovered peers, shared by a store's groups.
+        self._events = RaftEvents(node_id, group)
+        self._peer_health = peer_health or PeerHealth(node_id, self.config.election_timeout_max)
         #: Set when a run stops itself after a fatal error (``wait_failed``); cleared by start.
         self._failed_event = asyncio.Event()
         #: Index of the last entry the state machine has really applied. It belongs to the
@@ -343,6 +349,8 @@ class RaftNode:
             # this object applied (committed entries, so they are in the log as they were).
             core.resume_applied(self._applied)
         self._core = core
+        self._events.reset()
+        self._events.observe(core.term, core.leader_id, core.configuration)
         self._persist.gate.bind(core)
         self._lease = LeaderLease(lease_duration(self.config, core.election_ticks))
         self._sync_addresses()
@@ -547,8 +555,18 @@ class RaftNode:
         self.state_machine.restore(data)
         self._applied = meta.last_index
         self._resolve_overtaken(meta.last_index)
+        self._log_installed(meta, len(data))
+
+    def _log_installed(self, meta: SnapshotMeta, size: int) -> None:
+        log.info(
+            "snapshot installed",
+            extra=self._events.fields(
+                leader=self.leader_id, index=meta.last_index, term=meta.last_term, bytes=size
+            ),
+        )
 
     def _end_cycle(self, core: RaftCore) -> None:
+        self._events.observe(core.term, core.leader_id, core.configuration)
         self._persist.settle_flush_waiters(core)
         self._changed.set()
         self._changed = asyncio.Event()
@@ -648,15 +666,35 @@ class RaftNode:
         except (NetworkError, TimeoutError, OSError) as exc:
             self.stats.rpc_failed(kind)
             log.debug("%s -> %s %s failed: %s", self.node_id, target, kind, exc)
+            if _peer_answered(exc):
+                self._peer_health.answered(self._peer_key(target), self._clock())
+            else:  # no answer: counts towards "peer lost" (``raft/events.py``)
+                self._peer_health.failed(self._peer_key(target), self._clock(), exc)
             if core is not None and self._core is core:
                 core.step_failure(out)
                 self._wake.set()
             return
+        self._peer_health.answered(self._peer_key(target), self._clock())
         if isinstance(msg, AppendEntriesRequest):
             self.stats.replication_rtt(target, (self._clock() - started) * 1000.0)
+        elif isinstance(msg, InstallSnapshotRequest) and msg.done and resp.success:
+            log.info(
+                "snapshot sent",
+                extra=self._events.fields(
+                    to=target,
+                    index=msg.last_included_index,
+                    term=msg.last_included_term,
+                    bytes=msg.offset + len(msg.data),
+                ),
+            )
         if core is not None and self._core is core and self._running:
             core.step_response(out, resp)
             self._wake.set()
+
+    def _peer_key(self, target: str) -> str:
+        """Whose health an RPC to ``target`` tells: its store's on a store of many groups
+        (their transport is shared), else the peer's own."""
+        return store_of(target) if self.group else target
 
     async def _flush(self) -> None:
         """Wait until every state change made so far is on stable storage."""
@@ -1052,6 +1090,7 @@ class RaftNode:
                 self._applied = meta.last_index
                 self._resolve_overtaken(meta.last_index)
                 installed = True
+                self._log_installed(meta, incoming.writer.size)
         except DiskFullError as exc:
             log.error("disk full on %s: snapshot %d not installed", self.node_id, meta.last_index)
             if not fut.done():
@@ -1081,6 +1120,12 @@ def _describe_difference(given: frozenset[str], current: frozenset[str]) -> str:
     if current - given:
         parts.append("missing from --peers: " + ", ".join(sorted(current - given)))
     return "; ".join(parts)
+
+
+def _peer_answered(exc: BaseException) -> bool:
+    """Whether a failed RPC still shows its peer's store is up and serving Raft: it hosts no
+    replica of the group (any other failure, a refusal included, leaves the peer unusable)."""
+    return getattr(exc, "kind", None) == "group_not_hosted"
 
 
 def _read_expired(_key: object) -> BaseException:

@@ -34,6 +34,7 @@ from raftcache.cache.service import CacheService
 from raftcache.network.groups import GroupNetwork, GroupRouter, store_of
 from raftcache.network.interface import NetworkInterface
 from raftcache.raft.config import RaftConfig
+from raftcache.raft.events import PeerHealth
 from raftcache.raft.node import RaftNode
 from raftcache.slots import check_groups, key_group
 from raftcache.storage.base import Storage
@@ -205,6 +206,9 @@ class Store:
                 interval=max(raft.heartbeat_interval, raft.election_timeout_min / 4),
                 down_after=raft.election_timeout_min,
             )
+        #: One view of the peer stores for every group: a store that goes down is one "peer
+        #: lost" line, not one per group (``raftcache.raft.events``).
+        self.peer_health = PeerHealth(store_id, raft.election_timeout_max)
         self._cluster_id = cluster_id
         self._peer_addresses: dict[str, str] = (
             peer_addresses if isinstance(peer_addresses, dict) else dict(peer_addresses or {})
@@ -293,6 +297,7 @@ class Store:
             rng=random.Random(self._rng.getrandbits(64)),
             group=gid,
             peer_addresses=self._peer_addresses,
+            peer_health=self.peer_health,
         )
         return GroupReplica(
             gid, node, state, (make_service or self._make_service)(gid, node, state)
