@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from raftcache import __version__
 from tests.server.cluster import Cluster
 
 from .browser import CHROMIUM, CHROMIUM_ARGS, artifact_paths, require_browser
@@ -113,6 +114,8 @@ async def test_dashboard_shows_the_live_cluster(
     )
     await _page_agrees_on_one_leader(page, cluster)
     assert await page.text_content("#up") == "3 / 3"
+    await page.wait_for_function("() => document.getElementById('quorum').textContent === '1'")
+    assert await page.text_content("#version") == __version__
     assert await page.text_content("#self") == served_by.node.node_id
     commit_before = int((await page.text_content("#commit")) or "0")
 
@@ -144,6 +147,11 @@ async def test_dashboard_shows_the_live_cluster(
               ?.dataset.reachable === 'false'"""
     )
     await page.wait_for_function("() => document.getElementById('up').textContent === '2 / 3'")
+    # One more failure would lose the quorum: the card says so, in the warning colour.
+    await page.wait_for_function(
+        """() => { const q = document.getElementById('quorum');
+                   return q.textContent === '0' && q.classList.contains('bad'); }"""
+    )
     for path in artifact_paths(tmp_path, "dashboard-node-down.png"):
         await page.screenshot(path=str(path), full_page=True)
 
@@ -165,6 +173,14 @@ async def test_dashboard_helpers_in_the_browser(
     assert await page.evaluate(f"{rate}({{t: 0, commit: 60}}, {{t: 1000, commit: 10}})") == 0
     assert await page.evaluate(f"{rate}({{t: 0, commit: null}}, {{t: 1000, commit: 5}})") is None
     assert await page.evaluate(f"{rate}({{t: 10, commit: 1}}, {{t: 10, commit: 5}})") is None
+    # Throughput counts reads (every node's hits and misses) as well as commits.
+    ops = "window.raftcacheDashboard.opsRate"
+    both = "{t: 0, commit: 10, reads: 100}, {t: 1000, commit: 20, reads: 130}"
+    assert await page.evaluate(f"{ops}({both})") == 40
+    assert await page.evaluate(f"{ops}({{t: 0, commit: 1}}, {{t: 1000, commit: 3}})") == 2
+    counter = "window.raftcacheDashboard.counterRate"
+    restarted = "{t: 0, errors: 5}, {t: 1000, errors: 2}, 'errors'"
+    assert await page.evaluate(f"{counter}({restarted})") == 0
     # Newest at the right edge; a null breaks the line; the top value touches the top (y=1).
     segments = await page.evaluate(
         "window.raftcacheDashboard.sparklineSegments([0, 10, null, 5], 30, 12, 4)"

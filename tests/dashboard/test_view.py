@@ -356,3 +356,71 @@ def test_junk_group_entries_give_empty_figures_not_errors() -> None:
     assert (g2["leader"], g2["term"], g2["slots"]) == (None, None, None)
     assert replicas_of(g2)["n1"]["role"] is None
     assert view["sharding"]["leaderless"] == ["g2"]
+
+
+def test_quorum_margin_warns_when_one_more_failure_loses_it() -> None:
+    up = [answer(n, status(n, "follower", 2, 9, 9, leader="n1")) for n in ("n1", "n2", "n3")]
+    assert cluster_view(up)["quorum"] == {
+        "voters": 3,
+        "up": 3,
+        "needed": 2,
+        "tolerance": 1,
+        "at_risk": False,
+        "lost": False,
+    }
+    one_down = cluster_view([*up[:2], dead("n3")])["quorum"]
+    assert (one_down["tolerance"], one_down["at_risk"], one_down["lost"]) == (0, True, False)
+    two_down = cluster_view([up[0], dead("n2"), dead("n3")])["quorum"]
+    assert (two_down["tolerance"], two_down["at_risk"], two_down["lost"]) == (-1, False, True)
+    # Five voters, two down: still one failure to spare.
+    five = ["n1", "n2", "n3", "n4", "n5"]
+    rows = [answer(n, status(n, "follower", 2, 9, 9, members=five)) for n in five[:3]]
+    view = cluster_view([*rows, dead("n4"), dead("n5")])
+    assert (view["quorum"]["tolerance"], view["quorum"]["at_risk"]) == (0, True)
+
+
+def test_memory_errors_version_uptime_and_reads_per_node_and_totals() -> None:
+    def with_process(requests: int, errors: int, rss: int) -> Any:
+        process = {
+            "version": "0.1.0",
+            "python": "3.11.9",
+            "uptime_s": 12.5,
+            "rss_bytes": rss,
+            "requests": requests,
+            "server_errors": errors,
+        }
+        return {**stats(4), "process": process}
+
+    view = cluster_view(
+        [
+            answer("n1", status("n1", "leader", 2, 9, 9), with_process(10, 1, 50_000_000)),
+            answer("n2", status("n2", "follower", 2, 9, 9), with_process(5, 0, 40_000_000)),
+            answer("n3", status("n3", "follower", 2, 9, 9), stats(4)),  # an older node
+            dead("n4"),
+        ]
+    )
+    rows = by_id(view)
+    assert (rows["n1"]["version"], rows["n1"]["uptime_s"], rows["n1"]["rss_bytes"]) == (
+        "0.1.0",
+        12.5,
+        50_000_000,
+    )
+    assert (rows["n1"]["requests"], rows["n1"]["server_errors"]) == (10, 1)
+    assert rows["n1"]["reads"] == 3  # hits + misses: what the page adds to the commit rate
+    assert (rows["n3"]["version"], rows["n3"]["rss_bytes"], rows["n3"]["reads"]) == (None, None, 3)
+    assert rows["n4"]["reads"] is None
+    assert view["totals"] == {"reads": 9, "requests": 15, "server_errors": 1}
+    junk = cluster_view([answer("n1", status("n1", "leader", 2, 9, 9), {"process": "x"})])
+    assert junk["totals"] == {"reads": None, "requests": None, "server_errors": None}
+
+
+def test_a_group_one_failure_from_losing_its_quorum_is_at_risk() -> None:
+    statuses = four_stores()
+    view = cluster_view([answer(s, st) for s, st in statuses.items()])
+    assert (view["sharding"]["at_risk"], view["sharding"]["quorum_lost"]) == ([], [])
+    assert groups_of(view)["g0"]["quorum"]["tolerance"] == 1
+    # n1 does not answer: every group with a replica on it has one failure left.
+    view = cluster_view([dead(s) if s == "n1" else answer(s, st) for s, st in statuses.items()])
+    hosted_on_n1 = sorted(g for g, stores in PLACEMENT.items() if "n1" in stores)
+    assert view["sharding"]["at_risk"] == hosted_on_n1
+    assert "quorum" not in view  # a store's top-level figures are its first group's only

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 from prometheus_client.parser import text_string_to_metric_families
 
 from raftcache import __version__

@@ -1,5 +1,6 @@
 """The live dashboard served by every node at ``/``: nodes, roles, terms, leader, indexes, lag,
-throughput and latency, refreshed every second.
+throughput (reads and writes), latency, quorum margin, errors, memory, evictions, version and
+uptime, refreshed every second.
 
 Rule: no build step and nothing fetched at run time — the page, its script and its stylesheet are
 package data (``static/``), vanilla JS with inline SVG sparklines. The browser talks only to the

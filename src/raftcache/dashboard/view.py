@@ -10,11 +10,17 @@ the browser's business. Divergence alarms (docs/divergence.md) are replicated, s
 reports the same set: ``alarms`` is their union over the nodes that answered (one per node id),
 and a row is ``diverged`` when an alarm names it.
 
+Health: ``quorum`` says how many more voters may fail (the leader's members against the rows
+that answered; ``at_risk`` when none may), each row carries its node's ``process`` figures
+(version, uptime, resident memory, requests and 5xx answers) and ``reads`` (hits + misses), and
+``totals`` sums the counters the page turns into rates (ops/s counts reads as well as commits).
+
 Stores hosting many Raft groups (their status has ``sharding``) add ``sharding``: one row per
 group — its leader judged the same way among the stores whose replica claims the role, else the
 leader its replicas name; each replica's lag against that leader's commit index, and the
-leader's match lag (its ``follower_lag``) — and one row per store with its replicas and the
-groups it leads, so the balance shows. A store's top-level figures are those of its first
+leader's match lag (its ``follower_lag``), its quorum margin — and one row per store with its
+replicas and the groups it leads, so the balance shows; ``at_risk`` and ``quorum_lost`` list
+the groups one failure from losing their quorum, or without one. A store's top-level figures are those of its first
 hosted group only, which differs from store to store: the page reads ``sharding`` instead. A
 one-group cluster's view has no ``sharding`` key.
 """
@@ -30,6 +36,10 @@ from raftcache.network.groups import store_of
 
 #: Cache counters copied from ``/v1/stats`` into each row.
 CACHE_FIELDS = ("keys", "bytes", "hits", "misses", "evictions", "expirations")
+#: Counters of ``/v1/stats``'s ``process`` copied into each row (``rss_bytes`` may be None).
+PROCESS_COUNTERS = ("rss_bytes", "requests", "server_errors")
+#: Counters summed over the nodes that answered, for the page's rates (reads/s, errors/s).
+TOTALS = ("reads", "requests", "server_errors")
 
 
 def cluster_view(answers: Sequence[PeerAnswer], *, self_id: str | None = None) -> dict[str, Any]:
@@ -64,6 +74,7 @@ def cluster_view(answers: Sequence[PeerAnswer], *, self_id: str | None = None) -
     alarms = _alarms(up)
     for row in rows:
         row["diverged"] = row["id"] in alarms
+    voters = set(_str_list(leader_status.get("members"))) or members
     view: dict[str, Any] = {
         "self": self_id,
         "leader": _str(leader_status.get("id")) if leader is not None else None,
@@ -74,10 +85,39 @@ def cluster_view(answers: Sequence[PeerAnswer], *, self_id: str | None = None) -
         "total": len(rows),
         "nodes": sorted(rows, key=lambda row: str(row["id"])),
         "alarms": [alarms[node] for node in sorted(alarms)],
+        "totals": _totals(rows),
     }
+    if not sharded:
+        view["quorum"] = quorum_margin(
+            len(voters), sum(1 for row in rows if row["reachable"] and row["id"] in voters)
+        )
     if sharded:
         view["sharding"] = sharding_view(answers)
     return view
+
+
+def quorum_margin(voters: int, up: int) -> dict[str, Any]:
+    """How many more voters may fail before the quorum is lost: ``{"voters", "up", "needed",
+    "tolerance", "at_risk", "lost"}``; ``at_risk``: one more failure loses it."""
+    needed = voters // 2 + 1
+    tolerance = up - needed
+    return {
+        "voters": voters,
+        "up": up,
+        "needed": needed,
+        "tolerance": tolerance,
+        "at_risk": voters > 0 and tolerance == 0,
+        "lost": voters > 0 and tolerance < 0,
+    }
+
+
+def _totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, int | None]:
+    """Each of ``TOTALS`` summed over the rows that report it (None when none does)."""
+    out: dict[str, int | None] = {}
+    for name in TOTALS:
+        values = [row[name] for row in rows if isinstance(row.get(name), int)]
+        out[name] = sum(values) if values else None
+    return out
 
 
 def sharding_view(answers: Sequence[PeerAnswer]) -> dict[str, Any]:
@@ -132,6 +172,8 @@ def sharding_view(answers: Sequence[PeerAnswer]) -> dict[str, Any]:
         "groups": max(counts) if counts else len(group_rows),
         "replicas": sum(len(group["replicas"]) for group in group_rows),
         "leaderless": [group["group"] for group in group_rows if group["leader"] is None],
+        "at_risk": [g["group"] for g in group_rows if g["quorum"]["at_risk"]],
+        "quorum_lost": [g["group"] for g in group_rows if g["quorum"]["lost"]],
         "commit_index": (sum(commits) if commits and all(c is not None for c in commits) else None),
         "group_rows": group_rows,
         "stores": store_rows,
@@ -209,6 +251,10 @@ def _group_row(
         "commit_index": commit,
         "max_lag": max(lags) if lags else None,
         "replicas": replicas,
+        "quorum": quorum_margin(
+            len(members) or len(replicas),
+            sum(1 for r in replicas if r["role"] not in ("unreachable", "unknown")),
+        ),
     }
 
 
@@ -261,6 +307,9 @@ def _row(answer: PeerAnswer, commit: int | None, leader_raft: Mapping[str, Any])
     applied = _int(status.get("last_applied"))
     cache = answer.stats.get("cache") if answer.stats is not None else None
     cache = cache if isinstance(cache, Mapping) else {}
+    process = answer.stats.get("process") if answer.stats is not None else None
+    process = process if isinstance(process, Mapping) else {}
+    hits, misses = _int(cache.get("hits")), _int(cache.get("misses"))
     replication = leader_raft.get("replication_latency_ms")
     match_lag = leader_raft.get("follower_lag")
     return {
@@ -282,6 +331,10 @@ def _row(answer: PeerAnswer, commit: int | None, leader_raft: Mapping[str, Any])
         "rtt_ms": None if answer.rtt_ms is None else round(answer.rtt_ms, 3),
         "members": _str_list(status.get("members")),
         **{name: _int(cache.get(name)) for name in CACHE_FIELDS},
+        "reads": hits + misses if hits is not None and misses is not None else None,
+        "version": _str(process.get("version")),
+        "uptime_s": _float(process.get("uptime_s")),
+        **{name: _int(process.get(name)) for name in PROCESS_COUNTERS},
     }
 
 
@@ -308,6 +361,7 @@ def _missing_row(node_id: str) -> dict[str, Any]:
         ),
         "members": [],
         **dict.fromkeys(CACHE_FIELDS),
+        **dict.fromkeys(("reads", "version", "uptime_s", *PROCESS_COUNTERS)),
     }
 
 

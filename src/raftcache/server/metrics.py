@@ -13,8 +13,10 @@ and admission series stay the store's own. A single-group node's output is uncha
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,9 @@ from raftcache.server.ports import NodePort
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ROLES = ("follower", "candidate", "leader")
+#: When this process loaded the server (its uptime in ``/v1/stats``; ``/metrics`` has the
+#: kernel's ``process_start_time_seconds``).
+_LOADED_AT = time.monotonic()
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -285,6 +290,15 @@ class DataDirCollector(Collector):
         yield size
 
 
+def _resident_bytes() -> int | None:
+    """This process's resident memory (Linux ``/proc``; None elsewhere)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _role(node: NodePort) -> str:
     return str(getattr(getattr(node, "role", None), "value", getattr(node, "role", "")))
 
@@ -338,8 +352,14 @@ class ServerMetrics:
         # children is safe and saves that work on every request.
         self._counted: dict[tuple[str, str, int], Any] = {}
         self._timed: dict[tuple[str, str], Any] = {}
+        #: Requests answered, and those answered 5xx, for ``/v1/stats`` (the dashboard).
+        self.answered = 0
+        self.server_errors = 0
 
     def _counter(self, route: str, method: str, status: int) -> Any:
+        self.answered += 1
+        if status >= 500:
+            self.server_errors += 1
         key = (route, method, status)
         child = self._counted.get(key)
         if child is None:
@@ -352,6 +372,20 @@ class ServerMetrics:
         if child is None:
             child = self._timed[key] = self.latency.labels(route, method)
         return child
+
+    def process_stats(self) -> dict[str, Any]:
+        """The ``"process"`` part of ``/v1/stats``: what runs, for how long, how much memory
+        it holds, and how many requests it answered (5xx among them)."""
+        from raftcache import __version__
+
+        return {
+            "version": __version__,
+            "python": platform.python_version(),
+            "uptime_s": round(time.monotonic() - _LOADED_AT, 3),
+            "rss_bytes": _resident_bytes(),
+            "requests": self.answered,
+            "server_errors": self.server_errors,
+        }
 
     def watch_data_dir(self, path: Path) -> None:
         """Export the free and total bytes of ``path``'s file system from now on."""

@@ -81,9 +81,11 @@ async def get_status(request: web.Request) -> web.Response:
 
 
 async def get_stats(request: web.Request) -> web.Response:
-    """``GET /v1/stats``: ``{"cache": {...}, "raft": {...}}``."""
-    node = context_of(request).node
+    """``GET /v1/stats``: ``{"cache": {...}, "raft": {...}, "process": {...}}``."""
+    ctx = context_of(request)
+    node = ctx.node
     body: dict[str, Any] = {"cache": dict(await cache_stats(request)), "raft": node.raft_stats()}
+    body["process"] = ctx.metrics.process_stats()
     metrics = getattr(getattr(node, "network", None), "metrics", None)
     if metrics is not None and hasattr(metrics, "snapshot"):
         body["network"] = metrics.snapshot()  # per RPC type and peer (HttpNetwork)

@@ -353,6 +353,7 @@ async def get_stats(request: web.Request) -> web.Response:
         "cache": sum_stats(list(per_group.values())),
         "raft": front.nodes[front.first].raft_stats(),
         "groups": groups,
+        "process": front.metrics.process_stats(),
     }
     metrics = getattr(front.store.network, "metrics", None)
     if metrics is not None and hasattr(metrics, "snapshot"):

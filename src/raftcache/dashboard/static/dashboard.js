@@ -4,7 +4,9 @@
 // that came from a peer reaches the page through textContent or a numeric SVG attribute, so a
 // strange node id cannot inject markup (the page's Content-Security-Policy forbids inline script
 // as a second line of defence). Rates are computed here from successive samples: throughput is
-// the growth of the cluster's commit index per second of this browser's clock. Stores hosting many
+// the growth of the cluster's commit index (writes) plus that of every node's reads (hits and
+// misses), per second of this browser's clock; the error rate is the growth of the nodes' 5xx
+// answers. The quorum card warns when one more failure loses the quorum. Stores hosting many
 // Raft groups (view.sharding) get a table of groups × stores and one of stores; the summary then
 // counts groups led and sums the groups' commit indexes.
 "use strict";
@@ -19,8 +21,9 @@
 
   const state = {
     view: null,
-    samples: [], // {t, commit}: the cluster's commit index at browser time t (ms)
-    throughput: [], // ops/s per poll interval (null when unknown)
+    samples: [], // {t, commit, reads, errors}: the cluster's counters at browser time t (ms)
+    throughput: [], // ops/s (reads + writes) per poll interval (null when unknown)
+    errors: [], // 5xx answers/s per poll interval (null when unknown)
     latency: [], // ms per poll (null when unknown)
     rtt: new Map(), // node id -> [ms or null]
     polls: 0,
@@ -37,6 +40,23 @@
     if (!(seconds > 0)) return null;
     // A commit index never goes back; a lower one is another leader's restart: not negative ops.
     return Math.max(cur.commit - prev.commit, 0) / seconds;
+  }
+
+  /** Per second increase of `field` between two samples; null when it cannot be told. */
+  function counterRate(prev, cur, field) {
+    if (!prev || !cur || !isNum(prev[field]) || !isNum(cur[field])) return null;
+    const seconds = (cur.t - prev.t) / 1000;
+    if (!(seconds > 0)) return null;
+    // A counter lower than before is a node restarted (or gone): no negative rate.
+    return Math.max(cur[field] - prev[field], 0) / seconds;
+  }
+
+  /** ops/s: writes (the commit index) plus reads (every node's hits and misses). */
+  function opsRate(prev, cur) {
+    const writes = rate(prev, cur);
+    const reads = counterRate(prev, cur, "reads");
+    if (writes === null) return reads;
+    return reads === null ? writes : writes + reads;
   }
 
   /**
@@ -118,10 +138,12 @@
   }
 
   function record(view, t) {
-    const sample = { t, commit: clusterCommit(view) };
+    const totals = view.totals || {};
+    const sample = { t, commit: clusterCommit(view), reads: totals.reads, errors: totals.server_errors };
     const prev = state.samples[state.samples.length - 1];
     pushBounded(state.samples, sample);
-    pushBounded(state.throughput, rate(prev, sample));
+    pushBounded(state.throughput, opsRate(prev, sample));
+    pushBounded(state.errors, counterRate(prev, sample, "errors"));
     pushBounded(state.latency, clusterLatency(view).value);
     const seen = new Set();
     for (const node of view.nodes) {
@@ -184,6 +206,8 @@
       ? alarms.map((a) => `${a.node}: ${a.reason}`).join("; ")
       : "replicas whose state digest differs";
 
+    renderHealth(view);
+
     setText("throughput", fmt(state.throughput[state.throughput.length - 1], 1));
     const latency = clusterLatency(view);
     setText("latency", fmt(latency.value, 1));
@@ -195,6 +219,57 @@
     document.querySelector("#nodes tbody").replaceChildren(...rows);
     $("sharding").hidden = !sharding;
     if (sharding) renderGroups(sharding);
+  }
+
+  /** Quorum margin, error rate, memory, evictions, version and uptime. */
+  function renderHealth(view) {
+    const q = quorumText(view);
+    setText("quorum", q.text, q.bad);
+    $("quorum-detail").textContent = q.detail;
+    const errors = state.errors[state.errors.length - 1];
+    setText("errors", fmt(errors, 1), isNum(errors) && errors > 0);
+    const up = view.nodes.filter((n) => n.reachable);
+    const rss = up.map((n) => n.rss_bytes).filter(isNum);
+    setText("memory", rss.length ? bytes(Math.max(...rss)) : "—");
+    const evictions = up.map((n) => n.evictions).filter(isNum);
+    setText("evictions", evictions.length ? fmt(Math.max(...evictions)) : "—");
+    const versions = [...new Set(up.map((n) => n.version).filter((v) => typeof v === "string"))];
+    setText("version", versions.length ? versions.sort().join(", ") : "—", versions.length > 1);
+    const uptimes = up.map((n) => n.uptime_s).filter(isNum);
+    $("uptime").textContent = uptimes.length ? `up ${duration(Math.min(...uptimes))} (youngest node)` : "uptime";
+  }
+
+  /** What the quorum card says: how many more failures, a warning at none left. */
+  function quorumText(view) {
+    if (view.sharding) {
+      const s = view.sharding;
+      const lost = s.quorum_lost || [];
+      const risk = s.at_risk || [];
+      if (lost.length) return { text: "lost", bad: true, detail: `no quorum in ${lost.join(", ")}` };
+      if (risk.length) return { text: "at risk", bad: true, detail: `one more failure loses ${risk.join(", ")}` };
+      return { text: "ok", bad: false, detail: "every group survives another failure" };
+    }
+    const q = view.quorum;
+    if (!q || !q.voters) return { text: "—", bad: false, detail: "more failures the cluster survives" };
+    if (q.lost) return { text: "lost", bad: true, detail: `${q.up} of ${q.voters} voters up, ${q.needed} needed` };
+    if (q.at_risk) return { text: "0", bad: true, detail: "one more failure loses the quorum" };
+    return { text: String(q.tolerance), bad: false, detail: `more failures survived (${q.up} of ${q.voters} voters up)` };
+  }
+
+  function bytes(v) {
+    if (!isNum(v)) return "—";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+    return `${i ? v.toFixed(1) : v} ${units[i]}`;
+  }
+
+  function duration(seconds) {
+    if (!isNum(seconds)) return "—";
+    if (seconds < 120) return `${Math.round(seconds)} s`;
+    if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
+    if (seconds < 172800) return `${Math.round(seconds / 3600)} h`;
+    return `${Math.round(seconds / 86400)} d`;
   }
 
   function setLabels(leader, term, commit) {
@@ -370,6 +445,10 @@
       cell(fmt(node.replication_ms, 1), "num col-repl"),
       cell(fmt(node.rtt_ms, 1), "num col-rtt"),
       cell(fmt(node.keys), "num col-keys"),
+      cell(fmt(node.evictions), "num col-evictions"),
+      cell(bytes(node.rss_bytes), "num col-memory"),
+      cell(node.version || "—", "col-version"),
+      cell(duration(node.uptime_s), "num col-uptime"),
       spark,
     );
     return tr;
@@ -461,7 +540,7 @@
     poll();
   }
 
-  window.raftcacheDashboard = { rate, sparklineSegments, linePath, mean, state };
+  window.raftcacheDashboard = { rate, counterRate, opsRate, sparklineSegments, linePath, mean, state };
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();
 })();
