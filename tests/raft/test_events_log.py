@@ -174,3 +174,30 @@ def test_configuration_change_names_every_kind_of_change() -> None:
         "voters": "a,b,d",
         "learners": "e",
     }
+
+
+async def test_a_store_down_is_one_line_per_store_not_per_group(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Three real ``Store`` objects, four groups each: when s3 goes down, s1 and s2 lead all
+    four groups between them (one leads two or more), and each logs s3 lost at most once."""
+    from tests.store.test_store_sim import GROUPS, Stores
+
+    caplog.set_level(logging.INFO, logger=EVENTS)
+    stores = Stores(seed=3)
+    for store_id in ("s1", "s2", "s3"):
+        await stores.start(store_id)
+    try:
+        stores.hub.fail_node("s3")
+        await asyncio.sleep(FAST.election_timeout_max * 15)
+        gids = [f"g{g}" for g in range(GROUPS)]
+        leaders = [stores.leader(gid) for gid in gids]
+        led = [r.node.node_id for r in leaders if r is not None]
+        assert sorted(set(led)) <= ["s1", "s2"]
+        assert len(led) == GROUPS  # so one of them leads two groups or more
+        per_store = {s: len(lines(caplog, "peer lost", node=s, peer="s3")) for s in ("s1", "s2")}
+        assert max(per_store.values()) == 1, per_store
+        assert all(per_store[s] == 1 for s in set(led)), per_store
+    finally:
+        for store in list(stores.running.values()):
+            await store.stop()
