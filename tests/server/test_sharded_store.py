@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.watch import WatchHistory
@@ -318,6 +319,16 @@ async def test_status_stats_health_metrics(three_lean: Stores) -> None:
     assert 'raftcache_cache_keys{group="g3"}' in text
     assert 'raftcache_http_forwarded_total{group="g1"}' in text
     assert 'raftcache_watch_streams{group="g2"}' in text
+    # Read back as Prometheus does: per-group Raft series keep ``group`` beside ``peer``/``rpc``.
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    lag = families["raftcache_raft_follower_lag"].samples
+    assert all(set(sample.labels) == {"group", "peer"} for sample in lag)
+    sent = families["raftcache_raft_rpcs_received"]
+    assert sent.type == "counter"
+    assert {tuple(sorted(x.labels)) for x in sent.samples} == {("group", "rpc")}
+    fsync = families["raftcache_raft_fsync_duration_seconds"].samples
+    assert {x.labels["group"] for x in fsync} == {"g0", "g1", "g2", "g3"}
+    assert all(f.documentation for f in families.values())
 
 
 async def test_admin_routes_name_their_group(three_lean: Stores) -> None:
