@@ -20,9 +20,9 @@ group — its leader judged the same way among the stores whose replica claims t
 leader its replicas name; each replica's lag against that leader's commit index, and the
 leader's match lag (its ``follower_lag``), its quorum margin — and one row per store with its
 replicas and the groups it leads, so the balance shows; ``at_risk`` and ``quorum_lost`` list
-the groups one failure from losing their quorum, or without one. A store's top-level figures are those of its first
-hosted group only, which differs from store to store: the page reads ``sharding`` instead. A
-one-group cluster's view has no ``sharding`` key.
+the groups one failure from losing their quorum, or without one. A store's top-level figures
+are those of its first hosted group only, which differs from store to store: the page reads
+``sharding`` instead. A one-group cluster's view has no ``sharding`` key.
 """
 
 from __future__ import annotations
