@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 import pytest
 
+from raftcache.network.groups import store_of
 from raftcache.protocol.messages import AppendEntriesRequest, AppendEntriesResponse
 from raftcache.raft.core import Role
-from raftcache.raft.errors import NotLeaderError
+from raftcache.raft.errors import MembershipChangeError, NotLeaderError
 from raftcache.slots import key_group
 from raftcache.store import GroupReplica, Store, group_id
 from tests.raft.read_sweep import check_reads
@@ -285,3 +286,32 @@ async def restart_all(stores: Stores) -> None:
     for store_id in STORES:
         if store_id not in stores.running:
             await stores.restart(store_id)
+
+
+async def test_a_change_to_a_quiet_group_is_judged_on_fresh_answers() -> None:
+    """A quiet leader's last answers are as old as its quiet (its ticks run slow, so they look
+    recent in ticks). With its store's pinger stopped (nothing wakes it), a follower's store
+    crashed: removing the other follower must be refused — the new voters {leader, dead} have
+    no quorum that answers — and removing the dead one must go through."""
+    stores = await started(3)
+    try:
+        gid = group_id(0)
+        await until(lambda: all_quiet(stores))
+        leader = stores.leader(gid)
+        assert leader is not None
+        home = store_of(leader.node.node_id)
+        liveness = stores.running[home].liveness
+        assert liveness is not None
+        await liveness.stop()
+        dead, alive = (s for s in STORES if s != home)
+        await stores.crash(dead)
+        await asyncio.sleep(0.5)  # well inside 5 election timeouts of quiet ticks
+        assert leader.node.quiesced
+        with pytest.raises(MembershipChangeError, match="without a quorum"):
+            await leader.node.remove_member(alive)
+        assert alive in leader.node.members
+        await leader.node.remove_member(dead)
+        assert leader.node.members == sorted([leader.node.node_id, alive])
+        await leader.service.set(key_of(0), b"after the change")
+    finally:
+        await stopped(stores)

@@ -560,6 +560,11 @@ class RaftCore:
         if self.role is Role.LEADER:
             for pr in self.progress.values():
                 pr.last_active = self.ticks
+                # An answer from before the quiet counts as heard "recently" for no check:
+                # quiet ticks run slow, so its age in ticks understates its age on the clock
+                # (the strict reconfiguration check, ``quorum_active_in``, must see fresh
+                # answers; ``RaftNode`` asks for a round before a change to a quiet group).
+                pr.last_heard = None
             self.heartbeat_elapsed = 0
             self._broadcast_due = True
         else:

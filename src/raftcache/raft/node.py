@@ -873,6 +873,10 @@ class RaftNode:
 
     async def _propose_config(self, new: Configuration, timeout: float | None) -> None:
         core = self._check_running()
+        if core.quiesced:
+            # A quiet leader holds no fresh answer (``RaftCore.wake`` drops the old ones): a
+            # round first, so that the strict reconfiguration check judges who answers now.
+            await self.read_index(timeout)
         index = core.propose_config(new)
         await self._await_index(core, index, timeout)
 
