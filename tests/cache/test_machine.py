@@ -329,3 +329,22 @@ def test_stats_shape_and_node_local_hits() -> None:
 def test_bounds_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         CacheStateMachine(max_keys=0)
+
+
+def test_random_key_draws_live_keys_by_rank_with_the_readers_source() -> None:
+    log = Log()
+    assert log.machine.random_key(10.0, lambda n: 0) is None
+    for name in "abcd":
+        log.apply(encode_set(name, b"v", now=10.0))
+    log.apply(encode_set("e", b"v", ttl=1.0, now=10.0))  # expired at 11
+    # The draw is a rank in key order: every rank reaches its key.
+    ranks = [log.machine.random_key(10.0, lambda n, i=i: i) for i in range(5)]  # type: ignore[misc]
+    assert ranks == list("abcde")
+    # An expired key drawn is drawn again; all expired: the first live key, else None.
+    draws = iter([4, 4, 1])
+    assert log.machine.random_key(11.0, lambda n: next(draws)) == "b"
+    assert log.machine.random_key(11.0, lambda n: 4) == "a"
+    assert log.machine.random_key(100.0, lambda n: 4) == "a"
+    for name in "abcd":
+        log.apply(encode_delete(name, now=12.0))
+    assert log.machine.random_key(12.0, lambda n: n - 1) is None

@@ -128,6 +128,10 @@ class FakeBackend:
     async def dbsize(self, consistency: str) -> int:
         return len(self.data)
 
+    async def random_key(self, consistency: str) -> str | None:
+        live = sorted(k for k in self.data if self._live(k))
+        return live[0] if live else None
+
     async def flush(self, prefix: str) -> int:
         gone = [k for k in self.data if k.startswith(prefix)]
         for key in gone:

@@ -180,6 +180,8 @@ class InProcessGroup:
 
     async def publish(self, channel: bytes, message: bytes) -> int:
         return await self._run(lambda b: b.publish(channel, message))
+    async def random_key(self, consistency: str) -> str | None:
+        return await self._run(lambda b: b.random_key(consistency))
 
 
 class Fronted:
@@ -444,6 +446,31 @@ async def test_cache_commands_route_by_key_and_msetnx_stays_in_one_group(
     assert await c.wait(2, 50) == 1
     seconds, _ = await c.time()
     assert abs(seconds - time.time()) < 5
+
+
+async def test_rename_and_copy_stay_in_one_group_and_randomkey_draws_from_all(
+    fronted: Fronted, r: aioredis.Redis
+) -> None:
+    c: Any = r  # redis-py's command helpers are partly untyped
+    led, followed, remote = (
+        fronted.keys_of(gid, 3, "rn") for gid in (fronted.led, fronted.followed, fronted.remote)
+    )
+    for a, b, d in (led, followed, remote):  # a group led here, followed here, held elsewhere
+        await c.set(a, "1.5", ex=100)
+        assert await c.incrbyfloat(a, 1) == 2.5
+        assert await c.append(a, "0") == 4
+        assert await c.rename(a, b) is True
+        assert await c.copy(b, d) is True
+        assert await c.mget(a, b, d) == [None, b"2.50", b"2.50"]
+        assert 99 <= await c.ttl(d) <= 100
+    with pytest.raises(ClusterCrossSlotError):
+        await c.rename(led[1], remote[0])
+    with pytest.raises(ClusterCrossSlotError):
+        await c.copy(led[1], followed[0])
+    assert await c.exists(remote[0]) == 0
+    drawn = {_text(await c.randomkey()) for _ in range(60)}
+    assert drawn <= {*led[1:], *followed[1:], *remote[1:]}
+    assert len(drawn) > 2
 
 
 async def test_a_remote_groups_guess_follows_the_hint_when_its_leader_moves(

@@ -445,6 +445,12 @@ class CacheStateMachine:
             raise ValueError("limit must be at least 1")
         return self._store.list_keys(prefix, after, limit, now)
 
+    def random_key(self, now: float, draw: Callable[[int], int]) -> str | None:
+        """A live key at the reader's ``now``, drawn by ``draw(n)`` (an int in ``[0, n)``: the
+        reading node's own random source — a read changes no state, so replicas need not
+        agree on it), or None when no key is live."""
+        return self._store.random_key(draw, now)
+
     def expired_keys(self, now: float, limit: int) -> list[str]:
         """Up to ``limit`` keys whose ``expires_at <= now``, earliest first (for the leader's
         EXPIRE proposals)."""

@@ -22,6 +22,7 @@ docs/divergence.md), refuses every read — whatever its consistency, before any
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -63,6 +64,9 @@ from raftcache.cache.scripting import Reply
 from raftcache.cache.upgrade import CommandVersionGate, CommandVersionProbe
 from raftcache.raft.errors import NotLeaderError
 from raftcache.vocabulary import CONSISTENCY_LEVELS
+
+#: RANDOMKEY's draws: node-local, never replicated (``random_key``).
+_RANDOM = random.SystemRandom()
 
 __all__ = ["CONSISTENCY_LEVELS", "CacheService", "RaftPort", "Session", "batch_op"]
 
@@ -221,6 +225,13 @@ class CacheService:
             raise InvalidCommandError("limit must be a positive integer")
         await self._barrier(consistency)
         return self._machine.list_keys(prefix or "", after, limit, self._clock())
+
+    async def random_key(self, consistency: str = "linearizable") -> str | None:
+        """A live key drawn uniformly at random after the barrier (RANDOMKEY), or None when
+        there is none. The draw uses this node's own random source: a read changes no
+        replicated state, so nothing needs it to be deterministic."""
+        await self._barrier(consistency)
+        return self._machine.random_key(self._clock(), _RANDOM.randrange)
 
     async def _barrier(self, consistency: str) -> None:
         reason = self._machine.distrust(self._node_id)

@@ -34,7 +34,7 @@ expired (removed by EXPIRE, by eviction, or overwritten/deleted after its ``expi
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import islice
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped, unused-ignore]
@@ -123,6 +123,20 @@ class EntryStore:
                 return keys, keys[-1]
             keys.append(key)
         return keys, None
+
+    def random_key(self, draw: Callable[[int], int], now: float, tries: int = 16) -> str | None:
+        """A live key drawn uniformly at random (``draw(n)``: an int in ``[0, n)``), or None
+        when none is live. A rank in the sorted index is O(log n); a drawn key that expired
+        is drawn again, and after ``tries`` expired draws the first live key in key order
+        is returned (a store full of expired keys)."""
+        keys, records = self._keys, self._records
+        for _ in range(tries):
+            if not keys:
+                return None
+            key: str = keys[draw(len(keys))]
+            if record_expires_at(records[key]) > now:
+                return key
+        return next((k for k in keys if record_expires_at(records[k]) > now), None)
 
     def expired_keys(self, now: float, limit: int) -> list[str]:
         """Up to ``limit`` keys expired at ``now``, earliest expiry first."""

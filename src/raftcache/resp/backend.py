@@ -80,6 +80,10 @@ class Backend(Protocol):
         """Number of keys held (expired ones not yet removed included, as Redis counts)."""
         ...
 
+    async def random_key(self, consistency: str) -> str | None:
+        """A live key drawn at random (RANDOMKEY), or None when there is none."""
+        ...
+
     async def flush(self, prefix: str) -> int:
         """Delete every key starting with ``prefix`` in one log entry (command version 2)."""
         ...
@@ -220,6 +224,7 @@ class ServicePort(Protocol):
 
     async def script_flush(self) -> int: ...
     async def publish(self, channel: bytes, message: bytes) -> int: ...
+    async def random_key(self, consistency: str = "linearizable") -> str | None: ...
 
     async def stats(self) -> Mapping[str, Any]: ...
 
@@ -323,6 +328,9 @@ class LocalBackend:
 
     async def publish(self, channel: bytes, message: bytes) -> int:
         return await self._service.publish(channel, message)
+
+    async def random_key(self, consistency: str) -> str | None:
+        return await self._service.random_key(consistency)
 
     async def dbsize(self, consistency: str) -> int:
         await self._service.mget([], consistency)  # the read barrier alone

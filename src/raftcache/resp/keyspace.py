@@ -1,5 +1,5 @@
 """Generic key commands: DEL, UNLINK, EXISTS, TOUCH, TYPE, EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT,
-PERSIST, TTL, PTTL, EXPIRETIME, PEXPIRETIME.
+PERSIST, TTL, PTTL, EXPIRETIME, PEXPIRETIME, RENAME, RENAMENX, COPY, OBJECT.
 
 Rule: as in ``raftcache.resp.strings``, ``simulate`` is the semantics and ``mode`` the route.
 DEL is a batch of deletes; EXISTS and TYPE are reads. The expiry
@@ -9,11 +9,14 @@ a rolling upgrade has enabled format 2 (and for the rare EXPIRE with two conditi
 XX LT) they fall back to transactions that rewrite the value with the new TTL, conditioned on
 the version they read. TTL, PTTL, EXPIRETIME and PEXPIRETIME read the expiry, which only a
 full read (not a value read) returns. TOUCH is a read like EXISTS: a read refreshes its keys'
-recency (the path GET takes), even on a ``CLIENT NO-TOUCH`` connection, as in Redis.
+recency (the path GET takes), even on a ``CLIENT NO-TOUCH`` connection, as in Redis. RENAME,
+RENAMENX and COPY are transactions over their two keys (the value and the TTL move together);
+OBJECT ENCODING and REFCOUNT are reads.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Final
 
@@ -23,10 +26,10 @@ from raftcache.cache.results import BatchItem
 from raftcache.resp import args
 from raftcache.resp.args import Limits
 from raftcache.resp.calls import Call, Mode, Reply, View
-from raftcache.resp.errors import invalid_expire
-from raftcache.resp.protocol import RespError, Simple
+from raftcache.resp.errors import SYNTAX, invalid_expire
+from raftcache.resp.protocol import OK, RespError, Simple
 from raftcache.resp.state import ClientState
-from raftcache.vocabulary import INT64_MAX
+from raftcache.vocabulary import INT64_MAX, INT64_MIN
 
 _STRING: Final = Simple("string")
 _NONE: Final = Simple("none")
@@ -208,6 +211,112 @@ class ExpireTime(_KeyTime):
         return at if self.millis else (at + 500) // 1000
 
 
+class Rename(Call):
+    """RENAME src dst (``OK``; ``ERR no such key``) and RENAMENX (1, or 0 when ``dst`` exists):
+    ``dst`` takes ``src``'s value and TTL, ``src`` is deleted. A transaction over both keys (on
+    a sharded store they must share a group: ``CROSSSLOT`` otherwise)."""
+
+    mode = Mode.TXN
+    in_multi = True
+    writes = True
+
+    def __init__(self, src: str, dst: str, *, nx: bool) -> None:
+        self.keys = self.pinned = (src, dst) if src != dst else (src,)
+        self.src, self.dst, self.nx = src, dst, nx
+
+    def simulate(self, view: View) -> Reply:
+        entry = view.get(self.src)
+        if entry is None:
+            raise RespError("ERR no such key")
+        if self.src == self.dst:
+            return 0 if self.nx else OK
+        if self.nx and view.get(self.dst) is not None:
+            return 0
+        view.remove(self.src)
+        view.put(self.dst, entry.value, entry.expires_at)
+        return 1 if self.nx else OK
+
+
+class Copy(Call):
+    """COPY src dst [DB 0] [REPLACE]: 1 if ``dst`` now holds ``src``'s value and TTL, 0 if
+    ``src`` is missing or ``dst`` exists without REPLACE. Only database 0 exists."""
+
+    mode = Mode.TXN
+    in_multi = True
+    writes = True
+
+    def __init__(self, src: str, dst: str, *, replace: bool) -> None:
+        self.keys = self.pinned = (src, dst)
+        self.src, self.dst, self.replace = src, dst, replace
+
+    def simulate(self, view: View) -> Reply:
+        entry = view.get(self.src)
+        if entry is None or (not self.replace and view.get(self.dst) is not None):
+            return 0
+        view.put(self.dst, entry.value, entry.expires_at)
+        return 1
+
+
+_OBJECT_HELP: Final = (
+    "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "ENCODING <key>",
+    "    Return the kind of internal representation used in order to store the value",
+    "    associated with a <key>.",
+    "FREQ <key>",
+    "    Not tracked: the cache evicts by LRU order (the error says so).",
+    "IDLETIME <key>",
+    "    Not tracked: the LRU order is replicated, with no access clock (the error says so).",
+    "REFCOUNT <key>",
+    "    Return the number of references of the value associated with the specified",
+    "    <key> (always 1).",
+    "HELP",
+    "    Print this help.",
+)
+
+
+class Object(Call):
+    """OBJECT ENCODING|REFCOUNT key: what Redis would answer for the value (``int``, ``embstr``
+    or ``raw``; nil for a missing key); IDLETIME and FREQ answer that they are not tracked;
+    HELP lists them."""
+
+    mode = Mode.READ
+    in_multi = True
+
+    def __init__(self, subcommand: str, key: str) -> None:
+        self.keys = (key,)
+        self.subcommand = subcommand
+
+    def simulate(self, view: View) -> Reply:
+        entry = view.get(self.keys[0])
+        if entry is None:
+            return None
+        if self.subcommand == "REFCOUNT":
+            return 1
+        return string_encoding(entry.value)
+
+
+class ObjectHelp(Call):
+    """OBJECT HELP."""
+
+    def run_server(self, ctx: ClientState) -> Reply:
+        return [Simple(line) for line in _OBJECT_HELP]
+
+
+def string_encoding(value: bytes) -> str:
+    """Redis's encoding of a string value: ``int`` (an int64 in canonical form of at most 20
+    characters), ``embstr`` (at most 44 bytes), else ``raw``."""
+    if (
+        len(value) <= 20
+        and _CANONICAL_INT.fullmatch(value)
+        and INT64_MIN <= int(value) <= INT64_MAX
+    ):
+        return "int"
+    return "embstr" if len(value) <= 44 else "raw"
+
+
+_CANONICAL_INT: Final = re.compile(rb"0|-?[1-9][0-9]*")
+
+
 # --- parsers ------------------------------------------------------------------------------
 
 
@@ -233,6 +342,56 @@ def parse_pexpiretime(argv: Sequence[bytes], limits: Limits) -> Call:
 
 def parse_type(argv: Sequence[bytes], limits: Limits) -> Call:
     return Type(args.key(argv[0]))
+
+
+def parse_rename(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Rename(args.key(argv[0]), args.key(argv[1]), nx=False)
+
+
+def parse_renamenx(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Rename(args.key(argv[0]), args.key(argv[1]), nx=True)
+
+
+def parse_copy(argv: Sequence[bytes], limits: Limits) -> Call:
+    src, dst = args.key(argv[0]), args.key(argv[1])
+    replace = False
+    i = 2
+    while i < len(argv):
+        option = args.upper(argv[i])
+        if option == "REPLACE":
+            replace = True
+        elif option == "DB" and i + 1 < len(argv):
+            if args.integer(argv[i + 1]) != 0:
+                raise RespError("ERR DB index is out of range")  # only database 0 exists
+            i += 1
+        else:
+            raise SYNTAX
+        i += 1
+    if src == dst:
+        raise RespError("ERR source and destination objects are the same")
+    return Copy(src, dst, replace=replace)
+
+
+def parse_object(argv: Sequence[bytes], limits: Limits) -> Call:
+    subcommand = args.upper(argv[0])
+    if subcommand == "HELP" and len(argv) == 1:
+        return ObjectHelp()
+    if subcommand in ("ENCODING", "REFCOUNT") and len(argv) == 2:
+        return Object(subcommand, args.key(argv[1]))
+    if subcommand == "IDLETIME" and len(argv) == 2:
+        raise RespError(
+            "ERR idle time is not tracked: the cache's LRU is a replicated order, not a clock"
+        )
+    if subcommand == "FREQ" and len(argv) == 2:
+        raise RespError(
+            "ERR An LFU maxmemory policy is not selected, access frequency not tracked. "
+            "Please note that when switching between policies at runtime LRU and LFU data "
+            "will take some time to adjust."
+        )
+    raise RespError(
+        f"ERR unknown subcommand or wrong number of arguments for '{args.text(argv[0])}'. "
+        "Try OBJECT HELP."
+    )
 
 
 def parse_persist(argv: Sequence[bytes], limits: Limits) -> Call:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import quote
@@ -63,6 +64,7 @@ from raftcache.vocabulary import EXPIRES_AT_HEADER
 MGET_CHUNK: Final = 1000  # the HTTP API's default --max-batch-ops
 LIST_LIMIT_MAX: Final = 1000
 EXPIRY_WAIT_S: Final = 2.0
+_RANDOM: Final = random.SystemRandom()  # RANDOMKEY's draw: node-local, not replicated
 # The HTTP API's forwarding headers (``raftcache.server.forwarding``, a layer above this one).
 FORWARDED_HEADER: Final = "X-Raftcache-Forwarded"
 NOT_LEADER_HEADER: Final = "X-Raftcache-Not-Leader"
@@ -206,6 +208,12 @@ class LeaderBackend:
         if scope is not None:  # a store that lists every group's keys: keep this group's
             keys = [key for key in keys if scope.holds(key)]
         return keys, next_key
+
+    async def random_key(self, consistency: str) -> str | None:
+        """The HTTP API has no random read: a key drawn from the first page of the listing
+        (up to ``LIST_LIMIT_MAX`` keys in key order; docs/resp.md says so)."""
+        keys, _ = await self.list_keys("", None, LIST_LIMIT_MAX, consistency)
+        return _RANDOM.choice(keys) if keys else None
 
     async def dbsize(self, consistency: str) -> int:
         body = await self._json("GET", "/v1/stats", None, write=False)

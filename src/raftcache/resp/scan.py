@@ -1,4 +1,5 @@
-"""Whole-keyspace commands: KEYS, SCAN (MATCH, COUNT, TYPE), DBSIZE, FLUSHDB/FLUSHALL.
+"""Whole-keyspace commands: KEYS, SCAN (MATCH, COUNT, TYPE), DBSIZE, FLUSHDB/FLUSHALL,
+RANDOMKEY.
 
 Rule: these page through the cache's sorted key listing (``list_keys``), each page a
 linearizable read of its own, so — unlike Redis's KEYS — a listing is not one atomic snapshot
@@ -166,6 +167,22 @@ class FlushDb(Call):
             return await shards[0].call(run, ctx.gate)
         await asyncio.gather(*(router.call(run, ctx.gate) for router in shards))
         return OK
+
+
+class RandomKey(Call):
+    """RANDOMKEY: a live key drawn at random after a read at the connection's consistency, or
+    nil. The draw is this node's own (a read changes no state): uniform over the keys held where
+    the read runs here; through the HTTP API (a follower forwarding, a group held elsewhere)
+    drawn from the first page of the listing."""
+
+    async def run_server(self, ctx: ClientState) -> Reply:
+        consistency = ctx.consistency
+        key = await ctx.server.router.call(lambda b: b.random_key(consistency), ctx.gate)
+        return None if key is None else key.encode()
+
+
+def parse_randomkey(argv: Sequence[bytes], limits: Limits) -> Call:
+    return RandomKey()
 
 
 def parse_keys(argv: Sequence[bytes], limits: Limits) -> Call:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import heapq
+import random
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast
 
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 X = TypeVar("X")
 
+_RANDOM: Final = random.SystemRandom()  # RANDOMKEY's draw of a group: node-local
 CROSSGROUP: Final = RespError("CROSSSLOT Keys in request don't hash to the same slot")
 
 
@@ -485,6 +487,20 @@ class ShardedBackend:
         # Through the first group, whatever the channel (raftcache.resp.pubsub).
         first = next(iter(self._shards.routers.values()))
         return await first.call(lambda b: b.publish(channel, message), self._gate)
+    async def random_key(self, consistency: str) -> str | None:
+        """A group drawn in proportion to its keys held, then a key drawn in it."""
+        routers = list(self._shards.routers.values())
+        counts = await asyncio.gather(
+            *(router.call(lambda b: b.dbsize(consistency), self._gate) for router in routers)
+        )
+        weighted = [(r, c) for r, c in zip(routers, counts, strict=True) if c > 0]
+        while weighted:
+            router = _RANDOM.choices([r for r, _ in weighted], [c for _, c in weighted])[0]
+            key = await router.call(lambda b: b.random_key(consistency), self._gate)
+            if key is not None:
+                return key
+            weighted = [(r, c) for r, c in weighted if r is not router]  # only expired keys
+        return None
 
     async def flush(self, prefix: str) -> int:
         deleted = await asyncio.gather(

@@ -1,5 +1,5 @@
 """String commands: GET, MGET, STRLEN, SET (NX XX GET EX PX EXAT PXAT KEEPTTL), SETNX, SETEX,
-PSETEX, GETSET, GETDEL, GETEX, MSET, MSETNX, INCR, INCRBY, DECR, DECRBY.
+PSETEX, GETSET, GETDEL, GETEX, MSET, MSETNX, INCR, INCRBY, DECR, DECRBY, INCRBYFLOAT, APPEND.
 
 Rule: each command is one ``Call`` whose ``simulate`` is the reference semantics (Redis's, on
 the states of its keys) and whose ``mode`` picks the cheapest route that keeps them: a READ
@@ -12,11 +12,15 @@ EXAT/PXAT a set followed by a ``ttl`` op in the same batch (command version 2; t
 until a rolling upgrade has enabled it). SETEX and PSETEX are SET EX / PX. GETEX with an
 option is a get and a ``ttl`` op in one batch (atomic: one log entry; a transaction before
 version 2); without one it is a GET. MSETNX is one batch of create-only sets (``if_absent``):
-the batch applies all or nothing, so either every key is set or none is.
+the batch applies all or nothing, so either every key is set or none is. INCRBYFLOAT and
+APPEND compute the new value from the old one, so they are transactions (read, then a write
+conditioned on the version read); both keep the key's TTL.
 """
 
 from __future__ import annotations
 
+import decimal
+import math
 import re
 from collections.abc import Sequence
 from typing import Final
@@ -29,7 +33,14 @@ from raftcache.resp import args
 from raftcache.resp.args import Limits
 from raftcache.resp.backend import Backend
 from raftcache.resp.calls import Call, Entry, Mode, Reply, View
-from raftcache.resp.errors import NOT_INTEGER, OVERFLOW, SYNTAX, invalid_expire, wrong_args
+from raftcache.resp.errors import (
+    NOT_FLOAT,
+    NOT_INTEGER,
+    OVERFLOW,
+    SYNTAX,
+    invalid_expire,
+    wrong_args,
+)
 from raftcache.resp.protocol import OK, RespError
 from raftcache.vocabulary import INT64_MAX, INT64_MIN
 
@@ -296,6 +307,75 @@ class IncrBy(Call):
         return results[0]
 
 
+class IncrByFloat(Call):
+    """INCRBYFLOAT key increment: the value as a float plus ``increment``, stored in Redis's
+    human form (fixed notation, no trailing zeros); keeps the key's TTL. A transaction: the
+    cache's counter is an int64."""
+
+    mode = Mode.TXN
+    in_multi = True
+    writes = True
+
+    def __init__(self, key: str, by: float) -> None:
+        self.keys = self.pinned = (key,)
+        self.by = by
+
+    def simulate(self, view: View) -> Reply:
+        key = self.keys[0]
+        old = view.get(key)
+        base = 0.0 if old is None else parse_float(old.value)
+        result = base + self.by
+        if not math.isfinite(result):
+            raise RespError("ERR increment would produce NaN or Infinity")
+        text = format_float(result)
+        view.put(key, text, None if old is None else old.expires_at)
+        return text
+
+
+class Append(Call):
+    """APPEND key value: the length after appending (a missing key counts as empty); keeps the
+    key's TTL. A transaction: the cache has no append."""
+
+    mode = Mode.TXN
+    in_multi = True
+    writes = True
+
+    def __init__(self, key: str, value: bytes, max_value_bytes: int) -> None:
+        self.keys = self.pinned = (key,)
+        self.value = value
+        self.max_value_bytes = max_value_bytes
+
+    def simulate(self, view: View) -> Reply:
+        key = self.keys[0]
+        old = view.get(key)
+        value = self.value if old is None else old.value + self.value
+        if len(value) > self.max_value_bytes:
+            raise RespError("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+        view.put(key, value, None if old is None else old.expires_at)
+        return len(value)
+
+
+# Redis's string2ld accepts what strtold does, whole: no spaces around, no NaN.
+_FLOAT: Final = re.compile(rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_INFINITY: Final = frozenset((b"inf", b"+inf", b"-inf", b"infinity", b"+infinity", b"-infinity"))
+
+
+def parse_float(raw: bytes) -> float:
+    """A float as Redis's INCRBYFLOAT reads one, else ``ERR value is not a valid float``."""
+    if len(raw) <= 5 * 1024 and (_FLOAT.fullmatch(raw) or raw.lower() in _INFINITY):
+        return float(raw)
+    raise NOT_FLOAT
+
+
+def format_float(value: float) -> bytes:
+    """``value`` as Redis writes an INCRBYFLOAT result: fixed notation, no exponent, no trailing
+    zeros (``10.6``, ``5200``) — the shortest decimal that reads back as ``value``."""
+    text = format(decimal.Decimal(repr(value)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return b"0" if text in ("-0", "") else text.encode()
+
+
 # --- parsers ------------------------------------------------------------------------------
 
 
@@ -382,6 +462,17 @@ def parse_getex(argv: Sequence[bytes], limits: Limits) -> Call:
             raise SYNTAX
         i += 1
     return GetEx(key, ttl=ttl, at=at, persist=persist)
+
+
+def parse_incrbyfloat(argv: Sequence[bytes], limits: Limits) -> Call:
+    by = parse_float(argv[1])
+    if not math.isfinite(by):
+        raise RespError("ERR increment would produce NaN or Infinity")
+    return IncrByFloat(args.key(argv[0]), by)
+
+
+def parse_append(argv: Sequence[bytes], limits: Limits) -> Call:
+    return Append(args.key(argv[0]), args.value(argv[1], limits), limits.max_value_bytes)
 
 
 def parse_incr(argv: Sequence[bytes], limits: Limits) -> Call:
