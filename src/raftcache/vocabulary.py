@@ -39,6 +39,11 @@ DEFAULT_CONSISTENCY: Final[Consistency] = "linearizable"
 #: float) or ``never`` — what a store's Redis front needs for TTL of a group it does not host.
 EXPIRES_AT_HEADER: Final = "X-Raftcache-Expires-At"
 
+#: On ``GET /v1/keys/{key}`` of a key that holds a hash (command version 5): ``hash``; the
+#: body is then the hash's fields as a msgpack map (``MSGPACK_TYPE``).
+VALUE_TYPE_HEADER: Final = "X-Raftcache-Type"
+MSGPACK_TYPE: Final = "application/vnd.msgpack"
+
 __all__ = [
     "CLIENT_LANE_SUFFIX_CHARS",
     "CONSISTENCY_LEVELS",
@@ -48,6 +53,8 @@ __all__ = [
     "INT64_MIN",
     "MAX_CLIENT_ID_CHARS",
     "MAX_NODE_ID_CHARS",
+    "MSGPACK_TYPE",
     "NODE_ID_PATTERN",
+    "VALUE_TYPE_HEADER",
     "Consistency",
 ]

@@ -180,6 +180,7 @@ class InProcessGroup:
 
     async def publish(self, channel: bytes, message: bytes) -> int:
         return await self._run(lambda b: b.publish(channel, message))
+
     async def random_key(self, consistency: str) -> str | None:
         return await self._run(lambda b: b.random_key(consistency))
 

@@ -12,8 +12,9 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from raftcache.cache.hashes import format_float
 from raftcache.resp.protocol import RespError
-from raftcache.resp.strings import format_float, parse_float
+from raftcache.resp.strings import parse_float
 
 from .cluster import RespCluster
 

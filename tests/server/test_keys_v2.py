@@ -168,7 +168,13 @@ BAD_BATCH_OPS = [
     ({"op": "set", "key": "k", "value": "", "keep_ttl": True, "ttl": 3}, "cannot be combined"),
     ({"op": "delete", "key": "k", "if_absent": True}, "unknown field"),
     ({"op": "get", "key": "k", "if_version": 1}, "unknown field"),
-    ({"op": "rename", "key": "k"}, '"incr" or "ttl"'),
+    ({"op": "rename", "key": "k"}, '"ttl" or "hash"'),
+    ({"op": "hash", "key": "k"}, "ops[0].action must be one of"),
+    ({"op": "hash", "key": "k", "action": "set", "fields": "YQ=="}, "must be a list"),
+    ({"op": "hash", "key": "k", "action": "set", "fields": ["!"]}, "fields[0] is not valid"),
+    ({"op": "hash", "key": "k", "action": "set", "by": 1}, "by is only for incr"),
+    ({"op": "hash", "key": "k", "action": "incrf", "by": "1"}, "by must be a JSON number"),
+    ({"op": "hash", "key": "k", "action": "read", "nope": 1}, "unknown"),
 ]
 
 

@@ -3,7 +3,8 @@
 Rule: a command carries everything its outcome depends on, including the leader's ``now``;
 ``__post_init__`` refuses any bad field with ``InvalidCommandError``, so neither an encoder nor
 ``decode`` (``raftcache.cache.commands``, which also holds the wire format) can produce an
-invalid one. The commands of command version 2 live in ``raftcache.cache.commands_v2``;
+invalid one. The commands of command version 2 live in ``raftcache.cache.commands_v2``, the
+hash ops of version 5 in ``raftcache.cache.hashes``;
 ``required_command_version`` says which command version a command needs
 (``raftcache.cache.formats``).
 """
@@ -32,6 +33,7 @@ from raftcache.cache.commands_v4 import (
 )
 from raftcache.cache.errors import InvalidCommandError
 from raftcache.cache.formats import BASE_COMMAND_VERSION, CommandVersion
+from raftcache.cache.hashes import HASH_VERSION, HashOp
 from raftcache.cache.restore_commands import RestoreCommand
 from raftcache.vocabulary import INT64_MAX, INT64_MIN
 
@@ -84,8 +86,8 @@ def _check_keep_ttl(keep_ttl: object, ttl: object) -> None:
         raise InvalidCommandError("keep_ttl and ttl cannot be combined")
 
 
-BatchOp: TypeAlias = GetOp | SetOp | DeleteOp | IncrOp | TtlOp
-_BATCH_OPS = (GetOp, SetOp, DeleteOp, IncrOp, TtlOp)
+BatchOp: TypeAlias = GetOp | SetOp | DeleteOp | IncrOp | TtlOp | HashOp
+_BATCH_OPS = (GetOp, SetOp, DeleteOp, IncrOp, TtlOp, HashOp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,10 +214,13 @@ def required_command_version(cmd: Command) -> CommandVersion:
     if isinstance(cmd, SetCommand | DeleteCommand | IncrCommand | ExpireCommand | TouchCommand):
         return 2 if isinstance(cmd, SetCommand) and cmd.keep_ttl else BASE_COMMAND_VERSION
     if isinstance(cmd, BatchCommand):
+        needed = BASE_COMMAND_VERSION
         for op in cmd.ops:
+            if type(op) is HashOp:
+                return HASH_VERSION
             if isinstance(op, IncrOp | TtlOp) or (isinstance(op, SetOp) and op.keep_ttl):
-                return 2
-        return BASE_COMMAND_VERSION
+                needed = 2
+        return needed
     if isinstance(cmd, FormatCommand):
         return cmd.version
     if isinstance(cmd, CheckCommand | AlarmCommand):

@@ -87,6 +87,7 @@ from raftcache.cache.formats import (
     CommandVersion,
     UnsupportedCommandVersionError,
 )
+from raftcache.cache.hashes import HashOp, hash_op_from_wire, hash_op_to_wire
 from raftcache.cache.restore_commands import (
     RESTORE_OPS,
     restore_from_wire,
@@ -160,6 +161,8 @@ def _op_to_wire(op: BatchOp) -> dict[str, Any]:
         return incr_op_to_wire(op)
     if isinstance(op, TtlOp):
         return ttl_op_to_wire(op)
+    if isinstance(op, HashOp):
+        return hash_op_to_wire(op)
     if isinstance(op, DeleteOp):
         wire: dict[str, Any] = {"o": "del", "k": op.key}
         if op.if_version is not None:
@@ -467,4 +470,6 @@ def _op_from_wire(wire: object) -> BatchOp:
         return incr_op_from_wire(wire)
     if op == "ttl":
         return ttl_op_from_wire(wire)
+    if op == "hash":
+        return hash_op_from_wire(wire)
     raise InvalidCommandError(f"unknown batch op {op!r}")

@@ -9,6 +9,12 @@ copying any entry. The price is one slice copy of the value per read.
 
 Size accounting (``max_bytes``, ``stats()["bytes"]``) counts ``len(key as UTF-8) + len(value)``:
 the payload a client stored, not Python's overhead.
+
+Value types (command version 5): the top bit of the version field, ``HASH_FLAG``, marks a hash,
+whose value is the encoding of its fields (``raftcache.cache.hashes``). Versions are log indices,
+far below 2**63, so the bit is free; ``record_header`` masks it off, so every reader of a version
+sees the index alone, and everything that copies records as bytes (snapshots, backups, the
+digest, the watch history) carries the type with them.
 """
 
 from __future__ import annotations
@@ -20,6 +26,12 @@ from dataclasses import dataclass
 HEADER = struct.Struct("<Qd")
 HEADER_SIZE = HEADER.size
 NEVER = math.inf
+#: In the version field: the entry is a hash (module docstring).
+HASH_FLAG = 1 << 63
+_VERSION_MASK = HASH_FLAG - 1
+#: ``Item.kind`` of each value type (Redis's TYPE names).
+STRING = "string"
+HASH = "hash"
 
 _unpack_header = HEADER.unpack_from
 _pack_header = HEADER.pack
@@ -33,22 +45,35 @@ class Item:
         value: the stored bytes.
         version: the log index of the entry's last write.
         expires_at: when it stops being visible (seconds since the epoch), None for never.
+        kind: ``"string"``, or ``"hash"`` when ``value`` is a hash's encoded fields.
     """
 
     value: bytes
     version: int
     expires_at: float | None
+    kind: str = STRING
 
 
-def pack_record(value: bytes, version: int, expires_at: float) -> bytes:
-    """The record for ``value`` written at ``version``, expiring at ``expires_at`` (or NEVER)."""
-    return _pack_header(version, expires_at) + value
+def pack_record(value: bytes, version: int, expires_at: float, is_hash: bool = False) -> bytes:
+    """The record for ``value`` written at ``version``, expiring at ``expires_at`` (or NEVER);
+    ``is_hash``: ``value`` is a hash's encoded fields."""
+    return _pack_header(version | HASH_FLAG if is_hash else version, expires_at) + value
 
 
 def record_header(record: bytes) -> tuple[int, float]:
     """(version, expires_at) of a record; ``expires_at`` is NEVER for no TTL."""
-    header: tuple[int, float] = _unpack_header(record)
-    return header
+    version, expires_at = _unpack_header(record)
+    return version & _VERSION_MASK, expires_at
+
+
+def record_is_hash(record: bytes) -> bool:
+    """Whether the record holds a hash."""
+    return record[7] >= 0x80  # the top bit of the little-endian version
+
+
+def record_value(record: bytes) -> bytes:
+    """The value bytes of a record (a hash's encoded fields for a hash)."""
+    return record[HEADER_SIZE:]
 
 
 def record_expires_at(record: bytes) -> float:
@@ -65,7 +90,10 @@ def record_value_size(record: bytes) -> int:
 def record_item(record: bytes) -> Item:
     """The public view of ``record``."""
     version, expires_at = _unpack_header(record)
-    return Item(record[HEADER_SIZE:], version, None if expires_at == NEVER else expires_at)
+    expiry = None if expires_at == NEVER else expires_at
+    if version & HASH_FLAG:
+        return Item(record[HEADER_SIZE:], version & _VERSION_MASK, expiry, HASH)
+    return Item(record[HEADER_SIZE:], version, expiry)
 
 
 def key_size(key: str) -> int:

@@ -40,6 +40,16 @@ class CounterOverflowError(CacheError):
     """INCR/DECR whose result would fall outside the signed 64-bit range."""
 
 
+class WrongTypeError(CacheError):
+    """An operation on a key holding the other kind of value: a hash op on a string, or a
+    string read or change (GET, INCR...) of a hash (``raftcache.cache.hashes``)."""
+
+
+class HashValueError(CacheError):
+    """HINCRBY/HINCRBYFLOAT on a field that is not a number, or whose result would overflow
+    or not be finite; the message is Redis's (``hash value is not an integer``...)."""
+
+
 class InvalidCommandError(CacheError):
     """A malformed command or request argument (a bug or a bad request, never retried)."""
 

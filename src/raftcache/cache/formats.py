@@ -15,7 +15,8 @@ wire, the CLI and ``/v1/status`` already carry keep the word for this number
   docs/divergence.md);
 - format 4: EVAL, SCRIPT LOAD and SCRIPT FLUSH, Lua scripts run inside the machine
   (``raftcache.cache.commands_v4``, ``raftcache.cache.scripting``, docs/resp.md).
-- format 5: reserved for hashes (not built yet: no entry carries it);
+- format 5: hashes — the batch op ``hash`` and hash entries in snapshots and backups
+  (``raftcache.cache.hashes``);
 - format 6: PUBLISH, pub/sub through the log (``raftcache.cache.commands_pubsub``).
 
 A command of format F > 1 carries ``"f": F`` in its log entry. Three rules make this safe:

@@ -1,4 +1,4 @@
-"""The key-level operations of the cache machine: counters, TTL-only changes and batches.
+"""The key-level operations of the cache machine: counters, TTL-only changes, hashes, batches.
 
 Rule: pure functions over an ``EntryStore`` and a command's ``now`` and index — no clock, no
 I/O — shared by the single-key commands and the batch ops, so that INCR and a batch's ``incr``
@@ -8,7 +8,8 @@ I/O — shared by the single-key commands and the batch ops, so that INCR and a 
 A batch is all or nothing: ``check_batch`` first simulates every op in order on a shadow of the
 keys it touches — sizes, conditions, counters, expiry changes — and only if none fails does
 ``apply_batch`` run them on the store. Both use the same helpers, so the simulation and the
-real run agree.
+real run agree. Hash ops (``raftcache.cache.hashes``) are checked and run the same way; a
+string op that reads or changes the value of a hash key (get, incr) is ``WRONG_TYPE``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,16 @@ from dataclasses import dataclass
 
 from raftcache.cache.commands import BatchCommand, DeleteOp, GetOp, SetCommand, SetOp
 from raftcache.cache.commands_v2 import IncrOp, TtlOp
-from raftcache.cache.entries import HEADER_SIZE, NEVER, record_header
+from raftcache.cache.entries import HEADER_SIZE, NEVER, record_header, record_is_hash
+from raftcache.cache.hashes import (
+    Fields,
+    HashOp,
+    HashResult,
+    apply_hash_op,
+    decode_fields,
+    encode_fields,
+    wrong_type,
+)
 from raftcache.cache.results import BatchItem, CommandError, ErrorCode
 from raftcache.cache.store import EntryStore
 from raftcache.vocabulary import INT64_MAX, INT64_MIN
@@ -106,7 +116,7 @@ def apply_ttl(store: EntryStore, index: int, op: TtlOp, now: float) -> tuple[boo
         store.remove(op.key, now)
         return True, 0
     # A TTL change is a write of the entry: new version, most recently used (docs/cache.md).
-    store.put(op.key, record[HEADER_SIZE:], index, when, now)
+    store.put(op.key, record[HEADER_SIZE:], index, when, now, record_is_hash(record))
     return True, index
 
 
@@ -117,6 +127,7 @@ class _Shadow:
     value: bytes | None  # None: missing
     version: int
     expires_at: float
+    is_hash: bool = False
 
 
 def _shadow_of(store: EntryStore, key: str, now: float) -> _Shadow:
@@ -124,7 +135,61 @@ def _shadow_of(store: EntryStore, key: str, now: float) -> _Shadow:
     if record is None:
         return _Shadow(None, 0, NEVER)
     version, expires_at = record_header(record)
-    return _Shadow(record[HEADER_SIZE:], version, expires_at)
+    return _Shadow(record[HEADER_SIZE:], version, expires_at, record_is_hash(record))
+
+
+def _check_hash_op(
+    store: EntryStore, index: int, op: HashOp, shadow: _Shadow, position: int
+) -> CommandError | None:
+    """Run a hash op on its key's shadow; the error it meets, if any."""
+    if shadow.value is not None and not shadow.is_hash:
+        return wrong_type(op.key, position)
+    fields = None if shadow.value is None else decode_fields(shadow.value)
+    outcome = apply_hash_op(fields, op, position)
+    if isinstance(outcome, CommandError):
+        return outcome
+    after, result = outcome
+    if not _hash_changed(op, result):
+        return None
+    if after is None:
+        shadow.value, shadow.version, shadow.expires_at, shadow.is_hash = None, 0, NEVER, False
+        return None
+    encoded = encode_fields(after)
+    if not store.fits(op.key, len(encoded)):
+        return too_large(op.key, len(encoded), position)
+    shadow.value, shadow.version, shadow.is_hash = encoded, index, True
+    return None
+
+
+def _hash_changed(op: HashOp, result: HashResult) -> bool:
+    """Whether a hash op with this result changed its key: a read or a create-only set of an
+    existing field does not, nor a del that removed nothing."""
+    if op.action == "read":
+        return False
+    if op.action == "del" or op.nx:
+        return result != 0
+    return True
+
+
+def apply_hash(store: EntryStore, index: int, op: HashOp, now: float) -> HashResult:
+    """Run a checked hash op on the store (its errors were found by ``check_batch``); its
+    result. A change gives the key the entry's version and keeps its expiry; a read is a
+    replicated access, as a batch get."""
+    record = store.live(op.key, now)
+    fields: Fields | None = None if record is None else decode_fields(record[HEADER_SIZE:])
+    outcome = apply_hash_op(fields, op)
+    assert not isinstance(outcome, CommandError), outcome
+    after, result = outcome
+    if not _hash_changed(op, result):
+        if record is not None:
+            store.touch(op.key, now)
+        return result
+    if after is None:
+        store.remove(op.key, now)
+    else:
+        expires_at = NEVER if record is None else record_header(record)[1]
+        store.put(op.key, encode_fields(after), index, expires_at, now, True)
+    return result
 
 
 def check_batch(store: EntryStore, index: int, cmd: BatchCommand) -> CommandError | None:
@@ -132,12 +197,21 @@ def check_batch(store: EntryStore, index: int, cmd: BatchCommand) -> CommandErro
     now = cmd.now
     shadows: dict[str, _Shadow] = {}
     for position, op in enumerate(cmd.ops):
-        if isinstance(op, GetOp):
-            continue
         shadow = shadows.get(op.key)
         if shadow is None:
             shadow = shadows[op.key] = _shadow_of(store, op.key, now)
+        if isinstance(op, GetOp):
+            if shadow.is_hash:  # a string read of a hash
+                return wrong_type(op.key, position)
+            continue
+        if isinstance(op, HashOp):
+            error = _check_hash_op(store, index, op, shadow, position)
+            if error is not None:
+                return error
+            continue
         if isinstance(op, IncrOp):
+            if shadow.is_hash:
+                return wrong_type(op.key, position)
             value = counter_value(op.key, shadow.value, op.by, position)
             if isinstance(value, CommandError):
                 return value
@@ -154,9 +228,10 @@ def check_batch(store: EntryStore, index: int, cmd: BatchCommand) -> CommandErro
         if isinstance(op, SetOp):
             if not op.keep_ttl or shadow.value is None:
                 shadow.expires_at = expires_at_of(now, op.ttl)
-            shadow.value, shadow.version = op.value, index
+            shadow.value, shadow.version, shadow.is_hash = op.value, index, False
         elif isinstance(op, DeleteOp):
             shadow.value, shadow.version, shadow.expires_at = None, 0, NEVER
+            shadow.is_hash = False
         elif shadow.value is not None:  # a TTL op on a live key
             when = new_expiry(shadow.expires_at, op, now)
             if when is not None and when <= now:
@@ -184,6 +259,8 @@ def apply_batch(store: EntryStore, index: int, cmd: BatchCommand) -> tuple[Batch
             results.append(store.remove(op.key, now))
         elif type(op) is IncrOp:
             results.append(apply_incr(store, index, op.key, op.by, now))
+        elif type(op) is HashOp:
+            results.append(apply_hash(store, index, op, now))
         else:
             assert isinstance(op, TtlOp)
             results.append(apply_ttl(store, index, op, now)[0])
@@ -206,6 +283,8 @@ def incr(
     """INCR: add ``by`` to the counter at ``key`` (missing = 0) and write it, keeping the
     key's expiry; the new value, or the error (nothing written)."""
     record = store.live(key, now)
+    if record is not None and record_is_hash(record):
+        return wrong_type(key, op_index)
     value = counter_value(key, None if record is None else record[HEADER_SIZE:], by, op_index)
     if isinstance(value, CommandError):
         return value

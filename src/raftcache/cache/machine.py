@@ -34,6 +34,10 @@ Semantics (see also docs/cache.md):
   at the commit's index (``raftcache.cache.restore``); the backup's scripts join the script
   table.
 
+- Command version 5 (``raftcache.cache.hashes``): hash keys, changed by batch ``hash`` ops; a
+  string op that reads or changes a hash's value is WRONG_TYPE (and a hash op on a string). A
+  replicated restore of a backup holding hashes is refused below format 5.
+
 - Command version 3 (``raftcache.cache.commands_v3``, docs/divergence.md): CHECK records this
   replica's state digest (``raftcache.cache.digest``) at the entry's index in a small ring and
   returns it (a ``DigestMark``); ALARM raises or clears a replica's divergence alarm
@@ -80,7 +84,7 @@ from raftcache.cache.commands_v4 import (
     ScriptResult,
 )
 from raftcache.cache.digest import DigestMark, DigestRing, digest_hex, full_digest
-from raftcache.cache.entries import Item, record_item
+from raftcache.cache.entries import Item, record_is_hash, record_item
 from raftcache.cache.errors import InvalidCommandError
 from raftcache.cache.formats import (
     BASE_COMMAND_VERSION,
@@ -89,6 +93,7 @@ from raftcache.cache.formats import (
     UnsupportedCommandVersionError,
     check_max_command_version,
 )
+from raftcache.cache.hashes import HASH_VERSION
 from raftcache.cache.keyops import (
     apply_batch,
     apply_ttl,
@@ -423,6 +428,16 @@ class CacheStateMachine:
         for body in scripts.to_wire():  # the backup's scripts join the table (format 4)
             self.scripts.add(body)
         store, now = self._store, cmd.now
+        if self._command_version < HASH_VERSION and any(
+            map(record_is_hash, state.records.values())
+        ):
+            # Replicas below format 5 would read the hashes as strings: refused alike everywhere.
+            return CommandError(
+                ErrorCode.COMMAND_VERSION_NOT_ENABLED,
+                f"restore: the backup holds hashes, which need command format {HASH_VERSION} "
+                f"(the cluster runs format {self._command_version})",
+                HASH_VERSION,
+            )
         records, expired, too_large = restamp(state.records, index, now, store.fits)
         evictions = store.evictions
         store.load(records, store.bytes_peak, evictions, store.expirations)

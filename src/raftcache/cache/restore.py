@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from raftcache.cache.entries import HEADER_SIZE, pack_record, record_header
+from raftcache.cache.entries import HEADER_SIZE, pack_record, record_header, record_is_hash
 from raftcache.cache.restore_commands import (
     RestoreAbort,
     RestoreBegin,
@@ -167,5 +167,5 @@ def restamp(
         if not fits(key, len(value)):
             too_large += 1
             continue
-        out[key] = pack_record(value, version, expires_at)
+        out[key] = pack_record(value, version, expires_at, record_is_hash(record))
     return out, expired, too_large

@@ -5,7 +5,8 @@ in the session table (to answer a retried write), so nothing may mutate it after
 
 Per command: SET → ``int`` (the new version); DELETE → ``bool`` (whether a live key was
 deleted); INCR → ``IncrResult``; BATCH → ``tuple`` of per-op results (get → ``bytes | None``,
-set → ``int``, delete → ``bool``, incr → ``int`` the value, ttl → ``bool`` changed); EXPIRE,
+set → ``int``, delete → ``bool``, incr → ``int`` the value, ttl → ``bool`` changed, hash →
+``raftcache.cache.hashes.HashResult``); EXPIRE,
 TOUCH and FLUSH → ``int`` (keys affected); TTL → ``TtlResult``; FORMAT → ``int`` (the
 cluster's format). Any command may instead return a ``CommandError``.
 """
@@ -21,11 +22,13 @@ from raftcache.cache.digest import DigestMark
 from raftcache.cache.errors import (
     CacheError,
     CounterOverflowError,
+    HashValueError,
     InvalidCommandError,
     NotACounterError,
     PreconditionFailedError,
     StaleSequenceError,
     ValueTooLargeError,
+    WrongTypeError,
 )
 from raftcache.cache.formats import CommandVersionNotEnabledError
 
@@ -39,6 +42,8 @@ class ErrorCode(StrEnum):
     VALUE_TOO_LARGE = "value_too_large"
     INVALID_COMMAND = "invalid_command"
     STALE_SEQUENCE = "stale_sequence"
+    WRONG_TYPE = "wrong_type"  # command version 5: a hash where a string is needed, or back
+    HASH_VALUE = "hash_value"  # HINCRBY/HINCRBYFLOAT on a field that is no number, overflow
     COMMAND_VERSION_NOT_ENABLED = "format_not_enabled"  # the value is on the wire
     FORMAT_NOT_ENABLED = "format_not_enabled"  # its earlier name: an alias of the same member
 
@@ -75,6 +80,8 @@ _EXCEPTIONS: dict[ErrorCode, type[CacheError]] = {
     ErrorCode.VALUE_TOO_LARGE: ValueTooLargeError,
     ErrorCode.INVALID_COMMAND: InvalidCommandError,
     ErrorCode.STALE_SEQUENCE: StaleSequenceError,
+    ErrorCode.WRONG_TYPE: WrongTypeError,
+    ErrorCode.HASH_VALUE: HashValueError,
 }
 
 
@@ -114,7 +121,8 @@ class TtlResult:
     version: int
 
 
-BatchItem: TypeAlias = bytes | int | bool | None
+#: A batch op's result; a hash op's read is the tuple of its fields and values.
+BatchItem: TypeAlias = bytes | int | bool | tuple[bytes, ...] | None
 Result: TypeAlias = (
     int
     | bool

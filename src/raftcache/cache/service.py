@@ -58,6 +58,7 @@ from raftcache.cache.divergence import DEFAULT_INTERVAL_S, DigestProbe, Divergen
 from raftcache.cache.entries import Item
 from raftcache.cache.errors import InvalidCommandError, NoScriptError
 from raftcache.cache.formats import CommandVersion
+from raftcache.cache.hashes import HashOp
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.results import BatchItem, CommandError, IncrResult, TtlResult
 from raftcache.cache.scripting import Reply
@@ -516,6 +517,10 @@ _OP_FIELDS = (
     "by",
     "at",
     "condition",
+    "action",
+    "fields",
+    "values",
+    "nx",
 )
 
 
@@ -523,8 +528,9 @@ def batch_op(op: object) -> BatchOp:
     """Coerce ``op`` to a ``BatchOp``: one already, a mapping, or any object with attributes
     ``op`` (``"get"``/``"set"``/``"delete"``/``"incr"``/``"ttl"``), ``key`` and optionally
     ``value``, ``ttl``, ``if_version``, ``if_absent``, ``keep_ttl``, ``by``, ``at``,
-    ``condition`` (the HTTP layer's parsed ops). Raises ``InvalidCommandError``."""
-    if isinstance(op, GetOp | SetOp | DeleteOp | IncrOp | TtlOp):
+    ``condition``, and for ``"hash"`` ``action``, ``fields``, ``values``, ``nx`` (the HTTP
+    layer's parsed ops). Raises ``InvalidCommandError``."""
+    if isinstance(op, GetOp | SetOp | DeleteOp | IncrOp | TtlOp | HashOp):
         return op
     fields: Mapping[str, Any]
     if isinstance(op, Mapping):
@@ -556,6 +562,15 @@ def batch_op(op: object) -> BatchOp:
             fields.get("condition"),
             fields.get("if_version"),
         )
+    if kind == "hash":
+        return HashOp(
+            fields.get("key"),  # type: ignore[arg-type]
+            fields.get("action"),  # type: ignore[arg-type]
+            tuple(fields.get("fields") or ()),
+            tuple(fields.get("values") or ()),
+            0 if fields.get("by") is None else fields["by"],
+            bool(fields.get("nx", False)),
+        )
     raise InvalidCommandError(
-        f'batch op must be "get", "set", "delete", "incr" or "ttl", not {kind!r}'
+        f'batch op must be "get", "set", "delete", "incr", "ttl" or "hash", not {kind!r}'
     )

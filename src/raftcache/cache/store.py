@@ -148,8 +148,17 @@ class EntryStore:
 
     # --- writes -----------------------------------------------------------------------------
 
-    def put(self, key: str, value: bytes, version: int, expires_at: float, now: float) -> None:
-        """Write ``key`` as most recently used; ``settle(now)`` must follow the command."""
+    def put(
+        self,
+        key: str,
+        value: bytes,
+        version: int,
+        expires_at: float,
+        now: float,
+        is_hash: bool = False,
+    ) -> None:
+        """Write ``key`` as most recently used (``is_hash``: ``value`` is a hash's encoded
+        fields); ``settle(now)`` must follow the command."""
         old = self._records.pop(key, None)
         if old is None:
             self._keys.add(key)
@@ -166,7 +175,7 @@ class EntryStore:
             self.digest -= entry_hash(key, old)
         if expires_at != NEVER:
             self._by_expiry.add(expires_at, key)
-        record = self._records[key] = pack_record(value, version, expires_at)
+        record = self._records[key] = pack_record(value, version, expires_at, is_hash)
         self.digest = (self.digest + entry_hash(key, record)) & MASK
 
     def remove(self, key: str, now: float) -> bool:

@@ -66,11 +66,19 @@ class RecordingStore(EntryStore):
 
     # --- overrides: call the base, record what happened ----------------------------------------
 
-    def put(self, key: str, value: bytes, version: int, expires_at: float, now: float) -> None:
+    def put(
+        self,
+        key: str,
+        value: bytes,
+        version: int,
+        expires_at: float,
+        now: float,
+        is_hash: bool = False,
+    ) -> None:
         records = self._records
         if key not in records:
             self._expected += 1
-        super().put(key, value, version, expires_at, now)
+        super().put(key, value, version, expires_at, now, is_hash)
         self._pending.append((SET, key, records[key]))
 
     def remove(self, key: str, now: float) -> bool:

@@ -25,6 +25,7 @@ from raftcache.cache.scripting import Reply as ScriptReply
 from raftcache.network.groups import shared_urls
 from raftcache.raft.errors import NotLeaderError
 from raftcache.resp.errors import UnavailableError
+from raftcache.resp.values import as_value
 
 T = TypeVar("T")
 
@@ -35,8 +36,8 @@ class Backend(Protocol):
     async def values(
         self, keys: Sequence[str], consistency: str, *, touch: bool = True
     ) -> list[bytes | None]:
-        """Values of ``keys`` (None where missing), as of one read; ``touch=False`` leaves
-        their recency alone (``CLIENT NO-TOUCH``)."""
+        """Values of ``keys`` (None where missing; a ``HashValue`` for a hash), as of one read;
+        ``touch=False`` leaves their recency alone (``CLIENT NO-TOUCH``)."""
         ...
 
     async def items(
@@ -258,7 +259,7 @@ class LocalBackend:
         self, keys: Sequence[str], consistency: str, *, touch: bool = True
     ) -> list[bytes | None]:
         items = await self._service.mget(keys, consistency, touch=touch)
-        return [None if item is None else item.value for item in items]
+        return [None if item is None else as_value(item) for item in items]
 
     async def items(
         self, keys: Sequence[str], consistency: str, *, touch: bool = True

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from raftcache.cache.commands import BatchOp, GetOp
 from raftcache.cache.results import BatchItem
+from raftcache.resp.errors import WRONGTYPE
+from raftcache.resp.values import HashValue
 
 if TYPE_CHECKING:
     from raftcache.resp.backend import Backend
@@ -47,10 +49,15 @@ class Mode(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A key's state as a command sees it: value and expiry (epoch seconds, None for never)."""
+    """A key's state as a command sees it: value and expiry (epoch seconds, None for never).
+    A hash's ``value`` is a ``HashValue``."""
 
     value: bytes
     expires_at: float | None = None
+
+    @property
+    def is_hash(self) -> bool:
+        return type(self.value) is HashValue
 
 
 class View:
@@ -86,6 +93,24 @@ class View:
         """The live value of ``key``, or None."""
         entry = self.get(key)
         return None if entry is None else entry.value
+
+    def string(self, key: str) -> Entry | None:
+        """The live entry of ``key`` if it holds a string, None if missing; ``WRONGTYPE`` if
+        it holds a hash (a string command reading or changing its value)."""
+        entry = self.get(key)
+        if entry is not None and entry.is_hash:
+            raise WRONGTYPE
+        return entry
+
+    def hash(self, key: str) -> dict[bytes, bytes] | None:
+        """The fields of the hash at ``key`` (a fresh dict), None if missing; ``WRONGTYPE``
+        if it holds a string."""
+        entry = self.get(key)
+        if entry is None:
+            return None
+        if not isinstance(entry.value, HashValue):
+            raise WRONGTYPE
+        return entry.value.fields()
 
     def put(self, key: str, value: bytes, expires_at: float | None = None) -> None:
         """Set ``key`` (an ``expires_at`` in the past deletes it)."""

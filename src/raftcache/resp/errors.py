@@ -18,12 +18,14 @@ import logging
 from raftcache.cache.alarms import ReplicaDivergedError
 from raftcache.cache.errors import (
     CounterOverflowError,
+    HashValueError,
     InvalidCommandError,
     NoScriptError,
     NotACounterError,
     PreconditionFailedError,
     StaleSequenceError,
     ValueTooLargeError,
+    WrongTypeError,
 )
 from raftcache.cache.formats import CommandVersionNotEnabledError
 from raftcache.raft.errors import (
@@ -40,6 +42,9 @@ log = logging.getLogger("raftcache.resp")
 SYNTAX: RespError = RespError("ERR syntax error")
 NOT_INTEGER: RespError = RespError("ERR value is not an integer or out of range")
 NOT_FLOAT: RespError = RespError("ERR value is not a valid float")
+WRONGTYPE: RespError = RespError(
+    "WRONGTYPE Operation against a key holding the wrong kind of value"
+)
 OVERFLOW: RespError = RespError("ERR increment or decrement would overflow")
 NOAUTH: RespError = RespError("NOAUTH Authentication required.")
 WRONGPASS: RespError = RespError("WRONGPASS invalid username-password pair or user is disabled.")
@@ -90,6 +95,12 @@ def reply_for(exc: BaseException, *, is_write: bool) -> RespError:
     """
     if isinstance(exc, RespError):
         return exc
+    if isinstance(exc, WrongTypeError):
+        return WRONGTYPE
+    if isinstance(exc, HashValueError):
+        return RespError(f"ERR {exc}")
+    if isinstance(exc, CommandVersionNotEnabledError):  # a rolling upgrade not finished
+        return RespError(f"ERR {exc}")
     if isinstance(exc, NotACounterError):
         return NOT_INTEGER
     if isinstance(exc, CounterOverflowError):

@@ -29,10 +29,12 @@ from raftcache.resp.calls import Call, Mode, Reply, View
 from raftcache.resp.errors import SYNTAX, invalid_expire
 from raftcache.resp.protocol import OK, RespError, Simple
 from raftcache.resp.state import ClientState
+from raftcache.resp.values import HashValue
 from raftcache.vocabulary import INT64_MAX, INT64_MIN
 
 _STRING: Final = Simple("string")
 _NONE: Final = Simple("none")
+_HASH: Final = Simple("hash")
 
 
 class Delete(Call):
@@ -81,7 +83,7 @@ class Touch(Exists):
 
 
 class Type(Call):
-    """TYPE key: every value is a string."""
+    """TYPE key: ``string``, ``hash`` or ``none``."""
 
     mode = Mode.READ
     in_multi = True
@@ -90,7 +92,8 @@ class Type(Call):
         self.keys = (key,)
 
     def simulate(self, view: View) -> Reply:
-        return _NONE if view.get(self.keys[0]) is None else _STRING
+        entry = view.get(self.keys[0])
+        return _NONE if entry is None else _HASH if entry.is_hash else _STRING
 
 
 class Expire(Call):
@@ -292,6 +295,8 @@ class Object(Call):
             return None
         if self.subcommand == "REFCOUNT":
             return 1
+        if isinstance(entry.value, HashValue):
+            return hash_encoding(entry.value.fields())
         return string_encoding(entry.value)
 
 
@@ -315,6 +320,13 @@ def string_encoding(value: bytes) -> str:
 
 
 _CANONICAL_INT: Final = re.compile(rb"0|-?[1-9][0-9]*")
+
+
+def hash_encoding(fields: dict[bytes, bytes]) -> str:
+    """Redis's encoding of a hash with its default limits: ``listpack`` up to 128 fields of
+    at most 64 bytes each (names and values), else ``hashtable``."""
+    small = len(fields) <= 128 and all(len(f) <= 64 and len(v) <= 64 for f, v in fields.items())
+    return "listpack" if small else "hashtable"
 
 
 # --- parsers ------------------------------------------------------------------------------

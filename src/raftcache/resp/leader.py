@@ -44,22 +44,26 @@ import orjson
 from raftcache.cache.commands import BatchOp, DeleteOp, GetOp, SetOp
 from raftcache.cache.commands_v2 import IncrOp, TtlOp
 from raftcache.cache.commands_v4 import reply_from_json
-from raftcache.cache.entries import Item
+from raftcache.cache.entries import HASH, Item
 from raftcache.cache.errors import (
     CounterOverflowError,
+    HashValueError,
     InvalidCommandError,
     NotACounterError,
     PreconditionFailedError,
     ValueTooLargeError,
+    WrongTypeError,
 )
 from raftcache.cache.formats import CommandVersionNotEnabledError
+from raftcache.cache.hashes import HashOp
 from raftcache.cache.results import BatchItem
 from raftcache.cache.scripting import Reply as ScriptReply
 from raftcache.resp.backend import ReplicaPort
 from raftcache.resp.errors import IndeterminateWriteError, UnavailableError
 from raftcache.resp.protocol import RespError
+from raftcache.resp.values import HashValue
 from raftcache.slots import key_group
-from raftcache.vocabulary import EXPIRES_AT_HEADER
+from raftcache.vocabulary import EXPIRES_AT_HEADER, VALUE_TYPE_HEADER
 
 MGET_CHUNK: Final = 1000  # the HTTP API's default --max-batch-ops
 LIST_LIMIT_MAX: Final = 1000
@@ -149,7 +153,10 @@ class LeaderBackend:
         for start in range(0, len(keys), MGET_CHUNK):
             chunk = list(keys[start : start + MGET_CHUNK])
             body = await self._json("POST", "/v1/mget" + query, {"keys": chunk}, write=False)
-            out.extend(None if v is None else base64.b64decode(v) for v in body["values"])
+            values = [None if v is None else base64.b64decode(v) for v in body["values"]]
+            for position in body.get("hashes", ()):  # their fields, as the cache encodes them
+                values[position] = HashValue(values[position] or b"")
+            out.extend(values)
         return out
 
     async def items(
@@ -167,6 +174,8 @@ class LeaderBackend:
                 return None
             _raise_for(status, body, write=False, headers=headers)
             version = int(headers.get("ETag", '"0"').strip('"'))
+            if headers.get(VALUE_TYPE_HEADER) == HASH:
+                body = HashValue(body)
             if self._replica is None:
                 return Item(body, version, _expiry_of(headers))
             expires_at, settled = await self._expiry(key, version)
@@ -283,6 +292,8 @@ class LeaderBackend:
                 results.append(int(result["value"]))
             elif isinstance(op, TtlOp):
                 results.append(bool(result["changed"]))
+            elif isinstance(op, HashOp):
+                results.append(_hash_result(op, result))
             else:
                 results.append(bool(result["deleted"]))
         return results
@@ -416,9 +427,34 @@ def _read_query(consistency: str, touch: bool) -> str:
     return f"?consistency={consistency}" + ("" if touch else "&touch=false")
 
 
+def _hash_result(op: HashOp, result: Mapping[str, Any]) -> BatchItem:
+    """A hash op's result from its HTTP form (``raftcache.server.results``)."""
+    if op.action == "read":
+        fields = result["fields"]
+        return None if fields is None else tuple(base64.b64decode(x) for x in fields)
+    if op.action == "incrf":
+        return base64.b64decode(result["value"])
+    return int(result["value"] if op.action == "incr" else result["count"])
+
+
+def _hash_op_to_json(op: HashOp) -> dict[str, Any]:
+    wire: dict[str, Any] = {"op": "hash", "key": op.key, "action": op.action}
+    if op.fields:
+        wire["fields"] = [base64.b64encode(f).decode() for f in op.fields]
+    if op.values:
+        wire["values"] = [base64.b64encode(v).decode() for v in op.values]
+    if op.action in ("incr", "incrf"):
+        wire["by"] = op.by
+    if op.nx:
+        wire["nx"] = True
+    return wire
+
+
 def _op_to_json(op: BatchOp) -> dict[str, Any]:
     if isinstance(op, GetOp):
         return {"op": "get", "key": op.key}
+    if isinstance(op, HashOp):
+        return _hash_op_to_json(op)
     if isinstance(op, IncrOp):
         return {"op": "incr", "key": op.key, "by": op.by}
     wire: dict[str, Any]
@@ -484,6 +520,11 @@ def _raise_for(
         raise CommandVersionNotEnabledError(
             int(error["command_format_needed"]), None, reason=message
         )
+    code = error.get("code") if isinstance(error, dict) else None
+    if status == 409 and code == "wrong_type":
+        raise WrongTypeError(message)
+    if status == 409 and code == "hash_value":
+        raise HashValueError(message)
     if status == 409:
         raise (CounterOverflowError if "overflow" in message else NotACounterError)(message)
     if status == 413:

@@ -32,6 +32,7 @@ from raftcache.resp.errors import SYNTAX, wrong_args
 from raftcache.resp.globs import compile_glob
 from raftcache.resp.protocol import OK, RespError
 from raftcache.resp.state import ClientState
+from raftcache.resp.values import HashValue
 
 PAGE: Final = 1000  # keys per listing request (the HTTP API's largest page)
 
@@ -116,10 +117,23 @@ class Scan(Call):
             if position + 1 < len(shards) and keys:  # this group done: the next from its start
                 cursor = server.cursors.issue(None, shards[position + 1][0])
                 break
-        if self.kind is not None and self.kind != "string":
-            keys = []  # every value is a string
-        found = [k.encode() for k in keys if regex is None or regex.fullmatch(k)]
-        return [str(cursor).encode(), found]
+        found = [k for k in keys if regex is None or regex.fullmatch(k)]
+        if self.kind is not None and found:  # TYPE: one read of the page's values
+            chosen = found
+
+            def types(backend: Backend) -> Awaitable[list[bytes | None]]:
+                return backend.values(chosen, consistency, touch=False)
+
+            values = await router.call(types, ctx.gate)
+            found = [k for k, v in zip(chosen, values, strict=True) if _type_of(v) == self.kind]
+        return [str(cursor).encode(), [k.encode() for k in found]]
+
+
+def _type_of(value: bytes | None) -> str | None:
+    """TYPE's name for a value (None: missing)."""
+    if value is None:
+        return None
+    return "hash" if isinstance(value, HashValue) else "string"
 
 
 class DbSize(Call):

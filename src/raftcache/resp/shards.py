@@ -487,6 +487,7 @@ class ShardedBackend:
         # Through the first group, whatever the channel (raftcache.resp.pubsub).
         first = next(iter(self._shards.routers.values()))
         return await first.call(lambda b: b.publish(channel, message), self._gate)
+
     async def random_key(self, consistency: str) -> str | None:
         """A group drawn in proportion to its keys held, then a key drawn in it."""
         routers = list(self._shards.routers.values())

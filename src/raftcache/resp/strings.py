@@ -19,7 +19,6 @@ conditioned on the version read); both keep the key's TTL.
 
 from __future__ import annotations
 
-import decimal
 import math
 import re
 from collections.abc import Sequence
@@ -28,6 +27,8 @@ from typing import Final
 from raftcache.cache.commands import BatchOp, DeleteOp, GetOp, SetOp
 from raftcache.cache.commands_v2 import IncrOp, TtlOp
 from raftcache.cache.errors import PreconditionFailedError
+from raftcache.cache.hashes import format_float
+from raftcache.cache.hashes import parse_float as read_float
 from raftcache.cache.results import BatchItem
 from raftcache.resp import args
 from raftcache.resp.args import Limits
@@ -57,7 +58,7 @@ class Get(Call):
         self.keys = (key,)
 
     def simulate(self, view: View) -> Reply:
-        return view.value(self.keys[0])
+        return _value(view.string(self.keys[0]))
 
 
 class MGet(Call):
@@ -70,7 +71,8 @@ class MGet(Call):
         self.keys = keys
 
     def simulate(self, view: View) -> Reply:
-        return [view.value(key) for key in self.keys]
+        # Redis answers nil for a key holding another type, not WRONGTYPE.
+        return [None if (e := view.get(key)) is None or e.is_hash else e.value for key in self.keys]
 
 
 class StrLen(Call):
@@ -83,8 +85,8 @@ class StrLen(Call):
         self.keys = (key,)
 
     def simulate(self, view: View) -> Reply:
-        found = view.value(self.keys[0])
-        return 0 if found is None else len(found)
+        found = view.string(self.keys[0])
+        return 0 if found is None else len(found.value)
 
 
 class Set(Call):
@@ -123,7 +125,7 @@ class Set(Call):
 
     def simulate(self, view: View) -> Reply:
         key = self.keys[0]
-        old = view.get(key)
+        old = view.string(key) if self.get else view.get(key)  # SET replaces a hash; GET reads
         if (self.nx and old is not None) or (self.xx and old is None):
             return 0 if self.as_setnx else (None if not self.get else _value(old))
         if self.keepttl:
@@ -170,7 +172,7 @@ class GetDel(Call):
 
     def simulate(self, view: View) -> Reply:
         key = self.keys[0]
-        old = view.value(key)
+        old = _value(view.string(key))
         view.remove(key)
         return old
 
@@ -223,7 +225,7 @@ class GetEx(Call):
 
     def simulate(self, view: View) -> Reply:
         key = self.keys[0]
-        old = view.get(key)
+        old = view.string(key)
         if old is None or self.mode is Mode.READ:
             return _value(old)
         if self.persist:
@@ -283,7 +285,7 @@ class IncrBy(Call):
 
     def simulate(self, view: View) -> Reply:
         key = self.keys[0]
-        old = view.get(key)
+        old = view.string(key)
         base = 0
         if old is not None:
             if _COUNTER.fullmatch(old.value) is None:
@@ -322,7 +324,7 @@ class IncrByFloat(Call):
 
     def simulate(self, view: View) -> Reply:
         key = self.keys[0]
-        old = view.get(key)
+        old = view.string(key)
         base = 0.0 if old is None else parse_float(old.value)
         result = base + self.by
         if not math.isfinite(result):
@@ -347,7 +349,7 @@ class Append(Call):
 
     def simulate(self, view: View) -> Reply:
         key = self.keys[0]
-        old = view.get(key)
+        old = view.string(key)
         value = self.value if old is None else old.value + self.value
         if len(value) > self.max_value_bytes:
             raise RespError("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
@@ -355,25 +357,12 @@ class Append(Call):
         return len(value)
 
 
-# Redis's string2ld accepts what strtold does, whole: no spaces around, no NaN.
-_FLOAT: Final = re.compile(rb"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_INFINITY: Final = frozenset((b"inf", b"+inf", b"-inf", b"infinity", b"+infinity", b"-infinity"))
-
-
 def parse_float(raw: bytes) -> float:
     """A float as Redis's INCRBYFLOAT reads one, else ``ERR value is not a valid float``."""
-    if len(raw) <= 5 * 1024 and (_FLOAT.fullmatch(raw) or raw.lower() in _INFINITY):
-        return float(raw)
-    raise NOT_FLOAT
-
-
-def format_float(value: float) -> bytes:
-    """``value`` as Redis writes an INCRBYFLOAT result: fixed notation, no exponent, no trailing
-    zeros (``10.6``, ``5200``) — the shortest decimal that reads back as ``value``."""
-    text = format(decimal.Decimal(repr(value)), "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return b"0" if text in ("-0", "") else text.encode()
+    value = read_float(raw)
+    if value is None:
+        raise NOT_FLOAT
+    return value
 
 
 # --- parsers ------------------------------------------------------------------------------

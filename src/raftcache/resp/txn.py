@@ -36,12 +36,15 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from raftcache.cache.commands import BatchOp, DeleteOp, GetOp, SetOp
+from raftcache.cache.commands_v2 import TtlOp
 from raftcache.cache.entries import Item
-from raftcache.cache.errors import PreconditionFailedError
+from raftcache.cache.errors import PreconditionFailedError, WrongTypeError
+from raftcache.cache.hashes import HashOp, encode_fields
 from raftcache.cache.results import BatchItem
 from raftcache.resp.backend import Backend, CallRouter
 from raftcache.resp.calls import Call, Entry, Reply, View
 from raftcache.resp.protocol import RespError
+from raftcache.resp.values import HashValue, as_value
 
 MAX_ATTEMPTS: Final = 32
 
@@ -79,7 +82,7 @@ def _unique(keys: Iterable[str]) -> list[str]:
 
 
 def _entry(item: Item | None) -> Entry | None:
-    return None if item is None else Entry(item.value, item.expires_at)
+    return None if item is None else Entry(as_value(item), item.expires_at)
 
 
 def simulate(calls: Sequence[Call], view: View) -> list[Reply]:
@@ -134,30 +137,54 @@ async def _read_write(
         replies = simulate(calls, view)
         if all(view.get(key) == view.initial(key) for key in pinned):
             return replies
-        ops: list[BatchOp] = [GetOp(key) for key in loose]
-        ops += [_final_op(key, view, versions[key]) for key in pinned]
+        ops: list[BatchOp] = [_reread_op(key, base[key]) for key in loose]
+        for key in pinned:
+            ops += _final_ops(key, view, versions[key])
         try:
             results = await _commit(backend, ops)
-        except PreconditionFailedError:
-            continue
+        except (PreconditionFailedError, WrongTypeError):
+            continue  # a key changed (a loose one even its type) since the read: again
         if not loose:
             return replies
         for key, value in zip(loose, results, strict=False):
-            base[key] = None if not isinstance(value, bytes) else Entry(value)
+            base[key] = _reread_entry(value)
         return simulate(calls, View(now, base))
     raise RespError(
         f"ERR transaction aborted: its keys kept changing ({max_attempts} attempts); try again"
     )
 
 
-def _final_op(key: str, view: View, version: int) -> BatchOp:
-    """The op that leaves ``key`` in its final state, if it still has ``version``."""
+def _reread_op(key: str, entry: Entry | None) -> BatchOp:
+    """The op that reads a loose key again at commit: a hash's read for a hash."""
+    return HashOp(key, "read") if entry is not None and entry.is_hash else GetOp(key)
+
+
+def _reread_entry(result: BatchItem) -> Entry | None:
+    if isinstance(result, tuple):  # a hash's read: field, value, field, value...
+        pairs = dict(zip(result[::2], result[1::2], strict=True))
+        return Entry(HashValue(encode_fields(pairs)))
+    return Entry(result) if isinstance(result, bytes) else None
+
+
+def _final_ops(key: str, view: View, version: int) -> list[BatchOp]:
+    """The ops that leave ``key`` in its final state, if it still has ``version``. A hash
+    (RENAME or COPY of one) is written anew: deleted on that condition, its fields set, its
+    expiry set (command version 5, as any hash)."""
     final = view.get(key)
     if final is None:
-        return DeleteOp(key, if_version=version)
+        return [DeleteOp(key, if_version=version)]
+    if isinstance(final.value, HashValue):
+        fields = final.value.fields()
+        ops: list[BatchOp] = [
+            DeleteOp(key, if_version=version),
+            HashOp(key, "set", tuple(fields), tuple(fields.values())),
+        ]
+        if final.expires_at is not None:
+            ops.append(TtlOp(key, at=final.expires_at))
+        return ops
     # ``get`` judged it live at ``now``, so the remaining TTL is > 0.
     ttl = None if final.expires_at is None else final.expires_at - view.now
-    return SetOp(key, final.value, ttl=ttl, if_version=version)
+    return [SetOp(key, final.value, ttl=ttl, if_version=version)]
 
 
 async def _commit(backend: Backend, ops: Sequence[BatchOp]) -> list[BatchItem]:

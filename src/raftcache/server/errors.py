@@ -17,11 +17,13 @@ from aiohttp import web
 from raftcache.cache.alarms import ReplicaDivergedError
 from raftcache.cache.errors import (
     CounterOverflowError,
+    HashValueError,
     InvalidCommandError,
     NotACounterError,
     PreconditionFailedError,
     StaleSequenceError,
     ValueTooLargeError,
+    WrongTypeError,
 )
 from raftcache.cache.formats import CommandVersionNotEnabledError
 from raftcache.raft.errors import (
@@ -148,6 +150,10 @@ def api_error_for(exc: BaseException, *, is_write: bool) -> ApiError | None:
         return ApiError(412, "precondition failed", extra={"version": exc.current_version})
     if isinstance(exc, ValueTooLargeError):
         return too_large(str(exc) or "value too large for this cache")
+    if isinstance(exc, WrongTypeError):  # a hash where a string is needed, or back (409)
+        return ApiError(409, str(exc) or "wrong kind of value", extra={"code": "wrong_type"})
+    if isinstance(exc, HashValueError):
+        return ApiError(409, str(exc) or "hash value error", extra={"code": "hash_value"})
     if isinstance(exc, NotACounterError | CounterOverflowError | StaleSequenceError):
         # The fallback text is the class's name before the ``…Error`` suffix, as it always was.
         return ApiError(409, str(exc) or type(exc).__name__.removesuffix("Error"))

@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from raftcache.cache.commands import BatchOp, Session
-from raftcache.cache.entries import Item
+from raftcache.cache.entries import HASH, Item
 from raftcache.cache.results import BatchItem
 from raftcache.cache.service import batch_op
 from raftcache.server.errors import ApiError
@@ -76,9 +76,34 @@ def to_cache_ops(ops: Sequence[ParsedBatchOp]) -> list[BatchOp]:
     return [batch_op(op) for op in ops]
 
 
+def _hash_result(action: str | None, result: BatchItem) -> dict[str, Any]:
+    """A hash op's result as docs/api.md spells it: set/del → ``{"count": n}``, incr →
+    ``{"value": int}``, incrf → ``{"value": base64}``, read → ``{"fields": [base64, ...]}``
+    (field, value, field, value…) or ``{"fields": null}``."""
+    if action == "read":
+        if result is None:
+            return {"fields": None}
+        if not isinstance(result, tuple):
+            raise RuntimeError(f"hash read returned {type(result).__name__}")
+        return {"fields": [b64(x) for x in result]}
+    if action == "incrf":
+        if not isinstance(result, bytes):
+            raise RuntimeError(f"hash incrf returned {type(result).__name__}")
+        return {"value": b64(result)}
+    if type(result) is not int:
+        raise RuntimeError(f"hash {action} returned {type(result).__name__}")
+    return {"value": result} if action == "incr" else {"count": result}
+
+
 def to_values(items: Sequence[Item | None]) -> list[str | None]:
-    """An ``mget`` result → base64 values in key order (None for missing keys)."""
+    """An ``mget`` result → base64 values in key order (None for missing keys); a hash's value
+    is its fields as a msgpack map, its position listed by ``hash_positions``."""
     return [None if item is None else b64(item.value) for item in items]
+
+
+def hash_positions(items: Sequence[Item | None]) -> list[int]:
+    """The positions of ``items`` that are hashes (``"hashes"`` of an ``mget`` answer)."""
+    return [i for i, item in enumerate(items) if item is not None and item.kind == HASH]
 
 
 def batch_response(
@@ -96,13 +121,15 @@ def batch_response(
                 raise RuntimeError(f"batch get returned {type(result).__name__}")
             rendered.append({"value": b64(result)})
         elif op.op == "set":
-            rendered.append({"version": int(result or 0)})
+            rendered.append({"version": result if type(result) is int else 0})
         elif op.op == "incr":
             if type(result) is not int:
                 raise RuntimeError(f"batch incr returned {type(result).__name__}")
             rendered.append({"value": result})
         elif op.op == "ttl":
             rendered.append({"changed": bool(result)})
+        elif op.op == "hash":
+            rendered.append(_hash_result(op.action, result))
         else:
             rendered.append({"deleted": bool(result)})
     return rendered

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from raftcache.cache.entries import HASH
 from raftcache.cache.results import IncrResult, TtlResult
 from raftcache.server.bodies import read_body
 from raftcache.server.context import context_of
@@ -18,6 +19,7 @@ from raftcache.server.forwarding import FORWARDED_HEADER, Handler
 from raftcache.server.results import (
     batch_response,
     expect_result,
+    hash_positions,
     json_response,
     reused_sequence,
     session_from_headers,
@@ -39,7 +41,7 @@ from raftcache.server.validation import (
     parse_ttl,
     parse_ttl_body,
 )
-from raftcache.vocabulary import EXPIRES_AT_HEADER
+from raftcache.vocabulary import EXPIRES_AT_HEADER, MSGPACK_TYPE, VALUE_TYPE_HEADER
 
 SMALL_BODY_BYTES = 64 * 1024
 
@@ -75,7 +77,8 @@ async def put_key(request: web.Request) -> web.Response:
 async def get_key(request: web.Request) -> web.Response:
     """``GET /v1/keys/{key}``: the raw value with ``ETag: "<version>"``; 404 when missing.
     ``?touch=false``: the read leaves the key's recency alone. A forwarded request (another
-    store's front) also gets the key's expiry (``X-Raftcache-Expires-At``)."""
+    store's front) also gets the key's expiry (``X-Raftcache-Expires-At``). A hash answers its
+    fields as a msgpack map, with ``X-Raftcache-Type: hash``."""
     ctx = context_of(request)
     key = parse_key_path(request.raw_path)
     consistency = parse_consistency(single_query(request, "consistency"))
@@ -87,6 +90,9 @@ async def get_key(request: web.Request) -> web.Response:
     if FORWARDED_HEADER in request.headers:  # another store asks for us: say the expiry too
         expires = item.expires_at
         headers[EXPIRES_AT_HEADER] = "never" if expires is None else repr(expires)
+    if item.kind == HASH:  # its fields, as a msgpack map (docs/api.md, "Hashes")
+        headers[VALUE_TYPE_HEADER] = HASH
+        return web.Response(body=item.value, content_type=MSGPACK_TYPE, headers=headers)
     return web.Response(body=item.value, content_type="application/octet-stream", headers=headers)
 
 
@@ -182,8 +188,9 @@ async def batch(request: web.Request) -> web.Response:
 
 
 async def mget(request: web.Request) -> web.Response:
-    """``POST /v1/mget`` ``{"keys": [...]}`` → ``{"values": [base64 | null, ...]}``;
-    ``?touch=false`` as for ``get_key``."""
+    """``POST /v1/mget`` ``{"keys": [...]}`` → ``{"values": [base64 | null, ...]}``, plus
+    ``"hashes": [position, ...]`` when some keys hold hashes (their values are their fields as
+    msgpack maps); ``?touch=false`` as for ``get_key``."""
     ctx = context_of(request)
     consistency = parse_consistency(single_query(request, "consistency"))
     touch = parse_touch(single_query(request, "touch"))
@@ -197,6 +204,9 @@ async def mget(request: web.Request) -> web.Response:
     limit = ctx.settings.limits.max_batch_bytes
     if size > limit:
         raise too_large(f"the values total {size} bytes, over {limit}: ask for fewer keys")
+    hashes = hash_positions(items)
+    if hashes:  # only then: an answer without hashes is what it always was
+        return json_response({"values": to_values(items), "hashes": hashes})
     return json_response({"values": to_values(items)})
 
 

@@ -72,6 +72,7 @@ from raftcache.server.groups import (
 from raftcache.server.metrics import CONTENT_TYPE
 from raftcache.server.results import (
     expect_result,
+    hash_positions,
     json_response,
     session_from_headers,
     to_values,
@@ -193,19 +194,25 @@ async def mget(request: web.Request) -> web.StreamResponse:
     split = split_keys(keys, front.store.groups)
     query = list(request.query.items())
 
-    async def part(index: int, part_keys: list[str]) -> list[str | None]:
+    async def part(index: int, part_keys: list[str]) -> tuple[list[str | None], list[int]]:
         ctx = front.contexts[group_id(index)]
 
-        async def here() -> list[str | None]:
-            return to_values(await ctx.service.mget(part_keys, consistency, touch=touch))
+        async def here() -> tuple[list[str | None], list[int]]:
+            items = await ctx.service.mget(part_keys, consistency, touch=touch)
+            return to_values(items), hash_positions(items)
 
-        def decode(answer: Any) -> list[str | None]:
+        def decode(answer: Any) -> tuple[list[str | None], list[int]]:
             values = answer["values"]
             if not isinstance(values, list) or len(values) != len(part_keys):
                 raise ValueError("values")
             if not all(v is None or isinstance(v, str) for v in values):
                 raise TypeError("values")
-            return values
+            hashes = answer.get("hashes", [])
+            if not isinstance(hashes, list) or not all(
+                type(i) is int and 0 <= i < len(values) for i in hashes
+            ):
+                raise ValueError("hashes")
+            return values, hashes
 
         return await group_part(
             ctx,
@@ -221,14 +228,18 @@ async def mget(request: web.Request) -> web.StreamResponse:
     except PartRefusedError as failed:
         return failed.response
     values: list[str | None] = [None] * len(keys)
-    for (positions, _), part_values in zip(split.values(), parts, strict=True):
+    hashes: list[int] = []
+    for (positions, _), (part_values, part_hashes) in zip(split.values(), parts, strict=True):
         for position, value in zip(positions, part_values, strict=True):
             values[position] = value
+        hashes += [positions[i] for i in part_hashes]
     size = sum(_decoded_size(v) for v in values)
     if size > limits.max_batch_bytes:
         raise too_large(
             f"the values total {size} bytes, over {limits.max_batch_bytes}: ask for fewer keys"
         )
+    if hashes:
+        return json_response({"values": values, "hashes": sorted(hashes)})
     return json_response({"values": values})
 
 

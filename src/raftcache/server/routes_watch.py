@@ -36,7 +36,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from raftcache.cache.entries import HEADER_SIZE, NEVER, record_header
+from raftcache.cache.entries import HASH, HEADER_SIZE, NEVER, record_header, record_is_hash
 from raftcache.cache.watch import SET, Change, HistoryCompactedError, WatchHistory
 from raftcache.server.admission import TICKET
 from raftcache.server.context import CONTEXT, request_context
@@ -151,17 +151,22 @@ def compacted(exc: HistoryCompactedError) -> ApiError:
 
 def change_json(change: Change) -> dict[str, Any]:
     """One change as JSON: ``type``, ``key``; a ``set`` adds ``value`` (base64) and
-    ``expires_at`` (seconds since the epoch, or null)."""
+    ``expires_at`` (seconds since the epoch, or null). A change of a hash is a ``set`` whose
+    ``value`` is the whole hash after it (its fields as a msgpack map) and whose
+    ``value_type`` is ``hash`` (absent for strings)."""
     kind, key, record = change
     if kind != SET or record is None:
         return {"type": kind, "key": key}
     expires_at = record_header(record)[1]
-    return {
+    event = {
         "type": kind,
         "key": key,
         "value": base64.b64encode(record[HEADER_SIZE:]).decode("ascii"),
         "expires_at": None if expires_at == NEVER else expires_at,
     }
+    if record_is_hash(record):  # the whole hash after the change, as a msgpack map
+        event["value_type"] = HASH
+    return event
 
 
 def change_event(version: int, changes: tuple[Change, ...]) -> bytes:

@@ -58,16 +58,21 @@ class ParsedBatchOp:
     """One validated operation of ``POST /v1/batch`` (or of ``POST /v1/keys/{key}/ttl``), as
     the HTTP API spells it; ``to_cache_ops`` makes it the cache's ``BatchOp``."""
 
-    op: Literal["get", "set", "delete", "incr", "ttl"]
+    op: Literal["get", "set", "delete", "incr", "ttl", "hash"]
     key: str
     value: bytes | None = None
     ttl: float | None = None
     if_version: int | None = None
     if_absent: bool = False
     keep_ttl: bool = False
-    by: int = 1
+    by: int | float = 1
     at: float | None = None
     condition: str | None = None
+    # A hash op (command version 5): ``raftcache.cache.hashes.HashOp``.
+    action: str | None = None
+    fields: tuple[bytes, ...] = ()
+    values: tuple[bytes, ...] = ()
+    nx: bool = False
 
 
 def parse_key_path(raw_path: str, segment: int = 3) -> str:
@@ -259,7 +264,11 @@ _OP_FIELDS: dict[str, frozenset[str]] = {
     "delete": frozenset({"op", "key", "if_version"}),
     "incr": frozenset({"op", "key", "by"}),
     "ttl": frozenset({"op", "key", "ttl", "at", "condition", "if_version"}),
+    "hash": frozenset({"op", "key", "action", "fields", "values", "by", "nx"}),
 }
+#: A hash op's actions (``raftcache.cache.hashes.HASH_ACTIONS``; the server layer keeps its own
+#: spelling of the API, as for the other ops).
+HASH_ACTIONS = ("set", "del", "incr", "incrf", "read")
 
 
 def _parse_json_int(value: object, what: str, low: int, high: int) -> int:
@@ -323,11 +332,13 @@ def _parse_batch_op(raw: object, position: int, limits: Limits) -> ParsedBatchOp
         raise bad_request(f"{where} must be an object")
     op = raw.get("op")
     if not isinstance(op, str) or op not in _OP_FIELDS:
-        raise bad_request(f'{where}.op must be "get", "set", "delete", "incr" or "ttl"')
+        raise bad_request(f'{where}.op must be "get", "set", "delete", "incr", "ttl" or "hash"')
     check_fields(raw, _OP_FIELDS[op], where)
     key = parse_key(raw.get("key"), f"{where}.key")
     if op == "get":
         return ParsedBatchOp("get", key)
+    if op == "hash":
+        return _parse_hash_op(raw, key, where, limits)
     if op == "delete":
         return ParsedBatchOp("delete", key, if_version=_parse_if_version(raw, where))
     if op == "incr":
@@ -366,6 +377,39 @@ def _parse_batch_op(raw: object, position: int, limits: Limits) -> ParsedBatchOp
         if_version=if_version,
         if_absent=if_absent,
         keep_ttl=keep_ttl,
+    )
+
+
+def _parse_hash_op(raw: dict[str, Any], key: str, where: str, limits: Limits) -> ParsedBatchOp:
+    """A hash op: ``action`` and its ``fields`` / ``values`` (base64), ``by``, ``nx``; the
+    combination rules are the cache's (``HashOp``), checked again there."""
+    action = raw.get("action")
+    if action not in HASH_ACTIONS:
+        raise bad_request(f"{where}.action must be one of {', '.join(HASH_ACTIONS)}")
+    parts: dict[str, tuple[bytes, ...]] = {}
+    for name in ("fields", "values"):
+        items = raw.get(name, [])
+        if not isinstance(items, list):
+            raise bad_request(f"{where}.{name} must be a list of base64 strings")
+        parts[name] = tuple(parse_base64(x, f"{where}.{name}[{i}]") for i, x in enumerate(items))
+        if any(len(x) > limits.max_value_bytes for x in parts[name]):
+            raise too_large(f"{where}.{name}: one is larger than {limits.max_value_bytes} bytes")
+    by: int | float = 0
+    if action == "incr":
+        by = _parse_json_int(raw.get("by", 1), f"{where}.by", INT64_MIN, INT64_MAX)
+    elif action == "incrf":
+        number = raw.get("by", 1.0)
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise bad_request(f"{where}.by must be a JSON number")
+        try:
+            by = float(number)
+        except OverflowError:  # an integer literal beyond any float
+            raise bad_request(f"{where}.by is out of range") from None
+    elif "by" in raw:
+        raise bad_request(f"{where}.by is only for incr and incrf")
+    nx = _parse_json_bool(raw.get("nx", False), f"{where}.nx")
+    return ParsedBatchOp(
+        "hash", key, action=action, fields=parts["fields"], values=parts["values"], by=by, nx=nx
     )
 
 

@@ -219,6 +219,18 @@ def _batch_paths(limits: Limits) -> dict[str, Schema]:
                 ["op", "key", "value"],
             ),
             closed_object({"op": {"const": "incr"}, "key": KEY, "by": INT64}, ["op", "key"]),
+            closed_object(  # command format 5 (docs/api.md, "Hashes")
+                {
+                    "op": {"const": "hash"},
+                    "key": KEY,
+                    "action": {"enum": ["set", "del", "incr", "incrf", "read"]},
+                    "fields": {"type": "array", "items": BASE64},
+                    "values": {"type": "array", "items": BASE64},
+                    "by": {"type": "number", "minimum": -1e300, "maximum": 1e300},
+                    "nx": {"type": "boolean"},
+                },
+                ["op", "key", "action"],
+            ),
             {
                 **TTL_CHANGE,
                 "properties": {
@@ -261,7 +273,12 @@ def _batch_paths(limits: Limits) -> dict[str, Schema]:
                     "200": json_answer(
                         "values in key order (base64 or null)",
                         closed_object(
-                            {"values": {"type": "array", "items": nullable_b64}}, ["values"]
+                            {
+                                "values": {"type": "array", "items": nullable_b64},
+                                # positions holding hashes (their msgpack maps), when any
+                                "hashes": {"type": "array", "items": {"type": "integer"}},
+                            },
+                            ["values"],
                         ),
                     ),
                     **COMMON,
