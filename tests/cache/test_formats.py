@@ -21,6 +21,7 @@ from raftcache.cache.commands import (
 )
 from raftcache.cache.commands_v2 import IncrOp
 from raftcache.cache.formats import COMMAND_FORMAT, FormatNotEnabled, UnsupportedCommandFormat
+from raftcache.cache.hashes import HASH_VERSION, HashOp, decode_fields
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.results import CommandError, ErrorCode, TtlResult
 from tests.cache.cluster import CacheCluster
@@ -187,3 +188,42 @@ async def test_a_refusal_is_remembered_briefly_so_a_burst_costs_one_probe_round(
         with pytest.raises(FormatNotEnabled):
             await svc.flush("")
         assert len(asked) == 4
+
+
+@pytest.mark.looptime
+async def test_hashes_wait_for_every_node_to_apply_format_5() -> None:
+    """n3 runs a release that applies formats up to 3: a hash write is refused naming it and
+    nothing is proposed, string writes go on; upgraded, the hash write reaches every replica,
+    and a snapshot of the cluster (now at format 5) is one n3's old release cannot restore."""
+    cluster = CacheCluster(3)
+    cluster.caps["n3"] = 3
+    async with cluster as c:
+        leader = await c.leader()
+        svc = c.services[leader]
+        await svc.set("s", b"v")
+        op = HashOp("h", "set", (b"f",), (b"1",))
+        with pytest.raises(FormatNotEnabled) as refused:
+            await svc.batch([op])
+        assert refused.value.needed == HASH_VERSION
+        assert refused.value.nodes["n3"] == 3
+        await c.settle()
+        assert all(m.get("h", c.clock()) is None for m in c.machines.values())
+        assert all(m.command_format <= 3 for m in c.machines.values())
+
+        await c.stop_node("n3")
+        del c.caps["n3"]
+        await c.start_node("n3")
+        leader = await c.leader()
+        svc = c.services[leader]
+        await asyncio.sleep(svc.formats.refusal_ttl_s)
+        assert await svc.batch([op, HashOp("h", "incr", (b"f",), by=2)]) == [1, 3]
+        await c.settle()
+        for machine in c.machines.values():
+            assert machine.command_format == HASH_VERSION
+            item = machine.get("h", c.clock())
+            assert item is not None
+            assert item.kind == "hash"
+            assert decode_fields(item.value) == {b"f": b"3"}
+        snapshot = c.machines[leader].snapshot()
+        with pytest.raises(UnsupportedCommandFormat, match="snapshot"):
+            CacheStateMachine(max_format=3).restore(snapshot)

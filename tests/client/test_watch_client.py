@@ -98,7 +98,7 @@ async def test_events_carry_type_key_version_value(nodes: list[Node]) -> None:
         watch = client.watch("a:", from_version=0)
         events = await take(watch, 2)
         assert events == [
-            WatchEvent("set", "a:1", 1, b"one", None),
+            WatchEvent("set", "a:1", 1, b"one", None, value_type="string"),
             WatchEvent("delete", "a:1", 3),
         ]
         assert watch.version == 3

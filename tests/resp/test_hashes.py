@@ -15,6 +15,8 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from raftcache import AsyncClient
+
 from .cluster import RespCluster
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -208,6 +210,23 @@ async def test_the_http_api_shows_a_hash(resp_cluster: RespCluster, r: Any) -> N
             results = (await answer.json())["results"]
             assert results[:2] == [{"count": 1}, {"value": 3}]
             assert len(results[2]["fields"]) == 6
+        async with http.get(f"{base}/v1/keys/hh:a") as answer:
+            version = int(answer.headers["ETag"].strip('"'))
+    # A watch sees a hash's change as a set of the whole hash, typed.
+    async with AsyncClient([base]) as client:
+        watch = client.watch("hh:a", from_version=version - 1)
+        async with asyncio.timeout(10):
+            event = await anext(watch)
+        await watch.aclose()
+    assert (event.type, event.key, event.version, event.value_type) == (
+        "set",
+        "hh:a",
+        version,
+        "hash",
+    )
+    # The batch set h, then incremented it: this first change is the hash after the set.
+    assert msgpack.unpackb(event.value) == {b"f": b"v", b"g": b"w", b"h": b"1"}
+    async with aiohttp.ClientSession() as http:
         bad = {"ops": [{"op": "hash", "key": "hh:a", "action": "nope"}]}
         async with http.post(f"{base}/v1/batch", json=bad) as answer:
             assert answer.status == 400

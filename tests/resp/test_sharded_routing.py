@@ -32,6 +32,7 @@ from raftcache.resp.leader import LeaderMovedError
 from raftcache.resp.server import RespServer
 from raftcache.resp.shards import RemoteRouter, ShardedRouter
 from raftcache.slots import key_slot
+from tests.resp.cluster import wait_for
 from tests.server.cluster import fast_raft
 from tests.store.stores_http import (
     bootstrap_placement,
@@ -472,6 +473,39 @@ async def test_rename_and_copy_stay_in_one_group_and_randomkey_draws_from_all(
     drawn = {_text(await c.randomkey()) for _ in range(60)}
     assert drawn <= {*led[1:], *followed[1:], *remote[1:]}
     assert len(drawn) > 2
+
+
+async def test_a_hash_key_is_served_by_its_group(fronted: Fronted, r: aioredis.Redis) -> None:
+    c: Any = r  # redis-py's command helpers are partly untyped
+    for gid in (fronted.led, fronted.followed, fronted.remote):
+        key, other = fronted.keys_of(gid, 2, "hk")
+        assert await c.hset(key, mapping={"a": "1", "b": "2"}) == 2
+        assert await c.hincrby(key, "a", 41) == 42
+        assert await c.expire(key, 100) is True
+        assert await c.hgetall(key) == {b"a": b"42", b"b": b"2"}
+        assert 99 <= await c.ttl(key) <= 100
+        assert await c.type(key) == b"hash"
+        assert await c.rename(key, other) is True
+        assert await c.hget(other, "a") == b"42"
+        stores = fronted.stores.stores
+        holders = [s for s in stores.values() if gid in s.replicas]
+        assert holders
+        for store in holders:  # the group's replicas hold it, as a hash
+            machine = store.replicas[gid].service.machine
+
+            async def holds(m: Any = machine, k: str = other) -> bool:
+                return m.get(k, time.time()) is not None
+
+            await wait_for(holds)
+            item = machine.get(other, time.time())
+            assert item is not None
+            assert item.kind == "hash"
+        for store in stores.values():  # and no other group does
+            for held, replica in store.replicas.items():
+                if held != gid:
+                    assert replica.service.machine.get(other, time.time()) is None
+        with pytest.raises(ResponseError, match=r"^WRONGTYPE"):
+            await c.get(other)
 
 
 async def test_a_remote_groups_guess_follows_the_hint_when_its_leader_moves(

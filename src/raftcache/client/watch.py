@@ -62,6 +62,8 @@ class WatchEvent:
         expires_at: a ``set``'s expiry (seconds since the epoch), None for never / not a set.
         group: the key's data group on a sharded cluster (``version`` is that group's log
             index), None on a cluster of one group.
+        value_type: a ``set``'s kind of value: ``"string"``, or ``"hash"`` when ``value`` is
+            the whole hash after the change (its fields as a msgpack map); None otherwise.
     """
 
     type: str
@@ -70,6 +72,7 @@ class WatchEvent:
     value: bytes | None = None
     expires_at: float | None = None
     group: str | None = None
+    value_type: str | None = None
 
 
 class WatchCompactedError(RaftcacheError):
@@ -160,6 +163,7 @@ def _decode_change(data: str) -> tuple[int, str | None, list[WatchEvent]]:
                 base64.b64decode(c["value"], validate=True) if "value" in c else None,
                 c.get("expires_at"),
                 group,
+                c.get("value_type", "string") if "value" in c else None,
             )
             for c in obj["changes"]
         ]
