@@ -11,6 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
+from raftcache.cache.entries import HASH, Item
+from raftcache.cache.hashes import decode_fields, encode_fields
 from raftcache.raft.errors import (
     IndeterminateError,
     NodeStoppedError,
@@ -310,3 +312,25 @@ async def test_publish_proposes_one_message_and_refuses_bad_bodies(
     ]:
         error = await error_of(await client.post("/v1/publish", json=bad), status)
         assert says in str(error["error"])
+
+
+async def test_a_hash_key_reads_as_its_msgpack_map_on_either_front(
+    client: Client, service: FakeService
+) -> None:
+    fields = {b"name": b"alice", b"\xff": b"\x00"}  # binary-safe
+    service.data["h"] = Item(encode_fields(fields), 7, None, HASH)
+    service.data["s"] = Entry(b"v", 8)
+    resp = await client.get("/v1/keys/h")
+    assert resp.status == 200
+    assert resp.headers["X-Raftcache-Type"] == "hash"
+    assert resp.headers["Content-Type"] == "application/vnd.msgpack"
+    assert resp.headers["ETag"] == '"7"'
+    assert decode_fields(await resp.read()) == fields
+    resp = await client.get("/v1/keys/s")
+    assert "X-Raftcache-Type" not in resp.headers
+    resp = await client.post("/v1/mget", json={"keys": ["s", "h", "nope"]})
+    body = await resp.json()
+    assert body["hashes"] == [1]
+    assert decode_fields(base64.b64decode(body["values"][1])) == fields
+    resp = await client.post("/v1/mget", json={"keys": ["s"]})
+    assert await resp.json() == {"values": [base64.b64encode(b"v").decode()]}  # as before
