@@ -90,10 +90,10 @@ def record_value_size(record: bytes) -> int:
 def record_item(record: bytes) -> Item:
     """The public view of ``record``."""
     version, expires_at = _unpack_header(record)
-    expiry = None if expires_at == NEVER else expires_at
-    if version & HASH_FLAG:
+    if version >> 63:  # HASH_FLAG: rare, so the string path stays as it was
+        expiry = None if expires_at == NEVER else expires_at
         return Item(record[HEADER_SIZE:], version & _VERSION_MASK, expiry, HASH)
-    return Item(record[HEADER_SIZE:], version, expiry)
+    return Item(record[HEADER_SIZE:], version, None if expires_at == NEVER else expires_at)
 
 
 def key_size(key: str) -> int:
