@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
-from raftcache.cache.entries import HASH, Item
+from raftcache.cache.entries import HashItem
 from raftcache.cache.hashes import decode_fields, encode_fields
 from raftcache.raft.errors import (
     IndeterminateError,
@@ -318,7 +318,7 @@ async def test_a_hash_key_reads_as_its_msgpack_map_on_either_front(
     client: Client, service: FakeService
 ) -> None:
     fields = {b"name": b"alice", b"\xff": b"\x00"}  # binary-safe
-    service.data["h"] = Item(encode_fields(fields), 7, None, HASH)
+    service.data["h"] = HashItem(encode_fields(fields), 7, None)
     service.data["s"] = Entry(b"v", 8)
     resp = await client.get("/v1/keys/h")
     assert resp.status == 200

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from typing import ClassVar
 
 HEADER = struct.Struct("<Qd")
 HEADER_SIZE = HEADER.size
@@ -45,13 +46,23 @@ class Item:
         value: the stored bytes.
         version: the log index of the entry's last write.
         expires_at: when it stops being visible (seconds since the epoch), None for never.
-        kind: ``"string"``, or ``"hash"`` when ``value`` is a hash's encoded fields.
+        kind: ``"string"``; ``"hash"`` on a ``HashItem``, whose ``value`` is a hash's encoded
+            fields. A class attribute, not a field: the string read path builds its three-field
+            ``Item`` as fast as before.
     """
 
     value: bytes
     version: int
     expires_at: float | None
-    kind: str = STRING
+    kind: ClassVar[str] = STRING
+
+
+@dataclass(frozen=True, slots=True)
+class HashItem(Item):
+    """A live hash as seen by a reader: ``value`` is its fields, encoded
+    (``raftcache.cache.hashes``)."""
+
+    kind: ClassVar[str] = HASH
 
 
 def pack_record(value: bytes, version: int, expires_at: float, is_hash: bool = False) -> bytes:
@@ -92,7 +103,7 @@ def record_item(record: bytes) -> Item:
     version, expires_at = _unpack_header(record)
     if version >> 63:  # HASH_FLAG: rare, so the string path stays as it was
         expiry = None if expires_at == NEVER else expires_at
-        return Item(record[HEADER_SIZE:], version & _VERSION_MASK, expiry, HASH)
+        return HashItem(record[HEADER_SIZE:], version & _VERSION_MASK, expiry)
     return Item(record[HEADER_SIZE:], version, None if expires_at == NEVER else expires_at)
 
 

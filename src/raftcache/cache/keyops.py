@@ -198,12 +198,17 @@ def check_batch(store: EntryStore, index: int, cmd: BatchCommand) -> CommandErro
     shadows: dict[str, _Shadow] = {}
     for position, op in enumerate(cmd.ops):
         shadow = shadows.get(op.key)
-        if shadow is None:
-            shadow = shadows[op.key] = _shadow_of(store, op.key, now)
-        if isinstance(op, GetOp):
-            if shadow.is_hash:  # a string read of a hash
+        if isinstance(op, GetOp):  # a string read: of a hash, WRONG_TYPE
+            if shadow is not None:
+                is_hash = shadow.is_hash
+            else:
+                record = store.live(op.key, now)
+                is_hash = record is not None and record_is_hash(record)
+            if is_hash:
                 return wrong_type(op.key, position)
             continue
+        if shadow is None:
+            shadow = shadows[op.key] = _shadow_of(store, op.key, now)
         if isinstance(op, HashOp):
             error = _check_hash_op(store, index, op, shadow, position)
             if error is not None:
