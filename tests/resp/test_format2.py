@@ -213,3 +213,26 @@ async def test_before_the_upgrade_the_old_routes_answer_the_same(
         assert await r.dbsize() == 0
     finally:
         await r.aclose()
+
+
+@pytest.mark.parametrize("which", [0, 1])
+async def test_before_the_upgrade_hash_commands_answer_which_format_they_need(
+    old: list[int], which: int
+) -> None:
+    r: Any = aioredis.Redis(port=old[which], socket_timeout=10)
+    try:
+        with pytest.raises(ResponseError, match="needs command format 5") as refused:
+            await r.hset("h", "f", "v")
+        assert "finish upgrading every node" in str(refused.value)
+        # Pipelined with string writes (one shared log entry): only the hash write fails.
+        async with r.pipeline(transaction=False) as pipe:
+            pipe.set("s", "1")
+            pipe.hset("h", "f", "v")
+            pipe.incr("s")
+            replies = await pipe.execute(raise_on_error=False)
+        assert replies[0] is True
+        assert isinstance(replies[1], ResponseError)
+        assert replies[2] == 2
+        assert await r.exists("h") == 0
+    finally:
+        await r.aclose()
