@@ -83,7 +83,8 @@ def _hash_result(action: str | None, result: BatchItem) -> dict[str, Any]:
     if action == "read":
         if result is None:
             return {"fields": None}
-        if not isinstance(result, tuple):
+        # A tuple; a list when a session answers a retry from a restored snapshot's table.
+        if not isinstance(result, tuple | list):
             raise RuntimeError(f"hash read returned {type(result).__name__}")
         return {"fields": [b64(x) for x in result]}
     if action == "incrf":
