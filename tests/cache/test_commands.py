@@ -127,7 +127,7 @@ def _wire(**fields: Any) -> bytes:
         _wire(o="incr", n=1.0, k="k", b=1.5),
         _wire(o="del", n=1.0, k="k", c="client"),  # client without seq
         _wire(o="batch", n=1.0, ops={"o": "get"}),
-        _wire(o="batch", n=1.0, ops=[{"o": "inc", "k": "k"}]),
+        _wire(o="batch", n=1.0, ops=[{"o": 7, "k": "k"}]),  # an unknown name: fail stop
         _wire(o="batch", n=1.0, ops=[7]),
         _wire(o="expire", n=1.0, ks="abc"),
         _wire(o="touch", n=1.0, ks=[1]),

@@ -227,3 +227,18 @@ async def test_hashes_wait_for_every_node_to_apply_format_5() -> None:
         snapshot = c.machines[leader].snapshot()
         with pytest.raises(UnsupportedCommandFormat, match="snapshot"):
             CacheStateMachine(max_format=3).restore(snapshot)
+
+
+def test_an_unknown_batch_op_fails_stop_too() -> None:
+    """A batch op this build does not know (a newer release's, even under a format this node
+    claims) must stop the node, never become an error result the others do not share."""
+    log = Log()
+    newer = msgpack.packb(
+        {"o": "batch", "n": 1.0, "ops": [{"o": "zadd", "k": "z"}]}, use_bin_type=True
+    )
+    with pytest.raises(UnsupportedCommandFormat, match="'zadd'"):
+        log.apply(newer)
+    malformed = msgpack.packb({"o": "batch", "n": 1.0, "ops": [{"o": 7, "k": "z"}]})
+    result = log.apply(malformed)
+    assert isinstance(result, CommandError)
+    assert result.code is ErrorCode.INVALID_COMMAND

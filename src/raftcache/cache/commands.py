@@ -472,4 +472,10 @@ def _op_from_wire(wire: object) -> BatchOp:
         return ttl_op_from_wire(wire)
     if op == "hash":
         return hash_op_from_wire(wire)
-    raise InvalidCommandError(f"unknown batch op {op!r}")
+    if isinstance(op, str):  # a batch op of a newer release, as an unknown op: fail stop
+        raise UnsupportedCommandVersionError(
+            f"a committed batch holds an op this node does not know ({op!r}): it needs a "
+            "newer raftcache than this node: upgrade this node; it stops rather than skip "
+            "the entry and diverge"
+        )
+    raise InvalidCommandError(f"malformed batch op {op!r}")

@@ -23,7 +23,7 @@ A command of format F > 1 carries ``"f": F`` in its log entry. Three rules make 
 
 1. **A node knows its own ceiling** (``COMMAND_VERSION`` of its build, or lower when capped with
    ``--max-command-format``, which is how a test plays an older release). A node that meets an
-   entry it cannot apply — ``f`` above its ceiling, an unknown op — *fails stop*
+   entry it cannot apply — ``f`` above its ceiling, an unknown op (of a batch too) — *fails stop*
    (``UnsupportedCommandVersionError``, the Raft driver's fail-stop path) instead of skipping it.
 2. **The cluster's format is replicated state.** Starting at 1, it is raised by a FORMAT entry,
    which the leader proposes only after every voter and learner said it supports that format
