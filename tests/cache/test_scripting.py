@@ -242,3 +242,34 @@ async def test_a_restarted_node_still_knows_loaded_scripts_and_evalsha_follows_t
         assert await c.services[new_leader].evalsha(sha, ["n"]) == 2
         with pytest.raises(NoScriptError):
             await c.services[new_leader].evalsha("0" * 40)
+
+
+def test_a_script_sees_hashes_as_redis_does() -> None:
+    """A hash key inside a script: string reads are WRONGTYPE, TYPE says hash, EXISTS counts
+    it, MGET answers nil, SET NX leaves it, EXPIRE and PERSIST keep its fields, INCR refuses."""
+    from raftcache.cache.commands import encode_batch
+    from raftcache.cache.entries import HASH
+    from raftcache.cache.hashes import HashOp, decode_fields
+
+    replicas = Replicas()
+    replicas.apply(encode_format(6, now=NOW))
+    replicas.apply(encode_batch([HashOp("h", "set", (b"f",), (b"v",))], now=NOW))
+    wrong = "WRONGTYPE Operation against a key holding the wrong kind of value"
+    for body in ("return redis.call('GET', 'h')", "return redis.call('INCR', 'h')"):
+        reply = replicas.eval(body, ("h",))
+        assert isinstance(reply, ErrorReply)
+        assert reply.text.startswith(wrong)
+    assert replicas.eval("return redis.call('TYPE', 'h')", ("h",)) == Status("hash")
+    assert replicas.eval("return redis.call('EXISTS', 'h', 'nope')", ("h",)) == 1
+    assert replicas.eval("return redis.call('MGET', 'h')", ("h",)) == [None]
+    assert replicas.eval("return redis.call('SET', 'h', 'x', 'NX')", ("h",)) is None
+    assert replicas.eval("return redis.call('EXPIRE', 'h', 100)", ("h",)) == 1
+    assert replicas.eval("return redis.call('TTL', 'h')", ("h",)) == 100
+    assert replicas.eval("return redis.call('PERSIST', 'h')", ("h",)) == 1
+    replicas.same_state()
+    for machine in replicas.machines:
+        item = machine.get("h", NOW)
+        assert item is not None
+        assert item.kind == HASH
+        assert item.expires_at is None
+        assert decode_fields(item.value) == {b"f": b"v"}

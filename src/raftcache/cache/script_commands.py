@@ -8,8 +8,9 @@ same writes. A write gets the entry's index as its version, as every write of th
 The table is open: ``script_command(name, arity, writes=...)`` registers a function, so a
 command added to the machine later (hashes, APPEND...) becomes callable from scripts with one
 decorated function in the module that adds it (imported by ``raftcache.cache.machine``).
-A new value type (hashes) also teaches ``Keyspace`` to tell its
-records apart, so that the string commands here answer ``WRONGTYPE`` on them as Redis does.
+``Keyspace`` tells value types apart (``kind``), so the string commands here answer
+``WRONGTYPE`` on a hash as Redis does, and TYPE, EXISTS, EXPIRE and PERSIST work on any type;
+the hash commands themselves are not callable from scripts yet.
 A name in ``REFUSED`` answers Redis's "not allowed from script" (non-deterministic commands,
 and those that make no sense inside a script); any other unknown name answers Redis's
 "Unknown Redis command called from script".
@@ -28,7 +29,13 @@ from dataclasses import dataclass
 from typing import Final
 
 from raftcache.cache.checks import parse_int64
-from raftcache.cache.entries import HEADER_SIZE, NEVER, record_header
+from raftcache.cache.entries import (
+    HEADER_SIZE,
+    NEVER,
+    record_header,
+    record_is_hash,
+    record_value,
+)
 from raftcache.cache.keyops import incr
 from raftcache.cache.results import CommandError, ErrorCode
 from raftcache.cache.scripting import Reply, ScriptCommandError, Status
@@ -42,6 +49,7 @@ MAX_KEY_BYTES: Final = 1024
 NO_KEYS: Final = -1
 
 NOT_INTEGER: Final = "ERR value is not an integer or out of range"
+WRONGTYPE: Final = "WRONGTYPE Operation against a key holding the wrong kind of value"
 OVERFLOW: Final = "ERR increment or decrement would overflow"
 SYNTAX: Final = "ERR syntax error"
 
@@ -84,8 +92,39 @@ class Keyspace:
         return key
 
     def get(self, key: str) -> bytes | None:
+        """A string key's value (None: missing); a hash answers ``WRONGTYPE``, as in Redis."""
         record = self.store.live(key, self.now)
-        return None if record is None else record[HEADER_SIZE:]
+        if record is None:
+            return None
+        if record_is_hash(record):
+            raise ScriptCommandError(WRONGTYPE)
+        return record[HEADER_SIZE:]
+
+    def kind(self, key: str) -> str:
+        """Redis's TYPE of a live key: ``none``, ``string`` or ``hash``."""
+        record = self.store.live(key, self.now)
+        if record is None:
+            return "none"
+        return "hash" if record_is_hash(record) else "string"
+
+    def set_expiry(self, key: str, expires_at: float) -> bool:
+        """Give a live key of any type a new expiry (NEVER: none), its value and type kept;
+        False when it is missing. An expiry at or before ``now`` deletes it."""
+        record = self.store.live(key, self.now)
+        if record is None:
+            return False
+        if expires_at <= self.now:
+            return self.remove(key)
+        self.store.put(
+            key,
+            record_value(record),
+            self.index,
+            expires_at,
+            self.now,
+            is_hash=record_is_hash(record),
+        )
+        self.wrote = True
+        return True
 
     def expires_at(self, key: str) -> float | None:
         """The live key's expiry (NEVER: none), None when it is missing."""
@@ -207,7 +246,12 @@ def _get(ks: Keyspace, args: Sequence[bytes]) -> Reply:
 
 @script_command("mget", -2, writes=False)
 def _mget(ks: Keyspace, args: Sequence[bytes]) -> Reply:
-    return [ks.get(ks.key(raw)) for raw in args]
+    return [_string_or_nil(ks, ks.key(raw)) for raw in args]
+
+
+def _string_or_nil(ks: Keyspace, key: str) -> bytes | None:
+    """MGET's view of a key: nil for a key of another type, as Redis answers."""
+    return ks.get(key) if ks.kind(key) == "string" else None
 
 
 @script_command("strlen", 2, writes=False)
@@ -218,12 +262,12 @@ def _strlen(ks: Keyspace, args: Sequence[bytes]) -> Reply:
 
 @script_command("exists", -2, writes=False)
 def _exists(ks: Keyspace, args: Sequence[bytes]) -> Reply:
-    return sum(ks.get(ks.key(raw)) is not None for raw in args)
+    return sum(ks.kind(ks.key(raw)) != "none" for raw in args)
 
 
 @script_command("type", 2, writes=False)
 def _type(ks: Keyspace, args: Sequence[bytes]) -> Reply:
-    return Status("none" if ks.get(ks.key(args[0])) is None else "string")
+    return Status(ks.kind(ks.key(args[0])))
 
 
 @script_command("ping", -1, writes=False)
@@ -269,8 +313,10 @@ def _set(ks: Keyspace, args: Sequence[bytes]) -> Reply:
         else:
             raise ScriptCommandError(SYNTAX)
         position += 1
-    old = ks.get(key)
-    if (condition == "NX" and old is not None) or (condition == "XX" and old is None):
+    # Without GET, SET replaces a key of any type (as in Redis); with GET a hash is WRONGTYPE.
+    exists = ks.kind(key) != "none"
+    old = ks.get(key) if get else None
+    if (condition == "NX" and exists) or (condition == "XX" and not exists):
         return old if get else None
     if keep_ttl:
         current = ks.expires_at(key)
@@ -282,7 +328,7 @@ def _set(ks: Keyspace, args: Sequence[bytes]) -> Reply:
 @script_command("setnx", 3, writes=True)
 def _setnx(ks: Keyspace, args: Sequence[bytes]) -> Reply:
     key = ks.key(args[0])
-    if ks.get(key) is not None:
+    if ks.kind(key) != "none":
         return 0
     ks.put(key, args[1])
     return 1
@@ -342,6 +388,8 @@ def _add(ks: Keyspace, raw_key: bytes, by: int) -> Reply:
     if isinstance(value, CommandError):
         if value.code is ErrorCode.COUNTER_OVERFLOW:
             raise ScriptCommandError(OVERFLOW)
+        if value.code is ErrorCode.WRONG_TYPE:
+            raise ScriptCommandError(WRONGTYPE)
         if value.code is ErrorCode.VALUE_TOO_LARGE:
             raise ScriptCommandError(f"OOM {value.message}")
         raise ScriptCommandError(NOT_INTEGER)
@@ -401,9 +449,7 @@ def _expire(unit: str, command: str) -> Command:
             return 0
         if ("GT" in flags and at <= current) or ("LT" in flags and at >= current):
             return 0
-        value = ks.get(key)
-        assert value is not None
-        ks.put(key, value, at)
+        ks.set_expiry(key, at)  # any type: a hash keeps its fields
         return 1
 
     return run
@@ -419,10 +465,9 @@ script_command("pexpireat", -3, writes=True)(_expire("PXAT", "pexpireat"))
 def _persist(ks: Keyspace, args: Sequence[bytes]) -> Reply:
     key = ks.key(args[0])
     current = ks.expires_at(key)
-    value = ks.get(key)
-    if current is None or current == NEVER or value is None:
+    if current is None or current == NEVER:
         return 0
-    ks.put(key, value)
+    ks.set_expiry(key, NEVER)
     return 1
 
 

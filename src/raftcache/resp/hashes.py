@@ -28,8 +28,8 @@ from raftcache.resp import args
 from raftcache.resp.args import Limits
 from raftcache.resp.calls import Call, Mode, Reply, View
 from raftcache.resp.errors import SYNTAX, wrong_args
+from raftcache.resp.globs import compile_glob
 from raftcache.resp.protocol import OK, RespError
-from raftcache.resp.scan import compile_glob
 from raftcache.resp.strings import parse_float
 from raftcache.resp.values import HashValue
 
