@@ -19,9 +19,15 @@ from dataclasses import dataclass
 import pytest
 
 from raftcache.network.groups import store_of
-from raftcache.protocol.messages import AppendEntriesRequest, AppendEntriesResponse
+from raftcache.protocol.messages import (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    RequestVoteRequest,
+    RequestVoteResponse,
+)
 from raftcache.raft.core import Role
 from raftcache.raft.errors import MembershipChangeError, NotLeaderError
+from raftcache.server.handover import Handover, hand_over, pick_successor
 from raftcache.slots import key_group
 from raftcache.store import GroupReplica, Store, group_id
 from tests.raft.read_sweep import check_reads
@@ -313,5 +319,96 @@ async def test_a_change_to_a_quiet_group_is_judged_on_fresh_answers() -> None:
         await leader.node.remove_member(dead)
         assert leader.node.members == sorted([leader.node.node_id, alive])
         await leader.service.set(key_of(0), b"after the change")
+    finally:
+        await stopped(stores)
+
+
+# -- the hostile review's findings, each a test ------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(2))
+async def test_a_graceful_stop_hands_quiet_groups_over(seed: int) -> None:
+    """A store stopping hands the groups it leads over (``hand_over``) even when they are
+    quiet — their leader heard nobody lately, so it asks for a round first."""
+    stores = await started(seed)
+    try:
+        await until(lambda: all_quiet(stores))
+        await asyncio.sleep(3.0)  # quiet for 20 election timeouts
+        gone = leading_store(stores)
+        led = [r.node for r in stores.running[gone].replicas.values() if r.node.role is Role.LEADER]
+        results = await asyncio.gather(*(hand_over(n, Handover(), 1.0) for n in led))
+        assert None not in results, results
+        assert all(store_of(r) != gone for r in results if r is not None)
+        assert all(n.role is not Role.LEADER for n in led)
+    finally:
+        await stopped(stores)
+
+
+async def test_a_leader_woken_by_a_dead_followers_store_does_not_pick_it_as_successor() -> None:
+    stores = await started(1)
+    try:
+        gid = group_id(1)
+        leader = stores.leader(gid)
+        assert leader is not None
+        await until(lambda: leader.node.quiesced)
+        await asyncio.sleep(1.0)
+        core = leader.node.core
+        assert core is not None
+        here = store_of(leader.node.node_id)
+        for dead_id in sorted(v for v in core.configuration.voters if v != core.id)[-1:]:
+            dead = store_of(dead_id)
+            await stores.crash(dead)
+            liveness = stores.running[here].liveness
+            assert liveness is not None
+            await until(lambda: dead in liveness.down(), timeout_s=5)  # noqa: B023
+            assert not leader.node.quiesced  # woken: every peer's last_active is "now"
+            assert pick_successor(leader.node) != dead_id
+    finally:
+        await stopped(stores)
+
+
+async def test_a_partition_between_two_followers_does_not_churn_a_quiet_group() -> None:
+    """Only the leader's store speaks for a group: followers whose leader is fine stay quiet
+    when a fellow follower's store goes silent, so no vote request reaches the leader."""
+    stores = await started(1)
+    try:
+        await until(lambda: all_quiet(stores))
+        gid = group_id(1)
+        leader = stores.leader(gid)
+        assert leader is not None
+        here = store_of(leader.node.node_id)
+        y, z = (s for s in stores.running if s != here)
+        votes: Counter[str] = Counter()
+        router = stores.running[here].router
+        handle = router.handle_request_vote
+
+        async def counting(req: RequestVoteRequest) -> RequestVoteResponse:
+            votes[req.group] += 1
+            return await handle(req)
+
+        router.handle_request_vote = counting  # type: ignore[method-assign]
+        stores.hub.partition(y, z)  # the leader's store still reaches both
+        await asyncio.sleep(3.0)
+        led_here = {
+            group_id(g)
+            for g in range(GROUPS)
+            if (r := stores.leader(group_id(g))) is not None and store_of(r.node.node_id) == here
+        }
+        assert gid in led_here
+        assert sum(votes[g] for g in led_here) == 0, votes
+    finally:
+        stores.hub.heal_all()
+        await stopped(stores)
+
+
+async def test_a_quiet_leader_reports_every_voter_reachable() -> None:
+    stores = await started(1)
+    try:
+        await until(lambda: all_quiet(stores))
+        await asyncio.sleep(3.0)
+        leader = stores.leader(group_id(1))
+        assert leader is not None
+        assert leader.node.quiesced
+        assert leader.node.raft_stats()["voters_reachable"] == 3
     finally:
         await stopped(stores)

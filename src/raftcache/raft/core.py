@@ -560,11 +560,6 @@ class RaftCore:
         if self.role is Role.LEADER:
             for pr in self.progress.values():
                 pr.last_active = self.ticks
-                # An answer from before the quiet counts as heard "recently" for no check:
-                # quiet ticks run slow, so its age in ticks understates its age on the clock
-                # (the strict reconfiguration check, ``quorum_active_in``, must see fresh
-                # answers; ``RaftNode`` asks for a round before a change to a quiet group).
-                pr.last_heard = None
             self.heartbeat_elapsed = 0
             self._broadcast_due = True
         else:
@@ -668,7 +663,10 @@ class RaftCore:
         return self.leader_id is not None and self.election_elapsed < self.election_ticks
 
     def handle_request_vote(self, req: RequestVoteRequest) -> RequestVoteResponse:
-        self.wake()  # a peer is campaigning: its leader may be gone, time it again
+        if req.candidate_id in self.configuration.voters:
+            # A voter campaigning: its leader may be gone, time it again. (Not for a replica
+            # removed that has not learnt it: it would wake the group at every attempt.)
+            self.wake()
         if req.term > self.term and not req.leader_transfer and self._in_lease():
             return RequestVoteResponse(self.term, False, req.pre_vote)
         if req.pre_vote:

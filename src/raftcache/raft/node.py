@@ -94,9 +94,6 @@ from raftcache.sysmem import release_free_memory
 
 __all__ = ["RaftNode", "StateMachine"]
 
-#: How many tick intervals apart a quiet core is ticked (``_ticker``).
-QUIET_TICK_STRIDE = 5
-
 log = logging.getLogger("raftcache.raft")
 
 #: A snapshot that compacted at least this many command bytes returns free memory to the OS.
@@ -463,7 +460,9 @@ class RaftNode:
         if core is not None and core.role is Role.LEADER:
             last = core.log.last_index()
             lag = {p: last - pr.match_index for p, pr in sorted(core.progress.items())}
-            reachable = core.voters_heard()
+            # A quiet leader heard every voter before it went quiet, and its store's liveness
+            # wakes it as soon as one stops answering: all of them count until then.
+            reachable = len(core.configuration.voters) if core.quiesced else core.voters_heard()
         return self.stats.as_dict(
             elections=core.elections if core else 0,
             state_transitions=core.state_transitions if core else 0,
@@ -482,13 +481,7 @@ class RaftNode:
         The sleep is on the loop's clock, the test on the node's (they differ when a test
         gives the node a drifting clock), so a short sleep may be followed by another. The
         deadlines of waiting proposals and reads are swept on the node's clock too: they
-        were registered on it (one clock for every deadline of the driver).
-
-        A quiet core (``RaftCore`` quiescence) is ticked ``QUIET_TICK_STRIDE`` times less
-        often: its timers stand still but for ``ticks``, whose only readers then are
-        promises and activity windows, and a slower count only makes those last longer on
-        the clock — the safe side. The first tick after a wake-up is late by at most one
-        stride."""
+        were registered on it (one clock for every deadline of the driver)."""
         interval = self.config.tick_interval
         core = self.core
         next_at = self._clock() + interval
@@ -497,7 +490,7 @@ class RaftNode:
             if now < next_at:
                 await asyncio.sleep(max(next_at - now, interval / 64))
                 continue
-            next_at = now + interval * (QUIET_TICK_STRIDE if core.quiesced else 1)
+            next_at = now + interval
             core.tick()
             self._deadlines.sweep(now)
             if not core.quiesced or core.has_ready():
@@ -873,10 +866,14 @@ class RaftNode:
 
     async def _propose_config(self, new: Configuration, timeout: float | None) -> None:
         core = self._check_running()
-        if core.quiesced:
-            # A quiet leader holds no fresh answer (``RaftCore.wake`` drops the old ones): a
-            # round first, so that the strict reconfiguration check judges who answers now.
-            await self.read_index(timeout)
+        if new.voters != core.configuration.voters and (
+            core.quiesced or not core.quorum_active_in(new)
+        ):
+            # A quiet (or just woken) leader's last answers are as old as its quiet: a round
+            # first, so that the strict reconfiguration check judges who answers now. Its
+            # failure decides nothing: ``propose_config`` does, and says why.
+            with contextlib.suppress(Exception):
+                await self.read_index(self.config.election_timeout_min)
         index = core.propose_config(new)
         await self._await_index(core, index, timeout)
 

@@ -19,6 +19,7 @@ a client that knew this node as the leader is served through it instead of being
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, Final
 
@@ -85,7 +86,13 @@ def pick_successor(node: Any) -> str | None:
     ]
     for window in (3 * core.heartbeat_ticks, core.election_ticks):
         horizon = core.ticks - window
-        live = [(pr.match_index, peer) for peer, pr in voters if pr.last_active > horizon]
+        # Real answers (``last_heard``), never ``last_active``: a woken leader grants every
+        # peer a fresh ``last_active`` without having heard from any.
+        live = [
+            (pr.match_index, peer)
+            for peer, pr in voters
+            if pr.last_heard is not None and pr.last_heard > horizon
+        ]
         if live:
             return str(max(live)[1])
     return None
@@ -94,7 +101,11 @@ def pick_successor(node: Any) -> str | None:
 def _answered_recently(node: Any, peer: str) -> bool:
     core = node.core
     progress = core.progress.get(peer)
-    return progress is not None and progress.last_active > core.ticks - 3 * core.heartbeat_ticks
+    return (
+        progress is not None
+        and progress.last_heard is not None
+        and progress.last_heard > core.ticks - 3 * core.heartbeat_ticks
+    )
 
 
 async def _transfer(node: Any, target: str) -> str:
@@ -130,6 +141,10 @@ async def hand_over(node: Any, handover: Handover, timeout_s: float) -> str | No
     there was nothing to do or it failed (logged; the caller stops anyway)."""
     if getattr(getattr(node, "role", None), "value", None) != "leader":
         return None
+    if getattr(node, "quiesced", False):
+        # A quiet leader heard nobody lately: one round first, to know who answers now.
+        with contextlib.suppress(Exception):
+            await node.read_index(min(timeout_s, 1.0))
     target = pick_successor(node)
     if target is None:
         log.warning("no live follower to hand leadership to; stopping without a transfer")

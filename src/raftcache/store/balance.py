@@ -58,14 +58,17 @@ def ready_to_take_over(node: RaftNode, target: str, *, target_store_up: bool = T
     core = node.core
     if core is None or node.role is not Role.LEADER or target not in core.configuration.voters:
         return False
+    if not target_store_up:
+        return False
     if core.quiesced:
         # A quiet leader went quiet only once every peer held its whole log, and has sent
-        # nothing since: the target holds it still. Whether it is live, the store knows.
-        return target_store_up
+        # nothing since: the target holds it still, and its store answers pings.
+        return True
     progress = core.progress.get(target)
-    if progress is None:
+    if progress is None or progress.last_heard is None:
         return False
-    alive = progress.last_active > core.ticks - 3 * core.heartbeat_ticks
+    # Real answers, never ``last_active``: a woken leader grants that to every peer.
+    alive = progress.last_heard > core.ticks - 3 * core.heartbeat_ticks
     return alive and progress.match_index >= core.log.last_index()
 
 

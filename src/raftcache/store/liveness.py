@@ -3,17 +3,21 @@
 Rule: a quiesced group sends nothing (``RaftCore``, quiescence), so a quiet follower cannot
 see its leader fail, nor a quiet leader its followers. The store does it for all of them at
 once: every ``interval`` it pings each store it shares a group with — one request per peer
-store on the shared transport, whatever the number of groups — and wakes every quiet replica
-that has a replica on a store that
+store on the shared transport, whatever the number of groups. When a peer store
 
 - stopped answering for ``down_after`` (crashed, paused, cut off; or this store is the one
-  cut off, and every peer looks down), or
-- answered as another process than before (restarted faster than ``down_after``).
+  cut off, and every peer looks down) — checked again every round while it stays silent, or
+- answered as another process than before (restarted faster than ``down_after``),
 
-A follower whose leader is on that store is woken with its election timer advanced by the
-time the store has been silent: it has not heard its leader for at least that long. That is
-safe: the promise a follower made to a leader's lease is kept by the core's own deadline
-(``promise_until``), not by the timer.
+it wakes the quiet leaders with a replica there (they must learn who answers) and the quiet
+followers led from there, each with its election timer advanced by the time the store has
+been silent: it has not heard its leader for at least that long. That is safe: the promise
+a follower made to a leader's lease is kept by the core's own deadline (``promise_until``),
+not by the timer. A quiet follower led from elsewhere stays quiet: its leader's store speaks
+for it (waking it would make it campaign against a leader that is fine). A peer of an older
+release, which answers the ping "no such group", is up. Known gap: the ping proves the
+process, not each replica; a replica that fails stop takes its process down
+(``StoreServer.wait_failed``), but one whose ready loop hangs without failing is not seen.
 
 A ping is an AppendEntries of term 0 to the reserved group ``LIVENESS_GROUP``, which the
 receiving store's ``GroupRouter`` answers itself with its process incarnation in ``term``: no
@@ -33,6 +37,7 @@ from dataclasses import dataclass
 from raftcache.network.groups import LIVENESS_GROUP, store_of
 from raftcache.network.interface import NetworkInterface
 from raftcache.protocol.messages import AppendEntriesRequest
+from raftcache.raft.core import Role
 from raftcache.raft.node import RaftNode
 
 __all__ = ["StoreLiveness"]
@@ -116,7 +121,10 @@ class StoreLiveness:
 
     async def _run(self) -> None:
         while True:
-            self.round()
+            try:
+                self.round()
+            except Exception:  # never let one bad round end the pings: quiet groups need them
+                log.exception("liveness round failed on %s", self.store_id)
             await asyncio.sleep(self.interval)
 
     def round(self) -> None:
@@ -152,20 +160,23 @@ class StoreLiveness:
 
     async def _ping(self, store: str, peer: _Peer) -> None:
         req = AppendEntriesRequest(0, self.store_id, 0, 0, to=store, group=LIVENESS_GROUP)
+        incarnation: int | None
         try:
             async with asyncio.timeout(self.down_after):
-                resp = await self.network.send_append_entries(store, req)
+                incarnation = (await self.network.send_append_entries(store, req)).term
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure is "no answer"; the judging is in round()
-            log.debug("liveness ping of %s failed: %r", store, exc)
-            return
+            if getattr(exc, "kind", None) != "group_not_hosted":
+                log.debug("liveness ping of %s failed: %r", store, exc)
+                return
+            incarnation = None  # a release without pings answered: it is up
         finally:
             peer.pinging = False
         now = self._clock()
-        restarted = peer.incarnation is not None and resp.term != peer.incarnation
+        restarted = None not in (peer.incarnation, incarnation) and incarnation != peer.incarnation
         silent = now - peer.last_ok
-        peer.incarnation = resp.term
+        peer.incarnation = incarnation
         peer.last_ok = now
         if peer.down:
             peer.down = False
@@ -176,13 +187,17 @@ class StoreLiveness:
             self._wake(store, self.down_after)
 
     def _wake(self, store: str, silent_for: float) -> None:
-        """Wake every quiet replica with a replica on ``store``; a follower led from there
-        with its timer advanced by ``silent_for`` (it heard nothing from it that long)."""
+        """Wake the quiet replicas that ``store`` concerns: a leader with any replica there (it
+        must see who answers), a follower led from there, its timer advanced by
+        ``silent_for`` (it heard nothing from its leader that long). A follower led from
+        elsewhere stays quiet: its leader, woken by its own store, speaks for it."""
         for node in list(self._nodes()):
             if not node.quiesced:
                 continue
-            members = (*node.members, *node.learners)
-            if any(store_of(m) == store for m in members):
-                leader = node.leader_id
-                led_from_there = leader is not None and store_of(leader) == store
-                node.wake(silent_for if led_from_there else 0.0)
+            if node.role is Role.LEADER:
+                if any(store_of(m) == store for m in (*node.members, *node.learners)):
+                    node.wake()
+                continue
+            leader = node.leader_id
+            if leader is None or store_of(leader) == store:
+                node.wake(silent_for)

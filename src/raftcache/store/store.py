@@ -205,6 +205,9 @@ class Store:
                 # the heartbeats' rate with the default timings.
                 interval=max(raft.heartbeat_interval, raft.election_timeout_min / 4),
                 down_after=raft.election_timeout_min,
+                # The loop's clock: the Raft nodes' (monotonic in a process, virtual in a
+                # simulation, where the real clock would stretch every wait).
+                clock=lambda: asyncio.get_running_loop().time(),
             )
         #: One view of the peer stores for every group: a store that goes down is one "peer
         #: lost" line, not one per group (``raftcache.raft.events``).
