@@ -30,7 +30,7 @@ import pytest
 import redis
 from aiocache import Cache as AioCache
 from aiocache import cached as aio_cached
-from aiocache.lock import OptimisticLock, OptimisticLockError
+from aiocache.lock import OptimisticLock, OptimisticLockError, RedLock
 from aiocache.serializers import PickleSerializer
 from django.conf import settings
 from django.core.cache import cache as django_default_cache
@@ -404,6 +404,13 @@ async def test_aiocache_redis_cache(nodes: Nodes) -> None:
             assert await json_cache.delete("doc") == 1
         finally:
             await json_cache.close()
+
+        # RedLock: SET NX PX holds the lease, a Lua script checking the owner releases it.
+        async with RedLock(cache, "resource", lease=5.0):
+            lease = r.pttl("aio:resource-lock")
+            assert isinstance(lease, int)
+            assert 0 < lease <= 5000
+        assert not r.exists("aio:resource-lock")
 
         calls: list[int] = []
 
