@@ -43,6 +43,9 @@ from raftcache.client.errors import RaftcacheError
 from raftcache.sharding.clustermap import ClusterMap, StoreState
 from raftcache.store.driver import PlacementDriver, Request, http_requester
 
+#: Seconds between two attempts while the meta group has no leader (one just failed).
+RETRY_S = 0.5
+
 CLUSTER_TOKEN_ENV = "RAFTCACHE_CLUSTER_TOKEN"
 
 
@@ -100,12 +103,20 @@ async def _run(args: argparse.Namespace) -> int:
         request = http_requester(
             session, urls, client_token=token_of(args), cluster_token=cluster_token, timeout_s=15
         )
-        try:
-            meta = await _read_map(request, urls)
-        except RuntimeError as exc:  # a meta group, but no leader: no second driver then
-            return fail("store", str(exc), EXIT_UNAVAILABLE)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + args.deadline
+        while True:
+            try:
+                meta = await _read_map(request, urls)
+                break
+            except RuntimeError as exc:  # a meta group, but no leader: no second driver then
+                # Between two meta leaders (one just died) for a moment: ask again until
+                # the deadline, then give up with the reason.
+                if loop.time() + RETRY_S >= deadline:
+                    return fail("store", str(exc), EXIT_UNAVAILABLE)
+                await asyncio.sleep(RETRY_S)
         if meta is not None:
-            return await _with_meta(args, request, urls, meta)
+            return await _with_meta(args, request, urls, meta, deadline)
         if args.action in ("list", "remove"):
             return fail(
                 "store",
@@ -116,7 +127,6 @@ async def _run(args: argparse.Namespace) -> int:
         unknown = sorted(set(getattr(args, "stores", ())) - set(urls))
         if unknown:
             return fail("store", f"no such store: {', '.join(unknown)}", EXIT_UNAVAILABLE)
-        loop = asyncio.get_running_loop()
         driver = PlacementDriver(
             urls,
             groups=groups,
@@ -129,7 +139,6 @@ async def _run(args: argparse.Namespace) -> int:
             down_after_s=args.down_after,
         )
         printed = 0
-        deadline = loop.time() + args.deadline
         while loop.time() < deadline:
             done = await driver.run(timeout_s=min(5.0, deadline - loop.time()))
             for step in driver.steps_done[printed:]:
@@ -164,9 +173,14 @@ async def _read_map(request: Request, urls: Mapping[str, str]) -> ClusterMap | N
 
 
 async def _with_meta(
-    args: argparse.Namespace, request: Request, urls: Mapping[str, str], cmap: ClusterMap
+    args: argparse.Namespace,
+    request: Request,
+    urls: Mapping[str, str],
+    cmap: ClusterMap,
+    deadline: float,
 ) -> int:
-    """The commands on a cluster with a meta group: change the map, then watch it."""
+    """The commands on a cluster with a meta group: change the map, then watch it, all
+    before ``deadline`` (loop time)."""
     if args.action == "list":
         _print_stores(cmap)
         return EXIT_OK
@@ -177,11 +191,10 @@ async def _with_meta(
     for store_id in wanted:
         if cmap.stores[store_id].state is StoreState.REMOVED:
             continue
-        code = await _set_state(request, urls, store_id, StoreState.DECOMMISSIONING)
+        code = await _set_state(request, urls, store_id, StoreState.DECOMMISSIONING, deadline)
         if code != EXIT_OK:
             return code
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + args.deadline
     printed: dict[str, int] = {}
     while loop.time() < deadline:
         with contextlib.suppress(RuntimeError):  # the meta group between leaders
@@ -205,7 +218,7 @@ async def _with_meta(
         )
     if args.action == "remove":
         for store_id in wanted:
-            code = await _set_state(request, urls, store_id, StoreState.REMOVED)
+            code = await _set_state(request, urls, store_id, StoreState.REMOVED, deadline)
             if code != EXIT_OK:
                 return code
             print(f"{store_id} removed", flush=True)
@@ -214,20 +227,26 @@ async def _with_meta(
 
 
 async def _set_state(
-    request: Request, urls: Mapping[str, str], store_id: str, state: StoreState
+    request: Request, urls: Mapping[str, str], store_id: str, state: StoreState, deadline: float
 ) -> int:
-    for store in urls:
-        try:
-            status, body = await request(
-                "PUT", store, f"/raft/meta/stores/{store_id}", {"state": state.value}
-            )
-        except (TimeoutError, OSError, aiohttp.ClientError):
-            continue
-        if status == 200:
-            return EXIT_OK
-        if status == 409:
-            return fail("store", str(body.get("error", body)), EXIT_MISSING)
-    return fail("store", "no store could reach the meta leader", EXIT_UNAVAILABLE)
+    """Set ``store_id``'s state through the first store that reaches the meta leader, asking
+    again until ``deadline`` while none does (the meta group between leaders)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        for store in urls:
+            try:
+                status, body = await request(
+                    "PUT", store, f"/raft/meta/stores/{store_id}", {"state": state.value}
+                )
+            except (TimeoutError, OSError, aiohttp.ClientError):
+                continue
+            if status == 200:
+                return EXIT_OK
+            if status == 409:
+                return fail("store", str(body.get("error", body)), EXIT_MISSING)
+        if loop.time() + RETRY_S >= deadline:
+            return fail("store", "no store could reach the meta leader", EXIT_UNAVAILABLE)
+        await asyncio.sleep(RETRY_S)
 
 
 def _balanced(cmap: ClusterMap) -> bool:
