@@ -22,7 +22,11 @@ from typing import Any, Protocol
 
 from raftcache.cache.backup import BackupInfo, verify_backup
 from raftcache.cache.commands import encode
+from raftcache.cache.commands_v4 import SCRIPTING_VERSION
+from raftcache.cache.entries import record_is_hash
 from raftcache.cache.errors import CacheError
+from raftcache.cache.formats import CommandVersion
+from raftcache.cache.hashes import HASH_VERSION
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.restore_commands import (
     RestoreAbort,
@@ -31,7 +35,7 @@ from raftcache.cache.restore_commands import (
     RestoreCommit,
 )
 from raftcache.cache.results import CommandError, RestoreResult
-from raftcache.cache.snapshot import read_snapshot
+from raftcache.cache.snapshot import SnapshotState, read_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +104,14 @@ class Backups:
         info, body = verify_backup(data)
         # Decode it once here, so that a file whose checksum is right but whose snapshot is
         # not (a bug, a hand-made file) is refused before the cluster stages a byte of it.
-        await asyncio.to_thread(read_snapshot, io.BytesIO(body))
+        state = await asyncio.to_thread(read_snapshot, io.BytesIO(body))
+        needs = content_version(state)
         sha256 = hashlib.sha256(body).hexdigest()
         begin = RestoreBegin(self._clock(), len(body), sha256, info.index, info.term)
         if self._ensure_command_version is not None:
-            await self._ensure_command_version(2)
+            # Every node must read what the backup holds (scripts, hashes) before the commit
+            # that swaps it in, whose entry says so ("f"): an older node would fail stop on it.
+            await self._ensure_command_version(needs)
         restore_id = await self._propose(encode(begin))
         assert type(restore_id) is int, restore_id
         try:
@@ -112,7 +119,8 @@ class Backups:
             for seq, start in enumerate(range(0, len(body), size)):
                 piece = bytes(body[start : start + size])
                 await self._propose(encode(RestoreChunk(self._clock(), restore_id, seq, piece)))
-            result = await self._propose(encode(RestoreCommit(self._clock(), restore_id)))
+            commit = RestoreCommit(self._clock(), restore_id, needs)
+            result = await self._propose(encode(commit))
         except BaseException:
             self._abort_later(restore_id)
             raise
@@ -142,6 +150,16 @@ class Backups:
 
 
 _PENDING: set[asyncio.Task[None]] = set()
+
+
+def content_version(state: SnapshotState) -> CommandVersion:
+    """The command version a backup's content needs on every node: 2 (restores), 4 when it
+    holds Lua scripts, 5 when it holds hashes."""
+    if any(map(record_is_hash, state.records.values())):
+        return HASH_VERSION
+    if state.scripts:
+        return SCRIPTING_VERSION
+    return 2
 
 
 def _term_at(node: object, index: int) -> int:

@@ -34,7 +34,7 @@ from raftcache.cache.commands_v4 import (
 from raftcache.cache.errors import InvalidCommandError
 from raftcache.cache.formats import BASE_COMMAND_VERSION, CommandVersion
 from raftcache.cache.hashes import HASH_VERSION, HashOp
-from raftcache.cache.restore_commands import RestoreCommand
+from raftcache.cache.restore_commands import RestoreCommand, RestoreCommit
 from raftcache.vocabulary import INT64_MAX, INT64_MIN
 
 MAX_BATCH_OPS = 10_000  # one log entry; the HTTP layer enforces a (smaller) limit of its own
@@ -229,7 +229,9 @@ def required_command_version(cmd: Command) -> CommandVersion:
         return SCRIPTING_VERSION
     if isinstance(cmd, PublishCommand):
         return PUBSUB_VERSION
-    return 2  # TTL, FLUSH and the restore commands
+    if isinstance(cmd, RestoreCommit):
+        return cmd.needs  # 2, or what the backup's content needs
+    return 2  # TTL, FLUSH and the other restore commands
 
 
 #: Its earlier name, kept working.

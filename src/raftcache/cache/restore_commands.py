@@ -15,7 +15,10 @@ Wire keys: ``o`` the op, ``n`` the leader's now, ``id`` the restore id, ``sz`` s
 SHA-256 hex, ``bi``/``bt`` backup index/term, ``q`` chunk sequence number (from 0), ``d`` data.
 These ops belong to command version 2 (``raftcache.cache.formats``): their entries carry
 ``"f": 2``, and ``Backups`` has the leader raise the cluster's format first, which it does only
-once every node says it can apply them — an older node never meets one.
+once every node says it can apply them — an older node never meets one. A commit swaps in
+whatever the backup holds, so it needs the version of its content too (``nv``, ``needs``:
+4 with scripts, 5 with hashes): its entry carries that ``"f"``, and a build that cannot read
+hashes fails stop on it instead of loading them as strings.
 """
 
 from __future__ import annotations
@@ -76,14 +79,17 @@ class RestoreChunk:
 
 @dataclass(frozen=True, slots=True)
 class RestoreCommit:
-    """Swap the staged snapshot of ``restore_id`` in, atomically."""
+    """Swap the staged snapshot of ``restore_id`` in, atomically; ``needs``: the command
+    version its content needs (module docstring)."""
 
     now: float
     restore_id: int
+    needs: int = 2
 
     def __post_init__(self) -> None:
         check_now(self.now)
         check_int(self.restore_id, "restore id", 0, INT64_MAX)
+        check_int(self.needs, "needs", 2, 1 << 16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +126,12 @@ def restore_to_wire(cmd: RestoreCommand) -> dict[str, Any]:
             "q": cmd.seq,
             "d": cmd.data,
         }
-    op = "restore.commit" if isinstance(cmd, RestoreCommit) else "restore.abort"
-    return {"o": op, "n": cmd.now, "id": cmd.restore_id}
+    if isinstance(cmd, RestoreCommit):
+        wire: dict[str, Any] = {"o": "restore.commit", "n": cmd.now, "id": cmd.restore_id}
+        if cmd.needs > 2:
+            wire["nv"] = cmd.needs
+        return wire
+    return {"o": "restore.abort", "n": cmd.now, "id": cmd.restore_id}
 
 
 def restore_from_wire(wire: Mapping[str, Any]) -> RestoreCommand:
@@ -133,7 +143,7 @@ def restore_from_wire(wire: Mapping[str, Any]) -> RestoreCommand:
     if op == "restore.chunk":
         return RestoreChunk(now, wire["id"], wire["q"], wire["d"])
     if op == "restore.commit":
-        return RestoreCommit(now, wire["id"])
+        return RestoreCommit(now, wire["id"], wire.get("nv", 2))
     if op == "restore.abort":
         return RestoreAbort(now, wire["id"])
     raise InvalidCommandError(f"unknown op {op!r}")
