@@ -149,6 +149,7 @@ class FakeNode:
     node_id = "n1"
     leader_id: str | None = "n1"
     last_applied = 0
+    last_log_index = 0
 
     def leader_address(self) -> str | None:
         return None

@@ -254,3 +254,29 @@ async def test_a_pipeline_of_publishes_keeps_its_order(
     finally:
         listener.writer.close()
         await publisher.aclose()
+
+
+@pytest.mark.looptime
+async def test_a_restarted_node_knows_its_log_reaches_past_its_commit_index() -> None:
+    """Why a subscription starts after the log's last entry, not the commit index: a node
+    restarted while cut off from its leader has its old entries (messages it delivered before)
+    on disk, but its commit index is back at its snapshot's — a subscription made then at the
+    commit index would receive them all again as the node catches up."""
+    from tests.raft.sim import SimCluster
+
+    sim = SimCluster(3, seed=3)
+    await sim.start()
+    try:
+        for i in range(5):
+            await sim.propose(f"publish-{i}".encode())
+        leader = await sim.wait_leader()
+        follower = next(n for n in sim.ids if n != leader.node_id)
+        await sim.wait_applied(5)
+        await sim.crash(follower, lose_unsynced=False)
+        sim.hub.isolate(follower)
+        node = await sim.restart(follower)
+        assert node.commit_index < 5  # not yet told by the leader
+        assert node.last_log_index >= 5  # ...but every old message is in its log
+    finally:
+        sim.hub.heal_all()
+        await sim.stop()

@@ -259,6 +259,11 @@ class RaftNode:
         return self._core.commit_index if self._core else 0
 
     @property
+    def last_log_index(self) -> int:
+        """The index of the last entry in this node's log, committed or not (0: stopped)."""
+        return self._core.log.last_index() if self._core else 0
+
+    @property
     def last_applied(self) -> int:
         return self._applied
 

@@ -428,8 +428,15 @@ class RespServer:
         return None if replica is None else replica.node
 
     def _commit_index(self) -> int:
+        """Where a subscription made now starts: after every entry already in the log. Not
+        the commit index alone — just after a restart it is back at the snapshot's while the
+        log on disk holds messages delivered before, which catching up would deliver again.
+        An entry appended but not committed is left out too: its PUBLISH had not been
+        answered when the client subscribed, so either outcome is one Redis could give."""
         node = self._pubsub_node()
-        return 0 if node is None else int(node.status().get("commit_index") or 0)
+        if node is None:
+            return 0
+        return max(int(node.status().get("commit_index") or 0), node.last_log_index)
 
     def _listen_pubsub(self) -> None:
         """Feed the hub from the machine of the pub/sub log (``raftcache.resp.pubsub``); on a

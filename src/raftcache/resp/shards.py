@@ -712,6 +712,10 @@ class StoreFace:
     def last_applied(self) -> int:
         return 0
 
+    @property
+    def last_log_index(self) -> int:
+        return 0
+
     def leader_address(self) -> str | None:
         return None
 

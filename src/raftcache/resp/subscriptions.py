@@ -5,8 +5,11 @@ Rule: ``deliver`` is called from inside the apply loop and never waits: a messag
 once per protocol version and handed to each subscriber's ``push`` (its connection's transport,
 or its held output while it runs a batch); a subscriber whose unsent output would pass
 ``output_limit`` bytes (Redis's ``client-output-buffer-limit pubsub`` hard limit: 32 MiB) is
-disconnected instead. A subscription receives the entries committed after it was made (the
-commit index then), so a node catching up never replays older messages to it.
+disconnected instead. A subscription receives the entries appended to this node's log after
+it was made (the log's last index then, never less than the commit index: the RESP server's
+``_commit_index``), so a node catching up never replays older messages to it — not even just after a
+restart, when its commit index starts back at its snapshot's while its log on disk holds the
+messages it had delivered before.
 """
 
 from __future__ import annotations
