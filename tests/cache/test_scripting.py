@@ -236,6 +236,11 @@ async def test_a_restarted_node_still_knows_loaded_scripts_and_evalsha_follows_t
         # The leader restarts from its log (and snapshot): the table is rebuilt by applying it.
         await c.stop_node(leader)
         await c.start_node(leader)
+        # Until the restarted node hears a commit index again (it may even win the election
+        # and know none before its first entry commits), it applies nothing: wait for that.
+        async with asyncio.timeout(10):
+            while c.machines[leader].script(sha) is None:
+                await asyncio.sleep(0.05)
         await c.settle()
         assert c.machines[leader].script(sha) is not None
         new_leader = await c.leader()
