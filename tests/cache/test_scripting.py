@@ -5,6 +5,7 @@ cluster not yet at format 4 refuses EVAL with the rolling-upgrade error."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
