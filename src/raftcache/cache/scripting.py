@@ -18,7 +18,11 @@ commands it calls (``redis.call``) read — never on the replica that runs it. S
   escape. Reading an undefined global and creating one are errors, as in Redis 7.
 - **No randomness, no addresses**: ``math.random`` is a Park–Miller generator seeded the same
   way at every run (Redis 7 also reseeds it identically per script); ``tostring`` of a table or
-  function answers its type, not its address.
+  function answers its type, not its address, and of NaN ``nan`` (the C library prints
+  ``-nan`` on some CPUs); an error value that is not text shows its type. ``next``/``pairs``
+  (and ``table.foreach``) refuse a table keyed by a table, function, userdata or thread: such
+  a table iterates in address order, which differs between replicas. ``string.dump`` is gone,
+  from ``string`` and from the strings' metatable.
 - **Bounded by counts, never by time**: an instruction hook stops a script after
   ``instruction_limit`` VM instructions (counted in steps of ``HOOK_STEP``; each ``redis.call``
   counts ``CALL_COST``), and the runtime
@@ -26,13 +30,19 @@ commands it calls (``redis.call``) read — never on the replica that runs it. S
   replica, so a runaway script fails the same way — at the same instruction — everywhere; a
   wall-clock timeout would stop it at different points on different replicas. Once over its
   budget the hook raises at every further step, so a ``pcall`` in the script cannot swallow
-  the stop. Both limits travel in the log entry (``raftcache.cache.commands_v4``).
+  the stop. Both limits travel in the log entry (``raftcache.cache.commands_v4``). The memory
+  limit holds only while Lua code runs (``run_script``): an allocation refused while Python
+  works on the Lua heap would abort the process.
 
 ``redis.call``/``redis.pcall`` reach the machine's commands through ``dispatch`` (the machine
 passes ``raftcache.cache.script_commands``); replies convert as Redis documents them, both ways
-(``to_lua``, ``_from_lua``): integer ↔ number (Lua numbers truncate to integers), bulk ↔
-string, nil → ``false`` (and ``false`` → nil), array ↔ table (up to the first nil), status ↔
-``{ok=...}``, error ↔ ``{err=...}``; ``true`` → 1.
+(``to_lua``; the script's reply is converted in Lua, under the script's budgets, then
+``_decode``): integer ↔ number (Lua numbers truncate to integers; one beyond the 64-bit range,
+infinite or NaN makes the reply an error), bulk ↔ string, nil → ``false`` (and ``false`` →
+nil), array ↔ table (up to the first nil, read raw: no metamethod runs), status ↔ ``{ok=...}``,
+error ↔ ``{err=...}``; ``true`` → 1. A reply nests at most ``MAX_REPLY_DEPTH`` levels and
+holds at most ``MAX_REPLY_VALUES`` values (a cycle ends there). Arguments of ``redis.call``
+are strings or numbers within ±2^53 (exact integers, converted alike on every CPU).
 """
 
 from __future__ import annotations
@@ -94,35 +104,103 @@ def sha1_hex(body: bytes) -> str:
 
 _LINE = re.compile(rb"user_script:(\d+):")
 
-# The run, in Lua: builds the sandbox from the full runtime, then calls the script in it. The
-# budget hook and ``debug`` stay in this chunk's locals, out of the script's reach.
+#: How deep a script's reply may nest, and how many values it may hold in all: a reply is
+#: converted (in Lua, under the script's budgets) before it leaves the interpreter, and what
+#: handles it afterwards (RESP, JSON) recurses over it.
+MAX_REPLY_DEPTH = 100
+MAX_REPLY_VALUES = 1_000_000
+#: Numbers a script may pass to ``redis.call``: beyond ±2^53 a double is no longer an exact
+#: integer, and converting it is left to the CPU (lupa casts it in C).
+MAX_ARGUMENT_NUMBER = 2**53
+
+# The run, in Lua. ``prepare`` runs with no memory limit and no hook: it builds the sandbox
+# from the full runtime, compiles the script and answers ``run``, which the caller starts once
+# the memory limit is set. ``debug`` stays in this chunk's locals, out of the script's reach,
+# and leaves the globals (lupa then calls ``run`` with no traceback handler). ``run`` answers
+# only strings and numbers (its reply already converted), so taking its results back never
+# allocates on the Lua heap. Every Python function the sandbox calls lifts the memory limit
+# first thing; the Lua side sets it again (``relimit``) once back.
 _BOOT = """
-local body, keys, argv, dispatch, sha1hex, limit, step, call_cost = ...
+local body, keys, key_sizes, argv, arg_sizes, dispatch, sha1hex, relimit, limit, step,
+  call_cost, max_depth, max_values, max_number = ...
 local sethook, getinfo = debug.sethook, debug.getinfo
 local error, type, pcall, setfenv, loadstring = error, type, pcall, setfenv, loadstring
-local tostring0, floor, select = tostring, math.floor, select
-local state = { over = false, line = 0 }
+local tostring0, floor, select, rawget, next0 = tostring, math.floor, select, rawget, next
+local format, concat, unpack = string.format, table.concat, unpack
+local state = { line = 0 }
 local count = 0
 local function charge(cost)
   count = count + cost
   if count > limit then
-    state.over = true
     sethook(function() error("script killed: instruction budget exceeded", 0) end, "", 1)
     error("script killed: instruction budget exceeded", 0)
   end
 end
-sethook(function() charge(step) end, "", step)
+local function hook() charge(step) end
+string.dump = nil  -- also reachable as getmetatable("").__index
+_G.debug = nil
+
+local function tostring1(v)  -- no addresses; NaN printed alike on every CPU
+  local t = type(v)
+  if (t == "table" or t == "userdata") and getmetatable(v) and getmetatable(v).__tostring then
+    return tostring0(v)
+  end
+  if t == "table" or t == "function" or t == "userdata" or t == "thread" then return t end
+  if v ~= v then return "nan" end
+  return tostring0(v)
+end
+
+-- next/pairs: a table keyed by a table, function, userdata or thread iterates in address
+-- order (and such keys move the others), which differs between replicas: refused. The whole
+-- table is checked when a traversal starts (or resumes on a table not checked yet).
+local checked = setmetatable({}, { __mode = "k" })
+local function unordered(k)
+  local t = type(k)
+  return t == "table" or t == "function" or t == "userdata" or t == "thread"
+end
+local function next1(t, k)
+  if type(t) == "table" and (k == nil or not checked[t]) then
+    local key = next0(t)
+    while key ~= nil do
+      if unordered(key) then
+        error("cannot iterate a table with " .. type(key) .. " keys: its order differs " ..
+          "between replicas", 2)
+      end
+      key = next0(t, key)
+    end
+    checked[t] = true
+  end
+  local key, value = next0(t, k)
+  if unordered(key) then
+    error("cannot iterate a table with " .. type(key) .. " keys: its order differs " ..
+      "between replicas", 2)
+  end
+  return key, value
+end
+local function pairs1(t)
+  if type(t) ~= "table" then
+    error("bad argument #1 to 'pairs' (table expected, got " .. type(t) .. ")", 2)
+  end
+  return next1, t, nil
+end
 
 local env = {}
-for _, name in ipairs({"assert", "error", "ipairs", "next", "pairs", "pcall", "rawequal",
+for _, name in ipairs({"assert", "error", "ipairs", "pcall", "rawequal",
     "rawget", "rawset", "select", "setmetatable", "getmetatable", "tonumber", "type",
     "unpack", "xpcall"}) do
   env[name] = _G[name]
 end
+env.next, env.pairs, env.tostring = next1, pairs1, tostring1
 env._VERSION = _VERSION
-local function copy(t) local c = {} for k, v in pairs(t) do c[k] = v end return c end
-env.string = copy(string); env.string.dump = nil
+local function copy(t) local c = {} for k, v in next0, t do c[k] = v end return c end
+env.string = copy(string)
 env.table = copy(table)
+env.table.foreach = function(t, f)
+  for k, v in pairs1(t) do
+    local r = f(k, v)
+    if r ~= nil then return r end
+  end
+end
 env.math = copy(math)
 local seed = %(seed)d
 env.math.randomseed = function(s)
@@ -136,16 +214,17 @@ env.math.random = function(m, n)
   if m > n then error("bad argument to 'random' (interval is empty)", 2) end
   return floor(r * (n - m + 1)) + m
 end
-env.tostring = function(v)
-  local t = type(v)
-  if (t == "table" or t == "userdata") and getmetatable(v) and getmetatable(v).__tostring then
-    return tostring0(v)
+local function split(blob, sizes)  -- KEYS, ARGV: one string and their sizes (lupa's
+  local t, at, n = {}, 1, 0         -- table_from takes seconds for 100 000 values)
+  for size in sizes:gmatch("%%d+") do
+    n = n + 1
+    t[n] = blob:sub(at, at + size - 1)
+    at = at + size
   end
-  if t == "table" or t == "function" or t == "userdata" or t == "thread" then return t end
-  return tostring0(v)
+  return t
 end
-env.KEYS = keys
-env.ARGV = argv
+env.KEYS = split(keys, key_sizes)
+env.ARGV = split(argv, arg_sizes)
 
 local function where()  -- the script's line that called (lost to a tail call: 0)
   for level = 3, 12 do
@@ -154,17 +233,52 @@ local function where()  -- the script's line that called (lost to a tail call: 0
     if info.source == "@user_script" then state.line = info.currentline return end
   end
 end
+local BAD_ARGUMENT = "ERR Lua redis lib command arguments must be strings or integers"
+-- redis.call's arguments as Redis takes them: strings, numbers as their %%.17g text
+-- (integers without a fraction); nil and Redis's error text when one is not.
+local function arguments(...)
+  local n = select("#", ...)
+  if n == 0 then
+    return nil, "ERR Please specify at least one argument for this redis lib call"
+  end
+  local args = {...}
+  for i = 1, n do
+    local v = args[i]
+    local t = type(v)
+    if t == "number" then
+      if v ~= v or v >= max_number or v <= -max_number then
+        return nil, "ERR Lua redis lib command arguments must be strings or integers " ..
+          "(numbers within +/-2^53)"
+      end
+      if v == floor(v) then
+        args[i] = v == 0 and "0" or format("%%.0f", v)
+      else
+        args[i] = format("%%.17g", v)
+      end
+    elseif t ~= "string" then
+      return nil, BAD_ARGUMENT
+    end
+  end
+  return args, n
+end
+local function command(...)  -- ok, reply
+  local args, n = arguments(...)
+  if not args then return false, n end
+  local ok, reply = dispatch(unpack(args, 1, n))
+  relimit()
+  return ok, reply
+end
 local redis = {}
 redis.call = function(...)
   charge(call_cost)
-  local ok, reply = dispatch(...)
+  local ok, reply = command(...)
   if ok then return reply end
   where()
   error({err = reply}, 0)
 end
 redis.pcall = function(...)
   charge(call_cost)
-  local ok, reply = dispatch(...)
+  local ok, reply = command(...)
   if ok then return reply end
   return {err = reply}
 end
@@ -177,10 +291,11 @@ redis.status_reply = function(msg)
   return {ok = msg}
 end
 redis.sha1hex = function(s)
-  if type(s) ~= "string" and type(s) ~= "number" then
-    error("wrong number or type of arguments", 2)
-  end
-  return sha1hex(s)
+  if type(s) == "number" then s = tostring1(s) end
+  if type(s) ~= "string" then error("wrong number or type of arguments", 2) end
+  local hex = sha1hex(s)
+  relimit()
+  return hex
 end
 redis.log = function() end
 redis.LOG_DEBUG, redis.LOG_VERBOSE, redis.LOG_NOTICE, redis.LOG_WARNING = 0, 1, 2, 3
@@ -200,12 +315,78 @@ setmetatable(env, {
   end,
 })
 
+-- The reply, as Redis converts it, in one string (``_decode``): raw access only (no
+-- metamethod runs), ``max_depth`` levels and ``max_values`` values at most. Numbers truncate
+-- to integers; one that is not a 64-bit integer then (NaN, infinite, beyond 2^63) fails.
+local function encode(reply)
+  local out, n, values = {}, 0, 0
+  local function put(a, b, c)
+    out[n + 1], out[n + 2], out[n + 3] = a, b, c
+    n = n + 3
+  end
+  local function walk(v, depth)
+    values = values + 1
+    if values > max_values then error("reply holds more than " .. max_values .. " values", 0) end
+    local t = type(v)
+    if t == "string" then put("$", #v, ":") n = n + 1 out[n] = v
+    elseif t == "number" then
+      local i = v >= 0 and floor(v) or -floor(-v)
+      if i ~= i or i >= 2^63 or i < -2^63 then
+        error("reply number " .. tostring1(v) .. " is not a 64-bit integer", 0)
+      end
+      put(":", i == 0 and "0" or format("%%.0f", i), ";")
+    elseif t == "boolean" then
+      if v then put(":", "1", ";") else n = n + 1 out[n] = "_" end
+    elseif t == "table" then
+      local err, ok = rawget(v, "err"), rawget(v, "ok")
+      if type(err) == "string" then put("-", #err, ":") n = n + 1 out[n] = err
+      elseif type(ok) == "string" then put("+", #ok, ":") n = n + 1 out[n] = ok
+      else
+        if depth >= max_depth then
+          error("reply nests more than " .. max_depth .. " levels", 0)
+        end
+        local size = 0
+        while rawget(v, size + 1) ~= nil do size = size + 1 end
+        put("*", size, ";")
+        for i = 1, size do walk(rawget(v, i), depth + 1) end
+      end
+    else
+      n = n + 1 out[n] = "_"  -- nil, functions, userdata: nil, as Redis converts them
+    end
+  end
+  walk(reply, 0)
+  return concat(out, "", 1, n)
+end
+
+-- An error value as text: a table's ``err`` ("T"), or the value's own text ("E"); never an
+-- address.
+local function describe(e)
+  if type(e) == "table" then
+    local err = rawget(e, "err")
+    return "T", type(err) == "string" and err or ""
+  end
+  if type(e) == "string" or type(e) == "number" or type(e) == "boolean" then
+    return "E", tostring1(e)
+  end
+  return "E", "(error object is a " .. type(e) .. " value)"
+end
+
 local fn, why = loadstring(body, "@user_script")
-if not fn then return "compile", why, state end
+if not fn then return "compile", why end
 setfenv(fn, env)
-local ok, result = pcall(fn)
-if not ok then return "error", result, state end
-return "ok", result, state
+local pins = { dispatch, sha1hex, relimit }  -- the Python functions live as long as ``run``
+return "ready", function()
+  if not pins then return end
+  sethook(hook, "", step)
+  local ok, result = pcall(fn)
+  if not ok then
+    local kind, text = describe(result)
+    return kind, text, state.line
+  end
+  local converted, encoded = pcall(encode, result)
+  if not converted then return "C", encoded, 0 end
+  return "ok", encoded, 0
+end
 """
 
 
@@ -220,58 +401,95 @@ def run_script(
 ) -> Reply:
     """Run ``body`` with ``KEYS``/``ARGV`` in a fresh sandbox; its reply (an ``ErrorReply``
     when it failed: compile error, runtime error, budget exceeded). Never raises for anything
-    the script does."""
+    the script does.
+
+    The memory limit holds only while Lua code runs: whenever Python touches the Lua heap
+    (building KEYS/ARGV and the sandbox, a command's reply, taking the results back) it is
+    lifted, because an allocation refused outside a protected Lua call aborts the process
+    (Lua's panic), and one refused inside a Python callback unwinds through Python's frames."""
     sha = sha1_hex(body)
     runtime = lua.LuaRuntime(
         encoding=None,
         unpack_returned_tuples=True,
         register_eval=False,
         register_builtins=False,
-        max_memory=memory_limit,
+        max_memory=0,  # lupa's counting allocator, no limit yet
     )
 
+    def unlimit() -> None:
+        runtime.set_max_memory(0)
+
+    def relimit() -> None:
+        runtime.set_max_memory(memory_limit)
+
     def call(*raw: object) -> tuple[bool, object]:
+        unlimit()  # first: nothing below may meet a refused allocation (docstring)
         try:
             reply = dispatch(_arguments(raw))
         except ScriptCommandError as exc:
             return False, str(exc).encode()
         return True, to_lua(runtime, reply)
 
-    boot = runtime.execute(
+    def sha1hex(text: bytes) -> bytes:
+        unlimit()
+        return sha1_hex(text).encode()
+
+    prepare = runtime.execute(
         b"return function(...) " + (_BOOT % {"seed": RANDOM_SEED}).encode() + b" end"
     )
+    ready, run = prepare(
+        body,
+        b"".join(keys),
+        _sizes(keys),
+        b"".join(argv),
+        _sizes(argv),
+        call,
+        sha1hex,
+        relimit,
+        instruction_limit,
+        HOOK_STEP,
+        CALL_COST,
+        MAX_REPLY_DEPTH,
+        MAX_REPLY_VALUES,
+        float(MAX_ARGUMENT_NUMBER),
+    )
+    del prepare
+    if ready == b"compile":
+        return ErrorReply(f"ERR Error compiling script (new function): {_text(run)}")
+    relimit()
     try:
-        outcome, result, state = boot(
-            body,
-            runtime.table_from(list(keys)),
-            runtime.table_from(list(argv)),
-            call,
-            lambda text: sha1_hex(text if isinstance(text, bytes) else str(text).encode()).encode(),
-            instruction_limit,
-            HOOK_STEP,
-            CALL_COST,
-        )
-        if state[b"over"]:
-            return _budget(instruction_limit, sha)
-        if outcome == b"compile":
-            return ErrorReply(f"ERR Error compiling script (new function): {_text(result)}")
-        if outcome == b"error":
-            return _script_error(result, state[b"line"], sha)
-        return _from_lua(result)
+        outcome, result, line = run()
     except lua.LuaMemoryError:
-        return ErrorReply(
-            f"ERR script exceeded its memory limit of {memory_limit} bytes {_at(sha)}"
-        )
-    except lua.LuaError as exc:  # raised while converting a reply: the budget hook fired
+        unlimit()
+        return _memory(memory_limit, sha)
+    except lua.LuaError as exc:  # out of the script's pcall: the budget hook fired
+        unlimit()
         if "instruction budget" in str(exc):
             return _budget(instruction_limit, sha)
         return ErrorReply(f"ERR {exc} {_at(sha)}")
+    unlimit()
+    assert isinstance(result, bytes)
+    if outcome == b"ok":
+        return _decode(result)
+    if outcome == b"C":  # the reply did not convert
+        if result == b"not enough memory":
+            return _memory(memory_limit, sha)
+        return ErrorReply(f"ERR {_text(result)} {_at(sha)}")
+    return _script_error(outcome == b"T", result, int(line), sha, memory_limit)
+
+
+def _sizes(values: Sequence[bytes]) -> bytes:
+    return b",".join(b"%d" % len(value) for value in values)
 
 
 def _budget(limit: int, sha: str) -> ErrorReply:
     return ErrorReply(
         f"ERR script exceeded its budget of {limit} instructions and was stopped {_at(sha)}"
     )
+
+
+def _memory(limit: int, sha: str) -> ErrorReply:
+    return ErrorReply(f"ERR script exceeded its memory limit of {limit} bytes {_at(sha)}")
 
 
 def _at(sha: str, line: int = 0) -> str:
@@ -284,18 +502,18 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def _script_error(error: object, line: int, sha: str) -> ErrorReply:
-    """Redis 7's text for a script that raised: ``{err=...}`` keeps its own code, a Lua error
-    gets ``ERR``; both name the script and the line."""
-    if lua.lua_type(error) == "table":
-        err = error[b"err"]  # type: ignore[index]
-        if isinstance(err, bytes):
-            text = err.decode("utf-8", errors="replace")
-            if not text or " " not in text.split("\n")[0] or not text.split(" ")[0].isupper():
-                text = "ERR " + text
-            return ErrorReply(f"{text} {_at(sha, line)}")
-        return ErrorReply(f"ERR unknown error {_at(sha, line)}")
-    raw = error if isinstance(error, bytes) else _text(error).encode()
+def _script_error(table: bool, raw: bytes, line: int, sha: str, memory_limit: int) -> ErrorReply:
+    """Redis 7's text for a script that raised: ``{err=...}`` (``table``) keeps its own code,
+    a Lua error gets ``ERR``; both name the script and the line."""
+    if table:
+        if not raw:
+            return ErrorReply(f"ERR unknown error {_at(sha, line)}")
+        text = raw.decode("utf-8", errors="replace")
+        if " " not in text.split("\n")[0] or not text.split(" ")[0].isupper():
+            text = "ERR " + text
+        return ErrorReply(f"{text} {_at(sha, line)}")
+    if raw == b"not enough memory":  # an allocation refused, not caught by the script
+        return _memory(memory_limit, sha)
     match = _LINE.match(raw)
     if match is not None:
         line = int(match.group(1))
@@ -335,32 +553,35 @@ def to_lua(runtime: Any, reply: Reply) -> object:
     return runtime.table_from([to_lua(runtime, item) for item in reply])
 
 
-def _from_lua(value: object) -> Reply:
-    """A Lua value as the script's reply (Redis's Lua-to-RESP conversion)."""
-    if value is None or value is False:
-        return None
-    if value is True:
-        return 1
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value) if math.isfinite(value) else 0
-    if lua.lua_type(value) == "table":
-        table: Any = value
-        err = table[b"err"]
-        if isinstance(err, bytes):
-            return ErrorReply(err.decode("utf-8", errors="replace"))
-        ok = table[b"ok"]
-        if isinstance(ok, bytes):
-            return Status(ok.decode("utf-8", errors="replace"))
+def _decode(data: bytes) -> Reply:
+    """The reply ``encode`` (in ``_BOOT``) wrote: ``$<n>:<bytes>`` bulk, ``+<n>:<text>``
+    status, ``-<n>:<text>`` error, ``:<int>;`` integer, ``_`` nil, ``*<n>;`` array of the next
+    n replies."""
+    reply, end = _decode_at(data, 0)
+    assert end == len(data)
+    return reply
+
+
+def _decode_at(data: bytes, at: int) -> tuple[Reply, int]:
+    mark = data[at : at + 1]
+    if mark == b"_":
+        return None, at + 1
+    if mark == b":":
+        end = data.index(b";", at)
+        return int(data[at + 1 : end]), end + 1
+    if mark == b"*":
+        end = data.index(b";", at)
+        count = int(data[at + 1 : end])
         items: list[Reply] = []
-        position = 1
-        while True:
-            item = table[position]
-            if item is None:
-                return items
-            items.append(_from_lua(item))
-            position += 1
-    return None  # functions, userdata: nil, as Redis converts them
+        at = end + 1
+        for _ in range(count):
+            item, at = _decode_at(data, at)
+            items.append(item)
+        return items, at
+    colon = data.index(b":", at)
+    size = int(data[at + 1 : colon])
+    text = data[colon + 1 : colon + 1 + size]
+    if mark == b"$":
+        return text, colon + 1 + size
+    decoded = text.decode("utf-8", errors="replace")
+    return (Status(decoded) if mark == b"+" else ErrorReply(decoded)), colon + 1 + size
