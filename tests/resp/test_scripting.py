@@ -181,3 +181,13 @@ async def test_a_pipeline_keeps_its_order_around_scripts(r: Any) -> None:
         pipe.evalsha(get.sha, 1, "s:order")
         pipe.incr("s:order")
     assert await pipe.execute() == [b"0", 1, b"1", 2, b"2", 3, b"3", 4, b"4", 5]
+
+
+async def test_a_status_or_error_text_cannot_add_resp_frames(r: Any) -> None:
+    """Redis turns ``\\r``/``\\n`` of a status or error text into spaces: a script given
+    ``OK\\r\\n:42`` answers one status, and the next reply on the connection is its own."""
+    assert await r.eval("return redis.status_reply(ARGV[1])", 0, "OK\r\n:42") == b"OK  :42"
+    with pytest.raises(ResponseError) as failed:
+        await r.eval("return redis.error_reply(ARGV[1])", 0, "ERR no\r\n+OK")
+    assert str(failed.value) == "no  +OK"
+    assert await r.eval("return 5", 0) == 5

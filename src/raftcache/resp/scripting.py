@@ -51,14 +51,19 @@ _HELP: Final = (
 
 
 def to_resp(reply: ScriptReply) -> Reply:
-    """A script's reply as the RESP encoder takes it."""
+    """A script's reply as the RESP encoder takes it. A status or error text is one line:
+    its ``\\r`` and ``\\n`` become spaces, as Redis does (a script's text must not add frames)."""
     if isinstance(reply, Status):
-        return Simple(reply.text)
+        return Simple(_one_line(reply.text))
     if isinstance(reply, ErrorReply):
-        return RespError(reply.text)
+        return RespError(_one_line(reply.text))
     if isinstance(reply, list):
         return [to_resp(item) for item in reply]
     return reply
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", " ").replace("\n", " ")
 
 
 class Eval(Call):
