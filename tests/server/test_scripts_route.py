@@ -53,6 +53,15 @@ async def test_scripts_route_on_leader_and_follower(tmp_path: Path) -> None:
             status, body = await post(cluster, node.url, {"op": "eval", "script": b64(b"x(")})
             assert status == 200
             assert body["reply"]["error"].startswith("ERR Error compiling script")
+            # Replies no JSON or RESP can carry answer an error reply, not a 500 nor a node
+            # stopped (every replica raised out of apply_entry on a cyclic reply).
+            for hostile, shown in (
+                (b"return 2^70", "64-bit integer"),
+                (b"local t = {} t[1] = t return t", "nests more than"),
+            ):
+                status, body = await post(cluster, node.url, {"op": "eval", "script": b64(hostile)})
+                assert status == 200, body
+                assert shown in body["reply"]["error"]
         status, body = await post(cluster, follower.url, {"op": "flush"})
         assert status == 200
         assert body["flushed"] >= 2
