@@ -10,9 +10,11 @@ import orjson
 import pytest
 
 from raftcache.cache import scripting
-from raftcache.cache.commands_v4 import reply_to_json
+from raftcache.cache.commands import encode, encode_format
+from raftcache.cache.commands_v4 import EvalCommand, ScriptResult, reply_to_json
+from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.scripting import ErrorReply
-from tests.cache.test_scripting import Replicas
+from tests.cache.test_scripting import NOW, Replicas
 
 FILL = "local t = {} for i = 1, 1e8 do t[i] = string.rep('x', i % 50) .. i end"
 
@@ -153,3 +155,20 @@ def test_no_string_dump_nan_text_or_inexact_numbers_reach_the_machine() -> None:
     )
     assert r.eval("return redis.sha1hex(1)") == scripting.sha1_hex(b"1").encode()
     r.same_state()
+
+
+def test_a_script_mset_writes_every_key_or_none() -> None:
+    # Before: the keys before the one too large for max_bytes were written, then OOM.
+    machines = [CacheStateMachine(max_bytes=4096) for _ in range(3)]
+    for machine in machines:
+        machine.apply_entry(1, encode_format(4, now=NOW))
+    body = b"return redis.pcall('MSET', 'a', '1', 'b', ARGV[1], 'c', '3')"
+    entry = encode(EvalCommand(NOW, body, (), (b"x" * 8192,)))
+    results = [machine.apply_entry(2, entry) for machine in machines]
+    assert all(result == results[0] for result in results)
+    assert isinstance(results[0], ScriptResult)
+    _error(results[0].reply, "OOM", "exceeds max_bytes")
+    for machine in machines:
+        assert machine.get("a", NOW) is None
+        assert machine.get("c", NOW) is None
+    assert len({machine.digest for machine in machines}) == 1

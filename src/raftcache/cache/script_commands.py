@@ -136,12 +136,17 @@ class Keyspace:
         if expires_at <= self.now:
             self.remove(key)
             return
+        self.check_fits(key, value)
+        self.store.put(key, value, self.index, expires_at, self.now)
+        self.wrote = True
+
+    def check_fits(self, key: str, value: bytes) -> None:
+        """Refuse (Redis's ``OOM``) an entry larger than the store's ``max_bytes``: a node
+        option, not replicated — every replica must run with the same one (docs/resp.md)."""
         if not self.store.fits(key, len(value)):
             raise ScriptCommandError(
                 f"OOM entry {key!r} with a {len(value)}-byte value exceeds max_bytes"
             )
-        self.store.put(key, value, self.index, expires_at, self.now)
-        self.wrote = True
 
     def remove(self, key: str) -> bool:
         removed = self.store.remove(key, self.now)
@@ -369,6 +374,8 @@ def _mset(ks: Keyspace, args: Sequence[bytes]) -> Reply:
     if len(args) % 2:
         raise ScriptCommandError("ERR wrong number of arguments for 'mset' command")
     pairs = [(ks.key(args[i]), args[i + 1]) for i in range(0, len(args), 2)]
+    for key, value in pairs:  # all or nothing: no key is written unless every one fits
+        ks.check_fits(key, value)
     for key, value in pairs:
         ks.put(key, value)
     return Status("OK")
