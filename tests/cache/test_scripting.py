@@ -215,6 +215,23 @@ def test_a_backup_restored_brings_its_scripts() -> None:
     assert target.machine.script(sha1_hex(b"return 'already here'")) is not None
 
 
+def test_a_refused_restore_leaves_the_script_table_alone() -> None:
+    # Before: the backup's scripts joined the table before the restore was refused.
+    from raftcache.cache.commands import encode_batch
+    from raftcache.cache.hashes import HashOp
+    from tests.cache.test_restore import restore
+
+    source = Log(CacheStateMachine())
+    source.apply(encode_format(5, now=NOW))
+    source.apply(encode(ScriptLoadCommand(NOW, b"return 'smuggled'")))
+    source.apply(encode_batch([HashOp("h", "set", (b"f",), (b"v",))], now=NOW))
+    target = Log(CacheStateMachine())
+    target.apply(encode_format(4, now=NOW))
+    result = restore(target, source.machine.snapshot(), now=NOW)
+    assert isinstance(result, CommandError)  # hashes need format 5: refused alike everywhere
+    assert len(target.machine.scripts) == 0
+
+
 def test_a_scripts_writes_are_one_watch_entry() -> None:
     history = WatchHistory()
     machine = CacheStateMachine(watch=history)

@@ -425,8 +425,6 @@ class CacheStateMachine:
             scripts = ScriptTable.from_wire(state.scripts or [])
         except (SnapshotFormatError, ValueError) as exc:
             return CommandError(ErrorCode.INVALID_COMMAND, f"restore: {exc}")
-        for body in scripts.to_wire():  # the backup's scripts join the table (format 4)
-            self.scripts.add(body)
         store, now = self._store, cmd.now
         if self._command_version < HASH_VERSION and any(
             map(record_is_hash, state.records.values())
@@ -438,6 +436,9 @@ class CacheStateMachine:
                 f"(the cluster runs format {self._command_version})",
                 HASH_VERSION,
             )
+        # Only now, past every refusal: a refused restore changes nothing, not even the table.
+        for body in scripts.to_wire():  # the backup's scripts join the table (format 4)
+            self.scripts.add(body)
         records, expired, too_large = restamp(state.records, index, now, store.fits)
         evictions = store.evictions
         store.load(records, store.bytes_peak, evictions, store.expirations)
