@@ -6,6 +6,10 @@ out of the machine, or the replicas answered differently."""
 
 from __future__ import annotations
 
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
+
 import orjson
 import pytest
 
@@ -172,3 +176,11 @@ def test_a_script_mset_writes_every_key_or_none() -> None:
         assert machine.get("a", NOW) is None
         assert machine.get("c", NOW) is None
     assert len({machine.digest for machine in machines}) == 1
+
+
+def test_lupa_is_pinned_to_the_installed_build() -> None:
+    # A script's memory budget is counted by lupa's allocator and its Lua build decides what a
+    # script computes: every node must run the same lupa, so the dependency names one.
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    (pin,) = [dep for dep in project["project"]["dependencies"] if dep.startswith("lupa")]
+    assert pin == f"lupa=={version('lupa')}"
