@@ -184,3 +184,18 @@ def test_lupa_is_pinned_to_the_installed_build() -> None:
     project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     (pin,) = [dep for dep in project["project"]["dependencies"] if dep.startswith("lupa")]
     assert pin == f"lupa=={version('lupa')}"
+
+
+def test_a_pattern_too_complex_is_refused_not_a_crash() -> None:
+    # Before: Lua 5.1's matcher recursed in C once per quantifier: a segmentation fault.
+    r = Replicas()
+    limit = scripting.MAX_PATTERN_ITEMS
+    for body in (
+        "return string.find(string.rep('a', 2e5), string.rep('a?', 2e5) .. 'b')",
+        f"return ('aaa'):match(string.rep('a?', {limit + 1}))",  # through the metatable
+        f"return string.gsub('a', string.rep('(a)', {limit}), '')",
+        f"for _ in string.gmatch('a', string.rep('a-', {limit + 1})) do end",
+    ):
+        _error(r.eval(body), "pattern too complex")
+    assert r.eval(f"return {{string.find('aaa', string.rep('a?', {limit}) .. '$')}}") == [1, 3]
+    assert r.eval("return {string.gsub('hello world', '(o)', '[%1]')}") == [b"hell[o] w[o]rld", 2]

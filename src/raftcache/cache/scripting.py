@@ -22,7 +22,9 @@ commands it calls (``redis.call``) read — never on the replica that runs it. S
   ``-nan`` on some CPUs); an error value that is not text shows its type. ``next``/``pairs``
   (and ``table.foreach``) refuse a table keyed by a table, function, userdata or thread: such
   a table iterates in address order, which differs between replicas. ``string.dump`` is gone,
-  from ``string`` and from the strings' metatable.
+  from ``string`` and from the strings' metatable; a pattern with more than
+  ``MAX_PATTERN_ITEMS`` quantifiers and captures is refused (Lua 5.1's matcher would overflow
+  the C stack).
 - **Bounded by counts, never by time**: an instruction hook stops a script after
   ``instruction_limit`` VM instructions (counted in steps of ``HOOK_STEP``; each ``redis.call``
   counts ``CALL_COST``), and the runtime
@@ -112,6 +114,9 @@ MAX_REPLY_VALUES = 1_000_000
 #: Numbers a script may pass to ``redis.call``: beyond ±2^53 a double is no longer an exact
 #: integer, and converting it is left to the CPU (lupa casts it in C).
 MAX_ARGUMENT_NUMBER = 2**53
+#: Most quantifiers and captures in a pattern (``string.find`` & co.), as Lua 5.2's limit: Lua
+#: 5.1's matcher recurses in C once per each, unbounded, and would overflow the C stack.
+MAX_PATTERN_ITEMS = 200
 
 # The run, in Lua. ``prepare`` runs with no memory limit and no hook: it builds the sandbox
 # from the full runtime, compiles the script and answers ``run``, which the caller starts once
@@ -122,7 +127,7 @@ MAX_ARGUMENT_NUMBER = 2**53
 # first thing; the Lua side sets it again (``relimit``) once back.
 _BOOT = """
 local body, keys, key_sizes, argv, arg_sizes, dispatch, sha1hex, relimit, limit, step,
-  call_cost, max_depth, max_values, max_number = ...
+  call_cost, max_depth, max_values, max_number, max_pattern = ...
 local sethook, getinfo = debug.sethook, debug.getinfo
 local error, type, pcall, setfenv, loadstring = error, type, pcall, setfenv, loadstring
 local tostring0, floor, select, rawget, next0 = tostring, math.floor, select, rawget, next
@@ -138,6 +143,22 @@ local function charge(cost)
 end
 local function hook() charge(step) end
 string.dump = nil  -- also reachable as getmetatable("").__index
+-- Lua 5.1's pattern matcher recurses in C once per quantifier or capture of the pattern, with
+-- no limit (5.2 stops at 200): a long pattern overflows the C stack and kills the process. A
+-- pattern with more than ``max_pattern`` of them is refused, in the real string table too
+-- (``("s"):find(p)`` reaches it through the strings' metatable).
+local gsub0 = string.gsub
+local function matcher(name)
+  local f = string[name]
+  string[name] = function(s, p, ...)
+    if type(p) == "string" and #p > max_pattern then
+      local _, n = gsub0(p, "[?*+%%-()]", "")
+      if n > max_pattern then error("pattern too complex", 2) end
+    end
+    return f(s, p, ...)
+  end
+end
+matcher("find") matcher("match") matcher("gmatch") matcher("gsub")
 _G.debug = nil
 
 local function tostring1(v)  -- no addresses; NaN printed alike on every CPU
@@ -452,6 +473,7 @@ def run_script(
         MAX_REPLY_DEPTH,
         MAX_REPLY_VALUES,
         float(MAX_ARGUMENT_NUMBER),
+        MAX_PATTERN_ITEMS,
     )
     del prepare
     if ready == b"compile":
