@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+from redis.exceptions import ResponseError
+
 from raftcache.process.serve import NodeServer
 from raftcache.raft.config import RaftConfig
 from raftcache.resp import RespServer, start_resp_server
@@ -79,3 +82,11 @@ async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not await predicate():
             await asyncio.sleep(0.02)
+
+
+async def refused(call: Any, message: str) -> None:
+    """``call`` (an awaitable) answers the error ``message`` exactly (without its code ERR,
+    which redis-py strips)."""
+    with pytest.raises(ResponseError) as caught:
+        await call
+    assert str(caught.value) == message

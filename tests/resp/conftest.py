@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 
 from .cluster import RespCluster, start_resp_cluster
 
@@ -19,3 +21,16 @@ async def resp_cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
         yield cluster
     finally:
         await cluster.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module", params=["leader", "follower"])
+async def r(resp_cluster: RespCluster, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A redis-py client of the module's cluster, on its leader and (a second run) on a
+    follower, which forwards what it cannot serve."""
+    if request.param == "leader":
+        port = await resp_cluster.leader_port()
+    else:
+        port = await resp_cluster.follower_port()
+    client: Any = aioredis.Redis(port=port, socket_timeout=10)  # redis-py: partly untyped
+    yield client
+    await client.aclose()

@@ -7,38 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
 from tests.server.cluster import touched_since
 
-from .cluster import RespCluster
+from .cluster import RespCluster, refused
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(loop_scope="module", params=["leader", "follower"])
-async def r(resp_cluster: RespCluster, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    if request.param == "leader":
-        port = await resp_cluster.leader_port()
-    else:
-        port = await resp_cluster.follower_port()
-    client: Any = aioredis.Redis(port=port, socket_timeout=10)  # redis-py: partly untyped
-    yield client
-    await client.aclose()
-
-
-async def refused(call: Any, message: str) -> None:
-    """``call`` (an awaitable) answers the error ``message`` exactly (without its code ERR,
-    which redis-py strips)."""
-    with pytest.raises(ResponseError) as caught:
-        await call
-    assert str(caught.value) == message
 
 
 def wrong_args(name: str) -> str:

@@ -5,41 +5,19 @@ hash key, MULTI, and the HTTP API's view of a hash."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import msgpack  # type: ignore[import-untyped, unused-ignore]
 import pytest
-import pytest_asyncio
-import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
 from raftcache import AsyncClient
 
-from .cluster import RespCluster
+from .cluster import RespCluster, refused
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 WRONGTYPE = "WRONGTYPE Operation against a key holding the wrong kind of value"
-
-
-@pytest_asyncio.fixture(loop_scope="module", params=["leader", "follower"])
-async def r(resp_cluster: RespCluster, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    if request.param == "leader":
-        port = await resp_cluster.leader_port()
-    else:
-        port = await resp_cluster.follower_port()
-    client: Any = aioredis.Redis(port=port, socket_timeout=10)  # redis-py: partly untyped
-    yield client
-    await client.aclose()
-
-
-async def refused(call: Any, message: str) -> None:
-    """``call`` answers the error ``message`` exactly (redis-py strips the code ERR)."""
-    with pytest.raises(ResponseError) as caught:
-        await call
-    assert str(caught.value) == message
 
 
 async def test_hset_hget_and_the_reads(r: Any) -> None:

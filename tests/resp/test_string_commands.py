@@ -4,39 +4,18 @@ replies and error texts. (Their routing on a sharded store: ``test_sharded_routi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from raftcache.cache.hashes import format_float
 from raftcache.resp.protocol import RespError
 from raftcache.resp.strings import parse_float
 
-from .cluster import RespCluster
+from .cluster import refused
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(loop_scope="module", params=["leader", "follower"])
-async def r(resp_cluster: RespCluster, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    if request.param == "leader":
-        port = await resp_cluster.leader_port()
-    else:
-        port = await resp_cluster.follower_port()
-    client: Any = aioredis.Redis(port=port, socket_timeout=10)  # redis-py: partly untyped
-    yield client
-    await client.aclose()
-
-
-async def refused(call: Any, message: str) -> None:
-    """``call`` answers the error ``message`` exactly (redis-py strips the code ERR)."""
-    with pytest.raises(ResponseError) as caught:
-        await call
-    assert str(caught.value) == message
 
 
 async def test_incrbyfloat_reads_and_writes_floats_as_redis_does() -> None:
