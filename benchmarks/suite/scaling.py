@@ -3,7 +3,7 @@
 Rule: each G is its own cluster of 3 ``raftcache serve`` processes (durable, fsync'd) with
 replication 3, so every store hosts every group; G = 1 is today's one-group node (no
 ``--groups``), so its figures are comparable with the side-by-side table. A cluster is
-measured once its leaders have settled on their preferred stores (spread evenly), its 10,000
+measured once its leaders have settled, balanced within one per store, its 10,000
 keys written once, and each store pinned to a core (``stores.core_plan``). Every cluster is up
 for the whole section, the ones not being measured frozen (SIGSTOP), so that the points of
 one client path run back to back over the G values (``scaling_section``). One load generator
@@ -405,7 +405,7 @@ def markdown(
         settle = c.get("settle") or {}
         if not settle.get("settled", True):
             lines.append(
-                f"**G={c['groups']}: leaders had not settled on their preferred stores** after "
+                f"**G={c['groups']}: leaders had not settled, balanced within one,** after "
                 f"{settle.get('waited_s')} s (seen {settle.get('leaders')}, preferred "
                 f"{settle.get('preferred')}); measured as they were."
             )
