@@ -412,3 +412,42 @@ async def test_a_quiet_leader_reports_every_voter_reachable() -> None:
         assert leader.node.raft_stats()["voters_reachable"] == 3
     finally:
         await stopped(stores)
+
+
+@pytest.mark.parametrize("seed", range(2))
+async def test_a_quiet_leader_whose_ready_loop_hangs_is_replaced(seed: int) -> None:
+    """The hostile review's stuck replica: a live store whose leader replica stops taking its
+    work (an await that never ends) sends nothing, so its quiet followers would wait forever.
+    Its store reports the stall in its ping answers; the followers elect another leader."""
+    stores = await started(seed)
+    try:
+        gid = group_id(2)
+        await until(lambda: all_quiet(stores))
+        leader = stores.leader(gid)
+        assert leader is not None
+        stuck = leader.node
+        never: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        async def hang(core: object) -> bool:
+            return await never  # the ready loop never comes back
+
+        stuck._hand_off = hang  # type: ignore[method-assign]
+        write = asyncio.create_task(leader.service.set(key_of(2), b"lost in the hang"))
+        await until(
+            lambda: (
+                (new := stores.leader(gid)) is not None
+                and new.node is not stuck
+                and new.node.role is Role.LEADER
+            ),
+            timeout_s=20,
+        )
+        new = stores.leader(gid)
+        assert new is not None
+        await new.service.set(key_of(2), b"after")
+        item = await new.service.get(key_of(2))
+        assert item is not None
+        assert item.value == b"after"
+        write.cancel()
+        never.cancel()
+    finally:
+        await stopped(stores)

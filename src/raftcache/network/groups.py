@@ -15,13 +15,14 @@ the store. See docs/sharding.md.
 
 The router answers one request itself: an AppendEntries to ``LIVENESS_GROUP``, a peer store's
 ping (``raftcache.store.liveness``), with this process's random ``incarnation`` as its term,
-so that the pinger sees a restart even when it was quicker than a ping.
+so that the pinger sees a restart even when it was quicker than a ping, and the store's
+``health`` epoch as its ``match_index`` (it changes when a replica here stalls).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
 from raftcache.network.errors import NetworkError
@@ -96,6 +97,8 @@ class GroupRouter(RpcHandlers):
         self._groups: dict[str, RpcHandlers] = {}
         #: This process's answer to liveness pings: another value after a restart.
         self.incarnation = random.randrange(1, 2**31)
+        #: The store's health epoch, answered to pings (the store sets it: ``StoreLiveness``).
+        self.health: Callable[[], int] = lambda: 0
 
     @property
     def groups(self) -> list[str]:
@@ -122,7 +125,7 @@ class GroupRouter(RpcHandlers):
 
     async def handle_append_entries(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
         if req.group == LIVENESS_GROUP:
-            return AppendEntriesResponse(self.incarnation, True)
+            return AppendEntriesResponse(self.incarnation, True, match_index=self.health())
         return await self._target(req).handle_append_entries(req)
 
     async def handle_install_snapshot(self, req: InstallSnapshotRequest) -> InstallSnapshotResponse:

@@ -196,6 +196,11 @@ class RaftNode:
         """
         self._core: RaftCore | None = None
         self._wake = asyncio.Event()
+        #: When the ticker first found a wake-up the ready loop had not taken (None: none
+        #: pending), and whether this node led then: how long the loop has been stuck, for
+        #: ``stalled_for``.
+        self._wake_pending_since: float | None = None
+        self._stalled_leading = False
         self._proposals: dict[int, _Proposal] = {}
         self._reads: dict[int, asyncio.Future[int]] = {}
         self._reads_waiting_apply: list[tuple[int, asyncio.Future[int]]] = []
@@ -496,6 +501,12 @@ class RaftNode:
                 await asyncio.sleep(max(next_at - now, interval / 64))
                 continue
             next_at = now + interval
+            if self._wake.is_set():
+                if self._wake_pending_since is None:
+                    self._wake_pending_since = now
+                    self._stalled_leading = core.role is Role.LEADER
+            else:
+                self._wake_pending_since = None
             core.tick()
             self._deadlines.sweep(now)
             if not core.quiesced or core.has_ready():
@@ -862,6 +873,17 @@ class RaftNode:
         if core is not None and core.quiesced:
             core.wake(int(silent_for / self.config.tick_interval) if silent_for > 0 else 0)
             self._wake.set()
+
+    def stalled_for(self, *, leading: bool = False) -> float:
+        """Seconds the ready loop has left a wake-up untaken (0: it is keeping up; with
+        ``leading``, 0 too unless this node led when the stall began — its core may have
+        stepped down since, unheard). A loop stuck in an await that never ends sends
+        nothing, and a quiet group would not notice: its store reports it to the others
+        (``raftcache.store.liveness``)."""
+        since = self._wake_pending_since
+        if since is None or not self._running or (leading and not self._stalled_leading):
+            return 0.0
+        return max(0.0, self._clock() - since)
 
     @property
     def quiesced(self) -> bool:

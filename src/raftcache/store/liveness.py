@@ -7,7 +7,9 @@ store on the shared transport, whatever the number of groups. When a peer store
 
 - stopped answering for ``down_after`` (crashed, paused, cut off; or this store is the one
   cut off, and every peer looks down) — checked again every round while it stays silent, or
-- answered as another process than before (restarted faster than ``down_after``),
+- answered as another process than before (restarted faster than ``down_after``), or
+- answered with a new health epoch: one of its leader replicas stalled (a ready loop stuck in
+  an await for ``down_after``: it sends nothing, and its quiet followers would never know),
 
 it wakes the quiet leaders with a replica there (they must learn who answers) and the quiet
 followers led from there, each with its election timer advanced by the time the store has
@@ -15,9 +17,10 @@ been silent: it has not heard its leader for at least that long. That is safe: t
 a follower made to a leader's lease is kept by the core's own deadline (``promise_until``),
 not by the timer. A quiet follower led from elsewhere stays quiet: its leader's store speaks
 for it (waking it would make it campaign against a leader that is fine). A peer of an older
-release, which answers the ping "no such group", is up. Known gap: the ping proves the
-process, not each replica; a replica that fails stop takes its process down
-(``StoreServer.wait_failed``), but one whose ready loop hangs without failing is not seen.
+release, which answers the ping "no such group", is up. A replica that fails stop takes its
+process down (``StoreServer.wait_failed``); one whose ready loop hangs without failing is
+reported through the health epoch (which group is not said: every quiet group sharing the
+store wakes, and only those led from a stalled replica elect).
 
 A ping is an AppendEntries of term 0 to the reserved group ``LIVENESS_GROUP``, which the
 receiving store's ``GroupRouter`` answers itself with its process incarnation in ``term``: no
@@ -51,6 +54,7 @@ class _Peer:
 
     last_ok: float
     incarnation: int | None = None
+    health: int | None = None
     down: bool = False
     pinging: bool = False
 
@@ -91,6 +95,10 @@ class StoreLiveness:
         self._pings: set[asyncio.Task[None]] = set()
         #: Wake-ups done (a peer store found down or restarted), for status and tests.
         self.wakeups = 0
+        #: Bumped when one more of this store's replicas is found stalled: answered to pings
+        #: (``GroupRouter.health``), so the peers wake the quiet groups it leads or follows.
+        self.health_epoch = 0
+        self._stalled = 0
 
     def peer_stores(self) -> set[str]:
         """The stores holding a replica of a group this store hosts (itself excluded)."""
@@ -130,6 +138,21 @@ class StoreLiveness:
     def round(self) -> None:
         """Send the pings due and judge the peers that stopped answering."""
         now = self._clock()
+        # Leaders only: a stalled follower costs its group nothing (a follower installing a
+        # big snapshot is busy that long by right), a stalled leader costs it everything.
+        stalled = sum(
+            1 for node in self._nodes() if node.stalled_for(leading=True) >= self.down_after
+        )
+        if stalled > self._stalled:
+            self.health_epoch += 1
+            log.warning(
+                "%d replica(s) of store %s stalled for %.1f s: asking its peers to wake "
+                "their groups",
+                stalled,
+                self.store_id,
+                self.down_after,
+            )
+        self._stalled = stalled
         stores = self.peer_stores()
         for gone in set(self._peers) - stores:
             del self._peers[gone]
@@ -161,29 +184,36 @@ class StoreLiveness:
     async def _ping(self, store: str, peer: _Peer) -> None:
         req = AppendEntriesRequest(0, self.store_id, 0, 0, to=store, group=LIVENESS_GROUP)
         incarnation: int | None
+        health: int | None
         try:
             async with asyncio.timeout(self.down_after):
-                incarnation = (await self.network.send_append_entries(store, req)).term
+                resp = await self.network.send_append_entries(store, req)
+            incarnation, health = resp.term, resp.match_index
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # any failure is "no answer"; the judging is in round()
             if getattr(exc, "kind", None) != "group_not_hosted":
                 log.debug("liveness ping of %s failed: %r", store, exc)
                 return
-            incarnation = None  # a release without pings answered: it is up
+            incarnation = health = None  # a release without pings answered: it is up
         finally:
             peer.pinging = False
         now = self._clock()
         restarted = None not in (peer.incarnation, incarnation) and incarnation != peer.incarnation
+        sick = not restarted and None not in (peer.health, health) and health != peer.health
         silent = now - peer.last_ok
-        peer.incarnation = incarnation
+        peer.incarnation, peer.health = incarnation, health
         peer.last_ok = now
         if peer.down:
             peer.down = False
             log.info("peer store %s answers again after %.1f s", store, silent)
-        elif restarted:
+        elif restarted or sick:
             self.wakeups += 1
-            log.info("peer store %s restarted: waking the quiet groups it shares", store)
+            log.info(
+                "peer store %s %s: waking the quiet groups it shares",
+                store,
+                "restarted" if restarted else "reports a stalled replica",
+            )
             self._wake(store, self.down_after)
 
     def _wake(self, store: str, silent_for: float) -> None:

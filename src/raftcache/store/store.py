@@ -209,6 +209,8 @@ class Store:
                 # simulation, where the real clock would stretch every wait).
                 clock=lambda: asyncio.get_running_loop().time(),
             )
+            liveness = self.liveness
+            self.router.health = lambda: liveness.health_epoch
         #: One view of the peer stores for every group: a store that goes down is one "peer
         #: lost" line, not one per group (``raftcache.raft.events``).
         self.peer_health = PeerHealth(store_id, raft.election_timeout_max)
