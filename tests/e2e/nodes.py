@@ -108,6 +108,13 @@ class ProcessCluster:
                 node_id, port, root / node_id, root / f"{node_id}.log"
             )
 
+    def give_resp_ports(self) -> dict[str, int]:
+        """Give every node a Redis port (``--resp-port``) of its own; node id → port."""
+        ports = dict(zip(self.nodes, free_ports(len(self.nodes)), strict=True))
+        for node_id, port in ports.items():
+            self.node_args[node_id] = ["--resp-port", str(port)]
+        return ports
+
     @property
     def peers(self) -> str:
         """The ``--peers`` value naming every bootstrap node (not the stores that joined)."""

@@ -39,7 +39,6 @@ from flask import Flask
 from flask_caching import Cache as FlaskCache
 
 from tests.e2e.nodes import ProcessCluster, wait_for_leader
-from tests.server.cluster import free_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -86,9 +85,7 @@ class Nodes:
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
     with ProcessCluster(Path(tmp_path_factory.mktemp("cache-libs")), 3, FAST) as cluster:
-        resp = dict(zip(cluster.nodes, free_ports(3), strict=True))
-        for node_id, port in resp.items():
-            cluster.node_args[node_id] = ["--resp-port", str(port)]
+        resp = cluster.give_resp_ports()
         cluster.start_all()
         running = Nodes(cluster, resp)
         asyncio.run(running.leader())

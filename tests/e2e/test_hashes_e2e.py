@@ -23,7 +23,6 @@ from tests.e2e.nodes import (
     wait_for,
     wait_for_leader,
 )
-from tests.server.cluster import free_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -46,9 +45,7 @@ async def test_a_hash_with_a_ttl_survives_a_leader_kill_and_travels_by_snapshot(
     tmp_path: Path,
 ) -> None:
     cluster = ProcessCluster(tmp_path, 3, extra_args=FAST)
-    resp = dict(zip(cluster.nodes, free_ports(3), strict=True))
-    for node_id, port in resp.items():
-        cluster.node_args[node_id] = ["--resp-port", str(port)]
+    resp = cluster.give_resp_ports()
     with cluster:
         cluster.start_all()
         async with aiohttp.ClientSession() as http:

@@ -13,7 +13,6 @@ from redis.exceptions import ResponseError
 
 from raftcache.client import Client
 from tests.e2e.nodes import ProcessCluster, wait_for, wait_for_leader
-from tests.server.cluster import free_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -36,9 +35,7 @@ class FencedResource:
 
 async def test_locks_survive_a_leader_kill(tmp_path: Path) -> None:
     cluster = ProcessCluster(tmp_path)
-    resp_ports = dict(zip(cluster.nodes, free_ports(3), strict=True))
-    for node_id, port in resp_ports.items():
-        cluster.node_args[node_id] = ["--resp-port", str(port)]
+    resp_ports = cluster.give_resp_ports()
     with cluster:
         cluster.start_all()
         async with aiohttp.ClientSession() as http:

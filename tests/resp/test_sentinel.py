@@ -20,7 +20,6 @@ from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError
 
 from tests.e2e.nodes import WAIT_S, ProcessCluster, wait_for_leader
-from tests.server.cluster import free_ports
 
 T = TypeVar("T")
 #: redis-py's Sentinel is untyped: its calls are checked by what the test asserts.
@@ -32,9 +31,7 @@ FAST = ["--election-timeout-min", "0.3", "--election-timeout-max", "0.6"]
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[ProcessCluster, dict[str, int]]]:
     nodes = ProcessCluster(tmp_path, 3, FAST)
-    plain = dict(zip(nodes.nodes, free_ports(3), strict=True))
-    for node_id in nodes.nodes:
-        nodes.node_args[node_id] = ["--resp-port", str(plain[node_id])]
+    plain = nodes.give_resp_ports()
     with nodes:
         nodes.start_all()
         yield nodes, plain
