@@ -17,7 +17,7 @@ import pytest
 from raftcache.raft.errors import NodeStoppedError
 from raftcache.raft.messages import AppendEntriesRequest, LogEntry
 from raftcache.raft.node import RaftNode
-from raftcache.raft.persist import PersistJob, PersistWorker
+from raftcache.raft.persist import PersistJob, PersistThread, PersistWorker
 from raftcache.raft.ready import Ready
 from raftcache.storage.base import DiskFullError
 from tests.raft.gated_storage import WAIT, GatedStorage, running_follower
@@ -160,3 +160,95 @@ async def _held(
     task: asyncio.Task[object] = asyncio.create_task(node.handle_append_entries(req))
     assert await asyncio.to_thread(storage.entered.wait, WAIT)
     return task
+
+
+# ---------------------------------------------------------------- a store's shared thread
+async def test_a_shared_thread_writes_every_port_in_one_batch_each_in_order() -> None:
+    thread = PersistThread("test-shared")
+    loop = asyncio.get_running_loop()
+    gated, other = GatedStorage(), GatedStorage()
+    a_done, b_done = _Recorder(), _Recorder()
+    a = PersistWorker(gated, loop, a_done, "a", thread=thread)
+    b = PersistWorker(other, loop, b_done, "b", thread=thread)
+    try:
+        gated.hold()
+        a.submit(_job(1))  # the thread takes it and holds in a's fsync
+        assert await asyncio.to_thread(gated.entered.wait, WAIT)
+        # Queued while that fsync runs: both ports' jobs make the next batch together.
+        a.submit(_job(2))
+        b.submit(_job(1))
+        b.submit(_job(2))
+        a.submit(_job(3))
+        gated.open.set()
+        await a_done.wait_jobs(3)
+        await b_done.wait_jobs(2)
+        assert thread.batches == 2  # the held one, then everything queued behind it
+        assert [e.index for e in gated.durable().entries] == [1, 2, 3]
+        assert [e.index for e in other.durable().entries] == [1, 2]
+        # One report per port per batch; each port's jobs in the order it submitted them.
+        assert [[j.rd.entries[0].index for j in jobs] for jobs, _ in a_done.reports] == [
+            [1],
+            [2, 3],
+        ]
+        assert [[j.rd.entries[0].index for j in jobs] for jobs, _ in b_done.reports] == [[1, 2]]
+        assert (gated.syncs, other.syncs) == (2, 1)  # one sync per storage per batch
+    finally:
+        gated.open.set()
+        assert await asyncio.to_thread(thread.stop, WAIT)
+
+
+async def test_a_failed_fsync_fails_its_port_only_and_the_thread_serves_the_others() -> None:
+    thread = PersistThread("test-shared")
+    loop = asyncio.get_running_loop()
+    broken, healthy = GatedStorage(), GatedStorage()
+    bad_done, good_done = _Recorder(), _Recorder()
+    bad = PersistWorker(broken, loop, bad_done, "bad", thread=thread)
+    good = PersistWorker(healthy, loop, good_done, "good", thread=thread)
+    try:
+        broken.sync_error = OSError(5, "Input/output error (simulated fsync failure)")
+        bad.submit(_job(1))
+        good.submit(_job(1))
+        await bad_done.wait_jobs(1)
+        await good_done.wait_jobs(1)
+        assert bad_done.reports[0][1] is broken.sync_error
+        assert good_done.reports[0][1] is None
+        # The failed port writes nothing more (fail-stop: nothing after a gap) ...
+        broken.sync_error = None
+        bad.submit(_job(2))
+        await bad_done.wait_jobs(2)
+        assert bad_done.reports[1][1] is not None
+        assert broken.durable().entries == []
+        # ... while the other keeps being written and synced.
+        good.submit(_job(2))
+        await good_done.wait_jobs(2)
+        assert good_done.reports[1][1] is None
+        assert [e.index for e in healthy.durable().entries] == [1, 2]
+        assert thread.is_alive()
+    finally:
+        assert await asyncio.to_thread(thread.stop, WAIT)
+
+
+async def test_stopping_one_port_waits_for_its_writes_and_leaves_the_thread_running() -> None:
+    thread = PersistThread("test-shared")
+    loop = asyncio.get_running_loop()
+    first, second = GatedStorage(), GatedStorage()
+    first_done, second_done = _Recorder(), _Recorder()
+    leaving = PersistWorker(first, loop, first_done, "leaving", thread=thread)
+    staying = PersistWorker(second, loop, second_done, "staying", thread=thread)
+    try:
+        first.hold()
+        leaving.submit(_job(1))
+        assert await asyncio.to_thread(first.entered.wait, WAIT)
+        stopping = asyncio.create_task(asyncio.to_thread(leaving.stop, WAIT))
+        await asyncio.sleep(0.01)
+        assert not stopping.done()  # its write is still being synced
+        first.open.set()
+        assert await stopping
+        assert [e.index for e in first.durable().entries] == [1]
+        staying.submit(_job(1))
+        await second_done.wait_jobs(1)
+        assert [e.index for e in second.durable().entries] == [1]
+        assert thread.is_alive()
+    finally:
+        first.open.set()
+        assert await asyncio.to_thread(thread.stop, WAIT)

@@ -10,6 +10,7 @@ up, and at the end every group's replicas hold the same data with no acknowledge
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -160,3 +161,34 @@ async def test_groups_share_one_transport_and_keep_their_keys(stores: Stores) ->
             assert contents[0][key] == acknowledged[key]
     # Each group has its own log under its own directory.
     assert sorted(p.name for p in (stores.root / "s1" / "groups").iterdir()) == sorted(hosted["s1"])
+
+
+def _persist_threads() -> list[str]:
+    return sorted(t.name for t in threading.enumerate() if t.name.startswith("raft-persist-"))
+
+
+async def test_a_store_writes_every_group_through_one_persist_thread(stores: Stores) -> None:
+    # Four stores in this process, three groups each: four writer threads, not twelve.
+    assert _persist_threads() == [f"raft-persist-{s}" for s in sorted(STORES)]
+    for store in stores.running.values():
+        threads = {r.node.persist_thread for r in store.all_replicas()}
+        assert len(threads) == 1
+        assert None not in threads
+    acknowledged = {f"k{i}": f"v{i}".encode() for i in range(24)}  # every group written
+    for key, value in acknowledged.items():
+        await stores.write(key, value)
+    # A stopped store's thread ends; started again, it writes through a new one and every
+    # acknowledged key is still there.
+    await stores.stop(STORES[0])
+    assert f"raft-persist-{STORES[0]}" not in _persist_threads()
+    await stores.start(STORES[0])
+    assert f"raft-persist-{STORES[0]}" in _persist_threads()
+    await _settle(stores)
+    for key, value in acknowledged.items():
+        gid = stores.running[STORES[0]].group_of(key)
+        leader = stores.leader(gid)
+        assert leader is not None
+        item = await leader.service.get(key)
+        assert item is not None
+        assert item.value == value
+    await stores.write("after-restart", b"x")

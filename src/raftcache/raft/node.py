@@ -80,6 +80,7 @@ from raftcache.raft.errors import (
 from raftcache.raft.events import PeerHealth, RaftEvents
 from raftcache.raft.lease import LeaderLease, lease_duration
 from raftcache.raft.node_stats import NodeStats
+from raftcache.raft.persist import PersistThread
 from raftcache.raft.pipeline import PersistPipeline
 from raftcache.raft.ready import Outbound, Ready
 from raftcache.raft.snapshot_transfer import Incoming, SnapshotTransfer
@@ -138,6 +139,7 @@ class RaftNode:
         address_overrides: dict[str, str] | None = None,
         group: str = "",
         peer_health: PeerHealth | None = None,
+        persist_thread: PersistThread | None = None,
     ) -> None:
         self.node_id = node_id
         #: The Raft group this node is a replica of ("" on a process hosting one group): a
@@ -177,6 +179,9 @@ class RaftNode:
         #: changes of this node; lost and recovered peers, shared by a store's groups.
         self._events = RaftEvents(node_id, group)
         self._peer_health = peer_health or PeerHealth(node_id, self.config.election_timeout_max)
+        #: The writer thread this node's Readies go through (``persist_in_thread``): a store's,
+        #: shared by its replicas (set before ``start``), or None for one of the node's own.
+        self.persist_thread = persist_thread
         #: Set when a run stops itself after a fatal error (``wait_failed``); cleared by start.
         self._failed_event = asyncio.Event()
         #: Index of the last entry the state machine has really applied. It belongs to the
@@ -365,7 +370,7 @@ class RaftNode:
         await self.network.start()
         self._running = True
         if self.config.persist_in_thread:
-            self._persist.start_worker(asyncio.get_running_loop())
+            self._persist.start_worker(asyncio.get_running_loop(), self.persist_thread)
         self._tasks = [
             asyncio.create_task(self._ready_loop(), name=f"raft-ready-{self.node_id}"),
             asyncio.create_task(self._ticker(), name=f"raft-tick-{self.node_id}"),

@@ -35,7 +35,13 @@ from collections.abc import Callable
 from raftcache.raft.config import RaftConfig
 from raftcache.raft.core import RaftCore
 from raftcache.raft.durable import AnswerGate
-from raftcache.raft.persist import PersistJob, PersistWorker, timed_sync, write_ready
+from raftcache.raft.persist import (
+    PersistJob,
+    PersistThread,
+    PersistWorker,
+    timed_sync,
+    write_ready,
+)
 from raftcache.raft.ready import Ready
 from raftcache.storage.base import DiskFullError, SnapshotMeta, Storage
 
@@ -91,13 +97,18 @@ class PersistPipeline:
         """A Ready handed out by the core is not done with yet (maybe not durable)."""
         return bool(self.jobs)
 
-    def start_worker(self, loop: asyncio.AbstractEventLoop) -> None:
+    def start_worker(
+        self, loop: asyncio.AbstractEventLoop, thread: PersistThread | None = None
+    ) -> None:
+        """Write through ``thread`` (a store's, shared by its replicas), or a thread of the
+        pipeline's own."""
         self.worker = PersistWorker(
             self.storage,
             loop,
             self.on_persisted,
             name=f"raft-persist-{self.node_id}",
             observe_sync=self._observe_sync,
+            thread=thread,
         )
 
     def release_storage_lock(self) -> None:

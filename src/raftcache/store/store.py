@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import random
 import shutil
 import zlib
@@ -36,6 +37,7 @@ from raftcache.network.interface import NetworkInterface
 from raftcache.raft.config import RaftConfig
 from raftcache.raft.events import PeerHealth
 from raftcache.raft.node import RaftNode
+from raftcache.raft.persist import PersistThread
 from raftcache.slots import check_groups, key_group
 from raftcache.storage.base import Storage
 from raftcache.storage.file import FileStorage
@@ -43,6 +45,8 @@ from raftcache.store.ledger import LEDGER_FILE, LedgerMismatchError, ReplicaLedg
 from raftcache.store.liveness import StoreLiveness
 
 #: The id of data group ``g`` (the meta group, when it exists, is ``meta``).
+log = logging.getLogger("raftcache.store")
+
 GROUP_PREFIX: Final = "g"
 #: The meta group's id on the wire and on disk (``raftcache.store.meta``).
 META_GROUP: Final = "meta"
@@ -194,6 +198,9 @@ class Store:
         self._make_service = service or plain_service
         raft = config or RaftConfig()
         self._config = dataclasses.replace(raft, quiesce=quiesce)
+        #: The one writer thread of every hosted replica (from ``start`` to ``stop``): a batch
+        #: covers every group, one wake-up and one report to the loop, not one per group.
+        self._persist_thread: PersistThread | None = None
         #: Wakes quiet groups when a peer store fails (None: groups never go quiet).
         self.liveness: StoreLiveness | None = None
         if quiesce:
@@ -303,6 +310,7 @@ class Store:
             group=gid,
             peer_addresses=self._peer_addresses,
             peer_health=self.peer_health,
+            persist_thread=self._persist_thread,
         )
         return GroupReplica(
             gid, node, state, (make_service or self._make_service)(gid, node, state)
@@ -487,8 +495,11 @@ class Store:
     async def start(self) -> None:
         """The transport, then every group (their nodes, then their services)."""
         await self.network.start()
+        if self._config.persist_in_thread:
+            self._persist_thread = PersistThread(f"raft-persist-{self.store_id}")
         try:
             for replica in self.all_replicas():
+                replica.node.persist_thread = self._persist_thread
                 await replica.node.start()
                 await replica.service.start()
             if self.liveness is not None:
@@ -508,6 +519,9 @@ class Store:
         await asyncio.gather(
             *(_stop_replica(r) for r in self.all_replicas()), return_exceptions=True
         )
+        thread, self._persist_thread = self._persist_thread, None
+        if thread is not None and not await asyncio.to_thread(thread.stop, 30.0):
+            log.error("%s: the persist thread did not end", self.store_id)
         await self.network.stop()
 
 
