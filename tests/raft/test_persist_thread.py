@@ -11,6 +11,7 @@ still running" is a fact, not a window of time.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -251,4 +252,36 @@ async def test_stopping_one_port_waits_for_its_writes_and_leaves_the_thread_runn
         assert thread.is_alive()
     finally:
         first.open.set()
+        assert await asyncio.to_thread(thread.stop, WAIT)
+
+
+async def test_jobs_of_one_loop_turn_reach_the_thread_together() -> None:
+    # The thread is woken once per loop turn, not once per job: jobs submitted without
+    # yielding to the loop are one batch, one sync per storage.
+    thread = PersistThread("test-shared")
+    loop = asyncio.get_running_loop()
+    storages = [GatedStorage() for _ in range(3)]
+    recorders = [_Recorder() for _ in storages]
+    ports = [
+        PersistWorker(s, loop, r, f"p{i}", thread=thread)
+        for i, (s, r) in enumerate(zip(storages, recorders, strict=True))
+    ]
+    try:
+        for index in (1, 2):
+            for port in ports:
+                port.submit(_job(index))
+                # The GIL let go between two submits, as a socket write between two groups'
+                # Readies does: a thread woken per job would take the first alone.
+                time.sleep(0.005)  # noqa: ASYNC251 (blocking the loop is the point)
+        for recorder in recorders:
+            await recorder.wait_jobs(2)
+        assert thread.batches == 1
+        assert [s.syncs for s in storages] == [1, 1, 1]
+        assert [len(r.reports) for r in recorders] == [1, 1, 1]
+        # Stopping a port from another thread (as ``RaftNode.stop`` does) hands over what the
+        # loop put before it, so nothing it queued is left behind.
+        ports[0].submit(_job(3))
+        assert await asyncio.to_thread(ports[0].stop, WAIT)
+        assert [e.index for e in storages[0].durable().entries] == [1, 2, 3]
+    finally:
         assert await asyncio.to_thread(thread.stop, WAIT)

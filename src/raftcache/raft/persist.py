@@ -88,11 +88,17 @@ class PersistThread:
     event loop per batch, not one per group)."""
 
     def __init__(self, name: str) -> None:
-        # A C-level queue: ``put`` costs the loop no Python-level lock or notify (a
-        # ``threading.Condition`` here was ~5% of a loaded leader's main thread).
-        self._queue: queue.SimpleQueue[tuple[PersistWorker, PersistJob | None] | None] = (
+        # A C-level queue of lists: one ``put`` per loop turn, not per job. Waking the thread
+        # is the costly part (a futex wake and, on a store pinned to one core, two context
+        # switches while the loop holds the GIL): queued per job it was the largest single
+        # item of a loaded store's main thread.
+        self._queue: queue.SimpleQueue[list[tuple[PersistWorker, PersistJob | None]] | None] = (
             queue.SimpleQueue()
         )
+        #: Jobs submitted during this loop turn, handed over together by ``flush``.
+        self._pending: list[tuple[PersistWorker, PersistJob | None]] = []
+        self._pending_lock = threading.Lock()  # ``stop`` may flush from another thread
+        self._flush_scheduled = False
         self._stopping = False
         #: Why the thread ended on a bug of its own (every later job is failed with it).
         self.failure: BaseException | None = None
@@ -101,35 +107,58 @@ class PersistThread:
         self._thread.start()
 
     def put(self, port: PersistWorker, job: PersistJob | None) -> None:
-        """Queue ``job`` for ``port`` (None: the port stops once what it queued is written)."""
-        self._queue.put((port, job))
+        """Queue ``job`` for ``port`` (None: the port stops once what it queued is written).
+        Called in ``port``'s event loop: the jobs of one loop turn reach the thread together,
+        at the end of the turn (``flush``), in the order they were put."""
+        with self._pending_lock:
+            self._pending.append((port, job))
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        port.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Hand everything put so far to the thread (in order)."""
+        with self._pending_lock:
+            self._flush_scheduled = False
+            items, self._pending = self._pending, []
+            if items:
+                self._queue.put(items)
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
     def stop(self, timeout: float) -> bool:
         """Write what is queued, then end; False if the thread did not end in time."""
+        self.flush()
         self._queue.put(None)
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def stop_port(self, port: PersistWorker) -> None:
+        """From any thread: ``port`` stops once everything it put before is written."""
+        with self._pending_lock:
+            self._pending.append((port, None))
+            items, self._pending = self._pending, []
+            self._queue.put(items)
+
     def _take(self) -> list[tuple[PersistWorker, PersistJob | None]] | None:
-        """Block for one item, then take every item queued behind it (None: stop)."""
+        """Block for one hand-over, then take every one queued behind it (None: stop)."""
         if self._stopping:
             return None
         first = self._queue.get()
         if first is None:
             return None
-        batch = [first]
+        batch = list(first)
         while True:
             try:
-                item = self._queue.get_nowait()
+                items = self._queue.get_nowait()
             except queue.Empty:
                 return batch
-            if item is None:
+            if items is None:
                 self._stopping = True  # write what came before the stop, then end
                 return batch
-            batch.append(item)
+            batch.extend(items)
 
     def _run(self) -> None:
         taken: list[tuple[PersistWorker, PersistJob | None]] = []
@@ -239,7 +268,7 @@ class PersistWorker:
             return self._thread.stop(timeout)
         if self._thread.failure is not None:
             return True
-        self._thread.put(self, None)
+        self._thread.stop_port(self)
         return self.stopped.wait(timeout)
 
     def write(self, jobs: list[PersistJob]) -> BaseException | None:
