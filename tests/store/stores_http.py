@@ -47,7 +47,8 @@ from raftcache.slots import key_group
 from raftcache.storage.memory import MemoryStorage
 from raftcache.store import Store, group_id
 from raftcache.store.agent import MetaAgent
-from raftcache.store.store import MachineFactory
+from raftcache.store.ledger import ReplicaLedger
+from raftcache.store.store import MachineFactory, StorageFactory
 from tests.server.cluster import free_ports
 
 #: Raft timings for loopback stores: elections settle in well under a second.
@@ -97,9 +98,12 @@ def http_store(
     machine: MachineFactory | None = None,
     peer_addresses: Mapping[str, str] | None = None,
     meta: Sequence[str] = (),
+    storage: StorageFactory | None = None,
+    ledger: ReplicaLedger | None = None,
 ) -> tuple[Store, HttpNetwork]:
-    """Store ``sid`` over its own ``HttpNetwork`` (memory storage), not started; ``meta``:
-    the meta group's voters."""
+    """Store ``sid`` over its own ``HttpNetwork`` (a new memory storage per group unless
+    ``storage`` and ``ledger`` are given: a restart passes the ones it had), not started;
+    ``meta``: the meta group's voters."""
     network = HttpNetwork(
         sid, port=port, node_addresses={k: v for k, v in urls.items() if k != sid}, timeout=1.0
     )
@@ -108,12 +112,13 @@ def http_store(
         network,
         groups=groups,
         placement=placement,
-        storage=lambda gid: MemoryStorage(),
+        storage=storage or (lambda gid: MemoryStorage()),
         machine=machine,
         config=config,
         clock=time.time,
         peer_addresses=peer_addresses,
         meta=meta,
+        ledger=ledger,
     )
     return store, network
 
@@ -170,12 +175,14 @@ async def serve_store(
     auto_decompress: bool = False,
     meta: Sequence[str] = (),
     agent: Callable[[Store], MetaAgent] | None = None,
+    storage: StorageFactory | None = None,
+    ledger: ReplicaLedger | None = None,
 ) -> StoreServer:
     """Store ``sid`` (not started) behind ``create_store_app``, its Raft traffic mounted on the
     same port, listening on ``port``; ``agent`` makes its meta agent (not started)."""
     store, network = http_store(
         sid, port, urls, groups=groups, placement=placement, config=config, machine=machine,
-        peer_addresses=peer_addresses, meta=meta,
+        peer_addresses=peer_addresses, meta=meta, storage=storage, ledger=ledger,
     )  # fmt: skip
     made = None if agent is None else agent(store)
     app = create_store_app(store, settings, mount=network.mount, watch=watch, meta=made)

@@ -107,7 +107,9 @@ async def test_a_stale_promote_undoes_a_newer_removal(cluster: Cluster) -> None:
         # Driver A carries out its PROMOTE from the old observation.
         err = None
         try:
-            await asyncio.wait_for(driver_a._carry_out(Step(0, StepKind.PROMOTE, "s4"), stale), 20)
+            await asyncio.wait_for(
+                driver_a._carry_out("g0", Step(0, StepKind.PROMOTE, "s4"), stale), 20
+            )
         except Exception as exc:  # a refusal is the right outcome
             err = exc
     members = {*leader.node.members, *leader.node.learners}

@@ -1,10 +1,16 @@
 """The meta group over real HTTP: the map replicated, a store joining and filled by the meta
 leader's driver, a drain, a store down too long replaced, refusals, concurrent registrations,
-and a meta group without a quorum costing the data groups nothing (docs/sharding.md)."""
+and a meta group without a quorum costing the data groups nothing (docs/sharding.md) — and the
+meta group's own replicas moving: the meta leader's store drained while clients write, a store
+crashed and restarted mid-move (every key's history checked linearizable); a dead store's meta
+replica replaced, and that replica, restarted, deleted and never voting; a meta group
+bootstrapped short of its replication filled by a store that joins."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import random
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -13,21 +19,45 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
+from raftcache.cache.service import CacheService
 from raftcache.network.groups import store_of
+from raftcache.network.hub import InMemoryHub
+from raftcache.network.memory import InMemoryNetwork
 from raftcache.raft.core import Role
 from raftcache.raft.errors import NotLeaderError, ProposalDroppedError
 from raftcache.server.context import ServerSettings
 from raftcache.sharding.clustermap import ClusterMap, StoreState
 from raftcache.sharding.clustermap import Store as StoreInfo
+from raftcache.storage.memory import MemoryStorage
 from raftcache.store import Store, group_id
 from raftcache.store.agent import MetaAgent
 from raftcache.store.driver import LazyRequester
 from raftcache.store.layout import ShardLayout
+from raftcache.store.ledger import ReplicaLedger
 from raftcache.store.meta import first_map
+from raftcache.store.store import META_GROUP
+from raftcache.testing.history import HistoryRecorder
+from tests.raft.read_sweep import check_reads
+from tests.raft.store_faults import READ_REFUSED, WRITE_NOT_DONE, recorded, sweep_seeds
 from tests.server.cluster import free_ports
-from tests.store.stores_http import StoreServer, bootstrap_placement, serve_store
+from tests.store.stores_http import FAST_RAFT, StoreServer, bootstrap_placement, serve_store
 
 GROUPS = 4
+
+
+@dataclass
+class Disk:
+    """A store's storages and ledger, kept across its restarts (as its data directory is)."""
+
+    ledger: ReplicaLedger
+    storages: dict[tuple[str, str], MemoryStorage] = field(default_factory=dict)
+
+    def storage(self, gid: str) -> MemoryStorage:
+        """The storage of this store's current replica of ``gid`` (a new incarnation, a new
+        empty one)."""
+        record = self.ledger.record(gid)
+        replica = record.replica if record is not None else self.ledger.store_id
+        return self.storages.setdefault((gid, replica), MemoryStorage())
 
 
 @dataclass
@@ -41,6 +71,7 @@ class MetaCluster:
     down_after_s: float
     running: dict[str, StoreServer] = field(default_factory=dict)
     requesters: list[LazyRequester] = field(default_factory=list)
+    disks: dict[str, Disk] = field(default_factory=dict)
 
     def agent_for(self, sid: str) -> Callable[[Store], MetaAgent]:
         def make(store: Store) -> MetaAgent:
@@ -52,7 +83,7 @@ class MetaCluster:
                 store,
                 StoreInfo(sid, f"host-{sid}", self.urls[sid]),
                 request=requester,
-                first=lambda: first_map(self.groups, 3, self.placement, self.urls),
+                first=lambda: first_map(self.groups, 3, self.placement, self.urls, self.meta),
                 down_after_s=self.down_after_s,
                 interval_s=0.2,
             )
@@ -62,13 +93,32 @@ class MetaCluster:
     async def add(
         self, sid: str, port: int, placement: Mapping[str, Sequence[str]], book: dict[str, str]
     ) -> StoreServer:
+        disk = self.disks.setdefault(sid, Disk(ReplicaLedger(sid, None)))
         server = await serve_store(
             sid, port, book, ServerSettings(peer_urls=book, leader_wait_s=3.0),
             groups=self.groups, placement=placement, peer_addresses=book, meta=self.meta,
-            agent=self.agent_for(sid),
+            agent=self.agent_for(sid), storage=disk.storage, ledger=disk.ledger,
         )  # fmt: skip
         self.running[sid] = server
         return server
+
+    async def restart(self, sid: str) -> StoreServer:
+        """Start ``sid`` again (a bootstrap store) from its disk, on its port."""
+        port = int(self.urls[sid].rsplit(":", 1)[1])
+        server = await self.add(sid, port, self.placement, dict(self.urls))
+        await server.store.start()
+        assert server.agent is not None
+        server.agent.start()
+        return server
+
+    def meta_leader(self) -> Store | None:
+        """The live store whose meta replica leads (the highest term's)."""
+        leaders = [
+            s
+            for s in self.live().values()
+            if s.meta is not None and s.meta.node.role is Role.LEADER
+        ]
+        return max(leaders, key=lambda s: s.meta.node.current_term if s.meta else 0, default=None)
 
     def live(self) -> dict[str, Store]:
         return {s: r.store for s, r in self.running.items() if r.up}
@@ -99,11 +149,17 @@ class MetaCluster:
 
 
 async def _start(
-    ids: Sequence[str], *, meta: Sequence[str], down_after_s: float = 300.0, spare: int = 1
+    ids: Sequence[str],
+    *,
+    meta: Sequence[str],
+    down_after_s: float = 300.0,
+    spare: int = 1,
+    groups: int = GROUPS,
 ) -> tuple[MetaCluster, list[int]]:
     ports = free_ports(len(ids) + spare)
     urls = {s: f"http://127.0.0.1:{p}" for s, p in zip(ids, ports, strict=False)}
-    cluster = MetaCluster(GROUPS, tuple(meta), bootstrap_placement(ids, GROUPS), urls, down_after_s)
+    placement = bootstrap_placement(ids, groups)
+    cluster = MetaCluster(groups, tuple(meta), placement, urls, down_after_s)
     for sid, port in zip(ids, ports, strict=False):
         await cluster.add(sid, port, cluster.placement, dict(urls))
     await asyncio.gather(*(r.store.start() for r in cluster.running.values()))
@@ -266,11 +322,13 @@ async def test_a_store_joins_is_filled_then_one_drains(
         await remove(session, url1, "s4")
         cmap = await cluster.map_of("s3")
         assert cmap.stores["s4"].state is StoreState.REMOVED
-        # Meta voters neither drain nor leave (the meta group's replicas do not move yet).
-        for state in ("decommissioning", "removed"):
+        # s2 holds a meta replica and every store that is up holds one already: nothing can
+        # take it, so draining s2 is refused naming why (and removing it, before a drain).
+        for state, why in (("decommissioning", "no other store can take it"),
+                           ("removed", "drain it first")):  # fmt: skip
             async with session.put(f"{url4}/raft/meta/stores/s2", json={"state": state}) as a:
                 assert a.status == 409
-                assert "meta group" in (await a.json())["error"]
+                assert why in (await a.json())["error"]
         async with session.put(f"{url4}/raft/meta/stores/s3", json={"state": "gone"}) as a:
             assert a.status == 400
         for bad in (
@@ -405,3 +463,244 @@ async def test_without_a_meta_quorum_data_groups_keep_serving() -> None:
             assert (await answer.json())["meta"]["error"] is not None
     finally:
         await _stop(cluster)
+
+
+# --- the meta group's own replicas move --------------------------------------------------------
+
+MOVE_KEYS = tuple(f"m{i}" for i in range(8))
+
+
+def _meta_config(cluster: MetaCluster) -> tuple[set[str], set[str]] | None:
+    """(voter stores, learner stores) of the meta group as its leader's configuration names
+    them (None without a meta leader)."""
+    leader = cluster.meta_leader()
+    if leader is None or leader.meta is None:
+        return None
+    node = leader.meta.node
+    return {store_of(v) for v in node.members}, {store_of(v) for v in node.learners}
+
+
+def _settled_without(cluster: MetaCluster, gone: str) -> bool:
+    """Every group, the meta group too, led and on three stores none of which is ``gone``."""
+    config = _meta_config(cluster)
+    if config is None or gone in config[0] or config[1] or len(config[0]) != 3:
+        return False
+    for g in range(cluster.groups):
+        leader = cluster.leader(group_id(g))
+        if leader is None:
+            return False
+        node = leader.replicas[group_id(g)].node
+        stores = {store_of(v) for v in node.members}
+        if gone in stores or len(stores) != 3 or node.learners:
+            return False
+    return True
+
+
+def _recorded_meta(cluster: MetaCluster, sid: str) -> set[str] | None:
+    """The meta group's voters as the last map ``sid``'s agent read records them."""
+    cmap = cluster.agent(sid).map
+    return None if cmap is None or cmap.meta is None else set(cmap.meta.voters)
+
+
+@dataclass
+class Clients:
+    """Clients writing and reading (linearizably) through each key's group leader, every
+    operation recorded for the checker."""
+
+    cluster: MetaCluster
+    rec: HistoryRecorder = field(
+        default_factory=lambda: HistoryRecorder(asyncio.get_running_loop().time)
+    )
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    ok: int = 0
+
+    async def run(self, cid: int, rng: random.Random) -> None:
+        gen, n = 0, 0
+        while not self.stop.is_set():
+            key = rng.choice(MOVE_KEYS)
+            leader = self.cluster.leader(next(iter(self.cluster.live().values())).group_of(key))
+            replica = None if leader is None else leader.replicas.get(leader.group_of(key))
+            if replica is None:
+                await asyncio.sleep(0.02)
+                continue
+            process = cid * 10_000 + gen
+            if rng.random() < 0.5:
+                n += 1
+                value = f"{cid}-{n}"
+                write = functools.partial(_write_one, replica.service, key, value)
+                done = await recorded(self.rec, process, "write", key, value, write, WRITE_NOT_DONE)
+            else:
+                read = functools.partial(_read_one, replica.service, key)
+                done = await recorded(
+                    self.rec, process, "read_index", key, None, read, READ_REFUSED
+                )
+            self.ok += done is True
+            gen += 0 if done is not None else 1
+            await asyncio.sleep(rng.uniform(0.005, 0.02))
+
+
+async def _write_one(service: CacheService, key: str, value: str) -> int:
+    return await service.set(key, value.encode())
+
+
+async def _read_one(service: CacheService, key: str) -> str | None:
+    item = await service.get(key)
+    return None if item is None else item.value.decode()
+
+
+@pytest.mark.parametrize("seed", sweep_seeds(3))
+async def test_draining_the_meta_leaders_store_while_writing_with_a_crash(seed: int) -> None:
+    """The store leading the meta group is drained — its meta replica moves (learner on s4,
+    promoted, meta leadership transferred away, then removed by the next leader's driver) with
+    its data replicas — while clients write, and one store (any, the drained one included) is
+    crashed mid-move and restarted from its disk. Every key's history stays linearizable; the
+    drained store's meta replica is tombstoned and, restarted, not started again; the stores
+    find the meta group where it moved."""
+    rng = random.Random(seed)
+    ids = ["s1", "s2", "s3", "s4"]
+    cluster, _ = await _start(ids, meta=["s1", "s2", "s3"], spare=0, groups=2)
+    clients = Clients(cluster)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await _until(lambda: cluster.meta_leader() is not None and all(
+            cluster.agent(s).map is not None for s in ids), 20)  # fmt: skip
+        leader = cluster.meta_leader()
+        assert leader is not None
+        drained = leader.store_id
+        tasks = [asyncio.create_task(clients.run(i, random.Random(rng.random()))) for i in range(3)]
+        other = next(s for s in ids if s != drained)
+        async with (  # through a store that forwards
+            aiohttp.ClientSession() as session,
+            session.put(
+                f"{cluster.urls[other]}/raft/meta/stores/{drained}",
+                json={"state": "decommissioning"},
+            ) as answer,
+        ):
+            assert answer.status == 200, await answer.text()
+
+        async def crash() -> str:
+            await asyncio.sleep(rng.uniform(0.05, 0.4))
+            victim = rng.choice(ids)
+            await cluster.running[victim].stop()
+            await asyncio.sleep(rng.uniform(0.3, 0.8))
+            await cluster.restart(victim)
+            return victim
+
+        victim = await crash()
+        await _until(lambda: _settled_without(cluster, drained), 30, "drained")
+        gone = cluster.running[drained].store
+        await _until(lambda: gone.meta is None and not gone.replicas, 10)
+        clients.stop.set()
+        await asyncio.gather(*tasks)
+        config = _meta_config(cluster)
+        assert config is not None
+        assert config[0] == {s for s in ids if s != drained}, victim
+        # The drained store's bootstrap meta replica is tombstoned: restarted, it hosts none.
+        assert cluster.disks[drained].ledger.tombstones(META_GROUP) == [drained]
+        await cluster.running[drained].stop()
+        again = await cluster.restart(drained)
+        assert again.store.meta is None
+        # Every store, the drained one too, finds the meta group where it is now — even one
+        # told only of stores that hold no meta replica (it asks the others, who know).
+        again.store.meta_voters = (drained,)
+        cmap = await cluster.agent(drained).read("linearizable")
+        assert cmap is not None
+        # The map records where the meta replicas are now; the store's agent learns it.
+        await _until(lambda: _recorded_meta(cluster, drained) == config[0], 10)
+        assert set(again.store.meta_voters) == config[0]
+        assert _meta_config(cluster) == config  # the restarted store did not come back
+    finally:
+        clients.stop.set()
+        for task in tasks:
+            task.cancel()
+        await _stop(cluster)
+    assert clients.ok > 0
+    result = check_reads(clients.rec.history())
+    assert result.ok, f"seed {seed}: {result.explain()}"
+
+
+async def test_a_dead_stores_meta_replica_is_replaced_and_never_votes_again() -> None:
+    """A meta follower's store stays down past --store-down-after: its meta replica is
+    removed (the meta group keeps its quorum) and replaced on s4. Restarted, the store still
+    holds its old meta replica — removed while it was down, so no tombstone — which must never
+    lead nor be counted a voter again; the driver deletes it (tombstoned)."""
+    ids = ["s1", "s2", "s3", "s4"]
+    cluster, _ = await _start(ids, meta=["s1", "s2", "s3"], spare=0, groups=2, down_after_s=1.0)
+    try:
+        await _until(lambda: cluster.meta_leader() is not None, 20)
+        leader = cluster.meta_leader()
+        assert leader is not None
+        dead = next(s for s in ("s1", "s2", "s3") if s != leader.store_id)
+        await cluster.running[dead].stop()
+        await _until(lambda: _settled_without(cluster, dead), 30, "replaced")
+        assert cluster.running["s4"].store.meta is not None
+        await _until(lambda: _recorded_meta(cluster, "s4") == set(ids) - {dead}, 10)
+        back = await cluster.restart(dead)
+        assert back.store.meta is not None  # not tombstoned: it never heard of its removal
+        old = back.store.meta
+
+        def deleted() -> bool:
+            assert old.node.role is not Role.LEADER  # it never leads again
+            config = _meta_config(cluster)
+            assert config is None or dead not in config[0] | config[1]
+            return back.store.meta is None
+
+        await _until(deleted, 20, "orphan deleted")
+        assert cluster.disks[dead].ledger.tombstones(META_GROUP) == [dead]
+        await cluster.running[dead].stop()
+        again = await cluster.restart(dead)
+        assert again.store.meta is None
+    finally:
+        await _stop(cluster)
+
+
+async def test_a_meta_group_short_of_its_replication_is_filled_by_a_joining_store() -> None:
+    """Bootstrapped on two stores (meta on both, replication 3): s3 joins, and the meta leader's
+    driver adds a meta replica there, as it fills the data groups."""
+    cluster, spare = await _start(["s1", "s2"], meta=["s1", "s2"], spare=1, groups=2)
+    try:
+        first = await cluster.map_of("s1")
+        assert first.meta is not None
+        assert first.meta.voters == ("s1", "s2")
+        url3 = f"http://127.0.0.1:{spare[0]}"
+        cluster.urls["s3"] = url3
+        layout = ShardLayout.joining(first, cluster.meta)
+        s3 = await cluster.add("s3", spare[0], layout.placement, {**layout.urls, "s3": url3})
+        assert s3.store.meta is None
+        await s3.store.start()
+        assert s3.agent is not None
+        s3.agent.start()
+        await _until(lambda: _meta_config(cluster) == ({"s1", "s2", "s3"}, set()), 30)
+        assert s3.store.meta is not None
+        assert s3.store.meta.node.node_id == "s3.1"  # a new incarnation, never the store id
+
+        async def recorded_meta() -> bool:
+            meta = (await cluster.map_of("s2")).meta
+            return meta is not None and meta.voters == ("s1", "s2", "s3")
+
+        await _until(recorded_meta, 10)
+    finally:
+        await _stop(cluster)
+
+
+def test_a_tombstoned_meta_replica_is_not_started_again() -> None:
+    """The hosting rule on its own: a bootstrap meta voter whose replica was removed (its
+    tombstone in the ledger) builds no meta replica; one the ledger records a later incarnation
+    of hosts that one."""
+    hub = InMemoryHub()
+    ledger = ReplicaLedger("s1", None)
+    ledger.tombstone(META_GROUP, "s1")
+
+    def store(ledger: ReplicaLedger) -> Store:
+        return Store(
+            "s1", InMemoryNetwork("s1", hub=hub), groups=2,
+            placement={"g0": ["s1"], "g1": ["s1"]}, storage=lambda gid: MemoryStorage(),
+            config=FAST_RAFT, clock=lambda: 0.0, meta=("s1", "s2", "s3"), ledger=ledger,
+        )  # fmt: skip
+
+    assert store(ledger).meta is None
+    ledger.created(META_GROUP, "s1.1", ["s2", "s3.1"])
+    again = store(ledger).meta
+    assert again is not None
+    assert again.node.node_id == "s1.1"
+    assert store(ReplicaLedger("s1", None)).meta is not None  # never removed: the bootstrap one

@@ -3,7 +3,8 @@
 Rule: on a cluster with a meta group (every cluster bootstrapped by this release) the meta
 leader's placement driver moves replicas, and these commands only change and read the map
 through any store (``/raft/meta/``): ``drain ID...`` marks the stores decommissioning and waits
-until the map shows them holding no replica (they may then be stopped); ``remove ID...``
+until the map shows them holding no replica, the meta group's included (they may then be
+stopped); ``remove ID...``
 drains, then marks them removed (their ids are never used again); ``rebalance`` waits until
 replicas and leaders are within one over the stores; ``list`` prints the stores. On a cluster
 without one (bootstrapped before the meta group) ``drain`` and ``rebalance`` run the driver
@@ -204,7 +205,7 @@ async def _with_meta(
                 print("placement done", file=sys.stderr)
                 return EXIT_OK
         else:
-            held = {s: len(cmap.groups_of(s)) for s in wanted}
+            held = {s: cmap.held_by(s) for s in wanted}  # the meta group's replica too
             for s, n in held.items():
                 if printed.get(s) != n:
                     print(f"{s} holds {n} replica(s)", flush=True)
@@ -252,7 +253,7 @@ async def _set_state(
 def _balanced(cmap: ClusterMap) -> bool:
     """Replicas and leaders within one over the stores that are up."""
     up = {s.store_id for s in cmap.live_stores()}
-    if any(cmap.groups_of(s) for s, i in cmap.stores.items() if i.state is not StoreState.UP):
+    if any(cmap.held_by(s) for s, i in cmap.stores.items() if i.state is not StoreState.UP):
         return False
     for counts in (cmap.replica_counts(), cmap.leader_counts()):
         held = [n for s, n in counts.items() if s in up]
@@ -268,7 +269,7 @@ def _print_stores(cmap: ClusterMap) -> None:
         print(
             f"{store_id} host={info.host} state={info.state.value} "
             f"replicas={replicas.get(store_id, 0)} leaders={leaders.get(store_id, 0)} "
-            f"{info.http_url}"
+            f"{'meta ' if cmap.holds_meta(store_id) else ''}{info.http_url}"
         )
 
 

@@ -249,7 +249,9 @@ def build_store_server(
             store,
             _own_record(options, addresses[options.id], layout.nonce),
             request=requester,
-            first=lambda: first_map(layout.groups, layout.replicas, layout.placement, addresses),
+            first=lambda: first_map(
+                layout.groups, layout.replicas, layout.placement, addresses, layout.meta
+            ),
             down_after_s=options.store_down_after_s,
         )
     watch = WatchSettings(heartbeat_s=options.watch_heartbeat_s, max_watchers=options.max_watchers)

@@ -40,6 +40,7 @@ ACCEPTED: Final[Mapping[tuple[str, str], frozenset[str]]] = {
     ("GET", "/raft/meta/map"): frozenset({"consistency", "forwarded"}),
     ("POST", "/raft/meta/stores"): frozenset({"forwarded"}),
     ("PUT", "/raft/meta/stores/{store}"): frozenset({"forwarded"}),
+    ("DELETE", "/raft/meta/members/{id}"): frozenset({"config_index"}),
     ("DELETE", "/raft/store/replicas/{group}"): frozenset({"replica", "config_index"}),
     # Every other route reads no query parameter (listed so the table names every route).
     **{
@@ -76,6 +77,8 @@ ACCEPTED: Final[Mapping[tuple[str, str], frozenset[str]]] = {
             ("GET", "/raft/store/groups"),
             ("POST", "/raft/store/replicas"),
             ("PUT", "/raft/store/placement/{group}"),
+            ("POST", "/raft/meta/members"),
+            ("POST", "/raft/meta/leader/transfer"),
         )
     },
 }

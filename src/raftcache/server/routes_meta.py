@@ -15,8 +15,25 @@ tries the next meta store.
   with another nonce (another process), or a label that would put two of a group's replicas
   on one host.
 - ``PUT /raft/meta/stores/{id}`` ``{"state": "up"|"decommissioning"|"removed"}`` → ``{"map":
-  …}``: drain a store (the meta leader's driver moves its replicas away), take it back, or
-  remove it once it holds no replica (409 before).
+  …}``: drain a store (the meta leader's driver moves its replicas away, the meta group's
+  included), take it back, or remove it once it holds no replica (409 before; 409 too for
+  draining a store whose meta replica no other store can take, naming why).
+
+A 503 "not the meta leader" carries ``leader``: the store this one believes leads the meta
+group (``MetaAgent.leader_hint``), which the sender asks next — how a store finds the meta
+group after its replicas moved away from every store it knew.
+
+The meta group's own membership, changed by the placement driver on the meta leader (its
+replicas move as a data group's do, docs/sharding.md): served by this store's meta replica
+only when it leads (503 with the hint otherwise: never sent on, the change was planned from
+this leader's configuration), the ``config_index`` checked as ``/v1/members`` checks it
+(invariant 3):
+
+- ``POST /raft/meta/members`` ``{"id", "url", "config_index"?}``: add a learner, catch it up,
+  promote it (as ``POST /v1/members``).
+- ``DELETE /raft/meta/members/{id}?config_index=N``: remove a replica — never this leader's
+  own (409: leadership is transferred away first, docs/sharding.md).
+- ``POST /raft/meta/leader/transfer`` ``{"to": id}``: hand meta leadership to ``id``.
 """
 
 from __future__ import annotations
@@ -25,10 +42,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from raftcache.raft.errors import NotLeaderError, RaftError
+from raftcache.raft.errors import MembershipChangeError, NotLeaderError, RaftError
+from raftcache.raft.node import RaftNode
 from raftcache.server.bodies import read_body
 from raftcache.server.errors import ApiError, bad_request
 from raftcache.server.results import json_response
+from raftcache.server.routes_admin import check_config_index, parse_config_index
 from raftcache.server.routes_divergence import check_cluster_token
 from raftcache.server.validation import (
     check_fields,
@@ -52,8 +71,11 @@ def add_meta_routes(app: web.Application, agent: MetaAgent) -> None:
     """Register the routes above on a store's application."""
 
     def leader_hint() -> str | None:
-        meta = agent.store.meta
-        return None if meta is None else meta.node.leader_id
+        return agent.leader_hint()
+
+    def not_leader() -> ApiError:
+        hint = leader_hint()
+        return ApiError(503, f"not the meta leader (leader hint: {hint})", extra={"leader": hint})
 
     def answer(cmap: ClusterMap | None) -> web.Response:
         return json_response(
@@ -69,7 +91,7 @@ def add_meta_routes(app: web.Application, agent: MetaAgent) -> None:
     ) -> web.Response:
         """Run here when this store leads the meta group, or send on (once)."""
         if request.query.get(FORWARDED) and agent.local() is None:
-            raise ApiError(503, f"not the meta leader (leader hint: {leader_hint()})")
+            raise not_leader()
         try:
             return await run()
         except MetaConflictError as exc:
@@ -127,6 +149,67 @@ def add_meta_routes(app: web.Application, agent: MetaAgent) -> None:
 
         return await guarded(request, run)
 
+    def meta_leader() -> RaftNode:
+        """This store's meta replica's node, when it leads the meta group (else 503)."""
+        replica = agent.store.meta
+        if agent.local() is None or replica is None:
+            raise not_leader()
+        return replica.node
+
+    async def changing(change: Awaitable[None]) -> None:
+        try:
+            await change
+        except NotLeaderError:
+            raise not_leader() from None
+        except MembershipChangeError as exc:
+            raise ApiError(409, str(exc) or "membership change refused") from None
+
+    async def post_member(request: web.Request) -> web.Response:
+        check_cluster_token(request)
+        obj = parse_json_object(await read_body(request, _BODY_BYTES))
+        check_fields(obj, frozenset({"id", "url", "config_index"}), "members body")
+        node_id = parse_node_id(obj.get("id"))
+        url = parse_node_url(obj.get("url"))
+        expected = parse_config_index(obj.get("config_index"))
+        node = meta_leader()
+        check_config_index(node, expected)  # then proposed at once (invariant 3)
+        await changing(node.add_member(node_id, url))
+        return json_response({"added": node_id, "members": sorted(node.members)})
+
+    async def delete_member(request: web.Request) -> web.Response:
+        check_cluster_token(request)
+        node_id = parse_node_id(request.match_info["id"])
+        expected = parse_config_index(request.query.get("config_index"))
+        node = meta_leader()
+        if node_id == node.node_id:
+            raise ApiError(
+                409,
+                f"{node_id} leads the meta group: transfer meta leadership away before "
+                "removing its replica",
+            )
+        check_config_index(node, expected)
+        await changing(node.remove_member(node_id))
+        return json_response({"removed": node_id, "members": sorted(node.members)})
+
+    async def transfer(request: web.Request) -> web.Response:
+        check_cluster_token(request)
+        obj = parse_json_object(await read_body(request, _BODY_BYTES))
+        check_fields(obj, frozenset({"to"}), "transfer body")
+        to = parse_node_id(obj.get("to"), "to")
+        node = meta_leader()
+        if to == node.node_id:
+            return json_response({"leader": to})
+        try:
+            await node.transfer_leadership(to)
+        except NotLeaderError:
+            raise not_leader() from None
+        except MembershipChangeError as exc:
+            raise ApiError(409, str(exc)) from None
+        return json_response({"leader": node.leader_id})
+
     app.router.add_get(f"{PREFIX}/map", get_map)
+    app.router.add_post(f"{PREFIX}/members", post_member)
+    app.router.add_delete(PREFIX + "/members/{id}", delete_member)
+    app.router.add_post(f"{PREFIX}/leader/transfer", transfer)
     app.router.add_post(f"{PREFIX}/stores", post_store)
     app.router.add_put(PREFIX + "/stores/{store}", put_store)

@@ -9,8 +9,8 @@ nothing here changes a configuration. Deleting is the caller's promise that the 
 committed configuration no longer names the replica (invariant 6): the driver checks it on the
 group's leader first, and the store checks the replica's own configuration too.
 
-- ``GET /raft/store/groups``: each hosted replica's group, id, role, term, leader, voters,
-  learners, commit and configuration indexes.
+- ``GET /raft/store/groups``: each hosted replica's group (the meta group's, ``meta``, last),
+  id, role, term, leader, voters, learners, commit and configuration indexes.
 - ``POST /raft/store/replicas`` ``{"group": "g1", "voters": [...]}`` → ``{"replica": id}``:
   a new replica (the store's next incarnation), or the one it already holds (``"existing":
   true``), so a retried request is harmless.
@@ -18,7 +18,11 @@ group's leader first, and the store checks the replica's own configuration too.
   the index of the group's committed configuration that no longer names it; 404 when the store
   holds no replica of the group, 409 when it holds another incarnation or when the replica's
   own configuration names it at index N or later (added again since: the caller is stale).
-- ``PUT /raft/store/placement/{group}`` ``{"stores": [...]}``: the stores holding it now.
+- ``PUT /raft/store/placement/{group}`` ``{"stores": [...]}``: the stores holding it now
+  (for ``meta``: where this store looks for the meta leader).
+
+Every route takes the meta group (``meta``) as it takes a data group: its replicas move the
+same way (docs/sharding.md, "The meta group's replicas move").
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from raftcache.server.results import json_response
 from raftcache.server.routes_divergence import check_cluster_token
 from raftcache.server.validation import check_fields, parse_json_object, parse_node_id
 from raftcache.store import Store
+from raftcache.store.store import META_GROUP
 
 PREFIX = "/raft/store"
 _BODY_BYTES = 64 * 1024
@@ -44,14 +49,17 @@ def add_move_routes(app: web.Application, store: Store) -> None:
 
     def group_of(request: web.Request) -> str:
         gid = request.match_info["group"]
-        if gid not in store.placement:
+        if not store.knows(gid):
             raise ApiError(404, f"no group {gid[:80]!r} in this cluster")
         return gid
 
     async def get_groups(request: web.Request) -> web.Response:
         check_cluster_token(request)
         groups: list[dict[str, Any]] = []
-        for gid, replica in sorted(store.replicas.items()):
+        hosted = sorted(store.replicas.items())
+        if store.meta is not None:
+            hosted.append((META_GROUP, store.meta))
+        for gid, replica in hosted:
             node = replica.node
             core = node.core
             groups.append(
@@ -76,13 +84,13 @@ def add_move_routes(app: web.Application, store: Store) -> None:
         body = parse_json_object(await read_body(request, _BODY_BYTES))
         check_fields(body, frozenset({"group", "voters"}), "a replica request")
         gid = body.get("group")
-        if not isinstance(gid, str) or gid not in store.placement:
+        if not isinstance(gid, str) or not store.knows(gid):
             raise bad_request(f"group must name a group of this cluster, not {gid!r:.80}")
         given = body.get("voters")
         if not isinstance(given, list) or not given or len(given) > 16:
             raise bad_request("voters must be a list of 1 to 16 replica ids")
         voters = [parse_node_id(v, "voters[]") for v in given]
-        held = store.replicas.get(gid)
+        held = store.hosted(gid)
         if held is not None:
             return json_response({"replica": held.node.node_id, "existing": True})
         try:
@@ -128,7 +136,8 @@ def add_move_routes(app: web.Application, store: Store) -> None:
             store.set_placement(gid, ids)
         except ValueError as exc:
             raise bad_request(str(exc)) from None
-        return json_response({"stores": list(store.placement[gid])})
+        shown = store.meta_voters if gid == META_GROUP else store.placement[gid]
+        return json_response({"stores": list(shown)})
 
     app.router.add_get(f"{PREFIX}/groups", get_groups)
     app.router.add_post(f"{PREFIX}/replicas", post_replica)

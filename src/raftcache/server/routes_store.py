@@ -301,7 +301,7 @@ def _meta_status(front: StoreFront) -> dict[str, Any]:
     replica, agent = front.store.meta, front.meta_agent
     cmap = None if agent is None else agent.map
     return {
-        "voters": list(front.store.meta_voters),
+        "voters": sorted(front.store.meta_voters),  # where they are now, as last told
         "hosted": replica is not None,
         "role": None if replica is None else replica.node.role.value,
         "leader": None if replica is None else replica.node.leader_id,

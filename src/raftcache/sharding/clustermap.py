@@ -6,6 +6,10 @@ a group with no voter, a replica on an unknown or removed store, two replicas of
 one host (but for a replica on a decommissioning store and its replacement, during the move),
 a leader that is not a voter — naming what is wrong. The slot → group function is not
 stored per slot: it is ``raftcache.slots.group_range`` of ``groups``, fixed at bootstrap.
+
+The map also records where the meta group's own replicas are (``meta``, a placement numbered
+``META``), as its driver last observed them: every store reads it to find the meta leader
+after the meta replicas moved. It never counts in the data groups' balance.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from raftcache.slots import check_groups, group_range
+
+#: The number of the meta group's placement (``ClusterMap.meta``): never a data group's.
+META: Final = -1
 
 
 class StoreState(StrEnum):
@@ -137,6 +144,8 @@ class ClusterMap:
         replication: RF, the replicas each group should have.
         stores: Every store ever registered, by id (removed ones stay, marked).
         placements: One per group, in group order.
+        meta: The meta group's replicas (group ``META``), as last observed; None in a map
+            written before they were recorded (they are then the bootstrap ones).
     """
 
     version: int
@@ -144,6 +153,7 @@ class ClusterMap:
     replication: int
     stores: Mapping[str, Store] = field(default_factory=dict)
     placements: tuple[GroupPlacement, ...] = ()
+    meta: GroupPlacement | None = None
 
     def __post_init__(self) -> None:
         self.check()
@@ -183,8 +193,16 @@ class ClusterMap:
         return counts
 
     def groups_of(self, store_id: str) -> list[int]:
-        """The groups with a replica on ``store_id``."""
+        """The data groups with a replica on ``store_id``."""
         return [p.group for p in self.placements if store_id in p.replicas]
+
+    def holds_meta(self, store_id: str) -> bool:
+        """Whether the map records a replica of the meta group on ``store_id``."""
+        return self.meta is not None and store_id in self.meta.replicas
+
+    def held_by(self, store_id: str) -> int:
+        """The replicas on ``store_id``: its data groups', and the meta group's."""
+        return len(self.groups_of(store_id)) + self.holds_meta(store_id)
 
     # --- changing ----------------------------------------------------------------------------
 
@@ -195,7 +213,10 @@ class ClusterMap:
         return replace(self, version=self.version + 1, stores=stores)
 
     def with_placement(self, placement: GroupPlacement) -> ClusterMap:
-        """A map with ``placement`` replacing its group's, one version higher."""
+        """A map with ``placement`` replacing its group's (the meta group's when its group is
+        ``META``), one version higher."""
+        if placement.group == META:
+            return replace(self, version=self.version + 1, meta=placement)
         placements = list(self.placements)
         placements[placement.group] = placement
         return replace(self, version=self.version + 1, placements=tuple(placements))
@@ -220,6 +241,25 @@ class ClusterMap:
             )
         for number, p in enumerate(self.placements):
             self._check_placement(number, p)
+        if self.meta is not None:
+            self._check_meta(self.meta)
+
+    def _check_meta(self, p: GroupPlacement) -> None:
+        """The meta group's placement: on stores of the map that are not removed (host labels
+        are not checked: the bootstrap put it on the first stores, whatever their hosts)."""
+        if p.group != META or not p.voters:
+            raise ValueError("the meta group's placement needs its voters (and group -1)")
+        if len(set(p.replicas)) != len(p.replicas):
+            raise ValueError(f"the meta group lists a store twice: {list(p.replicas)}")
+        for store_id in p.replicas:
+            store = self.stores.get(store_id)
+            if store is None or store.state is StoreState.REMOVED:
+                raise ValueError(
+                    f"the meta group has a replica on {'removed' if store else 'unknown'} "
+                    f"store {store_id!r}"
+                )
+        if p.leader is not None and p.leader not in p.voters:
+            raise ValueError(f"the meta group's leader {p.leader!r} is not a voter")
 
     def _check_placement(self, number: int, p: GroupPlacement) -> None:
         if p.group != number:
@@ -255,6 +295,7 @@ class ClusterMap:
             "replication": self.replication,
             "stores": [s.to_json() for _, s in sorted(self.stores.items())],
             "placements": [p.to_json() for p in self.placements],
+            **({"meta": self.meta.to_json()} if self.meta is not None else {}),
         }
 
     @classmethod
@@ -275,7 +316,13 @@ class ClusterMap:
         placements = tuple(
             GroupPlacement.from_json(p) for p in _list(placements_json, "placements")
         )
-        return cls(version, groups, replication, by_id, placements)
+        meta_json = obj.get("meta")
+        meta = None
+        if meta_json is not None:
+            if not isinstance(meta_json, Mapping):
+                raise ValueError("the meta group's placement must be a JSON object")
+            meta = GroupPlacement.from_json({**meta_json, "group": META})
+        return cls(version, groups, replication, by_id, placements, meta)
 
     @classmethod
     def bootstrap(cls, stores: Iterable[Store], groups: int, replication: int = 3) -> ClusterMap:
@@ -328,4 +375,4 @@ def _ids(value: object, what: str) -> tuple[str, ...]:
     return tuple(_text(v, what, empty=False) for v in _list(value, what))
 
 
-__all__ = ["ClusterMap", "GroupPlacement", "Store", "StoreState"]
+__all__ = ["META", "ClusterMap", "GroupPlacement", "Store", "StoreState"]

@@ -8,20 +8,23 @@ Rule: one loop per store, every ``interval_s``:
    back); the last map read is kept, so a meta group without a quorum costs routing nothing
    (data groups keep serving, from the last map and leader hints);
 2. **learn from it** — every store's address (a store that joined is reached from then on)
-   and, when the map's version moved, where each group lives (``Store.set_placement``);
+   and, when the map's version moved, where each group lives (``Store.set_placement``), the
+   meta group's included: where to look for the meta leader once its replicas moved;
 3. **register** — this store's id, host label and addresses, until the map shows them (that
    is how a new store joins: ``raftcache serve --join``);
 4. **drive** — on the meta leader only, one round of the placement driver
    (``raftcache.store.driver``) over the stores the map lists, decommissioning ones drained,
-   stores silent for ``down_after_s`` replaced; then the groups' observed placement recorded
-   in the map. A driver is kept for one meta term (its down timers with it): a new meta leader
-   starts its timers afresh, so it replaces a store later, never sooner. A deposed leader's
-   late steps are refused by the groups (configuration index, invariant 3) and its late map
-   writes by the compare-and-set (``raftcache.store.meta``).
+   stores silent for ``down_after_s`` replaced, the meta group's own replicas moved the same
+   way (``meta_replication``); then the groups' observed placement — the meta group's too —
+   recorded in the map. A driver is kept for one meta term (its down timers with it): a new
+   meta leader starts its timers afresh, so it replaces a store later, never sooner. A deposed
+   leader's late steps are refused by the groups (configuration index, invariant 3) and its
+   late map writes by the compare-and-set (``raftcache.store.meta``).
 
 Changes asked of a store that does not lead the meta group (registrations, drains) are sent
-to the meta leader (``call``): its hint first, then each meta voter; a request already sent on
-once is not sent on again (``FORWARDED``), so two stores with stale hints cannot loop.
+to the meta leader (``call``): its hint first, then each meta store as last known, then every
+store known, following the leader each "not the meta leader" answer names; a request already
+sent on once is not sent on again (``FORWARDED``), so two stores with stale hints cannot loop.
 """
 
 from __future__ import annotations
@@ -38,11 +41,17 @@ import aiohttp
 
 from raftcache.network.groups import store_of
 from raftcache.raft.core import Role
-from raftcache.sharding.clustermap import ClusterMap, GroupPlacement, StoreState
+from raftcache.sharding.clustermap import META, ClusterMap, GroupPlacement, StoreState
 from raftcache.sharding.clustermap import Store as StoreInfo
-from raftcache.store.driver import PlacementDriver, Request
-from raftcache.store.meta import MetaConflictError, MetaMap, observed_placement
-from raftcache.store.store import Store, group_id
+from raftcache.store.driver import Observation, PlacementDriver, Request
+from raftcache.store.meta import (
+    MetaConflictError,
+    MetaMap,
+    meta_move_refusal,
+    meta_replication,
+    observed_placement,
+)
+from raftcache.store.store import META_GROUP, Store, group_id
 
 log = logging.getLogger("raftcache.store.meta")
 
@@ -106,20 +115,39 @@ class MetaAgent:
             return None
         return MetaMap(meta.service)
 
-    def _candidates(self) -> list[str]:
+    def leader_hint(self) -> str | None:
+        """The store this store believes leads the meta group: its own meta replica's
+        leader, else the first of the meta stores the map (or the driver) last named, which
+        lists the leader first."""
         meta = self.store.meta
         hint = None if meta is None else meta.node.leader_id
-        order = [*([store_of(hint)] if hint else []), *self.store.meta_voters]
+        if hint:
+            return store_of(hint)
+        if meta is None and self.store.meta_voters:
+            return self.store.meta_voters[0]
+        return None
+
+    def _candidates(self) -> list[str]:
+        """Where to look for the meta leader: the hint, the meta stores as last known, then
+        every other store known (a store whose meta stores all moved away while it was down
+        still finds one that knows: each answers with its own hint)."""
+        hint = self.leader_hint()
+        order = [*([hint] if hint else []), *self.store.meta_voters, *sorted(self.store.addresses)]
         return [s for s in dict.fromkeys(order) if s != self.store.store_id]
 
     async def call(self, method: str, path: str, body: Any) -> tuple[int, Any]:
-        """Send a meta request on to the meta leader: the hint, then every meta voter; the
-        first answer that is not "not the meta leader" (503) or unreachable."""
+        """Send a meta request on to the meta leader: the hint, then every meta store, then
+        every store known — following the leader a "not the meta leader" answer (503) names,
+        each store asked at most once; the first other answer."""
         sep = "&" if "?" in path else "?"
         tried: list[str] = []
-        for target in self._candidates():
-            if target not in self.store.addresses:
+        asked: set[str] = set()
+        order = self._candidates()
+        while order:
+            target = order.pop(0)
+            if target in asked or target not in self.store.addresses:
                 continue
+            asked.add(target)
             try:
                 status, answer = await self._request(
                     method, target, f"{path}{sep}{FORWARDED}=1", body
@@ -129,6 +157,9 @@ class MetaAgent:
                 continue
             if status == 503:
                 tried.append(f"{target}: not the meta leader")
+                hint = answer.get("leader") if isinstance(answer, dict) else None
+                if isinstance(hint, str) and hint not in asked and hint != self.store.store_id:
+                    order.insert(0, hint)
                 continue
             return status, answer
         raise MetaUnavailableError(
@@ -175,15 +206,20 @@ class MetaAgent:
 
     async def set_state(self, store_id: str, state: StoreState) -> ClusterMap:
         async def here(meta: MetaMap) -> ClusterMap:
-            if state is StoreState.REMOVED and store_id not in self.store.meta_voters:
-                await self._holds_nothing(meta, store_id)
-            return await meta.set_state(store_id, state, self.store.meta_voters)
+            if state is StoreState.REMOVED:
+                # The groups' leaders are asked now; the map is brought up to what they say
+                # (it may lag the driver's last step by a round) before it is checked too.
+                seen, groups = await self._holds_nothing(meta, store_id)
+                await meta.record(_placements(seen, groups))
+            elif state is StoreState.DECOMMISSIONING:
+                await self._meta_can_move(meta, store_id)
+            return await meta.set_state(store_id, state)
 
         return await self.change(
             "PUT", f"/raft/meta/stores/{store_id}", {"state": state.value}, here
         )
 
-    async def _holds_nothing(self, meta: MetaMap, store_id: str) -> None:
+    async def _holds_nothing(self, meta: MetaMap, store_id: str) -> tuple[Observation, int]:
         """Refuse to mark ``store_id`` removed unless every group's leader answered now and
         no configuration names it, nor does the store hold a replica: the map's placement is
         only what the driver last observed, and a store removed while a configuration still
@@ -202,6 +238,23 @@ class MetaAgent:
                 raise MetaConflictError(
                     f"store {store_id} still holds a replica of {gid}: drain it first"
                 )
+        return seen, cmap.groups
+
+    async def _meta_can_move(self, meta: MetaMap, store_id: str) -> None:
+        """Refuse to drain a store whose meta replica nothing could take (the meta group's
+        replicas as its configuration names them now, not only as the map recorded them)."""
+        cmap = await meta.read()
+        replica = self.store.meta
+        if cmap is None or replica is None:
+            return
+        members = {store_of(m) for m in (*replica.node.members, *replica.node.learners)}
+        voters = tuple(sorted(s for s in members if s in cmap.stores))
+        if store_id not in voters:
+            return
+        now = cmap.with_placement(GroupPlacement(META, voters))
+        why = meta_move_refusal(now, store_id)
+        if why is not None:
+            raise MetaConflictError(why)
 
     def _urls(self, cmap: ClusterMap) -> dict[str, str]:
         """Every store the map lists, removed ones too: a configuration may still name one
@@ -220,6 +273,7 @@ class MetaAgent:
             request=self._request,
             clock=self._clock,
             down_after_s=self._down_after_s,
+            meta_replication=meta_replication(cmap.replication),
         )
 
     # --- the loop -----------------------------------------------------------------------------
@@ -291,6 +345,11 @@ class MetaAgent:
                 self.store.set_placement(group_id(p.group), stores)  # it drops repeats
             except ValueError:
                 continue
+        if cmap.meta is not None:
+            m = cmap.meta
+            self.store.set_placement(
+                META_GROUP, [*([m.leader] if m.leader else []), *m.voters, *m.learners]
+            )
 
     async def _drive(self, cmap: ClusterMap) -> None:
         meta = self.store.meta
@@ -304,6 +363,7 @@ class MetaAgent:
         driver.hosts = {s: i.host for s, i in cmap.stores.items()}
         driver.drain = {s for s, i in cmap.stores.items() if i.state is not StoreState.UP}
         driver.known = {group_id(p.group): p.replicas for p in cmap.placements}
+        driver.meta_replication = meta_replication(cmap.replication)
         await driver.round()
         leader = self.local()
         # Recorded as the groups are *after* the round's steps: the placement the driver
@@ -311,12 +371,20 @@ class MetaAgent:
         seen = driver.last_seen
         if leader is None or seen is None:
             return
-        observed: list[GroupPlacement] = []
-        for g in range(cmap.groups):
-            view = seen.groups[group_id(g)]
-            if view.leader_store is None or not view.voters:
-                continue
-            leading = next((v for v in view.voters if store_of(v) == view.leader_store), None)
-            observed.append(observed_placement(g, view.voters, view.learners, leading))
+        observed = _placements(seen, cmap.groups)
         if observed:
             self.map = await leader.record(observed)
+
+
+def _placements(seen: Observation, groups: int) -> list[GroupPlacement]:
+    """Each group's placement — the meta group's too — as its leader's configuration names
+    it in ``seen`` (groups without a leader left out)."""
+    observed: list[GroupPlacement] = []
+    numbered = [(g, group_id(g)) for g in range(groups)]
+    for g, gid in [*numbered, (META, META_GROUP)]:
+        view = seen.groups.get(gid)
+        if view is None or view.leader_store is None or not view.voters:
+            continue
+        leading = next((v for v in view.voters if store_of(v) == view.leader_store), None)
+        observed.append(observed_placement(g, view.voters, view.learners, leading))
+    return observed

@@ -33,8 +33,21 @@ live majority); ``drain`` marks stores to empty (decommissioning). Safety never 
 driver: every membership change is the group's own single-server change, refused by a leader
 with one already in flight.
 
-Until the meta group (docs/sharding.md, step 5) runs this inside the cluster, an operator runs
-it: ``raftcache store rebalance`` / ``raftcache store drain``.
+The meta group's own replicas (``meta_replication`` > 0: the driver the meta leader runs)
+move by the same steps, planned by the same ``plan`` over a one-group map of the meta group's
+placement with the same stores, host labels and down stores: filled up to
+``meta_replication``, a dead voter removed while the meta group keeps a live majority, a
+replica on a decommissioning store replaced. Its membership changes go to the meta leader's
+``/raft/meta/members`` and ``/raft/meta/leader/transfer`` (cluster token) instead of the
+client API's ``?group=`` routes. The driver runs *on* the meta leader, so the step that
+matters is removing the leader's own replica: ``plan`` never removes a replica that leads (it
+transfers leadership first), the driver refuses such a step, and the meta leader's route
+refuses it too (409) — the removal is then carried out by the next meta leader's driver, a
+removal of another store's replica like any other (docs/sharding.md, "The meta group's
+replicas move").
+
+On a cluster bootstrapped before the meta group an operator runs this driver instead:
+``raftcache store rebalance`` / ``raftcache store drain`` (data groups only).
 """
 
 from __future__ import annotations
@@ -51,7 +64,7 @@ import aiohttp
 from raftcache.network.groups import store_of
 from raftcache.sharding.clustermap import ClusterMap, GroupPlacement, Store, StoreState
 from raftcache.sharding.placement import Step, StepKind, plan
-from raftcache.store.store import group_id
+from raftcache.store.store import META_GROUP, group_id
 
 log = logging.getLogger("raftcache.store.driver")
 
@@ -101,6 +114,8 @@ class PlacementDriver:
         down_after_s: a store silent this long counts as down.
         hosts: store id → host label (no two replicas of a group on one host); a store not
             named counts as its own host.
+        meta_replication: the replicas the meta group aims for; 0 (the operator's driver):
+            the meta group is neither observed nor moved.
     """
 
     def __init__(
@@ -114,8 +129,10 @@ class PlacementDriver:
         drain: Collection[str] = (),
         down_after_s: float = 30.0,
         hosts: Mapping[str, str] | None = None,
+        meta_replication: int = 0,
     ) -> None:
         self.urls = dict(urls)
+        self.meta_replication = meta_replication
         self.hosts = dict(hosts or {})
         #: Group id → its stores as the cluster map last recorded them: what a group whose
         #: replicas all went silent counts as in the balance (the meta agent sets it).
@@ -131,6 +148,8 @@ class PlacementDriver:
         self._down_after_s = down_after_s
         self._silent_since: dict[str, float] = {}
         self.steps_done: list[Step] = []
+        #: The meta group's steps among them (their ``group`` number means nothing).
+        self.meta_steps_done: list[Step] = []
 
     async def observe(self) -> Observation:
         answers = await asyncio.gather(
@@ -140,6 +159,8 @@ class PlacementDriver:
         now = self._clock()
         answered: set[str] = set()
         views = {group_id(g): GroupView(group_id(g)) for g in range(self.groups)}
+        if self.meta_replication:
+            views[META_GROUP] = GroupView(META_GROUP)
         # A group no leader answered for: its members as the newest of its other replicas'
         # reports has them — enough to count it in the balance, never to step it.
         reported: dict[str, tuple[int, tuple[str, ...], tuple[str, ...]]] = {}
@@ -187,7 +208,25 @@ class PlacementDriver:
             log.warning("host labels ignored", extra={"why": str(exc)})
             return self._cluster_map(seen, {})
 
-    def _cluster_map(self, seen: Observation, hosts: Mapping[str, str]) -> ClusterMap:
+    def meta_map(self, seen: Observation) -> ClusterMap | None:
+        """The meta group's placement as a one-group map over the same stores (None when
+        the driver does not move it): what ``plan`` steps it from."""
+        view = seen.groups.get(META_GROUP)
+        if view is None or not view.voters:
+            return None
+        voters = tuple(sorted({store_of(v) for v in view.voters}))
+        learners = tuple(sorted({store_of(v) for v in view.learners} - set(voters)))
+        leader = view.leader_store if view.leader_store in voters else None
+        placement = (GroupPlacement(0, voters, learners, leader),)
+        for hosts in (self.hosts, {}):  # as ``cluster_map``: labels, unless they clash
+            try:
+                stores = self._stores(seen, hosts)
+                return ClusterMap(1, 1, self.meta_replication, stores, placement)
+            except ValueError as exc:
+                log.warning("host labels ignored for the meta group", extra={"why": str(exc)})
+        return None
+
+    def _stores(self, seen: Observation, hosts: Mapping[str, str]) -> dict[str, Store]:
         stores = {
             s: Store(s, hosts.get(s, s), self.urls[s],
                      state=StoreState.DECOMMISSIONING if s in self.drain else StoreState.UP)
@@ -201,6 +240,10 @@ class PlacementDriver:
                 s = store_of(member)
                 if s not in stores:
                     stores[s] = Store(s, s, "", state=StoreState.DECOMMISSIONING)
+        return stores
+
+    def _cluster_map(self, seen: Observation, hosts: Mapping[str, str]) -> ClusterMap:
+        stores = self._stores(seen, hosts)
         placements = []
         for g in range(self.groups):
             view = seen.groups[group_id(g)]
@@ -223,29 +266,50 @@ class PlacementDriver:
         if not all(v.voters for v in seen.groups.values()):
             return []  # a group nobody reported nor recorded: no map can be built; wait
         await self._delete_orphans(seen)
+        planned = self._plan(seen)
+        results = await asyncio.gather(
+            *(self._carry_out(gid, step, seen) for gid, step in planned), return_exceptions=True
+        )
+        for (gid, step), result in zip(planned, results, strict=True):
+            shown = f"meta group: {step.kind.value} {step.store}" if gid == META_GROUP else step
+            shown = str(shown)
+            if isinstance(result, BaseException):
+                log.warning("placement step failed", extra={"step": shown, "why": repr(result)})
+            else:
+                self.steps_done.append(step)
+                if gid == META_GROUP:
+                    self.meta_steps_done.append(step)
+                log.info("placement step done", extra={"step": shown})
+        if planned:  # what the groups are after the steps (what every store was just told)
+            self.last_seen = await self.observe()
+        return [step for _, step in planned]
+
+    def _plan(self, seen: Observation) -> list[tuple[str, Step]]:
+        """The steps to carry out now, each with its group's id: the data groups', then the
+        meta group's (its own one-group plan)."""
+        down = self.down()
+        planned = [(group_id(s.group), s) for s in plan(self.cluster_map(seen), down=down)]
+        meta = self.meta_map(seen)
+        if meta is not None:
+            leader = seen.groups[META_GROUP].leader_store
+            planned += [
+                (META_GROUP, s)
+                for s in plan(meta, down=down)
+                # Never the meta leader's own replica (the driver runs there): ``plan``
+                # transfers leadership first; this only guards the rule.
+                if not (s.kind is StepKind.REMOVE and s.store == leader)
+            ]
         # Only a group whose leader answered is stepped (its configuration is the truth:
         # invariant 2); one without — it lost its majority, or is electing — still counts
         # in the balance but freezes no other group's repair. A store that did not answer
         # this round gets nothing (no replica, no leadership) until it does: it may be dead,
         # and is not yet counted down.
-        steps = [
-            step
-            for step in plan(self.cluster_map(seen), down=self.down())
-            if seen.groups[group_id(step.group)].leader_store is not None
+        return [
+            (gid, step)
+            for gid, step in planned
+            if seen.groups[gid].leader_store is not None
             and (step.kind is StepKind.REMOVE or step.store in seen.answered)
         ]
-        results = await asyncio.gather(
-            *(self._carry_out(step, seen) for step in steps), return_exceptions=True
-        )
-        for step, result in zip(steps, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning("placement step failed", extra={"step": str(step), "why": repr(result)})
-            else:
-                self.steps_done.append(step)
-                log.info("placement step done", extra={"step": str(step)})
-        if steps:  # what the groups are after the steps (what every store was just told)
-            self.last_seen = await self.observe()
-        return steps
 
     async def run(self, timeout_s: float, pause_s: float = 0.5) -> bool:
         """Rounds until placement has no step (True) or ``timeout_s`` passes (False)."""
@@ -253,18 +317,17 @@ class PlacementDriver:
         while self._clock() < deadline:
             seen = await self.observe()
             led = seen.answered and all(v.leader_store for v in seen.groups.values())
-            if led and not plan(self.cluster_map(seen), down=self.down()):
+            if led and not self._plan(seen):
                 return True
             await self.round()
             await asyncio.sleep(pause_s)
         return False
 
-    async def _carry_out(self, step: Step, seen: Observation) -> None:
-        gid = group_id(step.group)
+    async def _carry_out(self, gid: str, step: Step, seen: Observation) -> None:
         view = seen.groups[gid]
         leader = view.leader_store
         assert leader is not None
-        query = f"?group={gid}"
+        members, transfer, query = _membership_paths(gid)
         if step.kind in (StepKind.ADD, StepKind.PROMOTE):
             replica = view.replicas.get(step.store)
             if replica is None or step.kind is StepKind.ADD:
@@ -281,15 +344,13 @@ class PlacementDriver:
                 "url": self.urls[step.store],
                 "config_index": view.config_index,
             }
-            status, body = await self._request("POST", leader, f"/v1/members{query}", change)
+            status, body = await self._request("POST", leader, members + query, change)
             self._check(status, body, f"adding {replica} to {gid}")
         elif step.kind is StepKind.TRANSFER:
             target = next((v for v in view.voters if store_of(v) == step.store), None)
             if target is None:
                 raise DriverError(f"{step.store} holds no voter of {gid}")
-            status, body = await self._request(
-                "POST", leader, f"/v1/leader/transfer{query}", {"to": target}
-            )
+            status, body = await self._request("POST", leader, transfer + query, {"to": target})
             self._check(status, body, f"transferring {gid} to {target}")
         else:  # REMOVE
             member = next(
@@ -297,10 +358,11 @@ class PlacementDriver:
             )
             if member is None:
                 raise DriverError(f"{step.store} holds no member of {gid}")
-            planned = f"&config_index={view.config_index}"  # invariant 3
-            status, body = await self._request(
-                "DELETE", leader, f"/v1/members/{quote(member, safe='')}{query}{planned}", None
-            )
+            if step.store == leader and gid == META_GROUP:
+                raise DriverError(f"{member} leads the meta group: never removed, transferred")
+            planned = f"config_index={view.config_index}"  # invariant 3
+            path = f"{members}/{quote(member, safe='')}{query}{'&' if query else '?'}{planned}"
+            status, body = await self._request("DELETE", leader, path, None)
             self._check(status, body, f"removing {member} from {gid}")
             removed_at = await self._committed_without(gid, leader, member)
             if step.store not in self.down():
@@ -385,6 +447,14 @@ class PlacementDriver:
         if status != 200:
             error = body.get("error") if isinstance(body, dict) else body
             raise DriverError(f"{what}: HTTP {status} {error}")
+
+
+def _membership_paths(gid: str) -> tuple[str, str, str]:
+    """(members path, leader transfer path, query) of ``gid``'s membership changes: the
+    client API's routes of a data group, the meta leader's own routes of the meta group."""
+    if gid == META_GROUP:
+        return "/raft/meta/members", "/raft/meta/leader/transfer", ""
+    return "/v1/members", "/v1/leader/transfer", f"?group={gid}"
 
 
 def http_requester(

@@ -1,13 +1,15 @@
 """The meta group's content: the cluster map, one replicated value (docs/sharding.md).
 
-Rule: the map lives in one more Raft group, ``meta``, hosted by up to ``MAX_META_VOTERS`` of
-the bootstrap stores. Its state machine is a cache like any group's, and the map is one key of
-it, ``map``, holding a ``ClusterMap`` as JSON — so the map is replicated, persisted,
-snapshotted and backed up exactly as cached data is, and never lives in a side file. Every
-change is a read-modify-write of that key, compare-and-set on the key's version (its log
-index): two stores registering at once, or a deposed meta leader's driver writing late, can
-never overwrite a newer map; the loser reads again and re-applies its change. The map's own
-``version`` rises by one per change (invariant 7).
+Rule: the map lives in one more Raft group, ``meta``, bootstrapped on up to ``MAX_META_VOTERS``
+of the bootstrap stores; its replicas then move as a data group's do
+(``raftcache.store.driver``), and the map records where they are (``ClusterMap.meta``). Its
+state machine is a cache like any group's, and the map is one key of it, ``map``, holding a
+``ClusterMap`` as JSON — so the map is replicated, persisted, snapshotted and backed up exactly
+as cached data is, and never lives in a side file. Every change is a read-modify-write of that
+key, compare-and-set on the key's version (its log index): two stores registering at once, or a
+deposed meta leader's driver writing late, can never overwrite a newer map; the loser reads
+again and re-applies its change. The map's own ``version`` rises by one per change (invariant
+7).
 
 What the map records, and who writes it:
 - stores (id, host label, addresses, state): each store registers itself at start (a joining
@@ -15,7 +17,12 @@ What the map records, and who writes it:
   again, and removed once it holds no replica — a removed id is never registered again;
 - each group's placement, as the placement driver last observed it in the groups'
   configurations (invariant 2: the groups are the truth; the map is what routing and the
-  operators read, and what a restarted store learns where groups moved from).
+  operators read, and what a restarted store learns where groups moved from) — the meta
+  group's own too, which is how every store finds the meta group after its replicas moved.
+
+A store holding a meta replica can be drained (the driver moves the replica first) unless no
+other store can take it — no up store that holds none, on a host the others' do not use:
+that is refused (409) naming why, rather than left draining for ever.
 
 Reads for routing may be stale (a store's own meta replica, ``stale``); the driver and the
 operators' changes read linearizably through the meta leader.
@@ -31,15 +38,23 @@ from typing import Final
 from raftcache.cache.errors import PreconditionFailedError
 from raftcache.cache.service import CacheService
 from raftcache.network.groups import store_of
-from raftcache.sharding.clustermap import ClusterMap, GroupPlacement, Store, StoreState
+from raftcache.sharding.clustermap import META, ClusterMap, GroupPlacement, Store, StoreState
 from raftcache.store.store import META_GROUP, group_id
 
-__all__ = ["META_GROUP", "MetaConflictError", "MetaMap", "first_map", "meta_voters"]
+__all__ = [
+    "META_GROUP",
+    "MetaConflictError",
+    "MetaMap",
+    "first_map",
+    "meta_move_refusal",
+    "meta_replication",
+    "meta_voters",
+]
 #: The key of the meta group's cache that holds the map.
 MAP_KEY: Final = "map"
-#: The meta group's voters: the first of the bootstrap stores, at most this many (three
-#: tolerate one failure, as a data group of replication 3 does; the meta group's replicas do
-#: not move yet, so every store beyond them stays free to drain and remove).
+#: The meta group's bootstrap voters: the first of the bootstrap stores, at most this many
+#: (three tolerate one failure, as a data group of replication 3 does). The driver then keeps
+#: ``meta_replication`` of them.
 MAX_META_VOTERS: Final = 3
 #: Compare-and-set attempts of one change before giving up (each loses only to a newer map).
 _ATTEMPTS: Final = 20
@@ -56,22 +71,55 @@ def meta_voters(stores: Sequence[str]) -> tuple[str, ...]:
     return tuple(sorted(stores)[:MAX_META_VOTERS])
 
 
+def meta_replication(replication: int) -> int:
+    """The replicas the meta group aims for: the data groups' replication, and never fewer
+    than ``MAX_META_VOTERS`` (the map is small, and every join and move needs it); bounded by
+    the distinct hosts of the stores that are up, as a data group is (``plan``)."""
+    return max(replication, MAX_META_VOTERS)
+
+
+def meta_move_refusal(cmap: ClusterMap, store_id: str) -> str | None:
+    """Why the meta replica on ``store_id`` cannot move away now (None: it can, or the map
+    records none there): no other store that is up, holds no meta replica and is on a host
+    no staying meta replica uses."""
+    if cmap.meta is None or store_id not in cmap.meta.replicas:
+        return None
+    staying = [s for s in cmap.meta.replicas if s != store_id]
+    used = {cmap.stores[s].host for s in staying if s in cmap.stores}
+    takers = [
+        s.store_id
+        for s in cmap.live_stores()
+        if s.store_id != store_id and s.store_id not in cmap.meta.replicas and s.host not in used
+    ]
+    if takers:
+        return None
+    return (
+        f"store {store_id} holds a replica of the meta group and no other store can take it "
+        f"(every store that is up holds one already, or shares a host with one: "
+        f"{', '.join(sorted(staying)) or 'none'}): add a store first"
+    )
+
+
 def first_map(
     groups: int,
     replication: int,
     placement: Mapping[str, Sequence[str]],
     urls: Mapping[str, str],
+    meta: Sequence[str] = (),
 ) -> ClusterMap:
     """The map of a new cluster from its bootstrap layout: each bootstrap store counts as its
     own host until it registers its label; ``placement`` is group id → stores, the preferred
-    leader first (``raftcache.store.layout``)."""
+    leader first (``raftcache.store.layout``); ``meta`` the meta group's bootstrap voters."""
     stores = {s: Store(s, s, urls.get(s, "")) for gid in placement for s in placement[gid]}
     for s, url in urls.items():
         stores.setdefault(s, Store(s, s, url))
     placements = tuple(
         GroupPlacement(g, tuple(sorted(placement[group_id(g)]))) for g in range(groups)
     )
-    return ClusterMap(1, groups, replication, stores, placements)
+    for s in meta:
+        stores.setdefault(s, Store(s, s, urls.get(s, "")))
+    meta_placement = GroupPlacement(META, tuple(sorted(meta))) if meta else None
+    return ClusterMap(1, groups, replication, stores, placements, meta_placement)
 
 
 def observed_placement(
@@ -167,16 +215,10 @@ class MetaMap:
 
         return await self.change(edit)
 
-    async def set_state(
-        self, store_id: str, state: StoreState, meta_voters: Sequence[str] = ()
-    ) -> ClusterMap:
-        """Mark a store up, decommissioning, or removed (only once it holds no replica, and
-        never one of the meta group's voters: meta replicas do not move)."""
-        if state is not StoreState.UP and store_id in meta_voters:
-            raise MetaConflictError(
-                f"store {store_id} holds a replica of the meta group, which does not move "
-                "yet: it can be neither drained nor removed"
-            )
+    async def set_state(self, store_id: str, state: StoreState) -> ClusterMap:
+        """Mark a store up, decommissioning (refused when its meta replica cannot move:
+        ``meta_move_refusal``), or removed (only once it holds no replica, the meta group's
+        included)."""
 
         def edit(current: ClusterMap | None) -> ClusterMap | None:
             if current is None:
@@ -194,6 +236,13 @@ class MetaMap:
                     f"store {store_id} still holds replicas of {len(held)} group(s) "
                     f"(g{held[0]}…): drain it first"
                 )
+            if state is StoreState.REMOVED and current.holds_meta(store_id):
+                raise MetaConflictError(
+                    f"store {store_id} still holds a replica of the meta group: drain it first"
+                )
+            why = None if state is StoreState.UP else meta_move_refusal(current, store_id)
+            if why is not None:
+                raise MetaConflictError(why)
             try:
                 return current.with_store(replace(known, state=state))
             except ValueError as exc:
@@ -202,14 +251,20 @@ class MetaMap:
         return await self.change(edit)
 
     async def record(self, placements: Sequence[GroupPlacement]) -> ClusterMap:
-        """Record what the driver observed of each group (those that changed)."""
+        """Record what the driver observed of each group (those that changed; the meta
+        group's is numbered ``META``)."""
 
         def edit(current: ClusterMap | None) -> ClusterMap | None:
             if current is None:
                 return None
             new = current
             for p in placements:
-                if 0 <= p.group < current.groups and current.placement(p.group) != p:
+                if p.group == META and current.meta != p:
+                    try:
+                        new = new.with_placement(p)
+                    except ValueError:
+                        continue
+                elif 0 <= p.group < current.groups and current.placement(p.group) != p:
                     try:
                         new = new.with_placement(p)
                     except ValueError:

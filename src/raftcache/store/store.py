@@ -12,7 +12,10 @@ answer at once); ``stop`` stops every group, then the transport. See docs/shardi
 A store holds at most one replica of a group. The replicas it was bootstrapped with are named
 by the store's id; a replica created later (``add_replica``, when placement moves one here) by
 the store's next incarnation ``<store>.<n>``, recorded with every removal in the store's ledger
-(``raftcache.store.ledger``), so that no replica id is ever used twice. Each replica's storage
+(``raftcache.store.ledger``), so that no replica id is ever used twice. The meta group's replica
+(``meta``) follows the same rule: hosted when the store is a bootstrap meta voter whose replica
+was never tombstoned, or when the ledger records a later incarnation — so a store whose meta
+replica was removed never starts it again after a restart. Each replica's storage
 is bound under the cluster id ``<cluster>/<group id>``, so a group's directory can never be
 opened as another group's.
 """
@@ -235,6 +238,8 @@ class Store:
         #: The groups this store holds no replica of.
         self.remote: dict[str, RemoteGroup] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        #: Removals under way (``remove_replica``), which ``stop`` waits for.
+        self._retiring: set[asyncio.Future[str]] = set()
         # First what to host and whether the directories agree (nothing opened yet, so a
         # refusal leaves nothing locked), then the replicas.
         hosting: dict[str, tuple[str, Sequence[str]]] = {}
@@ -257,21 +262,50 @@ class Store:
                 self.remote[gid] = RemoteGroup(store_id, gid, self.placement[gid])
         for gid, (replica_id, voters) in hosting.items():
             self.replicas[gid] = self._build(gid, replica_id, voters)
-        #: The meta group's voters, and this store's replica of it (None: not among them).
+        #: Whether the cluster has a meta group (its bootstrap voters were given).
+        self.has_meta = bool(meta)
+        #: The stores believed to hold the meta group's replicas, its leader first when known:
+        #: the bootstrap voters at first, then what the map and the driver say
+        #: (``set_placement(META_GROUP, …)``). Only where to look for the meta leader.
         self.meta_voters: tuple[str, ...] = tuple(meta)
+        #: This store's replica of the meta group (None: it holds none). Hosted as a data
+        #: group's is: the bootstrap replica unless tombstoned, else the ledger's record — so
+        #: a store whose meta replica was removed never starts it again (it would come back
+        #: as a voter of a configuration that dropped it).
         self.meta: GroupReplica | None = None
-        if store_id in self.meta_voters:
-            self.meta = self._build(
-                META_GROUP,
-                store_id,
-                self.meta_voters,
-                state=CacheStateMachine(),
-                make_service=plain_service,
-            )
+        self._plain_service = plain_service
+        if self.has_meta:
+            record = self.ledger.record(META_GROUP)
+            hosted: tuple[str, Sequence[str]] | None = None
+            if record is not None:
+                hosted = (record.replica, record.voters)
+            elif store_id in meta and not self.ledger.removed(META_GROUP, store_id):
+                hosted = (store_id, tuple(meta))
+            self._check_directories(META_GROUP, hosted[0] if hosted else None)
+            if hosted is not None:
+                self.meta = self._build_meta(*hosted)
         self._started = False
         #: Called with a group's id after this store's replica of it was added or removed
         #: (the fronts rebuild their view of that group).
         self._listeners: list[Callable[[str], None]] = []
+
+    def _build_meta(self, replica_id: str, voters: Sequence[str]) -> GroupReplica:
+        """The meta group's replica: a plain cache (the map is one key of it)."""
+        return self._build(
+            META_GROUP,
+            replica_id,
+            voters,
+            state=CacheStateMachine(),
+            make_service=self._plain_service,
+        )
+
+    def hosted(self, gid: str) -> GroupReplica | None:
+        """This store's replica of ``gid`` (a data group, or ``META_GROUP``), if any."""
+        return self.meta if gid == META_GROUP else self.replicas.get(gid)
+
+    def knows(self, gid: str) -> bool:
+        """Whether ``gid`` is a group of this cluster (the meta group included)."""
+        return gid in self.placement or (gid == META_GROUP and self.has_meta)
 
     def on_change(self, listener: Callable[[str], None]) -> None:
         """Call ``listener(group id)`` after every ``add_replica``/``remove_replica``."""
@@ -367,7 +401,7 @@ class Store:
         leader to add it as a learner and send it the log). Recorded in the ledger before its
         directory exists; started at once when the store runs. Returns the replica (its
         ``node.node_id`` is the id the leader must add)."""
-        if gid not in self.placement:
+        if not self.knows(gid):
             raise ValueError(f"no group {gid} in this cluster")
         own = [v for v in voters if store_of(v) == self.store_id]
         if not voters or own:
@@ -376,11 +410,17 @@ class Store:
                 f"(got {list(voters)[:8]})"
             )
         async with self._lock(gid):
-            if gid in self.replicas:
+            if self.hosted(gid) is not None:
                 raise ValueError(f"store {self.store_id} already holds a replica of {gid}")
             replica_id = self.ledger.next_replica_id(gid)
             self.ledger.created(gid, replica_id, voters)
             self._discard_directory(gid, replica_id)  # never used: ids are never reused
+            if gid == META_GROUP:
+                self.meta = replica = self._build_meta(replica_id, voters)
+                if self._started:
+                    await replica.node.start()
+                    await replica.service.start()
+                return replica
             replica = self._build(gid, replica_id, voters)
             self.replicas[gid] = replica
             self.remote.pop(gid, None)
@@ -399,6 +439,10 @@ class Store:
         (``raftcache.store.balance``), as the driver tells every store after a move: where
         this store sends the group's requests when it holds no replica of it. Its own
         replica, if any, stays listed; a store that holds none is left out."""
+        if gid == META_GROUP and self.has_meta:
+            if stores:  # only where to look for the meta leader: no view to rebuild
+                self.meta_voters = tuple(dict.fromkeys(stores))
+            return
         if gid not in self.placement:
             raise ValueError(f"no group {gid} in this cluster")
         members = list(dict.fromkeys(stores))  # in order: the preferred leader first
@@ -427,7 +471,7 @@ class Store:
         Tombstoned before its data is deleted, so its id is never created again. Returns the
         removed replica's id."""
         async with self._lock(gid):
-            replica = self.replicas.get(gid)
+            replica = self.hosted(gid)
             if replica is None:
                 raise LookupError(f"store {self.store_id} holds no replica of {gid}")
             if replica_id is not None and replica.node.node_id != replica_id:
@@ -447,15 +491,28 @@ class Store:
                         f"configuration at index {core.config_index} (removal seen at "
                         f"{removed_at}): not deleted"
                     )
-            del self.replicas[gid]
-            others = tuple(m for m in self.placement[gid] if m != self.store_id)
-            self.placement[gid] = others or self.placement[gid]
-            self.remote[gid] = RemoteGroup(self.store_id, gid, self.placement[gid])
-            self._changed(gid)  # the fronts stop using it before it stops
-            await _stop_replica(replica)
-            removed = replica.node.node_id
-            self.ledger.tombstone(gid, removed)
-            self._discard_directory(gid, removed)
+            if gid == META_GROUP:
+                self.meta = None
+            else:
+                del self.replicas[gid]
+                others = tuple(m for m in self.placement[gid] if m != self.store_id)
+                self.placement[gid] = others or self.placement[gid]
+                self.remote[gid] = RemoteGroup(self.store_id, gid, self.placement[gid])
+                self._changed(gid)  # the fronts stop using it before it stops
+            # Once out of the store, the replica is stopped, tombstoned and deleted whatever
+            # happens to the caller: a request handler cancelled midway (its client gone, the
+            # server stopping) must not leave it half-stopped — still answering Raft messages,
+            # its connections open — and untombstoned. ``stop`` waits for it.
+            retire = asyncio.ensure_future(self._retire(gid, replica))
+            self._retiring.add(retire)
+            retire.add_done_callback(self._retiring.discard)
+            return await asyncio.shield(retire)
+
+    async def _retire(self, gid: str, replica: GroupReplica) -> str:
+        await _stop_replica(replica)
+        removed = replica.node.node_id
+        self.ledger.tombstone(gid, removed)
+        self._discard_directory(gid, removed)
         return removed
 
     def group_of(self, key: str) -> str:
@@ -517,8 +574,9 @@ class Store:
         if self.liveness is not None:
             await self.liveness.stop()
         await asyncio.gather(
-            *(_stop_replica(r) for r in self.all_replicas()), return_exceptions=True
-        )
+            *(_stop_replica(r) for r in self.all_replicas()), *self._retiring,
+            return_exceptions=True,
+        )  # fmt: skip
         thread, self._persist_thread = self._persist_thread, None
         if thread is not None and not await asyncio.to_thread(thread.stop, 30.0):
             log.error("%s: the persist thread did not end", self.store_id)
