@@ -10,17 +10,24 @@ has three replicas on n1–n3. Then n5 joins with ``raftcache serve --join``, is
 the first replica moves onto it and restarted; the meta leader's driver fills it to its share
 (3 of 12 replicas). Throughout, every key's history is linearizable
 (``tests.raft.read_sweep.check_reads``) and no acknowledged write is lost.
+
+Then the meta group's own replicas: ``raftcache store drain`` of the store leading the meta
+group moves its meta replica away (meta leadership handed over first) with its data replicas;
+afterwards ``raftcache shards`` answers, and a store joins with ``--join`` naming the drained
+store — which holds nothing and finds the meta leader where the meta group moved.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -210,3 +217,74 @@ def test_drain_with_a_store_killed_mid_move_keeps_every_key_linearizable(tmp_pat
         started = time.monotonic()
         asyncio.run(_scenario(cluster, tmp_path))
         assert time.monotonic() - started < 240
+
+
+async def _meta_status(http: aiohttp.ClientSession, url: str) -> dict[str, Any] | None:
+    status = await node_status(http, url)
+    return None if status is None else status.get("meta")
+
+
+async def _cli(*argv: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "raftcache", *argv,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=node_env(),
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def _meta_scenario(cluster: ProcessCluster) -> None:
+    async with aiohttp.ClientSession() as http:
+        await group_leaders(cluster, http)
+
+        async def meta_leader() -> str | None:
+            for node in cluster.live():
+                meta = await _meta_status(http, node.url)
+                if meta is not None and meta["role"] == "leader" and meta["map_version"]:
+                    return node.node_id
+            return None
+
+        drained = await wait_for(meta_leader, "a meta leader", cluster=cluster)
+        endpoints = ",".join(n.url for n in cluster.nodes.values())
+        code, out, err = await _cli("store", "drain", drained, "--endpoints", endpoints,
+                                    "--deadline", "60")  # fmt: skip
+        assert code == 0, (out, err[-2000:])
+        assert f"{drained} holds 0 replica(s)" in out, out
+        status = await node_status(http, cluster.nodes[drained].url)
+        assert status is not None
+        assert status["meta"]["hosted"] is False
+        assert not any(g["hosted"] for g in status["groups"])
+        others = [n for n in cluster.nodes if n != drained]
+        new_leader = await wait_for(meta_leader, "a new meta leader", cluster=cluster)
+        assert new_leader != drained
+        # `raftcache shards` through the drained store alone: every group off it.
+        code, out, err = await _cli("shards", "--json", "--endpoints",
+                                    cluster.nodes[drained].url)  # fmt: skip
+        assert code == 0, err
+        for row in json.loads(out):
+            assert drained not in row["replicas"], row
+        # A store joins through the drained store, which forwards to the meta leader.
+        cluster.add_joiner("n5", cluster.nodes[drained].url)
+        cluster.start("n5")
+
+        async def registered() -> bool | None:
+            meta = await _meta_status(http, cluster.nodes["n5"].url)
+            if meta is None or meta["map_version"] is None or meta["error"] is not None:
+                return None
+            return set(meta["voters"]) == set(others) or None
+
+        await wait_for(registered, "n5 registered, knowing the meta stores", cluster=cluster)
+        code, out, err = await _cli("store", "list", "--endpoints", cluster.nodes["n5"].url)
+        assert code == 0, err
+        assert "n5 host=host-n5 state=up" in out, out
+        line = next(x for x in out.splitlines() if x.startswith(f"{drained} "))
+        assert "state=decommissioning replicas=0 leaders=0 http" in line, out  # and no meta
+        assert sum(" meta http" in x for x in out.splitlines()) == 3, out
+
+
+def test_draining_the_store_leading_meta_keeps_shards_and_joins_working(tmp_path: Path) -> None:
+    cluster = ProcessCluster(tmp_path, 4, extra_args=["--groups", str(GROUPS), *FAST])
+    with cluster:
+        cluster.start_all()
+        asyncio.run(_meta_scenario(cluster))
