@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import pytest
@@ -600,15 +601,12 @@ async def test_draining_the_meta_leaders_store_while_writing_with_a_crash(seed: 
         await cluster.running[drained].stop()
         again = await cluster.restart(drained)
         assert again.store.meta is None
-        # Every store, the drained one too, finds the meta group where it is now — even one
-        # told only of stores that hold no meta replica (it asks the others, who know).
-        again.store.meta_voters = (drained,)
-        cmap = await cluster.agent(drained).read("linearizable")
-        assert cmap is not None
-        # The map records where the meta replicas are now; the store's agent learns it.
+        # The map records where the meta replicas are now; the drained store's agent learns
+        # it (from the stores it knows), and looks there for the meta leader.
         await _until(lambda: _recorded_meta(cluster, drained) == config[0], 10)
         assert set(again.store.meta_voters) == config[0]
         assert _meta_config(cluster) == config  # the restarted store did not come back
+        await _finds_the_meta_leader(cluster, again.store)
     finally:
         clients.stop.set()
         for task in tasks:
@@ -617,6 +615,36 @@ async def test_draining_the_meta_leaders_store_while_writing_with_a_crash(seed: 
     assert clients.ok > 0
     result = check_reads(clients.rec.history())
     assert result.ok, f"seed {seed}: {result.explain()}"
+
+
+async def _finds_the_meta_leader(cluster: MetaCluster, store: Store) -> None:
+    """``store`` (holding no meta replica, its agent stopped) reaches the meta leader when told
+    only of a meta follower — through the follower's hint, asking no one else — and when told
+    only of itself (it asks every store it knows)."""
+    await cluster.agent(store.store_id).stop()
+    leader = cluster.meta_leader()
+    assert leader is not None
+    config = _meta_config(cluster)
+    assert config is not None
+    follower = next(s for s in sorted(config[0]) if s != leader.store_id)
+    asked: list[str] = []
+    requester = LazyRequester(store.addresses, client_token=None, cluster_token=None)
+    cluster.requesters.append(requester)
+
+    async def recording(method: str, target: str, path: str, body: Any) -> tuple[int, Any]:
+        asked.append(target)
+        return await requester(method, target, path, body)
+
+    lookup = MetaAgent(
+        store, StoreInfo(store.store_id, "h", cluster.urls[store.store_id]),
+        request=recording,
+        first=lambda: first_map(cluster.groups, 3, cluster.placement, cluster.urls, cluster.meta),
+    )  # fmt: skip
+    store.meta_voters = (follower,)
+    assert await lookup.read("linearizable") is not None
+    assert asked == [follower, leader.store_id]
+    store.meta_voters = (store.store_id,)
+    assert await lookup.read("linearizable") is not None
 
 
 async def test_a_dead_stores_meta_replica_is_replaced_and_never_votes_again() -> None:
@@ -679,6 +707,24 @@ async def test_a_meta_group_short_of_its_replication_is_filled_by_a_joining_stor
             return meta is not None and meta.voters == ("s1", "s2", "s3")
 
         await _until(recorded_meta, 10)
+
+        # The meta leader's own replica is never removed by a membership request (it hands
+        # leadership over first); a store that does not lead answers 503 naming the leader.
+        leader = cluster.meta_leader()
+        assert leader is not None
+        assert leader.meta is not None
+        node = leader.meta.node
+        assert node.core is not None
+        follower = next(s for s in ("s1", "s2", "s3") if s != leader.store_id)
+        async with aiohttp.ClientSession() as session:
+            path = f"/raft/meta/members/{node.node_id}?config_index={node.core.config_index}"
+            async with session.delete(cluster.urls[leader.store_id] + path) as answer:
+                assert answer.status == 409
+                assert "transfer meta leadership away" in (await answer.json())["error"]
+            async with session.delete(cluster.urls[follower] + path) as answer:
+                assert answer.status == 503
+                assert (await answer.json())["leader"] == leader.store_id
+        assert node.node_id in node.members
     finally:
         await _stop(cluster)
 
