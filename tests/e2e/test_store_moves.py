@@ -32,6 +32,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from raftcache.store.known import read_known
 from raftcache.testing.history import HistoryRecorder
 from tests.e2e.nodes import ProcessCluster, key_url, node_env, node_status, wait_for
 from tests.e2e.test_store_processes import group_leaders
@@ -275,6 +276,8 @@ async def _meta_scenario(cluster: ProcessCluster) -> None:
             return set(meta["voters"]) == set(others) or None
 
         await wait_for(registered, "n5 registered, knowing the meta stores", cluster=cluster)
+        # What it learnt is kept in its data directory for its next start (KNOWN).
+        assert set(read_known(cluster.nodes["n5"].data_dir).meta) == set(others)
         code, out, err = await _cli("store", "list", "--endpoints", cluster.nodes["n5"].url)
         assert code == 0, err
         assert "n5 host=host-n5 state=up" in out, out

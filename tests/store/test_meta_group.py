@@ -73,6 +73,8 @@ class MetaCluster:
     running: dict[str, StoreServer] = field(default_factory=dict)
     requesters: list[LazyRequester] = field(default_factory=list)
     disks: dict[str, Disk] = field(default_factory=dict)
+    #: What each store's agent last reported learning (``on_learn``: URLs, meta stores).
+    learnt: dict[str, tuple[dict[str, str], tuple[str, ...]]] = field(default_factory=dict)
 
     def agent_for(self, sid: str) -> Callable[[Store], MetaAgent]:
         def make(store: Store) -> MetaAgent:
@@ -87,6 +89,7 @@ class MetaCluster:
                 first=lambda: first_map(self.groups, 3, self.placement, self.urls, self.meta),
                 down_after_s=self.down_after_s,
                 interval_s=0.2,
+                on_learn=lambda urls, meta: self.learnt.__setitem__(sid, (dict(urls), meta)),
             )
 
         return make
@@ -605,6 +608,7 @@ async def test_draining_the_meta_leaders_store_while_writing_with_a_crash(seed: 
         # it (from the stores it knows), and looks there for the meta leader.
         await _until(lambda: _recorded_meta(cluster, drained) == config[0], 10)
         assert set(again.store.meta_voters) == config[0]
+        assert set(cluster.learnt[drained][1]) == config[0]  # what `serve` keeps (KNOWN)
         assert _meta_config(cluster) == config  # the restarted store did not come back
         await _finds_the_meta_leader(cluster, again.store)
     finally:

@@ -66,6 +66,7 @@ from raftcache.store import Store
 from raftcache.store.agent import MetaAgent
 from raftcache.store.balance import PreferredLeaders
 from raftcache.store.driver import LazyRequester
+from raftcache.store.known import read_known, write_known
 from raftcache.store.layout import SHARDS_FILE, LayoutMismatchError, ShardLayout, open_layout
 from raftcache.store.meta import first_map
 
@@ -182,7 +183,11 @@ def build_store_server(
     raft_config = raft_config or raft_config_of(options)
     # One address book for the whole store: the transport, forwarding, RESP and the meta
     # agent read this very dict, and the agent adds the stores that join later.
-    addresses = {**layout.urls, **peer_routes(options)}
+    # The stores learnt from the map before the last stop come after SHARDS' (they are newer)
+    # and before --peers (the operator's word wins): a store down while every store its
+    # SHARDS names was removed still reaches the cluster (raftcache.store.known).
+    known = read_known(options.data_dir)
+    addresses = {**layout.urls, **known.urls, **peer_routes(options)}
     settings = dataclasses.replace(server_settings(options), peer_urls=addresses)
     network = raft_network(options, raft_body_limit(settings.limits, raft_config))
     for peer, url in addresses.items():
@@ -236,6 +241,8 @@ def build_store_server(
         peer_addresses=addresses,
         meta=layout.meta,
     )
+    if layout.meta and known.meta:  # where to look for the meta leader: hints only
+        store.meta_voters = known.meta
     agent = requester = None
     if layout.meta:
         requester = LazyRequester(
@@ -253,6 +260,7 @@ def build_store_server(
                 layout.groups, layout.replicas, layout.placement, addresses, layout.meta
             ),
             down_after_s=options.store_down_after_s,
+            on_learn=lambda urls, meta: write_known(options.data_dir, urls, meta),
         )
     watch = WatchSettings(heartbeat_s=options.watch_heartbeat_s, max_watchers=options.max_watchers)
     app = create_store_app(store, settings, mount=network.mount, watch=watch, meta=agent)

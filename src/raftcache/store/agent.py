@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, Final
 
@@ -74,6 +74,8 @@ class MetaAgent:
         down_after_s: a store silent this long is replaced (``--store-down-after``).
         interval_s: seconds between rounds.
         clock: monotonic seconds (the driver's down timers).
+        on_learn: told (store id → URL, the meta group's stores) when a newer map names
+            others than it was last told: ``serve`` keeps them (``raftcache.store.known``).
     """
 
     def __init__(
@@ -86,8 +88,11 @@ class MetaAgent:
         down_after_s: float = 300.0,
         interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        on_learn: Callable[[Mapping[str, str], tuple[str, ...]], None] | None = None,
     ) -> None:
         self.store = store
+        self._on_learn = on_learn
+        self._learnt: tuple[dict[str, str], tuple[str, ...]] | None = None
         self.me = me
         self._request = request
         self._first = first
@@ -350,6 +355,19 @@ class MetaAgent:
             self.store.set_placement(
                 META_GROUP, [*([m.leader] if m.leader else []), *m.voters, *m.learners]
             )
+        urls = {
+            s: i.http_url
+            for s, i in cmap.stores.items()
+            if i.state is not StoreState.REMOVED and i.http_url
+        }
+        learnt = (urls, self.store.meta_voters)
+        if self._on_learn is not None and learnt != self._learnt:
+            try:
+                self._on_learn(*learnt)
+            except OSError as exc:  # only hints: routing goes on from memory
+                log.warning("known stores not kept", extra={"why": repr(exc)})
+            else:
+                self._learnt = learnt
 
     async def _drive(self, cmap: ClusterMap) -> None:
         meta = self.store.meta
