@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from raftcache.sharding.clustermap import META, ClusterMap, GroupPlacement, StoreState
+from raftcache.sharding.clustermap import Store as StoreInfo
 from raftcache.store.layout import (
     SHARDS_FILE,
     LayoutMismatchError,
@@ -122,3 +125,19 @@ def test_the_nonce_is_drawn_once_and_read_back(tmp_path: Path) -> None:
     (tmp_path / "a" / "SHARDS").write_text(json.dumps(record))
     older = open_layout(tmp_path / "a", ShardLayout.static(["s1", "s2", "s3"], 4, 3))
     assert older.nonce == ""
+
+
+def test_a_joining_store_records_meta_stores_it_can_read_back() -> None:
+    """The store answering a join may name meta stores removed since (its hints lag); the
+    record keeps the map's own list of them — stores of the layout — so it reads back."""
+    stores = {s: StoreInfo(s, s, f"http://{s}") for s in ("s1", "s2", "s3", "s4")}
+    stores["s1"] = StoreInfo("s1", "s1", "http://s1", state=StoreState.REMOVED)
+    placements = (GroupPlacement(0, ("s2", "s3", "s4")), GroupPlacement(1, ("s2", "s3", "s4")))
+    meta = GroupPlacement(META, ("s2", "s3", "s4"), leader="s4")
+    cmap = ClusterMap(9, 2, 3, stores, placements, meta)
+    layout = ShardLayout.joining(cmap, ["s1", "s2", "s3"])
+    assert layout.meta == ("s2", "s3", "s4")
+    assert ShardLayout.from_json(layout.to_json()).meta == ("s2", "s3", "s4")
+    older = ShardLayout.joining(replace(cmap, meta=None), ["s1", "s2", "s3"])  # no record
+    assert older.meta == ("s2", "s3")
+    assert ShardLayout.from_json(older.to_json()).meta == ("s2", "s3")

@@ -98,8 +98,13 @@ class ShardLayout:
     @classmethod
     def joining(cls, cmap: ClusterMap, meta: Sequence[str]) -> ShardLayout:
         """The layout of a store joining the cluster ``cmap`` describes (it holds nothing:
-        the placement driver moves replicas onto it)."""
+        the placement driver moves replicas onto it). ``meta``: the meta stores the answering
+        store named; the map's own record of them wins (the answering store's may be stale,
+        naming a store removed since — and the record must name stores of the layout)."""
         live = {s: i for s, i in cmap.stores.items() if i.state is not StoreState.REMOVED}
+        if cmap.meta is not None:
+            meta = cmap.meta.voters
+        meta = tuple(m for m in meta if m in live) or tuple(meta)
         placement = {
             group_id(p.group): (
                 *([p.leader] if p.leader else []),
