@@ -11,17 +11,29 @@ still running" is a fact, not a window of time.
 from __future__ import annotations
 
 import asyncio
+import random
+import threading
 import time
 
 import pytest
 
+from raftcache.network.hub import InMemoryHub
+from raftcache.network.memory import InMemoryNetwork
+from raftcache.protocol.configuration import Configuration
+from raftcache.raft import persist
 from raftcache.raft.errors import NodeStoppedError
 from raftcache.raft.messages import AppendEntriesRequest, LogEntry
 from raftcache.raft.node import RaftNode
-from raftcache.raft.persist import PersistJob, PersistThread, PersistWorker
+from raftcache.raft.persist import (
+    PersistJob,
+    PersistThread,
+    PersistThreadStoppedError,
+    PersistWorker,
+)
 from raftcache.raft.ready import Ready
-from raftcache.storage.base import DiskFullError
-from tests.raft.gated_storage import WAIT, GatedStorage, running_follower
+from raftcache.storage.base import DiskFullError, SnapshotMeta
+from tests.raft.gated_storage import CONFIG, WAIT, GatedStorage, running_follower
+from tests.raft.sim import ListMachine
 
 
 def _append(prev: int, indexes: range, term: int = 2) -> AppendEntriesRequest:
@@ -183,7 +195,8 @@ async def test_a_shared_thread_writes_every_port_in_one_batch_each_in_order() ->
         gated.open.set()
         await a_done.wait_jobs(3)
         await b_done.wait_jobs(2)
-        assert thread.batches == 2  # the held one, then everything queued behind it
+        # The held batch, then everything queued behind it (counted once a batch is done).
+        await _until(lambda: thread.batches == 2, "two batches")
         assert [e.index for e in gated.durable().entries] == [1, 2, 3]
         assert [e.index for e in other.durable().entries] == [1, 2]
         # One report per port per batch; each port's jobs in the order it submitted them.
@@ -275,6 +288,7 @@ async def test_jobs_of_one_loop_turn_reach_the_thread_together() -> None:
                 time.sleep(0.005)  # noqa: ASYNC251 (blocking the loop is the point)
         for recorder in recorders:
             await recorder.wait_jobs(2)
+        await _until(lambda: thread.batches >= 1, "a batch done")
         assert thread.batches == 1
         assert [s.syncs for s in storages] == [1, 1, 1]
         assert [len(r.reports) for r in recorders] == [1, 1, 1]
@@ -285,3 +299,189 @@ async def test_jobs_of_one_loop_turn_reach_the_thread_together() -> None:
         assert [e.index for e in storages[0].durable().entries] == [1, 2, 3]
     finally:
         assert await asyncio.to_thread(thread.stop, WAIT)
+
+
+# ---------------------------------------------------------------- the shared thread's failures
+# One test per finding of the hostile review of the shared thread: each failed before its fix.
+async def test_a_bug_in_the_thread_fails_every_job_it_owed_and_every_port() -> None:
+    # A bug while port a's batch is written: port b's job queued meanwhile is failed too
+    # (never left unreported), and a port with nothing queued is told, so its node stops.
+    thread = PersistThread("test-bug")
+    loop = asyncio.get_running_loop()
+    a_done, b_done, idle_done = _Recorder(), _Recorder(), _Recorder()
+    a = PersistWorker(GatedStorage(), loop, a_done, "a", thread=thread)
+    b = PersistWorker(GatedStorage(), loop, b_done, "b", thread=thread)
+    idle = PersistWorker(GatedStorage(), loop, idle_done, "idle", thread=thread)
+    entered, release = threading.Event(), threading.Event()
+
+    def buggy_write(jobs: list[PersistJob]) -> BaseException | None:
+        entered.set()
+        release.wait(WAIT)
+        raise RuntimeError("a bug in the thread (outside the storage calls)")
+
+    a.write = buggy_write  # type: ignore[method-assign]
+    try:
+        a.submit(_job(1))
+        assert await asyncio.to_thread(entered.wait, WAIT)
+        b.submit(_job(1))
+        await asyncio.sleep(0)  # the loop turn's flush hands it to the queue
+        release.set()
+        await a_done.wait_jobs(1)
+        await b_done.wait_jobs(1)
+        assert isinstance(a_done.reports[0][1], RuntimeError)
+        assert isinstance(b_done.reports[0][1], RuntimeError)
+        async with asyncio.timeout(WAIT):
+            while not idle_done.reports:
+                await asyncio.sleep(0.001)
+        assert idle_done.reports == [([], thread.failure)]
+        # Later jobs fail at once instead of waiting on a thread that is gone.
+        b.submit(_job(2))
+        await b_done.wait_jobs(2)
+        assert isinstance(b_done.reports[-1][1], RuntimeError)
+        assert await asyncio.to_thread(idle.stop, WAIT)
+    finally:
+        release.set()
+        await asyncio.to_thread(thread.stop, WAIT)
+
+
+async def test_a_bug_after_the_write_fail_stops_the_node() -> None:
+    # A bug while reporting a written batch: the node sharing the thread must fail-stop
+    # (``wait_failed``) rather than wait forever for an answer.
+    thread = PersistThread("test-bug-node")
+    storage = GatedStorage()
+    node = RaftNode(
+        "n1",
+        ["n1", "n2", "n3"],
+        InMemoryNetwork("n1", hub=InMemoryHub(), seed=1),
+        storage,
+        ListMachine(),
+        CONFIG,
+        rng=random.Random(1),
+        persist_thread=thread,
+    )
+    await node.start()
+    real = persist._report
+    broken = [True]
+
+    def report_once_broken(
+        port: PersistWorker, jobs: list[PersistJob], error: BaseException | None
+    ) -> bool:
+        if broken and jobs:
+            broken.clear()
+            raise RuntimeError("a bug while reporting")
+        return real(port, jobs, error)
+
+    persist._report = report_once_broken
+    try:
+        answer = asyncio.create_task(node.handle_append_entries(_append(0, range(1, 2))))
+        async with asyncio.timeout(WAIT):
+            failure = await node.wait_failed()
+        assert isinstance(failure, RuntimeError)
+        with pytest.raises(NodeStoppedError):
+            await answer
+    finally:
+        persist._report = real
+        await node.stop()
+        await asyncio.to_thread(thread.stop, WAIT)
+
+
+async def test_a_job_for_a_stopped_thread_fails_at_once() -> None:
+    thread = PersistThread("test-stopped")
+    assert await asyncio.to_thread(thread.stop, WAIT)
+    done = _Recorder()
+    port = PersistWorker(GatedStorage(), asyncio.get_running_loop(), done, "late", thread=thread)
+    port.submit(_job(1))
+    await done.wait_jobs(1)
+    assert isinstance(done.reports[0][1], PersistThreadStoppedError)
+    assert await asyncio.to_thread(port.stop, WAIT)  # nothing to wait for
+
+
+async def test_one_ports_slow_write_does_not_hold_another_ports_report() -> None:
+    thread = PersistThread("test-hol")
+    loop = asyncio.get_running_loop()
+    slow, fast = GatedStorage(), GatedStorage()
+    a_done, b_done = _Recorder(), _Recorder()
+    a = PersistWorker(slow, loop, a_done, "a", thread=thread)
+    b = PersistWorker(fast, loop, b_done, "b", thread=thread)
+    try:
+        slow.hold()
+        b.submit(_job(1))
+        a.submit(_job(1))  # one loop turn: one batch, a's fsync held
+        await b_done.wait_jobs(1)
+        assert b_done.reports[0][1] is None
+        assert a_done.reports == []  # a is still syncing: only b was vouched for
+        slow.open.set()
+        await a_done.wait_jobs(1)
+    finally:
+        slow.open.set()
+        await asyncio.to_thread(thread.stop, WAIT)
+
+
+async def test_a_snapshot_save_is_written_after_the_other_ports_of_its_batch() -> None:
+    thread = PersistThread("test-snapshot-last")
+    loop = asyncio.get_running_loop()
+    order: list[str] = []
+
+    class Recording(GatedStorage):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+        def sync(self) -> None:
+            order.append(self.name)
+            super().sync()
+
+    saving, plain = Recording("saving"), Recording("plain")
+    s_done, p_done = _Recorder(), _Recorder()
+    s = PersistWorker(saving, loop, s_done, "s", thread=thread)
+    p = PersistWorker(plain, loop, p_done, "p", thread=thread)
+    try:
+        snap = Ready(snapshot=(SnapshotMeta(5, 1, Configuration.of(["n1"])), b"data"))
+        s.submit(PersistJob(snap, 0, False))
+        p.submit(_job(1))
+        await s_done.wait_jobs(1)
+        await p_done.wait_jobs(1)
+        # (saving a snapshot syncs the storage itself, then the batch's sync follows)
+        assert order[0] == "plain"
+        assert set(order[1:]) == {"saving"}
+    finally:
+        await asyncio.to_thread(thread.stop, WAIT)
+
+
+async def test_a_flush_lost_with_its_loop_does_not_block_other_loops() -> None:
+    thread = PersistThread("test-flush")
+    old_loop = asyncio.new_event_loop()
+    gone = PersistWorker(GatedStorage(), old_loop, _Recorder(), "gone", thread=thread)
+    gone.submit(_job(1))  # its flush is scheduled on old_loop, which never runs it
+    old_loop.close()
+    done = _Recorder()
+    port = PersistWorker(GatedStorage(), asyncio.get_running_loop(), done, "p", thread=thread)
+    try:
+        port.submit(_job(1))
+        await done.wait_jobs(1)
+        assert done.reports[0][1] is None
+    finally:
+        await asyncio.to_thread(thread.stop, WAIT)
+
+
+async def test_a_port_that_gave_up_waiting_writes_nothing_more() -> None:
+    # ``stop`` timed out (the caller then closes the storage): what the port still had queued
+    # is dropped, never written into a storage a new run may have reopened.
+    thread = PersistThread("test-abandon")
+    loop = asyncio.get_running_loop()
+    blocker, storage = GatedStorage(), GatedStorage()
+    port = PersistWorker(storage, loop, _Recorder(), "p", thread=thread)
+    other = PersistWorker(blocker, loop, _Recorder(), "other", thread=thread)
+    try:
+        blocker.hold()
+        other.submit(_job(1))
+        assert await asyncio.to_thread(blocker.entered.wait, WAIT)
+        port.submit(_job(1))
+        await asyncio.sleep(0)  # handed over, queued behind the held batch
+        assert not await asyncio.to_thread(port.stop, 0.05)
+        blocker.open.set()
+        await asyncio.to_thread(thread.stop, WAIT)
+        assert storage.durable().entries == []
+    finally:
+        blocker.open.set()
+        await asyncio.to_thread(thread.stop, WAIT)

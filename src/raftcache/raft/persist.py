@@ -1,30 +1,35 @@
 """PersistThread and PersistWorker: one writer thread takes the Readies ready loops queue
 (group commit), for one node or for every replica of a store.
 
-Rule: the thread takes *everything* queued, writes each storage's jobs in queue order
-(snapshot, hard state, entries of each Ready), then issues **one** ``sync`` per storage for the
-batch, and only then tells the event loop — once per batch, through
-``loop.call_soon_threadsafe`` — which jobs are durable. Nothing is reported durable before
-that sync returned, so nothing the ready loop does on completion (answers, the leader counting
-itself towards a commit) can run ahead of the disk. A ``PersistWorker`` is one storage's port
-on a thread: a lone node's worker owns its thread; a store's replicas share the store's, so a
-batch covers every group the store hosts (one wake-up of the thread and one report to the loop
-per batch, however many groups wrote).
+Rule: the thread takes *everything* handed over, writes each storage's jobs in queue order
+(snapshot, hard state, entries of each Ready), issues **one** ``sync`` per storage, and only
+then tells that storage's event loop — through ``loop.call_soon_threadsafe`` — which jobs are
+durable. Nothing is reported durable before its own storage's sync returned, so nothing the
+ready loop does on completion (answers, the leader counting itself towards a commit) can run
+ahead of the disk. A ``PersistWorker`` is one storage's port on a thread: a lone node's worker
+owns its thread; a store's replicas share the store's. Jobs submitted during one loop turn are
+handed over together at its end, so one wake-up of the thread covers every group that wrote;
+each port is reported the moment its sync returned (one group's slow write never holds another
+group's answers), and a port saving a snapshot goes last in its batch. Slowness of the disk
+itself is shared: every group on a store waits for the same device.
 
 Failures belong to the port: a batch whose write or sync raised fails that port's jobs as a
 whole (none of it may be vouched for). After a ``DiskFullError`` the port writes nothing more —
 its later jobs are reported failed unwritten, so no later entry can land after a gap — until
 its loop, having taken back every job it had handed over, calls ``resume``. Any other error (a
 failed fsync) fails every later job of the port: the ready loop raises it and the node stops
-(fail-stop), as it did when the write ran in ``asyncio.to_thread``; a thread owned by its
-worker ends then, a shared one goes on writing the other storages (their files are their own;
-the store's process stops anyway when one replica fails). A bug in the thread itself fails
-every job it held and every later one.
+(fail-stop); a thread owned by its worker ends then, a shared one goes on writing the other
+storages (their files are their own; the store's process stops anyway when one replica
+fails). A port whose ``stop`` gave up waiting writes nothing more (its storage is being closed).
+When the thread ends — stopped, or a bug of its own — every job it still owed or had queued is
+failed, a job submitted later fails at once, every waiting ``stop`` is released, and after a
+bug every port is told (``on_done([], error)``), so every node on it fail-stops instead of
+waiting for answers that cannot come.
 
-Compared with ``asyncio.to_thread`` per Ready, the hand-off costs one ``SimpleQueue.put`` per
-Ready and one ``call_soon_threadsafe`` per *batch* (no executor work item, no concurrent
-Future chained to an asyncio one), and Readies the loops queue while a sync runs share the
-next batch instead of each waiting for its own.
+Compared with ``asyncio.to_thread`` per Ready, the hand-off costs a list append per Ready and
+one ``SimpleQueue.put`` per loop turn (no executor work item, no concurrent Future chained to
+an asyncio one), and Readies the loops queue while a sync runs share the next batch instead of
+each waiting for its own.
 """
 
 from __future__ import annotations
@@ -34,11 +39,12 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from raftcache.raft.ready import Ready
-from raftcache.storage.base import DiskFullError, Storage
+from raftcache.storage.base import DiskFullError, Storage, StorageError
 
 log = logging.getLogger("raftcache.raft")
 
@@ -81,11 +87,14 @@ def timed_sync(storage: Storage, observe: Callable[[float], None] | None) -> Non
     observe(time.perf_counter() - started)
 
 
+class PersistThreadStoppedError(StorageError):
+    """A job reached a persist thread that no longer writes (stopped, or ended by a failure)."""
+
+
 class PersistThread:
     """The writer thread: any number of ``PersistWorker`` ports queue jobs on it (see the
     module rule). A lone node's worker owns a thread of its own; a store's replicas share one,
-    so a batch covers every group it hosts (one wake-up of the thread and one report to the
-    event loop per batch, not one per group)."""
+    so one wake-up of the thread covers every group that wrote during a loop turn."""
 
     def __init__(self, name: str) -> None:
         # A C-level queue of lists: one ``put`` per loop turn, not per job. Waking the thread
@@ -95,32 +104,47 @@ class PersistThread:
         self._queue: queue.SimpleQueue[list[tuple[PersistWorker, PersistJob | None]] | None] = (
             queue.SimpleQueue()
         )
+        # Guards what the loops and the thread share: the jobs not yet handed over, the loops
+        # a flush is scheduled on, and whether the thread still takes work.
+        self._lock = threading.Lock()
         #: Jobs submitted during this loop turn, handed over together by ``flush``.
         self._pending: list[tuple[PersistWorker, PersistJob | None]] = []
-        self._pending_lock = threading.Lock()  # ``stop`` may flush from another thread
-        self._flush_scheduled = False
+        self._scheduled: set[asyncio.AbstractEventLoop] = set()
+        #: Why the thread takes no more work (stopped, or failed); None while it does.
+        self._closed: BaseException | None = None
+        self._ports: weakref.WeakSet[PersistWorker] = weakref.WeakSet()
         self._stopping = False
-        #: Why the thread ended on a bug of its own (every later job is failed with it).
+        #: Why the thread ended on a bug of its own (every job it owed is failed with it).
         self.failure: BaseException | None = None
         self.batches = 0  # batches taken (statistics and tests)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def put(self, port: PersistWorker, job: PersistJob | None) -> None:
-        """Queue ``job`` for ``port`` (None: the port stops once what it queued is written).
-        Called in ``port``'s event loop: the jobs of one loop turn reach the thread together,
-        at the end of the turn (``flush``), in the order they were put."""
-        with self._pending_lock:
-            self._pending.append((port, job))
-            if self._flush_scheduled:
-                return
-            self._flush_scheduled = True
+    def attach(self, port: PersistWorker) -> None:
+        with self._lock:
+            self._ports.add(port)
+
+    def put(self, port: PersistWorker, job: PersistJob) -> None:
+        """Queue ``job`` for ``port``, from ``port``'s event loop: the jobs of one loop turn
+        reach the thread together, at the end of the turn (``flush``), in the order put. On
+        a thread that takes no more work, the job is failed at once rather than never."""
+        with self._lock:
+            closed = self._closed
+            if closed is None:
+                self._pending.append((port, job))
+                if port.loop in self._scheduled:
+                    return
+                self._scheduled.add(port.loop)
+        if closed is not None:
+            job.error = closed
+            port.loop.call_soon(port.on_done, [job], closed)
+            return
         port.loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Hand everything put so far to the thread (in order)."""
-        with self._pending_lock:
-            self._flush_scheduled = False
+        with self._lock:
+            self._scheduled.clear()
             items, self._pending = self._pending, []
             if items:
                 self._queue.put(items)
@@ -135,12 +159,16 @@ class PersistThread:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def stop_port(self, port: PersistWorker) -> None:
-        """From any thread: ``port`` stops once everything it put before is written."""
-        with self._pending_lock:
+    def stop_port(self, port: PersistWorker) -> bool:
+        """From any thread: ``port`` stops once everything it put before is written (its
+        ``stopped`` event is set then); False if the thread takes no more work."""
+        with self._lock:
+            if self._closed is not None:
+                return False
             self._pending.append((port, None))
             items, self._pending = self._pending, []
             self._queue.put(items)
+        return True
 
     def _take(self) -> list[tuple[PersistWorker, PersistJob | None]] | None:
         """Block for one hand-over, then take every one queued behind it (None: stop)."""
@@ -162,10 +190,11 @@ class PersistThread:
 
     def _run(self) -> None:
         taken: list[tuple[PersistWorker, PersistJob | None]] = []
+        reported: set[PersistWorker] = set()  # ports of ``taken`` already told
+        end: BaseException = PersistThreadStoppedError("the persist thread has stopped")
         try:
             while (got := self._take()) is not None:
-                taken = got
-                # Each port's jobs in their queue order; ports in the order they first came.
+                taken, reported = got, set()
                 ports: dict[PersistWorker, list[PersistJob]] = {}
                 stops: list[PersistWorker] = []
                 for port, job in taken:
@@ -173,47 +202,81 @@ class PersistThread:
                         stops.append(port)
                     else:
                         ports.setdefault(port, []).append(job)
-                reports = [(port, jobs, port.write(jobs)) for port, jobs in ports.items()]
+                # Each port's jobs in their order, each port reported the moment its sync
+                # returned: one group's slow write never holds another's answers. A port
+                # saving a snapshot (a whole file) goes last.
+                for port, jobs in sorted(ports.items(), key=lambda item: _saves(item[1])):
+                    error = port.write(jobs)
+                    reported.add(port)
+                    delivered = _report(port, jobs, error)
+                    if port.owns_thread and (not delivered or port.fatal):
+                        # A lone node's loop is closed (nobody waits), or its fsync failed
+                        # (fail-stop): the thread writes nothing more.
+                        if error is not None:
+                            end = error
+                        return
                 taken = []
                 self.batches += 1
-                if not _report(reports):
-                    return  # the loop is closed: nobody is waiting any more
                 for port in stops:
                     port.stopped.set()
-                if any(port.owns_thread and port.fatal for port in ports):
-                    return  # a lone node's failed fsync: fail-stop, nothing more is written
-        except BaseException as exc:  # a bug in this thread must surface, not hang the node
+        except BaseException as exc:  # a bug in this thread must surface, not hang a node
             log.critical("persist thread failed: %r", exc)
-            self.failure = exc
-            self._stopping = True
-            owed: dict[PersistWorker, list[PersistJob]] = {}
-            for port, job in taken:
-                if job is not None:
-                    owed.setdefault(port, []).append(job)
-            _report([(port, jobs, exc) for port, jobs in owed.items()])
+            self.failure = end = exc
+        finally:
+            self._close(end, [(p, j) for p, j in taken if p not in reported])
+
+    def _close(
+        self, end: BaseException, owed: list[tuple[PersistWorker, PersistJob | None]]
+    ) -> None:
+        """The thread ends: take no more work, fail every job it still owed or had queued,
+        tell every port of a failure (its node fail-stops), and release every waiting stop."""
+        with self._lock:
+            self._closed = end
+            leftover = [*owed]
+            while True:
+                try:
+                    items = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if items is not None:
+                    leftover.extend(items)
+            leftover.extend(self._pending)
+            self._pending = []
+            ports = list(self._ports)
+        failed: dict[PersistWorker, list[PersistJob]] = {}
+        for port, job in leftover:
+            if job is not None:
+                failed.setdefault(port, []).append(job)
+        for port, jobs in failed.items():
+            _report(port, jobs, end)
+        for port in ports:
+            if self.failure is not None and port not in failed:
+                _report(port, [], self.failure)
+            port.stopped.set()
 
 
-def _report(reports: list[tuple[PersistWorker, list[PersistJob], BaseException | None]]) -> bool:
-    """Tell each port's event loop, once per batch and loop, which jobs are done; False if a
-    loop is closed."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[PersistWorker, list[PersistJob]]]] = {}
-    for port, jobs, error in reports:
-        for job in jobs:
-            job.error = error
-        by_loop.setdefault(port.loop, []).append((port, jobs))
-    delivered = True
-    for loop, done in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_deliver, done)
-        except RuntimeError:  # the loop is closed
-            delivered = False
-    return delivered
+def _saves(jobs: list[PersistJob]) -> bool:
+    """Whether ``jobs`` save a snapshot (a whole file: slow)."""
+    return any(job.rd.snapshot is not None for job in jobs)
 
 
-def _deliver(done: list[tuple[PersistWorker, list[PersistJob]]]) -> None:
-    """In the event loop: each port's callback with its jobs of the batch."""
-    for port, jobs in done:
-        port.on_done(jobs, jobs[0].error if jobs else None)
+def _report(port: PersistWorker, jobs: list[PersistJob], error: BaseException | None) -> bool:
+    """Tell ``port``'s event loop which of its jobs are done; False if that loop is closed."""
+    for job in jobs:
+        job.error = error
+    try:
+        port.loop.call_soon_threadsafe(_deliver, port, jobs, error)
+    except RuntimeError:  # the loop is closed
+        return False
+    return True
+
+
+def _deliver(port: PersistWorker, jobs: list[PersistJob], error: BaseException | None) -> None:
+    """In the event loop: the port's callback (its failure is logged, never lost)."""
+    try:
+        port.on_done(jobs, error)
+    except Exception:
+        log.exception("persist report to %s failed", port.name)
 
 
 class PersistWorker:
@@ -231,6 +294,7 @@ class PersistWorker:
     ) -> None:
         self._storage = storage
         self._observe_sync = observe_sync
+        self.name = name
         self.loop = loop
         self.on_done = on_done
         self.owns_thread = thread is None
@@ -240,9 +304,12 @@ class PersistWorker:
         self._blocked = False
         #: A failed fsync or write: every later job of this port fails with it (fail-stop).
         self._fatal: BaseException | None = None
+        #: ``stop`` gave up waiting: the storage is being closed, write nothing more of ours.
+        self._abandoned = False
         #: Set by the thread once everything queued before ``stop`` was written.
         self.stopped = threading.Event()
         self.batches = 0  # syncs issued (statistics and tests)
+        self._thread.attach(self)
 
     @property
     def fatal(self) -> bool:
@@ -250,11 +317,6 @@ class PersistWorker:
 
     def submit(self, job: PersistJob) -> None:
         job.submitted = True
-        failure = self._thread.failure
-        if failure is not None:  # the thread is gone: report at once rather than never
-            job.error = failure
-            self.loop.call_soon(self.on_done, [job], failure)
-            return
         self._thread.put(self, job)
 
     def resume(self) -> None:
@@ -262,19 +324,25 @@ class PersistWorker:
         self._blocked = False
 
     def stop(self, timeout: float) -> bool:
-        """Let what this port queued be written; False if that did not happen in time. A
-        worker with its own thread ends it."""
+        """Let what this port queued be written; False if that did not happen in time (its
+        remaining jobs are then dropped unwritten: the caller closes the storage). A worker
+        with its own thread ends it."""
         if self.owns_thread:
-            return self._thread.stop(timeout)
-        if self._thread.failure is not None:
-            return True
-        self._thread.stop_port(self)
-        return self.stopped.wait(timeout)
+            done = self._thread.stop(timeout)
+        elif not self._thread.stop_port(self):
+            return True  # the thread ended: it failed or reported everything it had
+        else:
+            done = self.stopped.wait(timeout)
+        if not done:
+            self._abandoned = True
+        return done
 
     def write(self, jobs: list[PersistJob]) -> BaseException | None:
         """In the thread: write ``jobs`` in order and sync once; the error, if any."""
         if self._fatal is not None:
             return self._fatal
+        if self._abandoned:
+            return PersistThreadStoppedError("the node stopped before this write was made")
         if self._blocked:
             return DiskFullError("an earlier write failed: the disk is full")
         try:

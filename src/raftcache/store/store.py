@@ -552,7 +552,7 @@ class Store:
     async def start(self) -> None:
         """The transport, then every group (their nodes, then their services)."""
         await self.network.start()
-        if self._config.persist_in_thread:
+        if self._config.persist_in_thread and self._persist_thread is None:
             self._persist_thread = PersistThread(f"raft-persist-{self.store_id}")
         try:
             for replica in self.all_replicas():
@@ -578,6 +578,8 @@ class Store:
             return_exceptions=True,
         )  # fmt: skip
         thread, self._persist_thread = self._persist_thread, None
+        for replica in self.all_replicas():
+            replica.node.persist_thread = None  # a node started alone later writes on its own
         if thread is not None and not await asyncio.to_thread(thread.stop, 30.0):
             log.error("%s: the persist thread did not end", self.store_id)
         await self.network.stop()
