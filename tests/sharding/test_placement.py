@@ -287,6 +287,32 @@ def test_a_live_voter_is_never_removed_when_a_dead_one_remains() -> None:
     assert plan(cmap, down={"s1"}) == [Step(0, StepKind.REMOVE, "s1")]
 
 
+def test_with_a_floor_a_live_voter_is_added_for_before_it_is_removed() -> None:
+    """Two of four stores drained at once: only two hosts stay eligible. A data group (no
+    floor) shrinks to them, removing a leaving voter first; with ``keep=3`` (the meta group's
+    floor) the spare is added first, and the last leaving voter stays rather than go below
+    three."""
+    cmap = ClusterMap.bootstrap(_stores(["h0", "h1", "h2", "h3"]), 1, 3)
+    (p,) = cmap.placements
+    spare = next(s for s in cmap.stores if s not in p.voters)
+    leaving = [v for v in p.voters if v != p.leader]
+    for s in leaving:
+        cmap = cmap.with_store(replace(cmap.stores[s], state=StoreState.DECOMMISSIONING))
+    assert [s.kind for s in plan(cmap)] == [StepKind.REMOVE]  # 3 → 2 at once
+    assert plan(cmap, keep=3) == [Step(0, StepKind.ADD, spare)]
+    fewest = 3
+    for _ in range(10):
+        steps = plan(cmap, keep=3)
+        if not steps:
+            break
+        cmap = apply_step(cmap, steps[0])
+        fewest = min(fewest, len(cmap.placement(0).voters))
+    assert fewest == 3
+    voters = set(cmap.placement(0).voters)
+    assert {p.leader, spare} < voters
+    assert len(voters & set(leaving)) == 1  # one leaving voter stays: nothing can take it
+
+
 def test_ties_between_colliding_ids_are_broken_by_the_id() -> None:
     # Review finding 12: these two ids have the same CRC-32 suffix for every group.
     a, b = "yd5cous7", "o16ztj0g"

@@ -12,7 +12,9 @@ The order of concerns, per group: finish a move in progress (promote the learner
 its store went away); remove a dead voter (down too long: it adds no fault tolerance, so
 removing it before its replacement is added costs none, and frees its host); shrink a group
 above its replication (the replica on a store that is leaving first, else on the fullest store;
-leadership handed off first); replace a replica on a decommissioning store; fill a group below
+leadership handed off first — but never a live voter when that leaves fewer than ``keep``
+voters: the meta group's floor, where its replacement is added first and, with none to add,
+the replica stays); replace a replica on a decommissioning store; fill a group below
 its replication. Only when no group needs any of these does placement rebalance: one replica
 from the fullest store to the emptiest that can take it, then leaders, along a chain of
 transfers when no single transfer evens them out.
@@ -61,15 +63,21 @@ def effective_replication(cmap: ClusterMap, down: Collection[str] = ()) -> int:
     return min(cmap.replication, len(hosts))
 
 
-def plan(cmap: ClusterMap, down: Collection[str] = (), max_moves: int | None = None) -> list[Step]:
+def plan(
+    cmap: ClusterMap, down: Collection[str] = (), max_moves: int | None = None, keep: int = 0
+) -> list[Step]:
     """The next step of every group that needs one (see the module docstring).
 
     Args:
         cmap: The map, with each group's membership as its leader last reported it.
         down: Stores down longer than the configured time: treated as leaving.
         max_moves: The most groups with a learner at once (default: one per eligible store).
+        keep: A live voter is never removed when that leaves fewer voters than this, however
+            far the eligible hosts fell: its replacement is added first (add before remove),
+            and with none to add it stays. 0 for data groups (a drain shrinks them to the
+            hosts left); the meta group's driver passes its floor (``driver.plan_meta``).
     """
-    return _Planner(cmap, frozenset(down), max_moves).run()
+    return _Planner(cmap, frozenset(down), max_moves, keep).run()
 
 
 def drained(cmap: ClusterMap) -> list[str]:
@@ -118,8 +126,11 @@ def _live_majority(voters: tuple[str, ...], alive: set[str]) -> bool:
 
 
 class _Planner:
-    def __init__(self, cmap: ClusterMap, down: frozenset[str], max_moves: int | None) -> None:
+    def __init__(
+        self, cmap: ClusterMap, down: frozenset[str], max_moves: int | None, keep: int
+    ) -> None:
         self.cmap = cmap
+        self.keep = keep
         self.eligible = set(eligible_stores(cmap, down))
         self.alive = {  # may still act (hand leadership over): up or decommissioning, not down
             s for s, st in cmap.stores.items() if st.state is not StoreState.REMOVED
@@ -171,7 +182,12 @@ class _Planner:
 
     def _shrink(self, p: GroupPlacement) -> None:
         """One live voter too many (after a promote, or RF fell): drop the one on a leaving
-        store first, else on the fullest; hand leadership away from it first."""
+        store first, else on the fullest; hand leadership away from it first. Below the
+        ``keep`` floor, a replacement is added instead (the shrink follows its promote)."""
+        if len(p.voters) - 1 < self.keep:
+            if any(v not in self.eligible for v in p.voters):
+                self._grow(p)
+            return
 
         def weight(v: str) -> tuple[bool, int, int, str]:
             return (v in self.eligible, -self.counts.get(v, 0), _tie(p.group, v), v)

@@ -37,7 +37,10 @@ The meta group's own replicas (``meta_replication`` > 0: the driver the meta lea
 move by the same steps, planned by the same ``plan`` over a one-group map of the meta group's
 placement with the same stores, host labels and down stores: filled up to
 ``meta_replication``, a dead voter removed while the meta group keeps a live majority, a
-replica on a decommissioning store replaced. Its membership changes go to the meta leader's
+replica on a decommissioning store replaced — and, unlike a data group, never a live voter
+removed while that leaves fewer than three (``plan_meta``): its replacement is added first,
+and with no store to take it the replica stays on its draining store, where a data group
+would shrink to the hosts left. Its membership changes go to the meta leader's
 ``/raft/meta/members`` and ``/raft/meta/leader/transfer`` (cluster token) instead of the
 client API's ``?group=`` routes. The driver runs *on* the meta leader, so the step that
 matters is removing the leader's own replica: ``plan`` never removes a replica that leads (it
@@ -64,9 +67,19 @@ import aiohttp
 from raftcache.network.groups import store_of
 from raftcache.sharding.clustermap import ClusterMap, GroupPlacement, Store, StoreState
 from raftcache.sharding.placement import Step, StepKind, plan
+from raftcache.store.meta import MAX_META_VOTERS
 from raftcache.store.store import META_GROUP, group_id
 
 log = logging.getLogger("raftcache.store.driver")
+
+
+def plan_meta(meta: ClusterMap, down: Collection[str] = ()) -> list[Step]:
+    """The meta group's next step from its one-group map (``PlacementDriver.meta_map``):
+    ``plan``'s, but no live voter is removed when that leaves fewer than
+    ``min(MAX_META_VOTERS, its replication)`` — the map must keep the quorum every join, move
+    and drain needs, even while two drains or a dead store shrink the hosts that could take
+    its replicas."""
+    return plan(meta, down=down, keep=min(MAX_META_VOTERS, meta.replication))
 
 
 class DriverError(RuntimeError):
@@ -294,7 +307,7 @@ class PlacementDriver:
             leader = seen.groups[META_GROUP].leader_store
             planned += [
                 (META_GROUP, s)
-                for s in plan(meta, down=down)
+                for s in plan_meta(meta, down)
                 # Never the meta leader's own replica (the driver runs there): ``plan``
                 # transfers leadership first; this only guards the rule.
                 if not (s.kind is StepKind.REMOVE and s.store == leader)
