@@ -218,7 +218,7 @@ class MetaAgent:
                 await meta.record(_placements(seen, groups))
             elif state is StoreState.DECOMMISSIONING:
                 await self._meta_can_move(meta, store_id)
-            return await meta.set_state(store_id, state)
+            return await meta.set_state(store_id, state, self._down())
 
         return await self.change(
             "PUT", f"/raft/meta/stores/{store_id}", {"state": state.value}, here
@@ -245,6 +245,16 @@ class MetaAgent:
                 )
         return seen, cmap.groups
 
+    def _down(self) -> set[str]:
+        """The stores this meta leader's driver counts down: no taker of a meta replica
+        (``meta_move_refusal``). None before its first round of this term — an older term's
+        driver stopped observing, and its timers may name stores back since; the meta plan
+        never removes a live meta voter below three meanwhile (``driver.plan_meta``)."""
+        meta = self.store.meta
+        if self._driver is None or meta is None or meta.node.current_term != self._driver_term:
+            return set()
+        return self._driver.down()
+
     async def _meta_can_move(self, meta: MetaMap, store_id: str) -> None:
         """Refuse to drain a store whose meta replica nothing could take (the meta group's
         replicas as its configuration names them now, not only as the map recorded them)."""
@@ -257,7 +267,7 @@ class MetaAgent:
         if store_id not in voters:
             return
         now = cmap.with_placement(GroupPlacement(META, voters))
-        why = meta_move_refusal(now, store_id)
+        why = meta_move_refusal(now, store_id, self._down())
         if why is not None:
             raise MetaConflictError(why)
 

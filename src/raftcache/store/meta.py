@@ -20,9 +20,14 @@ What the map records, and who writes it:
   operators read, and what a restarted store learns where groups moved from) — the meta
   group's own too, which is how every store finds the meta group after its replicas moved.
 
-A store holding a meta replica can be drained (the driver moves the replica first) unless no
-other store can take it — no up store that holds none, on a host the others' do not use:
-that is refused (409) naming why, rather than left draining for ever.
+A store holding a meta replica can be drained (the driver moves the replica first) only when
+every meta replica then leaving — this one, and those on stores already draining, removed or
+down — has a taker of its own: a distinct host among the stores up (and not down) that hold no
+meta replica, on a host no staying replica uses, as many as keep the meta group at its
+replication. Otherwise the drain is refused (409) naming why: two drains under way at once
+must never leave the meta group on fewer voters than it had (``meta_move_refusal``); the
+driver's plan never removes a live meta voter below three before its replacement is in
+(``driver.plan_meta``) either.
 
 Reads for routing may be stale (a store's own meta replica, ``stale``); the driver and the
 operators' changes read linearizably through the meta leader.
@@ -31,7 +36,7 @@ operators' changes read linearizably through the meta leader.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Final
 
@@ -78,25 +83,43 @@ def meta_replication(replication: int) -> int:
     return max(replication, MAX_META_VOTERS)
 
 
-def meta_move_refusal(cmap: ClusterMap, store_id: str) -> str | None:
+def meta_move_refusal(cmap: ClusterMap, store_id: str, down: Collection[str] = ()) -> str | None:
     """Why the meta replica on ``store_id`` cannot move away now (None: it can, or the map
-    records none there): no other store that is up, holds no meta replica and is on a host
-    no staying meta replica uses."""
+    records none there).
+
+    Staying: the meta replicas on other stores that are up and not ``down`` (silent past
+    ``--store-down-after``, as the driver counts them). Every other meta replica is leaving
+    — ``store_id``'s, and those on stores draining, removed or down — and the meta group
+    keeps its replication only if each has a taker of its own: a distinct host among the
+    stores up, not down, holding no meta replica, on a host no staying replica uses. As many
+    takers are needed as leaving replicas, up to what the replication asks of the staying
+    ones."""
     if cmap.meta is None or store_id not in cmap.meta.replicas:
         return None
-    staying = [s for s in cmap.meta.replicas if s != store_id]
-    used = {cmap.stores[s].host for s in staying if s in cmap.stores}
-    takers = [
-        s.store_id
+
+    def stays(s: str) -> bool:
+        info = cmap.stores.get(s)
+        return s != store_id and s not in down and info is not None and info.state is StoreState.UP
+
+    staying = [s for s in cmap.meta.replicas if stays(s)]
+    leaving = sorted(s for s in cmap.meta.replicas if not stays(s))
+    used = {cmap.stores[s].host for s in staying}
+    takers = {
+        s.host: s.store_id
         for s in cmap.live_stores()
-        if s.store_id != store_id and s.store_id not in cmap.meta.replicas and s.host not in used
-    ]
-    if takers:
+        if s.store_id not in down and s.store_id not in cmap.meta.replicas and s.host not in used
+    }
+    needed = min(len(leaving), max(0, meta_replication(cmap.replication) - len(staying)))
+    if len(takers) >= needed:
         return None
+    silent = f"; down: {', '.join(sorted(down))}" if down else ""
     return (
-        f"store {store_id} holds a replica of the meta group and no other store can take it "
-        f"(every store that is up holds one already, or shares a host with one: "
-        f"{', '.join(sorted(staying)) or 'none'}): add a store first"
+        f"store {store_id} holds a replica of the meta group and no other store can take it: "
+        f"{len(leaving)} meta replica(s) would be leaving ({', '.join(leaving)}) with "
+        f"{len(takers)} store(s) to take them ({', '.join(sorted(takers.values())) or 'none'}; "
+        f"a taker is up, holds no meta replica and is on a host the staying ones "
+        f"({', '.join(sorted(staying)) or 'none'}) do not use{silent}): add a store first, "
+        "or let the drain under way finish"
     )
 
 
@@ -215,10 +238,12 @@ class MetaMap:
 
         return await self.change(edit)
 
-    async def set_state(self, store_id: str, state: StoreState) -> ClusterMap:
+    async def set_state(
+        self, store_id: str, state: StoreState, down: Collection[str] = ()
+    ) -> ClusterMap:
         """Mark a store up, decommissioning (refused when its meta replica cannot move:
-        ``meta_move_refusal``), or removed (only once it holds no replica, the meta group's
-        included)."""
+        ``meta_move_refusal``, with the stores the driver counts ``down``), or removed (only
+        once it holds no replica, the meta group's included)."""
 
         def edit(current: ClusterMap | None) -> ClusterMap | None:
             if current is None:
@@ -240,7 +265,7 @@ class MetaMap:
                 raise MetaConflictError(
                     f"store {store_id} still holds a replica of the meta group: drain it first"
                 )
-            why = None if state is StoreState.UP else meta_move_refusal(current, store_id)
+            why = None if state is StoreState.UP else meta_move_refusal(current, store_id, down)
             if why is not None:
                 raise MetaConflictError(why)
             try:
