@@ -20,8 +20,9 @@ tries the next meta store.
   draining a store whose meta replica no other store can take, naming why).
 
 A 503 "not the meta leader" carries ``leader``: the store this one believes leads the meta
-group (``MetaAgent.leader_hint``), which the sender asks next — how a store finds the meta
-group after its replicas moved away from every store it knew.
+group (``MetaAgent.leader_hint``), and ``leader_url``: that store's address as this one knows
+it (null when it knows none). The sender asks it next, learning the address when it had none
+— how a store finds the meta group after its replicas moved to stores it never heard of.
 
 The meta group's own membership, changed by the placement driver on the meta leader (its
 replicas move as a data group's do, docs/sharding.md): served by this store's meta replica
@@ -75,7 +76,11 @@ def add_meta_routes(app: web.Application, agent: MetaAgent) -> None:
 
     def not_leader() -> ApiError:
         hint = leader_hint()
-        return ApiError(503, f"not the meta leader (leader hint: {hint})", extra={"leader": hint})
+        return ApiError(
+            503,
+            f"not the meta leader (leader hint: {hint})",
+            extra={"leader": hint, "leader_url": agent.leader_url(hint)},
+        )
 
     def answer(cmap: ClusterMap | None) -> web.Response:
         return json_response(

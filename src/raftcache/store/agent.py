@@ -23,8 +23,9 @@ Rule: one loop per store, every ``interval_s``:
 
 Changes asked of a store that does not lead the meta group (registrations, drains) are sent
 to the meta leader (``call``): its hint first, then each meta store as last known, then every
-store known, following the leader each "not the meta leader" answer names; a request already
-sent on once is not sent on again (``FORWARDED``), so two stores with stale hints cannot loop.
+store known, following the leader each "not the meta leader" answer names (at the address the
+answer carries, learnt when this store had none for it); a request already sent on once is not
+sent on again (``FORWARDED``), so two stores with stale hints cannot loop.
 """
 
 from __future__ import annotations
@@ -122,15 +123,19 @@ class MetaAgent:
 
     def leader_hint(self) -> str | None:
         """The store this store believes leads the meta group: its own meta replica's
-        leader, else the first of the meta stores the map (or the driver) last named, which
+        leader, else (no replica here, or one that knows no leader now: electing, or cut
+        off) the first other of the meta stores the map (or the driver) last named, which
         lists the leader first."""
         meta = self.store.meta
         hint = None if meta is None else meta.node.leader_id
         if hint:
             return store_of(hint)
-        if meta is None and self.store.meta_voters:
-            return self.store.meta_voters[0]
-        return None
+        return next((s for s in self.store.meta_voters if s != self.store.store_id), None)
+
+    def leader_url(self, store_id: str | None) -> str | None:
+        """The address this store knows for ``store_id`` (sent with a hint: the asker may
+        never have learnt it)."""
+        return None if store_id is None else self.store.addresses.get(store_id)
 
     def _candidates(self) -> list[str]:
         """Where to look for the meta leader: the hint, the meta stores as last known, then
@@ -143,7 +148,10 @@ class MetaAgent:
     async def call(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         """Send a meta request on to the meta leader: the hint, then every meta store, then
         every store known — following the leader a "not the meta leader" answer (503) names,
-        each store asked at most once; the first other answer."""
+        each store asked at most once; the first other answer. A hinted store this one has
+        no address for is reached at the address the answer carries (``leader_url``), which
+        is learnt — a store that missed every map naming the meta group's new stores still
+        finds it through any store it knows; a known address is never replaced by a hint."""
         sep = "&" if "?" in path else "?"
         tried: list[str] = []
         asked: set[str] = set()
@@ -164,6 +172,9 @@ class MetaAgent:
                 tried.append(f"{target}: not the meta leader")
                 hint = answer.get("leader") if isinstance(answer, dict) else None
                 if isinstance(hint, str) and hint not in asked and hint != self.store.store_id:
+                    url = answer.get("leader_url")
+                    if hint not in self.store.addresses and isinstance(url, str) and url:
+                        self.store.learn_address(hint, url)
                     order.insert(0, hint)
                 continue
             return status, answer
