@@ -30,10 +30,12 @@ only when it leads (503 with the hint otherwise: never sent on, the change was p
 this leader's configuration), the ``config_index`` checked as ``/v1/members`` checks it
 (invariant 3):
 
-- ``POST /raft/meta/members`` ``{"id", "url", "config_index"?}``: add a learner, catch it up,
-  promote it (as ``POST /v1/members``).
+- ``POST /raft/meta/members`` ``{"id", "url", "config_index"}``: add a learner, catch it up,
+  promote it (as ``POST /v1/members``). ``config_index`` is required here (400 naming it when
+  missing): only the driver changes the meta group's membership, always from a configuration.
 - ``DELETE /raft/meta/members/{id}?config_index=N``: remove a replica — never this leader's
-  own (409: leadership is transferred away first, docs/sharding.md).
+  own (409: leadership is transferred away first, docs/sharding.md); ``config_index``
+  required (400).
 - ``POST /raft/meta/leader/transfer`` ``{"to": id}``: hand meta leadership to ``id``.
 """
 
@@ -81,6 +83,15 @@ def add_meta_routes(app: web.Application, agent: MetaAgent) -> None:
             f"not the meta leader (leader hint: {hint})",
             extra={"leader": hint, "leader_url": agent.leader_url(hint)},
         )
+
+    def required_config_index(raw: object) -> int:
+        """The configuration a meta membership change was planned from (invariant 3)."""
+        expected = parse_config_index(raw)
+        if expected is None:
+            raise bad_request(
+                "config_index is required: the configuration index the change was planned from"
+            )
+        return expected
 
     def answer(cmap: ClusterMap | None) -> web.Response:
         return json_response(
@@ -175,7 +186,7 @@ def add_meta_routes(app: web.Application, agent: MetaAgent) -> None:
         check_fields(obj, frozenset({"id", "url", "config_index"}), "members body")
         node_id = parse_node_id(obj.get("id"))
         url = parse_node_url(obj.get("url"))
-        expected = parse_config_index(obj.get("config_index"))
+        expected = required_config_index(obj.get("config_index"))
         node = meta_leader()
         check_config_index(node, expected)  # then proposed at once (invariant 3)
         await changing(node.add_member(node_id, url))
@@ -184,7 +195,7 @@ def add_meta_routes(app: web.Application, agent: MetaAgent) -> None:
     async def delete_member(request: web.Request) -> web.Response:
         check_cluster_token(request)
         node_id = parse_node_id(request.match_info["id"])
-        expected = parse_config_index(request.query.get("config_index"))
+        expected = required_config_index(request.query.get("config_index"))
         node = meta_leader()
         if node_id == node.node_id:
             raise ApiError(
