@@ -13,6 +13,7 @@ import functools
 import random
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +76,14 @@ class MetaCluster:
     disks: dict[str, Disk] = field(default_factory=dict)
     #: What each store's agent last reported learning (``on_learn``: URLs, meta stores).
     learnt: dict[str, tuple[dict[str, str], tuple[str, ...]]] = field(default_factory=dict)
+    #: Stores whose agent called ``on_learn`` on the event loop's thread (it must not: in
+    #: ``serve`` it writes and syncs KNOWN).
+    learnt_on_loop: set[str] = field(default_factory=set)
+
+    def _learn(self, sid: str, urls: Mapping[str, str], meta: tuple[str, ...]) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.learnt_on_loop.add(sid)
+        self.learnt[sid] = (dict(urls), meta)
 
     def agent_for(self, sid: str) -> Callable[[Store], MetaAgent]:
         def make(store: Store) -> MetaAgent:
@@ -89,7 +98,7 @@ class MetaCluster:
                 first=lambda: first_map(self.groups, 3, self.placement, self.urls, self.meta),
                 down_after_s=self.down_after_s,
                 interval_s=0.2,
-                on_learn=lambda urls, meta: self.learnt.__setitem__(sid, (dict(urls), meta)),
+                on_learn=functools.partial(self._learn, sid),
             )
 
         return make

@@ -76,7 +76,8 @@ class MetaAgent:
         interval_s: seconds between rounds.
         clock: monotonic seconds (the driver's down timers).
         on_learn: told (store id → URL, the meta group's stores) when a newer map names
-            others than it was last told: ``serve`` keeps them (``raftcache.store.known``).
+            others than it was last told, in a thread (it may write and sync a file):
+            ``serve`` keeps them (``raftcache.store.known``).
     """
 
     def __init__(
@@ -343,7 +344,8 @@ class MetaAgent:
         if cmap is None:
             return
         self.map = cmap
-        self._learn(cmap)
+        if self._learn(cmap):
+            await self._keep_learnt(cmap)
         known = cmap.stores.get(self.me.store_id)
         # Its record differs but for the state (the operators' to change): register again.
         stale = known is None or replace(known, state=self.me.state) != self.me
@@ -358,12 +360,13 @@ class MetaAgent:
         if self.local() is not None:
             await self._drive(cmap)
 
-    def _learn(self, cmap: ClusterMap) -> None:
+    def _learn(self, cmap: ClusterMap) -> bool:
+        """Addresses from any map; placements only from a newer one (True then)."""
         for info in cmap.stores.values():
             if info.state is not StoreState.REMOVED and info.http_url:
                 self.store.learn_address(info.store_id, info.http_url)
         if cmap.version <= self._applied_version:
-            return  # only a newer map moves routing (a stale replica may lag: invariant 7)
+            return False  # only a newer map moves routing (a stale replica may lag: invariant 7)
         self._applied_version = cmap.version
         for p in cmap.placements:
             stores = [*([p.leader] if p.leader else []), *p.voters, *p.learners]
@@ -376,19 +379,26 @@ class MetaAgent:
             self.store.set_placement(
                 META_GROUP, [*([m.leader] if m.leader else []), *m.voters, *m.learners]
             )
+        return True
+
+    async def _keep_learnt(self, cmap: ClusterMap) -> None:
+        """Tell ``on_learn`` what the map names, when that changed — in a thread: it writes
+        and syncs a file (``raftcache.store.known``), which must not stall the event loop
+        the store's groups run on."""
         urls = {
             s: i.http_url
             for s, i in cmap.stores.items()
             if i.state is not StoreState.REMOVED and i.http_url
         }
         learnt = (urls, self.store.meta_voters)
-        if self._on_learn is not None and learnt != self._learnt:
-            try:
-                self._on_learn(*learnt)
-            except OSError as exc:  # only hints: routing goes on from memory
-                log.warning("known stores not kept", extra={"why": repr(exc)})
-            else:
-                self._learnt = learnt
+        if self._on_learn is None or learnt == self._learnt:
+            return
+        try:
+            await asyncio.to_thread(self._on_learn, *learnt)
+        except OSError as exc:  # only hints: routing goes on from memory
+            log.warning("known stores not kept", extra={"why": repr(exc)})
+        else:
+            self._learnt = learnt
 
     async def _drive(self, cmap: ClusterMap) -> None:
         meta = self.store.meta

@@ -4,7 +4,8 @@ Rule: only *where to look* — every store's address and the stores holding the 
 replicas, its leader first, as the last map read said — never membership: which replicas a
 store hosts is its ledger's and ``SHARDS``' to say (``raftcache.store.ledger``), and a group's
 members are its configuration's. The meta agent rewrites the file when the map it applies
-names other addresses or meta stores (``MetaAgent``'s ``on_learn``); ``raftcache serve`` reads
+names other addresses or meta stores (``MetaAgent``'s ``on_learn``, called in a thread: the
+write syncs, off the event loop the groups run on); ``raftcache serve`` reads
 it at start, so a store that was down while the meta group's replicas moved away from every
 store its ``SHARDS`` names — and those stores were removed — still reaches the cluster. A
 missing or damaged file is an empty one (the store falls back to ``SHARDS`` and ``--peers``):
