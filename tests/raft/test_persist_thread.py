@@ -14,6 +14,7 @@ import asyncio
 import random
 import threading
 import time
+from collections.abc import Sequence
 
 import pytest
 
@@ -484,4 +485,66 @@ async def test_a_port_that_gave_up_waiting_writes_nothing_more() -> None:
         assert storage.durable().entries == []
     finally:
         blocker.open.set()
+        await asyncio.to_thread(thread.stop, WAIT)
+
+
+# ---------------------------------------------------------------- the re-review's findings
+class _AppendGatedStorage(GatedStorage):
+    """``append`` waits on ``append_open`` (after saying so through ``append_entered``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.append_open = threading.Event()
+        self.append_open.set()
+        self.append_entered = threading.Event()
+
+    def append(self, entries: Sequence[LogEntry]) -> None:
+        self.append_entered.set()
+        assert self.append_open.wait(WAIT)
+        super().append(entries)
+
+
+async def test_a_write_under_way_when_stop_gives_up_never_lands_in_the_reopened_storage() -> None:
+    # stop() timed out while the port's batch was being written; the caller closes the
+    # storage and a new run reopens it (RaftNode.stop, then start: storage.load()). The rest
+    # of the old batch must not be written (nor synced, nor reported durable) into it.
+    thread = PersistThread("test-abandon-midway")
+    storage = _AppendGatedStorage()
+    done = _Recorder()
+    port = PersistWorker(storage, asyncio.get_running_loop(), done, "p", thread=thread)
+    try:
+        storage.append_open.clear()
+        port.submit(_job(1))
+        port.submit(_job(2))  # same loop turn: one batch
+        assert await asyncio.to_thread(storage.append_entered.wait, WAIT)
+        assert not await asyncio.to_thread(port.stop, 0.05)
+        storage.close()  # RaftNode.stop: "closing the storage anyway"
+        storage.load()  # RaftNode.start of the next run reopens it
+        storage.append_open.set()
+        await done.wait_jobs(2)
+        assert storage.durable().entries == [], "the old run's batch was synced into the new run"
+        assert done.reports[0][1] is not None, "reported durable after stop gave up"
+    finally:
+        storage.append_open.set()
+        await asyncio.to_thread(thread.stop, WAIT)
+
+
+async def test_an_idle_ports_stop_does_not_wait_for_another_ports_write() -> None:
+    # A port with nothing queued is stopped while another group's fsync is held (a snapshot
+    # save, put last in its batch, is the likely case): stop markers are honoured only at the
+    # end of the whole batch, so the idle port's stop times out and it is marked abandoned.
+    thread = PersistThread("test-stop-hol")
+    loop = asyncio.get_running_loop()
+    slow = GatedStorage()
+    busy = PersistWorker(slow, loop, _Recorder(), "busy", thread=thread)
+    idle = PersistWorker(GatedStorage(), loop, _Recorder(), "idle", thread=thread)
+    try:
+        slow.hold()
+        busy.submit(_job(1))
+        assert await asyncio.to_thread(slow.entered.wait, WAIT)
+        # Returns True while busy's fsync is still held: it did not wait on another group.
+        assert await asyncio.to_thread(idle.stop, 1.0), "an idle port's stop waited on busy"
+        assert not slow.open.is_set()
+    finally:
+        slow.open.set()
         await asyncio.to_thread(thread.stop, WAIT)

@@ -20,7 +20,11 @@ its loop, having taken back every job it had handed over, calls ``resume``. Any 
 failed fsync) fails every later job of the port: the ready loop raises it and the node stops
 (fail-stop); a thread owned by its worker ends then, a shared one goes on writing the other
 storages (their files are their own; the store's process stops anyway when one replica
-fails). A port whose ``stop`` gave up waiting writes nothing more (its storage is being closed).
+fails). A port's ``stop`` returns at once when nothing of it is left to write, else right
+after its own last report. A port whose ``stop`` gave up waiting writes nothing more — checked
+before each job and the sync, and a write already under way is waited for a second timeout —
+so its storage, closed and maybe reopened by a new run, gets nothing of the old run's batch
+(past both timeouts the disk is stuck: the caller closes it anyway, and says so).
 When the thread ends — stopped, or a bug of its own — every job it still owed or had queued is
 failed, a job submitted later fails at once, every waiting ``stop`` is released, and after a
 bug every port is told (``on_done([], error)``), so every node on it fail-stops instead of
@@ -121,8 +125,13 @@ class PersistThread:
         self._thread.start()
 
     def attach(self, port: PersistWorker) -> None:
+        """Know ``port`` (to tell it if the thread fails); a port attaching to a thread that
+        already failed is told at once, so its node fail-stops before it waits on a write."""
         with self._lock:
             self._ports.add(port)
+            failure = self.failure if self._closed is not None else None
+        if failure is not None:
+            port.loop.call_soon(_deliver, port, [], failure)
 
     def put(self, port: PersistWorker, job: PersistJob) -> None:
         """Queue ``job`` for ``port``, from ``port``'s event loop: the jobs of one loop turn
@@ -131,13 +140,14 @@ class PersistThread:
         with self._lock:
             closed = self._closed
             if closed is None:
+                port.unwritten += 1
                 self._pending.append((port, job))
                 if port.loop in self._scheduled:
                     return
                 self._scheduled.add(port.loop)
         if closed is not None:
             job.error = closed
-            port.loop.call_soon(port.on_done, [job], closed)
+            port.loop.call_soon(_deliver, port, [job], closed)
             return
         port.loop.call_soon(self.flush)
 
@@ -161,10 +171,14 @@ class PersistThread:
 
     def stop_port(self, port: PersistWorker) -> bool:
         """From any thread: ``port`` stops once everything it put before is written (its
-        ``stopped`` event is set then); False if the thread takes no more work."""
+        ``stopped`` event is set then — at once when nothing of it is left to write, however
+        busy the thread is with other groups); False if the thread takes no more work."""
         with self._lock:
             if self._closed is not None:
                 return False
+            if port.unwritten == 0:
+                port.stopped.set()
+                return True
             self._pending.append((port, None))
             items, self._pending = self._pending, []
             self._queue.put(items)
@@ -205,10 +219,17 @@ class PersistThread:
                 # Each port's jobs in their order, each port reported the moment its sync
                 # returned: one group's slow write never holds another's answers. A port
                 # saving a snapshot (a whole file) goes last.
+                for port in stops:
+                    if port not in ports:
+                        port.stopped.set()  # nothing of it in this batch
                 for port, jobs in sorted(ports.items(), key=lambda item: _saves(item[1])):
                     error = port.write(jobs)
                     reported.add(port)
+                    with self._lock:
+                        port.unwritten -= len(jobs)
                     delivered = _report(port, jobs, error)
+                    if port in stops:
+                        port.stopped.set()  # right after its own report, not the batch's end
                     if port.owns_thread and (not delivered or port.fatal):
                         # A lone node's loop is closed (nobody waits), or its fsync failed
                         # (fail-stop): the thread writes nothing more.
@@ -217,8 +238,6 @@ class PersistThread:
                         return
                 taken = []
                 self.batches += 1
-                for port in stops:
-                    port.stopped.set()
         except BaseException as exc:  # a bug in this thread must surface, not hang a node
             log.critical("persist thread failed: %r", exc)
             self.failure = end = exc
@@ -306,6 +325,11 @@ class PersistWorker:
         self._fatal: BaseException | None = None
         #: ``stop`` gave up waiting: the storage is being closed, write nothing more of ours.
         self._abandoned = False
+        #: Held by the thread while it writes this port's jobs: ``stop`` giving up waits for
+        #: a write under way to end (the next one sees ``_abandoned`` and writes nothing).
+        self._io = threading.Lock()
+        #: Jobs submitted and not yet written (maintained under the thread's lock).
+        self.unwritten = 0
         #: Set by the thread once everything queued before ``stop`` was written.
         self.stopped = threading.Event()
         self.batches = 0  # syncs issued (statistics and tests)
@@ -335,19 +359,31 @@ class PersistWorker:
             done = self.stopped.wait(timeout)
         if not done:
             self._abandoned = True
+            # A write under way may still be in a syscall: let it end before the caller
+            # closes the storage (and a new run reopens it); past a second timeout the disk
+            # is stuck and the caller closes anyway (it logs so).
+            if self._io.acquire(timeout=timeout):
+                self._io.release()
         return done
 
     def write(self, jobs: list[PersistJob]) -> BaseException | None:
         """In the thread: write ``jobs`` in order and sync once; the error, if any."""
+        with self._io:
+            return self._write(jobs)
+
+    def _write(self, jobs: list[PersistJob]) -> BaseException | None:
         if self._fatal is not None:
             return self._fatal
-        if self._abandoned:
-            return PersistThreadStoppedError("the node stopped before this write was made")
         if self._blocked:
             return DiskFullError("an earlier write failed: the disk is full")
+        abandoned = PersistThreadStoppedError("the node stopped before this write was made")
         try:
             for job in jobs:
+                if self._abandoned:  # checked before every job and the sync
+                    return abandoned
                 write_ready(self._storage, job.rd)
+            if self._abandoned:
+                return abandoned
             timed_sync(self._storage, self._observe_sync)
         except DiskFullError as exc:
             self._blocked = True
