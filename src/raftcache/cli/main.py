@@ -3,31 +3,21 @@
 Rule: this is the composition root of the CLI. It imports subcommand modules only as needed:
 ``serve`` pulls in the whole node (Raft, storage, server), so its parser is built from
 ``raftcache.process.cli`` only when the first argument is ``serve``; every other invocation sees
-a placeholder entry for it in the help. Exit codes are those of ``cli.common``.
+a placeholder entry for it in the help. Conversely ``raftcache serve`` builds only that
+subcommand and imports none of the client-side ones (the client, rich, the benchmarks: a fifth
+of a node's start-up CPU, paid by every node a cluster or a test starts). Exit codes are those
+of ``cli.common``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from raftcache import __version__
-from raftcache.cli import (
-    bench,
-    cluster,
-    commands,
-    completion,
-    membership,
-    monitor,
-    recover,
-    shards,
-    snapshot,
-    stores,
-    watch,
-)
-from raftcache.cli.common import EXIT_USAGE
 
 DESCRIPTION = "raftcache: a distributed, strongly consistent cache replicated with Raft."
 EPILOG = (
@@ -39,13 +29,30 @@ EPILOG = (
 )
 
 
-def build_parser(*, with_serve: bool = False) -> argparse.ArgumentParser:
-    """The full parser; ``with_serve`` imports the node server to build ``serve`` for real."""
+def build_parser(*, with_serve: bool = False, only_serve: bool = False) -> argparse.ArgumentParser:
+    """The full parser; ``with_serve`` imports the node server to build ``serve`` for real;
+    ``only_serve`` (with it) leaves every other subcommand out, and their imports with them."""
     parser = argparse.ArgumentParser(prog="raftcache", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"raftcache {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     if not (with_serve and _add_real_serve(subparsers)):
         _add_placeholder_serve(subparsers)
+    elif only_serve:
+        return parser
+    from raftcache.cli import (
+        bench,
+        cluster,
+        commands,
+        completion,
+        membership,
+        monitor,
+        recover,
+        shards,
+        snapshot,
+        stores,
+        watch,
+    )
+
     cluster.add_parser(subparsers)
     commands.add_parsers(subparsers)
     monitor.add_parser(subparsers)
@@ -88,6 +95,8 @@ def _add_placeholder_serve(subparsers: Any) -> None:
 
 
 def _serve_unavailable(args: argparse.Namespace) -> int:
+    from raftcache.cli.common import EXIT_USAGE
+
     print(
         "raftcache serve: error: the node server is not available in this installation "
         "(raftcache.process.cli could not be imported)",
@@ -103,8 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if with_serve and not _serve_importable():
         # Before parsing: the placeholder cannot know the real options, so any would be "wrong".
         return _serve_unavailable(argparse.Namespace())
-    parser = build_parser(with_serve=with_serve)
-    completion.autocomplete(parser)  # returns unless a completion script called us
+    # A completion script asks about the whole command line: it gets the whole parser.
+    completing = "_ARGCOMPLETE" in os.environ
+    parser = build_parser(with_serve=with_serve, only_serve=with_serve and not completing)
+    if completing:
+        from raftcache.cli import completion
+
+        completion.autocomplete(parser)  # writes the completions and exits
     args = parser.parse_args(args_list)
     try:
         code: int = args.func(args)
