@@ -54,6 +54,34 @@ def test_unknown_nemesis_is_refused() -> None:
         NemesisSchedule(["kill", "meteor"], rng=random.Random(0))
 
 
+def test_enough_counts_only_faults_recovered_from_with_the_fact_asked_for() -> None:
+    def fault(
+        recovery_s: float | None, name: str = "transfer-partition", **facts: object
+    ) -> FaultEvent:
+        return FaultEvent(name, "", 0.0, recovery_s=recovery_s, facts=facts)
+
+    mix = ("transfer-partition",)
+    config = RunConfig(nemeses=mix, enough_faults=2, enough_fact="transferred")
+    recovered_transfer = fault(0.1, transferred=True)
+    assert not config.enough([recovered_transfer])
+    # Still in its window (no recovery yet), or the transfer did not go through: not counted.
+    assert not config.enough([recovered_transfer, fault(None, transferred=True)])
+    assert not config.enough([recovered_transfer, fault(0.1, transferred=False)])
+    assert config.enough([recovered_transfer, fault(0.2, transferred=True)])
+    # Without a fact every recovered fault counts; without a number the phase runs its time.
+    assert RunConfig(nemeses=mix, enough_faults=1).enough([fault(0.1)])
+    assert not RunConfig(nemeses=mix).enough([recovered_transfer] * 5)
+
+
+def test_enough_waits_for_every_nemesis_of_the_mix() -> None:
+    config = RunConfig(nemeses=("clock-drift", "clock-drift-leader"), enough_faults=2)
+    leader = FaultEvent("clock-drift-leader", "", 0.0, recovery_s=0.1)
+    follower = FaultEvent("clock-drift", "", 0.0, recovery_s=0.1)
+    assert not config.enough([leader, leader, leader])
+    assert config.enough([leader, leader, follower])
+    assert config.enough([follower, leader])
+
+
 def op(
     process: int, kind: str, value: object, start: float, end: float, status: str = "ok"
 ) -> Operation:

@@ -3,7 +3,8 @@
 Rule: a run is a fixed sequence, so every run checks the same claims —
 
 1. start N nodes behind the proxy mesh and wait for a leader;
-2. run the workloads' workers and the nemesis schedule together for ``duration_s``;
+2. run the workloads' workers and the nemesis schedule together for ``duration_s`` — or
+   until ``enough_faults`` faults were healed and recovered from, when that comes first;
 3. stop the faults (heal everything) and measure how long the cluster takes to serve again;
    then wait for the membership to settle (every node a voter, every node agreeing);
 4. stop the workers (an increment being retried may take up to its horizon to resolve);
@@ -63,7 +64,7 @@ class RunConfig:
 
     Attributes:
         nodes: Cluster size (3 or 5 in practice).
-        duration_s: Length of the faulty phase (2).
+        duration_s: Length of the faulty phase (2); its bound when ``enough_faults`` is set.
         seed: Names the schedule and every workload choice.
         nemeses: The faults to draw from (see ``raftcache.testing.nemesis``); any clock or
             drift nemesis puts the nodes under libfaketime; clock *jumps* exempt lease reads
@@ -87,6 +88,13 @@ class RunConfig:
         pinned_writers: Register workers per node that only write through that node.
         python: The nodes' interpreter (default: this one) — e.g. a wrapper that runs
             another source tree, to judge a commit with this harness.
+        enough_faults: End the faulty phase as soon as this many faults, every nemesis of
+            ``nemeses`` among them, were healed and the cluster served again after them (0:
+            run for ``duration_s``). For a test whose claim is "N faults of these kinds
+            happened and nothing broke": once it holds, the rest of the phase adds time, not
+            coverage.
+        enough_fact: Count only the faults whose ``facts`` hold this key with a true value
+            (e.g. ``"transferred"``: the transfer really went through).
     """
 
     nodes: int = 3
@@ -113,6 +121,20 @@ class RunConfig:
     lease_readers: int = 1
     pinned_writers: int = 1
     python: str = ""
+    enough_faults: int = 0
+    enough_fact: str = ""
+
+    def enough(self, faults: Sequence[FaultEvent]) -> bool:
+        """Whether ``faults`` hold the ``enough_faults`` completed faults asked for, with
+        every nemesis of the mix among them."""
+        if self.enough_faults <= 0:
+            return False
+        done = [
+            e
+            for e in faults
+            if e.recovery_s is not None and (not self.enough_fact or e.facts.get(self.enough_fact))
+        ]
+        return len(done) >= self.enough_faults and {e.name for e in done} >= set(self.nemeses)
 
 
 @dataclass(slots=True)
@@ -311,7 +333,7 @@ async def _exercise(
     phase = _Phases(report, clock)
     try:
         with phase("faults and load"):
-            await _sleep_watching(nemesis, config.duration_s)
+            await _sleep_watching(nemesis, config.duration_s, lambda: config.enough(report.faults))
             stop_faults.set()
             await nemesis
         with phase("recovery after faults"):
@@ -342,11 +364,25 @@ async def _exercise(
         await asyncio.gather(*workers, nemesis, return_exceptions=True)
 
 
-async def _sleep_watching(task: asyncio.Future[None], seconds: float) -> None:
-    """Sleep, but surface at once an exception of the nemesis (a harness bug)."""
-    done, _ = await asyncio.wait([task], timeout=seconds)
-    if done:
-        task.result()
+async def _sleep_watching(
+    task: asyncio.Future[None], seconds: float, enough: Callable[[], bool]
+) -> None:
+    """Sleep until ``seconds`` passed or ``enough()`` holds (polled), but surface at once an
+    exception of the nemesis (a harness bug)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not enough():
+        left = deadline - loop.time()
+        if left <= 0:
+            return
+        done, _ = await asyncio.wait([task], timeout=min(left, _ENOUGH_POLL_S))
+        if done:
+            task.result()
+            return
+
+
+#: How often the faulty phase looks whether ``RunConfig.enough`` holds yet.
+_ENOUGH_POLL_S = 0.1
 
 
 def _harness_findings(
