@@ -28,6 +28,7 @@ from raftcache.cli.supervisor import parent_death_hook
 from tests.server.cluster import free_ports
 
 __all__ = [
+    "FAST_ELECTIONS",
     "WAIT_S",
     "NodeProcess",
     "ProcessCluster",
@@ -44,6 +45,12 @@ __all__ = [
 
 #: Deadline of every wait: elections take 1-2 s by default, a busy box may stretch that a lot.
 WAIT_S = 60.0
+
+#: ``serve`` flags for a test whose elections are set-up, not its subject: a leader in well
+#: under a second after a start or a kill instead of 1-2 s (the in-process clusters' timings).
+#: Not for tests of lease or shutdown timing, nor for one that needs the leader it found to
+#: stay leader: on a loaded box a stall of 0.3 s may cost a leader its term.
+FAST_ELECTIONS = ["--election-timeout-min", "0.3", "--election-timeout-max", "0.6"]
 
 T = TypeVar("T")
 

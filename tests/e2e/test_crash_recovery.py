@@ -20,6 +20,7 @@ import pytest
 
 from raftcache import AsyncClient, RaftcacheError
 from tests.e2e.nodes import (
+    FAST_ELECTIONS,
     NodeProcess,
     ProcessCluster,
     eventually_equal,
@@ -93,7 +94,8 @@ async def _check_every_node(
 
 
 async def test_acknowledged_writes_survive_leader_kill_and_full_restart(tmp_path: Path) -> None:
-    with ProcessCluster(tmp_path) as cluster:
+    # Three elections (start, leader kill, full restart) are set-up here, not the subject.
+    with ProcessCluster(tmp_path, extra_args=FAST_ELECTIONS) as cluster:
         cluster.start_all()
         async with aiohttp.ClientSession() as http:
             old_leader = await wait_for_leader(cluster, http)
