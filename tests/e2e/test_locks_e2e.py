@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from raftcache.client import Client
-from tests.e2e.nodes import ProcessCluster, wait_for, wait_for_leader
+from tests.e2e.nodes import FAST_ELECTIONS, ProcessCluster, wait_for, wait_for_leader
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,8 @@ class FencedResource:
 
 
 async def test_locks_survive_a_leader_kill(tmp_path: Path) -> None:
-    cluster = ProcessCluster(tmp_path)
+    # The elections (start, leader kill) are set-up; the locks' safety across them is the subject.
+    cluster = ProcessCluster(tmp_path, extra_args=FAST_ELECTIONS)
     resp_ports = cluster.give_resp_ports()
     with cluster:
         cluster.start_all()
