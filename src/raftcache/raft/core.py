@@ -846,6 +846,16 @@ class RaftCore:
                 if pr.next_index <= last
                 else []
             )
+            if (
+                pr.state is ProgressState.REPLICATE
+                and pr.inflight >= self.cfg.max_inflight_small
+                and prev + len(entries) >= last  # it carries all there is ...
+                and len(entries) < self.cfg.max_entries_per_message  # ... and has room
+            ):
+                # A message that is not full (it carries every pending entry) waits for an
+                # answer in flight: what arrives meanwhile leaves with it (the answer sends
+                # it: ``_step_append_response``). Full ones — catch-up, bulk — pipeline on.
+                return
             prev_term = self.log.term_at(prev)
             if prev_term is None:
                 raise InvariantError(f"{self.id}: no term for entry {prev} after the snapshot")
@@ -930,6 +940,11 @@ class RaftCore:
     ) -> None:
         if not out.heartbeat:
             pr.on_reply()
+        elif pr.state is ProgressState.REPLICATE and pr.inflight >= self.cfg.max_inflight_small:
+            # A heartbeat came back while a message is still counted in flight: free one slot,
+            # so entries waiting behind a lost message leave within a heartbeat, not after
+            # its RPC timeout (etcd frees one on a heartbeat answer the same way).
+            pr.inflight -= 1
         if resp.success:
             if pr.maybe_update(resp.match_index):
                 if pr.state is ProgressState.PROBE:

@@ -14,7 +14,7 @@ from collections import Counter
 
 from raftcache.raft.messages import AppendEntriesRequest
 from tests.raft.core.invariants import SafetyChecker
-from tests.raft.core.lockstep import Handled, LockstepNetwork, between
+from tests.raft.core.lockstep import Handled, LockstepNetwork, between, make_config
 
 
 def _appends_from(net: LockstepNetwork, leader: str, since: int) -> list[Handled]:
@@ -59,7 +59,7 @@ def test_pipelined_writes_carry_the_commit_index_on_the_next_append() -> None:
     net.stabilize()
     since = len(net.handled)
     last = 0
-    for i in range(6):  # six appends in flight to each follower before any answer
+    for i in range(6):  # six writes before any answer (the first append out, the rest wait)
         last = net.propose("n1", f"p{i}".encode())
     net.stabilize()
     checker.check(net)
@@ -136,3 +136,80 @@ def test_a_heartbeat_that_overtakes_an_append_does_not_count_as_telling_the_comm
 
 def _is_heartbeat_to(msg: object, dst: str, target: str) -> bool:
     return dst == target and isinstance(msg, AppendEntriesRequest) and not msg.entries
+
+
+# ---------------------------------------------------------------- how deep small appends pipeline
+def _appends_queued(net: LockstepNetwork, src: str, dst: str) -> list[AppendEntriesRequest]:
+    """AppendEntries with entries from ``src`` to ``dst`` still on their way (not answered)."""
+    return [
+        env.out.message
+        for env in net.queue
+        if env.response is None
+        and env.sender == src
+        and env.out.target == dst
+        and isinstance(env.out.message, AppendEntriesRequest)
+        and env.out.message.entries
+    ]
+
+
+def test_entries_proposed_while_an_append_is_out_wait_and_leave_together() -> None:
+    net = LockstepNetwork(3)
+    checker = SafetyChecker()
+    net.elect("n1")
+    net.stabilize()
+    first = net.propose("n1", b"a")
+    for i in range(5):  # arrive while the first append is still out: no message each
+        net.propose("n1", f"b{i}".encode())
+    out = _appends_queued(net, "n1", "n2")
+    assert [[e.index for e in req.entries] for req in out] == [[first]]
+    net.deliver_where(between("n1", "n2"))  # its answer sends what waited, in one message
+    sent = _appends_from(net, "n1", 0)
+    to_n2 = [[e.index for e in h.request.entries] for h in sent if h.dst == "n2"]  # type: ignore[union-attr]
+    assert [batch for batch in to_n2 if batch][-2:] == [[first], list(range(first + 1, first + 6))]
+    net.stabilize()
+    checker.check(net)
+    for follower in ("n2", "n3"):
+        assert net.nodes[follower].commands()[-6:] == [b"a", *(f"b{i}".encode() for i in range(5))]
+
+
+def test_full_appends_still_pipeline() -> None:
+    # Catch-up and bulk writes: a message that cannot carry everything pending is full and
+    # goes at once, up to max_inflight of them.
+    net = LockstepNetwork(3, cfg=make_config(max_entries_per_message=4, max_inflight=8))
+    net.elect("n1")
+    net.stabilize()
+    net.propose("n1", b"first")  # one small append out
+    for i in range(12):
+        net.propose("n1", f"bulk{i}".encode())
+    sizes = [len(req.entries) for req in _appends_queued(net, "n1", "n2")]
+    assert sizes[0] == 1
+    assert sizes[1:4] == [4, 4, 4]  # full ones pipelined behind the small one
+    net.stabilize()
+    assert net.nodes["n2"].commands()[-13:] == [
+        b"first",
+        *(f"bulk{i}".encode() for i in range(12)),
+    ]
+
+
+def test_a_heartbeat_answer_frees_a_slot_so_a_lost_append_does_not_hold_the_rest() -> None:
+    net = LockstepNetwork(3)
+    checker = SafetyChecker()
+    net.elect("n1")
+    net.stabilize()
+    net.propose("n1", b"lost")
+    # The append to n2 is lost without a failure report (as a dropped packet whose RPC has
+    # not timed out yet): only a heartbeat answer can let what follows leave.
+    lost = next(
+        env
+        for env in net.queue
+        if env.out.target == "n2" and isinstance(env.out.message, AppendEntriesRequest)
+    )
+    net.queue.remove(lost)
+    index = net.propose("n1", b"after")
+    assert _appends_queued(net, "n1", "n2") == []  # waits behind the lost one
+    net.tick("n1", net["n1"].heartbeat_ticks)  # a heartbeat round
+    net.deliver_where(between("n1", "n2"))
+    net.stabilize()
+    checker.check(net)
+    assert net["n2"].log.last_index() >= index
+    assert net.nodes["n2"].commands()[-2:] == [b"lost", b"after"]
