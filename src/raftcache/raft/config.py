@@ -37,7 +37,7 @@ class RaftConfig:
     #: writes, a group's share of the clients) wait for its answer and leave together,
     #: instead of a message each.
     #: Measured: 1.18–1.23× the ops per CPU-second through a forwarding node, direct
-    #: writes unchanged (docs/performance.md). A heartbeat answer frees one slot.
+    #: writes unchanged (docs/performance.md). A heartbeat answer lends one slot.
     max_inflight_small: int = 1
     #: Bytes of proposals appended but not yet committed before new proposals are refused.
     max_uncommitted_bytes: int = 64 * 1024 * 1024

@@ -940,11 +940,16 @@ class RaftCore:
     ) -> None:
         if not out.heartbeat:
             pr.on_reply()
-        elif pr.state is ProgressState.REPLICATE and pr.inflight >= self.cfg.max_inflight_small:
-            # A heartbeat came back while a message is still counted in flight: free one slot,
-            # so entries waiting behind a lost message leave within a heartbeat, not after
-            # its RPC timeout (etcd frees one on a heartbeat answer the same way).
-            pr.inflight -= 1
+        elif (
+            pr.state is ProgressState.REPLICATE
+            and self.cfg.max_inflight_small <= pr.inflight < self.cfg.max_inflight
+        ):
+            # A heartbeat came back while small messages wait behind one in flight: lend one
+            # slot, so entries waiting behind a lost message leave within a heartbeat, not
+            # after its RPC timeout (etcd frees one on a heartbeat answer too). One lend at a
+            # time, repaid by the next reply: never more than one beyond the count, and a
+            # full pipeline (catch-up) is never lent to.
+            pr.lend()
         if resp.success:
             if pr.maybe_update(resp.match_index):
                 if pr.state is ProgressState.PROBE:

@@ -28,6 +28,7 @@ class Progress:
         "is_learner",
         "last_active",
         "last_heard",
+        "lent",
         "match_index",
         "next_index",
         "probe_sent",
@@ -41,6 +42,9 @@ class Progress:
         self.next_index = next_index
         self.state = ProgressState.PROBE
         self.inflight = 0
+        #: A heartbeat answer lent a slot (``lend``): the next reply repays it instead of
+        #: freeing one, so at most one message beyond the count is ever out.
+        self.lent = False
         #: In PROBE, whether a probe is outstanding (only one at a time).
         self.probe_sent = False
         #: The leader's tick count when this follower last answered (check-quorum window).
@@ -90,8 +94,20 @@ class Progress:
         elif self.state is ProgressState.PROBE:
             self.probe_sent = True
 
+    def lend(self) -> bool:
+        """Free one slot before its message is answered (a heartbeat answer showed the
+        follower alive while an append may be lost); False if one is already lent."""
+        if self.lent or self.inflight == 0:
+            return False
+        self.lent = True
+        self.inflight -= 1
+        return True
+
     def on_reply(self) -> None:
-        self.inflight = max(0, self.inflight - 1)
+        if self.lent:
+            self.lent = False  # this reply's slot was freed already
+        else:
+            self.inflight = max(0, self.inflight - 1)
         if self.state is ProgressState.PROBE:
             self.probe_sent = False
 

@@ -11,10 +11,11 @@ a rescan of the log would give.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 from raftcache.raft.messages import AppendEntriesRequest
 from tests.raft.core.invariants import SafetyChecker
-from tests.raft.core.lockstep import Handled, LockstepNetwork, between, make_config
+from tests.raft.core.lockstep import Envelope, Handled, LockstepNetwork, between, make_config
 
 
 def _appends_from(net: LockstepNetwork, leader: str, since: int) -> list[Handled]:
@@ -207,9 +208,37 @@ def test_a_heartbeat_answer_frees_a_slot_so_a_lost_append_does_not_hold_the_rest
     net.queue.remove(lost)
     index = net.propose("n1", b"after")
     assert _appends_queued(net, "n1", "n2") == []  # waits behind the lost one
-    net.tick("n1", net["n1"].heartbeat_ticks)  # a heartbeat round
-    net.deliver_where(between("n1", "n2"))
-    net.stabilize()
+    for _ in range(2):  # heartbeat rounds: the first lends a slot, the next brings the commit
+        net.tick("n1", net["n1"].heartbeat_ticks)
+        net.deliver_where(between("n1", "n2"))
+        net.stabilize()
     checker.check(net)
     assert net["n2"].log.last_index() >= index
     assert net.nodes["n2"].commands()[-2:] == [b"lost", b"after"]
+
+
+# ---------------------------------------------------------------- heartbeat-lent slots stay bounded
+def _heartbeat_traffic(src: str, dst: str) -> Callable[[Envelope], bool]:
+    """Heartbeats (requests and answers) between ``src`` and ``dst``: appends stay in flight."""
+    pair = between(src, dst)
+    return lambda env: pair(env) and env.out.heartbeat
+
+
+def test_heartbeat_answers_do_not_let_full_appends_exceed_max_inflight() -> None:
+    # A follower slow to answer appends (a WAN, a slow disk) during a catch-up: full appends
+    # fill the pipeline, and its heartbeat answers come back while they are still out. Each
+    # heartbeat answer "frees" a slot the append's own answer frees again later (on_reply):
+    # the counter undercounts, and the real number of appends in flight grows by one per
+    # heartbeat round, without bound.
+    cfg = make_config(max_entries_per_message=4, max_inflight=4)
+    net = LockstepNetwork(3, cfg=cfg)
+    net.elect("n1")
+    net.stabilize()
+    for i in range(200):
+        net.propose("n1", f"bulk{i}".encode())
+    assert len(_appends_queued(net, "n1", "n2")) <= cfg.max_inflight
+    for _ in range(10):  # ten heartbeat rounds; n2 answers only the heartbeats meanwhile
+        net.tick("n1", net["n1"].heartbeat_ticks)
+        net.deliver_where(_heartbeat_traffic("n1", "n2"))
+    out = _appends_queued(net, "n1", "n2")
+    assert len(out) <= cfg.max_inflight, (len(out), net["n1"].progress["n2"].inflight)
