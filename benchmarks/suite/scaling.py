@@ -92,7 +92,8 @@ def _plan_job(
 
 def _counters(cluster: RaftcacheCluster) -> dict[str, float]:
     """Requests the stores forwarded so far (``raftcache_http_forwarded_total``, every group)
-    and the AppendEntries they sent (``raftcache_network_rpcs_total``, outbound)."""
+    and the AppendEntries messages they sent (``raftcache_network_rpcs_total``, outbound: a
+    batch of many groups' AppendEntries to one store counts as one)."""
     total = {"forwarded": 0.0, "append_entries": 0.0}
     for nid in cluster.procs:
         status, body = httpc.request("GET", f"{cluster.url(nid)}/metrics")
@@ -104,7 +105,7 @@ def _counters(cluster: RaftcacheCluster) -> dict[str, float]:
             elif (
                 line.startswith("raftcache_network_rpcs_total{")
                 and 'direction="outbound"' in line
-                and 'rpc="AppendEntries"' in line
+                and ('rpc="AppendEntries"' in line or 'rpc="AppendEntriesBatch"' in line)
             ):
                 total["append_entries"] += float(line.rsplit(" ", 1)[1])
     return total
@@ -367,8 +368,9 @@ def markdown(
         f"{scaling['cores']} (the store leading most groups first: `core` column); wrk "
         "pinned to the cores left, or floating when none is left. CPU-s: utime + stime of the "
         "3 stores over the measured window. forwarded: share of the writes a store passed to "
-        "another; AppendEntries per write: the RPCs every store sent over the run (heartbeats "
-        "included) per write. Every cluster is up for the whole section, those not being "
+        "another; AppendEntries per write: the AppendEntries messages every store sent over the "
+        "run (heartbeats included; a batch of many groups' to one store counts one) per write. "
+        "Every cluster is up for the whole section, those not being "
         "measured frozen (SIGSTOP); the G values of one client path are measured back to back, "
         "in alternating order. Ratios against G = 1, same client path and "
         "pinning. The `direct, unpinned` rows let every store and wrk float over all cores, as "

@@ -225,6 +225,7 @@ async def test_mount_enforces_its_own_body_limit() -> None:
         "/raft/request-vote",
         "/raft/append-entries",
         "/raft/install-snapshot",
+        "/raft/append-batch",
     }
     runner = web.AppRunner(app)
     await runner.setup()

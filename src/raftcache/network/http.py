@@ -38,6 +38,7 @@ from aiohttp import web
 from yarl import URL
 
 from raftcache.network import compression as codings
+from raftcache.network.batching import outcome_of
 from raftcache.network.codec import CodecError
 from raftcache.network.errors import NetworkError, no_address
 from raftcache.network.httpclient import (
@@ -64,6 +65,8 @@ from raftcache.network.metrics import NetworkMetrics, rpc_name
 from raftcache.network.tls import client_ssl_context, server_ssl_context
 from raftcache.network.wrapper import Clock, loop_clock
 from raftcache.protocol.messages import (
+    AppendEntriesBatch,
+    AppendEntriesBatchResponse,
     AppendEntriesRequest,
     AppendEntriesResponse,
     InstallSnapshotRequest,
@@ -335,6 +338,23 @@ class HttpNetwork(NetworkInterface):
         self, target: str, req: InstallSnapshotRequest
     ) -> InstallSnapshotResponse:
         return await self._post(target, req, InstallSnapshotResponse)
+
+    async def send_append_batch(
+        self, target: str, reqs: Sequence[AppendEntriesRequest]
+    ) -> list[AppendEntriesResponse | NetworkError]:
+        """One ``POST /raft/append-batch`` when ``target`` serves it, else one RPC each."""
+        if len(reqs) < 2 or not self.peer_capabilities(target).batch:
+            return await super().send_append_batch(target, reqs)
+        answer = await HttpNetwork._post(
+            self, target, AppendEntriesBatch(list(reqs)), AppendEntriesBatchResponse
+        )
+        if len(answer.items) != len(reqs):
+            raise NetworkError(
+                f"Malformed AppendEntriesBatchResponse from node {target}: "
+                f"{len(answer.items)} answers to {len(reqs)} items",
+                permanent=True,
+            )
+        return [outcome_of(item) for item in answer.items]
 
     async def _post(self, target: str, req: Any, response_cls: type[Resp]) -> Resp:
         urls = self._urls.get(target)

@@ -21,7 +21,13 @@ from yarl import URL
 
 from raftcache.network import compression
 from raftcache.network.errors import NetworkError, NetworkTimeoutError
-from raftcache.network.httpwire import ACCEPT_POST, JSON, parse_formats
+from raftcache.network.httpwire import (
+    ACCEPT_POST,
+    JSON,
+    RAFT_BATCH,
+    RAFT_BATCH_APPEND,
+    parse_formats,
+)
 
 __all__ = [
     "CLIENTS",
@@ -45,6 +51,8 @@ class PeerCapabilities:
 
     encodings: frozenset[str] = frozenset()
     formats: frozenset[str] = frozenset({"json"})
+    #: The peer serves ``AppendEntriesBatch`` (``httpwire.RAFT_BATCH``).
+    batch: bool = False
 
 
 NOTHING = PeerCapabilities()
@@ -60,13 +68,18 @@ class Answer:
 
 
 def capabilities_of(
-    status: int, accept_encoding: str | None, accept_post: str | None
+    status: int,
+    accept_encoding: str | None,
+    accept_post: str | None,
+    raft_batch: str | None = None,
 ) -> PeerCapabilities | None:
     """What an answer says the peer reads; None unless it came from our own routes (200, 415)."""
     if status not in (200, 415):
         return None
     return PeerCapabilities(
-        compression.parse_accept_encoding(accept_encoding), parse_formats(accept_post)
+        compression.parse_accept_encoding(accept_encoding),
+        parse_formats(accept_post),
+        RAFT_BATCH_APPEND in (raft_batch or "").replace(" ", "").split(","),
     )
 
 
@@ -86,7 +99,10 @@ async def transfer(
         async with session.post(url, data=data, headers=headers) as resp:
             body = await resp.read()
             caps = capabilities_of(
-                resp.status, resp.headers.get("Accept-Encoding"), resp.headers.get(ACCEPT_POST)
+                resp.status,
+                resp.headers.get("Accept-Encoding"),
+                resp.headers.get(ACCEPT_POST),
+                resp.headers.get(RAFT_BATCH),
             )
             return Answer(resp.status, body, resp.content_type or JSON, caps)
     except TimeoutError:

@@ -12,9 +12,10 @@ an application whose server decodes bodies itself (aiohttp does by default, zstd
 library it knows), the body arrives decoded; a body still encoded (a host with decompression
 off) is decoded here. A coding that cannot be decoded gets 415 with ``Accept-Encoding``.
 
-Every 200 and 415 answer advertises what this node reads: ``Accept-Encoding`` (content codings)
-and ``Accept-Post`` (body formats). Each served call is recorded in ``metrics`` as ``inbound``
-(peer = the sender the request names), with its wire and body sizes.
+Every 200 and 415 answer advertises what this node reads: ``Accept-Encoding`` (content codings),
+``Accept-Post`` (body formats) and ``Raft-Batch`` (the batch route, ``batching``). Each served
+call is recorded in ``metrics`` as ``inbound`` (peer = the sender the request names), with its
+wire and body sizes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from raftcache.network import codec, compression
+from raftcache.network.batching import serve_append_batch
 from raftcache.network.errors import NetworkError, no_handlers, remote_handler_error
 from raftcache.network.httpwire import (
     ACCEPT_POST,
@@ -35,6 +37,8 @@ from raftcache.network.httpwire import (
     JSON,
     MSGPACK,
     PATHS,
+    RAFT_BATCH,
+    RAFT_BATCH_APPEND,
     decode_body,
     encode_body,
     error_response,
@@ -44,7 +48,8 @@ from raftcache.network.interface import RpcHandlers
 from raftcache.network.metered import sender_of
 from raftcache.network.metrics import NetworkMetrics, rpc_name
 from raftcache.network.wrapper import Clock
-from raftcache.protocol.validation import InvalidMessageError, validate_request
+from raftcache.protocol.messages import AppendEntriesBatch
+from raftcache.protocol.validation import InvalidMessageError, validate_batch, validate_request
 
 __all__ = ["RaftRoute", "RaftRoutes", "aiohttp_decodes_zstd"]
 
@@ -141,6 +146,7 @@ class RaftRoutes:
         return {
             "Accept-Encoding": compression.format_accept_encoding(self.accepted_encodings()),
             ACCEPT_POST: f"{JSON}, {MSGPACK}",
+            RAFT_BATCH: RAFT_BATCH_APPEND,
         }
 
     def authorized(self, authorization: str | None) -> bool:
@@ -169,7 +175,10 @@ class RaftRoutes:
         fmt = format_of(request.content_type)
         try:
             req = decode_body(fmt, cls, body)
-            validate_request(req)
+            if cls is AppendEntriesBatch:
+                validate_batch(req)
+            else:
+                validate_request(req)
         except InvalidMessageError as exc:
             self.metrics.record_rejected("inbound", rpc, "?", NetworkError("", kind="bad_request"))
             return error_response(400, f"invalid {cls.__name__}: {exc}", "bad_request")
@@ -191,7 +200,10 @@ class RaftRoutes:
     ) -> web.Response:
         peer, rpc = sender_of(req), rpc_name(req)
         try:
-            response = await getattr(handlers, method)(req)
+            if method:
+                response = await getattr(handlers, method)(req)
+            else:  # a batch: each item its group's own (``batching``)
+                response = await serve_append_batch(self.node_id, handlers, req)
         except NetworkError as exc:  # the handler's own verdict (a group not hosted): relayed
             logger.debug("%s: %s refused: %s", self.node_id, rpc, exc)
             self.metrics.record("inbound", rpc, peer, self.clock() - started, exc)

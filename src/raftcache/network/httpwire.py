@@ -29,6 +29,14 @@ parsed as; ``application/msgpack`` (``raftcache.network.msgpack_codec``) is the 
 server answers in the format of the request and advertises the formats it reads in an
 ``Accept-Post`` response header and the content codings it decodes in ``Accept-Encoding``
 (RFC 7694); a client sends msgpack or a compressed body only to a peer that advertised it.
+
+Batches: ``POST /raft/append-batch`` carries an ``AppendEntriesBatch`` (many groups'
+AppendEntries to one store, ``raftcache.network.batching``) and answers an
+``AppendEntriesBatchResponse``: one answer per item, a response or the error its single RPC
+would have raised (its message, kind and permanence), so an item's refusal is never the
+batch's. The statuses above concern the batch as a whole (an invalid item refuses it: 400). A
+node serving the route says ``Raft-Batch: append-entries`` on its 200 and 415 answers; a client
+sends batches only to a peer that did.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from aiohttp import web
 from raftcache.network import codec, msgpack_codec
 from raftcache.network.errors import NetworkError, no_handlers, relayed
 from raftcache.protocol.messages import (
+    AppendEntriesBatch,
     AppendEntriesRequest,
     InstallSnapshotRequest,
     RequestVoteRequest,
@@ -56,6 +65,8 @@ __all__ = [
     "JSON",
     "MSGPACK",
     "PATHS",
+    "RAFT_BATCH",
+    "RAFT_BATCH_APPEND",
     "decode_body",
     "encode_body",
     "error_response",
@@ -72,6 +83,7 @@ PATHS: dict[type[Any], str] = {
     RequestVoteRequest: "/raft/request-vote",
     AppendEntriesRequest: "/raft/append-entries",
     InstallSnapshotRequest: "/raft/install-snapshot",
+    AppendEntriesBatch: "/raft/append-batch",
 }
 """The route of each request type."""
 
@@ -79,6 +91,7 @@ HANDLER_OF: dict[type[Any], str] = {
     RequestVoteRequest: "handle_request_vote",
     AppendEntriesRequest: "handle_append_entries",
     InstallSnapshotRequest: "handle_install_snapshot",
+    AppendEntriesBatch: "",  # not a handler's: ``batching.serve_append_batch`` steps each item
 }
 """The ``RpcHandlers`` method that serves each request type."""
 
@@ -87,6 +100,10 @@ MSGPACK = msgpack_codec.CONTENT_TYPE
 FORMATS = ("json", "msgpack")
 CONTENT_TYPE_OF = {"json": JSON, "msgpack": MSGPACK}
 ACCEPT_POST = "Accept-Post"
+#: A node that serves ``AppendEntriesBatch`` says so on its Raft answers: ``Raft-Batch:
+#: append-entries`` (an older node says nothing and gets single RPCs).
+RAFT_BATCH = "Raft-Batch"
+RAFT_BATCH_APPEND = "append-entries"
 _MSGPACK_TYPES = frozenset({MSGPACK, "application/x-msgpack", "application/vnd.msgpack"})
 
 

@@ -11,9 +11,12 @@ concurrently.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Protocol
 
+from raftcache.network.errors import NetworkError
 from raftcache.protocol.messages import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -67,3 +70,20 @@ class NetworkInterface(ABC):
 
     def set_peer_address(self, node_id: str, address: str | None) -> None:  # noqa: B027
         """Learn or update a peer's address (membership changes carry them). Default: ignore."""
+
+    async def send_append_batch(
+        self, target: str, reqs: Sequence[AppendEntriesRequest]
+    ) -> list[AppendEntriesResponse | NetworkError]:
+        """Send many groups' AppendEntries to ``target``; each item's response or the error its
+        single RPC raised, in order (``raftcache.network.batching``). Default: one RPC each,
+        concurrently; a transport with a batch message overrides it."""
+        results = await asyncio.gather(
+            *(self.send_append_entries(target, req) for req in reqs), return_exceptions=True
+        )
+        outcomes: list[AppendEntriesResponse | NetworkError] = []
+        for result in results:
+            if isinstance(result, AppendEntriesResponse | NetworkError):
+                outcomes.append(result)
+            else:
+                raise result
+        return outcomes

@@ -229,7 +229,7 @@ class LeanClient:
                 raise NetworkError(
                     f"Bad answer from node {target} at {url.origin()}: {exc}", kind="connection"
                 ) from exc
-        caps = capabilities_of(conn.status, conn.accept_encoding, conn.accept_post)
+        caps = capabilities_of(conn.status, conn.accept_encoding, conn.accept_post, conn.raft_batch)
         return Answer(conn.status, body, _media_type(conn.content_type) or JSON, caps)
 
 

@@ -55,6 +55,7 @@ class LeanConnection(asyncio.Protocol):
         self.content_type: str | None = None
         self.accept_encoding: str | None = None
         self.accept_post: str | None = None
+        self.raft_batch: str | None = None
         self.content_encoding: str | None = None
         self._body: list[bytes] = []
         self._headers_done = False
@@ -141,7 +142,7 @@ class LeanConnection(asyncio.Protocol):
             raise MalformedAnswerError("an answer nobody asked for")
         self._headers_done = self._length_known = False
         self.status = 0
-        self.content_type = self.accept_encoding = self.accept_post = None
+        self.content_type = self.accept_encoding = self.accept_post = self.raft_batch = None
         self.content_encoding = None
         self._body = []
 
@@ -157,6 +158,8 @@ class LeanConnection(asyncio.Protocol):
             self.accept_encoding = value.decode("latin-1")
         elif key == b"accept-post":
             self.accept_post = value.decode("latin-1")
+        elif key == b"raft-batch":
+            self.raft_batch = value.decode("latin-1")
         elif key == b"content-encoding":
             self.content_encoding = value.decode("latin-1").strip().lower()
 

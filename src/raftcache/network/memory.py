@@ -19,6 +19,8 @@ Rule: an RPC behaves as if it crossed a wire, deterministically for a given seed
   registered is permanent ("Target node X not available"); a partition is transient; a target
   without handlers is permanent. An exception raised by the handler is a permanent error, but
   for a ``NetworkError`` (``GroupNotHostedError``), which keeps its message, kind and permanence.
+- *Batches* (``send_append_batch`` of two or more items, ``raftcache.network.batching``) are
+  one message: lost, delayed or partitioned whole; the receiver answers each item.
 - *Stopped networks look crashed*: ``stop()`` keeps the registration, so a stopped target is a
   transient "unreachable" error (like connection refused to a known peer), and handlers running
   on it are cancelled (their callers get a transient error). ``start()`` brings it back. A
@@ -30,10 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
+from raftcache.network.batching import outcome_of, serve_append_batch
 from raftcache.network.codec import clone
 from raftcache.network.errors import (
     NetworkError,
@@ -46,6 +49,8 @@ from raftcache.network.errors import (
 from raftcache.network.hub import InMemoryHub
 from raftcache.network.interface import NetworkInterface, RpcHandlers
 from raftcache.protocol.messages import (
+    AppendEntriesBatch,
+    AppendEntriesBatchResponse,
     AppendEntriesRequest,
     AppendEntriesResponse,
     InstallSnapshotRequest,
@@ -207,6 +212,16 @@ class InMemoryNetwork(NetworkInterface):
     ) -> InstallSnapshotResponse:
         return await self._call(target, req, "handle_install_snapshot", InstallSnapshotResponse)
 
+    async def send_append_batch(
+        self, target: str, reqs: Sequence[AppendEntriesRequest]
+    ) -> list[AppendEntriesResponse | NetworkError]:
+        """One message carrying every item (lost, delayed or partitioned as one)."""
+        if len(reqs) < 2:
+            return await super().send_append_batch(target, reqs)
+        batch = AppendEntriesBatch(list(reqs))
+        answer = await self._call(target, batch, "", AppendEntriesBatchResponse)
+        return [outcome_of(item) for item in answer.items]
+
     # -- the wire -------------------------------------------------------------------------------
 
     def _draw(self) -> _Draw:
@@ -286,12 +301,16 @@ class InMemoryNetwork(NetworkInterface):
         if delay > 0:
             await asyncio.sleep(delay)
         receiver = self._route(target)
-        handler = getattr(receiver._handlers, method)
+        handlers = receiver._handlers
+        assert handlers is not None
         task = asyncio.current_task()
         assert task is not None
         receiver._serving.add(task)
         try:
-            response = await handler(req)
+            if method:
+                response = await getattr(handlers, method)(req)
+            else:  # a batch: each item its group's own
+                response = await serve_append_batch(target, handlers, req)
             if type(response) is not response_cls:
                 raise TypeError(f"{method} returned {type(response).__name__}")
             return clone(response)

@@ -34,7 +34,10 @@ class _CancelledError(Exception):
 
 
 def sender_of(req: Any) -> str:
-    """The node that sent a request, as the request itself names it."""
+    """The node that sent a request, as the request itself names it (a batch: its first item)."""
+    items = getattr(req, "items", None)
+    if isinstance(items, list) and items:
+        req = items[0]
     sender = getattr(req, "leader_id", None) or getattr(req, "candidate_id", None)
     return sender if isinstance(sender, str) else "?"
 

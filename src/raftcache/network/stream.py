@@ -21,16 +21,19 @@ the same shape and ``permanent`` flags (``stream_client``), and every call is re
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
 
 from raftcache.network.errors import NetworkError, no_address
 from raftcache.network.http import HttpNetwork
+from raftcache.network.interface import NetworkInterface
 from raftcache.network.metrics import rpc_name
 from raftcache.network.stream_client import StreamLink, StreamUnsupported
 from raftcache.network.stream_server import StreamServer
 from raftcache.network.stream_wire import STREAM_PATH
+from raftcache.protocol.messages import AppendEntriesRequest, AppendEntriesResponse
 
 __all__ = ["StreamNetwork"]
 
@@ -157,6 +160,12 @@ class StreamNetwork(HttpNetwork):
         task.add_done_callback(self._closing.discard)
 
     # -- client ---------------------------------------------------------------------------------
+
+    async def send_append_batch(
+        self, target: str, reqs: Sequence[AppendEntriesRequest]
+    ) -> list[AppendEntriesResponse | NetworkError]:
+        """One frame each on the stream (it multiplexes them already; no batch frame yet)."""
+        return await NetworkInterface.send_append_batch(self, target, reqs)
 
     async def _post(self, target: str, req: Any, response_cls: type[Resp]) -> Resp:
         until = self._http_until.get(target)

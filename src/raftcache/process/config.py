@@ -84,6 +84,9 @@ class ServeOptions:
     #: What sends the Raft HTTP RPCs (same wire): ``auto`` = the lean httptools client when
     #: installed, else aiohttp.
     raft_http_client: str = "auto"
+    #: A store sends the AppendEntries its groups make for one peer in one event-loop turn as
+    #: one batch (``raftcache.network.batching``).
+    raft_batch: bool = True
     election_timeout_min_s: float = 1.0
     election_timeout_max_s: float = 2.0
     heartbeat_interval_s: float = 0.1
@@ -408,6 +411,14 @@ OPTIONS: tuple[Option, ...] = (
         "auto",
         "client sending Raft RPCs over HTTP (same wire); auto = lean (httptools) when installed",
         "auto|lean|aiohttp",
+    ),
+    Option(
+        "raft_batch",
+        _bool,
+        True,
+        "a store sends its groups' AppendEntries to one peer, made in one event-loop turn, "
+        "as one batch (default true)",
+        "true|false",
     ),
     Option("election_timeout_min_s", _positive_float, 1.0, "Raft election timeout, low (s)", "S"),
     Option("election_timeout_max_s", _positive_float, 2.0, "Raft election timeout, high (s)", "S"),

@@ -240,6 +240,7 @@ def build_store_server(
         rng=random.Random(),
         peer_addresses=addresses,
         meta=layout.meta,
+        batch_appends=options.raft_batch,
     )
     if layout.meta and known.meta:  # where to look for the meta leader: hints only
         store.meta_voters = known.meta

@@ -158,4 +158,37 @@ class InstallSnapshotResponse:
 
 
 RaftRequest = RequestVoteRequest | AppendEntriesRequest | InstallSnapshotRequest
+
+#: The most AppendEntries one batch may carry (a store sends one per group it leads with a
+#: follower on the peer: a few dozen at most).
+MAX_BATCH_ITEMS: Final = 1024
+
+
+@dataclass(slots=True)
+class AppendEntriesBatch:
+    """Many groups' AppendEntries to one peer store in one message (docs/sharding.md, "Busy
+    groups stepped together"): each item is exactly the request its group would have sent
+    alone, addressed by its own ``group`` and ``to``."""
+
+    items: list[AppendEntriesRequest]
+
+
+@dataclass(slots=True)
+class BatchAnswer:
+    """One item's outcome: its ``response``, or (``response`` None) the error the single RPC
+    would have raised — ``error`` its text, ``kind`` and ``permanent`` as ``NetworkError``'s."""
+
+    response: AppendEntriesResponse | None = None
+    error: str = ""
+    kind: str = ""
+    permanent: bool = False
+
+
+@dataclass(slots=True)
+class AppendEntriesBatchResponse:
+    """The answers of an ``AppendEntriesBatch``, in its items' order."""
+
+    items: list[BatchAnswer]
+
+
 RaftResponse = RequestVoteResponse | AppendEntriesResponse | InstallSnapshotResponse

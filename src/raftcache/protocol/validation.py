@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from raftcache.protocol.configuration import Configuration
 from raftcache.protocol.messages import (
+    MAX_BATCH_ITEMS,
     MAX_GROUP_ID_CHARS,
     MAX_REPLICA_ID_CHARS,
+    AppendEntriesBatch,
     AppendEntriesRequest,
     EntryKind,
     InstallSnapshotRequest,
@@ -78,6 +80,21 @@ def validate_request(req: RaftRequest) -> None:
                 Configuration.decode(req.configuration)
             except (ValueError, TypeError, KeyError) as exc:
                 raise InvalidMessageError(f"undecodable configuration: {exc}") from None
+
+
+def validate_batch(batch: AppendEntriesBatch) -> None:
+    """Raise ``InvalidMessageError`` if any item of ``batch`` is invalid (naming it), or if it
+    is empty or larger than ``MAX_BATCH_ITEMS``: one bad item refuses the whole batch, as a
+    peer that sends one is not a correct peer."""
+    if not 0 < len(batch.items) <= MAX_BATCH_ITEMS:
+        raise InvalidMessageError(
+            f"a batch carries 1 to {MAX_BATCH_ITEMS} items, got {len(batch.items)}"
+        )
+    for i, item in enumerate(batch.items):
+        try:
+            validate_request(item)
+        except InvalidMessageError as exc:
+            raise InvalidMessageError(f"items[{i}]: {exc}") from None
 
 
 def _validate_append(req: AppendEntriesRequest) -> None:

@@ -35,6 +35,7 @@ from typing import Final
 
 from raftcache.cache.machine import CacheStateMachine
 from raftcache.cache.service import CacheService
+from raftcache.network.batching import AppendBatcher
 from raftcache.network.groups import GroupNetwork, GroupRouter, store_of
 from raftcache.network.interface import NetworkInterface
 from raftcache.raft.config import RaftConfig
@@ -160,6 +161,8 @@ class Store:
         rng: Seeds each group's election timeouts.
         quiesce: Let idle groups go quiet (``RaftConfig.quiesce``), with a ``StoreLiveness``
             to wake them when a peer store fails.
+        batch_appends: Send the AppendEntries of every group to one peer store made in one
+            event-loop turn as one batch (``raftcache.network.batching``); False: one RPC each.
     """
 
     def __init__(
@@ -181,6 +184,7 @@ class Store:
         ledger: ReplicaLedger | None = None,
         meta: Sequence[str] = (),
         quiesce: bool = True,
+        batch_appends: bool = True,
     ) -> None:
         self.store_id = store_id
         self.groups = check_groups(groups)
@@ -190,6 +194,8 @@ class Store:
         #: Tests' storages by group; None: a ``FileStorage`` per replica under ``data_dir``.
         self._storage = storage
         self.network = network
+        #: What the groups send through: the transport, behind a batcher unless turned off.
+        self.batcher = AppendBatcher(network) if batch_appends else None
         self.router = GroupRouter(store_id)
         network.register_handlers(self.router)
         self._rng = rng or random.Random()
@@ -335,7 +341,7 @@ class Store:
         node = RaftNode(
             replica_id,
             list(voters),
-            GroupNetwork(self.network, self.router, gid),
+            GroupNetwork(self.batcher or self.network, self.router, gid),
             storage,
             state,
             self._config,
@@ -582,6 +588,8 @@ class Store:
             replica.node.persist_thread = None  # a node started alone later writes on its own
         if thread is not None and not await asyncio.to_thread(thread.stop, 30.0):
             log.error("%s: the persist thread did not end", self.store_id)
+        if self.batcher is not None:
+            self.batcher.close()
         await self.network.stop()
 
 

@@ -1,0 +1,222 @@
+"""Many groups' AppendEntries to one peer store in one message: the sending and serving halves.
+
+Rule: a batch changes how messages travel, never what they say. Each item is exactly the
+request its group would have sent alone, stepped into exactly the handler it would have
+reached, and answered with exactly the response (or the ``NetworkError``) the single RPC would
+have returned; nothing in a batch vouches for anything of another group (docs/sharding.md,
+"Busy groups stepped together").
+
+Sending (``AppendBatcher``, one per store, in front of the store's transport): the AppendEntries
+that the store's groups send to one peer store during one event-loop turn leave together at the
+end of the turn — alone when there is one, else as one ``send_append_batch`` of the transport,
+which uses the batch route when the peer advertises it and sends them one by one otherwise (an
+older peer). A batch that fails fails every item with the error the batch got, each group's Raft
+treating it as the failed RPC it would have been (it resends at its next heartbeat). Votes and
+snapshots never wait: they are rare, and urgent or large.
+
+Serving (``serve_append_batch``): every item is handed to its group's handler at once; the
+answer leaves when all are done, but one slow group (a stalled replica) holds the others only
+for ``patience`` — once the first item is done, the rest get as long again as it took, at least
+``patience``; an item still running then is answered as a timeout (the handler goes on: like a
+lost answer, the sender learns the outcome from the next request). Items of one batch share the
+store's persist batch, so in the common case they finish together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Final
+
+from raftcache.network.errors import NetworkError, relayed, remote_handler_error
+from raftcache.network.interface import NetworkInterface, RpcHandlers
+from raftcache.network.wrapper import NetworkWrapper
+from raftcache.protocol.messages import (
+    AppendEntriesBatch,
+    AppendEntriesBatchResponse,
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    BatchAnswer,
+)
+
+__all__ = [
+    "DEFAULT_PATIENCE",
+    "MAX_SENT_ITEMS",
+    "AppendBatcher",
+    "BatchOutcome",
+    "outcome_of",
+    "serve_append_batch",
+]
+
+logger = logging.getLogger(__name__)
+
+#: What an item of a batch comes back as: its response, or the error its single RPC raised.
+BatchOutcome = AppendEntriesResponse | NetworkError
+
+#: The most items one batch carries (more leave in the next one, at once).
+MAX_SENT_ITEMS: Final = 64
+#: The least a batch's slower items are waited for once its first is done, in seconds.
+DEFAULT_PATIENCE: Final = 0.1
+
+
+def answer_of(node_id: str, task: asyncio.Future[AppendEntriesResponse]) -> BatchAnswer:
+    """The wire answer of one finished item (its handler's response or error)."""
+    exc = task.exception()
+    if exc is None:
+        return BatchAnswer(response=task.result())
+    if isinstance(exc, NetworkError):  # the handler's own verdict (a group not hosted)
+        return BatchAnswer(error=str(exc), kind=exc.kind, permanent=exc.permanent)
+    logger.warning("%s: AppendEntries handler raised", node_id, exc_info=exc)
+    error = remote_handler_error(node_id, repr(exc))
+    return BatchAnswer(error=str(error), kind=error.kind, permanent=True)
+
+
+def outcome_of(answer: BatchAnswer) -> BatchOutcome:
+    """What the sender's group gets for one item's answer."""
+    if answer.response is not None:
+        return answer.response
+    return relayed(answer.error, answer.kind, answer.permanent)
+
+
+def _forget(task: asyncio.Future[AppendEntriesResponse]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: an item answered as a timeout may still fail later
+
+
+async def serve_append_batch(
+    node_id: str,
+    handlers: RpcHandlers,
+    batch: AppendEntriesBatch,
+    *,
+    patience: float = DEFAULT_PATIENCE,
+) -> AppendEntriesBatchResponse:
+    """Step every item of ``batch`` into ``handlers``; answer them in order (module rule)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    tasks = [asyncio.ensure_future(handlers.handle_append_entries(i)) for i in batch.items]
+    try:
+        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if pending:
+            await asyncio.wait(pending, timeout=max(loop.time() - started, patience))
+    except asyncio.CancelledError:
+        for task in tasks:
+            task.add_done_callback(_forget)
+        raise
+    answers: list[BatchAnswer] = []
+    for item, task in zip(batch.items, tasks, strict=True):
+        if task.done():
+            answers.append(answer_of(node_id, task))
+            continue
+        task.add_done_callback(_forget)
+        answers.append(
+            BatchAnswer(
+                error=f"node {node_id}: group {item.group} still handling the AppendEntries",
+                kind="timeout",
+            )
+        )
+    return AppendEntriesBatchResponse(answers)
+
+
+_Waiting = tuple[AppendEntriesRequest, "asyncio.Future[AppendEntriesResponse]"]
+
+
+class AppendBatcher(NetworkWrapper):
+    """Coalesces the AppendEntries sent to one peer in one event-loop turn (module rule).
+
+    Args:
+        underlying: the store's transport (its ``send_append_batch`` carries a batch).
+        max_items: the most items of one batch.
+    """
+
+    def __init__(self, underlying: NetworkInterface, *, max_items: int = MAX_SENT_ITEMS) -> None:
+        super().__init__(underlying)
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        self.max_items = max_items
+        self._queues: dict[str, list[_Waiting]] = {}
+        self._sending: set[asyncio.Task[None]] = set()
+        #: Batches sent (two or more items) and the items they carried, for metrics and tests.
+        self.batches = 0
+        self.batched_items = 0
+
+    async def send_append_entries(
+        self, target: str, req: AppendEntriesRequest
+    ) -> AppendEntriesResponse:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[AppendEntriesResponse] = loop.create_future()
+        queue = self._queues.get(target)
+        if queue is None:
+            queue = self._queues[target] = []
+            loop.call_soon(self._flush, target)
+        queue.append((req, waiter))
+        if len(queue) >= self.max_items:
+            self._flush(target)
+        return await waiter
+
+    async def stop(self) -> None:
+        """Fail what waits, cancel what is being sent, then stop the transport."""
+        self.close()
+        await self.underlying.stop()
+
+    def close(self) -> None:
+        """Fail every queued send and cancel every batch being sent (the store is stopping)."""
+        queues, self._queues = self._queues, {}
+        for queue in queues.values():
+            for _, waiter in queue:
+                if not waiter.done():
+                    waiter.set_exception(_stopped(self.node_id))
+        for task in list(self._sending):
+            task.cancel()
+
+    def _flush(self, target: str) -> None:
+        queue = self._queues.pop(target, None)
+        if not queue:
+            return
+        live = [(req, waiter) for req, waiter in queue if not waiter.done()]
+        if not live:
+            return
+        task = asyncio.get_running_loop().create_task(self._send(target, live))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, target: str, items: list[_Waiting]) -> None:
+        try:
+            if len(items) == 1:
+                req, waiter = items[0]
+                outcomes: list[BatchOutcome] = [
+                    await self.underlying.send_append_entries(target, req)
+                ]
+            else:
+                self.batches += 1
+                self.batched_items += len(items)
+                outcomes = list(
+                    await self.underlying.send_append_batch(target, [req for req, _ in items])
+                )
+        except asyncio.CancelledError:
+            for _, waiter in items:
+                if not waiter.done():
+                    waiter.set_exception(_stopped(self.node_id))
+            raise
+        except NetworkError as exc:
+            outcomes = [_copy(exc) for _ in items]
+        except Exception as exc:  # a bug below: every waiting group sees it, nobody hangs
+            for _, waiter in items:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        for (_, waiter), outcome in zip(items, outcomes, strict=True):
+            if waiter.done():  # its sender gave up (cancelled)
+                continue
+            if isinstance(outcome, NetworkError):
+                waiter.set_exception(outcome)
+            else:
+                waiter.set_result(outcome)
+
+
+def _copy(exc: NetworkError) -> NetworkError:
+    """One error per waiting group: an exception object is raised in one place at a time."""
+    return NetworkError(str(exc), permanent=exc.permanent, kind=exc.kind)
+
+
+def _stopped(node_id: str) -> NetworkError:
+    return NetworkError(f"node {node_id}: the transport is stopping", kind="stopped")

@@ -1,0 +1,266 @@
+"""Batches of AppendEntries (``raftcache.network.batching``): what each group sees is exactly its
+single RPC's outcome, however its request travelled.
+
+In memory (virtual time) for the batcher and the serving half; over real loopback sockets for
+the route, its capability and an older peer that has none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from raftcache.network import HttpNetwork, NetworkError
+from raftcache.network.batching import AppendBatcher, serve_append_batch
+from raftcache.network.codec import encode
+from raftcache.network.groups import GroupNetwork, GroupRouter
+from raftcache.network.hub import InMemoryHub
+from raftcache.network.memory import InMemoryNetwork
+from raftcache.protocol.messages import (
+    AppendEntriesBatch,
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    LogEntry,
+)
+
+from .fakes import RecordingHandlers
+from .httpkit import OldPeer, connect, started_nodes, url_of
+
+GROUPS = ("g0", "g1", "g2")
+
+
+def append(group: str, term: int = 3, n: int = 1) -> AppendEntriesRequest:
+    entries = [LogEntry(term, i + 1, f"{group}-{i}".encode()) for i in range(n)]
+    return AppendEntriesRequest(term, "a", 0, 0, entries, 0, group=group)
+
+
+class Stuck(RecordingHandlers):
+    """Answers like ``RecordingHandlers`` but for ``stuck_group``, which waits on ``release``."""
+
+    def __init__(self, node_id: str, stuck_group: str) -> None:
+        super().__init__(node_id)
+        self.stuck_group = stuck_group
+        self.release = asyncio.Event()
+
+    async def handle_append_entries(self, req: AppendEntriesRequest) -> AppendEntriesResponse:
+        if req.group == self.stuck_group:
+            await self.release.wait()
+        return await super().handle_append_entries(req)
+
+
+def memory_pair(
+    hosted: tuple[str, ...] = GROUPS, **opts: Any
+) -> tuple[InMemoryNetwork, AppendBatcher, dict[str, RecordingHandlers]]:
+    """Store ``a`` sending through a batcher to store ``b``, which hosts ``hosted``."""
+    hub = InMemoryHub()
+    a = InMemoryNetwork("a", hub=hub, **opts)
+    b = InMemoryNetwork("b", hub=hub)
+    router = GroupRouter("b")
+    handlers = {g: RecordingHandlers(f"b/{g}") for g in hosted}
+    for group, h in handlers.items():
+        router.attach(group, h)
+    b.register_handlers(router)
+    a.register_handlers(GroupRouter("a"))
+    return a, AppendBatcher(a), handlers
+
+
+@pytest.mark.looptime
+async def test_appends_of_one_turn_leave_as_one_message_and_each_gets_its_own_answer() -> None:
+    a, batcher, handlers = memory_pair()
+    answers = await asyncio.gather(*(batcher.send_append_entries("b", append(g)) for g in GROUPS))
+    assert a.stats.rpcs_sent == 1  # one message on the wire
+    assert (batcher.batches, batcher.batched_items) == (1, 3)
+    assert [r.match_index for r in answers] == [1, 1, 1]
+    for group in GROUPS:
+        [(method, req)] = handlers[group].completed
+        assert (method, req.group, req.entries[0].command) == (
+            "append_entries",
+            group,
+            f"{group}-0".encode(),
+        )
+
+
+@pytest.mark.looptime
+async def test_appends_of_later_turns_and_a_lone_one_travel_alone() -> None:
+    a, batcher, _ = memory_pair()
+    await batcher.send_append_entries("b", append("g0"))
+    await batcher.send_append_entries("b", append("g1"))
+    assert a.stats.rpcs_sent == 2
+    assert batcher.batches == 0
+
+
+@pytest.mark.looptime
+async def test_an_item_refused_fails_only_that_group() -> None:
+    _, batcher, _ = memory_pair(hosted=("g0", "g2"))
+    outcomes = await asyncio.gather(
+        *(batcher.send_append_entries("b", append(g)) for g in GROUPS), return_exceptions=True
+    )
+    assert isinstance(outcomes[0], AppendEntriesResponse)
+    assert isinstance(outcomes[2], AppendEntriesResponse)
+    refused = outcomes[1]
+    assert isinstance(refused, NetworkError)
+    assert (refused.kind, refused.permanent) == ("group_not_hosted", False)
+    assert "'g1'" in str(refused)
+
+
+@pytest.mark.looptime
+async def test_a_lost_batch_fails_every_item_with_an_error_of_its_own() -> None:
+    _, batcher, handlers = memory_pair(drop_rate=1.0)
+    outcomes = await asyncio.gather(
+        *(batcher.send_append_entries("b", append(g)) for g in GROUPS), return_exceptions=True
+    )
+    assert all(isinstance(o, NetworkError) and o.kind == "drop" for o in outcomes)
+    assert len({id(o) for o in outcomes}) == 3
+    assert not any(h.calls for h in handlers.values())
+
+
+@pytest.mark.looptime
+async def test_a_stuck_group_holds_the_others_only_for_the_patience() -> None:
+    hub = InMemoryHub()
+    stuck = Stuck("b", "g1")
+    router = GroupRouter("b")
+    for group in GROUPS:
+        router.attach(group, stuck)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answer = await serve_append_batch(
+        "b", router, AppendEntriesBatch([append(g) for g in GROUPS]), patience=0.25
+    )
+    assert loop.time() - started == pytest.approx(0.25)
+    first, held, last = answer.items
+    assert first.response is not None
+    assert last.response is not None
+    assert held.response is None
+    assert held.kind == "timeout"
+    assert "g1" in held.error
+    stuck.release.set()  # the handler goes on and completes: nothing is lost on the receiver
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert [r.group for _, r in stuck.completed].count("g1") == 1
+    del hub
+
+
+@pytest.mark.looptime
+async def test_a_handler_bug_is_that_items_permanent_error() -> None:
+    router = GroupRouter("b")
+    router.attach("g0", RecordingHandlers("ok"))
+    router.attach("g1", RecordingHandlers("bad", error=RuntimeError("boom")))
+    answer = await serve_append_batch("b", router, AppendEntriesBatch([append("g0"), append("g1")]))
+    assert answer.items[0].response is not None
+    assert (answer.items[1].kind, answer.items[1].permanent) == ("handler_error", True)
+    assert "boom" in answer.items[1].error
+
+
+@pytest.mark.looptime
+async def test_closing_fails_what_waits_and_a_cancelled_sender_is_skipped() -> None:
+    a, batcher, handlers = memory_pair()
+    gone = asyncio.ensure_future(batcher.send_append_entries("b", append("g0")))
+    kept = asyncio.ensure_future(batcher.send_append_entries("b", append("g1")))
+    await asyncio.sleep(0)  # both queued, the flush not yet run
+    gone.cancel()
+    await asyncio.sleep(0)
+    assert (await kept).match_index == 1
+    assert [r.group for _, r in handlers["g0"].calls] == []
+    assert a.stats.rpcs_sent == 1
+
+    waiting = asyncio.ensure_future(batcher.send_append_entries("b", append("g2")))
+    await asyncio.sleep(0)
+    batcher.close()
+    with pytest.raises(NetworkError, match="stopping"):
+        await waiting
+
+
+@pytest.mark.looptime
+async def test_a_group_view_over_the_batcher_stamps_its_group() -> None:
+    _, batcher, handlers = memory_pair()
+    views = [GroupNetwork(batcher, GroupRouter("a"), g) for g in GROUPS]
+    reqs = [AppendEntriesRequest(3, "a", 0, 0, [], 0) for _ in GROUPS]
+    await asyncio.gather(*(v.send_append_entries("b", r) for v, r in zip(views, reqs, strict=True)))
+    assert batcher.batches == 1
+    assert [h.completed[0][1].group for h in handlers.values()] == list(GROUPS)
+
+
+# -- over HTTP --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def routed_pair(request: pytest.FixtureRequest) -> AsyncIterator[tuple[HttpNetwork, Any]]:
+    """Store ``a`` (client: the param) and store ``b`` serving g0 and g2 (not g1)."""
+    router = GroupRouter("b")
+    hosted = {g: RecordingHandlers(f"b/{g}") for g in ("g0", "g2")}
+    for group, h in hosted.items():
+        router.attach(group, h)
+    async with started_nodes() as make:
+        a = await make("a", client=request.param)
+        b = await make("b", handlers=router)
+        connect(a, b)
+        yield a, b
+
+
+@pytest.mark.parametrize("routed_pair", ["lean", "aiohttp"], indirect=True)
+async def test_http_batches_go_to_the_route_once_the_peer_said_it_serves_it(
+    routed_pair: tuple[HttpNetwork, HttpNetwork],
+) -> None:
+    a, b = routed_pair
+    assert not a.peer_capabilities("b").batch  # nothing heard yet: one RPC each
+    first = await a.send_append_batch("b", [append("g0"), append("g2")])
+    assert all(isinstance(o, AppendEntriesResponse) for o in first)
+    assert a.peer_capabilities("b").batch
+    before = a.metrics.snapshot()["outbound"].get("AppendEntriesBatch", {})
+    assert before == {}
+    outcomes = await a.send_append_batch("b", [append(g, n=2) for g in GROUPS])
+    assert [type(o).__name__ for o in outcomes] == [
+        "AppendEntriesResponse",
+        "NetworkError",
+        "AppendEntriesResponse",
+    ]
+    assert outcomes[1].kind == "group_not_hosted"  # type: ignore[union-attr]
+    assert [o.match_index for o in outcomes if isinstance(o, AppendEntriesResponse)] == [2, 2]
+    inbound = b.metrics.snapshot()["inbound"]
+    assert inbound["AppendEntriesBatch"]["a"]["ok"] == 1
+
+
+async def test_an_older_peer_gets_one_rpc_per_item() -> None:
+    async with OldPeer().running() as old, started_nodes() as make:
+        a = await make("a")
+        a.set_peer_address("old", url_of(old.port))
+        for _ in range(2):  # the second time too: the old peer never advertised the route
+            outcomes = await a.send_append_batch("old", [append(g) for g in GROUPS])
+            assert all(isinstance(o, AppendEntriesResponse) for o in outcomes)
+        assert len(old.requests) == 6
+        assert not a.peer_capabilities("old").batch
+
+
+async def test_a_batch_with_an_invalid_item_is_refused_whole_naming_it() -> None:
+    async with started_nodes() as make:
+        b = await make("b")
+        bad = append("g1", n=2)
+        bad.entries[1].index = 7  # not contiguous
+        body = encode(AppendEntriesBatch([append("g0"), bad]))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                url_of(b.port) + "/raft/append-batch",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            ) as resp,
+        ):
+            assert resp.status == 400
+            error = orjson.loads(await resp.read())
+        assert error["code"] == "bad_request"
+        assert "items[1]" in error["error"]
+        assert "entries[1].index" in error["error"]
+        empty = encode(AppendEntriesBatch([]))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url_of(b.port) + "/raft/append-batch", data=empty) as resp,
+        ):
+            assert resp.status == 400
+            assert "1 to 1024 items" in orjson.loads(await resp.read())["error"]
+        assert b._server.handlers is not None
+        assert not b._server.handlers.calls  # type: ignore[attr-defined]
