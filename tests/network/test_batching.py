@@ -95,6 +95,30 @@ async def test_appends_of_later_turns_and_a_lone_one_travel_alone() -> None:
 
 
 @pytest.mark.looptime
+async def test_a_batch_stays_under_its_byte_budget_and_a_large_append_travels_alone() -> None:
+    hub = InMemoryHub()
+    a, b = InMemoryNetwork("a", hub=hub), InMemoryNetwork("b", hub=hub)
+    b.register_handlers(RecordingHandlers("b"))
+    batcher = AppendBatcher(a, max_bytes=10)
+    sizes: list[int] = []
+    sent = a.send_append_batch
+
+    async def recording(target: str, reqs: Any) -> Any:
+        sizes.append(sum(len(e.command) for r in reqs for e in r.entries))
+        return await sent(target, reqs)
+
+    a.send_append_batch = recording  # type: ignore[method-assign]
+    small = [append("g0", n=1), append("g1", n=1), append("g2", n=1)]  # 4 bytes each
+    large = append("big", n=3)  # 15 bytes: over the budget alone
+    outcomes = await asyncio.gather(
+        *(batcher.send_append_entries("b", r) for r in [*small, large]), return_exceptions=True
+    )
+    assert all(isinstance(o, AppendEntriesResponse) for o in outcomes)
+    assert sizes == [8]  # g0 + g1 in one batch; g2 (it would make 12) and the large one alone
+    assert a.stats.rpcs_sent == 3
+
+
+@pytest.mark.looptime
 async def test_an_item_refused_fails_only_that_group() -> None:
     _, batcher, _ = memory_pair(hosted=("g0", "g2"))
     outcomes = await asyncio.gather(

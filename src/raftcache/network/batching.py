@@ -12,7 +12,9 @@ end of the turn — alone when there is one, else as one ``send_append_batch`` o
 which uses the batch route when the peer advertises it and sends them one by one otherwise (an
 older peer). A batch that fails fails every item with the error the batch got, each group's Raft
 treating it as the failed RPC it would have been (it resends at its next heartbeat). Votes and
-snapshots never wait: they are rare, and urgent or large.
+snapshots never wait: they are rare, and urgent or large; nor does an append of more than
+``max_bytes`` of entries, and a batch never carries more (a peer's body limit is sized for one
+full AppendEntries).
 
 Serving (``serve_append_batch``): every item is handed to its group's handler at once; the
 answer leaves when all are done, but one slow group (a stalled replica) holds the others only
@@ -55,6 +57,10 @@ BatchOutcome = AppendEntriesResponse | NetworkError
 
 #: The most items one batch carries (more leave in the next one, at once).
 MAX_SENT_ITEMS: Final = 64
+#: The most entry bytes one batch carries: a batch stays far below any peer's body limit
+#: (``process.parts.raft_body_limit``: twice a full single AppendEntries, base64-encoded); an
+#: append larger than this travels alone, as it always did.
+MAX_SENT_BYTES: Final = 256 * 1024
 #: The least a batch's slower items are waited for once its first is done, in seconds.
 DEFAULT_PATIENCE: Final = 0.1
 
@@ -126,14 +132,23 @@ class AppendBatcher(NetworkWrapper):
     Args:
         underlying: the store's transport (its ``send_append_batch`` carries a batch).
         max_items: the most items of one batch.
+        max_bytes: the most entry bytes of one batch; a larger append travels alone.
     """
 
-    def __init__(self, underlying: NetworkInterface, *, max_items: int = MAX_SENT_ITEMS) -> None:
+    def __init__(
+        self,
+        underlying: NetworkInterface,
+        *,
+        max_items: int = MAX_SENT_ITEMS,
+        max_bytes: int = MAX_SENT_BYTES,
+    ) -> None:
         super().__init__(underlying)
-        if max_items < 1:
-            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        if max_items < 1 or max_bytes < 0:
+            raise ValueError(f"max_items must be >= 1 and max_bytes >= 0: {max_items}, {max_bytes}")
         self.max_items = max_items
+        self.max_bytes = max_bytes
         self._queues: dict[str, list[_Waiting]] = {}
+        self._bytes: dict[str, int] = {}
         self._sending: set[asyncio.Task[None]] = set()
         #: Batches sent (two or more items) and the items they carried, for metrics and tests.
         self.batches = 0
@@ -142,13 +157,21 @@ class AppendBatcher(NetworkWrapper):
     async def send_append_entries(
         self, target: str, req: AppendEntriesRequest
     ) -> AppendEntriesResponse:
+        size = sum(len(entry.command) for entry in req.entries)
+        if size > self.max_bytes:
+            return await self.underlying.send_append_entries(target, req)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[AppendEntriesResponse] = loop.create_future()
         queue = self._queues.get(target)
+        if queue is not None and self._bytes[target] + size > self.max_bytes:
+            self._flush(target)
+            queue = None
         if queue is None:
             queue = self._queues[target] = []
+            self._bytes[target] = 0
             loop.call_soon(self._flush, target)
         queue.append((req, waiter))
+        self._bytes[target] += size
         if len(queue) >= self.max_items:
             self._flush(target)
         return await waiter
@@ -161,6 +184,7 @@ class AppendBatcher(NetworkWrapper):
     def close(self) -> None:
         """Fail every queued send and cancel every batch being sent (the store is stopping)."""
         queues, self._queues = self._queues, {}
+        self._bytes.clear()
         for queue in queues.values():
             for _, waiter in queue:
                 if not waiter.done():
@@ -170,6 +194,7 @@ class AppendBatcher(NetworkWrapper):
 
     def _flush(self, target: str) -> None:
         queue = self._queues.pop(target, None)
+        self._bytes.pop(target, None)
         if not queue:
             return
         live = [(req, waiter) for req, waiter in queue if not waiter.done()]
