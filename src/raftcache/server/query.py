@@ -73,6 +73,7 @@ ACCEPTED: Final[Mapping[tuple[str, str], frozenset[str]]] = {
             ("POST", "/raft/request-vote"),
             ("POST", "/raft/append-entries"),
             ("POST", "/raft/install-snapshot"),
+            ("POST", "/raft/append-batch"),
             ("GET", "/raft/v1/stream"),
             ("GET", "/raft/store/groups"),
             ("POST", "/raft/store/replicas"),

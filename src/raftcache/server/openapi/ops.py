@@ -7,7 +7,7 @@ leadership and membership), the Raft routes the tag ``raft``.
 
 from __future__ import annotations
 
-from raftcache.protocol.messages import MAX_GROUP_ID_CHARS
+from raftcache.protocol.messages import MAX_BATCH_ITEMS, MAX_GROUP_ID_CHARS
 from raftcache.server.openapi.schema import (
     BASE64,
     COMMON,
@@ -196,6 +196,21 @@ def _raft_messages() -> dict[str, Schema]:
     entry = closed_object(
         {"term": idx, "index": idx, "command": BASE64, "kind": idx}, ["term", "index", "command"]
     )
+    append = closed_object(
+        {
+            "term": idx,
+            "leader_id": NODE_ID,
+            "prev_log_index": idx,
+            "prev_log_term": idx,
+            "entries": {"type": "array", "items": entry},
+            "leader_commit": idx,
+            "timeout_now": {"type": "boolean"},
+            "quiesce": {"type": "boolean"},
+            "to": to,
+            "group": group,
+        },
+        ["term", "leader_id", "prev_log_index", "prev_log_term"],
+    )
     return {
         "/raft/request-vote": closed_object(
             {
@@ -210,20 +225,17 @@ def _raft_messages() -> dict[str, Schema]:
             },
             ["term", "candidate_id", "last_log_index", "last_log_term"],
         ),
-        "/raft/append-entries": closed_object(
+        "/raft/append-entries": append,
+        "/raft/append-batch": closed_object(
             {
-                "term": idx,
-                "leader_id": NODE_ID,
-                "prev_log_index": idx,
-                "prev_log_term": idx,
-                "entries": {"type": "array", "items": entry},
-                "leader_commit": idx,
-                "timeout_now": {"type": "boolean"},
-                "quiesce": {"type": "boolean"},
-                "to": to,
-                "group": group,
+                "items": {
+                    "type": "array",
+                    "items": append,
+                    "minItems": 1,
+                    "maxItems": MAX_BATCH_ITEMS,
+                }
             },
-            ["term", "leader_id", "prev_log_index", "prev_log_term"],
+            ["items"],
         ),
         "/raft/install-snapshot": closed_object(
             {
