@@ -64,7 +64,7 @@ bench-deps: $(STAMP)
 bench: bench-deps
 	$(PY) -m benchmarks.run
 
-# Issue 14, alone: writes over G = 1, 2, 4 data groups on 3 stores pinned to cores (≈ 2 min,
+# Issue 14, alone: writes over G = 1, 2, 4, 16 data groups on 3 stores pinned to cores (≈ 3 min,
 # results/scaling.*), and RSS per store with 1 M keys over 6 stores of 2 groups vs 3 one-group
 # nodes (≈ 2 min, results/memory-shards.*). `make bench` runs the scaling section too.
 .PHONY: bench-scaling bench-memory-shards

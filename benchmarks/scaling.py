@@ -1,11 +1,11 @@
 """``make bench-scaling``: the ``scaling`` section of ``make bench`` alone (about 2 minutes).
 
 Rule: the same measurement as the suite's section (``suite/scaling.py``: durable writes over
-G = 1, 2, 4 data groups on 3 stores pinned to cores, through the group leaders and through any
+G = 1, 2, 4, 16 data groups on 3 stores pinned to cores, through the group leaders and through any
 store), with the suite's machine description, written to ``results/scaling.{json,md}`` —
 never to ``latest.*``, which only ``make bench`` writes. The G = 1 figures are compared with
 the side-by-side ``write`` point of the last full run in ``results/latest.json``.
-``BENCH_SCALING_GROUPS`` (1,2,4), ``BENCH_SCALING_DURATION`` (6), ``BENCH_SCALING_WARMUP`` (1),
+``BENCH_SCALING_GROUPS`` (1,2,4,16), ``BENCH_SCALING_DURATION`` (6), ``BENCH_SCALING_WARMUP`` (1),
 ``BENCH_SCALING_REPS`` (1), ``BENCH_SCALING_CONNS`` (64) and ``BENCH_OUT`` from the
 environment.
 """

@@ -1,4 +1,4 @@
-"""The ``scaling`` section: durable writes over G = 1, 2, 4 data groups on 3 stores, pinned.
+"""The ``scaling`` section: durable writes over G = 1, 2, 4, 16 data groups on 3 stores, pinned.
 
 Rule: each G is its own cluster of 3 ``raftcache serve`` processes (durable, fsync'd) with
 replication 3, so every store hosts every group; G = 1 is today's one-group node (no

@@ -66,7 +66,7 @@ class Settings:
     #: The ``scaling`` section (``benchmarks/scaling.py``): data groups G of each cluster of
     #: 3 stores, seconds per point, warm-up, repetitions and connections. Its own, shorter
     #: than the side-by-side points', so the section stays within about 2 minutes.
-    scaling_groups: tuple[int, ...] = (1, 2, 4)
+    scaling_groups: tuple[int, ...] = (1, 2, 4, 16)
     scaling_duration_s: float = 6.0
     scaling_warmup_s: float = 1.0
     scaling_reps: int = 1
@@ -115,7 +115,9 @@ def from_env() -> Settings:
         sections=sections,
         workloads=workloads,
         raft_series=series,
-        scaling_groups=tuple(int(x) for x in _env_list("BENCH_SCALING_GROUPS", ("1", "2", "4"))),
+        scaling_groups=tuple(
+            int(x) for x in _env_list("BENCH_SCALING_GROUPS", ("1", "2", "4", "16"))
+        ),
         scaling_duration_s=_env_float("BENCH_SCALING_DURATION", 3.0 if quick else 6.0),
         scaling_warmup_s=_env_float("BENCH_SCALING_WARMUP", 0.5 if quick else 1.0),
         scaling_reps=_env_int("BENCH_SCALING_REPS", 1),
