@@ -260,6 +260,23 @@ async def test_an_older_peer_gets_one_rpc_per_item() -> None:
         assert not a.peer_capabilities("old").batch
 
 
+async def test_a_peer_replaced_by_an_older_build_gets_the_items_again_one_by_one() -> None:
+    # It advertised the route (a newer build did, at that address), then answers 404 on it.
+    peer = OldPeer(advertise={"Raft-Batch": "append-entries"})
+    async with peer.running() as old, started_nodes() as make:
+        a = await make("a")
+        a.set_peer_address("old", url_of(old.port))
+        await a.send_append_entries("old", append("g0"))
+        assert a.peer_capabilities("old").batch
+        peer.advertise = {}  # replaced, same address: an older build that says nothing
+        outcomes = await a.send_append_batch("old", [append(g) for g in GROUPS])
+        assert all(isinstance(o, AppendEntriesResponse) for o in outcomes)
+        assert [r.group for _, r in old.handlers.completed] == ["g0", *GROUPS]
+        assert not a.peer_capabilities("old").batch
+        refused = a.metrics.snapshot()["outbound"]["AppendEntriesBatch"]["old"]
+        assert refused["errors"] == {"not_found": 1}
+
+
 async def test_a_batch_with_an_invalid_item_is_refused_whole_naming_it() -> None:
     async with started_nodes() as make:
         b = await make("b")

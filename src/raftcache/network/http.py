@@ -29,6 +29,7 @@ TLS files configure the client side only (the caller's server does TLS). Mounted
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -343,11 +344,21 @@ class HttpNetwork(NetworkInterface):
         self, target: str, reqs: Sequence[AppendEntriesRequest]
     ) -> list[AppendEntriesResponse | NetworkError]:
         """One ``POST /raft/append-batch`` when ``target`` serves it, else one RPC each."""
-        if len(reqs) < 2 or not self.peer_capabilities(target).batch:
+        caps = self.peer_capabilities(target)
+        if len(reqs) < 2 or not caps.batch:
             return await super().send_append_batch(target, reqs)
-        answer = await HttpNetwork._post(
-            self, target, AppendEntriesBatch(list(reqs)), AppendEntriesBatchResponse
-        )
+        try:
+            answer = await HttpNetwork._post(
+                self, target, AppendEntriesBatch(list(reqs)), AppendEntriesBatchResponse
+            )
+        except NetworkError as exc:
+            if exc.kind != "not_found":
+                raise
+            # The peer was replaced by a build without the route (it said it had one): nothing
+            # reached a handler, so the items go again one by one, and batches stop until it
+            # says otherwise.
+            self._peers[target] = dataclasses.replace(caps, batch=False)
+            return await super().send_append_batch(target, reqs)
         if len(answer.items) != len(reqs):
             raise NetworkError(
                 f"Malformed AppendEntriesBatchResponse from node {target}: "

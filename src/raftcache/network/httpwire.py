@@ -16,6 +16,7 @@ undecodable or wrongly typed body      400 bad_request  permanent ``NetworkError
 handler raised                         500              permanent ``NetworkError`` (its message)
 handler raised a ``NetworkError``      500/503 (kind)   the same message, kind and permanence
 other 502/503/504 (a proxy, say)       —                transient ``NetworkError``
+404/405 (a route it does not serve)    —                permanent, kind ``not_found``
 any other status                       —                permanent ``NetworkError``
 =====================================  ===============  =========================================
 
@@ -167,4 +168,8 @@ def status_error(target: str, status: int, data: bytes) -> NetworkError:
         return NetworkError(detail, permanent=True)
     if status in (502, 503, 504):
         return NetworkError(f"Node {target} unavailable (HTTP {status}): {detail}")
+    if status in (404, 405):  # a route this node does not serve (an older build): "not_found"
+        return NetworkError(
+            f"Node {target} answered HTTP {status}: {detail}", permanent=True, kind="not_found"
+        )
     return NetworkError(f"Node {target} answered HTTP {status}: {detail}", permanent=True)
