@@ -21,6 +21,8 @@ but from a candidate that won a real election) are checked where they could brea
   persists it before the answer leaves; a vote goes only to a candidate whose log is at least as
   up to date (§5.4.1); a node that heard from a live leader within an election timeout refuses
   to help depose it (check-quorum lease), unless the request is a leadership transfer; a node
+  that is leaving (about to stop) ignores TimeoutNow: it would only win a leadership it then
+  drops, so its leader gives the transfer up (``abort_leadership_transfer``); a node
   that has just started refuses the same way for its first election timeout, since it may have
   acknowledged a leader's round before it went down and cannot remember it (the follower half
   of the lease argument in ``raft/lease.py``). A leader steps down one election timeout after it
@@ -163,6 +165,10 @@ class RaftCore:
         self.progress: dict[str, Progress] = {}
         self.lead_transferee: str | None = None
         self.transfer_elapsed = 0
+        #: This node is about to stop (the driver says so, ``RaftNode.prepare_to_stop``): it
+        #: ignores TimeoutNow. Declining a transfer is always safe (it is an optimisation);
+        #: votes, appends and election timeouts are unaffected.
+        self.leaving = False
         #: Bumped whenever a lease this node holds as leader stops being trustworthy: on every
         #: change of role or term, at the start of a leadership transfer, and on every
         #: configuration change. The driver keeps a lease only for the epoch it was granted in.
@@ -779,7 +785,7 @@ class RaftCore:
         resp = AppendEntriesResponse(
             self.term, True, match_index=last_new, last_log_index=self.log.last_index()
         )
-        if req.timeout_now and self.is_voter():
+        if req.timeout_now and self.is_voter() and not self.leaving:
             self.campaign(transfer=True)
         return resp
 
@@ -1076,6 +1082,12 @@ class RaftCore:
         else:
             self._maybe_send_append(to)
         return to
+
+    def abort_leadership_transfer(self) -> None:
+        """Give a transfer under way up now rather than after its election timeout (its
+        target is gone or declined): proposals are accepted again. The lease stays off for
+        the term (``transfer_started``): a TimeoutNow already sent may still be acted on."""
+        self.lead_transferee = None
 
     # ==================== reads
     def request_read(self, read_id: int) -> None:

@@ -956,6 +956,22 @@ class RaftNode:
             await self._wait_changed(self.config.heartbeat_interval)
         raise TimeoutError(f"leadership transfer to {target} did not complete")
 
+    def prepare_to_stop(self) -> None:
+        """This node is about to stop: from now on it declines to become a transfer target
+        (it ignores TimeoutNow, ``RaftCore.leaving``) — a leader stopping at the same time
+        would otherwise hand leadership to a node that drops it at once. Everything else
+        (votes, appends, its own election timeout) is unchanged until ``stop``."""
+        if self._core is not None:
+            self._core.leaving = True
+
+    def abort_transfer(self) -> None:
+        """Give up a leadership transfer under way at once (``RaftCore``'s own abort waits an
+        election timeout): this leader accepts proposals again. A no-op if there is none."""
+        core = self._core
+        if core is not None and core.lead_transferee is not None:
+            core.abort_leadership_transfer()
+            self._wake.set()
+
     async def _wait_changed(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):

@@ -110,3 +110,28 @@ def test_3_10_the_default_target_is_the_most_up_to_date_voter_and_voters_only() 
     net.tick("n1", HEARTBEAT_TICKS)
     net.stabilize()
     assert net.leaders() == ["n3"]
+
+
+def test_3_10_a_leaving_target_declines_and_its_leader_can_give_up_at_once() -> None:
+    """A node about to stop (``leaving``) ignores TimeoutNow — it would win a leadership only
+    to drop it — and the leader may abort the transfer without waiting an election timeout."""
+    net, checker = _cluster()
+    term = net["n1"].term
+    net["n2"].leaving = True
+    net["n1"].transfer_leadership("n2")
+    net.flush("n1")
+    assert [e.dst for e in net.queue if _timeout_now(e)] == ["n2"]  # it was told...
+    net.stabilize()
+    checker.check(net)
+    # ...and did not campaign: no vote request, no new term, the leader still leads.
+    votes = [h.request for h in net.handled if isinstance(h.request, RequestVoteRequest)]
+    assert not [v for v in votes if v.candidate_id == "n2"]
+    assert net["n2"].term == term
+    assert net.leaders() == ["n1"]
+    with pytest.raises(ProposalDroppedError):
+        net.propose("n1", b"refused while the transfer is under way")
+    net["n1"].abort_leadership_transfer()
+    net.propose("n1", b"accepted again, no tick needed")
+    net.stabilize()
+    checker.check(net)
+    assert net.nodes["n2"].commands() == [b"a", b"accepted again, no tick needed"]
