@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from raftcache.network.errors import NetworkError
 from raftcache.process.cli import build_serve_parser, options_from_args
 from raftcache.process.config import ConfigError, ServeOptions
 from raftcache.process.serve import NodeServer
+from raftcache.protocol.messages import RequestVoteRequest, RequestVoteResponse
+from raftcache.server.drain import DRAIN
 from raftcache.server.handover import HANDOVER, hand_over, pick_successor
 
 from .cluster import start_cluster
@@ -154,5 +157,106 @@ async def test_followers_that_just_stopped_do_not_hold_the_leader_up(
         await asyncio.wait_for(leader.stop(), 10)
         assert "stopping without" in caplog.text
         assert "leadership transferred" not in caplog.text
+    finally:
+        await cluster.stop()
+
+
+async def test_a_follower_that_is_stopping_declines_and_the_leader_stays(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The chosen successor has begun its own stop (``prepare_to_stop``, the first thing its
+    ``stop`` does): it ignores TimeoutNow, so it never leads; the leader gives the transfer up
+    when its core does, and accepts writes again at once."""
+    cluster = await start_cluster(tmp_path)
+    try:
+        leader = await cluster.leader()
+        term = leader.node.current_term
+        target, other = [s for s in cluster.servers if s is not leader]
+        await other.stop()  # the stopping follower is the only one left to choose
+        while pick_successor(leader.node) != target.node.node_id:
+            await asyncio.sleep(0.02)
+        target.prepare_to_stop()
+        caplog.set_level(logging.INFO, "raftcache.server")
+        assert await hand_over(leader.node, leader.app[HANDOVER], 5.0) is None
+        assert target.node.current_term == term  # it never campaigned
+        assert leader.node.role.value == "leader"
+        assert leader.node.core.lead_transferee is None  # given up, not waiting
+        reasons = [getattr(r, "reason", "") for r in caplog.records]
+        assert any("did not take over" in r for r in reasons), reasons
+        async with cluster.session.put(leader.url + "/v1/keys/after", data=b"x") as resp:
+            assert resp.status == 200, await resp.text()
+    finally:
+        await cluster.stop()
+
+
+async def test_a_target_that_campaigned_then_stopped_does_not_hold_the_old_leader_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of a whole-cluster stop: the target got TimeoutNow just before its own stop,
+    campaigned (the old leader stepped down and voted for it), then stopped before it won.
+    The old leader gives up once it has seen no leader for a few heartbeats, rather than
+    waiting out the hand-over bound for a leader that will never be."""
+    cluster = await start_cluster(tmp_path)
+    try:
+        leader = await cluster.leader()
+        term = leader.node.current_term
+        target, other = [s for s in cluster.servers if s is not leader]
+        await other.stop()
+        while pick_successor(leader.node) != target.node.node_id:
+            await asyncio.sleep(0.02)
+        network = target.node.network
+        send_vote = network.send_request_vote
+
+        async def answer_lost(peer: str, req: RequestVoteRequest) -> RequestVoteResponse:
+            await send_vote(peer, req)  # delivered: the old leader steps down and votes
+            raise NetworkError("the candidate stopped before the answer came")
+
+        monkeypatch.setattr(network, "send_request_vote", answer_lost)
+        caplog.set_level(logging.INFO, "raftcache.server")
+        assert await hand_over(leader.node, leader.app[HANDOVER], 30.0) is None
+        reasons = [getattr(r, "reason", "") for r in caplog.records]
+        assert any("did not win" in r for r in reasons), reasons
+        assert target.node.current_term > term  # it did campaign...
+        assert target.node.role.value != "leader"  # ...and never won
+        assert leader.node.role.value != "leader"
+        assert "leadership transferred" not in caplog.text
+    finally:
+        await cluster.stop()
+
+
+async def test_a_whole_cluster_stopped_at_once_hands_nothing_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every node stops at once (``raftcache cluster`` on Ctrl-C, ``make run``) while the
+    followers still finish a request each, so their Raft nodes still run when the leader's
+    TimeoutNow arrives: they decline it, no node campaigns, and the leader's hand-over ends
+    for a reason, not at its bound."""
+    cluster = await start_cluster(tmp_path)
+    try:
+        leader = await cluster.leader()
+        term = leader.node.current_term
+        followers = [s for s in cluster.servers if s is not leader]
+        for follower in followers:
+            follower.app[DRAIN].enter()  # a request in flight: its drain waits for it
+
+        async def finish_requests() -> None:
+            await asyncio.sleep(0.3)
+            for follower in followers:
+                follower.app[DRAIN].leave()
+
+        caplog.set_level(logging.INFO, "raftcache.server")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        # The leader last: its followers' stops have begun (each declines at once) before
+        # its hand-over picks one of them — as with signals delivered together.
+        await asyncio.gather(finish_requests(), *(s.stop() for s in [*followers, leader]))
+        print(f"whole-cluster stop: {(loop.time() - started) * 1000:.0f} ms")
+        assert "leadership transferred" not in caplog.text
+        assert [s.node.current_term for s in cluster.servers] == [term] * 3
+        failed = [r for r in caplog.records if r.getMessage().startswith("leadership transfer")]
+        assert [r.getMessage() for r in failed] == [
+            "leadership transfer failed; stopping without it"
+        ]
+        assert getattr(failed[0], "reason", "") != repr(TimeoutError())
     finally:
         await cluster.stop()

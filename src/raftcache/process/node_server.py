@@ -1,13 +1,15 @@
 """``NodeServer``: one running node — its Raft node and cache service behind one HTTP port.
 
 Rule: the server listens before the node campaigns (peers can reach it at once) and owns the
-shutdown order (SIGTERM/SIGINT): a leader first hands leadership to its most up-to-date live
-follower (``server.handover``, bounded; on by default, ``--no-transfer-on-shutdown`` turns it
-off), then the node stops accepting connections, lets in-flight requests finish
-(``server.drain``, bounded by ``shutdown_timeout_s``; the node still runs so they can commit, or
-be forwarded to the new leader), stops the cache service's background work, stops the node
-(which persists and stops the network), closes storage. What runs behind the front is started,
-handed over and stopped through four hooks, which ``StoreServer`` (many groups) overrides.
+shutdown order (SIGTERM/SIGINT): the node first declines to become a transfer target (a leader
+stopping at the same time would otherwise hand leadership to it), a leader then hands
+leadership to its most up-to-date live follower (``server.handover``, bounded; on by default,
+``--no-transfer-on-shutdown`` turns it off), then the node stops accepting connections, lets
+in-flight requests finish (``server.drain``, bounded by ``shutdown_timeout_s``; the node still
+runs so they can commit, or be forwarded to the new leader), stops the cache service's
+background work, stops the node (which persists and stops the network), closes storage. What
+runs behind the front is started, handed over and stopped through five hooks, which
+``StoreServer`` (many groups) overrides.
 """
 
 from __future__ import annotations
@@ -165,6 +167,12 @@ class FrontServer(abc.ABC):
         """Stop what serves behind the front."""
 
     @abc.abstractmethod
+    def prepare_to_stop(self) -> None:
+        """Decline leadership transfers from now on (``RaftNode.prepare_to_stop``): the
+        stop has begun. Idempotent; ``stop`` calls it first, a caller that has other work to
+        do before ``stop`` calls it earlier."""
+
+    @abc.abstractmethod
     async def _hand_over(self) -> None:
         """Hand leadership over before the listener closes (see ``server.handover``)."""
 
@@ -181,6 +189,9 @@ class FrontServer(abc.ABC):
             return
         self._started = False
         log.info("node stopping", extra={"id": self.label})
+        # First of all, before anything awaits: when every node stops at once, a leader must
+        # not hand leadership to this one (it would campaign, win, and stop).
+        self.prepare_to_stop()
         if self._transfer_on_shutdown:
             # Before closing the listener: clients that know this node as the leader are then
             # served through it (held, then forwarded) rather than refused during the change.
@@ -248,6 +259,9 @@ class NodeServer(FrontServer):
         with contextlib.suppress(Exception):
             await self.service.stop()
         await self.node.stop()
+
+    def prepare_to_stop(self) -> None:
+        self.node.prepare_to_stop()
 
     async def _hand_over(self) -> None:
         await hand_over(self.node, self._handover, self._transfer_timeout_s())

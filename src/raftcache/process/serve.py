@@ -191,6 +191,7 @@ async def serve_node(
         for task in (failed, stopped):
             if not task.done():
                 task.cancel()
+        server.prepare_to_stop()  # at once: the Redis listeners take a moment to stop
         for resp in resps:
             await resp.stop()
         await server.stop()

@@ -132,6 +132,10 @@ class StoreServer(FrontServer):
         await self._balancer.stop()
         await self.store.stop()
 
+    def prepare_to_stop(self) -> None:
+        for replica in self.store.all_replicas():
+            replica.node.prepare_to_stop()
+
     async def _hand_over(self) -> None:
         await self._stop_agent()  # no placement step starts while the store hands over
         await self._balancer.stop()  # no transfer of its own while the store hands over

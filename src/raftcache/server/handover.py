@@ -5,8 +5,10 @@ Rule: a stopping leader first hands leadership to the most up-to-date follower t
 appending, brings the target's log up to its own, then sends it TimeoutNow, and the target
 campaigns at once, without waiting for an election timeout — the term grows by exactly one).
 The hand-over is bounded (``timeout_s``); if no follower can take over, or it takes too long,
-the node stops anyway and the others elect a leader as after a crash. Either way safety is
-Raft's: nothing acknowledged is lost.
+the node stops anyway and the others elect a leader as after a crash. It is given up early,
+not waited out, once it cannot complete (``_transfer``): when every node stops at once, the
+chosen follower is stopping too and declines or vanishes. Either way safety is Raft's:
+nothing acknowledged is lost.
 
 While the transfer runs, the leader refuses proposals (``ProposalDroppedError``: certainly not
 appended). A client would see a 503 and — honouring ``Retry-After`` — wait a second. Instead,
@@ -109,31 +111,41 @@ def _answered_recently(node: Any, peer: str) -> bool:
 
 
 async def _transfer(node: Any, target: str) -> str:
-    """``node.transfer_leadership(target)``, given up as soon as the target falls silent (a
-    follower that stopped a moment ago still looks alive when it is chosen)."""
+    """``node.transfer_leadership(target)``, given up as soon as it can no longer complete
+    rather than at the bound — which matters when every node stops at once (the target is
+    stopping too):
+
+    - while this node leads: the target fell silent (a follower that stopped a moment ago
+      still looks alive when it is chosen), or the core gave the transfer up (the target
+      declined it: a node about to stop ignores TimeoutNow, ``RaftNode.prepare_to_stop``);
+    - once it stepped down (the target campaigned): another leader is known — done, whoever it
+      is — or none is for three heartbeat intervals. A live target that got this node's vote
+      wins within a round trip; one that stopped right after campaigning never will.
+
+    Giving up early is harmless: the transfer is only an optimisation, and an election the
+    target started goes on without us.
+    """
     transfer = asyncio.ensure_future(node.transfer_leadership(target))
     interval = float(getattr(node.config, "heartbeat_interval", 0.1))
+    leaderless = 0
     try:
         while True:
             done, _ = await asyncio.wait({transfer}, timeout=interval)
             if done:
                 return str(transfer.result())
-            if node.role.value == "leader" and not _answered_recently(node, target):
-                raise TimeoutError(f"{target} stopped answering")
+            if node.role.value == "leader":
+                if not _answered_recently(node, target):
+                    raise TimeoutError(f"{target} stopped answering")
+                if getattr(node.core, "lead_transferee", None) is None:
+                    raise TimeoutError(f"{target} did not take over (it may be stopping)")
+            elif node.leader_id is not None:
+                return str(node.leader_id)
+            else:
+                leaderless += 1
+                if leaderless >= 3:
+                    raise TimeoutError(f"no leader since stepping down: {target} did not win")
     finally:
         transfer.cancel()
-
-
-async def _transfer_settled(node: Any, deadline: float) -> None:
-    """Wait (until ``deadline``, loop time) until ``node`` no longer leads or no longer
-    transfers: the core drops a transfer after an election timeout."""
-    loop = asyncio.get_running_loop()
-    interval = float(getattr(node.config, "heartbeat_interval", 0.1))
-    while loop.time() < deadline:
-        core = node.core
-        if node.role.value != "leader" or getattr(core, "lead_transferee", None) is None:
-            return
-        await asyncio.sleep(interval)
 
 
 async def hand_over(node: Any, handover: Handover, timeout_s: float) -> str | None:
@@ -161,9 +173,9 @@ async def hand_over(node: Any, handover: Handover, timeout_s: float) -> str | No
             "leadership transfer failed; stopping without it",
             extra={"to": target, "reason": repr(exc)},
         )
-        # Held requests keep waiting until the core has given the transfer up (it refuses
-        # proposals until then): afterwards they are served here, or by the target if it won.
-        await _transfer_settled(node, started + timeout_s)
+        # Still leading: accept proposals again now (the core would refuse them for up to an
+        # election timeout more), so held requests are served here.
+        node.abort_transfer()
         return None
     finally:
         handover.end()
