@@ -8,11 +8,14 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from raftcache.network import codec as codec_module
+from raftcache.network import msgpack_codec
 from raftcache.network.codec import (
     REQUEST_TYPES,
     RESPONSE_FOR,
@@ -93,6 +96,20 @@ def test_wire_shape_is_field_names_base64_and_entry_objects() -> None:
         "timeout_now": False,
     }
     assert to_dict(msg) == obj
+
+
+def test_an_append_answer_declining_nothing_leaves_the_flag_off_the_wire() -> None:
+    """``transfer_declined`` (a node about to stop ignored TimeoutNow) travels only when set:
+    the usual answer is the one every earlier release sent, in JSON and in msgpack."""
+    usual = AppendEntriesResponse(3, True, match_index=9, last_log_index=9)
+    declined = AppendEntriesResponse(3, True, match_index=9, last_log_index=9)
+    declined.transfer_declined = True
+    assert "transfer_declined" not in orjson.loads(encode(usual))
+    assert "transfer_declined" not in msgpack.unpackb(msgpack_codec.encode(usual))
+    assert orjson.loads(encode(declined))["transfer_declined"] is True
+    for wire in (codec_module, msgpack_codec):
+        assert wire.decode(AppendEntriesResponse, wire.encode(usual)) == usual
+        assert wire.decode(AppendEntriesResponse, wire.encode(declined)) == declined
 
 
 def test_bytes_are_padded_standard_base64() -> None:

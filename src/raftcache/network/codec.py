@@ -336,6 +336,8 @@ def encode(msg: Any) -> bytes:
         # an AppendEntries' ``quiesce`` comes just before them and is false on that wire.
         cut = len(_QUIET_EMPTY_GROUP) if out.endswith(_QUIET_EMPTY_GROUP) else len(_EMPTY_GROUP)
         return out[:-cut] + b"}"
+    if type(msg) is AppendEntriesResponse and out.endswith(_NOT_DECLINED):
+        return out[: -len(_NOT_DECLINED)] + b"}"  # the default, left off (it is the last field)
     if type(msg) is AppendEntriesRequest and not msg.quiesce:
         # The default, left off as ``to`` is; searched from the end, where the field is.
         at = out.rfind(_NOT_QUIESCING)
@@ -347,6 +349,7 @@ def encode(msg: Any) -> bytes:
 _EMPTY_GROUP = b',"to":"","group":""}'
 _QUIET_EMPTY_GROUP = b',"quiesce":false,"to":"","group":""}'
 _NOT_QUIESCING = b',"quiesce":false,'
+_NOT_DECLINED = b',"transfer_declined":false}'
 
 
 def decode(cls: type[T], data: bytes | bytearray | memoryview | str) -> T:

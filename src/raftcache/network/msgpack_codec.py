@@ -38,6 +38,8 @@ def _as_map(value: Any) -> Any:
     fields = {name: getattr(value, name) for name in names}
     if fields.get("quiesce") is False:
         del fields["quiesce"]  # an AppendEntries that is no quiescing heartbeat: the default
+    if fields.get("transfer_declined") is False:
+        del fields["transfer_declined"]  # an AppendEntries answer declining nothing: the default
     if fields.get("group") == "" and fields.get("to") == "":
         del fields["group"]  # one group: the map every earlier release sent
         del fields["to"]

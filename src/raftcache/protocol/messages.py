@@ -112,6 +112,9 @@ class AppendEntriesResponse:
     On a log mismatch ``conflict_index``/``conflict_term`` are the fast-backtracking hints of §5.3:
     the term of the follower's entry at ``prev_log_index`` (0 if it has none) and the first index
     it holds for that term (or its last index + 1 when its log is too short).
+    ``transfer_declined``: the request carried TimeoutNow and the follower ignored it, being about
+    to stop (``RaftCore.leaving``); its leader gives the transfer up at once. Left off the wire
+    when false (a node that does not know the field ignores it, and never sets it).
     """
 
     term: int
@@ -120,6 +123,7 @@ class AppendEntriesResponse:
     conflict_index: int = 0
     conflict_term: int = 0
     last_log_index: int = 0
+    transfer_declined: bool = False
 
 
 @dataclass(slots=True)

@@ -22,7 +22,8 @@ but from a candidate that won a real election) are checked where they could brea
   up to date (§5.4.1); a node that heard from a live leader within an election timeout refuses
   to help depose it (check-quorum lease), unless the request is a leadership transfer; a node
   that is leaving (about to stop) ignores TimeoutNow: it would only win a leadership it then
-  drops, so its leader gives the transfer up (``abort_leadership_transfer``); a node
+  drops; it says so in its answer (``transfer_declined``) and its leader gives the transfer up
+  at once (``abort_leadership_transfer``); a node
   that has just started refuses the same way for its first election timeout, since it may have
   acknowledged a leader's round before it went down and cannot remember it (the follower half
   of the lease argument in ``raft/lease.py``). A leader steps down one election timeout after it
@@ -166,8 +167,8 @@ class RaftCore:
         self.lead_transferee: str | None = None
         self.transfer_elapsed = 0
         #: This node is about to stop (the driver says so, ``RaftNode.prepare_to_stop``): it
-        #: ignores TimeoutNow. Declining a transfer is always safe (it is an optimisation);
-        #: votes, appends and election timeouts are unaffected.
+        #: ignores TimeoutNow and answers ``transfer_declined``. Declining a transfer is always
+        #: safe (it is an optimisation); votes, appends and election timeouts are unaffected.
         self.leaving = False
         #: Bumped whenever a lease this node holds as leader stops being trustworthy: on every
         #: change of role or term, at the start of a leadership transfer, and on every
@@ -785,8 +786,11 @@ class RaftCore:
         resp = AppendEntriesResponse(
             self.term, True, match_index=last_new, last_log_index=self.log.last_index()
         )
-        if req.timeout_now and self.is_voter() and not self.leaving:
-            self.campaign(transfer=True)
+        if req.timeout_now and self.is_voter():
+            if self.leaving:
+                resp.transfer_declined = True  # its leader gives the transfer up at once
+            else:
+                self.campaign(transfer=True)
         return resp
 
     # ==================== replication out
@@ -939,6 +943,8 @@ class RaftCore:
         else:
             assert isinstance(req, AppendEntriesRequest)
             assert isinstance(resp, AppendEntriesResponse)
+            if resp.transfer_declined and out.target == self.lead_transferee:
+                self.abort_leadership_transfer()  # the target is about to stop
             self._step_append_response(out, pr, req, resp)
 
     def _step_append_response(

@@ -958,8 +958,8 @@ class RaftNode:
 
     def prepare_to_stop(self) -> None:
         """This node is about to stop: from now on it declines to become a transfer target
-        (it ignores TimeoutNow, ``RaftCore.leaving``) — a leader stopping at the same time
-        would otherwise hand leadership to a node that drops it at once. Everything else
+        (it ignores TimeoutNow and says so, ``RaftCore.leaving``) — a leader stopping at the
+        same time would otherwise hand leadership to a node that drops it at once. Everything else
         (votes, appends, its own election timeout) is unchanged until ``stop``."""
         if self._core is not None:
             self._core.leaving = True

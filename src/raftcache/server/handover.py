@@ -116,8 +116,9 @@ async def _transfer(node: Any, target: str) -> str:
     stopping too):
 
     - while this node leads: the target fell silent (a follower that stopped a moment ago
-      still looks alive when it is chosen), or the core gave the transfer up (the target
-      declined it: a node about to stop ignores TimeoutNow, ``RaftNode.prepare_to_stop``);
+      still looks alive when it is chosen), or the core gave the transfer up — at once when
+      the target declined it (a node about to stop answers TimeoutNow with
+      ``transfer_declined``, ``RaftNode.prepare_to_stop``), else after an election timeout;
     - once it stepped down (the target campaigned): another leader is known — done, whoever it
       is — or none is for three heartbeat intervals. A live target that got this node's vote
       wins within a round trip; one that stopped right after campaigning never will.
@@ -126,24 +127,26 @@ async def _transfer(node: Any, target: str) -> str:
     target started goes on without us.
     """
     transfer = asyncio.ensure_future(node.transfer_leadership(target))
+    loop = asyncio.get_running_loop()
     interval = float(getattr(node.config, "heartbeat_interval", 0.1))
-    leaderless = 0
+    leaderless_since: float | None = None
     try:
         while True:
-            done, _ = await asyncio.wait({transfer}, timeout=interval)
+            # Looked at five times a heartbeat: a decline arrives within a round trip.
+            done, _ = await asyncio.wait({transfer}, timeout=interval / 5)
             if done:
                 return str(transfer.result())
             if node.role.value == "leader":
                 if not _answered_recently(node, target):
                     raise TimeoutError(f"{target} stopped answering")
                 if getattr(node.core, "lead_transferee", None) is None:
-                    raise TimeoutError(f"{target} did not take over (it may be stopping)")
+                    raise TimeoutError(f"{target} declined (it is stopping) or did not take over")
             elif node.leader_id is not None:
                 return str(node.leader_id)
-            else:
-                leaderless += 1
-                if leaderless >= 3:
-                    raise TimeoutError(f"no leader since stepping down: {target} did not win")
+            elif leaderless_since is None:
+                leaderless_since = loop.time()
+            elif loop.time() - leaderless_since >= 3 * interval:
+                raise TimeoutError(f"no leader since stepping down: {target} did not win")
     finally:
         transfer.cancel()
 

@@ -112,26 +112,46 @@ def test_3_10_the_default_target_is_the_most_up_to_date_voter_and_voters_only() 
     assert net.leaders() == ["n3"]
 
 
-def test_3_10_a_leaving_target_declines_and_its_leader_can_give_up_at_once() -> None:
+def test_3_10_a_leaving_target_declines_and_its_leader_gives_up_at_once() -> None:
     """A node about to stop (``leaving``) ignores TimeoutNow — it would win a leadership only
-    to drop it — and the leader may abort the transfer without waiting an election timeout."""
+    to drop it — and says so; the leader aborts the transfer at once, not after an election
+    timeout, and accepts proposals again."""
     net, checker = _cluster()
     term = net["n1"].term
     net["n2"].leaving = True
     net["n1"].transfer_leadership("n2")
     net.flush("n1")
     assert [e.dst for e in net.queue if _timeout_now(e)] == ["n2"]  # it was told...
-    net.stabilize()
+    net.stabilize()  # no tick: well within the election timeout
     checker.check(net)
-    # ...and did not campaign: no vote request, no new term, the leader still leads.
+    # ...did not campaign, and declined in its answer.
     votes = [h.request for h in net.handled if isinstance(h.request, RequestVoteRequest)]
     assert not [v for v in votes if v.candidate_id == "n2"]
+    answers = [
+        h.response
+        for h in net.handled
+        if isinstance(h.request, AppendEntriesRequest) and h.request.timeout_now
+    ]
+    assert [getattr(a, "transfer_declined", None) for a in answers] == [True]
     assert net["n2"].term == term
     assert net.leaders() == ["n1"]
+    assert net["n1"].lead_transferee is None
+    net.propose("n1", b"accepted at once")
+    net.stabilize()
+    checker.check(net)
+    assert net.nodes["n2"].commands() == [b"a", b"accepted at once"]
+
+
+def test_3_10_the_driver_may_abort_a_transfer_without_waiting() -> None:
+    """``abort_leadership_transfer``: the driver knows the target is gone (it stopped answering)
+    and gives the transfer up before the core's own election-timeout abort."""
+    net, checker = _cluster()
+    net.isolate("n2")
+    net["n1"].transfer_leadership("n2")
     with pytest.raises(ProposalDroppedError):
         net.propose("n1", b"refused while the transfer is under way")
     net["n1"].abort_leadership_transfer()
     net.propose("n1", b"accepted again, no tick needed")
     net.stabilize()
     checker.check(net)
-    assert net.nodes["n2"].commands() == [b"a", b"accepted again, no tick needed"]
+    assert net.nodes["n3"].commands() == [b"a", b"accepted again, no tick needed"]
