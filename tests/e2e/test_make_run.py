@@ -144,3 +144,8 @@ def test_make_run_cluster_runs_the_readme_quick_start_and_ctrl_c_stops_it(tmp_pa
         for node in ("n1", "n2", "n3"):
             assert f"{node} (exit 0)" in stopped, cluster.output()
         assert all((data / node).is_dir() for node in ("n1", "n2", "n3"))
+        # Every node stopped at once: the leader's hand-over, if it tried one, ended because
+        # its target declined or went away, not by waiting out its bound (``TimeoutError()``).
+        logs = "".join((data / f"{node}.log").read_text() for node in ("n1", "n2", "n3"))
+        gave_up = [line for line in logs.splitlines() if "leadership transfer failed" in line]
+        assert not [line for line in gave_up if "reason=TimeoutError()" in line], gave_up
