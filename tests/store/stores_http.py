@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from raftcache.network.http import HttpNetwork
+from raftcache.network.listener import TCPSite
 from raftcache.raft.config import RaftConfig
 from raftcache.raft.core import Role
 from raftcache.raft.node import RaftNode
@@ -130,7 +131,7 @@ class StoreServer:
     store: Store
     app: web.Application
     runner: web.AppRunner
-    site: web.TCPSite
+    site: TCPSite
     url: str
     up: bool = True
     agent: MetaAgent | None = None
@@ -151,6 +152,9 @@ class StoreServer:
         self.up = False
         if self.agent is not None:
             await self.agent.stop()
+        # The listener first (``network.listener``): every connection it accepted is then on a
+        # front, which closes it below.
+        await self.site.stop()
         if drain_s is not None:
             await self.app[DRAIN].wait_idle(drain_s)
         if isinstance(self.site, LeanSite) and self.site.front is not None:
@@ -188,7 +192,7 @@ async def serve_store(
     app = create_store_app(store, settings, mount=network.mount, watch=watch, meta=made)
     runner = web.AppRunner(app, access_log=None, auto_decompress=auto_decompress)
     await runner.setup()
-    site = (LeanSite if lean else web.TCPSite)(runner, "127.0.0.1", port)
+    site = (LeanSite if lean else TCPSite)(runner, "127.0.0.1", port)
     try:
         await site.start()
     except BaseException:

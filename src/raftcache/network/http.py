@@ -62,6 +62,7 @@ from raftcache.network.httpwire import (
     status_error,
 )
 from raftcache.network.interface import NetworkInterface, RpcHandlers
+from raftcache.network.listener import TCPSite
 from raftcache.network.metrics import NetworkMetrics, rpc_name
 from raftcache.network.tls import client_ssl_context, server_ssl_context
 from raftcache.network.wrapper import Clock, loop_clock
@@ -303,7 +304,7 @@ class HttpNetwork(NetworkInterface):
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port, ssl_context=self._server_ssl)
+            site = TCPSite(runner, self.host, self.port, ssl_context=self._server_ssl)
             await site.start()
         except BaseException:
             await runner.cleanup()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from raftcache.cache.service import CacheService
+from raftcache.network.listener import TCPSite
 from raftcache.raft.node import RaftNode
 from raftcache.server.drain import DRAIN
 from raftcache.server.handover import HANDOVER, Handover, hand_over, handover_middleware
@@ -123,7 +124,7 @@ class FrontServer(abc.ABC):
         """Listen first (peers can reach us as soon as the node campaigns), then start the
         node and the service's leader-only background work."""
         await self._runner.setup()
-        site: web.TCPSite
+        site: TCPSite
         if self._lean:
             site = self._lean_site = LeanSite(
                 self._runner,
@@ -136,7 +137,7 @@ class FrontServer(abc.ABC):
                 clock=self._clock,
             )
         else:
-            site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl_context)
+            site = TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl_context)
         try:
             await site.start()
             self.port = self._runner.addresses[0][1]

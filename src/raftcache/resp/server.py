@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import aiohttp
 
 from raftcache.network.groups import shared_urls
+from raftcache.network.listener import close_listener
 from raftcache.resp.args import Limits
 from raftcache.resp.backend import (
     Backend,
@@ -591,7 +592,7 @@ class RespServer:
         """Stop (see the module docstring). Idempotent."""
         server, self._server = self._server, None
         if server is not None:
-            server.close()
+            await close_listener(server)  # every connection accepted is in ``connections``
         connections = list(self.connections)
         if connections:
             with contextlib.suppress(TimeoutError):

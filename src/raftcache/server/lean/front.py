@@ -26,6 +26,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from raftcache.network.httpclient import lean_client_available
+from raftcache.network.listener import SockSite, TCPSite
 from raftcache.server.drain import DRAIN
 from raftcache.server.errors import json_error
 from raftcache.server.lean.request import LeanRequest
@@ -179,7 +180,7 @@ def _front_of(
     )
 
 
-class LeanSite(web.TCPSite):
+class LeanSite(TCPSite):
     """A TCP (or TLS) site whose connections start on the lean front.
 
     ``clock`` (wall-clock seconds, for ``Date``) is the node's: ``raftcache serve`` passes the
@@ -227,7 +228,7 @@ class LeanSite(web.TCPSite):
         await super().stop()
 
 
-class LeanSockSite(web.SockSite):
+class LeanSockSite(SockSite):
     """The lean front on a socket already bound (embedding programs, aiohttp's test server).
 
     Made by aiohttp's own code, which passes no clock: its ``Date`` reads the clock aiohttp's
