@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from raftcache.network import HttpNetwork, NetworkError
-from raftcache.network.batching import AppendBatcher, serve_append_batch
+from raftcache.network.batching import DEFAULT_MAX_HOLD, AppendBatcher, serve_append_batch
 from raftcache.network.codec import encode
 from raftcache.network.groups import GroupNetwork, GroupRouter
 from raftcache.network.hub import InMemoryHub
@@ -305,3 +305,45 @@ async def test_a_batch_with_an_invalid_item_is_refused_whole_naming_it() -> None
             assert "1 to 1024 items" in orjson.loads(await resp.read())["error"]
         assert b._server.handlers is not None
         assert not b._server.handlers.calls  # type: ignore[attr-defined]
+
+
+# -- review: what a batch must not change ------------------------------------------------------
+
+
+def heartbeat(group: str, term: int = 3) -> AppendEntriesRequest:
+    return AppendEntriesRequest(term, "a", 0, 0, [], 0, group=group)
+
+
+@pytest.mark.looptime
+async def test_an_append_waiting_for_its_fsync_is_not_given_up_because_a_heartbeat_was_quick() -> (
+    None
+):
+    # g0's heartbeat is answered at once; g1's append waits 0.3 s for its fsync (a busy disk),
+    # well within any RPC timeout: alone it would have succeeded, so in a batch it must too.
+    router = GroupRouter("b")
+    router.attach("g0", RecordingHandlers("b/g0"))
+    router.attach("g1", RecordingHandlers("b/g1", delay=0.3))
+    answer = await serve_append_batch(
+        "b", router, AppendEntriesBatch([heartbeat("g0"), append("g1")])
+    )
+    quick, slow = answer.items
+    assert quick.response is not None
+    assert slow.response is not None, slow.error
+    assert slow.response.match_index == 1
+
+
+@pytest.mark.looptime
+async def test_a_stuck_append_holds_the_heartbeats_beside_it_only_for_a_bounded_time() -> None:
+    stuck = Stuck("b", "g1")
+    router = GroupRouter("b")
+    for group in GROUPS:
+        router.attach(group, stuck)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    answer = await serve_append_batch(
+        "b", router, AppendEntriesBatch([heartbeat("g0"), append("g1"), heartbeat("g2")])
+    )
+    assert loop.time() - started <= DEFAULT_MAX_HOLD
+    assert [a.response is not None for a in answer.items] == [True, False, True]
+    assert answer.items[1].kind == "timeout"
+    stuck.release.set()

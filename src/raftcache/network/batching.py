@@ -18,10 +18,13 @@ full AppendEntries).
 
 Serving (``serve_append_batch``): every item is handed to its group's handler at once; the
 answer leaves when all are done, but one slow group (a stalled replica) holds the others only
-for ``patience`` — once the first item is done, the rest get as long again as it took, at least
-``patience``; an item still running then is answered as a timeout (the handler goes on: like a
-lost answer, the sender learns the outcome from the next request). Items of one batch share the
-store's persist batch, so in the common case they finish together.
+for ``patience`` — once the first item carrying entries is done (a heartbeat or a refusal,
+done at once, says nothing of how long an fsync takes), the rest get as long again as it took,
+at least ``patience``; an item still running then is answered as a timeout (the handler goes
+on: like a lost answer, the sender learns the outcome from the next request). No item with
+entries done within ``max_hold``: the items done are answered, the rest as timeouts. Items of
+one batch share the store's persist batch, so in the common case they finish together, and a
+slow disk delays them all alike without failing any.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from raftcache.protocol.messages import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_HOLD",
     "DEFAULT_PATIENCE",
     "MAX_SENT_ITEMS",
     "AppendBatcher",
@@ -63,6 +67,9 @@ MAX_SENT_ITEMS: Final = 64
 MAX_SENT_BYTES: Final = 256 * 1024
 #: The least a batch's slower items are waited for once its first is done, in seconds.
 DEFAULT_PATIENCE: Final = 0.1
+#: The most a batch waits for its first item with entries to be done, in seconds: a quarter of
+#: the default RPC timeout, so that the whole answer (at most twice this) beats it.
+DEFAULT_MAX_HOLD: Final = 0.5
 
 
 def answer_of(node_id: str, task: asyncio.Future[AppendEntriesResponse]) -> BatchAnswer:
@@ -95,14 +102,20 @@ async def serve_append_batch(
     batch: AppendEntriesBatch,
     *,
     patience: float = DEFAULT_PATIENCE,
+    max_hold: float = DEFAULT_MAX_HOLD,
 ) -> AppendEntriesBatchResponse:
     """Step every item of ``batch`` into ``handlers``; answer them in order (module rule)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     tasks = [asyncio.ensure_future(handlers.handle_append_entries(i)) for i in batch.items]
+    # The clock starts when an item that carries entries is done: those wait for their fsync
+    # (one persist batch for all), a heartbeat or a refusal is done at once and says nothing
+    # of how long an fsync takes. Waiting for one is bounded too (all may be stuck).
+    heavy = [t for i, t in zip(batch.items, tasks, strict=True) if i.entries] or tasks
     try:
-        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        if pending:
+        done, _ = await asyncio.wait(heavy, timeout=max_hold, return_when=asyncio.FIRST_COMPLETED)
+        pending = [t for t in tasks if not t.done()]
+        if done and pending:
             await asyncio.wait(pending, timeout=max(loop.time() - started, patience))
     except asyncio.CancelledError:
         for task in tasks:
