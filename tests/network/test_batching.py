@@ -8,7 +8,7 @@ the route, its capability and an older peer that has none.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -347,3 +347,38 @@ async def test_a_stuck_append_holds_the_heartbeats_beside_it_only_for_a_bounded_
     assert [a.response is not None for a in answer.items] == [True, False, True]
     assert answer.items[1].kind == "timeout"
     stuck.release.set()
+
+
+@pytest.mark.looptime
+async def test_closing_before_the_batch_task_first_runs_still_fails_its_waiters() -> None:
+    _, batcher, _ = memory_pair()
+    sends = [asyncio.ensure_future(batcher.send_append_entries("b", append(g))) for g in GROUPS]
+    await asyncio.sleep(0)  # queued; the flush is next in the loop's queue
+    asyncio.get_running_loop().call_soon(batcher.close)  # right after it: the store stopping
+    outcomes = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 5)
+    assert all(isinstance(o, NetworkError) and o.kind == "stopped" for o in outcomes)
+
+
+class Short(InMemoryNetwork):
+    """A transport with a bug: it answers a batch with one outcome too few."""
+
+    async def send_append_batch(
+        self, target: str, reqs: Sequence[AppendEntriesRequest]
+    ) -> list[AppendEntriesResponse | NetworkError]:
+        return (await super().send_append_batch(target, reqs))[:-1]
+
+
+@pytest.mark.looptime
+async def test_a_batch_answered_with_too_few_outcomes_fails_every_item_and_hangs_none() -> None:
+    hub = InMemoryHub()
+    a = Short("a", hub=hub)
+    b = InMemoryNetwork("b", hub=hub)
+    router = GroupRouter("b")
+    for group in GROUPS:
+        router.attach(group, RecordingHandlers(f"b/{group}"))
+    b.register_handlers(router)
+    batcher = AppendBatcher(a)
+    sends = [batcher.send_append_entries("b", append(g)) for g in GROUPS]
+    outcomes = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 5)
+    assert all(isinstance(o, NetworkError) and o.permanent for o in outcomes), outcomes
+    assert not batcher._sending

@@ -30,7 +30,9 @@ slow disk delays them all alike without failing any.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Sequence
 from typing import Final
 
 from raftcache.network.errors import NetworkError, relayed, remote_handler_error
@@ -215,33 +217,22 @@ class AppendBatcher(NetworkWrapper):
             return
         task = asyncio.get_running_loop().create_task(self._send(target, live))
         self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        task.add_done_callback(functools.partial(self._sent, live))
+
+    def _sent(self, items: list[_Waiting], task: asyncio.Task[None]) -> None:
+        """However the send ended — cancelled (even before it ran), a bug below — nobody is
+        left waiting."""
+        self._sending.discard(task)
+        exc: BaseException | None = _stopped(self.node_id) if task.cancelled() else task.exception()
+        for _, waiter in items:
+            if not waiter.done():
+                waiter.set_exception(exc or _stopped(self.node_id))
 
     async def _send(self, target: str, items: list[_Waiting]) -> None:
         try:
-            if len(items) == 1:
-                req, waiter = items[0]
-                outcomes: list[BatchOutcome] = [
-                    await self.underlying.send_append_entries(target, req)
-                ]
-            else:
-                self.batches += 1
-                self.batched_items += len(items)
-                outcomes = list(
-                    await self.underlying.send_append_batch(target, [req for req, _ in items])
-                )
-        except asyncio.CancelledError:
-            for _, waiter in items:
-                if not waiter.done():
-                    waiter.set_exception(_stopped(self.node_id))
-            raise
+            outcomes = await self._outcomes(target, [req for req, _ in items])
         except NetworkError as exc:
             outcomes = [_copy(exc) for _ in items]
-        except Exception as exc:  # a bug below: every waiting group sees it, nobody hangs
-            for _, waiter in items:
-                if not waiter.done():
-                    waiter.set_exception(exc)
-            return
         for (_, waiter), outcome in zip(items, outcomes, strict=True):
             if waiter.done():  # its sender gave up (cancelled)
                 continue
@@ -249,6 +240,22 @@ class AppendBatcher(NetworkWrapper):
                 waiter.set_exception(outcome)
             else:
                 waiter.set_result(outcome)
+
+    async def _outcomes(
+        self, target: str, reqs: list[AppendEntriesRequest]
+    ) -> Sequence[BatchOutcome]:
+        if len(reqs) == 1:
+            return [await self.underlying.send_append_entries(target, reqs[0])]
+        self.batches += 1
+        self.batched_items += len(reqs)
+        outcomes = await self.underlying.send_append_batch(target, reqs)
+        if len(outcomes) != len(reqs):  # a transport's bug: no group gets another's answer
+            raise NetworkError(
+                f"node {self.node_id}: {len(outcomes)} outcomes to a batch of {len(reqs)} "
+                f"AppendEntries to {target}",
+                permanent=True,
+            )
+        return outcomes
 
 
 def _copy(exc: NetworkError) -> NetworkError:
