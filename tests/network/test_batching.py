@@ -382,3 +382,21 @@ async def test_a_batch_answered_with_too_few_outcomes_fails_every_item_and_hangs
     outcomes = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 5)
     assert all(isinstance(o, NetworkError) and o.permanent for o in outcomes), outcomes
     assert not batcher._sending
+
+
+async def test_a_batch_too_large_for_the_peer_is_sent_as_single_rpcs() -> None:
+    router = GroupRouter("b")
+    for group in GROUPS:
+        router.attach(group, RecordingHandlers(f"b/{group}"))
+    async with started_nodes() as make:
+        a = await make("a")
+        b = await make("b", handlers=router, client_max_size=64 * 1024)
+        connect(a, b)
+        await a.send_append_entries("b", append("g0"))
+        assert a.peer_capabilities("b").batch
+        reqs = [append(g) for g in GROUPS]
+        for req in reqs:  # each fits the peer's limit alone, not together
+            req.entries[0].command = b"x" * 30_000
+        outcomes = await a.send_append_batch("b", reqs)
+        assert all(isinstance(o, AppendEntriesResponse) for o in outcomes), outcomes
+        assert a.peer_capabilities("b").batch  # still: a smaller batch is welcome

@@ -353,12 +353,14 @@ class HttpNetwork(NetworkInterface):
                 self, target, AppendEntriesBatch(list(reqs)), AppendEntriesBatchResponse
             )
         except NetworkError as exc:
-            if exc.kind != "not_found":
+            if exc.kind not in ("not_found", "too_large"):
                 raise
-            # The peer was replaced by a build without the route (it said it had one): nothing
-            # reached a handler, so the items go again one by one, and batches stop until it
-            # says otherwise.
-            self._peers[target] = dataclasses.replace(caps, batch=False)
+            # Nothing reached a handler: the items go again one by one. Not found: the peer was
+            # replaced by a build without the route (it said it had one), and batches stop
+            # until it says otherwise. Too large: the batch is over the peer's body limit,
+            # which no item alone is (each fits a single RPC's limit, as it always did).
+            if exc.kind == "not_found":
+                self._peers[target] = dataclasses.replace(caps, batch=False)
             return await super().send_append_batch(target, reqs)
         if len(answer.items) != len(reqs):
             raise NetworkError(

@@ -10,7 +10,7 @@ server side                            status / code    client raises
 =====================================  ===============  =========================================
 token missing or wrong                 401 unauthorized permanent ``NetworkError``
 no handlers registered                 503 no_handlers  permanent "Node X has no handlers ..."
-body over ``client_max_size``          413 too_large    permanent ``NetworkError``
+body over ``client_max_size``          413 too_large    permanent, kind ``too_large``
 content coding it cannot decode        415 unsupported  resent once uncompressed, else permanent
 undecodable or wrongly typed body      400 bad_request  permanent ``NetworkError``
 handler raised                         500              permanent ``NetworkError`` (its message)
@@ -168,6 +168,10 @@ def status_error(target: str, status: int, data: bytes) -> NetworkError:
         return NetworkError(detail, permanent=True)
     if status in (502, 503, 504):
         return NetworkError(f"Node {target} unavailable (HTTP {status}): {detail}")
+    if status == 413:  # a batch may still go as its items (``HttpNetwork.send_append_batch``)
+        return NetworkError(
+            f"Node {target} answered HTTP 413: {detail}", permanent=True, kind="too_large"
+        )
     if status in (404, 405):  # a route this node does not serve (an older build): "not_found"
         return NetworkError(
             f"Node {target} answered HTTP {status}: {detail}", permanent=True, kind="not_found"
