@@ -8,7 +8,9 @@ the route, its capability and an older peer that has none.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,17 +18,20 @@ import orjson
 import pytest
 
 from raftcache.network import HttpNetwork, NetworkError
-from raftcache.network.batching import DEFAULT_MAX_HOLD, AppendBatcher, serve_append_batch
+from raftcache.network.batching import AppendBatcher, serve_append_batch
 from raftcache.network.codec import encode
 from raftcache.network.groups import GroupNetwork, GroupRouter
 from raftcache.network.hub import InMemoryHub
 from raftcache.network.memory import InMemoryNetwork
 from raftcache.protocol.messages import (
+    DEFAULT_BATCH_HOLD,
     AppendEntriesBatch,
     AppendEntriesRequest,
     AppendEntriesResponse,
     LogEntry,
 )
+from raftcache.store import Store
+from tests.raft.sim import FAST
 
 from .fakes import RecordingHandlers
 from .httpkit import OldPeer, connect, started_nodes, url_of
@@ -103,9 +108,9 @@ async def test_a_batch_stays_under_its_byte_budget_and_a_large_append_travels_al
     sizes: list[int] = []
     sent = a.send_append_batch
 
-    async def recording(target: str, reqs: Any) -> Any:
+    async def recording(target: str, reqs: Any, **kwargs: Any) -> Any:
         sizes.append(sum(len(e.command) for r in reqs for e in r.entries))
-        return await sent(target, reqs)
+        return await sent(target, reqs, **kwargs)
 
     a.send_append_batch = recording  # type: ignore[method-assign]
     small = [append("g0", n=1), append("g1", n=1), append("g2", n=1)]  # 4 bytes each
@@ -303,6 +308,14 @@ async def test_a_batch_with_an_invalid_item_is_refused_whole_naming_it() -> None
         ):
             assert resp.status == 400
             assert "1 to 1024 items" in orjson.loads(await resp.read())["error"]
+        for hold in (0.0, 11.0):  # a receiver holds no batch for nothing or for ages
+            body = encode(AppendEntriesBatch([append("g0")], hold=hold))
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(url_of(b.port) + "/raft/append-batch", data=body) as resp,
+            ):
+                assert resp.status == 400
+                assert "hold must be in (0, 10] s" in orjson.loads(await resp.read())["error"]
         assert b._server.handlers is not None
         assert not b._server.handlers.calls  # type: ignore[attr-defined]
 
@@ -343,10 +356,60 @@ async def test_a_stuck_append_holds_the_heartbeats_beside_it_only_for_a_bounded_
     answer = await serve_append_batch(
         "b", router, AppendEntriesBatch([heartbeat("g0"), append("g1"), heartbeat("g2")])
     )
-    assert loop.time() - started <= DEFAULT_MAX_HOLD
+    assert loop.time() - started == pytest.approx(DEFAULT_BATCH_HOLD)
     assert [a.response is not None for a in answer.items] == [True, False, True]
     assert answer.items[1].kind == "timeout"
+    # A sender with a short RPC timeout asks for a short hold, and gets it.
+    started = loop.time()
+    answer = await serve_append_batch(
+        "b", router, AppendEntriesBatch([heartbeat("g0"), append("g1")], hold=0.05)
+    )
+    assert loop.time() - started == pytest.approx(0.05)
+    assert answer.items[1].kind == "timeout"
+    started = loop.time()  # nor does the patience outlast a shorter hold
+    answer = await serve_append_batch(
+        "b", router, AppendEntriesBatch([append("g0"), append("g1")], hold=0.05)
+    )
+    assert loop.time() - started == pytest.approx(0.05)
+    assert answer.items[1].kind == "timeout"
     stuck.release.set()
+
+
+@pytest.mark.looptime
+async def test_the_batchers_hold_reaches_the_receiver() -> None:
+    hub = InMemoryHub()
+    a, b = InMemoryNetwork("a", hub=hub), InMemoryNetwork("b", hub=hub)
+    stuck = Stuck("b", "g1")
+    router = GroupRouter("b")
+    for group in GROUPS:
+        router.attach(group, stuck)
+    b.register_handlers(router)
+    batcher = AppendBatcher(a, hold=0.05)  # a store whose RPC timeout is 0.2 s
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    outcomes = await asyncio.gather(
+        *(batcher.send_append_entries("b", r) for r in (heartbeat("g0"), append("g1"))),
+        return_exceptions=True,
+    )
+    assert loop.time() - started < 0.2
+    assert isinstance(outcomes[0], AppendEntriesResponse)
+    assert isinstance(outcomes[1], NetworkError)
+    assert outcomes[1].kind == "timeout"
+    stuck.release.set()
+
+
+def test_a_store_asks_for_a_quarter_of_its_rpc_timeout(tmp_path: Path) -> None:
+    store = Store(
+        "s1",
+        InMemoryNetwork("s1", hub=InMemoryHub()),
+        groups=1,
+        placement={"g0": ["s1", "s2", "s3"]},
+        data_dir=tmp_path,
+        config=FAST,
+        clock=time.time,
+    )
+    assert store.batcher is not None
+    assert store.batcher.hold == FAST.rpc_timeout / 4
 
 
 @pytest.mark.looptime
@@ -363,9 +426,9 @@ class Short(InMemoryNetwork):
     """A transport with a bug: it answers a batch with one outcome too few."""
 
     async def send_append_batch(
-        self, target: str, reqs: Sequence[AppendEntriesRequest]
+        self, target: str, reqs: Sequence[AppendEntriesRequest], *, hold: float = 1.0
     ) -> list[AppendEntriesResponse | NetworkError]:
-        return (await super().send_append_batch(target, reqs))[:-1]
+        return (await super().send_append_batch(target, reqs, hold=hold))[:-1]
 
 
 @pytest.mark.looptime

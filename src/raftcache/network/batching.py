@@ -20,10 +20,11 @@ Serving (``serve_append_batch``): every item is handed to its group's handler at
 answer leaves when all are done, but one slow group (a stalled replica) holds the others only
 for ``patience`` — once the first item carrying entries is done (a heartbeat or a refusal,
 done at once, says nothing of how long an fsync takes), the rest get as long again as it took,
-at least ``patience``; an item still running then is answered as a timeout (the handler goes
-on: like a lost answer, the sender learns the outcome from the next request). No item with
-entries done within ``max_hold``: the items done are answered, the rest as timeouts. Items of
-one batch share the store's persist batch, so in the common case they finish together, and a
+at least ``patience`` (or the batch's ``hold``, if shorter); an item still running then is
+answered as a timeout (the handler goes on: like a lost answer, the sender learns the outcome
+from the next request). No item with entries done within the batch's ``hold`` (the sender's
+word: a fraction of its RPC timeout): the items done are answered, the rest as timeouts. Items
+of one batch share the store's persist batch, so in the common case they finish together, and a
 slow disk delays them all alike without failing any.
 """
 
@@ -39,6 +40,8 @@ from raftcache.network.errors import NetworkError, relayed, remote_handler_error
 from raftcache.network.interface import NetworkInterface, RpcHandlers
 from raftcache.network.wrapper import NetworkWrapper
 from raftcache.protocol.messages import (
+    DEFAULT_BATCH_HOLD,
+    MAX_BATCH_HOLD,
     AppendEntriesBatch,
     AppendEntriesBatchResponse,
     AppendEntriesRequest,
@@ -47,7 +50,6 @@ from raftcache.protocol.messages import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_HOLD",
     "DEFAULT_PATIENCE",
     "MAX_SENT_ITEMS",
     "AppendBatcher",
@@ -69,9 +71,6 @@ MAX_SENT_ITEMS: Final = 64
 MAX_SENT_BYTES: Final = 256 * 1024
 #: The least a batch's slower items are waited for once its first is done, in seconds.
 DEFAULT_PATIENCE: Final = 0.1
-#: The most a batch waits for its first item with entries to be done, in seconds: a quarter of
-#: the default RPC timeout, so that the whole answer (at most twice this) beats it.
-DEFAULT_MAX_HOLD: Final = 0.5
 
 
 def answer_of(node_id: str, task: asyncio.Future[AppendEntriesResponse]) -> BatchAnswer:
@@ -104,7 +103,6 @@ async def serve_append_batch(
     batch: AppendEntriesBatch,
     *,
     patience: float = DEFAULT_PATIENCE,
-    max_hold: float = DEFAULT_MAX_HOLD,
 ) -> AppendEntriesBatchResponse:
     """Step every item of ``batch`` into ``handlers``; answer them in order (module rule)."""
     loop = asyncio.get_running_loop()
@@ -112,13 +110,17 @@ async def serve_append_batch(
     tasks = [asyncio.ensure_future(handlers.handle_append_entries(i)) for i in batch.items]
     # The clock starts when an item that carries entries is done: those wait for their fsync
     # (one persist batch for all), a heartbeat or a refusal is done at once and says nothing
-    # of how long an fsync takes. Waiting for one is bounded too (all may be stuck).
+    # of how long an fsync takes. Waiting for one is bounded too (all may be stuck): by the
+    # sender's ``hold``, a fraction of its RPC timeout, so the answer (at most twice the hold)
+    # comes back in time.
     heavy = [t for i, t in zip(batch.items, tasks, strict=True) if i.entries] or tasks
     try:
-        done, _ = await asyncio.wait(heavy, timeout=max_hold, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(heavy, timeout=batch.hold, return_when=asyncio.FIRST_COMPLETED)
         pending = [t for t in tasks if not t.done()]
         if done and pending:
-            await asyncio.wait(pending, timeout=max(loop.time() - started, patience))
+            await asyncio.wait(
+                pending, timeout=max(loop.time() - started, min(patience, batch.hold))
+            )
     except asyncio.CancelledError:
         for task in tasks:
             task.add_done_callback(_forget)
@@ -148,6 +150,8 @@ class AppendBatcher(NetworkWrapper):
         underlying: the store's transport (its ``send_append_batch`` carries a batch).
         max_items: the most items of one batch.
         max_bytes: the most entry bytes of one batch; a larger append travels alone.
+        hold: what each batch asks of the receiver (``AppendEntriesBatch.hold``): the Raft
+            nodes' RPC timeout over four.
     """
 
     def __init__(
@@ -156,12 +160,14 @@ class AppendBatcher(NetworkWrapper):
         *,
         max_items: int = MAX_SENT_ITEMS,
         max_bytes: int = MAX_SENT_BYTES,
+        hold: float = DEFAULT_BATCH_HOLD,
     ) -> None:
         super().__init__(underlying)
         if max_items < 1 or max_bytes < 0:
             raise ValueError(f"max_items must be >= 1 and max_bytes >= 0: {max_items}, {max_bytes}")
         self.max_items = max_items
         self.max_bytes = max_bytes
+        self.hold = min(hold, MAX_BATCH_HOLD)
         self._queues: dict[str, list[_Waiting]] = {}
         self._bytes: dict[str, int] = {}
         self._sending: set[asyncio.Task[None]] = set()
@@ -248,7 +254,7 @@ class AppendBatcher(NetworkWrapper):
             return [await self.underlying.send_append_entries(target, reqs[0])]
         self.batches += 1
         self.batched_items += len(reqs)
-        outcomes = await self.underlying.send_append_batch(target, reqs)
+        outcomes = await self.underlying.send_append_batch(target, reqs, hold=self.hold)
         if len(outcomes) != len(reqs):  # a transport's bug: no group gets another's answer
             raise NetworkError(
                 f"node {self.node_id}: {len(outcomes)} outcomes to a batch of {len(reqs)} "

@@ -67,6 +67,7 @@ from raftcache.network.metrics import NetworkMetrics, rpc_name
 from raftcache.network.tls import client_ssl_context, server_ssl_context
 from raftcache.network.wrapper import Clock, loop_clock
 from raftcache.protocol.messages import (
+    DEFAULT_BATCH_HOLD,
     AppendEntriesBatch,
     AppendEntriesBatchResponse,
     AppendEntriesRequest,
@@ -342,7 +343,7 @@ class HttpNetwork(NetworkInterface):
         return await self._post(target, req, InstallSnapshotResponse)
 
     async def send_append_batch(
-        self, target: str, reqs: Sequence[AppendEntriesRequest]
+        self, target: str, reqs: Sequence[AppendEntriesRequest], *, hold: float = DEFAULT_BATCH_HOLD
     ) -> list[AppendEntriesResponse | NetworkError]:
         """One ``POST /raft/append-batch`` when ``target`` serves it, else one RPC each."""
         caps = self.peer_capabilities(target)
@@ -350,7 +351,7 @@ class HttpNetwork(NetworkInterface):
             return await super().send_append_batch(target, reqs)
         try:
             answer = await HttpNetwork._post(
-                self, target, AppendEntriesBatch(list(reqs)), AppendEntriesBatchResponse
+                self, target, AppendEntriesBatch(list(reqs), hold), AppendEntriesBatchResponse
             )
         except NetworkError as exc:
             if exc.kind not in ("not_found", "too_large"):

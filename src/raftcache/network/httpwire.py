@@ -35,9 +35,11 @@ Batches: ``POST /raft/append-batch`` carries an ``AppendEntriesBatch`` (many gro
 AppendEntries to one store, ``raftcache.network.batching``) and answers an
 ``AppendEntriesBatchResponse``: one answer per item, a response or the error its single RPC
 would have raised (its message, kind and permanence), so an item's refusal is never the
-batch's. The statuses above concern the batch as a whole (an invalid item refuses it: 400). A
-node serving the route says ``Raft-Batch: append-entries`` on its 200 and 415 answers; a client
-sends batches only to a peer that did.
+batch's; its ``hold`` is the most the receiver may wait for its first item with entries. The
+statuses above concern the batch as a whole (an invalid item refuses it: 400). A node serving
+the route says ``Raft-Batch: append-entries`` on its 200 and 415 answers; a client sends
+batches only to a peer that did, and single RPCs after a 404 or 405 there (an older build now
+at its address) or a 413 (the batch over the peer's limit).
 """
 
 from __future__ import annotations

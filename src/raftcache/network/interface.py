@@ -18,6 +18,7 @@ from typing import Protocol
 
 from raftcache.network.errors import NetworkError
 from raftcache.protocol.messages import (
+    DEFAULT_BATCH_HOLD,
     AppendEntriesRequest,
     AppendEntriesResponse,
     InstallSnapshotRequest,
@@ -72,11 +73,12 @@ class NetworkInterface(ABC):
         """Learn or update a peer's address (membership changes carry them). Default: ignore."""
 
     async def send_append_batch(
-        self, target: str, reqs: Sequence[AppendEntriesRequest]
+        self, target: str, reqs: Sequence[AppendEntriesRequest], *, hold: float = DEFAULT_BATCH_HOLD
     ) -> list[AppendEntriesResponse | NetworkError]:
         """Send many groups' AppendEntries to ``target``; each item's response or the error its
-        single RPC raised, in order (``raftcache.network.batching``). Default: one RPC each,
-        concurrently; a transport with a batch message overrides it."""
+        single RPC raised, in order (``raftcache.network.batching``; ``hold`` as
+        ``AppendEntriesBatch.hold``). Default: one RPC each, concurrently; a transport with a
+        batch message overrides it."""
         results = await asyncio.gather(
             *(self.send_append_entries(target, req) for req in reqs), return_exceptions=True
         )

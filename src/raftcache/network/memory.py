@@ -49,6 +49,7 @@ from raftcache.network.errors import (
 from raftcache.network.hub import InMemoryHub
 from raftcache.network.interface import NetworkInterface, RpcHandlers
 from raftcache.protocol.messages import (
+    DEFAULT_BATCH_HOLD,
     AppendEntriesBatch,
     AppendEntriesBatchResponse,
     AppendEntriesRequest,
@@ -213,12 +214,12 @@ class InMemoryNetwork(NetworkInterface):
         return await self._call(target, req, "handle_install_snapshot", InstallSnapshotResponse)
 
     async def send_append_batch(
-        self, target: str, reqs: Sequence[AppendEntriesRequest]
+        self, target: str, reqs: Sequence[AppendEntriesRequest], *, hold: float = DEFAULT_BATCH_HOLD
     ) -> list[AppendEntriesResponse | NetworkError]:
         """One message carrying every item (lost, delayed or partitioned as one)."""
         if len(reqs) < 2:
             return await super().send_append_batch(target, reqs)
-        batch = AppendEntriesBatch(list(reqs))
+        batch = AppendEntriesBatch(list(reqs), hold)
         answer = await self._call(target, batch, "", AppendEntriesBatchResponse)
         return [outcome_of(item) for item in answer.items]
 

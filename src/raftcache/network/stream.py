@@ -33,7 +33,11 @@ from raftcache.network.metrics import rpc_name
 from raftcache.network.stream_client import StreamLink, StreamUnsupported
 from raftcache.network.stream_server import StreamServer
 from raftcache.network.stream_wire import STREAM_PATH
-from raftcache.protocol.messages import AppendEntriesRequest, AppendEntriesResponse
+from raftcache.protocol.messages import (
+    DEFAULT_BATCH_HOLD,
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+)
 
 __all__ = ["StreamNetwork"]
 
@@ -162,7 +166,7 @@ class StreamNetwork(HttpNetwork):
     # -- client ---------------------------------------------------------------------------------
 
     async def send_append_batch(
-        self, target: str, reqs: Sequence[AppendEntriesRequest]
+        self, target: str, reqs: Sequence[AppendEntriesRequest], *, hold: float = DEFAULT_BATCH_HOLD
     ) -> list[AppendEntriesResponse | NetworkError]:
         """One frame each on the stream (it multiplexes them already; no batch frame yet)."""
         return await NetworkInterface.send_append_batch(self, target, reqs)

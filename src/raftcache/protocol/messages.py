@@ -166,15 +166,23 @@ RaftRequest = RequestVoteRequest | AppendEntriesRequest | InstallSnapshotRequest
 #: The most AppendEntries one batch may carry (a store sends one per group it leads with a
 #: follower on the peer: a few dozen at most).
 MAX_BATCH_ITEMS: Final = 1024
+#: How long, by default, a receiver may wait for a batch's first item with entries to be done
+#: (``AppendEntriesBatch.hold``): a quarter of the default RPC timeout.
+DEFAULT_BATCH_HOLD: Final = 0.5
+#: The most a sender may ask a receiver to hold a batch for, in seconds.
+MAX_BATCH_HOLD: Final = 10.0
 
 
 @dataclass(slots=True)
 class AppendEntriesBatch:
     """Many groups' AppendEntries to one peer store in one message (docs/sharding.md, "Busy
     groups stepped together"): each item is exactly the request its group would have sent
-    alone, addressed by its own ``group`` and ``to``."""
+    alone, addressed by its own ``group`` and ``to``. ``hold``: the most seconds the receiver
+    may wait for the first item carrying entries to be done (``batching.serve_append_batch``),
+    a fraction of the sender's RPC timeout, so the whole answer beats it."""
 
     items: list[AppendEntriesRequest]
+    hold: float = DEFAULT_BATCH_HOLD
 
 
 @dataclass(slots=True)

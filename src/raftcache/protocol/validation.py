@@ -10,8 +10,11 @@ the request's term, known entry kinds, a decodable configuration. Whether the se
 
 from __future__ import annotations
 
+import math
+
 from raftcache.protocol.configuration import Configuration
 from raftcache.protocol.messages import (
+    MAX_BATCH_HOLD,
     MAX_BATCH_ITEMS,
     MAX_GROUP_ID_CHARS,
     MAX_REPLICA_ID_CHARS,
@@ -84,12 +87,15 @@ def validate_request(req: RaftRequest) -> None:
 
 def validate_batch(batch: AppendEntriesBatch) -> None:
     """Raise ``InvalidMessageError`` if any item of ``batch`` is invalid (naming it), or if it
-    is empty or larger than ``MAX_BATCH_ITEMS``: one bad item refuses the whole batch, as a
-    peer that sends one is not a correct peer."""
+    is empty or larger than ``MAX_BATCH_ITEMS``, or its ``hold`` is not a number of seconds in
+    (0, ``MAX_BATCH_HOLD``]: one bad item refuses the whole batch, as a peer that sends one is
+    not a correct peer."""
     if not 0 < len(batch.items) <= MAX_BATCH_ITEMS:
         raise InvalidMessageError(
             f"a batch carries 1 to {MAX_BATCH_ITEMS} items, got {len(batch.items)}"
         )
+    if not (math.isfinite(batch.hold) and 0 < batch.hold <= MAX_BATCH_HOLD):
+        raise InvalidMessageError(f"hold must be in (0, {MAX_BATCH_HOLD:g}] s, got {batch.hold}")
     for i, item in enumerate(batch.items):
         try:
             validate_request(item)

@@ -194,8 +194,10 @@ class Store:
         #: Tests' storages by group; None: a ``FileStorage`` per replica under ``data_dir``.
         self._storage = storage
         self.network = network
+        raft = config or RaftConfig()
         #: What the groups send through: the transport, behind a batcher unless turned off.
-        self.batcher = AppendBatcher(network) if batch_appends else None
+        #: A receiver holds a batch at most twice a quarter of the RPC timeout.
+        self.batcher = AppendBatcher(network, hold=raft.rpc_timeout / 4) if batch_appends else None
         self.router = GroupRouter(store_id)
         network.register_handlers(self.router)
         self._rng = rng or random.Random()
@@ -205,7 +207,6 @@ class Store:
             return CacheService(node, state, clock=clock)
 
         self._make_service = service or plain_service
-        raft = config or RaftConfig()
         self._config = dataclasses.replace(raft, quiesce=quiesce)
         #: The one writer thread of every hosted replica (from ``start`` to ``stop``): a batch
         #: covers every group, one wake-up and one report to the loop, not one per group.
