@@ -8,13 +8,14 @@ have returned; nothing in a batch vouches for anything of another group (docs/sh
 
 Sending (``AppendBatcher``, one per store, in front of the store's transport): the AppendEntries
 that the store's groups send to one peer store during one event-loop turn leave together at the
-end of the turn — alone when there is one, else as one ``send_append_batch`` of the transport,
-which uses the batch route when the peer advertises it and sends them one by one otherwise (an
-older peer). A batch that fails fails every item with the error the batch got, each group's Raft
-treating it as the failed RPC it would have been (it resends at its next heartbeat). Votes and
-snapshots never wait: they are rare, and urgent or large; nor does an append of more than
-``max_bytes`` of entries, and a batch never carries more (a peer's body limit is sized for one
-full AppendEntries).
+end of the turn — those carrying entries in one message, the others (heartbeats, answered at
+once, which must not wait for another group's fsync) in another; each alone when there is one,
+else as one ``send_append_batch`` of the transport, which uses the batch route when the peer
+advertises it and sends them one by one otherwise (an older peer). A batch that fails fails
+every item with the error the batch got, each group's Raft treating it as the failed RPC it
+would have been (it resends at its next heartbeat). Votes and snapshots never wait: they are
+rare, and urgent or large; nor does an append of more than ``max_bytes`` of entries, and a
+batch never carries more (a peer's body limit is sized for one full AppendEntries).
 
 Serving (``serve_append_batch``): every item is handed to its group's handler at once; the
 answer leaves when all are done, but one slow group (a stalled replica) holds the others only
@@ -141,6 +142,8 @@ async def serve_append_batch(
 
 
 _Waiting = tuple[AppendEntriesRequest, "asyncio.Future[AppendEntriesResponse]"]
+#: A queue's peer store, and whether its appends carry entries.
+_Key = tuple[str, bool]
 
 
 class AppendBatcher(NetworkWrapper):
@@ -168,8 +171,10 @@ class AppendBatcher(NetworkWrapper):
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.hold = min(hold, MAX_BATCH_HOLD)
-        self._queues: dict[str, list[_Waiting]] = {}
-        self._bytes: dict[str, int] = {}
+        #: What waits for the end of the turn, by peer and whether it carries entries.
+        self._queues: dict[_Key, list[_Waiting]] = {}
+        #: The entry bytes of each queue.
+        self._bytes: dict[_Key, int] = {}
         self._sending: set[asyncio.Task[None]] = set()
         #: Batches sent (two or more items) and the items they carried, for metrics and tests.
         self.batches = 0
@@ -183,18 +188,21 @@ class AppendBatcher(NetworkWrapper):
             return await self.underlying.send_append_entries(target, req)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[AppendEntriesResponse] = loop.create_future()
-        queue = self._queues.get(target)
-        if queue is not None and self._bytes[target] + size > self.max_bytes:
-            self._flush(target)
+        # Appends with entries wait for their fsync on the peer, the others (heartbeats) do
+        # not: in one message, the heartbeats' answers would wait for the others' fsyncs.
+        key = (target, bool(req.entries))
+        queue = self._queues.get(key)
+        if queue is not None and self._bytes[key] + size > self.max_bytes:
+            self._flush(key)
             queue = None
         if queue is None:
-            queue = self._queues[target] = []
-            self._bytes[target] = 0
-            loop.call_soon(self._flush, target)
+            queue = self._queues[key] = []
+            self._bytes[key] = 0
+            loop.call_soon(self._flush, key)
         queue.append((req, waiter))
-        self._bytes[target] += size
+        self._bytes[key] += size
         if len(queue) >= self.max_items:
-            self._flush(target)
+            self._flush(key)
         return await waiter
 
     async def stop(self) -> None:
@@ -213,15 +221,15 @@ class AppendBatcher(NetworkWrapper):
         for task in list(self._sending):
             task.cancel()
 
-    def _flush(self, target: str) -> None:
-        queue = self._queues.pop(target, None)
-        self._bytes.pop(target, None)
+    def _flush(self, key: _Key) -> None:
+        queue = self._queues.pop(key, None)
+        self._bytes.pop(key, None)
         if not queue:
             return
         live = [(req, waiter) for req, waiter in queue if not waiter.done()]
         if not live:
             return
-        task = asyncio.get_running_loop().create_task(self._send(target, live))
+        task = asyncio.get_running_loop().create_task(self._send(key[0], live))
         self._sending.add(task)
         task.add_done_callback(functools.partial(self._sent, live))
 
