@@ -346,6 +346,19 @@ async def test_an_append_waiting_for_its_fsync_is_not_given_up_because_a_heartbe
 
 
 @pytest.mark.looptime
+async def test_an_append_waiting_for_its_fsync_is_not_given_up_because_another_was_refused() -> (
+    None
+):
+    # g9 is not hosted here: its append is refused at once, and says nothing of the disk.
+    router = GroupRouter("b")
+    router.attach("g1", RecordingHandlers("b/g1", delay=0.3))
+    answer = await serve_append_batch("b", router, AppendEntriesBatch([append("g9"), append("g1")]))
+    refused, slow = answer.items
+    assert refused.kind == "group_not_hosted"
+    assert slow.response is not None, slow.error
+
+
+@pytest.mark.looptime
 async def test_a_stuck_append_holds_the_heartbeats_beside_it_only_for_a_bounded_time() -> None:
     stuck = Stuck("b", "g1")
     router = GroupRouter("b")

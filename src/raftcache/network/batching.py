@@ -19,14 +19,14 @@ batch never carries more (a peer's body limit is sized for one full AppendEntrie
 
 Serving (``serve_append_batch``): every item is handed to its group's handler at once; the
 answer leaves when all are done, but one slow group (a stalled replica) holds the others only
-for ``patience`` — once the first item carrying entries is done (a heartbeat or a refusal,
+for ``patience`` — once the first item carrying entries is accepted (a heartbeat or a refusal,
 done at once, says nothing of how long an fsync takes), the rest get as long again as it took,
 at least ``patience`` (or the batch's ``hold``, if shorter); an item still running then is
 answered as a timeout (the handler goes on: like a lost answer, the sender learns the outcome
-from the next request). No item with entries done within the batch's ``hold`` (the sender's
-word: a fraction of its RPC timeout): the items done are answered, the rest as timeouts. Items
-of one batch share the store's persist batch, so in the common case they finish together, and a
-slow disk delays them all alike without failing any.
+from the next request). No item with entries accepted within the batch's ``hold`` (the
+sender's word: a fraction of its RPC timeout): the items done are answered, the rest as
+timeouts. Items of one batch share the store's persist batch, so in the common case they
+finish together, and a slow disk delays them all alike without failing any.
 """
 
 from __future__ import annotations
@@ -93,6 +93,11 @@ def outcome_of(answer: BatchAnswer) -> BatchOutcome:
     return relayed(answer.error, answer.kind, answer.permanent)
 
 
+def _accepted(task: asyncio.Future[AppendEntriesResponse]) -> bool:
+    """Whether a finished item's handler accepted it (its entries, if any, are durable)."""
+    return not task.cancelled() and task.exception() is None and task.result().success
+
+
 def _forget(task: asyncio.Future[AppendEntriesResponse]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved: an item answered as a timeout may still fail later
@@ -109,16 +114,24 @@ async def serve_append_batch(
     loop = asyncio.get_running_loop()
     started = loop.time()
     tasks = [asyncio.ensure_future(handlers.handle_append_entries(i)) for i in batch.items]
-    # The clock starts when an item that carries entries is done: those wait for their fsync
-    # (one persist batch for all), a heartbeat or a refusal is done at once and says nothing
-    # of how long an fsync takes. Waiting for one is bounded too (all may be stuck): by the
-    # sender's ``hold``, a fraction of its RPC timeout, so the answer (at most twice the hold)
-    # comes back in time.
-    heavy = [t for i, t in zip(batch.items, tasks, strict=True) if i.entries] or tasks
+    # The clock starts when an item that carries entries is accepted: those wait for their
+    # fsync (one persist batch for all); a heartbeat or a refusal is done at once and says
+    # nothing of how long an fsync takes. Waiting for one is bounded too (all may be stuck): by
+    # the sender's ``hold``, a fraction of its RPC timeout, so the answer (at most twice the
+    # hold) comes back in time.
+    heavy = {t for i, t in zip(batch.items, tasks, strict=True) if i.entries} or set(tasks)
+    deadline = started + batch.hold
+    timed = False
     try:
-        done, _ = await asyncio.wait(heavy, timeout=batch.hold, return_when=asyncio.FIRST_COMPLETED)
+        while heavy and not timed:
+            done, heavy = await asyncio.wait(
+                heavy, timeout=max(0.0, deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                break  # the hold is over: answer what is done
+            timed = not heavy or any(_accepted(t) for t in done)
         pending = [t for t in tasks if not t.done()]
-        if done and pending:
+        if timed and pending:
             await asyncio.wait(
                 pending, timeout=max(loop.time() - started, min(patience, batch.hold))
             )
