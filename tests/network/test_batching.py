@@ -23,6 +23,7 @@ from raftcache.network.codec import encode
 from raftcache.network.groups import GroupNetwork, GroupRouter
 from raftcache.network.hub import InMemoryHub
 from raftcache.network.memory import InMemoryNetwork
+from raftcache.network.wrapper import NetworkWrapper, Send
 from raftcache.protocol.messages import (
     DEFAULT_BATCH_HOLD,
     AppendEntriesBatch,
@@ -451,7 +452,7 @@ class Short(InMemoryNetwork):
 
     async def send_append_batch(
         self, target: str, reqs: Sequence[AppendEntriesRequest], *, hold: float = 1.0
-    ) -> list[AppendEntriesResponse | NetworkError]:
+    ) -> list[AppendEntriesResponse | Exception]:
         return (await super().send_append_batch(target, reqs, hold=hold))[:-1]
 
 
@@ -469,6 +470,28 @@ async def test_a_batch_answered_with_too_few_outcomes_fails_every_item_and_hangs
     outcomes = await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 5)
     assert all(isinstance(o, NetworkError) and o.permanent for o in outcomes), outcomes
     assert not batcher._sending
+
+
+class Buggy(NetworkWrapper):
+    """A transport with one-batch-at-a-time RPCs and a bug hit by g1's requests alone."""
+
+    async def _call(self, rpc: str, send: Send, target: str, req: Any) -> Any:
+        if req.group == "g1":
+            raise RuntimeError("a bug")
+        return await send(target, req)
+
+
+@pytest.mark.looptime
+async def test_an_items_bug_is_raised_to_its_group_alone() -> None:
+    a, _, handlers = memory_pair()
+    batcher = AppendBatcher(Buggy(a))  # no batch message: one RPC each
+    outcomes = await asyncio.gather(
+        *(batcher.send_append_entries("b", append(g)) for g in GROUPS), return_exceptions=True
+    )
+    assert isinstance(outcomes[0], AppendEntriesResponse)
+    assert isinstance(outcomes[1], RuntimeError)
+    assert isinstance(outcomes[2], AppendEntriesResponse)
+    assert [len(handlers[g].completed) for g in GROUPS] == [1, 0, 1]
 
 
 async def test_a_batch_too_large_for_the_peer_is_sent_as_single_rpcs() -> None:

@@ -263,14 +263,14 @@ class AppendBatcher(NetworkWrapper):
         for (_, waiter), outcome in zip(items, outcomes, strict=True):
             if waiter.done():  # its sender gave up (cancelled)
                 continue
-            if isinstance(outcome, NetworkError):
+            if isinstance(outcome, Exception):
                 waiter.set_exception(outcome)
             else:
                 waiter.set_result(outcome)
 
     async def _outcomes(
         self, target: str, reqs: list[AppendEntriesRequest]
-    ) -> Sequence[BatchOutcome]:
+    ) -> Sequence[AppendEntriesResponse | Exception]:
         if len(reqs) == 1:
             return [await self.underlying.send_append_entries(target, reqs[0])]
         self.batches += 1

@@ -344,7 +344,7 @@ class HttpNetwork(NetworkInterface):
 
     async def send_append_batch(
         self, target: str, reqs: Sequence[AppendEntriesRequest], *, hold: float = DEFAULT_BATCH_HOLD
-    ) -> list[AppendEntriesResponse | NetworkError]:
+    ) -> list[AppendEntriesResponse | Exception]:
         """One ``POST /raft/append-batch`` when ``target`` serves it, else one RPC each."""
         caps = self.peer_capabilities(target)
         if len(reqs) < 2 or not caps.batch:

@@ -16,7 +16,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Protocol
 
-from raftcache.network.errors import NetworkError
 from raftcache.protocol.messages import (
     DEFAULT_BATCH_HOLD,
     AppendEntriesRequest,
@@ -74,7 +73,7 @@ class NetworkInterface(ABC):
 
     async def send_append_batch(
         self, target: str, reqs: Sequence[AppendEntriesRequest], *, hold: float = DEFAULT_BATCH_HOLD
-    ) -> list[AppendEntriesResponse | NetworkError]:
+    ) -> list[AppendEntriesResponse | Exception]:
         """Send many groups' AppendEntries to ``target``; each item's response or the error its
         single RPC raised, in order (``raftcache.network.batching``; ``hold`` as
         ``AppendEntriesBatch.hold``). Default: one RPC each, concurrently; a transport with a
@@ -82,10 +81,10 @@ class NetworkInterface(ABC):
         results = await asyncio.gather(
             *(self.send_append_entries(target, req) for req in reqs), return_exceptions=True
         )
-        outcomes: list[AppendEntriesResponse | NetworkError] = []
+        outcomes: list[AppendEntriesResponse | Exception] = []
         for result in results:
-            if isinstance(result, AppendEntriesResponse | NetworkError):
-                outcomes.append(result)
+            if isinstance(result, AppendEntriesResponse | Exception):
+                outcomes.append(result)  # an error, even a bug's, is its own item's alone
             else:
-                raise result
+                raise result  # a cancellation: the batch's
         return outcomes

@@ -215,7 +215,7 @@ class InMemoryNetwork(NetworkInterface):
 
     async def send_append_batch(
         self, target: str, reqs: Sequence[AppendEntriesRequest], *, hold: float = DEFAULT_BATCH_HOLD
-    ) -> list[AppendEntriesResponse | NetworkError]:
+    ) -> list[AppendEntriesResponse | Exception]:
         """One message carrying every item (lost, delayed or partitioned as one)."""
         if len(reqs) < 2:
             return await super().send_append_batch(target, reqs)

@@ -167,7 +167,7 @@ class StreamNetwork(HttpNetwork):
 
     async def send_append_batch(
         self, target: str, reqs: Sequence[AppendEntriesRequest], *, hold: float = DEFAULT_BATCH_HOLD
-    ) -> list[AppendEntriesResponse | NetworkError]:
+    ) -> list[AppendEntriesResponse | Exception]:
         """One frame each on the stream (it multiplexes them already; no batch frame yet)."""
         return await NetworkInterface.send_append_batch(self, target, reqs)
 
