@@ -59,6 +59,15 @@ class Stuck(RecordingHandlers):
         return await super().handle_append_entries(req)
 
 
+def stuck_router() -> tuple[Stuck, GroupRouter]:
+    """Store ``b``'s router with every group of ``GROUPS`` on one ``Stuck`` (g1 hangs)."""
+    stuck = Stuck("b", "g1")
+    router = GroupRouter("b")
+    for group in GROUPS:
+        router.attach(group, stuck)
+    return stuck, router
+
+
 def memory_pair(
     hosted: tuple[str, ...] = GROUPS, **opts: Any
 ) -> tuple[InMemoryNetwork, AppendBatcher, dict[str, RecordingHandlers]]:
@@ -151,11 +160,7 @@ async def test_a_lost_batch_fails_every_item_with_an_error_of_its_own() -> None:
 
 @pytest.mark.looptime
 async def test_a_stuck_group_holds_the_others_only_for_the_patience() -> None:
-    hub = InMemoryHub()
-    stuck = Stuck("b", "g1")
-    router = GroupRouter("b")
-    for group in GROUPS:
-        router.attach(group, stuck)
+    stuck, router = stuck_router()
     loop = asyncio.get_running_loop()
     started = loop.time()
     answer = await serve_append_batch(
@@ -172,7 +177,6 @@ async def test_a_stuck_group_holds_the_others_only_for_the_patience() -> None:
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert [r.group for _, r in stuck.completed].count("g1") == 1
-    del hub
 
 
 @pytest.mark.looptime
@@ -361,10 +365,7 @@ async def test_an_append_waiting_for_its_fsync_is_not_given_up_because_another_w
 
 @pytest.mark.looptime
 async def test_a_stuck_append_holds_the_heartbeats_beside_it_only_for_a_bounded_time() -> None:
-    stuck = Stuck("b", "g1")
-    router = GroupRouter("b")
-    for group in GROUPS:
-        router.attach(group, stuck)
+    stuck, router = stuck_router()
     loop = asyncio.get_running_loop()
     started = loop.time()
     answer = await serve_append_batch(

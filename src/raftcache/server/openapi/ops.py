@@ -7,7 +7,7 @@ leadership and membership), the Raft routes the tag ``raft``.
 
 from __future__ import annotations
 
-from raftcache.protocol.messages import MAX_BATCH_ITEMS, MAX_GROUP_ID_CHARS
+from raftcache.protocol.messages import MAX_BATCH_HOLD, MAX_BATCH_ITEMS, MAX_GROUP_ID_CHARS
 from raftcache.server.openapi.schema import (
     BASE64,
     COMMON,
@@ -233,7 +233,8 @@ def _raft_messages() -> dict[str, Schema]:
                     "items": append,
                     "minItems": 1,
                     "maxItems": MAX_BATCH_ITEMS,
-                }
+                },
+                "hold": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_BATCH_HOLD},
             },
             ["items"],
         ),
