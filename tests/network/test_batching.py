@@ -134,6 +134,24 @@ async def test_a_batch_stays_under_its_byte_budget_and_a_large_append_travels_al
 
 
 @pytest.mark.looptime
+async def test_an_append_over_the_budget_leaves_after_what_its_turn_queued_before_it() -> None:
+    hub = InMemoryHub()
+    a, b = InMemoryNetwork("a", hub=hub), InMemoryNetwork("b", hub=hub)
+    handlers = RecordingHandlers("b")
+    b.register_handlers(handlers)
+    batcher = AppendBatcher(a, max_bytes=10)
+    first = append("g0", n=1)  # 4 bytes: queued for the end of the turn
+    second = append("g0", n=3)  # 15 bytes: over the budget, alone
+    second.prev_log_index = 1
+    for i, entry in enumerate(second.entries):
+        entry.index = i + 2
+    await asyncio.gather(
+        batcher.send_append_entries("b", first), batcher.send_append_entries("b", second)
+    )
+    assert [len(r.entries) for _, r in handlers.calls] == [1, 3]
+
+
+@pytest.mark.looptime
 async def test_an_item_refused_fails_only_that_group() -> None:
     _, batcher, _ = memory_pair(hosted=("g0", "g2"))
     outcomes = await asyncio.gather(

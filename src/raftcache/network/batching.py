@@ -197,10 +197,15 @@ class AppendBatcher(NetworkWrapper):
         self, target: str, req: AppendEntriesRequest
     ) -> AppendEntriesResponse:
         size = sum(len(entry.command) for entry in req.entries)
-        if size > self.max_bytes:
-            return await self.underlying.send_append_entries(target, req)
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[AppendEntriesResponse] = loop.create_future()
+        if size > self.max_bytes:
+            # Alone, but after what this turn queued for the peer: a group's appends leave in
+            # the order it made them (the smaller ones would otherwise wait for the turn's end).
+            self._flush((target, True))
+            self._queues[(target, True)] = [(req, waiter)]
+            self._flush((target, True))
+            return await waiter
         # Appends with entries wait for their fsync on the peer, the others (heartbeats) do
         # not: in one message, the heartbeats' answers would wait for the others' fsyncs.
         key = (target, bool(req.entries))
