@@ -260,3 +260,24 @@ async def test_a_whole_cluster_stopped_at_once_hands_nothing_over(
         assert getattr(failed[0], "reason", "") != repr(TimeoutError())
     finally:
         await cluster.stop()
+
+
+async def test_a_transfer_the_target_declines_ends_with_the_decline_not_at_its_deadline(
+    tmp_path: Path,
+) -> None:
+    """``RaftNode.transfer_leadership`` (the admin route, the preferred-leader balancer, whose
+    held writes wait for it) to a node about to stop: the target declines, the core gives the
+    transfer up at once — and so does the caller, saying so, rather than waiting for a leader
+    change that cannot come until its own deadline (three election timeouts)."""
+    cluster = await start_cluster(tmp_path)
+    try:
+        leader = await cluster.leader()
+        term = leader.node.current_term
+        target = next(s for s in cluster.servers if s is not leader)
+        target.prepare_to_stop()
+        with pytest.raises(TimeoutError, match="given up"):
+            await leader.node.transfer_leadership(target.node.node_id)
+        assert leader.node.role.value == "leader"
+        assert target.node.current_term == term
+    finally:
+        await cluster.stop()

@@ -948,11 +948,26 @@ class RaftNode:
         """Hand leadership to ``to`` (or the most up-to-date voter); returns the new leader."""
         core = self._check_running()
         target = core.transfer_leadership(to)
+        term = core.term
         self._wake.set()
         deadline = self._clock() + self.config.election_timeout_max * 3
         while self._clock() < deadline:
-            if self._core is not None and self._core.leader_id == target:
+            now = self._core
+            if now is not None and now.leader_id == target:
                 return target
+            if (
+                now is core
+                and core.role is Role.LEADER
+                and core.term == term
+                and core.lead_transferee is None
+            ):
+                # Still leading the same term, and the core no longer transfers: it gave
+                # the transfer up (the target declined, it is about to stop; or an election
+                # timeout passed). Waiting on would only hold the caller (and the writes a
+                # caller holds meanwhile) until the deadline, for a change that won't come.
+                raise TimeoutError(
+                    f"leadership transfer to {target} was given up (declined, or too slow)"
+                )
             await self._wait_changed(self.config.heartbeat_interval)
         raise TimeoutError(f"leadership transfer to {target} did not complete")
 
