@@ -254,10 +254,15 @@ async def test_a_whole_cluster_stopped_at_once_hands_nothing_over(
         assert "leadership transferred" not in caplog.text
         assert [s.node.current_term for s in cluster.servers] == [term] * 3
         failed = [r for r in caplog.records if r.getMessage().startswith("leadership transfer")]
-        assert [r.getMessage() for r in failed] == [
-            "leadership transfer failed; stopping without it"
-        ]
-        assert getattr(failed[0], "reason", "") != repr(TimeoutError())
+        # Each follower declines in turn (the leader tries the next one after a decline).
+        assert [r.getMessage() for r in failed][
+            -1
+        ] == "leadership transfer failed; stopping without it"
+        assert {r.getMessage() for r in failed[:-1]} <= {
+            "leadership transfer failed; trying another follower"
+        }
+        assert len(failed) <= len(followers)
+        assert all(getattr(r, "reason", "") != repr(TimeoutError()) for r in failed)
     finally:
         await cluster.stop()
 
@@ -281,3 +286,33 @@ async def test_a_transfer_the_target_declines_ends_with_the_decline_not_at_its_d
         assert target.node.current_term == term
     finally:
         await cluster.stop()
+
+
+async def test_a_hand_over_a_follower_declines_goes_to_another_live_follower(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two nodes of three stop at once, the leader among them (a rolling restart that
+    overlaps): the follower it picks first is stopping too and declines; the other one is
+    live, so the leader hands over to it instead of stopping without a transfer (which would
+    leave the group without a leader for an election timeout)."""
+    cluster = await start_cluster(tmp_path)
+    try:
+        leader = await cluster.leader()
+        followers = [s for s in cluster.servers if s is not leader]
+        while any(not _heard(leader, f) for f in followers):
+            await asyncio.sleep(0.02)
+        first = pick_successor(leader.node)
+        stopping = next(s for s in followers if s.node.node_id == first)
+        live = next(s for s in followers if s is not stopping)
+        stopping.prepare_to_stop()
+        caplog.set_level(logging.INFO, "raftcache.server")
+        assert await hand_over(leader.node, leader.app[HANDOVER], 5.0) == live.node.node_id
+        assert live.node.role.value == "leader"
+        assert stopping.node.role.value != "leader"
+    finally:
+        await cluster.stop()
+
+
+def _heard(leader: NodeServer, follower: NodeServer) -> bool:
+    pr = leader.node.core.progress.get(follower.node.node_id)
+    return pr is not None and pr.last_heard is not None

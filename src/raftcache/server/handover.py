@@ -7,8 +7,10 @@ campaigns at once, without waiting for an election timeout — the term grows by
 The hand-over is bounded (``timeout_s``); if no follower can take over, or it takes too long,
 the node stops anyway and the others elect a leader as after a crash. It is given up early,
 not waited out, once it cannot complete (``_transfer``): when every node stops at once, the
-chosen follower is stopping too and declines or vanishes. Either way safety is Raft's:
-nothing acknowledged is lost.
+chosen follower is stopping too and declines or vanishes. While it still leads, the node then
+tries the next live follower (``_transfer_to_any``): when two nodes stop at once, the one chosen
+first may decline while the other can take over. Either way safety is Raft's: nothing
+acknowledged is lost.
 
 While the transfer runs, the leader refuses proposals (``ProposalDroppedError``: certainly not
 appended). A client would see a 503 and — honouring ``Retry-After`` — wait a second. Instead,
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Collection
 from typing import Any, Final
 
 from aiohttp import web
@@ -72,9 +75,9 @@ async def handover_middleware(request: web.Request, handler: Handler) -> web.Str
         raise NotLeaderError(None) from None
 
 
-def pick_successor(node: Any) -> str | None:
-    """The voter (not this node) with the longest log among those that answered recently;
-    None when there is none (a single node, or all others silent).
+def pick_successor(node: Any, exclude: Collection[str] = ()) -> str | None:
+    """The voter (not this node, nor one in ``exclude``) with the longest log among those that
+    answered recently; None when there is none (a single node, or all others silent).
 
     "Recently" is within three heartbeat intervals when any follower qualifies (a follower
     answers every heartbeat, so one that just died drops out at once), else within an election
@@ -84,7 +87,7 @@ def pick_successor(node: Any) -> str | None:
     voters = [
         (peer, pr)
         for peer, pr in core.progress.items()
-        if peer != node.node_id and peer in core.configuration.voters
+        if peer != node.node_id and peer in core.configuration.voters and peer not in exclude
     ]
     for window in (3 * core.heartbeat_ticks, core.election_ticks):
         horizon = core.ticks - window
@@ -151,6 +154,28 @@ async def _transfer(node: Any, target: str) -> str:
         transfer.cancel()
 
 
+async def _transfer_to_any(node: Any, target: str) -> str:
+    """``_transfer`` to ``target``, then — while this node still leads — to the next live
+    follower, until one takes over or none is left: when two nodes stop at once, the follower
+    chosen first may be stopping too (it declines), while another one could take over."""
+    tried: list[str] = []
+    while True:
+        try:
+            return await _transfer(node, target)
+        except Exception as exc:
+            tried.append(target)
+            following = None
+            if getattr(getattr(node, "role", None), "value", None) == "leader":
+                following = pick_successor(node, exclude=tried)
+            if following is None:
+                raise
+            log.info(
+                "leadership transfer failed; trying another follower",
+                extra={"to": target, "next": following, "reason": repr(exc)},
+            )
+            target = following
+
+
 async def hand_over(node: Any, handover: Handover, timeout_s: float) -> str | None:
     """Transfer leadership away from ``node`` if it leads; the new leader's id, or None when
     there was nothing to do or it failed (logged; the caller stops anyway)."""
@@ -170,7 +195,7 @@ async def hand_over(node: Any, handover: Handover, timeout_s: float) -> str | No
     handover.begin()
     try:
         async with asyncio.timeout(timeout_s):
-            leader = await _transfer(node, target)
+            leader = await _transfer_to_any(node, target)
     except Exception as exc:  # TimeoutError, NotLeaderError, MembershipChangeError...
         log.warning(
             "leadership transfer failed; stopping without it",
