@@ -13,7 +13,11 @@ import pytest
 
 from raftcache.raft.core import Role
 from raftcache.raft.errors import MembershipChangeError, ProposalDroppedError
-from raftcache.raft.messages import AppendEntriesRequest, RequestVoteRequest
+from raftcache.raft.messages import (
+    AppendEntriesRequest,
+    AppendEntriesResponse,
+    RequestVoteRequest,
+)
 from tests.raft.core.invariants import SafetyChecker
 from tests.raft.core.lockstep import ELECTION_TICKS, HEARTBEAT_TICKS, Envelope, LockstepNetwork
 
@@ -155,3 +159,55 @@ def test_3_10_the_driver_may_abort_a_transfer_without_waiting() -> None:
     net.stabilize()
     checker.check(net)
     assert net.nodes["n3"].commands() == [b"a", b"accepted again, no tick needed"]
+
+
+def test_3_10_an_abort_after_a_delivered_timeout_now_keeps_the_lease_off() -> None:
+    """The driver aborts a transfer (the target looked silent, or a decline raced) after the
+    target already acted on TimeoutNow: the old leader accepts writes again, but serves no
+    lease read for the rest of its term — the target's transfer-flagged votes win inside the
+    voters' lease — and the writes it accepted after the abort are never acknowledged unless
+    the new leader carries them."""
+    net, checker = _cluster()
+    term = net["n1"].term
+    net["n1"].transfer_leadership("n2")
+    net.flush("n1")
+    nudge = next(e for e in net.queue if _timeout_now(e))
+    net.deliver(nudge)  # n2 campaigns at once; its answer and its votes are in flight
+    assert net["n2"].term == term + 1
+    net["n1"].abort_leadership_transfer()
+    net.propose("n1", b"accepted after the abort")
+    assert not net["n1"].lease_allowed()
+    assert net["n1"].lease_round() == 0
+    # n3 hears n2's transfer-flagged vote before n1's new entry: n2 wins in n3's lease.
+    net.deliver_where(
+        lambda e: (
+            isinstance(e.message, RequestVoteRequest) and e.sender == "n2" and e.out.target == "n3"
+        )
+    )
+    assert net.role("n2") is Role.LEADER
+    net.stabilize()
+    checker.check(net)
+    assert net.leaders() == ["n2"]
+    for node in ("n1", "n2", "n3"):
+        assert b"accepted after the abort" not in net.nodes[node].commands()
+
+
+def test_3_10_a_decline_from_an_earlier_target_leaves_a_newer_transfer_alone() -> None:
+    """A decline that arrives late, after the transfer it answered was given up and another
+    started towards a different node, must not abort the newer one."""
+    net, checker = _cluster()
+    net["n2"].leaving = True
+    net["n1"].transfer_leadership("n2")
+    net.flush("n1")
+    nudge = next(e for e in net.queue if _timeout_now(e))
+    net.deliver(nudge)  # declined; the answer is on its way back, delayed
+    assert isinstance(nudge.response, AppendEntriesResponse)
+    assert nudge.response.transfer_declined
+    net["n1"].abort_leadership_transfer()
+    net["n1"].transfer_leadership("n3")
+    net.flush("n1")
+    net.deliver(nudge)  # the late decline
+    assert net["n1"].lead_transferee == "n3"
+    net.stabilize()
+    checker.check(net)
+    assert net.leaders() == ["n3"]
