@@ -214,3 +214,22 @@ async def test_the_balancer_follows_replicas_that_come_and_go(tmp_path: Path) ->
         assert balancer.due() == []
     finally:
         await store.stop()
+
+
+async def test_a_replica_added_while_the_store_stops_declines_transfers_too(
+    tmp_path: Path,
+) -> None:
+    """A store about to stop declines to become a transfer target in every group it hosts —
+    including a replica created after its stop began (a move's ``add_replica`` arriving during
+    the hand-over or the drain), which would otherwise be handed a leadership it drops at
+    once. A later run of the same store object starts over."""
+    store = _store(tmp_path, InMemoryHub())
+    await store.start()
+    store.prepare_to_stop()
+    assert store.replicas["g0"].node.core.leaving
+    created = await store.add_replica("g1", ["s2", "s3", "s4"])
+    assert created.node.core.leaving
+    await store.stop()
+    await store.start()
+    assert not any(r.node.core.leaving for r in store.all_replicas())
+    await store.stop()

@@ -133,8 +133,7 @@ class StoreServer(FrontServer):
         await self.store.stop()
 
     def prepare_to_stop(self) -> None:
-        for replica in self.store.all_replicas():
-            replica.node.prepare_to_stop()
+        self.store.prepare_to_stop()  # replicas added during the stop decline too
 
     async def _hand_over(self) -> None:
         await self._stop_agent()  # no placement step starts while the store hands over

@@ -292,6 +292,9 @@ class Store:
             if hosted is not None:
                 self.meta = self._build_meta(*hosted)
         self._started = False
+        #: The store's stop has begun (``prepare_to_stop``): every replica it hosts — one
+        #: created from now on too — declines to become a leadership-transfer target.
+        self._leaving = False
         #: Called with a group's id after this store's replica of it was added or removed
         #: (the fronts rebuild their view of that group).
         self._listeners: list[Callable[[str], None]] = []
@@ -425,8 +428,7 @@ class Store:
             if gid == META_GROUP:
                 self.meta = replica = self._build_meta(replica_id, voters)
                 if self._started:
-                    await replica.node.start()
-                    await replica.service.start()
+                    await self._start_replica(replica)
                 return replica
             replica = self._build(gid, replica_id, voters)
             self.replicas[gid] = replica
@@ -436,8 +438,7 @@ class Store:
                 self.store_id,
             )
             if self._started:
-                await replica.node.start()
-                await replica.service.start()
+                await self._start_replica(replica)
         self._changed(gid)
         return replica
 
@@ -552,12 +553,27 @@ class Store:
         if store_id != self.store_id:
             self.network.set_peer_address(store_id, url)
 
+    async def _start_replica(self, replica: GroupReplica) -> None:
+        """Start a replica added while the store runs (its node, then its service)."""
+        await replica.node.start()
+        if self._leaving:
+            replica.node.prepare_to_stop()  # created after the stop began: it declines too
+        await replica.service.start()
+
+    def prepare_to_stop(self) -> None:
+        """The store's stop has begun: every replica declines leadership transfers from now
+        on (``RaftNode.prepare_to_stop``), those added later as well. Until ``start``."""
+        self._leaving = True
+        for replica in self.all_replicas():
+            replica.node.prepare_to_stop()
+
     def all_replicas(self) -> list[GroupReplica]:
         """Every hosted replica: the data groups', then the meta group's."""
         return [*self.replicas.values(), *([self.meta] if self.meta is not None else [])]
 
     async def start(self) -> None:
         """The transport, then every group (their nodes, then their services)."""
+        self._leaving = False  # a new run (each node's new core starts without it too)
         await self.network.start()
         if self._config.persist_in_thread and self._persist_thread is None:
             self._persist_thread = PersistThread(f"raft-persist-{self.store_id}")
