@@ -26,6 +26,7 @@ from raftcache.network.codec import (
     from_dict,
     to_dict,
 )
+from raftcache.protocol.messages import AppendEntriesBatchResponse, BatchAnswer
 from raftcache.raft.messages import (
     AppendEntriesRequest,
     AppendEntriesResponse,
@@ -312,3 +313,27 @@ def test_every_request_has_a_response_type() -> None:
         InstallSnapshotRequest: InstallSnapshotResponse,
     }
     assert expected == RESPONSE_FOR
+
+
+def test_a_batch_of_append_answers_leaves_the_flag_off_each_item_too() -> None:
+    """The batch route's answers carry one ``AppendEntriesResponse`` per item: a decline
+    travels there as on the single route, and the usual answer leaves the flag off (as
+    network.md says of JSON and msgpack alike)."""
+    usual = AppendEntriesResponse(3, True, match_index=9, last_log_index=9)
+    declined = AppendEntriesResponse(3, True, match_index=9, last_log_index=9)
+    declined.transfer_declined = True
+    batch = AppendEntriesBatchResponse([BatchAnswer(usual), BatchAnswer(declined), BatchAnswer()])
+    wire = orjson.loads(encode(batch))
+    assert "transfer_declined" not in wire["items"][0]["response"]
+    assert wire["items"][1]["response"]["transfer_declined"] is True
+    packed = msgpack.unpackb(msgpack_codec.encode(batch))
+    assert "transfer_declined" not in packed["items"][0]["response"]
+    for back in (
+        decode(type(batch), encode(batch)),
+        msgpack_codec.decode(type(batch), msgpack_codec.encode(batch)),
+    ):
+        assert [i.response.transfer_declined if i.response else None for i in back.items] == [
+            False,
+            True,
+            None,
+        ]

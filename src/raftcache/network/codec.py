@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import orjson
 
 from raftcache.protocol.messages import (
+    AppendEntriesBatchResponse,
     AppendEntriesRequest,
     AppendEntriesResponse,
     InstallSnapshotRequest,
@@ -338,6 +339,10 @@ def encode(msg: Any) -> bytes:
         return out[:-cut] + b"}"
     if type(msg) is AppendEntriesResponse and out.endswith(_NOT_DECLINED):
         return out[: -len(_NOT_DECLINED)] + b"}"  # the default, left off (it is the last field)
+    if type(msg) is AppendEntriesBatchResponse:
+        # Each item's answer alike. The pattern cannot occur inside a JSON string (its
+        # quotes would be escaped there), so every occurrence is an answer's last field.
+        return out.replace(_NOT_DECLINED, b"}")
     if type(msg) is AppendEntriesRequest and not msg.quiesce:
         # The default, left off as ``to`` is; searched from the end, where the field is.
         at = out.rfind(_NOT_QUIESCING)
