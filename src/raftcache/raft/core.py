@@ -943,7 +943,7 @@ class RaftCore:
         else:
             assert isinstance(req, AppendEntriesRequest)
             assert isinstance(resp, AppendEntriesResponse)
-            if resp.transfer_declined and out.target == self.lead_transferee:
+            if resp.transfer_declined and req.timeout_now and out.target == self.lead_transferee:
                 self.abort_leadership_transfer()  # the target is about to stop
             self._step_append_response(out, pr, req, resp)
 

@@ -211,3 +211,21 @@ def test_3_10_a_decline_from_an_earlier_target_leaves_a_newer_transfer_alone() -
     net.stabilize()
     checker.check(net)
     assert net.leaders() == ["n3"]
+
+
+def test_3_10_a_decline_flag_on_an_answer_to_a_plain_append_is_not_a_decline() -> None:
+    """Only the answer to the TimeoutNow itself can decline a transfer (a misbehaving peer's
+    flag on any other answer aborts nothing)."""
+    net, checker = _cluster()
+    net.propose("n1", b"b")
+    net.flush("n1")
+    plain = next(e for e in net.queue if e.dst == "n2" and e.message.entries)
+    assert net["n1"].transfer_leadership("n2") == "n2"  # n2 lags: caught up first
+    net.deliver(plain)
+    assert isinstance(plain.response, AppendEntriesResponse)
+    plain.response.transfer_declined = True  # forged
+    net.deliver(plain)
+    assert net["n1"].lead_transferee == "n2"
+    net.stabilize()
+    checker.check(net)
+    assert net.leaders() == ["n2"]
