@@ -219,7 +219,11 @@ def test_3_10_a_decline_flag_on_an_answer_to_a_plain_append_is_not_a_decline() -
     net, checker = _cluster()
     net.propose("n1", b"b")
     net.flush("n1")
-    plain = next(e for e in net.queue if e.dst == "n2" and e.message.entries)
+    plain = next(
+        e
+        for e in net.queue
+        if e.dst == "n2" and isinstance(e.message, AppendEntriesRequest) and e.message.entries
+    )
     assert net["n1"].transfer_leadership("n2") == "n2"  # n2 lags: caught up first
     net.deliver(plain)
     assert isinstance(plain.response, AppendEntriesResponse)
