@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from raftcache.network import codec
 from raftcache.network.httpwire import PATHS as RAFT_PATHS
-from raftcache.raft.validation import InvalidMessageError, validate_request
+from raftcache.raft.validation import InvalidMessageError, validate_message
 
 
 def dumps(value: Any) -> bytes:
@@ -192,7 +192,7 @@ def undecodable(path: str, body: bytes) -> bool:
     """Whether ``body`` is *not* a valid message for the Raft route ``path``: it does not decode,
     or it decodes into a message no correct peer could send (``raftcache.raft.validation``)."""
     try:
-        validate_request(codec.decode(RAFT_ROUTES[path], body))
+        validate_message(codec.decode(RAFT_ROUTES[path], body))
     except (codec.CodecError, InvalidMessageError):
         return True
     return False

@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from raftcache.network import codec
-from raftcache.raft.validation import validate_request
+from raftcache.raft.validation import validate_message
 
 from .strategies import RAFT_ROUTES
 from .threaded import ThreadedCluster
@@ -113,7 +113,7 @@ def test_raft_endpoints_refuse_malformed_messages(cluster: ThreadedCluster) -> N
     def check(case: Any, node: int) -> None:
         nonlocal sent
         try:
-            validate_request(codec.from_dict(RAFT_ROUTES[case.path], case.body))
+            validate_message(codec.from_dict(RAFT_ROUTES[case.path], case.body))
         except (codec.CodecError, TypeError, ValueError):  # InvalidMessageError included
             pass
         else:

@@ -48,8 +48,7 @@ from raftcache.network.interface import RpcHandlers
 from raftcache.network.metered import sender_of
 from raftcache.network.metrics import NetworkMetrics, rpc_name
 from raftcache.network.wrapper import Clock
-from raftcache.protocol.messages import AppendEntriesBatch
-from raftcache.protocol.validation import InvalidMessageError, validate_batch, validate_request
+from raftcache.protocol.validation import InvalidMessageError, validate_message
 
 __all__ = ["RaftRoute", "RaftRoutes", "aiohttp_decodes_zstd"]
 
@@ -175,10 +174,7 @@ class RaftRoutes:
         fmt = format_of(request.content_type)
         try:
             req = decode_body(fmt, cls, body)
-            if cls is AppendEntriesBatch:
-                validate_batch(req)
-            else:
-                validate_request(req)
+            validate_message(req)
         except InvalidMessageError as exc:
             self.metrics.record_rejected("inbound", rpc, "?", NetworkError("", kind="bad_request"))
             return error_response(400, f"invalid {cls.__name__}: {exc}", "bad_request")

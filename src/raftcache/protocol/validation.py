@@ -85,6 +85,14 @@ def validate_request(req: RaftRequest) -> None:
                 raise InvalidMessageError(f"undecodable configuration: {exc}") from None
 
 
+def validate_message(msg: RaftRequest | AppendEntriesBatch) -> None:
+    """``validate_request`` or, for a batch, ``validate_batch``: what a Raft route checks."""
+    if isinstance(msg, AppendEntriesBatch):
+        validate_batch(msg)
+    else:
+        validate_request(msg)
+
+
 def validate_batch(batch: AppendEntriesBatch) -> None:
     """Raise ``InvalidMessageError`` if any item of ``batch`` is invalid (naming it), or if it
     is empty or larger than ``MAX_BATCH_ITEMS``, or its ``hold`` is not a number of seconds in
