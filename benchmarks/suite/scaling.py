@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from benchmarks.suite import httpc
 from benchmarks.suite.machine import cpu_seconds
@@ -60,9 +60,21 @@ REPLICAS = 3
 IDLE_SAMPLE_S = 3.0
 
 
+#: The ``direct`` client path with ``conns_per_group`` connections per group.
+PER_GROUP: Final = "direct, per group"
+
+
+def _runs(settings: Settings) -> list[tuple[str, bool]]:
+    """The (client path, pinned) points of each cluster, in the order they are measured."""
+    runs = [("direct", True), ("any", True), ("direct", False)]
+    if settings.scaling_conns_per_group > 0:
+        runs.append((PER_GROUP, True))
+    return runs
+
+
 def point_count(settings: Settings) -> int:
     """wrk points of the section (for the progress bar)."""
-    return 3 * len(settings.scaling_groups) * settings.scaling_reps
+    return len(_runs(settings)) * len(settings.scaling_groups) * settings.scaling_reps
 
 
 def _plan_job(
@@ -192,6 +204,21 @@ def _prepare(setup: _Setup, settings: Settings, workdir: Path) -> None:
         ("any", True): anyst,
         ("direct", False): dataclasses.replace(direct, cores=()),
     }
+    per_group = settings.scaling_conns_per_group
+    if per_group > 0:
+        setup.jobs[(PER_GROUP, True)] = (
+            dataclasses.replace(cluster.job("write", per_group, shape), cores=wrk_cores or ())
+            if groups == 1
+            else _plan_job(
+                cluster,
+                [(leaders[g], keys[g]) for g in sorted(keys, key=lambda g: int(g[1:]))],
+                per_group,
+                shape.value_size,
+                plan_dir,
+                "per-group",
+                wrk_cores,
+            )
+        )
     setup.reps = {run: [] for run in setup.jobs}
 
 
@@ -289,7 +316,7 @@ def scaling_section(
         for setup in setups:
             setup.out["idle_cpu"] = {n: idle[f"{setup.groups}/{n}"] for n in setup.pids}
             _signal(setup, signal.SIGSTOP)
-        runs = [("direct", True), ("any", True), ("direct", False)]
+        runs = _runs(settings)
         for rep in range(settings.scaling_reps):
             for i, run in enumerate(runs):
                 order = setups if (rep + i) % 2 == 0 else setups[::-1]
@@ -317,6 +344,7 @@ def scaling_section(
         "warmup_s": settings.scaling_warmup_s,
         "reps": settings.scaling_reps,
         "connections": settings.scaling_connections,
+        "conns_per_group": settings.scaling_conns_per_group,
         "keys": settings.keys,
         "value_size": settings.value_size,
         "clusters": clusters,
@@ -374,7 +402,10 @@ def markdown(
         "measured frozen (SIGSTOP); the G values of one client path are measured back to back, "
         "in alternating order. Ratios against G = 1, same client path and "
         "pinning. The `direct, unpinned` rows let every store and wrk float over all cores, as "
-        "the side-by-side table runs.",
+        "the side-by-side table runs. The `direct, per group` rows hold the load each group sees "
+        f"instead: {scaling.get('conns_per_group', 0)} connections per group (G times as many "
+        "in all), so a group's own cost shows apart from the batching lost by splitting the "
+        "same clients G ways.",
         "",
         "| G | leaders per store | core per store | client path | conns | writes/s | p50 / p99 ms "
         "| CPU % per store | forwarded | AppendEntries per write | ops/CPU-s | writes/s vs G=1 "

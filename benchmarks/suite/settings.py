@@ -71,6 +71,10 @@ class Settings:
     scaling_warmup_s: float = 1.0
     scaling_reps: int = 1
     scaling_connections: int = 64
+    #: Connections per group of the ``direct, per group`` rows (G × this many in all; 0: no
+    #: such rows): the load each group sees held up as G grows, so that what a group costs
+    #: shows apart from the batching lost by splitting the same clients G ways.
+    scaling_conns_per_group: int = 32
 
     @property
     def point_count(self) -> int:
@@ -122,5 +126,6 @@ def from_env() -> Settings:
         scaling_warmup_s=_env_float("BENCH_SCALING_WARMUP", 0.5 if quick else 1.0),
         scaling_reps=_env_int("BENCH_SCALING_REPS", 1),
         scaling_connections=_env_int("BENCH_SCALING_CONNS", 64),
+        scaling_conns_per_group=_env_int("BENCH_SCALING_CONNS_PER_GROUP", 32),
         results_dir=Path(os.environ.get("BENCH_OUT", "benchmarks/results")),
     )
