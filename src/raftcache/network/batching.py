@@ -203,8 +203,7 @@ class AppendBatcher(NetworkWrapper):
             # Alone, but after what this turn queued for the peer: a group's appends leave in
             # the order it made them (the smaller ones would otherwise wait for the turn's end).
             self._flush((target, True))
-            self._queues[(target, True)] = [(req, waiter)]
-            self._flush((target, True))
+            self._start(target, [(req, waiter)])
             return await waiter
         # Appends with entries wait for their fsync on the peer, the others (heartbeats) do
         # not: in one message, the heartbeats' answers would wait for the others' fsyncs.
@@ -245,11 +244,14 @@ class AppendBatcher(NetworkWrapper):
         if not queue:
             return
         live = [(req, waiter) for req, waiter in queue if not waiter.done()]
-        if not live:
-            return
-        task = asyncio.get_running_loop().create_task(self._send(key[0], live))
+        if live:
+            self._start(key[0], live)
+
+    def _start(self, target: str, items: list[_Waiting]) -> None:
+        """Send ``items`` to ``target`` in a task of their own (started in call order)."""
+        task = asyncio.get_running_loop().create_task(self._send(target, items))
         self._sending.add(task)
-        task.add_done_callback(functools.partial(self._sent, live))
+        task.add_done_callback(functools.partial(self._sent, items))
 
     def _sent(self, items: list[_Waiting], task: asyncio.Task[None]) -> None:
         """However the send ended — cancelled (even before it ran), a bug below — nobody is
