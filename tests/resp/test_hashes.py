@@ -110,8 +110,11 @@ async def test_a_hash_key_has_a_ttl(r: Any) -> None:
     assert 99 <= await r.ttl("ht:a") <= 100
     assert await r.persist("ht:a") is True
     assert await r.ttl("ht:a") == -1
-    assert await r.pexpire("ht:a", 150) is True
     assert await r.hgetall("ht:a") == {b"f": b"2", b"g": b"2"}
+    assert await r.pexpire("ht:a", 150) is True
+    # A loaded machine may take longer than 150 ms for the next call, so the
+    # read of the contents comes before the short TTL, and its end is awaited.
+    assert await r.pttl("ht:a") in (-2, *range(1, 151))
     await asyncio.sleep(0.2)
     assert await r.exists("ht:a") == 0
     await r.hset("ht:a", mapping={"f": "1"})
