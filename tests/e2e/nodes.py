@@ -288,8 +288,10 @@ async def wait_for(
     *,
     timeout_s: float = WAIT_S,
     cluster: ProcessCluster | None = None,
+    interval_s: float = 0.1,
 ) -> T:
-    """Poll ``probe`` until it returns something other than None; fail after ``timeout_s``.
+    """Poll ``probe`` every ``interval_s`` until it returns something other than None; fail
+    after ``timeout_s``.
 
     With ``cluster``, a node process that has exited unexpectedly fails the wait at once.
     """
@@ -304,7 +306,7 @@ async def wait_for(
         if time.monotonic() > deadline:
             logs = cluster.logs() if cluster is not None else ""
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}\n{logs}")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(interval_s)
 
 
 async def eventually_equal(
