@@ -1,22 +1,24 @@
 """Replica moves on real processes, a store killed with SIGKILL in the middle, every key checked.
 
 Four ``raftcache serve --groups 4`` stores (each holds 3 of the 4 groups). ``raftcache store
-drain n4`` — the real command — moves n4's replicas to the other stores while clients write
-and read (linearizably) through every store over HTTP; as soon as the meta map shows one of
-n4's replicas mid-move (its group with a learner, or with four voters before n4's is
-removed), a store of that group other than n4 is killed with SIGKILL, and restarted a few
-seconds later from its directories. The drain completes (the driver carries on from what the groups' configurations
-say), n4 ends holding nothing — and, restarted, serves every key by forwarding — every group
-has three replicas on n1–n3. Then n5 joins with ``raftcache serve --join``, is SIGKILLed as
-the first replica moves onto it and restarted; the meta leader's driver fills it to its share
-(3 of 12 replicas). Throughout, every key's history is linearizable
+drain n4`` — the real command — moves n4's replicas to the other stores while clients write and
+read (linearizably) through every store over HTTP; as soon as the meta map shows one of n4's
+replicas mid-move (its group with a learner, or with four voters before n4's is removed), a
+store of that group other than n4 is killed with SIGKILL, and restarted a few seconds later
+from its directories. The drain completes (the driver carries on from what the groups'
+configurations say), n4 ends holding nothing — and, restarted, serves every key by forwarding —
+every group has three replicas on n1–n3. Then n5 joins with ``raftcache serve --join``, is
+SIGKILLed as the first replica moves onto it and restarted; the meta leader's driver fills it
+to its share (3 of 12 replicas). Throughout, every key's history is linearizable
 (``tests.raft.read_sweep.check_reads``), and a final read of every key joins that history, so
 an acknowledged write lost (or rolled back to an older value) fails the check.
 
 Then the meta group's own replicas: ``raftcache store drain`` of the store leading the meta
 group moves its meta replica away (meta leadership handed over first) with its data replicas;
 afterwards ``raftcache shards`` answers, and a store joins with ``--join`` naming the drained
-store — which holds nothing and finds the meta leader where the meta group moved.
+store — which holds nothing and finds the meta leader where the meta group moved. Then
+``raftcache store rebalance`` ends with replicas and leaders within one, and ``raftcache store
+remove`` marks the drained store removed (an unknown id is refused by name).
 """
 
 from __future__ import annotations
@@ -321,6 +323,31 @@ async def _meta_scenario(cluster: ProcessCluster) -> None:
         line = next(x for x in out.splitlines() if x.startswith(f"{drained} "))
         assert "state=decommissioning replicas=0 leaders=0 http" in line, out  # and no meta
         assert sum(" meta http" in x for x in out.splitlines()) == 3, out
+        # `store rebalance` waits until replicas and leaders are within one over the stores
+        # that are up; `store remove` of the drained store marks it removed for good.
+        code, out, err = await _cli("store", "rebalance", "--endpoints", endpoints,
+                                    "--deadline", "60")  # fmt: skip
+        assert code == 0, (out, err[-2000:])
+        assert "placement done" in err, err
+        code, out, err = await _cli("store", "list", "--endpoints", endpoints)
+        assert code == 0, err
+        rows = {x.split()[0]: x for x in out.splitlines() if x.startswith("n")}
+        up = [rows[s] for s in (*others, "n5")]
+        for field in ("replicas", "leaders"):
+            held = [int(x.split(f"{field}=")[1].split()[0]) for x in up]
+            assert max(held) - min(held) <= 1, (field, out)
+        code, out, err = await _cli("store", "remove", "nX", "--endpoints", endpoints,
+                                    "--deadline", "10")  # fmt: skip
+        assert code != 0, (out, err)
+        assert "no such store: nX" in err, err
+        code, out, err = await _cli("store", "remove", drained, "--endpoints", endpoints,
+                                    "--deadline", "60")  # fmt: skip
+        assert code == 0, (out, err[-2000:])
+        assert f"{drained} removed" in out, out
+        code, out, err = await _cli("store", "list", "--endpoints", cluster.nodes["n5"].url)
+        assert code == 0, err
+        line = next(x for x in out.splitlines() if x.startswith(f"{drained} "))
+        assert "state=removed replicas=0 leaders=0" in line, out
 
 
 def test_draining_the_store_leading_meta_keeps_shards_and_joins_working(tmp_path: Path) -> None:
