@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.console import Console
 
-from raftcache.cli.shards import shard_rows, shard_table
+from raftcache.cli.shards import map_version, shard_rows, shard_table
 
 
 def _group(
@@ -69,7 +69,23 @@ def test_groups_sort_by_number_and_junk_is_ignored() -> None:
     assert [r["group"] for r in shard_rows([report])] == ["g1", "g2", "g10"]
 
 
-def _render(rows: list[dict[str, Any]]) -> str:
+def test_the_title_names_the_newest_map_version_reported() -> None:
+    reports: list[dict[str, Any]] = [
+        {"meta": {"map_version": 7}},
+        {"meta": {"map_version": 9}},
+        {"meta": {"map_version": None}},  # a store that has not read the map yet
+        {"meta": {"map_version": True}},  # junk
+        {},  # a one-group node: no meta group
+    ]
+    assert map_version(reports) == 9
+    assert map_version([{}, {"meta": None}]) is None
+    rows = shard_rows([{"groups": [_group("g0", [0, 16383], hosted=True, leader="n1", term=1,
+                                          role="leader")]}])  # fmt: skip
+    assert "map version 9" in _render(rows, 9)
+    assert "map version" not in _render(rows)
+
+
+def _render(rows: list[dict[str, Any]], version: int | None = None) -> str:
     console = Console(width=120, record=True)
-    console.print(shard_table(rows))
+    console.print(shard_table(rows, version))
     return console.export_text()

@@ -4,7 +4,9 @@ and leaders.
 Rule: read-only and from the stores' own ``/v1/status`` (every endpoint, at once): a group's
 leader and term are what its replicas report, the highest term winning (a replica that has not
 heard of a newer election yet must not hide it). A one-group cluster is one row: every slot,
-every voter. Stdout is the table (or ``--json``); the exit code is 3 when no store answered.
+every voter. The table's title names the newest map version any store reports (its meta
+section), so two runs can tell whether the map changed in between. Stdout is the table (or
+``--json``, the rows alone); the exit code is 3 when no store answered.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def cmd_shards(args: argparse.Namespace) -> int:
         if args.json:
             print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
         else:
-            Console().print(shard_table(rows))
+            Console().print(shard_table(rows, map_version(statuses)))
         return EXIT_OK
 
     return run_async("shards", run())
@@ -104,14 +106,28 @@ def shard_rows(statuses: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows.values(), key=lambda r: _group_number(r["group"]))
 
 
+def map_version(statuses: list[dict[str, Any]]) -> int | None:
+    """The newest cluster-map version the stores report (None: no meta group, or unknown)."""
+    versions = [
+        meta["map_version"]
+        for status in statuses
+        if isinstance(meta := status.get("meta"), dict)
+        and isinstance(meta.get("map_version"), int)
+        and not isinstance(meta.get("map_version"), bool)
+    ]
+    return max(versions, default=None)
+
+
 def _group_number(group: str) -> tuple[int, str]:
     digits = group.lstrip("g")
     return (int(digits), group) if digits.isdigit() else (1 << 30, group)
 
 
-def shard_table(rows: list[dict[str, Any]]) -> Table:
-    """A rich table of groups: slots, replicas, leader, term, applied."""
-    table = Table(title="raftcache shards")
+def shard_table(rows: list[dict[str, Any]], version: int | None = None) -> Table:
+    """A rich table of groups: slots, replicas, leader, term, applied; the map's ``version``
+    in the title when known."""
+    title = "raftcache shards" if version is None else f"raftcache shards (map version {version})"
+    table = Table(title=title)
     for column in COLUMNS:
         table.add_column(column, justify="right" if column in ("term", "applied") else "left")
     for row in rows:
