@@ -64,7 +64,12 @@ class Discard(Call):
 
 
 class Watch(Call):
-    """WATCH: refused — optimistic locking across round trips is not supported."""
+    """WATCH: refused — optimistic locking across round trips is not supported. It still
+    names its keys, so a cluster-mode port redirects it as Redis Cluster does (and its keys
+    are the ones COMMAND GETKEYS reports)."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
 
     def run_server(self, ctx: ClientState) -> Reply:
         if ctx.in_multi:
@@ -276,7 +281,7 @@ def parse_discard(argv: Sequence[bytes], limits: Limits) -> Call:
 
 
 def parse_watch(argv: Sequence[bytes], limits: Limits) -> Call:
-    return Watch()
+    return Watch(args.keys(argv, limits))
 
 
 def parse_unwatch(argv: Sequence[bytes], limits: Limits) -> Call:
