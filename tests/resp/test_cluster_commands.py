@@ -13,10 +13,10 @@ import redis.asyncio as aioredis
 import redis.crc
 from redis.exceptions import ResponseError
 
-from raftcache.resp.args import Limits
+from raftcache.resp.args import Limits, arity_ok
 from raftcache.resp.calls import Call
 from raftcache.resp.cluster import CLUSTERDOWN, CROSSSLOT, redirect
-from raftcache.resp.commands import arity_ok, lookup
+from raftcache.resp.commands import lookup
 from raftcache.resp.topology import DOWN_AFTER, Advertised, Topology, cluster_node_id
 
 from .cluster import RespCluster

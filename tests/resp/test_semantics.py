@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from raftcache.resp import args
-from raftcache.resp.args import Limits
+from raftcache.resp.args import Limits, arity_ok
 from raftcache.resp.calls import Call, Entry, Mode, View
-from raftcache.resp.commands import TABLE, arity_ok, lookup
+from raftcache.resp.commands import TABLE, lookup
 from raftcache.resp.globs import compile_glob
 from raftcache.resp.protocol import OK, RespError
 from raftcache.resp.txn import run_transaction

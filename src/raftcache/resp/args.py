@@ -16,6 +16,7 @@ from typing import Final
 from raftcache.cache.checks import parse_int64
 from raftcache.resp.calls import Call
 from raftcache.resp.errors import NOT_INTEGER
+from raftcache.resp.keyspecs import KeySpec, legacy_range
 from raftcache.resp.protocol import RespError
 
 MAX_KEY_BYTES: Final = 1024
@@ -39,19 +40,21 @@ Parser = Callable[[Sequence[bytes], Limits], Call]
 
 @dataclass(frozen=True, slots=True)
 class Spec:
-    """A command of the table: its name, Redis's arity and key positions (for COMMAND), and
-    its parser.
+    """A command of the table: its name, Redis's arity, flags and key-specs (for COMMAND and
+    COMMAND GETKEYS), and its parser. Build it with ``Spec.of``, which derives the legacy key
+    triple and ``movablekeys`` from the key-specs.
 
     Attributes:
         name: upper-case name.
         arity: Redis's convention: N means exactly N words (the name included), -N at least N.
         flags: Redis's command flags (``readonly``, ``write``, ``fast``...), for COMMAND.
-        first_key: position of the first key argument (0: none).
-        last_key: position of the last key (-1: the last argument).
-        step: distance between keys.
+        first_key: position of the first key argument (0: none), from ``key_specs``.
+        last_key: position of the last key (-1: the last argument), from ``key_specs``.
+        step: distance between keys, from ``key_specs``.
         group: Redis's command group (``string``, ``generic``, ``connection``, ``server``...).
         summary: one line, for COMMAND DOCS.
         parse: turns the arguments (the name excluded) into a ``Call``.
+        key_specs: where its keys are (``raftcache.resp.keyspecs``); none for a keyless one.
     """
 
     name: str
@@ -63,6 +66,29 @@ class Spec:
     group: str
     summary: str
     parse: Parser
+    key_specs: tuple[KeySpec, ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        arity: int,
+        flags: tuple[str, ...],
+        key_specs: tuple[KeySpec, ...],
+        group: str,
+        summary: str,
+        parse: Parser,
+    ) -> Spec:
+        """The spec of a table row, its key triple and ``movablekeys`` flag derived from its
+        key-specs as Redis derives them (``keyspecs.legacy_range``)."""
+        first, last, step, movable = legacy_range(key_specs)
+        flags = (*flags, "movablekeys") if movable else flags
+        return cls(name, arity, flags, first, last, step, group, summary, parse, key_specs)
+
+
+def arity_ok(spec: Spec, words: int) -> bool:
+    """Whether ``words`` (the name included) fits the spec's arity."""
+    return words == spec.arity if spec.arity > 0 else words >= -spec.arity
 
 
 def key(raw: bytes) -> str:

@@ -28,9 +28,10 @@ from typing import Final
 
 from raftcache.cache.errors import CacheError
 from raftcache.resp.admin import Discard, Exec, Multi
+from raftcache.resp.args import arity_ok
 from raftcache.resp.calls import Call, Mode, Reply, View
 from raftcache.resp.cluster import CROSSSLOT, joins_group, joins_slot, redirect
-from raftcache.resp.commands import NO_AUTH, arity_ok, lookup
+from raftcache.resp.commands import NO_AUTH, lookup
 from raftcache.resp.errors import (
     NOAUTH,
     no_permission,

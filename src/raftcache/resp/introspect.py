@@ -16,7 +16,9 @@ is acknowledged once committed, and committed means on a majority of the voters,
 leader of a one-group node the followers whose log has caught up with the leader's last entry
 hold it too; that count may grow, so WAIT polls it until ``numreplicas`` or the timeout.
 COMMAND and CONFIG GET give clients and tools (redis-cli, redis-benchmark) what they ask for at
-start-up; CONFIG SET is refused because configuration belongs to ``raftcache serve``.
+start-up — COMMAND with each command's key-specs, and COMMAND GETKEYS, which cluster clients
+(redis-py's ``RedisCluster``) ask where a ``movablekeys`` command's keys are; CONFIG SET is
+refused because configuration belongs to ``raftcache serve``.
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from raftcache import __version__
-from raftcache.resp import args, replication
+from raftcache.resp import args, keyspecs, replication
 from raftcache.resp.admin import REDIS_VERSION, client_name
-from raftcache.resp.args import Limits, Spec
+from raftcache.resp.args import Limits, Spec, arity_ok
 from raftcache.resp.calls import Call, Reply, View
 from raftcache.resp.errors import SYNTAX, wrong_args
 from raftcache.resp.globs import compile_glob
@@ -202,14 +204,16 @@ def _client_line(c: ClientState) -> str:
 
 
 class Command(Call):
-    """COMMAND [COUNT | LIST | INFO name ... | DOCS [name ...]]."""
+    """COMMAND [COUNT | LIST | INFO name ... | DOCS [name ...] | GETKEYS command arg ... |
+    GETKEYSANDFLAGS command arg ...]."""
 
-    def __init__(self, sub: str | None, names: Sequence[bytes]) -> None:
-        self.sub, self.names = sub, [args.upper(n) for n in names]
+    def __init__(self, sub: str | None, argv: Sequence[bytes]) -> None:
+        self.sub, self.argv = sub, list(argv)
 
     def run_server(self, ctx: ClientState) -> Reply:
         table: dict[str, Spec] = ctx.server.commands
-        sub, names = self.sub, self.names
+        sub = self.sub
+        names = [args.upper(n) for n in self.argv]
         if sub is None:
             return [_command_info(spec) for spec in table.values()]
         if sub == "COUNT":
@@ -222,7 +226,34 @@ class Command(Call):
         if sub == "DOCS":
             chosen = [n for n in (names or list(table)) if n in table]
             return {n.lower(): _command_docs(table[n]) for n in chosen}
+        if sub in ("GETKEYS", "GETKEYSANDFLAGS"):
+            if not self.argv:
+                return wrong_args(f"command|{sub.lower()}")
+            return get_keys(table, self.argv, with_flags=sub == "GETKEYSANDFLAGS")
         return RespError(f"ERR unknown subcommand '{sub}'. Try COMMAND HELP.")
+
+
+def get_keys(table: dict[str, Spec], argv: Sequence[bytes], *, with_flags: bool) -> Reply:
+    """COMMAND GETKEYS / GETKEYSANDFLAGS of the invocation ``argv`` (its command name first),
+    with Redis's checks in Redis's order: a known command, one with keys, the right number of
+    arguments; then its key-specs find the keys (``raftcache.resp.keyspecs``). Arguments the
+    specs cannot place (a bad key count) are Redis's "Invalid arguments" error, except for a
+    command whose keys are optional (EVAL: ``no_mandatory_keys``), which has none."""
+    spec = table.get(args.upper(argv[0]))
+    if spec is None:
+        return RespError("ERR Invalid command specified")
+    if not spec.key_specs:
+        return RespError("ERR The command has no key arguments")
+    if not arity_ok(spec, len(argv)):
+        return RespError("ERR Invalid number of arguments specified for command")
+    found = keyspecs.find_keys(spec.key_specs, argv)
+    if not found:
+        if "no_mandatory_keys" in spec.flags:
+            return []
+        return RespError("ERR Invalid arguments specified for command")
+    if with_flags:
+        return [[argv[key.pos], keyspecs.flag_set(key.flags)] for key in found]
+    return [argv[key.pos] for key in found]
 
 
 def _command_info(spec: Spec) -> list[Any]:
@@ -235,7 +266,7 @@ def _command_info(spec: Spec) -> list[Any]:
         spec.step,
         [],
         [],
-        [],
+        [keyspecs.reply(key_spec) for key_spec in spec.key_specs],
         [],
     ]
 
