@@ -89,6 +89,8 @@ def test_redis_cluster_follows_the_leader_and_loses_nothing(
             acknowledged[key] = f"v{i}".encode()
         assert rc.get("key7") == b"v7"
         assert rc.incr("counter") == 1
+        # EVAL_RO is movablekeys: redis-py finds its key with COMMAND GETKEYS.
+        assert rc.eval_ro("return redis.call('GET', KEYS[1])", 1, "key7") == b"v7"
 
         # A follower's cluster-mode port redirects a plain client; READONLY reads it locally.
         direct = redis.Redis(port=cports[follower], socket_timeout=10)

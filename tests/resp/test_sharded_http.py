@@ -22,7 +22,12 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ClusterCrossSlotError, MovedError, ResponseError
+from redis.exceptions import (
+    ClusterCrossSlotError,
+    MovedError,
+    RedisClusterException,
+    ResponseError,
+)
 
 from raftcache.resp.leader import EXPIRES_HEADER
 from raftcache.resp.server import RespServer
@@ -385,6 +390,37 @@ async def test_redis_cluster_client_reaches_every_group(stores: HttpStores) -> N
         assert {k async for k in client.scan_iter(match="rc:*")} == {
             k.encode() for k in [*keys, "rc:counter"]
         }
+    finally:
+        await client.aclose()
+
+
+async def test_redis_cluster_routes_read_only_scripts_by_command_getkeys(
+    stores: HttpStores, roles: Roles
+) -> None:
+    """EVAL_RO and EVALSHA_RO are ``movablekeys``: redis-py's RedisCluster asks COMMAND
+    GETKEYS for their keys, then sends each to its key's group leader, and gets its value."""
+    client = RedisCluster(host="127.0.0.1", port=stores.running["s2"].cluster.port)
+    body = "return redis.call('GET', KEYS[1])"
+    try:
+        async with asyncio.timeout(10):  # s2's topology has heard of every group's leader
+            while True:
+                try:
+                    await client.initialize()
+                    break
+                except RedisClusterException:
+                    await asyncio.sleep(0.05)
+        sha = await client.script_load(body)  # every group's script table
+        for gid in (roles.led, roles.followed, roles.remote):
+            (key,) = stores.keys_of(gid, 1, prefix="ro")
+            assert await client.set(key, gid)
+            keys = await client.commands_parser.get_keys("EVAL_RO", body, 1, key, "x")
+            assert keys is not None
+            assert list(keys) == [key]  # COMMAND GETKEYS, asked by redis-py (decoded)
+            assert await client.eval_ro(body, 1, key, "x") == gid.encode()
+            assert await client.evalsha_ro(sha, 1, key) == gid.encode()
+        one, other = stores.keys_of(roles.led, 1, "a")[0], stores.keys_of(roles.remote, 1, "b")[0]
+        with pytest.raises(RedisClusterException, match="same key slot"):  # found by redis-py
+            await client.eval_ro(body, 2, one, other)
     finally:
         await client.aclose()
 
