@@ -2,11 +2,12 @@
 store's HTTP answers (the "not the leader" hint, the expiry header, one group's listing and
 count) against a stand-in HTTP server on a real socket; how a ``RemoteRouter`` moves its guess;
 and the shards a ``StoreTopology`` describes from its peers' reports — CLUSTER SLOTS, NODES,
-INFO, ``MOVED`` and ``CLUSTERDOWN`` per group."""
+INFO, ``MOVED`` and ``CLUSTERDOWN`` per group, and CLUSTER SLOTS waiting for the first poll."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -396,6 +397,42 @@ def test_moved_per_group_and_clusterdown_without_a_leader() -> None:
     assert _answer(down, b"GET", key[1]) == "CLUSTERDOWN The cluster is down"
     assert [e[0] for e in _cluster(down, b"SLOTS")] == [0, 8192, 12288]
     assert "cluster_state:fail" in str(_cluster(down, b"INFO"))
+
+
+async def test_cluster_slots_during_the_first_poll_lists_the_groups_led_elsewhere() -> None:
+    """Right after the start, a store knows the leaders of groups it does not host, and the
+    other stores' addresses, only from its poll: CLUSTER SLOTS waits for it (s4, the last to
+    answer, reports g1's leader) instead of answering with this store's group alone."""
+    asked, release = asyncio.Event(), asyncio.Event()
+
+    async def fetch(url: str) -> Mapping[str, Any] | None:
+        if url == "http://s4.test":
+            asked.set()
+            await release.wait()
+        return STATUSES.get(url)
+
+    topology = StoreTopology(FakeStore(LEADERS), Advertised(), fetch)  # type: ignore[arg-type]
+    topology.set_own(Advertised("h1:6001", "h1:7001"))
+    topology.settle_s = 30.0  # s4 is released well before: the content is what is tested
+    topology.start()
+    try:
+        reply = _cluster(topology, b"SLOTS")
+        assert inspect.isawaitable(reply)  # the first poll is not over: the command waits
+        waiting = asyncio.ensure_future(reply)
+        await asyncio.wait_for(asked.wait(), 30)
+        key = _key_of(1)
+        assert _answer(topology, b"GET", key) == "CLUSTERDOWN The cluster is down"  # no wait
+        release.set()
+        slots = await asyncio.wait_for(waiting, 30)
+        assert [(e[0], e[2][1]) for e in slots] == [
+            (0, 7001),
+            (4096, 7004),
+            (8192, 7003),
+            (12288, 7002),
+        ]
+        assert _answer(topology, b"GET", key) == f"MOVED {key_slot(key)} h4:7004"
+    finally:
+        await topology.stop()
 
 
 def test_a_reporter_that_stops_answering_is_not_believed() -> None:

@@ -1,15 +1,19 @@
 """The topology behind CLUSTER SLOTS and MOVED, against members that misbehave: an address that
 is not one, a member that closed its RESP listeners or stopped answering, a learner, an IPv6
-host (as Redis writes it), a status body too large to read."""
+host (as Redis writes it), a status body too large to read; CLUSTER SLOTS during the first
+poll (it waits for it, bounded, so a client given one node learns them all; MOVED never
+waits)."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import socket
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from aiohttp import web
 from redis.exceptions import MovedError
 
@@ -18,6 +22,7 @@ from raftcache.resp.errors import reply_for
 from raftcache.resp.topology import (
     DOWN_AFTER,
     MAX_STATUS_BYTES,
+    STATUS_TIMEOUT_S,
     Advertised,
     HttpStatusFetcher,
     Topology,
@@ -164,3 +169,97 @@ async def test_a_status_body_over_the_cap_is_a_failed_poll() -> None:
     finally:
         await fetch.close()
         await runner.cleanup()
+
+
+class _LocalNode(FakeNode):
+    """n1 of n1..n3, whose peers' ``/v1/status`` are served under ``base`` (``<base>/n2``)."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__("n1", "n2", ["n1", "n2", "n3"])
+        self.base = base
+
+    def peer_url(self, node_id: str) -> str | None:
+        return f"{self.base}/{node_id}"
+
+
+async def _slots_now(topology: Topology) -> Any:
+    """CLUSTER SLOTS as the connection runs it (awaiting the reply when it is awaitable)."""
+    reply = call(b"CLUSTER", b"SLOTS").run_server(FakeClient(FakeServer(topology)))
+    return await reply if inspect.isawaitable(reply) else reply
+
+
+def _ports(slots: Any) -> list[int]:
+    return [int(node[1]) for entry in slots for node in entry[2:]]
+
+
+@pytest_asyncio.fixture
+async def slow_n2() -> AsyncIterator[tuple[str, asyncio.Event, asyncio.Event]]:
+    """Real ``/v1/status`` of n2 and n3 over HTTP: n3 answers at once, n2 once released.
+    Yields (base URL, n2 asked, release n2)."""
+    asked, release = asyncio.Event(), asyncio.Event()
+
+    async def status(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name == "n2":
+            asked.set()
+            await release.wait()
+        return web.json_response(_resp("", f"h{name[1]}:700{name[1]}"))
+
+    app = web.Application()
+    app.router.add_get("/{name}/v1/status", status)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}", asked, release
+    finally:
+        release.set()
+        await runner.cleanup()
+
+
+async def test_cluster_slots_during_the_first_poll_waits_for_it_and_lists_every_member(
+    slow_n2: tuple[str, asyncio.Event, asyncio.Event],
+) -> None:
+    """A client given one node right after the start must learn every member from it: CLUSTER
+    SLOTS waits for the poll in flight (a slow member) rather than list only this node."""
+    base, asked, release = slow_n2
+    fetch = HttpStatusFetcher(token=None, ssl_context=None)
+    topology = Topology(_LocalNode(base), Advertised("", "h1:7001"), fetch, on_stop=fetch.close)
+    topology.settle_s = 30.0  # n2 is released well before: the content, not the bound, is tested
+    topology.start()
+    try:
+        slots = asyncio.create_task(_slots_now(topology))
+        await asyncio.wait_for(asked.wait(), 30)  # the first poll is in flight, n2 unanswered
+        # The hot path never waits: the leader n2 is not known yet, so CLUSTERDOWN at once.
+        assert _moved(topology, b"GET", b"k") == "CLUSTERDOWN The cluster is down"
+        release.set()
+        assert _ports(await asyncio.wait_for(slots, 30)) == [7002, 7001, 7003]
+        assert topology.settle() is None  # every member answered: nothing more to wait for
+        assert _ports(await _slots_now(topology)) == [7002, 7001, 7003]
+        assert _moved(topology, b"GET", b"k") == "MOVED 7629 h2:7002"
+    finally:
+        await topology.stop()
+
+
+async def test_a_member_that_never_answers_delays_cluster_slots_by_the_bound_only() -> None:
+    """n3 never answers its first poll: CLUSTER SLOTS waits at most the bound, then lists what
+    the poll heard so far (n2 answered at once), not n3."""
+    hang = asyncio.Event()  # never set
+
+    async def fetch(url: str) -> Mapping[str, Any] | None:
+        if url.endswith("n3.test"):
+            await hang.wait()
+        return _statuses().get(url)
+
+    topology = Topology(FakeNode("n1", "n2", ["n1", "n2", "n3"]), Advertised(), fetch)
+    topology.set_own(Advertised("h1:6001", "h1:7001"))
+    assert topology.settle_s == STATUS_TIMEOUT_S
+    topology.start()
+    try:
+        slots = await asyncio.wait_for(_slots_now(topology), 30 * STATUS_TIMEOUT_S)  # returns
+        assert _ports(slots) == [7002, 7001]
+        assert topology.advertised("n3") is None
+        assert not topology.is_down("n3")  # its poll is still under way
+    finally:
+        await topology.stop()

@@ -5,7 +5,9 @@ stores route by and the Python clients compute — so ``CLUSTER KEYSLOT`` tells 
 where a key lives. The topology (``raftcache.resp.topology``) says who serves each slot: in a
 cluster of one Raft group, every slot is served by the group's leader. ``CLUSTER SLOTS``,
 ``SHARDS`` and ``NODES`` advertise each voter's cluster-mode RESP port (its plain port when it
-has none); on a cluster-mode port (``--resp-cluster-port``) a keyed command this node must not
+has none) — they, and ``INFO``, first wait (bounded) for a poll while the topology has a member
+it has never heard from (``Topology.settle``), so that a client given one node learns them
+all; on a cluster-mode port (``--resp-cluster-port``) a keyed command this node must not
 run is answered as Redis Cluster answers it (``redirect``): ``CROSSSLOT`` when its keys span
 slots, ``MOVED <slot> <leader>`` on a follower, except reads on a ``READONLY`` connection,
 which the follower serves itself at the ``stale`` level, as READONLY means on the plain port.
@@ -19,7 +21,7 @@ forwards. Slots never move between groups, so ``ASK`` is never sent (docs/shardi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 from raftcache.resp import args
@@ -136,7 +138,19 @@ class Cluster(Call):
         topology: Topology | None = ctx.server.topology
         if topology is None:
             return DISABLED
-        return _VIEWS[sub](_View(topology))
+        view = _VIEWS[sub]
+        polled = None if sub == "MYID" else topology.settle()
+        if polled is None:
+            return view(_View(topology))
+        return _after(polled, view, topology)
+
+
+async def _after(
+    polled: Awaitable[None], view: Callable[[_View], Reply], topology: Topology
+) -> Reply:
+    """``view`` once the topology's awaited poll is over (or its bound passed)."""
+    await polled
+    return view(_View(topology))
 
 
 _Member = tuple[str, str, int, bool]  # id, host, port, down

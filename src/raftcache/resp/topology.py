@@ -3,19 +3,25 @@
 Rule: in a cluster of one Raft group every slot belongs to that group and is served by its
 leader; what the topology adds to the node's own view (voters, leader) is each voter's
 advertised RESP addresses, read from the voter's ``/v1/status`` (``resp``) by a background poll
-every ``refresh_s``. Lookups never wait: a voter not heard from yet is simply unknown, and so is
-one whose status stopped advertising RESP (forgotten at once) or that failed ``DOWN_AFTER``
-polls in a row (down until a poll succeeds again): it is left out of CLUSTER SLOTS and SHARDS
-(NODES flags it ``fail``), and a redirect to it becomes ``CLUSTERDOWN``, after which clients
-refresh their slots. Learners are never advertised: one being added is empty until its first
-snapshot installs. An address is ``host:port`` with a port in 1..65535 and an IPv6 host
-written as Redis writes it (``::1:7002``, no brackets); a member advertising anything else is
-treated as advertising nothing. A node with a RESP listener has one topology (one poller),
-shared by its listeners: the cluster commands read it only when the node has a cluster-mode
-port, ROLE, INFO replication and SENTINEL always (``Endpoint``, ``endpoint``: a member where
-Redis clients reach it, down or not). The RESP commands read only this class's
-methods — ``shard_of`` and ``shards`` above all: each data group's slot range, leader and
-replicas — so they do not change with the number of groups.
+every ``refresh_s``, each member's answer taken as it comes. Lookups never wait: a voter not
+heard from yet is simply unknown, and so is one whose status stopped advertising RESP
+(forgotten at once) or that failed ``DOWN_AFTER`` polls in a row (down until a poll succeeds
+again): it is left out of CLUSTER SLOTS and SHARDS (NODES flags it ``fail``), and a redirect
+to it becomes ``CLUSTERDOWN``, after which clients refresh their slots. Only the commands that
+list the members (CLUSTER SLOTS, SHARDS, NODES, INFO) wait, through ``settle``, and only while
+a member the poller reaches has never answered and is not down — before the first poll of the
+current members is over, say: for a poll (the one under way, or one started at once) to end,
+at most ``STATUS_TIMEOUT_S`` (``settle_s``); then they answer from what is known. A client
+given one node right after the start so learns every member, and can still find the others
+once that node is gone; ``MOVED`` and key routing never wait. Learners are never advertised:
+one being added is empty until its first snapshot installs. An address is ``host:port`` with
+a port in 1..65535 and an IPv6 host written as Redis writes it (``::1:7002``, no brackets); a
+member advertising anything else is treated as advertising nothing. A node with a RESP
+listener has one topology (one poller), shared by its listeners: the cluster commands read it
+only when the node has a cluster-mode port, ROLE, INFO replication and SENTINEL always
+(``Endpoint``, ``endpoint``: a member where Redis clients reach it, down or not). The RESP
+commands read only this class's methods — ``shard_of`` and ``shards`` above all: each data
+group's slot range, leader and replicas — so they do not change with the number of groups.
 
 A sharded store's topology (``StoreTopology``, made by ``store_topology``) describes one shard
 per data group: a group this store hosts from its own replica (leader, voters, applied index),
@@ -251,10 +257,15 @@ class Topology:
         self.own = own
         self._fetch = fetch_status
         self.refresh_s = refresh_s
+        #: The longest the cluster commands wait for a poll (``settle``).
+        self.settle_s = STATUS_TIMEOUT_S
         self._on_stop = on_stop
         self._known: dict[str, Advertised] = {node.node_id: own}
         self._failures: dict[str, int] = {}
+        self._answered: set[str] = set()  # members a poll has read a status from
         self._task: asyncio.Task[None] | None = None
+        self._next: asyncio.Future[None] | None = None  # the poll under way, or the next one
+        self._wake = asyncio.Event()  # set: start the next poll now
 
     def set_own(self, own: Advertised) -> None:
         """This node's endpoints (known once its listeners are bound)."""
@@ -295,30 +306,35 @@ class Topology:
         return advertised.best
 
     async def refresh(self) -> None:
-        """Poll every other voter once (concurrently)."""
+        """Poll every other voter once (concurrently), taking each answer as it comes: one
+        slow member does not hold back what the others say."""
         me = self.node.node_id
         members = self.members()
         for gone in [m for m in self._known if m != me and m not in members]:
             del self._known[gone]
         for gone in [m for m in self._failures if m not in members]:
             del self._failures[gone]
+        self._answered.intersection_update(members)
         urls = {m: self.node.peer_url(m) for m in members if m != me}
-        polled = [(m, url) for m, url in urls.items() if url is not None]
-        results = await asyncio.gather(
-            *(self._fetch(url) for _, url in polled), return_exceptions=True
-        )
-        for (member, _), result in zip(polled, results, strict=True):
-            if not isinstance(result, Mapping):
-                self._failures[member] = self._failures.get(member, 0) + 1
-                continue
+        await asyncio.gather(*(self._poll_one(m, url) for m, url in urls.items() if url))
+        self._polled(members)
+
+    async def _poll_one(self, member: str, url: str) -> None:
+        try:
+            result = await self._fetch(url)
+        except Exception:  # a poll is a hint: a failed one
+            result = None
+        if not isinstance(result, Mapping):
+            self._failures[member] = self._failures.get(member, 0) + 1
+        else:
             self._failures[member] = 0
+            self._answered.add(member)
             advertised = Advertised.from_status(result)
             if advertised is None:
                 self._known.pop(member, None)  # it closed its RESP listeners
             else:
                 self._known[member] = advertised
             self._heard(member, result)
-        self._polled(members)
 
     def _heard(self, member: str, status: Mapping[str, Any]) -> None:
         """A member's status, as a poll read it (for what a subclass learns from it)."""
@@ -326,9 +342,33 @@ class Topology:
     def _polled(self, members: Sequence[str]) -> None:
         """A poll of ``members`` is over (a subclass recomputes what it derives)."""
 
+    def settle(self) -> Awaitable[None] | None:
+        """For the commands that list the members: None when no poll is awaited, else the
+        wait for one (the poll under way, or one started now), at most ``settle_s`` — while
+        the poller runs and a member it polls has never answered and is not down (see the
+        module docstring). Never for a lookup: ``shard_of``, ``address_of`` never wait."""
+        if self._task is None or self._next is None or not self._unanswered():
+            return None
+        self._wake.set()  # between polls: the next one starts now (during one: nothing)
+        return _bounded(self._next, self.settle_s)
+
+    def _unanswered(self) -> bool:
+        """Whether a member other than this node, that a poll reaches (it has a URL), has
+        never answered one and is not down: a poll may yet add it to the cluster commands."""
+        me = self.node.node_id
+        return any(
+            m != me
+            and m not in self._answered
+            and not self.is_down(m)
+            and self.node.peer_url(m) is not None
+            for m in self.members()
+        )
+
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._poll())
+            loop = asyncio.get_running_loop()
+            self._next, self._wake = loop.create_future(), asyncio.Event()  # of this loop
+            self._task = loop.create_task(self._poll())
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -340,12 +380,26 @@ class Topology:
             await self._on_stop()
 
     async def _poll(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            done = self._next
             try:
                 await self.refresh()
             except Exception as exc:  # a poll is a hint: the next one tries again
                 log.debug("RESP topology poll failed: %r", exc)
-            await asyncio.sleep(self.refresh_s)
+            finally:  # (cancelled too: no one waits for a poll that will not come)
+                self._wake.clear()  # a wake asked for during this poll: this poll was it
+                self._next = loop.create_future()
+                if done is not None and not done.done():
+                    done.set_result(None)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.refresh_s)
+
+
+async def _bounded(poll: asyncio.Future[None], timeout_s: float) -> None:
+    """Until ``poll`` ends, at most ``timeout_s`` (it goes on either way)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(poll), timeout_s)
 
 
 @dataclass(frozen=True, slots=True)
