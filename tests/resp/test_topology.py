@@ -263,3 +263,27 @@ async def test_a_member_that_never_answers_delays_cluster_slots_by_the_bound_onl
         assert not topology.is_down("n3")  # its poll is still under way
     finally:
         await topology.stop()
+
+
+async def test_clients_asking_do_not_make_a_silent_member_down_sooner() -> None:
+    """Each CLUSTER SLOTS while n3 has never answered starts an extra poll; its failures do not
+    count, so n3 is down after DOWN_AFTER polls at the poller's pace, not after a few calls."""
+    asked = {"n2": 0, "n3": 0}
+
+    async def fetch(url: str) -> Mapping[str, Any] | None:
+        asked[url.removeprefix("http://").removesuffix(".test")] += 1
+        return _statuses().get(url) if url.endswith("n2.test") else None  # n3 refuses
+
+    node = FakeNode("n1", "n2", ["n1", "n2", "n3"])
+    topology = Topology(node, Advertised("h1:6001", "h1:7001"), fetch, refresh_s=3600.0)
+    topology.start()  # one scheduled poll now, the next in an hour
+    try:
+        for _ in range(2 * DOWN_AFTER):
+            assert _ports(await _slots_now(topology)) == [7002, 7001]
+        assert not topology.is_down("n3")  # one scheduled poll failed: not down
+        assert asked["n3"] > DOWN_AFTER  # although the calls did start extra polls
+        waits = topology.settle()  # so the commands still wait for n3
+        assert waits is not None
+        await waits
+    finally:
+        await topology.stop()

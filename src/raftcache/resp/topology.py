@@ -4,24 +4,25 @@ Rule: in a cluster of one Raft group every slot belongs to that group and is ser
 leader; what the topology adds to the node's own view (voters, leader) is each voter's
 advertised RESP addresses, read from the voter's ``/v1/status`` (``resp``) by a background poll
 every ``refresh_s``, each member's answer taken as it comes. Lookups never wait: a voter not
-heard from yet is simply unknown, and so is one whose status stopped advertising RESP
-(forgotten at once) or that failed ``DOWN_AFTER`` polls in a row (down until a poll succeeds
-again): it is left out of CLUSTER SLOTS and SHARDS (NODES flags it ``fail``), and a redirect
-to it becomes ``CLUSTERDOWN``, after which clients refresh their slots. Only the commands that
-list the members (CLUSTER SLOTS, SHARDS, NODES, INFO) wait, through ``settle``, and only while
-a member the poller reaches has never answered and is not down — before the first poll of the
-current members is over, say: for a poll (the one under way, or one started at once) to end,
-at most ``STATUS_TIMEOUT_S`` (``settle_s``); then they answer from what is known. A client
-given one node right after the start so learns every member, and can still find the others
-once that node is gone; ``MOVED`` and key routing never wait. Learners are never advertised:
-one being added is empty until its first snapshot installs. An address is ``host:port`` with
-a port in 1..65535 and an IPv6 host written as Redis writes it (``::1:7002``, no brackets); a
-member advertising anything else is treated as advertising nothing. A node with a RESP
-listener has one topology (one poller), shared by its listeners: the cluster commands read it
-only when the node has a cluster-mode port, ROLE, INFO replication and SENTINEL always
-(``Endpoint``, ``endpoint``: a member where Redis clients reach it, down or not). The RESP
-commands read only this class's methods — ``shard_of`` and ``shards`` above all: each data
-group's slot range, leader and replicas — so they do not change with the number of groups.
+heard from yet is simply unknown, and so is one whose status stopped advertising RESP (forgotten
+at once) or that failed ``DOWN_AFTER`` polls in a row (down until a poll succeeds again): it is
+left out of CLUSTER SLOTS and SHARDS (NODES flags it ``fail``), and a redirect to it becomes
+``CLUSTERDOWN``, after which clients refresh their slots. Only the commands that list the
+members (CLUSTER SLOTS, SHARDS, NODES, INFO) wait, through ``settle``, and only while a member
+the poller reaches has never answered and is not down — before the first poll of the current
+members is over, say: for a poll (the one under way, or an extra one started at once, whose
+failures do not count towards down) to end, at most ``STATUS_TIMEOUT_S`` (``settle_s``); then
+they answer from what is known. A client given one node right after the start so learns every
+member, and can still find the others once that node is gone; ``MOVED`` and key routing never
+wait. Learners are never advertised: one being added is empty until its first snapshot installs.
+An address is ``host:port`` with a port in 1..65535 and an IPv6 host written as Redis writes it
+(``::1:7002``, no brackets); a member advertising anything else is treated as advertising
+nothing. A node with a RESP listener has one topology (one poller), shared by its listeners: the
+cluster commands read it only when the node has a cluster-mode port, ROLE, INFO replication and
+SENTINEL always (``Endpoint``, ``endpoint``: a member where Redis clients reach it, down or
+not). The RESP commands read only this class's methods — ``shard_of`` and ``shards`` above all:
+each data group's slot range, leader and replicas — so they do not change with the number of
+groups.
 
 A sharded store's topology (``StoreTopology``, made by ``store_topology``) describes one shard
 per data group: a group this store hosts from its own replica (leader, voters, applied index),
@@ -305,9 +306,11 @@ class Topology:
             return None
         return advertised.best
 
-    async def refresh(self) -> None:
+    async def refresh(self, *, extra: bool = False) -> None:
         """Poll every other voter once (concurrently), taking each answer as it comes: one
-        slow member does not hold back what the others say."""
+        slow member does not hold back what the others say. ``extra``: a poll ``settle`` asked
+        for between the scheduled ones, whose failures are not counted — a member is down
+        after ``DOWN_AFTER`` failed polls at the poller's pace, however often clients ask."""
         me = self.node.node_id
         members = self.members()
         for gone in [m for m in self._known if m != me and m not in members]:
@@ -316,16 +319,17 @@ class Topology:
             del self._failures[gone]
         self._answered.intersection_update(members)
         urls = {m: self.node.peer_url(m) for m in members if m != me}
-        await asyncio.gather(*(self._poll_one(m, url) for m, url in urls.items() if url))
+        await asyncio.gather(*(self._poll_one(m, url, extra) for m, url in urls.items() if url))
         self._polled(members)
 
-    async def _poll_one(self, member: str, url: str) -> None:
+    async def _poll_one(self, member: str, url: str, extra: bool) -> None:
         try:
             result = await self._fetch(url)
         except Exception:  # a poll is a hint: a failed one
             result = None
         if not isinstance(result, Mapping):
-            self._failures[member] = self._failures.get(member, 0) + 1
+            if not extra:
+                self._failures[member] = self._failures.get(member, 0) + 1
         else:
             self._failures[member] = 0
             self._answered.add(member)
@@ -380,11 +384,15 @@ class Topology:
             await self._on_stop()
 
     async def _poll(self) -> None:
+        """A poll every ``refresh_s`` (from the end of the last scheduled one), and an extra
+        one whenever ``settle`` asks in between (which leaves the schedule as it is)."""
         loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
             done = self._next
+            extra = loop.time() < due
             try:
-                await self.refresh()
+                await self.refresh(extra=extra)
             except Exception as exc:  # a poll is a hint: the next one tries again
                 log.debug("RESP topology poll failed: %r", exc)
             finally:  # (cancelled too: no one waits for a poll that will not come)
@@ -392,8 +400,10 @@ class Topology:
                 self._next = loop.create_future()
                 if done is not None and not done.done():
                     done.set_result(None)
+            if not extra:
+                due = loop.time() + self.refresh_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.refresh_s)
+                await asyncio.wait_for(self._wake.wait(), max(0.0, due - loop.time()))
 
 
 async def _bounded(poll: asyncio.Future[None], timeout_s: float) -> None:
