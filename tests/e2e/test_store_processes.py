@@ -145,9 +145,10 @@ def test_stores_serve_any_key_and_survive_a_killed_store(tmp_path: Path) -> None
 def test_redis_clients_on_stores_route_by_group_and_follow_a_killed_leader(
     tmp_path: Path,
 ) -> None:
-    """redis-py on the plain port of one store reaches every group; ``RedisCluster`` goes to
-    each group's leader store directly and, when a store leading groups is killed, follows the
-    new leaders with no acknowledged write lost."""
+    """redis-py on the plain port of one store reaches every group; ``RedisCluster`` given one
+    store, right after the start, learns every store from it, goes to each group's leader store
+    directly and, when that store is killed, follows the new leaders with no acknowledged write
+    lost."""
     cluster = ProcessCluster(tmp_path, 3, extra_args=["--groups", str(GROUPS), *FAST])
     plain = dict(zip(cluster.nodes, free_ports(3), strict=True))
     cports = dict(zip(cluster.nodes, free_ports(3), strict=True))
@@ -163,38 +164,39 @@ def test_redis_clients_on_stores_route_by_group_and_follow_a_killed_leader(
                 return await group_leaders(cluster, http)
 
         led = asyncio.run(leaders())
-        keys = [f"user:{i}" for i in range(40)]
-        one = redis.Redis(port=plain["n2"], socket_timeout=10)
-        try:
-            for key in keys:
-                assert one.set(key, key)
-            assert one.mget(keys) == [k.encode() for k in keys]  # fans out over the groups
-            assert one.mset({"{u}a": "1", "{u}b": "2"})  # one slot: atomic
-            with pytest.raises(ClusterCrossSlotError, match="same slot"):
-                one.mset({"user:0": "x", "user:1": "y"})  # different groups
-            assert one.dbsize() == len(keys) + 2
-            # A store leads nothing in particular but takes every key: ROLE says master, and
-            # as a Sentinel it names itself the master, the other stores its sentinels.
-            assert one.execute_command("ROLE") == [b"master", 0, []]  # type: ignore[no-untyped-call]
-            sentinel: Any = redis.sentinel.Sentinel([("127.0.0.1", plain["n2"])])  # type: ignore[no-untyped-call]
-            assert sentinel.discover_master("raftcache") == ("127.0.0.1", plain["n2"])
-            others = _polled(lambda: sentinel.sentinels[0].sentinel_sentinels("raftcache"), 2)
-            assert sorted(s["port"] for s in others) == sorted([plain["n1"], plain["n3"]])
-            sentinel.close()
-        finally:
-            one.close()
-
-        # Every store as a startup node, as a client meant to survive a store's loss is set
-        # up: right after the start a store's CLUSTER SLOTS may list only itself (it has not
-        # polled the others yet), and a client that knew only the killed store could not
-        # find the others again.
+        # One startup node, as soon as every group has a leader: its first CLUSTER SLOTS must
+        # list every store (it waits for the store's first poll of the others), or a client
+        # that then loses this store knows no other.
+        start = led["g0"]
         rc = _eventually(
             lambda: redis.cluster.RedisCluster(
-                startup_nodes=[redis.cluster.ClusterNode("127.0.0.1", p) for p in cports.values()],  # type: ignore[no-untyped-call]
+                startup_nodes=[redis.cluster.ClusterNode("127.0.0.1", cports[start])],  # type: ignore[no-untyped-call]
                 socket_timeout=10,
             )
         )
         try:
+            assert sorted(n.port for n in rc.get_nodes()) == sorted(cports.values())
+            keys = [f"user:{i}" for i in range(40)]
+            one = redis.Redis(port=plain["n2"], socket_timeout=10)
+            try:
+                for key in keys:
+                    assert one.set(key, key)
+                assert one.mget(keys) == [k.encode() for k in keys]  # fans out over the groups
+                assert one.mset({"{u}a": "1", "{u}b": "2"})  # one slot: atomic
+                with pytest.raises(ClusterCrossSlotError, match="same slot"):
+                    one.mset({"user:0": "x", "user:1": "y"})  # different groups
+                assert one.dbsize() == len(keys) + 2
+                # A store leads nothing in particular but takes every key: ROLE says master, and
+                # as a Sentinel it names itself the master, the other stores its sentinels.
+                assert one.execute_command("ROLE") == [b"master", 0, []]  # type: ignore[no-untyped-call]
+                sentinel: Any = redis.sentinel.Sentinel([("127.0.0.1", plain["n2"])])  # type: ignore[no-untyped-call]
+                assert sentinel.discover_master("raftcache") == ("127.0.0.1", plain["n2"])
+                others = _polled(lambda: sentinel.sentinels[0].sentinel_sentinels("raftcache"), 2)
+                assert sorted(s["port"] for s in others) == sorted([plain["n1"], plain["n3"]])
+                sentinel.close()
+            finally:
+                one.close()
+
             for key in keys[:8]:
                 group = f"g{key_group(key, GROUPS)}"
 
@@ -211,9 +213,7 @@ def test_redis_clients_on_stores_route_by_group_and_follow_a_killed_leader(
 
                 assert _eventually(routed)
             acknowledged = {k: k.encode() for k in keys}
-            led = asyncio.run(leaders())
-            victim = led["g0"]
-            cluster.kill(victim)
+            cluster.kill(start)  # the one node the client was given
             for i, key in enumerate(keys):
                 value = f"after-{i}".encode()
                 assert _eventually(lambda key=key, value=value: rc.set(key, value))
