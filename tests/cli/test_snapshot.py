@@ -6,11 +6,16 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 
 from raftcache.cache.backup import verify_backup
+from raftcache.cache.bundle import encode_bundle, verify_bundle
+from tests.cache.test_backup_bundle import group_backup
 from tests.cli.conftest import cli
+from tests.client.sharded_stores import keys_of, start_stores
+from tests.e2e.nodes import key_url
 from tests.server.cluster import free_ports, start_cluster
 
 
@@ -102,3 +107,146 @@ def test_an_unreachable_cluster_is_exit_3_and_leaves_no_file(
     assert list(tmp_path.iterdir()) == []
     assert run("snapshot", "save", str(tmp_path), "--endpoints", "http://127.0.0.1:1") == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+# --- a sharded cluster: a bundle of every group ----------------------------------------------
+
+GROUPS = 4
+
+
+async def test_sharded_save_is_a_bundle_restored_group_by_group(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stores = await start_stores(3, GROUPS)
+    try:
+        http, urls = stores.session, stores.endpoints
+        endpoints = ",".join(urls)
+        keys = {g: keys_of(g, GROUPS, 3, prefix=f"s{g}-") for g in range(GROUPS)}
+        for g, group_keys in keys.items():
+            for key in group_keys:
+                await _put(http, urls[g % 3], key, f"saved {key}".encode())
+
+        bundle = tmp_path / "all.bundle"
+        assert await cli_async("snapshot", "save", str(bundle), "--endpoints", endpoints) == 0
+        summary = orjson.loads(capsys.readouterr().out)
+        assert summary["groups"] == GROUPS
+        assert [p["group"] for p in summary["parts"]] == ["g0", "g1", "g2", "g3"]
+        assert [p["keys"] for p in summary["parts"]] == [3, 3, 3, 3]
+        # Each part taken on its group's leader (the CLI found it as `raftcache shards` does).
+        leaders = stores.leaders()
+        assert [p["node"].split(".")[0] for p in summary["parts"]] == [
+            leaders[f"g{g}"] for g in range(GROUPS)
+        ]
+        info, parts = verify_bundle(bundle.read_bytes())
+        assert info.groups == GROUPS
+        assert [p.name for p in await asyncio.to_thread(_listing, tmp_path)] == ["all.bundle"]
+
+        assert await cli_async("snapshot", "inspect", str(bundle)) == 0
+        inspected = orjson.loads(capsys.readouterr().out)
+        assert inspected["verified"] is True
+        assert (inspected["keys"], inspected["groups"]) == (12, GROUPS)
+        assert inspected["sha256"] == summary["sha256"]
+
+        for group_keys in keys.values():  # change every group after the save
+            await _put(http, urls[0], group_keys[0], b"changed")
+            async with http.delete(key_url(urls[1], group_keys[1])) as resp:
+                assert resp.status == 200
+        assert await cli_async("snapshot", "restore", str(bundle), "--endpoints", endpoints) == 0
+        out = capsys.readouterr()
+        restored = orjson.loads(out.out)
+        assert restored["restored"] == ["g0", "g1", "g2", "g3"]
+        assert restored["not_restored"] == {}
+        assert "restored group g3: backup of index" in out.err
+        for group_keys in keys.values():
+            for key in group_keys:
+                assert await _get(http, urls[2], key) == f"saved {key}".encode()
+
+        # One group alone: a plain backup file, restored with --group into that group only.
+        one = tmp_path / "g2.backup"
+        code = await cli_async(
+            "snapshot", "save", str(one), "--group", "g2", "--endpoints", endpoints
+        )
+        assert code == 0
+        assert orjson.loads(capsys.readouterr().out)["group"] == "g2"
+        backup_info, _ = verify_backup(one.read_bytes())
+        assert await cli_async("snapshot", "inspect", str(one)) == 0
+        assert orjson.loads(capsys.readouterr().out)["index"] == backup_info.index
+        await _put(http, urls[0], keys[2][0], b"changed again")
+        code = await cli_async(
+            "snapshot", "restore", str(one), "--group", "g2", "--endpoints", endpoints
+        )
+        assert code == 0, capsys.readouterr().err
+        assert "into group g2" in capsys.readouterr().err
+        assert await _get(http, urls[1], keys[2][0]) == f"saved {keys[2][0]}".encode()
+
+        # A plain file without --group, a group the cluster lacks: refused before sending.
+        code = await cli_async("snapshot", "restore", str(one), "--endpoints", endpoints)
+        assert code == 2
+        assert "name the group it restores into with --group gN" in capsys.readouterr().err
+        code = await cli_async(
+            "snapshot", "save", str(tmp_path / "x"), "--group", "g4", "--endpoints", endpoints
+        )
+        assert code == 2
+        assert "the cluster has 4 groups (g0 … g3): there is no g4" in capsys.readouterr().err
+
+        # A bundle of another G: refused naming both, nothing sent.
+        two = tmp_path / "two.bundle"
+        two.write_bytes(encode_bundle(0.0, [parts[0].data, parts[1].data]))
+        code = await cli_async("snapshot", "restore", str(two), "--endpoints", endpoints)
+        assert code == 2
+        assert "a bundle of 2 groups and the cluster has 4" in capsys.readouterr().err
+
+        # Parts in the wrong groups: g1 and g2 refused by the stores, g0 and g3 restored; the
+        # CLI says which, and exits with the refusal's code.
+        await _put(http, urls[0], keys[0][0], b"changed")
+        swapped = tmp_path / "swapped.bundle"
+        datas = [p.data for p in parts]
+        swapped.write_bytes(encode_bundle(0.0, [datas[0], datas[2], datas[1], datas[3]]))
+        code = await cli_async("snapshot", "restore", str(swapped), "--endpoints", endpoints)
+        out = capsys.readouterr()
+        assert code == 2
+        assert "restored: g0, g3; NOT restored: g1, g2" in out.err
+        assert "group g1 NOT restored: 400" in out.err
+        assert orjson.loads(out.out)["restored"] == ["g0", "g3"]
+        assert await _get(http, urls[0], keys[0][0]) == f"saved {keys[0][0]}".encode()
+    finally:
+        await stores.stop()
+
+
+def _listing(directory: Path) -> list[Path]:
+    """Every file of ``directory``: no temporary file is left once ``save`` is done."""
+    return sorted(directory.iterdir())
+
+
+async def _put(http: aiohttp.ClientSession, base: str, key: str, value: bytes) -> None:
+    async with http.put(key_url(base, key), data=value) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+async def _get(http: aiohttp.ClientSession, base: str, key: str) -> bytes | None:
+    async with http.get(key_url(base, key)) as resp:
+        return await resp.read() if resp.status == 200 else None
+
+
+def test_bad_bundles_are_refused_before_anything_is_sent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (port,) = free_ports(1)  # nothing listens there: a request would fail with exit 3
+    endpoint = f"http://127.0.0.1:{port}"
+    good = encode_bundle(1.0, [group_backup(g, 4) for g in range(2)])
+    cases = {
+        "truncated": (good[:-30], "truncated bundle"),
+        "newer": (good.replace(b"BUNDLE/1", b"BUNDLE/3", 1), "bundle format '3' is not supported"),
+        "corrupt": (_flip(good, len(good) // 2), "checksum mismatch"),
+    }
+    for name, (data, message) in cases.items():
+        path = tmp_path / f"{name}.bundle"
+        path.write_bytes(data)
+        assert run("snapshot", "restore", str(path), "--endpoints", endpoint) == 1, name
+        assert message in capsys.readouterr().err, name
+        assert run("snapshot", "inspect", str(path)) == 1, name
+        assert message in capsys.readouterr().err, name
+
+
+def _flip(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0x20]) + data[at + 1 :]
