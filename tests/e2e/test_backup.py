@@ -5,13 +5,18 @@ processes, through the real CLI (a child process) and the real HTTP endpoints.
   written after the backup survives), each at the restore's version; and so it stays after every
   node is stopped and started again (the restore is in the log and snapshots, fsynced);
 - a truncated, corrupt or foreign file is refused by the CLI before anything is sent (exit 1),
-  and by the endpoint with a 400 naming the problem; the cluster keeps serving meanwhile.
+  and by the endpoint with a 400 naming the problem; the cluster keeps serving meanwhile;
+- a sharded cluster (``--groups 4``) saves into one bundle and restores from it, every group's
+  keys back with their values and expiry times; a bundle of another number of groups is
+  refused before anything is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,15 +24,21 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+import redis
 
+from raftcache.cache.bundle import encode_bundle, verify_bundle
+from tests.cli.conftest import cli
 from tests.e2e.nodes import (
     ProcessCluster,
     eventually_equal,
+    get_key,
     key_url,
     node_env,
     wait_applied,
     wait_for_leader,
 )
+from tests.e2e.test_store_processes import FAST, GROUPS, group_leaders
+from tests.store.stores_http import keys_of
 
 pytestmark = pytest.mark.e2e
 
@@ -217,3 +228,82 @@ async def test_bad_files_are_refused_and_the_cluster_keeps_serving(tmp_path: Pat
             now = await contents(http, leader.url)
             assert now["k0"] == b"after the backup"
             assert now["k1"] == b"still serving"
+
+
+async def test_a_sharded_cluster_round_trips_through_one_bundle(tmp_path: Path) -> None:
+    """Three ``--groups 4`` stores: keys (some with a TTL) in every group, ``snapshot save``
+    writes one bundle, keys are overwritten and deleted and new ones written, ``snapshot
+    restore`` puts every group back — each key with its value and its expiry, nothing written
+    after the save left. A bundle of another number of groups is refused, naming both."""
+    bundle = tmp_path / "cluster.bundle"
+    cluster = ProcessCluster(tmp_path / "stores", 3, extra_args=["--groups", str(GROUPS), *FAST])
+    resp_ports = cluster.give_resp_ports()
+    with cluster:
+        cluster.start_all()
+        endpoints = ",".join(cluster.endpoints)
+        redis_client = redis.Redis(port=resp_ports["n2"], socket_timeout=10)
+        try:
+            async with aiohttp.ClientSession() as http:
+                await group_leaders(cluster, http)
+                urls = cluster.endpoints
+                saved: dict[str, bytes] = {}
+                for group in range(GROUPS):
+                    for i, key in enumerate(keys_of(group, GROUPS, 4, prefix=f"g{group}/")):
+                        ttl = {"ttl": "3600"} if i % 2 == 0 else {}
+                        saved[key] = f"saved {key}".encode()
+                        await put(http, urls[i % 3], key, saved[key], **ttl)
+                expiry = {key: redis_client.pttl(key) for key in saved}
+                assert sorted(set(expiry.values()))[0] == -1  # no TTL: -1
+                assert all(v == -1 or 3_000_000 < v <= 3_600_000 for v in expiry.values())
+
+                code, out, err = await run_cli(
+                    "snapshot", "save", str(bundle), "--endpoints", endpoints
+                )
+                assert code == 0, err
+                summary: dict[str, Any] = orjson.loads(out)
+                assert summary["groups"] == GROUPS
+                assert [p["keys"] for p in summary["parts"]] == [4] * GROUPS
+                assert temporary_files(tmp_path) == []
+
+                for n, key in enumerate(saved):  # overwrite (dropping the TTL) or delete
+                    if n % 2:
+                        async with http.delete(key_url(urls[n % 3], key)) as resp:
+                            assert resp.status == 200
+                    else:
+                        await put(http, urls[n % 3], key, b"changed after the save")
+                for group in range(GROUPS):
+                    (late,) = keys_of(group, GROUPS, 1, prefix=f"late{group}/")
+                    await put(http, urls[0], late, b"written after the save")
+
+                code, out, err = await run_cli(
+                    "snapshot", "restore", str(bundle), "--endpoints", endpoints
+                )
+                assert code == 0, err
+                restored = orjson.loads(out)
+                assert restored["restored"] == [f"g{g}" for g in range(GROUPS)]
+                assert [restored["results"][f"g{g}"]["keys"] for g in range(GROUPS)] == [4] * 4
+                for n, (key, value) in enumerate(saved.items()):
+                    status, body, _ = await get_key(http, urls[n % 3], key)
+                    assert (status, body) == (200, value), key
+                    left = redis_client.pttl(key)
+                    if expiry[key] == -1:
+                        assert left == -1, key
+                    else:  # the same absolute deadline: no longer than when it was saved
+                        assert 0 < left <= expiry[key], (key, left, expiry[key])
+                async with http.get(urls[1] + "/v1/keys", params={"limit": "100"}) as resp:
+                    assert sorted((await resp.json())["keys"]) == sorted(saved)
+
+                # A bundle of two groups into this cluster of four: refused, nothing sent.
+                _, parts = verify_bundle(bundle.read_bytes())
+                two = tmp_path / "two.bundle"
+                two.write_bytes(encode_bundle(0.0, [parts[0].data, parts[1].data]))
+                await put(http, urls[0], next(iter(saved)), b"kept")
+                # (In-process, in a worker thread: one more child process proves nothing more.)
+                argv = ["snapshot", "restore", str(two), "--endpoints", endpoints]
+                with contextlib.redirect_stderr(io.StringIO()) as err_text:
+                    assert await asyncio.to_thread(cli, argv) == 2
+                assert "a bundle of 2 groups and the cluster has 4" in err_text.getvalue()
+                status, body, _ = await get_key(http, urls[2], next(iter(saved)))
+                assert (status, body) == (200, b"kept")
+        finally:
+            redis_client.close()
