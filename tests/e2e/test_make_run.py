@@ -52,6 +52,7 @@ EXPECTED = {
     "get greeting": r"^\d+\nhi$",
     "raftcache status": r"leader",
     "snapshot save": r'"keys":\d+',
+    "snapshot inspect": r'"verified":true',
     "snapshot restore": r"restored",
 }
 #: Lines whose comment says the answer is an HTTP error (curl exits 22 with --fail-with-body).
