@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import aiohttp
 import orjson
 import pytest
 
@@ -15,7 +14,8 @@ from raftcache.cache.bundle import encode_bundle, verify_bundle
 from tests.cache.test_backup_bundle import group_backup
 from tests.cli.conftest import cli
 from tests.client.sharded_stores import keys_of, start_stores
-from tests.e2e.nodes import key_url
+from tests.e2e.nodes import get_key, key_url
+from tests.e2e.test_backup import put
 from tests.server.cluster import free_ports, start_cluster
 
 
@@ -124,7 +124,7 @@ async def test_sharded_save_is_a_bundle_restored_group_by_group(
         keys = {g: keys_of(g, GROUPS, 3, prefix=f"s{g}-") for g in range(GROUPS)}
         for g, group_keys in keys.items():
             for key in group_keys:
-                await _put(http, urls[g % 3], key, f"saved {key}".encode())
+                await put(http, urls[g % 3], key, f"saved {key}".encode())
 
         bundle = tmp_path / "all.bundle"
         assert await cli_async("snapshot", "save", str(bundle), "--endpoints", endpoints) == 0
@@ -148,7 +148,7 @@ async def test_sharded_save_is_a_bundle_restored_group_by_group(
         assert inspected["sha256"] == summary["sha256"]
 
         for group_keys in keys.values():  # change every group after the save
-            await _put(http, urls[0], group_keys[0], b"changed")
+            await put(http, urls[0], group_keys[0], b"changed")
             async with http.delete(key_url(urls[1], group_keys[1])) as resp:
                 assert resp.status == 200
         assert await cli_async("snapshot", "restore", str(bundle), "--endpoints", endpoints) == 0
@@ -159,7 +159,7 @@ async def test_sharded_save_is_a_bundle_restored_group_by_group(
         assert "restored group g3: backup of index" in out.err
         for group_keys in keys.values():
             for key in group_keys:
-                assert await _get(http, urls[2], key) == f"saved {key}".encode()
+                assert (await get_key(http, urls[2], key))[:2] == (200, f"saved {key}".encode())
 
         # One group alone: a plain backup file, restored with --group into that group only.
         one = tmp_path / "g2.backup"
@@ -171,13 +171,16 @@ async def test_sharded_save_is_a_bundle_restored_group_by_group(
         backup_info, _ = verify_backup(one.read_bytes())
         assert await cli_async("snapshot", "inspect", str(one)) == 0
         assert orjson.loads(capsys.readouterr().out)["index"] == backup_info.index
-        await _put(http, urls[0], keys[2][0], b"changed again")
+        await put(http, urls[0], keys[2][0], b"changed again")
         code = await cli_async(
             "snapshot", "restore", str(one), "--group", "g2", "--endpoints", endpoints
         )
         assert code == 0, capsys.readouterr().err
         assert "into group g2" in capsys.readouterr().err
-        assert await _get(http, urls[1], keys[2][0]) == f"saved {keys[2][0]}".encode()
+        assert (await get_key(http, urls[1], keys[2][0]))[:2] == (
+            200,
+            f"saved {keys[2][0]}".encode(),
+        )
 
         # A plain file without --group, a group the cluster lacks: refused before sending.
         code = await cli_async("snapshot", "restore", str(one), "--endpoints", endpoints)
@@ -198,7 +201,7 @@ async def test_sharded_save_is_a_bundle_restored_group_by_group(
 
         # Parts in the wrong groups: g1 and g2 refused by the stores, g0 and g3 restored; the
         # CLI says which, and exits with the refusal's code.
-        await _put(http, urls[0], keys[0][0], b"changed")
+        await put(http, urls[0], keys[0][0], b"changed")
         swapped = tmp_path / "swapped.bundle"
         datas = [p.data for p in parts]
         swapped.write_bytes(encode_bundle(0.0, [datas[0], datas[2], datas[1], datas[3]]))
@@ -208,7 +211,10 @@ async def test_sharded_save_is_a_bundle_restored_group_by_group(
         assert "restored: g0, g3; NOT restored: g1, g2" in out.err
         assert "group g1 NOT restored: 400" in out.err
         assert orjson.loads(out.out)["restored"] == ["g0", "g3"]
-        assert await _get(http, urls[0], keys[0][0]) == f"saved {keys[0][0]}".encode()
+        assert (await get_key(http, urls[0], keys[0][0]))[:2] == (
+            200,
+            f"saved {keys[0][0]}".encode(),
+        )
     finally:
         await stores.stop()
 
@@ -216,16 +222,6 @@ async def test_sharded_save_is_a_bundle_restored_group_by_group(
 def _listing(directory: Path) -> list[Path]:
     """Every file of ``directory``: no temporary file is left once ``save`` is done."""
     return sorted(directory.iterdir())
-
-
-async def _put(http: aiohttp.ClientSession, base: str, key: str, value: bytes) -> None:
-    async with http.put(key_url(base, key), data=value) as resp:
-        assert resp.status == 200, await resp.text()
-
-
-async def _get(http: aiohttp.ClientSession, base: str, key: str) -> bytes | None:
-    async with http.get(key_url(base, key)) as resp:
-        return await resp.read() if resp.status == 200 else None
 
 
 def test_bad_bundles_are_refused_before_anything_is_sent(

@@ -101,21 +101,29 @@ def encode_backup(
     yield backup_trailer(digest.digest())
 
 
+def check_magic(
+    data: bytes, prefix: bytes, version: int, what: str, error: type[BackupFormatError]
+) -> int:
+    """Check the magic line ``<prefix><version>\\n`` at the start of ``data`` (a raftcache
+    ``what`` of format ``version``); the offset after it. Raises ``error`` naming the problem."""
+    if not data.startswith(prefix):
+        raise error(f"not a raftcache {what} (the file does not start with its magic)")
+    magic_end = data.find(b"\n", 0, len(prefix) + 12)
+    if magic_end < 0:
+        raise error(f"not a raftcache {what} (malformed magic line)")
+    found = data[len(prefix) : magic_end]
+    if found != b"%d" % version:
+        shown = found.decode("ascii", "replace")[:12]
+        raise error(
+            f"{what} format {shown!r} is not supported (this version reads format {version})"
+        )
+    return magic_end + 1
+
+
 def parse_head(data: bytes) -> tuple[BackupInfo, int]:
     """Parse the magic and header lines at the start of ``data``; the header and the offset
     of the snapshot. Raises ``BackupFormatError``."""
-    if not data.startswith(MAGIC_PREFIX):
-        raise BackupFormatError("not a raftcache backup (the file does not start with its magic)")
-    magic_end = data.find(b"\n", 0, len(MAGIC_PREFIX) + 12)
-    if magic_end < 0:
-        raise BackupFormatError("not a raftcache backup (malformed magic line)")
-    version = data[len(MAGIC_PREFIX) : magic_end]
-    if version != b"%d" % BACKUP_FORMAT:
-        shown = version.decode("ascii", "replace")[:12]
-        raise BackupFormatError(
-            f"backup format {shown!r} is not supported (this version reads format {BACKUP_FORMAT})"
-        )
-    start = magic_end + 1
+    start = check_magic(data, MAGIC_PREFIX, BACKUP_FORMAT, "backup", BackupFormatError)
     end = data.find(b"\n", start, start + MAX_HEADER_BYTES)
     if end < 0:
         raise BackupFormatError("truncated or malformed backup header")

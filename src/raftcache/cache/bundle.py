@@ -38,6 +38,7 @@ from raftcache.cache.backup import (
     BackupFormatError,
     BackupInfo,
     backup_trailer,
+    check_magic,
     verify_backup,
 )
 from raftcache.cache.snapshot import SupportsRead
@@ -151,18 +152,7 @@ def encode_bundle(created_at: float, backups: Sequence[bytes]) -> bytes:
 def parse_manifest(data: bytes) -> tuple[BundleInfo, int]:
     """Parse the magic and manifest lines at the start of ``data``; the manifest and the
     offset of the first part. Raises ``BundleFormatError``."""
-    if not is_bundle(data):
-        raise BundleFormatError("not a raftcache bundle (the file does not start with its magic)")
-    magic_end = data.find(b"\n", 0, len(BUNDLE_MAGIC_PREFIX) + 12)
-    if magic_end < 0:
-        raise BundleFormatError("not a raftcache bundle (malformed magic line)")
-    version = data[len(BUNDLE_MAGIC_PREFIX) : magic_end]
-    if version != b"%d" % BUNDLE_FORMAT:
-        shown = version.decode("ascii", "replace")[:12]
-        raise BundleFormatError(
-            f"bundle format {shown!r} is not supported (this version reads format {BUNDLE_FORMAT})"
-        )
-    start = magic_end + 1
+    start = check_magic(data, BUNDLE_MAGIC_PREFIX, BUNDLE_FORMAT, "bundle", BundleFormatError)
     end = data.find(b"\n", start, start + MAX_MANIFEST_BYTES)
     if end < 0:
         raise BundleFormatError("truncated or malformed bundle manifest")
