@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.cluster import LoadBalancingStrategy
 from redis.exceptions import (
     ClusterCrossSlotError,
     MovedError,
@@ -390,6 +391,53 @@ async def test_redis_cluster_client_reaches_every_group(stores: HttpStores) -> N
         assert {k async for k in client.scan_iter(match="rc:*")} == {
             k.encode() for k in [*keys, "rc:counter"]
         }
+    finally:
+        await client.aclose()
+
+
+async def test_redis_cluster_reads_from_each_groups_replicas_with_readonly(
+    stores: HttpStores,
+) -> None:
+    """With a load-balancing strategy redis-py sends READONLY on its replica connections: a
+    read sent to a follower store of a key's group is served there (no MOVED). CLUSTER SLOTS
+    lists a group's followers as its replicas — all but a store that masters a later group
+    (redis-py keeps one role per node: the later listing would turn that master into a
+    replica), so the last group always has its two."""
+    client = RedisCluster(
+        host="127.0.0.1",
+        port=stores.running["s3"].cluster.port,
+        socket_timeout=10,
+        load_balancing_strategy=LoadBalancingStrategy.ROUND_ROBIN_REPLICAS,
+    )
+    try:
+        await client.initialize()
+        served = []
+        for g in range(GROUPS):
+            gid = group_id(g)
+            key = stores.keys_of(gid, 1, "rr")[0]
+            leader = stores.leader(gid)
+            assert leader is not None
+            assert await client.set(key, f"v{g}".encode())
+            primary = client.get_node_from_key(key)
+            assert primary is not None
+            assert primary.port == stores.running[leader].cluster.port
+            slot_nodes = client.nodes_manager.slots_cache[client.keyslot(key)]
+            followers = {
+                stores.running[s].cluster.port for s in stores.placement[gid] if s != leader
+            }
+            assert {n.port for n in slot_nodes[1:]} <= followers
+            if g == GROUPS - 1:
+                assert {n.port for n in slot_nodes[1:]} == followers
+            for replica in slot_nodes[1:]:
+                async with asyncio.timeout(10):  # a follower serves what it has applied: wait
+                    while (
+                        await client.execute_command("GET", key, target_nodes=replica)
+                        != f"v{g}".encode()
+                    ):
+                        await asyncio.sleep(0.02)
+                served.append((g, replica.port))
+        assert len(served) >= 2  # at least the last group's two followers
+        assert client.reinitialize_counter == 0  # no MOVED: each replica served its reads
     finally:
         await client.aclose()
 

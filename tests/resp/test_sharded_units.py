@@ -435,6 +435,48 @@ async def test_cluster_slots_during_the_first_poll_lists_the_groups_led_elsewher
         await topology.stop()
 
 
+async def test_cluster_slots_polls_again_for_a_group_whose_leader_was_unknown() -> None:
+    """Every store answered the first poll, but before g1 (held elsewhere) had elected its
+    leader: CLUSTER SLOTS asks for a fresh poll (bounded) rather than leave g1's slots out,
+    which makes redis-py's RedisCluster refuse to start ("All slots are not covered")."""
+    statuses: dict[str, Any] = {
+        "http://s2.test": _status("s2", {"g0": ("s1", 5), "g1": (None, 1), "g3": ("s2", 5)}),
+        "http://s3.test": _status("s3", {"g0": ("s1", 5), "g1": (None, 1), "g2": ("s3", 5)}),
+        "http://s4.test": _status("s4", {"g1": (None, 1), "g2": ("s3", 5), "g3": ("s2", 5)}),
+    }
+    polls = 0
+
+    async def fetch(url: str) -> Mapping[str, Any] | None:
+        nonlocal polls
+        polls += url == "http://s4.test"
+        found = statuses.get(url)
+        return found if isinstance(found, Mapping) else None
+
+    topology = StoreTopology(FakeStore(LEADERS), Advertised(), fetch)  # type: ignore[arg-type]
+    topology.set_own(Advertised("h1:6001", "h1:7001"))
+    topology.settle_s = 30.0  # the poll answers at once: the content is what is tested
+    topology.start()
+    try:
+        while polls < 1:  # the scheduled first poll: every store answers, g1 has no leader
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+        assert topology.shard_of(group_range(1, GROUPS).start).leader is None
+        statuses.update(STATUSES)  # g1 elected s4 meanwhile
+        reply = _cluster(topology, b"SLOTS")
+        assert inspect.isawaitable(reply)  # a group held elsewhere has no known leader: poll
+        slots = await asyncio.wait_for(reply, 30)
+        assert [(e[0], e[2][1]) for e in slots] == [
+            (0, 7001),
+            (4096, 7004),
+            (8192, 7003),
+            (12288, 7002),
+        ]
+        assert polls >= 2
+        assert not inspect.isawaitable(_cluster(topology, b"SLOTS"))  # nothing left unknown
+    finally:
+        await topology.stop()
+
+
 def test_a_reporter_that_stops_answering_is_not_believed() -> None:
     statuses: dict[str, Any] = dict(STATUSES)
     topology = _topology(statuses, LEADERS)

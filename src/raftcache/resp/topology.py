@@ -10,7 +10,8 @@ left out of CLUSTER SLOTS and SHARDS (NODES flags it ``fail``), and a redirect t
 ``CLUSTERDOWN``, after which clients refresh their slots. Only the commands that list the
 members (CLUSTER SLOTS, SHARDS, NODES, INFO) wait, through ``settle``, and only while a member
 the poller reaches has never answered and is not down — before the first poll of the current
-members is over, say: for a poll (the one under way, or an extra one started at once, whose
+members is over, say — or, on a sharded store, while a group held elsewhere has no leader the
+last poll heard of (that poll may have come before its election): for a poll (the one under way, or an extra one started at once, whose
 failures do not count towards down) to end, at most ``STATUS_TIMEOUT_S`` (``settle_s``); then
 they answer from what is known. A client given one node right after the start so learns every
 member, and can still find the others once that node is gone; ``MOVED`` and key routing never
@@ -351,7 +352,9 @@ class Topology:
         wait for one (the poll under way, or one started now), at most ``settle_s`` — while
         the poller runs and a member it polls has never answered and is not down (see the
         module docstring). Never for a lookup: ``shard_of``, ``address_of`` never wait."""
-        if self._task is None or self._next is None or not self._unanswered():
+        if self._task is None or self._next is None:
+            return None
+        if not self._unanswered() and not self._unknown_leaders():
             return None
         self._wake.set()  # between polls: the next one starts now (during one: nothing)
         return _bounded(self._next, self.settle_s)
@@ -367,6 +370,11 @@ class Topology:
             and self.node.peer_url(m) is not None
             for m in self.members()
         )
+
+    def _unknown_leaders(self) -> bool:
+        """Whether a shard whose leader only a poll can tell has none known (a subclass's):
+        the last poll may have come before that election."""
+        return False
 
     def start(self) -> None:
         if self._task is None:
@@ -538,6 +546,13 @@ class StoreTopology(Topology):
             found = self._remote[gid] = self._described(gid, stores)
         leader, members = found
         return Shard(gid, first, last, leader, members or stores, False, 0)
+
+    def _unknown_leaders(self) -> bool:
+        """A group held elsewhere whose leader the last poll did not hear of."""
+        return any(
+            not self._votes_here(gid) and self._shard(index, gid).leader is None
+            for index, gid in enumerate(self._groups)
+        )
 
     def _heard(self, member: str, status: Mapping[str, Any]) -> None:
         groups = status.get("groups")
