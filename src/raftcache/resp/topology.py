@@ -11,19 +11,19 @@ left out of CLUSTER SLOTS and SHARDS (NODES flags it ``fail``), and a redirect t
 members (CLUSTER SLOTS, SHARDS, NODES, INFO) wait, through ``settle``, and only while a member
 the poller reaches has never answered and is not down — before the first poll of the current
 members is over, say — or, on a sharded store, while a group held elsewhere has no leader the
-last poll heard of (that poll may have come before its election): for a poll (the one under way, or an extra one started at once, whose
-failures do not count towards down) to end, at most ``STATUS_TIMEOUT_S`` (``settle_s``); then
-they answer from what is known. A client given one node right after the start so learns every
-member, and can still find the others once that node is gone; ``MOVED`` and key routing never
-wait. Learners are never advertised: one being added is empty until its first snapshot installs.
-An address is ``host:port`` with a port in 1..65535 and an IPv6 host written as Redis writes it
-(``::1:7002``, no brackets); a member advertising anything else is treated as advertising
-nothing. A node with a RESP listener has one topology (one poller), shared by its listeners: the
-cluster commands read it only when the node has a cluster-mode port, ROLE, INFO replication and
-SENTINEL always (``Endpoint``, ``endpoint``: a member where Redis clients reach it, down or
-not). The RESP commands read only this class's methods — ``shard_of`` and ``shards`` above all:
-each data group's slot range, leader and replicas — so they do not change with the number of
-groups.
+last poll heard of (that poll may have come before its election): for a poll (the one under way,
+or an extra one started at once, whose failures do not count towards down) to end, at most
+``STATUS_TIMEOUT_S`` (``settle_s``); then they answer from what is known. A client given one
+node right after the start so learns every member, and can still find the others once that node
+is gone; ``MOVED`` and key routing never wait. Learners are never advertised: one being added is
+empty until its first snapshot installs. An address is ``host:port`` with a port in 1..65535 and
+an IPv6 host written as Redis writes it (``::1:7002``, no brackets); a member advertising
+anything else is treated as advertising nothing. A node with a RESP listener has one topology
+(one poller), shared by its listeners: the cluster commands read it only when the node has a
+cluster-mode port, ROLE, INFO replication and SENTINEL always (``Endpoint``, ``endpoint``: a
+member where Redis clients reach it, down or not). The RESP commands read only this class's
+methods — ``shard_of`` and ``shards`` above all: each data group's slot range, leader and
+replicas — so they do not change with the number of groups.
 
 A sharded store's topology (``StoreTopology``, made by ``store_topology``) describes one shard
 per data group: a group this store hosts from its own replica (leader, voters, applied index),
