@@ -67,8 +67,8 @@ _ATTEMPTS: Final = 20
 
 class MetaConflictError(ValueError):
     """A change the map refuses: a removed id registering again, removing a store that still
-    holds replicas, an unknown store, a host label that would put two of a group's replicas
-    on one host (answered 409)."""
+    holds replicas, an unknown store (answered 409). A host label that puts two of a group's
+    replicas on one host is recorded, not refused: the driver repairs the placement."""
 
 
 def meta_voters(stores: Sequence[str]) -> tuple[str, ...]:
@@ -226,15 +226,14 @@ class MetaMap:
             wanted = store if known is None else replace(store, state=known.state)
             if known == wanted:
                 return current
+            # The label is recorded as the store says, even when it puts two replicas of a
+            # group on one host (stores bootstrapped without --peer-host-labels, a store
+            # relabelled): the map must say where replicas really are, and the driver then
+            # moves one of them off that host (``sharding.placement``).
             try:
                 return current.with_store(wanted)
-            except ValueError as exc:  # e.g. two replicas of a group on one host label
-                if known is None or known.host == store.host:
-                    raise MetaConflictError(f"store {store.store_id} refused: {exc}") from None
-            # The label would put two replicas of a group on one host (stores bootstrapped
-            # before their labels were known): record the addresses, keep the old label.
-            kept = replace(wanted, host=known.host)
-            return current if kept == known else current.with_store(kept)
+            except ValueError as exc:
+                raise MetaConflictError(f"store {store.store_id} refused: {exc}") from None
 
         return await self.change(edit)
 
