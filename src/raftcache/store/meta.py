@@ -71,9 +71,20 @@ class MetaConflictError(ValueError):
     replicas on one host is recorded, not refused: the driver repairs the placement."""
 
 
-def meta_voters(stores: Sequence[str]) -> tuple[str, ...]:
-    """The meta group's bootstrap voters among the cluster's bootstrap ``stores``."""
-    return tuple(sorted(stores)[:MAX_META_VOTERS])
+def meta_voters(stores: Sequence[str], hosts: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The meta group's bootstrap voters among the cluster's bootstrap ``stores``: the first
+    by id of each distinct host (``hosts``: store id → label; a store not named is its own
+    host), then the next by id when the hosts are fewer — at most ``MAX_META_VOTERS``."""
+    labels = hosts or {}
+    ordered = sorted(stores)
+    seen: set[str] = set()
+    first = []
+    for s in ordered:
+        if labels.get(s, s) not in seen:
+            seen.add(labels.get(s, s))
+            first.append(s)
+    chosen = (first + [s for s in ordered if s not in first])[:MAX_META_VOTERS]
+    return tuple(sorted(chosen))
 
 
 def meta_replication(replication: int) -> int:
@@ -129,18 +140,25 @@ def first_map(
     placement: Mapping[str, Sequence[str]],
     urls: Mapping[str, str],
     meta: Sequence[str] = (),
+    hosts: Mapping[str, str] | None = None,
 ) -> ClusterMap:
-    """The map of a new cluster from its bootstrap layout: each bootstrap store counts as its
-    own host until it registers its label; ``placement`` is group id → stores, the preferred
-    leader first (``raftcache.store.layout``); ``meta`` the meta group's bootstrap voters."""
-    stores = {s: Store(s, s, urls.get(s, "")) for gid in placement for s in placement[gid]}
+    """The map of a new cluster from its bootstrap layout: each bootstrap store on its host
+    label as ``hosts`` (``--peer-host-labels``) names it, else its own host until it registers
+    its label; ``placement`` is group id → stores, the preferred leader first
+    (``raftcache.store.layout``); ``meta`` the meta group's bootstrap voters."""
+    labels = hosts or {}
+
+    def info(s: str, url: str) -> Store:
+        return Store(s, labels.get(s, s), url)
+
+    stores = {s: info(s, urls.get(s, "")) for gid in placement for s in placement[gid]}
     for s, url in urls.items():
-        stores.setdefault(s, Store(s, s, url))
+        stores.setdefault(s, info(s, url))
     placements = tuple(
         GroupPlacement(g, tuple(sorted(placement[group_id(g)]))) for g in range(groups)
     )
     for s in meta:
-        stores.setdefault(s, Store(s, s, urls.get(s, "")))
+        stores.setdefault(s, info(s, urls.get(s, "")))
     meta_placement = GroupPlacement(META, tuple(sorted(meta))) if meta else None
     return ClusterMap(1, groups, replication, stores, placements, meta_placement)
 
