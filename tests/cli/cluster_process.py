@@ -66,14 +66,32 @@ def processes_mentioning(text: str) -> list[int]:
 class ClusterProcess:
     """``raftcache cluster`` in a subprocess, with its output collected line by line."""
 
-    def __init__(self, data_dir: Path, nodes: int = 3, resp: bool = False, groups: int = 1) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        nodes: int = 3,
+        resp: bool = False,
+        groups: int = 1,
+        resp_cluster: bool = True,
+        own_group: bool = False,
+    ) -> None:
         self.data_dir = data_dir
         self.nodes = nodes
         #: ``--groups``: with more than one, the cluster prints a leader line per group.
         self.groups = groups
         self.group_leaders: dict[str, str] = {}
-        #: Ask for Redis listeners (``--resp-base-port``, ``--resp-cluster-base-port``).
+        #: Ask for Redis listeners (``--resp-base-port``, and ``--resp-cluster-base-port``
+        #: unless ``resp_cluster`` is false).
         self.with_resp = resp
+        self.with_resp_cluster = resp and resp_cluster
+        #: Run it in a process group (a session) of its own, as a shell runs a foreground
+        #: job: ``ctrl_c`` then signals that group, as a terminal does.
+        self.own_group = own_group
+        #: The command line run, and its base ports (None: not asked for).
+        self.argv: list[str] = []
+        self.base_port = 0
+        self.resp_base_port: int | None = None
+        self.resp_cluster_base_port: int | None = None
         #: The ``redis://`` URLs printed after each node's HTTP URL.
         self.resp: dict[str, list[str]] = {}
         self.stdout: list[str] = []
@@ -116,20 +134,29 @@ class ClusterProcess:
                     stream.close()
 
     def start(self) -> None:
-        base = free_base_port(3 * self.nodes if self.with_resp else self.nodes)
+        ranges = 1 + self.with_resp + self.with_resp_cluster
+        base = self.base_port = free_base_port(ranges * self.nodes)
+        # In the order of issue 14's example: cluster --nodes 3 --groups 4 --base-port 8001
+        # --resp-base-port 7001 --data-dir ./data.
         argv = [sys.executable, "-m", "raftcache", "cluster", "--nodes", str(self.nodes)]
-        argv += ["--base-port", str(base), "--data-dir", str(self.data_dir)]
-        if self.with_resp:
-            argv += ["--resp-base-port", str(base + self.nodes)]
-            argv += ["--resp-cluster-base-port", str(base + 2 * self.nodes)]
         if self.groups > 1:
             argv += ["--groups", str(self.groups)]
+        argv += ["--base-port", str(base)]
+        if self.with_resp:
+            self.resp_base_port = base + self.nodes
+            argv += ["--resp-base-port", str(self.resp_base_port)]
+        if self.with_resp_cluster:
+            self.resp_cluster_base_port = base + 2 * self.nodes
+            argv += ["--resp-cluster-base-port", str(self.resp_cluster_base_port)]
+        argv += ["--data-dir", str(self.data_dir)]
+        self.argv = argv
         self.proc = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
+            start_new_session=self.own_group,
         )
         assert self.proc.stdout is not None
         assert self.proc.stderr is not None
@@ -143,6 +170,15 @@ class ClusterProcess:
                 raise RuntimeError(f"cluster did not start: {self.output()}")
             time.sleep(0.05)
         self._parse()
+
+    def ctrl_c(self) -> None:
+        """What Ctrl-C in a terminal does: SIGINT to the foreground process group (with
+        ``own_group``; else to the ``raftcache cluster`` process alone)."""
+        assert self.proc is not None
+        if self.own_group:
+            os.killpg(self.proc.pid, signal.SIGINT)
+        else:
+            self.proc.send_signal(signal.SIGINT)
 
     def _parse(self) -> None:
         for line in self.stdout:

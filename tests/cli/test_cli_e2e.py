@@ -342,3 +342,64 @@ def _group_leaders(running: ClusterProcess) -> dict[str, str]:
             return leaders
 
     return asyncio.run(fetch())
+
+
+def test_cluster_as_issue_14_states_it_serves_http_and_resp_per_store_then_ctrl_c(
+    tmp_path: Path,
+) -> None:
+    """``raftcache cluster --nodes 3 --groups 4 --base-port P --resp-base-port R --data-dir D``
+    exactly (no cluster-mode ports): store i prints ``ni http://…:P+i-1 redis://…:R+i-1``,
+    answers HTTP on P+i-1 and the Redis protocol on R+i-1 (any key, through any store), and
+    Ctrl-C (SIGINT) stops every store with exit 0 and leaves no process behind."""
+    import redis
+
+    from raftcache.slots import key_group
+
+    data = tmp_path / "data"
+    with ClusterProcess(
+        data, nodes=3, resp=True, resp_cluster=False, groups=4, own_group=True
+    ) as running:
+        http, resp = running.base_port, running.resp_base_port
+        assert resp is not None
+        assert running.argv[3:] == [
+            "cluster", "--nodes", "3", "--groups", "4", "--base-port", str(http),
+            "--resp-base-port", str(resp), "--data-dir", str(data),
+        ]  # fmt: skip
+        stores = [f"n{i}" for i in (1, 2, 3)]
+        lines = [line for line in running.stdout if line.split(" ", 1)[0] in stores]
+        assert lines == [
+            f"n{i} http://127.0.0.1:{http + i - 1} redis://127.0.0.1:{resp + i - 1}"
+            for i in (1, 2, 3)
+        ], running.output()
+        groups = [line.split() for line in running.stdout if line.startswith("group ")]
+        assert [g[1] for g in groups] == ["g0", "g1", "g2", "g3"]
+        for _, _, _, leader, url in groups:  # group g0 leader n2 http://127.0.0.1:P+1
+            assert url == running.urls[leader], running.output()
+
+        keys = [f"issue14/{i}" for i in range(12)]
+        assert {key_group(k, 4) for k in keys} == {0, 1, 2, 3}
+        for i, store in enumerate(stores, start=1):
+            with raftcache.Client([f"http://127.0.0.1:{http + i - 1}"], timeout=20) as client:
+                status = client.status()
+            assert status["sharding"] == {"groups": 4, "store": store}
+            assert status["resp"]["address"] == f"127.0.0.1:{resp + i - 1}"
+            assert status["resp"]["cluster_address"] == ""
+            r = redis.Redis(port=resp + i - 1, socket_timeout=20)
+            try:
+                assert r.ping()
+                for key in keys:  # every group, through this store (the plain port forwards)
+                    assert r.set(key, f"{key} via {store}")
+                assert r.mget(keys) == [f"{k} via {store}".encode() for k in keys]
+                assert r.dbsize() == len(keys)
+            finally:
+                r.close()
+
+        running.ctrl_c()  # SIGINT to its process group, which the stores are not in
+        assert running.proc is not None
+        assert running.proc.wait(60) == 0, running.output()
+        assert wait_until_gone(list(running.pids.values())) == []
+        assert processes_mentioning(str(data)) == []  # nothing left for the fixture to kill
+        stopped = [line for line in running.stderr if "stopped n" in line]
+        assert stopped == ["raftcache cluster: stopped n1 (exit 0), n2 (exit 0), n3 (exit 0)"], (
+            running.output()
+        )
