@@ -41,13 +41,7 @@ class StoreCluster(RaftcacheCluster):
         tag: str = "st",
         extra_args: Sequence[str] = (),
     ) -> None:
-        # Every store on this machine stands for a host of its own, as `raftcache cluster`
-        # labels them: with the machine's name as every store's label, placement would see
-        # one host and log each group's replicas as sharing it.
-        labels = ",".join(f"n{i + 1}=n{i + 1}" for i in range(stores))
-        shape = [
-            "--groups", str(groups), "--replicas", str(replicas), "--peer-host-labels", labels,
-        ]  # fmt: skip
+        shape = ["--groups", str(groups), "--replicas", str(replicas)]
         super().__init__(group, python, workdir, stores, tag=tag, extra_args=[*shape, *extra_args])
         self.groups = groups
         self.label = f"raftcache-{stores}x{groups}g"

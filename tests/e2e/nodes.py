@@ -156,15 +156,9 @@ class ProcessCluster:
         argv = [sys.executable, "-m", "raftcache", "serve", "--id", node_id]
         argv += ["--listen", f"127.0.0.1:{node.port}"]
         if node_id in self.joined:
-            argv += ["--join", self.joined[node_id]]
+            argv += ["--join", self.joined[node_id], "--host-label", f"host-{node_id}"]
         else:
             argv += ["--peers", self.peers]
-        # Every store its own host label, unless the test gives labels: the stores of one
-        # machine, each standing for a host of its own (by default they would all share the
-        # machine's name, and placement would never put two replicas of a group on them).
-        given = [*self.extra_args, *self.node_args.get(node_id, [])]
-        if not {"--host-label", "--peer-host-labels"} & set(given):
-            argv += ["--host-label", f"host-{node_id}"]
         argv += ["--data-dir", str(node.data_dir), *self.extra_args]
         argv += self.node_args.get(node_id, [])
         with node.log_path.open("ab") as log:

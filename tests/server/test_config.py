@@ -237,26 +237,3 @@ def test_the_advertised_host_is_never_a_wildcard(
             assert advertise_host(parse(argv)) == socket.gethostname()
         assert [r.levelname for r in caplog.records] == ["WARNING"]
         assert "--advertise-host" in caplog.records[0].getMessage()
-
-
-def test_peer_host_labels_name_every_bootstrap_store_and_agree_with_the_own_label(
-    tmp_path: Path,
-) -> None:
-    store = [*base_flags(tmp_path), "--groups", "2"]
-    labels = "n1=rack-a,n2=rack-b"
-    opts = parse([*store, "--peer-host-labels", labels])
-    assert opts.peer_host_labels == {"n1": "rack-a", "n2": "rack-b"}
-    assert opts.host_label == "rack-a"  # this store's entry, when --host-label is not given
-    assert parse([*store, "--peer-host-labels", labels, "--host-label", "rack-a"]).host_label
-    assert parse(store).peer_host_labels == {}
-    refused = [
-        ([*store, "--peer-host-labels", "n1=a"], "missing: n2"),
-        ([*store, "--peer-host-labels", f"{labels},n9=c"], "not in --peers: n9"),
-        ([*store, "--peer-host-labels", labels, "--host-label", "rack-b"], "disagrees"),
-        ([*store, "--peer-host-labels", "n1=a,n1=b,n2=b"], "labelled twice"),
-        ([*store, "--peer-host-labels", "n1"], "ID=LABEL"),
-        ([*base_flags(tmp_path), "--peer-host-labels", labels], "--groups > 1"),
-    ]
-    for argv, message in refused:
-        with pytest.raises(ConfigError, match=message):
-            parse(argv)

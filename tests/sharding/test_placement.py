@@ -2,9 +2,8 @@
 
 The driver is simulated: every step a plan returns succeeds at once, a group whose leader left
 elects the live voter leading fewest groups. Checked after every step: the map's own invariants
-(``ClusterMap.check``: leaders are voters, replicas on known stores), no step putting two
-staying replicas of a group on one host (``host_clashes`` only ever shrink), one step per group
-per plan, a voter removed only from a group above its replication; at the fix point:
+(``ClusterMap.check``: no two replicas of a group on one host, leaders are voters), one step per
+group per plan, a voter removed only from a group above its replication; at the fix point:
 every group fully replicated on eligible stores, and replicas and leaders balanced within one
 where every store has a host of its own.
 """
@@ -93,17 +92,9 @@ def _drive(
                 assert step.store != p.leader, f"{step}: leadership not handed over first"
             if step.kind is StepKind.TRANSFER:
                 assert step.store in p.voters
-            # Invariant 4: a step never makes a clash (it may end one).
-            assert _clashing(after, step.group, down) <= _clashing(cmap, step.group, down), step
             cmap = after
         taken += steps
     raise AssertionError(f"no fix point after {MAX_ROUNDS} rounds: {plan(cmap, down)}")
-
-
-def _clashing(cmap: ClusterMap, group: int, down: set[str]) -> set[tuple[str, str]]:
-    """(host, store) of every staying replica of ``group`` sharing its host with another."""
-    shared = cmap.shared_hosts(cmap.placement(group), down)
-    return {(h, s) for h, stores in shared.items() for s in stores}
 
 
 def _check_fix_point(cmap: ClusterMap, down: set[str], distinct_hosts: bool) -> None:
@@ -371,6 +362,7 @@ def test_plans_are_the_same_on_every_driver() -> None:
         (lambda d: d["placements"][0].update(voters=["s0", "zz"]), "unknown store 'zz'"),
         (lambda d: d["placements"][0].update(leader="s5"), "is not a voter"),
         (lambda d: d["placements"].pop(), "placements for 4 groups"),
+        (lambda d: d["stores"][1].update(host="h0"), "two replicas on host 'h0'"),
         (lambda d: d.pop("version"), "lacks 'version'"),
         (lambda d: d.update(groups=0), "number of groups"),
         (lambda d: d["stores"].append(dict(d["stores"][0])), "store id twice"),
@@ -393,104 +385,3 @@ def test_slot_ranges_cover_the_keyspace() -> None:
     cmap = ClusterMap.bootstrap(_stores(["h0"]), 3, 1)
     assert cmap.slot_ranges() == [(0, 5460, 0), (5461, 10921, 1), (10922, 16383, 2)]
     assert GroupPlacement(0, ("s0",)).replicas == ("s0",)
-
-
-# --- host clashes: recorded, never made, repaired ------------------------------------------
-
-
-def test_a_map_records_two_replicas_on_one_host_and_names_them() -> None:
-    """A store relabelled (or bootstrapped before its label was known) onto a host another
-    replica of its group uses: the map says so rather than refusing the truth."""
-    cmap = ClusterMap.bootstrap(_stores([f"h{i}" for i in range(6)]), 4, 3)
-    doc = cmap.to_json()
-    doc["stores"][1]["host"] = "h0"
-    again = ClusterMap.from_json(doc)
-    both = [(g, h, s) for g, h, s in again.host_clashes() if s == ["s0", "s1"]]
-    assert both
-    assert all(h == "h0" for _, h, _ in both)
-    assert {g for g, _, _ in both} == {
-        p.group for p in again.placements if {"s0", "s1"} <= set(p.replicas)
-    }
-    assert cmap.host_clashes() == []
-
-
-def _clashed(hosts: list[str], voters: list[tuple[str, ...]], leaders: list[str]) -> ClusterMap:
-    stores = {f"s{i}": Store(f"s{i}", h) for i, h in enumerate(hosts)}
-    placements = tuple(
-        GroupPlacement(g, tuple(sorted(v)), (), leader)
-        for g, (v, leader) in enumerate(zip(voters, leaders, strict=True))
-    )
-    return ClusterMap(1, len(voters), 3, stores, placements)
-
-
-def test_a_clash_is_repaired_by_a_move_off_the_shared_host() -> None:
-    """h1,h1,h2,h3 (the bootstrap without labels put g0 on s0, s1, s2): the driver adds s3
-    (the free host), promotes it, then removes one of the pair — never the leader of it when
-    the other will do — one step at a time."""
-    cmap = _clashed(["h1", "h1", "h2", "h3"], [("s0", "s1", "s2")], ["s0"])
-    assert cmap.host_clashes() == [(0, "h1", ["s0", "s1"])]
-    assert plan(cmap) == [Step(0, StepKind.ADD, "s3")]
-    cmap = apply_step(cmap, plan(cmap)[0])
-    assert plan(cmap) == [Step(0, StepKind.PROMOTE, "s3")]
-    cmap = apply_step(cmap, plan(cmap)[0])
-    assert plan(cmap) == [Step(0, StepKind.REMOVE, "s1")]  # s0 leads: s1 goes
-    cmap = apply_step(cmap, plan(cmap)[0])
-    assert cmap.placement(0).voters == ("s0", "s2", "s3")
-    assert cmap.host_clashes() == []
-    assert plan(cmap) == []
-
-
-def test_a_clash_no_host_can_repair_keeps_its_replicas() -> None:
-    """Two hosts for RF 3: the group keeps its third replica (it still counts against a
-    store's failure) rather than shrink to one per host; a store on a new host repairs it."""
-    cmap = _clashed(["h1", "h1", "h2"], [("s0", "s1", "s2")], ["s2"])
-    assert plan(cmap) == []
-    cmap = cmap.with_store(Store("s3", "h3"))
-    cmap, taken = _drive(cmap, set())
-    assert set(cmap.placement(0).voters) - {"s0", "s1"} == {"s2", "s3"}
-    assert cmap.host_clashes() == []
-    assert [s.kind for s in taken if s.kind is not StepKind.TRANSFER] == [
-        StepKind.ADD,
-        StepKind.PROMOTE,
-        StepKind.REMOVE,
-    ]
-
-
-@settings(max_examples=150, deadline=None)
-@given(n=st.integers(2, 7), groups=st.integers(1, 6), replication=st.integers(1, 4), data=st.data())
-def test_any_clashing_map_is_repaired_where_a_free_host_exists(
-    n: int, groups: int, replication: int, data: st.DataObject
-) -> None:
-    """From any map whose groups put replicas on shared hosts: every step keeps each group's
-    live majority and makes no new clash (``_drive``); at the fix point a group still
-    clashing has no eligible store on a host it does not use, never lost a replica to the
-    clash alone, and holds at most RF replicas."""
-    hosts = [f"h{data.draw(st.integers(0, n - 1))}" for _ in range(n)]
-    ids = [f"s{i}" for i in range(n)]
-    voters = [
-        tuple(data.draw(st.lists(st.sampled_from(ids), min_size=1, max_size=n, unique=True)))
-        for _ in range(groups)
-    ]
-    leaders = [data.draw(st.sampled_from(v)) for v in voters]
-    cmap = ClusterMap(
-        1,
-        groups,
-        replication,
-        {s: Store(s, h) for s, h in zip(ids, hosts, strict=True)},
-        tuple(
-            GroupPlacement(g, tuple(sorted(v)), (), lead)
-            for g, (v, lead) in enumerate(zip(voters, leaders, strict=True))
-        ),
-    )
-    before = {p.group: len(p.voters) for p in cmap.placements}
-    cmap, _ = _drive(cmap, set(), random.Random(data.draw(st.integers(0, 1000))))
-    rf = effective_replication(cmap)
-    for p in cmap.placements:
-        used = {cmap.stores[v].host for v in p.voters}
-        assert len(p.voters) >= min(before[p.group], replication), p
-        assert len(p.voters) <= max(replication, rf), p
-        if cmap.shared_hosts(p):
-            assert used == {s.host for s in cmap.stores.values()}, (p, hosts)
-            assert len(p.voters) <= replication, p
-        else:
-            assert len(p.voters) == rf, (p, rf)

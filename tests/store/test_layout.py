@@ -8,8 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from raftcache.sharding.clustermap import META, ClusterMap, GroupPlacement, StoreState
 from raftcache.sharding.clustermap import Store as StoreInfo
@@ -20,7 +18,6 @@ from raftcache.store.layout import (
     check_single_group_dir,
     open_layout,
 )
-from raftcache.store.meta import first_map
 
 STORES = ("n1", "n2", "n3", "n4", "n5", "n6")
 
@@ -144,56 +141,3 @@ def test_a_joining_store_records_meta_stores_it_can_read_back() -> None:
     older = ShardLayout.joining(replace(cmap, meta=None), ["s1", "s2", "s3"])  # no record
     assert older.meta == ("s2", "s3")
     assert ShardLayout.from_json(older.to_json()).meta == ("s2", "s3")
-
-
-# --- host labels at bootstrap (--peer-host-labels) ------------------------------------------
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    labels=st.lists(st.integers(0, 4), min_size=1, max_size=7),
-    groups=st.integers(1, 8),
-    replicas=st.integers(1, 4),
-)
-def test_the_first_placement_honours_the_labels_or_refuses_them(
-    labels: list[int], groups: int, replicas: int
-) -> None:
-    """Every store computes the same layout from ``--peers`` and ``--peer-host-labels``: no
-    two replicas of a group (nor of the meta group, hosts allowing) on one host, every group
-    with ``min(replicas, stores)`` replicas, and the first map on the same labels — or, when
-    the labels leave fewer distinct hosts than that, an error naming the hosts."""
-    ids = [f"n{i + 1}" for i in range(len(labels))]
-    hosts = {s: f"h{h}" for s, h in zip(ids, labels, strict=True)}
-    needed = min(replicas, len(ids))
-    if len(set(hosts.values())) < needed:
-        with pytest.raises(LayoutMismatchError, match=r"distinct host labels.*h\d: n\d"):
-            ShardLayout.static(ids, groups, replicas, hosts)
-        return
-    layout = ShardLayout.static(list(reversed(ids)), groups, replicas, hosts)
-    assert layout == replace(ShardLayout.static(ids, groups, replicas, hosts), nonce=layout.nonce)
-    for members in layout.placement.values():
-        assert len(members) == needed
-        assert len({hosts[m] for m in members}) == needed, (members, hosts)
-    assert len(layout.meta) == min(3, len(ids))
-    assert len({hosts[m] for m in layout.meta}) == min(3, len(set(hosts.values())))
-    urls = {s: f"http://{s}" for s in ids}
-    cmap = first_map(groups, replicas, layout.placement, urls, layout.meta, layout.hosts)
-    assert {s: i.host for s, i in cmap.stores.items()} == hosts
-    assert cmap.host_clashes() == []
-
-
-def test_labels_are_recorded_and_not_compared_on_a_restart(tmp_path: Path) -> None:
-    hosts = {"n1": "h1", "n2": "h1", "n3": "h2", "n4": "h3"}
-    first = open_layout(tmp_path, ShardLayout.static(list(hosts), 2, 3, hosts))
-    assert json.loads((tmp_path / SHARDS_FILE).read_text())["hosts"] == hosts
-    # Bootstrap without labels would have put g0 and g1 both on n1 and n2 (host h1).
-    assert all(not {"n1", "n2"} <= set(m) for m in first.placement.values())
-    assert first.meta == ("n1", "n3", "n4")
-    relabelled = {**hosts, "n2": "h4"}  # after bootstrap the map holds the labels
-    again = open_layout(tmp_path, ShardLayout.static(list(hosts), 2, 3, relabelled))
-    assert again == first
-
-
-def test_labels_of_other_stores_than_the_peers_are_refused() -> None:
-    with pytest.raises(LayoutMismatchError, match="missing: n3"):
-        ShardLayout.static(["n1", "n2", "n3"], 2, 3, {"n1": "a", "n2": "b"})

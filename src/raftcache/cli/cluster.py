@@ -114,11 +114,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     if busy:
         listed = ", ".join(map(str, busy))
         return fail("cluster", f"port {listed} already in use (another cluster?)", EXIT_USAGE)
-    # One machine standing for N hosts: each store its own host label, so that RF replicas
-    # of a group can be placed (a store's default label, the machine's name, is one host).
-    labels = ",".join(f"{s.node_id}={s.node_id}" for s in specs)
     shape = ["--groups", str(args.groups), "--replicas", str(args.replicas)]
-    shape += ["--peer-host-labels", labels]
     supervisor = Supervisor(
         specs, extra_args=[*(shape if args.groups > 1 else []), *args.serve_args]
     )

@@ -56,9 +56,6 @@ class ServeOptions:
     join: str | None = None
     #: This store's host label: placement never puts two replicas of a group on one host.
     host_label: str | None = None
-    #: Every bootstrap store's host label (``--peer-host-labels``), the same on each: what
-    #: the static placement puts no two replicas of a group on. Empty: unknown at bootstrap.
-    peer_host_labels: Mapping[str, str] = field(default_factory=dict)
     #: A store silent this long has its replicas replaced by the meta leader's driver.
     store_down_after_s: float = 300.0
     resp_port: int | None = None
@@ -249,19 +246,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]"), _port(port)
 
 
-def parse_labels(text: str) -> dict[str, str]:
-    """``ID=LABEL,ID=LABEL,...`` → {id: label} (ids unique, labels non-empty)."""
-    labels: dict[str, str] = {}
-    for part in text.split(","):
-        node_id, sep, label = (p.strip() for p in part.partition("="))
-        if not sep or not node_id or not label:
-            raise ValueError(f"expected ID=LABEL, got {part.strip()[:80]!r}")
-        if node_id in labels:
-            raise ValueError(f"{node_id} is labelled twice")
-        labels[node_id] = label
-    return labels
-
-
 def parse_peers(text: str) -> dict[str, str]:
     """``ID=URL,ID=URL,...`` → {id: url} (URLs ``http(s)://host:port``, ids unique)."""
     peers: dict[str, str] = {}
@@ -335,15 +319,6 @@ OPTIONS: tuple[Option, ...] = (
         "this store's host (default: the machine's name); no two replicas of a group are "
         "placed on one host",
         "NAME",
-    ),
-    Option(
-        "peer_host_labels",
-        parse_labels,
-        None,
-        "every bootstrap store's host label, the same on each bootstrap store (with --groups "
-        "> 1): the first placement puts no two replicas of a group on one host; this store's "
-        "--host-label defaults to its entry",
-        "ID=LABEL,...",
     ),
     Option(
         "store_down_after_s",
@@ -566,8 +541,6 @@ def _convert(opt: Option, raw: object, source: str) -> Any:
             return opt.convert(raw)
         if opt.name in ("peers", "peer_address_override") and isinstance(raw, Mapping):
             return parse_peers(",".join(f"{k}={v}" for k, v in raw.items()))
-        if opt.name == "peer_host_labels" and isinstance(raw, Mapping):
-            return parse_labels(",".join(f"{k}={v}" for k, v in raw.items()))
         if isinstance(raw, bool):
             if opt.convert is _bool:
                 return raw
@@ -633,39 +606,6 @@ def resolve_options(
     return _build(values, sources)
 
 
-def _check_peer_host_labels(values: dict[str, Any]) -> None:
-    """``--peer-host-labels``: a bootstrap store's (not a joining store's: the map holds the
-    labels), naming exactly ``--peers``, and agreeing with ``--host-label`` — which defaults
-    to this store's entry. (Too few distinct hosts is refused at start, with the layout.)"""
-    labels = values["peer_host_labels"]
-    if labels is None:
-        values["peer_host_labels"] = {}
-        return
-    if values["join"] is not None:
-        raise ConfigError(
-            "--peer-host-labels is for bootstrap stores; a store joining with --join gives "
-            "its own --host-label (the cluster map holds the others')"
-        )
-    if values["groups"] <= 1:
-        raise ConfigError("--peer-host-labels needs --groups > 1 (a store cluster)")
-    peers = set(values["peers"])
-    missing, extra = sorted(peers - set(labels)), sorted(set(labels) - peers)
-    if missing or extra:
-        raise ConfigError(
-            "--peer-host-labels must label every store of --peers, and no other"
-            + (f"; missing: {', '.join(missing)}" if missing else "")
-            + (f"; not in --peers: {', '.join(extra)}" if extra else "")
-        )
-    own = labels[values["id"]]
-    if values["host_label"] is None:
-        values["host_label"] = own
-    elif values["host_label"] != own:
-        raise ConfigError(
-            f"--host-label {values['host_label']} disagrees with --peer-host-labels, which "
-            f"labels {values['id']} {own}"
-        )
-
-
 def _build(values: dict[str, Any], sources: dict[str, str]) -> ServeOptions:
     if values["join"] is not None and values["peers"] is None and values["id"] is not None:
         values["peers"] = {values["id"]: _own_url(values)}
@@ -681,7 +621,6 @@ def _build(values: dict[str, Any], sources: dict[str, str]) -> ServeOptions:
         raise ConfigError(
             f"--groups {values['groups']}: store ids hold no '.', got {', '.join(dotted[:3])}"
         )
-    _check_peer_host_labels(values)
     if values["peer_address_override"] is None:
         values["peer_address_override"] = {}
     elif values["id"] in values["peer_address_override"]:

@@ -261,12 +261,7 @@ def build_store_server(
             _own_record(options, addresses[options.id], layout.nonce),
             request=requester,
             first=lambda: first_map(
-                layout.groups,
-                layout.replicas,
-                layout.placement,
-                addresses,
-                layout.meta,
-                layout.hosts,
+                layout.groups, layout.replicas, layout.placement, addresses, layout.meta
             ),
             down_after_s=options.store_down_after_s,
             on_learn=lambda urls, meta: write_known(options.data_dir, urls, meta),
@@ -298,9 +293,7 @@ def _layout(options: ServeOptions) -> ShardLayout:
     store joining with ``--join`` — the running cluster's, read from the store named."""
     recorded = (options.data_dir / SHARDS_FILE).exists()
     if options.join is None:
-        wanted = ShardLayout.static(
-            list(options.peers), options.groups, options.replicas, options.peer_host_labels
-        )
+        wanted = ShardLayout.static(list(options.peers), options.groups, options.replicas)
     elif recorded:  # joined before: the record says everything (--peers is not compared)
         wanted = ShardLayout(options.groups, options.replicas, (), {}, joined=True)
     else:

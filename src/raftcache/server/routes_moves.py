@@ -13,9 +13,7 @@ group's leader first, and the store checks the replica's own configuration too.
   id, role, term, leader, voters, learners, commit and configuration indexes.
 - ``POST /raft/store/replicas`` ``{"group": "g1", "voters": [...]}`` → ``{"replica": id}``:
   a new replica (the store's next incarnation), or the one it already holds (``"existing":
-  true``), so a retried request is harmless; 409 naming the group, the host and the other
-  store when one of ``voters`` not draining is on this store's host (invariant 4,
-  ``Store.add_replica``).
+  true``), so a retried request is harmless.
 - ``DELETE /raft/store/replicas/{group}?replica=ID&config_index=N`` → ``{"removed": ID}``: N is
   the index of the group's committed configuration that no longer names it; 404 when the store
   holds no replica of the group, 409 when it holds another incarnation or when the replica's

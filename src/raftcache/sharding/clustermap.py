@@ -1,14 +1,10 @@
 """The cluster map of a sharded cluster: stores, data groups and where each group's replicas are.
 
 Rule: a map is an immutable value with a version; every change returns a new map one version
-higher, and ``from_json`` refuses a document that breaks a structural invariant of
-docs/sharding.md — a group with no voter, a replica on an unknown or removed store, a leader
-that is not a voter — naming what is wrong. Two staying replicas of a group on one host are
-*not* refused: the map records what the groups' configurations are (invariant 2), and a store
-may learn or change its label after its replicas were placed (stores bootstrapped without
-``--peer-host-labels``, a relabelled store). ``host_clashes`` names them; placement never
-creates one and repairs those it finds (``raftcache.sharding.placement``), and a store refuses
-to create one (``replica_host_conflict``). The slot → group function is not
+higher, and ``from_json`` refuses a document that breaks an invariant of docs/sharding.md —
+a group with no voter, a replica on an unknown or removed store, two replicas of a group on
+one host (but for a replica on a decommissioning store and its replacement, during the move),
+a leader that is not a voter — naming what is wrong. The slot → group function is not
 stored per slot: it is ``raftcache.slots.group_range`` of ``groups``, fixed at bootstrap.
 
 The map also records where the meta group's own replicas are (``meta``, a placement numbered
@@ -19,7 +15,7 @@ after the meta replicas moved. It never counts in the data groups' balance.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Final
@@ -44,7 +40,7 @@ class Store:
 
     Attributes:
         store_id: The store's id (its Raft node id in every group it hosts).
-        host: The host label; placement puts no two replicas of a group on one.
+        host: The host label; no two replicas of a group share one.
         http_url: The client and Raft HTTP address, e.g. ``http://10.0.0.5:8001``.
         resp_address: ``host:port`` of the plain RESP port, or "" without one.
         cluster_address: ``host:port`` of the cluster-mode RESP port, or "" without one.
@@ -208,29 +204,6 @@ class ClusterMap:
         """The replicas on ``store_id``: its data groups', and the meta group's."""
         return len(self.groups_of(store_id)) + self.holds_meta(store_id)
 
-    def shared_hosts(
-        self, p: GroupPlacement, leaving: Collection[str] = ()
-    ) -> dict[str, list[str]]:
-        """Host → the stores holding two or more *staying* replicas of ``p`` there (sorted):
-        a replica on a store that is decommissioning, or in ``leaving`` (down too long), does
-        not hold its host — its replacement may share it for the length of the move."""
-        by_host: dict[str, list[str]] = {}
-        for store_id in p.replicas:
-            store = self.stores.get(store_id)
-            if store is None or store.state is not StoreState.UP or store_id in leaving:
-                continue
-            by_host.setdefault(store.host, []).append(store_id)
-        return {h: sorted(s) for h, s in sorted(by_host.items()) if len(s) > 1}
-
-    def host_clashes(self) -> list[tuple[int, str, list[str]]]:
-        """``(group, host, stores)`` for every data group with two or more staying replicas
-        on one host (invariant 4 broken: recorded, never created; placement repairs it)."""
-        return [
-            (p.group, host, stores)
-            for p in self.placements
-            for host, stores in self.shared_hosts(p).items()
-        ]
-
     # --- changing ----------------------------------------------------------------------------
 
     def with_store(self, store: Store) -> ClusterMap:
@@ -272,8 +245,8 @@ class ClusterMap:
             self._check_meta(self.meta)
 
     def _check_meta(self, p: GroupPlacement) -> None:
-        """The meta group's placement: on stores of the map that are not removed (a host
-        clash is recorded, as a data group's is: its driver repairs it)."""
+        """The meta group's placement: on stores of the map that are not removed (host labels
+        are not checked: the bootstrap put it on the first stores, whatever their hosts)."""
         if p.group != META or not p.voters:
             raise ValueError("the meta group's placement needs its voters (and group -1)")
         if len(set(p.replicas)) != len(p.replicas):
@@ -297,12 +270,21 @@ class ClusterMap:
             raise ValueError(f"group {p.group} lists a store twice: {list(p.replicas)}")
         if p.voters != tuple(sorted(p.voters)) or p.learners != tuple(sorted(p.learners)):
             raise ValueError(f"group {p.group}: voters and learners must be sorted")
+        hosts: dict[str, str] = {}  # host → a staying replica there
         for store_id in p.replicas:
             store = self.stores.get(store_id)
             if store is None:
                 raise ValueError(f"group {p.group} has a replica on unknown store {store_id!r}")
             if store.state is StoreState.REMOVED:
                 raise ValueError(f"group {p.group} has a replica on removed store {store_id!r}")
+            if store.state is StoreState.DECOMMISSIONING:
+                continue  # its replacement may share its host while the replica moves
+            if store.host in hosts:
+                raise ValueError(
+                    f"group {p.group} has two replicas on host {store.host!r}: "
+                    f"{hosts[store.host]!r} and {store_id!r}"
+                )
+            hosts[store.host] = store_id
         if p.leader is not None and p.leader not in p.voters:
             raise ValueError(f"group {p.group}: leader {p.leader!r} is not a voter")
 
@@ -346,10 +328,7 @@ class ClusterMap:
     def bootstrap(cls, stores: Iterable[Store], groups: int, replication: int = 3) -> ClusterMap:
         """The first map of a new cluster: each group on the ``replication`` least-loaded
         stores of distinct hosts, led by the one of them that leads fewest groups, so that
-        replicas and leaders start balanced (within one where the hosts allow). With fewer
-        distinct hosts than ``replication``, each group gets one replica per host (the store
-        bootstrap refuses that case when the labels, not the store count, are the cause:
-        ``raftcache.store.layout``)."""
+        replicas and leaders start balanced (within one where the hosts allow)."""
         check_groups(groups)
         members = sorted(stores, key=lambda s: s.store_id)
         if not members:

@@ -2,11 +2,11 @@
 
 Rule: placement is a pure function of the map and of which stores are down too long; it never
 proposes a step that leaves a group without a live majority, never more than one step per
-group, never a step that puts two replicas of a group on one host (but for a replica on a
-decommissioning store and its replacement, during the move); it adds before it removes a live
-replica (3 → 4 → 3 voters) and transfers leadership away from a replica before removing it.
-Every driver computes the same plan from the same map (ties are broken by a hash of group and
-store, then the store id, never by chance). See docs/sharding.md#placement.
+group, never two replicas of a group on one host (but for a replica on a decommissioning store
+and its replacement, during the move); it adds before it removes a live replica (3 → 4 → 3
+voters) and transfers leadership away from a replica before removing it. Every driver computes
+the same plan from the same map (ties are broken by a hash of group and store, then the store
+id, never by chance). See docs/sharding.md#placement.
 
 The order of concerns, per group: finish a move in progress (promote the learner, or drop it if
 its store went away); remove a dead voter (down too long: it adds no fault tolerance, so
@@ -15,14 +15,7 @@ above its replication (the replica on a store that is leaving first, else on the
 leadership handed off first — but never a live voter when that leaves fewer than ``keep``
 voters: the meta group's floor, where its replacement is added first and, with none to add,
 the replica stays); replace a replica on a decommissioning store; fill a group below
-its replication; repair a *host clash* — two staying replicas of the group on one host, which
-placement never makes but a map may record (stores bootstrapped before their labels were
-known, a store relabelled): a replica is added on a host the group does not use, promoted, and
-then one of the clashing pair removed (the shrink prefers it), one single-server step at a
-time like any move. With no such host the clash stays (logged by the driver) and is repaired
-once a store on a new host is eligible: removing the extra replica instead would leave the
-group one replica per host — fewer replicas, so less tolerance of a store's failure, and no
-more of a host's. Only when no group needs any of these does placement rebalance: one replica
+its replication. Only when no group needs any of these does placement rebalance: one replica
 from the fullest store to the emptiest that can take it, then leaders, along a chain of
 transfers when no single transfer evens them out.
 """
@@ -31,7 +24,7 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -87,33 +80,6 @@ def plan(
     return _Planner(cmap, frozenset(down), max_moves, keep).run()
 
 
-def host_conflict(
-    group: str,
-    store_id: str,
-    members: Collection[str],
-    hosts: Mapping[str, str],
-    leaving: Collection[str] = (),
-) -> str | None:
-    """Why ``store_id`` must refuse to create a replica of ``group`` (invariant 4), or None.
-
-    ``members``: the stores holding the group's replicas (its configuration's, as the request
-    names it); ``hosts``: store id → host label, this store's included (a store not named is
-    its own host); ``leaving``: stores decommissioning or removed. Refused when another
-    member's store is on this store's host and is not leaving. A replica on a leaving store
-    does not hold its host: the move replacing it — the only move placement makes onto a
-    store of the same host — goes through (add, promote, then the old one removed)."""
-    host = hosts.get(store_id, store_id)
-    for other in sorted(set(members)):
-        if other == store_id or other in leaving or hosts.get(other, other) != host:
-            continue
-        return (
-            f"store {store_id} refuses a replica of {group}: store {other} holds a replica "
-            f"of {group} on the same host {host!r}, and no two replicas of a group share a "
-            "host (docs/sharding.md, invariant 4)"
-        )
-    return None
-
-
 def drained(cmap: ClusterMap) -> list[str]:
     """Decommissioning stores that hold no replica any more: ready to be marked removed."""
     counts = cmap.replica_counts()
@@ -165,7 +131,6 @@ class _Planner:
     ) -> None:
         self.cmap = cmap
         self.keep = keep
-        self.down = down
         self.eligible = set(eligible_stores(cmap, down))
         self.alive = {  # may still act (hand leadership over): up or decommissioning, not down
             s for s, st in cmap.stores.items() if st.state is not StoreState.REMOVED
@@ -210,14 +175,9 @@ class _Planner:
                 victim = min(dead, key=lambda v: (_tie(p.group, v), v))
                 self.steps.append(Step(p.group, StepKind.REMOVE, victim))
             return
-        leaving = any(v not in self.eligible for v in p.voters)
-        clash = bool(self.cmap.shared_hosts(p, self.down))
-        # Above the replication: RF, or the eligible hosts while a voter is leaving (a drain
-        # shrinks a group to the hosts left). A clash alone never shrinks a group: its extra
-        # replica still counts against a store's failure, and is moved once a host is free.
-        if len(p.voters) > self.cmap.replication or (leaving and len(p.voters) > self.rf):
+        if len(p.voters) > self.rf:
             self._shrink(p)
-        elif leaving or len(p.voters) < self.rf or clash:
+        elif any(v not in self.eligible for v in p.voters) or len(p.voters) < self.rf:
             self._grow(p)
 
     def _shrink(self, p: GroupPlacement) -> None:
@@ -229,20 +189,8 @@ class _Planner:
                 self._grow(p)
             return
 
-        clashing = {s for ss in self.cmap.shared_hosts(p, self.down).values() for s in ss}
-
-        def weight(v: str) -> tuple[bool, bool, bool, int, int, str]:
-            # A leaving voter first, then one sharing its host (not the leader of the pair,
-            # when the other will do), then the fullest store.
-            shared = v in clashing
-            return (
-                v in self.eligible,
-                not shared,
-                shared and v == p.leader,
-                -self.counts.get(v, 0),
-                _tie(p.group, v),
-                v,
-            )
+        def weight(v: str) -> tuple[bool, int, int, str]:
+            return (v in self.eligible, -self.counts.get(v, 0), _tie(p.group, v), v)
 
         victim = min(p.voters, key=weight)
         if victim == p.leader:
@@ -266,7 +214,7 @@ class _Planner:
     def _target(self, p: GroupPlacement, replicas: tuple[str, ...]) -> str | None:
         """The emptiest eligible store not being filled whose host no staying replica of the
         group uses. A replica on a decommissioning store does not hold its host: its
-        replacement may share it for the length of the move (``ClusterMap.shared_hosts``)."""
+        replacement may share it for the length of the move (``ClusterMap.check``)."""
         used = {self.cmap.stores[r].host for r in replicas if r in self.eligible}
         candidates = [
             s
@@ -351,7 +299,6 @@ __all__ = [
     "drained",
     "effective_replication",
     "eligible_stores",
-    "host_conflict",
     "plan",
     "with_leader",
 ]

@@ -361,20 +361,13 @@ class MetaAgent:
             await self._drive(cmap)
 
     def _learn(self, cmap: ClusterMap) -> bool:
-        """Addresses from any map; placements and host labels only from a newer one (True
-        then)."""
+        """Addresses from any map; placements only from a newer one (True then)."""
         for info in cmap.stores.values():
             if info.state is not StoreState.REMOVED and info.http_url:
                 self.store.learn_address(info.store_id, info.http_url)
         if cmap.version <= self._applied_version:
             return False  # only a newer map moves routing (a stale replica may lag: invariant 7)
         self._applied_version = cmap.version
-        # What a replica request is checked against (invariant 4): every store's label, this
-        # store's as it registers it, and the stores leaving.
-        hosts = {s: i.host for s, i in cmap.stores.items()}
-        hosts[self.me.store_id] = self.me.host
-        leaving = [s for s, i in cmap.stores.items() if i.state is not StoreState.UP]
-        self.store.learn_hosts(hosts, leaving)
         for p in cmap.placements:
             stores = [*([p.leader] if p.leader else []), *p.voters, *p.learners]
             try:

@@ -160,8 +160,6 @@ class PlacementDriver:
         self.drain = set(drain)
         self._down_after_s = down_after_s
         self._silent_since: dict[str, float] = {}
-        #: The host clashes last logged (``cluster_map``): each logged once, when it appears.
-        self._clashes: set[str] = set()
         self.steps_done: list[Step] = []
         #: The meta group's steps among them (their ``group`` number means nothing).
         self.meta_steps_done: list[Step] = []
@@ -213,20 +211,15 @@ class PlacementDriver:
         return {s for s, t in self._silent_since.items() if now - t >= self._down_after_s}
 
     def cluster_map(self, seen: Observation) -> ClusterMap:
-        """The map the groups' configurations say, with the stores' host labels — always:
-        where the groups put two replicas of one on a host (stores bootstrapped before their
-        labels were known, a store relabelled), the map says so and placement repairs it
-        (``sharding.placement``: a replica added on a free host, then one of the pair
-        removed). A clash no host can repair yet is logged once, when it first appears."""
-        cmap = self._cluster_map(seen, self.hosts)
-        self._note_clashes(cmap.host_clashes())
-        return cmap
-
-    def _note_clashes(self, clashes: list[tuple[int, str, list[str]]]) -> None:
-        shown = {f"{group_id(g)}: {', '.join(s)} on {h!r}" for g, h, s in clashes}
-        for clash in sorted(shown - self._clashes):
-            log.warning("replicas share a host", extra={"clash": clash})
-        self._clashes = shown
+        """The map the groups' configurations say, with the stores' host labels — or, when
+        the groups already put two replicas of one on a host (stores bootstrapped before
+        their labels were known), with every store its own host, which placement can plan
+        from (that placement is then kept, not repaired)."""
+        try:
+            return self._cluster_map(seen, self.hosts)
+        except ValueError as exc:
+            log.warning("host labels ignored", extra={"why": str(exc)})
+            return self._cluster_map(seen, {})
 
     def meta_map(self, seen: Observation) -> ClusterMap | None:
         """The meta group's placement as a one-group map over the same stores (None when
@@ -238,8 +231,13 @@ class PlacementDriver:
         learners = tuple(sorted({store_of(v) for v in view.learners} - set(voters)))
         leader = view.leader_store if view.leader_store in voters else None
         placement = (GroupPlacement(0, voters, learners, leader),)
-        stores = self._stores(seen, self.hosts)  # as ``cluster_map``: labels, always
-        return ClusterMap(1, 1, self.meta_replication, stores, placement)
+        for hosts in (self.hosts, {}):  # as ``cluster_map``: labels, unless they clash
+            try:
+                stores = self._stores(seen, hosts)
+                return ClusterMap(1, 1, self.meta_replication, stores, placement)
+            except ValueError as exc:
+                log.warning("host labels ignored for the meta group", extra={"why": str(exc)})
+        return None
 
     def _stores(self, seen: Observation, hosts: Mapping[str, str]) -> dict[str, Store]:
         stores = {

@@ -10,22 +10,14 @@ in the wrong groups, and one started with other stores would place replicas nobo
 A directory of a one-group node (today's layout: its files at the top) is never reopened as a
 store of ``G > 1`` groups, nor a store's as a one-group node.
 
-Static placement: each bootstrap store on its host label as ``--peer-host-labels`` names it
-(the same value on every bootstrap store, as ``--peers``: each store computes the placement
-alone, so every one must compute the same), or — without it — each its own host; placed by
-``ClusterMap.bootstrap``, which puts no two replicas of a group on one host and balances
-replicas and leaders within one. Labels that leave fewer distinct hosts than a group needs
-(``min(replicas, stores)``) are refused at start (``LayoutMismatchError``): the cluster would
-otherwise begin under-replicated by a mistake the operator can still fix. Without labels the
-stores register theirs once running, and the placement driver moves replicas off any host that
-holds two (docs/sharding.md). The labels are recorded (``hosts``) for the first map and not
-compared on later starts: after bootstrap the map holds each store's label, registered by the
-store itself at every start. The record also names the meta group's voters (``meta``: up to
-``MAX_META_VOTERS`` bootstrap stores, the first of each host first; absent in a record written
-before the meta group existed — that cluster runs without one) and, for a store that joined a
-running cluster (``serve --join``), the addresses it learnt then (``urls``) and that it joined
-(``joined``): its placement is the map's at that time, its stores are every store the map
-listed, and ``--peers`` is not compared (the map, not the flags, says who the peers are).
+Static placement: each bootstrap store counts as its own host (so ``replicas`` distinct stores
+per group), placed by ``ClusterMap.bootstrap``, which balances replicas and leaders within one.
+The record also names the meta group's voters (``meta``: the first ``MAX_META_VOTERS``
+bootstrap stores; absent in a record written before the meta group existed — that cluster
+runs without one) and, for a store that joined a running cluster (``serve --join``), the
+addresses it learnt then (``urls``) and that it joined (``joined``): its placement is the
+map's at that time, its stores are every store the map listed, and ``--peers`` is not
+compared (the map, not the flags, says who the peers are).
 
 The file is JSON, written to a temporary name, synced, renamed and the directory synced, so a
 crash leaves either no record (the store bootstraps again, identically) or the whole one.
@@ -75,8 +67,6 @@ class ShardLayout:
         meta: the meta group's voters (empty: a cluster without a meta group).
         urls: store id → base URL learnt when joining (empty for a bootstrap store).
         joined: this store joined a running cluster (``--peers`` is not compared).
-        hosts: the bootstrap stores' host labels (``--peer-host-labels``; empty: unknown at
-            bootstrap, each store its own host until it registers its label).
     """
 
     groups: int
@@ -89,34 +79,21 @@ class ShardLayout:
     #: Drawn when the directory is first written: this store's proof of identity in the
     #: map (``Store.nonce``); "" in a record written before it existed.
     nonce: str = field(default_factory=lambda: secrets.token_hex(8))
-    hosts: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def static(
-        cls,
-        stores: Sequence[str],
-        groups: int,
-        replicas: int,
-        hosts: Mapping[str, str] | None = None,
-    ) -> ShardLayout:
-        """The bootstrap layout of ``stores`` for ``groups`` groups, each store on its label in
-        ``hosts`` (None or empty: each its own host). ``LayoutMismatchError`` when the labels
-        leave fewer distinct hosts than a group needs."""
+    def static(cls, stores: Sequence[str], groups: int, replicas: int) -> ShardLayout:
+        """The bootstrap layout of ``stores`` (each its own host) for ``groups`` groups."""
         check_groups(groups)
         if not 1 <= replicas <= MAX_REPLICAS:
             raise ValueError(f"replicas must be 1..{MAX_REPLICAS}, not {replicas}")
         ids = tuple(sorted(stores))
-        labels = dict(hosts or {})
-        check_host_labels(ids, labels, replicas)
-        infos = [StoreInfo(s, labels.get(s, s)) for s in ids]
-        cmap = ClusterMap.bootstrap(infos, groups, replicas)
+        cmap = ClusterMap.bootstrap([StoreInfo(s, s) for s in ids], groups, replicas)
         placement = {
             group_id(p.group): (p.leader, *(v for v in p.voters if v != p.leader))
             for p in cmap.placements
             if p.leader is not None
         }
-        meta = meta_voters(ids, labels)
-        return cls(groups, replicas, ids, placement, meta=meta, hosts=labels)
+        return cls(groups, replicas, ids, placement, meta=meta_voters(ids))
 
     @classmethod
     def joining(cls, cmap: ClusterMap, meta: Sequence[str]) -> ShardLayout:
@@ -160,7 +137,6 @@ class ShardLayout:
             **({"urls": dict(self.urls)} if self.urls else {}),
             **({"joined": True} if self.joined else {}),
             **({"nonce": self.nonce} if self.nonce else {}),
-            **({"hosts": dict(self.hosts)} if self.hosts else {}),
         }
 
     @classmethod
@@ -200,43 +176,7 @@ class ShardLayout:
         nonce = data.get("nonce", "")
         if not isinstance(nonce, str):
             raise ValueError("nonce must be a string")
-        hosts = data.get("hosts", {})
-        if not isinstance(hosts, dict) or not all(
-            k in stores and isinstance(v, str) and v for k, v in hosts.items()
-        ):
-            raise ValueError("hosts must map stores of the cluster to host labels")
-        return cls(
-            groups, replicas, tuple(stores), parsed, tuple(meta), dict(urls), joined, nonce,
-            dict(hosts),
-        )  # fmt: skip
-
-
-def check_host_labels(stores: Sequence[str], hosts: Mapping[str, str], replicas: int) -> None:
-    """Refuse (``LayoutMismatchError``, naming the hosts) bootstrap labels that name other
-    stores than ``stores``, or leave fewer distinct hosts than a group needs: ``replicas``,
-    or every store when there are fewer. No labels: nothing to check."""
-    if not hosts:
-        return
-    missing = sorted(set(stores) - set(hosts))
-    extra = sorted(set(hosts) - set(stores))
-    if missing or extra:
-        raise LayoutMismatchError(
-            "--peer-host-labels must name every store of --peers, and no other"
-            + (f"; missing: {', '.join(missing)}" if missing else "")
-            + (f"; not in --peers: {', '.join(extra)}" if extra else "")
-        )
-    by_host: dict[str, list[str]] = {}
-    for s in sorted(stores):
-        by_host.setdefault(hosts[s], []).append(s)
-    needed = min(replicas, len(stores))
-    if len(by_host) < needed:
-        shown = "; ".join(f"{h}: {', '.join(ss)}" for h, ss in sorted(by_host.items()))
-        raise LayoutMismatchError(
-            f"--replicas {replicas} needs {needed} distinct host labels among the bootstrap "
-            f"stores, and --peer-host-labels names {len(by_host)} ({shown}): no two replicas "
-            "of a group may share a host — start stores on more hosts, correct the labels, "
-            f"or lower --replicas to {len(by_host)}"
-        )
+        return cls(groups, replicas, tuple(stores), parsed, tuple(meta), dict(urls), joined, nonce)
 
 
 def open_layout(data_dir: Path, wanted: ShardLayout) -> ShardLayout:

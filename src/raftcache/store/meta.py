@@ -67,24 +67,13 @@ _ATTEMPTS: Final = 20
 
 class MetaConflictError(ValueError):
     """A change the map refuses: a removed id registering again, removing a store that still
-    holds replicas, an unknown store (answered 409). A host label that puts two of a group's
-    replicas on one host is recorded, not refused: the driver repairs the placement."""
+    holds replicas, an unknown store, a host label that would put two of a group's replicas
+    on one host (answered 409)."""
 
 
-def meta_voters(stores: Sequence[str], hosts: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """The meta group's bootstrap voters among the cluster's bootstrap ``stores``: the first
-    by id of each distinct host (``hosts``: store id → label; a store not named is its own
-    host), then the next by id when the hosts are fewer — at most ``MAX_META_VOTERS``."""
-    labels = hosts or {}
-    ordered = sorted(stores)
-    seen: set[str] = set()
-    first = []
-    for s in ordered:
-        if labels.get(s, s) not in seen:
-            seen.add(labels.get(s, s))
-            first.append(s)
-    chosen = (first + [s for s in ordered if s not in first])[:MAX_META_VOTERS]
-    return tuple(sorted(chosen))
+def meta_voters(stores: Sequence[str]) -> tuple[str, ...]:
+    """The meta group's bootstrap voters among the cluster's bootstrap ``stores``."""
+    return tuple(sorted(stores)[:MAX_META_VOTERS])
 
 
 def meta_replication(replication: int) -> int:
@@ -140,25 +129,18 @@ def first_map(
     placement: Mapping[str, Sequence[str]],
     urls: Mapping[str, str],
     meta: Sequence[str] = (),
-    hosts: Mapping[str, str] | None = None,
 ) -> ClusterMap:
-    """The map of a new cluster from its bootstrap layout: each bootstrap store on its host
-    label as ``hosts`` (``--peer-host-labels``) names it, else its own host until it registers
-    its label; ``placement`` is group id → stores, the preferred leader first
-    (``raftcache.store.layout``); ``meta`` the meta group's bootstrap voters."""
-    labels = hosts or {}
-
-    def info(s: str, url: str) -> Store:
-        return Store(s, labels.get(s, s), url)
-
-    stores = {s: info(s, urls.get(s, "")) for gid in placement for s in placement[gid]}
+    """The map of a new cluster from its bootstrap layout: each bootstrap store counts as its
+    own host until it registers its label; ``placement`` is group id → stores, the preferred
+    leader first (``raftcache.store.layout``); ``meta`` the meta group's bootstrap voters."""
+    stores = {s: Store(s, s, urls.get(s, "")) for gid in placement for s in placement[gid]}
     for s, url in urls.items():
-        stores.setdefault(s, info(s, url))
+        stores.setdefault(s, Store(s, s, url))
     placements = tuple(
         GroupPlacement(g, tuple(sorted(placement[group_id(g)]))) for g in range(groups)
     )
     for s in meta:
-        stores.setdefault(s, info(s, urls.get(s, "")))
+        stores.setdefault(s, Store(s, s, urls.get(s, "")))
     meta_placement = GroupPlacement(META, tuple(sorted(meta))) if meta else None
     return ClusterMap(1, groups, replication, stores, placements, meta_placement)
 
@@ -244,14 +226,15 @@ class MetaMap:
             wanted = store if known is None else replace(store, state=known.state)
             if known == wanted:
                 return current
-            # The label is recorded as the store says, even when it puts two replicas of a
-            # group on one host (stores bootstrapped without --peer-host-labels, a store
-            # relabelled): the map must say where replicas really are, and the driver then
-            # moves one of them off that host (``sharding.placement``).
             try:
                 return current.with_store(wanted)
-            except ValueError as exc:
-                raise MetaConflictError(f"store {store.store_id} refused: {exc}") from None
+            except ValueError as exc:  # e.g. two replicas of a group on one host label
+                if known is None or known.host == store.host:
+                    raise MetaConflictError(f"store {store.store_id} refused: {exc}") from None
+            # The label would put two replicas of a group on one host (stores bootstrapped
+            # before their labels were known): record the addresses, keep the old label.
+            kept = replace(wanted, host=known.host)
+            return current if kept == known else current.with_store(kept)
 
         return await self.change(edit)
 

@@ -42,7 +42,6 @@ from raftcache.raft.config import RaftConfig
 from raftcache.raft.events import PeerHealth
 from raftcache.raft.node import RaftNode
 from raftcache.raft.persist import PersistThread
-from raftcache.sharding.placement import host_conflict
 from raftcache.slots import check_groups, key_group
 from raftcache.storage.base import Storage
 from raftcache.storage.file import FileStorage
@@ -114,11 +113,6 @@ class GroupNotHereError(LookupError):
     def __init__(self, store_id: str, group: str) -> None:
         super().__init__(f"store {store_id} holds no replica of group {group}")
         self.group = group
-
-
-class HostConflictError(ValueError):
-    """A replica refused because another staying replica of its group is on this store's
-    host (invariant 4); the message names the group, the host and the other store."""
 
 
 @dataclass
@@ -281,11 +275,6 @@ class Store:
         #: the bootstrap voters at first, then what the map and the driver say
         #: (``set_placement(META_GROUP, …)``). Only where to look for the meta leader.
         self.meta_voters: tuple[str, ...] = tuple(meta)
-        #: Store id → host label, this store's included, and the stores leaving (draining or
-        #: removed), as the last map read said (``learn_hosts``): what ``add_replica`` checks
-        #: invariant 4 against. Empty until then: every store its own host.
-        self.hosts: dict[str, str] = {}
-        self.leaving: frozenset[str] = frozenset()
         #: This store's replica of the meta group (None: it holds none). Hosted as a data
         #: group's is: the bootstrap replica unless tombstoned, else the ledger's record — so
         #: a store whose meta replica was removed never starts it again (it would come back
@@ -430,13 +419,6 @@ class Store:
                 f"a new replica of {gid} needs the group's voters, none of them this store's "
                 f"(got {list(voters)[:8]})"
             )
-        # Invariant 4: never a second staying replica of the group on this store's host
-        # (a replica on a leaving store does not count: the move replacing it goes through).
-        why = host_conflict(
-            gid, self.store_id, [store_of(v) for v in voters], self.hosts, self.leaving
-        )
-        if why is not None:
-            raise HostConflictError(why)
         async with self._lock(gid):
             if self.hosted(gid) is not None:
                 raise ValueError(f"store {self.store_id} already holds a replica of {gid}")
@@ -561,12 +543,6 @@ class Store:
     def addresses(self) -> Mapping[str, str]:
         """Store id → base URL of every store this store knows (bootstrap and learnt)."""
         return self._peer_addresses
-
-    def learn_hosts(self, hosts: Mapping[str, str], leaving: Sequence[str]) -> None:
-        """The stores' host labels and the stores leaving, from the newest map (the meta
-        agent): ``add_replica`` refuses a replica that would share a host (invariant 4)."""
-        self.hosts = dict(hosts)
-        self.leaving = frozenset(leaving)
 
     def learn_address(self, store_id: str, url: str) -> None:
         """Reach store ``store_id`` at ``url`` from now on (a store that joined, or moved):
