@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import ResponseError
 
+import raftcache.resp.topology as topology_module
 from raftcache.cache.commands import DeleteOp, SetOp
 from raftcache.network import InMemoryHub, InMemoryNetwork
 from raftcache.resp.args import Limits
@@ -473,6 +474,50 @@ async def test_cluster_slots_polls_again_for_a_group_whose_leader_was_unknown() 
         ]
         assert polls >= 2
         assert not inspect.isawaitable(_cluster(topology, b"SLOTS"))  # nothing left unknown
+    finally:
+        await topology.stop()
+
+
+async def test_a_leaderless_group_starts_at_most_one_poll_per_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A group held elsewhere that stays leaderless (its quorum lost) must not make every
+    CLUSTER SLOTS poll every store: once a poll started less than ``LEADERLESS_REPOLL_S`` ago,
+    the command answers at once from what is known."""
+    statuses: dict[str, Any] = {
+        "http://s2.test": _status("s2", {"g0": ("s1", 5), "g1": (None, 1), "g3": ("s2", 5)}),
+        "http://s3.test": _status("s3", {"g0": ("s1", 5), "g1": (None, 1), "g2": ("s3", 5)}),
+        "http://s4.test": _status("s4", {"g1": (None, 1), "g2": ("s3", 5), "g3": ("s2", 5)}),
+    }
+    polls = 0
+
+    async def fetch(url: str) -> Mapping[str, Any] | None:
+        nonlocal polls
+        polls += url == "http://s4.test"
+        return statuses.get(url)
+
+    topology = StoreTopology(FakeStore(LEADERS), Advertised(), fetch)  # type: ignore[arg-type]
+    topology.set_own(Advertised("h1:6001", "h1:7001"))
+    topology.start()
+    try:
+        while polls < 1:
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.01)  # the first poll is over; g1 still has no leader
+        monkeypatch.setattr(topology_module, "LEADERLESS_REPOLL_S", 3600.0)
+        reply = _cluster(topology, b"SLOTS")
+        assert inspect.isawaitable(reply)  # the first ask for g1's leader: one more poll
+        await asyncio.wait_for(reply, 30)
+        assert polls == 2
+        for _ in range(20):
+            reply = _cluster(topology, b"SLOTS")
+            assert not inspect.isawaitable(reply)  # one was asked for just now: no new one
+            assert [e[0] for e in reply] == [0, 8192, 12288]  # g1's slots: no leader known
+        assert polls == 2
+        monkeypatch.setattr(topology_module, "LEADERLESS_REPOLL_S", 0.0)
+        reply = _cluster(topology, b"SLOTS")
+        assert inspect.isawaitable(reply)  # past the interval: one more poll is worth it
+        await asyncio.wait_for(reply, 30)
+        assert polls == 3
     finally:
         await topology.stop()
 

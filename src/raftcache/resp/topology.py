@@ -11,19 +11,20 @@ left out of CLUSTER SLOTS and SHARDS (NODES flags it ``fail``), and a redirect t
 members (CLUSTER SLOTS, SHARDS, NODES, INFO) wait, through ``settle``, and only while a member
 the poller reaches has never answered and is not down — before the first poll of the current
 members is over, say — or, on a sharded store, while a group held elsewhere has no leader the
-last poll heard of (that poll may have come before its election): for a poll (the one under way,
-or an extra one started at once, whose failures do not count towards down) to end, at most
-``STATUS_TIMEOUT_S`` (``settle_s``); then they answer from what is known. A client given one
-node right after the start so learns every member, and can still find the others once that node
-is gone; ``MOVED`` and key routing never wait. Learners are never advertised: one being added is
-empty until its first snapshot installs. An address is ``host:port`` with a port in 1..65535 and
-an IPv6 host written as Redis writes it (``::1:7002``, no brackets); a member advertising
-anything else is treated as advertising nothing. A node with a RESP listener has one topology
-(one poller), shared by its listeners: the cluster commands read it only when the node has a
-cluster-mode port, ROLE, INFO replication and SENTINEL always (``Endpoint``, ``endpoint``: a
-member where Redis clients reach it, down or not). The RESP commands read only this class's
-methods — ``shard_of`` and ``shards`` above all: each data group's slot range, leader and
-replicas — so they do not change with the number of groups.
+last poll heard of (that poll may have come before its election; such a wait starts at most one
+poll every ``LEADERLESS_REPOLL_S``): for a poll (the one under way, or an extra one started at
+once, whose failures do not count towards down) to end, at most ``STATUS_TIMEOUT_S``
+(``settle_s``); then they answer from what is known. A client given one node right after the
+start so learns every member, and can still find the others once that node is gone; ``MOVED``
+and key routing never wait. Learners are never advertised: one being added is empty until its
+first snapshot installs. An address is ``host:port`` with a port in 1..65535 and an IPv6 host
+written as Redis writes it (``::1:7002``, no brackets); a member advertising anything else is
+treated as advertising nothing. A node with a RESP listener has one topology (one poller),
+shared by its listeners: the cluster commands read it only when the node has a cluster-mode
+port, ROLE, INFO replication and SENTINEL always (``Endpoint``, ``endpoint``: a member where
+Redis clients reach it, down or not). The RESP commands read only this class's methods —
+``shard_of`` and ``shards`` above all: each data group's slot range, leader and replicas — so
+they do not change with the number of groups.
 
 A sharded store's topology (``StoreTopology``, made by ``store_topology``) describes one shard
 per data group: a group this store hosts from its own replica (leader, voters, applied index),
@@ -65,6 +66,10 @@ DOWN_AFTER: Final = 3
 MAX_STATUS_BYTES: Final = 64 * 1024
 #: Timeout of one poll of a member's ``/v1/status``.
 STATUS_TIMEOUT_S: Final = 1.0
+#: The least time between the starts of two polls asked for by cluster commands because a group
+#: held elsewhere has no known leader: while a group stays leaderless (its quorum lost), clients
+#: refreshing their slots after each CLUSTERDOWN would otherwise poll every store back to back.
+LEADERLESS_REPOLL_S: Final = 0.25
 
 # A host name or an IP literal (IPv6 with an optional zone): no spaces, brackets or '@'.
 _HOST: Final = re.compile(r"[A-Za-z0-9._:%-]{1,253}")
@@ -268,6 +273,8 @@ class Topology:
         self._task: asyncio.Task[None] | None = None
         self._next: asyncio.Future[None] | None = None  # the poll under way, or the next one
         self._wake = asyncio.Event()  # set: start the next poll now
+        self._polling = False  # a poll is under way
+        self._repolled = float("-inf")  # loop time a command last asked one for a leader
 
     def set_own(self, own: Advertised) -> None:
         """This node's endpoints (known once its listeners are bound)."""
@@ -354,8 +361,10 @@ class Topology:
         module docstring). Never for a lookup: ``shard_of``, ``address_of`` never wait."""
         if self._task is None or self._next is None:
             return None
-        if not self._unanswered() and not self._unknown_leaders():
-            return None
+        if not self._unanswered():
+            if not self._unknown_leaders() or not self._may_repoll():
+                return None
+            self._repolled = asyncio.get_running_loop().time()
         self._wake.set()  # between polls: the next one starts now (during one: nothing)
         return _bounded(self._next, self.settle_s)
 
@@ -375,6 +384,12 @@ class Topology:
         """Whether a shard whose leader only a poll can tell has none known (a subclass's):
         the last poll may have come before that election."""
         return False
+
+    def _may_repoll(self) -> bool:
+        """A poll is under way (waiting for it costs nothing more), or no command asked for
+        one for an unknown leader within ``LEADERLESS_REPOLL_S``."""
+        loop = asyncio.get_running_loop()
+        return self._polling or loop.time() - self._repolled >= LEADERLESS_REPOLL_S
 
     def start(self) -> None:
         if self._task is None:
@@ -399,11 +414,13 @@ class Topology:
         while True:
             done = self._next
             extra = loop.time() < due
+            self._polling = True
             try:
                 await self.refresh(extra=extra)
             except Exception as exc:  # a poll is a hint: the next one tries again
                 log.debug("RESP topology poll failed: %r", exc)
             finally:  # (cancelled too: no one waits for a poll that will not come)
+                self._polling = False
                 self._wake.clear()  # a wake asked for during this poll: this poll was it
                 self._next = loop.create_future()
                 if done is not None and not done.done():
