@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from raftcache.network.http import HttpNetwork
+from raftcache.network.interface import NetworkInterface
 from raftcache.network.listener import TCPSite
 from raftcache.raft.config import RaftConfig
 from raftcache.raft.core import Role
@@ -101,13 +102,16 @@ def http_store(
     meta: Sequence[str] = (),
     storage: StorageFactory | None = None,
     ledger: ReplicaLedger | None = None,
-) -> tuple[Store, HttpNetwork]:
+    network: NetworkInterface | None = None,
+) -> tuple[Store, NetworkInterface]:
     """Store ``sid`` over its own ``HttpNetwork`` (a new memory storage per group unless
     ``storage`` and ``ledger`` are given: a restart passes the ones it had), not started;
-    ``meta``: the meta group's voters."""
-    network = HttpNetwork(
-        sid, port=port, node_addresses={k: v for k, v in urls.items() if k != sid}, timeout=1.0
-    )
+    ``meta``: the meta group's voters; ``network``: its Raft traffic over that instead (an
+    ``InMemoryNetwork``, whose hub a test cuts and heals), the HTTP API still on ``port``."""
+    if network is None:
+        network = HttpNetwork(
+            sid, port=port, node_addresses={k: v for k, v in urls.items() if k != sid}, timeout=1.0
+        )
     store = Store(
         sid,
         network,
@@ -181,15 +185,19 @@ async def serve_store(
     agent: Callable[[Store], MetaAgent] | None = None,
     storage: StorageFactory | None = None,
     ledger: ReplicaLedger | None = None,
+    network: NetworkInterface | None = None,
 ) -> StoreServer:
     """Store ``sid`` (not started) behind ``create_store_app``, its Raft traffic mounted on the
-    same port, listening on ``port``; ``agent`` makes its meta agent (not started)."""
+    same port (unless ``network`` carries it: ``http_store``), listening on ``port``;
+    ``agent`` makes its meta agent (not started)."""
     store, network = http_store(
         sid, port, urls, groups=groups, placement=placement, config=config, machine=machine,
         peer_addresses=peer_addresses, meta=meta, storage=storage, ledger=ledger,
+        network=network,
     )  # fmt: skip
     made = None if agent is None else agent(store)
-    app = create_store_app(store, settings, mount=network.mount, watch=watch, meta=made)
+    mount = network.mount if isinstance(network, HttpNetwork) else None
+    app = create_store_app(store, settings, mount=mount, watch=watch, meta=made)
     runner = web.AppRunner(app, access_log=None, auto_decompress=auto_decompress)
     await runner.setup()
     site = (LeanSite if lean else TCPSite)(runner, "127.0.0.1", port)

@@ -14,6 +14,7 @@ import random
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ import pytest
 from raftcache.cache.service import CacheService
 from raftcache.network.groups import store_of
 from raftcache.network.hub import InMemoryHub
+from raftcache.network.interface import NetworkInterface
 from raftcache.network.memory import InMemoryNetwork
 from raftcache.raft.core import Role
 from raftcache.raft.errors import NotLeaderError, ProposalDroppedError
@@ -33,7 +35,7 @@ from raftcache.sharding.clustermap import Store as StoreInfo
 from raftcache.storage.memory import MemoryStorage
 from raftcache.store import Store, group_id
 from raftcache.store.agent import MetaAgent
-from raftcache.store.driver import LazyRequester
+from raftcache.store.driver import LazyRequester, Request
 from raftcache.store.layout import ShardLayout
 from raftcache.store.ledger import ReplicaLedger
 from raftcache.store.meta import first_map
@@ -71,7 +73,15 @@ class MetaCluster:
     placement: dict[str, list[str]]
     urls: dict[str, str]
     down_after_s: float
+    #: A store's Raft transport (None: an ``HttpNetwork`` on its port, as ``serve`` runs it).
+    network: Callable[[str], NetworkInterface] | None = None
+    #: Wraps a store's agent's requests to the other stores (a test's faults on them).
+    wrap: Callable[[str, Request], Request] | None = None
+    #: The agents' monotonic clock (their drivers' down timers).
+    clock: Callable[[], float] = time.monotonic
     running: dict[str, StoreServer] = field(default_factory=dict)
+    #: Each store's placement and address book when first added: what a restart starts from.
+    shapes: dict[str, tuple[dict[str, list[str]], dict[str, str]]] = field(default_factory=dict)
     requesters: list[LazyRequester] = field(default_factory=list)
     disks: dict[str, Disk] = field(default_factory=dict)
     #: What each store's agent last reported learning (``on_learn``: URLs, meta stores).
@@ -94,10 +104,11 @@ class MetaCluster:
             return MetaAgent(
                 store,
                 StoreInfo(sid, f"host-{sid}", self.urls[sid]),
-                request=requester,
+                request=requester if self.wrap is None else self.wrap(sid, requester),
                 first=lambda: first_map(self.groups, 3, self.placement, self.urls, self.meta),
                 down_after_s=self.down_after_s,
                 interval_s=0.2,
+                clock=self.clock,
                 on_learn=functools.partial(self._learn, sid),
             )
 
@@ -107,18 +118,22 @@ class MetaCluster:
         self, sid: str, port: int, placement: Mapping[str, Sequence[str]], book: dict[str, str]
     ) -> StoreServer:
         disk = self.disks.setdefault(sid, Disk(ReplicaLedger(sid, None)))
+        self.shapes.setdefault(sid, ({g: list(s) for g, s in placement.items()}, dict(book)))
         server = await serve_store(
             sid, port, book, ServerSettings(peer_urls=book, leader_wait_s=3.0),
             groups=self.groups, placement=placement, peer_addresses=book, meta=self.meta,
             agent=self.agent_for(sid), storage=disk.storage, ledger=disk.ledger,
+            network=None if self.network is None else self.network(sid),
         )  # fmt: skip
         self.running[sid] = server
         return server
 
     async def restart(self, sid: str) -> StoreServer:
-        """Start ``sid`` again (a bootstrap store) from its disk, on its port."""
+        """Start ``sid`` again from its disk, on its port, as it was first started (a
+        bootstrap store with the bootstrap placement, one that joined with its layout's)."""
         port = int(self.urls[sid].rsplit(":", 1)[1])
-        server = await self.add(sid, port, self.placement, dict(self.urls))
+        placement, book = self.shapes.get(sid, (self.placement, self.urls))
+        server = await self.add(sid, port, placement, dict(book))
         await server.store.start()
         assert server.agent is not None
         server.agent.start()
@@ -168,11 +183,13 @@ async def _start(
     down_after_s: float = 300.0,
     spare: int = 1,
     groups: int = GROUPS,
+    **knobs: Any,
 ) -> tuple[MetaCluster, list[int]]:
+    """``ids`` started with their agents; ``knobs``: ``MetaCluster``'s optional fields."""
     ports = free_ports(len(ids) + spare)
     urls = {s: f"http://127.0.0.1:{p}" for s, p in zip(ids, ports, strict=False)}
     placement = bootstrap_placement(ids, groups)
-    cluster = MetaCluster(groups, tuple(meta), placement, urls, down_after_s)
+    cluster = MetaCluster(groups, tuple(meta), placement, urls, down_after_s, **knobs)
     for sid, port in zip(ids, ports, strict=False):
         await cluster.add(sid, port, cluster.placement, dict(urls))
     await asyncio.gather(*(r.store.start() for r in cluster.running.values()))
