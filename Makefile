@@ -45,9 +45,13 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
-# Longer chaos sweep over many seeds (SEEDS=N to choose how many).
+# Longer chaos sweep over many seeds (SEEDS=N to choose how many): the slow-marked sweeps
+# (500 seeds by default), then the multi-group simulations `make test` runs over a few seeds
+# (marked `sweep`; 50 seeds by default: about 14 s a seed for the six of them, half of it the
+# joins-and-leaves one). One seed alone: RAFTCACHE_SEED=N pytest tests/store/test_joins_leaves_sim.py.
 sweep: $(STAMP)
 	RAFTCACHE_SWEEP_SEEDS=$${SEEDS:-500} HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+	RAFTCACHE_SWEEP_SEEDS=$${SEEDS:-50} HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q -m "sweep and not slow" $(PYTEST_ARGS)
 
 # Side-by-side benchmarks (benchmarks/README.md). bench-deps installs the peers and tools the
 # benchmark needs and nothing the product needs: etcd-server and wrk from Debian, and

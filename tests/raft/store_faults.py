@@ -52,7 +52,8 @@ async def recorded(
 
 
 def sweep_seeds(default: int) -> list[int]:
-    """``RAFTCACHE_SEED`` alone, else ``RAFTCACHE_SWEEP_SEEDS`` (or ``default``) seeds."""
+    """``RAFTCACHE_SEED`` alone, else ``RAFTCACHE_SWEEP_SEEDS`` (or ``default``) seeds: a test
+    using it is marked ``sweep``, and ``make sweep SEEDS=N`` runs it over N."""
     if "RAFTCACHE_SEED" in os.environ:
         return [int(os.environ["RAFTCACHE_SEED"])]
     return list(range(int(os.environ.get("RAFTCACHE_SWEEP_SEEDS", default))))

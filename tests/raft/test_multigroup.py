@@ -215,6 +215,7 @@ async def _settle(cluster: MultiGroupCluster, timeout: float = 10.0) -> None:
     raise AssertionError("the groups did not settle")
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("seed", sweep_seeds(8))
 async def test_groups_stay_linearizable_under_store_faults(seed: int) -> None:
     cluster = MultiGroupCluster(seed)

@@ -578,6 +578,7 @@ async def _read_one(service: CacheService, key: str) -> str | None:
     return None if item is None else item.value.decode()
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("seed", sweep_seeds(3))
 async def test_draining_the_meta_leaders_store_while_writing_with_a_crash(seed: int) -> None:
     """The store leading the meta group is drained — its meta replica moves (learner on s4,

@@ -260,6 +260,7 @@ class BurstyRun(Run):
             await asyncio.sleep(0.05)
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("seed", sweep_seeds(8))
 async def test_bursty_clients_under_store_faults_stay_linearizable(seed: int) -> None:
     stores = await started(seed)

@@ -202,6 +202,7 @@ class Run:
         return done is not None
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("seed", sweep_seeds(4))
 async def test_a_replica_moves_away_and_back_under_store_faults(seed: int) -> None:
     stores = Stores(seed)

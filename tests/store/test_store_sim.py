@@ -166,6 +166,7 @@ async def _settle(stores: Stores, timeout_s: float = 10.0) -> None:
     raise AssertionError("the groups did not settle")
 
 
+@pytest.mark.sweep
 @pytest.mark.parametrize("seed", sweep_seeds(6))
 async def test_stores_keep_every_key_linearizable_under_store_faults(seed: int) -> None:
     stores = Stores(seed)
