@@ -168,14 +168,23 @@ def test_redis_clients_on_stores_route_by_group_and_follow_a_killed_leader(
         # list every store (it waits for the store's first poll of the others), or a client
         # that then loses this store knows no other.
         start = led["g0"]
-        rc = _eventually(
-            lambda: redis.cluster.RedisCluster(
+
+        def knowing_every_store() -> redis.cluster.RedisCluster:
+            # A store still starting when the others were up may have failed the given
+            # store's first polls (down until its next poll answers, a second later): then a
+            # new client asks again, as an application retrying its start would.
+            rc = redis.cluster.RedisCluster(
                 startup_nodes=[redis.cluster.ClusterNode("127.0.0.1", cports[start])],  # type: ignore[no-untyped-call]
                 socket_timeout=10,
             )
-        )
+            ports = sorted(n.port for n in rc.get_nodes())  # type: ignore[no-untyped-call]
+            if ports != sorted(cports.values()):
+                rc.close()
+                raise AssertionError(f"the client knows {ports}, not every store")
+            return rc
+
+        rc = _eventually(knowing_every_store)
         try:
-            assert sorted(n.port for n in rc.get_nodes()) == sorted(cports.values())
             keys = [f"user:{i}" for i in range(40)]
             one = redis.Redis(port=plain["n2"], socket_timeout=10)
             try:

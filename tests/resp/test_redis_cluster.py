@@ -198,8 +198,10 @@ async def test_a_client_pinned_to_an_isolated_leader_finds_the_new_one(tmp_path:
             leader = await _leader(nodes)
             await _slots_master(cports[leader], cports[leader])
             # A socket timeout longer than the test's patience: no escape through a timeout.
-            rc = redis.cluster.RedisCluster(
-                host="127.0.0.1", port=cports[leader], socket_timeout=40
+            # Built in a thread: the sync client must not block this loop, which runs the
+            # proxies every Raft message and status poll goes through.
+            rc = await asyncio.to_thread(
+                redis.cluster.RedisCluster, host="127.0.0.1", port=cports[leader], socket_timeout=40
             )
             try:
                 assert await asyncio.to_thread(rc.set, "k", "before")
