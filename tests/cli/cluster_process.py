@@ -134,7 +134,10 @@ class ClusterProcess:
                     stream.close()
 
     def start(self) -> None:
-        ranges = 1 + self.with_resp + self.with_resp_cluster
+        # With --groups and --resp-base-port alone the cluster-mode ports follow the plain
+        # ones: keep their range free too.
+        auto_cluster = self.with_resp and not self.with_resp_cluster and self.groups > 1
+        ranges = 1 + self.with_resp + (self.with_resp_cluster or auto_cluster)
         base = self.base_port = free_base_port(ranges * self.nodes)
         # In the order of issue 14's example: cluster --nodes 3 --groups 4 --base-port 8001
         # --resp-base-port 7001 --data-dir ./data.

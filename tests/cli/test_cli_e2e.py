@@ -348,10 +348,13 @@ def test_cluster_as_issue_14_states_it_serves_http_and_resp_per_store_then_ctrl_
     tmp_path: Path,
 ) -> None:
     """``raftcache cluster --nodes 3 --groups 4 --base-port P --resp-base-port R --data-dir D``
-    exactly (no cluster-mode ports): store i prints ``ni http://…:P+i-1 redis://…:R+i-1``,
-    answers HTTP on P+i-1 and the Redis protocol on R+i-1 (any key, through any store), and
-    Ctrl-C (SIGINT) stops every store with exit 0 and leaves no process behind."""
+    exactly: store i prints ``ni http://…:P+i-1 redis://…:R+i-1 redis://…:R+3+i-1``, answers
+    HTTP on P+i-1 and the Redis protocol on R+i-1 (any key, through any store); the
+    cluster-mode ports that follow (opened because there are many groups) let redis-py's
+    ``RedisCluster``, given the plain port of one store, reach each group's leader directly;
+    and Ctrl-C (SIGINT) stops every store with exit 0 and leaves no process behind."""
     import redis
+    import redis.cluster
 
     from raftcache.slots import key_group
 
@@ -367,8 +370,10 @@ def test_cluster_as_issue_14_states_it_serves_http_and_resp_per_store_then_ctrl_
         ]  # fmt: skip
         stores = [f"n{i}" for i in (1, 2, 3)]
         lines = [line for line in running.stdout if line.split(" ", 1)[0] in stores]
+        cluster = resp + 3
         assert lines == [
-            f"n{i} http://127.0.0.1:{http + i - 1} redis://127.0.0.1:{resp + i - 1}"
+            f"n{i} http://127.0.0.1:{http + i - 1} redis://127.0.0.1:{resp + i - 1} "
+            f"redis://127.0.0.1:{cluster + i - 1}"
             for i in (1, 2, 3)
         ], running.output()
         groups = [line.split() for line in running.stdout if line.startswith("group ")]
@@ -383,7 +388,7 @@ def test_cluster_as_issue_14_states_it_serves_http_and_resp_per_store_then_ctrl_
                 status = client.status()
             assert status["sharding"] == {"groups": 4, "store": store}
             assert status["resp"]["address"] == f"127.0.0.1:{resp + i - 1}"
-            assert status["resp"]["cluster_address"] == ""
+            assert status["resp"]["cluster_address"] == f"127.0.0.1:{cluster + i - 1}"
             r = redis.Redis(port=resp + i - 1, socket_timeout=20)
             try:
                 assert r.ping()
@@ -393,6 +398,17 @@ def test_cluster_as_issue_14_states_it_serves_http_and_resp_per_store_then_ctrl_
                 assert r.dbsize() == len(keys)
             finally:
                 r.close()
+
+        # RedisCluster given one store's plain port learns the cluster-mode ports (which
+        # send MOVED to a group's leader; other tests follow it through leader changes).
+        rc = redis.cluster.RedisCluster(host="127.0.0.1", port=resp, socket_timeout=20)
+        try:
+            ports = sorted(n.port for n in rc.get_nodes())  # type: ignore[no-untyped-call]
+            assert ports == [cluster, cluster + 1, cluster + 2]
+            for key in keys:
+                assert rc.get(key) == f"{key} via n3".encode()
+        finally:
+            rc.close()
 
         running.ctrl_c()  # SIGINT to its process group, which the stores are not in
         assert running.proc is not None

@@ -2,7 +2,8 @@
 
 Rule: stdout carries only the facts a script needs, one per line — ``n1 http://127.0.0.1:8001``
 for each node as soon as it is spawned (followed by the ``redis://`` URLs of its Redis listeners
-when ``--resp-base-port`` or ``--resp-cluster-base-port`` is given), then
+when ``--resp-base-port`` or ``--resp-cluster-base-port`` is given; with ``--groups`` G > 1,
+``--resp-base-port R`` alone also opens the cluster-mode ports, from R + N on), then
 ``leader n2 http://127.0.0.1:8002`` once elected (with ``--groups`` G > 1: one line
 ``group g0 leader n2 http://127.0.0.1:8002`` per group once every group has one);
 progress and diagnostics go to stderr. Whatever happens (Ctrl-C, SIGTERM, SIGHUP, a node failing
@@ -60,7 +61,8 @@ def add_parser(subparsers: Any) -> None:
         "--resp-cluster-base-port",
         type=_port,
         default=None,
-        help="serve the Redis Cluster protocol (MOVED to the leader) from this port on",
+        help="serve the Redis Cluster protocol (MOVED to the leader) from this port on "
+        "(with --groups > 1 and --resp-base-port R: default R + --nodes)",
     )
     p.add_argument(
         "--groups",
@@ -96,15 +98,21 @@ def add_parser(subparsers: Any) -> None:
 def cmd_cluster(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("raftcache.process.cli") is None:
         return fail("cluster", "the node server (raftcache serve) is not available", EXIT_USAGE)
+    cluster_base = args.resp_cluster_base_port
+    if cluster_base is None and args.groups > 1 and args.resp_base_port is not None:
+        # Many groups are for Redis Cluster clients above all: they need a cluster-mode port
+        # (MOVED to each group's leader), while the plain ports keep forwarding for the
+        # others. Right after the plain ports, unless given.
+        cluster_base = args.resp_base_port + args.nodes
     specs = plan_nodes(
         args.nodes,
         args.host,
         args.base_port,
         Path(args.data_dir),
         resp_base_port=args.resp_base_port,
-        resp_cluster_base_port=args.resp_cluster_base_port,
+        resp_cluster_base_port=cluster_base,
     )
-    bases = [args.base_port, args.resp_base_port, args.resp_cluster_base_port]
+    bases = [args.base_port, args.resp_base_port, cluster_base]
     if any(b is not None and b + args.nodes - 1 > 65535 for b in bases):
         return fail("cluster", "ports beyond 65535: lower the base ports or --nodes", EXIT_USAGE)
     ports = [p for s in specs for p in (s.port, s.resp_port, s.resp_cluster_port) if p]
