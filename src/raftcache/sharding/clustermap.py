@@ -7,6 +7,14 @@ one host (but for a replica on a decommissioning store and its replacement, duri
 a leader that is not a voter — naming what is wrong. The slot → group function is not
 stored per slot: it is ``raftcache.slots.group_range`` of ``groups``, fixed at bootstrap.
 
+Host labels are recorded twice, for readers of two releases. ``host`` is what a release before
+labels took effect reads, and its ``from_json`` refuses a group with two replicas on one
+``host``: so ``host`` never shows a clash — a store whose label would make one keeps its id
+there (``raftcache.store.meta``, ``MetaMap.register``). ``label`` (JSON ``host_label``, a field
+older readers ignore) is the label the store registered, clash or not; placement reads
+``Store.host_label`` — the label, or ``host`` in a map written before it — and repairs a clash by
+moving a replica (``raftcache.sharding.placement``). ``shared_hosts`` names a group's clashes.
+
 The map also records where the meta group's own replicas are (``meta``, a placement numbered
 ``META``), as its driver last observed them: every store reads it to find the meta leader
 after the meta replicas moved. It never counts in the data groups' balance.
@@ -15,7 +23,7 @@ after the meta replicas moved. It never counts in the data groups' balance.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Final
@@ -40,7 +48,9 @@ class Store:
 
     Attributes:
         store_id: The store's id (its Raft node id in every group it hosts).
-        host: The host label; no two replicas of a group share one.
+        host: The host as a reader of the previous release sees it: the label, or the
+            store's id when the label would show two replicas of a group on one host (that
+            reader refuses such a map). Never two replicas of a group on one ``host``.
         http_url: The client and Raft HTTP address, e.g. ``http://10.0.0.5:8001``.
         resp_address: ``host:port`` of the plain RESP port, or "" without one.
         cluster_address: ``host:port`` of the cluster-mode RESP port, or "" without one.
@@ -48,6 +58,9 @@ class Store:
         nonce: A random token the store drew when its data directory was created (``""``:
             not registered yet): a second process registering the same id with another
             token is refused, so two stores can never share one id.
+        label: The host label the store registered (``--host-label``), clash or not; ""
+            in a map written before labels were recorded apart (``host_label`` then
+            falls back to ``host``).
     """
 
     store_id: str
@@ -57,6 +70,12 @@ class Store:
     cluster_address: str = ""
     state: StoreState = StoreState.UP
     nonce: str = ""
+    label: str = ""
+
+    @property
+    def host_label(self) -> str:
+        """The host placement keeps a group's replicas apart on: the registered label."""
+        return self.label or self.host
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +86,8 @@ class Store:
             "cluster_address": self.cluster_address,
             "state": self.state.value,
             **({"nonce": self.nonce} if self.nonce else {}),
+            # A field older readers ignore (their ``from_json`` reads named keys only).
+            **({"host_label": self.label} if self.label else {}),
         }
 
     @classmethod
@@ -82,6 +103,7 @@ class Store:
                 cluster_address=_text(obj.get("cluster_address", ""), "cluster_address"),
                 state=StoreState(obj.get("state", "up")),
                 nonce=_text(obj.get("nonce", ""), "nonce"),
+                label=_text(obj.get("host_label", ""), "host_label"),
             )
         except KeyError as exc:
             raise ValueError(f"a store lacks {exc.args[0]!r}") from None
@@ -204,12 +226,45 @@ class ClusterMap:
         """The replicas on ``store_id``: its data groups', and the meta group's."""
         return len(self.groups_of(store_id)) + self.holds_meta(store_id)
 
+    def shared_hosts(
+        self, p: GroupPlacement, leaving: Collection[str] = ()
+    ) -> dict[str, list[str]]:
+        """Host label → the stores holding two or more *staying* replicas of ``p`` there
+        (sorted). A replica on a store that is not up, or in ``leaving`` (down too long),
+        does not hold its host: its replacement may share it for the length of the move."""
+        by_host: dict[str, list[str]] = {}
+        for store_id in p.replicas:
+            store = self.stores.get(store_id)
+            if store is None or store.state is not StoreState.UP or store_id in leaving:
+                continue
+            by_host.setdefault(store.host_label, []).append(store_id)
+        return {h: sorted(s) for h, s in sorted(by_host.items()) if len(s) > 1}
+
     # --- changing ----------------------------------------------------------------------------
 
     def with_store(self, store: Store) -> ClusterMap:
         """A map with ``store`` added or replaced, one version higher."""
         stores = dict(self.stores)
         stores[store.store_id] = store
+        return replace(self, version=self.version + 1, stores=stores)
+
+    def with_hosts_apart(self, placement: GroupPlacement) -> ClusterMap:
+        """This map with the ``host`` of each store of ``placement`` that shares one with
+        another staying replica of it set to the store's id (its ``label`` kept), so that
+        ``placement`` can be recorded where a reader of the previous release would refuse it;
+        this map itself when nothing clashes (see the module docstring)."""
+        by_host: dict[str, list[str]] = {}
+        for store_id in placement.replicas:
+            store = self.stores.get(store_id)
+            if store is not None and store.state is StoreState.UP:
+                by_host.setdefault(store.host, []).append(store_id)
+        stores = dict(self.stores)
+        for ids in by_host.values():
+            for store_id in ids if len(ids) > 1 else ():
+                old = stores[store_id]
+                stores[store_id] = replace(old, host=store_id, label=old.host_label)
+        if stores == self.stores:
+            return self
         return replace(self, version=self.version + 1, stores=stores)
 
     def with_placement(self, placement: GroupPlacement) -> ClusterMap:

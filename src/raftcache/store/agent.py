@@ -348,7 +348,14 @@ class MetaAgent:
             await self._keep_learnt(cmap)
         known = cmap.stores.get(self.me.store_id)
         # Its record differs but for the state (the operators' to change): register again.
-        stale = known is None or replace(known, state=self.me.state) != self.me
+        # (Its ``host`` may be its id where its label clashes, ``MetaMap.register``: the label
+        # it registered is compared.)
+        stale = (
+            known is None
+            or replace(known, state=self.me.state, host=self.me.host, label=self.me.label)
+            != self.me
+            or known.host_label != self.me.host_label
+        )
         if stale and (known, self.me) != self._registered:
             self.map = cmap = await self.register(self.me)
             kept = cmap.stores.get(self.me.store_id)

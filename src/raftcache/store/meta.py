@@ -54,6 +54,7 @@ __all__ = [
     "meta_move_refusal",
     "meta_replication",
     "meta_voters",
+    "registered",
 ]
 #: The key of the meta group's cache that holds the map.
 MAP_KEY: Final = "map"
@@ -67,8 +68,8 @@ _ATTEMPTS: Final = 20
 
 class MetaConflictError(ValueError):
     """A change the map refuses: a removed id registering again, removing a store that still
-    holds replicas, an unknown store, a host label that would put two of a group's replicas
-    on one host (answered 409)."""
+    holds replicas, an unknown store (answered 409). A host label that shows two of a group's
+    replicas on one host is recorded, never refused (``MetaMap.register``)."""
 
 
 def meta_voters(stores: Sequence[str]) -> tuple[str, ...]:
@@ -157,6 +158,43 @@ def observed_placement(
     )
 
 
+def registered(current: ClusterMap | None, store: Store) -> ClusterMap:
+    """``current`` with ``store`` registered: added, or its addresses and host label updated
+    (its state kept). ``store.host`` is the label it was started with. The label is recorded
+    as given, always (``Store.label``: placement reads it); ``host`` takes it too unless that
+    would show two replicas of a group on one ``host`` — the bootstrap placed them before the
+    labels were known, or the store restarted with another label — which a reader of the
+    previous release refuses: ``host`` is then the store's id, and the driver repairs the
+    clash by a move. A label never makes a store refused. MetaConflictError: no map yet, a
+    removed id, or another process's id."""
+    if current is None:
+        raise MetaConflictError("the cluster map is not written yet")
+    known = current.stores.get(store.store_id)
+    if known is not None and known.state is StoreState.REMOVED:
+        raise MetaConflictError(
+            f"store id {store.store_id} was removed from this cluster: ids are never "
+            f"reused (start the store under a new --id with an empty --data-dir)"
+        )
+    if known is not None and known.nonce and store.nonce != known.nonce:
+        raise MetaConflictError(
+            f"store id {store.store_id} is registered by another process (at "
+            f"{known.http_url}): two stores started with one id, or a data directory "
+            "made elsewhere; give this store its own --id and an empty --data-dir"
+        )
+    wanted = store if known is None else replace(store, state=known.state)
+    wanted = replace(wanted, label=store.host_label)
+    fallbacks = [store.store_id] + ([known.host] if known is not None else [])
+    for host in [wanted.host, *fallbacks]:
+        candidate = replace(wanted, host=host)
+        if candidate == known:
+            return current
+        try:
+            return current.with_store(candidate)
+        except ValueError as exc:
+            why = exc
+    raise MetaConflictError(f"store {store.store_id} refused: {why}")
+
+
 class MetaMap:
     """Reads and changes the map through this store's replica of the meta group.
 
@@ -206,37 +244,9 @@ class MetaMap:
         return await self.change(lambda current: first if current is None else current)
 
     async def register(self, store: Store) -> ClusterMap:
-        """Add ``store``, or update its addresses and host label (its state is kept)."""
-
-        def edit(current: ClusterMap | None) -> ClusterMap | None:
-            if current is None:
-                raise MetaConflictError("the cluster map is not written yet")
-            known = current.stores.get(store.store_id)
-            if known is not None and known.state is StoreState.REMOVED:
-                raise MetaConflictError(
-                    f"store id {store.store_id} was removed from this cluster: ids are never "
-                    f"reused (start the store under a new --id with an empty --data-dir)"
-                )
-            if known is not None and known.nonce and store.nonce != known.nonce:
-                raise MetaConflictError(
-                    f"store id {store.store_id} is registered by another process (at "
-                    f"{known.http_url}): two stores started with one id, or a data directory "
-                    "made elsewhere; give this store its own --id and an empty --data-dir"
-                )
-            wanted = store if known is None else replace(store, state=known.state)
-            if known == wanted:
-                return current
-            try:
-                return current.with_store(wanted)
-            except ValueError as exc:  # e.g. two replicas of a group on one host label
-                if known is None or known.host == store.host:
-                    raise MetaConflictError(f"store {store.store_id} refused: {exc}") from None
-            # The label would put two replicas of a group on one host (stores bootstrapped
-            # before their labels were known): record the addresses, keep the old label.
-            kept = replace(wanted, host=known.host)
-            return current if kept == known else current.with_store(kept)
-
-        return await self.change(edit)
+        """Add ``store``, or update its addresses and host label (its state is kept):
+        ``registered``."""
+        return await self.change(lambda current: registered(current, store))
 
     async def set_state(
         self, store_id: str, state: StoreState, down: Collection[str] = ()
@@ -293,7 +303,10 @@ class MetaMap:
                     try:
                         new = new.with_placement(p)
                     except ValueError:
-                        continue  # not recordable (e.g. a replica on an unregistered store)
+                        try:  # replicas sharing a ``host`` (placement reads labels):
+                            new = new.with_hosts_apart(p).with_placement(p)
+                        except ValueError:
+                            continue  # not recordable (e.g. a replica on an unregistered store)
             return new
 
         return await self.change(edit)
