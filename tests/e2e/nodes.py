@@ -156,11 +156,15 @@ class ProcessCluster:
         argv = [sys.executable, "-m", "raftcache", "serve", "--id", node_id]
         argv += ["--listen", f"127.0.0.1:{node.port}"]
         if node_id in self.joined:
-            argv += ["--join", self.joined[node_id], "--host-label", f"host-{node_id}"]
+            argv += ["--join", self.joined[node_id]]
         else:
             argv += ["--peers", self.peers]
         argv += ["--data-dir", str(node.data_dir), *self.extra_args]
         argv += self.node_args.get(node_id, [])
+        # Every store stands for a host of its own unless the test gives labels (by default
+        # the stores of one machine all register its name: one host for placement).
+        if "--host-label" not in argv:
+            argv += ["--host-label", f"host-{node_id}"]
         with node.log_path.open("ab") as log:
             node.proc = subprocess.Popen(
                 argv,

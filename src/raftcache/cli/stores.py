@@ -267,7 +267,7 @@ def _print_stores(cmap: ClusterMap) -> None:
     print(f"map version {cmap.version}: {cmap.groups} groups, replication {cmap.replication}")
     for store_id, info in sorted(cmap.stores.items()):
         print(
-            f"{store_id} host={info.host} state={info.state.value} "
+            f"{store_id} host={info.host_label} state={info.state.value} "
             f"replicas={replicas.get(store_id, 0)} leaders={leaders.get(store_id, 0)} "
             f"{'meta ' if cmap.holds_meta(store_id) else ''}{info.http_url}"
         )

@@ -316,8 +316,8 @@ OPTIONS: tuple[Option, ...] = (
         "host_label",
         _non_empty,
         None,
-        "this store's host (default: the machine's name); no two replicas of a group are "
-        "placed on one host",
+        "this store's host (default: the machine's name); placement puts no second replica "
+        "of a group on one host, and moves apart those the bootstrap put there",
         "NAME",
     ),
     Option(

@@ -2,29 +2,45 @@
 
 Rule: placement is a pure function of the map and of which stores are down too long; it never
 proposes a step that leaves a group without a live majority, never more than one step per
-group, never two replicas of a group on one host (but for a replica on a decommissioning store
-and its replacement, during the move); it adds before it removes a live replica (3 → 4 → 3
-voters) and transfers leadership away from a replica before removing it. Every driver computes
-the same plan from the same map (ties are broken by a hash of group and store, then the store
-id, never by chance). See docs/sharding.md#placement.
+group, never a replica added on a host (its label, ``Store.host_label``) that holds a staying
+replica of the group — but a leaving replica's replacement on a sibling store of its host when
+no free host can take it, and a replacement on a host already holding two or more (a clash
+placement did not make), neither raising the host's count of the group; it adds before it
+removes a live replica (3 → 4 → 3 voters) and transfers leadership away from a replica before
+removing it. Every driver computes the same plan from the same map (ties are broken by a hash
+of group and store, then the store id, never by chance). See docs/sharding.md#placement.
 
 The order of concerns, per group: finish a move in progress (promote the learner, or drop it if
 its store went away); remove a dead voter (down too long: it adds no fault tolerance, so
 removing it before its replacement is added costs none, and frees its host); shrink a group
-above its replication (the replica on a store that is leaving first, else on the fullest store;
-leadership handed off first — but never a live voter when that leaves fewer than ``keep``
-voters: the meta group's floor, where its replacement is added first and, with none to add,
-the replica stays); replace a replica on a decommissioning store; fill a group below
-its replication. Only when no group needs any of these does placement rebalance: one replica
-from the fullest store to the emptiest that can take it, then leaders, along a chain of
-transfers when no single transfer evens them out.
+above its replication (the replica on a store that is leaving first, then one of two sharing a
+host, else on the fullest store; leadership handed off first — but never a live voter when
+that leaves fewer than ``keep`` voters: the meta group's floor, where its replacement is added
+first and, with none to add, the replica stays); replace a replica on a decommissioning store;
+fill a group below its replication; repair a *host clash* — two staying replicas of a group on
+one host, which placement never makes but a map records (the bootstrap places replicas before
+the stores registered their labels; a store restarted with another label): a replica is added
+on a host the group does not use, promoted, and then one of the pair removed, one
+single-server step at a time like any move. With no free host the clash stays: the group keeps
+its replicas (fewer replicas would tolerate fewer store failures, and no more host failures).
+
+How many replicas a group aims for (``host_room``): RF, bounded by what it can hold without
+raising any host's count — its staying replicas, one more per host it does not use and, on a
+host that already holds two or more of its replicas (a clash the bootstrap made, one machine's
+stores under one label), every store there: so a one-host cluster keeps RF replicas through
+drains and dead stores, a leaving replica moving to a sibling store. A live voter is removed
+only from a group above RF or above that bound (a drain shrinks a group only to what the
+hosts left can hold: added for first, 3 → 4 → 3, whenever a replacement has room), never
+because a clash made the hosts look fewer. Only when no group needs any of these
+does placement rebalance: one replica from the fullest store to the emptiest that can take it,
+then leaders, along a chain of transfers when no single transfer evens them out.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections import deque
-from collections.abc import Collection
+from collections import Counter, deque
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -59,8 +75,43 @@ def eligible_stores(cmap: ClusterMap, down: Collection[str] = ()) -> list[str]:
 
 def effective_replication(cmap: ClusterMap, down: Collection[str] = ()) -> int:
     """The replicas a group can have: RF, bounded by the distinct hosts of eligible stores."""
-    hosts = {cmap.stores[s].host for s in eligible_stores(cmap, down)}
+    hosts = {cmap.stores[s].host_label for s in eligible_stores(cmap, down)}
     return min(cmap.replication, len(hosts))
+
+
+def host_room(
+    hosts: Mapping[str, str],
+    staying: Collection[str],
+    leaving: Collection[str],
+    spare: Collection[str],
+) -> dict[str, int]:
+    """Host → how many replicas of one group placement may add there (hosts with none left
+    out), given its ``staying`` replicas, its ``leaving`` ones (on stores decommissioning or
+    down) and the ``spare`` stores that may take one (eligible, holding none of it);
+    ``hosts``: store id → host label.
+
+    One on a host no staying replica uses. On a host two or more staying replicas share (a
+    clash the bootstrap made before the labels were known, or one machine's stores under one
+    label), every spare store there: the group is on that host already, and keeping it at RF
+    replicas tolerates more store failures (a leaving replica's move to a sibling store, a
+    dead one's replacement). On a host one staying replica uses, one per leaving replica there
+    when two or more are leaving (two drains of a clashing host at once: those moves to
+    sibling stores leave the host no more replicas of the group than it had); one leaving
+    replica beside one staying one is not counted — that is also how a single replica's move
+    to a sibling looks once its replacement is in, and counting it would add a third. The
+    driver's planner and the meta group's drain check both count by this."""
+    used = Counter(hosts[s] for s in staying)
+    gone = Counter(hosts[s] for s in leaving)
+    spares = Counter(hosts[s] for s in spare)
+    room = {}
+    for host, n in spares.items():
+        if used[host] == 0:
+            room[host] = 1
+        elif used[host] >= 2:
+            room[host] = n
+        elif gone[host] >= 2:
+            room[host] = min(n, gone[host])
+    return room
 
 
 def plan(
@@ -131,11 +182,12 @@ class _Planner:
     ) -> None:
         self.cmap = cmap
         self.keep = keep
+        self.down = down
+        self.hosts = {s: st.host_label for s, st in cmap.stores.items()}
         self.eligible = set(eligible_stores(cmap, down))
         self.alive = {  # may still act (hand leadership over): up or decommissioning, not down
             s for s, st in cmap.stores.items() if st.state is not StoreState.REMOVED
         } - down
-        self.rf = effective_replication(cmap, down)
         counts = cmap.replica_counts()
         self.counts = {s: counts[s] for s in self.eligible}
         self.leads = cmap.leader_counts()
@@ -175,10 +227,24 @@ class _Planner:
                 victim = min(dead, key=lambda v: (_tie(p.group, v), v))
                 self.steps.append(Step(p.group, StepKind.REMOVE, victim))
             return
-        if len(p.voters) > self.rf:
-            self._shrink(p)
-        elif any(v not in self.eligible for v in p.voters) or len(p.voters) < self.rf:
+        staying = [v for v in p.voters if v in self.eligible]
+        leaving = [v for v in p.voters if v not in self.eligible]
+        room = self._room(p)
+        want = min(self.cmap.replication, len(staying) + sum(room.values()))
+        if len(p.voters) > self.cmap.replication or (leaving and len(p.voters) > want):
+            self._shrink(p)  # above RF, or a drain left hosts for fewer replicas
+        elif leaving or len(p.voters) < want:
             self._grow(p)
+        elif self.cmap.shared_hosts(p, self.down):
+            self._grow(p, free_only=True)  # a host clash: repaired only onto a free host
+
+    def _room(self, p: GroupPlacement) -> dict[str, int]:
+        return host_room(
+            self.hosts,
+            [v for v in p.voters if v in self.eligible],
+            [v for v in p.voters if v not in self.eligible],
+            [s for s in self.eligible if s not in p.replicas],
+        )
 
     def _shrink(self, p: GroupPlacement) -> None:
         """One live voter too many (after a promote, or RF fell): drop the one on a leaving
@@ -189,8 +255,20 @@ class _Planner:
                 self._grow(p)
             return
 
-        def weight(v: str) -> tuple[bool, int, int, str]:
-            return (v in self.eligible, -self.counts.get(v, 0), _tie(p.group, v), v)
+        clashing = {s for ss in self.cmap.shared_hosts(p, self.down).values() for s in ss}
+
+        def weight(v: str) -> tuple[bool, bool, bool, int, int, str]:
+            # A leaving voter first, then one sharing its host with another (not the leader
+            # of the pair when the other will do), then the fullest store.
+            shared = v in clashing
+            return (
+                v in self.eligible,
+                not shared,
+                shared and v == p.leader,
+                -self.counts.get(v, 0),
+                _tie(p.group, v),
+                v,
+            )
 
         victim = min(p.voters, key=weight)
         if victim == p.leader:
@@ -201,25 +279,36 @@ class _Planner:
                 return
         self.steps.append(Step(p.group, StepKind.REMOVE, victim))
 
-    def _grow(self, p: GroupPlacement) -> None:
+    def _grow(self, p: GroupPlacement, free_only: bool = False) -> None:
         if self.move_budget <= 0:
             return
-        target = self._target(p, p.replicas)
+        target = self._target(p, free_only)
         if target is None:
             return
         self.move_budget -= 1
         self.moving.add(target)
         self.steps.append(Step(p.group, StepKind.ADD, target))
 
-    def _target(self, p: GroupPlacement, replicas: tuple[str, ...]) -> str | None:
-        """The emptiest eligible store not being filled whose host no staying replica of the
-        group uses. A replica on a decommissioning store does not hold its host: its
-        replacement may share it for the length of the move (``ClusterMap.check``)."""
-        used = {self.cmap.stores[r].host for r in replicas if r in self.eligible}
-        candidates = [
+    def _target(self, p: GroupPlacement, free_only: bool) -> str | None:
+        """The emptiest eligible store not being filled on a host with room for the group
+        (``host_room``), preferring a host no staying replica of it uses; None while the
+        preferred hosts' stores are being filled (they are waited for, not passed over). A
+        replica on a leaving store does not hold its host: its replacement may share it for
+        the length of the move. ``free_only``: a host the group does not use, or none."""
+        room = self._room(p)
+        used = {self.hosts[r] for r in p.voters if r in self.eligible}
+        allowed = [
             s
             for s in self.eligible
-            if s not in self.moving and s not in replicas and self.cmap.stores[s].host not in used
+            if s not in p.replicas
+            and self.hosts[s] in room
+            and not (free_only and self.hosts[s] in used)
+        ]
+        if not allowed:
+            return None
+        best = min(self.hosts[s] in used for s in allowed)
+        candidates = [
+            s for s in allowed if (self.hosts[s] in used) == best and s not in self.moving
         ]
         if not candidates:
             return None
@@ -240,9 +329,7 @@ class _Planner:
                 for p in sorted(self.cmap.placements, key=lambda p: (_tie(p.group, full), p.group)):
                     if full not in p.voters or empty in p.replicas or not self._movable(p):
                         continue
-                    if self.cmap.stores[empty].host in {
-                        self.cmap.stores[r].host for r in p.replicas
-                    }:
+                    if self.hosts[empty] in {self.hosts[r] for r in p.replicas}:
                         continue
                     self.steps.append(Step(p.group, StepKind.ADD, empty))
                     return True
@@ -299,6 +386,7 @@ __all__ = [
     "drained",
     "effective_replication",
     "eligible_stores",
+    "host_room",
     "plan",
     "with_leader",
 ]

@@ -416,7 +416,7 @@ class MetaAgent:
             self._driver_term = term
         driver = self._driver
         driver.urls = self._urls(cmap)
-        driver.hosts = {s: i.host for s, i in cmap.stores.items()}
+        driver.hosts = {s: i.host_label for s, i in cmap.stores.items()}
         driver.drain = {s for s, i in cmap.stores.items() if i.state is not StoreState.UP}
         driver.known = {group_id(p.group): p.replicas for p in cmap.placements}
         driver.meta_replication = meta_replication(cmap.replication)

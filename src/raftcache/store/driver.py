@@ -125,8 +125,8 @@ class PlacementDriver:
         clock: monotonic seconds.
         drain: stores to empty (decommissioning).
         down_after_s: a store silent this long counts as down.
-        hosts: store id → host label (no two replicas of a group on one host); a store not
-            named counts as its own host.
+        hosts: store id → host label (placement puts no second replica of a group on a
+            host, and repairs a clash it finds); a store not named counts as its own host.
         meta_replication: the replicas the meta group aims for; 0 (the operator's driver):
             the meta group is neither observed nor moved.
     """
@@ -160,6 +160,8 @@ class PlacementDriver:
         self.drain = set(drain)
         self._down_after_s = down_after_s
         self._silent_since: dict[str, float] = {}
+        #: The host clashes last logged (``cluster_map``): each logged once, when it appears.
+        self._clashes: set[str] = set()
         self.steps_done: list[Step] = []
         #: The meta group's steps among them (their ``group`` number means nothing).
         self.meta_steps_done: list[Step] = []
@@ -211,15 +213,21 @@ class PlacementDriver:
         return {s for s, t in self._silent_since.items() if now - t >= self._down_after_s}
 
     def cluster_map(self, seen: Observation) -> ClusterMap:
-        """The map the groups' configurations say, with the stores' host labels — or, when
-        the groups already put two replicas of one on a host (stores bootstrapped before
-        their labels were known), with every store its own host, which placement can plan
-        from (that placement is then kept, not repaired)."""
-        try:
-            return self._cluster_map(seen, self.hosts)
-        except ValueError as exc:
-            log.warning("host labels ignored", extra={"why": str(exc)})
-            return self._cluster_map(seen, {})
+        """The map the groups' configurations say, with the stores' host labels — always:
+        where the groups put two replicas of one on a host (the bootstrap placed them before
+        the stores registered their labels, a store restarted with another label), placement
+        repairs it by a move (``sharding.placement``). Each clash is logged once, when it
+        first appears."""
+        cmap = self._cluster_map(seen, self.hosts)
+        shown = {
+            f"{group_id(p.group)}: {', '.join(stores)} on {host!r}"
+            for p in cmap.placements
+            for host, stores in cmap.shared_hosts(p).items()
+        }
+        for clash in sorted(shown - self._clashes):
+            log.warning("replicas share a host", extra={"clash": clash})
+        self._clashes = shown
+        return cmap
 
     def meta_map(self, seen: Observation) -> ClusterMap | None:
         """The meta group's placement as a one-group map over the same stores (None when
@@ -231,17 +239,14 @@ class PlacementDriver:
         learners = tuple(sorted({store_of(v) for v in view.learners} - set(voters)))
         leader = view.leader_store if view.leader_store in voters else None
         placement = (GroupPlacement(0, voters, learners, leader),)
-        for hosts in (self.hosts, {}):  # as ``cluster_map``: labels, unless they clash
-            try:
-                stores = self._stores(seen, hosts)
-                return ClusterMap(1, 1, self.meta_replication, stores, placement)
-            except ValueError as exc:
-                log.warning("host labels ignored for the meta group", extra={"why": str(exc)})
-        return None
+        stores = self._stores(seen, self.hosts)  # as ``cluster_map``: labels, always
+        return ClusterMap(1, 1, self.meta_replication, stores, placement)
 
     def _stores(self, seen: Observation, hosts: Mapping[str, str]) -> dict[str, Store]:
+        # ``host`` is the store's id (so the map never refuses a clash: the groups' placement
+        # is the truth, invariant 2); placement reads the label (``Store.host_label``).
         stores = {
-            s: Store(s, hosts.get(s, s), self.urls[s],
+            s: Store(s, s, self.urls[s], label=hosts.get(s, s),
                      state=StoreState.DECOMMISSIONING if s in self.drain else StoreState.UP)
             for s in self.urls
         }  # fmt: skip

@@ -22,9 +22,10 @@ What the map records, and who writes it:
 
 A store holding a meta replica can be drained (the driver moves the replica first) only when
 every meta replica then leaving — this one, and those on stores already draining, removed or
-down — has a taker of its own: a distinct host among the stores up (and not down) that hold no
-meta replica, on a host no staying replica uses, as many as keep the meta group at its
-replication. Otherwise the drain is refused (409) naming why: two drains under way at once
+down — has a taker of its own among the stores up (and not down) that hold no meta replica,
+counted as the planner counts room on hosts (``placement.host_room``: one per host no staying
+replica uses, every one on a host two staying replicas share), as many as keep the meta group
+at its replication. Otherwise the drain is refused (409) naming why: two drains under way at once
 must never leave the meta group on fewer voters than it had (``meta_move_refusal``); the
 driver's plan never removes a live meta voter below three before its replacement is in
 (``driver.plan_meta``) either.
@@ -44,6 +45,7 @@ from raftcache.cache.errors import PreconditionFailedError
 from raftcache.cache.service import CacheService
 from raftcache.network.groups import store_of
 from raftcache.sharding.clustermap import META, ClusterMap, GroupPlacement, Store, StoreState
+from raftcache.sharding.placement import host_room
 from raftcache.store.store import META_GROUP, group_id
 
 __all__ = [
@@ -91,10 +93,11 @@ def meta_move_refusal(cmap: ClusterMap, store_id: str, down: Collection[str] = (
     Staying: the meta replicas on other stores that are up and not ``down`` (silent past
     ``--store-down-after``, as the driver counts them). Every other meta replica is leaving
     — ``store_id``'s, and those on stores draining, removed or down — and the meta group
-    keeps its replication only if each has a taker of its own: a distinct host among the
-    stores up, not down, holding no meta replica, on a host no staying replica uses. As many
-    takers are needed as leaving replicas, up to what the replication asks of the staying
-    ones."""
+    keeps its replication only if each has a taker of its own among the stores up, not down,
+    holding no meta replica, counted as the planner counts them (``placement.host_room``): one
+    per host no staying replica uses, every one on a host two or more staying replicas share
+    (one machine's stores under one label: a move to a sibling store). As many takers are
+    needed as leaving replicas, up to what the replication asks of the staying ones."""
     if cmap.meta is None or store_id not in cmap.meta.replicas:
         return None
 
@@ -104,23 +107,25 @@ def meta_move_refusal(cmap: ClusterMap, store_id: str, down: Collection[str] = (
 
     staying = [s for s in cmap.meta.replicas if stays(s)]
     leaving = sorted(s for s in cmap.meta.replicas if not stays(s))
-    used = {cmap.stores[s].host for s in staying}
-    takers = {
-        s.host: s.store_id
+    spare = [
+        s.store_id
         for s in cmap.live_stores()
-        if s.store_id not in down and s.store_id not in cmap.meta.replicas and s.host not in used
-    }
+        if s.store_id not in down and s.store_id not in cmap.meta.replicas
+    ]
+    hosts = {s: st.host_label for s, st in cmap.stores.items()}
+    room = host_room(hosts, staying, leaving, spare)  # as the planner counts (``plan``)
+    takers = sorted(s for s in spare if hosts[s] in room)
     needed = min(len(leaving), max(0, meta_replication(cmap.replication) - len(staying)))
-    if len(takers) >= needed:
+    if sum(room.values()) >= needed:
         return None
     silent = f"; down: {', '.join(sorted(down))}" if down else ""
     return (
         f"store {store_id} holds a replica of the meta group and no other store can take it: "
         f"{len(leaving)} meta replica(s) would be leaving ({', '.join(leaving)}) with "
-        f"{len(takers)} store(s) to take them ({', '.join(sorted(takers.values())) or 'none'}; "
+        f"{sum(room.values())} store(s) to take them ({', '.join(takers) or 'none'}; "
         f"a taker is up, holds no meta replica and is on a host the staying ones "
-        f"({', '.join(sorted(staying)) or 'none'}) do not use{silent}): add a store first, "
-        "or let the drain under way finish"
+        f"({', '.join(sorted(staying)) or 'none'}) do not use, or already share{silent}): "
+        "add a store first, or let the drain under way finish"
     )
 
 
