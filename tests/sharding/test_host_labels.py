@@ -96,6 +96,19 @@ def test_a_drain_beside_a_clash_adds_its_replacement_before_removing_it() -> Non
     assert cmap.stores["s3"].state is StoreState.REMOVED
 
 
+def test_both_of_a_clashing_pair_drained_at_once_move_to_siblings_first() -> None:
+    # Second review, bug A: s0 and s1 share h0 with two idle siblings (s4, s5), s2 is on h1;
+    # draining s0 and s1 together must add before removing and end with three replicas, not
+    # shrink to two because h0 has no staying replica left.
+    labels = {"s0": "h0", "s1": "h0", "s4": "h0", "s5": "h0", "s2": "h1"}
+    cmap = _drain(_map(labels, [("s0", "s1", "s2")]), "s0", "s1")
+    assert plan(cmap)[0].kind is StepKind.ADD
+    cmap, taken, fewest = _drive(cmap, set())
+    assert fewest == 3, taken
+    assert set(cmap.placement(0).voters) == {"s2", "s4", "s5"}
+    assert all(len(before.voters) >= 4 for step, before in taken if step.kind is StepKind.REMOVE)
+
+
 def test_six_stores_of_one_host_keep_three_replicas_through_drains() -> None:
     # Review probe 2: one machine's stores all register its name.
     labels = {f"s{i}": "m" for i in range(6)}

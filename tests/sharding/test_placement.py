@@ -288,18 +288,27 @@ def test_a_live_voter_is_never_removed_when_a_dead_one_remains() -> None:
 
 
 def test_with_a_floor_a_live_voter_is_added_for_before_it_is_removed() -> None:
-    """Two of four stores drained at once: only two hosts stay eligible. A data group (no
-    floor) shrinks to them, removing a leaving voter first; with ``keep=3`` (the meta group's
-    floor) the spare is added first, and the last leaving voter stays rather than go below
-    three."""
+    """Two of four stores drained at once: only two hosts stay eligible. Both a data group (no
+    floor) and one with ``keep=3`` (the meta group's floor) add the spare first; the data group
+    then shrinks to the two eligible stores, and the floored one keeps its last leaving voter
+    rather than go below three."""
     cmap = ClusterMap.bootstrap(_stores(["h0", "h1", "h2", "h3"]), 1, 3)
     (p,) = cmap.placements
     spare = next(s for s in cmap.stores if s not in p.voters)
     leaving = [v for v in p.voters if v != p.leader]
     for s in leaving:
         cmap = cmap.with_store(replace(cmap.stores[s], state=StoreState.DECOMMISSIONING))
-    assert [s.kind for s in plan(cmap)] == [StepKind.REMOVE]  # 3 → 2 at once
+    assert plan(cmap) == [Step(0, StepKind.ADD, spare)]  # never 3 → 2 before the spare is in
     assert plan(cmap, keep=3) == [Step(0, StepKind.ADD, spare)]
+    data, fewest_data = cmap, 3
+    for _ in range(10):
+        steps = plan(data)
+        if not steps:
+            break
+        data = apply_step(data, steps[0])
+        fewest_data = min(fewest_data, len(data.placement(0).voters))
+    assert set(data.placement(0).voters) == {p.leader, spare}  # the two eligible stores
+    assert fewest_data == 2  # only at the end, once the leaving voters are gone
     fewest = 3
     for _ in range(10):
         steps = plan(cmap, keep=3)

@@ -90,23 +90,25 @@ def host_room(
     down) and the ``spare`` stores that may take one (eligible, holding none of it);
     ``hosts``: store id → host label.
 
-    One on a host no staying replica uses. On a host two or more staying replicas share (a
-    clash the bootstrap made before the labels were known, or one machine's stores under one
-    label), every spare store there: the group is on that host already, and keeping it at RF
-    replicas tolerates more store failures (a leaving replica's move to a sibling store, a
-    dead one's replacement). On a host one staying replica uses, one per leaving replica there
-    when two or more are leaving (two drains of a clashing host at once: those moves to
-    sibling stores leave the host no more replicas of the group than it had); one leaving
-    replica beside one staying one is not counted — that is also how a single replica's move
-    to a sibling looks once its replacement is in, and counting it would add a third. The
-    driver's planner and the meta group's drain check both count by this."""
+    On a host no staying replica uses, one — or, when several of the group's replicas there are
+    leaving (both of a clashing pair drained at once), one per leaving replica: their moves to
+    sibling stores leave the host no more replicas of the group than it had. On a host two or
+    more staying replicas share (a clash the bootstrap made before the labels were known, or
+    one machine's stores under one label), every spare store there: the group is on that host
+    already, and keeping it at RF replicas tolerates more store failures (a leaving replica's
+    move to a sibling store, a dead one's replacement). On a host one staying replica uses, one
+    per leaving replica there when two or more are leaving (two drains of a clashing host at
+    once: those moves to sibling stores leave the host no more replicas of the group than it
+    had); one leaving replica beside one staying one is not counted — that is also how a single
+    replica's move to a sibling looks once its replacement is in, and counting it would add a
+    third. The driver's planner and the meta group's drain check both count by this."""
     used = Counter(hosts[s] for s in staying)
     gone = Counter(hosts[s] for s in leaving)
     spares = Counter(hosts[s] for s in spare)
     room = {}
     for host, n in spares.items():
         if used[host] == 0:
-            room[host] = 1
+            room[host] = max(1, min(n, gone[host]))
         elif used[host] >= 2:
             room[host] = n
         elif gone[host] >= 2:
@@ -231,7 +233,9 @@ class _Planner:
         leaving = [v for v in p.voters if v not in self.eligible]
         room = self._room(p)
         want = min(self.cmap.replication, len(staying) + sum(room.values()))
-        if len(p.voters) > self.cmap.replication or (leaving and len(p.voters) > want):
+        if leaving and len(staying) < want and self._target(p, False) is not None:
+            self._grow(p)  # every replacement in before a leaving voter goes
+        elif len(p.voters) > self.cmap.replication or (leaving and len(p.voters) > want):
             self._shrink(p)  # above RF, or a drain left hosts for fewer replicas
         elif leaving or len(p.voters) < want:
             self._grow(p)

@@ -106,9 +106,11 @@ class MetaAgent:
         self._applied_version = -1
         self._driver: PlacementDriver | None = None
         self._driver_term = -1
-        #: (the map's record, this store's) after the last registration: not sent again
-        #: while they stay so (a label the map refused is not asked for every round).
-        self._registered: tuple[StoreInfo | None, StoreInfo] | None = None
+        #: (the map's record, this store's, the meta leader asked) after the last
+        #: registration: not sent again while they stay so (a record the leader kept
+        #: different is not asked for every round), but asked again of a new meta leader — a
+        #: leader of the previous release drops the ``host_label`` it does not know.
+        self._registered: tuple[StoreInfo | None, StoreInfo, str | None] | None = None
         self._task: asyncio.Task[None] | None = None
         #: The last round's error (``/v1/status`` shows it), None after a clean round.
         self.last_error: str | None = None
@@ -356,10 +358,11 @@ class MetaAgent:
             != self.me
             or known.host_label != self.me.host_label
         )
-        if stale and (known, self.me) != self._registered:
+        asked = self.leader_hint() if leader is None else self.store.store_id
+        if stale and (known, self.me, asked) != self._registered:
             self.map = cmap = await self.register(self.me)
             kept = cmap.stores.get(self.me.store_id)
-            self._registered = (kept, self.me)
+            self._registered = (kept, self.me, asked)
             log.info(
                 "store registered",
                 extra={"id": self.me.store_id, "host": kept.host if kept else "?"},
