@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -436,29 +436,41 @@ async def test_cluster_slots_during_the_first_poll_lists_the_groups_led_elsewher
         await topology.stop()
 
 
-async def test_cluster_slots_polls_again_for_a_group_whose_leader_was_unknown() -> None:
-    """Every store answered the first poll, but before g1 (held elsewhere) had elected its
-    leader: CLUSTER SLOTS asks for a fresh poll (bounded) rather than leave g1's slots out,
-    which makes redis-py's RedisCluster refuse to start ("All slots are not covered")."""
-    statuses: dict[str, Any] = {
+def _g1_leaderless() -> dict[str, Any]:
+    """The other stores' status while g1 (led by none of them yet) elects its leader."""
+    return {
         "http://s2.test": _status("s2", {"g0": ("s1", 5), "g1": (None, 1), "g3": ("s2", 5)}),
         "http://s3.test": _status("s3", {"g0": ("s1", 5), "g1": (None, 1), "g2": ("s3", 5)}),
         "http://s4.test": _status("s4", {"g1": (None, 1), "g2": ("s3", 5), "g3": ("s2", 5)}),
     }
-    polls = 0
+
+
+def _counted(
+    statuses: dict[str, Any],
+) -> tuple[Callable[[str], Awaitable[Mapping[str, Any] | None]], list[int]]:
+    """A status fetch over ``statuses`` (read at each call) and its count of polls (s4's)."""
+    polls = [0]
 
     async def fetch(url: str) -> Mapping[str, Any] | None:
-        nonlocal polls
-        polls += url == "http://s4.test"
+        polls[0] += url == "http://s4.test"
         found = statuses.get(url)
         return found if isinstance(found, Mapping) else None
 
+    return fetch, polls
+
+
+async def test_cluster_slots_polls_again_for_a_group_whose_leader_was_unknown() -> None:
+    """Every store answered the first poll, but before g1 (held elsewhere) had elected its
+    leader: CLUSTER SLOTS asks for a fresh poll (bounded) rather than leave g1's slots out,
+    which makes redis-py's RedisCluster refuse to start ("All slots are not covered")."""
+    statuses = _g1_leaderless()
+    fetch, polls = _counted(statuses)
     topology = StoreTopology(FakeStore(LEADERS), Advertised(), fetch)  # type: ignore[arg-type]
     topology.set_own(Advertised("h1:6001", "h1:7001"))
     topology.settle_s = 30.0  # the poll answers at once: the content is what is tested
     topology.start()
     try:
-        while polls < 1:  # the scheduled first poll: every store answers, g1 has no leader
+        while polls[0] < 1:  # the scheduled first poll: every store answers, g1 has no leader
             await asyncio.sleep(0)
         await asyncio.sleep(0.01)
         assert topology.shard_of(group_range(1, GROUPS).start).leader is None
@@ -472,7 +484,7 @@ async def test_cluster_slots_polls_again_for_a_group_whose_leader_was_unknown() 
             (8192, 7003),
             (12288, 7002),
         ]
-        assert polls >= 2
+        assert polls[0] >= 2
         assert not inspect.isawaitable(_cluster(topology, b"SLOTS"))  # nothing left unknown
     finally:
         await topology.stop()
@@ -484,40 +496,29 @@ async def test_a_leaderless_group_starts_at_most_one_poll_per_interval(
     """A group held elsewhere that stays leaderless (its quorum lost) must not make every
     CLUSTER SLOTS poll every store: once a poll started less than ``LEADERLESS_REPOLL_S`` ago,
     the command answers at once from what is known."""
-    statuses: dict[str, Any] = {
-        "http://s2.test": _status("s2", {"g0": ("s1", 5), "g1": (None, 1), "g3": ("s2", 5)}),
-        "http://s3.test": _status("s3", {"g0": ("s1", 5), "g1": (None, 1), "g2": ("s3", 5)}),
-        "http://s4.test": _status("s4", {"g1": (None, 1), "g2": ("s3", 5), "g3": ("s2", 5)}),
-    }
-    polls = 0
-
-    async def fetch(url: str) -> Mapping[str, Any] | None:
-        nonlocal polls
-        polls += url == "http://s4.test"
-        return statuses.get(url)
-
+    fetch, polls = _counted(_g1_leaderless())
     topology = StoreTopology(FakeStore(LEADERS), Advertised(), fetch)  # type: ignore[arg-type]
     topology.set_own(Advertised("h1:6001", "h1:7001"))
     topology.start()
     try:
-        while polls < 1:
+        while polls[0] < 1:
             await asyncio.sleep(0)
         await asyncio.sleep(0.01)  # the first poll is over; g1 still has no leader
         monkeypatch.setattr(topology_module, "LEADERLESS_REPOLL_S", 3600.0)
         reply = _cluster(topology, b"SLOTS")
         assert inspect.isawaitable(reply)  # the first ask for g1's leader: one more poll
         await asyncio.wait_for(reply, 30)
-        assert polls == 2
+        assert polls[0] == 2
         for _ in range(20):
             reply = _cluster(topology, b"SLOTS")
             assert not inspect.isawaitable(reply)  # one was asked for just now: no new one
             assert [e[0] for e in reply] == [0, 8192, 12288]  # g1's slots: no leader known
-        assert polls == 2
+        assert polls[0] == 2
         monkeypatch.setattr(topology_module, "LEADERLESS_REPOLL_S", 0.0)
         reply = _cluster(topology, b"SLOTS")
         assert inspect.isawaitable(reply)  # past the interval: one more poll is worth it
         await asyncio.wait_for(reply, 30)
-        assert polls == 3
+        assert polls[0] == 3
     finally:
         await topology.stop()
 
