@@ -410,6 +410,20 @@ def test_cluster_as_issue_14_states_it_serves_http_and_resp_per_store_then_ctrl_
         finally:
             rc.close()
 
+        # Each local store stands for a machine of its own: its label is its id, as the
+        # meta group records it once it registered.
+        deadline = time.monotonic() + 30
+        while True:
+            listed = subprocess.run(
+                [sys.executable, "-m", "raftcache", "store", "list", "--endpoints",
+                 f"http://127.0.0.1:{http}"],
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            if all(f"{s} host={s} " in listed.stdout for s in stores):
+                break
+            assert time.monotonic() < deadline, (listed.stdout, listed.stderr)
+            time.sleep(0.3)
+
         running.ctrl_c()  # SIGINT to its process group, which the stores are not in
         assert running.proc is not None
         assert running.proc.wait(60) == 0, running.output()

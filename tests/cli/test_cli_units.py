@@ -78,6 +78,16 @@ def test_serve_command_lists_every_peer(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_stores_of_a_local_sharded_cluster_get_hosts_of_their_own(tmp_path: Path) -> None:
+    specs = plan_nodes(3, "127.0.0.1", 9001, tmp_path, own_hosts=True)
+    argv = serve_command(specs[2], specs, ["--groups", "4"])
+    at = argv.index("--host-label")
+    assert argv[at : at + 2] == ["--host-label", "n3"]
+    assert argv[-2:] == ["--groups", "4"]  # what the user passes comes last, and wins
+    plain = serve_command(plan_nodes(3, "127.0.0.1", 9001, tmp_path)[2], specs)
+    assert "--host-label" not in plain
+
+
 def test_supervisor_kills_children_that_ignore_sigterm(tmp_path: Path) -> None:
     stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
 

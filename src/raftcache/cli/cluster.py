@@ -111,6 +111,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         Path(args.data_dir),
         resp_base_port=args.resp_base_port,
         resp_cluster_base_port=cluster_base,
+        # Stores of a local cluster stand for machines of their own (placement keeps a
+        # group's replicas on distinct hosts); `-- --host-label X` still wins (given later).
+        own_hosts=args.groups > 1,
     )
     bases = [args.base_port, args.resp_base_port, cluster_base]
     if any(b is not None and b + args.nodes - 1 > 65535 for b in bases):

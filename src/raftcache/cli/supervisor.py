@@ -35,6 +35,8 @@ class NodeSpec:
     log_path: Path
     resp_port: int | None = None
     resp_cluster_port: int | None = None
+    #: ``--host-label`` of the node (None: the machine's name, ``serve``'s default).
+    host_label: str | None = None
 
     @property
     def url(self) -> str:
@@ -57,9 +59,11 @@ def plan_nodes(
     *,
     resp_base_port: int | None = None,
     resp_cluster_base_port: int | None = None,
+    own_hosts: bool = False,
 ) -> list[NodeSpec]:
     """Nodes n1..nN on consecutive ports, each with ``DATA/nI`` and a log ``DATA/nI.log``;
-    Redis listeners on consecutive ports from each base given."""
+    Redis listeners on consecutive ports from each base given; with ``own_hosts``, each node
+    its own host label (its id), as if each ran on a machine of its own."""
 
     def nth(base: int | None, i: int) -> int | None:
         return None if base is None else base + i - 1
@@ -73,6 +77,7 @@ def plan_nodes(
             data_dir / f"n{i}.log",
             nth(resp_base_port, i),
             nth(resp_cluster_base_port, i),
+            f"n{i}" if own_hosts else None,
         )
         for i in range(1, count + 1)
     ]
@@ -97,6 +102,7 @@ def serve_command(
         "--data-dir",
         str(spec.data_dir),
         *spec.resp_flags,
+        *([] if spec.host_label is None else ["--host-label", spec.host_label]),
         *extra,
     ]
 
