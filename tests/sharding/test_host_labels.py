@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -107,6 +108,20 @@ def test_both_of_a_clashing_pair_drained_at_once_move_to_siblings_first() -> Non
     assert fewest == 3, taken
     assert set(cmap.placement(0).voters) == {"s2", "s4", "s5"}
     assert all(len(before.voters) >= 4 for step, before in taken if step.kind is StepKind.REMOVE)
+
+
+@pytest.mark.parametrize("keep", [0, 3])
+def test_a_group_whose_three_stores_are_drained_at_once_stays_within_rf_plus_one(
+    keep: int,
+) -> None:
+    # Third review: adding every replacement before removing any took a group whose three
+    # stores were drained at once (a rack) to six voters, the meta group (keep=3) too.
+    stores = {f"s{i}": Store(f"s{i}", f"h{i}") for i in range(6)}
+    cmap = ClusterMap(1, 1, 3, stores, (GroupPlacement(0, ("s0", "s1", "s2"), (), "s0"),))
+    cmap = _drain(cmap, "s0", "s1", "s2")
+    cmap, taken, _ = _drive(cmap, set(), keep=keep)
+    assert sorted(cmap.placement(0).voters) == ["s3", "s4", "s5"]
+    assert max(len(before.voters) for _, before in taken) <= 4, taken
 
 
 def test_six_stores_of_one_host_keep_three_replicas_through_drains() -> None:

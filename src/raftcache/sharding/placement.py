@@ -233,8 +233,18 @@ class _Planner:
         leaving = [v for v in p.voters if v not in self.eligible]
         room = self._room(p)
         want = min(self.cmap.replication, len(staying) + sum(room.values()))
-        if leaving and len(staying) < want and self._target(p, False) is not None:
-            self._grow(p)  # every replacement in before a leaving voter goes
+        gone = Counter(self.hosts[v] for v in leaving)
+        pair = any(n >= 2 and h in room for h, n in gone.items())  # a drained clashing pair
+        if (
+            leaving
+            and len(staying) < want
+            and (len(p.voters) <= self.cmap.replication or pair)
+            and self._target(p, False) is not None
+        ):
+            # A replacement in before a leaving voter goes (RF → RF + 1 → RF); past RF + 1
+            # only for a clashing pair drained at once, whose host would otherwise lose room
+            # for its second replica while the first one's move is under way.
+            self._grow(p)
         elif len(p.voters) > self.cmap.replication or (leaving and len(p.voters) > want):
             self._shrink(p)  # above RF, or a drain left hosts for fewer replicas
         elif leaving or len(p.voters) < want:
