@@ -120,25 +120,43 @@ def check_magic(
     return magic_end + 1
 
 
+def read_json_head(
+    data: bytes,
+    prefix: bytes,
+    version: int,
+    what: str,
+    line: str,
+    max_bytes: int,
+    error: type[BackupFormatError],
+) -> tuple[dict[str, Any], int]:
+    """The magic line (``check_magic``) then one JSON object line of at most ``max_bytes``
+    naming the same ``format`` — a backup's header, a bundle's manifest (``line``); the object
+    and the offset after it. Raises ``error`` naming the problem."""
+    start = check_magic(data, prefix, version, what, error)
+    end = data.find(b"\n", start, start + max_bytes)
+    if end < 0:
+        raise error(f"truncated or malformed {what} {line}")
+    try:
+        raw = json.loads(data[start:end])
+    except ValueError:
+        raise error(f"malformed {what} {line} (not JSON)") from None
+    if not isinstance(raw, dict):
+        raise error(f"malformed {what} {line} (not a JSON object)")
+    if raw.get("format") != version:
+        raise error(f"{what} {line} names format {raw.get('format')!r}")
+    return raw, end + 1
+
+
 def parse_head(data: bytes) -> tuple[BackupInfo, int]:
     """Parse the magic and header lines at the start of ``data``; the header and the offset
     of the snapshot. Raises ``BackupFormatError``."""
-    start = check_magic(data, MAGIC_PREFIX, BACKUP_FORMAT, "backup", BackupFormatError)
-    end = data.find(b"\n", start, start + MAX_HEADER_BYTES)
-    if end < 0:
-        raise BackupFormatError("truncated or malformed backup header")
-    return _info_from_json(data[start:end]), end + 1
+    raw, offset = read_json_head(
+        data, MAGIC_PREFIX, BACKUP_FORMAT, "backup", "header", MAX_HEADER_BYTES, BackupFormatError
+    )
+    return _info_from_json(raw), offset
 
 
-def _info_from_json(line: bytes) -> BackupInfo:
-    try:
-        raw = json.loads(line)
-    except ValueError:
-        raise BackupFormatError("malformed backup header (not JSON)") from None
-    if not isinstance(raw, dict):
-        raise BackupFormatError("malformed backup header (not a JSON object)")
-    if raw.get("format") != BACKUP_FORMAT:
-        raise BackupFormatError(f"backup header names format {raw.get('format')!r}")
+def _info_from_json(raw: dict[str, Any]) -> BackupInfo:
     if raw.get("snapshot_format") != SNAPSHOT_FORMAT:
         raise BackupFormatError(
             f"cache snapshot format {raw.get('snapshot_format')!r} is not supported "

@@ -38,7 +38,7 @@ from raftcache.cache.backup import (
     BackupFormatError,
     BackupInfo,
     backup_trailer,
-    check_magic,
+    read_json_head,
     verify_backup,
 )
 from raftcache.cache.snapshot import SupportsRead
@@ -152,22 +152,19 @@ def encode_bundle(created_at: float, backups: Sequence[bytes]) -> bytes:
 def parse_manifest(data: bytes) -> tuple[BundleInfo, int]:
     """Parse the magic and manifest lines at the start of ``data``; the manifest and the
     offset of the first part. Raises ``BundleFormatError``."""
-    start = check_magic(data, BUNDLE_MAGIC_PREFIX, BUNDLE_FORMAT, "bundle", BundleFormatError)
-    end = data.find(b"\n", start, start + MAX_MANIFEST_BYTES)
-    if end < 0:
-        raise BundleFormatError("truncated or malformed bundle manifest")
-    return _manifest_from_json(data[start:end]), end + 1
+    raw, offset = read_json_head(
+        data,
+        BUNDLE_MAGIC_PREFIX,
+        BUNDLE_FORMAT,
+        "bundle",
+        "manifest",
+        MAX_MANIFEST_BYTES,
+        BundleFormatError,
+    )
+    return _manifest_from_json(raw), offset
 
 
-def _manifest_from_json(line: bytes) -> BundleInfo:
-    try:
-        raw = json.loads(line)
-    except ValueError:
-        raise BundleFormatError("malformed bundle manifest (not JSON)") from None
-    if not isinstance(raw, dict):
-        raise BundleFormatError("malformed bundle manifest (not a JSON object)")
-    if raw.get("format") != BUNDLE_FORMAT:
-        raise BundleFormatError(f"bundle manifest names format {raw.get('format')!r}")
+def _manifest_from_json(raw: dict[str, Any]) -> BundleInfo:
     groups, created_at, parts = raw.get("groups"), raw.get("created_at"), raw.get("parts")
     if type(groups) is not int or not 1 <= groups <= MAX_GROUPS:
         raise BundleFormatError(f"bundle manifest field 'groups' must be in 1..{MAX_GROUPS}")
