@@ -50,6 +50,7 @@ from raftcache.cache.backup import (
     verify_backup_stream,
 )
 from raftcache.cache.bundle import (
+    BUNDLE_FORMAT,
     BUNDLE_MAGIC_PREFIX,
     BundleFormatError,
     BundleInfo,
@@ -212,7 +213,7 @@ def _bundle_summary(
     info: BundleInfo, parts: list[VerifiedPart], counts: list[int]
 ) -> dict[str, Any]:
     return {
-        "format": info.to_json()["format"],
+        "format": BUNDLE_FORMAT,
         "groups": info.groups,
         "created_at": info.created_at,
         "keys": sum(counts),
@@ -458,7 +459,7 @@ async def _restore_bundle(
                 )
             else:
                 print(f"group {gid} NOT restored: {failed[gid][0]}", file=sys.stderr)
-    done = sorted(restored, key=lambda g: int(g[1:]))
+    done = list(restored)  # in the bundle's order: group order
     summary = {
         "groups": info.groups,
         "restored": done,

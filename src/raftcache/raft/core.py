@@ -518,7 +518,7 @@ class RaftCore:
         if self.election_elapsed >= self.election_ticks:
             self.election_elapsed = 0
             if self.lead_transferee is not None:
-                self.lead_transferee = None  # the transfer took too long: abort it (§3.10)
+                self.abort_leadership_transfer()  # it took too long (§3.10)
         if self.heartbeat_elapsed >= self.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             self._broadcast_due = True

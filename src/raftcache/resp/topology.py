@@ -565,11 +565,9 @@ class StoreTopology(Topology):
         return Shard(gid, first, last, leader, members or stores, False, 0)
 
     def _unknown_leaders(self) -> bool:
-        """A group held elsewhere whose leader the last poll did not hear of."""
-        return any(
-            not self._votes_here(gid) and self._shard(index, gid).leader is None
-            for index, gid in enumerate(self._groups)
-        )
+        """A group held elsewhere whose leader the last poll did not hear of (``_remote``:
+        what that poll made of every group without a voter here)."""
+        return any(leader is None for leader, _ in self._remote.values())
 
     def _heard(self, member: str, status: Mapping[str, Any]) -> None:
         groups = status.get("groups")
